@@ -1,0 +1,334 @@
+"""The Sysmon event catalogue as data: every event 1-29 and 255, its fields and their history.
+
+This module is the single source of truth for event IDs, names, tags, versions, levels, ordered
+fields and field types. The config parser, the validator, the filter compiler, the readers, the
+writers and ``sysmonx -s`` all read it (through :mod:`sysmonx.schema`).
+
+Sources: spec/sysmon-semantics.md sections 1.3, 1.7, 3.7 and 4.3; the SysmonCommon manifest
+(schemas 4.0-4.81) and the Windows ``sysmon -s`` dumps (4.30-4.82) under
+shared/corpus/schemas, against which ``tests/test_schema.py`` checks this table.
+
+Each field and event carries ``since``: the first 4.x schema version that has it (``None`` means
+"present in every 4.x schema"). Field order is the order of the newest schema; older schemas are
+the same order with later fields removed (Sysmon never reordered fields within 4.x).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+# Manifest in/out types (win: event-manifest type names, as Sysmon's manifest spells them).
+STRING = "win:UnicodeString"
+GUID = "win:GUID"
+UINT32 = "win:UInt32"
+UINT16 = "win:UInt16"
+BOOLEAN = "win:Boolean"
+HEXINT32 = "win:HexInt32"
+HEXINT64 = "win:HexInt64"
+
+Version = tuple[int, int]
+
+
+def parse_version(text: str) -> Version:
+    """Parse a Sysmon schema version string the way Sysmon does.
+
+    Sysmon parses the string as a float and re-prints it with two decimals, so ``4.1`` is
+    ``4.10`` and ``4.2`` is ``4.20`` (spec/sysmon-semantics.md section 1.6).
+
+    Args:
+        text: e.g. ``"4.90"``, ``"4.1"``.
+    Returns:
+        ``(major, minor)`` with minor in hundredths, e.g. ``(4, 90)``, ``(4, 10)``.
+    Raises:
+        ValueError: not a plain decimal number, or a leading zero major (``04.50``), which
+            Sysmon rejects as "Invalid schema version number".
+    """
+    t = text.strip()
+    if not t or t.startswith("0") and len(t) > 1 and t[1] != ".":
+        raise ValueError(f"Invalid schema version number ({text})")
+    head, _, tail = t.partition(".")
+    if not head.isdigit() or (tail and not tail.isdigit()):
+        raise ValueError(f"Invalid schema version number ({text})")
+    value = round(float(t) * 100)
+    return value // 100, value % 100
+
+
+def format_version(v: Version) -> str:
+    """Render ``(4, 10)`` as ``"4.10"`` (Sysmon's ``%.2f`` rendering)."""
+    return f"{v[0]}.{v[1]:02d}"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDef:
+    """One data field of an event: ``name`` (Sysmon's exact spelling), manifest ``in_type`` and
+    ``out_type`` (``None`` where the manifest gives none) and ``since`` (first 4.x schema)."""
+
+    name: str
+    in_type: str = STRING
+    out_type: Optional[str] = "xs:string"
+    since: Optional[Version] = None
+
+
+def _s(name: str, since: Optional[Version] = None) -> FieldDef:
+    return FieldDef(name, STRING, "xs:string", since)
+
+
+def _guid(name: str) -> FieldDef:
+    return FieldDef(name, GUID, None)
+
+
+def _pid(name: str) -> FieldDef:
+    return FieldDef(name, UINT32, "win:PID")
+
+
+def _t(name: str, in_type: str, since: Optional[Version] = None) -> FieldDef:
+    return FieldDef(name, in_type, None, since)
+
+
+_RN = _s("RuleName", (4, 10))
+_USER = _s("User", (4, 80))
+
+
+@dataclass(frozen=True, slots=True)
+class EventDef:
+    """One Sysmon event type.
+
+    Attributes:
+        event_id: Sysmon EventID (1-29, 255; or the private 0xf001/0xf002 of old schemas).
+        symbol: manifest name, e.g. ``SYSMONEVENT_CREATE_PROCESS`` (used by ``-t`` output).
+        template: Task display name, e.g. ``Process Create``.
+        tag: config event tag (manifest ``rulename``), ``None`` for unfilterable 4/16/255.
+        version: event version written in ``System/Version``.
+        level: ``Informational`` or ``Error`` (System/Level 4 or 2).
+        default: decision when a config has no rule set for the tag (spec 3.7).
+        default_attr: whether the manifest spells ``ruledefault`` explicitly (for ``-s``).
+        fields: ordered data fields of the newest schema.
+        since / until: first schema with the event, first schema without it (``None`` = open).
+        history: ``((version, {"template": ..., "version": ...}), ...)`` values that applied
+            *before* the given schema version.
+    """
+
+    event_id: int
+    symbol: str
+    template: str
+    tag: Optional[str]
+    version: int
+    fields: tuple[FieldDef, ...]
+    level: str = "Informational"
+    default: str = "exclude"
+    default_attr: bool = False
+    since: Optional[Version] = None
+    until: Optional[Version] = None
+    history: tuple = field(default=())
+
+    @property
+    def level_value(self) -> int:
+        """System/Level number: 4 for Informational, 2 for Error."""
+        return 2 if self.level == "Error" else 4
+
+    @property
+    def filterable(self) -> bool:
+        """False for 4, 16 and 255, which Sysmon never filters (spec 3.7)."""
+        return self.tag is not None
+
+
+def _ev(event_id, symbol, template, tag, version, fields, **kw) -> EventDef:
+    return EventDef(event_id, symbol, template, tag, version, tuple(fields), **kw)
+
+
+_PROC = [_guid("ProcessGuid"), _pid("ProcessId")]
+
+EVENTS: tuple[EventDef, ...] = (
+    _ev(255, "SYSMONEVENT_ERROR", "Error report", None, 3,
+        [_s("UtcTime"), _s("ID"), _s("Description")], level="Error", default="include"),
+    _ev(1, "SYSMONEVENT_CREATE_PROCESS", "Process Create", "ProcessCreate", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("FileVersion"), _s("Description"), _s("Product"),
+        _s("Company"), _s("OriginalFileName", (4, 21)), _s("CommandLine"), _s("CurrentDirectory"),
+        _s("User"), _guid("LogonGuid"), _t("LogonId", HEXINT64), _t("TerminalSessionId", UINT32),
+        _s("IntegrityLevel"), _s("Hashes"), _guid("ParentProcessGuid"), _pid("ParentProcessId"),
+        _s("ParentImage"), _s("ParentCommandLine"), _s("ParentUser", (4, 80))],
+        default="include", default_attr=True),
+    _ev(2, "SYSMONEVENT_FILE_TIME", "File creation time changed", "FileCreateTime", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("TargetFilename"), _s("CreationUtcTime"),
+        _s("PreviousCreationUtcTime"), _USER], history=(((4, 32), {"version": 4}),)),
+    _ev(3, "SYSMONEVENT_NETWORK_CONNECT", "Network connection detected", "NetworkConnect", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Protocol"), _t("Initiated", BOOLEAN),
+        _t("SourceIsIpv6", BOOLEAN), _s("SourceIp"), _s("SourceHostname"), _t("SourcePort", UINT16),
+        _s("SourcePortName"), _t("DestinationIsIpv6", BOOLEAN), _s("DestinationIp"),
+        _s("DestinationHostname"), _t("DestinationPort", UINT16), _s("DestinationPortName")]),
+    _ev(4, "SYSMONEVENT_SERVICE_STATE_CHANGE", "Sysmon service state changed", None, 3,
+        [_s("UtcTime"), _s("State"), _s("Version"), _s("SchemaVersion")], default="include"),
+    _ev(5, "SYSMONEVENT_PROCESS_TERMINATE", "Process terminated", "ProcessTerminate", 3, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _USER], default="include", default_attr=True),
+    _ev(6, "SYSMONEVENT_DRIVER_LOAD", "Driver loaded", "DriverLoad", 4, [
+        _RN, _s("UtcTime"), _s("ImageLoaded"), _s("Hashes"), _s("Signed"), _s("Signature"),
+        _s("SignatureStatus")], history=(((4, 32), {"version": 3}),)),
+    _ev(7, "SYSMONEVENT_IMAGE_LOAD", "Image loaded", "ImageLoad", 3, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("ImageLoaded"), _s("FileVersion"),
+        _s("Description"), _s("Product"), _s("Company"), _s("OriginalFileName", (4, 21)),
+        _s("Hashes"), _s("Signed"), _s("Signature"), _s("SignatureStatus"), _USER]),
+    _ev(8, "SYSMONEVENT_CREATE_REMOTE_THREAD", "CreateRemoteThread detected", "CreateRemoteThread", 2, [
+        _RN, _s("UtcTime"), _guid("SourceProcessGuid"), _pid("SourceProcessId"), _s("SourceImage"),
+        _guid("TargetProcessGuid"), _pid("TargetProcessId"), _s("TargetImage"),
+        _t("NewThreadId", UINT32), _s("StartAddress"), _s("StartModule"), _s("StartFunction"),
+        _s("SourceUser", (4, 80)), _s("TargetUser", (4, 80))]),
+    _ev(9, "SYSMONEVENT_RAWACCESS_READ", "RawAccessRead detected", "RawAccessRead", 2, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("Device"), _USER]),
+    _ev(10, "SYSMONEVENT_ACCESS_PROCESS", "Process accessed", "ProcessAccess", 3, [
+        _RN, _s("UtcTime"), _guid("SourceProcessGUID"), _pid("SourceProcessId"),
+        _t("SourceThreadId", UINT32), _s("SourceImage"), _guid("TargetProcessGUID"),
+        _pid("TargetProcessId"), _s("TargetImage"), _t("GrantedAccess", HEXINT32), _s("CallTrace"),
+        _s("SourceUser", (4, 80)), _s("TargetUser", (4, 80))]),
+    _ev(11, "SYSMONEVENT_FILE_CREATE", "File created", "FileCreate", 2, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("TargetFilename"), _s("CreationUtcTime"), _USER],
+        default_attr=True),
+    _ev(12, "SYSMONEVENT_REG_KEY", "Registry object added or deleted", "RegistryEvent", 2, [
+        _RN, _s("EventType"), _s("UtcTime"), *_PROC, _s("Image"), _s("TargetObject"), _USER],
+        default_attr=True),
+    _ev(13, "SYSMONEVENT_REG_SETVALUE", "Registry value set", "RegistryEvent", 2, [
+        _RN, _s("EventType"), _s("UtcTime"), *_PROC, _s("Image"), _s("TargetObject"), _s("Details"),
+        _USER], default_attr=True),
+    _ev(14, "SYSMONEVENT_REG_NAME", "Registry object renamed", "RegistryEvent", 2, [
+        _RN, _s("EventType"), _s("UtcTime"), *_PROC, _s("Image"), _s("TargetObject"), _s("NewName"),
+        _USER], default_attr=True),
+    _ev(15, "SYSMONEVENT_FILE_CREATE_STREAM_HASH", "File stream created", "FileCreateStreamHash", 2, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("TargetFilename"), _s("CreationUtcTime"),
+        _s("Hash"), _s("Contents", (4, 31)), _USER], default_attr=True),
+    _ev(16, "SYSMONEVENT_SERVICE_CONFIGURATION_CHANGE", "Sysmon config state changed", None, 3,
+        [_s("UtcTime"), _s("Configuration"), _s("ConfigurationFileHash")], default="include"),
+    _ev(17, "SYSMONEVENT_CREATE_NAMEDPIPE", "Pipe Created", "PipeEvent", 1, [
+        _RN, _s("EventType", (4, 21)), _s("UtcTime"), *_PROC, _s("PipeName"), _s("Image"), _USER],
+        default_attr=True),
+    _ev(18, "SYSMONEVENT_CONNECT_NAMEDPIPE", "Pipe Connected", "PipeEvent", 1, [
+        _RN, _s("EventType", (4, 21)), _s("UtcTime"), *_PROC, _s("PipeName"), _s("Image"), _USER],
+        default_attr=True),
+    _ev(19, "SYSMONEVENT_WMI_FILTER", "WmiEventFilter activity detected", "WmiEvent", 3, [
+        _RN, _s("EventType"), _s("UtcTime"), _s("Operation"), _s("User"), _s("EventNamespace"),
+        _s("Name"), _s("Query")], default_attr=True),
+    _ev(20, "SYSMONEVENT_WMI_CONSUMER", "WmiEventConsumer activity detected", "WmiEvent", 3, [
+        _RN, _s("EventType"), _s("UtcTime"), _s("Operation"), _s("User"), _s("Name"), _s("Type"),
+        _s("Destination")], default_attr=True),
+    _ev(21, "SYSMONEVENT_WMI_BINDING", "WmiEventConsumerToFilter activity detected", "WmiEvent", 3, [
+        _RN, _s("EventType"), _s("UtcTime"), _s("Operation"), _s("User"), _s("Consumer"),
+        _s("Filter")], default_attr=True),
+    _ev(22, "SYSMONEVENT_DNS_QUERY", "Dns query", "DnsQuery", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("QueryName"), _s("QueryStatus"), _s("QueryResults"),
+        _s("Image"), _USER], default_attr=True, since=(4, 21)),
+    _ev(23, "SYSMONEVENT_FILE_DELETE", "File Delete archived", "FileDelete", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("User"), _s("Image"), _s("TargetFilename"), _s("Hashes"),
+        _t("IsExecutable", BOOLEAN), _s("Archived")], since=(4, 30),
+        history=(((4, 60), {"template": "File Delete"}),)),
+    _ev(24, "SYSMONEVENT_CLIPBOARD", "Clipboard changed", "ClipboardChange", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _t("Session", UINT32), _s("ClientInfo"),
+        _s("Hashes"), _s("Archived"), _USER], since=(4, 40)),
+    _ev(25, "SYSMONEVENT_PROCESS_IMAGE_TAMPERING", "Process Tampering", "ProcessTampering", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("Type"), _USER], since=(4, 50)),
+    _ev(26, "SYSMONEVENT_FILE_DELETE_DETECTED", "File Delete logged", "FileDeleteDetected", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("User"), _s("Image"), _s("TargetFilename"), _s("Hashes"),
+        _t("IsExecutable", BOOLEAN)], since=(4, 60)),
+    _ev(27, "SYSMONEVENT_FILE_BLOCK_EXE", "File Block Executable", "FileBlockExecutable", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("User"), _s("Image"), _s("TargetFilename"), _s("Hashes")],
+        since=(4, 82)),
+    _ev(28, "SYSMONEVENT_FILE_BLOCK_SHREDDING", "File Block Shredding", "FileBlockShredding", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("User"), _s("Image"), _s("TargetFilename"), _s("Hashes"),
+        _t("IsExecutable", BOOLEAN)], since=(4, 83)),
+    _ev(29, "SYSMONEVENT_FILE_EXE_DETECTED", "File Executable Detected", "FileExecutableDetected", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("User"), _s("Image"), _s("TargetFilename"), _s("Hashes")],
+        since=(4, 90)),
+    # Private IDs of the pre-4.30/4.40 manifests: their tags were accepted by those DTDs.
+    _ev(0xF001, "SYSMONEVENT_FILE_DELETE", "File Delete", "FileDelete", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("TargetFilename"), _s("Hashes"), _s("Archived")],
+        until=(4, 30)),
+    _ev(0xF002, "SYSMONEVENT_CLIPBOARD", "Clipboard changed", "ClipboardChange", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _t("Session", UINT32), _s("ClientInfo"),
+        _s("Hashes"), _s("Path"), _s("Archived")], until=(4, 40)),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionDef:
+    """A manifest ``<option>``: command-line switch and/or configuration entry.
+
+    ``argument`` is ``none``/``optional``/``required``; ``noconfig`` marks command-line-only
+    switches; ``rule`` marks options that enable an event collection; ``forceconfig`` rule options
+    appear in a config as ``<NameConfig>``; ``internal`` ones never show in Windows ``-s``.
+    """
+
+    switch: Optional[str]
+    name: str
+    argument: str
+    noconfig: bool = False
+    exclusive: bool = False
+    rule: bool = False
+    forceconfig: bool = False
+    internal: bool = False
+    since: Optional[Version] = None
+    until: Optional[Version] = None
+
+
+OPTIONS: tuple[OptionDef, ...] = (
+    OptionDef("i", "Install", "optional", noconfig=True, exclusive=True),
+    OptionDef("c", "Configuration", "optional", noconfig=True, exclusive=True),
+    OptionDef("u", "UnInstall", "optional", noconfig=True, exclusive=True),
+    OptionDef("m", "Manifest", "none", noconfig=True, exclusive=True),
+    OptionDef("z", "ClipboardInstance", "required", noconfig=True, exclusive=True),
+    OptionDef("t", "DebugMode", "optional", noconfig=True),
+    OptionDef("btf", "BTF", "optional", noconfig=True, since=(4, 81)),
+    OptionDef("service", "Service", "none", noconfig=True, since=(4, 70)),
+    OptionDef("s", "PrintSchema", "optional", noconfig=True, exclusive=True),
+    OptionDef("nologo", "NoLogo", "none", noconfig=True),
+    OptionDef("accepteula", "AcceptEula", "none", noconfig=True),
+    OptionDef("-", "ConfigDefault", "none", noconfig=True),
+    OptionDef("a", "ArchiveDirectory", "required"),
+    OptionDef(None, "CaptureClipboard", "none"),
+    OptionDef("d", "DriverName", "required"),
+    OptionDef("dns", "DnsQuery", "optional", rule=True, since=(4, 21)),
+    OptionDef("g", "PipeMonitoring", "required", rule=True, forceconfig=True),
+    OptionDef("h", "HashAlgorithms", "required"),
+    OptionDef(None, "DnsLookup", "required", since=(4, 30)),
+    OptionDef("k", "ProcessAccess", "required", rule=True, forceconfig=True),
+    OptionDef("l", "ImageLoad", "optional", rule=True),
+    OptionDef("n", "NetworkConnect", "optional", rule=True),
+    OptionDef("r", "CheckRevocation", "optional"),
+    OptionDef(None, "FieldSizes", "required", since=(4, 81)),
+    OptionDef(None, "DriverQueueSize", "required", since=(4, 91)),
+    OptionDef(None, "SigningQueueSize", "required", since=(4, 91)),
+    OptionDef("p", "CopyOnDelete_Processes", "required", until=(4, 30)),
+    OptionDef("e", "CopyOnDelete_PE", "none", until=(4, 30)),
+    OptionDef("f", "CopyOnDelete_SIDs", "required", until=(4, 30)),
+    OptionDef("j", "CopyOnDelete_Extensions", "required", until=(4, 30)),
+    OptionDef("s", "ServiceArchiveDirectory", "required", internal=True),
+    OptionDef("x", "InternalRepresentation", "required", internal=True, since=(4, 50)),
+    OptionDef("y", "OutputRules", "required", internal=True, since=(4, 50)),
+    OptionDef(None, "TraceEvents", "required", internal=True, since=(4, 50)),
+)
+
+#: Operator enumeration order (messages, rule blob), spec section 2.2.
+CONDITIONS: tuple[str, ...] = (
+    "is", "is not", "contains", "contains any", "is any", "contains all", "excludes",
+    "excludes any", "excludes all", "begin with", "end with", "less than", "more than", "image",
+    "not begin with", "not end with",
+)
+
+#: First schema version whose manifest lists each condition (spec section 1.7).
+CONDITION_SINCE: dict[str, Version] = {
+    "contains any": (4, 22), "contains all": (4, 22), "excludes any": (4, 23),
+    "excludes all": (4, 23), "is any": (4, 31), "not begin with": (4, 70),
+    "not end with": (4, 70),
+}
+
+#: Order in which a manifest's ``<filters>`` element lists the conditions (for ``-s``).
+CONDITION_MANIFEST_ORDER: tuple[str, ...] = (
+    "is", "is not", "contains", "contains any", "is any", "contains all", "excludes",
+    "excludes any", "excludes all", "begin with", "not begin with", "end with", "not end with",
+    "less than", "more than", "image",
+)
+
+#: Every 4.x schema version Sysmon has published, with its manifest binaryversion string.
+SCHEMA_VERSIONS: tuple[tuple[Version, str], ...] = (
+    ((4, 0), "1.01"), ((4, 10), "8.00"), ((4, 20), "8.00"), ((4, 21), "9.10"), ((4, 22), "9.20"),
+    ((4, 23), "9.20"), ((4, 30), "9.20"), ((4, 31), "9.20"), ((4, 32), "9.20"), ((4, 40), "11.0"),
+    ((4, 50), "13.0"), ((4, 60), "14.0"), ((4, 70), "15.0"), ((4, 80), "16"), ((4, 81), "16"),
+    ((4, 82), "17"), ((4, 83), "17"), ((4, 90), "18"), ((4, 91), "18"),
+)
