@@ -1,0 +1,146 @@
+"""The parsed configuration: options and rule sets, as Sysmon compiles them.
+
+Shapes follow Sysmon's compiled model (spec/sysmon-semantics.md section 3.1): one
+:class:`RuleSet` per event-tag element in document order, each with an ordered list of
+:class:`Filter`; filters that came from one ``<Rule>`` share an aggregate id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..schema import Version, format_version
+
+
+class ConfigError(ValueError):
+    """A configuration Sysmon would refuse to load.
+
+    Attributes:
+        message: what is wrong (Sysmon's wording where it has one).
+        path: the config file (or ``<string>``).
+        line: 1-based line of the offending element, or ``None``.
+    """
+
+    def __init__(self, message: str, path: str = "<string>", line: Optional[int] = None):
+        self.message = message
+        self.path = path
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ConfigWarning:
+    """Something Sysmon accepts but that probably is not what the author meant, or an element
+    Sysmon skips while still loading (spec 1.3, 1.6). ``str()`` gives ``path:line: message``."""
+
+    message: str
+    path: str
+    line: Optional[int] = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: warning: {self.message}"
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A compound ``<Rule>``: ``relation`` is ``"and"`` or ``"or"`` (missing => or, spec 1.4),
+    ``name`` its ``name`` attribute or ``None`` when absent."""
+
+    id: int
+    relation: str
+    name: Optional[str]
+    line: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One field filter.
+
+    Attributes:
+        field: Sysmon field name (case-sensitive), e.g. ``Image``.
+        condition: canonical operator name (``is``, ``end with``, ... or the SysmonX ``regex``).
+        value: rule value verbatim (no trimming, entities decoded; spec 1.1).
+        name: RuleName after inheritance (own, else ``<Rule>``'s, else ``<RuleGroup>``'s, else
+            ``""``; spec 3.6).
+        aggregate: 0 for a top-level filter, else the id of its :class:`Aggregate`.
+        line: source line.
+    """
+
+    field: str
+    condition: str
+    value: str
+    name: str = ""
+    aggregate: int = 0
+    line: Optional[int] = None
+
+
+@dataclass
+class RuleSet:
+    """One event-tag element (``<ProcessCreate onmatch="exclude">`` ...).
+
+    Attributes:
+        tag: event tag, e.g. ``RegistryEvent``.
+        event_id: the id the element is bound to (first id of the tag whose fields contain every
+            field used, spec 1.5).
+        onmatch: ``include`` or ``exclude``.
+        relation: top-level combine type, ``and`` or ``or`` (spec 1.3).
+        filters: ordered filters.
+        aggregates: aggregate id -> :class:`Aggregate`.
+        group_name: enclosing ``RuleGroup`` name attribute, or ``None``.
+        line: source line of the tag element.
+    """
+
+    tag: str
+    event_id: int
+    onmatch: str
+    relation: str
+    filters: list[Filter] = field(default_factory=list)
+    aggregates: dict[int, Aggregate] = field(default_factory=dict)
+    group_name: Optional[str] = None
+    line: Optional[int] = None
+
+    @property
+    def default(self) -> str:
+        """Sysmon's internal default of the set: ``exclude`` for onmatch=include and vice versa."""
+        return "exclude" if self.onmatch == "include" else "include"
+
+
+@dataclass
+class Config:
+    """A loaded configuration.
+
+    Attributes:
+        path: file it came from (``<string>`` for text), ``sha256``: hex digest of its bytes (as
+            event 16's ``ConfigurationFileHash`` reports it).
+        schema_version: requested ``(major, minor)``; ``schema``: the schema the file was validated
+            against.
+        options: configuration entries, element name -> text (``""`` for an empty element);
+            ``hash_algorithms`` parsed list (upper case, Sysmon order), ``field_sizes`` field -> N.
+        rule_sets: in document order.
+        warnings: non-fatal findings.
+    """
+
+    path: str
+    sha256: str
+    schema_version: Version
+    schema: object
+    options: dict[str, str] = field(default_factory=dict)
+    hash_algorithms: list[str] = field(default_factory=list)
+    field_sizes: dict[str, int] = field(default_factory=dict)
+    rule_sets: list[RuleSet] = field(default_factory=list)
+    warnings: list[ConfigWarning] = field(default_factory=list)
+
+    @property
+    def schema_version_text(self) -> str:
+        """``"4.90"``."""
+        return format_version(self.schema_version)
+
+    def rule_sets_for_tag(self, tag: str) -> list[RuleSet]:
+        """Rule sets of one tag in document order."""
+        return [rs for rs in self.rule_sets if rs.tag == tag]

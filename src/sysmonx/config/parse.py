@@ -1,0 +1,435 @@
+"""Sysmon XML configuration -> :class:`~sysmonx.config.model.Config`.
+
+Implements spec/sysmon-semantics.md section 1: encoding sniffing (1.1), validation equivalent to
+the DTD Sysmon synthesises from the manifest of the requested schema version (1.1, 1.7), the
+configuration entries (1.2), event tags and rule sets (1.3), field filters and ``<Rule>`` (1.4),
+multi-id binding (1.5) and Sysmon's load-time errors (1.6).
+
+The XML is parsed with lxml with entity resolution, DTD loading and network access off; a document
+that carries its own DOCTYPE is refused, so neither external entities nor entity-expansion bombs
+can be used against the sensor.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import re
+from pathlib import Path
+from typing import Optional, Union
+
+from lxml import etree
+
+from ..schema import CONDITIONS, CURRENT, Schema, SchemaVersionError, get_schema, parse_version
+from .model import Aggregate, Config, ConfigError, ConfigWarning, Filter, RuleSet
+
+__all__ = ["load_config", "parse_config", "decode_config_bytes", "EXTENSION_CONDITIONS",
+           "MAX_RULE_NAME", "parse_hash_algorithms", "parse_field_sizes"]
+
+#: Conditions SysmonX adds to Sysmon's 16 (accepted only when extensions are enabled).
+EXTENSION_CONDITIONS: tuple[str, ...] = ("regex",)
+#: Longest RuleName Sysmon accepts (spec 1.4).
+MAX_RULE_NAME = 255
+#: Largest configuration file accepted, bytes (Sysmon's own limit is the registry value size).
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
+
+_FALSE_FLAGS = {"false", "0", "null", "disabled"}
+_HASHES = {"sha1": "SHA1", "sha-1": "SHA1", "md5": "MD5", "md-5": "MD5", "sha256": "SHA256",
+           "sha-256": "SHA256", "imphash": "IMPHASH", "imp-hash": "IMPHASH"}
+_HASH_ORDER = ("SHA1", "MD5", "SHA256", "IMPHASH")
+_XML_DECL = re.compile(rb"^\s*<\?xml[^>]*\?>", re.S)
+_XML_DECL_TEXT = re.compile(r"^\s*<\?xml[^>]*\?>", re.S)
+_ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+
+
+def decode_config_bytes(raw: bytes, path: str = "<string>") -> str:
+    """Decode a configuration file the way Sysmon sniffs it (spec 1.1).
+
+    A first byte that is neither whitespace nor ``<`` means a BOM: ``FF FE`` is UTF-16LE (``FE FF``
+    UTF-16BE is also accepted), ``EF BB BF`` UTF-8. Without a BOM, a zero second byte means
+    UTF-16LE. Otherwise the ``encoding=`` of the XML declaration is honoured, UTF-8 by default.
+
+    Returns:
+        the text with any BOM removed (the XML declaration is left in place).
+    Raises:
+        ConfigError: undecodable bytes (with the byte offset) or an unknown declared encoding.
+    """
+    if raw.startswith(codecs.BOM_UTF16_LE):
+        enc, body = "utf-16-le", raw[2:]
+    elif raw.startswith(codecs.BOM_UTF16_BE):
+        enc, body = "utf-16-be", raw[2:]
+    elif raw.startswith(codecs.BOM_UTF8):
+        enc, body = "utf-8", raw[3:]
+    elif len(raw) > 1 and raw[1] == 0:
+        enc, body = "utf-16-le", raw
+    else:
+        enc, body = "utf-8", raw
+        m = _XML_DECL.match(raw)
+        if m:
+            e = _ENCODING.search(m.group(0))
+            if e:
+                enc = e.group(1).decode("ascii").lower()
+                try:
+                    codecs.lookup(enc)
+                except LookupError:
+                    raise ConfigError(f"unsupported encoding {enc!r} in XML declaration", path, 1)
+                if enc.replace("-", "").replace("_", "") in ("utf16", "utf16le", "ucs2"):
+                    enc = "utf-8"  # an 8-bit file that claims UTF-16: Sysmon reads it as 8-bit
+    try:
+        return body.decode(enc)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"file is not valid {enc} at byte offset {exc.start}", path) from None
+
+
+def parse_hash_algorithms(text: str) -> list[str]:
+    """Parse a HashAlgorithms value (spec 1.2): comma list of sha1/sha-1, md5/md-5,
+    sha256/sha-256, imphash/imp-hash (case-insensitive) or ``*``/``all``; ``,,`` is a literal comma.
+
+    Returns:
+        canonical upper-case names in Sysmon's output order (SHA1, MD5, SHA256, IMPHASH).
+    Raises:
+        ValueError: ``Invalid hashing algorithm: X``.
+    """
+    found = set()
+    for item in _split_comma_list(text):
+        key = item.strip().lower()
+        if key in ("*", "all"):
+            found.update(_HASH_ORDER)
+        elif key in _HASHES:
+            found.add(_HASHES[key])
+        else:
+            raise ValueError(f"Invalid hashing algorithm: {item}")
+    return [h for h in _HASH_ORDER if h in found]
+
+
+def _split_comma_list(text: str) -> list[str]:
+    items, cur, i = [], [], 0
+    while i < len(text):
+        c = text[i]
+        if c == ",":
+            if i + 1 < len(text) and text[i + 1] == ",":
+                cur.append(",")
+                i += 2
+                continue
+            items.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    items.append("".join(cur))
+    return [x for x in items if x != ""]
+
+
+def parse_field_sizes(text: str) -> dict[str, int]:
+    """Parse FieldSizes ``Field:N,Field:N`` (spec 3.9).
+
+    Only alphanumerics, ``,`` and ``:`` are allowed; field names are case-sensitive and must
+    exist in some event; N must be > 0; entries without ``:`` are ignored.
+
+    Raises:
+        ValueError: with Sysmon's message for the first problem.
+    """
+    for c in text:
+        if not (c.isascii() and c.isalnum()) and c not in ",:":
+            raise ValueError(f"FieldSizes option ('{text}') has invalid character: '{c}'.")
+    known = {n for e in CURRENT.events.values() for n in e.field_names}
+    sizes: dict[str, int] = {}
+    for entry in text.split(","):
+        if ":" not in entry:
+            continue
+        name, _, num = entry.partition(":")
+        if name not in known:
+            raise ValueError(f"FieldSizes field '{name}' is invalid.")
+        n = int(num) if num.isdigit() else 0
+        if n <= 0:
+            raise ValueError(f"FieldSizes field '{name}' has max size of {num}.")
+        sizes[name] = n
+    return sizes
+
+
+def load_config(path: Union[str, Path], *, extensions: bool = True,
+                empty_option_quirk: bool = False) -> Config:
+    """Load and validate a Sysmon configuration file.
+
+    Args:
+        path: the XML file.
+        extensions: accept SysmonX extensions (``condition="regex"``). With False the config is
+            held to Sysmon's exact grammar.
+        empty_option_quirk: reproduce the libxml2 code path where an empty option element
+            (``<CheckRevocation/>``) stops option processing (spec 1.2, uncertain). Default: the
+            documented intent, an empty element means "set, no value".
+    Returns:
+        the :class:`Config`.
+    Raises:
+        ConfigError: with file and line, for everything Sysmon refuses to load.
+        OSError: the file cannot be read.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"configuration is {size} bytes; larger than {MAX_CONFIG_BYTES}", str(p))
+    return parse_config(p.read_bytes(), str(p), extensions=extensions,
+                        empty_option_quirk=empty_option_quirk)
+
+
+def _text_of(el) -> str:
+    # xmlNodeListGetString: text and entity values, comments skipped, pieces concatenated.
+    parts = [el.text or ""]
+    for child in el:
+        parts.append(child.tail or "")
+    return "".join(parts)
+
+
+def _only_whitespace(el, path: str) -> None:
+    if el.text and el.text.strip():
+        raise ConfigError(f"Element {el.tag} has text content {el.text.strip()[:40]!r}, "
+                          "which the schema does not allow", path, el.sourceline)
+    for child in el:
+        if child.tail and child.tail.strip():
+            raise ConfigError(f"Element {el.tag} has text content {child.tail.strip()[:40]!r}, "
+                              "which the schema does not allow", path, child.sourceline)
+
+
+def _check_attrs(el, allowed: tuple, path: str) -> None:
+    for name in el.attrib:
+        if name not in allowed:
+            raise ConfigError(f"No declaration for attribute {name} of element {el.tag}",
+                              path, el.sourceline)
+
+
+def _elements(el):
+    return [c for c in el if isinstance(c.tag, str)]
+
+
+def parse_config(raw: Union[bytes, str], path: str = "<string>", *, extensions: bool = True,
+                 empty_option_quirk: bool = False) -> Config:
+    """Parse configuration bytes (or text) already in memory; see :func:`load_config`.
+
+    Raises:
+        ConfigError: as :func:`load_config`.
+    """
+    if isinstance(raw, str):
+        raw_bytes = raw.encode("utf-8")
+        text = raw
+    else:
+        raw_bytes = raw
+        text = decode_config_bytes(raw, path)
+    sha256 = hashlib.sha256(raw_bytes).hexdigest()
+    # Strip the XML declaration (Sysmon does before prepending its DTD) but keep line numbers.
+    text = text.lstrip("\ufeff")
+    m = _XML_DECL_TEXT.match(text)
+    if m:
+        text = "\n" * m.group(0).count("\n") + text[m.end():]
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                             dtd_validation=False, huge_tree=False, remove_pis=True)
+    try:
+        root = etree.fromstring(text, parser)
+    except etree.XMLSyntaxError as exc:
+        line = exc.lineno if exc.lineno else None
+        raise ConfigError(f"XML error: {exc.msg}", path, line) from None
+    if root.getroottree().docinfo.doctype:
+        raise ConfigError("a DOCTYPE (DTD or entity declarations) is not allowed in a Sysmon "
+                          "configuration", path, 1)
+    for node in root.iter():
+        if isinstance(node, etree._Entity):
+            raise ConfigError(f"undefined entity {node.text}", path, node.sourceline)
+    return _Builder(path, sha256, extensions, empty_option_quirk).build(root)
+
+
+class _Builder:
+    def __init__(self, path: str, sha256: str, extensions: bool, empty_option_quirk: bool):
+        self.path = path
+        self.sha256 = sha256
+        self.extensions = extensions
+        self.empty_option_quirk = empty_option_quirk
+        self.conditions = {c: c for c in CONDITIONS}
+        if extensions:
+            self.conditions.update({c: c for c in EXTENSION_CONDITIONS})
+        self.next_aggregate = 1
+
+    def err(self, message: str, el=None) -> ConfigError:
+        return ConfigError(message, self.path, el.sourceline if el is not None else None)
+
+    def build(self, root) -> Config:
+        if root.tag != "Sysmon":
+            raise self.err(f"root element must be <Sysmon>, found <{root.tag}>", root)
+        _check_attrs(root, ("schemaversion",), self.path)
+        sv = root.get("schemaversion")
+        if sv is None:
+            raise self.err("attribute schemaversion of element Sysmon is required", root)
+        try:
+            version = parse_version(sv)
+            schema = get_schema(version)
+        except (ValueError, SchemaVersionError) as exc:
+            msg = str(exc)
+            if "Invalid schema version" in msg:
+                msg = f"Invalid schema version number ({sv})  for configuration: {self.path}"
+            raise self.err(msg, root) from None
+        cfg = Config(self.path, self.sha256, version, schema)
+        _only_whitespace(root, self.path)
+        options_stopped = False
+        for child in _elements(root):
+            if child.tag == "EventFiltering":
+                _check_attrs(child, (), self.path)
+                _only_whitespace(child, self.path)
+                self._event_filtering(child, cfg, schema)
+            elif child.tag in schema.config_entries:
+                _check_attrs(child, (), self.path)
+                if _elements(child):
+                    raise self.err(f"Element {child.tag} may only contain text", child)
+                if options_stopped:
+                    continue
+                value = _text_of(child)
+                if value == "" and self.empty_option_quirk:
+                    options_stopped = True
+                    cfg.warnings.append(ConfigWarning(
+                        f"empty <{child.tag}/> stops option processing (libxml2 quirk mode)",
+                        self.path, child.sourceline))
+                    continue
+                self._option(child, value, cfg)
+            else:
+                allowed = ", ".join(sorted(schema.config_entries | {"EventFiltering"}))
+                raise self.err(f"Element Sysmon content does not follow the DTD: unknown element "
+                               f"<{child.tag}> for schema {schema.version_text} (expecting one "
+                               f"of {allowed})", child)
+        return cfg
+
+    def _option(self, el, value: str, cfg: Config) -> None:
+        name = el.tag
+        opt = next((o for o in cfg.schema.options if o.name == name or o.name + "Config" == name),
+                   None)
+        if opt is not None and opt.argument == "none" and value.strip().lower() in _FALSE_FLAGS:
+            cfg.options.pop(name, None)
+            return
+        try:
+            if name == "HashAlgorithms":
+                cfg.hash_algorithms = parse_hash_algorithms(value)
+            elif name == "FieldSizes":
+                cfg.field_sizes = parse_field_sizes(value)
+            elif name == "ArchiveDirectory" and "\\" in value:
+                raise ValueError("Archive directory must be a single path component.")
+        except ValueError as exc:
+            raise self.err(str(exc), el) from None
+        cfg.options[name] = value
+
+    def _event_filtering(self, ef, cfg: Config, schema: Schema) -> None:
+        for child in _elements(ef):
+            if child.tag == "RuleGroup":
+                _check_attrs(child, ("name", "groupRelation"), self.path)
+                rel = child.get("groupRelation")
+                if rel is None:
+                    raise self.err("attribute groupRelation of element RuleGroup is required",
+                                   child)
+                if rel not in ("and", "or"):
+                    raise self.err(f'Value "{rel}" for attribute groupRelation of RuleGroup is '
+                                   "not among the enumerated set (and|or)", child)
+                gname = child.get("name")
+                self._check_name(gname, child)
+                _only_whitespace(child, self.path)
+                for tag_el in _elements(child):
+                    self._tag(tag_el, cfg, schema, rel, gname)
+            else:
+                self._tag(child, cfg, schema, None, None)
+
+    def _check_name(self, name: Optional[str], el) -> None:
+        if name is not None and len(name) > MAX_RULE_NAME:
+            raise self.err(f"Rule name is larger than {MAX_RULE_NAME} characters: {name}", el)
+
+    def _condition(self, el) -> str:
+        raw = el.get("condition")
+        if raw is None or raw == "":
+            return "is"
+        key = raw.lower()
+        if key in self.conditions:
+            return self.conditions[key]
+        expected = ", ".join(CONDITIONS)
+        raise self.err(f"Unknown condition: {raw}\nExpected values are {expected}", el)
+
+    def _filter(self, el, allowed: frozenset, tag_label: str, inherited: Optional[str],
+                aggregate: int) -> Filter:
+        if el.tag not in allowed:
+            raise self.err(f"Element {el.tag} is not a field of {tag_label} in schema "
+                           f"(No declaration for element {el.tag})", el)
+        _check_attrs(el, ("condition", "name"), self.path)
+        if _elements(el):
+            raise self.err(f"Field element {el.tag} may only contain text", el)
+        own = el.get("name")
+        self._check_name(own, el)
+        name = own if own is not None else (inherited if inherited is not None else "")
+        cond = self._condition(el)
+        value = _text_of(el)
+        if cond == "regex":
+            from ..filtering.conditions import compile_regex
+            try:
+                compile_regex(value)
+            except ValueError as exc:
+                raise self.err(f"invalid regex for {el.tag}: {exc}", el) from None
+        return Filter(el.tag, cond, value, name, aggregate, el.sourceline)
+
+    def _tag(self, el, cfg: Config, schema: Schema, group_rel: Optional[str],
+             group_name: Optional[str]) -> None:
+        tag = el.tag
+        if tag not in schema.tags:
+            known = ", ".join(sorted(schema.tags))
+            raise self.err(f"Unknown event tag <{tag}> for schema {schema.version_text} "
+                           f"(expecting one of {known})", el)
+        _check_attrs(el, ("onmatch", "default"), self.path)
+        onmatch, default = el.get("onmatch"), el.get("default")
+        for attr, v in (("onmatch", onmatch), ("default", default)):
+            if v is not None and v not in ("include", "exclude"):
+                raise self.err(f'Value "{v}" for attribute {attr} of {tag} is not among the '
+                               "enumerated set (include|exclude)", el)
+        if onmatch is not None and default is not None:
+            cfg.warnings.append(ConfigWarning(
+                f"Error: Can't specify onmatch and default on <{tag}> (pick only one); "
+                "element skipped as Sysmon does", self.path, el.sourceline))
+            return
+        if onmatch is None and default is None:
+            cfg.warnings.append(ConfigWarning(
+                f"Error: You need to specifiy the onmatch attribute on <{tag}>; element skipped "
+                "as Sysmon does", self.path, el.sourceline))
+            return
+        if onmatch is None:
+            onmatch = "include" if default == "exclude" else "exclude"
+        if group_rel is not None:
+            relation = "or" if group_rel.lower() == "or" else "and"
+        else:
+            relation = "and" if cfg.schema_version > (4, 10) else "or"
+        _only_whitespace(el, self.path)
+        tag_fields = schema.tag_fields[tag]
+        filters: list[Filter] = []
+        aggregates: dict[int, Aggregate] = {}
+        for child in _elements(el):
+            if child.tag == "Rule":
+                _check_attrs(child, ("name", "groupRelation"), self.path)
+                _only_whitespace(child, self.path)
+                rname = child.get("name")
+                self._check_name(rname, child)
+                rrel = child.get("groupRelation")
+                rrel = "or" if rrel is None or rrel.lower() == "or" else "and"
+                agg = Aggregate(self.next_aggregate, rrel, rname, child.sourceline)
+                self.next_aggregate += 1
+                inherited = rname if rname is not None else group_name
+                members = [self._filter(f, schema.all_fields, "Rule", inherited, agg.id)
+                           for f in _elements(child)]
+                if members:
+                    aggregates[agg.id] = agg
+                    filters.extend(members)
+            else:
+                filters.append(self._filter(child, tag_fields, tag, group_name, 0))
+        # Bind multi-id tags to the first id whose fields contain every field used (spec 1.5).
+        used = {f.field for f in filters}
+        bound = None
+        for eid in CURRENT.tags.get(tag, ()):
+            if used <= set(CURRENT.events[eid].field_names):
+                bound = eid
+                break
+        if bound is None:
+            ids = CURRENT.tags.get(tag, ())
+            missing = sorted(used - set(CURRENT.events[ids[0]].field_names)) if ids else used
+            cfg.warnings.append(ConfigWarning(
+                f"Incorrect field {', '.join(missing)} for <{tag}>: no single event of the tag has "
+                "all the fields used; rule set skipped as Sysmon does", self.path, el.sourceline))
+            return
+        cfg.rule_sets.append(RuleSet(tag, bound, onmatch, relation, filters, aggregates,
+                                     group_name, el.sourceline))

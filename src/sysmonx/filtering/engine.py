@@ -1,0 +1,347 @@
+"""Sysmon's filter algorithm, compiled once per configuration into per-EventID deciders.
+
+Semantics: spec/sysmon-semantics.md section 3 — rule-set order (3.2: exclude sets then include
+sets, each in reverse document order), decision and fallback (3.3), group evaluation with the
+same-field-is-OR rule and ``<Rule>`` sub-groups (3.4), errors as NoMatch (3.5), RuleName
+selection including the stale-name quirk (3.6), per-type defaults (3.7), multi-id binding by
+field position (1.5), FieldSizes truncation after filtering (3.9).
+
+Compilation turns every rule set into a closure; large OR sets are bucketed by (field, operator)
+into dict lookups and ``str.startswith``/``endswith`` tuple tests, keeping document-order
+semantics (the first matching filter, which decides RuleName, is the one with the lowest index).
+Evaluating an event never walks the config model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ..config.model import Config, RuleSet
+from ..schema import CURRENT
+from .conditions import fold, make_predicate
+
+__all__ = ["EngineOptions", "FilterEngine", "truncate_value", "NEVER_FILTERED"]
+
+#: Events Sysmon never filters (spec 3.7).
+NEVER_FILTERED = frozenset({4, 16, 255})
+
+SetResult = tuple[bool, Optional[str]]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Named choices where Sysmon's behaviour is uncertain or platform-dependent.
+
+    Attributes:
+        compare_fold: ``lower`` (Windows, default) or ``upper`` (Sysmon for Linux): the fold of
+            ``less than``/``more than`` (spec 2.1).
+        fallback: ``code`` (default; two or more rule sets for a tag and none matched => exclude,
+            spec 3.3 / TV29) or ``intent`` (a tag with only exclude sets logs what none of them
+            matches, as community guides expect).
+        stale_rulename: True (default, code-derived, TV40): a name set by a filter in a rule set
+            that did not match survives to a later matching set; False resets it per set.
+        no_rule_defaults: ``manifest`` (default: only 1 and 5 logged without rules) or
+            ``community`` (1, 2, 5, 6, per the TrustedSec guide; spec 3.7 uncertain).
+        field_sizes_skip_last: True (default, code quirk): FieldSizes never truncates the highest
+            event id (29); False truncates every event (spec 3.9).
+    """
+
+    compare_fold: str = "lower"
+    fallback: str = "code"
+    stale_rulename: bool = True
+    no_rule_defaults: str = "manifest"
+    field_sizes_skip_last: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {"compare_fold": ("lower", "upper"), "fallback": ("code", "intent"),
+                  "no_rule_defaults": ("manifest", "community")}
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+
+
+def truncate_value(value: str, size: int) -> str:
+    """FieldSizes truncation (spec 3.9): longer than ``size`` characters => first ``size-3`` +
+    ``...`` when size >= 3, ``-`` for 1 or 2, empty for 0; otherwise unchanged."""
+    if len(value) <= size:
+        return value
+    if size >= 3:
+        return value[:size - 3] + "..."
+    return "-" if size > 0 else ""
+
+
+_BUCKET_KINDS = ("is", "is any", "image", "begin with", "end with", "contains")
+
+
+def _bucket_test(kind: str, entries: list[tuple[int, str]]) -> Callable[[str], int]:
+    """Return ``test(v) -> lowest matching filter index or -1`` for same-field same-kind filters.
+
+    ``entries`` are ``(index, folded rule value)`` in document order.
+    """
+    if kind in ("is", "is any"):
+        table: dict[str, int] = {}
+        for idx, r in entries:
+            values = [r] if kind == "is" else _tokens(r)
+            for t in values:
+                table.setdefault(t, idx)
+        get = table.get
+        return lambda v: get(v, -1)
+    if kind == "image":
+        base: dict[str, int] = {}
+        full: dict[str, int] = {}
+        for idx, r in entries:
+            (full if "\\" in r else base).setdefault(r, idx)
+        bget, fget = base.get, full.get
+
+        def image_test(v: str) -> int:
+            a = bget(v[v.rfind("\\") + 1:], -1)
+            b = fget(v, -1)
+            if a < 0:
+                return b
+            return a if b < 0 or a < b else b
+        return image_test
+    values = tuple(r for _, r in entries)
+    pairs = tuple(entries)
+    if kind in ("begin with", "end with"):
+        method = str.startswith if kind == "begin with" else str.endswith
+
+        def affix_test(v: str) -> int:
+            if not method(v, values):
+                return -1
+            for idx, r in pairs:
+                if method(v, r):
+                    return idx
+            return -1
+        return affix_test
+
+    def contains_test(v: str) -> int:
+        for idx, r in pairs:
+            if r in v:
+                return idx
+        return -1
+    return contains_test
+
+
+def _tokens(r: str) -> list[str]:
+    from .conditions import split_tokens
+    return split_tokens(r)
+
+
+class _SetCompiler:
+    """Compiles one rule set for one concrete event id."""
+
+    def __init__(self, rs: RuleSet, event_id: int, opts: EngineOptions):
+        self.rs = rs
+        self.opts = opts
+        bound = CURRENT.events[rs.event_id].index
+        actual = CURRENT.events[event_id].field_names
+        self.present = {}
+        for f in rs.filters:
+            pos = bound.get(f.field)
+            self.present[f.field] = pos is not None and pos < len(actual) and actual[pos] == f.field
+
+    def pred(self, f):
+        if not self.present[f.field]:
+            return None
+        return make_predicate(f.condition, f.value, compare_fold=self.opts.compare_fold)
+
+    def compile(self) -> Callable[[dict], SetResult]:
+        rs = self.rs
+        if not rs.filters:
+            return lambda lv: (False, None)
+        items = []  # ("f", field, pred, name, later_same) | ("g", relation, [(field, pred, name)])
+        i, n = 0, len(rs.filters)
+        while i < n:
+            f = rs.filters[i]
+            if f.aggregate:
+                j = i
+                members = []
+                while j < n and rs.filters[j].aggregate == f.aggregate:
+                    g = rs.filters[j]
+                    members.append((g.field, self.pred(g), g.name or None))
+                    j += 1
+                items.append(("g", rs.aggregates[f.aggregate].relation, tuple(members)))
+                i = j
+            else:
+                later = any(not g.aggregate and g.field == f.field for g in rs.filters[i + 1:])
+                items.append(("f", f.field, self.pred(f), f.name or None, later))
+                i += 1
+        if rs.relation == "or" and all(it[0] == "f" for it in items):
+            return self._compile_or_bucketed()
+        return self._compile_walker(rs.relation, items)
+
+    def _compile_or_bucketed(self) -> Callable[[dict], SetResult]:
+        names: list[Optional[str]] = []
+        buckets: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        singles: list[tuple[str, Callable[[str], bool], int]] = []
+        for idx, f in enumerate(self.rs.filters):
+            names.append(f.name or None)
+            if not self.present[f.field]:
+                continue
+            if f.condition in _BUCKET_KINDS:
+                buckets.setdefault((f.field, f.condition), []).append((idx, fold(f.value)))
+            else:
+                singles.append((f.field, self.pred(f), idx))
+        tests = [(field, _bucket_test(kind, entries)) for (field, kind), entries in buckets.items()]
+        for field, p, idx in singles:
+            tests.append((field, (lambda p, idx: lambda v: idx if p(v) else -1)(p, idx)))
+        tests_t = tuple(tests)
+        if not tests_t:
+            return lambda lv: (False, None)
+        names_t = tuple(names)
+
+        def match_or(lv: dict) -> SetResult:
+            best = -1
+            for field, test in tests_t:
+                idx = test(lv[field])
+                if idx >= 0 and (best < 0 or idx < best):
+                    best = idx
+                    if best == 0:
+                        break
+            if best < 0:
+                return False, None
+            return True, names_t[best]
+        return match_or
+
+    @staticmethod
+    def _compile_walker(relation: str, items: list) -> Callable[[dict], SetResult]:
+        is_and = relation == "and"
+        items_t = tuple(items)
+
+        def match_group(rel_and: bool, members, lv) -> SetResult:
+            name = None
+            for field, pred, fname in members:
+                ok = pred is not None and pred(lv[field])
+                if ok:
+                    if fname:
+                        name = fname
+                    if not rel_and:
+                        return True, name
+                elif rel_and:
+                    return False, name
+            return rel_and, name
+
+        def walk(lv: dict) -> SetResult:
+            name = None
+            matched_fields = set()
+            for item in items_t:
+                if item[0] == "g":
+                    ok, gname = match_group(item[1] == "and", item[2], lv)
+                    if gname is not None:
+                        name = gname
+                    if ok and not is_and:
+                        return True, name
+                    if not ok and is_and:
+                        return False, name
+                    continue
+                _, field, pred, fname, later = item
+                if field in matched_fields:
+                    continue
+                ok = pred is not None and pred(lv[field])
+                if ok:
+                    if fname:
+                        name = fname
+                    if not is_and:
+                        return True, name
+                    matched_fields.add(field)
+                elif is_and and not later:
+                    return False, name
+            return is_and, name
+        return walk
+
+
+class FilterEngine:
+    """A configuration compiled into one decision function per EventID.
+
+    ``decide(event_id, data)`` returns ``(include, rule_name)``: ``include`` is Sysmon's decision
+    to log the event, ``rule_name`` the RuleName Sysmon would write (``-`` when no rule matched),
+    or ``None`` for events Sysmon never filters (4, 16, 255) and IDs it does not define, which
+    are always included and keep their RuleName untouched.
+
+    Args:
+        config: a loaded :class:`~sysmonx.config.Config`, or ``None`` for Sysmon's behaviour with
+            no configuration (per-type defaults only).
+        options: :class:`EngineOptions`.
+    """
+
+    def __init__(self, config: Optional[Config], options: EngineOptions = EngineOptions()):
+        self.config = config
+        self.options = options
+        self.field_sizes = dict(config.field_sizes) if config else {}
+        self._deciders: dict[int, Callable[[dict], tuple[bool, Optional[str]]]] = {}
+        for eid, ev in CURRENT.events.items():
+            self._deciders[eid] = self._compile_event(eid, ev)
+        self._truncate_skip = max(e for e in CURRENT.events if e < 0xF000) \
+            if options.field_sizes_skip_last else None
+
+    def _default_include(self, eid: int, default: str) -> bool:
+        if self.options.no_rule_defaults == "community" and eid in (2, 6):
+            return True
+        return default == "include"
+
+    def _compile_event(self, eid: int, ev) -> Callable[[dict], tuple[bool, Optional[str]]]:
+        if eid in NEVER_FILTERED or ev.tag is None:
+            return lambda data: (True, None)
+        sets: list[RuleSet] = []
+        if self.config is not None:
+            sets = [rs for rs in self.config.rule_sets if rs.tag == ev.tag]
+        if not sets:
+            const = (self._default_include(eid, ev.default), "-")
+            return lambda data: const
+        ordered = ([rs for rs in reversed(sets) if rs.onmatch == "exclude"]
+                   + [rs for rs in reversed(sets) if rs.onmatch == "include"])
+        compiled = tuple((rs.onmatch == "include", _SetCompiler(rs, eid, self.options).compile())
+                         for rs in ordered)
+        if len(sets) == 1:
+            fallback = sets[0].default == "include"
+        elif self.options.fallback == "intent":
+            fallback = all(rs.onmatch == "exclude" for rs in sets)
+        else:
+            fallback = False
+        fields = tuple(sorted({f.field for rs in sets for f in rs.filters}))
+        stale = self.options.stale_rulename
+
+        def decide(data: dict) -> tuple[bool, Optional[str]]:
+            lv = {}
+            for f in fields:
+                v = data.get(f)
+                lv[f] = (v.lower() if v.isascii() else fold(v)) if v else "-"
+            current = None
+            for include, match in compiled:
+                ok, name = match(lv)
+                if stale:
+                    if name is not None:
+                        current = name
+                elif ok:
+                    current = name
+                if ok:
+                    return include, current or "-"
+            return fallback, "-"
+        return decide
+
+    def decide(self, event_id: int, data: dict) -> tuple[bool, Optional[str]]:
+        """Decide one event: see the class docstring. ``data`` maps field names to strings."""
+        d = self._deciders.get(event_id)
+        if d is None:
+            return True, None
+        return d(data)
+
+    def decider_for(self, event_id: int) -> Callable[[dict], tuple[bool, Optional[str]]]:
+        """The compiled decision function of one EventID (for hot loops)."""
+        return self._deciders.get(event_id) or (lambda data: (True, None))
+
+    def apply_field_sizes(self, event_id: int, data: dict) -> dict:
+        """Return ``data`` with FieldSizes truncation applied (a new dict if anything changed).
+
+        Runs after filtering, on output only (spec 3.9)."""
+        if not self.field_sizes or event_id == self._truncate_skip:
+            return data
+        out = None
+        for name, size in self.field_sizes.items():
+            v = data.get(name)
+            if v is not None and len(v) > size:
+                if out is None:
+                    out = dict(data)
+                out[name] = truncate_value(v, size)
+        return out if out is not None else data
