@@ -272,7 +272,7 @@ class FilterEngine:
         self._deciders: dict[int, Callable[[dict], tuple[bool, Optional[str]]]] = {}
         for eid, ev in CURRENT.events.items():
             self._deciders[eid] = self._compile_event(eid, ev)
-        self._truncate_skip = max(e for e in CURRENT.events if e < 0xF000) \
+        self._truncate_skip = max(e for e in CURRENT.events if e < 255) \
             if options.field_sizes_skip_last else None
 
     def _default_include(self, eid: int, default: str) -> bool:

@@ -1,0 +1,198 @@
+"""Filter engine behaviours beyond the spec's vectors: multi-id binding by field position, named
+options for uncertain behaviours, the regex extension, FieldSizes, bucketed OR sets."""
+
+import time
+
+import pytest
+
+from sysmonx.config import ConfigError, parse_config
+from sysmonx.filtering import EngineOptions, FilterEngine, split_tokens, truncate_value
+
+
+def cfg(inner: str, version: str = "4.90", **kw):
+    return parse_config(f'<Sysmon schemaversion="{version}"><EventFiltering>{inner}'
+                        "</EventFiltering></Sysmon>", **kw)
+
+
+def test_registry_user_filter_binds_to_event_12_position():
+    # User is field 7 of event 12 but field 8 of 13/14: a set bound to 12 never matches
+    # User on 13/14 (spec 1.5: the field must exist at the same position).
+    c = cfg('<RegistryEvent onmatch="include"><User condition="is">alice</User></RegistryEvent>')
+    assert c.rule_sets[0].event_id == 12
+    e = FilterEngine(c)
+    assert e.decide(12, {"User": "alice"})[0] is True
+    assert e.decide(13, {"User": "alice"})[0] is False
+    assert e.decide(14, {"User": "alice"})[0] is False
+
+
+def test_registry_details_binds_to_13_and_user_then_matches_14():
+    c = cfg('<RegistryEvent onmatch="include"><Rule groupRelation="or">'
+            '<Details condition="contains">x</Details><User condition="is">bob</User></Rule>'
+            "</RegistryEvent>")
+    assert c.rule_sets[0].event_id == 13
+    e = FilterEngine(c)
+    assert e.decide(14, {"User": "bob"})[0] is True       # User at index 8 in 13 and 14
+    assert e.decide(12, {"User": "bob"})[0] is False      # index 8 does not exist in 12
+    assert e.decide(13, {"Details": "axb"})[0] is True
+
+
+def test_wmi_name_binds_to_19_only():
+    c = cfg('<WmiEvent onmatch="include"><Name condition="contains">evil</Name></WmiEvent>')
+    e = FilterEngine(c)
+    assert e.decide(19, {"Name": "evil filter"})[0] is True
+    assert e.decide(20, {"Name": "evil consumer"})[0] is False
+
+
+def test_mixed_registry_fields_skip_set_with_warning():
+    c = cfg('<RegistryEvent onmatch="include"><Rule groupRelation="and"><Details>a</Details>'
+            "<NewName>b</NewName></Rule></RegistryEvent>")
+    assert c.rule_sets == []
+    assert "Incorrect field" in c.warnings[0].message
+
+
+def test_fallback_intent_option_logs_unmatched_with_exclude_sets_only():
+    inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="exclude"><Image>a.exe</Image>'
+             '</ProcessCreate></RuleGroup><RuleGroup groupRelation="or">'
+             '<ProcessCreate onmatch="exclude"><Image>b.exe</Image></ProcessCreate></RuleGroup>')
+    assert FilterEngine(cfg(inner)).decide(1, {"Image": "c.exe"}) == (False, "-")
+    intent = FilterEngine(cfg(inner), EngineOptions(fallback="intent"))
+    assert intent.decide(1, {"Image": "c.exe"}) == (True, "-")
+    assert intent.decide(1, {"Image": "a.exe"}) == (False, "-")
+
+
+def test_stale_rulename_option():
+    inner = ('<RuleGroup name="grp" groupRelation="and"><ProcessCreate onmatch="exclude">'
+             '<Image name="ex-img" condition="end with">powershell.exe</Image><User>SYSTEM</User>'
+             '</ProcessCreate></RuleGroup><RuleGroup groupRelation="or">'
+             '<ProcessCreate onmatch="include"><CommandLine condition="contains">-nop'
+             "</CommandLine></ProcessCreate></RuleGroup>")
+    ev = {"Image": "C:\\powershell.exe", "User": "alice", "CommandLine": "powershell -nop"}
+    assert FilterEngine(cfg(inner)).decide(1, ev) == (True, "ex-img")
+    fresh = FilterEngine(cfg(inner), EngineOptions(stale_rulename=False))
+    assert fresh.decide(1, ev) == (True, "-")
+
+
+def test_compare_fold_upper_changes_order_of_underscore():
+    # '_' (0x5F) sorts after 'A'-'Z' but before 'a'-'z': lower fold => 'a' > '_', upper => 'A' < '_'.
+    inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
+             '<Image condition="less than">_</Image></ProcessCreate></RuleGroup>')
+    assert FilterEngine(cfg(inner)).decide(1, {"Image": "a"})[0] is False
+    upper = FilterEngine(cfg(inner), EngineOptions(compare_fold="upper"))
+    assert upper.decide(1, {"Image": "a"})[0] is True
+
+
+def test_no_rule_defaults_profiles():
+    assert FilterEngine(None).decide(6, {})[0] is False
+    assert FilterEngine(None, EngineOptions(no_rule_defaults="community")).decide(6, {})[0] is True
+    for eid in (4, 16, 255):
+        assert FilterEngine(None).decide(eid, {}) == (True, None)
+
+
+def test_never_filtered_even_with_rules_for_everything():
+    e = FilterEngine(cfg('<ProcessCreate onmatch="include"/>'))
+    assert e.decide(4, {"State": "Started"}) == (True, None)
+    assert e.decide(9999, {}) == (True, None)
+
+
+def test_regex_extension_case_insensitive_unanchored():
+    inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
+             '<CommandLine name="enc" condition="regex">-e(nc|ncodedcommand)?\\s+[a-z0-9+/=]{20,}'
+             "</CommandLine></ProcessCreate></RuleGroup>")
+    e = FilterEngine(cfg(inner))
+    assert e.decide(1, {"CommandLine": "PowerShell -EncodedCommand SQBFAFgAIAAoAE4AZQB3AC0A"}) \
+        == (True, "enc")
+    assert e.decide(1, {"CommandLine": "powershell -enc short"}) == (False, "-")
+
+
+def test_regex_rejected_without_extensions_and_invalid_pattern_has_line():
+    inner = ('<ProcessCreate onmatch="include">\n<Image condition="regex">(a)\\1</Image>'
+             "</ProcessCreate>")
+    with pytest.raises(ConfigError, match="Unknown condition: regex"):
+        cfg(inner, extensions=False)
+    with pytest.raises(ConfigError, match="invalid regex") as ei:
+        cfg(inner)
+    assert ei.value.line == 2
+
+
+def test_regex_is_linear_time_on_pathological_input():
+    # A pattern that backtracks exponentially in Python's re; RE2 stays linear.
+    inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
+             '<CommandLine condition="regex">^(a+)+$</CommandLine></ProcessCreate></RuleGroup>')
+    e = FilterEngine(cfg(inner))
+    value = "a" * 50_000 + "!"
+    start = time.process_time()
+    assert e.decide(1, {"CommandLine": value})[0] is False
+    assert time.process_time() - start < 2.0  # generous bound; Python's re would never finish
+
+
+def test_plain_config_identical_with_and_without_extensions():
+    inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
+             '<Image condition="end with">\\cmd.exe</Image><CommandLine condition="contains any">'
+             "-enc;bypass</CommandLine></ProcessCreate></RuleGroup>")
+    a, b = FilterEngine(cfg(inner)), FilterEngine(cfg(inner, extensions=False))
+    for ev in ({"Image": "C:\\cmd.exe"}, {"CommandLine": "x -ENC y"}, {"Image": "x"}):
+        assert a.decide(1, ev) == b.decide(1, ev)
+
+
+def test_field_sizes_truncation_after_filtering():
+    c = parse_config('<Sysmon schemaversion="4.90"><FieldSizes>CommandLine:10,Image:2</FieldSizes>'
+                     '<EventFiltering><RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
+                     '<CommandLine condition="end with">tail-of-a-long-line</CommandLine>'
+                     "</ProcessCreate></RuleGroup></EventFiltering></Sysmon>")
+    e = FilterEngine(c)
+    data = {"Image": "C:\\x.exe", "CommandLine": "a very long line ending in tail-of-a-long-line"}
+    assert e.decide(1, data)[0] is True  # the filter saw the full value
+    out = e.apply_field_sizes(1, data)
+    assert out["CommandLine"] == "a very ..." and out["Image"] == "-"
+    assert data["CommandLine"].endswith("tail-of-a-long-line")  # input untouched
+    assert e.apply_field_sizes(29, {"Image": "C:\\long"})["Image"] == "C:\\long"  # quirk
+    e2 = FilterEngine(c, EngineOptions(field_sizes_skip_last=False))
+    assert e2.apply_field_sizes(29, {"Image": "C:\\long"})["Image"] == "-"
+
+
+@pytest.mark.parametrize("value,size,expected", [
+    ("ABCDEFGHIJKLMN", 5, "AB..."), ("ABC", 3, "ABC"), ("ABCD", 3, "..."), ("ABCD", 2, "-"),
+    ("ABCD", 1, "-"), ("ABCD", 0, ""),
+])
+def test_truncate_value(value, size, expected):
+    assert truncate_value(value, size) == expected
+
+
+def test_split_tokens_quirks():
+    assert split_tokens("a;b;") == ["a", "b", ""]
+    assert split_tokens("a;;b") == ["a", ";b"]
+    assert split_tokens("") == [""]
+    assert split_tokens(";;;;;;;") == [";", ";", ";", ";"]
+
+
+def test_or_bucketing_keeps_document_order_rulename():
+    # Several kinds and fields in one OR set: the first matching filter in document order names.
+    inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
+             '<CommandLine name="n0" condition="contains">zzz</CommandLine>'
+             '<Image name="n1" condition="end with">.exe</Image>'
+             '<Image name="n2" condition="is">c:\\a.exe</Image>'
+             '<Image name="n3" condition="image">a.exe</Image>'
+             '<CommandLine name="n4" condition="contains">run</CommandLine>'
+             "</ProcessCreate></RuleGroup>")
+    e = FilterEngine(cfg(inner))
+    assert e.decide(1, {"Image": "C:\\a.exe", "CommandLine": "run"}) == (True, "n1")
+    assert e.decide(1, {"Image": "C:\\a.dll", "CommandLine": "run zzz"}) == (True, "n0")
+    assert e.decide(1, {"Image": "C:\\a.dll", "CommandLine": "run"}) == (True, "n4")
+    assert e.decide(1, {"Image": "D:\\x\\A.EXE", "CommandLine": "-"}) == (True, "n1")
+
+
+def test_missing_and_empty_values_are_dash():
+    inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
+             '<Company condition="is">-</Company></ProcessCreate></RuleGroup>')
+    e = FilterEngine(cfg(inner))
+    assert e.decide(1, {"Company": ""})[0] is True
+    assert e.decide(1, {})[0] is True
+    assert e.decide(1, {"Company": "Microsoft"})[0] is False
+
+
+def test_non_ascii_folding_is_ascii_only():
+    inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
+             '<Image condition="contains">ÄPFEL</Image></ProcessCreate></RuleGroup>')
+    e = FilterEngine(cfg(inner))
+    assert e.decide(1, {"Image": "C:\\ÄPfel.exe"})[0] is True
+    assert e.decide(1, {"Image": "C:\\äpfel.exe"})[0] is False  # Ä/ä are not folded
