@@ -11,6 +11,13 @@ shared/corpus/schemas, against which ``tests/test_schema.py`` checks this table.
 Each field and event carries ``since``: the first 4.x schema version that has it (``None`` means
 "present in every 4.x schema"). Field order is the order of the newest schema; older schemas are
 the same order with later fields removed (Sysmon never reordered fields within 4.x).
+
+:data:`EVENTS` and :data:`OPTIONS` are in manifest order. Where a manifest moved an event or an
+option (the 0xF002 private event; the configuration options, reordered in 4.23), or changed one
+of its attributes (ServiceArchiveDirectory is ``target="all"`` in 4.1 only), the entry appears
+once per variant with disjoint ``since``/``until`` ranges, so a schema snapshot keeps exactly the
+manifest's order and attributes. Code that wants "the" definition of an id or option name should
+go through :func:`sysmonx.schema.get_schema` (or take the last entry, which is the newest).
 """
 
 from __future__ import annotations
@@ -138,6 +145,8 @@ def _ev(event_id, symbol, template, tag, version, fields, **kw) -> EventDef:
 
 
 _PROC = [_guid("ProcessGuid"), _pid("ProcessId")]
+_CLIP_PRIVATE = [_RN, _s("UtcTime"), *_PROC, _s("Image"), _t("Session", UINT32), _s("ClientInfo"),
+                 _s("Hashes"), _s("Path"), _s("Archived")]
 
 EVENTS: tuple[EventDef, ...] = (
     _ev(255, "SYSMONEVENT_ERROR", "Error report", None, 3,
@@ -212,6 +221,14 @@ EVENTS: tuple[EventDef, ...] = (
     _ev(21, "SYSMONEVENT_WMI_BINDING", "WmiEventConsumerToFilter activity detected", "WmiEvent", 3, [
         _RN, _s("EventType"), _s("UtcTime"), _s("Operation"), _s("User"), _s("Consumer"),
         _s("Filter")], default_attr=True),
+    # Private IDs of the pre-4.30/4.40 manifests (their tags were accepted by those DTDs). The
+    # 4.0-4.23 manifests list them after 21 and before 22; 4.30-4.32 list 0xF002 after 23, so
+    # 0xF002 has one entry per position (disjoint since/until).
+    _ev(0xF001, "SYSMONEVENT_FILE_DELETE", "File Delete", "FileDelete", 5, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("TargetFilename"), _s("Hashes"), _s("Archived")],
+        until=(4, 30)),
+    _ev(0xF002, "SYSMONEVENT_CLIPBOARD", "Clipboard changed", "ClipboardChange", 5, _CLIP_PRIVATE,
+        until=(4, 30)),
     _ev(22, "SYSMONEVENT_DNS_QUERY", "Dns query", "DnsQuery", 5, [
         _RN, _s("UtcTime"), *_PROC, _s("QueryName"), _s("QueryStatus"), _s("QueryResults"),
         _s("Image"), _USER], default_attr=True, since=(4, 21)),
@@ -236,13 +253,9 @@ EVENTS: tuple[EventDef, ...] = (
     _ev(29, "SYSMONEVENT_FILE_EXE_DETECTED", "File Executable Detected", "FileExecutableDetected", 5, [
         _RN, _s("UtcTime"), *_PROC, _s("User"), _s("Image"), _s("TargetFilename"), _s("Hashes")],
         since=(4, 90)),
-    # Private IDs of the pre-4.30/4.40 manifests: their tags were accepted by those DTDs.
-    _ev(0xF001, "SYSMONEVENT_FILE_DELETE", "File Delete", "FileDelete", 5, [
-        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("TargetFilename"), _s("Hashes"), _s("Archived")],
-        until=(4, 30)),
-    _ev(0xF002, "SYSMONEVENT_CLIPBOARD", "Clipboard changed", "ClipboardChange", 5, [
-        _RN, _s("UtcTime"), *_PROC, _s("Image"), _t("Session", UINT32), _s("ClientInfo"),
-        _s("Hashes"), _s("Path"), _s("Archived")], until=(4, 40)),
+    # 0xF002 as the 4.30-4.32 manifests list it: after 23 (see the 4.0-4.23 entries above 22).
+    _ev(0xF002, "SYSMONEVENT_CLIPBOARD", "Clipboard changed", "ClipboardChange", 5, _CLIP_PRIVATE,
+        since=(4, 30), until=(4, 40)),
 )
 
 
@@ -252,7 +265,9 @@ class OptionDef:
 
     ``argument`` is ``none``/``optional``/``required``; ``noconfig`` marks command-line-only
     switches; ``rule`` marks options that enable an event collection; ``forceconfig`` rule options
-    appear in a config as ``<NameConfig>``; ``internal`` ones never show in Windows ``-s``.
+    appear in a config as ``<NameConfig>``; ``internal`` ones (manifest ``target="internal"``)
+    never show in Windows ``-s``. ``since``/``until``: first schema with / first schema without
+    this entry (an option may have several entries, one per manifest position or variant).
     """
 
     switch: Optional[str]
@@ -267,7 +282,10 @@ class OptionDef:
     until: Optional[Version] = None
 
 
+_EARLY = (4, 23)  # the 4.0-4.22 manifests list the configuration options in another order
+
 OPTIONS: tuple[OptionDef, ...] = (
+    # Command-line only options: same relative order in every 4.x manifest.
     OptionDef("i", "Install", "optional", noconfig=True, exclusive=True),
     OptionDef("c", "Configuration", "optional", noconfig=True, exclusive=True),
     OptionDef("u", "UnInstall", "optional", noconfig=True, exclusive=True),
@@ -280,28 +298,49 @@ OPTIONS: tuple[OptionDef, ...] = (
     OptionDef("nologo", "NoLogo", "none", noconfig=True),
     OptionDef("accepteula", "AcceptEula", "none", noconfig=True),
     OptionDef("-", "ConfigDefault", "none", noconfig=True),
-    OptionDef("a", "ArchiveDirectory", "required"),
-    OptionDef(None, "CaptureClipboard", "none"),
-    OptionDef("d", "DriverName", "required"),
-    OptionDef("dns", "DnsQuery", "optional", rule=True, since=(4, 21)),
-    OptionDef("g", "PipeMonitoring", "required", rule=True, forceconfig=True),
-    OptionDef("h", "HashAlgorithms", "required"),
+    # Configuration-file options as the 4.0-4.22 manifests order them.
+    OptionDef("h", "HashAlgorithms", "required", until=_EARLY),
+    OptionDef("n", "NetworkConnect", "optional", rule=True, until=_EARLY),
+    OptionDef("l", "ImageLoad", "optional", rule=True, until=_EARLY),
+    OptionDef("d", "DriverName", "required", until=_EARLY),
+    OptionDef("dns", "DnsQuery", "optional", rule=True, since=(4, 21), until=_EARLY),
+    OptionDef("a", "ArchiveDirectory", "required", until=_EARLY),
+    OptionDef("p", "CopyOnDelete_Processes", "required", until=_EARLY),
+    OptionDef("e", "CopyOnDelete_PE", "none", until=_EARLY),
+    OptionDef("f", "CopyOnDelete_SIDs", "required", until=_EARLY),
+    OptionDef("j", "CopyOnDelete_Extensions", "required", until=_EARLY),
+    OptionDef(None, "CaptureClipboard", "none", until=_EARLY),
+    OptionDef("s", "ServiceArchiveDirectory", "required", internal=True, until=(4, 10)),
+    # The 4.1 manifest alone spells ServiceArchiveDirectory target="all" (a config entry there).
+    OptionDef("s", "ServiceArchiveDirectory", "required", since=(4, 10), until=(4, 20)),
+    OptionDef("s", "ServiceArchiveDirectory", "required", internal=True, since=(4, 20),
+              until=_EARLY),
+    OptionDef("k", "ProcessAccess", "required", rule=True, forceconfig=True, until=_EARLY),
+    OptionDef("r", "CheckRevocation", "optional", until=_EARLY),
+    OptionDef("g", "PipeMonitoring", "required", rule=True, forceconfig=True, until=_EARLY),
+    # Configuration-file options as the 4.23 and later manifests order them.
+    OptionDef("a", "ArchiveDirectory", "required", since=_EARLY),
+    OptionDef(None, "CaptureClipboard", "none", since=_EARLY),
+    OptionDef("d", "DriverName", "required", since=_EARLY),
+    OptionDef("dns", "DnsQuery", "optional", rule=True, since=_EARLY),
+    OptionDef("e", "CopyOnDelete_PE", "none", since=_EARLY, until=(4, 30)),
+    OptionDef("f", "CopyOnDelete_SIDs", "required", since=_EARLY, until=(4, 30)),
+    OptionDef("g", "PipeMonitoring", "required", rule=True, forceconfig=True, since=_EARLY),
+    OptionDef("h", "HashAlgorithms", "required", since=_EARLY),
+    OptionDef("j", "CopyOnDelete_Extensions", "required", since=_EARLY, until=(4, 30)),
     OptionDef(None, "DnsLookup", "required", since=(4, 30)),
-    OptionDef("k", "ProcessAccess", "required", rule=True, forceconfig=True),
-    OptionDef("l", "ImageLoad", "optional", rule=True),
-    OptionDef("n", "NetworkConnect", "optional", rule=True),
-    OptionDef("r", "CheckRevocation", "optional"),
-    OptionDef(None, "FieldSizes", "required", since=(4, 81)),
-    OptionDef(None, "DriverQueueSize", "required", since=(4, 91)),
-    OptionDef(None, "SigningQueueSize", "required", since=(4, 91)),
-    OptionDef("p", "CopyOnDelete_Processes", "required", until=(4, 30)),
-    OptionDef("e", "CopyOnDelete_PE", "none", until=(4, 30)),
-    OptionDef("f", "CopyOnDelete_SIDs", "required", until=(4, 30)),
-    OptionDef("j", "CopyOnDelete_Extensions", "required", until=(4, 30)),
-    OptionDef("s", "ServiceArchiveDirectory", "required", internal=True),
+    OptionDef("k", "ProcessAccess", "required", rule=True, forceconfig=True, since=_EARLY),
+    OptionDef("l", "ImageLoad", "optional", rule=True, since=_EARLY),
+    OptionDef("n", "NetworkConnect", "optional", rule=True, since=_EARLY),
+    OptionDef("p", "CopyOnDelete_Processes", "required", since=_EARLY, until=(4, 30)),
+    OptionDef("r", "CheckRevocation", "optional", since=_EARLY),
+    OptionDef("s", "ServiceArchiveDirectory", "required", internal=True, since=_EARLY),
     OptionDef("x", "InternalRepresentation", "required", internal=True, since=(4, 50)),
     OptionDef("y", "OutputRules", "required", internal=True, since=(4, 50)),
     OptionDef(None, "TraceEvents", "required", internal=True, since=(4, 50)),
+    OptionDef(None, "FieldSizes", "required", since=(4, 81)),
+    OptionDef(None, "DriverQueueSize", "required", since=(4, 91)),
+    OptionDef(None, "SigningQueueSize", "required", since=(4, 91)),
 )
 
 #: Operator enumeration order (messages, rule blob), spec section 2.2.
