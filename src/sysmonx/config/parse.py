@@ -46,8 +46,9 @@ def decode_config_bytes(raw: bytes, path: str = "<string>") -> str:
     """Decode a configuration file the way Sysmon sniffs it (spec 1.1).
 
     A first byte that is neither whitespace nor ``<`` means a BOM: ``FF FE`` is UTF-16LE (``FE FF``
-    UTF-16BE is also accepted), ``EF BB BF`` UTF-8. Without a BOM, a zero second byte means
-    UTF-16LE. Otherwise the ``encoding=`` of the XML declaration is honoured, UTF-8 by default.
+    UTF-16BE is also accepted); any other BOM (``EF BB BF``) means an 8-bit file. Without a BOM,
+    a zero second byte means UTF-16LE. An 8-bit file is read in the ``encoding=`` of its XML
+    declaration, even after a UTF-8 BOM (as Sysmon does), UTF-8 by default.
 
     Returns:
         the text with any BOM removed (the XML declaration is left in place).
@@ -58,13 +59,14 @@ def decode_config_bytes(raw: bytes, path: str = "<string>") -> str:
         enc, body = "utf-16-le", raw[2:]
     elif raw.startswith(codecs.BOM_UTF16_BE):
         enc, body = "utf-16-be", raw[2:]
-    elif raw.startswith(codecs.BOM_UTF8):
-        enc, body = "utf-8", raw[3:]
-    elif len(raw) > 1 and raw[1] == 0:
+    elif len(raw) > 1 and raw[1] == 0 and not raw.startswith(codecs.BOM_UTF8):
         enc, body = "utf-16-le", raw
     else:
-        enc, body = "utf-8", raw
-        m = _XML_DECL.match(raw)
+        # 8-bit: a UTF-8 BOM is skipped and the declared encoding still wins (the compiled
+        # blob of SysmonCommon's iso8859-utf8bom-iso8859enc.xml holds the Latin-1 reading).
+        body = raw[3:] if raw.startswith(codecs.BOM_UTF8) else raw
+        enc = "utf-8"
+        m = _XML_DECL.match(body)
         if m:
             e = _ENCODING.search(m.group(0))
             if e:
