@@ -1,0 +1,316 @@
+"""Command line: Sysmon-compatible switches and SysmonX subcommands.
+
+``sysmonx replay ...`` replays recorded logs through a config; ``sysmonx -s [version|all]`` prints
+the schema as Sysmon does; ``sysmonx -? config`` prints configuration help. The CLI only parses
+arguments and calls the pipeline (docs/ARCHITECTURE.md).
+
+Exit status: 0 success; 1 a fatal error (bad config, missing input, unwritable output); 2 bad
+usage. A bad record is an error line on stderr, not a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import ExitStack
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+from . import __version__
+
+SUBCOMMANDS = ("replay", "config")
+EXIT_FATAL = 1
+EXIT_USAGE = 2
+
+
+def _builtin(name: str) -> Path:
+    return Path(str(resources.files("sysmonx") / "data" / name))
+
+
+def builtin_config_path() -> Path:
+    """Path of the built-in default configuration (``--config default``)."""
+    return _builtin("default-config.xml")
+
+
+def builtin_sample_path() -> Path:
+    """Path of the built-in sample of Sysmon events (``replay --sample``)."""
+    return _builtin("sample-events.xml")
+
+
+def _replay_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sysmonx replay",
+        description="Replay recorded Sysmon logs (EVTX, event XML, Sysmon for Linux syslog, "
+                    "SysmonX JSONL; folders recurse) through a Sysmon config with Sysmon's exact "
+                    "filtering semantics, and write the included events as Sysmon writes them.")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to replay")
+    p.add_argument("--sample", action="store_true",
+                   help="replay the built-in sample events (uses the built-in default config "
+                        "unless --config is given)")
+    p.add_argument("--config", "-c", metavar="FILE",
+                   help="Sysmon XML config; 'default' for the built-in one. Without a config "
+                        "every Sysmon event passes unchanged (format conversion)")
+    p.add_argument("--format", "-f", default="xml", choices=["xml", "linux-xml", "jsonl"],
+                   help="output format: Windows event XML (default), Sysmon for Linux single-line "
+                        "XML, or JSON lines")
+    p.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
+    p.add_argument("--input-format", choices=["evtx", "xml", "syslog", "jsonl"],
+                   help="force the reader instead of detecting it per file")
+    p.add_argument("--non-sysmon", choices=["drop", "pass"], default="drop",
+                   help="records of other providers: drop (default) or pass through unchanged")
+    p.add_argument("--no-output", action="store_true", help="count only, write no events")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                   help="replay files on N worker processes, output kept in input order "
+                        "(0: one per CPU; default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--no-extensions", action="store_true",
+                   help="hold the config to Sysmon's grammar exactly (reject condition=\"regex\")")
+    g = p.add_argument_group("Sysmon behaviours the spec marks uncertain (defaults: code-derived)")
+    g.add_argument("--fallback", choices=["code", "intent"], default="code",
+                   help="two or more rule sets for a tag and none matched: 'code' excludes, "
+                        "'intent' includes when all of them are exclude sets")
+    g.add_argument("--no-stale-rulename", action="store_true",
+                   help="reset RuleName between rule sets (Sysmon does not)")
+    g.add_argument("--compare-fold", choices=["lower", "upper"], default="lower",
+                   help="case fold of 'less than'/'more than': lower (Windows) or upper (Linux)")
+    g.add_argument("--no-rule-defaults", choices=["manifest", "community"], default="manifest",
+                   help="events logged for a tag with no rules: manifest (1, 5) or community "
+                        "(1, 2, 5, 6)")
+    return p
+
+
+def _config_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sysmonx config", description="Configuration tools.")
+    sub = p.add_subparsers(dest="action", required=True)
+    c = sub.add_parser("check", help="validate a Sysmon config; errors and warnings with lines")
+    c.add_argument("file")
+    c.add_argument("--no-extensions", action="store_true")
+    return p
+
+
+def _stderr_console():
+    from rich.console import Console
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def cmd_replay(argv: list[str]) -> int:
+    """``sysmonx replay``: see :func:`_replay_parser`."""
+    from .config import ConfigError, load_config
+    from .filtering import EngineOptions
+    from .pipeline import Replayer, ReplayOptions, make_writer
+
+    args = _replay_parser().parse_args(argv)
+    console = _stderr_console()
+    paths = list(args.paths)
+    config_arg = args.config
+    if args.sample:
+        paths.append(str(builtin_sample_path()))
+        if config_arg is None:
+            config_arg = "default"
+    if not paths:
+        console.print("error: give at least one PATH (or --sample for the built-in sample)")
+        return EXIT_USAGE
+    for pth in paths:
+        if not Path(pth).exists():
+            console.print(f"error: {pth}: no such file or directory")
+            return EXIT_FATAL
+    config = None
+    if config_arg is not None:
+        cpath = builtin_config_path() if config_arg == "default" else Path(config_arg)
+        try:
+            config = load_config(cpath, extensions=not args.no_extensions)
+        except ConfigError as exc:
+            console.print(f"error: {exc}")
+            return EXIT_FATAL
+        except OSError as exc:
+            console.print(f"error: cannot read config {cpath}: {exc.strerror or exc}")
+            return EXIT_FATAL
+        for w in config.warnings:
+            console.print(str(w))
+    options = ReplayOptions(
+        config=config, non_sysmon=args.non_sysmon, input_format=args.input_format,
+        engine_options=EngineOptions(
+            compare_fold=args.compare_fold, fallback=args.fallback,
+            stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults))
+
+    from .pipeline import OutputError, default_jobs, replay_parallel
+    from .sources import iter_input_files
+    jobs = default_jobs() if args.jobs == 0 else max(1, args.jobs)
+    files = list(iter_input_files(paths))
+    fmt = None if args.no_output else args.format
+
+    def on_error(err) -> None:
+        console.print(f"error: {err}", markup=False)
+
+    with ExitStack() as stack:
+        stream = None
+        if fmt is not None:
+            if args.output:
+                try:
+                    stream = stack.enter_context(open(args.output, "wb"))
+                except OSError as exc:
+                    console.print(f"error: cannot write {args.output}: {exc.strerror or exc}")
+                    return EXIT_FATAL
+            else:
+                stream = sys.stdout.buffer
+        progress = task = None
+        if console.is_terminal and not args.quiet and not args.no_progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+            progress = stack.enter_context(Progress(
+                TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("files  {task.fields[records]:,} records  {task.fields[errors]} errors"),
+                console=console, transient=True))
+            task = progress.add_task("replay", total=len(files), records=0, errors=0)
+
+        def file_done(path, stats) -> None:
+            if progress is not None:
+                progress.update(task, advance=1, records=stats.records, errors=stats.errors)
+
+        try:
+            if jobs > 1 and len(files) > 1:
+                stats = replay_parallel(files, options, fmt, stream, jobs, on_error, file_done)
+            else:
+                writer = make_writer(fmt, stream) if fmt is not None else None
+                if writer is not None:
+                    writer.close_stream = False
+                    stack.callback(writer.close)
+
+                def on_progress(path, records) -> None:
+                    if progress is not None:
+                        progress.update(task, records=records, errors=replayer.stats.errors)
+
+                replayer = Replayer(options, writer, on_error=on_error, on_progress=on_progress)
+                for path in files:
+                    replayer.run_file(path)
+                    file_done(path, replayer.stats)
+                stats = replayer.stats
+        except OutputError as exc:
+            if isinstance(exc.__cause__, BrokenPipeError):  # e.g. `| head`: stop quietly
+                _silence_stdout()
+                return 0
+            console.print(f"error: cannot write output: {exc.__cause__}")
+            return EXIT_FATAL
+        except BrokenPipeError:
+            _silence_stdout()
+            return 0
+    if not args.quiet:
+        print_summary(console, stats, config is not None)
+    return 0
+
+
+def _silence_stdout() -> None:
+    """After EPIPE on stdout, point it at /dev/null so interpreter shutdown does not complain."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def print_summary(console, stats, filtered: bool) -> None:
+    """Print the end-of-replay table: per EventID read/included/excluded, totals, errors."""
+    from rich.table import Table
+    from .pipeline import event_name
+
+    table = Table(title="SysmonX replay summary", title_justify="left")
+    table.add_column("EventID", justify="right")
+    table.add_column("Event")
+    table.add_column("read", justify="right")
+    table.add_column("included", justify="right")
+    table.add_column("excluded", justify="right")
+    for eid in sorted(set(stats.included) | set(stats.excluded)):
+        inc, exc = stats.included[eid], stats.excluded[eid]
+        table.add_row(str(eid), event_name(eid), f"{inc + exc:,}", f"{inc:,}", f"{exc:,}")
+    table.add_row("", "total Sysmon", f"{stats.sysmon:,}", f"{sum(stats.included.values()):,}",
+                  f"{sum(stats.excluded.values()):,}", end_section=True)
+    console.print(table)
+    console.print(f"files: {stats.files:,}  records read: {stats.records:,}  Sysmon events: "
+                  f"{stats.sysmon:,}  other records: {stats.non_sysmon:,} "
+                  f"({'passed' if stats.non_sysmon_written else 'dropped'})  errors: "
+                  f"{stats.errors:,}" + ("" if filtered else "  (no config: nothing filtered)"))
+
+
+def cmd_config(argv: list[str]) -> int:
+    """``sysmonx config check FILE``: validate and print warnings."""
+    from .config import ConfigError, load_config
+    args = _config_parser().parse_args(argv)
+    console = _stderr_console()
+    try:
+        cfg = load_config(args.file, extensions=not args.no_extensions)
+    except ConfigError as exc:
+        console.print(f"error: {exc}", markup=False)
+        return EXIT_FATAL
+    except OSError as exc:
+        console.print(f"error: cannot read {args.file}: {exc.strerror or exc}")
+        return EXIT_FATAL
+    for w in cfg.warnings:
+        console.print(str(w), markup=False)
+    print(f"Configuration file validated: {args.file} (schema {cfg.schema_version_text}, "
+          f"{len(cfg.rule_sets)} rule sets, "
+          f"{sum(len(r.filters) for r in cfg.rule_sets)} filters)")
+    return 0
+
+
+USAGE = f"""SysmonX v{__version__} - Sysmon-compatible event sensor and log replayer
+
+Usage:
+  sysmonx replay PATH... [--config FILE|default] [--format xml|linux-xml|jsonl] [-o OUT]
+  sysmonx replay --sample            replay the built-in sample through the built-in config
+  sysmonx config check FILE          validate a Sysmon configuration
+  sysmonx -s [version|all]           print the configuration schema (as sysmon -s)
+  sysmonx -? config                  configuration help (as sysmon -? config)
+  sysmonx --version
+
+Run 'sysmonx replay -h' for all replay options.
+"""
+
+
+def cmd_schema(arg: Optional[str]) -> int:
+    """``-s [version|all]``: print the schema manifest like Sysmon (spec 6.2)."""
+    from .schema.printer import render_schema_output
+    text, code = render_schema_output(arg, "windows")
+    (sys.stdout if code == 0 else sys.stderr).write(text if text.endswith("\n") else text + "\n")
+    return code
+
+
+def cmd_config_help() -> int:
+    """``-? config``: configuration usage, event table and conditions."""
+    from .schema import CURRENT
+    from .schema.printer import render_config_help
+    sys.stdout.write(render_config_help(CURRENT))
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the ``sysmonx`` console script. Returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        sys.stderr.write(USAGE)
+        return EXIT_USAGE
+    first = argv[0]
+    if first == "replay":
+        return cmd_replay(argv[1:])
+    if first == "config":
+        return cmd_config(argv[1:])
+    if first in ("--version", "-version"):
+        print(f"sysmonx {__version__}")
+        return 0
+    if first.lower() in ("-?", "/?", "-h", "-help", "--help"):
+        if len(argv) > 1 and argv[1].lower() in ("config", "configuration"):
+            return cmd_config_help()
+        sys.stdout.write(USAGE)
+        return 0
+    if first.lower() in ("-s", "/s"):
+        if len(argv) > 2:
+            sys.stderr.write(USAGE)
+            return EXIT_USAGE
+        return cmd_schema(argv[1] if len(argv) > 1 else None)
+    sys.stderr.write(f"Unknown command or switch: {first}\n\n" + USAGE)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
