@@ -1,0 +1,88 @@
+"""Writers: :class:`~sysmonx.event.Event` objects out, one format per module.
+
+==========  =========================================  =============================================
+name        class                                      output
+==========  =========================================  =============================================
+xml         :class:`.xml_windows.WindowsXmlWriter`     event XML as the Windows Event Log renders it
+linux-xml   :class:`.xml_linux.LinuxXmlWriter`         Sysmon for Linux single-line XML
+jsonl       :class:`.jsonl.JsonlWriter`                SysmonX JSON lines
+==========  =========================================  =============================================
+
+Every writer is ``Writer(stream, **options)`` over a binary stream, with ``write(event)`` and
+``close()``, and writes exactly one line per event: no value can forge another field, event or line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import BinaryIO
+
+from ..event import Event
+
+__all__ = ["Writer", "WRITERS", "writer_class"]
+
+#: Output format name -> ``"module:Class"`` (imported on demand).
+WRITERS = {
+    "xml": "sysmonx.sinks.xml_windows:WindowsXmlWriter",
+    "linux-xml": "sysmonx.sinks.xml_linux:LinuxXmlWriter",
+    "jsonl": "sysmonx.sinks.jsonl:JsonlWriter",
+}
+
+
+def writer_class(name: str) -> type:
+    """The writer class registered under ``name`` in :data:`WRITERS`.
+
+    Raises:
+        ValueError: unknown name.
+    """
+    try:
+        module, cls = WRITERS[name].split(":")
+    except KeyError:
+        raise ValueError(f"unknown output format {name!r}; expected one of "
+                         f"{', '.join(WRITERS)}") from None
+    return getattr(importlib.import_module(module), cls)
+
+
+class Writer:
+    """Base of the writers: owns the binary ``stream`` and closes it in :meth:`close`.
+
+    Args:
+        stream: binary, writable; the caller's buffering applies.
+        close_stream: close ``stream`` in :meth:`close` (default True). Standard output and
+            standard error are never closed, only flushed.
+    """
+
+    def __init__(self, stream: BinaryIO, close_stream: bool = True) -> None:
+        self.stream = stream
+        self.close_stream = close_stream
+
+    def write(self, event: Event) -> None:  # pragma: no cover - abstract
+        """Write one event (one line)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish the output (e.g. a root end tag), flush, close the stream unless stdout/stderr.
+        A second call does nothing."""
+        if self.stream is None:
+            return
+        stream, self.stream = self.stream, None
+        stream.flush()
+        if self.close_stream and not _is_std_stream(stream):
+            stream.close()
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _is_std_stream(stream) -> bool:
+    for std in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        if std is not None and (stream is std or stream is getattr(std, "buffer", None)):
+            return True
+    try:
+        return stream.fileno() in (1, 2)
+    except (AttributeError, OSError, ValueError):
+        return False

@@ -1,0 +1,77 @@
+"""SysmonX JSON lines: one JSON object per event, one event per line (UTF-8, ``\\n``-terminated)::
+
+    {"EventID":1,"RuleName":"-","UtcTime":"2019-04-18 16:55:37.075",...,
+     "System":{"Provider":"Microsoft-Windows-Sysmon","ProviderGuid":"{5770385f-...}","Version":5,
+     "Level":4,"Task":1,"Opcode":0,"Keywords":"0x8000000000000000",
+     "TimeCreated":"2019-04-18T16:55:37.125139000Z","EventRecordID":4,"ProcessID":3192,
+     "ThreadID":3288,"Channel":"Microsoft-Windows-Sysmon/Operational","Computer":"IEWIN7",
+     "UserID":"S-1-5-18"}}
+
+(wrapped here). ``EventID`` (integer) comes first, then each EventData field under its Sysmon
+name with its string value, in field order, then ``System`` (integers or ``null``, strings;
+``TimeCreated`` is the Event's UTC time with 9 fractional digits and ``Z``).
+
+Reserved top-level keys are ``EventID``, ``System`` and ``ExtraData``. When a field name collides
+with one of them (only non-Sysmon or hostile input), that field *and every field after it* go
+into an ``"ExtraData"`` object after ``System``, in order, so no value can forge a key and
+:mod:`sysmonx.sources.jsonl` rebuilds the fields exactly, order included.
+
+Values are escaped by orjson (control characters as ``\\u00XX``), so a value never starts a new
+line. A lone surrogate, which orjson refuses, is written as the JSON escape ``\\udXXX`` by the
+standard library's encoder for that one event (the reader accepts it): the round trip is exact.
+"""
+
+from __future__ import annotations
+
+import json
+import orjson
+
+from ..event import Event
+from . import Writer
+
+__all__ = ["JsonlWriter", "event_to_json", "RESERVED_KEYS"]
+
+#: Top-level keys that are not EventData fields.
+RESERVED_KEYS = frozenset({"EventID", "System", "ExtraData"})
+
+
+def event_to_json(e: Event) -> bytes:
+    """One event as a JSON line (bytes, without the line break)."""
+    data = e.data
+    system = {
+        "Provider": e.provider, "ProviderGuid": e.provider_guid, "Version": e.version,
+        "Level": e.level, "Task": e.task, "Opcode": e.opcode, "Keywords": e.keywords,
+        "TimeCreated": e.time_created, "EventRecordID": e.record_id, "ProcessID": e.process_id,
+        "ThreadID": e.thread_id, "Channel": e.channel, "Computer": e.computer,
+        "UserID": e.user_id}
+    if RESERVED_KEYS.isdisjoint(data):
+        obj = {"EventID": e.event_id, **data, "System": system}
+    else:
+        obj = {"EventID": e.event_id}
+        extra = None
+        for k, v in data.items():
+            if extra is None and k in RESERVED_KEYS:
+                extra = {}
+            if extra is None:
+                obj[k] = v
+            else:
+                extra[k] = v
+        obj["System"] = system
+        obj["ExtraData"] = extra
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # lone surrogates: orjson refuses them, json escapes them
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+class JsonlWriter(Writer):
+    """Writes events as SysmonX JSON lines (format above).
+
+    Args:
+        stream: binary output stream.
+        close_stream: see :class:`~sysmonx.sinks.Writer`.
+    """
+
+    def write(self, event: Event) -> None:
+        """Write one event line."""
+        self.stream.write(event_to_json(event) + b"\n")

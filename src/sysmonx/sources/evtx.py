@@ -1,0 +1,670 @@
+"""Windows ``.evtx`` files, read with pyevtx-rs 0.14 (``evtx.PyEvtxParser(...).records_json()``).
+
+Each record becomes an :class:`~sysmonx.event.Event` whose values are the strings the Windows
+Event Log renders in event XML (spec/sysmon-semantics.md section 4.2): integers in decimal,
+booleans ``true``/``false``, GUID-typed fields (schema ``win:GUID``) ``{lower-case}`` with braces
+(pyevtx-rs prints them upper case without braces), missing values (JSON ``null``) as ``""``,
+strings unchanged, fields in record order.
+Records of other providers (Security, ...) are converted the same way; their field types are not in
+the Sysmon schema, so a string shaped exactly like pyevtx-rs's GUID rendering is taken as a GUID.
+
+Damage handling. pyevtx-rs raises ``RuntimeError`` from ``next()`` for a chunk or record it cannot
+decode and goes on with the next one when iterated again; each such error becomes one
+:class:`~sysmonx.sources.ReadError`. It also loses records *without* any error, or more than the
+damaged one: every record of a chunk after a record whose header (magic, size, time) is broken, a
+whole chunk whose header magic is broken, a truncated last chunk, a zeroed chunk. So the reader
+compares the records it got with the record-number range each chunk header announces (40 bytes
+read per 64 KiB chunk); when a chunk comes up short, it re-reads that chunk alone with the broken
+record replaced by a filler record (or the chunk magic restored when the header checksum proves
+the rest intact, or the truncated chunk zero-padded) and yields what it recovers, in file order.
+Whatever stays lost is reported once per damaged spot. A damaged file header (pyevtx-rs refuses
+the file) is replaced in memory by a rebuilt one so the chunks are still read. Normal files pay
+only the chunk-header reads.
+
+Offsets: ``Event.origin`` is ``(path, record number)`` (the record header's number, which equals
+``EventRecordID`` unless the file was exported from a larger log); ReadErrors give the byte offset
+of the damaged chunk or record.
+
+Lost on the way (pyevtx-rs's JSON does not carry them, or Event has no place for them):
+``TimeCreated`` digits beyond microseconds, ``EventID/@Qualifiers``, ``Correlation`` ids and
+``Provider/@EventSourceName``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import struct
+import zlib
+from typing import Callable, Iterator, Optional
+
+import orjson
+from evtx import PyEvtxParser
+
+from ..event import SYSMON_PROVIDERS, Event, normalize_time
+from ..schema import GUID
+from ..schema.catalogue import EVENTS
+from . import ReadError, _put_unique
+
+__all__ = ["read_evtx"]
+
+_FILE_MAGIC = b"ElfFile\x00"
+_CHUNK_MAGIC = b"ElfChnk\x00"
+_HEADER_BLOCK = 4096
+_CHUNK_SIZE = 65536
+_RECORD_MAGIC = b"**\x00\x00"
+
+#: EventID -> names of its win:GUID fields, every schema version (spec 4.3).
+_GUID_FIELDS: dict[int, frozenset] = {}
+for _d in EVENTS:
+    _GUID_FIELDS[_d.event_id] = frozenset(f.name for f in _d.fields if f.in_type == GUID)
+
+_GUID_SHAPE = re.compile(r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\Z")
+_CHUNK_NO = re.compile(r"chunk number (\d+)")
+_CHUNK_IDS = re.compile(r"record IDs (\d+)\.\.(\d+)")
+_RECORD_NO = re.compile(r"record number (\d+)")
+
+
+class _BadRecord(Exception):
+    """A record pyevtx-rs decoded but that is not an event (no Event/System, no EventID, ...)."""
+
+
+def read_evtx(path: str, on_error: Callable[[ReadError], None],
+              threads: int = 0) -> Iterator[Event]:
+    """Yield the events of an EVTX file in file order, streaming.
+
+    Args:
+        path: the ``.evtx`` file.
+        on_error: receives a :class:`~sysmonx.sources.ReadError` per damaged spot (chunk header,
+            record, lost record range, truncation, file header); reading continues after each.
+        threads: pyevtx-rs worker threads (0: one per core).
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    with _ChunkTracker(path, on_error) as tracker:
+        parser = _open_parser(path, threads, tracker, on_error)
+        if parser is None:
+            return
+        yield from _records(path, parser, tracker, on_error)
+        yield from tracker.finish()
+
+
+def _records(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
+             on_error: Callable[[ReadError], None]) -> Iterator[Event]:
+    """The record loop: convert each record, report what pyevtx-rs raises, count per chunk.
+
+    pyevtx-rs raises from ``next()`` for an undecodable chunk or record and resumes with the next
+    one when iterated again, so the ``for`` loop is simply re-entered after each error.
+    """
+    it = parser.records_json()
+    convert = _convert
+    failures = 0
+    max_failures = (tracker.slots + 1) * 2400  # > records per chunk: only stops a parser loop
+    while True:
+        try:
+            for rec in it:
+                failures = 0
+                rid = rec["event_record_id"]
+                if tracker.first <= rid <= tracker.last:
+                    tracker.seen += 1
+                    tracker.last_rid = rid
+                else:
+                    recovered = tracker.advance(rid)
+                    if recovered:
+                        yield from recovered
+                try:
+                    event = convert(rec["data"], (path, rid))
+                except (_BadRecord, ValueError, TypeError, KeyError, AttributeError) as exc:
+                    on_error(ReadError(path, rid, "record", f"undecodable event record: {exc!r}"))
+                    continue
+                yield event
+            return
+        except (RuntimeError, OSError) as exc:  # pyevtx-rs's decode / I/O errors
+            tracker.failed(str(exc))
+            failures += 1
+            if failures > max_failures:
+                on_error(ReadError(path, None, "file", "too many unreadable chunks in a row; "
+                                   "giving up on the rest of the file"))
+                return
+
+
+def _open_parser(path: str, threads: int, tracker: "_ChunkTracker",
+                 on_error: Callable[[ReadError], None]) -> Optional[PyEvtxParser]:
+    """PyEvtxParser for ``path``; on a damaged file header, one over a rebuilt header."""
+    try:
+        return PyEvtxParser(path, number_of_threads=threads)
+    except (RuntimeError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        if not any(tracker.header(slot) for slot in range(tracker.slots)):
+            on_error(ReadError(path, 0, "byte", f"not a readable EVTX file: {exc}"))
+            return None
+        on_error(ReadError(path, 0, "byte", f"damaged EVTX file header ({exc}); reading the "
+                           "chunks with a rebuilt header"))
+        tracker.rebuilt = _RebuiltHeader(path, tracker.slots)
+        return PyEvtxParser(tracker.rebuilt, number_of_threads=threads)
+
+
+def _guid(value: str) -> str:
+    return "{" + value.lower() + "}" if value and value[0] != "{" else value
+
+
+def _provider_guid(raw: Optional[str]) -> Optional[str]:
+    guid = _provider_guids.get(raw)
+    if guid is None and raw:
+        guid = _guid(raw)
+        if len(_provider_guids) < 1024:
+            _provider_guids[raw] = guid
+    return guid
+
+
+_provider_guids: dict = {}
+_EMPTY: dict = {}
+_FAST_NEW = tuple(Event.__slots__) == (
+    "event_id", "data", "provider", "provider_guid", "version", "level", "task", "opcode",
+    "keywords", "time_created", "record_id", "process_id", "thread_id", "channel", "computer",
+    "user_id", "origin")
+_new_event = Event.__new__ if _FAST_NEW else None
+
+
+def _convert(text: str, origin: tuple) -> Event:
+    """One ``records_json()`` record (its ``data`` JSON text) as an Event. The replay hot path:
+    direct indexing for the shape every Windows record has, :func:`_convert_tolerant` otherwise."""
+    root = orjson.loads(text)["Event"]
+    if not _FAST_NEW:
+        return _convert_tolerant(root, origin)
+    try:
+        sysd = root["System"]
+        pa = sysd["Provider"]["#attributes"]
+        provider = pa["Name"]
+        eid = sysd["EventID"]
+        tc = sysd["TimeCreated"]["#attributes"]["SystemTime"]
+        ex = sysd["Execution"]["#attributes"]
+        sec = sysd["Security"]
+        data = root["EventData"]
+        guids = _GUID_FIELDS[eid] if provider in SYSMON_PROVIDERS else None
+        if type(data) is not dict or type(eid) is not int:
+            raise KeyError("EventData")
+        # Filling the slots directly is 5x cheaper than Event(**17 keywords); _FAST_NEW checks
+        # at import that Event still has exactly these slots.
+        event = _new_event(Event)
+        event.event_id = eid
+        event.data = data
+        event.provider = provider
+        event.provider_guid = _provider_guid(pa["Guid"])
+        event.version = sysd["Version"]
+        event.level = sysd["Level"]
+        event.task = sysd["Task"]
+        event.opcode = sysd["Opcode"]
+        event.keywords = sysd["Keywords"]
+        event.record_id = sysd["EventRecordID"]
+        event.process_id = ex["ProcessID"]
+        event.thread_id = ex["ThreadID"]
+        event.channel = sysd["Channel"]
+        event.computer = sysd["Computer"]
+        event.user_id = sec["#attributes"]["UserID"] if sec else None
+        event.origin = origin
+    except (KeyError, TypeError):
+        return _convert_tolerant(root, origin)
+    if len(tc) == 27 and tc[26] == "Z" and tc[19] == ".":  # pyevtx-rs: microseconds
+        event.time_created = tc[:26] + "000Z"
+    else:
+        event.time_created = normalize_time(tc)
+    if guids is None:
+        _fix_values(data)
+    else:
+        for k, v in data.items():  # in place: no new dict, order kept
+            if type(v) is not str:
+                data[k] = _scalar(v)
+        for k in guids:
+            v = data.get(k)
+            if v and v[0] != "{":
+                data[k] = "{" + v.lower() + "}"
+    return event
+
+
+def _convert_tolerant(root: Optional[dict], origin: tuple) -> Event:
+    """:func:`_convert` for records missing parts of the usual shape (or not events at all)."""
+    if not isinstance(root, dict) or not isinstance(root.get("System"), dict):
+        raise _BadRecord("record has no Event/System element")
+    sysd = root["System"]
+    pa = _attrs(sysd.get("Provider"))
+    provider = pa.get("Name") or ""
+    eid = sysd.get("EventID")
+    if isinstance(eid, dict):  # {"#attributes": {"Qualifiers": 16384}, "#text": 4624}
+        eid = eid.get("#text")
+    if type(eid) is not int:
+        raise _BadRecord(f"record has no numeric EventID ({eid!r})")
+    tc = _attrs(sysd.get("TimeCreated")).get("SystemTime")
+    ex = _attrs(sysd.get("Execution"))
+    data = root.get("EventData")
+    if type(data) is dict and "#text" not in data:
+        guids = _GUID_FIELDS.get(eid) if provider in SYSMON_PROVIDERS else None
+        _fix_values(data, guids)
+    else:
+        data = _flatten_other(root)
+    return Event(
+        eid, data, provider=provider, provider_guid=_provider_guid(pa.get("Guid")),
+        version=sysd.get("Version"), level=sysd.get("Level"), task=sysd.get("Task"),
+        opcode=sysd.get("Opcode"), keywords=sysd.get("Keywords"),
+        time_created=normalize_time(tc) if tc else "", record_id=sysd.get("EventRecordID"),
+        process_id=ex.get("ProcessID"), thread_id=ex.get("ThreadID"),
+        channel=sysd.get("Channel") or "", computer=sysd.get("Computer") or "",
+        user_id=_attrs(sysd.get("Security")).get("UserID"), origin=origin)
+
+
+def _attrs(node) -> dict:
+    """``#attributes`` of a JSON element, ``{}`` when absent."""
+    if isinstance(node, dict):
+        a = node.get("#attributes")
+        if isinstance(a, dict):
+            return a
+    return _EMPTY
+
+
+def _fix_values(data: dict, guids: Optional[frozenset] = None) -> None:
+    """Values of ``data`` to strings in place; GUIDs from ``guids`` or, when ``None``, by shape."""
+    for k, v in data.items():
+        if type(v) is str:
+            if guids is None:
+                if len(v) == 36 and _GUID_SHAPE.match(v):
+                    data[k] = _guid(v)
+            elif k in guids:
+                data[k] = _guid(v)
+        else:
+            data[k] = _scalar(v)
+
+
+def _scalar(v) -> str:
+    """Event-log string of a non-string JSON value: decimal, ``true``/``false``, ``""``."""
+    if v is None:
+        return ""
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if type(v) is int:
+        return str(v)
+    return _flat_value(v)
+
+
+def _flat_value(v) -> str:
+    """Best-effort string for a JSON value other than str/int/bool/None (non-Sysmon records)."""
+    if isinstance(v, dict):
+        if "#text" in v:
+            return _flat_value(v["#text"])
+        return orjson.dumps(v).decode()
+    if isinstance(v, list):
+        return ", ".join(_flat_value(x) for x in v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return _guid(v) if len(v) == 36 and _GUID_SHAPE.match(v) else v
+    return str(v)
+
+
+def _flatten_other(root: dict) -> dict:
+    """EventData that is not a plain name->value object, or UserData, flattened to name->string.
+
+    Nested elements become ``Parent.Child`` names (the single wrapper element of UserData is
+    dropped), ``#attributes`` are skipped, repeated names get ``_2``, ``_3`` suffixes.
+    """
+    out: dict = {}
+    for key in ("EventData", "UserData"):
+        node = root.get(key)
+        if node is None:
+            continue
+        if isinstance(node, dict):
+            items = [(k, v) for k, v in node.items() if k != "#attributes"]
+            if key == "UserData" and len(items) == 1 and isinstance(items[0][1], dict):
+                items = [(k, v) for k, v in items[0][1].items() if k != "#attributes"]
+            _walk(items, "", out)
+        else:
+            _put_unique(out, key, _flat_value(node))
+    return out
+
+
+def _walk(items, prefix: str, out: dict) -> None:
+    for k, v in items:
+        name = prefix + k
+        if isinstance(v, dict) and "#text" not in v:
+            _walk([(kk, vv) for kk, vv in v.items() if kk != "#attributes"], name + ".", out)
+        else:
+            _put_unique(out, name, _flat_value(v))
+
+
+class _ChunkTracker:
+    """Counts the records read per chunk against the chunk headers, to find and recover records
+    pyevtx-rs loses silently.
+
+    ``first``/``last``: record-number range of the current chunk; ``seen``: records read from it;
+    ``last_rid``: the last one. When a chunk is left with records missing that no error explains,
+    it is re-read alone (:func:`_recover_records`) with the damaged record replaced by a filler
+    record pyevtx-rs skips, and what is still missing is reported. Memory is constant: one chunk
+    is tracked at a time and headers are re-read on demand.
+    """
+
+    def __init__(self, path: str, on_error: Callable[[ReadError], None]) -> None:
+        self.path = path
+        self.on_error = on_error
+        self.f = open(path, "rb")
+        self.size = os.fstat(self.f.fileno()).st_size
+        head = self.f.read(_HEADER_BLOCK)
+        self.declared = (struct.unpack_from("<H", head, 42)[0]
+                         if len(head) >= 44 and head.startswith(_FILE_MAGIC) else 0)
+        self.slots = max(0, -(-(self.size - _HEADER_BLOCK) // _CHUNK_SIZE))
+        self.full = max(0, (self.size - _HEADER_BLOCK) // _CHUNK_SIZE)
+        self.cur = -1
+        self.first, self.last, self.seen, self.last_rid = 1, 0, 0, 0
+        self.errors: dict[int, int] = {}  # slot -> record errors pyevtx-rs raised in it
+        self.whole: set[int] = set()      # slots pyevtx-rs reported as unreadable chunks
+        self.partial_lost: Optional[tuple[int, int, int]] = None  # truncated chunk: lost, read, all
+        self.rebuilt: Optional[_RebuiltHeader] = None
+
+    def __enter__(self) -> "_ChunkTracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+        if self.rebuilt is not None:
+            self.rebuilt.close()
+
+    @staticmethod
+    def offset(slot: int) -> int:
+        return _HEADER_BLOCK + slot * _CHUNK_SIZE
+
+    def header(self, slot: int) -> Optional[tuple[int, int]]:
+        """``(first, last)`` record numbers of chunk ``slot``, ``None`` without a chunk header."""
+        if slot < 0 or slot >= self.slots:
+            return None
+        self.f.seek(self.offset(slot))
+        raw = self.f.read(40)
+        if len(raw) < 40 or not raw.startswith(_CHUNK_MAGIC):
+            return None
+        return struct.unpack_from("<QQ", raw, 24)
+
+    def chunk(self, slot: int) -> bytearray:
+        """The bytes of chunk ``slot``, zero-padded to 64 KiB if the file is truncated."""
+        self.f.seek(self.offset(slot))
+        data = bytearray(self.f.read(_CHUNK_SIZE))
+        data.extend(bytes(_CHUNK_SIZE - len(data)))
+        return data
+
+    def _find(self, rid: int, start: int) -> Optional[int]:
+        for slot in range(max(start, 0), self.slots):
+            h = self.header(slot)
+            if h is not None and h[0] <= rid <= h[1]:
+                return slot
+        return None
+
+    def advance(self, rid: int) -> list:
+        """A record outside the current chunk's range: move to the chunk that holds it.
+        Returns the events recovered from the chunks left behind (to yield before ``rid``'s)."""
+        slot = self._find(rid, self.cur + 1)
+        if slot is None:  # record number damaged: it was still read from the current chunk
+            self.seen += 1
+            return []
+        out = self._close(self.cur, self.seen, self.last_rid) if self.cur >= 0 else []
+        for skipped in range(self.cur + 1, slot):
+            out += self._close(skipped, 0, 0)
+        self.cur = slot
+        self.first, self.last = self.header(slot)
+        self.seen, self.last_rid = 1, rid
+        return out
+
+    def failed(self, message: str) -> None:
+        """pyevtx-rs raised ``message``: report it, attributed to a chunk/record where possible."""
+        offset, slot = None, None
+        m = _CHUNK_NO.search(message)
+        if m:
+            slot = int(m.group(1))
+            self.whole.add(slot)
+        elif (m := _CHUNK_IDS.search(message)):
+            slot = self._find(int(m.group(1)), self.cur)
+            if slot is not None:
+                self.whole.add(slot)
+        else:
+            m = _RECORD_NO.search(message)
+            if m:
+                rid = int(m.group(1))
+                slot = self.cur if self.first <= rid <= self.last else self._find(rid, self.cur + 1)
+                if slot is not None:
+                    offset = self._record_offset(slot, rid)
+            if slot is None:  # no number: the current chunk if unfinished, else the next one
+                h = self.header(self.cur)
+                slot = self.cur if h and self.seen < h[1] - h[0] + 1 else self.cur + 1
+            self.errors[slot] = self.errors.get(slot, 0) + 1
+        if offset is None:
+            offset = self.offset(slot) if slot is not None else None
+        self.on_error(ReadError(self.path, offset, "byte", f"unreadable EVTX data: {message}"))
+
+    def _record_offset(self, slot: int, rid: int) -> Optional[int]:
+        """Byte offset of record ``rid`` in chunk ``slot`` (walking record headers), or None."""
+        chunk = self.chunk(slot)
+        pos = 512
+        while pos + 24 <= _CHUNK_SIZE and chunk[pos:pos + 4] == _RECORD_MAGIC:
+            size, num = struct.unpack_from("<IQ", chunk, pos + 4)
+            if num == rid:  # checked before the size, which may be the damaged part
+                return self.offset(slot) + pos
+            if size < 28:
+                break
+            pos += size
+        return None
+
+    def _close(self, slot: int, seen: int, last_rid: int) -> list:
+        """Leave chunk ``slot``: recover and report records lost without an error of their own."""
+        h = self.header(slot)
+        if h is None:
+            if slot in self.whole:  # pyevtx-rs refused the chunk header: try it repaired
+                return self._events(_recover_records(self.chunk(slot), None, 0, False))
+            if slot < self.declared and slot not in self.errors:
+                self.on_error(ReadError(self.path, self.offset(slot), "byte",
+                                        f"chunk {slot} has no chunk header (blank or overwritten); "
+                                        "its records are lost"))
+            return []
+        after = last_rid if seen else h[0] - 1
+        if slot in self.whole:  # string/template tables damaged: they are only caches, drop them
+            chunk = self.chunk(slot)
+            chunk[128:512] = bytes(384)
+            return self._events(_recover_records(chunk, h, after, False))
+        partial = slot >= self.full
+        expected = h[1] - h[0] + 1 if h[1] >= h[0] else 0
+        errors = self.errors.get(slot, 0)
+        if expected - seen <= errors and not partial:
+            return []
+        events = self._events(_recover_records(self.chunk(slot), h, after, not partial))
+        missing = expected - seen - len(events)
+        if partial:
+            self.partial_lost = (missing, seen + len(events), expected)
+        elif missing > errors:
+            if errors:
+                msg = (f"{missing - errors} further record(s) of chunk {slot} lost after the "
+                       f"damage (chunk holds records {h[0]}-{h[1]}, {expected - missing} read)")
+            else:
+                msg = (f"{missing} of the {expected} records of chunk {slot} (records "
+                       f"{h[0]}-{h[1]}) could not be read: damaged record header")
+            self.on_error(ReadError(self.path, self.offset(slot), "byte", msg))
+        return events
+
+    def _events(self, records: list) -> list:
+        out = []
+        for rid, text in records:
+            try:
+                out.append(_convert(text, (self.path, rid)))
+            except (_BadRecord, ValueError, TypeError, KeyError, AttributeError) as exc:
+                self.on_error(ReadError(self.path, rid, "record", f"undecodable event record: "
+                                        f"{exc!r}"))
+        return out
+
+    def finish(self) -> list:
+        """End of iteration: close the current and every remaining chunk, report truncation.
+        Returns the events recovered from them."""
+        out = self._close(self.cur, self.seen, self.last_rid) if self.cur >= 0 else []
+        for slot in range(self.cur + 1, self.slots):
+            out += self._close(slot, 0, 0)
+        if self.slots > self.full or self.declared > self.slots:
+            msg = f"file truncated at byte {self.size}"
+            if self.partial_lost is not None:
+                lost, read, total = self.partial_lost
+                msg += f": {lost} of the {total} records of chunk {self.full} are lost"
+                if read:
+                    msg += f" ({read} read from its intact part)"
+            if self.declared > self.full + 1:
+                msg += f"; the file header announces {self.declared} chunks"
+            self.on_error(ReadError(self.path, self.offset(self.full), "byte", msg))
+        return out
+
+
+def _record_at(chunk: bytearray, pos: int, end: int) -> Optional[tuple[int, int]]:
+    """``(size, record number)`` if a structurally valid record starts at ``pos``, else None."""
+    if chunk[pos:pos + 4] != _RECORD_MAGIC:
+        return None
+    size, rid = struct.unpack_from("<IQ", chunk, pos + 4)
+    if size < 28 or size > end - pos or struct.unpack_from("<I", chunk, pos + size - 4)[0] != size:
+        return None
+    return size, rid
+
+
+def _walk_records(chunk: bytearray, end: int) -> Iterator[tuple[int, int, int]]:
+    """``(offset, size, record number)`` of the records chained from offset 512, while valid."""
+    pos = 512
+    while pos + 28 <= end:
+        rec = _record_at(chunk, pos, end)
+        if rec is None:
+            return
+        yield pos, rec[0], rec[1]
+        pos += rec[0]
+
+
+def _recover_records(chunk: bytearray, h: Optional[tuple[int, int]], after: int,
+                     patch_first: bool) -> list:
+    """Re-read one chunk alone, skipping damaged records, for records numbered above ``after``.
+
+    pyevtx-rs stops reading a chunk at a record whose header is broken (or whose time is
+    invalid). Here the first record after ``after`` (or the broken bytes up to the next valid
+    record header) is overwritten with a filler record that pyevtx-rs rejects and skips, and the
+    chunk is parsed again; repeated while that gains records (at most 16 times). With ``h=None``
+    the chunk's header magic is restored first, if the header checksum then proves the header
+    intact. ``patch_first=False`` parses once unchanged first (a zero-padded truncated chunk).
+
+    Returns ``[(record number, records_json data), ...]`` of the recovered records, in order.
+    """
+    if h is None:
+        chunk[:8] = _CHUNK_MAGIC
+        if zlib.crc32(bytes(chunk[:120]) + bytes(chunk[128:512])) != \
+                struct.unpack_from("<I", chunk, 124)[0]:
+            return []
+        h = struct.unpack_from("<QQ", chunk, 24)
+        after = h[0] - 1
+    free = struct.unpack_from("<I", chunk, 48)[0]
+    end = free if 512 < free <= _CHUNK_SIZE else _CHUNK_SIZE
+    out: list = []
+    highest = after
+    patch = patch_first
+    for _ in range(16):
+        if patch:
+            pos = next((p for p, _, rid in _walk_records(chunk, end) if rid > highest), None)
+            if pos is None:  # the chain breaks before reaching a record above `highest`
+                pos = max((p + size for p, size, _ in _walk_records(chunk, end)), default=512)
+            if not _fill(chunk, pos, end):
+                break
+        patch = True
+        # pyevtx-rs does not check a record's trailing size copy: accept only records of the
+        # structurally valid chain (a record cut by truncation would read as zeros).
+        chain = {rid for _, _, rid in _walk_records(chunk, end)}
+        new = [(rid, text) for rid, text in _parse_chunk(chunk)
+               if highest < rid <= h[1] and rid in chain]
+        out += new
+        if new:
+            highest = new[-1][0]
+        if highest >= h[1]:
+            break
+    return out
+
+
+def _fill(chunk: bytearray, pos: int, end: int) -> bool:
+    """Overwrite the record at ``pos`` (or the bytes up to the next valid record header) with a
+    filler record (number 0, undecodable body). False when there is nothing to skip to."""
+    rec = _record_at(chunk, pos, end)
+    if rec is not None:
+        stop = pos + rec[0]
+    else:
+        stop = chunk.find(_RECORD_MAGIC, pos + 1, end)
+        while stop >= 0 and _record_at(chunk, stop, end) is None:
+            stop = chunk.find(_RECORD_MAGIC, stop + 1, end)
+        if stop < 0:
+            return False
+    size = stop - pos
+    if size < 28:
+        return False
+    chunk[pos:stop] = (_RECORD_MAGIC + struct.pack("<IQQ", size, 0, 0) + b"\xff" * (size - 28)
+                       + struct.pack("<I", size))
+    return True
+
+
+def _parse_chunk(chunk: bytearray) -> list:
+    """``[(record number, data JSON), ...]`` pyevtx-rs reads from ``chunk`` alone, errors
+    skipped."""
+    image = io.BytesIO(_file_header(1) + bytes(chunk))
+    it = PyEvtxParser(image, number_of_threads=1).records_json()
+    out = []
+    for _ in range(4096):  # bound on the errors of one chunk
+        try:
+            for rec in it:
+                out.append((rec["event_record_id"], rec["data"]))
+            break
+        except (RuntimeError, OSError):
+            continue
+    return out
+
+
+def _file_header(chunks: int) -> bytes:
+    """A clean 4 KiB EVTX file header announcing ``chunks`` chunks (version 3.1)."""
+    h = bytearray(_FILE_MAGIC + struct.pack("<QQQIHHHH", 0, max(chunks - 1, 0), 0, 128, 1, 3,
+                                            _HEADER_BLOCK, chunks))
+    h += bytes(120 - len(h)) + struct.pack("<I", 0)  # flags: clean
+    h += struct.pack("<I", zlib.crc32(h[:120]))
+    return bytes(h) + bytes(_HEADER_BLOCK - len(h))
+
+
+class _RebuiltHeader(io.RawIOBase):
+    """The EVTX file read through a rebuilt 4 KiB file header (for a damaged original header)."""
+
+    def __init__(self, path: str, slots: int) -> None:
+        super().__init__()
+        self.f = open(path, "rb")
+        self.size = os.fstat(self.f.fileno()).st_size
+        self.pos = 0
+        self.header = _file_header(slots)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.size}[whence]
+        self.pos = base + offset
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        n = len(buffer)
+        if self.pos < _HEADER_BLOCK:
+            data = self.header[self.pos:self.pos + n]
+        else:
+            self.f.seek(self.pos)
+            data = self.f.read(n)
+        buffer[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()

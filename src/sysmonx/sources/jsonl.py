@@ -1,0 +1,125 @@
+"""SysmonX JSON lines, as written by :mod:`sysmonx.sinks.jsonl` (the format is described there).
+
+Each line is one object: ``EventID``, the EventData fields as top-level keys, ``System`` and,
+for events whose field names collide with the reserved keys, ``ExtraData``. The reader rebuilds
+the Event exactly: top-level fields in order, then the ``ExtraData`` fields in order.
+
+Malformed lines (not JSON, not an object, no integer ``EventID``, a value of the wrong type, a
+bad time) are reported with their line number and skipped; blank lines are ignored. Lines that
+orjson refuses only because of an escaped lone surrogate (``"\\ud800"``, which the writer emits
+for such values) are read with the standard library instead. ``Event.origin`` is
+``(path, line number)``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Iterator
+
+import orjson
+
+from ..event import Event, normalize_time
+from . import ReadError, _iter_lines
+
+__all__ = ["read_jsonl", "event_from_object", "RESERVED_KEYS"]
+
+#: Top-level keys that are not EventData fields.
+RESERVED_KEYS = frozenset({"EventID", "System", "ExtraData"})
+
+_SYSTEM_INT = (("Version", "version"), ("Level", "level"), ("Task", "task"),
+               ("Opcode", "opcode"), ("EventRecordID", "record_id"),
+               ("ProcessID", "process_id"), ("ThreadID", "thread_id"))
+_SYSTEM_STR = (("Provider", "provider", ""), ("ProviderGuid", "provider_guid", None),
+               ("Keywords", "keywords", None), ("Channel", "channel", ""),
+               ("Computer", "computer", ""), ("UserID", "user_id", None))
+
+
+def read_jsonl(path: str, on_error: Callable[[ReadError], None]) -> Iterator[Event]:
+    """Yield the events of a SysmonX JSON lines file, streaming line by line.
+
+    Args:
+        path: the file.
+        on_error: receives a :class:`~sysmonx.sources.ReadError` (line number) per malformed
+            line; reading goes on with the next line.
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    loads = orjson.loads
+    with open(path, "rb") as f:
+        for lineno, line in _iter_lines(f):
+            if line is None:
+                on_error(ReadError(path, lineno, "line", "line too long; skipped"))
+                continue
+            if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            if not line.strip():
+                continue
+            try:
+                try:
+                    obj = loads(line)
+                except orjson.JSONDecodeError as exc:
+                    if b"\\ud" not in line and b"\\uD" not in line:
+                        raise ValueError(f"not JSON: {exc}") from None
+                    try:
+                        obj = json.loads(line.decode("utf-8"))
+                    except (ValueError, UnicodeDecodeError):
+                        raise ValueError(f"not JSON: {exc}") from None
+                event = event_from_object(obj, (path, lineno))
+            except ValueError as exc:
+                on_error(ReadError(path, lineno, "line", str(exc)))
+                continue
+            yield event
+
+
+def event_from_object(obj, origin=None) -> Event:
+    """Build the Event a decoded JSON line describes.
+
+    Raises:
+        ValueError: not an object, no integer ``EventID``, non-string field values, a malformed
+            ``System`` or time.
+    """
+    if type(obj) is not dict:
+        raise ValueError("line is not a JSON object")
+    eid = obj.get("EventID")
+    if type(eid) is not int:
+        raise ValueError(f"no integer EventID ({eid!r})")
+    data = {}
+    for k, v in obj.items():
+        if k not in RESERVED_KEYS:
+            data[k] = v if type(v) is str else _string(k, v)
+    extra = obj.get("ExtraData")
+    if extra is not None:
+        if type(extra) is not dict:
+            raise ValueError("ExtraData is not an object")
+        for k, v in extra.items():
+            data[k] = v if type(v) is str else _string(k, v)
+    system = obj.get("System", {})
+    if type(system) is not dict:
+        raise ValueError("System is not an object")
+    kw = {}
+    for key, attr in _SYSTEM_INT:
+        v = system.get(key)
+        if v is not None and type(v) is not int:
+            raise ValueError(f"System.{key} is not an integer ({v!r})")
+        kw[attr] = v
+    for key, attr, default in _SYSTEM_STR:
+        v = system.get(key, default)
+        if v is not None and type(v) is not str:
+            raise ValueError(f"System.{key} is not a string ({v!r})")
+        kw[attr] = v
+    t = system.get("TimeCreated") or ""
+    if type(t) is not str:
+        raise ValueError(f"System.TimeCreated is not a string ({t!r})")
+    kw["time_created"] = normalize_time(t) if t else ""
+    return Event(eid, data, origin=origin, **kw)
+
+
+def _string(name: str, v) -> str:
+    """Lenient conversion of a hand-edited non-string value; objects and arrays are refused."""
+    if v is None:
+        return ""
+    if type(v) is bool:
+        return "true" if v else "false"
+    if type(v) is int:
+        return str(v)
+    raise ValueError(f"field {name!r} is not a string ({type(v).__name__})")

@@ -1,0 +1,368 @@
+"""Event XML files: ``wevtutil qe /f:xml``, Get-WinEvent ``.ToXml()``, Event Viewer "Save as XML"
+(``<Events><Event xmlns=...>...</Event>...</Events>``), SysmonX's own XML writers, or any number
+of ``<Event>`` elements concatenated without a root; with or without the event namespace, single
+or double quoted attributes, UTF-8 or UTF-16 (byte-order mark) or the encoding the XML declaration
+names.
+
+The file is cut into events at the text level (``<Event ...>`` to ``</Event>``, skipping comments
+and CDATA) and each event is parsed alone with lxml, so a malformed event costs only itself: it is
+reported with its line number and reading resumes at the next ``<Event``. Memory is bounded by the
+largest event (at most :data:`~sysmonx.sources.MAX_RECORD_BYTES`), not the file.
+
+Safety: nothing outside an event (XML declaration, ``<!DOCTYPE>``, root element) reaches the
+parser, and the parser neither loads DTDs, resolves entities nor uses the network. An entity
+reference inside an event (billion laughs, external entities) is therefore an undefined entity:
+the event is reported as malformed and nothing is expanded or fetched.
+
+:func:`event_from_element` (shared with the syslog reader) maps an ``<Event>`` element to an
+:class:`~sysmonx.event.Event`, namespace-agnostic.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import threading
+from functools import lru_cache
+from typing import Callable, Iterator, Optional
+
+from lxml import etree
+
+from ..event import Event, normalize_time
+from . import MAX_RECORD_BYTES, ReadError, _put_unique
+
+__all__ = ["read_xml", "event_from_element", "parse_event", "safe_parser", "SAFE_PARSER_OPTIONS"]
+
+#: Parser settings for untrusted event XML: no DTD, no entity expansion, no network, no huge trees.
+SAFE_PARSER_OPTIONS = dict(resolve_entities=False, no_network=True, huge_tree=False,
+                           load_dtd=False, dtd_validation=False, remove_comments=True,
+                           remove_pis=True, collect_ids=False)
+_parsers = threading.local()  # lxml parsers must not be used by two threads at once
+
+
+def safe_parser() -> etree.XMLParser:
+    """This thread's lxml parser with :data:`SAFE_PARSER_OPTIONS`."""
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = etree.XMLParser(**SAFE_PARSER_OPTIONS)
+    return parser
+
+
+_BLOCK = 1 << 20
+_TOKEN = re.compile(rb"<(?:(Event)[\s/>]|(/Event)\s*>|(!--)|(!\[CDATA\[)|(!DOCTYPE))")
+_DECL = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+def read_xml(path: str, on_error: Callable[[ReadError], None]) -> Iterator[Event]:
+    """Yield the events of an event XML file, streaming.
+
+    ``Event.origin`` is ``(path, line of the <Event start tag)``.
+
+    Args:
+        path: the file.
+        on_error: receives a :class:`~sysmonx.sources.ReadError` (line number) per malformed or
+            unterminated event, ignored ``<!DOCTYPE>`` and undecodable encoding; reading goes on.
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    with open(path, "rb") as raw:
+        stream = _utf8_stream(raw, path, on_error)
+        for start_line, chunk in _split_events(stream, path, on_error):
+            try:
+                event = parse_event(chunk, (path, start_line))
+            except etree.XMLSyntaxError as exc:
+                line = start_line + (exc.lineno or 1) - 1
+                on_error(ReadError(path, line, "line", f"malformed event XML: {exc.msg}"))
+                continue
+            except ValueError as exc:
+                on_error(ReadError(path, start_line, "line", f"invalid event: {exc}"))
+                continue
+            yield event
+
+
+def parse_event(xml: bytes, origin: tuple) -> Event:
+    """Parse one ``<Event>...</Event>`` document (bytes, UTF-8) with :func:`safe_parser`.
+
+    Raises:
+        lxml.etree.XMLSyntaxError: not well-formed (or an entity reference).
+        ValueError: well-formed but not an event (see :func:`event_from_element`).
+    """
+    return event_from_element(etree.fromstring(xml, safe_parser()), origin)
+
+
+def _split_events(stream, path: str, on_error: Callable[[ReadError], None]
+                  ) -> Iterator[tuple[int, bytes]]:
+    """``(line, bytes)`` of each ``<Event ...>...</Event>`` in ``stream``, cut at the text level.
+
+    An event that is followed by another ``<Event`` before its end tag, that never ends, or that
+    exceeds MAX_RECORD_BYTES is reported and skipped; the scan resumes at the next ``<Event``.
+    """
+    buf = b""
+    pos = 0            # scan position in buf
+    start = -1         # start of the current event in buf, -1 outside events
+    start_line = 0
+    line_pos, line_no = 0, 1   # line number of buf[line_pos]
+    eof = False
+    doctype_reported = False
+
+    def line_at(p: int) -> int:
+        nonlocal line_pos, line_no
+        if p >= line_pos:
+            line_no += buf.count(b"\n", line_pos, p)
+        else:
+            line_no -= buf.count(b"\n", p, line_pos)
+        line_pos = p
+        return line_no
+
+    while True:
+        m = _TOKEN.search(buf, pos)
+        need_more = m is None
+        if m is not None:
+            kind = m.lastindex
+            if kind in (3, 4, 5):  # comment, CDATA, DOCTYPE: skip to their end
+                end = _construct_end(buf, m, kind)
+                if end < 0:
+                    need_more = True
+                else:
+                    if kind == 5 and not doctype_reported:
+                        doctype_reported = True
+                        on_error(ReadError(path, line_at(m.start()), "line",
+                                           "<!DOCTYPE> ignored: DTDs and entities are never loaded "
+                                           "or expanded"))
+                    pos = end
+                    continue
+            elif kind == 1:  # <Event
+                if buf[m.end() - 1:m.end()] == b"/" and m.end() >= len(buf) and not eof:
+                    need_more = True  # "<Event/" at the end of the buffer: "<Event/>"?
+                else:
+                    if start >= 0:
+                        on_error(ReadError(path, start_line, "line",
+                                           "event not terminated before the next <Event>; "
+                                           "skipped"))
+                    start, start_line = m.start(), line_at(m.start())
+                    pos = m.end()
+                    if buf[pos - 1:pos + 1] == b"/>":  # <Event/>: empty, reported as such later
+                        yield start_line, buf[start:pos + 1]
+                        start = -1
+                    continue
+            else:  # </Event>
+                if start >= 0:
+                    yield start_line, buf[start:m.end()]
+                    start = -1
+                pos = m.end()
+                continue
+        if need_more:
+            if eof:
+                if start >= 0:
+                    on_error(ReadError(path, start_line, "line",
+                                       "event not terminated at the end of the file; skipped"))
+                return
+            # Rescan from an unfinished token (or the last "<", which may begin one); drop what
+            # is consumed but keep the current event.
+            if m is not None:
+                pos = m.start()
+            else:
+                tail = buf.rfind(b"<", pos)
+                pos = tail if tail >= 0 else len(buf)
+            keep = start if start >= 0 else pos
+            if keep > 0:
+                line_at(keep)
+                buf = buf[keep:]
+                pos -= keep
+                line_pos -= keep
+                if start >= 0:
+                    start -= keep
+            if start >= 0 and len(buf) > MAX_RECORD_BYTES:
+                on_error(ReadError(path, start_line, "line",
+                                   f"event longer than {MAX_RECORD_BYTES} bytes; skipped"))
+                start = -1
+            block = stream.read(_BLOCK)
+            if not block:
+                eof = True
+            buf += block
+
+
+def _construct_end(buf: bytes, m: re.Match, kind: int) -> int:
+    """End offset of the comment / CDATA / DOCTYPE starting at ``m``, or -1 if not in ``buf``."""
+    if kind == 3:
+        end = buf.find(b"-->", m.end())
+        return end + 3 if end >= 0 else -1
+    if kind == 4:
+        end = buf.find(b"]]>", m.end())
+        return end + 3 if end >= 0 else -1
+    gt = buf.find(b">", m.end())
+    bracket = buf.find(b"[", m.end())
+    if bracket >= 0 and (gt < 0 or bracket < gt):  # internal subset: up to "]" ... ">"
+        close = re.compile(rb"\]\s*>").search(buf, bracket)
+        return close.end() if close else -1
+    return gt + 1 if gt >= 0 else -1
+
+
+def _utf8_stream(raw, path: str, on_error: Callable[[ReadError], None]):
+    """``raw`` as a stream of UTF-8 bytes: byte-order mark, else XML declaration, else UTF-8."""
+    head = raw.peek(256)[:256] if hasattr(raw, "peek") else b""
+    encoding = None
+    if head.startswith(codecs.BOM_UTF8):
+        raw.read(3)
+    elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    elif head[:2] == b"<\x00":
+        encoding = "utf-16-le"
+    elif head[:2] == b"\x00<":
+        encoding = "utf-16-be"
+    else:
+        m = _DECL.match(head)
+        if m and m.group(1).lower().replace(b"_", b"-") not in (b"utf-8", b"utf8", b"us-ascii",
+                                                                 b"ascii"):
+            encoding = m.group(1).decode("ascii")
+    if encoding is None:
+        return raw
+    try:
+        return _Transcoder(raw, encoding)
+    except LookupError:
+        on_error(ReadError(path, 1, "line", f"unknown encoding {encoding!r}; reading as UTF-8"))
+        return raw
+
+
+class _Transcoder:
+    """A binary stream that yields ``raw`` (in ``encoding``) re-encoded as UTF-8."""
+
+    def __init__(self, raw, encoding: str) -> None:
+        self.raw = raw
+        self.decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+
+    def read(self, n: int) -> bytes:
+        while True:
+            block = self.raw.read(n)
+            text = self.decoder.decode(block, final=not block)
+            if text or not block:
+                return text.encode("utf-8")
+
+
+# ---- <Event> element -> Event -------------------------------------------------------------------
+
+def _local(tag) -> Optional[str]:
+    """Local name of an element tag (``{ns}Name`` -> ``Name``); None for comments/PIs/entities."""
+    if not isinstance(tag, str):
+        return None
+    return tag[tag.index("}") + 1:] if tag[:1] == "{" else tag
+
+
+def _int(el, what: str) -> Optional[int]:
+    text = el.text
+    if text is None or not text.strip():
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{what} is not a number: {text!r}") from None
+
+
+def _text(el) -> str:
+    """Text of a leaf element; markup inside (never in an event value) is refused."""
+    if len(el):
+        raise ValueError(f"unexpected markup inside <{_local(el.tag)}>")
+    return el.text or ""
+
+
+def event_from_element(root, origin: Optional[tuple] = None) -> Event:
+    """Map an lxml ``<Event>`` element (any namespace) to an Event.
+
+    System children map to the Event header (``Security/@UserID`` or Linux ``@UserId``; missing
+    elements give ``None``); ``EventData/Data[@Name]`` map to ``data`` in document order (empty
+    element -> ``""``); unnamed Data, other EventData children and UserData are flattened best
+    effort (``Parent.Child`` names, ``_2`` suffixes for repeats). ``RenderingInfo`` is ignored.
+
+    Raises:
+        ValueError: the root is not ``Event``, or EventID is missing, or a number or the time is
+            malformed, or a value contains markup.
+    """
+    tag = root.tag
+    if _local(tag) != "Event":
+        raise ValueError(f"root element is <{_local(tag)}>, not <Event>")
+    ns = tag[:tag.index("}") + 1] if tag[0] == "{" else ""
+    known = _known_tags(ns)  # full tag -> local name, for the usual elements
+    kw: dict = {"provider": "", "provider_guid": None, "version": None, "level": None,
+                "task": None, "opcode": None, "keywords": None, "time_created": "",
+                "record_id": None, "process_id": None, "thread_id": None, "channel": "",
+                "computer": "", "user_id": None, "origin": origin}
+    event_id = None
+    data: dict = {}
+    for part in root:
+        name = known.get(part.tag) or _local(part.tag)
+        if name == "System":
+            for el in part:
+                sub = known.get(el.tag) or _local(el.tag)
+                if sub == "Provider":
+                    kw["provider"] = el.get("Name", "")
+                    kw["provider_guid"] = el.get("Guid")
+                elif sub == "EventID":
+                    event_id = _int(el, "EventID")
+                elif sub in _INT_FIELDS:
+                    kw[_INT_FIELDS[sub]] = _int(el, sub)
+                elif sub == "Keywords":
+                    kw["keywords"] = el.text or ""
+                elif sub == "TimeCreated":
+                    t = el.get("SystemTime")
+                    kw["time_created"] = normalize_time(t) if t else ""
+                elif sub == "Execution":
+                    kw["process_id"] = _int_attr(el, "ProcessID")
+                    kw["thread_id"] = _int_attr(el, "ThreadID")
+                elif sub == "Channel":
+                    kw["channel"] = el.text or ""
+                elif sub == "Computer":
+                    kw["computer"] = el.text or ""
+                elif sub == "Security":
+                    kw["user_id"] = el.get("UserID", el.get("UserId"))
+        elif name == "EventData":
+            data_tag = ns + "Data"
+            for el in part:
+                key = None
+                if el.tag == data_tag:  # the usual <Data Name='...'>value</Data>
+                    key = el.get("Name")
+                    if key is not None and key not in data:
+                        data[key] = _text(el)
+                        continue
+                sub = _local(el.tag)
+                if sub is not None:  # repeated or unnamed Data, Binary, ...
+                    _put_unique(data, key or sub, _text(el))
+        elif name == "UserData":
+            items = [el for el in part if _local(el.tag)]
+            if len(items) == 1 and len(items[0]):
+                items = [el for el in items[0] if _local(el.tag)]
+            _flatten(items, "", data)
+    if event_id is None:
+        raise ValueError("event has no System/EventID")
+    return Event(event_id, data, **kw)
+
+
+@lru_cache(maxsize=16)
+def _known_tags(ns: str) -> dict:
+    return {ns + name: name for name in (
+        "System", "EventData", "UserData", "Provider", "EventID", "Version", "Level", "Task",
+        "Opcode", "Keywords", "TimeCreated", "EventRecordID", "Correlation", "Execution",
+        "Channel", "Computer", "Security")}
+
+
+def _int_attr(el, attr: str) -> Optional[int]:
+    v = el.get(attr)
+    if v is None:
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError(f"Execution/@{attr} is not a number: {v!r}") from None
+
+
+_INT_FIELDS = {"Version": "version", "Level": "level", "Task": "task", "Opcode": "opcode",
+               "EventRecordID": "record_id"}
+
+
+def _flatten(elements, prefix: str, out: dict) -> None:
+    for el in elements:
+        name = prefix + _local(el.tag)
+        children = [c for c in el if _local(c.tag)]
+        if children:
+            _flatten(children, name + ".", out)
+        else:
+            _put_unique(out, name, el.text or "")
