@@ -8,7 +8,8 @@ Baseline: iterate ``evtx.PyEvtxParser(f).records_json()`` over every EVTX under
 with SwiftOnSecurity's config, writing the included events in the chosen format to a null
 stream (``--format none`` counts only). Each is timed ``--rounds`` times interleaved; the best
 round of each is used, so background noise on the machine hurts both alike. Prints events/s of
-both and the ratio replay/baseline (issue target: >= 0.6).
+both and the ratio replay/baseline (issue target: >= 0.6). ``--jobs N`` replays on N worker
+processes (files spread over them, output in input order), as ``sysmonx replay --jobs N`` does.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from evtx import PyEvtxParser  # noqa: E402
 
 from sysmonx.config import load_config  # noqa: E402
-from sysmonx.pipeline import Replayer, ReplayOptions, make_writer  # noqa: E402
+from sysmonx.pipeline import Replayer, ReplayOptions, make_writer, replay_parallel  # noqa: E402
 
 
 class _Null(io.RawIOBase):
@@ -45,7 +46,11 @@ def baseline(files: list[str]) -> int:
     return n
 
 
-def replay(files: list[str], config, fmt: str) -> int:
+def replay(files: list[str], config, fmt: str, jobs: int = 1) -> int:
+    if jobs > 1:
+        stats = replay_parallel(files, ReplayOptions(config=config), None if fmt == "none" else fmt,
+                                _Null(), jobs, lambda line: None)
+        return stats.records
     writer = None if fmt == "none" else make_writer(fmt, _Null())
     r = Replayer(ReplayOptions(config=config), writer)
     for f in files:
@@ -64,6 +69,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3, help="passes over the file set per round")
     ap.add_argument("--format", default="xml", choices=["xml", "linux-xml", "jsonl", "none"])
+    ap.add_argument("--jobs", type=int, default=1, help="replay worker processes (default 1)")
     args = ap.parse_args()
     corpus = Path(args.corpus)
     files = sorted(str(p) for p in (corpus / "evtx").rglob("*.evtx"))
@@ -77,19 +83,19 @@ def main() -> int:
     best_base = best_replay = float("inf")
     n_base = n_replay = 0
     baseline(files)  # warm the page cache and imports
-    replay(files, config, args.format)
+    replay(files, config, args.format, args.jobs)
     for _ in range(args.rounds):
         t = time.perf_counter()
         n_base = baseline(work)
         best_base = min(best_base, time.perf_counter() - t)
         t = time.perf_counter()
-        n_replay = replay(work, config, args.format)
+        n_replay = replay(work, config, args.format, args.jobs)
         best_replay = min(best_replay, time.perf_counter() - t)
     if n_base != n_replay:
         print(f"warning: baseline read {n_base} records, replay {n_replay}", file=sys.stderr)
     base_rate, replay_rate = n_base / best_base, n_replay / best_replay
     print(f"files: {len(files)} x {args.repeat}  records per pass: {n_base}")
-    print(f"config: {cfg_path.name}  output: {args.format}")
+    print(f"config: {cfg_path.name}  output: {args.format}  jobs: {args.jobs}")
     print(f"baseline pyevtx-rs records_json: {base_rate:12,.0f} records/s")
     print(f"sysmonx replay:                  {replay_rate:12,.0f} records/s")
     print(f"ratio replay/baseline: {replay_rate / base_rate:.3f}  (target >= 0.6)")

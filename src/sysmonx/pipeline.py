@@ -19,32 +19,23 @@ from .config.model import Config
 from .event import Event
 from .filtering import EngineOptions, FilterEngine
 from .schema import CURRENT
+from .sinks import WRITERS, writer_class
 from .sources import ReadError, iter_input_files, open_source
 
 __all__ = ["ReplayOptions", "ReplayStats", "Replayer", "OutputError", "make_writer", "replay_parallel",
            "OUTPUT_FORMATS"]
 
-#: ``--format`` values -> (module, class) of the writer.
-OUTPUT_FORMATS = {
-    "xml": ("sysmonx.sinks.xml_windows", "WindowsXmlWriter"),
-    "linux-xml": ("sysmonx.sinks.xml_linux", "LinuxXmlWriter"),
-    "jsonl": ("sysmonx.sinks.jsonl", "JsonlWriter"),
-}
+#: ``--format`` values (see :data:`sysmonx.sinks.WRITERS`).
+OUTPUT_FORMATS = tuple(WRITERS)
 
 
 def make_writer(fmt: str, stream: BinaryIO):
-    """Instantiate the writer for ``fmt`` (a key of :data:`OUTPUT_FORMATS`) on ``stream``.
+    """Instantiate the writer for ``fmt`` (a key of :data:`sysmonx.sinks.WRITERS`) on ``stream``.
 
     Raises:
         ValueError: unknown format.
     """
-    try:
-        module_name, cls_name = OUTPUT_FORMATS[fmt]
-    except KeyError:
-        raise ValueError(f"unknown output format {fmt!r}; choose from "
-                         f"{', '.join(OUTPUT_FORMATS)}") from None
-    import importlib
-    return getattr(importlib.import_module(module_name), cls_name)(stream)
+    return writer_class(fmt)(stream)
 
 
 class OutputError(Exception):
@@ -95,20 +86,24 @@ class Replayer:
         on_error: called with each :class:`~sysmonx.sources.ReadError`.
         on_progress: called as ``on_progress(path, records_so_far)`` every few thousand records
             and at each file end (for a progress bar).
+        engine: an already compiled :class:`~sysmonx.filtering.FilterEngine` for
+            ``options.config`` (compiled here when omitted).
     """
 
     PROGRESS_EVERY = 4096
 
     def __init__(self, options: ReplayOptions, writer=None,
                  on_error: Optional[Callable[[ReadError], None]] = None,
-                 on_progress: Optional[Callable[[str, int], None]] = None):
+                 on_progress: Optional[Callable[[str, int], None]] = None,
+                 engine: Optional[FilterEngine] = None):
         self.options = options
         self.writer = writer
         self.stats = ReplayStats()
         self._on_error = on_error
         self._on_progress = on_progress
-        self.engine = FilterEngine(options.config, options.engine_options) \
-            if options.config is not None else None
+        if engine is None and options.config is not None:
+            engine = FilterEngine(options.config, options.engine_options)
+        self.engine = engine
 
     def _error(self, err: ReadError) -> None:
         self.stats.errors += 1
@@ -204,29 +199,61 @@ def _merge(into: ReplayStats, part: ReplayStats) -> None:
 # Worker state of parallel replay (set once per worker process by _init_worker).
 _WORKER: dict = {}
 
+#: Parallel replay hands workers groups of consecutive files of about this many bytes.
+TASK_BYTES = 8 << 20
+
 
 def _init_worker(options: ReplayOptions, fmt: Optional[str], tmpdir: str) -> None:
-    _WORKER.update(options=options, fmt=fmt, tmpdir=tmpdir)
+    engine = FilterEngine(options.config, options.engine_options) \
+        if options.config is not None else None
+    _WORKER.update(options=options, fmt=fmt, tmpdir=tmpdir, engine=engine)
 
 
-def _replay_one(index_path: tuple[int, str]):
-    """Worker: replay one file into a temp file; return (temp path, stats, error lines)."""
+def _replay_group(task: tuple[int, list[str]]):
+    """Worker: replay a group of files into one temp file.
+
+    Returns ``(temp path or None, [(path, stats, error lines), ...])``."""
     import tempfile
-    index, path = index_path
+    index, paths = task
     fmt = _WORKER["fmt"]
-    errors: list[str] = []
-    out_path = None
-    writer = None
+    out_path = writer = None
     if fmt is not None:
         fd, out_path = tempfile.mkstemp(prefix=f"{index:08d}-", dir=_WORKER["tmpdir"])
         writer = make_writer(fmt, os.fdopen(fd, "wb", buffering=1 << 20))
-    r = Replayer(_WORKER["options"], writer, on_error=lambda e: errors.append(str(e)))
+    results = []
     try:
-        r.run_file(path)
+        for path in paths:
+            errors: list[str] = []
+            r = Replayer(_WORKER["options"], writer, on_error=lambda e: errors.append(str(e)),
+                         engine=_WORKER["engine"])
+            r.run_file(path)
+            results.append((path, r.stats, errors))
     finally:
         if writer is not None:
             writer.close()
-    return out_path, r.stats, errors
+    return out_path, results
+
+
+def _group_files(files: list[str], jobs: int) -> list[list[str]]:
+    """Consecutive groups of files, each about TASK_BYTES (smaller when that leaves too few groups
+    to keep ``jobs`` workers busy)."""
+    sizes = []
+    for f in files:
+        try:
+            sizes.append(os.path.getsize(f))
+        except OSError:
+            sizes.append(0)
+    target = max(1, min(TASK_BYTES, sum(sizes) // (jobs * 4) or 1))
+    groups, cur, acc = [], [], 0
+    for f, size in zip(files, sizes):
+        cur.append(f)
+        acc += size
+        if acc >= target:
+            groups.append(cur)
+            cur, acc = [], 0
+    if cur:
+        groups.append(cur)
+    return groups
 
 
 def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str],
@@ -236,18 +263,22 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
                     ) -> ReplayStats:
     """Replay ``files`` on ``jobs`` worker processes, output in input order.
 
-    Each worker replays whole files into temporary files; the parent copies them to ``out`` in the
-    order of ``files`` as they complete, so output is deterministic and memory stays flat.
+    Workers replay groups of consecutive files (about :data:`TASK_BYTES` each) into temporary
+    files; the parent copies them to ``out`` in input order as they complete, so the output is
+    byte-identical to a one-process replay and memory stays flat.
 
     Args:
         files: input files (already expanded, see :func:`~sysmonx.sources.iter_input_files`).
-        fmt: output format name (a key of :data:`OUTPUT_FORMATS`) or ``None`` to count only.
+        fmt: output format name (a key of :data:`sysmonx.sinks.WRITERS`) or ``None`` to count
+            only.
         out: binary stream receiving the output (ignored when ``fmt`` is None).
         jobs: worker processes (>= 1).
         on_error: receives each error line (``path:offset: message``) in file order.
         on_file_done: called after each file with its path and the running totals.
     Returns:
         merged :class:`ReplayStats`.
+    Raises:
+        OSError: writing ``out`` failed.
     """
     import multiprocessing
     import shutil
@@ -255,21 +286,22 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
     total = ReplayStats()
     if options.config is not None:
         FilterEngine(options.config, options.engine_options)  # fail here, not in a worker
+    groups = _group_files(files, jobs)
     with tempfile.TemporaryDirectory(prefix="sysmonx-replay-") as tmpdir:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(jobs, initializer=_init_worker, initargs=(options, fmt, tmpdir)) as pool:
-            for path, (tmp, stats, errors) in zip(files, pool.imap(_replay_one,
-                                                                   enumerate(files))):
-                for line in errors:
-                    on_error(line)
+            for tmp, results in pool.imap(_replay_group, enumerate(groups)):
                 if tmp is not None:
                     if out is not None:
                         with open(tmp, "rb") as f:
                             shutil.copyfileobj(f, out, 1 << 20)
                     os.unlink(tmp)
-                _merge(total, stats)
-                if on_file_done is not None:
-                    on_file_done(path, total)
+                for path, stats, errors in results:
+                    for line in errors:
+                        on_error(line)
+                    _merge(total, stats)
+                    if on_file_done is not None:
+                        on_file_done(path, total)
     return total
 
 
