@@ -7,7 +7,7 @@ failure names the vector.
 import pytest
 
 from sysmonx.config import ConfigError, parse_config
-from sysmonx.filtering import EngineOptions, FilterEngine, make_predicate
+from sysmonx.filtering import FilterEngine, make_predicate
 from sysmonx.filtering.conditions import fold
 
 

@@ -224,7 +224,8 @@ def _replay_group(task: tuple[int, list[str]]):
     try:
         for path in paths:
             errors: list[str] = []
-            r = Replayer(_WORKER["options"], writer, on_error=lambda e: errors.append(str(e)),
+            r = Replayer(_WORKER["options"], writer,
+                         on_error=lambda e, errors=errors: errors.append(str(e)),
                          engine=_WORKER["engine"])
             r.run_file(path)
             results.append((path, r.stats, errors))

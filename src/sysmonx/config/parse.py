@@ -74,7 +74,8 @@ def decode_config_bytes(raw: bytes, path: str = "<string>") -> str:
                 try:
                     codecs.lookup(enc)
                 except LookupError:
-                    raise ConfigError(f"unsupported encoding {enc!r} in XML declaration", path, 1)
+                    raise ConfigError(f"unsupported encoding {enc!r} in XML declaration",
+                                      path, 1) from None
                 if enc.replace("-", "").replace("_", "") in ("utf16", "utf16le", "ucs2"):
                     enc = "utf-8"  # an 8-bit file that claims UTF-16: Sysmon reads it as 8-bit
     try:

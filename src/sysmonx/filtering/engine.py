@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 from ..config.model import Config, RuleSet
 from ..schema import CURRENT
-from .conditions import fold, make_predicate
+from .conditions import fold, make_predicate, split_tokens
 
 __all__ = ["EngineOptions", "FilterEngine", "truncate_value", "NEVER_FILTERED"]
 
@@ -82,7 +82,7 @@ def _bucket_test(kind: str, entries: list[tuple[int, str]]) -> Callable[[str], i
     if kind in ("is", "is any"):
         table: dict[str, int] = {}
         for idx, r in entries:
-            values = [r] if kind == "is" else _tokens(r)
+            values = [r] if kind == "is" else split_tokens(r)
             for t in values:
                 table.setdefault(t, idx)
         get = table.get
@@ -123,9 +123,9 @@ def _bucket_test(kind: str, entries: list[tuple[int, str]]) -> Callable[[str], i
     return contains_test
 
 
-def _tokens(r: str) -> list[str]:
-    from .conditions import split_tokens
-    return split_tokens(r)
+def _single_test(pred: Callable[[str], bool], idx: int) -> Callable[[str], int]:
+    """A one-filter bucket: ``idx`` when ``pred`` matches, else -1."""
+    return lambda v: idx if pred(v) else -1
 
 
 class _SetCompiler:
@@ -184,8 +184,8 @@ class _SetCompiler:
             else:
                 singles.append((f.field, self.pred(f), idx))
         tests = [(field, _bucket_test(kind, entries)) for (field, kind), entries in buckets.items()]
-        for field, p, idx in singles:
-            tests.append((field, (lambda p, idx: lambda v: idx if p(v) else -1)(p, idx)))
+        for field, pred, idx in singles:
+            tests.append((field, _single_test(pred, idx)))
         tests_t = tuple(tests)
         if not tests_t:
             return lambda lv: (False, None)
