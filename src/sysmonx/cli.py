@@ -19,7 +19,7 @@ from typing import Optional
 
 from . import __version__
 
-SUBCOMMANDS = ("replay", "config")
+SUBCOMMANDS = ("replay", "run", "config")
 EXIT_FATAL = 1
 EXIT_USAGE = 2
 
@@ -79,6 +79,114 @@ def _replay_parser() -> argparse.ArgumentParser:
                    help="events logged for a tag with no rules: manifest (1, 5) or community "
                         "(1, 2, 5, 6)")
     return p
+
+
+def builtin_linux_config_path() -> Path:
+    """Path of the built-in default configuration of the live Linux sensor."""
+    return _builtin("default-linux-config.xml")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sysmonx run",
+        description="Live Linux sensor: collect Sysmon for Linux events (1, 3, 5, 9, 10, 11, 23, "
+                    "plus 22 DnsQuery) from the kernel, filter them with a Sysmon config and "
+                    "write them as Sysmon for Linux does. Needs root.")
+    p.add_argument("--config", "-c", metavar="FILE", default="default",
+                   help="Sysmon XML config (default: the built-in Linux default config)")
+    p.add_argument("--format", "-f", default="linux-xml", choices=["linux-xml", "xml", "jsonl"],
+                   help="output format (default: Sysmon for Linux single-line XML)")
+    p.add_argument("-o", "--output", metavar="OUT", help="write to a file (default: stdout)")
+    p.add_argument("--syslog", nargs="?", const="/dev/log", metavar="SOCKET",
+                   help="send events to syslog as Sysmon for Linux does (default socket /dev/log)"
+                        "; stdout output is then off unless -o - is given")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="stop after this many seconds (default: until Ctrl-C / SIGTERM)")
+    p.add_argument("--backend", choices=["ebpf", "audit", "cnproc"],
+                   help="force a trace backend tier (default: the best available)")
+    p.add_argument("--no-dns", action="store_true", help="do not run the DNS backend")
+    p.add_argument("--list-backends", action="store_true",
+                   help="show which backends can run here and why not, then exit")
+    p.add_argument("--provider", help="System/Provider Name (default: Linux-Sysmon)")
+    return p
+
+
+def cmd_run(argv: list[str]) -> int:
+    """``sysmonx run``: the live sensor (see :func:`_run_parser`)."""
+    import os
+    from .config import ConfigError, load_config
+    from .sensor.backends import BackendUnavailable, probe_all
+    from .sensor.runner import Sensor, SensorOptions
+
+    args = _run_parser().parse_args(argv)
+    console = _stderr_console()
+    if args.list_backends:
+        for name, reason in probe_all().items():
+            print(f"{name:8} {'available' if reason is None else 'unavailable: ' + reason}")
+        return 0
+    if os.geteuid() != 0:
+        console.print("error: sysmonx run needs root (kernel tracing interfaces)")
+        return EXIT_FATAL
+    cpath = builtin_linux_config_path() if args.config == "default" else Path(args.config)
+    try:
+        config = load_config(cpath)
+    except ConfigError as exc:
+        console.print(f"error: {exc}", markup=False)
+        return EXIT_FATAL
+    except OSError as exc:
+        console.print(f"error: cannot read config {cpath}: {exc.strerror or exc}")
+        return EXIT_FATAL
+    for w in config.warnings:
+        console.print(str(w), markup=False)
+    writers = []
+    with ExitStack() as stack:
+        if args.syslog:
+            from .sinks.syslog import SyslogWriter
+            try:
+                writers.append(SyslogWriter(args.syslog))
+            except OSError as exc:
+                console.print(f"error: cannot reach syslog at {args.syslog}: {exc}")
+                return EXIT_FATAL
+        if args.output and args.output != "-":
+            try:
+                stream = stack.enter_context(open(args.output, "ab", buffering=0))
+            except OSError as exc:
+                console.print(f"error: cannot write {args.output}: {exc.strerror or exc}")
+                return EXIT_FATAL
+            writers.append(make_writer_unbuffered(args.format, stream))
+        elif not args.syslog or args.output == "-":
+            writers.append(make_writer_unbuffered(args.format, sys.stdout.buffer))
+        options = SensorOptions(backend=args.backend, dns=not args.no_dns,
+                                duration=args.duration, provider=args.provider)
+        sensor = Sensor(config, writers, options, config_path=str(cpath),
+                        on_status=lambda msg: console.print(f"sysmonx: {msg}", markup=False))
+        try:
+            stats = sensor.run()
+        except BackendUnavailable as exc:
+            console.print(f"error: {exc}", markup=False)
+            return EXIT_FATAL
+        except BrokenPipeError:
+            _silence_stdout()
+            return 0
+    written = sum(stats.written.values())
+    console.print(f"sysmonx: backend {stats.backend}; events written {written:,}, filtered out "
+                  f"{sum(stats.filtered.values()):,}, lost {stats.lost:,}, errors {stats.errors}",
+                  markup=False)
+    return 0
+
+
+def make_writer_unbuffered(fmt: str, stream):
+    """A writer for live output: each event is flushed as it is written."""
+    from .pipeline import make_writer
+    writer = make_writer(fmt, stream)
+    writer.close_stream = False
+    inner = writer.write
+
+    def write(event) -> None:
+        inner(event)
+        stream.flush()
+    writer.write = write
+    return writer
 
 
 def _config_parser() -> argparse.ArgumentParser:
@@ -259,6 +367,8 @@ USAGE = f"""SysmonX v{__version__} - Sysmon-compatible event sensor and log repl
 Usage:
   sysmonx replay PATH... [--config FILE|default] [--format xml|linux-xml|jsonl] [-o OUT]
   sysmonx replay --sample            replay the built-in sample through the built-in config
+  sysmonx run [--config FILE] [--duration S] [--backend ebpf|audit|cnproc] [--syslog]
+                                     live Linux sensor (root), Sysmon for Linux events
   sysmonx config check FILE          validate a Sysmon configuration
   sysmonx -s [version|all]           print the configuration schema (as sysmon -s)
   sysmonx -? config                  configuration help (as sysmon -? config)
@@ -295,6 +405,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return cmd_replay(argv[1:])
     if first == "config":
         return cmd_config(argv[1:])
+    if first == "run":
+        return cmd_run(argv[1:])
     if first in ("--version", "-version"):
         print(f"sysmonx {__version__}")
         return 0

@@ -1,0 +1,4 @@
+"""The live Linux sensor: trace backends -> observations -> Sysmon for Linux events.
+
+See docs/ARCHITECTURE.md and shared/spec/linux-sensing.md.
+"""

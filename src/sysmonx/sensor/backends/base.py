@@ -1,0 +1,75 @@
+"""The contract every live trace backend implements.
+
+A backend observes the kernel and calls ``emit(observation)`` (from its own reader thread) with
+:mod:`sysmonx.sensor.observations` objects. ``emit`` may block when the sensor's queue is full:
+that is the back-pressure, and the kernel-side buffer then absorbs the burst; whatever the kernel
+drops must come back as a :class:`~sysmonx.sensor.observations.Loss` with the count (never
+silently).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable, ClassVar, Optional
+
+from ..observations import Observation
+
+__all__ = ["Backend", "BackendUnavailable"]
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run on this host; ``str()`` is the reason shown to the user
+    (e.g. "no BTF at /sys/kernel/btf/vmlinux", "audit is owned by pid 812 (auditd)")."""
+
+
+class Backend(abc.ABC):
+    """A live trace backend.
+
+    Class attributes:
+        name: ``--backend`` name (``ebpf``, ``audit``, ``cnproc``, ``dns``).
+        tier: ``A``/``B``/``C`` for process/file/network backends (best first); ``aux`` for
+            backends that run beside the chosen tier (DNS).
+        events: Sysmon event IDs it can produce.
+
+    Args:
+        emit: called with each observation, from a backend thread; may block (back-pressure).
+        exclude_pids: pids whose activity must not be reported (the sensor itself), filtered in
+            the kernel where the mechanism allows it.
+        options: backend-specific settings (buffer sizes, ...); unknown keys are ignored.
+    """
+
+    name: ClassVar[str] = ""
+    tier: ClassVar[str] = ""
+    events: ClassVar[frozenset] = frozenset()
+
+    def __init__(self, emit: Callable[[Observation], None], exclude_pids: frozenset = frozenset(),
+                 options: Optional[dict] = None) -> None:
+        self.emit = emit
+        self.exclude_pids = frozenset(exclude_pids)
+        self.options = dict(options or {})
+
+    @classmethod
+    @abc.abstractmethod
+    def probe(cls) -> Optional[str]:
+        """Check, without side effects, whether this backend can run here.
+
+        Returns:
+            ``None`` when usable, else the reason it is not (one line, for the user).
+        """
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Set up kernel collection and start the reader thread(s).
+
+        Raises:
+            BackendUnavailable: set-up failed; everything done so far has been undone.
+        """
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop reader threads and restore every kernel state changed by :meth:`start`
+        (audit rules and settings, BPF links, fanotify marks). Idempotent; never raises."""
+
+    def stats(self) -> dict:
+        """Counters for the summary/bench: at least ``received`` and ``lost`` (ints)."""
+        return {"received": 0, "lost": 0}

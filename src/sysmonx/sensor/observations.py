@@ -1,0 +1,180 @@
+"""What a live trace backend reports: small, kernel-shaped observations.
+
+Backends (``sysmonx.sensor.backends.*``) only observe; they never build Sysmon events. The sensor
+core (:mod:`sysmonx.sensor.assemble`) turns observations into Sysmon for Linux events with the
+process cache, so every backend yields identical field values for the same activity.
+
+Conventions for every observation:
+
+* ``ts_ns``: event time, nanoseconds since the Unix epoch, UTC (``time.time_ns()`` scale). A
+  backend with a monotonic or boot-time clock converts once (see :func:`boot_to_epoch_ns`).
+* ``pid``: the acting process's thread-group id (the "PID" users see), host PID namespace.
+* Paths are absolute strings as the kernel gave them; ``None`` where the backend cannot know.
+* Optional fields are ``None`` when the backend does not provide them; the core then fills them
+  from the process cache or ``/proc`` (or renders ``-`` as Sysmon for Linux does).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+__all__ = ["ProcessExec", "ProcessExit", "NetworkConnect", "FileCreate", "FileDelete",
+           "RawAccessRead", "ProcessAccess", "DnsQuery", "Loss", "BackendError", "Observation",
+           "boot_to_epoch_ns", "CLK_TCK"]
+
+CLK_TCK = 100  # USER_HZ: /proc/<pid>/stat start times are in these ticks (always 100 on Linux)
+
+
+def boot_to_epoch_ns(boot_ns: int) -> int:
+    """Convert a CLOCK_BOOTTIME/MONOTONIC-like nanosecond stamp to epoch nanoseconds, using the
+    current offset between the two clocks (accurate to a few microseconds)."""
+    return boot_ns + (time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+
+
+@dataclass(slots=True)
+class ProcessExec:
+    """A successful execve/execveat (Sysmon event 1).
+
+    Attributes:
+        pid, ppid: thread-group ids; ``tid`` the thread that exec'd (usually == pid).
+        start_ticks: process start time in clock ticks since boot (``/proc/PID/stat`` field 22;
+            ``task->start_boottime / (1e9/CLK_TCK)`` in BPF). With ``pid`` it keys the process
+            cache and gives ProcessGuid's start second.
+        image: the executable's path (``/proc/PID/exe`` target, or the exec'd filename resolved).
+        argv: argument vector; CommandLine is ``" ".join(argv)`` as Sysmon for Linux prints it.
+        cwd: current directory. uid/auid/sessionid: real uid, login uid (4294967295 = unset),
+            audit session id (TerminalSessionId). end_data: ``mm->end_data`` (ProcessGuid bytes
+            8-15); ``None`` if unknown.
+    """
+
+    ts_ns: int
+    pid: int
+    ppid: Optional[int] = None
+    tid: Optional[int] = None
+    start_ticks: Optional[int] = None
+    image: Optional[str] = None
+    argv: Optional[list] = None
+    cwd: Optional[str] = None
+    uid: Optional[int] = None
+    auid: Optional[int] = None
+    sessionid: Optional[int] = None
+    end_data: Optional[int] = None
+
+
+@dataclass(slots=True)
+class ProcessExit:
+    """A thread-group exit (Sysmon event 5). ``exit_code`` as ``status >> 8`` when known."""
+
+    ts_ns: int
+    pid: int
+    start_ticks: Optional[int] = None
+    exit_code: Optional[int] = None
+
+
+@dataclass(slots=True)
+class NetworkConnect:
+    """A TCP connect (``initiated=True``), TCP accept (``initiated=False``) or UDP send/recv
+    (Sysmon event 3). Addresses are text (``"10.0.0.1"``, ``"::1"``); ports ints; ``protocol``
+    ``"tcp"``/``"udp"``; ``source_*`` may be ``None`` when the backend sees only the destination
+    (the core then renders them ``-``/0 as Sysmon for Linux does)."""
+
+    ts_ns: int
+    pid: int
+    protocol: str
+    initiated: bool
+    dest_ip: str
+    dest_port: int
+    source_ip: Optional[str] = None
+    source_port: Optional[int] = None
+    ipv6: bool = False
+
+
+@dataclass(slots=True)
+class FileCreate:
+    """A regular file created (open with O_CREAT that created it, creat, rename target) —
+    Sysmon event 11. ``path`` absolute."""
+
+    ts_ns: int
+    pid: int
+    path: str
+
+
+@dataclass(slots=True)
+class FileDelete:
+    """A file unlinked (Sysmon event 23). ``path`` absolute."""
+
+    ts_ns: int
+    pid: int
+    path: str
+
+
+@dataclass(slots=True)
+class RawAccessRead:
+    """A block device opened for reading (Sysmon event 9). ``device`` e.g. ``/dev/loop0``."""
+
+    ts_ns: int
+    pid: int
+    device: str
+
+
+@dataclass(slots=True)
+class ProcessAccess:
+    """A ptrace of another process (Sysmon event 10): ``target_pid``, ptrace ``request`` number
+    (rendered as GrantedAccess the way Sysmon for Linux does)."""
+
+    ts_ns: int
+    pid: int
+    target_pid: int
+    request: int
+    tid: Optional[int] = None
+
+
+@dataclass(slots=True)
+class DnsQuery:
+    """A DNS query and, when seen, its answer (SysmonX event 22 on Linux).
+
+    ``query_name`` without trailing dot; ``status`` the RCODE (0 = success) or ``None`` when no
+    answer was seen; ``results`` answer strings in Sysmon's ``QueryResults`` form
+    (``type:  5 cname;::ffff:1.2.3.4;``) or ``None``; ``pid`` the querying process or ``None``
+    when it could not be attributed; ``source_port``/``server`` (the client's UDP port and the
+    resolver address) let the core attribute it from a recent UDP send by the same port;
+    ``qtype`` the question type (1 A, 28 AAAA, ...)."""
+
+    ts_ns: int
+    pid: Optional[int]
+    query_name: str
+    status: Optional[int] = None
+    results: Optional[str] = None
+    source_port: Optional[int] = None
+    server: Optional[str] = None
+    qtype: Optional[int] = None
+
+
+@dataclass(slots=True)
+class Loss:
+    """Events the backend knows it lost: a kernel drop counter delta, a ring-buffer or queue
+    overflow, a sequence gap. Becomes a Sysmon event 255 with the count. ``source`` names the
+    counter (``ebpf.ringbuf``, ``audit.lost``, ``cnproc.seq``, ``fanotify.overflow`` ...)."""
+
+    ts_ns: int
+    source: str
+    count: int
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class BackendError:
+    """A backend problem that is not a count of lost events (attach failure, reader crash):
+    becomes event 255. ``fatal`` means the backend stopped."""
+
+    ts_ns: int
+    source: str
+    message: str
+    fatal: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+Observation = Union[ProcessExec, ProcessExit, NetworkConnect, FileCreate, FileDelete,
+                    RawAccessRead, ProcessAccess, DnsQuery, Loss, BackendError]

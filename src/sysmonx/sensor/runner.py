@@ -1,0 +1,271 @@
+"""The live sensor: backends -> bounded queue -> Sysmon events -> config filter -> writers.
+
+One consumer thread (the caller of :meth:`Sensor.run`) turns observations into events, filters
+them with the same engine replay uses (Sysmon for Linux semantics: ``compare_fold="upper"``) and
+writes them. Backends block on the bounded queue when the consumer falls behind (back-pressure):
+the burst then waits in the kernel's buffers, and whatever the kernel drops comes back as a
+``Loss`` observation, written as event 255 with the count. The sensor's own pid is excluded in the
+kernel where the backend allows it and again here, so it never reports its own activity.
+
+Events 4 (Started/Stopped) and 16 (configuration, with its SHA256) are written at start, stop and
+on every reload (SIGHUP or :meth:`Sensor.request_reload`); a reload swaps the compiled filter
+between two observations, so nothing queued is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ..config import Config, ConfigError, load_config
+from ..filtering import EngineOptions, FilterEngine
+from ..schema import CURRENT, format_version
+from . import observations as ob
+from .assemble import Assembler
+from .backends import AUXILIARY, Backend, BackendUnavailable, choose_backend, load_backend, probe
+from .process import FileHasher, ProcessCache
+
+__all__ = ["SensorOptions", "Sensor", "SensorStats"]
+
+
+@dataclass
+class SensorOptions:
+    """How the sensor runs.
+
+    Attributes:
+        backend: force a tier (``ebpf``, ``audit``, ``cnproc``) or ``None`` for the best available.
+        dns: run the DNS backend beside the tier (when it can run).
+        duration: stop after this many seconds (``None``: until stopped).
+        queue_size: bound of the observation queue (back-pressure beyond it).
+        engine_options: filter choices; Sysmon for Linux folds ``less/more than`` to upper case.
+        backend_options: passed to each backend (buffer sizes ...).
+        provider: System/Provider Name (default Sysmon for Linux's ``Linux-Sysmon``).
+    """
+
+    backend: Optional[str] = None
+    dns: bool = True
+    duration: Optional[float] = None
+    queue_size: int = 65536
+    engine_options: EngineOptions = field(default_factory=lambda: EngineOptions(
+        compare_fold="upper"))
+    backend_options: dict = field(default_factory=dict)
+    provider: Optional[str] = None
+
+
+@dataclass
+class SensorStats:
+    """Counters: observations by type, events ``written`` and ``filtered`` out per EventID,
+    ``lost`` (sum of Loss counts), ``errors`` (255 events)."""
+
+    observations: Counter = field(default_factory=Counter)
+    written: Counter = field(default_factory=Counter)
+    filtered: Counter = field(default_factory=Counter)
+    lost: int = 0
+    errors: int = 0
+    backend: str = ""
+    skipped: dict = field(default_factory=dict)
+
+
+class Sensor:
+    """Runs live collection until stopped.
+
+    Args:
+        config: loaded Sysmon config or ``None`` (Sysmon's defaults: only 1 and 5 logged ... plus
+            every event a tag-less default includes).
+        writers: objects with ``write(event)`` (and ``close()``, called by :meth:`run` at the end).
+        options: :class:`SensorOptions`.
+        config_path: file to re-read on reload (``None``: reload keeps the config).
+        on_status: called with one-line status messages (backend chosen, skipped tiers ...).
+    """
+
+    def __init__(self, config: Optional[Config], writers: list, options: SensorOptions,
+                 config_path: Optional[str] = None,
+                 on_status: Optional[Callable[[str], None]] = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.writers = list(writers)
+        self.options = options
+        self.stats = SensorStats()
+        self.on_status = on_status or (lambda msg: None)
+        self.queue: "queue.Queue" = queue.Queue(maxsize=options.queue_size)
+        self.cache = ProcessCache()
+        self.assembler = Assembler(self.cache, self._hasher(config),
+                                   **({"provider": options.provider} if options.provider else {}))
+        self.engine = FilterEngine(config, options.engine_options)
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._backends: list[Backend] = []
+        self.self_pid = os.getpid()
+        self.started = threading.Event()
+
+    @staticmethod
+    def _hasher(config: Optional[Config]) -> FileHasher:
+        algos = config.hash_algorithms if config and config.hash_algorithms else ["SHA256"]
+        return FileHasher(algos)
+
+    # --- control -------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to finish (safe from signal handlers and other threads)."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """Ask :meth:`run` to re-read the configuration (SIGHUP does this)."""
+        self._reload.set()
+
+    def emit(self, o: ob.Observation) -> None:
+        """Backend callback: queue one observation, blocking while the queue is full."""
+        while True:
+            try:
+                self.queue.put(o, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    return
+
+    # --- main loop -----------------------------------------------------------------------------
+
+    def _write(self, event) -> None:
+        include, name = self.engine.decide(event.event_id, event.data)
+        if not include:
+            self.stats.filtered[event.event_id] += 1
+            return
+        if name is not None and "RuleName" in event.data:
+            event.data["RuleName"] = name
+        if self.engine.field_sizes:
+            event.data = self.engine.apply_field_sizes(event.event_id, event.data)
+        event.record_id = self.assembler.next_record_id()
+        for w in self.writers:
+            w.write(event)
+        self.stats.written[event.event_id] += 1
+
+    def _config_event(self) -> None:
+        now = time.time_ns()
+        if self.config is not None:
+            label = self.config_path or self.config.path
+            self._write(self.assembler.config_change(label, self.config.sha256, now))
+        else:
+            self._write(self.assembler.config_change("-", None, now))
+
+    def _do_reload(self) -> None:
+        self._reload.clear()
+        if not self.config_path:
+            self._config_event()
+            return
+        try:
+            new = load_config(self.config_path)
+        except (ConfigError, OSError) as exc:
+            self.stats.errors += 1
+            self._write(self.assembler.error("ConfigReload", f"configuration not applied: {exc}",
+                                             time.time_ns()))
+            return
+        self.engine = FilterEngine(new, self.options.engine_options)
+        self.assembler.hasher = self._hasher(new)
+        self.config = new
+        self._config_event()
+
+    def _start_backends(self) -> None:
+        name, skipped = choose_backend(self.options.backend)
+        self.stats.backend, self.stats.skipped = name, skipped
+        for tier, reason in skipped.items():
+            self.on_status(f"backend {tier} skipped: {reason}")
+        names = [name]
+        if self.options.dns:
+            for aux in AUXILIARY:
+                reason = probe(aux)
+                if reason is None:
+                    names.append(aux)
+                else:
+                    self.on_status(f"backend {aux} skipped: {reason}")
+        excluded = frozenset({self.self_pid})
+        for n in names:
+            backend = load_backend(n)(self.emit, excluded, self.options.backend_options)
+            try:
+                backend.start()
+            except BackendUnavailable as exc:
+                if n == name:
+                    raise
+                self.on_status(f"backend {n} failed to start: {exc}")
+                continue
+            self._backends.append(backend)
+            self.on_status(f"backend {n} started")
+
+    def _handle(self, o) -> None:
+        self.stats.observations[type(o).__name__] += 1
+        pid = getattr(o, "pid", None)
+        if pid == self.self_pid:
+            return
+        if type(o) is ob.Loss:
+            self.stats.lost += o.count
+        elif type(o) is ob.BackendError:
+            self.stats.errors += 1
+        event = self.assembler.build(o)
+        if event is not None:
+            self._write(event)
+
+    def run(self, install_signals: bool = True) -> SensorStats:
+        """Collect until stopped (signal, :meth:`request_stop`, or ``duration``).
+
+        Raises:
+            BackendUnavailable: no tier can run (or the forced one cannot); nothing was started.
+        """
+        old_handlers = {}
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig, fn in ((signal.SIGINT, lambda *a: self.request_stop()),
+                            (signal.SIGTERM, lambda *a: self.request_stop()),
+                            (signal.SIGHUP, lambda *a: self.request_reload())):
+                old_handlers[sig] = signal.signal(sig, fn)
+        schema = format_version(self.config.schema_version) if self.config else \
+            format_version(CURRENT.version)
+        try:
+            self.cache.prime()
+            self._start_backends()
+            now = time.time_ns()
+            self._write(self.assembler.service_state("Started", schema, now))
+            self._config_event()
+            self.started.set()
+            deadline = None if self.options.duration is None else \
+                time.monotonic() + self.options.duration
+            last_expire = time.monotonic()
+            get = self.queue.get
+            while not self._stop.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if self._reload.is_set():
+                    self._do_reload()
+                try:
+                    o = get(timeout=0.1)
+                except queue.Empty:
+                    pass
+                else:
+                    self._handle(o)
+                if time.monotonic() - last_expire > 5:
+                    self.cache.expire(time.time_ns())
+                    last_expire = time.monotonic()
+        finally:
+            for b in self._backends:
+                b.stop()
+            while True:  # what the backends queued before they stopped
+                try:
+                    self._handle(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            if self.started.is_set():
+                self._write(self.assembler.service_state("Stopped", schema, time.time_ns()))
+            for w in self.writers:
+                close = getattr(w, "close", None)
+                if close:
+                    close()
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
+        return self.stats
+
+    def backend_stats(self) -> dict:
+        """name -> the backend's own counters."""
+        return {b.name: b.stats() for b in self._backends}

@@ -1,0 +1,92 @@
+"""Syslog output as Sysmon for Linux writes it: one record per event, facility ``user``, severity
+``info``, program tag ``sysmon``, message the single-line Linux-Sysmon XML
+(shared/spec/sysmon-semantics.md section 5.3).
+
+Records go to the local syslog socket (``/dev/log``) in the form glibc's ``syslog(3)`` sends:
+``<14>Nov 30 02:10:00 sysmon: <Event>...</Event>``; the daemon adds the host name. A record that
+cannot be delivered (daemon restarting, socket gone) is retried once after reconnecting, then
+counted in :attr:`SyslogWriter.failed` and reported, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from ..event import Event
+from .xml_linux import render_linux_xml
+
+__all__ = ["SyslogWriter", "LOG_USER", "LOG_INFO"]
+
+LOG_USER = 1
+LOG_INFO = 6
+
+
+class SyslogWriter:
+    """Writes events to a local syslog daemon.
+
+    Args:
+        address: the daemon's Unix socket (default ``/dev/log``).
+        tag: program name in each record (Sysmon for Linux: ``sysmon``).
+        facility, severity: syslog numbers (default user.info, PRI 14).
+        rewrite_envelope: passed to the Linux XML renderer.
+    Raises:
+        OSError: the socket cannot be reached at construction.
+    """
+
+    def __init__(self, address: str = "/dev/log", tag: str = "sysmon", facility: int = LOG_USER,
+                 severity: int = LOG_INFO, rewrite_envelope: bool = False) -> None:
+        self.address = address
+        self.tag = tag
+        self.pri = facility * 8 + severity
+        self.rewrite_envelope = rewrite_envelope
+        self.failed = 0
+        self.sent = 0
+        self.sock = self._connect()
+
+    def _connect(self) -> socket.socket:
+        last = None
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            s = socket.socket(socket.AF_UNIX, kind)
+            try:
+                s.connect(self.address)
+                self.kind = kind
+                return s
+            except OSError as exc:
+                s.close()
+                last = exc
+        raise last  # type: ignore[misc]
+
+    def record(self, event: Event) -> bytes:
+        """The bytes sent for one event."""
+        stamp = time.strftime("%b %e %H:%M:%S", time.localtime())
+        msg = f"<{self.pri}>{stamp} {self.tag}: {render_linux_xml(event, self.rewrite_envelope)}"
+        data = msg.encode("utf-8", "surrogateescape")
+        if self.kind == socket.SOCK_STREAM:
+            data += b"\n"
+        return data
+
+    def write(self, event: Event) -> None:
+        """Send one event; reconnect and retry once on failure, else count it in ``failed``."""
+        data = self.record(event)
+        for attempt in (0, 1):
+            try:
+                self.sock.send(data)
+                self.sent += 1
+                return
+            except OSError:
+                if attempt:
+                    break
+                try:
+                    self.sock.close()
+                    self.sock = self._connect()
+                except OSError:
+                    break
+        self.failed += 1
+
+    def close(self) -> None:
+        """Close the socket."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass

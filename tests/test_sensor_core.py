@@ -1,0 +1,267 @@
+"""The live sensor's core, independent of any kernel backend: GUIDs, the process cache, turning
+observations into Sysmon for Linux events, the runner (events 4/16/255, filter, reload,
+back-pressure, self-exclusion) and the syslog writer."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from sysmonx.config import load_config, parse_config
+from sysmonx.sensor import observations as ob
+from sysmonx.sensor import runner as runner_mod
+from sysmonx.sensor.assemble import Assembler, utc_time
+from sysmonx.sensor.backends.base import Backend
+from sysmonx.sensor.process import FileHasher, ProcessCache, logon_guid, process_guid
+from sysmonx.sensor.runner import Sensor, SensorOptions
+from sysmonx.sinks.syslog import SyslogWriter
+from sysmonx.sources import open_source
+
+
+def test_process_guid_matches_sysmon_for_linux_sample():
+    # {d65774de-8d17-6175-92f0-043290550000} from the Sysmon for Linux corpus sample:
+    # start second 0x61758d17, end_data 0x5590320 4f092 (little-endian in Data4).
+    assert process_guid("d65774de", 0x61758D17, 0x0000559032_04F092) == \
+        "{d65774de-8d17-6175-92f0-043290550000}"
+    assert logon_guid("2424faa4", 1000) == "{2424faa4-0000-0000-e803-000000000000}"
+
+
+def test_utc_time_format():
+    assert utc_time(1_635_093_783_123_456_789) == "2021-10-24 16:43:03.123"
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def write(self, e):
+        self.events.append(e)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def child():
+    p = subprocess.Popen(["/bin/sleep", "30"], cwd="/tmp")
+    time.sleep(0.05)
+    yield p
+    p.kill()
+    p.wait()
+
+
+def test_exec_event_fields_from_proc(child):
+    cache = ProcessCache(machine="0badcafe")
+    asm = Assembler(cache, FileHasher(["SHA256"]), computer="testhost")
+    ev = asm.build(ob.ProcessExec(ts_ns=time.time_ns(), pid=child.pid))
+    d = ev.data
+    assert ev.event_id == 1 and ev.provider == "Linux-Sysmon" and ev.computer == "testhost"
+    assert ev.channel == "Linux-Sysmon/Operational" and ev.version == 5 and ev.task == 1
+    assert d["Image"] == os.path.realpath("/bin/sleep")
+    assert d["CommandLine"] == "/bin/sleep 30"
+    assert d["CurrentDirectory"] == "/tmp"
+    assert d["ParentProcessId"] == str(os.getpid())
+    assert d["ParentImage"] == os.readlink("/proc/self/exe")
+    assert d["User"] == "root" and d["IntegrityLevel"] == "no level"
+    assert d["FileVersion"] == d["Company"] == d["OriginalFileName"] == "-"
+    with open(os.path.realpath("/bin/sleep"), "rb") as f:
+        import hashlib
+        assert d["Hashes"] == "SHA256=" + hashlib.sha256(f.read()).hexdigest()
+    stat = open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()
+    start = cache.btime + int(stat[19]) // os.sysconf("SC_CLK_TCK")
+    assert d["ProcessGuid"] == process_guid("0badcafe", start, int(stat[48]))
+    assert d["ProcessGuid"].startswith("{0badcafe-")
+    assert list(d) == ["RuleName", "UtcTime", "ProcessGuid", "ProcessId", "Image", "FileVersion",
+                       "Description", "Product", "Company", "OriginalFileName", "CommandLine",
+                       "CurrentDirectory", "User", "LogonGuid", "LogonId", "TerminalSessionId",
+                       "IntegrityLevel", "Hashes", "ParentProcessGuid", "ParentProcessId",
+                       "ParentImage", "ParentCommandLine", "ParentUser"]
+
+
+def test_short_lived_process_resolved_from_cache_after_exit():
+    cache = ProcessCache(machine="00000000")
+    asm = Assembler(cache)
+    p = subprocess.Popen(["/bin/sh", "-c", "exit 0"])
+    p.wait()
+    # The backend carried image/argv itself; /proc is gone by now.
+    e1 = asm.build(ob.ProcessExec(time.time_ns(), p.pid, ppid=os.getpid(), start_ticks=12345,
+                                  image="/bin/sh", argv=["/bin/sh", "-c", "exit 0"], cwd="/",
+                                  uid=0, end_data=0x1000))
+    f = asm.build(ob.FileCreate(time.time_ns(), p.pid, "/tmp/x"))
+    x = asm.build(ob.ProcessExit(time.time_ns(), p.pid))
+    assert f.data["Image"] == "/bin/sh" and f.data["ProcessGuid"] == e1.data["ProcessGuid"]
+    assert x.data["Image"] == "/bin/sh" and x.data["ProcessGuid"] == e1.data["ProcessGuid"]
+    assert e1.data["CommandLine"] == "/bin/sh -c exit 0"
+
+
+def test_network_and_dns_attribution_by_udp_port():
+    asm = Assembler(ProcessCache(machine="00000000"))
+    n = asm.build(ob.NetworkConnect(time.time_ns(), os.getpid(), "udp", True, "127.0.0.53", 53,
+                                    "127.0.0.1", 40123))
+    assert n.data["Protocol"] == "udp" and n.data["DestinationPort"] == "53"
+    assert n.data["SourcePort"] == "40123" and n.data["Initiated"] == "true"
+    q = asm.build(ob.DnsQuery(time.time_ns(), None, "example.org", 0, "::ffff:93.184.215.14;",
+                              source_port=40123))
+    assert q.data["ProcessId"] == str(os.getpid())
+    assert q.data["Image"] == os.readlink("/proc/self/exe")
+    assert q.data["QueryResults"] == "::ffff:93.184.215.14;" and q.data["QueryStatus"] == "0"
+
+
+class FakeBackend(Backend):
+    """Replays a list of observations from a thread, like a real backend's reader."""
+
+    name = "fake"
+    tier = "A"
+    script: list = []
+
+    @classmethod
+    def probe(cls):
+        return None
+
+    def start(self):
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        for o in self.script:
+            self.emit(o)
+
+    def stop(self):
+        self.thread.join(5)
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    monkeypatch.setattr(runner_mod, "choose_backend", lambda forced=None: ("fake", {}))
+    monkeypatch.setattr(runner_mod, "load_backend", lambda name: FakeBackend)
+    monkeypatch.setattr(runner_mod, "AUXILIARY", {})
+    return FakeBackend
+
+
+CFG = """<Sysmon schemaversion="4.81"><EventFiltering>
+<RuleGroup name="" groupRelation="or"><FileCreate onmatch="include">
+<TargetFilename name="tmpfile" condition="begin with">{prefix}</TargetFilename></FileCreate></RuleGroup>
+</EventFiltering></Sysmon>"""
+
+
+def run_sensor(sensor):
+    t = threading.Thread(target=sensor.run, kwargs={"install_signals": False})
+    t.start()
+    return t
+
+
+def wait_for(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_runner_filters_reports_loss_and_reloads(tmp_path, fake_backend):
+    cfg_path = tmp_path / "c.xml"
+    cfg_path.write_text(CFG.format(prefix="/tmp/keep"))
+    now = time.time_ns()
+    fake_backend.script = [
+        ob.FileCreate(now, 4242, "/tmp/keep/a"),
+        ob.FileCreate(now, 4242, "/tmp/drop/b"),
+        ob.FileCreate(now, os.getpid(), "/tmp/keep/self"),  # the sensor itself: never reported
+        ob.Loss(now, "fake.ring", 5, "ring buffer full"),
+    ]
+    rec = Recorder()
+    sensor = Sensor(load_config(cfg_path), [rec], SensorOptions(), config_path=str(cfg_path))
+    t = run_sensor(sensor)
+    assert wait_for(lambda: sum(1 for e in rec.events if e.event_id == 255) == 1)
+    ids = [e.event_id for e in rec.events]
+    assert ids[:2] == [4, 16]
+    assert rec.events[0].data["State"] == "Started"
+    assert rec.events[1].data["ConfigurationFileHash"] == \
+        "SHA256=" + load_config(cfg_path).sha256
+    files = [e.data["TargetFilename"] for e in rec.events if e.event_id == 11]
+    assert files == ["/tmp/keep/a"]
+    assert [e.data["RuleName"] for e in rec.events if e.event_id == 11] == ["tmpfile"]
+    loss = next(e for e in rec.events if e.event_id == 255)
+    assert loss.data["ID"] == "fake.ring" and loss.data["Description"].startswith("Lost 5 events")
+    # Reload with a new config: event 16 with the new hash, new filter in force.
+    cfg_path.write_text(CFG.format(prefix="/tmp/drop"))
+    sensor.request_reload()
+    assert wait_for(lambda: [e.event_id for e in rec.events].count(16) == 2)
+    sensor.emit(ob.FileCreate(time.time_ns(), 4242, "/tmp/drop/c"))
+    sensor.emit(ob.FileCreate(time.time_ns(), 4242, "/tmp/keep/d"))
+    assert wait_for(lambda: any(e.data.get("TargetFilename") == "/tmp/drop/c"
+                                for e in rec.events))
+    sensor.request_stop()
+    t.join(10)
+    assert rec.events[-1].event_id == 4 and rec.events[-1].data["State"] == "Stopped"
+    assert all(e.data.get("TargetFilename") != "/tmp/keep/d" for e in rec.events)
+    assert sensor.stats.lost == 5
+    # EventRecordIDs increase by one.
+    rids = [e.record_id for e in rec.events]
+    assert rids == list(range(rids[0], rids[0] + len(rids)))
+
+
+def test_bad_config_on_reload_keeps_old_and_reports(tmp_path, fake_backend):
+    cfg_path = tmp_path / "c.xml"
+    cfg_path.write_text(CFG.format(prefix="/x"))
+    fake_backend.script = []
+    rec = Recorder()
+    sensor = Sensor(load_config(cfg_path), [rec], SensorOptions(), config_path=str(cfg_path))
+    t = run_sensor(sensor)
+    assert wait_for(lambda: len(rec.events) >= 2)
+    cfg_path.write_text("<Sysmon schemaversion='4.81'><Bogus/></Sysmon>")
+    sensor.request_reload()
+    assert wait_for(lambda: any(e.event_id == 255 for e in rec.events))
+    err = next(e for e in rec.events if e.event_id == 255)
+    assert err.data["ID"] == "ConfigReload" and "Bogus" in err.data["Description"]
+    sensor.request_stop()
+    t.join(10)
+
+
+def test_back_pressure_loses_nothing(fake_backend):
+    now = time.time_ns()
+    fake_backend.script = [ob.FileCreate(now, 4242, f"/tmp/keep/{i}") for i in range(3000)]
+    rec = Recorder()
+    cfg = parse_config(CFG.format(prefix="/tmp/keep"))
+    sensor = Sensor(cfg, [rec], SensorOptions(queue_size=4))
+    t = run_sensor(sensor)
+    assert wait_for(lambda: sum(1 for e in rec.events if e.event_id == 11) == 3000, 30)
+    sensor.request_stop()
+    t.join(10)
+    assert sensor.stats.lost == 0
+
+
+def test_syslog_writer_record_format(tmp_path):
+    path = str(tmp_path / "log.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(5)
+    try:
+        w = SyslogWriter(path)
+        asm = Assembler(ProcessCache(machine="00000000"), computer="h")
+        ev = asm.build(ob.FileDelete(time.time_ns(), 999999, "/tmp/a\nb<c>"))
+        w.write(ev)
+        data = server.recv(65536).decode()
+        w.close()
+    finally:
+        server.close()
+    assert data.startswith("<14>") and " sysmon: <Event><System><Provider Name=\"Linux-Sysmon\"" \
+        in data
+    assert "\n" not in data and "/tmp/a&#10;b&lt;c&gt;" in data
+    xml = data.split(" sysmon: ", 1)[1]
+    p = tmp_path / "one.log"
+    p.write_text("Nov 30 02:10:00 host sysmon: " + xml + "\n")
+    back = list(open_source(str(p), lambda e: pytest.fail(str(e))))
+    assert back[0].data["TargetFilename"] == "/tmp/a\nb<c>"
+
+
+def test_run_command_requires_root_or_lists_backends():
+    out = subprocess.run([sys.executable, "-m", "sysmonx.cli", "run", "--list-backends"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert {line.split()[0] for line in out.stdout.splitlines()} == \
+        {"ebpf", "audit", "cnproc", "dns"}
