@@ -265,3 +265,41 @@ def test_run_command_requires_root_or_lists_backends():
     assert out.returncode == 0
     assert {line.split()[0] for line in out.stdout.splitlines()} == \
         {"ebpf", "audit", "cnproc", "dns"}
+
+
+def test_follow_sysmon_for_linux_syslog_across_rotation(tmp_path):
+    """An installed Sysmon for Linux's syslog output is forwarded through the config."""
+    log = tmp_path / "syslog"
+    log.write_text("old line before start\n")
+    cfg = parse_config(CFG.format(prefix="/tmp/keep"))
+    rec = Recorder()
+    sensor = Sensor(cfg, [rec], SensorOptions(backend="sysmon-follow", dns=False,
+                                              backend_options={"follow": str(log),
+                                                               "poll_s": 0.05}))
+    t = run_sensor(sensor)
+    assert wait_for(lambda: len(rec.events) >= 2)
+    asm = Assembler(ProcessCache(machine="00000000"), computer="sfl-host")
+    from sysmonx.sinks.xml_linux import render_linux_xml
+
+    def line(path, rid):
+        ev = asm.build(ob.FileCreate(time.time_ns(), 1234, path))
+        ev.record_id = rid
+        return f"Nov 30 02:10:00 sfl-host sysmon: {render_linux_xml(ev)}\n"
+
+    with open(log, "a") as f:
+        f.write(line("/tmp/keep/one", 77) + "Nov 30 02:10:01 sfl-host cron[1]: noise\n"
+                + line("/tmp/other", 78) + "Nov 30 sfl-host sysmon: <Event><System>broken\n")
+    assert wait_for(lambda: any(e.data.get("TargetFilename") == "/tmp/keep/one"
+                                for e in rec.events))
+    log.rename(tmp_path / "syslog.1")  # rotation: a new file appears under the same name
+    log.write_text(line("/tmp/keep/two", 79))
+    assert wait_for(lambda: any(e.data.get("TargetFilename") == "/tmp/keep/two"
+                                for e in rec.events))
+    sensor.request_stop()
+    t.join(10)
+    fwd = [e for e in rec.events if e.event_id == 11]
+    assert [(e.data["TargetFilename"], e.record_id, e.computer) for e in fwd] == \
+        [("/tmp/keep/one", 77, "sfl-host"), ("/tmp/keep/two", 79, "sfl-host")]
+    assert fwd[0].data["RuleName"] == "tmpfile"
+    errors = [e for e in rec.events if e.event_id == 255]
+    assert len(errors) == 1 and "unreadable Sysmon event" in errors[0].data["Description"]

@@ -104,6 +104,12 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="stop after this many seconds (default: until Ctrl-C / SIGTERM)")
     p.add_argument("--backend", choices=["ebpf", "audit", "cnproc"],
                    help="force a trace backend tier (default: the best available)")
+    p.add_argument("--follow", metavar="LOG|journald",
+                   help="do not trace: follow an installed Sysmon for Linux's syslog output (a "
+                        "file such as /var/log/syslog, or journald) and run its events through "
+                        "the config and outputs")
+    p.add_argument("--from-start", action="store_true",
+                   help="with --follow FILE: read the file from its beginning")
     p.add_argument("--no-dns", action="store_true", help="do not run the DNS backend")
     p.add_argument("--list-backends", action="store_true",
                    help="show which backends can run here and why not, then exit")
@@ -124,7 +130,7 @@ def cmd_run(argv: list[str]) -> int:
         for name, reason in probe_all().items():
             print(f"{name:8} {'available' if reason is None else 'unavailable: ' + reason}")
         return 0
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and not args.follow:
         console.print("error: sysmonx run needs root (kernel tracing interfaces)")
         return EXIT_FATAL
     cpath = builtin_linux_config_path() if args.config == "default" else Path(args.config)
@@ -158,6 +164,9 @@ def cmd_run(argv: list[str]) -> int:
             writers.append(make_writer_unbuffered(args.format, sys.stdout.buffer))
         options = SensorOptions(backend=args.backend, dns=not args.no_dns,
                                 duration=args.duration, provider=args.provider)
+        if args.follow:
+            options.backend, options.dns = "sysmon-follow", False
+            options.backend_options = {"follow": args.follow, "from_start": args.from_start}
         sensor = Sensor(config, writers, options, config_path=str(cpath),
                         on_status=lambda msg: console.print(f"sysmonx: {msg}", markup=False))
         try:

@@ -132,6 +132,8 @@ class Assembler:
                                                                     else ""), o.ts_ns)
         if t is ob.BackendError:
             return self.error(o.source, o.message, o.ts_ns)
+        if t is ob.Forwarded:
+            return o.event
         return None
 
     def _exec(self, o: ob.ProcessExec) -> Event:

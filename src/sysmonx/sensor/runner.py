@@ -140,7 +140,8 @@ class Sensor:
             event.data["RuleName"] = name
         if self.engine.field_sizes:
             event.data = self.engine.apply_field_sizes(event.event_id, event.data)
-        event.record_id = self.assembler.next_record_id()
+        if event.record_id is None:  # forwarded events keep the record id they came with
+            event.record_id = self.assembler.next_record_id()
         for w in self.writers:
             w.write(event)
         self.stats.written[event.event_id] += 1

@@ -13,7 +13,7 @@ from typing import Optional
 
 from .base import Backend, BackendUnavailable
 
-__all__ = ["TIERS", "AUXILIARY", "load_backend", "probe_all", "choose_backend", "Backend",
+__all__ = ["TIERS", "AUXILIARY", "FOLLOWERS", "load_backend", "probe_all", "choose_backend", "Backend",
            "BackendUnavailable"]
 
 #: name -> "module:Class", best first.
@@ -26,6 +26,10 @@ TIERS = {
 AUXILIARY = {
     "dns": "sysmonx.sensor.backends.dns:DnsBackend",
 }
+#: Backends used only when asked for (``--backend``): they forward another sensor's events.
+FOLLOWERS = {
+    "sysmon-follow": "sysmonx.sensor.backends.follow:FollowBackend",
+}
 
 
 def load_backend(name: str) -> type:
@@ -34,10 +38,10 @@ def load_backend(name: str) -> type:
     Raises:
         BackendUnavailable: unknown name, or its module cannot be imported here (reason given).
     """
-    spec = TIERS.get(name) or AUXILIARY.get(name)
+    spec = TIERS.get(name) or AUXILIARY.get(name) or FOLLOWERS.get(name)
     if spec is None:
         raise BackendUnavailable(f"unknown backend {name!r}; known: "
-                                 f"{', '.join([*TIERS, *AUXILIARY])}")
+                                 f"{', '.join([*TIERS, *AUXILIARY, *FOLLOWERS])}")
     module, cls = spec.split(":")
     try:
         return getattr(importlib.import_module(module), cls)
