@@ -196,3 +196,19 @@ def test_non_ascii_folding_is_ascii_only():
     e = FilterEngine(cfg(inner))
     assert e.decide(1, {"Image": "C:\\ÄPfel.exe"})[0] is True
     assert e.decide(1, {"Image": "C:\\äpfel.exe"})[0] is False  # Ä/ä are not folded
+
+
+def test_incorrect_field_skips_remaining_elements_of_the_tag():
+    c = cfg('<RegistryEvent onmatch="include"><Rule groupRelation="and"><Details>a</Details>'
+            "<NewName>b</NewName></Rule></RegistryEvent>"
+            '<ProcessCreate onmatch="include"><Image>x</Image></ProcessCreate>'
+            '<RegistryEvent onmatch="include"><TargetObject>y</TargetObject></RegistryEvent>')
+    assert [rs.tag for rs in c.rule_sets] == ["ProcessCreate"]
+    assert "remaining elements" in c.warnings[1].message
+
+
+def test_rule_name_limit_counts_utf8_bytes():
+    ok = "é" * 127  # 254 bytes
+    cfg(f'<ProcessCreate onmatch="include"><Image name="{ok}">x</Image></ProcessCreate>')
+    with pytest.raises(ConfigError, match="larger than 255"):
+        cfg(f'<ProcessCreate onmatch="include"><Image name="{ok}é">x</Image></ProcessCreate>')

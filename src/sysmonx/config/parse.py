@@ -28,7 +28,7 @@ __all__ = ["load_config", "parse_config", "decode_config_bytes", "EXTENSION_COND
 
 #: Conditions SysmonX adds to Sysmon's 16 (accepted only when extensions are enabled).
 EXTENSION_CONDITIONS: tuple[str, ...] = ("regex",)
-#: Longest RuleName Sysmon accepts (spec 1.4).
+#: Longest RuleName Sysmon accepts, in UTF-8 bytes (spec 1.4; rule-blob.md 6.5).
 MAX_RULE_NAME = 255
 #: Largest configuration file accepted, bytes (Sysmon's own limit is the registry value size).
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
@@ -249,6 +249,7 @@ class _Builder:
         if extensions:
             self.conditions.update({c: c for c in EXTENSION_CONDITIONS})
         self.next_aggregate = 1
+        self.skipped_tags: set = set()
 
     def err(self, message: str, el=None) -> ConfigError:
         return ConfigError(message, self.path, el.sourceline if el is not None else None)
@@ -335,7 +336,8 @@ class _Builder:
                 self._tag(child, cfg, schema, None, None)
 
     def _check_name(self, name: Optional[str], el) -> None:
-        if name is not None and len(name) > MAX_RULE_NAME:
+        # Sysmon measures the name in UTF-8 bytes (spec/rule-blob.md section 6.5).
+        if name is not None and len(name.encode("utf-8", "surrogatepass")) > MAX_RULE_NAME:
             raise self.err(f"Rule name is larger than {MAX_RULE_NAME} characters: {name}", el)
 
     def _condition(self, el) -> str:
@@ -392,6 +394,11 @@ class _Builder:
                 f"Error: You need to specifiy the onmatch attribute on <{tag}>; element skipped "
                 "as Sysmon does", self.path, el.sourceline))
             return
+        if tag in self.skipped_tags:
+            cfg.warnings.append(ConfigWarning(
+                f"<{tag}> skipped: an earlier <{tag}> had an incorrect field, and Sysmon skips "
+                "the remaining elements of that tag", self.path, el.sourceline))
+            return
         if onmatch is None:
             onmatch = "include" if default == "exclude" else "exclude"
         if group_rel is not None:
@@ -432,7 +439,9 @@ class _Builder:
             missing = sorted(used - set(CURRENT.events[ids[0]].field_names)) if ids else used
             cfg.warnings.append(ConfigWarning(
                 f"Incorrect field {', '.join(missing)} for <{tag}>: no single event of the tag has "
-                "all the fields used; rule set skipped as Sysmon does", self.path, el.sourceline))
+                "all the fields used; this and the remaining elements of the tag are skipped as "
+                "Sysmon does", self.path, el.sourceline))
+            self.skipped_tags.add(tag)
             return
         cfg.rule_sets.append(RuleSet(tag, bound, onmatch, relation, filters, aggregates,
                                      group_name, el.sourceline))
