@@ -204,6 +204,14 @@ def _config_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a Sysmon config; errors and warnings with lines")
     c.add_argument("file")
     c.add_argument("--no-extensions", action="store_true")
+    k = sub.add_parser("compile", help="compile a config into Sysmon's binary rule blob "
+                                       "(registry Rules value / rules.bin), byte for byte")
+    k.add_argument("file")
+    k.add_argument("-o", "--output", required=True, metavar="BLOB")
+    d = sub.add_parser("decode", help="turn a rule blob (raw, or a .reg export holding the "
+                                      "Rules value) back into a Sysmon XML config")
+    d.add_argument("blob")
+    d.add_argument("-o", "--output", metavar="XML", help="default: stdout")
     return p
 
 
@@ -354,7 +362,24 @@ def cmd_config(argv: list[str]) -> int:
     """``sysmonx config check FILE``: validate and print warnings."""
     from .config import ConfigError, load_config
     args = _config_parser().parse_args(argv)
+    if not hasattr(args, "no_extensions"):
+        args.no_extensions = False
     console = _stderr_console()
+    if args.action == "decode":
+        from .config.blob import BlobError, blob_to_xml, read_blob_file
+        try:
+            xml = blob_to_xml(read_blob_file(args.blob))
+        except BlobError as exc:
+            console.print(f"error: {args.blob}: {exc}", markup=False)
+            return EXIT_FATAL
+        except OSError as exc:
+            console.print(f"error: cannot read {args.blob}: {exc.strerror or exc}")
+            return EXIT_FATAL
+        if args.output:
+            Path(args.output).write_text(xml, encoding="utf-8")
+        else:
+            sys.stdout.write(xml)
+        return 0
     try:
         cfg = load_config(args.file, extensions=not args.no_extensions)
     except ConfigError as exc:
@@ -365,6 +390,15 @@ def cmd_config(argv: list[str]) -> int:
         return EXIT_FATAL
     for w in cfg.warnings:
         console.print(str(w), markup=False)
+    if args.action == "compile":
+        from .config.blob import BlobError, compile_blob
+        try:
+            Path(args.output).write_bytes(compile_blob(cfg))
+        except BlobError as exc:
+            console.print(f"error: {exc}", markup=False)
+            return EXIT_FATAL
+        print(f"{args.output}: rule blob written ({Path(args.output).stat().st_size} bytes)")
+        return 0
     print(f"Configuration file validated: {args.file} (schema {cfg.schema_version_text}, "
           f"{len(cfg.rule_sets)} rule sets, "
           f"{sum(len(r.filters) for r in cfg.rule_sets)} filters)")
