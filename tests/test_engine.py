@@ -7,6 +7,7 @@ import pytest
 
 from sysmonx.config import ConfigError, parse_config
 from sysmonx.filtering import EngineOptions, FilterEngine, split_tokens, truncate_value
+from sysmonx.filtering.conditions import contains_terms, is_any_terms
 
 
 def cfg(inner: str, version: str = "4.90", **kw):
@@ -159,10 +160,56 @@ def test_truncate_value(value, size, expected):
 
 
 def test_split_tokens_quirks():
-    assert split_tokens("a;b;") == ["a", "b", ""]
-    assert split_tokens("a;;b") == ["a", ";b"]
-    assert split_tokens("") == [""]
-    assert split_tokens(";;;;;;;") == [";", ";", ";", ";"]
+    assert split_tokens("a;b;") == [(0, 1), (2, 1), (4, 0)]
+    assert contains_terms("a;b;") == ["a", "b", ""]
+    assert contains_terms("a;;b") == ["a", ";b", "b"]
+    assert contains_terms("") == [""]
+    assert contains_terms(";cmd.exe") == [";cmd.exe", "cmd.exe"]
+    assert is_any_terms(";;;;;;;") == frozenset()
+    assert is_any_terms("80;;443") == {"80", "443"}
+
+
+# Reproducers from review against SysmonCommon's NextItem/FindSubString (empty pieces search the
+# rest of the value, and the pieces after them are still tested).
+@pytest.mark.parametrize("cond,rule,value,expected", [
+    ("contains any", "a.exe;;b.exe", "C:\\b.exe", True),
+    ("is any", "80;;443", "443", True),
+    ("contains any", "a.exe;;", "C:\\z.exe", True),
+    ("contains any", ";cmd.exe", "C:\\cmd.exe", True),
+    ("is any", ";", ";", False),
+    ("contains all", "a;;b;c", "a;b c", False),
+    ("contains all", "a;;b;c", "a;;b;c", True),
+    ("excludes any", "a.exe;;b.exe", "C:\\b.exe", False),
+])
+def test_empty_token_semantics(cond, rule, value, expected):
+    inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
+             f'<CommandLine condition="{cond}">{rule}</CommandLine></ProcessCreate></RuleGroup>')
+    assert FilterEngine(cfg(inner)).decide(1, {"CommandLine": value})[0] is expected
+
+
+def test_rulename_is_dash_at_filter_time():
+    inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
+             "<RuleName>-</RuleName></ProcessCreate></RuleGroup>")
+    e = FilterEngine(cfg(inner))
+    assert e.decide(1, {"RuleName": "technique_id=T1059"}) == (True, "-")
+
+
+def test_utf16_units_in_truncation_and_order():
+    assert truncate_value("ab\U0001F600\U0001F600", 4) == "a..."
+    assert truncate_value("ab\U0001F600", 4) == "ab\U0001F600"  # 4 units: unchanged
+    inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
+             '<Image condition="less than">\uff10</Image></ProcessCreate></RuleGroup>')
+    # U+1F600 is D83D DE00 in UTF-16, which sorts below U+FF10.
+    assert FilterEngine(cfg(inner)).decide(1, {"Image": "\U0001F600"})[0] is True
+
+
+def test_large_and_set_compiles_in_linear_time():
+    inner = '<RegistryEvent onmatch="include">' + "".join(
+        f'<TargetObject condition="contains">k{i}</TargetObject>' for i in range(20000)) + \
+        "</RegistryEvent>"
+    start = time.process_time()
+    FilterEngine(cfg(inner))
+    assert time.process_time() - start < 10
 
 
 def test_or_bucketing_keeps_document_order_rulename():

@@ -14,8 +14,8 @@ from typing import Callable
 
 import re2
 
-__all__ = ["fold", "fold_upper", "split_tokens", "make_predicate", "compile_regex",
-           "REGEX_MAX_MEM", "Predicate"]
+__all__ = ["fold", "fold_upper", "split_tokens", "contains_terms", "is_any_terms", "utf16_len",
+           "utf16_key", "make_predicate", "compile_regex", "REGEX_MAX_MEM", "Predicate"]
 
 Predicate = Callable[[str], bool]
 
@@ -37,30 +37,56 @@ def fold_upper(s: str) -> str:
     return s.upper() if s.isascii() else s.translate(_ASCII_UPPER)
 
 
-def split_tokens(value: str) -> list[str]:
-    """Split a ``contains any``/``is any``/``contains all``/``excludes …`` value on ``;``
-    exactly as Sysmon's ``NextItem`` does (spec 2.2, token quirks).
-
-    Each token starts where the previous one ended plus one and runs to the next ``;`` found
-    *after its first character*; so a trailing ``;`` yields a final empty token (matching every
-    non-empty value) and an empty middle token in ``a;;b`` becomes ``;b``.
+def split_tokens(value: str) -> list[tuple[int, int]]:
+    """Sysmon's ``NextItem`` over a ``;`` list: ``(offset, size)`` of every piece between
+    semicolons, empty pieces included (spec 2.2, token quirks).
 
     >>> split_tokens("a.exe;;b.exe")
-    ['a.exe', ';b.exe']
-    >>> split_tokens("a;b;")
-    ['a', 'b', '']
+    [(0, 5), (6, 0), (7, 5)]
     """
-    tokens, start, n = [], 0, len(value)
+    out, start = [], 0
     while True:
-        if start >= n:
-            tokens.append("")
-            return tokens
-        end = value.find(";", start + 1)
+        end = value.find(";", start)
         if end == -1:
-            tokens.append(value[start:])
-            return tokens
-        tokens.append(value[start:end])
+            out.append((start, len(value) - start))
+            return out
+        out.append((start, end - start))
         start = end + 1
+
+
+def contains_terms(value: str) -> list[str]:
+    """The substrings ``contains any``/``contains all``/``excludes any``/``excludes all`` look
+    for: each piece, except that an *empty* piece searches for the whole rest of the rule value
+    from its offset (Sysmon's ``FindSubString`` with size 0). So a trailing ``;`` adds ``""``
+    (matches every value) and ``a.exe;;b.exe`` looks for ``a.exe``, ``;b.exe`` and ``b.exe``.
+
+    >>> contains_terms("a.exe;;b.exe")
+    ['a.exe', ';b.exe', 'b.exe']
+    >>> contains_terms("-enc;bypass;")
+    ['-enc', 'bypass', '']
+    """
+    return [value[o:o + n] if n else value[o:] for o, n in split_tokens(value)]
+
+
+def is_any_terms(value: str) -> frozenset:
+    """The values ``is any`` compares with: the non-empty pieces (an empty piece never matches,
+    spec 2.2)."""
+    return frozenset(value[o:o + n] for o, n in split_tokens(value) if n)
+
+
+def utf16_len(s: str) -> int:
+    """Length in UTF-16 code units, the unit Sysmon counts in (spec 2.1, 3.9)."""
+    if s.isascii() or max(s) < "\U00010000":
+        return len(s)
+    return len(s.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def utf16_key(s: str):
+    """Sort key giving UTF-16 code-unit order (Sysmon compares UTF-16 strings); equal to the
+    string itself when it has no character outside the BMP."""
+    if s.isascii() or max(s) < "\U00010000":
+        return s
+    return s.encode("utf-16-be", "surrogatepass")
 
 
 def compile_regex(pattern: str):
@@ -113,18 +139,27 @@ def make_predicate(condition: str, value: str, *, compare_fold: str = "lower") -
     if condition == "not end with":
         return lambda v: not v.endswith(r)
     if condition in ("less than", "more than"):
-        if compare_fold == "upper":
-            ru = fold_upper(r)
-            if condition == "less than":
-                return lambda v: fold_upper(v) < ru
-            return lambda v: fold_upper(v) > ru
-        return (lambda v: v < r) if condition == "less than" else (lambda v: v > r)
+        conv = fold_upper if compare_fold == "upper" else str
+        ref = conv(r)
+        ref16 = ref.encode("utf-16-be", "surrogatepass")
+        ref_bmp = isinstance(utf16_key(ref), str)
+
+        def compare(v: str) -> int:
+            cv = conv(v)
+            if ref_bmp and isinstance(utf16_key(cv), str):
+                a, b = cv, ref
+            else:  # outside the BMP: compare UTF-16 code units, as Sysmon does
+                a, b = cv.encode("utf-16-be", "surrogatepass"), ref16
+            return (a > b) - (a < b)
+        if condition == "less than":
+            return lambda v: compare(v) < 0
+        return lambda v: compare(v) > 0
     if condition == "image":
         if "\\" in r:
             return r.__eq__
         return lambda v: v[v.rfind("\\") + 1:] == r
     if condition in ("contains any", "excludes any", "contains all", "excludes all"):
-        tokens = tuple(split_tokens(r))
+        tokens = tuple(contains_terms(r))
         if condition == "contains any":
             return lambda v: any(t in v for t in tokens)
         if condition == "excludes any":
@@ -133,7 +168,7 @@ def make_predicate(condition: str, value: str, *, compare_fold: str = "lower") -
             return lambda v: all(t in v for t in tokens)
         return lambda v: not all(t in v for t in tokens)
     if condition == "is any":
-        return frozenset(split_tokens(r)).__contains__
+        return is_any_terms(r).__contains__
     if condition == "regex":
         search = compile_regex(value).search
         return lambda v: search(v) is not None

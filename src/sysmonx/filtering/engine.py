@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 from ..config.model import Config, RuleSet
 from ..schema import CURRENT
-from .conditions import fold, make_predicate, split_tokens
+from .conditions import fold, is_any_terms, make_predicate, utf16_len
 
 __all__ = ["EngineOptions", "FilterEngine", "truncate_value", "NEVER_FILTERED"]
 
@@ -62,12 +62,23 @@ class EngineOptions:
 
 
 def truncate_value(value: str, size: int) -> str:
-    """FieldSizes truncation (spec 3.9): longer than ``size`` characters => first ``size-3`` +
-    ``...`` when size >= 3, ``-`` for 1 or 2, empty for 0; otherwise unchanged."""
-    if len(value) <= size:
+    """FieldSizes truncation (spec 3.9): longer than ``size`` UTF-16 code units => the first
+    ``size-3`` units + ``...`` when size >= 3, ``-`` for 1 or 2, empty for 0; otherwise
+    unchanged. A cut never splits a surrogate pair (the pair is dropped whole)."""
+    if utf16_len(value) <= size:
         return value
     if size >= 3:
-        return value[:size - 3] + "..."
+        keep = size - 3
+        if len(value) == utf16_len(value):
+            return value[:keep] + "..."
+        out, units = [], 0
+        for ch in value:
+            w = 2 if ch >= "\U00010000" else 1
+            if units + w > keep:
+                break
+            out.append(ch)
+            units += w
+        return "".join(out) + "..."
     return "-" if size > 0 else ""
 
 
@@ -82,7 +93,7 @@ def _bucket_test(kind: str, entries: list[tuple[int, str]]) -> Callable[[str], i
     if kind in ("is", "is any"):
         table: dict[str, int] = {}
         for idx, r in entries:
-            values = [r] if kind == "is" else split_tokens(r)
+            values = [r] if kind == "is" else is_any_terms(r)
             for t in values:
                 table.setdefault(t, idx)
         get = table.get
@@ -152,6 +163,10 @@ class _SetCompiler:
             return lambda lv: (False, None)
         items = []  # ("f", field, pred, name, later_same) | ("g", relation, [(field, pred, name)])
         i, n = 0, len(rs.filters)
+        last_top = {}  # field -> index of its last top-level filter (same-field rule, spec 3.4)
+        for j, g in enumerate(rs.filters):
+            if not g.aggregate:
+                last_top[g.field] = j
         while i < n:
             f = rs.filters[i]
             if f.aggregate:
@@ -164,7 +179,7 @@ class _SetCompiler:
                 items.append(("g", rs.aggregates[f.aggregate].relation, tuple(members)))
                 i = j
             else:
-                later = any(not g.aggregate and g.field == f.field for g in rs.filters[i + 1:])
+                later = last_top[f.field] > i
                 items.append(("f", f.field, self.pred(f), f.name or None, later))
                 i += 1
         if rs.relation == "or" and all(it[0] == "f" for it in items):
@@ -300,6 +315,7 @@ class FilterEngine:
         else:
             fallback = False
         fields = tuple(sorted({f.field for rs in sets for f in rs.filters}))
+        rule_name_used = "RuleName" in fields
         stale = self.options.stale_rulename
 
         def decide(data: dict) -> tuple[bool, Optional[str]]:
@@ -307,6 +323,8 @@ class FilterEngine:
             for f in fields:
                 v = data.get(f)
                 lv[f] = (v.lower() if v.isascii() else fold(v)) if v else "-"
+            if rule_name_used:
+                lv["RuleName"] = "-"  # Sysmon fills RuleName after filtering (spec 4.3)
             current = None
             for include, match in compiled:
                 ok, name = match(lv)
@@ -340,7 +358,7 @@ class FilterEngine:
         out = None
         for name, size in self.field_sizes.items():
             v = data.get(name)
-            if v is not None and len(v) > size:
+            if v is not None and utf16_len(v) > size:
                 if out is None:
                     out = dict(data)
                 out[name] = truncate_value(v, size)
