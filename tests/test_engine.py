@@ -259,3 +259,23 @@ def test_rule_name_limit_counts_utf8_bytes():
     cfg(f'<ProcessCreate onmatch="include"><Image name="{ok}">x</Image></ProcessCreate>')
     with pytest.raises(ConfigError, match="larger than 255"):
         cfg(f'<ProcessCreate onmatch="include"><Image name="{ok}é">x</Image></ProcessCreate>')
+
+
+def test_environment_expansion_option():
+    inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
+             '<Image condition="begin with">%SystemRoot%\\System32\\</Image>'
+             "</ProcessCreate></RuleGroup>")
+    ev = {"Image": "C:\\Windows\\System32\\cmd.exe"}
+    assert FilterEngine(cfg(inner)).decide(1, ev)[0] is False  # literal by default
+    from sysmonx.filtering.engine import WINDOWS_DEFAULT_ENV, expand_environment
+    win = FilterEngine(cfg(inner), EngineOptions(environment=WINDOWS_DEFAULT_ENV))
+    assert win.decide(1, ev)[0] is True
+    assert expand_environment("%systemroot%\\x;%NOPE%", WINDOWS_DEFAULT_ENV) == \
+        "C:\\Windows\\x;%NOPE%"
+    assert expand_environment("%A%", {"A": "x" * 40000}) is None
+
+
+def test_regex_count_is_bounded():
+    many = "".join(f'<CommandLine condition="regex">a{i}</CommandLine>' for i in range(1025))
+    with pytest.raises(ConfigError, match="more than 1024 regex"):
+        cfg(f'<ProcessCreate onmatch="include">{many}</ProcessCreate>')

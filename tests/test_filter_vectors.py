@@ -217,7 +217,8 @@ CV_ERRORS = [
                   + '"><Image>x</Image></Rule></ProcessCreate></EventFiltering>'),
      "Rule name is larger than 255 characters"),
     ("CV6c", wrap('<EventFiltering><RuleGroup name="' + "n" * 256 + '" groupRelation="or">'
-                  '<ProcessCreate onmatch="include"/></RuleGroup></EventFiltering>'),
+                  '<ProcessCreate onmatch="include"><Image>x</Image></ProcessCreate></RuleGroup>'
+                  "</EventFiltering>"),
      "Rule name is larger than 255 characters"),
     ("CV7", wrap("", "3.40"), "Incorrect or unsupported schema version 3.40"),
     ("CV8", wrap('<EventFiltering><FileDeleteDetected onmatch="include"/></EventFiltering>',
@@ -268,3 +269,13 @@ def test_all_cv_vectors_covered():
     ids = {c[0][:3] if c[0].startswith("CV6") else c[0] for c in CV_ERRORS}
     ids |= {"CV2", "CV5", "CV9"}
     assert ids == {f"CV{i}" for i in range(1, 13)}
+
+
+def test_cv6_long_group_or_rule_name_nobody_inherits_loads():
+    """Sysmon checks the name a filter ends up with: a long RuleGroup name over a set without
+    filters, or a long Rule name whose members all have their own names, loads (xml.cpp)."""
+    long = "n" * 300
+    parse_config(wrap(f'<EventFiltering><RuleGroup name="{long}" groupRelation="or">'
+                      '<ProcessCreate onmatch="exclude"/></RuleGroup></EventFiltering>'))
+    parse_config(wrap(f'<EventFiltering><ProcessCreate onmatch="include"><Rule name="{long}">'
+                      '<Image name="own">x</Image></Rule></ProcessCreate></EventFiltering>'))

@@ -78,6 +78,12 @@ def _replay_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-rule-defaults", choices=["manifest", "community"], default="manifest",
                    help="events logged for a tag with no rules: manifest (1, 5) or community "
                         "(1, 2, 5, 6)")
+    g.add_argument("--windows-env", action="store_true",
+                   help="expand %%SystemRoot%%-style variables in rule values with a default "
+                        "Windows installation's system variables, as Windows Sysmon does")
+    g.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for rule-value expansion (repeatable; implies "
+                        "expansion)")
     return p
 
 
@@ -254,11 +260,22 @@ def cmd_replay(argv: list[str]) -> int:
             return EXIT_FATAL
         for w in config.warnings:
             console.print(str(w))
+    environment = None
+    if args.windows_env or args.env:
+        from .filtering.engine import WINDOWS_DEFAULT_ENV
+        environment = dict(WINDOWS_DEFAULT_ENV) if args.windows_env else {}
+        for item in args.env:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                console.print(f"error: --env expects NAME=VALUE, got {item!r}")
+                return EXIT_USAGE
+            environment[name] = value
     options = ReplayOptions(
         config=config, non_sysmon=args.non_sysmon, input_format=args.input_format,
         engine_options=EngineOptions(
             compare_fold=args.compare_fold, fallback=args.fallback,
-            stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults))
+            stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
+            environment=environment))
 
     from .pipeline import OutputError, default_jobs, replay_parallel
     from .sources import iter_input_files

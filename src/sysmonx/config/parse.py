@@ -33,7 +33,7 @@ MAX_RULE_NAME = 255
 #: Largest configuration file accepted, bytes (Sysmon's own limit is the registry value size).
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
 
-_FALSE_FLAGS = {"false", "0", "null", "disabled"}
+_FALSE_FLAGS = {"false", "0", "NULL", "disabled"}
 _HASHES = {"sha1": "SHA1", "sha-1": "SHA1", "md5": "MD5", "md-5": "MD5", "sha256": "SHA256",
            "sha-256": "SHA256", "imphash": "IMPHASH", "imp-hash": "IMPHASH"}
 _HASH_ORDER = ("SHA1", "MD5", "SHA256", "IMPHASH")
@@ -81,7 +81,10 @@ def decode_config_bytes(raw: bytes, path: str = "<string>") -> str:
     try:
         return body.decode(enc)
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"file is not valid {enc} at byte offset {exc.start}", path) from None
+        nl = "\n".encode(enc) if enc.startswith("utf-16") else b"\n"
+        line = body[:exc.start].count(nl) + 1
+        raise ConfigError(f"file is not valid {enc} at byte offset {exc.start + len(raw) - len(body)}",
+                          path, line) from None
 
 
 def parse_hash_algorithms(text: str) -> list[str]:
@@ -168,10 +171,11 @@ def load_config(path: Union[str, Path], *, extensions: bool = True,
         OSError: the file cannot be read.
     """
     p = Path(path)
-    size = p.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"configuration is {size} bytes; larger than {MAX_CONFIG_BYTES}", str(p))
-    return parse_config(p.read_bytes(), str(p), extensions=extensions,
+    with open(p, "rb") as f:  # bounded read: /dev/zero, FIFOs and /proc files report size 0
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"configuration is larger than {MAX_CONFIG_BYTES} bytes", str(p))
+    return parse_config(raw, str(p), extensions=extensions,
                         empty_option_quirk=empty_option_quirk)
 
 
@@ -231,8 +235,9 @@ def parse_config(raw: Union[bytes, str], path: str = "<string>", *, extensions: 
         line = exc.lineno if exc.lineno else None
         raise ConfigError(f"XML error: {exc.msg}", path, line) from None
     if root.getroottree().docinfo.doctype:
+        line = text[:max(text.find("<!DOCTYPE"), 0)].count("\n") + 1
         raise ConfigError("a DOCTYPE (DTD or entity declarations) is not allowed in a Sysmon "
-                          "configuration", path, 1)
+                          "configuration", path, line)
     for node in root.iter():
         if isinstance(node, etree._Entity):
             raise ConfigError(f"undefined entity {node.text}", path, node.sourceline)
@@ -250,6 +255,7 @@ class _Builder:
             self.conditions.update({c: c for c in EXTENSION_CONDITIONS})
         self.next_aggregate = 1
         self.skipped_tags: set = set()
+        self.regex_count = 0
 
     def err(self, message: str, el=None) -> ConfigError:
         return ConfigError(message, self.path, el.sourceline if el is not None else None)
@@ -302,9 +308,8 @@ class _Builder:
         name = el.tag
         opt = next((o for o in cfg.schema.options if o.name == name or o.name + "Config" == name),
                    None)
-        if opt is not None and opt.argument == "none" and value.strip().lower() in _FALSE_FLAGS:
-            cfg.options.pop(name, None)
-            return
+        if opt is not None and opt.argument == "none" and value in _FALSE_FLAGS:
+            return  # "not set" (exact strings, as Sysmon's strcmp); an earlier setting stays
         try:
             if name == "HashAlgorithms":
                 cfg.hash_algorithms = parse_hash_algorithms(value)
@@ -328,7 +333,6 @@ class _Builder:
                     raise self.err(f'Value "{rel}" for attribute groupRelation of RuleGroup is '
                                    "not among the enumerated set (and|or)", child)
                 gname = child.get("name")
-                self._check_name(gname, child)
                 _only_whitespace(child, self.path)
                 for tag_el in _elements(child):
                     self._tag(tag_el, cfg, schema, rel, gname)
@@ -359,12 +363,18 @@ class _Builder:
         if _elements(el):
             raise self.err(f"Field element {el.tag} may only contain text", el)
         own = el.get("name")
-        self._check_name(own, el)
         name = own if own is not None else (inherited if inherited is not None else "")
+        # Sysmon checks the name each filter ends up with (own or inherited), not the
+        # RuleGroup/Rule attributes themselves (xml.cpp; spec 1.4).
+        self._check_name(name, el)
         cond = self._condition(el)
         value = _text_of(el)
         if cond == "regex":
-            from ..filtering.conditions import compile_regex
+            from ..filtering.conditions import REGEX_MAX_COUNT, compile_regex
+            self.regex_count += 1
+            if self.regex_count > REGEX_MAX_COUNT:
+                raise self.err(f"more than {REGEX_MAX_COUNT} regex filters in one configuration",
+                               el)
             try:
                 compile_regex(value)
             except ValueError as exc:
@@ -414,7 +424,6 @@ class _Builder:
                 _check_attrs(child, ("name", "groupRelation"), self.path)
                 _only_whitespace(child, self.path)
                 rname = child.get("name")
-                self._check_name(rname, child)
                 rrel = child.get("groupRelation")
                 rrel = "or" if rrel is None or rrel.lower() == "or" else "and"
                 agg = Aggregate(self.next_aggregate, rrel, rname, child.sourceline)

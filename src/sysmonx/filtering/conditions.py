@@ -25,6 +25,12 @@ _ASCII_UPPER = {c + 32: c for c in range(ord("A"), ord("Z") + 1)}
 #: RE2 memory budget per compiled user pattern, bytes: a hostile pattern fails to compile
 #: instead of exhausting memory.
 REGEX_MAX_MEM = 8 << 20
+#: Memory budget shared by all regex filters of one configuration (per-pattern budget is
+#: ``min(REGEX_MAX_MEM, REGEX_TOTAL_MEM / count)``), and the most regex filters a config may have.
+REGEX_TOTAL_MEM = 256 << 20
+REGEX_MAX_COUNT = 1024
+#: A regex filter looks at the first this-many characters of a value (bounds time per event).
+REGEX_SCAN_LIMIT = 65536
 
 
 def fold(s: str) -> str:
@@ -89,16 +95,18 @@ def utf16_key(s: str):
     return s.encode("utf-16-be", "surrogatepass")
 
 
-def compile_regex(pattern: str):
+def compile_regex(pattern: str, max_mem: int = REGEX_MAX_MEM):
     """Compile a user pattern with RE2: case-insensitive, unanchored, linear time, bounded memory.
 
+    Args:
+        max_mem: RE2's memory budget for this pattern, bytes.
     Raises:
         ValueError: RE2 rejects the pattern (syntax, backreferences, or too large).
     """
     opts = re2.Options()
     opts.case_sensitive = False
     opts.log_errors = False
-    opts.max_mem = REGEX_MAX_MEM
+    opts.max_mem = max_mem
     try:
         return re2.compile(pattern, opts)
     except re2.error as exc:
@@ -108,7 +116,8 @@ def compile_regex(pattern: str):
         raise ValueError(str(msg)) from None
 
 
-def make_predicate(condition: str, value: str, *, compare_fold: str = "lower") -> Predicate:
+def make_predicate(condition: str, value: str, *, compare_fold: str = "lower",
+                   regex_max_mem: int = REGEX_MAX_MEM) -> Predicate:
     """Build the predicate for one filter.
 
     Args:
@@ -116,6 +125,7 @@ def make_predicate(condition: str, value: str, *, compare_fold: str = "lower") -
         value: the rule value verbatim (this function folds it).
         compare_fold: ``lower`` (Windows ``_wcsicmp``) or ``upper`` (Linux ``WideStrcasecmp``):
             the fold used by ``less than``/``more than`` (spec 2.1, uncertain on Windows).
+        regex_max_mem: RE2 memory budget of a ``regex`` pattern, bytes.
     Returns:
         ``pred(folded_field_value) -> bool``.
     Raises:
@@ -170,6 +180,7 @@ def make_predicate(condition: str, value: str, *, compare_fold: str = "lower") -
     if condition == "is any":
         return is_any_terms(r).__contains__
     if condition == "regex":
-        search = compile_regex(value).search
-        return lambda v: search(v) is not None
+        search = compile_regex(value, regex_max_mem).search
+        limit = REGEX_SCAN_LIMIT
+        return lambda v: search(v if len(v) <= limit else v[:limit]) is not None
     raise ValueError(f"Unknown condition: {condition}")

@@ -19,9 +19,11 @@ from typing import Callable, Optional
 
 from ..config.model import Config, RuleSet
 from ..schema import CURRENT
-from .conditions import fold, is_any_terms, make_predicate, utf16_len
+from .conditions import (REGEX_MAX_MEM, REGEX_TOTAL_MEM, fold, is_any_terms, make_predicate,
+                         utf16_len)
 
-__all__ = ["EngineOptions", "FilterEngine", "truncate_value", "NEVER_FILTERED"]
+__all__ = ["EngineOptions", "FilterEngine", "truncate_value", "expand_environment",
+           "WINDOWS_DEFAULT_ENV", "NEVER_FILTERED"]
 
 #: Events Sysmon never filters (spec 3.7).
 NEVER_FILTERED = frozenset({4, 16, 255})
@@ -45,6 +47,11 @@ class EngineOptions:
             ``community`` (1, 2, 5, 6, per the TrustedSec guide; spec 3.7 uncertain).
         field_sizes_skip_last: True (default, code quirk): FieldSizes never truncates the highest
             event id (29); False truncates every event (spec 3.9).
+        environment: Windows environment variables (name -> value, names case-insensitive) for
+            expanding ``%NAME%`` in rule values, as Windows Sysmon does (spec 2.1). ``None``
+            (default) compares rule values literally: a replayed log does not carry the recorded
+            host's environment. Unknown names stay as written (ExpandEnvironmentStrings); an
+            expansion longer than 32767 characters makes the filter NoMatch.
     """
 
     compare_fold: str = "lower"
@@ -52,6 +59,7 @@ class EngineOptions:
     stale_rulename: bool = True
     no_rule_defaults: str = "manifest"
     field_sizes_skip_last: bool = True
+    environment: Optional[dict] = None
 
     def __post_init__(self) -> None:
         checks = {"compare_fold": ("lower", "upper"), "fallback": ("code", "intent"),
@@ -59,6 +67,47 @@ class EngineOptions:
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+
+
+#: Windows environment of a default installation, for ``--windows-env`` (system variables only).
+WINDOWS_DEFAULT_ENV = {
+    "SystemRoot": "C:\\Windows", "windir": "C:\\Windows", "SystemDrive": "C:",
+    "ProgramFiles": "C:\\Program Files", "ProgramFiles(x86)": "C:\\Program Files (x86)",
+    "ProgramW6432": "C:\\Program Files", "ProgramData": "C:\\ProgramData",
+    "ALLUSERSPROFILE": "C:\\ProgramData", "PUBLIC": "C:\\Users\\Public",
+    "CommonProgramFiles": "C:\\Program Files\\Common Files",
+    "CommonProgramFiles(x86)": "C:\\Program Files (x86)\\Common Files",
+    "ComSpec": "C:\\Windows\\system32\\cmd.exe",
+}
+
+
+def expand_environment(value: str, env: dict) -> Optional[str]:
+    """Expand ``%NAME%`` in a rule value like ExpandEnvironmentStrings (names case-insensitive,
+    unknown names left as written). Returns ``None`` (NoMatch) when the result exceeds 32767
+    characters (spec 2.1)."""
+    if "%" not in value:
+        return value
+    lower = {k.lower(): v for k, v in env.items()}
+    out, i = [], 0
+    while i < len(value):
+        j = value.find("%", i)
+        if j < 0:
+            out.append(value[i:])
+            break
+        k = value.find("%", j + 1)
+        if k < 0:
+            out.append(value[i:])
+            break
+        name = value[j + 1:k]
+        out.append(value[i:j])
+        if name.lower() in lower:
+            out.append(lower[name.lower()])
+            i = k + 1
+        else:
+            out.append("%" + name)
+            i = k
+    text = "".join(out)
+    return text if len(text) <= 32767 else None
 
 
 def truncate_value(value: str, size: int) -> str:
@@ -134,6 +183,10 @@ def _bucket_test(kind: str, entries: list[tuple[int, str]]) -> Callable[[str], i
     return contains_test
 
 
+def _never(v: str) -> bool:
+    return False
+
+
 def _single_test(pred: Callable[[str], bool], idx: int) -> Callable[[str], int]:
     """A one-filter bucket: ``idx`` when ``pred`` matches, else -1."""
     return lambda v: idx if pred(v) else -1
@@ -142,9 +195,11 @@ def _single_test(pred: Callable[[str], bool], idx: int) -> Callable[[str], int]:
 class _SetCompiler:
     """Compiles one rule set for one concrete event id."""
 
-    def __init__(self, rs: RuleSet, event_id: int, opts: EngineOptions):
+    def __init__(self, rs: RuleSet, event_id: int, opts: EngineOptions,
+                 regex_mem: int = REGEX_MAX_MEM):
         self.rs = rs
         self.opts = opts
+        self.regex_mem = regex_mem
         bound = CURRENT.events[rs.event_id].index
         actual = CURRENT.events[event_id].field_names
         self.present = {}
@@ -152,10 +207,20 @@ class _SetCompiler:
             pos = bound.get(f.field)
             self.present[f.field] = pos is not None and pos < len(actual) and actual[pos] == f.field
 
+    def value(self, f) -> Optional[str]:
+        """The rule value after environment expansion (``None``: the filter can never match)."""
+        if self.opts.environment is None:
+            return f.value
+        return expand_environment(f.value, self.opts.environment)
+
     def pred(self, f):
         if not self.present[f.field]:
             return None
-        return make_predicate(f.condition, f.value, compare_fold=self.opts.compare_fold)
+        value = self.value(f)
+        if value is None:
+            return _never
+        return make_predicate(f.condition, value, compare_fold=self.opts.compare_fold,
+                              regex_max_mem=self.regex_mem)
 
     def compile(self) -> Callable[[dict], SetResult]:
         rs = self.rs
@@ -194,8 +259,11 @@ class _SetCompiler:
             names.append(f.name or None)
             if not self.present[f.field]:
                 continue
+            value = self.value(f)
+            if value is None:
+                continue
             if f.condition in _BUCKET_KINDS:
-                buckets.setdefault((f.field, f.condition), []).append((idx, fold(f.value)))
+                buckets.setdefault((f.field, f.condition), []).append((idx, fold(value)))
             else:
                 singles.append((f.field, self.pred(f), idx))
         tests = [(field, _bucket_test(kind, entries)) for (field, kind), entries in buckets.items()]
@@ -284,6 +352,9 @@ class FilterEngine:
         self.config = config
         self.options = options
         self.field_sizes = dict(config.field_sizes) if config else {}
+        n_regex = sum(f.condition == "regex" for rs in (config.rule_sets if config else ())
+                      for f in rs.filters)
+        self._regex_mem = max(256 << 10, min(REGEX_MAX_MEM, REGEX_TOTAL_MEM // max(1, n_regex)))
         self._deciders: dict[int, Callable[[dict], tuple[bool, Optional[str]]]] = {}
         for eid, ev in CURRENT.events.items():
             self._deciders[eid] = self._compile_event(eid, ev)
@@ -306,7 +377,8 @@ class FilterEngine:
             return lambda data: const
         ordered = ([rs for rs in reversed(sets) if rs.onmatch == "exclude"]
                    + [rs for rs in reversed(sets) if rs.onmatch == "include"])
-        compiled = tuple((rs.onmatch == "include", _SetCompiler(rs, eid, self.options).compile())
+        compiled = tuple((rs.onmatch == "include",
+                          _SetCompiler(rs, eid, self.options, self._regex_mem).compile())
                          for rs in ordered)
         if len(sets) == 1:
             fallback = sets[0].default == "include"

@@ -55,7 +55,7 @@ def parse_version(text: str) -> Version:
     if not t or t.startswith("0") and len(t) > 1 and t[1] != ".":
         raise ValueError(f"Invalid schema version number ({text})")
     head, _, tail = t.partition(".")
-    if not head.isdigit() or (tail and not tail.isdigit()):
+    if not (head.isascii() and head.isdigit()) or (tail and not (tail.isascii() and tail.isdigit())):
         raise ValueError(f"Invalid schema version number ({text})")
     value = round(float(t) * 100)
     return value // 100, value % 100
