@@ -42,7 +42,8 @@ def _replay_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sysmonx replay",
         description="Replay recorded Sysmon logs (EVTX, event XML, Sysmon for Linux syslog, "
-                    "SysmonX JSONL; folders recurse) through a Sysmon config with Sysmon's exact "
+                    "SysmonX JSONL, winlogbeat/nxlog/Sentinel JSON; .gz/.bz2/.xz/.zip/.tar archives "
+                    "read in place; folders recurse) through a Sysmon config with Sysmon's exact "
                     "filtering semantics, and write the included events as Sysmon writes them.")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to replay")
     p.add_argument("--sample", action="store_true",
@@ -55,8 +56,10 @@ def _replay_parser() -> argparse.ArgumentParser:
                    help="output format: Windows event XML (default), Sysmon for Linux single-line "
                         "XML, or JSON lines")
     p.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
-    p.add_argument("--input-format", choices=["evtx", "xml", "syslog", "jsonl"],
-                   help="force the reader instead of detecting it per file")
+    from .sources import FORMATS
+    p.add_argument("--input-format", choices=list(FORMATS),
+                   help="force the reader instead of detecting it per file (winlogbeat 6/7/8, "
+                        "nxlog, Azure Sentinel, Security-Datasets flat JSON, evtx-crate JSON ...)")
     p.add_argument("--non-sysmon", choices=["drop", "pass"], default="drop",
                    help="records of other providers: drop (default) or pass through unchanged")
     p.add_argument("--no-output", action="store_true", help="count only, write no events")

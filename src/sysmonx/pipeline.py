@@ -52,8 +52,8 @@ class ReplayOptions:
             (conversion only: no filtering, RuleName kept as recorded).
         engine_options: named choices for uncertain Sysmon behaviours.
         non_sysmon: ``pass`` (write records of other providers unchanged) or ``drop``.
-        input_format: force a reader (``evtx``, ``xml``, ``syslog``, ``jsonl``) or ``None`` to
-            detect per file.
+        input_format: force a reader (a name of :data:`sysmonx.sources.FORMATS`) or ``None``
+            to detect per file.
     """
 
     config: Optional[Config] = None

@@ -1,17 +1,27 @@
 """Replay readers: recorded event logs in, :class:`~sysmonx.event.Event` objects out.
 
-One module per format, each a generator function ``read_<format>(path, on_error)``:
+One module per format, each a generator function ``read_<format>(path, on_error)`` (and a
+``read_<format>_stream(stream, name, on_error)`` variant for archive members):
 
-========  ==========================================  ===========================================
-format    module                                      input
-========  ==========================================  ===========================================
-evtx      :mod:`sysmonx.sources.evtx`                 Windows ``.evtx`` (pyevtx-rs)
-xml       :mod:`sysmonx.sources.xmlfile`              event XML (wevtutil, Get-WinEvent, Event
+==========  ========================================  ===========================================
+format      module                                    input
+==========  ========================================  ===========================================
+evtx        :mod:`sysmonx.sources.evtx`               Windows ``.evtx`` (pyevtx-rs)
+xml         :mod:`sysmonx.sources.xmlfile`            event XML (wevtutil, Get-WinEvent, Event
                                                       Viewer, SysmonX writers, Sysmon for Linux)
-syslog    :mod:`sysmonx.sources.syslog`               Sysmon for Linux syslog lines
-jsonl     :mod:`sysmonx.sources.jsonl`                SysmonX JSON lines (written by
+syslog      :mod:`sysmonx.sources.syslog`             Sysmon for Linux syslog lines
+jsonl       :mod:`sysmonx.sources.jsonl`              SysmonX JSON lines (written by
                                                       :mod:`sysmonx.sinks.jsonl`)
-========  ==========================================  ===========================================
+winlogbeat  :mod:`sysmonx.sources.jsonshapes`         winlogbeat 6.x, 7.x, 8.x JSON
+nxlog       :mod:`sysmonx.sources.jsonshapes`         nxlog ``im_msvistalog`` JSON (flat)
+sentinel    :mod:`sysmonx.sources.jsonshapes`         Azure Sentinel / Log Analytics rows (Event,
+                                                      WindowsEvent, Syslog with Linux Sysmon XML)
+flatjson    :mod:`sysmonx.sources.jsonshapes`         Security-Datasets flat JSON exporter
+evtxjson    :mod:`sysmonx.sources.jsonshapes`         evtx-crate JSON (``evtx_dump``, pyevtx-rs)
+==========  ========================================  ===========================================
+
+Compressed files and archives (gzip, bzip2, xz, zip, tar and their combinations) are read in place
+by :mod:`sysmonx.sources.archive`, every member detected and read by the readers above.
 
 All readers stream (memory does not grow with file size) and never give up on a file because of one
 bad record: every damaged record, chunk or line is reported to the ``on_error`` callback as a
@@ -27,20 +37,29 @@ from typing import Callable, Iterator, Optional
 
 from ..event import Event
 
-__all__ = ["ReadError", "FORMATS", "INPUT_EXTENSIONS", "iter_input_files", "detect_format",
-           "open_source"]
+__all__ = ["ReadError", "FORMATS", "JSON_FORMATS", "INPUT_EXTENSIONS", "ARCHIVE_EXTENSIONS",
+           "iter_input_files", "detect_format", "open_source", "read_stream"]
 
-#: Formats :func:`open_source` knows.
-FORMATS = ("evtx", "xml", "syslog", "jsonl")
+#: JSON formats: SysmonX's own JSON lines, then the shapes of :mod:`sysmonx.sources.jsonshapes`.
+JSON_FORMATS = ("jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson", "evtxjson")
+
+#: Formats :func:`open_source` knows (the ``--input-format`` names).
+FORMATS = ("evtx", "xml", "syslog") + JSON_FORMATS
 
 #: Extensions kept when a folder is walked, and the format each one suggests.
 INPUT_EXTENSIONS = {".evtx": "evtx", ".xml": "xml", ".json": "jsonl", ".jsonl": "jsonl",
                     ".ndjson": "jsonl", ".log": "syslog", ".txt": "syslog", ".syslog": "syslog"}
 
+#: Compressed and archive extensions also kept when a folder is walked (their content is
+#: recognised by magic bytes, not by these names).
+ARCHIVE_EXTENSIONS = frozenset({".gz", ".tgz", ".bz2", ".tbz", ".tbz2", ".xz", ".txz", ".zip",
+                                ".tar"})
+
 _SNIFF_BYTES = 65536
 _EVTX_MAGIC = b"ElfFile\x00"
 _SYSLOG_PRI = re.compile(rb"<\d{1,3}>")
 _EVENT_TAG = re.compile(rb"<Event[\s>]")
+_RECORD_LINE = re.compile(rb"Record \d+\r?\n\s*\{")
 
 
 @dataclass(frozen=True)
@@ -48,7 +67,8 @@ class ReadError:
     """One damaged spot of an input file; reading went on after it.
 
     Attributes:
-        path: the file.
+        path: the file; for a member of an archive ``archive.zip!member.json`` (nested:
+            ``a.zip!b.tar.gz!c.json``), for a single compressed stream (``x.json.gz``) the file.
         offset: where: a 1-based line number (``offset_kind == "line"``), a byte offset into the
             file (``"byte"``) or an EVTX record number (``"record"``: the number in the record
             header, which is also the ``EventRecordID`` unless the file was exported from a larger
@@ -75,7 +95,7 @@ def iter_input_files(paths: list[str]) -> Iterator[str]:
 
     A file is yielded as given, whatever its name. A folder is walked recursively (names sorted,
     symlinked folders not followed) and only files whose extension is in :data:`INPUT_EXTENSIONS`
-    (case-insensitive) are kept.
+    or :data:`ARCHIVE_EXTENSIONS` (case-insensitive) are kept.
 
     Raises:
         FileNotFoundError: a path that does not exist (``filename`` is the path).
@@ -85,7 +105,8 @@ def iter_input_files(paths: list[str]) -> Iterator[str]:
             for root, dirs, files in os.walk(path):
                 dirs.sort()
                 for name in sorted(files):
-                    if os.path.splitext(name)[1].lower() in INPUT_EXTENSIONS:
+                    ext = os.path.splitext(name)[1].lower()
+                    if ext in INPUT_EXTENSIONS or ext in ARCHIVE_EXTENSIONS:
                         yield os.path.join(root, name)
         elif os.path.exists(path):
             yield path
@@ -97,8 +118,12 @@ def detect_format(path: str, head: bytes) -> Optional[str]:
     """Guess the format of ``path`` from its first bytes ``head``, then from its extension.
 
     Content wins over the name: EVTX magic ``ElfFile\\0`` => ``evtx``; a syslog priority ``<13>`` =>
-    ``syslog``; ``<`` => ``xml``; ``{`` => ``jsonl``; a line with ``<Event>`` after other text (a
-    syslog prefix) => ``syslog``. Leading UTF-8/UTF-16 byte-order marks and white space are skipped.
+    ``syslog``; ``<`` => ``xml``; ``{`` => the JSON shape of the first object that parses
+    (:func:`sysmonx.sources.jsonshapes.detect_json`: ``winlogbeat``, ``nxlog``, ``sentinel``,
+    ``flatjson``, ``evtxjson``, else ``jsonl``); ``[`` or an ``evtx_dump`` ``Record 1`` line =>
+    likewise, when a shape is recognised; a line with ``<Event>`` after other text (a syslog
+    prefix) => ``syslog``. Leading UTF-8/UTF-16 byte-order marks and white space are skipped.
+    Compressed and archive files are recognised before this, by :func:`open_source`.
     Returns ``None`` when neither content nor extension tells.
     """
     if head.startswith(_EVTX_MAGIC):
@@ -111,8 +136,14 @@ def detect_format(path: str, head: bytes) -> Optional[str]:
     text = text.lstrip()
     if text[:1] == b"<":
         return "syslog" if _SYSLOG_PRI.match(text) else "xml"
-    if text[:1] == b"{":
-        return "jsonl"
+    if text[:1] in (b"{", b"["):
+        from .jsonshapes import detect_json
+        shape = detect_json(text)
+        if shape is not None or text[:1] == b"{":
+            return shape or "jsonl"
+    elif _RECORD_LINE.match(text):
+        from .jsonshapes import detect_json
+        return detect_json(text) or "evtxjson"
     if text and _EVENT_TAG.search(text):
         return "syslog"
     return INPUT_EXTENSIONS.get(os.path.splitext(path)[1].lower())
@@ -122,6 +153,10 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
                 input_format: Optional[str] = None, *, threads: int = 0) -> Iterator[Event]:
     """Yield the events of one recorded log file, lazily.
 
+    A compressed or archive file (gzip, bzip2, xz, zip, tar; by magic bytes) is read in place by
+    :func:`sysmonx.sources.archive.read_archive`: each member is detected and read in turn, and
+    ``input_format``, if given, applies to the members.
+
     Args:
         path: the file.
         on_error: called with a :class:`ReadError` for every damaged record, line or chunk (and for
@@ -130,18 +165,26 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
         threads: pyevtx-rs worker threads for EVTX (0: one per core).
     Raises:
         ValueError: an unknown ``input_format``.
-        OSError: the file cannot be opened (here when the format is detected, else on the first
-            iteration).
+        OSError: the file cannot be opened or read.
     """
+    if input_format is not None and input_format not in FORMATS:
+        raise ValueError(f"unknown input format {input_format!r}; expected one of "
+                         f"{', '.join(FORMATS)}")
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    from .archive import container_kind
+    kind = container_kind(head)
+    if kind is not None:
+        from .archive import read_archive
+        return read_archive(path, kind, on_error, input_format, threads)
     fmt = input_format
     if fmt is None:
-        with open(path, "rb") as f:
-            head = f.read(_SNIFF_BYTES)
         fmt = detect_format(path, head)
         if fmt is None:
             if head.strip():
                 on_error(ReadError(path, None, "file", "unrecognised input format (expected EVTX, "
-                                   "event XML, Sysmon for Linux syslog or SysmonX JSON lines)"))
+                                   "event XML, Sysmon for Linux syslog, JSON event records or "
+                                   "an archive of them)"))
             return iter(())
     if fmt == "evtx":
         from .evtx import read_evtx
@@ -153,8 +196,33 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
     elif fmt == "jsonl":
         from .jsonl import read_jsonl as reader
     else:
-        raise ValueError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        from .jsonshapes import read_json_shape
+        return read_json_shape(path, on_error, fmt)
     return reader(path, on_error)
+
+
+def read_stream(stream, name: str, on_error: Callable[[ReadError], None],
+                fmt: str) -> Iterator[Event]:
+    """Yield the events of an open binary ``stream`` (an archive member) in format ``fmt``,
+    lazily; ``name`` is used in origins and errors. EVTX is not streamable: read the bytes and use
+    :func:`sysmonx.sources.evtx.read_evtx` with ``data=``.
+
+    Raises:
+        ValueError: an unknown (or ``evtx``) ``fmt``.
+    """
+    if fmt == "xml":
+        from .xmlfile import read_xml_stream
+        return read_xml_stream(stream, name, on_error)
+    if fmt == "syslog":
+        from .syslog import read_syslog_stream
+        return read_syslog_stream(stream, name, on_error)
+    if fmt == "jsonl":
+        from .jsonl import read_jsonl_stream
+        return read_jsonl_stream(stream, name, on_error)
+    if fmt in JSON_FORMATS:
+        from .jsonshapes import read_json_shape_stream
+        return read_json_shape_stream(stream, name, on_error, fmt)
+    raise ValueError(f"format {fmt!r} cannot be read from a stream")
 
 
 # ---- helpers shared by the readers -----------------------------------------------------------

@@ -71,19 +71,22 @@ class _BadRecord(Exception):
 
 
 def read_evtx(path: str, on_error: Callable[[ReadError], None],
-              threads: int = 0) -> Iterator[Event]:
+              threads: int = 0, data: Optional[bytes] = None) -> Iterator[Event]:
     """Yield the events of an EVTX file in file order, streaming.
 
     Args:
-        path: the ``.evtx`` file.
+        path: the ``.evtx`` file, or only the name used in origins and errors when ``data`` is
+            given.
         on_error: receives a :class:`~sysmonx.sources.ReadError` per damaged spot (chunk header,
             record, lost record range, truncation, file header); reading continues after each.
         threads: pyevtx-rs worker threads (0: one per core).
+        data: the whole file's bytes, read from memory instead of ``path`` (an archive member;
+            pyevtx-rs needs a seekable file).
     Raises:
         OSError: the file cannot be opened.
     """
-    with _ChunkTracker(path, on_error) as tracker:
-        parser = _open_parser(path, threads, tracker, on_error)
+    with _ChunkTracker(path, on_error, data) as tracker:
+        parser = _open_parser(path, threads, tracker, on_error, data)
         if parser is None:
             return
         yield from _records(path, parser, tracker, on_error)
@@ -130,10 +133,12 @@ def _records(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
 
 
 def _open_parser(path: str, threads: int, tracker: "_ChunkTracker",
-                 on_error: Callable[[ReadError], None]) -> Optional[PyEvtxParser]:
-    """PyEvtxParser for ``path``; on a damaged file header, one over a rebuilt header."""
+                 on_error: Callable[[ReadError], None],
+                 data: Optional[bytes] = None) -> Optional[PyEvtxParser]:
+    """PyEvtxParser for ``path`` (or ``data``); on a damaged file header, one over a rebuilt
+    header."""
     try:
-        return PyEvtxParser(path, number_of_threads=threads)
+        return PyEvtxParser(path if data is None else io.BytesIO(data), number_of_threads=threads)
     except (RuntimeError, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
@@ -142,7 +147,7 @@ def _open_parser(path: str, threads: int, tracker: "_ChunkTracker",
             return None
         on_error(ReadError(path, 0, "byte", f"damaged EVTX file header ({exc}); reading the "
                            "chunks with a rebuilt header"))
-        tracker.rebuilt = _RebuiltHeader(path, tracker.slots)
+        tracker.rebuilt = _RebuiltHeader(path, tracker.slots, data)
         return PyEvtxParser(tracker.rebuilt, number_of_threads=threads)
 
 
@@ -171,7 +176,12 @@ _new_event = Event.__new__ if _FAST_NEW else None
 def _convert(text: str, origin: tuple) -> Event:
     """One ``records_json()`` record (its ``data`` JSON text) as an Event. The replay hot path:
     direct indexing for the shape every Windows record has, :func:`_convert_tolerant` otherwise."""
-    root = orjson.loads(text)["Event"]
+    return _convert_root(orjson.loads(text)["Event"], origin)
+
+
+def _convert_root(root, origin: tuple) -> Event:
+    """:func:`_convert` of an already decoded ``Event`` object (evtx-crate JSON, also used by
+    :mod:`sysmonx.sources.jsonshapes` for ``evtx_dump`` output). ``root`` is modified in place."""
     if not _FAST_NEW:
         return _convert_tolerant(root, origin)
     try:
@@ -347,11 +357,16 @@ class _ChunkTracker:
     is tracked at a time and headers are re-read on demand.
     """
 
-    def __init__(self, path: str, on_error: Callable[[ReadError], None]) -> None:
+    def __init__(self, path: str, on_error: Callable[[ReadError], None],
+                 data: Optional[bytes] = None) -> None:
         self.path = path
         self.on_error = on_error
-        self.f = open(path, "rb")
-        self.size = os.fstat(self.f.fileno()).st_size
+        if data is None:
+            self.f = open(path, "rb")
+            self.size = os.fstat(self.f.fileno()).st_size
+        else:
+            self.f = io.BytesIO(data)  # shares ``data``, no copy
+            self.size = len(data)
         head = self.f.read(_HEADER_BLOCK)
         self.declared = (struct.unpack_from("<H", head, 42)[0]
                          if len(head) >= 44 and head.startswith(_FILE_MAGIC) else 0)
@@ -633,10 +648,14 @@ def _file_header(chunks: int) -> bytes:
 class _RebuiltHeader(io.RawIOBase):
     """The EVTX file read through a rebuilt 4 KiB file header (for a damaged original header)."""
 
-    def __init__(self, path: str, slots: int) -> None:
+    def __init__(self, path: str, slots: int, data: Optional[bytes] = None) -> None:
         super().__init__()
-        self.f = open(path, "rb")
-        self.size = os.fstat(self.f.fileno()).st_size
+        if data is None:
+            self.f = open(path, "rb")
+            self.size = os.fstat(self.f.fileno()).st_size
+        else:
+            self.f = io.BytesIO(data)
+            self.size = len(data)
         self.pos = 0
         self.header = _file_header(slots)
 

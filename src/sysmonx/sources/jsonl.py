@@ -21,7 +21,7 @@ import orjson
 from ..event import Event, normalize_time
 from . import ReadError, _iter_lines
 
-__all__ = ["read_jsonl", "event_from_object", "RESERVED_KEYS"]
+__all__ = ["read_jsonl", "read_jsonl_stream", "event_from_object", "RESERVED_KEYS"]
 
 #: Top-level keys that are not EventData fields.
 RESERVED_KEYS = frozenset({"EventID", "System", "ExtraData"})
@@ -44,31 +44,37 @@ def read_jsonl(path: str, on_error: Callable[[ReadError], None]) -> Iterator[Eve
     Raises:
         OSError: the file cannot be opened.
     """
-    loads = orjson.loads
     with open(path, "rb") as f:
-        for lineno, line in _iter_lines(f):
-            if line is None:
-                on_error(ReadError(path, lineno, "line", "line too long; skipped"))
-                continue
-            if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
-                line = line[3:]
-            if not line.strip():
-                continue
+        yield from read_jsonl_stream(f, path, on_error)
+
+
+def read_jsonl_stream(f, path: str, on_error: Callable[[ReadError], None]) -> Iterator[Event]:
+    """:func:`read_jsonl` over an open binary stream ``f`` (an archive member, ...), named
+    ``path`` in origins and errors."""
+    loads = orjson.loads
+    for lineno, line in _iter_lines(f):
+        if line is None:
+            on_error(ReadError(path, lineno, "line", "line too long; skipped"))
+            continue
+        if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+        if not line.strip():
+            continue
+        try:
             try:
+                obj = loads(line)
+            except orjson.JSONDecodeError as exc:
+                if b"\\ud" not in line and b"\\uD" not in line:
+                    raise ValueError(f"not JSON: {exc}") from None
                 try:
-                    obj = loads(line)
-                except orjson.JSONDecodeError as exc:
-                    if b"\\ud" not in line and b"\\uD" not in line:
-                        raise ValueError(f"not JSON: {exc}") from None
-                    try:
-                        obj = json.loads(line.decode("utf-8"))
-                    except (ValueError, UnicodeDecodeError):
-                        raise ValueError(f"not JSON: {exc}") from None
-                event = event_from_object(obj, (path, lineno))
-            except ValueError as exc:
-                on_error(ReadError(path, lineno, "line", str(exc)))
-                continue
-            yield event
+                    obj = json.loads(line.decode("utf-8"))
+                except (ValueError, UnicodeDecodeError):
+                    raise ValueError(f"not JSON: {exc}") from None
+            event = event_from_object(obj, (path, lineno))
+        except ValueError as exc:
+            on_error(ReadError(path, lineno, "line", str(exc)))
+            continue
+        yield event
 
 
 def event_from_object(obj, origin=None) -> Event:

@@ -22,7 +22,7 @@ from ..event import Event
 from . import ReadError, _iter_lines
 from .xmlfile import parse_event
 
-__all__ = ["read_syslog", "event_from_line"]
+__all__ = ["read_syslog", "read_syslog_stream", "event_from_line"]
 
 _START = b"<Event"
 _END = b"</Event>"
@@ -39,22 +39,28 @@ def read_syslog(path: str, on_error: Callable[[ReadError], None]) -> Iterator[Ev
         OSError: the file cannot be opened.
     """
     with open(path, "rb") as f:
-        for lineno, line in _iter_lines(f):
-            if line is None:
-                on_error(ReadError(path, lineno, "line", "line too long; skipped"))
-                continue
-            i = line.find(_START)
-            if i < 0 or line[i + 6:i + 7] not in (b">", b" ", b"\t"):
-                continue
-            try:
-                event = event_from_line(line, i, (path, lineno))
-            except etree.XMLSyntaxError as exc:
-                on_error(ReadError(path, lineno, "line", f"malformed event XML: {exc.msg}"))
-                continue
-            except ValueError as exc:
-                on_error(ReadError(path, lineno, "line", f"invalid event: {exc}"))
-                continue
-            yield event
+        yield from read_syslog_stream(f, path, on_error)
+
+
+def read_syslog_stream(f, path: str, on_error: Callable[[ReadError], None]) -> Iterator[Event]:
+    """:func:`read_syslog` over an open binary stream ``f`` (an archive member, ...), named
+    ``path`` in origins and errors."""
+    for lineno, line in _iter_lines(f):
+        if line is None:
+            on_error(ReadError(path, lineno, "line", "line too long; skipped"))
+            continue
+        i = line.find(_START)
+        if i < 0 or line[i + 6:i + 7] not in (b">", b" ", b"\t"):
+            continue
+        try:
+            event = event_from_line(line, i, (path, lineno))
+        except etree.XMLSyntaxError as exc:
+            on_error(ReadError(path, lineno, "line", f"malformed event XML: {exc.msg}"))
+            continue
+        except ValueError as exc:
+            on_error(ReadError(path, lineno, "line", f"invalid event: {exc}"))
+            continue
+        yield event
 
 
 def event_from_line(line: bytes, start: int, origin: tuple) -> Event:

@@ -31,7 +31,8 @@ from lxml import etree
 from ..event import Event, normalize_time
 from . import MAX_RECORD_BYTES, ReadError, _put_unique
 
-__all__ = ["read_xml", "event_from_element", "parse_event", "safe_parser", "SAFE_PARSER_OPTIONS"]
+__all__ = ["read_xml", "read_xml_stream", "event_from_element", "parse_event", "safe_parser",
+           "SAFE_PARSER_OPTIONS"]
 
 #: Parser settings for untrusted event XML: no DTD, no entity expansion, no network, no huge trees.
 SAFE_PARSER_OPTIONS = dict(resolve_entities=False, no_network=True, huge_tree=False,
@@ -66,18 +67,25 @@ def read_xml(path: str, on_error: Callable[[ReadError], None]) -> Iterator[Event
         OSError: the file cannot be opened.
     """
     with open(path, "rb") as raw:
-        stream = _utf8_stream(raw, path, on_error)
-        for start_line, chunk in _split_events(stream, path, on_error):
-            try:
-                event = parse_event(chunk, (path, start_line))
-            except etree.XMLSyntaxError as exc:
-                line = start_line + (exc.lineno or 1) - 1
-                on_error(ReadError(path, line, "line", f"malformed event XML: {exc.msg}"))
-                continue
-            except ValueError as exc:
-                on_error(ReadError(path, start_line, "line", f"invalid event: {exc}"))
-                continue
-            yield event
+        yield from read_xml_stream(raw, path, on_error)
+
+
+def read_xml_stream(raw, path: str, on_error: Callable[[ReadError], None]) -> Iterator[Event]:
+    """:func:`read_xml` over an open binary stream ``raw`` (an archive member, ...), named
+    ``path`` in origins and errors. ``raw`` should have ``peek`` (``io.BufferedReader``) for the
+    byte-order mark / XML declaration check; without it the stream is read as UTF-8."""
+    stream = _utf8_stream(raw, path, on_error)
+    for start_line, chunk in _split_events(stream, path, on_error):
+        try:
+            event = parse_event(chunk, (path, start_line))
+        except etree.XMLSyntaxError as exc:
+            line = start_line + (exc.lineno or 1) - 1
+            on_error(ReadError(path, line, "line", f"malformed event XML: {exc.msg}"))
+            continue
+        except ValueError as exc:
+            on_error(ReadError(path, start_line, "line", f"invalid event: {exc}"))
+            continue
+        yield event
 
 
 def parse_event(xml: bytes, origin: tuple) -> Event:
