@@ -1,0 +1,1112 @@
+"""Tier-B live backend: the kernel audit subsystem over netlink, in pure Python.
+
+Used when the eBPF tier cannot load (shared/spec/linux-sensing.md §2.2, §5 "Tier B"). It turns
+audit records into :mod:`sysmonx.sensor.observations` and never builds Sysmon events.
+
+How it works
+------------
+* **Ownership.** There is one audit configuration per kernel. When no other live process is the
+  registered audit daemon, :meth:`AuditBackend.start` registers this process (``AUDIT_SET pid``;
+  records then arrive by unicast and are *not* printk'ed to dmesg) and sets ``enabled=1``,
+  ``backlog_limit >= 8192``, ``backlog_wait_time=0`` (a stuck reader drops records, counted by
+  the kernel's ``lost``, instead of throttling every audited task) and ``rate_limit=0``.
+  When another process (auditd) owns it, nothing of its configuration is touched: only our keyed
+  rules are appended and records are read from the multicast group ``AUDIT_NLGRP_READLOG``
+  (CAP_AUDIT_READ). A kernel with ``failure=2`` (panic on lost records) or a locked
+  configuration (``enabled=2``) is refused. A registered pid whose process no longer exists is
+  taken over (the kernel allows it) and restored as 0. While we own audit, an auditd started
+  later cannot register (the kernel answers EEXIST) until :meth:`AuditBackend.stop`.
+  ``stop()`` is also registered with :mod:`atexit`; after a SIGKILL the kernel keeps our rules
+  and ``enabled=1`` (the next start reports such stale ``sysmonx`` rules and keeps them).
+* **Rules** (appended, key ``sysmonx``, native arch; each carries ``pid!=`` for the sensor's own
+  pids so it does not feed on itself): execve/execveat (success); connect (``saddr_fam`` inet and
+  inet6); accept/accept4 (success); openat with ``a2 & O_CREAT``, open with ``a1 & O_CREAT``,
+  creat and openat2 (success); unlink/unlinkat/rename/renameat/renameat2 (success); ptrace with
+  ``a0`` = PTRACE_ATTACH or PTRACE_SEIZE (success); one watch ``perm=r`` (open family, success)
+  per block device node under ``/dev`` (rescanned periodically for new devices). On x86_64 the
+  i386 compat execve/execveat are audited too.
+* **Records** are grouped by serial number until ``EOE`` (or ``event_timeout`` for an event
+  whose EOE was lost) and classified from their content — not from the key, because under a
+  foreign auditd an earlier rule of theirs may match first and log its own key. The same
+  conditions as the kernel rules are re-checked in user space.
+* **Loss.** ``AUDIT_GET`` is polled every ``status_interval`` seconds and at stop; growth of the
+  kernel ``lost`` counter (records, all audit users) becomes ``Loss(source="audit.lost")``.
+  ``ENOBUFS`` on the socket (multicast copies dropped, not counted by the kernel) becomes
+  ``Loss(source="audit.enobufs", count=0)`` with the reason in ``detail``.
+
+Observation field rules
+-----------------------
+* ``ProcessExec``: ``image`` = SYSCALL ``exe``; ``argv`` from the EXECVE records (quoted or hex
+  arguments, ``aN[k]`` chunks of long arguments, arguments spread over several records); ``cwd``
+  from CWD; ``tid`` = pid (after a successful execve the only thread has tid == tgid);
+  ``start_ticks`` from ``/proc/PID/stat`` when the process still exists and started no later
+  than the event; ``end_data`` only when ``/proc/PID/exe`` still is the exec'd image.
+* ``NetworkConnect``: connect (``initiated=True``): destination = SOCKADDR; success or
+  EINPROGRESS only. accept (``initiated=False``): **source = the remote peer** (SOCKADDR), as
+  Sysmon for Linux's accept probe does, destination = the local endpoint of the accepted socket.
+  The socket's protocol and other endpoint are read while the process lives (``pidfd_getfd``,
+  else ``/proc/PID/fd`` + ``/proc/PID/net/*``), verified against the SOCKADDR; when that is not
+  possible: protocol ``tcp`` (accept only exists for stream sockets; for connect TCP is by far
+  the common case and audit records carry no socket type), ``source_*`` ``None``, and for an
+  accept whose local side is unknown the listening socket's address, else ``0.0.0.0``/``::``
+  and port 0. Connections of protocols other than TCP/UDP are not reported.
+* ``FileCreate``: PATH items with ``nametype=CREATE`` of a successful open/openat/openat2/creat
+  (regular files), and the target of a rename (its CREATE item, or the overwritten target's
+  DELETE item). ``FileDelete``: ``nametype=DELETE`` items of unlink/unlinkat (not directories).
+  Relative names are joined to CWD (AT_FDCWD) or to the directory of ``dirfd`` (read from
+  ``/proc/PID/fd`` and verified by the PARENT item's inode, else from a cache of directory
+  inodes seen in earlier records); a name whose directory cannot be resolved is reported as
+  ``"+" + name`` (Sysmon for Linux's marker for a path not fully resolved).
+* ``RawAccessRead``: a successful open for reading whose PATH item is a block device; the
+  device path is the watched node with that inode, else the name as opened.
+* ``ProcessAccess``: successful ptrace ATTACH/SEIZE: ``request`` = a0, ``target_pid`` = a1,
+  ``tid`` ``None`` (audit has no thread id).
+
+Text from the kernel (argv, paths) is decoded as UTF-8 with invalid bytes replaced by U+FFFD.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import errno
+import ipaddress
+import os
+import re
+import socket
+import stat
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ..observations import (BackendError, FileCreate, FileDelete, Loss, NetworkConnect,
+                            Observation, ProcessAccess, ProcessExec, RawAccessRead)
+from . import audit_netlink as nl
+from .audit_netlink import (AUDIT_ALWAYS, AUDIT_ARCH, AUDIT_ARG0, AUDIT_ARG1, AUDIT_ARG2,
+                            AUDIT_BIT_MASK, AUDIT_EQUAL, AUDIT_FILTER_EXIT, AUDIT_FILTERKEY,
+                            AUDIT_NLGRP_READLOG, AUDIT_NOT_EQUAL, AUDIT_PERM, AUDIT_PERM_READ,
+                            AUDIT_PID, AUDIT_SADDR_FAM, AUDIT_SUCCESS, AUDIT_WATCH, AuditError,
+                            AuditRule, AuditSocket, AuditStatus)
+from .base import Backend, BackendUnavailable
+
+__all__ = ["AuditBackend", "RULE_KEY", "ARCH_TABLES"]
+
+RULE_KEY = "sysmonx"
+
+AUDIT_ARCH_X86_64 = 0xC000003E
+AUDIT_ARCH_I386 = 0x40000003
+AUDIT_ARCH_AARCH64 = 0xC00000B7
+
+# syscall numbers per audit arch (<asm/unistd_64.h>, asm-generic/unistd.h, <asm/unistd_32.h>)
+ARCH_TABLES = {
+    AUDIT_ARCH_X86_64: {"execve": 59, "execveat": 322, "connect": 42, "accept": 43,
+                        "accept4": 288, "open": 2, "openat": 257, "openat2": 437, "creat": 85,
+                        "unlink": 87, "unlinkat": 263, "rename": 82, "renameat": 264,
+                        "renameat2": 316, "ptrace": 101},
+    AUDIT_ARCH_AARCH64: {"execve": 221, "execveat": 281, "connect": 203, "accept": 202,
+                         "accept4": 242, "openat": 56, "openat2": 437, "unlinkat": 35,
+                         "renameat": 38, "renameat2": 276, "ptrace": 117},
+    AUDIT_ARCH_I386: {"execve": 11, "execveat": 358},     # compat: exec only
+}
+_NATIVE = {"x86_64": (AUDIT_ARCH_X86_64, (AUDIT_ARCH_I386,)),
+           "aarch64": (AUDIT_ARCH_AARCH64, ())}
+_NAMES = {arch: {num: name for name, num in table.items()} for arch, table in ARCH_TABLES.items()}
+
+O_ACCMODE = 0o3
+O_WRONLY = 0o1
+O_CREAT = 0o100
+AT_FDCWD = -100
+EINPROGRESS = 115
+PTRACE_ATTACH = 16
+PTRACE_SEIZE = 0x4206
+AF_INET, AF_INET6 = 2, 10
+CLK_NS = 10_000_000                # one USER_HZ tick in ns (/proc/PID/stat times)
+_SYS_PIDFD_GETFD = 438             # same number on every architecture (5.6+)
+
+_KEEP = frozenset({nl.AUDIT_SYSCALL, nl.AUDIT_EXECVE, nl.AUDIT_CWD, nl.AUDIT_PATH,
+                   nl.AUDIT_SOCKADDR, nl.AUDIT_OPENAT2})
+_ARGKEY = re.compile(r"a(\d+)(?:\[(\d+)\])?$")
+_SKIP_DEV_DIRS = frozenset({"shm", "pts", "mqueue", "hugepages", "fd", "char", "bsg", "snd",
+                            "input", "dri", "net", "cpu", "vfio"})
+
+
+def _text(raw: Optional[bytes]) -> Optional[str]:
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _s32(hexval: Optional[str]) -> Optional[int]:
+    """A syscall argument (hex unsigned long) as a signed 32-bit int (fds, pids)."""
+    if not hexval:
+        return None
+    try:
+        v = int(hexval, 16) & 0xFFFFFFFF
+    except ValueError:
+        return None
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def _hex(hexval: Optional[str]) -> Optional[int]:
+    try:
+        return int(hexval, 16) if hexval else None
+    except ValueError:
+        return None
+
+
+def _int(val: Optional[str]) -> Optional[int]:
+    try:
+        return int(val) if val is not None else None
+    except ValueError:
+        return None
+
+
+def _dev(text: Optional[str]) -> Optional[int]:
+    """``fe:00`` (hex major:minor) -> dev_t."""
+    if not text or ":" not in text:
+        return None
+    try:
+        major, minor = text.split(":", 1)
+        return os.makedev(int(major, 16), int(minor, 16))
+    except ValueError:
+        return None
+
+
+def _norm(path: str) -> str:
+    path = os.path.normpath(path)
+    return "/" + path.lstrip("/") if path.startswith("//") else path
+
+
+def _decode_sockaddr(hexval: Optional[str]) -> Optional[tuple]:
+    """SOCKADDR ``saddr`` hex -> ``(family, ip, port)`` for AF_INET/AF_INET6, else
+    ``(family, None, None)``; ``None`` when malformed."""
+    try:
+        raw = bytes.fromhex(hexval or "")
+    except ValueError:
+        return None
+    if len(raw) < 2:
+        return None
+    fam = int.from_bytes(raw[:2], sys.byteorder)
+    if fam == AF_INET and len(raw) >= 8:
+        return fam, socket.inet_ntop(socket.AF_INET, raw[4:8]), int.from_bytes(raw[2:4], "big")
+    if fam == AF_INET6 and len(raw) >= 24:
+        return (fam, socket.inet_ntop(socket.AF_INET6, raw[8:24]),
+                int.from_bytes(raw[2:4], "big"))
+    return fam, None, None
+
+
+def _same_ip(a: Optional[str], b: Optional[str]) -> bool:
+    try:
+        return ipaddress.ip_address(a.split("%")[0]) == ipaddress.ip_address(b.split("%")[0])
+    except (ValueError, AttributeError):
+        return False
+
+
+@dataclass(slots=True)
+class _SockInfo:
+    family: int
+    protocol: Optional[str]       # "tcp"/"udp"/None (other protocol)
+    local: Optional[tuple]        # (ip, port)
+    peer: Optional[tuple]
+
+
+_libc = None
+
+
+def _pidfd_getfd(pid: int, fd: int) -> Optional[int]:
+    """Duplicate ``fd`` of process ``pid`` into this process (pidfd_getfd, Linux 5.6+)."""
+    global _libc
+    if fd is None or fd < 0 or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.syscall.restype = ctypes.c_long
+        r = _libc.syscall(ctypes.c_long(_SYS_PIDFD_GETFD), ctypes.c_long(pidfd),
+                          ctypes.c_long(fd), ctypes.c_long(0))
+        return int(r) if r >= 0 else None
+    finally:
+        os.close(pidfd)
+
+
+def _proto_name(proto: int, stype: int) -> Optional[str]:
+    if proto == socket.IPPROTO_TCP or (proto == 0 and stype == socket.SOCK_STREAM):
+        return "tcp"
+    if proto in (socket.IPPROTO_UDP, 136) or (proto == 0 and stype == socket.SOCK_DGRAM):
+        return "udp"
+    return None
+
+
+def _sock_info_pidfd(pid: int, fd: int) -> Optional[_SockInfo]:
+    dup = _pidfd_getfd(pid, fd)
+    if dup is None:
+        return None
+    try:
+        s = socket.socket(fileno=dup)
+    except OSError:
+        os.close(dup)
+        return None
+    try:
+        if s.family not in (socket.AF_INET, socket.AF_INET6):
+            return _SockInfo(int(s.family), None, None, None)
+        try:
+            local = tuple(s.getsockname()[:2])
+        except OSError:
+            local = None
+        try:
+            peer = tuple(s.getpeername()[:2])
+        except OSError:
+            peer = None
+        return _SockInfo(int(s.family), _proto_name(s.proto, int(s.type)), local, peer)
+    finally:
+        s.close()
+
+
+def _proc_hexaddr(text: str) -> tuple:
+    addr, port = text.split(":")
+    words = [int(addr[i:i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(addr), 8)]
+    raw = b"".join(words)
+    fam = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+    return socket.inet_ntop(fam, raw), int(port, 16)
+
+
+def _sock_info_proc(pid: int, fd: int) -> Optional[_SockInfo]:
+    try:
+        link = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
+    if not link.startswith("socket:["):
+        return None
+    ino = link[8:-1]
+    for proto, name, fam in (("tcp", "tcp", AF_INET), ("tcp", "tcp6", AF_INET6),
+                             ("udp", "udp", AF_INET), ("udp", "udp6", AF_INET6)):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                next(f, None)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) > 9 and parts[9] == ino:
+                        local, peer = _proc_hexaddr(parts[1]), _proc_hexaddr(parts[2])
+                        return _SockInfo(fam, proto, local, peer if peer[1] else None)
+        except OSError:
+            continue
+    return None
+
+
+def _proc_stat(pid: int) -> Optional[tuple]:
+    """``(ppid, start_ticks, end_data)`` from ``/proc/PID/stat`` or ``None``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rfind(b")") + 2:].split()
+    try:
+        return int(rest[1]), int(rest[19]), int(rest[48]) if len(rest) > 48 else 0
+    except (IndexError, ValueError):
+        return None
+
+
+class _Event:
+    __slots__ = ("serial", "ts_ns", "born", "records")
+
+    def __init__(self, serial: int, ts_ns: int, born: float) -> None:
+        self.serial, self.ts_ns, self.born, self.records = serial, ts_ns, born, []
+
+
+class AuditBackend(Backend):
+    """Tier-B backend on the kernel audit subsystem (pure-Python netlink).
+
+    Options (all optional):
+        ``key`` (str, default ``"sysmonx"``): filter key of our rules.
+        ``backlog_limit`` (int): kernel backlog in records when we own audit; default
+            ``max(8192, current)``.
+        ``rcvbuf`` (int, bytes, default 8 MiB): netlink receive buffer (SO_RCVBUFFORCE).
+        ``status_interval`` (float s, default 1.0): AUDIT_GET poll for the lost counter.
+        ``device_rescan`` (float s, default 10.0; 0 disables): rescan ``/dev`` for new block
+            devices to watch.
+        ``event_timeout`` (float s, default 1.0): flush an event whose EOE never came.
+        ``socket_lookup`` (``"pidfd"``/``"proc"``/``"none"``, default ``"pidfd"`` with /proc
+            fallback): how protocol and the other endpoint of sockets are found.
+        ``mode`` (``"auto"``/``"multicast"``): force read-only multicast even if audit is free.
+
+    Attributes after :meth:`start`: ``mode`` (``"unicast"`` = we own audit, ``"multicast"``),
+    ``watched_devices`` (block device paths with a watch rule).
+    """
+
+    name = "audit"
+    tier = "B"
+    events = frozenset({1, 3, 9, 10, 11, 23})
+
+    def __init__(self, emit: Callable[[Observation], None], exclude_pids: frozenset = frozenset(),
+                 options: Optional[dict] = None) -> None:
+        super().__init__(emit, exclude_pids, options)
+        self.key = str(self.options.get("key", RULE_KEY))
+        self.mode: Optional[str] = None
+        self.watched_devices: dict = {}          # path -> (st_dev, st_ino)
+        self._watch_ids: dict = {}               # (st_dev, st_ino) -> path
+        self._ctl: Optional[AuditSocket] = None
+        self._saved: Optional[AuditStatus] = None     # status before start()
+        self._saved_rules: list = []                  # rule table before start() (raw)
+        self._rd: Optional[AuditSocket] = None
+        self._ctl_lock = threading.Lock()
+        self._undo: list = []                    # [(description, callable)] in order done
+        self._added: list = []                   # rule payloads we added (bytes)
+        self._thread: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
+        self._pending: "OrderedDict[int, _Event]" = OrderedDict()
+        self._dircache: "OrderedDict[tuple, str]" = OrderedDict()
+        self._last_lost: Optional[int] = None
+        self._arch: Optional[int] = None
+        self._excl = frozenset(self.exclude_pids) | {os.getpid()}
+        self._stats = {"received": 0, "lost": 0, "records": 0, "events": 0, "enobufs": 0,
+                       "rules": 0, "rules_preexisting": 0, "parse_errors": 0, "partial": 0}
+        self._errors_reported = 0
+        self._stopped = True
+
+    # -- probe ---------------------------------------------------------------------------------
+
+    @classmethod
+    def probe(cls) -> Optional[str]:
+        """``None`` if audit netlink answers ``AUDIT_GET`` and we can run here, else the reason
+        (no CONFIG_AUDIT, not in the initial user/PID namespace, missing capability, locked or
+        panic-on-loss configuration, owned by another daemon without multicast permission,
+        unsupported architecture). Side-effect free: reads status, joins nothing permanently."""
+        if os.uname().machine not in _NATIVE:
+            return f"audit backend has no syscall table for architecture {os.uname().machine}"
+        try:
+            sock = AuditSocket()
+        except OSError as e:
+            if e.errno in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
+                return "kernel has no audit support (CONFIG_AUDIT not set)"
+            return f"cannot open the audit netlink socket: {e.strerror}"
+        try:
+            st = sock.get_status(timeout=1.0)
+        except AuditError as e:
+            if e.errno == errno.ECONNREFUSED:
+                return "audit netlink refused: not in the initial user namespace"
+            if e.errno == errno.EPERM:
+                return ("AUDIT_GET not permitted: needs CAP_AUDIT_CONTROL in the initial user "
+                        "and PID namespace")
+            return f"AUDIT_GET failed: {e.strerror or e}"
+        finally:
+            sock.close()
+        return cls._refusal(st)
+
+    @staticmethod
+    def _owner(st: AuditStatus) -> Optional[int]:
+        """The live foreign audit daemon pid, or ``None`` when audit is free for us."""
+        if st.pid and st.pid != os.getpid() and os.path.exists(f"/proc/{st.pid}"):
+            return st.pid
+        return None
+
+    @classmethod
+    def _refusal(cls, st: AuditStatus) -> Optional[str]:
+        if st.enabled == 2:
+            return "audit configuration is locked (enabled=2): rules cannot be added"
+        if st.failure == 2:
+            return ("audit failure mode is 2 (kernel panic on lost records): refusing to add "
+                    "load that could lose records")
+        if st.pid and st.pid == os.getpid():
+            return "audit is already registered by this process (another AuditBackend?)"
+        owner = cls._owner(st)
+        if owner:
+            who = _comm(owner)
+            if st.enabled != 1:
+                return f"audit is owned by pid {owner} ({who}) and disabled"
+            try:
+                AuditSocket(groups=1 << (AUDIT_NLGRP_READLOG - 1)).close()
+            except OSError as e:
+                return (f"audit is owned by pid {owner} ({who}) and the read-only multicast "
+                        f"group is not permitted: {e.strerror} (needs CAP_AUDIT_READ)")
+        return None
+
+    # -- start / stop --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take or share audit, add our rules, start the reader thread.
+
+        Raises:
+            BackendUnavailable: with the reason; everything already changed has been restored.
+        """
+        machine = os.uname().machine
+        if machine not in _NATIVE:
+            raise BackendUnavailable(f"no audit syscall table for {machine}")
+        self._arch, compat = _NATIVE[machine]
+        self._stopped = False
+        self._stopping.clear()
+        try:
+            self._ctl = AuditSocket()
+            st = self._ctl.get_status()
+            self._saved = st
+            self._saved_rules = self._ctl.list_rules()
+            reason = self._refusal(st)
+            if reason:
+                raise BackendUnavailable(reason)
+            stale = sum(1 for raw in self._saved_rules if AuditRule.unpack(raw).key == self.key)
+            if stale:
+                self._error(f"{stale} audit rules keyed {self.key!r} were already present "
+                            "(left by a sensor that did not stop cleanly?); they are kept")
+            self._last_lost = st.lost
+            rcvbuf = int(self.options.get("rcvbuf", 8 << 20))
+            owner = self._owner(st)
+            if owner or self.options.get("mode") == "multicast":
+                if st.enabled != 1:
+                    raise BackendUnavailable(
+                        f"audit is disabled (enabled={st.enabled}) and read-only multicast mode "
+                        "does not change the configuration")
+                self.mode = "multicast"
+                self._rd = AuditSocket(groups=1 << (AUDIT_NLGRP_READLOG - 1), rcvbuf=rcvbuf)
+                self._add_rules(compat)
+            else:
+                self.mode = "unicast"
+                self._take_audit(st, rcvbuf)
+                self._add_rules(compat)
+                if st.enabled != 1:
+                    self._set(enabled=1)
+                    self._undo.append(("restore enabled",
+                                       lambda v=st.enabled: self._set(enabled=v)))
+        except BackendUnavailable:
+            self._restore()
+            raise
+        except (OSError, ValueError) as e:
+            self._restore()
+            raise BackendUnavailable(f"audit set-up failed: {e}") from e
+        atexit.register(self.stop)          # interpreter exit without stop(): still restore
+        self._thread = threading.Thread(target=self._run, name="sysmonx-audit", daemon=True)
+        self._thread.start()
+
+    def _set(self, **values: int) -> None:
+        with self._ctl_lock:
+            self._ctl.set_status(**values)
+
+    def _take_audit(self, st: AuditStatus, rcvbuf: int) -> None:
+        """Unicast mode: limits first, then register our reader socket as the audit pid."""
+        bl = self.options.get("backlog_limit")
+        bl = max(8192, st.backlog_limit) if bl is None else int(bl)
+        self._set(backlog_limit=bl, backlog_wait_time=0, rate_limit=0)
+        self._undo.append(("restore limits", lambda: self._set(
+            backlog_limit=st.backlog_limit, backlog_wait_time=st.backlog_wait_time,
+            rate_limit=st.rate_limit)))
+        self._rd = AuditSocket(rcvbuf=rcvbuf)
+        self._rd.set_status(pid=os.getpid())
+        self._undo.append(("unregister audit pid", self._unregister))
+
+    def _unregister(self) -> None:
+        with self._ctl_lock:
+            cur = self._ctl.get_status()
+            if cur.pid == os.getpid():
+                self._ctl.set_status(pid=0)
+
+    # rules ----------------------------------------------------------------------------------
+
+    def _rule(self, arch: int, syscalls, *fields, kernel_pids: tuple = ()) -> AuditRule:
+        flds = [(AUDIT_ARCH, AUDIT_EQUAL, arch), *fields]
+        flds += [(AUDIT_PID, AUDIT_NOT_EQUAL, p) for p in kernel_pids]
+        flds.append((AUDIT_FILTERKEY, AUDIT_EQUAL, self.key))
+        return AuditRule(listnr=AUDIT_FILTER_EXIT, action=AUDIT_ALWAYS,
+                         mask=AuditRule.syscall_mask(syscalls), fields=flds)
+
+    def _rule_specs(self, compat: tuple) -> list:
+        """``[(rule, fallback_rule_or_None, optional)]`` for this host."""
+        t = ARCH_TABLES[self._arch]
+        pids = tuple(sorted(self._excl))[:50]      # rest filtered in user space
+        ok = (AUDIT_SUCCESS, AUDIT_EQUAL, 1)
+
+        def n(*names):
+            return [t[x] for x in names if x in t]
+
+        def r(syscalls, *f, arch=self._arch):
+            return self._rule(arch, syscalls, *f, kernel_pids=pids)
+
+        specs = [(r(n("execve", "execveat"), ok), None, False)]
+        for a in compat:
+            ct = ARCH_TABLES[a]
+            specs.append((r([ct["execve"], ct["execveat"]], ok, arch=a), None, True))
+        fallback_connect = r(n("connect"))
+        specs.append((r(n("connect"), (AUDIT_SADDR_FAM, AUDIT_EQUAL, AF_INET)),
+                      fallback_connect, False))
+        specs.append((r(n("connect"), (AUDIT_SADDR_FAM, AUDIT_EQUAL, AF_INET6)),
+                      fallback_connect, False))
+        specs.append((r(n("accept", "accept4"), ok), None, False))
+        specs.append((r(n("openat"), (AUDIT_ARG2, AUDIT_BIT_MASK, O_CREAT), ok), None, False))
+        if "open" in t:
+            specs.append((r(n("open"), (AUDIT_ARG1, AUDIT_BIT_MASK, O_CREAT), ok), None, False))
+        specs.append((r(n("creat", "openat2"), ok), r(n("creat"), ok), False))
+        specs.append((r(n("unlink", "unlinkat", "rename", "renameat", "renameat2"), ok),
+                      None, False))
+        specs.append((r(n("ptrace"), (AUDIT_ARG0, AUDIT_EQUAL, PTRACE_ATTACH), ok), None, False))
+        specs.append((r(n("ptrace"), (AUDIT_ARG0, AUDIT_EQUAL, PTRACE_SEIZE), ok), None, False))
+        return specs
+
+    def _watch_rule(self, path: str) -> AuditRule:
+        t = ARCH_TABLES[self._arch]
+        pids = tuple(sorted(self._excl))[:50]
+        return self._rule(self._arch, [t[x] for x in ("open", "openat", "openat2") if x in t],
+                          (AUDIT_WATCH, AUDIT_EQUAL, path), (AUDIT_PERM, AUDIT_EQUAL,
+                                                              AUDIT_PERM_READ),
+                          (AUDIT_SUCCESS, AUDIT_EQUAL, 1), kernel_pids=pids)
+
+    def _add(self, rule: AuditRule) -> bool:
+        """Add one rule; ``True`` if it is now in the kernel (ours or pre-existing)."""
+        payload = rule.pack()
+        try:
+            with self._ctl_lock:
+                self._ctl.add_rule(payload)
+        except AuditError as e:
+            if e.errno == errno.EEXIST:
+                self._stats["rules_preexisting"] += 1
+                return True
+            raise
+        self._added.append(payload)
+        self._stats["rules"] += 1
+        if len(self._added) == 1:
+            self._undo.append(("delete our rules", self._delete_rules))
+        return True
+
+    def _add_rules(self, compat: tuple) -> None:
+        added_fallbacks = set()
+        for rule, fallback, optional in self._rule_specs(compat):
+            try:
+                self._add(rule)
+            except AuditError as e:
+                if e.errno == errno.EINVAL and fallback is not None:
+                    key = fallback.pack()
+                    if key not in added_fallbacks:
+                        added_fallbacks.add(key)
+                        self._add(fallback)
+                elif optional:
+                    continue
+                else:
+                    raise
+        self._rescan_devices()
+
+    def _rescan_devices(self) -> None:
+        for path, ident in _block_devices():
+            if path in self.watched_devices:
+                continue
+            try:
+                self._add(self._watch_rule(path))
+            except AuditError as e:
+                if e.errno in (errno.ENOENT, errno.EINVAL, errno.ENOTDIR):
+                    continue
+                raise
+            self.watched_devices[path] = ident
+            self._watch_ids[ident] = path
+
+    def _delete_rules(self) -> None:
+        failed = []
+        with self._ctl_lock:
+            for payload in reversed(self._added):
+                try:
+                    self._ctl.del_rule(payload)
+                except AuditError as e:
+                    if e.errno != errno.ENOENT:
+                        failed.append(payload)
+        self._added = failed
+        if failed:
+            raise AuditError(errno.EIO, f"{len(failed)} audit rules could not be deleted")
+
+    def stop(self) -> None:
+        """Stop the reader, flush what is queued, delete exactly our rules and restore every
+        audit setting changed by :meth:`start` (also after a half-failed start). A final
+        ``AUDIT_GET`` reports lost records. Idempotent; never raises (problems are emitted as
+        :class:`BackendError`)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        atexit.unregister(self.stop)
+        stuck = False
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            stuck = self._thread.is_alive()      # blocked in emit(): leave its socket alone
+            self._thread = None
+        self._restore(drain=not stuck)
+
+    def _restore(self, drain: bool = True) -> None:
+        problems = []
+        # stop new records first (rules, enabled), drain what is queued, then the rest
+        undo = list(reversed(self._undo))
+        self._undo = []
+        first = [u for u in undo if u[0] in ("restore enabled", "delete our rules")]
+        rest = [u for u in undo if u not in first]
+        for desc, fn in first:
+            try:
+                fn()
+            except Exception as e:   # noqa: BLE001 - stop() must not raise
+                problems.append(f"{desc}: {e}")
+        if self._rd is not None and drain:
+            try:
+                self._drain(0.3)
+            except Exception as e:   # noqa: BLE001
+                problems.append(f"drain: {e}")
+        for desc, fn in rest:
+            try:
+                fn()
+            except Exception as e:   # noqa: BLE001
+                problems.append(f"{desc}: {e}")
+        if self._ctl is not None:
+            try:
+                self._poll_status()
+            except Exception:        # noqa: BLE001
+                pass
+        for sock in (self._rd, self._ctl):
+            if sock is not None:
+                sock.close()
+        self._rd = self._ctl = None
+        self._added = []
+        self._stopped = True
+        for msg in problems:
+            self._safe_emit(BackendError(time.time_ns(), "audit", f"restore failed: {msg}"))
+
+    # -- reader --------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        interval = float(self.options.get("status_interval", 1.0))
+        rescan = float(self.options.get("device_rescan", 10.0))
+        timeout = float(self.options.get("event_timeout", 1.0))
+        next_poll = time.monotonic() + interval
+        next_scan = time.monotonic() + rescan if rescan > 0 else float("inf")
+        try:
+            for mtype, body in self._rd.pending:
+                self._on_message(mtype, body)
+            self._rd.pending.clear()
+            while not self._stopping.is_set():
+                self._read_some(0.1)
+                now = time.monotonic()
+                self._flush(now - timeout)
+                if now >= next_poll:
+                    try:
+                        self._poll_status()
+                    except OSError as e:
+                        self._error(f"AUDIT_GET poll failed: {e}")
+                    next_poll = now + interval
+                if now >= next_scan:
+                    try:
+                        self._rescan_devices()
+                    except (AuditError, OSError) as e:
+                        self._error(f"block device rescan failed: {e}")
+                    next_scan = now + rescan
+        except Exception as e:   # noqa: BLE001 - report, never die silently
+            self._safe_emit(BackendError(time.time_ns(), "audit", f"reader stopped: {e!r}",
+                                         fatal=True))
+
+    def _read_some(self, timeout: float, limit: int = 512, budget: float = 0.2) -> int:
+        """Read up to ``limit`` datagrams (or for ``budget`` seconds, so housekeeping runs even
+        when ``emit`` blocks), waiting at most ``timeout`` for the first."""
+        n = 0
+        wait = timeout
+        end = time.monotonic() + timeout + budget
+        while n < limit and (n == 0 or time.monotonic() < end):
+            try:
+                data = self._rd.recv_datagram(wait)
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    self._stats["enobufs"] += 1
+                    self._loss("audit.enobufs", 0, "netlink receive buffer overflowed (ENOBUFS): "
+                               "an unknown number of audit records were dropped for this reader")
+                    continue
+                raise
+            if data is None:
+                break
+            wait = 0
+            n += 1
+            for mtype, _flags, _seq, body in AuditSocket.split(data):
+                self._on_message(mtype, body)
+        return n
+
+    def _drain(self, budget: float) -> None:
+        deadline = time.monotonic() + budget
+        while time.monotonic() < deadline:
+            if not self._read_some(0.05):
+                break
+        self._flush(float("inf"))
+
+    def _on_message(self, mtype: int, body: bytes) -> None:
+        if mtype not in _KEEP and mtype != nl.AUDIT_EOE:
+            return
+        rec = nl.parse_record(mtype, body)
+        if rec is None:
+            return
+        self._stats["records"] += 1
+        ev = self._pending.get(rec.serial)
+        if mtype == nl.AUDIT_EOE:
+            if ev is not None:
+                del self._pending[rec.serial]
+                self._finish(ev)
+            return
+        if ev is None:
+            ev = self._pending[rec.serial] = _Event(rec.serial, rec.ts_ns, time.monotonic())
+        ev.records.append(rec)
+
+    def _flush(self, older_than: float) -> None:
+        while self._pending:
+            serial, ev = next(iter(self._pending.items()))
+            if ev.born > older_than:
+                break
+            del self._pending[serial]
+            self._stats["partial"] += 1
+            self._finish(ev)
+
+    def _poll_status(self) -> None:
+        with self._ctl_lock:
+            st = self._ctl.get_status()
+        if self._last_lost is not None:
+            delta = (st.lost - self._last_lost) & 0xFFFFFFFF
+            if delta:
+                self._loss("audit.lost", delta,
+                           f"kernel audit lost counter grew by {delta} records (all audit "
+                           f"users; backlog_limit={st.backlog_limit}, backlog={st.backlog})")
+        self._last_lost = st.lost
+
+    # -- emit helpers ----------------------------------------------------------------------------
+
+    def _safe_emit(self, obs: Observation) -> None:
+        try:
+            self.emit(obs)
+        except Exception:    # noqa: BLE001 - a failing consumer must not kill restore
+            pass
+
+    def _out(self, obs: Observation) -> None:
+        self._stats["received"] += 1
+        self.emit(obs)
+
+    def _loss(self, source: str, count: int, detail: str) -> None:
+        self._stats["lost"] += count
+        self.emit(Loss(time.time_ns(), source, count, detail))
+
+    def _error(self, message: str) -> None:
+        self._errors_reported += 1
+        if self._errors_reported <= 20:
+            self.emit(BackendError(time.time_ns(), "audit", message))
+
+    def stats(self) -> dict:
+        """``received`` (observations emitted), ``lost`` (sum of Loss counts), ``records``,
+        ``events``, ``partial`` (events flushed without EOE), ``enobufs``, ``rules`` (added),
+        ``rules_preexisting``, ``parse_errors``, ``mode``, ``watched_devices``."""
+        out = dict(self._stats)
+        out["mode"] = self.mode
+        out["watched_devices"] = len(self.watched_devices)
+        return out
+
+    # -- classification ------------------------------------------------------------------------
+
+    def _finish(self, ev: _Event) -> None:
+        self._stats["events"] += 1
+        try:
+            self._classify(ev)
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            self._stats["parse_errors"] += 1
+            self._error(f"cannot parse audit event {ev.serial}: {e!r}")
+
+    def _classify(self, ev: _Event) -> None:
+        sysrec = next((r for r in ev.records if r.type == nl.AUDIT_SYSCALL), None)
+        if sysrec is None:
+            return                       # only aux records: the SYSCALL was lost (counted)
+        f = nl.parse_fields(sysrec.text)
+        pid = _int(f.get("pid"))
+        if pid is None or pid in self._excl:
+            return
+        arch = _hex(f.get("arch"))
+        name = _NAMES.get(arch, {}).get(_int(f.get("syscall")))
+        if name is None:
+            return
+        success = f.get("success") == "yes"
+        exit_code = _int(f.get("exit"))
+        ts = ev.ts_ns
+        if name in ("execve", "execveat"):
+            if success:
+                self._exec(ev, f, pid, ts)
+        elif name in ("connect", "accept", "accept4"):
+            self._net(ev, f, pid, ts, name, success, exit_code)
+        elif name in ("open", "openat", "openat2", "creat"):
+            if success:
+                self._open(ev, f, pid, ts, name)
+        elif name in ("unlink", "unlinkat"):
+            if success:
+                for item in self._items(ev):
+                    if item.get("nametype") == "DELETE" and not _is_dir(item):
+                        path = self._resolve(item, ev, f, pid, _s32(f.get("a0"))
+                                             if name == "unlinkat" else AT_FDCWD)
+                        self._out(FileDelete(ts, pid, path))
+        elif name in ("rename", "renameat", "renameat2"):
+            if success:
+                self._rename(ev, f, pid, ts, name)
+        elif name == "ptrace":
+            req = _hex(f.get("a0"))
+            if success and req in (PTRACE_ATTACH, PTRACE_SEIZE):
+                self._out(ProcessAccess(ts, pid, _s32(f.get("a1")), req, None))
+
+    @staticmethod
+    def _items(ev: _Event) -> list:
+        items = [nl.parse_fields(r.text) for r in ev.records if r.type == nl.AUDIT_PATH]
+        items.sort(key=lambda d: _int(d.get("item")) or 0)
+        return items
+
+    @staticmethod
+    def _cwd(ev: _Event) -> Optional[str]:
+        for r in ev.records:
+            if r.type == nl.AUDIT_CWD:
+                return _text(nl.decode_untrusted(nl.parse_fields(r.text).get("cwd")))
+        return None
+
+    def _exec(self, ev: _Event, f: dict, pid: int, ts: int) -> None:
+        image = _text(nl.decode_untrusted(f.get("exe")))
+        argv = _argv([r for r in ev.records if r.type == nl.AUDIT_EXECVE])
+        start_ticks = end_data = None
+        st = _proc_stat(pid)
+        if st is not None:
+            _ppid, ticks, end = st
+            boot_epoch = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            if ticks * CLK_NS + boot_epoch <= ts + 25_000_000:     # started before the exec
+                start_ticks = ticks
+                try:
+                    cur = os.readlink(f"/proc/{pid}/exe")
+                except OSError:
+                    cur = None
+                if end and cur is not None and image is not None and (
+                        cur == image or cur == image + " (deleted)"):
+                    end_data = end
+        self._out(ProcessExec(ts_ns=ts, pid=pid, ppid=_int(f.get("ppid")), tid=pid,
+                              start_ticks=start_ticks, image=image, argv=argv,
+                              cwd=self._cwd(ev), uid=_int(f.get("uid")),
+                              auid=_int(f.get("auid")), sessionid=_int(f.get("ses")),
+                              end_data=end_data))
+
+    def _sock_info(self, pid: int, fd: Optional[int]) -> Optional[_SockInfo]:
+        how = self.options.get("socket_lookup", "pidfd")
+        if fd is None or fd < 0 or how == "none":
+            return None
+        info = _sock_info_pidfd(pid, fd) if how == "pidfd" else None
+        return info if info is not None else _sock_info_proc(pid, fd)
+
+    def _net(self, ev: _Event, f: dict, pid: int, ts: int, name: str, success: bool,
+             exit_code: Optional[int]) -> None:
+        saddr = None
+        for r in ev.records:
+            if r.type == nl.AUDIT_SOCKADDR:
+                saddr = _decode_sockaddr(nl.parse_fields(r.text).get("saddr"))
+        if name == "connect":
+            if not (success or exit_code == -EINPROGRESS):
+                return
+            if saddr is None or saddr[0] not in (AF_INET, AF_INET6):
+                return
+            fam, ip, port = saddr
+            info = self._sock_info(pid, _s32(f.get("a0")))
+            proto, src = "tcp", None
+            if info is not None and info.family == fam:
+                if info.peer is not None and _same_ip(info.peer[0], ip) and info.peer[1] == port:
+                    proto, src = info.protocol, info.local
+                elif info.peer is None and info.protocol is not None:
+                    proto = info.protocol          # still connecting: type known, no proof
+                if proto is None:
+                    return                          # not TCP/UDP (e.g. ICMP "ping" socket)
+            self._out(NetworkConnect(ts, pid, proto, True, ip, port,
+                                     src[0] if src else None, src[1] if src else None,
+                                     fam == AF_INET6))
+            return
+        # accept / accept4: SOCKADDR is the remote peer (absent when addr == NULL)
+        if not success:
+            return
+        fam = peer = local = None
+        if saddr is not None:
+            fam = saddr[0]
+            if fam not in (AF_INET, AF_INET6):
+                return
+            peer = (saddr[1], saddr[2])
+        info = self._sock_info(pid, exit_code)
+        if info is not None and (fam is None or info.family == fam):
+            if info.family not in (AF_INET, AF_INET6) or info.protocol != "tcp":
+                return                                  # unix / SCTP / ... accept
+            if peer is None and info.peer is not None:
+                fam, peer, local = info.family, info.peer, info.local
+            elif info.peer is not None and _same_ip(info.peer[0], peer[0]) \
+                    and info.peer[1] == peer[1]:
+                local = info.local
+        if peer is None:
+            return
+        if local is None:
+            lst = self._sock_info(pid, _s32(f.get("a0")))
+            if lst is not None and lst.family == fam and lst.local:
+                local = lst.local
+        if local is None:
+            local = ("0.0.0.0" if fam == AF_INET else "::", 0)
+        self._out(NetworkConnect(ts, pid, "tcp", False, local[0], local[1], peer[0], peer[1],
+                                 fam == AF_INET6))
+
+    def _open(self, ev: _Event, f: dict, pid: int, ts: int, name: str) -> None:
+        dirfd = _s32(f.get("a0")) if name in ("openat", "openat2") else AT_FDCWD
+        if name == "openat":
+            flags = _hex(f.get("a2"))
+        elif name == "open":
+            flags = _hex(f.get("a1"))
+        elif name == "creat":
+            flags = O_CREAT | O_WRONLY
+        else:
+            flags = None
+            for r in ev.records:
+                if r.type == nl.AUDIT_OPENAT2:
+                    flags = _hex((nl.parse_fields(r.text).get("oflag") or "").replace("0x", ""))
+        items = self._items(ev)
+        created = False
+        for item in items:
+            if item.get("nametype") == "CREATE" and not _is_dir(item):
+                created = True
+                self._out(FileCreate(ts, pid, self._resolve(item, ev, f, pid, dirfd, items)))
+        if created:
+            return
+        if flags is not None and flags & O_ACCMODE == O_WRONLY:
+            return
+        for item in items:
+            mode = _octal(item.get("mode"))
+            if mode is not None and stat.S_ISBLK(mode) and item.get("nametype") == "NORMAL":
+                ident = (_dev(item.get("dev")), _int(item.get("inode")))
+                device = self._watch_ids.get(ident) or self._resolve(item, ev, f, pid, dirfd,
+                                                                     items)
+                self._out(RawAccessRead(ts, pid, device))
+                return
+
+    def _rename(self, ev: _Event, f: dict, pid: int, ts: int, name: str) -> None:
+        items = self._items(ev)
+        newdirfd = _s32(f.get("a2")) if name in ("renameat", "renameat2") else AT_FDCWD
+        children = [i for i in items if i.get("nametype") in ("CREATE", "DELETE")]
+        target = next((i for i in children if i.get("nametype") == "CREATE"), None)
+        if target is None and len(children) >= 2:
+            target = children[-1]                      # overwritten target (DELETE item)
+        source = children[0] if children else None
+        if target is None or (source is not None and _is_dir(source)) or _is_dir(target):
+            return
+        self._out(FileCreate(ts, pid, self._resolve(target, ev, f, pid, newdirfd, items)))
+
+    # paths -----------------------------------------------------------------------------------
+
+    def _remember_dir(self, parents: list, path: str) -> None:
+        """Cache directory identity -> path when the event has one unambiguous parent."""
+        idents = {(_dev(p.get("dev")), _int(p.get("inode"))) for p in parents}
+        if len(idents) != 1:
+            return
+        ident = idents.pop()
+        if None in ident:
+            return
+        self._dircache[ident] = os.path.dirname(path)
+        self._dircache.move_to_end(ident)
+        if len(self._dircache) > 4096:
+            self._dircache.popitem(last=False)
+
+    def _resolve(self, item: dict, ev: _Event, f: dict, pid: int, dirfd: Optional[int],
+                 items: Optional[list] = None) -> str:
+        """Absolute path of a PATH item's name (rules in the module doc)."""
+        name = _text(nl.decode_untrusted(item.get("name"))) or ""
+        items = items if items is not None else self._items(ev)
+        parents = [i for i in items if i.get("nametype") == "PARENT"]
+        if not name:
+            return "+"                                   # name=(null): nothing to resolve
+        if name.startswith("/"):
+            path = _norm(name)
+        elif dirfd is None or dirfd == AT_FDCWD:
+            cwd = self._cwd(ev)
+            if not cwd or not cwd.startswith("/"):
+                return "+" + name
+            path = _norm(os.path.join(cwd, name))
+        else:
+            path = self._resolve_at(name, dirfd, pid, parents)
+            if path is None:
+                return "+" + name
+        self._remember_dir(parents, path)
+        return path
+
+    def _resolve_at(self, name: str, dirfd: int, pid: int, parents: list) -> Optional[str]:
+        """``name`` relative to ``dirfd`` of ``pid``: the fd's directory if the process still
+        has it and its identity matches a PARENT item, else the directory cache."""
+        sub = os.path.dirname(name)
+        idents = {(_dev(p.get("dev")), _int(p.get("inode"))) for p in parents}
+        idents.discard((None, None))
+        try:
+            base = os.readlink(f"/proc/{pid}/fd/{dirfd}")
+            s = os.stat(os.path.join(base, sub) if sub else base)
+            if base.startswith("/") and (not idents or (s.st_dev, s.st_ino) in idents):
+                return _norm(os.path.join(base, name))
+        except OSError:
+            pass
+        hits = {self._dircache[i] for i in idents if i in self._dircache}
+        if len(hits) == 1:
+            return _norm(os.path.join(hits.pop(), os.path.basename(name)))
+        return None
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def _octal(text: Optional[str]) -> Optional[int]:
+    try:
+        return int(text, 8) if text else None
+    except ValueError:
+        return None
+
+
+def _is_dir(item: dict) -> bool:
+    mode = _octal(item.get("mode"))
+    return mode is not None and stat.S_ISDIR(mode)
+
+
+def _argv(records: list) -> list:
+    """argv from EXECVE records (one or more, in arrival order)."""
+    argc = None
+    parts: dict = {}
+    for rec in records:
+        for key, val in nl.parse_fields(rec.text).items():
+            if key == "argc":
+                if argc is None:
+                    argc = _int(val)
+                continue
+            m = _ARGKEY.match(key)
+            if not m:
+                continue
+            raw = nl.decode_untrusted(val)
+            parts.setdefault(int(m.group(1)), []).append(
+                (int(m.group(2)) if m.group(2) is not None else -1, raw or b""))
+    count = argc if argc is not None else (max(parts) + 1 if parts else 0)
+    return [b"".join(c for _, c in sorted(parts.get(i, []), key=lambda x: x[0]))
+            .decode("utf-8", "replace") for i in range(count)]
+
+
+def _block_devices() -> list:
+    """``[(path, (st_dev, st_ino))]`` of block device nodes in ``/dev`` and its first-level
+    subdirectories (symlinks not followed)."""
+    out = []
+
+    def scan(d: str, depth: int) -> None:
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            return
+        for e in entries:
+            try:
+                if e.is_symlink():
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    if depth == 0 and e.name not in _SKIP_DEV_DIRS:
+                        scan(e.path, 1)
+                    continue
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISBLK(st.st_mode):
+                out.append((e.path, (st.st_dev, st.st_ino)))
+
+    scan("/dev", 0)
+    out.sort()
+    return out
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
