@@ -303,3 +303,12 @@ def test_follow_sysmon_for_linux_syslog_across_rotation(tmp_path):
     assert fwd[0].data["RuleName"] == "tmpfile"
     errors = [e for e in rec.events if e.event_id == 255]
     assert len(errors) == 1 and "unreadable Sysmon event" in errors[0].data["Description"]
+
+
+def test_invalid_utf8_paths_become_replacement_characters():
+    asm = Assembler(ProcessCache(machine="00000000"))
+    ev = asm.build(ob.FileCreate(time.time_ns(), 4242, os.fsdecode(b"/tmp/bad\xff\xfename")))
+    assert ev.data["TargetFilename"] == "/tmp/bad\ufffd\ufffdname"
+    e1 = asm.build(ob.ProcessExec(time.time_ns(), 4243, ppid=1, start_ticks=1, image="/bin/x",
+                                  argv=["x", os.fsdecode(b"\xc3(")], cwd="/", uid=0, end_data=0))
+    assert e1.data["CommandLine"] == "x \ufffd("

@@ -17,7 +17,7 @@ from .. import __version__
 from ..event import (LINUX_CHANNEL, LINUX_PROVIDER, LINUX_PROVIDER_GUID, SYSMON_KEYWORDS, Event)
 from ..schema import CURRENT
 from . import observations as ob
-from .process import UNSET_ID, FileHasher, ProcessCache, logon_guid
+from .process import UNSET_ID, FileHasher, ProcessCache, clean_text, logon_guid
 
 __all__ = ["Assembler", "utc_time", "event_time"]
 
@@ -194,12 +194,12 @@ class Assembler:
         user = info.user if info else "-"
         if event_id == 11:
             data = {"RuleName": "-", "UtcTime": utc_time(o.ts_ns), "ProcessGuid": guid,
-                    "ProcessId": str(o.pid), "Image": image, "TargetFilename": o.path,
+                    "ProcessId": str(o.pid), "Image": image, "TargetFilename": clean_text(o.path),
                     "CreationUtcTime": utc_time(o.ts_ns), "User": user}
         else:
             data = {"RuleName": "-", "UtcTime": utc_time(o.ts_ns), "ProcessGuid": guid,
                     "ProcessId": str(o.pid), "User": user, "Image": image,
-                    "TargetFilename": o.path, "Hashes": "-", "IsExecutable": "-",
+                    "TargetFilename": clean_text(o.path), "Hashes": "-", "IsExecutable": "-",
                     "Archived": "-"}
         return self.envelope(event_id, data, o.ts_ns)
 
@@ -209,7 +209,7 @@ class Assembler:
             "RuleName": "-", "UtcTime": utc_time(o.ts_ns),
             "ProcessGuid": info.guid if info else "{00000000-0000-0000-0000-000000000000}",
             "ProcessId": str(o.pid), "Image": _dash(info.image if info else None),
-            "Device": o.device, "User": info.user if info else "-"}, o.ts_ns)
+            "Device": clean_text(o.device), "User": info.user if info else "-"}, o.ts_ns)
 
     def _access(self, o: ob.ProcessAccess) -> Event:
         src, dst = self._proc(o.pid), self._proc(o.target_pid)
@@ -233,7 +233,7 @@ class Assembler:
         return self.envelope(22, {
             "RuleName": "-", "UtcTime": utc_time(o.ts_ns),
             "ProcessGuid": info.guid if info else "{00000000-0000-0000-0000-000000000000}",
-            "ProcessId": str(pid or 0), "QueryName": o.query_name,
+            "ProcessId": str(pid or 0), "QueryName": clean_text(o.query_name),
             "QueryStatus": str(o.status) if o.status is not None else "-",
-            "QueryResults": _dash(o.results), "Image": _dash(info.image if info else None),
+            "QueryResults": _dash(clean_text(o.results)), "Image": _dash(info.image if info else None),
             "User": info.user if info else "-"}, o.ts_ns)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import pwd
 import struct
 import threading
@@ -19,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional
 
-__all__ = ["ProcInfo", "ProcessCache", "process_guid", "logon_guid", "machine_id_prefix",
+__all__ = ["ProcInfo", "ProcessCache", "process_guid", "logon_guid", "machine_id_prefix", "clean_text",
            "boot_time", "read_proc", "user_name", "FileHasher", "ZERO_GUID", "UNSET_ID"]
 
 ZERO_GUID = "{00000000-0000-0000-0000-000000000000}"
@@ -68,6 +69,18 @@ def logon_guid(machine: str, uid: int, logon_time: int = 0, terminal: int = 0) -
     t = logon_time & 0xFFFFFFFF
     tail = struct.pack("<II", uid & 0xFFFFFFFF, terminal & 0xFFFFFFFF).hex()
     return f"{{{machine}-{t & 0xFFFF:04x}-{t >> 16:04x}-{tail[:4]}-{tail[4:]}}}"
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(s: Optional[str]) -> Optional[str]:
+    """One text convention for every backend: bytes that were not valid UTF-8 (kept by
+    ``os.fsdecode`` as lone surrogates) become U+FFFD, so every tier gives the same field value
+    and every writer can encode it."""
+    if s is None or s.isascii():
+        return s
+    return _SURROGATES.sub("\ufffd", s)
 
 
 _users: dict = {}
@@ -232,9 +245,9 @@ class ProcessCache:
         old = self.peek(pid)
         if start_ticks is None and old is not None:
             start_ticks = old.start_ticks  # exec keeps the process (same start time)
-        info = ProcInfo(pid, start_ticks, ppid, image,
-                        " ".join(argv) if argv is not None else None, cwd, uid, auid, sessionid,
-                        end_data)
+        info = ProcInfo(pid, start_ticks, ppid, clean_text(image),
+                        clean_text(" ".join(argv)) if argv is not None else None, clean_text(cwd),
+                        uid, auid, sessionid, end_data)
         info.guid = self.make_guid(start_ticks, end_data)
         return self._store(info)
 
@@ -260,9 +273,9 @@ class ProcessCache:
         live = read_proc(pid)
         if live is None:
             return None
-        info = ProcInfo(pid, live["start_ticks"], live["ppid"], live["image"],
-                        " ".join(live["argv"]) if live["argv"] is not None else None,
-                        live["cwd"], live["uid"], live["auid"], live["sessionid"],
+        info = ProcInfo(pid, live["start_ticks"], live["ppid"], clean_text(live["image"]),
+                        clean_text(" ".join(live["argv"])) if live["argv"] is not None else None,
+                        clean_text(live["cwd"]), live["uid"], live["auid"], live["sessionid"],
                         live["end_data"])
         info.guid = self.make_guid(info.start_ticks, info.end_data)
         return self._store(info)
