@@ -73,7 +73,7 @@ def test_exec_event_fields_from_proc(child):
         assert d["Hashes"] == "SHA256=" + hashlib.sha256(f.read()).hexdigest()
     stat = open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()
     start = cache.btime + int(stat[19]) // os.sysconf("SC_CLK_TCK")
-    assert d["ProcessGuid"] == process_guid("0badcafe", start, int(stat[48]))
+    assert d["ProcessGuid"] == process_guid("0badcafe", start, int(stat[24]))  # endcode
     assert d["ProcessGuid"].startswith("{0badcafe-")
     assert list(d) == ["RuleName", "UtcTime", "ProcessGuid", "ProcessId", "Image", "FileVersion",
                        "Description", "Product", "Company", "OriginalFileName", "CommandLine",

@@ -46,8 +46,9 @@ class ProcessExec:
         image: the executable's path (``/proc/PID/exe`` target, or the exec'd filename resolved).
         argv: argument vector; CommandLine is ``" ".join(argv)`` as Sysmon for Linux prints it.
         cwd: current directory. uid/auid/sessionid: real uid, login uid (4294967295 = unset),
-            audit session id (TerminalSessionId). end_data: ``mm->end_data`` (ProcessGuid bytes
-            8-15); ``None`` if unknown.
+            audit session id (TerminalSessionId). end_data: the process key of ProcessGuid bytes
+            8-15 — ``mm->end_code`` (``/proc/PID/stat`` field 27), which is what Sysmon for Linux
+            reads despite the name; ``None`` if unknown.
     """
 
     ts_ns: int

@@ -145,8 +145,8 @@ def read_proc(pid: int) -> Optional[dict]:
     try:
         out["ppid"] = int(fields[1])
         out["start_ticks"] = int(fields[19])
-        if len(fields) > 48:
-            out["end_data"] = int(fields[48])
+        if len(fields) > 24:  # field 27, endcode: what Sysmon for Linux keys ProcessGuid on
+            out["end_data"] = int(fields[24])
     except (IndexError, ValueError):
         pass
     try:

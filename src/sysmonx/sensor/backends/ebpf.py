@@ -1,0 +1,586 @@
+"""Tier A live backend: a CO-RE eBPF object (tracepoints and cgroup hooks only), loaded with
+ctypes against the system ``libbpf.so.1``.
+
+Design and measurements: shared/spec/linux-sensing.md §2.4(b) (what loads on this class of
+host, latency, loss), §2.5 (network sources), §3 (event coverage) and §5 item 1 (tier A). The
+kernel side is ``sysmonx/sensor/bpf/sensor.bpf.c``; this module builds it
+(:func:`sysmonx.sensor.bpf.build.build`), loads it, attaches it, and turns ring-buffer records
+into :mod:`sysmonx.sensor.observations`:
+
+=====================  ===========================================  ===========================
+Observation            kernel source                                notes
+=====================  ===========================================  ===========================
+ProcessExec (1)        tp_btf/sched_process_exec                    image = path of
+                                                                    ``mm->exe_file`` (what
+                                                                    /proc/PID/exe shows), argv
+                                                                    from mm->arg_start..arg_end
+                                                                    (first 4 KiB), cwd by a
+                                                                    mount-aware dentry walk
+ProcessExit (5)        tp_btf/sched_process_exit                    last thread of the group
+NetworkConnect (3)     tp_btf/sys_exit of connect/accept/accept4;   full 4-tuple from the
+                       cgroup/sendmsg4|6, recvmsg4|6 (unconnected   socket; UDP flows
+                       UDP)                                         deduplicated per interval
+FileCreate (11)        sys_exit of open/openat/openat2/creat        only opens that created a
+                                                                    regular file (FMODE_CREATED)
+RawAccessRead (9)      same                                         block device opened for read
+FileDelete (23)        sys_exit of unlink/unlinkat (success)        dfd / cwd resolved in BPF
+ProcessAccess (10)     sys_exit of ptrace ATTACH/SEIZE (success)    as Sysmon for Linux
+Loss                   ``drops`` per-CPU counters (ring full)       ``source='ebpf.ringbuf'``
+=====================  ===========================================  ===========================
+
+Options (``options=`` dict; unknown keys ignored):
+    ``ringbuf_bytes`` (int, default 16 MiB): ring buffer size, a power of two >= 4096.
+    ``events`` (iterable of Sysmon event IDs, default all of :attr:`EbpfBackend.events`).
+    ``udp_interval_s`` (float, default 1800): an unconnected-UDP flow (pid, direction, local
+        port, remote address and port) is reported again only after this long (Sysmon for
+        Linux's ``UDP_REPORT_INTERVAL`` is 30 minutes).
+    ``cgroup`` (str path, or ``False``): cgroup-v2 directory for the UDP hooks; default the root
+        of the first cgroup2 mount; ``False`` skips them (unconnected UDP is then not seen).
+    ``object`` (str): a prebuilt ``.bpf.o`` to load instead of building.
+    ``poll_timeout_ms`` (int, default 50): how long one ring-buffer wait lasts; bounds how
+        quickly :meth:`EbpfBackend.stop` returns.
+    ``batch`` (int, default 512): records copied out of the ring per decode batch.
+    ``coalesce_ms`` (float, default 2): after a partial batch, wait this long before the next
+        poll so that a burst is consumed in batches rather than one wake-up per record (halves
+        the reader's CPU per record in a burst; adds at most this much latency).
+    ``slow_consumer_s`` (float, default 0): sleep this long per record (tests and benchmarks of
+        the loss path only).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..observations import (
+    CLK_TCK,
+    BackendError,
+    FileCreate,
+    FileDelete,
+    Loss,
+    NetworkConnect,
+    Observation,
+    ProcessAccess,
+    ProcessExec,
+    ProcessExit,
+    RawAccessRead,
+)
+from .base import Backend, BackendUnavailable
+
+__all__ = ["EbpfBackend"]
+
+log = logging.getLogger(__name__)
+
+# --- ABI shared with sensor.bpf.c (keep in step) ------------------------------------------------
+ABI_VERSION = 1
+EV_EXEC, EV_EXIT, EV_NET, EV_FILE_CREATE, EV_RAW_READ, EV_FILE_DELETE, EV_PTRACE = range(1, 8)
+EV_NTYPES = 8
+EV_NAMES = {EV_EXEC: "exec", EV_EXIT: "exit", EV_NET: "net", EV_FILE_CREATE: "file_create",
+            EV_RAW_READ: "raw_read", EV_FILE_DELETE: "file_delete", EV_PTRACE: "ptrace"}
+
+F_ARGV_TRUNC, F_PATH1_TRUNC, F_PATH2_TRUNC = 1, 2, 4
+F_IMAGE_FILENAME, F_BASE_CWD, F_BASE_DFD, F_ARGV_FAIL = 8, 16, 32, 64
+
+(M_EXEC, M_EXIT, M_NET, M_FILE_CREATE, M_RAW_READ, M_FILE_DELETE,
+ M_PTRACE) = (1 << i for i in range(7))
+_MASK_BY_EVENT = {1: M_EXEC, 5: M_EXIT, 3: M_NET, 11: M_FILE_CREATE, 9: M_RAW_READ,
+                  23: M_FILE_DELETE, 10: M_PTRACE}
+
+_HDR = struct.Struct("<HHIIIQ")                 # type flags pid tid abi ts
+_EXEC = struct.Struct("<IIIIQQHHHH")            # + ppid uid auid ses start end_code lens
+_EXIT = struct.Struct("<QII")                   # + start_ns exit_code pad
+_NET = struct.Struct("<BBBBHH16s16s")           # + proto family initiated pad lport rport l r
+_PATH = struct.Struct("<HHi")                   # + path_len base_len dfd
+_PTRACE = struct.Struct("<IIQ")                 # + target pad request
+_COUNTERS = struct.Struct(f"<{EV_NTYPES}Q")
+_CFG = struct.Struct("<IIQ")                    # mask pad udp_interval_ns
+_HS = _HDR.size
+_NS_PER_TICK = 1_000_000_000 // CLK_TCK
+AT_FDCWD = -100
+_BATCH_FULL = -4242  # returned by the sample callback to end a poll early (not an errno)
+
+
+def _components(raw: bytes) -> str:
+    """Leaf-first NUL-terminated components (as the BPF walk writes them) -> absolute path."""
+    parts = raw.split(b"\0")
+    if parts and parts[-1] == b"":
+        parts.pop()
+    parts.reverse()
+    return "/" + os.fsdecode(b"/".join(parts))
+
+
+def _normpath(path: str) -> str:
+    """Lexical normalisation of an absolute path (``//``, ``.``, ``..``), as the kernel would
+    resolve it when no symlink is involved."""
+    out: list = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(part)
+    return "/" + "/".join(out)
+
+
+def _ip(family: int, raw: bytes) -> Optional[str]:
+    if family == socket.AF_INET:
+        return None if raw[:4] == b"\0\0\0\0" else socket.inet_ntop(socket.AF_INET, raw[:4])
+    return None if raw == bytes(16) else socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def _cgroup2_root() -> Optional[str]:
+    """Mount point of the first cgroup v2 hierarchy mounted at its root, else ``None``."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                left, _, right = line.partition(" - ")
+                if right.split(" ", 1)[0] == "cgroup2":
+                    fields = left.split()
+                    if fields[3] == "/":
+                        return fields[4].replace("\\040", " ")
+    except OSError:
+        pass
+    return None
+
+
+def _has_bpf_caps() -> bool:
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    caps = int(line.split()[1], 16)
+                    return bool(caps & (1 << 39)) and bool(caps & (1 << 38))  # BPF, PERFMON
+    except OSError:
+        pass
+    return False
+
+
+class EbpfBackend(Backend):
+    """Tier A: process, network, file, raw-disk and ptrace events from one CO-RE BPF object.
+
+    See the module docstring for the event sources and ``options``. Every record the kernel
+    could not queue is counted in the BPF ``drops`` map and comes back as
+    ``Loss(source='ebpf.ringbuf', count=N, detail='exec=..')``; ``exclude_pids`` are filtered in
+    the kernel (``excluded`` hash map, by thread-group id).
+
+    Threads: :meth:`start` spawns one reader thread (``sysmonx-ebpf``) that polls the ring
+    buffer with a ``poll_timeout_ms`` timeout, decodes records in batches and calls ``emit``
+    (which may block: the ring buffer then absorbs the burst, and overflows are counted).
+    """
+
+    name = "ebpf"
+    tier = "A"
+    events = frozenset({1, 3, 5, 9, 10, 11, 23})
+
+    def __init__(self, emit: Callable[[Observation], None], exclude_pids: frozenset = frozenset(),
+                 options: Optional[dict] = None) -> None:
+        super().__init__(emit, exclude_pids, options)
+        self._obj = None
+        self._rb = None
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._batch: list = []
+        self._cgroup_fd: Optional[int] = None
+        self._notices: list = []
+        self._lock = threading.Lock()
+        self._ncpu = 1
+        self._received = [0] * EV_NTYPES
+        self._lost = [0] * EV_NTYPES
+        self._errors = 0
+        self._reader_cpu_ns = 0
+        self._batches = 0
+        self._batch_max = 512
+        self._kernel_sent: Optional[list] = None
+        self._fds: dict = {}
+        self.object_path: Optional[Path] = None
+        self.build_seconds: Optional[float] = None
+        self.attached: list = []
+
+    # -- capability check -------------------------------------------------------------------
+    @classmethod
+    def probe(cls) -> Optional[str]:
+        """``None`` if this host can run the backend, else why not. No side effects: nothing
+        is built, loaded or attached (a BPF verifier rejection is only seen by :meth:`start`)."""
+        if not os.path.exists("/sys/kernel/btf/vmlinux"):
+            return "no BTF at /sys/kernel/btf/vmlinux (kernel without CONFIG_DEBUG_INFO_BTF)"
+        if not _has_bpf_caps():
+            return "needs root or CAP_BPF+CAP_PERFMON"
+        try:
+            from ..bpf.libbpf import load_libbpf
+            load_libbpf()
+        except OSError as exc:
+            return str(exc)
+        if os.environ.get("SYSMONX_BPF_OBJECT"):
+            return None
+        from ..bpf import build as bpf_build
+        missing = bpf_build.missing_tools()
+        if missing:
+            try:
+                cached = bpf_build.cache_dir() / (
+                    f"sensor-{bpf_build.source_hash()}-{bpf_build.btf_hash()}.bpf.o")
+            except (BackendUnavailable, OSError):
+                cached = None
+            if cached is None or not cached.exists():
+                return "; ".join(missing)
+        return None
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Build (or find in the cache) and load the object, fill its maps, attach every
+        program and start the reader thread.
+
+        Raises:
+            BackendUnavailable: build, load (verifier) or a required attach failed; everything
+                done so far has been undone.
+        """
+        if self._thread is not None:
+            raise RuntimeError("EbpfBackend already started (one start per instance)")
+        from ..bpf import build as bpf_build
+        from ..bpf.libbpf import BpfObject, LibbpfError, RingBuffer, possible_cpus
+
+        t0 = time.monotonic()
+        if self.options.get("object"):
+            path = Path(self.options["object"])
+            if not path.is_file():
+                raise BackendUnavailable(f"BPF object {path} does not exist")
+        else:
+            path = bpf_build.build()
+        self.build_seconds = time.monotonic() - t0
+        self.object_path = path
+        wanted = set(self.options.get("events", self.events)) & self.events
+        mask = 0
+        for ev in wanted:
+            mask |= _MASK_BY_EVENT[ev]
+        ring = int(self.options.get("ringbuf_bytes", 16 << 20))
+        if ring < 4096 or ring & (ring - 1):
+            raise BackendUnavailable(f"ringbuf_bytes={ring}: must be a power of two >= 4096")
+
+        try:
+            obj = BpfObject(str(path))
+        except (LibbpfError, OSError) as exc:
+            raise BackendUnavailable(f"cannot open BPF object {path}: {exc}") from None
+        self._obj = obj
+        try:
+            progs = obj.programs()
+            cgroup_opt = self.options.get("cgroup")
+            cg_path = None
+            if mask & M_NET and cgroup_opt is not False:
+                cg_path = cgroup_opt or _cgroup2_root()
+                if cg_path is None:
+                    self._notice("no cgroup v2 mount: unconnected UDP send/recv is not reported")
+            need = {
+                "on_exec": bool(mask & M_EXEC),
+                "on_exit": bool(mask & M_EXIT),
+                "on_sys_exit": bool(mask & (M_NET | M_FILE_CREATE | M_RAW_READ | M_FILE_DELETE
+                                            | M_PTRACE)),
+            }
+            for pname, (section, prog) in progs.items():
+                on = need.get(pname, section.startswith("cgroup/") and cg_path is not None)
+                obj.set_autoload(prog, on)
+            obj.set_max_entries("events", ring)
+            try:
+                obj.load()
+            except LibbpfError as exc:
+                raise BackendUnavailable(f"BPF load failed: {exc}") from None
+            self._ncpu = possible_cpus()
+            for m in ("events", "drops", "sent", "excluded", "sx_config"):
+                self._fds[m] = obj.map_fd(m)
+            interval = int(float(self.options.get("udp_interval_s", 1800)) * 1e9)
+            from ..bpf.libbpf import map_update
+            map_update(self._fds["sx_config"], struct.pack("<I", 0), _CFG.pack(mask, 0, interval))
+            self.set_excluded(self.exclude_pids)
+            if cg_path is not None:
+                try:
+                    self._cgroup_fd = os.open(cg_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                except OSError as exc:
+                    self._notice(f"cannot open cgroup {cg_path}: {exc.strerror}; "
+                                 "unconnected UDP is not reported")
+            for pname, (section, prog) in progs.items():
+                if pname in need:
+                    if need[pname]:
+                        try:
+                            obj.attach(prog)
+                        except LibbpfError as exc:
+                            raise BackendUnavailable(f"attach {section} failed: {exc}") from None
+                        self.attached.append(section)
+                elif cg_path is not None and self._cgroup_fd is not None:
+                    try:
+                        obj.attach(prog, self._cgroup_fd)
+                        self.attached.append(f"{section}@{cg_path}")
+                    except LibbpfError as exc:
+                        self._notice(f"attach {section} to {cg_path} failed: {exc.strerror}")
+            self._rb = RingBuffer(self._fds["events"], self._on_sample)
+        except BackendUnavailable:
+            self._teardown()
+            raise
+        except Exception as exc:
+            self._teardown()
+            raise BackendUnavailable(f"eBPF backend start failed: {exc}") from exc
+        except BaseException:
+            self._teardown()
+            raise
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._reader, name="sysmonx-ebpf", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the reader: detach every program, drain what is left in the ring buffer,
+        report final losses, free the object. Idempotent; never raises. If ``emit`` is
+        blocked for longer than ``stop_timeout_s`` (default 5), the programs are detached
+        here anyway and the reader frees the rest when it unblocks."""
+        try:
+            thread = self._thread
+            if thread is None:
+                return
+            self._stop.set()
+            thread.join(timeout=float(self.options.get("stop_timeout_s", 5)))
+            if thread.is_alive() and self._obj is not None:
+                self._obj.detach_all()
+        except Exception:
+            log.exception("ebpf backend stop")
+
+    def stats(self) -> dict:
+        """Counters: ``received``/``lost`` (totals), ``received_by_type``/``lost_by_type``,
+        ``kernel_sent`` (records the kernel committed), ``reader_cpu_s`` (CPU time of the
+        reader thread), ``batches``, ``decode_errors``, ``build_s`` and ``attached``."""
+        sent = self._kernel_sent
+        if self._thread is not None and self._thread.is_alive():
+            try:
+                sent = self._read_counters("sent")
+            except OSError:
+                pass
+        return {
+            "received": sum(self._received),
+            "lost": sum(self._lost),
+            "received_by_type": {EV_NAMES[i]: n for i, n in enumerate(self._received) if n},
+            "lost_by_type": {EV_NAMES[i]: n for i, n in enumerate(self._lost) if n},
+            "kernel_sent": sum(sent) if sent else None,
+            "reader_cpu_s": self._reader_cpu_ns / 1e9,
+            "batches": self._batches,
+            "decode_errors": self._errors,
+            "build_s": self.build_seconds,
+            "attached": list(self.attached),
+        }
+
+    def set_excluded(self, pids) -> None:
+        """Replace the in-kernel set of excluded thread-group ids (at most 4096)."""
+        from ..bpf.libbpf import map_delete, map_update
+        fd = self._fds.get("excluded")
+        new = frozenset(int(p) for p in pids)
+        if fd is None:
+            self.exclude_pids = new
+            return
+        for pid in self.exclude_pids - new:
+            map_delete(fd, struct.pack("<I", pid))
+        for pid in new:
+            map_update(fd, struct.pack("<I", pid), b"\x01")
+        self.exclude_pids = new
+
+    # -- internals ----------------------------------------------------------------------------
+    def _notice(self, message: str) -> None:
+        log.warning("ebpf backend: %s", message)
+        self._notices.append(message)
+
+    def _teardown(self) -> None:
+        if self._rb is not None:
+            self._rb.free()
+            self._rb = None
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+        if self._cgroup_fd is not None:
+            os.close(self._cgroup_fd)
+            self._cgroup_fd = None
+        self._fds = {}
+
+    def _on_sample(self, data: int, size: int) -> int:
+        batch = self._batch
+        batch.append(ctypes.string_at(data, size))
+        return _BATCH_FULL if len(batch) >= self._batch_max else 0
+
+    def _read_counters(self, name: str) -> Optional[list]:
+        from ..bpf.libbpf import map_lookup
+        fd = self._fds.get(name)
+        if fd is None:
+            return None
+        raw = map_lookup(fd, b"\0\0\0\0", _COUNTERS.size * self._ncpu)
+        if raw is None:
+            return None
+        totals = [0] * EV_NTYPES
+        for cpu in range(self._ncpu):
+            for i, v in enumerate(_COUNTERS.unpack_from(raw, cpu * _COUNTERS.size)):
+                totals[i] += v
+        return totals
+
+    def _check_drops(self) -> None:
+        drops = self._read_counters("drops")
+        if drops is None:
+            return
+        delta = [d - seen for d, seen in zip(drops, self._lost, strict=True)]
+        total = sum(delta)
+        if total > 0:
+            self._lost = drops
+            detail = " ".join(f"{EV_NAMES[i]}={n}" for i, n in enumerate(delta) if n)
+            self.emit(Loss(ts_ns=time.time_ns(), source="ebpf.ringbuf", count=total,
+                           detail=detail))
+
+    def _reader(self) -> None:
+        self._batch_max = max(1, int(self.options.get("batch", 512)))
+        timeout = int(self.options.get("poll_timeout_ms", 50))
+        slow = float(self.options.get("slow_consumer_s", 0))
+        coalesce = float(self.options.get("coalesce_ms", 2.0)) / 1000
+        drops_every = 0.1
+        next_drops = 0.0
+        cpu0 = time.thread_time_ns()
+        try:
+            for msg in self._notices:
+                self.emit(BackendError(ts_ns=time.time_ns(), source="ebpf", message=msg))
+            while not self._stop.is_set():
+                rc = self._rb.poll(timeout)
+                if rc < 0 and rc != _BATCH_FULL:
+                    raise OSError(-rc, f"ring_buffer__poll: {os.strerror(-rc)}")
+                got = len(self._batch)
+                self._drain_batch(slow)
+                now = time.monotonic()
+                if now >= next_drops:
+                    self._check_drops()
+                    self._reader_cpu_ns = time.thread_time_ns() - cpu0
+                    next_drops = now + drops_every
+                if 0 < got < self._batch_max and coalesce:
+                    # let a burst accumulate: one wake-up per batch instead of per record
+                    time.sleep(coalesce)
+            # final: detach (no new records), drain the rest, last loss report
+            self._obj.detach_all()
+            while True:
+                n = self._rb.consume()
+                self._drain_batch(slow)
+                if n != _BATCH_FULL:
+                    break
+            self._check_drops()
+            self._kernel_sent = self._read_counters("sent")
+        except Exception as exc:
+            log.exception("ebpf reader failed")
+            try:
+                self.emit(BackendError(ts_ns=time.time_ns(), source="ebpf",
+                                       message=f"reader failed: {exc!r}", fatal=True))
+            except Exception:
+                pass
+        finally:
+            self._reader_cpu_ns = time.thread_time_ns() - cpu0
+            with self._lock:
+                self._teardown()
+
+    def _drain_batch(self, slow: float) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        self._batches += 1
+        offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        emit = self.emit
+        for rec in batch:
+            try:
+                obs = self._decode(rec, offset)
+            except Exception:
+                self._errors += 1
+                log.debug("undecodable ebpf record %r", rec[:64], exc_info=True)
+                continue
+            if slow:
+                time.sleep(slow)
+            if obs is not None:
+                emit(obs)
+
+    def _decode(self, rec: bytes, offset: int):
+        etype, flags, pid, tid, abi, ts = _HDR.unpack_from(rec)
+        if abi != ABI_VERSION:
+            raise ValueError(f"ABI {abi} != {ABI_VERSION}")
+        self._received[etype] += 1
+        ts += offset
+        if etype == EV_EXEC:
+            return self._decode_exec(rec, flags, pid, tid, ts)
+        if etype == EV_EXIT:
+            start, code, _ = _EXIT.unpack_from(rec, _HS)
+            return ProcessExit(ts_ns=ts, pid=pid, start_ticks=start // _NS_PER_TICK,
+                               exit_code=(code >> 8) & 0xFF)
+        if etype == EV_NET:
+            return self._decode_net(rec, pid, ts)
+        if etype in (EV_FILE_CREATE, EV_RAW_READ):
+            plen, _, _ = _PATH.unpack_from(rec, _HS)
+            start = _HS + _PATH.size
+            path = _components(rec[start:start + plen])
+            if etype == EV_FILE_CREATE:
+                return FileCreate(ts_ns=ts, pid=pid, path=path)
+            return RawAccessRead(ts_ns=ts, pid=pid, device=path)
+        if etype == EV_FILE_DELETE:
+            return FileDelete(ts_ns=ts, pid=pid, path=self._delete_path(rec, flags, pid))
+        if etype == EV_PTRACE:
+            target, _, request = _PTRACE.unpack_from(rec, _HS)
+            return ProcessAccess(ts_ns=ts, pid=pid, target_pid=target, request=request, tid=tid)
+        raise ValueError(f"unknown record type {etype}")
+
+    @staticmethod
+    def _decode_exec(rec: bytes, flags: int, pid: int, tid: int, ts: int) -> ProcessExec:
+        (ppid, uid, auid, ses, start, end_code, alen, ilen, clen,
+         _) = _EXEC.unpack_from(rec, _HS)
+        base = _HS + _EXEC.size
+        raw_argv = rec[base:base + alen]
+        if flags & F_ARGV_FAIL:
+            argv = None
+        else:
+            if raw_argv.endswith(b"\0"):
+                raw_argv = raw_argv[:-1]
+            argv = [os.fsdecode(a) for a in raw_argv.split(b"\0")] if raw_argv else []
+        raw_image = rec[base + alen:base + alen + ilen]
+        cwd = _components(rec[base + alen + ilen:base + alen + ilen + clen])
+        if flags & F_IMAGE_FILENAME:
+            image = os.fsdecode(raw_image.rstrip(b"\0"))
+            image = _normpath(image if image.startswith("/") else f"{cwd}/{image}")
+        else:
+            image = _components(raw_image) if ilen else None
+        return ProcessExec(ts_ns=ts, pid=pid, ppid=ppid, tid=tid,
+                           start_ticks=start // _NS_PER_TICK, image=image, argv=argv, cwd=cwd,
+                           uid=uid, auid=auid, sessionid=ses, end_data=end_code)
+
+    @staticmethod
+    def _decode_net(rec: bytes, pid: int, ts: int) -> NetworkConnect:
+        proto, family, initiated, _, lport, rport, laddr, raddr = _NET.unpack_from(rec, _HS)
+        v6 = family == socket.AF_INET6
+        local, remote = _ip(family, laddr), _ip(family, raddr)
+        unspecified = "::" if v6 else "0.0.0.0"
+        protocol = "tcp" if proto == socket.IPPROTO_TCP else "udp"
+        if initiated:
+            return NetworkConnect(ts_ns=ts, pid=pid, protocol=protocol, initiated=True,
+                                  dest_ip=remote or unspecified, dest_port=rport,
+                                  source_ip=local, source_port=lport or None, ipv6=v6)
+        return NetworkConnect(ts_ns=ts, pid=pid, protocol=protocol, initiated=False,
+                              dest_ip=local or unspecified, dest_port=lport,
+                              source_ip=remote, source_port=rport or None, ipv6=v6)
+
+    @staticmethod
+    def _delete_path(rec: bytes, flags: int, pid: int) -> str:
+        plen, blen, dfd = _PATH.unpack_from(rec, _HS)
+        start = _HS + _PATH.size
+        upath = os.fsdecode(rec[start:start + plen].rstrip(b"\0"))
+        if upath.startswith("/"):
+            return _normpath(upath)
+        if blen:
+            base = _components(rec[start + plen:start + plen + blen])
+        else:
+            # the BPF walk found nothing: best effort through /proc (the process may be gone)
+            link = f"/proc/{pid}/cwd" if flags & F_BASE_CWD or dfd == AT_FDCWD \
+                else f"/proc/{pid}/fd/{dfd}"
+            try:
+                base = os.readlink(link)
+            except OSError:
+                return upath
+        return _normpath(f"{base}/{upath}")
