@@ -15,6 +15,7 @@ from evtx import PyEvtxParser
 from lxml import etree
 
 from sysmonx.event import Event
+import os
 from sysmonx.sources import ReadError, detect_format, iter_input_files, open_source
 from sysmonx.sources.evtx import read_evtx
 from sysmonx.sources.jsonl import read_jsonl
@@ -475,3 +476,25 @@ def test_readers_are_lazy(tmp_path):
     for reader in (read_jsonl, read_syslog):
         assert isinstance(reader(str(p), print), type(read_xml(str(p), print)))
     assert isinstance(next(read_xml(str(p), print)), Event)
+
+
+def test_unseekable_inputs_fifo_and_devstdin(tmp_path):
+    """A FIFO (or /dev/stdin, process substitution) is read once as a stream, detected from its
+    first bytes (a new user's report: such inputs hung or gave 0 records)."""
+    import threading
+    from sysmonx.cli import builtin_sample_path
+    fifo = tmp_path / "f.xml"
+    os.mkfifo(fifo)
+    data = builtin_sample_path().read_bytes()
+    t = threading.Thread(target=lambda: fifo.write_bytes(data))
+    t.start()
+    got = list(open_source(str(fifo), lambda e: pytest.fail(str(e))))
+    t.join(5)
+    assert len(got) == 26 and got[0].event_id == 4
+
+
+def test_folder_walk_keeps_extensionless_syslog_files(tmp_path):
+    for name in ("syslog", "syslog.1", "messages", "notes", "auth"):
+        (tmp_path / name).write_text("x\n")
+    found = sorted(os.path.basename(p) for p in iter_input_files([str(tmp_path)]))
+    assert found == ["messages", "syslog", "syslog.1"]

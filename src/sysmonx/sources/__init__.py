@@ -60,6 +60,8 @@ _EVTX_MAGIC = b"ElfFile\x00"
 _SYSLOG_PRI = re.compile(rb"<\d{1,3}>")
 _EVENT_TAG = re.compile(rb"<Event[\s>]")
 _RECORD_LINE = re.compile(rb"Record \d+\r?\n\s*\{")
+#: Extension-less syslog files (and their rotations) also kept when a folder is walked.
+_SYSLOG_NAME = re.compile(r"^(syslog|messages|user\.log|daemon\.log)(\.\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -101,12 +103,15 @@ def iter_input_files(paths: list[str]) -> Iterator[str]:
         FileNotFoundError: a path that does not exist (``filename`` is the path).
     """
     for path in paths:
-        if os.path.isdir(path):
+        if path == "-":
+            yield path
+        elif os.path.isdir(path):
             for root, dirs, files in os.walk(path):
                 dirs.sort()
                 for name in sorted(files):
                     ext = os.path.splitext(name)[1].lower()
-                    if ext in INPUT_EXTENSIONS or ext in ARCHIVE_EXTENSIONS:
+                    if ext in INPUT_EXTENSIONS or ext in ARCHIVE_EXTENSIONS \
+                            or _SYSLOG_NAME.match(name):
                         yield os.path.join(root, name)
         elif os.path.exists(path):
             yield path
@@ -170,6 +175,8 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
     if input_format is not None and input_format not in FORMATS:
         raise ValueError(f"unknown input format {input_format!r}; expected one of "
                          f"{', '.join(FORMATS)}")
+    if path == "-" or not os.path.isfile(path):
+        return _read_unseekable(path, on_error, input_format, threads)
     with open(path, "rb") as f:
         head = f.read(_SNIFF_BYTES)
     from .archive import container_kind
@@ -199,6 +206,20 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
         from .jsonshapes import read_json_shape
         return read_json_shape(path, on_error, fmt)
     return reader(path, on_error)
+
+
+def _read_unseekable(path: str, on_error, input_format, threads) -> Iterator[Event]:
+    """Standard input (``-``), a FIFO, ``/dev/stdin`` or a process substitution: opened once and
+    read as a stream, format detected from the first bytes (EVTX is buffered in memory up to a
+    cap, since pyevtx-rs needs to seek)."""
+    import sys
+    from .archive import _member
+    name = "<stdin>" if path == "-" else path
+    if path == "-":
+        yield from _member(sys.stdin.buffer, name, name, on_error, input_format, threads, 0)
+        return
+    with open(path, "rb") as f:
+        yield from _member(f, name, name, on_error, input_format, threads, 0)
 
 
 def read_stream(stream, name: str, on_error: Callable[[ReadError], None],
