@@ -289,7 +289,7 @@ def _tree(col, root):
 def _proc_stat(pid):
     with open(f"/proc/{pid}/stat", "rb") as f:
         rest = f.read().rsplit(b")", 1)[1].split()
-    return int(rest[19]), int(rest[48])
+    return int(rest[19]), int(rest[24])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ def xml_rendering(value: str) -> str:
     return _NOT_XML.sub(lambda m: "\\u%04x" % ord(m.group()), value)
 
 
-@pytest.mark.parametrize("name", list(WRITERS))
+@pytest.mark.parametrize("name", list(READERS))  # csv: tests/test_hostile.py
 def test_hostile_values_cannot_forge_fields_events_or_lines(tmp_path, name):
     events = [hostile_event(1), hostile_event(2)]
     out = write_all(tmp_path, name, events)
@@ -254,7 +254,8 @@ def test_close_flushes_and_closes_files_but_not_stdout(tmp_path, name):
     w.write(Event(1, {"a": "b"}))
     w.close()
     w.close()  # idempotent
-    assert f.closed and (tmp_path / "o").read_bytes().count(b"\n") == 1
+    header_lines = 1 if name == "csv" else 0
+    assert f.closed and (tmp_path / "o").read_bytes().count(b"\n") == 1 + header_lines
     out = _Stdout()
     writer_class(name)(out).close()
     assert not out.closed
@@ -273,4 +274,4 @@ def test_root_option_wraps_in_events():
     assert isinstance(JsonlWriter(io.BytesIO()), writer_class("jsonl"))
     assert isinstance(LinuxXmlWriter(io.BytesIO()), writer_class("linux-xml"))
     with pytest.raises(ValueError, match="unknown output format"):
-        writer_class("csv")
+        writer_class("parquet")

@@ -1,11 +1,13 @@
 """Command line: Sysmon-compatible switches and SysmonX subcommands.
 
-``sysmonx replay ...`` replays recorded logs through a config; ``sysmonx -s [version|all]`` prints
-the schema as Sysmon does; ``sysmonx -? config`` prints configuration help. The CLI only parses
-arguments and calls the pipeline (docs/ARCHITECTURE.md).
+``sysmonx replay ...`` replays recorded logs through a config; ``sysmonx run`` is the live sensor;
+``sysmonx config check|explain|compile|decode`` are the configuration tools. A first argument that
+is a switch (``-i``, ``-c``, ``-u``, ``-s``, ``-t``, ``-? config`` ...) is Sysmon's own command line,
+handled by :mod:`sysmonx.compat` with Sysmon's parsing rules and exit codes (0, 87, 740). The CLI
+only parses arguments and calls the pipeline (docs/ARCHITECTURE.md).
 
-Exit status: 0 success; 1 a fatal error (bad config, missing input, unwritable output); 2 bad
-usage. A bad record is an error line on stderr, not a failure.
+Exit status of the subcommands: 0 success; 1 a fatal error (bad config, missing input,
+unwritable output); 2 bad usage. A bad record is an error line on stderr, not a failure.
 """
 
 from __future__ import annotations
@@ -52,9 +54,18 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", metavar="FILE",
                    help="Sysmon XML config; 'default' for the built-in one. Without a config "
                         "every Sysmon event passes unchanged (format conversion)")
-    p.add_argument("--format", "-f", default="xml", choices=["xml", "linux-xml", "jsonl"],
+    p.add_argument("--format", "-f", default="xml", choices=["xml", "linux-xml", "jsonl", "csv"],
                    help="output format: Windows event XML (default), Sysmon for Linux single-line "
-                        "XML, or JSON lines")
+                        "XML, JSON lines, or a CSV timeline (Timeline Explorer, spreadsheets; "
+                        "formula-neutralised)")
+    p.add_argument("--csv-bom", action="store_true",
+                   help="with --format csv: start with a UTF-8 byte-order mark (for Excel)")
+    p.add_argument("--from", dest="time_from", metavar="TIME",
+                   help="keep records whose System time is at or after TIME (ISO 8601, UTC unless "
+                        "it has Z or an offset; a date alone is its midnight UTC)")
+    p.add_argument("--to", dest="time_to", metavar="TIME",
+                   help="keep records whose System time is before TIME (exclusive). Records "
+                        "without a time are kept and counted")
     p.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
     from .sources import FORMATS
     p.add_argument("--input-format", choices=list(FORMATS),
@@ -123,6 +134,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-backends", action="store_true",
                    help="show which backends can run here and why not, then exit")
     p.add_argument("--provider", help="System/Provider Name (default: Linux-Sysmon)")
+    p.add_argument("--pidfile", metavar="FILE",
+                   help="write the sensor's pid to FILE once it has started (events 4 and 16 "
+                        "written); removed at exit. Used by the service (sysmonx -i)")
     return p
 
 
@@ -178,6 +192,8 @@ def cmd_run(argv: list[str]) -> int:
             options.backend_options = {"follow": args.follow, "from_start": args.from_start}
         sensor = Sensor(config, writers, options, config_path=str(cpath),
                         on_status=lambda msg: console.print(f"sysmonx: {msg}", markup=False))
+        if args.pidfile:
+            write_pidfile_when_started(sensor, args.pidfile, stack)
         try:
             stats = sensor.run()
         except BackendUnavailable as exc:
@@ -191,6 +207,42 @@ def cmd_run(argv: list[str]) -> int:
                   f"{sum(stats.filtered.values()):,}, lost {stats.lost:,}, errors {stats.errors}",
                   markup=False)
     return 0
+
+
+def write_pidfile_when_started(sensor, path: str, stack: ExitStack) -> None:
+    """Write ``path`` (the pid, one line; replaced atomically) once ``sensor`` has started, from
+    a watcher thread, and remove it when ``stack`` closes if it still holds our pid. The service
+    (:mod:`sysmonx.service`) waits for this file to know the sensor is up."""
+    import os
+    import threading
+    pid = os.getpid()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not sensor.started.wait(0.2):
+            if done.is_set():
+                return
+        tmp = f"{path}.{pid}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                f.write(f"{pid}\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+    def remove() -> None:
+        done.set()
+        try:
+            with open(path) as f:
+                mine = f.read().strip() == str(pid)
+            if mine:
+                os.unlink(path)
+        except OSError:
+            pass
+
+    threading.Thread(target=watch, name="sysmonx-pidfile", daemon=True).start()
+    stack.callback(remove)
 
 
 def make_writer_unbuffered(fmt: str, stream):
@@ -221,12 +273,28 @@ def _config_parser() -> argparse.ArgumentParser:
                                       "Rules value) back into a Sysmon XML config")
     d.add_argument("blob")
     d.add_argument("-o", "--output", metavar="XML", help="default: stdout")
+    e = sub.add_parser("explain", help="print Sysmon's decision trace for one event: rule sets "
+                                       "tried in order, filters evaluated, the decision and "
+                                       "RuleName")
+    e.add_argument("file", help="the Sysmon XML config")
+    e.add_argument("event", help="a file holding one event: event XML (Windows or Sysmon for "
+                                 "Linux form, or a syslog line) or a SysmonX JSON line")
+    e.add_argument("--no-extensions", action="store_true")
+    e.add_argument("--compare-fold", choices=["auto", "lower", "upper"], default="auto",
+                   help="fold of less/more than: auto (upper for Sysmon for Linux events, "
+                        "else lower)")
+    e.add_argument("--fallback", choices=["code", "intent"], default="code")
+    e.add_argument("--no-stale-rulename", action="store_true")
+    e.add_argument("--no-rule-defaults", choices=["manifest", "community"], default="manifest")
+    e.add_argument("--no-values", action="store_true",
+                   help="do not show the event value next to each filter")
     return p
 
 
 def _stderr_console():
-    from rich.console import Console
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    # every str printed is neutralised (no terminal escapes from paths or record text)
+    from .textsafe import safe_console
+    return safe_console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def cmd_replay(argv: list[str]) -> int:
@@ -273,8 +341,19 @@ def cmd_replay(argv: list[str]) -> int:
                 console.print(f"error: --env expects NAME=VALUE, got {item!r}")
                 return EXIT_USAGE
             environment[name] = value
+    from .pipeline import parse_time_bound
+    try:
+        bounds = [None if b is None else parse_time_bound(b)
+                  for b in (args.time_from, args.time_to)]
+    except ValueError as exc:
+        console.print(f"error: --from/--to: {exc}")
+        return EXIT_USAGE
+    if None not in bounds and bounds[0] >= bounds[1]:
+        console.print(f"error: --from {bounds[0]} is not before --to {bounds[1]}")
+        return EXIT_USAGE
     options = ReplayOptions(
         config=config, non_sysmon=args.non_sysmon, input_format=args.input_format,
+        time_from=bounds[0], time_to=bounds[1],
         engine_options=EngineOptions(
             compare_fold=args.compare_fold, fallback=args.fallback,
             stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
@@ -285,6 +364,7 @@ def cmd_replay(argv: list[str]) -> int:
     jobs = default_jobs() if args.jobs == 0 else max(1, args.jobs)
     files = list(iter_input_files(paths))
     fmt = None if args.no_output else args.format
+    writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
 
     def on_error(err) -> None:
         console.print(f"error: {err}", markup=False)
@@ -315,9 +395,10 @@ def cmd_replay(argv: list[str]) -> int:
 
         try:
             if jobs > 1 and len(files) > 1:
-                stats = replay_parallel(files, options, fmt, stream, jobs, on_error, file_done)
+                stats = replay_parallel(files, options, fmt, stream, jobs, on_error, file_done,
+                                        writer_options=writer_options)
             else:
-                writer = make_writer(fmt, stream) if fmt is not None else None
+                writer = make_writer(fmt, stream, **writer_options) if fmt is not None else None
                 if writer is not None:
                     writer.close_stream = False
                     stack.callback(writer.close)
@@ -341,7 +422,8 @@ def cmd_replay(argv: list[str]) -> int:
             _silence_stdout()
             return 0
     if not args.quiet:
-        print_summary(console, stats, config is not None)
+        print_summary(console, stats, config is not None,
+                      window=args.time_from is not None or args.time_to is not None)
     return 0
 
 
@@ -355,8 +437,9 @@ def _silence_stdout() -> None:
         pass
 
 
-def print_summary(console, stats, filtered: bool) -> None:
-    """Print the end-of-replay table: per EventID read/included/excluded, totals, errors."""
+def print_summary(console, stats, filtered: bool, window: bool = False) -> None:
+    """Print the end-of-replay table: per EventID read/included/excluded, totals, errors; with
+    ``window`` (``--from``/``--to`` given) also the records outside it and those without a time."""
     from rich.table import Table
     from .pipeline import event_name
 
@@ -376,6 +459,9 @@ def print_summary(console, stats, filtered: bool) -> None:
                   f"{stats.sysmon:,}  other records: {stats.non_sysmon:,} "
                   f"({'passed' if stats.non_sysmon_written else 'dropped'})  errors: "
                   f"{stats.errors:,}" + ("" if filtered else "  (no config: nothing filtered)"))
+    if window:
+        console.print(f"time window: {stats.out_of_window:,} records outside --from/--to skipped, "
+                      f"{stats.untimed:,} records without a time kept")
 
 
 def cmd_config(argv: list[str]) -> int:
@@ -410,6 +496,12 @@ def cmd_config(argv: list[str]) -> int:
         return EXIT_FATAL
     for w in cfg.warnings:
         console.print(str(w), markup=False)
+    if args.action == "explain":
+        return cmd_explain(cfg, args, console)
+    if args.action == "check":
+        from .config.lint import lint_config
+        for w in lint_config(cfg):
+            console.print(str(w), markup=False)
     if args.action == "compile":
         from .config.blob import BlobError, compile_blob
         try:
@@ -425,14 +517,48 @@ def cmd_config(argv: list[str]) -> int:
     return 0
 
 
+def cmd_explain(cfg, args, console) -> int:
+    """``sysmonx config explain FILE EVENT``: the decision trace of the first event in EVENT
+    (:mod:`sysmonx.filtering.explain`). Exit 0 whatever the decision; 1 when EVENT holds no
+    event."""
+    from .filtering import EngineOptions
+    from .filtering.explain import explain, format_explanation
+    from .sources import open_source
+    errors = []
+    try:
+        events = open_source(args.event, errors.append)
+        event = next(iter(events), None)
+    except OSError as exc:
+        console.print(f"error: cannot read {args.event}: {exc.strerror or exc}")
+        return EXIT_FATAL
+    if event is None:
+        for e in errors:
+            console.print(f"error: {e}", markup=False)
+        console.print(f"error: {args.event}: no event found")
+        return EXIT_FATAL
+    fold = args.compare_fold
+    if fold == "auto":
+        fold = "upper" if event.provider == "Linux-Sysmon" else "lower"
+    options = EngineOptions(compare_fold=fold, fallback=args.fallback,
+                            stale_rulename=not args.no_stale_rulename,
+                            no_rule_defaults=args.no_rule_defaults)
+    sys.stdout.write(format_explanation(explain(cfg, event.event_id, event.data, options),
+                                        values=not args.no_values))
+    return 0
+
+
 USAGE = f"""SysmonX v{__version__} - Sysmon-compatible event sensor and log replayer
 
 Usage:
-  sysmonx replay PATH... [--config FILE|default] [--format xml|linux-xml|jsonl] [-o OUT]
+  sysmonx replay PATH... [--config FILE|default] [--format xml|linux-xml|jsonl|csv] [-o OUT]
+                 [--from TIME] [--to TIME]
   sysmonx replay --sample            replay the built-in sample through the built-in config
   sysmonx run [--config FILE] [--duration S] [--backend ebpf|audit|cnproc] [--syslog]
                                      live Linux sensor (root), Sysmon for Linux events
-  sysmonx config check FILE          validate a Sysmon configuration
+  sysmonx config check FILE          validate a Sysmon configuration (errors, and warnings for
+                                     rules that silently never match)
+  sysmonx config explain FILE EVENT  the decision trace of one event (XML or JSON line)
+  sysmonx -i [config.xml]            install the service (as sysmon -i); -c, -u, -t likewise
   sysmonx -s [version|all]           print the configuration schema (as sysmon -s)
   sysmonx -? config                  configuration help (as sysmon -? config)
   sysmonx --version
@@ -473,16 +599,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     if first in ("--version", "-version"):
         print(f"sysmonx {__version__}")
         return 0
-    if first.lower() in ("-?", "/?", "-h", "-help", "--help"):
+    if first == "--help":
         if len(argv) > 1 and argv[1].lower() in ("config", "configuration"):
             return cmd_config_help()
         sys.stdout.write(USAGE)
         return 0
-    if first.lower() in ("-s", "/s"):
-        if len(argv) > 2:
-            sys.stderr.write(USAGE)
-            return EXIT_USAGE
-        return cmd_schema(argv[1] if len(argv) > 1 else None)
+    if first.startswith("-") or first.startswith("/"):
+        from .compat import main as compat_main
+        return compat_main(argv)
     sys.stderr.write(f"Unknown command or switch: {first}\n\n" + USAGE)
     return EXIT_USAGE
 

@@ -10,32 +10,73 @@ Nothing here grows with the input: statistics are counters per EventID.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterable, Optional
 
 from .config.model import Config
-from .event import Event
+from .event import Event, TimeFormatError, normalize_time
 from .filtering import EngineOptions, FilterEngine
 from .schema import CURRENT
 from .sinks import WRITERS, writer_class
 from .sources import ReadError, iter_input_files, open_source
 
-__all__ = ["ReplayOptions", "ReplayStats", "Replayer", "OutputError", "make_writer", "replay_parallel",
-           "OUTPUT_FORMATS"]
+__all__ = ["ReplayOptions", "ReplayStats", "Replayer", "OutputError", "make_writer",
+           "replay_parallel", "OUTPUT_FORMATS", "parse_time_bound"]
 
 #: ``--format`` values (see :data:`sysmonx.sinks.WRITERS`).
 OUTPUT_FORMATS = tuple(WRITERS)
 
 
-def make_writer(fmt: str, stream: BinaryIO):
-    """Instantiate the writer for ``fmt`` (a key of :data:`sysmonx.sinks.WRITERS`) on ``stream``.
+def make_writer(fmt: str, stream: BinaryIO, **options):
+    """Instantiate the writer for ``fmt`` (a key of :data:`sysmonx.sinks.WRITERS`) on ``stream``
+    with the writer's keyword ``options`` (e.g. ``bom=True`` for ``csv``).
 
     Raises:
         ValueError: unknown format.
+        TypeError: an option the writer does not take.
     """
-    return writer_class(fmt)(stream)
+    return writer_class(fmt)(stream, **options)
+
+
+_OFFSET_TAIL = re.compile(r"[Tt ].*[+-](\d{2}):?(\d{2})?$")
+
+
+def parse_time_bound(text: str) -> str:
+    """A ``--from`` / ``--to`` value as the canonical UTC time string Events carry
+    (``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ``, see :mod:`sysmonx.event`), so bounds and record times
+    compare as strings.
+
+    Accepts ISO 8601 / RFC 3339: a date alone (``2024-01-02``: its midnight UTC), a date and time
+    with ``T`` or a space, with or without seconds and fraction (up to 9 digits kept), with ``Z``
+    or a ``+hh:mm`` / ``+hhmm`` / ``+hh`` offset (converted to UTC); a time without a zone is UTC.
+
+    Raises:
+        TimeFormatError: anything else, or a time outside years 1-9999 after conversion.
+    """
+    from datetime import datetime, timezone
+    raw = text.strip()
+    m = _OFFSET_TAIL.search(raw)
+    if m and (int(m.group(1)) > 23 or int(m.group(2) or 0) > 59):
+        raise TimeFormatError(f"not a UTC offset in {text!r}")
+    try:
+        canonical = normalize_time(raw)
+        datetime.strptime(canonical[:19], "%Y-%m-%dT%H:%M:%S")  # a real date and time?
+        return canonical
+    except (ValueError, OverflowError):
+        pass
+    try:
+        dt = datetime.fromisoformat(raw[:-1] + "+00:00" if raw[-1:] in ("Z", "z") else raw)
+        if dt.tzinfo is not None:
+            dt = dt.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise TimeFormatError(f"not an ISO 8601 date or time: {text!r} (e.g. 2024-01-02, "
+                              "2024-01-02T03:04:05Z, 2024-01-02T05:04:05+02:00)") from None
+    return f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:" \
+           f"{dt.second:02d}.{dt.microsecond:06d}000Z"
 
 
 class OutputError(Exception):
@@ -54,18 +95,29 @@ class ReplayOptions:
         non_sysmon: ``pass`` (write records of other providers unchanged) or ``drop``.
         input_format: force a reader (a name of :data:`sysmonx.sources.FORMATS`) or ``None``
             to detect per file.
+        time_from, time_to: keep only records whose System time (``Event.time_created``, never
+            event data such as ``UtcTime``) is ``>= time_from`` and ``< time_to``; ISO 8601 text
+            as :func:`parse_time_bound` takes it, or ``None`` for no bound. The window applies to
+            every record, Sysmon or not, before the filter. Records without a (readable) time
+            are kept and counted in :attr:`ReplayStats.untimed`.
     """
 
     config: Optional[Config] = None
     engine_options: EngineOptions = field(default_factory=EngineOptions)
     non_sysmon: str = "drop"
     input_format: Optional[str] = None
+    time_from: Optional[str] = None
+    time_to: Optional[str] = None
 
 
 @dataclass
 class ReplayStats:
     """Counters of one replay: ``files``, ``records`` read, ``sysmon`` events, ``non_sysmon``
-    records, ``included``/``excluded`` per EventID, ``errors`` (bad records and files)."""
+    records, ``included``/``excluded`` per EventID, ``errors`` (bad records and files).
+
+    With a time window (``--from`` / ``--to``): ``out_of_window`` records were outside it and went
+    no further (they are in ``records`` only); ``untimed`` records had no readable System time and
+    were kept (they go on to the filter and are counted there as usual)."""
 
     files: int = 0
     records: int = 0
@@ -75,6 +127,8 @@ class ReplayStats:
     included: Counter = field(default_factory=Counter)
     excluded: Counter = field(default_factory=Counter)
     errors: int = 0
+    out_of_window: int = 0
+    untimed: int = 0
 
 
 class Replayer:
@@ -88,6 +142,8 @@ class Replayer:
             and at each file end (for a progress bar).
         engine: an already compiled :class:`~sysmonx.filtering.FilterEngine` for
             ``options.config`` (compiled here when omitted).
+    Raises:
+        TimeFormatError: ``options.time_from`` / ``time_to`` is not an ISO 8601 time.
     """
 
     PROGRESS_EVERY = 4096
@@ -104,6 +160,25 @@ class Replayer:
         if engine is None and options.config is not None:
             engine = FilterEngine(options.config, options.engine_options)
         self.engine = engine
+        self._from = (parse_time_bound(options.time_from)
+                      if options.time_from is not None else None)
+        self._to = parse_time_bound(options.time_to) if options.time_to is not None else None
+
+    def _in_window(self, ev: Event) -> bool:
+        """Whether ``ev``'s System time is inside ``[time_from, time_to)``; a record without a
+        readable time is counted in ``untimed`` and kept."""
+        t = ev.time_created
+        if not t or len(t) != 30 or t[29] != "Z":
+            try:
+                t = normalize_time(t) if t else ""
+            except TimeFormatError:
+                t = ""
+            if not t:
+                self.stats.untimed += 1
+                return True
+        if self._from is not None and t < self._from:
+            return False
+        return self._to is None or t < self._to
 
     def _error(self, err: ReadError) -> None:
         self.stats.errors += 1
@@ -151,10 +226,15 @@ class Replayer:
         keep_other = self.options.non_sysmon == "pass"
         progress = self._on_progress
         every = self.PROGRESS_EVERY
+        windowed = self._from is not None or self._to is not None
+        in_window = self._in_window
         for ev in events:
             stats.records += 1
             if progress is not None and stats.records % every == 0:
                 progress(path, stats.records)
+            if windowed and not in_window(ev):
+                stats.out_of_window += 1
+                continue
             if not ev.is_sysmon:
                 stats.non_sysmon += 1
                 if keep_other:
@@ -194,6 +274,8 @@ def _merge(into: ReplayStats, part: ReplayStats) -> None:
     into.included.update(part.included)
     into.excluded.update(part.excluded)
     into.errors += part.errors
+    into.out_of_window += part.out_of_window
+    into.untimed += part.untimed
 
 
 # Worker state of parallel replay (set once per worker process by _init_worker).
@@ -203,36 +285,65 @@ _WORKER: dict = {}
 TASK_BYTES = 8 << 20
 
 
-def _init_worker(options: ReplayOptions, fmt: Optional[str], tmpdir: str) -> None:
+def _init_worker(options: ReplayOptions, fmt: Optional[str], tmpdir: str,
+                 writer_options: Optional[dict] = None) -> None:
     engine = FilterEngine(options.config, options.engine_options) \
         if options.config is not None else None
-    _WORKER.update(options=options, fmt=fmt, tmpdir=tmpdir, engine=engine)
+    _WORKER.update(options=options, fmt=fmt, tmpdir=tmpdir, engine=engine,
+                   writer_options=writer_options or {})
+
+
+class _ErrorSpool:
+    """A worker's error lines, spooled to a temp file (one JSON string per line) instead of a list,
+    so a file with millions of bad records costs disk, not memory. Opened on the first error."""
+
+    def __init__(self, tmpdir: str, index: int) -> None:
+        self.tmpdir, self.index = tmpdir, index
+        self.path: Optional[str] = None
+        self.f = None
+        self.count = 0
+
+    def add(self, err) -> None:
+        if self.f is None:
+            import tempfile
+            fd, self.path = tempfile.mkstemp(prefix=f"{self.index:08d}-", suffix=".err",
+                                             dir=self.tmpdir)
+            self.f = os.fdopen(fd, "w", encoding="ascii", buffering=1 << 16)
+        self.f.write(json.dumps(str(err)) + "\n")  # ASCII, one line whatever the text
+        self.count += 1
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
 
 
 def _replay_group(task: tuple[int, list[str]]):
-    """Worker: replay a group of files into one temp file.
+    """Worker: replay a group of files into one temp file, errors into another.
 
-    Returns ``(temp path or None, [(path, stats, error lines), ...])``."""
+    Returns ``(output temp path or None, error temp path or None,
+    [(path, stats, number of error lines), ...])``."""
     import tempfile
     index, paths = task
     fmt = _WORKER["fmt"]
     out_path = writer = None
     if fmt is not None:
         fd, out_path = tempfile.mkstemp(prefix=f"{index:08d}-", dir=_WORKER["tmpdir"])
-        writer = make_writer(fmt, os.fdopen(fd, "wb", buffering=1 << 20))
+        writer = make_writer(fmt, os.fdopen(fd, "wb", buffering=1 << 20),
+                             **_WORKER["writer_options"])
+    spool = _ErrorSpool(_WORKER["tmpdir"], index)
     results = []
     try:
         for path in paths:
-            errors: list[str] = []
-            r = Replayer(_WORKER["options"], writer,
-                         on_error=lambda e, errors=errors: errors.append(str(e)),
+            before = spool.count
+            r = Replayer(_WORKER["options"], writer, on_error=spool.add,
                          engine=_WORKER["engine"])
             r.run_file(path)
-            results.append((path, r.stats, errors))
+            results.append((path, r.stats, spool.count - before))
     finally:
+        spool.close()
         if writer is not None:
             writer.close()
-    return out_path, results
+    return out_path, spool.path, results
 
 
 def _group_files(files: list[str], jobs: int) -> list[list[str]]:
@@ -260,13 +371,16 @@ def _group_files(files: list[str], jobs: int) -> list[list[str]]:
 def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str],
                     out: Optional[BinaryIO], jobs: int,
                     on_error: Callable[[str], None],
-                    on_file_done: Optional[Callable[[str, ReplayStats], None]] = None
-                    ) -> ReplayStats:
+                    on_file_done: Optional[Callable[[str, ReplayStats], None]] = None,
+                    writer_options: Optional[dict] = None) -> ReplayStats:
     """Replay ``files`` on ``jobs`` worker processes, output in input order.
 
     Workers replay groups of consecutive files (about :data:`TASK_BYTES` each) into temporary
     files; the parent copies them to ``out`` in input order as they complete, so the output is
-    byte-identical to a one-process replay and memory stays flat.
+    byte-identical to a one-process replay and memory stays flat. What a format writes once per
+    output (CSV header and byte-order mark, an XML root) is written by a writer the parent opens
+    on ``out``; workers write the parts with the writer class's ``PART_OPTIONS`` on top of
+    ``writer_options`` (see :class:`~sysmonx.sinks.Writer`).
 
     Args:
         files: input files (already expanded, see :func:`~sysmonx.sources.iter_input_files`).
@@ -276,10 +390,12 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
         jobs: worker processes (>= 1).
         on_error: receives each error line (``path:offset: message``) in file order.
         on_file_done: called after each file with its path and the running totals.
+        writer_options: keyword options of the writer (e.g. ``{"bom": True}`` for ``csv``).
     Returns:
         merged :class:`ReplayStats`.
     Raises:
         OSError: writing ``out`` failed.
+        TimeFormatError: a bad ``options.time_from`` / ``time_to``.
     """
     import multiprocessing
     import shutil
@@ -287,22 +403,42 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
     total = ReplayStats()
     if options.config is not None:
         FilterEngine(options.config, options.engine_options)  # fail here, not in a worker
+    for bound in (options.time_from, options.time_to):
+        if bound is not None:
+            parse_time_bound(bound)
+    writer_options = dict(writer_options or {})
+    head = None
+    part_options = writer_options
+    if fmt is not None and out is not None:
+        head = make_writer(fmt, out, **writer_options)  # writes what comes once (header ...)
+        head.close_stream = False
+        part_options = {**writer_options, **getattr(type(head), "PART_OPTIONS", {})}
+        out.flush()  # nothing buffered when the workers fork
     groups = _group_files(files, jobs)
     with tempfile.TemporaryDirectory(prefix="sysmonx-replay-") as tmpdir:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(jobs, initializer=_init_worker, initargs=(options, fmt, tmpdir)) as pool:
-            for tmp, results in pool.imap(_replay_group, enumerate(groups)):
+        with ctx.Pool(jobs, initializer=_init_worker,
+                      initargs=(options, fmt, tmpdir, part_options)) as pool:
+            for tmp, err_path, results in pool.imap(_replay_group, enumerate(groups)):
                 if tmp is not None:
                     if out is not None:
                         with open(tmp, "rb") as f:
                             shutil.copyfileobj(f, out, 1 << 20)
                     os.unlink(tmp)
-                for path, stats, errors in results:
-                    for line in errors:
-                        on_error(line)
-                    _merge(total, stats)
-                    if on_file_done is not None:
-                        on_file_done(path, total)
+                errors = open(err_path, encoding="ascii") if err_path is not None else None
+                try:
+                    for path, stats, n_errors in results:
+                        for _ in range(n_errors):
+                            on_error(json.loads(errors.readline()))
+                        _merge(total, stats)
+                        if on_file_done is not None:
+                            on_file_done(path, total)
+                finally:
+                    if errors is not None:
+                        errors.close()
+                        os.unlink(err_path)
+    if head is not None:
+        head.close()  # what comes once at the end (</Events> ...); flushes, never closes ``out``
     return total
 
 

@@ -6,10 +6,14 @@ name        class                                      output
 xml         :class:`.xml_windows.WindowsXmlWriter`     event XML as the Windows Event Log renders it
 linux-xml   :class:`.xml_linux.LinuxXmlWriter`         Sysmon for Linux single-line XML
 jsonl       :class:`.jsonl.JsonlWriter`                SysmonX JSON lines
+csv         :class:`.csv_timeline.CsvTimelineWriter`   CSV timeline (Timeline Explorer,
+                                                       spreadsheets)
 ==========  =========================================  =============================================
 
 Every writer is ``Writer(stream, **options)`` over a binary stream, with ``write(event)`` and
-``close()``, and writes exactly one line per event: no value can forge another field, event or line.
+``close()``, and writes exactly one line per event (the CSV writer: after one header line): no
+value can forge another field, event or line, nor put a terminal escape (ESC, C1 controls) in the
+output as a raw character.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ WRITERS = {
     "xml": "sysmonx.sinks.xml_windows:WindowsXmlWriter",
     "linux-xml": "sysmonx.sinks.xml_linux:LinuxXmlWriter",
     "jsonl": "sysmonx.sinks.jsonl:JsonlWriter",
+    "csv": "sysmonx.sinks.csv_timeline:CsvTimelineWriter",
 }
 
 
@@ -51,7 +56,15 @@ class Writer:
         stream: binary, writable; the caller's buffering applies.
         close_stream: close ``stream`` in :meth:`close` (default True). Standard output and
             standard error are never closed, only flushed.
+
+    Attributes:
+        PART_OPTIONS: class attribute, the constructor options that make a writer write only the
+            events, leaving out what an output holds once (a CSV header, an XML root): parallel
+            replay (:func:`sysmonx.pipeline.replay_parallel`) writes those once with a writer on
+            the real output and the parts with these options.
     """
+
+    PART_OPTIONS: dict = {}
 
     def __init__(self, stream: BinaryIO, close_stream: bool = True) -> None:
         self.stream = stream

@@ -3,7 +3,10 @@
 Markup characters become entity references; CR, LF (and tab in attributes) become character
 references so one event is always one line and the value survives attribute-value and line-end
 normalisation; the Unicode line separators U+0085, U+2028, U+2029 are also written as character
-references, so a reader splitting on any line break still sees one event per line.
+references, so a reader splitting on any line break still sees one event per line. So are the
+other C1 controls (U+0080 to U+009F, e.g. U+009B, the 8-bit CSI that some terminals obey), so the
+output shown on a terminal cannot start an escape sequence; XML parsers read all of these back as
+the original characters.
 
 Characters XML 1.0 cannot carry at all (C0 controls other than tab/LF/CR, lone surrogates,
 U+FFFE, U+FFFF) have no lossless XML form, not even as character references. They are written as
@@ -26,7 +29,8 @@ __all__ = ["escape_text", "escape_attr_apos", "escape_attr_quot", "INVALID_XML_C
 INVALID_XML_CHARS = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\ud800-\\udfff\\ufffe\\uffff"
 
 _COMMON = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;", "\n": "&#10;",
-           "\x85": "&#133;", "\u2028": "&#8232;", "\u2029": "&#8233;"}
+           "\u2028": "&#8232;", "\u2029": "&#8233;",
+           **{chr(n): f"&#{n};" for n in range(0x80, 0xA0)}}  # C1 controls, U+0085 (NEL) included
 
 
 def _class(table: dict) -> re.Pattern:

@@ -17,16 +17,21 @@ into an ``"ExtraData"`` object after ``System``, in order, so no value can forge
 :mod:`sysmonx.sources.jsonl` rebuilds the fields exactly, order included.
 
 Values are escaped by orjson (control characters as ``\\u00XX``), so a value never starts a new
-line. A lone surrogate, which orjson refuses, is written as the JSON escape ``\\udXXX`` by the
-standard library's encoder for that one event (the reader accepts it): the round trip is exact.
+line; the C1 controls U+0080 to U+009F (orjson writes them raw) are escaped the same way, so no
+8-bit CSI reaches a terminal showing the output. A lone surrogate, which orjson refuses, is written
+as the JSON escape ``\\udXXX`` by the standard library's encoder for that one event (the reader
+accepts it): the round trip is exact. ``TimeCreated`` that is not canonical (an Event built by
+hand) is normalised to UTC with ``Z`` when it parses, else written as it is.
 """
 
 from __future__ import annotations
 
 import json
+import re
+
 import orjson
 
-from ..event import Event
+from ..event import Event, normalize_time
 from . import Writer
 
 __all__ = ["JsonlWriter", "event_to_json", "RESERVED_KEYS"]
@@ -35,13 +40,30 @@ __all__ = ["JsonlWriter", "event_to_json", "RESERVED_KEYS"]
 RESERVED_KEYS = frozenset({"EventID", "System", "ExtraData"})
 
 
+_C1 = re.compile(rb"\xc2[\x80-\x9f]")  # U+0080..U+009F in UTF-8 (0xC2 is always a lead byte)
+
+
+def _c1(m: re.Match) -> bytes:
+    return b"\\u%04x" % m.group()[1]
+
+
+def _utc(t: str) -> str:
+    if not t or (len(t) == 30 and t[29] == "Z"):
+        return t
+    try:
+        return normalize_time(t)
+    except ValueError:
+        return t
+
+
 def event_to_json(e: Event) -> bytes:
-    """One event as a JSON line (bytes, without the line break)."""
+    """One event as a JSON line (bytes, UTF-8, without the line break)."""
     data = e.data
     system = {
         "Provider": e.provider, "ProviderGuid": e.provider_guid, "Version": e.version,
         "Level": e.level, "Task": e.task, "Opcode": e.opcode, "Keywords": e.keywords,
-        "TimeCreated": e.time_created, "EventRecordID": e.record_id, "ProcessID": e.process_id,
+        "TimeCreated": _utc(e.time_created), "EventRecordID": e.record_id,
+        "ProcessID": e.process_id,
         "ThreadID": e.thread_id, "Channel": e.channel, "Computer": e.computer,
         "UserID": e.user_id}
     if RESERVED_KEYS.isdisjoint(data):
@@ -59,7 +81,8 @@ def event_to_json(e: Event) -> bytes:
         obj["System"] = system
         obj["ExtraData"] = extra
     try:
-        return orjson.dumps(obj)
+        out = orjson.dumps(obj)
+        return _C1.sub(_c1, out) if b"\xc2" in out else out
     except TypeError:  # lone surrogates: orjson refuses them, json escapes them
         return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
 

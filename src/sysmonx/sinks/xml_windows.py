@@ -76,6 +76,8 @@ class WindowsXmlWriter(Writer):
         close_stream: see :class:`~sysmonx.sinks.Writer`.
     """
 
+    PART_OPTIONS = {"root": False}
+
     def __init__(self, stream: BinaryIO, root: bool = False, rewrite_envelope: bool = False,
                  close_stream: bool = True) -> None:
         super().__init__(stream, close_stream)

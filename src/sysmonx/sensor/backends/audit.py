@@ -307,7 +307,7 @@ def _proc_stat(pid: int) -> Optional[tuple]:
         return None
     rest = data[data.rfind(b")") + 2:].split()
     try:
-        return int(rest[1]), int(rest[19]), int(rest[48]) if len(rest) > 48 else 0
+        return int(rest[1]), int(rest[19]), int(rest[24]) if len(rest) > 24 else 0  # field 27, endcode
     except (IndexError, ValueError):
         return None
 

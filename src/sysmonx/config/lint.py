@@ -1,0 +1,260 @@
+"""``sysmonx config check`` warnings: constructs Sysmon accepts but that silently never match,
+always match, or do something other than what they look like.
+
+Each finding is a :class:`~sysmonx.config.model.ConfigWarning` with the file and the line of the
+filter or rule set. The checks follow spec/sysmon-semantics.md:
+
+* values are taken verbatim (1.1): a leading or trailing space never matches real data (TV39);
+* ``;`` is only a separator for ``contains any|all``, ``excludes any|all`` and ``is any`` (2.2):
+  with a plain condition the ``;`` is compared literally;
+* list quirks (2.2): a trailing ``;`` makes ``contains any`` match everything (TV12) and
+  ``excludes any`` match nothing; an empty middle piece (``a;;b``) searches for ``;b``; pieces
+  with surrounding spaces;
+* empty values (2.1, 2.2): fields are never empty at filter time (``-`` instead), so ``is`` with an
+  empty value never matches, ``contains``/``begin with``/``end with`` with an empty value match
+  everything, ``excludes`` with an empty value matches nothing;
+* ``image`` (2.2): only ``\\`` separates directories, so a Linux path is compared whole;
+* ``less than``/``more than`` are lexicographic (2.2, TV15-17): on a numeric field ``443 less
+  than 1024`` is false;
+* rule sets (3.3, 3.7): an include set without filters never matches (alone it drops every
+  event of the tag, and Sysmon's collection gating switches the event off); two or more rule
+  sets of a tag with none matching drop the event, so exclude-only tags split over several
+  elements drop everything they do not match (TV29);
+* duplicates, and ``<Rule groupRelation="and">`` testing one field ``is`` two values;
+* shadowing (3.2): exclude sets are tried before include sets, so an include filter whose every
+  match is also matched by a single-filter or OR exclude set of the same tag can never include;
+* values with ``%`` are expanded only by Windows Sysmon (2.1).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from ..filtering.conditions import contains_terms, fold, make_predicate, split_tokens
+from ..schema import CURRENT, UINT16, UINT32
+from .model import Config, ConfigWarning, Filter, RuleSet
+
+__all__ = ["lint_config", "LIST_CONDITIONS", "PLAIN_CONDITIONS"]
+
+#: Conditions whose value is a ``;`` list (spec 2.2).
+LIST_CONDITIONS = frozenset({"contains any", "contains all", "excludes any", "excludes all",
+                             "is any"})
+#: Conditions that compare the value as one string.
+PLAIN_CONDITIONS = frozenset({"is", "is not", "contains", "excludes", "begin with", "end with",
+                              "not begin with", "not end with", "image", "less than",
+                              "more than"})
+_NUMERIC_TYPES = {UINT16, UINT32}
+
+
+def _numeric_fields() -> frozenset:
+    out = set()
+    for ev in CURRENT.events.values():
+        for f in ev.fields:
+            if f.in_type in _NUMERIC_TYPES:
+                out.add(f.name)
+    return frozenset(out)
+
+
+_NUMERIC = _numeric_fields()
+_PATH_FIELDS = frozenset({"Image", "ParentImage", "TargetFilename", "ImageLoaded",
+                          "CurrentDirectory", "SourceImage", "TargetImage", "Device"})
+_LINUX_PATH = re.compile(r"^/[^/]+/")
+_ENV_VAR = re.compile(r"%[A-Za-z_][A-Za-z0-9_()]*%")
+
+
+def _label(f: Filter) -> str:
+    return f"<{f.field} condition=\"{f.condition}\">{f.value!r}"
+
+
+class _Linter:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.out: list[ConfigWarning] = []
+        # A config whose path fields hold '/' paths and no '\\' paths is meant for Linux.
+        paths = [f.value for rs in cfg.rule_sets for f in rs.filters if f.field in _PATH_FIELDS]
+        self.linux = (any(_LINUX_PATH.match(v) for v in paths)
+                      and not any("\\" in v for v in paths))
+
+    def warn(self, message: str, line: Optional[int]) -> None:
+        self.out.append(ConfigWarning(message, self.cfg.path, line))
+
+    # --- one filter ----------------------------------------------------------------------------
+
+    def filter(self, rs: RuleSet, f: Filter) -> None:
+        v, c, lab = f.value, f.condition, _label(f)
+        if c == "regex":
+            return
+        if c in LIST_CONDITIONS:
+            self.list_value(f)
+        else:
+            if v != v.strip() and v.strip():
+                self.warn(f"{lab}: the value has leading or trailing whitespace, which Sysmon "
+                          "compares literally (values are not trimmed), so it never matches "
+                          "values without it", f.line)
+            if ";" in v and c in PLAIN_CONDITIONS:
+                self.warn(f"{lab}: ';' separates values only for 'contains any', 'is any', "
+                          f"'contains all', 'excludes any' and 'excludes all'; with '{c}' it is "
+                          "compared as a literal ';'", f.line)
+        if v == "":
+            if c in ("is", "is any", "image"):
+                self.warn(f"{lab}: an empty value never matches: Sysmon renders a missing or "
+                          "empty field as '-'", f.line)
+            elif c in ("contains", "begin with", "end with", "is not", "contains any",
+                       "contains all"):
+                self.warn(f"{lab}: an empty value matches every event", f.line)
+            elif c in ("excludes", "not begin with", "not end with", "excludes any",
+                       "excludes all"):
+                self.warn(f"{lab}: an empty value never matches", f.line)
+        if c == "image" and v:
+            if "/" in v and "\\" not in v:
+                if v.startswith("/"):
+                    self.warn(f"{lab}: 'image' only splits paths at '\\', so a Linux path is "
+                              "compared whole (same as 'is')", f.line)
+                else:
+                    self.warn(f"{lab}: 'image' only splits paths at '\\', so this partial Linux "
+                              "path is compared with the whole value and never matches an "
+                              "absolute path; use 'end with'", f.line)
+            elif "\\" not in v and self.linux:
+                self.warn(f"{lab}: on Linux 'image' does not strip '/' directories, so "
+                          f"{v!r} only matches a value that is exactly {v!r}; use 'end with' "
+                          f"'/{v}'", f.line)
+        if c in ("less than", "more than") and (f.field in _NUMERIC or v.isdigit()):
+            self.warn(f"{lab}: '{c}' compares text, not numbers (\"443\" {c} \"1024\" is "
+                      f"{'false' if c == 'less than' else 'true'}); {f.field} values of another "
+                      "length give surprising results", f.line)
+        if self.linux and _ENV_VAR.search(v):
+            self.warn(f"{lab}: '%NAME%' is expanded only by Windows Sysmon; Sysmon for Linux and "
+                      "a replay without --windows-env/--env compare it literally", f.line)
+
+    def list_value(self, f: Filter) -> None:
+        v, c, lab = f.value, f.condition, _label(f)
+        if ";" not in v:
+            if v != v.strip() and v.strip():
+                self.warn(f"{lab}: the value has leading or trailing whitespace, which Sysmon "
+                          "compares literally", f.line)
+            return
+        pieces = [v[o:o + n] for o, n in split_tokens(v)]
+        if v.endswith(";") and c != "is any":
+            effect = {"contains any": "matches every event",
+                      "excludes any": "never matches",
+                      "contains all": "adds nothing", "excludes all": "adds nothing"}[c]
+            self.warn(f"{lab}: the trailing ';' adds an empty piece that is found in every "
+                      f"value, so this {effect}", f.line)
+        if any(p == "" for p in pieces[:-1]):
+            if c == "is any":
+                self.warn(f"{lab}: an empty piece (';;') never matches", f.line)
+            else:
+                odd = [t for t, p in zip(contains_terms(v), pieces, strict=True) if p == "" and t]
+                self.warn(f"{lab}: an empty piece (';;') searches for the rest of the value "
+                          f"({odd[0]!r}), not for nothing" if odd else
+                          f"{lab}: an empty piece (';;')", f.line)
+        spaced = [p for p in pieces if p and p != p.strip()]
+        if spaced:
+            self.warn(f"{lab}: piece {spaced[0]!r} has leading or trailing whitespace; pieces "
+                      "are not trimmed, so it never matches values without it", f.line)
+
+    # --- one rule set --------------------------------------------------------------------------
+
+    def rule_set(self, rs: RuleSet) -> None:
+        seen: dict = {}
+        for f in rs.filters:
+            key = (f.aggregate, f.field, f.condition, fold(f.value))
+            if key in seen:
+                self.warn(f"{_label(f)}: duplicate of the filter on line {seen[key]} in the same "
+                          f"{'<Rule>' if f.aggregate else 'rule set'}", f.line)
+            else:
+                seen[key] = f.line
+        for agg_id, agg in rs.aggregates.items():
+            if agg.relation != "and":
+                continue
+            is_values: dict = {}
+            for f in rs.filters:
+                if f.aggregate == agg_id and f.condition == "is":
+                    is_values.setdefault(f.field, set()).add(fold(f.value))
+            for fld, vals in is_values.items():
+                if len(vals) > 1:
+                    self.warn(f"<Rule groupRelation=\"and\"> requires {fld} 'is' {len(vals)} "
+                              "different values at once (inside a <Rule> the same field is not "
+                              "ORed): it can never match", agg.line or rs.line)
+
+    # --- the whole config ----------------------------------------------------------------------
+
+    def tags(self) -> None:
+        by_tag: dict = {}
+        for rs in self.cfg.rule_sets:
+            by_tag.setdefault(rs.tag, []).append(rs)
+        for tag, sets in by_tag.items():
+            for rs in sets:
+                if rs.onmatch == "include" and not rs.filters:
+                    if len(sets) == 1:
+                        self.warn(f"<{tag} onmatch=\"include\"> has no filters: it never "
+                                  f"matches, so no {tag} event is logged (and Sysmon switches "
+                                  "that event's collection off)", rs.line)
+                    else:
+                        self.warn(f"<{tag} onmatch=\"include\"> has no filters: it never "
+                                  "matches; it only counts towards the 'two or more rule sets' "
+                                  "fallback (unmatched events are dropped)", rs.line)
+            if len(sets) >= 2 and all(rs.onmatch == "exclude" for rs in sets):
+                self.warn(f"{len(sets)} <{tag} onmatch=\"exclude\"> elements and no include: "
+                          f"with two or more rule sets Sysmon drops a {tag} event that none of "
+                          "them matches, so this logs nothing (merge them into one element to "
+                          "log everything else)", sets[1].line)
+            self.shadowing(tag, sets)
+
+    def shadowing(self, tag: str, sets: list) -> None:
+        excludes = [rs for rs in sets if rs.onmatch == "exclude" and rs.filters]
+        # Exclude filters that alone make their set match: OR sets, or single-filter sets.
+        deciding: list[tuple[RuleSet, Filter]] = []
+        for rs in excludes:
+            top = [f for f in rs.filters if not f.aggregate]
+            if rs.relation == "or":
+                deciding.extend((rs, f) for f in top)
+            elif len(rs.filters) == len(top) and len({f.field for f in top}) == 1:
+                deciding.extend((rs, f) for f in top)
+        if not deciding:
+            return
+        for rs in sets:
+            if rs.onmatch != "include":
+                continue
+            for f in rs.filters:
+                if f.condition not in ("is", "is any") or f.aggregate:
+                    continue
+                for _ex_set, ex in deciding:
+                    if ex.field != f.field or ex.condition == "regex":
+                        continue
+                    values = ([f.value] if f.condition == "is"
+                              else [p for p in f.value.split(";") if p])
+                    if not values:
+                        continue
+                    try:
+                        pred = make_predicate(ex.condition, ex.value)
+                    except ValueError:
+                        continue
+                    if all(pred(fold(x)) for x in values):
+                        self.warn(f"{_label(f)}: never includes anything: every value it matches "
+                                  f"is excluded first by {_label(ex)} (line {ex.line}; exclude "
+                                  "sets are tried before include sets)", f.line)
+                        break
+
+    def run(self) -> list[ConfigWarning]:
+        for rs in self.cfg.rule_sets:
+            for f in rs.filters:
+                self.filter(rs, f)
+            self.rule_set(rs)
+        self.tags()
+        self.out.sort(key=lambda w: (w.line or 0))
+        return self.out
+
+
+def lint_config(cfg: Config) -> list[ConfigWarning]:
+    """Warnings for constructs in ``cfg`` that silently never match, always match, or do not do
+    what they look like (see the module docstring for the list and the spec sections).
+
+    Args:
+        cfg: a loaded configuration (its own load ``warnings`` are not repeated).
+    Returns:
+        :class:`~sysmonx.config.model.ConfigWarning` objects (``path:line: warning: ...``), by
+        line.
+    """
+    return _Linter(cfg).run()

@@ -1,0 +1,375 @@
+"""Small, fast ``/proc`` readers shared by the tier-C (``cnproc``) and ``dns`` backends.
+
+Everything here reads ``/proc`` directly with ``os.open``/``os.read`` (about 40 µs for a full
+process snapshot, spec linux-sensing.md §2.7) and never raises for a process that vanished: a
+short-lived process can exit between any two reads (spec §2.1), so every field is optional.
+
+Contents:
+
+* :func:`read_process` — a :class:`ProcSnapshot` of ``/proc/PID`` (exe, cmdline, cwd, stat
+  fields 4/22/27, real uid, loginuid, sessionid), cmdline first because it disappears first.
+* :class:`SocketOwners` — which process owns a local TCP/UDP port: ``/proc/net/{tcp,udp}{,6}``
+  gives the socket inode, a scan of ``/proc/*/fd`` gives the pid (spec §2.5, §2.6).
+* :func:`init_namespaces` — whether we run in the initial pid/user namespace (cn_proc and audit
+  only work there, spec §2.1).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+__all__ = ["ProcSnapshot", "read_process", "read_process_racy", "read_process_rest", "parse_stat",
+           "SocketOwners", "init_namespaces",
+           "kernel_version", "cap_effective", "has_cap", "CAP_NET_ADMIN", "CAP_SYS_ADMIN",
+           "CAP_NET_RAW", "CAP_DAC_READ_SEARCH", "monotonic_to_epoch_offset"]
+
+CAP_DAC_READ_SEARCH = 2
+CAP_NET_ADMIN = 12
+CAP_NET_RAW = 13
+CAP_SYS_ADMIN = 21
+
+# inode numbers of the initial namespaces (include/linux/proc_ns.h PROC_*_INIT_INO)
+_PROC_USER_INIT_INO = 0xEFFFFFFD
+_PROC_PID_INIT_INO = 0xEFFFFFFC
+
+_UNSET_ID = 4294967295
+
+
+def kernel_version() -> tuple:
+    """``(major, minor)`` of the running kernel from ``uname -r`` (``(0, 0)`` if unparsable)."""
+    rel = os.uname().release
+    parts = []
+    for piece in rel.split(".")[:2]:
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        parts.append(int(digits) if digits else 0)
+    while len(parts) < 2:
+        parts.append(0)
+    return tuple(parts)
+
+
+def cap_effective() -> int:
+    """This process's effective capability mask (``CapEff`` of ``/proc/self/status``); 0 if
+    unreadable."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def has_cap(cap: int) -> bool:
+    """Whether capability number ``cap`` (e.g. :data:`CAP_NET_ADMIN`) is effective."""
+    return bool(cap_effective() >> cap & 1)
+
+
+def init_namespaces() -> Optional[str]:
+    """``None`` when this process is in the initial pid and user namespaces, else the reason.
+
+    The proc connector silently ignores listeners outside them (spec linux-sensing.md §2.1).
+    """
+    for ns, ino in (("pid", _PROC_PID_INIT_INO), ("user", _PROC_USER_INIT_INO)):
+        try:
+            st = os.stat(f"/proc/self/ns/{ns}")
+        except OSError as exc:
+            return f"cannot stat /proc/self/ns/{ns}: {exc.strerror}"
+        if st.st_ino != ino:
+            return f"not in the initial {ns} namespace (the kernel ignores cn_proc listeners there)"
+    return None
+
+
+def monotonic_to_epoch_offset() -> int:
+    """Nanoseconds to add to a ``CLOCK_MONOTONIC`` stamp to get epoch nanoseconds (cn_proc
+    ``timestamp_ns`` and tracefs ``trace_clock=mono`` use CLOCK_MONOTONIC)."""
+    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def _read(path: str, size: int = 65536) -> Optional[bytes]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        while True:
+            data = os.read(fd, size)
+            if not data:
+                break
+            chunks.append(data)
+            if len(data) < size:
+                break
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _readlink(path: str) -> Optional[str]:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+@dataclass(slots=True)
+class ProcSnapshot:
+    """What ``/proc/PID`` showed at one moment; every field ``None`` when it could not be read.
+
+    Attributes:
+        exe: ``/proc/PID/exe`` target (absent once the mm is gone, i.e. for zombies).
+        argv: ``/proc/PID/cmdline`` split at NUL (empty for zombies -> ``None``).
+        cwd: ``/proc/PID/cwd`` target.
+        state: stat field 3 (``R``, ``S``, ``Z`` ...). ppid: stat field 4.
+        start_ticks: stat field 22, clock ticks since boot. end_data: the ProcessGuid key,
+            stat field 27 ``endcode`` (``mm->end_code``: what Sysmon for Linux reads despite the
+            name, see ``observations.ProcessExec``); ``None`` when 0 (zombie: no mm).
+        uid: real uid (``Uid:`` of status). auid: ``/proc/PID/loginuid``. sessionid:
+            ``/proc/PID/sessionid``.
+    """
+
+    pid: int
+    exe: Optional[str] = None
+    argv: Optional[list] = None
+    cwd: Optional[str] = None
+    state: Optional[str] = None
+    ppid: Optional[int] = None
+    start_ticks: Optional[int] = None
+    end_data: Optional[int] = None
+    uid: Optional[int] = None
+    auid: Optional[int] = None
+    sessionid: Optional[int] = None
+
+    @property
+    def full(self) -> bool:
+        """True when both the image and the command line were read."""
+        return self.exe is not None and self.argv is not None
+
+
+def parse_stat(data: bytes) -> Optional[tuple]:
+    """Parse ``/proc/PID/stat``: ``(state, ppid, start_ticks, end_data)`` or ``None``.
+
+    The comm (field 2) may contain spaces and parentheses, so fields are counted after the
+    last ``)``. ``end_data`` is field 27 (``endcode``, the ProcessGuid key), ``None`` when absent
+    or 0.
+    """
+    close = data.rfind(b")")
+    if close < 0:
+        return None
+    fields = data[close + 2:].split()
+    if len(fields) < 20:
+        return None
+    try:
+        state = fields[0].decode("ascii", "replace")
+        ppid = int(fields[1])
+        start = int(fields[19])
+        end_data = int(fields[24]) if len(fields) > 24 else 0
+    except ValueError:
+        return None
+    return state, ppid, start, (end_data or None)
+
+
+def _decode_argv(raw: bytes) -> Optional[list]:
+    if not raw:
+        return None
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    return [a.decode("utf-8", "replace") for a in raw.split(b"\0")]
+
+
+def read_process(pid: int) -> ProcSnapshot:
+    """Read a :class:`ProcSnapshot` of ``pid`` now (:func:`read_process_racy` then
+    :func:`read_process_rest`). Never raises."""
+    return read_process_rest(read_process_racy(pid))
+
+
+def read_process_racy(pid: int) -> ProcSnapshot:
+    """Read the fields that vanish first when ``pid`` exits (its mm and fs are released before
+    it becomes a zombie): cmdline, exe, cwd. Never raises."""
+    base = f"/proc/{pid}/"
+    snap = ProcSnapshot(pid)
+    snap.argv = _decode_argv(_read(base + "cmdline", 131072) or b"")
+    snap.exe = _readlink(base + "exe")
+    snap.cwd = _readlink(base + "cwd")
+    return snap
+
+
+def read_process_rest(snap: ProcSnapshot) -> ProcSnapshot:
+    """Complete ``snap`` with what a zombie still shows (stat, status uid, loginuid,
+    sessionid); returns ``snap``. Never raises."""
+    base = f"/proc/{snap.pid}/"
+    stat = _read(base + "stat", 4096)
+    if stat:
+        parsed = parse_stat(stat)
+        if parsed:
+            snap.state, snap.ppid, snap.start_ticks, snap.end_data = parsed
+    status = _read(base + "status", 8192)
+    if status:
+        pos = status.find(b"\nUid:")
+        if pos >= 0:
+            try:
+                snap.uid = int(status[pos + 5:status.index(b"\n", pos + 1)].split()[0])
+            except (ValueError, IndexError):
+                pass
+    for name in ("loginuid", "sessionid"):
+        raw = _read(base + name, 64)
+        if raw:
+            try:
+                setattr(snap, "auid" if name == "loginuid" else name, int(raw.strip()))
+            except ValueError:
+                pass
+    return snap
+
+
+# --------------------------------------------------------------------------------------------
+# socket owner lookup (/proc/net/* inode -> /proc/*/fd)
+# --------------------------------------------------------------------------------------------
+
+_TCP_LISTEN = 0x0A
+
+
+def _hex_ip(text: str) -> str:
+    raw = bytes.fromhex(text)
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    # IPv6: four host-endian 32-bit words
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    addr = ipaddress.IPv6Address(words)
+    return str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
+
+
+def _proc_net_entries(proto: str):
+    """Yield ``(local_ip, local_port, state, inode)`` from ``/proc/net/{proto}`` and
+    ``{proto}6``; ``local_ip`` is text with IPv4-mapped IPv6 shown as IPv4."""
+    for suffix in ("", "6"):
+        data = _read(f"/proc/net/{proto}{suffix}", 1 << 20)
+        if not data:
+            continue
+        for line in data.split(b"\n")[1:]:
+            parts = line.split()
+            if len(parts) < 10:
+                continue
+            try:
+                ip_hex, port_hex = parts[1].decode().split(":")
+                yield _hex_ip(ip_hex), int(port_hex, 16), int(parts[3], 16), int(parts[9])
+            except (ValueError, UnicodeDecodeError):
+                continue
+
+
+class SocketOwners:
+    """Map a local (protocol, ip, port) to the pid that owns the socket, through ``/proc``.
+
+    Spec linux-sensing.md §2.6: ``/proc/net/udp{,6}`` gives the socket inode of the local port,
+    then ``/proc/*/fd`` is scanned for ``socket:[inode]`` (about 3 ms for 70 processes). One scan
+    records every socket inode of every process, so a burst of look-ups costs one scan. A scan is
+    repeated on a miss only if the last scan started before ``seen_at`` (the time the packet or
+    event was received): a socket that was not there when a later scan started is already gone.
+    ``lookup`` results are cached per (proto, port) for ``port_ttl`` seconds.
+
+    Thread-safe (one lock); ``lookup`` never raises.
+    """
+
+    def __init__(self, port_ttl: float = 1.0, max_inodes: int = 200000) -> None:
+        self.port_ttl = port_ttl
+        self.max_inodes = max_inodes
+        self._lock = threading.Lock()
+        self._inode_pid: dict = {}
+        self._scan_started = 0.0
+        self._port_cache: dict = {}
+        self.scans = 0
+
+    def _scan(self) -> None:
+        self._scan_started = time.monotonic()
+        self.scans += 1
+        mapping: dict = {}
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            return
+        for name in names:
+            if not name.isdigit():
+                continue
+            fd_dir = f"/proc/{name}/fd"
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:
+                continue
+            pid = int(name)
+            for fd in fds:
+                try:
+                    target = os.readlink(f"{fd_dir}/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    try:
+                        mapping.setdefault(int(target[8:-1]), pid)
+                    except ValueError:
+                        pass
+                    if len(mapping) >= self.max_inodes:
+                        break
+        self._inode_pid = mapping
+
+    def pid_of_inode(self, inode: int, seen_at: Optional[float] = None) -> Optional[int]:
+        """Pid owning socket ``inode`` (first found), or ``None``; ``seen_at`` as in the class
+        docstring (``time.monotonic()`` scale; ``None`` = now)."""
+        if not inode:
+            return None
+        with self._lock:
+            pid = self._inode_pid.get(inode)
+            if pid is not None and os.path.exists(f"/proc/{pid}"):
+                return pid
+            seen = time.monotonic() if seen_at is None else seen_at
+            if self._scan_started <= seen:
+                self._scan()
+            return self._inode_pid.get(inode)
+
+    def lookup(self, proto: str, port: int, ip: Optional[str] = None, listening: bool = False,
+               seen_at: Optional[float] = None) -> Optional[int]:
+        """Pid owning the local ``proto`` (``"udp"``/``"tcp"``) socket on ``port``.
+
+        Args:
+            ip: the local address when known; a socket bound to the wildcard address matches
+                too. listening: only TCP LISTEN sockets (for accepted connections).
+            seen_at: ``time.monotonic()`` when the packet/event was received.
+
+        Returns:
+            the pid, or ``None`` when the socket is gone (short-lived clients, spec §2.6) or
+            belongs to no visible process.
+        """
+        now = time.monotonic()
+        key = (proto, port, listening)
+        hit = self._port_cache.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        inode = 0
+        try:
+            for local_ip, local_port, state, ino in _proc_net_entries(proto):
+                if local_port != port or not ino:
+                    continue
+                if listening and state != _TCP_LISTEN:
+                    continue
+                if ip is not None and local_ip not in (ip, "0.0.0.0", "::"):
+                    continue
+                inode = ino
+                if ip is not None and local_ip == ip:
+                    break
+        except OSError:  # pragma: no cover - /proc/net unreadable
+            return None
+        pid = self.pid_of_inode(inode, seen_at)
+        if pid is not None:
+            if len(self._port_cache) > 4096:
+                self._port_cache.clear()
+            self._port_cache[key] = (pid, now + self.port_ttl)
+        return pid
+

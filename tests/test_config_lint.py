@@ -1,0 +1,173 @@
+"""``sysmonx config check`` warnings for constructs that silently never match (or always match),
+each with file and line, and the engine confirming every claim the warning makes."""
+
+from sysmonx.cli import main as cli_main
+from sysmonx.config import parse_config
+from sysmonx.config.lint import lint_config
+from sysmonx.filtering import FilterEngine
+
+
+def lint(body: str, version: str = "4.90"):
+    text = (f'<Sysmon schemaversion="{version}">\n<EventFiltering>\n{body}\n'
+            "</EventFiltering>\n</Sysmon>")
+    c = parse_config(text, "c.xml")
+    return c, lint_config(c)
+
+
+def only(warnings, needle):
+    found = [w for w in warnings if needle in w.message]
+    assert found, [str(w) for w in warnings]
+    return found
+
+
+def test_trailing_space_never_matches():
+    c, ws = lint('<ProcessCreate onmatch="include">\n'
+                 '<Image condition="image">mscorsvw.exe </Image>\n</ProcessCreate>')
+    w = only(ws, "leading or trailing whitespace")[0]
+    assert (w.path, w.line) == ("c.xml", 4)
+    assert str(w).startswith("c.xml:4: warning: <Image condition=\"image\">'mscorsvw.exe '")
+    assert FilterEngine(c).decide(1, {"Image": "C:\\mscorsvw.exe"})[0] is False  # TV39
+
+
+def test_semicolon_with_plain_condition():
+    c, ws = lint('<ProcessCreate onmatch="include">\n'
+                 '<CommandLine condition="contains">unload;detach</CommandLine>\n</ProcessCreate>')
+    assert only(ws, "';' separates values only")[0].line == 4
+    assert FilterEngine(c).decide(1, {"CommandLine": "fltmc unload x"})[0] is False
+
+
+def test_list_quirks():
+    _, ws = lint('<ProcessCreate onmatch="include">\n'
+                 '<CommandLine condition="contains any">-enc;bypass;</CommandLine>\n'
+                 '<Image condition="contains any">a.exe;;b.exe</Image>\n'
+                 '<User condition="contains any">NETWORK SERVICE; LOCAL SERVICE</User>\n'
+                 '<ParentImage condition="excludes any">x;</ParentImage>\n</ProcessCreate>')
+    assert only(ws, "trailing ';'")[0].line == 4 and "matches every event" in \
+        only(ws, "trailing ';'")[0].message
+    assert "(';b.exe')" in only(ws, "(';;')")[0].message
+    assert only(ws, "piece ' LOCAL SERVICE'")[0].line == 6
+    assert "never matches" in [w for w in ws if w.line == 7][0].message
+
+
+def test_image_with_linux_paths():
+    c, ws = lint('<ProcessCreate onmatch="include">\n'
+                 '<Image condition="image">/usr/bin/bash</Image>\n'
+                 '<Image condition="image">bin/bash</Image>\n'
+                 '<Image condition="image">bash</Image>\n</ProcessCreate>')
+    assert "same as 'is'" in [w for w in ws if w.line == 4][0].message
+    assert "never matches an absolute path" in [w for w in ws if w.line == 5][0].message
+    assert "does not strip '/'" in [w for w in ws if w.line == 6][0].message
+    e = FilterEngine(c)
+    assert e.decide(1, {"Image": "/usr/bin/bash"})[0] is True
+    assert FilterEngine(parse_config(
+        '<Sysmon schemaversion="4.90"><EventFiltering><ProcessCreate onmatch="include">'
+        '<Image condition="image">bash</Image></ProcessCreate></EventFiltering></Sysmon>')
+    ).decide(1, {"Image": "/usr/bin/bash"})[0] is False  # TV09
+
+
+def test_bare_image_name_not_flagged_in_windows_configs():
+    _, ws = lint('<ProcessCreate onmatch="include">\n<Image condition="image">cmd.exe</Image>\n'
+                 '<ParentImage condition="is">C:\\Windows\\explorer.exe</ParentImage>\n'
+                 '</ProcessCreate>')
+    assert ws == []
+
+
+def test_less_than_on_numbers():
+    c, ws = lint('<NetworkConnect onmatch="include">\n'
+                 '<DestinationPort condition="less than">1024</DestinationPort>\n'
+                 '</NetworkConnect>')
+    assert "compares text, not numbers" in only(ws, "compares text")[0].message
+    assert FilterEngine(c).decide(3, {"DestinationPort": "443"})[0] is False  # TV15
+
+
+def test_empty_values():
+    _, ws = lint('<ProcessCreate onmatch="include">\n'
+                 '<CommandLine condition="is"></CommandLine>\n'
+                 '<Image condition="contains"></Image>\n'
+                 '<User condition="excludes"></User>\n</ProcessCreate>')
+    assert "never matches" in [w for w in ws if w.line == 4][0].message
+    assert "matches every event" in [w for w in ws if w.line == 5][0].message
+    assert "never matches" in [w for w in ws if w.line == 6][0].message
+
+
+def test_empty_include_set_disables_collection():
+    c, ws = lint('<RawAccessRead onmatch="include"/>')
+    w = only(ws, "has no filters")[0]
+    assert w.line == 3 and "no RawAccessRead event is logged" in w.message
+    assert FilterEngine(c).decide(9, {"Device": "/dev/sda"})[0] is False
+    _, ws = lint('<DriverLoad onmatch="include"/>\n<DriverLoad onmatch="exclude">'
+                 '<Signature>x</Signature></DriverLoad>')
+    assert "fallback" in only(ws, "has no filters")[0].message
+
+
+def test_several_exclude_only_sets_log_nothing():
+    c, ws = lint('<RuleGroup groupRelation="or"><ProcessCreate onmatch="exclude">'
+                 '<Image>a.exe</Image></ProcessCreate></RuleGroup>\n'
+                 '<RuleGroup groupRelation="or"><ProcessCreate onmatch="exclude">'
+                 '<Image>b.exe</Image></ProcessCreate></RuleGroup>')
+    w = only(ws, "exclude\"> elements and no include")[0]
+    assert w.line == 4
+    assert FilterEngine(c).decide(1, {"Image": "c.exe"})[0] is False  # TV29
+
+
+def test_duplicates_and_impossible_rule():
+    c, ws = lint('<ImageLoad onmatch="include">\n<Image>a.exe</Image>\n<Image>A.EXE</Image>\n'
+                 '<Rule groupRelation="and">\n<ImageLoaded>x.dll</ImageLoaded>\n'
+                 '<ImageLoaded>y.dll</ImageLoaded>\n</Rule>\n</ImageLoad>')
+    assert only(ws, "duplicate of the filter on line 4")[0].line == 5
+    w = only(ws, "can never match")[0]
+    assert w.line == 6
+    assert FilterEngine(c).decide(7, {"ImageLoaded": "x.dll", "Image": "q"})[0] is False
+
+
+def test_include_shadowed_by_exclude():
+    c, ws = lint('<ProcessCreate onmatch="exclude">\n'
+                 '<Image condition="begin with">C:\\Windows\\</Image>\n</ProcessCreate>\n'
+                 '<ProcessCreate onmatch="include">\n'
+                 '<Image>C:\\Windows\\System32\\cmd.exe</Image>\n'
+                 '<Image>C:\\Tools\\x.exe</Image>\n</ProcessCreate>')
+    w = only(ws, "never includes anything")
+    assert [x.line for x in w] == [7]
+    assert "(line 4;" in w[0].message
+    assert FilterEngine(c).decide(1, {"Image": "C:\\Windows\\System32\\cmd.exe"})[0] is False
+
+
+def test_env_variables_in_linux_configs():
+    _, ws = lint('<FileCreate onmatch="include">\n'
+                 '<TargetFilename condition="begin with">/home/%USER%/</TargetFilename>\n'
+                 '</FileCreate>')
+    assert only(ws, "expanded only by Windows Sysmon")[0].line == 4
+
+
+def test_clean_config_has_no_warnings():
+    _, ws = lint('<RuleGroup name="g" groupRelation="or"><ProcessCreate onmatch="include">\n'
+                 '<Image condition="end with">\\powershell.exe</Image>\n'
+                 '<CommandLine condition="contains any">-enc;-nop</CommandLine>\n'
+                 '</ProcessCreate></RuleGroup>\n<NetworkConnect onmatch="exclude"/>')
+    assert ws == []
+
+
+def test_cli_check_prints_warnings_with_file_and_line(tmp_path, capsys):
+    p = tmp_path / "c.xml"
+    p.write_text('<Sysmon schemaversion="4.90">\n<EventFiltering>\n'
+                 '<ProcessCreate onmatch="include">\n'
+                 '<Image condition="image">mscorsvw.exe </Image>\n'
+                 '</ProcessCreate>\n</EventFiltering>\n</Sysmon>\n')
+    assert cli_main(["config", "check", str(p)]) == 0
+    captured = capsys.readouterr()
+    assert f"{p}:4: warning: <Image condition=\"image\">'mscorsvw.exe '" in captured.err
+    assert captured.out.startswith(f"Configuration file validated: {p}")
+
+
+def test_corpus_configs_lint_without_errors(corpus):
+    from sysmonx.config import ConfigError
+    n = 0
+    for path in sorted((corpus / "configs").rglob("*.xml")):
+        try:
+            c = parse_config(path.read_bytes(), str(path))
+        except ConfigError:
+            continue
+        for w in lint_config(c):
+            assert w.path == str(path) and w.line
+        n += 1
+    assert n > 100
