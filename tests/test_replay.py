@@ -122,3 +122,41 @@ def test_every_corpus_evtx_through_real_configs(corpus, config_rel):
     assert stats.sysmon == sum(raw.values())
     assert stats.included + stats.excluded == raw
     assert sum(stats.included.values()) > 0 and sum(stats.excluded.values()) > 0
+
+
+def test_output_that_is_an_input_is_refused(tmp_path, capsys):
+    """A new user's report: `-o` equal to the input emptied it; inside an input folder the
+    replay read its own output forever."""
+    src = tmp_path / "a.xml"
+    src.write_bytes(builtin_sample_path().read_bytes())
+    assert main(["replay", str(src), "-o", str(src), "-q"]) == 1
+    assert src.stat().st_size == builtin_sample_path().stat().st_size
+    assert "also an input" in capsys.readouterr().err
+    assert main(["replay", str(tmp_path), "-o", str(tmp_path / "out.xml"), "-q"]) == 1
+    assert "inside the input folder" in capsys.readouterr().err
+    assert not (tmp_path / "out.xml").exists()
+
+
+def test_stdin_input_and_stdout_dash(tmp_path, monkeypatch, capsysbinary):
+    import io
+    import sys
+    fake_in = io.BufferedReader(io.BytesIO(builtin_sample_path().read_bytes()))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(fake_in))
+    assert main(["replay", "-", "-o", "-", "--format", "jsonl", "-q"]) == 0
+    out = capsysbinary.readouterr().out.splitlines()
+    assert len(out) == 25 and orjson.loads(out[0])["EventID"] == 4
+
+
+def test_no_events_warning_strict_and_bad_jobs(tmp_path, capsys):
+    junk = tmp_path / "junk.log"
+    junk.write_bytes(b"\x00\x01 random bytes, not a log\n")
+    assert main(["replay", str(junk), "-q"]) == 0
+    assert "no events found" in capsys.readouterr().err
+    assert main(["replay", str(junk), "-q", "--strict"]) == 1
+    assert main(["replay", str(builtin_sample_path()), "--jobs", "-1"]) == 2
+
+
+def test_blob_given_as_config_gets_a_hint(corpus, capsys):
+    blob = corpus / "configs/Sysinternals__SysmonCommon/UnitTests/data/include_all.xml.bin"
+    assert main(["replay", str(builtin_sample_path()), "--config", str(blob), "-q"]) == 1
+    assert "sysmonx config decode" in capsys.readouterr().err

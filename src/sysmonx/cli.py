@@ -79,6 +79,9 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "(0: one per CPU; default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when any record or file could not be read, or nothing was read "
+                        "(for automation; by default bad records are reported and skipped)")
     p.add_argument("--no-extensions", action="store_true",
                    help="hold the config to Sysmon's grammar exactly (reject condition=\"regex\")")
     g = p.add_argument_group("Sysmon behaviours the spec marks uncertain (defaults: code-derived)")
@@ -315,8 +318,18 @@ def cmd_replay(argv: list[str]) -> int:
         console.print("error: give at least one PATH (or --sample for the built-in sample)")
         return EXIT_USAGE
     for pth in paths:
-        if not Path(pth).exists():
+        if pth != "-" and not Path(pth).exists():
             console.print(f"error: {pth}: no such file or directory")
+            return EXIT_FATAL
+    if args.jobs < 0:
+        console.print("error: --jobs must be 0 (one per CPU) or a positive number")
+        return EXIT_USAGE
+    if args.output == "-":
+        args.output = None  # stdout
+    if args.output:
+        problem = _output_clashes_with_inputs(args.output, paths)
+        if problem:
+            console.print(f"error: {problem}")
             return EXIT_FATAL
     config = None
     if config_arg is not None:
@@ -324,7 +337,7 @@ def cmd_replay(argv: list[str]) -> int:
         try:
             config = load_config(cpath, extensions=not args.no_extensions)
         except ConfigError as exc:
-            console.print(f"error: {exc}")
+            console.print(f"error: {exc}{_config_mistake_hint(cpath)}")
             return EXIT_FATAL
         except OSError as exc:
             console.print(f"error: cannot read config {cpath}: {exc.strerror or exc}")
@@ -389,9 +402,15 @@ def cmd_replay(argv: list[str]) -> int:
                 console=console, transient=True))
             task = progress.add_task("replay", total=len(files), records=0, errors=0)
 
+        seen = {"records": 0, "errors": 0}
+
         def file_done(path, stats) -> None:
             if progress is not None:
                 progress.update(task, advance=1, records=stats.records, errors=stats.errors)
+            if stats.records == seen["records"] and stats.errors == seen["errors"]:
+                console.print(f"warning: {path}: no events found (not an event log, or empty)",
+                              markup=False)
+            seen["records"], seen["errors"] = stats.records, stats.errors
 
         try:
             if jobs > 1 and len(files) > 1:
@@ -421,10 +440,54 @@ def cmd_replay(argv: list[str]) -> int:
         except BrokenPipeError:
             _silence_stdout()
             return 0
+        except KeyboardInterrupt:
+            console.print("interrupted: output up to here is complete; no summary")
+            return 130
+    if not files:
+        console.print("warning: no input files found (folders are searched for .evtx, .xml, "
+                      ".json[l], .log, .txt, syslog files and archives)")
     if not args.quiet:
         print_summary(console, stats, config is not None,
-                      window=args.time_from is not None or args.time_to is not None)
+                      window=args.time_from is not None or args.time_to is not None,
+                      config_name=None if config is None else
+                      ("built-in default" if config_arg == "default" else str(config_arg)))
+    if args.strict and (stats.errors or not stats.records):
+        return EXIT_FATAL
     return 0
+
+
+def _output_clashes_with_inputs(output: str, paths: list[str]) -> Optional[str]:
+    """Why writing ``output`` would destroy or re-read an input (``None`` if it would not): the
+    same file as an input (opening it for writing empties it), or inside an input folder (the
+    replay would read its own output as it grows)."""
+    import os
+    out = os.path.realpath(output)
+    for p in paths:
+        if p == "-":
+            continue
+        real = os.path.realpath(p)
+        if out == real:
+            return f"output {output} is also an input; choose another output file"
+        if os.path.isdir(real) and out.startswith(real.rstrip(os.sep) + os.sep):
+            return (f"output {output} is inside the input folder {p}; the replay would read its "
+                    "own output. Write it elsewhere")
+    return None
+
+
+def _config_mistake_hint(path: Path) -> str:
+    """A hint when the "config" is really a rule blob or an event log."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return ""
+    if head.startswith(b"ElfFile\0"):
+        return "\n(this is an EVTX event log; give it as a PATH to replay, not as --config)"
+    if head[:1] not in (b"<", b"\xef", b"\xff", b"\xfe", b" ", b"\t", b"\r", b"\n") and \
+            b"\x00" in head:
+        return ("\n(this looks like a compiled rule blob; turn it back into XML with "
+                "'sysmonx config decode FILE')")
+    return ""
 
 
 def _silence_stdout() -> None:
@@ -437,7 +500,8 @@ def _silence_stdout() -> None:
         pass
 
 
-def print_summary(console, stats, filtered: bool, window: bool = False) -> None:
+def print_summary(console, stats, filtered: bool, window: bool = False,
+                  config_name: Optional[str] = None) -> None:
     """Print the end-of-replay table: per EventID read/included/excluded, totals, errors; with
     ``window`` (``--from``/``--to`` given) also the records outside it and those without a time."""
     from rich.table import Table
@@ -458,7 +522,8 @@ def print_summary(console, stats, filtered: bool, window: bool = False) -> None:
     console.print(f"files: {stats.files:,}  records read: {stats.records:,}  Sysmon events: "
                   f"{stats.sysmon:,}  other records: {stats.non_sysmon:,} "
                   f"({'passed' if stats.non_sysmon_written else 'dropped'})  errors: "
-                  f"{stats.errors:,}" + ("" if filtered else "  (no config: nothing filtered)"))
+                  f"{stats.errors:,}" + (f"  config: {config_name}" if config_name else
+                                         "  (no config: nothing filtered)"))
     if window:
         console.print(f"time window: {stats.out_of_window:,} records outside --from/--to skipped, "
                       f"{stats.untimed:,} records without a time kept")
@@ -468,6 +533,8 @@ def cmd_config(argv: list[str]) -> int:
     """``sysmonx config check FILE``: validate and print warnings."""
     from .config import ConfigError, load_config
     args = _config_parser().parse_args(argv)
+    if getattr(args, "file", None) == "default":
+        args.file = str(builtin_config_path())
     if not hasattr(args, "no_extensions"):
         args.no_extensions = False
     console = _stderr_console()

@@ -287,6 +287,8 @@ TASK_BYTES = 8 << 20
 
 def _init_worker(options: ReplayOptions, fmt: Optional[str], tmpdir: str,
                  writer_options: Optional[dict] = None) -> None:
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     engine = FilterEngine(options.config, options.engine_options) \
         if options.config is not None else None
     _WORKER.update(options=options, fmt=fmt, tmpdir=tmpdir, engine=engine,
@@ -443,11 +445,12 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
 
 
 def event_name(event_id: int) -> str:
-    """``"1 ProcessCreate"``-style label for summaries (tag, or template for 4/16/255)."""
+    """Label for summaries: the event's task name as Event Viewer shows it, with the config tag,
+    e.g. ``Registry value set (RegistryEvent)``; ``Error report`` for 255."""
     ev = CURRENT.events.get(event_id)
     if ev is None:
-        return str(event_id)
-    return ev.tag or ev.template
+        return "(not a Sysmon event ID)"
+    return f"{ev.template} ({ev.tag})" if ev.tag else ev.template
 
 
 def default_jobs() -> int:
