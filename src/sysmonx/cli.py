@@ -117,7 +117,7 @@ def _run_parser() -> argparse.ArgumentParser:
                     "write them as Sysmon for Linux does. Needs root.")
     p.add_argument("--config", "-c", metavar="FILE", default="default",
                    help="Sysmon XML config (default: the built-in Linux default config)")
-    p.add_argument("--format", "-f", default="linux-xml", choices=["linux-xml", "xml", "jsonl"],
+    p.add_argument("--format", "-f", default="linux-xml", choices=["linux-xml", "xml", "jsonl", "csv"],
                    help="output format (default: Sysmon for Linux single-line XML)")
     p.add_argument("-o", "--output", metavar="OUT", help="write to a file (default: stdout)")
     p.add_argument("--syslog", nargs="?", const="/dev/log", metavar="SOCKET",
