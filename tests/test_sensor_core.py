@@ -312,3 +312,67 @@ def test_invalid_utf8_paths_become_replacement_characters():
     e1 = asm.build(ob.ProcessExec(time.time_ns(), 4243, ppid=1, start_ticks=1, image="/bin/x",
                                   argv=["x", os.fsdecode(b"\xc3(")], cwd="/", uid=0, end_data=0))
     assert e1.data["CommandLine"] == "x \ufffd("
+
+
+def test_config_change_under_load_loses_nothing_and_emits_16(tmp_path, fake_backend):
+    """Issue 3: a configuration change while observations stream in loses no event and writes
+    event 16 with the new file's SHA256."""
+    cfg_path = tmp_path / "c.xml"
+    cfg_path.write_text(CFG.format(prefix="/tmp/keep"))
+    now = time.time_ns()
+    n = 5000
+    fake_backend.script = [ob.FileCreate(now, 4242, f"/tmp/keep/{i}") for i in range(n)]
+    rec = Recorder()
+    sensor = Sensor(load_config(cfg_path), [rec], SensorOptions(queue_size=64),
+                    config_path=str(cfg_path))
+    t = run_sensor(sensor)
+    assert wait_for(lambda: sum(1 for e in rec.events if e.event_id == 11) > 200)
+    cfg_path.write_text(CFG.format(prefix="/tmp/keep/").replace("tmpfile", "after-reload"))
+    sensor.request_reload()
+    assert wait_for(lambda: sum(1 for e in rec.events if e.event_id == 11) == n, 60)
+    sensor.request_stop()
+    t.join(10)
+    files = [e for e in rec.events if e.event_id == 11]
+    assert [e.data["TargetFilename"] for e in files] == [f"/tmp/keep/{i}" for i in range(n)]
+    sixteen = [e for e in rec.events if e.event_id == 16]
+    assert len(sixteen) == 2
+    assert sixteen[1].data["ConfigurationFileHash"] == "SHA256=" + load_config(cfg_path).sha256
+    names = {e.data["RuleName"] for e in files}
+    assert names == {"tmpfile", "after-reload"}  # the new filter took over mid-stream
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root")
+def test_live_reload_under_exec_load_with_best_backend(tmp_path):
+    """The same with a real backend: execs keep being captured across a SIGHUP-style reload."""
+    from sysmonx.sensor.backends import choose_backend, BackendUnavailable
+    try:
+        name, _ = choose_backend()
+    except BackendUnavailable as exc:
+        pytest.skip(f"no live backend: {exc}")
+    cfg_path = tmp_path / "c.xml"
+    body = ('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" groupRelation="or">'
+            '<ProcessCreate onmatch="include"><CommandLine name="{n}" condition="contains">'
+            'sysmonx-reload-probe</CommandLine></ProcessCreate></RuleGroup></EventFiltering>'
+            "</Sysmon>")
+    cfg_path.write_text(body.format(n="before"))
+    rec = Recorder()
+    sensor = Sensor(load_config(cfg_path), [rec], SensorOptions(backend=name, dns=False),
+                    config_path=str(cfg_path))
+    t = run_sensor(sensor)
+    try:
+        assert sensor.started.wait(60), "sensor did not start"
+        tag = f"sysmonx-reload-probe-{os.getpid()}"
+        for i in range(300):
+            if i == 150:
+                cfg_path.write_text(body.format(n="after"))
+                sensor.request_reload()
+            subprocess.run(["/bin/true", f"{tag}-{i}"], check=True)
+        assert wait_for(lambda: sum(1 for e in rec.events if e.event_id == 1
+                                    and tag in e.data["CommandLine"]) >= 300, 30)
+    finally:
+        sensor.request_stop()
+        t.join(30)
+    got = {e.data["CommandLine"] for e in rec.events if e.event_id == 1 and tag in
+           e.data["CommandLine"]}
+    assert got == {f"/bin/true {tag}-{i}" for i in range(300)}
+    assert [e.event_id for e in rec.events].count(16) == 2
