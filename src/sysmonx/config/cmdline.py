@@ -35,7 +35,7 @@ from xml.sax.saxutils import escape
 
 from ..schema import CURRENT
 from .model import Config, ConfigError, ConfigWarning, Filter, RuleSet
-from .parse import parse_config, parse_hash_algorithms
+from .parse import parse_config, parse_hash_algorithms, split_comma_list
 
 __all__ = ["SwitchOptions", "merge_command_line", "split_switch_list", "render_config_xml",
            "empty_config", "DEFAULTS_XML"]
@@ -68,34 +68,9 @@ class SwitchOptions:
 
 
 def split_switch_list(text: str) -> list[str]:
-    """Split a command-line process list the way Sysmon's ``StringListDup`` does.
-
-    ``,`` separates items and ``,,`` is a literal comma. The list is a multi-string that ends at
-    its first empty item, so ``a,b,`` is ``[a, b]`` and ``,a`` is empty.
-
-    >>> split_switch_list("chrome.exe,my,,app.exe")
-    ['chrome.exe', 'my,app.exe']
-    """
-    items, cur, i = [], [], 0
-    while i < len(text):
-        c = text[i]
-        if c == ",":
-            if text[i + 1:i + 2] == ",":
-                cur.append(",")
-                i += 2
-                continue
-            items.append("".join(cur))
-            cur = []
-        else:
-            cur.append(c)
-        i += 1
-    items.append("".join(cur))
-    out = []
-    for item in items:
-        if item == "":
-            break
-        out.append(item)
-    return out
+    """Split a command-line process list: Sysmon's ``StringListDup`` rules, see
+    :func:`sysmonx.config.parse.split_comma_list`."""
+    return split_comma_list(text)
 
 
 def empty_config(path: str = "Defaults") -> Config:

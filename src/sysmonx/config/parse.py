@@ -24,6 +24,7 @@ from ..schema import CONDITIONS, CURRENT, Schema, SchemaVersionError, get_schema
 from .model import Aggregate, Config, ConfigError, ConfigWarning, Filter, RuleSet
 
 __all__ = ["load_config", "parse_config", "decode_config_bytes", "EXTENSION_CONDITIONS",
+           "split_comma_list",
            "MAX_RULE_NAME", "parse_hash_algorithms", "parse_field_sizes"]
 
 #: Conditions SysmonX adds to Sysmon's 16 (accepted only when extensions are enabled).
@@ -97,7 +98,7 @@ def parse_hash_algorithms(text: str) -> list[str]:
         ValueError: ``Invalid hashing algorithm: X``.
     """
     found = set()
-    for item in _split_comma_list(text):
+    for item in split_comma_list(text):
         key = item.strip().lower()
         if key in ("*", "all"):
             found.update(_HASH_ORDER)
@@ -108,12 +109,20 @@ def parse_hash_algorithms(text: str) -> list[str]:
     return [h for h in _HASH_ORDER if h in found]
 
 
-def _split_comma_list(text: str) -> list[str]:
+def split_comma_list(text: str) -> list[str]:
+    """Split a comma list the way Sysmon's ``StringListDup`` does (HashAlgorithms and the
+    command-line process lists): ``,`` separates items, ``,,`` is a literal comma, and the list is
+    a multi-string that ends at its first empty item, so ``a,b,`` is ``[a, b]`` and ``,a`` is
+    empty (spec 1.2).
+
+    >>> split_comma_list("chrome.exe,my,,app.exe")
+    ['chrome.exe', 'my,app.exe']
+    """
     items, cur, i = [], [], 0
     while i < len(text):
         c = text[i]
         if c == ",":
-            if i + 1 < len(text) and text[i + 1] == ",":
+            if text[i + 1:i + 2] == ",":
                 cur.append(",")
                 i += 2
                 continue
@@ -123,7 +132,12 @@ def _split_comma_list(text: str) -> list[str]:
             cur.append(c)
         i += 1
     items.append("".join(cur))
-    return [x for x in items if x != ""]
+    out = []
+    for item in items:
+        if item == "":
+            break
+        out.append(item)
+    return out
 
 
 def parse_field_sizes(text: str) -> dict[str, int]:
