@@ -26,7 +26,7 @@ from sysmonx.sensor.backends.cn_tracefs import (ConnectMatcher, TcpTransition, p
                                                 tracefs_available)
 from sysmonx.sensor.backends.cnproc import (PROC_EVENT_EXEC, PROC_EVENT_EXIT, PROC_EVENT_FORK,
                                             CnprocBackend, mcast_message, parse_cn_messages)
-from sysmonx.sensor.backends.proc_util import parse_stat
+from sysmonx.sensor.procfs import parse_stat
 from sysmonx.sensor.observations import (FileCreate, FileDelete, Loss, NetworkConnect,
                                          ProcessExec, ProcessExit)
 
@@ -376,7 +376,7 @@ def test_seq_gap_loss_with_tiny_buffer_and_slow_reader(run_backend):
 def test_kernel_event_filter(run_backend):
     """On Linux 6.6+ with kernel filtering (EXEC|EXIT), exec and exit still arrive and the
     kernel drops forks; the parent pid then comes from /proc."""
-    from sysmonx.sensor.backends.proc_util import kernel_version
+    from sysmonx.sensor.procfs import kernel_version
     if kernel_version() < (6, 6):
         pytest.skip("kernel event filtering needs Linux 6.6+")
     col = Collector()

@@ -20,6 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .procfs import read_process
+
 __all__ = ["ProcInfo", "ProcessCache", "process_guid", "logon_guid", "machine_id_prefix", "clean_text",
            "boot_time", "read_proc", "user_name", "FileHasher", "ZERO_GUID", "UNSET_ID"]
 
@@ -126,62 +128,23 @@ class ProcInfo:
 
 
 def read_proc(pid: int) -> Optional[dict]:
-    """Read a live process's facts from /proc (racy by nature: the process may be gone).
+    """Read a live process's facts from /proc (racy by nature: the process may be gone), with
+    :func:`sysmonx.sensor.procfs.read_process`.
 
     Returns:
-        dict with ``ppid``, ``start_ticks``, ``end_data``, ``uid``, ``image``, ``argv``, ``cwd``,
-        ``auid``, ``sessionid`` (missing pieces ``None``), or ``None`` when /proc/PID is gone.
+        dict with ``ppid``, ``start_ticks``, ``end_data`` (stat field 27, the ProcessGuid key),
+        ``uid``, ``image``, ``argv``, ``cwd``, ``auid``, ``sessionid`` (missing pieces ``None``),
+        or ``None`` when /proc/PID is gone.
     """
-    base = f"/proc/{pid}"
-    try:
-        with open(f"{base}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+    snap = read_process(pid)
+    if snap.start_ticks is None and snap.exe is None and snap.argv is None:
         return None
-    out: dict = {"ppid": None, "start_ticks": None, "end_data": None, "uid": None,
-                 "image": None, "argv": None, "cwd": None, "auid": None, "sessionid": None}
-    rparen = stat.rfind(b")")
-    fields = stat[rparen + 2:].split()
-    try:
-        out["ppid"] = int(fields[1])
-        out["start_ticks"] = int(fields[19])
-        if len(fields) > 24:  # field 27, endcode: what Sysmon for Linux keys ProcessGuid on
-            out["end_data"] = int(fields[24])
-    except (IndexError, ValueError):
-        pass
-    try:
-        out["uid"] = os.stat(base).st_uid
-        with open(f"{base}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Uid:"):
-                    out["uid"] = int(line.split()[1])
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        out["image"] = os.readlink(f"{base}/exe")
-        if out["image"].endswith(" (deleted)"):
-            out["image"] = out["image"][:-10]
-    except OSError:
-        pass
-    try:
-        with open(f"{base}/cmdline", "rb") as f:
-            raw = f.read(65536)
-        if raw:
-            out["argv"] = [a.decode("utf-8", "surrogateescape") for a in raw.rstrip(b"\0").split(b"\0")]
-    except OSError:
-        pass
-    try:
-        out["cwd"] = os.readlink(f"{base}/cwd")
-    except OSError:
-        pass
-    for key, name in (("auid", "loginuid"), ("sessionid", "sessionid")):
-        try:
-            with open(f"{base}/{name}") as f:
-                out[key] = int(f.read().strip())
-        except (OSError, ValueError):
-            pass
-    return out
+    image = snap.exe
+    if image is not None and image.endswith(" (deleted)"):
+        image = image[:-10]
+    return {"ppid": snap.ppid, "start_ticks": snap.start_ticks, "end_data": snap.end_data,
+            "uid": snap.uid, "image": image, "argv": snap.argv, "cwd": snap.cwd,
+            "auid": snap.auid, "sessionid": snap.sessionid}
 
 
 class ProcessCache:

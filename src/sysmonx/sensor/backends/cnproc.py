@@ -69,7 +69,7 @@ from .cn_fanotify import (FAN_CREATE, FAN_DELETE, FAN_MOVED_TO, FAN_OPEN_EXEC, F
                           ExecImages, FanotifyWatch, fanotify_available)
 from .cn_tracefs import (TCP_ESTABLISHED, TCP_SYN_RECV, ConnectMatcher, TcpStateTrace,
                          tracefs_available)
-from .proc_util import (CAP_NET_ADMIN, SocketOwners, has_cap, init_namespaces, kernel_version,
+from ..procfs import (CAP_NET_ADMIN, SocketOwners, has_cap, init_namespaces, kernel_version,
                         monotonic_to_epoch_offset, read_process_racy, read_process_rest)
 
 __all__ = ["CnprocBackend", "parse_cn_messages", "CnEvent", "mcast_message",

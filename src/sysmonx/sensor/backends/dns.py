@@ -19,7 +19,7 @@ pair becomes one DnsQuery with the RCODE and the answers. A query without an ans
 whose query was not seen (sent before start) is emitted on its own.
 
 Process: at query time, the client port is looked up in ``/proc/net/udp{,6}`` (``tcp``) and the
-socket inode in ``/proc/*/fd`` (:class:`~.proc_util.SocketOwners`, cached per port for 1 s). This
+socket inode in ``/proc/*/fd`` (:class:`~sysmonx.sensor.procfs.SocketOwners`, cached per port for 1 s). This
 succeeds for real round trips; a client that got an instant answer (a local cache) may have closed
 its socket before the look-up, and ``pid`` is then ``None`` (spec §2.6: 10-20 % attributed for
 instant loopback answers, 100 % with 50 ms of server delay). The core can still attribute it from
@@ -50,7 +50,7 @@ from typing import Callable, Optional
 
 from ..observations import BackendError, DnsQuery, Loss, Observation
 from .base import Backend, BackendUnavailable
-from .proc_util import CAP_NET_RAW, SocketOwners, has_cap
+from ..procfs import CAP_NET_RAW, SocketOwners, has_cap
 
 __all__ = ["DnsBackend", "DnsParseError", "DnsMessage", "IpPacket", "parse_dns", "parse_ip",
            "read_name", "render_results", "bpf_program", "assemble_bpf"]
