@@ -498,3 +498,16 @@ def test_folder_walk_keeps_extensionless_syslog_files(tmp_path):
         (tmp_path / name).write_text("x\n")
     found = sorted(os.path.basename(p) for p in iter_input_files([str(tmp_path)]))
     assert found == ["messages", "syslog", "syslog.1"]
+
+
+def test_evtx_chunk_checksum_mismatch_is_reported_once(corpus, tmp_path):
+    """pyevtx-rs ignores chunk CRC32s; SysmonX reads the records and reports the chunk."""
+    data = bytearray((corpus / PANACHE).read_bytes())
+    off = 4096 + 3 * 65536 + 124  # header CRC32 of chunk 3
+    data[off] ^= 0xFF
+    path = tmp_path / "crc.evtx"
+    path.write_bytes(bytes(data))
+    events, errors = read(path)
+    assert len(events) == 565
+    assert [(e.offset, "header checksum mismatch" in e.message) for e in errors] == \
+        [(4096 + 3 * 65536, True)]

@@ -430,6 +430,25 @@ class _ChunkTracker:
         self.seen, self.last_rid = 1, rid
         return out
 
+    def verify_checksums(self, slot: int) -> None:
+        """Report a chunk whose header or record-data CRC32 does not match (pyevtx-rs does not
+        check them): the records are still read, but their data may have been altered. Called
+        only for chunks with no other damage reported, so one damaged spot gives one line."""
+        if self.offset(slot) + _CHUNK_SIZE > self.size:
+            return  # truncated chunk: reported elsewhere
+        data = self.chunk(slot)
+        stored_head, = struct.unpack_from("<I", data, 124)
+        free, stored_data = struct.unpack_from("<II", data, 48)
+        bad = []
+        if zlib.crc32(bytes(data[0:120]) + bytes(data[128:512])) != stored_head:
+            bad.append("header")
+        if 512 <= free <= _CHUNK_SIZE and zlib.crc32(bytes(data[512:free])) != stored_data:
+            bad.append("record data")
+        if bad:
+            self.on_error(ReadError(self.path, self.offset(slot), "byte",
+                                    f"chunk {slot}: {' and '.join(bad)} checksum mismatch; its "
+                                    "records were read but may have been altered"))
+
     def failed(self, message: str) -> None:
         """pyevtx-rs raised ``message``: report it, attributed to a chunk/record where possible."""
         offset, slot = None, None
@@ -488,6 +507,8 @@ class _ChunkTracker:
         partial = slot >= self.full
         expected = h[1] - h[0] + 1 if h[1] >= h[0] else 0
         errors = self.errors.get(slot, 0)
+        if not errors and seen == expected and not partial:
+            self.verify_checksums(slot)  # nothing else wrong here: is the data still intact?
         if expected - seen <= errors and not partial:
             return []
         events = self._events(_recover_records(self.chunk(slot), h, after, not partial))
