@@ -79,6 +79,13 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "(0: one per CPU; default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--rules", action="append", default=[], metavar="PATH",
+                   help="Sigma rules (YAML files, folders, .tar.gz bundles; repeatable): run on "
+                        "every event that passes the config; alerts go into the output stream "
+                        "as SysmonX event 1000 (SigmaAlert) and, with --alerts, to a JSONL file")
+    p.add_argument("--alerts", metavar="FILE",
+                   help="write Sigma alerts as JSON lines to FILE ('-' for stdout instead of the "
+                        "event stream)")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when any record or file could not be read, or nothing was read "
                         "(for automation; by default bad records are reported and skipped)")
@@ -137,6 +144,11 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-backends", action="store_true",
                    help="show which backends can run here and why not, then exit")
     p.add_argument("--provider", help="System/Provider Name (default: Linux-Sysmon)")
+    p.add_argument("--rules", action="append", default=[], metavar="PATH",
+                   help="Sigma rules (files, folders, .tar.gz; repeatable) run on every written "
+                        "event; alerts are written as SysmonX event 1000 (SigmaAlert)")
+    p.add_argument("--alerts", metavar="FILE",
+                   help="write Sigma alerts as JSON lines to FILE instead of the event stream")
     p.add_argument("--pidfile", metavar="FILE",
                    help="write the sensor's pid to FILE once it has started (events 4 and 16 "
                         "written); removed at exit. Used by the service (sysmonx -i)")
@@ -193,8 +205,23 @@ def cmd_run(argv: list[str]) -> int:
         if args.follow:
             options.backend, options.dns = "sysmon-follow", False
             options.backend_options = {"follow": args.follow, "from_start": args.from_start}
+        stage = on_alert = None
+        if args.rules:
+            stage = _load_detection(args.rules, console)
+            if stage is None:
+                return EXIT_FATAL
+            if args.alerts:
+                on_alert = _alert_sink(args.alerts, None, stack, console)
+                if on_alert is None:
+                    return EXIT_FATAL
+            else:
+                def on_alert(alert, _ws=writers) -> None:
+                    ev = alert.to_event()
+                    for w in _ws:
+                        w.write(ev)
         sensor = Sensor(config, writers, options, config_path=str(cpath),
-                        on_status=lambda msg: console.print(f"sysmonx: {msg}", markup=False))
+                        on_status=lambda msg: console.print(f"sysmonx: {msg}", markup=False),
+                        detection=stage, on_alert=on_alert)
         if args.pidfile:
             write_pidfile_when_started(sensor, args.pidfile, stack)
         try:
@@ -375,6 +402,14 @@ def cmd_replay(argv: list[str]) -> int:
     from .pipeline import OutputError, default_jobs, replay_parallel
     from .sources import iter_input_files
     jobs = default_jobs() if args.jobs == 0 else max(1, args.jobs)
+    stage = None
+    if args.rules:
+        stage = _load_detection(args.rules, console)
+        if stage is None:
+            return EXIT_FATAL
+        if jobs > 1:
+            console.print("note: --rules replays on one process (correlations need one stream)")
+            jobs = 1
     files = list(iter_input_files(paths))
     fmt = None if args.no_output else args.format
     writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
@@ -426,10 +461,17 @@ def cmd_replay(argv: list[str]) -> int:
                     if progress is not None:
                         progress.update(task, records=records, errors=replayer.stats.errors)
 
-                replayer = Replayer(options, writer, on_error=on_error, on_progress=on_progress)
+                on_alert = None
+                if stage is not None:
+                    on_alert = _alert_sink(args.alerts, writer, stack, console)
+                    if on_alert is None:
+                        return EXIT_FATAL
+                replayer = Replayer(options, writer, on_error=on_error, on_progress=on_progress,
+                                    detection=stage, on_alert=on_alert)
                 for path in files:
                     replayer.run_file(path)
                     file_done(path, replayer.stats)
+                replayer.finish_detection()
                 stats = replayer.stats
         except OutputError as exc:
             if isinstance(exc.__cause__, BrokenPipeError):  # e.g. `| head`: stop quietly
@@ -451,9 +493,72 @@ def cmd_replay(argv: list[str]) -> int:
                       window=args.time_from is not None or args.time_to is not None,
                       config_name=None if config is None else
                       ("built-in default" if config_arg == "default" else str(config_arg)))
+    if stage is not None and not args.quiet:
+        _print_detection_summary(console, stage)
     if args.strict and (stats.errors or not stats.records):
         return EXIT_FATAL
     return 0
+
+
+def _load_detection(paths: list[str], console):
+    """Load Sigma rules into a detection stage; print load issues. ``None`` on a fatal error."""
+    try:
+        from .detection import DetectionStage
+    except ImportError as exc:
+        console.print(f"error: Sigma detection unavailable: {exc}")
+        return None
+    try:
+        stage = DetectionStage.from_paths(paths)
+    except FileNotFoundError as exc:
+        console.print(f"error: rules: {exc.filename or exc}: no such file or directory")
+        return None
+    rejected = [i for i in stage.issues if i.rejected]
+    for issue in stage.issues:
+        console.print(f"sigma: {issue}", markup=False)
+    console.print(f"sigma: {len(stage.matcher.compiled)} rules and {len(stage.correlations)} "
+                  f"correlations loaded, {len(rejected)} rejected", markup=False)
+    return stage
+
+
+def _alert_sink(alerts_path: Optional[str], writer, stack: ExitStack, console):
+    """Where alerts go: a JSONL file (or stdout with '-'), else the event stream as event 1000."""
+    counter = {"n": 0}
+    if alerts_path:
+        if alerts_path == "-":
+            out = sys.stdout.buffer
+        else:
+            try:
+                out = stack.enter_context(open(alerts_path, "wb"))
+            except OSError as exc:
+                console.print(f"error: cannot write {alerts_path}: {exc.strerror or exc}")
+                return None
+
+        def to_file(alert) -> None:
+            out.write(alert.to_json())
+        return to_file
+    if writer is None:
+        return lambda alert: None
+
+    def to_stream(alert) -> None:
+        counter["n"] += 1
+        writer.write(alert.to_event(record_id=counter["n"]))
+    return to_stream
+
+
+def _print_detection_summary(console, stage) -> None:
+    """Hits per rule and level at the end of a replay."""
+    from rich.table import Table
+    rows = stage.summary_rows()
+    table = Table(title="Sigma detections", title_justify="left")
+    for col, just in (("level", "left"), ("matches", "right"), ("alerts", "right"),
+                      ("rule", "left")):
+        table.add_column(col, justify=just)
+    for r in rows:
+        table.add_row(str(r.level), f"{r.matches:,}", f"{r.alerts:,}", f"{r.title} ({r.rule_id})")
+    if rows:
+        console.print(table)
+    else:
+        console.print("Sigma detections: no rule matched")
 
 
 def _output_clashes_with_inputs(output: str, paths: list[str]) -> Optional[str]:

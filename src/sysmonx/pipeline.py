@@ -151,9 +151,12 @@ class Replayer:
     def __init__(self, options: ReplayOptions, writer=None,
                  on_error: Optional[Callable[[ReadError], None]] = None,
                  on_progress: Optional[Callable[[str, int], None]] = None,
-                 engine: Optional[FilterEngine] = None):
+                 engine: Optional[FilterEngine] = None, detection=None,
+                 on_alert: Optional[Callable] = None):
         self.options = options
         self.writer = writer
+        self.detection = detection
+        self.on_alert = on_alert
         self.stats = ReplayStats()
         self._on_error = on_error
         self._on_progress = on_progress
@@ -209,6 +212,13 @@ class Replayer:
         if self._on_progress is not None:
             self._on_progress(path, self.stats.records)
 
+    def finish_detection(self) -> None:
+        """End of the stream: close the detection stage's open correlation windows and hand
+        their alerts to ``on_alert``."""
+        if self.detection is not None:
+            for alert in self.detection.finish():
+                self.on_alert(alert)
+
     def _consume(self, path: str, events: Iterable[Event]) -> None:
         stats = self.stats
         included, excluded = stats.included, stats.excluded
@@ -224,6 +234,8 @@ class Replayer:
         engine = self.engine
         deciders = {}
         keep_other = self.options.non_sysmon == "pass"
+        detect = self.detection.process if self.detection is not None else None
+        on_alert = self.on_alert
         progress = self._on_progress
         every = self.PROGRESS_EVERY
         windowed = self._from is not None or self._to is not None
@@ -241,6 +253,9 @@ class Replayer:
                     stats.non_sysmon_written += 1
                     if write is not None:
                         write(ev)
+                    if detect is not None:
+                        for alert in detect(ev):
+                            on_alert(alert)
                 continue
             stats.sysmon += 1
             eid = ev.event_id
@@ -263,6 +278,9 @@ class Replayer:
             included[eid] += 1
             if write is not None:
                 write(ev)
+            if detect is not None:
+                for alert in detect(ev):
+                    on_alert(alert)
 
 
 def _merge(into: ReplayStats, part: ReplayStats) -> None:

@@ -82,11 +82,16 @@ class Sensor:
         options: :class:`SensorOptions`.
         config_path: file to re-read on reload (``None``: reload keeps the config).
         on_status: called with one-line status messages (backend chosen, skipped tiers ...).
+        detection: a :class:`~sysmonx.detection.DetectionStage` run on every written event;
+            ``on_alert`` receives its alerts (open correlation windows are flushed at stop).
     """
 
     def __init__(self, config: Optional[Config], writers: list, options: SensorOptions,
                  config_path: Optional[str] = None,
-                 on_status: Optional[Callable[[str], None]] = None) -> None:
+                 on_status: Optional[Callable[[str], None]] = None, detection=None,
+                 on_alert: Optional[Callable] = None) -> None:
+        self.detection = detection
+        self.on_alert = on_alert
         self.config = config
         self.config_path = config_path
         self.writers = list(writers)
@@ -145,6 +150,9 @@ class Sensor:
         for w in self.writers:
             w.write(event)
         self.stats.written[event.event_id] += 1
+        if self.detection is not None:
+            for alert in self.detection.process(event):
+                self.on_alert(alert)
 
     def _config_event(self) -> None:
         now = time.time_ns()
@@ -257,6 +265,9 @@ class Sensor:
                     self._handle(self.queue.get_nowait())
                 except queue.Empty:
                     break
+            if self.detection is not None:
+                for alert in self.detection.finish():
+                    self.on_alert(alert)
             if self.started.is_set():
                 self._write(self.assembler.service_state("Stopped", schema, time.time_ns()))
             for w in self.writers:

@@ -1,0 +1,163 @@
+"""Alerts: what a Sigma rule or correlation reports, as JSON lines or as a SysmonX event.
+
+An :class:`Alert` is produced by :class:`~sysmonx.detection.stage.DetectionStage` for every
+detection-rule match (unless a correlation consumes the rule without ``generate``) and for every
+correlation that fires. Two renderings:
+
+* :meth:`Alert.to_json`: one JSON object per line (UTF-8, no raw control character, so no value
+  can forge a line): ``type`` (``sigma_alert``), ``rule_id``, ``title``, ``level``, ``status``,
+  ``kind`` (``detection`` or the correlation type), ``attack`` (the ``attack.*`` tags),
+  ``tags`` (all), ``time`` (window end), ``window_start``, ``window_end``, ``computer``,
+  ``group`` (group-by field -> value; empty for detections), ``event_count``, ``record_ids``
+  (of the matched events, at most ``max_alert_records``, oldest first), ``event_ids``,
+  ``rules`` (referenced rules of a correlation), ``value`` (the correlation's aggregate), and
+  ``fields`` (key fields of the matched event: the fields the rule tests plus the usual identity
+  fields, or the group values of a correlation).
+* :meth:`Alert.to_event`: a SysmonX event for the XML/JSON streams, provider ``SysmonX``, channel
+  ``SysmonX/Alerts``, EventID :data:`SIGMA_ALERT_EVENT_ID` (1000, ``SigmaAlert``: outside Sysmon's
+  1-29 and 255), Level from the Sigma level (critical 1, high 2, medium 3, low and
+  informational 4), TimeCreated the window end, EventData in this order: ``RuleId``, ``RuleTitle``,
+  ``RuleLevel``, ``RuleStatus``, ``RuleKind``, ``Attack``, ``Tags``, ``WindowStart``,
+  ``WindowEnd``, ``EventCount``, ``RecordIds``, ``EventIds``, ``Rules``, ``Value``, ``Group``
+  (``name=value; ...``), then each key field under its own name (a name that collides with one
+  above is skipped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import orjson
+
+from ..event import Event
+
+__all__ = ["Alert", "SIGMA_ALERT_EVENT_ID", "SIGMA_ALERT_NAME", "ALERT_PROVIDER",
+           "ALERT_CHANNEL", "LEVEL_TO_WINDOWS", "LEVELS", "attack_tags"]
+
+#: EventID of the SysmonX ``SigmaAlert`` event (outside Sysmon's range).
+SIGMA_ALERT_EVENT_ID = 1000
+SIGMA_ALERT_NAME = "SigmaAlert"
+ALERT_PROVIDER = "SysmonX"
+ALERT_CHANNEL = "SysmonX/Alerts"
+#: Sigma levels, most severe last.
+LEVELS = ("informational", "low", "medium", "high", "critical")
+#: Sigma level -> Windows System/Level (1 critical, 2 error, 3 warning, 4 information).
+LEVEL_TO_WINDOWS = {"critical": 1, "high": 2, "medium": 3, "low": 4, "informational": 4}
+
+_FIXED = ("RuleId", "RuleTitle", "RuleLevel", "RuleStatus", "RuleKind", "Attack", "Tags",
+          "WindowStart", "WindowEnd", "EventCount", "RecordIds", "EventIds", "Rules", "Value",
+          "Group")
+
+
+@dataclass
+class Alert:
+    """One alert.
+
+    Attributes:
+        rule_id: the rule's id (or name, or title when it has neither).
+        title, level, status: rule metadata (``""`` when absent).
+        kind: ``detection`` or the correlation type (``event_count``, ``temporal_ordered`` ...).
+        tags: every rule tag as written (``attack.t1059.001``, ``cve.2021-44228`` ...).
+        window_start, window_end: canonical UTC times (``...nnnnnnnnnZ``) of the first and last
+            matched event (equal for a detection).
+        computer: System/Computer of the (last) matched event.
+        group: group-by field -> value of a correlation (``{}`` for a detection).
+        record_ids: EventRecordIDs of the matched events, oldest first (bounded).
+        event_count: how many events the alert covers (may exceed ``len(record_ids)``).
+        event_ids: EventIDs of the matched events (distinct, in order of appearance).
+        rules: for a correlation, the referenced rules (id or name).
+        value: a correlation's aggregate (count, distinct values, sum, average, percentile).
+        fields: key fields of the matched event (field -> value).
+    """
+
+    rule_id: str
+    title: str
+    level: str
+    status: str
+    kind: str
+    tags: tuple = ()
+    window_start: str = ""
+    window_end: str = ""
+    computer: str = ""
+    group: dict = field(default_factory=dict)
+    record_ids: tuple = ()
+    event_count: int = 1
+    event_ids: tuple = ()
+    rules: tuple = ()
+    value: Optional[float] = None
+    fields: dict = field(default_factory=dict)
+
+    @property
+    def attack(self) -> tuple:
+        """The ATT&CK tags (``attack.*``)."""
+        return attack_tags(self.tags)
+
+    @property
+    def time(self) -> str:
+        """When the alert happened: the window end."""
+        return self.window_end
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (tuples for lists), keys in the documented order."""
+        return {
+            "type": "sigma_alert", "rule_id": self.rule_id, "title": self.title,
+            "level": self.level, "status": self.status, "kind": self.kind,
+            "attack": attack_tags(self.tags), "tags": self.tags, "time": self.window_end,
+            "window_start": self.window_start, "window_end": self.window_end,
+            "computer": self.computer, "group": self.group, "event_count": self.event_count,
+            "record_ids": self.record_ids, "event_ids": self.event_ids,
+            "rules": self.rules, "value": self.value, "fields": self.fields,
+        }
+
+    def to_json(self) -> bytes:
+        """One JSON line (with the trailing newline)."""
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
+
+    def to_event(self, record_id: Optional[int] = None) -> Event:
+        """The alert as a SysmonX ``SigmaAlert`` event (see module docstring)."""
+        data = {
+            "RuleId": self.rule_id, "RuleTitle": self.title, "RuleLevel": self.level,
+            "RuleStatus": self.status, "RuleKind": self.kind, "Attack": ",".join(self.attack),
+            "Tags": ",".join(self.tags), "WindowStart": _utc(self.window_start),
+            "WindowEnd": _utc(self.window_end), "EventCount": str(self.event_count),
+            "RecordIds": ",".join(str(r) for r in self.record_ids),
+            "EventIds": ",".join(str(i) for i in self.event_ids),
+            "Rules": ",".join(self.rules),
+            "Value": "" if self.value is None else _num(self.value),
+            "Group": "; ".join(f"{k}={'' if v is None else v}" for k, v in self.group.items()),
+        }
+        for k, v in self.fields.items():
+            if k not in data and v is not None:
+                data[k] = str(v)
+        return Event(SIGMA_ALERT_EVENT_ID, data, provider=ALERT_PROVIDER, provider_guid=None,
+                     version=1, level=LEVEL_TO_WINDOWS.get(self.level, 4), task=0, opcode=0,
+                     keywords="0x0", time_created=self.window_end, record_id=record_id,
+                     process_id=None, thread_id=None, channel=ALERT_CHANNEL,
+                     computer=self.computer)
+
+
+_ATTACK: dict = {}
+
+
+def attack_tags(tags: tuple) -> tuple:
+    """The ``attack.*`` tags of ``tags`` (memorised per tag tuple)."""
+    r = _ATTACK.get(tags)
+    if r is None:
+        r = tuple(t for t in tags if t.lower().startswith("attack."))
+        if len(_ATTACK) < 65536:
+            _ATTACK[tags] = r
+    return r
+
+
+def _utc(t: str) -> str:
+    """``2019-04-18T16:55:37.014980000Z`` -> ``2019-04-18 16:55:37.014`` (Sysmon's UtcTime)."""
+    if len(t) == 30 and t[10] == "T":
+        return t[:10] + " " + t[11:23]
+    return t
+
+
+def _num(v: float) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)

@@ -1,0 +1,1219 @@
+"""Sigma rules compiled into in-process matchers over SysmonX events.
+
+Each rule's condition tree, as pySigma parses and post-processes it (selections resolved,
+``1 of sel*`` / ``all of them`` expanded, ``not`` and parentheses kept, modifiers applied to the
+values), is compiled into a Python expression over an event and the automaton keys found in it
+(generated code, one function per rule). Values follow the Sigma specification:
+
+* strings match case-insensitively (``cased`` makes them case-sensitive), ``*``/``?`` are
+  wildcards, ``\\`` escapes them; ``contains``/``startswith``/``endswith``/``all``/``windash``/
+  ``base64``/``base64offset``/``utf16le``/``utf16be``/``utf16``/``wide`` are applied by pySigma
+  to the values (Sigma modifiers appendix);
+* ``re`` is searched (unanchored) with RE2, case-sensitive unless ``i``; ``m`` and ``s`` flags;
+* ``cidr`` (IPv4 and IPv6), ``lt``/``lte``/``gt``/``gte``/``neq`` on numbers (decimal or
+  ``0x`` hexadecimal field values), the time-part modifiers ``minute`` ... ``year``, ``exists``,
+  ``fieldref`` (case-insensitive, with ``startswith``/``endswith``/``contains``), ``expand``
+  with the placeholders given at load (a rule with a placeholder that has no value is rejected);
+* a number matches the field's decimal (or ``0x`` hex) rendering, a boolean ``true``/``false``;
+* ``null`` matches a field that is absent or empty; a keyword (value without field) is a
+  full-text search: it matches when it is a substring of any ``EventData`` value (its own
+  wildcards kept).
+
+A field absent from the event matches nothing but ``null`` and ``exists: false`` (so
+``not filter`` is true for it).
+
+**Speed.** Rules are grouped by the events they can see (:mod:`.logsource`). Within a group every
+plain string value (equals, prefix, suffix, substring) and every number/boolean becomes a key of
+one Aho-Corasick automaton per field, over the lower-cased value framed by two sentinel
+characters (``\\x02value\\x03``: a prefix key starts with ``\\x02``, a suffix key ends with
+``\\x03``, an equality key has both). One pass per field finds every key of every rule of the
+group; such values are then decided exactly by set membership. Other values (wildcards in the
+middle, regexes, cased strings, IPv4 CIDR ranges) contribute necessary literals (each literal
+fragment, the literals every regex match must contain, the address prefixes) as keys, tested
+before their own code runs. From the condition each rule gets a necessity tree (which keys every
+matching event contains); each group indexes a rule by its rarest necessary clause, first from a
+prior, then from the key frequencies the group observes, so an event only reaches the rules it
+could satisfy. Rules without any necessary clause are evaluated for every event of their group
+(the load report counts them). Field values and whole events already seen are remembered with
+their keys and candidates (bounded), so repeated values cost one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from operator import itemgetter
+from typing import Callable, Iterable, Optional
+
+import ahocorasick
+import re2
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionNOT,
+    ConditionOR,
+    ConditionValueExpression,
+)
+from sigma.rule import SigmaRule
+from sigma.types import (
+    CompareOperators,
+    Placeholder,
+    SigmaBool,
+    SigmaCasedString,
+    SigmaCIDRExpression,
+    SigmaCompareExpression,
+    SigmaExists,
+    SigmaExpansion,
+    SigmaFieldReference,
+    SigmaNull,
+    SigmaNumber,
+    SigmaRegularExpression,
+    SigmaRegularExpressionFlag,
+    SigmaString,
+    SigmaTimestampPart,
+    SpecialChars,
+    TimestampPart,
+)
+
+from ..event import (
+    LINUX_PROVIDER,
+    WINDOWS_PROVIDER,
+    Event,
+    TimeFormatError,
+    normalize_time,
+)
+from .fields import HASH_FIELDS, field_getter, known_fields
+from .logsource import LogsourceError, Target, group_keys_for_event, resolve_logsource
+
+try:  # Python's regex parser, only to find the literals a pattern needs (3.11+ names)
+    import re._constants as _sre_c
+    import re._parser as _sre_p
+except ImportError:  # pragma: no cover
+    import sre_constants as _sre_c  # type: ignore[no-redef]
+    import sre_parse as _sre_p  # type: ignore[no-redef]
+
+__all__ = ["RuleCompileError", "CompiledRule", "RuleMatcher", "REGEX_MAX_MEM", "START", "END"]
+
+#: Sentinels framing a lower-cased field value in the automaton text.
+START = "\x02"
+END = "\x03"
+_SENTINELS = (START, END)
+#: RE2 memory budget per ``re`` value, bytes (a hostile pattern fails to compile).
+REGEX_MAX_MEM = 8 << 20
+
+_MULTI = SpecialChars.WILDCARD_MULTI
+_SINGLE = SpecialChars.WILDCARD_SINGLE
+
+
+class RuleCompileError(Exception):
+    """A rule the matcher cannot evaluate; ``code`` groups reasons in the load report."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------------------------
+# Atoms: one field/value test each.
+
+@dataclass
+class _Atom:
+    """One value test. ``exact`` keys decide it by automaton hits alone (true when any is
+    found); ``trigger`` is a tuple of necessary clauses (tuples of keys: when the atom is true,
+    one key of each clause is in the field); ``fn(event)`` decides non-exact atoms."""
+
+    field: Optional[str]
+    exact: tuple = ()
+    trigger: tuple = ()
+    fn: Optional[Callable[[Event], bool]] = None
+
+
+def _getter(name: str) -> Callable[[Event], Optional[str]]:
+    g = field_getter(name)
+    if g is not None:
+        return g
+    return lambda e: e.data.get(name)
+
+
+def _has_sentinel(s: str) -> bool:
+    return START in s or END in s
+
+
+def _norm_parts(s: SigmaString) -> list:
+    """Sigma string parts with adjacent plain strings merged and ``**`` collapsed."""
+    out: list = []
+    for p in s.s:
+        if isinstance(p, Placeholder):
+            raise RuleCompileError("placeholder", f"placeholder %{p.name}% left unexpanded")
+        if isinstance(p, str):
+            if not p:
+                continue
+            if out and isinstance(out[-1], str):
+                out[-1] += p
+            else:
+                out.append(p)
+        elif p is _MULTI and out and out[-1] is _MULTI:
+            continue
+        else:
+            out.append(p)
+    return out
+
+
+def _norm_parts_list(parts: list) -> list:
+    out: list = []
+    for p in parts:
+        if p is _MULTI and out and out[-1] is _MULTI:
+            continue
+        out.append(p)
+    return out
+
+
+def _glob_fn(parts: list, cased: bool) -> Callable[[str], bool]:
+    """Matcher of a wildcard pattern over a whole value (lower-cased first unless ``cased``)."""
+    if not cased:
+        parts = [p.lower() if isinstance(p, str) else p for p in parts]
+    if _SINGLE in parts:
+        rx = "".join(re2.escape(p) if isinstance(p, str) else (".*" if p is _MULTI else ".")
+                     for p in parts)
+        opts = re2.Options()
+        opts.dot_nl = True
+        opts.max_mem = REGEX_MAX_MEM
+        full = re2.compile(rx, opts).fullmatch
+        if cased:
+            return lambda v: full(v) is not None
+        return lambda v: full(v.lower()) is not None
+    # '*' only: anchored first/last fragments, greedy leftmost search for the middle ones.
+    first = parts[0] if isinstance(parts[0], str) else ""
+    last = parts[-1] if isinstance(parts[-1], str) and len(parts) > 1 else ""
+    middle = [p for p in parts[1 if first else 0: len(parts) - (1 if last else 0)]
+              if isinstance(p, str)]
+    fl, ll = len(first), len(last)
+
+    def match(v: str) -> bool:
+        if not cased:
+            v = v.lower()
+        if len(v) < fl + ll or not v.startswith(first) or not v.endswith(last):
+            return False
+        pos, end = fl, len(v) - ll
+        for frag in middle:
+            i = v.find(frag, pos, end)
+            if i < 0:
+                return False
+            pos = i + len(frag)
+        return True
+    return match
+
+
+def _string_shape(parts: list) -> tuple[str, str]:
+    """``(kind, literal)``: kind is eq/prefix/suffix/contains/any/glob."""
+    if not parts:
+        return "eq", ""
+    if all(p is _MULTI for p in parts):
+        return "any", ""
+    if len(parts) == 1 and isinstance(parts[0], str):
+        return "eq", parts[0]
+    if len(parts) == 2:
+        if parts[0] is _MULTI and isinstance(parts[1], str):
+            return "suffix", parts[1]
+        if parts[1] is _MULTI and isinstance(parts[0], str):
+            return "prefix", parts[0]
+    if len(parts) == 3 and parts[0] is _MULTI and parts[2] is _MULTI and isinstance(parts[1], str):
+        return "contains", parts[1]
+    return "glob", ""
+
+
+def _key(kind: str, lit: str) -> str:
+    if kind == "eq":
+        return START + lit + END
+    if kind == "prefix":
+        return START + lit
+    if kind == "suffix":
+        return lit + END
+    return lit
+
+
+def _glob_trigger(parts: list) -> tuple:
+    """Every literal fragment of a wildcard pattern is necessary: one single-key clause each
+    (anchored at an end of the value when it starts or ends the pattern)."""
+    out = []
+    for i, p in enumerate(parts):
+        if isinstance(p, str):
+            lit = p.lower()
+            if _has_sentinel(lit):
+                continue
+            k = lit
+            if i == 0:
+                k = START + k
+            if i == len(parts) - 1:
+                k = k + END
+            if (k,) not in out:
+                out.append((k,))
+    return tuple(out)
+
+
+def _string_atom(name: Optional[str], s: SigmaString) -> _Atom:
+    cased = isinstance(s, SigmaCasedString)
+    parts = _norm_parts(s)
+    if name is None:  # keyword: a substring of any EventData value (full-text search)
+        parts = _norm_parts_list([_MULTI] + parts + [_MULTI])
+        kind, lit = _string_shape(parts)
+        pred = _value_pred(kind, lit, parts, cased)
+        return _Atom(None, fn=lambda e: any(pred(v) for v in e.data.values()))
+    kind, lit = _string_shape(parts)
+    get = _getter(name)
+    if kind == "any":
+        return _Atom(name, fn=lambda e: get(e) is not None)
+    if kind != "glob":
+        low = lit.lower()
+        key = _key(kind, low)
+        if not cased and not _has_sentinel(low):
+            return _Atom(name, exact=(key,))
+        pred = _value_pred(kind, lit, parts, cased)
+        trig = () if _has_sentinel(low) else ((key,),)
+        return _Atom(name, trigger=trig, fn=_on_value(get, pred))
+    pred = _glob_fn(parts, cased)
+    return _Atom(name, trigger=_glob_trigger(parts), fn=_on_value(get, pred))
+
+
+def _value_pred(kind: str, lit: str, parts: list, cased: bool) -> Callable[[str], bool]:
+    if kind == "glob":
+        return _glob_fn(parts, cased)
+    if kind == "any":
+        return lambda v: True
+    if not cased:
+        lit = lit.lower()
+    if kind == "eq":
+        return (lambda v: v == lit) if cased else (lambda v: v.lower() == lit)
+    if kind == "prefix":
+        return (lambda v: v.startswith(lit)) if cased else (lambda v: v.lower().startswith(lit))
+    if kind == "suffix":
+        return (lambda v: v.endswith(lit)) if cased else (lambda v: v.lower().endswith(lit))
+    return (lambda v: lit in v) if cased else (lambda v: lit in v.lower())
+
+
+def _on_value(get, pred) -> Callable[[Event], bool]:
+    def fn(e: Event) -> bool:
+        v = get(e)
+        return v is not None and pred(v)
+    return fn
+
+
+def _number_strings(n) -> tuple:
+    out = [str(n)]
+    if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+        out.append(hex(n))
+    return tuple(out)
+
+
+def _parse_number(v: str):
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        return float(v)
+    except ValueError:
+        pass
+    s = v.strip().lower()
+    if s.startswith("0x"):
+        try:
+            return int(s, 16)
+        except ValueError:
+            return None
+    return None
+
+
+_OPS = {
+    CompareOperators.LT: lambda a, b: a < b,
+    CompareOperators.LTE: lambda a, b: a <= b,
+    CompareOperators.GT: lambda a, b: a > b,
+    CompareOperators.GTE: lambda a, b: a >= b,
+    CompareOperators.NEQ: lambda a, b: a != b,
+}
+
+
+def _time_part(v: str, part: TimestampPart) -> Optional[int]:
+    try:
+        t = normalize_time(v)
+    except (TimeFormatError, ValueError):
+        return None
+    y, mo, d = int(t[0:4]), int(t[5:7]), int(t[8:10])
+    if part is TimestampPart.MINUTE:
+        return int(t[14:16])
+    if part is TimestampPart.HOUR:
+        return int(t[11:13])
+    if part is TimestampPart.DAY:
+        return d
+    if part is TimestampPart.MONTH:
+        return mo
+    if part is TimestampPart.YEAR:
+        return y
+    try:
+        return date(y, mo, d).isocalendar()[1]
+    except ValueError:
+        return None
+
+
+_IP_CACHE: dict = {}
+
+
+def _ip(v: str):
+    r = _IP_CACHE.get(v, False)
+    if r is not False:
+        return r
+    s = v.strip()
+    if s.startswith("[") and s.endswith("]"):
+        s = s[1:-1]
+    s = s.split("%", 1)[0]
+    try:
+        r = ipaddress.ip_address(s)
+    except ValueError:
+        r = None
+    if len(_IP_CACHE) > 65536:
+        _IP_CACHE.clear()
+    _IP_CACHE[v] = r
+    return r
+
+
+def _cidr_trigger(net) -> tuple:
+    """Prefix keys of the IPv4 dotted forms of a network (none for IPv6)."""
+    if net.version != 4:
+        return ()
+    keys = []
+    for pat in SigmaCIDRExpression(str(net)).expand("*"):
+        if pat.endswith("*"):
+            if pat == "*":
+                return ()
+            keys.append(START + pat[:-1])
+        else:
+            keys.append(START + pat + END)
+    return tuple(keys) if len(keys) <= 256 else ()
+
+
+# Regex literal extraction (a literal every match must contain: the automaton trigger).
+_LIT = _sre_c.LITERAL
+_SUB = _sre_c.SUBPATTERN
+_BRANCH = _sre_c.BRANCH
+_REPEATS = tuple(getattr(_sre_c, n) for n in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT")
+                 if hasattr(_sre_c, n))
+
+
+def _alt_key(alts: list) -> tuple:
+    return (min(map(len, alts)), -len(alts))
+
+
+def _re_need(items) -> list:
+    """Necessary literal clauses of a parsed regex sequence: every match contains one literal
+    of each clause (a clause is a list of alternatives)."""
+    out: list = []
+    run: list = []
+    for op, av in items:
+        if op is _LIT:
+            run.append(chr(av))
+            continue
+        if run:
+            out.append(["".join(run)])
+            run = []
+        if op is _SUB:
+            out.extend(_re_need(list(av[-1])))
+        elif op is _BRANCH:
+            alts = [_re_need(list(a)) for a in av[1]]
+            if all(alts):
+                out.append([lit for a in alts for lit in max(a, key=_alt_key)])
+        elif op in _REPEATS and av[0] >= 1:
+            out.extend(_re_need(list(av[2])))
+    if run:
+        out.append(["".join(run)])
+    return out
+
+
+def regex_literals(pattern: str, limit: int = 4) -> tuple:
+    """Necessary literal clauses of a regex (lower-cased): a tuple of clauses, each a tuple of
+    alternatives of which every match contains one; the ``limit`` longest clauses, ``()``
+    when none can be derived (e.g. a pattern Python's parser does not read)."""
+    try:
+        tree = _sre_p.parse(pattern, 0)
+    except Exception:  # noqa: BLE001 - any parse problem only means "no trigger"
+        return ()
+    out = []
+    for clause in _re_need(list(tree)):
+        lits = tuple(dict.fromkeys(lit.lower() for lit in clause))
+        if not lits or any(not lit or _has_sentinel(lit) for lit in lits) or lits in out:
+            continue
+        out.append(lits)
+    out.sort(key=_alt_key, reverse=True)
+    return tuple(out[:limit])
+
+
+_RE_FLAGS = {SigmaRegularExpressionFlag.IGNORECASE: "i",
+             SigmaRegularExpressionFlag.MULTILINE: "m",
+             SigmaRegularExpressionFlag.DOTALL: "s"}
+
+
+def compile_re(pattern: str, flags: Iterable = ()) -> Callable[[str], bool]:
+    """RE2 ``search`` predicate of a Sigma ``re`` value with its ``i``/``m``/``s`` flags.
+
+    Raises:
+        RuleCompileError: RE2 rejects the pattern.
+    """
+    fl = "".join(sorted(_RE_FLAGS[f] for f in flags))
+    opts = re2.Options()
+    opts.max_mem = REGEX_MAX_MEM
+    opts.never_capture = True
+    try:
+        rx = re2.compile((f"(?{fl})" if fl else "") + pattern, opts)
+    except re2.error as exc:
+        raise RuleCompileError("regex", f"RE2 cannot compile {pattern!r}: {exc}") from None
+    native = getattr(rx, "_regexp", None)
+    if native is None or not hasattr(native, "Match"):  # pragma: no cover - other re2 builds
+        search = rx.search
+        return lambda v: search(v) is not None
+    # The wrapper's search() re-decodes match offsets; a yes/no needs only the native call.
+    match = native.Match
+    anchor = re2._Anchor.UNANCHORED
+    null = re2._NULL_SPAN
+
+    def search_native(v: str) -> bool:
+        b = v.encode("utf-8", "surrogatepass")
+        return match(anchor, b, 0, len(b))[0] != null
+    return search_native
+
+
+# --------------------------------------------------------------------------------------------
+# Condition IR: ("and", [..]) ("or", [..]) ("not", x) ("atom", _Atom) ("const", bool)
+
+
+class _Builder:
+    """Turns a pySigma condition tree into the IR, expanding placeholders."""
+
+    def __init__(self, placeholders: Optional[dict]) -> None:
+        self.placeholders = placeholders or {}
+        self.fields: set = set()
+
+    def tree(self, node) -> tuple:
+        if isinstance(node, ConditionAND):
+            return ("and", [self.tree(a) for a in node.args if a is not None])
+        if isinstance(node, ConditionOR):
+            return ("or", [self.tree(a) for a in node.args if a is not None])
+        if isinstance(node, ConditionNOT):
+            return ("not", self.tree(node.args[0]))
+        if isinstance(node, ConditionFieldEqualsValueExpression):
+            self.fields.add(node.field)
+            return self.value(node.field, node.value)
+        if isinstance(node, ConditionValueExpression):
+            return self.value(None, node.value)
+        if node is None:
+            raise RuleCompileError("condition", "condition is empty after processing")
+        raise RuleCompileError("condition", f"condition element {type(node).__name__} "
+                                            "is not supported")
+
+    def _expand(self, s: SigmaString) -> list:
+        def cb(p: Placeholder):
+            if p.name not in self.placeholders:
+                raise RuleCompileError("placeholder", f"placeholder %{p.name}% has no value "
+                                                      "(give it with placeholders=...)")
+            for v in self.placeholders[p.name]:
+                yield SigmaString(str(v))
+        return s.replace_placeholders(cb)
+
+    def value(self, name: Optional[str], v) -> tuple:
+        if isinstance(v, SigmaExpansion):
+            return ("or", [self.value(name, x) for x in v.values])
+        if isinstance(v, SigmaString):
+            if v.contains_placeholder():
+                strs = self._expand(v)
+                if isinstance(v, SigmaCasedString):
+                    strs = [SigmaCasedString.from_sigma_string(x) for x in strs]
+                return ("or", [("atom", _string_atom(name, x)) for x in strs])
+            return ("atom", _string_atom(name, v))
+        if isinstance(v, SigmaTimestampPart):
+            return ("atom", self._compare(name, CompareOperators.NEQ, v, equal=True))
+        if isinstance(v, SigmaBool):
+            s = "true" if v.boolean else "false"
+            if name is None:
+                return ("atom", _Atom(None, fn=lambda e: any(x.lower() == s
+                                                           for x in e.data.values())))
+            return ("atom", _Atom(name, exact=(START + s + END,)))
+        if isinstance(v, SigmaNumber):
+            strs = _number_strings(v.number)
+            if name is None:
+                ss = frozenset(strs)
+                return ("atom", _Atom(None, fn=lambda e: any(x.lower() in ss
+                                                           for x in e.data.values())))
+            return ("atom", _Atom(name, exact=tuple(START + s + END for s in strs)))
+        if name is None:
+            raise RuleCompileError("keyword", f"keyword value of type {type(v).__name__} is "
+                                              "not supported (only strings and numbers)")
+        get = _getter(name)
+        if isinstance(v, SigmaNull):
+            return ("atom", _Atom(name, fn=lambda e: not get(e)))
+        if isinstance(v, SigmaExists):
+            want = bool(v.exists)
+            return ("atom", _Atom(name, fn=lambda e: (get(e) is not None) is want))
+        if isinstance(v, SigmaRegularExpression):
+            if v.regexp.contains_placeholder():
+                pats = [str(x) for x in v.replace_placeholders(self._re_cb)]
+            else:
+                pats = [str(v.regexp)]
+            atoms = []
+            for pat in pats:
+                pred = compile_re(pat, v.flags)
+                atoms.append(("atom", _Atom(name, trigger=regex_literals(pat),
+                                            fn=_on_value(get, pred))))
+            return atoms[0] if len(atoms) == 1 else ("or", atoms)
+        if isinstance(v, SigmaCIDRExpression):
+            net = v.network
+
+            def in_net(s: str, net=net) -> bool:
+                ip = _ip(s)
+                return ip is not None and ip.version == net.version and ip in net
+            trig = _cidr_trigger(net)
+            return ("atom", _Atom(name, trigger=(trig,) if trig else (),
+                                  fn=_on_value(get, in_net)))
+        if isinstance(v, SigmaCompareExpression):
+            return ("atom", self._compare(name, v.op, v.number))
+        if isinstance(v, SigmaFieldReference):
+            other = _getter(v.field)
+            self.fields.add(v.field)
+            sw, ew = v.starts_with, v.ends_with
+
+            def ref(e: Event) -> bool:
+                a, b = get(e), other(e)
+                if a is None or b is None:
+                    return False
+                a, b = a.lower(), b.lower()
+                if sw and ew:  # contains
+                    return b in a
+                if sw:  # startswith: the field begins with the referenced value
+                    return a.startswith(b)
+                if ew:
+                    return a.endswith(b)
+                return a == b
+            return ("atom", _Atom(name, fn=ref))
+        raise RuleCompileError("value", f"value type {type(v).__name__} is not supported")
+
+    def _re_cb(self, p: Placeholder):
+        if p.name not in self.placeholders:
+            raise RuleCompileError("placeholder", f"placeholder %{p.name}% has no value")
+        for v in self.placeholders[p.name]:
+            yield re2.escape(str(v))
+
+    def _compare(self, name, op, number, equal: bool = False) -> _Atom:
+        get = _getter(name)
+        n = number.number
+        part = number.timestamp_part if isinstance(number, SigmaTimestampPart) else None
+        cmp = (lambda a, b: a == b) if equal else _OPS[op]
+
+        def fn(e: Event) -> bool:
+            v = get(e)
+            if v is None:
+                return False
+            x = _time_part(v, part) if part is not None else _parse_number(v)
+            if x is None:
+                return op is CompareOperators.NEQ and not equal and v.strip() != str(n)
+            return cmp(x, n)
+        return _Atom(name, fn=fn)
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled rules.
+
+@dataclass(eq=False)
+class CompiledRule:
+    """One evaluable Sigma rule.
+
+    Attributes:
+        index: position in the matcher (stable order of alerts).
+        rule: the pySigma :class:`~sigma.rule.SigmaRule`.
+        id, name, title, level, status: rule metadata as strings (``""`` when absent).
+        tags: every tag (``attack.t1059.001`` ...), in rule order.
+        target: where its events come from (:class:`~.logsource.Target`).
+        fields: field names the detection references (for alert key fields).
+        evaluate: ``evaluate(event, hits) -> bool`` (``hits``: the automaton keys found).
+        need: the rule's necessity tree: which automaton keys every matching event contains
+            (``("c", clauses)`` / ``("and", [...])`` / ``("or", [...])``, clauses being
+            frozensets of key ids of which one is found), ``None`` when nothing is necessary.
+            Each event group picks from it the rarest clause to index the rule and a few others
+            to check before ``evaluate``.
+    """
+
+    index: int
+    rule: SigmaRule
+    id: str
+    name: str
+    title: str
+    level: str
+    status: str
+    tags: tuple
+    target: Target
+    fields: tuple
+    evaluate: Callable[[Event, set], bool]
+    need: Optional[tuple] = None
+    keys: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> str:
+        """The rule's reference: its id, else its name, else its title."""
+        return self.id or self.name or self.title
+
+
+class _Keys:
+    """Global key ids: ``(field, key string) -> id``."""
+
+    def __init__(self) -> None:
+        self.ids: dict = {}
+        self.info: list = []
+
+    def kid(self, fieldname: str, key: str) -> int:
+        k = (fieldname, key)
+        i = self.ids.get(k)
+        if i is None:
+            i = self.ids[k] = len(self.info)
+            self.info.append(k)
+        return i
+
+
+def _est(info: tuple) -> float:
+    """Rough chance a key is found in an event: shorter, unanchored literals and fields whose
+    values repeat (images, products, flags) are found more often."""
+    fieldname, key = info
+    anchors = (key[:1] == START) + (key[-1:] == END)
+    lit = len(key) - anchors
+    p = 0.7 ** (lit + 3 * anchors)
+    if fieldname in _REPETITIVE:
+        p *= 40.0
+    return min(1.0, p)
+
+
+_REPETITIVE = frozenset({
+    "Image", "ParentImage", "OriginalFileName", "ImageLoaded", "SourceImage", "TargetImage",
+    "Product", "Company", "Description", "FileVersion", "IntegrityLevel", "User", "EventType",
+    "Initiated", "Signed", "SignatureStatus", "Signature", "Protocol", "EventID", "Provider_Name",
+    "Channel", "LogonId", "DestinationPort", "SourcePort", "CurrentDirectory", "GrantedAccess",
+    "ParentUser", "SourceUser", "TargetUser", "State", "Type",
+})
+
+
+class RuleMatcher:
+    """All compiled rules, indexed by event group; :meth:`match` returns the rules an event hits.
+
+    Args:
+        rules: pySigma rules (correlation rules are not given here).
+        placeholders: values of ``expand`` placeholders, ``{"Administrators": ["adm_*"], ...}``
+            (values are Sigma strings: wildcards allowed).
+    Attributes:
+        compiled: the rules that compiled, in input order.
+        rejected: ``[(rule, code, message)]`` for rules that cannot be evaluated.
+        warnings: ``[(rule, code, message)]`` for rules that load but may not behave as written
+            (a field the Sysmon event never carries, evaluated on every event of its group).
+    """
+
+    def __init__(self, rules: Iterable[SigmaRule], placeholders: Optional[dict] = None) -> None:
+        self._keys = _Keys()
+        self.compiled: list[CompiledRule] = []
+        self.rejected: list = []
+        self.warnings: list = []
+        for rule in rules:
+            try:
+                self.compiled.append(self._compile(rule, placeholders, len(self.compiled)))
+            except RuleCompileError as exc:
+                self.rejected.append((rule, exc.code, str(exc)))
+            except LogsourceError as exc:
+                self.rejected.append((rule, "logsource", str(exc)))
+            except Exception as exc:  # noqa: BLE001 - pySigma raises many types; report, go on
+                self.rejected.append((rule, "sigma", f"{type(exc).__name__}: {exc}"))
+        self._build_groups()
+
+    # -- compile -------------------------------------------------------------------------------
+
+    def _compile(self, rule: SigmaRule, placeholders: Optional[dict], index: int) -> CompiledRule:
+        ls = rule.logsource
+        target = resolve_logsource(ls.product, ls.category, ls.service)
+        b = _Builder(placeholders)
+        trees = [b.tree(c.parse()) for c in rule.detection.parsed_condition]
+        ir = trees[0] if len(trees) == 1 else ("or", trees)
+        if target.event_types:
+            ir = ("and", [("or", [("atom", _Atom("EventType", exact=(START + t.lower() + END,)))
+                                  for t in target.event_types]), ir])
+        ir = _simplify(ir)
+        keys: dict = {}
+        ns: dict = {}
+        expr = self._gen(ir, ns, keys)
+        evaluate = eval(compile(f"lambda e, h: {expr}", f"<sigma rule {index}>", "eval"), ns)
+        need = self._need(ir)
+        self._check_fields(rule, target, b.fields)
+        if need is None:
+            self.warnings.append((rule, "unindexed", "no value the rule requires can be found by "
+                                  "the automaton: evaluated on every event of its log source"))
+        return CompiledRule(
+            index=index, rule=rule, id=str(rule.id) if rule.id else "", name=rule.name or "",
+            title=rule.title or "", level=rule.level.name.lower() if rule.level else "",
+            status=rule.status.name.lower() if rule.status else "",
+            tags=tuple(str(t) for t in rule.tags), target=target,
+            fields=tuple(sorted(b.fields)), evaluate=evaluate, need=need, keys=keys)
+
+    def _check_fields(self, rule: SigmaRule, target: Target, names: set) -> None:
+        ids = {g[1] for g in target.groups if g[0] in ("win", "lnx")}
+        if not ids:
+            return
+        known: set = set()
+        for i in ids:
+            known |= known_fields(i)
+        missing = sorted(n for n in names if n not in known and n.lower() not in HASH_FIELDS)
+        if missing:
+            self.warnings.append((rule, "field", "field(s) " + ", ".join(missing) +
+                                  " not in Sysmon's events of this log source: they match only "
+                                  "events that carry them (enriched logs)"))
+
+    def _kid(self, fieldname: str, key: str, keys: dict) -> int:
+        k = self._keys.kid(fieldname, key)
+        keys[k] = (fieldname, key)
+        return k
+
+    @staticmethod
+    def _name(ns: dict, obj) -> str:
+        name = f"_{len(ns)}"
+        ns[name] = obj
+        return name
+
+    def _gen(self, ir: tuple, ns: dict, keys: dict) -> str:
+        """Python expression over ``e`` (event) and ``h`` (keys found) deciding ``ir``."""
+        kind = ir[0]
+        if kind == "const":
+            return "True" if ir[1] else "False"
+        if kind == "atom":
+            a: _Atom = ir[1]
+            if a.exact:
+                ids = frozenset(self._kid(a.field, k, keys) for k in a.exact)
+                if len(ids) == 1:
+                    return f"({next(iter(ids))} in h)"
+                return f"(not {self._name(ns, ids)}.isdisjoint(h))"
+            # Necessary literals first: the code of the atom runs only when they were found.
+            pre = []
+            for clause in a.trigger:
+                ids = frozenset(self._kid(a.field, k, keys) for k in clause)
+                pre.append(f"({next(iter(ids))} in h)" if len(ids) == 1
+                           else f"(not {self._name(ns, ids)}.isdisjoint(h))")
+            return "(" + " and ".join(pre + [f"{self._name(ns, a.fn)}(e)"]) + ")"
+        if kind == "not":
+            return f"(not {self._gen(ir[1], ns, keys)})"
+        children = ir[1]
+        parts = []
+        if kind == "or":
+            exact = frozenset(self._kid(c[1].field, k, keys) for c in children
+                              if c[0] == "atom" and c[1].exact for k in c[1].exact)
+            if len(exact) == 1:
+                parts.append(f"({next(iter(exact))} in h)")
+            elif exact:
+                parts.append(f"(not {self._name(ns, exact)}.isdisjoint(h))")
+            parts += [self._gen(c, ns, keys) for c in children
+                      if not (c[0] == "atom" and c[1].exact)]
+            return "(" + " or ".join(parts) + ")"
+        single = frozenset(self._kid(c[1].field, c[1].exact[0], keys) for c in children
+                           if c[0] == "atom" and len(c[1].exact) == 1)
+        if len(single) == 1:
+            parts.append(f"({next(iter(single))} in h)")
+        elif single:
+            parts.append(f"({self._name(ns, single)} <= h)")
+        parts += [self._gen(c, ns, keys) for c in children
+                  if not (c[0] == "atom" and len(c[1].exact) == 1)]
+        return "(" + " and ".join(parts) + ")"
+
+    def _need(self, ir: tuple) -> Optional[tuple]:
+        """The necessity tree of ``ir`` (see :class:`CompiledRule`), ``None`` if nothing."""
+        kind = ir[0]
+        if kind == "atom":
+            a: _Atom = ir[1]
+            if a.field is None:
+                return None
+            if a.exact:
+                return ("c", (frozenset(self._keys.kid(a.field, k) for k in a.exact),))
+            if a.trigger:
+                return ("c", tuple(frozenset(self._keys.kid(a.field, k) for k in clause)
+                                   for clause in a.trigger))
+            return None
+        if kind == "and":
+            kids = [n for n in (self._need(c) for c in ir[1]) if n is not None]
+            if not kids:
+                return None
+            return kids[0] if len(kids) == 1 else ("and", kids)
+        if kind == "or":
+            kids = []
+            for c in ir[1]:
+                n = self._need(c)
+                if n is None:
+                    return None
+                kids.append(n)
+            # Children with a single clause each need no choice: their union is the clause.
+            fixed = [k for k in kids if k[0] == "c" and len(k[1]) == 1]
+            rest = [k for k in kids if not (k[0] == "c" and len(k[1]) == 1)]
+            if len(fixed) > 1:
+                merged = ("c", (frozenset().union(*(k[1][0] for k in fixed)),))
+                rest.insert(0, merged)
+            else:
+                rest = kids
+            return rest[0] if len(rest) == 1 else ("or", rest)
+        return None
+
+    # -- index ---------------------------------------------------------------------------------
+
+    def _build_groups(self) -> None:
+        per_group: dict = {}
+        for r in self.compiled:
+            for g in r.target.groups:
+                per_group.setdefault(g, []).append(r)
+        info = self._keys.info
+        prior = [_est(k) for k in info]
+        self.groups: dict = {}
+        for g, rules in per_group.items():
+            consts = None
+            if g[0] in _PROVIDER_OF_PLATFORM:
+                consts = {"EventID": str(g[1]), "Provider_Name": _PROVIDER_OF_PLATFORM[g[0]]}
+            self.groups[g] = _Group(rules, info, prior, consts)
+        # Sysmon events: provider -> {EventID: group} (one dict lookup each).
+        self._sysmon: dict = {}
+        for (plat, *rest), g in self.groups.items():
+            if plat in _PROVIDER_OF_PLATFORM:
+                self._sysmon.setdefault(_PROVIDER_OF_PLATFORM[plat], {})[rest[0]] = g
+        self._has_channels = any(k[0] == "chan" for k in self.groups)
+        self.unindexed = sum(1 for r in self.compiled if r.need is None)
+
+    def match(self, event: Event) -> list[CompiledRule]:
+        """The compiled rules ``event`` satisfies, in rule order (empty list when none)."""
+        out: list = []
+        by_id = self._sysmon.get(event.provider)
+        if by_id is not None:
+            g = by_id.get(event.event_id)
+            if g is not None:
+                g.match(event, out)
+        elif self._has_channels:
+            for gk in group_keys_for_event(event.provider, event.channel, event.event_id):
+                g = self.groups.get(gk)
+                if g is not None:
+                    g.match(event, out)
+        if len(out) > 1:
+            out.sort(key=_index)
+        return out
+
+
+_PROVIDER_OF_PLATFORM = {"win": WINDOWS_PROVIDER, "lnx": LINUX_PROVIDER}
+
+
+def _index(r: CompiledRule) -> int:
+    return r.index
+
+
+#: Field values at most this long are remembered with their automaton result (per group and
+#: field, at most CACHE_ENTRIES values, then the memory starts over): repeated values (images,
+#: DLLs, users, flags) cost one dictionary lookup.
+CACHE_MAX_LEN = 1024
+CACHE_ENTRIES = 8192
+#: Events of a group after which the lead clauses are re-chosen from observed key frequencies.
+RELEAD_AT = (256, 4096, 65536)
+#: While calibrating, every event is counted; afterwards one event in this many.
+SAMPLE_EVERY = 16
+#: Necessary clauses checked before a candidate rule is evaluated (besides its lead).
+MAX_OTHERS = 3
+#: A lead clause found in at most this share of a group's events is kept at a re-choice.
+RARE = 0.01
+
+
+def _best(nt: tuple, score) -> tuple:
+    """``(clause, score)``: the rarest single necessary clause of a necessity tree."""
+    kind = nt[0]
+    if kind == "c":
+        return min(((c, score(c)) for c in nt[1]), key=lambda x: x[1])
+    if kind == "and":
+        return min((_best(x, score) for x in nt[1]), key=lambda x: x[1])
+    union: set = set()
+    for x in nt[1]:
+        union |= _best(x, score)[0]
+    c = frozenset(union)
+    return c, score(c)
+
+
+def _clauses(nt: tuple, score) -> list:
+    """Necessary clauses of a tree with scores: every clause of its top-level conjunction."""
+    kind = nt[0]
+    if kind == "c":
+        return [(c, score(c)) for c in nt[1]]
+    if kind == "and":
+        out: list = []
+        for x in nt[1]:
+            for c in _clauses(x, score):
+                if all(c[0] != o[0] for o in out):
+                    out.append(c)
+        return out
+    return [_best(nt, score)]
+
+
+_EMPTY = (frozenset(), ())
+#: Whole events are remembered too (tuple of their scanned field values -> keys and
+#: candidates) when the values add up to at most this many characters, up to COMBO_ENTRIES
+#: per group: repeated events (the same image loading the same DLL, the same registry write)
+#: cost one dictionary lookup.
+COMBO_MAX_LEN = 2048
+COMBO_ENTRIES = 4096
+_KEYS = itemgetter(0)
+_CANDS = itemgetter(1)
+
+
+class _Group:
+    """The rules of one event group: one automaton per field, and each rule indexed by its
+    rarest necessary clause (re-chosen from the key frequencies this group actually sees).
+
+    Per event, every field value is looked up in its field's memory of values already seen
+    (``value -> (keys found, candidate rules)``), all fields at once with C-level ``map`` calls;
+    only new values are scanned by the automaton.
+
+    Args:
+        rules: the compiled rules of the group.
+        info: key id -> (field, key string).
+        prior: key id -> prior estimate of how often the key is found.
+        constants: field -> value known for every event of the group (EventID and
+            Provider_Name of a Sysmon group), unless the event's data carries that name.
+    """
+
+    def __init__(self, rules: list, info: list, prior: list,
+                 constants: Optional[dict] = None) -> None:
+        fields: dict = {}
+        self.rules = [r for r in rules if r.need is not None]
+        self.always = tuple(r for r in rules if r.need is None)
+        for r in rules:
+            for k in r.keys:
+                f, s = info[k]
+                fields.setdefault(f, {})[s] = k
+        constants = {f: v for f, v in (constants or {}).items() if f in fields}
+        self.scanners: dict = {}
+        for f in sorted(fields):
+            # Single characters are tested with one set intersection; the rest by the automaton.
+            singles = {s: k for s, k in fields[f].items() if len(s) == 1}
+            auto = ahocorasick.Automaton()
+            for s, k in fields[f].items():
+                if len(s) > 1:
+                    auto.add_word(s, k)
+            if len(auto):
+                auto.make_automaton()
+            self.scanners[f] = (auto.iter if len(auto) else None, singles)
+        names = [f for f in sorted(fields) if f not in constants]
+        self.names = tuple(f for f in names if field_getter(f) is None)
+        self.getters = tuple((f, field_getter(f)) for f in names if field_getter(f) is not None)
+        self.caches = tuple({None: _EMPTY} for _ in self.names)
+        self.combos: dict = {}
+        self.getter_caches = tuple({None: _EMPTY} for _ in self.getters)
+        self.constants = tuple((f, v) for f, v in constants.items())
+        self.const_names = tuple(constants)
+        self.const_entry = _EMPTY
+        self.prior = prior
+        self.freq: Counter = Counter()
+        self.seen = 0
+        self.sampled = 0
+        self.next_relead = 0
+        self.lead_index: dict = {}
+        self.cands: list = []
+        self._relead()
+
+    def _relead(self) -> None:
+        """(Re)choose each rule's lead clause: the one whose keys are seen least (observed
+        frequencies smoothed by the prior). A rule that was rarely a candidate keeps its lead."""
+        prior, freq, n = self.prior, self.freq, self.sampled
+        p: dict = {}
+        memo: dict = {}
+
+        def score(clause: frozenset) -> float:
+            total = memo.get(id(clause))
+            if total is None:
+                total = 0.0
+                for k in clause:
+                    x = p.get(k)
+                    if x is None:
+                        x = p[k] = ((freq.get(k, 0) + 4.0 * prior[k]) / (n + 4.0)
+                                    if n else prior[k])
+                    total += x
+                memo[id(clause)] = total
+            return total
+
+        limit = RARE * n
+        if not self.cands:
+            self.cands = [_Cand(r) for r in self.rules]
+        lead_index = self.lead_index
+        changed = False
+        for c in self.cands:
+            if c.lead is None or c.count > limit:
+                ranked = sorted(_clauses(c.rule.need, score), key=lambda x: x[1])
+                lead = ranked[0][0]
+                c.others = tuple(x for x, _ in ranked[1:1 + MAX_OTHERS])
+                if lead != c.lead:
+                    changed = True
+                    for k in c.lead or ():
+                        lead_index[k].remove(c)
+                    for k in lead:
+                        lead_index.setdefault(k, []).append(c)
+                    c.lead = lead
+            c.count = 0
+        if changed:  # remembered values would lead to the old candidates
+            self.combos = {}
+            for cache in self.caches + self.getter_caches:
+                cache.clear()
+                cache[None] = _EMPTY
+            self.const_entry = self._const_entry()
+        self.next_relead = next((x for x in RELEAD_AT if x > self.seen), 0)
+        self.freq = Counter()
+        self.sampled = 0
+
+    def _const_entry(self) -> tuple:
+        ks: set = set()
+        rs: list = []
+        for f, v in self.constants:
+            e = self._scan(f, v)
+            ks |= e[0]
+            rs.extend(e[1])
+        return frozenset(ks), tuple(rs)
+
+    def _scan(self, name: str, v: str) -> tuple:
+        """``(keys found in v, candidate rules they lead to)``."""
+        low = v.lower()
+        if START in low or END in low:
+            low = low.replace(START, "\ufffd").replace(END, "\ufffd")
+        it, singles = self.scanners[name]
+        found = [k for _, k in it(START + low + END)] if it is not None else []
+        if singles:
+            for c in singles.keys() & set(low):
+                found.append(singles[c])
+        if not found:
+            return _EMPTY
+        ks = frozenset(found)
+        rs: list = []
+        li = self.lead_index
+        for k in ks:
+            x = li.get(k)
+            if x:
+                rs.extend(x)
+        return ks, tuple(rs)
+
+    def _fill(self, names: tuple, caches: tuple, values: tuple, entries: tuple) -> tuple:
+        """Scan the values the memories did not know; remember them."""
+        out = list(entries)
+        for i, e in enumerate(entries):
+            if e is None:
+                v = values[i]
+                e = out[i] = self._scan(names[i], v)
+                if len(v) <= CACHE_MAX_LEN:
+                    cache = caches[i]
+                    if len(cache) >= CACHE_ENTRIES:
+                        cache.clear()
+                        cache[None] = _EMPTY
+                    cache[v] = e
+        return tuple(out)
+
+    def match(self, event: Event, out: list) -> None:
+        data = event.data
+        values = tuple(map(data.get, self.names))
+        if self.getters:
+            values += tuple(g(event) for _, g in self.getters)
+        if self.constants and any(map(data.__contains__, self.const_names)):
+            hits, cands = self._combine(values, event)  # the data overrides the header
+        else:
+            combo = self.combos.get(values)
+            if combo is None:
+                combo = self._combine(values, None)
+                if sum(map(_len, values)) <= COMBO_MAX_LEN:
+                    if len(self.combos) >= COMBO_ENTRIES:
+                        self.combos.clear()
+                    self.combos[values] = combo
+            hits, cands = combo
+        if self.next_relead:
+            self._calibrate(hits, cands)
+        for c in cands:
+            for clause in c.others:
+                if clause.isdisjoint(hits):
+                    break
+            else:
+                if c.evaluate(event, hits):
+                    out.append(c.rule)
+        for r in self.always:
+            if r.evaluate(event, hits):
+                out.append(r)
+
+    def _combine(self, values: tuple, event: Optional[Event]) -> tuple:
+        """``(keys found, candidates)`` of a whole event from its field values (constants
+        included; from ``event`` when its data overrides them)."""
+        entries = tuple(map(dict.get, self.caches + self.getter_caches, values))
+        if None in entries:
+            entries = self._fill(self.names + tuple(f for f, _ in self.getters),
+                                 self.caches + self.getter_caches, values, entries)
+        if self.constants:
+            if event is None:
+                entries += (self.const_entry,)
+            else:
+                entries += tuple(self._scan(f, _constant(event, f, v))
+                                 for f, v in self.constants)
+        hits: set = set()
+        hits.update(*map(_KEYS, entries))
+        cands: set = set()
+        cands.update(*map(_CANDS, entries))
+        return frozenset(hits), tuple(cands)
+
+    def _calibrate(self, hits: set, cands: set) -> None:
+        self.seen += 1
+        if self.seen < RELEAD_AT[0] or self.seen % SAMPLE_EVERY == 0:
+            self.sampled += 1
+            self.freq.update(hits)
+            for c in cands:
+                c.count += 1
+        if self.seen >= self.next_relead:
+            self._relead()
+
+
+def _len(v: Optional[str]) -> int:
+    return 0 if v is None else len(v)
+
+
+def _constant(event: Event, name: str, value: str) -> str:
+    v = event.data.get(name)
+    return value if v is None else v
+
+
+class _Cand:
+    """A rule as indexed in one group: its lead clause and the clauses to check before
+    evaluating it."""
+
+    __slots__ = ("rule", "lead", "others", "evaluate", "count")
+
+    def __init__(self, rule: CompiledRule) -> None:
+        self.rule = rule
+        self.lead: Optional[frozenset] = None
+        self.others: tuple = ()
+        self.evaluate = rule.evaluate
+        self.count = 0
+
+
+def _simplify(ir: tuple) -> tuple:
+    """Flatten nested and/or, fold constants and double negations."""
+    kind = ir[0]
+    if kind == "not":
+        inner = _simplify(ir[1])
+        if inner[0] == "not":
+            return inner[1]
+        if inner[0] == "const":
+            return ("const", not inner[1])
+        return ("not", inner)
+    if kind in ("and", "or"):
+        kids = []
+        for c in ir[1]:
+            c = _simplify(c)
+            if c[0] == kind:
+                kids.extend(c[1])
+            elif c[0] == "const":
+                if c[1] == (kind == "or"):
+                    return c
+            else:
+                kids.append(c)
+        if not kids:
+            return ("const", kind == "and")
+        if len(kids) == 1:
+            return kids[0]
+        return (kind, kids)
+    return ir

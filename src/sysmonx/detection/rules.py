@@ -1,0 +1,295 @@
+"""Loading Sigma rules: YAML files, folders and ``.tar.gz``/``.tar``/``.zip`` bundles.
+
+Parsing is pySigma's (:class:`sigma.collection.SigmaCollection`, Sigma rules specification,
+correlation rules specification and filters specification): detection rules, correlation rules
+and Sigma filters, multi-document files, ``action: global/repeat/reset`` collections. Every
+problem is collected, never raised, and none is dropped silently: a file that is not YAML, a rule
+pySigma rejects, a correlation whose referenced rule is missing, each becomes a
+:class:`LoadIssue` naming the file (``bundle.tar.gz!member.yml`` for a bundle member) and the
+reason. The matcher and correlation engine add their own issues later (log source without
+events, unsupported value), see :class:`~sysmonx.detection.stage.DetectionStage`.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Union
+
+import yaml
+from sigma.collection import SigmaCollection
+from sigma.correlations import SigmaCorrelationRule
+from sigma.exceptions import SigmaError, SigmaRuleLocation
+from sigma.rule import SigmaRule
+
+__all__ = ["LoadIssue", "LoadedRules", "load_rules", "load_rules_text", "RULE_EXTENSIONS",
+           "BUNDLE_SUFFIXES", "MAX_RULE_FILE_BYTES"]
+
+#: Extensions of rule files inside folders and bundles.
+RULE_EXTENSIONS = (".yml", ".yaml")
+#: Names read as rule bundles.
+BUNDLE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
+#: A rule file larger than this is refused (a rule is a few KiB; this bounds a hostile bundle).
+MAX_RULE_FILE_BYTES = 4 << 20
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _register_spec_modifiers() -> None:
+    """``utf16le`` is the Sigma modifiers appendix's name for what pySigma calls ``wide``;
+    pySigma 2.0 lacks the name, so rules using it would be rejected as unknown."""
+    from sigma import modifiers
+    if "utf16le" not in modifiers.modifier_mapping:
+        modifiers.modifier_mapping["utf16le"] = modifiers.SigmaWideModifier
+
+
+_register_spec_modifiers()
+
+
+@dataclass(frozen=True)
+class LoadIssue:
+    """One problem found while loading or compiling rules.
+
+    Attributes:
+        source: file (``bundle.tar.gz!member.yml`` inside a bundle), or ``""``.
+        rule_id: the rule's id (or name) when known.
+        title: the rule's title when known.
+        code: short group name for the summary: ``yaml``, ``sigma``, ``logsource``,
+            ``placeholder``, ``regex``, ``value``, ``keyword``, ``condition``, ``reference``,
+            ``correlation``, ``duplicate`` (rejections); ``field``, ``unindexed``,
+            ``duplicate-id`` (warnings).
+        message: the reason, for a person.
+        rejected: True when the rule (or file) is not evaluated at all; False for a warning.
+    """
+
+    source: str
+    rule_id: str
+    title: str
+    code: str
+    message: str
+    rejected: bool = True
+
+    def __str__(self) -> str:
+        who = " ".join(x for x in (self.rule_id, f"({self.title})" if self.title else "") if x)
+        kind = "rejected" if self.rejected else "warning"
+        return f"{self.source or '-'}: {kind} [{self.code}] {who + ': ' if who else ''}{self.message}"
+
+
+@dataclass
+class LoadedRules:
+    """Rules read from files, before compilation.
+
+    Attributes:
+        rules: detection rules pySigma parsed without error (Sigma filters already applied).
+        correlations: correlation rules whose references all resolved.
+        issues: every problem found (see :class:`LoadIssue`).
+        files: rule files read.
+    """
+
+    rules: list = field(default_factory=list)
+    correlations: list = field(default_factory=list)
+    issues: list = field(default_factory=list)
+    files: int = 0
+
+    def summary(self) -> Counter:
+        """Rejections counted by ``code``."""
+        return Counter(i.code for i in self.issues if i.rejected)
+
+
+def rule_ref(rule) -> tuple[str, str]:
+    """``(id or name, title)`` of a pySigma rule for messages."""
+    rid = str(rule.id) if getattr(rule, "id", None) else (getattr(rule, "name", None) or "")
+    return rid, getattr(rule, "title", None) or ""
+
+
+def _source_name(rule) -> str:
+    src = getattr(rule, "source", None)
+    return str(src.path) if src is not None and getattr(src, "path", None) else ""
+
+
+def _iter_files(paths: Iterable[Union[str, Path]], issues: list) -> Iterator[tuple[str, bytes]]:
+    """``(name, bytes)`` of every rule file under ``paths`` (folders sorted, bundles opened)."""
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            for sub in sorted(x for x in path.rglob("*") if x.is_file()):
+                low = sub.name.lower()
+                if low.endswith(RULE_EXTENSIONS):
+                    yield from _read_file(sub, issues)
+                elif low.endswith(BUNDLE_SUFFIXES):
+                    yield from _iter_bundle(sub, issues)
+        elif path.is_file():
+            if path.name.lower().endswith(BUNDLE_SUFFIXES):
+                yield from _iter_bundle(path, issues)
+            else:
+                yield from _read_file(path, issues)
+        else:
+            raise FileNotFoundError(f"no such rule file or folder: {p}")
+
+
+def _read_file(path: Path, issues: list) -> Iterator[tuple[str, bytes]]:
+    try:
+        if path.stat().st_size > MAX_RULE_FILE_BYTES:
+            issues.append(LoadIssue(str(path), "", "", "yaml",
+                                    f"file larger than {MAX_RULE_FILE_BYTES} bytes"))
+            return
+        data = path.read_bytes()
+    except OSError as exc:
+        issues.append(LoadIssue(str(path), "", "", "yaml", f"cannot read: {exc}"))
+        return
+    yield str(path), data
+
+
+def _iter_bundle(path: Path, issues: list) -> Iterator[tuple[str, bytes]]:
+    try:
+        if path.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                for info in sorted(zf.infolist(), key=lambda i: i.filename):
+                    if info.is_dir() or not info.filename.lower().endswith(RULE_EXTENSIONS):
+                        continue
+                    name = f"{path}!{info.filename}"
+                    if info.file_size > MAX_RULE_FILE_BYTES:
+                        issues.append(LoadIssue(name, "", "", "yaml", "member too large"))
+                        continue
+                    yield name, zf.read(info)
+            return
+        with tarfile.open(path, "r:*") as tf:
+            members = sorted((m for m in tf.getmembers()
+                              if m.isfile() and m.name.lower().endswith(RULE_EXTENSIONS)),
+                             key=lambda m: m.name)
+            for m in members:
+                name = f"{path}!{m.name}"
+                if m.size > MAX_RULE_FILE_BYTES:
+                    issues.append(LoadIssue(name, "", "", "yaml", "member too large"))
+                    continue
+                f = tf.extractfile(m)
+                if f is not None:
+                    yield name, f.read()
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+        issues.append(LoadIssue(str(path), "", "", "yaml", f"cannot read bundle: {exc}"))
+
+
+def _parse_file(name: str, data: Union[bytes, str], issues: list) -> Optional[SigmaCollection]:
+    try:
+        docs = list(yaml.load_all(data, Loader=_Loader))
+    except yaml.YAMLError as exc:
+        issues.append(LoadIssue(name, "", "", "yaml", f"not YAML: {exc}".replace("\n", " ")))
+        return None
+    if not all(d is None or isinstance(d, dict) for d in docs):
+        issues.append(LoadIssue(name, "", "", "yaml", "a YAML document is not a mapping"))
+        docs = [d for d in docs if isinstance(d, dict)]
+    try:
+        return SigmaCollection.from_dicts(docs, collect_errors=True,
+                                          source=SigmaRuleLocation(name),
+                                          collect_filters=True, resolve_references=False)
+    except (SigmaError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        issues.append(LoadIssue(name, "", "", "sigma", str(exc)))
+        return None
+
+
+def _collect(collections: list, issues: list) -> LoadedRules:
+    """Merge per-file collections, drop rules with errors, resolve correlation references."""
+    out = LoadedRules(issues=issues)
+    good = []
+    filters = []
+    for name, col in collections:
+        rule_errors = set()
+        for r in col.rules:
+            if r.errors:
+                rid, title = rule_ref(r)
+                for e in r.errors:
+                    rule_errors.add(id(e))
+                    issues.append(LoadIssue(name, rid, title, "sigma", str(e)))
+            else:
+                good.append(r)
+        for f in col.filters:
+            if f.errors:
+                rid, title = rule_ref(f)
+                for e in f.errors:
+                    rule_errors.add(id(e))
+                    issues.append(LoadIssue(name, rid, title, "sigma", f"filter: {e}"))
+            else:
+                filters.append(f)
+        for e in col.errors:
+            if id(e) not in rule_errors:
+                issues.append(LoadIssue(name, "", "", "sigma", str(e)))
+    # One rule per id/name: a later duplicate would silently shadow the first in references.
+    seen: dict = {}
+    unique = []
+    for r in good:
+        keys = [k for k in (str(r.id) if r.id else None, r.name) if k]
+        dup = next((k for k in keys if k in seen), None)
+        if dup is not None:
+            rid, title = rule_ref(r)
+            issues.append(LoadIssue(_source_name(r), rid, title, "duplicate",
+                                    f"id/name {dup} already loaded from {seen[dup]}"))
+            continue
+        for k in keys:
+            seen[k] = _source_name(r)
+        unique.append(r)
+    try:
+        merged = SigmaCollection(unique + filters, resolve_references=False)
+    except (SigmaError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        issues.append(LoadIssue("", "", "", "sigma", f"applying Sigma filters failed: {exc}"))
+        merged = SigmaCollection(unique, resolve_references=False)
+    # Resolve correlation references one correlation at a time so one bad reference does not
+    # take every rule with it; a correlation referring to a rejected one is rejected in turn.
+    pending = [r for r in merged.rules if isinstance(r, SigmaCorrelationRule)]
+    bad: set = set()
+    changed = True
+    while changed:
+        changed = False
+        for c in pending:
+            if id(c) in bad:
+                continue
+            try:
+                c.resolve_rule_references(merged)
+                refs = [ref.rule for ref in c.referenced_rules]
+                broken = [r for r in refs if id(r) in bad]
+                if broken:
+                    raise SigmaError("refers to rejected correlation "
+                                     + ", ".join(rule_ref(b)[0] or rule_ref(b)[1] for b in broken))
+                for alias in c.aliases:
+                    alias.resolve_rule_references(merged)
+            except SigmaError as exc:
+                rid, title = rule_ref(c)
+                issues.append(LoadIssue(_source_name(c), rid, title, "reference", str(exc)))
+                bad.add(id(c))
+                changed = True
+    out.correlations = [c for c in pending if id(c) not in bad]
+    out.rules = [r for r in merged.rules if isinstance(r, SigmaRule)]
+    return out
+
+
+def load_rules(paths: Iterable[Union[str, Path]]) -> LoadedRules:
+    """Read Sigma rules from files, folders (recursively: ``*.yml``, ``*.yaml`` and bundles)
+    and bundles (``.tar.gz``, ``.tgz``, ``.tar``, ``.tar.bz2``, ``.tar.xz``, ``.zip``).
+
+    Returns:
+        :class:`LoadedRules` with every problem in ``issues``.
+    Raises:
+        FileNotFoundError: a path that does not exist.
+    """
+    issues: list = []
+    collections = []
+    files = 0
+    for name, data in _iter_files(list(paths), issues):
+        files += 1
+        col = _parse_file(name, data, issues)
+        if col is not None:
+            collections.append((name, col))
+    out = _collect(collections, issues)
+    out.files = files
+    return out
+
+
+def load_rules_text(text: str, name: str = "<text>") -> LoadedRules:
+    """Like :func:`load_rules` for YAML text (one or more documents), e.g. in tests."""
+    issues: list = []
+    col = _parse_file(name, text, issues)
+    out = _collect([(name, col)] if col is not None else [], issues)
+    out.files = 1
+    return out

@@ -1,0 +1,325 @@
+"""The detection stage: events in, Sigma alerts out, with per-rule hit counters.
+
+::
+
+    stage = DetectionStage.from_paths(["rules/"])          # load + compile, never raises on a rule
+    for issue in stage.issues: ...                          # rejected rules and warnings
+    for event in events:
+        for alert in stage.process(event): write(alert)
+    for alert in stage.finish(): write(alert)               # windows still open at the end
+    stage.summary_rows()                                     # hits per rule, for a table
+
+The stage owns a :class:`~.matcher.RuleMatcher` (detection rules) and, when correlations were
+loaded, a :class:`~.correlation.CorrelationEngine`. It keeps no per-event state except the
+correlation windows, which are bounded (see :mod:`.correlation`). One stage is not thread-safe:
+feed it from one thread, in stream order.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+from ..event import Event
+from .alerts import LEVELS, Alert
+from .correlation import (
+    CompiledCorrelation,
+    CorrelationEngine,
+    CorrelationError,
+    time_ns,
+)
+from .matcher import CompiledRule, RuleMatcher
+from .rules import LoadedRules, LoadIssue, load_rules, rule_ref
+
+__all__ = ["DetectionStage", "DetectionOptions", "SummaryRow", "KEY_FIELDS"]
+
+#: Identity fields copied into a detection alert when the event has them (before the fields the
+#: rule tests).
+KEY_FIELDS = ("Image", "CommandLine", "ParentImage", "ParentCommandLine", "User", "ProcessId",
+              "ProcessGuid", "TargetFilename", "TargetObject", "Details", "ImageLoaded",
+              "SourceImage", "TargetImage", "DestinationIp", "DestinationPort", "QueryName",
+              "PipeName")
+
+
+@dataclass
+class DetectionOptions:
+    """Choices of a detection stage.
+
+    Attributes:
+        placeholders: values of ``expand`` placeholders (``{"Admins": ["adm_*"]}``).
+        max_groups: groups kept per correlation (least recently used evicted beyond).
+        max_entries: hits kept per correlation group.
+        max_alert_records: record ids listed in one alert.
+        max_field_chars: key field values longer than this are cut in alerts (``…`` appended).
+        freeze_gc: after compiling, move every object that exists to the garbage collector's
+            permanent generation (:func:`gc.freeze`). The compiled rules are hundreds of
+            thousands of long-lived objects; without this each full collection walks them all
+            (a few hundred milliseconds each time). Objects are still freed by reference
+            counting; only reference cycles among objects that existed at that moment are no
+            longer collected. Process-wide: turn off when embedding in a process that must not
+            have that.
+    """
+
+    placeholders: Optional[dict] = None
+    max_groups: int = 10000
+    max_entries: int = 10000
+    max_alert_records: int = 100
+    max_field_chars: int = 4096
+    freeze_gc: bool = True
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One line of the end-of-replay table: a rule and how often it matched / alerted."""
+
+    level: str
+    rule_id: str
+    title: str
+    kind: str
+    matches: int
+    alerts: int
+
+
+@dataclass
+class DetectionStats:
+    """Counters: ``events`` seen, ``matched`` events (at least one rule), ``alerts`` emitted,
+    ``alerts_by_level``."""
+
+    events: int = 0
+    matched: int = 0
+    alerts: int = 0
+    alerts_by_level: Counter = field(default_factory=Counter)
+
+
+class DetectionStage:
+    """Sigma detection over SysmonX events.
+
+    Args:
+        loaded: rules from :func:`~.rules.load_rules`.
+        options: :class:`DetectionOptions`.
+    Attributes:
+        issues: every load problem (file, rule, reason), rejections and warnings
+            (:class:`~.rules.LoadIssue`).
+        matcher: the compiled detection rules.
+        correlation: the correlation engine, or ``None`` when no correlation was loaded.
+        stats: :class:`DetectionStats`.
+    """
+
+    def __init__(self, loaded: LoadedRules, options: Optional[DetectionOptions] = None) -> None:
+        self.options = options or DetectionOptions()
+        self.issues: list = list(loaded.issues)
+        self.files = loaded.files
+        self.matcher = RuleMatcher(loaded.rules, self.options.placeholders)
+        for rule, code, msg in self.matcher.rejected:
+            rid, title = rule_ref(rule)
+            self.issues.append(LoadIssue(_src(rule), rid, title, code, msg))
+        for rule, code, msg in self.matcher.warnings:
+            rid, title = rule_ref(rule)
+            self.issues.append(LoadIssue(_src(rule), rid, title, code, msg, rejected=False))
+        self.correlations = self._compile_correlations(loaded.correlations)
+        self.correlation: Optional[CorrelationEngine] = None
+        if self.correlations:
+            self.correlation = CorrelationEngine(
+                self.correlations, max_groups=self.options.max_groups,
+                max_entries=self.options.max_entries,
+                max_alert_records=self.options.max_alert_records)
+        # Output of detection rules: off when only non-generating correlations refer to them.
+        gen: dict = {}
+        for c in self.correlations:
+            for r in c.refs:
+                gen[id(r)] = gen.get(id(r), False) or bool(c.rule.generate)
+        by_rule = {id(c.rule): c for c in self.correlations}
+        for rid, g in gen.items():
+            if rid in by_rule:
+                by_rule[rid].output = g
+        self._output = [gen.get(id(r.rule), True) for r in self.matcher.compiled]
+        self._consumed = [self.correlation is not None and self.correlation.consumes(r.rule)
+                          for r in self.matcher.compiled]
+        self._key_fields = [self._fields_of(r) for r in self.matcher.compiled]
+        self.matches: Counter = Counter()
+        self.alert_counts: Counter = Counter()
+        self.stats = DetectionStats()
+        self._clock: Optional[int] = None
+        if self.options.freeze_gc:
+            gc.collect()
+            gc.freeze()
+
+    @classmethod
+    def from_paths(cls, paths: Iterable[Union[str, Path]],
+                   options: Optional[DetectionOptions] = None) -> DetectionStage:
+        """Load rules from files, folders and bundles (:func:`~.rules.load_rules`) and compile.
+
+        Raises:
+            FileNotFoundError: a path that does not exist.
+        """
+        return cls(load_rules(paths), options)
+
+    # -- load ----------------------------------------------------------------------------------
+
+    def _compile_correlations(self, rules: list) -> list:
+        compiled_ids = {id(r.rule) for r in self.matcher.compiled}
+        out: list = []
+        ok: set = set(compiled_ids)
+        pending = list(rules)
+        # Children before parents: a correlation is compiled once everything it refers to is.
+        while pending:
+            progress = False
+            waiting = {id(c) for c in pending}
+            for c in list(pending):
+                refs = [r.rule for r in c.referenced_rules]
+                if any(id(r) not in ok and id(r) in waiting for r in refs):
+                    continue
+                pending.remove(c)
+                progress = True
+                rid, title = rule_ref(c)
+                missing = [rule_ref(r) for r in refs if id(r) not in ok]
+                if missing:
+                    self.issues.append(LoadIssue(_src(c), rid, title, "correlation",
+                                                 "refers to rule(s) that cannot be evaluated: "
+                                                 + ", ".join(m[0] or m[1] for m in missing)))
+                    continue
+                try:
+                    out.append(CompiledCorrelation(c))
+                    ok.add(id(c))
+                except CorrelationError as exc:
+                    self.issues.append(LoadIssue(_src(c), rid, title, "correlation", str(exc)))
+            if not progress:  # a reference cycle
+                for c in pending:
+                    rid, title = rule_ref(c)
+                    self.issues.append(LoadIssue(_src(c), rid, title, "correlation",
+                                                 "correlation references form a cycle"))
+                break
+        return out
+
+    def _fields_of(self, r: CompiledRule) -> tuple:
+        seen = dict.fromkeys(KEY_FIELDS)
+        for f in r.fields:
+            seen.setdefault(f)
+        return tuple(seen)
+
+    def close(self) -> None:
+        """Give up the stage: with ``freeze_gc``, return the frozen objects to the garbage
+        collector (:func:`gc.unfreeze`) so the rules can be freed once unreferenced (call before
+        building a replacement stage, e.g. on a rules reload)."""
+        if self.options.freeze_gc:
+            gc.unfreeze()
+
+    # -- run -----------------------------------------------------------------------------------
+
+    def process(self, event: Event) -> list[Alert]:
+        """Evaluate one event; returns its alerts (usually none), in rule order."""
+        stats = self.stats
+        stats.events += 1
+        hits = self.matcher.match(event)
+        corr = self.correlation
+        if corr is None:
+            if not hits:
+                return hits
+            alerts = [self._alert(r, event) for r in hits if self._output[r.index]]
+        else:
+            alerts = []
+            if hits or stats.events % 256 == 0:
+                t = time_ns(event.time_created) if event.time_created else None
+                if t is None:
+                    t = self._clock
+                else:
+                    self._clock = t
+                if t is not None:
+                    alerts.extend(corr.advance(t))
+            seq = corr.next_seq() if hits else 0
+            for r in hits:
+                if self._output[r.index]:
+                    alerts.append(self._alert(r, event))
+                if self._consumed[r.index] and self._clock is not None:
+                    alerts.extend(corr.event_hit(r.rule, event, self._clock, seq))
+        if hits:
+            stats.matched += 1
+            matches = self.matches
+            for r in hits:
+                matches[r.key] += 1
+        if alerts:
+            self._count(alerts)
+        return alerts
+
+    def finish(self) -> list[Alert]:
+        """End of stream: close open correlation windows; returns their alerts."""
+        if self.correlation is None:
+            return []
+        alerts = self.correlation.finish()
+        self._count(alerts)
+        return alerts
+
+    def _count(self, alerts: list) -> None:
+        for a in alerts:
+            self.stats.alerts += 1
+            self.stats.alerts_by_level[a.level or "-"] += 1
+            self.alert_counts[a.rule_id] += 1
+
+    def _alert(self, r: CompiledRule, event: Event) -> Alert:
+        get = event.data.get
+        limit = self.options.max_field_chars
+        fields = {n: v for n in self._key_fields[r.index] if (v := get(n)) is not None}
+        for n, v in fields.items():
+            if len(v) > limit:
+                fields[n] = v[:limit] + "…"
+        t = event.time_created
+        return Alert(rule_id=r.key, title=r.title, level=r.level, status=r.status,
+                     kind="detection", tags=r.tags, window_start=t, window_end=t,
+                     computer=event.computer or "", record_ids=(event.record_id,)
+                     if event.record_id is not None else (), event_count=1,
+                     event_ids=(event.event_id,), fields=fields)
+
+    # -- reports -------------------------------------------------------------------------------
+
+    @property
+    def rules_loaded(self) -> int:
+        """Detection rules compiled plus correlations compiled."""
+        return len(self.matcher.compiled) + len(self.correlations)
+
+    @property
+    def rejected(self) -> list:
+        """The issues that rejected a rule or file."""
+        return [i for i in self.issues if i.rejected]
+
+    def rejection_summary(self) -> Counter:
+        """Rejections counted by reason code."""
+        return Counter(i.code for i in self.issues if i.rejected)
+
+    def summary_rows(self, include_silent: bool = False) -> list[SummaryRow]:
+        """Rules that matched or alerted (all rules with ``include_silent``), most severe first,
+        then most hits."""
+        rows = []
+        for r in self.matcher.compiled:
+            m, a = self.matches.get(r.key, 0), self.alert_counts.get(r.key, 0)
+            if m or a or include_silent:
+                rows.append(SummaryRow(r.level, r.key, r.title, "detection", m, a))
+        if self.correlation is not None:
+            st = self.correlation.stats
+            for c in self.correlations:
+                m, a = st.hits.get(c.key, 0), self.alert_counts.get(c.key, 0)
+                if m or a or include_silent:
+                    rows.append(SummaryRow(c.level, c.key, c.title, c.kind, m, a))
+        rank = {lv: i for i, lv in enumerate(LEVELS)}
+        rows.sort(key=lambda x: (-rank.get(x.level, -1), -x.alerts, -x.matches, x.title))
+        return rows
+
+    def format_summary(self) -> str:
+        """The summary as a plain text table (level, hits, alerts, rule)."""
+        rows = self.summary_rows()
+        lines = [f"{'level':<13} {'matches':>8} {'alerts':>7}  rule"]
+        for r in rows:
+            lines.append(f"{r.level or '-':<13} {r.matches:>8} {r.alerts:>7}  {r.title} "
+                         f"[{r.rule_id}]" + (f" ({r.kind})" if r.kind != "detection" else ""))
+        by_level = ", ".join(f"{lv}: {n}" for lv, n in sorted(
+            self.stats.alerts_by_level.items(), key=lambda kv: -({l: i for i, l in enumerate(
+                LEVELS)}.get(kv[0], -1))))
+        lines.append(f"alerts: {self.stats.alerts}" + (f" ({by_level})" if by_level else ""))
+        return "\n".join(lines)
+
+
+def _src(rule) -> str:
+    src = getattr(rule, "source", None)
+    return str(src.path) if src is not None and getattr(src, "path", None) else ""
