@@ -178,9 +178,9 @@ def test_runner_filters_reports_loss_and_reloads(tmp_path, fake_backend):
     t = run_sensor(sensor)
     assert wait_for(lambda: sum(1 for e in rec.events if e.event_id == 255) == 1)
     ids = [e.event_id for e in rec.events]
-    assert ids[:2] == [4, 16]
-    assert rec.events[0].data["State"] == "Started"
-    assert rec.events[1].data["ConfigurationFileHash"] == \
+    assert ids[:2] == [16, 4]  # Sysmon for Linux's order: configuration, then Started
+    assert rec.events[1].data["State"] == "Started"
+    assert rec.events[0].data["ConfigurationFileHash"] == \
         "SHA256=" + load_config(cfg_path).sha256
     files = [e.data["TargetFilename"] for e in rec.events if e.event_id == 11]
     assert files == ["/tmp/keep/a"]
@@ -202,7 +202,7 @@ def test_runner_filters_reports_loss_and_reloads(tmp_path, fake_backend):
     assert sensor.stats.lost == 5
     # EventRecordIDs increase by one.
     rids = [e.record_id for e in rec.events]
-    assert rids == list(range(rids[0], rids[0] + len(rids)))
+    assert rids == list(range(len(rids)))  # numbered from 0 without gaps, as Sysmon for Linux
 
 
 def test_bad_config_on_reload_keeps_old_and_reports(tmp_path, fake_backend):
@@ -356,7 +356,8 @@ def test_live_reload_under_exec_load_with_best_backend(tmp_path):
             "</Sysmon>")
     cfg_path.write_text(body.format(n="before"))
     rec = Recorder()
-    sensor = Sensor(load_config(cfg_path), [rec], SensorOptions(backend=name, dns=False),
+    sensor = Sensor(load_config(cfg_path), [rec],
+                    SensorOptions(backend=name, dns=False, exclude_own_children=False),
                     config_path=str(cfg_path))
     t = run_sensor(sensor)
     try:
@@ -376,3 +377,23 @@ def test_live_reload_under_exec_load_with_best_backend(tmp_path):
            e.data["CommandLine"]}
     assert got == {f"/bin/true {tag}-{i}" for i in range(300)}
     assert [e.event_id for e in rec.events].count(16) == 2
+
+
+def test_sensor_ignores_processes_it_starts_itself(fake_backend):
+    now = time.time_ns()
+    me = os.getpid()
+    fake_backend.script = [
+        ob.ProcessExec(now, 50001, ppid=me, start_ticks=1, image="/sbin/ldconfig",
+                       argv=["/sbin/ldconfig", "-p"], cwd="/", uid=0, end_data=0),
+        ob.ProcessExit(now, 50001),
+        ob.ProcessExec(now, 50002, ppid=1, start_ticks=1, image="/bin/x", argv=["x"], cwd="/",
+                       uid=0, end_data=0),
+    ]
+    rec = Recorder()
+    sensor = Sensor(None, [rec], SensorOptions())
+    t = run_sensor(sensor)
+    assert wait_for(lambda: any(e.event_id == 1 for e in rec.events))
+    sensor.request_stop()
+    t.join(10)
+    assert [e.data["ProcessId"] for e in rec.events if e.event_id in (1, 5)] == ["50002"]
+    assert rec.events[0].time_created.endswith("000Z")  # microseconds, as Sysmon for Linux

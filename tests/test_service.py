@@ -326,16 +326,16 @@ def test_systemd_mode_commands(tmp_path, monkeypatch):
     assert (code, out) == (87, "Sysmon is not running\n")
 
 
-def test_reinstall_replaces_the_running_daemon(service_root, tmp_path):
+def test_install_over_an_installation_is_refused(service_root, tmp_path):
+    """A new user's report: -i silently replaced a running service (and left the host
+    unmonitored when the new settings failed). Sysmon refuses; so does SysmonX."""
     root, backend, events = service_root
     layout = Layout(root)
     args = ("-nologo", "-i", "--output-file", str(events), "--backend", backend, "--no-dns")
     assert run(root, *args)[0] == 0
     first = int(layout.pidfile.read_text())
-    assert run(root, *args)[0] == 0
-    second = int(layout.pidfile.read_text())
-    assert second != first and Path(f"/proc/{second}").exists()
-    assert not Path(f"/proc/{first}").exists() or \
-        Path(f"/proc/{first}/stat").read_text().split(") ", 1)[1][:1] == "Z"
+    code, out, err = run(root, *args)
+    assert code != 0 and "already installed" in out + err
+    assert int(layout.pidfile.read_text()) == first and Path(f"/proc/{first}").exists()
     assert run(root, "-nologo", "-u")[0] == 0
     assert list(root.iterdir()) == []

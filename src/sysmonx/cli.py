@@ -168,6 +168,9 @@ def cmd_run(argv: list[str]) -> int:
         for name, reason in probe_all().items():
             print(f"{name:8} {'available' if reason is None else 'unavailable: ' + reason}")
         return 0
+    if args.duration is not None and args.duration <= 0:
+        console.print("error: --duration must be a positive number of seconds")
+        return EXIT_USAGE
     if os.geteuid() != 0 and not args.follow:
         console.print("error: sysmonx run needs root (kernel tracing interfaces)")
         return EXIT_FATAL

@@ -668,7 +668,13 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
         return _configuration(ctx, parsed, layout)
 
     if parsed.has("Install"):
-        from .service import install
+        from .service import install, is_installed
+        if is_installed(layout):
+            # Sysmon refuses to install over an installation; replacing it silently could leave
+            # the host unmonitored if the new settings fail.
+            ctx.say("Sysmon is already installed. Use -c to update the configuration or -u to "
+                    "uninstall.")
+            return EXIT_FAILED
         source = parsed.value("Install")
         loaded = _load(ctx, source, parsed)
         if isinstance(loaded, int):

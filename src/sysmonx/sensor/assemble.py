@@ -30,9 +30,11 @@ def utc_time(ts_ns: int) -> str:
 
 
 def event_time(ts_ns: int) -> str:
-    """System/TimeCreated in the canonical form: ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ``."""
+    """System/TimeCreated in the canonical form, with Sysmon for Linux's microsecond precision
+    (``YYYY-MM-DDTHH:MM:SS.uuuuuu000Z``, spec 5.3 sample)."""
     s, ns = divmod(ts_ns, 1_000_000_000)
-    return datetime.fromtimestamp(s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
+    return (datetime.fromtimestamp(s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            + f".{ns // 1000:06d}000Z")
 
 
 def _dash(v) -> str:
@@ -69,8 +71,9 @@ class Assembler:
         when an event passes the filter, so written events are numbered without gaps, as an
         event log numbers them."""
         with self._lock:
+            rid = self._record  # Sysmon for Linux numbers from 0 (its first event 16 is record 0)
             self._record += 1
-            return self._record
+            return rid
 
     def envelope(self, event_id: int, data: dict, ts_ns: int) -> Event:
         """Wrap ``data`` in the System header Sysmon for Linux writes (``record_id`` is left

@@ -46,6 +46,9 @@ class SensorOptions:
         engine_options: filter choices; Sysmon for Linux folds ``less/more than`` to upper case.
         backend_options: passed to each backend (buffer sizes ...).
         provider: System/Provider Name (default Sysmon for Linux's ``Linux-Sysmon``).
+        exclude_own_children: also drop the activity of processes the sensor itself starts
+            (ldconfig run by ctypes, journalctl for --follow journald); off only for tests that
+            run the sensor inside the process generating the activity.
     """
 
     backend: Optional[str] = None
@@ -56,6 +59,7 @@ class SensorOptions:
         compare_fold="upper"))
     backend_options: dict = field(default_factory=dict)
     provider: Optional[str] = None
+    exclude_own_children: bool = True
 
 
 @dataclass
@@ -107,6 +111,7 @@ class Sensor:
         self._reload = threading.Event()
         self._backends: list[Backend] = []
         self.self_pid = os.getpid()
+        self._own_children: set = set()
         self.started = threading.Event()
 
     @staticmethod
@@ -208,7 +213,15 @@ class Sensor:
     def _handle(self, o) -> None:
         self.stats.observations[type(o).__name__] += 1
         pid = getattr(o, "pid", None)
-        if pid == self.self_pid:
+        if pid == self.self_pid or pid in self._own_children:
+            if type(o) is ob.ProcessExit:
+                self._own_children.discard(pid)
+            return
+        if type(o) is ob.ProcessExec and o.ppid == self.self_pid and \
+                self.options.exclude_own_children:
+            # a helper the sensor itself started (ldconfig from ctypes, journalctl ...): it is
+            # the sensor's own activity and must not feed back into its output
+            self._own_children.add(o.pid)
             return
         if type(o) is ob.Loss:
             self.stats.lost += o.count
@@ -235,9 +248,9 @@ class Sensor:
         try:
             self.cache.prime()
             self._start_backends()
-            now = time.time_ns()
-            self._write(self.assembler.service_state("Started", schema, now))
+            # Sysmon for Linux writes the configuration (16) first, then the service state (4).
             self._config_event()
+            self._write(self.assembler.service_state("Started", schema, time.time_ns()))
             self.started.set()
             deadline = None if self.options.duration is None else \
                 time.monotonic() + self.options.duration
