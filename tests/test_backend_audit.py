@@ -31,7 +31,7 @@ from sysmonx.sensor.backends import audit as audit_mod
 from sysmonx.sensor.backends import audit_netlink as nl
 from sysmonx.sensor.backends.audit import AuditBackend
 from sysmonx.sensor.backends.base import BackendUnavailable
-from sysmonx.sensor.observations import (FileCreate, FileDelete, Loss, NetworkConnect,
+from sysmonx.sensor.observations import (ProcessExit, FileCreate, FileDelete, Loss, NetworkConnect,
                                          ProcessAccess, ProcessExec, RawAccessRead)
 
 LOCK_PATH = os.path.join(tempfile.gettempdir(), "sysmonx-audit-tests.lock")
@@ -337,6 +337,16 @@ def test_exec_sh_echo_exact_argv_and_cwd(start_backend, tmp_path):
     assert abs(ev.ts_ns - time.time_ns()) < 30 * 10**9
 
 
+def test_process_exit_with_exit_code(start_backend):
+    """ProcessTerminate in the audit tier comes from exit_group (a new user's report: event 5
+    was missing in this tier)."""
+    _be, col = start_backend()
+    p = subprocess.Popen(["/bin/sh", "-c", "exit 7"])
+    assert p.wait(10) == 7
+    hits = col.wait_for(lambda o: isinstance(o, ProcessExit) and o.pid == p.pid)
+    assert len(hits) == 1 and hits[0].exit_code == 7
+
+
 def test_exec_of_live_process_has_start_ticks_and_end_data(start_backend):
     _be, col = start_backend()
     p = subprocess.Popen(["/bin/sleep", "30"])
@@ -562,9 +572,10 @@ def test_failed_start_restores_state(baseline, monkeypatch):
     assert nl.snapshot_state() == baseline
 
 
-def test_preexisting_identical_and_stale_rules_are_kept(baseline):
-    """A rule identical to one of ours (EEXIST) and a stale ``sysmonx`` rule from an earlier
-    run are reported and left in place: stop() deletes only what start() added."""
+def test_preexisting_identical_and_stale_rules_are_kept(baseline, monkeypatch):
+    """While another SysmonX sensor runs, a rule identical to one of ours (EEXIST) and another
+    ``sysmonx`` rule are reported and left in place: stop() deletes only what start() added."""
+    monkeypatch.setattr(audit_mod, "_other_sensor_running", lambda: True)
     col = Collector()
     probe_be = AuditBackend(col)
     probe_be._arch = audit_mod._NATIVE[os.uname().machine][0]
@@ -584,6 +595,7 @@ def test_preexisting_identical_and_stale_rules_are_kept(baseline):
             assert be.stats()["rules_preexisting"] == 1
             warn = [o for o in col.snapshot() if type(o).__name__ == "BackendError"]
             assert len(warn) == 1 and "2 audit rules keyed 'sysmonx'" in warn[0].message
+            assert "another running SysmonX sensor" in warn[0].message
         finally:
             be.stop()
         assert nl.snapshot_state(sock) == with_rules
@@ -591,6 +603,34 @@ def test_preexisting_identical_and_stale_rules_are_kept(baseline):
         for r in (stale, identical):
             with contextlib.suppress(OSError):
                 sock.del_rule(r)
+        sock.close()
+
+
+def test_stale_rules_of_a_killed_sensor_are_removed(baseline, monkeypatch):
+    """A sensor killed with SIGKILL leaves its keyed rules; the next start removes them when no
+    other SysmonX sensor runs (a new user's report: they stayed forever)."""
+    monkeypatch.setattr(audit_mod, "_other_sensor_running", lambda: False)
+    col = Collector()
+    stale = nl.AuditRule(mask=nl.AuditRule.syscall_mask([0]),
+                         fields=[(nl.AUDIT_ARCH, nl.AUDIT_EQUAL,
+                                  audit_mod._NATIVE[os.uname().machine][0]),
+                                 (nl.AUDIT_PID, nl.AUDIT_EQUAL, 1),
+                                 (nl.AUDIT_FILTERKEY, nl.AUDIT_EQUAL, "sysmonx")])
+    sock = nl.AuditSocket()
+    before = nl.snapshot_state(sock)
+    sock.add_rule(stale)
+    try:
+        be = AuditBackend(col)
+        be.start()
+        try:
+            warn = [o for o in col.snapshot() if type(o).__name__ == "BackendError"]
+            assert any("removed 1 stale audit rules" in w.message for w in warn)
+        finally:
+            be.stop()
+        assert nl.snapshot_state(sock) == before
+    finally:
+        with contextlib.suppress(OSError):
+            sock.del_rule(stale)
         sock.close()
 
 

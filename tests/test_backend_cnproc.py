@@ -558,3 +558,27 @@ def test_tracefs_stale_instance_reaped(tmp_path):
 def test_probe_reason_is_text_or_none():
     assert PROBE is None or (isinstance(PROBE, str) and PROBE)
     assert cnproc.CnprocBackend.name == "cnproc" and cnproc.CnprocBackend.tier == "C"
+
+
+def test_stale_private_tracefs_mount_of_a_dead_sensor_is_removed():
+    """A cnproc sensor killed with SIGKILL leaves its private tracefs mount; the next start
+    removes it (a new user's report)."""
+    import ctypes
+    from sysmonx.sensor.backends import cn_tracefs
+    if os.geteuid() != 0 or not os.path.isdir("/run"):
+        pytest.skip("needs root and /run")
+    mnt = "/run/sysmonx-tracefs-999999999-test"
+    os.makedirs(mnt, exist_ok=True)
+    if cn_tracefs._libc().mount(b"nodev", mnt.encode(), b"tracefs", 0, None) != 0:
+        os.rmdir(mnt)
+        pytest.skip(f"cannot mount tracefs: {os.strerror(ctypes.get_errno())}")
+    try:
+        assert cn_tracefs._reap_stale_mounts() >= 1
+        with open("/proc/self/mounts") as f:
+            assert mnt not in f.read()
+        assert not os.path.exists(mnt)
+    finally:
+        if os.path.ismount(mnt):
+            cn_tracefs._libc().umount2(mnt.encode(), 0)
+        if os.path.isdir(mnt):
+            os.rmdir(mnt)

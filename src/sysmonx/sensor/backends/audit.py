@@ -82,7 +82,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..observations import (BackendError, FileCreate, FileDelete, Loss, NetworkConnect,
+from ..observations import (BackendError, FileCreate, FileDelete, Loss, NetworkConnect, ProcessExit,
                             Observation, ProcessAccess, ProcessExec, RawAccessRead)
 from . import audit_netlink as nl
 from .audit_netlink import (AUDIT_ALWAYS, AUDIT_ARCH, AUDIT_ARG0, AUDIT_ARG1, AUDIT_ARG2,
@@ -105,10 +105,10 @@ ARCH_TABLES = {
     AUDIT_ARCH_X86_64: {"execve": 59, "execveat": 322, "connect": 42, "accept": 43,
                         "accept4": 288, "open": 2, "openat": 257, "openat2": 437, "creat": 85,
                         "unlink": 87, "unlinkat": 263, "rename": 82, "renameat": 264,
-                        "renameat2": 316, "ptrace": 101},
+                        "renameat2": 316, "ptrace": 101, "exit_group": 231},
     AUDIT_ARCH_AARCH64: {"execve": 221, "execveat": 281, "connect": 203, "accept": 202,
                          "accept4": 242, "openat": 56, "openat2": 437, "unlinkat": 35,
-                         "renameat": 38, "renameat2": 276, "ptrace": 117},
+                         "renameat": 38, "renameat2": 276, "ptrace": 117, "exit_group": 94},
     AUDIT_ARCH_I386: {"execve": 11, "execveat": 358},     # compat: exec only
 }
 _NATIVE = {"x86_64": (AUDIT_ARCH_X86_64, (AUDIT_ARCH_I386,)),
@@ -319,6 +319,23 @@ class _Event:
         self.serial, self.ts_ns, self.born, self.records = serial, ts_ns, born, []
 
 
+def _other_sensor_running() -> bool:
+    """True when another process runs ``sysmonx run`` / ``sysmonx.cli run`` (its audit rules
+    must not be touched)."""
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read(4096).split(b"\0")
+        except OSError:
+            continue
+        if b"run" in argv and any(b"sysmonx" in a for a in argv):
+            return True
+    return False
+
+
 class AuditBackend(Backend):
     """Tier-B backend on the kernel audit subsystem (pure-Python netlink).
 
@@ -341,7 +358,7 @@ class AuditBackend(Backend):
 
     name = "audit"
     tier = "B"
-    events = frozenset({1, 3, 9, 10, 11, 23})
+    events = frozenset({1, 3, 5, 9, 10, 11, 23})
 
     def __init__(self, emit: Callable[[Observation], None], exclude_pids: frozenset = frozenset(),
                  options: Optional[dict] = None) -> None:
@@ -448,10 +465,18 @@ class AuditBackend(Backend):
             reason = self._refusal(st)
             if reason:
                 raise BackendUnavailable(reason)
-            stale = sum(1 for raw in self._saved_rules if AuditRule.unpack(raw).key == self.key)
-            if stale:
-                self._error(f"{stale} audit rules keyed {self.key!r} were already present "
-                            "(left by a sensor that did not stop cleanly?); they are kept")
+            stale = [raw for raw in self._saved_rules if AuditRule.unpack(raw).key == self.key]
+            if stale and not _other_sensor_running():
+                # left by a sensor that was killed (SIGKILL): no live sensor owns them
+                for raw in stale:
+                    with self._ctl_lock:
+                        self._ctl.del_rule(raw)
+                self._saved_rules = self._ctl.list_rules()
+                self._error(f"removed {len(stale)} stale audit rules keyed {self.key!r} left by "
+                            "a sensor that did not stop cleanly")
+            elif stale:
+                self._error(f"{len(stale)} audit rules keyed {self.key!r} belong to another "
+                            "running SysmonX sensor; they are kept")
             self._last_lost = st.lost
             rcvbuf = int(self.options.get("rcvbuf", 8 << 20))
             owner = self._owner(st)
@@ -542,6 +567,10 @@ class AuditBackend(Backend):
                       None, False))
         specs.append((r(n("ptrace"), (AUDIT_ARG0, AUDIT_EQUAL, PTRACE_ATTACH), ok), None, False))
         specs.append((r(n("ptrace"), (AUDIT_ARG0, AUDIT_EQUAL, PTRACE_SEIZE), ok), None, False))
+        # ProcessTerminate: exit_group never returns, so no success filter; its record is
+        # written when the process exits. A process killed by a signal does not call it and is
+        # not seen in this tier (documented limit).
+        specs.append((r(n("exit_group")), None, True))
         return specs
 
     def _watch_rule(self, path: str) -> AuditRule:
@@ -838,6 +867,9 @@ class AuditBackend(Backend):
         elif name in ("rename", "renameat", "renameat2"):
             if success:
                 self._rename(ev, f, pid, ts, name)
+        elif name == "exit_group":
+            code = _hex(f.get("a0"))
+            self._out(ProcessExit(ts, pid, None, (code & 0xFF) if code is not None else None))
         elif name == "ptrace":
             req = _hex(f.get("a0"))
             if success and req in (PTRACE_ATTACH, PTRACE_SEIZE):

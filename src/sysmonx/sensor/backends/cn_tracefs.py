@@ -184,6 +184,31 @@ def remove_instance(path: str) -> bool:
     return False
 
 
+def _reap_stale_mounts() -> int:
+    """Unmount the private tracefs mounts of sensors that died without cleaning up (their
+    directory name carries the owner's pid: ``sysmonx-tracefs-<pid>-*``). Returns how many."""
+    n = 0
+    try:
+        with open("/proc/self/mounts") as f:
+            mounts = [line.split()[1] for line in f if " tracefs " in line]
+    except OSError:
+        return 0
+    for mnt in mounts:
+        base = os.path.basename(mnt)
+        if not base.startswith("sysmonx-tracefs-"):
+            continue
+        owner = base[len("sysmonx-tracefs-"):].split("-", 1)[0]
+        if not owner.isdigit() or os.path.exists(f"/proc/{owner}"):
+            continue
+        if _libc().umount2(os.fsencode(mnt), 0) == 0:
+            try:
+                os.rmdir(mnt)
+            except OSError:
+                pass
+            n += 1
+    return n
+
+
 class TcpStateTrace:
     """A private tracefs instance tracing ``sock:inet_sock_set_state`` for TCP.
 
@@ -210,10 +235,11 @@ class TcpStateTrace:
             raise
 
     def _setup(self, exclude: list, buffer_kb: int) -> None:
+        _reap_stale_mounts()
         root = find_tracefs()
         if root is None:
             parent = "/run" if os.path.isdir("/run") else None
-            mnt = tempfile.mkdtemp(prefix="sysmonx-tracefs-", dir=parent)
+            mnt = tempfile.mkdtemp(prefix=f"sysmonx-tracefs-{os.getpid()}-", dir=parent)
             if _libc().mount(b"nodev", os.fsencode(mnt), b"tracefs", 0, None) != 0:
                 err = ctypes.get_errno()
                 os.rmdir(mnt)
