@@ -397,3 +397,26 @@ def test_sensor_ignores_processes_it_starts_itself(fake_backend):
     t.join(10)
     assert [e.data["ProcessId"] for e in rec.events if e.event_id in (1, 5)] == ["50002"]
     assert rec.events[0].time_created.endswith("000Z")  # microseconds, as Sysmon for Linux
+
+
+def test_dns_query_status_uses_windows_codes():
+    asm = Assembler(ProcessCache(machine="00000000"))
+    codes = [asm.build(ob.DnsQuery(time.time_ns(), None, "x.example", rc)).data["QueryStatus"]
+             for rc in (0, 3, 2, None)]
+    assert codes == ["0", "9003", "9002", "-"]  # 9003 = DNS_ERROR_RCODE_NAME_ERROR (NXDOMAIN)
+
+
+def test_syslog_writer_without_daemon_keeps_going(tmp_path):
+    w = SyslogWriter(str(tmp_path / "nope.sock"), require=False)
+    asm = Assembler(ProcessCache(machine="00000000"))
+    w.write(asm.build(ob.FileCreate(time.time_ns(), 1, "/tmp/x")))
+    assert w.failed == 1 and w.sent == 0
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(tmp_path / "nope.sock"))
+    try:
+        w._next_retry = 0
+        w.write(asm.build(ob.FileCreate(time.time_ns(), 1, "/tmp/y")))
+        assert w.sent == 1 and b"/tmp/y" in server.recv(65536)
+    finally:
+        server.close()
+        w.close()

@@ -189,11 +189,12 @@ def cmd_run(argv: list[str]) -> int:
     with ExitStack() as stack:
         if args.syslog:
             from .sinks.syslog import SyslogWriter
-            try:
-                writers.append(SyslogWriter(args.syslog))
-            except OSError as exc:
-                console.print(f"error: cannot reach syslog at {args.syslog}: {exc}")
-                return EXIT_FATAL
+            writer = SyslogWriter(args.syslog, require=False)
+            if writer.sock is None:  # like Sysmon for Linux (syslog(3)): keep running
+                console.print(f"warning: no syslog daemon at {args.syslog}: events sent there are "
+                              "dropped (and counted) until one starts; give --syslog SOCKET or "
+                              "-o FILE to keep them", markup=False)
+            writers.append(writer)
         if args.output and args.output != "-":
             try:
                 stream = stack.enter_context(open(args.output, "ab", buffering=0))
@@ -586,11 +587,13 @@ def _config_mistake_hint(path: Path) -> str:
     """A hint when the "config" is really a rule blob or an event log."""
     try:
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(256)
     except OSError:
         return ""
     if head.startswith(b"ElfFile\0"):
         return "\n(this is an EVTX event log; give it as a PATH to replay, not as --config)"
+    if b"<Event>" in head or b" sysmon" in head or head[:1] == b"{":
+        return "\n(this looks like an event log; give it as a PATH to replay)"
     if head[:1] not in (b"<", b"\xef", b"\xff", b"\xfe", b" ", b"\t", b"\r", b"\n") and \
             b"\x00" in head:
         return ("\n(this looks like a compiled rule blob; turn it back into XML with "
@@ -651,7 +654,15 @@ def cmd_config(argv: list[str]) -> int:
         try:
             xml = blob_to_xml(read_blob_file(args.blob))
         except BlobError as exc:
-            console.print(f"error: {args.blob}: {exc}", markup=False)
+            hint = ""
+            try:
+                with open(args.blob, "rb") as f:
+                    if f.read(512).lstrip().lower().startswith((b"<?xml", b"<sysmon")):
+                        hint = ("\n(this is already an XML config; 'sysmonx config check' "
+                                "validates it)")
+            except OSError:
+                pass
+            console.print(f"error: {args.blob}: {exc}{hint}", markup=False)
             return EXIT_FATAL
         except OSError as exc:
             console.print(f"error: cannot read {args.blob}: {exc.strerror or exc}")
@@ -664,7 +675,7 @@ def cmd_config(argv: list[str]) -> int:
     try:
         cfg = load_config(args.file, extensions=not args.no_extensions)
     except ConfigError as exc:
-        console.print(f"error: {exc}", markup=False)
+        console.print(f"error: {exc}{_config_mistake_hint(Path(args.file))}", markup=False)
         return EXIT_FATAL
     except OSError as exc:
         console.print(f"error: cannot read {args.file}: {exc.strerror or exc}")

@@ -37,6 +37,15 @@ def event_time(ts_ns: int) -> str:
             + f".{ns // 1000:06d}000Z")
 
 
+def _query_status(rcode) -> str:
+    """QueryStatus as Windows Sysmon writes it: ``0`` for success, else the Win32 DNS error code
+    ``9000 + RCODE`` (9003 = DNS_ERROR_RCODE_NAME_ERROR for NXDOMAIN, 9002 SERVFAIL, 9005
+    REFUSED ...); ``-`` when no answer was seen."""
+    if rcode is None:
+        return "-"
+    return "0" if rcode == 0 else str(9000 + rcode)
+
+
 def _dash(v) -> str:
     return "-" if v is None or v == "" else str(v)
 
@@ -237,6 +246,6 @@ class Assembler:
             "RuleName": "-", "UtcTime": utc_time(o.ts_ns),
             "ProcessGuid": info.guid if info else "{00000000-0000-0000-0000-000000000000}",
             "ProcessId": str(pid or 0), "QueryName": clean_text(o.query_name),
-            "QueryStatus": str(o.status) if o.status is not None else "-",
+            "QueryStatus": _query_status(o.status),
             "QueryResults": _dash(clean_text(o.results)), "Image": _dash(info.image if info else None),
             "User": info.user if info else "-"}, o.ts_ns)

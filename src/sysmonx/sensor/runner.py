@@ -176,6 +176,7 @@ class Sensor:
             new = load_config(self.config_path)
         except (ConfigError, OSError) as exc:
             self.stats.errors += 1
+            self.on_status(f"configuration not applied, the previous one stays: {exc}")
             self._write(self.assembler.error("ConfigReload", f"configuration not applied: {exc}",
                                              time.time_ns()))
             return

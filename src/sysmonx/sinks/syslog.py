@@ -30,19 +30,29 @@ class SyslogWriter:
         tag: program name in each record (Sysmon for Linux: ``sysmon``).
         facility, severity: syslog numbers (default user.info, PRI 14).
         rewrite_envelope: passed to the Linux XML renderer.
+        require: raise when the daemon cannot be reached now; with False keep going like
+            syslog(3) does (records counted in ``failed`` until a daemon appears).
     Raises:
-        OSError: the socket cannot be reached at construction.
+        OSError: the socket cannot be reached at construction (``require=True``).
     """
 
     def __init__(self, address: str = "/dev/log", tag: str = "sysmon", facility: int = LOG_USER,
-                 severity: int = LOG_INFO, rewrite_envelope: bool = False) -> None:
+                 severity: int = LOG_INFO, rewrite_envelope: bool = False,
+                 require: bool = True) -> None:
         self.address = address
         self.tag = tag
         self.pri = facility * 8 + severity
         self.rewrite_envelope = rewrite_envelope
         self.failed = 0
         self.sent = 0
-        self.sock = self._connect()
+        self.kind = socket.SOCK_DGRAM
+        self._next_retry = 0.0
+        try:
+            self.sock = self._connect()
+        except OSError:
+            if require:
+                raise
+            self.sock = None  # like syslog(3): keep running, count what cannot be delivered
 
     def _connect(self) -> socket.socket:
         last = None
@@ -67,7 +77,19 @@ class SyslogWriter:
         return data
 
     def write(self, event: Event) -> None:
-        """Send one event; reconnect and retry once on failure, else count it in ``failed``."""
+        """Send one event; reconnect and retry once on failure, else count it in ``failed``
+        (with no daemon, reconnection is tried at most once a second)."""
+        if self.sock is None:
+            now = time.monotonic()
+            if now < self._next_retry:
+                self.failed += 1
+                return
+            try:
+                self.sock = self._connect()
+            except OSError:
+                self._next_retry = now + 1.0
+                self.failed += 1
+                return
         data = self.record(event)
         for attempt in (0, 1):
             try:
@@ -87,6 +109,7 @@ class SyslogWriter:
     def close(self) -> None:
         """Close the socket."""
         try:
-            self.sock.close()
+            if self.sock is not None:
+                self.sock.close()
         except OSError:
             pass

@@ -63,6 +63,9 @@ class FollowBackend(Backend):
             exe = shutil.which("journalctl")
             if exe is None:
                 raise BackendUnavailable("journalctl not found")
+            if not os.path.exists("/run/systemd/journal/socket"):
+                raise BackendUnavailable("journald is not running here (no "
+                                         "/run/systemd/journal/socket); follow a log file instead")
             args = [exe, "--follow", "--output=cat", "--no-pager", "SYSLOG_IDENTIFIER=sysmon"]
             if not self.from_start:
                 args.insert(2, "--lines=0")
