@@ -90,8 +90,8 @@ def safe_console(**options):
     from rich.console import Console
 
     class SafeConsole(Console):
-    """A rich Console whose every printed string goes through :func:`visible` first, so a
-    path or field value an attacker controls cannot emit terminal escapes."""
+        """A Console that passes every printed string through :func:`terminal_lines`."""
+
         def print(self, *objects, **kwargs):
             objects = tuple(terminal_lines(o) if isinstance(o, str) else o for o in objects)
             kwargs["markup"] = False
