@@ -14,7 +14,7 @@ from typing import Callable, ClassVar, Optional
 
 from ..observations import Observation
 
-__all__ = ["Backend", "BackendUnavailable"]
+__all__ = ["Backend", "BackendUnavailable", "WakeableReaderMixin"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -73,3 +73,31 @@ class Backend(abc.ABC):
     def stats(self) -> dict:
         """Counters for the summary/bench: at least ``received`` and ``lost`` (ints)."""
         return {"received": 0, "lost": 0}
+
+
+class WakeableReaderMixin:
+    """``stop()`` for a backend whose reader thread sleeps in ``select``/``poll`` on a wake pipe.
+
+    The subclass sets ``_stopped``/``_stopping`` (False), ``_wake_w`` (write end of the pipe, or
+    -1), ``_thread`` and ``join_timeout_s``, and implements ``_cleanup()`` (close sockets, undo
+    kernel state). The reader drains what is queued once ``_stopping`` is set.
+    """
+
+    def stop(self) -> None:
+        """Wake the reader, let it drain and finish (up to ``join_timeout_s``), then undo all
+        set-up with ``_cleanup()``. Idempotent; never raises."""
+        import os
+        import threading
+        if self._stopped:
+            return
+        self._stopping = True
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(self.join_timeout_s)
+        self._cleanup()
+        self._stopped = True

@@ -64,7 +64,7 @@ from typing import Callable, Optional
 
 from ..observations import (BackendError, FileCreate, FileDelete, Loss, NetworkConnect,
                             Observation, ProcessExec, ProcessExit)
-from .base import Backend, BackendUnavailable
+from .base import Backend, BackendUnavailable, WakeableReaderMixin
 from .cn_fanotify import (FAN_CREATE, FAN_DELETE, FAN_MOVED_TO, FAN_OPEN_EXEC, FAN_Q_OVERFLOW,
                           ExecImages, FanotifyWatch, fanotify_available)
 from .cn_tracefs import (TCP_ESTABLISHED, TCP_SYN_RECV, ConnectMatcher, TcpStateTrace,
@@ -182,7 +182,7 @@ class _BoundedMap(dict):
                 del self[k]
 
 
-class CnprocBackend(Backend):
+class CnprocBackend(WakeableReaderMixin, Backend):
     """Tier C: cn_proc + /proc enrichment + fanotify + tracefs (module docstring).
 
     Options (``options`` dict; all optional):
@@ -399,25 +399,7 @@ class CnprocBackend(Backend):
         except (OSError, struct.error, AttributeError):
             return 0
 
-    # -------------------------------------------------------------------------------- stop
-    def stop(self) -> None:
-        """Stop the reader (it drains what is queued first), unsubscribe (IGNORE), close the
-        fanotify group (removes the marks), remove the tracefs instance and unmount tracefs if it
-        was mounted here. Idempotent; never raises."""
-        if self._stopped:
-            return
-        self._stopping = True
-        if self._wake_w >= 0:
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join(self.join_timeout_s)
-        self._cleanup()
-        self._stopped = True
-
+    # -------------------------------------------------------------------------------- stop (WakeableReaderMixin.stop, then _cleanup)
     def _cleanup(self) -> None:
         s, self._sock = self._sock, None
         if s is not None:

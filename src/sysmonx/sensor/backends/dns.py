@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..observations import BackendError, DnsQuery, Loss, Observation
-from .base import Backend, BackendUnavailable
+from .base import Backend, BackendUnavailable, WakeableReaderMixin
 from ..procfs import CAP_NET_RAW, SocketOwners, has_cap
 
 __all__ = ["DnsBackend", "DnsParseError", "DnsMessage", "IpPacket", "parse_dns", "parse_ip",
@@ -414,7 +414,7 @@ class _Pending:
     deadline: float
 
 
-class DnsBackend(Backend):
+class DnsBackend(WakeableReaderMixin, Backend):
     """DNS queries and answers from an AF_PACKET socket (module docstring).
 
     Options (``options`` dict, all optional; ``dns_``-prefixed because the runner passes the
@@ -503,23 +503,6 @@ class DnsBackend(Backend):
             self._cleanup()
             self._stopped = True
             raise BackendUnavailable(f"DNS packet socket: {exc}") from exc
-
-    def stop(self) -> None:
-        """Stop the reader (it drains queued packets and emits pending queries first) and close
-        the socket (which detaches the filter). Idempotent; never raises."""
-        if self._stopped:
-            return
-        self._stopping = True
-        if self._wake_w >= 0:
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join(self.join_timeout_s)
-        self._cleanup()
-        self._stopped = True
 
     def _cleanup(self) -> None:
         s, self._sock = self._sock, None
