@@ -399,7 +399,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         except (OSError, struct.error, AttributeError):
             return 0
 
-    # -------------------------------------------------------------------------------- stop (WakeableReaderMixin.stop, then _cleanup)
+    # ---- stop: WakeableReaderMixin.stop() wakes the reader, joins it, then calls _cleanup()
     def _cleanup(self) -> None:
         s, self._sock = self._sock, None
         if s is not None:
