@@ -101,3 +101,14 @@ class WakeableReaderMixin:
             t.join(self.join_timeout_s)
         self._cleanup()
         self._stopped = True
+
+    def _close_wake_pipe(self) -> None:
+        """Close both ends of the wake pipe (for ``_cleanup``); idempotent."""
+        import os
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._wake_r = self._wake_w = -1

@@ -422,13 +422,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         if self._trace is not None:
             self._trace.close()
             self._trace = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._wake_r = self._wake_w = -1
+        self._close_wake_pipe()
 
     def stats(self) -> dict:
         """Counters: ``received`` (kernel records: cn_proc messages, fanotify events, trace

@@ -511,13 +511,7 @@ class DnsBackend(WakeableReaderMixin, Backend):
                 s.close()
             except OSError:
                 pass
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._wake_r = self._wake_w = -1
+        self._close_wake_pipe()
 
     def stats(self) -> dict:
         """Counters: ``received`` (packets), ``lost`` (tp_drops reported), ``parse_errors``
