@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _common import baseline, default_corpus  # noqa: E402
 
 from evtx import PyEvtxParser  # noqa: E402
 
@@ -36,14 +38,6 @@ class _Null(io.RawIOBase):
 
     def write(self, b):
         return len(b)
-
-
-def baseline(files: list[str]) -> int:
-    n = 0
-    for f in files:
-        for _ in PyEvtxParser(f).records_json():
-            n += 1
-    return n
 
 
 def baseline_decoded(files: list[str]) -> int:
@@ -73,9 +67,8 @@ def replay(files: list[str], config, fmt: str, jobs: int = 1) -> int:
 
 
 def main() -> int:
-    default_corpus = os.environ.get("SYSMONX_CORPUS") or str(ROOT.parent / "shared" / "corpus")
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", default=default_corpus)
+    ap.add_argument("--corpus", default=default_corpus())
     ap.add_argument("--config", default=None,
                     help="default: SwiftOnSecurity's sysmonconfig-export.xml from the corpus")
     ap.add_argument("--rounds", type=int, default=5)

@@ -33,19 +33,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from evtx import PyEvtxParser  # noqa: E402
+from _common import baseline, default_corpus  # noqa: E402
+
 
 from sysmonx.detection import DetectionStage, load_rules  # noqa: E402
 from sysmonx.sources import open_source  # noqa: E402
-
-
-def baseline(files: list[str]) -> int:
-    n = 0
-    for f in files:
-        for _ in PyEvtxParser(f).records_json():
-            n += 1
-    return n
 
 
 def read_only(files: list[str]) -> int:
@@ -100,9 +94,8 @@ def detect_parallel(files: list[str], stage: DetectionStage, render: bool,
 
 
 def main() -> int:
-    default_corpus = os.environ.get("SYSMONX_CORPUS") or str(ROOT.parent / "shared" / "corpus")
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", default=default_corpus)
+    ap.add_argument("--corpus", default=default_corpus())
     ap.add_argument("--rules", default=None,
                     help="default: <corpus>/sigma/sigmahq_rules_sysmon_categories.tar.gz")
     ap.add_argument("--rounds", type=int, default=5)

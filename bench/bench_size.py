@@ -59,6 +59,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _common import default_corpus  # noqa: E402
 
 EVTX_REL = ("evtx/sbousseaden__EVTX-ATTACK-SAMPLES/AutomatedTestingTools/"
             "PanacheSysmon_vs_AtomicRedTeam01.evtx")
@@ -240,9 +243,8 @@ def _mb(n: int) -> str:
 
 
 def main() -> int:
-    default_corpus = os.environ.get("SYSMONX_CORPUS") or str(ROOT.parent / "shared" / "corpus")
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", default=default_corpus)
+    ap.add_argument("--corpus", default=default_corpus())
     ap.add_argument("--sizes", default="1,10,100", help="multiples of the corpus file")
     ap.add_argument("--inputs", default=",".join(INPUTS),
                     help=f"any of {', '.join(INPUTS + EXTRA_INPUTS)}")
