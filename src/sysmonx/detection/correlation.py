@@ -213,6 +213,19 @@ def _ref_key(rule) -> str:
                                                           or getattr(rule, "title", "") or "")
 
 
+
+def _field_for(alias_map: dict, name: str, rule) -> str:
+    """The event field behind ``name`` for referenced ``rule``: the rule's mapping of the alias
+    ``name`` (matched by rule object, id or name), else ``name`` itself (Sigma correlation
+    specification, "aliases")."""
+    alias = alias_map.get(name)
+    if alias is not None:
+        for ref, fld in alias.mapping.items():
+            if getattr(ref, "rule", None) is rule or ref.reference in (
+                    str(rule.id) if rule.id else None, rule.name):
+                return fld
+    return name
+
 class CompiledCorrelation:
     """One correlation rule ready to evaluate.
 
@@ -247,18 +260,7 @@ class CompiledCorrelation:
         self._fields_for: dict = {}
         alias_map = {a.alias: a for a in rule.aliases}
         for r in self.refs:
-            names = []
-            for g in self.group_by:
-                alias = alias_map.get(g)
-                fname = g
-                if alias is not None:
-                    for ref, fld in alias.mapping.items():
-                        if getattr(ref, "rule", None) is r or ref.reference in (
-                                str(r.id) if r.id else None, r.name):
-                            fname = fld
-                            break
-                names.append(fname)
-            self._fields_for[id(r)] = tuple(names)
+            self._fields_for[id(r)] = tuple(_field_for(alias_map, g, r) for g in self.group_by)
         cond = rule.condition
         self.extended = None
         self.percentile = None
@@ -298,17 +300,7 @@ class CompiledCorrelation:
             raise CorrelationError("no referenced rules")
         self._value_fields: dict = {}
         for r in self.refs:
-            names = []
-            for f in self.fieldref:
-                alias = alias_map.get(f)
-                fname = f
-                if alias is not None:
-                    for ref, fld in alias.mapping.items():
-                        if getattr(ref, "rule", None) is r:
-                            fname = fld
-                            break
-                names.append(fname)
-            self._value_fields[id(r)] = tuple(names)
+            self._value_fields[id(r)] = tuple(_field_for(alias_map, f, r) for f in self.fieldref)
         self.n_steps = len(self.refs) if t in (SigmaCorrelationType.TEMPORAL,
                                                SigmaCorrelationType.TEMPORAL_ORDERED) else 0
 
