@@ -28,6 +28,8 @@ from sysmonx.sensor.backends.cnproc import (PROC_EVENT_EXEC, PROC_EVENT_EXIT, PR
                                             CnprocBackend, mcast_message, parse_cn_messages)
 from sysmonx.sensor.procfs import parse_stat
 from sysmonx.sensor.observations import (FileCreate, FileDelete, Loss, NetworkConnect,
+
+pytestmark = pytest.mark.live
                                          ProcessExec, ProcessExit)
 
 PROBE = CnprocBackend.probe()

@@ -26,6 +26,8 @@ from sysmonx.sensor.backends.dns import (DnsBackend, DnsParseError, bpf_program,
                                          parse_ip, read_name, render_results)
 from sysmonx.sensor.observations import DnsQuery, Loss
 
+pytestmark = pytest.mark.live
+
 PROBE = DnsBackend.probe()
 needs_packet = pytest.mark.skipif(PROBE is not None, reason=f"DNS backend unavailable: {PROBE}")
 

@@ -37,6 +37,8 @@ from sysmonx.sensor.observations import (
     RawAccessRead,
 )
 
+pytestmark = pytest.mark.live
+
 WAIT_S = 10.0
 
 

@@ -22,6 +22,8 @@ from sysmonx.config.cmdline import (SwitchOptions, empty_config, merge_command_l
 from sysmonx.event import Event
 from sysmonx.filtering import FilterEngine
 
+pytestmark = pytest.mark.live
+
 
 def run(argv, root=None):
     out, err = io.StringIO(), io.StringIO()

@@ -21,6 +21,8 @@ from sysmonx.sensor.runner import Sensor, SensorOptions
 from sysmonx.sinks.syslog import SyslogWriter
 from sysmonx.sources import open_source
 
+pytestmark = pytest.mark.live
+
 
 def test_process_guid_matches_sysmon_for_linux_sample():
     # {d65774de-8d17-6175-92f0-043290550000} from the Sysmon for Linux corpus sample:

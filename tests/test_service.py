@@ -18,6 +18,8 @@ import pytest
 from sysmonx.compat import main
 from sysmonx.service import Layout, ServiceSettings, service_command, unit_text
 
+pytestmark = pytest.mark.live
+
 
 def run(root, *argv):
     out, err = io.StringIO(), io.StringIO()

@@ -14,6 +14,8 @@ from sysmonx.sensor.process import ProcessCache
 from sysmonx.sinks.syslog import SyslogWriter
 from sysmonx.sources import open_source
 
+pytestmark = pytest.mark.live
+
 RSYSLOGD = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if os.path.exists(
     "/usr/sbin/rsyslogd") else None)
 
