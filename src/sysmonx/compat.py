@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Optional, TextIO
 
 from . import __version__
+from .core.errors import UsageError
 from .schema import CURRENT, format_version
 
 __all__ = ["Switch", "SWITCHES", "CommandLineError", "ParsedCommandLine", "parse_command_line",
@@ -98,7 +99,7 @@ def _switches() -> tuple[Switch, ...]:
 SWITCHES: tuple[Switch, ...] = _switches()
 
 
-class CommandLineError(ValueError):
+class CommandLineError(UsageError):
     """The command line does not parse; Sysmon prints its usage and exits 87."""
 
 

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from .core.errors import ServiceError as _ServiceError
+
 __all__ = ["Layout", "ServiceError", "ServiceSettings", "install", "update", "uninstall",
            "is_installed", "is_running", "read_state", "unit_text", "systemd_mode",
            "UNIT_NAME", "reload_service", "stop_service"]
@@ -56,7 +58,7 @@ STOP_TIMEOUT = 20.0
 _children: list = []  # daemons started by this process (reaped when they exit)
 
 
-class ServiceError(RuntimeError):
+class ServiceError(_ServiceError):
     """An install, update or uninstall step failed; the message says which and why."""
 
 

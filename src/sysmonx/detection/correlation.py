@@ -62,6 +62,7 @@ from sigma.correlations import (
     SigmaRuleReference,
 )
 
+from ..core.errors import RuleError
 from ..event import Event, TimeFormatError, normalize_time
 from .alerts import Alert
 from .fields import field_getter
@@ -73,8 +74,14 @@ NS = 1_000_000_000
 _EPOCH_ORD = date(1970, 1, 1).toordinal()
 
 
-class CorrelationError(Exception):
+class CorrelationError(RuleError):
     """A correlation rule the engine cannot evaluate (reported at load with the reason)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("correlation", message)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.message,))
 
 
 def time_ns(t: str) -> Optional[int]:

@@ -48,7 +48,6 @@ from operator import itemgetter
 from typing import Callable, Iterable, Optional
 
 import ahocorasick
-import re2
 from sigma.conditions import (
     ConditionAND,
     ConditionFieldEqualsValueExpression,
@@ -77,6 +76,8 @@ from sigma.types import (
     TimestampPart,
 )
 
+from ..core import regex as _re2
+from ..core.errors import RegexError, RuleError
 from ..event import (
     LINUX_PROVIDER,
     WINDOWS_PROVIDER,
@@ -101,18 +102,14 @@ START = "\x02"
 END = "\x03"
 _SENTINELS = (START, END)
 #: RE2 memory budget per ``re`` value, bytes (a hostile pattern fails to compile).
-REGEX_MAX_MEM = 8 << 20
+REGEX_MAX_MEM = _re2.MAX_MEM
 
 _MULTI = SpecialChars.WILDCARD_MULTI
 _SINGLE = SpecialChars.WILDCARD_SINGLE
 
 
-class RuleCompileError(Exception):
+class RuleCompileError(RuleError):
     """A rule the matcher cannot evaluate; ``code`` groups reasons in the load report."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,12 +172,9 @@ def _glob_fn(parts: list, cased: bool) -> Callable[[str], bool]:
     if not cased:
         parts = [p.lower() if isinstance(p, str) else p for p in parts]
     if _SINGLE in parts:
-        rx = "".join(re2.escape(p) if isinstance(p, str) else (".*" if p is _MULTI else ".")
+        rx = "".join(_re2.escape(p) if isinstance(p, str) else (".*" if p is _MULTI else ".")
                      for p in parts)
-        opts = re2.Options()
-        opts.dot_nl = True
-        opts.max_mem = REGEX_MAX_MEM
-        full = re2.compile(rx, opts).fullmatch
+        full = _re2.compile_pattern(rx, dot_nl=True).fullmatch
         if cased:
             return lambda v: full(v) is not None
         return lambda v: full(v.lower()) is not None
@@ -459,26 +453,11 @@ def compile_re(pattern: str, flags: Iterable = ()) -> Callable[[str], bool]:
         RuleCompileError: RE2 rejects the pattern.
     """
     fl = "".join(sorted(_RE_FLAGS[f] for f in flags))
-    opts = re2.Options()
-    opts.max_mem = REGEX_MAX_MEM
-    opts.never_capture = True
     try:
-        rx = re2.compile((f"(?{fl})" if fl else "") + pattern, opts)
-    except re2.error as exc:
+        rx = _re2.compile_pattern((f"(?{fl})" if fl else "") + pattern)
+    except RegexError as exc:
         raise RuleCompileError("regex", f"RE2 cannot compile {pattern!r}: {exc}") from None
-    native = getattr(rx, "_regexp", None)
-    if native is None or not hasattr(native, "Match"):  # pragma: no cover - other re2 builds
-        search = rx.search
-        return lambda v: search(v) is not None
-    # The wrapper's search() re-decodes match offsets; a yes/no needs only the native call.
-    match = native.Match
-    anchor = re2._Anchor.UNANCHORED
-    null = re2._NULL_SPAN
-
-    def search_native(v: str) -> bool:
-        b = v.encode("utf-8", "surrogatepass")
-        return match(anchor, b, 0, len(b))[0] != null
-    return search_native
+    return _re2.searcher(rx)
 
 
 # --------------------------------------------------------------------------------------------
@@ -598,7 +577,7 @@ class _Builder:
         if p.name not in self.placeholders:
             raise RuleCompileError("placeholder", f"placeholder %{p.name}% has no value")
         for v in self.placeholders[p.name]:
-            yield re2.escape(str(v))
+            yield _re2.escape(str(v))
 
     def _compare(self, name, op, number, equal: bool = False) -> _Atom:
         get = _getter(name)

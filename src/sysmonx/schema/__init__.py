@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
+from ..core.errors import SchemaError
 from .catalogue import (
     BOOLEAN, CONDITION_MANIFEST_ORDER, CONDITION_SINCE, CONDITIONS, EVENTS, GUID, HEXINT32, HEXINT64,
     OPTIONS, SCHEMA_VERSIONS, STRING, UINT16, UINT32, EventDef, FieldDef, OptionDef, Version,
@@ -28,7 +29,7 @@ LATEST: Version = SCHEMA_VERSIONS[-1][0]
 OLDEST: Version = SCHEMA_VERSIONS[0][0]
 
 
-class SchemaVersionError(ValueError):
+class SchemaVersionError(SchemaError):
     """A schemaversion that no 4.x Sysmon accepts (spec section 1.6: below 4.0 or malformed), or
     newer than the newest schema SysmonX knows."""
 

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
+from ..core.errors import ReadError
 from ..event import Event
 
 __all__ = ["ReadError", "FORMATS", "JSON_FORMATS", "INPUT_EXTENSIONS", "ARCHIVE_EXTENSIONS",
@@ -62,34 +62,6 @@ _EVENT_TAG = re.compile(rb"<Event[\s>]")
 _RECORD_LINE = re.compile(rb"Record \d+\r?\n\s*\{")
 #: Extension-less syslog files (and their rotations) also kept when a folder is walked.
 _SYSLOG_NAME = re.compile(r"^(syslog|messages|user\.log|daemon\.log)(\.\d+)?$")
-
-
-@dataclass(frozen=True)
-class ReadError:
-    """One damaged spot of an input file; reading went on after it.
-
-    Attributes:
-        path: the file; for a member of an archive ``archive.zip!member.json`` (nested:
-            ``a.zip!b.tar.gz!c.json``), for a single compressed stream (``x.json.gz``) the file.
-        offset: where: a 1-based line number (``offset_kind == "line"``), a byte offset into the
-            file (``"byte"``) or an EVTX record number (``"record"``: the number in the record
-            header, which is also the ``EventRecordID`` unless the file was exported from a larger
-            log); ``None`` when the whole file is concerned.
-        offset_kind: ``"line"``, ``"byte"``, ``"record"``, or ``"file"`` (with ``offset=None``).
-        message: what is wrong, and what was lost, for a user.
-    """
-
-    path: str
-    offset: Optional[int]
-    offset_kind: str
-    message: str
-
-    def __str__(self) -> str:
-        if self.offset is None:
-            return f"{self.path}: {self.message}"
-        if self.offset_kind == "line":
-            return f"{self.path}:{self.offset}: {self.message}"
-        return f"{self.path}:{self.offset_kind} {self.offset}: {self.message}"
 
 
 def iter_input_files(paths: list[str]) -> Iterator[str]:

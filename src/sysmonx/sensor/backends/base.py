@@ -12,12 +12,13 @@ from __future__ import annotations
 import abc
 from typing import Callable, ClassVar, Optional
 
+from ...core.errors import SourceUnavailable
 from ..observations import Observation
 
 __all__ = ["Backend", "BackendUnavailable", "WakeableReaderMixin"]
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(SourceUnavailable):
     """The backend cannot run on this host; ``str()`` is the reason shown to the user
     (e.g. "no BTF at /sys/kernel/btf/vmlinux", "audit is owned by pid 812 (auditd)")."""
 
