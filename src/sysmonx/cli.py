@@ -685,7 +685,7 @@ def cmd_config(argv: list[str]) -> int:
     if args.action == "explain":
         return cmd_explain(cfg, args, console)
     if args.action == "check":
-        from .config.lint import lint_config
+        from .filtering.lint import lint_config
         for w in lint_config(cfg):
             console.print(str(w), markup=False)
     if args.action == "compile":

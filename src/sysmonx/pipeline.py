@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterable, Optional
 
-from .config.model import Config
+from .configmodel import Config
 from .event import Event, TimeFormatError, normalize_time
 from .filtering import EngineOptions, FilterEngine
 from .schema import CURRENT

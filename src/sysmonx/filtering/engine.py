@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..config.model import Config, RuleSet
+from ..configmodel import Config, RuleSet
 from ..schema import CURRENT
 from .conditions import (REGEX_MAX_MEM, REGEX_TOTAL_MEM, fold, is_any_terms, make_predicate,
                          utf16_len)

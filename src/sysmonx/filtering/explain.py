@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from ..config.model import Aggregate, Config, Filter, RuleSet
+from ..configmodel import Aggregate, Config, Filter, RuleSet
 from ..schema import CURRENT
 from .conditions import REGEX_MAX_MEM, fold, make_predicate
 from .engine import NEVER_FILTERED, EngineOptions, expand_environment
@@ -39,7 +39,7 @@ class FilterStep:
     """One filter as the walk met it.
 
     Attributes:
-        filter: the :class:`~sysmonx.config.model.Filter`.
+        filter: the :class:`~sysmonx.configmodel.Filter`.
         outcome: ``match``, ``no match``, ``absent`` (the field is not at its bound position in
             this event id, spec 1.5: NoMatch), ``skipped`` (top level: an earlier filter on the same
             field already matched, spec 3.4) or ``not evaluated`` (the set was already decided).
@@ -81,7 +81,7 @@ class RuleSetTrace:
     """One rule set as tried for the event.
 
     Attributes:
-        rule_set: the :class:`~sysmonx.config.model.RuleSet`.
+        rule_set: the :class:`~sysmonx.configmodel.RuleSet`.
         position: 1-based document position among the rule sets of the tag.
         matched: whether the set matched.
         steps: filter and ``<Rule>`` steps in document order.
