@@ -88,6 +88,9 @@ class Event:
             record index, per source), for error messages; ``None`` for live events.
     """
 
+    #: what this is in the pipeline (:mod:`sysmonx.interfaces`).
+    item_kind: ClassVar[str] = "event"
+
     __slots__ = ("event_id", "data", "provider", "provider_guid", "version", "level", "task",
                  "opcode", "keywords", "time_created", "record_id", "process_id", "thread_id",
                  "channel", "computer", "user_id", "origin")

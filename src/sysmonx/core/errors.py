@@ -136,8 +136,6 @@ class ReadError(SysmonXError):
         self.offset_kind = offset_kind
         super().__init__(message, Location(path, offset, offset_kind))
 
-    kind = "error"
-
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ReadError) and (
             self.path, self.offset, self.offset_kind, self.message) == (

@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import threading
+import types
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, Optional, TypeVar, overload
 
@@ -169,8 +170,7 @@ class Registry(Generic[T]):
             except Exception as exc:  # noqa: BLE001 - report, keep the rest usable
                 self._broken[f"entry point {ep.name}"] = f"{type(exc).__name__}: {exc}"
                 continue
-            if getattr(obj, "__spec__", None) is not None and hasattr(obj, "__path__") is False \
-                    and type(obj).__name__ == "module":
+            if isinstance(obj, types.ModuleType):
                 continue  # a module: it registered its objects when imported
             if ep.name not in self._entries:
                 dist = getattr(ep, "dist", None)
