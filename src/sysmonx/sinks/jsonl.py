@@ -31,8 +31,9 @@ import re
 
 import orjson
 
+from ..core.registry import SINKS
 from ..event import Event, normalize_time
-from . import Writer
+from .base import Writer
 
 __all__ = ["JsonlWriter", "event_to_json", "RESERVED_KEYS"]
 
@@ -87,13 +88,17 @@ def event_to_json(e: Event) -> bytes:
         return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
 
 
+@SINKS.register
 class JsonlWriter(Writer):
     """Writes events as SysmonX JSON lines (format above).
 
     Args:
         stream: binary output stream.
-        close_stream: see :class:`~sysmonx.sinks.Writer`.
+        close_stream: see :class:`~sysmonx.sinks.base.Writer`.
     """
+
+    name = "jsonl"
+    summary = "SysmonX JSON lines: EventID, every field by name, then System"
 
     def write(self, event: Event) -> None:
         """Write one event line."""
