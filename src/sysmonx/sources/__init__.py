@@ -23,6 +23,12 @@ evtxjson    :mod:`sysmonx.sources.jsonshapes`         evtx-crate JSON (``evtx_du
 Compressed files and archives (gzip, bzip2, xz, zip, tar and their combinations) are read in place
 by :mod:`sysmonx.sources.archive`, every member detected and read by the readers above.
 
+Each format registers a :class:`~sysmonx.sources.base.FileFormat` in
+:data:`~sysmonx.core.registry.SOURCES` where it is defined; :func:`open_source` reads through the
+registered class, and :data:`FORMATS` / :data:`INPUT_EXTENSIONS` are computed from the registry.
+:class:`~sysmonx.sources.replay.RecordedLogs` is the source a replay runs: files, folders and
+archives in order, each detected and read.
+
 All readers stream (memory does not grow with file size) and never give up on a file because of one
 bad record: every damaged record, chunk or line is reported to the ``on_error`` callback as a
 :class:`ReadError` (file and offset) and reading goes on with the next one.
@@ -32,23 +38,44 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
-from ..core.errors import ReadError
+from ..core.errors import ReadError, UsageError
+from ..core.registry import SOURCES
 from ..event import Event
 
 __all__ = ["ReadError", "FORMATS", "JSON_FORMATS", "INPUT_EXTENSIONS", "ARCHIVE_EXTENSIONS",
-           "iter_input_files", "detect_format", "open_source", "read_stream"]
+           "iter_input_files", "detect_format", "open_source", "read_stream", "file_formats"]
 
 #: JSON formats: SysmonX's own JSON lines, then the shapes of :mod:`sysmonx.sources.jsonshapes`.
 JSON_FORMATS = ("jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson", "evtxjson")
 
-#: Formats :func:`open_source` knows (the ``--input-format`` names).
-FORMATS = ("evtx", "xml", "syslog") + JSON_FORMATS
 
-#: Extensions kept when a folder is walked, and the format each one suggests.
-INPUT_EXTENSIONS = {".evtx": "evtx", ".xml": "xml", ".json": "jsonl", ".jsonl": "jsonl",
-                    ".ndjson": "jsonl", ".log": "syslog", ".txt": "syslog", ".syslog": "syslog"}
+def file_formats() -> list[Any]:
+    """The registered recorded-log formats (:class:`~sysmonx.sources.base.FileFormat`
+    subclasses), in their ``order``."""
+    from .base import FileFormat
+    found = [e.obj for e in SOURCES.entries()
+             if isinstance(e.obj, type) and issubclass(e.obj, FileFormat)]
+    return sorted(found, key=lambda c: c.order)
+
+
+def _input_extensions() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for cls in file_formats():
+        for ext in cls.extensions:
+            out.setdefault(ext, cls.name)
+    return out
+
+
+def __getattr__(name: str) -> Any:
+    # Computed from the registry: FORMATS, the --input-format names; INPUT_EXTENSIONS, the
+    # extensions kept when a folder is walked and the format each one suggests.
+    if name == "FORMATS":
+        return tuple(c.name for c in file_formats())
+    if name == "INPUT_EXTENSIONS":
+        return _input_extensions()
+    raise AttributeError(name)
 
 #: Compressed and archive extensions also kept when a folder is walked (their content is
 #: recognised by magic bytes, not by these names).
@@ -74,6 +101,7 @@ def iter_input_files(paths: list[str]) -> Iterator[str]:
     Raises:
         FileNotFoundError: a path that does not exist (``filename`` is the path).
     """
+    extensions = _input_extensions()
     for path in paths:
         if path == "-":
             yield path
@@ -82,7 +110,7 @@ def iter_input_files(paths: list[str]) -> Iterator[str]:
                 dirs.sort()
                 for name in sorted(files):
                     ext = os.path.splitext(name)[1].lower()
-                    if ext in INPUT_EXTENSIONS or ext in ARCHIVE_EXTENSIONS \
+                    if ext in extensions or ext in ARCHIVE_EXTENSIONS \
                             or _SYSLOG_NAME.match(name):
                         yield os.path.join(root, name)
         elif os.path.exists(path):
@@ -123,7 +151,7 @@ def detect_format(path: str, head: bytes) -> Optional[str]:
         return detect_json(text) or "evtxjson"
     if text and _EVENT_TAG.search(text):
         return "syslog"
-    return INPUT_EXTENSIONS.get(os.path.splitext(path)[1].lower())
+    return _input_extensions().get(os.path.splitext(path)[1].lower())
 
 
 def open_source(path: str, on_error: Callable[[ReadError], None],
@@ -144,9 +172,11 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
         ValueError: an unknown ``input_format``.
         OSError: the file cannot be opened or read.
     """
-    if input_format is not None and input_format not in FORMATS:
-        raise ValueError(f"unknown input format {input_format!r}; expected one of "
-                         f"{', '.join(FORMATS)}")
+    if input_format is not None:
+        names = [c.name for c in file_formats()]
+        if input_format not in names:
+            raise UsageError(f"unknown input format {input_format!r}; expected one of "
+                             f"{', '.join(names)}")
     if path == "-" or not os.path.isfile(path):
         return _read_unseekable(path, on_error, input_format, threads)
     with open(path, "rb") as f:
@@ -165,19 +195,8 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
                                    "event XML, Sysmon for Linux syslog, JSON event records or "
                                    "an archive of them)"))
             return iter(())
-    if fmt == "evtx":
-        from .evtx import read_evtx
-        return read_evtx(path, on_error, threads)
-    if fmt == "xml":
-        from .xmlfile import read_xml as reader
-    elif fmt == "syslog":
-        from .syslog import read_syslog as reader
-    elif fmt == "jsonl":
-        from .jsonl import read_jsonl as reader
-    else:
-        from .jsonshapes import read_json_shape
-        return read_json_shape(path, on_error, fmt)
-    return reader(path, on_error)
+    reader: Any = SOURCES.get(fmt)
+    return reader.read(path, on_error, threads=threads)
 
 
 def _read_unseekable(path: str, on_error, input_format, threads) -> Iterator[Event]:
@@ -203,19 +222,11 @@ def read_stream(stream, name: str, on_error: Callable[[ReadError], None],
     Raises:
         ValueError: an unknown (or ``evtx``) ``fmt``.
     """
-    if fmt == "xml":
-        from .xmlfile import read_xml_stream
-        return read_xml_stream(stream, name, on_error)
-    if fmt == "syslog":
-        from .syslog import read_syslog_stream
-        return read_syslog_stream(stream, name, on_error)
-    if fmt == "jsonl":
-        from .jsonl import read_jsonl_stream
-        return read_jsonl_stream(stream, name, on_error)
-    if fmt in JSON_FORMATS:
-        from .jsonshapes import read_json_shape_stream
-        return read_json_shape_stream(stream, name, on_error, fmt)
-    raise ValueError(f"format {fmt!r} cannot be read from a stream")
+    try:
+        reader: Any = SOURCES.get(fmt)
+    except LookupError:
+        raise UsageError(f"format {fmt!r} cannot be read from a stream") from None
+    return reader.read_stream(stream, name, on_error)
 
 
 # ---- helpers shared by the readers -----------------------------------------------------------

@@ -34,7 +34,7 @@ import zlib
 from typing import Callable, Iterator, Optional
 
 from ..event import Event
-from . import (_SNIFF_BYTES, ARCHIVE_EXTENSIONS, INPUT_EXTENSIONS, ReadError, detect_format,
+from . import (_SNIFF_BYTES, ARCHIVE_EXTENSIONS, ReadError, _input_extensions, detect_format,
                read_stream)
 
 __all__ = ["container_kind", "read_archive", "MAX_DEPTH", "MAX_EVTX_MEMBER_BYTES"]
@@ -175,7 +175,7 @@ def _member(stream, name: str, inner: str, on_error, fmt, threads, depth) -> Ite
     member_fmt = fmt or detect_format(inner, head)
     if member_fmt is None:
         ext = os.path.splitext(inner)[1].lower()
-        if ext in INPUT_EXTENSIONS or ext in ARCHIVE_EXTENSIONS:
+        if ext in _input_extensions() or ext in ARCHIVE_EXTENSIONS:
             on_error(ReadError(name, None, "file", "unrecognised input format; not read"))
         return
     try:

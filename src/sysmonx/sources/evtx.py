@@ -37,15 +37,17 @@ import os
 import re
 import struct
 import zlib
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import orjson
 from evtx import PyEvtxParser
 
+from ..core.registry import SOURCES
 from ..event import SYSMON_PROVIDERS, Event, normalize_time
 from ..schema import GUID
 from ..schema.catalogue import EVENTS
 from . import ReadError, _put_unique
+from .base import FileFormat, OnError
 
 __all__ = ["read_evtx"]
 
@@ -708,3 +710,20 @@ class _RebuiltHeader(io.RawIOBase):
     def close(self) -> None:
         self.f.close()
         super().close()
+
+
+@SOURCES.register
+class EvtxFormat(FileFormat):
+    """Windows ``.evtx`` event logs (pyevtx-rs); damaged chunks and records are recovered one by
+    one and each damaged spot is reported with its offset."""
+
+    name = "evtx"
+    summary = "Windows .evtx logs (pyevtx-rs), damaged files recovered record by record"
+    extensions = (".evtx",)
+    order = 0
+    streamable = False
+
+    @classmethod
+    def read(cls, path: str, on_error: OnError, **options: Any) -> Iterator[Event]:
+        """:func:`read_evtx` (options: ``threads``, ``data``)."""
+        return read_evtx(path, on_error, **options)

@@ -14,12 +14,14 @@ for such values) are read with the standard library instead. ``Event.origin`` is
 from __future__ import annotations
 
 import json
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 
+from ..core.registry import SOURCES
 from ..event import Event, normalize_time
 from . import ReadError, _iter_lines
+from .base import FileFormat, OnError
 
 __all__ = ["read_jsonl", "read_jsonl_stream", "event_from_object", "RESERVED_KEYS"]
 
@@ -129,3 +131,23 @@ def _string(name: str, v) -> str:
     if type(v) is int:
         return str(v)
     raise ValueError(f"field {name!r} is not a string ({type(v).__name__})")
+
+
+@SOURCES.register
+class JsonlFormat(FileFormat):
+    """SysmonX JSON lines (written by :mod:`sysmonx.sinks.jsonl`)."""
+
+    name = "jsonl"
+    summary = "SysmonX JSON lines"
+    extensions = (".json", ".jsonl", ".ndjson")
+    order = 30
+
+    @classmethod
+    def read(cls, path: str, on_error: OnError, **options: Any) -> Iterator[Event]:
+        """:func:`read_jsonl`."""
+        return read_jsonl(path, on_error)
+
+    @classmethod
+    def read_stream(cls, stream: Any, name: str, on_error: OnError) -> Iterator[Event]:
+        """:func:`read_jsonl_stream`."""
+        return read_jsonl_stream(stream, name, on_error)

@@ -77,15 +77,17 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import orjson
 
+from ..core.registry import SOURCES
 from ..event import (LINUX_PROVIDER, LINUX_PROVIDER_GUID, SYSMON_KEYWORDS, SYSMON_PROVIDERS,
                      WINDOWS_PROVIDER, WINDOWS_PROVIDER_GUID, Event, normalize_time)
 from ..schema import GUID, HEXINT32, HEXINT64
 from ..schema.catalogue import EVENTS
 from . import MAX_RECORD_BYTES, ReadError, _iter_lines, _put_unique
+from .base import FileFormat, OnError
 
 __all__ = ["SHAPES", "read_json_shape", "read_json_shape_stream", "iter_objects", "classify",
            "detect_json", "convert"]
@@ -809,3 +811,63 @@ def _evtxjson(obj: dict, origin) -> Event:
 
 _CONVERTERS = {"winlogbeat": _winlogbeat, "nxlog": _nxlog, "sentinel": _sentinel,
                "flatjson": _flat, "evtxjson": _evtxjson}
+
+
+class _ShapeFormat(FileFormat):
+    """A JSON export shape (:data:`SHAPES`)."""
+
+    @classmethod
+    def read(cls, path: str, on_error: OnError, **options: Any) -> Iterator[Event]:
+        """:func:`read_json_shape` of this shape."""
+        return read_json_shape(path, on_error, cls.name)
+
+    @classmethod
+    def read_stream(cls, stream: Any, name: str, on_error: OnError) -> Iterator[Event]:
+        """:func:`read_json_shape_stream` of this shape."""
+        return read_json_shape_stream(stream, name, on_error, cls.name)
+
+
+@SOURCES.register
+class WinlogbeatFormat(_ShapeFormat):
+    """winlogbeat 6.x, 7.x and 8.x JSON (Elastic)."""
+
+    name = "winlogbeat"
+    summary = "winlogbeat 6/7/8 JSON (Elastic)"
+    order = 40
+
+
+@SOURCES.register
+class NxlogFormat(_ShapeFormat):
+    """nxlog ``im_msvistalog`` JSON (flat)."""
+
+    name = "nxlog"
+    summary = "nxlog im_msvistalog JSON (flat)"
+    order = 41
+
+
+@SOURCES.register
+class SentinelFormat(_ShapeFormat):
+    """Azure Sentinel / Log Analytics rows (Event, WindowsEvent, Syslog with Linux Sysmon
+    XML)."""
+
+    name = "sentinel"
+    summary = "Azure Sentinel / Log Analytics rows (Event, WindowsEvent, Syslog tables)"
+    order = 42
+
+
+@SOURCES.register
+class FlatJsonFormat(_ShapeFormat):
+    """Security-Datasets flat JSON exporter."""
+
+    name = "flatjson"
+    summary = "Security-Datasets flat JSON"
+    order = 43
+
+
+@SOURCES.register
+class EvtxJsonFormat(_ShapeFormat):
+    """evtx-crate JSON (``evtx_dump``, pyevtx-rs ``records_json``)."""
+
+    name = "evtxjson"
+    summary = "evtx-crate JSON (evtx_dump, pyevtx-rs)"
+    order = 44

@@ -24,12 +24,14 @@ import codecs
 import re
 import threading
 from functools import lru_cache
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from lxml import etree
 
+from ..core.registry import SOURCES
 from ..event import Event, normalize_time
 from . import MAX_RECORD_BYTES, ReadError, _put_unique
+from .base import FileFormat, OnError
 
 __all__ = ["read_xml", "read_xml_stream", "event_from_element", "parse_event", "safe_parser",
            "SAFE_PARSER_OPTIONS"]
@@ -374,3 +376,24 @@ def _flatten(elements, prefix: str, out: dict) -> None:
             _flatten(children, name + ".", out)
         else:
             _put_unique(out, name, el.text or "")
+
+
+@SOURCES.register
+class XmlFormat(FileFormat):
+    """Event XML: ``wevtutil qe /f:xml``, Get-WinEvent ``ToXml()``, Event Viewer "Save As XML",
+    the SysmonX writers, Sysmon for Linux's XML."""
+
+    name = "xml"
+    summary = "event XML (wevtutil, Get-WinEvent, Event Viewer, SysmonX, Sysmon for Linux)"
+    extensions = (".xml",)
+    order = 10
+
+    @classmethod
+    def read(cls, path: str, on_error: OnError, **options: Any) -> Iterator[Event]:
+        """:func:`read_xml`."""
+        return read_xml(path, on_error)
+
+    @classmethod
+    def read_stream(cls, stream: Any, name: str, on_error: OnError) -> Iterator[Event]:
+        """:func:`read_xml_stream`."""
+        return read_xml_stream(stream, name, on_error)
