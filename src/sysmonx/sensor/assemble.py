@@ -13,9 +13,9 @@ import threading
 from datetime import datetime, timezone
 from typing import Optional
 
-from .. import __version__
 from ..event import (LINUX_CHANNEL, LINUX_PROVIDER, LINUX_PROVIDER_GUID, SYSMON_KEYWORDS, Event)
 from ..schema import CURRENT
+from ..version import __version__
 from . import observations as ob
 from .process import UNSET_ID, FileHasher, ProcessCache, clean_text, logon_guid
 
@@ -71,22 +71,11 @@ class Assembler:
         self.computer = computer or socket.gethostname()
         self.pid = os.getpid()
         self.euid = str(os.geteuid())
-        self._record = 0
-        self._lock = threading.Lock()
         self._udp_ports: dict = {}  # local UDP port -> (pid, ts_ns), for DNS attribution
-
-    def next_record_id(self) -> int:
-        """The next EventRecordID (a counter over the sensor's lifetime). The runner assigns it
-        when an event passes the filter, so written events are numbered without gaps, as an
-        event log numbers them."""
-        with self._lock:
-            rid = self._record  # Sysmon for Linux numbers from 0 (its first event 16 is record 0)
-            self._record += 1
-            return rid
 
     def envelope(self, event_id: int, data: dict, ts_ns: int) -> Event:
         """Wrap ``data`` in the System header Sysmon for Linux writes (``record_id`` is left
-        ``None`` for the writer side to assign)."""
+        ``None``: the ``record-numbers`` stage numbers what passes the filter)."""
         ev = CURRENT.events[event_id]
         return Event(event_id, data, provider=self.provider, provider_guid=self.provider_guid,
                      version=ev.version, level=ev.level_value, task=event_id, opcode=0,
@@ -144,8 +133,6 @@ class Assembler:
                                                                     else ""), o.ts_ns)
         if t is ob.BackendError:
             return self.error(o.source, o.message, o.ts_ns)
-        if t is ob.Forwarded:
-            return o.event
         return None
 
     def _exec(self, o: ob.ProcessExec) -> Event:

@@ -82,6 +82,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from ...core.registry import BACKENDS
 from ..observations import (BackendError, FileCreate, FileDelete, Loss, NetworkConnect, ProcessExit,
                             Observation, ProcessAccess, ProcessExec, RawAccessRead)
 from . import audit_netlink as nl
@@ -336,6 +337,7 @@ def _other_sensor_running() -> bool:
     return False
 
 
+@BACKENDS.register(summary="tier B: kernel audit over netlink (pure Python), coexists with auditd")
 class AuditBackend(Backend):
     """Tier-B backend on the kernel audit subsystem (pure-Python netlink).
 

@@ -62,6 +62,7 @@ import threading
 import time
 from typing import Callable, Optional
 
+from ...core.registry import BACKENDS
 from ..observations import (BackendError, FileCreate, FileDelete, Loss, NetworkConnect,
                             Observation, ProcessExec, ProcessExit)
 from .base import Backend, BackendUnavailable, WakeableReaderMixin
@@ -182,6 +183,7 @@ class _BoundedMap(dict):
                 del self[k]
 
 
+@BACKENDS.register(summary="tier C: proc connector, fanotify, tracefs and /proc")
 class CnprocBackend(WakeableReaderMixin, Backend):
     """Tier C: cn_proc + /proc enrichment + fanotify + tracefs (module docstring).
 

@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from ...core.registry import BACKENDS
 from ..observations import BackendError, DnsQuery, Loss, Observation
 from .base import Backend, BackendUnavailable, WakeableReaderMixin
 from ..procfs import CAP_NET_RAW, SocketOwners, has_cap
@@ -414,6 +415,7 @@ class _Pending:
     deadline: float
 
 
+@BACKENDS.register(summary="beside any tier: DNS queries and answers from AF_PACKET")
 class DnsBackend(WakeableReaderMixin, Backend):
     """DNS queries and answers from an AF_PACKET socket (module docstring).
 

@@ -59,6 +59,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from ...core.registry import BACKENDS
 from ..observations import (
     CLK_TCK,
     BackendError,
@@ -166,6 +167,7 @@ def _has_bpf_caps() -> bool:
     return False
 
 
+@BACKENDS.register(summary="tier A: the project's CO-RE BPF program (tracepoints, cgroup hooks)")
 class EbpfBackend(Backend):
     """Tier A: process, network, file, raw-disk and ptrace events from one CO-RE BPF object.
 

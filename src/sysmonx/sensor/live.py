@@ -1,0 +1,306 @@
+"""Live collection as a source: kernel backends -> bounded queue -> self-exclusion -> assembler
+-> Sysmon for Linux events, with the sensor's own events 4, 16 and 255.
+
+The backends observe from their own threads and call :meth:`LiveSource.emit`, which blocks while
+the queue is full (back-pressure): the burst then waits in the kernel's buffers, and whatever the
+kernel drops comes back as a ``Loss`` observation, written as event 255 with the count. The
+sensor's own pid (and helpers it starts, such as ``ldconfig`` run by ctypes) is excluded in the
+kernel where the backend allows it and again here, so it never reports its own activity.
+
+Events of the sensor itself, as Sysmon for Linux writes them: event 16 (the configuration and its
+SHA256) then 4 ``Started`` at start, 16 on every configuration change (:meth:`reload`), 4
+``Stopped`` at the end (:meth:`trailer`, after the stages have finished), 255 for every loss and
+backend error, and for problems of the pipeline (:meth:`error_event`: an output that lost events,
+a rejected reload).
+
+``sysmonx run --follow LOG`` runs the same source around another one instead of the kernel: the
+syslog source in follow mode (:class:`~sysmonx.sources.syslog.SyslogFormat`) reading an installed
+Sysmon for Linux's output. Its events pass unchanged; its unreadable lines become events 255.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from ..configmodel import Config
+from ..core.errors import SysmonXError
+from ..core.registry import SOURCES
+from ..event import Event
+from ..interfaces import Source
+from ..schema import CURRENT, format_version
+from . import observations as ob
+from .assemble import Assembler
+from .backends import Backend, BackendUnavailable, auxiliary_backends, choose_backend, \
+    load_backend, probe
+from .process import FileHasher, ProcessCache
+
+__all__ = ["LiveSource", "LiveOptions", "LiveStats", "Backend", "BackendUnavailable"]
+
+
+@dataclass
+class LiveOptions:
+    """How live collection runs.
+
+    Attributes:
+        backend: force a tier (``ebpf``, ``audit``, ``cnproc``) or ``None`` for the best available.
+        dns: run the auxiliary backends (DNS) beside the tier (when they can run).
+        duration: stop after this many seconds (``None``: until stopped).
+        queue_size: bound of the observation queue (back-pressure beyond it).
+        backend_options: passed to each backend (buffer sizes ...).
+        provider: System/Provider Name (default Sysmon for Linux's ``Linux-Sysmon``).
+        exclude_own_children: also drop the activity of processes the sensor itself starts; off
+            only for tests that run the sensor inside the process generating the activity.
+    """
+
+    backend: Optional[str] = None
+    dns: bool = True
+    duration: Optional[float] = None
+    queue_size: int = 65536
+    backend_options: dict = field(default_factory=dict)
+    provider: Optional[str] = None
+    exclude_own_children: bool = True
+
+
+@dataclass
+class LiveStats:
+    """Counters: ``observations`` by type, ``lost`` (sum of Loss counts), ``errors`` (events
+    255 the source wrote), ``backend`` (the tier, or ``follow <source>``), ``skipped`` (tier ->
+    why it was not chosen)."""
+
+    observations: Counter = field(default_factory=Counter)
+    lost: int = 0
+    errors: int = 0
+    backend: str = ""
+    skipped: dict = field(default_factory=dict)
+
+
+def _hasher(config: Optional[Config]) -> FileHasher:
+    algos = config.hash_algorithms if config and config.hash_algorithms else ["SHA256"]
+    return FileHasher(algos)
+
+
+@SOURCES.register
+class LiveSource(Source):
+    """Live collection on this host (or, with ``inner``, an installed Sysmon for Linux followed).
+
+    Args:
+        config: the configuration in force (its hash algorithms, and event 16), or ``None``.
+        options: :class:`LiveOptions`.
+        config_label: what event 16 names as the configuration (default: the config's path).
+        inner: a live source to forward instead of tracing (``run --follow``).
+        on_status: one-line status messages (backend chosen, tiers skipped ...).
+    Attributes:
+        started: set once events 16 and 4 are out (the service waits for the pidfile).
+        stats: :class:`LiveStats`.
+    """
+
+    name = "live"
+    summary = "this host's kernel (eBPF, audit or proc connector tiers, DNS), Sysmon for Linux " \
+              "events"
+    live = True
+
+    def __init__(self, config: Optional[Config] = None, options: Optional[LiveOptions] = None,
+                 *, config_label: Optional[str] = None, inner: Optional[Source] = None,
+                 on_status: Optional[Callable[[str], None]] = None) -> None:
+        self.options = options or LiveOptions()
+        self.config = config
+        self.config_label = config_label
+        self.inner = inner
+        self.on_status = on_status or (lambda msg: None)
+        self.stats = LiveStats()
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=self.options.queue_size)
+        self.cache = ProcessCache()
+        self.assembler = Assembler(self.cache, _hasher(config),
+                                   **({"provider": self.options.provider}
+                                      if self.options.provider else {}))
+        self.self_pid = os.getpid()
+        self.started = threading.Event()
+        self._stop = threading.Event()
+        self._own_children: set[int] = set()
+        self._backends: list[Backend] = []
+        self._started_backends: list[Backend] = []
+        self._pending: deque[Event] = deque()
+        self._schema = ""
+
+    # -- backends' side ----------------------------------------------------------------------------
+
+    def emit(self, o: ob.Observation) -> None:
+        """Backend callback: queue one observation, blocking while the queue is full."""
+        while True:
+            try:
+                self.queue.put(o, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    return
+
+    # -- Source ----------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Start the backends (or the followed source).
+
+        Raises:
+            BackendUnavailable: no tier can run (or the forced one cannot); nothing was started.
+            SourceUnavailable: the followed source cannot be opened.
+        """
+        cfg = self.config
+        self._schema = format_version(cfg.schema_version if cfg else CURRENT.version)
+        if self.inner is not None:
+            self.inner.on_error = self._inner_error
+            self.inner.open()
+            self.stats.backend = f"follow {getattr(self.inner, 'path', self.inner.name)}"
+            return
+        self.cache.prime()
+        self._start_backends()
+
+    def _start_backends(self) -> None:
+        name, skipped = choose_backend(self.options.backend)
+        self.stats.backend, self.stats.skipped = name, skipped
+        for tier, reason in skipped.items():
+            self.on_status(f"backend {tier} skipped: {reason}")
+        names = [name]
+        if self.options.dns:
+            for aux in auxiliary_backends():
+                reason = probe(aux)
+                if reason is None:
+                    names.append(aux)
+                else:
+                    self.on_status(f"backend {aux} skipped: {reason}")
+        excluded = frozenset({self.self_pid})
+        for n in names:
+            backend = load_backend(n)(self.emit, excluded, self.options.backend_options)
+            try:
+                backend.start()
+            except BackendUnavailable as exc:
+                if n == name:
+                    self._stop_backends()
+                    raise
+                self.on_status(f"backend {n} failed to start: {exc}")
+                continue
+            self._backends.append(backend)
+            self._started_backends.append(backend)
+            self.on_status(f"backend {n} started")
+
+    def events(self) -> Iterator[Optional[Event]]:
+        """16 and 4 ``Started``, then every event collected until stopped (``None`` while idle),
+        then what the backends queued before they stopped."""
+        yield self._config_event()
+        yield self.assembler.service_state("Started", self._schema, time.time_ns())
+        self.started.set()
+        duration = self.options.duration
+        deadline = None if duration is None else time.monotonic() + duration
+        last_expire = time.monotonic()
+        pending = self._pending
+        get = self.queue.get
+        handle = self._handle
+        inner = iter(self.inner.events()) if self.inner is not None else None
+        while not self._stop.is_set():
+            while pending:
+                yield pending.popleft()
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            if inner is not None:
+                item = next(inner, self)
+                if item is self:
+                    break
+                yield item  # type: ignore[misc]
+                continue
+            try:
+                o = get(timeout=0.1)
+            except queue.Empty:
+                yield None
+            else:
+                yield handle(o)
+            if now - last_expire > 5:
+                self.cache.expire(time.time_ns())
+                last_expire = now
+        self._stop_backends()
+        while True:  # what the backends queued before they stopped
+            try:
+                o = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            ev = handle(o)
+            if ev is not None:
+                yield ev
+        while pending:
+            yield pending.popleft()
+
+    def _handle(self, o: ob.Observation) -> Optional[Event]:
+        self.stats.observations[type(o).__name__] += 1
+        pid = getattr(o, "pid", None)
+        if pid == self.self_pid or pid in self._own_children:
+            if type(o) is ob.ProcessExit:
+                self._own_children.discard(pid)  # type: ignore[arg-type]
+            return None
+        if type(o) is ob.ProcessExec and o.ppid == self.self_pid and \
+                self.options.exclude_own_children:
+            # a helper the sensor itself started (ldconfig from ctypes, journalctl ...): it is
+            # the sensor's own activity and must not feed back into its output
+            self._own_children.add(o.pid)
+            return None
+        if type(o) is ob.Loss:
+            self.stats.lost += o.count
+        elif type(o) is ob.BackendError:
+            self.stats.errors += 1
+        return self.assembler.build(o)
+
+    def _inner_error(self, err: SysmonXError) -> None:
+        assert self.inner is not None
+        self.stats.errors += 1
+        self._pending.append(self.assembler.error(self.inner.name, str(err), time.time_ns()))
+
+    def _config_event(self) -> Event:
+        now = time.time_ns()
+        cfg = self.config
+        if cfg is None:
+            return self.assembler.config_change("-", None, now)
+        return self.assembler.config_change(self.config_label or cfg.path, cfg.sha256, now)
+
+    def trailer(self) -> Iterable[Event]:
+        """Event 4 ``Stopped`` (when the sensor had started)."""
+        if self.started.is_set():
+            yield self.assembler.service_state("Stopped", self._schema, time.time_ns())
+
+    def now_ns(self) -> Optional[int]:
+        """Wall-clock time (UTC ns)."""
+        return time.time_ns()
+
+    def error_event(self, ident: str, description: str) -> Optional[Event]:
+        """Event 255 in the sensor's envelope."""
+        return self.assembler.error(ident, description, time.time_ns())
+
+    def reload(self, config: Optional[Config]) -> None:
+        """Put ``config`` in force: its hash algorithms; event 16 next."""
+        self.config = config
+        self.assembler.hasher = _hasher(config)
+        self._pending.append(self._config_event())
+
+    def stop(self) -> None:
+        """End collection soon (signal-safe)."""
+        self._stop.set()
+        if self.inner is not None:
+            self.inner.stop()
+
+    def _stop_backends(self) -> None:
+        backends, self._backends = self._backends, []
+        for b in backends:
+            b.stop()
+
+    def close(self) -> None:
+        """Stop the backends (if still running) and the followed source."""
+        self._stop.set()
+        self._stop_backends()
+        if self.inner is not None:
+            self.inner.close()
+
+    def backend_stats(self) -> dict[str, dict]:
+        """Backend name -> its own counters."""
+        return {b.name: b.stats() for b in self._started_backends}
