@@ -19,9 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-from . import __version__
+from .version import __version__
 
-SUBCOMMANDS = ("replay", "run", "config")
+SUBCOMMANDS = ("replay", "run", "config", "plugins")
 EXIT_FATAL = 1
 EXIT_USAGE = 2
 
@@ -54,10 +54,10 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", metavar="FILE",
                    help="Sysmon XML config; 'default' for the built-in one. Without a config "
                         "every Sysmon event passes unchanged (format conversion)")
-    p.add_argument("--format", "-f", default="xml", choices=["xml", "linux-xml", "jsonl", "csv"],
+    p.add_argument("--format", "-f", default="xml", choices=_output_formats(),
                    help="output format: Windows event XML (default), Sysmon for Linux single-line "
                         "XML, JSON lines, or a CSV timeline (Timeline Explorer, spreadsheets; "
-                        "formula-neutralised)")
+                        "formula-neutralised); 'sysmonx plugins' lists them")
     p.add_argument("--csv-bom", action="store_true",
                    help="with --format csv: start with a UTF-8 byte-order mark (for Excel)")
     p.add_argument("--from", dest="time_from", metavar="TIME",
@@ -67,8 +67,8 @@ def _replay_parser() -> argparse.ArgumentParser:
                    help="keep records whose System time is before TIME (exclusive). Records "
                         "without a time are kept and counted")
     p.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
-    from .sources import FORMATS
-    p.add_argument("--input-format", choices=list(FORMATS),
+    from .sources import file_formats
+    p.add_argument("--input-format", choices=[c.name for c in file_formats()],
                    help="force the reader instead of detecting it per file (winlogbeat 6/7/8, "
                         "nxlog, Azure Sentinel, Security-Datasets flat JSON, evtx-crate JSON ...)")
     p.add_argument("--non-sysmon", choices=["drop", "pass"], default="drop",
@@ -91,6 +91,7 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "(for automation; by default bad records are reported and skipped)")
     p.add_argument("--no-extensions", action="store_true",
                    help="hold the config to Sysmon's grammar exactly (reject condition=\"regex\")")
+    _add_stage_option(p)
     g = p.add_argument_group("Sysmon behaviours the spec marks uncertain (defaults: code-derived)")
     g.add_argument("--fallback", choices=["code", "intent"], default="code",
                    help="two or more rule sets for a tag and none matched: 'code' excludes, "
@@ -124,7 +125,7 @@ def _run_parser() -> argparse.ArgumentParser:
                     "write them as Sysmon for Linux does. Needs root.")
     p.add_argument("--config", "-c", metavar="FILE", default="default",
                    help="Sysmon XML config (default: the built-in Linux default config)")
-    p.add_argument("--format", "-f", default="linux-xml", choices=["linux-xml", "xml", "jsonl", "csv"],
+    p.add_argument("--format", "-f", default="linux-xml", choices=_output_formats(),
                    help="output format (default: Sysmon for Linux single-line XML)")
     p.add_argument("-o", "--output", metavar="OUT", help="write to a file (default: stdout)")
     p.add_argument("--syslog", nargs="?", const="/dev/log", metavar="SOCKET",
@@ -132,7 +133,8 @@ def _run_parser() -> argparse.ArgumentParser:
                         "; stdout output is then off unless -o - is given")
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="stop after this many seconds (default: until Ctrl-C / SIGTERM)")
-    p.add_argument("--backend", choices=["ebpf", "audit", "cnproc"],
+    from .sensor.backends import tiers
+    p.add_argument("--backend", choices=tiers(),
                    help="force a trace backend tier (default: the best available)")
     p.add_argument("--follow", metavar="LOG|journald",
                    help="do not trace: follow an installed Sysmon for Linux's syslog output (a "
@@ -152,15 +154,48 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--pidfile", metavar="FILE",
                    help="write the sensor's pid to FILE once it has started (events 4 and 16 "
                         "written); removed at exit. Used by the service (sysmonx -i)")
+    _add_stage_option(p)
     return p
+
+
+def _output_formats() -> list[str]:
+    from .sinks import stream_formats
+    return list(stream_formats())
+
+
+def _add_stage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage", action="append", default=[], metavar="NAME",
+                   help="run a registered stage after the filter (repeatable; a plugin's stage "
+                        "that takes no arguments); 'sysmonx plugins' lists them")
+
+
+def _extra_stages(names: list[str], console) -> Optional[list]:
+    """Instances of the ``--stage`` names, or ``None`` after printing why one cannot be made."""
+    from .core.errors import PluginError
+    from .core.registry import STAGES
+    out = []
+    for name in names:
+        try:
+            cls = STAGES.get(name)
+            out.append(cls())
+        except PluginError as exc:
+            console.print(f"error: --stage: {exc}", markup=False)
+            return None
+        except TypeError:
+            console.print(f"error: --stage {name}: this stage needs arguments; the pipeline "
+                          "adds it itself when its option is given", markup=False)
+            return None
+    return out
 
 
 def cmd_run(argv: list[str]) -> int:
     """``sysmonx run``: the live sensor (see :func:`_run_parser`)."""
     import os
     from .config import ConfigError, load_config
-    from .sensor.backends import BackendUnavailable, probe_all
-    from .sensor.runner import Sensor, SensorOptions
+    from .core.errors import OutputClosed, SinkError, SourceUnavailable
+    from .pipeline.live import Sensor, SensorOptions
+    from .sensor.backends import probe_all
+    from .sinks import writer_class
 
     args = _run_parser().parse_args(argv)
     console = _stderr_console()
@@ -185,62 +220,79 @@ def cmd_run(argv: list[str]) -> int:
         return EXIT_FATAL
     for w in config.warnings:
         console.print(str(w), markup=False)
-    writers = []
-    with ExitStack() as stack:
+    extra = _extra_stages(args.stage, console)
+    if extra is None:
+        return EXIT_USAGE
+    sinks: list = []
+    try:
         if args.syslog:
             from .sinks.syslog import SyslogWriter
-            writer = SyslogWriter(args.syslog, require=False)
+            writer = SyslogWriter.open(args.syslog, require=False)
             if writer.sock is None:  # like Sysmon for Linux (syslog(3)): keep running
                 console.print(f"warning: no syslog daemon at {args.syslog}: events sent there are "
                               "dropped (and counted) until one starts; give --syslog SOCKET or "
                               "-o FILE to keep them", markup=False)
-            writers.append(writer)
+            sinks.append(writer)
         if args.output and args.output != "-":
-            try:
-                stream = stack.enter_context(open(args.output, "ab", buffering=0))
-            except OSError as exc:
-                console.print(f"error: cannot write {args.output}: {exc.strerror or exc}")
-                return EXIT_FATAL
-            writers.append(make_writer_unbuffered(args.format, stream))
+            sinks.append(writer_class(args.format).open(args.output, append=True,
+                                                        buffered=False))
         elif not args.syslog or args.output == "-":
-            writers.append(make_writer_unbuffered(args.format, sys.stdout.buffer))
-        options = SensorOptions(backend=args.backend, dns=not args.no_dns,
-                                duration=args.duration, provider=args.provider)
-        if args.follow:
-            options.backend, options.dns = "sysmon-follow", False
-            options.backend_options = {"follow": args.follow, "from_start": args.from_start}
-        stage = on_alert = None
+            sinks.append(writer_class(args.format).open("-", buffered=False))
+        stage = None
         if args.rules:
             stage = _load_detection(args.rules, console)
             if stage is None:
+                _close_quietly(sinks)
                 return EXIT_FATAL
             if args.alerts:
-                on_alert = _alert_sink(args.alerts, None, stack, console)
-                if on_alert is None:
-                    return EXIT_FATAL
-            else:
-                def on_alert(alert, _ws=writers) -> None:
-                    ev = alert.to_event()
-                    for w in _ws:
-                        w.write(ev)
-        sensor = Sensor(config, writers, options, config_path=str(cpath),
-                        on_status=lambda msg: console.print(f"sysmonx: {msg}", markup=False),
-                        detection=stage, on_alert=on_alert)
+                from .sinks.alerts import AlertJsonlSink
+                sinks.append(AlertJsonlSink.open(args.alerts))
+    except SinkError as exc:
+        _close_quietly(sinks)
+        console.print(f"error: {exc}", markup=False)
+        return EXIT_FATAL
+    options = SensorOptions(backend=args.backend, dns=not args.no_dns and not args.follow,
+                            duration=args.duration, provider=args.provider,
+                            follow=args.follow, from_start=args.from_start)
+    reported: set = set()
+
+    def status(msg: str) -> None:
+        if msg.startswith("output ") and msg.split(":", 1)[0] in reported:
+            return  # one line per failing output; the summary has the totals
+        if msg.startswith("output "):
+            reported.add(msg.split(":", 1)[0])
+        console.print(f"sysmonx: {msg}", markup=False)
+
+    sensor = Sensor(config, sinks, options, config_path=str(cpath), on_status=status,
+                    detection=stage, extra_stages=extra)
+    with ExitStack() as stack:
         if args.pidfile:
             write_pidfile_when_started(sensor, args.pidfile, stack)
         try:
             stats = sensor.run()
-        except BackendUnavailable as exc:
+        except SourceUnavailable as exc:
             console.print(f"error: {exc}", markup=False)
             return EXIT_FATAL
-        except BrokenPipeError:
+        except OutputClosed:
             _silence_stdout()
             return 0
     written = sum(stats.written.values())
-    console.print(f"sysmonx: backend {stats.backend}; events written {written:,}, filtered out "
-                  f"{sum(stats.filtered.values()):,}, lost {stats.lost:,}, errors {stats.errors}",
-                  markup=False)
+    console.print(f"sysmonx: {'backend ' if not args.follow else ''}{stats.backend}; events "
+                  f"written {written:,}, filtered out {sum(stats.filtered.values()):,}, lost "
+                  f"{stats.lost:,}, errors {stats.errors}", markup=False)
+    for label, st in stats.outputs.items():
+        if st.undelivered:
+            console.print(f"sysmonx: output {label}: {st.undelivered:,} events not delivered "
+                          f"({st.failed:,} failed, {st.dropped:,} dropped)", markup=False)
     return 0
+
+
+def _close_quietly(sinks: list) -> None:
+    for s in sinks:
+        try:
+            s.close()
+        except OSError:
+            pass
 
 
 def write_pidfile_when_started(sensor, path: str, stack: ExitStack) -> None:
@@ -277,20 +329,6 @@ def write_pidfile_when_started(sensor, path: str, stack: ExitStack) -> None:
 
     threading.Thread(target=watch, name="sysmonx-pidfile", daemon=True).start()
     stack.callback(remove)
-
-
-def make_writer_unbuffered(fmt: str, stream):
-    """A writer for live output: each event is flushed as it is written."""
-    from .pipeline import make_writer
-    writer = make_writer(fmt, stream)
-    writer.close_stream = False
-    inner = writer.write
-
-    def write(event) -> None:
-        inner(event)
-        stream.flush()
-    writer.write = write
-    return writer
 
 
 def _config_parser() -> argparse.ArgumentParser:
@@ -335,7 +373,7 @@ def cmd_replay(argv: list[str]) -> int:
     """``sysmonx replay``: see :func:`_replay_parser`."""
     from .config import ConfigError, load_config
     from .filtering import EngineOptions
-    from .pipeline import Replayer, ReplayOptions, make_writer
+    from .pipeline import Replayer, ReplayOptions
 
     args = _replay_parser().parse_args(argv)
     console = _stderr_console()
@@ -403,9 +441,15 @@ def cmd_replay(argv: list[str]) -> int:
             stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
             environment=environment))
 
-    from .pipeline import OutputError, default_jobs, replay_parallel
+    from .core.errors import OutputClosed, SinkError
+    from .pipeline import default_jobs, replay_parallel
+    from .sinks import writer_class
+    from .sinks.base import open_target
     from .sources import iter_input_files
     jobs = default_jobs() if args.jobs == 0 else max(1, args.jobs)
+    extra = _extra_stages(args.stage, console)
+    if extra is None:
+        return EXIT_USAGE
     stage = None
     if args.rules:
         stage = _load_detection(args.rules, console)
@@ -414,6 +458,9 @@ def cmd_replay(argv: list[str]) -> int:
         if jobs > 1:
             console.print("note: --rules replays on one process (correlations need one stream)")
             jobs = 1
+    if extra and jobs > 1:
+        console.print("note: --stage replays on one process")
+        jobs = 1
     files = list(iter_input_files(paths))
     fmt = None if args.no_output else args.format
     writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
@@ -421,74 +468,81 @@ def cmd_replay(argv: list[str]) -> int:
     def on_error(err) -> None:
         console.print(f"error: {err}", markup=False)
 
+    progress = task = None
+    seen = {"records": 0, "errors": 0}
+
+    def file_done(path, stats) -> None:
+        if progress is not None:
+            progress.update(task, advance=1, records=stats.records, errors=stats.errors)
+        if stats.records == seen["records"] and stats.errors == seen["errors"]:
+            console.print(f"warning: {path}: no events found (not an event log, or empty)",
+                          markup=False)
+        seen["records"], seen["errors"] = stats.records, stats.errors
+
+    sinks: list = []
+    failure: Optional[SinkError] = None
+    stats = None
+    replayer = None
     with ExitStack() as stack:
-        stream = None
-        if fmt is not None:
-            if args.output:
-                try:
-                    stream = stack.enter_context(open(args.output, "wb"))
-                except OSError as exc:
-                    console.print(f"error: cannot write {args.output}: {exc.strerror or exc}")
-                    return EXIT_FATAL
-            else:
-                stream = sys.stdout.buffer
-        progress = task = None
-        if console.is_terminal and not args.quiet and not args.no_progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-            progress = stack.enter_context(Progress(
-                TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("files  {task.fields[records]:,} records  {task.fields[errors]} errors"),
-                console=console, transient=True))
-            task = progress.add_task("replay", total=len(files), records=0, errors=0)
-
-        seen = {"records": 0, "errors": 0}
-
-        def file_done(path, stats) -> None:
-            if progress is not None:
-                progress.update(task, advance=1, records=stats.records, errors=stats.errors)
-            if stats.records == seen["records"] and stats.errors == seen["errors"]:
-                console.print(f"warning: {path}: no events found (not an event log, or empty)",
-                              markup=False)
-            seen["records"], seen["errors"] = stats.records, stats.errors
-
         try:
+            if args.alerts and stage is not None:
+                from .sinks.alerts import AlertJsonlSink
+                sinks.append(AlertJsonlSink.open(args.alerts))
+            if console.is_terminal and not args.quiet and not args.no_progress:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+                progress = stack.enter_context(Progress(
+                    TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("files  {task.fields[records]:,} records  "
+                               "{task.fields[errors]} errors"),
+                    console=console, transient=True))
+                task = progress.add_task("replay", total=len(files), records=0, errors=0)
             if jobs > 1 and len(files) > 1:
-                stats = replay_parallel(files, options, fmt, stream, jobs, on_error, file_done,
-                                        writer_options=writer_options)
+                stream, _ = open_target(args.output) if fmt is not None else (None, "")
+                try:
+                    stats = replay_parallel(files, options, fmt, stream, jobs, on_error,
+                                            file_done, writer_options=writer_options)
+                finally:
+                    if stream is not None and args.output:
+                        _close_stream(stream)
             else:
-                writer = make_writer(fmt, stream, **writer_options) if fmt is not None else None
-                if writer is not None:
-                    writer.close_stream = False
-                    stack.callback(writer.close)
+                if fmt is not None:
+                    sinks.insert(0, writer_class(fmt).open(args.output, **writer_options))
 
                 def on_progress(path, records) -> None:
                     if progress is not None:
                         progress.update(task, records=records, errors=replayer.stats.errors)
 
-                on_alert = None
-                if stage is not None:
-                    on_alert = _alert_sink(args.alerts, writer, stack, console)
-                    if on_alert is None:
-                        return EXIT_FATAL
-                replayer = Replayer(options, writer, on_error=on_error, on_progress=on_progress,
-                                    detection=stage, on_alert=on_alert)
+                replayer = Replayer(options, None, on_error=on_error, on_progress=on_progress,
+                                    sinks=sinks, detection=stage, extra_stages=extra)
                 for path in files:
                     replayer.run_file(path)
                     file_done(path, replayer.stats)
-                replayer.finish_detection()
-                stats = replayer.stats
-        except OutputError as exc:
-            if isinstance(exc.__cause__, BrokenPipeError):  # e.g. `| head`: stop quietly
-                _silence_stdout()
-                return 0
-            console.print(f"error: cannot write output: {exc.__cause__}")
-            return EXIT_FATAL
+                replayer.finish()
+        except SinkError as exc:
+            failure = exc
         except BrokenPipeError:
-            _silence_stdout()
-            return 0
+            failure = OutputClosed("stdout: reader went away")
         except KeyboardInterrupt:
+            _close_quietly(sinks)
             console.print("interrupted: output up to here is complete; no summary")
             return 130
+        finally:
+            # close every output now, also after a failure, so nothing is left to flush at exit
+            try:
+                if replayer is not None:
+                    replayer.close()
+                else:
+                    _close_quietly(sinks)
+            except SinkError as exc:
+                failure = failure or exc
+    if failure is not None:
+        if isinstance(failure, OutputClosed):  # e.g. `| head`: stop quietly
+            _silence_stdout()
+            return 0
+        console.print(f"error: {failure}", markup=False)
+        return EXIT_FATAL
+    if stats is None:
+        stats = replayer.stats
     if not files:
         console.print("warning: no input files found (folders are searched for .evtx, .xml, "
                       ".json[l], .log, .txt, syslog files and archives)")
@@ -502,6 +556,18 @@ def cmd_replay(argv: list[str]) -> int:
     if args.strict and (stats.errors or not stats.records):
         return EXIT_FATAL
     return 0
+
+
+def _close_stream(stream) -> None:
+    """Close an output stream after a failure without a second error (its buffer is lost: the
+    failure was reported)."""
+    try:
+        stream.close()
+    except OSError:
+        try:
+            stream.close()
+        except OSError:
+            pass
 
 
 def _load_detection(paths: list[str], console):
@@ -522,31 +588,6 @@ def _load_detection(paths: list[str], console):
     console.print(f"sigma: {len(stage.matcher.compiled)} rules and {len(stage.correlations)} "
                   f"correlations loaded, {len(rejected)} rejected", markup=False)
     return stage
-
-
-def _alert_sink(alerts_path: Optional[str], writer, stack: ExitStack, console):
-    """Where alerts go: a JSONL file (or stdout with '-'), else the event stream as event 1000."""
-    counter = {"n": 0}
-    if alerts_path:
-        if alerts_path == "-":
-            out = sys.stdout.buffer
-        else:
-            try:
-                out = stack.enter_context(open(alerts_path, "wb"))
-            except OSError as exc:
-                console.print(f"error: cannot write {alerts_path}: {exc.strerror or exc}")
-                return None
-
-        def to_file(alert) -> None:
-            out.write(alert.to_json())
-        return to_file
-    if writer is None:
-        return lambda alert: None
-
-    def to_stream(alert) -> None:
-        counter["n"] += 1
-        writer.write(alert.to_event(record_id=counter["n"]))
-    return to_stream
 
 
 def _print_detection_summary(console, stage) -> None:
@@ -744,6 +785,7 @@ Usage:
   sysmonx config check FILE          validate a Sysmon configuration (errors, and warnings for
                                      rules that silently never match)
   sysmonx config explain FILE EVENT  the decision trace of one event (XML or JSON line)
+  sysmonx plugins                    list sources, stages, sinks, backends and conditions
   sysmonx -i [config.xml]            install the service (as sysmon -i); -c, -u, -t likewise
   sysmonx -s [version|all]           print the configuration schema (as sysmon -s)
   sysmonx -? config                  configuration help (as sysmon -? config)
@@ -751,6 +793,43 @@ Usage:
 
 Run 'sysmonx replay -h' for all replay options.
 """
+
+
+def cmd_plugins(argv: list[str]) -> int:
+    """``sysmonx plugins``: every registry (sources, stages, sinks, backends, conditions) with
+    one line per plugin: name, summary, where it is defined; then modules that could not be
+    loaded and why."""
+    p = argparse.ArgumentParser(prog="sysmonx plugins",
+                                description="List the registered sources, stages, sinks, live "
+                                            "backends and filter conditions (built-in and "
+                                            "from the sysmonx.* entry-point groups).")
+    p.add_argument("kind", nargs="?", help="only this registry (sources, stages, sinks, "
+                                           "backends, conditions)")
+    args = p.parse_args(argv)
+    from .core.registry import all_registries
+    from .textsafe import terminal_safe
+    regs = all_registries()
+    if args.kind is not None:
+        regs = [r for r in regs if r.kind == args.kind]
+        if not regs:
+            sys.stderr.write(f"error: no registry {args.kind!r}; known: "
+                             f"{', '.join(r.kind for r in all_registries())}\n")
+            return EXIT_USAGE
+    out = []
+    for reg in regs:
+        entries = reg.entries()
+        if reg.kind != "conditions":  # conditions keep Sysmon's manifest order
+            entries.sort(key=lambda e: (getattr(e.obj, "order", 100), e.name))
+        out.append(f"{reg.kind} ({reg.describe}; entry points: {reg.group}):")
+        width = max((len(e.name) for e in entries), default=0)
+        for e in entries:
+            out.append(f"  {terminal_safe(e.name):<{width}}  {terminal_safe(e.summary)}  "
+                       f"[{terminal_safe(e.origin)}]")
+        for where, why in reg.broken.items():
+            out.append(f"  (cannot load {terminal_safe(where)}: {terminal_safe(why)})")
+        out.append("")
+    sys.stdout.write("\n".join(out))
+    return 0
 
 
 def cmd_schema(arg: Optional[str]) -> int:
@@ -782,6 +861,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return cmd_config(argv[1:])
     if first == "run":
         return cmd_run(argv[1:])
+    if first == "plugins":
+        return cmd_plugins(argv[1:])
     if first in ("--version", "-version"):
         print(f"sysmonx {__version__}")
         return 0

@@ -42,11 +42,10 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from dataclasses import dataclass, field
 from typing import Optional, TextIO
 
-from . import __version__
+from .version import __version__
 from .core.errors import UsageError
 from .schema import CURRENT, format_version
 
@@ -357,112 +356,30 @@ def render_dump(rules: Optional[bytes], field_sizes: Optional[str] = None) -> st
 
 # --- -t console mode ----------------------------------------------------------------------------
 
-class _SafeOut:
-    """A text stream for ``-t`` that turns EPIPE (``| head``) into a stop request."""
-
-    def __init__(self, out: TextIO):
-        self.out = out
-        self.broken = False
-        self.on_broken = lambda: None
-
-    def write(self, text: str) -> None:
-        if self.broken:
-            return
-        try:
-            self.out.write(text)
-            self.out.flush()
-        except (BrokenPipeError, ValueError):
-            self.broken = True
-            self.on_broken()
-
-    def flush(self) -> None:
-        """Writes are flushed as they happen."""
-
-
-class ConsoleWriter:
-    """``-t`` output of one event: ``Event <SYMBOL>`` then ``\\t<Field>: <value>`` per field (the
-    layout of Sysmon's debug mode and of sysmonLogView, spec 5.4)."""
-
-    def __init__(self, out: TextIO, lock: threading.Lock):
-        self.out = out
-        self.lock = lock
-
-    def write(self, event) -> None:
-        """Print one event."""
-        ev = CURRENT.events.get(event.event_id)
-        symbol = ev.symbol if ev is not None else f"EVENT_{event.event_id}"
-        from .filtering.explain import display_safe
-        text = f"Event {symbol}\n" + "".join(f"\t{display_safe(k)}: {display_safe(v)}\n"
-                                             for k, v in event.data.items())
-        with self.lock:
-            self.out.write(text)
-            self.out.flush()
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class TracingEngine:
-    """Wraps a :class:`~sysmonx.filtering.engine.FilterEngine` so each decision also prints
-    ``[R]`` rule-trace lines (:mod:`sysmonx.filtering.explain`): a summary line per filtered
-    event, or with ``verbose`` the full trace (every rule set and filter tried). The decision
-    returned is the engine's; a disagreement with the trace is printed as ``[R] MISMATCH``."""
-
-    def __init__(self, engine, config, options, out: TextIO, lock: threading.Lock,
-                 verbose: bool = False):
-        self.engine = engine
-        self.config = config
-        self.options = options
-        self.out = out
-        self.lock = lock
-        self.verbose = verbose
-        self.field_sizes = engine.field_sizes
-
-    def decide(self, event_id: int, data: dict):
-        """The engine's decision, after printing its trace."""
-        from .filtering.explain import explain, format_explanation, summary_line
-        result = self.engine.decide(event_id, data)
-        expl = explain(self.config, event_id, data, self.options)
-        if expl.filterable:
-            text = (format_explanation(expl, prefix="[R] ", values=True) if self.verbose
-                    else f"[R] {summary_line(expl)}\n")
-            if (expl.include, expl.rule_name) != result:
-                text += f"[R] MISMATCH: the engine decided {result}\n"
-            with self.lock:
-                self.out.write(text)
-                self.out.flush()
-        return result
-
-    def apply_field_sizes(self, event_id: int, data: dict) -> dict:
-        """Delegates to the engine."""
-        return self.engine.apply_field_sizes(event_id, data)
-
-
 def run_console(config, *, verbose: bool, backend: Optional[str], duration: Optional[float],
                 no_dns: bool, out: TextIO, err: TextIO) -> int:
     """``-t [verbose]``: run the live sensor in the foreground, printing every logged event and
-    a rule trace for every filtered one, until Ctrl-C (or ``duration`` seconds)."""
-    from .sensor.backends import BackendUnavailable
-    from .sensor.runner import Sensor, SensorOptions
-    lock = threading.Lock()
-    safe = _SafeOut(out)
+    a rule trace for every filtered one, until Ctrl-C (or ``duration`` seconds): the live
+    pipeline with the console sink and the filter stage's trace."""
+    from .core.errors import OutputClosed, SourceUnavailable
+    from .pipeline.live import Sensor, SensorOptions
+    from .sinks.console import ConsoleSink
     options = SensorOptions(backend=backend, dns=not no_dns, duration=duration)
-    sensor = Sensor(config, [ConsoleWriter(safe, lock)], options, config_path=None,
-                    on_status=lambda msg: err.write(f"sysmonx: {msg}\n"))
-    safe.on_broken = sensor.request_stop
-    sensor.engine = TracingEngine(sensor.engine, config, options.engine_options, safe, lock,
-                                  verbose)
+    sensor = Sensor(config, [ConsoleSink(out)], options, config_path=None,
+                    on_status=lambda msg: err.write(f"sysmonx: {msg}\n"),
+                    trace="verbose" if verbose else "summary")
     try:
         sensor.run()
-    except BackendUnavailable as exc:
+    except SourceUnavailable as exc:
         err.write(f"error: {exc}\n")
         return EXIT_FAILED
-    if safe.broken and out is sys.stdout:
-        try:  # nothing more can be written; keep interpreter shutdown quiet
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+    except OutputClosed:
+        if out is sys.stdout:
+            try:  # nothing more can be written; keep interpreter shutdown quiet
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
     return EXIT_OK
 
 

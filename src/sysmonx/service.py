@@ -24,7 +24,7 @@ enable --now``, reload with ``systemctl reload`` (the unit's ``ExecReload`` send
 with ``systemctl disable --now``; otherwise (no systemd, or a test install root) as a **detached
 daemon** ``sysmonx run ... --pidfile {root}/run/sysmonx.pid`` whose pid file appears once the
 sensor has started (events 4 and 16 written), reloaded with SIGHUP, stopped with SIGTERM. Either
-way the service is the live sensor (:mod:`sysmonx.sensor.runner`): it writes event 4 when it
+way the service is the live sensor (:mod:`sysmonx.pipeline.live`): it writes event 4 when it
 starts and stops, and on a reload re-reads ``config.xml`` and writes event 16 with its SHA256.
 
 ``$SYSMONX_SERVICE_MODE`` (``systemd`` or ``daemon``) forces a mode.
