@@ -1,0 +1,361 @@
+"""Fake Windows APIs that replay recorded events, for tests on any OS.
+
+:class:`FakeWevtApi` implements :class:`~sysmonx.windows.wevtapi.WevtApi` over in-memory channel
+logs filled with recorded event XML (EVTX rendered by pyevtx-rs, or ``<Event>`` documents). It
+models what the subscription loop must survive, as the Event Log documents it:
+
+* pull subscriptions with manual-reset signal events, set when a record is written;
+* ``EvtSubscribeStartAfterBookmark`` with and without ``EvtSubscribeStrict`` (strict fails with
+  ``ERROR_NOT_FOUND`` when the bookmarked record is gone; not strict starts at the oldest
+  record), ``EvtSubscribeStartAtOldestRecord``, ``EvtSubscribeToFutureEvents``;
+* a log of bounded size that overwrites its oldest records (circular logging), and clearing,
+  after which numbering restarts at 1; a subscription whose next record was overwritten or
+  cleared gets ``ERROR_EVT_QUERY_RESULT_STALE`` from ``EvtNext``;
+* ``EvtGetLogInfo``'s oldest record and record count;
+* injected failures: any ``EvtNext`` error code, an XML render failure for a record, and
+  ``RPC_S_INVALID_BOUND`` for batches above a size.
+
+Queries: ``*`` or the ``*[System[(EventID=N or EventID=M ...)]]`` form (the only forms the
+fake evaluates; anything else raises ``ERROR_EVT_INVALID_QUERY``).
+
+:func:`evtx_records` renders an EVTX file's records to event XML with pyevtx-rs, so corpus EVTX
+files can be replayed as a live channel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from .wevtapi import (ERROR_EVT_CHANNEL_NOT_FOUND, ERROR_EVT_INVALID_QUERY,
+                      ERROR_EVT_QUERY_RESULT_STALE, EvtSubscribeOriginMask,
+                      EvtSubscribeStartAfterBookmark, EvtSubscribeStartAtOldestRecord,
+                      EvtSubscribeStrict, EvtSubscribeToFutureEvents, LogInfo, WevtApi)
+from .win32 import (ERROR_INVALID_HANDLE, ERROR_NOT_FOUND, RPC_S_INVALID_BOUND, Win32Error)
+
+__all__ = ["FakeWevtApi", "FakeLog", "FakeRecord", "evtx_records", "split_event_xml",
+           "set_record_id"]
+
+_RID = re.compile(r"(<EventRecordID>)\s*\d*\s*(</EventRecordID>)")
+_QUERY_IDS = re.compile(r"^\*\[System\[\((EventID=\d+(?:\s+or\s+EventID=\d+)*)\)\]\]$")
+_EVENT_ID = re.compile(r"<EventID(?:\s[^>]*)?>\s*(\d+)\s*</EventID>")
+_BOOKMARK = re.compile(r"""Channel=(['"])(.*?)\1\s+RecordId=['"](\d+)['"]""")
+
+
+def set_record_id(xml: str, record_id: int) -> str:
+    """``xml`` with its ``<EventRecordID>`` set to ``record_id`` (how a log numbers a record
+    it writes).
+
+    Raises:
+        ValueError: the XML has no ``<EventRecordID>`` element.
+    """
+    out, n = _RID.subn(rf"\g<1>{record_id}\g<2>", xml, count=1)
+    if not n:
+        raise ValueError("event XML without <EventRecordID>")
+    return out
+
+
+def evtx_records(path: str) -> list[str]:
+    """Every record of an EVTX file as event XML text, in file order (pyevtx-rs rendering).
+
+    Raises:
+        OSError / RuntimeError: the file cannot be read by pyevtx-rs.
+    """
+    from evtx import PyEvtxParser
+    return [rec["data"] for rec in PyEvtxParser(path).records()]
+
+
+def split_event_xml(text: str) -> list[str]:
+    """The ``<Event>...</Event>`` documents of an event XML file's text (``<Events>`` root or
+    concatenated), each as its own string. For trusted test inputs only."""
+    from lxml import etree
+
+    body = text if text.lstrip().startswith("<Events") else f"<Events>{text}</Events>"
+    body = re.sub(r"^\s*<\?xml[^>]*\?>", "", body)
+    root = etree.fromstring(body.encode("utf-8"))
+    return [etree.tostring(el, encoding="unicode") for el in root
+            if isinstance(el.tag, str) and el.tag.rsplit("}", 1)[-1] == "Event"]
+
+
+@dataclass
+class FakeRecord:
+    """One record of a fake log: its EventRecordID, EventID and XML text."""
+
+    record_id: int
+    event_id: Optional[int]
+    xml: str
+
+
+@dataclass
+class FakeLog:
+    """A channel's log. ``capacity`` records at most (``None``: unbounded); the oldest are
+    overwritten first. ``generation`` changes when the log is cleared."""
+
+    channel: str
+    capacity: Optional[int] = None
+    records: list = field(default_factory=list)
+    next_id: int = 1
+    generation: int = 0
+
+
+class _Signal:
+    def __init__(self, owner: "FakeWevtApi") -> None:
+        self.owner = owner
+        self.flag = True  # created signalled, like CreateEventW(NULL, TRUE, TRUE, NULL)
+
+
+@dataclass
+class _Subscription:
+    log: FakeLog
+    event_ids: Optional[frozenset]
+    signal: _Signal
+    last_id: int            # the last record delivered (or the position before the first)
+    generation: int
+
+
+class FakeWevtApi(WevtApi):
+    """A scriptable in-memory Event Log (see the module docstring).
+
+    Args:
+        channels: channel names that exist (others give ``ERROR_EVT_CHANNEL_NOT_FOUND``).
+        capacity: default log size in records (``None``: unbounded).
+
+    Attributes:
+        next_errors: Win32 codes ``EvtNext`` raises next, one per call, before normal results.
+        render_errors: record IDs whose rendering fails (``ERROR_INVALID_HANDLE``).
+        max_batch: ``EvtNext`` with a larger count raises ``RPC_S_INVALID_BOUND`` (``None``: no
+            limit).
+        log_info_error: when set, ``log_info`` raises this Win32 code.
+        calls: every API call made, as ``(name, args...)`` tuples, in order.
+        open_handles: handles created and not closed.
+    """
+
+    def __init__(self, channels: Sequence[str] = (), capacity: Optional[int] = None) -> None:
+        self._lock = threading.Condition()
+        self.logs: dict[str, FakeLog] = {}
+        for ch in channels:
+            self.add_channel(ch, capacity)
+        self._ids = itertools.count(0x1000)
+        self._objects: dict[int, Any] = {}
+        self.next_errors: list[int] = []
+        self.render_errors: set[int] = set()
+        self.max_batch: Optional[int] = None
+        self.log_info_error: Optional[int] = None
+        self.calls: list[tuple] = []
+
+    # ---- test controls -------------------------------------------------------------------------
+
+    def add_channel(self, channel: str, capacity: Optional[int] = None) -> FakeLog:
+        """Create an empty channel log."""
+        log = FakeLog(channel, capacity)
+        self.logs[channel.lower()] = log
+        return log
+
+    def write(self, channel: str, xml: str, *, keep_id: bool = False) -> int:
+        """Append a record (numbered by the log unless ``keep_id``: then the XML's own
+        EventRecordID is kept and the numbering continues after it); overwrite the oldest
+        record when full; signal the channel's subscriptions. Returns the record ID."""
+        with self._lock:
+            log = self._log(channel)
+            if keep_id:
+                m = re.search(r"<EventRecordID>\s*(\d+)\s*</EventRecordID>", xml)
+                if not m:
+                    raise ValueError("event XML without <EventRecordID>")
+                rid = int(m.group(1))
+                if log.records and rid <= log.records[-1].record_id:
+                    raise ValueError(f"record {rid} is not after {log.records[-1].record_id}")
+            else:
+                rid = log.next_id
+                xml = set_record_id(xml, rid)
+            log.next_id = rid + 1
+            m = _EVENT_ID.search(xml)
+            log.records.append(FakeRecord(rid, int(m.group(1)) if m else None, xml))
+            if log.capacity is not None:
+                del log.records[:max(0, len(log.records) - log.capacity)]
+            self._signal_channel(log)
+            return rid
+
+    def clear(self, channel: str) -> None:
+        """``wevtutil cl``: remove every record; numbering restarts at 1."""
+        with self._lock:
+            log = self._log(channel)
+            log.records.clear()
+            log.next_id = 1
+            log.generation += 1
+            self._signal_channel(log)
+
+    def _signal_channel(self, log: FakeLog) -> None:
+        for obj in self._objects.values():
+            if isinstance(obj, _Subscription) and obj.log is log:
+                obj.signal.flag = True
+        self._lock.notify_all()
+
+    def _log(self, channel: str) -> FakeLog:
+        log = self.logs.get(channel.lower())
+        if log is None:
+            raise Win32Error(ERROR_EVT_CHANNEL_NOT_FOUND, "EvtSubscribe",
+                             f"channel {channel!r} not found")
+        return log
+
+    def _new(self, obj: Any) -> int:
+        h = next(self._ids)
+        self._objects[h] = obj
+        return h
+
+    def _get(self, h: Any, kind: type, function: str) -> Any:
+        obj = self._objects.get(h)
+        if not isinstance(obj, kind):
+            raise Win32Error(ERROR_INVALID_HANDLE, function)
+        return obj
+
+    @property
+    def open_handles(self) -> list:
+        """Handles created and not yet closed (events, subscriptions, bookmarks, signals)."""
+        with self._lock:
+            return sorted(self._objects)
+
+    # ---- WevtApi -----------------------------------------------------------------------------
+
+    def create_signal(self) -> Any:
+        with self._lock:
+            self.calls.append(("CreateEventW",))
+            return self._new(_Signal(self))
+
+    def set_signal(self, signal: Any) -> None:
+        with self._lock:
+            self._get(signal, _Signal, "SetEvent").flag = True
+            self._lock.notify_all()
+
+    def reset_signal(self, signal: Any) -> None:
+        with self._lock:
+            self._get(signal, _Signal, "ResetEvent").flag = False
+
+    def wait(self, signals: Sequence[Any], timeout_ms: int) -> Optional[int]:
+        with self._lock:
+            objs = [self._get(s, _Signal, "WaitForMultipleObjects") for s in signals]
+
+            def ready() -> Optional[int]:
+                for i, o in enumerate(objs):
+                    if o.flag:
+                        return i
+                return None
+
+            self._lock.wait_for(lambda: ready() is not None,
+                                None if timeout_ms < 0 else timeout_ms / 1000)
+            return ready()
+
+    def close_signal(self, signal: Any) -> None:
+        with self._lock:
+            self._objects.pop(signal, None)
+
+    def subscribe(self, channel: str, query: str, bookmark: Any, flags: int,
+                  signal: Any) -> Any:
+        with self._lock:
+            self.calls.append(("EvtSubscribe", channel, query, flags))
+            log = self._log(channel)
+            ids = self._parse_query(query)
+            sig = self._get(signal, _Signal, "EvtSubscribe")
+            origin = flags & EvtSubscribeOriginMask
+            if origin == EvtSubscribeToFutureEvents:
+                last = log.records[-1].record_id if log.records else log.next_id - 1
+            elif origin == EvtSubscribeStartAtOldestRecord:
+                last = log.records[0].record_id - 1 if log.records else log.next_id - 1
+            elif origin == EvtSubscribeStartAfterBookmark:
+                bm = self._get(bookmark, dict, "EvtSubscribe")
+                rid = bm.get(log.channel.lower())
+                present = rid is not None and any(r.record_id == rid for r in log.records)
+                if present:
+                    last = rid
+                elif flags & EvtSubscribeStrict:
+                    raise Win32Error(ERROR_NOT_FOUND, "EvtSubscribe",
+                                     "the bookmarked event was not found")
+                else:
+                    last = log.records[0].record_id - 1 if log.records else log.next_id - 1
+            else:
+                raise Win32Error(87, "EvtSubscribe", "bad flags")
+            sub = _Subscription(log, ids, sig, last, log.generation)
+            sig.flag = True
+            return self._new(sub)
+
+    @staticmethod
+    def _parse_query(query: str) -> Optional[frozenset]:
+        q = query.strip()
+        if q == "*":
+            return None
+        m = _QUERY_IDS.match(q)
+        if not m:
+            raise Win32Error(ERROR_EVT_INVALID_QUERY, "EvtSubscribe", f"query {query!r}")
+        return frozenset(int(x) for x in re.findall(r"\d+", m.group(1)))
+
+    def next(self, subscription: Any, count: int, timeout_ms: int) -> list:
+        with self._lock:
+            self.calls.append(("EvtNext", count))
+            sub = self._get(subscription, _Subscription, "EvtNext")
+            if self.next_errors:
+                raise Win32Error(self.next_errors.pop(0), "EvtNext")
+            if self.max_batch is not None and count > self.max_batch:
+                raise Win32Error(RPC_S_INVALID_BOUND, "EvtNext")
+            log = sub.log
+            if sub.generation != log.generation:
+                raise Win32Error(ERROR_EVT_QUERY_RESULT_STALE, "EvtNext")
+            if log.records and log.records[0].record_id > sub.last_id + 1:
+                raise Win32Error(ERROR_EVT_QUERY_RESULT_STALE, "EvtNext")  # overwritten unread
+            out = []
+            for rec in log.records:
+                if rec.record_id <= sub.last_id:
+                    continue
+                if len(out) == count:
+                    break
+                sub.last_id = rec.record_id
+                if sub.event_ids is None or rec.event_id in sub.event_ids:
+                    out.append(self._new(rec))
+            return out
+
+    def render_xml(self, event: Any) -> str:
+        with self._lock:
+            rec = self._get(event, FakeRecord, "EvtRender")
+            if rec.record_id in self.render_errors:
+                raise Win32Error(ERROR_INVALID_HANDLE, "EvtRender")
+            return rec.xml
+
+    def create_bookmark(self, xml: Optional[str]) -> Any:
+        with self._lock:
+            self.calls.append(("EvtCreateBookmark", xml))
+            bm: dict = {}
+            for m in _BOOKMARK.finditer(xml or ""):
+                bm[m.group(2).replace("&apos;", "'").replace("&quot;", '"')
+                   .replace("&amp;", "&").lower()] = int(m.group(3))
+            return self._new(bm)
+
+    def update_bookmark(self, bookmark: Any, event: Any) -> None:
+        with self._lock:
+            bm = self._get(bookmark, dict, "EvtUpdateBookmark")
+            rec = self._get(event, FakeRecord, "EvtUpdateBookmark")
+            for log in self.logs.values():
+                if rec in log.records:
+                    bm[log.channel.lower()] = rec.record_id
+
+    def render_bookmark(self, bookmark: Any) -> str:
+        with self._lock:
+            bm = self._get(bookmark, dict, "EvtRender")
+            items = "".join(f"<Bookmark Channel='{ch}' RecordId='{rid}'/>"
+                            for ch, rid in bm.items())
+            return f"<BookmarkList>{items}</BookmarkList>"
+
+    def close(self, handle: Any) -> None:
+        with self._lock:
+            if handle in self._objects and not isinstance(self._objects[handle], _Signal):
+                del self._objects[handle]
+
+    def log_info(self, channel: str) -> LogInfo:
+        with self._lock:
+            if self.log_info_error is not None:
+                raise Win32Error(self.log_info_error, "EvtGetLogInfo")
+            log = self._log(channel)
+            if not log.records:
+                return LogInfo(0, 0)
+            return LogInfo(log.records[0].record_id, len(log.records))
+
