@@ -359,3 +359,109 @@ class FakeWevtApi(WevtApi):
                 return LogInfo(0, 0)
             return LogInfo(log.records[0].record_id, len(log.records))
 
+
+
+# ---- a fake Windows host for the Sysmon installer -------------------------------------------
+
+class FakeWindowsHost:
+    """A :class:`~sysmonx.windows.sysmon.CommandRunner` that simulates the commands the Sysmon
+    installer runs (``SysmonNN.exe -i/-c/-u``, ``sc.exe``, ``reg.exe``, ``powershell.exe``
+    Authenticode check) over an in-memory host: services, Sysmon's configuration, registry
+    exports. ``files`` maps paths the fake Sysmon can read (the installer writes real files;
+    the fake reads them from disk).
+
+    Attributes:
+        services: name -> {"state": "RUNNING"|"STOPPED", "binary": path}.
+        sysmon_config: the XML text Sysmon was last given (``None``: defaults).
+        registry_export: the ``.reg`` text ``reg.exe export`` writes (a real export's shape).
+        commands: every argv run, in order.
+        fail: argv prefix (tuple) -> exit code, to make a command fail.
+        signature: what Get-AuthenticodeSignature prints (``Status|Subject``).
+    """
+
+    def __init__(self) -> None:
+        self.services: dict = {}
+        self.sysmon_config: Optional[str] = None
+        self.registry_export: Optional[str] = None
+        self.imported: list = []
+        self.commands: list = []
+        self.fail: dict = {}
+        self.signature = ("Valid|CN=Microsoft Corporation, O=Microsoft Corporation, "
+                          "L=Redmond, S=Washington, C=US")
+
+    def run(self, argv, timeout: float = 120.0):
+        from .sysmon import CommandResult, ERROR_SERVICE_DOES_NOT_EXIST
+        argv = list(argv)
+        self.commands.append(argv)
+        for prefix, code in self.fail.items():
+            if tuple(argv[:len(prefix)]) == prefix:
+                return CommandResult(code, "", "injected failure")
+        exe = argv[0].replace("\\", "/").rsplit("/", 1)[-1].lower()
+        if exe == "sc.exe":
+            verb, name = argv[1], argv[2]
+            svc = self.services.get(name)
+            if svc is None:
+                return CommandResult(ERROR_SERVICE_DOES_NOT_EXIST, "[SC] OpenService FAILED "
+                                     "1060:\n\nThe specified service does not exist as an "
+                                     "installed service.\n")
+            if verb == "query":
+                code = {"RUNNING": 4, "STOPPED": 1}[svc["state"]]
+                return CommandResult(0, f"\nSERVICE_NAME: {name}\n        TYPE               : "
+                                     f"10  WIN32_OWN_PROCESS\n        STATE              : "
+                                     f"{code}  {svc['state']}\n")
+            if verb == "qc":
+                return CommandResult(0, f"[SC] QueryServiceConfig SUCCESS\n\nSERVICE_NAME: "
+                                     f"{name}\n        BINARY_PATH_NAME   : {svc['binary']}\n")
+            if verb == "start":
+                svc["state"] = "RUNNING"
+                return CommandResult(0, "")
+        if exe == "reg.exe":
+            if argv[1] == "export":
+                if self.registry_export is None:
+                    return CommandResult(1, "", "ERROR: The system was unable to find the "
+                                         "specified registry key or value.")
+                with open(argv[3], "wb") as f:   # regedit 5 exports: UTF-16LE with a BOM
+                    f.write(self.registry_export.encode("utf-16"))
+                return CommandResult(0, "The operation completed successfully.")
+            if argv[1] == "import":
+                with open(argv[2], "rb") as f:
+                    self.imported.append(f.read().decode("utf-16"))
+                return CommandResult(0, "The operation completed successfully.")
+        if exe == "powershell.exe":
+            return CommandResult(0, self.signature)
+        if exe.startswith("sysmon") and exe.endswith(".exe"):
+            return self._sysmon(argv, exe)
+        return CommandResult(9009, "", f"'{argv[0]}' is not recognized")
+
+    def _sysmon(self, argv, exe):
+        from .sysmon import CommandResult
+        service = exe[:-4].capitalize().replace("sysmon", "Sysmon")
+        args = argv[1:]
+        if "-i" in args:
+            if "-accepteula" not in args:
+                return CommandResult(1, "", "EULA not accepted")
+            if any(s for s in self.services if s.lower().startswith("sysmon")):
+                return CommandResult(1242, "Sysmon64 is already installed.")
+            cfg = args[args.index("-i") + 1]
+            with open(cfg, encoding="utf-8") as f:
+                self.sysmon_config = f.read()
+            self.services[service] = {"state": "RUNNING",
+                                      "binary": f"C:\\Windows\\{service}.exe"}
+            return CommandResult(0, f"{service} installed.\nSysmonDrv installed.\n")
+        if "-c" in args:
+            if not any(s.lower() == service.lower() for s in self.services):
+                return CommandResult(1, "Sysmon is not installed.")
+            cfg = args[args.index("-c") + 1]
+            if cfg == "--":
+                self.sysmon_config = None
+            else:
+                with open(cfg, encoding="utf-8") as f:
+                    self.sysmon_config = f.read()
+            return CommandResult(0, "Configuration updated.\n")
+        if "-u" in args:
+            if service not in self.services:
+                return CommandResult(1, "Sysmon is not installed.")
+            del self.services[service]
+            self.sysmon_config = None
+            return CommandResult(0, f"Stopping {service}.\n{service} removed.\n")
+        return CommandResult(87, "Usage ...")
