@@ -465,3 +465,125 @@ class FakeWindowsHost:
             self.sysmon_config = None
             return CommandResult(0, f"Stopping {service}.\n{service} removed.\n")
         return CommandResult(87, "Usage ...")
+
+
+# ---- a fake ETW real-time session -----------------------------------------------------------
+
+def kernel_process_record(event_id: int, version: int, values: dict, *, pid: int = 4,
+                          tid: int = 88, timestamp: int = 133_500_000_000_000_000,
+                          provider: Optional[str] = None,
+                          keyword: int = 0x8000000000000010, truncate: Optional[int] = None):
+    """Build a real ``EVENT_RECORD`` (and the buffer its ``UserData`` points to) for a
+    Kernel-Process event, encoding ``values`` with the event's template
+    (:data:`sysmonx.windows.etw_process.TEMPLATES`): UInt32/UInt64/FILETIME little-endian,
+    UnicodeString UTF-16LE + NUL, AnsiString + NUL, SID binary. ``truncate`` cuts the user data.
+
+    Returns:
+        ``(record, keepalive)``: keep ``keepalive`` referenced while the record is used.
+    """
+    import ctypes
+    import struct as _struct
+
+    from .etw import EVENT_RECORD
+    from .etw_process import KERNEL_PROCESS_GUID, TEMPLATES
+    from .win32 import GUID
+
+    fields = TEMPLATES.get((event_id, version), [(k, "UInt32") for k in values])
+    blob = bytearray()
+    for name, kind in fields:
+        v = values[name]
+        if kind == "UInt32":
+            blob += _struct.pack("<I", v)
+        elif kind in ("UInt64", "FILETIME"):
+            blob += _struct.pack("<Q", v)
+        elif kind == "UnicodeString":
+            blob += v.encode("utf-16-le") + b"\x00\x00"
+        elif kind == "AnsiString":
+            blob += v.encode("latin-1") + b"\x00"
+        elif kind == "SID":
+            parts = [int(x) for x in v.split("-")[2:]]
+            blob += bytes([1, len(parts) - 1]) + parts[0].to_bytes(6, "big")
+            blob += b"".join(_struct.pack("<I", x) for x in parts[1:])
+    if truncate is not None:
+        blob = blob[:truncate]
+    buf = ctypes.create_string_buffer(bytes(blob), max(1, len(blob)))
+    rec = EVENT_RECORD()
+    h = rec.EventHeader
+    h.Size = ctypes.sizeof(type(h))
+    h.ProcessId, h.ThreadId, h.TimeStamp = pid, tid, timestamp
+    h.ProviderId = GUID.from_string(provider or KERNEL_PROCESS_GUID)
+    d = h.EventDescriptor
+    d.Id, d.Version, d.Level, d.Task, d.Opcode, d.Keyword = \
+        event_id, version, 4, event_id, event_id, keyword
+    rec.UserDataLength = len(blob)
+    rec.UserData = ctypes.cast(buf, ctypes.c_void_p)
+    return rec, buf
+
+
+class FakeEtwApi:
+    """An :class:`~sysmonx.windows.etw.EtwApi` whose session delivers scripted records.
+
+    ``feed(record, keepalive)`` queues a record; ``process_trace`` calls the consumer's callback
+    with a pointer to each (on the calling thread, as ETW does) until ``close_trace``.
+    ``stats`` is the sequence of :class:`~sysmonx.windows.etw.SessionStats` returned by
+    successive queries (the last repeats); ``stop_session`` returns ``final_stats`` (default
+    the last). ``fail_start`` makes ``start_session`` raise that Win32 code.
+    """
+
+    def __init__(self, stats=None, final_stats=None) -> None:
+        from .etw import SessionStats
+        self._cond = threading.Condition()
+        self._pending: list = []
+        self._closed = False
+        self.callback = None
+        self.stats = list(stats or [SessionStats(0, 0, 0, 0)])
+        self.final_stats = final_stats
+        self.calls: list = []
+        self.active: set = set()
+        self.fail_start: Optional[int] = None
+
+    def feed(self, record, keepalive=None) -> None:
+        with self._cond:
+            self._pending.append((record, keepalive))
+            self._cond.notify_all()
+
+    def start_session(self, name: str) -> int:
+        self.calls.append(("StartTraceW", name))
+        if self.fail_start is not None:
+            raise Win32Error(self.fail_start, "StartTraceW")
+        self.active.add(name)
+        return 0x4242
+
+    def enable_provider(self, session: int, provider: str, level: int, keywords: int) -> None:
+        self.calls.append(("EnableTraceEx2", session, provider, level, keywords))
+
+    def open_trace(self, name: str, callback) -> int:
+        self.calls.append(("OpenTraceW", name))
+        self.callback = callback
+        return 0x77
+
+    def process_trace(self, trace: int) -> int:
+        import ctypes
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait(0.1)
+                if self._closed and not self._pending:
+                    return 1223  # ERROR_CANCELLED
+                rec, keep = self._pending.pop(0)
+            self.callback(ctypes.pointer(rec))
+
+    def close_trace(self, trace: int) -> None:
+        self.calls.append(("CloseTrace", trace))
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def query_session(self, name: str):
+        self.calls.append(("ControlTraceW(QUERY)", name))
+        return self.stats.pop(0) if len(self.stats) > 1 else self.stats[0]
+
+    def stop_session(self, name: str):
+        self.calls.append(("ControlTraceW(STOP)", name))
+        self.active.discard(name)
+        return self.final_stats or self.stats[-1]
