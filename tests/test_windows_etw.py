@@ -128,8 +128,8 @@ def test_session_loss_counters_become_events_255():
                 (None, "2 real-time buffers were not delivered to SysmonX"),
                 (2, "the ETW session's EventsLost counter rose"),
                 (None, "1 session buffers were lost")]
-    assert [l.count for l in src.losses] == [c for c, _ in expected]
-    assert all(l.detail.startswith(d) for l, (_, d) in zip(src.losses, expected))
+    assert [loss.count for loss in src.losses] == [c for c, _ in expected]
+    assert all(loss.detail.startswith(d) for loss, (_, d) in zip(src.losses, expected, strict=True))
     reports = [e for e in out if e.event_id == 255]
     assert reports[0].data["ID"] == "etw:SysmonX-KernelProcess"
     assert reports[0].data["Description"].startswith("Lost 5 events: ")
@@ -151,7 +151,7 @@ def test_full_queue_drops_are_counted_and_reported():
     src.close()
     assert src.stats["delivered"] == 3 and src.stats["queue_drops"] == 7
     assert [e.data["ProcessID"] for e in out if e.event_id == 1] == ["100", "101", "102"]
-    assert [l.count for l in src.losses] == [7]
+    assert [loss.count for loss in src.losses] == [7]
     assert "queue was full" in out[-1].data["Description"]
 
 

@@ -9,7 +9,6 @@ filtered queries, batch shrinking on RPC_S_INVALID_BOUND, per-channel failures, 
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import threading
@@ -24,8 +23,7 @@ from sysmonx.windows import wevtapi
 from sysmonx.windows.eventlog import (BookmarkError, BookmarkStore, ChannelSpec, EventLogSource,
                                       Position, SourceUnavailable, bookmark_xml)
 from sysmonx.windows.fakes import FakeWevtApi, evtx_records, split_event_xml
-from sysmonx.windows.win32 import (ERROR_ACCESS_DENIED, ERROR_INVALID_OPERATION, Win32Error,
-                                   is_windows)
+from sysmonx.windows.win32 import ERROR_ACCESS_DENIED, ERROR_INVALID_OPERATION, is_windows
 
 SYSMON = "Microsoft-Windows-Sysmon/Operational"
 PS = "Microsoft-Windows-PowerShell/Operational"
@@ -72,9 +70,10 @@ def _drain_reports(source: EventLogSource, settle: float = 0.3) -> list:
     return out
 
 
-def _source(api, channels=(ChannelSpec(SYSMON),), **kw) -> EventLogSource:
+def _source(api, channels=None, **kw) -> EventLogSource:
     kw.setdefault("wait_ms", 50)
-    return EventLogSource(list(channels), api=api, clock=lambda: 1_700_000_000_000_000_000, **kw)
+    return EventLogSource(list(channels or [ChannelSpec(SYSMON)]), api=api,
+                          clock=lambda: 1_700_000_000_000_000_000, **kw)
 
 
 # ---- identical Events: recorded XML file vs live subscription ---------------------------------
@@ -205,7 +204,7 @@ def test_log_wrap_while_reading_reports_exact_loss():
     more, reports = _take(src, 10)
     src.close()
     assert [e.record_id for e in more] == list(range(26, 36))
-    assert [(l.count, l.first_record, l.last_record) for l in src.losses] == [(20, 6, 25)]
+    assert [(x.count, x.first_record, x.last_record) for x in src.losses] == [(20, 6, 25)]
     assert len(reports) == 1 and reports[0].data["ID"] == f"eventlog:{SYSMON}"
     assert reports[0].data["Description"].startswith("Lost 20 events (EventRecordID 6-25): "
                                                      "the log wrapped")
@@ -222,7 +221,7 @@ def test_wrap_across_restart_reported_once(tmp_path):
     got, reports = _take(src, 21, commit=False)
     src.close()
     assert got[0].record_id == 20 and got[-1].record_id == 40
-    assert [(l.count, l.first_record, l.last_record) for l in src.losses] == [(16, 4, 19)]
+    assert [(x.count, x.first_record, x.last_record) for x in src.losses] == [(16, 4, 19)]
     # Restart without having committed anything: the loss is not reported a second time.
     src2 = _source(api, bookmarks=BookmarkStore(str(tmp_path / "b.json")))
     again, reports2 = _take(src2, 21)
@@ -278,10 +277,10 @@ def test_unreadable_log_info_with_missing_bookmark_reports_unknown_loss():
     src.close()
     assert [e.record_id for e in got] == [8, 9, 10, 11, 12]
     assert src.stats["strict_bookmark_misses"] == 1
-    assert [l.count for l in src.losses] == [None]
+    assert [loss.count for loss in src.losses] == [None]
 
 
-# ---- queries, batches, odd errors -----------------------------------------------------------------
+# ---- queries, batches, odd errors --------------------------------------------------------------
 
 def _ps_record(event_id: int) -> str:
     return (f"<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System>"
@@ -328,7 +327,7 @@ def test_invalid_operation_is_nothing_now_and_render_error_is_a_loss():
     src.close()
     assert [e.record_id for e in got] == [1, 2, 4]
     assert src.stats["invalid_operation"] == 1 and src.stats["render_errors"] == 1
-    assert [l.count for l in src.losses] == [1] and len(reports) == 1
+    assert [loss.count for loss in src.losses] == [1] and len(reports) == 1
 
 
 def test_missing_channel_reported_others_keep_working_and_no_handle_leaks():

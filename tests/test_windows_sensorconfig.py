@@ -10,7 +10,6 @@ handed over verbatim decide exactly as SysmonX.
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 
@@ -159,7 +158,8 @@ _SYSMON_READINGS = [EngineOptions(fallback=fb, no_rule_defaults=nd)
     EngineOptions(compare_fold="upper"), EngineOptions(environment=WINDOWS_DEFAULT_ENV)]
 
 
-def _check_superset(user, events, options=EngineOptions()):
+def _check_superset(user, events, options=None):
+    options = options or EngineOptions()
     sensor = derive_sensor_config(user, options=options)
     mine = FilterEngine(user, options)
     readings = [FilterEngine(sensor.config, o) for o in _SYSMON_READINGS]

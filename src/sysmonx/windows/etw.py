@@ -46,7 +46,7 @@ from __future__ import annotations
 import abc
 import ctypes
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from .win32 import (ERROR_ALREADY_EXISTS, GUID, HANDLE, LONG, LONGLONG, LPCWSTR,
                     LPWSTR, PVOID, SYSTEMTIME, TRACEHANDLE, UCHAR, ULONG, ULONGLONG, USHORT, WCHAR,

@@ -51,7 +51,7 @@ import time
 from typing import Any, Callable, Iterator, Optional
 
 from ..event import Event, normalize_time
-from .etw import EVENT_RECORD, TRACE_LEVEL_INFORMATION, EtwApi, SessionStats
+from .etw import TRACE_LEVEL_INFORMATION, EtwApi, SessionStats
 from .report import Loss, ReportIdentity, error_event, loss_event
 from .win32 import Win32Error, Win32Unavailable, filetime_to_iso
 
@@ -260,8 +260,10 @@ class KernelProcessSource:
         self._thread.start()
 
     def _run(self) -> None:
+        api, trace = self._api, self._trace
+        assert api is not None and trace is not None
         try:
-            rc = self._api.process_trace(self._trace)  # type: ignore[union-attr]
+            rc = api.process_trace(trace)
             if rc not in (0, 1223) and not self._stopping.is_set():  # 1223: ERROR_CANCELLED
                 self._put_nowait(error_event(f"etw:{self.session}",
                                              f"ProcessTrace ended with error {rc}",
@@ -366,9 +368,10 @@ class KernelProcessSource:
                                   "the ETW session's EventsLost counter rose (its buffers were "
                                   "full)", now))
             if stats.realtime_buffers_lost > old.realtime_buffers_lost:
-                found.append(Loss(key, None, f"{stats.realtime_buffers_lost - old.realtime_buffers_lost}"
-                                  " real-time buffers were not delivered to SysmonX (consumer "
-                                  "too slow); the number of events in them is unknown", now))
+                lost = stats.realtime_buffers_lost - old.realtime_buffers_lost
+                found.append(Loss(key, None, f"{lost} real-time buffers were not delivered to "
+                                  "SysmonX (consumer too slow); the number of events in them is "
+                                  "unknown", now))
             if stats.log_buffers_lost > old.log_buffers_lost:
                 found.append(Loss(key, None, f"{stats.log_buffers_lost - old.log_buffers_lost} "
                                   "session buffers were lost; the number of events in them is "

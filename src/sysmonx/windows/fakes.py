@@ -65,7 +65,7 @@ def evtx_records(path: str) -> list[str]:
         OSError / RuntimeError: the file cannot be read by pyevtx-rs.
     """
     from evtx import PyEvtxParser
-    return [rec["data"] for rec in PyEvtxParser(path).records()]
+    return [str(rec["data"]) for rec in PyEvtxParser(path).records() if rec is not None]
 
 
 def split_event_xml(text: str) -> list[str]:
@@ -303,7 +303,7 @@ class FakeWevtApi(WevtApi):
                 raise Win32Error(ERROR_EVT_QUERY_RESULT_STALE, "EvtNext")
             if log.records and log.records[0].record_id > sub.last_id + 1:
                 raise Win32Error(ERROR_EVT_QUERY_RESULT_STALE, "EvtNext")  # overwritten unread
-            out = []
+            out: list = []
             for rec in log.records:
                 if rec.record_id <= sub.last_id:
                     continue
@@ -535,7 +535,7 @@ class FakeEtwApi:
         self._cond = threading.Condition()
         self._pending: list = []
         self._closed = False
-        self.callback = None
+        self.callback: Any = None
         self.stats = list(stats or [SessionStats(0, 0, 0, 0)])
         self.final_stats = final_stats
         self.calls: list = []

@@ -120,7 +120,7 @@ def _unpassable(sets: list[RuleSet], schema: Schema) -> Optional[str]:
 
 
 def derive_sensor_config(user: Optional[Config], *,
-                         options: EngineOptions = EngineOptions(),
+                         options: Optional[EngineOptions] = None,
                          also_collect: Iterable[int] = (),
                          schema_version: Optional[Version] = None,
                          narrow: bool = True, comment: Optional[str] = None) -> SensorConfig:
@@ -129,8 +129,9 @@ def derive_sensor_config(user: Optional[Config], *,
 
     Args:
         user: the user's configuration (``None``: Sysmon's defaults, as SysmonX with no config).
-        options: the :class:`~sysmonx.filtering.engine.EngineOptions` SysmonX filters with (the
-            ``community`` defaults make tags 2 and 6 collectable without rules).
+        options: the :class:`~sysmonx.filtering.engine.EngineOptions` SysmonX filters with
+            (default ones; the ``community`` defaults make tags 2 and 6 collectable without
+            rules).
         also_collect: event IDs the pipeline needs whatever the filter says (the process
             cache needs 1 and 5): their tags are ``all``.
         schema_version: schema of the installed Sysmon (default: the user's configuration's).
@@ -144,6 +145,7 @@ def derive_sensor_config(user: Optional[Config], *,
         SensorConfigError: an action tag with a rule Sysmon cannot evaluate, a collectable tag
             missing from the target schema, or ``also_collect`` naming an action event.
     """
+    options = options or EngineOptions()
     version = schema_version or (user.schema_version if user else CURRENT.version)
     schema = get_schema(version)
     path = user.path if user else "<defaults>"

@@ -19,7 +19,7 @@ flow is tested here with a fake runner. Commands, as Sysinternals documents them
                                                 exit code 1060 when it does not exist
 ``sc.exe start NAME``                           keep it running
 ``reg.exe export KEY FILE /y``                  back up the configuration of a Sysmon SysmonX did
-                                                not install (``...\\Services\\<driver>\\Parameters``)
+                                                not install (``Services\\<driver>\\Parameters``)
 ``reg.exe import FILE``                         put it back on ``-u``
 ==============================================  ===================================================
 

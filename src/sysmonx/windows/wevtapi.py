@@ -49,7 +49,7 @@ __all__ = [
     "ERROR_EVT_QUERY_RESULT_INVALID_POSITION",
 ]
 
-# ---- winevt.h enumerations ------------------------------------------------------------------------
+# ---- winevt.h enumerations ---------------------------------------------------------------------
 
 # EVT_SUBSCRIBE_FLAGS
 EvtSubscribeToFutureEvents = 1

@@ -49,7 +49,7 @@ EVT_HANDLE = ctypes.c_void_p      # winevt.h: typedef HANDLE EVT_HANDLE
 TRACEHANDLE = ctypes.c_uint64     # evntrace.h: typedef ULONG64 TRACEHANDLE
 LPCWSTR = LPWSTR = ctypes.c_wchar_p  # pointer (8 bytes); only dereferenced on Windows
 
-# ---- error and wait codes (winerror.h, winbase.h) -------------------------------------------------
+# ---- error and wait codes (winerror.h, winbase.h) ----------------------------------------------
 
 ERROR_SUCCESS = 0
 ERROR_ACCESS_DENIED = 5
