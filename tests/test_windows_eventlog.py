@@ -386,3 +386,18 @@ def test_check_available_off_windows():
         EventLogSource.check_available()
     with pytest.raises(SourceUnavailable):
         EventLogSource([ChannelSpec(SYSMON)]).start()
+
+
+def test_bookmark_writes_are_rate_limited_and_flushed_on_close(tmp_path):
+    api = FakeWevtApi([SYSMON])
+    for _ in range(200):
+        api.write(SYSMON, _template())
+    path = tmp_path / "b.json"
+    store = BookmarkStore(str(path))
+    src = _source(api, bookmarks=store, persist_every=3600)
+    got, _ = _take(src, 200)                     # 200 commits
+    assert store.writes == 1                     # only the first one reached the disk
+    assert json.loads(path.read_text())["channels"][SYSMON]["record_id"] == 1
+    src.close()
+    assert store.writes == 2
+    assert json.loads(path.read_text())["channels"][SYSMON]["record_id"] == 200

@@ -6,7 +6,8 @@ record as event XML and parses it with the same parser replay uses
 (:func:`sysmonx.sources.xmlfile.parse_event`), so a live record and the same record read from a
 recorded XML file give equal Events. The consumer iterates :meth:`EventLogSource.events` and
 calls :meth:`EventLogSource.commit` once the sinks accepted an event; only then does the
-channel's bookmark move and get persisted.
+channel's bookmark move; it is written to disk at most once a second (``persist_every``) and at
+:meth:`EventLogSource.close` (a crash re-delivers at most that second's accepted events).
 
 Delivery is at least once:
 
@@ -157,6 +158,7 @@ class BookmarkStore:
         self.path = path
         self._lock = threading.Lock()
         self._positions: dict[str, Position] = {}
+        self._dirty = False
         self.writes = 0
         if path and os.path.exists(path):
             self._positions = self._load(path)
@@ -179,16 +181,26 @@ class BookmarkStore:
         with self._lock:
             return self._positions.get(channel)
 
-    def set(self, channel: str, position: Optional[Position]) -> None:
-        """Record (or forget, with ``None``) a channel's position and persist."""
+    def set(self, channel: str, position: Optional[Position], persist: bool = True) -> None:
+        """Record (or forget, with ``None``) a channel's position; write the file now unless
+        ``persist`` is False (then :meth:`save` writes it later)."""
         with self._lock:
             if position is None:
                 self._positions.pop(channel, None)
             else:
                 self._positions[channel] = position
-            self._save()
+            self._dirty = True
+            if persist:
+                self._save()
+
+    def save(self) -> None:
+        """Write the file if a position changed since the last write."""
+        with self._lock:
+            if self._dirty:
+                self._save()
 
     def _save(self) -> None:
+        self._dirty = False
         self.writes += 1
         if not self.path:
             return
@@ -239,6 +251,9 @@ class EventLogSource:
         max_pending: delivered-but-uncommitted records remembered per channel for dedup; the
             reader waits for commits beyond it.
         retry_ms: how long to wait before subscribing again to a channel that failed.
+        persist_every: seconds between bookmark file writes (each write is flushed to disk);
+            commits in between update the position in memory and the next write, or
+            :meth:`flush_bookmarks` / :meth:`close`, persists it. 0 writes on every commit.
         identity: System header of the events 255 this source writes.
         clock: ns since the Unix epoch (tests pass a fixed clock).
 
@@ -254,7 +269,7 @@ class EventLogSource:
     def __init__(self, channels: Sequence[ChannelSpec], *, api: Optional[WevtApi] = None,
                  bookmarks: Optional[BookmarkStore] = None, batch_size: int = 64,
                  queue_size: int = 1024, wait_ms: int = 1000, max_pending: int = 65536,
-                 retry_ms: int = 30000,
+                 retry_ms: int = 30000, persist_every: float = 1.0,
                  identity: Optional[ReportIdentity] = None,
                  clock: Callable[[], int] = time.time_ns) -> None:
         if not channels:
@@ -269,6 +284,8 @@ class EventLogSource:
         self.wait_ms = wait_ms
         self.max_pending = max_pending
         self.retry_ms = retry_ms
+        self.persist_every = persist_every
+        self._last_persist = float("-inf")  # the first commit is written at once
         self.identity = identity or ReportIdentity()
         self.clock = clock
         self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, queue_size))
@@ -362,8 +379,17 @@ class EventLogSource:
             if sub.floor is not None and pos.record_id <= sub.floor.record_id:
                 return  # the bookmark already moved past it (a wrap was reported)
             sub.floor = pos
-        self.bookmarks.set(sub.spec.channel, pos)
+        now = time.monotonic()
+        persist = now - self._last_persist >= self.persist_every
+        if persist:
+            self._last_persist = now
+        self.bookmarks.set(sub.spec.channel, pos, persist)
         self.stats["commits"] += 1
+
+    def flush_bookmarks(self) -> None:
+        """Write committed positions not yet on disk (called by :meth:`close`)."""
+        self.bookmarks.save()
+        self._last_persist = time.monotonic()
 
     def stop(self) -> None:
         """Ask the reader to stop; :meth:`events` ends after the events already queued."""
@@ -378,11 +404,13 @@ class EventLogSource:
             self._commit_lock.notify_all()
 
     def close(self, timeout: float = 5.0) -> None:
-        """:meth:`stop`, then wait for the reader (it closes every handle it opened)."""
+        """:meth:`stop`, wait for the reader (it closes every handle it opened), write the
+        committed positions."""
         self.stop()
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
+        self.flush_bookmarks()
 
     # ---- reader thread ------------------------------------------------------------------------
 
