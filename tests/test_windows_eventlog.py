@@ -401,3 +401,50 @@ def test_bookmark_writes_are_rate_limited_and_flushed_on_close(tmp_path):
     src.close()
     assert store.writes == 2
     assert json.loads(path.read_text())["channels"][SYSMON]["record_id"] == 200
+
+
+def _at(xml: str, when: str) -> str:
+    out, n = re.subn(r"""SystemTime=(['"])[^'"]*\1""", f"SystemTime='{when}'", xml)
+    assert n == 1
+    return out
+
+
+def test_log_cleared_and_refilled_past_the_bookmark_is_detected():
+    """Numbers alone cannot tell: the log again holds a record 5. Its TimeCreated can."""
+    api = FakeWevtApi([SYSMON])
+    for i in range(6):
+        api.write(SYSMON, _at(_template(), f"2026-11-02T09:00:0{i}.0000000Z"))
+    src = _source(api)
+    got, _ = _take(src, 5)                       # accepted 1..5
+    src.close()
+    api.clear(SYSMON)
+    for i in range(8):
+        api.write(SYSMON, _at(_template(), f"2026-11-02T10:00:0{i}.0000000Z"))
+    src2 = _source(api, bookmarks=src.bookmarks)
+    again, reports = _take(src2, 8)
+    src2.close()
+    assert [e.record_id for e in again] == list(range(1, 9))   # none skipped
+    assert [x.count for x in src2.losses] == [None]
+    assert "cleared and renumbered: record 5 is now an event of 2026-11-02T10:00:04" in \
+        src2.losses[0].detail
+    # The same log, not cleared: the bookmarked record is the one accepted; no report.
+    src3 = _source(api, bookmarks=src2.bookmarks)
+    api.write(SYSMON, _at(_template(), "2026-11-02T10:00:09.0000000Z"))
+    more, reports3 = _take(src3, 1)
+    src3.close()
+    assert more[0].record_id == 9 and not src3.losses and not reports3
+
+
+def test_resume_at_oldest_never_skips_the_record_after_a_missing_bookmark():
+    """EvtSubscribe without EvtSubscribeStrict starts after the record closest to a missing
+    bookmark, which would skip it; the source resumes at the oldest record instead."""
+    api = FakeWevtApi([SYSMON], capacity=10)
+    for _ in range(30):
+        api.write(SYSMON, _template())            # holds 21..30
+    store = BookmarkStore()
+    store.set(SYSMON, Position(20, ""))           # record 20 itself was overwritten
+    src = _source(api, bookmarks=store)
+    got, reports = _take(src, 10)
+    src.close()
+    assert got[0].record_id == 21 and not src.losses and not reports
+    assert src.stats["strict_bookmark_misses"] == 1

@@ -236,6 +236,10 @@ class _FakeWevtDll:
         self.closed.append(h)
         return 1
 
+    def EvtQuery(self, session, path, query, flags):
+        self.queries = getattr(self, "queries", []) + [(path, query, flags)]
+        return 0x51
+
 
 def test_ctypes_wevtapi_render_two_call_protocol_and_next():
     text = "<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'>é€𝄞</Event>"
@@ -249,3 +253,13 @@ def test_ctypes_wevtapi_render_two_call_protocol_and_next():
         api.subscribe("Nope/Operational", "*", None, wevtapi.EvtSubscribeToFutureEvents, 1)
     assert info.value.winerror == wevtapi.ERROR_EVT_CHANNEL_NOT_FOUND
     assert info.value.function == "EvtSubscribe"
+
+
+def test_ctypes_wevtapi_query_record_closes_its_handles():
+    dll = _FakeWevtDll({7: "<Event>seven</Event>"})
+    api = wevtapi.CtypesWevtApi(wevtapi=dll, kernel32=object(), last_error=lambda: dll.last_error)
+    assert api.query_record("Security", 7) == "<Event>seven</Event>"
+    assert dll.queries == [("Security", "*[System[EventRecordID=7]]",
+                            wevtapi.EvtQueryChannelPath | wevtapi.EvtQueryForwardDirection)]
+    assert dll.closed == [7, 0x51]
+    assert api.query_record("Security", 8) is None      # ERROR_NO_MORE_ITEMS: no such record

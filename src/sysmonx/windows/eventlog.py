@@ -15,8 +15,9 @@ Delivery is at least once:
   accepted; after a restart or a re-subscription the channel resumes right after it
   (``EvtSubscribeStartAfterBookmark | EvtSubscribeStrict``).
 * Records delivered but not yet committed can come again after a re-subscription; they are
-  dropped by channel + EventRecordID (and the same TimeCreated, so a renumbered log is never
-  mistaken for a repeat).
+  dropped by channel + EventRecordID, and so are records at or below the committed position
+  (after a resume at the oldest record), unless their TimeCreated is later than the committed
+  record's: a cleared and renumbered log is delivered again rather than mistaken for repeats.
 * ``ERROR_EVT_QUERY_RESULT_STALE`` / ``ERROR_EVT_QUERY_RESULT_INVALID_POSITION`` from ``EvtNext``
   (the log was cleared or rolled over under the result set; winerror.h: "release the query
   result object and reissue the query") close the subscription and subscribe again from the
@@ -260,7 +261,8 @@ class EventLogSource:
     Attributes:
         stats: counters: ``delivered``, ``duplicates``, ``render_errors``, ``parse_errors``,
             ``stale``, ``resubscribed``, ``invalid_operation``, ``batch_shrinks``,
-            ``losses``, ``strict_bookmark_misses``, ``commits``.
+            ``losses``, ``strict_bookmark_misses``, ``commits``, ``errors``, ``renumbered``
+            (records numbered at or below the committed one but written after it: delivered).
         losses: every :class:`~sysmonx.windows.report.Loss` reported, in order.
     """
 
@@ -297,7 +299,7 @@ class EventLogSource:
         self.stats = {k: 0 for k in (
             "delivered", "duplicates", "render_errors", "parse_errors", "stale", "resubscribed",
             "invalid_operation", "batch_shrinks", "losses", "strict_bookmark_misses",
-            "commits", "errors")}
+            "commits", "errors", "renumbered")}
         self.losses: list[Loss] = []
 
     # ---- the Source interface --------------------------------------------------------------
@@ -533,6 +535,36 @@ class EventLogSource:
             return "wrapped"
         return None
 
+    def _check_renumbered(self, sub: _Sub, pos: Position) -> Optional[str]:
+        """The log still holds a record numbered like the committed one; if its TimeCreated
+        differs, the log was cleared and refilled past that number while SysmonX was away:
+        report it and start over from the oldest record. ``None`` when it is the same record
+        (or it cannot be read)."""
+        if not pos.time_created:
+            return None
+        try:
+            xml = self._api.query_record(sub.spec.channel, pos.record_id)  # type: ignore[union-attr]
+        except Win32Error:
+            return None
+        if xml is None:
+            return None
+        try:
+            same = parse_event(xml.encode("utf-8"), (sub.spec.key, pos.record_id))
+        except (etree.XMLSyntaxError, ValueError):
+            return None
+        if same.time_created == pos.time_created:
+            return None
+        self._report(Loss(sub.spec.key, None,
+                          f"the log was cleared and renumbered: record {pos.record_id} is now an "
+                          f"event of {same.time_created or 'unknown time'}, not the one accepted "
+                          f"({pos.time_created}); records written between the last read and the "
+                          "clear are lost", self.clock()))
+        self.bookmarks.set(sub.spec.channel, Position(0, ""))
+        sub.floor = None
+        with self._commit_lock:
+            sub.pending.clear()
+        return "renumbered"
+
     def _subscribe(self, sub: _Sub) -> None:
         """(Re)subscribe ``sub`` after its committed position, reporting what was lost.
 
@@ -550,7 +582,7 @@ class EventLogSource:
             sub.handle = api.subscribe(spec.channel, spec.query, None, flags, sub.signal)
             return
         info = self._log_info(sub)
-        verdict = self._check_log(sub, pos, info)
+        verdict = self._check_log(sub, pos, info) or self._check_renumbered(sub, pos)
         if verdict is not None:
             sub.handle = api.subscribe(spec.channel, spec.query, None,
                                        EvtSubscribeStartAtOldestRecord, sub.signal)
@@ -566,21 +598,20 @@ class EventLogSource:
                 if exc.winerror != ERROR_NOT_FOUND:
                     raise
             # The bookmarked record is not in the log. Decide loss from the log's numbers, not
-            # from the failure alone (a strict bookmark can miss for other reasons).
+            # from the failure alone (a strict bookmark can miss for other reasons). Never
+            # resume without EvtSubscribeStrict: the API then starts after the record *closest*
+            # to the bookmark, which skips that record. Start at the oldest record instead; the
+            # committed position drops what was already accepted.
             self.stats["strict_bookmark_misses"] += 1
             info = self._log_info(sub)
             if info is None:
                 self._report(Loss(spec.key, None, f"the bookmarked record {pos.record_id} is no "
                                   "longer in the log and the log's size cannot be read",
                                   self.clock()))
-                sub.floor = None  # cannot tell repeats from a renumbered log: deliver them
-            elif self._check_log(sub, pos, info) is not None:
-                sub.handle = api.subscribe(spec.channel, spec.query, None,
-                                           EvtSubscribeStartAtOldestRecord, sub.signal)
-                return
-            # Not strict: starts after the bookmark, or at the oldest record when it is gone.
-            sub.handle = api.subscribe(spec.channel, spec.query, bookmark,
-                                       EvtSubscribeStartAfterBookmark, sub.signal)
+            else:
+                self._check_log(sub, pos, info)
+            sub.handle = api.subscribe(spec.channel, spec.query, None,
+                                       EvtSubscribeStartAtOldestRecord, sub.signal)
         finally:
             api.close(bookmark)
 
@@ -662,10 +693,13 @@ class EventLogSource:
             if seen is not None and seen == event.time_created:
                 self.stats["duplicates"] += 1
                 return
-            if seen is None and floor is not None and rid <= floor.record_id and \
-                    (rid < floor.record_id or floor.time_created == event.time_created):
-                self.stats["duplicates"] += 1  # already committed (non-strict resume)
-                return
+            if seen is None and floor is not None and rid <= floor.record_id:
+                if not floor.time_created or event.time_created <= floor.time_created:
+                    self.stats["duplicates"] += 1  # accepted before (resumed at the oldest)
+                    return
+                # Numbered at or below the accepted record but written after it: a cleared and
+                # renumbered log, not a repeat. Delivered (at least once, never lost).
+                self.stats["renumbered"] += 1
             sub.pending[rid] = event.time_created
         self.stats["delivered"] += 1
         self._emit(event)

@@ -6,8 +6,9 @@ models what the subscription loop must survive, as the Event Log documents it:
 
 * pull subscriptions with manual-reset signal events, set when a record is written;
 * ``EvtSubscribeStartAfterBookmark`` with and without ``EvtSubscribeStrict`` (strict fails with
-  ``ERROR_NOT_FOUND`` when the bookmarked record is gone; not strict starts at the oldest
-  record), ``EvtSubscribeStartAtOldestRecord``, ``EvtSubscribeToFutureEvents``;
+  ``ERROR_NOT_FOUND`` when the bookmarked record is gone; not strict begins after the record
+  closest to the bookmarked one, as EVT_SUBSCRIBE_FLAGS documents),
+  ``EvtSubscribeStartAtOldestRecord``, ``EvtSubscribeToFutureEvents``;
 * a log of bounded size that overwrites its oldest records (circular logging), and clearing,
   after which numbering restarts at 1; a subscription whose next record was overwritten or
   cleared gets ``ERROR_EVT_QUERY_RESULT_STALE`` from ``EvtNext``;
@@ -272,8 +273,12 @@ class FakeWevtApi(WevtApi):
                 elif flags & EvtSubscribeStrict:
                     raise Win32Error(ERROR_NOT_FOUND, "EvtSubscribe",
                                      "the bookmarked event was not found")
+                elif log.records and rid is not None:
+                    # EVT_SUBSCRIBE_FLAGS: "the subscription begins with the event that is
+                    # after the event that is closest to the bookmarked event".
+                    last = min(log.records, key=lambda r: abs(r.record_id - rid)).record_id
                 else:
-                    last = log.records[0].record_id - 1 if log.records else log.next_id - 1
+                    last = log.next_id - 1
             else:
                 raise Win32Error(87, "EvtSubscribe", "bad flags")
             sub = _Subscription(log, ids, sig, last, log.generation)
@@ -349,6 +354,12 @@ class FakeWevtApi(WevtApi):
         with self._lock:
             if handle in self._objects and not isinstance(self._objects[handle], _Signal):
                 del self._objects[handle]
+
+    def query_record(self, channel: str, record_id: int) -> Optional[str]:
+        with self._lock:
+            self.calls.append(("EvtQuery", channel, record_id))
+            log = self._log(channel)
+            return next((r.xml for r in log.records if r.record_id == record_id), None)
 
     def log_info(self, channel: str) -> LogInfo:
         with self._lock:

@@ -284,6 +284,12 @@ class WevtApi(abc.ABC):
     def log_info(self, channel: str) -> LogInfo:
         """``EvtOpenLog(channel)`` + ``EvtGetLogInfo`` (oldest record, record count)."""
 
+    @abc.abstractmethod
+    def query_record(self, channel: str, record_id: int) -> Optional[str]:
+        """The XML of the record numbered ``record_id`` in ``channel``, or ``None`` when the log
+        holds no such record (``EvtQuery`` with ``*[System[EventRecordID=N]]``, ``EvtNext``,
+        ``EvtRender``)."""
+
 
 class CtypesWevtApi(WevtApi):
     """:class:`WevtApi` over wevtapi.dll and kernel32.dll through ctypes.
@@ -404,6 +410,22 @@ class CtypesWevtApi(WevtApi):
         if t == EvtVarTypeUInt32:
             return int(value.UInt32Val)
         return int(value.UInt64Val)
+
+    def query_record(self, channel: str, record_id: int) -> Optional[str]:
+        q = self.dll.EvtQuery(None, channel, f"*[System[EventRecordID={int(record_id)}]]",
+                              EvtQueryChannelPath | EvtQueryForwardDirection)
+        if not q:
+            raise self._fail("EvtQuery")
+        try:
+            handles = self.next(q, 1, 0)
+            if not handles:
+                return None
+            try:
+                return self.render_xml(handles[0])
+            finally:
+                self.close(handles[0])
+        finally:
+            self.dll.EvtClose(q)
 
     def log_info(self, channel: str) -> LogInfo:
         log = self.dll.EvtOpenLog(None, channel, EvtOpenChannelPath)
