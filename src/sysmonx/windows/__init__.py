@@ -16,6 +16,7 @@ Modules:
                        :class:`~sysmonx.windows.etw.CtypesEtwApi`
 ``eventlog``           the Event Log subscription source: pull thread, bookmarks committed after
                        the consumer accepted events, dedup, re-subscribe on stale results, loss
+``report``             loss and errors as data: :class:`~sysmonx.windows.report.Loss`, event 255
 ``powershell``         4104 script-block reassembly, 4103 context parsing
 ``etw_process``        Microsoft-Windows-Kernel-Process real-time consumer with loss counters
 ``sensorconfig``       the Sysmon sensor configuration derived from the user's configuration
