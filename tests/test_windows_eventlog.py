@@ -159,8 +159,8 @@ def test_bookmark_persisted_only_after_commit_and_resume(tmp_path):
     doc = json.loads(store_path.read_text())
     assert doc["channels"][SYSMON]["record_id"] == 5
     assert doc["channels"][SYSMON]["time_created"] == got[4].time_created
-    with pytest.raises(ValueError, match="not pending"):
-        src.commit(got[2])
+    assert src.commit(got[2]) is False                 # already covered by the commit of 5
+    assert src.stats["ignored_commits"] == 1
     src.close()
     # Restart: 6..10 were delivered but never accepted, so they come again; 1..5 do not.
     src2 = _source(api, bookmarks=BookmarkStore(str(store_path)))
@@ -251,18 +251,23 @@ def test_cleared_log_is_reported_and_renumbered_records_are_not_deduped(tmp_path
 
 def test_clear_while_reading_is_stale_then_reported():
     api = FakeWevtApi([SYSMON])
-    for _ in range(6):
-        api.write(SYSMON, _template())
+    for i in range(6):
+        api.write(SYSMON, _at(_template(), f"2026-11-02T09:00:0{i}.0000000Z"))
     src = _source(api)
-    _take(src, 6)
+    old, _ = _take(src, 6, commit=False)
+    src.commit(old[1])
     with api._lock:
         api.clear(SYSMON)
-        for _ in range(3):
-            api.write(SYSMON, _template())
-    again, reports = _take(src, 3)
-    src.close()
+        for i in range(3):
+            api.write(SYSMON, _at(_template(), f"2026-11-02T10:00:0{i}.0000000Z"))
+    again, reports = _take(src, 3, commit=False)
     assert [e.record_id for e in again] == [1, 2, 3]
     assert src.stats["stale"] == 1 and src.losses[0].count is None
+    # Events delivered before the clear can no longer be committed; the new ones can.
+    assert src.commit(old[4]) is False and src.commit(old[0]) is False
+    assert src.commit(again[2]) is True
+    src.close()
+    assert src.bookmarks.get(SYSMON).record_id == 3
 
 
 def test_unreadable_log_info_with_missing_bookmark_reports_unknown_loss():

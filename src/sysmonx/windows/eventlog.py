@@ -261,7 +261,8 @@ class EventLogSource:
     Attributes:
         stats: counters: ``delivered``, ``duplicates``, ``render_errors``, ``parse_errors``,
             ``stale``, ``resubscribed``, ``invalid_operation``, ``batch_shrinks``,
-            ``losses``, ``strict_bookmark_misses``, ``commits``, ``errors``, ``renumbered``
+            ``losses``, ``strict_bookmark_misses``, ``commits``, ``ignored_commits``,
+            ``errors``, ``renumbered``
             (records numbered at or below the committed one but written after it: delivered).
         losses: every :class:`~sysmonx.windows.report.Loss` reported, in order.
     """
@@ -299,7 +300,7 @@ class EventLogSource:
         self.stats = {k: 0 for k in (
             "delivered", "duplicates", "render_errors", "parse_errors", "stale", "resubscribed",
             "invalid_operation", "batch_shrinks", "losses", "strict_bookmark_misses",
-            "commits", "errors", "renumbered")}
+            "commits", "errors", "renumbered", "ignored_commits")}
         self.losses: list[Loss] = []
 
     # ---- the Source interface --------------------------------------------------------------
@@ -354,24 +355,25 @@ class EventLogSource:
             quiet_since = time.monotonic()
             yield item
 
-    def commit(self, event: Event) -> None:
+    def commit(self, event: Event) -> bool:
         """The sinks accepted ``event`` and every event of its channel delivered before it:
-        move that channel's bookmark to it and persist. Events 255 written by the source
-        (``origin`` ``None``) and events of other sources are ignored.
+        move that channel's bookmark to it (written to disk per ``persist_every``).
 
-        Raises:
-            ValueError: ``event`` of a subscribed channel that is not pending (committed twice,
-                or never delivered by this source).
+        Returns:
+            True when the bookmark moved; False for events this source did not deliver or no
+            longer waits for (events 255 it wrote, other sources' events, an event committed
+            twice, an event delivered before its log was found cleared), counted in
+            ``stats["ignored_commits"]``.
         """
         origin = event.origin
         if not origin or origin[0] not in self._subs:
-            return
+            return False
         sub = self._subs[origin[0]]
         rid = origin[1]
         with self._commit_lock:
-            if rid not in sub.pending:
-                raise ValueError(f"{origin[0]}: record {rid} is not pending (already committed "
-                                 "or not delivered by this source)")
+            if rid not in sub.pending or sub.pending[rid] != event.time_created:
+                self.stats["ignored_commits"] += 1
+                return False
             while sub.pending:
                 r, t = sub.pending.popitem(last=False)
                 if r == rid:
@@ -379,7 +381,7 @@ class EventLogSource:
                     break
             self._commit_lock.notify_all()
             if sub.floor is not None and pos.record_id <= sub.floor.record_id:
-                return  # the bookmark already moved past it (a wrap was reported)
+                return False  # the bookmark already moved past it (a wrap was reported)
             sub.floor = pos
         now = time.monotonic()
         persist = now - self._last_persist >= self.persist_every
@@ -387,6 +389,7 @@ class EventLogSource:
             self._last_persist = now
         self.bookmarks.set(sub.spec.channel, pos, persist)
         self.stats["commits"] += 1
+        return True
 
     def flush_bookmarks(self) -> None:
         """Write committed positions not yet on disk (called by :meth:`close`)."""
@@ -455,8 +458,11 @@ class EventLogSource:
                 api.wait(signals, self.wait_ms)
         except Exception as exc:  # a reader crash is reported, never silent
             self.stats["errors"] += 1
-            self._queue.put(error_event("eventlog", f"reader stopped: {exc!r}", self.clock(),
-                                        self.identity))
+            try:
+                self._queue.put(error_event("eventlog", f"reader stopped: {exc!r}", self.clock(),
+                                            self.identity), timeout=5)
+            except queue.Full:
+                pass
         finally:
             for sub in self._subs.values():
                 self._close_sub(sub)
@@ -465,7 +471,10 @@ class EventLogSource:
                     sub.signal = None
             if self._stop_signal is not None:
                 api.close_signal(self._stop_signal)
-            self._queue.put(_END)
+            try:
+                self._queue.put_nowait(_END)
+            except queue.Full:
+                pass  # events() also ends once the reader is gone and the queue is empty
 
     def _close_sub(self, sub: _Sub) -> None:
         if sub.handle is not None:
