@@ -240,6 +240,11 @@ def cmd_run(argv: list[str]) -> int:
     console.print(f"sysmonx: backend {stats.backend}; events written {written:,}, filtered out "
                   f"{sum(stats.filtered.values()):,}, lost {stats.lost:,}, errors {stats.errors}",
                   markup=False)
+    follow = sensor.backend_stats().get("sysmon-follow")
+    if follow and (follow.get("repaired") or follow.get("cut_short")):
+        console.print(f"sysmonx: followed records repaired (entity references without ';'): "
+                      f"{follow['repaired']:,}; cut short by syslog, forwarded with their "
+                      f"complete fields: {follow['cut_short']:,}", markup=False)
     return 0
 
 
@@ -414,12 +419,15 @@ def cmd_replay(argv: list[str]) -> int:
         if jobs > 1:
             console.print("note: --rules replays on one process (correlations need one stream)")
             jobs = 1
-    files = list(iter_input_files(paths))
+    def on_error(err) -> None:
+        console.print(f"{getattr(err, 'severity', 'error')}: {err}", markup=False)
+
+    walk_notes: list = []
+    files = list(iter_input_files(paths, walk_notes.append))
+    for note in walk_notes:
+        on_error(note)
     fmt = None if args.no_output else args.format
     writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
-
-    def on_error(err) -> None:
-        console.print(f"error: {err}", markup=False)
 
     with ExitStack() as stack:
         stream = None
@@ -492,6 +500,7 @@ def cmd_replay(argv: list[str]) -> int:
     if not files:
         console.print("warning: no input files found (folders are searched for .evtx, .xml, "
                       ".json[l], .log, .txt, syslog files and archives)")
+    stats.warnings += len(walk_notes)
     if not args.quiet:
         print_summary(console, stats, config is not None,
                       window=args.time_from is not None or args.time_to is not None,
@@ -633,8 +642,14 @@ def print_summary(console, stats, filtered: bool, window: bool = False,
     console.print(f"files: {stats.files:,}  records read: {stats.records:,}  Sysmon events: "
                   f"{stats.sysmon:,}  other records: {stats.non_sysmon:,} "
                   f"({'passed' if stats.non_sysmon_written else 'dropped'})  errors: "
-                  f"{stats.errors:,}" + (f"  config: {config_name}" if config_name else
-                                         "  (no config: nothing filtered)"))
+                  f"{stats.errors:,}  warnings: {stats.warnings:,}"
+                  + (f"  config: {config_name}" if config_name else
+                     "  (no config: nothing filtered)"))
+    repaired = getattr(stats, "repaired", None)
+    if repaired:
+        console.print(f"records repaired: {sum(repaired.values()):,} ("
+                      + "; ".join(f"{what}: {n:,}" for what, n in sorted(repaired.items()))
+                      + ")", markup=False)
     if window:
         console.print(f"time window: {stats.out_of_window:,} records outside --from/--to skipped, "
                       f"{stats.untimed:,} records without a time kept")

@@ -117,7 +117,11 @@ class ReplayStats:
 
     With a time window (``--from`` / ``--to``): ``out_of_window`` records were outside it and went
     no further (they are in ``records`` only); ``untimed`` records had no readable System time and
-    were kept (they go on to the filter and are counted there as usual)."""
+    were kept (they go on to the filter and are counted there as usual).
+
+    ``warnings``: warning lines (said once per file; nothing was lost). ``repaired``: records
+    read after undoing a known export fault, per fault (``{"entity references without ';'":
+    16}``); they are read in full and counted in ``records`` as usual."""
 
     files: int = 0
     records: int = 0
@@ -129,6 +133,8 @@ class ReplayStats:
     errors: int = 0
     out_of_window: int = 0
     untimed: int = 0
+    warnings: int = 0
+    repaired: Counter = field(default_factory=Counter)
 
 
 class Replayer:
@@ -158,6 +164,7 @@ class Replayer:
         self.detection = detection
         self.on_alert = on_alert
         self.stats = ReplayStats()
+        self._file_repairs: Counter = Counter()
         self._on_error = on_error
         self._on_progress = on_progress
         if engine is None and options.config is not None:
@@ -184,7 +191,15 @@ class Replayer:
         return self._to is None or t < self._to
 
     def _error(self, err: ReadError) -> None:
-        self.stats.errors += 1
+        severity = getattr(err, "severity", "error")
+        if severity == "repaired":  # counted, summed up per file at the file's end
+            self.stats.repaired[err.message] += 1
+            self._file_repairs[err.message] += 1
+            return
+        if severity == "error":
+            self.stats.errors += 1
+        elif severity == "warning":
+            self.stats.warnings += 1
         if self._on_error is not None:
             self._on_error(err)
 
@@ -194,7 +209,7 @@ class Replayer:
         Raises:
             FileNotFoundError: a path that does not exist (fatal, before anything is read).
         """
-        files = list(iter_input_files(list(paths)))
+        files = list(iter_input_files(list(paths), self._error))
         for path in files:
             self.run_file(path)
         return self.stats
@@ -202,6 +217,7 @@ class Replayer:
     def run_file(self, path: str) -> None:
         """Replay one file; unreadable files and bad records become errors, never exceptions."""
         self.stats.files += 1
+        self._file_repairs.clear()
         try:
             events = open_source(path, self._error, self.options.input_format)
             self._consume(path, events)
@@ -209,6 +225,9 @@ class Replayer:
             raise
         except (OSError, ValueError) as exc:
             self._error(ReadError(path, None, "file", f"cannot read: {exc}"))
+        for what, n in self._file_repairs.items():
+            self._error(ReadError(path, None, "file", f"{n:,} record(s) repaired: {what}",
+                                  "note"))
         if self._on_progress is not None:
             self._on_progress(path, self.stats.records)
 
@@ -294,6 +313,20 @@ def _merge(into: ReplayStats, part: ReplayStats) -> None:
     into.errors += part.errors
     into.out_of_window += part.out_of_window
     into.untimed += part.untimed
+    into.warnings += part.warnings
+    into.repaired.update(part.repaired)
+
+
+class SpooledLine(str):
+    """An error, warning or note line of a worker of :func:`replay_parallel`: the text of the
+    :class:`~sysmonx.sources.ReadError` (``str``) with its ``severity``."""
+
+    severity: str
+
+    def __new__(cls, severity: str, text: str) -> "SpooledLine":
+        line = super().__new__(cls, text)
+        line.severity = severity
+        return line
 
 
 # Worker state of parallel replay (set once per worker process by _init_worker).
@@ -329,7 +362,8 @@ class _ErrorSpool:
             fd, self.path = tempfile.mkstemp(prefix=f"{self.index:08d}-", suffix=".err",
                                              dir=self.tmpdir)
             self.f = os.fdopen(fd, "w", encoding="ascii", buffering=1 << 16)
-        self.f.write(json.dumps(str(err)) + "\n")  # ASCII, one line whatever the text
+        # ASCII, one line whatever the text
+        self.f.write(json.dumps([getattr(err, "severity", "error"), str(err)]) + "\n")
         self.count += 1
 
     def close(self) -> None:
@@ -408,7 +442,8 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
             only.
         out: binary stream receiving the output (ignored when ``fmt`` is None).
         jobs: worker processes (>= 1).
-        on_error: receives each error line (``path:offset: message``) in file order.
+        on_error: receives each error, warning and note line (``path:offset: message``, a
+            :class:`SpooledLine` with its ``severity``) in file order.
         on_file_done: called after each file with its path and the running totals.
         writer_options: keyword options of the writer (e.g. ``{"bom": True}`` for ``csv``).
     Returns:
@@ -449,7 +484,7 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
                 try:
                     for path, stats, n_errors in results:
                         for _ in range(n_errors):
-                            on_error(json.loads(errors.readline()))
+                            on_error(SpooledLine(*json.loads(errors.readline())))
                         _merge(total, stats)
                         if on_file_done is not None:
                             on_file_done(path, total)
