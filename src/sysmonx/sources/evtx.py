@@ -45,7 +45,7 @@ from evtx import PyEvtxParser
 from ..event import SYSMON_PROVIDERS, Event, normalize_time
 from ..schema import GUID
 from ..schema.catalogue import EVENTS
-from . import ReadError, _put_unique
+from . import FileNotes, ReadError, _put_unique
 
 __all__ = ["read_evtx"]
 
@@ -102,6 +102,7 @@ def _records(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
     """
     it = parser.records_json()
     convert = _convert
+    notes = tracker.notes
     failures = 0
     max_failures = (tracker.slots + 1) * 2400  # > records per chunk: only stops a parser loop
     while True:
@@ -117,7 +118,7 @@ def _records(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
                     if recovered:
                         yield from recovered
                 try:
-                    event = convert(rec["data"], (path, rid))
+                    event = convert(rec["data"], (path, rid), notes)
                 except (_BadRecord, ValueError, TypeError, KeyError, AttributeError) as exc:
                     on_error(ReadError(path, rid, "record", f"undecodable event record: {exc!r}"))
                     continue
@@ -173,17 +174,18 @@ _FAST_NEW = tuple(Event.__slots__) == (
 _new_event = Event.__new__ if _FAST_NEW else None
 
 
-def _convert(text: str, origin: tuple) -> Event:
+def _convert(text: str, origin: tuple, notes: Optional[FileNotes] = None) -> Event:
     """One ``records_json()`` record (its ``data`` JSON text) as an Event. The replay hot path:
-    direct indexing for the shape every Windows record has, :func:`_convert_tolerant` otherwise."""
-    return _convert_root(orjson.loads(text)["Event"], origin)
+    direct indexing for the shape every Windows record has, :func:`_convert_tolerant` otherwise.
+    ``notes`` receives the warning about unnamed EventData values (once per file)."""
+    return _convert_root(orjson.loads(text)["Event"], origin, notes)
 
 
-def _convert_root(root, origin: tuple) -> Event:
+def _convert_root(root, origin: tuple, notes: Optional[FileNotes] = None) -> Event:
     """:func:`_convert` of an already decoded ``Event`` object (evtx-crate JSON, also used by
     :mod:`sysmonx.sources.jsonshapes` for ``evtx_dump`` output). ``root`` is modified in place."""
     if not _FAST_NEW:
-        return _convert_tolerant(root, origin)
+        return _convert_tolerant(root, origin, notes)
     try:
         sysd = root["System"]
         pa = sysd["Provider"]["#attributes"]
@@ -194,8 +196,8 @@ def _convert_root(root, origin: tuple) -> Event:
         sec = sysd["Security"]
         data = root["EventData"]
         guids = _GUID_FIELDS[eid] if provider in SYSMON_PROVIDERS else None
-        if type(data) is not dict or type(eid) is not int:
-            raise KeyError("EventData")
+        if type(data) is not dict or type(eid) is not int or "Data" in data:
+            raise KeyError("EventData")  # unnamed <Data> values: the tolerant path names them
         # Filling the slots directly is 5x cheaper than Event(**17 keywords); _FAST_NEW checks
         # at import that Event still has exactly these slots.
         event = _new_event(Event)
@@ -216,7 +218,7 @@ def _convert_root(root, origin: tuple) -> Event:
         event.user_id = sec["#attributes"]["UserID"] if sec else None
         event.origin = origin
     except (KeyError, TypeError):
-        return _convert_tolerant(root, origin)
+        return _convert_tolerant(root, origin, notes)
     if len(tc) == 27 and tc[26] == "Z" and tc[19] == ".":  # pyevtx-rs: microseconds
         event.time_created = tc[:26] + "000Z"
     else:
@@ -226,6 +228,10 @@ def _convert_root(root, origin: tuple) -> Event:
     else:
         for k, v in data.items():  # in place: no new dict, order kept
             if type(v) is not str:
+                if type(v) is dict and "#attributes" in v:
+                    event.data = data = _named_complex(data)
+                    _fix_values(data, guids)
+                    break
                 data[k] = _scalar(v)
         for k in guids:
             v = data.get(k)
@@ -234,8 +240,10 @@ def _convert_root(root, origin: tuple) -> Event:
     return event
 
 
-def _convert_tolerant(root: Optional[dict], origin: tuple) -> Event:
-    """:func:`_convert` for records missing parts of the usual shape (or not events at all)."""
+def _convert_tolerant(root: Optional[dict], origin: tuple,
+                      notes: Optional[FileNotes] = None) -> Event:
+    """:func:`_convert` for records missing parts of the usual shape (or not events at all),
+    and for EventData with unnamed ``<Data>`` values or ``<ComplexData Name=..>`` elements."""
     if not isinstance(root, dict) or not isinstance(root.get("System"), dict):
         raise _BadRecord("record has no Event/System element")
     sysd = root["System"]
@@ -246,12 +254,21 @@ def _convert_tolerant(root: Optional[dict], origin: tuple) -> Event:
         eid = eid.get("#text")
     if type(eid) is not int:
         raise _BadRecord(f"record has no numeric EventID ({eid!r})")
-    tc = _attrs(sysd.get("TimeCreated")).get("SystemTime")
+    tc = _attrs(sysd.get("TimeCreated"))
+    tc = tc.get("SystemTime")
     ex = _attrs(sysd.get("Execution"))
     data = root.get("EventData")
+    version = sysd.get("Version") if type(sysd.get("Version")) is int else None
     if type(data) is dict and "#text" not in data:
         guids = _GUID_FIELDS.get(eid) if provider in SYSMON_PROVIDERS else None
+        unnamed = _unnamed_values(data.pop("Data")) if "Data" in data else None
+        if any(type(v) is dict and "#attributes" in v for v in data.values()):
+            data = _named_complex(data)
         _fix_values(data, guids)
+        if unnamed is not None:
+            from .xmlfile import name_unnamed
+            data = name_unnamed(eid, provider, version, unnamed, data, notes, origin, "record")
+            _fix_values(data, guids)
     else:
         data = _flatten_other(root)
     return Event(
@@ -262,6 +279,31 @@ def _convert_tolerant(root: Optional[dict], origin: tuple) -> Event:
         process_id=ex.get("ProcessID"), thread_id=ex.get("ThreadID"),
         channel=sysd.get("Channel") or "", computer=sysd.get("Computer") or "",
         user_id=_attrs(sysd.get("Security")).get("UserID"), origin=origin)
+
+
+def _unnamed_values(node) -> list:
+    """The values of unnamed ``<Data>`` elements as evtx-crate JSON holds them under ``Data``:
+    a list, ``{"#text": [...]}``, or one text (the crate concatenates several unnamed values
+    into one string, which cannot be split again)."""
+    if isinstance(node, dict):
+        node = node.get("#text", "")
+    if isinstance(node, list):
+        return [_scalar(v) if type(v) is not str else v for v in node]
+    return [node if type(node) is str else _scalar(node)]
+
+
+def _named_complex(data: dict) -> dict:
+    """``data`` with evtx-crate's ``ComplexData``/``ComplexData_1``... entries
+    (``{"#attributes": {"Name": "X"}, "#text": "v"}``) keyed by their ``Name``, order kept."""
+    out: dict = {}
+    for k, v in data.items():
+        if type(v) is dict and "#attributes" in v:
+            name = _attrs(v).get("Name")
+            if name and k.split("_")[0] == "ComplexData":
+                _put_unique(out, str(name), _flat_value(v.get("#text", "")))
+                continue
+        _put_unique(out, k, v)
+    return out
 
 
 def _attrs(node) -> dict:
@@ -361,6 +403,7 @@ class _ChunkTracker:
                  data: Optional[bytes] = None) -> None:
         self.path = path
         self.on_error = on_error
+        self.notes = FileNotes(path, on_error)
         if data is None:
             self.f = open(path, "rb")
             self.size = os.fstat(self.f.fileno()).st_size
@@ -529,7 +572,7 @@ class _ChunkTracker:
         out = []
         for rid, text in records:
             try:
-                out.append(_convert(text, (self.path, rid)))
+                out.append(_convert(text, (self.path, rid), self.notes))
             except (_BadRecord, ValueError, TypeError, KeyError, AttributeError) as exc:
                 self.on_error(ReadError(self.path, rid, "record", f"undecodable event record: "
                                         f"{exc!r}"))
