@@ -54,7 +54,8 @@ def baseline_decoded(files: list[str]) -> int:
 
 def replay(files: list[str], config, fmt: str, jobs: int = 1) -> int:
     if jobs > 1:
-        stats = replay_parallel(files, ReplayOptions(config=config), None if fmt == "none" else fmt,
+        stats = replay_parallel(files, ReplayOptions(config=config, keep_duplicates=True),
+                                None if fmt == "none" else fmt,
                                 _Null(), jobs, lambda line: None)
         return stats.records
     writer = None if fmt == "none" else make_writer(fmt, _Null())

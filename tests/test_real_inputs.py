@@ -338,3 +338,121 @@ def test_folder_walk_skips_a_fifo_with_a_warning_and_an_explicit_fifo_streams(tm
     events, notes = read(fifo)
     writer.join(10)
     assert [e.record_id for e in events] == [2] and notes == []
+
+
+# ---- 5. the same records twice ---------------------------------------------------------------------
+
+def sysmon_events(n: int, start_rid: int = 100, computer: str = "WS01.corp.example",
+                  hour: int = 10, system_offset_h: int = 0):
+    """``n`` Sysmon process-creation events, one a minute, record ids from ``start_rid``; System
+    time ``system_offset_h`` hours off the events' UtcTime."""
+    from sysmonx.event import Event
+    out = []
+    for i in range(n):
+        utc = f"2024-03-05 {hour:02d}:{i:02d}:07.250"
+        sys_h = hour + system_offset_h
+        out.append(Event(1, {"RuleName": "-", "UtcTime": utc,
+                             "ProcessGuid": "{5a1b2c3d-0000-0000-0000-0000000000%02d}" % i,
+                             "ProcessId": str(1000 + i), "Image": "C:\\Windows\\System32\\cmd.exe",
+                             "CommandLine": f"cmd.exe /c whoami #{i}"},
+                         version=5, level=4, task=1, record_id=start_rid + i, computer=computer,
+                         time_created=f"2024-03-05T{sys_h:02d}:{i:02d}:07.251234500Z"))
+    return out
+
+
+def write_events(path, fmt, events):
+    from sysmonx.pipeline import make_writer
+    with open(path, "wb") as f:
+        w = make_writer(fmt, f)
+        w.close_stream = False
+        for e in events:
+            w.write(e)
+        w.close()
+    return path
+
+
+def test_a_log_and_its_export_side_by_side_are_written_once(tmp_path, capsys):
+    folder = tmp_path / "case"
+    folder.mkdir()
+    events = sysmon_events(5)
+    write_events(folder / "log.xml", "xml", events)
+    write_events(folder / "log.jsonl", "jsonl", events)
+    out = tmp_path / "out.jsonl"
+    assert main(["replay", str(folder), "--format", "jsonl", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == 5
+    assert "duplicates dropped: 5" in err and "records read: 10" in err
+    assert main(["replay", str(folder), "--format", "jsonl", "-o", str(out),
+                 "--keep-duplicates"]) == 0
+    assert len(out.read_text().splitlines()) == 10
+    assert "duplicates dropped" not in capsys.readouterr().err
+
+
+def test_only_true_repeats_are_dropped(tmp_path):
+    from sysmonx.stages.dedup import DuplicateFilter
+    base = sysmon_events(3)
+    restarted = sysmon_events(3, hour=12)            # same record ids, later: a cleared log
+    other_host = sysmon_events(3, computer="WS02")   # same ids and times, another computer
+    coarse = sysmon_events(3)                        # an export with millisecond times
+    for e in coarse:
+        e.time_created = e.time_created[:23] + "000000Z"
+    no_id = sysmon_events(3)
+    for e in no_id:
+        e.record_id = None
+    f = DuplicateFilter()
+    verdicts = [f.is_duplicate(e) for group in (base, restarted, other_host, coarse, no_id, base,
+                                                restarted) for e in group]
+    assert verdicts == [False] * 9 + [True] * 3 + [False] * 3 + [True] * 6
+    assert f.dropped == 9
+
+
+def test_duplicate_filter_memory_is_bounded(tmp_path):
+    from sysmonx.stages.dedup import DuplicateFilter
+    f = DuplicateFilter(max_blocks=4)
+    events = sysmon_events(60, start_rid=0) + sysmon_events(60, start_rid=10_000)
+    for e in events:
+        e.record_id = e.record_id * 64  # one block per record: the sparse worst case
+    assert [f.is_duplicate(e) for e in events] == [False] * 120
+    assert f.saturated and f.memory_bytes() <= 4 * (64 * 8 + 64)
+
+
+def test_regression_layout_alerts_once(corpus, capsys):
+    """SigmaHQ's regression layout keeps the EVTX and its JSON rendering side by side."""
+    case = next((corpus / "sigma" / "regression_data").rglob("info.yml")).parent
+    rule = sorted(case.glob("rule__*.yml"))
+    assert main(["replay", str(case), "--rules", str(rule[0]), "--alerts", "-", "-q"]) == 0
+    once = capsys.readouterr().out.splitlines()
+    assert main(["replay", str(case), "--rules", str(rule[0]), "--alerts", "-", "-q",
+                 "--keep-duplicates"]) == 0
+    twice = capsys.readouterr().out.splitlines()
+    assert len(once) >= 1 and len(twice) == 2 * len(once)
+
+
+# ---- 6. System times that lie --------------------------------------------------------------------
+
+def test_system_time_hours_off_utctime_is_warned_once_and_window_time_chooses(tmp_path, capsys):
+    path = write_events(tmp_path / "export.jsonl", "jsonl", sysmon_events(30, system_offset_h=5))
+    window = ["--from", "2024-03-05T10:10:00Z", "--to", "2024-03-05T10:20:00Z"]
+    out = tmp_path / "out.jsonl"
+    assert main(["replay", str(path), "-f", "jsonl", "-o", str(out), *window]) == 0
+    err = capsys.readouterr().err
+    assert err.count("System times are +5 h off the events' own UtcTime") == 1
+    assert "--window-time utctime selects on UtcTime instead" in err
+    assert out.read_text() == ""  # System times (15:xx) miss the window entirely
+    assert main(["replay", str(path), "-f", "jsonl", "-o", str(out), *window,
+                 "--window-time", "utctime"]) == 0
+    got = [json.loads(x)["UtcTime"][11:16] for x in out.read_text().splitlines()]
+    assert got == [f"10:{m:02d}" for m in range(10, 20)]
+    assert "warnings: 1" in capsys.readouterr().err
+
+
+def test_system_time_close_to_utctime_is_not_warned(tmp_path):
+    from sysmonx.stages.clock import ClockCheck
+    events = sysmon_events(3)
+    events[1].time_created = "2024-03-05T11:31:07.250000000Z"  # 1 h 30 min: not a zone
+    events[2].time_created = "2024-03-05T09:59:59.900000000Z"  # across an hour boundary
+    events[2].data["UtcTime"] = "2024-03-05 10:00:00.010"
+    check = ClockCheck()
+    assert [check.check(e) for e in events] == [None, None, None]
+    events[0].time_created = "2024-03-05T02:00:08.000000000Z"  # -8 h and a second
+    assert check.check(events[0]) == -8

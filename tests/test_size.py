@@ -39,7 +39,8 @@ def test_parallel_errors_come_in_file_order_like_a_sequential_replay(tmp_path):
     for f in files:
         r.run_file(f)
     par: list[str] = []
-    stats = replay_parallel(files, ReplayOptions(), "jsonl", io.BytesIO(), 2, par.append)
+    stats = replay_parallel(files, ReplayOptions(keep_duplicates=True), "jsonl", io.BytesIO(), 2,
+                            par.append)
     assert par == seq and len(par) == 10 and stats.errors == 10 and stats.records == 10
     assert "\nname.jsonl:2: " in par[0]
 

@@ -66,6 +66,15 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="time_to", metavar="TIME",
                    help="keep records whose System time is before TIME (exclusive). Records "
                         "without a time are kept and counted")
+    p.add_argument("--window-time", choices=["system", "utctime"], default="system",
+                   help="which time --from/--to compare: the record's System time (default) or "
+                        "a Sysmon event's own UtcTime (for exports whose System times are local "
+                        "times labelled UTC; a warning names such files)")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="write records read more than once (an EVTX and its JSON export side "
+                        "by side) every time; by default a record with the same provider, "
+                        "computer, channel, record id and time as one already read is dropped "
+                        "and counted")
     p.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
     from .sources import FORMATS
     p.add_argument("--input-format", choices=list(FORMATS),
@@ -402,7 +411,8 @@ def cmd_replay(argv: list[str]) -> int:
         return EXIT_USAGE
     options = ReplayOptions(
         config=config, non_sysmon=args.non_sysmon, input_format=args.input_format,
-        time_from=bounds[0], time_to=bounds[1],
+        time_from=bounds[0], time_to=bounds[1], window_time=args.window_time,
+        keep_duplicates=args.keep_duplicates,
         engine_options=EngineOptions(
             compare_fold=args.compare_fold, fallback=args.fallback,
             stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
@@ -419,6 +429,10 @@ def cmd_replay(argv: list[str]) -> int:
         if jobs > 1:
             console.print("note: --rules replays on one process (correlations need one stream)")
             jobs = 1
+    if jobs > 1 and not args.keep_duplicates:
+        console.print("note: replaying on one process: finding records read twice needs one "
+                      "stream (--keep-duplicates allows --jobs)")
+        jobs = 1
     def on_error(err) -> None:
         console.print(f"{getattr(err, 'severity', 'error')}: {err}", markup=False)
 
@@ -645,6 +659,10 @@ def print_summary(console, stats, filtered: bool, window: bool = False,
                   f"{stats.errors:,}  warnings: {stats.warnings:,}"
                   + (f"  config: {config_name}" if config_name else
                      "  (no config: nothing filtered)"))
+    if getattr(stats, "duplicates", 0):
+        console.print(f"duplicates dropped: {stats.duplicates:,} (records with the provider, "
+                      "computer, channel, record id and time of one read before; "
+                      "--keep-duplicates keeps them)", markup=False)
     repaired = getattr(stats, "repaired", None)
     if repaired:
         console.print(f"records repaired: {sum(repaired.values()):,} ("

@@ -23,6 +23,8 @@ from .filtering import EngineOptions, FilterEngine
 from .schema import CURRENT
 from .sinks import WRITERS, writer_class
 from .sources import ReadError, iter_input_files, open_source
+from .stages.clock import ClockCheck, utc_time
+from .stages.dedup import DuplicateFilter
 
 __all__ = ["ReplayOptions", "ReplayStats", "Replayer", "OutputError", "make_writer",
            "replay_parallel", "OUTPUT_FORMATS", "parse_time_bound"]
@@ -100,6 +102,16 @@ class ReplayOptions:
             as :func:`parse_time_bound` takes it, or ``None`` for no bound. The window applies to
             every record, Sysmon or not, before the filter. Records without a (readable) time
             are kept and counted in :attr:`ReplayStats.untimed`.
+        window_time: which time ``time_from``/``time_to`` compare: ``system`` (System
+            ``TimeCreated``, the default) or ``utctime`` (a Sysmon event's own ``UtcTime``,
+            falling back to System time for records without one), for exports whose System
+            times are local times labelled UTC (a warning says so, see
+            :class:`~sysmonx.stages.clock.ClockCheck`).
+        keep_duplicates: write every record read, even one read before (same provider,
+            computer, channel, EventRecordID and System time to the second, see
+            :class:`~sysmonx.stages.dedup.DuplicateFilter`); by default such repeats are
+            dropped and counted in :attr:`ReplayStats.duplicates`. Removing them needs the one
+            stream of a single process: :func:`replay_parallel` requires ``True``.
     """
 
     config: Optional[Config] = None
@@ -108,6 +120,8 @@ class ReplayOptions:
     input_format: Optional[str] = None
     time_from: Optional[str] = None
     time_to: Optional[str] = None
+    window_time: str = "system"
+    keep_duplicates: bool = False
 
 
 @dataclass
@@ -119,7 +133,9 @@ class ReplayStats:
     no further (they are in ``records`` only); ``untimed`` records had no readable System time and
     were kept (they go on to the filter and are counted there as usual).
 
-    ``warnings``: warning lines (said once per file; nothing was lost). ``repaired``: records
+    ``duplicates``: records dropped as repeats of a record read before (they are in
+    ``records`` only). ``warnings``: warning lines (said once per file; nothing was lost).
+    ``repaired``: records
     read after undoing a known export fault, per fault (``{"entity references without ';'":
     16}``); they are read in full and counted in ``records`` as usual."""
 
@@ -135,6 +151,7 @@ class ReplayStats:
     untimed: int = 0
     warnings: int = 0
     repaired: Counter = field(default_factory=Counter)
+    duplicates: int = 0
 
 
 class Replayer:
@@ -173,11 +190,21 @@ class Replayer:
         self._from = (parse_time_bound(options.time_from)
                       if options.time_from is not None else None)
         self._to = parse_time_bound(options.time_to) if options.time_to is not None else None
+        if options.window_time not in ("system", "utctime"):
+            raise ValueError(f"window_time must be 'system' or 'utctime', not "
+                             f"{options.window_time!r}")
+        self._dedup = None if options.keep_duplicates else DuplicateFilter()
+        self._saturation_said = False
 
     def _in_window(self, ev: Event) -> bool:
-        """Whether ``ev``'s System time is inside ``[time_from, time_to)``; a record without a
-        readable time is counted in ``untimed`` and kept."""
-        t = ev.time_created
+        """Whether ``ev``'s System time (or ``UtcTime`` with ``window_time="utctime"``) is inside
+        ``[time_from, time_to)``; a record without a readable time is counted in ``untimed``
+        and kept."""
+        t = None
+        if self.options.window_time == "utctime":
+            t = utc_time(ev)
+        if t is None:
+            t = ev.time_created
         if not t or len(t) != 30 or t[29] != "Z":
             try:
                 t = normalize_time(t) if t else ""
@@ -189,6 +216,16 @@ class Replayer:
         if self._from is not None and t < self._from:
             return False
         return self._to is None or t < self._to
+
+    def _clock_warning(self, path: str, ev: Event, hours: Optional[int]) -> None:
+        self._error(ReadError(
+            path, None, "file",
+            f"System times are {hours:+d} h off the events' own UtcTime (record "
+            f"{ev.record_id}: TimeCreated {ev.time_created}, UtcTime {ev.data.get('UtcTime')}): "
+            "the exporter probably wrote local time labelled UTC. --from/--to select on "
+            + ("UtcTime here (--window-time utctime)" if self.options.window_time == "utctime"
+               else "System time; --window-time utctime selects on UtcTime instead"),
+            "warning"))
 
     def _error(self, err: ReadError) -> None:
         severity = getattr(err, "severity", "error")
@@ -228,6 +265,11 @@ class Replayer:
         for what, n in self._file_repairs.items():
             self._error(ReadError(path, None, "file", f"{n:,} record(s) repaired: {what}",
                                   "note"))
+        if self._dedup is not None and self._dedup.saturated and not self._saturation_said:
+            self._saturation_said = True
+            self._error(ReadError(path, None, "file", "duplicate removal reached its memory "
+                                  "bound: records from here on are not checked for repeats "
+                                  "(--keep-duplicates turns the check off)", "warning"))
         if self._on_progress is not None:
             self._on_progress(path, self.stats.records)
 
@@ -259,10 +301,18 @@ class Replayer:
         every = self.PROGRESS_EVERY
         windowed = self._from is not None or self._to is not None
         in_window = self._in_window
+        dedup = self._dedup
+        clock: Optional[ClockCheck] = ClockCheck()
         for ev in events:
             stats.records += 1
             if progress is not None and stats.records % every == 0:
                 progress(path, stats.records)
+            if dedup is not None and dedup.is_duplicate(ev):
+                stats.duplicates += 1
+                continue
+            if clock is not None and clock.check(ev) is not None:
+                self._clock_warning(path, ev, clock.offset_hours)
+                clock = None  # once per file
             if windowed and not in_window(ev):
                 stats.out_of_window += 1
                 continue
@@ -315,6 +365,7 @@ def _merge(into: ReplayStats, part: ReplayStats) -> None:
     into.untimed += part.untimed
     into.warnings += part.warnings
     into.repaired.update(part.repaired)
+    into.duplicates += part.duplicates
 
 
 class SpooledLine(str):
@@ -451,10 +502,14 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
     Raises:
         OSError: writing ``out`` failed.
         TimeFormatError: a bad ``options.time_from`` / ``time_to``.
+        ValueError: ``options.keep_duplicates`` is False (duplicates are found in one stream).
     """
     import multiprocessing
     import shutil
     import tempfile
+    if not options.keep_duplicates:
+        raise ValueError("removing duplicate records needs one stream (one process): replay "
+                         "with Replayer, or set ReplayOptions(keep_duplicates=True)")
     total = ReplayStats()
     if options.config is not None:
         FilterEngine(options.config, options.engine_options)  # fail here, not in a worker
