@@ -93,8 +93,8 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "every event that passes the config; alerts go into the output stream "
                         "as SysmonX event 1000 (SigmaAlert) and, with --alerts, to a JSONL file")
     p.add_argument("--alerts", metavar="FILE",
-                   help="write Sigma alerts as JSON lines to FILE ('-' for stdout instead of the "
-                        "event stream)")
+                   help="write Sigma alerts as JSON lines to FILE; '-' for stdout, which then "
+                        "carries only the alerts (events go to -o FILE, if given)")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when any record or file could not be read, or nothing was read "
                         "(for automation; by default bad records are reported and skipped)")
@@ -157,7 +157,8 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="Sigma rules (files, folders, .tar.gz; repeatable) run on every written "
                         "event; alerts are written as SysmonX event 1000 (SigmaAlert)")
     p.add_argument("--alerts", metavar="FILE",
-                   help="write Sigma alerts as JSON lines to FILE instead of the event stream")
+                   help="write Sigma alerts as JSON lines to FILE instead of the event stream; "
+                        "'-' for stdout, which then carries only the alerts")
     p.add_argument("--pidfile", metavar="FILE",
                    help="write the sensor's pid to FILE once it has started (events 4 and 16 "
                         "written); removed at exit. Used by the service (sysmonx -i)")
@@ -211,6 +212,9 @@ def cmd_run(argv: list[str]) -> int:
                 console.print(f"error: cannot write {args.output}: {exc.strerror or exc}")
                 return EXIT_FATAL
             writers.append(make_writer_unbuffered(args.format, stream))
+        elif args.rules and args.alerts == "-":
+            console.print("note: --alerts - writes the alerts to stdout, so the events are not "
+                          "written there (give -o FILE or --syslog to keep them)")
         elif not args.syslog or args.output == "-":
             writers.append(make_writer_unbuffered(args.format, sys.stdout.buffer))
         options = SensorOptions(backend=args.backend, dns=not args.no_dns,
@@ -441,6 +445,10 @@ def cmd_replay(argv: list[str]) -> int:
     for note in walk_notes:
         on_error(note)
     fmt = None if args.no_output else args.format
+    if args.rules and args.alerts == "-" and not args.output and fmt is not None:
+        console.print("note: --alerts - writes the alerts to stdout, so the events are not "
+                      "written there (give -o FILE to keep them)")
+        fmt = None
     writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
 
     with ExitStack() as stack:
@@ -586,6 +594,8 @@ def _print_detection_summary(console, stage) -> None:
         console.print(table)
     else:
         console.print("Sigma detections: no rule matched")
+    for line in stage.ungrouped_lines():
+        console.print(f"warning: {line}", markup=False)
 
 
 def _output_clashes_with_inputs(output: str, paths: list[str]) -> Optional[str]:
