@@ -188,7 +188,7 @@ def cmd_run(argv: list[str]) -> int:
     try:
         config = load_config(cpath)
     except ConfigError as exc:
-        console.print(f"error: {exc}", markup=False)
+        print_config_errors(console, exc)
         return EXIT_FATAL
     except OSError as exc:
         console.print(f"error: cannot read config {cpath}: {exc.strerror or exc}")
@@ -386,7 +386,7 @@ def cmd_replay(argv: list[str]) -> int:
         try:
             config = load_config(cpath, extensions=not args.no_extensions)
         except ConfigError as exc:
-            console.print(f"error: {exc}{_config_mistake_hint(cpath)}")
+            print_config_errors(console, exc, _config_mistake_hint(cpath))
             return EXIT_FATAL
         except OSError as exc:
             console.print(f"error: cannot read config {cpath}: {exc.strerror or exc}")
@@ -616,6 +616,18 @@ def _output_clashes_with_inputs(output: str, paths: list[str]) -> Optional[str]:
     return None
 
 
+def print_config_errors(console, exc, hint: str = "") -> None:
+    """Every error of a refused configuration (``ConfigError.errors``), one ``error:`` line
+    each, then the count when there are several, then ``hint``."""
+    errors = getattr(exc, "errors", [exc])
+    for e in errors:
+        console.print(f"error: {e}", markup=False)
+    if len(errors) > 1:
+        console.print(f"{len(errors)} errors: the configuration is refused", markup=False)
+    if hint:
+        console.print(hint.lstrip("\n"), markup=False)
+
+
 def _config_mistake_hint(path: Path) -> str:
     """A hint when the "config" is really a rule blob or an event log."""
     try:
@@ -718,7 +730,7 @@ def cmd_config(argv: list[str]) -> int:
     try:
         cfg = load_config(args.file, extensions=not args.no_extensions)
     except ConfigError as exc:
-        console.print(f"error: {exc}{_config_mistake_hint(Path(args.file))}", markup=False)
+        print_config_errors(console, exc, _config_mistake_hint(Path(args.file)))
         return EXIT_FATAL
     except OSError as exc:
         console.print(f"error: cannot read {args.file}: {exc.strerror or exc}")
