@@ -38,8 +38,9 @@ from typing import Callable, Iterator, Optional
 
 from ..event import Event
 
-__all__ = ["ReadError", "SEVERITIES", "FileNotes", "FORMATS", "JSON_FORMATS", "INPUT_EXTENSIONS", "ARCHIVE_EXTENSIONS",
-           "iter_input_files", "detect_format", "open_source", "read_stream"]
+__all__ = ["ReadError", "SEVERITIES", "FileNotes", "FORMATS", "JSON_FORMATS", "INPUT_EXTENSIONS",
+           "ARCHIVE_EXTENSIONS", "iter_input_files", "detect_format", "open_source",
+           "read_stream"]
 
 #: JSON formats: SysmonX's own JSON lines, then the shapes of :mod:`sysmonx.sources.jsonshapes`.
 JSON_FORMATS = ("jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson", "evtxjson")

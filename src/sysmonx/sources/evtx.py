@@ -265,8 +265,7 @@ def _convert_tolerant(root: Optional[dict], origin: tuple,
         eid = eid.get("#text")
     if type(eid) is not int:
         raise _BadRecord(f"record has no numeric EventID ({eid!r})")
-    tc = _attrs(sysd.get("TimeCreated"))
-    tc = tc.get("SystemTime")
+    tc = _attrs(sysd.get("TimeCreated")).get("SystemTime")
     ex = _attrs(sysd.get("Execution"))
     data = root.get("EventData")
     version = sysd.get("Version") if type(sysd.get("Version")) is int else None
