@@ -218,10 +218,12 @@ class Replayer:
         return self._to is None or t < self._to
 
     def _clock_warning(self, path: str, ev: Event, hours: Optional[int]) -> None:
+        which = (f"record {ev.record_id}" if ev.record_id is not None else
+                 f"the record at {ev.origin[1]}" if ev.origin else "a record")
         self._error(ReadError(
             path, None, "file",
-            f"System times are {hours:+d} h off the events' own UtcTime (record "
-            f"{ev.record_id}: TimeCreated {ev.time_created}, UtcTime {ev.data.get('UtcTime')}): "
+            f"System times are {hours:+d} h off the events' own UtcTime ({which}: TimeCreated "
+            f"{ev.time_created}, UtcTime {ev.data.get('UtcTime')}): "
             "the exporter probably wrote local time labelled UTC. --from/--to select on "
             + ("UtcTime here (--window-time utctime)" if self.options.window_time == "utctime"
                else "System time; --window-time utctime selects on UtcTime instead"),
