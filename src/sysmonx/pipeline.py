@@ -23,6 +23,8 @@ from .filtering import EngineOptions, FilterEngine
 from .schema import CURRENT
 from .sinks import WRITERS, writer_class
 from .sources import ReadError, iter_input_files, open_source
+from .stages.clock import ClockCheck, utc_time
+from .stages.dedup import DuplicateFilter
 
 __all__ = ["ReplayOptions", "ReplayStats", "Replayer", "OutputError", "make_writer",
            "replay_parallel", "OUTPUT_FORMATS", "parse_time_bound"]
@@ -100,6 +102,16 @@ class ReplayOptions:
             as :func:`parse_time_bound` takes it, or ``None`` for no bound. The window applies to
             every record, Sysmon or not, before the filter. Records without a (readable) time
             are kept and counted in :attr:`ReplayStats.untimed`.
+        window_time: which time ``time_from``/``time_to`` compare: ``system`` (System
+            ``TimeCreated``, the default) or ``utctime`` (a Sysmon event's own ``UtcTime``,
+            falling back to System time for records without one), for exports whose System
+            times are local times labelled UTC (a warning says so, see
+            :class:`~sysmonx.stages.clock.ClockCheck`).
+        keep_duplicates: write every record read, even one read before (same provider,
+            computer, channel, EventRecordID and System time to the second, see
+            :class:`~sysmonx.stages.dedup.DuplicateFilter`); by default such repeats are
+            dropped and counted in :attr:`ReplayStats.duplicates`. Removing them needs the one
+            stream of a single process: :func:`replay_parallel` requires ``True``.
     """
 
     config: Optional[Config] = None
@@ -108,6 +120,8 @@ class ReplayOptions:
     input_format: Optional[str] = None
     time_from: Optional[str] = None
     time_to: Optional[str] = None
+    window_time: str = "system"
+    keep_duplicates: bool = False
 
 
 @dataclass
@@ -117,7 +131,13 @@ class ReplayStats:
 
     With a time window (``--from`` / ``--to``): ``out_of_window`` records were outside it and went
     no further (they are in ``records`` only); ``untimed`` records had no readable System time and
-    were kept (they go on to the filter and are counted there as usual)."""
+    were kept (they go on to the filter and are counted there as usual).
+
+    ``duplicates``: records dropped as repeats of a record read before (they are in
+    ``records`` only). ``warnings``: warning lines (said once per file; nothing was lost).
+    ``repaired``: records
+    read after undoing a known export fault, per fault (``{"entity references without ';'":
+    16}``); they are read in full and counted in ``records`` as usual."""
 
     files: int = 0
     records: int = 0
@@ -129,6 +149,9 @@ class ReplayStats:
     errors: int = 0
     out_of_window: int = 0
     untimed: int = 0
+    warnings: int = 0
+    repaired: Counter = field(default_factory=Counter)
+    duplicates: int = 0
 
 
 class Replayer:
@@ -158,6 +181,7 @@ class Replayer:
         self.detection = detection
         self.on_alert = on_alert
         self.stats = ReplayStats()
+        self._file_repairs: Counter = Counter()
         self._on_error = on_error
         self._on_progress = on_progress
         if engine is None and options.config is not None:
@@ -166,11 +190,21 @@ class Replayer:
         self._from = (parse_time_bound(options.time_from)
                       if options.time_from is not None else None)
         self._to = parse_time_bound(options.time_to) if options.time_to is not None else None
+        if options.window_time not in ("system", "utctime"):
+            raise ValueError(f"window_time must be 'system' or 'utctime', not "
+                             f"{options.window_time!r}")
+        self._dedup = None if options.keep_duplicates else DuplicateFilter()
+        self._saturation_said = False
 
     def _in_window(self, ev: Event) -> bool:
-        """Whether ``ev``'s System time is inside ``[time_from, time_to)``; a record without a
-        readable time is counted in ``untimed`` and kept."""
-        t = ev.time_created
+        """Whether ``ev``'s System time (or ``UtcTime`` with ``window_time="utctime"``) is inside
+        ``[time_from, time_to)``; a record without a readable time is counted in ``untimed``
+        and kept."""
+        t = None
+        if self.options.window_time == "utctime":
+            t = utc_time(ev)
+        if t is None:
+            t = ev.time_created
         if not t or len(t) != 30 or t[29] != "Z":
             try:
                 t = normalize_time(t) if t else ""
@@ -183,8 +217,28 @@ class Replayer:
             return False
         return self._to is None or t < self._to
 
+    def _clock_warning(self, path: str, ev: Event, hours: Optional[int]) -> None:
+        which = (f"record {ev.record_id}" if ev.record_id is not None else
+                 f"the record at {ev.origin[1]}" if ev.origin else "a record")
+        self._error(ReadError(
+            path, None, "file",
+            f"System times are {hours:+d} h off the events' own UtcTime ({which}: TimeCreated "
+            f"{ev.time_created}, UtcTime {ev.data.get('UtcTime')}): "
+            "the exporter probably wrote local time labelled UTC. --from/--to select on "
+            + ("UtcTime here (--window-time utctime)" if self.options.window_time == "utctime"
+               else "System time; --window-time utctime selects on UtcTime instead"),
+            "warning"))
+
     def _error(self, err: ReadError) -> None:
-        self.stats.errors += 1
+        severity = getattr(err, "severity", "error")
+        if severity == "repaired":  # counted, summed up per file at the file's end
+            self.stats.repaired[err.message] += 1
+            self._file_repairs[err.message] += 1
+            return
+        if severity == "error":
+            self.stats.errors += 1
+        elif severity == "warning":
+            self.stats.warnings += 1
         if self._on_error is not None:
             self._on_error(err)
 
@@ -194,7 +248,7 @@ class Replayer:
         Raises:
             FileNotFoundError: a path that does not exist (fatal, before anything is read).
         """
-        files = list(iter_input_files(list(paths)))
+        files = list(iter_input_files(list(paths), self._error))
         for path in files:
             self.run_file(path)
         return self.stats
@@ -202,6 +256,7 @@ class Replayer:
     def run_file(self, path: str) -> None:
         """Replay one file; unreadable files and bad records become errors, never exceptions."""
         self.stats.files += 1
+        self._file_repairs.clear()
         try:
             events = open_source(path, self._error, self.options.input_format)
             self._consume(path, events)
@@ -209,6 +264,14 @@ class Replayer:
             raise
         except (OSError, ValueError) as exc:
             self._error(ReadError(path, None, "file", f"cannot read: {exc}"))
+        for what, n in self._file_repairs.items():
+            self._error(ReadError(path, None, "file", f"{n:,} record(s) repaired: {what}",
+                                  "note"))
+        if self._dedup is not None and self._dedup.saturated and not self._saturation_said:
+            self._saturation_said = True
+            self._error(ReadError(path, None, "file", "duplicate removal reached its memory "
+                                  "bound: records from here on are not checked for repeats "
+                                  "(--keep-duplicates turns the check off)", "warning"))
         if self._on_progress is not None:
             self._on_progress(path, self.stats.records)
 
@@ -240,10 +303,18 @@ class Replayer:
         every = self.PROGRESS_EVERY
         windowed = self._from is not None or self._to is not None
         in_window = self._in_window
+        dedup = self._dedup
+        clock: Optional[ClockCheck] = ClockCheck()
         for ev in events:
             stats.records += 1
             if progress is not None and stats.records % every == 0:
                 progress(path, stats.records)
+            if dedup is not None and dedup.is_duplicate(ev):
+                stats.duplicates += 1
+                continue
+            if clock is not None and clock.check(ev) is not None:
+                self._clock_warning(path, ev, clock.offset_hours)
+                clock = None  # once per file
             if windowed and not in_window(ev):
                 stats.out_of_window += 1
                 continue
@@ -294,6 +365,21 @@ def _merge(into: ReplayStats, part: ReplayStats) -> None:
     into.errors += part.errors
     into.out_of_window += part.out_of_window
     into.untimed += part.untimed
+    into.warnings += part.warnings
+    into.repaired.update(part.repaired)
+    into.duplicates += part.duplicates
+
+
+class SpooledLine(str):
+    """An error, warning or note line of a worker of :func:`replay_parallel`: the text of the
+    :class:`~sysmonx.sources.ReadError` (``str``) with its ``severity``."""
+
+    severity: str
+
+    def __new__(cls, severity: str, text: str) -> "SpooledLine":
+        line = super().__new__(cls, text)
+        line.severity = severity
+        return line
 
 
 # Worker state of parallel replay (set once per worker process by _init_worker).
@@ -329,7 +415,8 @@ class _ErrorSpool:
             fd, self.path = tempfile.mkstemp(prefix=f"{self.index:08d}-", suffix=".err",
                                              dir=self.tmpdir)
             self.f = os.fdopen(fd, "w", encoding="ascii", buffering=1 << 16)
-        self.f.write(json.dumps(str(err)) + "\n")  # ASCII, one line whatever the text
+        # ASCII, one line whatever the text
+        self.f.write(json.dumps([getattr(err, "severity", "error"), str(err)]) + "\n")
         self.count += 1
 
     def close(self) -> None:
@@ -408,7 +495,8 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
             only.
         out: binary stream receiving the output (ignored when ``fmt`` is None).
         jobs: worker processes (>= 1).
-        on_error: receives each error line (``path:offset: message``) in file order.
+        on_error: receives each error, warning and note line (``path:offset: message``, a
+            :class:`SpooledLine` with its ``severity``) in file order.
         on_file_done: called after each file with its path and the running totals.
         writer_options: keyword options of the writer (e.g. ``{"bom": True}`` for ``csv``).
     Returns:
@@ -416,10 +504,14 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
     Raises:
         OSError: writing ``out`` failed.
         TimeFormatError: a bad ``options.time_from`` / ``time_to``.
+        ValueError: ``options.keep_duplicates`` is False (duplicates are found in one stream).
     """
     import multiprocessing
     import shutil
     import tempfile
+    if not options.keep_duplicates:
+        raise ValueError("removing duplicate records needs one stream (one process): replay "
+                         "with Replayer, or set ReplayOptions(keep_duplicates=True)")
     total = ReplayStats()
     if options.config is not None:
         FilterEngine(options.config, options.engine_options)  # fail here, not in a worker
@@ -449,7 +541,7 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
                 try:
                     for path, stats, n_errors in results:
                         for _ in range(n_errors):
-                            on_error(json.loads(errors.readline()))
+                            on_error(SpooledLine(*json.loads(errors.readline())))
                         _merge(total, stats)
                         if on_file_done is not None:
                             on_file_done(path, total)

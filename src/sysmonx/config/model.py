@@ -20,12 +20,17 @@ class ConfigError(ValueError):
         message: what is wrong (Sysmon's wording where it has one).
         path: the config file (or ``<string>``).
         line: 1-based line of the offending element, or ``None``.
+        errors: every error found in the file, this one first (Sysmon's validation reports
+            them all, not only the first); ``[self]`` when only one is known. ``str()`` gives
+            the first; print ``errors`` to show all.
     """
 
-    def __init__(self, message: str, path: str = "<string>", line: Optional[int] = None):
+    def __init__(self, message: str, path: str = "<string>", line: Optional[int] = None,
+                 others: Optional[list] = None):
         self.message = message
         self.path = path
         self.line = line
+        self.errors: list = [self] + list(others or [])
         super().__init__(str(self))
 
     def __str__(self) -> str:
