@@ -4,11 +4,13 @@
     python bench/damaged_evtx.py [--corpus DIR]
 
 Builds damaged copies of a corpus EVTX (565 records, 17 chunks) in a temp dir — chunk header magic
-broken, chunk checksum wrong, a record's size field broken, a record's size zeroed, the file
-truncated mid-chunk, the file header broken — then counts the records raw pyevtx-rs iteration
-yields (stopping at nothing: every exception is skipped, as a careful caller would) and the events
-SysmonX reads, with SysmonX's error lines. SysmonX should read at least what pyevtx-rs reads, with
-one error line per damaged spot.
+broken, chunk checksum wrong, a record's size field broken, the first record of a chunk with its
+size zeroed, a chunk header that overstates its records (evtx crate issue 197, not damage), the
+file truncated mid-chunk, the file header broken — then counts the records raw pyevtx-rs
+iteration yields (stopping at nothing: every exception is skipped, as a careful caller would) and
+the events SysmonX reads, with the number of error lines (records lost) and SysmonX's first line
+(error or warning). SysmonX should read at least what pyevtx-rs reads, with one line per damaged
+spot and no error where nothing was lost.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import os
 import struct
 import sys
+import zlib
 import tempfile
 from pathlib import Path
 
@@ -51,6 +54,15 @@ def damage(data: bytes, kind: str) -> bytes:
     elif kind == "record_size_zero":
         r = first_record(data, 5)
         struct.pack_into("<I", b, r + 4, 0)
+    elif kind == "overstated_header":  # evtx crate issue 197: no damage at all
+        o = CHUNK0 + 3 * CHUNK
+        last_n, _, last_id = struct.unpack_from("<QQQ", b, o + 16)
+        free = struct.unpack_from("<I", b, o + 48)[0]
+        b[o + free:o + CHUNK] = bytes(CHUNK - free)
+        struct.pack_into("<Q", b, o + 16, last_n + 2)
+        struct.pack_into("<Q", b, o + 32, last_id + 2)
+        struct.pack_into("<I", b, o + 48, min(CHUNK, free + 600))
+        struct.pack_into("<I", b, o + 124, zlib.crc32(bytes(b[o:o + 120]) + bytes(b[o + 128:o + 512])))
     elif kind == "truncated":
         return bytes(b[:CHUNK0 + 10 * CHUNK + 30000])
     elif kind == "file_header":
@@ -87,13 +99,15 @@ def main() -> int:
     print(f"{'damage':18} {'pyevtx-rs':>9} {'sysmonx':>8} {'errors':>6}  first error")
     with tempfile.TemporaryDirectory() as d:
         for kind in ("none", "chunk_magic", "chunk_checksum", "record_size", "record_size_zero",
-                     "truncated", "file_header"):
+                     "overstated_header", "truncated", "file_header"):
             p = os.path.join(d, f"{kind}.evtx")
             with open(p, "wb") as f:
                 f.write(data if kind == "none" else damage(data, kind))
-            errors = []
-            n = sum(1 for _ in open_source(p, errors.append))
-            first = str(errors[0]).replace(p, kind + ".evtx")[:90] if errors else ""
+            notes = []
+            n = sum(1 for _ in open_source(p, notes.append))
+            errors = [e for e in notes if e.severity == "error"]
+            first = (f"{notes[0].severity}: " + str(notes[0]).replace(p, kind + ".evtx"))[:90] \
+                if notes else ""
             print(f"{kind:18} {raw_count(p):9} {n:8} {len(errors):6}  {first}")
     return 0
 

@@ -2,7 +2,9 @@
 
 The corpus lives outside the repository (licences): ``$SYSMONX_CORPUS`` or
 ``<repo>/../shared/corpus``. Tests that need it take the ``corpus`` fixture and are skipped
-cleanly when it is absent.
+cleanly when it is absent. When ``$SYSMONX_CORPUS`` names a folder that exists (CI sets it), the
+corpus is required: a test skipped for want of corpus data (a skip reason mentioning the corpus)
+fails the run, so a moved or incomplete corpus cannot turn ~170 tests into silent skips.
 """
 
 from __future__ import annotations
@@ -28,6 +30,45 @@ def corpus() -> Path:
     if path is None:
         pytest.skip("reference corpus not available (set SYSMONX_CORPUS)")
     return path
+
+
+def corpus_required() -> bool:
+    """True when ``$SYSMONX_CORPUS`` is set and names an existing folder (see module doc)."""
+    env = os.environ.get("SYSMONX_CORPUS")
+    return bool(env) and Path(env).is_dir()
+
+
+_CORPUS_SKIPS: list[str] = []
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr or "")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember tests skipped for want of corpus data while the corpus is required."""
+    if report.skipped and corpus_required():
+        reason = _skip_reason(report)
+        if "corpus" in reason.lower():
+            _CORPUS_SKIPS.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Name the corpus tests that skipped although the corpus is required."""
+    if _CORPUS_SKIPS:
+        terminalreporter.section("corpus tests skipped although SYSMONX_CORPUS is set",
+                                 red=True)
+        for line in _CORPUS_SKIPS:
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when corpus tests skipped while the corpus is required."""
+    if _CORPUS_SKIPS and exitstatus == 0:
+        session.exitstatus = 1
 
 
 # Live tests (kernel audit rules, BPF programs, tracefs instances, rsyslog, service installs) change

@@ -14,6 +14,13 @@ def lint(body: str, version: str = "4.90"):
     return c, lint_config(c)
 
 
+def matches(body: str, event_id: int, data: dict) -> bool:
+    """Whether a config of ``body`` alone includes the event (Sysmon's decision)."""
+    c = parse_config(f'<Sysmon schemaversion="4.90"><EventFiltering>{body}</EventFiltering>'
+                     "</Sysmon>", "m.xml")
+    return FilterEngine(c).decide(event_id, data)[0]
+
+
 def only(warnings, needle):
     found = [w for w in warnings if needle in w.message]
     assert found, [str(w) for w in warnings]
@@ -23,7 +30,7 @@ def only(warnings, needle):
 def test_trailing_space_never_matches():
     c, ws = lint('<ProcessCreate onmatch="include">\n'
                  '<Image condition="image">mscorsvw.exe </Image>\n</ProcessCreate>')
-    w = only(ws, "leading or trailing whitespace")[0]
+    w = only(ws, "the trailing space of the value 'mscorsvw.exe ' never occurs in Image")[0]
     assert (w.path, w.line) == ("c.xml", 4)
     assert str(w).startswith("c.xml:4: warning: <Image condition=\"image\">'mscorsvw.exe '")
     assert FilterEngine(c).decide(1, {"Image": "C:\\mscorsvw.exe"})[0] is False  # TV39
@@ -171,3 +178,131 @@ def test_corpus_configs_lint_without_errors(corpus):
             assert w.path == str(path) and w.line
         n += 1
     assert n > 100
+
+
+# ---- '*' is not a wildcard --------------------------------------------------------------------------
+
+def test_star_in_values_is_warned_with_what_to_write_instead():
+    c, ws = lint('<ProcessCreate onmatch="include">\n'
+                 '<Image condition="contains">C:\\Users\\*\\AppData\\Local\\Temp\\</Image>\n'
+                 '<Image condition="is">*\\rundll32.exe</Image>\n'
+                 '<ParentImage condition="begin with">C:\\Windows\\*</ParentImage>\n'
+                 '<CommandLine condition="contains">*powershell*</CommandLine>\n'
+                 '<CommandLine condition="is">\\??\\C:\\Windows\\system32\\autochk.exe *</CommandLine>\n'
+                 '<CommandLine condition="contains">del *.tmp</CommandLine>\n'
+                 '</ProcessCreate>\n<RegistryEvent onmatch="include">\n'
+                 '<TargetObject condition="contains">HKCR\\*\\shell\\open</TargetObject>\n'
+                 '<TargetObject condition="contains">HKU\\*\\Software\\Run</TargetObject>\n'
+                 '</RegistryEvent>')
+    by_line = {w.line: w.message for w in ws}
+    assert "condition=\"contains all\" 'C:\\Users\\;\\AppData\\Local\\Temp\\'" in by_line[4]
+    assert "condition=\"regex\" 'C:\\\\Users\\\\.*\\\\AppData" in by_line[4]
+    assert by_line[5].endswith("use condition=\"end with\" '\\rundll32.exe'")
+    assert by_line[6].endswith("use condition=\"begin with\" 'C:\\Windows\\'")
+    assert "almost certainly not what is meant" in by_line[7]
+    assert by_line[7].endswith("use condition=\"contains\" 'powershell'")
+    assert 8 not in by_line and 9 not in by_line  # real '*' arguments of a command line
+    assert 12 not in by_line  # HKCR\* is a real key (every file type)
+    assert "'*' is not a wildcard" in by_line[13]
+    # the claim holds: Sysmon's comparison never matches what the author meant
+    pc = '<ProcessCreate onmatch="include">{}</ProcessCreate>'.format
+    assert matches(pc('<Image condition="contains">C:\\Users\\*\\AppData\\Local\\Temp\\</Image>'),
+                   1, {"Image": "C:\\Users\\bob\\AppData\\Local\\Temp\\x.exe"}) is False
+    assert matches(pc('<Image condition="contains all">C:\\Users\\;\\AppData\\Local\\Temp\\'
+                      '</Image>'), 1,
+                   {"Image": "C:\\Users\\bob\\AppData\\Local\\Temp\\x.exe"}) is True
+    assert matches(pc('<Image condition="is">*\\rundll32.exe</Image>'), 1,
+                   {"Image": "C:\\Windows\\System32\\rundll32.exe"}) is False
+
+
+def test_registry_paths_sysmon_never_writes():
+    c, ws = lint('<RegistryEvent onmatch="include">\n'
+                 '<TargetObject condition="begin with">\\REGISTRY\\MACHINE\\SOFTWARE\\Run</TargetObject>\n'
+                 '<TargetObject condition="contains">HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\x</TargetObject>\n'
+                 '<TargetObject condition="begin with">HKCU\\Software\\Microsoft\\Run</TargetObject>\n'
+                 '<TargetObject condition="contains any">\\Run;REGISTRY\\USER\\S-1-5-18</TargetObject>\n'
+                 '<TargetObject condition="begin with">HKLM\\SYSTEM\\CurrentControlSet\\Services</TargetObject>\n'
+                 '</RegistryEvent>')
+    by_line = {w.line: w.message for w in ws}
+    assert "'HKLM\\' for '\\REGISTRY\\MACHINE\\'" in by_line[4]
+    assert by_line[4].endswith("e.g. 'HKLM\\SOFTWARE\\Run'")
+    assert by_line[5].endswith("e.g. 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\x'")
+    assert "'HKU\\<SID>\\' for 'HKCU\\'" in by_line[6]
+    assert "'HKU\\' for 'REGISTRY\\USER\\'" in by_line[7]
+    assert 8 not in by_line
+    assert matches('<RegistryEvent onmatch="include"><TargetObject condition="begin with">'
+                   '\\REGISTRY\\MACHINE\\SOFTWARE\\Run</TargetObject></RegistryEvent>', 13,
+                   {"TargetObject": "HKLM\\SOFTWARE\\Run\\x", "EventType": "SetValue"}) is False
+
+
+# ---- white space: only where it makes the filter unmatchable -------------------------------------
+
+def test_whitespace_warned_only_where_it_makes_the_filter_unmatchable():
+    c, ws = lint('<ProcessCreate onmatch="include">\n'
+                 '<CommandLine condition="begin with">dsadd </CommandLine>\n'           # meant
+                 '<CommandLine condition="contains"> -enc </CommandLine>\n'             # meant
+                 '<CommandLine condition="begin with"> "C:\\x.exe"</CommandLine>\n'      # free text
+                 '<Image condition="begin with">C:\\Program Files\\Vendor Suite </Image>\n'  # meant
+                 '<Image condition="end with">\\Vendor Suite\\x.exe </Image>\n'         # never
+                 '<Image condition="begin with"> C:\\Windows\\</Image>\n'               # never
+                 '<Image condition="contains all"> C:\\Users\\;\\AppData\\</Image>\n'   # never
+                 '<Image condition="contains"> Suite\\</Image>\n'                       # possible
+                 '<User condition="contains any">NETWORK SERVICE; LOCAL SERVICE</User>\n'  # never
+                 '<User condition="contains"> Smith</User>\n'                           # possible
+                 '<Hashes condition="contains">MD5= </Hashes>\n'                        # never
+                 '<Image condition="is not">C:\\a.exe </Image>\n'                       # always
+                 '<Image condition="is">C:\\b.exe\n    </Image>\n'                      # layout
+                 '</ProcessCreate>\n<DriverLoad onmatch="exclude">\n'
+                 '<Signature condition="begin with">Intel </Signature>\n'               # meant
+                 '</DriverLoad>')
+    warned = sorted(w.line for w in ws)
+    assert warned == [8, 9, 10, 12, 14, 15, 16]
+    by_line = {w.line: w.message for w in ws}
+    assert "Windows drops trailing spaces" in by_line[8]
+    assert "(so 'is not' is always true)" in by_line[15]
+    assert "line break or tab" in by_line[16]
+    # the warned ones never match, the others match what they mean
+    pc = '<ProcessCreate onmatch="include">{}</ProcessCreate>'.format
+    assert matches(pc('<CommandLine condition="begin with">dsadd </CommandLine>'), 1,
+                   {"CommandLine": "dsadd user x"}) is True
+    assert matches(pc('<Image condition="begin with">C:\\Program Files\\Vendor Suite </Image>'),
+                   1, {"Image": "C:\\Program Files\\Vendor Suite 2\\v.exe"}) is True
+    assert matches(pc('<Image condition="contains all"> C:\\Users\\;\\AppData\\</Image>'), 1,
+                   {"Image": "C:\\Users\\bob\\AppData\\x.exe"}) is False
+    assert matches(pc('<User condition="contains any">NETWORK SERVICE; LOCAL SERVICE</User>'), 1,
+                   {"User": "NT AUTHORITY\\LOCAL SERVICE"}) is False
+    assert matches('<DriverLoad onmatch="include"><Signature condition="begin with">Intel '
+                   '</Signature></DriverLoad>', 6, {"Signature": "Intel Corporation"}) is True
+
+
+def test_linux_paths_may_end_with_a_space():
+    _, ws = lint('<FileCreate onmatch="include">\n'
+                 '<TargetFilename condition="end with">/tmp/x </TargetFilename>\n'
+                 '<TargetFilename condition="begin with">/tmp/</TargetFilename>\n'
+                 '</FileCreate>')
+    assert ws == []
+
+
+# ---- every error, not only the first --------------------------------------------------------------
+
+def test_config_check_lists_every_error(tmp_path, capsys):
+    p = tmp_path / "bad.xml"
+    p.write_text('<Sysmon schemaversion="4.90">\n<HashAlgorithms>sha1,bogus</HashAlgorithms>\n'
+                 '<EventFiltering>\n<ProcessCreate onmatch="include">\n'
+                 '<Imagee condition="is">a</Imagee>\n'
+                 '<CommandLine condition="contain">b</CommandLine>\n'
+                 '<Image condition="is">ok</Image>\n</ProcessCreate>\n'
+                 '<RuleGroup groupRelation="xor"><FileCreate onmatch="include"/></RuleGroup>\n'
+                 '<Bogus onmatch="include"/>\n</EventFiltering>\n</Sysmon>\n')
+    assert cli_main(["config", "check", str(p)]) == 1
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("error: ")]
+    assert [x.split(":")[2] for x in lines] == ["2", "5", "6", "9", "10"]
+    assert "5 errors: the configuration is refused" in err
+    from sysmonx.config import ConfigError
+    try:
+        parse_config(p.read_bytes(), str(p))
+    except ConfigError as exc:
+        assert (exc.line, len(exc.errors)) == (2, 5)
+    else:
+        raise AssertionError("the config loaded")

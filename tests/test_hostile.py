@@ -402,7 +402,7 @@ def test_csv_parallel_replay_writes_one_header(tmp_path, capsys):
     out1, out2 = tmp_path / "one.csv", tmp_path / "two.csv"
     assert main(["replay", str(a), str(b), "-f", "csv", "--csv-bom", "-o", str(out1), "-q"]) == 0
     assert main(["replay", str(a), str(b), "-f", "csv", "--csv-bom", "-o", str(out2), "-q",
-                 "--jobs", "2"]) == 0
+                 "--jobs", "2", "--keep-duplicates"]) == 0
     raw = out1.read_bytes()
     assert raw == out2.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf") and raw.count(b"\xef\xbb\xbf") == 1

@@ -9,10 +9,11 @@ never one of its own layer or above; imports under ``if TYPE_CHECKING:`` count t
 2     ``configmodel`` (below both the config reader and the filter)
 3     ``interfaces`` (Source, Stage, Sink)
 4     ``config``, ``filtering``, ``detection``, ``sources``, ``sinks``, ``stages``, ``service``
-5     ``sensor`` (live collection)
-6     ``pipeline`` (the one loop)
-7     ``compat`` (Sysmon's switches)
-8     ``cli`` (the command line)
+5     ``sensor`` (live collection on Linux)
+6     ``windows`` (Windows Event Log and ETW sources, Sysmon management)
+7     ``pipeline`` (the one loop)
+8     ``compat`` (Sysmon's switches)
+9     ``cli`` (the command line)
 ====  =======================================================================================
 
 So ``config`` and ``filtering`` never import each other, sources never import sinks, and nothing
@@ -32,6 +33,7 @@ LAYERS = [
     {"interfaces"},
     {"config", "filtering", "detection", "sources", "sinks", "stages", "service"},
     {"sensor"},
+    {"windows"},
     {"pipeline"},
     {"compat"},
     {"cli"},

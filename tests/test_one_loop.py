@@ -343,7 +343,7 @@ def test_replay_slow_output_waits_and_loses_nothing():
 
 def test_replay_to_dev_full_exits_1_with_one_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
-    for extra in ([], ["--jobs", "2", str(builtin_sample_path())]):
+    for extra in ([], ["--jobs", "2", "--keep-duplicates", str(builtin_sample_path())]):
         out = subprocess.run([sys.executable, "-m", "sysmonx.cli", "replay", "--sample",
                               "-o", "/dev/full", *extra], capture_output=True, text=True,
                              timeout=120, env=env)

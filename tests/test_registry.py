@@ -18,8 +18,8 @@ from sysmonx.sinks.base import Writer
 BUILTIN = {
     "sources": {"evtx", "xml", "syslog", "jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson",
                 "evtxjson", "files", "live"},
-    "stages": {"time-window", "sysmon-gate", "filter", "record-numbers", "sigma-match",
-               "sigma-correlate", "sigma-alert-events"},
+    "stages": {"duplicates", "clock-check", "time-window", "sysmon-gate", "filter",
+               "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events"},
     "sinks": {"xml", "linux-xml", "jsonl", "csv", "syslog", "console", "alerts-jsonl"},
     "backends": {"ebpf", "audit", "cnproc", "dns"},
     "conditions": {"is", "is not", "contains", "excludes", "begin with", "end with",

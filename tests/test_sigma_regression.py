@@ -79,12 +79,21 @@ def test_sigmahq_regression_cases(corpus):
         else:
             misses[case.name] = got
     total = len(cases)
+    with_count = sum(1 for line in report if "expected >=1" not in line)
+    exact = sum(1 for line in report if "expected >=1" not in line
+                and line.split("expected ")[1].split(",")[0] == line.rsplit("got ", 1)[1])
     print(f"\nSigmaHQ regression: {passed} passed of {total}")
     for name, got in misses.items():
         print(f"  miss {name}: got {got}: {KNOWN_MISSES.get(name, (None, 'UNEXPECTED'))[1]}")
     assert misses == {k: v[0] for k, v in KNOWN_MISSES.items()}, "\n".join(report)
     assert passed == total - len(KNOWN_MISSES)
     assert total >= 100
+    # README states the claim exactly: how many cases give a count, how many match it
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    claim = (f"{total} of {total} fire; of the {with_count} cases that give an expected match "
+             f"count, {exact} match it exactly")
+    assert claim in " ".join(readme.split()), claim
+    assert f"the other {total - with_count} give no count" in " ".join(readme.split())
 
 
 def test_regression_rules_in_one_stage(corpus):

@@ -198,11 +198,13 @@ def _damage(data: bytes, kind: str) -> bytes:
 
 
 # kind -> (ReadErrors, record numbers lost, offsets of the errors (None: not checked), message)
+# A record whose header alone is broken (size field, magic) is restored from its redundant copies
+# (the size trailer, the next record's magic): nothing is lost and one warning names the record.
 DAMAGE = {
     "chunk_magic": (1, [], [4096 + 2 * CHUNK], "chunk number 2"),
-    "record_size": (1, [46], [None], "record number 46"),
-    "record_magic": (1, [46], [4096 + CHUNK], "1 of the 43 records of chunk 1"),
-    "record_time": (1, [50], [4096 + CHUNK], "out-of-range date"),
+    "record_size": (1, [], [None], "record number 46"),
+    "record_magic": (1, [], [None], "repaired from the record's redundant copies"),
+    "record_time": (1, [50], [None], "out-of-range date"),
     "record_body": (1, [50], [None], "record number 50"),
     "template": (1, range(45, 88), [4096 + CHUNK], "record IDs 45..87"),
     "blank_chunk": (1, range(1, 45), [4096], "chunk 0 has no chunk header"),
@@ -240,10 +242,14 @@ def test_evtx_damage_is_reported_and_reading_continues(panache, tmp_path, kind):
         assert err.path == str(path) and err.offset_kind == "byte"
         if offset is not None:
             assert err.offset == offset
-    if kind in ("record_body", "two_spots"):  # the damaged record is named and located
+    if kind in ("record_body", "two_spots", "record_time"):  # the damaged record is located
         assert errors[0].offset == _chunk_records(data, 1)[5][0]
-    if kind == "record_size":
+    if kind in ("record_size", "record_magic"):
         assert errors[0].offset == _chunk_records(data, 1)[1][0]
+        assert errors[0].severity == "warning" and "every record of chunk 1 was read" in \
+            errors[0].message
+    else:
+        assert {e.severity for e in errors} == {"error"}
 
 
 def test_evtx_reading_is_streaming(corpus):

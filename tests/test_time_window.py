@@ -114,7 +114,8 @@ def test_parallel_replay_applies_the_window_and_merges_the_counts(tmp_path):
     b = _jsonl(tmp_path / "b.jsonl", EVENTS[4:])
     out = io.BytesIO()
     stats = replay_parallel([str(a), str(b)], ReplayOptions(time_from="2024-01-02",
-                                                            time_to="2024-01-03"),
+                                                            time_to="2024-01-03",
+                                                            keep_duplicates=True),
                             "jsonl", out, 2, lambda line: None)
     ids = [orjson.loads(line)["System"]["EventRecordID"] for line in out.getvalue().splitlines()]
     assert ids == [2, 3, 4, 5]

@@ -66,6 +66,15 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="time_to", metavar="TIME",
                    help="keep records whose System time is before TIME (exclusive). Records "
                         "without a time are kept and counted")
+    p.add_argument("--window-time", choices=["system", "utctime"], default="system",
+                   help="which time --from/--to compare: the record's System time (default) or "
+                        "a Sysmon event's own UtcTime (for exports whose System times are local "
+                        "times labelled UTC; a warning names such files)")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="write records read more than once (an EVTX and its JSON export side "
+                        "by side) every time; by default a record with the same provider, "
+                        "computer, channel, record id and time as one already read is dropped "
+                        "and counted")
     p.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
     from .sources import file_formats
     p.add_argument("--input-format", choices=[c.name for c in file_formats()],
@@ -84,8 +93,8 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "every event that passes the config; alerts go into the output stream "
                         "as SysmonX event 1000 (SigmaAlert) and, with --alerts, to a JSONL file")
     p.add_argument("--alerts", metavar="FILE",
-                   help="write Sigma alerts as JSON lines to FILE ('-' for stdout instead of the "
-                        "event stream)")
+                   help="write Sigma alerts as JSON lines to FILE; '-' for stdout, which then "
+                        "carries only the alerts (events go to -o FILE, if given)")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when any record or file could not be read, or nothing was read "
                         "(for automation; by default bad records are reported and skipped)")
@@ -150,7 +159,8 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="Sigma rules (files, folders, .tar.gz; repeatable) run on every written "
                         "event; alerts are written as SysmonX event 1000 (SigmaAlert)")
     p.add_argument("--alerts", metavar="FILE",
-                   help="write Sigma alerts as JSON lines to FILE instead of the event stream")
+                   help="write Sigma alerts as JSON lines to FILE instead of the event stream; "
+                        "'-' for stdout, which then carries only the alerts")
     p.add_argument("--pidfile", metavar="FILE",
                    help="write the sensor's pid to FILE once it has started (events 4 and 16 "
                         "written); removed at exit. Used by the service (sysmonx -i)")
@@ -213,7 +223,7 @@ def cmd_run(argv: list[str]) -> int:
     try:
         config = load_config(cpath)
     except ConfigError as exc:
-        console.print(f"error: {exc}", markup=False)
+        print_config_errors(console, exc)
         return EXIT_FATAL
     except OSError as exc:
         console.print(f"error: cannot read config {cpath}: {exc.strerror or exc}")
@@ -236,6 +246,9 @@ def cmd_run(argv: list[str]) -> int:
         if args.output and args.output != "-":
             sinks.append(writer_class(args.format).open(args.output, append=True,
                                                         buffered=False))
+        elif args.rules and args.alerts == "-":
+            console.print("note: --alerts - writes the alerts to stdout, so the events are not "
+                          "written there (give -o FILE or --syslog to keep them)")
         elif not args.syslog or args.output == "-":
             sinks.append(writer_class(args.format).open("-", buffered=False))
         stage = None
@@ -284,6 +297,11 @@ def cmd_run(argv: list[str]) -> int:
         if st.undelivered:
             console.print(f"sysmonx: output {label}: {st.undelivered:,} events not delivered "
                           f"({st.failed:,} failed, {st.dropped:,} dropped)", markup=False)
+    follow = sensor.backend_stats().get("follow")
+    if follow and (follow.get("repaired") or follow.get("cut_short")):
+        console.print(f"sysmonx: followed records repaired (entity references without ';'): "
+                      f"{follow['repaired']:,}; cut short by syslog, forwarded with their "
+                      f"complete fields: {follow['cut_short']:,}", markup=False)
     return 0
 
 
@@ -406,7 +424,7 @@ def cmd_replay(argv: list[str]) -> int:
         try:
             config = load_config(cpath, extensions=not args.no_extensions)
         except ConfigError as exc:
-            console.print(f"error: {exc}{_config_mistake_hint(cpath)}")
+            print_config_errors(console, exc, _config_mistake_hint(cpath))
             return EXIT_FATAL
         except OSError as exc:
             console.print(f"error: cannot read config {cpath}: {exc.strerror or exc}")
@@ -435,7 +453,8 @@ def cmd_replay(argv: list[str]) -> int:
         return EXIT_USAGE
     options = ReplayOptions(
         config=config, non_sysmon=args.non_sysmon, input_format=args.input_format,
-        time_from=bounds[0], time_to=bounds[1],
+        time_from=bounds[0], time_to=bounds[1], window_time=args.window_time,
+        keep_duplicates=args.keep_duplicates,
         engine_options=EngineOptions(
             compare_fold=args.compare_fold, fallback=args.fallback,
             stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
@@ -461,12 +480,24 @@ def cmd_replay(argv: list[str]) -> int:
     if extra and jobs > 1:
         console.print("note: --stage replays on one process")
         jobs = 1
-    files = list(iter_input_files(paths))
-    fmt = None if args.no_output else args.format
-    writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
+    if jobs > 1 and not args.keep_duplicates:
+        console.print("note: replaying on one process: finding records read twice needs one "
+                      "stream (--keep-duplicates allows --jobs)")
+        jobs = 1
 
     def on_error(err) -> None:
-        console.print(f"error: {err}", markup=False)
+        console.print(f"{getattr(err, 'severity', 'error')}: {err}", markup=False)
+
+    walk_notes: list = []
+    files = list(iter_input_files(paths, walk_notes.append))
+    for note in walk_notes:
+        on_error(note)
+    fmt = None if args.no_output else args.format
+    if args.rules and args.alerts == "-" and not args.output and fmt is not None:
+        console.print("note: --alerts - writes the alerts to stdout, so the events are not "
+                      "written there (give -o FILE to keep them)")
+        fmt = None
+    writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
 
     progress = task = None
     seen = {"records": 0, "errors": 0}
@@ -546,6 +577,7 @@ def cmd_replay(argv: list[str]) -> int:
     if not files:
         console.print("warning: no input files found (folders are searched for .evtx, .xml, "
                       ".json[l], .log, .txt, syslog files and archives)")
+    stats.warnings += len(walk_notes)
     if not args.quiet:
         print_summary(console, stats, config is not None,
                       window=args.time_from is not None or args.time_to is not None,
@@ -604,6 +636,8 @@ def _print_detection_summary(console, stage) -> None:
         console.print(table)
     else:
         console.print("Sigma detections: no rule matched")
+    for line in stage.ungrouped_lines():
+        console.print(f"warning: {line}", markup=False)
 
 
 def _output_clashes_with_inputs(output: str, paths: list[str]) -> Optional[str]:
@@ -622,6 +656,18 @@ def _output_clashes_with_inputs(output: str, paths: list[str]) -> Optional[str]:
             return (f"output {output} is inside the input folder {p}; the replay would read its "
                     "own output. Write it elsewhere")
     return None
+
+
+def print_config_errors(console, exc, hint: str = "") -> None:
+    """Every error of a refused configuration (``ConfigError.errors``), one ``error:`` line
+    each, then the count when there are several, then ``hint``."""
+    errors = getattr(exc, "errors", [exc])
+    for e in errors:
+        console.print(f"error: {e}", markup=False)
+    if len(errors) > 1:
+        console.print(f"{len(errors)} errors: the configuration is refused", markup=False)
+    if hint:
+        console.print(hint.lstrip("\n"), markup=False)
 
 
 def _config_mistake_hint(path: Path) -> str:
@@ -674,8 +720,18 @@ def print_summary(console, stats, filtered: bool, window: bool = False,
     console.print(f"files: {stats.files:,}  records read: {stats.records:,}  Sysmon events: "
                   f"{stats.sysmon:,}  other records: {stats.non_sysmon:,} "
                   f"({'passed' if stats.non_sysmon_written else 'dropped'})  errors: "
-                  f"{stats.errors:,}" + (f"  config: {config_name}" if config_name else
-                                         "  (no config: nothing filtered)"))
+                  f"{stats.errors:,}  warnings: {stats.warnings:,}"
+                  + (f"  config: {config_name}" if config_name else
+                     "  (no config: nothing filtered)"))
+    if getattr(stats, "duplicates", 0):
+        console.print(f"duplicates dropped: {stats.duplicates:,} (records with the provider, "
+                      "computer, channel, record id and time of one read before; "
+                      "--keep-duplicates keeps them)", markup=False)
+    repaired = getattr(stats, "repaired", None)
+    if repaired:
+        console.print(f"records repaired: {sum(repaired.values()):,} ("
+                      + "; ".join(f"{what}: {n:,}" for what, n in sorted(repaired.items()))
+                      + ")", markup=False)
     if window:
         console.print(f"time window: {stats.out_of_window:,} records outside --from/--to skipped, "
                       f"{stats.untimed:,} records without a time kept")
@@ -716,7 +772,7 @@ def cmd_config(argv: list[str]) -> int:
     try:
         cfg = load_config(args.file, extensions=not args.no_extensions)
     except ConfigError as exc:
-        console.print(f"error: {exc}{_config_mistake_hint(Path(args.file))}", markup=False)
+        print_config_errors(console, exc, _config_mistake_hint(Path(args.file)))
         return EXIT_FATAL
     except OSError as exc:
         console.print(f"error: cannot read {args.file}: {exc.strerror or exc}")

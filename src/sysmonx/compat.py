@@ -441,7 +441,8 @@ def _load(ctx: _Ctx, path: Optional[str], parsed: ParsedCommandLine):
                 raise ConfigError(f"configuration is larger than {MAX_CONFIG_BYTES} bytes", path)
             base = parse_config(raw, path)
         except ConfigError as exc:
-            ctx.err.write(f"{exc}\n")
+            for e in exc.errors:  # every validation error, as Sysmon lists them
+                ctx.err.write(f"{e}\n")
             return ctx.usage_error()
         except OSError as exc:
             ctx.err.write(f"Error: cannot read configuration file {path}: "

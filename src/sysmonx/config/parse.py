@@ -277,9 +277,21 @@ class _Builder:
         self.next_aggregate = 1
         self.skipped_tags: set = set()
         self.counts: dict = {}
+        self.errors: list[ConfigError] = []
 
     def err(self, message: str, el=None) -> ConfigError:
         return ConfigError(message, self.path, el.sourceline if el is not None else None)
+
+    def collect(self, fn, *args) -> bool:
+        """Run ``fn(*args)`` for one element; a ConfigError it raises is kept (the element is
+        left out) and validation goes on with the next element, so that every error of the
+        file is reported. True when it succeeded."""
+        try:
+            fn(*args)
+            return True
+        except ConfigError as exc:
+            self.errors.extend(exc.errors)
+            return False
 
     def build(self, root) -> Config:
         if root.tag != "Sysmon":
@@ -297,33 +309,40 @@ class _Builder:
                 msg = f"Invalid schema version number ({sv})  for configuration: {self.path}"
             raise self.err(msg, root) from None
         cfg = Config(self.path, self.sha256, version, schema)
-        _only_whitespace(root, self.path)
-        options_stopped = False
+        self.collect(_only_whitespace, root, self.path)
+        state = {"options_stopped": False}
         for child in _elements(root):
-            if child.tag == "EventFiltering":
-                _check_attrs(child, (), self.path)
-                _only_whitespace(child, self.path)
-                self._event_filtering(child, cfg, schema)
-            elif child.tag in schema.config_entries:
-                _check_attrs(child, (), self.path)
-                if _elements(child):
-                    raise self.err(f"Element {child.tag} may only contain text", child)
-                if options_stopped:
-                    continue
-                value = _text_of(child)
-                if value == "" and self.empty_option_quirk:
-                    options_stopped = True
-                    cfg.warnings.append(ConfigWarning(
-                        f"empty <{child.tag}/> stops option processing (libxml2 quirk mode)",
-                        self.path, child.sourceline))
-                    continue
-                self._option(child, value, cfg)
-            else:
-                allowed = ", ".join(sorted(schema.config_entries | {"EventFiltering"}))
-                raise self.err(f"Element Sysmon content does not follow the DTD: unknown element "
-                               f"<{child.tag}> for schema {schema.version_text} (expecting one "
-                               f"of {allowed})", child)
+            self.collect(self._top, child, cfg, schema, state)
+        if self.errors:
+            first, *others = sorted(self.errors, key=lambda e: e.line or 0)
+            raise ConfigError(first.message, first.path, first.line, others)
         return cfg
+
+    def _top(self, child, cfg: Config, schema: Schema, state: dict) -> None:
+        """One child of ``<Sysmon>``: EventFiltering or a configuration entry."""
+        if child.tag == "EventFiltering":
+            _check_attrs(child, (), self.path)
+            self.collect(_only_whitespace, child, self.path)
+            self._event_filtering(child, cfg, schema)
+        elif child.tag in schema.config_entries:
+            _check_attrs(child, (), self.path)
+            if _elements(child):
+                raise self.err(f"Element {child.tag} may only contain text", child)
+            if state["options_stopped"]:
+                return
+            value = _text_of(child)
+            if value == "" and self.empty_option_quirk:
+                state["options_stopped"] = True
+                cfg.warnings.append(ConfigWarning(
+                    f"empty <{child.tag}/> stops option processing (libxml2 quirk mode)",
+                    self.path, child.sourceline))
+                return
+            self._option(child, value, cfg)
+        else:
+            allowed = ", ".join(sorted(schema.config_entries | {"EventFiltering"}))
+            raise self.err(f"Element Sysmon content does not follow the DTD: unknown element "
+                           f"<{child.tag}> for schema {schema.version_text} (expecting one "
+                           f"of {allowed})", child)
 
     def _option(self, el, value: str, cfg: Config) -> None:
         name = el.tag
@@ -345,20 +364,22 @@ class _Builder:
     def _event_filtering(self, ef, cfg: Config, schema: Schema) -> None:
         for child in _elements(ef):
             if child.tag == "RuleGroup":
-                _check_attrs(child, ("name", "groupRelation"), self.path)
-                rel = child.get("groupRelation")
-                if rel is None:
-                    raise self.err("attribute groupRelation of element RuleGroup is required",
-                                   child)
-                if rel not in ("and", "or"):
-                    raise self.err(f'Value "{rel}" for attribute groupRelation of RuleGroup is '
-                                   "not among the enumerated set (and|or)", child)
-                gname = child.get("name")
-                _only_whitespace(child, self.path)
-                for tag_el in _elements(child):
-                    self._tag(tag_el, cfg, schema, rel, gname)
+                self.collect(self._rule_group, child, cfg, schema)
             else:
-                self._tag(child, cfg, schema, None, None)
+                self.collect(self._tag, child, cfg, schema, None, None)
+
+    def _rule_group(self, child, cfg: Config, schema: Schema) -> None:
+        _check_attrs(child, ("name", "groupRelation"), self.path)
+        rel = child.get("groupRelation")
+        if rel is None:
+            raise self.err("attribute groupRelation of element RuleGroup is required", child)
+        if rel not in ("and", "or"):
+            raise self.err(f'Value "{rel}" for attribute groupRelation of RuleGroup is '
+                           "not among the enumerated set (and|or)", child)
+        gname = child.get("name")
+        self.collect(_only_whitespace, child, self.path)
+        for tag_el in _elements(child):
+            self.collect(self._tag, tag_el, cfg, schema, rel, gname)
 
     def _check_name(self, name: Optional[str], el) -> None:
         # Sysmon measures the name in UTF-8 bytes (spec/rule-blob.md section 6.5).
@@ -437,27 +458,36 @@ class _Builder:
             relation = "or" if group_rel.lower() == "or" else "and"
         else:
             relation = "and" if cfg.schema_version > (4, 10) else "or"
-        _only_whitespace(el, self.path)
+        self.collect(_only_whitespace, el, self.path)
         tag_fields = schema.tag_fields[tag]
         filters: list[Filter] = []
         aggregates: dict[int, Aggregate] = {}
+        before = len(self.errors)
+
+        def one(f, allowed, label, inherited, agg_id, into) -> None:
+            into.append(self._filter(f, allowed, label, inherited, agg_id))
+
         for child in _elements(el):
             if child.tag == "Rule":
-                _check_attrs(child, ("name", "groupRelation"), self.path)
-                _only_whitespace(child, self.path)
+                if not self.collect(_check_attrs, child, ("name", "groupRelation"), self.path):
+                    continue
+                self.collect(_only_whitespace, child, self.path)
                 rname = child.get("name")
                 rrel = child.get("groupRelation")
                 rrel = "or" if rrel is None or rrel.lower() == "or" else "and"
                 agg = Aggregate(self.next_aggregate, rrel, rname, child.sourceline)
                 self.next_aggregate += 1
                 inherited = rname if rname is not None else group_name
-                members = [self._filter(f, schema.all_fields, "Rule", inherited, agg.id)
-                           for f in _elements(child)]
+                members: list = []
+                for f in _elements(child):
+                    self.collect(one, f, schema.all_fields, "Rule", inherited, agg.id, members)
                 if members:
                     aggregates[agg.id] = agg
                     filters.extend(members)
             else:
-                filters.append(self._filter(child, tag_fields, tag, group_name, 0))
+                self.collect(one, child, tag_fields, tag, group_name, 0, filters)
+        if len(self.errors) > before:
+            return  # the file is refused anyway; the rest of the tag was still checked
         # Bind multi-id tags to the first id whose fields contain every field used (spec 1.5).
         used = {f.field for f in filters}
         bound = None

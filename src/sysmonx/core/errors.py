@@ -31,9 +31,9 @@ exceptions that subclass both the domain error and the builtin.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
-__all__ = ["Location", "SysmonXError", "ConfigError", "SchemaError", "BlobError", "UsageError",
+__all__ = ["Location", "SysmonXError", "SEVERITIES", "ConfigError", "SchemaError", "BlobError", "UsageError",
            "ReadError", "RuleError", "RegexError", "SourceUnavailable", "SinkError",
            "OutputClosed", "ServiceError", "PluginError"]
 
@@ -93,17 +93,23 @@ class ConfigError(SysmonXError, ValueError):
         message: what is wrong (Sysmon's wording where it has one).
         path: the config file (or ``<string>``).
         line: 1-based line of the offending element, or ``None``.
+        others: further errors found in the same file.
     Attributes:
         message, path, line: as given; ``location`` is ``Location(path, line)``.
+        errors: every error found in the file, this one first (Sysmon's validation reports them
+            all, not only the first); ``[self]`` when only one is known. ``str()`` gives the
+            first; print ``errors`` to show all.
     """
 
-    def __init__(self, message: str, path: str = "<string>", line: Optional[int] = None) -> None:
+    def __init__(self, message: str, path: str = "<string>", line: Optional[int] = None,
+                 others: Optional[list[ConfigError]] = None) -> None:
         self.path = path
         self.line = line
+        self.errors: list[ConfigError] = [self] + list(others or [])
         super().__init__(message, Location(path, line or None, "line"))
 
     def __reduce__(self) -> tuple:
-        return (type(self), (self.message, self.path, self.line))
+        return (type(self), (self.message, self.path, self.line, self.errors[1:]))
 
 
 class SchemaError(SysmonXError, ValueError):
@@ -119,37 +125,58 @@ class UsageError(SysmonXError, ValueError):
     the subcommands)."""
 
 
+#: ``ReadError.severity`` values. ``error``: data was lost (a record, a field, a file);
+#: ``warning``: everything was read, but something the user must know changes its meaning
+#: (said once per file); ``note``: information (a per-file summary of repairs, a file skipped);
+#: ``repaired``: one record read as its producer meant it after a known export fault was undone
+#: (counted by the consumer, not printed one by one).
+SEVERITIES = ("error", "warning", "note", "repaired")
+
+
 class ReadError(SysmonXError):
-    """One damaged spot of an input (a record, line, chunk, or the whole file); reading went on
-    after it. Sources report these as data (never raised across the loop).
+    """One damaged, repaired or noteworthy spot of an input (a record, line, chunk, or the whole
+    file); reading went on after it. Sources report these as data (never raised across the
+    loop).
 
     Args:
-        path: the file (archive members as ``archive.zip!member.json``).
-        offset: line number, byte offset or EVTX record number; ``None`` for the whole file.
+        path: the file (archive members as ``archive.zip!member.json``, nested
+            ``a.zip!b.tar.gz!c.json``; a single compressed stream ``x.json.gz``: the file).
+        offset: a 1-based line number (``offset_kind == "line"``), a byte offset (``"byte"``)
+            or an EVTX record number (``"record"``: the number in the record header, which is
+            also the ``EventRecordID`` unless the file was exported from a larger log); ``None``
+            for the whole file.
         offset_kind: ``"line"``, ``"byte"``, ``"record"`` or ``"file"``.
-        message: what is wrong and what was lost.
+        message: what is wrong and what was lost, for a user.
+        severity: one of :data:`SEVERITIES` (``error`` unless said otherwise).
     """
 
-    def __init__(self, path: str, offset: Optional[int], offset_kind: str, message: str) -> None:
+    #: what this is in the pipeline (a stage may emit one; the loop reports it).
+    item_kind: ClassVar[str] = "error"
+
+    def __init__(self, path: str, offset: Optional[int], offset_kind: str, message: str,
+                 severity: str = "error") -> None:
         self.path = path
         self.offset = offset
         self.offset_kind = offset_kind
+        self.severity = severity
         super().__init__(message, Location(path, offset, offset_kind))
 
+    def _key(self) -> tuple:
+        return (self.path, self.offset, self.offset_kind, self.message, self.severity)
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ReadError) and (
-            self.path, self.offset, self.offset_kind, self.message) == (
-            other.path, other.offset, other.offset_kind, other.message)
+        return isinstance(other, ReadError) and self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.path, self.offset, self.offset_kind, self.message))
+        return hash(self._key())
 
     def __reduce__(self) -> tuple:
-        return (type(self), (self.path, self.offset, self.offset_kind, self.message))
+        return (type(self), self._key())
 
     def __repr__(self) -> str:
         return (f"ReadError(path={self.path!r}, offset={self.offset!r}, "
-                f"offset_kind={self.offset_kind!r}, message={self.message!r})")
+                f"offset_kind={self.offset_kind!r}, message={self.message!r}, "
+                f"severity={self.severity!r})")
 
 
 class RuleError(SysmonXError, ValueError):

@@ -11,8 +11,12 @@ Semantics, precisely:
 * **Time** is the event's ``TimeCreated``; order ties are broken by arrival order. A hit is the
   match of a referenced rule (or an alert of a referenced correlation, at its window end).
 * **Groups**: the hit's values of the ``group-by`` fields (an alias resolves to the field named
-  for the hit's rule) form the group key, compared exactly; a missing field is ``None``. Hits of
-  one group never count toward another. Without ``group-by`` there is one group.
+  for the hit's rule) form the group key, compared exactly. Hits of one group never count toward
+  another. Without ``group-by`` there is one group. A hit whose event lacks a group-by field is
+  not counted at all (as ``stats ... by`` drops such events in Splunk), never pooled into a
+  ``null`` group: it is counted in :attr:`CorrelationStats.ungrouped` and reported, and fields
+  Sysmon never writes for the referenced rules' events are load warnings
+  (:meth:`CompiledCorrelation.unknown_fields`).
 * **Windows**: conditions that can only become true by more hits (``gt``/``gte``, and the
   default condition of ``temporal``/``temporal_ordered``) are checked on every hit over the
   sliding window ``[newest - timespan, newest]`` of its group, so a burst is detected as soon as
@@ -173,7 +177,8 @@ class _Group:
 
 @dataclass
 class CorrelationStats:
-    """Counters of the correlation engine (per correlation key: id, name or title)."""
+    """Counters of the correlation engine (per correlation key: id, name or title).
+    ``ungrouped``: hits not counted because their event lacks a group-by field."""
 
     hits: Counter = field(default_factory=Counter)
     alerts: Counter = field(default_factory=Counter)
@@ -181,6 +186,7 @@ class CorrelationStats:
     dropped_hits: Counter = field(default_factory=Counter)
     late_hits: Counter = field(default_factory=Counter)
     ignored_values: Counter = field(default_factory=Counter)
+    ungrouped: Counter = field(default_factory=Counter)
 
 
 _OPS: dict[str, Callable] = {
@@ -312,8 +318,40 @@ class CompiledCorrelation:
                                                SigmaCorrelationType.TEMPORAL_ORDERED) else 0
 
     def group_key(self, hit: Hit) -> tuple:
-        """The hit's group (values of the group-by fields for its rule)."""
+        """The hit's group (values of the group-by fields for its rule); a value is ``None``
+        where the hit lacks the field."""
         return tuple(hit.get(f) for f in self._fields_for[id(hit.source)])
+
+    def unknown_fields(self, known_for: Callable[[object], Optional[frozenset]]
+                       ) -> list[tuple[str, str, str, object]]:
+        """Group-by and value fields no hit of a referenced rule can carry.
+
+        Args:
+            known_for: ``known_for(rule) -> names`` a hit of that referenced rule can carry
+                (for a detection rule the fields of the events of its log source; for a
+                correlation its own group-by and value names), or ``None`` when unknown
+                (nothing is checked for that rule).
+        Returns:
+            ``[(role, name as written, field behind it for that rule, rule)]``, ``role``
+            ``group-by`` or ``value``.
+        """
+        out = []
+        for r in self.refs:
+            known = known_for(r)
+            if known is None:
+                continue
+            for role, names, fields in (("group-by", self.group_by, self._fields_for[id(r)]),
+                                        ("value", self.fieldref, self._value_fields[id(r)])):
+                for name, fld in zip(names, fields):
+                    if fld not in known:
+                        out.append((role, name, fld, r))
+        return out
+
+    def carries(self) -> frozenset:
+        """Names a hit of this correlation carries for a referencing one: its group-by names
+        (and value field names for the value_percentile rarity form)."""
+        return frozenset(self.group_by) | (frozenset(self.fieldref) if self.rarity
+                                          else frozenset())
 
     def value_of(self, hit: Hit):
         """The aggregated value of a hit (``None``: not counted)."""
@@ -482,6 +520,9 @@ class CorrelationEngine:
 
     def _hit(self, corr: CompiledCorrelation, step: int, hit: Hit) -> list:
         key = corr.group_key(hit)
+        if None in key:  # never pooled into a "null" group: not counted, and reported
+            self.stats.ungrouped[corr.key] += 1
+            return []
         value = None
         if corr.fieldref:
             value = corr.value_of(hit)

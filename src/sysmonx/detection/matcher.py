@@ -10,6 +10,9 @@ values), is compiled into a Python expression over an event and the automaton ke
   ``base64``/``base64offset``/``utf16le``/``utf16be``/``utf16``/``wide`` are applied by pySigma
   to the values (Sigma modifiers appendix);
 * ``re`` is searched (unanchored) with RE2, case-sensitive unless ``i``; ``m`` and ``s`` flags;
+  where RE2's syntax means something else than the PCRE flavour the Sigma modifiers appendix
+  names, the pattern is rewritten to PCRE's meaning (:func:`pcre_to_re2`: ``$`` and ``\\Z``
+  also match before a final newline, ``\\s`` includes the vertical tab);
 * ``cidr`` (IPv4 and IPv6), ``lt``/``lte``/``gt``/``gte``/``neq`` on numbers (decimal or
   ``0x`` hexadecimal field values), the time-part modifiers ``minute`` ... ``year``, ``exists``,
   ``fieldref`` (case-insensitive, with ``startswith``/``endswith``/``contains``), ``expand``
@@ -41,6 +44,7 @@ their keys and candidates (bounded), so repeated values cost one dictionary look
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -95,7 +99,8 @@ except ImportError:  # pragma: no cover
     import sre_constants as _sre_c  # type: ignore[no-redef]
     import sre_parse as _sre_p  # type: ignore[no-redef]
 
-__all__ = ["RuleCompileError", "CompiledRule", "RuleMatcher", "REGEX_MAX_MEM", "START", "END"]
+__all__ = ["RuleCompileError", "CompiledRule", "RuleMatcher", "REGEX_MAX_MEM", "START", "END",
+           "compile_re", "pcre_to_re2"]
 
 #: Sentinels framing a lower-cased field value in the automaton text.
 START = "\x02"
@@ -446,15 +451,84 @@ _RE_FLAGS = {SigmaRegularExpressionFlag.IGNORECASE: "i",
              SigmaRegularExpressionFlag.DOTALL: "s"}
 
 
+_PCRE_END = r"(?:\n?\z)"
+_SPACE = "\t\n\x0b\f\r "
+_INLINE_FLAGS = re.compile(r"\(\?[a-zA-Z]*m[a-zA-Z-]*[):]")
+
+
+def pcre_to_re2(pattern: str, multiline: bool = False) -> str:
+    r"""Rewrite a Sigma ``re`` pattern so that RE2 matches what PCRE (the flavour of the Sigma
+    modifiers appendix) matches, where the two read the same syntax differently:
+
+    * ``$`` without the ``m`` flag: PCRE matches at the end *or before a final newline*, RE2 only
+      at the end; it becomes ``(?:\n?\z)``. With ``m`` (flag or inline ``(?m)``) both match
+      before every newline and it is left alone.
+    * ``\Z``: PCRE's "end or before a final newline", which RE2 does not know: likewise.
+    * ``\s`` / ``\S`` (outside a character class): PCRE's white space includes the vertical
+      tab (since PCRE 8.34), RE2's does not: spelled out as a class.
+
+    Remaining differences (docs/DETECTION.md): a ``$`` rewritten this way consumes the final
+    newline, so a pattern that goes on matching after a ``$`` (``a$\n``) no longer matches;
+    ``\s`` inside a character class keeps RE2's meaning; constructs RE2 refuses (lookaround,
+    backreferences, possessive and atomic groups, ``\R``, ``\h``, ``\K``) make the rule
+    rejected at load, never silently different.
+    """
+    if not multiline and _INLINE_FLAGS.search(pattern):
+        multiline = True  # an inline (?m) anywhere: treat every $ as multi-line (as written)
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            nxt = pattern[i + 1]
+            if not in_class and nxt == "Z":
+                out.append(_PCRE_END)
+            elif not in_class and nxt == "s":
+                out.append(f"[{_SPACE}]")
+            elif not in_class and nxt == "S":
+                out.append(f"[^{_SPACE}]")
+            else:
+                out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+            out.append(c)
+        elif c == "[":
+            in_class = True
+            out.append(c)
+            # a ']' first in the class (after an optional '^') is a literal
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                out.append("^")
+                j += 1
+            if j < n and pattern[j] == "]":
+                out.append("]")
+                j += 1
+            i = j
+            continue
+        elif c == "$" and not multiline:
+            out.append(_PCRE_END)
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def compile_re(pattern: str, flags: Iterable = ()) -> Callable[[str], bool]:
-    """RE2 ``search`` predicate of a Sigma ``re`` value with its ``i``/``m``/``s`` flags.
+    """RE2 ``search`` predicate of a Sigma ``re`` value with its ``i``/``m``/``s`` flags, with
+    PCRE's meaning where RE2 reads the syntax differently (:func:`pcre_to_re2`).
 
     Raises:
         RuleCompileError: RE2 rejects the pattern.
     """
+    flags = list(flags)
     fl = "".join(sorted(_RE_FLAGS[f] for f in flags))
+    rewritten = pcre_to_re2(pattern, multiline="m" in fl)
     try:
-        rx = _re2.compile_pattern((f"(?{fl})" if fl else "") + pattern)
+        rx = _re2.compile_pattern((f"(?{fl})" if fl else "") + rewritten)
     except RegexError as exc:
         raise RuleCompileError("regex", f"RE2 cannot compile {pattern!r}: {exc}") from None
     return _re2.searcher(rx)

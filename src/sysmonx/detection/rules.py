@@ -26,7 +26,7 @@ from sigma.exceptions import SigmaError, SigmaRuleLocation
 from sigma.rule import SigmaRule
 
 __all__ = ["LoadIssue", "LoadedRules", "load_rules", "load_rules_text", "RULE_EXTENSIONS",
-           "BUNDLE_SUFFIXES", "MAX_RULE_FILE_BYTES"]
+           "BUNDLE_SUFFIXES", "MAX_RULE_FILE_BYTES", "SIGMA_KEYS"]
 
 #: Extensions of rule files inside folders and bundles.
 RULE_EXTENSIONS = (".yml", ".yaml")
@@ -60,7 +60,8 @@ class LoadIssue:
         code: short group name for the summary: ``yaml``, ``sigma``, ``logsource``,
             ``placeholder``, ``regex``, ``value``, ``keyword``, ``condition``, ``reference``,
             ``correlation``, ``duplicate`` (rejections); ``field``, ``unindexed``,
-            ``duplicate-id`` (warnings).
+            ``duplicate-id``, ``taxonomy`` (a correlation in another taxonomy), ``skipped``
+            (files that are not Sigma rules, special files) (warnings).
         message: the reason, for a person.
         rejected: True when the rule (or file) is not evaluated at all; False for a warning.
     """
@@ -86,13 +87,16 @@ class LoadedRules:
         rules: detection rules pySigma parsed without error (Sigma filters already applied).
         correlations: correlation rules whose references all resolved.
         issues: every problem found (see :class:`LoadIssue`).
-        files: rule files read.
+        files: rule files read (not counting ``skipped``).
+        skipped: YAML files found in folders or bundles that are not Sigma rules (reported
+            in ``issues`` as one ``skipped`` warning).
     """
 
     rules: list = field(default_factory=list)
     correlations: list = field(default_factory=list)
     issues: list = field(default_factory=list)
     files: int = 0
+    skipped: list = field(default_factory=list)
 
     def summary(self) -> Counter:
         """Rejections counted by ``code``."""
@@ -110,37 +114,45 @@ def _source_name(rule) -> str:
     return str(src.path) if src is not None and getattr(src, "path", None) else ""
 
 
-def _iter_files(paths: Iterable[Union[str, Path]], issues: list) -> Iterator[tuple[str, bytes]]:
-    """``(name, bytes)`` of every rule file under ``paths`` (folders sorted, bundles opened)."""
+def _iter_files(paths: Iterable[Union[str, Path]], issues: list
+                ) -> Iterator[tuple[str, bytes, bool]]:
+    """``(name, bytes, named)`` of every rule file under ``paths`` (folders sorted, bundles
+    opened); ``named`` is True for a file given by name (not found in a folder or bundle)."""
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            for sub in sorted(x for x in path.rglob("*") if x.is_file()):
+            for sub in sorted(path.rglob("*")):
                 low = sub.name.lower()
-                if low.endswith(RULE_EXTENSIONS):
-                    yield from _read_file(sub, issues)
-                elif low.endswith(BUNDLE_SUFFIXES):
-                    yield from _iter_bundle(sub, issues)
-        elif path.is_file():
+                if not low.endswith(RULE_EXTENSIONS + BUNDLE_SUFFIXES) or sub.is_dir():
+                    continue
+                if not sub.is_file():  # a FIFO, socket or device would hang or mislead a read
+                    issues.append(LoadIssue(str(sub), "", "", "skipped", "not a regular file; "
+                                            "skipped", rejected=False))
+                elif low.endswith(RULE_EXTENSIONS):
+                    yield from _read_file(sub, issues, False)
+                else:
+                    yield from ((n, d, False) for n, d in _iter_bundle(sub, issues))
+        elif path.exists():
             if path.name.lower().endswith(BUNDLE_SUFFIXES):
-                yield from _iter_bundle(path, issues)
+                yield from ((n, d, False) for n, d in _iter_bundle(path, issues))
             else:
-                yield from _read_file(path, issues)
+                yield from _read_file(path, issues, True)
         else:
             raise FileNotFoundError(f"no such rule file or folder: {p}")
 
 
-def _read_file(path: Path, issues: list) -> Iterator[tuple[str, bytes]]:
+def _read_file(path: Path, issues: list, named: bool) -> Iterator[tuple[str, bytes, bool]]:
     try:
-        if path.stat().st_size > MAX_RULE_FILE_BYTES:
+        with open(path, "rb") as f:  # bounded: a FIFO or /dev/zero named explicitly
+            data = f.read(MAX_RULE_FILE_BYTES + 1)
+        if len(data) > MAX_RULE_FILE_BYTES:
             issues.append(LoadIssue(str(path), "", "", "yaml",
                                     f"file larger than {MAX_RULE_FILE_BYTES} bytes"))
             return
-        data = path.read_bytes()
     except OSError as exc:
         issues.append(LoadIssue(str(path), "", "", "yaml", f"cannot read: {exc}"))
         return
-    yield str(path), data
+    yield str(path), data, named
 
 
 def _iter_bundle(path: Path, issues: list) -> Iterator[tuple[str, bytes]]:
@@ -172,11 +184,25 @@ def _iter_bundle(path: Path, issues: list) -> Iterator[tuple[str, bytes]]:
         issues.append(LoadIssue(str(path), "", "", "yaml", f"cannot read bundle: {exc}"))
 
 
-def _parse_file(name: str, data: Union[bytes, str], issues: list) -> Optional[SigmaCollection]:
+#: Top-level keys of which a Sigma document has at least one (a detection rule, a correlation
+#: rule, a Sigma filter, or a collection's ``action`` document).
+SIGMA_KEYS = frozenset({"detection", "correlation", "filter", "action"})
+
+
+def _parse_file(name: str, data: Union[bytes, str], issues: list,
+                skipped: Optional[list] = None) -> Optional[SigmaCollection]:
+    """One file's documents as a pySigma collection (``None`` when nothing to load). With
+    ``skipped`` (a file found in a folder or bundle), a file none of whose documents has a
+    :data:`SIGMA_KEYS` key is not a Sigma rule (SigmaHQ's ``info.yml``, a CI config): its name
+    goes to ``skipped`` instead of three rejections."""
     try:
         docs = list(yaml.load_all(data, Loader=_Loader))
     except yaml.YAMLError as exc:
         issues.append(LoadIssue(name, "", "", "yaml", f"not YAML: {exc}".replace("\n", " ")))
+        return None
+    if skipped is not None and not any(isinstance(d, dict) and SIGMA_KEYS & d.keys()
+                                       for d in docs):
+        skipped.append(name)
         return None
     if not all(d is None or isinstance(d, dict) for d in docs):
         issues.append(LoadIssue(name, "", "", "yaml", "a YAML document is not a mapping"))
@@ -267,6 +293,9 @@ def _collect(collections: list, issues: list) -> LoadedRules:
 def load_rules(paths: Iterable[Union[str, Path]]) -> LoadedRules:
     """Read Sigma rules from files, folders (recursively: ``*.yml``, ``*.yaml`` and bundles)
     and bundles (``.tar.gz``, ``.tgz``, ``.tar``, ``.tar.bz2``, ``.tar.xz``, ``.zip``).
+    YAML files in folders and bundles that are not Sigma documents are skipped with one
+    summary warning; a file given by name is always parsed (and rejected with reasons if it is
+    not a rule).
 
     Returns:
         :class:`LoadedRules` with every problem in ``issues``.
@@ -275,14 +304,21 @@ def load_rules(paths: Iterable[Union[str, Path]]) -> LoadedRules:
     """
     issues: list = []
     collections = []
+    skipped: list = []
     files = 0
-    for name, data in _iter_files(list(paths), issues):
+    for name, data, named in _iter_files(list(paths), issues):
         files += 1
-        col = _parse_file(name, data, issues)
+        col = _parse_file(name, data, issues, None if named else skipped)
         if col is not None:
             collections.append((name, col))
+    if skipped:
+        issues.append(LoadIssue("", "", "", "skipped", f"{len(skipped)} YAML file(s) in the "
+                                "rule folders are not Sigma rules (no detection, correlation or "
+                                f"filter key) and were skipped, e.g. {skipped[0]}",
+                                rejected=False))
     out = _collect(collections, issues)
-    out.files = files
+    out.files = files - len(skipped)
+    out.skipped = skipped
     return out
 
 

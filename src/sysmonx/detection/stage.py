@@ -25,6 +25,7 @@ from typing import Iterable, Optional, Union
 
 from ..event import Event
 from .alerts import LEVELS, Alert
+from .fields import known_fields
 from .correlation import (
     CompiledCorrelation,
     CorrelationEngine,
@@ -120,6 +121,7 @@ class DetectionStage:
             rid, title = rule_ref(rule)
             self.issues.append(LoadIssue(_src(rule), rid, title, code, msg, rejected=False))
         self.correlations = self._compile_correlations(loaded.correlations)
+        self._check_correlation_fields()
         self.correlation: Optional[CorrelationEngine] = None
         if self.correlations:
             self.correlation = CorrelationEngine(
@@ -193,6 +195,47 @@ class DetectionStage:
                                                  "correlation references form a cycle"))
                 break
         return out
+
+    def _check_correlation_fields(self) -> None:
+        """Load warnings for correlations that would pool or drop hits silently: group-by and
+        value fields no event of a referenced rule's Sysmon log source carries (``field``),
+        and a ``taxonomy`` other than Sigma's, whose field names SysmonX uses (``taxonomy``).
+        """
+        by_rule = {id(c.rule): c for c in self.matcher.compiled}
+        by_corr = {id(c.rule): c for c in self.correlations}
+
+        def known_for(rule) -> Optional[frozenset]:
+            compiled = by_rule.get(id(rule))
+            if compiled is not None:
+                groups = compiled.target.groups
+                if not groups or any(g[0] not in ("win", "lnx") for g in groups):
+                    return None  # other channels: their fields are not known here
+                names: set = set()
+                for g in groups:
+                    names |= known_fields(g[1])
+                return frozenset(names)
+            inner = by_corr.get(id(rule))
+            return inner.carries() if inner is not None else None
+
+        for c in self.correlations:
+            rid, title = rule_ref(c.rule)
+            taxonomy = getattr(c.rule, "taxonomy", None)
+            if taxonomy and str(taxonomy).lower() != "sigma":
+                self.issues.append(LoadIssue(
+                    _src(c.rule), rid, title, "taxonomy", f"taxonomy {taxonomy!r}: SysmonX "
+                    "names fields as Sysmon writes them (the Sigma taxonomy); fields of "
+                    "another taxonomy do not exist on its events", rejected=False))
+            problems = c.unknown_fields(known_for)
+            for role, name, fld, ref in problems:
+                ref_id, ref_title = rule_ref(ref)
+                behind = f" (alias of {fld})" if fld != name else ""
+                kind = "its events" if id(ref) in by_rule else "its alerts"
+                self.issues.append(LoadIssue(
+                    _src(c.rule), rid, title, "field", f"{role} field {name}{behind} is never "
+                    f"written for the events of referenced rule {ref_id or ref_title} ({kind} "
+                    + ("do not carry it): its hits are not counted (never grouped as null)"
+                       if role == "group-by" else "do not carry it): its hits are ignored"),
+                    rejected=False))
 
     def _fields_of(self, r: CompiledRule) -> tuple:
         seen = dict.fromkeys(KEY_FIELDS)
@@ -343,7 +386,18 @@ class DetectionStage:
             self.stats.alerts_by_level.items(), key=lambda kv: -({l: i for i, l in enumerate(
                 LEVELS)}.get(kv[0], -1))))
         lines.append(f"alerts: {self.stats.alerts}" + (f" ({by_level})" if by_level else ""))
+        lines.extend(self.ungrouped_lines())
         return "\n".join(lines)
+
+    def ungrouped_lines(self) -> list[str]:
+        """One line per correlation that left hits uncounted because their events lacked a
+        group-by field (see :mod:`.correlation`)."""
+        if self.correlation is None:
+            return []
+        titles = {c.key: c.title for c in self.correlations}
+        return [f"correlation {titles.get(k) or k} [{k}]: {n} hit(s) not counted: the event "
+                "has no value for a group-by field"
+                for k, n in sorted(self.correlation.stats.ungrouped.items())]
 
 
 def _src(rule) -> str:

@@ -303,6 +303,8 @@ class FanOut:
             for kind in s.accepts:
                 self._by_kind.setdefault(kind, []).append(s)
         self._reports: dict[int, SinkSlot] = {}
+        #: receives error items no sink takes (set by the pipeline).
+        self.on_error: Optional[Any] = None
 
     @classmethod
     def build(cls, sinks: Sequence[Any], policy: str = "fatal",
@@ -339,6 +341,8 @@ class FanOut:
         """
         slots = self._by_kind.get(item.item_kind)
         if not slots:
+            if item.item_kind == "error" and self.on_error is not None:
+                self.on_error(item)  # a stage's warning or note: the run's error handler
             return
         if self._reports:
             about = self._reports.pop(id(item), None)

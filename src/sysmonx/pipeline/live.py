@@ -24,7 +24,6 @@ from ..configmodel import Config
 from ..filtering import EngineOptions
 from ..filtering.stage import FilterStage
 from ..interfaces import SinkStats, Source, Stage
-from ..sensor.live import LiveOptions, LiveSource
 from ..stages.gate import SysmonGate
 from ..stages.numbering import RecordNumbers
 from .fanout import CallbackSink, FanOut
@@ -137,6 +136,7 @@ class Sensor:
         self.config_path = config_path
         self.options = options
         self.on_status = on_status or (lambda msg: None)
+        from ..sensor.live import LiveOptions, LiveSource  # Linux only (pwd, /proc)
         inner: Optional[Source] = None
         if options.follow:
             from ..sources.syslog import SyslogFormat

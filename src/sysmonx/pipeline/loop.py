@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from typing import Any, Callable, Optional, Sequence
 
 from ..configmodel import Config
@@ -52,7 +53,10 @@ class Pipeline:
             ``SysmonXError`` / ``OSError`` when it cannot (the old one stays).
         tick_s: seconds between ticks of a live source.
     Attributes:
-        errors: damaged records and unreadable files reported by sources.
+        errors: damaged records and unreadable files reported by sources (``error`` severity).
+        warnings: ``warning`` reports (everything read, but the meaning changes).
+        repaired: records read after undoing a known export fault, per fault (counted, not
+            passed to ``on_error``).
         reload_errors: reloads that were refused.
     """
 
@@ -68,7 +72,10 @@ class Pipeline:
         self.reloader = reloader
         self.tick_s = tick_s
         self.errors = 0
+        self.warnings = 0
+        self.repaired: Counter[str] = Counter()
         self.reload_errors = 0
+        self.fanout.on_error = self._error
         self._source: Optional[Source] = None
         self._stop = False
         self._reload = False
@@ -207,7 +214,14 @@ class Pipeline:
         self.fanout.deliver(item)
 
     def _error(self, err: SysmonXError) -> None:
-        self.errors += 1
+        severity = getattr(err, "severity", "error")
+        if severity == "repaired":  # counted; the source sums them up per file
+            self.repaired[err.message] += 1
+            return
+        if severity == "error":
+            self.errors += 1
+        elif severity == "warning":
+            self.warnings += 1
         if self.on_error is not None:
             self.on_error(err)
 

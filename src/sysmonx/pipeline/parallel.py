@@ -18,7 +18,19 @@ from ..filtering import FilterEngine
 from ..stages.window import parse_time_bound
 from .replay import ReplayOptions, Replayer, ReplayStats, make_writer
 
-__all__ = ["replay_parallel", "default_jobs", "TASK_BYTES"]
+__all__ = ["replay_parallel", "default_jobs", "TASK_BYTES", "SpooledLine"]
+
+class SpooledLine(str):
+    """An error, warning or note line of a worker of :func:`replay_parallel`: the text of the
+    :class:`~sysmonx.core.errors.ReadError` (``str``) with its ``severity``."""
+
+    severity: str
+
+    def __new__(cls, severity: str, text: str) -> SpooledLine:
+        line = super().__new__(cls, text)
+        line.severity = severity
+        return line
+
 
 # Worker state of parallel replay (set once per worker process by _init_worker).
 _WORKER: dict[str, Any] = {}
@@ -61,7 +73,8 @@ class _ErrorSpool:
             fd, self.path = tempfile.mkstemp(prefix=f"{self.index:08d}-", suffix=".err",
                                              dir=self.tmpdir)
             self.f = os.fdopen(fd, "w", encoding="ascii", buffering=1 << 16)
-        self.f.write(json.dumps(str(err)) + "\n")  # ASCII, one line whatever the text
+        # ASCII, one line whatever the text
+        self.f.write(json.dumps([getattr(err, "severity", "error"), str(err)]) + "\n")
         self.count += 1
 
     def close(self) -> None:
@@ -139,7 +152,8 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
             to count only.
         out: binary stream receiving the output (ignored when ``fmt`` is None).
         jobs: worker processes (>= 1).
-        on_error: receives each error line (``path:offset: message``) in file order.
+        on_error: receives each error, warning and note line (``path:offset: message``, a
+            :class:`SpooledLine` with its ``severity``) in file order.
         on_file_done: called after each file with its path and the running totals.
         writer_options: keyword options of the writer (e.g. ``{"bom": True}`` for ``csv``).
     Returns:
@@ -147,10 +161,14 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
     Raises:
         SinkError: writing ``out`` failed (an ``OSError``).
         TimeFormatError: a bad ``options.time_from`` / ``time_to``.
+        ValueError: ``options.keep_duplicates`` is False (duplicates are found in one stream).
     """
     import multiprocessing
     import shutil
     import tempfile
+    if not options.keep_duplicates:
+        raise ValueError("removing duplicate records needs one stream (one process): replay "
+                         "with Replayer, or set ReplayOptions(keep_duplicates=True)")
     total = ReplayStats()
     if options.config is not None:
         FilterEngine(options.config, options.engine_options)  # fail here, not in a worker
@@ -194,7 +212,7 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
                     for path, stats, n_errors in results:
                         for _ in range(n_errors):
                             assert errors is not None
-                            on_error(json.loads(errors.readline()))
+                            on_error(SpooledLine(*json.loads(errors.readline())))
                         total.merge(stats)
                         if on_file_done is not None:
                             on_file_done(path, total)

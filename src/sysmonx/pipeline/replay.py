@@ -2,8 +2,8 @@
 
 :func:`replay_stages` is the stage list of a replay (and of every ``--jobs`` worker)::
 
-    [time-window] -> sysmon-gate -> filter -> [--stage ...] -> [sigma-match -> sigma-correlate
-    -> sigma-alert-events]
+    [duplicates] -> clock-check -> [time-window] -> sysmon-gate -> filter -> [--stage ...]
+    -> [sigma-match -> sigma-correlate -> sigma-alert-events]
 
 :class:`Replayer` puts it together with :class:`~sysmonx.sources.recorded.RecordedLogs` and the
 sinks in a :class:`~sysmonx.pipeline.loop.Pipeline`, and gathers the counters of the stages into
@@ -26,6 +26,8 @@ from ..interfaces import Stage
 from ..sinks import writer_class
 from ..sources import iter_input_files
 from ..sources.recorded import RecordedLogs
+from ..stages.clock import ClockCheckStage
+from ..stages.dedup import DuplicateStage
 from ..stages.gate import SysmonGate
 from ..stages.window import TimeWindowStage
 from .fanout import FanOut
@@ -62,6 +64,17 @@ class ReplayOptions:
             as :func:`~sysmonx.stages.window.parse_time_bound` takes it, or ``None`` for no bound.
             The window applies to every record, Sysmon or not, before the filter. Records
             without a (readable) time are kept and counted in :attr:`ReplayStats.untimed`.
+        window_time: which time ``time_from``/``time_to`` compare: ``system`` (System
+            ``TimeCreated``, the default) or ``utctime`` (a Sysmon event's own ``UtcTime``,
+            falling back to System time for records without one), for exports whose System
+            times are local times labelled UTC (a warning says so, see
+            :class:`~sysmonx.stages.clock.ClockCheckStage`).
+        keep_duplicates: write every record read, even one read before (same provider,
+            computer, channel, EventRecordID and System time to the second, see
+            :class:`~sysmonx.stages.dedup.DuplicateFilter`); by default such repeats are
+            dropped and counted in :attr:`ReplayStats.duplicates`. Removing them needs the one
+            stream of a single process: :func:`~sysmonx.pipeline.parallel.replay_parallel`
+            requires ``True``.
     """
 
     config: Optional[Config] = None
@@ -70,6 +83,8 @@ class ReplayOptions:
     input_format: Optional[str] = None
     time_from: Optional[str] = None
     time_to: Optional[str] = None
+    window_time: str = "system"
+    keep_duplicates: bool = False
 
 
 @dataclass
@@ -79,7 +94,13 @@ class ReplayStats:
 
     With a time window (``--from`` / ``--to``): ``out_of_window`` records were outside it and went
     no further (they are in ``records`` only); ``untimed`` records had no readable System time and
-    were kept (they go on to the filter and are counted there as usual)."""
+    were kept (they go on to the filter and are counted there as usual).
+
+    ``duplicates``: records dropped as repeats of a record read before (they are in
+    ``records`` only). ``warnings``: warning lines (said once per file; nothing was lost).
+    ``repaired``: records read after undoing a known export fault, per fault (``{"entity
+    references without ';'": 16}``); they are read in full and counted in ``records`` as
+    usual."""
 
     files: int = 0
     records: int = 0
@@ -91,6 +112,9 @@ class ReplayStats:
     errors: int = 0
     out_of_window: int = 0
     untimed: int = 0
+    warnings: int = 0
+    repaired: Counter = field(default_factory=Counter)
+    duplicates: int = 0
 
     def merge(self, part: ReplayStats) -> None:
         """Add ``part``'s counters to these."""
@@ -104,6 +128,9 @@ class ReplayStats:
         self.errors += part.errors
         self.out_of_window += part.out_of_window
         self.untimed += part.untimed
+        self.warnings += part.warnings
+        self.repaired.update(part.repaired)
+        self.duplicates += part.duplicates
 
 
 def detection_stages(detection: Any, alerts_to_stream: bool) -> list[Stage]:
@@ -123,11 +150,17 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
 
     Raises:
         TimeFormatError: a bad ``time_from`` / ``time_to``.
-        ValueError: a bad ``non_sysmon``.
+        ValueError: a bad ``non_sysmon`` or ``window_time``.
     """
+    if options.window_time not in ("system", "utctime"):
+        raise ValueError(f"window_time must be 'system' or 'utctime', not "
+                         f"{options.window_time!r}")
     stages: list[Stage] = []
+    if not options.keep_duplicates:
+        stages.append(DuplicateStage())
+    stages.append(ClockCheckStage(options.window_time))
     if options.time_from is not None or options.time_to is not None:
-        stages.append(TimeWindowStage(options.time_from, options.time_to))
+        stages.append(TimeWindowStage(options.time_from, options.time_to, options.window_time))
     stages.append(SysmonGate(options.non_sysmon))
     stages.append(FilterStage(options.config, options.engine_options, without_config="pass",
                               engine=engine))
@@ -190,9 +223,13 @@ class Replayer:
     @property
     def stats(self) -> ReplayStats:
         """The counters so far."""
-        st = ReplayStats(files=self.files, records=self.records, errors=self.pipeline.errors)
-        gate, flt, win = (self._stage(SysmonGate), self._stage(FilterStage),
-                          self._stage(TimeWindowStage))
+        st = ReplayStats(files=self.files, records=self.records, errors=self.pipeline.errors,
+                         warnings=self.pipeline.warnings,
+                         repaired=Counter(self.pipeline.repaired))
+        gate, flt, win, dup = (self._stage(SysmonGate), self._stage(FilterStage),
+                               self._stage(TimeWindowStage), self._stage(DuplicateStage))
+        if dup is not None:
+            st.duplicates = dup.dedup.dropped
         st.sysmon, st.non_sysmon = gate.sysmon, gate.non_sysmon
         st.non_sysmon_written = gate.non_sysmon_written
         st.included, st.excluded = Counter(flt.included), Counter(flt.excluded)
@@ -207,7 +244,7 @@ class Replayer:
             FileNotFoundError: a path that does not exist (fatal, before anything is read).
             SinkError: an output failed.
         """
-        files = list(iter_input_files(list(paths)))
+        files = list(iter_input_files(list(paths), self.pipeline._error))
         for path in files:
             self.run_file(path)
         return self.stats

@@ -23,6 +23,7 @@ __all__ = [
     "EventSchema", "Schema", "SchemaVersionError", "get_schema", "CURRENT", "LATEST", "OLDEST",
     "parse_version", "format_version", "CONDITIONS", "FieldDef", "OptionDef", "EventDef",
     "STRING", "GUID", "UINT32", "UINT16", "BOOLEAN", "HEXINT32", "HEXINT64", "event_schema",
+    "positional_names",
 ]
 
 LATEST: Version = SCHEMA_VERSIONS[-1][0]
@@ -187,3 +188,27 @@ CURRENT: Schema = _build(LATEST)
 def event_schema(event_id: int) -> Optional[EventSchema]:
     """The newest definition of ``event_id``, or ``None`` for an ID Sysmon does not define."""
     return CURRENT.events.get(event_id)
+
+
+@lru_cache(maxsize=512)
+def positional_names(event_id: int, version: Optional[int], count: int
+                     ) -> Optional[tuple[str, ...]]:
+    """The field names of a Sysmon event whose ``count`` EventData values came without names
+    (``<Data>`` without ``Name``: forwarded or re-exported events), by position, as Event Viewer
+    assigns them from the manifest template of the event's ``System/Version``.
+
+    Every schema version in which event ``event_id`` has template version ``version`` is
+    considered; the names are returned when exactly one field list of ``count`` names fits.
+
+    Returns:
+        the names in order, or ``None`` when the event, its version or the count is unknown or
+        ambiguous (the caller then keeps the values unnamed and says so).
+    """
+    if version is None:
+        return None
+    fits = set()
+    for v in all_versions():
+        ev = _build(v).events.get(event_id)
+        if ev is not None and ev.version == version and len(ev.field_names) == count:
+            fits.add(ev.field_names)
+    return fits.pop() if len(fits) == 1 else None

@@ -253,7 +253,11 @@ class LiveSource(Source):
         return self.assembler.build(o)
 
     def _inner_error(self, err: SysmonXError) -> None:
+        """What the followed source reports: a repaired record is only counted (by the
+        source); anything else is written as event 255."""
         assert self.inner is not None
+        if getattr(err, "severity", "error") == "repaired":
+            return
         self.stats.errors += 1
         self._pending.append(self.assembler.error(self.inner.name, str(err), time.time_ns()))
 
@@ -302,5 +306,9 @@ class LiveSource(Source):
             self.inner.close()
 
     def backend_stats(self) -> dict[str, dict]:
-        """Backend name -> its own counters."""
-        return {b.name: b.stats() for b in self._started_backends}
+        """Backend name -> its own counters (``follow``: the followed source's)."""
+        out = {b.name: b.stats() for b in self._started_backends}
+        stats = getattr(self.inner, "stats", None)
+        if callable(stats):
+            out["follow"] = stats()
+        return out

@@ -38,14 +38,16 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from typing import Any, Callable, Iterator, Optional
 
-from ..core.errors import ReadError, UsageError
+from ..core.errors import SEVERITIES, ReadError, UsageError
 from ..core.registry import SOURCES
 from ..event import Event
 
-__all__ = ["ReadError", "FORMATS", "JSON_FORMATS", "INPUT_EXTENSIONS", "ARCHIVE_EXTENSIONS",
-           "iter_input_files", "detect_format", "open_source", "read_stream", "file_formats"]
+__all__ = ["ReadError", "SEVERITIES", "FileNotes", "FORMATS", "JSON_FORMATS", "INPUT_EXTENSIONS",
+           "ARCHIVE_EXTENSIONS", "iter_input_files", "detect_format", "open_source",
+           "read_stream", "file_formats"]
 
 #: JSON formats: SysmonX's own JSON lines, then the shapes of :mod:`sysmonx.sources.jsonshapes`.
 JSON_FORMATS = ("jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson", "evtxjson")
@@ -91,12 +93,50 @@ _RECORD_LINE = re.compile(rb"Record \d+\r?\n\s*\{")
 _SYSLOG_NAME = re.compile(r"^(syslog|messages|user\.log|daemon\.log)(\.\d+)?$")
 
 
-def iter_input_files(paths: list[str]) -> Iterator[str]:
+class FileNotes:
+    """What one reader reports about one file beyond its events, through ``on_error``.
+
+    Readers make one per file and hand it to the record parsers, which know the record but not
+    the file. ``repaired`` records are reported one by one (the consumer counts them);
+    ``warn_once`` says a warning once per file and key, however many records it concerns.
+
+    Args:
+        path: the file (or archive member name) as it appears in messages.
+        on_error: the reader's ``on_error`` callback.
+    """
+
+    __slots__ = ("path", "on_error", "_said")
+
+    def __init__(self, path: str, on_error: Callable[["ReadError"], None]) -> None:
+        self.path = path
+        self.on_error = on_error
+        self._said: set = set()
+
+    def repaired(self, offset: Optional[int], offset_kind: str, what: str) -> None:
+        """One record was read after undoing ``what`` (a known fault of an exporter)."""
+        self.on_error(ReadError(self.path, offset, offset_kind, what, "repaired"))
+
+    def error(self, offset: Optional[int], offset_kind: str, message: str) -> None:
+        """Data was lost at ``offset`` (the record itself may still have been read)."""
+        self.on_error(ReadError(self.path, offset, offset_kind, message))
+
+    def warn_once(self, key: str, offset: Optional[int], offset_kind: str, message: str) -> None:
+        """A warning, said the first time ``key`` comes up in this file only."""
+        if key not in self._said:
+            self._said.add(key)
+            self.on_error(ReadError(self.path, offset, offset_kind, message, "warning"))
+
+
+def iter_input_files(paths: list[str],
+                     on_error: Optional[Callable[["ReadError"], None]] = None) -> Iterator[str]:
     """Expand the input paths of a replay into files, in a deterministic order.
 
-    A file is yielded as given, whatever its name. A folder is walked recursively (names sorted,
-    symlinked folders not followed) and only files whose extension is in :data:`INPUT_EXTENSIONS`
-    or :data:`ARCHIVE_EXTENSIONS` (case-insensitive) are kept.
+    A path given explicitly is yielded as given, whatever its name or type (a FIFO or
+    ``/dev/stdin`` is read as a stream). A folder is walked recursively (names sorted, symlinked
+    folders not followed) and only regular files whose extension is in :data:`INPUT_EXTENSIONS`
+    or :data:`ARCHIVE_EXTENSIONS` (case-insensitive), or whose name is a syslog file's, are kept.
+    Special files met in a walk (named pipes, sockets, devices: reading a FIFO nobody writes
+    would wait forever) are skipped, each reported to ``on_error`` as a ``warning``.
 
     Raises:
         FileNotFoundError: a path that does not exist (``filename`` is the path).
@@ -112,11 +152,35 @@ def iter_input_files(paths: list[str]) -> Iterator[str]:
                     ext = os.path.splitext(name)[1].lower()
                     if ext in extensions or ext in ARCHIVE_EXTENSIONS \
                             or _SYSLOG_NAME.match(name):
-                        yield os.path.join(root, name)
+                        full = os.path.join(root, name)
+                        kind = _special_kind(full)
+                        if kind is None:
+                            yield full
+                        elif on_error is not None:
+                            on_error(ReadError(full, None, "file", f"skipped: a {kind}, not a "
+                                               "regular file (name it explicitly to read it as "
+                                               "a stream)", "warning"))
         elif os.path.exists(path):
             yield path
         else:
             raise FileNotFoundError(2, "No such file or directory", path)
+
+
+def _special_kind(path: str) -> Optional[str]:
+    """``None`` for a regular file (symlinks followed), else what it is (``named pipe``...)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # vanished or a dangling link: opening it reports the problem
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
 
 
 def detect_format(path: str, head: bytes) -> Optional[str]:

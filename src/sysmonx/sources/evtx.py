@@ -17,13 +17,23 @@ compares the records it got with the record-number range each chunk header annou
 read per 64 KiB chunk); when a chunk comes up short, it re-reads that chunk alone with the broken
 record replaced by a filler record (or the chunk magic restored when the header checksum proves
 the rest intact, or the truncated chunk zero-padded) and yields what it recovers, in file order.
-Whatever stays lost is reported once per damaged spot. A damaged file header (pyevtx-rs refuses
-the file) is replaced in memory by a rebuilt one so the chunks are still read. Normal files pay
-only the chunk-header reads.
+A record whose header alone is broken (its magic, or its size field, zeroed say) is restored
+from its redundant copies (the size trailer every record ends with, the next record's magic)
+instead of being skipped: this matters most for a chunk's first record, which carries the
+templates all the chunk's other records use. Whatever stays lost is reported once per damaged
+spot; what pyevtx-rs raised is kept until the chunk is left, and becomes one warning (nothing
+lost, ``--strict`` passes) when recovery read every record. A damaged file header (pyevtx-rs
+refuses the file) is replaced in memory by a rebuilt one so the chunks are still read. Normal
+files pay only the chunk-header reads.
+
+Chunk headers that overstate their records (last record number and free-space offset beyond the
+real records, zeroed slack after them: evtx crate issue 197) are not damage: a chunk's range is
+cut where the next chunk's begins, and a chunk whose record chain is whole and ends in zeroed
+slack is complete whatever its header says (its data checksum may cover the real records only).
 
 Offsets: ``Event.origin`` is ``(path, record number)`` (the record header's number, which equals
 ``EventRecordID`` unless the file was exported from a larger log); ReadErrors give the byte offset
-of the damaged chunk or record.
+of the damaged record (of the chunk when a whole chunk is concerned).
 
 Lost on the way (pyevtx-rs's JSON does not carry them, or Event has no place for them):
 ``TimeCreated`` digits beyond microseconds, ``EventID/@Qualifiers``, ``Correlation`` ids and
@@ -46,7 +56,7 @@ from ..core.registry import SOURCES
 from ..event import SYSMON_PROVIDERS, Event, normalize_time
 from ..schema import GUID
 from ..schema.catalogue import EVENTS
-from . import ReadError, _put_unique
+from . import FileNotes, ReadError, _put_unique
 from .base import FileFormat, OnError
 
 __all__ = ["read_evtx"]
@@ -104,6 +114,7 @@ def _records(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
     """
     it = parser.records_json()
     convert = _convert
+    notes = tracker.notes
     failures = 0
     max_failures = (tracker.slots + 1) * 2400  # > records per chunk: only stops a parser loop
     while True:
@@ -114,12 +125,13 @@ def _records(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
                 if tracker.first <= rid <= tracker.last:
                     tracker.seen += 1
                     tracker.last_rid = rid
+                    tracker.seen_ids.add(rid)
                 else:
                     recovered = tracker.advance(rid)
                     if recovered:
                         yield from recovered
                 try:
-                    event = convert(rec["data"], (path, rid))
+                    event = convert(rec["data"], (path, rid), notes)
                 except (_BadRecord, ValueError, TypeError, KeyError, AttributeError) as exc:
                     on_error(ReadError(path, rid, "record", f"undecodable event record: {exc!r}"))
                     continue
@@ -175,17 +187,18 @@ _FAST_NEW = tuple(Event.__slots__) == (
 _new_event = Event.__new__ if _FAST_NEW else None
 
 
-def _convert(text: str, origin: tuple) -> Event:
+def _convert(text: str, origin: tuple, notes: Optional[FileNotes] = None) -> Event:
     """One ``records_json()`` record (its ``data`` JSON text) as an Event. The replay hot path:
-    direct indexing for the shape every Windows record has, :func:`_convert_tolerant` otherwise."""
-    return _convert_root(orjson.loads(text)["Event"], origin)
+    direct indexing for the shape every Windows record has, :func:`_convert_tolerant` otherwise.
+    ``notes`` receives the warning about unnamed EventData values (once per file)."""
+    return _convert_root(orjson.loads(text)["Event"], origin, notes)
 
 
-def _convert_root(root, origin: tuple) -> Event:
+def _convert_root(root, origin: tuple, notes: Optional[FileNotes] = None) -> Event:
     """:func:`_convert` of an already decoded ``Event`` object (evtx-crate JSON, also used by
     :mod:`sysmonx.sources.jsonshapes` for ``evtx_dump`` output). ``root`` is modified in place."""
     if not _FAST_NEW:
-        return _convert_tolerant(root, origin)
+        return _convert_tolerant(root, origin, notes)
     try:
         sysd = root["System"]
         pa = sysd["Provider"]["#attributes"]
@@ -196,8 +209,8 @@ def _convert_root(root, origin: tuple) -> Event:
         sec = sysd["Security"]
         data = root["EventData"]
         guids = _GUID_FIELDS[eid] if provider in SYSMON_PROVIDERS else None
-        if type(data) is not dict or type(eid) is not int:
-            raise KeyError("EventData")
+        if type(data) is not dict or type(eid) is not int or "Data" in data:
+            raise KeyError("EventData")  # unnamed <Data> values: the tolerant path names them
         # Filling the slots directly is 5x cheaper than Event(**17 keywords); _FAST_NEW checks
         # at import that Event still has exactly these slots.
         event = _new_event(Event)
@@ -218,7 +231,7 @@ def _convert_root(root, origin: tuple) -> Event:
         event.user_id = sec["#attributes"]["UserID"] if sec else None
         event.origin = origin
     except (KeyError, TypeError):
-        return _convert_tolerant(root, origin)
+        return _convert_tolerant(root, origin, notes)
     if len(tc) == 27 and tc[26] == "Z" and tc[19] == ".":  # pyevtx-rs: microseconds
         event.time_created = tc[:26] + "000Z"
     else:
@@ -228,6 +241,10 @@ def _convert_root(root, origin: tuple) -> Event:
     else:
         for k, v in data.items():  # in place: no new dict, order kept
             if type(v) is not str:
+                if type(v) is dict and "#attributes" in v:
+                    event.data = data = _named_complex(data)
+                    _fix_values(data, guids)
+                    break
                 data[k] = _scalar(v)
         for k in guids:
             v = data.get(k)
@@ -236,8 +253,10 @@ def _convert_root(root, origin: tuple) -> Event:
     return event
 
 
-def _convert_tolerant(root: Optional[dict], origin: tuple) -> Event:
-    """:func:`_convert` for records missing parts of the usual shape (or not events at all)."""
+def _convert_tolerant(root: Optional[dict], origin: tuple,
+                      notes: Optional[FileNotes] = None) -> Event:
+    """:func:`_convert` for records missing parts of the usual shape (or not events at all),
+    and for EventData with unnamed ``<Data>`` values or ``<ComplexData Name=..>`` elements."""
     if not isinstance(root, dict) or not isinstance(root.get("System"), dict):
         raise _BadRecord("record has no Event/System element")
     sysd = root["System"]
@@ -251,9 +270,17 @@ def _convert_tolerant(root: Optional[dict], origin: tuple) -> Event:
     tc = _attrs(sysd.get("TimeCreated")).get("SystemTime")
     ex = _attrs(sysd.get("Execution"))
     data = root.get("EventData")
+    version = sysd.get("Version") if type(sysd.get("Version")) is int else None
     if type(data) is dict and "#text" not in data:
         guids = _GUID_FIELDS.get(eid) if provider in SYSMON_PROVIDERS else None
+        unnamed = _unnamed_values(data.pop("Data")) if "Data" in data else None
+        if any(type(v) is dict and "#attributes" in v for v in data.values()):
+            data = _named_complex(data)
         _fix_values(data, guids)
+        if unnamed is not None:
+            from .xmlfile import name_unnamed
+            data = name_unnamed(eid, provider, version, unnamed, data, notes, origin, "record")
+            _fix_values(data, guids)
     else:
         data = _flatten_other(root)
     return Event(
@@ -264,6 +291,31 @@ def _convert_tolerant(root: Optional[dict], origin: tuple) -> Event:
         process_id=ex.get("ProcessID"), thread_id=ex.get("ThreadID"),
         channel=sysd.get("Channel") or "", computer=sysd.get("Computer") or "",
         user_id=_attrs(sysd.get("Security")).get("UserID"), origin=origin)
+
+
+def _unnamed_values(node) -> list:
+    """The values of unnamed ``<Data>`` elements as evtx-crate JSON holds them under ``Data``:
+    a list, ``{"#text": [...]}``, or one text (the crate concatenates several unnamed values
+    into one string, which cannot be split again)."""
+    if isinstance(node, dict):
+        node = node.get("#text", "")
+    if isinstance(node, list):
+        return [_scalar(v) if type(v) is not str else v for v in node]
+    return [node if type(node) is str else _scalar(node)]
+
+
+def _named_complex(data: dict) -> dict:
+    """``data`` with evtx-crate's ``ComplexData``/``ComplexData_1``... entries
+    (``{"#attributes": {"Name": "X"}, "#text": "v"}``) keyed by their ``Name``, order kept."""
+    out: dict = {}
+    for k, v in data.items():
+        if type(v) is dict and "#attributes" in v:
+            name = _attrs(v).get("Name")
+            if name and k.split("_")[0] == "ComplexData":
+                _put_unique(out, str(name), _flat_value(v.get("#text", "")))
+                continue
+        _put_unique(out, k, v)
+    return out
 
 
 def _attrs(node) -> dict:
@@ -363,6 +415,7 @@ class _ChunkTracker:
                  data: Optional[bytes] = None) -> None:
         self.path = path
         self.on_error = on_error
+        self.notes = FileNotes(path, on_error)
         if data is None:
             self.f = open(path, "rb")
             self.size = os.fstat(self.f.fileno()).st_size
@@ -376,9 +429,11 @@ class _ChunkTracker:
         self.full = max(0, (self.size - _HEADER_BLOCK) // _CHUNK_SIZE)
         self.cur = -1
         self.first, self.last, self.seen, self.last_rid = 1, 0, 0, 0
+        self.seen_ids: set = set()  # record numbers read from the current chunk
         self.errors: dict[int, int] = {}  # slot -> record errors pyevtx-rs raised in it
         self.whole: set[int] = set()      # slots pyevtx-rs reported as unreadable chunks
         self.partial_lost: Optional[tuple[int, int, int]] = None  # truncated chunk: lost, read, all
+        self.pending: dict[int, list] = {}  # slot -> [(offset, pyevtx-rs message)] not yet said
         self.rebuilt: Optional[_RebuiltHeader] = None
 
     def __enter__(self) -> "_ChunkTracker":
@@ -403,6 +458,21 @@ class _ChunkTracker:
             return None
         return struct.unpack_from("<QQ", raw, 24)
 
+    def span(self, slot: int) -> Optional[tuple[int, int]]:
+        """``(first, last)`` record numbers chunk ``slot`` really holds as far as headers tell:
+        its header's range, its last number lowered to just below the next chunk's first when
+        that one starts inside it. Some producers write chunk headers that overstate their
+        last record (evtx crate issue 197: the slack after the real records is zero); without
+        this, the neighbour's first records would be counted for this chunk and the neighbour
+        would seem to lose them."""
+        h = self.header(slot)
+        if h is None:
+            return None
+        nxt = self.header(slot + 1)
+        if nxt is not None and h[0] < nxt[0] <= h[1]:
+            return h[0], nxt[0] - 1
+        return h
+
     def chunk(self, slot: int) -> bytearray:
         """The bytes of chunk ``slot``, zero-padded to 64 KiB if the file is truncated."""
         self.f.seek(self.offset(slot))
@@ -412,7 +482,7 @@ class _ChunkTracker:
 
     def _find(self, rid: int, start: int) -> Optional[int]:
         for slot in range(max(start, 0), self.slots):
-            h = self.header(slot)
+            h = self.span(slot)
             if h is not None and h[0] <= rid <= h[1]:
                 return slot
         return None
@@ -423,13 +493,15 @@ class _ChunkTracker:
         slot = self._find(rid, self.cur + 1)
         if slot is None:  # record number damaged: it was still read from the current chunk
             self.seen += 1
+            self.seen_ids.add(rid)
             return []
         out = self._close(self.cur, self.seen, self.last_rid) if self.cur >= 0 else []
         for skipped in range(self.cur + 1, slot):
             out += self._close(skipped, 0, 0)
         self.cur = slot
-        self.first, self.last = self.header(slot)
+        self.first, self.last = self.span(slot)
         self.seen, self.last_rid = 1, rid
+        self.seen_ids = {rid}
         return out
 
     def verify_checksums(self, slot: int) -> None:
@@ -445,14 +517,19 @@ class _ChunkTracker:
         if zlib.crc32(bytes(data[0:120]) + bytes(data[128:512])) != stored_head:
             bad.append("header")
         if 512 <= free <= _CHUNK_SIZE and zlib.crc32(bytes(data[512:free])) != stored_data:
-            bad.append("record data")
+            # a header that overstates its free-space offset may checksum the real records only
+            ends = [p + size for p, size, _ in _walk_records(data, _CHUNK_SIZE)]
+            if not ends or zlib.crc32(bytes(data[512:ends[-1]])) != stored_data:
+                bad.append("record data")
         if bad:
             self.on_error(ReadError(self.path, self.offset(slot), "byte",
                                     f"chunk {slot}: {' and '.join(bad)} checksum mismatch; its "
                                     "records were read but may have been altered"))
 
     def failed(self, message: str) -> None:
-        """pyevtx-rs raised ``message``: report it, attributed to a chunk/record where possible."""
+        """pyevtx-rs raised ``message``: attribute it to a chunk (and record, where the message
+        or the chunk's record chain tells which) and keep it until the chunk is closed, when it
+        is known whether recovery read everything (:meth:`_close`)."""
         offset, slot = None, None
         m = _CHUNK_NO.search(message)
         if m:
@@ -470,12 +547,53 @@ class _ChunkTracker:
                 if slot is not None:
                     offset = self._record_offset(slot, rid)
             if slot is None:  # no number: the current chunk if unfinished, else the next one
-                h = self.header(self.cur)
+                h = self.span(self.cur)
                 slot = self.cur if h and self.seen < h[1] - h[0] + 1 else self.cur + 1
             self.errors[slot] = self.errors.get(slot, 0) + 1
+            if offset is None and 0 <= slot < self.slots:
+                offset = self._first_break(slot)
         if offset is None:
             offset = self.offset(slot) if slot is not None else None
-        self.on_error(ReadError(self.path, offset, "byte", f"unreadable EVTX data: {message}"))
+        if slot is None or not 0 <= slot < self.slots:
+            self.on_error(ReadError(self.path, offset, "byte", f"unreadable EVTX data: {message}"))
+            return
+        self.pending.setdefault(slot, []).append((offset, message))
+
+    def _first_break(self, slot: int) -> Optional[int]:
+        """Byte offset (in the file) of the first record of chunk ``slot`` whose header breaks
+        the record chain before the chunk's free-space offset, or ``None`` when the chain is
+        whole."""
+        chunk = self.chunk(slot)
+        free = struct.unpack_from("<I", chunk, 48)[0]
+        end = free if 512 < free <= _CHUNK_SIZE else _CHUNK_SIZE
+        pos = 512
+        for p, size, _ in _walk_records(chunk, end):
+            pos = p + size
+        if pos + 28 <= end and any(chunk[pos:end]):
+            return self.offset(slot) + pos
+        return None
+
+    def _flush(self, slot: int, lost: list, repaired: list) -> None:
+        """Report what happened in chunk ``slot``: the pyevtx-rs errors kept for it as errors
+        when records were ``lost`` (``[(byte offset, record number)]``; an error whose record
+        was not named gets the first lost record's offset), or, when recovery read every record,
+        one warning naming the record headers ``repaired`` (byte offsets)."""
+        pending = self.pending.pop(slot, [])
+        if lost:
+            for offset, message in pending:
+                if offset is None or offset == self.offset(slot):
+                    offset = lost[0][0]
+                self.on_error(ReadError(self.path, offset, "byte",
+                                        f"unreadable EVTX data: {message}"))
+            return
+        if not pending and not repaired:
+            return
+        offset = repaired[0] if repaired else pending[0][0]
+        cause = f" ({pending[0][1]})" if pending else ""
+        self.on_error(ReadError(self.path, offset, "byte", f"damaged EVTX record header{cause}; "
+                                "repaired from the record's redundant copies (size trailer, "
+                                f"next record), every record of chunk {slot} was read",
+                                "warning"))
 
     def _record_offset(self, slot: int, rid: int) -> Optional[int]:
         """Byte offset of record ``rid`` in chunk ``slot`` (walking record headers), or None."""
@@ -491,30 +609,56 @@ class _ChunkTracker:
         return None
 
     def _close(self, slot: int, seen: int, last_rid: int) -> list:
-        """Leave chunk ``slot``: recover and report records lost without an error of their own."""
-        h = self.header(slot)
+        """Leave chunk ``slot``: recover and report records lost without an error of their own,
+        and report (or, when nothing was lost, downgrade) the errors pyevtx-rs raised in it."""
+        seen_ids = self.seen_ids if slot == self.cur else set()
+        h = self.span(slot)
+        everything = [(self.offset(slot), None)]  # "the whole chunk" for _flush
         if h is None:
             if slot in self.whole:  # pyevtx-rs refused the chunk header: try it repaired
-                return self._events(_recover_records(self.chunk(slot), None, 0, False))
+                events = self._events(_recover_records(self.chunk(slot), None, 0, False))
+                self._flush(slot, everything, [])
+                return events
             if slot < self.declared and slot not in self.errors:
                 self.on_error(ReadError(self.path, self.offset(slot), "byte",
                                         f"chunk {slot} has no chunk header (blank or overwritten); "
                                         "its records are lost"))
+            self._flush(slot, everything, [])
             return []
         after = last_rid if seen else h[0] - 1
         if slot in self.whole:  # string/template tables damaged: they are only caches, drop them
             chunk = self.chunk(slot)
             chunk[128:512] = bytes(384)
-            return self._events(_recover_records(chunk, h, after, False))
+            events = self._events(_recover_records(chunk, h, after, False))
+            self._flush(slot, everything, [])
+            return events
         partial = slot >= self.full
         expected = h[1] - h[0] + 1 if h[1] >= h[0] else 0
         errors = self.errors.get(slot, 0)
+        if seen < expected and not errors and not partial and self._ends_clean(slot, seen,
+                                                                             last_rid):
+            expected = seen  # the header overstates: the chain ends in zeroed slack
         if not errors and seen == expected and not partial:
             self.verify_checksums(slot)  # nothing else wrong here: is the data still intact?
-        if expected - seen <= errors and not partial:
             return []
-        events = self._events(_recover_records(self.chunk(slot), h, after, not partial))
+        if expected - seen <= 0 and not partial:
+            self._flush(slot, [], [])
+            return []
+        chunk = self.chunk(slot)
+        repaired: list = []
+        records = _recover_records(bytearray(chunk), h, after, not partial, repaired)
+        events = self._events(records)
         missing = expected - seen - len(events)
+        lost: list = []
+        if missing > 0:  # which ones: the chain's records neither read nor recovered
+            got = seen_ids | {rid for rid, _ in records}
+            lost = [(self.offset(slot) + p, rid) for p, _, rid in _walk_records(chunk,
+                                                                                _CHUNK_SIZE)
+                    if h[0] <= rid <= h[1] and rid not in got]
+            if not lost:
+                where = self._first_break(slot)
+                lost = [(where if where is not None else self.offset(slot), None)]
+        self._flush(slot, lost, [self.offset(slot) + p for p in repaired])
         if partial:
             self.partial_lost = (missing, seen + len(events), expected)
         elif missing > errors:
@@ -524,14 +668,27 @@ class _ChunkTracker:
             else:
                 msg = (f"{missing} of the {expected} records of chunk {slot} (records "
                        f"{h[0]}-{h[1]}) could not be read: damaged record header")
-            self.on_error(ReadError(self.path, self.offset(slot), "byte", msg))
+            self.on_error(ReadError(self.path, lost[0][0], "byte", msg))
         return events
+
+    def _ends_clean(self, slot: int, seen: int, last_rid: int) -> bool:
+        """Whether chunk ``slot``'s record chain is whole, ends in zeroed slack and holds
+        exactly the ``seen`` records read, the last numbered ``last_rid``: then nothing is
+        missing and its header only overstates the record count (evtx crate issue 197)."""
+        chunk = self.chunk(slot)
+        chain = list(_walk_records(chunk, _CHUNK_SIZE))
+        if len(chain) != seen or not chain or chain[-1][2] != last_rid:
+            return False
+        end = chain[-1][0] + chain[-1][1]
+        free = struct.unpack_from("<I", chunk, 48)[0]
+        stop = min(max(free, end + 28), _CHUNK_SIZE)
+        return not any(chunk[end:stop])
 
     def _events(self, records: list) -> list:
         out = []
         for rid, text in records:
             try:
-                out.append(_convert(text, (self.path, rid)))
+                out.append(_convert(text, (self.path, rid), self.notes))
             except (_BadRecord, ValueError, TypeError, KeyError, AttributeError) as exc:
                 self.on_error(ReadError(self.path, rid, "record", f"undecodable event record: "
                                         f"{exc!r}"))
@@ -543,6 +700,8 @@ class _ChunkTracker:
         out = self._close(self.cur, self.seen, self.last_rid) if self.cur >= 0 else []
         for slot in range(self.cur + 1, self.slots):
             out += self._close(slot, 0, 0)
+        for slot in sorted(self.pending):
+            self._flush(slot, [(self.offset(slot), None)], [])
         if self.slots > self.full or self.declared > self.slots:
             msg = f"file truncated at byte {self.size}"
             if self.partial_lost is not None:
@@ -578,7 +737,7 @@ def _walk_records(chunk: bytearray, end: int) -> Iterator[tuple[int, int, int]]:
 
 
 def _recover_records(chunk: bytearray, h: Optional[tuple[int, int]], after: int,
-                     patch_first: bool) -> list:
+                     patch_first: bool, repaired: Optional[list] = None) -> list:
     """Re-read one chunk alone, skipping damaged records, for records numbered above ``after``.
 
     pyevtx-rs stops reading a chunk at a record whose header is broken (or whose time is
@@ -587,6 +746,10 @@ def _recover_records(chunk: bytearray, h: Optional[tuple[int, int]], after: int,
     chunk is parsed again; repeated while that gains records (at most 16 times). With ``h=None``
     the chunk's header magic is restored first, if the header checksum then proves the header
     intact. ``patch_first=False`` parses once unchanged first (a zero-padded truncated chunk).
+
+    A record whose header alone is broken (its magic, or its size field: zeroed, say) is
+    restored from its redundant copies instead (:func:`_repair_header`); its offset in the
+    chunk is appended to ``repaired``.
 
     Returns ``[(record number, records_json data), ...]`` of the recovered records, in order.
     """
@@ -607,7 +770,14 @@ def _recover_records(chunk: bytearray, h: Optional[tuple[int, int]], after: int,
             pos = next((p for p, _, rid in _walk_records(chunk, end) if rid > highest), None)
             if pos is None:  # the chain breaks before reaching a record above `highest`
                 pos = max((p + size for p, size, _ in _walk_records(chunk, end)), default=512)
-            if not _fill(chunk, pos, end):
+                # a broken header whose redundant copies agree is restored, not skipped: the
+                # record (in a chunk's first record, the templates all others use) is kept
+                if _repair_header(chunk, pos, end):
+                    if repaired is not None:
+                        repaired.append(pos)
+                elif not _fill(chunk, pos, end):
+                    break
+            elif not _fill(chunk, pos, end):
                 break
         patch = True
         # pyevtx-rs does not check a record's trailing size copy: accept only records of the
@@ -621,6 +791,32 @@ def _recover_records(chunk: bytearray, h: Optional[tuple[int, int]], after: int,
         if highest >= h[1]:
             break
     return out
+
+
+def _repair_header(chunk: bytearray, pos: int, end: int) -> bool:
+    """Restore the header of the record at ``pos`` from its redundant copies, when only its
+    magic or its size field is broken: the size from the trailing copy every record ends with,
+    checked against where the next valid record starts (or where the chain ends, ``end``); the
+    magic when the size and its trailing copy agree. False (nothing changed) otherwise."""
+    if pos + 28 > end:
+        return False
+    magic_ok = chunk[pos:pos + 4] == _RECORD_MAGIC
+    size = struct.unpack_from("<I", chunk, pos + 4)[0]
+    if not magic_ok:
+        if 28 <= size <= end - pos and struct.unpack_from("<I", chunk, pos + size - 4)[0] == size \
+                and (pos + size >= end or _record_at(chunk, pos + size, end) is not None):
+            chunk[pos:pos + 4] = _RECORD_MAGIC
+            return True
+        return False
+    stop = chunk.find(_RECORD_MAGIC, pos + 28, end)
+    while stop >= 0 and _record_at(chunk, stop, end) is None:
+        stop = chunk.find(_RECORD_MAGIC, stop + 1, end)
+    stop = end if stop < 0 else stop
+    size = stop - pos
+    if size < 28 or struct.unpack_from("<I", chunk, stop - 4)[0] != size:
+        return False
+    struct.pack_into("<I", chunk, pos + 4, size)
+    return True
 
 
 def _fill(chunk: bytearray, pos: int, end: int) -> bool:

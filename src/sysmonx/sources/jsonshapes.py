@@ -86,7 +86,7 @@ from ..event import (LINUX_PROVIDER, LINUX_PROVIDER_GUID, SYSMON_KEYWORDS, SYSMO
                      WINDOWS_PROVIDER, WINDOWS_PROVIDER_GUID, Event, normalize_time)
 from ..schema import GUID, HEXINT32, HEXINT64
 from ..schema.catalogue import EVENTS
-from . import MAX_RECORD_BYTES, ReadError, _iter_lines, _put_unique
+from . import MAX_RECORD_BYTES, FileNotes, ReadError, _iter_lines, _put_unique
 from .base import FileFormat, OnError
 
 __all__ = ["SHAPES", "read_json_shape", "read_json_shape_stream", "iter_objects", "classify",
@@ -285,11 +285,12 @@ def read_json_shape_stream(f, path: str, on_error: Callable[[ReadError], None],
 
 
 def _read(f, path, on_error, convert_one) -> Iterator[Event]:
+    notes = FileNotes(path, on_error)
     for lineno, obj in iter_objects(f, path, on_error):
         try:
             if type(obj) is not dict:
                 raise ValueError("not a JSON object")
-            event = convert_one(obj, (path, lineno))
+            event = convert_one(obj, (path, lineno), notes)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             msg = str(exc) if isinstance(exc, ValueError) else f"malformed record: {exc!r}"
             on_error(ReadError(path, lineno, "line", msg))
@@ -297,14 +298,16 @@ def _read(f, path, on_error, convert_one) -> Iterator[Event]:
         yield event
 
 
-def convert(obj: dict, shape: str, origin: Optional[tuple] = None) -> Event:
-    """One decoded JSON record of ``shape`` as an Event.
+def convert(obj: dict, shape: str, origin: Optional[tuple] = None,
+            notes: Optional[FileNotes] = None) -> Event:
+    """One decoded JSON record of ``shape`` as an Event; ``notes`` receives what was repaired
+    or could not be interpreted (entity references, unnamed values, a cut-off message).
 
     Raises:
         ValueError: no numeric event id, a malformed time or XML, not an event of that shape.
         TypeError, KeyError, AttributeError: a record whose parts have the wrong JSON types.
     """
-    return _CONVERTERS[shape](obj, origin)
+    return _CONVERTERS[shape](obj, origin, notes)
 
 
 # ---- value helpers ------------------------------------------------------------------------------
@@ -536,9 +539,10 @@ def _data(eid: int, sysmon: bool, src: dict, skip: frozenset, message=None, **kw
 # ---- winlogbeat ---------------------------------------------------------------------------------
 
 _NOTHING: frozenset = frozenset()
+_PARAM = re.compile(r"param[1-9]\d*\Z")
 
 
-def _winlogbeat(obj: dict, origin) -> Event:
+def _winlogbeat(obj: dict, origin, notes: Optional[FileNotes] = None) -> Event:
     w = obj.get("winlog")
     if type(w) is dict:  # 7.x / 8.x
         eid = _event_id(w.get("event_id", (obj.get("event") or {}).get("code")))
@@ -573,6 +577,10 @@ def _winlogbeat(obj: dict, origin) -> Event:
     if type(src) is not dict:
         raise ValueError("event_data is not an object")
     sysmon = provider in SYSMON_PROVIDERS
+    if sysmon and src and all(_PARAM.match(k) for k in src):  # winlogbeat's unnamed <Data>
+        from .xmlfile import name_unnamed
+        ordered = [_value(src[k]) for k in sorted(src, key=lambda k: int(k[5:]))]
+        src = name_unnamed(eid, provider, _int(version), ordered, {}, notes, origin)
     task = _int(task)
     if task is None and sysmon:
         task = eid  # a task name ("Process Create (rule: ProcessCreate)"); Sysmon's is the id
@@ -643,7 +651,7 @@ def _zone_offset(received, stamp) -> int:
     return offset if abs(offset) <= 14 * 3600 else 0
 
 
-def _nxlog(obj: dict, origin) -> Event:
+def _nxlog(obj: dict, origin, notes: Optional[FileNotes] = None) -> Event:
     eid = _event_id(obj.get("EventID"))
     provider = _str(obj.get("SourceName")) or ""
     sysmon = provider in SYSMON_PROVIDERS
@@ -673,7 +681,7 @@ _FLAT_META = frozenset({"SourceName", "ProviderGuid", "Level", "Keywords", "Chan
                         "TimeCreated", "@timestamp", "EventID", "Message", "Task"})
 
 
-def _flat(obj: dict, origin) -> Event:
+def _flat(obj: dict, origin, notes: Optional[FileNotes] = None) -> Event:
     eid = _event_id(obj.get("EventID"))
     provider = _str(obj.get("SourceName")) or ""
     sysmon = provider in SYSMON_PROVIDERS
@@ -704,10 +712,10 @@ _SENTINEL_META = frozenset({
 _KUSTO_TIME = re.compile(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z\Z")
 
 
-def _sentinel(obj: dict, origin) -> Event:
+def _sentinel(obj: dict, origin, notes: Optional[FileNotes] = None) -> Event:
     message = obj.get("SyslogMessage")
     if message is not None:
-        return _sentinel_syslog(obj, message, origin)
+        return _sentinel_syslog(obj, message, origin, notes)
     eid = _event_id(obj.get("EventID"))
     provider = _str(obj.get("Provider")) or _str(obj.get("Source")) or ""
     sysmon = provider in SYSMON_PROVIDERS
@@ -715,7 +723,11 @@ def _sentinel(obj: dict, origin) -> Event:
     if type(ed) is str:
         text = ed.strip()
         if text[:1] == "<":
-            src = _xml_event_data(text)
+            src, unnamed = _xml_event_data(text)
+            if unnamed:
+                from .xmlfile import name_unnamed
+                src = name_unnamed(eid, provider, _int(obj.get("Version")), unnamed, src, notes,
+                                   origin)
         elif text[:1] == "{":
             src = orjson.loads(text)
             if type(src) is not dict:
@@ -747,9 +759,10 @@ def _sentinel(obj: dict, origin) -> Event:
                  origin=origin)
 
 
-def _xml_event_data(text: str) -> dict:
-    """``Data`` elements of the Event table's EventData XML (``<DataItem><EventData>
-    <Data Name="x">v</Data>...``) by name (unnamed ones as ``Data``, ``Data_2``, ...)."""
+def _xml_event_data(text: str) -> tuple[dict, list]:
+    """``Data`` and ``ComplexData`` elements of the Event table's EventData XML
+    (``<DataItem><EventData><Data Name="x">v</Data>...``): ``({name: value}, [values of
+    unnamed Data, in order])``."""
     from lxml import etree
 
     from .xmlfile import safe_parser
@@ -760,11 +773,19 @@ def _xml_event_data(text: str) -> dict:
     except etree.XMLSyntaxError as exc:
         raise ValueError(f"malformed EventData XML: {exc.msg}") from None
     out: dict = {}
+    unnamed: list = []
     for el in root.iter():
         tag = el.tag
-        if isinstance(tag, str) and (tag == "Data" or tag.endswith("}Data")):
-            _put_unique(out, el.get("Name") or "Data", el.text or "")
-    return out
+        if not isinstance(tag, str):
+            continue
+        local = tag[tag.index("}") + 1:] if tag[:1] == "{" else tag
+        if local in ("Data", "ComplexData"):
+            name = el.get("Name")
+            if name:
+                _put_unique(out, name, el.text or "")
+            elif local == "Data":
+                unnamed.append(el.text or "")
+    return out, unnamed
 
 
 _SYSLOG_META = frozenset({"TenantId", "SourceSystem", "TimeGenerated", "EventTime", "Computer",
@@ -772,8 +793,10 @@ _SYSLOG_META = frozenset({"TenantId", "SourceSystem", "TimeGenerated", "EventTim
                           "ManagementGroupName", "SourceComputerId", "CollectorHostName"})
 
 
-def _sentinel_syslog(obj: dict, message, origin) -> Event:
-    """A Syslog table row: the Sysmon for Linux event of ``SyslogMessage``, or the row itself."""
+def _sentinel_syslog(obj: dict, message, origin, notes: Optional[FileNotes] = None) -> Event:
+    """A Syslog table row: the Sysmon for Linux event of ``SyslogMessage`` (entity references
+    without ``;`` repaired, a message cut short read up to its last complete field, as
+    :func:`sysmonx.sources.syslog.event_from_line` does), or the row itself."""
     if type(message) is not str:
         raise ValueError("SyslogMessage is not a string")
     start = message.find("<Event")
@@ -783,7 +806,7 @@ def _sentinel_syslog(obj: dict, message, origin) -> Event:
         from .syslog import event_from_line
         raw = message.encode("utf-8")
         try:
-            event = event_from_line(raw, raw.find(b"<Event"), origin)
+            event = event_from_line(raw, raw.find(b"<Event"), origin, notes)
         except etree.XMLSyntaxError as exc:
             raise ValueError(f"malformed event XML in SyslogMessage: {exc.msg}") from None
         if not event.computer:
@@ -801,10 +824,10 @@ def _sentinel_syslog(obj: dict, message, origin) -> Event:
 
 # ---- evtx-crate JSON ----------------------------------------------------------------------------
 
-def _evtxjson(obj: dict, origin) -> Event:
+def _evtxjson(obj: dict, origin, notes: Optional[FileNotes] = None) -> Event:
     from .evtx import _BadRecord, _convert_root
     try:
-        return _convert_root(obj.get("Event"), origin)
+        return _convert_root(obj.get("Event"), origin, notes)
     except _BadRecord as exc:
         raise ValueError(str(exc)) from None
 

@@ -3,15 +3,17 @@ for standard input, read in order, each file's format detected (or forced).
 
 A file that cannot be opened or read becomes one :class:`~sysmonx.core.errors.ReadError` for the
 whole file, and the next file is read; damaged records inside a file are reported by the format's
-reader. Counters (``files``, ``records``) and callbacks give progress without the loop knowing
-about files.
+reader, and the records it repaired are summed up in one note per file and fault. Special files
+met in a folder walk are skipped with a warning. Counters (``files``, ``records``) and callbacks
+give progress without the loop knowing about files.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable, Iterable, Iterator, Optional
 
-from ..core.errors import ReadError
+from ..core.errors import ReadError, SysmonXError
 from ..core.registry import SOURCES
 from ..event import Event
 from ..interfaces import Source
@@ -62,7 +64,8 @@ class RecordedLogs(Source):
 
     def events(self) -> Iterator[Optional[Event]]:
         """Every file's events, in order."""
-        files = self.paths if self.expanded else list(iter_input_files(self.paths))
+        files = self.paths if self.expanded else list(iter_input_files(self.paths,
+                                                                         self.on_error))
         for path in files:
             yield from self._file(path)
 
@@ -71,8 +74,16 @@ class RecordedLogs(Source):
         progress = self.on_progress
         every = self.PROGRESS_EVERY
         n = self.records
+        repairs: Counter[str] = Counter()
+        report = self.on_error
+
+        def on_error(err: SysmonXError) -> None:
+            if getattr(err, "severity", "error") == "repaired":
+                repairs[err.message] += 1
+            report(err)
+
         try:
-            for ev in open_source(path, self.on_error, self.input_format, threads=self.threads):
+            for ev in open_source(path, on_error, self.input_format, threads=self.threads):
                 n += 1
                 if progress is not None and n % every == 0:
                     self.records = n
@@ -82,6 +93,8 @@ class RecordedLogs(Source):
             self.on_error(ReadError(path, None, "file", f"cannot read: {exc}"))
         finally:
             self.records = n
+        for what, count in repairs.items():
+            report(ReadError(path, None, "file", f"{count:,} record(s) repaired: {what}", "note"))
         if progress is not None:
             progress(path, n)
         if self.on_file_done is not None:

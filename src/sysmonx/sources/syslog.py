@@ -6,21 +6,28 @@ XML from the first ``<Event`` of a line to its last ``</Event>``; lines without 
 banners, other programs) are skipped silently. Any prefix is accepted (RFC 3164/5424 syslog,
 journald export, or none: the Linux XML writer's own output). CRLF line endings are fine.
 
-A line with ``<Event`` but no ``</Event>`` (typically a message cut by the syslog daemon's size
-limit) or with malformed XML is reported with its line number. Each event is parsed with the same
-safe lxml settings as :mod:`sysmonx.sources.xmlfile` (no DTD, no entities, no network).
+A message cut short by the syslog daemon's size limit (``<Event`` but no ``</Event>``) keeps
+the fields it still has: the event is read up to its last complete ``<Data>`` element and
+yielded, with an error line saying how many fields were kept (the cut field and those after it
+are lost; a half value is never passed on as if whole). Only a message cut inside its
+``<System>`` header is dropped. Entity references that lost their ``;`` on the way
+(``&lt unknown process&gt``) are read as Sysmon for Linux wrote them and counted as repaired
+(:func:`sysmonx.sources.xmlfile.repair_entity_refs`). Malformed XML is reported with its line
+number. Each event is parsed with the same safe lxml settings as
+:mod:`sysmonx.sources.xmlfile` (no DTD, no entities, no network).
 ``Event.origin`` is ``(path, line number)``.
 
 Follow mode (:class:`SyslogFormat` with ``follow=True``; ``sysmonx run --follow``) reads an
 installed Sysmon for Linux's output as it is written: a log file followed across rotation (a new
 file under the name) and truncation, or journald (``journalctl --follow``, identifier
-``sysmon``). Lines are parsed exactly as above; a line that cannot be read is reported with its
-place, as ``unreadable Sysmon event: ...``.
+``sysmon``). Lines are parsed exactly as above (repairs, cut-short messages); a line that cannot
+be read at all is reported with its place, as ``unreadable Sysmon event: ...``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -33,7 +40,7 @@ from lxml import etree
 from ..core.errors import SourceUnavailable
 from ..core.registry import SOURCES
 from ..event import Event
-from . import MAX_RECORD_BYTES, ReadError, _iter_lines
+from . import MAX_RECORD_BYTES, FileNotes, ReadError, _iter_lines
 from .base import FileFormat, OnError
 from .xmlfile import parse_event
 
@@ -64,41 +71,74 @@ def read_syslog(path: str, on_error: Callable[[ReadError], None]) -> Iterator[Ev
 def read_syslog_stream(f, path: str, on_error: Callable[[ReadError], None]) -> Iterator[Event]:
     """:func:`read_syslog` over an open binary stream ``f`` (an archive member, ...), named
     ``path`` in origins and errors."""
+    notes = FileNotes(path, on_error)
     for lineno, line in _iter_lines(f):
         if line is None:
             on_error(ReadError(path, lineno, "line", "line too long; skipped"))
             continue
-        event = _event_of_line(line, path, lineno, on_error)
+        event = _event_of_line(line, path, lineno, notes)
         if event is not None:
             yield event
 
 
-def _event_of_line(line: bytes, path: str, lineno: int, on_error: OnError,
+def _event_of_line(line: bytes, path: str, lineno: int, notes: FileNotes,
                    prefix: str = "") -> Optional[Event]:
     """The event of one line, ``None`` for a line without one (reported when it is damaged)."""
     i = line.find(_START)
     if i < 0 or line[i + 6:i + 7] not in (b">", b" ", b"\t"):
         return None
     try:
-        return event_from_line(line, i, (path, lineno))
+        return event_from_line(line, i, (path, lineno), notes)
     except etree.XMLSyntaxError as exc:
-        on_error(ReadError(path, lineno, "line", f"{prefix}malformed event XML: {exc.msg}"))
+        notes.on_error(ReadError(path, lineno, "line", f"{prefix}malformed event XML: "
+                                 f"{exc.msg}"))
     except ValueError as exc:
-        on_error(ReadError(path, lineno, "line", f"{prefix}invalid event: {exc}"))
+        notes.on_error(ReadError(path, lineno, "line", f"{prefix}invalid event: {exc}"))
     return None
 
 
-def event_from_line(line: bytes, start: int, origin: tuple) -> Event:
+_DATA_END = re.compile(rb"</(?:\w+:)?Data\s*>|<(?:\w+:)?Data\b[^<>]*/>")
+_SYSTEM_END = re.compile(rb"</(?:\w+:)?System\s*>")
+
+
+def event_from_line(line: bytes, start: int, origin: tuple,
+                    notes: Optional[FileNotes] = None) -> Event:
     """The event of one syslog line whose ``<Event`` begins at byte ``start``.
 
+    A message cut short (no ``</Event>``) is read up to its last complete ``<Data>`` element;
+    ``notes`` (when given) gets an error saying how many fields were kept. Entity references
+    without ``;`` are repaired and reported to ``notes`` (see
+    :func:`~sysmonx.sources.xmlfile.parse_event`).
+
     Raises:
-        ValueError: no ``</Event>`` after ``start`` (message cut off), or not an event.
+        ValueError: the message is cut inside its ``<System>`` header (nothing to recover), or
+            it is not an event.
         lxml.etree.XMLSyntaxError: malformed XML.
     """
     end = line.rfind(_END)
-    if end < start:
-        raise ValueError("event XML is cut off (no </Event>; message truncated by syslog?)")
-    return parse_event(line[start:end + len(_END)], origin)
+    if end >= start:
+        return parse_event(line[start:end + len(_END)], origin, notes)
+    xml = line[start:]
+    system = _SYSTEM_END.search(xml)
+    if system is None:
+        raise ValueError("event XML is cut off inside its System header (message truncated by "
+                         "syslog?); nothing to recover")
+    last = None
+    for last in _DATA_END.finditer(xml, system.end()):
+        pass
+    body = xml[:last.end()] if last is not None else xml[:system.end()] + b"<EventData>"
+    if last is None and b"<EventData" not in xml[system.end():]:
+        body = xml[:system.end()]
+        closing = b"</Event>"
+    else:
+        closing = b"</EventData></Event>"
+    event = parse_event(body + closing, origin, notes)
+    if notes is not None:
+        notes.error(origin[1] if origin else None, "line",
+                    f"event XML cut off after {len(event.data)} complete field(s) (message "
+                    "truncated by syslog?): the event is kept with those fields, the cut one and "
+                    "any after it are lost")
+    return event
 
 
 @SOURCES.register
@@ -127,9 +167,13 @@ class SyslogFormat(FileFormat):
         self.from_start = from_start
         self.poll_s = poll_s
         self.received = 0
+        self.bad = 0
+        self.repaired = 0
+        self.cut_short = 0
         self._stop = threading.Event()
         self._file: Optional[IO[bytes]] = None
         self._proc: Optional[subprocess.Popen[bytes]] = None
+        self._notes: Optional[FileNotes] = None
 
     @classmethod
     def read(cls, path: str, on_error: OnError, **options: Any) -> Iterator[Event]:
@@ -204,10 +248,33 @@ class SyslogFormat(FileFormat):
             yield from self._tail()
 
     def _line(self, line: bytes, where: str, lineno: int) -> Optional[Event]:
-        event = _event_of_line(line, where, lineno, self.on_error, "unreadable Sysmon event: ")
+        if self._notes is None or self._notes.path != where:
+            self._notes = FileNotes(where, self._note)
+        event = _event_of_line(line, where, lineno, self._notes, "unreadable Sysmon event: ")
         if event is not None:
             self.received += 1
         return event
+
+    def _note(self, err: ReadError) -> None:
+        """Following: a line that cannot be read goes to ``on_error``; what the parser reports
+        beside an event it read (a repair of entity references that lost their ``;``, a
+        message cut short whose complete fields were kept) is counted, and the event goes on."""
+        if err.message.startswith("unreadable Sysmon event: "):
+            self.bad += 1
+            self.on_error(err)
+        elif err.severity == "repaired":
+            self.repaired += 1
+        elif err.severity == "error":
+            self.cut_short += 1
+        else:
+            self.on_error(err)
+
+    def stats(self) -> dict[str, int]:
+        """Following: ``received`` events; ``lost`` 0 (a file loses nothing); ``bad`` lines;
+        ``repaired`` events read after restoring entity references that lost their ``;``;
+        ``cut_short`` events passed on with the fields left before a syslog size cut."""
+        return {"received": self.received, "lost": 0, "bad": self.bad,
+                "repaired": self.repaired, "cut_short": self.cut_short}
 
     def _tail(self) -> Iterator[Optional[Event]]:
         path, f = self.path, self._file

@@ -29,12 +29,13 @@ from typing import Any, Callable, Iterator, Optional
 from lxml import etree
 
 from ..core.registry import SOURCES
-from ..event import Event, normalize_time
-from . import MAX_RECORD_BYTES, ReadError, _put_unique
+from ..event import SYSMON_PROVIDERS, Event, normalize_time
+from ..schema import positional_names
+from . import MAX_RECORD_BYTES, FileNotes, ReadError, _put_unique
 from .base import FileFormat, OnError
 
 __all__ = ["read_xml", "read_xml_stream", "event_from_element", "parse_event", "safe_parser",
-           "SAFE_PARSER_OPTIONS"]
+           "SAFE_PARSER_OPTIONS", "repair_entity_refs", "ENTITY_REPAIR", "name_unnamed"]
 
 #: Parser settings for untrusted event XML: no DTD, no entity expansion, no network, no huge trees.
 SAFE_PARSER_OPTIONS = dict(resolve_entities=False, no_network=True, huge_tree=False,
@@ -77,9 +78,10 @@ def read_xml_stream(raw, path: str, on_error: Callable[[ReadError], None]) -> It
     ``path`` in origins and errors. ``raw`` should have ``peek`` (``io.BufferedReader``) for the
     byte-order mark / XML declaration check; without it the stream is read as UTF-8."""
     stream = _utf8_stream(raw, path, on_error)
+    notes = FileNotes(path, on_error)
     for start_line, chunk in _split_events(stream, path, on_error):
         try:
-            event = parse_event(chunk, (path, start_line))
+            event = parse_event(chunk, (path, start_line), notes)
         except etree.XMLSyntaxError as exc:
             line = start_line + (exc.lineno or 1) - 1
             on_error(ReadError(path, line, "line", f"malformed event XML: {exc.msg}"))
@@ -90,14 +92,83 @@ def read_xml_stream(raw, path: str, on_error: Callable[[ReadError], None]) -> It
         yield event
 
 
-def parse_event(xml: bytes, origin: tuple) -> Event:
+#: The ``repaired`` message for records whose entity references had lost their ``;``.
+ENTITY_REPAIR = "entity references without ';' (read as the producer wrote them)"
+
+
+def parse_event(xml: bytes, origin: tuple, notes: Optional[FileNotes] = None) -> Event:
     """Parse one ``<Event>...</Event>`` document (bytes, UTF-8) with :func:`safe_parser`.
 
+    A document that is not well-formed only because its entity references lost their ``;`` on
+    the way (``&lt unknown process&gt``: some syslog forwarders and SIEM exports of Sysmon for
+    Linux drop it or turn it into a space) is read as its producer wrote it
+    (:func:`repair_entity_refs`), and reported to ``notes`` as ``repaired``.
+
+    Args:
+        xml: the event document.
+        origin: ``(path, offset)`` for ``Event.origin``; its offset is used in notes (a line).
+        notes: where repairs and warnings about the record go (see :func:`event_from_element`).
     Raises:
-        lxml.etree.XMLSyntaxError: not well-formed (or an entity reference).
+        lxml.etree.XMLSyntaxError: not well-formed (an undefined entity such as ``&xxe;`` stays
+            an error: nothing is expanded), even after the repair.
         ValueError: well-formed but not an event (see :func:`event_from_element`).
     """
-    return event_from_element(etree.fromstring(xml, safe_parser()), origin)
+    parser = safe_parser()
+    try:
+        root = etree.fromstring(xml, parser)
+    except etree.XMLSyntaxError:
+        fixed = repair_entity_refs(xml) if b"&" in xml else None
+        if fixed is None:
+            raise
+        root = etree.fromstring(fixed, parser)  # still malformed: the repair was not the issue
+        if notes is not None:
+            notes.repaired(origin[1] if origin else None, "line", ENTITY_REPAIR)
+    return event_from_element(root, origin, notes)
+
+
+_AMP = re.compile(rb"&(?:(lt|gt|amp|quot|apos)|#(\d+)|#[xX]([0-9A-Fa-f]+)|([A-Za-z_][\w.-]*))?(;)?")
+
+
+def repair_entity_refs(xml: bytes) -> Optional[bytes]:
+    """``xml`` with every entity reference that lost its ``;`` given it back; ``None`` when there
+    is none to repair.
+
+    The producers concerned (Sysmon for Linux through libxml2, Windows) escape every ``&``, so
+    an ``&`` is always the start of a reference, and no predefined entity name is a prefix of
+    another: ``&ltfoo`` can only be ``&lt;foo``. Two kinds of damage are seen in real exports:
+    the ``;`` deleted (``&lt&gt``), or replaced by a space (``&lt unknown process&gt ``). Within
+    one record, a reference without ``;`` followed by anything but a space proves deletion;
+    when every one is followed by a space, the space is the lost ``;`` and is consumed. A lone
+    ``&`` that starts no reference is a literal ampersand. References to other (undefined)
+    entities, with or without ``;``, are left alone: they stay errors and are never expanded.
+    A numeric reference followed by digits is ambiguous and read greedily (``&#1012`` is
+    ``&#1012;``).
+    """
+    bare: list = []   # (start, end) of references that lost their ';'
+    lone: list = []   # positions of '&' that start no reference
+    for m in _AMP.finditer(xml):
+        if m.group(4) is not None:  # &name... of an entity Sysmon never writes: leave it
+            continue
+        if m.group(1) is None and m.group(2) is None and m.group(3) is None:
+            lone.append(m.start())
+        elif m.group(5) is None:
+            bare.append((m.start(), m.end()))
+    if not bare and not lone:
+        return None
+    space_mode = bool(bare) and all(xml[e:e + 1] == b" " for _, e in bare)
+    out = bytearray()
+    pos = 0
+    edits = sorted([(s, e, True) for s, e in bare] + [(p, p + 1, False) for p in lone])
+    for start, end, is_ref in edits:
+        out += xml[pos:start]
+        if is_ref:
+            out += xml[start:end] + b";"
+            pos = end + 1 if space_mode else end
+        else:
+            out += b"&amp;"
+            pos = end
+    out += xml[pos:]
+    return bytes(out)
 
 
 def _split_events(stream, path: str, on_error: Callable[[ReadError], None]
@@ -275,13 +346,20 @@ def _text(el) -> str:
     return el.text or ""
 
 
-def event_from_element(root, origin: Optional[tuple] = None) -> Event:
+def event_from_element(root, origin: Optional[tuple] = None,
+                       notes: Optional[FileNotes] = None) -> Event:
     """Map an lxml ``<Event>`` element (any namespace) to an Event.
 
     System children map to the Event header (``Security/@UserID`` or Linux ``@UserId``; missing
-    elements give ``None``); ``EventData/Data[@Name]`` map to ``data`` in document order (empty
-    element -> ``""``); unnamed Data, other EventData children and UserData are flattened best
-    effort (``Parent.Child`` names, ``_2`` suffixes for repeats). ``RenderingInfo`` is ignored.
+    elements give ``None``); ``EventData/Data[@Name]`` and ``EventData/ComplexData[@Name]`` map
+    to ``data`` by their ``Name`` in document order (empty element -> ``""``; a ComplexData
+    with child elements gives ``Name.Child`` keys). ``<Data>`` without ``Name`` (forwarded and
+    re-exported events) get their names by position from the schema when the provider is
+    Sysmon's and the EventID, ``System/Version`` and value count fit one template
+    (:func:`sysmonx.schema.positional_names`, as Event Viewer does); otherwise they stay
+    ``Data``, ``Data_2``... and ``notes`` gets a warning once per file. Other EventData children
+    and UserData are flattened best effort (``Parent.Child`` names, ``_2`` suffixes for
+    repeats). ``RenderingInfo`` is ignored.
 
     Raises:
         ValueError: the root is not ``Event``, or EventID is missing, or a number or the time is
@@ -298,6 +376,7 @@ def event_from_element(root, origin: Optional[tuple] = None) -> Event:
                 "computer": "", "user_id": None, "origin": origin}
     event_id = None
     data: dict = {}
+    unnamed: list = []
     for part in root:
         name = known.get(part.tag) or _local(part.tag)
         if name == "System":
@@ -330,11 +409,20 @@ def event_from_element(root, origin: Optional[tuple] = None) -> Event:
                 key = None
                 if el.tag == data_tag:  # the usual <Data Name='...'>value</Data>
                     key = el.get("Name")
-                    if key is not None and key not in data:
+                    if key is None:
+                        unnamed.append(_text(el))
+                        continue
+                    if key not in data:
                         data[key] = _text(el)
                         continue
                 sub = _local(el.tag)
-                if sub is not None:  # repeated or unnamed Data, Binary, ...
+                if sub == "ComplexData" and el.get("Name"):
+                    children = [c for c in el if _local(c.tag)]
+                    if children:
+                        _flatten(children, el.get("Name") + ".", data)
+                    else:
+                        _put_unique(data, el.get("Name"), el.text or "")
+                elif sub is not None:  # repeated Data, Binary, ...
                     _put_unique(data, key or sub, _text(el))
         elif name == "UserData":
             items = [el for el in part if _local(el.tag)]
@@ -343,7 +431,36 @@ def event_from_element(root, origin: Optional[tuple] = None) -> Event:
             _flatten(items, "", data)
     if event_id is None:
         raise ValueError("event has no System/EventID")
+    if unnamed:
+        data = name_unnamed(event_id, kw["provider"], kw["version"], unnamed, data, notes,
+                            origin)
     return Event(event_id, data, **kw)
+
+
+def name_unnamed(event_id: int, provider: str, version: Optional[int], values: list,
+                 data: dict, notes: Optional[FileNotes], origin: Optional[tuple],
+                 offset_kind: str = "line") -> dict:
+    """EventData of a record whose ``values`` came without names, merged with the named
+    ``data`` it also had: names by position from the schema for a Sysmon event whose EventID,
+    Version and value count fit one template (and no named values), else ``Data``,
+    ``Data_2``... with a warning (once per file) through ``notes``. Shared by the XML, evtx-crate
+    JSON and Sentinel readers."""
+    if provider in SYSMON_PROVIDERS and not data:
+        names = positional_names(event_id, version, len(values))
+        if names is not None:
+            return dict(zip(names, values))
+    for v in values:
+        _put_unique(data, "Data", v)
+    if notes is not None:
+        offset = origin[1] if origin else None
+        why = ("its EventID and Version fit no Sysmon template of that many fields"
+               if provider in SYSMON_PROVIDERS else "the provider's schema is not known here")
+        notes.warn_once("unnamed-data", offset, offset_kind,
+                        f"EventData values without Name (provider {provider or '?'}, EventID "
+                        f"{event_id}, version {version if version is not None else '?'}): they "
+                        f"are kept as Data, Data_2...; {why}, so config filters and Sigma rules "
+                        "on their real names cannot match them")
+    return data
 
 
 @lru_cache(maxsize=16)

@@ -1,8 +1,10 @@
-"""The ``--from`` / ``--to`` time window: keep records whose System time is inside it.
+"""The ``--from`` / ``--to`` time window: keep records whose time is inside it.
 
-The window applies to every record, Sysmon or not, before anything else, on the System time
-(:attr:`Event.time_created <sysmonx.event.Event.time_created>`, never event data such as
-``UtcTime``). A record without a readable time is kept and counted in ``untimed``.
+The window applies to every record, Sysmon or not, before the filter, on the System time
+(:attr:`Event.time_created <sysmonx.event.Event.time_created>`), or with ``window_time=
+"utctime"`` on a Sysmon event's own ``UtcTime`` (System time for records without one), for
+exports whose System times are local times labelled UTC. A record without a readable time is kept
+and counted in ``untimed``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Optional
 from ..core.registry import STAGES
 from ..event import Event, TimeFormatError, normalize_time
 from ..interfaces import Emit, Stage
+from .clock import utc_time
 
 __all__ = ["TimeWindowStage", "parse_time_bound"]
 
@@ -59,18 +62,24 @@ class TimeWindowStage(Stage):
 
     Args:
         time_from, time_to: bounds as :func:`parse_time_bound` takes them, or ``None``.
+        window_time: ``system`` (System ``TimeCreated``) or ``utctime`` (``UtcTime``).
     Attributes:
         out_of_window: events dropped; ``untimed``: events without a readable time (kept).
     Raises:
         TimeFormatError: a bound that is not an ISO 8601 time.
+        ValueError: another ``window_time``.
     """
 
     name = "time-window"
-    summary = "keep events whose System time is inside --from/--to (events without a time kept)"
+    summary = "keep events whose time is inside --from/--to (events without a time kept)"
 
-    def __init__(self, time_from: Optional[str] = None, time_to: Optional[str] = None) -> None:
+    def __init__(self, time_from: Optional[str] = None, time_to: Optional[str] = None,
+                 window_time: str = "system") -> None:
+        if window_time not in ("system", "utctime"):
+            raise ValueError(f"window_time must be 'system' or 'utctime', not {window_time!r}")
         self.time_from = parse_time_bound(time_from) if time_from is not None else None
         self.time_to = parse_time_bound(time_to) if time_to is not None else None
+        self.utctime = window_time == "utctime"
         self.out_of_window = 0
         self.untimed = 0
 
@@ -78,7 +87,9 @@ class TimeWindowStage(Stage):
         """Keep ``item`` when it is not an event, has no readable time, or is inside."""
         if type(item) is not Event:
             return True
-        t = item.time_created
+        t = utc_time(item) if self.utctime else None
+        if t is None:
+            t = item.time_created
         if not t or len(t) != 30 or t[29] != "Z":
             try:
                 t = normalize_time(t) if t else ""

@@ -1,0 +1,130 @@
+"""System times that lie: ``TimeCreated`` hours away from the event's own ``UtcTime``.
+
+Sysmon writes ``UtcTime`` (when the activity happened, UTC) into every event, and the Event Log
+stamps ``TimeCreated`` a few milliseconds later. Some exporters write the collector's local time
+and label it UTC (3 of 6 Security-Datasets archives are 4 to 8 hours off), so a time window on
+System time selects the wrong hours without a word. :class:`ClockCheck` finds such records:
+System time and ``UtcTime`` differing by a near-whole, non-zero number of hours (within
+:data:`SLACK_S` seconds of it). :func:`utc_time` gives the canonical form of ``UtcTime`` for a
+window on event time instead (``replay --window-time utctime``).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Optional
+
+from ..core.errors import ReadError
+from ..core.registry import STAGES
+from ..event import Event
+from ..interfaces import Emit, Stage
+
+__all__ = ["ClockCheck", "ClockCheckStage", "utc_time", "SLACK_S"]
+
+#: How far from a whole number of hours a difference may be and still count as a zone error.
+SLACK_S = 120
+_EPOCH = date(1970, 1, 1).toordinal()
+
+
+def utc_time(event: Event) -> Optional[str]:
+    """``UtcTime`` of a Sysmon event (``YYYY-MM-DD HH:MM:SS.mmm``) as the canonical UTC string
+    events carry (``YYYY-MM-DDTHH:MM:SS.mmm000000Z``); ``None`` when the event has none or it is
+    not in Sysmon's form."""
+    u = event.data.get("UtcTime")
+    if not u or len(u) < 19 or u[10] not in " T" or u[4] != "-" or u[13] != ":":
+        return None
+    frac = u[20:29] if len(u) > 20 and u[19] == "." else ""
+    if not frac.isdigit() and frac:
+        return None
+    return f"{u[:10]}T{u[11:19]}.{frac.ljust(9, '0')}Z"
+
+
+class ClockCheck:
+    """Compares System time with ``UtcTime``, event by event.
+
+    Attributes:
+        offset_hours: the first whole-hour difference found (System minus UtcTime), or ``None``.
+    """
+
+    def __init__(self) -> None:
+        self.offset_hours: Optional[int] = None
+        self._days: dict = {}
+
+    def check(self, event: Event) -> Optional[int]:
+        """The whole number of hours ``event``'s System time is off its ``UtcTime`` (System
+        minus UtcTime; ``None`` when they agree, or either is missing or malformed)."""
+        t = event.time_created
+        u = event.data.get("UtcTime")
+        if not t or not u or len(u) < 19 or len(t) < 19:
+            return None
+        if t[11:13] == u[11:13] and t[:10] == u[:10]:  # same date and hour: the usual case
+            return None
+        a, b = self._seconds(t), self._seconds(u)
+        if a is None or b is None:
+            return None
+        d = a - b
+        hours = round(d / 3600)
+        if hours == 0 or abs(d - hours * 3600) > SLACK_S:
+            return None
+        if self.offset_hours is None:
+            self.offset_hours = hours
+        return hours
+
+    def _seconds(self, t: str) -> Optional[float]:
+        day = self._days.get(t[:10])
+        if day is None:
+            try:
+                day = (date(int(t[0:4]), int(t[5:7]), int(t[8:10])).toordinal() - _EPOCH) * 86400
+            except ValueError:
+                return None
+            if len(self._days) < 4096:
+                self._days[t[:10]] = day
+        try:
+            return day + int(t[11:13]) * 3600 + int(t[14:16]) * 60 + float(t[17:23])
+        except ValueError:
+            return None
+
+
+@STAGES.register
+class ClockCheckStage(Stage):
+    """Warns, once per input file, when System times are a whole number of hours off the
+    events' own ``UtcTime`` (:class:`ClockCheck`). Passes every event.
+
+    Args:
+        window_time: what ``--from``/``--to`` compare (``system`` or ``utctime``), for the
+            advice in the warning.
+    """
+
+    name = "clock-check"
+    summary = "warn once per file when System times are whole hours off UtcTime (local time)"
+
+    def __init__(self, window_time: str = "system") -> None:
+        self.window_time = window_time
+        self._path: Optional[str] = None
+        self._check: Optional[ClockCheck] = None
+
+    def process(self, item: Any, emit: Emit) -> bool:
+        """Check ``item`` (until the file at hand has been warned about)."""
+        if type(item) is not Event:
+            return True
+        origin = item.origin
+        path = origin[0] if origin else None
+        if path != self._path:
+            self._path, self._check = path, ClockCheck()
+        check = self._check
+        if check is not None and check.check(item) is not None:
+            self._check = None  # once per file
+            emit(self._warning(path or "<input>", item, check.offset_hours))
+        return True
+
+    def _warning(self, path: str, ev: Event, hours: Optional[int]) -> ReadError:
+        which = (f"record {ev.record_id}" if ev.record_id is not None else
+                 f"the record at {ev.origin[1]}" if ev.origin else "a record")
+        return ReadError(
+            path, None, "file",
+            f"System times are {hours:+d} h off the events' own UtcTime ({which}: TimeCreated "
+            f"{ev.time_created}, UtcTime {ev.data.get('UtcTime')}): "
+            "the exporter probably wrote local time labelled UTC. --from/--to select on "
+            + ("UtcTime here (--window-time utctime)" if self.window_time == "utctime"
+               else "System time; --window-time utctime selects on UtcTime instead"),
+            "warning")

@@ -1,0 +1,157 @@
+"""Duplicate records: the same event read twice is passed on once.
+
+A folder often holds one log twice: an EVTX and its JSON export (SigmaHQ's regression layout),
+overlapping exports of one channel, a DFIR collection with the raw log and a converted copy.
+Replaying it would write every event, and raise every alert, twice. Two records are the same
+record when they have the same provider, computer, channel, EventRecordID and System time (to
+the second: exports keep different precisions, 100 ns in EVTX, milliseconds in winlogbeat,
+seconds in nxlog), as Hayabusa de-duplicates. A record without an EventRecordID (Security-
+Datasets' flat export, Sentinel's Event table) is never taken for a duplicate.
+
+Memory: per (provider, computer, channel) the times are kept in blocks of 64 consecutive record
+ids (one 8-byte slot per id), so a log's records cost 8 bytes each when their ids are dense and
+up to 512 bytes each when they are sparse; a record id seen again with another time (a log
+cleared and restarted) goes to a small side table. Past ``max_blocks`` blocks the filter stops
+remembering new records and says so once (``saturated``): it never grows without bound.
+"""
+
+from __future__ import annotations
+
+from array import array
+from datetime import date
+from typing import Any
+
+from ..core.errors import ReadError
+from ..core.registry import STAGES
+from ..event import Event
+from ..interfaces import Emit, Stage
+
+__all__ = ["DuplicateFilter", "DuplicateStage", "MAX_BLOCKS"]
+
+#: Blocks of 64 record ids kept at most (512 bytes each): 128 MiB, 16 million dense records.
+MAX_BLOCKS = 262144
+_BLOCK_BITS = 6
+_BLOCK = 1 << _BLOCK_BITS
+_ABSENT = -(1 << 63)
+_NO_TIME = -(1 << 63) + 1
+_EPOCH = date(1970, 1, 1).toordinal()
+
+
+class DuplicateFilter:
+    """Remembers the records seen and tells a repeat.
+
+    Args:
+        max_blocks: memory bound (see the module docstring).
+    Attributes:
+        dropped: records found to be duplicates so far.
+        saturated: True once the bound was reached (later records are passed on unchecked).
+    """
+
+    def __init__(self, max_blocks: int = MAX_BLOCKS) -> None:
+        self.max_blocks = max_blocks
+        self.dropped = 0
+        self.saturated = False
+        self._streams: dict = {}   # (provider, computer, channel) -> {block: array('q')}
+        self._other: dict = {}     # (stream key, record id) -> set of other times
+        self._blocks = 0
+        self._days: dict = {}
+
+    def is_duplicate(self, event: Event) -> bool:
+        """True when a record with ``event``'s provider, computer, channel, EventRecordID and
+        System time (to the second) was seen before; otherwise remembers it and returns False.
+        """
+        rid = event.record_id
+        if rid is None or rid < 0:
+            return False
+        key = (event.provider, event.computer, event.channel)
+        blocks = self._streams.get(key)
+        if blocks is None:
+            blocks = self._streams[key] = {}
+        t = self._seconds(event.time_created)
+        b = rid >> _BLOCK_BITS
+        slots = blocks.get(b)
+        if slots is None:
+            if self._full():
+                return False
+            slots = blocks[b] = array("q", [_ABSENT]) * _BLOCK
+            self._blocks += 1
+        i = rid & (_BLOCK - 1)
+        seen = slots[i]
+        if seen == _ABSENT:
+            slots[i] = t
+            return False
+        if seen == t:
+            self.dropped += 1
+            return True
+        others = self._other.get((key, rid))
+        if others is None:
+            if self._full():
+                return False
+            self._other[(key, rid)] = {t}
+            return False
+        if t in others:
+            self.dropped += 1
+            return True
+        others.add(t)
+        return False
+
+    def _full(self) -> bool:
+        if self._blocks + len(self._other) // 8 < self.max_blocks:  # a side entry ~ 1/8 block
+            return False
+        self.saturated = True
+        return True
+
+    def _seconds(self, t: str) -> int:
+        """Seconds since 1970 of a canonical UTC time string (``_NO_TIME`` when absent)."""
+        if len(t) < 19:
+            return _NO_TIME
+        day = self._days.get(t[:10])
+        if day is None:
+            try:
+                day = (date(int(t[0:4]), int(t[5:7]), int(t[8:10])).toordinal() - _EPOCH) * 86400
+            except ValueError:
+                return _NO_TIME
+            if len(self._days) < 4096:
+                self._days[t[:10]] = day
+        try:
+            return day + int(t[11:13]) * 3600 + int(t[14:16]) * 60 + int(t[17:19])
+        except ValueError:
+            return _NO_TIME
+
+    def memory_bytes(self) -> int:
+        """Approximate memory held, in bytes."""
+        return self._blocks * (_BLOCK * 8 + 64) + len(self._other) * 64
+
+
+@STAGES.register
+class DuplicateStage(Stage):
+    """Drops records read before (:class:`DuplicateFilter`); when the filter reaches its memory
+    bound, says so once (a warning naming the file at hand).
+
+    Args:
+        max_blocks: the filter's memory bound.
+    Attributes:
+        dedup: the :class:`DuplicateFilter` (``dropped`` counts the duplicates).
+    """
+
+    name = "duplicates"
+    summary = "records read twice (an EVTX beside its JSON export) passed on once"
+    stateful = True
+
+    def __init__(self, max_blocks: int = MAX_BLOCKS) -> None:
+        self.dedup = DuplicateFilter(max_blocks)
+        self._saturation_said = False
+
+    def process(self, item: Any, emit: Emit) -> bool:
+        """Drop ``item`` if it is an event read before."""
+        if type(item) is not Event:
+            return True
+        if self.dedup.is_duplicate(item):
+            return False
+        if self.dedup.saturated and not self._saturation_said:
+            self._saturation_said = True
+            path = item.origin[0] if item.origin else "<input>"
+            emit(ReadError(path, None, "file", "duplicate removal reached its memory bound: "
+                           "records from here on are not checked for repeats "
+                           "(--keep-duplicates turns the check off)", "warning"))
+        return True
