@@ -56,8 +56,8 @@ from ..core.registry import SOURCES
 from ..event import SYSMON_PROVIDERS, Event, normalize_time
 from ..schema import GUID
 from ..schema.catalogue import EVENTS
-from . import FileNotes, ReadError, _put_unique
-from .base import FileFormat, OnError
+from ..core.errors import ReadError
+from .base import FileFormat, FileNotes, OnError, put_unique
 
 __all__ = ["read_evtx"]
 
@@ -312,9 +312,9 @@ def _named_complex(data: dict) -> dict:
         if type(v) is dict and "#attributes" in v:
             name = _attrs(v).get("Name")
             if name and k.split("_")[0] == "ComplexData":
-                _put_unique(out, str(name), _flat_value(v.get("#text", "")))
+                put_unique(out, str(name), _flat_value(v.get("#text", "")))
                 continue
-        _put_unique(out, k, v)
+        put_unique(out, k, v)
     return out
 
 
@@ -387,7 +387,7 @@ def _flatten_other(root: dict) -> dict:
                 items = [(k, v) for k, v in items[0][1].items() if k != "#attributes"]
             _walk(items, "", out)
         else:
-            _put_unique(out, key, _flat_value(node))
+            put_unique(out, key, _flat_value(node))
     return out
 
 
@@ -397,7 +397,7 @@ def _walk(items, prefix: str, out: dict) -> None:
         if isinstance(v, dict) and "#text" not in v:
             _walk([(kk, vv) for kk, vv in v.items() if kk != "#attributes"], name + ".", out)
         else:
-            _put_unique(out, name, _flat_value(v))
+            put_unique(out, name, _flat_value(v))
 
 
 class _ChunkTracker:

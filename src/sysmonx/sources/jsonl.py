@@ -20,8 +20,8 @@ import orjson
 
 from ..core.registry import SOURCES
 from ..event import Event, normalize_time
-from . import ReadError, _iter_lines
-from .base import FileFormat, OnError
+from ..core.errors import ReadError
+from .base import FileFormat, OnError, iter_lines
 
 __all__ = ["read_jsonl", "read_jsonl_stream", "event_from_object", "RESERVED_KEYS"]
 
@@ -54,7 +54,7 @@ def read_jsonl_stream(f, path: str, on_error: Callable[[ReadError], None]) -> It
     """:func:`read_jsonl` over an open binary stream ``f`` (an archive member, ...), named
     ``path`` in origins and errors."""
     loads = orjson.loads
-    for lineno, line in _iter_lines(f):
+    for lineno, line in iter_lines(f):
         if line is None:
             on_error(ReadError(path, lineno, "line", "line too long; skipped"))
             continue

@@ -17,7 +17,7 @@ from ..core.errors import ReadError, SysmonXError
 from ..core.registry import SOURCES
 from ..event import Event
 from ..interfaces import Source
-from . import iter_input_files, open_source
+from .detect import iter_input_files, open_source
 
 __all__ = ["RecordedLogs"]
 

@@ -40,8 +40,8 @@ from lxml import etree
 from ..core.errors import SourceUnavailable
 from ..core.registry import SOURCES
 from ..event import Event
-from . import MAX_RECORD_BYTES, FileNotes, ReadError, _iter_lines
-from .base import FileFormat, OnError
+from ..core.errors import ReadError
+from .base import MAX_RECORD_BYTES, FileFormat, FileNotes, OnError, iter_lines
 from .xmlfile import parse_event
 
 __all__ = ["read_syslog", "read_syslog_stream", "event_from_line", "SyslogFormat",
@@ -72,7 +72,7 @@ def read_syslog_stream(f, path: str, on_error: Callable[[ReadError], None]) -> I
     """:func:`read_syslog` over an open binary stream ``f`` (an archive member, ...), named
     ``path`` in origins and errors."""
     notes = FileNotes(path, on_error)
-    for lineno, line in _iter_lines(f):
+    for lineno, line in iter_lines(f):
         if line is None:
             on_error(ReadError(path, lineno, "line", "line too long; skipped"))
             continue

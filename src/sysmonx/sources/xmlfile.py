@@ -31,8 +31,8 @@ from lxml import etree
 from ..core.registry import SOURCES
 from ..event import SYSMON_PROVIDERS, Event, normalize_time
 from ..schema import positional_names
-from . import MAX_RECORD_BYTES, FileNotes, ReadError, _put_unique
-from .base import FileFormat, OnError
+from ..core.errors import ReadError
+from .base import MAX_RECORD_BYTES, FileFormat, FileNotes, OnError, put_unique
 
 __all__ = ["read_xml", "read_xml_stream", "event_from_element", "parse_event", "safe_parser",
            "SAFE_PARSER_OPTIONS", "repair_entity_refs", "ENTITY_REPAIR", "name_unnamed"]
@@ -421,9 +421,9 @@ def event_from_element(root, origin: Optional[tuple] = None,
                     if children:
                         _flatten(children, el.get("Name") + ".", data)
                     else:
-                        _put_unique(data, el.get("Name"), el.text or "")
+                        put_unique(data, el.get("Name"), el.text or "")
                 elif sub is not None:  # repeated Data, Binary, ...
-                    _put_unique(data, key or sub, _text(el))
+                    put_unique(data, key or sub, _text(el))
         elif name == "UserData":
             items = [el for el in part if _local(el.tag)]
             if len(items) == 1 and len(items[0]):
@@ -450,7 +450,7 @@ def name_unnamed(event_id: int, provider: str, version: Optional[int], values: l
         if names is not None:
             return dict(zip(names, values))
     for v in values:
-        _put_unique(data, "Data", v)
+        put_unique(data, "Data", v)
     if notes is not None:
         offset = origin[1] if origin else None
         why = ("its EventID and Version fit no Sysmon template of that many fields"
@@ -492,7 +492,7 @@ def _flatten(elements, prefix: str, out: dict) -> None:
         if children:
             _flatten(children, name + ".", out)
         else:
-            _put_unique(out, name, el.text or "")
+            put_unique(out, name, el.text or "")
 
 
 @SOURCES.register
