@@ -122,3 +122,39 @@ def test_the_rule_catches_an_upward_import(tmp_path):
         assert LAYER[_top(found[1])] == LAYER["filtering"]
     finally:
         probe.unlink()
+
+
+def _package_names(path: Path) -> set:
+    """Dotted names of the packages ``path`` lies in (its own package and every one above)."""
+    mod = _module_name(path)
+    parts = mod.split(".")
+    if path.name != "__init__.py":
+        parts = parts[:-1]
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+
+
+def test_no_module_imports_from_its_own_package_init():
+    """A module takes what it needs from the module that defines it, never from the
+    ``__init__`` of a package it lies in (those only re-export): no import cycles through
+    package initialisation, and every name has one home."""
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        mod = _module_name(path)
+        above = _package_names(path)
+        package = mod.rsplit(".", 1)[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            base = package.split(".")
+            base = base[:len(base) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+            if target not in above:
+                continue
+            pkg_dir = SRC.parent.joinpath(*target.split("."))
+            for a in node.names:
+                if not ((pkg_dir / f"{a.name}.py").exists() or (pkg_dir / a.name).is_dir()):
+                    bad.append(f"{path.relative_to(SRC)}:{node.lineno}: {a.name} from {target}")
+    assert bad == []
