@@ -17,7 +17,7 @@ import sys
 from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from .version import __version__
 
@@ -448,7 +448,7 @@ def cmd_replay(argv: list[str]) -> int:
     except ValueError as exc:
         console.print(f"error: --from/--to: {exc}")
         return EXIT_USAGE
-    if None not in bounds and bounds[0] >= bounds[1]:
+    if bounds[0] is not None and bounds[1] is not None and bounds[0] >= bounds[1]:
         console.print(f"error: --from {bounds[0]} is not before --to {bounds[1]}")
         return EXIT_USAGE
     options = ReplayOptions(
@@ -540,7 +540,7 @@ def cmd_replay(argv: list[str]) -> int:
                     sinks.insert(0, writer_class(fmt).open(args.output, **writer_options))
 
                 def on_progress(path, records) -> None:
-                    if progress is not None:
+                    if progress is not None and task is not None and replayer is not None:
                         progress.update(task, records=records, errors=replayer.stats.errors)
 
                 replayer = Replayer(options, None, on_error=on_error, on_progress=on_progress,
@@ -573,6 +573,7 @@ def cmd_replay(argv: list[str]) -> int:
         console.print(f"error: {failure}", markup=False)
         return EXIT_FATAL
     if stats is None:
+        assert replayer is not None  # one of the two replays ran
         stats = replayer.stats
     if not files:
         console.print("warning: no input files found (folders are searched for .evtx, .xml, "
@@ -627,8 +628,9 @@ def _print_detection_summary(console, stage) -> None:
     from rich.table import Table
     rows = stage.summary_rows()
     table = Table(title="Sigma detections", title_justify="left")
-    for col, just in (("level", "left"), ("matches", "right"), ("alerts", "right"),
-                      ("rule", "left")):
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("level", "left"), ("matches", "right"), ("alerts", "right"), ("rule", "left"))
+    for col, just in columns:
         table.add_column(col, justify=just)
     for r in rows:
         table.add_row(str(r.level), f"{r.matches:,}", f"{r.alerts:,}", f"{r.title} ({r.rule_id})")
@@ -807,7 +809,7 @@ def cmd_explain(cfg, args, console) -> int:
     from .filtering import EngineOptions
     from .filtering.explain import explain, format_explanation
     from .sources import open_source
-    errors = []
+    errors: list = []
     try:
         events = open_source(args.event, errors.append)
         event = next(iter(events), None)
@@ -927,7 +929,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return cmd_config_help()
         sys.stdout.write(USAGE)
         return 0
-    if first.startswith("-") or first.startswith("/"):
+    if first.startswith(("-", "/")):
         from .compat import main as compat_main
         return compat_main(argv)
     sys.stderr.write(f"Unknown command or switch: {first}\n\n" + USAGE)

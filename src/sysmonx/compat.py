@@ -365,8 +365,10 @@ def run_console(config, *, verbose: bool, backend: Optional[str], duration: Opti
     from .pipeline.live import Sensor, SensorOptions
     from .sinks.console import ConsoleSink
     options = SensorOptions(backend=backend, dns=not no_dns, duration=duration)
-    sensor = Sensor(config, [ConsoleSink(out)], options, config_path=None,
-                    on_status=lambda msg: err.write(f"sysmonx: {msg}\n"),
+    def status(msg: str) -> None:
+        err.write(f"sysmonx: {msg}\n")
+
+    sensor = Sensor(config, [ConsoleSink(out)], options, config_path=None, on_status=status,
                     trace="verbose" if verbose else "summary")
     try:
         sensor.run()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .core.errors import ConfigError
-from .schema import Version, format_version
+from .schema import Schema, Version, format_version
 
 __all__ = ["Config", "RuleSet", "Filter", "Aggregate", "ConfigWarning", "ConfigError"]
 
@@ -115,7 +115,7 @@ class Config:
     path: str
     sha256: str
     schema_version: Version
-    schema: object
+    schema: Schema
     options: dict[str, str] = field(default_factory=dict)
     hash_algorithms: list[str] = field(default_factory=list)
     field_sizes: dict[str, int] = field(default_factory=dict)

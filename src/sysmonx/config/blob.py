@@ -234,7 +234,8 @@ def _elements_from_config(config: Config, binary: Version) -> list[_Element]:
     out = []
     for rs in config.rule_sets:
         children: list = []
-        current, current_id = None, 0
+        current: Optional[_RuleEl] = None
+        current_id = 0
         for f in rs.filters:
             m = _Member(f.field, _condition_code(f.condition, binary),
                         _utf16(f.value, f"value of {f.field}") + b"\0\0", _name_buffer(f.name))
@@ -242,7 +243,7 @@ def _elements_from_config(config: Config, binary: Version) -> list[_Element]:
                 children.append(m)
                 current, current_id = None, 0
                 continue
-            if f.aggregate != current_id:
+            if current is None or f.aggregate != current_id:
                 agg = rs.aggregates.get(f.aggregate)
                 current = _RuleEl(_agg_name_buffer(agg.name if agg else None),
                                   1 if agg is not None and agg.relation == "and" else 0, [])

@@ -104,7 +104,7 @@ def parse_hash_algorithms(text: str) -> list[str]:
     Raises:
         ValueError: ``Invalid hashing algorithm: X``.
     """
-    found = set()
+    found: set[str] = set()
     for item in split_comma_list(text):
         key = item.strip().lower()
         if key in ("*", "all"):

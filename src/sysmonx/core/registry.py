@@ -121,7 +121,7 @@ class Registry(Generic[T]):
         if not key or not isinstance(key, str):
             raise PluginError(f"{self.kind}: {obj!r} has no name to register under")
         entry = Entry(key, obj, summary or _summary_of(obj),
-                      origin or getattr(obj, "__module__", "?"))
+                      origin or str(getattr(obj, "__module__", "?")))
         with self._lock:
             old = self._entries.get(key)
             if old is not None and old.obj is not obj:

@@ -213,7 +213,7 @@ def resolve_logsource(product: Optional[str], category: Optional[str],
         if c in SYSMON_CATEGORIES:
             ids = SYSMON_CATEGORIES[c]
             plats = _SYSMON_PLATFORMS[p]
-            groups = tuple((pl, i) for pl in plats for i in ids)
+            groups: tuple = tuple((pl, i) for pl in plats for i in ids)
             types = EVENT_TYPES.get(c)
             where = "/".join("Windows" if pl == "win" else "Linux" for pl in plats)
             desc = (f"Sysmon ({where}) EventID {'/'.join(map(str, ids))}"

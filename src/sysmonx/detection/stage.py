@@ -272,7 +272,7 @@ class DetectionStage:
         corr = self.correlation
         if corr is None:
             if not hits:
-                return hits
+                return []
             alerts = [self._alert(r, event) for r in hits if self._output[r.index]]
         else:
             alerts = []
@@ -383,7 +383,7 @@ class DetectionStage:
             lines.append(f"{r.level or '-':<13} {r.matches:>8} {r.alerts:>7}  {r.title} "
                          f"[{r.rule_id}]" + (f" ({r.kind})" if r.kind != "detection" else ""))
         by_level = ", ".join(f"{lv}: {n}" for lv, n in sorted(
-            self.stats.alerts_by_level.items(), key=lambda kv: -({l: i for i, l in enumerate(
+            self.stats.alerts_by_level.items(), key=lambda kv: -({lv: i for i, lv in enumerate(
                 LEVELS)}.get(kv[0], -1))))
         lines.append(f"alerts: {self.stats.alerts}" + (f" ({by_level})" if by_level else ""))
         lines.extend(self.ungrouped_lines())

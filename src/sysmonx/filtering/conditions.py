@@ -19,7 +19,7 @@ with the generic predicate path.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ..core import regex as _re2
 from ..core.errors import PluginError, UsageError
@@ -103,7 +103,7 @@ def utf16_key(s: str):
     return s.encode("utf-16-be", "surrogatepass")
 
 
-def compile_regex(pattern: str, max_mem: int = REGEX_MAX_MEM):  # type: ignore[no-untyped-def]
+def compile_regex(pattern: str, max_mem: int = REGEX_MAX_MEM) -> Any:
     """Compile a config ``regex`` value under the RE2 policy: case-insensitive, unanchored,
     linear time, bounded memory (:func:`sysmonx.core.regex.compile_pattern`).
 

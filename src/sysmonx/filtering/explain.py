@@ -172,10 +172,11 @@ class _Walker:
             return FilterStep(f, ABSENT)
         value = f.value
         if self.options.environment is not None:
-            value = expand_environment(value, self.options.environment)
-            if value is None:
+            expanded = expand_environment(value, self.options.environment)
+            if expanded is None:
                 return FilterStep(f, NO_MATCH, self.shown[f.field],
                                   "environment expansion longer than 32767 characters")
+            value = expanded
         key = (f.condition, value)
         pred = self._preds.get(key)
         if pred is None:

@@ -24,7 +24,7 @@ import time
 from typing import Any, Optional, Sequence
 
 from ..core.errors import OutputClosed, SinkError
-from ..interfaces import Sink, SinkStats
+from ..interfaces import SinkStats
 
 __all__ = ["SinkSlot", "QueuedSlot", "FanOut", "CallbackSink", "describe_failure"]
 

@@ -215,8 +215,8 @@ class Sensor:
             finally:
                 self.pipeline.close()
         finally:
-            for sig, h in old_handlers.items():
-                signal.signal(sig, h)
+            for signum, h in old_handlers.items():
+                signal.signal(signum, h)
         return self.stats
 
     def backend_stats(self) -> dict[str, dict]:

@@ -84,7 +84,7 @@ class Pipeline:
         self._started = False
         # emits[i]: what stage i's emit() does (push into stages i+1...)
         self._emits: list[Emit] = [self._emitter(i + 1) for i in range(len(self.stages))]
-        self._steps = list(zip([s.process for s in self.stages], self._emits))
+        self._steps = list(zip([s.process for s in self.stages], self._emits, strict=True))
 
     # -- control (any thread, signal handlers) ---------------------------------------------------
 

@@ -124,7 +124,7 @@ def _group_files(files: list[str], jobs: int) -> list[list[str]]:
     groups: list[list[str]] = []
     cur: list[str] = []
     acc = 0
-    for f, size in zip(files, sizes):
+    for f, size in zip(files, sizes, strict=True):
         cur.append(f)
         acc += size
         if acc >= target:

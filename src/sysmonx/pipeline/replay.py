@@ -212,7 +212,8 @@ class Replayer:
     @property
     def engine(self) -> Optional[FilterEngine]:
         """The compiled filter (``None`` without a config)."""
-        return self._stage(FilterStage).engine  # type: ignore[no-any-return]
+        flt: FilterStage = self._stage(FilterStage)
+        return flt.engine
 
     def _stage(self, cls: type) -> Any:
         for s in self.stages:

@@ -33,13 +33,14 @@ from .base import Writer
 __all__ = ["Writer", "WRITERS", "writer_class", "stream_formats"]
 
 
-def stream_formats() -> dict[str, type]:
+def stream_formats() -> dict[str, type[Writer]]:
     """``--format`` name -> writer class: the registered sinks that render events to a byte
     stream, in registration order."""
-    return {e.name: e.obj for e in SINKS.entries() if getattr(e.obj, "stream_format", False)}
+    return {e.name: e.obj for e in SINKS.entries()
+            if isinstance(e.obj, type) and issubclass(e.obj, Writer)}
 
 
-def writer_class(name: str) -> type:
+def writer_class(name: str) -> type[Writer]:
     """The writer class registered as the stream format ``name``.
 
     Raises:
@@ -49,7 +50,7 @@ def writer_class(name: str) -> type:
         cls = SINKS.get(name)
     except PluginError:
         cls = None
-    if cls is None or not getattr(cls, "stream_format", False):
+    if not (isinstance(cls, type) and issubclass(cls, Writer)):
         raise UsageError(f"unknown output format {name!r}; expected one of "
                          f"{', '.join(stream_formats())}")
     return cls

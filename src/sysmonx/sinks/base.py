@@ -9,7 +9,7 @@ output and standard error are only flushed).
 from __future__ import annotations
 
 import sys
-from typing import Any, BinaryIO, ClassVar, Optional, Union
+from typing import Any, BinaryIO, ClassVar, Union
 
 from ..core.errors import SinkError
 from ..event import Event
@@ -63,8 +63,9 @@ class Writer(Sink):
     stream_format = True
 
     def __init__(self, stream: BinaryIO, close_stream: bool = True) -> None:
-        self.stream: Optional[BinaryIO] = stream
+        self.stream = stream
         self.close_stream = close_stream
+        self.closed = False
         self.stats = SinkStats()
         if not self.target:
             self.target = getattr(stream, "name", None) or "<stream>"
@@ -100,15 +101,16 @@ class Writer(Sink):
 
     def flush(self) -> None:
         """Flush the stream."""
-        if self.stream is not None:
+        if not self.closed:
             self.stream.flush()
 
     def close(self) -> None:
         """Finish the output (e.g. a root end tag), flush, close the stream unless stdout/stderr.
         A second call does nothing."""
-        if self.stream is None:
+        if self.closed:
             return
-        stream, self.stream = self.stream, None
+        self.closed = True
+        stream = self.stream
         try:
             stream.flush()
         finally:
@@ -122,12 +124,12 @@ class Writer(Sink):
         self.close()
 
 
-def is_std_stream(stream: object) -> bool:
+def is_std_stream(stream: Any) -> bool:
     """Whether ``stream`` is standard output or standard error (or their buffers)."""
     for std in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         if std is not None and (stream is std or stream is getattr(std, "buffer", None)):
             return True
     try:
-        return getattr(stream, "fileno")() in (1, 2)
+        return bool(stream.fileno() in (1, 2))
     except (AttributeError, OSError, ValueError):
         return False

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Optional
 
 import orjson
 
@@ -71,7 +72,7 @@ def event_to_json(e: Event) -> bytes:
         obj = {"EventID": e.event_id, **data, "System": system}
     else:
         obj = {"EventID": e.event_id}
-        extra = None
+        extra: Optional[dict[str, str]] = None
         for k, v in data.items():
             if extra is None and k in RESERVED_KEYS:
                 extra = {}

@@ -68,6 +68,7 @@ class SyslogWriter(Sink):
         self.sent = 0
         self.kind = socket.SOCK_DGRAM
         self._next_retry = 0.0
+        self.sock: Optional[socket.socket]
         try:
             self.sock = self._connect()
         except OSError:

@@ -97,7 +97,7 @@ class WindowsXmlWriter(Writer):
 
     def close(self) -> None:
         """Write ``</Events>`` (with ``root``), flush, close the stream (see base class)."""
-        if self.root and self.stream is not None:
+        if self.root and not self.closed:
             self.stream.write(b"</Events>\n")
             self.root = False
         super().close()

@@ -31,7 +31,7 @@ import os
 import tarfile
 import zipfile
 import zlib
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ..event import Event
 from ..core.errors import ReadError
@@ -95,6 +95,7 @@ def _container(f, name: str, kind: str, on_error, fmt, threads, depth) -> Iterat
         elif kind == "tar":
             yield from _tar(f, name, on_error, fmt, threads, depth)
         else:
+            stream: io.BufferedReader[Any]
             if kind == "gzip":
                 stream = io.BufferedReader(_Gunzip(f, name, on_error), 1 << 16)
             else:

@@ -74,7 +74,8 @@ class FileNotes:
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
-def iter_lines(f, limit: int = MAX_RECORD_BYTES) -> Iterator[tuple[int, Optional[bytes]]]:
+def iter_lines(f: BinaryIO, limit: int = MAX_RECORD_BYTES
+               ) -> Iterator[tuple[int, Optional[bytes]]]:
     """``(line number, line without CR/LF)`` for each line of binary file ``f``; the line is
     ``None`` when longer than ``limit`` bytes (its rest is skipped)."""
     lineno = 0

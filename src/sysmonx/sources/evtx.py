@@ -47,7 +47,7 @@ import os
 import re
 import struct
 import zlib
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 import orjson
 from evtx import PyEvtxParser
@@ -117,6 +117,7 @@ def _records(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
     notes = tracker.notes
     failures = 0
     max_failures = (tracker.slots + 1) * 2400  # > records per chunk: only stops a parser loop
+    rec: Any  # a dict from pyevtx-rs
     while True:
         try:
             for rec in it:
@@ -184,7 +185,7 @@ _FAST_NEW = tuple(Event.__slots__) == (
     "event_id", "data", "provider", "provider_guid", "version", "level", "task", "opcode",
     "keywords", "time_created", "record_id", "process_id", "thread_id", "channel", "computer",
     "user_id", "origin")
-_new_event = Event.__new__ if _FAST_NEW else None
+_new_event: Callable[[type], Event] = Event.__new__
 
 
 def _convert(text: str, origin: tuple, notes: Optional[FileNotes] = None) -> Event:
@@ -416,6 +417,7 @@ class _ChunkTracker:
         self.path = path
         self.on_error = on_error
         self.notes = FileNotes(path, on_error)
+        self.f: BinaryIO
         if data is None:
             self.f = open(path, "rb")
             self.size = os.fstat(self.f.fileno()).st_size
@@ -499,7 +501,9 @@ class _ChunkTracker:
         for skipped in range(self.cur + 1, slot):
             out += self._close(skipped, 0, 0)
         self.cur = slot
-        self.first, self.last = self.span(slot)
+        span = self.span(slot)
+        assert span is not None  # _find returns only slots whose header gives a span
+        self.first, self.last = span
         self.seen, self.last_rid = 1, rid
         self.seen_ids = {rid}
         return out
@@ -845,6 +849,7 @@ def _parse_chunk(chunk: bytearray) -> list:
     image = io.BytesIO(_file_header(1) + bytes(chunk))
     it = PyEvtxParser(image, number_of_threads=1).records_json()
     out = []
+    rec: Any  # a dict from pyevtx-rs
     for _ in range(4096):  # bound on the errors of one chunk
         try:
             for rec in it:
@@ -869,6 +874,7 @@ class _RebuiltHeader(io.RawIOBase):
 
     def __init__(self, path: str, slots: int, data: Optional[bytes] = None) -> None:
         super().__init__()
+        self.f: BinaryIO
         if data is None:
             self.f = open(path, "rb")
             self.size = os.fstat(self.f.fileno()).st_size

@@ -104,7 +104,7 @@ def event_from_object(obj, origin=None) -> Event:
     system = obj.get("System", {})
     if type(system) is not dict:
         raise ValueError("System is not an object")
-    kw = {}
+    kw: dict[str, Any] = {}
     for key, attr in _SYSTEM_INT:
         v = system.get(key)
         if v is not None and type(v) is not int:

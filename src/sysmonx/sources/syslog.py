@@ -124,8 +124,8 @@ def event_from_line(line: bytes, start: int, origin: tuple,
         raise ValueError("event XML is cut off inside its System header (message truncated by "
                          "syslog?); nothing to recover")
     last = None
-    for last in _DATA_END.finditer(xml, system.end()):
-        pass
+    for m in _DATA_END.finditer(xml, system.end()):
+        last = m
     body = xml[:last.end()] if last is not None else xml[:system.end()] + b"<EventData>"
     if last is None and b"<EventData" not in xml[system.end():]:
         body = xml[:system.end()]

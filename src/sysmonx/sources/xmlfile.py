@@ -448,7 +448,7 @@ def name_unnamed(event_id: int, provider: str, version: Optional[int], values: l
     if provider in SYSMON_PROVIDERS and not data:
         names = positional_names(event_id, version, len(values))
         if names is not None:
-            return dict(zip(names, values))
+            return dict(zip(names, values, strict=True))
     for v in values:
         put_unique(data, "Data", v)
     if notes is not None:
@@ -487,7 +487,7 @@ _INT_FIELDS = {"Version": "version", "Level": "level", "Task": "task", "Opcode":
 
 def _flatten(elements, prefix: str, out: dict) -> None:
     for el in elements:
-        name = prefix + _local(el.tag)
+        name = prefix + (_local(el.tag) or "")
         children = [c for c in el if _local(c.tag)]
         if children:
             _flatten(children, name + ".", out)

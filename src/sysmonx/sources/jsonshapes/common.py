@@ -453,7 +453,7 @@ def _sysmon_data(eid: int, src: dict, skip: frozenset, message=None, *,
     for n in _GUIDS[eid]:
         v = out.get(n)
         if v and (v[0] != "{" or v != v.lower()):
-            out[n] = _guid(v)
+            out[n] = _guid(v) or v
     return out
 
 

@@ -59,9 +59,10 @@ def _zone_offset(received, stamp) -> int:
             utc = datetime.fromisoformat(normalize_time(stamp)[:26] + "+00:00")
         except ValueError:
             return 0
-    if local.tzinfo is not None or utc.tzinfo is None:
+    zone = utc.utcoffset()
+    if local.tzinfo is not None or zone is None:
         return 0
-    offset = round((utc.replace(tzinfo=None) - local - utc.utcoffset()).total_seconds()
+    offset = round((utc.replace(tzinfo=None) - local - zone).total_seconds()
                    / _QUARTER) * _QUARTER
     return offset if abs(offset) <= 14 * 3600 else 0
 
