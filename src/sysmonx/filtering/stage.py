@@ -82,7 +82,7 @@ class FilterStage(Stage):
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Decide one Sysmon event (see the module docstring); other items pass."""
-        if type(item) is not Event or item.provider not in SYSMON_PROVIDERS:
+        if item.__class__ is not Event or item.provider not in SYSMON_PROVIDERS:
             return True
         eid = item.event_id
         engine = self.engine

@@ -88,14 +88,23 @@ class SinkSlot:
         """
         try:
             self._write(item)
-        except OutputClosed:
-            raise
-        except BrokenPipeError as exc:
-            raise OutputClosed(f"{self.target}: reader went away") from exc
         except Exception as exc:  # noqa: BLE001 - any sink failure is counted, never lost
-            self._fail(exc)
+            self.failure(exc)
         else:
             self.sent += 1
+
+    def failure(self, exc: Exception) -> None:
+        """Account for ``exc`` raised by the sink's ``write``.
+
+        Raises:
+            OutputClosed: the output's reader went away (``BrokenPipeError``).
+            SinkError: under the ``fatal`` policy.
+        """
+        if isinstance(exc, OutputClosed):
+            raise exc
+        if isinstance(exc, BrokenPipeError):
+            raise OutputClosed(f"{self.target}: reader went away") from exc
+        self._fail(exc)
 
     def write_uncounted(self, item: Any) -> None:
         """Deliver a report about this sink's own losses; neither its delivery nor its failure
@@ -327,6 +336,18 @@ class FanOut:
         """Start the queued slots' threads."""
         for s in self.slots:
             s.start()
+
+    def direct_event_writer(self) -> Optional[tuple[SinkSlot, Any]]:
+        """``(slot, sink.write)`` when the run has one sink, written directly (no queue), that
+        takes events only and keeps no counters of its own: the loop then calls the sink
+        without the fan-out in between (the hot path of a replay) and accounts for each call
+        on the slot (:meth:`SinkSlot.failure`, ``sent``). ``None`` otherwise."""
+        if len(self.slots) != 1:
+            return None
+        s = self.slots[0]
+        if type(s) is not SinkSlot or s.accepts != _DEFAULT_ACCEPTS or s._self_counting:
+            return None
+        return s, s._write
 
     def accepts(self, kind: str) -> bool:
         """Whether some sink takes items of ``kind``."""

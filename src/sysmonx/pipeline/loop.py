@@ -34,8 +34,9 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..configmodel import Config
 from ..core.errors import SysmonXError
+from ..event import Event
 from ..interfaces import Emit, Source, Stage
-from .fanout import FanOut
+from .fanout import FanOut, SinkSlot
 
 __all__ = ["Pipeline"]
 
@@ -143,6 +144,10 @@ class Pipeline:
             source.close()
 
     def _run_recorded(self, source: Source) -> None:
+        direct = self.fanout.direct_event_writer()
+        if direct is not None:
+            self._run_recorded_direct(source, *direct)
+            return
         steps = self._steps
         deliver = self.fanout.deliver
         for item in source.events():
@@ -155,6 +160,34 @@ class Pipeline:
                 deliver(item)
             if self._stop:
                 break
+
+    def _run_recorded_direct(self, source: Source, slot: SinkSlot, write: Any) -> None:
+        """:meth:`_run_recorded` for one events-only sink written directly: events go to the
+        sink's ``write`` without the fan-out (the same accounting, through the slot)."""
+        steps = self._steps
+        deliver = self.fanout.deliver
+        sent = 0
+        try:
+            for item in source.events():
+                if item is None:
+                    continue
+                for process, emit in steps:
+                    if not process(item, emit):
+                        break
+                else:
+                    if item.__class__ is Event:
+                        try:
+                            write(item)
+                        except Exception as exc:  # noqa: BLE001 - accounted by the slot
+                            slot.failure(exc)
+                        else:
+                            sent += 1
+                    else:
+                        deliver(item)
+                if self._stop:
+                    break
+        finally:
+            slot.sent += sent
 
     def _run_live(self, source: Source) -> None:
         steps = self._steps

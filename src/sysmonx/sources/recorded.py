@@ -63,39 +63,45 @@ class RecordedLogs(Source):
         self.records = 0
 
     def events(self) -> Iterator[Optional[Event]]:
-        """Every file's events, in order."""
+        """Every file's events, in order (one generator for all files: no frame per file on
+        the path of each event)."""
         files = self.paths if self.expanded else list(iter_input_files(self.paths,
                                                                          self.on_error))
-        for path in files:
-            yield from self._file(path)
-
-    def _file(self, path: str) -> Iterator[Event]:
-        self.files += 1
         progress = self.on_progress
         every = self.PROGRESS_EVERY
-        n = self.records
-        repairs: Counter[str] = Counter()
         report = self.on_error
+        repairs: Counter[str] = Counter()
 
         def on_error(err: SysmonXError) -> None:
             if getattr(err, "severity", "error") == "repaired":
                 repairs[err.message] += 1
             report(err)
 
-        try:
-            for ev in open_source(path, on_error, self.input_format, threads=self.threads):
-                n += 1
-                if progress is not None and n % every == 0:
-                    self.records = n
-                    progress(path, n)
-                yield ev
-        except (OSError, ValueError) as exc:
-            self.on_error(ReadError(path, None, "file", f"cannot read: {exc}"))
-        finally:
-            self.records = n
-        for what, count in repairs.items():
-            report(ReadError(path, None, "file", f"{count:,} record(s) repaired: {what}", "note"))
-        if progress is not None:
-            progress(path, n)
-        if self.on_file_done is not None:
-            self.on_file_done(path)
+        for path in files:
+            self.files += 1
+            repairs.clear()
+            n = self.records
+            try:
+                reader = open_source(path, on_error, self.input_format, threads=self.threads)
+                if progress is None:
+                    for ev in reader:
+                        n += 1
+                        yield ev
+                else:
+                    for ev in reader:
+                        n += 1
+                        if n % every == 0:
+                            self.records = n
+                            progress(path, n)
+                        yield ev
+            except (OSError, ValueError) as exc:
+                report(ReadError(path, None, "file", f"cannot read: {exc}"))
+            finally:
+                self.records = n
+            for what, count in repairs.items():
+                report(ReadError(path, None, "file", f"{count:,} record(s) repaired: {what}",
+                                 "note"))
+            if progress is not None:
+                progress(path, n)
+            if self.on_file_done is not None:
+                self.on_file_done(path)

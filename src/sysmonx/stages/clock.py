@@ -105,11 +105,11 @@ class ClockCheckStage(Stage):
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Check ``item`` (until the file at hand has been warned about)."""
-        if type(item) is not Event:
+        if item.__class__ is not Event:
             return True
         origin = item.origin
         path = origin[0] if origin else None
-        if path != self._path:
+        if path is not self._path and path != self._path:  # readers share one path object
             self._path, self._check = path, ClockCheck()
         check = self._check
         if check is not None and check.check(item) is not None:

@@ -41,7 +41,7 @@ class SysmonGate(Stage):
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Pass Sysmon events; count and drop or pass the others."""
-        if type(item) is not Event:
+        if item.__class__ is not Event:
             return True
         if item.provider in SYSMON_PROVIDERS:
             self.sysmon += 1
