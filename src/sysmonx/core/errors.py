@@ -31,7 +31,7 @@ exceptions that subclass both the domain error and the builtin.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 __all__ = ["Location", "SysmonXError", "SEVERITIES", "ConfigError", "SchemaError", "BlobError", "UsageError",
            "ReadError", "RuleError", "RegexError", "SourceUnavailable", "SinkError",
@@ -82,7 +82,7 @@ class SysmonXError(Exception):
             return self.message
         return f"{self.location}: {self.message}"
 
-    def __reduce__(self) -> tuple:  # pickled across replay worker processes
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled across replay worker processes
         return (type(self), (self.message, self.location))
 
 
@@ -108,7 +108,7 @@ class ConfigError(SysmonXError, ValueError):
         self.errors: list[ConfigError] = [self] + list(others or [])
         super().__init__(message, Location(path, line or None, "line"))
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.message, self.path, self.line, self.errors[1:]))
 
 
@@ -161,7 +161,7 @@ class ReadError(SysmonXError):
         self.severity = severity
         super().__init__(message, Location(path, offset, offset_kind))
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.path, self.offset, self.offset_kind, self.message, self.severity)
 
     def __eq__(self, other: object) -> bool:
@@ -170,7 +170,7 @@ class ReadError(SysmonXError):
     def __hash__(self) -> int:
         return hash(self._key())
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), self._key())
 
     def __repr__(self) -> str:
@@ -190,7 +190,7 @@ class RuleError(SysmonXError, ValueError):
         self.code = code
         super().__init__(message, location)
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.code, self.message, self.location))
 
 

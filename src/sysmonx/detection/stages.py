@@ -45,7 +45,7 @@ class RuleHits:
     __slots__ = ("event", "hits")
     item_kind: ClassVar[str] = "hits"
 
-    def __init__(self, event: Event, hits: list) -> None:
+    def __init__(self, event: Event, hits: list[Any]) -> None:
         self.event = event
         self.hits = hits
 

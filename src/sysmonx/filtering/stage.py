@@ -31,7 +31,7 @@ from .engine import EngineOptions, FilterEngine
 
 __all__ = ["FilterStage"]
 
-_Decider = Callable[[dict], "tuple[bool, Optional[str]]"]
+_Decider = Callable[[dict[str, str]], "tuple[bool, Optional[str]]"]
 
 
 @STAGES.register

@@ -62,7 +62,7 @@ class SensorOptions:
     queue_size: int = 65536
     engine_options: EngineOptions = field(default_factory=lambda: EngineOptions(
         compare_fold="upper"))
-    backend_options: dict = field(default_factory=dict)
+    backend_options: dict[str, Any] = field(default_factory=dict)
     provider: Optional[str] = None
     exclude_own_children: bool = True
     follow: Optional[str] = None
@@ -78,13 +78,13 @@ class SensorStats:
     ``lost`` (sum of Loss counts), ``errors`` (255 events of the source and rejected reloads),
     ``outputs`` (per output: sent, failed, dropped)."""
 
-    observations: Counter = field(default_factory=Counter)
-    written: Counter = field(default_factory=Counter)
-    filtered: Counter = field(default_factory=Counter)
+    observations: Counter[str] = field(default_factory=Counter)
+    written: Counter[int] = field(default_factory=Counter)
+    filtered: Counter[int] = field(default_factory=Counter)
     lost: int = 0
     errors: int = 0
     backend: str = ""
-    skipped: dict = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, SinkStats] = field(default_factory=dict)
 
     @property
@@ -219,6 +219,6 @@ class Sensor:
                 signal.signal(signum, h)
         return self.stats
 
-    def backend_stats(self) -> dict[str, dict]:
+    def backend_stats(self) -> dict[str, dict[str, Any]]:
         """name -> the backend's own counters."""
         return self.source.backend_stats()

@@ -82,7 +82,8 @@ class _ErrorSpool:
             self.f.close()
 
 
-def _replay_group(task: tuple[int, list[str]]) -> tuple[Optional[str], Optional[str], list]:
+def _replay_group(task: tuple[int, list[str]]
+                  ) -> tuple[Optional[str], Optional[str], list[tuple[str, ReplayStats, int]]]:
     """Worker: replay a group of files into one temp file, errors into another.
 
     Returns ``(output temp path or None, error temp path or None,

@@ -107,13 +107,13 @@ class ReplayStats:
     sysmon: int = 0
     non_sysmon: int = 0
     non_sysmon_written: int = 0
-    included: Counter = field(default_factory=Counter)
-    excluded: Counter = field(default_factory=Counter)
+    included: Counter[int] = field(default_factory=Counter)
+    excluded: Counter[int] = field(default_factory=Counter)
     errors: int = 0
     out_of_window: int = 0
     untimed: int = 0
     warnings: int = 0
-    repaired: Counter = field(default_factory=Counter)
+    repaired: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
 
     def merge(self, part: ReplayStats) -> None:

@@ -167,11 +167,11 @@ class LiveSource(Source):
         names = [name]
         if self.options.dns:
             for aux in auxiliary_backends():
-                reason = probe(aux)
-                if reason is None:
+                why = probe(aux)
+                if why is None:
                     names.append(aux)
                 else:
-                    self.on_status(f"backend {aux} skipped: {reason}")
+                    self.on_status(f"backend {aux} skipped: {why}")
         excluded = frozenset({self.self_pid})
         for n in names:
             backend = load_backend(n)(self.emit, excluded, self.options.backend_options)
@@ -238,7 +238,7 @@ class LiveSource(Source):
         pid = getattr(o, "pid", None)
         if pid == self.self_pid or pid in self._own_children:
             if type(o) is ob.ProcessExit:
-                self._own_children.discard(pid)  # type: ignore[arg-type]
+                self._own_children.discard(pid)
             return None
         if type(o) is ob.ProcessExec and o.ppid == self.self_pid and \
                 self.options.exclude_own_children:

@@ -48,7 +48,7 @@ class ClockCheck:
 
     def __init__(self) -> None:
         self.offset_hours: Optional[int] = None
-        self._days: dict = {}
+        self._days: dict[str, int] = {}
 
     def check(self, event: Event) -> Optional[int]:
         """The whole number of hours ``event``'s System time is off its ``UtcTime`` (System
