@@ -7,6 +7,8 @@
  * sock_addr, so tracefs does not need to be mounted.
  *
  *   tp_btf/sched_process_exec   -> EV_EXEC   (ProcessCreate 1)
+ *   tp_btf/sched_process_fork   -> EV_FORK   (no event: a new thread group, so that a child that
+ *                                             never execs has its parent's image and own GUID)
  *   tp_btf/sched_process_exit   -> EV_EXIT   (ProcessTerminate 5), thread-group deaths only
  *   tp_btf/sys_exit             -> successful open/openat/openat2/creat   -> EV_FILE_CREATE (11),
  *                                                                          EV_RAW_READ (9)
@@ -34,7 +36,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define ABI_VERSION 1
+#define ABI_VERSION 2
 
 enum ev_type {
 	EV_EXEC = 1,
@@ -44,7 +46,8 @@ enum ev_type {
 	EV_RAW_READ = 5,
 	EV_FILE_DELETE = 6,
 	EV_PTRACE = 7,
-	EV_NTYPES = 8,
+	EV_FORK = 8,
+	EV_NTYPES = 9,
 };
 
 /* cfg.mask bits: which event classes are enabled */
@@ -64,6 +67,8 @@ enum ev_type {
 #define F_BASE_CWD (1u << 4)       /* FILE_DELETE: relative path, base is the cwd */
 #define F_BASE_DFD (1u << 5)       /* FILE_DELETE: relative path, base is dfd */
 #define F_ARGV_FAIL (1u << 6)      /* argv could not be read (argv_len is 0) */
+#define F_IMAGE_PSEUDO (1u << 7)   /* image has no path (memfd): its name, shown as /NAME (deleted) */
+#define F_IMAGE_DELETED (1u << 8)  /* image file unlinked: the kernel shows PATH (deleted) */
 
 #define DATA_MAX 16384   /* variable payload budget (power of two) */
 #define NAME_CHUNK 256   /* NAME_MAX + 1 */
@@ -166,6 +171,13 @@ struct path_ev {
 	__u16 base_len;  /* FILE_DELETE: bytes of base-directory components */
 	__s32 dfd;       /* FILE_DELETE: directory fd argument */
 	char data[DATA_MAX + NAME_CHUNK];
+};
+
+struct fork_ev {
+	struct hdr h;   /* pid: the child's tgid */
+	__u32 ppid;     /* the child's real parent's tgid */
+	__u32 uid;
+	__u64 start_ns; /* the child's start_boottime */
 };
 
 struct ptrace_ev {
@@ -324,8 +336,11 @@ struct walk {
 	__u32 off;
 	__u32 trunc;
 	__u32 done;
-	__u32 pad;
+	__u32 leaf; /* out: LEAF_* for the first dentry */
 };
+
+#define LEAF_PSEUDO 1  /* a dentry of no directory (memfd, shmem): only its name is written */
+#define LEAF_DELETED 2 /* unhashed (unlinked) dentry: d_path adds " (deleted)" */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -355,6 +370,29 @@ static __always_inline __u32 walk_path(char *data, struct walk *w, __u32 off, st
 	WR(w->off, off);
 	WR(w->trunc, 0);
 	WR(w->done, 0);
+	WR(w->leaf, 0);
+	{
+		/* what d_path() says of the leaf: a pseudo file (its own parent, not a mount root:
+		 * memfd) is named by d_dname as "/NAME (deleted)"; an unhashed dentry that has a
+		 * parent was unlinked and gets " (deleted)" */
+		struct dentry *p0 = BPF_CORE_READ(d0, d_parent);
+		struct dentry *r0 = BPF_CORE_READ(vm0, mnt_root);
+		if (d0 == p0 && d0 != r0) {
+			__u32 o = off;
+			if (o > DATA_MAX - NAME_CHUNK) {
+				*trunc = 1;
+				return 0;
+			}
+			const unsigned char *nm = BPF_CORE_READ(d0, d_name.name);
+			long n = bpf_probe_read_kernel_str(&data[o & (DATA_MAX - 1)], NAME_CHUNK, nm);
+			if (n <= 1)
+				return 0;
+			WR(w->leaf, LEAF_PSEUDO);
+			return (__u32)n;
+		}
+		if (d0 != p0 && !BPF_CORE_READ(d0, d_hash.pprev))
+			WR(w->leaf, LEAF_DELETED);
+	}
 	for (int i = 0; i < PATH_DEPTH; i++) {
 		struct dentry *d = (struct dentry *)RD(w->d);
 		struct vfsmount *vm = (struct vfsmount *)RD(w->vm);
@@ -469,6 +507,11 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 				 BPF_CORE_READ(exe, f_path.mnt), &trunc);
 		if (trunc)
 			e->h.flags |= F_PATH1_TRUNC;
+		__u32 leaf = RD(w->leaf);
+		if (ilen && (leaf & LEAF_PSEUDO))
+			e->h.flags |= F_IMAGE_PSEUDO;
+		if (ilen && (leaf & LEAF_DELETED))
+			e->h.flags |= F_IMAGE_DELETED;
 	}
 	if (ilen == 0 && off < DATA_MAX - NAME_CHUNK) {
 		/* fall back to the name given to execve (may be relative to the cwd) */
@@ -498,6 +541,33 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	if (size > sizeof(*e))
 		size = sizeof(*e);
 	output(e, size, EV_EXEC);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 tgid = BPF_CORE_READ(child, tgid);
+	if (BPF_CORE_READ(child, pid) != tgid)
+		return 0; /* a new thread, not a new process */
+	if (BPF_CORE_READ(child, flags) & PF_KTHREAD)
+		return 0;
+	/* only needed to attribute what a child does before (or without) an exec */
+	if (!enabled(M_EXIT | M_NET | M_FILE_CREATE | M_FILE_DELETE | M_RAW_READ | M_PTRACE))
+		return 0;
+	__u32 ptgid = BPF_CORE_READ(child, real_parent, tgid);
+	if (is_excluded(tgid))
+		return 0;
+	struct fork_ev *e = reserve(sizeof(*e), EV_FORK);
+	if (!e)
+		return 0;
+	fill_hdr(&e->h, EV_FORK);
+	e->h.pid = tgid;
+	e->h.tid = tgid;
+	e->ppid = ptgid;
+	e->uid = BPF_CORE_READ(child, cred, uid.val);
+	e->start_ns = BPF_CORE_READ(child, start_boottime);
+	submit(e, EV_FORK);
 	return 0;
 }
 
