@@ -572,7 +572,10 @@ def test_parse_trace_lines():
     assert parse_line("# tracer: nop") is None
 
 
-def test_connect_matcher_pairs_ports_fifo():
+def test_connect_matcher_pairs_ports_by_thread_else_unknown():
+    """Two connects to one destination pending: the transition's thread picks its own; when the
+    thread says nothing (the handshake ran elsewhere) the port is unknown, not maybe the other
+    socket's (back-to-back connects got another connection's SourcePort)."""
     m = ConnectMatcher(pending_s=0.0)
 
     def tr(old, new, sport, tid):
@@ -580,8 +583,14 @@ def test_connect_matcher_pairs_ports_fifo():
 
     a, b2 = tr(7, 2, 0, 1), tr(7, 2, 0, 2)
     assert m.feed(a) == [] and m.feed(b2) == []
-    assert m.feed(tr(2, 1, 40000, 99)) == [(a, 40000)]
-    assert m.feed(tr(2, 7, 40001, 99)) == [(b2, 40001)]
+    assert m.feed(tr(2, 1, 40001, 2)) == [(b2, 40001)]   # B's thread: B's port
+    assert m.feed(tr(2, 1, 40000, 99)) == [(a, 40000)]   # one pending: certain
+    a, b2 = tr(7, 2, 0, 1), tr(7, 2, 0, 2)
+    m.feed(a)
+    m.feed(b2)
+    assert m.feed(tr(2, 1, 40002, 99)) == [(a, None)]   # two pending, neither thread: unknown
+    assert m.feed(tr(2, 7, 40003, 99)) == [(b2, 40003)]
+    assert m.ambiguous == 1
     c = tr(7, 2, 0, 3)
     m.feed(c)
     assert m.expire() == [(c, None)]

@@ -271,10 +271,13 @@ class SocketOwners:
     """Map a local (protocol, ip, port) to the pid that owns the socket, through ``/proc``.
 
     Spec linux-sensing.md §2.6: ``/proc/net/udp{,6}`` gives the socket inode of the local port,
-    then ``/proc/*/fd`` is scanned for ``socket:[inode]`` (about 3 ms for 70 processes). One scan
-    records every socket inode of every process, so a burst of look-ups costs one scan. A scan is
-    repeated on a miss only if the last scan started before ``seen_at`` (the time the packet or
-    event was received): a socket that was not there when a later scan started is already gone.
+    then ``/proc/*/fd`` is scanned for ``socket:[inode]`` (about 3 ms for 70 processes). A miss
+    first searches the newest processes (highest pids first) and stops at the owner: a
+    short-lived client, which is what a miss usually is, is found in a few hundred microseconds,
+    while it still holds its socket. Sockets seen on the way are remembered, and a full scan
+    (every socket inode of every process, so a burst of look-ups costs one scan) is repeated on
+    a miss only if the last scan started before ``seen_at`` (the time the packet or event was
+    received): a socket that was not there when a later scan started is already gone.
     ``lookup`` results are cached per (proto, port) for ``port_ttl`` seconds.
 
     Thread-safe (one lock); ``lookup`` never raises.
@@ -331,8 +334,41 @@ class SocketOwners:
                 return pid
             seen = time.monotonic() if seen_at is None else seen_at
             if self._scan_started <= seen:
+                pid = self._search(inode)
+                if pid is not None:
+                    return pid
                 self._scan()
             return self._inode_pid.get(inode)
+
+    def _search(self, inode: int) -> Optional[int]:
+        """Owner of ``inode`` among the newest processes (highest pids first, at most 64),
+        remembering the socket inodes seen; ``None`` if not among them."""
+        try:
+            pids = sorted((int(n) for n in os.listdir("/proc") if n.isdigit()), reverse=True)
+        except OSError:
+            return None
+        target = f"socket:[{inode}]"
+        mapping = self._inode_pid
+        for pid in pids[:64]:
+            fd_dir = f"/proc/{pid}/fd"
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    link = os.readlink(f"{fd_dir}/{fd}")
+                except OSError:
+                    continue
+                if link == target:
+                    mapping[inode] = pid
+                    return pid
+                if link.startswith("socket:[") and len(mapping) < self.max_inodes:
+                    try:
+                        mapping.setdefault(int(link[8:-1]), pid)
+                    except ValueError:
+                        pass
+        return None
 
     def lookup(self, proto: str, port: int, ip: Optional[str] = None, listening: bool = False,
                seen_at: Optional[float] = None) -> Optional[int]:
