@@ -357,17 +357,26 @@ class ProcConnector:
             pass
 
 
+_TICK_NS = 1_000_000_000 // CLK_TCK
+_FORK_STAMP_LAG_NS = 1_000_000  # bound on (proc connector stamp - child's start_boottime)
+
+
 def fork_start_ticks(child: int, mono_ns: int, boot_offset_ns: int) -> int:
-    """A forked child's start time in clock ticks since boot (``/proc/PID/stat`` field 22):
-    read from ``/proc`` while the child is there, else from the proc connector's stamp of the
-    fork (CLOCK_MONOTONIC, taken microseconds after the kernel set the child's start time;
-    ``boot_offset_ns`` = CLOCK_BOOTTIME - CLOCK_MONOTONIC)."""
+    """A forked child's start time in clock ticks since boot (``/proc/PID/stat`` field 22).
+
+    The proc connector stamps the fork (CLOCK_MONOTONIC) microseconds after the kernel set the
+    child's ``start_boottime``; ``boot_offset_ns`` = CLOCK_BOOTTIME - CLOCK_MONOTONIC. The tick
+    of the stamp is the start tick unless the stamp lies within 1 ms after a tick boundary;
+    only then is ``/proc/PID/stat`` read (while the child is there) to be sure."""
+    boot_ns = mono_ns + boot_offset_ns
+    if boot_ns % _TICK_NS >= _FORK_STAMP_LAG_NS:
+        return boot_ns // _TICK_NS
     data = _read_stat(child)
     if data:
         parsed = parse_stat(data)
         if parsed:
             return parsed[2]
-    return (mono_ns + boot_offset_ns) * CLK_TCK // 1_000_000_000
+    return boot_ns // _TICK_NS
 
 
 def _read_stat(pid: int) -> Optional[bytes]:
