@@ -342,3 +342,52 @@ def test_sensor_with_syslog_and_no_daemon_counts_every_event_as_undelivered(tmp_
     # 16 and 4 at start, 10 FileCreate (default config logs 11? no: only 1 and 5), 4 at stop
     assert sum(sensor.stats.written.values()) == 0
     assert sensor.stats.undelivered[w.name] == w.failed >= 3
+
+
+def test_dns_join_skips_connects_already_explained_or_of_exited_processes():
+    """Two getent runs attributed through their sockets, then a dig whose query only the join
+    can attribute: the earlier connects are claimed or their processes gone, so it is dig's."""
+    a = asm()
+    for pid, img in ((7200, "/usr/bin/getent"), (7201, "/usr/bin/getent"), (7202, "/usr/bin/dig")):
+        a.build(ob.ProcessExec(NOW, pid, ppid=1, start_ticks=1, image=img, argv=[img], cwd="/",
+                               uid=0, end_data=pid))
+    a.build(ob.NetworkConnect(NOW + 10, 7200, "udp", True, "127.0.0.53", 53))
+    a.build(ob.DnsQuery(NOW + 11, 7200, "a.test", 0, None, 42000, "127.0.0.53"))
+    a.build(ob.NetworkConnect(NOW + 20, 7201, "udp", True, "127.0.0.53", 53))
+    a.build(ob.ProcessExit(NOW + 25, 7201, start_ticks=1))  # its query never came
+    a.build(ob.NetworkConnect(NOW + 30, 7202, "udp", True, "127.0.0.53", 53))
+    q = a.build(ob.DnsQuery(NOW + 31, None, "d.test", 0, None, 42001, "127.0.0.53"))
+    assert q.data["Image"] == "/usr/bin/dig"
+
+
+def test_exec_arriving_after_its_exit_still_names_the_exit(script_backend):
+    """A slow backend (audit) delivered /bin/true's exec after the proc connector's exit had
+    been assembled: event 5 carried the forked parent's GUID, event 1 another."""
+    t0 = time.time_ns()
+    script_backend.script = [
+        ob.ProcessExec(t0, 8100, ppid=1, start_ticks=50, image="/usr/bin/python3",
+                       argv=["python3"], cwd="/", uid=0, end_data=0x55AA00001000),
+        ob.ProcessFork(t0 + 1_000, 8101, 8100, start_ticks=60),
+        ob.ProcessExit(t0 + 3_000, 8101, start_ticks=60),
+    ]
+    late = ob.ProcessExec(t0 + 2_000, 8101, ppid=8100, start_ticks=60, image="/usr/bin/true",
+                          argv=["/bin/true"], cwd="/", uid=0)
+    rec = Recorder()
+    sensor = Sensor(None, [rec], SensorOptions(order_window_s=0.05, exit_hold_s=1.0))
+
+    emitted = {"done": False}
+
+    def once():
+        if not emitted["done"] and sensor.stats.observations["ProcessExit"]:
+            time.sleep(0.2)
+            sensor.emit(late)
+            emitted["done"] = True
+        return any(e.event_id == 5 and e.data["ProcessId"] == "8101" for e in rec.events)
+
+    run(sensor, once)
+    ones = [e for e in rec.events if e.event_id == 1 and e.data["ProcessId"] == "8101"]
+    fives = [e for e in rec.events if e.event_id == 5 and e.data["ProcessId"] == "8101"]
+    assert len(ones) == len(fives) == 1
+    assert fives[0].data["ProcessGuid"] == ones[0].data["ProcessGuid"]
+    assert fives[0].data["Image"] == "/usr/bin/true"
+    assert rec.events.index(ones[0]) < rec.events.index(fives[0])

@@ -315,8 +315,12 @@ class Assembler:
         2. the DNS backend's look-up of the socket that owns the source port (``o.pid``), made
            when the packet was read: exact while the client still has the socket open;
         3. a UDP connect to the same resolver on port 53 whose source port the tier could not
-           know (tier B), sent at most :data:`DNS_JOIN_NS` before the query and not already
-           joined to another port: used only when every such candidate is the same process.
+           know (tier B), sent at most :data:`DNS_JOIN_NS` before the query by a process that
+           had not exited by then, and not already joined to another port: used only when
+           every such candidate is the same process.
+
+        A query attributed by 1 or 2 also claims its process's connect to that resolver for its
+        port, so the connect is no candidate for another process's query.
 
         A receive never counts (its "source" is the remote peer: that is how a resolver on
         loopback used to be named as the client). ``None`` when there is no certain answer.
@@ -326,15 +330,17 @@ class Assembler:
             hit = self._udp_ports.get(port)
             if hit is not None and hit[1] <= t + DNS_JOIN_SLACK_NS and t - hit[1] < 3600 * 10**9:
                 self.dns_attribution["socket"] += 1
+                self._claim(hit[0], o.server, port, t)
                 return hit[0]
         if o.pid:
             self.dns_attribution["proc"] += 1
+            self._claim(o.pid, o.server, port, t)
             return o.pid
         if port and o.server and self._dns_connects:
             lo = t - DNS_JOIN_NS
             cands = [c for c in self._dns_connects
                      if c[2] == o.server and lo <= c[0] <= t + DNS_JOIN_SLACK_NS
-                     and c[3] in (None, port)]
+                     and c[3] in (None, port) and self._alive_at(c[1], t)]
             pids = {c[1] for c in cands}
             if len(pids) == 1:
                 best = max(cands, key=lambda c: (c[3] == port, c[0]))
@@ -346,6 +352,20 @@ class Assembler:
                 return None
         self.dns_attribution["none"] += 1
         return None
+
+    def _claim(self, pid: int, server: Optional[str], port: Optional[int], t: int) -> None:
+        """Mark ``pid``'s latest unclaimed connect to ``server`` as the one of ``port``."""
+        if not port or not server:
+            return
+        for c in reversed(self._dns_connects):
+            if c[1] == pid and c[2] == server and c[3] is None and c[0] <= t + DNS_JOIN_SLACK_NS:
+                c[3] = port
+                return
+
+    def _alive_at(self, pid: int, t: int) -> bool:
+        """False when the cache knows ``pid`` had exited before time ``t``."""
+        info = self.cache.peek(pid)
+        return info is None or info.exited_ns is None or info.exited_ns >= t
 
     def _dns(self, o: ob.DnsQuery) -> Event:
         if self._dns_connects and self._dns_connects[0][0] < o.ts_ns - 4 * DNS_JOIN_NS:

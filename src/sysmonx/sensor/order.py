@@ -20,7 +20,9 @@ late could be attributed to the image the process exec'd next.
 
 The bound, documented for users: events are written about ``window_s`` after they happen (event 5
 about ``exit_hold_s``); an observation that reaches the sensor later than that is written as it
-comes (counted in :attr:`OrderBuffer.late`). Observations without a process (losses, backend
+comes (counted in :attr:`OrderBuffer.late`). An exec that arrives after its process's exit was
+assembled (but while the exit is still held) still gives the exit its image and GUID (the runner
+repairs the held event). Observations without a process (losses, backend
 errors, forwarded events) are not held. Memory is bounded by ``max_held`` (the oldest held item
 leaves early when it is reached, counted in :attr:`OrderBuffer.forced`).
 """
@@ -62,6 +64,7 @@ class OrderBuffer:
         self._heap: list = []  # (ts_ns, rank, seq, arrival, observation)
         self._seq = 0
         self._exits: deque = deque()  # (due, pid, event)
+        self._exit_of: dict = {}  # pid -> its held exit event (the latest)
         self._last_ts = 0  # ts of the last observation released
         self.late = 0
         self.forced = 0
@@ -104,17 +107,29 @@ class OrderBuffer:
         """Hold a built ProcessTerminate event until ``arrived + exit_hold_s``. Returns exits
         that must leave now because of ``max_held``."""
         self._exits.append((arrived + self.exit_hold_s, pid, event))
+        self._exit_of[pid] = event
         if len(self) > self.max_held:
             self.forced += 1
-            return [self._exits.popleft()[2]]
+            return [self._release_exit()]
         return []
+
+    def held_exit(self, pid: int):
+        """The exit event of ``pid`` still held, or ``None`` (to repair it when the process's
+        exec arrives after its exit, see :meth:`sysmonx.sensor.process.ProcessCache.on_exec`)."""
+        return self._exit_of.get(pid)
+
+    def _release_exit(self):
+        _due, pid, event = self._exits.popleft()
+        if self._exit_of.get(pid) is event:
+            del self._exit_of[pid]
+        return event
 
     def exits_ready(self, now: float) -> list:
         """Held exit events whose hold has passed (in the order their processes exited)."""
         out = []
         exits = self._exits
         while exits and exits[0][0] <= now:
-            out.append(exits.popleft()[2])
+            out.append(self._release_exit())
         return out
 
     def next_due(self) -> Optional[float]:
@@ -137,4 +152,5 @@ class OrderBuffer:
         """Every held exit event (at stop, after :meth:`drain`'s observations were written)."""
         out = [e for _due, _pid, e in self._exits]
         self._exits.clear()
+        self._exit_of.clear()
         return out

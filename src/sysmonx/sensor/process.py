@@ -302,13 +302,25 @@ class ProcessCache:
         old = self.peek(pid)
         if start_ticks is None and old is not None and old.exited_ns is None:
             start_ticks = old.start_ticks  # exec keeps the process (same start time)
-        if ppid is None and old is not None and old.exited_ns is None:
-            ppid = old.ppid
+        if old is not None and old.exited_ns is None:
+            # the same process before this exec (its fork, or an earlier image): an exec keeps
+            # the parent and the real uid
+            if ppid is None:
+                ppid = old.ppid
+            if uid is None and old.start_ticks == start_ticks:
+                uid = old.uid
         info = ProcInfo(pid, start_ticks, ppid, clean_text(image),
                         clean_text(" ".join(argv)) if argv is not None else None, clean_text(cwd),
                         uid, auid, sessionid, end_data)
         info.guid = self.make_guid(start_ticks, end_data, pid,
                                    ts_ns if ts_ns is not None else time.time_ns())
+        if old is not None and old.exited_ns is not None and start_ticks is not None \
+                and old.start_ticks == start_ticks and ts_ns is not None \
+                and ts_ns <= old.exited_ns:
+            # the exec reached us after the exit of the same process (a slow backend): the
+            # process ran this image when it exited
+            info.exited_ns = old.exited_ns
+            info.extra["late_exec"] = True
         return self._store(info)
 
     def on_fork(self, pid: int, *, ppid: Optional[int], start_ticks: Optional[int] = None,

@@ -332,6 +332,14 @@ class Sensor:
                     self._write(forced)
             else:
                 self._write(event)
+        if type(o) is ob.ProcessExec:
+            info = self.cache.peek(o.pid)
+            if info is not None and info.extra.get("late_exec"):
+                held = self.order.held_exit(o.pid)
+                if held is not None:  # the process exited running this image
+                    held.data["ProcessGuid"] = info.guid
+                    held.data["Image"] = info.image or "-"
+                    held.data["User"] = info.user
 
     def run(self, install_signals: bool = True) -> SensorStats:
         """Collect until stopped (signal, :meth:`request_stop`, or ``duration``).

@@ -881,13 +881,16 @@ class AuditBackend(Backend):
 
     # -- companions: proc connector and tracefs ------------------------------------------------
 
-    def _drain_companions(self) -> None:
+    def _drain_cn(self) -> None:
         if self._cn is not None:
             for _ in range(8):
                 msgs = self._cn.read(256)
                 if not msgs:
                     break
                 self._on_cn(msgs)
+
+    def _drain_companions(self) -> None:
+        self._drain_cn()
         tr = self._trace
         if tr is not None:
             try:
@@ -1122,6 +1125,10 @@ class AuditBackend(Backend):
 
     def _finish(self, ev: _Event) -> None:
         self._stats["events"] += 1
+        # the proc connector reported this event's process (fork, exec) before audit wrote the
+        # record: take what it has queued first, so the exec has its snapshot and the fork
+        # comes before the process's audit events
+        self._drain_cn()
         try:
             self._classify(ev)
         except (ValueError, KeyError, IndexError, TypeError) as e:

@@ -91,6 +91,7 @@ PROC_CN_MCAST_IGNORE = 2
 PROC_EVENT_NONE = 0x00000000
 PROC_EVENT_FORK = 0x00000001
 PROC_EVENT_EXEC = 0x00000002
+PROC_EVENT_UID = 0x00000004
 PROC_EVENT_EXIT = 0x80000000
 
 _NLMSG = struct.Struct("=IHHII")  # len, type, flags, seq, pid
@@ -454,6 +455,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         self._notes: list = []
         self._parents = _BoundedMap(65536)
         self._starts = _BoundedMap(65536)
+        self._uids = _BoundedMap(65536)  # tgid -> real uid set since fork (PROC_EVENT_UID)
         self._images = ExecImages()
         self._matcher = ConnectMatcher(float(o.get("connect_pending_s", 1.0)))
         self._owners = SocketOwners()
@@ -711,6 +713,8 @@ class CnprocBackend(WakeableReaderMixin, Backend):
                     if child not in self.exclude_pids:
                         self._out(ProcessFork(ts_ns=m[3] + off, pid=child, ppid=parent,
                                               start_ticks=start))
+            elif what == PROC_EVENT_UID:
+                self._uids.put(m[5], m[6])  # setuid() and friends: the new real uid
             elif what == PROC_EVENT_EXEC:
                 self._on_exec(m, snaps.get(i), last_exec.get(m[5], i) > i, off)
             elif what == PROC_EVENT_EXIT:
@@ -729,8 +733,10 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             # itself has no path there (a memfd, an unwatched mount), or ld.so was run
             # directly; /proc tells which, else the image is unknown (never ld.so by guess)
             fan_image = None
+        # real uid: the one set since the fork (UID events), else the core keeps the one the
+        # process inherited at fork (exec never changes the real uid)
         obs = ProcessExec(ts_ns=m[3] + off, pid=pid, tid=m[4], ppid=self._parents.get(pid),
-                          start_ticks=self._starts.get(pid))
+                          start_ticks=self._starts.get(pid), uid=self._uids.get(pid))
         image = fan_image
         if snap is not None:
             if snap.start_ticks is not None:  # constant across execs: always usable
@@ -747,7 +753,9 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             if later:
                 self._stats["enrich_distrusted"] += 1
             else:
-                obs.argv, obs.cwd, obs.uid = snap.argv, snap.cwd, snap.uid
+                obs.argv, obs.cwd = snap.argv, snap.cwd
+                if snap.uid is not None:
+                    obs.uid = snap.uid
                 obs.end_data = snap.end_data
                 if image is None:
                     image = snap.exe
@@ -773,6 +781,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             return
         self._stats["exits"] += 1
         self._parents.pop(tgid, None)
+        self._uids.pop(tgid, None)
         self._images.forget(tgid)
         start = self._starts.pop(tgid, None)
         if tgid in self.exclude_pids:
