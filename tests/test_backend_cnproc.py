@@ -509,6 +509,7 @@ def test_seq_gap_accounting_synthetic():
         + _cn(PROC_EVENT_FORK, 1, 50, 1, 1, 1, 5, 5)     # duplicate/older: ignored
         + _cn(PROC_EVENT_FORK, 1, 54, 1, 1, 1, 6, 6), msgs)  # lost 51..53 -> 3
     b._process_batch(msgs)
+    b._flush_out()
     assert [(o.source, o.count) for o in col.of(Loss)] == [("cnproc.seq", 2), ("cnproc.seq", 3)]
     assert b.stats()["lost"] == 5
 

@@ -44,19 +44,29 @@ DNS_JOIN_NS = 2_000_000_000
 DNS_JOIN_SLACK_NS = 20_000_000
 
 
+_second = [-1, "", ""]  # the last second formatted: [epoch second, UtcTime form, ISO form]
+
+
+def _seconds(s: int) -> list:
+    sec = _second
+    if sec[0] != s:  # one strftime per second instead of two per event
+        dt = datetime.fromtimestamp(s, timezone.utc)
+        sec = [s, dt.strftime("%Y-%m-%d %H:%M:%S"), dt.strftime("%Y-%m-%dT%H:%M:%S")]
+        globals()["_second"] = sec
+    return sec
+
+
 def utc_time(ts_ns: int) -> str:
     """Sysmon's UtcTime: ``YYYY-MM-DD HH:MM:SS.mmm`` (UTC, milliseconds)."""
     s, ns = divmod(ts_ns, 1_000_000_000)
-    return datetime.fromtimestamp(s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + \
-        f".{ns // 1_000_000:03d}"
+    return f"{_seconds(s)[1]}.{ns // 1_000_000:03d}"
 
 
 def event_time(ts_ns: int) -> str:
     """System/TimeCreated in the canonical form, with Sysmon for Linux's microsecond precision
     (``YYYY-MM-DDTHH:MM:SS.uuuuuu000Z``, spec 5.3 sample)."""
     s, ns = divmod(ts_ns, 1_000_000_000)
-    return (datetime.fromtimestamp(s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-            + f".{ns // 1000:06d}000Z")
+    return f"{_seconds(s)[2]}.{ns // 1000:06d}000Z"
 
 
 def _query_status(rcode) -> str:

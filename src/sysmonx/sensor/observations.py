@@ -32,9 +32,11 @@ CLK_TCK = 100  # USER_HZ: /proc/<pid>/stat start times are in these ticks (alway
 
 
 def boot_to_epoch_ns(boot_ns: int) -> int:
-    """Convert a CLOCK_BOOTTIME/MONOTONIC-like nanosecond stamp to epoch nanoseconds, using the
-    current offset between the two clocks (accurate to a few microseconds)."""
-    return boot_ns + (time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+    """Convert a CLOCK_BOOTTIME nanosecond stamp to epoch nanoseconds, using the current offset
+    between the two clocks (:func:`sysmonx.sensor.procfs.clock_offset`: well under a
+    microsecond)."""
+    from .procfs import clock_offset
+    return boot_ns + clock_offset(time.CLOCK_BOOTTIME)
 
 
 @dataclass(slots=True)

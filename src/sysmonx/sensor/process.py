@@ -102,12 +102,22 @@ def image_state(image: Optional[str]) -> Optional[str]:
     return "deleted"
 
 
+_logon_guids: dict = {}
+
+
 def logon_guid(machine: str, uid: int, logon_time: int = 0, terminal: int = 0) -> str:
     """Sysmon for Linux LogonGuid (spec 5.3): ``{machine-<logon time split>-<uid LE><pts LE>}``,
     e.g. ``{2424faa4-0000-0000-e803-000000000000}`` for uid 1000 with unknown logon time."""
+    key = (machine, uid, logon_time, terminal)
+    hit = _logon_guids.get(key)
+    if hit is not None:
+        return hit
+    if len(_logon_guids) > 4096:
+        _logon_guids.clear()
     t = logon_time & 0xFFFFFFFF
     tail = struct.pack("<II", uid & 0xFFFFFFFF, terminal & 0xFFFFFFFF).hex()
-    return f"{{{machine}-{t & 0xFFFF:04x}-{t >> 16:04x}-{tail[:4]}-{tail[4:]}}}"
+    text = _logon_guids[key] = f"{{{machine}-{t & 0xFFFF:04x}-{t >> 16:04x}-{tail[:4]}-{tail[4:]}}}"
+    return text
 
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -283,7 +293,9 @@ class ProcessCache:
                 uid=None, auid=None, sessionid=None, end_data=None,
                 ts_ns: Optional[int] = None) -> ProcInfo:
         """Record an exec; missing facts are read from /proc when the process there is still the
-        same one (start time checked when known). Returns the new entry."""
+        same one (start time checked when known); the parent and real uid of a process not
+        read are those of its earlier image or fork, else the uid is the parent's (fork copies
+        it, exec keeps it). Returns the new entry."""
         need = None in (ppid, start_ticks, image, argv, cwd, uid, end_data)
         live = read_proc(pid) if need else None
         if live and start_ticks is not None and live["start_ticks"] is not None \
@@ -309,16 +321,23 @@ class ProcessCache:
                 ppid = old.ppid
             if uid is None and old.start_ticks == start_ticks:
                 uid = old.uid
+        if uid is None and ppid:
+            # the real uid is inherited at fork and an exec keeps it; a tier that cannot read
+            # it (tier C, process gone) reports a change made since the fork (setuid), so
+            # without one it is the parent's
+            parent = self.peek(ppid)
+            if parent is not None:
+                uid = parent.uid
         info = ProcInfo(pid, start_ticks, ppid, clean_text(image),
                         clean_text(" ".join(argv)) if argv is not None else None, clean_text(cwd),
                         uid, auid, sessionid, end_data)
         info.guid = self.make_guid(start_ticks, end_data, pid,
                                    ts_ns if ts_ns is not None else time.time_ns())
         if old is not None and old.exited_ns is not None and start_ticks is not None \
-                and old.start_ticks == start_ticks and ts_ns is not None \
-                and ts_ns <= old.exited_ns:
-            # the exec reached us after the exit of the same process (a slow backend): the
-            # process ran this image when it exited
+                and old.start_ticks == start_ticks:
+            # the exec reached us after the exit of the same process (a slow backend, or
+            # stamps converted with different clock offsets): the process ran this image when
+            # it exited
             info.exited_ns = old.exited_ns
             info.extra["late_exec"] = True
         return self._store(info)

@@ -26,7 +26,7 @@ from typing import Optional
 __all__ = ["ProcSnapshot", "read_process", "read_process_racy", "read_process_rest", "parse_stat",
            "SocketOwners", "init_namespaces",
            "kernel_version", "cap_effective", "has_cap", "CAP_NET_ADMIN", "CAP_SYS_ADMIN",
-           "CAP_NET_RAW", "CAP_DAC_READ_SEARCH", "monotonic_to_epoch_offset"]
+           "CAP_NET_RAW", "CAP_DAC_READ_SEARCH", "monotonic_to_epoch_offset", "clock_offset"]
 
 CAP_DAC_READ_SEARCH = 2
 CAP_NET_ADMIN = 12
@@ -89,10 +89,29 @@ def init_namespaces() -> Optional[str]:
     return None
 
 
+def clock_offset(clock: int, reference: Optional[int] = None, samples: int = 5) -> int:
+    """Nanoseconds to add to a ``clock`` stamp to get a ``reference`` stamp (default: epoch
+    time, ``CLOCK_REALTIME``). Two clock reads are not atomic: a thread preempted between them
+    (a busy machine) gets an offset off by as much as it waited, and stamps converted with two
+    such offsets can swap order (an exit before its exec). So the reference is read before and
+    after the clock, ``samples`` times, and the tightest pair is used (error: half its gap,
+    normally well under a microsecond)."""
+    ref = time.CLOCK_REALTIME if reference is None else reference
+    best = None
+    for _ in range(samples):
+        r0 = time.clock_gettime_ns(ref)
+        c = time.clock_gettime_ns(clock)
+        r1 = time.clock_gettime_ns(ref)
+        if best is None or r1 - r0 < best[0]:
+            best = (r1 - r0, (r0 + r1) // 2 - c)
+    return best[1]
+
+
 def monotonic_to_epoch_offset() -> int:
     """Nanoseconds to add to a ``CLOCK_MONOTONIC`` stamp to get epoch nanoseconds (cn_proc
-    ``timestamp_ns`` and tracefs ``trace_clock=mono`` use CLOCK_MONOTONIC)."""
-    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    ``timestamp_ns`` and tracefs ``trace_clock=mono`` use CLOCK_MONOTONIC); see
+    :func:`clock_offset`."""
+    return clock_offset(time.CLOCK_MONOTONIC)
 
 
 def _read(path: str, size: int = 65536) -> Optional[bytes]:

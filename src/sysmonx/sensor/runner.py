@@ -98,6 +98,19 @@ class SensorStats:
     order_late: int = 0
 
 
+class _Emitter:
+    """What backends get as ``emit``: :meth:`Sensor.emit`, with ``many`` for batches."""
+
+    __slots__ = ("_emit", "many")
+
+    def __init__(self, sensor: "Sensor") -> None:
+        self._emit = sensor.emit
+        self.many = sensor.emit_many
+
+    def __call__(self, o) -> None:
+        self._emit(o)
+
+
 class _Output:
     """Delivery state of one writer (see the module docstring, "Failing outputs")."""
 
@@ -175,6 +188,11 @@ class Sensor:
             except queue.Full:
                 if self._stop.is_set():
                     return
+
+    def emit_many(self, observations: list) -> None:
+        """Backend callback for a batch (``emit.many``, see
+        :meth:`~sysmonx.sensor.backends.base.Backend.emit_all`): one queue item."""
+        self.emit(list(observations))
 
     # --- main loop -----------------------------------------------------------------------------
 
@@ -283,7 +301,7 @@ class Sensor:
                     self.on_status(f"backend {aux} skipped: {reason}")
         excluded = frozenset({self.self_pid})
         for n in names:
-            backend = load_backend(n)(self.emit, excluded, self.options.backend_options)
+            backend = load_backend(n)(_Emitter(self), excluded, self.options.backend_options)
             try:
                 backend.start()
             except BackendUnavailable as exc:
@@ -296,7 +314,11 @@ class Sensor:
 
     def _handle(self, o, now: Optional[float] = None) -> None:
         """Admit one observation from the queue (self-exclusion, counters) into the order
-        buffer, then assemble and write whatever the buffer releases."""
+        buffer, and assemble what the buffer lets through at once. A list is a batch."""
+        if type(o) is list:
+            for item in o:
+                self._handle(item, now)
+            return
         self.stats.observations[type(o).__name__] += 1
         pid = getattr(o, "pid", None)
         if pid == self.self_pid or pid in self._own_children:
@@ -316,7 +338,6 @@ class Sensor:
         now = time.monotonic() if now is None else now
         for item in self.order.push(o, now):
             self._assemble(item, now)
-        self._release(now)
 
     def _release(self, now: float) -> None:
         """Assemble the observations and write the exit events whose hold has passed."""
@@ -373,13 +394,22 @@ class Sensor:
                 if self._reload.is_set():
                     self._do_reload()
                 due = self.order.next_due()
-                wait = 0.1 if due is None else min(0.1, max(0.0, due - now))
+                # wake for the next release, but at most every 5 ms: what arrives meanwhile is
+                # taken in one batch
+                wait = 0.1 if due is None else min(0.1, max(0.005, due - now))
                 try:
-                    o = get(timeout=wait) if wait > 0 else get_nowait()
+                    o = get(timeout=wait)
                 except queue.Empty:
-                    self._release(time.monotonic())
+                    pass
                 else:
-                    self._handle(o)
+                    self._handle(o, now)
+                    for _ in range(1024):
+                        try:
+                            o = get_nowait()
+                        except queue.Empty:
+                            break
+                        self._handle(o, now)
+                self._release(time.monotonic())
                 if time.monotonic() - last_expire > 5:
                     self.cache.expire(time.time_ns())
                     last_expire = time.monotonic()

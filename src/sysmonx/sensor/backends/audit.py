@@ -111,7 +111,7 @@ from .base import Backend, BackendUnavailable
 from .cn_tracefs import ConnectMatcher, TcpStateTrace, tracefs_available
 from .cnproc import (PROC_EVENT_EXEC, PROC_EVENT_EXIT, PROC_EVENT_FORK, CnprocBackend,
                      ProcConnector, _tgid_of, boot_offset_ns, fork_start_ticks)
-from ..procfs import monotonic_to_epoch_offset, parse_stat
+from ..procfs import clock_offset, monotonic_to_epoch_offset, parse_stat
 
 __all__ = ["AuditBackend", "RULE_KEY", "ARCH_TABLES"]
 
@@ -321,27 +321,24 @@ def _sock_info_proc(pid: int, fd: int) -> Optional[_SockInfo]:
 
 
 def _exec_snapshot(pid: int) -> tuple:
-    """``(start_ticks, end_code, exe)`` of ``pid`` now (any of them ``None`` when gone). The exe
-    is read before and after the stat: if they differ the process exec'd again meanwhile and
-    the end_code may be either image's, so ``exe`` is ``None``."""
-    start = end = exe = None
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        pass
+    """``(start_ticks, end_code, comm)`` of ``pid`` from one read of ``/proc/PID/stat`` (any of
+    them ``None`` when gone). ``comm`` (the exec'd file's name, 15 bytes at most) lets the audit
+    record check that the end_code is of its image and not of a later exec of the same pid."""
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            parsed = parse_stat(os.read(fd, 4096))
-        finally:
-            os.close(fd)
-        if parsed:
-            start, end = parsed[2], parsed[3]
-        if exe is not None and os.readlink(f"/proc/{pid}/exe") != exe:
-            exe = None
     except OSError:
-        exe = None if end is None else exe
-    return start, end, exe
+        return None, None, None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None, None, None
+    finally:
+        os.close(fd)
+    parsed = parse_stat(data)
+    if not parsed:
+        return None, None, None
+    comm = data[data.find(b"(") + 1:data.rfind(b")")]
+    return parsed[2], parsed[3], comm
 
 
 def _proc_stat(pid: int) -> Optional[tuple]:
@@ -400,6 +397,8 @@ class AuditBackend(Backend):
         ``proc_connector`` (bool, default True): use the proc connector beside audit (module
             docstring, "Companions"); ``tracefs`` (bool, default True): TCP source ports from
             tracefs; ``trace_buffer_kb`` (int, default 1024).
+        ``gather_ms`` (float, default 4): when only a few audit records came, wait this long
+            for more before the next round (the proc connector is served meanwhile).
 
     Attributes after :meth:`start`: ``mode`` (``"unicast"`` = we own audit, ``"multicast"``),
     ``watched_devices`` (block device paths with a watch rule).
@@ -445,6 +444,8 @@ class AuditBackend(Backend):
         self._tcp_src: dict = {}                 # (tgid, daddr, dport) -> [(ts, saddr, sport)]
         self._tcp_wait: list = []                # [deadline, pid, ip, port, ts, obs or None]
         self._floor: "OrderedDict[int, int]" = OrderedDict()  # pid -> earliest possible ts
+        self._outbox: list = []
+        self._forks: "OrderedDict[int, ProcessFork]" = OrderedDict()  # not exec'd yet
         self._mono_off = monotonic_to_epoch_offset()
         self._boot_off = boot_offset_ns()
         self._stats.update({"exec_paired": 0, "exec_unpaired": 0, "forks": 0, "exits": 0,
@@ -822,18 +823,34 @@ class AuditBackend(Backend):
                 self._on_message(mtype, body)
             self._rd.pending.clear()
             poller = select.poll()
-            poller.register(self._rd.sock.fileno(), select.POLLIN)
+            audit_fd = self._rd.sock.fileno()
+            poller.register(audit_fd, select.POLLIN)
+            fast = select.poll()  # the proc connector only: served while audit records gather
             if self._cn is not None:
                 poller.register(self._cn.fileno(), select.POLLIN)
+                fast.register(self._cn.fileno(), select.POLLIN)
             if self._trace is not None:
                 poller.register(self._trace.fileno(), select.POLLIN)
             next_tick = time.monotonic() + 0.5
+            gather = float(self.options.get("gather_ms", 4)) / 1000
             while not self._stopping.is_set():
-                poller.poll(100)
+                ready = poller.poll(100)
                 self._drain_companions()
-                self._read_some(0)
+                n = self._read_some(0) if any(fd == audit_fd for fd, _ in ready) else 0
                 now = time.monotonic()
                 self._flush(now - timeout)
+                self._flush_out()
+                if 0 < n < 64 and gather:
+                    # a trickle of audit records: let them gather for a few ms (one loop per
+                    # batch instead of per record), answering the proc connector meanwhile so
+                    # exec snapshots are still taken at once
+                    until = now + gather
+                    while True:
+                        left = until - time.monotonic()
+                        if left <= 0 or self._stopping.is_set():
+                            break
+                        if fast.poll(max(1, int(left * 1000))):
+                            self._drain_cn()
                 if now >= next_tick:
                     self._tick()
                     next_tick = now + 0.5
@@ -852,12 +869,17 @@ class AuditBackend(Backend):
         except Exception as e:   # noqa: BLE001 - report, never die silently
             self._safe_emit(BackendError(time.time_ns(), "audit", f"reader stopped: {e!r}",
                                          fatal=True))
+        finally:
+            try:
+                self._flush_out()
+            except Exception:    # noqa: BLE001 - the consumer went away
+                pass
 
     def _read_some(self, timeout: float, limit: int = 512, budget: float = 0.2) -> int:
         """Read up to ``limit`` datagrams (or for ``budget`` seconds, so housekeeping runs even
         when ``emit`` blocks), waiting at most ``timeout`` for the first."""
         n = 0
-        wait = timeout
+        wait = timeout if timeout > 0 else None  # None: a non-blocking recv, no poll first
         end = time.monotonic() + timeout + budget
         while n < limit and (n == 0 or time.monotonic() < end):
             try:
@@ -871,10 +893,11 @@ class AuditBackend(Backend):
                 raise
             if data is None:
                 break
-            wait = 0
+            wait = None
             n += 1
             if not n & 63:
                 self._drain_companions()  # exec snapshots must be taken while processes live
+                self._flush_out()
             for mtype, _flags, _seq, body in AuditSocket.split(data):
                 self._on_message(mtype, body)
         return n
@@ -930,11 +953,16 @@ class AuditBackend(Backend):
                 self._stats["forks"] += 1
                 self._raise_floor(child, m[3] + off)
                 if child not in self._excl:
-                    self._out(ProcessFork(m[3] + off, child, parent, start))
+                    # held: sent only if the child is reported before it execs (or exits
+                    # without exec); an exec says all a fork would
+                    self._forks[child] = ProcessFork(m[3] + off, child, parent, start)
+                    if len(self._forks) > 65536:
+                        self._forks.popitem(last=False)
             elif what == PROC_EVENT_EXEC:
                 pid = m[5]
                 if pid in self._excl:
                     continue
+                self._forks.pop(pid, None)
                 start, end, exe = snaps.get(i) or (None, None, None)
                 if start is None:
                     start = self._starts.get(pid)
@@ -944,6 +972,9 @@ class AuditBackend(Backend):
                 if pid != tgid or tgid in self._excl:
                     continue
                 self._stats["exits"] += 1
+                fork = self._forks.pop(tgid, None)
+                if fork is not None:
+                    self._out(fork)
                 self._out(ProcessExit(m[3] + off, tgid, self._starts.pop(tgid, None),
                                       (m[6] >> 8) & 0xFF))
 
@@ -1030,6 +1061,7 @@ class AuditBackend(Backend):
         for syn, sport in self._matcher.expire(force_all=True):
             self._tcp_connected(syn, sport)
         self._settle_tcp(force=True)
+        self._flush_out()
 
     def _on_message(self, mtype: int, body: bytes) -> None:
         if mtype not in _KEEP and mtype != nl.AUDIT_EOE:
@@ -1078,7 +1110,15 @@ class AuditBackend(Backend):
 
     def _out(self, obs: Observation) -> None:
         self._stats["received"] += 1
-        self.emit(obs)
+        self._outbox.append(obs)
+        if len(self._outbox) >= 256:
+            self._flush_out()
+
+    def _flush_out(self) -> None:
+        """Hand the observations made so far to the sensor in one batch (order kept)."""
+        if self._outbox:
+            out, self._outbox = self._outbox, []
+            self.emit_all(out)
 
     def _raise_floor(self, pid: int, ts: int) -> None:
         if ts > self._floor.get(pid, 0):
@@ -1096,6 +1136,10 @@ class AuditBackend(Backend):
         floor = self._floor.get(obs.pid)
         if floor is not None and obs.ts_ns < floor:
             obs.ts_ns = floor
+        if self._forks:
+            fork = self._forks.pop(obs.pid, None)
+            if fork is not None and type(obs) is not ProcessExec:
+                self._out(fork)  # the child is reported before any exec: say whose child
         self._out(obs)
 
     def _loss(self, source: str, count: int, detail: str) -> None:
@@ -1125,10 +1169,6 @@ class AuditBackend(Backend):
 
     def _finish(self, ev: _Event) -> None:
         self._stats["events"] += 1
-        # the proc connector reported this event's process (fork, exec) before audit wrote the
-        # record: take what it has queued first, so the exec has its snapshot and the fork
-        # comes before the process's audit events
-        self._drain_cn()
         try:
             self._classify(ev)
         except (ValueError, KeyError, IndexError, TypeError) as e:
@@ -1143,6 +1183,11 @@ class AuditBackend(Backend):
         pid = _int(f.get("pid"))
         if pid is None or pid in self._excl:
             return
+        if self._cn is not None and (pid not in self._floor or pid not in self._snaps):
+            # the proc connector reported this process (fork, exec) before audit wrote the
+            # record: take what it has queued first, so an exec finds its snapshot and the
+            # fork comes before the process's audit events
+            self._drain_cn()
         arch = _hex(f.get("arch"))
         name = _NAMES.get(arch, {}).get(_int(f.get("syscall")))
         if name is None:
@@ -1205,10 +1250,11 @@ class AuditBackend(Backend):
         if snaps:
             # the proc connector's snapshot of this exec (execs of one pid come in order on
             # both channels): exact time, start, and end_code if it shows this very image
-            snap_ts, start_ticks, end, exe = snaps.pop(0)
+            # (its comm is this exec's)
+            snap_ts, start_ticks, end, comm = snaps.pop(0)
             if not snaps:
                 del self._snaps[pid]
-            if end and exe is not None and exe == image:
+            if end and comm is not None and comm == nl.decode_untrusted(f.get("comm")):
                 end_data = end
             if abs(snap_ts - ts) < 1_000_000_000:
                 ts = snap_ts
@@ -1225,7 +1271,7 @@ class AuditBackend(Backend):
         st = _proc_stat(pid)
         if st is not None:
             _ppid, ticks, end = st
-            boot_epoch = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            boot_epoch = clock_offset(time.CLOCK_BOOTTIME)
             if ticks * CLK_NS + boot_epoch <= ts + 25_000_000:     # started before the exec
                 start_ticks = ticks
                 try:

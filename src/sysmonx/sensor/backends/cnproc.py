@@ -69,9 +69,9 @@ from .cn_fanotify import (FAN_CREATE, FAN_DELETE, FAN_MOVED_TO, FAN_OPEN_EXEC, F
                           ExecImages, FanotifyWatch, fanotify_available)
 from .cn_tracefs import (TCP_ESTABLISHED, TCP_SYN_RECV, ConnectMatcher, TcpStateTrace,
                          tracefs_available)
-from ..procfs import (CAP_NET_ADMIN, SocketOwners, has_cap, init_namespaces, kernel_version,
-                        monotonic_to_epoch_offset, parse_stat, read_process_racy,
-                        read_process_rest)
+from ..procfs import (CAP_NET_ADMIN, SocketOwners, clock_offset, has_cap, init_namespaces,
+                      kernel_version, monotonic_to_epoch_offset, parse_stat,
+                      read_process_racy, read_process_rest)
 
 __all__ = ["CnprocBackend", "ProcConnector", "fork_start_ticks", "boot_offset_ns",
            "parse_cn_messages", "CnEvent", "mcast_message",
@@ -198,6 +198,7 @@ class ProcConnector:
         self._drops_base = 0
         self._last_seq: dict = {}
         self.early: list = []  # messages read while waiting for the acknowledgement
+        self._buf = bytearray(65536)
         self.notes: list = []
         self.stats = {"cn_messages": 0, "cn_malformed": 0, "seq_lost": 0, "enobufs": 0,
                       "sk_drops": 0}
@@ -274,7 +275,7 @@ class ProcConnector:
             msgs, self.early = self.early, []
         else:
             msgs = []
-        buf = bytearray(16384)
+        buf = self._buf
         while len(msgs) < limit:
             try:
                 n = s.recv_into(buf)
@@ -395,7 +396,7 @@ def _read_stat(pid: int) -> Optional[bytes]:
 
 def boot_offset_ns() -> int:
     """CLOCK_BOOTTIME - CLOCK_MONOTONIC now (the time the machine spent suspended)."""
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    return clock_offset(time.CLOCK_MONOTONIC, time.CLOCK_BOOTTIME)
 
 
 class _BoundedMap(dict):
@@ -456,6 +457,8 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         self._parents = _BoundedMap(65536)
         self._starts = _BoundedMap(65536)
         self._uids = _BoundedMap(65536)  # tgid -> real uid set since fork (PROC_EVENT_UID)
+        self._outbox: list = []
+        self._forks: dict = {}  # child -> ProcessFork held until the child is reported
         self._images = ExecImages()
         self._matcher = ConnectMatcher(float(o.get("connect_pending_s", 1.0)))
         self._owners = SocketOwners()
@@ -603,7 +606,19 @@ class CnprocBackend(WakeableReaderMixin, Backend):
     # ------------------------------------------------------------------------------ reader
     def _out(self, obs: Observation) -> None:
         self._stats["emitted"] += 1
-        self.emit(obs)
+        if self._forks:
+            fork = self._forks.pop(getattr(obs, "pid", None), None)
+            if fork is not None and type(obs) is not ProcessExec:
+                self._outbox.append(fork)  # the child is reported before any exec
+        self._outbox.append(obs)
+        if len(self._outbox) >= 256:
+            self._flush_out()
+
+    def _flush_out(self) -> None:
+        """Hand the observations made so far to the sensor in one batch (order kept)."""
+        if self._outbox:
+            out, self._outbox = self._outbox, []
+            self.emit_all(out)
 
     def _loss(self, source: str, count: int, detail: str = "") -> None:
         if count <= 0:
@@ -631,10 +646,16 @@ class CnprocBackend(WakeableReaderMixin, Backend):
                 if time.monotonic() >= next_tick:
                     self._tick()
                     next_tick = time.monotonic() + 0.5
+                self._flush_out()
             # final drain: everything that happened before stop() was called is queued
             self._drain_all()
             self._tick(final=True)
+            self._flush_out()
         except Exception as exc:  # the reader must report, not die silently
+            try:
+                self._flush_out()
+            except Exception:
+                pass
             try:
                 self._out(BackendError(time.time_ns(), "cnproc.reader",
                                        f"reader crashed: {type(exc).__name__}: {exc}", fatal=True))
@@ -649,6 +670,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             else:
                 self._process_files(self._read_fan())
             did_trace = self._drain_trace()
+            self._flush_out()
             if not msgs and not did_trace:
                 break
 
@@ -711,8 +733,12 @@ class CnprocBackend(WakeableReaderMixin, Backend):
                     start = starts.get(i)
                     self._starts.put(child, start)
                     if child not in self.exclude_pids:
-                        self._out(ProcessFork(ts_ns=m[3] + off, pid=child, ppid=parent,
-                                              start_ticks=start))
+                        # held: sent only if the child is reported before it execs (or exits
+                        # without exec); an exec says all a fork would
+                        self._forks[child] = ProcessFork(ts_ns=m[3] + off, pid=child,
+                                                         ppid=parent, start_ticks=start)
+                        if len(self._forks) > 65536:
+                            del self._forks[next(iter(self._forks))]
             elif what == PROC_EVENT_UID:
                 self._uids.put(m[5], m[6])  # setuid() and friends: the new real uid
             elif what == PROC_EVENT_EXEC:
@@ -724,6 +750,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
     def _on_exec(self, m: CnEvent, snap, later_in_batch: bool, off: int) -> None:
         self._stats["execs"] += 1
         pid = m[5]
+        self._forks.pop(pid, None)
         fan_image, later_fan = (self._images.take(pid) if self._fan is not None else (None, False))
         if pid in self.exclude_pids:
             return
@@ -782,6 +809,9 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         self._stats["exits"] += 1
         self._parents.pop(tgid, None)
         self._uids.pop(tgid, None)
+        fork = self._forks.pop(tgid, None)
+        if fork is not None:
+            self._out(fork)
         self._images.forget(tgid)
         start = self._starts.pop(tgid, None)
         if tgid in self.exclude_pids:

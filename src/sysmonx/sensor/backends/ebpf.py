@@ -213,6 +213,8 @@ class EbpfBackend(Backend):
         self._reader_cpu_ns = 0
         self._batches = 0
         self._batch_max = 512
+        self._offset = 0
+        self._offset_due = 0.0
         self._kernel_sent: Optional[list] = None
         self._fds: dict = {}
         self.object_path: Optional[Path] = None
@@ -499,8 +501,13 @@ class EbpfBackend(Backend):
             return
         batch, self._batch = self._batch, []
         self._batches += 1
-        offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        emit = self.emit
+        now = time.monotonic()
+        if now >= self._offset_due:  # one careful offset a second: stamps keep their order
+            from ..procfs import clock_offset
+            self._offset = clock_offset(time.CLOCK_BOOTTIME)
+            self._offset_due = now + 1.0
+        offset = self._offset
+        out = []
         for rec in batch:
             try:
                 obs = self._decode(rec, offset)
@@ -510,8 +517,12 @@ class EbpfBackend(Backend):
                 continue
             if slow:
                 time.sleep(slow)
+                if obs is not None:
+                    self.emit(obs)  # loss tests: one at a time, as slowly as asked
+                continue
             if obs is not None:
-                emit(obs)
+                out.append(obs)
+        self.emit_all(out)
 
     def _decode(self, rec: bytes, offset: int):
         etype, flags, pid, tid, abi, ts = _HDR.unpack_from(rec)

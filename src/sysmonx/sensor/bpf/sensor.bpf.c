@@ -7,8 +7,11 @@
  * sock_addr, so tracefs does not need to be mounted.
  *
  *   tp_btf/sched_process_exec   -> EV_EXEC   (ProcessCreate 1)
- *   tp_btf/sched_process_fork   -> EV_FORK   (no event: a new thread group, so that a child that
- *                                             never execs has its parent's image and own GUID)
+ *   tp_btf/sched_process_fork   -> remembered in `forks`; sent as EV_FORK (no event of its own)
+ *                                  only when the child does something reported (exit, connect,
+ *                                  file ...) before it execs, right before that record: a child
+ *                                  that never execs gets its parent's image and its own GUID,
+ *                                  and the common fork + exec costs no record at all
  *   tp_btf/sched_process_exit   -> EV_EXIT   (ProcessTerminate 5), thread-group deaths only
  *   tp_btf/sys_exit             -> successful open/openat/openat2/creat   -> EV_FILE_CREATE (11),
  *                                                                          EV_RAW_READ (9)
@@ -247,6 +250,21 @@ struct {
 	__type(value, __u64);
 } udp_seen SEC(".maps");
 
+struct fork_info {
+	__u64 ts;       /* bpf_ktime_get_boot_ns at the fork */
+	__u64 start_ns; /* the child's start_boottime */
+	__u32 ppid;
+	__u32 uid;
+};
+
+/* children that have not exec'd yet, by tgid (see flush_fork) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct fork_info);
+} forks SEC(".maps");
+
 /* Per-CPU scratch for the variable-size events (too big for the 512-byte BPF stack). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -317,6 +335,29 @@ static __always_inline void submit(void *p, __u32 type)
 {
 	bpf_ringbuf_submit(p, 0);
 	count(&sent, type);
+}
+
+/* A process that has not exec'd since its fork is about to be reported: send its fork first
+ * (with the fork's own time) so user space knows its parent and start. */
+static __always_inline void flush_fork(__u32 tgid)
+{
+	struct fork_info *fi = bpf_map_lookup_elem(&forks, &tgid);
+	if (!fi)
+		return;
+	struct fork_ev *e = reserve(sizeof(struct fork_ev), EV_FORK);
+	if (e) {
+		e->h.type = EV_FORK;
+		e->h.flags = 0;
+		e->h.pid = tgid;
+		e->h.tid = tgid;
+		e->h.abi = ABI_VERSION;
+		e->h.ts = fi->ts;
+		e->ppid = fi->ppid;
+		e->uid = fi->uid;
+		e->start_ns = fi->start_ns;
+		submit(e, EV_FORK);
+	}
+	bpf_map_delete_elem(&forks, &tgid);
 }
 
 /*
@@ -461,6 +502,8 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	__u64 pt = bpf_get_current_pid_tgid();
 
+	__u32 me = pt >> 32;
+	bpf_map_delete_elem(&forks, &me); /* the exec record says all a fork would */
 	if (!enabled(M_EXEC) || is_excluded(pt >> 32))
 		return 0;
 	struct exec_ev *e = bpf_map_lookup_elem(&scratch_exec, &zero);
@@ -555,19 +598,14 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	/* only needed to attribute what a child does before (or without) an exec */
 	if (!enabled(M_EXIT | M_NET | M_FILE_CREATE | M_FILE_DELETE | M_RAW_READ | M_PTRACE))
 		return 0;
-	__u32 ptgid = BPF_CORE_READ(child, real_parent, tgid);
 	if (is_excluded(tgid))
 		return 0;
-	struct fork_ev *e = reserve(sizeof(*e), EV_FORK);
-	if (!e)
-		return 0;
-	fill_hdr(&e->h, EV_FORK);
-	e->h.pid = tgid;
-	e->h.tid = tgid;
-	e->ppid = ptgid;
-	e->uid = BPF_CORE_READ(child, cred, uid.val);
-	e->start_ns = BPF_CORE_READ(child, start_boottime);
-	submit(e, EV_FORK);
+	struct fork_info fi = {};
+	fi.ts = bpf_ktime_get_boot_ns();
+	fi.start_ns = BPF_CORE_READ(child, start_boottime);
+	fi.ppid = BPF_CORE_READ(child, real_parent, tgid);
+	fi.uid = BPF_CORE_READ(child, cred, uid.val);
+	bpf_map_update_elem(&forks, &tgid, &fi, BPF_ANY);
 	return 0;
 }
 
@@ -583,6 +621,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	__u32 tgid = BPF_CORE_READ(p, tgid);
 	if (is_excluded(tgid))
 		return 0;
+	flush_fork(tgid);
 	struct exit_ev *e = reserve(sizeof(*e), EV_EXIT);
 	if (!e)
 		return 0;
@@ -617,6 +656,7 @@ static __always_inline void emit_file_path(struct task_struct *t, struct file *f
 	__u64 size = offsetof(struct path_ev, data) + n;
 	if (size > sizeof(*e))
 		size = sizeof(*e);
+	flush_fork(e->h.pid);
 	output(e, size, type);
 }
 
@@ -674,6 +714,7 @@ static __always_inline void on_unlink_exit(struct task_struct *t, long dfd, cons
 	__u64 size = offsetof(struct path_ev, data) + off;
 	if (size > sizeof(*e))
 		size = sizeof(*e);
+	flush_fork(e->h.pid);
 	output(e, size, EV_FILE_DELETE);
 }
 
@@ -722,11 +763,13 @@ static __always_inline void on_sock_exit(struct task_struct *t, long fd, int ini
 		return;
 	fill_hdr(&e.h, EV_NET);
 	e.initiated = initiated;
+	flush_fork(e.h.pid);
 	output(&e, sizeof(e), EV_NET);
 }
 
 static __always_inline void on_ptrace_exit(long request, long target)
 {
+	flush_fork(bpf_get_current_pid_tgid() >> 32);
 	struct ptrace_ev *e = reserve(sizeof(*e), EV_PTRACE);
 	if (!e)
 		return;
@@ -825,6 +868,7 @@ static __always_inline void udp_event(struct bpf_sock_addr *ctx, int initiated, 
 	if (last && now - *last < c->udp_interval_ns)
 		return;
 
+	flush_fork(tgid);
 	struct net_ev *e = reserve(sizeof(*e), EV_NET);
 	if (!e)
 		return; /* counted as a drop; the flow stays unreported so the next datagram retries */
