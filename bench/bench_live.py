@@ -17,7 +17,8 @@ the spawner really made):
   non-zero) that no other exec of the phase has, and whose ProcessTerminate carries that GUID;
   duplicates and bad GUIDs are counted separately, never as captured;
 * **sensor CPU**: the sensor process's own CPU time (utime+stime from ``/proc``) from the start
-  of the load until every event of the phase has been written, divided by the load window (the
+  of the load until every event of the phase has been written (or nothing more was written for
+  3 s: some execs were not captured), divided by the load window (the
   spawner's wall time): the share of one core the sensor needs to keep up with that load. The
   tail after the load (the sensor catching up, event 5 held for ordering) is counted, the idle
   time between phases is not;
@@ -72,6 +73,7 @@ int main(int argc,char**argv){
 """
 
 ZERO_GUID = "{00000000-0000-0000-0000-000000000000}"
+QUIET_S = 3.0  # after the load, the sensor has caught up when it wrote nothing for this long
 GUID_RE = re.compile(r"^\{[0-9a-f]{8}-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{12})\}$")
 
 
@@ -137,10 +139,9 @@ def score(events: list, tag: str, made: int) -> dict:
         elif eid == 5:
             fives.setdefault(e.get("ProcessGuid"), []).append(e)
     true_path = os.path.realpath("/bin/true")
-    guid_count: dict = {}
+    guid_count: dict = {}  # how many distinct execs carry each GUID
     for lst in ones.values():
-        for e in lst:
-            guid_count[e["ProcessGuid"]] = guid_count.get(e["ProcessGuid"], 0) + 1
+        guid_count[lst[0]["ProcessGuid"]] = guid_count.get(lst[0]["ProcessGuid"], 0) + 1
     ok = bad_guid = dup = 0
     other: list = []
     for i, lst in ones.items():
@@ -178,6 +179,7 @@ def phase(sensor: subprocess.Popen, out: Output, spawner: Path, n: int, rate: fl
     made = int(res.stdout.split()[0])
     deadline = t_load + catch_up_s
     prefix = f"/bin/true {tag}-"
+    seen, still_since = -1, time.monotonic()
     while True:
         if sensor.poll() is not None:
             raise BenchError(f"sensor exited during the load (status {sensor.returncode})")
@@ -185,8 +187,13 @@ def phase(sensor: subprocess.Popen, out: Output, spawner: Path, n: int, rate: fl
         pids = {e.get("ProcessId") for e in out.events
                 if e.get("EventID") == 1 and e.get("CommandLine", "").startswith(prefix)}
         ends = sum(1 for e in out.events if e.get("EventID") == 5 and e.get("ProcessId") in pids)
-        if (len(pids) >= made and ends >= made) or time.monotonic() > deadline:
+        now = time.monotonic()
+        if len(out.events) != seen:
+            seen, still_since = len(out.events), now
+        if (len(pids) >= made and ends >= made) or now > deadline:
             break
+        if now - still_since > QUIET_S and now - t_load > QUIET_S:
+            break  # caught up: nothing written for a while (some execs were not captured)
         time.sleep(0.05)
     c1, t1 = cpu_ticks(sensor.pid), time.monotonic()
     window = t_load - t0
@@ -267,7 +274,8 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path) -> list:
                      f"sensor CPU {100 * p['cpu_s'] / p['load_s']:5.1f} % of one core over the "
                      f"{p['load_s']:.1f} s load (+{p['tail_s']:.1f} s catch-up counted; "
                      f"{100 * p['cpu_in_window_s'] / p['load_s']:.1f} % within the window; "
-                     f"{100 * (p['cpu_s'] - idle * (p['load_s'] + p['tail_s'])) / p['load_s']:.1f} % "
+                     f"{100 * (p['cpu_s'] - idle * (p['load_s'] + p['tail_s'])) / p['load_s']:.1f}"
+                     " % "
                      "net of the idle baseline)")
         if s["other"]:
             lines.append(f"{tier:7} {name:10} not captured: " + "; ".join(s["other"]))

@@ -41,7 +41,8 @@ pytestmark = pytest.mark.live
 
 ROOT = os.geteuid() == 0
 ZERO_GUID = "{00000000-0000-0000-0000-000000000000}"
-GUID_RE = re.compile(r"^\{([0-9a-f]{8})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{12})\}$")
+GUID_RE = re.compile(r"^\{([0-9a-f]{8})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{4})-"
+                     r"([0-9a-f]{12})\}$")
 RESOLVER_IP = "127.0.0.153"
 TRUE = os.path.realpath("/bin/true")
 BASH = os.path.realpath("/bin/bash")

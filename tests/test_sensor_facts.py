@@ -67,7 +67,8 @@ def test_exec_chain_of_one_pid_gives_distinct_guids():
     g = [a.build(ob.ProcessExec(NOW + i, 4242, ppid=1, start_ticks=500, image=img, argv=[img],
                                 cwd="/", uid=0, end_data=end)).data["ProcessGuid"]
          for i, (img, end) in enumerate([("/usr/bin/unshare", 0x55AA00001000),
-                                         ("/usr/bin/dash", 0x55BB00002000), ("/usr/bin/getent", None)])]
+                                         ("/usr/bin/dash", 0x55BB00002000),
+                                         ("/usr/bin/getent", None)])]
     assert len(set(g)) == 3 and all(full_guid(x) for x in g)
     assert g[0][10:19] == g[1][10:19] == g[2][10:19]  # same process start
 

@@ -366,7 +366,8 @@ class ProcessCache:
                                    ts_ns if ts_ns is not None else time.time_ns())
         return self._store(info)
 
-    def on_exit(self, pid: int, ts_ns: int, start_ticks: Optional[int] = None) -> Optional[ProcInfo]:
+    def on_exit(self, pid: int, ts_ns: int,
+                start_ticks: Optional[int] = None) -> Optional[ProcInfo]:
         """Mark a process exited (kept ``linger_s``); returns its entry if known. An unknown
         process (exited before any of its events was seen) gets an entry from ``/proc`` or, when
         that is gone too, one with only what the exit told (start time) and a full GUID."""
