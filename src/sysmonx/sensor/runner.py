@@ -402,13 +402,14 @@ class Sensor:
                 except queue.Empty:
                     pass
                 else:
-                    self._handle(o, now)
+                    arrived = time.monotonic()  # the hold counts from here
+                    self._handle(o, arrived)
                     for _ in range(1024):
                         try:
                             o = get_nowait()
                         except queue.Empty:
                             break
-                        self._handle(o, now)
+                        self._handle(o, arrived)
                 self._release(time.monotonic())
                 if time.monotonic() - last_expire > 5:
                     self.cache.expire(time.time_ns())
