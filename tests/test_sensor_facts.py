@@ -392,3 +392,27 @@ def test_exec_arriving_after_its_exit_still_names_the_exit(script_backend):
     assert fives[0].data["ProcessGuid"] == ones[0].data["ProcessGuid"]
     assert fives[0].data["Image"] == "/usr/bin/true"
     assert rec.events.index(ones[0]) < rec.events.index(fives[0])
+
+
+def test_socket_owner_found_when_proc_net_tcp_is_longer_than_a_page():
+    """/proc/net/tcp hands out about a page per read: the reader stopped after the first one, so
+    a socket listed further down (a busy host, many connections) had no owner."""
+    import socket
+
+    from sysmonx.sensor.procfs import SocketOwners
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(256)
+    socks = [srv]
+    try:
+        clients = []
+        for _ in range(150):  # 300 lines of ~150 bytes: many pages
+            c = socket.create_connection(srv.getsockname())
+            socks += [c, srv.accept()[0]]
+            clients.append(c.getsockname()[1])
+        owners = SocketOwners()
+        found = [owners.lookup("tcp", port, "127.0.0.1") for port in clients]
+        assert found == [os.getpid()] * len(clients)
+    finally:
+        for s in socks:
+            s.close()

@@ -114,19 +114,26 @@ def monotonic_to_epoch_offset() -> int:
     return clock_offset(time.CLOCK_MONOTONIC)
 
 
-def _read(path: str, size: int = 65536) -> Optional[bytes]:
+def _read(path: str, size: int = 65536, whole: bool = False,
+          max_bytes: int = 64 << 20) -> Optional[bytes]:
+    """The contents of ``path`` (``None`` when it cannot be opened or read). A read shorter than
+    ``size`` ends it, which is one syscall for a small file; ``whole`` reads on to the end (at
+    most ``max_bytes``): seq files such as ``/proc/net/tcp`` give about a page per read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         chunks = []
-        while True:
+        total = 0
+        while total < max_bytes:
+            # procfs hands out a page or so per read: a short read is not the end
             data = os.read(fd, size)
             if not data:
                 break
             chunks.append(data)
-            if len(data) < size:
+            total += len(data)
+            if len(data) < size and not whole:
                 break
         return b"".join(chunks)
     except OSError:
@@ -272,7 +279,7 @@ def _proc_net_entries(proto: str):
     """Yield ``(local_ip, local_port, state, inode)`` from ``/proc/net/{proto}`` and
     ``{proto}6``; ``local_ip`` is text with IPv4-mapped IPv6 shown as IPv4."""
     for suffix in ("", "6"):
-        data = _read(f"/proc/net/{proto}{suffix}", 1 << 20)
+        data = _read(f"/proc/net/{proto}{suffix}", 1 << 20, whole=True)
         if not data:
             continue
         for line in data.split(b"\n")[1:]:
