@@ -171,6 +171,7 @@ def cmd_run(argv: list[str]) -> int:
     from .config import ConfigError, load_config
     from .sensor.backends import BackendUnavailable, probe_all
     from .sensor.runner import Sensor, SensorOptions
+    from .sinks import WholeLineFile
 
     args = _run_parser().parse_args(argv)
     console = _stderr_console()
@@ -196,27 +197,31 @@ def cmd_run(argv: list[str]) -> int:
     for w in config.warnings:
         console.print(str(w), markup=False)
     writers = []
+    holder: dict = {}
     with ExitStack() as stack:
         if args.syslog:
             from .sinks.syslog import SyslogWriter
             writer = SyslogWriter(args.syslog, require=False)
             if writer.sock is None:  # like Sysmon for Linux (syslog(3)): keep running
                 console.print(f"warning: no syslog daemon at {args.syslog}: events sent there are "
-                              "dropped (and counted) until one starts; give --syslog SOCKET or "
-                              "-o FILE to keep them", markup=False)
+                              "not delivered (they are counted and reported) until one starts; "
+                              "give --syslog SOCKET or -o FILE to keep them", markup=False)
             writers.append(writer)
         if args.output and args.output != "-":
             try:
-                stream = stack.enter_context(open(args.output, "ab", buffering=0))
+                fd = os.open(args.output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                             0o644)
             except OSError as exc:
                 console.print(f"error: cannot write {args.output}: {exc.strerror or exc}")
                 return EXIT_FATAL
+            stream = WholeLineFile(fd, f"-o {args.output}", close_fd=True)
+            stack.callback(stream.close)
             writers.append(make_writer_unbuffered(args.format, stream))
         elif args.rules and args.alerts == "-":
             console.print("note: --alerts - writes the alerts to stdout, so the events are not "
                           "written there (give -o FILE or --syslog to keep them)")
         elif not args.syslog or args.output == "-":
-            writers.append(make_writer_unbuffered(args.format, sys.stdout.buffer))
+            writers.append(make_writer_unbuffered(args.format, WholeLineFile(1, "stdout")))
         options = SensorOptions(backend=args.backend, dns=not args.no_dns,
                                 duration=args.duration, provider=args.provider)
         if args.follow:
@@ -232,27 +237,23 @@ def cmd_run(argv: list[str]) -> int:
                 if on_alert is None:
                     return EXIT_FATAL
             else:
-                def on_alert(alert, _ws=writers) -> None:
-                    ev = alert.to_event()
-                    for w in _ws:
-                        w.write(ev)
+                def on_alert(alert, _h=holder) -> None:
+                    _h["sensor"].deliver(alert.to_event())  # counted if an output fails
         sensor = Sensor(config, writers, options, config_path=str(cpath),
                         on_status=lambda msg: console.print(f"sysmonx: {msg}", markup=False),
                         detection=stage, on_alert=on_alert)
+        holder["sensor"] = sensor
         if args.pidfile:
             write_pidfile_when_started(sensor, args.pidfile, stack)
         try:
-            stats = sensor.run()
+            sensor.run()
         except BackendUnavailable as exc:
             console.print(f"error: {exc}", markup=False)
             return EXIT_FATAL
         except BrokenPipeError:
             _silence_stdout()
             return 0
-    written = sum(stats.written.values())
-    console.print(f"sysmonx: backend {stats.backend}; events written {written:,}, filtered out "
-                  f"{sum(stats.filtered.values()):,}, lost {stats.lost:,}, errors {stats.errors}",
-                  markup=False)
+    console.print(f"sysmonx: {sensor.summary()}", markup=False)
     follow = sensor.backend_stats().get("sysmon-follow")
     if follow and (follow.get("repaired") or follow.get("cut_short")):
         console.print(f"sysmonx: followed records repaired (entity references without ';'): "
@@ -298,16 +299,12 @@ def write_pidfile_when_started(sensor, path: str, stack: ExitStack) -> None:
 
 
 def make_writer_unbuffered(fmt: str, stream):
-    """A writer for live output: each event is flushed as it is written."""
+    """A writer for live output on a :class:`~sysmonx.sinks.WholeLineFile` (each event goes to
+    the kernel whole, or raises); the writer takes the stream's ``name`` for messages."""
     from .pipeline import make_writer
     writer = make_writer(fmt, stream)
     writer.close_stream = False
-    inner = writer.write
-
-    def write(event) -> None:
-        inner(event)
-        stream.flush()
-    writer.write = write
+    writer.name = getattr(stream, "name", None) or fmt
     return writer
 
 

@@ -19,12 +19,14 @@ output as a raw character.
 from __future__ import annotations
 
 import importlib
+import os
+import stat
 import sys
 from typing import BinaryIO
 
 from ..event import Event
 
-__all__ = ["Writer", "WRITERS", "writer_class"]
+__all__ = ["Writer", "WRITERS", "writer_class", "WholeLineFile"]
 
 #: Output format name -> ``"module:Class"`` (imported on demand).
 WRITERS = {
@@ -99,3 +101,82 @@ def _is_std_stream(stream) -> bool:
         return stream.fileno() in (1, 2)
     except (AttributeError, OSError, ValueError):
         return False
+
+
+class WholeLineFile:
+    """A binary stream over a file descriptor for live output, where every :meth:`write` is all
+    or nothing: each write goes straight to the kernel (no buffer that could hold or repeat a
+    half-written event), and when the kernel takes only part of it (a file system that fills up,
+    ``ENOSPC``) the part is removed again from a regular file (``ftruncate``), so the file never
+    holds a cut event line; the error is then raised for the caller to count.
+
+    Args:
+        fd: an open, writable descriptor (``O_APPEND`` or not).
+        name: how the output is named in messages (``-o events.log``, ``stdout``).
+        close_fd: close ``fd`` in :meth:`close`.
+
+    Raises (from :meth:`write`):
+        OSError: the data was not written (nothing of it stays in a regular file; on a pipe or
+            terminal a part may have gone out before the error).
+    """
+
+    def __init__(self, fd: int, name: str, close_fd: bool = False) -> None:
+        self.fd = fd
+        self.name = name
+        self.close_fd = close_fd
+        try:
+            st = os.fstat(fd)
+            self._regular = stat.S_ISREG(st.st_mode)
+            import fcntl  # POSIX only: imported here so the package imports on Windows
+            self._append = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
+        except (OSError, ImportError):
+            self._regular = self._append = False
+        self.undone = 0  # partial writes removed again
+
+    def write(self, data: bytes) -> int:
+        """Write all of ``data`` or raise (see the class docstring). Returns ``len(data)``."""
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            try:
+                n = os.write(self.fd, view[done:])
+            except OSError:
+                if done:
+                    self._undo(done)
+                raise
+            if n <= 0:
+                if done:
+                    self._undo(done)
+                raise OSError(f"write to {self.name} returned {n}")
+            done += n
+        return done
+
+    def _undo(self, n: int) -> None:
+        if not self._regular:
+            return
+        try:
+            if self._append:
+                end = os.fstat(self.fd).st_size
+                os.ftruncate(self.fd, max(0, end - n))
+            else:
+                pos = os.lseek(self.fd, 0, os.SEEK_CUR) - n
+                os.ftruncate(self.fd, max(0, pos))
+                os.lseek(self.fd, max(0, pos), os.SEEK_SET)
+            self.undone += 1
+        except OSError:
+            pass
+
+    def flush(self) -> None:
+        """Nothing to flush: every write went to the kernel."""
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        """Close the descriptor when this object owns it. A second call does nothing."""
+        if self.close_fd and self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+        self.fd = -1
