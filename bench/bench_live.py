@@ -1,16 +1,36 @@
 #!/usr/bin/env python3
-"""Live sensor benchmark: exec bursts through each backend tier (root only).
+"""Live sensor benchmark: exec load through each backend tier (root only).
 
-    sudo python bench/bench_live.py [--backends ebpf,audit,cnproc] [--burst 2000]
-                                    [--rate 1600] [--seconds 10]
+    sudo .venv/bin/python bench/bench_live.py [--backends ebpf,audit,cnproc] [--burst 2000]
+                                              [--rate 1600] [--seconds 10]
 
-For each tier it starts ``sysmonx run --backend TIER`` as a separate process writing JSON lines,
-then a small C spawner (compiled here with the system C compiler) runs ``/bin/true <tag>-<i>``:
-first a burst of ``--burst`` execs as fast as possible, then ``--rate`` execs per second for
-``--seconds``. It prints per tier and phase: the share of execs captured with the correct Image
-and CommandLine, the sensor's CPU use as a share of one core (its own utime+stime over the phase's
-wall time, from /proc), and the losses the sensor reported (event 255 counts). The baseline of
-each figure is measured in the same run: the number of execs the spawner really made.
+For each tier it starts ``sysmonx run --backend TIER`` (with this Python, so run it with the
+project's venv) as a separate process writing JSON lines, then a small C spawner (compiled here
+with the system C compiler) runs ``/bin/true <tag>-<i>``: first a burst of ``--burst`` execs as
+fast as it can, then ``--rate`` execs per second for ``--seconds``.
+
+What it reports per tier and phase, each against a baseline measured in the same run (the execs
+the spawner really made):
+
+* **captured**: *distinct* execs ``i`` whose ProcessCreate has Image ``/usr/bin/true``,
+  CommandLine exactly ``/bin/true <tag>-<i>`` and a full ProcessGuid (start second and key
+  non-zero) that no other exec of the phase has, and whose ProcessTerminate carries that GUID;
+  duplicates and bad GUIDs are counted separately, never as captured;
+* **sensor CPU**: the sensor process's own CPU time (utime+stime from ``/proc``) from the start
+  of the load until every event of the phase has been written (or nothing more was written for
+  3 s: some execs were not captured), divided by the load window (the
+  spawner's wall time): the share of one core the sensor needs to keep up with that load. The
+  tail after the load (the sensor catching up, event 5 held for ordering) is counted, the idle
+  time between phases is not;
+* the sensor's CPU with no load of ours, measured over ``--idle`` seconds (default 5) just
+  before the phases (the host's own activity, which the sensor traces too: on a shared machine
+  it is not zero), and each phase's figure minus that baseline as a second figure; the first
+  figure is the headline;
+* losses the sensor reported (event 255 counts) and the machine's load average (``uptime``),
+  since the 2 cores are shared: rerun when it was busy.
+
+Exit status: 0 when every requested tier ran and was measured, 1 when a sensor did not start
+or exited early, 2 for bad usage.
 """
 
 from __future__ import annotations
@@ -18,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,8 +72,17 @@ int main(int argc,char**argv){
 }
 """
 
+ZERO_GUID = "{00000000-0000-0000-0000-000000000000}"
+QUIET_S = 3.0  # after the load, the sensor has caught up when it wrote nothing for this long
+GUID_RE = re.compile(r"^\{[0-9a-f]{8}-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{12})\}$")
+
+
+class BenchError(Exception):
+    """The thing measured did not run (a sensor that did not start or died)."""
+
 
 def build_spawner(workdir: Path) -> Path:
+    """Compile the exec spawner into ``workdir``; exits when no C compiler is found."""
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         sys.exit("a C compiler is needed to build the exec spawner")
@@ -63,74 +93,203 @@ def build_spawner(workdir: Path) -> Path:
 
 
 def cpu_ticks(pid: int) -> int:
+    """utime + stime of ``pid`` in clock ticks."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
 
 
-def phase(sensor: subprocess.Popen, spawner: Path, n: int, rate: float, tag: str) -> dict:
-    c0, t0 = cpu_ticks(sensor.pid), time.monotonic()
-    out = subprocess.run([str(spawner), str(n), str(rate), tag], capture_output=True, text=True,
-                         check=True)
-    made = int(out.stdout.split()[0])
-    time.sleep(2.0)  # let the sensor drain what is in flight
-    c1, t1 = cpu_ticks(sensor.pid), time.monotonic()
-    return {"made": made, "cpu_s": (c1 - c0) / os.sysconf("SC_CLK_TCK"), "wall_s": t1 - t0}
+def full_guid(g: str) -> bool:
+    """A ProcessGuid whose start second and key are both non-zero."""
+    m = GUID_RE.match(g or "")
+    return bool(m) and g != ZERO_GUID and m.group(1) + m.group(2) != "00000000" \
+        and m.group(3) + m.group(4) != "0" * 16
+
+
+class Output:
+    """Reads the sensor's JSON lines as they are written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pos = 0
+        self.events: list = []
+
+    def poll(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            f.seek(self.pos)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self.pos += end
+        for line in data[:end].splitlines():
+            if line.strip():
+                self.events.append(json.loads(line))
 
 
 def score(events: list, tag: str, made: int) -> dict:
-    true_path = os.path.realpath("/bin/true")
-    seen = ok = 0
+    """Distinct execs of ``tag`` captured correctly with a valid, unique GUID (module doc)."""
+    ones: dict = {}
+    fives: dict = {}
+    prefix = f"/bin/true {tag}-"
     for e in events:
-        if e.get("EventID") != 1:
+        eid = e.get("EventID")
+        if eid == 1 and e.get("CommandLine", "").startswith(prefix):
+            ones.setdefault(e["CommandLine"][len(prefix):], []).append(e)
+        elif eid == 5:
+            fives.setdefault(e.get("ProcessGuid"), []).append(e)
+    true_path = os.path.realpath("/bin/true")
+    guid_count: dict = {}  # how many distinct execs carry each GUID
+    for lst in ones.values():
+        guid_count[lst[0]["ProcessGuid"]] = guid_count.get(lst[0]["ProcessGuid"], 0) + 1
+    ok = bad_guid = dup = 0
+    other: list = []
+    for i, lst in ones.items():
+        if not i.isdigit() or int(i) >= made:
             continue
-        cmd = e.get("CommandLine", "")
-        if f"{tag}-" not in cmd:
+        if len(lst) > 1:
+            dup += 1
+        e = lst[0]
+        g = e["ProcessGuid"]
+        if not full_guid(g) or guid_count[g] > 1:
+            bad_guid += 1
             continue
-        seen += 1
-        i = cmd.rsplit("-", 1)[-1]
-        if e.get("Image") in (true_path, "/bin/true") and cmd == f"/bin/true {tag}-{i}":
+        ended = [x for x in fives.get(g, []) if x.get("ProcessId") == e.get("ProcessId")]
+        if e.get("Image") == true_path and ended:
             ok += 1
-    return {"captured": seen, "correct": ok, "share": ok / made if made else 0.0}
+        else:
+            other.append(f"{tag}-{i}: Image {e.get('Image')!r}, event 5 "
+                         f"{'found' if ended else 'missing'}")
+    missing = made - len([i for i in ones if i.isdigit() and int(i) < made])
+    if missing:
+        other.append(f"{missing} execs without an event 1")
+    return {"captured": ok, "bad_guid": bad_guid, "duplicates": dup,
+            "share": ok / made if made else 0.0, "other": other[:5]}
 
 
-def run_tier(tier: str, spawner: Path, args, workdir: Path) -> list:
+def phase(sensor: subprocess.Popen, out: Output, spawner: Path, n: int, rate: float, tag: str,
+          catch_up_s: float) -> dict:
+    """Run one load phase; CPU counted from its start until the phase's events are all written
+    (or ``catch_up_s`` after the load ended)."""
+    c0, t0 = cpu_ticks(sensor.pid), time.monotonic()
+    res = subprocess.run([str(spawner), str(n), str(rate), tag], capture_output=True, text=True,
+                         check=True)
+    t_load = time.monotonic()
+    c_load = cpu_ticks(sensor.pid)
+    made = int(res.stdout.split()[0])
+    deadline = t_load + catch_up_s
+    prefix = f"/bin/true {tag}-"
+    seen, still_since = -1, time.monotonic()
+    while True:
+        if sensor.poll() is not None:
+            raise BenchError(f"sensor exited during the load (status {sensor.returncode})")
+        out.poll()
+        pids = {e.get("ProcessId") for e in out.events
+                if e.get("EventID") == 1 and e.get("CommandLine", "").startswith(prefix)}
+        ends = sum(1 for e in out.events if e.get("EventID") == 5 and e.get("ProcessId") in pids)
+        now = time.monotonic()
+        if len(out.events) != seen:
+            seen, still_since = len(out.events), now
+        if (len(pids) >= made and ends >= made) or now > deadline:
+            break
+        if now - still_since > QUIET_S and now - t_load > QUIET_S:
+            break  # caught up: nothing written for a while (some execs were not captured)
+        time.sleep(0.05)
+    c1, t1 = cpu_ticks(sensor.pid), time.monotonic()
+    window = t_load - t0
+    hz = os.sysconf("SC_CLK_TCK")
+    return {"made": made, "cpu_s": (c1 - c0) / hz, "cpu_in_window_s": (c_load - c0) / hz,
+            "load_s": window, "tail_s": t1 - t_load}
+
+
+def start_sensor(tier: str, workdir: Path) -> tuple:
+    """Start ``sysmonx run --backend TIER``; returns ``(process, Output, stderr file)`` once its
+    event 4 is written.
+
+    Raises:
+        BenchError: the sensor exited or wrote nothing within 90 s (its stderr is included).
+    """
     out_file = workdir / f"{tier}.jsonl"
     cfg = workdir / "bench-config.xml"
     cfg.write_text('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" '
                    'groupRelation="or"><ProcessCreate onmatch="exclude"/></RuleGroup>'
-                   "</EventFiltering></Sysmon>")
+                   '<RuleGroup name="" groupRelation="or"><ProcessTerminate onmatch="exclude"/>'
+                   "</RuleGroup></EventFiltering></Sysmon>")
+    err = open(workdir / f"{tier}.stderr", "wb")
     sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", tier,
                                "--no-dns", "--config", str(cfg), "--format", "jsonl",
-                               "-o", str(out_file)], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not (out_file.exists() and out_file.stat().st_size > 0):
+                               "-o", str(out_file)], stderr=err)
+    out = Output(out_file)
+    deadline = time.monotonic() + 90
+    while True:
+        out.poll()
+        if any(e.get("EventID") == 4 for e in out.events):
+            break
         if sensor.poll() is not None or time.monotonic() > deadline:
-            err = sensor.stderr.read().decode()[-500:] if sensor.stderr else ""
-            return [f"{tier}: sensor did not start: {err.strip()}"]
+            if sensor.poll() is None:
+                sensor.kill()
+                sensor.wait()
+            err.close()
+            text = (workdir / f"{tier}.stderr").read_text(errors="replace")[-800:]
+            raise BenchError(f"{tier}: sensor did not start: {text.strip()}")
         time.sleep(0.1)
+    return sensor, out, err
+
+
+def run_tier(tier: str, spawner: Path, args, workdir: Path) -> list:
+    """Both phases under one tier; returns printable lines.
+
+    Raises:
+        BenchError: the sensor did not start or died.
+    """
+    sensor, out, err = start_sensor(tier, workdir)
     time.sleep(1.0)
     results = []
+    c0, t0 = cpu_ticks(sensor.pid), time.monotonic()
+    time.sleep(args.idle)
+    idle = (cpu_ticks(sensor.pid) - c0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
     try:
         for name, n, rate in (("burst", args.burst, 0.0),
                               ("sustained", int(args.rate * args.seconds), args.rate)):
             tag = f"sxb{os.getpid()}{tier}{name}"
-            p = phase(sensor, spawner, n, rate, tag)
-            results.append((name, tag, p))
+            results.append((name, tag, phase(sensor, out, spawner, n, rate, tag,
+                                             args.catch_up)))
+            time.sleep(1.0)
     finally:
-        sensor.terminate()
-        sensor.wait(30)
-    events = [json.loads(line) for line in out_file.read_text().splitlines() if line.strip()]
-    lost = [e for e in events if e.get("EventID") == 255]
-    lines = []
+        if sensor.poll() is None:
+            sensor.terminate()
+            sensor.wait(60)
+        err.close()
+    out.poll()
+    if sensor.returncode not in (0, -15):
+        raise BenchError(f"{tier}: sensor exited with status {sensor.returncode}")
+    lost = [e for e in out.events if e.get("EventID") == 255]
+    lines = [f"{tier:7} idle       sensor CPU {100 * idle:5.1f} % of one core with no load of ours "
+             f"(the host's own activity, over {args.idle:.0f} s)"]
     for name, tag, p in results:
-        s = score(events, tag, p["made"])
-        lines.append(f"{tier:7} {name:10} execs {p['made']:6}  captured correct "
-                     f"{s['correct']:6} ({100 * s['share']:6.2f} %)  sensor CPU "
-                     f"{100 * p['cpu_s'] / p['wall_s']:5.1f} % of one core")
+        s = score(out.events, tag, p["made"])
+        lines.append(f"{tier:7} {name:10} execs {p['made']:6} ({p['made'] / p['load_s']:6.0f}/s)"
+                     f"  captured {s['captured']:6} ({100 * s['share']:6.2f} %) with a valid "
+                     f"unique GUID; bad GUID {s['bad_guid']}, duplicates {s['duplicates']}  "
+                     f"sensor CPU {100 * p['cpu_s'] / p['load_s']:5.1f} % of one core over the "
+                     f"{p['load_s']:.1f} s load (+{p['tail_s']:.1f} s catch-up counted; "
+                     f"{100 * p['cpu_in_window_s'] / p['load_s']:.1f} % within the window; "
+                     f"{100 * (p['cpu_s'] - idle * (p['load_s'] + p['tail_s'])) / p['load_s']:.1f}"
+                     " % "
+                     "net of the idle baseline)")
+        if s["other"]:
+            lines.append(f"{tier:7} {name:10} not captured: " + "; ".join(s["other"]))
     lines.append(f"{tier:7} loss events reported: {len(lost)}  "
                  + "; ".join(e.get("Description", "") for e in lost[:5]))
     return lines
+
+
+def loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def main() -> int:
@@ -139,17 +298,39 @@ def main() -> int:
     ap.add_argument("--burst", type=int, default=2000)
     ap.add_argument("--rate", type=float, default=1600)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--catch-up", type=float, default=30.0,
+                    help="longest wait for the phase's events after the load (seconds)")
+    ap.add_argument("--keep", metavar="DIR", help="keep the sensors' outputs in DIR")
+    ap.add_argument("--idle", type=float, default=5.0,
+                    help="seconds of no load over which the idle baseline is measured")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
-        return 1
+        return 2
+    try:
+        import sysmonx  # noqa: F401 - the sensor runs with this interpreter
+    except ImportError:
+        print(f"sysmonx is not importable by {sys.executable}: run with the project's venv "
+              "(.venv/bin/python bench/bench_live.py)", file=sys.stderr)
+        return 2
+    status = 0
     with tempfile.TemporaryDirectory(prefix="sysmonx-bench-") as d:
         workdir = Path(d)
         spawner = build_spawner(workdir)
+        print(f"load average before: {loadavg()}  (python {sys.executable})", flush=True)
         for tier in args.backends.split(","):
-            for line in run_tier(tier, spawner, args, workdir):
-                print(line, flush=True)
-    return 0
+            try:
+                for line in run_tier(tier, spawner, args, workdir):
+                    print(line, flush=True)
+            except BenchError as exc:
+                print(f"{tier:7} NOT MEASURED: {exc}", flush=True)
+                status = 1
+            print(f"        load average after {tier}: {loadavg()}", flush=True)
+        if args.keep:
+            os.makedirs(args.keep, exist_ok=True)
+            for f in workdir.glob("*.jsonl"):
+                shutil.copy(f, args.keep)
+    return status
 
 
 if __name__ == "__main__":

@@ -416,8 +416,10 @@ def test_tcp_udp_connect_and_accept_exact_endpoints(start_backend):
         nb = [o for o in mine if o.initiated and o.dest_port == port]
         assert len(nb) == 1 and (nb[0].protocol, nb[0].dest_ip) == ("tcp", "127.0.0.1")
         udp = [o for o in mine if o.protocol == "udp"]
+        # UDP source: the documented unknown in this tier (audit cannot tell which socket an
+        # fd meant once it was reused: back-to-back connects got the next socket's port)
         assert [(o.initiated, o.dest_ip, o.dest_port, o.source_ip, o.source_port)
-                for o in udp] == [(True, "127.0.0.1", 9, "127.0.0.1", out["udp"])]
+                for o in udp] == [(True, "127.0.0.1", 9, None, None)]
         assert out["refused"][0] == 111
         assert not [o for o in mine if o.dest_port == out["refused"][1]]   # failed: not reported
     finally:

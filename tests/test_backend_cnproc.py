@@ -25,10 +25,11 @@ from sysmonx.sensor.backends.cn_fanotify import ExecImages, fanotify_available
 from sysmonx.sensor.backends.cn_tracefs import (ConnectMatcher, TcpTransition, parse_line,
                                                 tracefs_available)
 from sysmonx.sensor.backends.cnproc import (PROC_EVENT_EXEC, PROC_EVENT_EXIT, PROC_EVENT_FORK,
-                                            CnprocBackend, mcast_message, parse_cn_messages)
+                                            CnprocBackend, ProcConnector, mcast_message,
+                                            parse_cn_messages)
 from sysmonx.sensor.procfs import parse_stat
 from sysmonx.sensor.observations import (FileCreate, FileDelete, Loss, NetworkConnect,
-                                         ProcessExec, ProcessExit)
+                                         ProcessExec, ProcessExit, ProcessFork)
 
 pytestmark = pytest.mark.live
 
@@ -143,6 +144,47 @@ def test_exec_exit_code_and_full_enrichment(run_backend, tmp_path):
     assert ext.exit_code == 7
     assert ext.start_ticks == ex.start_ticks
     assert ext.ts_ns >= ex.ts_ns
+
+
+@needs_cnproc
+def test_fork_without_exec_is_reported_with_start_time(run_backend):
+    """A child that forks and never execs: ProcessFork with its parent and its start time
+    (event 5 of such children had Image '-' and a zero GUID)."""
+    import sys
+    col = Collector()
+    run_backend(col, tracefs=False, fanotify=False)
+    code = ("import os, sys, time\npid = os.fork()\n"
+            "if pid == 0:\n    time.sleep(0.05)\n    os._exit(0)\n"
+            "print(pid, flush=True)\nos.waitpid(pid, 0)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    kid = int(p.stdout.readline())
+    start = int(_stat_fields(kid)[19])
+    p.wait(10)
+    fork = col.wait_for(lambda o: isinstance(o, ProcessFork) and o.pid == kid)
+    assert fork is not None and fork.ppid == p.pid and fork.start_ticks == start
+    ext = col.wait_for(lambda o: isinstance(o, ProcessExit) and o.pid == kid)
+    assert ext is not None and ext.start_ticks == start
+
+
+@needs_cnproc
+@needs_fanotify
+def test_memfd_exec_image_is_the_kernel_view_not_the_loader(run_backend):
+    """memfd_create + execv("/proc/self/fd/N") of a dynamic binary: fanotify sees only the
+    ELF interpreter open; the Image was ld-linux. Now it is what /proc/PID/exe shows."""
+    import sys
+    col = Collector()
+    run_backend(col, tracefs=False)
+    code = ("import os\nfd = os.memfd_create('sx-cn-memfd')\n"
+            f"os.write(fd, open({SH!r}, 'rb').read())\n"
+            "os.execv(f'/proc/self/fd/{fd}', ['sh', '-c', 'read _'])\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+    try:
+        ex = col.wait_for(lambda o: isinstance(o, ProcessExec) and o.pid == p.pid
+                          and o.argv == ["sh", "-c", "read _"])
+    finally:
+        p.stdin.close()
+        p.wait(10)
+    assert ex is not None and ex.image == "/memfd:sx-cn-memfd (deleted)"
 
 
 @needs_cnproc
@@ -418,7 +460,7 @@ def test_stop_restores_kernel_state():
         if mounted:
             assert mounted not in Path("/proc/self/mountinfo").read_text()
             assert not os.path.exists(mounted)
-        assert b._sock is None
+        assert b._cn is None  # the proc connector socket is closed
 
 
 # ------------------------------------------------------------------------ parser unit tests
@@ -458,6 +500,7 @@ def test_seq_gap_accounting_synthetic():
     col = Collector()
     b = CnprocBackend(col, options={"enrich": False})
     b._fan = None
+    b._cn = ProcConnector(1 << 16, False, b._loss)  # not opened: only its accounting is used
     msgs: list = []
     parse_cn_messages(
         _cn(PROC_EVENT_FORK, 0, 0xFFFFFFFE, 1, 1, 1, 2, 2)
@@ -466,6 +509,7 @@ def test_seq_gap_accounting_synthetic():
         + _cn(PROC_EVENT_FORK, 1, 50, 1, 1, 1, 5, 5)     # duplicate/older: ignored
         + _cn(PROC_EVENT_FORK, 1, 54, 1, 1, 1, 6, 6), msgs)  # lost 51..53 -> 3
     b._process_batch(msgs)
+    b._flush_out()
     assert [(o.source, o.count) for o in col.of(Loss)] == [("cnproc.seq", 2), ("cnproc.seq", 3)]
     assert b.stats()["lost"] == 5
 
@@ -529,7 +573,10 @@ def test_parse_trace_lines():
     assert parse_line("# tracer: nop") is None
 
 
-def test_connect_matcher_pairs_ports_fifo():
+def test_connect_matcher_pairs_ports_by_thread_else_unknown():
+    """Two connects to one destination pending: the transition's thread picks its own; when the
+    thread says nothing (the handshake ran elsewhere) the port is unknown, not maybe the other
+    socket's (back-to-back connects got another connection's SourcePort)."""
     m = ConnectMatcher(pending_s=0.0)
 
     def tr(old, new, sport, tid):
@@ -537,8 +584,14 @@ def test_connect_matcher_pairs_ports_fifo():
 
     a, b2 = tr(7, 2, 0, 1), tr(7, 2, 0, 2)
     assert m.feed(a) == [] and m.feed(b2) == []
-    assert m.feed(tr(2, 1, 40000, 99)) == [(a, 40000)]
-    assert m.feed(tr(2, 7, 40001, 99)) == [(b2, 40001)]
+    assert m.feed(tr(2, 1, 40001, 2)) == [(b2, 40001)]   # B's thread: B's port
+    assert m.feed(tr(2, 1, 40000, 99)) == [(a, 40000)]   # one pending: certain
+    a, b2 = tr(7, 2, 0, 1), tr(7, 2, 0, 2)
+    m.feed(a)
+    m.feed(b2)
+    assert m.feed(tr(2, 1, 40002, 99)) == [(a, None)]   # two pending, neither thread: unknown
+    assert m.feed(tr(2, 7, 40003, 99)) == [(b2, 40003)]
+    assert m.ambiguous == 1
     c = tr(7, 2, 0, 3)
     m.feed(c)
     assert m.expire() == [(c, None)]

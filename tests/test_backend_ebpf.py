@@ -34,6 +34,7 @@ from sysmonx.sensor.observations import (
     ProcessAccess,
     ProcessExec,
     ProcessExit,
+    ProcessFork,
     RawAccessRead,
 )
 
@@ -240,6 +241,56 @@ def test_exit_once_per_process_with_threads(sensor):
     time.sleep(0.2)
     ends = [o for o in col.snapshot() if _is(ProcessExit, pid=child.pid)(o)]
     assert len(ends) == 1 and end[0].exit_code == 7
+
+
+@needs_bpf
+def test_fork_without_exec_reports_the_child(sensor):
+    """A child that forks and never execs: a ProcessFork with its parent, start time and uid
+    (tier A had nothing for it, so its events had Image '-' and a zero GUID)."""
+    _, col = sensor
+    import sys
+    code = ("import os, sys\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n    os._exit(0)\n"
+            "os.waitpid(pid, 0)\nprint(pid)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=WAIT_S)
+    kid = int(out.stdout)
+    fork = col.wait(_is(ProcessFork, pid=kid))[0]
+    parent_exec = col.wait(lambda o: isinstance(o, ProcessExec) and o.argv
+                           and o.argv[-1] == code)[0]
+    assert fork.ppid == parent_exec.pid and fork.uid == os.getuid()
+    end = col.wait(_is(ProcessExit, pid=kid))[0]
+    assert fork.start_ticks == end.start_ticks and fork.start_ticks >= parent_exec.start_ticks
+    assert not [o for o in col.snapshot() if _is(ProcessFork, pid=kid)(o) and o is not fork]
+
+
+@needs_bpf
+def test_memfd_and_deleted_images_are_the_kernel_view(sensor, tmp_path):
+    """memfd_create + execv("/proc/self/fd/N") gave Image /proc/self/fd/3; now it is what
+    /proc/PID/exe shows. An exec of an unlinked file keeps " (deleted)"."""
+    _, col = sensor
+    import sys
+    true = os.path.realpath("/bin/true")
+    code = ("import os, sys\n"
+            "fd = os.memfd_create('sx-ebpf-memfd')\n"
+            f"os.write(fd, open({true!r}, 'rb').read())\n"
+            "os.execv(f'/proc/self/fd/{fd}', ['true', 'memfd-run'])\n")
+    p = subprocess.Popen([sys.executable, "-c", code])
+    assert p.wait(timeout=WAIT_S) == 0
+    ex = col.wait(lambda o: _is(ProcessExec, pid=p.pid)(o) and o.argv == ["true", "memfd-run"])
+    assert ex[0].image == "/memfd:sx-ebpf-memfd (deleted)"
+    copy = tmp_path / "sx-deleted-true"
+    copy.write_bytes(Path(true).read_bytes())
+    copy.chmod(0o755)
+    code = ("import os, sys\n"
+            f"fd = os.open({str(copy)!r}, os.O_RDONLY)\n"
+            f"os.unlink({str(copy)!r})\n"
+            "os.execv(f'/proc/self/fd/{fd}', ['true', 'deleted-run'])\n")
+    p = subprocess.Popen([sys.executable, "-c", code], pass_fds=())
+    assert p.wait(timeout=WAIT_S) == 0
+    ex = col.wait(lambda o: _is(ProcessExec, pid=p.pid)(o) and o.argv == ["true", "deleted-run"])
+    assert ex[0].image == f"{os.path.realpath(copy)} (deleted)"
 
 
 @needs_bpf

@@ -240,17 +240,20 @@ def cmd_run(argv: list[str]) -> int:
             writer = SyslogWriter.open(args.syslog, require=False)
             if writer.sock is None:  # like Sysmon for Linux (syslog(3)): keep running
                 console.print(f"warning: no syslog daemon at {args.syslog}: events sent there are "
-                              "dropped (and counted) until one starts; give --syslog SOCKET or "
-                              "-o FILE to keep them", markup=False)
+                              "not delivered (they are counted and reported) until one starts; "
+                              "give --syslog SOCKET or -o FILE to keep them", markup=False)
             sinks.append(writer)
         if args.output and args.output != "-":
-            sinks.append(writer_class(args.format).open(args.output, append=True,
-                                                        buffered=False))
+            out = writer_class(args.format).open(args.output, append=True, buffered=False)
+            out.label = f"-o {args.output}"
+            sinks.append(out)
         elif args.rules and args.alerts == "-":
             console.print("note: --alerts - writes the alerts to stdout, so the events are not "
                           "written there (give -o FILE or --syslog to keep them)")
         elif not args.syslog or args.output == "-":
-            sinks.append(writer_class(args.format).open("-", buffered=False))
+            out = writer_class(args.format).open("-", buffered=False)
+            out.label = "stdout"
+            sinks.append(out)
         stage = None
         if args.rules:
             stage = _load_detection(args.rules, console)
@@ -267,13 +270,8 @@ def cmd_run(argv: list[str]) -> int:
     options = SensorOptions(backend=args.backend, dns=not args.no_dns and not args.follow,
                             duration=args.duration, provider=args.provider,
                             follow=args.follow, from_start=args.from_start)
-    reported: set = set()
 
     def status(msg: str) -> None:
-        if msg.startswith("output ") and msg.split(":", 1)[0] in reported:
-            return  # one line per failing output; the summary has the totals
-        if msg.startswith("output "):
-            reported.add(msg.split(":", 1)[0])
         console.print(f"sysmonx: {msg}", markup=False)
 
     sensor = Sensor(config, sinks, options, config_path=str(cpath), on_status=status,
@@ -282,21 +280,14 @@ def cmd_run(argv: list[str]) -> int:
         if args.pidfile:
             write_pidfile_when_started(sensor, args.pidfile, stack)
         try:
-            stats = sensor.run()
+            sensor.run()
         except SourceUnavailable as exc:
             console.print(f"error: {exc}", markup=False)
             return EXIT_FATAL
         except OutputClosed:
             _silence_stdout()
             return 0
-    written = sum(stats.written.values())
-    console.print(f"sysmonx: {'backend ' if not args.follow else ''}{stats.backend}; events "
-                  f"written {written:,}, filtered out {sum(stats.filtered.values()):,}, lost "
-                  f"{stats.lost:,}, errors {stats.errors}", markup=False)
-    for label, st in stats.outputs.items():
-        if st.undelivered:
-            console.print(f"sysmonx: output {label}: {st.undelivered:,} events not delivered "
-                          f"({st.failed:,} failed, {st.dropped:,} dropped)", markup=False)
+    console.print(f"sysmonx: {sensor.summary()}", markup=False)
     follow = sensor.backend_stats().get("follow")
     if follow and (follow.get("repaired") or follow.get("cut_short")):
         console.print(f"sysmonx: followed records repaired (entity references without ';'): "

@@ -173,8 +173,9 @@ class Sink(abc.ABC):
         counts_itself: :attr:`stats` is kept by the sink (it absorbs some failures itself)
             instead of by the fan-out.
     Attributes:
-        target: what it writes to, for messages (a path, ``<stdout>``, a socket).
-        stats: :class:`SinkStats`.
+        target: what it writes to (a path, ``<stdout>``, a socket).
+        label: how the output is named in messages (``-o events.log``, ``stdout``, ``syslog
+            /dev/log``); empty: ``name -> target``.
     """
 
     name: ClassVar[str] = ""
@@ -184,7 +185,7 @@ class Sink(abc.ABC):
     slow: ClassVar[bool] = False
     counts_itself: ClassVar[bool] = False
     target: str = ""
-    stats: SinkStats
+    label: str = ""
 
     @classmethod
     def open(cls, target: Any, **options: Any) -> Sink:

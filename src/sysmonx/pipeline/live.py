@@ -53,7 +53,10 @@ class SensorOptions:
         from_start: with ``follow``, read the file from its beginning.
         follow_poll_s: with ``follow``, seconds between checks of a file that does not grow.
         sink_queue_size: bound of each output's queue (drops beyond it are counted).
-        tick_s: seconds between ticks (correlation windows, output-loss reports).
+        tick_s: seconds between ticks (correlation windows).
+        order_window_s, exit_hold_s: the per-process ordering bound
+            (:class:`~sysmonx.sensor.order.OrderBuffer`); ``order_window_s=0`` writes in
+            arrival order.
     """
 
     backend: Optional[str] = None
@@ -70,13 +73,17 @@ class SensorOptions:
     follow_poll_s: float = 0.2
     sink_queue_size: int = 8192
     tick_s: float = 1.0
+    order_window_s: float = 0.25
+    exit_hold_s: float = 2.5
 
 
 @dataclass
 class SensorStats:
-    """Counters: observations by type, events ``written`` and ``filtered`` out per EventID,
-    ``lost`` (sum of Loss counts), ``errors`` (255 events of the source and rejected reloads),
-    ``outputs`` (per output: sent, failed, dropped)."""
+    """Counters: observations by type, events ``written`` (taken by every output) and
+    ``filtered`` out per EventID, ``lost`` (sum of Loss counts), ``errors`` (255 events of the
+    source and rejected reloads), ``outputs`` (per output: sent, failed, dropped),
+    ``undelivered`` (output -> events it did not take), ``output_errors`` (output -> the last
+    error), ``order_late`` (observations that arrived too late to be put in order)."""
 
     observations: Counter[str] = field(default_factory=Counter)
     written: Counter[int] = field(default_factory=Counter)
@@ -86,11 +93,9 @@ class SensorStats:
     backend: str = ""
     skipped: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, SinkStats] = field(default_factory=dict)
-
-    @property
-    def undelivered(self) -> int:
-        """Events that did not reach some output (failed or dropped)."""
-        return sum(s.undelivered for s in self.outputs.values())
+    undelivered: Counter[str] = field(default_factory=Counter)
+    output_errors: dict[str, str] = field(default_factory=dict)
+    order_late: int = 0
 
 
 def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
@@ -145,7 +150,8 @@ class Sensor:
         self.source = LiveSource(config, LiveOptions(
             backend=options.backend, dns=options.dns, duration=options.duration,
             queue_size=options.queue_size, backend_options=options.backend_options,
-            provider=options.provider, exclude_own_children=options.exclude_own_children),
+            provider=options.provider, exclude_own_children=options.exclude_own_children,
+            order_window_s=options.order_window_s, exit_hold_s=options.exit_hold_s),
             config_label=config_path, inner=inner, on_status=self.on_status)
         sinks = list(writers)
         if on_alert is not None:
@@ -188,11 +194,27 @@ class Sensor:
         """The counters so far."""
         src = self.source.stats
         flt = next(s for s in self.stages if isinstance(s, FilterStage))
+        outputs = self.fanout.stats()
         return SensorStats(observations=Counter(src.observations),
-                           written=Counter(flt.included), filtered=Counter(flt.excluded),
+                           written=self.fanout.written(), filtered=Counter(flt.excluded),
                            lost=src.lost, errors=src.errors + self.pipeline.reload_errors,
                            backend=src.backend, skipped=dict(src.skipped),
-                           outputs=self.fanout.stats())
+                           outputs=outputs,
+                           undelivered=Counter({k: v.undelivered for k, v in outputs.items()
+                                                if v.undelivered}),
+                           output_errors=self.fanout.errors(), order_late=src.order_late)
+
+    def summary(self) -> str:
+        """The closing summary line (stderr): backend (or what is followed), events written,
+        filtered out, lost, errors, and every output that did not take all events with the
+        count and the last error."""
+        st = self.stats
+        what = st.backend if self.options.follow else f"backend {st.backend}"
+        text = (f"{what}; events written {sum(st.written.values()):,}, filtered out "
+                f"{sum(st.filtered.values()):,}, lost {st.lost:,}, errors {st.errors}")
+        for name, n in st.undelivered.items():
+            text += f"; NOT WRITTEN to {name}: {n:,} events ({st.output_errors.get(name, '')})"
+        return text
 
     def run(self, install_signals: bool = True) -> SensorStats:
         """Collect until stopped (signal, :meth:`request_stop`, or ``duration``); the outputs

@@ -13,8 +13,8 @@ Replay, the live sensor, following a Sysmon for Linux log, console mode (``-t``)
 ``emit(x)`` from stage *i* sends ``x`` through stages *i+1...* and on to the sinks before it
 returns (see :mod:`sysmonx.interfaces`). A live source (``Source.live``) gets more: about once a
 second (``tick_s``) the loop calls ``stage.tick(source.now_ns(), emit)`` on every stage (a
-correlation window on a quiet host closes on time) and reports what the sinks could not deliver
-as event 255 (:meth:`FanOut.take_undelivered <sysmonx.pipeline.fanout.FanOut.take_undelivered>`);
+correlation window on a quiet host closes on time); an output's loss period that ended is written
+as event 255 (:mod:`sysmonx.pipeline.fanout`, ``ID`` ``Output``);
 between two items it applies a stop or reload request: a reload loads the new configuration
 (``reloader``), hands it to every stage and to the source (which writes event 16), or, when it
 cannot be loaded, keeps the old one and reports event 255 ``ConfigReload``.
@@ -77,6 +77,7 @@ class Pipeline:
         self.repaired: Counter[str] = Counter()
         self.reload_errors = 0
         self.fanout.on_error = self._error
+        self.fanout.on_status = self.on_status
         self._source: Optional[Source] = None
         self._stop = False
         self._reload = False
@@ -135,8 +136,10 @@ class Pipeline:
                 self._run_recorded(source)
             if finish:
                 self.finish()
-                if source.live:
-                    self._report_undelivered(source)
+                if source.live:  # outputs still failing: reported to the others
+                    self.fanout.settle()
+                    self.fanout.end_losses()
+                    self._report_losses(source)
                 for item in source.trailer():
                     self._push(item, 0)
         finally:
@@ -194,6 +197,7 @@ class Pipeline:
         deliver = self.fanout.deliver
         monotonic = time.monotonic
         next_tick = monotonic() + self.tick_s
+        reports = self.fanout.reports
         n = 0
         for item in source.events():
             if item is not None:
@@ -202,6 +206,8 @@ class Pipeline:
                         break
                 else:
                     deliver(item)
+                if reports:
+                    self._report_losses(source)
                 n += 1
                 if n & 63 and not self._attention:
                     continue
@@ -212,6 +218,8 @@ class Pipeline:
                 if self._reload:
                     self._reload = False
                     self._do_reload(source)
+            if reports:
+                self._report_losses(source)
             now = monotonic()
             if now >= next_tick:
                 next_tick = now + self.tick_s
@@ -263,18 +271,17 @@ class Pipeline:
         if now is not None:
             for i, stage in enumerate(self.stages):
                 stage.tick(now, self._emits[i])
-        self._report_undelivered(source)
 
-    def _report_undelivered(self, source: Source) -> None:
-        for slot, n in self.fanout.take_undelivered():
-            reason = slot.last_error or "not delivered"
-            self.on_status(f"output {slot.label}: {n} events not delivered ({reason}); "
-                           "collection goes on")
-            ev = source.error_event(f"output:{slot.label}",
-                                    f"Lost {n} events: output {slot.label} ({reason})")
-            if ev is not None:
-                self.fanout.mark_report(ev, slot)
-                self._push(ev, 0)
+    def _report_losses(self, source: Source) -> None:
+        """Write an event 255 (``ID`` ``Output``) for every output's loss period that ended:
+        to every output when it works again, else to the others."""
+        for report in self.fanout.take_reports():
+            ev = source.error_event("Output", report.description)
+            if ev is None:
+                continue
+            if not report.recovered:
+                self.fanout.mark_report(ev, report.slot)
+            self._push(ev, 0)
 
     def _do_reload(self, source: Source) -> None:
         if self.reloader is None:

@@ -3,6 +3,12 @@ writes (shared/spec/sysmon-semantics.md sections 4.2, 4.3 and 5.3).
 
 Every backend's observations go through the same :class:`Assembler`, so an event's values do not
 depend on which tier collected it. Field order comes from the schema catalogue.
+
+Unknown values (one convention for every tier; docs/ARCHITECTURE.md "Unknown values"): a field
+whose value the tier could not know is written as :data:`UNKNOWN` (``-``) for text, ``0`` for
+process ids and ports (:data:`UNKNOWN_NUMBER`; neither is ever a real value of those fields), and
+the all-zero GUID for a process that could not be identified at all. A tier never writes a
+plausible guess instead.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -17,24 +24,49 @@ from ..event import (LINUX_CHANNEL, LINUX_PROVIDER, LINUX_PROVIDER_GUID, SYSMON_
 from ..schema import CURRENT
 from ..version import __version__
 from . import observations as ob
-from .process import UNSET_ID, FileHasher, ProcessCache, clean_text, logon_guid
+from .process import (UNSET_ID, ZERO_GUID, FileHasher, ProcessCache, clean_text, image_state,
+                      logon_guid)
 
-__all__ = ["Assembler", "utc_time", "event_time"]
+__all__ = ["Assembler", "utc_time", "event_time", "UNKNOWN", "UNKNOWN_NUMBER", "TAMPER_TYPES"]
+
+#: The documented unknown value of a text field (Sysmon's own "empty" rendering).
+UNKNOWN = "-"
+#: The documented unknown value of a process id or port field (pid 0 and port 0 never occur as
+#: the value of those fields).
+UNKNOWN_NUMBER = "0"
+#: ProcessTampering (25) ``Type`` values the Linux sensor writes, by :func:`image_state`.
+TAMPER_TYPES = {"fileless": "Image is fileless", "deleted": "Image is deleted"}
+
+#: How long (ns) a UDP connect to port 53 without a known source port waits to be joined with a
+#: DNS query sent after it (tier B), and how far a DNS packet's time may precede a connect whose
+#: time comes from a coarse clock.
+DNS_JOIN_NS = 2_000_000_000
+DNS_JOIN_SLACK_NS = 20_000_000
+
+
+_second = [-1, "", ""]  # the last second formatted: [epoch second, UtcTime form, ISO form]
+
+
+def _seconds(s: int) -> list:
+    sec = _second
+    if sec[0] != s:  # one strftime per second instead of two per event
+        dt = datetime.fromtimestamp(s, timezone.utc)
+        sec = [s, dt.strftime("%Y-%m-%d %H:%M:%S"), dt.strftime("%Y-%m-%dT%H:%M:%S")]
+        globals()["_second"] = sec
+    return sec
 
 
 def utc_time(ts_ns: int) -> str:
     """Sysmon's UtcTime: ``YYYY-MM-DD HH:MM:SS.mmm`` (UTC, milliseconds)."""
     s, ns = divmod(ts_ns, 1_000_000_000)
-    return datetime.fromtimestamp(s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + \
-        f".{ns // 1_000_000:03d}"
+    return f"{_seconds(s)[1]}.{ns // 1_000_000:03d}"
 
 
 def event_time(ts_ns: int) -> str:
     """System/TimeCreated in the canonical form, with Sysmon for Linux's microsecond precision
     (``YYYY-MM-DDTHH:MM:SS.uuuuuu000Z``, spec 5.3 sample)."""
     s, ns = divmod(ts_ns, 1_000_000_000)
-    return (datetime.fromtimestamp(s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-            + f".{ns // 1000:06d}000Z")
+    return f"{_seconds(s)[2]}.{ns // 1000:06d}000Z"
 
 
 def _query_status(rcode) -> str:
@@ -47,7 +79,7 @@ def _query_status(rcode) -> str:
 
 
 def _dash(v) -> str:
-    return "-" if v is None or v == "" else str(v)
+    return UNKNOWN if v is None or v == "" else str(v)
 
 
 class Assembler:
@@ -71,7 +103,12 @@ class Assembler:
         self.computer = computer or socket.gethostname()
         self.pid = os.getpid()
         self.euid = str(os.geteuid())
-        self._udp_ports: dict = {}  # local UDP port -> (pid, ts_ns), for DNS attribution
+        # DNS attribution (see _dns): local UDP port -> (pid, ts_ns) from sends whose source
+        # port the tier read from the socket; UDP connects to port 53 whose source port the tier
+        # could not know: [(ts_ns, pid, server, claimed_port or None)]
+        self._udp_ports: "OrderedDict[int, tuple]" = OrderedDict()
+        self._dns_connects: list = []
+        self.dns_attribution = {"socket": 0, "proc": 0, "join": 0, "ambiguous": 0, "none": 0}
 
     def envelope(self, event_id: int, data: dict, ts_ns: int) -> Event:
         """Wrap ``data`` in the System header Sysmon for Linux writes (``record_id`` is left
@@ -110,35 +147,48 @@ class Assembler:
 
     def build(self, o: ob.Observation) -> Optional[Event]:
         """The Sysmon event for one observation (``None`` for observations that only update
-        state)."""
+        state, such as :class:`~.observations.ProcessFork`). See :meth:`build_events` for
+        observations that give more than one event."""
+        events = self.build_events(o)
+        return events[0] if events else None
+
+    def build_events(self, o: ob.Observation) -> list:
+        """All Sysmon events for one observation, in output order: usually one; none for a
+        fork; an exec of a fileless or deleted image also gives ProcessTampering (25) with
+        ``Type`` ``Image is fileless``/``Image is deleted``; a FileDelete of the image of
+        running processes gives a 25 ``Image is deleted`` for each of them after the 23."""
         t = type(o)
         if t is ob.ProcessExec:
             return self._exec(o)
+        if t is ob.ProcessFork:
+            self.cache.on_fork(o.pid, ppid=o.ppid, start_ticks=o.start_ticks, uid=o.uid,
+                               ts_ns=o.ts_ns)
+            return []
         if t is ob.ProcessExit:
-            return self._exit(o)
+            return [self._exit(o)]
         if t is ob.NetworkConnect:
-            return self._network(o)
+            return [self._network(o)]
         if t is ob.FileCreate:
-            return self._file(11, o)
+            return [self._file(11, o)]
         if t is ob.FileDelete:
-            return self._file(23, o)
+            return self._delete(o)
         if t is ob.RawAccessRead:
-            return self._raw(o)
+            return [self._raw(o)]
         if t is ob.ProcessAccess:
-            return self._access(o)
+            return [self._access(o)]
         if t is ob.DnsQuery:
-            return self._dns(o)
+            return [self._dns(o)]
         if t is ob.Loss:
-            return self.error(o.source, f"Lost {o.count} events" + (f": {o.detail}" if o.detail
-                                                                    else ""), o.ts_ns)
+            return [self.error(o.source, f"Lost {o.count} events" + (f": {o.detail}" if o.detail
+                                                                     else ""), o.ts_ns)]
         if t is ob.BackendError:
-            return self.error(o.source, o.message, o.ts_ns)
-        return None
+            return [self.error(o.source, o.message, o.ts_ns)]
+        return []
 
-    def _exec(self, o: ob.ProcessExec) -> Event:
+    def _exec(self, o: ob.ProcessExec) -> list:
         info = self.cache.on_exec(o.pid, ppid=o.ppid, start_ticks=o.start_ticks, image=o.image,
                                   argv=o.argv, cwd=o.cwd, uid=o.uid, auid=o.auid,
-                                  sessionid=o.sessionid, end_data=o.end_data)
+                                  sessionid=o.sessionid, end_data=o.end_data, ts_ns=o.ts_ns)
         parent = self.cache.get(info.ppid)
         uid = info.uid
         logon_uid = uid if uid is not None else UNSET_ID
@@ -151,46 +201,65 @@ class Assembler:
             "User": info.user, "LogonGuid": logon_guid(self.cache.machine, logon_uid),
             "LogonId": str(logon_uid), "TerminalSessionId": str(session),
             "IntegrityLevel": "no level", "Hashes": self.hasher.hashes(info.image),
-            "ParentProcessGuid": parent.guid if parent else "{00000000-0000-0000-0000-000000000000}",
+            "ParentProcessGuid": parent.guid if parent else ZERO_GUID,
             "ParentProcessId": str(info.ppid or 0),
             "ParentImage": _dash(parent.image if parent else None),
             "ParentCommandLine": _dash(parent.command_line if parent else None),
-            "ParentUser": parent.user if parent else "-",
+            "ParentUser": parent.user if parent else UNKNOWN,
         }
-        return self.envelope(1, data, o.ts_ns)
+        events = [self.envelope(1, data, o.ts_ns)]
+        state = image_state(info.image)
+        if state is not None:
+            events.append(self._tamper(info, TAMPER_TYPES[state], o.ts_ns))
+        return events
+
+    def _tamper(self, info, kind: str, ts_ns: int) -> Event:
+        """ProcessTampering (25) for ``info``'s image: ``kind`` from :data:`TAMPER_TYPES`."""
+        return self.envelope(25, {
+            "RuleName": "-", "UtcTime": utc_time(ts_ns), "ProcessGuid": info.guid,
+            "ProcessId": str(info.pid), "Image": _dash(info.image), "Type": kind,
+            "User": info.user}, ts_ns)
 
     def _exit(self, o: ob.ProcessExit) -> Event:
-        info = self.cache.on_exit(o.pid, o.ts_ns)
+        info = self.cache.on_exit(o.pid, o.ts_ns, o.start_ticks)
         return self.envelope(5, {
             "RuleName": "-", "UtcTime": utc_time(o.ts_ns),
-            "ProcessGuid": info.guid if info else "{00000000-0000-0000-0000-000000000000}",
+            "ProcessGuid": info.guid if info else ZERO_GUID,
             "ProcessId": str(o.pid), "Image": _dash(info.image if info else None),
-            "User": info.user if info else "-"}, o.ts_ns)
+            "User": info.user if info else UNKNOWN}, o.ts_ns)
 
     def _network(self, o: ob.NetworkConnect) -> Event:
         info = self._proc(o.pid)
-        if o.protocol == "udp" and o.source_port:
-            self._udp_ports[o.source_port] = (o.pid, o.ts_ns)
-            if len(self._udp_ports) > 4096:
-                self._udp_ports.pop(next(iter(self._udp_ports)))
+        if o.protocol == "udp" and o.initiated:
+            if o.source_port:
+                # the tier read the local port from the socket: exact attribution of DNS
+                # queries sent from it (only sends: a receive's "source" is the remote peer)
+                self._udp_ports[o.source_port] = (o.pid, o.ts_ns)
+                self._udp_ports.move_to_end(o.source_port)
+                if len(self._udp_ports) > 4096:
+                    self._udp_ports.popitem(last=False)
+            elif o.dest_port == 53:
+                self._dns_connects.append([o.ts_ns, o.pid, o.dest_ip, None])
+                if len(self._dns_connects) > 4096:
+                    del self._dns_connects[:2048]
         v6 = "true" if o.ipv6 else "false"
         return self.envelope(3, {
             "RuleName": "-", "UtcTime": utc_time(o.ts_ns),
-            "ProcessGuid": info.guid if info else "{00000000-0000-0000-0000-000000000000}",
+            "ProcessGuid": info.guid if info else ZERO_GUID,
             "ProcessId": str(o.pid), "Image": _dash(info.image if info else None),
-            "User": info.user if info else "-", "Protocol": o.protocol,
+            "User": info.user if info else UNKNOWN, "Protocol": _dash(o.protocol),
             "Initiated": "true" if o.initiated else "false", "SourceIsIpv6": v6,
             "SourceIp": _dash(o.source_ip), "SourceHostname": "-",
-            "SourcePort": str(o.source_port or 0), "SourcePortName": "-",
+            "SourcePort": str(o.source_port or UNKNOWN_NUMBER), "SourcePortName": "-",
             "DestinationIsIpv6": v6, "DestinationIp": _dash(o.dest_ip),
             "DestinationHostname": "-", "DestinationPort": str(o.dest_port),
             "DestinationPortName": "-"}, o.ts_ns)
 
     def _file(self, event_id: int, o) -> Event:
         info = self._proc(o.pid)
-        guid = info.guid if info else "{00000000-0000-0000-0000-000000000000}"
+        guid = info.guid if info else ZERO_GUID
         image = _dash(info.image if info else None)
-        user = info.user if info else "-"
+        user = info.user if info else UNKNOWN
         if event_id == 11:
             data = {"RuleName": "-", "UtcTime": utc_time(o.ts_ns), "ProcessGuid": guid,
                     "ProcessId": str(o.pid), "Image": image, "TargetFilename": clean_text(o.path),
@@ -202,37 +271,110 @@ class Assembler:
                     "Archived": "-"}
         return self.envelope(event_id, data, o.ts_ns)
 
+    def _delete(self, o: ob.FileDelete) -> list:
+        events = [self._file(23, o)]
+        path = clean_text(o.path)
+        for info in self.cache.running_image(path):
+            # the running process's image is gone from the file system: /proc/PID/exe now
+            # shows "(deleted)"; say so once, as Sysmon's ProcessTampering does for images
+            # changed behind a process
+            if info.extra.get("image_deleted"):
+                continue
+            info.extra["image_deleted"] = True
+            events.append(self._tamper(info, TAMPER_TYPES["deleted"], o.ts_ns))
+        return events
+
     def _raw(self, o: ob.RawAccessRead) -> Event:
         info = self._proc(o.pid)
         return self.envelope(9, {
             "RuleName": "-", "UtcTime": utc_time(o.ts_ns),
-            "ProcessGuid": info.guid if info else "{00000000-0000-0000-0000-000000000000}",
+            "ProcessGuid": info.guid if info else ZERO_GUID,
             "ProcessId": str(o.pid), "Image": _dash(info.image if info else None),
-            "Device": clean_text(o.device), "User": info.user if info else "-"}, o.ts_ns)
+            "Device": clean_text(o.device), "User": info.user if info else UNKNOWN}, o.ts_ns)
 
     def _access(self, o: ob.ProcessAccess) -> Event:
         src, dst = self._proc(o.pid), self._proc(o.target_pid)
-        zero = "{00000000-0000-0000-0000-000000000000}"
         return self.envelope(10, {
             "RuleName": "-", "UtcTime": utc_time(o.ts_ns),
-            "SourceProcessGUID": src.guid if src else zero, "SourceProcessId": str(o.pid),
+            "SourceProcessGUID": src.guid if src else ZERO_GUID, "SourceProcessId": str(o.pid),
             "SourceThreadId": str(o.tid or o.pid), "SourceImage": _dash(src.image if src else None),
-            "TargetProcessGUID": dst.guid if dst else zero, "TargetProcessId": str(o.target_pid),
+            "TargetProcessGUID": dst.guid if dst else ZERO_GUID,
+            "TargetProcessId": str(o.target_pid),
             "TargetImage": _dash(dst.image if dst else None), "GrantedAccess": f"0x{o.request:x}",
-            "CallTrace": "-", "SourceUser": src.user if src else "-",
-            "TargetUser": dst.user if dst else "-"}, o.ts_ns)
+            "CallTrace": "-", "SourceUser": src.user if src else UNKNOWN,
+            "TargetUser": dst.user if dst else UNKNOWN}, o.ts_ns)
+
+    def _dns_process(self, o: ob.DnsQuery) -> Optional[int]:
+        """Who sent a DNS query, best evidence first:
+
+        1. a UDP send (connect/sendmsg) whose local port the tier read from the socket, from the
+           query's source port: exact (tier A);
+        2. the DNS backend's look-up of the socket that owns the source port (``o.pid``), made
+           when the packet was read: exact while the client still has the socket open;
+        3. a UDP connect to the same resolver on port 53 whose source port the tier could not
+           know (tier B), sent at most :data:`DNS_JOIN_NS` before the query by a process that
+           had not exited by then, and not already joined to another port: used only when
+           every such candidate is the same process.
+
+        A query attributed by 1 or 2 also claims its process's connect to that resolver for its
+        port, so the connect is no candidate for another process's query.
+
+        A receive never counts (its "source" is the remote peer: that is how a resolver on
+        loopback used to be named as the client). ``None`` when there is no certain answer.
+        """
+        port, t = o.source_port, o.ts_ns
+        if port:
+            hit = self._udp_ports.get(port)
+            if hit is not None and hit[1] <= t + DNS_JOIN_SLACK_NS and t - hit[1] < 3600 * 10**9:
+                self.dns_attribution["socket"] += 1
+                self._claim(hit[0], o.server, port, t)
+                return hit[0]
+        if o.pid:
+            self.dns_attribution["proc"] += 1
+            self._claim(o.pid, o.server, port, t)
+            return o.pid
+        if port and o.server and self._dns_connects:
+            lo = t - DNS_JOIN_NS
+            cands = [c for c in self._dns_connects
+                     if c[2] == o.server and lo <= c[0] <= t + DNS_JOIN_SLACK_NS
+                     and c[3] in (None, port) and self._alive_at(c[1], t)]
+            pids = {c[1] for c in cands}
+            if len(pids) == 1:
+                best = max(cands, key=lambda c: (c[3] == port, c[0]))
+                best[3] = port
+                self.dns_attribution["join"] += 1
+                return best[1]
+            if len(pids) > 1:
+                self.dns_attribution["ambiguous"] += 1
+                return None
+        self.dns_attribution["none"] += 1
+        return None
+
+    def _claim(self, pid: int, server: Optional[str], port: Optional[int], t: int) -> None:
+        """Mark ``pid``'s latest unclaimed connect to ``server`` as the one of ``port``."""
+        if not port or not server:
+            return
+        for c in reversed(self._dns_connects):
+            if c[1] == pid and c[2] == server and c[3] is None and c[0] <= t + DNS_JOIN_SLACK_NS:
+                c[3] = port
+                return
+
+    def _alive_at(self, pid: int, t: int) -> bool:
+        """False when the cache knows ``pid`` had exited before time ``t``."""
+        info = self.cache.peek(pid)
+        return info is None or info.exited_ns is None or info.exited_ns >= t
 
     def _dns(self, o: ob.DnsQuery) -> Event:
-        pid = o.pid
-        if pid is None and o.source_port:
-            hit = self._udp_ports.get(o.source_port)
-            if hit and abs(o.ts_ns - hit[1]) < 5_000_000_000:
-                pid = hit[0]
+        if self._dns_connects and self._dns_connects[0][0] < o.ts_ns - 4 * DNS_JOIN_NS:
+            self._dns_connects = [c for c in self._dns_connects
+                                  if c[0] >= o.ts_ns - 2 * DNS_JOIN_NS]
+        pid = self._dns_process(o)
         info = self._proc(pid) if pid else None
         return self.envelope(22, {
             "RuleName": "-", "UtcTime": utc_time(o.ts_ns),
-            "ProcessGuid": info.guid if info else "{00000000-0000-0000-0000-000000000000}",
-            "ProcessId": str(pid or 0), "QueryName": clean_text(o.query_name),
+            "ProcessGuid": info.guid if info else ZERO_GUID,
+            "ProcessId": str(pid or UNKNOWN_NUMBER), "QueryName": clean_text(o.query_name),
             "QueryStatus": _query_status(o.status),
-            "QueryResults": _dash(clean_text(o.results)), "Image": _dash(info.image if info else None),
-            "User": info.user if info else "-"}, o.ts_ns)
+            "QueryResults": _dash(clean_text(o.results)),
+            "Image": _dash(info.image if info else None),
+            "User": info.user if info else UNKNOWN}, o.ts_ns)

@@ -7,6 +7,11 @@ kernel drops comes back as a ``Loss`` observation, written as event 255 with the
 sensor's own pid (and helpers it starts, such as ``ldconfig`` run by ctypes) is excluded in the
 kernel where the backend allows it and again here, so it never reports its own activity.
 
+Order: observations pass through an :class:`~sysmonx.sensor.order.OrderBuffer` before they are
+assembled, so each process's events come out with event 1 first and event 5 last whatever the
+backends' delivery delays (bound documented there: ``order_window_s``, ``exit_hold_s``).
+Backends may hand over batches (``emit.many``): one queue item and one wake-up per batch.
+
 Events of the sensor itself, as Sysmon for Linux writes them: event 16 (the configuration and its
 SHA256) then 4 ``Started`` at start, 16 on every configuration change (:meth:`reload`), 4
 ``Stopped`` at the end (:meth:`trailer`, after the stages have finished), 255 for every loss and
@@ -38,6 +43,7 @@ from . import observations as ob
 from .assemble import Assembler
 from .backends import Backend, BackendUnavailable, auxiliary_backends, choose_backend, \
     load_backend, probe
+from .order import OrderBuffer
 from .process import FileHasher, ProcessCache
 
 __all__ = ["LiveSource", "LiveOptions", "LiveStats", "Backend", "BackendUnavailable"]
@@ -56,28 +62,48 @@ class LiveOptions:
         provider: System/Provider Name (default Sysmon for Linux's ``Linux-Sysmon``).
         exclude_own_children: also drop the activity of processes the sensor itself starts; off
             only for tests that run the sensor inside the process generating the activity.
+        order_window_s, exit_hold_s: the per-process ordering bound
+            (:class:`~sysmonx.sensor.order.OrderBuffer`); ``order_window_s=0`` writes in
+            arrival order.
     """
 
     backend: Optional[str] = None
     dns: bool = True
     duration: Optional[float] = None
     queue_size: int = 65536
-    backend_options: dict = field(default_factory=dict)
+    backend_options: dict[str, Any] = field(default_factory=dict)
     provider: Optional[str] = None
     exclude_own_children: bool = True
+    order_window_s: float = 0.25
+    exit_hold_s: float = 2.5
 
 
 @dataclass
 class LiveStats:
     """Counters: ``observations`` by type, ``lost`` (sum of Loss counts), ``errors`` (events
     255 the source wrote), ``backend`` (the tier, or ``follow <source>``), ``skipped`` (tier ->
-    why it was not chosen)."""
+    why it was not chosen), ``order_late`` (observations that arrived too late to be put in
+    order)."""
 
-    observations: Counter = field(default_factory=Counter)
+    observations: Counter[str] = field(default_factory=Counter)
     lost: int = 0
     errors: int = 0
     backend: str = ""
-    skipped: dict = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    order_late: int = 0
+
+
+class _Emitter:
+    """What backends get as ``emit``: :meth:`LiveSource.emit`, with ``many`` for batches."""
+
+    __slots__ = ("_emit", "many")
+
+    def __init__(self, source: LiveSource) -> None:
+        self._emit = source.emit
+        self.many = source.emit_many
+
+    def __call__(self, o: ob.Observation) -> None:
+        self._emit(o)
 
 
 def _hasher(config: Optional[Config]) -> FileHasher:
@@ -119,6 +145,7 @@ class LiveSource(Source):
         self.assembler = Assembler(self.cache, _hasher(config),
                                    **({"provider": self.options.provider}
                                       if self.options.provider else {}))
+        self.order = OrderBuffer(self.options.order_window_s, self.options.exit_hold_s)
         self.self_pid = os.getpid()
         self.started = threading.Event()
         self._stop = threading.Event()
@@ -130,8 +157,9 @@ class LiveSource(Source):
 
     # -- backends' side ----------------------------------------------------------------------------
 
-    def emit(self, o: ob.Observation) -> None:
-        """Backend callback: queue one observation, blocking while the queue is full."""
+    def emit(self, o: Any) -> None:
+        """Backend callback: queue one observation (or a list: a batch), blocking while the
+        queue is full."""
         while True:
             try:
                 self.queue.put(o, timeout=0.5)
@@ -139,6 +167,11 @@ class LiveSource(Source):
             except queue.Full:
                 if self._stop.is_set():
                     return
+
+    def emit_many(self, observations: Iterable[ob.Observation]) -> None:
+        """Backend callback for a batch (``emit.many``, see
+        :meth:`~sysmonx.sensor.backends.base.Backend.emit_all`): one queue item."""
+        self.emit(list(observations))
 
     # -- Source ----------------------------------------------------------------------------------
 
@@ -174,7 +207,7 @@ class LiveSource(Source):
                     self.on_status(f"backend {aux} skipped: {why}")
         excluded = frozenset({self.self_pid})
         for n in names:
-            backend = load_backend(n)(self.emit, excluded, self.options.backend_options)
+            backend = load_backend(n)(_Emitter(self), excluded, self.options.backend_options)
             try:
                 backend.start()
             except BackendUnavailable as exc:
@@ -197,8 +230,9 @@ class LiveSource(Source):
         deadline = None if duration is None else time.monotonic() + duration
         last_expire = time.monotonic()
         pending = self._pending
-        get = self.queue.get
+        get, get_nowait = self.queue.get, self.queue.get_nowait
         handle = self._handle
+        order = self.order
         inner = iter(self.inner.events()) if self.inner is not None else None
         while not self._stop.is_set():
             while pending:
@@ -212,12 +246,26 @@ class LiveSource(Source):
                     break
                 yield item  # type: ignore[misc]
                 continue
+            due = order.next_due()
+            # wake for the next release, but at most every 5 ms: what arrives meanwhile is
+            # taken in one batch
+            wait = 0.1 if due is None else min(0.1, max(0.005, due - now))
             try:
-                o = get(timeout=0.1)
+                o = get(timeout=wait)
             except queue.Empty:
-                yield None
+                pass
             else:
-                yield handle(o)
+                arrived = time.monotonic()  # the hold counts from here
+                handle(o, arrived)
+                for _ in range(1024):
+                    try:
+                        o = get_nowait()
+                    except queue.Empty:
+                        break
+                    handle(o, arrived)
+            self._release(time.monotonic())
+            if not pending:
+                yield None  # nothing now: the loop ticks and looks at requests
             if now - last_expire > 5:
                 self.cache.expire(time.time_ns())
                 last_expire = now
@@ -227,30 +275,61 @@ class LiveSource(Source):
                 o = self.queue.get_nowait()
             except queue.Empty:
                 break
-            ev = handle(o)
-            if ev is not None:
-                yield ev
+            handle(o, time.monotonic())
+        for held in order.drain():
+            self._assemble(held, float("inf"))
+        pending.extend(order.drain_exits())
+        self.stats.order_late = order.late
         while pending:
             yield pending.popleft()
 
-    def _handle(self, o: ob.Observation) -> Optional[Event]:
+    def _handle(self, o: Any, now: float) -> None:
+        """Admit one observation from the queue (self-exclusion, counters) into the order
+        buffer, and assemble what it lets through at once. A list is a batch."""
+        if type(o) is list:
+            for item in o:
+                self._handle(item, now)
+            return
         self.stats.observations[type(o).__name__] += 1
         pid = getattr(o, "pid", None)
         if pid == self.self_pid or pid in self._own_children:
             if type(o) is ob.ProcessExit:
                 self._own_children.discard(pid)
-            return None
-        if type(o) is ob.ProcessExec and o.ppid == self.self_pid and \
+            return
+        if type(o) in (ob.ProcessExec, ob.ProcessFork) and o.ppid == self.self_pid and \
                 self.options.exclude_own_children:
             # a helper the sensor itself started (ldconfig from ctypes, journalctl ...): it is
             # the sensor's own activity and must not feed back into its output
             self._own_children.add(o.pid)
-            return None
+            return
         if type(o) is ob.Loss:
             self.stats.lost += o.count
         elif type(o) is ob.BackendError:
             self.stats.errors += 1
-        return self.assembler.build(o)
+        for item in self.order.push(o, now):
+            self._assemble(item, now)
+
+    def _release(self, now: float) -> None:
+        """Assemble the observations and queue the exit events whose hold has passed."""
+        for item in self.order.ready(now):
+            self._assemble(item, now)
+        self._pending.extend(self.order.exits_ready(now))
+
+    def _assemble(self, o: Any, now: float) -> None:
+        pending = self._pending
+        for event in self.assembler.build_events(o):
+            if event.event_id == 5 and type(o) is ob.ProcessExit:
+                pending.extend(self.order.hold_exit(event, o.pid, now))
+            else:
+                pending.append(event)
+        if type(o) is ob.ProcessExec:
+            info = self.cache.peek(o.pid)
+            if info is not None and info.extra.get("late_exec"):
+                held = self.order.held_exit(o.pid)
+                if held is not None:  # the process exited running this image
+                    held.data["ProcessGuid"] = info.guid
+                    held.data["Image"] = info.image or "-"
+                    held.data["User"] = info.user
 
     def _inner_error(self, err: SysmonXError) -> None:
         """What the followed source reports: a repaired record is only counted (by the

@@ -10,6 +10,9 @@ Conventions for every observation:
   backend with a monotonic or boot-time clock converts once (see :func:`boot_to_epoch_ns`).
 * ``pid``: the acting process's thread-group id (the "PID" users see), host PID namespace.
 * Paths are absolute strings as the kernel gave them; ``None`` where the backend cannot know.
+  An executable's path is the kernel's view (``d_path``, what ``/proc/PID/exe`` shows): a file
+  unlinked since it was opened ends in `` (deleted)`` and a memfd is ``/memfd:NAME (deleted)``;
+  backends never strip that, so every tier gives the same Image.
 * Optional fields are ``None`` when the backend does not provide them; the core then fills them
   from the process cache or ``/proc`` (or renders ``-`` as Sysmon for Linux does).
 """
@@ -20,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-__all__ = ["ProcessExec", "ProcessExit", "NetworkConnect", "FileCreate", "FileDelete",
+__all__ = ["ProcessExec", "ProcessFork", "ProcessExit", "NetworkConnect", "FileCreate", "FileDelete",
            "RawAccessRead", "ProcessAccess", "DnsQuery", "Loss", "BackendError",
            "Observation",
            "boot_to_epoch_ns", "CLK_TCK"]
@@ -29,9 +32,11 @@ CLK_TCK = 100  # USER_HZ: /proc/<pid>/stat start times are in these ticks (alway
 
 
 def boot_to_epoch_ns(boot_ns: int) -> int:
-    """Convert a CLOCK_BOOTTIME/MONOTONIC-like nanosecond stamp to epoch nanoseconds, using the
-    current offset between the two clocks (accurate to a few microseconds)."""
-    return boot_ns + (time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+    """Convert a CLOCK_BOOTTIME nanosecond stamp to epoch nanoseconds, using the current offset
+    between the two clocks (:func:`sysmonx.sensor.procfs.clock_offset`: well under a
+    microsecond)."""
+    from .procfs import clock_offset
+    return boot_ns + clock_offset(time.CLOCK_BOOTTIME)
 
 
 @dataclass(slots=True)
@@ -43,7 +48,8 @@ class ProcessExec:
         start_ticks: process start time in clock ticks since boot (``/proc/PID/stat`` field 22;
             ``task->start_boottime / (1e9/CLK_TCK)`` in BPF). With ``pid`` it keys the process
             cache and gives ProcessGuid's start second.
-        image: the executable's path (``/proc/PID/exe`` target, or the exec'd filename resolved).
+        image: the executable's path as the kernel shows it (``/proc/PID/exe`` target, with
+            `` (deleted)``/``/memfd:NAME (deleted)`` kept), or the exec'd filename resolved.
         argv: argument vector; CommandLine is ``" ".join(argv)`` as Sysmon for Linux prints it.
         cwd: current directory. uid/auid/sessionid: real uid, login uid (4294967295 = unset),
             audit session id (TerminalSessionId). end_data: the process key of ProcessGuid bytes
@@ -66,6 +72,25 @@ class ProcessExec:
 
 
 @dataclass(slots=True)
+class ProcessFork:
+    """A new process (thread group) created by fork/clone/vfork, before any exec: no Sysmon
+    event of its own, but it lets the core give a child that never execs its parent's image and
+    its own ProcessGuid (Sysmon for Linux gives a forked child its parent's Image).
+
+    Attributes:
+        pid: the child's thread-group id; ``ppid`` the parent's (the forking process).
+        start_ticks: the child's start time in clock ticks since boot (as in
+            :class:`ProcessExec`); ``uid`` its real uid when the backend knows it.
+    """
+
+    ts_ns: int
+    pid: int
+    ppid: int
+    start_ticks: Optional[int] = None
+    uid: Optional[int] = None
+
+
+@dataclass(slots=True)
 class ProcessExit:
     """A thread-group exit (Sysmon event 5). ``exit_code`` as ``status >> 8`` when known."""
 
@@ -79,12 +104,13 @@ class ProcessExit:
 class NetworkConnect:
     """A TCP connect (``initiated=True``), TCP accept (``initiated=False``) or UDP send/recv
     (Sysmon event 3). Addresses are text (``"10.0.0.1"``, ``"::1"``); ports ints; ``protocol``
-    ``"tcp"``/``"udp"``; ``source_*`` may be ``None`` when the backend sees only the destination
-    (the core then renders them ``-``/0 as Sysmon for Linux does)."""
+    ``"tcp"``/``"udp"``, or ``None`` when the backend cannot tell (rendered ``-``); ``source_*``
+    are ``None`` when the backend cannot know them for sure (rendered ``-``/``0``, the documented
+    unknown values), never a guess."""
 
     ts_ns: int
     pid: int
-    protocol: str
+    protocol: Optional[str]
     initiated: bool
     dest_ip: str
     dest_port: int
@@ -142,7 +168,9 @@ class DnsQuery:
     (``type:  5 cname;::ffff:1.2.3.4;``) or ``None``; ``pid`` the querying process or ``None``
     when it could not be attributed; ``source_port``/``server`` (the client's UDP port and the
     resolver address) let the core attribute it from a recent UDP send by the same port;
-    ``qtype`` the question type (1 A, 28 AAAA, ...)."""
+    ``qtype`` the question type (1 A, 28 AAAA, ...). ``ts_ns`` is when the query was sent (the
+    kernel's capture time of the packet), even though the observation is emitted once the
+    answer arrives."""
 
     ts_ns: int
     pid: Optional[int]
@@ -178,5 +206,5 @@ class BackendError:
     extra: dict = field(default_factory=dict)
 
 
-Observation = Union[ProcessExec, ProcessExit, NetworkConnect, FileCreate, FileDelete,
+Observation = Union[ProcessExec, ProcessFork, ProcessExit, NetworkConnect, FileCreate, FileDelete,
                     RawAccessRead, ProcessAccess, DnsQuery, Loss, BackendError]

@@ -26,7 +26,7 @@ from typing import Optional
 __all__ = ["ProcSnapshot", "read_process", "read_process_racy", "read_process_rest", "parse_stat",
            "SocketOwners", "init_namespaces",
            "kernel_version", "cap_effective", "has_cap", "CAP_NET_ADMIN", "CAP_SYS_ADMIN",
-           "CAP_NET_RAW", "CAP_DAC_READ_SEARCH", "monotonic_to_epoch_offset"]
+           "CAP_NET_RAW", "CAP_DAC_READ_SEARCH", "monotonic_to_epoch_offset", "clock_offset"]
 
 CAP_DAC_READ_SEARCH = 2
 CAP_NET_ADMIN = 12
@@ -89,25 +89,51 @@ def init_namespaces() -> Optional[str]:
     return None
 
 
+def clock_offset(clock: int, reference: Optional[int] = None, samples: int = 5) -> int:
+    """Nanoseconds to add to a ``clock`` stamp to get a ``reference`` stamp (default: epoch
+    time, ``CLOCK_REALTIME``). Two clock reads are not atomic: a thread preempted between them
+    (a busy machine) gets an offset off by as much as it waited, and stamps converted with two
+    such offsets can swap order (an exit before its exec). So the reference is read before and
+    after the clock, ``samples`` times, and the tightest pair is used (error: half its gap,
+    normally well under a microsecond)."""
+    ref = time.CLOCK_REALTIME if reference is None else reference
+    best = None
+    for _ in range(samples):
+        r0 = time.clock_gettime_ns(ref)
+        c = time.clock_gettime_ns(clock)
+        r1 = time.clock_gettime_ns(ref)
+        if best is None or r1 - r0 < best[0]:
+            best = (r1 - r0, (r0 + r1) // 2 - c)
+    return best[1]
+
+
 def monotonic_to_epoch_offset() -> int:
     """Nanoseconds to add to a ``CLOCK_MONOTONIC`` stamp to get epoch nanoseconds (cn_proc
-    ``timestamp_ns`` and tracefs ``trace_clock=mono`` use CLOCK_MONOTONIC)."""
-    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    ``timestamp_ns`` and tracefs ``trace_clock=mono`` use CLOCK_MONOTONIC); see
+    :func:`clock_offset`."""
+    return clock_offset(time.CLOCK_MONOTONIC)
 
 
-def _read(path: str, size: int = 65536) -> Optional[bytes]:
+def _read(path: str, size: int = 65536, whole: bool = False,
+          max_bytes: int = 64 << 20) -> Optional[bytes]:
+    """The contents of ``path`` (``None`` when it cannot be opened or read). A read shorter than
+    ``size`` ends it, which is one syscall for a small file; ``whole`` reads on to the end (at
+    most ``max_bytes``): seq files such as ``/proc/net/tcp`` give about a page per read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         chunks = []
-        while True:
+        total = 0
+        while total < max_bytes:
+            # procfs hands out a page or so per read: a short read is not the end
             data = os.read(fd, size)
             if not data:
                 break
             chunks.append(data)
-            if len(data) < size:
+            total += len(data)
+            if len(data) < size and not whole:
                 break
         return b"".join(chunks)
     except OSError:
@@ -253,7 +279,7 @@ def _proc_net_entries(proto: str):
     """Yield ``(local_ip, local_port, state, inode)`` from ``/proc/net/{proto}`` and
     ``{proto}6``; ``local_ip`` is text with IPv4-mapped IPv6 shown as IPv4."""
     for suffix in ("", "6"):
-        data = _read(f"/proc/net/{proto}{suffix}", 1 << 20)
+        data = _read(f"/proc/net/{proto}{suffix}", 1 << 20, whole=True)
         if not data:
             continue
         for line in data.split(b"\n")[1:]:
@@ -271,10 +297,13 @@ class SocketOwners:
     """Map a local (protocol, ip, port) to the pid that owns the socket, through ``/proc``.
 
     Spec linux-sensing.md §2.6: ``/proc/net/udp{,6}`` gives the socket inode of the local port,
-    then ``/proc/*/fd`` is scanned for ``socket:[inode]`` (about 3 ms for 70 processes). One scan
-    records every socket inode of every process, so a burst of look-ups costs one scan. A scan is
-    repeated on a miss only if the last scan started before ``seen_at`` (the time the packet or
-    event was received): a socket that was not there when a later scan started is already gone.
+    then ``/proc/*/fd`` is scanned for ``socket:[inode]`` (about 3 ms for 70 processes). A miss
+    first searches the newest processes (highest pids first) and stops at the owner: a
+    short-lived client, which is what a miss usually is, is found in a few hundred microseconds,
+    while it still holds its socket. Sockets seen on the way are remembered, and a full scan
+    (every socket inode of every process, so a burst of look-ups costs one scan) is repeated on
+    a miss only if the last scan started before ``seen_at`` (the time the packet or event was
+    received): a socket that was not there when a later scan started is already gone.
     ``lookup`` results are cached per (proto, port) for ``port_ttl`` seconds.
 
     Thread-safe (one lock); ``lookup`` never raises.
@@ -331,8 +360,41 @@ class SocketOwners:
                 return pid
             seen = time.monotonic() if seen_at is None else seen_at
             if self._scan_started <= seen:
+                pid = self._search(inode)
+                if pid is not None:
+                    return pid
                 self._scan()
             return self._inode_pid.get(inode)
+
+    def _search(self, inode: int) -> Optional[int]:
+        """Owner of ``inode`` among the newest processes (highest pids first, at most 64),
+        remembering the socket inodes seen; ``None`` if not among them."""
+        try:
+            pids = sorted((int(n) for n in os.listdir("/proc") if n.isdigit()), reverse=True)
+        except OSError:
+            return None
+        target = f"socket:[{inode}]"
+        mapping = self._inode_pid
+        for pid in pids[:64]:
+            fd_dir = f"/proc/{pid}/fd"
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    link = os.readlink(f"{fd_dir}/{fd}")
+                except OSError:
+                    continue
+                if link == target:
+                    mapping[inode] = pid
+                    return pid
+                if link.startswith("socket:[") and len(mapping) < self.max_inodes:
+                    try:
+                        mapping.setdefault(int(link[8:-1]), pid)
+                    except ValueError:
+                        pass
+        return None
 
     def lookup(self, proto: str, port: int, ip: Optional[str] = None, listening: bool = False,
                seen_at: Optional[float] = None) -> Optional[int]:

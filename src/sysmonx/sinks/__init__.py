@@ -29,8 +29,9 @@ from typing import Any
 from ..core.errors import PluginError, UsageError
 from ..core.registry import SINKS
 from .base import Writer
+from .wholeline import WholeLineFile
 
-__all__ = ["Writer", "WRITERS", "writer_class", "stream_formats"]
+__all__ = ["Writer", "WRITERS", "writer_class", "stream_formats", "WholeLineFile"]
 
 
 def stream_formats() -> dict[str, type[Writer]]:

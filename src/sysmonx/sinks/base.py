@@ -8,12 +8,14 @@ output and standard error are only flushed).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, BinaryIO, ClassVar, Union
 
 from ..core.errors import SinkError
 from ..event import Event
 from ..interfaces import Sink, SinkStats
+from .wholeline import WholeLineFile
 
 __all__ = ["Writer", "is_std_stream", "open_target"]
 
@@ -24,8 +26,9 @@ def open_target(target: Union[str, BinaryIO, None], append: bool = False,
     to with ``append``), ``-`` or ``None`` for standard output, or an open binary stream.
 
     Args:
-        buffered: False for a stream whose every write reaches the file (or standard output)
-            at once, so a failure is known per event (the live sensor).
+        buffered: False for a :class:`~sysmonx.sinks.wholeline.WholeLineFile`: every write
+            reaches the file (or standard output) at once and whole or not at all, so a failure
+            is known per event and no cut line stays (the live sensor).
     Raises:
         SinkError: the path cannot be opened for writing.
     """
@@ -33,11 +36,14 @@ def open_target(target: Union[str, BinaryIO, None], append: bool = False,
         if buffered:
             return sys.stdout.buffer, "<stdout>"
         sys.stdout.flush()
-        return open(sys.stdout.fileno(), "wb", buffering=0, closefd=False), "<stdout>"
+        return WholeLineFile(sys.stdout.fileno(), "stdout"), "<stdout>"  # type: ignore[return-value]
     if isinstance(target, str):
         try:
-            return open(target, "ab" if append else "wb", buffering=-1 if buffered else 0), \
-                target
+            if buffered:
+                return open(target, "ab" if append else "wb"), target
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+                         | (os.O_APPEND if append else os.O_TRUNC), 0o644)
+            return WholeLineFile(fd, target, close_fd=True), target  # type: ignore[return-value]
         except OSError as exc:
             raise SinkError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return target, getattr(target, "name", None) or "<stream>"

@@ -4,8 +4,9 @@
 
 Records go to the local syslog socket (``/dev/log``) in the form glibc's ``syslog(3)`` sends:
 ``<14>Nov 30 02:10:00 sysmon: <Event>...</Event>``; the daemon adds the host name. A record that
-cannot be delivered (daemon restarting, socket gone) is retried once after reconnecting, then
-counted in :attr:`SyslogWriter.failed` and reported, never silently dropped.
+cannot be delivered (daemon restarting, socket gone, no daemon at all) is retried once after
+reconnecting, then counted in :attr:`SyslogWriter.failed` and :meth:`SyslogWriter.write` raises
+``OSError``, so the caller (the live sensor) counts it as undelivered and never as written.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Optional
 
 from ..core.registry import SINKS
 from ..event import Event
-from ..interfaces import Sink, SinkStats
+from ..interfaces import Sink
 from .xml_linux import render_linux_xml
 
 __all__ = ["SyslogWriter", "LOG_USER", "LOG_INFO"]
@@ -34,8 +35,14 @@ class SyslogWriter(Sink):
         tag: program name in each record (Sysmon for Linux: ``sysmon``).
         facility, severity: syslog numbers (default user.info, PRI 14).
         rewrite_envelope: passed to the Linux XML renderer.
-        require: raise when the daemon cannot be reached now; with False keep going like
-            syslog(3) does (records counted in ``failed`` until a daemon appears).
+        require: raise when the daemon cannot be reached now; with False the writer is made
+            anyway and each record it cannot deliver raises from :meth:`write` (counted in
+            ``failed``) until a daemon appears.
+
+    Attributes:
+        name: ``syslog ADDRESS``, how outputs are named in messages and summaries.
+        sent, failed: records delivered / not delivered.
+
     Raises:
         OSError: the socket cannot be reached at construction (``require=True``).
     """
@@ -43,7 +50,6 @@ class SyslogWriter(Sink):
     name = "syslog"
     summary = "the local syslog daemon (/dev/log), records as Sysmon for Linux sends them"
     slow = True
-    counts_itself = True
 
     @classmethod
     def open(cls, target: Optional[str] = None, **options: Any) -> SyslogWriter:
@@ -51,16 +57,12 @@ class SyslogWriter(Sink):
         constructor takes them."""
         return cls(target or "/dev/log", **options)
 
-    @property
-    def stats(self) -> SinkStats:  # type: ignore[override]
-        """``sent`` and ``failed`` records (the writer absorbs a missing daemon itself)."""
-        return SinkStats(self.sent, self.failed, 0)
-
     def __init__(self, address: str = "/dev/log", tag: str = "sysmon", facility: int = LOG_USER,
                  severity: int = LOG_INFO, rewrite_envelope: bool = False,
                  require: bool = True) -> None:
         self.address = address
         self.target = address
+        self.label = f"syslog {address}"
         self.tag = tag
         self.pri = facility * 8 + severity
         self.rewrite_envelope = rewrite_envelope
@@ -99,34 +101,44 @@ class SyslogWriter(Sink):
         return data
 
     def write(self, event: Event) -> None:
-        """Send one event; reconnect and retry once on failure, else count it in ``failed``
-        (with no daemon, reconnection is tried at most once a second)."""
+        """Send one event; reconnect and retry once on failure (with no daemon, reconnection is
+        tried at most once a second).
+
+        Raises:
+            OSError: the record was not delivered (counted in ``failed``).
+        """
         if self.sock is None:
             now = time.monotonic()
             if now < self._next_retry:
                 self.failed += 1
-                return
+                raise OSError(f"no syslog daemon at {self.address}")
             try:
                 self.sock = self._connect()
-            except OSError:
+            except OSError as exc:
                 self._next_retry = now + 1.0
                 self.failed += 1
-                return
+                raise OSError(f"no syslog daemon at {self.address}: {exc.strerror or exc}") \
+                    from None
         data = self.record(event)
+        error = None
         for attempt in (0, 1):
             try:
                 self.sock.send(data)
                 self.sent += 1
                 return
-            except OSError:
+            except OSError as exc:
+                error = exc
                 if attempt:
                     break
                 try:
                     self.sock.close()
                     self.sock = self._connect()
                 except OSError:
+                    self.sock = None
+                    self._next_retry = time.monotonic() + 1.0
                     break
         self.failed += 1
+        raise OSError(f"syslog {self.address}: {getattr(error, 'strerror', None) or error}")
 
     def close(self) -> None:
         """Close the socket."""

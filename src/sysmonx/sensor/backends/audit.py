@@ -18,9 +18,19 @@ How it works
   later cannot register (the kernel answers EEXIST) until :meth:`AuditBackend.stop`.
   ``stop()`` is also registered with :mod:`atexit`; after a SIGKILL the kernel keeps our rules
   and ``enabled=1`` (the next start reports such stale ``sysmonx`` rules and keeps them).
+* **Companions.** Audit records carry no process start time, no memory layout and no socket
+  ports, and arrive about 6 ms late, after a short-lived process is gone. So beside audit this
+  tier listens to the proc connector (:class:`~.cnproc.ProcConnector`, when it can run): forks
+  (ProcessFork with the start time), exits (ProcessExit with exit code, also for processes
+  killed by a signal; the ``exit_group`` rule is then not added) and, at each exec, a snapshot
+  of ``/proc/PID/stat`` and ``/proc/PID/exe`` taken microseconds after the exec. It also reads
+  tracefs ``sock:inet_sock_set_state`` (:class:`~.cn_tracefs.TcpStateTrace`, when available) for
+  the source address and port of TCP connects. Without them the facts they give are written as
+  the documented unknown values (docs/ARCHITECTURE.md).
 * **Rules** (appended, key ``sysmonx``, native arch; each carries ``pid!=`` for the sensor's own
-  pids so it does not feed on itself): execve/execveat (success); connect (``saddr_fam`` inet and
-  inet6); accept/accept4 (success); openat with ``a2 & O_CREAT``, open with ``a1 & O_CREAT``,
+  pids so it does not feed on itself): execve/execveat (success); socket with ``a0`` AF_INET or
+  AF_INET6 (success: the socket's type gives a connect's protocol); connect (``saddr_fam`` inet
+  and inet6, success or not); accept/accept4 (success); openat with ``a2 & O_CREAT``, open with ``a1 & O_CREAT``,
   creat and openat2 (success); unlink/unlinkat/rename/renameat/renameat2 (success); ptrace with
   ``a0`` = PTRACE_ATTACH or PTRACE_SEIZE (success); one watch ``perm=r`` (open family, success)
   per block device node under ``/dev`` (rescanned periodically for new devices). On x86_64 the
@@ -36,20 +46,26 @@ How it works
 
 Observation field rules
 -----------------------
-* ``ProcessExec``: ``image`` = SYSCALL ``exe``; ``argv`` from the EXECVE records (quoted or hex
-  arguments, ``aN[k]`` chunks of long arguments, arguments spread over several records); ``cwd``
-  from CWD; ``tid`` = pid (after a successful execve the only thread has tid == tgid);
-  ``start_ticks`` from ``/proc/PID/stat`` when the process still exists and started no later
-  than the event; ``end_data`` only when ``/proc/PID/exe`` still is the exec'd image.
+* ``ProcessExec``: ``image`` = SYSCALL ``exe`` (the kernel's view, `` (deleted)`` kept);
+  ``argv`` from the EXECVE records (quoted or hex arguments, ``aN[k]`` chunks of long
+  arguments, arguments spread over several records); ``cwd`` from CWD; ``tid`` = pid (after a
+  successful execve the only thread has tid == tgid). It is paired with the proc connector's
+  snapshot of the same exec (per pid, in order): ``ts_ns``, ``start_ticks`` and ``end_data``
+  (``end_code``, only when the snapshot's exe is this exec's image) come from it; without one,
+  from ``/proc/PID/stat`` when the process still exists and started no later than the event,
+  and the start from the process's fork.
 * ``NetworkConnect``: connect (``initiated=True``): destination = SOCKADDR; success or
-  EINPROGRESS only. accept (``initiated=False``): **source = the remote peer** (SOCKADDR), as
-  Sysmon for Linux's accept probe does, destination = the local endpoint of the accepted socket.
-  The socket's protocol and other endpoint are read while the process lives (``pidfd_getfd``,
-  else ``/proc/PID/fd`` + ``/proc/PID/net/*``), verified against the SOCKADDR; when that is not
-  possible: protocol ``tcp`` (accept only exists for stream sockets; for connect TCP is by far
-  the common case and audit records carry no socket type), ``source_*`` ``None``, and for an
-  accept whose local side is unknown the listening socket's address, else ``0.0.0.0``/``::``
-  and port 0. Connections of protocols other than TCP/UDP are not reported.
+  EINPROGRESS only. Protocol from the ``socket()`` record of that fd (or, while the process
+  lives, the socket itself when its peer is the SOCKADDR), else ``None``. Source address and
+  port of TCP from the tracefs SYN_SENT transition of that process and destination (the same
+  socket's next transition carries the port), else ``None``; for UDP always ``None``: audit
+  cannot tell which socket an fd number meant once the process reused it (back-to-back connects
+  got the next socket's port). accept (``initiated=False``): **source = the remote peer**
+  (SOCKADDR), as Sysmon for Linux's accept probe does, destination = the local endpoint of the
+  accepted socket, read while the process lives (``pidfd_getfd``, else ``/proc/PID/fd`` +
+  ``/proc/PID/net/*``) and verified against the peer (unique to the connection); else the
+  listening socket's address, else ``0.0.0.0``/``::`` and port 0. Connections of protocols
+  other than TCP/UDP are not reported.
 * ``FileCreate``: PATH items with ``nametype=CREATE`` of a successful open/openat/openat2/creat
   (regular files), and the target of a rename (its CREATE item, or the overwritten target's
   DELETE item). ``FileDelete``: ``nametype=DELETE`` items of unlink/unlinkat (not directories).
@@ -73,6 +89,7 @@ import errno
 import ipaddress
 import os
 import re
+import select
 import socket
 import stat
 import sys
@@ -83,8 +100,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ...core.registry import BACKENDS
-from ..observations import (BackendError, FileCreate, FileDelete, Loss, NetworkConnect, ProcessExit,
-                            Observation, ProcessAccess, ProcessExec, RawAccessRead)
+from ..observations import (BackendError, FileCreate, FileDelete, Loss, NetworkConnect, Observation,
+                            ProcessAccess, ProcessExec, ProcessExit, ProcessFork, RawAccessRead)
 from . import audit_netlink as nl
 from .audit_netlink import (AUDIT_ALWAYS, AUDIT_ARCH, AUDIT_ARG0, AUDIT_ARG1, AUDIT_ARG2,
                             AUDIT_BIT_MASK, AUDIT_EQUAL, AUDIT_FILTER_EXIT, AUDIT_FILTERKEY,
@@ -92,6 +109,10 @@ from .audit_netlink import (AUDIT_ALWAYS, AUDIT_ARCH, AUDIT_ARG0, AUDIT_ARG1, AU
                             AUDIT_PID, AUDIT_SADDR_FAM, AUDIT_SUCCESS, AUDIT_WATCH, AuditError,
                             AuditRule, AuditSocket, AuditStatus)
 from .base import Backend, BackendUnavailable
+from .cn_tracefs import ConnectMatcher, TcpStateTrace, tracefs_available
+from .cnproc import (PROC_EVENT_EXEC, PROC_EVENT_EXIT, PROC_EVENT_FORK, CnprocBackend,
+                     ProcConnector, _tgid_of, boot_offset_ns, fork_start_ticks)
+from ..procfs import clock_offset, monotonic_to_epoch_offset, parse_stat
 
 __all__ = ["AuditBackend", "RULE_KEY", "ARCH_TABLES"]
 
@@ -103,11 +124,12 @@ AUDIT_ARCH_AARCH64 = 0xC00000B7
 
 # syscall numbers per audit arch (<asm/unistd_64.h>, asm-generic/unistd.h, <asm/unistd_32.h>)
 ARCH_TABLES = {
-    AUDIT_ARCH_X86_64: {"execve": 59, "execveat": 322, "connect": 42, "accept": 43,
+    AUDIT_ARCH_X86_64: {"execve": 59, "execveat": 322, "socket": 41, "connect": 42, "accept": 43,
                         "accept4": 288, "open": 2, "openat": 257, "openat2": 437, "creat": 85,
                         "unlink": 87, "unlinkat": 263, "rename": 82, "renameat": 264,
                         "renameat2": 316, "ptrace": 101, "exit_group": 231},
-    AUDIT_ARCH_AARCH64: {"execve": 221, "execveat": 281, "connect": 203, "accept": 202,
+    AUDIT_ARCH_AARCH64: {"execve": 221, "execveat": 281, "socket": 198, "connect": 203,
+                         "accept": 202,
                          "accept4": 242, "openat": 56, "openat2": 437, "unlinkat": 35,
                          "renameat": 38, "renameat2": 276, "ptrace": 117, "exit_group": 94},
     AUDIT_ARCH_I386: {"execve": 11, "execveat": 358},     # compat: exec only
@@ -299,6 +321,27 @@ def _sock_info_proc(pid: int, fd: int) -> Optional[_SockInfo]:
     return None
 
 
+def _exec_snapshot(pid: int) -> tuple:
+    """``(start_ticks, end_code, comm)`` of ``pid`` from one read of ``/proc/PID/stat`` (any of
+    them ``None`` when gone). ``comm`` (the exec'd file's name, 15 bytes at most) lets the audit
+    record check that the end_code is of its image and not of a later exec of the same pid."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None, None, None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None, None, None
+    finally:
+        os.close(fd)
+    parsed = parse_stat(data)
+    if not parsed:
+        return None, None, None
+    comm = data[data.find(b"(") + 1:data.rfind(b")")]
+    return parsed[2], parsed[3], comm
+
+
 def _proc_stat(pid: int) -> Optional[tuple]:
     """``(ppid, start_ticks, end_data)`` from ``/proc/PID/stat`` or ``None``."""
     try:
@@ -353,6 +396,11 @@ class AuditBackend(Backend):
         ``socket_lookup`` (``"pidfd"``/``"proc"``/``"none"``, default ``"pidfd"`` with /proc
             fallback): how protocol and the other endpoint of sockets are found.
         ``mode`` (``"auto"``/``"multicast"``): force read-only multicast even if audit is free.
+        ``proc_connector`` (bool, default True): use the proc connector beside audit (module
+            docstring, "Companions"); ``tracefs`` (bool, default True): TCP source ports from
+            tracefs; ``trace_buffer_kb`` (int, default 1024).
+        ``gather_ms`` (float, default 4): when only a few audit records came, wait this long
+            for more before the next round (the proc connector is served meanwhile).
 
     Attributes after :meth:`start`: ``mode`` (``"unicast"`` = we own audit, ``"multicast"``),
     ``watched_devices`` (block device paths with a watch rule).
@@ -387,6 +435,24 @@ class AuditBackend(Backend):
                        "rules": 0, "rules_preexisting": 0, "parse_errors": 0, "partial": 0}
         self._errors_reported = 0
         self._stopped = True
+        # companions (module docstring)
+        self._cn: Optional[ProcConnector] = None
+        self._trace: Optional[TcpStateTrace] = None
+        self._matcher = ConnectMatcher(1.0)
+        self._notes: list = []
+        self._snaps: dict = {}                   # pid -> [(ts_ns, start_ticks, end_code, exe)]
+        self._starts: "OrderedDict[int, int]" = OrderedDict()   # pid -> start ticks (forks)
+        self._socks: "OrderedDict[tuple, str]" = OrderedDict()  # (pid, fd) -> "tcp"/"udp"
+        self._tcp_src: dict = {}                 # (tgid, daddr, dport) -> [(ts, saddr, sport)]
+        self._tcp_wait: list = []                # [deadline, pid, ip, port, ts, obs or None]
+        self._floor: "OrderedDict[int, int]" = OrderedDict()  # pid -> earliest possible ts
+        self._outbox: list = []
+        self._forks: "OrderedDict[int, ProcessFork]" = OrderedDict()  # not exec'd yet
+        self._mono_off = monotonic_to_epoch_offset()
+        self._boot_off = boot_offset_ns()
+        self._stats.update({"exec_paired": 0, "exec_unpaired": 0, "forks": 0, "exits": 0,
+                            "tcp_source_known": 0, "tcp_source_unknown": 0,
+                            "protocol_unknown": 0})
 
     # -- probe ---------------------------------------------------------------------------------
 
@@ -481,6 +547,7 @@ class AuditBackend(Backend):
                             "running SysmonX sensor; they are kept")
             self._last_lost = st.lost
             rcvbuf = int(self.options.get("rcvbuf", 8 << 20))
+            self._open_companions()
             owner = self._owner(st)
             if owner or self.options.get("mode") == "multicast":
                 if st.enabled != 1:
@@ -507,6 +574,48 @@ class AuditBackend(Backend):
         atexit.register(self.stop)          # interpreter exit without stop(): still restore
         self._thread = threading.Thread(target=self._run, name="sysmonx-audit", daemon=True)
         self._thread.start()
+
+    def _open_companions(self) -> None:
+        """Proc connector and tracefs beside audit (module docstring); each optional."""
+        now = time.time_ns()
+        if self.options.get("proc_connector", True):
+            reason = CnprocBackend.probe()
+            if reason is None:
+                cn = ProcConnector(int(self.options.get("cn_rcvbuf", 8 << 20)), False,
+                                   self._loss)
+                try:
+                    cn.open()
+                    self._cn = cn
+                except (BackendUnavailable, OSError) as exc:
+                    cn.close()
+                    reason = str(exc)
+            if reason is not None:
+                self._notes.append(BackendError(
+                    now, "audit.cnproc", f"proc connector unavailable ({reason}): process start "
+                    "times and end_code of short-lived processes are unknown, exits come from "
+                    "exit_group (not for processes killed by a signal), forks are not seen"))
+        if self.options.get("tracefs", True):
+            reason = tracefs_available()
+            if reason is None:
+                try:
+                    self._trace = TcpStateTrace(self._excl,
+                                                int(self.options.get("trace_buffer_kb", 1024)))
+                except OSError as exc:
+                    reason = str(exc)
+            if reason is not None:
+                self._notes.append(BackendError(
+                    now, "audit.tracefs", f"tracefs unavailable ({reason}): TCP source "
+                    "addresses and ports are unknown"))
+
+    def _close_companions(self) -> None:
+        cn, self._cn = self._cn, None
+        if cn is not None:
+            cn.close()
+            self._stats.update({k if k.startswith("cn_") else f"cn_{k}": v
+                                for k, v in cn.stats.items()})
+        tr, self._trace = self._trace, None
+        if tr is not None:
+            tr.close()
 
     def _set(self, **values: int) -> None:
         with self._ctl_lock:
@@ -569,10 +678,13 @@ class AuditBackend(Backend):
                       None, False))
         specs.append((r(n("ptrace"), (AUDIT_ARG0, AUDIT_EQUAL, PTRACE_ATTACH), ok), None, False))
         specs.append((r(n("ptrace"), (AUDIT_ARG0, AUDIT_EQUAL, PTRACE_SEIZE), ok), None, False))
-        # ProcessTerminate: exit_group never returns, so no success filter; its record is
-        # written when the process exits. A process killed by a signal does not call it and is
-        # not seen in this tier (documented limit).
-        specs.append((r(n("exit_group")), None, True))
+        for fam in (AF_INET, AF_INET6):  # the socket type of later connects (their protocol)
+            specs.append((r(n("socket"), (AUDIT_ARG0, AUDIT_EQUAL, fam), ok), None, True))
+        # ProcessTerminate: from the proc connector when it runs; else exit_group (it never
+        # returns, so no success filter; its record is written when the process exits). A
+        # process killed by a signal does not call it and is then not seen (documented limit).
+        if self._cn is None:
+            specs.append((r(n("exit_group")), None, True))
         return specs
 
     def _watch_rule(self, path: str) -> AuditRule:
@@ -691,6 +803,7 @@ class AuditBackend(Backend):
             if sock is not None:
                 sock.close()
         self._rd = self._ctl = None
+        self._close_companions()
         self._added = []
         self._stopped = True
         for msg in problems:
@@ -705,13 +818,44 @@ class AuditBackend(Backend):
         next_poll = time.monotonic() + interval
         next_scan = time.monotonic() + rescan if rescan > 0 else float("inf")
         try:
+            for note in self._notes:
+                self._safe_emit(note)
+            self._notes = []
             for mtype, body in self._rd.pending:
                 self._on_message(mtype, body)
             self._rd.pending.clear()
+            poller = select.poll()
+            audit_fd = self._rd.sock.fileno()
+            poller.register(audit_fd, select.POLLIN)
+            fast = select.poll()  # the proc connector only: served while audit records gather
+            if self._cn is not None:
+                poller.register(self._cn.fileno(), select.POLLIN)
+                fast.register(self._cn.fileno(), select.POLLIN)
+            if self._trace is not None:
+                poller.register(self._trace.fileno(), select.POLLIN)
+            next_tick = time.monotonic() + 0.5
+            gather = float(self.options.get("gather_ms", 4)) / 1000
             while not self._stopping.is_set():
-                self._read_some(0.1)
+                ready = poller.poll(100)
+                self._drain_companions()
+                n = self._read_some(0) if any(fd == audit_fd for fd, _ in ready) else 0
                 now = time.monotonic()
                 self._flush(now - timeout)
+                self._flush_out()
+                if 0 < n < 64 and gather:
+                    # a trickle of audit records: let them gather for a few ms (one loop per
+                    # batch instead of per record), answering the proc connector meanwhile so
+                    # exec snapshots are still taken at once
+                    until = now + gather
+                    while True:
+                        left = until - time.monotonic()
+                        if left <= 0 or self._stopping.is_set():
+                            break
+                        if fast.poll(max(1, int(left * 1000))):
+                            self._drain_cn()
+                if now >= next_tick:
+                    self._tick()
+                    next_tick = now + 0.5
                 if now >= next_poll:
                     try:
                         self._poll_status()
@@ -727,12 +871,17 @@ class AuditBackend(Backend):
         except Exception as e:   # noqa: BLE001 - report, never die silently
             self._safe_emit(BackendError(time.time_ns(), "audit", f"reader stopped: {e!r}",
                                          fatal=True))
+        finally:
+            try:
+                self._flush_out()
+            except Exception:    # noqa: BLE001 - the consumer went away
+                pass
 
     def _read_some(self, timeout: float, limit: int = 512, budget: float = 0.2) -> int:
         """Read up to ``limit`` datagrams (or for ``budget`` seconds, so housekeeping runs even
         when ``emit`` blocks), waiting at most ``timeout`` for the first."""
         n = 0
-        wait = timeout
+        wait = timeout if timeout > 0 else None  # None: a non-blocking recv, no poll first
         end = time.monotonic() + timeout + budget
         while n < limit and (n == 0 or time.monotonic() < end):
             try:
@@ -746,18 +895,175 @@ class AuditBackend(Backend):
                 raise
             if data is None:
                 break
-            wait = 0
+            wait = None
             n += 1
+            if not n & 63:
+                self._drain_companions()  # exec snapshots must be taken while processes live
+                self._flush_out()
             for mtype, _flags, _seq, body in AuditSocket.split(data):
                 self._on_message(mtype, body)
         return n
 
+    # -- companions: proc connector and tracefs ------------------------------------------------
+
+    def _drain_cn(self) -> None:
+        if self._cn is not None:
+            for _ in range(8):
+                msgs = self._cn.read(256)
+                if not msgs:
+                    break
+                self._on_cn(msgs)
+
+    def _drain_companions(self) -> None:
+        self._drain_cn()
+        tr = self._trace
+        if tr is not None:
+            try:
+                transitions = tr.read()
+            except OSError as exc:
+                self._error(f"tracefs read failed: {exc}")
+                tr.close()
+                self._trace = None
+                return
+            for t in transitions:
+                for syn, sport in self._matcher.feed(t):
+                    self._tcp_connected(syn, sport)
+        if self._tcp_wait:
+            self._settle_tcp()
+
+    def _on_cn(self, msgs: list) -> None:
+        """Proc connector messages: snapshots of exec'd processes first (they may exit any
+        moment), then forks, execs and exits in order."""
+        snaps = {}
+        for i, m in enumerate(msgs):
+            if m[0] == PROC_EVENT_EXEC and m[5] not in self._excl:
+                snaps[i] = _exec_snapshot(m[5])
+        off = self._mono_off
+        cn = self._cn
+        for i, m in enumerate(msgs):
+            what = m[0]
+            if not cn.in_order(m):
+                continue
+            if what == PROC_EVENT_FORK:
+                if m[6] != m[7]:
+                    continue  # a thread
+                child, parent = m[7], m[5]
+                start = fork_start_ticks(child, m[3], self._boot_off)
+                self._starts[child] = start
+                if len(self._starts) > 65536:
+                    self._starts.popitem(last=False)
+                self._stats["forks"] += 1
+                self._raise_floor(child, m[3] + off)
+                if child not in self._excl:
+                    # held: sent only if the child is reported before it execs (or exits
+                    # without exec); an exec says all a fork would
+                    self._forks[child] = ProcessFork(m[3] + off, child, parent, start)
+                    if len(self._forks) > 65536:
+                        self._forks.popitem(last=False)
+            elif what == PROC_EVENT_EXEC:
+                pid = m[5]
+                if pid in self._excl:
+                    continue
+                self._forks.pop(pid, None)
+                start, end, exe = snaps.get(i) or (None, None, None)
+                if start is None:
+                    start = self._starts.get(pid)
+                self._snaps.setdefault(pid, []).append((m[3] + off, start, end, exe))
+            elif what == PROC_EVENT_EXIT:
+                pid, tgid = m[4], m[5]
+                if pid != tgid or tgid in self._excl:
+                    continue
+                self._stats["exits"] += 1
+                fork = self._forks.pop(tgid, None)
+                if fork is not None:
+                    self._out(fork)
+                self._out(ProcessExit(m[3] + off, tgid, self._starts.pop(tgid, None),
+                                      (m[6] >> 8) & 0xFF))
+
+    def _tcp_connected(self, syn, sport: Optional[int]) -> None:
+        """A TCP connect seen by tracefs (SYN_SENT, then the port): kept for the audit connect
+        record of the same process and destination."""
+        # the tracer prints no tgid for a task it has not seen switch yet (a new child):
+        # the thread's group from /proc, or the tid itself (a single-threaded child)
+        tgid = syn.tgid if syn.tgid is not None else _tgid_of(syn.tid)
+        key = (tgid, syn.daddr, syn.dport)
+        self._tcp_src.setdefault(key, []).append((syn.mono_ns + self._mono_off, syn.saddr,
+                                                  sport))
+
+    def _tcp_source(self, pid: int, ip: str, port: int, ts: int) -> Optional[tuple]:
+        """``(saddr, sport)`` of this process's TCP connect to ``ip:port`` whose SYN was sent
+        within the audit record's clock tick (audit times are coarse: at most ~10 ms early),
+        oldest first; consumed. ``None`` when tracefs saw no such connect."""
+        key = (pid, ip, port)
+        lst = self._tcp_src.get(key)
+        if not lst:
+            return None
+        lo, hi = ts - 2_000_000, ts + 20_000_000
+        while lst and lst[0][0] < lo:
+            lst.pop(0)  # a connect whose audit record never came (or already matched)
+        for i, (t, saddr, sport) in enumerate(lst):
+            if t <= hi:
+                lst.pop(i)
+                if not lst:
+                    del self._tcp_src[key]
+                return (saddr, sport) if sport else None
+        return None
+
+    def _settle_tcp(self, force: bool = False) -> None:
+        """Emit the connects waiting for their tracefs source, in order, as far as each has its
+        source or has waited long enough (``force``: all)."""
+        now = time.monotonic()
+        while self._tcp_wait:
+            deadline, pid, ip, port, ts, obs = self._tcp_wait[0]
+            src = self._tcp_source(pid, ip, port, ts)  # both in inet_ntop/%pI6c form
+            if src is None and not force and now < deadline:
+                return
+            self._tcp_wait.pop(0)
+            if obs is not None:
+                if src is not None:
+                    obs.protocol = "tcp"  # tracefs traces TCP sockets only
+                self._finish_connect(obs, src)
+
+    def _finish_connect(self, obs: NetworkConnect, src: Optional[tuple]) -> None:
+        if src is not None:
+            obs.source_ip, obs.source_port = src
+        if obs.protocol == "tcp":
+            self._stats["tcp_source_known" if src else "tcp_source_unknown"] += 1
+        elif obs.protocol is None:
+            self._stats["protocol_unknown"] += 1
+        self._out_audit(obs)
+
+    def _tick(self) -> None:
+        """Housekeeping every 0.5 s: clock offsets, stale companion state, loss counters."""
+        self._mono_off = monotonic_to_epoch_offset()
+        self._boot_off = boot_offset_ns()
+        now = time.time_ns()
+        stale = now - 5_000_000_000
+        for pid in [p for p, lst in self._snaps.items() if lst[-1][0] < stale]:
+            del self._snaps[pid]
+        for key in [k for k, lst in self._tcp_src.items() if not lst or lst[-1][0] < stale]:
+            del self._tcp_src[key]
+        for syn, sport in self._matcher.expire():
+            self._tcp_connected(syn, sport)
+        if self._cn is not None:
+            self._cn.tick()
+        if self._trace is not None:
+            lost = self._trace.lost_delta()
+            if lost:
+                self._loss("tracefs.overrun", lost, "tracefs ring buffer overrun (TCP states)")
+
     def _drain(self, budget: float) -> None:
         deadline = time.monotonic() + budget
         while time.monotonic() < deadline:
+            self._drain_companions()
             if not self._read_some(0.05):
                 break
+        self._drain_companions()
         self._flush(float("inf"))
+        for syn, sport in self._matcher.expire(force_all=True):
+            self._tcp_connected(syn, sport)
+        self._settle_tcp(force=True)
+        self._flush_out()
 
     def _on_message(self, mtype: int, body: bytes) -> None:
         if mtype not in _KEEP and mtype != nl.AUDIT_EOE:
@@ -806,7 +1112,37 @@ class AuditBackend(Backend):
 
     def _out(self, obs: Observation) -> None:
         self._stats["received"] += 1
-        self.emit(obs)
+        self._outbox.append(obs)
+        if len(self._outbox) >= 256:
+            self._flush_out()
+
+    def _flush_out(self) -> None:
+        """Hand the observations made so far to the sensor in one batch (order kept)."""
+        if self._outbox:
+            out, self._outbox = self._outbox, []
+            self.emit_all(out)
+
+    def _raise_floor(self, pid: int, ts: int) -> None:
+        if ts > self._floor.get(pid, 0):
+            self._floor[pid] = ts
+            self._floor.move_to_end(pid)
+            if len(self._floor) > 65536:
+                self._floor.popitem(last=False)
+
+    def _out_audit(self, obs: Observation) -> None:
+        """Emit an observation made from audit records. Audit stamps records with the coarse
+        clock (the last timer tick: up to a few ms early), while fork and exec times come from
+        the proc connector to the nanosecond; an audit event of a process cannot have happened
+        before that process's fork or (records come in order) its last exec, so its time is
+        raised to that, which keeps each process's events in order."""
+        floor = self._floor.get(obs.pid)
+        if floor is not None and obs.ts_ns < floor:
+            obs.ts_ns = floor
+        if self._forks:
+            fork = self._forks.pop(obs.pid, None)
+            if fork is not None and type(obs) is not ProcessExec:
+                self._out(fork)  # the child is reported before any exec: say whose child
+        self._out(obs)
 
     def _loss(self, source: str, count: int, detail: str) -> None:
         self._stats["lost"] += count
@@ -822,8 +1158,13 @@ class AuditBackend(Backend):
         ``events``, ``partial`` (events flushed without EOE), ``enobufs``, ``rules`` (added),
         ``rules_preexisting``, ``parse_errors``, ``mode``, ``watched_devices``."""
         out = dict(self._stats)
+        if self._cn is not None:
+            out.update({k if k.startswith("cn_") else f"cn_{k}": v
+                        for k, v in self._cn.stats.items()})
         out["mode"] = self.mode
         out["watched_devices"] = len(self.watched_devices)
+        out["proc_connector"] = self._cn is not None
+        out["tracefs"] = self._trace is not None
         return out
 
     # -- classification ------------------------------------------------------------------------
@@ -844,6 +1185,11 @@ class AuditBackend(Backend):
         pid = _int(f.get("pid"))
         if pid is None or pid in self._excl:
             return
+        if self._cn is not None and (pid not in self._floor or pid not in self._snaps):
+            # the proc connector reported this process (fork, exec) before audit wrote the
+            # record: take what it has queued first, so an exec finds its snapshot and the
+            # fork comes before the process's audit events
+            self._drain_cn()
         arch = _hex(f.get("arch"))
         name = _NAMES.get(arch, {}).get(_int(f.get("syscall")))
         if name is None:
@@ -854,6 +1200,14 @@ class AuditBackend(Backend):
         if name in ("execve", "execveat"):
             if success:
                 self._exec(ev, f, pid, ts)
+        elif name == "socket":
+            if success and exit_code is not None and exit_code >= 0:
+                proto = _proto_name(_hex(f.get("a2")) or 0, (_hex(f.get("a1")) or 0) & 0xF)
+                if proto is not None:
+                    self._socks[(pid, exit_code)] = proto
+                    self._socks.move_to_end((pid, exit_code))
+                    if len(self._socks) > 65536:
+                        self._socks.popitem(last=False)
         elif name in ("connect", "accept", "accept4"):
             self._net(ev, f, pid, ts, name, success, exit_code)
         elif name in ("open", "openat", "openat2", "creat"):
@@ -865,17 +1219,17 @@ class AuditBackend(Backend):
                     if item.get("nametype") == "DELETE" and not _is_dir(item):
                         path = self._resolve(item, ev, f, pid, _s32(f.get("a0"))
                                              if name == "unlinkat" else AT_FDCWD)
-                        self._out(FileDelete(ts, pid, path))
+                        self._out_audit(FileDelete(ts, pid, path))
         elif name in ("rename", "renameat", "renameat2"):
             if success:
                 self._rename(ev, f, pid, ts, name)
-        elif name == "exit_group":
+        elif name == "exit_group" and self._cn is None:
             code = _hex(f.get("a0"))
-            self._out(ProcessExit(ts, pid, None, (code & 0xFF) if code is not None else None))
+            self._out_audit(ProcessExit(ts, pid, None, (code & 0xFF) if code is not None else None))
         elif name == "ptrace":
             req = _hex(f.get("a0"))
             if success and req in (PTRACE_ATTACH, PTRACE_SEIZE):
-                self._out(ProcessAccess(ts, pid, _s32(f.get("a1")), req, None))
+                self._out_audit(ProcessAccess(ts, pid, _s32(f.get("a1")), req, None))
 
     @staticmethod
     def _items(ev: _Event) -> list:
@@ -894,10 +1248,32 @@ class AuditBackend(Backend):
         image = _text(nl.decode_untrusted(f.get("exe")))
         argv = _argv([r for r in ev.records if r.type == nl.AUDIT_EXECVE])
         start_ticks = end_data = None
+        snaps = self._snaps.get(pid)
+        if snaps:
+            # the proc connector's snapshot of this exec (execs of one pid come in order on
+            # both channels): exact time, start, and end_code if it shows this very image
+            # (its comm is this exec's)
+            snap_ts, start_ticks, end, comm = snaps.pop(0)
+            if not snaps:
+                del self._snaps[pid]
+            if end and comm is not None and comm == nl.decode_untrusted(f.get("comm")):
+                end_data = end
+            if abs(snap_ts - ts) < 1_000_000_000:
+                ts = snap_ts
+                self._raise_floor(pid, ts)
+            self._stats["exec_paired"] += 1
+            self._out_audit(ProcessExec(ts_ns=ts, pid=pid, ppid=_int(f.get("ppid")), tid=pid,
+                                  start_ticks=start_ticks, image=image, argv=argv,
+                                  cwd=self._cwd(ev), uid=_int(f.get("uid")),
+                                  auid=_int(f.get("auid")), sessionid=_int(f.get("ses")),
+                                  end_data=end_data))
+            return
+        self._stats["exec_unpaired"] += 1
+        start_ticks = self._starts.get(pid)
         st = _proc_stat(pid)
         if st is not None:
             _ppid, ticks, end = st
-            boot_epoch = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            boot_epoch = clock_offset(time.CLOCK_BOOTTIME)
             if ticks * CLK_NS + boot_epoch <= ts + 25_000_000:     # started before the exec
                 start_ticks = ticks
                 try:
@@ -907,7 +1283,7 @@ class AuditBackend(Backend):
                 if end and cur is not None and image is not None and (
                         cur == image or cur == image + " (deleted)"):
                     end_data = end
-        self._out(ProcessExec(ts_ns=ts, pid=pid, ppid=_int(f.get("ppid")), tid=pid,
+        self._out_audit(ProcessExec(ts_ns=ts, pid=pid, ppid=_int(f.get("ppid")), tid=pid,
                               start_ticks=start_ticks, image=image, argv=argv,
                               cwd=self._cwd(ev), uid=_int(f.get("uid")),
                               auid=_int(f.get("auid")), sessionid=_int(f.get("ses")),
@@ -927,23 +1303,28 @@ class AuditBackend(Backend):
             if r.type == nl.AUDIT_SOCKADDR:
                 saddr = _decode_sockaddr(nl.parse_fields(r.text).get("saddr"))
         if name == "connect":
-            if not (success or exit_code == -EINPROGRESS):
-                return
             if saddr is None or saddr[0] not in (AF_INET, AF_INET6):
                 return
             fam, ip, port = saddr
-            info = self._sock_info(pid, _s32(f.get("a0")))
-            proto, src = "tcp", None
-            if info is not None and info.family == fam:
-                if info.peer is not None and _same_ip(info.peer[0], ip) and info.peer[1] == port:
-                    proto, src = info.protocol, info.local
-                elif info.peer is None and info.protocol is not None:
-                    proto = info.protocol          # still connecting: type known, no proof
-                if proto is None:
-                    return                          # not TCP/UDP (e.g. ICMP "ping" socket)
-            self._out(NetworkConnect(ts, pid, proto, True, ip, port,
-                                     src[0] if src else None, src[1] if src else None,
-                                     fam == AF_INET6))
+            fd = _s32(f.get("a0"))
+            proto = self._socks.get((pid, fd))
+            if proto is None:
+                info = self._sock_info(pid, fd)
+                if info is not None and info.family == fam and info.peer is not None \
+                        and _same_ip(info.peer[0], ip) and info.peer[1] == port:
+                    if info.protocol is None:
+                        return                      # not TCP/UDP (e.g. ICMP "ping" socket)
+                    proto = info.protocol
+            ok = success or exit_code == -EINPROGRESS  # a failed connect is not reported
+            obs = NetworkConnect(ts, pid, proto, True, ip, port, None, None, fam == AF_INET6) \
+                if ok else None
+            if proto in ("tcp", None) and self._trace is not None:
+                # its tracefs connect (source address and port) may still be on its way: wait
+                # for it briefly; a failed connect still consumes its own
+                self._tcp_wait.append([time.monotonic() + 0.1, pid, ip, port, ts, obs])
+                self._settle_tcp()
+            elif obs is not None:
+                self._finish_connect(obs, None)
             return
         # accept / accept4: SOCKADDR is the remote peer (absent when addr == NULL)
         if not success:
@@ -971,7 +1352,7 @@ class AuditBackend(Backend):
                 local = lst.local
         if local is None:
             local = ("0.0.0.0" if fam == AF_INET else "::", 0)
-        self._out(NetworkConnect(ts, pid, "tcp", False, local[0], local[1], peer[0], peer[1],
+        self._out_audit(NetworkConnect(ts, pid, "tcp", False, local[0], local[1], peer[0], peer[1],
                                  fam == AF_INET6))
 
     def _open(self, ev: _Event, f: dict, pid: int, ts: int, name: str) -> None:
@@ -992,7 +1373,7 @@ class AuditBackend(Backend):
         for item in items:
             if item.get("nametype") == "CREATE" and not _is_dir(item):
                 created = True
-                self._out(FileCreate(ts, pid, self._resolve(item, ev, f, pid, dirfd, items)))
+                self._out_audit(FileCreate(ts, pid, self._resolve(item, ev, f, pid, dirfd, items)))
         if created:
             return
         if flags is not None and flags & O_ACCMODE == O_WRONLY:
@@ -1003,7 +1384,7 @@ class AuditBackend(Backend):
                 ident = (_dev(item.get("dev")), _int(item.get("inode")))
                 device = self._watch_ids.get(ident) or self._resolve(item, ev, f, pid, dirfd,
                                                                      items)
-                self._out(RawAccessRead(ts, pid, device))
+                self._out_audit(RawAccessRead(ts, pid, device))
                 return
 
     def _rename(self, ev: _Event, f: dict, pid: int, ts: int, name: str) -> None:
@@ -1016,7 +1397,7 @@ class AuditBackend(Backend):
         source = children[0] if children else None
         if target is None or (source is not None and _is_dir(source)) or _is_dir(target):
             return
-        self._out(FileCreate(ts, pid, self._resolve(target, ev, f, pid, newdirfd, items)))
+        self._out_audit(FileCreate(ts, pid, self._resolve(target, ev, f, pid, newdirfd, items)))
 
     # paths -----------------------------------------------------------------------------------
 

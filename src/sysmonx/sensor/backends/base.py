@@ -34,6 +34,9 @@ class Backend(abc.ABC):
 
     Args:
         emit: called with each observation, from a backend thread; may block (back-pressure).
+            When it has a ``many`` attribute (the sensor's does), :meth:`emit_all` hands a whole
+            batch over in one call: one queue operation and one wake-up of the consumer instead
+            of one per observation.
         exclude_pids: pids whose activity must not be reported (the sensor itself), filtered in
             the kernel where the mechanism allows it.
         options: backend-specific settings (buffer sizes, ...); unknown keys are ignored.
@@ -46,8 +49,19 @@ class Backend(abc.ABC):
     def __init__(self, emit: Callable[[Observation], None], exclude_pids: frozenset = frozenset(),
                  options: Optional[dict] = None) -> None:
         self.emit = emit
+        self._emit_many = getattr(emit, "many", None)
         self.exclude_pids = frozenset(exclude_pids)
         self.options = dict(options or {})
+
+    def emit_all(self, observations: list) -> None:
+        """Emit a batch of observations in order (one call of ``emit.many`` when available)."""
+        if not observations:
+            return
+        if self._emit_many is not None:
+            self._emit_many(observations)
+        else:
+            for o in observations:
+                self.emit(o)
 
     @classmethod
     @abc.abstractmethod

@@ -538,6 +538,12 @@ class ExecImages:
         self._info[path] = (now + self.info_ttl_s, (kind, interp))
         return kind, interp
 
+    def is_interpreter(self, path: str) -> bool:
+        """Whether ``path`` is an ELF interpreter (``ld-linux``, ``ld-musl``, or one named by a
+        binary seen before): when an exec's group holds only that, the program itself was not
+        opened from a watched file system (a memfd)."""
+        return self._is_interp(path, None)
+
     def _is_interp(self, path: str, interp: Optional[str]) -> bool:
         if path in self._interps:
             return True

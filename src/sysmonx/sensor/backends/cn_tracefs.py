@@ -396,6 +396,12 @@ class ConnectMatcher:
     """Pairs SYN_SENT transitions (pid, no source port) with the same socket's next
     transition (source port), see the module docstring.
 
+    The text format does not name the socket, so a transition is paired by (family, daddr,
+    dport, saddr). When several connects to that destination are pending, the one made by the
+    thread the transition ran on is taken (on loopback the handshake runs in the connecting
+    thread); if no pending connect or more than one has that thread, the oldest is taken and
+    its port reported as unknown (``None``) rather than possibly another socket's.
+
     :meth:`feed` returns finished connects as ``(TcpTransition_at_syn_sent, sport or None)``;
     :meth:`expire` returns those older than ``pending_s``.
     """
@@ -405,6 +411,7 @@ class ConnectMatcher:
         self.max_pending = max_pending
         self._pending: dict = {}
         self._count = 0
+        self.ambiguous = 0
 
     @staticmethod
     def _key(tr: TcpTransition) -> tuple:
@@ -422,13 +429,25 @@ class ConnectMatcher:
                 if self._count > self.max_pending:
                     done.extend(self.expire(force_all=True))
         elif tr.oldstate == TCP_SYN_SENT:
-            q = self._pending.get(self._key(tr))
+            key = self._key(tr)
+            q = self._pending.get(key)
             if q:
-                syn, _t = q.popleft()
+                sport = tr.sport or None
+                if len(q) == 1:
+                    syn, _t = q.popleft()
+                else:
+                    mine = [i for i, (p, _t) in enumerate(q) if p.tid == tr.tid]
+                    if len(mine) == 1:
+                        syn, _t = q[mine[0]]
+                        del q[mine[0]]
+                    else:
+                        syn, _t = q.popleft()
+                        sport = None  # which socket it was is not certain
+                        self.ambiguous += 1
                 self._count -= 1
                 if not q:
-                    del self._pending[self._key(tr)]
-                done.append((syn, tr.sport or None))
+                    del self._pending[key]
+                done.append((syn, sport))
         return done
 
     def expire(self, force_all: bool = False) -> list:

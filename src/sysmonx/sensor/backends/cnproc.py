@@ -63,17 +63,19 @@ import time
 from typing import Callable, Optional
 
 from ...core.registry import BACKENDS
-from ..observations import (BackendError, FileCreate, FileDelete, Loss, NetworkConnect,
-                            Observation, ProcessExec, ProcessExit)
+from ..observations import (CLK_TCK, BackendError, FileCreate, FileDelete, Loss, NetworkConnect,
+                            Observation, ProcessExec, ProcessExit, ProcessFork)
 from .base import Backend, BackendUnavailable, WakeableReaderMixin
 from .cn_fanotify import (FAN_CREATE, FAN_DELETE, FAN_MOVED_TO, FAN_OPEN_EXEC, FAN_Q_OVERFLOW,
                           ExecImages, FanotifyWatch, fanotify_available)
 from .cn_tracefs import (TCP_ESTABLISHED, TCP_SYN_RECV, ConnectMatcher, TcpStateTrace,
                          tracefs_available)
-from ..procfs import (CAP_NET_ADMIN, SocketOwners, has_cap, init_namespaces, kernel_version,
-                        monotonic_to_epoch_offset, read_process_racy, read_process_rest)
+from ..procfs import (CAP_NET_ADMIN, SocketOwners, clock_offset, has_cap, init_namespaces,
+                      kernel_version, monotonic_to_epoch_offset, parse_stat,
+                      read_process_racy, read_process_rest)
 
-__all__ = ["CnprocBackend", "parse_cn_messages", "CnEvent", "mcast_message",
+__all__ = ["CnprocBackend", "ProcConnector", "fork_start_ticks", "boot_offset_ns",
+           "parse_cn_messages", "CnEvent", "mcast_message",
            "PROC_EVENT_FORK", "PROC_EVENT_EXEC", "PROC_EVENT_EXIT", "PROC_EVENT_NONE"]
 
 NETLINK_CONNECTOR = 11
@@ -90,6 +92,7 @@ PROC_CN_MCAST_IGNORE = 2
 PROC_EVENT_NONE = 0x00000000
 PROC_EVENT_FORK = 0x00000001
 PROC_EVENT_EXEC = 0x00000002
+PROC_EVENT_UID = 0x00000004
 PROC_EVENT_EXIT = 0x80000000
 
 _NLMSG = struct.Struct("=IHHII")  # len, type, flags, seq, pid
@@ -169,6 +172,234 @@ def _tgid_of(tid: int) -> int:
     return tid
 
 
+class ProcConnector:
+    """The proc connector socket (spec linux-sensing.md §2.1): subscription, reads and the
+    accounting of lost messages, shared by the tier-C backend and the audit tier (which takes
+    process starts, forks and exits from it).
+
+    Args:
+        rcvbuf: receive buffer in bytes (``SO_RCVBUFFORCE``, else ``SO_RCVBUF``).
+        kernel_filter: subscribe to EXEC|EXIT only (Linux 6.6+, module docstring); on older
+            kernels a note is added to :attr:`notes` and everything is subscribed.
+        loss: called as ``loss(source, count, detail)`` for every loss found (``cnproc.seq``,
+            ``cnproc.enobufs``).
+
+    :meth:`open` raises :class:`BackendUnavailable` when the kernel does not acknowledge the
+    subscription. Not thread-safe: one reader thread calls :meth:`read`, :meth:`in_order` and
+    :meth:`tick`.
+    """
+
+    def __init__(self, rcvbuf: int, kernel_filter: bool, loss: Callable) -> None:
+        self.rcvbuf = rcvbuf
+        self.kernel_filter = kernel_filter
+        self._loss = loss
+        self.sock: Optional[socket.socket] = None
+        self._listening = False
+        self._event_type: Optional[int] = None
+        self._drops_base = 0
+        self._last_seq: dict = {}
+        self.early: list = []  # messages read while waiting for the acknowledgement
+        self._buf = bytearray(65536)
+        self.notes: list = []
+        self.stats = {"cn_messages": 0, "cn_malformed": 0, "seq_lost": 0, "enobufs": 0,
+                      "sk_drops": 0}
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def open(self) -> None:
+        """Open, bind and subscribe (waits up to 1 s for the kernel's acknowledgement); the
+        socket is left non-blocking."""
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+        self.sock = s
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        s.bind((0, CN_IDX_PROC))
+        self._drops_base = self._sk_drops()
+        seq = random.randrange(1, 1 << 30)
+        event_type = None
+        if self.kernel_filter and kernel_version() >= (6, 6):
+            event_type = PROC_EVENT_EXEC | PROC_EVENT_EXIT
+        elif self.kernel_filter:
+            self.kernel_filter = False
+            self.notes.append("kernel event filtering needs Linux 6.6+; disabled")
+        # Subscribe to everything first: with a filter the kernel also filters out its own
+        # acknowledgement (PROC_EVENT_NONE), and the ack is how we know the kernel listened.
+        ack = random.randrange(1, 1 << 30)
+        s.send(mcast_message(PROC_CN_MCAST_LISTEN, seq, None, ack))
+        self._listening = True
+        deadline = time.monotonic() + 1.0
+        buf = bytearray(65536)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BackendUnavailable(
+                    "the kernel did not acknowledge PROC_CN_MCAST_LISTEN within 1 s "
+                    "(not in the initial pid/user namespace?)")
+            r, _, _ = select.select([s], [], [], left)
+            if not r:
+                continue
+            n = s.recv_into(buf)
+            msgs: list = []
+            parse_cn_messages(bytes(buf[:n]), msgs)
+            acked = False
+            for m in msgs:
+                self.early.append(m)  # processed by the reader (sequence baseline)
+                if m.what == PROC_EVENT_NONE and m[10] == ack + 1:
+                    acked = True
+                    if m[4]:
+                        raise BackendUnavailable(f"proc connector refused LISTEN: errno {m[4]}")
+            if acked:
+                break
+        if event_type is not None:
+            # a second LISTEN on the same socket only replaces its filter (6.6+ keeps the
+            # per-socket state, so the global listener count is not incremented twice)
+            s.send(mcast_message(PROC_CN_MCAST_LISTEN, seq + 1, event_type))
+            self._event_type = event_type
+        s.setblocking(False)
+
+    def _sk_drops(self) -> int:
+        try:
+            raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
+            return struct.unpack("=9I", raw)[SK_MEMINFO_DROPS]
+        except (OSError, struct.error, AttributeError):
+            return 0
+
+    def read(self, limit: int) -> list:
+        """Up to about ``limit`` messages that are queued now (never blocks)."""
+        s = self.sock
+        if s is None:
+            return []
+        if self.early:
+            msgs, self.early = self.early, []
+        else:
+            msgs = []
+        buf = self._buf
+        while len(msgs) < limit:
+            try:
+                n = s.recv_into(buf)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self.stats["enobufs"] += 1
+                    if self.kernel_filter:
+                        self._report_sk_drops()
+                    continue
+                raise
+            if n <= 0:
+                break
+            self.stats["cn_messages"] += 1
+            self.stats["cn_malformed"] += parse_cn_messages(bytes(buf[:n]), msgs)
+        return msgs
+
+    def in_order(self, m: CnEvent) -> bool:
+        """Account ``m``'s per-CPU sequence number: a gap is reported as lost messages; returns
+        False for a duplicate or older message (to be skipped)."""
+        cpu, seq = m[1], m[2]
+        # acknowledgements (NONE) take a sequence number too when sent through the per-CPU
+        # path (cpu set); the old path sends them with cpu = -1 and the caller's seq
+        if self.kernel_filter or cpu == 0xFFFFFFFF:
+            return True
+        last = self._last_seq.get(cpu)
+        if last is not None:
+            gap = (seq - last - 1) & 0xFFFFFFFF
+            if 0 < gap < 0x80000000:
+                self.stats["seq_lost"] += gap
+                self._loss("cnproc.seq", gap, f"cn_proc sequence gap on CPU {cpu}")
+            elif gap >= 0x80000000:
+                return False  # duplicate/older message; keep the newer baseline
+        self._last_seq[cpu] = seq
+        return True
+
+    def _report_sk_drops(self) -> None:
+        now = self._sk_drops()
+        delta = (now - self._drops_base) & 0xFFFFFFFF
+        self._drops_base = now
+        self.stats["sk_drops"] += delta
+        if delta:
+            self._loss("cnproc.enobufs", delta, "cn_proc receive queue overflowed (ENOBUFS); "
+                       "count from SK_MEMINFO_DROPS")
+
+    def tick(self, final: bool = False) -> None:
+        """Periodic loss accounting (with the kernel filter the socket's drop counter is the
+        only count); at ``final``, drops no later sequence number revealed."""
+        if self.sock is None:
+            return
+        if self.kernel_filter:
+            self._report_sk_drops()
+        elif final:
+            total = (self._sk_drops() - self._drops_base) & 0xFFFFFFFF
+            self.stats["sk_drops"] = total
+            rest = total - self.stats["seq_lost"]
+            if rest > 0:
+                self._loss("cnproc.enobufs", rest, "cn_proc messages dropped (ENOBUFS) after the "
+                           "last sequence number seen")
+
+    def close(self) -> None:
+        """Unsubscribe and close. Idempotent."""
+        s, self.sock = self.sock, None
+        if s is None:
+            return
+        if self._listening:
+            try:
+                s.setblocking(True)
+                s.settimeout(1.0)
+                s.send(mcast_message(PROC_CN_MCAST_IGNORE, random.randrange(1, 1 << 30),
+                                     self._event_type))
+            except OSError:
+                pass
+            self._listening = False
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
+_TICK_NS = 1_000_000_000 // CLK_TCK
+_FORK_STAMP_LAG_NS = 1_000_000  # bound on (proc connector stamp - child's start_boottime)
+
+
+def fork_start_ticks(child: int, mono_ns: int, boot_offset_ns: int) -> int:
+    """A forked child's start time in clock ticks since boot (``/proc/PID/stat`` field 22).
+
+    The proc connector stamps the fork (CLOCK_MONOTONIC) microseconds after the kernel set the
+    child's ``start_boottime``; ``boot_offset_ns`` = CLOCK_BOOTTIME - CLOCK_MONOTONIC. The tick
+    of the stamp is the start tick unless the stamp lies within 1 ms after a tick boundary;
+    only then is ``/proc/PID/stat`` read (while the child is there) to be sure."""
+    boot_ns = mono_ns + boot_offset_ns
+    if boot_ns % _TICK_NS >= _FORK_STAMP_LAG_NS:
+        return boot_ns // _TICK_NS
+    data = _read_stat(child)
+    if data:
+        parsed = parse_stat(data)
+        if parsed:
+            return parsed[2]
+    return boot_ns // _TICK_NS
+
+
+def _read_stat(pid: int) -> Optional[bytes]:
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def boot_offset_ns() -> int:
+    """CLOCK_BOOTTIME - CLOCK_MONOTONIC now (the time the machine spent suspended)."""
+    return clock_offset(time.CLOCK_MONOTONIC, time.CLOCK_BOOTTIME)
+
+
 class _BoundedMap(dict):
     """A dict that forgets its oldest half when it grows past ``limit`` (missed exits)."""
 
@@ -217,9 +448,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         self.enrich = bool(o.get("enrich", True))
         self.batch = max(1, int(o.get("batch", 256)))
         self.join_timeout_s = float(o.get("join_timeout_s", 5.0))
-        self._sock: Optional[socket.socket] = None
-        self._listening = False
-        self._listen_event_type: Optional[int] = None
+        self._cn: Optional[ProcConnector] = None
         self._fan: Optional[FanotifyWatch] = None
         self._trace: Optional[TcpStateTrace] = None
         self._thread: Optional[threading.Thread] = None
@@ -227,15 +456,16 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         self._stopping = False
         self._stopped = True
         self._notes: list = []
-        self._early: list = []
-        self._last_seq: dict = {}
         self._parents = _BoundedMap(65536)
         self._starts = _BoundedMap(65536)
+        self._uids = _BoundedMap(65536)  # tgid -> real uid set since fork (PROC_EVENT_UID)
+        self._outbox: list = []
+        self._forks: dict = {}  # child -> ProcessFork held until the child is reported
         self._images = ExecImages()
         self._matcher = ConnectMatcher(float(o.get("connect_pending_s", 1.0)))
         self._owners = SocketOwners()
         self._offset = monotonic_to_epoch_offset()
-        self._drops_base = 0
+        self._boot_offset = boot_offset_ns()
         self._lock = threading.Lock()
         self._stats = {
             "received": 0, "lost": 0, "emitted": 0,
@@ -287,7 +517,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         self._stopping = False
         self._stopped = False
         # per-run state (a backend can be started again after stop())
-        self._notes, self._early, self._last_seq = [], [], {}
+        self._notes = []
         self._images = ExecImages()
         self._matcher = ConnectMatcher(self._matcher.pending_s)
         try:
@@ -343,81 +573,19 @@ class CnprocBackend(WakeableReaderMixin, Backend):
                 f"tracefs unavailable ({reason}): no NetworkConnect"))
 
     def _open_cn(self) -> None:
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
-        self._sock = s
-        try:
-            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
-        except OSError:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-        s.bind((0, CN_IDX_PROC))
-        self._drops_base = self._sk_drops()
-        seq = random.randrange(1, 1 << 30)
-        event_type = None
-        if self.kernel_filter and kernel_version() >= (6, 6):
-            event_type = PROC_EVENT_EXEC | PROC_EVENT_EXIT
-        elif self.kernel_filter:
-            self.kernel_filter = False
-            self._notes.append(BackendError(time.time_ns(), "cnproc.filter",
-                                            "kernel event filtering needs Linux 6.6+; disabled"))
-        # Subscribe to everything first: with a filter the kernel also filters out its own
-        # acknowledgement (PROC_EVENT_NONE), and the ack is how we know the kernel listened.
-        ack = random.randrange(1, 1 << 30)
-        s.send(mcast_message(PROC_CN_MCAST_LISTEN, seq, None, ack))
-        self._listening = True
-        deadline = time.monotonic() + 1.0
-        buf = bytearray(65536)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise BackendUnavailable(
-                    "the kernel did not acknowledge PROC_CN_MCAST_LISTEN within 1 s "
-                    "(not in the initial pid/user namespace?)")
-            r, _, _ = select.select([s], [], [], left)
-            if not r:
-                continue
-            n = s.recv_into(buf)
-            msgs: list = []
-            parse_cn_messages(bytes(buf[:n]), msgs)
-            acked = False
-            for m in msgs:
-                self._early.append(m)  # processed by the reader (sequence baseline)
-                if m.what == PROC_EVENT_NONE and m[10] == ack + 1:
-                    acked = True
-                    if m[4]:
-                        raise BackendUnavailable(f"proc connector refused LISTEN: errno {m[4]}")
-            if acked:
-                break
-        if event_type is not None:
-            # a second LISTEN on the same socket only replaces its filter (6.6+ keeps the
-            # per-socket state, so the global listener count is not incremented twice)
-            s.send(mcast_message(PROC_CN_MCAST_LISTEN, seq + 1, event_type))
-            self._listen_event_type = event_type
-        s.setblocking(False)
-
-    def _sk_drops(self) -> int:
-        try:
-            raw = self._sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
-            return struct.unpack("=9I", raw)[SK_MEMINFO_DROPS]
-        except (OSError, struct.error, AttributeError):
-            return 0
+        self._cn = ProcConnector(self.rcvbuf, self.kernel_filter, self._loss)
+        self._cn.open()
+        self.kernel_filter = self._cn.kernel_filter
+        for note in self._cn.notes:
+            self._notes.append(BackendError(time.time_ns(), "cnproc.filter", note))
 
     # ---- stop: WakeableReaderMixin.stop() wakes the reader, joins it, then calls _cleanup()
     def _cleanup(self) -> None:
-        s, self._sock = self._sock, None
-        if s is not None:
-            if self._listening:
-                try:
-                    s.setblocking(True)
-                    s.settimeout(1.0)
-                    s.send(mcast_message(PROC_CN_MCAST_IGNORE, random.randrange(1, 1 << 30),
-                                         self._listen_event_type))
-                except OSError:
-                    pass
-                self._listening = False
-            try:
-                s.close()
-            except OSError:
-                pass
+        cn, self._cn = self._cn, None
+        if cn is not None:
+            cn.close()
+            with self._lock:
+                self._stats.update(cn.stats)
         if self._fan is not None:
             self._fan.close()
             self._fan = None
@@ -432,12 +600,27 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         ``enrich_full``/``enrich_partial``/``enrich_gone``: exec snapshots with exe+argv, with
         only some fields, with nothing; ``image_fanotify``/``image_proc``)."""
         with self._lock:
-            return dict(self._stats)
+            out = dict(self._stats)
+        if self._cn is not None:
+            out.update(self._cn.stats)
+        return out
 
     # ------------------------------------------------------------------------------ reader
     def _out(self, obs: Observation) -> None:
         self._stats["emitted"] += 1
-        self.emit(obs)
+        if self._forks:
+            fork = self._forks.pop(getattr(obs, "pid", None), None)
+            if fork is not None and type(obs) is not ProcessExec:
+                self._outbox.append(fork)  # the child is reported before any exec
+        self._outbox.append(obs)
+        if len(self._outbox) >= 256:
+            self._flush_out()
+
+    def _flush_out(self) -> None:
+        """Hand the observations made so far to the sensor in one batch (order kept)."""
+        if self._outbox:
+            out, self._outbox = self._outbox, []
+            self.emit_all(out)
 
     def _loss(self, source: str, count: int, detail: str = "") -> None:
         if count <= 0:
@@ -452,14 +635,11 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             self._notes = []
             poller = select.poll()
             poller.register(self._wake_r, select.POLLIN)
-            poller.register(self._sock.fileno(), select.POLLIN)
+            poller.register(self._cn.fileno(), select.POLLIN)
             if self._fan is not None:
                 poller.register(self._fan.fileno(), select.POLLIN)
             if self._trace is not None:
                 poller.register(self._trace.fileno(), select.POLLIN)
-            if self._early:
-                early, self._early = self._early, []
-                self._process_batch(early)
             next_tick = time.monotonic() + 0.5
             while not self._stopping:
                 timeout = max(0.0, next_tick - time.monotonic())
@@ -468,10 +648,16 @@ class CnprocBackend(WakeableReaderMixin, Backend):
                 if time.monotonic() >= next_tick:
                     self._tick()
                     next_tick = time.monotonic() + 0.5
+                self._flush_out()
             # final drain: everything that happened before stop() was called is queued
             self._drain_all()
             self._tick(final=True)
+            self._flush_out()
         except Exception as exc:  # the reader must report, not die silently
+            try:
+                self._flush_out()
+            except Exception:
+                pass
             try:
                 self._out(BackendError(time.time_ns(), "cnproc.reader",
                                        f"reader crashed: {type(exc).__name__}: {exc}", fatal=True))
@@ -486,46 +672,17 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             else:
                 self._process_files(self._read_fan())
             did_trace = self._drain_trace()
+            self._flush_out()
             if not msgs and not did_trace:
                 break
 
     def _read_cn(self) -> list:
-        s = self._sock
-        if s is None:
+        if self._cn is None:
             return []
-        msgs: list = []
-        buf = bytearray(16384)
-        while len(msgs) < self.batch:
-            try:
-                n = s.recv_into(buf)
-            except BlockingIOError:
-                break
-            except InterruptedError:
-                continue
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self._on_enobufs()
-                    continue
-                raise
-            if n <= 0:
-                break
-            self._stats["received"] += 1
-            self._stats["cn_messages"] += 1
-            self._stats["cn_malformed"] += parse_cn_messages(bytes(buf[:n]), msgs)
+        before = self._cn.stats["cn_messages"]
+        msgs = self._cn.read(self.batch)
+        self._stats["received"] += self._cn.stats["cn_messages"] - before
         return msgs
-
-    def _on_enobufs(self) -> None:
-        self._stats["enobufs"] += 1
-        if self.kernel_filter:
-            self._report_sk_drops()
-
-    def _report_sk_drops(self) -> None:
-        now = self._sk_drops()
-        delta = (now - self._drops_base) & 0xFFFFFFFF
-        self._drops_base = now
-        self._stats["sk_drops"] += delta
-        self._loss("cnproc.enobufs", delta, "cn_proc receive queue overflowed (ENOBUFS); "
-                   "count from SK_MEMINFO_DROPS")
 
     def _read_fan(self) -> list:
         if self._fan is None:
@@ -545,7 +702,8 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         return events
 
     def _process_batch(self, msgs: list) -> None:
-        # 1. /proc reads for every exec first: the process may exit any moment
+        # 1. /proc reads for every exec first: the process may exit any moment; then the start
+        #    time of every new process (stat survives as a zombie)
         snaps: dict = {}
         last_exec: dict = {}
         for i, m in enumerate(msgs):
@@ -556,28 +714,35 @@ class CnprocBackend(WakeableReaderMixin, Backend):
                     snaps[i] = read_process_racy(pid)
         for snap in snaps.values():  # what survives as a zombie, second
             read_process_rest(snap)
+        starts: dict = {}
+        for i, m in enumerate(msgs):
+            if m[0] == PROC_EVENT_FORK and m[6] == m[7]:
+                starts[i] = fork_start_ticks(m[7], m[3], self._boot_offset)
         # 2. fanotify: the FAN_OPEN_EXEC of these execs were queued before their messages
         files = self._read_fan()
         # 3. process events in order, then the file events
         off = self._offset
+        cn = self._cn
         for i, m in enumerate(msgs):
-            what, cpu, seq = m[0], m[1], m[2]
-            # acknowledgements (NONE) take a sequence number too when sent through the per-CPU
-            # path (cpu set); the old path sends them with cpu = -1 and the caller's seq
-            if not self.kernel_filter and cpu != 0xFFFFFFFF:
-                last = self._last_seq.get(cpu)
-                if last is not None:
-                    gap = (seq - last - 1) & 0xFFFFFFFF
-                    if 0 < gap < 0x80000000:
-                        self._stats["seq_lost"] += gap
-                        self._loss("cnproc.seq", gap, f"cn_proc sequence gap on CPU {cpu}")
-                    elif gap >= 0x80000000:
-                        continue  # duplicate/older message; keep the newer baseline
-                self._last_seq[cpu] = seq
+            what = m[0]
+            if cn is not None and not cn.in_order(m):
+                continue
             if what == PROC_EVENT_FORK:
                 self._stats["forks"] += 1
                 if m[6] == m[7]:  # a new process, not a thread
-                    self._parents.put(m[7], m[5])
+                    child, parent = m[7], m[5]
+                    self._parents.put(child, parent)
+                    start = starts.get(i)
+                    self._starts.put(child, start)
+                    if child not in self.exclude_pids:
+                        # held: sent only if the child is reported before it execs (or exits
+                        # without exec); an exec says all a fork would
+                        self._forks[child] = ProcessFork(ts_ns=m[3] + off, pid=child,
+                                                         ppid=parent, start_ticks=start)
+                        if len(self._forks) > 65536:
+                            del self._forks[next(iter(self._forks))]
+            elif what == PROC_EVENT_UID:
+                self._uids.put(m[5], m[6])  # setuid() and friends: the new real uid
             elif what == PROC_EVENT_EXEC:
                 self._on_exec(m, snaps.get(i), last_exec.get(m[5], i) > i, off)
             elif what == PROC_EVENT_EXIT:
@@ -587,11 +752,20 @@ class CnprocBackend(WakeableReaderMixin, Backend):
     def _on_exec(self, m: CnEvent, snap, later_in_batch: bool, off: int) -> None:
         self._stats["execs"] += 1
         pid = m[5]
+        self._forks.pop(pid, None)
         fan_image, later_fan = (self._images.take(pid) if self._fan is not None else (None, False))
         if pid in self.exclude_pids:
             return
         later = later_in_batch or later_fan
-        obs = ProcessExec(ts_ns=m[3] + off, pid=pid, tid=m[4], ppid=self._parents.get(pid))
+        if fan_image is not None and self._images.is_interpreter(fan_image):
+            # only the ELF interpreter was opened from a watched file system: the program
+            # itself has no path there (a memfd, an unwatched mount), or ld.so was run
+            # directly; /proc tells which, else the image is unknown (never ld.so by guess)
+            fan_image = None
+        # real uid: the one set since the fork (UID events), else the core keeps the one the
+        # process inherited at fork (exec never changes the real uid)
+        obs = ProcessExec(ts_ns=m[3] + off, pid=pid, tid=m[4], ppid=self._parents.get(pid),
+                          start_ticks=self._starts.get(pid), uid=self._uids.get(pid))
         image = fan_image
         if snap is not None:
             if snap.start_ticks is not None:  # constant across execs: always usable
@@ -603,10 +777,14 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             exe = snap.exe[:-10] if snap.exe and snap.exe.endswith(" (deleted)") else snap.exe
             if fan_image is not None and exe is not None and exe != fan_image:
                 later = True  # /proc already shows another program: a later exec
+            elif fan_image is not None and snap.exe != exe:
+                image = snap.exe  # the same file, unlinked since: the kernel's view
             if later:
                 self._stats["enrich_distrusted"] += 1
             else:
-                obs.argv, obs.cwd, obs.uid = snap.argv, snap.cwd, snap.uid
+                obs.argv, obs.cwd = snap.argv, snap.cwd
+                if snap.uid is not None:
+                    obs.uid = snap.uid
                 obs.end_data = snap.end_data
                 if image is None:
                     image = snap.exe
@@ -632,6 +810,10 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             return
         self._stats["exits"] += 1
         self._parents.pop(tgid, None)
+        self._uids.pop(tgid, None)
+        fork = self._forks.pop(tgid, None)
+        if fork is not None:
+            self._out(fork)
         self._images.forget(tgid)
         start = self._starts.pop(tgid, None)
         if tgid in self.exclude_pids:
@@ -722,11 +904,5 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             lost = self._trace.lost_delta()
             self._stats["trace_overrun"] += lost
             self._loss("tracefs.overrun", lost, "tracefs ring buffer overrun (TCP state events)")
-        if self.kernel_filter:
-            self._report_sk_drops()
-        elif final:
-            # drops no later sequence number revealed (the last messages of a CPU)
-            total = (self._sk_drops() - self._drops_base) & 0xFFFFFFFF
-            self._stats["sk_drops"] = total
-            self._loss("cnproc.enobufs", total - self._stats["seq_lost"],
-                       "cn_proc messages dropped (ENOBUFS) after the last sequence number seen")
+        if self._cn is not None:
+            self._cn.tick(final)

@@ -13,6 +13,9 @@ Direction and duplicates: on ``lo`` every packet is seen twice (``PACKET_OUTGOIN
 ``PACKET_OUTGOING`` and its answer ``PACKET_HOST``; queries arriving from other machines (this
 host is their DNS server) and the answers it sends them are ignored.
 
+Time: each packet's time is the kernel's receive stamp (``SO_TIMESTAMPNS``), so a DnsQuery's
+``ts_ns`` is when the query was sent, not when the reader got to it or when the answer came.
+
 Matching: a query waits under (transport, client ip, client port, DNS id) for its response; the
 pair becomes one DnsQuery with the RCODE and the answers. A query without an answer after
 ``dns_answer_timeout_s`` (default 2 s) is emitted with ``status``/``results`` ``None``. A response
@@ -60,6 +63,8 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 SO_ATTACH_FILTER = 26
+SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS: struct timespec of when the kernel received the packet
+_TIMESPEC = struct.Struct("=qq")
 ARPHRD_LOOPBACK = 772
 PACKET_HOST = 0
 PACKET_OUTGOING = 4
@@ -494,6 +499,10 @@ class DnsBackend(WakeableReaderMixin, Backend):
             except OSError:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
             _attach_filter(s, bpf_program(tcp=self.tcp))
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            except OSError:
+                pass  # then the time the reader got the packet
             _bind_all(s)
             s.setblocking(False)
             self._read_drops()  # reset the counters (reading clears them)
@@ -569,9 +578,10 @@ class DnsBackend(WakeableReaderMixin, Backend):
 
     def _drain(self) -> None:
         s = self._sock
+        anc_size = socket.CMSG_SPACE(_TIMESPEC.size)
         for _ in range(4096):
             try:
-                data, addr = s.recvfrom(65535)
+                data, anc, _flags, addr = s.recvmsg(65535, anc_size)
             except BlockingIOError:
                 return
             except InterruptedError:
@@ -586,8 +596,14 @@ class DnsBackend(WakeableReaderMixin, Backend):
             if loopback and pkttype == PACKET_OUTGOING:
                 self._stats["duplicates"] += 1  # the HOST copy follows
                 continue
+            stamp = None
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and \
+                        len(cdata) >= _TIMESPEC.size:
+                    sec, nsec = _TIMESPEC.unpack_from(cdata)
+                    stamp = sec * 1_000_000_000 + nsec
             self.handle_packet(data, outgoing=(pkttype == PACKET_OUTGOING or loopback),
-                               incoming=(pkttype == PACKET_HOST or loopback))
+                               incoming=(pkttype == PACKET_HOST or loopback), now_ns=stamp)
 
     def handle_packet(self, data: bytes, outgoing: bool = True, incoming: bool = True,
                       now_ns: Optional[int] = None) -> None:

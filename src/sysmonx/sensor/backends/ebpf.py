@@ -15,7 +15,14 @@ ProcessExec (1)        tp_btf/sched_process_exec                    image = path
                                                                     /proc/PID/exe shows), argv
                                                                     from mm->arg_start..arg_end
                                                                     (first 4 KiB), cwd by a
-                                                                    mount-aware dentry walk
+                                                                    mount-aware dentry walk;
+                                                                    the image as d_path shows
+                                                                    it: ``/memfd:NAME
+                                                                    (deleted)``, ``PATH
+                                                                    (deleted)``
+ProcessFork            tp_btf/sched_process_fork                    new thread groups only: a
+                                                                    child that never execs gets
+                                                                    its parent's image
 ProcessExit (5)        tp_btf/sched_process_exit                    last thread of the group
 NetworkConnect (3)     tp_btf/sys_exit of connect/accept/accept4;   full 4-tuple from the
                        cgroup/sendmsg4|6, recvmsg4|6 (unconnected   socket; UDP flows
@@ -71,6 +78,7 @@ from ..observations import (
     ProcessAccess,
     ProcessExec,
     ProcessExit,
+    ProcessFork,
     RawAccessRead,
 )
 from .base import Backend, BackendUnavailable
@@ -80,14 +88,17 @@ __all__ = ["EbpfBackend"]
 log = logging.getLogger(__name__)
 
 # --- ABI shared with sensor.bpf.c (keep in step) ------------------------------------------------
-ABI_VERSION = 1
-EV_EXEC, EV_EXIT, EV_NET, EV_FILE_CREATE, EV_RAW_READ, EV_FILE_DELETE, EV_PTRACE = range(1, 8)
-EV_NTYPES = 8
+ABI_VERSION = 2
+(EV_EXEC, EV_EXIT, EV_NET, EV_FILE_CREATE, EV_RAW_READ, EV_FILE_DELETE, EV_PTRACE,
+ EV_FORK) = range(1, 9)
+EV_NTYPES = 9
 EV_NAMES = {EV_EXEC: "exec", EV_EXIT: "exit", EV_NET: "net", EV_FILE_CREATE: "file_create",
-            EV_RAW_READ: "raw_read", EV_FILE_DELETE: "file_delete", EV_PTRACE: "ptrace"}
+            EV_RAW_READ: "raw_read", EV_FILE_DELETE: "file_delete", EV_PTRACE: "ptrace",
+            EV_FORK: "fork"}
 
 F_ARGV_TRUNC, F_PATH1_TRUNC, F_PATH2_TRUNC = 1, 2, 4
 F_IMAGE_FILENAME, F_BASE_CWD, F_BASE_DFD, F_ARGV_FAIL = 8, 16, 32, 64
+F_IMAGE_PSEUDO, F_IMAGE_DELETED = 128, 256
 
 (M_EXEC, M_EXIT, M_NET, M_FILE_CREATE, M_RAW_READ, M_FILE_DELETE,
  M_PTRACE) = (1 << i for i in range(7))
@@ -100,6 +111,7 @@ _EXIT = struct.Struct("<QII")                   # + start_ns exit_code pad
 _NET = struct.Struct("<BBBBHH16s16s")           # + proto family initiated pad lport rport l r
 _PATH = struct.Struct("<HHi")                   # + path_len base_len dfd
 _PTRACE = struct.Struct("<IIQ")                 # + target pad request
+_FORK = struct.Struct("<IIQ")                   # + ppid uid start_ns
 _COUNTERS = struct.Struct(f"<{EV_NTYPES}Q")
 _CFG = struct.Struct("<IIQ")                    # mask pad udp_interval_ns
 _HS = _HDR.size
@@ -203,6 +215,8 @@ class EbpfBackend(Backend):
         self._reader_cpu_ns = 0
         self._batches = 0
         self._batch_max = 512
+        self._offset = 0
+        self._offset_due = 0.0
         self._kernel_sent: Optional[list] = None
         self._fds: dict = {}
         self.object_path: Optional[Path] = None
@@ -283,6 +297,7 @@ class EbpfBackend(Backend):
                     self._notice("no cgroup v2 mount: unconnected UDP send/recv is not reported")
             need = {
                 "on_exec": bool(mask & M_EXEC),
+                "on_fork": bool(mask & ~M_EXEC),  # attribution of what children do
                 "on_exit": bool(mask & M_EXIT),
                 "on_sys_exit": bool(mask & (M_NET | M_FILE_CREATE | M_RAW_READ | M_FILE_DELETE
                                             | M_PTRACE)),
@@ -488,8 +503,13 @@ class EbpfBackend(Backend):
             return
         batch, self._batch = self._batch, []
         self._batches += 1
-        offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        emit = self.emit
+        now = time.monotonic()
+        if now >= self._offset_due:  # one careful offset a second: stamps keep their order
+            from ..procfs import clock_offset
+            self._offset = clock_offset(time.CLOCK_BOOTTIME)
+            self._offset_due = now + 1.0
+        offset = self._offset
+        out = []
         for rec in batch:
             try:
                 obs = self._decode(rec, offset)
@@ -499,8 +519,12 @@ class EbpfBackend(Backend):
                 continue
             if slow:
                 time.sleep(slow)
+                if obs is not None:
+                    self.emit(obs)  # loss tests: one at a time, as slowly as asked
+                continue
             if obs is not None:
-                emit(obs)
+                out.append(obs)
+        self.emit_all(out)
 
     def _decode(self, rec: bytes, offset: int):
         etype, flags, pid, tid, abi, ts = _HDR.unpack_from(rec)
@@ -510,6 +534,10 @@ class EbpfBackend(Backend):
         ts += offset
         if etype == EV_EXEC:
             return self._decode_exec(rec, flags, pid, tid, ts)
+        if etype == EV_FORK:
+            ppid, uid, start = _FORK.unpack_from(rec, _HS)
+            return ProcessFork(ts_ns=ts, pid=pid, ppid=ppid, start_ticks=start // _NS_PER_TICK,
+                               uid=uid)
         if etype == EV_EXIT:
             start, code, _ = _EXIT.unpack_from(rec, _HS)
             return ProcessExit(ts_ns=ts, pid=pid, start_ticks=start // _NS_PER_TICK,
@@ -547,8 +575,12 @@ class EbpfBackend(Backend):
         if flags & F_IMAGE_FILENAME:
             image = os.fsdecode(raw_image.rstrip(b"\0"))
             image = _normpath(image if image.startswith("/") else f"{cwd}/{image}")
+        elif flags & F_IMAGE_PSEUDO:  # d_path of a memfd: "/memfd:NAME (deleted)"
+            image = "/" + os.fsdecode(raw_image.rstrip(b"\0")) + " (deleted)"
         else:
             image = _components(raw_image) if ilen else None
+            if image and flags & F_IMAGE_DELETED:
+                image += " (deleted)"
         return ProcessExec(ts_ns=ts, pid=pid, ppid=ppid, tid=tid,
                            start_ticks=start // _NS_PER_TICK, image=image, argv=argv, cwd=cwd,
                            uid=uid, auid=auid, sessionid=ses, end_data=end_code)

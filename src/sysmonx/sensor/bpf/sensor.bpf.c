@@ -7,6 +7,11 @@
  * sock_addr, so tracefs does not need to be mounted.
  *
  *   tp_btf/sched_process_exec   -> EV_EXEC   (ProcessCreate 1)
+ *   tp_btf/sched_process_fork   -> remembered in `forks`; sent as EV_FORK (no event of its own)
+ *                                  only when the child does something reported (exit, connect,
+ *                                  file ...) before it execs, right before that record: a child
+ *                                  that never execs gets its parent's image and its own GUID,
+ *                                  and the common fork + exec costs no record at all
  *   tp_btf/sched_process_exit   -> EV_EXIT   (ProcessTerminate 5), thread-group deaths only
  *   tp_btf/sys_exit             -> successful open/openat/openat2/creat   -> EV_FILE_CREATE (11),
  *                                                                          EV_RAW_READ (9)
@@ -34,7 +39,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define ABI_VERSION 1
+#define ABI_VERSION 2
 
 enum ev_type {
 	EV_EXEC = 1,
@@ -44,7 +49,8 @@ enum ev_type {
 	EV_RAW_READ = 5,
 	EV_FILE_DELETE = 6,
 	EV_PTRACE = 7,
-	EV_NTYPES = 8,
+	EV_FORK = 8,
+	EV_NTYPES = 9,
 };
 
 /* cfg.mask bits: which event classes are enabled */
@@ -64,6 +70,8 @@ enum ev_type {
 #define F_BASE_CWD (1u << 4)       /* FILE_DELETE: relative path, base is the cwd */
 #define F_BASE_DFD (1u << 5)       /* FILE_DELETE: relative path, base is dfd */
 #define F_ARGV_FAIL (1u << 6)      /* argv could not be read (argv_len is 0) */
+#define F_IMAGE_PSEUDO (1u << 7)   /* image has no path (memfd): its name, shown as /NAME (deleted) */
+#define F_IMAGE_DELETED (1u << 8)  /* image file unlinked: the kernel shows PATH (deleted) */
 
 #define DATA_MAX 16384   /* variable payload budget (power of two) */
 #define NAME_CHUNK 256   /* NAME_MAX + 1 */
@@ -168,6 +176,13 @@ struct path_ev {
 	char data[DATA_MAX + NAME_CHUNK];
 };
 
+struct fork_ev {
+	struct hdr h;   /* pid: the child's tgid */
+	__u32 ppid;     /* the child's real parent's tgid */
+	__u32 uid;
+	__u64 start_ns; /* the child's start_boottime */
+};
+
 struct ptrace_ev {
 	struct hdr h;
 	__u32 target;
@@ -234,6 +249,21 @@ struct {
 	__type(key, struct udp_key);
 	__type(value, __u64);
 } udp_seen SEC(".maps");
+
+struct fork_info {
+	__u64 ts;       /* bpf_ktime_get_boot_ns at the fork */
+	__u64 start_ns; /* the child's start_boottime */
+	__u32 ppid;
+	__u32 uid;
+};
+
+/* children that have not exec'd yet, by tgid (see flush_fork) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct fork_info);
+} forks SEC(".maps");
 
 /* Per-CPU scratch for the variable-size events (too big for the 512-byte BPF stack). */
 struct {
@@ -307,6 +337,29 @@ static __always_inline void submit(void *p, __u32 type)
 	count(&sent, type);
 }
 
+/* A process that has not exec'd since its fork is about to be reported: send its fork first
+ * (with the fork's own time) so user space knows its parent and start. */
+static __always_inline void flush_fork(__u32 tgid)
+{
+	struct fork_info *fi = bpf_map_lookup_elem(&forks, &tgid);
+	if (!fi)
+		return;
+	struct fork_ev *e = reserve(sizeof(struct fork_ev), EV_FORK);
+	if (e) {
+		e->h.type = EV_FORK;
+		e->h.flags = 0;
+		e->h.pid = tgid;
+		e->h.tid = tgid;
+		e->h.abi = ABI_VERSION;
+		e->h.ts = fi->ts;
+		e->ppid = fi->ppid;
+		e->uid = fi->uid;
+		e->start_ns = fi->start_ns;
+		submit(e, EV_FORK);
+	}
+	bpf_map_delete_elem(&forks, &tgid);
+}
+
 /*
  * Mount-aware dentry walk: append the components of (dentry, vfsmount) leaf first, each
  * NUL-terminated, to data at w->off. Crosses mount points through struct mount. Stops at the
@@ -324,8 +377,11 @@ struct walk {
 	__u32 off;
 	__u32 trunc;
 	__u32 done;
-	__u32 pad;
+	__u32 leaf; /* out: LEAF_* for the first dentry */
 };
+
+#define LEAF_PSEUDO 1  /* a dentry of no directory (memfd, shmem): only its name is written */
+#define LEAF_DELETED 2 /* unhashed (unlinked) dentry: d_path adds " (deleted)" */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -355,6 +411,29 @@ static __always_inline __u32 walk_path(char *data, struct walk *w, __u32 off, st
 	WR(w->off, off);
 	WR(w->trunc, 0);
 	WR(w->done, 0);
+	WR(w->leaf, 0);
+	{
+		/* what d_path() says of the leaf: a pseudo file (its own parent, not a mount root:
+		 * memfd) is named by d_dname as "/NAME (deleted)"; an unhashed dentry that has a
+		 * parent was unlinked and gets " (deleted)" */
+		struct dentry *p0 = BPF_CORE_READ(d0, d_parent);
+		struct dentry *r0 = BPF_CORE_READ(vm0, mnt_root);
+		if (d0 == p0 && d0 != r0) {
+			__u32 o = off;
+			if (o > DATA_MAX - NAME_CHUNK) {
+				*trunc = 1;
+				return 0;
+			}
+			const unsigned char *nm = BPF_CORE_READ(d0, d_name.name);
+			long n = bpf_probe_read_kernel_str(&data[o & (DATA_MAX - 1)], NAME_CHUNK, nm);
+			if (n <= 1)
+				return 0;
+			WR(w->leaf, LEAF_PSEUDO);
+			return (__u32)n;
+		}
+		if (d0 != p0 && !BPF_CORE_READ(d0, d_hash.pprev))
+			WR(w->leaf, LEAF_DELETED);
+	}
 	for (int i = 0; i < PATH_DEPTH; i++) {
 		struct dentry *d = (struct dentry *)RD(w->d);
 		struct vfsmount *vm = (struct vfsmount *)RD(w->vm);
@@ -423,6 +502,8 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	__u64 pt = bpf_get_current_pid_tgid();
 
+	__u32 me = pt >> 32;
+	bpf_map_delete_elem(&forks, &me); /* the exec record says all a fork would */
 	if (!enabled(M_EXEC) || is_excluded(pt >> 32))
 		return 0;
 	struct exec_ev *e = bpf_map_lookup_elem(&scratch_exec, &zero);
@@ -469,6 +550,11 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 				 BPF_CORE_READ(exe, f_path.mnt), &trunc);
 		if (trunc)
 			e->h.flags |= F_PATH1_TRUNC;
+		__u32 leaf = RD(w->leaf);
+		if (ilen && (leaf & LEAF_PSEUDO))
+			e->h.flags |= F_IMAGE_PSEUDO;
+		if (ilen && (leaf & LEAF_DELETED))
+			e->h.flags |= F_IMAGE_DELETED;
 	}
 	if (ilen == 0 && off < DATA_MAX - NAME_CHUNK) {
 		/* fall back to the name given to execve (may be relative to the cwd) */
@@ -501,6 +587,28 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	return 0;
 }
 
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 tgid = BPF_CORE_READ(child, tgid);
+	if (BPF_CORE_READ(child, pid) != tgid)
+		return 0; /* a new thread, not a new process */
+	if (BPF_CORE_READ(child, flags) & PF_KTHREAD)
+		return 0;
+	/* only needed to attribute what a child does before (or without) an exec */
+	if (!enabled(M_EXIT | M_NET | M_FILE_CREATE | M_FILE_DELETE | M_RAW_READ | M_PTRACE))
+		return 0;
+	if (is_excluded(tgid))
+		return 0;
+	struct fork_info fi = {};
+	fi.ts = bpf_ktime_get_boot_ns();
+	fi.start_ns = BPF_CORE_READ(child, start_boottime);
+	fi.ppid = BPF_CORE_READ(child, real_parent, tgid);
+	fi.uid = BPF_CORE_READ(child, cred, uid.val);
+	bpf_map_update_elem(&forks, &tgid, &fi, BPF_ANY);
+	return 0;
+}
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *p)
 {
@@ -513,6 +621,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	__u32 tgid = BPF_CORE_READ(p, tgid);
 	if (is_excluded(tgid))
 		return 0;
+	flush_fork(tgid);
 	struct exit_ev *e = reserve(sizeof(*e), EV_EXIT);
 	if (!e)
 		return 0;
@@ -547,6 +656,7 @@ static __always_inline void emit_file_path(struct task_struct *t, struct file *f
 	__u64 size = offsetof(struct path_ev, data) + n;
 	if (size > sizeof(*e))
 		size = sizeof(*e);
+	flush_fork(e->h.pid);
 	output(e, size, type);
 }
 
@@ -604,6 +714,7 @@ static __always_inline void on_unlink_exit(struct task_struct *t, long dfd, cons
 	__u64 size = offsetof(struct path_ev, data) + off;
 	if (size > sizeof(*e))
 		size = sizeof(*e);
+	flush_fork(e->h.pid);
 	output(e, size, EV_FILE_DELETE);
 }
 
@@ -652,11 +763,13 @@ static __always_inline void on_sock_exit(struct task_struct *t, long fd, int ini
 		return;
 	fill_hdr(&e.h, EV_NET);
 	e.initiated = initiated;
+	flush_fork(e.h.pid);
 	output(&e, sizeof(e), EV_NET);
 }
 
 static __always_inline void on_ptrace_exit(long request, long target)
 {
+	flush_fork(bpf_get_current_pid_tgid() >> 32);
 	struct ptrace_ev *e = reserve(sizeof(*e), EV_PTRACE);
 	if (!e)
 		return;
@@ -755,6 +868,7 @@ static __always_inline void udp_event(struct bpf_sock_addr *ctx, int initiated, 
 	if (last && now - *last < c->udp_interval_ns)
 		return;
 
+	flush_fork(tgid);
 	struct net_ev *e = reserve(sizeof(*e), EV_NET);
 	if (!e)
 		return; /* counted as a drop; the flow stays unreported so the next datagram retries */
