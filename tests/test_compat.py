@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from sysmonx import compat
+from sysmonx.cli import sysmon as compat
 from sysmonx.cli import main as cli_main
-from sysmonx.compat import CommandLineError, main, parse_command_line, render_dump
+from sysmonx.cli.sysmon import CommandLineError, main, parse_command_line, render_dump
 from sysmonx.config import ConfigError, parse_config
 from sysmonx.config.blob import compile_blob
 from sysmonx.config.cmdline import (SwitchOptions, empty_config, merge_command_line,

@@ -12,8 +12,7 @@ never one of its own layer or above; imports under ``if TYPE_CHECKING:`` count t
 5     ``sensor`` (live collection on Linux)
 6     ``windows`` (Windows Event Log and ETW sources, Sysmon management)
 7     ``pipeline`` (the one loop)
-8     ``compat`` (Sysmon's switches)
-9     ``cli`` (the command line)
+8     ``cli`` (the command line: one module per command, Sysmon's switches in ``cli.sysmon``)
 ====  =======================================================================================
 
 So ``config`` and ``filtering`` never import each other, sources never import sinks, and nothing
@@ -35,7 +34,6 @@ LAYERS = [
     {"sensor"},
     {"windows"},
     {"pipeline"},
-    {"compat"},
     {"cli"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -1,6 +1,6 @@
 """Sysmon's command line: ``sysmonx -i config.xml``, ``-c``, ``-u``, ``-s``, ``-? config``, ``-t``.
 
-:func:`main` is called by :func:`sysmonx.cli.main` when the first argument is a switch. Parsing
+:func:`main` is called by :func:`sysmonx.cli.dispatch.main` when the first argument is a switch. Parsing
 follows Sysmon's ``ParseCommandLine`` (spec/sysmon-semantics.md 6.1) exactly:
 
 * a switch starts with ``-`` (on Windows also ``/``; SysmonX runs its service on Linux, where
@@ -45,9 +45,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, TextIO
 
-from .version import __version__
-from .core.errors import UsageError
-from .schema import CURRENT, format_version
+from ..version import __version__
+from ..core.errors import UsageError
+from ..schema import CURRENT, format_version
 
 __all__ = ["Switch", "SWITCHES", "CommandLineError", "ParsedCommandLine", "parse_command_line",
            "split_sysmonx_options", "render_dump", "usage_text", "main", "EXIT_OK",
@@ -321,7 +321,7 @@ def render_dump(rules: Optional[bytes], field_sizes: Optional[str] = None) -> st
     Raises:
         BlobError: a corrupt blob.
     """
-    from .config.blob import decode_blob
+    from ..config.blob import decode_blob
     lines: list[str] = []
     if field_sizes:
         lines.append(_dump_label("Field Sizes") + field_sizes)
@@ -361,9 +361,9 @@ def run_console(config, *, verbose: bool, backend: Optional[str], duration: Opti
     """``-t [verbose]``: run the live sensor in the foreground, printing every logged event and
     a rule trace for every filtered one, until Ctrl-C (or ``duration`` seconds): the live
     pipeline with the console sink and the filter stage's trace."""
-    from .core.errors import OutputClosed, SourceUnavailable
-    from .pipeline.live import Sensor, SensorOptions
-    from .sinks.console import ConsoleSink
+    from ..core.errors import OutputClosed, SourceUnavailable
+    from ..pipeline.live import Sensor, SensorOptions
+    from ..sinks.console import ConsoleSink
     options = SensorOptions(backend=backend, dns=not no_dns, duration=duration)
     def status(msg: str) -> None:
         err.write(f"sysmonx: {msg}\n")
@@ -408,7 +408,7 @@ class _Ctx:
 
 
 def _switch_options(parsed: ParsedCommandLine):
-    from .config.cmdline import SwitchOptions
+    from ..config.cmdline import SwitchOptions
 
     def val(opt: str) -> Optional[str]:
         if not parsed.has(opt):
@@ -430,9 +430,9 @@ def _load(ctx: _Ctx, path: Optional[str], parsed: ParsedCommandLine):
 
     ``text`` is the file's bytes when the switches changed nothing, else ``None`` (the merged
     configuration is rendered)."""
-    from .config import ConfigError, parse_config
-    from .config.cmdline import merge_command_line
-    from .config.parse import MAX_CONFIG_BYTES
+    from ..config import ConfigError, parse_config
+    from ..config.cmdline import merge_command_line
+    from ..config.parse import MAX_CONFIG_BYTES
     base = None
     raw = None
     if path is not None:
@@ -470,9 +470,9 @@ def _load(ctx: _Ctx, path: Optional[str], parsed: ParsedCommandLine):
 
 
 def _payload(ctx: _Ctx, cfg, raw: Optional[bytes], argv: list[str], source: Optional[str]):
-    from .config.blob import BlobError, compile_blob
-    from .config.cmdline import DEFAULTS_XML, render_config_xml
-    from .service import Payload
+    from ..config.blob import BlobError, compile_blob
+    from ..config.cmdline import DEFAULTS_XML, render_config_xml
+    from ..service import Payload
     if raw is None:
         if source is None and not cfg.options and not cfg.rule_sets:
             text = DEFAULTS_XML
@@ -511,7 +511,7 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
     if args and args[0][:1] in switch_prefixes() and (
             args[0][1:2] == "?" or args[0][1:].lower() in ("h", "help")):
         if len(args) > 1 and args[1].lower() in ("config", "configuration"):
-            from .schema.printer import render_config_help
+            from ..schema.printer import render_config_help
             out.write(render_config_help(CURRENT))
             return EXIT_OK
         out.write(usage_text(program))
@@ -526,7 +526,7 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
         return ctx.usage_error(str(exc))
 
     if parsed.has("PrintSchema"):
-        from .schema.printer import render_schema_output
+        from ..schema.printer import render_schema_output
         text, code = render_schema_output(parsed.value("PrintSchema"), "windows")
         (out if code == 0 else err).write(text if text.endswith("\n") else text + "\n")
         return code
@@ -553,14 +553,14 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
     if needs_root and not parsed.has("NoLogo"):
         out.write(banner())
 
-    from .service import Layout, ServiceError, ServiceSettings
+    from ..service import Layout, ServiceError, ServiceSettings
     layout = Layout.from_root(extra.get("install-root"))
     output_file = extra.get("output-file")
     settings = ServiceSettings(output_file=os.path.abspath(output_file) if output_file else None,
                                backend=extra.get("backend"), no_dns=bool(extra.get("no-dns")))
 
     if parsed.has("UnInstall"):
-        from .service import uninstall
+        from ..service import uninstall
         try:
             uninstall(layout, force=parsed.value("UnInstall") is not None, say=ctx.say)
         except ServiceError as exc:
@@ -589,7 +589,7 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
         return _configuration(ctx, parsed, layout)
 
     if parsed.has("Install"):
-        from .service import install, is_installed
+        from ..service import install, is_installed
         if is_installed(layout):
             # Sysmon refuses to install over an installation; replacing it silently could leave
             # the host unmonitored if the new settings fail.
@@ -612,7 +612,7 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
 
 
 def _configuration(ctx: _Ctx, parsed: ParsedCommandLine, layout) -> int:
-    from .service import ServiceError, is_installed, is_running, update
+    from ..service import ServiceError, is_installed, is_running, update
     value = parsed.value("Configuration")
     custom = _custom(parsed)
     if parsed.has("ConfigDefault"):
@@ -627,7 +627,7 @@ def _configuration(ctx: _Ctx, parsed: ParsedCommandLine, layout) -> int:
         if not layout.rules.exists():
             ctx.say("No config to display")
             return EXIT_OK
-        from .config.blob import BlobError
+        from ..config.blob import BlobError
         try:
             fs = layout.field_sizes.read_text() if layout.field_sizes.exists() else None
             ctx.out.write(render_dump(layout.rules.read_bytes(), fs))
@@ -639,7 +639,7 @@ def _configuration(ctx: _Ctx, parsed: ParsedCommandLine, layout) -> int:
         ctx.say("Error: Sysmon is not installed.")
         return EXIT_INVALID_PARAMETER
     if parsed.has("ConfigDefault"):
-        from .config.cmdline import empty_config
+        from ..config.cmdline import empty_config
         cfg, raw = empty_config(), None
     else:
         loaded = _load(ctx, value, parsed)
