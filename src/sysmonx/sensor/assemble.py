@@ -152,36 +152,35 @@ class Assembler:
         events = self.build_events(o)
         return events[0] if events else None
 
-    def build_events(self, o: ob.Observation) -> list:
+    def build_events(self, o: ob.Observation) -> list[Event]:
         """All Sysmon events for one observation, in output order: usually one; none for a
         fork; an exec of a fileless or deleted image also gives ProcessTampering (25) with
         ``Type`` ``Image is fileless``/``Image is deleted``; a FileDelete of the image of
         running processes gives a 25 ``Image is deleted`` for each of them after the 23."""
-        t = type(o)
-        if t is ob.ProcessExec:
+        if isinstance(o, ob.ProcessExec):
             return self._exec(o)
-        if t is ob.ProcessFork:
+        if isinstance(o, ob.ProcessFork):
             self.cache.on_fork(o.pid, ppid=o.ppid, start_ticks=o.start_ticks, uid=o.uid,
                                ts_ns=o.ts_ns)
             return []
-        if t is ob.ProcessExit:
+        if isinstance(o, ob.ProcessExit):
             return [self._exit(o)]
-        if t is ob.NetworkConnect:
+        if isinstance(o, ob.NetworkConnect):
             return [self._network(o)]
-        if t is ob.FileCreate:
+        if isinstance(o, ob.FileCreate):
             return [self._file(11, o)]
-        if t is ob.FileDelete:
+        if isinstance(o, ob.FileDelete):
             return self._delete(o)
-        if t is ob.RawAccessRead:
+        if isinstance(o, ob.RawAccessRead):
             return [self._raw(o)]
-        if t is ob.ProcessAccess:
+        if isinstance(o, ob.ProcessAccess):
             return [self._access(o)]
-        if t is ob.DnsQuery:
+        if isinstance(o, ob.DnsQuery):
             return [self._dns(o)]
-        if t is ob.Loss:
+        if isinstance(o, ob.Loss):
             return [self.error(o.source, f"Lost {o.count} events" + (f": {o.detail}" if o.detail
                                                                      else ""), o.ts_ns)]
-        if t is ob.BackendError:
+        if isinstance(o, ob.BackendError):
             return [self.error(o.source, o.message, o.ts_ns)]
         return []
 

@@ -51,8 +51,10 @@ class DuplicateFilter:
         self.max_blocks = max_blocks
         self.dropped = 0
         self.saturated = False
-        self._streams: dict[tuple[str, str, str], dict[int, array[int]]] = {}   # (provider, computer, channel) -> {block: array('q')}
-        self._other: dict[tuple[tuple[str, str, str], int], set[int]] = {}     # (stream key, record id) -> set of other times
+        # (provider, computer, channel) -> {block: array('q')}
+        self._streams: dict[tuple[str, str, str], dict[int, array[int]]] = {}
+        # (stream key, record id) -> set of other times
+        self._other: dict[tuple[tuple[str, str, str], int], set[int]] = {}
         self._blocks = 0
         self._days: dict[str, int] = {}
         self._minutes: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> seconds since 1970

@@ -69,7 +69,8 @@ from .audit_netlink import (AUDIT_ALWAYS, AUDIT_ARCH, AUDIT_ARG0, AUDIT_ARG1, AU
                             AUDIT_PID, AUDIT_SADDR_FAM, AUDIT_SUCCESS, AUDIT_WATCH, AuditError,
                             AuditRule, AuditSocket, AuditStatus)
 from .audit_records import (_KEEP, _NATIVE, AF_INET, AF_INET6, ARCH_TABLES, O_CREAT,
-                            PTRACE_ATTACH, PTRACE_SEIZE, AuditClassifier, AuditEvent)
+                            PTRACE_ATTACH, PTRACE_SEIZE, AuditClassifier, AuditEvent,
+                            AuditObservation)
 from .base import Backend, BackendUnavailable
 from .cn_tracefs import ConnectMatcher, TcpStateTrace, tracefs_available
 from .cnproc import (PROC_EVENT_EXEC, PROC_EVENT_EXIT, PROC_EVENT_FORK, CnprocBackend,
@@ -360,6 +361,7 @@ class AuditBackend(AuditClassifier, Backend):
             tr.close()
 
     def _set(self, **values: int) -> None:
+        assert self._ctl is not None  # between start() and stop()
         with self._ctl_lock:
             self._ctl.set_status(**values)
 
@@ -376,6 +378,7 @@ class AuditBackend(AuditClassifier, Backend):
         self._undo.append(("unregister audit pid", self._unregister))
 
     def _unregister(self) -> None:
+        assert self._ctl is not None
         with self._ctl_lock:
             cur = self._ctl.get_status()
             if cur.pid == os.getpid():
@@ -392,6 +395,7 @@ class AuditBackend(AuditClassifier, Backend):
 
     def _rule_specs(self, compat: tuple) -> list:
         """``[(rule, fallback_rule_or_None, optional)]`` for this host."""
+        assert self._arch is not None  # set by start()
         t = ARCH_TABLES[self._arch]
         pids = tuple(sorted(self._excl))[:50]      # rest filtered in user space
         ok = (AUDIT_SUCCESS, AUDIT_EQUAL, 1)
@@ -430,6 +434,7 @@ class AuditBackend(AuditClassifier, Backend):
         return specs
 
     def _watch_rule(self, path: str) -> AuditRule:
+        assert self._arch is not None  # set by start()
         t = ARCH_TABLES[self._arch]
         pids = tuple(sorted(self._excl))[:50]
         return self._rule(self._arch, [t[x] for x in ("open", "openat", "openat2") if x in t],
@@ -440,6 +445,7 @@ class AuditBackend(AuditClassifier, Backend):
     def _add(self, rule: AuditRule) -> bool:
         """Add one rule; ``True`` if it is now in the kernel (ours or pre-existing)."""
         payload = rule.pack()
+        assert self._ctl is not None
         try:
             with self._ctl_lock:
                 self._ctl.add_rule(payload)
@@ -485,6 +491,7 @@ class AuditBackend(AuditClassifier, Backend):
             self._watch_ids[ident] = path
 
     def _delete_rules(self) -> None:
+        assert self._ctl is not None
         failed = []
         with self._ctl_lock:
             for payload in reversed(self._added):
@@ -559,6 +566,7 @@ class AuditBackend(AuditClassifier, Backend):
         timeout = float(self.options.get("event_timeout", 1.0))
         next_poll = time.monotonic() + interval
         next_scan = time.monotonic() + rescan if rescan > 0 else float("inf")
+        assert self._rd is not None  # opened by start() before the thread
         try:
             for note in self._notes:
                 self._safe_emit(note)
@@ -625,6 +633,7 @@ class AuditBackend(AuditClassifier, Backend):
         n = 0
         wait = timeout if timeout > 0 else None  # None: a non-blocking recv, no poll first
         end = time.monotonic() + timeout + budget
+        assert self._rd is not None
         while n < limit and (n == 0 or time.monotonic() < end):
             try:
                 data = self._rd.recv_datagram(wait)
@@ -682,6 +691,7 @@ class AuditBackend(AuditClassifier, Backend):
                 snaps[i] = _exec_snapshot(m[5])
         off = self._mono_off
         cn = self._cn
+        assert cn is not None  # messages come from it
         for i, m in enumerate(msgs):
             what = m[0]
             if not cn.in_order(m):
@@ -690,8 +700,8 @@ class AuditBackend(AuditClassifier, Backend):
                 if m[6] != m[7]:
                     continue  # a thread
                 child, parent = m[7], m[5]
-                start = fork_start_ticks(child, m[3], self._boot_off)
-                self._starts[child] = start
+                ticks = fork_start_ticks(child, m[3], self._boot_off)
+                self._starts[child] = ticks
                 if len(self._starts) > 65536:
                     self._starts.popitem(last=False)
                 self._stats["forks"] += 1
@@ -699,7 +709,7 @@ class AuditBackend(AuditClassifier, Backend):
                 if child not in self._excl:
                     # held: sent only if the child is reported before it execs (or exits
                     # without exec); an exec says all a fork would
-                    self._forks[child] = ProcessFork(m[3] + off, child, parent, start)
+                    self._forks[child] = ProcessFork(m[3] + off, child, parent, ticks)
                     if len(self._forks) > 65536:
                         self._forks.popitem(last=False)
             elif what == PROC_EVENT_EXEC:
@@ -834,6 +844,7 @@ class AuditBackend(AuditClassifier, Backend):
             self._finish(ev)
 
     def _poll_status(self) -> None:
+        assert self._ctl is not None
         with self._ctl_lock:
             st = self._ctl.get_status()
         if self._last_lost is not None:
@@ -871,7 +882,7 @@ class AuditBackend(AuditClassifier, Backend):
             if len(self._floor) > 65536:
                 self._floor.popitem(last=False)
 
-    def _out_audit(self, obs: Observation) -> None:
+    def _out_audit(self, obs: AuditObservation) -> None:
         """Emit an observation made from audit records. Audit stamps records with the coarse
         clock (the last timer tick: up to a few ms early), while fork and exec times come from
         the proc connector to the nanosecond; an audit event of a process cannot have happened

@@ -57,14 +57,18 @@ import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
-from ..observations import (FileCreate, FileDelete, NetworkConnect, Observation, ProcessAccess,
-                            ProcessExec, ProcessExit, RawAccessRead)
+from ..observations import (FileCreate, FileDelete, NetworkConnect, ProcessAccess, ProcessExec,
+                            ProcessExit, RawAccessRead)
 from ..procfs import clock_offset
 from . import audit_netlink as nl
 
-__all__ = ["ARCH_TABLES", "AuditClassifier", "AuditEvent"]
+__all__ = ["ARCH_TABLES", "AuditClassifier", "AuditEvent", "AuditObservation"]
+
+#: what audit records become (each of one process)
+AuditObservation = Union[ProcessExec, ProcessExit, NetworkConnect, FileCreate, FileDelete,
+                         RawAccessRead, ProcessAccess]
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 AUDIT_ARCH_I386 = 0x40000003
@@ -167,6 +171,8 @@ def _decode_sockaddr(hexval: Optional[str]) -> Optional[tuple]:
 
 
 def _same_ip(a: Optional[str], b: Optional[str]) -> bool:
+    if a is None or b is None:
+        return False
     try:
         return ipaddress.ip_address(a.split("%")[0]) == ipaddress.ip_address(b.split("%")[0])
     except (ValueError, AttributeError):
@@ -288,7 +294,8 @@ class AuditEvent:
     __slots__ = ("serial", "ts_ns", "born", "records")
 
     def __init__(self, serial: int, ts_ns: int, born: float) -> None:
-        self.serial, self.ts_ns, self.born, self.records = serial, ts_ns, born, []
+        self.serial, self.ts_ns, self.born = serial, ts_ns, born
+        self.records: list[nl.AuditRecord] = []
 
 
 
@@ -349,7 +356,7 @@ class AuditClassifier:
     def _raise_floor(self, pid: int, ts: int) -> None:
         raise NotImplementedError
 
-    def _out_audit(self, obs: Observation) -> None:
+    def _out_audit(self, obs: AuditObservation) -> None:
         raise NotImplementedError
 
     def _settle_tcp(self, force: bool = False) -> None:
@@ -382,8 +389,10 @@ class AuditClassifier:
             # record: take what it has queued first, so an exec finds its snapshot and the
             # fork comes before the process's audit events
             self._drain_cn()
-        arch = _hex(f.get("arch"))
-        name = _NAMES.get(arch, {}).get(_int(f.get("syscall")))
+        arch, syscall = _hex(f.get("arch")), _int(f.get("syscall"))
+        if arch is None or syscall is None:
+            return
+        name = _NAMES.get(arch, {}).get(syscall)
         if name is None:
             return
         success = f.get("success") == "yes"
@@ -419,9 +428,9 @@ class AuditClassifier:
             code = _hex(f.get("a0"))
             self._out_audit(ProcessExit(ts, pid, None, (code & 0xFF) if code is not None else None))
         elif name == "ptrace":
-            req = _hex(f.get("a0"))
-            if success and req in (PTRACE_ATTACH, PTRACE_SEIZE):
-                self._out_audit(ProcessAccess(ts, pid, _s32(f.get("a1")), req, None))
+            req, target = _hex(f.get("a0")), _s32(f.get("a1"))
+            if success and req in (PTRACE_ATTACH, PTRACE_SEIZE) and target is not None:
+                self._out_audit(ProcessAccess(ts, pid, target, req, None))
 
     @staticmethod
     def _items(ev: AuditEvent) -> list:
@@ -533,7 +542,7 @@ class AuditClassifier:
                 return                                  # unix / SCTP / ... accept
             if peer is None and info.peer is not None:
                 fam, peer, local = info.family, info.peer, info.local
-            elif info.peer is not None and _same_ip(info.peer[0], peer[0]) \
+            elif info.peer is not None and peer is not None and _same_ip(info.peer[0], peer[0]) \
                     and info.peer[1] == peer[1]:
                 local = info.local
         if peer is None:
@@ -622,9 +631,10 @@ class AuditClassifier:
                 return "+" + name
             path = _norm(os.path.join(cwd, name))
         else:
-            path = self._resolve_at(name, dirfd, pid, parents)
-            if path is None:
+            found = self._resolve_at(name, dirfd, pid, parents)
+            if found is None:
                 return "+" + name
+            path = found
         self._remember_dir(parents, path)
         return path
 
