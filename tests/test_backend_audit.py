@@ -32,9 +32,9 @@ from sysmonx.sensor.backends import audit_netlink as nl
 from sysmonx.sensor.backends.audit import AuditBackend
 from sysmonx.sensor.backends.base import BackendUnavailable
 from sysmonx.sensor.observations import (ProcessExit, FileCreate, FileDelete, Loss, NetworkConnect,
+                                         ProcessAccess, ProcessExec, RawAccessRead)
 
 pytestmark = pytest.mark.live
-                                         ProcessAccess, ProcessExec, RawAccessRead)
 
 LOCK_PATH = os.path.join(tempfile.gettempdir(), "sysmonx-audit-tests.lock")
 

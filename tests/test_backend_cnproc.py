@@ -28,9 +28,9 @@ from sysmonx.sensor.backends.cnproc import (PROC_EVENT_EXEC, PROC_EVENT_EXIT, PR
                                             CnprocBackend, mcast_message, parse_cn_messages)
 from sysmonx.sensor.procfs import parse_stat
 from sysmonx.sensor.observations import (FileCreate, FileDelete, Loss, NetworkConnect,
+                                         ProcessExec, ProcessExit)
 
 pytestmark = pytest.mark.live
-                                         ProcessExec, ProcessExit)
 
 PROBE = CnprocBackend.probe()
 needs_cnproc = pytest.mark.skipif(PROBE is not None, reason=f"cn_proc backend unavailable: {PROBE}")
