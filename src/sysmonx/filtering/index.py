@@ -13,9 +13,11 @@ that walk dominates a replay. This module decides exactly as the walk does while
   ``"\\x02" + value + "\\x03"``, every pattern that occurs: ``is`` is ``\\x02r\\x03``,
   ``begin with`` ``\\x02r``, ``end with`` ``r\\x03``, ``image`` ``\\x02r\\x03`` or ``\\r\\x03``,
   ``contains`` ``r``, the ``… any`` lists one pattern per ``;`` piece (spec 2.2 token quirks),
-  ``contains all`` its longest piece. The gated items of the found patterns, plus the items
-  without a gate (negated operators, ``less than``/``more than``, ``regex``, very short
-  ``contains`` literals), are the candidates.
+  ``contains all`` its longest piece. Unanchored patterns shorter than :data:`SHORT` characters
+  (which occur in most values, many times) are tested with ``in`` instead. The gated items of the
+  found patterns, plus the items without a gate (negated operators, ``less than``/``more than``,
+  ``regex``, ``contains ""`` and lists with an empty piece, which match everything), are the
+  candidates.
 * Candidates are numbered in Sysmon's evaluation order across all rule sets of the event (exclude
   sets, then include sets, each in reverse document order; items in document order), so walking
   them in ascending order reproduces the walk with the non-candidates removed. A non-candidate
@@ -55,13 +57,13 @@ from .conditions import contains_terms, fold, is_any_terms
 from .walk import Member, compile_walk, match_group
 
 __all__ = ["literals", "gate_of", "build_indexed_decider", "SCAN_LIMIT", "MEMO_ENTRIES",
-           "MEMO_VALUE_LEN", "MIN_CONTAINS"]
+           "MEMO_VALUE_LEN", "SHORT"]
 
 #: Marks the start and the end of a value in the scanned text.
 START, END = "\x02", "\x03"
-#: ``contains`` literals shorter than this are evaluated on every event (a one- or two-character
-#: literal occurs in most values, often many times, so scanning for it costs more than testing it).
-MIN_CONTAINS = 3
+#: Unanchored patterns shorter than this are tested with ``in``, not by the automaton (a one- or
+#: two-character literal can occur many times in a value; the automaton reports each occurrence).
+SHORT = 3
 #: Values longer than this (characters) are not scanned: all items gated on the field are tried.
 SCAN_LIMIT = 4096
 #: Memo of scan results: at most this many values per (EventID, field), each at most
@@ -86,7 +88,7 @@ def literals(condition: str, r: str) -> Optional[frozenset]:
     Returns:
         a frozenset of patterns, one of which occurs in ``START + v + END`` whenever the filter
         matches the folded value ``v`` (empty: the filter can never match); ``None`` when no
-        such set exists or is worth scanning for (the filter is then always evaluated).
+        such set exists (the filter is then always evaluated).
     """
     if condition == "is":
         return frozenset((START + r + END,))
@@ -103,15 +105,13 @@ def literals(condition: str, r: str) -> Optional[frozenset]:
     if condition == "end with":
         return frozenset((r + END,)) if r else None
     if condition == "contains":
-        return frozenset((r,)) if len(r) >= MIN_CONTAINS else None
+        return frozenset((r,)) if r else None  # "" is in every value
     if condition == "contains any":
         terms = contains_terms(r)
-        if min(len(t) for t in terms) < MIN_CONTAINS:
-            return None
-        return frozenset(terms)
+        return frozenset(terms) if all(terms) else None  # an empty piece matches everything
     if condition == "contains all":
         longest = max(contains_terms(r), key=len)
-        return frozenset((longest,)) if len(longest) >= MIN_CONTAINS else None
+        return frozenset((longest,)) if longest else None
     return None  # is not, excludes*, not begin/end with, less/more than, regex
 
 
@@ -206,20 +206,31 @@ def _group_item(relation: str, members: list[Member]) -> Callable[[dict], tuple]
 def _scanner(patterns: dict, limit: int) -> Callable[[str], frozenset]:
     """``scan(v) -> frozenset of item numbers`` for one field; ``patterns``: pattern -> items."""
     auto = ahocorasick.Automaton()
+    short = []
     everything: set = set()
     for pat, items in patterns.items():
-        auto.add_word(pat, frozenset(items))
         everything |= items
-    auto.make_automaton()
-    found = auto.iter
+        if len(pat) < SHORT and START not in pat and END not in pat:
+            short.append((pat, frozenset(items)))
+        else:
+            auto.add_word(pat, frozenset(items))
+    found = None
+    if len(auto):
+        auto.make_automaton()
+        found = auto.iter
+    short_t = tuple(short)
     every = frozenset(everything)
 
     def scan(v: str) -> frozenset:
         if len(v) > limit:
             return every
         acc: set = set()
-        for _, items in found(START + v + END):
-            acc |= items
+        if found is not None:
+            for _, items in found(START + v + END):
+                acc |= items
+        for pat, items in short_t:
+            if pat in v:
+                acc |= items
         return frozenset(acc)
     return scan
 
