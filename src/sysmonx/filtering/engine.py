@@ -141,19 +141,25 @@ def _never(v: str) -> bool:
 
 
 class _SetCompiler:
-    """Compiles one rule set for one concrete event id into walk items (:data:`walk.Item`)."""
+    """Compiles the rule sets of a configuration into walk items (:data:`walk.Item`), one
+    :class:`~sysmonx.filtering.walk.Member` per (filter, field present or not), shared by the
+    event ids of a tag."""
 
-    def __init__(self, rs: RuleSet, event_id: int, opts: EngineOptions,
-                 regex_mem: int = REGEX_MAX_MEM):
-        self.rs = rs
+    def __init__(self, opts: EngineOptions, regex_mem: int = REGEX_MAX_MEM):
         self.opts = opts
         self.regex_mem = regex_mem
+        self.members: dict = {}
+
+    @staticmethod
+    def present(rs: RuleSet, event_id: int) -> dict[str, bool]:
+        """Field -> whether it sits at its bound position in ``event_id`` (spec 1.5)."""
         bound = CURRENT.events[rs.event_id].index
         actual = CURRENT.events[event_id].field_names
-        self.present = {}
+        out = {}
         for f in rs.filters:
             pos = bound.get(f.field)
-            self.present[f.field] = pos is not None and pos < len(actual) and actual[pos] == f.field
+            out[f.field] = pos is not None and pos < len(actual) and actual[pos] == f.field
+        return out
 
     def value(self, f) -> Optional[str]:
         """The rule value after environment expansion (``None``: the filter can never match)."""
@@ -161,21 +167,27 @@ class _SetCompiler:
             return f.value
         return expand_environment(f.value, self.opts.environment)
 
-    def member(self, f) -> Member:
-        """One filter compiled: predicate ``None`` when its field is absent from this event id,
+    def member(self, f, present: bool) -> Member:
+        """One filter compiled: predicate ``None`` when its field is absent from the event id,
         :func:`_never` when environment expansion failed."""
-        if not self.present[f.field]:
-            return Member(f.field, None, f.name or None, f.condition, fold(f.value))
-        value = self.value(f)
-        if value is None:
-            return Member(f.field, _never, f.name or None, f.condition, None)
-        pred = make_predicate(f.condition, value, compare_fold=self.opts.compare_fold,
-                              regex_max_mem=self.regex_mem)
-        return Member(f.field, pred, f.name or None, f.condition, fold(value))
+        key = (id(f), present)  # the config, and so f, outlives the compiler
+        m = self.members.get(key)
+        if m is not None:
+            return m
+        if not present:
+            m = Member(f.field, None, f.name or None, f.condition, fold(f.value))
+        elif (value := self.value(f)) is None:
+            m = Member(f.field, _never, f.name or None, f.condition, None)
+        else:
+            pred = make_predicate(f.condition, value, compare_fold=self.opts.compare_fold,
+                                  regex_max_mem=self.regex_mem)
+            m = Member(f.field, pred, f.name or None, f.condition, fold(value))
+        self.members[key] = m
+        return m
 
-    def items(self) -> list:
-        """The set's filters as walk items, in document order (spec 3.4)."""
-        rs = self.rs
+    def items(self, rs: RuleSet, present: dict[str, bool]) -> list:
+        """The set's filters as walk items, in document order (spec 3.4); ``present`` as
+        returned by :meth:`present`."""
         items: list[tuple] = []
         i, n = 0, len(rs.filters)
         last_top = {}  # field -> index of its last top-level filter (same-field rule, spec 3.4)
@@ -188,12 +200,13 @@ class _SetCompiler:
                 j = i
                 members = []
                 while j < n and rs.filters[j].aggregate == f.aggregate:
-                    members.append(self.member(rs.filters[j]))
+                    g = rs.filters[j]
+                    members.append(self.member(g, present[g.field]))
                     j += 1
                 items.append(("g", rs.aggregates[f.aggregate].relation, members))
                 i = j
             else:
-                items.append(("f", self.member(f), last_top[f.field] > i))
+                items.append(("f", self.member(f, present[f.field]), last_top[f.field] > i))
                 i += 1
         return items
 
@@ -220,6 +233,8 @@ class FilterEngine:
                       for f in rs.filters)
         self._regex_mem = max(256 << 10, min(REGEX_MAX_MEM, REGEX_TOTAL_MEM // max(1, n_regex)))
         self._deciders: dict[int, Callable[[dict], tuple[bool, Optional[str]]]] = {}
+        self._compiler = _SetCompiler(options, self._regex_mem)
+        self._shared: dict = {}  # (tag, field presence of every set) -> decider
         for eid, ev in CURRENT.events.items():
             self._deciders[eid] = self._compile_event(eid, ev)
         self._truncate_skip = max(e for e in CURRENT.events if e < 255) \
@@ -250,11 +265,18 @@ class FilterEngine:
         fields = tuple(sorted({f.field for rs in sets for f in rs.filters}))
         rule_name_used = "RuleName" in fields
         stale = self.options.stale_rulename
-        compiled = [(rs.onmatch == "include", rs.relation,
-                     _SetCompiler(rs, eid, self.options, self._regex_mem).items())
-                    for rs in ordered]
+        present = [self._compiler.present(rs, eid) for rs in ordered]
+        # the ids of a multi-id tag where the same fields are present decide alike
+        key = (ev.tag, tuple(tuple(sorted(p.items())) for p in present))
+        shared = self._shared.get(key)
+        if shared is not None:
+            return shared
+        compiled = [(rs.onmatch == "include", rs.relation, self._compiler.items(rs, p))
+                    for rs, p in zip(ordered, present)]
         if self.options.indexed:
-            return build_indexed_decider(compiled, fields, rule_name_used, fallback, stale)
+            decider = build_indexed_decider(compiled, fields, rule_name_used, fallback, stale)
+            self._shared[key] = decider
+            return decider
         walks = tuple((include, compile_walk(relation, items))
                       for include, relation, items in compiled)
 
@@ -276,6 +298,7 @@ class FilterEngine:
                 if ok:
                     return include, current or "-"
             return fallback, "-"
+        self._shared[key] = decide
         return decide
 
     def decide(self, event_id: int, data: dict) -> tuple[bool, Optional[str]]:
