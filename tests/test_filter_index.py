@@ -326,20 +326,27 @@ def test_rulename_field_is_dash_for_the_index_too():
     assert _both(inner, 1, {"RuleName": "technique_id=T1059"}) == (True, "dash")
 
 
-def test_scan_memo_stays_bounded():
+def test_scan_memo_stays_within_its_budget():
     inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
-             '<Image condition="end with">\\cmd.exe</Image></ProcessCreate></RuleGroup>')
+             '<Image condition="end with">\\cmd.exe</Image>'
+             '<CommandLine condition="contains">needle</CommandLine></ProcessCreate></RuleGroup>')
     engine = FilterEngine(_cfg(inner))
+    engine.memo.total = engine.memo.left = 200_000  # small, to see it fill and empty
     decide = engine.decider_for(1)
     for i in range(3 * index_mod.MEMO_ENTRIES):
-        assert decide({"Image": f"C:\\{i}\\cmd.exe"}) == (True, "-")
-        decide({"Image": "x" * (index_mod.MEMO_VALUE_LEN + 1) + str(i)})
-    memos = [cell.cell_contents for cell in decide.__closure__
-             if isinstance(cell.cell_contents, tuple) and cell.cell_contents
-             and isinstance(cell.cell_contents[0], tuple) and len(cell.cell_contents[0]) == 3]
-    assert memos
-    for _, memo, _ in memos[0]:
-        assert len(memo) <= index_mod.MEMO_ENTRIES
+        ev = {"Image": f"C:\\{i}\\cmd.exe", "CommandLine": f"{i} needle " + "x" * (i % 3000)}
+        assert decide(ev) == (True, "-")
+        assert 0 <= engine.memo.left and engine.memo.used <= 200_000
+    # the account matches what the tables hold
+    readers = next(c.cell_contents for c in decide.__closure__
+                   if isinstance(c.cell_contents, tuple) and c.cell_contents
+                   and isinstance(c.cell_contents[0], tuple) and len(c.cell_contents[0]) == 4)
+    held = sum(256 + (2 * len(raw) if raw else 0) for _, memo, _, _ in readers for raw in memo)
+    assert held == engine.memo.used > 0
+    assert all(len(memo) <= index_mod.MEMO_ENTRIES for _, memo, _, _ in readers)
+    # a value longer than SCAN_LIMIT is neither scanned nor memoised
+    decide({"Image": "y" * (index_mod.SCAN_LIMIT + 1)})
+    assert all(len(raw or "") <= index_mod.SCAN_LIMIT for _, memo, _, _ in readers for raw in memo)
 
 
 def test_environment_expansion_failure_and_absent_fields():

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 from ..config.model import Config, RuleSet
 from ..schema import CURRENT
 from .conditions import REGEX_MAX_MEM, REGEX_TOTAL_MEM, fold, make_predicate, utf16_len
-from .index import build_indexed_decider
+from .index import MemoBudget, build_indexed_decider
 from .walk import Member, compile_walk
 
 __all__ = ["EngineOptions", "FilterEngine", "truncate_value", "expand_environment",
@@ -235,6 +235,8 @@ class FilterEngine:
         self._deciders: dict[int, Callable[[dict], tuple[bool, Optional[str]]]] = {}
         self._compiler = _SetCompiler(options, self._regex_mem)
         self._shared: dict = {}  # (tag, field presence of every set) -> decider
+        #: memory shared by the index's memo tables (:class:`~.index.MemoBudget`)
+        self.memo = MemoBudget()
         for eid, ev in CURRENT.events.items():
             self._deciders[eid] = self._compile_event(eid, ev)
         self._truncate_skip = max(e for e in CURRENT.events if e < 255) \
@@ -274,7 +276,8 @@ class FilterEngine:
         compiled = [(rs.onmatch == "include", rs.relation, self._compiler.items(rs, p))
                     for rs, p in zip(ordered, present)]
         if self.options.indexed:
-            decider = build_indexed_decider(compiled, fields, rule_name_used, fallback, stale)
+            decider = build_indexed_decider(compiled, fields, rule_name_used, fallback, stale,
+                                            self.memo)
             self._shared[key] = decider
             return decider
         walks = tuple((include, compile_walk(relation, items))

@@ -39,9 +39,10 @@ predicate (:func:`~sysmonx.filtering.conditions.make_predicate`), so a pattern f
 
 A field value longer than :data:`SCAN_LIMIT` characters is not scanned: every item gated on that
 field becomes a candidate (linear work in C, as the walk would do). Scan results are memoised per
-(EventID, field) for values up to :data:`MEMO_VALUE_LEN` characters, at most
-:data:`MEMO_ENTRIES` values per table (a full table is emptied), so memory stays bounded whatever
-the input.
+(EventID, field) (values repeat: a 35,000-event capture has 225 distinct CallTraces), within a
+:class:`MemoBudget` per engine: at most :data:`MEMO_ENTRIES` values per table and about
+:data:`MEMO_BUDGET` bytes over all tables (a table that would exceed either is emptied first), so
+memory stays bounded whatever the input.
 
 ``EngineOptions(indexed=False)`` keeps the plain walk; ``tests/test_filter_index.py`` checks that
 both decide identically on every event of the corpus under every corpus configuration.
@@ -49,6 +50,7 @@ both decide identically on every event of the corpus under every corpus configur
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, Optional
 
 import ahocorasick
@@ -56,8 +58,8 @@ import ahocorasick
 from .conditions import contains_terms, fold, is_any_terms
 from .walk import Member, compile_walk, match_group
 
-__all__ = ["literals", "gate_of", "build_indexed_decider", "SCAN_LIMIT", "MEMO_ENTRIES",
-           "MEMO_VALUE_LEN", "SHORT"]
+__all__ = ["literals", "gate_of", "build_indexed_decider", "MemoBudget", "SCAN_LIMIT",
+           "MEMO_ENTRIES", "MEMO_BUDGET", "SHORT"]
 
 #: Marks the start and the end of a value in the scanned text.
 START, END = "\x02", "\x03"
@@ -66,10 +68,33 @@ START, END = "\x02", "\x03"
 SHORT = 3
 #: Values longer than this (characters) are not scanned: all items gated on the field are tried.
 SCAN_LIMIT = 4096
-#: Memo of scan results: at most this many values per (EventID, field), each at most
-#: ``MEMO_VALUE_LEN`` characters.
-MEMO_ENTRIES = 1024
-MEMO_VALUE_LEN = 256
+#: Memo of scan results: at most this many values per (EventID, field) table ...
+MEMO_ENTRIES = 4096
+#: ... and about this many bytes over all tables of one engine (values longer than SCAN_LIMIT are
+#: never memoised: they are not scanned).
+MEMO_BUDGET = 4 << 20
+
+
+class MemoBudget:
+    """The memory all memo tables of one :class:`~sysmonx.filtering.engine.FilterEngine` share.
+
+    Attributes:
+        left: approximate bytes still available (a value costs twice its length, raw and folded,
+            plus 256 for the entry, tuple and item set).
+        lock: held while a table is filled or emptied, so the account stays exact if several
+            threads decide with one engine.
+    """
+
+    def __init__(self, total: int = MEMO_BUDGET):
+        self.total = total
+        self.left = total
+        self.lock = threading.Lock()
+
+    @property
+    def used(self) -> int:
+        """Approximate bytes held by the memo tables."""
+        return self.total - self.left
+
 
 # A gate: None = no gate (always a candidate); else field -> frozenset of patterns; {} = can
 # never act (dropped).
@@ -236,7 +261,8 @@ def _scanner(patterns: dict, limit: int) -> Callable[[str], frozenset]:
 
 
 def build_indexed_decider(sets: list, fields: tuple, rule_name_used: bool, fallback: bool,
-                          stale: bool) -> Callable[[dict], tuple[bool, str]]:
+                          stale: bool, budget: Optional[MemoBudget] = None
+                          ) -> Callable[[dict], tuple[bool, str]]:
     """Compile one EventID's rule sets into an indexed decision function.
 
     Args:
@@ -246,6 +272,7 @@ def build_indexed_decider(sets: list, fields: tuple, rule_name_used: bool, fallb
         rule_name_used: a filter tests ``RuleName`` (always ``-`` at filter time, spec 4.3).
         fallback: the decision when no set matches (spec 3.3).
         stale: EngineOptions.stale_rulename.
+        budget: the engine's :class:`MemoBudget` (a private one when omitted).
     Returns:
         ``decide(data) -> (include, rule_name)`` deciding exactly as the plain walk
         (:class:`~sysmonx.filtering.engine.FilterEngine` with ``indexed=False``).
@@ -289,25 +316,39 @@ def build_indexed_decider(sets: list, fields: tuple, rule_name_used: bool, fallb
         # RuleName is "-" at filter time (Sysmon fills it afterwards, spec 4.3)
         always.extend(scans.pop("RuleName")("-"))
     always_t = frozenset(always)
-    # per field read from the event: (name, memo raw value -> (folded value, items found), scan)
-    readers: tuple[tuple[str, dict, Optional[Callable]], ...] = tuple(
-        (f, {}, scans.get(f)) for f in fields if f != "RuleName")
+    # per field read from the event: (name, memo raw value -> (folded value, items found), scan,
+    # [bytes the memo holds])
+    readers: tuple[tuple[str, dict, Optional[Callable], list], ...] = tuple(
+        (f, {}, scans.get(f), [0]) for f in fields if f != "RuleName")
     miss = (fallback, "-")
-    memo_entries, memo_len = MEMO_ENTRIES, MEMO_VALUE_LEN
+    memo_entries, memo_len = MEMO_ENTRIES, SCAN_LIMIT
+    if budget is None:
+        budget = MemoBudget()
+    lock = budget.lock
+
+    def remember(memo: dict, used: list, raw: Optional[str], entry: tuple) -> None:
+        cost = 256 + (2 * len(raw) if raw else 0)
+        with lock:
+            if len(memo) >= memo_entries or budget.left < cost:
+                budget.left += used[0]
+                used[0] = 0
+                memo.clear()
+            if budget.left >= cost:
+                memo[raw] = entry
+                used[0] += cost
+                budget.left -= cost
 
     def decide(data: dict) -> tuple[bool, str]:
         lv = {"RuleName": "-"} if rule_name_used else {}
         hits = set(always_t)
-        for f, memo, scan in readers:
+        for f, memo, scan, used in readers:
             raw = data.get(f)
             entry = memo.get(raw)
             if entry is None:
                 v = (raw.lower() if raw.isascii() else fold(raw)) if raw else "-"
                 entry = (v, scan(v) if scan is not None else _EMPTY)
                 if raw is None or len(raw) <= memo_len:
-                    if len(memo) >= memo_entries:
-                        memo.clear()
-                    memo[raw] = entry
+                    remember(memo, used, raw, entry)
             lv[f] = entry[0]
             if entry[1]:
                 hits |= entry[1]
