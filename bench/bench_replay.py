@@ -33,6 +33,21 @@ record read). ``--jobs N`` (N > 1) replays on N worker processes instead (as
 ``sysmonx replay --jobs``); those children are not pinned and the figure is wall time.
 Exit status 1 when there is nothing to measure or a replay read a different number of records
 than the baseline.
+
+Two analysis modes use the same inputs and configurations:
+
+``--filter-only``
+    the filter alone, in this process pinned to one CPU: the Sysmon events of the inputs (any
+    format replay reads, not only EVTX) are decoded in
+    blocks of 10,000 (fresh objects every pass, as a replay has them; decoding not timed) and each
+    block is decided by ``FilterEngine`` with the index (default) and with the plain walk
+    (``EngineOptions(indexed=False)``), the baseline of this mode. Cold: a freshly compiled
+    engine's first pass; warm: the best of ``--rounds`` further passes. Prints compile time,
+    microseconds per event and walk/index.
+``--profile``
+    where a replay's time goes: one warm replay pass per configuration (config compiled
+    beforehand) sampled by pyinstrument (``pip install pyinstrument``), CPU time split into the
+    parse, JSON decoding, record conversion, filter, writing and the pipeline loop.
 """
 
 from __future__ import annotations
@@ -48,6 +63,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -188,6 +204,10 @@ def main() -> int:
                     help="the CPU every child is pinned to (default: the last allowed one)")
     ap.add_argument("--jobs", type=int, default=1, help="replay worker processes (default 1)")
     ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    ap.add_argument("--filter-only", action="store_true",
+                    help="measure the filter alone: index vs plain walk (see above)")
+    ap.add_argument("--profile", action="store_true",
+                    help="split a warm replay's time by stage with pyinstrument (see above)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -214,15 +234,22 @@ def main() -> int:
         else:
             from sysmonx.sources import iter_input_files
             paths = args.input or [str(corpus / "evtx")]
+            # the baseline parses EVTX; the filter-alone and profile modes take any input
+            any_input = args.filter_only or args.profile
             try:
-                files = [f for f in iter_input_files(paths) if f.lower().endswith(".evtx")]
+                files = [f for f in iter_input_files(paths)
+                         if any_input or f.lower().endswith(".evtx")]
             except FileNotFoundError as exc:
                 print(f"{exc.filename}: no such file or folder; set --corpus/SYSMONX_CORPUS or "
                       "--input", file=sys.stderr)
                 return 1
         if not files:
-            print("no EVTX to measure; set --corpus/SYSMONX_CORPUS or --input", file=sys.stderr)
+            print("no input to measure; set --corpus/SYSMONX_CORPUS or --input", file=sys.stderr)
             return 1
+        if args.filter_only:
+            return _filter_only(args, _configs(args, corpus), files)
+        if args.profile:
+            return _profile(args, _configs(args, corpus), files)
         return _measure(args, corpus, files)
     except RuntimeError as exc:
         print(exc, file=sys.stderr)
@@ -237,16 +264,156 @@ def _data_chunks(path: Path) -> list:
     return _chunks(path.read_bytes())
 
 
-def _measure(args, corpus: Path, files: list[str]) -> int:
-    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
-    configs = []
+def _configs(args, corpus: Path) -> list[tuple[str, Optional[str]]]:
+    """``(label, path or None)`` of ``--configs``."""
+    configs: list[tuple[str, Optional[str]]] = []
     for name in [c for c in args.configs.split(",") if c]:
         if name == "none":
             configs.append((LABELS[name], None))
         elif name in CONFIGS:
             configs.append((LABELS[name], str(corpus / CONFIGS[name])))
         else:
-            configs.append((Path(name).name, name))
+            configs.append((f"{Path(name).parent.name}/{Path(name).name}"[-48:], name))
+    return configs
+
+
+def _blocks(files: list[str], size: int = 10_000):
+    """The inputs' Sysmon events as lists of ``(event_id, data)``, decoded afresh."""
+    from sysmonx.sources import open_source
+    block: list = []
+    for f in files:
+        for ev in open_source(f, lambda err: None):
+            if ev.is_sysmon:
+                block.append((ev.event_id, ev.data))
+                if len(block) >= size:
+                    yield block
+                    block = []
+    if block:
+        yield block
+
+
+def _decide_pass(engine, files: list[str]) -> tuple[float, int]:
+    """CPU seconds spent deciding every Sysmon event of ``files`` once, and the event count."""
+    spent, n = 0.0, 0
+    for block in _blocks(files):
+        deciders = [engine.decider_for(eid) for eid, _ in block]
+        datas = [data for _, data in block]
+        t = _cpu()
+        for decide, data in zip(deciders, datas):
+            decide(data)
+        spent += _cpu() - t
+        n += len(block)
+    return spent, n
+
+
+def _filter_only(args, configs: list, files: list[str]) -> int:
+    from sysmonx.config import load_config
+    from sysmonx.filtering import EngineOptions, FilterEngine
+    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    print(f"filter alone: {len(files)} input files; CPU time, pinned to CPU {cpu}; "
+          "cold = first pass of a "
+          f"fresh engine (best of {args.rounds}), warm = best of {args.rounds} further passes")
+    print(f"load average (1/5/15 min) before: {_load()}")
+    w = max([18] + [len(label) for label, _ in configs])
+    print(f"{'config':{w}} {'mode':6} {'compile ms':>10} {'cold us/ev':>10} {'warm us/ev':>10}")
+    figures: dict = {}
+    n = 0
+    for label, path in configs:
+        if path is None:
+            continue
+        config = load_config(path)
+        row = {}
+        for mode, opts in (("index", EngineOptions()), ("walk", EngineOptions(indexed=False))):
+            comp = cold = warm = math.inf
+            for _ in range(args.rounds):
+                t = _cpu()
+                engine = FilterEngine(config, opts)
+                comp = min(comp, _cpu() - t)
+                spent, n = _decide_pass(engine, files)
+                cold = min(cold, spent)
+                warm = min(warm, _decide_pass(engine, files)[0])
+            row[mode] = (comp, cold / n, warm / n)
+            print(f"{label:{w}} {mode:6} {comp * 1000:10.1f} {cold / n * 1e6:10.2f} "
+                  f"{warm / n * 1e6:10.2f}")
+        speed = (row["walk"][1] / row["index"][1], row["walk"][2] / row["index"][2])
+        print(f"{label:{w}} walk/index: cold {speed[0]:.1f}x, warm {speed[1]:.1f}x "
+              f"({n:,} Sysmon events per pass)")
+        figures[label] = {m: {"compile_ms": round(v[0] * 1000, 2), "cold_us": round(v[1] * 1e6, 3),
+                              "warm_us": round(v[2] * 1e6, 3)} for m, v in row.items()}
+    print(f"load average (1/5/15 min) after: {_load()}")
+    if not n:
+        print("no Sysmon events or no configuration to measure", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
+#: --profile: stage of a replay by the source file (and function) a sample falls in.
+_STAGES = (("filtering", None, "filter"), (None, "loads", "JSON decode (orjson.loads)"),
+           ("sinks", None, "writing"), (None, "dumps", "writing"),
+           ("sources/evtx", "_records", "pyevtx-rs parse (records_json loop)"),
+           ("sources/evtx", "_ChunkTracker", "chunk CRC verification"),
+           ("sources", None, "record -> Event conversion"), ("pipeline", None, "pipeline loop"))
+
+
+def _stage(frame) -> str:
+    # built-in calls and "[self]" entries count for the Python function that made them
+    while frame is not None and ((frame.function or "").startswith("[") or (
+            (frame.file_path or "<built-in>") == "<built-in>"
+            and frame.function not in ("loads", "dumps"))):
+        frame = frame.parent
+    if frame is None:
+        return "other"
+    path, fn, cls = frame.file_path or "", frame.function or "", frame.class_name or ""
+    for where, name, stage in _STAGES:
+        if (where is None or where in path) and (name is None or name in (fn, cls)):
+            return stage
+    return "other"
+
+
+def _profile(args, configs: list, files: list[str]) -> int:
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        print("--profile needs pyinstrument: pip install pyinstrument", file=sys.stderr)
+        return 1
+    from sysmonx.config import load_config
+    from sysmonx.filtering import FilterEngine
+    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    work = files * args.repeat
+    print(f"where a warm replay's time goes: {len(files)} input files x{args.repeat}, "
+          f"{args.format}, "
+          f"pinned to CPU {cpu}, pyinstrument (sampling inflates call-heavy code: read shares)")
+    for label, path in configs:
+        config = load_config(path) if path else None
+        engine = FilterEngine(config) if config is not None else None
+        _replay(files, config, args.format, engine, 1)  # warm-up
+        prof = Profiler(interval=0.0002)
+        prof.start()
+        n = _replay(work, config, args.format, engine, 1)
+        prof.stop()
+        shares: dict = {}
+
+        def walk(frame) -> None:
+            own = frame.time - sum(c.time for c in frame.children)
+            shares[_stage(frame)] = shares.get(_stage(frame), 0.0) + own
+            for c in frame.children:
+                walk(c)
+        walk(prof.last_session.root_frame())
+        total = sum(shares.values())
+        print(f"{label}: {n:,} records, {total / n * 1e6:.1f} us per record sampled")
+        for stage, t in sorted(shares.items(), key=lambda kv: -kv[1]):
+            if t / total >= 0.005:
+                print(f"  {100 * t / total:5.1f} %  {stage}")
+    return 0
+
+
+def _measure(args, corpus: Path, files: list[str]) -> int:
+    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    configs = _configs(args, corpus)
     common = {"files": files, "rounds": args.rounds, "repeat": args.repeat, "cpu": cpu,
               "jobs": args.jobs, "format": args.format}
     load_before = _load()
@@ -271,7 +438,8 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
           f"warm {n * args.repeat / b_warm:12,.0f} records/s")
     print(f"  + orjson.loads of each record:            warm {n * args.repeat / b_dec:12,.0f} "
           f"records/s (ratio {b_warm / b_dec:.3f}: the floor of any Python consumer)")
-    print(f"{'config':18} {'cold rec/s':>12} {'cold ratio':>10} {'warm rec/s':>12} "
+    w = max([18] + [len(label) for label, _ in configs])
+    print(f"{'config':{w}} {'cold rec/s':>12} {'cold ratio':>10} {'warm rec/s':>12} "
           f"{'warm ratio':>10} {'compile ms':>10}")
     status = 0
     figures = {"records": n, "mb": size / 1e6, "load_before": load_before,
@@ -286,7 +454,7 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
         warm = min(r["warm"] for r in rs)
         comp = min(r["compile"] for r in rs)
         cr, wr = (n / cold) / (n / b_cold), (n * args.repeat / warm) / (n * args.repeat / b_warm)
-        print(f"{label:18} {n / cold:12,.0f} {cr:10.3f} {n * args.repeat / warm:12,.0f} "
+        print(f"{label:{w}} {n / cold:12,.0f} {cr:10.3f} {n * args.repeat / warm:12,.0f} "
               f"{wr:10.3f} {comp * 1000:10.1f}")
         figures["configs"][label] = {"cold": n / cold, "cold_ratio": round(cr, 4),
                                      "warm": n * args.repeat / warm, "warm_ratio": round(wr, 4),
