@@ -27,7 +27,10 @@ imports are not timed; for the replay, loading and compiling the configuration i
   the compiled configuration kept, ``--rounds`` passes, best pass.
 
 Baseline and replay children are interleaved ``--rounds`` times; the best cold and the best warm
-figure of each are used, so background load hurts all alike. ``uptime`` load averages are
+figure of each are used, so background load hurts all alike. The baseline, being cheap, runs
+``--baseline-runs`` children per round (default 3): a cold read that happened to be slow (the
+page-cache misses cost system time that varies from run to run) cannot make the ratios
+flatter. ``uptime`` load averages are
 printed before and after. The ratio is replay records/s over baseline records/s (both count every
 record read). ``--jobs N`` (N > 1) replays on N worker processes instead (as
 ``sysmonx replay --jobs``); those children are not pinned and the figure is wall time.
@@ -200,6 +203,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3,
                     help="cold measurements of each (fresh processes), and warm passes per child")
     ap.add_argument("--repeat", type=int, default=1, help="passes over the inputs per warm pass")
+    ap.add_argument("--baseline-runs", type=int, default=3,
+                    help="baseline children per round (default 3)")
     ap.add_argument("--cpu", type=int, default=None,
                     help="the CPU every child is pinned to (default: the last allowed one)")
     ap.add_argument("--jobs", type=int, default=1, help="replay worker processes (default 1)")
@@ -420,7 +425,8 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
     base: list = []
     runs: dict = {label: [] for label, _ in configs}
     for _ in range(args.rounds):
-        base.append(_run_child(dict(common, what="baseline")))
+        for _ in range(args.baseline_runs):
+            base.append(_run_child(dict(common, what="baseline")))
         for label, path in configs:
             runs[label].append(_run_child(dict(common, what="replay", config=path)))
     load_after = _load()
