@@ -61,15 +61,17 @@ def test_fallback_intent_option_logs_unmatched_with_exclude_sets_only():
     assert intent.decide(1, {"Image": "a.exe"}) == (False, "-")
 
 
-def test_stale_rulename_option():
+@pytest.mark.parametrize("indexed", [True, False], ids=["indexed", "walk"])
+def test_stale_rulename_option(indexed):
     inner = ('<RuleGroup name="grp" groupRelation="and"><ProcessCreate onmatch="exclude">'
              '<Image name="ex-img" condition="end with">powershell.exe</Image><User>SYSTEM</User>'
              '</ProcessCreate></RuleGroup><RuleGroup groupRelation="or">'
              '<ProcessCreate onmatch="include"><CommandLine condition="contains">-nop'
              "</CommandLine></ProcessCreate></RuleGroup>")
     ev = {"Image": "C:\\powershell.exe", "User": "alice", "CommandLine": "powershell -nop"}
-    assert FilterEngine(cfg(inner)).decide(1, ev) == (True, "ex-img")
-    fresh = FilterEngine(cfg(inner), EngineOptions(stale_rulename=False))
+    assert FilterEngine(cfg(inner), EngineOptions(indexed=indexed)).decide(1, ev) == \
+        (True, "ex-img")
+    fresh = FilterEngine(cfg(inner), EngineOptions(stale_rulename=False, indexed=indexed))
     assert fresh.decide(1, ev) == (True, "-")
 
 

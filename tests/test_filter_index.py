@@ -262,17 +262,6 @@ def test_name_left_by_a_failed_and_group_names_a_later_unnamed_match():
     assert _both(STALE_IN_SET, 1, ev) == (True, "-")
 
 
-def test_name_left_by_a_failed_set_carries_to_the_next_set_and_option_resets_it():
-    inner = ('<RuleGroup groupRelation="and"><ProcessCreate onmatch="exclude">'
-             '<Image name="ex-img" condition="end with">powershell.exe</Image><User>SYSTEM</User>'
-             '</ProcessCreate></RuleGroup><RuleGroup groupRelation="or">'
-             '<ProcessCreate onmatch="include"><CommandLine condition="contains">-nop'
-             "</CommandLine></ProcessCreate></RuleGroup>")
-    ev = {"Image": "C:\\powershell.exe", "User": "alice", "CommandLine": "powershell -nop"}
-    assert _both(inner, 1, ev) == (True, "ex-img")
-    assert _both(inner, 1, ev, stale_rulename=False) == (True, "-")
-
-
 def test_and_group_gated_on_an_unnamed_first_member_before_its_named_one():
     inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
              '<Rule groupRelation="and"><Image condition="is">c:\\a.exe</Image>'
