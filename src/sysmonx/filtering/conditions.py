@@ -157,10 +157,10 @@ def make_predicate(condition: str, value: str, *, compare_fold: str = "lower",
         def compare(v: str) -> int:
             cv = conv(v)
             if ref_bmp and isinstance(utf16_key(cv), str):
-                a, b = cv, ref
-            else:  # outside the BMP: compare UTF-16 code units, as Sysmon does
-                a, b = cv.encode("utf-16-be", "surrogatepass"), ref16
-            return (a > b) - (a < b)
+                return (cv > ref) - (cv < ref)
+            # outside the BMP: compare UTF-16 code units, as Sysmon does
+            a = cv.encode("utf-16-be", "surrogatepass")
+            return (a > ref16) - (a < ref16)
         if condition == "less than":
             return lambda v: compare(v) < 0
         return lambda v: compare(v) > 0
@@ -170,13 +170,25 @@ def make_predicate(condition: str, value: str, *, compare_fold: str = "lower",
         return lambda v: v[v.rfind("\\") + 1:] == r
     if condition in ("contains any", "excludes any", "contains all", "excludes all"):
         tokens = tuple(contains_terms(r))
+
+        def contains_any(v: str) -> bool:
+            for t in tokens:
+                if t in v:
+                    return True
+            return False
+
+        def contains_all(v: str) -> bool:
+            for t in tokens:
+                if t not in v:
+                    return False
+            return True
         if condition == "contains any":
-            return lambda v: any(t in v for t in tokens)
+            return contains_any
         if condition == "excludes any":
-            return lambda v: not any(t in v for t in tokens)
+            return lambda v: not contains_any(v)
         if condition == "contains all":
-            return lambda v: all(t in v for t in tokens)
-        return lambda v: not all(t in v for t in tokens)
+            return contains_all
+        return lambda v: not contains_all(v)
     if condition == "is any":
         return is_any_terms(r).__contains__
     if condition == "regex":
