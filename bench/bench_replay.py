@@ -1,27 +1,72 @@
 #!/usr/bin/env python3
 """Replay throughput as a ratio of raw pyevtx-rs parsing, both measured in this run.
 
-    python bench/bench_replay.py [--corpus DIR] [--config FILE] [--rounds N] [--format xml]
+    python bench/bench_replay.py [--corpus DIR] [--input PATH ... | --build-evtx-gb N]
+                                 [--configs sos,modular,none] [--format jsonl] [--rounds N]
+                                 [--repeat N] [--cpu N | --jobs N] [--keep DIR]
 
-Baseline: iterate ``evtx.PyEvtxParser(f).records_json()`` over every EVTX under
-``<corpus>/evtx`` (the parse alone, no JSON decoding). Measured: ``Replayer`` over the same files
-with SwiftOnSecurity's config, writing the included events in the chosen format to a null
-stream (``--format none`` counts only). Each is timed ``--rounds`` times interleaved; the best
-round of each is used, so background noise on the machine hurts both alike. Prints events/s of
-both and the ratio replay/baseline (issue target: >= 0.6). ``--jobs N`` replays on N worker
-processes (files spread over them, output in input order), as ``sysmonx replay --jobs N`` does
-(with ``--keep-duplicates``, which ``--jobs`` needs). In one process the replay's duplicate filter
-is on, with a fresh replayer per pass over the files so that the repeated passes of a round are
-not dropped as duplicates.
+Inputs: every EVTX under ``<corpus>/evtx`` (default), the given files or folders (``--input``),
+or one EVTX of about N GB (10^9 bytes) built by bench/bench_size.py's builder from
+``PanacheSysmon_vs_AtomicRedTeam01.evtx`` (``--build-evtx-gb``; a valid file, its records
+renumbered; built in a temporary folder, or ``--keep DIR``).
+
+Baseline: iterate ``evtx.PyEvtxParser(f).records_json()`` over the inputs (the Rust parse alone,
+no JSON decoding; bench/_common.py). Measured: ``Replayer`` over the same inputs with each
+configuration of ``--configs`` (``sos``: SwiftOnSecurity's ``sysmonconfig-export.xml``,
+``modular``: sysmon-modular's ``sysmonconfig.xml``, both from the corpus, ``none``: no config, a
+path: that file), writing the included events in ``--format`` (default JSON lines) to a null
+stream.
+
+Every measurement runs in a fresh child process pinned to one CPU (``--cpu``, default the last
+one), and is the child's CPU time (user + system, all threads) over the load window only:
+imports are not timed; for the replay, loading and compiling the configuration is.
+
+* **cold** (the headline): the child's first pass, after the inputs' pages were dropped from the
+  page cache (``posix_fadvise(DONTNEED)``) and with the filter's memo tables empty.
+* **warm** (second row): the same child then replays the inputs ``--repeat`` times per pass with
+  the compiled configuration kept, ``--rounds`` passes, best pass.
+
+Baseline and replay children are interleaved ``--rounds`` times; the best cold and the best warm
+figure of each are used, so background load hurts all alike. The baseline, being cheap, runs
+``--baseline-runs`` children per round (default 3): a cold read that happened to be slow (the
+page-cache misses cost system time that varies from run to run) cannot make the ratios
+flatter. ``uptime`` load averages are
+printed before and after. The ratio is replay records/s over baseline records/s (both count every
+record read). ``--jobs N`` (N > 1) replays on N worker processes instead (as
+``sysmonx replay --jobs``); those children are not pinned and the figure is wall time.
+Exit status 1 when there is nothing to measure or a replay read a different number of records
+than the baseline.
+
+Two analysis modes use the same inputs and configurations:
+
+``--filter-only``
+    the filter alone, in this process pinned to one CPU: the Sysmon events of the inputs (any
+    format replay reads, not only EVTX) are decoded in
+    blocks of 10,000 (fresh objects every pass, as a replay has them; decoding not timed) and each
+    block is decided by ``FilterEngine`` with the index (default) and with the plain walk
+    (``EngineOptions(indexed=False)``), the baseline of this mode. Cold: a freshly compiled
+    engine's first pass; warm: the best of ``--rounds`` further passes. Prints compile time,
+    microseconds per event and walk/index.
+``--profile``
+    where a replay's time goes: one warm replay pass per configuration (config compiled
+    beforehand) sampled by pyinstrument (``pip install pyinstrument``), CPU time split into the
+    parse, JSON decoding, record conversion, filter, writing and the pipeline loop.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
+import math
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -29,10 +74,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import baseline, default_corpus  # noqa: E402
 
-from evtx import PyEvtxParser  # noqa: E402
-
-from sysmonx.config import load_config  # noqa: E402
-from sysmonx.pipeline import Replayer, ReplayOptions, make_writer, replay_parallel  # noqa: E402
+CONFIGS = {
+    "sos": "configs/SwiftOnSecurity__sysmon-config/sysmonconfig-export.xml",
+    "modular": "configs/olafhartong__sysmon-modular/sysmonconfig.xml",
+}
+LABELS = {"sos": "SwiftOnSecurity", "modular": "sysmon-modular", "none": "no config"}
 
 
 class _Null(io.RawIOBase):
@@ -43,9 +89,26 @@ class _Null(io.RawIOBase):
         return len(b)
 
 
-def baseline_decoded(files: list[str]) -> int:
-    """Second reference: the parse plus decoding each record's JSON into Python objects."""
+def _cpu() -> float:
+    """CPU time of this process (user + system, all threads), seconds."""
+    return time.process_time()
+
+
+def _evict(files: list[str]) -> None:
+    """Drop the files' pages from the page cache (clean pages only; best effort)."""
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _decoded(files: list[str]) -> int:
+    """Second reference: the parse plus decoding each record's JSON text (``orjson.loads``), the
+    floor of any Python consumer of ``records_json()``."""
     import orjson
+    from evtx import PyEvtxParser
     n = 0
     loads = orjson.loads
     for f in files:
@@ -55,11 +118,11 @@ def baseline_decoded(files: list[str]) -> int:
     return n
 
 
-def replay(files: list[str], config, fmt: str, jobs: int = 1) -> int:
+def _replay(files: list[str], config, fmt: str, engine, jobs: int) -> int:
+    from sysmonx.pipeline import Replayer, ReplayOptions, make_writer, replay_parallel
     if jobs > 1:
         stats = replay_parallel(files, ReplayOptions(config=config, keep_duplicates=True),
-                                None if fmt == "none" else fmt,
-                                _Null(), jobs, lambda line: None)
+                                None if fmt == "none" else fmt, _Null(), jobs, lambda line: None)
         return stats.records
     writer = None if fmt == "none" else make_writer(fmt, _Null())
     # One replayer per pass over the file list: its duplicate filter runs (and costs what it
@@ -68,7 +131,7 @@ def replay(files: list[str], config, fmt: str, jobs: int = 1) -> int:
     for f in files:
         if r is None or f in seen:
             total += r.stats.records if r is not None else 0
-            r, seen = Replayer(ReplayOptions(config=config), writer), set()
+            r, seen = Replayer(ReplayOptions(config=config), writer, engine=engine), set()
         seen.add(f)
         r.run_file(f)
         if r.stats.duplicates:
@@ -79,50 +142,341 @@ def replay(files: list[str], config, fmt: str, jobs: int = 1) -> int:
     return total + (r.stats.records if r is not None else 0)
 
 
+def child(spec: dict) -> dict:
+    """One measurement (see the module docstring); ``spec`` as built by :func:`_run_child`."""
+    jobs = spec["jobs"]
+    clock = _cpu if jobs == 1 else time.perf_counter
+    if jobs == 1 and spec["cpu"] is not None:
+        os.sched_setaffinity(0, {spec["cpu"]})
+    files = spec["files"]
+    # imports are outside the load window: everything the replay loads lazily is loaded here
+    import orjson  # noqa: F401
+    import sysmonx.sources.evtx  # noqa: F401
+    from sysmonx.config import load_config
+    from sysmonx.filtering import FilterEngine
+    from sysmonx.sinks import writer_class
+    if spec["format"] != "none":
+        writer_class(spec["format"])
+    _evict(files)
+    out: dict = {}
+    if spec["what"] == "baseline":
+        t = clock()
+        out["records"] = baseline(files)
+        out["cold"] = clock() - t
+        run = lambda: baseline(files * spec["repeat"])  # noqa: E731
+        t = clock()
+        _decoded(files * spec["repeat"])
+        out["decoded"] = clock() - t
+    else:
+        path, fmt = spec["config"], spec["format"]
+        t = clock()
+        config = load_config(path) if path else None
+        engine = FilterEngine(config) if config is not None else None
+        out["compile"] = clock() - t
+        out["records"] = _replay(files, config, fmt, engine, jobs)
+        out["cold"] = clock() - t
+        run = lambda: _replay(files * spec["repeat"], config, fmt, engine, jobs)  # noqa: E731
+    warm = math.inf
+    for _ in range(spec["rounds"]):
+        t = clock()
+        n = run()
+        warm = min(warm, clock() - t)
+    out["warm"] = warm
+    out["warm_records"] = n
+    return out
+
+
+def _run_child(spec: dict) -> dict:
+    r = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"measurement failed: {spec['what']} {spec.get('config')}:\n{r.stderr}")
+    return json.loads(r.stdout)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", default=default_corpus())
-    ap.add_argument("--config", default=None,
-                    help="default: SwiftOnSecurity's sysmonconfig-export.xml from the corpus")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--repeat", type=int, default=3, help="passes over the file set per round")
-    ap.add_argument("--format", default="xml", choices=["xml", "linux-xml", "jsonl", "none"])
+    ap.add_argument("--input", action="append", default=[],
+                    help="EVTX file or folder (repeatable; default: <corpus>/evtx)")
+    ap.add_argument("--build-evtx-gb", type=float, default=None, metavar="N",
+                    help="build an EVTX of about N GB with bench_size.py's builder and use it")
+    ap.add_argument("--keep", metavar="DIR", help="build the EVTX in DIR and keep it")
+    ap.add_argument("--configs", default="sos,modular,none",
+                    help="comma-separated: sos, modular, none or config paths")
+    ap.add_argument("--format", default="jsonl", choices=["jsonl", "xml", "linux-xml", "none"])
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="cold measurements of each (fresh processes), and warm passes per child")
+    ap.add_argument("--repeat", type=int, default=1, help="passes over the inputs per warm pass")
+    ap.add_argument("--baseline-runs", type=int, default=3,
+                    help="baseline children per round (default 3)")
+    ap.add_argument("--cpu", type=int, default=None,
+                    help="the CPU every child is pinned to (default: the last allowed one)")
     ap.add_argument("--jobs", type=int, default=1, help="replay worker processes (default 1)")
+    ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    ap.add_argument("--filter-only", action="store_true",
+                    help="measure the filter alone: index vs plain walk (see above)")
+    ap.add_argument("--profile", action="store_true",
+                    help="split a warm replay's time by stage with pyinstrument (see above)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
     corpus = Path(args.corpus)
-    files = sorted(str(p) for p in (corpus / "evtx").rglob("*.evtx"))
-    if not files:
-        print(f"no EVTX under {corpus / 'evtx'}; set --corpus or SYSMONX_CORPUS", file=sys.stderr)
+    work = None
+    try:
+        if args.build_evtx_gb:
+            from bench_size import EVTX_REL, build_evtx
+            src = corpus / EVTX_REL
+            if not src.is_file():
+                print(f"corpus file missing: {src}; set --corpus or SYSMONX_CORPUS",
+                      file=sys.stderr)
+                return 1
+            work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sysmonx-rb-"))
+            work.mkdir(parents=True, exist_ok=True)
+            per_copy = len(_data_chunks(src)) * 65536
+            copies = math.ceil(args.build_evtx_gb * 1e9 / per_copy)
+            big = work / f"panache-x{copies}.evtx"
+            if not big.is_file():
+                build_evtx(src, copies, big)
+            files = [str(big)]
+        else:
+            from sysmonx.sources import iter_input_files
+            paths = args.input or [str(corpus / "evtx")]
+            # the baseline parses EVTX; the filter-alone and profile modes take any input
+            any_input = args.filter_only or args.profile
+            try:
+                files = [f for f in iter_input_files(paths)
+                         if any_input or f.lower().endswith(".evtx")]
+            except FileNotFoundError as exc:
+                print(f"{exc.filename}: no such file or folder; set --corpus/SYSMONX_CORPUS or "
+                      "--input", file=sys.stderr)
+                return 1
+        if not files:
+            print("no input to measure; set --corpus/SYSMONX_CORPUS or --input", file=sys.stderr)
+            return 1
+        if args.filter_only:
+            return _filter_only(args, _configs(args, corpus), files)
+        if args.profile:
+            return _profile(args, _configs(args, corpus), files)
+        return _measure(args, corpus, files)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
         return 1
-    cfg_path = Path(args.config) if args.config else \
-        corpus / "configs/SwiftOnSecurity__sysmon-config/sysmonconfig-export.xml"
-    config = load_config(cfg_path)
-    work = files * args.repeat
-    best_base = best_replay = best_decoded = float("inf")
-    n_base = n_replay = 0
-    baseline(files)  # warm the page cache and imports
-    replay(files, config, args.format, args.jobs)
-    for _ in range(args.rounds):
-        t = time.perf_counter()
-        n_base = baseline(work)
-        best_base = min(best_base, time.perf_counter() - t)
-        t = time.perf_counter()
-        baseline_decoded(work)
-        best_decoded = min(best_decoded, time.perf_counter() - t)
-        t = time.perf_counter()
-        n_replay = replay(work, config, args.format, args.jobs)
-        best_replay = min(best_replay, time.perf_counter() - t)
-    if n_base != n_replay:
-        print(f"warning: baseline read {n_base} records, replay {n_replay}", file=sys.stderr)
-    base_rate, replay_rate = n_base / best_base, n_replay / best_replay
-    print(f"files: {len(files)} x {args.repeat}  records per pass: {n_base}")
-    print(f"config: {cfg_path.name}  output: {args.format}  jobs: {args.jobs}")
-    print(f"baseline pyevtx-rs records_json: {base_rate:12,.0f} records/s")
-    print(f"  + orjson.loads of each record:   {n_base / best_decoded:12,.0f} records/s "
-          f"(ratio {best_base / best_decoded:.3f}; the floor of any Python consumer)")
-    print(f"sysmonx replay:                  {replay_rate:12,.0f} records/s")
-    print(f"ratio replay/baseline: {replay_rate / base_rate:.3f}  (target >= 0.6)")
+    finally:
+        if work is not None and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _data_chunks(path: Path) -> list:
+    from bench_size import _chunks
+    return _chunks(path.read_bytes())
+
+
+def _configs(args, corpus: Path) -> list[tuple[str, Optional[str]]]:
+    """``(label, path or None)`` of ``--configs``."""
+    configs: list[tuple[str, Optional[str]]] = []
+    for name in [c for c in args.configs.split(",") if c]:
+        if name == "none":
+            configs.append((LABELS[name], None))
+        elif name in CONFIGS:
+            configs.append((LABELS[name], str(corpus / CONFIGS[name])))
+        else:
+            configs.append((f"{Path(name).parent.name}/{Path(name).name}"[-48:], name))
+    return configs
+
+
+def _blocks(files: list[str], size: int = 10_000):
+    """The inputs' Sysmon events as lists of ``(event_id, data)``, decoded afresh."""
+    from sysmonx.sources import open_source
+    block: list = []
+    for f in files:
+        for ev in open_source(f, lambda err: None):
+            if ev.is_sysmon:
+                block.append((ev.event_id, ev.data))
+                if len(block) >= size:
+                    yield block
+                    block = []
+    if block:
+        yield block
+
+
+def _decide_pass(engine, files: list[str]) -> tuple[float, int]:
+    """CPU seconds spent deciding every Sysmon event of ``files`` once, and the event count."""
+    spent, n = 0.0, 0
+    for block in _blocks(files):
+        deciders = [engine.decider_for(eid) for eid, _ in block]
+        datas = [data for _, data in block]
+        t = _cpu()
+        for decide, data in zip(deciders, datas):
+            decide(data)
+        spent += _cpu() - t
+        n += len(block)
+    return spent, n
+
+
+def _filter_only(args, configs: list, files: list[str]) -> int:
+    from sysmonx.config import load_config
+    from sysmonx.filtering import EngineOptions, FilterEngine
+    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    print(f"filter alone: {len(files)} input files; CPU time, pinned to CPU {cpu}; "
+          "cold = first pass of a "
+          f"fresh engine (best of {args.rounds}), warm = best of {args.rounds} further passes")
+    print(f"load average (1/5/15 min) before: {_load()}")
+    w = max([18] + [len(label) for label, _ in configs])
+    print(f"{'config':{w}} {'mode':6} {'compile ms':>10} {'cold us/ev':>10} {'warm us/ev':>10}")
+    figures: dict = {}
+    n = 0
+    for label, path in configs:
+        if path is None:
+            continue
+        config = load_config(path)
+        row = {}
+        for mode, opts in (("index", EngineOptions()), ("walk", EngineOptions(indexed=False))):
+            comp = cold = warm = math.inf
+            for _ in range(args.rounds):
+                t = _cpu()
+                engine = FilterEngine(config, opts)
+                comp = min(comp, _cpu() - t)
+                spent, n = _decide_pass(engine, files)
+                cold = min(cold, spent)
+                warm = min(warm, _decide_pass(engine, files)[0])
+            row[mode] = (comp, cold / n, warm / n)
+            print(f"{label:{w}} {mode:6} {comp * 1000:10.1f} {cold / n * 1e6:10.2f} "
+                  f"{warm / n * 1e6:10.2f}")
+        speed = (row["walk"][1] / row["index"][1], row["walk"][2] / row["index"][2])
+        print(f"{label:{w}} walk/index: cold {speed[0]:.1f}x, warm {speed[1]:.1f}x "
+              f"({n:,} Sysmon events per pass)")
+        figures[label] = {m: {"compile_ms": round(v[0] * 1000, 2), "cold_us": round(v[1] * 1e6, 3),
+                              "warm_us": round(v[2] * 1e6, 3)} for m, v in row.items()}
+    print(f"load average (1/5/15 min) after: {_load()}")
+    if not n:
+        print("no Sysmon events or no configuration to measure", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(figures))
     return 0
+
+
+#: --profile: stage of a replay by the source file (and function) a sample falls in.
+_STAGES = (("filtering", None, "filter"), (None, "loads", "JSON decode (orjson.loads)"),
+           ("sinks", None, "writing"), (None, "dumps", "writing"),
+           ("sources/evtx", "_records", "pyevtx-rs parse (records_json loop)"),
+           ("sources/evtx", "_ChunkTracker", "chunk CRC verification"),
+           ("sources", None, "record -> Event conversion"), ("pipeline", None, "pipeline loop"))
+
+
+def _stage(frame) -> str:
+    # built-in calls and "[self]" entries count for the Python function that made them
+    while frame is not None and ((frame.function or "").startswith("[") or (
+            (frame.file_path or "<built-in>") == "<built-in>"
+            and frame.function not in ("loads", "dumps"))):
+        frame = frame.parent
+    if frame is None:
+        return "other"
+    path, fn, cls = frame.file_path or "", frame.function or "", frame.class_name or ""
+    for where, name, stage in _STAGES:
+        if (where is None or where in path) and (name is None or name in (fn, cls)):
+            return stage
+    return "other"
+
+
+def _profile(args, configs: list, files: list[str]) -> int:
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        print("--profile needs pyinstrument: pip install pyinstrument", file=sys.stderr)
+        return 1
+    from sysmonx.config import load_config
+    from sysmonx.filtering import FilterEngine
+    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    work = files * args.repeat
+    print(f"where a warm replay's time goes: {len(files)} input files x{args.repeat}, "
+          f"{args.format}, "
+          f"pinned to CPU {cpu}, pyinstrument (sampling inflates call-heavy code: read shares)")
+    for label, path in configs:
+        config = load_config(path) if path else None
+        engine = FilterEngine(config) if config is not None else None
+        _replay(files, config, args.format, engine, 1)  # warm-up
+        prof = Profiler(interval=0.0002)
+        prof.start()
+        n = _replay(work, config, args.format, engine, 1)
+        prof.stop()
+        shares: dict = {}
+
+        def walk(frame) -> None:
+            own = frame.time - sum(c.time for c in frame.children)
+            shares[_stage(frame)] = shares.get(_stage(frame), 0.0) + own
+            for c in frame.children:
+                walk(c)
+        walk(prof.last_session.root_frame())
+        total = sum(shares.values())
+        print(f"{label}: {n:,} records, {total / n * 1e6:.1f} us per record sampled")
+        for stage, t in sorted(shares.items(), key=lambda kv: -kv[1]):
+            if t / total >= 0.005:
+                print(f"  {100 * t / total:5.1f} %  {stage}")
+    return 0
+
+
+def _measure(args, corpus: Path, files: list[str]) -> int:
+    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    configs = _configs(args, corpus)
+    common = {"files": files, "rounds": args.rounds, "repeat": args.repeat, "cpu": cpu,
+              "jobs": args.jobs, "format": args.format}
+    load_before = _load()
+    base: list = []
+    runs: dict = {label: [] for label, _ in configs}
+    for _ in range(args.rounds):
+        for _ in range(args.baseline_runs):
+            base.append(_run_child(dict(common, what="baseline")))
+        for label, path in configs:
+            runs[label].append(_run_child(dict(common, what="replay", config=path)))
+    load_after = _load()
+    n = base[0]["records"]
+    size = sum(os.path.getsize(f) for f in files)
+    unit = "CPU time, one core (pinned to CPU %d)" % cpu if args.jobs == 1 else \
+        f"wall time, {args.jobs} worker processes"
+    print(f"inputs: {len(files)} EVTX, {size / 1e6:,.1f} MB, {n:,} records; output: {args.format}; "
+          f"{unit}; best of {args.rounds}; warm passes x{args.repeat}")
+    print(f"load average (1/5/15 min) before: {load_before}  after: {load_after}")
+    b_cold = min(r["cold"] for r in base)
+    b_warm = min(r["warm"] for r in base)
+    b_dec = min(r["decoded"] for r in base)
+    print(f"baseline pyevtx-rs records_json: cold {n / b_cold:12,.0f} records/s   "
+          f"warm {n * args.repeat / b_warm:12,.0f} records/s")
+    print(f"  + orjson.loads of each record:            warm {n * args.repeat / b_dec:12,.0f} "
+          f"records/s (ratio {b_warm / b_dec:.3f}: the floor of any Python consumer)")
+    w = max([18] + [len(label) for label, _ in configs])
+    print(f"{'config':{w}} {'cold rec/s':>12} {'cold ratio':>10} {'warm rec/s':>12} "
+          f"{'warm ratio':>10} {'compile ms':>10}")
+    status = 0
+    figures = {"records": n, "mb": size / 1e6, "load_before": load_before,
+               "load_after": load_after, "baseline_cold": n / b_cold,
+               "baseline_warm": n * args.repeat / b_warm, "configs": {}}
+    for label, _ in configs:
+        rs = runs[label]
+        if any(r["records"] != n or r["warm_records"] != n * args.repeat for r in rs):
+            print(f"{label}: replay read {rs[0]['records']} records, baseline {n}", file=sys.stderr)
+            status = 1
+        cold = min(r["cold"] for r in rs)
+        warm = min(r["warm"] for r in rs)
+        comp = min(r["compile"] for r in rs)
+        cr, wr = (n / cold) / (n / b_cold), (n * args.repeat / warm) / (n * args.repeat / b_warm)
+        print(f"{label:{w}} {n / cold:12,.0f} {cr:10.3f} {n * args.repeat / warm:12,.0f} "
+              f"{wr:10.3f} {comp * 1000:10.1f}")
+        figures["configs"][label] = {"cold": n / cold, "cold_ratio": round(cr, 4),
+                                     "warm": n * args.repeat / warm, "warm_ratio": round(wr, 4),
+                                     "compile_ms": round(comp * 1000, 1)}
+    if args.json:
+        print(json.dumps(figures))
+    return status
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Filter engine behaviours beyond the spec's vectors: multi-id binding by field position, named
-options for uncertain behaviours, the regex extension, FieldSizes, bucketed OR sets."""
+options for uncertain behaviours, the regex extension, FieldSizes, document order in OR sets."""
 
 import time
 
@@ -61,15 +61,17 @@ def test_fallback_intent_option_logs_unmatched_with_exclude_sets_only():
     assert intent.decide(1, {"Image": "a.exe"}) == (False, "-")
 
 
-def test_stale_rulename_option():
+@pytest.mark.parametrize("indexed", [True, False], ids=["indexed", "walk"])
+def test_stale_rulename_option(indexed):
     inner = ('<RuleGroup name="grp" groupRelation="and"><ProcessCreate onmatch="exclude">'
              '<Image name="ex-img" condition="end with">powershell.exe</Image><User>SYSTEM</User>'
              '</ProcessCreate></RuleGroup><RuleGroup groupRelation="or">'
              '<ProcessCreate onmatch="include"><CommandLine condition="contains">-nop'
              "</CommandLine></ProcessCreate></RuleGroup>")
     ev = {"Image": "C:\\powershell.exe", "User": "alice", "CommandLine": "powershell -nop"}
-    assert FilterEngine(cfg(inner)).decide(1, ev) == (True, "ex-img")
-    fresh = FilterEngine(cfg(inner), EngineOptions(stale_rulename=False))
+    assert FilterEngine(cfg(inner), EngineOptions(indexed=indexed)).decide(1, ev) == \
+        (True, "ex-img")
+    fresh = FilterEngine(cfg(inner), EngineOptions(stale_rulename=False, indexed=indexed))
     assert fresh.decide(1, ev) == (True, "-")
 
 
@@ -212,7 +214,8 @@ def test_large_and_set_compiles_in_linear_time():
     assert time.process_time() - start < 10
 
 
-def test_or_bucketing_keeps_document_order_rulename():
+@pytest.mark.parametrize("indexed", [True, False], ids=["indexed", "walk"])
+def test_or_set_keeps_document_order_rulename(indexed):
     # Several kinds and fields in one OR set: the first matching filter in document order names.
     inner = ('<RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
              '<CommandLine name="n0" condition="contains">zzz</CommandLine>'
@@ -221,7 +224,7 @@ def test_or_bucketing_keeps_document_order_rulename():
              '<Image name="n3" condition="image">a.exe</Image>'
              '<CommandLine name="n4" condition="contains">run</CommandLine>'
              "</ProcessCreate></RuleGroup>")
-    e = FilterEngine(cfg(inner))
+    e = FilterEngine(cfg(inner), EngineOptions(indexed=indexed))
     assert e.decide(1, {"Image": "C:\\a.exe", "CommandLine": "run"}) == (True, "n1")
     assert e.decide(1, {"Image": "C:\\a.dll", "CommandLine": "run zzz"}) == (True, "n0")
     assert e.decide(1, {"Image": "C:\\a.dll", "CommandLine": "run"}) == (True, "n4")

@@ -7,7 +7,7 @@ failure names the vector.
 import pytest
 
 from sysmonx.config import ConfigError, parse_config
-from sysmonx.filtering import FilterEngine, make_predicate
+from sysmonx.filtering import EngineOptions, FilterEngine, make_predicate
 from sysmonx.filtering.conditions import fold
 
 
@@ -159,10 +159,11 @@ VECTORS = [
 ]
 
 
+@pytest.mark.parametrize("indexed", [True, False], ids=["indexed", "walk"])
 @pytest.mark.parametrize("vid,inner,version,eid,fields,include,rulename", VECTORS,
                          ids=[v[0] for v in VECTORS])
-def test_decision_vectors(vid, inner, version, eid, fields, include, rulename):
-    engine = FilterEngine(cfg(inner, version))
+def test_decision_vectors(vid, inner, version, eid, fields, include, rulename, indexed):
+    engine = FilterEngine(cfg(inner, version), EngineOptions(indexed=indexed))
     assert engine.decide(eid, fields) == (include, rulename)
 
 
@@ -191,12 +192,14 @@ def test_operator_vectors(vid, cond, rule, value, expected):
     assert make_predicate(cond, rule)(fold(value)) is expected
 
 
+@pytest.mark.parametrize("indexed", [True, False], ids=["indexed", "walk"])
 @pytest.mark.parametrize("vid,cond,rule,value,expected", OPS, ids=[o[0] for o in OPS])
-def test_operator_vectors_through_engine(vid, cond, rule, value, expected):
-    """The same vectors through config parsing, compilation and bucketing."""
+def test_operator_vectors_through_engine(vid, cond, rule, value, expected, indexed):
+    """The same vectors through config parsing, compilation and the index (or the walk)."""
     inner = orgrp(f'<ProcessCreate onmatch="include"><CommandLine condition="{cond}">{rule}'
                   "</CommandLine></ProcessCreate>")
-    assert FilterEngine(cfg(inner)).decide(1, {"CommandLine": value})[0] is expected
+    engine = FilterEngine(cfg(inner), EngineOptions(indexed=indexed))
+    assert engine.decide(1, {"CommandLine": value})[0] is expected
 
 
 def wrap(body: str, version: str = "4.90") -> str:

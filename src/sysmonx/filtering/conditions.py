@@ -171,13 +171,11 @@ def _less_more(less: bool) -> Callable[[str, str, str, int], Predicate]:
 
         def compare(v: str) -> int:
             cv = conv(v)
-            a: object
-            b: object
             if ref_bmp and isinstance(utf16_key(cv), str):
-                a, b = cv, ref
-            else:  # outside the BMP: compare UTF-16 code units, as Sysmon does
-                a, b = cv.encode("utf-16-be", "surrogatepass"), ref16
-            return (a > b) - (a < b)  # type: ignore[operator]
+                return (cv > ref) - (cv < ref)
+            # outside the BMP: compare UTF-16 code units, as Sysmon does
+            a = cv.encode("utf-16-be", "surrogatepass")
+            return (a > ref16) - (a < ref16)
         if less:
             return lambda v: compare(v) < 0
         return lambda v: compare(v) > 0
@@ -193,13 +191,25 @@ def _image(r: str, raw: str, compare_fold: str, mem: int) -> Predicate:
 def _terms(kind: str) -> Callable[[str, str, str, int], Predicate]:
     def make(r: str, raw: str, compare_fold: str, mem: int) -> Predicate:
         tokens = tuple(contains_terms(r))
+
+        def contains_any(v: str) -> bool:
+            for t in tokens:
+                if t in v:
+                    return True
+            return False
+
+        def contains_all(v: str) -> bool:
+            for t in tokens:
+                if t not in v:
+                    return False
+            return True
         if kind == "contains any":
-            return lambda v: any(t in v for t in tokens)
+            return contains_any
         if kind == "excludes any":
-            return lambda v: not any(t in v for t in tokens)
+            return lambda v: not contains_any(v)
         if kind == "contains all":
-            return lambda v: all(t in v for t in tokens)
-        return lambda v: not all(t in v for t in tokens)
+            return contains_all
+        return lambda v: not contains_all(v)
     return make
 
 

@@ -6,10 +6,12 @@ same-field-is-OR rule and ``<Rule>`` sub-groups (3.4), errors as NoMatch (3.5), 
 selection including the stale-name quirk (3.6), per-type defaults (3.7), multi-id binding by
 field position (1.5), FieldSizes truncation after filtering (3.9).
 
-Compilation turns every rule set into a closure; large OR sets are bucketed by (field, operator)
-into dict lookups and ``str.startswith``/``endswith`` tuple tests, keeping document-order
-semantics (the first matching filter, which decides RuleName, is the one with the lowest index).
-Evaluating an event never walks the config model.
+Compilation turns every filter into a predicate and every rule set into walk items
+(:mod:`~sysmonx.filtering.walk`). By default each EventID is then indexed
+(:mod:`~sysmonx.filtering.index`): an event evaluates only the filters and ``<Rule>`` groups whose
+literals occur in its values, in Sysmon's order, with the same decision and RuleName as the
+plain walk, which ``EngineOptions(indexed=False)`` keeps. Evaluating an event never walks the
+config model.
 """
 
 from __future__ import annotations
@@ -19,17 +21,15 @@ from typing import Callable, Optional
 
 from ..configmodel import Config, RuleSet
 from ..schema import CURRENT
-from .conditions import (REGEX_MAX_MEM, REGEX_TOTAL_MEM, fold, is_any_terms, make_predicate,
-                         utf16_len)
+from .conditions import REGEX_MAX_MEM, REGEX_TOTAL_MEM, fold, make_predicate, utf16_len
+from .index import MemoBudget, build_indexed_decider
+from .walk import Member, compile_walk
 
 __all__ = ["EngineOptions", "FilterEngine", "truncate_value", "expand_environment",
            "WINDOWS_DEFAULT_ENV", "NEVER_FILTERED"]
 
 #: Events Sysmon never filters (spec 3.7).
 NEVER_FILTERED = frozenset({4, 16, 255})
-
-SetResult = tuple[bool, Optional[str]]
-
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -52,6 +52,10 @@ class EngineOptions:
             (default) compares rule values literally: a replayed log does not carry the recorded
             host's environment. Unknown names stay as written (ExpandEnvironmentStrings); an
             expansion longer than 32767 characters makes the filter NoMatch.
+        indexed: True (default): evaluate only the filters and ``<Rule>`` groups that can act on
+            the event (:mod:`~sysmonx.filtering.index`); False: walk every filter of every rule
+            set in order (spec 3.4). Both decide identically (include/exclude and RuleName);
+            False is the reference the index is tested against.
     """
 
     compare_fold: str = "lower"
@@ -60,6 +64,7 @@ class EngineOptions:
     no_rule_defaults: str = "manifest"
     field_sizes_skip_last: bool = True
     environment: Optional[dict] = None
+    indexed: bool = True
 
     def __post_init__(self) -> None:
         checks = {"compare_fold": ("lower", "upper"), "fallback": ("code", "intent"),
@@ -131,81 +136,30 @@ def truncate_value(value: str, size: int) -> str:
     return "-" if size > 0 else ""
 
 
-_BUCKET_KINDS = ("is", "is any", "image", "begin with", "end with", "contains")
-
-
-def _bucket_test(kind: str, entries: list[tuple[int, str]]) -> Callable[[str], int]:
-    """Return ``test(v) -> lowest matching filter index or -1`` for same-field same-kind filters.
-
-    ``entries`` are ``(index, folded rule value)`` in document order.
-    """
-    if kind in ("is", "is any"):
-        table: dict[str, int] = {}
-        for idx, r in entries:
-            values = [r] if kind == "is" else is_any_terms(r)
-            for t in values:
-                table.setdefault(t, idx)
-        get = table.get
-        return lambda v: get(v, -1)
-    if kind == "image":
-        base: dict[str, int] = {}
-        full: dict[str, int] = {}
-        for idx, r in entries:
-            (full if "\\" in r else base).setdefault(r, idx)
-        bget, fget = base.get, full.get
-
-        def image_test(v: str) -> int:
-            a = bget(v[v.rfind("\\") + 1:], -1)
-            b = fget(v, -1)
-            if a < 0:
-                return b
-            return a if b < 0 or a < b else b
-        return image_test
-    values = tuple(r for _, r in entries)
-    pairs = tuple(entries)
-    if kind in ("begin with", "end with"):
-        method = str.startswith if kind == "begin with" else str.endswith
-
-        def affix_test(v: str) -> int:
-            if not method(v, values):
-                return -1
-            for idx, r in pairs:
-                if method(v, r):
-                    return idx
-            return -1
-        return affix_test
-
-    def contains_test(v: str) -> int:
-        for idx, r in pairs:
-            if r in v:
-                return idx
-        return -1
-    return contains_test
-
-
 def _never(v: str) -> bool:
     return False
 
 
-def _single_test(pred: Callable[[str], bool], idx: int) -> Callable[[str], int]:
-    """A one-filter bucket: ``idx`` when ``pred`` matches, else -1."""
-    return lambda v: idx if pred(v) else -1
-
-
 class _SetCompiler:
-    """Compiles one rule set for one concrete event id."""
+    """Compiles the rule sets of a configuration into walk items (:data:`walk.Item`), one
+    :class:`~sysmonx.filtering.walk.Member` per (filter, field present or not), shared by the
+    event ids of a tag."""
 
-    def __init__(self, rs: RuleSet, event_id: int, opts: EngineOptions,
-                 regex_mem: int = REGEX_MAX_MEM):
-        self.rs = rs
+    def __init__(self, opts: EngineOptions, regex_mem: int = REGEX_MAX_MEM):
         self.opts = opts
         self.regex_mem = regex_mem
+        self.members: dict = {}
+
+    @staticmethod
+    def present(rs: RuleSet, event_id: int) -> dict[str, bool]:
+        """Field -> whether it sits at its bound position in ``event_id`` (spec 1.5)."""
         bound = CURRENT.events[rs.event_id].index
         actual = CURRENT.events[event_id].field_names
-        self.present = {}
+        out = {}
         for f in rs.filters:
             pos = bound.get(f.field)
-            self.present[f.field] = pos is not None and pos < len(actual) and actual[pos] == f.field
+            out[f.field] = pos is not None and pos < len(actual) and actual[pos] == f.field
+        return out
 
     def value(self, f) -> Optional[str]:
         """The rule value after environment expansion (``None``: the filter can never match)."""
@@ -213,20 +167,28 @@ class _SetCompiler:
             return f.value
         return expand_environment(f.value, self.opts.environment)
 
-    def pred(self, f):
-        if not self.present[f.field]:
-            return None
-        value = self.value(f)
-        if value is None:
-            return _never
-        return make_predicate(f.condition, value, compare_fold=self.opts.compare_fold,
-                              regex_max_mem=self.regex_mem)
+    def member(self, f, present: bool) -> Member:
+        """One filter compiled: predicate ``None`` when its field is absent from the event id,
+        :func:`_never` when environment expansion failed."""
+        key = (id(f), present)  # the config, and so f, outlives the compiler
+        m = self.members.get(key)
+        if m is not None:
+            return m
+        if not present:
+            m = Member(f.field, None, f.name or None, f.condition, fold(f.value))
+        elif (value := self.value(f)) is None:
+            m = Member(f.field, _never, f.name or None, f.condition, None)
+        else:
+            pred = make_predicate(f.condition, value, compare_fold=self.opts.compare_fold,
+                                  regex_max_mem=self.regex_mem)
+            m = Member(f.field, pred, f.name or None, f.condition, fold(value))
+        self.members[key] = m
+        return m
 
-    def compile(self) -> Callable[[dict], SetResult]:
-        rs = self.rs
-        if not rs.filters:
-            return lambda lv: (False, None)
-        items = []  # ("f", field, pred, name, later_same) | ("g", relation, [(field, pred, name)])
+    def items(self, rs: RuleSet, present: dict[str, bool]) -> list:
+        """The set's filters as walk items, in document order (spec 3.4); ``present`` as
+        returned by :meth:`present`."""
+        items: list[tuple] = []
         i, n = 0, len(rs.filters)
         last_top = {}  # field -> index of its last top-level filter (same-field rule, spec 3.4)
         for j, g in enumerate(rs.filters):
@@ -239,99 +201,14 @@ class _SetCompiler:
                 members = []
                 while j < n and rs.filters[j].aggregate == f.aggregate:
                     g = rs.filters[j]
-                    members.append((g.field, self.pred(g), g.name or None))
+                    members.append(self.member(g, present[g.field]))
                     j += 1
-                items.append(("g", rs.aggregates[f.aggregate].relation, tuple(members)))
+                items.append(("g", rs.aggregates[f.aggregate].relation, members))
                 i = j
             else:
-                later = last_top[f.field] > i
-                items.append(("f", f.field, self.pred(f), f.name or None, later))
+                items.append(("f", self.member(f, present[f.field]), last_top[f.field] > i))
                 i += 1
-        if rs.relation == "or" and all(it[0] == "f" for it in items):
-            return self._compile_or_bucketed()
-        return self._compile_walker(rs.relation, items)
-
-    def _compile_or_bucketed(self) -> Callable[[dict], SetResult]:
-        names: list[Optional[str]] = []
-        buckets: dict[tuple[str, str], list[tuple[int, str]]] = {}
-        singles: list[tuple[str, Callable[[str], bool], int]] = []
-        for idx, f in enumerate(self.rs.filters):
-            names.append(f.name or None)
-            if not self.present[f.field]:
-                continue
-            value = self.value(f)
-            if value is None:
-                continue
-            if f.condition in _BUCKET_KINDS:
-                buckets.setdefault((f.field, f.condition), []).append((idx, fold(value)))
-            else:
-                singles.append((f.field, self.pred(f), idx))
-        tests = [(field, _bucket_test(kind, entries)) for (field, kind), entries in buckets.items()]
-        for field, pred, idx in singles:
-            tests.append((field, _single_test(pred, idx)))
-        tests_t = tuple(tests)
-        if not tests_t:
-            return lambda lv: (False, None)
-        names_t = tuple(names)
-
-        def match_or(lv: dict) -> SetResult:
-            best = -1
-            for field, test in tests_t:
-                idx = test(lv[field])
-                if idx >= 0 and (best < 0 or idx < best):
-                    best = idx
-                    if best == 0:
-                        break
-            if best < 0:
-                return False, None
-            return True, names_t[best]
-        return match_or
-
-    @staticmethod
-    def _compile_walker(relation: str, items: list) -> Callable[[dict], SetResult]:
-        is_and = relation == "and"
-        items_t = tuple(items)
-
-        def match_group(rel_and: bool, members, lv) -> SetResult:
-            name = None
-            for field, pred, fname in members:
-                ok = pred is not None and pred(lv[field])
-                if ok:
-                    if fname:
-                        name = fname
-                    if not rel_and:
-                        return True, name
-                elif rel_and:
-                    return False, name
-            return rel_and, name
-
-        def walk(lv: dict) -> SetResult:
-            name = None
-            matched_fields = set()
-            for item in items_t:
-                if item[0] == "g":
-                    ok, gname = match_group(item[1] == "and", item[2], lv)
-                    if gname is not None:
-                        name = gname
-                    if ok and not is_and:
-                        return True, name
-                    if not ok and is_and:
-                        return False, name
-                    continue
-                _, field, pred, fname, later = item
-                if field in matched_fields:
-                    continue
-                ok = pred is not None and pred(lv[field])
-                if ok:
-                    if fname:
-                        name = fname
-                    if not is_and:
-                        return True, name
-                    matched_fields.add(field)
-                elif is_and and not later:
-                    return False, name
-            return is_and, name
-        return walk
+        return items
 
 
 class FilterEngine:
@@ -356,6 +233,10 @@ class FilterEngine:
                       for f in rs.filters)
         self._regex_mem = max(256 << 10, min(REGEX_MAX_MEM, REGEX_TOTAL_MEM // max(1, n_regex)))
         self._deciders: dict[int, Callable[[dict], tuple[bool, Optional[str]]]] = {}
+        self._compiler = _SetCompiler(options, self._regex_mem)
+        self._shared: dict = {}  # (tag, field presence of every set) -> decider
+        #: memory shared by the index's memo tables (:class:`~.index.MemoBudget`)
+        self.memo = MemoBudget()
         for eid, ev in CURRENT.events.items():
             self._deciders[eid] = self._compile_event(eid, ev)
         self._truncate_skip = max(e for e in CURRENT.events if e < 255) \
@@ -377,9 +258,6 @@ class FilterEngine:
             return lambda data: const
         ordered = ([rs for rs in reversed(sets) if rs.onmatch == "exclude"]
                    + [rs for rs in reversed(sets) if rs.onmatch == "include"])
-        compiled = tuple((rs.onmatch == "include",
-                          _SetCompiler(rs, eid, self.options, self._regex_mem).compile())
-                         for rs in ordered)
         if len(sets) == 1:
             fallback = sets[0].default == "include"
         elif self.options.fallback == "intent":
@@ -389,6 +267,21 @@ class FilterEngine:
         fields = tuple(sorted({f.field for rs in sets for f in rs.filters}))
         rule_name_used = "RuleName" in fields
         stale = self.options.stale_rulename
+        present = [self._compiler.present(rs, eid) for rs in ordered]
+        # the ids of a multi-id tag where the same fields are present decide alike
+        key = (ev.tag, tuple(tuple(sorted(p.items())) for p in present))
+        shared = self._shared.get(key)
+        if shared is not None:
+            return shared
+        compiled = [(rs.onmatch == "include", rs.relation, self._compiler.items(rs, p))
+                    for rs, p in zip(ordered, present)]
+        if self.options.indexed:
+            decider = build_indexed_decider(compiled, fields, rule_name_used, fallback, stale,
+                                            self.memo)
+            self._shared[key] = decider
+            return decider
+        walks = tuple((include, compile_walk(relation, items))
+                      for include, relation, items in compiled)
 
         def decide(data: dict) -> tuple[bool, Optional[str]]:
             lv = {}
@@ -398,7 +291,7 @@ class FilterEngine:
             if rule_name_used:
                 lv["RuleName"] = "-"  # Sysmon fills RuleName after filtering (spec 4.3)
             current = None
-            for include, match in compiled:
+            for include, match in walks:
                 ok, name = match(lv)
                 if stale:
                     if name is not None:
@@ -408,6 +301,7 @@ class FilterEngine:
                 if ok:
                     return include, current or "-"
             return fallback, "-"
+        self._shared[key] = decide
         return decide
 
     def decide(self, event_id: int, data: dict) -> tuple[bool, Optional[str]]:

@@ -10,7 +10,7 @@ the RuleName bookkeeping including the stale-name quirk (3.6), the fallback when
 
 This module is a second, deliberately plain implementation of the algorithm: it walks the
 configuration model directly, where :class:`~sysmonx.filtering.engine.FilterEngine` compiles it
-into bucketed closures. Only the operator predicates (:func:`make_predicate`, spec 2.2) are
+into predicates and an index. Only the operator predicates (:func:`make_predicate`, spec 2.2) are
 shared. ``tests/test_explain.py`` checks that both agree on every spec vector and on corpus
 configurations. ``sysmonx config explain`` and the ``-t`` console mode print these traces.
 """
@@ -172,7 +172,7 @@ class _Walker:
             return FilterStep(f, ABSENT)
         value = f.value
         if self.options.environment is not None:
-            expanded = expand_environment(value, self.options.environment)
+            expanded = expand_environment(f.value, self.options.environment)
             if expanded is None:
                 return FilterStep(f, NO_MATCH, self.shown[f.field],
                                   "environment expansion longer than 32767 characters")

@@ -1,0 +1,369 @@
+"""Indexed evaluation: an event only evaluates the filters and ``<Rule>`` groups that can act on it.
+
+Sysmon walks every filter of every rule set of an event's tag in order (spec/sysmon-semantics.md
+3.2-3.4). With a config such as sysmon-modular (hundreds of filters and ``<Rule>`` groups per tag)
+that walk dominates a replay. This module decides exactly as the walk does while evaluating only
+*candidates*:
+
+* Every unit of evaluation (an *item*) gets a *gate*: per field, a set of literal patterns such
+  that the item can only have an effect (a match, or a RuleName left behind) when one of them
+  occurs in the field's value. Items of OR rule sets are their top-level filters and ``<Rule>``
+  groups; an AND rule set is one item as a whole (any miss ends it).
+* One Aho-Corasick automaton per (EventID, field) finds, in a single pass over
+  ``"\\x02" + value + "\\x03"``, every pattern that occurs: ``is`` is ``\\x02r\\x03``,
+  ``begin with`` ``\\x02r``, ``end with`` ``r\\x03``, ``image`` ``\\x02r\\x03`` or ``\\r\\x03``,
+  ``contains`` ``r``, the ``… any`` lists one pattern per ``;`` piece (spec 2.2 token quirks),
+  ``contains all`` its longest piece. Unanchored patterns shorter than :data:`SHORT` characters
+  (which occur in most values, many times) are tested with ``in`` instead. The gated items of the
+  found patterns, plus the items without a gate (negated operators, ``less than``/``more than``,
+  ``regex``, ``contains ""`` and lists with an empty piece, which match everything), are the
+  candidates.
+* Candidates are numbered in Sysmon's evaluation order across all rule sets of the event (exclude
+  sets, then include sets, each in reverse document order; items in document order), so walking
+  them in ascending order reproduces the walk with the non-candidates removed. A non-candidate
+  cannot match and cannot set a RuleName, so removing it changes nothing: the decision, the
+  first matching filter and the RuleName bookkeeping, including names left behind by ``<Rule>``
+  groups and rule sets that did not match (3.6, the stale-name quirk), are the walk's.
+
+Gates are necessary conditions, never sufficient: every candidate is evaluated with the exact
+predicate (:func:`~sysmonx.filtering.conditions.make_predicate`), so a pattern found by accident
+(a value that itself contains ``\\x02`` or ``\\x03``) only costs an evaluation. Choosing a gate:
+
+* OR group: the union of its members' gates (any member can match).
+* AND group: one member among those up to its first named member (all members when none is
+  named; every one of them must match before the group can match or set a name): the most
+  selective (exact over affix over ``contains``, longer literals first).
+* AND rule set: the union of the gates of its named filters and named groups (what can leave a
+  name) and of one required part: all filters of one field (the same field is OR, spec 3.4) or
+  one ``<Rule>`` group.
+
+A field value longer than :data:`SCAN_LIMIT` characters is not scanned: every item gated on that
+field becomes a candidate (linear work in C, as the walk would do). Scan results are memoised per
+(EventID, field), since values repeat (the 22,871 ProcessAccess events of one Security-Datasets
+capture carry 225 distinct CallTraces), within a :class:`MemoBudget` per engine: at most
+:data:`MEMO_ENTRIES` values per table and about :data:`MEMO_BUDGET` bytes over all tables (a table
+that would exceed either is emptied first), so memory stays bounded whatever the input.
+
+``EngineOptions(indexed=False)`` keeps the plain walk; ``tests/test_filter_index.py`` checks that
+both decide identically on every event of the corpus under every corpus configuration.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional
+
+import ahocorasick
+
+from .conditions import contains_terms, fold, is_any_terms
+from .walk import Member, compile_walk, match_group
+
+__all__ = ["literals", "gate_of", "build_indexed_decider", "MemoBudget", "SCAN_LIMIT",
+           "MEMO_ENTRIES", "MEMO_BUDGET", "SHORT"]
+
+#: Marks the start and the end of a value in the scanned text.
+START, END = "\x02", "\x03"
+#: Unanchored patterns shorter than this are tested with ``in``, not by the automaton (a one- or
+#: two-character literal can occur many times in a value; the automaton reports each occurrence).
+SHORT = 3
+#: Values longer than this (characters) are not scanned: all items gated on the field are tried.
+SCAN_LIMIT = 4096
+#: Memo of scan results: at most this many values per (EventID, field) table ...
+MEMO_ENTRIES = 4096
+#: ... and about this many bytes over all tables of one engine (values longer than SCAN_LIMIT are
+#: never memoised: they are not scanned).
+MEMO_BUDGET = 4 << 20
+
+
+class MemoBudget:
+    """The memory all memo tables of one :class:`~sysmonx.filtering.engine.FilterEngine` share.
+
+    Attributes:
+        left: approximate bytes still available (a value costs twice its length, raw and folded,
+            plus 256 for the entry, tuple and item set).
+        lock: held while a table is filled or emptied, so the account stays exact if several
+            threads decide with one engine.
+    """
+
+    def __init__(self, total: int = MEMO_BUDGET):
+        self.total = total
+        self.left = total
+        self.lock = threading.Lock()
+
+    @property
+    def used(self) -> int:
+        """Approximate bytes held by the memo tables."""
+        return self.total - self.left
+
+
+# A gate: None = no gate (always a candidate); else field -> frozenset of patterns; {} = can
+# never act (dropped).
+Gate = Optional[dict]
+
+_NO = (False, None)
+_EMPTY: frozenset = frozenset()
+
+
+def literals(condition: str, r: str) -> Optional[frozenset]:
+    """The automaton patterns for one filter.
+
+    Args:
+        condition: canonical condition name (spec 2.2).
+        r: the folded rule value (after environment expansion).
+    Returns:
+        a frozenset of patterns, one of which occurs in ``START + v + END`` whenever the filter
+        matches the folded value ``v`` (empty: the filter can never match); ``None`` when no
+        such set exists (the filter is then always evaluated).
+    """
+    if condition == "is":
+        return frozenset((START + r + END,))
+    if condition == "is any":
+        # empty pieces never match (spec 2.2); no piece at all => never matches
+        return frozenset(START + t + END for t in is_any_terms(r))
+    if condition == "image":
+        if "\\" in r:
+            return frozenset((START + r + END,))
+        # the part after the last backslash, or the whole value when it has none
+        return frozenset((START + r + END, "\\" + r + END))
+    if condition == "begin with":
+        return frozenset((START + r,)) if r else None
+    if condition == "end with":
+        return frozenset((r + END,)) if r else None
+    if condition == "contains":
+        return frozenset((r,)) if r else None  # "" is in every value
+    if condition == "contains any":
+        terms = contains_terms(r)
+        return frozenset(terms) if all(terms) else None  # an empty piece matches everything
+    if condition == "contains all":
+        longest = max(contains_terms(r), key=len)
+        return frozenset((longest,)) if longest else None
+    return None  # is not, excludes*, not begin/end with, less/more than, regex
+
+
+def _union(gates: list[Gate]) -> Gate:
+    """A gate acting when any of ``gates`` does (``None`` if any is ungated)."""
+    out: dict = {}
+    for g in gates:
+        if g is None:
+            return None
+        for field, pats in g.items():
+            out[field] = out.get(field, _EMPTY) | pats
+    return {f: p for f, p in out.items() if p}
+
+
+def _cost(gate: dict) -> float:
+    """How often a gate is expected to let an event through: lower is more selective."""
+    total = 0.0
+    for pats in gate.values():
+        for p in pats:
+            anchored = (p[:1] == START) + (p[-1:] == END)
+            total += (3 - anchored) * 100 - min(len(p), 60)
+    return total
+
+
+def _best(gates: list[Gate]) -> Gate:
+    """The most selective of several alternative necessary conditions (``{}`` wins: the item
+    can never act; ``None`` only when every alternative is ungated)."""
+    usable = [g for g in gates if g is not None]
+    if not usable:
+        return None
+    for g in usable:
+        if not g:
+            return g
+    return min(usable, key=_cost)
+
+
+def gate_of(m: Member) -> Gate:
+    """The gate of one filter: ``{}`` when it can never match (field absent, expansion failed,
+    or an ``is any`` without a non-empty piece), ``None`` when it has no usable literal."""
+    if m.pred is None or m.value is None:
+        return {}
+    pats = literals(m.condition, m.value)
+    if pats is None:
+        return None
+    return {m.field: pats} if pats else {}
+
+
+def _group_gates(relation: str, members: list[Member]) -> tuple[Gate, Gate]:
+    """``(effect, match)`` gates of a ``<Rule>`` group: ``effect`` is necessary for the group to
+    match or set a name, ``match`` for it to match."""
+    gates = [gate_of(m) for m in members]
+    if relation != "and":
+        g = _union(gates)
+        return g, g
+    first_named = next((i for i, m in enumerate(members) if m.name), len(members) - 1)
+    return _best(gates[:first_named + 1]), _best(gates)
+
+
+def _set_gate(items: list) -> Gate:
+    """The gate of an AND rule set as a whole (see the module docstring)."""
+    parts: list[Gate] = []
+    required: list[Gate] = []
+    by_field: dict[str, list[Gate]] = {}
+    for item in items:
+        if item[0] == "g":
+            effect, match = _group_gates(item[1], item[2])
+            if any(m.name for m in item[2]):
+                parts.append(effect)
+            required.append(match)
+        else:
+            m = item[1]
+            g = gate_of(m)
+            if m.name:
+                parts.append(g)
+            by_field.setdefault(m.field, []).append(g)
+    required.extend(_union(gs) for gs in by_field.values())
+    parts.append(_best(required))
+    return _union(parts)
+
+
+def _filter_item(field: str, pred, name: Optional[str]) -> Callable[[dict], tuple]:
+    hit = (True, name)
+    return lambda lv: hit if pred(lv[field]) else _NO
+
+
+def _group_item(relation: str, members: list[Member]) -> Callable[[dict], tuple]:
+    rel_and = relation == "and"
+    plain = tuple((m.field, m.pred, m.name) for m in members)
+    return lambda lv: match_group(rel_and, plain, lv)
+
+
+def _scanner(patterns: dict, limit: int) -> Callable[[str], frozenset]:
+    """``scan(v) -> frozenset of item numbers`` for one field; ``patterns``: pattern -> items."""
+    auto = ahocorasick.Automaton()
+    short = []
+    everything: set = set()
+    for pat, items in patterns.items():
+        everything |= items
+        if len(pat) < SHORT and START not in pat and END not in pat:
+            short.append((pat, frozenset(items)))
+        else:
+            auto.add_word(pat, frozenset(items))
+    found = None
+    if len(auto):
+        auto.make_automaton()
+        found = auto.iter
+    short_t = tuple(short)
+    every = frozenset(everything)
+
+    def scan(v: str) -> frozenset:
+        if len(v) > limit:
+            return every
+        acc: set = set()
+        if found is not None:
+            for _, items in found(START + v + END):
+                acc |= items
+        for pat, items in short_t:
+            if pat in v:
+                acc |= items
+        return frozenset(acc)
+    return scan
+
+
+def build_indexed_decider(sets: list, fields: tuple, rule_name_used: bool, fallback: bool,
+                          stale: bool, budget: Optional[MemoBudget] = None
+                          ) -> Callable[[dict], tuple[bool, str]]:
+    """Compile one EventID's rule sets into an indexed decision function.
+
+    Args:
+        sets: ``(include, relation, items)`` per rule set in evaluation order (spec 3.2); an item
+            is a :data:`~sysmonx.filtering.walk.Item`.
+        fields: the fields any of the sets tests (read from the event, folded, ``-`` if empty).
+        rule_name_used: a filter tests ``RuleName`` (always ``-`` at filter time, spec 4.3).
+        fallback: the decision when no set matches (spec 3.3).
+        stale: EngineOptions.stale_rulename.
+        budget: the engine's :class:`MemoBudget` (a private one when omitted).
+    Returns:
+        ``decide(data) -> (include, rule_name)`` deciding exactly as the plain walk
+        (:class:`~sysmonx.filtering.engine.FilterEngine` with ``indexed=False``).
+    """
+    evals: list = []      # item number -> evaluator(lv) -> (matched, name or None)
+    owner: list = []      # item number -> position of its rule set
+    includes: list = []   # set position -> include?
+    always: list = []
+    patterns: dict[str, dict[str, set]] = {}
+
+    def add(gate: Gate, evaluator, pos: int) -> None:
+        if gate is not None and not gate:
+            return  # can never match nor set a name
+        k = len(evals)
+        evals.append(evaluator)
+        owner.append(pos)
+        if gate is None:
+            always.append(k)
+            return
+        for field, pats in gate.items():
+            table = patterns.setdefault(field, {})
+            for p in pats:
+                table.setdefault(p, set()).add(k)
+
+    for pos, (include, relation, items) in enumerate(sets):
+        includes.append(include)
+        if relation == "and":
+            add(_set_gate(items), compile_walk("and", items), pos)
+            continue
+        for item in items:
+            if item[0] == "g":
+                effect, _ = _group_gates(item[1], item[2])
+                add(effect, _group_item(item[1], item[2]), pos)
+            else:
+                m = item[1]
+                add(gate_of(m), _filter_item(m.field, m.pred, m.name), pos)
+
+    evals_t, owner_t, includes_t = tuple(evals), tuple(owner), tuple(includes)
+    scans = {f: _scanner(p, SCAN_LIMIT) for f, p in patterns.items()}
+    if rule_name_used and "RuleName" in scans:
+        # RuleName is "-" at filter time (Sysmon fills it afterwards, spec 4.3)
+        always.extend(scans.pop("RuleName")("-"))
+    always_t = frozenset(always)
+    # per field read from the event: (name, memo raw value -> (folded value, items found), scan,
+    # [bytes the memo holds])
+    readers: tuple[tuple[str, dict, Optional[Callable], list], ...] = tuple(
+        (f, {}, scans.get(f), [0]) for f in fields if f != "RuleName")
+    miss = (fallback, "-")
+    memo_entries, memo_len = MEMO_ENTRIES, SCAN_LIMIT
+    if budget is None:
+        budget = MemoBudget()
+    lock = budget.lock
+
+    def remember(memo: dict, used: list, raw: Optional[str], entry: tuple) -> None:
+        cost = 256 + (2 * len(raw) if raw else 0)
+        with lock:
+            if len(memo) >= memo_entries or budget.left < cost:
+                budget.left += used[0]
+                used[0] = 0
+                memo.clear()
+            if budget.left >= cost:
+                memo[raw] = entry
+                used[0] += cost
+                budget.left -= cost
+
+    def decide(data: dict) -> tuple[bool, str]:
+        lv = {"RuleName": "-"} if rule_name_used else {}
+        hits = set(always_t)
+        for f, memo, scan, used in readers:
+            raw = data.get(f)
+            entry = memo.get(raw)
+            if entry is None:
+                v = (raw.lower() if raw.isascii() else fold(raw)) if raw else "-"
+                entry = (v, scan(v) if scan is not None else _EMPTY)
+                if raw is None or len(raw) <= memo_len:
+                    remember(memo, used, raw, entry)
+            lv[f] = entry[0]
+            if entry[1]:
+                hits |= entry[1]
+        if not hits:
+            return miss
+        current = set_name = None
+        at = -1
+        for k in sorted(hits):
+            ok, name = evals_t[k](lv)
+            pos = owner_t[k]
+            if pos != at:
+                at, set_name = pos, None
+            if name is not None:
+                current = set_name = name
+            if ok:
+                return includes_t[pos], (current if stale else set_name) or "-"
+        return miss
+    return decide
