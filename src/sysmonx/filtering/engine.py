@@ -274,7 +274,7 @@ class FilterEngine:
         if shared is not None:
             return shared
         compiled = [(rs.onmatch == "include", rs.relation, self._compiler.items(rs, p))
-                    for rs, p in zip(ordered, present)]
+                    for rs, p in zip(ordered, present, strict=True)]
         if self.options.indexed:
             decider = build_indexed_decider(compiled, fields, rule_name_used, fallback, stale,
                                             self.memo)
