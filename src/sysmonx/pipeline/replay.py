@@ -208,6 +208,14 @@ class Replayer:
         self.on_file_done = on_file_done
         self.files = 0
         self.records = 0
+        self._gate: SysmonGate = self._stage(SysmonGate)
+        self._filter: FilterStage = self._stage(FilterStage)
+        self._window: Optional[TimeWindowStage] = self._stage(TimeWindowStage)
+        self._dup: Optional[DuplicateStage] = self._stage(DuplicateStage)
+        # one stats object, its per-EventID counters those of the stages (read per file by
+        # callers: refreshing it costs a few assignments)
+        self._stats = ReplayStats(included=self._filter.included, excluded=self._filter.excluded,
+                                  repaired=self.pipeline.repaired)
 
     @property
     def engine(self) -> Optional[FilterEngine]:
@@ -223,17 +231,18 @@ class Replayer:
 
     @property
     def stats(self) -> ReplayStats:
-        """The counters so far."""
-        st = ReplayStats(files=self.files, records=self.records, errors=self.pipeline.errors,
-                         warnings=self.pipeline.warnings,
-                         repaired=Counter(self.pipeline.repaired))
-        gate, flt, win, dup = (self._stage(SysmonGate), self._stage(FilterStage),
-                               self._stage(TimeWindowStage), self._stage(DuplicateStage))
+        """The counters so far (one object, kept up to date; its per-EventID and repair
+        counters are the live ones)."""
+        st = self._stats
+        st.files, st.records = self.files, self.records
+        st.errors, st.warnings = self.pipeline.errors, self.pipeline.warnings
+        gate, win, dup = self._gate, self._window, self._dup
         if dup is not None:
             st.duplicates = dup.dedup.dropped
         st.sysmon, st.non_sysmon = gate.sysmon, gate.non_sysmon
         st.non_sysmon_written = gate.non_sysmon_written
-        st.included, st.excluded = Counter(flt.included), Counter(flt.excluded)
+        flt = self._filter
+        st.included, st.excluded = flt.included, flt.excluded
         if win is not None:
             st.out_of_window, st.untimed = win.out_of_window, win.untimed
         return st

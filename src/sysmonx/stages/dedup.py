@@ -70,7 +70,15 @@ class DuplicateFilter:
         blocks = self._streams.get(key)
         if blocks is None:
             blocks = self._streams[key] = {}
-        t = self._seconds(event.time_created)
+        tc = event.time_created
+        minute = self._minutes.get(tc[:16])  # _seconds' fast path, inline (once per record)
+        if minute is not None and len(tc) >= 19:
+            try:
+                t = minute + int(tc[17:19])
+            except ValueError:
+                t = _NO_TIME
+        else:
+            t = self._seconds(tc)
         b = rid >> _BLOCK_BITS
         slots = blocks.get(b)
         if slots is None:
