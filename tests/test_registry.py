@@ -80,6 +80,7 @@ def test_entry_points_add_third_party_plugins(monkeypatch):
     class EP:
         def __init__(self, name, obj):
             self.name, self.value, self.dist = name, "pkg.mod:obj", None
+            self.group = "sysmonx.sinks"
             self._obj = obj
 
         def load(self):
@@ -89,11 +90,17 @@ def test_entry_points_add_third_party_plugins(monkeypatch):
         def load(self):
             raise ImportError("no module named pkg")
 
-    def entry_points(group):
-        assert group == "sysmonx.sinks"
-        return [EP("thirdparty-ndjson", Ndjson), Broken("broken", None)]
+    class Found(list):  # what importlib.metadata.entry_points() returns: every group
+        groups = {"sysmonx.sinks"}
+
+        def select(self, group):
+            return [ep for ep in self if ep.group == group]
+
+    def entry_points():  # read once per process for every sysmonx.* group
+        return Found([EP("thirdparty-ndjson", Ndjson), Broken("broken", None)])
 
     monkeypatch.setattr("importlib.metadata.entry_points", entry_points)
+    monkeypatch.setattr("sysmonx.core.registry._EP_GROUPS", None)  # a fresh process
     reg = Registry("sinks", (), "test")
     assert reg.names() == ["thirdparty-ndjson"]
     assert reg.get("thirdparty-ndjson") is Ndjson

@@ -71,6 +71,23 @@ def _summary_of(obj: Any) -> str:
     return " ".join(str(text).split())
 
 
+
+_EP_LOCK = threading.Lock()
+_EP_GROUPS: Optional[dict[str, list[Any]]] = None
+
+
+def _entry_points(group: str) -> list[Any]:
+    """The entry points of ``group``. The installed distributions are read once per process for
+    every ``sysmonx.*`` group (each scan costs milliseconds; five registries share one)."""
+    global _EP_GROUPS
+    with _EP_LOCK:
+        if _EP_GROUPS is None:
+            from importlib.metadata import entry_points
+            found = entry_points()  # every group (3.11: SelectableGroups, later EntryPoints)
+            _EP_GROUPS = {g: list(found.select(group=g)) for g in found.groups
+                          if g.startswith("sysmonx.")}
+        return list(_EP_GROUPS.get(group, ()))
+
 class Registry(Generic[T]):
     """Name -> plugin, filled where plugins are defined and by entry points.
 
@@ -163,8 +180,7 @@ class Registry(Generic[T]):
                 self._import_tree(f"{dotted}.{info.name}")
 
     def _load_entry_points(self) -> None:
-        from importlib.metadata import entry_points
-        for ep in entry_points(group=self.group):
+        for ep in _entry_points(self.group):
             try:
                 obj = ep.load()
             except Exception as exc:  # noqa: BLE001 - report, keep the rest usable
