@@ -151,6 +151,7 @@ def child(spec: dict) -> dict:
     files = spec["files"]
     # imports are outside the load window: everything the replay loads lazily is loaded here
     import orjson  # noqa: F401
+    import sysmonx.pipeline  # noqa: F401  (_replay's own import then costs nothing)
     import sysmonx.sources.evtx  # noqa: F401
     from sysmonx.config import load_config
     from sysmonx.filtering import FilterEngine

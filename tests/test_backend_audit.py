@@ -29,6 +29,7 @@ import pytest
 
 from sysmonx.sensor.backends import audit as audit_mod
 from sysmonx.sensor.backends import audit_netlink as nl
+from sysmonx.sensor.backends import audit_records
 from sysmonx.sensor.backends.audit import AuditBackend
 from sysmonx.sensor.backends.base import BackendUnavailable
 from sysmonx.sensor.observations import (ProcessExit, FileCreate, FileDelete, Loss, NetworkConnect,
@@ -60,18 +61,18 @@ def test_parse_record_header_and_fields():
 def test_argv_reassembly_quoted_hex_chunks_and_multiple_records():
     recs = [nl.AuditRecord(1309, 1, 0, 'argc=5 a0="/bin/echo" a1=612062 a2_len=8 a2[0]=41424344'),
             nl.AuditRecord(1309, 1, 0, 'a2[1]="EFGH" a3="" a4=C3A9')]
-    assert audit_mod._argv(recs) == ["/bin/echo", "a b", "ABCDEFGH", "", "\u00e9"]
+    assert audit_records._argv(recs) == ["/bin/echo", "a b", "ABCDEFGH", "", "\u00e9"]
     # invalid UTF-8 is replaced, never raises
-    assert audit_mod._argv([nl.AuditRecord(1309, 1, 0, "argc=1 a0=FF41")]) == ["\ufffdA"]
+    assert audit_records._argv([nl.AuditRecord(1309, 1, 0, "argc=1 a0=FF41")]) == ["\ufffdA"]
 
 
 def test_sockaddr_decoding():
-    assert audit_mod._decode_sockaddr("0200B8E77F0000010000000000000000") == \
+    assert audit_records._decode_sockaddr("0200B8E77F0000010000000000000000") == \
         (2, "127.0.0.1", 0xB8E7)
     v6 = "0A00" + "1F90" + "00000000" + "00000000000000000000000000000001" + "00000000"
-    assert audit_mod._decode_sockaddr(v6) == (10, "::1", 8080)
-    assert audit_mod._decode_sockaddr("0100" + "2F746D70") == (1, None, None)
-    assert audit_mod._decode_sockaddr("zz") is None
+    assert audit_records._decode_sockaddr(v6) == (10, "::1", 8080)
+    assert audit_records._decode_sockaddr("0100" + "2F746D70") == (1, None, None)
+    assert audit_records._decode_sockaddr("zz") is None
 
 
 def test_rule_and_status_structs_roundtrip():
@@ -111,16 +112,16 @@ def test_socket_lookup_pidfd_and_proc_agree():
     cli = socket.create_connection(srv.getsockname())
     acc, _ = srv.accept()
     try:
-        for fn in (audit_mod._sock_info_pidfd, audit_mod._sock_info_proc):
+        for fn in (audit_records._sock_info_pidfd, audit_records._sock_info_proc):
             info = fn(os.getpid(), cli.fileno())
-            if info is None and fn is audit_mod._sock_info_pidfd:
+            if info is None and fn is audit_records._sock_info_pidfd:
                 continue                                     # kernel < 5.6 or no permission
             assert info is not None, fn.__name__
             assert (info.family, info.protocol) == (socket.AF_INET, "tcp")
             assert info.local == cli.getsockname() and info.peer == srv.getsockname()
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.connect(("127.0.0.1", 9))
-        assert audit_mod._sock_info_proc(os.getpid(), udp.fileno()).protocol == "udp"
+        assert audit_records._sock_info_proc(os.getpid(), udp.fileno()).protocol == "udp"
         udp.close()
     finally:
         for s in (acc, cli, srv):

@@ -7,14 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from sysmonx import compat
+from sysmonx.cli import sysmon as compat
 from sysmonx.cli import main as cli_main
-from sysmonx.compat import CommandLineError, main, parse_command_line, render_dump
+from sysmonx.cli.sysmon import CommandLineError, main, parse_command_line, render_dump
 from sysmonx.config import ConfigError, parse_config
 from sysmonx.config.blob import compile_blob
 from sysmonx.config.cmdline import (SwitchOptions, empty_config, merge_command_line,
@@ -401,26 +400,35 @@ def test_dump_without_rules():
 
 # --- -t console mode (spec 5.4) ----------------------------------------------------------------
 
+def _traced(stage, event_id, data):
+    """Run one Linux-Sysmon event through a tracing filter stage: (kept, trace texts)."""
+    traces = []
+    ev = Event(event_id, dict(data), provider="Linux-Sysmon")
+    kept = stage.process(ev, lambda t: traces.append(t.text))
+    return kept, ev, "".join(traces)
+
+
 def test_console_writer_and_rule_traces():
     c = parse_config(DUMP_CFG)
-    out = io.StringIO()
-    lock = threading.Lock()
     from sysmonx.filtering import EngineOptions
+    from sysmonx.filtering.stage import FilterStage
+    from sysmonx.sinks.console import ConsoleSink
     opts = EngineOptions(compare_fold="upper")
-    eng = compat.TracingEngine(FilterEngine(c, opts), c, opts, out, lock)
-    assert eng.decide(1, {"Image": "/bin/bash", "User": "x"}) == (True, "grp")
-    assert eng.decide(4, {"State": "Started"}) == (True, None)
-    line = out.getvalue()
+    stage = FilterStage(c, opts, without_config="defaults", trace="summary")
+    kept, ev, line = _traced(stage, 1, {"Image": "/bin/bash", "User": "x"})
+    assert (kept, ev.data.get("RuleName")) == (True, "grp")
+    kept4, ev4, line4 = _traced(stage, 4, {"State": "Started"})
+    assert (kept4, ev4.data.get("RuleName")) == (True, None)
+    line += line4
     assert line.startswith("[R] Event 1 ProcessCreate: include by rule set 1 (onmatch=include "
                            "line 4; Image end with '/bash'), RuleName: grp")
     assert line.count("\n") == 1  # event 4 is not filtered: no trace
-    verbose = compat.TracingEngine(FilterEngine(c, opts), c, opts, io.StringIO(), lock, True)
-    verbose.decide(1, {"Image": "/bin/true"})
-    text = verbose.out.getvalue()
+    verbose = FilterStage(c, opts, without_config="defaults", trace="verbose")
+    _, _, text = _traced(verbose, 1, {"Image": "/bin/true"})
     assert all(x.startswith("[R] ") for x in text.splitlines())
     assert "[R]   [3] ProcessCreate onmatch=exclude" in text and "[R] Decision: exclude" in text
     w = io.StringIO()
-    compat.ConsoleWriter(w, lock).write(Event(1, {"RuleName": "-", "Image": "/bin/ls"}))
+    ConsoleSink(w).write(Event(1, {"RuleName": "-", "Image": "/bin/ls"}))
     assert w.getvalue() == "Event SYSMONEVENT_CREATE_PROCESS\n\tRuleName: -\n\tImage: /bin/ls\n"
 
 
@@ -459,9 +467,9 @@ def test_debug_mode_live(tmp_path):
 
 
 def test_console_output_cannot_drive_the_terminal():
-    lock = threading.Lock()
+    from sysmonx.sinks.console import ConsoleSink
     w = io.StringIO()
-    compat.ConsoleWriter(w, lock).write(Event(1, {"CommandLine": "a\x1b[2Jb\u202ec\rd\te"}))
+    ConsoleSink(w).write(Event(1, {"CommandLine": "a\x1b[2Jb\u202ec\rd\te"}))
     assert w.getvalue() == ("Event SYSMONEVENT_CREATE_PROCESS\n"
                             "\tCommandLine: a\\u001b[2Jb\\u202ec\\u000dd\te\n")
     c = cfg('<ProcessCreate onmatch="include"><CommandLine condition="contains">b'

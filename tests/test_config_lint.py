@@ -3,7 +3,7 @@ each with file and line, and the engine confirming every claim the warning makes
 
 from sysmonx.cli import main as cli_main
 from sysmonx.config import parse_config
-from sysmonx.config.lint import lint_config
+from sysmonx.filtering.lint import lint_config
 from sysmonx.filtering import FilterEngine
 
 

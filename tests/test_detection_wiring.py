@@ -9,8 +9,8 @@ from sysmonx.cli import main
 from sysmonx.config import parse_config
 from sysmonx.detection import DetectionStage
 from sysmonx.sensor import observations as ob
-from sysmonx.sensor import runner as runner_mod
-from sysmonx.sensor.runner import Sensor, SensorOptions
+from sysmonx.pipeline.live import Sensor, SensorOptions
+from sysmonx.sensor import live as live_mod
 from sysmonx.sources import open_source
 
 RULE = """title: Whoami Execution (test)
@@ -71,7 +71,7 @@ def test_sensor_runs_rules_on_written_events(tmp_path, monkeypatch):
     rule.write_text(LINUX_RULE)
     stage = DetectionStage.from_paths([str(rule)])
 
-    class Fake(runner_mod.Backend):
+    class Fake(live_mod.Backend):
         name, tier = "fake", "A"
 
         @classmethod
@@ -86,9 +86,9 @@ def test_sensor_runs_rules_on_written_events(tmp_path, monkeypatch):
         def stop(self):
             pass
 
-    monkeypatch.setattr(runner_mod, "choose_backend", lambda forced=None: ("fake", {}))
-    monkeypatch.setattr(runner_mod, "load_backend", lambda name: Fake)
-    monkeypatch.setattr(runner_mod, "AUXILIARY", {})
+    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None: ("fake", {}))
+    monkeypatch.setattr(live_mod, "load_backend", lambda name: Fake)
+    monkeypatch.setattr(live_mod, "auxiliary_backends", lambda: [])
     cfg = parse_config('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" '
                        'groupRelation="or"><FileCreate onmatch="exclude"/></RuleGroup>'
                        "</EventFiltering></Sysmon>")

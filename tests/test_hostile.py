@@ -414,12 +414,12 @@ def test_csv_parallel_replay_writes_one_header(tmp_path, capsys):
 def test_progress_bar_terminal_keeps_hostile_names_inert(tmp_path, monkeypatch):
     """On a terminal (progress bar on), error lines about a hostile file name still carry no OSC,
     no C1 control and no bidi override; the only escapes are rich's own cursor and style codes."""
-    import sysmonx.cli as cli
+    import sysmonx.cli.common as cli
     d = tmp_path / "in"
     d.mkdir()
     (d / (HOSTILE_NAME.replace("\n", "_") + ".jsonl")).write_bytes(b"not json\n")
     buf = io.StringIO()
-    monkeypatch.setattr(cli, "_stderr_console", lambda: safe_console(
+    monkeypatch.setattr(cli, "stderr_console", lambda: safe_console(
         file=buf, force_terminal=True, highlight=False, soft_wrap=True))
     assert main(["replay", str(d), "-o", str(tmp_path / "o")]) == 0
     text = buf.getvalue()

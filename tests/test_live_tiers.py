@@ -223,8 +223,8 @@ def _driver_source() -> str:
 def _tiers() -> list:
     if not ROOT:
         return []
-    from sysmonx.sensor.backends import TIERS, probe
-    return [t for t in TIERS if probe(t) is None]
+    from sysmonx.sensor.backends import probe, tiers
+    return [t for t in tiers() if probe(t) is None]
 
 
 TIERS_HERE = _tiers()

@@ -30,8 +30,8 @@ ROOT = os.geteuid() == 0
 def _tier():
     if not ROOT:
         return None
-    from sysmonx.sensor.backends import TIERS, probe
-    return next((t for t in TIERS if probe(t) is None), None)
+    from sysmonx.sensor.backends import probe, tiers
+    return next((t for t in tiers() if probe(t) is None), None)
 
 
 TIER = _tier()

@@ -173,23 +173,28 @@ def test_message_cut_inside_its_header_is_reported_and_skipped(tmp_path):
 
 
 def test_follow_forwards_repaired_and_cut_records(tmp_path):
-    from sysmonx.sensor import observations as ob
-    from sysmonx.sensor.backends.follow import FollowBackend
+    from sysmonx.sources.syslog import SyslogFormat
     log = tmp_path / "syslog"
     full = linux_event(3, PROC)
     log.write_text(f"h sysmon: {full.replace(';', ' ')}\nh sysmon: {full[:full.index('echo')]}\n")
     got: list = []
-    backend = FollowBackend(got.append, options={"follow": str(log), "from_start": True,
-                                                 "poll_s": 0.05})
-    backend.start()
+    errors: list = []
+    source = SyslogFormat(str(log), follow=True, from_start=True, poll_s=0.05)
+    source.on_error = errors.append
+    source.open()
     deadline = time.monotonic() + 10
-    while len(got) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    backend.stop()
-    assert [type(o) for o in got] == [ob.Forwarded, ob.Forwarded]  # no error events
-    assert got[0].event.data["Image"] == "<unknown process>"
-    assert backend.stats() == {"received": 2, "lost": 0, "bad": 0, "repaired": 1,
-                               "cut_short": 1}
+    try:
+        for item in source.events():
+            if item is not None:
+                got.append(item)
+            if len(got) >= 2 or time.monotonic() > deadline:
+                break
+    finally:
+        source.close()
+    assert len(got) == 2 and errors == []  # no error events
+    assert got[0].data["Image"] == "<unknown process>"
+    assert source.stats() == {"received": 2, "lost": 0, "bad": 0, "repaired": 1,
+                              "cut_short": 1}
 
 
 # ---- 2. <Data> without Name, 3. <ComplexData Name=..> ---------------------------------------------

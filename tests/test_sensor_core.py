@@ -12,12 +12,12 @@ import time
 import pytest
 
 from sysmonx.config import load_config, parse_config
+from sysmonx.pipeline.live import Sensor, SensorOptions
+from sysmonx.sensor import live as live_mod
 from sysmonx.sensor import observations as ob
-from sysmonx.sensor import runner as runner_mod
 from sysmonx.sensor.assemble import Assembler, utc_time
 from sysmonx.sensor.backends.base import Backend
 from sysmonx.sensor.process import FileHasher, ProcessCache, logon_guid, process_guid
-from sysmonx.sensor.runner import Sensor, SensorOptions
 from sysmonx.sinks.syslog import SyslogWriter
 from sysmonx.sources import open_source
 
@@ -139,9 +139,9 @@ class FakeBackend(Backend):
 
 @pytest.fixture
 def fake_backend(monkeypatch):
-    monkeypatch.setattr(runner_mod, "choose_backend", lambda forced=None: ("fake", {}))
-    monkeypatch.setattr(runner_mod, "load_backend", lambda name: FakeBackend)
-    monkeypatch.setattr(runner_mod, "AUXILIARY", {})
+    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None: ("fake", {}))
+    monkeypatch.setattr(live_mod, "load_backend", lambda name: FakeBackend)
+    monkeypatch.setattr(live_mod, "auxiliary_backends", lambda: [])
     return FakeBackend
 
 
@@ -278,9 +278,7 @@ def test_follow_sysmon_for_linux_syslog_across_rotation(tmp_path):
     log.write_text("old line before start\n")
     cfg = parse_config(CFG.format(prefix="/tmp/keep"))
     rec = Recorder()
-    sensor = Sensor(cfg, [rec], SensorOptions(backend="sysmon-follow", dns=False,
-                                              backend_options={"follow": str(log),
-                                                               "poll_s": 0.05}))
+    sensor = Sensor(cfg, [rec], SensorOptions(follow=str(log), follow_poll_s=0.05, dns=False))
     t = run_sensor(sensor)
     assert wait_for(lambda: len(rec.events) >= 2)
     asm = Assembler(ProcessCache(machine="00000000"), computer="sfl-host")

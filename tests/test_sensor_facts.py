@@ -12,14 +12,14 @@ import time
 import pytest
 
 from sysmonx.config import parse_config
+from sysmonx.pipeline.live import Sensor, SensorOptions
+from sysmonx.sensor import live as live_mod
 from sysmonx.sensor import observations as ob
-from sysmonx.sensor import runner as runner_mod
 from sysmonx.sensor.assemble import Assembler
 from sysmonx.sensor.backends.base import Backend
 from sysmonx.sensor.order import OrderBuffer
 from sysmonx.sensor.process import (ProcessCache, guid_key_is_synthetic, image_state,
                                     process_guid)
-from sysmonx.sensor.runner import Sensor, SensorOptions
 from sysmonx.sinks.syslog import SyslogWriter
 
 ZERO = "{00000000-0000-0000-0000-000000000000}"
@@ -249,9 +249,9 @@ class ScriptBackend(Backend):
 
 @pytest.fixture
 def script_backend(monkeypatch):
-    monkeypatch.setattr(runner_mod, "choose_backend", lambda forced=None: ("script", {}))
-    monkeypatch.setattr(runner_mod, "load_backend", lambda name: ScriptBackend)
-    monkeypatch.setattr(runner_mod, "AUXILIARY", {})
+    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None: ("script", {}))
+    monkeypatch.setattr(live_mod, "load_backend", lambda name: ScriptBackend)
+    monkeypatch.setattr(live_mod, "auxiliary_backends", lambda: [])
     return ScriptBackend
 
 
@@ -342,7 +342,7 @@ def test_sensor_with_syslog_and_no_daemon_counts_every_event_as_undelivered(tmp_
     run(sensor, lambda: sensor.stats.observations["FileCreate"] >= 10, timeout=5)
     # 16 and 4 at start, 10 FileCreate (default config logs 11? no: only 1 and 5), 4 at stop
     assert sum(sensor.stats.written.values()) == 0
-    assert sensor.stats.undelivered[w.name] == w.failed >= 3
+    assert sensor.stats.undelivered[w.label] == w.failed >= 3
 
 
 def test_dns_join_skips_connects_already_explained_or_of_exited_processes():

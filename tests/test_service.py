@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sysmonx.compat import main
+from sysmonx.cli.sysmon import main
 from sysmonx.service import Layout, ServiceSettings, service_command, unit_text
 
 pytestmark = pytest.mark.live

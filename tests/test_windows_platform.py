@@ -47,7 +47,7 @@ WINDOWS_SIM = textwrap.dedent("""
 #: Modules allowed to need POSIX at import time: the live Linux sensor. Today only
 #: ``sensor/process.py`` does (``import pwd``), and the two modules that import it.
 LINUX_ONLY_AT_IMPORT = {"sysmonx.sensor.process", "sysmonx.sensor.assemble",
-                        "sysmonx.sensor.runner"}
+                        "sysmonx.sensor.live"}
 
 
 def _simulated(code: str, *argv: str) -> subprocess.CompletedProcess:
@@ -94,9 +94,6 @@ def test_command_line_runs_without_posix(argv, tmp_path):
         assert "replay" in proc.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="sensor/process.py imports pwd at import time, so "
-                                       "'sysmonx run --help' fails on Windows; the CLI wiring "
-                                       "makes the run subcommand's Linux imports lazy")
 def test_run_help_without_posix():
     proc = _simulated("""
         import sys

@@ -5,4 +5,6 @@ value formats and XML) as Sysmon, plus replay of recorded logs, regex filters an
 docs/ARCHITECTURE.md for the pipeline.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__"]

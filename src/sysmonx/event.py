@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import ClassVar, Optional
+
+from .core.errors import UsageError
 
 WINDOWS_PROVIDER = "Microsoft-Windows-Sysmon"
 WINDOWS_PROVIDER_GUID = "{5770385f-c22a-43e0-bf4c-06f5698ffbd9}"
@@ -31,8 +33,9 @@ __all__ = ["Event", "normalize_time", "TimeFormatError", "SYSMON_PROVIDERS", "WI
            "LINUX_PROVIDER_GUID", "SYSMON_KEYWORDS"]
 
 
-class TimeFormatError(ValueError):
-    """A timestamp that is not ISO 8601 (or Sysmon's ``YYYY-MM-DD HH:MM:SS.mmm``)."""
+class TimeFormatError(UsageError):
+    """A timestamp that is not ISO 8601 (or Sysmon's ``YYYY-MM-DD HH:MM:SS.mmm``); a
+    ``ValueError``."""
 
 
 _TIME_RE = re.compile(
@@ -84,6 +87,9 @@ class Event:
         origin: ``(path, offset)`` where the record was read (offset: byte offset, line number or
             record index, per source), for error messages; ``None`` for live events.
     """
+
+    #: what this is in the pipeline (:mod:`sysmonx.interfaces`).
+    item_kind: ClassVar[str] = "event"
 
     __slots__ = ("event_id", "data", "provider", "provider_guid", "version", "level", "task",
                  "opcode", "keywords", "time_created", "record_id", "process_id", "thread_id",

@@ -24,7 +24,7 @@ enable --now``, reload with ``systemctl reload`` (the unit's ``ExecReload`` send
 with ``systemctl disable --now``; otherwise (no systemd, or a test install root) as a **detached
 daemon** ``sysmonx run ... --pidfile {root}/run/sysmonx.pid`` whose pid file appears once the
 sensor has started (events 4 and 16 written), reloaded with SIGHUP, stopped with SIGTERM. Either
-way the service is the live sensor (:mod:`sysmonx.sensor.runner`): it writes event 4 when it
+way the service is the live sensor (:mod:`sysmonx.pipeline.live`): it writes event 4 when it
 starts and stops, and on a reload re-reads ``config.xml`` and writes event 16 with its SHA256.
 
 ``$SYSMONX_SERVICE_MODE`` (``systemd`` or ``daemon``) forces a mode.
@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from .core.errors import ServiceError as _ServiceError
+
 __all__ = ["Layout", "ServiceError", "ServiceSettings", "install", "update", "uninstall",
            "is_installed", "is_running", "read_state", "unit_text", "systemd_mode",
            "UNIT_NAME", "reload_service", "stop_service"]
@@ -56,7 +58,7 @@ STOP_TIMEOUT = 20.0
 _children: list = []  # daemons started by this process (reaped when they exit)
 
 
-class ServiceError(RuntimeError):
+class ServiceError(_ServiceError):
     """An install, update or uninstall step failed; the message says which and why."""
 
 

@@ -3,7 +3,7 @@
 See :func:`load_config` / :func:`parse_config` (spec/sysmon-semantics.md section 1).
 """
 
-from .model import Aggregate, Config, ConfigError, ConfigWarning, Filter, RuleSet
+from ..configmodel import Aggregate, Config, ConfigError, ConfigWarning, Filter, RuleSet
 from .parse import load_config, parse_config
 
 __all__ = ["Aggregate", "Config", "ConfigError", "ConfigWarning", "Filter", "RuleSet",

@@ -8,7 +8,7 @@ schema version. The format, its quirks and the golden files are described in
 
 Public API:
 
-* :func:`compile_blob` - :class:`~sysmonx.config.model.Config` -> blob bytes, byte-identical to
+* :func:`compile_blob` - :class:`~sysmonx.configmodel.Config` -> blob bytes, byte-identical to
   Sysmon (all 136 SysmonCommon golden blobs).
 * :func:`decode_blob` - blob bytes -> :class:`DecodedBlob`; :func:`blob_to_xml` - blob bytes ->
   equivalent Sysmon XML config (``compile_blob(parse_config(blob_to_xml(b))) == b``).
@@ -39,7 +39,8 @@ from typing import Optional, Union
 
 from ..schema import CONDITIONS, Schema, format_version, get_schema, parse_version
 from ..schema.catalogue import SCHEMA_VERSIONS, Version
-from .model import Config
+from ..core.errors import BlobError as _BlobError
+from ..configmodel import Config
 
 __all__ = [
     "BlobError", "DecodedAggregation", "DecodedFilter", "DecodedRuleSet", "DecodedBlob",
@@ -72,8 +73,9 @@ _GROW = 4096                   # allocation step of the compiler's buffer (blob 
 _XML_BAD = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-class BlobError(ValueError):
-    """A rule blob (or ``.reg`` export) that cannot be decoded, or a config that cannot be encoded.
+class BlobError(_BlobError):
+    """A rule blob (or ``.reg`` export) that cannot be decoded, or a config that cannot be encoded
+    (a :class:`~sysmonx.core.errors.BlobError`, so a ``ValueError``).
 
     Attributes:
         message: what is wrong.
@@ -82,14 +84,16 @@ class BlobError(ValueError):
     """
 
     def __init__(self, message: str, offset: Optional[int] = None):
-        self.message = message
         self.offset = offset
-        super().__init__(str(self))
+        super().__init__(message)
 
     def __str__(self) -> str:
         if self.offset is None:
             return self.message
         return f"rule blob offset {self.offset} (0x{self.offset:x}): {self.message}"
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.message, self.offset))
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,7 +234,8 @@ def _elements_from_config(config: Config, binary: Version) -> list[_Element]:
     out = []
     for rs in config.rule_sets:
         children: list = []
-        current, current_id = None, 0
+        current: Optional[_RuleEl] = None
+        current_id = 0
         for f in rs.filters:
             m = _Member(f.field, _condition_code(f.condition, binary),
                         _utf16(f.value, f"value of {f.field}") + b"\0\0", _name_buffer(f.name))
@@ -238,7 +243,7 @@ def _elements_from_config(config: Config, binary: Version) -> list[_Element]:
                 children.append(m)
                 current, current_id = None, 0
                 continue
-            if f.aggregate != current_id:
+            if current is None or f.aggregate != current_id:
                 agg = rs.aggregates.get(f.aggregate)
                 current = _RuleEl(_agg_name_buffer(agg.name if agg else None),
                                   1 if agg is not None and agg.relation == "and" else 0, [])

@@ -1,5 +1,5 @@
 """Command-line switches that carry configuration (``-h``, ``-n``, ``-l``, ``-dns``, ``-k``, ``-g``)
-merged into a :class:`~sysmonx.config.model.Config`, and a Config rendered back as XML.
+merged into a :class:`~sysmonx.configmodel.Config`, and a Config rendered back as XML.
 
 Sysmon treats these switches as configuration options (spec/sysmon-semantics.md 1.2, 3.1, 6.2;
 spec/rule-blob.md 6.7):
@@ -34,7 +34,7 @@ from typing import Optional
 from xml.sax.saxutils import escape
 
 from ..schema import CURRENT
-from .model import Config, ConfigError, ConfigWarning, Filter, RuleSet
+from ..configmodel import Config, ConfigError, ConfigWarning, Filter, RuleSet
 from .parse import parse_config, parse_hash_algorithms, split_comma_list
 
 __all__ = ["SwitchOptions", "merge_command_line", "split_switch_list", "render_config_xml",

@@ -1,4 +1,4 @@
-"""Sysmon XML configuration -> :class:`~sysmonx.config.model.Config`.
+"""Sysmon XML configuration -> :class:`~sysmonx.configmodel.Config`.
 
 Implements spec/sysmon-semantics.md section 1: encoding sniffing (1.1), validation equivalent to
 the DTD Sysmon synthesises from the manifest of the requested schema version (1.1, 1.7), the
@@ -20,15 +20,22 @@ from typing import Optional, Union
 
 from lxml import etree
 
+from ..configmodel import Aggregate, Config, ConfigError, ConfigWarning, Filter, RuleSet
+from ..core.registry import CONDITIONS as CONDITION_REGISTRY
 from ..schema import CONDITIONS, CURRENT, Schema, SchemaVersionError, get_schema, parse_version
-from .model import Aggregate, Config, ConfigError, ConfigWarning, Filter, RuleSet
 
-__all__ = ["load_config", "parse_config", "decode_config_bytes", "EXTENSION_CONDITIONS",
+__all__ = ["load_config", "parse_config", "decode_config_bytes", "extension_conditions",
            "split_comma_list",
            "MAX_RULE_NAME", "parse_hash_algorithms", "parse_field_sizes"]
 
-#: Conditions SysmonX adds to Sysmon's 16 (accepted only when extensions are enabled).
-EXTENSION_CONDITIONS: tuple[str, ...] = ("regex",)
+
+def extension_conditions() -> dict:
+    """Conditions SysmonX adds to Sysmon's 16 (accepted only when extensions are enabled): name
+    -> the registered condition (:data:`~sysmonx.core.registry.CONDITIONS`; ``regex`` and any
+    plugin's)."""
+    return {e.name: e.obj for e in CONDITION_REGISTRY.entries()
+            if getattr(e.obj, "extension", False) and e.name not in CONDITIONS}
+
 #: Longest RuleName Sysmon accepts, in UTF-8 bytes (spec 1.4; rule-blob.md 6.5).
 MAX_RULE_NAME = 255
 #: Largest configuration file accepted, bytes (Sysmon's own limit is the registry value size).
@@ -97,7 +104,7 @@ def parse_hash_algorithms(text: str) -> list[str]:
     Raises:
         ValueError: ``Invalid hashing algorithm: X``.
     """
-    found = set()
+    found: set[str] = set()
     for item in split_comma_list(text):
         key = item.strip().lower()
         if key in ("*", "all"):
@@ -265,11 +272,11 @@ class _Builder:
         self.extensions = extensions
         self.empty_option_quirk = empty_option_quirk
         self.conditions = {c: c for c in CONDITIONS}
-        if extensions:
-            self.conditions.update({c: c for c in EXTENSION_CONDITIONS})
+        self.extensions_in_use = extension_conditions() if extensions else {}
+        self.conditions.update({c: c for c in self.extensions_in_use})
         self.next_aggregate = 1
         self.skipped_tags: set = set()
-        self.regex_count = 0
+        self.counts: dict = {}
         self.errors: list[ConfigError] = []
 
     def err(self, message: str, el=None) -> ConfigError:
@@ -404,16 +411,17 @@ class _Builder:
         self._check_name(name, el)
         cond = self._condition(el)
         value = _text_of(el)
-        if cond == "regex":
-            from ..filtering.conditions import REGEX_MAX_COUNT, compile_regex
-            self.regex_count += 1
-            if self.regex_count > REGEX_MAX_COUNT:
-                raise self.err(f"more than {REGEX_MAX_COUNT} regex filters in one configuration",
-                               el)
-            try:
-                compile_regex(value)
-            except ValueError as exc:
-                raise self.err(f"invalid regex for {el.tag}: {exc}", el) from None
+        ext = self.extensions_in_use.get(cond)
+        if ext is not None:
+            n = self.counts[cond] = self.counts.get(cond, 0) + 1
+            if ext.max_per_config is not None and n > ext.max_per_config:
+                raise self.err(f"more than {ext.max_per_config} {cond} filters in one "
+                               "configuration", el)
+            if ext.validate is not None:
+                try:
+                    ext.validate(value)
+                except ValueError as exc:
+                    raise self.err(f"invalid {cond} for {el.tag}: {exc}", el) from None
         return Filter(el.tag, cond, value, name, aggregate, el.sourceline)
 
     def _tag(self, el, cfg: Config, schema: Schema, group_rel: Optional[str],

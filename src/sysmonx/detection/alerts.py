@@ -26,7 +26,7 @@ correlation that fires. Two renderings:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 import orjson
 
@@ -87,6 +87,8 @@ class Alert:
     rules: tuple = ()
     value: Optional[float] = None
     fields: dict = field(default_factory=dict)
+    #: what this is in the pipeline (:mod:`sysmonx.interfaces`).
+    item_kind: ClassVar[str] = "alert"
 
     @property
     def attack(self) -> tuple:

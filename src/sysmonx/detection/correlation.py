@@ -54,7 +54,7 @@ import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from sigma.correlations import (
     CorrelationConditionAND,
@@ -66,6 +66,7 @@ from sigma.correlations import (
     SigmaRuleReference,
 )
 
+from ..core.errors import RuleError
 from ..event import Event, TimeFormatError, normalize_time
 from .alerts import Alert
 from .fields import field_getter
@@ -77,8 +78,14 @@ NS = 1_000_000_000
 _EPOCH_ORD = date(1970, 1, 1).toordinal()
 
 
-class CorrelationError(Exception):
+class CorrelationError(RuleError):
     """A correlation rule the engine cannot evaluate (reported at load with the reason)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("correlation", message)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.message,))
 
 
 def time_ns(t: str) -> Optional[int]:
@@ -106,13 +113,13 @@ def format_ns(ns: int) -> str:
     return f"{d.isoformat()}T{h:02d}:{m:02d}:{s:02d}.{frac:09d}Z"
 
 
-_GETTERS: dict = {}
+_GETTERS: dict[str, Callable[[Event], Optional[str]]] = {}
 
 
 def _get(event: Event, name: str) -> Optional[str]:
     g = _GETTERS.get(name)
     if g is None:
-        g = field_getter(name) or (lambda e, n=name: e.data.get(n))
+        g = field_getter(name) or (lambda e: e.data.get(name))
         _GETTERS[name] = g
     return g(event)
 
@@ -269,7 +276,8 @@ class CompiledCorrelation:
             self._fields_for[id(r)] = tuple(_field_for(alias_map, g, r) for g in self.group_by)
         cond = rule.condition
         self.extended = None
-        self.percentile = None
+        self.percentile: Optional[float] = None
+        self.threshold: float = 1
         self.fieldref: tuple = ()
         t = rule.type
         if isinstance(cond, SigmaExtendedCorrelationCondition):
@@ -296,7 +304,8 @@ class CompiledCorrelation:
         self.rarity = t is SigmaCorrelationType.VALUE_PERCENTILE and self.percentile is None
         if self.rarity:
             self.arrival = False
-        elif t is SigmaCorrelationType.VALUE_PERCENTILE and not 0 <= self.percentile <= 100:
+        elif t is SigmaCorrelationType.VALUE_PERCENTILE and not (
+                self.percentile is not None and 0 <= self.percentile <= 100):
             raise CorrelationError("value_percentile: condition.percentile must be 0-100")
         if t in (SigmaCorrelationType.VALUE_COUNT, SigmaCorrelationType.VALUE_SUM,
                  SigmaCorrelationType.VALUE_AVG, SigmaCorrelationType.VALUE_MEDIAN,
@@ -316,7 +325,7 @@ class CompiledCorrelation:
         return tuple(hit.get(f) for f in self._fields_for[id(hit.source)])
 
     def unknown_fields(self, known_for: Callable[[object], Optional[frozenset]]
-                       ) -> list[tuple[str, str, str, object]]:
+                       ) -> list[tuple[str, str, str, Any]]:
         """Group-by and value fields no hit of a referenced rule can carry.
 
         Args:
@@ -335,7 +344,7 @@ class CompiledCorrelation:
                 continue
             for role, names, fields in (("group-by", self.group_by, self._fields_for[id(r)]),
                                         ("value", self.fieldref, self._value_fields[id(r)])):
-                for name, fld in zip(names, fields):
+                for name, fld in zip(names, fields, strict=True):
                     if fld not in known:
                         out.append((role, name, fld, r))
         return out
@@ -606,7 +615,7 @@ class CorrelationEngine:
                 if cmp(share, corr.threshold):
                     these = [e for e in entries if e[_VAL] == value]
                     extra = dict(zip(corr.fieldref, value if isinstance(value, tuple)
-                                     else (value,)))
+                                     else (value,), strict=False))
                     out.append(self._alert(corr, key, these, share, extra))
             return out
         if kind == "temporal":
@@ -640,7 +649,7 @@ class CorrelationEngine:
             elif kind == "value_median":
                 agg = _percentile(vals, 50)
             else:
-                agg = _percentile(vals, corr.percentile)
+                agg = _percentile(vals, corr.percentile if corr.percentile is not None else 50)
         if not cmp(agg, corr.threshold):
             return []
         return [self._alert(corr, key, entries, agg)]
@@ -656,17 +665,18 @@ class CorrelationEngine:
         for start in first:
             chain = [start]
             cur = (start[_T], start[_SEQ])
+            within = True
             for lst in steps[1:]:
                 i = bisect.bisect_right(lst, cur, key=lambda e: (e[_T], e[_SEQ]))
                 if i >= len(lst):
                     return None  # no successor for this start: none for later starts either
                 nxt = lst[i]
                 if nxt[_T] - start[_T] > span:
-                    chain = None
+                    within = False
                     break
                 chain.append(nxt)
                 cur = (nxt[_T], nxt[_SEQ])
-            if chain is not None:
+            if within:
                 return chain
         return None
 
@@ -683,7 +693,7 @@ class CorrelationEngine:
                     eids.append(eid)
             if len(rids) < self.max_alert_records:
                 rids.extend(e[_RIDS][: self.max_alert_records - len(rids)])
-        group = dict(zip(corr.group_by, key))
+        group = dict(zip(corr.group_by, key, strict=True))
         if extra:
             group.update(extra)
         alert = Alert(rule_id=corr.key, title=corr.title, level=corr.level, status=corr.status,

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from ..core.errors import RuleError
 from ..event import LINUX_PROVIDER, WINDOWS_PROVIDER
 
 __all__ = ["LogsourceError", "Target", "resolve_logsource", "group_keys_for_event",
@@ -156,8 +157,14 @@ _SYSMON_PLATFORMS = {"windows": ("win",), "linux": ("lnx",), None: ("win", "lnx"
 _PLATFORM_OF_PROVIDER = {WINDOWS_PROVIDER: "win", LINUX_PROVIDER: "lnx"}
 
 
-class LogsourceError(ValueError):
+class LogsourceError(RuleError):
     """A log source SysmonX has no events for; the message says why (shown at load)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("logsource", message)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.message,))
 
 
 @dataclass(frozen=True)
@@ -206,7 +213,7 @@ def resolve_logsource(product: Optional[str], category: Optional[str],
         if c in SYSMON_CATEGORIES:
             ids = SYSMON_CATEGORIES[c]
             plats = _SYSMON_PLATFORMS[p]
-            groups = tuple((pl, i) for pl in plats for i in ids)
+            groups: tuple = tuple((pl, i) for pl in plats for i in ids)
             types = EVENT_TYPES.get(c)
             where = "/".join("Windows" if pl == "win" else "Linux" for pl in plats)
             desc = (f"Sysmon ({where}) EventID {'/'.join(map(str, ids))}"

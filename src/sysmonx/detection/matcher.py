@@ -49,10 +49,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from operator import itemgetter
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import ahocorasick
-import re2
 from sigma.conditions import (
     ConditionAND,
     ConditionFieldEqualsValueExpression,
@@ -81,6 +80,8 @@ from sigma.types import (
     TimestampPart,
 )
 
+from ..core import regex as _re2
+from ..core.errors import RegexError, RuleError
 from ..event import (
     LINUX_PROVIDER,
     WINDOWS_PROVIDER,
@@ -92,11 +93,11 @@ from .fields import HASH_FIELDS, field_getter, known_fields
 from .logsource import LogsourceError, Target, group_keys_for_event, resolve_logsource
 
 try:  # Python's regex parser, only to find the literals a pattern needs (3.11+ names)
-    import re._constants as _sre_c
-    import re._parser as _sre_p
+    import re._constants as _sre_c  # type: ignore[import-not-found]
+    import re._parser as _sre_p  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover
-    import sre_constants as _sre_c  # type: ignore[no-redef]
-    import sre_parse as _sre_p  # type: ignore[no-redef]
+    import sre_constants as _sre_c
+    import sre_parse as _sre_p
 
 __all__ = ["RuleCompileError", "CompiledRule", "RuleMatcher", "REGEX_MAX_MEM", "START", "END",
            "compile_re", "pcre_to_re2"]
@@ -106,18 +107,14 @@ START = "\x02"
 END = "\x03"
 _SENTINELS = (START, END)
 #: RE2 memory budget per ``re`` value, bytes (a hostile pattern fails to compile).
-REGEX_MAX_MEM = 8 << 20
+REGEX_MAX_MEM = _re2.MAX_MEM
 
 _MULTI = SpecialChars.WILDCARD_MULTI
 _SINGLE = SpecialChars.WILDCARD_SINGLE
 
 
-class RuleCompileError(Exception):
+class RuleCompileError(RuleError):
     """A rule the matcher cannot evaluate; ``code`` groups reasons in the load report."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,12 +177,9 @@ def _glob_fn(parts: list, cased: bool) -> Callable[[str], bool]:
     if not cased:
         parts = [p.lower() if isinstance(p, str) else p for p in parts]
     if _SINGLE in parts:
-        rx = "".join(re2.escape(p) if isinstance(p, str) else (".*" if p is _MULTI else ".")
+        rx = "".join(_re2.escape(p) if isinstance(p, str) else (".*" if p is _MULTI else ".")
                      for p in parts)
-        opts = re2.Options()
-        opts.dot_nl = True
-        opts.max_mem = REGEX_MAX_MEM
-        full = re2.compile(rx, opts).fullmatch
+        full = _re2.compile_pattern(rx, dot_nl=True).fullmatch
         if cased:
             return lambda v: full(v) is not None
         return lambda v: full(v.lower()) is not None
@@ -405,7 +399,7 @@ _REPEATS = tuple(getattr(_sre_c, n) for n in ("MAX_REPEAT", "MIN_REPEAT", "POSSE
                  if hasattr(_sre_c, n))
 
 
-def _alt_key(alts: list) -> tuple:
+def _alt_key(alts: Sequence[str]) -> tuple:
     return (min(map(len, alts)), -len(alts))
 
 
@@ -442,7 +436,7 @@ def regex_literals(pattern: str, limit: int = 4) -> tuple:
         tree = _sre_p.parse(pattern, 0)
     except Exception:  # noqa: BLE001 - any parse problem only means "no trigger"
         return ()
-    out = []
+    out: list[tuple[str, ...]] = []
     for clause in _re_need(list(tree)):
         lits = tuple(dict.fromkeys(lit.lower() for lit in clause))
         if not lits or any(not lit or _has_sentinel(lit) for lit in lits) or lits in out:
@@ -532,27 +526,12 @@ def compile_re(pattern: str, flags: Iterable = ()) -> Callable[[str], bool]:
     """
     flags = list(flags)
     fl = "".join(sorted(_RE_FLAGS[f] for f in flags))
-    opts = re2.Options()
-    opts.max_mem = REGEX_MAX_MEM
-    opts.never_capture = True
     rewritten = pcre_to_re2(pattern, multiline="m" in fl)
     try:
-        rx = re2.compile((f"(?{fl})" if fl else "") + rewritten, opts)
-    except re2.error as exc:
+        rx = _re2.compile_pattern((f"(?{fl})" if fl else "") + rewritten)
+    except RegexError as exc:
         raise RuleCompileError("regex", f"RE2 cannot compile {pattern!r}: {exc}") from None
-    native = getattr(rx, "_regexp", None)
-    if native is None or not hasattr(native, "Match"):  # pragma: no cover - other re2 builds
-        search = rx.search
-        return lambda v: search(v) is not None
-    # The wrapper's search() re-decodes match offsets; a yes/no needs only the native call.
-    match = native.Match
-    anchor = re2._Anchor.UNANCHORED
-    null = re2._NULL_SPAN
-
-    def search_native(v: str) -> bool:
-        b = v.encode("utf-8", "surrogatepass")
-        return match(anchor, b, 0, len(b))[0] != null
-    return search_native
+    return _re2.searcher(rx)
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,7 +576,7 @@ class _Builder:
             return ("or", [self.value(name, x) for x in v.values])
         if isinstance(v, SigmaString):
             if v.contains_placeholder():
-                strs = self._expand(v)
+                strs: list = self._expand(v)
                 if isinstance(v, SigmaCasedString):
                     strs = [SigmaCasedString.from_sigma_string(x) for x in strs]
                 return ("or", [("atom", _string_atom(name, x)) for x in strs])
@@ -611,12 +590,12 @@ class _Builder:
                                                            for x in e.data.values())))
             return ("atom", _Atom(name, exact=(START + s + END,)))
         if isinstance(v, SigmaNumber):
-            strs = _number_strings(v.number)
+            nums = _number_strings(v.number)
             if name is None:
-                ss = frozenset(strs)
+                ss = frozenset(nums)
                 return ("atom", _Atom(None, fn=lambda e: any(x.lower() in ss
                                                            for x in e.data.values())))
-            return ("atom", _Atom(name, exact=tuple(START + s + END for s in strs)))
+            return ("atom", _Atom(name, exact=tuple(START + s + END for s in nums)))
         if name is None:
             raise RuleCompileError("keyword", f"keyword value of type {type(v).__name__} is "
                                               "not supported (only strings and numbers)")
@@ -672,7 +651,7 @@ class _Builder:
         if p.name not in self.placeholders:
             raise RuleCompileError("placeholder", f"placeholder %{p.name}% has no value")
         for v in self.placeholders[p.name]:
-            yield re2.escape(str(v))
+            yield _re2.escape(str(v))
 
     def _compare(self, name, op, number, equal: bool = False) -> _Atom:
         get = _getter(name)
@@ -740,7 +719,7 @@ class _Keys:
         self.ids: dict = {}
         self.info: list = []
 
-    def kid(self, fieldname: str, key: str) -> int:
+    def kid(self, fieldname: Optional[str], key: str) -> int:
         k = (fieldname, key)
         i = self.ids.get(k)
         if i is None:
@@ -841,7 +820,7 @@ class RuleMatcher:
                                   " not in Sysmon's events of this log source: they match only "
                                   "events that carry them (enriched logs)"))
 
-    def _kid(self, fieldname: str, key: str, keys: dict) -> int:
+    def _kid(self, fieldname: Optional[str], key: str, keys: dict) -> int:
         k = self._keys.kid(fieldname, key)
         keys[k] = (fieldname, key)
         return k
@@ -1023,7 +1002,7 @@ def _clauses(nt: tuple, score) -> list:
     return [_best(nt, score)]
 
 
-_EMPTY = (frozenset(), ())
+_EMPTY: tuple[frozenset, tuple] = (frozenset(), ())
 #: Whole events are remembered too (tuple of their scanned field values -> keys and
 #: candidates) when the values add up to at most this many characters, up to COMBO_ENTRIES
 #: per group: repeated events (the same image loading the same DLL, the same registry write)
@@ -1073,7 +1052,8 @@ class _Group:
             self.scanners[f] = (auto.iter if len(auto) else None, singles)
         names = [f for f in sorted(fields) if f not in constants]
         self.names = tuple(f for f in names if field_getter(f) is None)
-        self.getters = tuple((f, field_getter(f)) for f in names if field_getter(f) is not None)
+        self.getters: tuple[tuple[str, Callable[[Event], Any]], ...] = tuple(
+            (f, g) for f in names if (g := field_getter(f)) is not None)
         self.caches = tuple({None: _EMPTY} for _ in self.names)
         self.combos: dict = {}
         self.getter_caches = tuple({None: _EMPTY} for _ in self.getters)
@@ -1214,7 +1194,7 @@ class _Group:
     def _combine(self, values: tuple, event: Optional[Event]) -> tuple:
         """``(keys found, candidates)`` of a whole event from its field values (constants
         included; from ``event`` when its data overrides them)."""
-        entries = tuple(map(dict.get, self.caches + self.getter_caches, values))
+        entries: tuple = tuple(map(dict.get, self.caches + self.getter_caches, values))
         if None in entries:
             entries = self._fill(self.names + tuple(f for f, _ in self.getters),
                                  self.caches + self.getter_caches, values, entries)

@@ -209,7 +209,7 @@ def _parse_file(name: str, data: Union[bytes, str], issues: list,
         docs = [d for d in docs if isinstance(d, dict)]
     try:
         return SigmaCollection.from_dicts(docs, collect_errors=True,
-                                          source=SigmaRuleLocation(name),
+                                          source=SigmaRuleLocation(Path(name)),
                                           collect_filters=True, resolve_references=False)
     except (SigmaError, ValueError, TypeError, AttributeError, KeyError) as exc:
         issues.append(LoadIssue(name, "", "", "sigma", str(exc)))

@@ -253,14 +253,26 @@ class DetectionStage:
     # -- run -----------------------------------------------------------------------------------
 
     def process(self, event: Event) -> list[Alert]:
-        """Evaluate one event; returns its alerts (usually none), in rule order."""
+        """Evaluate one event; returns its alerts (usually none), in rule order. The same as
+        :meth:`correlate` of :meth:`match`."""
+        return self.correlate(event, self.match(event))
+
+    def match(self, event: Event) -> list[CompiledRule]:
+        """The detection rules ``event`` matches (usually none), in rule order. Stateless: no
+        stream state is read or changed (only the ``events`` counter), so matching may run in
+        several places at once."""
+        self.stats.events += 1
+        return self.matcher.match(event)
+
+    def correlate(self, event: Event, hits: list[CompiledRule]) -> list[Alert]:
+        """The alerts of ``event`` given the rules it matched (:meth:`match`): one detection
+        alert per matched rule that outputs, then what the correlations fire, with the stream
+        clock advanced to the event's time. Stateful: call in stream order, once per event."""
         stats = self.stats
-        stats.events += 1
-        hits = self.matcher.match(event)
         corr = self.correlation
         if corr is None:
             if not hits:
-                return hits
+                return []
             alerts = [self._alert(r, event) for r in hits if self._output[r.index]]
         else:
             alerts = []
@@ -285,6 +297,20 @@ class DetectionStage:
                 matches[r.key] += 1
         if alerts:
             self._count(alerts)
+        return alerts
+
+    def tick(self, now_ns: int) -> list[Alert]:
+        """The stream's clock has reached ``now_ns`` without an event (a quiet live host): close
+        the correlation windows that ended before it; returns their alerts."""
+        corr = self.correlation
+        if corr is None:
+            return []
+        if corr.clock is None or now_ns > corr.clock:
+            corr.clock = now_ns
+        if self._clock is None or now_ns > self._clock:
+            self._clock = now_ns
+        alerts = corr.sweep()
+        self._count(alerts)
         return alerts
 
     def finish(self) -> list[Alert]:
@@ -357,7 +383,7 @@ class DetectionStage:
             lines.append(f"{r.level or '-':<13} {r.matches:>8} {r.alerts:>7}  {r.title} "
                          f"[{r.rule_id}]" + (f" ({r.kind})" if r.kind != "detection" else ""))
         by_level = ", ".join(f"{lv}: {n}" for lv, n in sorted(
-            self.stats.alerts_by_level.items(), key=lambda kv: -({l: i for i, l in enumerate(
+            self.stats.alerts_by_level.items(), key=lambda kv: -({lv: i for i, lv in enumerate(
                 LEVELS)}.get(kv[0], -1))))
         lines.append(f"alerts: {self.stats.alerts}" + (f" ({by_level})" if by_level else ""))
         lines.extend(self.ungrouped_lines())

@@ -6,31 +6,39 @@ empty value; ``less than``/``more than`` are lexicographic; ``;`` lists follow S
 quirks (2.2, token quirks).
 
 A predicate built here takes the *folded* field value (see :func:`fold`) and returns a bool.
+
+Each condition is a :class:`Condition` registered in
+:data:`~sysmonx.core.registry.CONDITIONS` where it is defined, at the bottom of this module;
+:func:`make_predicate` looks the name up there. A SysmonX extension (``extension=True``) is
+accepted by the config reader only when extensions are on (``--no-extensions`` refuses it). To add
+a condition, register a :class:`Condition` (here, or from another package through the
+``sysmonx.conditions`` entry-point group): the reader then accepts it and the engine evaluates it
+with the generic predicate path.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
-import re2
+from ..core import regex as _re2
+from ..core.errors import PluginError, UsageError
+from ..core.registry import CONDITIONS
 
 __all__ = ["fold", "fold_upper", "split_tokens", "contains_terms", "is_any_terms", "utf16_len",
-           "utf16_key", "make_predicate", "compile_regex", "REGEX_MAX_MEM", "Predicate"]
+           "utf16_key", "make_predicate", "compile_regex", "REGEX_MAX_MEM", "REGEX_TOTAL_MEM",
+           "REGEX_MAX_COUNT", "REGEX_SCAN_LIMIT", "Predicate", "Condition"]
 
 Predicate = Callable[[str], bool]
 
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 _ASCII_UPPER = {c + 32: c for c in range(ord("A"), ord("Z") + 1)}
 
-#: RE2 memory budget per compiled user pattern, bytes: a hostile pattern fails to compile
-#: instead of exhausting memory.
-REGEX_MAX_MEM = 8 << 20
-#: Memory budget shared by all regex filters of one configuration (per-pattern budget is
-#: ``min(REGEX_MAX_MEM, REGEX_TOTAL_MEM / count)``), and the most regex filters a config may have.
-REGEX_TOTAL_MEM = 256 << 20
-REGEX_MAX_COUNT = 1024
-#: A regex filter looks at the first this-many characters of a value (bounds time per event).
-REGEX_SCAN_LIMIT = 65536
+#: The RE2 policy's limits (:mod:`sysmonx.core.regex`), under the names the engine uses.
+REGEX_MAX_MEM = _re2.MAX_MEM
+REGEX_TOTAL_MEM = _re2.TOTAL_MEM
+REGEX_MAX_COUNT = _re2.MAX_COUNT
+REGEX_SCAN_LIMIT = _re2.SCAN_LIMIT
 
 
 def fold(s: str) -> str:
@@ -95,25 +103,37 @@ def utf16_key(s: str):
     return s.encode("utf-16-be", "surrogatepass")
 
 
-def compile_regex(pattern: str, max_mem: int = REGEX_MAX_MEM):
-    """Compile a user pattern with RE2: case-insensitive, unanchored, linear time, bounded memory.
+def compile_regex(pattern: str, max_mem: int = REGEX_MAX_MEM) -> Any:
+    """Compile a config ``regex`` value under the RE2 policy: case-insensitive, unanchored,
+    linear time, bounded memory (:func:`sysmonx.core.regex.compile_pattern`).
 
-    Args:
-        max_mem: RE2's memory budget for this pattern, bytes.
     Raises:
-        ValueError: RE2 rejects the pattern (syntax, backreferences, or too large).
+        RegexError: RE2 rejects the pattern (a ``ValueError``).
     """
-    opts = re2.Options()
-    opts.case_sensitive = False
-    opts.log_errors = False
-    opts.max_mem = max_mem
-    try:
-        return re2.compile(pattern, opts)
-    except re2.error as exc:
-        msg = exc.args[0] if exc.args else exc
-        if isinstance(msg, bytes):
-            msg = msg.decode("utf-8", "replace")
-        raise ValueError(str(msg)) from None
+    return _re2.compile_pattern(pattern, case_sensitive=False, max_mem=max_mem)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One filter operator.
+
+    Attributes:
+        name: the ``condition`` attribute value, lower case (``begin with``).
+        summary: one line for listings.
+        make: ``make(folded_rule_value, raw_rule_value, compare_fold, regex_max_mem)`` ->
+            predicate on a folded field value.
+        extension: a SysmonX addition (refused by ``--no-extensions``; not in Sysmon's schema).
+        validate: ``validate(raw_rule_value)`` raising ``ValueError`` for a value the config
+            reader must refuse (with the file and line), or ``None``.
+        max_per_config: most filters of this condition one configuration may hold, or ``None``.
+    """
+
+    name: str
+    summary: str
+    make: Callable[[str, str, str, int], Predicate]
+    extension: bool = False
+    validate: Optional[Callable[[str], object]] = None
+    max_per_config: Optional[int] = None
 
 
 def make_predicate(condition: str, value: str, *, compare_fold: str = "lower",
@@ -121,7 +141,8 @@ def make_predicate(condition: str, value: str, *, compare_fold: str = "lower",
     """Build the predicate for one filter.
 
     Args:
-        condition: canonical condition name (``is`` … ``not end with``, or ``regex``).
+        condition: canonical condition name (``is`` … ``not end with``, ``regex``, or any
+            registered :class:`Condition`).
         value: the rule value verbatim (this function folds it).
         compare_fold: ``lower`` (Windows ``_wcsicmp``) or ``upper`` (Linux ``WideStrcasecmp``):
             the fold used by ``less than``/``more than`` (spec 2.1, uncertain on Windows).
@@ -129,26 +150,20 @@ def make_predicate(condition: str, value: str, *, compare_fold: str = "lower",
     Returns:
         ``pred(folded_field_value) -> bool``.
     Raises:
-        ValueError: unknown condition or invalid regex.
+        ValueError: unknown condition (:class:`~sysmonx.core.errors.UsageError`) or invalid
+            regex (:class:`~sysmonx.core.errors.RegexError`).
     """
-    r = fold(value)
-    if condition == "is":
-        return r.__eq__
-    if condition == "is not":
-        return r.__ne__
-    if condition == "contains":
-        return lambda v: r in v
-    if condition == "excludes":
-        return lambda v: r not in v
-    if condition == "begin with":
-        return lambda v: v.startswith(r)
-    if condition == "not begin with":
-        return lambda v: not v.startswith(r)
-    if condition == "end with":
-        return lambda v: v.endswith(r)
-    if condition == "not end with":
-        return lambda v: not v.endswith(r)
-    if condition in ("less than", "more than"):
+    cond = _BUILTIN.get(condition)
+    if cond is None:
+        try:
+            cond = CONDITIONS.get(condition)
+        except PluginError:
+            raise UsageError(f"Unknown condition: {condition}") from None
+    return cond.make(fold(value), value, compare_fold, regex_max_mem)
+
+
+def _less_more(less: bool) -> Callable[[str, str, str, int], Predicate]:
+    def make(r: str, raw: str, compare_fold: str, mem: int) -> Predicate:
         conv = fold_upper if compare_fold == "upper" else str
         ref = conv(r)
         ref16 = ref.encode("utf-16-be", "surrogatepass")
@@ -161,14 +176,20 @@ def make_predicate(condition: str, value: str, *, compare_fold: str = "lower",
             # outside the BMP: compare UTF-16 code units, as Sysmon does
             a = cv.encode("utf-16-be", "surrogatepass")
             return (a > ref16) - (a < ref16)
-        if condition == "less than":
+        if less:
             return lambda v: compare(v) < 0
         return lambda v: compare(v) > 0
-    if condition == "image":
-        if "\\" in r:
-            return r.__eq__
-        return lambda v: v[v.rfind("\\") + 1:] == r
-    if condition in ("contains any", "excludes any", "contains all", "excludes all"):
+    return make
+
+
+def _image(r: str, raw: str, compare_fold: str, mem: int) -> Predicate:
+    if "\\" in r:
+        return r.__eq__
+    return lambda v: v[v.rfind("\\") + 1:] == r
+
+
+def _terms(kind: str) -> Callable[[str, str, str, int], Predicate]:
+    def make(r: str, raw: str, compare_fold: str, mem: int) -> Predicate:
         tokens = tuple(contains_terms(r))
 
         def contains_any(v: str) -> bool:
@@ -182,17 +203,52 @@ def make_predicate(condition: str, value: str, *, compare_fold: str = "lower",
                 if t not in v:
                     return False
             return True
-        if condition == "contains any":
+        if kind == "contains any":
             return contains_any
-        if condition == "excludes any":
+        if kind == "excludes any":
             return lambda v: not contains_any(v)
-        if condition == "contains all":
+        if kind == "contains all":
             return contains_all
         return lambda v: not contains_all(v)
-    if condition == "is any":
-        return is_any_terms(r).__contains__
-    if condition == "regex":
-        search = compile_regex(value, regex_max_mem).search
-        limit = REGEX_SCAN_LIMIT
-        return lambda v: search(v if len(v) <= limit else v[:limit]) is not None
-    raise ValueError(f"Unknown condition: {condition}")
+    return make
+
+
+def _regex(r: str, raw: str, compare_fold: str, mem: int) -> Predicate:
+    return _re2.searcher(compile_regex(raw, mem), REGEX_SCAN_LIMIT)
+
+
+def _check_regex(raw: str) -> None:
+    compile_regex(raw)
+
+
+# Sysmon's operators in manifest order (spec 2.2), then SysmonX's.
+_ALL = (
+    Condition("is", "the whole value equals", lambda r, raw, f, m: r.__eq__),
+    Condition("is not", "the whole value differs", lambda r, raw, f, m: r.__ne__),
+    Condition("contains", "the value contains", lambda r, raw, f, m: lambda v: r in v),
+    Condition("excludes", "the value does not contain",
+              lambda r, raw, f, m: lambda v: r not in v),
+    Condition("begin with", "the value starts with",
+              lambda r, raw, f, m: lambda v: v.startswith(r)),
+    Condition("end with", "the value ends with", lambda r, raw, f, m: lambda v: v.endswith(r)),
+    Condition("less than", "lexicographically before (strings, not numbers)", _less_more(True)),
+    Condition("more than", "lexicographically after (strings, not numbers)", _less_more(False)),
+    Condition("image", "the file name after the last \\ equals (or the whole path with a \\)",
+              _image),
+    Condition("contains any", "contains one of the ;-separated pieces", _terms("contains any")),
+    Condition("is any", "equals one of the ;-separated pieces",
+              lambda r, raw, f, m: is_any_terms(r).__contains__),
+    Condition("contains all", "contains every ;-separated piece", _terms("contains all")),
+    Condition("excludes any", "lacks at least one ;-separated piece", _terms("excludes any")),
+    Condition("excludes all", "contains none of the ;-separated pieces",
+              _terms("excludes all")),
+    Condition("not begin with", "the value does not start with",
+              lambda r, raw, f, m: lambda v: not v.startswith(r)),
+    Condition("not end with", "the value does not end with",
+              lambda r, raw, f, m: lambda v: not v.endswith(r)),
+    Condition("regex", "RE2 search, case-insensitive, linear time (SysmonX extension)", _regex,
+              extension=True, validate=_check_regex, max_per_config=REGEX_MAX_COUNT),
+)
+_BUILTIN = {c.name: c for c in _ALL}
+for _c in _ALL:
+    CONDITIONS.add(_c, name=_c.name, summary=_c.summary, origin=__name__)

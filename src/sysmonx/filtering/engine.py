@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..config.model import Config, RuleSet
+from ..configmodel import Config, RuleSet
 from ..schema import CURRENT
 from .conditions import REGEX_MAX_MEM, REGEX_TOTAL_MEM, fold, make_predicate, utf16_len
 from .index import MemoBudget, build_indexed_decider
@@ -274,7 +274,7 @@ class FilterEngine:
         if shared is not None:
             return shared
         compiled = [(rs.onmatch == "include", rs.relation, self._compiler.items(rs, p))
-                    for rs, p in zip(ordered, present)]
+                    for rs, p in zip(ordered, present, strict=True)]
         if self.options.indexed:
             decider = build_indexed_decider(compiled, fields, rule_name_used, fallback, stale,
                                             self.memo)

@@ -17,12 +17,12 @@ configurations. ``sysmonx config explain`` and the ``-t`` console mode print the
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from ..config.model import Aggregate, Config, Filter, RuleSet
+from ..configmodel import Aggregate, Config, Filter, RuleSet
 from ..schema import CURRENT
+from ..textsafe import visible
 from .conditions import REGEX_MAX_MEM, fold, make_predicate
 from .engine import NEVER_FILTERED, EngineOptions, expand_environment
 
@@ -39,7 +39,7 @@ class FilterStep:
     """One filter as the walk met it.
 
     Attributes:
-        filter: the :class:`~sysmonx.config.model.Filter`.
+        filter: the :class:`~sysmonx.configmodel.Filter`.
         outcome: ``match``, ``no match``, ``absent`` (the field is not at its bound position in
             this event id, spec 1.5: NoMatch), ``skipped`` (top level: an earlier filter on the same
             field already matched, spec 3.4) or ``not evaluated`` (the set was already decided).
@@ -81,7 +81,7 @@ class RuleSetTrace:
     """One rule set as tried for the event.
 
     Attributes:
-        rule_set: the :class:`~sysmonx.config.model.RuleSet`.
+        rule_set: the :class:`~sysmonx.configmodel.RuleSet`.
         position: 1-based document position among the rule sets of the tag.
         matched: whether the set matched.
         steps: filter and ``<Rule>`` steps in document order.
@@ -346,15 +346,11 @@ def explain(config: Optional[Config], event_id: int, data: dict,
     return Explanation(event_id, ev.tag, True, traces, len(sets), inc, "-", None, why)
 
 
-_DISPLAY_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
-                               "\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]")
-
-
 def display_safe(line: str) -> str:
     """``line`` without the characters a terminal obeys instead of showing (C0/C1 controls but
     tab, bidi overrides, lone surrogates): each is written as the text ``\\uXXXX``, so values
-    from events or configurations cannot drive the console."""
-    return _DISPLAY_CONTROLS.sub(lambda m: "\\u%04x" % ord(m.group()), line)
+    from events or configurations cannot drive the console (:func:`sysmonx.textsafe.visible`)."""
+    return visible(line, "\t")
 
 
 def _q(s: str) -> str:

@@ -18,8 +18,8 @@ import textwrap
 from typing import Optional
 from xml.sax.saxutils import quoteattr
 
-from . import Schema, all_versions, format_version, get_schema
 from .catalogue import Version
+from .snapshot import Schema, all_versions, format_version, get_schema
 
 __all__ = [
     "STYLES", "WINDOWS_HIDDEN_OPTIONS", "NO_MATCH_MESSAGE", "NO_MATCH_EXIT_CODE",

@@ -20,9 +20,9 @@ from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Optional
 
-from .. import __version__
 from ..event import (LINUX_CHANNEL, LINUX_PROVIDER, LINUX_PROVIDER_GUID, SYSMON_KEYWORDS, Event)
 from ..schema import CURRENT
+from ..version import __version__
 from . import observations as ob
 from .process import (UNSET_ID, ZERO_GUID, FileHasher, ProcessCache, clean_text, image_state,
                       logon_guid)
@@ -103,8 +103,6 @@ class Assembler:
         self.computer = computer or socket.gethostname()
         self.pid = os.getpid()
         self.euid = str(os.geteuid())
-        self._record = 0
-        self._lock = threading.Lock()
         # DNS attribution (see _dns): local UDP port -> (pid, ts_ns) from sends whose source
         # port the tier read from the socket; UDP connects to port 53 whose source port the tier
         # could not know: [(ts_ns, pid, server, claimed_port or None)]
@@ -112,18 +110,9 @@ class Assembler:
         self._dns_connects: list = []
         self.dns_attribution = {"socket": 0, "proc": 0, "join": 0, "ambiguous": 0, "none": 0}
 
-    def next_record_id(self) -> int:
-        """The next EventRecordID (a counter over the sensor's lifetime). The runner assigns it
-        when an event passes the filter, so written events are numbered without gaps, as an
-        event log numbers them."""
-        with self._lock:
-            rid = self._record  # Sysmon for Linux numbers from 0 (its first event 16 is record 0)
-            self._record += 1
-            return rid
-
     def envelope(self, event_id: int, data: dict, ts_ns: int) -> Event:
         """Wrap ``data`` in the System header Sysmon for Linux writes (``record_id`` is left
-        ``None`` for the writer side to assign)."""
+        ``None``: the ``record-numbers`` stage numbers what passes the filter)."""
         ev = CURRENT.events[event_id]
         return Event(event_id, data, provider=self.provider, provider_guid=self.provider_guid,
                      version=ev.version, level=ev.level_value, task=event_id, opcode=0,
@@ -163,39 +152,36 @@ class Assembler:
         events = self.build_events(o)
         return events[0] if events else None
 
-    def build_events(self, o: ob.Observation) -> list:
+    def build_events(self, o: ob.Observation) -> list[Event]:
         """All Sysmon events for one observation, in output order: usually one; none for a
         fork; an exec of a fileless or deleted image also gives ProcessTampering (25) with
         ``Type`` ``Image is fileless``/``Image is deleted``; a FileDelete of the image of
         running processes gives a 25 ``Image is deleted`` for each of them after the 23."""
-        t = type(o)
-        if t is ob.ProcessExec:
+        if isinstance(o, ob.ProcessExec):
             return self._exec(o)
-        if t is ob.ProcessFork:
+        if isinstance(o, ob.ProcessFork):
             self.cache.on_fork(o.pid, ppid=o.ppid, start_ticks=o.start_ticks, uid=o.uid,
                                ts_ns=o.ts_ns)
             return []
-        if t is ob.ProcessExit:
+        if isinstance(o, ob.ProcessExit):
             return [self._exit(o)]
-        if t is ob.NetworkConnect:
+        if isinstance(o, ob.NetworkConnect):
             return [self._network(o)]
-        if t is ob.FileCreate:
+        if isinstance(o, ob.FileCreate):
             return [self._file(11, o)]
-        if t is ob.FileDelete:
+        if isinstance(o, ob.FileDelete):
             return self._delete(o)
-        if t is ob.RawAccessRead:
+        if isinstance(o, ob.RawAccessRead):
             return [self._raw(o)]
-        if t is ob.ProcessAccess:
+        if isinstance(o, ob.ProcessAccess):
             return [self._access(o)]
-        if t is ob.DnsQuery:
+        if isinstance(o, ob.DnsQuery):
             return [self._dns(o)]
-        if t is ob.Loss:
+        if isinstance(o, ob.Loss):
             return [self.error(o.source, f"Lost {o.count} events" + (f": {o.detail}" if o.detail
                                                                      else ""), o.ts_ns)]
-        if t is ob.BackendError:
+        if isinstance(o, ob.BackendError):
             return [self.error(o.source, o.message, o.ts_ns)]
-        if t is ob.Forwarded:
-            return [o.event]
         return []
 
     def _exec(self, o: ob.ProcessExec) -> list:

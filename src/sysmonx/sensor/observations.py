@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 __all__ = ["ProcessExec", "ProcessFork", "ProcessExit", "NetworkConnect", "FileCreate", "FileDelete",
-           "RawAccessRead", "ProcessAccess", "DnsQuery", "Loss", "BackendError", "Forwarded",
+           "RawAccessRead", "ProcessAccess", "DnsQuery", "Loss", "BackendError",
            "Observation",
            "boot_to_epoch_ns", "CLK_TCK"]
 
@@ -206,16 +206,5 @@ class BackendError:
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class Forwarded:
-    """A complete Sysmon event collected by another sensor (an installed Sysmon for Linux whose
-    syslog output is followed): it goes through the filter and writers unchanged. ``event`` is a
-    :class:`sysmonx.event.Event`."""
-
-    ts_ns: int
-    event: object
-    pid: Optional[int] = None
-
-
 Observation = Union[ProcessExec, ProcessFork, ProcessExit, NetworkConnect, FileCreate, FileDelete,
-                    RawAccessRead, ProcessAccess, DnsQuery, Loss, BackendError, Forwarded]
+                    RawAccessRead, ProcessAccess, DnsQuery, Loss, BackendError]

@@ -21,9 +21,9 @@ late could be attributed to the image the process exec'd next.
 The bound, documented for users: events are written about ``window_s`` after they happen (event 5
 about ``exit_hold_s``); an observation that reaches the sensor later than that is written as it
 comes (counted in :attr:`OrderBuffer.late`). An exec that arrives after its process's exit was
-assembled (but while the exit is still held) still gives the exit its image and GUID (the runner
-repairs the held event). Observations without a process (losses, backend
-errors, forwarded events) are not held. Memory is bounded by ``max_held`` (the oldest held item
+assembled (but while the exit is still held) still gives the exit its image and GUID (the live
+source repairs the held event). Observations without a process (losses, backend
+errors) are not held. Memory is bounded by ``max_held`` (the oldest held item
 leaves early when it is reached, counted in :attr:`OrderBuffer.forced`).
 """
 
@@ -38,7 +38,7 @@ from . import observations as ob
 __all__ = ["OrderBuffer"]
 
 _RANK = {ob.ProcessFork: 0, ob.ProcessExec: 1, ob.ProcessExit: 3}
-_UNHELD = (ob.Loss, ob.BackendError, ob.Forwarded)
+_UNHELD = (ob.Loss, ob.BackendError)
 
 
 class OrderBuffer:
@@ -74,7 +74,7 @@ class OrderBuffer:
 
     def push(self, o, now: float) -> list:
         """Take one observation that arrived at ``now`` (monotonic seconds). Returns the
-        observations that pass without being held (losses, errors, forwarded events) and any
+        observations that pass without being held (losses, errors) and any
         forced out by ``max_held``."""
         if isinstance(o, _UNHELD) or self.window_s == 0:
             return [o]

@@ -97,7 +97,7 @@ def image_state(image: Optional[str]) -> Optional[str]:
     unknown image. Source: the kernel's ``d_path()`` (``/proc/PID/exe``, audit ``exe=``)."""
     if not image or not image.endswith(" (deleted)"):
         return None
-    if image.startswith("/memfd:") or image.startswith("/SYSV") or image.startswith("/dev/zero"):
+    if image.startswith(("/memfd:", "/SYSV", "/dev/zero")):
         return "fileless"
     return "deleted"
 
@@ -385,7 +385,7 @@ class ProcessCache:
                 info.exited_ns = ts_ns
         return info
 
-    def running_image(self, image: str) -> list:
+    def running_image(self, image: Optional[str]) -> list:
         """Live (not exited) cached processes whose image is ``image``."""
         with self._lock:
             pids = list(self._by_image.get(image, ()))
@@ -476,7 +476,7 @@ class FileHasher:
                         h.update(chunk)
         except OSError:
             return "-"
-        text = ",".join(f"{a}={h.hexdigest()}" for a, h in zip(self.algorithms, hs))
+        text = ",".join(f"{a}={h.hexdigest()}" for a, h in zip(self.algorithms, hs, strict=True))
         self._cache[key] = text
         if len(self._cache) > 4096:
             self._cache.popitem(last=False)

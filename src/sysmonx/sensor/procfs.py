@@ -104,6 +104,7 @@ def clock_offset(clock: int, reference: Optional[int] = None, samples: int = 5) 
         r1 = time.clock_gettime_ns(ref)
         if best is None or r1 - r0 < best[0]:
             best = (r1 - r0, (r0 + r1) // 2 - c)
+    assert best is not None  # samples >= 1
     return best[1]
 
 

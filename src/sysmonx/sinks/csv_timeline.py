@@ -64,9 +64,10 @@ from typing import BinaryIO
 
 import orjson
 
+from ..core.registry import SINKS
 from ..event import SYSMON_PROVIDERS, Event, normalize_time
 from ..textsafe import CONTROL_CLASS, visible
-from . import Writer
+from .base import Writer
 
 __all__ = ["CsvTimelineWriter", "COLUMNS", "row", "details", "neutralise", "unneutralise"]
 
@@ -175,6 +176,7 @@ def row(e: Event) -> list:
     return cells
 
 
+@SINKS.register
 class CsvTimelineWriter(Writer):
     """Writes events as a CSV timeline (format and safety rules above), UTF-8, CRLF row ends.
 
@@ -185,9 +187,12 @@ class CsvTimelineWriter(Writer):
         stream: binary output stream.
         bom: start with a UTF-8 byte-order mark (for Excel).
         header: write the header row (``False`` for a continuation part, see
-            :attr:`~sysmonx.sinks.Writer.PART_OPTIONS`).
-        close_stream: see :class:`~sysmonx.sinks.Writer`.
+            :attr:`~sysmonx.sinks.base.Writer.PART_OPTIONS`).
+        close_stream: see :class:`~sysmonx.sinks.base.Writer`.
     """
+
+    name = "csv"
+    summary = "CSV timeline for Timeline Explorer and spreadsheets, formula-neutralised"
 
     PART_OPTIONS = {"header": False, "bom": False}
 

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Optional
 
 import orjson
 
+from ..core.registry import SINKS
 from ..event import Event, normalize_time
-from . import Writer
+from .base import Writer
 
 __all__ = ["JsonlWriter", "event_to_json", "RESERVED_KEYS"]
 
@@ -70,7 +72,7 @@ def event_to_json(e: Event) -> bytes:
         obj = {"EventID": e.event_id, **data, "System": system}
     else:
         obj = {"EventID": e.event_id}
-        extra = None
+        extra: Optional[dict[str, str]] = None
         for k, v in data.items():
             if extra is None and k in RESERVED_KEYS:
                 extra = {}
@@ -87,13 +89,17 @@ def event_to_json(e: Event) -> bytes:
         return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
 
 
+@SINKS.register
 class JsonlWriter(Writer):
     """Writes events as SysmonX JSON lines (format above).
 
     Args:
         stream: binary output stream.
-        close_stream: see :class:`~sysmonx.sinks.Writer`.
+        close_stream: see :class:`~sysmonx.sinks.base.Writer`.
     """
+
+    name = "jsonl"
+    summary = "SysmonX JSON lines: EventID, every field by name, then System"
 
     def write(self, event: Event) -> None:
         """Write one event line."""

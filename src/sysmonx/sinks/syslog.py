@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any, Optional
 
+from ..core.registry import SINKS
 from ..event import Event
+from ..interfaces import Sink
 from .xml_linux import render_linux_xml
 
 __all__ = ["SyslogWriter", "LOG_USER", "LOG_INFO"]
@@ -23,7 +26,8 @@ LOG_USER = 1
 LOG_INFO = 6
 
 
-class SyslogWriter:
+@SINKS.register
+class SyslogWriter(Sink):
     """Writes events to a local syslog daemon.
 
     Args:
@@ -43,11 +47,22 @@ class SyslogWriter:
         OSError: the socket cannot be reached at construction (``require=True``).
     """
 
+    name = "syslog"
+    summary = "the local syslog daemon (/dev/log), records as Sysmon for Linux sends them"
+    slow = True
+
+    @classmethod
+    def open(cls, target: Optional[str] = None, **options: Any) -> SyslogWriter:
+        """The writer on the daemon socket ``target`` (default ``/dev/log``); ``options`` as the
+        constructor takes them."""
+        return cls(target or "/dev/log", **options)
+
     def __init__(self, address: str = "/dev/log", tag: str = "sysmon", facility: int = LOG_USER,
                  severity: int = LOG_INFO, rewrite_envelope: bool = False,
                  require: bool = True) -> None:
         self.address = address
-        self.name = f"syslog {address}"
+        self.target = address
+        self.label = f"syslog {address}"
         self.tag = tag
         self.pri = facility * 8 + severity
         self.rewrite_envelope = rewrite_envelope
@@ -55,6 +70,7 @@ class SyslogWriter:
         self.sent = 0
         self.kind = socket.SOCK_DGRAM
         self._next_retry = 0.0
+        self.sock: Optional[socket.socket]
         try:
             self.sock = self._connect()
         except OSError:

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
+from ..core.registry import SINKS
 from ..event import (Event, LINUX_CHANNEL, LINUX_PROVIDER, LINUX_PROVIDER_GUID, WINDOWS_PROVIDER,
                      normalize_time)
-from . import Writer
+from .base import Writer
 from ._xml import XmlForm, escape_attr_quot as _attr, render_event
 
 __all__ = ["LinuxXmlWriter", "render_linux_xml"]
@@ -55,6 +56,7 @@ def render_linux_xml(e: Event, rewrite_envelope: bool = False) -> str:
     return render_event(e, _FORM, e.provider, e.provider_guid, e.channel)
 
 
+@SINKS.register
 class LinuxXmlWriter(Writer):
     """Writes events in the Sysmon for Linux XML form, one ``<Event>`` per line (UTF-8).
 
@@ -64,8 +66,11 @@ class LinuxXmlWriter(Writer):
     Args:
         stream: binary output stream.
         rewrite_envelope: write Windows Sysmon events with the Linux provider/GUID/channel.
-        close_stream: see :class:`~sysmonx.sinks.Writer`.
+        close_stream: see :class:`~sysmonx.sinks.base.Writer`.
     """
+
+    name = "linux-xml"
+    summary = "Sysmon for Linux single-line event XML"
 
     def __init__(self, stream: BinaryIO, rewrite_envelope: bool = False,
                  close_stream: bool = True) -> None:

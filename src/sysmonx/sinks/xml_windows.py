@@ -27,9 +27,10 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
+from ..core.registry import SINKS
 from ..event import (Event, LINUX_PROVIDER, WINDOWS_CHANNEL, WINDOWS_PROVIDER,
                      WINDOWS_PROVIDER_GUID, normalize_time)
-from . import Writer
+from .base import Writer
 from ._xml import XmlForm, escape_attr_apos as _attr, render_event
 
 __all__ = ["WindowsXmlWriter", "render_windows_xml", "EVENT_NS"]
@@ -62,6 +63,7 @@ def render_windows_xml(e: Event, rewrite_envelope: bool = False) -> str:
     return render_event(e, _FORM, e.provider, e.provider_guid, e.channel)
 
 
+@SINKS.register
 class WindowsXmlWriter(Writer):
     """Writes events as Windows event XML, one ``<Event>`` per line (UTF-8).
 
@@ -73,8 +75,11 @@ class WindowsXmlWriter(Writer):
         root: wrap the events in ``<Events>`` ... ``</Events>`` (each on its own line) for tools
             that want one XML document; the end tag is written by :meth:`close`.
         rewrite_envelope: write Sysmon for Linux events with the Windows provider/GUID/channel.
-        close_stream: see :class:`~sysmonx.sinks.Writer`.
+        close_stream: see :class:`~sysmonx.sinks.base.Writer`.
     """
+
+    name = "xml"
+    summary = "event XML as the Windows Event Log renders it, one event per line"
 
     PART_OPTIONS = {"root": False}
 
@@ -92,7 +97,7 @@ class WindowsXmlWriter(Writer):
 
     def close(self) -> None:
         """Write ``</Events>`` (with ``root``), flush, close the stream (see base class)."""
-        if self.root and self.stream is not None:
+        if self.root and not self.closed:
             self.stream.write(b"</Events>\n")
             self.root = False
         super().close()

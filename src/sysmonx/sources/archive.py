@@ -31,11 +31,12 @@ import os
 import tarfile
 import zipfile
 import zlib
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ..event import Event
-from . import (_SNIFF_BYTES, ARCHIVE_EXTENSIONS, INPUT_EXTENSIONS, ReadError, detect_format,
-               read_stream)
+from ..core.errors import ReadError
+from .detect import (ARCHIVE_EXTENSIONS, SNIFF_BYTES, detect_format, input_extensions,
+                     read_stream)
 
 __all__ = ["container_kind", "read_archive", "MAX_DEPTH", "MAX_EVTX_MEMBER_BYTES"]
 
@@ -94,6 +95,7 @@ def _container(f, name: str, kind: str, on_error, fmt, threads, depth) -> Iterat
         elif kind == "tar":
             yield from _tar(f, name, on_error, fmt, threads, depth)
         else:
+            stream: io.BufferedReader[Any]
             if kind == "gzip":
                 stream = io.BufferedReader(_Gunzip(f, name, on_error), 1 << 16)
             else:
@@ -160,7 +162,7 @@ def _tar(f, name, on_error, fmt, threads, depth) -> Iterator[Event]:
 def _member(stream, name: str, inner: str, on_error, fmt, threads, depth) -> Iterator[Event]:
     """One decompressed stream or archive member: nested container, or a log to detect and
     read. ``inner`` is the name whose extension hints at the content."""
-    head = _read_up_to(stream, _SNIFF_BYTES)
+    head = _read_up_to(stream, SNIFF_BYTES)
     if not head:
         return
     kind = container_kind(head)
@@ -175,7 +177,7 @@ def _member(stream, name: str, inner: str, on_error, fmt, threads, depth) -> Ite
     member_fmt = fmt or detect_format(inner, head)
     if member_fmt is None:
         ext = os.path.splitext(inner)[1].lower()
-        if ext in INPUT_EXTENSIONS or ext in ARCHIVE_EXTENSIONS:
+        if ext in input_extensions() or ext in ARCHIVE_EXTENSIONS:
             on_error(ReadError(name, None, "file", "unrecognised input format; not read"))
         return
     try:

@@ -47,15 +47,17 @@ import os
 import re
 import struct
 import zlib
-from typing import Callable, Iterator, Optional
+from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 import orjson
 from evtx import PyEvtxParser
 
+from ..core.registry import SOURCES
 from ..event import SYSMON_PROVIDERS, Event, normalize_time
 from ..schema import GUID
 from ..schema.catalogue import EVENTS
-from . import FileNotes, ReadError, _put_unique
+from ..core.errors import ReadError
+from .base import FileFormat, FileNotes, OnError, put_unique
 
 __all__ = ["read_evtx"]
 
@@ -115,6 +117,7 @@ def _records(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
     notes = tracker.notes
     failures = 0
     max_failures = (tracker.slots + 1) * 2400  # > records per chunk: only stops a parser loop
+    rec: Any  # a dict from pyevtx-rs
     while True:
         try:
             for rec in it:
@@ -182,7 +185,7 @@ _FAST_NEW = tuple(Event.__slots__) == (
     "event_id", "data", "provider", "provider_guid", "version", "level", "task", "opcode",
     "keywords", "time_created", "record_id", "process_id", "thread_id", "channel", "computer",
     "user_id", "origin")
-_new_event = Event.__new__ if _FAST_NEW else None
+_new_event: Callable[[type], Event] = Event.__new__
 
 
 def _convert(text: str, origin: tuple, notes: Optional[FileNotes] = None) -> Event:
@@ -310,9 +313,9 @@ def _named_complex(data: dict) -> dict:
         if type(v) is dict and "#attributes" in v:
             name = _attrs(v).get("Name")
             if name and k.split("_")[0] == "ComplexData":
-                _put_unique(out, str(name), _flat_value(v.get("#text", "")))
+                put_unique(out, str(name), _flat_value(v.get("#text", "")))
                 continue
-        _put_unique(out, k, v)
+        put_unique(out, k, v)
     return out
 
 
@@ -385,7 +388,7 @@ def _flatten_other(root: dict) -> dict:
                 items = [(k, v) for k, v in items[0][1].items() if k != "#attributes"]
             _walk(items, "", out)
         else:
-            _put_unique(out, key, _flat_value(node))
+            put_unique(out, key, _flat_value(node))
     return out
 
 
@@ -395,7 +398,7 @@ def _walk(items, prefix: str, out: dict) -> None:
         if isinstance(v, dict) and "#text" not in v:
             _walk([(kk, vv) for kk, vv in v.items() if kk != "#attributes"], name + ".", out)
         else:
-            _put_unique(out, name, _flat_value(v))
+            put_unique(out, name, _flat_value(v))
 
 
 class _ChunkTracker:
@@ -414,6 +417,7 @@ class _ChunkTracker:
         self.path = path
         self.on_error = on_error
         self.notes = FileNotes(path, on_error)
+        self.f: BinaryIO
         if data is None:
             self.f = open(path, "rb")
             self.size = os.fstat(self.f.fileno()).st_size
@@ -497,7 +501,9 @@ class _ChunkTracker:
         for skipped in range(self.cur + 1, slot):
             out += self._close(skipped, 0, 0)
         self.cur = slot
-        self.first, self.last = self.span(slot)
+        span = self.span(slot)
+        assert span is not None  # _find returns only slots whose header gives a span
+        self.first, self.last = span
         self.seen, self.last_rid = 1, rid
         self.seen_ids = {rid}
         return out
@@ -843,6 +849,7 @@ def _parse_chunk(chunk: bytearray) -> list:
     image = io.BytesIO(_file_header(1) + bytes(chunk))
     it = PyEvtxParser(image, number_of_threads=1).records_json()
     out = []
+    rec: Any  # a dict from pyevtx-rs
     for _ in range(4096):  # bound on the errors of one chunk
         try:
             for rec in it:
@@ -867,6 +874,7 @@ class _RebuiltHeader(io.RawIOBase):
 
     def __init__(self, path: str, slots: int, data: Optional[bytes] = None) -> None:
         super().__init__()
+        self.f: BinaryIO
         if data is None:
             self.f = open(path, "rb")
             self.size = os.fstat(self.f.fileno()).st_size
@@ -904,3 +912,20 @@ class _RebuiltHeader(io.RawIOBase):
     def close(self) -> None:
         self.f.close()
         super().close()
+
+
+@SOURCES.register
+class EvtxFormat(FileFormat):
+    """Windows ``.evtx`` event logs (pyevtx-rs); damaged chunks and records are recovered one by
+    one and each damaged spot is reported with its offset."""
+
+    name = "evtx"
+    summary = "Windows .evtx logs (pyevtx-rs), damaged files recovered record by record"
+    extensions = (".evtx",)
+    order = 0
+    streamable = False
+
+    @classmethod
+    def read(cls, path: str, on_error: OnError, **options: Any) -> Iterator[Event]:
+        """:func:`read_evtx` (options: ``threads``, ``data``)."""
+        return read_evtx(path, on_error, **options)

@@ -14,12 +14,14 @@ for such values) are read with the standard library instead. ``Event.origin`` is
 from __future__ import annotations
 
 import json
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 
+from ..core.registry import SOURCES
 from ..event import Event, normalize_time
-from . import ReadError, _iter_lines
+from ..core.errors import ReadError
+from .base import FileFormat, OnError, iter_lines
 
 __all__ = ["read_jsonl", "read_jsonl_stream", "event_from_object", "RESERVED_KEYS"]
 
@@ -52,7 +54,7 @@ def read_jsonl_stream(f, path: str, on_error: Callable[[ReadError], None]) -> It
     """:func:`read_jsonl` over an open binary stream ``f`` (an archive member, ...), named
     ``path`` in origins and errors."""
     loads = orjson.loads
-    for lineno, line in _iter_lines(f):
+    for lineno, line in iter_lines(f):
         if line is None:
             on_error(ReadError(path, lineno, "line", "line too long; skipped"))
             continue
@@ -102,7 +104,7 @@ def event_from_object(obj, origin=None) -> Event:
     system = obj.get("System", {})
     if type(system) is not dict:
         raise ValueError("System is not an object")
-    kw = {}
+    kw: dict[str, Any] = {}
     for key, attr in _SYSTEM_INT:
         v = system.get(key)
         if v is not None and type(v) is not int:
@@ -129,3 +131,23 @@ def _string(name: str, v) -> str:
     if type(v) is int:
         return str(v)
     raise ValueError(f"field {name!r} is not a string ({type(v).__name__})")
+
+
+@SOURCES.register
+class JsonlFormat(FileFormat):
+    """SysmonX JSON lines (written by :mod:`sysmonx.sinks.jsonl`)."""
+
+    name = "jsonl"
+    summary = "SysmonX JSON lines"
+    extensions = (".json", ".jsonl", ".ndjson")
+    order = 30
+
+    @classmethod
+    def read(cls, path: str, on_error: OnError, **options: Any) -> Iterator[Event]:
+        """:func:`read_jsonl`."""
+        return read_jsonl(path, on_error)
+
+    @classmethod
+    def read_stream(cls, stream: Any, name: str, on_error: OnError) -> Iterator[Event]:
+        """:func:`read_jsonl_stream`."""
+        return read_jsonl_stream(stream, name, on_error)

@@ -24,13 +24,15 @@ import codecs
 import re
 import threading
 from functools import lru_cache
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from lxml import etree
 
+from ..core.registry import SOURCES
 from ..event import SYSMON_PROVIDERS, Event, normalize_time
 from ..schema import positional_names
-from . import MAX_RECORD_BYTES, FileNotes, ReadError, _put_unique
+from ..core.errors import ReadError
+from .base import MAX_RECORD_BYTES, FileFormat, FileNotes, OnError, put_unique
 
 __all__ = ["read_xml", "read_xml_stream", "event_from_element", "parse_event", "safe_parser",
            "SAFE_PARSER_OPTIONS", "repair_entity_refs", "ENTITY_REPAIR", "name_unnamed"]
@@ -419,9 +421,9 @@ def event_from_element(root, origin: Optional[tuple] = None,
                     if children:
                         _flatten(children, el.get("Name") + ".", data)
                     else:
-                        _put_unique(data, el.get("Name"), el.text or "")
+                        put_unique(data, el.get("Name"), el.text or "")
                 elif sub is not None:  # repeated Data, Binary, ...
-                    _put_unique(data, key or sub, _text(el))
+                    put_unique(data, key or sub, _text(el))
         elif name == "UserData":
             items = [el for el in part if _local(el.tag)]
             if len(items) == 1 and len(items[0]):
@@ -446,9 +448,9 @@ def name_unnamed(event_id: int, provider: str, version: Optional[int], values: l
     if provider in SYSMON_PROVIDERS and not data:
         names = positional_names(event_id, version, len(values))
         if names is not None:
-            return dict(zip(names, values))
+            return dict(zip(names, values, strict=True))
     for v in values:
-        _put_unique(data, "Data", v)
+        put_unique(data, "Data", v)
     if notes is not None:
         offset = origin[1] if origin else None
         why = ("its EventID and Version fit no Sysmon template of that many fields"
@@ -485,9 +487,30 @@ _INT_FIELDS = {"Version": "version", "Level": "level", "Task": "task", "Opcode":
 
 def _flatten(elements, prefix: str, out: dict) -> None:
     for el in elements:
-        name = prefix + _local(el.tag)
+        name = prefix + (_local(el.tag) or "")
         children = [c for c in el if _local(c.tag)]
         if children:
             _flatten(children, name + ".", out)
         else:
-            _put_unique(out, name, el.text or "")
+            put_unique(out, name, el.text or "")
+
+
+@SOURCES.register
+class XmlFormat(FileFormat):
+    """Event XML: ``wevtutil qe /f:xml``, Get-WinEvent ``ToXml()``, Event Viewer "Save As XML",
+    the SysmonX writers, Sysmon for Linux's XML."""
+
+    name = "xml"
+    summary = "event XML (wevtutil, Get-WinEvent, Event Viewer, SysmonX, Sysmon for Linux)"
+    extensions = (".xml",)
+    order = 10
+
+    @classmethod
+    def read(cls, path: str, on_error: OnError, **options: Any) -> Iterator[Event]:
+        """:func:`read_xml`."""
+        return read_xml(path, on_error)
+
+    @classmethod
+    def read_stream(cls, stream: Any, name: str, on_error: OnError) -> Iterator[Event]:
+        """:func:`read_xml_stream`."""
+        return read_xml_stream(stream, name, on_error)

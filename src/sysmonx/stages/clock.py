@@ -12,11 +12,14 @@ window on event time instead (``replay --window-time utctime``).
 from __future__ import annotations
 
 from datetime import date
-from typing import Optional
+from typing import Any, Optional
 
+from ..core.errors import ReadError
+from ..core.registry import STAGES
 from ..event import Event
+from ..interfaces import Emit, Stage
 
-__all__ = ["ClockCheck", "utc_time", "SLACK_S"]
+__all__ = ["ClockCheck", "ClockCheckStage", "utc_time", "SLACK_S"]
 
 #: How far from a whole number of hours a difference may be and still count as a zone error.
 SLACK_S = 120
@@ -45,7 +48,7 @@ class ClockCheck:
 
     def __init__(self) -> None:
         self.offset_hours: Optional[int] = None
-        self._days: dict = {}
+        self._days: dict[str, int] = {}
 
     def check(self, event: Event) -> Optional[int]:
         """The whole number of hours ``event``'s System time is off its ``UtcTime`` (System
@@ -80,3 +83,53 @@ class ClockCheck:
             return day + int(t[11:13]) * 3600 + int(t[14:16]) * 60 + float(t[17:23])
         except ValueError:
             return None
+
+
+@STAGES.register
+class ClockCheckStage(Stage):
+    """Warns, once per input file, when System times are a whole number of hours off the
+    events' own ``UtcTime`` (:class:`ClockCheck`). Passes every event.
+
+    Args:
+        window_time: what ``--from``/``--to`` compare (``system`` or ``utctime``), for the
+            advice in the warning.
+    """
+
+    name = "clock-check"
+    summary = "warn once per file when System times are whole hours off UtcTime (local time)"
+
+    def __init__(self, window_time: str = "system") -> None:
+        self.window_time = window_time
+        self._path: Optional[str] = None
+        self._check: Optional[ClockCheck] = None
+
+    def process(self, item: Any, emit: Emit) -> bool:
+        """Check ``item`` (until the file at hand has been warned about)."""
+        if item.__class__ is not Event:
+            return True
+        origin = item.origin
+        path = origin[0] if origin else None
+        if path is not self._path and path != self._path:  # readers share one path object
+            self._path, self._check = path, ClockCheck()
+        check = self._check
+        if check is None:
+            return True
+        t, u = item.time_created, item.data.get("UtcTime")
+        if u is None or (t[11:13] == u[11:13] and t[:10] == u[:10]):
+            return True  # ClockCheck.check's usual case (same date and hour), without a call
+        if check.check(item) is not None:
+            self._check = None  # once per file
+            emit(self._warning(path or "<input>", item, check.offset_hours))
+        return True
+
+    def _warning(self, path: str, ev: Event, hours: Optional[int]) -> ReadError:
+        which = (f"record {ev.record_id}" if ev.record_id is not None else
+                 f"the record at {ev.origin[1]}" if ev.origin else "a record")
+        return ReadError(
+            path, None, "file",
+            f"System times are {hours:+d} h off the events' own UtcTime ({which}: TimeCreated "
+            f"{ev.time_created}, UtcTime {ev.data.get('UtcTime')}): "
+            "the exporter probably wrote local time labelled UTC. --from/--to select on "
+            + ("UtcTime here (--window-time utctime)" if self.window_time == "utctime"
+               else "System time; --window-time utctime selects on UtcTime instead"),
+            "warning")

@@ -41,7 +41,8 @@ def is_elevated() -> Optional[bool]:
         return None
     import ctypes
     try:
-        return bool(ctypes.windll.shell32.IsUserAnAdmin())  # type: ignore[attr-defined]
+        windll = getattr(ctypes, "windll", None)  # only on Windows
+        return windll is not None and bool(windll.shell32.IsUserAnAdmin())
     except (AttributeError, OSError):
         return False
 

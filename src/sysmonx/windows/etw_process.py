@@ -300,7 +300,7 @@ class KernelProcessSource:
                                          "no known template; not decoded", self.clock(),
                                          self.identity))
             return
-        except Exception as exc:  # DecodeError, or anything odd: reported, never raised into ETW
+        except Exception as exc:  # noqa: BLE001 - DecodeError, or anything odd: reported, never raised into ETW
             self.stats["decode_errors"] += 1
             self._put_nowait(error_event(f"etw:{self.session}",
                                          f"undecodable Kernel-Process event: {exc}",

@@ -456,7 +456,7 @@ class EventLogSource:
                 if self._stop.is_set():
                     break
                 api.wait(signals, self.wait_ms)
-        except Exception as exc:  # a reader crash is reported, never silent
+        except Exception as exc:  # noqa: BLE001 - a reader crash is reported, never silent
             self.stats["errors"] += 1
             try:
                 self._queue.put(error_event("eventlog", f"reader stopped: {exc!r}", self.clock(),

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from ..config.cmdline import render_config_xml
-from ..config.model import Config, ConfigError, RuleSet
+from ..configmodel import Config, ConfigError, RuleSet
 from ..config.parse import parse_config
 from ..filtering.engine import EngineOptions
 from ..schema import CURRENT, Schema, get_schema

@@ -149,7 +149,7 @@ def download_sysmon(dest_dir: str, *, consent: bool, runner: CommandRunner,
     if fetch is None:
         def fetch(url: str) -> bytes:
             import urllib.request
-            with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (https only)
+            with urllib.request.urlopen(url, timeout=60) as resp:  # an https URL only
                 return resp.read(_MAX_ZIP + 1)
     data = fetch(SYSMON_ZIP_URL)
     if len(data) > _MAX_ZIP:

@@ -1,52 +1,52 @@
-"""Registry of live trace backends, best tier first, and start-up selection.
+"""Live trace backends, best tier first, and start-up selection.
 
 Tiers (shared/spec/linux-sensing.md section 5): A ``ebpf`` (CO-RE, tracepoints and cgroup hooks),
 B ``audit`` (kernel audit over netlink), C ``cnproc`` (proc connector + fanotify + tracefs).
-``dns`` (AF_PACKET) runs beside whichever tier is chosen. Adding a backend is one module plus one
-line here.
+``dns`` (AF_PACKET, tier ``aux``) runs beside whichever tier is chosen. Each backend registers
+itself in :data:`~sysmonx.core.registry.BACKENDS` where it is defined; adding one is one module
+with a :class:`~.base.Backend` subclass (``name``, ``tier``, ``probe``, ``start``, ``stop``,
+``stats``) and its ``@BACKENDS.register`` line.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Optional
 
+from ...core.registry import BACKENDS
 from .base import Backend, BackendUnavailable
 
-__all__ = ["TIERS", "AUXILIARY", "FOLLOWERS", "load_backend", "probe_all", "choose_backend", "Backend",
-           "BackendUnavailable"]
+__all__ = ["tiers", "auxiliary_backends", "load_backend", "probe", "probe_all", "choose_backend",
+           "Backend", "BackendUnavailable"]
 
-#: name -> "module:Class", best first.
-TIERS = {
-    "ebpf": "sysmonx.sensor.backends.ebpf:EbpfBackend",
-    "audit": "sysmonx.sensor.backends.audit:AuditBackend",
-    "cnproc": "sysmonx.sensor.backends.cnproc:CnprocBackend",
-}
-#: Backends that run beside the chosen tier.
-AUXILIARY = {
-    "dns": "sysmonx.sensor.backends.dns:DnsBackend",
-}
-#: Backends used only when asked for (``--backend``): they forward another sensor's events.
-FOLLOWERS = {
-    "sysmon-follow": "sysmonx.sensor.backends.follow:FollowBackend",
-}
+_TIER_ORDER = ("A", "B", "C")
 
 
-def load_backend(name: str) -> type:
+def tiers() -> list[str]:
+    """Names of the process/file/network backends, best tier first."""
+    found = [(e.obj.tier, e.name) for e in BACKENDS.entries()
+             if getattr(e.obj, "tier", None) in _TIER_ORDER]
+    return [name for _, name in sorted(found, key=lambda t: _TIER_ORDER.index(t[0]))]
+
+
+def auxiliary_backends() -> list[str]:
+    """Names of the backends that run beside the chosen tier (DNS)."""
+    return [e.name for e in BACKENDS.entries() if getattr(e.obj, "tier", None) == "aux"]
+
+
+def load_backend(name: str) -> type[Backend]:
     """The backend class registered as ``name``.
 
     Raises:
         BackendUnavailable: unknown name, or its module cannot be imported here (reason given).
     """
-    spec = TIERS.get(name) or AUXILIARY.get(name) or FOLLOWERS.get(name)
-    if spec is None:
+    if name not in BACKENDS:
+        for module, reason in BACKENDS.broken.items():
+            if module.rsplit(".", 1)[-1] == name:
+                raise BackendUnavailable(f"backend {name} cannot be loaded: {reason}")
         raise BackendUnavailable(f"unknown backend {name!r}; known: "
-                                 f"{', '.join([*TIERS, *AUXILIARY, *FOLLOWERS])}")
-    module, cls = spec.split(":")
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError, OSError) as exc:
-        raise BackendUnavailable(f"backend {name} cannot be loaded: {exc}") from None
+                                 f"{', '.join(BACKENDS.names())}")
+    cls: type[Backend] = BACKENDS.get(name)
+    return cls
 
 
 def probe(name: str) -> Optional[str]:
@@ -55,16 +55,17 @@ def probe(name: str) -> Optional[str]:
         return load_backend(name).probe()
     except BackendUnavailable as exc:
         return str(exc)
-    except Exception as exc:  # a probe must never take the sensor down
+    except Exception as exc:  # noqa: BLE001 - a probe must never take the sensor down
         return f"probe failed: {exc!r}"
 
 
-def probe_all() -> dict:
-    """name -> ``None`` or reason, for every registered backend (for ``sysmonx run --backends``)."""
-    return {name: probe(name) for name in [*TIERS, *AUXILIARY]}
+def probe_all() -> dict[str, Optional[str]]:
+    """name -> ``None`` or reason, for every registered backend (``sysmonx run
+    --list-backends``)."""
+    return {name: probe(name) for name in [*tiers(), *auxiliary_backends()]}
 
 
-def choose_backend(forced: Optional[str] = None) -> tuple[str, dict]:
+def choose_backend(forced: Optional[str] = None) -> tuple[str, dict[str, str]]:
     """Pick the tier to run: ``forced`` if given, else the best tier whose probe passes.
 
     Returns:
@@ -78,8 +79,8 @@ def choose_backend(forced: Optional[str] = None) -> tuple[str, dict]:
         if reason:
             raise BackendUnavailable(f"backend {forced} unavailable: {reason}")
         return forced, {}
-    reasons = {}
-    for name in TIERS:
+    reasons: dict[str, str] = {}
+    for name in tiers():
         reason = probe(name)
         if reason is None:
             return name, reasons

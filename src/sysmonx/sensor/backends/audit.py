@@ -30,11 +30,11 @@ How it works
 * **Rules** (appended, key ``sysmonx``, native arch; each carries ``pid!=`` for the sensor's own
   pids so it does not feed on itself): execve/execveat (success); socket with ``a0`` AF_INET or
   AF_INET6 (success: the socket's type gives a connect's protocol); connect (``saddr_fam`` inet
-  and inet6, success or not); accept/accept4 (success); openat with ``a2 & O_CREAT``, open with ``a1 & O_CREAT``,
-  creat and openat2 (success); unlink/unlinkat/rename/renameat/renameat2 (success); ptrace with
-  ``a0`` = PTRACE_ATTACH or PTRACE_SEIZE (success); one watch ``perm=r`` (open family, success)
-  per block device node under ``/dev`` (rescanned periodically for new devices). On x86_64 the
-  i386 compat execve/execveat are audited too.
+  and inet6, success or not); accept/accept4 (success); openat with ``a2 & O_CREAT``, open
+  with ``a1 & O_CREAT``, creat and openat2 (success); unlink/unlinkat/rename/renameat/renameat2
+  (success); ptrace with ``a0`` = PTRACE_ATTACH or PTRACE_SEIZE (success); one watch
+  ``perm=r`` (open family, success) per block device node under ``/dev`` (rescanned
+  periodically for new devices). On x86_64 the i386 compat execve/execveat are audited too.
 * **Records** are grouped by serial number until ``EOE`` (or ``event_timeout`` for an event
   whose EOE was lost) and classified from their content — not from the key, because under a
   foreign auditd an earlier rule of theirs may match first and log its own key. The same
@@ -44,280 +44,45 @@ How it works
   ``ENOBUFS`` on the socket (multicast copies dropped, not counted by the kernel) becomes
   ``Loss(source="audit.enobufs", count=0)`` with the reason in ``detail``.
 
-Observation field rules
------------------------
-* ``ProcessExec``: ``image`` = SYSCALL ``exe`` (the kernel's view, `` (deleted)`` kept);
-  ``argv`` from the EXECVE records (quoted or hex arguments, ``aN[k]`` chunks of long
-  arguments, arguments spread over several records); ``cwd`` from CWD; ``tid`` = pid (after a
-  successful execve the only thread has tid == tgid). It is paired with the proc connector's
-  snapshot of the same exec (per pid, in order): ``ts_ns``, ``start_ticks`` and ``end_data``
-  (``end_code``, only when the snapshot's exe is this exec's image) come from it; without one,
-  from ``/proc/PID/stat`` when the process still exists and started no later than the event,
-  and the start from the process's fork.
-* ``NetworkConnect``: connect (``initiated=True``): destination = SOCKADDR; success or
-  EINPROGRESS only. Protocol from the ``socket()`` record of that fd (or, while the process
-  lives, the socket itself when its peer is the SOCKADDR), else ``None``. Source address and
-  port of TCP from the tracefs SYN_SENT transition of that process and destination (the same
-  socket's next transition carries the port), else ``None``; for UDP always ``None``: audit
-  cannot tell which socket an fd number meant once the process reused it (back-to-back connects
-  got the next socket's port). accept (``initiated=False``): **source = the remote peer**
-  (SOCKADDR), as Sysmon for Linux's accept probe does, destination = the local endpoint of the
-  accepted socket, read while the process lives (``pidfd_getfd``, else ``/proc/PID/fd`` +
-  ``/proc/PID/net/*``) and verified against the peer (unique to the connection); else the
-  listening socket's address, else ``0.0.0.0``/``::`` and port 0. Connections of protocols
-  other than TCP/UDP are not reported.
-* ``FileCreate``: PATH items with ``nametype=CREATE`` of a successful open/openat/openat2/creat
-  (regular files), and the target of a rename (its CREATE item, or the overwritten target's
-  DELETE item). ``FileDelete``: ``nametype=DELETE`` items of unlink/unlinkat (not directories).
-  Relative names are joined to CWD (AT_FDCWD) or to the directory of ``dirfd`` (read from
-  ``/proc/PID/fd`` and verified by the PARENT item's inode, else from a cache of directory
-  inodes seen in earlier records); a name whose directory cannot be resolved is reported as
-  ``"+" + name`` (Sysmon for Linux's marker for a path not fully resolved).
-* ``RawAccessRead``: a successful open for reading whose PATH item is a block device; the
-  device path is the watched node with that inode, else the name as opened.
-* ``ProcessAccess``: successful ptrace ATTACH/SEIZE: ``request`` = a0, ``target_pid`` = a1,
-  ``tid`` ``None`` (audit has no thread id).
-
-Text from the kernel (argv, paths) is decoded as UTF-8 with invalid bytes replaced by U+FFFD.
+How records become observations (the field rules) is :mod:`.audit_records`.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import errno
-import ipaddress
 import os
-import re
 import select
-import socket
 import stat
-import sys
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..observations import (BackendError, FileCreate, FileDelete, Loss, NetworkConnect, Observation,
-                            ProcessAccess, ProcessExec, ProcessExit, ProcessFork, RawAccessRead)
+from ...core.registry import BACKENDS
+from ..observations import (BackendError, Loss, NetworkConnect, Observation, ProcessExec,
+                            ProcessExit, ProcessFork)
 from . import audit_netlink as nl
 from .audit_netlink import (AUDIT_ALWAYS, AUDIT_ARCH, AUDIT_ARG0, AUDIT_ARG1, AUDIT_ARG2,
                             AUDIT_BIT_MASK, AUDIT_EQUAL, AUDIT_FILTER_EXIT, AUDIT_FILTERKEY,
                             AUDIT_NLGRP_READLOG, AUDIT_NOT_EQUAL, AUDIT_PERM, AUDIT_PERM_READ,
                             AUDIT_PID, AUDIT_SADDR_FAM, AUDIT_SUCCESS, AUDIT_WATCH, AuditError,
                             AuditRule, AuditSocket, AuditStatus)
+from .audit_records import (_KEEP, _NATIVE, AF_INET, AF_INET6, ARCH_TABLES, O_CREAT,
+                            PTRACE_ATTACH, PTRACE_SEIZE, AuditClassifier, AuditEvent,
+                            AuditObservation)
 from .base import Backend, BackendUnavailable
 from .cn_tracefs import ConnectMatcher, TcpStateTrace, tracefs_available
 from .cnproc import (PROC_EVENT_EXEC, PROC_EVENT_EXIT, PROC_EVENT_FORK, CnprocBackend,
                      ProcConnector, _tgid_of, boot_offset_ns, fork_start_ticks)
-from ..procfs import clock_offset, monotonic_to_epoch_offset, parse_stat
+from ..procfs import monotonic_to_epoch_offset, parse_stat
 
 __all__ = ["AuditBackend", "RULE_KEY", "ARCH_TABLES"]
 
 RULE_KEY = "sysmonx"
 
-AUDIT_ARCH_X86_64 = 0xC000003E
-AUDIT_ARCH_I386 = 0x40000003
-AUDIT_ARCH_AARCH64 = 0xC00000B7
-
-# syscall numbers per audit arch (<asm/unistd_64.h>, asm-generic/unistd.h, <asm/unistd_32.h>)
-ARCH_TABLES = {
-    AUDIT_ARCH_X86_64: {"execve": 59, "execveat": 322, "socket": 41, "connect": 42, "accept": 43,
-                        "accept4": 288, "open": 2, "openat": 257, "openat2": 437, "creat": 85,
-                        "unlink": 87, "unlinkat": 263, "rename": 82, "renameat": 264,
-                        "renameat2": 316, "ptrace": 101, "exit_group": 231},
-    AUDIT_ARCH_AARCH64: {"execve": 221, "execveat": 281, "socket": 198, "connect": 203,
-                         "accept": 202,
-                         "accept4": 242, "openat": 56, "openat2": 437, "unlinkat": 35,
-                         "renameat": 38, "renameat2": 276, "ptrace": 117, "exit_group": 94},
-    AUDIT_ARCH_I386: {"execve": 11, "execveat": 358},     # compat: exec only
-}
-_NATIVE = {"x86_64": (AUDIT_ARCH_X86_64, (AUDIT_ARCH_I386,)),
-           "aarch64": (AUDIT_ARCH_AARCH64, ())}
-_NAMES = {arch: {num: name for name, num in table.items()} for arch, table in ARCH_TABLES.items()}
-
-O_ACCMODE = 0o3
-O_WRONLY = 0o1
-O_CREAT = 0o100
-AT_FDCWD = -100
-EINPROGRESS = 115
-PTRACE_ATTACH = 16
-PTRACE_SEIZE = 0x4206
-AF_INET, AF_INET6 = 2, 10
-CLK_NS = 10_000_000                # one USER_HZ tick in ns (/proc/PID/stat times)
-_SYS_PIDFD_GETFD = 438             # same number on every architecture (5.6+)
-
-_KEEP = frozenset({nl.AUDIT_SYSCALL, nl.AUDIT_EXECVE, nl.AUDIT_CWD, nl.AUDIT_PATH,
-                   nl.AUDIT_SOCKADDR, nl.AUDIT_OPENAT2})
-_ARGKEY = re.compile(r"a(\d+)(?:\[(\d+)\])?$")
 _SKIP_DEV_DIRS = frozenset({"shm", "pts", "mqueue", "hugepages", "fd", "char", "bsg", "snd",
                             "input", "dri", "net", "cpu", "vfio"})
-
-
-def _text(raw: Optional[bytes]) -> Optional[str]:
-    return None if raw is None else raw.decode("utf-8", "replace")
-
-
-def _s32(hexval: Optional[str]) -> Optional[int]:
-    """A syscall argument (hex unsigned long) as a signed 32-bit int (fds, pids)."""
-    if not hexval:
-        return None
-    try:
-        v = int(hexval, 16) & 0xFFFFFFFF
-    except ValueError:
-        return None
-    return v - (1 << 32) if v >= 1 << 31 else v
-
-
-def _hex(hexval: Optional[str]) -> Optional[int]:
-    try:
-        return int(hexval, 16) if hexval else None
-    except ValueError:
-        return None
-
-
-def _int(val: Optional[str]) -> Optional[int]:
-    try:
-        return int(val) if val is not None else None
-    except ValueError:
-        return None
-
-
-def _dev(text: Optional[str]) -> Optional[int]:
-    """``fe:00`` (hex major:minor) -> dev_t."""
-    if not text or ":" not in text:
-        return None
-    try:
-        major, minor = text.split(":", 1)
-        return os.makedev(int(major, 16), int(minor, 16))
-    except ValueError:
-        return None
-
-
-def _norm(path: str) -> str:
-    path = os.path.normpath(path)
-    return "/" + path.lstrip("/") if path.startswith("//") else path
-
-
-def _decode_sockaddr(hexval: Optional[str]) -> Optional[tuple]:
-    """SOCKADDR ``saddr`` hex -> ``(family, ip, port)`` for AF_INET/AF_INET6, else
-    ``(family, None, None)``; ``None`` when malformed."""
-    try:
-        raw = bytes.fromhex(hexval or "")
-    except ValueError:
-        return None
-    if len(raw) < 2:
-        return None
-    fam = int.from_bytes(raw[:2], sys.byteorder)
-    if fam == AF_INET and len(raw) >= 8:
-        return fam, socket.inet_ntop(socket.AF_INET, raw[4:8]), int.from_bytes(raw[2:4], "big")
-    if fam == AF_INET6 and len(raw) >= 24:
-        return (fam, socket.inet_ntop(socket.AF_INET6, raw[8:24]),
-                int.from_bytes(raw[2:4], "big"))
-    return fam, None, None
-
-
-def _same_ip(a: Optional[str], b: Optional[str]) -> bool:
-    try:
-        return ipaddress.ip_address(a.split("%")[0]) == ipaddress.ip_address(b.split("%")[0])
-    except (ValueError, AttributeError):
-        return False
-
-
-@dataclass(slots=True)
-class _SockInfo:
-    family: int
-    protocol: Optional[str]       # "tcp"/"udp"/None (other protocol)
-    local: Optional[tuple]        # (ip, port)
-    peer: Optional[tuple]
-
-
-_libc = None
-
-
-def _pidfd_getfd(pid: int, fd: int) -> Optional[int]:
-    """Duplicate ``fd`` of process ``pid`` into this process (pidfd_getfd, Linux 5.6+)."""
-    global _libc
-    if fd is None or fd < 0 or not hasattr(os, "pidfd_open"):
-        return None
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return None
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL(None, use_errno=True)
-            _libc.syscall.restype = ctypes.c_long
-        r = _libc.syscall(ctypes.c_long(_SYS_PIDFD_GETFD), ctypes.c_long(pidfd),
-                          ctypes.c_long(fd), ctypes.c_long(0))
-        return int(r) if r >= 0 else None
-    finally:
-        os.close(pidfd)
-
-
-def _proto_name(proto: int, stype: int) -> Optional[str]:
-    if proto == socket.IPPROTO_TCP or (proto == 0 and stype == socket.SOCK_STREAM):
-        return "tcp"
-    if proto in (socket.IPPROTO_UDP, 136) or (proto == 0 and stype == socket.SOCK_DGRAM):
-        return "udp"
-    return None
-
-
-def _sock_info_pidfd(pid: int, fd: int) -> Optional[_SockInfo]:
-    dup = _pidfd_getfd(pid, fd)
-    if dup is None:
-        return None
-    try:
-        s = socket.socket(fileno=dup)
-    except OSError:
-        os.close(dup)
-        return None
-    try:
-        if s.family not in (socket.AF_INET, socket.AF_INET6):
-            return _SockInfo(int(s.family), None, None, None)
-        try:
-            local = tuple(s.getsockname()[:2])
-        except OSError:
-            local = None
-        try:
-            peer = tuple(s.getpeername()[:2])
-        except OSError:
-            peer = None
-        return _SockInfo(int(s.family), _proto_name(s.proto, int(s.type)), local, peer)
-    finally:
-        s.close()
-
-
-def _proc_hexaddr(text: str) -> tuple:
-    addr, port = text.split(":")
-    words = [int(addr[i:i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(addr), 8)]
-    raw = b"".join(words)
-    fam = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
-    return socket.inet_ntop(fam, raw), int(port, 16)
-
-
-def _sock_info_proc(pid: int, fd: int) -> Optional[_SockInfo]:
-    try:
-        link = os.readlink(f"/proc/{pid}/fd/{fd}")
-    except OSError:
-        return None
-    if not link.startswith("socket:["):
-        return None
-    ino = link[8:-1]
-    for proto, name, fam in (("tcp", "tcp", AF_INET), ("tcp", "tcp6", AF_INET6),
-                             ("udp", "udp", AF_INET), ("udp", "udp6", AF_INET6)):
-        try:
-            with open(f"/proc/{pid}/net/{name}") as f:
-                next(f, None)
-                for line in f:
-                    parts = line.split()
-                    if len(parts) > 9 and parts[9] == ino:
-                        local, peer = _proc_hexaddr(parts[1]), _proc_hexaddr(parts[2])
-                        return _SockInfo(fam, proto, local, peer if peer[1] else None)
-        except OSError:
-            continue
-    return None
 
 
 def _exec_snapshot(pid: int) -> tuple:
@@ -341,27 +106,6 @@ def _exec_snapshot(pid: int) -> tuple:
     return parsed[2], parsed[3], comm
 
 
-def _proc_stat(pid: int) -> Optional[tuple]:
-    """``(ppid, start_ticks, end_data)`` from ``/proc/PID/stat`` or ``None``."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    rest = data[data.rfind(b")") + 2:].split()
-    try:
-        return int(rest[1]), int(rest[19]), int(rest[24]) if len(rest) > 24 else 0  # field 27, endcode
-    except (IndexError, ValueError):
-        return None
-
-
-class _Event:
-    __slots__ = ("serial", "ts_ns", "born", "records")
-
-    def __init__(self, serial: int, ts_ns: int, born: float) -> None:
-        self.serial, self.ts_ns, self.born, self.records = serial, ts_ns, born, []
-
-
 def _other_sensor_running() -> bool:
     """True when another process runs ``sysmonx run`` / ``sysmonx.cli run`` (its audit rules
     must not be touched)."""
@@ -379,7 +123,8 @@ def _other_sensor_running() -> bool:
     return False
 
 
-class AuditBackend(Backend):
+@BACKENDS.register(summary="tier B: kernel audit over netlink (pure Python), coexists with auditd")
+class AuditBackend(AuditClassifier, Backend):
     """Tier-B backend on the kernel audit subsystem (pure-Python netlink).
 
     Options (all optional):
@@ -424,7 +169,7 @@ class AuditBackend(Backend):
         self._added: list = []                   # rule payloads we added (bytes)
         self._thread: Optional[threading.Thread] = None
         self._stopping = threading.Event()
-        self._pending: "OrderedDict[int, _Event]" = OrderedDict()
+        self._pending: "OrderedDict[int, AuditEvent]" = OrderedDict()
         self._dircache: "OrderedDict[tuple, str]" = OrderedDict()
         self._last_lost: Optional[int] = None
         self._arch: Optional[int] = None
@@ -616,6 +361,7 @@ class AuditBackend(Backend):
             tr.close()
 
     def _set(self, **values: int) -> None:
+        assert self._ctl is not None  # between start() and stop()
         with self._ctl_lock:
             self._ctl.set_status(**values)
 
@@ -632,6 +378,7 @@ class AuditBackend(Backend):
         self._undo.append(("unregister audit pid", self._unregister))
 
     def _unregister(self) -> None:
+        assert self._ctl is not None
         with self._ctl_lock:
             cur = self._ctl.get_status()
             if cur.pid == os.getpid():
@@ -648,6 +395,7 @@ class AuditBackend(Backend):
 
     def _rule_specs(self, compat: tuple) -> list:
         """``[(rule, fallback_rule_or_None, optional)]`` for this host."""
+        assert self._arch is not None  # set by start()
         t = ARCH_TABLES[self._arch]
         pids = tuple(sorted(self._excl))[:50]      # rest filtered in user space
         ok = (AUDIT_SUCCESS, AUDIT_EQUAL, 1)
@@ -686,6 +434,7 @@ class AuditBackend(Backend):
         return specs
 
     def _watch_rule(self, path: str) -> AuditRule:
+        assert self._arch is not None  # set by start()
         t = ARCH_TABLES[self._arch]
         pids = tuple(sorted(self._excl))[:50]
         return self._rule(self._arch, [t[x] for x in ("open", "openat", "openat2") if x in t],
@@ -696,6 +445,7 @@ class AuditBackend(Backend):
     def _add(self, rule: AuditRule) -> bool:
         """Add one rule; ``True`` if it is now in the kernel (ours or pre-existing)."""
         payload = rule.pack()
+        assert self._ctl is not None
         try:
             with self._ctl_lock:
                 self._ctl.add_rule(payload)
@@ -741,6 +491,7 @@ class AuditBackend(Backend):
             self._watch_ids[ident] = path
 
     def _delete_rules(self) -> None:
+        assert self._ctl is not None
         failed = []
         with self._ctl_lock:
             for payload in reversed(self._added):
@@ -815,6 +566,7 @@ class AuditBackend(Backend):
         timeout = float(self.options.get("event_timeout", 1.0))
         next_poll = time.monotonic() + interval
         next_scan = time.monotonic() + rescan if rescan > 0 else float("inf")
+        assert self._rd is not None  # opened by start() before the thread
         try:
             for note in self._notes:
                 self._safe_emit(note)
@@ -881,6 +633,7 @@ class AuditBackend(Backend):
         n = 0
         wait = timeout if timeout > 0 else None  # None: a non-blocking recv, no poll first
         end = time.monotonic() + timeout + budget
+        assert self._rd is not None
         while n < limit and (n == 0 or time.monotonic() < end):
             try:
                 data = self._rd.recv_datagram(wait)
@@ -938,6 +691,7 @@ class AuditBackend(Backend):
                 snaps[i] = _exec_snapshot(m[5])
         off = self._mono_off
         cn = self._cn
+        assert cn is not None  # messages come from it
         for i, m in enumerate(msgs):
             what = m[0]
             if not cn.in_order(m):
@@ -946,8 +700,8 @@ class AuditBackend(Backend):
                 if m[6] != m[7]:
                     continue  # a thread
                 child, parent = m[7], m[5]
-                start = fork_start_ticks(child, m[3], self._boot_off)
-                self._starts[child] = start
+                ticks = fork_start_ticks(child, m[3], self._boot_off)
+                self._starts[child] = ticks
                 if len(self._starts) > 65536:
                     self._starts.popitem(last=False)
                 self._stats["forks"] += 1
@@ -955,7 +709,7 @@ class AuditBackend(Backend):
                 if child not in self._excl:
                     # held: sent only if the child is reported before it execs (or exits
                     # without exec); an exec says all a fork would
-                    self._forks[child] = ProcessFork(m[3] + off, child, parent, start)
+                    self._forks[child] = ProcessFork(m[3] + off, child, parent, ticks)
                     if len(self._forks) > 65536:
                         self._forks.popitem(last=False)
             elif what == PROC_EVENT_EXEC:
@@ -1077,7 +831,7 @@ class AuditBackend(Backend):
                 self._finish(ev)
             return
         if ev is None:
-            ev = self._pending[rec.serial] = _Event(rec.serial, rec.ts_ns, time.monotonic())
+            ev = self._pending[rec.serial] = AuditEvent(rec.serial, rec.ts_ns, time.monotonic())
         ev.records.append(rec)
 
     def _flush(self, older_than: float) -> None:
@@ -1090,6 +844,7 @@ class AuditBackend(Backend):
             self._finish(ev)
 
     def _poll_status(self) -> None:
+        assert self._ctl is not None
         with self._ctl_lock:
             st = self._ctl.get_status()
         if self._last_lost is not None:
@@ -1127,7 +882,7 @@ class AuditBackend(Backend):
             if len(self._floor) > 65536:
                 self._floor.popitem(last=False)
 
-    def _out_audit(self, obs: Observation) -> None:
+    def _out_audit(self, obs: AuditObservation) -> None:
         """Emit an observation made from audit records. Audit stamps records with the coarse
         clock (the last timer tick: up to a few ms early), while fork and exec times come from
         the proc connector to the nanosecond; an audit event of a process cannot have happened
@@ -1165,328 +920,8 @@ class AuditBackend(Backend):
         out["tracefs"] = self._trace is not None
         return out
 
-    # -- classification ------------------------------------------------------------------------
-
-    def _finish(self, ev: _Event) -> None:
-        self._stats["events"] += 1
-        try:
-            self._classify(ev)
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            self._stats["parse_errors"] += 1
-            self._error(f"cannot parse audit event {ev.serial}: {e!r}")
-
-    def _classify(self, ev: _Event) -> None:
-        sysrec = next((r for r in ev.records if r.type == nl.AUDIT_SYSCALL), None)
-        if sysrec is None:
-            return                       # only aux records: the SYSCALL was lost (counted)
-        f = nl.parse_fields(sysrec.text)
-        pid = _int(f.get("pid"))
-        if pid is None or pid in self._excl:
-            return
-        if self._cn is not None and (pid not in self._floor or pid not in self._snaps):
-            # the proc connector reported this process (fork, exec) before audit wrote the
-            # record: take what it has queued first, so an exec finds its snapshot and the
-            # fork comes before the process's audit events
-            self._drain_cn()
-        arch = _hex(f.get("arch"))
-        name = _NAMES.get(arch, {}).get(_int(f.get("syscall")))
-        if name is None:
-            return
-        success = f.get("success") == "yes"
-        exit_code = _int(f.get("exit"))
-        ts = ev.ts_ns
-        if name in ("execve", "execveat"):
-            if success:
-                self._exec(ev, f, pid, ts)
-        elif name == "socket":
-            if success and exit_code is not None and exit_code >= 0:
-                proto = _proto_name(_hex(f.get("a2")) or 0, (_hex(f.get("a1")) or 0) & 0xF)
-                if proto is not None:
-                    self._socks[(pid, exit_code)] = proto
-                    self._socks.move_to_end((pid, exit_code))
-                    if len(self._socks) > 65536:
-                        self._socks.popitem(last=False)
-        elif name in ("connect", "accept", "accept4"):
-            self._net(ev, f, pid, ts, name, success, exit_code)
-        elif name in ("open", "openat", "openat2", "creat"):
-            if success:
-                self._open(ev, f, pid, ts, name)
-        elif name in ("unlink", "unlinkat"):
-            if success:
-                for item in self._items(ev):
-                    if item.get("nametype") == "DELETE" and not _is_dir(item):
-                        path = self._resolve(item, ev, f, pid, _s32(f.get("a0"))
-                                             if name == "unlinkat" else AT_FDCWD)
-                        self._out_audit(FileDelete(ts, pid, path))
-        elif name in ("rename", "renameat", "renameat2"):
-            if success:
-                self._rename(ev, f, pid, ts, name)
-        elif name == "exit_group" and self._cn is None:
-            code = _hex(f.get("a0"))
-            self._out_audit(ProcessExit(ts, pid, None, (code & 0xFF) if code is not None else None))
-        elif name == "ptrace":
-            req = _hex(f.get("a0"))
-            if success and req in (PTRACE_ATTACH, PTRACE_SEIZE):
-                self._out_audit(ProcessAccess(ts, pid, _s32(f.get("a1")), req, None))
-
-    @staticmethod
-    def _items(ev: _Event) -> list:
-        items = [nl.parse_fields(r.text) for r in ev.records if r.type == nl.AUDIT_PATH]
-        items.sort(key=lambda d: _int(d.get("item")) or 0)
-        return items
-
-    @staticmethod
-    def _cwd(ev: _Event) -> Optional[str]:
-        for r in ev.records:
-            if r.type == nl.AUDIT_CWD:
-                return _text(nl.decode_untrusted(nl.parse_fields(r.text).get("cwd")))
-        return None
-
-    def _exec(self, ev: _Event, f: dict, pid: int, ts: int) -> None:
-        image = _text(nl.decode_untrusted(f.get("exe")))
-        argv = _argv([r for r in ev.records if r.type == nl.AUDIT_EXECVE])
-        start_ticks = end_data = None
-        snaps = self._snaps.get(pid)
-        if snaps:
-            # the proc connector's snapshot of this exec (execs of one pid come in order on
-            # both channels): exact time, start, and end_code if it shows this very image
-            # (its comm is this exec's)
-            snap_ts, start_ticks, end, comm = snaps.pop(0)
-            if not snaps:
-                del self._snaps[pid]
-            if end and comm is not None and comm == nl.decode_untrusted(f.get("comm")):
-                end_data = end
-            if abs(snap_ts - ts) < 1_000_000_000:
-                ts = snap_ts
-                self._raise_floor(pid, ts)
-            self._stats["exec_paired"] += 1
-            self._out_audit(ProcessExec(ts_ns=ts, pid=pid, ppid=_int(f.get("ppid")), tid=pid,
-                                  start_ticks=start_ticks, image=image, argv=argv,
-                                  cwd=self._cwd(ev), uid=_int(f.get("uid")),
-                                  auid=_int(f.get("auid")), sessionid=_int(f.get("ses")),
-                                  end_data=end_data))
-            return
-        self._stats["exec_unpaired"] += 1
-        start_ticks = self._starts.get(pid)
-        st = _proc_stat(pid)
-        if st is not None:
-            _ppid, ticks, end = st
-            boot_epoch = clock_offset(time.CLOCK_BOOTTIME)
-            if ticks * CLK_NS + boot_epoch <= ts + 25_000_000:     # started before the exec
-                start_ticks = ticks
-                try:
-                    cur = os.readlink(f"/proc/{pid}/exe")
-                except OSError:
-                    cur = None
-                if end and cur is not None and image is not None and (
-                        cur == image or cur == image + " (deleted)"):
-                    end_data = end
-        self._out_audit(ProcessExec(ts_ns=ts, pid=pid, ppid=_int(f.get("ppid")), tid=pid,
-                              start_ticks=start_ticks, image=image, argv=argv,
-                              cwd=self._cwd(ev), uid=_int(f.get("uid")),
-                              auid=_int(f.get("auid")), sessionid=_int(f.get("ses")),
-                              end_data=end_data))
-
-    def _sock_info(self, pid: int, fd: Optional[int]) -> Optional[_SockInfo]:
-        how = self.options.get("socket_lookup", "pidfd")
-        if fd is None or fd < 0 or how == "none":
-            return None
-        info = _sock_info_pidfd(pid, fd) if how == "pidfd" else None
-        return info if info is not None else _sock_info_proc(pid, fd)
-
-    def _net(self, ev: _Event, f: dict, pid: int, ts: int, name: str, success: bool,
-             exit_code: Optional[int]) -> None:
-        saddr = None
-        for r in ev.records:
-            if r.type == nl.AUDIT_SOCKADDR:
-                saddr = _decode_sockaddr(nl.parse_fields(r.text).get("saddr"))
-        if name == "connect":
-            if saddr is None or saddr[0] not in (AF_INET, AF_INET6):
-                return
-            fam, ip, port = saddr
-            fd = _s32(f.get("a0"))
-            proto = self._socks.get((pid, fd))
-            if proto is None:
-                info = self._sock_info(pid, fd)
-                if info is not None and info.family == fam and info.peer is not None \
-                        and _same_ip(info.peer[0], ip) and info.peer[1] == port:
-                    if info.protocol is None:
-                        return                      # not TCP/UDP (e.g. ICMP "ping" socket)
-                    proto = info.protocol
-            ok = success or exit_code == -EINPROGRESS  # a failed connect is not reported
-            obs = NetworkConnect(ts, pid, proto, True, ip, port, None, None, fam == AF_INET6) \
-                if ok else None
-            if proto in ("tcp", None) and self._trace is not None:
-                # its tracefs connect (source address and port) may still be on its way: wait
-                # for it briefly; a failed connect still consumes its own
-                self._tcp_wait.append([time.monotonic() + 0.1, pid, ip, port, ts, obs])
-                self._settle_tcp()
-            elif obs is not None:
-                self._finish_connect(obs, None)
-            return
-        # accept / accept4: SOCKADDR is the remote peer (absent when addr == NULL)
-        if not success:
-            return
-        fam = peer = local = None
-        if saddr is not None:
-            fam = saddr[0]
-            if fam not in (AF_INET, AF_INET6):
-                return
-            peer = (saddr[1], saddr[2])
-        info = self._sock_info(pid, exit_code)
-        if info is not None and (fam is None or info.family == fam):
-            if info.family not in (AF_INET, AF_INET6) or info.protocol != "tcp":
-                return                                  # unix / SCTP / ... accept
-            if peer is None and info.peer is not None:
-                fam, peer, local = info.family, info.peer, info.local
-            elif info.peer is not None and _same_ip(info.peer[0], peer[0]) \
-                    and info.peer[1] == peer[1]:
-                local = info.local
-        if peer is None:
-            return
-        if local is None:
-            lst = self._sock_info(pid, _s32(f.get("a0")))
-            if lst is not None and lst.family == fam and lst.local:
-                local = lst.local
-        if local is None:
-            local = ("0.0.0.0" if fam == AF_INET else "::", 0)
-        self._out_audit(NetworkConnect(ts, pid, "tcp", False, local[0], local[1], peer[0], peer[1],
-                                 fam == AF_INET6))
-
-    def _open(self, ev: _Event, f: dict, pid: int, ts: int, name: str) -> None:
-        dirfd = _s32(f.get("a0")) if name in ("openat", "openat2") else AT_FDCWD
-        if name == "openat":
-            flags = _hex(f.get("a2"))
-        elif name == "open":
-            flags = _hex(f.get("a1"))
-        elif name == "creat":
-            flags = O_CREAT | O_WRONLY
-        else:
-            flags = None
-            for r in ev.records:
-                if r.type == nl.AUDIT_OPENAT2:
-                    flags = _hex((nl.parse_fields(r.text).get("oflag") or "").replace("0x", ""))
-        items = self._items(ev)
-        created = False
-        for item in items:
-            if item.get("nametype") == "CREATE" and not _is_dir(item):
-                created = True
-                self._out_audit(FileCreate(ts, pid, self._resolve(item, ev, f, pid, dirfd, items)))
-        if created:
-            return
-        if flags is not None and flags & O_ACCMODE == O_WRONLY:
-            return
-        for item in items:
-            mode = _octal(item.get("mode"))
-            if mode is not None and stat.S_ISBLK(mode) and item.get("nametype") == "NORMAL":
-                ident = (_dev(item.get("dev")), _int(item.get("inode")))
-                device = self._watch_ids.get(ident) or self._resolve(item, ev, f, pid, dirfd,
-                                                                     items)
-                self._out_audit(RawAccessRead(ts, pid, device))
-                return
-
-    def _rename(self, ev: _Event, f: dict, pid: int, ts: int, name: str) -> None:
-        items = self._items(ev)
-        newdirfd = _s32(f.get("a2")) if name in ("renameat", "renameat2") else AT_FDCWD
-        children = [i for i in items if i.get("nametype") in ("CREATE", "DELETE")]
-        target = next((i for i in children if i.get("nametype") == "CREATE"), None)
-        if target is None and len(children) >= 2:
-            target = children[-1]                      # overwritten target (DELETE item)
-        source = children[0] if children else None
-        if target is None or (source is not None and _is_dir(source)) or _is_dir(target):
-            return
-        self._out_audit(FileCreate(ts, pid, self._resolve(target, ev, f, pid, newdirfd, items)))
-
-    # paths -----------------------------------------------------------------------------------
-
-    def _remember_dir(self, parents: list, path: str) -> None:
-        """Cache directory identity -> path when the event has one unambiguous parent."""
-        idents = {(_dev(p.get("dev")), _int(p.get("inode"))) for p in parents}
-        if len(idents) != 1:
-            return
-        ident = idents.pop()
-        if None in ident:
-            return
-        self._dircache[ident] = os.path.dirname(path)
-        self._dircache.move_to_end(ident)
-        if len(self._dircache) > 4096:
-            self._dircache.popitem(last=False)
-
-    def _resolve(self, item: dict, ev: _Event, f: dict, pid: int, dirfd: Optional[int],
-                 items: Optional[list] = None) -> str:
-        """Absolute path of a PATH item's name (rules in the module doc)."""
-        name = _text(nl.decode_untrusted(item.get("name"))) or ""
-        items = items if items is not None else self._items(ev)
-        parents = [i for i in items if i.get("nametype") == "PARENT"]
-        if not name:
-            return "+"                                   # name=(null): nothing to resolve
-        if name.startswith("/"):
-            path = _norm(name)
-        elif dirfd is None or dirfd == AT_FDCWD:
-            cwd = self._cwd(ev)
-            if not cwd or not cwd.startswith("/"):
-                return "+" + name
-            path = _norm(os.path.join(cwd, name))
-        else:
-            path = self._resolve_at(name, dirfd, pid, parents)
-            if path is None:
-                return "+" + name
-        self._remember_dir(parents, path)
-        return path
-
-    def _resolve_at(self, name: str, dirfd: int, pid: int, parents: list) -> Optional[str]:
-        """``name`` relative to ``dirfd`` of ``pid``: the fd's directory if the process still
-        has it and its identity matches a PARENT item, else the directory cache."""
-        sub = os.path.dirname(name)
-        idents = {(_dev(p.get("dev")), _int(p.get("inode"))) for p in parents}
-        idents.discard((None, None))
-        try:
-            base = os.readlink(f"/proc/{pid}/fd/{dirfd}")
-            s = os.stat(os.path.join(base, sub) if sub else base)
-            if base.startswith("/") and (not idents or (s.st_dev, s.st_ino) in idents):
-                return _norm(os.path.join(base, name))
-        except OSError:
-            pass
-        hits = {self._dircache[i] for i in idents if i in self._dircache}
-        if len(hits) == 1:
-            return _norm(os.path.join(hits.pop(), os.path.basename(name)))
-        return None
-
 
 # -- helpers ---------------------------------------------------------------------------------
-
-def _octal(text: Optional[str]) -> Optional[int]:
-    try:
-        return int(text, 8) if text else None
-    except ValueError:
-        return None
-
-
-def _is_dir(item: dict) -> bool:
-    mode = _octal(item.get("mode"))
-    return mode is not None and stat.S_ISDIR(mode)
-
-
-def _argv(records: list) -> list:
-    """argv from EXECVE records (one or more, in arrival order)."""
-    argc = None
-    parts: dict = {}
-    for rec in records:
-        for key, val in nl.parse_fields(rec.text).items():
-            if key == "argc":
-                if argc is None:
-                    argc = _int(val)
-                continue
-            m = _ARGKEY.match(key)
-            if not m:
-                continue
-            raw = nl.decode_untrusted(val)
-            parts.setdefault(int(m.group(1)), []).append(
-                (int(m.group(2)) if m.group(2) is not None else -1, raw or b""))
-    count = argc if argc is not None else (max(parts) + 1 if parts else 0)
-    return [b"".join(c for _, c in sorted(parts.get(i, []), key=lambda x: x[0]))
-            .decode("utf-8", "replace") for i in range(count)]
-
 
 def _block_devices() -> list:
     """``[(path, (st_dev, st_ino))]`` of block device nodes in ``/dev`` and its first-level

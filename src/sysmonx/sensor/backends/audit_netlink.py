@@ -292,7 +292,7 @@ class AuditSocket:
             raise
         self._seq = int(time.monotonic_ns() & 0x7FFFFFFF)
         self._buf = bytearray(1 << 16)
-        self._poller = None         # select.poll (works for any fd number, unlike select)
+        self._poller: Optional[select.poll] = None  # select.poll (works for any fd number, unlike select)
         self.pending: list = []     # records received while waiting for a reply (type, bytes)
 
     # -- low level ---------------------------------------------------------------------------

@@ -10,14 +10,16 @@ silently).
 from __future__ import annotations
 
 import abc
+import threading
 from typing import Callable, ClassVar, Optional
 
+from ...core.errors import SourceUnavailable
 from ..observations import Observation
 
 __all__ = ["Backend", "BackendUnavailable", "WakeableReaderMixin"]
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(SourceUnavailable):
     """The backend cannot run on this host; ``str()`` is the reason shown to the user
     (e.g. "no BTF at /sys/kernel/btf/vmlinux", "audit is owned by pid 812 (auditd)")."""
 
@@ -96,6 +98,16 @@ class WakeableReaderMixin:
     -1), ``_thread`` and ``join_timeout_s``, and implements ``_cleanup()`` (close sockets, undo
     kernel state). The reader drains what is queued once ``_stopping`` is set.
     """
+
+    _stopped: bool
+    _stopping: bool
+    _wake_r: int
+    _wake_w: int
+    _thread: Optional[threading.Thread]
+    join_timeout_s: float
+
+    def _cleanup(self) -> None:
+        raise NotImplementedError
 
     def stop(self) -> None:
         """Wake the reader, let it drain and finish (up to ``join_timeout_s``), then undo all

@@ -287,6 +287,8 @@ class TcpStateTrace:
                 remove_instance(os.path.join(inst_dir, name))
 
     def _cpu_stats_files(self) -> list:
+        if self.instance is None:
+            return []
         base = os.path.join(self.instance, "per_cpu")
         try:
             return [os.path.join(base, c, "stats") for c in sorted(os.listdir(base))]
@@ -418,8 +420,9 @@ class ConnectMatcher:
         return (tr.ipv6, tr.daddr, tr.dport, tr.saddr)
 
     def feed(self, tr: TcpTransition) -> list:
-        """Feed a transition; returns connects now complete."""
-        done = []
+        """Feed a transition; returns connects now complete: ``(SYN_SENT transition, source
+        port or None when not certain)``."""
+        done: list[tuple[TcpTransition, Optional[int]]] = []
         if tr.newstate == TCP_SYN_SENT:
             if tr.sport:
                 done.append((tr, tr.sport))

@@ -62,6 +62,7 @@ import threading
 import time
 from typing import Callable, Optional
 
+from ...core.registry import BACKENDS
 from ..observations import (CLK_TCK, BackendError, FileCreate, FileDelete, Loss, NetworkConnect,
                             Observation, ProcessExec, ProcessExit, ProcessFork)
 from .base import Backend, BackendUnavailable, WakeableReaderMixin
@@ -204,6 +205,7 @@ class ProcConnector:
                       "sk_drops": 0}
 
     def fileno(self) -> int:
+        assert self.sock is not None  # after open()
         return self.sock.fileno()
 
     def open(self) -> None:
@@ -260,6 +262,8 @@ class ProcConnector:
         s.setblocking(False)
 
     def _sk_drops(self) -> int:
+        if self.sock is None:
+            return 0
         try:
             raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
             return struct.unpack("=9I", raw)[SK_MEMINFO_DROPS]
@@ -413,6 +417,7 @@ class _BoundedMap(dict):
                 del self[k]
 
 
+@BACKENDS.register(summary="tier C: proc connector, fanotify, tracefs and /proc")
 class CnprocBackend(WakeableReaderMixin, Backend):
     """Tier C: cn_proc + /proc enrichment + fanotify + tracefs (module docstring).
 
@@ -633,6 +638,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             self._notes = []
             poller = select.poll()
             poller.register(self._wake_r, select.POLLIN)
+            assert self._cn is not None  # opened by start() before the thread
             poller.register(self._cn.fileno(), select.POLLIN)
             if self._fan is not None:
                 poller.register(self._fan.fileno(), select.POLLIN)
@@ -651,15 +657,15 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             self._drain_all()
             self._tick(final=True)
             self._flush_out()
-        except Exception as exc:  # the reader must report, not die silently
+        except Exception as exc:  # noqa: BLE001 - the reader must report, not die silently
             try:
                 self._flush_out()
-            except Exception:
+            except Exception:  # noqa: BLE001 - best effort while reporting a crash
                 pass
             try:
                 self._out(BackendError(time.time_ns(), "cnproc.reader",
                                        f"reader crashed: {type(exc).__name__}: {exc}", fatal=True))
-            except Exception:
+            except Exception:  # noqa: BLE001 - best effort while reporting a crash
                 pass
 
     def _drain_all(self) -> None:

@@ -51,6 +51,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from ...core.registry import BACKENDS
 from ..observations import BackendError, DnsQuery, Loss, Observation
 from .base import Backend, BackendUnavailable, WakeableReaderMixin
 from ..procfs import CAP_NET_RAW, SocketOwners, has_cap
@@ -419,6 +420,7 @@ class _Pending:
     deadline: float
 
 
+@BACKENDS.register(summary="beside any tier: DNS queries and answers from AF_PACKET")
 class DnsBackend(WakeableReaderMixin, Backend):
     """DNS queries and answers from an AF_PACKET socket (module docstring).
 
@@ -535,6 +537,8 @@ class DnsBackend(WakeableReaderMixin, Backend):
         self.emit(obs)
 
     def _read_drops(self) -> int:
+        if self._sock is None:
+            return 0
         try:
             raw = self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
             return struct.unpack("=II", raw)[1]
@@ -550,6 +554,7 @@ class DnsBackend(WakeableReaderMixin, Backend):
                            "packets the AF_PACKET socket could not queue (PACKET_STATISTICS)"))
 
     def _run(self) -> None:
+        assert self._sock is not None  # opened by start() before the thread
         try:
             poller = select.poll()
             poller.register(self._wake_r, select.POLLIN)
@@ -567,15 +572,16 @@ class DnsBackend(WakeableReaderMixin, Backend):
             self._drain()
             self._expire(float("inf"))
             self._report_drops()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the reader must report, not die silently
             try:
                 self._out(BackendError(time.time_ns(), "dns.reader",
                                        f"reader crashed: {type(exc).__name__}: {exc}", fatal=True))
-            except Exception:
+            except Exception:  # noqa: BLE001 - best effort while reporting a crash
                 pass
 
     def _drain(self) -> None:
         s = self._sock
+        assert s is not None
         anc_size = socket.CMSG_SPACE(_TIMESPEC.size)
         for _ in range(4096):
             try:
@@ -659,15 +665,17 @@ class DnsBackend(WakeableReaderMixin, Backend):
 
     def _on_query(self, pkt: IpPacket, msg: DnsMessage, ts_ns: int, seen: float) -> None:
         key = (pkt.proto, pkt.src, pkt.sport, msg.id)
+        qname = msg.qname
+        assert qname is not None  # messages without a question are not handed here
         old = self._pending.get(key)
-        if old is not None and old.qname.lower() == msg.qname.lower():
+        if old is not None and old.qname.lower() == qname.lower():
             self._stats["duplicates"] += 1  # retransmission or a second capture point
             return
         if old is not None:
             self._emit_pending(self._pending.pop(key), None)
         self._stats["queries"] += 1
         pid = self._attribute(pkt.proto, pkt.sport, pkt.src, seen)
-        self._pending[key] = _Pending(ts_ns, msg.qname, msg.qtype, pkt.dst, pkt.sport, pid,
+        self._pending[key] = _Pending(ts_ns, qname, msg.qtype, pkt.dst, pkt.sport, pid,
                                       seen + self.answer_timeout_s)
         if len(self._pending) > self.max_pending:
             oldest = next(iter(self._pending))
@@ -675,9 +683,11 @@ class DnsBackend(WakeableReaderMixin, Backend):
 
     def _on_response(self, pkt: IpPacket, msg: DnsMessage, ts_ns: int, seen: float) -> None:
         key = (pkt.proto, pkt.dst, pkt.dport, msg.id)
+        qname = msg.qname
+        assert qname is not None  # messages without a question are not handed here
         self._stats["responses"] += 1
         p = self._pending.get(key)
-        if p is not None and p.qname.lower() == (msg.qname or "").lower():
+        if p is not None and p.qname.lower() == qname.lower():
             del self._pending[key]
             self._done[key] = seen + 1.0
             self._emit_pending(p, msg)
@@ -688,7 +698,7 @@ class DnsBackend(WakeableReaderMixin, Backend):
         self._stats["unmatched_responses"] += 1
         pid = self._attribute(pkt.proto, pkt.dport, pkt.dst, seen)
         self._done[key] = seen + 1.0
-        self._emit_pending(_Pending(ts_ns, msg.qname, msg.qtype, pkt.src, pkt.dport, pid, 0.0), msg)
+        self._emit_pending(_Pending(ts_ns, qname, msg.qtype, pkt.src, pkt.dport, pid, 0.0), msg)
 
     def _emit_pending(self, p: _Pending, msg: Optional[DnsMessage]) -> None:
         if p.pid is not None and p.pid in self.exclude_pids:

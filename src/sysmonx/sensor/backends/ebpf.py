@@ -64,8 +64,9 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
+from ...core.registry import BACKENDS
 from ..observations import (
     CLK_TCK,
     BackendError,
@@ -81,6 +82,9 @@ from ..observations import (
     RawAccessRead,
 )
 from .base import Backend, BackendUnavailable
+
+if TYPE_CHECKING:
+    from ..bpf.libbpf import BpfObject, RingBuffer
 
 __all__ = ["EbpfBackend"]
 
@@ -178,6 +182,7 @@ def _has_bpf_caps() -> bool:
     return False
 
 
+@BACKENDS.register(summary="tier A: the project's CO-RE BPF program (tracepoints, cgroup hooks)")
 class EbpfBackend(Backend):
     """Tier A: process, network, file, raw-disk and ptrace events from one CO-RE BPF object.
 
@@ -198,8 +203,8 @@ class EbpfBackend(Backend):
     def __init__(self, emit: Callable[[Observation], None], exclude_pids: frozenset = frozenset(),
                  options: Optional[dict] = None) -> None:
         super().__init__(emit, exclude_pids, options)
-        self._obj = None
-        self._rb = None
+        self._obj: Optional[BpfObject] = None
+        self._rb: Optional[RingBuffer] = None
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._batch: list = []
@@ -458,6 +463,7 @@ class EbpfBackend(Backend):
         drops_every = 0.1
         next_drops = 0.0
         cpu0 = time.thread_time_ns()
+        assert self._obj is not None and self._rb is not None  # loaded by start()
         try:
             for msg in self._notices:
                 self.emit(BackendError(ts_ns=time.time_ns(), source="ebpf", message=msg))
@@ -489,7 +495,7 @@ class EbpfBackend(Backend):
             try:
                 self.emit(BackendError(ts_ns=time.time_ns(), source="ebpf",
                                        message=f"reader failed: {exc!r}", fatal=True))
-            except Exception:
+            except Exception:  # noqa: BLE001 - best effort while reporting a crash
                 pass
         finally:
             self._reader_cpu_ns = time.thread_time_ns() - cpu0
@@ -570,6 +576,7 @@ class EbpfBackend(Backend):
             argv = [os.fsdecode(a) for a in raw_argv.split(b"\0")] if raw_argv else []
         raw_image = rec[base + alen:base + alen + ilen]
         cwd = _components(rec[base + alen + ilen:base + alen + ilen + clen])
+        image: Optional[str]
         if flags & F_IMAGE_FILENAME:
             image = os.fsdecode(raw_image.rstrip(b"\0"))
             image = _normpath(image if image.startswith("/") else f"{cwd}/{image}")

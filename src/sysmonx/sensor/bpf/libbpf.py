@@ -169,7 +169,8 @@ class BpfObject:
     # -- before load --------------------------------------------------------------------------
     def programs(self) -> dict:
         """``{program name: (section name, handle)}`` for every program in the object."""
-        out, prog = {}, None
+        out: dict[str, tuple] = {}
+        prog = None
         while True:
             prog = self.lib.bpf_object__next_program(self.obj, prog)
             if not prog:

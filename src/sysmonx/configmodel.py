@@ -1,8 +1,11 @@
-"""The parsed configuration: options and rule sets, as Sysmon compiles them.
+"""The configuration model: options and rule sets, as Sysmon compiles them.
 
 Shapes follow Sysmon's compiled model (spec/sysmon-semantics.md section 3.1): one
 :class:`RuleSet` per event-tag element in document order, each with an ordered list of
 :class:`Filter`; filters that came from one ``<Rule>`` share an aggregate id.
+
+The model sits below both the reader that builds it (:mod:`sysmonx.config`) and the filter that
+compiles it (:mod:`sysmonx.filtering`), so neither of those packages imports the other.
 """
 
 from __future__ import annotations
@@ -10,32 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..schema import Version, format_version
+from .core.errors import ConfigError
+from .schema import Schema, Version, format_version
 
-
-class ConfigError(ValueError):
-    """A configuration Sysmon would refuse to load.
-
-    Attributes:
-        message: what is wrong (Sysmon's wording where it has one).
-        path: the config file (or ``<string>``).
-        line: 1-based line of the offending element, or ``None``.
-        errors: every error found in the file, this one first (Sysmon's validation reports
-            them all, not only the first); ``[self]`` when only one is known. ``str()`` gives
-            the first; print ``errors`` to show all.
-    """
-
-    def __init__(self, message: str, path: str = "<string>", line: Optional[int] = None,
-                 others: Optional[list] = None):
-        self.message = message
-        self.path = path
-        self.line = line
-        self.errors: list = [self] + list(others or [])
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{where}: {self.message}"
+__all__ = ["Config", "RuleSet", "Filter", "Aggregate", "ConfigWarning", "ConfigError"]
 
 
 @dataclass(frozen=True)
@@ -134,7 +115,7 @@ class Config:
     path: str
     sha256: str
     schema_version: Version
-    schema: object
+    schema: Schema
     options: dict[str, str] = field(default_factory=dict)
     hash_algorithms: list[str] = field(default_factory=list)
     field_sizes: dict[str, int] = field(default_factory=dict)

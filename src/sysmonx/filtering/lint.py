@@ -1,7 +1,7 @@
 """``sysmonx config check`` warnings: constructs Sysmon accepts but that silently never match,
 always match, or do something other than what they look like.
 
-Each finding is a :class:`~sysmonx.config.model.ConfigWarning` with the file and the line of the
+Each finding is a :class:`~sysmonx.configmodel.ConfigWarning` with the file and the line of the
 filter or rule set. The checks follow spec/sysmon-semantics.md:
 
 * values are taken verbatim (1.1): a leading or trailing space is warned where it makes the
@@ -42,9 +42,9 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from ..filtering.conditions import contains_terms, fold, make_predicate, split_tokens
+from ..configmodel import Config, ConfigWarning, Filter, RuleSet
 from ..schema import BOOLEAN, CURRENT, GUID, HEXINT32, HEXINT64, UINT16, UINT32
-from .model import Config, ConfigWarning, Filter, RuleSet
+from .conditions import contains_terms, fold, make_predicate, split_tokens
 
 __all__ = ["lint_config", "LIST_CONDITIONS", "PLAIN_CONDITIONS"]
 
@@ -428,7 +428,7 @@ def lint_config(cfg: Config) -> list[ConfigWarning]:
     Args:
         cfg: a loaded configuration (its own load ``warnings`` are not repeated).
     Returns:
-        :class:`~sysmonx.config.model.ConfigWarning` objects (``path:line: warning: ...``), by
+        :class:`~sysmonx.configmodel.ConfigWarning` objects (``path:line: warning: ...``), by
         line.
     """
     return _Linter(cfg).run()

@@ -1,6 +1,6 @@
 """Sysmon's command line: ``sysmonx -i config.xml``, ``-c``, ``-u``, ``-s``, ``-? config``, ``-t``.
 
-:func:`main` is called by :func:`sysmonx.cli.main` when the first argument is a switch. Parsing
+:func:`main` is called by :func:`sysmonx.cli.dispatch.main` when the first argument is a switch. Parsing
 follows Sysmon's ``ParseCommandLine`` (spec/sysmon-semantics.md 6.1) exactly:
 
 * a switch starts with ``-`` (on Windows also ``/``; SysmonX runs its service on Linux, where
@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from dataclasses import dataclass, field
 from typing import Optional, TextIO
 
-from . import __version__
-from .schema import CURRENT, format_version
+from ..version import __version__
+from ..core.errors import UsageError
+from ..schema import CURRENT, format_version
 
 __all__ = ["Switch", "SWITCHES", "CommandLineError", "ParsedCommandLine", "parse_command_line",
            "split_sysmonx_options", "render_dump", "usage_text", "main", "EXIT_OK",
@@ -98,7 +98,7 @@ def _switches() -> tuple[Switch, ...]:
 SWITCHES: tuple[Switch, ...] = _switches()
 
 
-class CommandLineError(ValueError):
+class CommandLineError(UsageError):
     """The command line does not parse; Sysmon prints its usage and exits 87."""
 
 
@@ -321,7 +321,7 @@ def render_dump(rules: Optional[bytes], field_sizes: Optional[str] = None) -> st
     Raises:
         BlobError: a corrupt blob.
     """
-    from .config.blob import decode_blob
+    from ..config.blob import decode_blob
     lines: list[str] = []
     if field_sizes:
         lines.append(_dump_label("Field Sizes") + field_sizes)
@@ -356,112 +356,32 @@ def render_dump(rules: Optional[bytes], field_sizes: Optional[str] = None) -> st
 
 # --- -t console mode ----------------------------------------------------------------------------
 
-class _SafeOut:
-    """A text stream for ``-t`` that turns EPIPE (``| head``) into a stop request."""
-
-    def __init__(self, out: TextIO):
-        self.out = out
-        self.broken = False
-        self.on_broken = lambda: None
-
-    def write(self, text: str) -> None:
-        if self.broken:
-            return
-        try:
-            self.out.write(text)
-            self.out.flush()
-        except (BrokenPipeError, ValueError):
-            self.broken = True
-            self.on_broken()
-
-    def flush(self) -> None:
-        """Writes are flushed as they happen."""
-
-
-class ConsoleWriter:
-    """``-t`` output of one event: ``Event <SYMBOL>`` then ``\\t<Field>: <value>`` per field (the
-    layout of Sysmon's debug mode and of sysmonLogView, spec 5.4)."""
-
-    def __init__(self, out: TextIO, lock: threading.Lock):
-        self.out = out
-        self.lock = lock
-
-    def write(self, event) -> None:
-        """Print one event."""
-        ev = CURRENT.events.get(event.event_id)
-        symbol = ev.symbol if ev is not None else f"EVENT_{event.event_id}"
-        from .filtering.explain import display_safe
-        text = f"Event {symbol}\n" + "".join(f"\t{display_safe(k)}: {display_safe(v)}\n"
-                                             for k, v in event.data.items())
-        with self.lock:
-            self.out.write(text)
-            self.out.flush()
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class TracingEngine:
-    """Wraps a :class:`~sysmonx.filtering.engine.FilterEngine` so each decision also prints
-    ``[R]`` rule-trace lines (:mod:`sysmonx.filtering.explain`): a summary line per filtered
-    event, or with ``verbose`` the full trace (every rule set and filter tried). The decision
-    returned is the engine's; a disagreement with the trace is printed as ``[R] MISMATCH``."""
-
-    def __init__(self, engine, config, options, out: TextIO, lock: threading.Lock,
-                 verbose: bool = False):
-        self.engine = engine
-        self.config = config
-        self.options = options
-        self.out = out
-        self.lock = lock
-        self.verbose = verbose
-        self.field_sizes = engine.field_sizes
-
-    def decide(self, event_id: int, data: dict):
-        """The engine's decision, after printing its trace."""
-        from .filtering.explain import explain, format_explanation, summary_line
-        result = self.engine.decide(event_id, data)
-        expl = explain(self.config, event_id, data, self.options)
-        if expl.filterable:
-            text = (format_explanation(expl, prefix="[R] ", values=True) if self.verbose
-                    else f"[R] {summary_line(expl)}\n")
-            if (expl.include, expl.rule_name) != result:
-                text += f"[R] MISMATCH: the engine decided {result}\n"
-            with self.lock:
-                self.out.write(text)
-                self.out.flush()
-        return result
-
-    def apply_field_sizes(self, event_id: int, data: dict) -> dict:
-        """Delegates to the engine."""
-        return self.engine.apply_field_sizes(event_id, data)
-
-
 def run_console(config, *, verbose: bool, backend: Optional[str], duration: Optional[float],
                 no_dns: bool, out: TextIO, err: TextIO) -> int:
     """``-t [verbose]``: run the live sensor in the foreground, printing every logged event and
-    a rule trace for every filtered one, until Ctrl-C (or ``duration`` seconds)."""
-    from .sensor.backends import BackendUnavailable
-    from .sensor.runner import Sensor, SensorOptions
-    lock = threading.Lock()
-    safe = _SafeOut(out)
+    a rule trace for every filtered one, until Ctrl-C (or ``duration`` seconds): the live
+    pipeline with the console sink and the filter stage's trace."""
+    from ..core.errors import OutputClosed, SourceUnavailable
+    from ..pipeline.live import Sensor, SensorOptions
+    from ..sinks.console import ConsoleSink
     options = SensorOptions(backend=backend, dns=not no_dns, duration=duration)
-    sensor = Sensor(config, [ConsoleWriter(safe, lock)], options, config_path=None,
-                    on_status=lambda msg: err.write(f"sysmonx: {msg}\n"))
-    safe.on_broken = sensor.request_stop
-    sensor.engine = TracingEngine(sensor.engine, config, options.engine_options, safe, lock,
-                                  verbose)
+    def status(msg: str) -> None:
+        err.write(f"sysmonx: {msg}\n")
+
+    sensor = Sensor(config, [ConsoleSink(out)], options, config_path=None, on_status=status,
+                    trace="verbose" if verbose else "summary")
     try:
         sensor.run()
-    except BackendUnavailable as exc:
+    except SourceUnavailable as exc:
         err.write(f"error: {exc}\n")
         return EXIT_FAILED
-    if safe.broken and out is sys.stdout:
-        try:  # nothing more can be written; keep interpreter shutdown quiet
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+    except OutputClosed:
+        if out is sys.stdout:
+            try:  # nothing more can be written; keep interpreter shutdown quiet
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
     return EXIT_OK
 
 
@@ -488,7 +408,7 @@ class _Ctx:
 
 
 def _switch_options(parsed: ParsedCommandLine):
-    from .config.cmdline import SwitchOptions
+    from ..config.cmdline import SwitchOptions
 
     def val(opt: str) -> Optional[str]:
         if not parsed.has(opt):
@@ -510,9 +430,9 @@ def _load(ctx: _Ctx, path: Optional[str], parsed: ParsedCommandLine):
 
     ``text`` is the file's bytes when the switches changed nothing, else ``None`` (the merged
     configuration is rendered)."""
-    from .config import ConfigError, parse_config
-    from .config.cmdline import merge_command_line
-    from .config.parse import MAX_CONFIG_BYTES
+    from ..config import ConfigError, parse_config
+    from ..config.cmdline import merge_command_line
+    from ..config.parse import MAX_CONFIG_BYTES
     base = None
     raw = None
     if path is not None:
@@ -550,9 +470,9 @@ def _load(ctx: _Ctx, path: Optional[str], parsed: ParsedCommandLine):
 
 
 def _payload(ctx: _Ctx, cfg, raw: Optional[bytes], argv: list[str], source: Optional[str]):
-    from .config.blob import BlobError, compile_blob
-    from .config.cmdline import DEFAULTS_XML, render_config_xml
-    from .service import Payload
+    from ..config.blob import BlobError, compile_blob
+    from ..config.cmdline import DEFAULTS_XML, render_config_xml
+    from ..service import Payload
     if raw is None:
         if source is None and not cfg.options and not cfg.rule_sets:
             text = DEFAULTS_XML
@@ -591,7 +511,7 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
     if args and args[0][:1] in switch_prefixes() and (
             args[0][1:2] == "?" or args[0][1:].lower() in ("h", "help")):
         if len(args) > 1 and args[1].lower() in ("config", "configuration"):
-            from .schema.printer import render_config_help
+            from ..schema.printer import render_config_help
             out.write(render_config_help(CURRENT))
             return EXIT_OK
         out.write(usage_text(program))
@@ -606,7 +526,7 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
         return ctx.usage_error(str(exc))
 
     if parsed.has("PrintSchema"):
-        from .schema.printer import render_schema_output
+        from ..schema.printer import render_schema_output
         text, code = render_schema_output(parsed.value("PrintSchema"), "windows")
         (out if code == 0 else err).write(text if text.endswith("\n") else text + "\n")
         return code
@@ -633,14 +553,14 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
     if needs_root and not parsed.has("NoLogo"):
         out.write(banner())
 
-    from .service import Layout, ServiceError, ServiceSettings
+    from ..service import Layout, ServiceError, ServiceSettings
     layout = Layout.from_root(extra.get("install-root"))
     output_file = extra.get("output-file")
     settings = ServiceSettings(output_file=os.path.abspath(output_file) if output_file else None,
                                backend=extra.get("backend"), no_dns=bool(extra.get("no-dns")))
 
     if parsed.has("UnInstall"):
-        from .service import uninstall
+        from ..service import uninstall
         try:
             uninstall(layout, force=parsed.value("UnInstall") is not None, say=ctx.say)
         except ServiceError as exc:
@@ -669,7 +589,7 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
         return _configuration(ctx, parsed, layout)
 
     if parsed.has("Install"):
-        from .service import install, is_installed
+        from ..service import install, is_installed
         if is_installed(layout):
             # Sysmon refuses to install over an installation; replacing it silently could leave
             # the host unmonitored if the new settings fail.
@@ -692,7 +612,7 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
 
 
 def _configuration(ctx: _Ctx, parsed: ParsedCommandLine, layout) -> int:
-    from .service import ServiceError, is_installed, is_running, update
+    from ..service import ServiceError, is_installed, is_running, update
     value = parsed.value("Configuration")
     custom = _custom(parsed)
     if parsed.has("ConfigDefault"):
@@ -707,7 +627,7 @@ def _configuration(ctx: _Ctx, parsed: ParsedCommandLine, layout) -> int:
         if not layout.rules.exists():
             ctx.say("No config to display")
             return EXIT_OK
-        from .config.blob import BlobError
+        from ..config.blob import BlobError
         try:
             fs = layout.field_sizes.read_text() if layout.field_sizes.exists() else None
             ctx.out.write(render_dump(layout.rules.read_bytes(), fs))
@@ -719,7 +639,7 @@ def _configuration(ctx: _Ctx, parsed: ParsedCommandLine, layout) -> int:
         ctx.say("Error: Sysmon is not installed.")
         return EXIT_INVALID_PARAMETER
     if parsed.has("ConfigDefault"):
-        from .config.cmdline import empty_config
+        from ..config.cmdline import empty_config
         cfg, raw = empty_config(), None
     else:
         loaded = _load(ctx, value, parsed)

@@ -1,0 +1,141 @@
+"""What the commands share: exit codes, the built-in files, the stderr console, config error
+printing, the ``--stage`` option and Sigma rule loading."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+EXIT_FATAL = 1
+EXIT_USAGE = 2
+
+__all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_path",
+           "builtin_linux_config_path", "stderr_console", "print_config_errors",
+           "config_mistake_hint", "silence_stdout", "close_quietly", "output_formats",
+           "add_stage_option", "extra_stages", "load_detection"]
+
+
+def _builtin(name: str) -> Path:
+    return Path(str(resources.files("sysmonx") / "data" / name))
+
+
+def builtin_config_path() -> Path:
+    """Path of the built-in default configuration (``--config default``)."""
+    return _builtin("default-config.xml")
+
+
+def builtin_sample_path() -> Path:
+    """Path of the built-in sample of Sysmon events (``replay --sample``)."""
+    return _builtin("sample-events.xml")
+
+
+def builtin_linux_config_path() -> Path:
+    """Path of the built-in default configuration of the live Linux sensor."""
+    return _builtin("default-linux-config.xml")
+
+
+def stderr_console():
+    # every str printed is neutralised (no terminal escapes from paths or record text)
+    from ..textsafe import safe_console
+    return safe_console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_config_errors(console, exc, hint: str = "") -> None:
+    """Every error of a refused configuration (``ConfigError.errors``), one ``error:`` line
+    each, then the count when there are several, then ``hint``."""
+    errors = getattr(exc, "errors", [exc])
+    for e in errors:
+        console.print(f"error: {e}", markup=False)
+    if len(errors) > 1:
+        console.print(f"{len(errors)} errors: the configuration is refused", markup=False)
+    if hint:
+        console.print(hint.lstrip("\n"), markup=False)
+
+
+def config_mistake_hint(path: Path) -> str:
+    """A hint when the "config" is really a rule blob or an event log."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return ""
+    if head.startswith(b"ElfFile\0"):
+        return "\n(this is an EVTX event log; give it as a PATH to replay, not as --config)"
+    if b"<Event>" in head or b" sysmon" in head or head[:1] == b"{":
+        return "\n(this looks like an event log; give it as a PATH to replay)"
+    if head[:1] not in (b"<", b"\xef", b"\xff", b"\xfe", b" ", b"\t", b"\r", b"\n") and \
+            b"\x00" in head:
+        return ("\n(this looks like a compiled rule blob; turn it back into XML with "
+                "'sysmonx config decode FILE')")
+    return ""
+
+
+def silence_stdout() -> None:
+    """After EPIPE on stdout, point it at /dev/null so interpreter shutdown does not complain."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def close_quietly(sinks: list) -> None:
+    for s in sinks:
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
+def output_formats() -> list[str]:
+    from ..sinks import stream_formats
+    return list(stream_formats())
+
+
+def add_stage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage", action="append", default=[], metavar="NAME",
+                   help="run a registered stage after the filter (repeatable; a plugin's stage "
+                        "that takes no arguments); 'sysmonx plugins' lists them")
+
+
+def extra_stages(names: list[str], console) -> Optional[list]:
+    """Instances of the ``--stage`` names, or ``None`` after printing why one cannot be made."""
+    from ..core.errors import PluginError
+    from ..core.registry import STAGES
+    out = []
+    for name in names:
+        try:
+            cls = STAGES.get(name)
+            out.append(cls())
+        except PluginError as exc:
+            console.print(f"error: --stage: {exc}", markup=False)
+            return None
+        except TypeError:
+            console.print(f"error: --stage {name}: this stage needs arguments; the pipeline "
+                          "adds it itself when its option is given", markup=False)
+            return None
+    return out
+
+
+def load_detection(paths: list[str], console):
+    """Load Sigma rules into a detection stage; print load issues. ``None`` on a fatal error."""
+    try:
+        from ..detection import DetectionStage
+    except ImportError as exc:
+        console.print(f"error: Sigma detection unavailable: {exc}")
+        return None
+    try:
+        stage = DetectionStage.from_paths(paths)
+    except FileNotFoundError as exc:
+        console.print(f"error: rules: {exc.filename or exc}: no such file or directory")
+        return None
+    rejected = [i for i in stage.issues if i.rejected]
+    for issue in stage.issues:
+        console.print(f"sigma: {issue}", markup=False)
+    console.print(f"sigma: {len(stage.matcher.compiled)} rules and {len(stage.correlations)} "
+                  f"correlations loaded, {len(rejected)} rejected", markup=False)
+    return stage

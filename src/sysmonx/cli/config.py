@@ -1,0 +1,137 @@
+"""``sysmonx config check|compile|decode|explain``: the configuration tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import common
+from .common import EXIT_FATAL, builtin_config_path, config_mistake_hint, print_config_errors
+
+__all__ = ["cmd_config", "cmd_explain"]
+
+
+def _config_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sysmonx config", description="Configuration tools.")
+    sub = p.add_subparsers(dest="action", required=True)
+    c = sub.add_parser("check", help="validate a Sysmon config; errors and warnings with lines")
+    c.add_argument("file")
+    c.add_argument("--no-extensions", action="store_true")
+    k = sub.add_parser("compile", help="compile a config into Sysmon's binary rule blob "
+                                       "(registry Rules value / rules.bin), byte for byte")
+    k.add_argument("file")
+    k.add_argument("-o", "--output", required=True, metavar="BLOB")
+    d = sub.add_parser("decode", help="turn a rule blob (raw, or a .reg export holding the "
+                                      "Rules value) back into a Sysmon XML config")
+    d.add_argument("blob")
+    d.add_argument("-o", "--output", metavar="XML", help="default: stdout")
+    e = sub.add_parser("explain", help="print Sysmon's decision trace for one event: rule sets "
+                                       "tried in order, filters evaluated, the decision and "
+                                       "RuleName")
+    e.add_argument("file", help="the Sysmon XML config")
+    e.add_argument("event", help="a file holding one event: event XML (Windows or Sysmon for "
+                                 "Linux form, or a syslog line) or a SysmonX JSON line")
+    e.add_argument("--no-extensions", action="store_true")
+    e.add_argument("--compare-fold", choices=["auto", "lower", "upper"], default="auto",
+                   help="fold of less/more than: auto (upper for Sysmon for Linux events, "
+                        "else lower)")
+    e.add_argument("--fallback", choices=["code", "intent"], default="code")
+    e.add_argument("--no-stale-rulename", action="store_true")
+    e.add_argument("--no-rule-defaults", choices=["manifest", "community"], default="manifest")
+    e.add_argument("--no-values", action="store_true",
+                   help="do not show the event value next to each filter")
+    return p
+
+
+def cmd_config(argv: list[str]) -> int:
+    """``sysmonx config check FILE``: validate and print warnings."""
+    from ..config import ConfigError, load_config
+    args = _config_parser().parse_args(argv)
+    if getattr(args, "file", None) == "default":
+        args.file = str(builtin_config_path())
+    if not hasattr(args, "no_extensions"):
+        args.no_extensions = False
+    console = common.stderr_console()
+    if args.action == "decode":
+        from ..config.blob import BlobError, blob_to_xml, read_blob_file
+        try:
+            xml = blob_to_xml(read_blob_file(args.blob))
+        except BlobError as exc:
+            hint = ""
+            try:
+                with open(args.blob, "rb") as f:
+                    if f.read(512).lstrip().lower().startswith((b"<?xml", b"<sysmon")):
+                        hint = ("\n(this is already an XML config; 'sysmonx config check' "
+                                "validates it)")
+            except OSError:
+                pass
+            console.print(f"error: {args.blob}: {exc}{hint}", markup=False)
+            return EXIT_FATAL
+        except OSError as exc:
+            console.print(f"error: cannot read {args.blob}: {exc.strerror or exc}")
+            return EXIT_FATAL
+        if args.output:
+            Path(args.output).write_text(xml, encoding="utf-8")
+        else:
+            sys.stdout.write(xml)
+        return 0
+    try:
+        cfg = load_config(args.file, extensions=not args.no_extensions)
+    except ConfigError as exc:
+        print_config_errors(console, exc, config_mistake_hint(Path(args.file)))
+        return EXIT_FATAL
+    except OSError as exc:
+        console.print(f"error: cannot read {args.file}: {exc.strerror or exc}")
+        return EXIT_FATAL
+    for w in cfg.warnings:
+        console.print(str(w), markup=False)
+    if args.action == "explain":
+        return cmd_explain(cfg, args, console)
+    if args.action == "check":
+        from ..filtering.lint import lint_config
+        for w in lint_config(cfg):
+            console.print(str(w), markup=False)
+    if args.action == "compile":
+        from ..config.blob import BlobError, compile_blob
+        try:
+            Path(args.output).write_bytes(compile_blob(cfg))
+        except BlobError as exc:
+            console.print(f"error: {exc}", markup=False)
+            return EXIT_FATAL
+        print(f"{args.output}: rule blob written ({Path(args.output).stat().st_size} bytes)")
+        return 0
+    print(f"Configuration file validated: {args.file} (schema {cfg.schema_version_text}, "
+          f"{len(cfg.rule_sets)} rule sets, "
+          f"{sum(len(r.filters) for r in cfg.rule_sets)} filters)")
+    return 0
+
+
+def cmd_explain(cfg, args, console) -> int:
+    """``sysmonx config explain FILE EVENT``: the decision trace of the first event in EVENT
+    (:mod:`sysmonx.filtering.explain`). Exit 0 whatever the decision; 1 when EVENT holds no
+    event."""
+    from ..filtering import EngineOptions
+    from ..filtering.explain import explain, format_explanation
+    from ..sources import open_source
+    errors: list = []
+    try:
+        events = open_source(args.event, errors.append)
+        event = next(iter(events), None)
+    except OSError as exc:
+        console.print(f"error: cannot read {args.event}: {exc.strerror or exc}")
+        return EXIT_FATAL
+    if event is None:
+        for e in errors:
+            console.print(f"error: {e}", markup=False)
+        console.print(f"error: {args.event}: no event found")
+        return EXIT_FATAL
+    fold = args.compare_fold
+    if fold == "auto":
+        fold = "upper" if event.provider == "Linux-Sysmon" else "lower"
+    options = EngineOptions(compare_fold=fold, fallback=args.fallback,
+                            stale_rulename=not args.no_stale_rulename,
+                            no_rule_defaults=args.no_rule_defaults)
+    sys.stdout.write(format_explanation(explain(cfg, event.event_id, event.data, options),
+                                        values=not args.no_values))
+    return 0

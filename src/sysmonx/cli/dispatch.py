@@ -1,0 +1,76 @@
+"""The ``sysmonx`` entry point: the usage text and the dispatch to one module per command."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from ..version import __version__
+from .common import EXIT_USAGE
+
+__all__ = ["SUBCOMMANDS", "USAGE", "main", "cmd_config_help"]
+
+SUBCOMMANDS = ("replay", "run", "config", "plugins")
+
+
+USAGE = f"""SysmonX v{__version__} - Sysmon-compatible event sensor and log replayer
+
+Usage:
+  sysmonx replay PATH... [--config FILE|default] [--format xml|linux-xml|jsonl|csv] [-o OUT]
+                 [--from TIME] [--to TIME]
+  sysmonx replay --sample            replay the built-in sample through the built-in config
+  sysmonx run [--config FILE] [--duration S] [--backend ebpf|audit|cnproc] [--syslog]
+                                     live Linux sensor (root), Sysmon for Linux events
+  sysmonx config check FILE          validate a Sysmon configuration (errors, and warnings for
+                                     rules that silently never match)
+  sysmonx config explain FILE EVENT  the decision trace of one event (XML or JSON line)
+  sysmonx plugins                    list sources, stages, sinks, backends and conditions
+  sysmonx -i [config.xml]            install the service (as sysmon -i); -c, -u, -t likewise
+  sysmonx -s [version|all]           print the configuration schema (as sysmon -s)
+  sysmonx -? config                  configuration help (as sysmon -? config)
+  sysmonx --version
+
+Run 'sysmonx replay -h' for all replay options.
+"""
+
+
+def cmd_config_help() -> int:
+    """``-? config``: configuration usage, event table and conditions."""
+    from ..schema import CURRENT
+    from ..schema.printer import render_config_help
+    sys.stdout.write(render_config_help(CURRENT))
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the ``sysmonx`` console script. Returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        sys.stderr.write(USAGE)
+        return EXIT_USAGE
+    first = argv[0]
+    if first == "replay":
+        from .replay import cmd_replay
+        return cmd_replay(argv[1:])
+    if first == "config":
+        from .config import cmd_config
+        return cmd_config(argv[1:])
+    if first == "run":
+        from .run import cmd_run
+        return cmd_run(argv[1:])
+    if first == "plugins":
+        from .plugins import cmd_plugins
+        return cmd_plugins(argv[1:])
+    if first in ("--version", "-version"):
+        print(f"sysmonx {__version__}")
+        return 0
+    if first == "--help":
+        if len(argv) > 1 and argv[1].lower() in ("config", "configuration"):
+            return cmd_config_help()
+        sys.stdout.write(USAGE)
+        return 0
+    if first.startswith(("-", "/")):
+        from .sysmon import main as compat_main
+        return compat_main(argv)
+    sys.stderr.write(f"Unknown command or switch: {first}\n\n" + USAGE)
+    return EXIT_USAGE

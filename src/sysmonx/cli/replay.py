@@ -1,0 +1,389 @@
+"""``sysmonx replay``: recorded logs through a config (:class:`sysmonx.pipeline.Replayer`, or
+:func:`sysmonx.pipeline.replay_parallel` for ``--jobs``), the summary table, Sigma's hit table."""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Literal, Optional
+
+from . import common
+from .common import (EXIT_FATAL, EXIT_USAGE, add_stage_option, builtin_config_path,
+                     builtin_sample_path, close_quietly, config_mistake_hint, extra_stages,
+                     load_detection, output_formats, print_config_errors, silence_stdout)
+
+__all__ = ["cmd_replay", "print_summary"]
+
+
+def _replay_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sysmonx replay",
+        description="Replay recorded Sysmon logs (EVTX, event XML, Sysmon for Linux syslog, "
+                    "SysmonX JSONL, winlogbeat/nxlog/Sentinel JSON; .gz/.bz2/.xz/.zip/.tar archives "
+                    "read in place; folders recurse) through a Sysmon config with Sysmon's exact "
+                    "filtering semantics, and write the included events as Sysmon writes them.")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to replay")
+    p.add_argument("--sample", action="store_true",
+                   help="replay the built-in sample events (uses the built-in default config "
+                        "unless --config is given)")
+    p.add_argument("--config", "-c", metavar="FILE",
+                   help="Sysmon XML config; 'default' for the built-in one. Without a config "
+                        "every Sysmon event passes unchanged (format conversion)")
+    p.add_argument("--format", "-f", default="xml", choices=output_formats(),
+                   help="output format: Windows event XML (default), Sysmon for Linux single-line "
+                        "XML, JSON lines, or a CSV timeline (Timeline Explorer, spreadsheets; "
+                        "formula-neutralised); 'sysmonx plugins' lists them")
+    p.add_argument("--csv-bom", action="store_true",
+                   help="with --format csv: start with a UTF-8 byte-order mark (for Excel)")
+    p.add_argument("--from", dest="time_from", metavar="TIME",
+                   help="keep records whose System time is at or after TIME (ISO 8601, UTC unless "
+                        "it has Z or an offset; a date alone is its midnight UTC)")
+    p.add_argument("--to", dest="time_to", metavar="TIME",
+                   help="keep records whose System time is before TIME (exclusive). Records "
+                        "without a time are kept and counted")
+    p.add_argument("--window-time", choices=["system", "utctime"], default="system",
+                   help="which time --from/--to compare: the record's System time (default) or "
+                        "a Sysmon event's own UtcTime (for exports whose System times are local "
+                        "times labelled UTC; a warning names such files)")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="write records read more than once (an EVTX and its JSON export side "
+                        "by side) every time; by default a record with the same provider, "
+                        "computer, channel, record id and time as one already read is dropped "
+                        "and counted")
+    p.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
+    from ..sources import file_formats
+    p.add_argument("--input-format", choices=[c.name for c in file_formats()],
+                   help="force the reader instead of detecting it per file (winlogbeat 6/7/8, "
+                        "nxlog, Azure Sentinel, Security-Datasets flat JSON, evtx-crate JSON ...)")
+    p.add_argument("--non-sysmon", choices=["drop", "pass"], default="drop",
+                   help="records of other providers: drop (default) or pass through unchanged")
+    p.add_argument("--no-output", action="store_true", help="count only, write no events")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                   help="replay files on N worker processes, output kept in input order "
+                        "(0: one per CPU; default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--rules", action="append", default=[], metavar="PATH",
+                   help="Sigma rules (YAML files, folders, .tar.gz bundles; repeatable): run on "
+                        "every event that passes the config; alerts go into the output stream "
+                        "as SysmonX event 1000 (SigmaAlert) and, with --alerts, to a JSONL file")
+    p.add_argument("--alerts", metavar="FILE",
+                   help="write Sigma alerts as JSON lines to FILE; '-' for stdout, which then "
+                        "carries only the alerts (events go to -o FILE, if given)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when any record or file could not be read, or nothing was read "
+                        "(for automation; by default bad records are reported and skipped)")
+    p.add_argument("--no-extensions", action="store_true",
+                   help="hold the config to Sysmon's grammar exactly (reject condition=\"regex\")")
+    add_stage_option(p)
+    g = p.add_argument_group("Sysmon behaviours the spec marks uncertain (defaults: code-derived)")
+    g.add_argument("--fallback", choices=["code", "intent"], default="code",
+                   help="two or more rule sets for a tag and none matched: 'code' excludes, "
+                        "'intent' includes when all of them are exclude sets")
+    g.add_argument("--no-stale-rulename", action="store_true",
+                   help="reset RuleName between rule sets (Sysmon does not)")
+    g.add_argument("--compare-fold", choices=["lower", "upper"], default="lower",
+                   help="case fold of 'less than'/'more than': lower (Windows) or upper (Linux)")
+    g.add_argument("--no-rule-defaults", choices=["manifest", "community"], default="manifest",
+                   help="events logged for a tag with no rules: manifest (1, 5) or community "
+                        "(1, 2, 5, 6)")
+    g.add_argument("--windows-env", action="store_true",
+                   help="expand %%SystemRoot%%-style variables in rule values with a default "
+                        "Windows installation's system variables, as Windows Sysmon does")
+    g.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for rule-value expansion (repeatable; implies "
+                        "expansion)")
+    return p
+
+
+def cmd_replay(argv: list[str]) -> int:
+    """``sysmonx replay``: see :func:`_replay_parser`."""
+    from ..config import ConfigError, load_config
+    from ..filtering import EngineOptions
+    from ..pipeline import Replayer, ReplayOptions
+
+    args = _replay_parser().parse_args(argv)
+    console = common.stderr_console()
+    paths = list(args.paths)
+    config_arg = args.config
+    if args.sample:
+        paths.append(str(builtin_sample_path()))
+        if config_arg is None:
+            config_arg = "default"
+    if not paths:
+        console.print("error: give at least one PATH (or --sample for the built-in sample)")
+        return EXIT_USAGE
+    for pth in paths:
+        if pth != "-" and not Path(pth).exists():
+            console.print(f"error: {pth}: no such file or directory")
+            return EXIT_FATAL
+    if args.jobs < 0:
+        console.print("error: --jobs must be 0 (one per CPU) or a positive number")
+        return EXIT_USAGE
+    if args.output == "-":
+        args.output = None  # stdout
+    if args.output:
+        problem = _output_clashes_with_inputs(args.output, paths)
+        if problem:
+            console.print(f"error: {problem}")
+            return EXIT_FATAL
+    config = None
+    if config_arg is not None:
+        cpath = builtin_config_path() if config_arg == "default" else Path(config_arg)
+        try:
+            config = load_config(cpath, extensions=not args.no_extensions)
+        except ConfigError as exc:
+            print_config_errors(console, exc, config_mistake_hint(cpath))
+            return EXIT_FATAL
+        except OSError as exc:
+            console.print(f"error: cannot read config {cpath}: {exc.strerror or exc}")
+            return EXIT_FATAL
+        for w in config.warnings:
+            console.print(str(w))
+    environment = None
+    if args.windows_env or args.env:
+        from ..filtering.engine import WINDOWS_DEFAULT_ENV
+        environment = dict(WINDOWS_DEFAULT_ENV) if args.windows_env else {}
+        for item in args.env:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                console.print(f"error: --env expects NAME=VALUE, got {item!r}")
+                return EXIT_USAGE
+            environment[name] = value
+    from ..pipeline import parse_time_bound
+    try:
+        bounds = [None if b is None else parse_time_bound(b)
+                  for b in (args.time_from, args.time_to)]
+    except ValueError as exc:
+        console.print(f"error: --from/--to: {exc}")
+        return EXIT_USAGE
+    if bounds[0] is not None and bounds[1] is not None and bounds[0] >= bounds[1]:
+        console.print(f"error: --from {bounds[0]} is not before --to {bounds[1]}")
+        return EXIT_USAGE
+    options = ReplayOptions(
+        config=config, non_sysmon=args.non_sysmon, input_format=args.input_format,
+        time_from=bounds[0], time_to=bounds[1], window_time=args.window_time,
+        keep_duplicates=args.keep_duplicates,
+        engine_options=EngineOptions(
+            compare_fold=args.compare_fold, fallback=args.fallback,
+            stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
+            environment=environment))
+
+    from ..core.errors import OutputClosed, SinkError
+    from ..pipeline import default_jobs, replay_parallel
+    from ..sinks import writer_class
+    from ..sinks.base import open_target
+    from ..sources import iter_input_files
+    jobs = default_jobs() if args.jobs == 0 else max(1, args.jobs)
+    extra = extra_stages(args.stage, console)
+    if extra is None:
+        return EXIT_USAGE
+    stage = None
+    if args.rules:
+        stage = load_detection(args.rules, console)
+        if stage is None:
+            return EXIT_FATAL
+        if jobs > 1:
+            console.print("note: --rules replays on one process (correlations need one stream)")
+            jobs = 1
+    if extra and jobs > 1:
+        console.print("note: --stage replays on one process")
+        jobs = 1
+    if jobs > 1 and not args.keep_duplicates:
+        console.print("note: replaying on one process: finding records read twice needs one "
+                      "stream (--keep-duplicates allows --jobs)")
+        jobs = 1
+
+    def on_error(err) -> None:
+        console.print(f"{getattr(err, 'severity', 'error')}: {err}", markup=False)
+
+    walk_notes: list = []
+    files = list(iter_input_files(paths, walk_notes.append))
+    for note in walk_notes:
+        on_error(note)
+    fmt = None if args.no_output else args.format
+    if args.rules and args.alerts == "-" and not args.output and fmt is not None:
+        console.print("note: --alerts - writes the alerts to stdout, so the events are not "
+                      "written there (give -o FILE to keep them)")
+        fmt = None
+    writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
+
+    progress = task = None
+    seen = {"records": 0, "errors": 0}
+
+    def file_done(path, stats) -> None:
+        if progress is not None:
+            progress.update(task, advance=1, records=stats.records, errors=stats.errors)
+        if stats.records == seen["records"] and stats.errors == seen["errors"]:
+            console.print(f"warning: {path}: no events found (not an event log, or empty)",
+                          markup=False)
+        seen["records"], seen["errors"] = stats.records, stats.errors
+
+    sinks: list = []
+    failure: Optional[SinkError] = None
+    stats = None
+    replayer = None
+    with ExitStack() as stack:
+        try:
+            if args.alerts and stage is not None:
+                from ..sinks.alerts import AlertJsonlSink
+                sinks.append(AlertJsonlSink.open(args.alerts))
+            if console.is_terminal and not args.quiet and not args.no_progress:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+                progress = stack.enter_context(Progress(
+                    TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("files  {task.fields[records]:,} records  "
+                               "{task.fields[errors]} errors"),
+                    console=console, transient=True))
+                task = progress.add_task("replay", total=len(files), records=0, errors=0)
+            if jobs > 1 and len(files) > 1:
+                stream, _ = open_target(args.output) if fmt is not None else (None, "")
+                try:
+                    stats = replay_parallel(files, options, fmt, stream, jobs, on_error,
+                                            file_done, writer_options=writer_options)
+                finally:
+                    if stream is not None and args.output:
+                        _close_stream(stream)
+            else:
+                if fmt is not None:
+                    sinks.insert(0, writer_class(fmt).open(args.output, **writer_options))
+
+                def on_progress(path, records) -> None:
+                    if progress is not None and task is not None and replayer is not None:
+                        progress.update(task, records=records, errors=replayer.stats.errors)
+
+                replayer = Replayer(options, None, on_error=on_error, on_progress=on_progress,
+                                    sinks=sinks, detection=stage, extra_stages=extra)
+                for path in files:
+                    replayer.run_file(path)
+                    file_done(path, replayer.stats)
+                replayer.finish()
+        except SinkError as exc:
+            failure = exc
+        except BrokenPipeError:
+            failure = OutputClosed("stdout: reader went away")
+        except KeyboardInterrupt:
+            close_quietly(sinks)
+            console.print("interrupted: output up to here is complete; no summary")
+            return 130
+        finally:
+            # close every output now, also after a failure, so nothing is left to flush at exit
+            try:
+                if replayer is not None:
+                    replayer.close()
+                else:
+                    close_quietly(sinks)
+            except SinkError as exc:
+                failure = failure or exc
+    if failure is not None:
+        if isinstance(failure, OutputClosed):  # e.g. `| head`: stop quietly
+            silence_stdout()
+            return 0
+        console.print(f"error: {failure}", markup=False)
+        return EXIT_FATAL
+    if stats is None:
+        assert replayer is not None  # one of the two replays ran
+        stats = replayer.stats
+    if not files:
+        console.print("warning: no input files found (folders are searched for .evtx, .xml, "
+                      ".json[l], .log, .txt, syslog files and archives)")
+    stats.warnings += len(walk_notes)
+    if not args.quiet:
+        print_summary(console, stats, config is not None,
+                      window=args.time_from is not None or args.time_to is not None,
+                      config_name=None if config is None else
+                      ("built-in default" if config_arg == "default" else str(config_arg)))
+    if stage is not None and not args.quiet:
+        _print_detection_summary(console, stage)
+    if args.strict and (stats.errors or not stats.records):
+        return EXIT_FATAL
+    return 0
+
+
+def _close_stream(stream) -> None:
+    """Close an output stream after a failure without a second error (its buffer is lost: the
+    failure was reported)."""
+    try:
+        stream.close()
+    except OSError:
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+
+def _print_detection_summary(console, stage) -> None:
+    """Hits per rule and level at the end of a replay."""
+    from rich.table import Table
+    rows = stage.summary_rows()
+    table = Table(title="Sigma detections", title_justify="left")
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("level", "left"), ("matches", "right"), ("alerts", "right"), ("rule", "left"))
+    for col, just in columns:
+        table.add_column(col, justify=just)
+    for r in rows:
+        table.add_row(str(r.level), f"{r.matches:,}", f"{r.alerts:,}", f"{r.title} ({r.rule_id})")
+    if rows:
+        console.print(table)
+    else:
+        console.print("Sigma detections: no rule matched")
+    for line in stage.ungrouped_lines():
+        console.print(f"warning: {line}", markup=False)
+
+
+def _output_clashes_with_inputs(output: str, paths: list[str]) -> Optional[str]:
+    """Why writing ``output`` would destroy or re-read an input (``None`` if it would not): the
+    same file as an input (opening it for writing empties it), or inside an input folder (the
+    replay would read its own output as it grows)."""
+    import os
+    out = os.path.realpath(output)
+    for p in paths:
+        if p == "-":
+            continue
+        real = os.path.realpath(p)
+        if out == real:
+            return f"output {output} is also an input; choose another output file"
+        if os.path.isdir(real) and out.startswith(real.rstrip(os.sep) + os.sep):
+            return (f"output {output} is inside the input folder {p}; the replay would read its "
+                    "own output. Write it elsewhere")
+    return None
+
+
+def print_summary(console, stats, filtered: bool, window: bool = False,
+                  config_name: Optional[str] = None) -> None:
+    """Print the end-of-replay table: per EventID read/included/excluded, totals, errors; with
+    ``window`` (``--from``/``--to`` given) also the records outside it and those without a time."""
+    from rich.table import Table
+    from ..pipeline import event_name
+
+    table = Table(title="SysmonX replay summary", title_justify="left")
+    table.add_column("EventID", justify="right")
+    table.add_column("Event")
+    table.add_column("read", justify="right")
+    table.add_column("included", justify="right")
+    table.add_column("excluded", justify="right")
+    for eid in sorted(set(stats.included) | set(stats.excluded)):
+        inc, exc = stats.included[eid], stats.excluded[eid]
+        table.add_row(str(eid), event_name(eid), f"{inc + exc:,}", f"{inc:,}", f"{exc:,}")
+    table.add_row("", "total Sysmon", f"{stats.sysmon:,}", f"{sum(stats.included.values()):,}",
+                  f"{sum(stats.excluded.values()):,}", end_section=True)
+    console.print(table)
+    console.print(f"files: {stats.files:,}  records read: {stats.records:,}  Sysmon events: "
+                  f"{stats.sysmon:,}  other records: {stats.non_sysmon:,} "
+                  f"({'passed' if stats.non_sysmon_written else 'dropped'})  errors: "
+                  f"{stats.errors:,}  warnings: {stats.warnings:,}"
+                  + (f"  config: {config_name}" if config_name else
+                     "  (no config: nothing filtered)"))
+    if getattr(stats, "duplicates", 0):
+        console.print(f"duplicates dropped: {stats.duplicates:,} (records with the provider, "
+                      "computer, channel, record id and time of one read before; "
+                      "--keep-duplicates keeps them)", markup=False)
+    repaired = getattr(stats, "repaired", None)
+    if repaired:
+        console.print(f"records repaired: {sum(repaired.values()):,} ("
+                      + "; ".join(f"{what}: {n:,}" for what, n in sorted(repaired.items()))
+                      + ")", markup=False)
+    if window:
+        console.print(f"time window: {stats.out_of_window:,} records outside --from/--to skipped, "
+                      f"{stats.untimed:,} records without a time kept")

@@ -1,0 +1,191 @@
+"""``sysmonx run``: the live sensor (:class:`sysmonx.pipeline.live.Sensor`) with its outputs,
+or ``--follow`` of an installed Sysmon for Linux's log."""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import ExitStack
+from pathlib import Path
+
+from . import common
+from .common import (EXIT_FATAL, EXIT_USAGE, add_stage_option, builtin_linux_config_path,
+                     close_quietly, extra_stages, load_detection, output_formats,
+                     print_config_errors, silence_stdout)
+
+__all__ = ["cmd_run", "write_pidfile_when_started"]
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sysmonx run",
+        description="Live Linux sensor: collect Sysmon for Linux events (1, 3, 5, 9, 10, 11, 23, "
+                    "plus 22 DnsQuery) from the kernel, filter them with a Sysmon config and "
+                    "write them as Sysmon for Linux does. Needs root.")
+    p.add_argument("--config", "-c", metavar="FILE", default="default",
+                   help="Sysmon XML config (default: the built-in Linux default config)")
+    p.add_argument("--format", "-f", default="linux-xml", choices=output_formats(),
+                   help="output format (default: Sysmon for Linux single-line XML)")
+    p.add_argument("-o", "--output", metavar="OUT", help="write to a file (default: stdout)")
+    p.add_argument("--syslog", nargs="?", const="/dev/log", metavar="SOCKET",
+                   help="send events to syslog as Sysmon for Linux does (default socket /dev/log)"
+                        "; stdout output is then off unless -o - is given")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="stop after this many seconds (default: until Ctrl-C / SIGTERM)")
+    from ..sensor.backends import tiers
+    p.add_argument("--backend", choices=tiers(),
+                   help="force a trace backend tier (default: the best available)")
+    p.add_argument("--follow", metavar="LOG|journald",
+                   help="do not trace: follow an installed Sysmon for Linux's syslog output (a "
+                        "file such as /var/log/syslog, or journald) and run its events through "
+                        "the config and outputs")
+    p.add_argument("--from-start", action="store_true",
+                   help="with --follow FILE: read the file from its beginning")
+    p.add_argument("--no-dns", action="store_true", help="do not run the DNS backend")
+    p.add_argument("--list-backends", action="store_true",
+                   help="show which backends can run here and why not, then exit")
+    p.add_argument("--provider", help="System/Provider Name (default: Linux-Sysmon)")
+    p.add_argument("--rules", action="append", default=[], metavar="PATH",
+                   help="Sigma rules (files, folders, .tar.gz; repeatable) run on every written "
+                        "event; alerts are written as SysmonX event 1000 (SigmaAlert)")
+    p.add_argument("--alerts", metavar="FILE",
+                   help="write Sigma alerts as JSON lines to FILE instead of the event stream; "
+                        "'-' for stdout, which then carries only the alerts")
+    p.add_argument("--pidfile", metavar="FILE",
+                   help="write the sensor's pid to FILE once it has started (events 4 and 16 "
+                        "written); removed at exit. Used by the service (sysmonx -i)")
+    add_stage_option(p)
+    return p
+
+
+def cmd_run(argv: list[str]) -> int:
+    """``sysmonx run``: the live sensor (see :func:`_run_parser`)."""
+    import os
+    from ..config import ConfigError, load_config
+    from ..core.errors import OutputClosed, SinkError, SourceUnavailable
+    from ..pipeline.live import Sensor, SensorOptions
+    from ..sensor.backends import probe_all
+    from ..sinks import writer_class
+
+    args = _run_parser().parse_args(argv)
+    console = common.stderr_console()
+    if args.list_backends:
+        for name, reason in probe_all().items():
+            print(f"{name:8} {'available' if reason is None else 'unavailable: ' + reason}")
+        return 0
+    if args.duration is not None and args.duration <= 0:
+        console.print("error: --duration must be a positive number of seconds")
+        return EXIT_USAGE
+    if os.geteuid() != 0 and not args.follow:
+        console.print("error: sysmonx run needs root (kernel tracing interfaces)")
+        return EXIT_FATAL
+    cpath = builtin_linux_config_path() if args.config == "default" else Path(args.config)
+    try:
+        config = load_config(cpath)
+    except ConfigError as exc:
+        print_config_errors(console, exc)
+        return EXIT_FATAL
+    except OSError as exc:
+        console.print(f"error: cannot read config {cpath}: {exc.strerror or exc}")
+        return EXIT_FATAL
+    for w in config.warnings:
+        console.print(str(w), markup=False)
+    extra = extra_stages(args.stage, console)
+    if extra is None:
+        return EXIT_USAGE
+    sinks: list = []
+    try:
+        if args.syslog:
+            from ..sinks.syslog import SyslogWriter
+            writer = SyslogWriter.open(args.syslog, require=False)
+            if writer.sock is None:  # like Sysmon for Linux (syslog(3)): keep running
+                console.print(f"warning: no syslog daemon at {args.syslog}: events sent there are "
+                              "not delivered (they are counted and reported) until one starts; "
+                              "give --syslog SOCKET or -o FILE to keep them", markup=False)
+            sinks.append(writer)
+        if args.output and args.output != "-":
+            out = writer_class(args.format).open(args.output, append=True, buffered=False)
+            out.label = f"-o {args.output}"
+            sinks.append(out)
+        elif args.rules and args.alerts == "-":
+            console.print("note: --alerts - writes the alerts to stdout, so the events are not "
+                          "written there (give -o FILE or --syslog to keep them)")
+        elif not args.syslog or args.output == "-":
+            out = writer_class(args.format).open("-", buffered=False)
+            out.label = "stdout"
+            sinks.append(out)
+        stage = None
+        if args.rules:
+            stage = load_detection(args.rules, console)
+            if stage is None:
+                close_quietly(sinks)
+                return EXIT_FATAL
+            if args.alerts:
+                from ..sinks.alerts import AlertJsonlSink
+                sinks.append(AlertJsonlSink.open(args.alerts))
+    except SinkError as exc:
+        close_quietly(sinks)
+        console.print(f"error: {exc}", markup=False)
+        return EXIT_FATAL
+    options = SensorOptions(backend=args.backend, dns=not args.no_dns and not args.follow,
+                            duration=args.duration, provider=args.provider,
+                            follow=args.follow, from_start=args.from_start)
+
+    def status(msg: str) -> None:
+        console.print(f"sysmonx: {msg}", markup=False)
+
+    sensor = Sensor(config, sinks, options, config_path=str(cpath), on_status=status,
+                    detection=stage, extra_stages=extra)
+    with ExitStack() as stack:
+        if args.pidfile:
+            write_pidfile_when_started(sensor, args.pidfile, stack)
+        try:
+            sensor.run()
+        except SourceUnavailable as exc:
+            console.print(f"error: {exc}", markup=False)
+            return EXIT_FATAL
+        except OutputClosed:
+            silence_stdout()
+            return 0
+    console.print(f"sysmonx: {sensor.summary()}", markup=False)
+    follow = sensor.backend_stats().get("follow")
+    if follow and (follow.get("repaired") or follow.get("cut_short")):
+        console.print(f"sysmonx: followed records repaired (entity references without ';'): "
+                      f"{follow['repaired']:,}; cut short by syslog, forwarded with their "
+                      f"complete fields: {follow['cut_short']:,}", markup=False)
+    return 0
+
+
+def write_pidfile_when_started(sensor, path: str, stack: ExitStack) -> None:
+    """Write ``path`` (the pid, one line; replaced atomically) once ``sensor`` has started, from
+    a watcher thread, and remove it when ``stack`` closes if it still holds our pid. The service
+    (:mod:`sysmonx.service`) waits for this file to know the sensor is up."""
+    import os
+    import threading
+    pid = os.getpid()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not sensor.started.wait(0.2):
+            if done.is_set():
+                return
+        tmp = f"{path}.{pid}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                f.write(f"{pid}\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+    def remove() -> None:
+        done.set()
+        try:
+            with open(path) as f:
+                mine = f.read().strip() == str(pid)
+            if mine:
+                os.unlink(path)
+        except OSError:
+            pass
+
+    threading.Thread(target=watch, name="sysmonx-pidfile", daemon=True).start()
+    stack.callback(remove)

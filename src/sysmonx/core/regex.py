@@ -1,0 +1,104 @@
+"""The RE2 policy: how every user-supplied regular expression is compiled and bounded.
+
+Config filters (``condition="regex"``) and Sigma rules (the ``re`` modifier, wildcard patterns
+with ``?``) both compile through :func:`compile_pattern`, so a pattern behaves the same wherever
+it is written and no pattern can take more than linear time or unbounded memory:
+
+* RE2 syntax only (no backreferences or lookaround): matching time is linear in the input.
+* a memory budget per compiled pattern (:data:`MAX_MEM`, 8 MiB); a configuration shares
+  :data:`TOTAL_MEM` (256 MiB) between at most :data:`MAX_COUNT` (1024) regex filters.
+* config filters look at the first :data:`SCAN_LIMIT` (64 KiB) characters of a value.
+* errors are :class:`~sysmonx.core.errors.RegexError` with RE2's reason.
+
+Case: config filters are case-insensitive (every Sysmon condition is); Sigma's ``re`` is
+case-sensitive unless the rule asks for ``i`` (Sigma specification), so the caller says which.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import re2
+
+from .errors import RegexError
+
+__all__ = ["MAX_MEM", "TOTAL_MEM", "MAX_COUNT", "SCAN_LIMIT", "compile_pattern", "searcher",
+           "escape", "per_pattern_budget"]
+
+#: RE2 memory budget of one compiled pattern, bytes.
+MAX_MEM = 8 << 20
+#: Budget shared by the regex filters of one configuration, bytes.
+TOTAL_MEM = 256 << 20
+#: Most regex filters one configuration may hold.
+MAX_COUNT = 1024
+#: A config regex filter looks at the first this-many characters of a value.
+SCAN_LIMIT = 65536
+#: Smallest per-pattern budget whatever the count (RE2 needs some room for any pattern).
+MIN_MEM = 256 << 10
+
+
+def per_pattern_budget(count: int) -> int:
+    """Memory budget of each of ``count`` patterns sharing :data:`TOTAL_MEM` (bytes)."""
+    return max(MIN_MEM, min(MAX_MEM, TOTAL_MEM // max(1, count)))
+
+
+def compile_pattern(pattern: str, *, case_sensitive: bool = True, dot_nl: bool = False,
+                    max_mem: int = MAX_MEM) -> Any:
+    """Compile ``pattern`` with RE2 under the policy above.
+
+    Args:
+        pattern: RE2 syntax (inline flags such as ``(?i)`` allowed).
+        case_sensitive: False for a case-insensitive pattern.
+        dot_nl: ``.`` also matches a line break.
+        max_mem: memory budget, bytes.
+    Returns:
+        the compiled ``re2`` pattern (``search``, ``fullmatch`` ...).
+    Raises:
+        RegexError: RE2 rejects the pattern (with its reason).
+    """
+    opts = re2.Options()
+    opts.case_sensitive = case_sensitive
+    opts.dot_nl = dot_nl
+    opts.log_errors = False
+    opts.never_capture = True
+    opts.max_mem = max_mem
+    try:
+        return re2.compile(pattern, opts)
+    except re2.error as exc:
+        msg = exc.args[0] if exc.args else exc
+        if isinstance(msg, bytes):
+            msg = msg.decode("utf-8", "replace")
+        raise RegexError(str(msg)) from None
+
+
+def searcher(rx: Any, limit: int = 0) -> Callable[[str], bool]:
+    """``test(value) -> bool``: whether ``rx`` (from :func:`compile_pattern`) is found anywhere
+    in ``value`` (unanchored), looking at the first ``limit`` characters when ``limit`` > 0.
+
+    Uses the binding's native match call when it exists (the ``search`` wrapper decodes match
+    offsets, which a yes/no does not need)."""
+    native = getattr(rx, "_regexp", None)
+    if native is None or not hasattr(native, "Match"):  # pragma: no cover - other re2 builds
+        search = rx.search
+        if limit:
+            return lambda v: search(v if len(v) <= limit else v[:limit]) is not None
+        return lambda v: search(v) is not None
+    match = native.Match
+    anchor = re2._Anchor.UNANCHORED
+    null = re2._NULL_SPAN
+
+    if limit:
+        def search_limited(v: str) -> bool:
+            b = (v if len(v) <= limit else v[:limit]).encode("utf-8", "surrogatepass")
+            return bool(match(anchor, b, 0, len(b))[0] != null)
+        return search_limited
+
+    def search_native(v: str) -> bool:
+        b = v.encode("utf-8", "surrogatepass")
+        return bool(match(anchor, b, 0, len(b))[0] != null)
+    return search_native
+
+
+def escape(text: str) -> str:
+    """``text`` as an RE2 literal."""
+    return str(re2.escape(text))

@@ -1,0 +1,259 @@
+"""Registries of plugins: sources, stages, sinks, live backends and filter conditions.
+
+Each kind of extension has one :class:`Registry`. A plugin registers itself once, where it is
+defined, with the registry's decorator::
+
+    from sysmonx.core.registry import SINKS
+
+    @SINKS.register
+    class NdjsonSink(Sink):
+        name = "ndjson"
+        summary = "one JSON object per line, newline-delimited"
+
+The registry finds the built-in plugins by importing the modules of its ``builtin`` packages
+(every module whose name does not start with ``_``), and third-party plugins through the Python
+entry-point group ``sysmonx.<kind>`` (for example ``sysmonx.sinks``; the entry point's value is
+the object to register, or a module that registers its objects when imported). Discovery happens
+once, on the first lookup or listing, so importing :mod:`sysmonx` stays cheap; modules that cannot
+be imported here (a missing optional library, another operating system) are listed with the reason
+instead of failing the lookup of other names.
+
+``sysmonx plugins`` prints every registry (:func:`all_registries`); the command line takes its
+choices (``--format``, ``--input-format``, ``--backend``, ``--stage``) from them.
+
+A registry is a plain mapping from a name to an object with a one-line ``summary`` (its
+docstring's first line when it has no ``summary`` attribute). Registering a second object under a
+taken name raises :class:`~sysmonx.core.errors.PluginError` (an identifier clash is a bug, never
+silently resolved). Pattern from pySigma's ``autodiscover`` and dissect.target's plugin registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import threading
+import types
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterator, Optional, TypeVar, overload
+
+from .errors import PluginError
+
+__all__ = ["Registry", "Entry", "SOURCES", "STAGES", "SINKS", "BACKENDS", "CONDITIONS",
+           "all_registries", "ENTRY_POINT_PREFIX"]
+
+T = TypeVar("T")
+#: Entry-point groups are this prefix plus the registry kind (``sysmonx.sinks`` ...).
+ENTRY_POINT_PREFIX = "sysmonx."
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered plugin.
+
+    Attributes:
+        name: the name users give (``--format jsonl``, ``condition="regex"``).
+        obj: the registered class or object.
+        summary: one line for listings.
+        origin: the module that registered it (or ``entry point <dist>``).
+    """
+
+    name: str
+    obj: T
+    summary: str
+    origin: str
+
+
+def _summary_of(obj: Any) -> str:
+    text = getattr(obj, "summary", None)
+    if not text:
+        doc = getattr(obj, "__doc__", None) or ""
+        text = doc.strip().split("\n\n")[0].replace("\n", " ")
+    return " ".join(str(text).split())
+
+
+
+_EP_LOCK = threading.Lock()
+_EP_GROUPS: Optional[dict[str, list[Any]]] = None
+
+
+def _entry_points(group: str) -> list[Any]:
+    """The entry points of ``group``. The installed distributions are read once per process for
+    every ``sysmonx.*`` group (each scan costs milliseconds; five registries share one)."""
+    global _EP_GROUPS
+    with _EP_LOCK:
+        if _EP_GROUPS is None:
+            from importlib.metadata import entry_points
+            found = entry_points()  # every group (3.11: SelectableGroups, later EntryPoints)
+            _EP_GROUPS = {g: list(found.select(group=g)) for g in found.groups
+                          if g.startswith("sysmonx.")}
+        return list(_EP_GROUPS.get(group, ()))
+
+class Registry(Generic[T]):
+    """Name -> plugin, filled where plugins are defined and by entry points.
+
+    Args:
+        kind: plural noun for listings and the entry-point group (``sinks``).
+        builtin: dotted names of the packages (or modules) holding the built-in plugins.
+        describe: what the kind is, one line (for ``sysmonx plugins``).
+    """
+
+    def __init__(self, kind: str, builtin: tuple[str, ...], describe: str) -> None:
+        self.kind = kind
+        self.builtin = builtin
+        self.describe = describe
+        self.group = ENTRY_POINT_PREFIX + kind
+        self._entries: dict[str, Entry[T]] = {}
+        self._broken: dict[str, str] = {}
+        self._discovered = False
+        self._lock = threading.RLock()
+
+    # -- registration --------------------------------------------------------------------------
+
+    @overload
+    def register(self, obj: T) -> T: ...
+
+    @overload
+    def register(self, obj: None = None, *, name: Optional[str] = None,
+                 summary: Optional[str] = None) -> Callable[[T], T]: ...
+
+    def register(self, obj: Optional[T] = None, *, name: Optional[str] = None,
+                 summary: Optional[str] = None) -> Any:
+        """Register ``obj`` under ``name`` (default: its ``name`` attribute). Usable as a bare
+        decorator (``@REG.register``) or with arguments (``@REG.register(name="x")``).
+
+        Raises:
+            PluginError: no name, or the name is taken by another object.
+        """
+        def add(o: T) -> T:
+            self.add(o, name=name, summary=summary)
+            return o
+        if obj is None:
+            return add
+        return add(obj)
+
+    def add(self, obj: T, *, name: Optional[str] = None, summary: Optional[str] = None,
+            origin: Optional[str] = None) -> Entry[T]:
+        """Register ``obj`` (see :meth:`register`); returns its entry."""
+        key = name or getattr(obj, "name", None)
+        if not key or not isinstance(key, str):
+            raise PluginError(f"{self.kind}: {obj!r} has no name to register under")
+        entry = Entry(key, obj, summary or _summary_of(obj),
+                      origin or str(getattr(obj, "__module__", "?")))
+        with self._lock:
+            old = self._entries.get(key)
+            if old is not None and old.obj is not obj:
+                raise PluginError(f"{self.kind}: {key!r} is registered twice ({old.origin} and "
+                                  f"{entry.origin})")
+            self._entries[key] = entry
+        return entry
+
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (tests that register temporary plugins use this)."""
+        with self._lock:
+            self._entries.pop(name, None)
+
+    # -- discovery -----------------------------------------------------------------------------
+
+    def discover(self) -> None:
+        """Import the built-in plugin modules and load the entry points (once)."""
+        if self._discovered:
+            return
+        with self._lock:
+            if self._discovered:
+                return
+            self._discovered = True
+            for name in self.builtin:
+                self._import_tree(name)
+            self._load_entry_points()
+
+    def _import_tree(self, dotted: str) -> None:
+        try:
+            module = importlib.import_module(dotted)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin module must not hide the others
+            self._broken[dotted] = f"{type(exc).__name__}: {exc}"
+            return
+        path = getattr(module, "__path__", None)
+        if path is None:
+            return
+        for info in pkgutil.iter_modules(path):
+            if not info.name.startswith("_"):
+                self._import_tree(f"{dotted}.{info.name}")
+
+    def _load_entry_points(self) -> None:
+        for ep in _entry_points(self.group):
+            try:
+                obj = ep.load()
+            except Exception as exc:  # noqa: BLE001 - report, keep the rest usable
+                self._broken[f"entry point {ep.name}"] = f"{type(exc).__name__}: {exc}"
+                continue
+            if isinstance(obj, types.ModuleType):
+                continue  # a module: it registered its objects when imported
+            if ep.name not in self._entries:
+                dist = getattr(ep, "dist", None)
+                self.add(obj, name=ep.name,
+                         origin=f"entry point {dist.name if dist is not None else ep.value}")
+
+    # -- lookup --------------------------------------------------------------------------------
+
+    def get(self, name: str) -> T:
+        """The plugin registered as ``name``.
+
+        Raises:
+            PluginError: unknown name (the known ones are listed), or its module is broken.
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            self.discover()
+            entry = self._entries.get(name)
+        if entry is None:
+            known = ", ".join(self.names()) or "none"
+            raise PluginError(f"unknown {self.kind[:-1]} {name!r}; known: {known}")
+        return entry.obj
+
+    def __contains__(self, name: object) -> bool:
+        self.discover()
+        return name in self._entries
+
+    def names(self, where: Optional[Callable[[T], bool]] = None) -> list[str]:
+        """Registered names in registration order (built-ins by module name), optionally only
+        those whose object passes ``where``."""
+        return [e.name for e in self.entries() if where is None or where(e.obj)]
+
+    def entries(self) -> list[Entry[T]]:
+        """Every entry, built-ins first."""
+        self.discover()
+        return list(self._entries.values())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    @property
+    def broken(self) -> dict[str, str]:
+        """Plugin modules (or entry points) that could not be imported -> why."""
+        self.discover()
+        return dict(self._broken)
+
+
+#: Sources of events: replay input formats (``--input-format``) and live collection.
+SOURCES: Registry[Any] = Registry(
+    "sources", ("sysmonx.sources", "sysmonx.sensor.live"),
+    "where events come from: recorded-log formats and live collection")
+#: Pipeline stages (``--stage``; the built-in ones are wired by :mod:`sysmonx.pipeline`).
+STAGES: Registry[Any] = Registry(
+    "stages", ("sysmonx.stages", "sysmonx.filtering.stage", "sysmonx.detection.stages"),
+    "what happens to each event between source and outputs")
+#: Outputs (``--format``, ``--syslog``, ``--alerts``, console mode).
+SINKS: Registry[Any] = Registry(
+    "sinks", ("sysmonx.sinks",), "where events and alerts go")
+#: Live trace backends of the Linux sensor (``--backend``).
+BACKENDS: Registry[Any] = Registry(
+    "backends", ("sysmonx.sensor.backends",), "how the live sensor observes the kernel")
+#: Filter conditions of Sysmon configs (``condition="..."``).
+CONDITIONS: Registry[Any] = Registry(
+    "conditions", ("sysmonx.filtering.conditions",),
+    "Sysmon config filter operators (condition=\"...\")")
+
+
+def all_registries() -> list[Registry[Any]]:
+    """Every registry, in the order ``sysmonx plugins`` prints them."""
+    return [SOURCES, STAGES, SINKS, BACKENDS, CONDITIONS]

@@ -1,0 +1,142 @@
+"""Sigma detection as pipeline stages: a stateless match stage and a stateful correlation stage.
+
+::
+
+    ... filter ──► sigma-match ──► sigma-correlate ──► [sigma-alert-events] ──► sinks
+                   (which rules     (detection alerts,   (alerts as SysmonX
+                    match: RuleHits) correlations, clock) event 1000)
+
+``sigma-match`` asks the rules only (:meth:`DetectionStage.match
+<sysmonx.detection.stage.DetectionStage.match>`, no stream state), so it may run in several
+places; an event that matches becomes a :class:`RuleHits` item. ``sigma-correlate`` sees the one
+ordered stream: it writes the event on, then its alerts (:meth:`DetectionStage.correlate
+<sysmonx.detection.stage.DetectionStage.correlate>`: detection alerts, correlation alerts, windows
+closed as the clock moves), advances correlation windows on :meth:`tick` (a quiet live host) and
+closes them at :meth:`finish`. ``sigma-alert-events`` turns alerts into SysmonX ``SigmaAlert``
+events (ID 1000) numbered from 1 in their own channel, for runs without ``--alerts FILE``.
+
+The engine (:class:`~sysmonx.detection.stage.DetectionStage`) is shared by both stages and
+imported lazily, so listing stages does not load pySigma.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..core.registry import STAGES
+from ..event import Event
+from ..interfaces import Emit, Stage
+
+if TYPE_CHECKING:
+    from .stage import DetectionStage
+
+__all__ = ["RuleHits", "SigmaMatchStage", "SigmaCorrelateStage", "SigmaAlertEvents",
+           "TICK_GRACE_NS"]
+
+#: How far behind the live clock correlation windows are closed on a tick: events still on their
+#: way through the sensor's queue are not older than this.
+TICK_GRACE_NS = 2_000_000_000
+
+
+class RuleHits:
+    """An event and the detection rules it matched (internal: only ``sigma-correlate`` takes
+    it; no sink accepts it)."""
+
+    __slots__ = ("event", "hits")
+    item_kind: ClassVar[str] = "hits"
+
+    def __init__(self, event: Event, hits: list[Any]) -> None:
+        self.event = event
+        self.hits = hits
+
+
+@STAGES.register
+class SigmaMatchStage(Stage):
+    """Which Sigma rules each event matches (stateless).
+
+    Args:
+        detection: the loaded :class:`~sysmonx.detection.stage.DetectionStage`.
+    """
+
+    name = "sigma-match"
+    summary = "Sigma detection rules matched against each event (stateless)"
+
+    def __init__(self, detection: DetectionStage) -> None:
+        self.detection = detection
+
+    def process(self, item: Any, emit: Emit) -> bool:
+        """Pass events without a match; replace a matching event by its :class:`RuleHits`."""
+        if type(item) is not Event:
+            return True
+        hits = self.detection.match(item)
+        if not hits:
+            return True
+        emit(RuleHits(item, hits))
+        return False
+
+
+@STAGES.register
+class SigmaCorrelateStage(Stage):
+    """Detection alerts and Sigma correlations over the ordered stream (stateful).
+
+    Args:
+        detection: the same engine the match stage uses.
+        tick_grace_ns: on :meth:`tick`, windows are closed up to ``now - tick_grace_ns``.
+    """
+
+    name = "sigma-correlate"
+    summary = "Sigma alerts and correlations (windows, group-by, order) over the ordered stream"
+    stateful = True
+
+    def __init__(self, detection: DetectionStage, tick_grace_ns: int = TICK_GRACE_NS) -> None:
+        self.detection = detection
+        self.grace = tick_grace_ns
+
+    def process(self, item: Any, emit: Emit) -> bool:
+        """Write the event on, then its alerts (in that order)."""
+        t = type(item)
+        if t is RuleHits:
+            emit(item.event)
+            for alert in self.detection.correlate(item.event, item.hits):
+                emit(alert)
+            return False
+        if t is not Event:
+            return True
+        alerts = self.detection.correlate(item, [])
+        if not alerts:
+            return True
+        emit(item)
+        for alert in alerts:
+            emit(alert)
+        return False
+
+    def tick(self, now_ns: int, emit: Emit) -> None:
+        """Close the windows that ended before ``now_ns - tick_grace_ns``."""
+        for alert in self.detection.tick(now_ns - self.grace):
+            emit(alert)
+
+    def finish(self, emit: Emit) -> None:
+        """Close every open window."""
+        for alert in self.detection.finish():
+            emit(alert)
+
+
+@STAGES.register
+class SigmaAlertEvents(Stage):
+    """Alerts into the event stream as SysmonX ``SigmaAlert`` events (ID 1000), numbered from 1
+    in their own channel (``SysmonX/Alerts``)."""
+
+    name = "sigma-alert-events"
+    summary = "Sigma alerts as SysmonX event 1000 (SigmaAlert) in the event stream"
+    stateful = True
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def process(self, item: Any, emit: Emit) -> bool:
+        """Replace an alert by its event."""
+        if getattr(item, "item_kind", None) != "alert":
+            return True
+        self.count += 1
+        emit(item.to_event(record_id=self.count))
+        return False

@@ -1,0 +1,121 @@
+"""The filter stage: the one place where a Sysmon config decides, RuleName is set and FieldSizes
+truncates, for replay, the live sensor, following a log and console mode alike.
+
+Per Sysmon event (other providers pass untouched; the gate before it decides about them):
+
+1. decide with the compiled :class:`~sysmonx.filtering.engine.FilterEngine` (one decision closure
+   per EventID, cached here);
+2. excluded: counted, dropped;
+3. included: RuleName set to the decided name (spec 3.6). An event that has a ``RuleName`` field
+   gets the name in place; one without it gets ``RuleName`` as its first field unless the name is
+   ``-`` (events 4, 16 and 255 are never filtered and get no name);
+4. FieldSizes truncation after filtering (spec 3.9).
+
+Without an engine (replay without ``--config``) events pass unchanged and are only counted. With
+``trace`` (console mode, ``sysmonx -t``) each decision is also explained by the independent walk
+of :mod:`sysmonx.filtering.explain` and emitted as a :class:`~sysmonx.interfaces.Trace` before the
+event: one ``[R]`` summary line, or the full trace with ``trace="verbose"``; a disagreement with
+the engine is printed as ``[R] MISMATCH``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable, Optional
+
+from ..configmodel import Config
+from ..core.registry import STAGES
+from ..event import SYSMON_PROVIDERS, Event
+from ..interfaces import Emit, Stage, Trace
+from .engine import EngineOptions, FilterEngine
+
+__all__ = ["FilterStage"]
+
+_Decider = Callable[[dict[str, str]], "tuple[bool, Optional[str]]"]
+
+
+@STAGES.register
+class FilterStage(Stage):
+    """Sysmon's filter over the stream.
+
+    Args:
+        config: the configuration, or ``None``.
+        options: engine choices (:class:`~sysmonx.filtering.engine.EngineOptions`).
+        without_config: what ``config=None`` means: ``pass`` (replay: nothing filtered, RuleName
+            as recorded) or ``defaults`` (live: Sysmon's per-type defaults, as Sysmon without
+            rules).
+        engine: an already compiled engine for ``config`` (shared by replay workers).
+        trace: ``None``, ``summary`` or ``verbose`` (console mode).
+    Attributes:
+        included, excluded: Sysmon events per EventID.
+    """
+
+    name = "filter"
+    summary = "Sysmon config semantics: include/exclude, RuleName, FieldSizes (one place)"
+
+    def __init__(self, config: Optional[Config] = None,
+                 options: Optional[EngineOptions] = None, *, without_config: str = "pass",
+                 engine: Optional[FilterEngine] = None, trace: Optional[str] = None) -> None:
+        if without_config not in ("pass", "defaults"):
+            raise ValueError(f"without_config must be 'pass' or 'defaults', not "
+                             f"{without_config!r}")
+        if trace not in (None, "summary", "verbose"):
+            raise ValueError(f"trace must be None, 'summary' or 'verbose', not {trace!r}")
+        self.options = options if options is not None else EngineOptions()
+        self.without_config = without_config
+        self.trace = trace
+        self.config = config
+        self.engine = engine if engine is not None else self._compile(config)
+        self._deciders: dict[int, _Decider] = {}
+        self.included: Counter[int] = Counter()
+        self.excluded: Counter[int] = Counter()
+
+    def _compile(self, config: Optional[Config]) -> Optional[FilterEngine]:
+        if config is None and self.without_config == "pass":
+            return None
+        return FilterEngine(config, self.options)
+
+    def reload(self, config: Optional[Config]) -> None:
+        """Compile ``config`` and put it in force for the next event."""
+        engine = self._compile(config)
+        self.config, self.engine, self._deciders = config, engine, {}
+
+    def process(self, item: Any, emit: Emit) -> bool:
+        """Decide one Sysmon event (see the module docstring); other items pass."""
+        if item.__class__ is not Event or item.provider not in SYSMON_PROVIDERS:
+            return True
+        eid = item.event_id
+        engine = self.engine
+        if engine is None:
+            self.included[eid] += 1
+            return True
+        decide = self._deciders.get(eid)
+        if decide is None:
+            decide = self._deciders[eid] = engine.decider_for(eid)
+        include, name = decide(item.data)
+        if self.trace is not None:
+            self._trace(item, include, name, emit)
+        if not include:
+            self.excluded[eid] += 1
+            return False
+        if name is not None:
+            data = item.data
+            if "RuleName" in data:
+                data["RuleName"] = name
+            elif name != "-":
+                item.data = {"RuleName": name, **data}
+        if engine.field_sizes:
+            item.data = engine.apply_field_sizes(eid, item.data)
+        self.included[eid] += 1
+        return True
+
+    def _trace(self, event: Event, include: bool, name: Optional[str], emit: Emit) -> None:
+        from .explain import explain, format_explanation, summary_line
+        expl = explain(self.config, event.event_id, event.data, self.options)
+        if not expl.filterable:
+            return
+        text = (format_explanation(expl, prefix="[R] ", values=True) if self.trace == "verbose"
+                else f"[R] {summary_line(expl)}\n")
+        if (expl.include, expl.rule_name) != (include, name):
+            text += f"[R] MISMATCH: the engine decided {(include, name)}\n"
+        emit(Trace(text))

@@ -1,0 +1,549 @@
+"""Delivery to the sinks: a fan-out by item kind, each sink in a slot that counts what it sent,
+what failed and what was dropped, and that applies the run's failure policy.
+
+Two policies (chosen by the pipeline, not by the sink):
+
+* ``fatal`` (replay): a sink that raises stops the run with one
+  :class:`~sysmonx.core.errors.SinkError` naming the output and the reason (``replay -o
+  /dev/full`` exits 1 with one line); nothing is dropped: a ``slow`` sink sits behind a bounded
+  queue that blocks when full.
+* ``count`` (live): a failing output never stops collection. Every sink sits behind its own
+  bounded queue and thread, so a slow or stuck output never stalls the others (falco's output
+  queue); when a queue is full the item is dropped. A *loss period* starts with the first event an
+  output does not take (it raised, or its queue was full): the output is named on stderr once
+  (``output -o FILE fails (No space left on device); collection continues ...``) and every event
+  it does not take is counted. When it takes an event again, the period ends: stderr says so
+  (``output -o FILE works again; 32 events were not written to it since ...``) and the pipeline
+  writes an event 255 (``ID`` ``Output``: ``32 events could not be written to -o FILE from T1 to
+  T2 UTC: No space left on device``) to every output, the recovered one included
+  (:meth:`FanOut.take_reports`). At the end of a run an output still failing is reported the same
+  way to the other outputs. The closing summary lists every output that did not take everything.
+
+A reader that went away (``| head``) raises :class:`~sysmonx.core.errors.OutputClosed` under both
+policies: the run stops quietly.
+
+An output is named in messages by its ``label`` (``-o FILE``, ``stdout``, ``syslog /dev/log``),
+else ``name -> target``, else ``name``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter, deque
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional, Sequence
+
+from ..core.errors import OutputClosed, SinkError
+from ..event import Event
+from ..interfaces import SinkStats
+
+__all__ = ["SinkSlot", "QueuedSlot", "FanOut", "CallbackSink", "describe_failure",
+           "LossReport"]
+
+_DEFAULT_ACCEPTS = frozenset({"event"})
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for an output error: the ``strerror`` of an ``OSError`` (``No space left on
+    device``), else the message."""
+    if isinstance(exc, SinkError):
+        return exc.message
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _utc(ns: int) -> str:
+    """``YYYY-MM-DD HH:MM:SS.mmm`` (UTC), as Sysmon writes ``UtcTime``."""
+    s, rest = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + \
+        f".{rest // 1_000_000:03d}"
+
+
+class LossReport:
+    """The end of one output's loss period: ``count`` events not taken from ``since_ns`` to
+    ``until_ns`` (UTC ns), the last ``error``; ``recovered`` when the output took events again
+    (else the run ended while it was failing)."""
+
+    __slots__ = ("slot", "count", "since_ns", "until_ns", "error", "recovered")
+
+    def __init__(self, slot: SinkSlot, count: int, since_ns: int, until_ns: int, error: str,
+                 recovered: bool) -> None:
+        self.slot = slot
+        self.count = count
+        self.since_ns = since_ns
+        self.until_ns = until_ns
+        self.error = error
+        self.recovered = recovered
+
+    @property
+    def description(self) -> str:
+        """The event 255's ``Description``."""
+        return (f"{self.count} events could not be written to {self.slot.label} from "
+                f"{_utc(self.since_ns)} to {_utc(self.until_ns)} UTC: {self.error}")
+
+
+class SinkSlot:
+    """One sink with its counters and failure policy (delivery in the caller's thread).
+
+    Args:
+        sink: a :class:`~sysmonx.interfaces.Sink`, or any object with ``write(item)`` (and
+            optionally ``flush``, ``close``, ``accepts``, ``name``, ``target``, ``label``).
+        policy: ``fatal`` or ``count`` (module docstring).
+        count_ids: also count the events taken per EventID (:attr:`taken`), for "written".
+    Attributes:
+        label: how the output is named in messages.
+        last_error: the reason of the latest failure, or ``None``.
+        taken: events taken per EventID (with ``count_ids``).
+    """
+
+    def __init__(self, sink: Any, policy: str = "fatal", count_ids: bool = False) -> None:
+        if policy not in ("fatal", "count"):
+            raise ValueError(f"policy must be 'fatal' or 'count', not {policy!r}")
+        self.sink = sink
+        self.policy = policy
+        self.accepts: frozenset[str] = getattr(sink, "accepts", _DEFAULT_ACCEPTS)
+        name = getattr(sink, "name", "") or type(sink).__name__
+        target = getattr(sink, "target", "")
+        self.label: str = getattr(sink, "label", None) or \
+            (f"{name} -> {target}" if target else name)
+        self.target = target or self.label
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+        self.last_error: Optional[str] = None
+        self.taken: Optional[Counter[int]] = Counter() if count_ids else None
+        self.fanout: Optional[FanOut] = None
+        # the current loss period (count policy)
+        self._lost_since: Optional[int] = None
+        self._lost_now = 0
+        self._lost_error = ""
+        self._lock = threading.Lock()
+        self._write = sink.write
+
+    @property
+    def stats(self) -> SinkStats:
+        """Delivery counters."""
+        return SinkStats(self.sent, self.failed, self.dropped)
+
+    def write(self, item: Any) -> None:
+        """Deliver ``item``.
+
+        Raises:
+            SinkError: the sink failed and the policy is ``fatal``.
+            OutputClosed: the output's reader went away.
+        """
+        try:
+            self._write(item)
+        except Exception as exc:  # noqa: BLE001 - any sink failure is counted, never lost
+            self.failure(exc)
+        else:
+            self._taken(item)
+
+    def _taken(self, item: Any) -> None:
+        self.sent += 1
+        if self.taken is not None and item.__class__ is Event:
+            self.taken[item.event_id] += 1
+        if self._lost_since is not None:
+            self._end_loss(recovered=True)
+
+    def failure(self, exc: Exception) -> None:
+        """Account for ``exc`` raised by the sink's ``write``.
+
+        Raises:
+            OutputClosed: the output's reader went away (``BrokenPipeError``).
+            SinkError: under the ``fatal`` policy.
+        """
+        if isinstance(exc, OutputClosed):
+            raise exc
+        if isinstance(exc, BrokenPipeError):
+            raise OutputClosed(f"{self.target}: reader went away") from exc
+        self.failed += 1
+        self.last_error = describe_failure(exc)
+        if self.policy == "fatal":
+            raise SinkError(f"cannot write {self.target}: {self.last_error}") from exc
+        self._lose(self.last_error)
+
+    def _lose(self, error: str) -> None:
+        """One more event not taken (count policy): a loss period starts or goes on."""
+        with self._lock:
+            self._lost_now += 1
+            self._lost_error = error
+            starts = self._lost_since is None
+            if starts:
+                self._lost_since = time.time_ns()
+        if starts and self.fanout is not None and not self.fanout.ending:
+            self.fanout.status(f"output {self.label} fails ({error}); collection continues and "
+                               "every event it does not take is counted")
+
+    def _end_loss(self, recovered: bool) -> Optional[LossReport]:
+        with self._lock:
+            if self._lost_since is None:
+                return None
+            report = LossReport(self, self._lost_now, self._lost_since, time.time_ns(),
+                                self._lost_error, recovered)
+            self._lost_since, self._lost_now = None, 0
+        if self.fanout is not None:
+            if recovered:
+                self.fanout.status(f"output {self.label} works again; {report.count} events were "
+                                   f"not written to it since {_utc(report.since_ns)} UTC "
+                                   f"({report.error})")
+            self.fanout.reports.append(report)
+        return report
+
+    def flush(self) -> None:
+        """Flush the sink (a failure follows the policy)."""
+        flush = getattr(self.sink, "flush", None)
+        if flush is None:
+            return
+        try:
+            flush()
+        except BrokenPipeError as exc:
+            raise OutputClosed(f"{self.target}: reader went away") from exc
+        except Exception as exc:  # noqa: BLE001 - counted like a failed write
+            self.failure(exc)
+
+    def close(self) -> None:
+        """Close the sink; buffered output that cannot be written counts as one failure."""
+        close = getattr(self.sink, "close", None)
+        if close is None:
+            return
+        try:
+            close()
+        except BrokenPipeError as exc:
+            raise OutputClosed(f"{self.target}: reader went away") from exc
+        except Exception as exc:  # noqa: BLE001 - counted like a failed write
+            self.failure(exc)
+
+    def start(self) -> None:
+        """Nothing to start for a direct slot."""
+
+    def settle(self, timeout: float) -> None:
+        """Nothing queued in a direct slot."""
+
+
+_STOP = object()
+
+
+class QueuedSlot(SinkSlot):
+    """A sink behind a bounded queue and its own thread.
+
+    Args:
+        sink, policy, count_ids: as :class:`SinkSlot`.
+        maxsize: queue bound (items).
+        when_full: ``drop`` (count and drop the item) or ``block`` (wait: nothing is lost).
+    """
+
+    def __init__(self, sink: Any, policy: str = "count", maxsize: int = 8192,
+                 when_full: str = "drop", count_ids: bool = False) -> None:
+        super().__init__(sink, policy, count_ids)
+        if when_full not in ("drop", "block"):
+            raise ValueError(f"when_full must be 'drop' or 'block', not {when_full!r}")
+        self.block = when_full == "block"
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self._thread: Optional[threading.Thread] = None
+        self._fatal: Optional[BaseException] = None
+        self._closed = False
+        self._dropping = False
+        #: seconds :meth:`close` waits for a stuck sink under the ``drop`` mode.
+        self.close_timeout = 10.0
+
+    def start(self) -> None:
+        """Start the delivery thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"sysmonx-sink-{self.label}",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        get, q = self.queue.get, self.queue
+        while True:
+            item = get()
+            if item is _STOP:
+                q.task_done()
+                return
+            try:
+                if self._fatal is None:
+                    super().write(item)
+                    if q.empty():
+                        super().flush()
+                else:
+                    self.failed += 1  # after a fatal failure nothing more reaches the sink
+            except BaseException as exc:  # noqa: BLE001 - handed to the loop's thread
+                self._fatal = exc
+            finally:
+                q.task_done()
+
+    def _raise_pending(self) -> None:
+        if self._fatal is not None:
+            exc, self._fatal = self._fatal, None
+            raise exc
+
+    def write(self, item: Any) -> None:
+        """Queue ``item`` (drop or wait when the queue is full).
+
+        Raises:
+            SinkError / OutputClosed: a failure the delivery thread met earlier (``fatal``
+                policy, or a closed reader).
+        """
+        if self._fatal is not None:
+            self._raise_pending()
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            if not self.block:
+                self.dropped += 1
+                self.last_error = "queue full: the output is too slow"
+                self._dropping = True
+                self._lose(self.last_error)
+                return
+            while True:
+                try:
+                    self.queue.put(item, timeout=0.5)
+                    return
+                except queue.Full:
+                    if self._thread is None or not self._thread.is_alive() \
+                            or self._fatal is not None:
+                        self._raise_pending()
+                        self.dropped += 1
+                        return
+        else:
+            if self._dropping:  # the queue takes events again: that loss period ends
+                self._dropping = False
+                self._end_loss(recovered=True)
+
+    def settle(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the queue to be written out."""
+        end = time.monotonic() + timeout
+        while self.queue.unfinished_tasks and time.monotonic() < end:
+            time.sleep(0.01)
+
+    def flush(self) -> None:
+        """Wait until everything queued was handed to the sink, then flush it."""
+        if self._thread is not None and self._thread.is_alive():
+            self.queue.join()
+        self._raise_pending()
+        super().flush()
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Deliver what is queued, stop the thread, close the sink.
+
+        Args:
+            timeout: seconds to wait for a stuck sink (``None``: the slot's ``close_timeout``;
+                forever under the ``block`` mode). After it, what is still queued is counted
+                as dropped and the sink is left to its thread.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if timeout is None:
+            timeout = None if self.block else self.close_timeout
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                try:
+                    self.queue.put(_STOP, timeout=0.1)
+                    break
+                except queue.Full:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():  # stuck in the sink: what is still queued is lost
+                lost = 0
+                while True:
+                    try:
+                        item = self.queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not _STOP:
+                        lost += 1
+                self.dropped += lost
+                self.last_error = f"output stuck; {lost} queued events not delivered at close"
+                return
+        try:
+            self._raise_pending()
+        finally:
+            super().close()
+
+
+class FanOut:
+    """Every sink of a run, each item delivered to the sinks that accept its kind.
+
+    Args:
+        slots: the sinks' slots, in order.
+    Attributes:
+        reports: ends of loss periods (:class:`LossReport`) not yet written as events 255
+            (:meth:`take_reports`); appended by delivery threads.
+        on_status: receives the one-line messages of failing and recovering outputs.
+        on_error: receives error items no sink takes (set by the pipeline).
+    """
+
+    def __init__(self, slots: Sequence[SinkSlot]) -> None:
+        self.slots = list(slots)
+        self._by_kind: dict[str, list[SinkSlot]] = {}
+        for s in self.slots:
+            s.fanout = self
+            for kind in s.accepts:
+                self._by_kind.setdefault(kind, []).append(s)
+        self._reports: dict[int, SinkSlot] = {}
+        self.reports: deque[LossReport] = deque()
+        self.on_status: Optional[Callable[[str], None]] = None
+        self.on_error: Optional[Any] = None
+        self.ending = False  # after end_losses: failures are counted, no longer announced
+
+    @classmethod
+    def build(cls, sinks: Sequence[Any], policy: str = "fatal",
+              queue_size: int = 8192) -> FanOut:
+        """Slots for ``sinks`` under a policy: ``fatal`` (direct delivery, ``slow`` sinks behind
+        a blocking queue) or ``count`` (every sink behind a dropping queue; events taken counted
+        per EventID)."""
+        slots: list[SinkSlot] = []
+        for s in sinks:
+            if isinstance(s, SinkSlot):
+                slots.append(s)
+            elif policy == "count":
+                slots.append(QueuedSlot(s, "count", queue_size, "drop", count_ids=True))
+            elif getattr(s, "slow", False):
+                slots.append(QueuedSlot(s, "fatal", queue_size, "block"))
+            else:
+                slots.append(SinkSlot(s, "fatal"))
+        return cls(slots)
+
+    def status(self, message: str) -> None:
+        """Say ``message`` (from any thread)."""
+        if self.on_status is not None:
+            self.on_status(message)
+
+    def start(self) -> None:
+        """Start the queued slots' threads."""
+        for s in self.slots:
+            s.start()
+
+    def direct_event_writer(self) -> Optional[tuple[SinkSlot, Any]]:
+        """``(slot, sink.write)`` when the run has one sink, written directly (no queue), that
+        takes events only and counts nothing per EventID: the loop then calls the sink without
+        the fan-out in between (the hot path of a replay) and accounts for each call on the slot
+        (:meth:`SinkSlot.failure`, ``sent``). ``None`` otherwise."""
+        if len(self.slots) != 1:
+            return None
+        s = self.slots[0]
+        if type(s) is not SinkSlot or s.accepts != _DEFAULT_ACCEPTS or s.taken is not None:
+            return None
+        return s, s._write
+
+    def accepts(self, kind: str) -> bool:
+        """Whether some sink takes items of ``kind``."""
+        return kind in self._by_kind
+
+    def deliver(self, item: Any) -> None:
+        """Hand ``item`` to every sink that accepts its kind.
+
+        Raises:
+            SinkError: a sink failed under the ``fatal`` policy.
+            OutputClosed: an output's reader went away.
+        """
+        slots = self._by_kind.get(item.item_kind)
+        if not slots:
+            if item.item_kind == "error" and self.on_error is not None:
+                self.on_error(item)  # a stage's warning or note: the run's error handler
+            return
+        if self._reports:
+            about = self._reports.pop(id(item), None)
+            if about is not None:  # a report of ``about``'s losses: for the other outputs
+                for s in slots:
+                    if s is not about:
+                        s.write(item)
+                return
+        for s in slots:
+            s.write(item)
+
+    def mark_report(self, item: Any, about: SinkSlot) -> None:
+        """``item`` reports the losses of ``about``, which is still failing: it goes to the
+        other outputs only."""
+        self._reports[id(item)] = about
+
+    def take_reports(self) -> list[LossReport]:
+        """The ends of loss periods since the last call."""
+        out = []
+        while self.reports:
+            out.append(self.reports.popleft())
+        return out
+
+    def end_losses(self) -> list[LossReport]:
+        """End the loss periods of the outputs still failing (the run is ending); returns
+        their reports (also queued in :attr:`reports`). What fails after this (the closing
+        event 4) is counted for the summary, not announced again."""
+        self.ending = True
+        out = []
+        for s in self.slots:
+            r = s._end_loss(recovered=False)
+            if r is not None:
+                out.append(r)
+        return out
+
+    def settle(self, timeout: float = 2.0) -> None:
+        """Give the queued slots up to ``timeout`` seconds to write out what they hold."""
+        end = time.monotonic() + timeout
+        for s in self.slots:
+            s.settle(max(0.0, end - time.monotonic()))
+
+    def flush(self) -> None:
+        """Flush every sink."""
+        for s in self.slots:
+            s.flush()
+
+    def close(self) -> None:
+        """Close every sink (all of them, even when one fails); then raise the first failure."""
+        first: Optional[BaseException] = None
+        for s in self.slots:
+            try:
+                s.close()
+            except BaseException as exc:  # noqa: BLE001 - closed the others first
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def stats(self) -> dict[str, SinkStats]:
+        """``label -> counters`` of every sink (summed when two share a label)."""
+        out: dict[str, SinkStats] = {}
+        for s in self.slots:
+            st = s.stats
+            old = out.get(s.label)
+            if old is not None:
+                st = SinkStats(old.sent + st.sent, old.failed + st.failed,
+                               old.dropped + st.dropped)
+            out[s.label] = st
+        return out
+
+    def errors(self) -> dict[str, str]:
+        """``label -> last error`` of every sink that failed or dropped."""
+        return {s.label: s.last_error for s in self.slots if s.last_error}
+
+    def written(self) -> Counter[int]:
+        """Events per EventID every events output took (the least any of them took; counted
+        with ``count_ids``)."""
+        counters = [s.taken for s in self.slots
+                    if s.taken is not None and "event" in s.accepts]
+        if not counters:
+            return Counter()
+        ids = set().union(*counters)
+        return Counter({i: min(c[i] for c in counters) for i in ids if min(c[i] for c in counters)})
+
+
+class CallbackSink:
+    """A sink that hands each item to a Python function (embedding, tests).
+
+    Args:
+        fn: called with each item.
+        accepts: the item kinds it takes (default alerts).
+        name: for messages.
+    """
+
+    def __init__(self, fn: Any, accepts: frozenset[str] = frozenset({"alert"}),
+                 name: str = "callback") -> None:
+        self.write = fn
+        self.accepts = accepts
+        self.name = name

@@ -1,0 +1,246 @@
+"""The live sensor on the one loop: ``sysmonx run``, ``run --follow`` and console mode (``-t``).
+
+:func:`live_stages` is the stage list of every live run::
+
+    sysmon-gate -> filter (Sysmon for Linux folding; trace in console mode) -> record-numbers
+    -> [--stage ...] -> [sigma-match -> sigma-correlate -> sigma-alert-events]
+
+The source is :class:`~sysmonx.sensor.live.LiveSource` (kernel backends, or with
+``follow`` the syslog source in follow mode inside it). Sinks run under the ``count`` policy:
+each behind its own bounded queue, a failing or slow output is counted, reported as event 255 and
+in the summary, and collection goes on. SIGHUP reloads the configuration between two events
+(event 16; a bad file keeps the old one and writes event 255), SIGINT/SIGTERM stop.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from ..configmodel import Config
+from ..filtering import EngineOptions
+from ..filtering.stage import FilterStage
+from ..interfaces import SinkStats, Source, Stage
+from ..stages.gate import SysmonGate
+from ..stages.numbering import RecordNumbers
+from .fanout import CallbackSink, FanOut
+from .loop import Pipeline
+from .replay import detection_stages
+
+__all__ = ["SensorOptions", "SensorStats", "Sensor", "live_stages"]
+
+
+@dataclass
+class SensorOptions:
+    """How the sensor runs.
+
+    Attributes:
+        backend: force a tier (``ebpf``, ``audit``, ``cnproc``) or ``None`` for the best available.
+        dns: run the DNS backend beside the tier (when it can run).
+        duration: stop after this many seconds (``None``: until stopped).
+        queue_size: bound of the observation queue (back-pressure beyond it).
+        engine_options: filter choices; Sysmon for Linux folds ``less/more than`` to upper case.
+        backend_options: passed to each backend (buffer sizes ...).
+        provider: System/Provider Name (default Sysmon for Linux's ``Linux-Sysmon``).
+        exclude_own_children: also drop the activity of processes the sensor itself starts
+            (ldconfig run by ctypes, journalctl for --follow journald); off only for tests that
+            run the sensor inside the process generating the activity.
+        follow: instead of tracing, follow an installed Sysmon for Linux's output: a log file or
+            ``journald``.
+        from_start: with ``follow``, read the file from its beginning.
+        follow_poll_s: with ``follow``, seconds between checks of a file that does not grow.
+        sink_queue_size: bound of each output's queue (drops beyond it are counted).
+        tick_s: seconds between ticks (correlation windows).
+        order_window_s, exit_hold_s: the per-process ordering bound
+            (:class:`~sysmonx.sensor.order.OrderBuffer`); ``order_window_s=0`` writes in
+            arrival order.
+    """
+
+    backend: Optional[str] = None
+    dns: bool = True
+    duration: Optional[float] = None
+    queue_size: int = 65536
+    engine_options: EngineOptions = field(default_factory=lambda: EngineOptions(
+        compare_fold="upper"))
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    provider: Optional[str] = None
+    exclude_own_children: bool = True
+    follow: Optional[str] = None
+    from_start: bool = False
+    follow_poll_s: float = 0.2
+    sink_queue_size: int = 8192
+    tick_s: float = 1.0
+    order_window_s: float = 0.25
+    exit_hold_s: float = 2.5
+
+
+@dataclass
+class SensorStats:
+    """Counters: observations by type, events ``written`` (taken by every output) and
+    ``filtered`` out per EventID, ``lost`` (sum of Loss counts), ``errors`` (255 events of the
+    source and rejected reloads), ``outputs`` (per output: sent, failed, dropped),
+    ``undelivered`` (output -> events it did not take), ``output_errors`` (output -> the last
+    error), ``order_late`` (observations that arrived too late to be put in order)."""
+
+    observations: Counter[str] = field(default_factory=Counter)
+    written: Counter[int] = field(default_factory=Counter)
+    filtered: Counter[int] = field(default_factory=Counter)
+    lost: int = 0
+    errors: int = 0
+    backend: str = ""
+    skipped: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, SinkStats] = field(default_factory=dict)
+    undelivered: Counter[str] = field(default_factory=Counter)
+    output_errors: dict[str, str] = field(default_factory=dict)
+    order_late: int = 0
+
+
+def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
+                trace: Optional[str] = None, detection: Any = None,
+                alerts_to_stream: bool = True, extra: Sequence[Stage] = ()) -> list[Stage]:
+    """The stages of a live run, in order (module docstring)."""
+    stages: list[Stage] = [
+        SysmonGate("drop"),
+        FilterStage(config, engine_options, without_config="defaults", trace=trace),
+        RecordNumbers(0),
+    ]
+    stages.extend(extra)
+    if detection is not None:
+        stages.extend(detection_stages(detection, alerts_to_stream))
+    return stages
+
+
+class Sensor:
+    """A live run: :class:`~sysmonx.sensor.live.LiveSource` -> :func:`live_stages` -> sinks.
+
+    Args:
+        config: loaded Sysmon config or ``None`` (Sysmon's defaults: only 1 and 5 logged ... plus
+            every event a tag-less default includes).
+        writers: the outputs (sinks, or objects with ``write(event)``); closed by :meth:`run`
+            at the end.
+        options: :class:`SensorOptions`.
+        config_path: file to re-read on reload (``None``: reload keeps the config and writes
+            event 16 again).
+        on_status: called with one-line status messages (backend chosen, skipped tiers ...).
+        detection: a :class:`~sysmonx.detection.stage.DetectionStage` run on every written
+            event; ``on_alert`` (if given) receives its alerts, else a writer that accepts
+            alerts, else they go into the event stream as event 1000.
+        trace: console mode's rule trace (``summary`` or ``verbose``).
+        extra_stages: stages run after numbering (``--stage``).
+    """
+
+    def __init__(self, config: Optional[Config], writers: Sequence[Any], options: SensorOptions,
+                 config_path: Optional[str] = None,
+                 on_status: Optional[Callable[[str], None]] = None, detection: Any = None,
+                 on_alert: Optional[Callable[[Any], None]] = None, trace: Optional[str] = None,
+                 extra_stages: Sequence[Stage] = ()) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.options = options
+        self.on_status = on_status or (lambda msg: None)
+        from ..sensor.live import LiveOptions, LiveSource  # Linux only (pwd, /proc)
+        inner: Optional[Source] = None
+        if options.follow:
+            from ..sources.syslog import SyslogFormat
+            inner = SyslogFormat(options.follow, follow=True, from_start=options.from_start,
+                                 poll_s=options.follow_poll_s)
+        self.source = LiveSource(config, LiveOptions(
+            backend=options.backend, dns=options.dns, duration=options.duration,
+            queue_size=options.queue_size, backend_options=options.backend_options,
+            provider=options.provider, exclude_own_children=options.exclude_own_children,
+            order_window_s=options.order_window_s, exit_hold_s=options.exit_hold_s),
+            config_label=config_path, inner=inner, on_status=self.on_status)
+        sinks = list(writers)
+        if on_alert is not None:
+            sinks.append(CallbackSink(on_alert))
+        self.fanout = FanOut.build(sinks, "count", options.sink_queue_size)
+        self.stages = live_stages(config, options.engine_options, trace=trace,
+                                  detection=detection,
+                                  alerts_to_stream=not self.fanout.accepts("alert"),
+                                  extra=extra_stages)
+        self.pipeline = Pipeline(self.stages, self.fanout, on_status=self.on_status,
+                                 reloader=self._load, tick_s=options.tick_s)
+
+    def _load(self) -> Optional[Config]:
+        if not self.config_path:
+            return self.config
+        from ..config import load_config
+        self.config = load_config(self.config_path)
+        return self.config
+
+    @property
+    def started(self) -> threading.Event:
+        """Set once the sensor has written events 16 and 4."""
+        return self.source.started
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to finish (safe from signal handlers and other threads)."""
+        self.pipeline.request_stop()
+        self.source.stop()
+
+    def request_reload(self) -> None:
+        """Ask :meth:`run` to re-read the configuration (SIGHUP does this)."""
+        self.pipeline.request_reload()
+
+    def emit(self, o: Any) -> None:
+        """Queue one observation as a backend would (blocking while the queue is full)."""
+        self.source.emit(o)
+
+    @property
+    def stats(self) -> SensorStats:
+        """The counters so far."""
+        src = self.source.stats
+        flt = next(s for s in self.stages if isinstance(s, FilterStage))
+        outputs = self.fanout.stats()
+        return SensorStats(observations=Counter(src.observations),
+                           written=self.fanout.written(), filtered=Counter(flt.excluded),
+                           lost=src.lost, errors=src.errors + self.pipeline.reload_errors,
+                           backend=src.backend, skipped=dict(src.skipped),
+                           outputs=outputs,
+                           undelivered=Counter({k: v.undelivered for k, v in outputs.items()
+                                                if v.undelivered}),
+                           output_errors=self.fanout.errors(), order_late=src.order_late)
+
+    def summary(self) -> str:
+        """The closing summary line (stderr): backend (or what is followed), events written,
+        filtered out, lost, errors, and every output that did not take all events with the
+        count and the last error."""
+        st = self.stats
+        what = st.backend if self.options.follow else f"backend {st.backend}"
+        text = (f"{what}; events written {sum(st.written.values()):,}, filtered out "
+                f"{sum(st.filtered.values()):,}, lost {st.lost:,}, errors {st.errors}")
+        for name, n in st.undelivered.items():
+            text += f"; NOT WRITTEN to {name}: {n:,} events ({st.output_errors.get(name, '')})"
+        return text
+
+    def run(self, install_signals: bool = True) -> SensorStats:
+        """Collect until stopped (signal, :meth:`request_stop`, or ``duration``); the outputs
+        are closed at the end.
+
+        Raises:
+            BackendUnavailable: no tier can run (or the forced one cannot); nothing was started.
+            SourceUnavailable: the followed log cannot be read.
+            OutputClosed: an output's reader went away (``| head``).
+        """
+        old_handlers: dict[int, Any] = {}
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig, fn in ((signal.SIGINT, lambda *a: self.request_stop()),
+                            (signal.SIGTERM, lambda *a: self.request_stop()),
+                            (signal.SIGHUP, lambda *a: self.request_reload())):
+                old_handlers[sig] = signal.signal(sig, fn)
+        try:
+            try:
+                self.pipeline.run(self.source)
+            finally:
+                self.pipeline.close()
+        finally:
+            for signum, h in old_handlers.items():
+                signal.signal(signum, h)
+        return self.stats
+
+    def backend_stats(self) -> dict[str, dict[str, Any]]:
+        """name -> the backend's own counters."""
+        return self.source.backend_stats()

@@ -1,0 +1,300 @@
+"""The one loop: source -> stages -> sinks, with a tick.
+
+Replay, the live sensor, following a Sysmon for Linux log, console mode (``-t``) and every
+``--jobs`` worker run :meth:`Pipeline.run`; they differ only in their source, stages and sinks
+(:mod:`sysmonx.pipeline.build`). Per item::
+
+    item = next(source.events())          # None: a live source has nothing right now
+    for stage in stages:                   # each may drop it, or emit more items
+        if not stage.process(item, emit): break
+    else:
+        fanout.deliver(item)               # to the sinks that accept its kind
+
+``emit(x)`` from stage *i* sends ``x`` through stages *i+1...* and on to the sinks before it
+returns (see :mod:`sysmonx.interfaces`). A live source (``Source.live``) gets more: about once a
+second (``tick_s``) the loop calls ``stage.tick(source.now_ns(), emit)`` on every stage (a
+correlation window on a quiet host closes on time); an output's loss period that ended is written
+as event 255 (:mod:`sysmonx.pipeline.fanout`, ``ID`` ``Output``);
+between two items it applies a stop or reload request: a reload loads the new configuration
+(``reloader``), hands it to every stage and to the source (which writes event 16), or, when it
+cannot be loaded, keeps the old one and reports event 255 ``ConfigReload``.
+
+At the end of the source the stages finish (open correlation windows are emitted), then the
+source's trailer (the sensor's final event 4) goes through, and :meth:`Pipeline.close` flushes and
+closes the sinks. Damaged input records reach ``on_error`` (counted in ``errors``), never stop the
+loop. A sink failure stops it only under the ``fatal`` policy (replay).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable, Optional, Sequence
+
+from ..configmodel import Config
+from ..core.errors import SysmonXError
+from ..event import Event
+from ..interfaces import Emit, Source, Stage
+from .fanout import FanOut, SinkSlot
+
+__all__ = ["Pipeline"]
+
+
+class Pipeline:
+    """Stages and sinks, run over one or more sources.
+
+    Args:
+        stages: in order.
+        fanout: the sinks (:meth:`FanOut.build <sysmonx.pipeline.fanout.FanOut.build>`), or a
+            list of sinks (delivered directly, ``fatal`` policy).
+        on_error: receives every :class:`~sysmonx.core.errors.ReadError` a source reports.
+        on_status: receives one-line status messages (a rejected reload ...).
+        reloader: returns the configuration to put in force on a reload request; raises
+            ``SysmonXError`` / ``OSError`` when it cannot (the old one stays).
+        tick_s: seconds between ticks of a live source.
+    Attributes:
+        errors: damaged records and unreadable files reported by sources (``error`` severity).
+        warnings: ``warning`` reports (everything read, but the meaning changes).
+        repaired: records read after undoing a known export fault, per fault (counted, not
+            passed to ``on_error``).
+        reload_errors: reloads that were refused.
+    """
+
+    def __init__(self, stages: Sequence[Stage], fanout: Any, *,
+                 on_error: Optional[Callable[[SysmonXError], None]] = None,
+                 on_status: Optional[Callable[[str], None]] = None,
+                 reloader: Optional[Callable[[], Optional[Config]]] = None,
+                 tick_s: float = 1.0) -> None:
+        self.stages = list(stages)
+        self.fanout = fanout if isinstance(fanout, FanOut) else FanOut.build(list(fanout))
+        self.on_error = on_error
+        self.on_status = on_status or (lambda msg: None)
+        self.reloader = reloader
+        self.tick_s = tick_s
+        self.errors = 0
+        self.warnings = 0
+        self.repaired: Counter[str] = Counter()
+        self.reload_errors = 0
+        self.fanout.on_error = self._error
+        self.fanout.on_status = self.on_status
+        self._source: Optional[Source] = None
+        self._stop = False
+        self._reload = False
+        self._attention = False  # a request or tick is due: checked between items
+        self._lock = threading.Lock()
+        self._started = False
+        # emits[i]: what stage i's emit() does (push into stages i+1...)
+        self._emits: list[Emit] = [self._emitter(i + 1) for i in range(len(self.stages))]
+        self._steps = list(zip([s.process for s in self.stages], self._emits, strict=True))
+
+    # -- control (any thread, signal handlers) ---------------------------------------------------
+
+    def request_stop(self) -> None:
+        """End the run after the current item (the source's trailer is still written)."""
+        self._stop = True
+        self._attention = True
+        src = self._source
+        if src is not None:
+            src.stop()
+
+    def request_reload(self) -> None:
+        """Re-read the configuration between two items (SIGHUP)."""
+        self._reload = True
+        self._attention = True
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the sinks' delivery threads (done by :meth:`run` when needed)."""
+        if not self._started:
+            self._started = True
+            self.fanout.start()
+
+    def run(self, source: Source, *, finish: bool = True) -> None:
+        """Run ``source`` to its end (or a stop request) through the stages into the sinks.
+
+        Args:
+            finish: end of the whole stream: let the stages emit what is pending and write the
+                source's trailer. Replay workers that feed several sources into one pipeline
+                pass False and call :meth:`finish` once.
+        Raises:
+            SinkError: a sink failed under the ``fatal`` policy.
+            OutputClosed: an output's reader went away.
+            SourceUnavailable: the source cannot start.
+        """
+        self.start()
+        source.on_error = self._error
+        self._source = source
+        try:
+            source.open()
+            if self._stop:
+                source.stop()
+            if source.live:
+                self._run_live(source)
+            else:
+                self._run_recorded(source)
+            if finish:
+                self.finish()
+                if source.live:  # outputs still failing: reported to the others
+                    self.fanout.settle()
+                    self.fanout.end_losses()
+                    self._report_losses(source)
+                for item in source.trailer():
+                    self._push(item, 0)
+        finally:
+            self._source = None
+            source.close()
+
+    def _run_recorded(self, source: Source) -> None:
+        direct = self.fanout.direct_event_writer()
+        if direct is not None:
+            self._run_recorded_direct(source, *direct)
+            return
+        steps = self._steps
+        deliver = self.fanout.deliver
+        for item in source.events():
+            if item is None:
+                continue
+            for process, emit in steps:
+                if not process(item, emit):
+                    break
+            else:
+                deliver(item)
+            if self._stop:
+                break
+
+    def _run_recorded_direct(self, source: Source, slot: SinkSlot, write: Any) -> None:
+        """:meth:`_run_recorded` for one events-only sink written directly: events go to the
+        sink's ``write`` without the fan-out (the same accounting, through the slot)."""
+        steps = self._steps
+        deliver = self.fanout.deliver
+        sent = 0
+        try:
+            for item in source.events():
+                if item is None:
+                    continue
+                for process, emit in steps:
+                    if not process(item, emit):
+                        break
+                else:
+                    if item.__class__ is Event:
+                        try:
+                            write(item)
+                        except Exception as exc:  # noqa: BLE001 - accounted by the slot
+                            slot.failure(exc)
+                        else:
+                            sent += 1
+                    else:
+                        deliver(item)
+                if self._stop:
+                    break
+        finally:
+            slot.sent += sent
+
+    def _run_live(self, source: Source) -> None:
+        steps = self._steps
+        deliver = self.fanout.deliver
+        monotonic = time.monotonic
+        next_tick = monotonic() + self.tick_s
+        reports = self.fanout.reports
+        n = 0
+        for item in source.events():
+            if item is not None:
+                for process, emit in steps:
+                    if not process(item, emit):
+                        break
+                else:
+                    deliver(item)
+                if reports:
+                    self._report_losses(source)
+                n += 1
+                if n & 63 and not self._attention:
+                    continue
+            if self._attention:
+                self._attention = False
+                if self._stop:
+                    source.stop()
+                if self._reload:
+                    self._reload = False
+                    self._do_reload(source)
+            if reports:
+                self._report_losses(source)
+            now = monotonic()
+            if now >= next_tick:
+                next_tick = now + self.tick_s
+                self._tick(source)
+
+    def finish(self) -> None:
+        """End of the stream: every stage emits what it still holds."""
+        for i, stage in enumerate(self.stages):
+            stage.finish(self._emits[i])
+
+    def close(self) -> None:
+        """Flush and close every sink.
+
+        Raises:
+            SinkError: buffered output could not be written (``fatal`` policy).
+        """
+        self.start()
+        self.fanout.close()
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _emitter(self, start: int) -> Emit:
+        def emit(item: Any) -> None:
+            self._push(item, start)
+        return emit
+
+    def _push(self, item: Any, start: int) -> None:
+        steps = self._steps
+        for i in range(start, len(steps)):
+            process, emit = steps[i]
+            if not process(item, emit):
+                return
+        self.fanout.deliver(item)
+
+    def _error(self, err: SysmonXError) -> None:
+        severity = getattr(err, "severity", "error")
+        if severity == "repaired":  # counted; the source sums them up per file
+            self.repaired[err.message] += 1
+            return
+        if severity == "error":
+            self.errors += 1
+        elif severity == "warning":
+            self.warnings += 1
+        if self.on_error is not None:
+            self.on_error(err)
+
+    def _tick(self, source: Source) -> None:
+        now = source.now_ns()
+        if now is not None:
+            for i, stage in enumerate(self.stages):
+                stage.tick(now, self._emits[i])
+
+    def _report_losses(self, source: Source) -> None:
+        """Write an event 255 (``ID`` ``Output``) for every output's loss period that ended:
+        to every output when it works again, else to the others."""
+        for report in self.fanout.take_reports():
+            ev = source.error_event("Output", report.description)
+            if ev is None:
+                continue
+            if not report.recovered:
+                self.fanout.mark_report(ev, report.slot)
+            self._push(ev, 0)
+
+    def _do_reload(self, source: Source) -> None:
+        if self.reloader is None:
+            return
+        try:
+            config = self.reloader()
+        except (SysmonXError, OSError) as exc:
+            self.reload_errors += 1
+            self.on_status(f"configuration not applied, the previous one stays: {exc}")
+            ev = source.error_event("ConfigReload", f"configuration not applied: {exc}")
+            if ev is not None:
+                self._push(ev, 0)
+            return
+        for stage in self.stages:
+            stage.reload(config)
+        source.reload(config)

@@ -1,0 +1,314 @@
+"""Replay: recorded logs through the one loop.
+
+:func:`replay_stages` is the stage list of a replay (and of every ``--jobs`` worker)::
+
+    [duplicates] -> clock-check -> [time-window] -> sysmon-gate -> filter -> [--stage ...]
+    -> [sigma-match -> sigma-correlate -> sigma-alert-events]
+
+:class:`Replayer` puts it together with :class:`~sysmonx.sources.recorded.RecordedLogs` and the
+sinks in a :class:`~sysmonx.pipeline.loop.Pipeline`, and gathers the counters of the stages into
+:class:`ReplayStats`. Sinks run under the ``fatal`` policy: a failing output stops the replay
+with one :class:`~sysmonx.core.errors.SinkError`. Nothing grows with the input: statistics are
+counters per EventID.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Iterable, Optional, Sequence
+
+from ..configmodel import Config
+from ..core.errors import ReadError
+from ..filtering import EngineOptions, FilterEngine
+from ..filtering.stage import FilterStage
+from ..interfaces import Stage
+from ..sinks import writer_class
+from ..sources import iter_input_files
+from ..sources.recorded import RecordedLogs
+from ..stages.clock import ClockCheckStage
+from ..stages.dedup import DuplicateStage
+from ..stages.gate import SysmonGate
+from ..stages.window import TimeWindowStage
+from .fanout import FanOut
+from .loop import Pipeline
+
+__all__ = ["ReplayOptions", "ReplayStats", "Replayer", "make_writer", "replay_stages",
+           "detection_stages"]
+
+
+def make_writer(fmt: str, stream: BinaryIO, **options: Any) -> Any:
+    """Instantiate the writer for ``fmt`` (a stream format of :data:`sysmonx.sinks.WRITERS`)
+    on ``stream`` with the writer's keyword ``options`` (e.g. ``bom=True`` for ``csv``).
+
+    Raises:
+        ValueError: unknown format.
+        TypeError: an option the writer does not take.
+    """
+    return writer_class(fmt)(stream, **options)
+
+
+@dataclass
+class ReplayOptions:
+    """What a replay does.
+
+    Attributes:
+        config: loaded Sysmon config, or ``None`` to pass every Sysmon event through unchanged
+            (conversion only: no filtering, RuleName kept as recorded).
+        engine_options: named choices for uncertain Sysmon behaviours.
+        non_sysmon: ``pass`` (write records of other providers unchanged) or ``drop``.
+        input_format: force a reader (a name of :data:`sysmonx.sources.FORMATS`) or ``None``
+            to detect per file.
+        time_from, time_to: keep only records whose System time (``Event.time_created``, never
+            event data such as ``UtcTime``) is ``>= time_from`` and ``< time_to``; ISO 8601 text
+            as :func:`~sysmonx.stages.window.parse_time_bound` takes it, or ``None`` for no bound.
+            The window applies to every record, Sysmon or not, before the filter. Records
+            without a (readable) time are kept and counted in :attr:`ReplayStats.untimed`.
+        window_time: which time ``time_from``/``time_to`` compare: ``system`` (System
+            ``TimeCreated``, the default) or ``utctime`` (a Sysmon event's own ``UtcTime``,
+            falling back to System time for records without one), for exports whose System
+            times are local times labelled UTC (a warning says so, see
+            :class:`~sysmonx.stages.clock.ClockCheckStage`).
+        keep_duplicates: write every record read, even one read before (same provider,
+            computer, channel, EventRecordID and System time to the second, see
+            :class:`~sysmonx.stages.dedup.DuplicateFilter`); by default such repeats are
+            dropped and counted in :attr:`ReplayStats.duplicates`. Removing them needs the one
+            stream of a single process: :func:`~sysmonx.pipeline.parallel.replay_parallel`
+            requires ``True``.
+    """
+
+    config: Optional[Config] = None
+    engine_options: EngineOptions = field(default_factory=EngineOptions)
+    non_sysmon: str = "drop"
+    input_format: Optional[str] = None
+    time_from: Optional[str] = None
+    time_to: Optional[str] = None
+    window_time: str = "system"
+    keep_duplicates: bool = False
+
+
+@dataclass
+class ReplayStats:
+    """Counters of one replay: ``files``, ``records`` read, ``sysmon`` events, ``non_sysmon``
+    records, ``included``/``excluded`` per EventID, ``errors`` (bad records and files).
+
+    With a time window (``--from`` / ``--to``): ``out_of_window`` records were outside it and went
+    no further (they are in ``records`` only); ``untimed`` records had no readable System time and
+    were kept (they go on to the filter and are counted there as usual).
+
+    ``duplicates``: records dropped as repeats of a record read before (they are in
+    ``records`` only). ``warnings``: warning lines (said once per file; nothing was lost).
+    ``repaired``: records read after undoing a known export fault, per fault (``{"entity
+    references without ';'": 16}``); they are read in full and counted in ``records`` as
+    usual."""
+
+    files: int = 0
+    records: int = 0
+    sysmon: int = 0
+    non_sysmon: int = 0
+    non_sysmon_written: int = 0
+    included: Counter[int] = field(default_factory=Counter)
+    excluded: Counter[int] = field(default_factory=Counter)
+    errors: int = 0
+    out_of_window: int = 0
+    untimed: int = 0
+    warnings: int = 0
+    repaired: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+
+    def merge(self, part: ReplayStats) -> None:
+        """Add ``part``'s counters to these."""
+        self.files += part.files
+        self.records += part.records
+        self.sysmon += part.sysmon
+        self.non_sysmon += part.non_sysmon
+        self.non_sysmon_written += part.non_sysmon_written
+        self.included.update(part.included)
+        self.excluded.update(part.excluded)
+        self.errors += part.errors
+        self.out_of_window += part.out_of_window
+        self.untimed += part.untimed
+        self.warnings += part.warnings
+        self.repaired.update(part.repaired)
+        self.duplicates += part.duplicates
+
+
+def detection_stages(detection: Any, alerts_to_stream: bool) -> list[Stage]:
+    """The Sigma stages for a loaded :class:`~sysmonx.detection.stage.DetectionStage`: match,
+    correlate, and (``alerts_to_stream``) alerts as event 1000 in the event stream."""
+    from ..detection.stages import SigmaAlertEvents, SigmaCorrelateStage, SigmaMatchStage
+    out: list[Stage] = [SigmaMatchStage(detection), SigmaCorrelateStage(detection)]
+    if alerts_to_stream:
+        out.append(SigmaAlertEvents())
+    return out
+
+
+def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = None,
+                  detection: Any = None, alerts_to_stream: bool = True,
+                  extra: Sequence[Stage] = ()) -> list[Stage]:
+    """The stages of a replay, in order (module docstring).
+
+    Raises:
+        TimeFormatError: a bad ``time_from`` / ``time_to``.
+        ValueError: a bad ``non_sysmon`` or ``window_time``.
+    """
+    if options.window_time not in ("system", "utctime"):
+        raise ValueError(f"window_time must be 'system' or 'utctime', not "
+                         f"{options.window_time!r}")
+    stages: list[Stage] = []
+    if not options.keep_duplicates:
+        stages.append(DuplicateStage())
+    stages.append(ClockCheckStage(options.window_time))
+    if options.time_from is not None or options.time_to is not None:
+        stages.append(TimeWindowStage(options.time_from, options.time_to, options.window_time))
+    stages.append(SysmonGate(options.non_sysmon))
+    stages.append(FilterStage(options.config, options.engine_options, without_config="pass",
+                              engine=engine))
+    stages.extend(extra)
+    if detection is not None:
+        stages.extend(detection_stages(detection, alerts_to_stream))
+    return stages
+
+
+class Replayer:
+    """A replay pipeline: recorded logs -> :func:`replay_stages` -> sinks, on the one loop.
+
+    Args:
+        options: :class:`ReplayOptions`.
+        writer: the event output (a sink, e.g. from :func:`make_writer`), or ``None`` to only
+            count. Not closed here: the caller owns it.
+        on_error: called with each :class:`~sysmonx.core.errors.ReadError`.
+        on_progress: called as ``on_progress(path, records_so_far)`` every few thousand records
+            and at each file end (for a progress bar).
+        engine: an already compiled :class:`~sysmonx.filtering.FilterEngine` for
+            ``options.config`` (compiled here when omitted).
+        sinks: more outputs (an alerts file ...), also owned by the caller.
+        detection: a loaded :class:`~sysmonx.detection.stage.DetectionStage`; its alerts go to
+            a sink that accepts alerts, else into the event stream as event 1000.
+        extra_stages: stages run after the filter (``--stage``).
+    Raises:
+        TimeFormatError: ``options.time_from`` / ``time_to`` is not an ISO 8601 time.
+    """
+
+    def __init__(self, options: ReplayOptions, writer: Any = None,
+                 on_error: Optional[Callable[[ReadError], None]] = None,
+                 on_progress: Optional[Callable[[str, int], None]] = None,
+                 engine: Optional[FilterEngine] = None, *, sinks: Sequence[Any] = (),
+                 detection: Any = None, extra_stages: Sequence[Stage] = (),
+                 on_file_done: Optional[Callable[[str], None]] = None) -> None:
+        self.options = options
+        self.writer = writer
+        all_sinks = ([writer] if writer is not None else []) + list(sinks)
+        self.fanout = FanOut.build(all_sinks, "fatal")
+        to_stream = detection is not None and not self.fanout.accepts("alert")
+        self.stages = replay_stages(options, engine=engine, detection=detection,
+                                    alerts_to_stream=to_stream, extra=extra_stages)
+        self.pipeline = Pipeline(self.stages, self.fanout, on_error=on_error)  # type: ignore[arg-type]
+        self.on_progress = on_progress
+        self.on_file_done = on_file_done
+        self.files = 0
+        self.records = 0
+        self._gate: SysmonGate = self._stage(SysmonGate)
+        self._filter: FilterStage = self._stage(FilterStage)
+        self._window: Optional[TimeWindowStage] = self._stage(TimeWindowStage)
+        self._dup: Optional[DuplicateStage] = self._stage(DuplicateStage)
+        # one stats object, its per-EventID counters those of the stages (read per file by
+        # callers: refreshing it costs a few assignments)
+        self._stats = ReplayStats(included=self._filter.included, excluded=self._filter.excluded,
+                                  repaired=self.pipeline.repaired)
+
+    @property
+    def engine(self) -> Optional[FilterEngine]:
+        """The compiled filter (``None`` without a config)."""
+        flt: FilterStage = self._stage(FilterStage)
+        return flt.engine
+
+    def _stage(self, cls: type) -> Any:
+        for s in self.stages:
+            if isinstance(s, cls):
+                return s
+        return None
+
+    @property
+    def stats(self) -> ReplayStats:
+        """The counters so far (one object, kept up to date; its per-EventID and repair
+        counters are the live ones)."""
+        st = self._stats
+        st.files, st.records = self.files, self.records
+        st.errors, st.warnings = self.pipeline.errors, self.pipeline.warnings
+        gate, win, dup = self._gate, self._window, self._dup
+        if dup is not None:
+            st.duplicates = dup.dedup.dropped
+        st.sysmon, st.non_sysmon = gate.sysmon, gate.non_sysmon
+        st.non_sysmon_written = gate.non_sysmon_written
+        flt = self._filter
+        st.included, st.excluded = flt.included, flt.excluded
+        if win is not None:
+            st.out_of_window, st.untimed = win.out_of_window, win.untimed
+        return st
+
+    def run(self, paths: Iterable[str]) -> ReplayStats:
+        """Replay every file under ``paths`` (folders recurse, sorted). Returns the stats.
+
+        Raises:
+            FileNotFoundError: a path that does not exist (fatal, before anything is read).
+            SinkError: an output failed.
+        """
+        files = list(iter_input_files(list(paths), self.pipeline._error))
+        for path in files:
+            self.run_file(path)
+        return self.stats
+
+    def run_file(self, path: str) -> None:
+        """Replay one file; unreadable files and bad records become errors, never exceptions.
+
+        Raises:
+            SinkError: an output failed (``OutputClosed``: its reader went away).
+        """
+        base = self.records
+
+        def progress(p: str, n: int) -> None:
+            self.records = base + n
+            if self.on_progress is not None:
+                self.on_progress(p, self.records)
+
+        source = RecordedLogs([path], self.options.input_format, expanded=True,
+                              on_progress=progress)
+        try:
+            self.pipeline.run(source, finish=False)
+        finally:
+            self.files += source.files
+            self.records = base + source.records
+        if self.on_file_done is not None:
+            self.on_file_done(path)
+
+    def finish(self) -> None:
+        """End of the stream: the stages emit what they still hold (open correlation windows)
+        into the sinks."""
+        self.pipeline.finish()
+
+    def flush(self) -> None:
+        """Flush the sinks.
+
+        Raises:
+            SinkError: buffered output could not be written.
+        """
+        self.fanout.flush()
+
+    def close(self) -> None:
+        """Close the sinks (the writer's closing tag, flush).
+
+        Raises:
+            SinkError: buffered output could not be written.
+        """
+        self.pipeline.close()
+
+
+def event_name(event_id: int) -> str:
+    """Label for summaries: the event's task name as Event Viewer shows it, with the config tag,
+    e.g. ``Registry value set (RegistryEvent)``; ``Error report`` for 255."""
+    from ..schema import CURRENT
+    ev = CURRENT.events.get(event_id)
+    if ev is None:
+        return "(not a Sysmon event ID)"
+    return f"{ev.template} ({ev.tag})" if ev.tag else ev.template

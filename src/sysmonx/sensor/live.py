@@ -1,0 +1,393 @@
+"""Live collection as a source: kernel backends -> bounded queue -> self-exclusion -> assembler
+-> Sysmon for Linux events, with the sensor's own events 4, 16 and 255.
+
+The backends observe from their own threads and call :meth:`LiveSource.emit`, which blocks while
+the queue is full (back-pressure): the burst then waits in the kernel's buffers, and whatever the
+kernel drops comes back as a ``Loss`` observation, written as event 255 with the count. The
+sensor's own pid (and helpers it starts, such as ``ldconfig`` run by ctypes) is excluded in the
+kernel where the backend allows it and again here, so it never reports its own activity.
+
+Order: observations pass through an :class:`~sysmonx.sensor.order.OrderBuffer` before they are
+assembled, so each process's events come out with event 1 first and event 5 last whatever the
+backends' delivery delays (bound documented there: ``order_window_s``, ``exit_hold_s``).
+Backends may hand over batches (``emit.many``): one queue item and one wake-up per batch.
+
+Events of the sensor itself, as Sysmon for Linux writes them: event 16 (the configuration and its
+SHA256) then 4 ``Started`` at start, 16 on every configuration change (:meth:`reload`), 4
+``Stopped`` at the end (:meth:`trailer`, after the stages have finished), 255 for every loss and
+backend error, and for problems of the pipeline (:meth:`error_event`: an output that lost events,
+a rejected reload).
+
+``sysmonx run --follow LOG`` runs the same source around another one instead of the kernel: the
+syslog source in follow mode (:class:`~sysmonx.sources.syslog.SyslogFormat`) reading an installed
+Sysmon for Linux's output. Its events pass unchanged; its unreadable lines become events 255.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from ..configmodel import Config
+from ..core.errors import SysmonXError
+from ..core.registry import SOURCES
+from ..event import Event
+from ..interfaces import Source
+from ..schema import CURRENT, format_version
+from . import observations as ob
+from .assemble import Assembler
+from .backends import Backend, BackendUnavailable, auxiliary_backends, choose_backend, \
+    load_backend, probe
+from .order import OrderBuffer
+from .process import FileHasher, ProcessCache
+
+__all__ = ["LiveSource", "LiveOptions", "LiveStats", "Backend", "BackendUnavailable"]
+
+
+@dataclass
+class LiveOptions:
+    """How live collection runs.
+
+    Attributes:
+        backend: force a tier (``ebpf``, ``audit``, ``cnproc``) or ``None`` for the best available.
+        dns: run the auxiliary backends (DNS) beside the tier (when they can run).
+        duration: stop after this many seconds (``None``: until stopped).
+        queue_size: bound of the observation queue (back-pressure beyond it).
+        backend_options: passed to each backend (buffer sizes ...).
+        provider: System/Provider Name (default Sysmon for Linux's ``Linux-Sysmon``).
+        exclude_own_children: also drop the activity of processes the sensor itself starts; off
+            only for tests that run the sensor inside the process generating the activity.
+        order_window_s, exit_hold_s: the per-process ordering bound
+            (:class:`~sysmonx.sensor.order.OrderBuffer`); ``order_window_s=0`` writes in
+            arrival order.
+    """
+
+    backend: Optional[str] = None
+    dns: bool = True
+    duration: Optional[float] = None
+    queue_size: int = 65536
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    provider: Optional[str] = None
+    exclude_own_children: bool = True
+    order_window_s: float = 0.25
+    exit_hold_s: float = 2.5
+
+
+@dataclass
+class LiveStats:
+    """Counters: ``observations`` by type, ``lost`` (sum of Loss counts), ``errors`` (events
+    255 the source wrote), ``backend`` (the tier, or ``follow <source>``), ``skipped`` (tier ->
+    why it was not chosen), ``order_late`` (observations that arrived too late to be put in
+    order)."""
+
+    observations: Counter[str] = field(default_factory=Counter)
+    lost: int = 0
+    errors: int = 0
+    backend: str = ""
+    skipped: dict[str, str] = field(default_factory=dict)
+    order_late: int = 0
+
+
+class _Emitter:
+    """What backends get as ``emit``: :meth:`LiveSource.emit`, with ``many`` for batches."""
+
+    __slots__ = ("_emit", "many")
+
+    def __init__(self, source: LiveSource) -> None:
+        self._emit = source.emit
+        self.many = source.emit_many
+
+    def __call__(self, o: ob.Observation) -> None:
+        self._emit(o)
+
+
+def _hasher(config: Optional[Config]) -> FileHasher:
+    algos = config.hash_algorithms if config and config.hash_algorithms else ["SHA256"]
+    return FileHasher(algos)
+
+
+@SOURCES.register
+class LiveSource(Source):
+    """Live collection on this host (or, with ``inner``, an installed Sysmon for Linux followed).
+
+    Args:
+        config: the configuration in force (its hash algorithms, and event 16), or ``None``.
+        options: :class:`LiveOptions`.
+        config_label: what event 16 names as the configuration (default: the config's path).
+        inner: a live source to forward instead of tracing (``run --follow``).
+        on_status: one-line status messages (backend chosen, tiers skipped ...).
+    Attributes:
+        started: set once events 16 and 4 are out (the service waits for the pidfile).
+        stats: :class:`LiveStats`.
+    """
+
+    name = "live"
+    summary = "this host's kernel (eBPF, audit or proc connector tiers, DNS), Sysmon for Linux " \
+              "events"
+    live = True
+
+    def __init__(self, config: Optional[Config] = None, options: Optional[LiveOptions] = None,
+                 *, config_label: Optional[str] = None, inner: Optional[Source] = None,
+                 on_status: Optional[Callable[[str], None]] = None) -> None:
+        self.options = options or LiveOptions()
+        self.config = config
+        self.config_label = config_label
+        self.inner = inner
+        self.on_status = on_status or (lambda msg: None)
+        self.stats = LiveStats()
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=self.options.queue_size)
+        self.cache = ProcessCache()
+        self.assembler = Assembler(self.cache, _hasher(config),
+                                   **({"provider": self.options.provider}
+                                      if self.options.provider else {}))
+        self.order = OrderBuffer(self.options.order_window_s, self.options.exit_hold_s)
+        self.self_pid = os.getpid()
+        self.started = threading.Event()
+        self._stop = threading.Event()
+        self._own_children: set[int] = set()
+        self._backends: list[Backend] = []
+        self._started_backends: list[Backend] = []
+        self._pending: deque[Event] = deque()
+        self._schema = ""
+
+    # -- backends' side ----------------------------------------------------------------------------
+
+    def emit(self, o: Any) -> None:
+        """Backend callback: queue one observation (or a list: a batch), blocking while the
+        queue is full."""
+        while True:
+            try:
+                self.queue.put(o, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    return
+
+    def emit_many(self, observations: Iterable[ob.Observation]) -> None:
+        """Backend callback for a batch (``emit.many``, see
+        :meth:`~sysmonx.sensor.backends.base.Backend.emit_all`): one queue item."""
+        self.emit(list(observations))
+
+    # -- Source ----------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Start the backends (or the followed source).
+
+        Raises:
+            BackendUnavailable: no tier can run (or the forced one cannot); nothing was started.
+            SourceUnavailable: the followed source cannot be opened.
+        """
+        cfg = self.config
+        self._schema = format_version(cfg.schema_version if cfg else CURRENT.version)
+        if self.inner is not None:
+            self.inner.on_error = self._inner_error
+            self.inner.open()
+            self.stats.backend = f"follow {getattr(self.inner, 'path', self.inner.name)}"
+            return
+        self.cache.prime()
+        self._start_backends()
+
+    def _start_backends(self) -> None:
+        name, skipped = choose_backend(self.options.backend)
+        self.stats.backend, self.stats.skipped = name, skipped
+        for tier, reason in skipped.items():
+            self.on_status(f"backend {tier} skipped: {reason}")
+        names = [name]
+        if self.options.dns:
+            for aux in auxiliary_backends():
+                why = probe(aux)
+                if why is None:
+                    names.append(aux)
+                else:
+                    self.on_status(f"backend {aux} skipped: {why}")
+        excluded = frozenset({self.self_pid})
+        for n in names:
+            backend = load_backend(n)(_Emitter(self), excluded, self.options.backend_options)
+            try:
+                backend.start()
+            except BackendUnavailable as exc:
+                if n == name:
+                    self._stop_backends()
+                    raise
+                self.on_status(f"backend {n} failed to start: {exc}")
+                continue
+            self._backends.append(backend)
+            self._started_backends.append(backend)
+            self.on_status(f"backend {n} started")
+
+    def events(self) -> Iterator[Optional[Event]]:
+        """16 and 4 ``Started``, then every event collected until stopped (``None`` while idle),
+        then what the backends queued before they stopped."""
+        yield self._config_event()
+        yield self.assembler.service_state("Started", self._schema, time.time_ns())
+        self.started.set()
+        duration = self.options.duration
+        deadline = None if duration is None else time.monotonic() + duration
+        last_expire = time.monotonic()
+        pending = self._pending
+        get, get_nowait = self.queue.get, self.queue.get_nowait
+        handle = self._handle
+        order = self.order
+        inner = iter(self.inner.events()) if self.inner is not None else None
+        while not self._stop.is_set():
+            while pending:
+                yield pending.popleft()
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            if inner is not None:
+                item = next(inner, self)
+                if item is self:
+                    break
+                yield item  # type: ignore[misc]
+                continue
+            due = order.next_due()
+            # wake for the next release, but at most every 5 ms: what arrives meanwhile is
+            # taken in one batch
+            wait = 0.1 if due is None else min(0.1, max(0.005, due - now))
+            try:
+                o = get(timeout=wait)
+            except queue.Empty:
+                pass
+            else:
+                arrived = time.monotonic()  # the hold counts from here
+                handle(o, arrived)
+                for _ in range(1024):
+                    try:
+                        o = get_nowait()
+                    except queue.Empty:
+                        break
+                    handle(o, arrived)
+            self._release(time.monotonic())
+            if not pending:
+                yield None  # nothing now: the loop ticks and looks at requests
+            if now - last_expire > 5:
+                self.cache.expire(time.time_ns())
+                last_expire = now
+        self._stop_backends()
+        while True:  # what the backends queued before they stopped
+            try:
+                o = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            handle(o, time.monotonic())
+        for held in order.drain():
+            self._assemble(held, float("inf"))
+        pending.extend(order.drain_exits())
+        self.stats.order_late = order.late
+        while pending:
+            yield pending.popleft()
+
+    def _handle(self, o: Any, now: float) -> None:
+        """Admit one observation from the queue (self-exclusion, counters) into the order
+        buffer, and assemble what it lets through at once. A list is a batch."""
+        if type(o) is list:
+            for item in o:
+                self._handle(item, now)
+            return
+        self.stats.observations[type(o).__name__] += 1
+        pid = getattr(o, "pid", None)
+        if pid == self.self_pid or pid in self._own_children:
+            if type(o) is ob.ProcessExit:
+                self._own_children.discard(pid)
+            return
+        if type(o) in (ob.ProcessExec, ob.ProcessFork) and o.ppid == self.self_pid and \
+                self.options.exclude_own_children:
+            # a helper the sensor itself started (ldconfig from ctypes, journalctl ...): it is
+            # the sensor's own activity and must not feed back into its output
+            self._own_children.add(o.pid)
+            return
+        if type(o) is ob.Loss:
+            self.stats.lost += o.count
+        elif type(o) is ob.BackendError:
+            self.stats.errors += 1
+        for item in self.order.push(o, now):
+            self._assemble(item, now)
+
+    def _release(self, now: float) -> None:
+        """Assemble the observations and queue the exit events whose hold has passed."""
+        for item in self.order.ready(now):
+            self._assemble(item, now)
+        self._pending.extend(self.order.exits_ready(now))
+
+    def _assemble(self, o: Any, now: float) -> None:
+        pending = self._pending
+        for event in self.assembler.build_events(o):
+            if event.event_id == 5 and type(o) is ob.ProcessExit:
+                pending.extend(self.order.hold_exit(event, o.pid, now))
+            else:
+                pending.append(event)
+        if type(o) is ob.ProcessExec:
+            info = self.cache.peek(o.pid)
+            if info is not None and info.extra.get("late_exec"):
+                held = self.order.held_exit(o.pid)
+                if held is not None:  # the process exited running this image
+                    held.data["ProcessGuid"] = info.guid
+                    held.data["Image"] = info.image or "-"
+                    held.data["User"] = info.user
+
+    def _inner_error(self, err: SysmonXError) -> None:
+        """What the followed source reports: a repaired record is only counted (by the
+        source); anything else is written as event 255."""
+        assert self.inner is not None
+        if getattr(err, "severity", "error") == "repaired":
+            return
+        self.stats.errors += 1
+        self._pending.append(self.assembler.error(self.inner.name, str(err), time.time_ns()))
+
+    def _config_event(self) -> Event:
+        now = time.time_ns()
+        cfg = self.config
+        if cfg is None:
+            return self.assembler.config_change("-", None, now)
+        return self.assembler.config_change(self.config_label or cfg.path, cfg.sha256, now)
+
+    def trailer(self) -> Iterable[Event]:
+        """Event 4 ``Stopped`` (when the sensor had started)."""
+        if self.started.is_set():
+            yield self.assembler.service_state("Stopped", self._schema, time.time_ns())
+
+    def now_ns(self) -> Optional[int]:
+        """Wall-clock time (UTC ns)."""
+        return time.time_ns()
+
+    def error_event(self, ident: str, description: str) -> Optional[Event]:
+        """Event 255 in the sensor's envelope."""
+        return self.assembler.error(ident, description, time.time_ns())
+
+    def reload(self, config: Optional[Config]) -> None:
+        """Put ``config`` in force: its hash algorithms; event 16 next."""
+        self.config = config
+        self.assembler.hasher = _hasher(config)
+        self._pending.append(self._config_event())
+
+    def stop(self) -> None:
+        """End collection soon (signal-safe)."""
+        self._stop.set()
+        if self.inner is not None:
+            self.inner.stop()
+
+    def _stop_backends(self) -> None:
+        backends, self._backends = self._backends, []
+        for b in backends:
+            b.stop()
+
+    def close(self) -> None:
+        """Stop the backends (if still running) and the followed source."""
+        self._stop.set()
+        self._stop_backends()
+        if self.inner is not None:
+            self.inner.close()
+
+    def backend_stats(self) -> dict[str, dict]:
+        """Backend name -> its own counters (``follow``: the followed source's)."""
+        out = {b.name: b.stats() for b in self._started_backends}
+        stats = getattr(self.inner, "stats", None)
+        if callable(stats):
+            out["follow"] = stats()
+        return out

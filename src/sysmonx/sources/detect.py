@@ -1,0 +1,224 @@
+"""What a recorded log is and how to read it: folder walks, format detection from content, and
+opening a file (or a stream, an archive member) through the registered format.
+
+Every format is a :class:`~sysmonx.sources.base.FileFormat` registered in
+:data:`~sysmonx.core.registry.SOURCES`; :func:`file_formats` lists them in their ``order`` and
+:func:`open_source` reads through the one :func:`detect_format` names (or the one forced).
+Compressed files and archives are read in place by :mod:`sysmonx.sources.archive`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from typing import Any, Callable, Iterator, Optional
+
+from ..core.errors import ReadError, UsageError
+from ..core.registry import SOURCES
+from ..event import Event
+
+__all__ = ["JSON_FORMATS", "ARCHIVE_EXTENSIONS", "file_formats", "input_extensions",
+           "iter_input_files", "detect_format", "open_source", "read_stream", "SNIFF_BYTES"]
+
+#: JSON formats: SysmonX's own JSON lines, then the shapes of :mod:`sysmonx.sources.jsonshapes`.
+JSON_FORMATS = ("jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson", "evtxjson")
+
+
+def file_formats() -> list[Any]:
+    """The registered recorded-log formats (:class:`~sysmonx.sources.base.FileFormat`
+    subclasses), in their ``order``."""
+    from .base import FileFormat
+    found = [e.obj for e in SOURCES.entries()
+             if isinstance(e.obj, type) and issubclass(e.obj, FileFormat)]
+    return sorted(found, key=lambda c: c.order)
+
+
+def input_extensions() -> dict[str, str]:
+    """Extension -> format name of the registered formats (the first by ``order`` wins): the
+    files a folder walk keeps, and the last hint of :func:`detect_format`."""
+    out: dict[str, str] = {}
+    for cls in file_formats():
+        for ext in cls.extensions:
+            out.setdefault(ext, cls.name)
+    return out
+
+
+#: Compressed and archive extensions also kept when a folder is walked (their content is
+#: recognised by magic bytes, not by these names).
+ARCHIVE_EXTENSIONS = frozenset({".gz", ".tgz", ".bz2", ".tbz", ".tbz2", ".xz", ".txz", ".zip",
+                                ".tar"})
+
+SNIFF_BYTES = 65536
+_EVTX_MAGIC = b"ElfFile\x00"
+_SYSLOG_PRI = re.compile(rb"<\d{1,3}>")
+_EVENT_TAG = re.compile(rb"<Event[\s>]")
+_RECORD_LINE = re.compile(rb"Record \d+\r?\n\s*\{")
+#: Extension-less syslog files (and their rotations) also kept when a folder is walked.
+_SYSLOG_NAME = re.compile(r"^(syslog|messages|user\.log|daemon\.log)(\.\d+)?$")
+
+
+def iter_input_files(paths: list[str],
+                     on_error: Optional[Callable[["ReadError"], None]] = None) -> Iterator[str]:
+    """Expand the input paths of a replay into files, in a deterministic order.
+
+    A path given explicitly is yielded as given, whatever its name or type (a FIFO or
+    ``/dev/stdin`` is read as a stream). A folder is walked recursively (names sorted, symlinked
+    folders not followed) and only regular files whose extension is in :data:`INPUT_EXTENSIONS`
+    or :data:`ARCHIVE_EXTENSIONS` (case-insensitive), or whose name is a syslog file's, are kept.
+    Special files met in a walk (named pipes, sockets, devices: reading a FIFO nobody writes
+    would wait forever) are skipped, each reported to ``on_error`` as a ``warning``.
+
+    Raises:
+        FileNotFoundError: a path that does not exist (``filename`` is the path).
+    """
+    extensions = input_extensions()
+    for path in paths:
+        if path == "-":
+            yield path
+        elif os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    ext = os.path.splitext(name)[1].lower()
+                    if ext in extensions or ext in ARCHIVE_EXTENSIONS \
+                            or _SYSLOG_NAME.match(name):
+                        full = os.path.join(root, name)
+                        kind = _special_kind(full)
+                        if kind is None:
+                            yield full
+                        elif on_error is not None:
+                            on_error(ReadError(full, None, "file", f"skipped: a {kind}, not a "
+                                               "regular file (name it explicitly to read it as "
+                                               "a stream)", "warning"))
+        elif os.path.exists(path):
+            yield path
+        else:
+            raise FileNotFoundError(2, "No such file or directory", path)
+
+
+def _special_kind(path: str) -> Optional[str]:
+    """``None`` for a regular file (symlinks followed), else what it is (``named pipe``...)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # vanished or a dangling link: opening it reports the problem
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
+
+
+def detect_format(path: str, head: bytes) -> Optional[str]:
+    """Guess the format of ``path`` from its first bytes ``head``, then from its extension.
+
+    Content wins over the name: EVTX magic ``ElfFile\\0`` => ``evtx``; a syslog priority ``<13>`` =>
+    ``syslog``; ``<`` => ``xml``; ``{`` => the JSON shape of the first object that parses
+    (:func:`sysmonx.sources.jsonshapes.detect_json`: ``winlogbeat``, ``nxlog``, ``sentinel``,
+    ``flatjson``, ``evtxjson``, else ``jsonl``); ``[`` or an ``evtx_dump`` ``Record 1`` line =>
+    likewise, when a shape is recognised; a line with ``<Event>`` after other text (a syslog
+    prefix) => ``syslog``. Leading UTF-8/UTF-16 byte-order marks and white space are skipped.
+    Compressed and archive files are recognised before this, by :func:`open_source`.
+    Returns ``None`` when neither content nor extension tells.
+    """
+    if head.startswith(_EVTX_MAGIC):
+        return "evtx"
+    text = head
+    if text.startswith(b"\xef\xbb\xbf"):
+        text = text[3:]
+    elif text[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(text) > 1 and text[1:2] == b"\x00"):
+        return "xml"  # UTF-16: only event XML is written that way (PowerShell redirection)
+    text = text.lstrip()
+    if text[:1] == b"<":
+        return "syslog" if _SYSLOG_PRI.match(text) else "xml"
+    if text[:1] in (b"{", b"["):
+        from .jsonshapes import detect_json
+        shape = detect_json(text)
+        if shape is not None or text[:1] == b"{":
+            return shape or "jsonl"
+    elif _RECORD_LINE.match(text):
+        from .jsonshapes import detect_json
+        return detect_json(text) or "evtxjson"
+    if text and _EVENT_TAG.search(text):
+        return "syslog"
+    return input_extensions().get(os.path.splitext(path)[1].lower())
+
+
+def open_source(path: str, on_error: Callable[[ReadError], None],
+                input_format: Optional[str] = None, *, threads: int = 0) -> Iterator[Event]:
+    """Yield the events of one recorded log file, lazily.
+
+    A compressed or archive file (gzip, bzip2, xz, zip, tar; by magic bytes) is read in place by
+    :func:`sysmonx.sources.archive.read_archive`: each member is detected and read in turn, and
+    ``input_format``, if given, applies to the members.
+
+    Args:
+        path: the file.
+        on_error: called with a :class:`ReadError` for every damaged record, line or chunk (and for
+            an unrecognised format); reading continues after each.
+        input_format: one of :data:`FORMATS` to skip detection (:func:`detect_format`).
+        threads: pyevtx-rs worker threads for EVTX (0: one per core).
+    Raises:
+        ValueError: an unknown ``input_format``.
+        OSError: the file cannot be opened or read.
+    """
+    if input_format is not None:
+        names = [c.name for c in file_formats()]
+        if input_format not in names:
+            raise UsageError(f"unknown input format {input_format!r}; expected one of "
+                             f"{', '.join(names)}")
+    if path == "-" or not os.path.isfile(path):
+        return _read_unseekable(path, on_error, input_format, threads)
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    from .archive import container_kind
+    kind = container_kind(head)
+    if kind is not None:
+        from .archive import read_archive
+        return read_archive(path, kind, on_error, input_format, threads)
+    fmt = input_format
+    if fmt is None:
+        fmt = detect_format(path, head)
+        if fmt is None:
+            if head.strip():
+                on_error(ReadError(path, None, "file", "unrecognised input format (expected EVTX, "
+                                   "event XML, Sysmon for Linux syslog, JSON event records or "
+                                   "an archive of them)"))
+            return iter(())
+    reader: Any = SOURCES.get(fmt)
+    return reader.read(path, on_error, threads=threads)
+
+
+def _read_unseekable(path: str, on_error, input_format, threads) -> Iterator[Event]:
+    """Standard input (``-``), a FIFO, ``/dev/stdin`` or a process substitution: opened once and
+    read as a stream, format detected from the first bytes (EVTX is buffered in memory up to a
+    cap, since pyevtx-rs needs to seek)."""
+    import sys
+    from .archive import _member
+    name = "<stdin>" if path == "-" else path
+    if path == "-":
+        yield from _member(sys.stdin.buffer, name, name, on_error, input_format, threads, 0)
+        return
+    with open(path, "rb") as f:
+        yield from _member(f, name, name, on_error, input_format, threads, 0)
+
+
+def read_stream(stream, name: str, on_error: Callable[[ReadError], None],
+                fmt: str) -> Iterator[Event]:
+    """Yield the events of an open binary ``stream`` (an archive member) in format ``fmt``,
+    lazily; ``name`` is used in origins and errors. EVTX is not streamable: read the bytes and use
+    :func:`sysmonx.sources.evtx.read_evtx` with ``data=``.
+
+    Raises:
+        ValueError: an unknown (or ``evtx``) ``fmt``.
+    """
+    try:
+        reader: Any = SOURCES.get(fmt)
+    except LookupError:
+        raise UsageError(f"format {fmt!r} cannot be read from a stream") from None
+    return reader.read_stream(stream, name, on_error)

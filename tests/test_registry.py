@@ -1,0 +1,175 @@
+"""Registries: every kind lists its built-ins, plugins register once where defined (a second
+object under a taken name is refused), entry points add third-party plugins, and what is
+registered is usable at once (a condition in a config, a format on the command line)."""
+
+import fnmatch
+
+import pytest
+
+from sysmonx.cli import main
+from sysmonx.config import ConfigError, parse_config
+from sysmonx.core.errors import PluginError
+from sysmonx.core.registry import (BACKENDS, CONDITIONS, SINKS, SOURCES, STAGES, Registry,
+                                   all_registries)
+from sysmonx.filtering import FilterEngine
+from sysmonx.filtering.conditions import Condition
+from sysmonx.sinks.base import Writer
+
+BUILTIN = {
+    "sources": {"evtx", "xml", "syslog", "jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson",
+                "evtxjson", "files", "live"},
+    "stages": {"duplicates", "clock-check", "time-window", "sysmon-gate", "filter",
+               "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events"},
+    "sinks": {"xml", "linux-xml", "jsonl", "csv", "syslog", "console", "alerts-jsonl"},
+    "backends": {"ebpf", "audit", "cnproc", "dns"},
+    "conditions": {"is", "is not", "contains", "excludes", "begin with", "end with",
+                   "less than", "more than", "image", "contains any", "is any", "contains all",
+                   "excludes any", "excludes all", "not begin with", "not end with", "regex"},
+}
+
+
+def test_every_registry_lists_its_builtins():
+    assert [r.kind for r in all_registries()] == list(BUILTIN)
+    for reg in all_registries():
+        assert set(reg.names()) == BUILTIN[reg.kind], reg.kind
+        assert reg.broken == {}
+        for e in reg.entries():
+            assert e.summary and "\n" not in e.summary, e.name
+            assert e.origin.startswith("sysmonx."), e.name
+
+
+def test_plugins_command_prints_every_registry(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for kind, names in BUILTIN.items():
+        assert f"{kind} (" in out and f"entry points: sysmonx.{kind}" in out
+        for name in names:
+            assert f"\n  {name} " in out, (kind, name)
+    assert main(["plugins", "sinks"]) == 0
+    assert "conditions (" not in capsys.readouterr().out
+    assert main(["plugins", "nope"]) == 2
+
+
+def test_a_name_is_registered_once():
+    reg = Registry("things", (), "test")
+
+    class A:
+        name = "a"
+        summary = "first"
+
+    class B:
+        name = "a"
+
+    reg.register(A)
+    reg.register(A)  # the same object again: fine (a module imported twice)
+    with pytest.raises(PluginError, match="registered twice"):
+        reg.register(B)
+    with pytest.raises(PluginError, match="unknown thing 'b'; known: a"):
+        reg.get("b")
+
+
+def test_entry_points_add_third_party_plugins(monkeypatch):
+    class Ndjson(Writer):
+        """Newline-delimited JSON (a third-party format)."""
+
+        name = "thirdparty-ndjson"
+
+        def write(self, event):
+            self.stream.write(b"{}\n")
+
+    class EP:
+        def __init__(self, name, obj):
+            self.name, self.value, self.dist = name, "pkg.mod:obj", None
+            self.group = "sysmonx.sinks"
+            self._obj = obj
+
+        def load(self):
+            return self._obj
+
+    class Broken(EP):
+        def load(self):
+            raise ImportError("no module named pkg")
+
+    class Found(list):  # what importlib.metadata.entry_points() returns: every group
+        groups = {"sysmonx.sinks"}
+
+        def select(self, group):
+            return [ep for ep in self if ep.group == group]
+
+    def entry_points():  # read once per process for every sysmonx.* group
+        return Found([EP("thirdparty-ndjson", Ndjson), Broken("broken", None)])
+
+    monkeypatch.setattr("importlib.metadata.entry_points", entry_points)
+    monkeypatch.setattr("sysmonx.core.registry._EP_GROUPS", None)  # a fresh process
+    reg = Registry("sinks", (), "test")
+    assert reg.names() == ["thirdparty-ndjson"]
+    assert reg.get("thirdparty-ndjson") is Ndjson
+    assert reg.entries()[0].summary == "Newline-delimited JSON (a third-party format)."
+    assert "ImportError: no module named pkg" in reg.broken["entry point broken"]
+
+
+@pytest.fixture
+def glob_condition():
+    cond = Condition("glob", "fnmatch-style wildcards (test plugin)",
+                     lambda r, raw, fold, mem: lambda v: fnmatch.fnmatchcase(v, r),
+                     extension=True)
+    CONDITIONS.add(cond, name="glob", summary=cond.summary, origin=__name__)
+    yield cond
+    CONDITIONS.remove("glob")
+
+
+def test_a_registered_condition_is_accepted_by_configs_and_evaluated(glob_condition):
+    cfg = parse_config('<Sysmon schemaversion="4.90"><EventFiltering><ProcessCreate '
+                       'onmatch="include"><Image name="g" condition="glob">*\\power?hell.exe'
+                       '</Image></ProcessCreate></EventFiltering></Sysmon>')
+    eng = FilterEngine(cfg)
+    assert eng.decide(1, {"Image": "C:\\Windows\\PowerShell.exe"}) == (True, "g")
+    assert eng.decide(1, {"Image": "C:\\Windows\\cmd.exe"})[0] is False
+    with pytest.raises(ConfigError, match="Unknown condition: glob"):
+        parse_config('<Sysmon schemaversion="4.90"><EventFiltering><ProcessCreate '
+                     'onmatch="include"><Image condition="glob">*</Image></ProcessCreate>'
+                     '</EventFiltering></Sysmon>', extensions=False)
+
+
+def test_command_line_choices_come_from_the_registries(tmp_path, capsys):
+    class Lines(Writer):
+        name = "event-ids"
+        summary = "one EventID per line (test plugin)"
+
+        def write(self, event):
+            self.stream.write(b"%d\n" % event.event_id)
+
+    SINKS.add(Lines, origin=__name__)
+    try:
+        out = tmp_path / "ids.txt"
+        assert main(["replay", "--sample", "--format", "event-ids", "-o", str(out), "-q"]) == 0
+        assert out.read_text().split()[:2] == ["4", "16"]
+    finally:
+        SINKS.remove("event-ids")
+    with pytest.raises(SystemExit):
+        main(["replay", "--sample", "--format", "event-ids", "-q"])
+    assert "invalid choice: 'event-ids'" in capsys.readouterr().err
+    assert set(BUILTIN["sources"]) >= {"evtx"} and "live" in SOURCES and "dns" in BACKENDS
+    assert "filter" in STAGES
+
+
+def test_a_stage_from_the_registry_runs_after_the_filter(tmp_path, capsys):
+    from sysmonx.interfaces import Stage
+
+    class OnlyProcesses(Stage):
+        name = "only-processes"
+        summary = "keep process events (test plugin)"
+
+        def process(self, item, emit):
+            return getattr(item, "event_id", 1) in (1, 5)
+
+    STAGES.add(OnlyProcesses, origin=__name__)
+    try:
+        out = tmp_path / "p.jsonl"
+        assert main(["replay", "--sample", "--stage", "only-processes", "-f", "jsonl",
+                     "-o", str(out), "-q"]) == 0
+        assert out.read_bytes().count(b"\n") == 4 + 1  # the default config's four 1s and a 5
+    finally:
+        STAGES.remove("only-processes")
+    assert main(["replay", "--sample", "--stage", "nope", "-q"]) == 2
+    assert "unknown stage 'nope'" in capsys.readouterr().err
