@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from sysmonx.schema import (
-    CURRENT, LATEST, SchemaVersionError, all_versions, format_version, get_schema,
+    CURRENT, LATEST, SYSMON_CURRENT, SchemaVersionError, all_versions, extended, format_version,
+    get_schema,
 )
 from sysmonx.schema.printer import (
     NO_MATCH_EXIT_CODE, NO_MATCH_MESSAGE, WINDOWS_HIDDEN_OPTIONS, manifest_version_text,
@@ -314,7 +315,8 @@ def test_get_schema_rejects_malformed(text):
 
 def test_get_schema_rejects_newer_than_newest():
     newest = format_version(LATEST)
-    assert get_schema(newest) is CURRENT
+    assert get_schema(newest) is SYSMON_CURRENT
+    assert extended(get_schema(newest)) is CURRENT
     for text in ("4.92", "5.0", "10.1"):
         with pytest.raises(SchemaVersionError, match="newest supported is " + newest):
             get_schema(text)

@@ -16,11 +16,13 @@ from __future__ import annotations
 from .snapshot import (BOOLEAN, CONDITIONS, CURRENT, GUID, HEXINT32, HEXINT64, LATEST, OLDEST,
                        STRING, UINT16, UINT32, EventDef, EventSchema, FieldDef, OptionDef, Schema,
                        SchemaVersionError, Version, all_versions, event_schema, format_version,
-                       get_schema, parse_version, positional_names)
+                       SYSMON_CURRENT, enrichment_tags, extended, get_schema, parse_version,
+                       positional_names)
 
 __all__ = [
     "EventSchema", "Schema", "SchemaVersionError", "get_schema", "CURRENT", "LATEST", "OLDEST",
     "parse_version", "format_version", "CONDITIONS", "FieldDef", "OptionDef", "EventDef",
     "STRING", "GUID", "UINT32", "UINT16", "BOOLEAN", "HEXINT32", "HEXINT64", "event_schema",
-    "positional_names", "all_versions", "Version",
+    "positional_names", "all_versions", "Version", "SYSMON_CURRENT", "extended",
+    "enrichment_tags",
 ]

@@ -114,6 +114,10 @@ class EventDef:
         since / until: first schema with the event, first schema without it (``None`` = open).
         history: ``((version, {"template": ..., "version": ...}), ...)`` values that applied
             *before* the given schema version.
+        description: what the event means (SysmonX events: where it comes from on Linux).
+        extension: a SysmonX event (ID 200 and up): never part of a Sysmon schema snapshot,
+            added by :func:`sysmonx.schema.snapshot.extended` (configs with extensions enabled,
+            the filter, the writers and ``-s``).
     """
 
     event_id: int
@@ -128,6 +132,8 @@ class EventDef:
     since: Optional[Version] = None
     until: Optional[Version] = None
     history: tuple = field(default=())
+    description: str = ""
+    extension: bool = False
 
     @property
     def level_value(self) -> int:
@@ -257,6 +263,76 @@ EVENTS: tuple[EventDef, ...] = (
     _ev(0xF002, "SYSMONEVENT_CLIPBOARD", "Clipboard changed", "ClipboardChange", 5, _CLIP_PRIVATE,
         since=(4, 30), until=(4, 40)),
 )
+
+
+# --- SysmonX events: Linux visibility (210-213) -------------------------------------------------
+# Their own block: other SysmonX events (200-202, 220, 100 ...) live in blocks of their own and
+# are collected in EXTENSION_EVENTS below. Fields follow Sysmon's conventions: RuleName and
+# UtcTime first, then the acting process (ProcessGuid, ProcessId, Image), User last but one.
+LINUX_VISIBILITY_EVENTS: tuple[EventDef, ...] = (
+    _ev(210, "SYSMONX_SHELL_COMMAND", "Shell command", "ShellCommand", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Tty"), _s("Command")],
+        default="include", default_attr=True, extension=True,
+        description="A command line an interactive shell read from its terminal (bash's "
+                    "readline, through a uretprobe), the Linux counterpart of PowerShell "
+                    "script-block logging. Tty: the terminal (/dev/pts/N), - when unknown."),
+    _ev(211, "SYSMONX_PRIVILEGE_CHANGE", "Privilege change", "PrivilegeChange", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Syscall"), _s("ChangeType"),
+        _s("PreviousValue"), _s("NewValue")],
+        default="include", default_attr=True, extension=True,
+        description="A successful setuid-family, setgid-family or capset call that gained "
+                    "privilege: ChangeType User (real/effective/saved uid, PreviousValue and "
+                    "NewValue as ruid/euid/suid), Group (the same for gids) or Capabilities "
+                    "(effective/permitted/inheritable masks in hex). Drops are not reported."),
+    _ev(212, "SYSMONX_MEMFD_CREATE", "Memory file created", "MemfdCreate", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Name"), _s("Flags")],
+        extension=True,
+        description="memfd_create: an anonymous memory-backed file (the usual first step of "
+                    "fileless execution). Name as given to memfd_create; Flags the MFD_* names. "
+                    "Off by default; rate-limited per process."),
+    _ev(213, "SYSMONX_EXEC_MEMORY", "Executable memory", "ExecMemory", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Syscall"), _s("Address"),
+        _s("Length"), _s("Protection"), _s("PreviousProtection")],
+        extension=True,
+        description="mmap or mprotect giving anonymous or writable memory execute permission "
+                    "(shellcode staging, JIT). Protection/PreviousProtection as rwx; "
+                    "PreviousProtection - for mmap. Off by default; rate-limited per process."),
+)
+
+#: Every SysmonX event in the catalogue, by block.
+EXTENSION_EVENTS: tuple[EventDef, ...] = (*LINUX_VISIBILITY_EVENTS,)
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionField:
+    """A SysmonX enrichment field (``sysmonx.stages.enrich``): computed once per event by the
+    enrichment stage, filterable inside ``tags``, written only with ``--enrich``.
+
+    ``unknown`` is the value written when a path cannot know it (the documented unknown value).
+    """
+
+    name: str
+    description: str
+    unknown: str = "-"
+    tags: Optional[tuple[str, ...]] = None  # None: every tag whose events name a process
+
+
+#: The enrichment fields, in the order they are written (after the event's own fields).
+ENRICHMENT_FIELDS: tuple[ExtensionField, ...] = (
+    ExtensionField("GrandparentImage", "Image of the parent of the event's process's parent"),
+    ExtensionField("GrandparentCommandLine", "CommandLine of that grandparent"),
+    ExtensionField("AncestorImages", "Images of up to 8 ancestors of the event's process, "
+                   "nearest (the parent) first, separated by |"),
+    ExtensionField("ContainerId", "container id from the process's cgroup path (64 hex)"),
+    ExtensionField("ContainerRuntime", "docker, containerd, cri-o, podman, lxc or - (host)"),
+    ExtensionField("MntNs", "mount namespace inode number", unknown="0"),
+    ExtensionField("PidNs", "pid namespace inode number", unknown="0"),
+    ExtensionField("Tty", "controlling terminal (/dev/pts/N), - for none"),
+    ExtensionField("SessionId", "login (audit) session id", unknown="0"),
+    ExtensionField("FileType", "type of Image: ELF, script (with its interpreter: "
+                   "script:/bin/sh), other"),
+)
+ENRICHMENT_FIELD_NAMES: frozenset[str] = frozenset(f.name for f in ENRICHMENT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

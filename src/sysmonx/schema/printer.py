@@ -124,6 +124,8 @@ def render_manifest(schema: Schema, style: str = "windows") -> str:
             f"    <filters default=\"is\">{','.join(schema.conditions)}</filters>",
             "  </configuration>", "  <events>"]
     for e in schema.events.values():
+        if e.extension:
+            continue
         pairs = [("name", e.symbol), ("value", _event_value(e.event_id)), ("level", e.level),
                  ("template", e.template), ("rulename", e.tag),
                  ("ruledefault", e.default if e.default_attr else None),

@@ -14,7 +14,8 @@ from typing import Optional
 
 from ..core.errors import SchemaError
 from .catalogue import (
-    BOOLEAN, CONDITION_MANIFEST_ORDER, CONDITION_SINCE, CONDITIONS, EVENTS, GUID, HEXINT32, HEXINT64,
+    BOOLEAN, CONDITION_MANIFEST_ORDER, CONDITION_SINCE, CONDITIONS, ENRICHMENT_FIELDS, EVENTS,
+    EXTENSION_EVENTS, GUID, HEXINT32, HEXINT64,
     OPTIONS, SCHEMA_VERSIONS, STRING, UINT16, UINT32, EventDef, FieldDef, OptionDef, Version,
     format_version, parse_version,
 )
@@ -23,7 +24,7 @@ __all__ = [
     "EventSchema", "Schema", "SchemaVersionError", "get_schema", "CURRENT", "LATEST", "OLDEST",
     "parse_version", "format_version", "CONDITIONS", "FieldDef", "OptionDef", "EventDef",
     "STRING", "GUID", "UINT32", "UINT16", "BOOLEAN", "HEXINT32", "HEXINT64", "event_schema",
-    "positional_names",
+    "positional_names", "extended", "enrichment_tags",
 ]
 
 LATEST: Version = SCHEMA_VERSIONS[-1][0]
@@ -58,6 +59,7 @@ class EventSchema:
     fields: tuple[FieldDef, ...]
     field_names: tuple[str, ...]
     index: dict
+    extension: bool = False
 
     @property
     def level_value(self) -> int:
@@ -113,7 +115,7 @@ def _snapshot(defn: EventDef, v: Version) -> EventSchema:
     names = tuple(f.name for f in fields)
     return EventSchema(defn.event_id, defn.symbol, template, defn.tag, version, defn.level,
                        defn.default, defn.default_attr, fields, names,
-                       {n: i for i, n in enumerate(names)})
+                       {n: i for i, n in enumerate(names)}, defn.extension)
 
 
 @lru_cache(maxsize=None)
@@ -177,12 +179,58 @@ def get_schema(version: "str | Version") -> Schema:
     return _build(chosen)
 
 
+_PROCESS_FIELDS = frozenset({"ProcessGuid", "SourceProcessGuid", "SourceProcessGUID"})
+
+
+def enrichment_tags(schema: Schema) -> frozenset[str]:
+    """Tags whose events name an acting process (a ``ProcessGuid``, or ``SourceProcessGuid`` /
+    ``SourceProcessGUID``): the tags the enrichment fields may be filtered in."""
+    return frozenset(e.tag for e in schema.events.values()
+                     if e.tag and _PROCESS_FIELDS & set(e.field_names))
+
+
+@lru_cache(maxsize=None)
+def _extended(v: Version) -> Schema:
+    base = _build(v)
+    events = dict(base.events)
+    for defn in EXTENSION_EVENTS:
+        events[defn.event_id] = _snapshot(defn, v)
+    tags: dict[str, list[int]] = {k: list(x) for k, x in base.tags.items()}
+    tag_fields: dict[str, set[str]] = {k: set(x) for k, x in base.tag_fields.items()}
+    for defn in EXTENSION_EVENTS:
+        if defn.tag:
+            tags.setdefault(defn.tag, []).append(defn.event_id)
+            tag_fields.setdefault(defn.tag, set()).update(f.name for f in defn.fields)
+    partial = Schema(v, base.binary_version, events, {}, base.options, base.conditions,
+                     base.config_entries, {}, frozenset())
+    for tag in enrichment_tags(partial):
+        for f in ENRICHMENT_FIELDS:
+            if f.tags is None or tag in f.tags:
+                tag_fields[tag].add(f.name)
+    all_fields = frozenset(n for fs in tag_fields.values() for n in fs)
+    return Schema(v, base.binary_version, events, {k: tuple(x) for k, x in tags.items()},
+                  base.options, base.conditions, base.config_entries,
+                  {k: frozenset(x) for k, x in tag_fields.items()}, all_fields)
+
+
+def extended(schema: Schema) -> Schema:
+    """``schema`` with SysmonX's additions: the extension events (catalogue
+    ``EXTENSION_EVENTS``, IDs 200 and up) and their tags, and the enrichment fields
+    (``ENRICHMENT_FIELDS``) in every tag :func:`enrichment_tags` names. What a config with
+    extensions enabled is validated against; a Sysmon snapshot (:func:`get_schema`) never
+    contains them. Cached per version."""
+    return _extended(schema.version)
+
+
 def all_versions() -> list[Version]:
     """Every published 4.x schema version, oldest first."""
     return [v for v, _ in SCHEMA_VERSIONS]
 
 
-CURRENT: Schema = _build(LATEST)
+CURRENT: Schema = _extended(LATEST)
+"""The newest schema with SysmonX's extension events (what the filter, the sensor and the
+writers use); :data:`SYSMON_CURRENT` is the same without them."""
+SYSMON_CURRENT: Schema = _build(LATEST)
 
 
 def event_schema(event_id: int) -> Optional[EventSchema]:
