@@ -22,7 +22,9 @@ from lxml import etree
 
 from ..configmodel import Aggregate, Config, ConfigError, ConfigWarning, Filter, RuleSet
 from ..core.registry import CONDITIONS as CONDITION_REGISTRY
-from ..schema import CONDITIONS, CURRENT, Schema, SchemaVersionError, get_schema, parse_version
+from ..schema import (CONDITIONS, CURRENT, Schema, SchemaVersionError, extended, get_schema,
+                      parse_version)
+from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
 
 __all__ = ["load_config", "parse_config", "decode_config_bytes", "extension_conditions",
            "split_comma_list",
@@ -308,6 +310,8 @@ class _Builder:
             if "Invalid schema version" in msg:
                 msg = f"Invalid schema version number ({sv})  for configuration: {self.path}"
             raise self.err(msg, root) from None
+        if self.extensions:
+            schema = extended(schema)  # SysmonX events and enrichment fields
         cfg = Config(self.path, self.sha256, version, schema)
         self.collect(_only_whitespace, root, self.path)
         state = {"options_stopped": False}
@@ -489,7 +493,7 @@ class _Builder:
         if len(self.errors) > before:
             return  # the file is refused anyway; the rest of the tag was still checked
         # Bind multi-id tags to the first id whose fields contain every field used (spec 1.5).
-        used = {f.field for f in filters}
+        used = {f.field for f in filters} - ENRICHMENT_FIELD_NAMES
         bound = None
         for eid in CURRENT.tags.get(tag, ()):
             if used <= set(CURRENT.events[eid].field_names):
