@@ -52,6 +52,13 @@ Options (``options=`` dict; unknown keys ignored):
         the reader's CPU per record in a burst; adds at most this much latency).
     ``slow_consumer_s`` (float, default 0): sleep this long per record (tests and benchmarks of
         the loss path only).
+    ``optional_events`` (iterable of event IDs): the events that are off unless asked
+        (:data:`OPTIONAL_EVENTS`: ImageLoad 7, MemfdCreate 212, ExecMemory 213) to collect
+        when ``events`` is not given; the live source passes the tags its config filters.
+
+Events 6, 7, 8, 25 (prctl), 211, 212 and 213 come from a second object,
+``visibility.bpf.c`` (:mod:`.ebpf_visibility`), started beside the main one; when it cannot
+start, the main object runs on and the reason is reported as event 255.
 """
 
 from __future__ import annotations
@@ -86,7 +93,11 @@ from .base import Backend, BackendUnavailable
 if TYPE_CHECKING:
     from ..bpf.libbpf import BpfObject, RingBuffer
 
-__all__ = ["EbpfBackend"]
+__all__ = ["EbpfBackend", "OPTIONAL_EVENTS"]
+
+#: Events collected only when a config asks for them (their tag has a rule set): as on Windows,
+#: where ImageLoad is off unless configured; MemfdCreate and ExecMemory are off by default.
+OPTIONAL_EVENTS = frozenset({7, 212, 213})
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +209,7 @@ class EbpfBackend(Backend):
 
     name = "ebpf"
     tier = "A"
-    events = frozenset({1, 3, 5, 9, 10, 11, 23})
+    events = frozenset({1, 3, 5, 9, 10, 11, 23, 6, 7, 8, 25, 211, 212, 213})
 
     def __init__(self, emit: Callable[[Observation], None], exclude_pids: frozenset = frozenset(),
                  options: Optional[dict] = None) -> None:
@@ -225,6 +236,7 @@ class EbpfBackend(Backend):
         self.object_path: Optional[Path] = None
         self.build_seconds: Optional[float] = None
         self.attached: list = []
+        self.visibility = None  # the second object (ebpf_visibility.VisibilityProbes)
 
     # -- capability check -------------------------------------------------------------------
     @classmethod
@@ -277,9 +289,9 @@ class EbpfBackend(Backend):
             path = bpf_build.build()
         self.build_seconds = time.monotonic() - t0
         self.object_path = path
-        wanted = set(self.options.get("events", self.events)) & self.events
+        wanted = set(self.wanted_events(self.options)) & self.events
         mask = 0
-        for ev in wanted:
+        for ev in wanted & set(_MASK_BY_EVENT):
             mask |= _MASK_BY_EVENT[ev]
         ring = int(self.options.get("ringbuf_bytes", 16 << 20))
         if ring < 4096 or ring & (ring - 1):
@@ -353,6 +365,40 @@ class EbpfBackend(Backend):
         self._stop.clear()
         self._thread = threading.Thread(target=self._reader, name="sysmonx-ebpf", daemon=True)
         self._thread.start()
+        self._start_visibility(wanted)
+
+    @classmethod
+    def wanted_events(cls, options: dict) -> frozenset:
+        """The event IDs to collect: ``options["events"]``, else every event of the backend but
+        :data:`OPTIONAL_EVENTS`, plus those of them in ``options["optional_events"]``."""
+        if "events" in options:
+            return frozenset(int(e) for e in options["events"])
+        extra = frozenset(int(e) for e in options.get("optional_events", ()))
+        return (cls.events - OPTIONAL_EVENTS) | (extra & OPTIONAL_EVENTS)
+
+    def _start_visibility(self, wanted: set) -> None:
+        from .ebpf_visibility import EVENT_MASKS, VisibilityProbes
+        vis_events = wanted & set(EVENT_MASKS)
+        if not vis_events:
+            return
+        probes = VisibilityProbes(self.emit, vis_events, self.exclude_pids,
+                                  self.options.get("visibility_object"))
+        try:
+            probes.start()
+        except BackendUnavailable as exc:
+            self.emit(BackendError(ts_ns=time.time_ns(), source="ebpf.visibility",
+                                   message=f"not started: {exc}"))
+            return
+        self.visibility = probes
+        self.attached.extend(probes.attached)
+
+    def set_optional_events(self, optional) -> None:
+        """Switch :data:`OPTIONAL_EVENTS` on or off while running (a reloaded config): those
+        in ``optional`` are collected from now on, the others no more."""
+        if self.visibility is None or "events" in self.options:
+            return
+        self.options["optional_events"] = frozenset(optional)
+        self.visibility.set_events(self.wanted_events(self.options) & self.events)
 
     def stop(self) -> None:
         """Stop the reader: detach every program, drain what is left in the ring buffer,
@@ -360,6 +406,8 @@ class EbpfBackend(Backend):
         blocked for longer than ``stop_timeout_s`` (default 5), the programs are detached
         here anyway and the reader frees the rest when it unblocks."""
         try:
+            if self.visibility is not None:
+                self.visibility.stop()
             thread = self._thread
             if thread is None:
                 return
@@ -391,6 +439,7 @@ class EbpfBackend(Backend):
             "decode_errors": self._errors,
             "build_s": self.build_seconds,
             "attached": list(self.attached),
+            "visibility": self.visibility.stats() if self.visibility is not None else None,
         }
 
     def set_excluded(self, pids) -> None:
@@ -406,6 +455,8 @@ class EbpfBackend(Backend):
         for pid in new:
             map_update(fd, struct.pack("<I", pid), b"\x01")
         self.exclude_pids = new
+        if self.visibility is not None:
+            self.visibility.set_excluded(new)
 
     # -- internals ----------------------------------------------------------------------------
     def _notice(self, message: str) -> None:
