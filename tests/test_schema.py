@@ -390,7 +390,13 @@ def test_windows_comments_placement():
 def test_schema_output_default_is_newest():
     text, code = render_schema_output(None)
     assert code == 0
-    assert text == render_manifest(CURRENT) + "\n"
+    # the newest manifest, plus SysmonX's own events (IDs 200 and up) at the end of <events>
+    assert text == render_manifest(SYSMON_CURRENT, extensions=True) + "\n"
+    plain = render_manifest(SYSMON_CURRENT)
+    head, tail = plain.split("  </events>")
+    assert text.startswith(head) and "  </events>" + tail in text
+    assert '<event name="SYSMONX_SHELL_COMMAND" value="210"' in text
+    assert render_schema_output(format_version(LATEST))[0] == plain + "\n"
     assert text.startswith(f'<manifest schemaversion="{format_version(LATEST)}" ')
 
 

@@ -84,7 +84,7 @@ def _event_value(event_id: int) -> str:
     return hex(event_id) if event_id >= 0xF000 else str(event_id)
 
 
-def render_manifest(schema: Schema, style: str = "windows") -> str:
+def render_manifest(schema: Schema, style: str = "windows", extensions: bool = False) -> str:
     """Render one schema as the ``<manifest ...>`` block ``sysmon -s`` prints.
 
     ``windows``: the target-filtered manifest, 2-space indentation, no ``target`` attributes, no
@@ -96,6 +96,9 @@ def render_manifest(schema: Schema, style: str = "windows") -> str:
     Args:
         schema: a :class:`~sysmonx.schema.Schema` (e.g. ``get_schema("4.50")``).
         style: ``"windows"`` or ``"linux"``.
+        extensions: also list SysmonX's own events (``EXTENSION_EVENTS``: IDs 200 and up)
+            after Sysmon's, under an XML comment, in the same ``<event>`` form (what
+            ``sysmonx -s`` without a version prints). Never part of a versioned manifest.
     Returns:
         The lines from ``<manifest ...>`` to ``</manifest>`` joined with ``\\n``, no trailing
         newline.
@@ -123,9 +126,14 @@ def render_manifest(schema: Schema, style: str = "windows") -> str:
     out += ["    </options>",
             f"    <filters default=\"is\">{','.join(schema.conditions)}</filters>",
             "  </configuration>", "  <events>"]
-    for e in schema.events.values():
-        if e.extension:
-            continue
+    events = [e for e in schema.events.values() if not e.extension]
+    if extensions:
+        from .snapshot import extended
+        ext = [e for e in extended(schema).events.values() if e.extension]
+        events += ext
+    for e in events:
+        if e.extension and (not events.index(e) or not events[events.index(e) - 1].extension):
+            out.append("    <!-- SysmonX events (IDs 200 and up): not in Sysmon's manifest -->")
         pairs = [("name", e.symbol), ("value", _event_value(e.event_id)), ("level", e.level),
                  ("template", e.template), ("rulename", e.tag),
                  ("ruledefault", e.default if e.default_attr else None),
@@ -174,7 +182,8 @@ def render_schema_output(version_arg: Optional[str] = None,
         chosen = [v for v in newest_first if manifest_version_text(v).startswith(version_arg)][:1]
     if not chosen:
         return NO_MATCH_MESSAGE + "\n", NO_MATCH_EXIT_CODE
-    return "".join(render_manifest(get_schema(v), style) + "\n" for v in chosen), 0
+    ext = version_arg is None  # "sysmonx -s": the newest manifest and SysmonX's own events
+    return "".join(render_manifest(get_schema(v), style, ext) + "\n" for v in chosen), 0
 
 
 # ---------------------------------------------------------------------------------------------

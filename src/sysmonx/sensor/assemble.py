@@ -49,6 +49,9 @@ DNS_JOIN_SLACK_NS = 20_000_000
 #: types whose events are built in modules of their own (:mod:`sysmonx.sensor.visibility`
 #: registers its builders here when it is imported, at the end of this module).
 BUILDERS: dict = {}
+#: observation type -> ``check(assembler, pid, ts_ns) -> list[Event]`` run after its events
+#: (the identity check of :mod:`sysmonx.sensor.visibility`).
+IDENTITY_CHECK: dict = {}
 
 _second = [-1, "", ""]  # the last second formatted: [epoch second, UtcTime form, ISO form]
 
@@ -119,6 +122,8 @@ class Assembler:
         #: said), and event id -> events not written because of them
         self.rate_state: dict = {}
         self.rate_limited: dict = {}
+        #: compare running processes with /proc for ProcessTampering (25); see build_events
+        self.identity_check = True
 
     def envelope(self, event_id: int, data: dict, ts_ns: int) -> Event:
         """Wrap ``data`` in the System header Sysmon for Linux writes (``record_id`` is left
@@ -166,7 +171,17 @@ class Assembler:
         """All Sysmon events for one observation, in output order: usually one; none for a
         fork; an exec of a fileless or deleted image also gives ProcessTampering (25) with
         ``Type`` ``Image is fileless``/``Image is deleted``; a FileDelete of the image of
-        running processes gives a 25 ``Image is deleted`` for each of them after the 23."""
+        running processes gives a 25 ``Image is deleted`` for each of them after the 23; an
+        observation of a running process whose command line or image changed since its exec
+        is followed by a 25 saying so (``IDENTITY_CHECK``, see
+        :func:`sysmonx.sensor.visibility.check_identity`)."""
+        events = self._build_events(o)
+        check = IDENTITY_CHECK.get(type(o))
+        if check is not None and self.identity_check:
+            events = events + check(self, o.pid, o.ts_ns)  # type: ignore[union-attr]
+        return events
+
+    def _build_events(self, o: ob.Observation) -> list[Event]:
         if isinstance(o, ob.ProcessExec):
             return self._exec(o)
         if isinstance(o, ob.ProcessFork):

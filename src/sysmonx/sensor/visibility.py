@@ -28,7 +28,7 @@ from typing import Optional
 
 from ..event import Event
 from . import observations as ob
-from .assemble import BUILDERS, UNKNOWN, Assembler, utc_time
+from .assemble import BUILDERS, IDENTITY_CHECK, UNKNOWN, Assembler, utc_time
 from .process import ZERO_GUID, clean_text
 
 __all__ = ["RATE_MAX", "RATE_WINDOW_NS", "prot_text", "memfd_flags_text", "TAMPER_KIND_TYPES"]
@@ -179,8 +179,52 @@ def _tamper(a: Assembler, o: ob.ProcessTamper) -> list[Event]:
         o.ts_ns)]
 
 
+#: How often (ns) one process's identity is compared with /proc at most.
+IDENTITY_CHECK_NS = 5_000_000_000
+#: Observations of a running process that trigger :func:`check_identity`.
+IDENTITY_TRIGGERS = (ob.NetworkConnect, ob.FileCreate, ob.FileDelete, ob.RawAccessRead,
+                     ob.ShellCommand, ob.MemfdCreate, ob.ExecMemory, ob.ImageMap,
+                     ob.MemoryWrite, ob.PrivilegeChange)
+
+
+def check_identity(a: Assembler, pid: int, ts_ns: int) -> list[Event]:
+    """ProcessTampering (25) when a running process no longer shows what it exec'd: its
+    ``/proc/PID/cmdline`` differs from the command line recorded at the exec (argv rewritten in
+    place, or moved: ``Command line is rewritten``), or ``/proc/PID/exe`` from the recorded image
+    (``Image is replaced``). Each kind once per process; at most one look every
+    :data:`IDENTITY_CHECK_NS` per process, when the process does something else that is
+    reported. A small local check: the scanners' identity checks are meant to replace it.
+    A longer cmdline than the recorded one (which a tier cuts at 4 KiB) is compared on the
+    recorded length only."""
+    from .procfs import read_process
+    info = a.cache.peek(pid)
+    if info is None or info.exited_ns is not None or info.command_line is None:
+        return []
+    extra = info.extra
+    if ts_ns - extra.get("identity_checked", -IDENTITY_CHECK_NS) < IDENTITY_CHECK_NS:
+        return []
+    extra["identity_checked"] = ts_ns
+    snap = read_process(pid)
+    if snap.start_ticks is None or (info.start_ticks is not None
+                                    and snap.start_ticks != info.start_ticks):
+        return []  # gone, or the pid is another process now
+    out = []
+    if snap.argv is not None and not extra.get("argv_rewritten"):
+        now = clean_text(" ".join(snap.argv)) or ""
+        recorded = info.command_line
+        if now[:len(recorded)] != recorded or (len(now) < len(recorded)):
+            extra["argv_rewritten"] = True
+            out.append(_tamper(a, ob.ProcessTamper(ts_ns, pid, "argv"))[0])
+    if snap.exe is not None and info.image and not extra.get("exe_replaced") \
+            and clean_text(snap.exe) not in (info.image, f"{info.image} (deleted)"):
+        extra["exe_replaced"] = True
+        out.append(_tamper(a, ob.ProcessTamper(ts_ns, pid, "exe"))[0])
+    return out
+
+
 BUILDERS.update({
     ob.ModuleLoad: _module, ob.ImageMap: _image_map, ob.MemoryWrite: _memory_write,
     ob.PrivilegeChange: _privilege, ob.MemfdCreate: _memfd, ob.ExecMemory: _exec_memory,
     ob.ShellCommand: _shell, ob.ProcessTamper: _tamper,
 })
+IDENTITY_CHECK.update({t: check_identity for t in IDENTITY_TRIGGERS})

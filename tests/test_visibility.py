@@ -1,0 +1,97 @@
+"""The visibility events' assembly and decoding without a kernel: value formats, the rate limit,
+the shell probe's trace lines and ELF symbol offsets, the schema entries of 210-213."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from sysmonx.schema import CURRENT, SYSMON_CURRENT, extended, get_schema
+from sysmonx.schema.printer import render_schema_output
+from sysmonx.sensor import observations as ob
+from sysmonx.sensor.assemble import Assembler
+from sysmonx.sensor.backends.shell import elf_symbol_offset, parse_line
+from sysmonx.sensor.process import ProcessCache
+from sysmonx.sensor.visibility import RATE_MAX, memfd_flags_text, prot_text
+
+NOW = 1_765_000_000 * 10**9
+
+
+def asm() -> Assembler:
+    a = Assembler(ProcessCache(machine="0badcafe"), computer="h")
+    a.identity_check = False
+    a.build(ob.ProcessExec(NOW, 4242, ppid=1, start_ticks=100, image="/usr/bin/python3",
+                           argv=["python3", "x.py"], cwd="/", uid=0, end_data=0x55AA0000))
+    return a
+
+
+def test_schema_entries_are_data_and_outside_sysmon_snapshots():
+    for eid, tag in ((210, "ShellCommand"), (211, "PrivilegeChange"), (212, "MemfdCreate"),
+                     (213, "ExecMemory")):
+        ev = CURRENT.events[eid]
+        assert ev.tag == tag and ev.extension and ev.field_names[:2] == ("RuleName", "UtcTime")
+        assert eid not in SYSMON_CURRENT.events and tag not in get_schema("4.91").tags
+        assert tag in extended(get_schema("4.50")).tags
+    assert CURRENT.events[210].default == "include" and CURRENT.events[212].default == "exclude"
+    # -s VERSION stays Sysmon's; -s prints the extensions after the manifest's events
+    assert "ShellCommand" not in render_schema_output("4.91")[0]
+    assert "GrandparentImage" in extended(get_schema("4.91")).tag_fields["ProcessCreate"]
+    assert "GrandparentImage" not in extended(get_schema("4.91")).tag_fields["DriverLoad"]
+
+
+def test_value_formats():
+    assert prot_text(5) == "r-x" and prot_text(7) == "rwx" and prot_text(None) == "-"
+    assert memfd_flags_text(0) == "0"
+    assert memfd_flags_text(3) == "MFD_CLOEXEC|MFD_ALLOW_SEALING"
+    assert memfd_flags_text(0x100) == "0x100"
+
+
+def test_events_carry_the_process_and_exact_fields():
+    a = asm()
+    e = a.build(ob.PrivilegeChange(NOW + 1, 4242, "capset", "Capabilities", (0, 0, 0),
+                                   (1 << 21, 1 << 21, 0)))
+    assert e.event_id == 211 and e.data["Image"] == "/usr/bin/python3"
+    assert e.data["PreviousValue"] == "0x0000000000000000/0x0000000000000000/0x0000000000000000"
+    assert e.data["NewValue"] == "0x0000000000200000/0x0000000000200000/0x0000000000000000"
+    w = a.build(ob.MemoryWrite(NOW + 2, 4242, 4243, "ptrace(PTRACE_POKETEXT)", 0x401000, 8))
+    assert list(w.data) == list(CURRENT.events[8].field_names)
+    assert w.data["StartAddress"] == "0x401000" and w.data["NewThreadId"] == "0"
+    assert w.data["StartFunction"] == "ptrace(PTRACE_POKETEXT)"
+    s = a.build(ob.ShellCommand(NOW + 3, 4242, "id\x1b[31m", None))
+    assert s.data["Tty"] == "-" and list(s.data) == list(CURRENT.events[210].field_names)
+    m = a.build(ob.ModuleLoad(NOW + 4, 4242, None, None))
+    assert m.event_id == 6 and m.data["ImageLoaded"] == "-" and m.data["Hashes"] == "-"
+
+
+def test_memfd_and_exec_memory_are_rate_limited_per_process():
+    a = asm()
+    out = []
+    for i in range(RATE_MAX + 30):
+        out += a.build_events(ob.MemfdCreate(NOW + i, 4242, f"m{i}", 1))
+    kinds = [e.event_id for e in out]
+    assert kinds.count(212) == RATE_MAX and kinds.count(255) == 1
+    assert a.rate_limited[212] == 30
+    # another process is not limited by the first; a new window starts over
+    assert a.build(ob.MemfdCreate(NOW + 100, 5000, "x", 0)).event_id == 212
+    assert a.build(ob.MemfdCreate(NOW + 11 * 10**9, 4242, "y", 0)).event_id == 212
+
+
+def test_shell_trace_lines():
+    line = (b"            bash-4242    (   4242) [001] ..... 812.345678: readline_0: "
+            b"(0x55d1c0b5e8a0 <- 0x55d1c0b6cc20) cmd=\"echo \"hi\" | cat\"")
+    assert parse_line(line) == (4242, 812_345_678_000, 'echo "hi" | cat')
+    assert parse_line(line.replace(b'cmd="echo "hi" | cat"', b"cmd=(fault)")) is None
+    assert parse_line(b"# tracer: nop") is None
+
+
+@pytest.mark.skipif(not shutil.which("nm"), reason="binutils nm not installed")
+def test_elf_symbol_offset_matches_nm():
+    out = subprocess.run(["nm", "-D", "/usr/bin/bash"], capture_output=True, text=True).stdout
+    value = next(int(line.split()[0], 16) for line in out.splitlines()
+                 if line.endswith(" readline") and " T " in line)
+    # bash's first PT_LOAD maps offset 0 at address 0: the file offset is the value
+    assert elf_symbol_offset("/usr/bin/bash", "readline") == value
+    assert elf_symbol_offset("/usr/bin/bash", "no_such_symbol_sx") is None
+    assert elf_symbol_offset("/etc/hostname", "readline") is None
