@@ -59,6 +59,9 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--non-sysmon", choices=["drop", "pass"], default="drop",
                    help="records of other providers: drop (default) or pass through unchanged")
     p.add_argument("--no-output", action="store_true", help="count only, write no events")
+    p.add_argument("--enrich", action="store_true",
+                   help="write the SysmonX enrichment fields (GrandparentImage, AncestorImages "
+                        "...; JSON under an Enrichment key); without it output stays Sysmon's")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                    help="replay files on N worker processes, output kept in input order "
                         "(0: one per CPU; default 1)")
@@ -164,7 +167,7 @@ def cmd_replay(argv: list[str]) -> int:
     options = ReplayOptions(
         config=config, non_sysmon=args.non_sysmon, input_format=args.input_format,
         time_from=bounds[0], time_to=bounds[1], window_time=args.window_time,
-        keep_duplicates=args.keep_duplicates,
+        keep_duplicates=args.keep_duplicates, enrich=args.enrich,
         engine_options=EngineOptions(
             compare_fold=args.compare_fold, fallback=args.fallback,
             stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
@@ -189,6 +192,10 @@ def cmd_replay(argv: list[str]) -> int:
             jobs = 1
     if extra and jobs > 1:
         console.print("note: --stage replays on one process")
+        jobs = 1
+    if jobs > 1 and (args.enrich or (config is not None and config.enrichment_fields_used())):
+        console.print("note: enrichment replays on one process (the process tree needs one "
+                      "stream)")
         jobs = 1
     if jobs > 1 and not args.keep_duplicates:
         console.print("note: replaying on one process: finding records read twice needs one "

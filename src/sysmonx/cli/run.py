@@ -40,7 +40,11 @@ def _run_parser() -> argparse.ArgumentParser:
                         "the config and outputs")
     p.add_argument("--from-start", action="store_true",
                    help="with --follow FILE: read the file from its beginning")
-    p.add_argument("--no-dns", action="store_true", help="do not run the DNS backend")
+    p.add_argument("--no-dns", action="store_true",
+                   help="do not run the auxiliary backends (DNS, ShellCommand)")
+    p.add_argument("--enrich", action="store_true",
+                   help="write the SysmonX enrichment fields (GrandparentImage, AncestorImages, "
+                        "ContainerId ...); without it output stays Sysmon's")
     p.add_argument("--list-backends", action="store_true",
                    help="show which backends can run here and why not, then exit")
     p.add_argument("--provider", help="System/Provider Name (default: Linux-Sysmon)")
@@ -128,7 +132,8 @@ def cmd_run(argv: list[str]) -> int:
         return EXIT_FATAL
     options = SensorOptions(backend=args.backend, dns=not args.no_dns and not args.follow,
                             duration=args.duration, provider=args.provider,
-                            follow=args.follow, from_start=args.from_start)
+                            follow=args.follow, from_start=args.from_start,
+                            enrich=args.enrich)
 
     def status(msg: str) -> None:
         console.print(f"sysmonx: {msg}", markup=False)

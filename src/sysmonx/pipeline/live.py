@@ -24,6 +24,7 @@ from ..configmodel import Config
 from ..filtering import EngineOptions
 from ..filtering.stage import FilterStage
 from ..interfaces import SinkStats, Source, Stage
+from ..stages.enrich import EnrichStage, enrichment_wanted, with_enrichment
 from ..stages.gate import SysmonGate
 from ..stages.numbering import RecordNumbers
 from .fanout import CallbackSink, FanOut
@@ -57,6 +58,8 @@ class SensorOptions:
         order_window_s, exit_hold_s: the per-process ordering bound
             (:class:`~sysmonx.sensor.order.OrderBuffer`); ``order_window_s=0`` writes in
             arrival order.
+        enrich: write the SysmonX enrichment fields (``--enrich``); without it they are
+            computed only for the config's and the Sigma rules' use and not written.
     """
 
     backend: Optional[str] = None
@@ -75,6 +78,7 @@ class SensorOptions:
     tick_s: float = 1.0
     order_window_s: float = 0.25
     exit_hold_s: float = 2.5
+    enrich: bool = False
 
 
 @dataclass
@@ -100,8 +104,13 @@ class SensorStats:
 
 def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
                 trace: Optional[str] = None, detection: Any = None,
-                alerts_to_stream: bool = True, extra: Sequence[Stage] = ()) -> list[Stage]:
-    """The stages of a live run, in order (module docstring)."""
+                alerts_to_stream: bool = True, extra: Sequence[Stage] = (),
+                enrich: bool = False, host: Any = None) -> list[Stage]:
+    """The stages of a live run, in order (module docstring). The enrichment stage is always
+    there (its process tree is kept so that a reloaded config can filter on ancestry); it
+    computes only the fields the config or the Sigma rules use, all of them with ``enrich``
+    (then also written). ``host``: the live look-up of the host fields
+    (:class:`~sysmonx.sensor.hostinfo.HostFacts`)."""
     stages: list[Stage] = [
         SysmonGate("drop"),
         FilterStage(config, engine_options, without_config="defaults", trace=trace),
@@ -110,7 +119,9 @@ def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
     stages.extend(extra)
     if detection is not None:
         stages.extend(detection_stages(detection, alerts_to_stream))
-    return stages
+    enricher = EnrichStage(enrichment_wanted(config, detection, enrich), host=host, keep=enrich)
+    enricher.extra_fields = enrichment_wanted(None, detection)
+    return with_enrichment(stages, enricher)
 
 
 class Sensor:
@@ -157,10 +168,14 @@ class Sensor:
         if on_alert is not None:
             sinks.append(CallbackSink(on_alert))
         self.fanout = FanOut.build(sinks, "count", options.sink_queue_size)
+        host = None
+        if not options.follow:
+            from ..sensor.hostinfo import HostFacts
+            host = HostFacts(self.source.cache)
         self.stages = live_stages(config, options.engine_options, trace=trace,
                                   detection=detection,
                                   alerts_to_stream=not self.fanout.accepts("alert"),
-                                  extra=extra_stages)
+                                  extra=extra_stages, enrich=options.enrich, host=host)
         self.pipeline = Pipeline(self.stages, self.fanout, on_status=self.on_status,
                                  reloader=self._load, tick_s=options.tick_s)
 

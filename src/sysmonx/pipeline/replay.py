@@ -28,6 +28,7 @@ from ..sources import iter_input_files
 from ..sources.recorded import RecordedLogs
 from ..stages.clock import ClockCheckStage
 from ..stages.dedup import DuplicateStage
+from ..stages.enrich import EnrichStage, enrichment_wanted, with_enrichment
 from ..stages.gate import SysmonGate
 from ..stages.window import TimeWindowStage
 from .fanout import FanOut
@@ -75,6 +76,10 @@ class ReplayOptions:
             dropped and counted in :attr:`ReplayStats.duplicates`. Removing them needs the one
             stream of a single process: :func:`~sysmonx.pipeline.parallel.replay_parallel`
             requires ``True``.
+        enrich: write the SysmonX enrichment fields (``--enrich``; they are computed anyway,
+            without being written, when the config or the Sigma rules use one; see
+            :mod:`sysmonx.stages.enrich`). The ancestry comes from the process tree the replayed
+            log describes (its events 1).
     """
 
     config: Optional[Config] = None
@@ -85,6 +90,7 @@ class ReplayOptions:
     time_to: Optional[str] = None
     window_time: str = "system"
     keep_duplicates: bool = False
+    enrich: bool = False
 
 
 @dataclass
@@ -167,6 +173,9 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
     stages.extend(extra)
     if detection is not None:
         stages.extend(detection_stages(detection, alerts_to_stream))
+    wanted = enrichment_wanted(options.config, detection, options.enrich)
+    if wanted:
+        stages = with_enrichment(stages, EnrichStage(wanted, keep=options.enrich))
     return stages
 
 

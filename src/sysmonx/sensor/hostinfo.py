@@ -12,7 +12,8 @@ import os
 import re
 from typing import Optional
 
-__all__ = ["tty_of", "tty_name", "container_of", "namespaces_of", "file_type", "session_of"]
+__all__ = ["tty_of", "tty_name", "container_of", "namespaces_of", "file_type", "session_of",
+           "HostFacts"]
 
 # cgroup path patterns of the usual runtimes (docker, containerd/k8s, cri-o, podman, lxc)
 _CONTAINER_RES = (
@@ -113,3 +114,63 @@ def file_type(path: Optional[str]) -> Optional[str]:
         interp = line.split()[0] if line else b""
         return "script:" + os.fsdecode(interp) if interp else "script"
     return "other"
+
+
+class HostFacts:
+    """The live sensor's answer to the enrichment stage's host look-up
+    (:data:`sysmonx.stages.enrich.HostLookup`): ``self(pid, guid, image)`` reads the host
+    fields of a running process once; :meth:`ancestors` walks the sensor's process cache for a
+    process the stream never showed an event 1 of (started before the sensor).
+
+    Args:
+        cache: the live source's :class:`~sysmonx.sensor.process.ProcessCache`.
+    """
+
+    def __init__(self, cache) -> None:
+        self.cache = cache
+        self._types: dict = {}
+
+    def __call__(self, pid: int, guid: str, image: str) -> dict:
+        """``{field: value}`` for ContainerId, ContainerRuntime, MntNs, PidNs, Tty, SessionId,
+        FileType; a field it cannot read is left out (the stage writes the unknown value)."""
+        out: dict = {}
+        info = self.cache.peek(pid)
+        if info is not None and info.guid.lower() != guid.lower():
+            info = None  # another process holds the pid now
+        cont = container_of(pid)
+        if cont is not None:
+            out["ContainerId"], out["ContainerRuntime"] = cont
+        ns = namespaces_of(pid)
+        if ns is not None:
+            out["MntNs"], out["PidNs"] = str(ns[0]), str(ns[1])
+        if cont is not None:  # the process was there: no tty means none
+            out["Tty"] = tty_of(pid) or "-"
+        ses = info.sessionid if info is not None and info.sessionid not in (None, 0xFFFFFFFF) \
+            else session_of(pid)
+        if ses is not None:
+            out["SessionId"] = str(ses)
+        if image and image != "-":
+            ft = self._types.get(image)
+            if ft is None:
+                ft = file_type(image)
+                if ft is not None:
+                    if len(self._types) > 16384:
+                        self._types.clear()
+                    self._types[image] = ft
+            if ft is not None:
+                out["FileType"] = ft
+        return out
+
+    def ancestors(self, pid: int) -> list:
+        """``[(image, command line), ...]`` of ``pid``'s ancestors in the process cache, nearest
+        first (up to 8)."""
+        out: list[tuple[str, str]] = []
+        info = self.cache.peek(pid)
+        seen = {pid}
+        while info is not None and info.ppid and info.ppid not in seen and len(out) < 8:
+            seen.add(info.ppid)
+            info = self.cache.peek(info.ppid)
+            if info is None:
+                break
+            out.append((info.image or "-", info.command_line or "-"))
+        return out

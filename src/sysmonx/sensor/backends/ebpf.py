@@ -71,7 +71,7 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ...core.registry import BACKENDS
 from ..observations import (
@@ -236,7 +236,7 @@ class EbpfBackend(Backend):
         self.object_path: Optional[Path] = None
         self.build_seconds: Optional[float] = None
         self.attached: list = []
-        self.visibility = None  # the second object (ebpf_visibility.VisibilityProbes)
+        self.visibility: Optional[Any] = None  # the second object (VisibilityProbes)
 
     # -- capability check -------------------------------------------------------------------
     @classmethod

@@ -34,7 +34,7 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from .. import observations as ob
 from .base import BackendUnavailable
@@ -103,8 +103,8 @@ class VisibilityProbes:
         self.lost = [0] * VEV_NTYPES
         self.decode_errors = 0
         self.reader_cpu_ns = 0
-        self._obj = None
-        self._rb = None
+        self._obj: Optional[Any] = None
+        self._rb: Optional[Any] = None
         self._fds: dict = {}
         self._batch: list = []
         self._ncpu = 1

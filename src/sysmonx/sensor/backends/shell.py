@@ -36,7 +36,7 @@ import select
 import struct
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ...core.registry import BACKENDS
 from ..observations import BackendError, Loss, Observation, ShellCommand
@@ -134,7 +134,7 @@ class ShellBackend(Backend):
     def __init__(self, emit: Callable[[Observation], None], exclude_pids: frozenset = frozenset(),
                  options: Optional[dict] = None) -> None:
         super().__init__(emit, exclude_pids, options)
-        self._tfs = None
+        self._tfs: Optional[Any] = None
         self._instance: Optional[str] = None
         self._group = f"{GROUP_PREFIX}{os.getpid()}"
         self._probes: list[str] = []
