@@ -16,7 +16,7 @@ The result validates as plain Sysmon (:func:`sysmonx.config.parse_config` with
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Union
 
 from lxml import etree
 
@@ -73,7 +73,7 @@ def export_sysmon(raw: Union[bytes, str], path: str = "<string>"
         parent.remove(el)
 
     for ef in root.iter("EventFiltering"):
-        tags = []
+        tags: list[Any] = []
         for child in list(ef):
             if not isinstance(child.tag, str):
                 continue
