@@ -329,8 +329,10 @@ ENRICHMENT_FIELDS: tuple[ExtensionField, ...] = (
     ExtensionField("PidNs", "pid namespace inode number", unknown="0"),
     ExtensionField("Tty", "controlling terminal (/dev/pts/N), - for none"),
     ExtensionField("SessionId", "login (audit) session id", unknown="0"),
-    ExtensionField("FileType", "type of Image: ELF, script (with its interpreter: "
-                   "script:/bin/sh), other"),
+    ExtensionField("FileType", "type of the Image file: ELF, script (with its interpreter: "
+                   "script:/bin/sh), other; - when it cannot be read (gone, memfd, replay). "
+                   "Live on Linux the Image of a script is its interpreter (the kernel's exe), "
+                   "so scripts show as the interpreter's type"),
 )
 ENRICHMENT_FIELD_NAMES: frozenset[str] = frozenset(f.name for f in ENRICHMENT_FIELDS)
 
