@@ -52,6 +52,8 @@ Options (``options=`` dict; unknown keys ignored):
         the reader's CPU per record in a burst; adds at most this much latency).
     ``slow_consumer_s`` (float, default 0): sleep this long per record (tests and benchmarks of
         the loss path only).
+    ``visibility`` (bool, default True; environment ``SYSMONX_EBPF_VISIBILITY=0``): start the
+        second object (below); off only to measure what it costs.
     ``optional_events`` (iterable of event IDs): the events that are off unless asked
         (:data:`OPTIONAL_EVENTS`: ImageLoad 7, MemfdCreate 212, ExecMemory 213) to collect
         when ``events`` is not given; the live source passes the tags its config filters.
@@ -379,7 +381,8 @@ class EbpfBackend(Backend):
     def _start_visibility(self, wanted: set) -> None:
         from .ebpf_visibility import EVENT_MASKS, VisibilityProbes
         vis_events = wanted & set(EVENT_MASKS)
-        if not vis_events:
+        if not vis_events or os.environ.get("SYSMONX_EBPF_VISIBILITY") == "0" \
+                or self.options.get("visibility") is False:
             return
         probes = VisibilityProbes(self.emit, vis_events, self.exclude_pids,
                                   self.options.get("visibility_object"))
