@@ -8,7 +8,7 @@ import pytest
 from lxml import etree
 
 from sysmonx.cli import main
-from sysmonx.config import parse_config
+from sysmonx.config import ConfigError, parse_config
 from sysmonx.config.export import export_sysmon
 from sysmonx.event import Event
 from sysmonx.stages.enrich import EnrichStage, EnrichStrip, enrichment_wanted
@@ -169,7 +169,7 @@ def test_export_sysmon_strips_extensions_and_validates_as_plain_sysmon(tmp_path)
   </EventFiltering>
 </Sysmon>
 """
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError):
         parse_config(src, extensions=False)
     out, warnings = export_sysmon(src.encode())
     cfg = parse_config(out, extensions=False)  # loads as plain Sysmon
