@@ -43,9 +43,10 @@ Besides the sensor's CPU, each phase reports the **load's own CPU** per exec (th
 children, from ``RUSAGE_CHILDREN``): in-kernel probe work is charged to the traced processes,
 not to the sensor, so that is where the probes' cost shows.
 
-``--shell-rate R --shell-seconds S`` (default 50/s for 10 s, ``0`` to skip): with the ``plain``
-variant, commands typed into an interactive bash on a pseudo-terminal at R per second; reports
-how many ShellCommand (210) events carry them (distinct commands, each exactly once).
+* ``shell``: no exec load; a sensor with its auxiliary backends (no ``--no-dns``) while
+  ``--shell-rate R`` commands per second (default 50) are typed for ``--shell-seconds S``
+  (default 10) into an interactive bash on a pseudo-terminal; reports how many distinct
+  commands came back as ShellCommand (210) events, and repeats.
 
 Exit status: 0 when every requested tier ran and was measured, 1 when a sensor did not start
 or exited early, 2 for bad usage.
@@ -300,13 +301,15 @@ def start_sensor(tier: str, workdir: Path, variant: str = "plain") -> tuple:
                    "</RuleGroup></EventFiltering></Sysmon>")
     err = open(workdir / f"{tier}.stderr", "wb")
     env = dict(os.environ)
-    extra = []
+    extra = ["--no-dns"]
     if variant == "probes-off":
         env["SYSMONX_EBPF_VISIBILITY"] = "0"
     elif variant == "enrich":
-        extra = ["--enrich"]
+        extra.append("--enrich")
+    elif variant == "shell":
+        extra = []  # the auxiliary backends run (ShellCommand is one)
     sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", tier,
-                               "--no-dns", "--config", str(cfg), "--format", "jsonl",
+                               "--config", str(cfg), "--format", "jsonl",
                                "-o", str(out_file), *extra], stderr=err, env=env)
     out = Output(out_file)
     deadline = time.monotonic() + 90
@@ -338,15 +341,15 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path, variant: str = "plai
     c0, t0 = cpu_ticks(sensor.pid), time.monotonic()
     time.sleep(args.idle)
     idle = (cpu_ticks(sensor.pid) - c0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
+    loads = (("burst", args.burst, 0.0), ("sustained", int(args.rate * args.seconds), args.rate))
     try:
-        for name, n, rate in (("burst", args.burst, 0.0),
-                              ("sustained", int(args.rate * args.seconds), args.rate)):
+        for name, n, rate in (loads if variant != "shell" else ()):
             tag = f"sxb{os.getpid()}{tier}{name}"
             results.append((name, tag, phase(sensor, out, spawner, n, rate, tag,
                                              args.catch_up)))
             time.sleep(1.0)
         shell = None
-        if variant == "plain" and args.shell_rate > 0:
+        if variant == "shell":
             shell = shell_phase(sensor, out, args.shell_rate, args.shell_seconds,
                                 f"sxsh{os.getpid()}{tier}")
     finally:
@@ -402,8 +405,8 @@ def main() -> int:
     ap.add_argument("--catch-up", type=float, default=30.0,
                     help="longest wait for the phase's events after the load (seconds)")
     ap.add_argument("--keep", metavar="DIR", help="keep the sensors' outputs in DIR")
-    ap.add_argument("--variants", default="probes-off,plain,enrich",
-                    help="tier ebpf: probes-off, plain, enrich (module doc)")
+    ap.add_argument("--variants", default="probes-off,plain,enrich,shell",
+                    help="tier ebpf: probes-off, plain, enrich, shell (module doc)")
     ap.add_argument("--shell-rate", type=float, default=50.0)
     ap.add_argument("--shell-seconds", type=float, default=10.0)
     ap.add_argument("--idle", type=float, default=5.0,

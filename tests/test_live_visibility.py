@@ -40,6 +40,7 @@ CONFIG = """<Sysmon schemaversion="4.91"><EventFiltering>
 <RuleGroup name="" groupRelation="or"><ExecMemory onmatch="exclude"/></RuleGroup>
 <RuleGroup name="" groupRelation="or"><PrivilegeChange onmatch="exclude"/></RuleGroup>
 <RuleGroup name="" groupRelation="or"><ShellCommand onmatch="exclude"/></RuleGroup>
+<RuleGroup name="" groupRelation="or"><DriverLoad onmatch="exclude"/></RuleGroup>
 </EventFiltering></Sysmon>
 """
 

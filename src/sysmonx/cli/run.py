@@ -41,7 +41,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-start", action="store_true",
                    help="with --follow FILE: read the file from its beginning")
     p.add_argument("--no-dns", action="store_true",
-                   help="do not run the auxiliary backends (DNS, ShellCommand)")
+                   help="do not run the auxiliary backends (DNS, and ShellCommand)")
     p.add_argument("--enrich", action="store_true",
                    help="write the SysmonX enrichment fields (GrandparentImage, AncestorImages, "
                         "ContainerId ...); without it output stays Sysmon's")

@@ -55,7 +55,8 @@ Options (``options=`` dict; unknown keys ignored):
     ``visibility`` (bool, default True; environment ``SYSMONX_EBPF_VISIBILITY=0``): start the
         second object (below); off only to measure what it costs.
     ``optional_events`` (iterable of event IDs): the events that are off unless asked
-        (:data:`OPTIONAL_EVENTS`: ImageLoad 7, MemfdCreate 212, ExecMemory 213) to collect
+        (:data:`OPTIONAL_EVENTS`: DriverLoad 6, ImageLoad 7, MemfdCreate 212, ExecMemory 213) to
+        collect
         when ``events`` is not given; the live source passes the tags its config filters.
 
 Events 6, 7, 8, 25 (prctl), 211, 212 and 213 come from a second object,
@@ -98,8 +99,9 @@ if TYPE_CHECKING:
 __all__ = ["EbpfBackend", "OPTIONAL_EVENTS"]
 
 #: Events collected only when a config asks for them (their tag has a rule set): as on Windows,
-#: where ImageLoad is off unless configured; MemfdCreate and ExecMemory are off by default.
-OPTIONAL_EVENTS = frozenset({7, 212, 213})
+#: where ImageLoad and DriverLoad are off unless configured; MemfdCreate and ExecMemory are off
+#: by default.
+OPTIONAL_EVENTS = frozenset({6, 7, 212, 213})
 
 log = logging.getLogger(__name__)
 
