@@ -5,9 +5,11 @@ ShellCommand (210, commands typed into an interactive bash on a pseudo-terminal)
 (6, skipped with the reason on kernels without module support).
 
 The activity (``DRIVER``) runs as its own process and prints what it knows (pids, addresses,
-names); the sensor writes JSON lines; each test compares. Per tier: tier A (``ebpf``) sees all of
-them; ShellCommand comes from an auxiliary backend (uprobe through tracefs) and is seen beside
-every tier; tiers B and C do not report 6/7/8/211/212/213 (README "Tier support").
+names); the sensor writes JSON lines; each test compares. It runs under tier A (``ebpf``) and
+tier B (``audit``): tier A sees all of them; tier B sees 8 (``StartAddress`` ``-`` for
+process_vm_writev) and 212 (``Name`` ``-``), and says why it cannot see the others
+(``CANNOT_SEE``); ShellCommand comes from an auxiliary backend (uprobe through tracefs) and the
+argv-rewrite check from the sensor core, the same on every tier.
 """
 
 from __future__ import annotations
@@ -35,8 +37,7 @@ CONFIG = """<Sysmon schemaversion="4.91"><EventFiltering>
 <RuleGroup name="" groupRelation="or"><CreateRemoteThread onmatch="exclude"/></RuleGroup>
 <RuleGroup name="" groupRelation="or"><ImageLoad onmatch="include">
   <ImageLoaded condition="contains">sxlib-</ImageLoaded></ImageLoad></RuleGroup>
-<RuleGroup name="" groupRelation="or"><MemfdCreate onmatch="include">
-  <Name condition="begin with">sxm-</Name></MemfdCreate></RuleGroup>
+<RuleGroup name="" groupRelation="or"><MemfdCreate onmatch="exclude"/></RuleGroup>
 <RuleGroup name="" groupRelation="or"><ExecMemory onmatch="exclude"/></RuleGroup>
 <RuleGroup name="" groupRelation="or"><PrivilegeChange onmatch="exclude"/></RuleGroup>
 <RuleGroup name="" groupRelation="or"><ShellCommand onmatch="exclude"/></RuleGroup>
@@ -140,11 +141,20 @@ out["rewrite_pid"] = rw
 shell, mfd = pty.fork()
 if shell == 0:
     os.execv("/usr/bin/bash", ["bash", "--norc", "--noprofile", "-i"])
-time.sleep(0.5)
+def prompt(deadline=10.0):
+    """Read the terminal until the shell shows its prompt (as a person would wait)."""
+    buf, end = b"", time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            buf += os.read(mfd, 4096)
+        except OSError:
+            return
+        if buf.rstrip().endswith((b"#", b"$")):
+            return
 cmds = [f"echo {mark}-one", f"echo \"{mark} two\" | cat"]
 for c in cmds + ["exit"]:
+    prompt()
     os.write(mfd, (c + "\n").encode())
-    time.sleep(0.15)
 try:
     while os.read(mfd, 4096):
         pass
@@ -156,27 +166,42 @@ print(json.dumps(out))
 '''
 
 
-def _can_run() -> str | None:
+#: what each tier cannot see (README "More visibility"): event -> {tier: why}
+CANNOT_SEE = {
+    211: {"audit": "audit logs the credentials after the call only: whether it gained "
+                   "privilege cannot be told"},
+    213: {"audit": "audit cannot tell anonymous or writable memory from a file mapping"},
+    7: {"audit": "audit logs the fd of an mmap, not the file (gone from /proc by the time it "
+                 "could be read)"},
+    25.1: {"audit": "prctl(PR_SET_MM) is traced by tier A only (the /proc check runs on every "
+                    "tier)"},
+}
+
+
+def _tiers() -> list:
     if not ROOT:
-        return "needs root"
+        return []
     from sysmonx.sensor.backends import probe
-    why = probe("ebpf")
-    if why:
-        return f"tier A cannot run here: {why}"
-    return None
+    return [t for t in ("ebpf", "audit") if probe(t) is None]
 
 
-@pytest.fixture(scope="module")
-def run():
-    why = _can_run()
+def _skip_unseen(tier: str, what) -> None:
+    why = CANNOT_SEE.get(what, {}).get(tier)
     if why:
-        pytest.skip(why)
+        pytest.skip(f"tier {tier}: {why}")
+
+
+@pytest.fixture(scope="module", params=_tiers() or ["none"])
+def run(request):
+    tier = request.param
+    if tier == "none":
+        pytest.skip("needs root and tier A or B")
     workdir = Path(tempfile.mkdtemp(prefix="sysmonx-vis-"))
     cfg = workdir / "config.xml"
     cfg.write_text(CONFIG)
     out = workdir / "events.jsonl"
     err = open(workdir / "stderr", "wb")
-    sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", "ebpf",
+    sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", tier,
                                "--config", str(cfg), "--format", "jsonl", "-o", str(out)],
                               stderr=err)
     try:
@@ -203,7 +228,8 @@ def run():
             sensor.wait()
         err.close()
     events = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    yield {"facts": facts, "events": events, "stderr": (workdir / "stderr").read_text()}
+    yield {"facts": facts, "events": events, "stderr": (workdir / "stderr").read_text(),
+           "tier": tier}
     shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -224,6 +250,7 @@ def _guid_of(run, pid: int) -> str:
 
 
 def test_privilege_change_setresuid(run):
+    _skip_unseen(run["tier"], 211)
     f = run["facts"]
     e = _one(run, 211, ProcessId=str(f["setuid_pid"]))
     assert e["Syscall"] == "setresuid" and e["ChangeType"] == "User"
@@ -237,13 +264,18 @@ def test_privilege_change_setresuid(run):
 
 def test_memfd_create(run):
     f = run["facts"]
-    e = _one(run, 212, Name=f"sxm-{f['mark']}")
+    if run["tier"] == "audit":  # the name is a pointer audit does not follow: unknown value
+        e = _one(run, 212, ProcessId=str(f["pid"]), Flags="MFD_CLOEXEC|MFD_ALLOW_SEALING")
+        assert e["Name"] == "-"
+    else:
+        e = _one(run, 212, Name=f"sxm-{f['mark']}")
     assert e["ProcessId"] == str(f["pid"]) and e["Flags"] == "MFD_CLOEXEC|MFD_ALLOW_SEALING"
     assert e["Image"] == os.path.realpath(sys.executable) and e["User"] == "root"
     assert e["ProcessGuid"] == _guid_of(run, f["pid"])
 
 
 def test_exec_memory_mprotect_and_mmap(run):
+    _skip_unseen(run["tier"], 213)
     f = run["facts"]
     e = _one(run, 213, ProcessId=str(f["pid"]), Address=hex(f["mprotect_addr"]))
     assert e["Syscall"] == "mprotect" and e["Length"] == "4096"
@@ -255,6 +287,7 @@ def test_exec_memory_mprotect_and_mmap(run):
 
 def test_image_load_of_a_mapped_library(run):
     import hashlib
+    _skip_unseen(run["tier"], 7)
     f = run["facts"]
     e = _one(run, 7, ImageLoaded=f["lib"])
     assert e["ProcessId"] == str(f["pid"])
@@ -269,17 +302,25 @@ def test_remote_memory_writes(run):
     f = run["facts"]
     vm = _one(run, 8, SourceProcessId=str(f["pid"]), StartFunction="process_vm_writev")
     assert vm["TargetProcessId"] == str(f["target"])
-    assert vm["StartAddress"] == hex(f["target_addr"]) and vm["NewThreadId"] == "0"
+    # tier B: the remote address is inside the iovec array audit does not log
+    assert vm["StartAddress"] == (hex(f["target_addr"]) if run["tier"] == "ebpf" else "-")
+    assert vm["NewThreadId"] == "0"
     assert vm["SourceImage"] == os.path.realpath(sys.executable)
-    assert vm["TargetImage"] == os.path.realpath(sys.executable)
-    assert vm["TargetProcessGuid"] == _guid_of(run, f["target"]) or \
-        vm["TargetProcessGuid"].startswith("{")
+    if run["tier"] == "audit" and vm["TargetImage"] == "-":
+        # known gap (note): tier B learns of a child that forked without exec only when it
+        # is reported itself; this target is killed before the write is assembled, so its
+        # image and GUID are the documented unknown values there
+        assert vm["TargetProcessGuid"] == "{00000000-0000-0000-0000-000000000000}"
+    else:
+        assert vm["TargetImage"] == os.path.realpath(sys.executable)
+        assert vm["TargetProcessGuid"] == _guid_of(run, f["target"])
     pk = _one(run, 8, SourceProcessId=str(f["pid"]), StartFunction="ptrace(PTRACE_POKEDATA)")
     assert pk["TargetProcessId"] == str(f["target"])
     assert pk["StartAddress"] == hex(f["target_addr"] + 8)
 
 
 def test_process_tampering_argv_moved(run):
+    _skip_unseen(run["tier"], 25.1)
     f = run["facts"]
     if not f["tamper_ok"]:
         pytest.skip("prctl(PR_SET_MM) refused here: it needs CAP_SYS_RESOURCE, which this "
@@ -306,6 +347,8 @@ def test_shell_commands_typed_on_a_pty(run):
 
 
 def test_driver_load_needs_module_support(run):
+    if run["tier"] != "ebpf":
+        pytest.skip(f"tier {run['tier']}: DriverLoad is traced by tier A only")
     if not os.path.exists("/proc/modules"):
         assert "kernel without module support" in json.dumps(run["events"])
         pytest.skip("kernel built without module support (no /proc/modules, no init_module/"

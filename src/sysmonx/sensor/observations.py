@@ -234,13 +234,13 @@ class ImageMap:
 class MemoryWrite:
     """A write into another process's memory (Sysmon event 8): ``process_vm_writev`` (``method``
     ``"process_vm_writev"``) or ptrace POKETEXT/POKEDATA/POKEUSER (``"ptrace(PTRACE_POKETEXT)"``
-    ...). ``address``: the first remote address written; ``size`` bytes written (``None`` when
-    not known); ``tid`` the writing thread."""
+    ...). ``address``: the first remote address written (``None`` when the tier cannot know
+    it); ``size`` bytes written (``None`` when not known); ``tid`` the writing thread."""
     ts_ns: int
     pid: int
     target_pid: int
     method: str
-    address: int = 0
+    address: Optional[int] = 0
     size: Optional[int] = None
     tid: Optional[int] = None
 
@@ -260,10 +260,11 @@ class PrivilegeChange:
 
 @dataclass(slots=True)
 class MemfdCreate:
-    """memfd_create succeeded (SysmonX event 212): ``name`` as passed, ``flags`` MFD_* bits."""
+    """memfd_create succeeded (SysmonX event 212): ``name`` as passed (``None`` when the tier
+    cannot know it), ``flags`` MFD_* bits."""
     ts_ns: int
     pid: int
-    name: str
+    name: Optional[str]
     flags: int = 0
 
 

@@ -117,7 +117,8 @@ def _memory_write(a: Assembler, o: ob.MemoryWrite) -> list[Event]:
         "RuleName": "-", "UtcTime": utc_time(o.ts_ns), "SourceProcessGuid": sguid,
         "SourceProcessId": spid, "SourceImage": simage, "TargetProcessGuid": tguid,
         "TargetProcessId": tpid, "TargetImage": timage, "NewThreadId": "0",
-        "StartAddress": f"0x{o.address:x}", "StartModule": UNKNOWN, "StartFunction": o.method,
+        "StartAddress": f"0x{o.address:x}" if o.address is not None else UNKNOWN,
+        "StartModule": UNKNOWN, "StartFunction": o.method,
         "SourceUser": suser, "TargetUser": tuser}, o.ts_ns)]
 
 
@@ -147,7 +148,7 @@ def _memfd(a: Assembler, o: ob.MemfdCreate) -> list[Event]:
     guid, pid, image, user = _who(a, o.pid)
     return [a.envelope(212, {
         "RuleName": "-", "UtcTime": utc_time(o.ts_ns), "ProcessGuid": guid, "ProcessId": pid,
-        "Image": image, "User": user, "Name": clean_text(o.name) or UNKNOWN,
+        "Image": image, "User": user, "Name": (clean_text(o.name) if o.name is not None else None) or UNKNOWN,
         "Flags": memfd_flags_text(o.flags)}, o.ts_ns)]
 
 
