@@ -2,7 +2,7 @@
 beyond Sysmon for Linux's events, started by the ``ebpf`` backend beside its main object.
 
 =====================  ==================================================  ====================
-Observation            kernel source (tp/syscalls, enter + exit)           event
+Observation            kernel source (tp_btf/sys_enter + sys_exit)         event
 =====================  ==================================================  ====================
 PrivilegeChange        set[re[s]]{u,g}id, setfs{u,g}id, capset: creds     211 PrivilegeChange
                        before and after a successful call that gained
@@ -18,11 +18,13 @@ ProcessTamper          prctl(PR_SET_MM, EXE_FILE / ARG_START / ARG_END /   25 Pr
 ModuleLoad             finit_module (the fd's path), init_module           6 DriverLoad
 =====================  ==================================================  ====================
 
-Each class is switched on in the kernel by a bit of ``vconfig`` (:meth:`VisibilityProbes.set_events`),
-so a class that is off costs one map look-up per watched syscall; mmap/mprotect without
-PROT_EXEC return before that. The module-load tracepoints exist only on kernels with module
-support; when they are missing the probe says so (:attr:`VisibilityProbes.notices`) and the
-rest runs.
+Two programs on the raw syscall tracepoints (no tracefs needed; a syscall that is not watched
+costs one switch on its number). Each class is switched on in the kernel by a bit of
+``vconfig`` (:meth:`VisibilityProbes.set_events`), so a class that is off costs one map
+look-up per watched syscall; mmap/mprotect without PROT_EXEC return before that. On a kernel
+without module support (no ``/proc/modules``) DriverLoad cannot occur, which
+:attr:`VisibilityProbes.notices` says when it was asked for. Native syscalls only (not those of
+32-bit compat processes).
 """
 
 from __future__ import annotations
@@ -71,8 +73,6 @@ _VMWRITE = struct.Struct("<IIQQ")
 _TAMPER = struct.Struct("<II")
 _COUNTERS = struct.Struct(f"<{VEV_NTYPES}Q")
 _HS = _HDR.size
-_MODULE_PROGS = ("enter_finit_module", "exit_finit_module", "enter_init_module",
-                 "exit_init_module")
 
 
 class VisibilityProbes:
@@ -137,29 +137,16 @@ class VisibilityProbes:
             self.set_events(self.events)
             for pid in self.exclude_pids:
                 map_update(self._fds["vexcluded"], struct.pack("<I", pid), b"\x01")
-            missing_modules = False
-            from ..tracefs import Tracefs
-            try:
-                tfs = Tracefs()
-            except OSError as exc:
-                raise BackendUnavailable(f"tracefs for the syscall tracepoints: {exc}") from None
-            with tfs:
-                for pname, (section, prog) in obj.programs().items():
-                    _, category, tp = section.split("/", 2)
-                    tp_id = tfs.tracepoint_id(category, tp)
-                    if tp_id is None:
-                        if pname in _MODULE_PROGS:
-                            missing_modules = True
-                            continue
-                        raise BackendUnavailable(f"no tracepoint {category}/{tp} here")
-                    try:
-                        obj.attach_tracepoint_id(prog, tp_id)
-                    except LibbpfError as exc:
-                        raise BackendUnavailable(f"attach {section} failed: {exc}") from None
-                    self.attached.append(section)
+            for _pname, (section, prog) in obj.programs().items():
+                try:
+                    obj.attach(prog)
+                except LibbpfError as exc:
+                    raise BackendUnavailable(f"attach {section} failed: {exc}") from None
+                self.attached.append(section)
+            missing_modules = not os.path.exists("/proc/modules")
             if missing_modules and 6 in self.events:
-                self.notices.append("kernel without module support (no init_module/"
-                                    "finit_module tracepoints): DriverLoad (6) is not reported")
+                self.notices.append("kernel without module support (no /proc/modules): no "
+                                    "module can be loaded, DriverLoad (6) never occurs")
             self._rb = RingBuffer(self._fds["vevents"], self._on_sample)
         except BaseException:
             self._teardown()

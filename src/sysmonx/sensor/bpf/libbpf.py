@@ -16,7 +16,6 @@ import ctypes
 import ctypes.util
 import errno as _errno
 import os
-import struct
 import threading
 from typing import Callable, Optional
 
@@ -88,7 +87,6 @@ def load_libbpf() -> ctypes.CDLL:
             _proto(lib, "bpf_program__autoload", ctypes.c_bool, vp)
             _proto(lib, "bpf_program__attach", vp, vp)
             _proto(lib, "bpf_program__attach_cgroup", vp, vp, ci)
-            _proto(lib, "bpf_program__attach_perf_event", vp, vp, ci)
             _proto(lib, "bpf_link__destroy", ci, vp)
             _proto(lib, "bpf_map_update_elem", ci, ci, vp, vp, cu64)
             _proto(lib, "bpf_map_lookup_elem", ci, ci, vp, vp)
@@ -106,9 +104,6 @@ def load_libbpf() -> ctypes.CDLL:
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}.get(os.uname().machine, 298)
-_PERF_FLAG_FD_CLOEXEC = 8
 _libc.vsnprintf.restype = ctypes.c_int
 _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
 
@@ -228,34 +223,6 @@ class BpfObject:
                 link = self.lib.bpf_program__attach_cgroup(prog, cgroup_fd)
             err = ctypes.get_errno()
         if not link:
-            name = self.lib.bpf_program__name(prog).decode()
-            raise LibbpfError(err or _errno.EINVAL, f"attach {name}", _tail(log, 10))
-        with self._lock:
-            self.links.append(link)
-
-    def attach_tracepoint_id(self, prog: int, tp_id: int) -> None:
-        """Attach a ``tp/`` program to the tracepoint whose tracefs ``id`` is ``tp_id`` through
-        a perf event (what libbpf does for ``tp/`` sections, without libbpf needing tracefs at
-        ``/sys/kernel/tracing``: the caller read the id from any tracefs mount). The link owns
-        the perf event fd.
-
-        Raises:
-            LibbpfError: perf_event_open or the attach failed.
-        """
-        attr = bytearray(128)
-        # perf_event_attr: type PERF_TYPE_TRACEPOINT, size, config = id, sample_period 1,
-        # wakeup_events 1 (linux/perf_event.h)
-        struct.pack_into("<IIQQ", attr, 0, 2, len(attr), tp_id, 1)
-        struct.pack_into("<I", attr, 48, 1)
-        buf = ctypes.create_string_buffer(bytes(attr), len(attr))
-        pfd = _libc.syscall(_NR_PERF_EVENT_OPEN, buf, -1, 0, -1, _PERF_FLAG_FD_CLOEXEC)
-        if pfd < 0:
-            raise LibbpfError(ctypes.get_errno() or _errno.EINVAL, f"perf_event_open(tp {tp_id})")
-        with _Capture() as log:
-            link = self.lib.bpf_program__attach_perf_event(prog, pfd)
-            err = ctypes.get_errno()
-        if not link:
-            os.close(pfd)
             name = self.lib.bpf_program__name(prog).decode()
             raise LibbpfError(err or _errno.EINVAL, f"attach {name}", _tail(log, 10))
         with self._lock:

@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * SysmonX tier-A visibility object: the syscall observations beyond Sysmon for Linux's events,
- * from per-syscall tracepoints (tp/syscalls/sys_enter_X and sys_exit_X) only, so a syscall
- * that is not watched costs nothing. Loaded beside sensor.bpf.c by the ebpf backend
+ * from the raw syscall tracepoints tp_btf/sys_enter and tp_btf/sys_exit (like sensor.bpf.c: no
+ * tracefs needed, and detaching takes milliseconds; per-syscall tracepoints, attached through
+ * perf events, took about 40 ms each to detach). A syscall that is not watched costs one
+ * switch on its number. Loaded beside sensor.bpf.c by the ebpf backend
  * (sysmonx/sensor/backends/ebpf_visibility.py decodes these records; keep the structs in step).
+ * Native syscalls only (a 32-bit compat process's calls are not seen).
  *
  *   setuid setgid setreuid setregid setresuid setresgid setfsuid setfsgid capset
  *       -> VEV_CRED: the credentials before (enter) and after (exit) a successful call, when
@@ -15,11 +18,11 @@
  *   process_vm_writev     -> VEV_VMWRITE (CreateRemoteThread 8), bytes written > 0
  *   ptrace POKETEXT/POKEDATA/POKEUSER/SETREGS/SETREGSET -> VEV_VMWRITE (8)
  *   prctl PR_SET_MM EXE_FILE / ARG_START / ARG_END / MAP -> VEV_TAMPER (ProcessTampering 25)
- *   init_module / finit_module -> VEV_MODULE (DriverLoad 6); these tracepoints exist only on
- *                             kernels built with module support, and are attached when present
+ *   init_module / finit_module -> VEV_MODULE (DriverLoad 6) when they succeed (never on a
+ *                             kernel built without module support: they return ENOSYS)
  *
- * Arguments are kept from the enter tracepoint in `stash` (by thread id) and the record is sent
- * at the exit tracepoint, only for calls that succeeded. Drops and sends are counted per type
+ * Arguments are kept at sys_enter in `stash` (by thread id) and the record is sent at sys_exit,
+ * only for calls that succeeded. Drops and sends are counted per type
  * as in sensor.bpf.c.
  */
 #include "vmlinux.h"
@@ -62,6 +65,58 @@ enum vev_type {
 #define VM_WRITE_F 0x2
 #define VM_EXEC_F 0x4
 #define PR_SET_MM 35
+
+#if defined(__TARGET_ARCH_x86)
+#define NR_setuid 105
+#define NR_setgid 106
+#define NR_setreuid 113
+#define NR_setregid 114
+#define NR_setresuid 117
+#define NR_setresgid 119
+#define NR_setfsuid 122
+#define NR_setfsgid 123
+#define NR_capset 126
+#define NR_memfd_create 319
+#define NR_mmap 9
+#define NR_mprotect 10
+#define NR_process_vm_writev 311
+#define NR_ptrace 101
+#define NR_prctl 157
+#define NR_init_module 175
+#define NR_finit_module 313
+#define SYSCALL_NR(regs) BPF_CORE_READ((regs), orig_ax)
+#define ARG0(r) BPF_CORE_READ((r), di)
+#define ARG1(r) BPF_CORE_READ((r), si)
+#define ARG2(r) BPF_CORE_READ((r), dx)
+#define ARG3(r) BPF_CORE_READ((r), r10)
+#define ARG4(r) BPF_CORE_READ((r), r8)
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_setuid 146
+#define NR_setgid 144
+#define NR_setreuid 145
+#define NR_setregid 143
+#define NR_setresuid 147
+#define NR_setresgid 149
+#define NR_setfsuid 151
+#define NR_setfsgid 152
+#define NR_capset 91
+#define NR_memfd_create 279
+#define NR_mmap 222
+#define NR_mprotect 226
+#define NR_process_vm_writev 271
+#define NR_ptrace 117
+#define NR_prctl 167
+#define NR_init_module 105
+#define NR_finit_module 273
+#define SYSCALL_NR(regs) BPF_CORE_READ((regs), syscallno)
+#define ARG0(r) BPF_CORE_READ((r), orig_x0)
+#define ARG1(r) BPF_CORE_READ((r), regs[1])
+#define ARG2(r) BPF_CORE_READ((r), regs[2])
+#define ARG3(r) BPF_CORE_READ((r), regs[3])
+#define ARG4(r) BPF_CORE_READ((r), regs[4])
+#else
+#error "set -D__TARGET_ARCH_x86 or -D__TARGET_ARCH_arm64"
+#endif
 
 /* which syscall a stash entry or record is for (user space names them) */
 enum vsys {
@@ -345,42 +400,26 @@ static __always_inline int cred_exit(__u32 sys)
 	return 0;
 }
 
-#define CRED_PAIR(name, sys)                                                    \
-	SEC("tp/syscalls/sys_enter_" #name)                                      \
-	int enter_##name(void *ctx) { return cred_enter(sys); }                  \
-	SEC("tp/syscalls/sys_exit_" #name)                                       \
-	int exit_##name(void *ctx) { return cred_exit(sys); }
 
-CRED_PAIR(setuid, S_SETUID)
-CRED_PAIR(setgid, S_SETGID)
-CRED_PAIR(setreuid, S_SETREUID)
-CRED_PAIR(setregid, S_SETREGID)
-CRED_PAIR(setresuid, S_SETRESUID)
-CRED_PAIR(setresgid, S_SETRESGID)
-CRED_PAIR(setfsuid, S_SETFSUID)
-CRED_PAIR(setfsgid, S_SETFSGID)
-CRED_PAIR(capset, S_CAPSET)
 
 /* ------------------------------------------------------------ memfd_create (212) -------- */
 
-SEC("tp/syscalls/sys_enter_memfd_create")
-int enter_memfd_create(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int enter_memfd_create(struct pt_regs *regs)
 {
 	if (!on(VM_MEMFD))
 		return 0;
 	struct stash *s = put_stash(S_MEMFD);
 	if (s) {
-		s->a[0] = ctx->args[0];
-		s->a[1] = ctx->args[1];
+		s->a[0] = ARG0(regs);
+		s->a[1] = ARG1(regs);
 	}
 	return 0;
 }
 
-SEC("tp/syscalls/sys_exit_memfd_create")
-int exit_memfd_create(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_memfd_create(long ret)
 {
 	struct stash s;
-	if (!take_stash(S_MEMFD, &s) || ctx->ret < 0)
+	if (!take_stash(S_MEMFD, &s) || ret < 0)
 		return 0;
 	struct memfd_ev *e = vreserve(sizeof(*e), VEV_MEMFD);
 	if (!e)
@@ -395,14 +434,13 @@ int exit_memfd_create(struct trace_event_raw_sys_exit *ctx)
 
 /* ------------------------------------------------------------ mmap / mprotect (7, 213) -- */
 
-SEC("tp/syscalls/sys_enter_mmap")
-int enter_mmap(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int enter_mmap(struct pt_regs *regs)
 {
-	__u64 prot = ctx->args[2];
+	__u64 prot = ARG2(regs);
 	if (!(prot & PROT_EXEC))
 		return 0;
-	__u64 flags = ctx->args[3];
-	long fd = (long)ctx->args[4];
+	__u64 flags = ARG3(regs);
+	long fd = (long)ARG4(regs);
 	int file = !(flags & MAP_ANONYMOUS) && fd >= 0;
 	int want = (file && on(VM_IMAGE)) ||
 		   ((!file || (prot & PROT_WRITE)) && on(VM_EXECMEM));
@@ -410,8 +448,8 @@ int enter_mmap(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	struct stash *s = put_stash(S_MMAP);
 	if (s) {
-		s->a[0] = ctx->args[0];
-		s->a[1] = ctx->args[1];
+		s->a[0] = ARG0(regs);
+		s->a[1] = ARG1(regs);
 		s->a[2] = prot;
 		s->a[3] = flags;
 		s->a[4] = fd;
@@ -435,13 +473,11 @@ static __always_inline void send_execmem(__u32 sys, __u64 addr, __u64 len, __u32
 	vsubmit(e, VEV_EXECMEM);
 }
 
-SEC("tp/syscalls/sys_exit_mmap")
-int exit_mmap(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_mmap(long ret)
 {
 	struct stash s;
 	if (!take_stash(S_MMAP, &s))
 		return 0;
-	long ret = ctx->ret;
 	if (ret < 0 && ret > -4096)
 		return 0;
 	__u64 prot = s.a[2];
@@ -499,15 +535,15 @@ static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *d
 	return 0;
 }
 
-SEC("tp/syscalls/sys_enter_mprotect")
-int enter_mprotect(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int enter_mprotect(struct pt_regs *regs)
 {
-	__u64 prot = ctx->args[2];
+	__u64 prot = ARG2(regs);
 	if (!(prot & PROT_EXEC) || !on(VM_EXECMEM))
 		return 0;
 	struct vma_probe p = {};
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
-	bpf_find_vma(t, ctx->args[0], vma_cb, &p, 0);
+	struct task_struct *t = bpf_get_current_task_btf();
+	__u64 start = ARG0(regs);
+	bpf_find_vma(t, start, vma_cb, &p, 0);
 	if (!p.found)
 		return 0;
 	/* anonymous memory made executable, or memory that was or becomes writable */
@@ -515,19 +551,18 @@ int enter_mprotect(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	struct stash *s = put_stash(S_MPROTECT);
 	if (s) {
-		s->a[0] = ctx->args[0];
-		s->a[1] = ctx->args[1];
+		s->a[0] = start;
+		s->a[1] = ARG1(regs);
 		s->a[2] = prot;
 		s->a[3] = p.flags & (VM_READ_F | VM_WRITE_F | VM_EXEC_F);
 	}
 	return 0;
 }
 
-SEC("tp/syscalls/sys_exit_mprotect")
-int exit_mprotect(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_mprotect(long ret)
 {
 	struct stash s;
-	if (!take_stash(S_MPROTECT, &s) || ctx->ret != 0)
+	if (!take_stash(S_MPROTECT, &s) || ret != 0)
 		return 0;
 	send_execmem(S_MPROTECT, s.a[0], s.a[1], (__u32)s.a[2], (__u32)s.a[3]);
 	return 0;
@@ -535,18 +570,17 @@ int exit_mprotect(struct trace_event_raw_sys_exit *ctx)
 
 /* ------------------------------------------------------------ remote writes (8) ---------- */
 
-SEC("tp/syscalls/sys_enter_process_vm_writev")
-int enter_vm_writev(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int enter_vm_writev(struct pt_regs *regs)
 {
 	if (!on(VM_VMWRITE))
 		return 0;
 	struct stash *s = put_stash(S_VMWRITEV);
 	if (!s)
 		return 0;
-	s->a[0] = ctx->args[0]; /* pid */
+	s->a[0] = ARG0(regs); /* pid */
 	struct iovec iov = {};
-	if (ctx->args[4] > 0)
-		bpf_probe_read_user(&iov, sizeof(iov), (const void *)ctx->args[3]);
+	if (ARG4(regs) > 0)
+		bpf_probe_read_user(&iov, sizeof(iov), (const void *)ARG3(regs));
 	s->a[1] = (__u64)iov.iov_base;
 	return 0;
 }
@@ -564,15 +598,14 @@ static __always_inline void send_vmwrite(__u32 target, __u32 request, __u64 addr
 	vsubmit(e, VEV_VMWRITE);
 }
 
-SEC("tp/syscalls/sys_exit_process_vm_writev")
-int exit_vm_writev(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_vm_writev(long ret)
 {
 	struct stash s;
-	if (!take_stash(S_VMWRITEV, &s) || ctx->ret <= 0)
+	if (!take_stash(S_VMWRITEV, &s) || ret <= 0)
 		return 0;
 	if ((__u32)s.a[0] == (__u32)(bpf_get_current_pid_tgid() >> 32))
 		return 0; /* its own memory */
-	send_vmwrite((__u32)s.a[0], 0, s.a[1], (__u64)ctx->ret);
+	send_vmwrite((__u32)s.a[0], 0, s.a[1], (__u64)ret);
 	return 0;
 }
 
@@ -582,10 +615,9 @@ int exit_vm_writev(struct trace_event_raw_sys_exit *ctx)
 #define PTRACE_SETREGS 13
 #define PTRACE_SETREGSET 0x4205
 
-SEC("tp/syscalls/sys_enter_ptrace")
-int enter_ptrace(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int enter_ptrace(struct pt_regs *regs)
 {
-	long req = (long)ctx->args[0];
+	long req = (long)ARG0(regs);
 	if (req != PTRACE_POKETEXT && req != PTRACE_POKEDATA && req != PTRACE_POKEUSR &&
 	    req != PTRACE_SETREGS && req != PTRACE_SETREGSET)
 		return 0;
@@ -594,17 +626,16 @@ int enter_ptrace(struct trace_event_raw_sys_enter *ctx)
 	struct stash *s = put_stash(S_PTRACE);
 	if (s) {
 		s->a[0] = req;
-		s->a[1] = ctx->args[1]; /* pid */
-		s->a[2] = ctx->args[2]; /* addr */
+		s->a[1] = ARG1(regs); /* pid */
+		s->a[2] = ARG2(regs); /* addr */
 	}
 	return 0;
 }
 
-SEC("tp/syscalls/sys_exit_ptrace")
-int exit_ptrace(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_ptrace(long ret)
 {
 	struct stash s;
-	if (!take_stash(S_PTRACE, &s) || ctx->ret != 0)
+	if (!take_stash(S_PTRACE, &s) || ret != 0)
 		return 0;
 	__u64 size = (s.a[0] == PTRACE_POKETEXT || s.a[0] == PTRACE_POKEDATA) ? 8 : 0;
 	send_vmwrite((__u32)s.a[1], (__u32)s.a[0], s.a[2], size);
@@ -613,12 +644,11 @@ int exit_ptrace(struct trace_event_raw_sys_exit *ctx)
 
 /* ------------------------------------------------------------ prctl PR_SET_MM (25) ------- */
 
-SEC("tp/syscalls/sys_enter_prctl")
-int enter_prctl(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int enter_prctl(struct pt_regs *regs)
 {
-	if (ctx->args[0] != PR_SET_MM || !on(VM_TAMPER))
+	if (ARG0(regs) != PR_SET_MM || !on(VM_TAMPER))
 		return 0;
-	__u64 sub = ctx->args[1];
+	__u64 sub = ARG1(regs);
 	if (sub != 8 && sub != 9 && sub != 13 && sub != 14) /* ARG_START ARG_END EXE_FILE MAP */
 		return 0;
 	struct stash *s = put_stash(S_PRCTL);
@@ -627,11 +657,10 @@ int enter_prctl(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-SEC("tp/syscalls/sys_exit_prctl")
-int exit_prctl(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_prctl(long ret)
 {
 	struct stash s;
-	if (!take_stash(S_PRCTL, &s) || ctx->ret != 0)
+	if (!take_stash(S_PRCTL, &s) || ret != 0)
 		return 0;
 	struct tamper_ev *e = vreserve(sizeof(*e), VEV_TAMPER);
 	if (!e)
@@ -645,22 +674,20 @@ int exit_prctl(struct trace_event_raw_sys_exit *ctx)
 
 /* ------------------------------------------------------------ modules (6) ---------------- */
 
-SEC("tp/syscalls/sys_enter_finit_module")
-int enter_finit_module(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int enter_finit_module(struct pt_regs *regs)
 {
 	if (!on(VM_MODULE))
 		return 0;
 	struct stash *s = put_stash(S_FINIT_MODULE);
 	if (s)
-		s->a[0] = ctx->args[0];
+		s->a[0] = ARG0(regs);
 	return 0;
 }
 
-SEC("tp/syscalls/sys_exit_finit_module")
-int exit_finit_module(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_finit_module(long ret)
 {
 	struct stash s;
-	if (!take_stash(S_FINIT_MODULE, &s) || ctx->ret != 0)
+	if (!take_stash(S_FINIT_MODULE, &s) || ret != 0)
 		return 0;
 	__u32 zero = 0;
 	struct path_ev *e = bpf_map_lookup_elem(&scratch_vpath, &zero);
@@ -685,19 +712,17 @@ int exit_finit_module(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tp/syscalls/sys_enter_init_module")
-int enter_init_module(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int enter_init_module(void)
 {
 	if (on(VM_MODULE))
 		put_stash(S_INIT_MODULE);
 	return 0;
 }
 
-SEC("tp/syscalls/sys_exit_init_module")
-int exit_init_module(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_init_module(long ret)
 {
 	struct stash s;
-	if (!take_stash(S_INIT_MODULE, &s) || ctx->ret != 0)
+	if (!take_stash(S_INIT_MODULE, &s) || ret != 0)
 		return 0;
 	struct path_ev *e = vreserve(offsetof(struct path_ev, data), VEV_MODULE);
 	if (!e)
@@ -707,5 +732,58 @@ int exit_init_module(struct trace_event_raw_sys_exit *ctx)
 	e->path_len = 0;
 	e->pad = 0;
 	vsubmit(e, VEV_MODULE);
+	return 0;
+}
+
+/* ------------------------------------------------------------ dispatch -------------------- */
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(vis_enter, struct pt_regs *regs, long id)
+{
+	switch (id) {
+	case NR_setuid: return cred_enter(S_SETUID);
+	case NR_setgid: return cred_enter(S_SETGID);
+	case NR_setreuid: return cred_enter(S_SETREUID);
+	case NR_setregid: return cred_enter(S_SETREGID);
+	case NR_setresuid: return cred_enter(S_SETRESUID);
+	case NR_setresgid: return cred_enter(S_SETRESGID);
+	case NR_setfsuid: return cred_enter(S_SETFSUID);
+	case NR_setfsgid: return cred_enter(S_SETFSGID);
+	case NR_capset: return cred_enter(S_CAPSET);
+	case NR_memfd_create: return enter_memfd_create(regs);
+	case NR_mmap: return enter_mmap(regs);
+	case NR_mprotect: return enter_mprotect(regs);
+	case NR_process_vm_writev: return enter_vm_writev(regs);
+	case NR_ptrace: return enter_ptrace(regs);
+	case NR_prctl: return enter_prctl(regs);
+	case NR_init_module: return enter_init_module();
+	case NR_finit_module: return enter_finit_module(regs);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(vis_exit, struct pt_regs *regs, long ret)
+{
+	long id = SYSCALL_NR(regs);
+	switch (id) {
+	case NR_setuid: return cred_exit(S_SETUID);
+	case NR_setgid: return cred_exit(S_SETGID);
+	case NR_setreuid: return cred_exit(S_SETREUID);
+	case NR_setregid: return cred_exit(S_SETREGID);
+	case NR_setresuid: return cred_exit(S_SETRESUID);
+	case NR_setresgid: return cred_exit(S_SETRESGID);
+	case NR_setfsuid: return cred_exit(S_SETFSUID);
+	case NR_setfsgid: return cred_exit(S_SETFSGID);
+	case NR_capset: return cred_exit(S_CAPSET);
+	case NR_memfd_create: return exit_memfd_create(ret);
+	case NR_mmap: return exit_mmap(ret);
+	case NR_mprotect: return exit_mprotect(ret);
+	case NR_process_vm_writev: return exit_vm_writev(ret);
+	case NR_ptrace: return exit_ptrace(ret);
+	case NR_prctl: return exit_prctl(ret);
+	case NR_init_module: return exit_init_module(ret);
+	case NR_finit_module: return exit_finit_module(ret);
+	}
 	return 0;
 }
