@@ -55,6 +55,7 @@ or exited early, 2 for bad usage.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import pty
@@ -96,6 +97,9 @@ int main(int argc,char**argv){
 ZERO_GUID = "{00000000-0000-0000-0000-000000000000}"
 QUIET_S = 3.0  # after the load, the sensor has caught up when it wrote nothing for this long
 GUID_RE = re.compile(r"^\{[0-9a-f]{8}-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{12})\}$")
+
+
+_RUNS = itertools.count(1)
 
 
 class BenchError(Exception):
@@ -293,7 +297,7 @@ def start_sensor(tier: str, workdir: Path, variant: str = "plain") -> tuple:
     Raises:
         BenchError: the sensor exited or wrote nothing within 90 s (its stderr is included).
     """
-    out_file = workdir / f"{tier}-{variant}.jsonl"
+    out_file = workdir / f"{tier}-{variant}-{next(_RUNS)}.jsonl"  # a repeated variant: new file
     cfg = workdir / "bench-config.xml"
     cfg.write_text('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" '
                    'groupRelation="or"><ProcessCreate onmatch="exclude"/></RuleGroup>'
@@ -344,7 +348,7 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path, variant: str = "plai
     loads = (("burst", args.burst, 0.0), ("sustained", int(args.rate * args.seconds), args.rate))
     try:
         for name, n, rate in (loads if variant != "shell" else ()):
-            tag = f"sxb{os.getpid()}{tier}{name}"
+            tag = f"sxb{os.getpid()}{tier}{name}{out.path.stem.rsplit('-', 1)[-1]}"
             results.append((name, tag, phase(sensor, out, spawner, n, rate, tag,
                                              args.catch_up)))
             time.sleep(1.0)
