@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from . import common
-from .common import (EXIT_FATAL, EXIT_USAGE, add_stage_option, builtin_config_path,
-                     builtin_sample_path, close_quietly, config_mistake_hint, extra_stages,
-                     load_detection, output_formats, print_config_errors, silence_stdout)
+from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_stage_option,
+                     builtin_config_path, builtin_sample_path, close_quietly, config_mistake_hint,
+                     extra_stages, load_detection, output_formats, print_config_errors,
+                     silence_stdout)
 
 __all__ = ["cmd_replay", "print_summary"]
 
@@ -77,6 +78,7 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-extensions", action="store_true",
                    help="hold the config to Sysmon's grammar exactly (reject condition=\"regex\")")
     add_stage_option(p)
+    add_rule_cache_options(p)
     g = p.add_argument_group("Sysmon behaviours the spec marks uncertain (defaults: code-derived)")
     g.add_argument("--fallback", choices=["code", "intent"], default="code",
                    help="two or more rule sets for a tag and none matched: 'code' excludes, "
@@ -181,7 +183,7 @@ def cmd_replay(argv: list[str]) -> int:
         return EXIT_USAGE
     stage = None
     if args.rules:
-        stage = load_detection(args.rules, console)
+        stage = load_detection(args.rules, console, args)
         if stage is None:
             return EXIT_FATAL
         if jobs > 1:
