@@ -118,8 +118,17 @@ def _decoded(files: list[str]) -> int:
     return n
 
 
-def _replay(files: list[str], config, fmt: str, engine, jobs: int) -> int:
+def _replay(files: list[str], config, fmt: str, engine, jobs: int,
+            keep_duplicates: bool = False) -> int:
     from sysmonx.pipeline import Replayer, ReplayOptions, make_writer, replay_parallel
+    if keep_duplicates and jobs == 1:  # as --jobs: no duplicate filter (needs one stream)
+        writer = None if fmt == "none" else make_writer(fmt, _Null())
+        r = Replayer(ReplayOptions(config=config, keep_duplicates=True), writer, engine=engine)
+        for f in files:
+            r.run_file(f)
+        if writer is not None:
+            writer.close()
+        return r.stats.records
     if jobs > 1:
         stats = replay_parallel(files, ReplayOptions(config=config, keep_duplicates=True),
                                 None if fmt == "none" else fmt, _Null(), jobs, lambda line: None)
@@ -145,10 +154,14 @@ def _replay(files: list[str], config, fmt: str, engine, jobs: int) -> int:
 def child(spec: dict) -> dict:
     """One measurement (see the module docstring); ``spec`` as built by :func:`_run_child`."""
     jobs = spec["jobs"]
-    clock = _cpu if jobs == 1 else time.perf_counter
-    if jobs == 1 and spec["cpu"] is not None:
-        os.sched_setaffinity(0, {spec["cpu"]})
     files = spec["files"]
+    if jobs == 0:  # what `sysmonx replay --jobs 0` picks for these files
+        from sysmonx.pipeline import auto_jobs
+        jobs = auto_jobs(files)
+    wall = spec.get("wall") or jobs > 1
+    clock = time.perf_counter if wall else _cpu
+    if not wall and spec["cpu"] is not None:
+        os.sched_setaffinity(0, {spec["cpu"]})
     # imports are outside the load window: everything the replay loads lazily is loaded here
     import orjson  # noqa: F401
     import sysmonx.pipeline  # noqa: F401  (_replay's own import then costs nothing)
@@ -174,9 +187,10 @@ def child(spec: dict) -> dict:
         config = load_config(path) if path else None
         engine = FilterEngine(config) if config is not None else None
         out["compile"] = clock() - t
-        out["records"] = _replay(files, config, fmt, engine, jobs)
+        keep = bool(spec.get("wall"))  # --jobs-speedup: both sides as --jobs runs them
+        out["records"] = _replay(files, config, fmt, engine, jobs, keep)
         out["cold"] = clock() - t
-        run = lambda: _replay(files * spec["repeat"], config, fmt, engine, jobs)  # noqa: E731
+        run = lambda: _replay(files * spec["repeat"], config, fmt, engine, jobs, keep)  # noqa: E731
     warm = math.inf
     for _ in range(spec["rounds"]):
         t = clock()
@@ -184,6 +198,7 @@ def child(spec: dict) -> dict:
         warm = min(warm, clock() - t)
     out["warm"] = warm
     out["warm_records"] = n
+    out["jobs"] = jobs
     return out
 
 
@@ -218,6 +233,9 @@ def main() -> int:
     ap.add_argument("--cpu", type=int, default=None,
                     help="the CPU every child is pinned to (default: the last allowed one)")
     ap.add_argument("--jobs", type=int, default=1, help="replay worker processes (default 1)")
+    ap.add_argument("--jobs-speedup", action="store_true",
+                    help="wall time of one process against --jobs N workers (0: what replay "
+                         "--jobs 0 picks, shown beside 2), fresh unpinned children")
     ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     ap.add_argument("--filter-only", action="store_true",
                     help="measure the filter alone: index vs plain walk (see above)")
@@ -265,6 +283,8 @@ def main() -> int:
             return _filter_only(args, _configs(args, corpus), files)
         if args.profile:
             return _profile(args, _configs(args, corpus), files)
+        if args.jobs_speedup:
+            return _speedup(args, corpus, files)
         return _measure(args, corpus, files)
     except RuntimeError as exc:
         print(exc, file=sys.stderr)
@@ -424,6 +444,47 @@ def _profile(args, configs: list, files: list[str]) -> int:
             if t / total >= 0.005:
                 print(f"  {100 * t / total:5.1f} %  {stage}")
     return 0
+
+
+def _speedup(args, corpus: Path, files: list[str]) -> int:
+    """``--jobs-speedup``: wall time of one process against ``--jobs N`` workers (0: what
+    ``sysmonx replay --jobs 0`` picks) on the same inputs, fresh unpinned children,
+    interleaved, cold first pass (pages dropped) and warm passes, best of ``--rounds``. Both
+    sides replay as ``--jobs`` does: ``--keep-duplicates`` (finding duplicates needs one
+    stream)."""
+    configs = _configs(args, corpus)
+    common = {"files": files, "rounds": args.rounds, "repeat": args.repeat, "cpu": None,
+              "format": args.format, "wall": True}
+    load_before = _load()
+    runs: dict = {}
+    for _ in range(args.rounds):
+        for label, path in configs:
+            for jobs in (1, args.jobs, 2) if args.jobs == 0 else (1, args.jobs):
+                runs.setdefault((label, jobs), []).append(
+                    _run_child(dict(common, what="replay", config=path, jobs=jobs)))
+    load_after = _load()
+    size = sum(os.path.getsize(f) for f in files)
+    print(f"inputs: {len(files)} files, {size / 1e6:,.1f} MB; output: {args.format}; wall time "
+          f"of fresh unpinned children ({os.cpu_count()} CPUs), best of {args.rounds}; warm "
+          f"passes x{args.repeat}")
+    print(f"load average (1/5/15 min) before: {load_before}  after: {load_after}")
+    print(f"{'config':18} {'jobs':>10} {'cold s':>8} {'speed-up':>9} {'warm s':>8} {'speed-up':>9}")
+    status = 0
+    for label, _ in configs:
+        one = runs[(label, 1)]
+        c1, w1 = min(r["cold"] for r in one), min(r["warm"] for r in one)
+        n = one[0]["records"]
+        for (lab, jobs), rs in runs.items():
+            if lab != label:
+                continue
+            if any(r["records"] != n for r in rs):
+                print(f"{label} jobs {jobs}: records differ", file=sys.stderr)
+                status = 1
+            c, w = min(r["cold"] for r in rs), min(r["warm"] for r in rs)
+            used = rs[0]["jobs"]
+            name = f"{jobs}" if jobs else f"0 (-> {used})"
+            print(f"{label:18} {name:>10} {c:8.3f} {c1 / c:9.2f} {w:8.3f} {w1 / w:9.2f}")
+    return status
 
 
 def _measure(args, corpus: Path, files: list[str]) -> int:

@@ -62,7 +62,8 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-output", action="store_true", help="count only, write no events")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                    help="replay files on N worker processes, output kept in input order "
-                        "(0: one per CPU; default 1)")
+                        "(0: one per CPU, fewer for small inputs, none below 48 MB, where "
+                        "starting workers costs more than they save; default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
@@ -173,7 +174,7 @@ def cmd_replay(argv: list[str]) -> int:
             environment=environment))
 
     from ..core.errors import OutputClosed, SinkError
-    from ..pipeline import default_jobs, replay_parallel
+    from ..pipeline import auto_jobs, default_jobs, replay_parallel
     from ..sinks import writer_class
     from ..sinks.base import open_target
     from ..sources import iter_input_files
@@ -239,6 +240,8 @@ def cmd_replay(argv: list[str]) -> int:
                                "{task.fields[errors]} errors"),
                     console=console, transient=True))
                 task = progress.add_task("replay", total=len(files), records=0, errors=0)
+            if args.jobs == 0 and jobs > 1:  # auto: no workers for an input they cannot speed up
+                jobs = auto_jobs(files, jobs)
             if jobs > 1 and len(files) > 1:
                 stream, _ = open_target(args.output) if fmt is not None else (None, "")
                 try:
