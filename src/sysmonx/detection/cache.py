@@ -103,7 +103,6 @@ def _versions() -> str:
 
 
 def _hash_file(h: Any, path: Path) -> None:
-    from .rules import MAX_RULE_FILE_BYTES
     try:
         if not path.is_file():  # the loader skips (and reports) FIFOs, sockets, devices
             h.update(b"not-a-file\0")
@@ -114,8 +113,6 @@ def _hash_file(h: Any, path: Path) -> None:
                 if not chunk:
                     break
                 h.update(chunk)
-                if f.tell() > MAX_RULE_FILE_BYTES * 1024:
-                    break
     except OSError as exc:
         h.update(f"unreadable:{exc.errno}".encode())
     h.update(b"\0")
