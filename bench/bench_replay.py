@@ -233,6 +233,9 @@ def main() -> int:
     ap.add_argument("--cpu", type=int, default=None,
                     help="the CPU every child is pinned to (default: the last allowed one)")
     ap.add_argument("--jobs", type=int, default=1, help="replay worker processes (default 1)")
+    ap.add_argument("--split", action="store_true",
+                    help="a record's cost: parse, JSON decoding, conversion, JSON-lines "
+                         "rendering, cumulative loops in this process (see _split)")
     ap.add_argument("--jobs-speedup", action="store_true",
                     help="wall time of one process against --jobs N workers (0: what replay "
                          "--jobs 0 picks, shown beside 2), fresh unpinned children")
@@ -285,6 +288,8 @@ def main() -> int:
             return _profile(args, _configs(args, corpus), files)
         if args.jobs_speedup:
             return _speedup(args, corpus, files)
+        if args.split:
+            return _split(args, files)
         return _measure(args, corpus, files)
     except RuntimeError as exc:
         print(exc, file=sys.stderr)
@@ -443,6 +448,57 @@ def _profile(args, configs: list, files: list[str]) -> int:
         for stage, t in sorted(shares.items(), key=lambda kv: -kv[1]):
             if t / total >= 0.005:
                 print(f"  {100 * t / total:5.1f} %  {stage}")
+    return 0
+
+
+def _split(args, files: list[str]) -> int:
+    """``--split``: a record's cost cut into the parse, JSON decoding, conversion to an Event and
+    JSON-lines rendering: four cumulative loops over the same EVTX inputs in this process
+    pinned to one CPU (CPU time, best of ``--rounds``, ``--repeat`` passes each), each loop
+    doing one step more than the one before."""
+    import orjson
+    from evtx import PyEvtxParser
+
+    from sysmonx.sinks.jsonl import event_to_json
+    from sysmonx.sources.evtx import _convert
+    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    loads = orjson.loads
+    work = [f for f in files if f.lower().endswith(".evtx")] * args.repeat
+    if not work:
+        print("--split needs EVTX inputs", file=sys.stderr)
+        return 1
+
+    def run(depth: int) -> int:
+        n = 0
+        for f in work:
+            origin = (f, 0)
+            for rec in PyEvtxParser(f).records_json():
+                if depth == 1:
+                    loads(rec["data"])
+                elif depth >= 2:
+                    event = _convert(rec["data"], origin, None)
+                    if depth == 3:
+                        event_to_json(event)
+                n += 1
+        return n
+
+    names = ("pyevtx-rs parse (records_json)", "+ orjson.loads of the record",
+             "+ conversion to an Event (Sysmon strings)", "+ JSON-lines rendering")
+    best = []
+    n = 0
+    for depth in range(4):
+        b = math.inf
+        for _ in range(args.rounds):
+            t = _cpu()
+            n = run(depth)
+            b = min(b, _cpu() - t)
+        best.append(b / n * 1e6)
+    print(f"{len(set(work))} EVTX file(s) x{args.repeat}, {n:,} records per loop; CPU time pinned "
+          f"to CPU {cpu}, best of {args.rounds}; load average {_load()}")
+    for i, name in enumerate(names):
+        step = best[i] - (best[i - 1] if i else 0.0)
+        print(f"{name:44} {best[i]:7.2f} us per record cumulative   {step:6.2f} us this step")
     return 0
 
 
