@@ -94,6 +94,13 @@ def _cpu() -> float:
     return time.process_time()
 
 
+def _all_cpu() -> float:
+    """CPU seconds of this process and its waited-for children (``--jobs`` workers)."""
+    import resource
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
 def _evict(files: list[str]) -> None:
     """Drop the files' pages from the page cache (clean pages only; best effort)."""
     for f in files:
@@ -188,8 +195,10 @@ def child(spec: dict) -> dict:
         engine = FilterEngine(config) if config is not None else None
         out["compile"] = clock() - t
         keep = bool(spec.get("wall"))  # --jobs-speedup: both sides as --jobs runs them
+        cpu0 = _all_cpu()
         out["records"] = _replay(files, config, fmt, engine, jobs, keep)
         out["cold"] = clock() - t
+        out["cold_cpu_all"] = _all_cpu() - cpu0
         run = lambda: _replay(files * spec["repeat"], config, fmt, engine, jobs, keep)  # noqa: E731
     warm = math.inf
     for _ in range(spec["rounds"]):
@@ -505,7 +514,9 @@ def _split(args, files: list[str]) -> int:
 def _speedup(args, corpus: Path, files: list[str]) -> int:
     """``--jobs-speedup``: wall time of one process against ``--jobs N`` workers (0: what
     ``sysmonx replay --jobs 0`` picks) on the same inputs, fresh unpinned children,
-    interleaved, cold first pass (pages dropped) and warm passes, best of ``--rounds``. Both
+    interleaved, cold first pass (pages dropped) and warm passes, best of ``--rounds``; beside
+    them the cold pass's CPU time summed over the child and its workers (robust to other load:
+    what the workers cost on top of one process). Both
     sides replay as ``--jobs`` does: ``--keep-duplicates`` (finding duplicates needs one
     stream)."""
     configs = _configs(args, corpus)
@@ -524,7 +535,8 @@ def _speedup(args, corpus: Path, files: list[str]) -> int:
           f"of fresh unpinned children ({os.cpu_count()} CPUs), best of {args.rounds}; warm "
           f"passes x{args.repeat}")
     print(f"load average (1/5/15 min) before: {load_before}  after: {load_after}")
-    print(f"{'config':18} {'jobs':>10} {'cold s':>8} {'speed-up':>9} {'warm s':>8} {'speed-up':>9}")
+    print(f"{'config':18} {'jobs':>10} {'cold s':>8} {'speed-up':>9} {'warm s':>8} {'speed-up':>9}"
+          f" {'cold CPU s, all processes':>26}")
     status = 0
     for label, _ in configs:
         one = runs[(label, 1)]
@@ -539,7 +551,9 @@ def _speedup(args, corpus: Path, files: list[str]) -> int:
             c, w = min(r["cold"] for r in rs), min(r["warm"] for r in rs)
             used = rs[0]["jobs"]
             name = f"{jobs}" if jobs else f"0 (-> {used})"
-            print(f"{label:18} {name:>10} {c:8.3f} {c1 / c:9.2f} {w:8.3f} {w1 / w:9.2f}")
+            cpu_all = min(r["cold_cpu_all"] for r in rs)
+            print(f"{label:18} {name:>10} {c:8.3f} {c1 / c:9.2f} {w:8.3f} {w1 / w:9.2f} "
+                  f"{cpu_all:26.3f}")
     return status
 
 
