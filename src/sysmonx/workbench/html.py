@@ -12,8 +12,10 @@ as text.
 Section kinds (what :func:`render_report` takes, a list of dicts):
 
 * ``{"kind": "bars", "title", "note", "labels": [str], "series": [{"name", "color",
-  "values": [number]}], "stacked": bool}``: horizontal bars, one row per label (stacked series
-  side by side in one bar when ``stacked``), value at the end of the bar, a legend.
+  "values": [number]}], "stacked": bool, "clip": "head"|"tail"}``: horizontal bars, one row
+  per label (stacked series side by side in one bar when ``stacked``), value at the end of the
+  bar, a legend; labels longer than 48 characters keep their tail (paths), or their head with
+  ``"clip": "head"``, and show in full on hover.
 * ``{"kind": "table", "title", "note", "columns": [str], "rows": [[str|number]]}``.
 * ``{"kind": "heatmap", "title", "note", "cells": [{"id", "score", "tip"}], "legend"}``: one
   square per ATT&CK technique, its colour from white (0) to the strongest (the maximum score).
@@ -52,7 +54,8 @@ h2{font-size:16px;margin:0 0 4px}
 svg text{font-size:11px;fill:#1d2330}
 table{border-collapse:collapse;font-size:12px;width:100%}
 th,td{border-bottom:1px solid #eceff3;padding:3px 6px;text-align:left;vertical-align:top;
-word-break:break-all}
+overflow-wrap:break-word}
+section{overflow-x:auto}
 th{background:#f0f2f5}
 td.num{text-align:right;white-space:nowrap}
 .legend span{display:inline-block;margin-right:14px;font-size:12px}
@@ -74,7 +77,8 @@ function el(tag,attrs,text){var e=document.createElement(tag);
 function sv(tag,attrs,text){var e=document.createElementNS(NS,tag);
   if(attrs){for(var k in attrs){e.setAttribute(k,attrs[k]);}}
   if(text!==undefined&&text!==null){e.textContent=String(text);} return e;}
-function clip(s,n){s=String(s);return s.length>n?"\u2026"+s.slice(s.length-n+1):s;}
+function clip(s,n,head){s=String(s);if(s.length<=n){return s;}
+  return head?s.slice(0,n-1)+"\u2026":"\u2026"+s.slice(s.length-n+1);}
 function fmt(n){return Number(n).toLocaleString("en-US");}
 function legend(series){var d=el("div",{"class":"legend"});
   series.forEach(function(s){var sp=el("span");var i=el("i");i.style.background=s.color;
@@ -88,7 +92,7 @@ function bars(sec,box){
   if(max<=0){max=1;}
   var svg=sv("svg",{width:W,height:labels.length*rowH+10,role:"img","class":"chart"});
   labels.forEach(function(lab,r){var y=r*rowH+4;
-    var t=sv("text",{x:labelW-6,y:y+rowH/2+3,"text-anchor":"end"},clip(lab,48));
+    var t=sv("text",{x:labelW-6,y:y+rowH/2+3,"text-anchor":"end"},clip(lab,48,sec.clip==="head"));
     t.appendChild(sv("title",null,String(lab)));svg.appendChild(t);
     var x=labelW,total=0;
     series.forEach(function(s,k){var v=+s.values[r]||0;var w=v/max*barW;

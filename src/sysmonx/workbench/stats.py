@@ -412,15 +412,16 @@ def report_sections(d: dict[str, Any], top: int = 20) -> list[dict[str, Any]]:
                     "values": [d["events"][e]["excluded"] for e in ids]}]}]
 
     def label(f: dict) -> str:
-        return (f"line {f['line']} {f['tag']} {f['field']} {f['condition']} {f['value']}"
-                + (f" [{f['rule_name']}]" if f["rule_name"] else ""))
+        named = ",".join(techniques_in(f["rule_name"])) or f["rule_name"]
+        return (f"line {f['line']} {f['field']} {f['condition']} {f['value']}"
+                + (f" [{named}]" if named else ""))
     for onmatch, what, color in (("include", "kept", KEPT), ("exclude", "dropped", DROPPED)):
         busy = sorted((f for f in d["filters"] if f["decided"] and f["onmatch"] == onmatch),
                       key=lambda f: -f["decided"])[:top]
         sections.append({
             "kind": "bars", "title": f"Noisiest rules: filters that {what} most events",
-            "note": "Deciding matches per filter (file line, tag, field, condition, value "
-                    "[RuleName]).",
+            "note": "Deciding matches per filter (config line, field, condition, value "
+                    "[RuleName's techniques, or the RuleName]).", "clip": "head",
             "labels": [label(f) for f in busy],
             "series": [{"name": f"events {what}", "color": color,
                         "values": [f["decided"] for f in busy]}]})
