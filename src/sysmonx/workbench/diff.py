@@ -220,14 +220,16 @@ def format_text(d: dict[str, Any]) -> str:
 def report_sections(d: dict[str, Any]) -> list[dict[str, Any]]:
     """The HTML report of the JSON form ``d`` (:mod:`.html` section kinds)."""
     ids = list(d["events"])
+    differ = [e for e in ids if d["events"][e]["only_a"] or d["events"][e]["only_b"]]
     sections: list[dict[str, Any]] = [{
         "kind": "bars", "title": "Events only one config keeps, per EventID",
-        "note": "A = " + d["a"]["file"] + "; B = " + d["b"]["file"],
-        "labels": [_label(e) for e in ids],
+        "note": "A = " + d["a"]["file"] + "; B = " + d["b"]["file"] + ". EventIDs where both "
+                "decide alike are left out.",
+        "labels": [_label(e) for e in differ],
         "series": [{"name": "only A keeps", "color": "#1565c0",
-                    "values": [d["events"][e]["only_a"] for e in ids]},
+                    "values": [d["events"][e]["only_a"] for e in differ]},
                    {"name": "only B keeps", "color": "#ef6c00",
-                    "values": [d["events"][e]["only_b"] for e in ids]}]},
+                    "values": [d["events"][e]["only_b"] for e in differ]}]},
         {"kind": "bars", "title": "Events both keep, and both drop", "stacked": True,
          "labels": [_label(e) for e in ids],
          "series": [{"name": "both keep", "color": "#2e7d32",
