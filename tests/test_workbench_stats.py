@@ -242,6 +242,23 @@ def test_bounded_counter():
     for k in ("a", "b", "c", "a", "c"):
         c.add(k)
     assert c.most_common(5) == [("a", 2), ("b", 1)] and c.other == 2
+    big = BoundedCounter(100, max_chars=10)
+    for k in ("x" * 8, "y" * 8, "x" * 8, "z"):
+        big.add(k)
+    assert big.most_common(5) == [("x" * 8, 2), ("z", 1)] and big.other == 1
+
+
+def test_memory_stays_bounded_with_huge_unique_values():
+    """Hostile logs: every event unique and 30,000 characters long; the memo and the value
+    counters stop growing at their bounds and the counts stay exact."""
+    cfg = parse_config(CONFIG_OR_AND)
+    s = ConfigStats(cfg, memo_limit=1000, memo_chars=200_000, distinct_limit=1000)
+    for i in range(40):
+        s.observe(_ev(f"{i}" + "a" * 30_000 + ".exe", f"x{i}"))
+    assert s._memo_used <= 200_000 and len(s._memo) == 6
+    assert s.explained == 40 and s.mismatches == 0
+    assert s.included[1] == 40
+    assert s.noisy["Image"].chars <= 16 << 20
 
 
 def test_bad_inputs_are_reported(tmp_path, capsys, corpus):
@@ -251,3 +268,25 @@ def test_bad_inputs_are_reported(tmp_path, capsys, corpus):
     bad.write_text("<Sysmon><EventFiltering><Nope/></EventFiltering></Sysmon>")
     assert main(["config", "stats", str(bad), str(corpus / "evtx")]) == 1
     assert "error:" in capsys.readouterr().err
+
+
+def test_text_report_neutralises_terminal_escapes():
+    from sysmonx.workbench.stats import format_text
+    cfg = parse_config(CONFIG_OR_AND)
+    s = ConfigStats(cfg)
+    s.observe(_ev("x\x1b]0;pwned\x07\x1b[2J\\a.exe", "run"))
+    text = format_text(s.to_dict())
+    assert "\x1b" not in text and "\x07" not in text
+    assert "\\u001b" in text  # shown, not obeyed
+
+
+def test_commands_are_listed(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "sysmonx config stats" in out and "sysmonx config diff" in out
+    assert "sysmonx coverage" in out
+    with pytest.raises(SystemExit) as e:
+        main(["config", "-h"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "stats" in out and "diff" in out

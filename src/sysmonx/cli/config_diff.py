@@ -53,6 +53,8 @@ def cmd_config_diff(argv: list[str]) -> int:
                       examples=args.examples)
     replay = replay_through(args.logs, [ConfigDiffStage(diff)], input_format=args.input_format,
                             on_error=common.read_error_printer(console))
+    if not replay.sysmon:
+        console.print("warning: no Sysmon events found in " + ", ".join(args.logs), markup=False)
     d = diff.to_dict(inputs=args.logs, replay=replay)
     text = (json.dumps(d, indent=1, ensure_ascii=False) + "\n" if args.format == "json"
             else format_text(d))

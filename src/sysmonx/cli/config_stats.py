@@ -55,6 +55,8 @@ def cmd_config_stats(argv: list[str]) -> int:
     replay = replay_through(args.logs, [ConfigStatsStage(stats)],
                             input_format=args.input_format,
                             on_error=common.read_error_printer(console))
+    if not replay.sysmon:
+        console.print("warning: no Sysmon events found in " + ", ".join(args.logs), markup=False)
     d = stats.to_dict(top=args.top, inputs=args.logs, replay=replay)
     if args.format == "json":
         text = json.dumps(d, indent=1, ensure_ascii=False) + "\n"

@@ -11,7 +11,14 @@ from ..configmodel import Config, Filter, RuleSet
 from ..core.errors import ReadError
 from ..interfaces import Stage
 
-__all__ = ["TECHNIQUE_RE", "techniques_in", "FilterIndex", "BoundedCounter", "replay_through"]
+__all__ = ["TECHNIQUE_RE", "techniques_in", "FilterIndex", "BoundedCounter", "replay_through",
+           "quoted"]
+
+
+def quoted(value: str) -> str:
+    """``value`` in single quotes as written (backslashes kept single, as in the config), or
+    Python's escaped form when it holds characters that do not print."""
+    return f"'{value}'" if value.isprintable() else repr(value)
 
 #: An ATT&CK technique or sub-technique ID inside a longer text: ``T1055``, ``T1055.012``.
 #: Matches every common naming scheme of config RuleNames and Sigma tags:
@@ -90,24 +97,32 @@ class FilterIndex:
 
 
 class BoundedCounter:
-    """A :class:`collections.Counter` of at most ``limit`` distinct keys: once full, new keys
-    are counted together in :attr:`other` (existing keys keep counting exactly), so memory
-    stays bounded whatever the input. ``most_common`` is then exact for the keys it holds.
+    """A :class:`collections.Counter` of strings with bounded memory: at most ``limit``
+    distinct keys holding at most ``max_chars`` characters together. Once full, new keys are
+    counted together in :attr:`other` (keys already held keep counting exactly), so memory stays
+    bounded whatever the input (hostile logs with huge unique values included).
+    ``most_common`` is exact for the keys it holds.
 
     Args:
         limit: distinct keys kept (default 100,000).
+        max_chars: characters of the keys kept, together (default 16 Mi).
     """
 
-    def __init__(self, limit: int = 100_000) -> None:
+    def __init__(self, limit: int = 100_000, max_chars: int = 16 << 20) -> None:
         self.limit = limit
+        self.max_chars = max_chars
+        self.chars = 0
         self.counts: Counter[str] = Counter()
         self.other = 0
 
     def add(self, key: str, n: int = 1) -> None:
         """Count ``key`` ``n`` times."""
         c = self.counts
-        if key in c or len(c) < self.limit:
+        if key in c:
             c[key] += n
+        elif len(c) < self.limit and self.chars + len(key) <= self.max_chars:
+            c[key] = n
+            self.chars += len(key)
         else:
             self.other += n
 

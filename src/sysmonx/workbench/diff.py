@@ -24,6 +24,7 @@ from ..event import SYSMON_PROVIDERS, Event
 from ..filtering.engine import EngineOptions
 from ..interfaces import Emit, Stage
 from ..schema import CURRENT
+from .common import quoted
 from .stats import Attribution, ConfigStats
 
 __all__ = ["ConfigDiff", "ConfigDiffStage", "DIFF_FORMAT", "format_text", "report_sections"]
@@ -151,7 +152,7 @@ def _why(stats: ConfigStats, att: Attribution) -> str:
     parts = []
     for i in att.deciding[:3]:
         f = stats.index.describe_filter(i)
-        parts.append(f"line {f['line']} {f['field']} {f['condition']} {f['value']!r}")
+        parts.append(f"line {f['line']} {f['field']} {f['condition']} {quoted(f['value'])}")
     return (f"{rs['tag']} onmatch={rs['onmatch']} (line {rs['line']}): " + "; ".join(parts))
 
 

@@ -110,8 +110,9 @@ class ConfigStats:
         options: engine choices (the same as the replay being compared).
         engine: an already compiled engine for ``config`` (compiled here when omitted).
         noisy_fields: fields whose values among included events are counted.
-        memo_limit: distinct field-value combinations whose attribution is kept (beyond it
-            events are explained one by one: same result, more time).
+        memo_limit: distinct field-value combinations whose attribution is kept, and
+            ``memo_chars`` the characters of their values together (beyond either, events are
+            explained one by one: same result, more time; memory stays bounded).
         distinct_limit: distinct values kept per noisy field (:class:`BoundedCounter`).
     Attributes:
         included, excluded: per EventID, the engine's decisions.
@@ -129,13 +130,15 @@ class ConfigStats:
     def __init__(self, config: Config, options: Optional[EngineOptions] = None, *,
                  engine: Optional[FilterEngine] = None,
                  noisy_fields: Sequence[str] = NOISY_FIELDS, memo_limit: int = 200_000,
-                 distinct_limit: int = 100_000) -> None:
+                 memo_chars: int = 64 << 20, distinct_limit: int = 100_000) -> None:
         self.config = config
         self.options = options if options is not None else EngineOptions()
         self.engine = engine if engine is not None else FilterEngine(config, self.options)
         self.index = FilterIndex(config)
         self.noisy_fields = tuple(noisy_fields)
         self.memo_limit = memo_limit
+        self.memo_chars = memo_chars
+        self._memo_used = 0
         self.included: Counter[int] = Counter()
         self.excluded: Counter[int] = Counter()
         self.unfiltered: Counter[int] = Counter()
@@ -164,7 +167,8 @@ class ConfigStats:
             ev = CURRENT.events.get(event_id)
             fields = self._used.get(ev.tag, ()) if ev is not None and ev.tag else ()
             self._keys[event_id] = fields
-        key = (event_id, tuple(data.get(f) for f in fields))
+        values = tuple(data.get(f) for f in fields)
+        key = (event_id, values)
         att = self._memo.get(key)
         if att is not None:
             return att
@@ -179,8 +183,10 @@ class ConfigStats:
         else:
             att = Attribution(expl.include, expl.rule_name, -1, (),
                               tuple(pos(f) for f in matched_filters(expl)))
-        if len(self._memo) < self.memo_limit:
+        size = sum(len(v) for v in values if v)
+        if len(self._memo) < self.memo_limit and self._memo_used + size <= self.memo_chars:
             self._memo[key] = att
+            self._memo_used += size
         return att
 
     def observe(self, event: Event) -> None:
@@ -324,6 +330,8 @@ def format_text(d: dict[str, Any], top: int = 20) -> str:
     included events, and the filters that never matched. Event and config values are made
     display-safe (no terminal control characters)."""
     from ..filtering.explain import display_safe as safe
+
+    from .common import quoted
     out = [f"Config: {d['config']['file']} (schema {d['config']['schema']}, "
            f"{d['config']['rule_sets']} rule sets, {d['config']['filters']} filters)"]
     if d.get("read"):
@@ -346,10 +354,10 @@ def format_text(d: dict[str, Any], top: int = 20) -> str:
     out.append("")
     out.append(f"Filters that decided most events (top {top}; lines of {d['config']['file']}):")
     for f in busy:
-        name = f" name={f['rule_name']!r}" if f["rule_name"] else ""
+        name = f" name={quoted(f['rule_name'])}" if f["rule_name"] else ""
         out.append(safe(f"  {f['decided']:>7} {'kept' if f['onmatch'] == 'include' else 'dropped'}"
                         f"  line {f['line']} {f['tag']} onmatch={f['onmatch']} "
-                        f"{f['field']} {f['condition']} {f['value']!r}{name}"))
+                        f"{f['field']} {f['condition']} {quoted(f['value'])}{name}"))
     for field, noisy in d["noisy"].items():
         if not noisy["top"]:
             continue
@@ -364,7 +372,7 @@ def format_text(d: dict[str, Any], top: int = 20) -> str:
                "absent from these logs)")
     for f in nm[:top]:
         out.append(safe(f"  line {f['line']} {f['tag']} onmatch={f['onmatch']} "
-                        f"{f['field']} {f['condition']} {f['value']!r} "
+                        f"{f['field']} {f['condition']} {quoted(f['value'])} "
                         f"({f['events_of_type']} events of the type)"))
     if len(nm) > top:
         out.append(f"  ... {len(nm) - top} more (--format json lists all)")
