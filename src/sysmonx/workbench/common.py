@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ..configmodel import Config, Filter, RuleSet
 from ..core.errors import ReadError
@@ -153,10 +153,3 @@ def replay_through(paths: Sequence[str], stages: Sequence[Stage], *,
         replayer.close()
     return stats
 
-
-def event_ids(counters: Iterable[dict]) -> list[int]:
-    """Sorted union of the integer keys of ``counters``."""
-    out: set[int] = set()
-    for c in counters:
-        out.update(c)
-    return sorted(out)
