@@ -10,7 +10,7 @@ from .common import EXIT_USAGE
 
 __all__ = ["SUBCOMMANDS", "USAGE", "main", "cmd_config_help"]
 
-SUBCOMMANDS = ("replay", "run", "config", "plugins")
+SUBCOMMANDS = ("replay", "run", "config", "coverage", "plugins")
 
 
 USAGE = f"""SysmonX v{__version__} - Sysmon-compatible event sensor and log replayer
@@ -24,6 +24,12 @@ Usage:
   sysmonx config check FILE          validate a Sysmon configuration (errors, and warnings for
                                      rules that silently never match)
   sysmonx config explain FILE EVENT  the decision trace of one event (XML or JSON line)
+  sysmonx config stats FILE LOGS...  per rule set and filter, the events a config decides over
+                                     recorded logs; noisy values; filters that never matched
+  sysmonx config diff A B LOGS...    what two configs log differently over the same logs
+  sysmonx coverage [--config FILE] [--rules SIGMA...] [--logs LOGS...] [--navigator LAYER]
+                                     ATT&CK techniques named by a config and Sigma rules, and
+                                     which fired (text, JSON, Navigator layer, --html report)
   sysmonx plugins                    list sources, stages, sinks, backends and conditions
   sysmonx -i [config.xml]            install the service (as sysmon -i); -c, -u, -t likewise
   sysmonx -s [version|all]           print the configuration schema (as sysmon -s)
@@ -58,6 +64,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if first == "run":
         from .run import cmd_run
         return cmd_run(argv[1:])
+    if first == "coverage":
+        from .coverage import cmd_coverage
+        return cmd_coverage(argv[1:])
     if first == "plugins":
         from .plugins import cmd_plugins
         return cmd_plugins(argv[1:])

@@ -240,7 +240,8 @@ SOURCES: Registry[Any] = Registry(
     "where events come from: recorded-log formats and live collection")
 #: Pipeline stages (``--stage``; the built-in ones are wired by :mod:`sysmonx.pipeline`).
 STAGES: Registry[Any] = Registry(
-    "stages", ("sysmonx.stages", "sysmonx.filtering.stage", "sysmonx.detection.stages"),
+    "stages", ("sysmonx.stages", "sysmonx.filtering.stage", "sysmonx.detection.stages",
+               "sysmonx.workbench"),
     "what happens to each event between source and outputs")
 #: Outputs (``--format``, ``--syslog``, ``--alerts``, console mode).
 SINKS: Registry[Any] = Registry(
