@@ -155,7 +155,7 @@ def _recompile(pattern: str, case_sensitive: bool, dot_nl: bool, max_mem: int) -
                            max_mem=max_mem)
 
 
-def _rule_without_detection(cls: type, state: dict) -> Any:
+def _rule_without_detection(cls: Any, state: dict) -> Any:
     """A pySigma rule rebuilt from ``state`` (its ``detection`` left out: see _Pickler)."""
     rule = cls.__new__(cls)
     rule.__dict__.update(state)
