@@ -114,6 +114,13 @@ class EventDef:
         since / until: first schema with the event, first schema without it (``None`` = open).
         history: ``((version, {"template": ..., "version": ...}), ...)`` values that applied
             *before* the given schema version.
+        extension: ``True`` for an event no Sysmon manifest defines (SysmonX's own events, and
+            Sysmon for Linux's event 100, which no SysmonCommon manifest lists): present in every
+            schema version (a config of any version may filter it), left out of the byte-exact
+            manifest rendering and of the manifest comparisons.
+        sigma_category: the Sigma ``logsource: category`` that selects this event (extension
+            events only; Sysmon's own events are mapped by the Sigma taxonomy in
+            :mod:`sysmonx.detection.logsource`), ``None`` for none.
     """
 
     event_id: int
@@ -128,16 +135,22 @@ class EventDef:
     since: Optional[Version] = None
     until: Optional[Version] = None
     history: tuple = field(default=())
+    extension: bool = False
+    sigma_category: Optional[str] = None
 
     @property
     def level_value(self) -> int:
-        """System/Level number: 4 for Informational, 2 for Error."""
-        return 2 if self.level == "Error" else 4
+        """System/Level number: 4 for Informational, 3 for Warning, 2 for Error."""
+        return LEVEL_VALUES.get(self.level, 4)
 
     @property
     def filterable(self) -> bool:
         """False for 4, 16 and 255, which Sysmon never filters (spec 3.7)."""
         return self.tag is not None
+
+
+#: Manifest level name -> System/Level number.
+LEVEL_VALUES = {"Error": 2, "Warning": 3, "Informational": 4}
 
 
 def _ev(event_id, symbol, template, tag, version, fields, **kw) -> EventDef:
@@ -256,6 +269,16 @@ EVENTS: tuple[EventDef, ...] = (
     # 0xF002 as the 4.30-4.32 manifests list it: after 23 (see the 4.0-4.23 entries above 22).
     _ev(0xF002, "SYSMONEVENT_CLIPBOARD", "Clipboard changed", "ClipboardChange", 5, _CLIP_PRIVATE,
         since=(4, 30), until=(4, 40)),
+
+    # --- Windows (SysmonX extension events; docs/WINDOWS.md "PowerShell script blocks") -------
+    # 220: one PowerShell script block reassembled from its 4104 parts (powershell.py).
+    _ev(220, "SYSMONXEVENT_POWERSHELL_SCRIPT_BLOCK", "PowerShell script block",
+        "PowerShellScriptBlock", 1, [
+            _RN, _s("UtcTime"), _s("ScriptBlockId"), _s("Path"), _pid("ProcessId"),
+            _s("UserSid"), _t("MessageTotal", UINT32), _t("Suspicious", BOOLEAN),
+            _s("FirstRecordID"), _s("LastRecordID"), _s("ScriptBlockText")],
+        default="include", extension=True, sigma_category="sysmonx_ps_script_block"),
+    # --- end Windows ---------------------------------------------------------------------------
 )
 
 
