@@ -17,9 +17,10 @@ from sysmonx.sinks.base import Writer
 
 BUILTIN = {
     "sources": {"evtx", "xml", "syslog", "jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson",
-                "evtxjson", "files", "live"},
+                "evtxjson", "files", "live", "eventlog", "etw-kernel-process", "windows"},
     "stages": {"duplicates", "clock-check", "time-window", "sysmon-gate", "filter",
-               "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events"},
+               "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events",
+               "powershell-scriptblocks", "kernel-process-sysmon"},
     "sinks": {"xml", "linux-xml", "jsonl", "csv", "syslog", "console", "alerts-jsonl"},
     "backends": {"ebpf", "audit", "cnproc", "dns"},
     "conditions": {"is", "is not", "contains", "excludes", "begin with", "end with",

@@ -152,9 +152,14 @@ def derive_sensor_config(user: Optional[Config], *,
     wanted = set(also_collect)
     plan: dict = {}
     sets_out: list[RuleSet] = []
-    tags = list(schema.tags)
+    # SysmonX's own events (220 ...) are not Sysmon's: their tags never reach Sysmon, whose
+    # schema would reject them; SysmonX applies their rules itself.
+    own = {t for t, ids in schema.tags.items() if any(schema.events[i].extension for i in ids)}
+    tags = [t for t in schema.tags if t not in own]
     if user:
         for rs in user.rule_sets:
+            if rs.tag in own:
+                continue
             if rs.tag not in schema.tags:
                 raise SensorConfigError(f"Sysmon schema {format_version(version)} has no "
                                         f"<{rs.tag}>: the sensor cannot collect these events",
