@@ -20,7 +20,7 @@ BUILTIN = {
                 "evtxjson", "files", "live", "eventlog", "etw-kernel-process", "windows"},
     "stages": {"duplicates", "clock-check", "time-window", "sysmon-gate", "filter",
                "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events",
-               "powershell-scriptblocks", "kernel-process-sysmon"},
+               "powershell-scriptblocks", "kernel-process-sysmon", "windows-tamper"},
     "sinks": {"xml", "linux-xml", "jsonl", "csv", "syslog", "console", "alerts-jsonl"},
     "backends": {"ebpf", "audit", "cnproc", "dns"},
     "conditions": {"is", "is not", "contains", "excludes", "begin with", "end with",

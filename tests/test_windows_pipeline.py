@@ -303,3 +303,33 @@ def test_sysmon_never_gets_the_tags_of_sysmonx_events():
     assert "PowerShellScriptBlock" not in sensor.xml and "PowerShellScriptBlock" not in sensor.plan
     assert "ScriptBlockText" not in sensor.xml and sensor.plan["ProcessCreate"].mode == "rules"
     assert "BpfEvent" not in derive_sensor_config(None).xml
+
+
+@pytest.mark.parametrize("scheme", ["udp", "tcp"])
+def test_syslog_to_a_remote_receiver(scheme):
+    """Windows has no /dev/log: events go to udp:// or tcp:// receivers (loopback here)."""
+    import socket
+    from sysmonx.sinks.syslog import SyslogWriter
+    kind = socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
+    srv = socket.socket(socket.AF_INET, kind)
+    srv.bind(("127.0.0.1", 0))
+    srv.settimeout(5)
+    if scheme == "tcp":
+        srv.listen(1)
+    port = srv.getsockname()[1]
+    w = SyslogWriter.open(f"{scheme}://127.0.0.1:{port}")
+    ev = parse_event(_sample()[0].encode(), ("t", 1))
+    w.write(ev)
+    if scheme == "tcp":
+        conn, _ = srv.accept()
+        conn.settimeout(5)
+        data = conn.recv(65536)
+        conn.close()
+    else:
+        data = srv.recv(65536)
+    w.close()
+    srv.close()
+    assert data.startswith(b"<14>") and b" sysmon: <Event>" in data
+    assert data.endswith(b"\n") == (scheme == "tcp")
+    with pytest.raises(OSError, match="expected udp://HOST:PORT"):
+        SyslogWriter.open("udp://nohost")

@@ -15,7 +15,13 @@ EXIT_USAGE = 2
 __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_path",
            "builtin_linux_config_path", "stderr_console", "print_config_errors",
            "config_mistake_hint", "silence_stdout", "close_quietly", "output_formats",
-           "add_stage_option", "extra_stages", "load_detection"]
+           "add_stage_option", "extra_stages", "load_detection", "on_windows"]
+
+
+def on_windows() -> bool:
+    """True when SysmonX runs on Windows (the commands that differ per OS ask this; tests
+    replace it to run the Windows command line here)."""
+    return sys.platform == "win32"
 
 
 def _builtin(name: str) -> Path:

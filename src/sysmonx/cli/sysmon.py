@@ -211,7 +211,10 @@ def parse_command_line(argv: list[str], prefixes: Optional[tuple[str, ...]] = No
 
 #: SysmonX options beside the switches: name -> takes a value.
 SYSMONX_OPTIONS = {"install-root": True, "output-file": True, "backend": True, "duration": True,
-                   "no-dns": False}
+                   "no-dns": False,
+                   # Windows (cli/windows.py)
+                   "sysmon": True, "download-sysmon": False, "state-dir": True, "syslog": True,
+                   "etw": False}
 
 
 def split_sysmonx_options(argv: list[str]) -> tuple[dict, list[str]]:
@@ -530,6 +533,16 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
         text, code = render_schema_output(parsed.value("PrintSchema"), "windows")
         (out if code == 0 else err).write(text if text.endswith("\n") else text + "\n")
         return code
+    from . import common
+    if common.on_windows() and any(parsed.has(o) for o in ("Install", "Configuration",
+                                                             "UnInstall", "DebugMode")):
+        if parsed.has("DebugMode"):
+            ctx.say("-t is not available on Windows yet: use 'sysmonx run' in a console.\n")
+            return EXIT_INVALID_PARAMETER
+        if not parsed.has("NoLogo"):
+            out.write(banner())
+        from .windows import windows_switches
+        return windows_switches(ctx, parsed, extra)
     if parsed.has("ConfigDefault") and not parsed.has("Configuration"):
         ctx.say("The '--' switch must be used with -c switch (config update) to set defaults.\n")
         return EXIT_INVALID_PARAMETER

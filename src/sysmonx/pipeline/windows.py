@@ -24,6 +24,7 @@ events (``reloader``).
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -38,7 +39,7 @@ from .fanout import FanOut, QueuedSlot
 from .loop import Pipeline
 from .replay import detection_stages
 
-__all__ = ["WindowsOptions", "WindowsCollector", "windows_stages"]
+__all__ = ["WindowsOptions", "WindowsCollector", "windows_stages", "collector_from_state"]
 
 
 @dataclass
@@ -192,3 +193,49 @@ class WindowsCollector:
             if st.undelivered:
                 text += f"; NOT WRITTEN to {label}: {st.undelivered:,} events"
         return text
+
+
+def collector_from_state(state_dir: str, *, wevtapi: Any = None, etwapi: Any = None,
+                    runner: Any = None) -> WindowsCollector:
+    """The collector the service runs, from ``<state_dir>/service.json``: the user's
+    configuration, bookmarks in ``<state_dir>/bookmarks.json``, the outputs, the tamper
+    checks. ``wevtapi``/``etwapi``/``runner`` are injected by tests.
+
+    Raises:
+        ServiceInstallError: no settings. ConfigError: the configuration does not load.
+        SinkError: an output cannot be opened.
+    """
+    from ..config import load_config
+    from ..sinks import writer_class
+    from ..windows.service import ServiceSettings
+    from ..windows.tamper import CommandProbe, WindowsTamper, WindowsTamperChecks
+    settings = ServiceSettings.load(state_dir)
+    path = settings.config
+
+    def load() -> Any:
+        return load_config(path) if path else None
+
+    sinks: list[Any] = []
+    if settings.output:
+        out = writer_class(settings.format).open(settings.output, append=True, buffered=False)
+        out.label = f"file {settings.output}"
+        sinks.append(out)
+    if settings.syslog:
+        from ..sinks.syslog import SyslogWriter
+        sinks.append(SyslogWriter.open(settings.syslog, require=False))
+    extra = []
+    if settings.tamper:
+        if runner is None:
+            from ..windows.sysmon import SubprocessRunner
+            runner = SubprocessRunner()
+        extra.append(WindowsTamper(WindowsTamperChecks(
+            CommandProbe(runner), service=settings.sysmon_service,
+            driver=settings.sysmon_driver)))
+    detection = None
+    if settings.rules:
+        from ..detection.stage import DetectionStage
+        detection = DetectionStage.from_paths(settings.rules)
+    return WindowsCollector(load(), sinks, WindowsOptions(
+        etw=settings.etw, bookmarks=os.path.join(state_dir, "bookmarks.json"),
+        wevtapi=wevtapi, etwapi=etwapi), reloader=load, extra_stages=extra,
+        detection=detection)
