@@ -73,6 +73,7 @@ def test_install_configure_uninstall(host):
     assert settings["config"] == os.path.join(host.state, "config.xml")
     assert open(settings["config"]).read() == CONFIG
     assert settings["sysmon_service"] == "Sysmon64"
+    assert "SysmonX/Operational" in open(os.path.join(host.state, "sysmonx.man")).read()
 
     # -c with a new file: Sysmon's config re-derived, copy replaced, service told (128)
     new = CONFIG.replace("\\cmd.exe", "\\powershell.exe")

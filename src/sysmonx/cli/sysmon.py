@@ -214,7 +214,7 @@ SYSMONX_OPTIONS = {"install-root": True, "output-file": True, "backend": True, "
                    "no-dns": False,
                    # Windows (cli/windows.py)
                    "sysmon": True, "download-sysmon": False, "state-dir": True, "syslog": True,
-                   "etw": False}
+                   "etw": False, "eventlog": False}
 
 
 def split_sysmonx_options(argv: list[str]) -> tuple[dict, list[str]]:

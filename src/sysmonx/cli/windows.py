@@ -63,7 +63,7 @@ def windows_switches(ctx: Any, parsed: Any, extra: dict[str, Any], *, runner: An
         ctx: the switch command's output context (``say``, ``err``, ``usage_error``).
         parsed: the parsed Sysmon command line.
         extra: SysmonX's ``--options`` (``sysmon``, ``download-sysmon``, ``state-dir``,
-            ``output-file``, ``syslog``, ``etw``).
+            ``output-file``, ``syslog``, ``etw``, ``eventlog``).
         runner: runs the OS commands (default: subprocess).
         elevated: whether the token is elevated (default: asked from Windows).
     Returns:
@@ -170,9 +170,12 @@ def windows_switches(ctx: Any, parsed: Any, extra: dict[str, Any], *, runner: An
         config=copy_path,
         output=os.path.abspath(output) if output else os.path.join(state_dir, "events.xml"),
         syslog=extra.get("syslog"), etw=bool(extra.get("etw")),
+        eventlog=bool(extra.get("eventlog")),
         sysmon_service=state.service, sysmon_driver=state.driver)
     try:
         settings.save(state_dir)
+        from ..windows.evtoutput import render_manifest
+        _write(os.path.join(state_dir, "sysmonx.man"), render_manifest().encode("utf-8"))
         installer.install()
     except (ServiceInstallError, OSError) as exc:
         ctx.say(f"Error: {exc}")
@@ -220,6 +223,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT", help="write to a file (default: stdout)")
     p.add_argument("--syslog", metavar="udp://HOST:PORT",
                    help="also send events to a syslog receiver (udp:// or tcp://)")
+    p.add_argument("--eventlog", action="store_true",
+                   help="also write to the Windows Event Log (SysmonX/Operational when its "
+                        "manifest is registered, else the Application log)")
     p.add_argument("--channel", action="append", default=[], metavar="CHANNEL",
                    help="Event Log channel to read (repeatable; default: Sysmon, PowerShell, "
                         "WMI-Activity, DNS-Client, Security)")
@@ -277,6 +283,9 @@ def cmd_run_windows(argv: list[str], *, wevtapi: Any = None, etwapi: Any = None)
         if args.syslog:
             from ..sinks.syslog import SyslogWriter
             sinks.append(SyslogWriter.open(args.syslog, require=False))
+        if args.eventlog:
+            from ..windows.evtoutput import EventLogSink
+            sinks.append(EventLogSink())
     except SinkError as exc:
         common.close_quietly(sinks)
         console.print(f"error: {exc}", markup=False)

@@ -245,7 +245,7 @@ STAGES: Registry[Any] = Registry(
     "what happens to each event between source and outputs")
 #: Outputs (``--format``, ``--syslog``, ``--alerts``, console mode).
 SINKS: Registry[Any] = Registry(
-    "sinks", ("sysmonx.sinks",), "where events and alerts go")
+    "sinks", ("sysmonx.sinks", "sysmonx.windows.evtoutput"), "where events and alerts go")
 #: Live trace backends of the Linux sensor (``--backend``).
 BACKENDS: Registry[Any] = Registry(
     "backends", ("sysmonx.sensor.backends",), "how the live sensor observes the kernel")

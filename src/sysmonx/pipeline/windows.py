@@ -223,6 +223,9 @@ def collector_from_state(state_dir: str, *, wevtapi: Any = None, etwapi: Any = N
     if settings.syslog:
         from ..sinks.syslog import SyslogWriter
         sinks.append(SyslogWriter.open(settings.syslog, require=False))
+    if settings.eventlog:
+        from ..windows.evtoutput import EventLogSink
+        sinks.append(EventLogSink())
     extra = []
     if settings.tamper:
         if runner is None:

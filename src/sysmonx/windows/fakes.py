@@ -39,7 +39,7 @@ from .win32 import (ERROR_INVALID_HANDLE, ERROR_NOT_FOUND, RPC_S_INVALID_BOUND, 
 
 __all__ = ["FakeWevtApi", "FakeLog", "FakeRecord", "evtx_records", "split_event_xml",
            "set_record_id", "FakeWindowsHost", "FakeEtwApi", "kernel_process_record",
-           "FakeServiceApi"]
+           "FakeServiceApi", "FakeEventWriteApi", "FakeReportEventApi"]
 
 _RID = re.compile(r"(<EventRecordID>)\s*\d*\s*(</EventRecordID>)")
 _QUERY_IDS = re.compile(r"^\*\[System\[\((EventID=\d+(?:\s+or\s+EventID=\d+)*)\)\]\]$")
@@ -706,3 +706,58 @@ class FakeServiceApi:
 
     def control(self, code: int) -> int:
         return self.handler(code)
+
+
+# ---- fake Event Log writers --------------------------------------------------------------------
+
+class FakeEventWriteApi:
+    """An :class:`~sysmonx.windows.evtoutput.EventWriteApi` keeping what ``EventWrite`` got:
+    ``written`` holds ``(EVENT_DESCRIPTOR copy, [field strings decoded from the data
+    descriptors])``; ``registered`` says whether the manifest is installed; ``fail`` makes
+    ``EventWrite`` return that Win32 code."""
+
+    def __init__(self, registered: bool = True) -> None:
+        self.registered = registered
+        self.written: list = []
+        self.handles: list = []
+        self.fail: Optional[int] = None
+
+    def provider_registered(self, guid: str) -> bool:
+        return self.registered
+
+    def register(self, guid: str) -> Any:
+        self.handles.append(guid)
+        return 0x1234
+
+    def write(self, handle: Any, descriptor, data) -> None:
+        import ctypes
+        from .etw import EVENT_DESCRIPTOR
+        if self.fail is not None:
+            raise Win32Error(self.fail, "EventWrite")
+        fields = []
+        for d in data:
+            raw = ctypes.string_at(d.Ptr, d.Size)
+            assert raw.endswith(b"\0\0") and len(raw) % 2 == 0, "not UTF-16 + NUL"
+            fields.append(raw[:-2].decode("utf-16-le", "surrogatepass"))
+        self.written.append((EVENT_DESCRIPTOR.from_buffer_copy(descriptor), fields))
+
+    def unregister(self, handle: Any) -> None:
+        self.handles.remove("{06A2EA53-FC6C-42E5-9176-18749AB2CA13}")
+
+
+class FakeReportEventApi:
+    """A :class:`~sysmonx.windows.evtoutput.ReportEventApi` keeping ``(type, id, strings)``."""
+
+    def __init__(self) -> None:
+        self.reported: list = []
+        self.sources: list = []
+
+    def register(self, source: str) -> Any:
+        self.sources.append(source)
+        return 0x99
+
+    def report(self, handle: Any, event_type: int, event_id: int, strings) -> None:
+        self.reported.append((event_type, event_id, list(strings)))
+
+    def deregister(self, handle: Any) -> None:
+        self.sources.pop()

@@ -149,7 +149,9 @@ class ServiceSettings:
         config: the user's Sysmon configuration file (a copy in the state folder).
         output: events file (Windows event XML, one event per line), or ``None``.
         format: its format (``xml``, ``jsonl`` ...).
-        syslog: ``HOST:PORT`` of a syslog receiver (UDP), or ``None``.
+        syslog: a syslog receiver (``udp://HOST:PORT``, ``tcp://HOST:PORT``), or ``None``.
+        eventlog: also write to the Windows Event Log (:mod:`sysmonx.windows.evtoutput`:
+            ``SysmonX/Operational`` when its manifest is registered, else the Application log).
         etw: also run the Kernel-Process ETW consumer.
         tamper: run the Windows tamper checks (when SysmonX set Sysmon up).
         rules: Sigma rule paths.
@@ -160,6 +162,7 @@ class ServiceSettings:
     output: Optional[str] = None
     format: str = "xml"
     syslog: Optional[str] = None
+    eventlog: bool = False
     etw: bool = False
     tamper: bool = True
     rules: list[str] = field(default_factory=list)
