@@ -333,3 +333,37 @@ def test_syslog_to_a_remote_receiver(scheme):
     assert data.endswith(b"\n") == (scheme == "tcp")
     with pytest.raises(OSError, match="expected udp://HOST:PORT"):
         SyslogWriter.open("udp://nohost")
+
+
+def test_reload_swaps_the_filter_between_two_events(tmp_path):
+    """-c signals the service (control 128): the next events are decided by the new file."""
+    from sysmonx.config import load_config
+    cfg = tmp_path / "c.xml"
+    rule = ('<Sysmon schemaversion="4.90"><EventFiltering><RuleGroup groupRelation="or">'
+            '<PowerShellScriptBlock onmatch="include"><ScriptBlockText condition="contains">'
+            '{}</ScriptBlockText></PowerShellScriptBlock></RuleGroup></EventFiltering></Sysmon>')
+    cfg.write_text(rule.format("alpha"))
+    api = FakeWevtApi([POWERSHELL_CHANNEL])
+    sink = ListSink()
+    col = WindowsCollector(load_config(cfg), [sink], _opts(
+        api, channels=[ChannelSpec(POWERSHELL_CHANNEL)]), reloader=lambda: load_config(cfg))
+    t = threading.Thread(target=col.run, daemon=True)
+    t.start()
+    api.write(POWERSHELL_CHANNEL, ps_part(1, 1, "alpha beta", sbid="1" * 8 + "-1111-1111-1111-"
+                                                                   + "1" * 12))
+    deadline = time.monotonic() + 10
+    while len(sink.events) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    cfg.write_text(rule.format("beta"))
+    col.request_reload()
+    time.sleep(0.5)
+    api.write(POWERSHELL_CHANNEL, ps_part(1, 1, "alpha only", sbid="2" * 8 + "-2222-2222-2222-"
+                                                                   + "2" * 12))
+    api.write(POWERSHELL_CHANNEL, ps_part(1, 1, "beta only", sbid="3" * 8 + "-3333-3333-3333-"
+                                                                  + "3" * 12))
+    while len(sink.events) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    col.request_stop()
+    t.join(10)
+    blocks = [e.data["ScriptBlockText"] for e in sink.events if e.event_id == 220]
+    assert blocks == ["alpha beta", "beta only"]

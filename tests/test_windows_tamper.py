@@ -113,3 +113,20 @@ def test_stage_reads_in_its_thread_and_emits_on_tick():
 def test_finding_text_is_one_line():
     ev = tamper_finding("sysmon_stopped", "a\nb\r\n  c", when_ns=0)
     assert ev.data["Details"] == "a b c" and ev.data["UtcTime"] == "1970-01-01 00:00:00.000"
+
+
+def test_a_stopped_sysmon_is_started_again_and_the_finding_says_so(tmp_path):
+    from sysmonx.windows.sysmon import SysmonManager, SysmonState
+    h = _host()
+    mgr = SysmonManager(h, str(tmp_path))
+    mgr._save_state(SysmonState("Sysmon64", "C:\\Windows\\Sysmon64.exe", True, None,
+                                "SysmonDrv", "0" * 64))
+    checks = WindowsTamperChecks(CommandProbe(h), restart=mgr.ensure_running)
+    checks.baseline()
+    h.services["Sysmon64"]["state"] = "STOPPED"
+    found = checks.check()
+    assert found[0].data["Details"] == ("service Sysmon64 is STOPPED (sc.exe query); SysmonX "
+                                        "started it again")
+    assert h.services["Sysmon64"]["state"] == "RUNNING"
+    assert ["sc.exe", "start", "Sysmon64"] in h.commands
+    assert checks.check() == []                        # running again: good state

@@ -231,9 +231,11 @@ def collector_from_state(state_dir: str, *, wevtapi: Any = None, etwapi: Any = N
         if runner is None:
             from ..windows.sysmon import SubprocessRunner
             runner = SubprocessRunner()
+        from ..windows.sysmon import SysmonManager
+        manager = SysmonManager(runner, state_dir)
         extra.append(WindowsTamper(WindowsTamperChecks(
             CommandProbe(runner), service=settings.sysmon_service,
-            driver=settings.sysmon_driver)))
+            driver=settings.sysmon_driver, restart=manager.ensure_running)))
     detection = None
     if settings.rules:
         from ..detection.stage import DetectionStage

@@ -176,6 +176,9 @@ class WindowsTamperChecks:
         channel: its Event Log channel.
         silence_s: heartbeat: seconds without a Sysmon event that make a finding.
         computer: System/Computer of the findings.
+        restart: called when the service is found stopped (default none); SysmonX passes
+            :meth:`SysmonManager.ensure_running <sysmonx.windows.sysmon.SysmonManager.
+            ensure_running>`, so a stopped Sysmon is started again and the finding says so.
         clock: ns since 1970 (tests pass a fixed clock); ``monotonic``: seconds, for silence.
     Attributes:
         baseline_rules: the ``Rules`` value read by :meth:`baseline` (``None``: not read).
@@ -184,6 +187,7 @@ class WindowsTamperChecks:
     def __init__(self, probe: HostProbe, *, service: str = "Sysmon64",
                  driver: str = "SysmonDrv", channel: str = WINDOWS_CHANNEL,
                  silence_s: float = 600.0, computer: str = "",
+                 restart: Optional[Callable[[], Any]] = None,
                  clock: Callable[[], int] = time.time_ns,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.probe = probe
@@ -192,6 +196,7 @@ class WindowsTamperChecks:
         self.channel = channel
         self.silence_s = silence_s
         self.computer = computer
+        self.restart = restart
         self.clock = clock
         self.monotonic = monotonic
         self.baseline_rules: Optional[str] = None
@@ -223,9 +228,16 @@ class WindowsTamperChecks:
         out: list[Event] = []
         state = self.probe.service_state(self.service)
         if state is not None:
-            self._report("sysmon_stopped", state != "RUNNING",
-                         f"service {self.service} is {state or 'not installed any more'} "
-                         "(sc.exe query)", out)
+            details = (f"service {self.service} is {state or 'not installed any more'} "
+                       "(sc.exe query)")
+            if state not in ("RUNNING", "") and self.restart is not None \
+                    and "sysmon_stopped" not in self._active:
+                try:
+                    self.restart()
+                    details += "; SysmonX started it again"
+                except Exception as exc:  # noqa: BLE001 - the finding says why
+                    details += f"; SysmonX could not start it again: {exc}"
+            self._report("sysmon_stopped", state != "RUNNING", details, out)
         filters = self.probe.minifilters()
         if filters is not None:
             self._report("driver_unloaded", self.driver.lower() not in filters,
