@@ -355,8 +355,12 @@ def test_reload_swaps_the_filter_between_two_events(tmp_path):
     while len(sink.events) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     cfg.write_text(rule.format("beta"))
+    from sysmonx.filtering.stage import FilterStage
+    flt = next(s for s in col.stages if isinstance(s, FilterStage))
+    old = flt.config
     col.request_reload()
-    time.sleep(0.5)
+    while flt.config is old and time.monotonic() < deadline:   # applied between two items
+        time.sleep(0.02)
     api.write(POWERSHELL_CHANNEL, ps_part(1, 1, "alpha only", sbid="2" * 8 + "-2222-2222-2222-"
                                                                    + "2" * 12))
     api.write(POWERSHELL_CHANNEL, ps_part(1, 1, "beta only", sbid="3" * 8 + "-3333-3333-3333-"
@@ -367,3 +371,24 @@ def test_reload_swaps_the_filter_between_two_events(tmp_path):
     t.join(10)
     blocks = [e.data["ScriptBlockText"] for e in sink.events if e.event_id == 220]
     assert blocks == ["alpha beta", "beta only"]
+
+
+def test_event_log_and_etw_merged_commits_go_back_to_the_event_log(tmp_path):
+    api = FakeWevtApi([SYSMON])
+    rec = next(x for x in _sample() if "<EventID>1</EventID>" in x)
+    api.write(SYSMON, rec)
+    etw = FakeEtwApi()
+    etw.feed(*kernel_process_record(1, 3, START, timestamp=T0))
+    sink = ListSink()
+    col = WindowsCollector(None, [sink], _opts(
+        api, channels=[ChannelSpec(SYSMON)], etw=True, etwapi=etw,
+        bookmarks=str(tmp_path / "bm.json"), etw_options={"computer": "WS01", "poll": 60},
+        kernel_process_options={"machine_key": "00000000",
+                                "devices": DeviceMap(lambda x: None)}))
+    from sysmonx.windows.sources import MergedSource
+    assert isinstance(col.source, MergedSource)
+    _run(col, lambda: len(sink.events) >= 2 and col.tracker.committed >= 1)
+    assert sorted((e.event_id, e.record_id or 0) for e in sink.events) == [(1, 0), (1, 1)]
+    assert col.tracker.committed == 1
+    assert json.loads((tmp_path / "bm.json").read_text())["channels"][SYSMON]["record_id"] == 1
+    assert "SysmonX-KernelProcess" not in etw.active        # the ETW session was stopped

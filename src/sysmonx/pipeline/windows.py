@@ -131,7 +131,8 @@ class WindowsCollector:
                 inner.append(KernelProcessEvents(api=options.etwapi, **options.etw_options))
             if not inner:
                 raise ValueError("nothing to collect: enable the Event Log or ETW")
-            source = MergedSource(inner)
+            # one source needs no merge (a thread and a queue fewer per event)
+            source = inner[0] if len(inner) == 1 else MergedSource(inner)
         self.source = source
         commit = getattr(source, "commit", None) or (lambda event: False)
         sinks = list(writers)
