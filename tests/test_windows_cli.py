@@ -259,3 +259,19 @@ def test_installer_commands_and_a_service_that_does_not_exist():
                                    '--state-dir "C:\\ProgramData\\SysmonX"')
     assert inst.uninstall() is False
     assert inst.reload() is False                      # no service (1060): nothing to tell
+
+
+def test_windows_only_options_are_accepted_and_dash_dash_restores_defaults(host):
+    with open(host.cfg, "w") as f:
+        f.write(CONFIG.replace("<EventFiltering>", "<ArchiveDirectory>SysmonArchive"
+                               "</ArchiveDirectory><CheckRevocation/><EventFiltering>"))
+    rc, out, err = _switches("-accepteula", "-i", host.cfg, "--sysmon", host.exe,
+                             "--state-dir", host.state)
+    assert rc == 0, out + err                          # Linux refuses these; Windows has them
+    assert "<ArchiveDirectory>SysmonArchive</ArchiveDirectory>" in host.sysmon_config
+    rc, out, err = _switches("-c", "--", "--state-dir", host.state)
+    assert rc == 0, out + err
+    assert "cmd.exe" not in host.sysmon_config and host.controls == [("SysmonX", 128)]
+    assert "ProcessCreate            all" in out       # Sysmon's defaults: 1 and 5 logged
+    rc, out, err = _switches("-c", "--", host.cfg, "--state-dir", host.state)
+    assert rc == 87 and host.controls == [("SysmonX", 128)]   # refused, nothing changed

@@ -428,8 +428,10 @@ def _custom(parsed: ParsedCommandLine) -> bool:
     return any(o in config_opts for o in parsed.set)
 
 
-def _load(ctx: _Ctx, path: Optional[str], parsed: ParsedCommandLine):
+def _load(ctx: _Ctx, path: Optional[str], parsed: ParsedCommandLine, linux: bool = True):
     """Load the file (if any) and merge the switches: ``(config, text or None)`` or an exit code.
+    With ``linux`` (the default), options Sysmon for Linux does not implement are refused; on
+    Windows (``linux=False``) they are Sysmon's, and Sysmon applies them.
 
     ``text`` is the file's bytes when the switches changed nothing, else ``None`` (the merged
     configuration is rendered)."""
@@ -462,7 +464,7 @@ def _load(ctx: _Ctx, path: Optional[str], parsed: ParsedCommandLine):
     except ConfigError as exc:
         ctx.err.write(f"{exc}\n")
         return ctx.usage_error()
-    if any(o in cfg.options for o in LINUX_NOT_IMPLEMENTED):
+    if linux and any(o in cfg.options for o in LINUX_NOT_IMPLEMENTED):
         ctx.say("\nOption not implemented on Linux.\n")
         return EXIT_INVALID_PARAMETER
     for w in cfg.warnings:

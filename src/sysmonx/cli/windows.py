@@ -72,7 +72,7 @@ def windows_switches(ctx: Any, parsed: Any, extra: dict[str, Any], *, runner: An
     from ..windows.sensorconfig import SensorConfigError, derive_sensor_config
     from ..windows.service import ServiceInstaller, ServiceInstallError, ServiceSettings
     from ..windows.sysmon import SubprocessRunner, SysmonError, SysmonManager
-    from .sysmon import _load
+    from .sysmon import _custom, _load
     if elevated is None:
         elevated = _elevated()
     if elevated is False:
@@ -101,14 +101,15 @@ def windows_switches(ctx: Any, parsed: Any, extra: dict[str, Any], *, runner: An
                 pass
         return EXIT_OK
 
-    if parsed.has("Configuration") and parsed.value("Configuration") is None:
+    if parsed.has("Configuration") and parsed.value("Configuration") is None \
+            and not parsed.has("ConfigDefault") and not _custom(parsed):
         try:
             settings = ServiceSettings.load(state_dir)
         except ServiceInstallError as exc:
             ctx.say(f"SysmonX is not installed ({exc}).")
             return EXIT_INVALID_PARAMETER
         ctx.say(f"Configuration in force: {settings.config or 'Sysmon defaults'}")
-        loaded = _load(ctx, settings.config, parsed)
+        loaded = _load(ctx, settings.config, parsed, linux=False)
         if isinstance(loaded, int):
             return loaded
         _print_plan(ctx, derive_sensor_config(loaded[0]))
@@ -119,10 +120,17 @@ def windows_switches(ctx: Any, parsed: Any, extra: dict[str, Any], *, runner: An
         ctx.say("Sysmon's license must be accepted to install it: add -accepteula (read "
                 "https://learn.microsoft.com/sysinternals/license-terms).\n")
         return EXIT_FAILED
-    loaded = _load(ctx, source, parsed)
-    if isinstance(loaded, int):
-        return loaded
-    cfg, raw = loaded
+    if parsed.has("ConfigDefault"):        # -c --: back to Sysmon's defaults
+        if source is not None or _custom(parsed):
+            ctx.say("Cannot use specific settings with enforcing defaults.\n")
+            return EXIT_INVALID_PARAMETER
+        from ..config.cmdline import empty_config
+        cfg, raw = empty_config(), None
+    else:
+        loaded = _load(ctx, source, parsed, linux=False)
+        if isinstance(loaded, int):
+            return loaded
+        cfg, raw = loaded
     try:
         sensor = derive_sensor_config(cfg)
     except SensorConfigError as exc:
