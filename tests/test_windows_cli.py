@@ -64,6 +64,8 @@ def test_install_configure_uninstall(host):
     assert "cmd.exe" in host.sysmon_config and "PowerShellScriptBlock" not in host.sysmon_config
     assert '<NetworkConnect onmatch="exclude"' in host.sysmon_config
     assert "ProcessCreate            rules" in out and "NetworkConnect           all" in out
+    assert host.acls[host.state] == ["/inheritance:r", "/grant:r", "*S-1-5-18:(OI)(CI)F",
+                                     "*S-1-5-32-544:(OI)(CI)F"]
     sx = host.services["SysmonX"]
     assert sx["state"] == "RUNNING" and sx["start"] == "auto"
     assert "-m sysmonx.cli.winservice --state-dir" in sx["binary"]

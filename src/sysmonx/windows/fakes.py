@@ -408,6 +408,7 @@ class FakeWindowsHost:
         self.channels: dict = {"Microsoft-Windows-Sysmon/Operational": True}
         self.controls: list = []
         self.elevated = True
+        self.acls: dict = {}
 
     def run(self, argv, timeout: float = 120.0):
         from .sysmon import CommandResult, ERROR_SERVICE_DOES_NOT_EXIST
@@ -426,6 +427,10 @@ class FakeWindowsHost:
             self.services[name] = {"state": "STOPPED", "binary": opts.get("binPath=", ""),
                                    "start": opts.get("start=", "demand")}
             return CommandResult(0, "[SC] CreateService SUCCESS\n")
+        if exe == "icacls.exe":
+            self.acls[argv[1]] = argv[2:]
+            return CommandResult(0, f"processed file: {argv[1]}\nSuccessfully processed 1 "
+                                 "files; Failed processing 0 files\n")
         if exe == "fltmc.exe":
             if not self.elevated:
                 return CommandResult(0x80070005, "", "FilterFindFirst failed with error "

@@ -230,12 +230,28 @@ class ServiceInstaller:
         """The service's command line (``binPath=``), every path quoted."""
         return (f'"{self.python}" -m {SERVICE_MODULE} --state-dir "{self.state_dir}"')
 
+    def secure_state_dir(self) -> None:
+        """Restrict the state folder (configuration copy, bookmarks, settings) to SYSTEM and
+        the Administrators group: ``icacls DIR /inheritance:r /grant:r *S-1-5-18:(OI)(CI)F
+        *S-1-5-32-544:(OI)(CI)F`` (well-known SIDs: no localised account names).
+
+        Raises:
+            ServiceInstallError: icacls failed.
+        """
+        res = self.runner.run(["icacls.exe", self.state_dir, "/inheritance:r", "/grant:r",
+                               "*S-1-5-18:(OI)(CI)F", "*S-1-5-32-544:(OI)(CI)F"])
+        if res.returncode != 0:
+            raise ServiceInstallError(f"icacls {self.state_dir} failed ({res.returncode}): "
+                                      f"{(res.stdout + res.stderr).strip()[:300]}")
+
     def install(self) -> None:
-        """Create the service (automatic start, restarted on failure) and start it.
+        """Restrict the state folder, create the service (automatic start, restarted on
+        failure) and start it.
 
         Raises:
             ServiceInstallError: a command failed (e.g. 1073: the service exists).
         """
+        self.secure_state_dir()
         self._sc("create", SERVICE_NAME, "binPath=", self.command_line(), "start=", "auto",
                  "DisplayName=", "SysmonX")
         self._sc("description", SERVICE_NAME,
