@@ -402,7 +402,10 @@ def test_logsource_mapping_table():
     assert resolve_logsource("windows", "registry_set", None).event_types == ("SetValue",)
     assert resolve_logsource("windows", "registry_rename", None).event_types == ("RenameKey",)
     sysmon = resolve_logsource("windows", None, "sysmon").groups
-    assert {g[1] for g in sysmon} == set(range(1, 30)) | {255}
+    from sysmonx.detection.logsource import EXTENSION_IDS
+    # Sysmon's IDs, and SysmonX's own events that travel in the same stream (220 ...)
+    assert 220 in EXTENSION_IDS
+    assert {g[1] for g in sysmon} == set(range(1, 30)) | {255} | set(EXTENSION_IDS)
     assert resolve_logsource("windows", None, "security").groups == (("chan", "security", None),)
     for bad in (("windows", "file_access", None), ("windows", "file_rename", None),
                 ("linux", None, "auditd"), ("macos", "process_creation", None),
