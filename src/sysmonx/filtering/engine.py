@@ -239,7 +239,6 @@ class FilterEngine:
         self.memo = MemoBudget()
         for eid, ev in CURRENT.events.items():
             self._deciders[eid] = self._compile_event(eid, ev)
-        # Sysmon's quirk skips its own last event (SysmonX's events are not in its table)
         self._truncate_skip = max(e for e, d in CURRENT.events.items()
                                   if e < 255 and not d.extension) \
             if options.field_sizes_skip_last else None

@@ -270,6 +270,20 @@ EVENTS: tuple[EventDef, ...] = (
     _ev(0xF002, "SYSMONEVENT_CLIPBOARD", "Clipboard changed", "ClipboardChange", 5, _CLIP_PRIVATE,
         since=(4, 30), until=(4, 40)),
 
+    # --- Resilience (SysmonX extension events; docs/ARCHITECTURE.md "Tamper findings") -------
+    # 100: Sysmon for Linux's eBPF program event (its ID and field names); 201, 202: SysmonX.
+    _ev(100, "SYSMONEVENT_BPF_EVENT", "eBPF Program Loaded", "BpfEvent", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("BpfCommand"),
+        _s("BpfProgramType"), _t("BpfProgramId", UINT32), _s("BpfProgramName")],
+        default="include", extension=True, sigma_category="bpf_event"),
+    _ev(201, "SYSMONXEVENT_TAMPER_FINDING", "Tamper finding", "TamperFinding", 1, [
+        _RN, _s("UtcTime"), _s("Technique"), _s("Details"), *_PROC, _s("Image"), _s("Source")],
+        level="Warning", default="include", extension=True, sigma_category="sysmonx_tamper"),
+    _ev(202, "SYSMONXEVENT_HEARTBEAT", "Heartbeat", "Heartbeat", 1, [
+        _RN, _s("UtcTime"), _t("Sequence", UINT32), _t("EventsWritten", UINT32),
+        _t("EventsLost", UINT32), _s("Backend"), _s("ConfigurationFileHash")],
+        default="include", extension=True, sigma_category="sysmonx_heartbeat"),
+    # --- end Resilience ------------------------------------------------------------------------
     # --- Windows (SysmonX extension events; docs/WINDOWS.md "PowerShell script blocks") -------
     # 220: one PowerShell script block reassembled from its 4104 parts (powershell.py).
     _ev(220, "SYSMONXEVENT_POWERSHELL_SCRIPT_BLOCK", "PowerShell script block",

@@ -152,13 +152,13 @@ def derive_sensor_config(user: Optional[Config], *,
     wanted = set(also_collect)
     plan: dict = {}
     sets_out: list[RuleSet] = []
-    # SysmonX's own events (220 ...) are not Sysmon's: their tags never reach Sysmon, whose
-    # schema would reject them; SysmonX applies their rules itself.
-    own = {t for t, ids in schema.tags.items() if any(schema.events[i].extension for i in ids)}
-    tags = [t for t in schema.tags if t not in own]
+    # SysmonX's own events (schema extension entries) are made by SysmonX, never by Sysmon: the
+    # sensor config has no tag for them, and a user's rule set on one is SysmonX's business.
+    tags = [t for t in schema.tags
+            if not all(schema.events[i].extension for i in schema.tags[t])]
     if user:
         for rs in user.rule_sets:
-            if rs.tag in own:
+            if rs.tag in schema.tags and rs.tag not in tags:
                 continue
             if rs.tag not in schema.tags:
                 raise SensorConfigError(f"Sysmon schema {format_version(version)} has no "

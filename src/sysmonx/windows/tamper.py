@@ -27,18 +27,16 @@ heartbeat                 ``time_gap``           no Sysmon event for ``silence_s
                                                  or the channel blinded, T1562.006)
 ========================  =====================  ===============================================
 
-The findings are SysmonX event 201 ``TamperFinding`` with the fields the resilience work
-defines (RuleName, UtcTime, Technique, Details, ProcessGuid, ProcessId, Image, Source); a live
-reading cannot name the actor, so ProcessGuid/ProcessId/Image are the documented unknown values.
-:func:`tamper_finding` builds them here until the shared helper of the resilience work
-(``sysmonx.stages.tamperfinding``) is on main; its fields and envelope are the same.
+The findings are SysmonX event 201 ``TamperFinding`` built by the resilience work's helper
+(:mod:`sysmonx.stages.tamperfinding`: RuleName, UtcTime, Technique, Details, ProcessGuid,
+ProcessId, Image, Source, in Windows Sysmon's envelope); a live reading cannot name the actor, so
+ProcessGuid/ProcessId/Image are the documented unknown values.
 """
 
 from __future__ import annotations
 
 import abc
 import hashlib
-import os
 import queue
 import re
 import threading
@@ -46,25 +44,24 @@ import time
 from typing import Any, Callable, Optional
 
 from ..core.registry import STAGES
-from ..event import (SYSMON_KEYWORDS, WINDOWS_CHANNEL, WINDOWS_PROVIDER, WINDOWS_PROVIDER_GUID,
-                     Event)
+from ..event import WINDOWS_CHANNEL, WINDOWS_PROVIDER, Event
 from ..interfaces import Emit, Stage
-from .report import event_time, utc_time
+from ..stages.tamperfinding import TAMPER_FINDING_EVENT_ID, ZERO_GUID
+from ..stages.tamperfinding import tamper_finding as _shared_finding
 from .sysmon import CommandRunner, SysmonError, SysmonManager
 
 __all__ = ["HostProbe", "CommandProbe", "WindowsTamperChecks", "WindowsTamper",
            "tamper_finding", "TAMPER_FINDING_EVENT_ID", "ZERO_GUID", "RULES_KEY"]
 
-TAMPER_FINDING_EVENT_ID = 201
-ZERO_GUID = "{00000000-0000-0000-0000-000000000000}"
 #: The registry key of Sysmon's driver parameters (``Rules``, ``HashingAlgorithm`` ...).
 RULES_KEY = "HKLM\\SYSTEM\\CurrentControlSet\\Services\\{driver}\\Parameters"
 
 
 def tamper_finding(technique: str, details: str, *, when_ns: Optional[int] = None,
                    source: str = "live", computer: str = "") -> Event:
-    """One TamperFinding (event 201) in Windows Sysmon's envelope: Level 3 (Warning), Version
-    1, the actor unknown (zero GUID, ``0``, ``-``).
+    """One TamperFinding (event 201) of a Windows live reading, through the shared helper
+    (:func:`sysmonx.stages.tamperfinding.tamper_finding`, ``platform="windows"``: Windows
+    Sysmon's envelope, Level 3): the actor is unknown (zero GUID, ``0``, ``-``).
 
     Args:
         technique: the stable technique name (module docstring).
@@ -73,16 +70,8 @@ def tamper_finding(technique: str, details: str, *, when_ns: Optional[int] = Non
         source: ``live``.
         computer: System/Computer.
     """
-    ts = time.time_ns() if when_ns is None else when_ns
-    data = {"RuleName": "-", "UtcTime": utc_time(ts), "Technique": technique,
-            "Details": " ".join(details.split()) or "-", "ProcessGuid": ZERO_GUID,
-            "ProcessId": "0", "Image": "-", "Source": source}
-    return Event(TAMPER_FINDING_EVENT_ID, data, provider=WINDOWS_PROVIDER,
-                 provider_guid=WINDOWS_PROVIDER_GUID, version=1, level=3,
-                 task=TAMPER_FINDING_EVENT_ID, opcode=0, keywords=SYSMON_KEYWORDS,
-                 time_created=event_time(ts), record_id=None, process_id=os.getpid(),
-                 thread_id=threading.get_native_id(), channel=WINDOWS_CHANNEL,
-                 computer=computer, user_id=None)
+    return _shared_finding(technique, details, when=when_ns, source=source, platform="windows",
+                           computer=computer)
 
 
 class HostProbe(abc.ABC):
