@@ -17,7 +17,13 @@ __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_pa
            "config_mistake_hint", "silence_stdout", "close_quietly", "output_formats",
            "add_stage_option", "extra_stages", "load_detection", "add_rule_cache_options",
            "add_engine_options", "engine_options", "load_config_reporting", "check_inputs",
-           "write_report", "read_error_printer"]
+           "write_report", "read_error_printer", "on_windows"]
+
+
+def on_windows() -> bool:
+    """True when SysmonX runs on Windows (the commands that differ per OS ask this; tests
+    replace it to run the Windows command line here)."""
+    return sys.platform == "win32"
 
 
 def _builtin(name: str) -> Path:

@@ -20,7 +20,11 @@ Usage:
                  [--from TIME] [--to TIME]
   sysmonx replay --sample            replay the built-in sample through the built-in config
   sysmonx run [--config FILE] [--duration S] [--backend ebpf|audit|cnproc] [--syslog]
-                                     live Linux sensor (root), Sysmon for Linux events
+                                     live Linux sensor (root), Sysmon for Linux events; on
+                                     Windows: Event Log channels (+ --etw), see run -h
+  sysmonx -accepteula -i CONFIG [--sysmon PATH] [--download-sysmon]
+                                     Windows: install Sysmon as the sensor and the SysmonX
+                                     service (elevated); -c CONFIG, -u likewise
   sysmonx config check FILE          validate a Sysmon configuration (errors, and warnings for
                                      rules that silently never match)
   sysmonx config explain FILE EVENT  the decision trace of one event (XML or JSON line)
@@ -51,8 +55,12 @@ def cmd_config_help() -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the ``sysmonx`` console script. Returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    from . import common
     if not argv:
         sys.stderr.write(USAGE)
+        if common.on_windows():
+            from .windows import backends_text
+            sys.stderr.write("\n" + backends_text())
         return EXIT_USAGE
     first = argv[0]
     if first == "replay":
@@ -62,6 +70,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .config import cmd_config
         return cmd_config(argv[1:])
     if first == "run":
+        if common.on_windows():
+            from .windows import cmd_run_windows
+            return cmd_run_windows(argv[1:])
         from .run import cmd_run
         return cmd_run(argv[1:])
     if first == "coverage":
