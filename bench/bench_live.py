@@ -67,6 +67,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 SPAWNER_C = r"""
 #include <spawn.h>
@@ -290,7 +291,8 @@ def shell_phase(sensor: subprocess.Popen, out: Output, rate: float, seconds: flo
             "repeated": sum(1 for v in seen.values() if v > 1)}
 
 
-def start_sensor(tier: str, workdir: Path, variant: str = "plain") -> tuple:
+def start_sensor(tier: str, workdir: Path, variant: str = "plain",
+                 rules: Optional[str] = None) -> tuple:
     """Start ``sysmonx run --backend TIER``; returns ``(process, Output, stderr file)`` once its
     event 4 is written.
 
@@ -314,7 +316,8 @@ def start_sensor(tier: str, workdir: Path, variant: str = "plain") -> tuple:
         extra = []  # the auxiliary backends run (ShellCommand is one)
     sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", tier,
                                "--config", str(cfg), "--format", "jsonl",
-                               "-o", str(out_file), *extra], stderr=err, env=env)
+                               "-o", str(out_file), *extra]
+                              + (["--rules", rules] if rules else []), stderr=err, env=env)
     out = Output(out_file)
     deadline = time.monotonic() + 90
     while True:
@@ -338,7 +341,7 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path, variant: str = "plai
     Raises:
         BenchError: the sensor did not start or died.
     """
-    sensor, out, err = start_sensor(tier, workdir, variant)
+    sensor, out, err = start_sensor(tier, workdir, variant, args.rules)
     label = tier if variant == "plain" else f"{tier}/{variant}"
     time.sleep(1.0)
     results = []
@@ -413,6 +416,9 @@ def main() -> int:
                     help="tier ebpf: probes-off, plain, enrich, shell (module doc)")
     ap.add_argument("--shell-rate", type=float, default=50.0)
     ap.add_argument("--shell-seconds", type=float, default=10.0)
+    ap.add_argument("--rules", metavar="PATH",
+                    help="Sigma rules the sensors load (alerts go into the event stream as "
+                         "event 1000; the rule cache is used as by `sysmonx run`)")
     ap.add_argument("--idle", type=float, default=5.0,
                     help="seconds of no load over which the idle baseline is measured")
     args = ap.parse_args()

@@ -25,8 +25,7 @@ from pathlib import Path
 import pytest
 
 from sysmonx.schema import (
-    CURRENT, LATEST, SYSMON_CURRENT, SchemaVersionError, all_versions, extended, format_version,
-    get_schema,
+    CURRENT, LATEST, SchemaVersionError, all_versions, extended, format_version, get_schema,
 )
 from sysmonx.schema.printer import (
     NO_MATCH_EXIT_CODE, NO_MATCH_MESSAGE, WINDOWS_HIDDEN_OPTIONS, manifest_version_text,
@@ -138,7 +137,7 @@ def _schema_model(schema, windows: bool) -> dict:
     events = [(e.event_id, e.symbol, e.template, e.tag, e.version, e.level,
                e.default if e.default_attr else None,
                tuple((f.name, f.in_type, f.out_type) for f in e.fields))
-              for e in schema.events.values()]
+              for e in schema.events.values() if not e.extension]
     return {"binary": schema.binary_version, "options": options,
             "filters": ("is", schema.conditions), "events": events}
 
@@ -220,7 +219,8 @@ def test_derived_tags_and_config_entries_match_manifest(corpus, version):
         if e.get("rulename"):
             tags.setdefault(e.get("rulename"), []).append(int(e.get("value"), 0))
     schema = get_schema(version)
-    assert {k: list(v) for k, v in schema.tags.items()} == tags
+    extension_tags = {e.tag for e in schema.events.values() if e.extension}
+    assert {k: list(v) for k, v in schema.tags.items() if k not in extension_tags} == tags
     entries = set()
     for o in root.find("configuration/options").findall("option"):
         if o.get("noconfig") == "true" or o.get("target") == "internal":
@@ -258,8 +258,10 @@ def test_each_listed_build_difference_is_real(dump):
 
 
 def test_private_event_ids_by_version():
-    assert list(get_schema("4.23").events)[-3:] == [0xF001, 0xF002, 22]
-    assert list(get_schema("4.30").events)[-3:] == [22, 23, 0xF002]
+    def sysmon_ids(v):
+        return [i for i, e in get_schema(v).events.items() if not e.extension]
+    assert sysmon_ids("4.23")[-3:] == [0xF001, 0xF002, 22]
+    assert sysmon_ids("4.30")[-3:] == [22, 23, 0xF002]
     assert 0xF001 not in get_schema("4.30").events
     assert 0xF002 not in get_schema("4.40").events
     assert get_schema("4.32").events[0xF002].field_names[-2:] == ("Path", "Archived")
@@ -315,8 +317,8 @@ def test_get_schema_rejects_malformed(text):
 
 def test_get_schema_rejects_newer_than_newest():
     newest = format_version(LATEST)
-    assert get_schema(newest) is SYSMON_CURRENT
-    assert extended(get_schema(newest)) is CURRENT
+    assert get_schema(newest) is CURRENT
+    assert extended(get_schema(newest)).events == CURRENT.events
     for text in ("4.92", "5.0", "10.1"):
         with pytest.raises(SchemaVersionError, match="newest supported is " + newest):
             get_schema(text)
@@ -362,7 +364,8 @@ def test_render_every_version_is_wellformed(version, style):
     text = render_manifest(get_schema(version), style)
     root = ET.fromstring(text)
     assert root.get("schemaversion") == manifest_version_text(get_schema(version).version)
-    assert [int(e.get("value"), 0) for e in root.iter("event")] == list(get_schema(version).events)
+    assert [int(e.get("value"), 0) for e in root.iter("event")] == [
+        i for i, e in get_schema(version).events.items() if not e.extension]
     assert not text.endswith("\n")
     internal = [o for o in root.iter("option") if o.get("name") == "TraceEvents"]
     if style == "windows":
@@ -390,13 +393,15 @@ def test_windows_comments_placement():
 def test_schema_output_default_is_newest():
     text, code = render_schema_output(None)
     assert code == 0
-    # the newest manifest, plus SysmonX's own events (IDs 200 and up) at the end of <events>
-    assert text == render_manifest(SYSMON_CURRENT, extensions=True) + "\n"
-    plain = render_manifest(SYSMON_CURRENT)
+    # the newest manifest, plus the events no Sysmon manifest defines at the end of <events>
+    assert text == render_manifest(CURRENT, extensions=True) + "\n"
+    plain = render_manifest(CURRENT)
     head, tail = plain.split("  </events>")
     assert text.startswith(head) and "  </events>" + tail in text
     assert '<event name="SYSMONX_SHELL_COMMAND" value="210"' in text
-    assert render_schema_output(format_version(LATEST))[0] == plain + "\n"
+    # -s VERSION lists them too; Sysmon's manifest byte for byte without them
+    assert render_schema_output(format_version(LATEST))[0] == text
+    assert render_schema_output(format_version(LATEST), extensions=False)[0] == plain + "\n"
     assert text.startswith(f'<manifest schemaversion="{format_version(LATEST)}" ')
 
 
@@ -426,7 +431,7 @@ def test_schema_output_all(arg, style):
     assert code == 0
     versions = re.findall(r'^<manifest schemaversion="([^"]+)"', text, re.M)
     assert versions == [manifest_version_text(v) for v in reversed(all_versions())]
-    assert text == "".join(render_manifest(get_schema(v), style) + "\n"
+    assert text == "".join(render_manifest(get_schema(v), style, True) + "\n"
                            for v in reversed(all_versions()))
 
 

@@ -8,7 +8,9 @@ import subprocess
 
 import pytest
 
-from sysmonx.schema import CURRENT, SYSMON_CURRENT, extended, get_schema
+from sysmonx.config import parse_config
+from sysmonx.core.errors import ConfigError
+from sysmonx.schema import CURRENT, extended, get_schema, sysmon_only
 from sysmonx.schema.printer import render_schema_output
 from sysmonx.sensor import observations as ob
 from sysmonx.sensor.assemble import Assembler
@@ -27,18 +29,39 @@ def asm() -> Assembler:
     return a
 
 
-def test_schema_entries_are_data_and_outside_sysmon_snapshots():
-    for eid, tag in ((210, "ShellCommand"), (211, "PrivilegeChange"), (212, "MemfdCreate"),
-                     (213, "ExecMemory")):
+def test_schema_entries_are_extension_events_like_the_others():
+    for eid, tag, cat in ((210, "ShellCommand", "shell_command"),
+                          (211, "PrivilegeChange", "privilege_change"),
+                          (212, "MemfdCreate", "memfd_create"), (213, "ExecMemory", "exec_memory")):
         ev = CURRENT.events[eid]
         assert ev.tag == tag and ev.extension and ev.field_names[:2] == ("RuleName", "UtcTime")
-        assert eid not in SYSMON_CURRENT.events and tag not in get_schema("4.91").tags
-        assert tag in extended(get_schema("4.50")).tags
+        assert ev.sigma_category == cat
+        # in every schema version (a 4.50 config may filter them), never in Sysmon's own view
+        assert get_schema("4.50").tags[tag] == (eid,)
+        assert eid not in sysmon_only(get_schema("4.91")).events
+        assert tag not in sysmon_only(get_schema("4.91")).tags
     assert CURRENT.events[210].default == "include" and CURRENT.events[212].default == "exclude"
-    # -s VERSION stays Sysmon's; -s prints the extensions after the manifest's events
-    assert "ShellCommand" not in render_schema_output("4.91")[0]
+    # -s lists them after Sysmon's events; Sysmon's manifest without them stays exact
+    assert "ShellCommand" in render_schema_output("4.91")[0]
+    assert "ShellCommand" not in render_schema_output("4.91", extensions=False)[0]
     assert "GrandparentImage" in extended(get_schema("4.91")).tag_fields["ProcessCreate"]
     assert "GrandparentImage" not in extended(get_schema("4.91")).tag_fields["DriverLoad"]
+    assert "GrandparentImage" not in get_schema("4.91").tag_fields["ProcessCreate"]
+
+
+def test_extension_tags_are_refused_with_extensions_off():
+    src = ('<Sysmon schemaversion="4.50"><EventFiltering><RuleGroup groupRelation="or">'
+           '<ShellCommand onmatch="exclude"><Command condition="begin with">ls</Command>'
+           '</ShellCommand></RuleGroup></EventFiltering></Sysmon>')
+    assert parse_config(src).rule_sets[0].tag == "ShellCommand"
+    with pytest.raises(ConfigError, match=r"<ShellCommand> is a SysmonX event"):
+        parse_config(src, extensions=False)
+    # a field of an extension event is not a Sysmon field inside <Rule> either
+    with pytest.raises(ConfigError, match="Command"):
+        parse_config('<Sysmon schemaversion="4.50"><EventFiltering><ProcessCreate '
+                     'onmatch="include"><Rule groupRelation="or"><Command condition="is">x'
+                     '</Command></Rule></ProcessCreate></EventFiltering></Sysmon>',
+                     extensions=False)
 
 
 def test_value_formats():

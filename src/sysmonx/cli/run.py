@@ -8,9 +8,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from . import common
-from .common import (EXIT_FATAL, EXIT_USAGE, add_stage_option, builtin_linux_config_path,
-                     close_quietly, extra_stages, load_detection, output_formats,
-                     print_config_errors, silence_stdout)
+from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_stage_option,
+                     builtin_linux_config_path, close_quietly, extra_stages, load_detection,
+                     output_formats, print_config_errors, silence_stdout)
 
 __all__ = ["cmd_run", "write_pidfile_when_started"]
 
@@ -58,6 +58,7 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="write the sensor's pid to FILE once it has started (events 4 and 16 "
                         "written); removed at exit. Used by the service (sysmonx -i)")
     add_stage_option(p)
+    add_rule_cache_options(p)
     return p
 
 
@@ -119,7 +120,7 @@ def cmd_run(argv: list[str]) -> int:
             sinks.append(out)
         stage = None
         if args.rules:
-            stage = load_detection(args.rules, console)
+            stage = load_detection(args.rules, console, args)
             if stage is None:
                 close_quietly(sinks)
                 return EXIT_FATAL

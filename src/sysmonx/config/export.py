@@ -3,7 +3,8 @@
 What only SysmonX understands is removed from the document itself (comments, order and every
 other element stay as written), each removal reported as a :class:`ConfigWarning` with its line:
 
-* event tags of SysmonX events (``ShellCommand``, ``PrivilegeChange`` ... IDs 200 and up);
+* event tags of the catalogue's extension events (``ShellCommand``, ``TamperFinding``,
+  ``BpfEvent`` ...: no Sysmon manifest has them);
 * filters on enrichment fields (``GrandparentImage``, ``AncestorImages`` ...);
 * filters with extension conditions (``regex``);
 * ``<Rule>`` groups, event tags and ``<RuleGroup>`` elements left empty by the above (an
@@ -22,11 +23,12 @@ from lxml import etree
 
 from ..configmodel import ConfigWarning
 from ..core.errors import ConfigError
-from ..schema.catalogue import ENRICHMENT_FIELD_NAMES, EXTENSION_EVENTS
+from ..schema.catalogue import ENRICHMENT_FIELD_NAMES, EVENTS
 
 __all__ = ["export_sysmon"]
 
-_EXTENSION_TAGS = frozenset(e.tag for e in EXTENSION_EVENTS if e.tag)
+#: Tags of the catalogue's extension events (SysmonX's own, and 100): Sysmon has none of them.
+_EXTENSION_TAGS = frozenset(e.tag for e in EVENTS if e.extension and e.tag)
 
 
 def _extension_conditions() -> frozenset[str]:

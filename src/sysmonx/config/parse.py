@@ -23,7 +23,7 @@ from lxml import etree
 from ..configmodel import Aggregate, Config, ConfigError, ConfigWarning, Filter, RuleSet
 from ..core.registry import CONDITIONS as CONDITION_REGISTRY
 from ..schema import (CONDITIONS, CURRENT, Schema, SchemaVersionError, extended, get_schema,
-                      parse_version)
+                      parse_version, sysmon_only)
 from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
 
 __all__ = ["load_config", "parse_config", "decode_config_bytes", "extension_conditions",
@@ -182,7 +182,8 @@ def load_config(path: Union[str, Path], *, extensions: bool = True,
 
     Args:
         path: the XML file.
-        extensions: accept SysmonX extensions (``condition="regex"``). With False the config is
+        extensions: accept SysmonX extensions (``condition="regex"``, the tags of SysmonX's own
+            events, enrichment fields such as ``GrandparentImage``). With False the config is
             held to Sysmon's exact grammar.
         empty_option_quirk: reproduce the libxml2 code path where an empty option element
             (``<CheckRevocation/>``) stops option processing (spec 1.2, uncertain). Default: the
@@ -310,8 +311,8 @@ class _Builder:
             if "Invalid schema version" in msg:
                 msg = f"Invalid schema version number ({sv})  for configuration: {self.path}"
             raise self.err(msg, root) from None
-        if self.extensions:
-            schema = extended(schema)  # SysmonX events and enrichment fields
+        # extensions on: every catalogue event and the enrichment fields; off: Sysmon's own
+        schema = extended(schema) if self.extensions else sysmon_only(schema)
         cfg = Config(self.path, self.sha256, version, schema)
         self.collect(_only_whitespace, root, self.path)
         state = {"options_stopped": False}
@@ -432,6 +433,9 @@ class _Builder:
              group_name: Optional[str]) -> None:
         tag = el.tag
         if tag not in schema.tags:
+            if not self.extensions and tag in get_schema(cfg.schema_version).tags:
+                raise self.err(f"<{tag}> is a SysmonX event, not Sysmon's: not accepted with "
+                               "extensions disabled (--no-extensions)", el)
             known = ", ".join(sorted(schema.tags))
             raise self.err(f"Unknown event tag <{tag}> for schema {schema.version_text} "
                            f"(expecting one of {known})", el)

@@ -193,29 +193,26 @@ class SinkSlot:
             self.fanout.reports.append(report)
         return report
 
-    def flush(self) -> None:
-        """Flush the sink (a failure follows the policy)."""
-        flush = getattr(self.sink, "flush", None)
-        if flush is None:
+    def _call(self, method: str) -> None:
+        """Call the sink's ``method`` (``flush`` or ``close``) when it has one: a reader that went
+        away is :class:`OutputClosed`; any other failure counts as one failed write (policy)."""
+        call = getattr(self.sink, method, None)
+        if call is None:
             return
         try:
-            flush()
+            call()
         except BrokenPipeError as exc:
             raise OutputClosed(f"{self.target}: reader went away") from exc
         except Exception as exc:  # noqa: BLE001 - counted like a failed write
             self.failure(exc)
 
+    def flush(self) -> None:
+        """Flush the sink (a failure follows the policy)."""
+        self._call("flush")
+
     def close(self) -> None:
         """Close the sink; buffered output that cannot be written counts as one failure."""
-        close = getattr(self.sink, "close", None)
-        if close is None:
-            return
-        try:
-            close()
-        except BrokenPipeError as exc:
-            raise OutputClosed(f"{self.target}: reader went away") from exc
-        except Exception as exc:  # noqa: BLE001 - counted like a failed write
-            self.failure(exc)
+        self._call("close")
 
     def start(self) -> None:
         """Nothing to start for a direct slot."""
@@ -225,6 +222,8 @@ class SinkSlot:
 
 
 _STOP = object()
+#: Default :attr:`QueuedSlot.linger_s`, seconds.
+LINGER_S = 0.005
 
 
 class QueuedSlot(SinkSlot):
@@ -249,6 +248,9 @@ class QueuedSlot(SinkSlot):
         self._dropping = False
         #: seconds :meth:`close` waits for a stuck sink under the ``drop`` mode.
         self.close_timeout = 10.0
+        #: after writing what was queued, the delivery thread sleeps this long before it
+        #: waits on the queue (an item waits at most this much longer; 0: wait at once).
+        self.linger_s = LINGER_S
 
     def start(self) -> None:
         """Start the delivery thread (once)."""
@@ -258,9 +260,22 @@ class QueuedSlot(SinkSlot):
             self._thread.start()
 
     def _run(self) -> None:
-        get, q = self.queue.get, self.queue
+        get, get_nowait, q = self.queue.get, self.queue.get_nowait, self.queue
+        linger = self.linger_s
+        worked = False
         while True:
-            item = get()
+            try:
+                item = get_nowait()
+            except queue.Empty:
+                if worked and linger:
+                    # Just wrote: let the next items gather for a few ms instead of being
+                    # woken by each put (a futex call and a GIL hand-over per event, the
+                    # largest cost of a busy live output); each is still written on its own.
+                    worked = False
+                    time.sleep(linger)
+                    continue
+                item = get()
+            worked = True
             if item is _STOP:
                 q.task_done()
                 return

@@ -114,10 +114,17 @@ class EventDef:
         since / until: first schema with the event, first schema without it (``None`` = open).
         history: ``((version, {"template": ..., "version": ...}), ...)`` values that applied
             *before* the given schema version.
-        description: what the event means (SysmonX events: where it comes from on Linux).
-        extension: a SysmonX event (ID 200 and up): never part of a Sysmon schema snapshot,
-            added by :func:`sysmonx.schema.snapshot.extended` (configs with extensions enabled,
-            the filter, the writers and ``-s``).
+        extension: ``True`` for an event no Sysmon manifest defines (SysmonX's own events, and
+            Sysmon for Linux's event 100, which no SysmonCommon manifest lists): present in every
+            schema version (a config of any version may filter it; its tag is refused when
+            extensions are off), left out of the byte-exact manifest rendering and of the
+            manifest comparisons. The one mechanism for every such event: add an entry in a
+            block of its own at the end of :data:`EVENTS`.
+        sigma_category: the Sigma ``logsource: category`` that selects this event (extension
+            events only; Sysmon's own events are mapped by the Sigma taxonomy in
+            :mod:`sysmonx.detection.logsource`), ``None`` for none.
+        description: what the event means and where its values come from (extension events;
+            Sysmon's own are described by Sysmon's documentation).
     """
 
     event_id: int
@@ -132,18 +139,23 @@ class EventDef:
     since: Optional[Version] = None
     until: Optional[Version] = None
     history: tuple = field(default=())
-    description: str = ""
     extension: bool = False
+    sigma_category: Optional[str] = None
+    description: str = ""
 
     @property
     def level_value(self) -> int:
-        """System/Level number: 4 for Informational, 2 for Error."""
-        return 2 if self.level == "Error" else 4
+        """System/Level number: 4 for Informational, 3 for Warning, 2 for Error."""
+        return LEVEL_VALUES.get(self.level, 4)
 
     @property
     def filterable(self) -> bool:
         """False for 4, 16 and 255, which Sysmon never filters (spec 3.7)."""
         return self.tag is not None
+
+
+#: Manifest level name -> System/Level number.
+LEVEL_VALUES = {"Error": 2, "Warning": 3, "Informational": 4}
 
 
 def _ev(event_id, symbol, template, tag, version, fields, **kw) -> EventDef:
@@ -262,45 +274,64 @@ EVENTS: tuple[EventDef, ...] = (
     # 0xF002 as the 4.30-4.32 manifests list it: after 23 (see the 4.0-4.23 entries above 22).
     _ev(0xF002, "SYSMONEVENT_CLIPBOARD", "Clipboard changed", "ClipboardChange", 5, _CLIP_PRIVATE,
         since=(4, 30), until=(4, 40)),
-)
 
-
-# --- SysmonX events: Linux visibility (210-213) -------------------------------------------------
-# Their own block: other SysmonX events (200-202, 220, 100 ...) live in blocks of their own and
-# are collected in EXTENSION_EVENTS below. Fields follow Sysmon's conventions: RuleName and
-# UtcTime first, then the acting process (ProcessGuid, ProcessId, Image), User last but one.
-LINUX_VISIBILITY_EVENTS: tuple[EventDef, ...] = (
+    # --- Resilience (SysmonX extension events; docs/ARCHITECTURE.md "SysmonX's own events") --
+    # 100: Sysmon for Linux's eBPF program event (its ID and field names); 201, 202: SysmonX.
+    _ev(100, "SYSMONEVENT_BPF_EVENT", "eBPF Program Loaded", "BpfEvent", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("BpfCommand"),
+        _s("BpfProgramType"), _t("BpfProgramId", UINT32), _s("BpfProgramName")],
+        default="include", extension=True, sigma_category="bpf_event"),
+    _ev(201, "SYSMONXEVENT_TAMPER_FINDING", "Tamper finding", "TamperFinding", 1, [
+        _RN, _s("UtcTime"), _s("Technique"), _s("Details"), *_PROC, _s("Image"), _s("Source")],
+        level="Warning", default="include", extension=True, sigma_category="sysmonx_tamper"),
+    _ev(202, "SYSMONXEVENT_HEARTBEAT", "Heartbeat", "Heartbeat", 1, [
+        _RN, _s("UtcTime"), _t("Sequence", UINT32), _t("EventsWritten", UINT32),
+        _t("EventsLost", UINT32), _s("Backend"), _s("ConfigurationFileHash")],
+        default="include", extension=True, sigma_category="sysmonx_heartbeat"),
+    # --- end Resilience ------------------------------------------------------------------------
+    # --- Windows (SysmonX extension events; docs/WINDOWS.md "PowerShell script blocks") -------
+    # 220: one PowerShell script block reassembled from its 4104 parts (powershell.py).
+    _ev(220, "SYSMONXEVENT_POWERSHELL_SCRIPT_BLOCK", "PowerShell script block",
+        "PowerShellScriptBlock", 1, [
+            _RN, _s("UtcTime"), _s("ScriptBlockId"), _s("Path"), _pid("ProcessId"),
+            _s("UserSid"), _t("MessageTotal", UINT32), _t("Suspicious", BOOLEAN),
+            _s("FirstRecordID"), _s("LastRecordID"), _s("ScriptBlockText")],
+        default="include", extension=True, sigma_category="sysmonx_ps_script_block"),
+    # --- end Windows ---------------------------------------------------------------------------
+    # --- Linux visibility (SysmonX extension events; docs/ARCHITECTURE.md "SysmonX's own events",
+    # "What each tier can know") -----------------------------------------------------------------
+    # 210-213: made by the ebpf backend's visibility object, the shell backend (210) and tier B
+    # (212). Fields follow Sysmon's conventions: RuleName and UtcTime first, then the acting
+    # process (ProcessGuid, ProcessId, Image), User after Image.
     _ev(210, "SYSMONX_SHELL_COMMAND", "Shell command", "ShellCommand", 1, [
         _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Tty"), _s("Command")],
-        default="include", default_attr=True, extension=True,
+        default="include", default_attr=True, extension=True, sigma_category="shell_command",
         description="A command line an interactive shell read from its terminal (bash's "
                     "readline, through a uretprobe), the Linux counterpart of PowerShell "
                     "script-block logging. Tty: the terminal (/dev/pts/N), - when unknown."),
     _ev(211, "SYSMONX_PRIVILEGE_CHANGE", "Privilege change", "PrivilegeChange", 1, [
         _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Syscall"), _s("ChangeType"),
         _s("PreviousValue"), _s("NewValue")],
-        default="include", default_attr=True, extension=True,
+        default="include", default_attr=True, extension=True, sigma_category="privilege_change",
         description="A successful setuid-family, setgid-family or capset call that gained "
                     "privilege: ChangeType User (real/effective/saved uid, PreviousValue and "
                     "NewValue as ruid/euid/suid), Group (the same for gids) or Capabilities "
                     "(effective/permitted/inheritable masks in hex). Drops are not reported."),
     _ev(212, "SYSMONX_MEMFD_CREATE", "Memory file created", "MemfdCreate", 1, [
         _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Name"), _s("Flags")],
-        extension=True,
+        extension=True, sigma_category="memfd_create",
         description="memfd_create: an anonymous memory-backed file (the usual first step of "
                     "fileless execution). Name as given to memfd_create; Flags the MFD_* names. "
                     "Off by default; rate-limited per process."),
     _ev(213, "SYSMONX_EXEC_MEMORY", "Executable memory", "ExecMemory", 1, [
         _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Syscall"), _s("Address"),
         _s("Length"), _s("Protection"), _s("PreviousProtection")],
-        extension=True,
+        extension=True, sigma_category="exec_memory",
         description="mmap or mprotect giving anonymous or writable memory execute permission "
                     "(shellcode staging, JIT). Protection/PreviousProtection as rwx; "
                     "PreviousProtection - for mmap. Off by default; rate-limited per process."),
+    # --- end Linux visibility ---------------------------------------------------------------
 )
-
-#: Every SysmonX event in the catalogue, by block.
-EXTENSION_EVENTS: tuple[EventDef, ...] = (*LINUX_VISIBILITY_EVENTS,)
 
 
 @dataclass(frozen=True, slots=True)

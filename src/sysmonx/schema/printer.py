@@ -19,7 +19,7 @@ from typing import Optional
 from xml.sax.saxutils import quoteattr
 
 from .catalogue import Version
-from .snapshot import Schema, all_versions, format_version, get_schema
+from .snapshot import EventSchema, Schema, all_versions, format_version, get_schema
 
 __all__ = [
     "STYLES", "WINDOWS_HIDDEN_OPTIONS", "NO_MATCH_MESSAGE", "NO_MATCH_EXIT_CODE",
@@ -48,6 +48,8 @@ _SHORT_VERSION_TEXT = {(4, 0): "4.0", (4, 10): "4.1", (4, 20): "4.2"}
 
 _CMDLINE_COMMENT = "<!-- Command-line only options -->"
 _CONFIG_COMMENT = "<!-- Configuration file -->"
+#: Before the events no Sysmon manifest defines, when they are listed (``sysmonx -s``).
+_EXTENSION_COMMENT = "<!-- SysmonX: events not in Sysmon's manifest -->"
 
 
 def manifest_version_text(version: Version) -> str:
@@ -96,9 +98,10 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = F
     Args:
         schema: a :class:`~sysmonx.schema.Schema` (e.g. ``get_schema("4.50")``).
         style: ``"windows"`` or ``"linux"``.
-        extensions: also list SysmonX's own events (``EXTENSION_EVENTS``: IDs 200 and up)
-            after Sysmon's, under an XML comment, in the same ``<event>`` form (what
-            ``sysmonx -s`` without a version prints). Never part of a versioned manifest.
+        extensions: also list the events no Sysmon manifest defines (the catalogue's
+            ``extension=True`` entries: SysmonX's own, Sysmon for Linux's 100), after Sysmon's,
+            under one XML comment, in the same ``<event>`` form (``False``: Sysmon's manifest
+            exactly).
     Returns:
         The lines from ``<manifest ...>`` to ``</manifest>`` joined with ``\\n``, no trailing
         newline.
@@ -126,14 +129,15 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = F
     out += ["    </options>",
             f"    <filters default=\"is\">{','.join(schema.conditions)}</filters>",
             "  </configuration>", "  <events>"]
-    events = [e for e in schema.events.values() if not e.extension]
-    if extensions:
-        from .snapshot import extended
-        ext = [e for e in extended(schema).events.values() if e.extension]
-        events += ext
+    events: list[Optional[EventSchema]] = [e for e in schema.events.values() if not e.extension]
+    extra = [e for e in schema.events.values() if e.extension] if extensions else []
+    if extra:
+        events.append(None)  # where the comment goes
+        events += extra
     for e in events:
-        if e.extension and (not events.index(e) or not events[events.index(e) - 1].extension):
-            out.append("    <!-- SysmonX events (IDs 200 and up): not in Sysmon's manifest -->")
+        if e is None:
+            out.append("    " + _EXTENSION_COMMENT)
+            continue
         pairs = [("name", e.symbol), ("value", _event_value(e.event_id)), ("level", e.level),
                  ("template", e.template), ("rulename", e.tag),
                  ("ruledefault", e.default if e.default_attr else None),
@@ -150,7 +154,7 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = F
 
 
 def render_schema_output(version_arg: Optional[str] = None,
-                         style: str = "windows") -> tuple[str, int]:
+                         style: str = "windows", extensions: bool = True) -> tuple[str, int]:
     """The complete output of ``sysmon -s [version|all]`` (without the banner) and its exit code.
 
     Selection (Sysmon's printSchema.c): manifests are scanned newest first; no argument prints the
@@ -164,6 +168,8 @@ def render_schema_output(version_arg: Optional[str] = None,
     Args:
         version_arg: the ``-s`` value, ``None`` when absent.
         style: ``"windows"`` or ``"linux"`` (see :func:`render_manifest`).
+        extensions: list SysmonX's own events after Sysmon's in each manifest (default; ``False``
+            prints Sysmon's manifests byte for byte).
     Returns:
         ``(text, exit_code)``: the manifest block(s), or :data:`NO_MATCH_MESSAGE` + newline with
         :data:`NO_MATCH_EXIT_CODE` (0, see there) when nothing matches; exit code 0 otherwise.
@@ -182,8 +188,7 @@ def render_schema_output(version_arg: Optional[str] = None,
         chosen = [v for v in newest_first if manifest_version_text(v).startswith(version_arg)][:1]
     if not chosen:
         return NO_MATCH_MESSAGE + "\n", NO_MATCH_EXIT_CODE
-    ext = version_arg is None  # "sysmonx -s": the newest manifest and SysmonX's own events
-    return "".join(render_manifest(get_schema(v), style, ext) + "\n" for v in chosen), 0
+    return "".join(render_manifest(get_schema(v), style, extensions) + "\n" for v in chosen), 0
 
 
 # ---------------------------------------------------------------------------------------------

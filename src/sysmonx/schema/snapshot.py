@@ -4,6 +4,12 @@
 conditions); :data:`CURRENT` is the newest schema, whose event definitions the filter engine and
 writers always use, as Sysmon does ("event/field definitions used for compiling are always the
 current binary's (only the DTD varies)", spec/sysmon-semantics.md section 1.7).
+
+The extension events (catalogue entries with ``extension=True``: 100, 201, 202, 210-213, 220)
+are in every snapshot, so a config of any schema version may filter them; manifest rendering
+and comparisons leave them out unless asked. Two views per version: :func:`extended` (plus the
+enrichment fields: configs with extensions on) and :func:`sysmon_only` (without the extension
+events: configs with extensions off, exactly Sysmon's grammar).
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ from typing import Optional
 from ..core.errors import SchemaError
 from .catalogue import (
     BOOLEAN, CONDITION_MANIFEST_ORDER, CONDITION_SINCE, CONDITIONS, ENRICHMENT_FIELDS, EVENTS,
-    EXTENSION_EVENTS, GUID, HEXINT32, HEXINT64,
-    OPTIONS, SCHEMA_VERSIONS, STRING, UINT16, UINT32, EventDef, FieldDef, OptionDef, Version,
+    GUID, HEXINT32, HEXINT64, LEVEL_VALUES, OPTIONS, SCHEMA_VERSIONS, STRING, UINT16, UINT32,
+    EventDef, FieldDef, OptionDef, Version,
     format_version, parse_version,
 )
 
@@ -24,7 +30,7 @@ __all__ = [
     "EventSchema", "Schema", "SchemaVersionError", "get_schema", "CURRENT", "LATEST", "OLDEST",
     "parse_version", "format_version", "CONDITIONS", "FieldDef", "OptionDef", "EventDef",
     "STRING", "GUID", "UINT32", "UINT16", "BOOLEAN", "HEXINT32", "HEXINT64", "event_schema",
-    "positional_names", "extended", "enrichment_tags",
+    "positional_names", "extended", "sysmon_only", "enrichment_tags",
 ]
 
 LATEST: Version = SCHEMA_VERSIONS[-1][0]
@@ -60,11 +66,12 @@ class EventSchema:
     field_names: tuple[str, ...]
     index: dict
     extension: bool = False
+    sigma_category: Optional[str] = None
 
     @property
     def level_value(self) -> int:
-        """System/Level: 4 (Informational) or 2 (Error)."""
-        return 2 if self.level == "Error" else 4
+        """System/Level: 4 (Informational), 3 (Warning) or 2 (Error)."""
+        return LEVEL_VALUES.get(self.level, 4)
 
     @property
     def filterable(self) -> bool:
@@ -115,22 +122,22 @@ def _snapshot(defn: EventDef, v: Version) -> EventSchema:
     names = tuple(f.name for f in fields)
     return EventSchema(defn.event_id, defn.symbol, template, defn.tag, version, defn.level,
                        defn.default, defn.default_attr, fields, names,
-                       {n: i for i, n in enumerate(names)}, defn.extension)
+                       {n: i for i, n in enumerate(names)}, defn.extension, defn.sigma_category)
 
 
-@lru_cache(maxsize=None)
-def _build(v: Version) -> Schema:
+def _assemble(v: Version, events: dict[int, EventSchema],
+              extra_fields: Optional[dict[str, frozenset[str]]] = None) -> Schema:
+    """A :class:`Schema` of version ``v`` over ``events``: tags, tag fields and ``<Rule>``
+    fields derived from them (plus ``extra_fields`` per tag), options, conditions, entries."""
     binary = dict(SCHEMA_VERSIONS)[v]
-    events = {}
-    for defn in EVENTS:
-        if _present(defn.since, defn.until, v):
-            events[defn.event_id] = _snapshot(defn, v)
     tags: dict[str, list[int]] = {}
     tag_fields: dict[str, set[str]] = {}
     for e in events.values():
         if e.tag:
             tags.setdefault(e.tag, []).append(e.event_id)
             tag_fields.setdefault(e.tag, set()).update(e.field_names)
+    for tag, names in (extra_fields or {}).items():
+        tag_fields[tag].update(names)
     options = tuple(o for o in OPTIONS if _present(o.since, o.until, v))
     conditions = tuple(c for c in CONDITION_MANIFEST_ORDER
                        if CONDITION_SINCE.get(c, (0, 0)) <= v)
@@ -143,9 +150,15 @@ def _build(v: Version) -> Schema:
                 entries.add(o.name + "Config")
             continue
         entries.add(o.name)
-    all_fields = frozenset(n for e in events.values() if e.tag for n in e.field_names)
+    all_fields = frozenset(n for fs in tag_fields.values() for n in fs)
     return Schema(v, binary, events, {k: tuple(x) for k, x in tags.items()}, options, conditions,
                   frozenset(entries), {k: frozenset(x) for k, x in tag_fields.items()}, all_fields)
+
+
+@lru_cache(maxsize=None)
+def _build(v: Version) -> Schema:
+    return _assemble(v, {defn.event_id: _snapshot(defn, v) for defn in EVENTS
+                         if _present(defn.since, defn.until, v)})
 
 
 def get_schema(version: "str | Version") -> Schema:
@@ -192,34 +205,29 @@ def enrichment_tags(schema: Schema) -> frozenset[str]:
 @lru_cache(maxsize=None)
 def _extended(v: Version) -> Schema:
     base = _build(v)
-    events = dict(base.events)
-    for defn in EXTENSION_EVENTS:
-        events[defn.event_id] = _snapshot(defn, v)
-    tags: dict[str, list[int]] = {k: list(x) for k, x in base.tags.items()}
-    tag_fields: dict[str, set[str]] = {k: set(x) for k, x in base.tag_fields.items()}
-    for defn in EXTENSION_EVENTS:
-        if defn.tag:
-            tags.setdefault(defn.tag, []).append(defn.event_id)
-            tag_fields.setdefault(defn.tag, set()).update(f.name for f in defn.fields)
-    partial = Schema(v, base.binary_version, events, {}, base.options, base.conditions,
-                     base.config_entries, {}, frozenset())
-    for tag in enrichment_tags(partial):
-        for f in ENRICHMENT_FIELDS:
-            if f.tags is None or tag in f.tags:
-                tag_fields[tag].add(f.name)
-    all_fields = frozenset(n for fs in tag_fields.values() for n in fs)
-    return Schema(v, base.binary_version, events, {k: tuple(x) for k, x in tags.items()},
-                  base.options, base.conditions, base.config_entries,
-                  {k: frozenset(x) for k, x in tag_fields.items()}, all_fields)
+    extra = {tag: frozenset(f.name for f in ENRICHMENT_FIELDS if f.tags is None or tag in f.tags)
+             for tag in enrichment_tags(base)}
+    return _assemble(v, dict(base.events), extra)
 
 
 def extended(schema: Schema) -> Schema:
-    """``schema`` with SysmonX's additions: the extension events (catalogue
-    ``EXTENSION_EVENTS``, IDs 200 and up) and their tags, and the enrichment fields
-    (``ENRICHMENT_FIELDS``) in every tag :func:`enrichment_tags` names. What a config with
-    extensions enabled is validated against; a Sysmon snapshot (:func:`get_schema`) never
-    contains them. Cached per version."""
+    """``schema`` with the SysmonX enrichment fields (catalogue ``ENRICHMENT_FIELDS``:
+    ``GrandparentImage`` ...) added to every tag :func:`enrichment_tags` names: what a config
+    with extensions enabled is validated against. Events are the same objects as
+    ``schema``'s (the extension events are in every snapshot already). Cached per version."""
     return _extended(schema.version)
+
+
+@lru_cache(maxsize=None)
+def _sysmon_only(v: Version) -> Schema:
+    return _assemble(v, {i: e for i, e in _build(v).events.items() if not e.extension})
+
+
+def sysmon_only(schema: Schema) -> Schema:
+    """``schema`` without the extension events (catalogue entries with ``extension=True``),
+    their tags and fields: exactly what Sysmon itself accepts for that version, what a config
+    with extensions disabled (``--no-extensions``) is validated against. Cached per version."""
+    return _sysmon_only(schema.version)
 
 
 def all_versions() -> list[Version]:
@@ -227,10 +235,9 @@ def all_versions() -> list[Version]:
     return [v for v, _ in SCHEMA_VERSIONS]
 
 
-CURRENT: Schema = _extended(LATEST)
-"""The newest schema with SysmonX's extension events (what the filter, the sensor and the
-writers use); :data:`SYSMON_CURRENT` is the same without them."""
-SYSMON_CURRENT: Schema = _build(LATEST)
+CURRENT: Schema = _build(LATEST)
+"""The newest schema, SysmonX's extension events included (what the filter, the sensor and the
+writers use)."""
 
 
 def event_schema(event_id: int) -> Optional[EventSchema]:
