@@ -75,6 +75,8 @@ _SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL",
              19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU"}
 #: Signals never reported: SIGCHLD (children exiting), SIGWINCH, SIGURG.
 _IGNORED_SIGNALS = frozenset({17, 28, 23})
+#: How long a finding waits for its actor to appear in the process cache (seconds).
+ACTOR_WAIT_S = 2.0
 
 
 @dataclass
@@ -205,6 +207,7 @@ class SensorGuard:
         self.findings: dict[str, int] = {}
         self.pid = os.getpid()
         self._out: deque[Event] = deque()
+        self._deferred: list[tuple[float, int, Event]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -232,26 +235,58 @@ class SensorGuard:
     def finding(self, technique: str, details: str, *, pid: Optional[int] = None,
                 when: Optional[int] = None) -> None:
         """Queue one TamperFinding (thread-safe); ``pid`` is the actor (its GUID and image from
-        the process cache)."""
-        guid = image = None
-        if pid:
-            info = self.assembler.cache.get(pid)
-            if info is not None:
-                guid, image = info.guid, info.image
-        ev = tamper_finding(technique, details, when=when, source="live", process_guid=guid,
-                            process_id=pid, image=image, platform="linux")
+        the process cache). An actor already gone and not yet in the cache (a short-lived
+        ``kill`` or ``bpftool``: its exec is still in the backends' ordering window) is looked
+        up again for up to :data:`ACTOR_WAIT_S` before the finding goes out with the unknown
+        values."""
+        ev = tamper_finding(technique, details, when=when, source="live", process_id=pid,
+                            platform="linux")
         self._envelope(ev)
         with self._lock:
             self.findings[technique] = self.findings.get(technique, 0) + 1
-            self._out.append(ev)
+        self.queue_event(ev, pid)
+
+    def _actor(self, ev: Event, pid: int, final: bool = False) -> bool:
+        """Fill the actor fields from the cache; ``False`` (nothing filled) while the cache
+        knows only a fork of the process (no exec yet) or nothing, unless ``final``."""
+        info = self.assembler.cache.get(pid)
+        if info is None or ((info.forked or not info.image) and not final):
+            return False
+        ev.data["ProcessGuid"] = info.guid
+        ev.data["Image"] = info.image or "-"
+        if "User" in ev.data:
+            ev.data["User"] = info.user
+        return True
+
+    def _resolve_deferred(self, force: bool = False) -> None:
+        if not self._deferred:
+            return
+        now = time.monotonic()
+        with self._lock:
+            waiting, self._deferred = self._deferred, []
+        keep = []
+        for deadline, pid, ev in waiting:
+            if self._actor(ev, pid, final=force or now >= deadline) or force or now >= deadline:
+                with self._lock:
+                    self._out.append(ev)
+            else:
+                keep.append((deadline, pid, ev))
+        with self._lock:
+            self._deferred.extend(keep)
 
     def _envelope(self, ev: Event) -> None:
         a = self.assembler
         ev.provider, ev.provider_guid, ev.channel = a.provider, a.provider_guid, a.channel
         ev.computer, ev.user_id = a.computer, a.euid
 
-    def queue_event(self, ev: Event) -> None:
-        """Queue another event (100) for the loop (thread-safe)."""
+    def queue_event(self, ev: Event, pid: Optional[int] = None) -> None:
+        """Queue an event for the loop (thread-safe); with ``pid``, its actor fields
+        (``ProcessGuid``, ``Image``, ``User`` when present) are filled from the process cache,
+        waiting for it as :meth:`finding` does."""
+        if pid and not self._actor(ev, pid):
+            with self._lock:
+                self._deferred.append((time.monotonic() + ACTOR_WAIT_S, pid, ev))
+            return
         with self._lock:
             self._out.append(ev)
 
@@ -343,6 +378,7 @@ class SensorGuard:
                 pass
             self._trace.close()
             self._trace = None
+        self._resolve_deferred(force=True)
         self._heartbeat(time.time_ns())
         return self.drain()
 
@@ -400,7 +436,8 @@ class SensorGuard:
         while not self._stop.is_set():
             t0 = time.monotonic()
             for check in (self._tracer_check, self._config_check, self._preload_check,
-                          self._clock_check, self._output_check, self._integrity_check):
+                          self._clock_check, self._output_check, self._integrity_check,
+                          self._resolve_deferred):
                 try:
                     check()
                 except Exception as exc:  # noqa: BLE001 - a check must never stop the others
@@ -418,26 +455,29 @@ class SensorGuard:
             tids = [int(t) for t in os.listdir("/proc/self/task")]
         except OSError:
             return
+        tracers: dict[int, list[int]] = {}
         for tid in tids:
-            tracer = 0
             try:
                 with open(f"/proc/self/task/{tid}/status", encoding="ascii",
                           errors="replace") as f:
                     for line in f:
                         if line.startswith("TracerPid:"):
                             tracer = int(line.split()[1])
+                            if tracer:
+                                tracers.setdefault(tracer, []).append(tid)
                             break
             except (OSError, ValueError):
                 continue
-            old = self._tracers.get(tid, 0)
-            self._tracers[tid] = tracer
-            if tracer and tracer != old:
-                info = self.assembler.cache.get(tracer)
-                who = info.image if info is not None and info.image else "-"
-                what = "at start" if initial else "now"
-                self.finding("sensor_ptrace",
-                             f"sensor thread {tid} is traced {what} by pid {tracer} ({who})",
-                             pid=tracer)
+        for tracer, traced in sorted(tracers.items()):
+            if tracer in self._tracers:
+                continue
+            info = self.assembler.cache.get(tracer)
+            who = info.image if info is not None and info.image else "-"
+            what = "at start" if initial else "now"
+            self.finding("sensor_ptrace",
+                         f"the sensor is traced {what} by pid {tracer} ({who}): "
+                         f"{len(traced)} of its {len(tids)} threads", pid=tracer)
+        self._tracers = {t: len(v) for t, v in tracers.items()}
 
     @staticmethod
     def _stat_sig(path: str) -> Optional[tuple]:
@@ -629,6 +669,10 @@ _EXIT = re.compile(r"^sys_bpf -> (?:0x)?([0-9a-f]+)")
 #: bpf() commands traced: the GET_FD_BY_IDs (tamper) and the program/link commands (event 100).
 _BY_ID = {13: "prog", 14: "map", 30: "link"}
 _EVENT100 = {5, 8, 9, 17, 28, 34}
+#: map writes: refused with EPERM on a frozen map (the sensor's are frozen)
+_MAP_WRITES = {2: "BPF_MAP_UPDATE_ELEM", 3: "BPF_MAP_DELETE_ELEM", 26: "BPF_MAP_UPDATE_BATCH",
+               27: "BPF_MAP_DELETE_BATCH"}
+_EPERM = 1
 
 
 class _GuardTrace:
@@ -650,6 +694,9 @@ class _GuardTrace:
         self.fd = -1
         self._rest = b""
         self._pending: dict[int, tuple[int, int]] = {}  # tid -> (cmd, tgid) of sys_enter_bpf
+        # (tgid, kind) -> [count, comm, first wall ns]: by-id opens whose object could not be
+        # read (the caller exited or closed the fd first), reported once per read batch
+        self._unresolved: dict[tuple[int, str], list] = {}
         self.stats = {"lines": 0, "signals": 0, "bpf": 0}
         try:
             self._setup()
@@ -686,7 +733,8 @@ class _GuardTrace:
         tf._write(os.path.join(inst, "options/record-tgid"), "1")
         tf._write(os.path.join(inst, "events/signal/signal_generate/filter"),
                   f"pid == {pid} && sig != 17 && sig != 28 && sig != 23")
-        cmds = " || ".join(f"cmd == {c}" for c in sorted(set(_BY_ID) | _EVENT100))
+        cmds = " || ".join(f"cmd == {c}" for c in sorted(set(_BY_ID) | _EVENT100
+                                                           | set(_MAP_WRITES)))
         tf._write(os.path.join(inst, "events/syscalls/sys_enter_bpf/filter"), cmds)
         for ev in self.EVENTS:
             tf._write(os.path.join(inst, "events", ev, "enable"), "1")
@@ -705,10 +753,12 @@ class _GuardTrace:
             try:
                 chunk = os.read(self.fd, 65536)
             except BlockingIOError:
+                self._flush_unresolved()
                 return
             except InterruptedError:
                 continue
             if not chunk:
+                self._flush_unresolved()
                 return
             data = self._rest + chunk
             lines = data.split(b"\n")
@@ -768,24 +818,48 @@ class _GuardTrace:
         self.stats["bpf"] += 1
         when = self._wall(m["secs"], m["usecs"])
         comm = m["comm"].strip()
+        if cmd in _MAP_WRITES:
+            if ret == -_EPERM:
+                g.finding("bpf_map_tamper",
+                          f"pid {tgid} ({comm}) tried to change a frozen BPF map "
+                          f"({_MAP_WRITES[cmd]} refused with EPERM; the sensor's maps are "
+                          "frozen)", pid=tgid, when=when)
+            return
         if cmd in _BY_ID:
             if ret < 0:
                 return
+            kind = _BY_ID[cmd]
             info = bpfsys.fdinfo(tgid, ret)
-            key = {"prog": "prog_id", "map": "map_id", "link": "link_id"}[_BY_ID[cmd]]
+            key = {"prog": "prog_id", "map": "map_id", "link": "link_id"}[kind]
+            if key not in info:
+                u = self._unresolved.setdefault((tgid, kind), [0, comm, when])
+                u[0] += 1
+                return
             try:
-                oid = int(info.get(key, "-1"))
+                oid = int(info[key])
             except ValueError:
                 return
             maps, progs, links = g.own_bpf_ids()
-            own = {"map": maps, "prog": progs, "link": links}[_BY_ID[cmd]]
+            own = {"map": maps, "prog": progs, "link": links}[kind]
             if oid in own:
                 g.finding("bpf_map_tamper",
-                          f"pid {tgid} ({comm}) opened the sensor's BPF {_BY_ID[cmd]} id {oid} "
+                          f"pid {tgid} ({comm}) opened the sensor's BPF {kind} id {oid} "
                           f"({bpfsys.BPF_COMMANDS[cmd]})", pid=tgid, when=when)
             return
         if cmd in _EVENT100:
             self._event100(cmd, ret, tgid, when)
+
+    def _flush_unresolved(self) -> None:
+        """One finding per process for by-id opens whose object could not be read."""
+        if not self._unresolved:
+            return
+        items, self._unresolved = self._unresolved, {}
+        for (tgid, kind), (n, comm, when) in items.items():
+            self.guard.finding(
+                "bpf_map_tamper",
+                f"pid {tgid} ({comm}) opened {n} BPF {kind}{'s' if n > 1 else ''} by id and "
+                "closed them before they could be identified (may include the sensor's)",
+                pid=tgid, when=when)
 
     def _event100(self, cmd: int, ret: int, pid: int, when: int) -> None:
         g = self.guard
@@ -803,19 +877,17 @@ class _GuardTrace:
             if cmd == 34 or links:
                 g.finding("bpf_detach", f"pid {pid} called {bpfsys.BPF_COMMANDS[cmd]} while the "
                                         "sensor's programs are attached", pid=pid, when=when)
-        cache = g.assembler.cache.get(pid)
         data = {
             "RuleName": "-", "UtcTime": utc_time(when),
-            "ProcessGuid": cache.guid if cache else "{00000000-0000-0000-0000-000000000000}",
-            "ProcessId": str(pid), "Image": (cache.image if cache and cache.image else "-"),
-            "User": cache.user if cache else "-",
+            "ProcessGuid": "{00000000-0000-0000-0000-000000000000}",
+            "ProcessId": str(pid), "Image": "-", "User": "-",
             "BpfCommand": bpfsys.BPF_COMMANDS.get(cmd, str(cmd)) + ("" if ret >= 0 else
                                                                     f" (failed: {ret})"),
             "BpfProgramType": prog["type_name"] if prog else "-",
             "BpfProgramId": str(prog["id"]) if prog else "0",
             "BpfProgramName": (prog["name"] or "-") if prog else "-",
         }
-        g.queue_event(g.assembler.envelope(100, data, when))
+        g.queue_event(g.assembler.envelope(100, data, when), pid)
 
     def close(self) -> None:
         """Disable the events, remove the instance, unmount tracefs if mounted here."""
