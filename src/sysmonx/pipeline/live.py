@@ -192,12 +192,12 @@ class Sensor:
                                  reloader=self._load, tick_s=options.tick_s)
         self.source.guard_counters = self.guard_counters
 
-    def guard_counters(self) -> tuple[int, int]:
-        """``(events written, events lost)`` so far, for the heartbeat: written = taken by the
-        outputs; lost = kernel and queue losses plus events an output did not take."""
+    def guard_counters(self) -> tuple[int, int, int]:
+        """``(events written, events lost in the kernel or queues, events an output did not
+        take)`` so far, for the heartbeat and the guard's output check."""
         outputs = self.fanout.stats()
-        return (sum(self.fanout.written().values()),
-                self.source.stats.lost + sum(v.undelivered for v in outputs.values()))
+        return (sum(self.fanout.written().values()), self.source.stats.lost,
+                sum(v.undelivered for v in outputs.values()))
 
     def _load(self) -> Optional[Config]:
         if not self.config_path:

@@ -66,7 +66,8 @@ from ..stages.tamperfinding import HEARTBEAT_EVENT_ID, tamper_finding
 from . import bpfsys
 from .assemble import Assembler, utc_time
 
-__all__ = ["GuardOptions", "SensorGuard", "SensorState", "read_state", "PRELOAD_PATH"]
+__all__ = ["GuardOptions", "SensorGuard", "SensorState", "read_state", "sd_notify",
+           "PRELOAD_PATH"]
 
 PRELOAD_PATH = "/etc/ld.so.preload"
 _WRITABLE_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
@@ -143,6 +144,24 @@ def read_state(state_dir: str) -> Optional[SensorState]:
         raise ValueError(f"{path}: not a SysmonX state file ({exc})") from None
 
 
+def sd_notify(message: str) -> bool:
+    """Send ``message`` (``READY=1``, ``WATCHDOG=1`` ...) to systemd's ``NOTIFY_SOCKET``, if the
+    service manager gave one (``Type=notify``); ``False`` when there is none or it failed."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    import socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(addr)
+            s.sendall(message.encode())
+        return True
+    except OSError:
+        return False
+
+
 def _write_state(state_dir: str, st: SensorState) -> None:
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     path = os.path.join(state_dir, "state.json")
@@ -189,8 +208,8 @@ class SensorGuard:
         backends: the running backends (their :meth:`integrity` and BPF objects).
         on_status: one-line status messages.
     Attributes:
-        counters: callable returning ``(events written, events lost)`` totals so far (set by the
-            run; ``(0, 0)`` until then).
+        counters: callable returning ``(events written, events lost in the kernel or queues,
+            events an output did not take)`` totals so far (set by the run; zeros until then).
         findings: technique -> findings so far.
     """
 
@@ -203,7 +222,7 @@ class SensorGuard:
         self.config_hash = config_hash
         self.backends = list(backends)
         self.on_status = on_status or (lambda msg: None)
-        self.counters: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        self.counters: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
         self.findings: dict[str, int] = {}
         self.pid = os.getpid()
         self._out: deque[Event] = deque()
@@ -229,6 +248,11 @@ class SensorGuard:
         self._lost_seen = 0
         self._clock = time.time_ns() - time.monotonic_ns()
         self._integrity_seen: set[tuple[str, str]] = set()
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        wpid = os.environ.get("WATCHDOG_PID", "")
+        self._watchdog_s = int(usec) / 1e6 if usec.isdigit() and (
+            not wpid or wpid == str(self.pid)) else 0.0
+        self._next_watchdog = 0.0
 
     # --- findings ----------------------------------------------------------------------------
 
@@ -348,6 +372,7 @@ class SensorGuard:
         self._heartbeat(now)
         self._thread = threading.Thread(target=self._run, name="sysmonx-guard", daemon=True)
         self._thread.start()
+        sd_notify("READY=1")
         return self.drain()
 
     def drain(self) -> list[Event]:
@@ -358,8 +383,13 @@ class SensorGuard:
         return out
 
     def collect(self) -> list[Event]:
-        """Called by the loop on every turn: queued findings, and the heartbeat when due."""
-        if self.options.heartbeat_s > 0 and time.monotonic() >= self._next_hb:
+        """Called by the loop on every turn: queued findings, and the heartbeat when due; tells
+        systemd's watchdog the loop is alive."""
+        mono = time.monotonic()
+        if self._watchdog_s and mono >= self._next_watchdog:
+            self._next_watchdog = mono + self._watchdog_s / 2
+            sd_notify("WATCHDOG=1")
+        if self.options.heartbeat_s > 0 and mono >= self._next_hb:
             self._heartbeat(time.time_ns())
         if not self._out:
             return []
@@ -409,7 +439,8 @@ class SensorGuard:
     def _heartbeat(self, now_ns: int) -> None:
         if self.options.heartbeat_s <= 0:
             return
-        written, lost = self.counters()
+        written, kernel_lost, undelivered = self.counters()
+        lost = kernel_lost + undelivered
         w0, l0 = self._last_counts
         self._last_counts = (written, lost)
         self._seq += 1
@@ -591,12 +622,12 @@ class SensorGuard:
             else:
                 self.finding("output_blocked", f"output {path} was replaced by another file "
                                                f"(inode {ident[1]} -> {now[1]})")
-        _, lost = self.counters()
-        if lost > self._lost_seen:
-            n = lost - self._lost_seen
-            self._lost_seen = lost
-            self.finding("output_blocked", f"{n} events were not written or were lost since the "
-                                           "last check")
+        undelivered = self.counters()[2]
+        if undelivered > self._lost_seen:
+            n = undelivered - self._lost_seen
+            self._lost_seen = undelivered
+            self.finding("output_blocked", f"{n} events could not be written to an output since "
+                                           "the last check")
 
     def _integrity_check(self) -> None:
         for b in self.backends:

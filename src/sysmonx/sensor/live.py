@@ -160,8 +160,9 @@ class LiveSource(Source):
         self._schema = ""
         #: the self-protection of this run (set when the source starts, with ``options.guard``)
         self.guard: Optional[SensorGuard] = None
-        #: ``() -> (events written, events lost)`` for the heartbeat (set by the run)
-        self.guard_counters: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        #: ``() -> (events written, lost in kernel/queues, not taken by an output)`` for the
+        #: guard (set by the run)
+        self.guard_counters: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
 
     # -- backends' side ----------------------------------------------------------------------------
 
