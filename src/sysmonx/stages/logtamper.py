@@ -149,8 +149,8 @@ class LogTamperStage(Stage):
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Emit the findings ``item`` reveals (before it); always pass it on."""
-        if item.__class__ is not Event or item.event_id in (201, 202):
-            return True
+        if item.__class__ is not Event or item.event_id in (201, 202) or item.origin is None:
+            return True  # not a record read from a log (the sensor's own events)
         e: Event = item
         self._gaps(e, emit)
         if e.provider in SYSMON_PROVIDERS:
