@@ -239,8 +239,9 @@ def test_heartbeat_clean_restart_and_kill9(tmp_path, runs):
     u = [e for e in ec if finding("unclean_shutdown")(e)]
     assert len(u) == 1 and f"pid {b.pid}" in u[0]["Details"]
     assert f"sequence {last_b} at" in u[0]["Details"]
-    first_c = [int(e["Sequence"]) for e in ec if e["EventID"] == 202][0]
-    assert first_c == last_b + 1
+    hb_c = [e for e in ec if e["EventID"] == 202][0]
+    assert int(hb_c["Sequence"]) == last_b + 1
+    assert int(hb_c["SecondsSincePrevious"]) >= 1  # the silence, measured across the restart
     c.marker()
     c.stop()
 

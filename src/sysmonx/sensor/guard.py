@@ -13,8 +13,10 @@ What is watched, and how (technique names: :data:`~sysmonx.stages.tamperfinding.
   says ``running`` at start: the previous run never wrote 4 ``Stopped`` (kill -9, crash, power
   loss). The finding carries that run's pid, start and last heartbeat sequence and time.
 * heartbeat: event 202 at start, every ``heartbeat_s`` and before 4 ``Stopped``; ``Sequence``
-  continues across restarts (from the state file), ``EventsWritten``/``EventsLost`` count since
-  the previous heartbeat.
+  continues across restarts (from the state file), ``SecondsSincePrevious`` is the time since
+  the previous heartbeat, also across restarts (0 when there was none: no state), so the first
+  heartbeat after a kill -9, a SIGSTOP or a hung loop says how long the sensor was silent;
+  ``EventsWritten``/``EventsLost`` count since the previous heartbeat.
 * ``sensor_ptrace``: ``TracerPid`` of every thread of the sensor (``/proc/self/task/*/status``),
   polled every ``poll_s``; the tracer is the actor.
 * ``sensor_signal``: tracefs ``signal:signal_generate`` for signals whose target is the sensor
@@ -112,13 +114,15 @@ class GuardOptions:
 @dataclass
 class SensorState:
     """The state file: ``sequence`` (last heartbeat), ``running`` (no clean stop yet), ``pid``,
-    ``started`` and ``last_heartbeat`` (Sysmon UtcTime text)."""
+    ``started`` and ``last_heartbeat`` (Sysmon UtcTime text), ``last_heartbeat_ns`` (ns since
+    1970, 0 when none)."""
 
     sequence: int = 0
     running: bool = False
     pid: int = 0
     started: str = ""
     last_heartbeat: str = ""
+    last_heartbeat_ns: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -139,7 +143,8 @@ def read_state(state_dir: str) -> Optional[SensorState]:
     try:
         d = json.loads(raw)
         return SensorState(int(d["sequence"]), bool(d["running"]), int(d.get("pid", 0)),
-                           str(d.get("started", "")), str(d.get("last_heartbeat", "")))
+                           str(d.get("started", "")), str(d.get("last_heartbeat", "")),
+                           int(d.get("last_heartbeat_ns", 0)))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a SysmonX state file ({exc})") from None
 
@@ -167,7 +172,8 @@ def _write_state(state_dir: str, st: SensorState) -> None:
     path = os.path.join(state_dir, "state.json")
     tmp = f"{path}.{os.getpid()}.tmp"
     data = json.dumps({"sequence": st.sequence, "running": st.running, "pid": st.pid,
-                       "started": st.started, "last_heartbeat": st.last_heartbeat}).encode()
+                       "started": st.started, "last_heartbeat": st.last_heartbeat,
+                       "last_heartbeat_ns": st.last_heartbeat_ns}).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data + b"\n")
@@ -233,6 +239,7 @@ class SensorGuard:
         self._state = SensorState()
         self._seq = 0
         self._last_counts = (0, 0)
+        self._last_hb_ns = 0
         self._next_hb = 0.0
         self._trace: Optional[_GuardTrace] = None
         self._said: set[str] = set()
@@ -342,7 +349,9 @@ class SensorGuard:
                                  f"UTC) ended without event 4 Stopped; its last heartbeat was "
                                  f"sequence {prev.sequence} at {prev.last_heartbeat or '-'} UTC")
             self._state = SensorState(self._seq, True, self.pid, utc_time(now),
-                                      prev.last_heartbeat if prev else "")
+                                      prev.last_heartbeat if prev else "",
+                                      prev.last_heartbeat_ns if prev else 0)
+            self._last_hb_ns = self._state.last_heartbeat_ns
             try:
                 _write_state(o.state_dir, self._state)
             except OSError as exc:
@@ -445,8 +454,11 @@ class SensorGuard:
         self._last_counts = (written, lost)
         self._seq += 1
         self._next_hb = time.monotonic() + self.options.heartbeat_s
+        since = (now_ns - self._last_hb_ns) // 1_000_000_000 if self._last_hb_ns else 0
+        self._last_hb_ns = now_ns
         ev = self.assembler.envelope(HEARTBEAT_EVENT_ID, {
             "RuleName": "-", "UtcTime": utc_time(now_ns), "Sequence": str(self._seq),
+            "SecondsSincePrevious": str(max(0, since)),
             "EventsWritten": str(max(0, written - w0)), "EventsLost": str(max(0, lost - l0)),
             "Backend": self.backend or "-", "ConfigurationFileHash": self.config_hash or "-"},
             now_ns)
@@ -455,6 +467,7 @@ class SensorGuard:
         if self.options.state_dir:
             self._state.sequence = self._seq
             self._state.last_heartbeat = ev.data["UtcTime"]
+            self._state.last_heartbeat_ns = now_ns
             try:
                 _write_state(self.options.state_dir, self._state)
             except OSError as exc:
