@@ -317,6 +317,41 @@ def test_bpf_map_update_and_id_lookups(tmp_path, runs):
     r.stop()
 
 
+def test_bpf_link_detached_by_another_process(tmp_path, runs):
+    from sysmonx.sensor.backends import probe
+    why = probe("ebpf")
+    if why is not None:
+        pytest.skip(f"eBPF backend cannot run here: {why}")
+    if shutil.which("bpftool") is None:
+        pytest.skip("bpftool not installed")
+    r = Run(tmp_path, backend="ebpf")
+    runs.append(r)
+    from sysmonx.sensor.bpfsys import fdinfo
+    links = {}
+    for fd in os.listdir(f"/proc/{r.pid}/fdinfo"):
+        info = fdinfo(r.pid, int(fd))
+        if "link_id" in info:
+            links[int(info["link_id"])] = info
+    names = {lk["id"]: lk for lk in _bpftool_json("link", "show") if lk["id"] in links}
+    # detach the exit program (not the exec one: the marked exec below must still be seen)
+    exit_links = [i for i, lk in names.items()
+                  if "exit" in str(lk.get("prog_name", "")) or "exit" in str(lk)]
+    if not exit_links:
+        pytest.skip(f"no exit link among the sensor's links: {names}")
+    lid = exit_links[0]
+    res = subprocess.run(["bpftool", "link", "detach", "id", str(lid)], capture_output=True,
+                         text=True)
+    if res.returncode != 0:
+        pytest.skip(f"bpftool link detach not supported here: {res.stderr.strip()}")
+    evs = wait_for(r.out, finding("bpf_detach"))
+    f = [e for e in evs if finding("bpf_detach")(e)]
+    assert any("BPF_LINK_DETACH" in e["Details"] and e["Image"] ==
+               os.path.realpath(shutil.which("bpftool")) for e in f) or \
+        any(f"BPF link {lid}" in e["Details"] for e in f), [e["Details"] for e in f]
+    r.marker()
+    r.stop()
+
+
 LOAD_PROG = r"""
 import ctypes, os, struct, sys, time
 libc = ctypes.CDLL(None, use_errno=True)

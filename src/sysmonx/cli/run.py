@@ -173,6 +173,8 @@ def cmd_run(argv: list[str]) -> int:
             silence_stdout()
             return 0
     console.print(f"sysmonx: {sensor.summary()}", markup=False)
+    if sensor.source.guard is not None:
+        console.print(f"sysmonx: {sensor.source.guard.summary()}", markup=False)
     follow = sensor.backend_stats().get("follow")
     if follow and (follow.get("repaired") or follow.get("cut_short")):
         console.print(f"sysmonx: followed records repaired (entity references without ';'): "

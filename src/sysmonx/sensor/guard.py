@@ -80,6 +80,9 @@ _SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL",
 _IGNORED_SIGNALS = frozenset({17, 28, 23})
 #: How long a finding waits for its actor to appear in the process cache (seconds).
 ACTOR_WAIT_S = 2.0
+#: The costlier checks (the sensor's memory map, its fds for the backends' integrity, the
+#: preload file) run every this many turns of ``poll_s`` (every 2.5 s by default).
+SLOW_EVERY = 5
 
 
 @dataclass
@@ -229,6 +232,9 @@ class SensorGuard:
         self.backends = list(backends)
         self.on_status = on_status or (lambda msg: None)
         self.counters: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        #: CPU time (s) of the guard's thread so far (its checks and the trace reading)
+        self.cpu_s = 0.0
+        self._started_mono = time.monotonic()
         self.findings: dict[str, int] = {}
         self.pid = os.getpid()
         self._out: deque[Event] = deque()
@@ -255,6 +261,7 @@ class SensorGuard:
         self._lost_seen = 0
         self._clock = time.time_ns() - time.monotonic_ns()
         self._integrity_seen: set[tuple[str, str]] = set()
+        self._stopping = False
         usec = os.environ.get("WATCHDOG_USEC", "")
         wpid = os.environ.get("WATCHDOG_PID", "")
         self._watchdog_s = int(usec) / 1e6 if usec.isdigit() and (
@@ -430,6 +437,13 @@ class SensorGuard:
             except OSError:
                 pass
 
+    def summary(self) -> str:
+        """One line: the guard thread's CPU share, heartbeats written, findings by technique."""
+        wall = max(1e-9, time.monotonic() - self._started_mono)
+        found = ", ".join(f"{k} {v}" for k, v in sorted(self.findings.items())) or "none"
+        return (f"guard CPU {self.cpu_s:.2f} s over {wall:.0f} s ({100 * self.cpu_s / wall:.2f} % "
+                f"of one core); heartbeats {self._seq}; tamper findings: {found}")
+
     def close(self) -> None:
         """Stop the watchers without the last heartbeat (the run failed)."""
         self._stop.set()
@@ -475,13 +489,25 @@ class SensorGuard:
 
     # --- the watcher thread ------------------------------------------------------------------
 
+    def stopping(self) -> None:
+        """The run is ending: the backends are about to undo their set-up, which is not
+        tampering (the backends' integrity is no longer checked)."""
+        self._stopping = True
+
     def _run(self) -> None:
         poll = self.options.poll_s
+        cpu0 = time.thread_time()
+        self._started_mono = time.monotonic()
+        turn = 0
+        cheap = (self._tracer_check, self._config_check, self._clock_check,
+                 self._output_check, self._resolve_deferred)
+        # reading /proc/self/maps and every fd costs more: every SLOW_EVERY turns
+        slow = cheap + (self._preload_check, self._integrity_check)
         while not self._stop.is_set():
+            self.cpu_s = time.thread_time() - cpu0
             t0 = time.monotonic()
-            for check in (self._tracer_check, self._config_check, self._preload_check,
-                          self._clock_check, self._output_check, self._integrity_check,
-                          self._resolve_deferred):
+            turn += 1
+            for check in (slow if turn % SLOW_EVERY == 1 else cheap):
                 try:
                     check()
                 except Exception as exc:  # noqa: BLE001 - a check must never stop the others
@@ -643,6 +669,8 @@ class SensorGuard:
                                            "the last check")
 
     def _integrity_check(self) -> None:
+        if self._stopping:
+            return
         for b in self.backends:
             check = getattr(b, "integrity", None)
             if check is None:

@@ -283,6 +283,8 @@ class LiveSource(Source):
             if now - last_expire > 5:
                 self.cache.expire(time.time_ns())
                 last_expire = now
+        if guard is not None:
+            guard.stopping()
         self._stop_backends()
         while True:  # what the backends queued before they stopped
             try:

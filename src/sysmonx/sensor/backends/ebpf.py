@@ -232,6 +232,7 @@ class EbpfBackend(Backend):
         self.attached: list = []
         #: maps frozen at start (:meth:`_freeze_maps`)
         self.frozen: list = []
+        self._links: Optional[dict] = None  # link id -> (prog id, type): integrity baseline
 
     # -- capability check -------------------------------------------------------------------
     @classmethod
@@ -432,18 +433,20 @@ class EbpfBackend(Backend):
                 self._notice(f"map {name} could not be frozen: {exc.strerror or exc}")
 
     def integrity(self) -> list:
-        """``[(technique, details)]``: ``bpf_detach`` for each program this backend attached
-        whose link no longer holds a program (detached by another process)."""
+        """``[(technique, details)]``: ``bpf_detach`` for each BPF link of this backend that is
+        gone or no longer holds the program it held at the first call (the baseline, taken
+        when the sensor's guard starts), i.e. detached by another process."""
         out: list = []
-        if self._obj is None or self._thread is None or not self._thread.is_alive():
+        if self._obj is None or self._thread is None or not self._thread.is_alive() or \
+                self._stop.is_set():
             return out
         from ..bpfsys import fdinfo
         pid = os.getpid()
+        now: dict = {}
         try:
             fds = os.listdir("/proc/self/fd")
         except OSError:
             return out
-        links = 0
         for fd in fds:
             try:
                 if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf_link":
@@ -451,15 +454,18 @@ class EbpfBackend(Backend):
             except OSError:
                 continue
             info = fdinfo(pid, int(fd))
-            links += 1
-            if info.get("prog_id", "1") in ("0", ""):
-                out.append(("bpf_detach", f"BPF link {info.get('link_id', '?')} "
-                                          f"({info.get('link_type', '?')}) of the sensor no longer "
-                                          "holds its program"))
-        attached = len(self.attached)
-        if links < attached:
-            out.append(("bpf_detach", f"{attached - links} of the sensor's {attached} BPF links "
-                                      "are gone"))
+            if "link_id" in info:
+                now[info["link_id"]] = (info.get("prog_id", ""), info.get("link_type", "?"))
+        if self._links is None:
+            self._links = now
+            return out
+        for lid, (prog, kind) in self._links.items():
+            cur = now.get(lid)
+            if cur is None:
+                out.append(("bpf_detach", f"BPF link {lid} ({kind}) of the sensor is gone"))
+            elif cur[0] != prog:
+                out.append(("bpf_detach", f"BPF link {lid} ({kind}) of the sensor no longer "
+                                          f"holds its program {prog} (now {cur[0] or 'none'})"))
         return out
 
     # -- internals ----------------------------------------------------------------------------
