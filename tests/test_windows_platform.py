@@ -47,7 +47,7 @@ WINDOWS_SIM = textwrap.dedent("""
 #: Modules allowed to need POSIX at import time: the live Linux sensor. Today only
 #: ``sensor/process.py`` does (``import pwd``), and the two modules that import it.
 LINUX_ONLY_AT_IMPORT = {"sysmonx.sensor.process", "sysmonx.sensor.assemble",
-                        "sysmonx.sensor.live"}
+                        "sysmonx.sensor.live", "sysmonx.sensor.guard"}
 
 
 def _simulated(code: str, *argv: str) -> subprocess.CompletedProcess:

@@ -152,7 +152,8 @@ def derive_sensor_config(user: Optional[Config], *,
     wanted = set(also_collect)
     plan: dict = {}
     sets_out: list[RuleSet] = []
-    tags = list(schema.tags)
+    # SysmonX's own events (catalogue ``extension``) are not Sysmon's to collect or filter
+    tags = [t for t in schema.tags if not all(schema.events[i].extension for i in schema.tags[t])]
     if user:
         for rs in user.rule_sets:
             if rs.tag not in schema.tags:
