@@ -203,7 +203,7 @@ def phase(sensor: subprocess.Popen, out: Output, spawner: Path, n: int, rate: fl
             "load_s": window, "tail_s": t1 - t_load}
 
 
-def start_sensor(tier: str, workdir: Path, rules: Optional[str] = None) -> tuple:
+def start_sensor(tier: str, workdir: Path, rules: Optional[str] = None, extra: tuple = ()) -> tuple:
     """Start ``sysmonx run --backend TIER``; returns ``(process, Output, stderr file)`` once its
     event 4 is written.
 
@@ -219,8 +219,8 @@ def start_sensor(tier: str, workdir: Path, rules: Optional[str] = None) -> tuple
     err = open(workdir / f"{tier}.stderr", "wb")
     sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", tier,
                                "--no-dns", "--config", str(cfg), "--format", "jsonl",
-                               "-o", str(out_file)] + (["--rules", rules] if rules else []),
-                              stderr=err)
+                               "-o", str(out_file), "--state-dir", str(workdir / "state"),
+                               *(["--rules", rules] if rules else []), *extra], stderr=err)
     out = Output(out_file)
     deadline = time.monotonic() + 90
     while True:
@@ -244,7 +244,7 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path) -> list:
     Raises:
         BenchError: the sensor did not start or died.
     """
-    sensor, out, err = start_sensor(tier, workdir, args.rules)
+    sensor, out, err = start_sensor(tier, workdir, args.rules, tuple(args.sensor_arg))
     time.sleep(1.0)
     results = []
     c0, t0 = cpu_ticks(sensor.pid), time.monotonic()
@@ -266,6 +266,8 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path) -> list:
     if sensor.returncode not in (0, -15):
         raise BenchError(f"{tier}: sensor exited with status {sensor.returncode}")
     lost = [e for e in out.events if e.get("EventID") == 255]
+    guard = re.findall(r"sysmonx: (guard CPU .*)", (workdir / f"{tier}.stderr").read_text(
+        errors="replace"))
     lines = [f"{tier:7} idle       sensor CPU {100 * idle:5.1f} % of one core with no load of ours "
              f"(the host's own activity, over {args.idle:.0f} s)"]
     for name, tag, p in results:
@@ -283,6 +285,8 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path) -> list:
             lines.append(f"{tier:7} {name:10} not captured: " + "; ".join(s["other"]))
     lines.append(f"{tier:7} loss events reported: {len(lost)}  "
                  + "; ".join(e.get("Description", "") for e in lost[:5]))
+    lines.append(f"{tier:7} self-protection (its own thread's CPU time, the whole run): "
+                 + (guard[-1] if guard else "off"))
     return lines
 
 
@@ -297,6 +301,9 @@ def loadavg() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backends", default="ebpf,audit,cnproc")
+    ap.add_argument("--sensor-arg", action="append", default=[], metavar="ARG",
+                    help="one more argument for sysmonx run (repeatable), e.g. "
+                         "--sensor-arg=--no-guard to measure without the self-protection")
     ap.add_argument("--burst", type=int, default=2000)
     ap.add_argument("--rate", type=float, default=1600)
     ap.add_argument("--seconds", type=float, default=10)
@@ -322,7 +329,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sysmonx-bench-") as d:
         workdir = Path(d)
         spawner = build_spawner(workdir)
-        print(f"load average before: {loadavg()}  (python {sys.executable})", flush=True)
+        print(f"load average before: {loadavg()}  (python {sys.executable}; sensor arguments: "
+              f"{' '.join(args.sensor_arg) or 'none'})", flush=True)
         for tier in args.backends.split(","):
             try:
                 for line in run_tier(tier, spawner, args, workdir):

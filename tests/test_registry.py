@@ -18,7 +18,7 @@ from sysmonx.sinks.base import Writer
 BUILTIN = {
     "sources": {"evtx", "xml", "syslog", "jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson",
                 "evtxjson", "files", "live", "eventlog", "etw-kernel-process", "windows"},
-    "stages": {"duplicates", "clock-check", "time-window", "sysmon-gate", "filter",
+    "stages": {"duplicates", "clock-check", "time-window", "tamper", "sysmon-gate", "filter",
                "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events",
                "config-stats", "config-diff", "rulename-counter",
                "powershell-scriptblocks", "kernel-process-sysmon", "windows-tamper"},
