@@ -114,6 +114,9 @@ class EventDef:
         since / until: first schema with the event, first schema without it (``None`` = open).
         history: ``((version, {"template": ..., "version": ...}), ...)`` values that applied
             *before* the given schema version.
+        extension: a SysmonX event (EventID 100 and up, see :data:`SYSMONX_EVENTS`): present in
+            every schema snapshot, accepted as a config tag unless extensions are refused, and
+            absent from Sysmon's own manifest.
     """
 
     event_id: int
@@ -128,6 +131,7 @@ class EventDef:
     since: Optional[Version] = None
     until: Optional[Version] = None
     history: tuple = field(default=())
+    extension: bool = False
 
     @property
     def level_value(self) -> int:
@@ -257,6 +261,25 @@ EVENTS: tuple[EventDef, ...] = (
     _ev(0xF002, "SYSMONEVENT_CLIPBOARD", "Clipboard changed", "ClipboardChange", 5, _CLIP_PRIVATE,
         since=(4, 30), until=(4, 40)),
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# SysmonX's own events (EventIDs 100 and up; Sysmon uses 1-29 and 255, SigmaAlert is 1000). Each
+# block belongs to one feature; snapshots append them after Sysmon's events, in this order.
+
+#: 200 ScannerFinding: a scanner's finding on the process of an event a config rule asked to scan
+#: (``scanners="..."``), or on a process ``sysmonx scan`` inspected. Fields: the scanned process
+#: (ProcessGuid, ProcessId, Image), the scanner, the finding name (``memfd_exec``, ...,
+#: ``yara:RULE``), what was seen (Details) and the EventID that triggered the scan (0 on demand).
+_SCANNER_EVENTS: tuple[EventDef, ...] = (
+    _ev(200, "SYSMONX_SCANNER_FINDING", "Scanner finding", "ScannerFinding", 1, [
+        _s("RuleName"), _s("UtcTime"), *_PROC, _s("Image"), _s("Scanner"), _s("Finding"),
+        _s("Details"), _t("TriggerEventId", UINT32)],
+        default="include", default_attr=True, extension=True),
+)
+
+#: Every SysmonX event, in the order snapshots list them after Sysmon's.
+SYSMONX_EVENTS: tuple[EventDef, ...] = (*_SCANNER_EVENTS,)
 
 
 @dataclass(frozen=True, slots=True)

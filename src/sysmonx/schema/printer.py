@@ -80,11 +80,15 @@ def _option_line(o, linux: bool) -> str:
     return f"<option{_attrs(pairs)}{end}"
 
 
+#: Precedes SysmonX's own events in ``-s`` output (Sysmon's manifest has none).
+_EXTENSION_COMMENT = "<!-- SysmonX events (not in Sysmon's manifest) -->"
+
+
 def _event_value(event_id: int) -> str:
     return hex(event_id) if event_id >= 0xF000 else str(event_id)
 
 
-def render_manifest(schema: Schema, style: str = "windows") -> str:
+def render_manifest(schema: Schema, style: str = "windows", extensions: bool = True) -> str:
     """Render one schema as the ``<manifest ...>`` block ``sysmon -s`` prints.
 
     ``windows``: the target-filtered manifest, 2-space indentation, no ``target`` attributes, no
@@ -96,6 +100,8 @@ def render_manifest(schema: Schema, style: str = "windows") -> str:
     Args:
         schema: a :class:`~sysmonx.schema.Schema` (e.g. ``get_schema("4.50")``).
         style: ``"windows"`` or ``"linux"``.
+        extensions: also list SysmonX's own events (EventID 100 and up) after Sysmon's, behind
+            the comment ``<!-- SysmonX events -->``; ``False`` gives exactly Sysmon's manifest.
     Returns:
         The lines from ``<manifest ...>`` to ``</manifest>`` joined with ``\\n``, no trailing
         newline.
@@ -123,7 +129,14 @@ def render_manifest(schema: Schema, style: str = "windows") -> str:
     out += ["    </options>",
             f"    <filters default=\"is\">{','.join(schema.conditions)}</filters>",
             "  </configuration>", "  <events>"]
+    marked = False
     for e in schema.events.values():
+        if e.extension:
+            if not extensions:
+                continue
+            if not marked:
+                out.append("    " + _EXTENSION_COMMENT)
+                marked = True
         pairs = [("name", e.symbol), ("value", _event_value(e.event_id)), ("level", e.level),
                  ("template", e.template), ("rulename", e.tag),
                  ("ruledefault", e.default if e.default_attr else None),
