@@ -31,7 +31,7 @@ LAYERS = [
     {"configmodel"},
     {"interfaces"},
     {"config", "filtering", "detection", "sources", "sinks", "stages", "service"},
-    {"sensor"},
+    {"sensor", "scanners"},
     {"windows"},
     {"pipeline"},
     {"cli"},
