@@ -116,6 +116,11 @@ def parse_hash_algorithms(text: str) -> list[str]:
     return [h for h in _HASH_ORDER if h in found]
 
 
+#: SysmonX configuration entries (accepted with extensions on): ``<YaraRules>`` names a YARA
+#: rule file or folder (relative to the config file) for ``scanners="yara..."``.
+SYSMONX_ENTRIES = frozenset({"YaraRules"})
+
+
 def parse_scanner_list(text: str) -> tuple:
     """Parse a SysmonX ``scanners`` attribute: scanner names separated by commas (white space
     around them ignored), ``all`` for every built-in scanner, ``yara`` for every loaded YARA rule
@@ -355,6 +360,16 @@ class _Builder:
             _check_attrs(child, (), self.path)
             self.collect(_only_whitespace, child, self.path)
             self._event_filtering(child, cfg, schema)
+        elif child.tag in SYSMONX_ENTRIES and self.extensions:
+            _check_attrs(child, (), self.path)
+            if _elements(child):
+                raise self.err(f"Element {child.tag} may only contain text", child)
+            value = _text_of(child).strip()
+            if not value:
+                raise self.err(f"<{child.tag}> needs a path", child)
+            if child.tag == "YaraRules" and self.path != "<string>":
+                value = str(Path(self.path).parent / Path(value).expanduser())
+            cfg.options[child.tag] = value
         elif child.tag in schema.config_entries:
             _check_attrs(child, (), self.path)
             if _elements(child):

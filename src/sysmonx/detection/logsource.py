@@ -64,6 +64,8 @@ SYSMON_CATEGORIES: dict[str, tuple[int, ...]] = {
     "file_block_shredding": (28,),
     "file_executable_detected": (29,),
     "sysmon_error": (255,),
+    # SysmonX's own events (not in the Sigma taxonomy; product windows or linux, service sysmon)
+    "scanner_finding": (200,),
 }
 
 #: Registry categories that see only some ``EventType`` values of their EventID (Sysmon's

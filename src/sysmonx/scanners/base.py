@@ -331,6 +331,19 @@ class Scanner:
         :class:`ProcessGone`."""
         raise NotImplementedError
 
+    @classmethod
+    def check(cls, pid: int, **context: Any) -> list[Finding]:
+        """This scanner alone on process ``pid``, without an allow-list (``context``:
+        :class:`ScanContext` fields such as ``recorded_cmdline``). Callable through the registry
+        without importing this package: ``SCANNERS.get("deleted_exe").check(pid)``.
+
+        Returns:
+            the findings, empty when none (or the process is gone or a kernel thread).
+        Raises:
+            BudgetExceeded: the scan needed more than the default :class:`Budget`.
+        """
+        return check_with(cls(), pid, ScanContext(**context))
+
     def finding(self, details: str, name: Optional[str] = None) -> Finding:
         """A :class:`Finding` of this scanner (``name`` defaults to the scanner's)."""
         return Finding(self.name, name or self.name, details)
