@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc < 3) { fprintf(stderr, "usage: technique MODE TAGFILE [--control]\n"); return 2; }
-    const char *mode = argv[1], *tag = argv[2];
+    const char *mode = argv[1], *tag = strdup(argv[2]);  /* argv may be overwritten */
     int control = argc > 3 && !strcmp(argv[3], "--control");
     long page = sysconf(_SC_PAGESIZE);
 

@@ -198,13 +198,17 @@ def finding_event(report: ScanReport, finding: Finding, trigger: Optional[Event]
     The System header is the triggering event's (provider, channel, computer: a finding of the
     live sensor looks like its other events), or Sysmon for Linux's for a scan on demand.
     ``RuleName`` is ``-`` (the filter names it); ``TriggerEventId`` the trigger's EventID, 0 on
-    demand. ``record_id`` is left ``None`` (the sensor numbers what it writes).
+    demand; ``Image`` the trigger's (as the process's other events name it; the kernel's view now,
+    `` (deleted)`` included, is in Details where it matters), on demand ``/proc/PID/exe``. ``record_id`` is left ``None`` (the sensor numbers what it writes).
     """
     ts = time.time_ns() if ts_ns is None else ts_ns
     utc, created = _utc(ts)
+    image = report.image
+    if trigger is not None and trigger.data.get("Image") not in (None, "", "-"):
+        image = trigger.data["Image"]  # the process's Image as its other events name it
     ev = CURRENT.events[SCANNER_FINDING]
     data = {"RuleName": "-", "UtcTime": utc, "ProcessGuid": report.guid or "-",
-            "ProcessId": str(report.pid), "Image": _clean(report.image),
+            "ProcessId": str(report.pid), "Image": _clean(image),
             "Scanner": finding.scanner, "Finding": _clean(finding.finding),
             "Details": _clean(finding.details),
             "TriggerEventId": str(trigger.event_id if trigger is not None else 0)}

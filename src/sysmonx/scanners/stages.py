@@ -23,6 +23,7 @@ the same process asked for the same scanners within ``repeat_s`` is scanned once
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import threading
@@ -365,7 +366,16 @@ class ScanRequests(Stage):
 def scan_stages(config: Optional[Config], options: ScanOptions,
                 engine_options: Optional[EngineOptions] = None) -> tuple[Stage, Stage]:
     """``(scanner-findings, scanner-requests)`` sharing one :class:`ScanService`: the first goes
-    before the filter, the second after it."""
+    before the filter, the second after it. YARA rules: ``options.yara_rules``, else the
+    config's ``<YaraRules>`` (compiled here).
+
+    Raises:
+        ConfigError: the config's ``<YaraRules>`` cannot be compiled (or yara-python is missing).
+    """
+    path = config.options.get("YaraRules") if config is not None else None
+    if options.yara_rules is None and path:
+        from .builtin.yara import load_rules
+        options = dataclasses.replace(options, yara_rules=load_rules(path))
     service = ScanService(options)
     return ScanFindings(service), ScanRequests(config, service, engine_options)
 
