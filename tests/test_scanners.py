@@ -34,7 +34,7 @@ from sysmonx.scanners.engine import Identity, ScanReport, finding_event, scan_pr
 from sysmonx.scanners.stages import ScanOptions, ScanService
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scanner_techniques import harness  # noqa: E402
+from scanner_techniques import harness
 
 SCANNER_NAMES = {"memfd_exec", "deleted_exe", "exe_in_writable_dir", "anon_exec_memory",
                  "rwx_memory", "elf_in_anon_memory", "text_modified", "ptrace_attached",

@@ -20,7 +20,7 @@ from sysmonx.config import parse_config
 from sysmonx.pipeline.live import Sensor, SensorOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scanner_techniques import harness  # noqa: E402
+from scanner_techniques import harness
 
 pytestmark = pytest.mark.live
 

@@ -9,10 +9,11 @@ Sources, strongest first:
 2. the kernel's argument area: at exec the argument strings lie back to back from ``arg_start``
    to ``arg_end``, and the environment strings start right there (``env_start == arg_end``,
    fields 48-50 of ``/proc/PID/stat``); ``prctl(PR_SET_MM_ARG_START/ARG_END)`` moves the area.
-3. the ``argv`` pointer array the kernel left on the initial stack (``startstack``, field 28:
-   ``argc`` then ``argv[0..argc-1]``): the strings at those pointers must still be back to back
-   (``argv[i+1] == argv[i] + strlen(argv[i]) + 1``), start at ``arg_start`` and end at
-   ``arg_end``; an argument overwritten with text of another length breaks that.
+3. the argument area's strings: the kernel wrote exactly ``argc`` NUL-terminated strings there
+   (``argc`` is the word at ``startstack``, field 28, which programs do not change; the
+   ``argv`` pointer array after it they may, as getopt's permutation does, so it is not used); an
+   argument overwritten with shorter text leaves more NULs, one with longer text runs past the
+   end of the area (the last byte is no longer NUL).
 
 Programs that retitle themselves on purpose (``setproctitle``: sshd, postgres, nginx, systemd)
 are allow-listed by image by default. ATT&CK T1036 (masquerading); the technique is "argv
@@ -47,37 +48,25 @@ def _layout_problems(proc: ProcessView) -> list[str]:
     env_start, stack = proc.stat_field(50), proc.stat_field(28)
     if not arg_start or not arg_end or not env_start:
         return []  # hidden (no permission) or no mm
-    problems = []
     if arg_end != env_start:
-        problems.append(f"argument area moved: arg_start {arg_start:#x} arg_end {arg_end:#x}, "
-                        f"environment starts at {env_start:#x}")
-    if not stack:
-        return problems
+        return [f"argument area moved: arg_start {arg_start:#x} arg_end {arg_end:#x}, "
+                f"environment starts at {env_start:#x}"]
+    if not stack or not 0 < arg_end - arg_start <= 1 << 20:
+        return []
     head = proc.read_u64s(stack, 1)
     if head is None or not 0 < head[0] <= MAX_ARGC:
-        return problems
+        return []
     argc = head[0]
-    ptrs = proc.read_u64s(stack + 8, argc + 1)
-    if ptrs is None or ptrs[argc] != 0:
-        return problems
-    lo, hi = ptrs[0], ptrs[argc - 1]
-    if ptrs[0] != arg_start and not problems:
-        problems.append(f"argv[0] at {ptrs[0]:#x} but the argument area starts at {arg_start:#x}")
-    span = proc.read(lo, min(hi - lo + 4096, 1 << 20)) if hi >= lo else b""
-    for i in range(argc):
-        off = ptrs[i] - lo
-        if off < 0 or off >= len(span):
-            break
-        end = span.find(b"\0", off)
-        nxt = ptrs[i + 1] if i + 1 < argc else None
-        if nxt is not None and end != nxt - lo - 1:
-            problems.append(f"argv[{i}] at {ptrs[i]:#x} no longer ends where argv[{i + 1}] "
-                            f"starts ({nxt:#x}): overwritten in place")
-            break
-        if nxt is None and end >= 0 and lo + end + 1 != env_start and lo + end + 1 != arg_end:
-            problems.append(f"argv[{i}] at {ptrs[i]:#x} ends at {lo + end + 1:#x}, the argument "
-                            f"area at {arg_end:#x}: overwritten in place")
-    return problems
+    area = proc.read(arg_start, arg_end - arg_start)
+    if len(area) != arg_end - arg_start:
+        return []
+    if area[-1:] != b"\0":
+        return ["the argument area no longer ends with NUL: overwritten past its end"]
+    strings = area.count(b"\0")
+    if strings != argc:
+        return [f"the argument area holds {strings} strings but argc is {argc}: overwritten "
+                "in place"]
+    return []
 
 
 @SCANNERS.register
