@@ -199,7 +199,8 @@ def finding_event(report: ScanReport, finding: Finding, trigger: Optional[Event]
     live sensor looks like its other events), or Sysmon for Linux's for a scan on demand.
     ``RuleName`` is ``-`` (the filter names it); ``TriggerEventId`` the trigger's EventID, 0 on
     demand; ``Image`` the trigger's (as the process's other events name it; the kernel's view now,
-    `` (deleted)`` included, is in Details where it matters), on demand ``/proc/PID/exe``. ``record_id`` is left ``None`` (the sensor numbers what it writes).
+    `` (deleted)`` included, is in Details where it matters), on demand ``/proc/PID/exe``.
+    ``record_id`` is left ``None`` (the sensor numbers what it writes).
     """
     ts = time.time_ns() if ts_ns is None else ts_ns
     utc, created = _utc(ts)
