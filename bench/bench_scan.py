@@ -20,8 +20,9 @@ every process (what ``ps`` does), per process; the scan's median is given as a r
 
 **live**: ``sysmonx run`` (a separate process, JSON lines) with a config whose ProcessCreate
 rule asks for ``scanners="all"`` on every process, while a spawner starts ``--rate`` processes
-per second for ``--seconds`` (each ``/bin/sleep LIFETIME``, so most are still alive when their
-scan comes: about 0.25 s after the exec, the sensor's order window); then the same load on a
+per second for ``--seconds`` (each ``/bin/sleep LIFETIME 0.00009...``, the second argument a
+tiny number that tags the run, so most are still alive when their scan comes: about 0.25 s after
+the exec, the sensor's order window); then the same load on a
 sensor with the same config without the attribute (the baseline). Reported: execs made,
 ProcessCreate events written (distinct), events 255 (losses), the sensor's scan counters
 (requested, done, skipped by reason, over budget per scanner, dropped by the full queue),
@@ -59,13 +60,13 @@ SPAWNER_C = r"""
 #include <time.h>
 extern char **environ;
 static double now(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+t.tv_nsec/1e9;}
-/* spawn N processes "PROG ARG TAG-i" at RATE per second; reap as they exit */
+/* spawn N processes "PROG ARG TAGiiiiiii" at RATE per second; reap as they exit */
 int main(int argc,char**argv){
   long n=atol(argv[1]); double rate=atof(argv[2]); const char*prog=argv[3],*arg=argv[4],*tag=argv[5];
   char buf[128]; long ok=0; double t0=now();
   for(long i=0;i<n;i++){
     double due=t0+i/rate, d; while((d=due-now())>0){struct timespec s={0,(long)(d*1e9)}; nanosleep(&s,0);}
-    snprintf(buf,sizeof buf,"%s-%ld",tag,i);
+    snprintf(buf,sizeof buf,"%s%07ld",tag,i);
     char*args[]={(char*)prog,(char*)arg,buf,0}; pid_t pid;
     if(posix_spawn(&pid,prog,0,0,args,environ)==0) ok++;
     while(waitpid(-1,0,WNOHANG)>0);
@@ -245,20 +246,24 @@ def live_run(args, workdir: Path, spawner: Path, scanners: bool, tag: str) -> di
         sensor.wait(120)
     out.poll()
     hz = os.sysconf("SC_CLK_TCK")
-    prefix = f"/bin/sleep {args.lifetime} {tag}-"
+    prefix = f"/bin/sleep {args.lifetime} {tag}"
     creates = {e["CommandLine"] for e in out.events
                if e.get("EventID") == 1 and e.get("CommandLine", "").startswith(prefix)}
     losses = [e for e in out.events if e.get("EventID") == 255]
     findings: dict = {}
+    samples: dict = {}
     for e in out.events:
         if e.get("EventID") == 200:
             findings[e["Finding"]] = findings.get(e["Finding"], 0) + 1
+            if len(samples.setdefault(e["Finding"], [])) < 2:
+                samples[e["Finding"]].append(f"{e['Image']}: {e['Details'][:160]}")
     text = err_path.read_text(errors="replace")
     m = SUMMARY_RE.search(text)
     return {"made": made, "load_s": load_s, "tail_s": t1 - (t0 + load_s),
             "cpu_s": (c1 - c0) / hz, "cpu_window_s": (c_load - c0) / hz,
             "creates": len(creates), "losses": [e.get("Description", "") for e in losses],
-            "findings": findings, "scans": m.group(1).strip() if m else "(no scan summary)"}
+            "findings": findings, "samples": samples,
+            "scans": m.group(1).strip() if m else "(no scan summary)"}
 
 
 def part_live(args, workdir: Path) -> list[str]:
@@ -268,7 +273,8 @@ def part_live(args, workdir: Path) -> list[str]:
              "without the attribute)"]
     results = {}
     for scanners in (True, False):
-        tag = f"sxsb{os.getpid()}{'s' if scanners else 'b'}"
+        # sleep adds its arguments: the tag is a tiny number (0.00009Pddddddd s) unique per run
+        tag = f"0.00009{1 if scanners else 2}{os.getpid() % 1000:03d}"
         r = results[scanners] = live_run(args, workdir, spawner, scanners, tag)
         name = "scanners=all" if scanners else "baseline"
         lines.append(
@@ -280,6 +286,9 @@ def part_live(args, workdir: Path) -> list[str]:
         if scanners:
             lines.append(f"  {'':13} {r['scans']}")
             lines.append(f"  {'':13} findings written: {r['findings'] or '{}'}")
+            for name, items in r["samples"].items():
+                for item in items:
+                    lines.append(f"  {'':13}   {name}: {item}")
         for d in r["losses"][:3]:
             lines.append(f"  {'':13} loss: {d}")
     s, b = results[True], results[False]

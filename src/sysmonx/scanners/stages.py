@@ -9,12 +9,14 @@
 
 ``scanner-requests`` asks :class:`~sysmonx.filtering.triggers.ScanTriggers` which scanners the
 rules that included an event want, and submits the event's process to :class:`ScanService`
-(never blocking: when the queue is full the request is dropped and counted, and the loss is
-written as event 255 ``ID Scanner``). The worker scans off the event path, at a low CPU
-priority, checking that the process is still the one the event named (ProcessGuid), and turns
-findings into events 200. ``scanner-findings`` emits them at the next event or tick (about once
-a second), *before* the filter, so a ``<ScannerFinding>`` rule decides on them and names them,
-they are numbered and Sigma sees them. At the end of the run the worker finishes what is queued
+(never blocking: when the queue is full its oldest request is dropped and counted, and the
+drops of each tick are written as one event 255 ``ID Scanner``). The worker scans off the event
+path, at a low CPU priority, newest request first (under overload the process of a fresh event
+is the one most likely still alive; an old request's is most likely gone), checking that the
+process is still the one the event named (ProcessGuid), and turns findings into events 200.
+``scanner-findings`` emits them at the next event or tick (about once a second), *before* the
+filter, so a ``<ScannerFinding>`` rule decides on them and names them, they are numbered and
+Sigma sees them. At the end of the run the worker finishes what is queued
 (bounded wait) and the rest is emitted.
 
 The same finding on the same process (ProcessGuid, finding, details) is written once per run;
@@ -25,10 +27,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -136,7 +137,11 @@ class ScanService:
         self.options = options or ScanOptions()
         self.identity = identity or Identity()
         self.stats = ScanStats()
-        self._q: queue.Queue[Optional[_Request]] = queue.Queue(self.options.queue_size)
+        # pending requests, newest last; the worker takes the newest (its process is the most
+        # likely still alive) and a full queue drops the oldest
+        self._q: deque[_Request] = deque()
+        self._cv = threading.Condition()
+        self._stop = False
         self._out: list[Event] = []
         self._lock = threading.Lock()
         self._recent: OrderedDict[tuple[str, tuple[str, ...]], float] = OrderedDict()
@@ -151,7 +156,8 @@ class ScanService:
 
     def submit(self, names: tuple[str, ...], pid: int, guid: str, trigger: Event,
                cmdline: Optional[str]) -> bool:
-        """Queue one scan request; False when dropped (repeat or full queue). Never blocks."""
+        """Queue one scan request; False for a repeat. Never blocks: with the queue full the
+        oldest pending request is dropped (counted; reported by :meth:`take`)."""
         st = self.stats
         st.requested += 1
         now = time.monotonic()
@@ -167,27 +173,31 @@ class ScanService:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="sysmonx-scan", daemon=True)
             self._thread.start()
-        try:
-            self._q.put_nowait(_Request(names, pid, guid, trigger, cmdline))
-        except queue.Full:
-            del self._recent[key]
+        dropped = None
+        with self._cv:
+            if len(self._q) >= self.options.queue_size:
+                dropped = self._q.popleft()
+            self._q.append(_Request(names, pid, guid, trigger, cmdline))
+            self._cv.notify()
+        if dropped is not None:
+            self._recent.pop((dropped.guid, dropped.names), None)
             st.dropped += 1
             ts = time.time_ns()
             if self._loss is None:
-                self._loss = [0, ts, ts, trigger]
+                self._loss = [0, ts, ts, dropped.trigger]
             self._loss[0] += 1
             self._loss[2] = ts
-            return False
         return True
 
-    def take(self) -> list[Event]:
-        """Finished findings, and an event 255 for requests dropped since the last call."""
+    def take(self, losses: bool = True) -> list[Event]:
+        """Finished findings and, with ``losses``, one event 255 for the requests dropped since
+        the last report (one loss period)."""
         out: list[Event] = []
         if self._out:
             with self._lock:
                 out, self._out = self._out, []
         loss = self._loss
-        if loss is not None:
+        if losses and loss is not None:
             self._loss = None
             out.append(self._loss_event(*loss))
         return out
@@ -198,20 +208,18 @@ class ScanService:
         if self._thread is None:
             return True
         end = time.monotonic() + (self.options.drain_s if timeout is None else timeout)
-        while (self._q.unfinished_tasks or self._busy) and time.monotonic() < end:
+        while (self._q or self._busy) and time.monotonic() < end:
             time.sleep(0.01)
-        return not self._q.unfinished_tasks
+        return not self._q and not self._busy
 
     def close(self) -> None:
         """Stop the worker (queued requests that were not scanned stay unscanned)."""
         t, self._thread = self._thread, None
         if t is not None:
-            try:
-                self._q.put_nowait(None)
-            except queue.Full:
-                with self._q.mutex:
-                    self._q.queue.clear()
-                self._q.put_nowait(None)
+            with self._cv:
+                self._stop = True
+                self._q.clear()
+                self._cv.notify()
             t.join(timeout=5)
 
     def _loss_event(self, count: int, first: int, last: int, trigger: Event) -> Event:
@@ -233,16 +241,17 @@ class ScanService:
         except (OSError, AttributeError):
             pass  # not Linux, or not permitted: scans run at the sensor's priority
         while True:
-            req = self._q.get()
-            if req is None:
-                self._q.task_done()
-                return
-            self._busy = 1
+            with self._cv:
+                while not self._q and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                req = self._q.pop()  # the newest
+                self._busy = 1
             try:
                 self._scan(req)
             finally:
                 self._busy = 0
-                self._q.task_done()
 
     def _scan(self, req: _Request) -> None:
         sel = self._selected.get(req.names)
@@ -309,13 +318,15 @@ class ScanFindings(Stage):
             emit(ev)
 
     def process(self, item: Any, emit: Emit) -> bool:
-        """Emit what the worker finished, then pass the item."""
-        if self.service._out or self.service._loss is not None:
-            self._flush(emit)
+        """Emit the findings the worker finished, then pass the item."""
+        if self.service._out:
+            for ev in self.service.take(losses=False):
+                emit(ev)
         return True
 
     def tick(self, now_ns: int, emit: Emit) -> None:
-        """Emit what the worker finished."""
+        """Emit what the worker finished, and the scan requests dropped since the last tick as
+        one event 255 (about once a second)."""
         self._flush(emit)
 
     def finish(self, emit: Emit) -> None:
