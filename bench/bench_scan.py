@@ -232,9 +232,11 @@ def live_run(args, workdir: Path, spawner: Path, scanners: bool, tag: str) -> di
                              check=True)
         made, load_s = int(res.stdout.split()[0]), float(res.stdout.split()[1])
         c_load = cpu_ticks(sensor.pid)
-        # catch-up: until the sensor wrote nothing for 3 s (scans after the last exec included)
+        # catch-up: until the sensor wrote nothing for 3 s (scans after the last exec included),
+        # at most --catch-up s (a busy host keeps the sensor writing its own activity)
         seen, still = -1, time.monotonic()
-        while time.monotonic() - still < 3.0:
+        deadline = time.monotonic() + args.catch_up
+        while time.monotonic() - still < 3.0 and time.monotonic() < deadline:
             out.poll()
             if len(out.events) != seen:
                 seen, still = len(out.events), time.monotonic()
@@ -305,6 +307,8 @@ def main() -> int:
                     help="seconds each spawned process lives (default 1.5)")
     ap.add_argument("--backend", help="force the sensor's tier (default: the best available)")
     ap.add_argument("--yara-rules", type=int, default=100)
+    ap.add_argument("--catch-up", type=float, default=20.0,
+                    help="longest wait after the load for the sensor to finish (seconds)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
