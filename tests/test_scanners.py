@@ -131,6 +131,24 @@ def test_argv_spoofed_compares_with_the_command_line_recorded_at_exec(built):
 
 @needs_cc
 @needs_linux_proc
+def test_argv_rendering_is_the_sensors(built):
+    """Newlines, tabs and invalid UTF-8 in arguments: the recorded CommandLine (the sensor's
+    rendering) and the scanner's rendering of the same argv agree, so no false difference."""
+    from sysmonx.scanners.builtin import argv_spoofed
+    from sysmonx.sensor.process import clean_text
+    args = ["python3", "-c", "\nimport os\n\tx = 1\n", os.fsdecode(b"\xff\xfe")]
+    raw = b"\0".join(os.fsencode(a) for a in args) + b"\0"
+    assert argv_spoofed.command_line(raw) == clean_text(" ".join(args))
+    p = subprocess.Popen([str(built.program), "plain", "/tmp/sxscan-unit-nl\nx\ty"],
+                         stdout=subprocess.PIPE, text=True)
+    built.procs.append(p)
+    assert p.stdout.readline().startswith("ready")
+    recorded = clean_text(f"{built.program} plain /tmp/sxscan-unit-nl\nx\ty")
+    assert argv_spoofed.check(p.pid, recorded_cmdline=recorded) == []
+
+
+@needs_cc
+@needs_linux_proc
 def test_check_functions_are_importable_per_scanner(built):
     """Each scanner module's ``check(pid)`` (what other parts of SysmonX call)."""
     from sysmonx.scanners.builtin import deleted_exe, memfd_exec

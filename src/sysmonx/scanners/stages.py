@@ -107,6 +107,9 @@ class ScanStats:
         if self.over_budget:
             text += ", over budget " + ", ".join(f"{k} {v:,}"
                                                  for k, v in sorted(self.over_budget.items()))
+        if self.done:
+            text += (f"; scan time mean {1e3 * self.scan_seconds / self.done:.1f} ms, max "
+                     f"{1e3 * self.max_scan_seconds:.0f} ms")
         text += f"; findings {sum(self.findings.values()):,}"
         if self.dismissed:
             text += f" (allow-listed {sum(self.dismissed.values()):,})"

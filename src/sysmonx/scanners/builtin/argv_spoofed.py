@@ -3,8 +3,8 @@
 Sources, strongest first:
 
 1. the CommandLine recorded at exec (the triggering event's; the live sensor reads it from the
-   kernel at exec) against ``/proc/PID/cmdline`` now, rendered the way the sensor renders
-   CommandLine (arguments joined by spaces). A recorded line that is a prefix of today's is not
+   kernel at exec) against ``/proc/PID/cmdline`` now, rendered exactly the way the sensor renders
+   CommandLine (:func:`command_line`). A recorded line that is a prefix of today's is not
    a difference (a tier may cap what it reads at exec).
 2. the kernel's argument area: at exec the argument strings lie back to back from ``arg_start``
    to ``arg_end``, and the environment strings start right there (``env_start == arg_end``,
@@ -22,9 +22,11 @@ spoofing" (process argument spoofing).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Optional
 
 from ...core.registry import SCANNERS
+from ...sensor.process import clean_text
 from ..base import Finding, ProcessView, ScanContext, Scanner, check_with
 
 __all__ = ["ArgvSpoofed", "command_line", "check"]
@@ -33,14 +35,14 @@ MAX_ARGC = 4096
 
 
 def command_line(raw: Optional[bytes]) -> Optional[str]:
-    """``/proc/PID/cmdline`` bytes rendered as the sensor renders CommandLine (arguments joined by
-    one space, UTF-8 with replacement, control characters kept out), ``None`` when empty."""
+    """``/proc/PID/cmdline`` bytes rendered exactly as the sensor renders CommandLine (each
+    argument ``os.fsdecode``-d, joined by one space, invalid UTF-8 as U+FFFD:
+    :func:`sysmonx.sensor.process.clean_text`), ``None`` when empty."""
     if not raw:
         return None
     if raw.endswith(b"\0"):
         raw = raw[:-1]
-    text = " ".join(a.decode("utf-8", "replace") for a in raw.split(b"\0"))
-    return "".join(c if c >= " " or c == "\t" else " " for c in text)
+    return clean_text(" ".join(os.fsdecode(a) for a in raw.split(b"\0")))
 
 
 def _layout_problems(proc: ProcessView) -> list[str]:
