@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 from collections import Counter
@@ -143,6 +142,7 @@ def _safe(s: str) -> str:
 
 def _stats(pids: list[int], times: list[float], skipped: Counter[str], kept: Counter[str],
            dismissed: Counter[str], over: Counter[str], yara: bool) -> dict[str, Any]:
+    import resource  # POSIX only; sysmonx scan itself is Linux only
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "processes": len(pids), "scanned": len(times), "skipped": dict(skipped),

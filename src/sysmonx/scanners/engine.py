@@ -16,8 +16,6 @@ from typing import Optional, Sequence
 from ..core.registry import SCANNERS
 from ..event import LINUX_CHANNEL, LINUX_PROVIDER, LINUX_PROVIDER_GUID, SYSMON_KEYWORDS, Event
 from ..schema import CURRENT
-from ..sensor.process import (boot_time, guid_key_is_synthetic, machine_id_prefix,
-                              process_guid)
 from .allowlist import AllowEntry, AllowList
 from .base import Budget, BudgetExceeded, Finding, ProcessGone, ProcessView, ScanContext, Scanner
 
@@ -28,7 +26,7 @@ __all__ = ["ScanReport", "Identity", "select_scanners", "scan_process", "finding
 SCANNER_FINDING = 200
 #: ``scanners="all"``: every registered scanner.
 ALL = "all"
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def select_scanners(names: Sequence[str]) -> tuple[list[Scanner], frozenset[str]]:
@@ -65,11 +63,14 @@ class Identity:
     the one whose event asked for the scan (a pid may be reused, a process may exec again)."""
 
     def __init__(self, machine: Optional[str] = None, btime: Optional[int] = None):
+        # the sensor's process module imports pwd (Linux only): not at import time
+        from ..sensor.process import boot_time, machine_id_prefix
         self.machine = machine or machine_id_prefix()
         self.btime = boot_time() if btime is None else btime
 
     def guid(self, proc: ProcessView) -> Optional[str]:
         """The ProcessGuid of the process now, ``None`` when its stat cannot be read."""
+        from ..sensor.process import process_guid
         start, end = proc.stat_field(22), proc.stat_field(27)
         if start is None:
             return None
@@ -79,6 +80,7 @@ class Identity:
     def same(expected: str, now: str) -> bool:
         """True when ``now`` is the process ``expected`` names; for a GUID whose key the sensor
         generated (synthetic), the start second and pid bytes decide."""
+        from ..sensor.process import guid_key_is_synthetic
         if expected == now:
             return True
         if guid_key_is_synthetic(expected):

@@ -26,7 +26,6 @@ import os
 from typing import Any, Iterable, Optional
 
 from ...core.registry import SCANNERS
-from ...sensor.process import clean_text
 from ..base import Finding, ProcessView, ScanContext, Scanner, check_with
 
 __all__ = ["ArgvSpoofed", "command_line", "check"]
@@ -40,6 +39,7 @@ def command_line(raw: Optional[bytes]) -> Optional[str]:
     :func:`sysmonx.sensor.process.clean_text`), ``None`` when empty."""
     if not raw:
         return None
+    from ...sensor.process import clean_text  # imports pwd: Linux only, so not at import time
     if raw.endswith(b"\0"):
         raw = raw[:-1]
     return clean_text(" ".join(os.fsdecode(a) for a in raw.split(b"\0")))

@@ -7,7 +7,6 @@ ProcessTampering ``Image is fileless``. ATT&CK T1620 (reflective code loading).
 
 from __future__ import annotations
 
-import fcntl
 import os
 from typing import Any, Iterable
 
@@ -43,6 +42,7 @@ def seal_text(path: str) -> str:
     """``, sealed against writing (seal,shrink,grow,write)`` for a memfd whose seals forbid
     writes (the self-protecting re-exec runc introduced for CVE-2019-5736), ``, seals: ...``
     for other seals, ``""`` for none or when they cannot be read."""
+    import fcntl  # POSIX only: the module must import on Windows (plugins listing)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
