@@ -585,3 +585,15 @@ def test_scan_stages_emit_findings_before_the_filter(monkeypatch):
     assert emitted[0].data["TriggerEventId"] == "1"
     assert svc.stats.requested == 1 and svc.stats.findings == {"memfd_exec": 1}
     findings.finish(lambda x: None)
+
+
+def test_windows_sensor_config_leaves_sysmonx_events_and_scanners_out():
+    """Sysmon is handed neither <ScannerFinding> nor scanners= attributes (SysmonX scans and
+    filters its own events itself)."""
+    from sysmonx.windows.sensorconfig import derive_sensor_config
+    xml = CFG.replace("</EventFiltering>", '<RuleGroup groupRelation="or"><ScannerFinding '
+                      'onmatch="exclude"><Finding>rwx_memory</Finding></ScannerFinding>'
+                      "</RuleGroup></EventFiltering>")
+    derived = derive_sensor_config(parse_config(xml))
+    assert "ScannerFinding" not in derived.xml and "scanners=" not in derived.xml
+    assert "ProcessCreate" in derived.xml

@@ -152,9 +152,12 @@ def derive_sensor_config(user: Optional[Config], *,
     wanted = set(also_collect)
     plan: dict = {}
     sets_out: list[RuleSet] = []
-    tags = list(schema.tags)
+    # SysmonX's own events (200 ScannerFinding ...) never come from Sysmon: not in its config
+    tags = [t for t in schema.tags if not schema.events[schema.tags[t][0]].extension]
     if user:
         for rs in user.rule_sets:
+            if rs.tag in schema.tags and rs.tag not in tags:
+                continue
             if rs.tag not in schema.tags:
                 raise SensorConfigError(f"Sysmon schema {format_version(version)} has no "
                                         f"<{rs.tag}>: the sensor cannot collect these events",
