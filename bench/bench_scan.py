@@ -211,6 +211,7 @@ def live_run(args, workdir: Path, spawner: Path, scanners: bool, tag: str) -> di
                        str(out_file)]
     if args.backend:
         cmd += ["--backend", args.backend]
+    cmd += ["--scan-nice", str(args.nice)]
     with open(err_path, "wb") as err:
         sensor = subprocess.Popen(cmd, stderr=err)
         out = Output(out_file)
@@ -272,7 +273,7 @@ def part_live(args, workdir: Path) -> list[str]:
     spawner = build_spawner(workdir)
     lines = [f"live: {args.rate:.0f} execs/s for {args.seconds:.0f} s of /bin/sleep "
              f"{args.lifetime} (scanners=\"all\" on every ProcessCreate vs the same config "
-             "without the attribute)"]
+             f"without the attribute; scan worker nice {args.nice})"]
     results = {}
     for scanners in (True, False):
         # sleep adds its arguments: the tag is a tiny number (0.00009Pddddddd s) unique per run
@@ -307,6 +308,8 @@ def main() -> int:
                     help="seconds each spawned process lives (default 1.5)")
     ap.add_argument("--backend", help="force the sensor's tier (default: the best available)")
     ap.add_argument("--yara-rules", type=int, default=100)
+    ap.add_argument("--nice", type=int, default=10,
+                    help="the sensor's scan worker niceness (sysmonx run --scan-nice)")
     ap.add_argument("--catch-up", type=float, default=20.0,
                     help="longest wait after the load for the sensor to finish (seconds)")
     args = ap.parse_args()

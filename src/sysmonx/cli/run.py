@@ -72,6 +72,9 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="memory and file bytes one process scan may read (default 64 MiB)")
     g.add_argument("--scan-max-seconds", type=float, default=2.0, metavar="S",
                    help="wall time one process scan may take (default 2 s)")
+    g.add_argument("--scan-nice", type=int, default=10, metavar="N",
+                   help="CPU niceness of the scan worker thread (default 10: scans yield to "
+                        "the host's work)")
     add_stage_option(p)
     return p
 
@@ -104,7 +107,7 @@ def scan_options(args: argparse.Namespace, config: Any, console: Any) -> Any:
         return None
     return ScanOptions(queue_size=max(1, args.scan_queue), max_bytes=args.scan_max_bytes,
                        max_seconds=args.scan_max_seconds, yara_rules=rules, allowlist=allow,
-                       scan_all=scan_all)
+                       scan_all=scan_all, nice=args.scan_nice)
 
 
 def cmd_run(argv: list[str]) -> int:
