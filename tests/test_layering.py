@@ -13,7 +13,8 @@ never one of its own layer or above; imports under ``if TYPE_CHECKING:`` count t
 6     ``scanners`` (process scanners; the sensor reaches them through the ``SCANNERS`` registry)
 7     ``windows`` (Windows Event Log and ETW sources, Sysmon management)
 8     ``pipeline`` (the one loop)
-9     ``cli`` (the command line: one module per command, Sysmon's switches in ``cli.sysmon``)
+9     ``workbench`` (config stats, config diff, ATT&CK coverage, HTML reports over replays)
+10    ``cli`` (the command line: one module per command, Sysmon's switches in ``cli.sysmon``)
 ====  =======================================================================================
 
 So ``config`` and ``filtering`` never import each other, sources never import sinks, and nothing
@@ -36,6 +37,7 @@ LAYERS = [
     {"scanners"},
     {"windows"},
     {"pipeline"},
+    {"workbench"},
     {"cli"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -597,3 +597,21 @@ def test_windows_sensor_config_leaves_sysmonx_events_and_scanners_out():
     derived = derive_sensor_config(parse_config(xml))
     assert "ScannerFinding" not in derived.xml and "scanners=" not in derived.xml
     assert "ProcessCreate" in derived.xml
+
+
+def test_scanner_finding_is_schema_data_printed_by_dash_s(capsys):
+    """Event 200 is in the catalogue as an extension event: in every schema snapshot, filterable
+    by <ScannerFinding>, printed by ``sysmonx -s``, absent from Sysmon's own manifest."""
+    from sysmonx.schema import CURRENT, all_versions, get_schema
+    from sysmonx.schema.printer import render_manifest
+    for v in all_versions():
+        assert get_schema(v).tags["ScannerFinding"] == (200,)
+    ev = CURRENT.events[200]
+    assert ev.extension and ev.field_names == (
+        "RuleName", "UtcTime", "ProcessGuid", "ProcessId", "Image", "Scanner", "Finding",
+        "Details", "TriggerEventId")
+    assert main(["-s"]) == 0
+    out = capsys.readouterr().out
+    assert 'name="SYSMONXEVENT_SCANNER_FINDING" value="200"' in out
+    assert 'rulename="ScannerFinding"' in out
+    assert "ScannerFinding" not in render_manifest(CURRENT, "windows", extensions=False)

@@ -137,7 +137,7 @@ def _schema_model(schema, windows: bool) -> dict:
     events = [(e.event_id, e.symbol, e.template, e.tag, e.version, e.level,
                e.default if e.default_attr else None,
                tuple((f.name, f.in_type, f.out_type) for f in e.fields))
-              for e in schema.events.values() if not e.extension]  # Sysmon's manifest only
+              for e in schema.events.values() if not e.extension]
     return {"binary": schema.binary_version, "options": options,
             "filters": ("is", schema.conditions), "events": events}
 
@@ -219,9 +219,8 @@ def test_derived_tags_and_config_entries_match_manifest(corpus, version):
         if e.get("rulename"):
             tags.setdefault(e.get("rulename"), []).append(int(e.get("value"), 0))
     schema = get_schema(version)
-    sysmon_tags = {k: list(v) for k, v in schema.tags.items()
-                   if not all(schema.events[i].extension for i in v)}
-    assert sysmon_tags == tags
+    extension_tags = {e.tag for e in schema.events.values() if e.extension}
+    assert {k: list(v) for k, v in schema.tags.items() if k not in extension_tags} == tags
     entries = set()
     for o in root.find("configuration/options").findall("option"):
         if o.get("noconfig") == "true" or o.get("target") == "internal":
@@ -258,13 +257,11 @@ def test_each_listed_build_difference_is_real(dump):
             assert render_manifest(_as_built(schema, {key: value})) != plain, key
 
 
-def _sysmon_ids(schema) -> list:
-    return [i for i, e in schema.events.items() if not e.extension]
-
-
 def test_private_event_ids_by_version():
-    assert _sysmon_ids(get_schema("4.23"))[-3:] == [0xF001, 0xF002, 22]
-    assert _sysmon_ids(get_schema("4.30"))[-3:] == [22, 23, 0xF002]
+    def sysmon_ids(v):
+        return [i for i, e in get_schema(v).events.items() if not e.extension]
+    assert sysmon_ids("4.23")[-3:] == [0xF001, 0xF002, 22]
+    assert sysmon_ids("4.30")[-3:] == [22, 23, 0xF002]
     assert 0xF001 not in get_schema("4.30").events
     assert 0xF002 not in get_schema("4.40").events
     assert get_schema("4.32").events[0xF002].field_names[-2:] == ("Path", "Archived")
@@ -336,10 +333,9 @@ def test_render_windows_equals_dump(corpus, dump):
     expected = _lines(_dump_block(corpus / WINDOWS_DIR / dump))
     schema = get_schema(_version_of("\n".join(expected)))
     differences = BUILD_DIFFERENCES[dump]
-    assert _lines(render_manifest(_as_built(schema, differences), "windows",
-                                  extensions=False)) == expected
+    assert _lines(render_manifest(_as_built(schema, differences), "windows")) == expected
     # Without them, exactly the documented number of lines differ (0 = exact equality).
-    got = _lines(render_manifest(schema, "windows", extensions=False))
+    got = _lines(render_manifest(schema, "windows"))
     assert _diff_counts(expected, got) == differences["lines"]
 
 
@@ -348,13 +344,13 @@ def test_render_linux_equals_sysmoncommon_text(corpus, version):
     """The Linux form is the raw SysmonCommon text (indented from column 0, no blank lines)."""
     raw = _common_blocks(corpus)[version].split("\n")
     expected = [line[2:] if line.startswith("  ") else line for line in raw if line.strip()]
-    assert _lines(render_manifest(get_schema(version), "linux", extensions=False)) == expected
+    assert _lines(render_manifest(get_schema(version), "linux")) == expected
 
 
 def test_render_linux_equals_linux_dump_but_btf(corpus):
     """Sysmon for Linux 1.0.0 predates the BTF option the SysmonCommon 4.81 manifest now has."""
     expected = _lines((corpus / LINUX_DUMP).read_text())
-    got = _lines(render_manifest(get_schema("4.81"), "linux", extensions=False))
+    got = _lines(render_manifest(get_schema("4.81"), "linux"))
     btf = ('      <option switch="btf" name="BTF" argument="optional" target="all"'
            ' noconfig="true" />')
     assert got.index(btf) == 10
@@ -367,7 +363,8 @@ def test_render_every_version_is_wellformed(version, style):
     text = render_manifest(get_schema(version), style)
     root = ET.fromstring(text)
     assert root.get("schemaversion") == manifest_version_text(get_schema(version).version)
-    assert [int(e.get("value"), 0) for e in root.iter("event")] == list(get_schema(version).events)
+    assert [int(e.get("value"), 0) for e in root.iter("event")] == [
+        i for i, e in get_schema(version).events.items() if not e.extension]
     assert not text.endswith("\n")
     internal = [o for o in root.iter("option") if o.get("name") == "TraceEvents"]
     if style == "windows":
@@ -395,7 +392,7 @@ def test_windows_comments_placement():
 def test_schema_output_default_is_newest():
     text, code = render_schema_output(None)
     assert code == 0
-    assert text == render_manifest(CURRENT) + "\n"
+    assert text == render_manifest(CURRENT, extensions=True) + "\n"
     assert text.startswith(f'<manifest schemaversion="{format_version(LATEST)}" ')
 
 
@@ -425,28 +422,8 @@ def test_schema_output_all(arg, style):
     assert code == 0
     versions = re.findall(r'^<manifest schemaversion="([^"]+)"', text, re.M)
     assert versions == [manifest_version_text(v) for v in reversed(all_versions())]
-    assert text == "".join(render_manifest(get_schema(v), style) + "\n"
+    assert text == "".join(render_manifest(get_schema(v), style, True) + "\n"
                            for v in reversed(all_versions()))
-
-
-def test_sysmonx_events_follow_sysmons_in_every_snapshot():
-    """SysmonX's own events (200 ScannerFinding ...) are in every snapshot after Sysmon's, marked
-    as extensions, and printed by ``-s`` after a comment; ``extensions=False`` is Sysmon's."""
-    for v in all_versions():
-        schema = get_schema(v)
-        ids = list(schema.events)
-        ext = [i for i in ids if schema.events[i].extension]
-        assert 200 in ext and ids[-len(ext):] == ext
-        assert schema.tags["ScannerFinding"] == (200,)
-    ev = CURRENT.events[200]
-    assert ev.field_names == ("RuleName", "UtcTime", "ProcessGuid", "ProcessId", "Image",
-                              "Scanner", "Finding", "Details", "TriggerEventId")
-    text = render_manifest(CURRENT, "windows")
-    assert "<!-- SysmonX events (not in Sysmon's manifest) -->" in text
-    assert 'name="SYSMONX_SCANNER_FINDING" value="200"' in text
-    assert 'rulename="ScannerFinding"' in text
-    plain = render_manifest(CURRENT, "windows", extensions=False)
-    assert "SysmonX" not in plain and "ScannerFinding" not in plain
 
 
 def test_schema_output_linux_style():

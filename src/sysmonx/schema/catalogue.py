@@ -114,9 +114,13 @@ class EventDef:
         since / until: first schema with the event, first schema without it (``None`` = open).
         history: ``((version, {"template": ..., "version": ...}), ...)`` values that applied
             *before* the given schema version.
-        extension: a SysmonX event (EventID 100 and up, see :data:`SYSMONX_EVENTS`): present in
-            every schema snapshot, accepted as a config tag unless extensions are refused, and
-            absent from Sysmon's own manifest.
+        extension: ``True`` for an event no Sysmon manifest defines (SysmonX's own events, and
+            Sysmon for Linux's event 100, which no SysmonCommon manifest lists): present in every
+            schema version (a config of any version may filter it), left out of the byte-exact
+            manifest rendering and of the manifest comparisons.
+        sigma_category: the Sigma ``logsource: category`` that selects this event (extension
+            events only; Sysmon's own events are mapped by the Sigma taxonomy in
+            :mod:`sysmonx.detection.logsource`), ``None`` for none.
     """
 
     event_id: int
@@ -132,16 +136,21 @@ class EventDef:
     until: Optional[Version] = None
     history: tuple = field(default=())
     extension: bool = False
+    sigma_category: Optional[str] = None
 
     @property
     def level_value(self) -> int:
-        """System/Level number: 4 for Informational, 2 for Error."""
-        return 2 if self.level == "Error" else 4
+        """System/Level number: 4 for Informational, 3 for Warning, 2 for Error."""
+        return LEVEL_VALUES.get(self.level, 4)
 
     @property
     def filterable(self) -> bool:
         """False for 4, 16 and 255, which Sysmon never filters (spec 3.7)."""
         return self.tag is not None
+
+
+#: Manifest level name -> System/Level number.
+LEVEL_VALUES = {"Error": 2, "Warning": 3, "Informational": 4}
 
 
 def _ev(event_id, symbol, template, tag, version, fields, **kw) -> EventDef:
@@ -260,26 +269,41 @@ EVENTS: tuple[EventDef, ...] = (
     # 0xF002 as the 4.30-4.32 manifests list it: after 23 (see the 4.0-4.23 entries above 22).
     _ev(0xF002, "SYSMONEVENT_CLIPBOARD", "Clipboard changed", "ClipboardChange", 5, _CLIP_PRIVATE,
         since=(4, 30), until=(4, 40)),
+
+    # --- Resilience (SysmonX extension events; docs/ARCHITECTURE.md "Tamper findings") -------
+    # 100: Sysmon for Linux's eBPF program event (its ID and field names); 201, 202: SysmonX.
+    _ev(100, "SYSMONEVENT_BPF_EVENT", "eBPF Program Loaded", "BpfEvent", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("BpfCommand"),
+        _s("BpfProgramType"), _t("BpfProgramId", UINT32), _s("BpfProgramName")],
+        default="include", extension=True, sigma_category="bpf_event"),
+    _ev(201, "SYSMONXEVENT_TAMPER_FINDING", "Tamper finding", "TamperFinding", 1, [
+        _RN, _s("UtcTime"), _s("Technique"), _s("Details"), *_PROC, _s("Image"), _s("Source")],
+        level="Warning", default="include", extension=True, sigma_category="sysmonx_tamper"),
+    _ev(202, "SYSMONXEVENT_HEARTBEAT", "Heartbeat", "Heartbeat", 1, [
+        _RN, _s("UtcTime"), _t("Sequence", UINT32), _t("EventsWritten", UINT32),
+        _t("EventsLost", UINT32), _s("Backend"), _s("ConfigurationFileHash")],
+        default="include", extension=True, sigma_category="sysmonx_heartbeat"),
+    # --- end Resilience ------------------------------------------------------------------------
+    # --- Windows (SysmonX extension events; docs/WINDOWS.md "PowerShell script blocks") -------
+    # 220: one PowerShell script block reassembled from its 4104 parts (powershell.py).
+    _ev(220, "SYSMONXEVENT_POWERSHELL_SCRIPT_BLOCK", "PowerShell script block",
+        "PowerShellScriptBlock", 1, [
+            _RN, _s("UtcTime"), _s("ScriptBlockId"), _s("Path"), _pid("ProcessId"),
+            _s("UserSid"), _t("MessageTotal", UINT32), _t("Suspicious", BOOLEAN),
+            _s("FirstRecordID"), _s("LastRecordID"), _s("ScriptBlockText")],
+        default="include", extension=True, sigma_category="sysmonx_ps_script_block"),
+    # --- end Windows ---------------------------------------------------------------------------
+    # --- Scanners (SysmonX extension events; docs/ARCHITECTURE.md "Scanners") -----------------
+    # 200: a scanner's finding on the process of an event a config rule asked to scan
+    # (scanners="..."), or on a process `sysmonx scan` inspected: the scanned process, the
+    # scanner, the finding name (memfd_exec ... yara:RULE), what was seen (Details) and the
+    # EventID that triggered the scan (0 on demand).
+    _ev(200, "SYSMONXEVENT_SCANNER_FINDING", "Scanner finding", "ScannerFinding", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("Scanner"), _s("Finding"), _s("Details"),
+        _t("TriggerEventId", UINT32)],
+        default="include", extension=True, sigma_category="scanner_finding"),
+    # --- end Scanners --------------------------------------------------------------------------
 )
-
-
-# ---------------------------------------------------------------------------------------------
-# SysmonX's own events (EventIDs 100 and up; Sysmon uses 1-29 and 255, SigmaAlert is 1000). Each
-# block belongs to one feature; snapshots append them after Sysmon's events, in this order.
-
-#: 200 ScannerFinding: a scanner's finding on the process of an event a config rule asked to scan
-#: (``scanners="..."``), or on a process ``sysmonx scan`` inspected. Fields: the scanned process
-#: (ProcessGuid, ProcessId, Image), the scanner, the finding name (``memfd_exec``, ...,
-#: ``yara:RULE``), what was seen (Details) and the EventID that triggered the scan (0 on demand).
-_SCANNER_EVENTS: tuple[EventDef, ...] = (
-    _ev(200, "SYSMONX_SCANNER_FINDING", "Scanner finding", "ScannerFinding", 1, [
-        _s("RuleName"), _s("UtcTime"), *_PROC, _s("Image"), _s("Scanner"), _s("Finding"),
-        _s("Details"), _t("TriggerEventId", UINT32)],
-        default="include", default_attr=True, extension=True),
-)
-
-#: Every SysmonX event, in the order snapshots list them after Sysmon's.
-SYSMONX_EVENTS: tuple[EventDef, ...] = (*_SCANNER_EVENTS,)
 
 
 @dataclass(frozen=True, slots=True)

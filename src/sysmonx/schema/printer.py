@@ -80,15 +80,11 @@ def _option_line(o, linux: bool) -> str:
     return f"<option{_attrs(pairs)}{end}"
 
 
-#: Precedes SysmonX's own events in ``-s`` output (Sysmon's manifest has none).
-_EXTENSION_COMMENT = "<!-- SysmonX events (not in Sysmon's manifest) -->"
-
-
 def _event_value(event_id: int) -> str:
     return hex(event_id) if event_id >= 0xF000 else str(event_id)
 
 
-def render_manifest(schema: Schema, style: str = "windows", extensions: bool = True) -> str:
+def render_manifest(schema: Schema, style: str = "windows", extensions: bool = False) -> str:
     """Render one schema as the ``<manifest ...>`` block ``sysmon -s`` prints.
 
     ``windows``: the target-filtered manifest, 2-space indentation, no ``target`` attributes, no
@@ -100,8 +96,8 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = T
     Args:
         schema: a :class:`~sysmonx.schema.Schema` (e.g. ``get_schema("4.50")``).
         style: ``"windows"`` or ``"linux"``.
-        extensions: also list SysmonX's own events (EventID 100 and up) after Sysmon's, behind
-            the comment ``<!-- SysmonX events -->``; ``False`` gives exactly Sysmon's manifest.
+        extensions: also list the events no Sysmon manifest defines (SysmonX's own, Sysmon for
+            Linux's 100), after Sysmon's, in the same form (``False``: Sysmon's manifest exactly).
     Returns:
         The lines from ``<manifest ...>`` to ``</manifest>`` joined with ``\\n``, no trailing
         newline.
@@ -129,14 +125,9 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = T
     out += ["    </options>",
             f"    <filters default=\"is\">{','.join(schema.conditions)}</filters>",
             "  </configuration>", "  <events>"]
-    marked = False
     for e in schema.events.values():
-        if e.extension:
-            if not extensions:
-                continue
-            if not marked:
-                out.append("    " + _EXTENSION_COMMENT)
-                marked = True
+        if e.extension and not extensions:
+            continue
         pairs = [("name", e.symbol), ("value", _event_value(e.event_id)), ("level", e.level),
                  ("template", e.template), ("rulename", e.tag),
                  ("ruledefault", e.default if e.default_attr else None),
@@ -153,7 +144,7 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = T
 
 
 def render_schema_output(version_arg: Optional[str] = None,
-                         style: str = "windows") -> tuple[str, int]:
+                         style: str = "windows", extensions: bool = True) -> tuple[str, int]:
     """The complete output of ``sysmon -s [version|all]`` (without the banner) and its exit code.
 
     Selection (Sysmon's printSchema.c): manifests are scanned newest first; no argument prints the
@@ -167,6 +158,8 @@ def render_schema_output(version_arg: Optional[str] = None,
     Args:
         version_arg: the ``-s`` value, ``None`` when absent.
         style: ``"windows"`` or ``"linux"`` (see :func:`render_manifest`).
+        extensions: list SysmonX's own events after Sysmon's in each manifest (default; ``False``
+            prints Sysmon's manifests byte for byte).
     Returns:
         ``(text, exit_code)``: the manifest block(s), or :data:`NO_MATCH_MESSAGE` + newline with
         :data:`NO_MATCH_EXIT_CODE` (0, see there) when nothing matches; exit code 0 otherwise.
@@ -185,7 +178,7 @@ def render_schema_output(version_arg: Optional[str] = None,
         chosen = [v for v in newest_first if manifest_version_text(v).startswith(version_arg)][:1]
     if not chosen:
         return NO_MATCH_MESSAGE + "\n", NO_MATCH_EXIT_CODE
-    return "".join(render_manifest(get_schema(v), style) + "\n" for v in chosen), 0
+    return "".join(render_manifest(get_schema(v), style, extensions) + "\n" for v in chosen), 0
 
 
 # ---------------------------------------------------------------------------------------------

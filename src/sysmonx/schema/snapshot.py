@@ -15,7 +15,7 @@ from typing import Optional
 from ..core.errors import SchemaError
 from .catalogue import (
     BOOLEAN, CONDITION_MANIFEST_ORDER, CONDITION_SINCE, CONDITIONS, EVENTS, GUID, HEXINT32, HEXINT64,
-    OPTIONS, SCHEMA_VERSIONS, STRING, SYSMONX_EVENTS, UINT16, UINT32, EventDef, FieldDef, OptionDef, Version,
+    LEVEL_VALUES, OPTIONS, SCHEMA_VERSIONS, STRING, UINT16, UINT32, EventDef, FieldDef, OptionDef, Version,
     format_version, parse_version,
 )
 
@@ -45,7 +45,6 @@ class EventSchema:
 
     ``fields`` is ordered (manifest order); ``field_names`` the names alone; ``index`` maps a
     field name to its 0-based position (the position Sysmon's filter checks, spec 1.5).
-    ``extension``: a SysmonX event (not in Sysmon's manifest).
     """
 
     event_id: int
@@ -60,11 +59,12 @@ class EventSchema:
     field_names: tuple[str, ...]
     index: dict
     extension: bool = False
+    sigma_category: Optional[str] = None
 
     @property
     def level_value(self) -> int:
-        """System/Level: 4 (Informational) or 2 (Error)."""
-        return 2 if self.level == "Error" else 4
+        """System/Level: 4 (Informational), 3 (Warning) or 2 (Error)."""
+        return LEVEL_VALUES.get(self.level, 4)
 
     @property
     def filterable(self) -> bool:
@@ -78,8 +78,7 @@ class Schema:
 
     Attributes:
         version: ``(4, 90)``; ``binary_version``: manifest binaryversion string.
-        events: event id -> :class:`EventSchema`, in manifest order (255 first), then SysmonX's
-            own events (``extension``; :data:`~sysmonx.schema.catalogue.SYSMONX_EVENTS`).
+        events: event id -> :class:`EventSchema`, in manifest order (255 first).
         tags: config event tag -> event ids it covers, in manifest order (e.g. RegistryEvent ->
             (12, 13, 14)).
         options: manifest options of this version.
@@ -116,7 +115,7 @@ def _snapshot(defn: EventDef, v: Version) -> EventSchema:
     names = tuple(f.name for f in fields)
     return EventSchema(defn.event_id, defn.symbol, template, defn.tag, version, defn.level,
                        defn.default, defn.default_attr, fields, names,
-                       {n: i for i, n in enumerate(names)}, defn.extension)
+                       {n: i for i, n in enumerate(names)}, defn.extension, defn.sigma_category)
 
 
 @lru_cache(maxsize=None)
@@ -126,8 +125,6 @@ def _build(v: Version) -> Schema:
     for defn in EVENTS:
         if _present(defn.since, defn.until, v):
             events[defn.event_id] = _snapshot(defn, v)
-    for defn in SYSMONX_EVENTS:  # SysmonX's own events: in every snapshot, after Sysmon's
-        events[defn.event_id] = _snapshot(defn, v)
     tags: dict[str, list[int]] = {}
     tag_fields: dict[str, set[str]] = {}
     for e in events.values():

@@ -152,8 +152,10 @@ def derive_sensor_config(user: Optional[Config], *,
     wanted = set(also_collect)
     plan: dict = {}
     sets_out: list[RuleSet] = []
-    # SysmonX's own events (200 ScannerFinding ...) never come from Sysmon: not in its config
-    tags = [t for t in schema.tags if not schema.events[schema.tags[t][0]].extension]
+    # SysmonX's own events (schema extension entries) are made by SysmonX, never by Sysmon: the
+    # sensor config has no tag for them, and a user's rule set on one is SysmonX's business.
+    tags = [t for t in schema.tags
+            if not all(schema.events[i].extension for i in schema.tags[t])]
     if user:
         for rs in user.rule_sets:
             if rs.tag in schema.tags and rs.tag not in tags:
