@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 SPAWNER_C = r"""
 #include <spawn.h>
@@ -202,7 +203,7 @@ def phase(sensor: subprocess.Popen, out: Output, spawner: Path, n: int, rate: fl
             "load_s": window, "tail_s": t1 - t_load}
 
 
-def start_sensor(tier: str, workdir: Path) -> tuple:
+def start_sensor(tier: str, workdir: Path, rules: Optional[str] = None) -> tuple:
     """Start ``sysmonx run --backend TIER``; returns ``(process, Output, stderr file)`` once its
     event 4 is written.
 
@@ -218,7 +219,8 @@ def start_sensor(tier: str, workdir: Path) -> tuple:
     err = open(workdir / f"{tier}.stderr", "wb")
     sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", tier,
                                "--no-dns", "--config", str(cfg), "--format", "jsonl",
-                               "-o", str(out_file)], stderr=err)
+                               "-o", str(out_file)] + (["--rules", rules] if rules else []),
+                              stderr=err)
     out = Output(out_file)
     deadline = time.monotonic() + 90
     while True:
@@ -242,7 +244,7 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path) -> list:
     Raises:
         BenchError: the sensor did not start or died.
     """
-    sensor, out, err = start_sensor(tier, workdir)
+    sensor, out, err = start_sensor(tier, workdir, args.rules)
     time.sleep(1.0)
     results = []
     c0, t0 = cpu_ticks(sensor.pid), time.monotonic()
@@ -301,6 +303,9 @@ def main() -> int:
     ap.add_argument("--catch-up", type=float, default=30.0,
                     help="longest wait for the phase's events after the load (seconds)")
     ap.add_argument("--keep", metavar="DIR", help="keep the sensors' outputs in DIR")
+    ap.add_argument("--rules", metavar="PATH",
+                    help="Sigma rules the sensors load (alerts go into the event stream as "
+                         "event 1000; the rule cache is used as by `sysmonx run`)")
     ap.add_argument("--idle", type=float, default=5.0,
                     help="seconds of no load over which the idle baseline is measured")
     args = ap.parse_args()

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from . import common
-from .common import (EXIT_FATAL, EXIT_USAGE, add_stage_option, builtin_config_path,
-                     builtin_sample_path, close_quietly, config_mistake_hint, extra_stages,
-                     load_detection, output_formats, print_config_errors, silence_stdout)
+from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_stage_option,
+                     builtin_config_path, builtin_sample_path, close_quietly, config_mistake_hint,
+                     extra_stages, load_detection, output_formats, print_config_errors,
+                     silence_stdout)
 
 __all__ = ["cmd_replay", "print_summary"]
 
@@ -61,7 +62,8 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-output", action="store_true", help="count only, write no events")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                    help="replay files on N worker processes, output kept in input order "
-                        "(0: one per CPU; default 1)")
+                        "(0: one per CPU, fewer for small inputs, none below 48 MB, where "
+                        "starting workers costs more than they save; default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
@@ -77,6 +79,7 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-extensions", action="store_true",
                    help="hold the config to Sysmon's grammar exactly (reject condition=\"regex\")")
     add_stage_option(p)
+    add_rule_cache_options(p)
     g = p.add_argument_group("Sysmon behaviours the spec marks uncertain (defaults: code-derived)")
     g.add_argument("--fallback", choices=["code", "intent"], default="code",
                    help="two or more rule sets for a tag and none matched: 'code' excludes, "
@@ -171,7 +174,7 @@ def cmd_replay(argv: list[str]) -> int:
             environment=environment))
 
     from ..core.errors import OutputClosed, SinkError
-    from ..pipeline import default_jobs, replay_parallel
+    from ..pipeline import auto_jobs, default_jobs, replay_parallel
     from ..sinks import writer_class
     from ..sinks.base import open_target
     from ..sources import iter_input_files
@@ -181,7 +184,7 @@ def cmd_replay(argv: list[str]) -> int:
         return EXIT_USAGE
     stage = None
     if args.rules:
-        stage = load_detection(args.rules, console)
+        stage = load_detection(args.rules, console, args)
         if stage is None:
             return EXIT_FATAL
         if jobs > 1:
@@ -237,6 +240,8 @@ def cmd_replay(argv: list[str]) -> int:
                                "{task.fields[errors]} errors"),
                     console=console, transient=True))
                 task = progress.add_task("replay", total=len(files), records=0, errors=0)
+            if args.jobs == 0 and jobs > 1:  # auto: no workers for an input they cannot speed up
+                jobs = auto_jobs(files, jobs)
             if jobs > 1 and len(files) > 1:
                 stream, _ = open_target(args.output) if fmt is not None else (None, "")
                 try:

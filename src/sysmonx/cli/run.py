@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from . import common
-from .common import (EXIT_FATAL, EXIT_USAGE, add_stage_option, builtin_linux_config_path,
-                     close_quietly, extra_stages, load_detection, output_formats,
-                     print_config_errors, silence_stdout)
+from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_stage_option,
+                     builtin_linux_config_path, close_quietly, extra_stages, load_detection,
+                     output_formats, print_config_errors, silence_stdout)
 
 __all__ = ["cmd_run", "write_pidfile_when_started"]
 
@@ -76,6 +76,7 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="CPU niceness of the scan worker thread (default 10: scans yield to "
                         "the host's work)")
     add_stage_option(p)
+    add_rule_cache_options(p)
     return p
 
 
@@ -168,7 +169,7 @@ def cmd_run(argv: list[str]) -> int:
             sinks.append(out)
         stage = None
         if args.rules:
-            stage = load_detection(args.rules, console)
+            stage = load_detection(args.rules, console, args)
             if stage is None:
                 close_quietly(sinks)
                 return EXIT_FATAL

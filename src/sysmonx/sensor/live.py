@@ -10,7 +10,8 @@ kernel where the backend allows it and again here, so it never reports its own a
 Order: observations pass through an :class:`~sysmonx.sensor.order.OrderBuffer` before they are
 assembled, so each process's events come out with event 1 first and event 5 last whatever the
 backends' delivery delays (bound documented there: ``order_window_s``, ``exit_hold_s``).
-Backends may hand over batches (``emit.many``): one queue item and one wake-up per batch.
+Backends may hand over batches (``emit.many``): one queue item per batch; while they keep
+coming, the collecting loop takes them every :data:`LINGER_S` without being woken per batch.
 
 Events of the sensor itself, as Sysmon for Linux writes them: event 16 (the configuration and its
 SHA256) then 4 ``Started`` at start, 16 on every configuration change (:meth:`reload`), 4
@@ -46,7 +47,12 @@ from .backends import Backend, BackendUnavailable, auxiliary_backends, choose_ba
 from .order import OrderBuffer
 from .process import FileHasher, ProcessCache
 
-__all__ = ["LiveSource", "LiveOptions", "LiveStats", "Backend", "BackendUnavailable"]
+__all__ = ["LiveSource", "LiveOptions", "LiveStats", "Backend", "BackendUnavailable", "LINGER_S"]
+
+#: While observations keep coming, the collecting loop sleeps this long between looks at the
+#: queue instead of waiting on it (see :meth:`LiveSource.events`): an observation waits at most
+#: this much longer before its hold (``order_window_s``) starts.
+LINGER_S = 0.005
 
 
 @dataclass
@@ -234,6 +240,7 @@ class LiveSource(Source):
         handle = self._handle
         order = self.order
         inner = iter(self.inner.events()) if self.inner is not None else None
+        busy = False
         while not self._stop.is_set():
             while pending:
                 yield pending.popleft()
@@ -251,10 +258,19 @@ class LiveSource(Source):
             # taken in one batch
             wait = 0.1 if due is None else min(0.1, max(0.005, due - now))
             try:
-                o = get(timeout=wait)
+                if busy:
+                    # Observations came last round: let the next ones gather for a few ms
+                    # and take them without being woken. A thread waiting on the queue is
+                    # woken by every put (a futex call and a GIL hand-over per backend batch,
+                    # the largest cost of a busy sensor); one sleeping is not.
+                    time.sleep(min(wait, LINGER_S))
+                    o = get_nowait()
+                else:
+                    o = get(timeout=wait)
             except queue.Empty:
-                pass
+                busy = False
             else:
+                busy = True
                 arrived = time.monotonic()  # the hold counts from here
                 handle(o, arrived)
                 for _ in range(1024):
