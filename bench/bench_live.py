@@ -29,7 +29,7 @@ the spawner really made):
 * losses the sensor reported (event 255 counts) and the machine's load average (``uptime``),
   since the 2 cores are shared: rerun when it was busy.
 
-Variants (``--variants``, tier ``ebpf`` only; other tiers run ``plain``):
+Variants (``--variants``, tier ``ebpf`` only, default ``plain``; other tiers run ``plain``):
 
 * ``probes-off``: tier A without its second BPF object (``SYSMONX_EBPF_VISIBILITY=0``): the
   baseline of what the new syscall probes (setuid family, capset, memfd_create, mmap/mprotect,
@@ -292,7 +292,7 @@ def shell_phase(sensor: subprocess.Popen, out: Output, rate: float, seconds: flo
 
 
 def start_sensor(tier: str, workdir: Path, variant: str = "plain",
-                 rules: Optional[str] = None) -> tuple:
+                 rules: Optional[str] = None, sensor_args: tuple = ()) -> tuple:
     """Start ``sysmonx run --backend TIER``; returns ``(process, Output, stderr file)`` once its
     event 4 is written.
 
@@ -316,8 +316,9 @@ def start_sensor(tier: str, workdir: Path, variant: str = "plain",
         extra = []  # the auxiliary backends run (ShellCommand is one)
     sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", tier,
                                "--config", str(cfg), "--format", "jsonl",
-                               "-o", str(out_file), *extra]
-                              + (["--rules", rules] if rules else []), stderr=err, env=env)
+                               "-o", str(out_file), "--state-dir", str(workdir / "state"), *extra,
+                               *(["--rules", rules] if rules else []), *sensor_args],
+                              stderr=err, env=env)
     out = Output(out_file)
     deadline = time.monotonic() + 90
     while True:
@@ -341,7 +342,7 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path, variant: str = "plai
     Raises:
         BenchError: the sensor did not start or died.
     """
-    sensor, out, err = start_sensor(tier, workdir, variant, args.rules)
+    sensor, out, err = start_sensor(tier, workdir, variant, args.rules, tuple(args.sensor_arg))
     label = tier if variant == "plain" else f"{tier}/{variant}"
     time.sleep(1.0)
     results = []
@@ -368,6 +369,8 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path, variant: str = "plai
     if sensor.returncode not in (0, -15):
         raise BenchError(f"{tier}: sensor exited with status {sensor.returncode}")
     lost = [e for e in out.events if e.get("EventID") == 255]
+    guard = re.findall(r"sysmonx: (guard CPU .*)", (workdir / f"{tier}.stderr").read_text(
+        errors="replace"))
     tier = label
     lines = [f"{tier:7} idle       sensor CPU {100 * idle:5.1f} % of one core with no load of ours "
              f"(the host's own activity, over {args.idle:.0f} s)"]
@@ -392,6 +395,8 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path, variant: str = "plai
                      f" %), repeated {shell['repeated']}")
     lines.append(f"{tier:7} loss events reported: {len(lost)}  "
                  + "; ".join(e.get("Description", "") for e in lost[:5]))
+    lines.append(f"{tier:7} self-protection (its own thread's CPU time, the whole run): "
+                 + (guard[-1] if guard else "off"))
     return lines
 
 
@@ -406,14 +411,18 @@ def loadavg() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backends", default="ebpf,audit,cnproc")
+    ap.add_argument("--sensor-arg", action="append", default=[], metavar="ARG",
+                    help="one more argument for sysmonx run (repeatable), e.g. "
+                         "--sensor-arg=--no-guard to measure without the self-protection")
     ap.add_argument("--burst", type=int, default=2000)
     ap.add_argument("--rate", type=float, default=1600)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--catch-up", type=float, default=30.0,
                     help="longest wait for the phase's events after the load (seconds)")
     ap.add_argument("--keep", metavar="DIR", help="keep the sensors' outputs in DIR")
-    ap.add_argument("--variants", default="probes-off,plain,enrich,shell",
-                    help="tier ebpf: probes-off, plain, enrich, shell (module doc)")
+    ap.add_argument("--variants", default="plain",
+                    help="tier ebpf: any of probes-off, plain, enrich, shell, comma-separated "
+                         "(module doc; default plain: the sensor as it runs)")
     ap.add_argument("--shell-rate", type=float, default=50.0)
     ap.add_argument("--shell-seconds", type=float, default=10.0)
     ap.add_argument("--rules", metavar="PATH",
@@ -435,7 +444,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sysmonx-bench-") as d:
         workdir = Path(d)
         spawner = build_spawner(workdir)
-        print(f"load average before: {loadavg()}  (python {sys.executable})", flush=True)
+        print(f"load average before: {loadavg()}  (python {sys.executable}; sensor arguments: "
+              f"{' '.join(args.sensor_arg) or 'none'})", flush=True)
         for tier in args.backends.split(","):
             variants = args.variants.split(",") if tier == "ebpf" else ["plain"]
             for variant in variants:

@@ -192,3 +192,37 @@ def test_export_sysmon_strips_extensions_and_validates_as_plain_sysmon(tmp_path)
     o = tmp_path / "plain.xml"
     assert main(["config", "export", "--sysmon", str(f), "-o", str(o)]) == 0
     assert o.read_bytes() == out
+
+
+def test_export_sysmon_strips_every_extension_event_tag_and_scan_request():
+    """Every catalogue extension tag (not only 210-213) and the scanners= attribute go; what the
+    rule sets select stays."""
+    src = """<Sysmon schemaversion="4.90"><EventFiltering>
+  <RuleGroup groupRelation="or">
+    <ProcessCreate onmatch="include" scanners="memfd_exec">
+      <Image condition="end with">/bash</Image>
+      <Rule groupRelation="and" scanners="deleted_exe">
+        <Image condition="begin with">/tmp/</Image>
+      </Rule>
+    </ProcessCreate>
+  </RuleGroup>
+  <RuleGroup groupRelation="or">
+    <TamperFinding onmatch="exclude"><Technique condition="is">clock_changed</Technique>
+    </TamperFinding>
+  </RuleGroup>
+  <RuleGroup groupRelation="or">
+    <ScannerFinding onmatch="exclude"><Finding condition="is">rwx_memory</Finding>
+    </ScannerFinding>
+  </RuleGroup>
+</EventFiltering></Sysmon>"""
+    out, warnings = export_sysmon(src)
+    cfg = parse_config(out, extensions=False)
+    assert [(rs.tag, [(f.field, f.condition, f.value) for f in rs.filters])
+            for rs in cfg.rule_sets] == \
+        [("ProcessCreate", [("Image", "end with", "/bash"), ("Image", "begin with", "/tmp/")])]
+    msgs = [(w.line, w.message) for w in warnings]
+    assert (3, 'scanners="memfd_exec" on <ProcessCreate> removed: SysmonX scanners') in msgs
+    assert (5, 'scanners="deleted_exe" on <Rule> removed: SysmonX scanners') in msgs
+    assert (11, "<TamperFinding> removed: a SysmonX event Sysmon does not have") in msgs
+    assert (15, "<ScannerFinding> removed: a SysmonX event Sysmon does not have") in msgs
+    assert b"scanners" not in out

@@ -18,17 +18,20 @@ from sysmonx.sinks.base import Writer
 BUILTIN = {
     "sources": {"evtx", "xml", "syslog", "jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson",
                 "evtxjson", "files", "live", "eventlog", "etw-kernel-process", "windows"},
-    "stages": {"duplicates", "clock-check", "time-window", "sysmon-gate", "filter",
+    "stages": {"duplicates", "clock-check", "time-window", "tamper", "sysmon-gate", "filter",
                "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events",
                "config-stats", "config-diff", "rulename-counter",
-               "powershell-scriptblocks", "kernel-process-sysmon", "windows-tamper", "enrich",
-               "enrich-strip"},
+               "powershell-scriptblocks", "kernel-process-sysmon", "windows-tamper",
+               "scanner-findings", "scanner-requests", "enrich", "enrich-strip"},
     "sinks": {"xml", "linux-xml", "jsonl", "csv", "syslog", "console", "alerts-jsonl",
               "eventlog"},
     "backends": {"ebpf", "audit", "cnproc", "dns", "shell"},
     "conditions": {"is", "is not", "contains", "excludes", "begin with", "end with",
                    "less than", "more than", "image", "contains any", "is any", "contains all",
                    "excludes any", "excludes all", "not begin with", "not end with", "regex"},
+    "scanners": {"memfd_exec", "deleted_exe", "exe_in_writable_dir", "anon_exec_memory",
+                 "rwx_memory", "elf_in_anon_memory", "text_modified", "ptrace_attached",
+                 "ld_preload", "argv_spoofed", "yara"},
 }
 
 

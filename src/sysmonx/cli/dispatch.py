@@ -10,7 +10,7 @@ from .common import EXIT_USAGE
 
 __all__ = ["SUBCOMMANDS", "USAGE", "main", "cmd_config_help"]
 
-SUBCOMMANDS = ("replay", "run", "config", "coverage", "plugins")
+SUBCOMMANDS = ("replay", "run", "config", "coverage", "plugins", "scan")
 
 
 USAGE = f"""SysmonX v{__version__} - Sysmon-compatible event sensor and log replayer
@@ -34,7 +34,9 @@ Usage:
   sysmonx coverage [--config FILE] [--rules SIGMA...] [--logs LOGS...] [--navigator LAYER]
                                      ATT&CK techniques named by a config and Sigma rules, and
                                      which fired (text, JSON, Navigator layer, --html report)
-  sysmonx plugins                    list sources, stages, sinks, backends and conditions
+  sysmonx scan [PID...|--all] [--scanners LIST] [--yara RULES] [--format text|jsonl]
+                                     scan running processes now (exit 1 when something found)
+  sysmonx plugins                    list sources, stages, sinks, backends, conditions, scanners
   sysmonx -i [config.xml]            install the service (as sysmon -i); -c, -u, -t likewise
   sysmonx -s [version|all]           print the configuration schema (as sysmon -s)
   sysmonx -? config                  configuration help (as sysmon -? config)
@@ -78,6 +80,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if first == "coverage":
         from .coverage import cmd_coverage
         return cmd_coverage(argv[1:])
+    if first == "scan":
+        from .scan import cmd_scan
+        return cmd_scan(argv[1:])
     if first == "plugins":
         from .plugins import cmd_plugins
         return cmd_plugins(argv[1:])

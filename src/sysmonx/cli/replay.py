@@ -79,6 +79,11 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when any record or file could not be read, or nothing was read "
                         "(for automation; by default bad records are reported and skipped)")
+    p.add_argument("--tamper", action="store_true",
+                   help="report tampering the logs show as SysmonX event 201 (TamperFinding): "
+                        "Sysmon stopped, reconfigured, its rules or driver touched, logs "
+                        "cleared, EventRecordID and time gaps (mixed Security/System logs are "
+                        "read for it even with --non-sysmon drop)")
     p.add_argument("--no-extensions", action="store_true",
                    help="hold the config to Sysmon's grammar exactly (reject condition=\"regex\", "
                         "SysmonX event tags and enrichment fields)")
@@ -171,7 +176,7 @@ def cmd_replay(argv: list[str]) -> int:
     options = ReplayOptions(
         config=config, non_sysmon=args.non_sysmon, input_format=args.input_format,
         time_from=bounds[0], time_to=bounds[1], window_time=args.window_time,
-        keep_duplicates=args.keep_duplicates, enrich=args.enrich,
+        keep_duplicates=args.keep_duplicates, enrich=args.enrich, tamper=args.tamper,
         engine_options=EngineOptions(
             compare_fold=args.compare_fold, fallback=args.fallback,
             stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
@@ -199,6 +204,10 @@ def cmd_replay(argv: list[str]) -> int:
         jobs = 1
     if jobs > 1 and (args.enrich or (config is not None and config.enrichment_fields_used())):
         console.print("note: enrichment replays on one process (the process tree needs one "
+                      "stream)")
+        jobs = 1
+    if args.tamper and jobs > 1:
+        console.print("note: --tamper replays on one process (record and time gaps need one "
                       "stream)")
         jobs = 1
     if jobs > 1 and not args.keep_duplicates:
@@ -309,6 +318,8 @@ def cmd_replay(argv: list[str]) -> int:
                       ("built-in default" if config_arg == "default" else str(config_arg)))
     if stage is not None and not args.quiet:
         _print_detection_summary(console, stage)
+    if args.tamper and not args.quiet and replayer is not None:
+        _print_tamper_summary(console, replayer)
     if args.strict and (stats.errors or not stats.records):
         return EXIT_FATAL
     return 0
@@ -324,6 +335,20 @@ def _close_stream(stream) -> None:
             stream.close()
         except OSError:
             pass
+
+
+def _print_tamper_summary(console, replayer) -> None:
+    """Findings per technique at the end of a ``--tamper`` replay."""
+    from ..stages.logtamper import LogTamperStage
+    st = next((s for s in replayer.stages if isinstance(s, LogTamperStage)), None)
+    if st is None:
+        return
+    if not st.findings:
+        console.print("tamper findings: none")
+        return
+    parts = ", ".join(f"{k} {v:,}" for k, v in sorted(st.findings.items()))
+    console.print(f"tamper findings (event 201): {sum(st.findings.values()):,} ({parts})",
+                  markup=False)
 
 
 def _print_detection_summary(console, stage) -> None:

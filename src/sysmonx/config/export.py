@@ -7,6 +7,8 @@ other element stay as written), each removal reported as a :class:`ConfigWarning
   ``BpfEvent`` ...: no Sysmon manifest has them);
 * filters on enrichment fields (``GrandparentImage``, ``AncestorImages`` ...);
 * filters with extension conditions (``regex``);
+* ``scanners="..."`` attributes (on tags, ``<Rule>`` and filters: what the element selects
+  stays, only the scan request goes);
 * ``<Rule>`` groups, event tags and ``<RuleGroup>`` elements left empty by the above (an
   empty ``onmatch="include"`` tag would log nothing and an empty ``exclude`` tag everything:
   the warning of a tag that lost filters says which).
@@ -88,6 +90,11 @@ def export_sysmon(raw: Union[bytes, str], path: str = "<string>"
                 warn(f"<{tag.tag}> removed: a SysmonX event Sysmon does not have", tag)
                 drop(tag)
                 continue
+            for el in tag.iter():
+                if isinstance(el.tag, str) and el.get("scanners") is not None:
+                    warn(f"scanners=\"{el.get('scanners')}\" on <{el.tag}> removed: SysmonX "
+                         "scanners", el)
+                    del el.attrib["scanners"]
             lost = 0
             for f in list(tag.iter()):
                 if f is tag or not isinstance(f.tag, str) or f.tag == "Rule":

@@ -2,14 +2,18 @@
 
 :func:`live_stages` is the stage list of every live run::
 
-    sysmon-gate -> filter (Sysmon for Linux folding; trace in console mode) -> record-numbers
-    -> [--stage ...] -> [sigma-match -> sigma-correlate -> sigma-alert-events]
+    [tamper] -> sysmon-gate -> [scanner-findings] -> enrich
+    -> filter (Sysmon for Linux folding; trace in console mode)
+    -> [scanner-requests] -> record-numbers -> [--stage ...]
+    -> [sigma-match -> sigma-correlate -> sigma-alert-events] -> [enrich-strip]
 
-The source is :class:`~sysmonx.sensor.live.LiveSource` (kernel backends, or with
-``follow`` the syslog source in follow mode inside it). Sinks run under the ``count`` policy:
-each behind its own bounded queue, a failing or slow output is counted, reported as event 255 and
-in the summary, and collection goes on. SIGHUP reloads the configuration between two events
-(event 16; a bad file keeps the old one and writes event 255), SIGINT/SIGTERM stop.
+``enrich`` computes the SysmonX enrichment fields the config or the Sigma rules use (all with
+``--enrich``); ``enrich-strip`` removes them again unless ``--enrich`` (:mod:`sysmonx.stages.enrich`).
+
+The scanner stages act when the config asks for scans (``scanners="..."``) or ``--scan`` does;
+they are always in place, so a reload can add or remove such rules. ``scanner-requests`` queues
+the processes of the events those rules included, a worker scans them, and ``scanner-findings``
+puts the findings (event 200) into the stream before the filter (:mod:`sysmonx.scanners.stages`).
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from ..configmodel import Config
 from ..filtering import EngineOptions
 from ..filtering.stage import FilterStage
 from ..interfaces import SinkStats, Source, Stage
+from ..scanners.stages import ScanOptions, ScanRequests, requested, scan_stages
 from ..stages.enrich import EnrichStage, enrichment_wanted, with_enrichment
 from ..stages.gate import SysmonGate
+from ..stages.logtamper import LogTamperStage
 from ..stages.numbering import RecordNumbers
 from .fanout import CallbackSink, FanOut
 from .loop import Pipeline
@@ -60,6 +66,19 @@ class SensorOptions:
             arrival order.
         enrich: write the SysmonX enrichment fields (``--enrich``); without it they are
             computed only for the config's and the Sigma rules' use and not written.
+        guard: run the sensor's self-protection (:mod:`sysmonx.sensor.guard`): heartbeats
+            (event 202) and live TamperFinding events (201); with ``follow``, the followed log is
+            also checked by the ``tamper`` stage (Sysmon stopped, reconfigured, record and time
+            gaps) whatever this says.
+        heartbeat_s: seconds between heartbeats (0: none).
+        state_dir: the guard's state (heartbeat sequence across restarts, unclean shutdown);
+            ``None``: none kept.
+        watch_outputs: output paths (files, the syslog socket) whose removal or replacement is
+            a finding.
+        install_manifest: the ``sysmonx -i`` manifest of installed files (``self_modified``).
+        guard_trace: watch signals and bpf() calls through tracefs.
+        scan: how scans run (:class:`~sysmonx.scanners.stages.ScanOptions`): scans happen when
+            the config asks for them or ``scan.scan_all`` names scanners.
     """
 
     backend: Optional[str] = None
@@ -79,6 +98,13 @@ class SensorOptions:
     order_window_s: float = 0.25
     exit_hold_s: float = 2.5
     enrich: bool = False
+    guard: bool = False
+    heartbeat_s: float = 60.0
+    state_dir: Optional[str] = None
+    watch_outputs: tuple[str, ...] = ()
+    install_manifest: Optional[str] = None
+    guard_trace: bool = True
+    scan: ScanOptions = field(default_factory=ScanOptions)
 
 
 @dataclass
@@ -105,17 +131,19 @@ class SensorStats:
 def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
                 trace: Optional[str] = None, detection: Any = None,
                 alerts_to_stream: bool = True, extra: Sequence[Stage] = (),
-                enrich: bool = False, host: Any = None) -> list[Stage]:
-    """The stages of a live run, in order (module docstring). The enrichment stage is always
-    there (its process tree is kept so that a reloaded config can filter on ancestry); it
-    computes only the fields the config or the Sigma rules use, all of them with ``enrich``
-    (then also written). ``host``: the live look-up of the host fields
-    (:class:`~sysmonx.sensor.hostinfo.HostFacts`)."""
-    stages: list[Stage] = [
-        SysmonGate("drop"),
-        FilterStage(config, engine_options, without_config="defaults", trace=trace),
-        RecordNumbers(0),
-    ]
+                enrich: bool = False, host: Any = None, tamper: bool = False,
+                scan: Optional[ScanOptions] = None) -> list[Stage]:
+    """The stages of a live run, in order (module docstring); ``tamper``: the ``tamper`` stage
+    first (a followed log). The enrichment stage is always there, right before the filter (its
+    process tree is kept so that a reloaded config can filter on ancestry); it computes only the
+    fields the config or the Sigma rules use, all of them with ``enrich`` (then also written).
+    ``host``: the live look-up of the host fields (:class:`~sysmonx.sensor.hostinfo.HostFacts`)."""
+    flt = FilterStage(config, engine_options, without_config="defaults", trace=trace)
+    # the scan stages are always there (cheap when nothing asks: one set lookup per event), so
+    # a reload can add or remove scanners= rules
+    findings, requests = scan_stages(config, scan or ScanOptions(), engine_options)
+    stages: list[Stage] = [LogTamperStage()] if tamper else []
+    stages += [SysmonGate("drop"), findings, flt, requests, RecordNumbers(0)]
     stages.extend(extra)
     if detection is not None:
         stages.extend(detection_stages(detection, alerts_to_stream))
@@ -152,6 +180,7 @@ class Sensor:
         self.config_path = config_path
         self.options = options
         self.on_status = on_status or (lambda msg: None)
+        from ..sensor.guard import GuardOptions
         from ..sensor.live import LiveOptions, LiveSource  # Linux only (pwd, /proc)
         inner: Optional[Source] = None
         if options.follow:
@@ -162,7 +191,12 @@ class Sensor:
             backend=options.backend, dns=options.dns, duration=options.duration,
             queue_size=options.queue_size, backend_options=options.backend_options,
             provider=options.provider, exclude_own_children=options.exclude_own_children,
-            order_window_s=options.order_window_s, exit_hold_s=options.exit_hold_s),
+            order_window_s=options.order_window_s, exit_hold_s=options.exit_hold_s,
+            guard=GuardOptions(heartbeat_s=options.heartbeat_s, state_dir=options.state_dir,
+                               config_path=config_path, outputs=tuple(options.watch_outputs),
+                               trace=options.guard_trace and not options.follow,
+                               install_manifest=options.install_manifest)
+            if options.guard else None),
             config_label=config_path, inner=inner, on_status=self.on_status)
         sinks = list(writers)
         if on_alert is not None:
@@ -175,9 +209,18 @@ class Sensor:
         self.stages = live_stages(config, options.engine_options, trace=trace,
                                   detection=detection,
                                   alerts_to_stream=not self.fanout.accepts("alert"),
-                                  extra=extra_stages, enrich=options.enrich, host=host)
+                                  extra=extra_stages, enrich=options.enrich, host=host,
+                                  tamper=bool(options.follow), scan=options.scan)
         self.pipeline = Pipeline(self.stages, self.fanout, on_status=self.on_status,
                                  reloader=self._load, tick_s=options.tick_s)
+        self.source.guard_counters = self.guard_counters
+
+    def guard_counters(self) -> tuple[int, int, int]:
+        """``(events written, events lost in the kernel or queues, events an output did not
+        take)`` so far, for the heartbeat and the guard's output check."""
+        outputs = self.fanout.stats()
+        return (sum(self.fanout.written().values()), self.source.stats.lost,
+                sum(v.undelivered for v in outputs.values()))
 
     def _load(self) -> Optional[Config]:
         if not self.config_path:
@@ -219,16 +262,29 @@ class Sensor:
                                                 if v.undelivered}),
                            output_errors=self.fanout.errors(), order_late=src.order_late)
 
+    @property
+    def scan_stats(self) -> Any:
+        """The scan counters (:class:`~sysmonx.scanners.stages.ScanStats`), or ``None`` when
+        this run has not asked for a scan."""
+        req = next((s for s in self.stages if isinstance(s, ScanRequests)), None)
+        if req is None or not (req.service.stats.requested or requested(self.config,
+                                                                         self.options.scan)):
+            return None
+        return req.service.stats
+
     def summary(self) -> str:
         """The closing summary line (stderr): backend (or what is followed), events written,
         filtered out, lost, errors, and every output that did not take all events with the
-        count and the last error."""
+        count and the last error; the scan counters when the run scans."""
         st = self.stats
         what = st.backend if self.options.follow else f"backend {st.backend}"
         text = (f"{what}; events written {sum(st.written.values()):,}, filtered out "
                 f"{sum(st.filtered.values()):,}, lost {st.lost:,}, errors {st.errors}")
         for name, n in st.undelivered.items():
             text += f"; NOT WRITTEN to {name}: {n:,} events ({st.output_errors.get(name, '')})"
+        scans = self.scan_stats
+        if scans is not None:
+            text += "; " + scans.summary()
         return text
 
     def run(self, install_signals: bool = True) -> SensorStats:

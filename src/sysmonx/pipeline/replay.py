@@ -2,8 +2,9 @@
 
 :func:`replay_stages` is the stage list of a replay (and of every ``--jobs`` worker)::
 
-    [duplicates] -> clock-check -> [time-window] -> sysmon-gate -> filter -> [--stage ...]
-    -> [sigma-match -> sigma-correlate -> sigma-alert-events]
+    [duplicates] -> clock-check -> [time-window] -> [tamper] -> sysmon-gate -> [enrich]
+    -> filter -> [--stage ...] -> [sigma-match -> sigma-correlate -> sigma-alert-events]
+    -> [enrich-strip]
 
 :class:`Replayer` puts it together with :class:`~sysmonx.sources.recorded.RecordedLogs` and the
 sinks in a :class:`~sysmonx.pipeline.loop.Pipeline`, and gathers the counters of the stages into
@@ -30,6 +31,7 @@ from ..stages.clock import ClockCheckStage
 from ..stages.dedup import DuplicateStage
 from ..stages.enrich import EnrichStage, enrichment_wanted, with_enrichment
 from ..stages.gate import SysmonGate
+from ..stages.logtamper import LogTamperStage
 from ..stages.window import TimeWindowStage
 from .fanout import FanOut
 from .loop import Pipeline
@@ -80,6 +82,9 @@ class ReplayOptions:
             without being written, when the config or the Sigma rules use one; see
             :mod:`sysmonx.stages.enrich`). The ancestry comes from the process tree the replayed
             log describes (its events 1).
+        tamper: run the ``tamper`` stage (:class:`~sysmonx.stages.logtamper.LogTamperStage`)
+            before the non-Sysmon gate: TamperFinding events (201) for Sysmon stopped,
+            reconfigured or unloaded, logs cleared, record and time gaps. Needs the one stream.
     """
 
     config: Optional[Config] = None
@@ -91,6 +96,7 @@ class ReplayOptions:
     window_time: str = "system"
     keep_duplicates: bool = False
     enrich: bool = False
+    tamper: bool = False
 
 
 @dataclass
@@ -167,6 +173,8 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
     stages.append(ClockCheckStage(options.window_time))
     if options.time_from is not None or options.time_to is not None:
         stages.append(TimeWindowStage(options.time_from, options.time_to, options.window_time))
+    if options.tamper:
+        stages.append(LogTamperStage())
     stages.append(SysmonGate(options.non_sysmon))
     stages.append(FilterStage(options.config, options.engine_options, without_config="pass",
                               engine=engine))

@@ -285,7 +285,8 @@ EVENTS: tuple[EventDef, ...] = (
         _RN, _s("UtcTime"), _s("Technique"), _s("Details"), *_PROC, _s("Image"), _s("Source")],
         level="Warning", default="include", extension=True, sigma_category="sysmonx_tamper"),
     _ev(202, "SYSMONXEVENT_HEARTBEAT", "Heartbeat", "Heartbeat", 1, [
-        _RN, _s("UtcTime"), _t("Sequence", UINT32), _t("EventsWritten", UINT32),
+        _RN, _s("UtcTime"), _t("Sequence", UINT32), _t("SecondsSincePrevious", UINT32),
+        _t("EventsWritten", UINT32),
         _t("EventsLost", UINT32), _s("Backend"), _s("ConfigurationFileHash")],
         default="include", extension=True, sigma_category="sysmonx_heartbeat"),
     # --- end Resilience ------------------------------------------------------------------------
@@ -298,6 +299,16 @@ EVENTS: tuple[EventDef, ...] = (
             _s("FirstRecordID"), _s("LastRecordID"), _s("ScriptBlockText")],
         default="include", extension=True, sigma_category="sysmonx_ps_script_block"),
     # --- end Windows ---------------------------------------------------------------------------
+    # --- Scanners (SysmonX extension events; docs/ARCHITECTURE.md "Scanners") -----------------
+    # 200: a scanner's finding on the process of an event a config rule asked to scan
+    # (scanners="..."), or on a process `sysmonx scan` inspected: the scanned process, the
+    # scanner, the finding name (memfd_exec ... yara:RULE), what was seen (Details) and the
+    # EventID that triggered the scan (0 on demand).
+    _ev(200, "SYSMONXEVENT_SCANNER_FINDING", "Scanner finding", "ScannerFinding", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("Scanner"), _s("Finding"), _s("Details"),
+        _t("TriggerEventId", UINT32)],
+        default="include", extension=True, sigma_category="scanner_finding"),
+    # --- end Scanners --------------------------------------------------------------------------
     # --- Linux visibility (SysmonX extension events; docs/ARCHITECTURE.md "SysmonX's own events",
     # "What each tier can know") -----------------------------------------------------------------
     # 210-213: made by the ebpf backend's visibility object, the shell backend (210) and tier B

@@ -44,6 +44,7 @@ from . import observations as ob
 from .assemble import Assembler
 from .backends import Backend, BackendUnavailable, auxiliary_backends, choose_backend, \
     load_backend, probe
+from .guard import GuardOptions, SensorGuard
 from .order import OrderBuffer
 from .process import FileHasher, ProcessCache
 
@@ -71,6 +72,8 @@ class LiveOptions:
         order_window_s, exit_hold_s: the per-process ordering bound
             (:class:`~sysmonx.sensor.order.OrderBuffer`); ``order_window_s=0`` writes in
             arrival order.
+        guard: heartbeats and live tamper findings (:class:`~sysmonx.sensor.guard.GuardOptions`)
+            or ``None`` for neither.
     """
 
     backend: Optional[str] = None
@@ -82,6 +85,7 @@ class LiveOptions:
     exclude_own_children: bool = True
     order_window_s: float = 0.25
     exit_hold_s: float = 2.5
+    guard: Optional[GuardOptions] = None
 
 
 @dataclass
@@ -169,6 +173,11 @@ class LiveSource(Source):
         self._started_backends: list[Backend] = []
         self._pending: deque[Event] = deque()
         self._schema = ""
+        #: the self-protection of this run (set when the source starts, with ``options.guard``)
+        self.guard: Optional[SensorGuard] = None
+        #: ``() -> (events written, lost in kernel/queues, not taken by an output)`` for the
+        #: guard (set by the run)
+        self.guard_counters: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
 
     # -- backends' side ----------------------------------------------------------------------------
 
@@ -242,6 +251,9 @@ class LiveSource(Source):
         then what the backends queued before they stopped."""
         yield self._config_event()
         yield self.assembler.service_state("Started", self._schema, time.time_ns())
+        guard = self._start_guard()
+        if guard is not None:
+            yield from guard.start()
         self.started.set()
         duration = self.options.duration
         deadline = None if duration is None else time.monotonic() + duration
@@ -253,6 +265,8 @@ class LiveSource(Source):
         inner = iter(self.inner.events()) if self.inner is not None else None
         busy = False
         while not self._stop.is_set():
+            if guard is not None:
+                pending.extend(guard.collect())
             while pending:
                 yield pending.popleft()
             now = time.monotonic()
@@ -296,6 +310,8 @@ class LiveSource(Source):
             if now - last_expire > 5:
                 self.cache.expire(time.time_ns())
                 last_expire = now
+        if guard is not None:
+            guard.stopping()
         self._stop_backends()
         while True:  # what the backends queued before they stopped
             try:
@@ -309,6 +325,17 @@ class LiveSource(Source):
         self.stats.order_late = order.late
         while pending:
             yield pending.popleft()
+
+    def _start_guard(self) -> Optional[SensorGuard]:
+        if self.options.guard is None:
+            return None
+        cfg = self.config
+        self.guard = SensorGuard(self.options.guard, self.assembler, backend=self.stats.backend,
+                                 config_hash=f"SHA256={cfg.sha256}" if cfg and cfg.sha256
+                                 else "-", backends=self._started_backends,
+                                 on_status=self.on_status)
+        self.guard.counters = self.guard_counters
+        return self.guard
 
     def _handle(self, o: Any, now: float) -> None:
         """Admit one observation from the queue (self-exclusion, counters) into the order
@@ -375,9 +402,14 @@ class LiveSource(Source):
         return self.assembler.config_change(self.config_label or cfg.path, cfg.sha256, now)
 
     def trailer(self) -> Iterable[Event]:
-        """Event 4 ``Stopped`` (when the sensor had started)."""
+        """The guard's last findings and heartbeat, then event 4 ``Stopped`` (when the sensor
+        had started); the guard then records the clean stop."""
         if self.started.is_set():
+            if self.guard is not None:
+                yield from self.guard.finish()
             yield self.assembler.service_state("Stopped", self._schema, time.time_ns())
+            if self.guard is not None:
+                self.guard.mark_clean()
 
     def now_ns(self) -> Optional[int]:
         """Wall-clock time (UTC ns)."""
@@ -397,6 +429,9 @@ class LiveSource(Source):
                 if switch is not None:
                     switch(optional_events(config))
         self._pending.append(self._config_event())
+        if self.guard is not None:
+            self.guard.config_reloaded(f"SHA256={config.sha256}" if config and config.sha256
+                                       else "-")
 
     def stop(self) -> None:
         """End collection soon (signal-safe)."""
@@ -413,6 +448,8 @@ class LiveSource(Source):
         """Stop the backends (if still running) and the followed source."""
         self._stop.set()
         self._stop_backends()
+        if self.guard is not None:
+            self.guard.close()
         if self.inner is not None:
             self.inner.close()
 

@@ -19,8 +19,9 @@ Set-up (:class:`ShellBackend`):
   ``bash-4242 (   4242) [001] ..... 812.345678: readline_0: (0x.. <- 0x..) cmd="ls -la"``;
   ``cmd=(fault)`` (readline returned NULL: end of input) is skipped.
 
-The terminal (``Tty``) is read from ``/proc/PID/stat`` when the line is read (the shell is
-interactive, so it is still there); ``-`` when it is gone. Losses: the instance's per-CPU
+The terminal (``Tty``) is read from ``/proc/PID/stat`` when the line is read; a shell already
+gone by then (``exit`` ends it at once) keeps the terminal seen at its earlier lines
+(:func:`tty_for_line`); ``-`` when neither is known. Losses: the instance's per-CPU
 ``overrun`` + ``dropped events`` counters, as event 255.
 
 Options: ``shells`` (list of paths), ``shell_buffer_kb`` (per-CPU trace buffer, default 1024),
@@ -42,7 +43,7 @@ from ...core.registry import BACKENDS
 from ..observations import BackendError, Loss, Observation, ShellCommand
 from .base import Backend, BackendUnavailable
 
-__all__ = ["ShellBackend", "elf_symbol_offset", "parse_line"]
+__all__ = ["ShellBackend", "elf_symbol_offset", "parse_line", "tty_for_line"]
 
 DEFAULT_SHELLS = ("/usr/bin/bash", "/bin/bash")
 GROUP_PREFIX = "sysmonx_"
@@ -107,6 +108,32 @@ def parse_line(line: bytes) -> Optional[tuple[int, int, str]]:
     us = m.group("us").ljust(6, b"0")[:6]
     ts = int(m.group("ts")) * 1_000_000_000 + int(us) * 1000
     return pid, ts, os.fsdecode(cmd[1:-1])
+
+
+#: Shells whose terminal :func:`tty_for_line` remembers (oldest forgotten first).
+TTY_MEMORY = 4096
+
+
+def tty_for_line(pid: int, known: dict, read: Optional[Callable[[int], Optional[str]]] = None,
+                 alive: Optional[Callable[[int], bool]] = None) -> Optional[str]:
+    """The terminal of the shell ``pid`` that read a line: read now (``/proc/PID/stat``); when
+    the shell is already gone (it exits right after reading ``exit``), the terminal it had at
+    one of its earlier lines, from ``known`` (pid -> terminal, updated here, at most
+    :data:`TTY_MEMORY` entries); ``None`` when neither is known (written as ``-``). A live
+    process without a terminal is ``None`` and is forgotten, so a reused pid never inherits
+    another shell's terminal while it runs. ``read``/``alive``: for tests."""
+    from ..hostinfo import tty_of
+    tty = (read or tty_of)(pid)
+    if tty is not None:
+        known.pop(pid, None)
+        known[pid] = tty
+        if len(known) > TTY_MEMORY:
+            known.pop(next(iter(known)))
+        return tty
+    if (alive or (lambda p: os.path.exists(f"/proc/{p}")))(pid):
+        known.pop(pid, None)
+        return None
+    return known.get(pid)
 
 
 def _write(path: str, text: str, append: bool = False) -> None:
@@ -334,9 +361,9 @@ class ShellBackend(Backend):
             self.emit(Loss(ts_ns=time.time_ns(), source="shell.tracefs", count=delta))
 
     def _reader(self) -> None:
-        from ..hostinfo import tty_of
         from ..procfs import monotonic_to_epoch_offset
         rest = b""
+        ttys: dict = {}
         offset = monotonic_to_epoch_offset()
         offset_due = time.monotonic() + 1.0
         next_lost = 0.0
@@ -373,7 +400,7 @@ class ShellBackend(Backend):
                             continue
                         self.received += 1
                         out.append(ShellCommand(ts_ns=mono + offset, pid=pid, command=cmd,
-                                                tty=tty_of(pid)))
+                                                tty=tty_for_line(pid, ttys)))
                     self.emit_all(out)
                 if now >= next_lost:
                     self._check_lost()
