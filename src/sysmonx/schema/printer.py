@@ -19,7 +19,7 @@ from typing import Optional
 from xml.sax.saxutils import quoteattr
 
 from .catalogue import Version
-from .snapshot import Schema, all_versions, format_version, get_schema
+from .snapshot import EventSchema, Schema, all_versions, format_version, get_schema
 
 __all__ = [
     "STYLES", "WINDOWS_HIDDEN_OPTIONS", "NO_MATCH_MESSAGE", "NO_MATCH_EXIT_CODE",
@@ -48,6 +48,8 @@ _SHORT_VERSION_TEXT = {(4, 0): "4.0", (4, 10): "4.1", (4, 20): "4.2"}
 
 _CMDLINE_COMMENT = "<!-- Command-line only options -->"
 _CONFIG_COMMENT = "<!-- Configuration file -->"
+#: Before the events no Sysmon manifest defines, when they are listed (``sysmonx -s``).
+_EXTENSION_COMMENT = "<!-- SysmonX: events not in Sysmon's manifest -->"
 
 
 def manifest_version_text(version: Version) -> str:
@@ -96,8 +98,10 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = F
     Args:
         schema: a :class:`~sysmonx.schema.Schema` (e.g. ``get_schema("4.50")``).
         style: ``"windows"`` or ``"linux"``.
-        extensions: also list the events no Sysmon manifest defines (SysmonX's own, Sysmon for
-            Linux's 100), after Sysmon's, in the same form (``False``: Sysmon's manifest exactly).
+        extensions: also list the events no Sysmon manifest defines (the catalogue's
+            ``extension=True`` entries: SysmonX's own, Sysmon for Linux's 100), after Sysmon's,
+            under one XML comment, in the same ``<event>`` form (``False``: Sysmon's manifest
+            exactly).
     Returns:
         The lines from ``<manifest ...>`` to ``</manifest>`` joined with ``\\n``, no trailing
         newline.
@@ -125,8 +129,14 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = F
     out += ["    </options>",
             f"    <filters default=\"is\">{','.join(schema.conditions)}</filters>",
             "  </configuration>", "  <events>"]
-    for e in schema.events.values():
-        if e.extension and not extensions:
+    events: list[Optional[EventSchema]] = [e for e in schema.events.values() if not e.extension]
+    extra = [e for e in schema.events.values() if e.extension] if extensions else []
+    if extra:
+        events.append(None)  # where the comment goes
+        events += extra
+    for e in events:
+        if e is None:
+            out.append("    " + _EXTENSION_COMMENT)
             continue
         pairs = [("name", e.symbol), ("value", _event_value(e.event_id)), ("level", e.level),
                  ("template", e.template), ("rulename", e.tag),
