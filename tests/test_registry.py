@@ -20,7 +20,7 @@ BUILTIN = {
                 "evtxjson", "files", "live"},
     "stages": {"duplicates", "clock-check", "time-window", "sysmon-gate", "filter",
                "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events"},
-    "sinks": {"xml", "linux-xml", "jsonl", "csv", "syslog", "console", "alerts-jsonl"},
+    "sinks": {"xml", "linux-xml", "jsonl", "csv", "syslog", "console", "alerts-jsonl", "ecs"},
     "backends": {"ebpf", "audit", "cnproc", "dns"},
     "conditions": {"is", "is not", "contains", "excludes", "begin with", "end with",
                    "less than", "more than", "image", "contains any", "is any", "contains all",
