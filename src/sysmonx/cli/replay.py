@@ -51,7 +51,11 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "by side) every time; by default a record with the same provider, "
                         "computer, channel, record id and time as one already read is dropped "
                         "and counted")
-    p.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
+    p.add_argument("-o", "--output", metavar="OUT", action="append", default=[],
+                   help="where events go (repeatable; default stdout): a FILE or '-' in "
+                        "--format, or a URL: tcp://, tls://, udp:// (RFC 5424 syslog), "
+                        "http(s):// (NDJSON or OTLP logs), sqlite:///PATH (event store), "
+                        "nats://, kafka://; network outputs are spooled on disk")
     from ..sources import file_formats
     p.add_argument("--input-format", choices=[c.name for c in file_formats()],
                    help="force the reader instead of detecting it per file (winlogbeat 6/7/8, "
@@ -121,13 +125,18 @@ def cmd_replay(argv: list[str]) -> int:
     if args.jobs < 0:
         console.print("error: --jobs must be 0 (one per CPU) or a positive number")
         return EXIT_USAGE
-    if args.output == "-":
-        args.output = None  # stdout
-    if args.output:
-        problem = _output_clashes_with_inputs(args.output, paths)
+    from ..sinks.outputs import is_url
+    urls = [o for o in args.output if is_url(o)]
+    files_out = [o for o in args.output if not is_url(o)]
+    stdout_out = "-" in files_out or not args.output
+    files_out = [o for o in files_out if o != "-"]
+    for out in files_out:
+        problem = _output_clashes_with_inputs(out, paths)
         if problem:
             console.print(f"error: {problem}")
             return EXIT_FATAL
+    # the stream outputs of --format: files, and stdout when asked or when nothing else is
+    streams: list[Optional[str]] = [*files_out, *([None] if stdout_out else [])]
     config = None
     if config_arg is not None:
         cpath = builtin_config_path() if config_arg == "default" else Path(config_arg)
@@ -170,7 +179,7 @@ def cmd_replay(argv: list[str]) -> int:
             stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
             environment=environment))
 
-    from ..core.errors import OutputClosed, SinkError
+    from ..core.errors import OutputClosed, SinkError, UsageError
     from ..pipeline import default_jobs, replay_parallel
     from ..sinks import writer_class
     from ..sinks.base import open_target
@@ -190,6 +199,9 @@ def cmd_replay(argv: list[str]) -> int:
     if extra and jobs > 1:
         console.print("note: --stage replays on one process")
         jobs = 1
+    if jobs > 1 and (urls or len(streams) != 1):
+        console.print("note: replaying on one process (--jobs writes one file or stdout)")
+        jobs = 1
     if jobs > 1 and not args.keep_duplicates:
         console.print("note: replaying on one process: finding records read twice needs one "
                       "stream (--keep-duplicates allows --jobs)")
@@ -203,10 +215,10 @@ def cmd_replay(argv: list[str]) -> int:
     for note in walk_notes:
         on_error(note)
     fmt = None if args.no_output else args.format
-    if args.rules and args.alerts == "-" and not args.output and fmt is not None:
+    if args.rules and args.alerts == "-" and None in streams and fmt is not None:
         console.print("note: --alerts - writes the alerts to stdout, so the events are not "
                       "written there (give -o FILE to keep them)")
-        fmt = None
+        streams.remove(None)
     writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
 
     progress = task = None
@@ -238,16 +250,21 @@ def cmd_replay(argv: list[str]) -> int:
                     console=console, transient=True))
                 task = progress.add_task("replay", total=len(files), records=0, errors=0)
             if jobs > 1 and len(files) > 1:
-                stream, _ = open_target(args.output) if fmt is not None else (None, "")
+                target = streams[0] if streams else None
+                stream, _ = open_target(target) if fmt is not None else (None, "")
                 try:
                     stats = replay_parallel(files, options, fmt, stream, jobs, on_error,
                                             file_done, writer_options=writer_options)
                 finally:
-                    if stream is not None and args.output:
+                    if stream is not None and target:
                         _close_stream(stream)
             else:
                 if fmt is not None:
-                    sinks.insert(0, writer_class(fmt).open(args.output, **writer_options))
+                    from ..sinks.outputs import open_url_output
+                    for i, out in enumerate(streams):
+                        sinks.insert(i, writer_class(fmt).open(out, **writer_options))
+                    for url in urls:
+                        sinks.append(open_url_output(url))
 
                 def on_progress(path, records) -> None:
                     if progress is not None and task is not None and replayer is not None:
@@ -259,6 +276,10 @@ def cmd_replay(argv: list[str]) -> int:
                     replayer.run_file(path)
                     file_done(path, replayer.stats)
                 replayer.finish()
+        except UsageError as exc:  # a bad output URL
+            close_quietly(sinks)
+            console.print(f"error: {exc}", markup=False)
+            return EXIT_USAGE
         except SinkError as exc:
             failure = exc
         except BrokenPipeError:
