@@ -136,6 +136,9 @@ class Transport:
         is found broken."""
         return sent
 
+    #: why the receiver refused the last records it refused for good
+    rejected_error: Optional[str] = None
+
     def rejected(self) -> int:
         """Records the receiver refused for good (an HTTP 4xx batch) since the last call: they
         are committed (never sent again) and counted as failed."""
@@ -293,6 +296,8 @@ class SpooledSink(Sink):
                             inflight.popleft()
                         self.spool.commit(pos, n)
                         bad = self.transport.rejected()
+                        if bad:
+                            self.last_error = self.transport.rejected_error
                         self.stats.failed += bad
                         self.stats.sent += n - bad
                         done = ok
