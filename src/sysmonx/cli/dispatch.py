@@ -10,7 +10,7 @@ from .common import EXIT_USAGE
 
 __all__ = ["SUBCOMMANDS", "USAGE", "main", "cmd_config_help"]
 
-SUBCOMMANDS = ("replay", "run", "config", "plugins")
+SUBCOMMANDS = ("replay", "run", "config", "plugins", "query")
 
 
 USAGE = f"""SysmonX v{__version__} - Sysmon-compatible event sensor and log replayer
@@ -25,6 +25,8 @@ Usage:
                                      rules that silently never match)
   sysmonx config explain FILE EVENT  the decision trace of one event (XML or JSON line)
   sysmonx plugins                    list sources, stages, sinks, backends and conditions
+  sysmonx query DB [SQL] [--where FIELD=VALUE]...
+                                     read the event store (-o sqlite:///DB) in any format
   sysmonx -i [config.xml]            install the service (as sysmon -i); -c, -u, -t likewise
   sysmonx -s [version|all]           print the configuration schema (as sysmon -s)
   sysmonx -? config                  configuration help (as sysmon -? config)
@@ -58,6 +60,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if first == "run":
         from .run import cmd_run
         return cmd_run(argv[1:])
+    if first == "query":
+        from .query import cmd_query
+        return cmd_query(argv[1:])
     if first == "plugins":
         from .plugins import cmd_plugins
         return cmd_plugins(argv[1:])
