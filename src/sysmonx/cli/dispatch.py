@@ -10,7 +10,7 @@ from .common import EXIT_USAGE
 
 __all__ = ["SUBCOMMANDS", "USAGE", "main", "cmd_config_help"]
 
-SUBCOMMANDS = ("replay", "run", "config", "plugins", "query")
+SUBCOMMANDS = ("replay", "run", "config", "plugins", "query", "collect")
 
 
 USAGE = f"""SysmonX v{__version__} - Sysmon-compatible event sensor and log replayer
@@ -27,6 +27,8 @@ Usage:
   sysmonx plugins                    list sources, stages, sinks, backends and conditions
   sysmonx query DB [SQL] [--where FIELD=VALUE]...
                                      read the event store (-o sqlite:///DB) in any format
+  sysmonx collect nats://HOST:PORT/SUBJECT -o OUT...
+                                     consume the fleet stream (-o nats://...) into outputs
   sysmonx -i [config.xml]            install the service (as sysmon -i); -c, -u, -t likewise
   sysmonx -s [version|all]           print the configuration schema (as sysmon -s)
   sysmonx -? config                  configuration help (as sysmon -? config)
@@ -60,6 +62,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if first == "run":
         from .run import cmd_run
         return cmd_run(argv[1:])
+    if first == "collect":
+        from .collect import cmd_collect
+        return cmd_collect(argv[1:])
     if first == "query":
         from .query import cmd_query
         return cmd_query(argv[1:])

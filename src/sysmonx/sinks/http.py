@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import http.client
 import ssl
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import orjson
 
@@ -43,6 +43,7 @@ from ..core.registry import SINKS
 from ..event import Event
 from .netsyslog import event_encoder
 from .network import NetTarget, SpooledSink, Transport
+from .spool import Position
 
 __all__ = ["HttpSink", "otlp_record", "otlp_envelope"]
 
@@ -122,7 +123,7 @@ class _HttpTransport(Transport):
                                                    timeout=self.timeout)
         self.conn.connect()
 
-    def send(self, records: list[bytes]) -> None:
+    def send(self, records: list[bytes], positions: Sequence[Position] = ()) -> None:
         if self.conn is None:
             raise OSError("not connected")
         body = otlp_envelope(records) if self.otlp else b"\n".join(records) + b"\n"

@@ -47,12 +47,13 @@ import struct
 import termios
 import time
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from ..core.errors import SinkError, UsageError
 from ..core.registry import SINKS
 from ..event import Event
 from .network import NetTarget, SpooledSink, Transport
+from .spool import Position
 
 __all__ = ["TcpSyslogSink", "TlsSyslogSink", "UdpSyslogSink", "rfc5424", "event_encoder"]
 
@@ -149,7 +150,7 @@ class _StreamTransport(Transport):
             return True
         return data == b""
 
-    def send(self, records: list[bytes]) -> None:
+    def send(self, records: list[bytes], positions: Sequence[Position] = ()) -> None:
         if self.sock is None:
             raise OSError(errno.ENOTCONN, "not connected")
         if self._peer_closed():
@@ -225,7 +226,7 @@ class _UdpTransport(Transport):
             raise
         self.sock = s
 
-    def send(self, records: list[bytes]) -> None:
+    def send(self, records: list[bytes], positions: Sequence[Position] = ()) -> None:
         if self.sock is None:
             raise OSError(errno.ENOTCONN, "not connected")
         for r in records:

@@ -37,61 +37,16 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 from ..core.errors import SinkError, UsageError
+from ..core.neturl import NetTarget, parse_size
 from ..event import Event
 from ..interfaces import Sink, SinkStats
 from .spool import DEFAULT_MAX_BYTES, Position, Spool
 
 __all__ = ["Transport", "SpooledSink", "parse_size", "parse_target", "default_spool_dir",
            "NetTarget"]
-
-
-def parse_size(text: str) -> int:
-    """``256M`` / ``64k`` / ``1G`` / ``1000`` -> bytes.
-
-    Raises:
-        UsageError: not a size.
-    """
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)[iI]?[bB]?\s*", text)
-    if not m:
-        raise UsageError(f"not a size: {text!r} (examples: 1000, 64k, 256M, 1G)")
-    return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
-
-
-class NetTarget:
-    """A parsed output URL: ``scheme``, ``host``, ``port``, ``path``, ``options`` (the query as
-    a dict; repeated keys keep the last), ``url`` (as given).
-
-    Raises:
-        UsageError: no host, or a port that is not a number.
-    """
-
-    def __init__(self, url: str, default_port: Optional[int] = None,
-                 need_host: bool = True) -> None:
-        parts = urlsplit(url)
-        self.url = url
-        self.scheme = parts.scheme.lower()
-        try:
-            self.port = parts.port or default_port
-        except ValueError:
-            raise UsageError(f"{url}: the port is not a number") from None
-        self.host = parts.hostname or ""
-        if need_host and not self.host:
-            raise UsageError(f"{url}: no host (expected {self.scheme}://HOST:PORT)")
-        if need_host and self.port is None:
-            raise UsageError(f"{url}: no port (expected {self.scheme}://HOST:PORT)")
-        self.path = parts.path
-        self.options = dict(parse_qsl(parts.query, keep_blank_values=True))
-        self.netloc = parts.netloc
-
-    def flag(self, name: str, default: bool = False) -> bool:
-        """A yes/no option (``1``/``true``/``yes``/``on``, or present without a value)."""
-        if name not in self.options:
-            return default
-        return self.options[name].lower() in ("", "1", "true", "yes", "on")
 
 
 def parse_target(url: str, default_port: Optional[int] = None) -> NetTarget:
@@ -120,13 +75,17 @@ class Transport:
     confirmed later than :meth:`send` returns, :meth:`confirmed`.
     """
 
+    def bind(self, spool: Spool) -> None:
+        """The sink's spool, before the sender starts (default: unused)."""
+
     def connect(self) -> None:
         """Open the connection. Raises ``OSError`` (or ``SinkError``) when it cannot."""
 
-    def send(self, records: list[bytes]) -> None:
+    def send(self, records: list[bytes], positions: Sequence[Position] = ()) -> None:
         """Send records in order. Raises ``OSError`` when they may not all have arrived; the
         sink then sends again, after :meth:`close` and :meth:`connect`, every record
-        :meth:`confirmed` did not count."""
+        :meth:`confirmed` did not count. ``positions``: each record's place in the spool
+        (stable across retries and restarts: a message id for receivers that deduplicate)."""
         raise NotImplementedError
 
     def confirmed(self, sent: int, wait: float = 0.0) -> int:
@@ -181,6 +140,7 @@ class SpooledSink(Sink):
         self.target = url.split("?", 1)[0]
         self.label = f"-o {self.target}"
         self.spool = Spool(spool_dir or default_spool_dir(url), max_bytes=spool_max)
+        transport.bind(self.spool)
         self.drain = drain
         self.batch = max(1, batch)
         self.stats = SinkStats()
@@ -281,7 +241,7 @@ class SpooledSink(Sink):
                     backoff = self.BACKOFF[0]
                 batch = self.spool.read(self.batch, wait=0.0 if inflight else 0.05)
                 if batch:
-                    self.transport.send([r for _, r in batch])
+                    self.transport.send([r for _, r in batch], [p for p, _ in batch])
                     inflight.extend(p for p, _ in batch)
                     sent += len(batch)
                 elif stopping and not inflight:

@@ -10,6 +10,7 @@ confirmation reaches, sent twice.
 On disk (``DIR``)::
 
     lock                  flock()ed by the one process using the spool
+    id                    a random id made with the spool (message ids: ID:SEGMENT:OFFSET)
     state                 "SEGMENT OFFSET\\n": the first record not yet confirmed
     000000000001.seg ...  records: 4-byte big-endian length, 4-byte CRC-32, then the bytes
 
@@ -63,6 +64,7 @@ class Spool:
         pending_records: records appended and not yet committed.
         refused: records :meth:`append` refused since this open (spool full).
         recovered: records found waiting at open (left by an earlier run).
+        id: the spool's random id (file ``id``).
 
     Raises:
         SinkError: the directory cannot be made or used, or another process holds it.
@@ -90,6 +92,7 @@ class Spool:
         except OSError:
             os.close(self._lockfd)
             raise SinkError(f"spool {self.path} is in use by another sysmonx process") from None
+        self.id = self._spool_id()
         self._commit = self._read_state()
         segs = sorted(int(p.name[:-4]) for p in self.path.glob("*.seg") if p.name[:-4].isdigit())
         for n in segs:
@@ -121,6 +124,24 @@ class Spool:
         self.closed = False
 
     # -- state ---------------------------------------------------------------------------------
+
+    def _spool_id(self) -> str:
+        """A random id made when the spool is created (file ``id``): with a record's position
+        it names the record uniquely and for good (message ids for deduplicating receivers)."""
+        f = self.path / "id"
+        try:
+            text = f.read_text().strip()
+            if text:
+                return text
+        except OSError:
+            pass
+        import uuid
+        text = uuid.uuid4().hex
+        try:
+            f.write_text(text + "\n")
+        except OSError as exc:
+            raise SinkError(f"spool {self.path}: {exc.strerror or exc}") from exc
+        return text
 
     def _read_state(self) -> Position:
         try:
