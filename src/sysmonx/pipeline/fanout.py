@@ -193,29 +193,26 @@ class SinkSlot:
             self.fanout.reports.append(report)
         return report
 
-    def flush(self) -> None:
-        """Flush the sink (a failure follows the policy)."""
-        flush = getattr(self.sink, "flush", None)
-        if flush is None:
+    def _call(self, method: str) -> None:
+        """Call the sink's ``method`` (``flush`` or ``close``) when it has one: a reader that went
+        away is :class:`OutputClosed`; any other failure counts as one failed write (policy)."""
+        call = getattr(self.sink, method, None)
+        if call is None:
             return
         try:
-            flush()
+            call()
         except BrokenPipeError as exc:
             raise OutputClosed(f"{self.target}: reader went away") from exc
         except Exception as exc:  # noqa: BLE001 - counted like a failed write
             self.failure(exc)
 
+    def flush(self) -> None:
+        """Flush the sink (a failure follows the policy)."""
+        self._call("flush")
+
     def close(self) -> None:
         """Close the sink; buffered output that cannot be written counts as one failure."""
-        close = getattr(self.sink, "close", None)
-        if close is None:
-            return
-        try:
-            close()
-        except BrokenPipeError as exc:
-            raise OutputClosed(f"{self.target}: reader went away") from exc
-        except Exception as exc:  # noqa: BLE001 - counted like a failed write
-            self.failure(exc)
+        self._call("close")
 
     def start(self) -> None:
         """Nothing to start for a direct slot."""
