@@ -66,6 +66,14 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                    help="replay files on N worker processes, output kept in input order "
                         "(0: one per CPU; default 1)")
+    p.add_argument("--dask", metavar="SCHEDULER",
+                   help="run one task per input file on a Dask distributed cluster ('local': "
+                        "a local cluster of --dask-workers processes; else a scheduler address "
+                        "such as tcp://HOST:8786): reading, filtering and Sigma matching in the "
+                        "workers, duplicates and correlation in this process; the output is "
+                        "the one-process replay's")
+    p.add_argument("--dask-workers", type=int, default=2, metavar="N",
+                   help="worker processes of --dask local (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
@@ -199,6 +207,9 @@ def cmd_replay(argv: list[str]) -> int:
     if extra and jobs > 1:
         console.print("note: --stage replays on one process")
         jobs = 1
+    if args.dask and (extra or args.jobs != 1):
+        console.print("error: --dask runs its own workers: not with --jobs or --stage")
+        return EXIT_USAGE
     if jobs > 1 and (urls or len(streams) != 1):
         console.print("note: replaying on one process (--jobs writes one file or stdout)")
         jobs = 1
@@ -249,7 +260,20 @@ def cmd_replay(argv: list[str]) -> int:
                                "{task.fields[errors]} errors"),
                     console=console, transient=True))
                 task = progress.add_task("replay", total=len(files), records=0, errors=0)
-            if jobs > 1 and len(files) > 1:
+            if args.dask:
+                from ..pipeline.dask import replay_dask
+                if fmt is not None:
+                    from ..sinks.outputs import open_url_output
+                    for i, out in enumerate(streams):
+                        sinks.insert(i, writer_class(fmt).open(out, **writer_options))
+                    for url in urls:
+                        sinks.append(open_url_output(url))
+                stats = replay_dask(files, options, args.dask, sinks, detection=stage,
+                                    rule_paths=args.rules, workers=args.dask_workers,
+                                    on_error=on_error, on_file_done=file_done,
+                                    alerts_to_stream=not args.alerts)
+                sinks = []  # closed by the run
+            elif jobs > 1 and len(files) > 1:
                 target = streams[0] if streams else None
                 stream, _ = open_target(target) if fmt is not None else (None, "")
                 try:
@@ -280,6 +304,10 @@ def cmd_replay(argv: list[str]) -> int:
             close_quietly(sinks)
             console.print(f"error: {exc}", markup=False)
             return EXIT_USAGE
+        except RuntimeError as exc:  # --dask: no distributed, or the scheduler is away
+            close_quietly(sinks)
+            console.print(f"error: {exc}", markup=False)
+            return EXIT_FATAL
         except SinkError as exc:
             failure = exc
         except BrokenPipeError:
