@@ -66,7 +66,7 @@ def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
             return
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not start")
+                raise RuntimeError(f"{what} did not start") from None
             time.sleep(0.05)
 
 
@@ -297,7 +297,8 @@ def main() -> int:
                     else:
                         recv = Nats(d)
                         spec, kind = f"nats://127.0.0.1:{recv.port}/bench?{spool}", "url"
-                        check = (lambda r=recv: r.count("SYSMONX"))
+                        def check(r=recv):
+                            return r.count("SYSMONX")
                     m = run_child(spec, ef, kind)
                     got = None
                     if check is not None:
