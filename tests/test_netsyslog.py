@@ -319,3 +319,29 @@ def test_bad_urls_are_usage_errors(tmp_path):
         with pytest.raises(UsageError):
             open_url_output(url + ("&" if "?" in url else "?") + f"spool={tmp_path / 's'}")
     assert TcpSyslogSink.schemes == ("tcp",)
+
+
+def test_replay_waits_for_a_slow_receiver_instead_of_dropping(rsyslog, tmp_path, corpus):
+    """A replay bigger than the spool: the writer waits for room (when_full=wait), nothing is
+    refused, everything arrives once and in order."""
+    from sysmonx.cli import main
+    rs = rsyslog()
+    evtx = str(corpus / "evtx")
+    out = tmp_path / "direct.log"
+    assert main(["replay", evtx, "-f", "linux-xml", "-o", str(out), "-q"]) == 0
+    n = len(out.read_bytes().splitlines())
+    assert main(["replay", evtx, "-q", "-o",
+                 f"tcp://127.0.0.1:{rs.port}?spool_max=64k&spool={tmp_path / 'sp'}"]) == 0
+    assert len(rs.record_ids(n)) == n
+
+
+def test_wait_gives_up_after_drain_seconds_without_progress(tmp_path):
+    sink = open_url_output(f"tcp://127.0.0.1:{free_port()}?spool_max=8k&drain=0.5"
+                           f"&spool={tmp_path / 'sp'}", when_full="wait")
+    t0 = time.monotonic()
+    with pytest.raises(SinkError, match="spool full"):
+        for i in range(1, 100):
+            sink.write(make_event(i))
+    assert 0.4 < time.monotonic() - t0 < 5
+    with pytest.raises(SinkError):
+        sink.close()

@@ -10,7 +10,7 @@ from typing import Any
 
 from . import common
 from .common import (EXIT_FATAL, EXIT_USAGE, close_quietly, load_detection, output_formats,
-                     print_config_errors)
+                     print_config_errors, url_output_options)
 
 __all__ = ["cmd_collect"]
 
@@ -81,7 +81,7 @@ def cmd_collect(argv: list[str]) -> int:
     try:
         for spec in args.output or ["-"]:
             if is_url(spec):
-                sinks.append(open_url_output(spec))
+                sinks.append(open_url_output(spec, **url_output_options(spec)))
             else:
                 sinks.append(writer_class(args.format).open(None if spec == "-" else spec,
                                                             append=True))
@@ -122,3 +122,4 @@ def cmd_collect(argv: list[str]) -> int:
         console.print(f"collect: {source.received:,} messages received, {source.acked:,} "
                       f"acknowledged, {pipeline.errors:,} unreadable", markup=False)
     return 0
+

@@ -15,7 +15,7 @@ EXIT_USAGE = 2
 __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_path",
            "builtin_linux_config_path", "stderr_console", "print_config_errors",
            "config_mistake_hint", "silence_stdout", "close_quietly", "output_formats",
-           "add_stage_option", "extra_stages", "load_detection"]
+           "add_stage_option", "extra_stages", "load_detection", "url_output_options"]
 
 
 def _builtin(name: str) -> Path:
@@ -139,3 +139,13 @@ def load_detection(paths: list[str], console):
     console.print(f"sigma: {len(stage.matcher.compiled)} rules and {len(stage.correlations)} "
                   f"correlations loaded, {len(rejected)} rejected", markup=False)
     return stage
+
+
+def url_output_options(url: str) -> dict:
+    """Options of an output URL's sink in a replay or collect (``fatal`` outputs): a network
+    output whose spool is full makes the writer wait for the receiver (nothing is dropped)
+    instead of refusing events as the live sensor does."""
+    from ..sinks.network import SpooledSink
+    from ..sinks.outputs import url_sink_class
+    cls = url_sink_class(url)
+    return {"when_full": "wait"} if cls is not None and issubclass(cls, SpooledSink) else {}

@@ -11,7 +11,8 @@ from typing import Literal, Optional
 from . import common
 from .common import (EXIT_FATAL, EXIT_USAGE, add_stage_option, builtin_config_path,
                      builtin_sample_path, close_quietly, config_mistake_hint, extra_stages,
-                     load_detection, output_formats, print_config_errors, silence_stdout)
+                     load_detection, output_formats, print_config_errors, silence_stdout,
+                     url_output_options)
 
 __all__ = ["cmd_replay", "print_summary"]
 
@@ -267,7 +268,7 @@ def cmd_replay(argv: list[str]) -> int:
                     for i, out in enumerate(streams):
                         sinks.insert(i, writer_class(fmt).open(out, **writer_options))
                     for url in urls:
-                        sinks.append(open_url_output(url))
+                        sinks.append(open_url_output(url, **url_output_options(url)))
                 stats = replay_dask(files, options, args.dask, sinks, detection=stage,
                                     rule_paths=args.rules, workers=args.dask_workers,
                                     on_error=on_error, on_file_done=file_done,
@@ -288,7 +289,7 @@ def cmd_replay(argv: list[str]) -> int:
                     for i, out in enumerate(streams):
                         sinks.insert(i, writer_class(fmt).open(out, **writer_options))
                     for url in urls:
-                        sinks.append(open_url_output(url))
+                        sinks.append(open_url_output(url, **url_output_options(url)))
 
                 def on_progress(path, records) -> None:
                     if progress is not None and task is not None and replayer is not None:
@@ -436,3 +437,4 @@ def print_summary(console, stats, filtered: bool, window: bool = False,
     if window:
         console.print(f"time window: {stats.out_of_window:,} records outside --from/--to skipped, "
                       f"{stats.untimed:,} records without a time kept")
+

@@ -115,6 +115,9 @@ class SpooledSink(Sink):
         encode: event -> record bytes.
         url: the output URL (label and default spool directory).
         spool_dir, spool_max, drain, batch: see the module docstring.
+        when_full: ``refuse`` (live: a full spool refuses the event, counted as lost) or
+            ``wait`` (replay, collect: :meth:`write` waits for room while the receiver takes
+            events, and raises only after ``drain`` seconds without any progress).
 
     Attributes:
         stats: ``sent`` (confirmed by the receiver), ``failed`` (refused by the receiver for
@@ -133,7 +136,10 @@ class SpooledSink(Sink):
 
     def __init__(self, transport: Transport, encode: Callable[[Event], bytes], url: str,
                  spool_dir: Optional[str] = None, spool_max: int = DEFAULT_MAX_BYTES,
-                 drain: float = 30.0, batch: int = 500) -> None:
+                 drain: float = 30.0, batch: int = 500, when_full: str = "refuse") -> None:
+        if when_full not in ("refuse", "wait"):
+            raise UsageError(f"when_full must be refuse or wait, not {when_full!r}")
+        self.when_full = when_full
         self.transport = transport
         self.encode = encode
         self.url = url
@@ -178,10 +184,25 @@ class SpooledSink(Sink):
         Raises:
             SinkError: the spool is full (the event is counted as lost) or the disk failed.
         """
-        if not self.spool.append(self.encode(item)):
-            self.stats.failed += 1
-            raise SinkError(f"{self.target}: spool full ({self.spool.max_bytes:,} bytes waiting"
-                            f" for the receiver; last error: {self.last_error or 'none'})")
+        record = self.encode(item)
+        wait = self.when_full == "wait"
+        if self.spool.append(record, count_refusal=not wait):
+            return
+        if wait:
+            last = (self.spool.pending_records, time.monotonic())
+            while self._thread.is_alive():
+                time.sleep(0.005)
+                if self.spool.append(record, count_refusal=False):
+                    return
+                now = time.monotonic()
+                if self.spool.pending_records < last[0]:
+                    last = (self.spool.pending_records, now)
+                elif now - last[1] > self.drain:
+                    break
+            self.spool.refused += 1
+        self.stats.failed += 1
+        raise SinkError(f"{self.target}: spool full ({self.spool.max_bytes:,} bytes waiting"
+                        f" for the receiver; last error: {self.last_error or 'none'})")
 
     def flush(self) -> None:
         """Nothing to flush: every record is on disk when :meth:`write` returns."""

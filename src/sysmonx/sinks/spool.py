@@ -178,8 +178,9 @@ class Spool:
 
     # -- writer side ---------------------------------------------------------------------------
 
-    def append(self, record: bytes) -> bool:
-        """Append one record; False (and counted in :attr:`refused`) when the spool is full.
+    def append(self, record: bytes, count_refusal: bool = True) -> bool:
+        """Append one record; False (and, with ``count_refusal``, counted in :attr:`refused`)
+        when the spool is full.
 
         Raises:
             SinkError: the disk write failed (the record is not spooled).
@@ -187,7 +188,7 @@ class Spool:
         framed = _HEAD.pack(len(record), zlib.crc32(record)) + record
         with self._lock:
             if self.pending_bytes + len(framed) > self.max_bytes:
-                self.refused += 1
+                self.refused += count_refusal
                 return False
             try:
                 if self._wend[1] >= self.segment_bytes:
