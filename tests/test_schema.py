@@ -137,7 +137,7 @@ def _schema_model(schema, windows: bool) -> dict:
     events = [(e.event_id, e.symbol, e.template, e.tag, e.version, e.level,
                e.default if e.default_attr else None,
                tuple((f.name, f.in_type, f.out_type) for f in e.fields))
-              for e in schema.events.values()]
+              for e in schema.events.values() if not e.extension]
     return {"binary": schema.binary_version, "options": options,
             "filters": ("is", schema.conditions), "events": events}
 
@@ -219,7 +219,8 @@ def test_derived_tags_and_config_entries_match_manifest(corpus, version):
         if e.get("rulename"):
             tags.setdefault(e.get("rulename"), []).append(int(e.get("value"), 0))
     schema = get_schema(version)
-    assert {k: list(v) for k, v in schema.tags.items()} == tags
+    extension_tags = {e.tag for e in schema.events.values() if e.extension}
+    assert {k: list(v) for k, v in schema.tags.items() if k not in extension_tags} == tags
     entries = set()
     for o in root.find("configuration/options").findall("option"):
         if o.get("noconfig") == "true" or o.get("target") == "internal":
@@ -257,8 +258,10 @@ def test_each_listed_build_difference_is_real(dump):
 
 
 def test_private_event_ids_by_version():
-    assert list(get_schema("4.23").events)[-3:] == [0xF001, 0xF002, 22]
-    assert list(get_schema("4.30").events)[-3:] == [22, 23, 0xF002]
+    def sysmon_ids(v):
+        return [i for i, e in get_schema(v).events.items() if not e.extension]
+    assert sysmon_ids("4.23")[-3:] == [0xF001, 0xF002, 22]
+    assert sysmon_ids("4.30")[-3:] == [22, 23, 0xF002]
     assert 0xF001 not in get_schema("4.30").events
     assert 0xF002 not in get_schema("4.40").events
     assert get_schema("4.32").events[0xF002].field_names[-2:] == ("Path", "Archived")
@@ -360,7 +363,8 @@ def test_render_every_version_is_wellformed(version, style):
     text = render_manifest(get_schema(version), style)
     root = ET.fromstring(text)
     assert root.get("schemaversion") == manifest_version_text(get_schema(version).version)
-    assert [int(e.get("value"), 0) for e in root.iter("event")] == list(get_schema(version).events)
+    assert [int(e.get("value"), 0) for e in root.iter("event")] == [
+        i for i, e in get_schema(version).events.items() if not e.extension]
     assert not text.endswith("\n")
     internal = [o for o in root.iter("option") if o.get("name") == "TraceEvents"]
     if style == "windows":
@@ -388,7 +392,7 @@ def test_windows_comments_placement():
 def test_schema_output_default_is_newest():
     text, code = render_schema_output(None)
     assert code == 0
-    assert text == render_manifest(CURRENT) + "\n"
+    assert text == render_manifest(CURRENT, extensions=True) + "\n"
     assert text.startswith(f'<manifest schemaversion="{format_version(LATEST)}" ')
 
 
@@ -418,7 +422,7 @@ def test_schema_output_all(arg, style):
     assert code == 0
     versions = re.findall(r'^<manifest schemaversion="([^"]+)"', text, re.M)
     assert versions == [manifest_version_text(v) for v in reversed(all_versions())]
-    assert text == "".join(render_manifest(get_schema(v), style) + "\n"
+    assert text == "".join(render_manifest(get_schema(v), style, True) + "\n"
                            for v in reversed(all_versions()))
 
 

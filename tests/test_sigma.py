@@ -24,6 +24,7 @@ from sysmonx.detection import (
     load_rules_text,
 )
 from sysmonx.detection.fields import split_hashes
+from sysmonx.schema import CURRENT
 from sysmonx.detection.logsource import LogsourceError, resolve_logsource
 from sysmonx.detection.matcher import regex_literals
 from sysmonx.event import LINUX_CHANNEL, LINUX_PROVIDER, Event
@@ -402,7 +403,9 @@ def test_logsource_mapping_table():
     assert resolve_logsource("windows", "registry_set", None).event_types == ("SetValue",)
     assert resolve_logsource("windows", "registry_rename", None).event_types == ("RenameKey",)
     sysmon = resolve_logsource("windows", None, "sysmon").groups
-    assert {g[1] for g in sysmon} == set(range(1, 30)) | {255}
+    extension = {i for i, e in CURRENT.events.items() if e.extension}
+    assert {100, 201, 202} <= extension
+    assert {g[1] for g in sysmon} == set(range(1, 30)) | {255} | extension
     assert resolve_logsource("windows", None, "security").groups == (("chan", "security", None),)
     for bad in (("windows", "file_access", None), ("windows", "file_rename", None),
                 ("linux", None, "auditd"), ("macos", "process_creation", None),

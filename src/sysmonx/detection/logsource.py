@@ -22,14 +22,25 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..core.errors import RuleError
+from ..schema.catalogue import EVENTS
 from ..event import LINUX_PROVIDER, WINDOWS_PROVIDER
 
 __all__ = ["LogsourceError", "Target", "resolve_logsource", "group_keys_for_event",
            "SYSMON_CATEGORIES", "EVENT_TYPES", "WINDOWS_SERVICE_CHANNELS", "WINDOWS_CHANNEL_CATEGORIES",
-           "WINDOWS_SYSMON_IDS", "LINUX_SYSMON_IDS"]
+           "WINDOWS_SYSMON_IDS", "LINUX_SYSMON_IDS", "EXTENSION_IDS", "EXTENSION_CATEGORIES"]
 
-#: Every EventID Windows Sysmon writes (``service: sysmon`` covers all of them, 4/16/255 included).
-WINDOWS_SYSMON_IDS = tuple(range(1, 30)) + (255,)
+#: Events in a Sysmon stream that no Sysmon manifest defines (SysmonX's own, Sysmon for Linux's
+#: 100), with their Sigma category: data from the schema catalogue (``extension`` entries).
+EXTENSION_IDS: tuple[int, ...] = tuple(sorted({e.event_id for e in EVENTS if e.extension}))
+EXTENSION_CATEGORIES: dict[str, tuple[int, ...]] = {}
+for _e in EVENTS:
+    if _e.extension and _e.sigma_category:
+        EXTENSION_CATEGORIES[_e.sigma_category] = EXTENSION_CATEGORIES.get(
+            _e.sigma_category, ()) + (_e.event_id,)
+
+#: Every EventID Windows Sysmon writes (``service: sysmon`` covers all of them, 4/16/255 included),
+#: and the extension events SysmonX writes into the same stream.
+WINDOWS_SYSMON_IDS = tuple(range(1, 30)) + (255,) + EXTENSION_IDS
 #: EventIDs Sysmon for Linux writes (1, 3, 4, 5, 9, 11, 16, 23, 255; the others are accepted so
 #: that a future Sysmon for Linux event is not silently missed).
 LINUX_SYSMON_IDS = WINDOWS_SYSMON_IDS
@@ -64,6 +75,7 @@ SYSMON_CATEGORIES: dict[str, tuple[int, ...]] = {
     "file_block_shredding": (28,),
     "file_executable_detected": (29,),
     "sysmon_error": (255,),
+    **EXTENSION_CATEGORIES,
 }
 
 #: Registry categories that see only some ``EventType`` values of their EventID (Sysmon's

@@ -239,7 +239,8 @@ class FilterEngine:
         self.memo = MemoBudget()
         for eid, ev in CURRENT.events.items():
             self._deciders[eid] = self._compile_event(eid, ev)
-        self._truncate_skip = max(e for e in CURRENT.events if e < 255) \
+        self._truncate_skip = max(e for e, d in CURRENT.events.items()
+                                  if e < 255 and not d.extension) \
             if options.field_sizes_skip_last else None
 
     def _default_include(self, eid: int, default: str) -> bool:

@@ -114,6 +114,13 @@ class EventDef:
         since / until: first schema with the event, first schema without it (``None`` = open).
         history: ``((version, {"template": ..., "version": ...}), ...)`` values that applied
             *before* the given schema version.
+        extension: ``True`` for an event no Sysmon manifest defines (SysmonX's own events, and
+            Sysmon for Linux's event 100, which no SysmonCommon manifest lists): present in every
+            schema version (a config of any version may filter it), left out of the byte-exact
+            manifest rendering and of the manifest comparisons.
+        sigma_category: the Sigma ``logsource: category`` that selects this event (extension
+            events only; Sysmon's own events are mapped by the Sigma taxonomy in
+            :mod:`sysmonx.detection.logsource`), ``None`` for none.
     """
 
     event_id: int
@@ -128,16 +135,22 @@ class EventDef:
     since: Optional[Version] = None
     until: Optional[Version] = None
     history: tuple = field(default=())
+    extension: bool = False
+    sigma_category: Optional[str] = None
 
     @property
     def level_value(self) -> int:
-        """System/Level number: 4 for Informational, 2 for Error."""
-        return 2 if self.level == "Error" else 4
+        """System/Level number: 4 for Informational, 3 for Warning, 2 for Error."""
+        return LEVEL_VALUES.get(self.level, 4)
 
     @property
     def filterable(self) -> bool:
         """False for 4, 16 and 255, which Sysmon never filters (spec 3.7)."""
         return self.tag is not None
+
+
+#: Manifest level name -> System/Level number.
+LEVEL_VALUES = {"Error": 2, "Warning": 3, "Informational": 4}
 
 
 def _ev(event_id, symbol, template, tag, version, fields, **kw) -> EventDef:
@@ -256,6 +269,21 @@ EVENTS: tuple[EventDef, ...] = (
     # 0xF002 as the 4.30-4.32 manifests list it: after 23 (see the 4.0-4.23 entries above 22).
     _ev(0xF002, "SYSMONEVENT_CLIPBOARD", "Clipboard changed", "ClipboardChange", 5, _CLIP_PRIVATE,
         since=(4, 30), until=(4, 40)),
+
+    # --- Resilience (SysmonX extension events; docs/ARCHITECTURE.md "Tamper findings") -------
+    # 100: Sysmon for Linux's eBPF program event (its ID and field names); 201, 202: SysmonX.
+    _ev(100, "SYSMONEVENT_BPF_EVENT", "eBPF Program Loaded", "BpfEvent", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("BpfCommand"),
+        _s("BpfProgramType"), _t("BpfProgramId", UINT32), _s("BpfProgramName")],
+        default="include", extension=True, sigma_category="bpf_event"),
+    _ev(201, "SYSMONXEVENT_TAMPER_FINDING", "Tamper finding", "TamperFinding", 1, [
+        _RN, _s("UtcTime"), _s("Technique"), _s("Details"), *_PROC, _s("Image"), _s("Source")],
+        level="Warning", default="include", extension=True, sigma_category="sysmonx_tamper"),
+    _ev(202, "SYSMONXEVENT_HEARTBEAT", "Heartbeat", "Heartbeat", 1, [
+        _RN, _s("UtcTime"), _t("Sequence", UINT32), _t("EventsWritten", UINT32),
+        _t("EventsLost", UINT32), _s("Backend"), _s("ConfigurationFileHash")],
+        default="include", extension=True, sigma_category="sysmonx_heartbeat"),
+    # --- end Resilience ------------------------------------------------------------------------
 )
 
 

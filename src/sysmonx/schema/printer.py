@@ -84,7 +84,7 @@ def _event_value(event_id: int) -> str:
     return hex(event_id) if event_id >= 0xF000 else str(event_id)
 
 
-def render_manifest(schema: Schema, style: str = "windows") -> str:
+def render_manifest(schema: Schema, style: str = "windows", extensions: bool = False) -> str:
     """Render one schema as the ``<manifest ...>`` block ``sysmon -s`` prints.
 
     ``windows``: the target-filtered manifest, 2-space indentation, no ``target`` attributes, no
@@ -96,6 +96,8 @@ def render_manifest(schema: Schema, style: str = "windows") -> str:
     Args:
         schema: a :class:`~sysmonx.schema.Schema` (e.g. ``get_schema("4.50")``).
         style: ``"windows"`` or ``"linux"``.
+        extensions: also list the events no Sysmon manifest defines (SysmonX's own, Sysmon for
+            Linux's 100), after Sysmon's, in the same form (``False``: Sysmon's manifest exactly).
     Returns:
         The lines from ``<manifest ...>`` to ``</manifest>`` joined with ``\\n``, no trailing
         newline.
@@ -124,6 +126,8 @@ def render_manifest(schema: Schema, style: str = "windows") -> str:
             f"    <filters default=\"is\">{','.join(schema.conditions)}</filters>",
             "  </configuration>", "  <events>"]
     for e in schema.events.values():
+        if e.extension and not extensions:
+            continue
         pairs = [("name", e.symbol), ("value", _event_value(e.event_id)), ("level", e.level),
                  ("template", e.template), ("rulename", e.tag),
                  ("ruledefault", e.default if e.default_attr else None),
@@ -140,7 +144,7 @@ def render_manifest(schema: Schema, style: str = "windows") -> str:
 
 
 def render_schema_output(version_arg: Optional[str] = None,
-                         style: str = "windows") -> tuple[str, int]:
+                         style: str = "windows", extensions: bool = True) -> tuple[str, int]:
     """The complete output of ``sysmon -s [version|all]`` (without the banner) and its exit code.
 
     Selection (Sysmon's printSchema.c): manifests are scanned newest first; no argument prints the
@@ -154,6 +158,8 @@ def render_schema_output(version_arg: Optional[str] = None,
     Args:
         version_arg: the ``-s`` value, ``None`` when absent.
         style: ``"windows"`` or ``"linux"`` (see :func:`render_manifest`).
+        extensions: list SysmonX's own events after Sysmon's in each manifest (default; ``False``
+            prints Sysmon's manifests byte for byte).
     Returns:
         ``(text, exit_code)``: the manifest block(s), or :data:`NO_MATCH_MESSAGE` + newline with
         :data:`NO_MATCH_EXIT_CODE` (0, see there) when nothing matches; exit code 0 otherwise.
@@ -172,7 +178,7 @@ def render_schema_output(version_arg: Optional[str] = None,
         chosen = [v for v in newest_first if manifest_version_text(v).startswith(version_arg)][:1]
     if not chosen:
         return NO_MATCH_MESSAGE + "\n", NO_MATCH_EXIT_CODE
-    return "".join(render_manifest(get_schema(v), style) + "\n" for v in chosen), 0
+    return "".join(render_manifest(get_schema(v), style, extensions) + "\n" for v in chosen), 0
 
 
 # ---------------------------------------------------------------------------------------------

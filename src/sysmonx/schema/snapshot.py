@@ -15,7 +15,7 @@ from typing import Optional
 from ..core.errors import SchemaError
 from .catalogue import (
     BOOLEAN, CONDITION_MANIFEST_ORDER, CONDITION_SINCE, CONDITIONS, EVENTS, GUID, HEXINT32, HEXINT64,
-    OPTIONS, SCHEMA_VERSIONS, STRING, UINT16, UINT32, EventDef, FieldDef, OptionDef, Version,
+    LEVEL_VALUES, OPTIONS, SCHEMA_VERSIONS, STRING, UINT16, UINT32, EventDef, FieldDef, OptionDef, Version,
     format_version, parse_version,
 )
 
@@ -58,11 +58,13 @@ class EventSchema:
     fields: tuple[FieldDef, ...]
     field_names: tuple[str, ...]
     index: dict
+    extension: bool = False
+    sigma_category: Optional[str] = None
 
     @property
     def level_value(self) -> int:
-        """System/Level: 4 (Informational) or 2 (Error)."""
-        return 2 if self.level == "Error" else 4
+        """System/Level: 4 (Informational), 3 (Warning) or 2 (Error)."""
+        return LEVEL_VALUES.get(self.level, 4)
 
     @property
     def filterable(self) -> bool:
@@ -113,7 +115,7 @@ def _snapshot(defn: EventDef, v: Version) -> EventSchema:
     names = tuple(f.name for f in fields)
     return EventSchema(defn.event_id, defn.symbol, template, defn.tag, version, defn.level,
                        defn.default, defn.default_attr, fields, names,
-                       {n: i for i, n in enumerate(names)})
+                       {n: i for i, n in enumerate(names)}, defn.extension, defn.sigma_category)
 
 
 @lru_cache(maxsize=None)

@@ -1,0 +1,177 @@
+"""TamperFinding (201), Heartbeat (202) and eBPF Program Loaded (100) as schema data: the helper
+that builds a finding, config filtering by tag, Sigma log sources, ``-s``, every output format."""
+
+from __future__ import annotations
+
+import io
+
+import orjson
+import pytest
+from lxml import etree
+
+from sysmonx.cli import main
+from sysmonx.config import parse_config
+from sysmonx.detection.logsource import resolve_logsource
+from sysmonx.filtering import FilterEngine
+from sysmonx.schema import CURRENT, get_schema
+from sysmonx.schema.printer import render_config_help, render_schema_output
+from sysmonx.sinks import writer_class
+from sysmonx.sinks.jsonl import event_to_json
+from sysmonx.sources import open_source
+from sysmonx.stages.tamperfinding import (TECHNIQUES, ZERO_GUID, tamper_finding,
+                                          utc_time_field)
+
+
+def test_catalogue_entries():
+    tf, hb, bpf = CURRENT.events[201], CURRENT.events[202], CURRENT.events[100]
+    assert tf.field_names == ("RuleName", "UtcTime", "Technique", "Details", "ProcessGuid",
+                              "ProcessId", "Image", "Source")
+    assert (tf.tag, tf.level, tf.level_value, tf.default) == ("TamperFinding", "Warning", 3,
+                                                               "include")
+    assert hb.field_names == ("RuleName", "UtcTime", "Sequence", "EventsWritten", "EventsLost",
+                              "Backend", "ConfigurationFileHash")
+    assert bpf.field_names == ("RuleName", "UtcTime", "ProcessGuid", "ProcessId", "Image", "User",
+                               "BpfCommand", "BpfProgramType", "BpfProgramId", "BpfProgramName")
+    assert all(e.extension for e in (tf, hb, bpf))
+    # present in every schema version: a 4.22 config may filter them too
+    assert {100, 201, 202} <= set(get_schema("4.22").events)
+    assert get_schema("4.22").tags["TamperFinding"] == (201,)
+
+
+def test_helper_fields_and_envelope():
+    e = tamper_finding("sensor_signal", "SIGSTOP\nfrom pid 77", when=1_700_000_000_123_456_789,
+                       process_id=77, image="/usr/bin/kill", platform="linux")
+    assert e.event_id == 201 and e.level == 3 and e.version == 1 and e.task == 201
+    assert e.provider == "Linux-Sysmon" and e.channel == "Linux-Sysmon/Operational"
+    assert e.time_created == "2023-11-14T22:13:20.123456789Z"
+    assert e.data == {"RuleName": "-", "UtcTime": "2023-11-14 22:13:20.123",
+                      "Technique": "sensor_signal", "Details": "SIGSTOP from pid 77",
+                      "ProcessGuid": ZERO_GUID, "ProcessId": "77", "Image": "/usr/bin/kill",
+                      "Source": "live"}
+    w = tamper_finding("log_cleared", "Security log cleared by CORP\\admin",
+                       when="2019-03-19T23:44:01.123Z", source="Security.evtx",
+                       platform="windows", computer="WS1", record_id=9)
+    assert w.provider == "Microsoft-Windows-Sysmon" and w.computer == "WS1" and w.record_id == 9
+    assert w.data["UtcTime"] == "2019-03-19 23:44:01.123" and w.data["ProcessId"] == "0"
+    assert w.data["Image"] == "-" and w.user_id is None
+
+
+@pytest.mark.parametrize("name", ["Sensor", "a", "x-y", "", "name with space"])
+def test_helper_rejects_bad_technique_names(name):
+    with pytest.raises(ValueError, match="snake_case"):
+        tamper_finding(name, "x")
+
+
+def test_helper_rejects_unknown_platform_and_time():
+    with pytest.raises(ValueError, match="platform"):
+        tamper_finding("clock_changed", "x", platform="macos")
+    with pytest.raises(ValueError):
+        tamper_finding("clock_changed", "x", when="yesterday")
+
+
+def test_every_listed_technique_is_a_valid_name():
+    for name, (where, attack, what) in TECHNIQUES.items():
+        assert tamper_finding(name, what).data["Technique"] == name
+        assert where in ("live", "log") and attack.startswith("T1")
+    assert utc_time_field(0) == "1970-01-01 00:00:00.000"
+
+
+def test_config_filters_tamper_findings_by_tag():
+    cfg = parse_config(b"""<Sysmon schemaversion="4.50"><EventFiltering>
+      <RuleGroup groupRelation="or">
+        <TamperFinding onmatch="exclude">
+          <Technique condition="is">clock_changed</Technique>
+        </TamperFinding>
+        <TamperFinding onmatch="include">
+          <Rule name="blinding" groupRelation="or">
+            <Technique condition="begin with">bpf_</Technique>
+            <Technique condition="is">sensor_signal</Technique>
+          </Rule>
+        </TamperFinding>
+      </RuleGroup></EventFiltering></Sysmon>""")
+    eng = FilterEngine(cfg)
+    keep, name = eng.decide(201, tamper_finding("bpf_map_tamper", "x").data)
+    assert keep and name == "blinding"
+    assert eng.decide(201, tamper_finding("clock_changed", "x").data)[0] is False
+    assert eng.decide(201, tamper_finding("config_modified", "x").data)[0] is False
+    # no rule set for TamperFinding/Heartbeat: their default is include (never silently lost)
+    plain = FilterEngine(parse_config(b'<Sysmon schemaversion="4.90"><EventFiltering>'
+                                      b'</EventFiltering></Sysmon>'))
+    assert plain.decide(201, tamper_finding("config_modified", "x").data)[0] is True
+    assert plain.decide(202, {"Sequence": "1"})[0] is True
+
+
+def test_sigma_logsources():
+    assert resolve_logsource("linux", "sysmonx_tamper", None).groups == (("lnx", 201),)
+    assert resolve_logsource("windows", "sysmonx_tamper", None).groups == (("win", 201),)
+    assert resolve_logsource("linux", "sysmonx_heartbeat", None).groups == (("lnx", 202),)
+    assert resolve_logsource("linux", "bpf_event", None).groups == (("lnx", 100),)
+    ids = {g[1] for g in resolve_logsource("linux", None, "sysmon").groups}
+    assert {100, 201, 202} <= ids
+
+
+def test_schema_output_lists_the_events_after_sysmons():
+    text, code = render_schema_output(None)
+    assert code == 0
+    root = etree.fromstring(text.encode())
+    values = [int(e.get("value"), 0) for e in root.iter("event")]
+    assert values[-3:] == [100, 201, 202] and values[0] == 255
+    ev = [e for e in root.iter("event") if e.get("value") == "201"][0]
+    assert ev.get("rulename") == "TamperFinding" and ev.get("level") == "Warning"
+    assert [d.get("name") for d in ev] == list(CURRENT.events[201].field_names)
+    # Sysmon's manifests stay byte-exact without them
+    plain, _ = render_schema_output(None, extensions=False)
+    assert "TamperFinding" not in plain
+    assert "201    TamperFinding" in render_config_help(CURRENT)
+
+
+@pytest.mark.parametrize("fmt", ["xml", "linux-xml", "jsonl", "csv"])
+def test_every_output_format_writes_a_finding(fmt, tmp_path):
+    e = tamper_finding("sensor_ptrace", "TracerPid 4242 (/usr/bin/gdb)", process_id=4242,
+                       image="/usr/bin/gdb", when=1_700_000_000_000_000_000, record_id=5)
+    buf = io.BytesIO()
+    w = writer_class(fmt)(buf, close_stream=False)
+    w.write(e)
+    w.close()
+    out = buf.getvalue().decode()
+    assert "sensor_ptrace" in out and "TracerPid 4242" in out and "/usr/bin/gdb" in out
+
+
+def test_replay_filters_and_detects_findings(tmp_path, capsys):
+    """A recorded finding goes through replay: the config's TamperFinding rule names it, a Sigma
+    rule on the documented log source fires on it."""
+    log = tmp_path / "findings.jsonl"
+    events = [tamper_finding("bpf_map_tamper", "map 12 updated by pid 9", platform="linux",
+                             process_id=9, image="/usr/sbin/bpftool",
+                             when=1_700_000_000_000_000_000 + i, record_id=i + 1)
+              for i in range(2)]
+    events.append(tamper_finding("clock_changed", "wall clock +3600 s", platform="linux",
+                                 when=1_700_000_001_000_000_000, record_id=3))
+    log.write_bytes(b"".join(event_to_json(e) + b"\n" for e in events))
+    cfg = tmp_path / "c.xml"
+    cfg.write_text("""<Sysmon schemaversion="4.90"><EventFiltering><RuleGroup groupRelation="or">
+      <TamperFinding onmatch="include"><Technique name="bpf" condition="begin with">bpf_</Technique>
+      </TamperFinding></RuleGroup></EventFiltering></Sysmon>""")
+    rule = tmp_path / "r.yml"
+    rule.write_text("""title: Sensor BPF map tampered (test)
+id: 0b4e5a7c-0000-4000-8000-000000000201
+status: test
+level: high
+logsource:
+  product: linux
+  category: sysmonx_tamper
+detection:
+  selection:
+    Technique: bpf_map_tamper
+  condition: selection
+""")
+    out = tmp_path / "out.jsonl"
+    assert main(["replay", str(log), "-c", str(cfg), "--rules", str(rule), "--format", "jsonl",
+                 "-o", str(out), "-q"]) == 0
+    got = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    findings = [g for g in got if g["EventID"] == 201]
+    assert [f["Technique"] for f in findings] == ["bpf_map_tamper", "bpf_map_tamper"]
+    assert {f["RuleName"] for f in findings} == {"bpf"}
+    alerts = [g for g in got if g["EventID"] == 1000]
+    assert len(alerts) == 2 and alerts[0]["RuleTitle"] == "Sensor BPF map tampered (test)"
+    assert list(open_source(str(out), lambda e: None))
