@@ -51,7 +51,7 @@ from typing import Any, Optional
 import orjson
 
 from ..core.registry import SINKS
-from ..event import LINUX_PROVIDER, Event
+from ..event import LINUX_PROVIDER, Event, normalize_time
 from .base import Writer
 
 __all__ = ["EcsWriter", "event_to_ecs", "ecs_line", "ECS_VERSION", "CATEGORIES",
@@ -112,6 +112,16 @@ def _c1(m: re.Match) -> bytes:
 
 def _known(v: Optional[str]) -> bool:
     return v is not None and v not in _UNKNOWN
+
+
+def _utc(t: str) -> Optional[str]:
+    """The System time as canonical UTC (``...nnnnnnnnnZ``); ``None`` when it does not parse."""
+    if len(t) == 30 and t[29] == "Z":
+        return t
+    try:
+        return normalize_time(t)
+    except ValueError:
+        return None
 
 
 def _int(v: Optional[str]) -> Optional[int]:
@@ -299,7 +309,7 @@ def event_to_ecs(e: Event) -> dict[str, Any]:
     d = e.data
     eid = e.event_id
     linux = _is_linux(e)
-    created = e.time_created or None
+    created = _utc(e.time_created) if e.time_created else None
     ts = _iso(d.get("UtcTime", "")) or created
     doc: dict[str, Any] = {}
     if ts:

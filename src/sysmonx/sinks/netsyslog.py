@@ -39,25 +39,24 @@ SIGTERM) closes the connection, which the check sees before anything is lost; se
 from __future__ import annotations
 
 import errno
-import fcntl
 import select
 import socket
 import ssl
 import struct
-import termios
 import time
 from collections import deque
 from typing import Any, Callable, Optional, Sequence
 
 from ..core.errors import SinkError, UsageError
 from ..core.registry import SINKS
-from ..event import Event
+from ..event import Event, normalize_time
 from .network import NetTarget, SpooledSink, Transport
 from .spool import Position
 
 __all__ = ["TcpSyslogSink", "TlsSyslogSink", "UdpSyslogSink", "rfc5424", "event_encoder"]
 
-_SIOCOUTQ = getattr(termios, "TIOCOUTQ", 0x5411)
+#: Linux's SIOCOUTQ (= TIOCOUTQ): bytes in a TCP socket's send queue not yet acknowledged.
+_SIOCOUTQ = 0x5411
 
 
 def _hostname(computer: str) -> str:
@@ -68,6 +67,11 @@ def _hostname(computer: str) -> str:
 
 def _timestamp(e: Event) -> str:
     t = e.time_created
+    if t and not (len(t) == 30 and t.endswith("Z")):
+        try:
+            t = normalize_time(t)
+        except ValueError:
+            return "-"
     if len(t) == 30 and t.endswith("Z"):
         return t[:26] + "Z"  # 6 fractional digits (RFC 5424 section 6.2.3)
     return "-"
@@ -169,6 +173,7 @@ class _StreamTransport(Transport):
         self._bytes += len(out)
 
     def _outq(self) -> int:
+        import fcntl  # POSIX only: imported here so the module loads everywhere
         assert self.sock is not None
         buf = fcntl.ioctl(self.sock.fileno(), _SIOCOUTQ, b"\0\0\0\0")
         return int(struct.unpack("i", buf)[0])
