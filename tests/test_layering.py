@@ -12,7 +12,8 @@ never one of its own layer or above; imports under ``if TYPE_CHECKING:`` count t
 5     ``sensor`` (live collection on Linux)
 6     ``windows`` (Windows Event Log and ETW sources, Sysmon management)
 7     ``pipeline`` (the one loop)
-8     ``cli`` (the command line: one module per command, Sysmon's switches in ``cli.sysmon``)
+8     ``workbench`` (config stats, config diff, ATT&CK coverage, HTML reports over replays)
+9     ``cli`` (the command line: one module per command, Sysmon's switches in ``cli.sysmon``)
 ====  =======================================================================================
 
 So ``config`` and ``filtering`` never import each other, sources never import sinks, and nothing
@@ -34,6 +35,7 @@ LAYERS = [
     {"sensor"},
     {"windows"},
     {"pipeline"},
+    {"workbench"},
     {"cli"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

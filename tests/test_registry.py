@@ -17,11 +17,14 @@ from sysmonx.sinks.base import Writer
 
 BUILTIN = {
     "sources": {"evtx", "xml", "syslog", "jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson",
-                "evtxjson", "files", "live", "sqlite", "nats"},
+                "evtxjson", "files", "live", "eventlog", "etw-kernel-process", "windows",
+                "sqlite", "nats"},
     "stages": {"duplicates", "clock-check", "time-window", "sysmon-gate", "filter",
-               "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events"},
-    "sinks": {"xml", "linux-xml", "jsonl", "csv", "syslog", "console", "alerts-jsonl", "ecs",
-              "tcp", "tls", "udp", "http", "sqlite", "nats", "kafka"},
+               "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events",
+               "config-stats", "config-diff", "rulename-counter",
+               "powershell-scriptblocks", "kernel-process-sysmon", "windows-tamper"},
+    "sinks": {"xml", "linux-xml", "jsonl", "csv", "syslog", "console", "alerts-jsonl",
+              "eventlog", "ecs", "tcp", "tls", "udp", "http", "sqlite", "nats", "kafka"},
     "backends": {"ebpf", "audit", "cnproc", "dns"},
     "conditions": {"is", "is not", "contains", "excludes", "begin with", "end with",
                    "less than", "more than", "image", "contains any", "is any", "contains all",

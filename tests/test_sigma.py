@@ -404,7 +404,7 @@ def test_logsource_mapping_table():
     assert resolve_logsource("windows", "registry_rename", None).event_types == ("RenameKey",)
     sysmon = resolve_logsource("windows", None, "sysmon").groups
     extension = {i for i, e in CURRENT.events.items() if e.extension}
-    assert {100, 201, 202} <= extension
+    assert {100, 201, 202, 220} <= extension
     assert {g[1] for g in sysmon} == set(range(1, 30)) | {255} | extension
     assert resolve_logsource("windows", None, "security").groups == (("chan", "security", None),)
     for bad in (("windows", "file_access", None), ("windows", "file_rename", None),

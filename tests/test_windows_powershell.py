@@ -76,7 +76,9 @@ def test_single_record_block():
     assert ev.data["UtcTime"] == "2025-04-09 09:20:55.730" and ev.data["ProcessId"] == "6064"
     assert ev.data["FirstRecordID"] == ev.data["LastRecordID"] == "3080"
     assert ev.data["UserSid"] == "S-1-5-21-3999086100-426973801-4203759309-1002"
-    assert ev.provider == "SysmonX" and ev.record_id is None and ev.computer == "DESKTOP-M3AKJSD"
+    assert ev.event_id == 220 and ev.provider == "Microsoft-Windows-Sysmon" and ev.task == 220
+    assert ev.channel == "Microsoft-Windows-Sysmon/Operational" and ev.version == 1
+    assert ev.record_id is None and ev.computer == "DESKTOP-M3AKJSD"
     assert ScriptBlockAssembler(single_parts=False).add(part(1, 1, "x")) == []
 
 

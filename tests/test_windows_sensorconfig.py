@@ -215,3 +215,18 @@ def test_fold_and_environment_dependent_rules_are_not_handed_over():
         sensor, kept, _ = _check_superset(user, events, options)
         assert kept >= 1
     assert _modes(sensor)["ProcessCreate"] == "all" and _modes(sensor)["FileCreate"] == "all"
+
+
+def test_sysmonx_own_events_never_reach_sysmons_config():
+    """Events 100/201/202 are made by SysmonX: a user's rule set on one is kept by SysmonX's
+    filter, and the config given to Sysmon has no tag for them (Sysmon would refuse it)."""
+    user = parse_config('<Sysmon schemaversion="4.90"><EventFiltering>'
+                        '<RuleGroup groupRelation="or"><TamperFinding onmatch="exclude">'
+                        '<Technique condition="is">heartbeat_gap</Technique></TamperFinding>'
+                        '</RuleGroup><RuleGroup groupRelation="or"><ProcessCreate onmatch="include">'
+                        '<Image condition="end with">\\cmd.exe</Image></ProcessCreate></RuleGroup>'
+                        '</EventFiltering></Sysmon>', "u.xml")
+    sensor = derive_sensor_config(user)
+    modes = _modes(sensor)
+    assert "TamperFinding" not in modes and "Heartbeat" not in modes and "BpfEvent" not in modes
+    assert "TamperFinding" not in sensor.xml and "ProcessCreate" in modes

@@ -15,7 +15,15 @@ EXIT_USAGE = 2
 __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_path",
            "builtin_linux_config_path", "stderr_console", "print_config_errors",
            "config_mistake_hint", "silence_stdout", "close_quietly", "output_formats",
-           "add_stage_option", "extra_stages", "load_detection", "url_output_options"]
+           "add_stage_option", "extra_stages", "load_detection", "add_engine_options",
+           "engine_options", "load_config_reporting", "check_inputs", "write_report",
+           "read_error_printer", "on_windows", "url_output_options"]
+
+
+def on_windows() -> bool:
+    """True when SysmonX runs on Windows (the commands that differ per OS ask this; tests
+    replace it to run the Windows command line here)."""
+    return sys.platform == "win32"
 
 
 def _builtin(name: str) -> Path:
@@ -139,6 +147,78 @@ def load_detection(paths: list[str], console):
     console.print(f"sigma: {len(stage.matcher.compiled)} rules and {len(stage.correlations)} "
                   f"correlations loaded, {len(rejected)} rejected", markup=False)
     return stage
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """The options for the Sysmon behaviours the spec marks uncertain (as ``sysmonx replay``
+    takes them), so a workbench report decides exactly as the replay it is compared with."""
+    g = p.add_argument_group("Sysmon behaviours the spec marks uncertain (defaults: code-derived)")
+    g.add_argument("--fallback", choices=["code", "intent"], default="code")
+    g.add_argument("--no-stale-rulename", action="store_true")
+    g.add_argument("--compare-fold", choices=["lower", "upper"], default="lower")
+    g.add_argument("--no-rule-defaults", choices=["manifest", "community"], default="manifest")
+    p.add_argument("--no-extensions", action="store_true",
+                   help="hold the config to Sysmon's grammar exactly (reject condition=\"regex\")")
+
+
+def engine_options(args: argparse.Namespace):
+    """:class:`~sysmonx.filtering.EngineOptions` from :func:`add_engine_options`' arguments."""
+    from ..filtering import EngineOptions
+    return EngineOptions(compare_fold=args.compare_fold, fallback=args.fallback,
+                         stale_rulename=not args.no_stale_rulename,
+                         no_rule_defaults=args.no_rule_defaults)
+
+
+def load_config_reporting(path: str, console, extensions: bool = True):
+    """Load the config at ``path`` (``default``: the built-in one), printing its warnings;
+    ``None`` after printing why it cannot be loaded."""
+    from ..config import ConfigError, load_config
+    cpath = builtin_config_path() if path == "default" else Path(path)
+    try:
+        cfg = load_config(cpath, extensions=extensions)
+    except ConfigError as exc:
+        print_config_errors(console, exc, config_mistake_hint(cpath))
+        return None
+    except OSError as exc:
+        console.print(f"error: cannot read config {cpath}: {exc.strerror or exc}", markup=False)
+        return None
+    for w in cfg.warnings:
+        console.print(str(w), markup=False)
+    return cfg
+
+
+def check_inputs(paths: list[str], console) -> bool:
+    """True when every input path exists; else prints which one does not."""
+    for pth in paths:
+        if pth != "-" and not Path(pth).exists():
+            console.print(f"error: {pth}: no such file or directory", markup=False)
+            return False
+    return True
+
+
+def write_report(text: str, output: Optional[str], console) -> bool:
+    """Write ``text`` to ``output`` (``None`` or ``-``: stdout). False after printing why it
+    could not be written."""
+    if output in (None, "-"):
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            silence_stdout()
+        return True
+    try:
+        Path(output).write_text(text, encoding="utf-8", newline="")
+    except OSError as exc:
+        console.print(f"error: cannot write {output}: {exc.strerror or exc}", markup=False)
+        return False
+    return True
+
+
+def read_error_printer(console):
+    """An ``on_error`` callback printing each read problem with its severity."""
+    def on_error(err) -> None:
+        console.print(f"{getattr(err, 'severity', 'error')}: {err}", markup=False)
+    return on_error
 
 
 def url_output_options(url: str) -> dict:

@@ -15,6 +15,12 @@ __all__ = ["cmd_config", "cmd_explain"]
 def _config_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sysmonx config", description="Configuration tools.")
     sub = p.add_subparsers(dest="action", required=True)
+    # stats and diff have their own parsers (cli/config_stats.py, cli/config_diff.py)
+    sub.add_parser("stats", add_help=False,
+                   help="per rule set and filter, the events a config decides over recorded "
+                        "logs; noisy values; filters that never matched")
+    sub.add_parser("diff", add_help=False,
+                   help="what two configs log differently over the same recorded logs")
     c = sub.add_parser("check", help="validate a Sysmon config; errors and warnings with lines")
     c.add_argument("file")
     c.add_argument("--no-extensions", action="store_true")
@@ -45,8 +51,15 @@ def _config_parser() -> argparse.ArgumentParser:
 
 
 def cmd_config(argv: list[str]) -> int:
-    """``sysmonx config check FILE``: validate and print warnings."""
+    """``sysmonx config check|compile|decode|explain|stats|diff``: the configuration tools
+    (``stats`` and ``diff`` in their own modules)."""
     from ..config import ConfigError, load_config
+    if argv and argv[0] == "stats":
+        from .config_stats import cmd_config_stats
+        return cmd_config_stats(argv[1:])
+    if argv and argv[0] == "diff":
+        from .config_diff import cmd_config_diff
+        return cmd_config_diff(argv[1:])
     args = _config_parser().parse_args(argv)
     if getattr(args, "file", None) == "default":
         args.file = str(builtin_config_path())

@@ -10,7 +10,7 @@ from .common import EXIT_USAGE
 
 __all__ = ["SUBCOMMANDS", "USAGE", "main", "cmd_config_help"]
 
-SUBCOMMANDS = ("replay", "run", "config", "plugins", "query", "collect")
+SUBCOMMANDS = ("replay", "run", "config", "coverage", "plugins", "query", "collect")
 
 
 USAGE = f"""SysmonX v{__version__} - Sysmon-compatible event sensor and log replayer
@@ -20,10 +20,20 @@ Usage:
                  [--from TIME] [--to TIME]
   sysmonx replay --sample            replay the built-in sample through the built-in config
   sysmonx run [--config FILE] [--duration S] [--backend ebpf|audit|cnproc] [--syslog]
-                                     live Linux sensor (root), Sysmon for Linux events
+                                     live Linux sensor (root), Sysmon for Linux events; on
+                                     Windows: Event Log channels (+ --etw), see run -h
+  sysmonx -accepteula -i CONFIG [--sysmon PATH] [--download-sysmon]
+                                     Windows: install Sysmon as the sensor and the SysmonX
+                                     service (elevated); -c CONFIG, -u likewise
   sysmonx config check FILE          validate a Sysmon configuration (errors, and warnings for
                                      rules that silently never match)
   sysmonx config explain FILE EVENT  the decision trace of one event (XML or JSON line)
+  sysmonx config stats FILE LOGS...  per rule set and filter, the events a config decides over
+                                     recorded logs; noisy values; filters that never matched
+  sysmonx config diff A B LOGS...    what two configs log differently over the same logs
+  sysmonx coverage [--config FILE] [--rules SIGMA...] [--logs LOGS...] [--navigator LAYER]
+                                     ATT&CK techniques named by a config and Sigma rules, and
+                                     which fired (text, JSON, Navigator layer, --html report)
   sysmonx plugins                    list sources, stages, sinks, backends and conditions
   sysmonx query DB [SQL] [--where FIELD=VALUE]...
                                      read the event store (-o sqlite:///DB) in any format
@@ -49,8 +59,12 @@ def cmd_config_help() -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the ``sysmonx`` console script. Returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    from . import common
     if not argv:
         sys.stderr.write(USAGE)
+        if common.on_windows():
+            from .windows import backends_text
+            sys.stderr.write("\n" + backends_text())
         return EXIT_USAGE
     first = argv[0]
     if first == "replay":
@@ -60,8 +74,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .config import cmd_config
         return cmd_config(argv[1:])
     if first == "run":
+        if common.on_windows():
+            from .windows import cmd_run_windows
+            return cmd_run_windows(argv[1:])
         from .run import cmd_run
         return cmd_run(argv[1:])
+    if first == "coverage":
+        from .coverage import cmd_coverage
+        return cmd_coverage(argv[1:])
     if first == "collect":
         from .collect import cmd_collect
         return cmd_collect(argv[1:])

@@ -211,7 +211,10 @@ def parse_command_line(argv: list[str], prefixes: Optional[tuple[str, ...]] = No
 
 #: SysmonX options beside the switches: name -> takes a value.
 SYSMONX_OPTIONS = {"install-root": True, "output-file": True, "backend": True, "duration": True,
-                   "no-dns": False}
+                   "no-dns": False,
+                   # Windows (cli/windows.py)
+                   "sysmon": True, "download-sysmon": False, "state-dir": True, "syslog": True,
+                   "etw": False, "eventlog": False}
 
 
 def split_sysmonx_options(argv: list[str]) -> tuple[dict, list[str]]:
@@ -425,8 +428,10 @@ def _custom(parsed: ParsedCommandLine) -> bool:
     return any(o in config_opts for o in parsed.set)
 
 
-def _load(ctx: _Ctx, path: Optional[str], parsed: ParsedCommandLine):
+def _load(ctx: _Ctx, path: Optional[str], parsed: ParsedCommandLine, linux: bool = True):
     """Load the file (if any) and merge the switches: ``(config, text or None)`` or an exit code.
+    With ``linux`` (the default), options Sysmon for Linux does not implement are refused; on
+    Windows (``linux=False``) they are Sysmon's, and Sysmon applies them.
 
     ``text`` is the file's bytes when the switches changed nothing, else ``None`` (the merged
     configuration is rendered)."""
@@ -459,7 +464,7 @@ def _load(ctx: _Ctx, path: Optional[str], parsed: ParsedCommandLine):
     except ConfigError as exc:
         ctx.err.write(f"{exc}\n")
         return ctx.usage_error()
-    if any(o in cfg.options for o in LINUX_NOT_IMPLEMENTED):
+    if linux and any(o in cfg.options for o in LINUX_NOT_IMPLEMENTED):
         ctx.say("\nOption not implemented on Linux.\n")
         return EXIT_INVALID_PARAMETER
     for w in cfg.warnings:
@@ -530,6 +535,16 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
         text, code = render_schema_output(parsed.value("PrintSchema"), "windows")
         (out if code == 0 else err).write(text if text.endswith("\n") else text + "\n")
         return code
+    from . import common
+    if common.on_windows() and any(parsed.has(o) for o in ("Install", "Configuration",
+                                                             "UnInstall", "DebugMode")):
+        if parsed.has("DebugMode"):
+            ctx.say("-t is not available on Windows yet: use 'sysmonx run' in a console.\n")
+            return EXIT_INVALID_PARAMETER
+        if not parsed.has("NoLogo"):
+            out.write(banner())
+        from .windows import windows_switches
+        return windows_switches(ctx, parsed, extra)
     if parsed.has("ConfigDefault") and not parsed.has("Configuration"):
         ctx.say("The '--' switch must be used with -c switch (config update) to set defaults.\n")
         return EXIT_INVALID_PARAMETER

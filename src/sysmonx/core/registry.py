@@ -236,15 +236,16 @@ class Registry(Generic[T]):
 
 #: Sources of events: replay input formats (``--input-format``) and live collection.
 SOURCES: Registry[Any] = Registry(
-    "sources", ("sysmonx.sources", "sysmonx.sensor.live"),
+    "sources", ("sysmonx.sources", "sysmonx.sensor.live", "sysmonx.windows.sources"),
     "where events come from: recorded-log formats and live collection")
 #: Pipeline stages (``--stage``; the built-in ones are wired by :mod:`sysmonx.pipeline`).
 STAGES: Registry[Any] = Registry(
-    "stages", ("sysmonx.stages", "sysmonx.filtering.stage", "sysmonx.detection.stages"),
+    "stages", ("sysmonx.stages", "sysmonx.filtering.stage", "sysmonx.detection.stages",
+               "sysmonx.workbench", "sysmonx.windows.stages"),
     "what happens to each event between source and outputs")
 #: Outputs (``--format``, ``--syslog``, ``--alerts``, console mode).
 SINKS: Registry[Any] = Registry(
-    "sinks", ("sysmonx.sinks",), "where events and alerts go")
+    "sinks", ("sysmonx.sinks", "sysmonx.windows.evtoutput"), "where events and alerts go")
 #: Live trace backends of the Linux sensor (``--backend``).
 BACKENDS: Registry[Any] = Registry(
     "backends", ("sysmonx.sensor.backends",), "how the live sensor observes the kernel")

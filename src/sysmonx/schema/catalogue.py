@@ -284,6 +284,15 @@ EVENTS: tuple[EventDef, ...] = (
         _t("EventsLost", UINT32), _s("Backend"), _s("ConfigurationFileHash")],
         default="include", extension=True, sigma_category="sysmonx_heartbeat"),
     # --- end Resilience ------------------------------------------------------------------------
+    # --- Windows (SysmonX extension events; docs/WINDOWS.md "PowerShell script blocks") -------
+    # 220: one PowerShell script block reassembled from its 4104 parts (powershell.py).
+    _ev(220, "SYSMONXEVENT_POWERSHELL_SCRIPT_BLOCK", "PowerShell script block",
+        "PowerShellScriptBlock", 1, [
+            _RN, _s("UtcTime"), _s("ScriptBlockId"), _s("Path"), _pid("ProcessId"),
+            _s("UserSid"), _t("MessageTotal", UINT32), _t("Suspicious", BOOLEAN),
+            _s("FirstRecordID"), _s("LastRecordID"), _s("ScriptBlockText")],
+        default="include", extension=True, sigma_category="sysmonx_ps_script_block"),
+    # --- end Windows ---------------------------------------------------------------------------
 )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import pwd
 import struct
 import threading
 import time
@@ -142,8 +141,9 @@ def user_name(uid: Optional[int]) -> str:
     name = _users.get(uid)
     if name is None:
         try:
+            import pwd  # POSIX only: imported here so that the module loads on Windows
             name = pwd.getpwuid(uid).pw_name
-        except (KeyError, OverflowError):
+        except (KeyError, OverflowError, ImportError):
             name = str(uid)
         _users[uid] = name
     return name

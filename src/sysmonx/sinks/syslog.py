@@ -7,6 +7,10 @@ Records go to the local syslog socket (``/dev/log``) in the form glibc's ``syslo
 cannot be delivered (daemon restarting, socket gone, no daemon at all) is retried once after
 reconnecting, then counted in :attr:`SyslogWriter.failed` and :meth:`SyslogWriter.write` raises
 ``OSError``, so the caller (the live sensor) counts it as undelivered and never as written.
+
+A remote receiver is addressed ``udp://HOST:PORT`` (one datagram per record, RFC 3164 form) or
+``tcp://HOST:PORT`` (records ended by a newline, RFC 6587 non-transparent framing): the form
+Windows needs, which has no local syslog socket.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ class SyslogWriter(Sink):
     """
 
     name = "syslog"
-    summary = "the local syslog daemon (/dev/log), records as Sysmon for Linux sends them"
+    summary = ("syslog: the local daemon (/dev/log) or udp://HOST:PORT, tcp://HOST:PORT; "
+               "records as Sysmon for Linux sends them")
     slow = True
 
     @classmethod
@@ -79,6 +84,19 @@ class SyslogWriter(Sink):
             self.sock = None  # like syslog(3): keep running, count what cannot be delivered
 
     def _connect(self) -> socket.socket:
+        scheme, sep, rest = self.address.partition("://")
+        if sep and scheme in ("udp", "tcp"):
+            host, _, port = rest.rpartition(":")
+            if not host or not port.isdigit():
+                raise OSError(f"{self.address}: expected {scheme}://HOST:PORT")
+            kind = socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
+            s = socket.create_connection((host.strip("[]"), int(port)), timeout=5) \
+                if kind == socket.SOCK_STREAM else socket.socket(
+                    socket.AF_INET6 if ":" in host else socket.AF_INET, kind)
+            if kind == socket.SOCK_DGRAM:
+                s.connect((host.strip("[]"), int(port)))
+            self.kind = kind
+            return s
         last = None
         for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
             s = socket.socket(socket.AF_UNIX, kind)

@@ -94,6 +94,10 @@ TECHNIQUES: dict[str, tuple[str, str, str]] = {
     "time_gap": ("log", "T1562.006",
                  "no events for much longer than the log's usual rate"),
     "sysmon_error": ("log", "T1562.001", "Sysmon reported an error (event 255)"),
+    # Windows, read live (windows/tamper.py) besides sysmon_stopped, driver_unloaded,
+    # sysmon_rules_registry and time_gap above
+    "sysmon_channel_disabled": ("live", "T1562.002",
+                                "Sysmon's Event Log channel was disabled (wevtutil sl /e:false)"),
 }
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{1,63}$")

@@ -38,7 +38,8 @@ from .wevtapi import (ERROR_EVT_CHANNEL_NOT_FOUND, ERROR_EVT_INVALID_QUERY,
 from .win32 import (ERROR_INVALID_HANDLE, ERROR_NOT_FOUND, RPC_S_INVALID_BOUND, Win32Error)
 
 __all__ = ["FakeWevtApi", "FakeLog", "FakeRecord", "evtx_records", "split_event_xml",
-           "set_record_id"]
+           "set_record_id", "FakeWindowsHost", "FakeEtwApi", "kernel_process_record",
+           "FakeServiceApi", "FakeEventWriteApi", "FakeReportEventApi"]
 
 _RID = re.compile(r"(<EventRecordID>)\s*\d*\s*(</EventRecordID>)")
 _QUERY_IDS = re.compile(r"^\*\[System\[\((EventID=\d+(?:\s+or\s+EventID=\d+)*)\)\]\]$")
@@ -399,6 +400,15 @@ class FakeWindowsHost:
         self.fail: dict = {}
         self.signature = ("Valid|CN=Microsoft Corporation, O=Microsoft Corporation, "
                           "L=Redmond, S=Washington, C=US")
+        #: loaded minifilters (``fltmc filters``), registry values (``reg query``): (key lower,
+        #: name lower) -> (type, data), Event Log channels (``wevtutil gl``): name -> enabled;
+        #: ``controls``: (service, code) sent with ``sc.exe control``.
+        self.minifilters: list = ["SysmonDrv", "WdFilter", "FileInfo"]
+        self.registry: dict = {}
+        self.channels: dict = {"Microsoft-Windows-Sysmon/Operational": True}
+        self.controls: list = []
+        self.elevated = True
+        self.acls: dict = {}
 
     def run(self, argv, timeout: float = 120.0):
         from .sysmon import CommandResult, ERROR_SERVICE_DOES_NOT_EXIST
@@ -408,6 +418,41 @@ class FakeWindowsHost:
             if tuple(argv[:len(prefix)]) == prefix:
                 return CommandResult(code, "", "injected failure")
         exe = argv[0].replace("\\", "/").rsplit("/", 1)[-1].lower()
+        if exe == "sc.exe" and argv[1] == "create":
+            name = argv[2]
+            if name in self.services:
+                return CommandResult(1073, "[SC] CreateService FAILED 1073:\n\nThe specified "
+                                     "service already exists.\n")
+            opts = dict(zip(argv[3::2], argv[4::2], strict=False))
+            self.services[name] = {"state": "STOPPED", "binary": opts.get("binPath=", ""),
+                                   "start": opts.get("start=", "demand")}
+            return CommandResult(0, "[SC] CreateService SUCCESS\n")
+        if exe == "icacls.exe":
+            self.acls[argv[1]] = argv[2:]
+            return CommandResult(0, f"processed file: {argv[1]}\nSuccessfully processed 1 "
+                                 "files; Failed processing 0 files\n")
+        if exe == "fltmc.exe":
+            if not self.elevated:
+                return CommandResult(0x80070005, "", "FilterFindFirst failed with error "
+                                     "0x80070005 Access is denied.")
+            lines = ["", "Filter Name                     Num Instances    Altitude    Frame",
+                     "------------------------------  -------------  ------------  -----"]
+            lines += [f"{n:<30}  {3:>13}  {385201:>12}  {0:>5}" for n in self.minifilters]
+            return CommandResult(0, "\n".join(lines) + "\n")
+        if exe == "wevtutil.exe" and argv[1] == "gl":
+            if argv[2] not in self.channels:
+                return CommandResult(15007, "", "Failed to read configuration for log "
+                                     f"{argv[2]}. The specified channel could not be found.")
+            return CommandResult(0, f"name: {argv[2]}\nenabled: "
+                                 f"{'true' if self.channels[argv[2]] else 'false'}\n"
+                                 "type: Operational\nowningPublisher: x\n")
+        if exe == "reg.exe" and argv[1] == "query":
+            key, name = argv[2], argv[4]
+            found = self.registry.get((key.lower(), name.lower()))
+            if found is None:
+                return CommandResult(1, "", "ERROR: The system was unable to find the "
+                                     "specified registry key or value.")
+            return CommandResult(0, f"\n{key}\n    {name}    {found[0]}    {found[1]}\n\n")
         if exe == "sc.exe":
             verb, name = argv[1], argv[2]
             svc = self.services.get(name)
@@ -426,6 +471,23 @@ class FakeWindowsHost:
             if verb == "start":
                 svc["state"] = "RUNNING"
                 return CommandResult(0, "")
+            if verb == "stop":
+                if svc["state"] != "RUNNING":
+                    return CommandResult(1062, "[SC] ControlService FAILED 1062:\n\nThe "
+                                         "service has not been started.\n")
+                svc["state"] = "STOPPED"
+                return CommandResult(0, "")
+            if verb == "delete":
+                del self.services[name]
+                return CommandResult(0, "[SC] DeleteService SUCCESS\n")
+            if verb == "control":
+                if svc["state"] != "RUNNING":
+                    return CommandResult(1062, "[SC] ControlService FAILED 1062")
+                self.controls.append((name, int(argv[3])))
+                return CommandResult(0, "")
+            if verb in ("description", "failure", "sdset"):
+                svc[verb] = argv[3:]
+                return CommandResult(0, f"[SC] Change{verb} SUCCESS\n")
         if exe == "reg.exe":
             if argv[1] == "export":
                 if self.registry_export is None:
@@ -444,6 +506,16 @@ class FakeWindowsHost:
             return self._sysmon(argv, exe)
         return CommandResult(9009, "", f"'{argv[0]}' is not recognized")
 
+    #: Where Sysmon keeps its compiled rules (the driver's Parameters key).
+    RULES_KEY = "hklm\\system\\currentcontrolset\\services\\sysmondrv\\parameters"
+
+    def _rules_value(self) -> None:
+        """Sysmon stores its compiled rules in the driver's ``Rules`` value: a stand-in blob
+        that changes with the configuration."""
+        import hashlib
+        digest = hashlib.sha256((self.sysmon_config or "").encode()).hexdigest().upper()
+        self.registry[(self.RULES_KEY, "rules")] = ("REG_BINARY", digest)
+
     def _sysmon(self, argv, exe):
         from .sysmon import CommandResult
         service = exe[:-4].capitalize().replace("sysmon", "Sysmon")
@@ -456,6 +528,7 @@ class FakeWindowsHost:
             cfg = args[args.index("-i") + 1]
             with open(cfg, encoding="utf-8") as f:
                 self.sysmon_config = f.read()
+            self._rules_value()
             self.services[service] = {"state": "RUNNING",
                                       "binary": f"C:\\Windows\\{service}.exe"}
             return CommandResult(0, f"{service} installed.\nSysmonDrv installed.\n")
@@ -468,6 +541,7 @@ class FakeWindowsHost:
             else:
                 with open(cfg, encoding="utf-8") as f:
                     self.sysmon_config = f.read()
+            self._rules_value()
             return CommandResult(0, "Configuration updated.\n")
         if "-u" in args:
             if service not in self.services:
@@ -598,3 +672,97 @@ class FakeEtwApi:
         self.calls.append(("ControlTraceW(STOP)", name))
         self.active.discard(name)
         return self.final_stats or self.stats[-1]
+
+
+# ---- a fake Service Control Manager -----------------------------------------------------------
+
+class FakeServiceApi:
+    """A :class:`~sysmonx.windows.service.ServiceApi` standing in for the SCM: ``dispatch``
+    runs ServiceMain in a thread of its own (as the SCM does) and returns when it returns;
+    ``control(code)`` calls the registered handler as the SCM would; ``statuses`` records every
+    ``SERVICE_STATUS`` reported (copies); ``not_a_service`` makes ``dispatch`` fail with 1063
+    (``ERROR_FAILED_SERVICE_CONTROLLER_CONNECT``: the process was started from a console)."""
+
+    def __init__(self, not_a_service: bool = False) -> None:
+        self.handler: Any = None
+        self.statuses: list = []
+        self.not_a_service = not_a_service
+        self.registered = threading.Event()
+        self.running = threading.Event()
+
+    def dispatch(self, name: str, service_main) -> None:
+        if self.not_a_service:
+            raise Win32Error(1063, "StartServiceCtrlDispatcherW")
+        t = threading.Thread(target=service_main, name="fake-service-main", daemon=True)
+        t.start()
+        t.join()
+
+    def register_handler(self, name: str, handler) -> Any:
+        self.handler = handler
+        self.registered.set()
+        return 0x5151
+
+    def set_status(self, handle: Any, status) -> None:
+        from .service import SERVICE_RUNNING, SERVICE_STATUS
+        copy = SERVICE_STATUS.from_buffer_copy(status)
+        self.statuses.append(copy)
+        if copy.dwCurrentState == SERVICE_RUNNING:
+            self.running.set()
+
+    def control(self, code: int) -> int:
+        return self.handler(code)
+
+
+# ---- fake Event Log writers --------------------------------------------------------------------
+
+class FakeEventWriteApi:
+    """An :class:`~sysmonx.windows.evtoutput.EventWriteApi` keeping what ``EventWrite`` got:
+    ``written`` holds ``(EVENT_DESCRIPTOR copy, [field strings decoded from the data
+    descriptors])``; ``registered`` says whether the manifest is installed; ``fail`` makes
+    ``EventWrite`` return that Win32 code."""
+
+    def __init__(self, registered: bool = True) -> None:
+        self.registered = registered
+        self.written: list = []
+        self.handles: list = []
+        self.fail: Optional[int] = None
+
+    def provider_registered(self, guid: str) -> bool:
+        return self.registered
+
+    def register(self, guid: str) -> Any:
+        self.handles.append(guid)
+        return 0x1234
+
+    def write(self, handle: Any, descriptor, data) -> None:
+        import ctypes
+        from .etw import EVENT_DESCRIPTOR
+        if self.fail is not None:
+            raise Win32Error(self.fail, "EventWrite")
+        fields = []
+        for d in data:
+            raw = ctypes.string_at(d.Ptr, d.Size)
+            assert raw.endswith(b"\0\0") and len(raw) % 2 == 0, "not UTF-16 + NUL"
+            fields.append(raw[:-2].decode("utf-16-le", "surrogatepass"))
+        self.written.append((EVENT_DESCRIPTOR.from_buffer_copy(descriptor), fields))
+
+    def unregister(self, handle: Any) -> None:
+        self.handles.remove("{06A2EA53-FC6C-42E5-9176-18749AB2CA13}")
+
+
+class FakeReportEventApi:
+    """A :class:`~sysmonx.windows.evtoutput.ReportEventApi` keeping ``(type, id, strings)``."""
+
+    def __init__(self) -> None:
+        self.reported: list = []
+        self.sources: list = []
+
+    def register(self, source: str) -> Any:
+        self.sources.append(source)
+        return 0x99
+
+    def report(self, handle: Any, event_type: int, event_id: int, strings) -> None:
+        self.reported.append((event_type, event_id, list(strings)))
+
+    def deregister(self, handle: Any) -> None:
+        self.sources.pop()

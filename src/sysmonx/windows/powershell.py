@@ -38,11 +38,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ..event import Event
+from ..event import SYSMON_KEYWORDS, Event
+from ..schema import CURRENT
 from .report import Loss, ReportIdentity, error_event, loss_event
 
 __all__ = ["POWERSHELL_PROVIDER", "POWERSHELL_PROVIDER_GUID", "POWERSHELL_CHANNEL",
-           "SCRIPT_BLOCK_EVENT_ID", "SCRIPT_BLOCK_FIELDS", "SYSMONX_IDENTITY",
+           "SCRIPT_BLOCK_EVENT_ID", "SCRIPT_BLOCK_FIELDS", "SYSMONX_IDENTITY", "STREAM_IDENTITY",
            "ScriptBlockAssembler", "parse_context_info", "pipeline_detail", "PipelineDetail",
            "CONTEXT_LABELS"]
 
@@ -50,14 +51,20 @@ POWERSHELL_PROVIDER = "Microsoft-Windows-PowerShell"
 POWERSHELL_PROVIDER_GUID = "{a0c1853b-5c40-4b15-8766-3cf1c58f985a}"
 POWERSHELL_CHANNEL = "Microsoft-Windows-PowerShell/Operational"
 
-#: EventID of SysmonX's reassembled script-block event (SysmonX's own range starts at 200). The
-#: schema catalogue entry is added when the event is wired into the pipeline.
-SCRIPT_BLOCK_EVENT_ID = 200
-#: Its fields, in order. PowerShell's names where the value is PowerShell's.
+#: EventID of SysmonX's reassembled script-block event, ``PowerShellScriptBlock`` (the lead's
+#: allocation in SysmonX's own range; its definition is data in the schema catalogue).
+SCRIPT_BLOCK_EVENT_ID = 220
+#: Its fields, in order (the catalogue's). PowerShell's names where the value is PowerShell's.
 SCRIPT_BLOCK_FIELDS = ("RuleName", "UtcTime", "ScriptBlockId", "Path", "ProcessId", "UserSid",
                        "MessageTotal", "Suspicious", "FirstRecordID", "LastRecordID",
                        "ScriptBlockText")
-#: System header of SysmonX's own events (the 2019 prototype's provider and channel names).
+#: System header of SysmonX's own events in the event stream: Windows Sysmon's provider and
+#: channel, as SysmonX's events 4, 16, 255 and every SysmonX event from 200 up carry (the
+#: EventID marks them as SysmonX's), so the config filter, Sigma (``service: sysmon``) and every
+#: output treat them like Sysmon's events.
+STREAM_IDENTITY = ReportIdentity()
+#: Provider and channel of SysmonX's own Event Log channel (the 2019 prototype's names), used by
+#: the event-log output (:mod:`sysmonx.windows.evtoutput`), not by the event stream.
 SYSMONX_IDENTITY = ReportIdentity(provider="SysmonX", provider_guid=None,
                                   channel="SysmonX/Operational")
 
@@ -109,7 +116,7 @@ class ScriptBlockAssembler:
 
     def __init__(self, *, timeout: float = 60.0, max_open: int = 4096,
                  max_chars: int = 64 << 20, max_parts: int = 100_000, single_parts: bool = True,
-                 identity: ReportIdentity = SYSMONX_IDENTITY,
+                 identity: ReportIdentity = STREAM_IDENTITY,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.timeout = timeout
         self.max_open = max_open
@@ -280,9 +287,11 @@ class ScriptBlockAssembler:
             "ScriptBlockText": text,
         }
         who = self.identity
+        schema = CURRENT.events[SCRIPT_BLOCK_EVENT_ID]
         return Event(SCRIPT_BLOCK_EVENT_ID, data, provider=who.provider,
-                     provider_guid=who.provider_guid, version=1, level=4, task=0, opcode=0,
-                     keywords="0x0", time_created=first.time_created, record_id=None,
+                     provider_guid=who.provider_guid, version=schema.version,
+                     level=schema.level_value, task=SCRIPT_BLOCK_EVENT_ID, opcode=0,
+                     keywords=SYSMON_KEYWORDS, time_created=first.time_created, record_id=None,
                      process_id=first.process_id, thread_id=first.thread_id,
                      channel=who.channel, computer=first.computer, user_id=first.user_id)
 

@@ -152,9 +152,14 @@ def derive_sensor_config(user: Optional[Config], *,
     wanted = set(also_collect)
     plan: dict = {}
     sets_out: list[RuleSet] = []
-    tags = list(schema.tags)
+    # SysmonX's own events (schema extension entries) are made by SysmonX, never by Sysmon: the
+    # sensor config has no tag for them, and a user's rule set on one is SysmonX's business.
+    tags = [t for t in schema.tags
+            if not all(schema.events[i].extension for i in schema.tags[t])]
     if user:
         for rs in user.rule_sets:
+            if rs.tag in schema.tags and rs.tag not in tags:
+                continue
             if rs.tag not in schema.tags:
                 raise SensorConfigError(f"Sysmon schema {format_version(version)} has no "
                                         f"<{rs.tag}>: the sensor cannot collect these events",

@@ -112,8 +112,11 @@ def load_dll(name: str) -> Any:
     """
     if not is_windows():
         raise Win32Unavailable(f"{name}.dll needs Windows (this is {sys.platform})")
+    windll = getattr(ctypes, "WinDLL", None)
+    if windll is None:  # a Python without the Windows DLL loader
+        raise Win32Unavailable(f"cannot load {name}.dll: this Python has no ctypes.WinDLL")
     try:
-        return ctypes.WinDLL(name, use_last_error=True)  # type: ignore[attr-defined]
+        return windll(name, use_last_error=True)
     except OSError as exc:
         raise Win32Unavailable(f"cannot load {name}.dll: {exc}") from None
 
