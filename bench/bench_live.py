@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 SPAWNER_C = r"""
 #include <spawn.h>
@@ -202,7 +203,7 @@ def phase(sensor: subprocess.Popen, out: Output, spawner: Path, n: int, rate: fl
             "load_s": window, "tail_s": t1 - t_load}
 
 
-def start_sensor(tier: str, workdir: Path) -> tuple:
+def start_sensor(tier: str, workdir: Path, rules: Optional[str] = None, extra: tuple = ()) -> tuple:
     """Start ``sysmonx run --backend TIER``; returns ``(process, Output, stderr file)`` once its
     event 4 is written.
 
@@ -218,7 +219,8 @@ def start_sensor(tier: str, workdir: Path) -> tuple:
     err = open(workdir / f"{tier}.stderr", "wb")
     sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", tier,
                                "--no-dns", "--config", str(cfg), "--format", "jsonl",
-                               "-o", str(out_file)], stderr=err)
+                               "-o", str(out_file), "--state-dir", str(workdir / "state"),
+                               *(["--rules", rules] if rules else []), *extra], stderr=err)
     out = Output(out_file)
     deadline = time.monotonic() + 90
     while True:
@@ -242,7 +244,7 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path) -> list:
     Raises:
         BenchError: the sensor did not start or died.
     """
-    sensor, out, err = start_sensor(tier, workdir)
+    sensor, out, err = start_sensor(tier, workdir, args.rules, tuple(args.sensor_arg))
     time.sleep(1.0)
     results = []
     c0, t0 = cpu_ticks(sensor.pid), time.monotonic()
@@ -264,6 +266,8 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path) -> list:
     if sensor.returncode not in (0, -15):
         raise BenchError(f"{tier}: sensor exited with status {sensor.returncode}")
     lost = [e for e in out.events if e.get("EventID") == 255]
+    guard = re.findall(r"sysmonx: (guard CPU .*)", (workdir / f"{tier}.stderr").read_text(
+        errors="replace"))
     lines = [f"{tier:7} idle       sensor CPU {100 * idle:5.1f} % of one core with no load of ours "
              f"(the host's own activity, over {args.idle:.0f} s)"]
     for name, tag, p in results:
@@ -281,6 +285,8 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path) -> list:
             lines.append(f"{tier:7} {name:10} not captured: " + "; ".join(s["other"]))
     lines.append(f"{tier:7} loss events reported: {len(lost)}  "
                  + "; ".join(e.get("Description", "") for e in lost[:5]))
+    lines.append(f"{tier:7} self-protection (its own thread's CPU time, the whole run): "
+                 + (guard[-1] if guard else "off"))
     return lines
 
 
@@ -295,12 +301,18 @@ def loadavg() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backends", default="ebpf,audit,cnproc")
+    ap.add_argument("--sensor-arg", action="append", default=[], metavar="ARG",
+                    help="one more argument for sysmonx run (repeatable), e.g. "
+                         "--sensor-arg=--no-guard to measure without the self-protection")
     ap.add_argument("--burst", type=int, default=2000)
     ap.add_argument("--rate", type=float, default=1600)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--catch-up", type=float, default=30.0,
                     help="longest wait for the phase's events after the load (seconds)")
     ap.add_argument("--keep", metavar="DIR", help="keep the sensors' outputs in DIR")
+    ap.add_argument("--rules", metavar="PATH",
+                    help="Sigma rules the sensors load (alerts go into the event stream as "
+                         "event 1000; the rule cache is used as by `sysmonx run`)")
     ap.add_argument("--idle", type=float, default=5.0,
                     help="seconds of no load over which the idle baseline is measured")
     args = ap.parse_args()
@@ -317,7 +329,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sysmonx-bench-") as d:
         workdir = Path(d)
         spawner = build_spawner(workdir)
-        print(f"load average before: {loadavg()}  (python {sys.executable})", flush=True)
+        print(f"load average before: {loadavg()}  (python {sys.executable}; sensor arguments: "
+              f"{' '.join(args.sensor_arg) or 'none'})", flush=True)
         for tier in args.backends.split(","):
             try:
                 for line in run_tier(tier, spawner, args, workdir):

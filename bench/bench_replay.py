@@ -94,6 +94,13 @@ def _cpu() -> float:
     return time.process_time()
 
 
+def _all_cpu() -> float:
+    """CPU seconds of this process and its waited-for children (``--jobs`` workers)."""
+    import resource
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
 def _evict(files: list[str]) -> None:
     """Drop the files' pages from the page cache (clean pages only; best effort)."""
     for f in files:
@@ -118,8 +125,17 @@ def _decoded(files: list[str]) -> int:
     return n
 
 
-def _replay(files: list[str], config, fmt: str, engine, jobs: int) -> int:
+def _replay(files: list[str], config, fmt: str, engine, jobs: int,
+            keep_duplicates: bool = False) -> int:
     from sysmonx.pipeline import Replayer, ReplayOptions, make_writer, replay_parallel
+    if keep_duplicates and jobs == 1:  # as --jobs: no duplicate filter (needs one stream)
+        writer = None if fmt == "none" else make_writer(fmt, _Null())
+        r = Replayer(ReplayOptions(config=config, keep_duplicates=True), writer, engine=engine)
+        for f in files:
+            r.run_file(f)
+        if writer is not None:
+            writer.close()
+        return r.stats.records
     if jobs > 1:
         stats = replay_parallel(files, ReplayOptions(config=config, keep_duplicates=True),
                                 None if fmt == "none" else fmt, _Null(), jobs, lambda line: None)
@@ -145,10 +161,14 @@ def _replay(files: list[str], config, fmt: str, engine, jobs: int) -> int:
 def child(spec: dict) -> dict:
     """One measurement (see the module docstring); ``spec`` as built by :func:`_run_child`."""
     jobs = spec["jobs"]
-    clock = _cpu if jobs == 1 else time.perf_counter
-    if jobs == 1 and spec["cpu"] is not None:
-        os.sched_setaffinity(0, {spec["cpu"]})
     files = spec["files"]
+    if jobs == 0:  # what `sysmonx replay --jobs 0` picks for these files
+        from sysmonx.pipeline import auto_jobs
+        jobs = auto_jobs(files)
+    wall = spec.get("wall") or jobs > 1
+    clock = time.perf_counter if wall else _cpu
+    if not wall and spec["cpu"] is not None:
+        os.sched_setaffinity(0, {spec["cpu"]})
     # imports are outside the load window: everything the replay loads lazily is loaded here
     import orjson  # noqa: F401
     import sysmonx.pipeline  # noqa: F401  (_replay's own import then costs nothing)
@@ -174,9 +194,12 @@ def child(spec: dict) -> dict:
         config = load_config(path) if path else None
         engine = FilterEngine(config) if config is not None else None
         out["compile"] = clock() - t
-        out["records"] = _replay(files, config, fmt, engine, jobs)
+        keep = bool(spec.get("wall"))  # --jobs-speedup: both sides as --jobs runs them
+        cpu0 = _all_cpu()
+        out["records"] = _replay(files, config, fmt, engine, jobs, keep)
         out["cold"] = clock() - t
-        run = lambda: _replay(files * spec["repeat"], config, fmt, engine, jobs)  # noqa: E731
+        out["cold_cpu_all"] = _all_cpu() - cpu0
+        run = lambda: _replay(files * spec["repeat"], config, fmt, engine, jobs, keep)  # noqa: E731
     warm = math.inf
     for _ in range(spec["rounds"]):
         t = clock()
@@ -184,6 +207,7 @@ def child(spec: dict) -> dict:
         warm = min(warm, clock() - t)
     out["warm"] = warm
     out["warm_records"] = n
+    out["jobs"] = jobs
     return out
 
 
@@ -218,6 +242,12 @@ def main() -> int:
     ap.add_argument("--cpu", type=int, default=None,
                     help="the CPU every child is pinned to (default: the last allowed one)")
     ap.add_argument("--jobs", type=int, default=1, help="replay worker processes (default 1)")
+    ap.add_argument("--split", action="store_true",
+                    help="a record's cost: parse, JSON decoding, conversion, JSON-lines "
+                         "rendering, cumulative loops in this process (see _split)")
+    ap.add_argument("--jobs-speedup", action="store_true",
+                    help="wall time of one process against --jobs N workers (0: what replay "
+                         "--jobs 0 picks, shown beside 2), fresh unpinned children")
     ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     ap.add_argument("--filter-only", action="store_true",
                     help="measure the filter alone: index vs plain walk (see above)")
@@ -265,6 +295,10 @@ def main() -> int:
             return _filter_only(args, _configs(args, corpus), files)
         if args.profile:
             return _profile(args, _configs(args, corpus), files)
+        if args.jobs_speedup:
+            return _speedup(args, corpus, files)
+        if args.split:
+            return _split(args, files)
         return _measure(args, corpus, files)
     except RuntimeError as exc:
         print(exc, file=sys.stderr)
@@ -424,6 +458,103 @@ def _profile(args, configs: list, files: list[str]) -> int:
             if t / total >= 0.005:
                 print(f"  {100 * t / total:5.1f} %  {stage}")
     return 0
+
+
+def _split(args, files: list[str]) -> int:
+    """``--split``: a record's cost cut into the parse, JSON decoding, conversion to an Event and
+    JSON-lines rendering: four cumulative loops over the same EVTX inputs in this process
+    pinned to one CPU (CPU time, best of ``--rounds``, ``--repeat`` passes each), each loop
+    doing one step more than the one before."""
+    import orjson
+    from evtx import PyEvtxParser
+
+    from sysmonx.sinks.jsonl import event_to_json
+    from sysmonx.sources.evtx import _convert
+    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    loads = orjson.loads
+    work = [f for f in files if f.lower().endswith(".evtx")] * args.repeat
+    if not work:
+        print("--split needs EVTX inputs", file=sys.stderr)
+        return 1
+
+    def run(depth: int) -> int:
+        n = 0
+        for f in work:
+            origin = (f, 0)
+            for rec in PyEvtxParser(f).records_json():
+                if depth == 1:
+                    loads(rec["data"])
+                elif depth >= 2:
+                    event = _convert(rec["data"], origin, None)
+                    if depth == 3:
+                        event_to_json(event)
+                n += 1
+        return n
+
+    names = ("pyevtx-rs parse (records_json)", "+ orjson.loads of the record",
+             "+ conversion to an Event (Sysmon strings)", "+ JSON-lines rendering")
+    best = []
+    n = 0
+    for depth in range(4):
+        b = math.inf
+        for _ in range(args.rounds):
+            t = _cpu()
+            n = run(depth)
+            b = min(b, _cpu() - t)
+        best.append(b / n * 1e6)
+    print(f"{len(set(work))} EVTX file(s) x{args.repeat}, {n:,} records per loop; CPU time pinned "
+          f"to CPU {cpu}, best of {args.rounds}; load average {_load()}")
+    for i, name in enumerate(names):
+        step = best[i] - (best[i - 1] if i else 0.0)
+        print(f"{name:44} {best[i]:7.2f} us per record cumulative   {step:6.2f} us this step")
+    return 0
+
+
+def _speedup(args, corpus: Path, files: list[str]) -> int:
+    """``--jobs-speedup``: wall time of one process against ``--jobs N`` workers (0: what
+    ``sysmonx replay --jobs 0`` picks) on the same inputs, fresh unpinned children,
+    interleaved, cold first pass (pages dropped) and warm passes, best of ``--rounds``; beside
+    them the cold pass's CPU time summed over the child and its workers (robust to other load:
+    what the workers cost on top of one process). Both
+    sides replay as ``--jobs`` does: ``--keep-duplicates`` (finding duplicates needs one
+    stream)."""
+    configs = _configs(args, corpus)
+    common = {"files": files, "rounds": args.rounds, "repeat": args.repeat, "cpu": None,
+              "format": args.format, "wall": True}
+    load_before = _load()
+    runs: dict = {}
+    for _ in range(args.rounds):
+        for label, path in configs:
+            for jobs in (1, args.jobs, 2) if args.jobs == 0 else (1, args.jobs):
+                runs.setdefault((label, jobs), []).append(
+                    _run_child(dict(common, what="replay", config=path, jobs=jobs)))
+    load_after = _load()
+    size = sum(os.path.getsize(f) for f in files)
+    print(f"inputs: {len(files)} files, {size / 1e6:,.1f} MB; output: {args.format}; wall time "
+          f"of fresh unpinned children ({os.cpu_count()} CPUs), best of {args.rounds}; warm "
+          f"passes x{args.repeat}")
+    print(f"load average (1/5/15 min) before: {load_before}  after: {load_after}")
+    print(f"{'config':18} {'jobs':>10} {'cold s':>8} {'speed-up':>9} {'warm s':>8} {'speed-up':>9}"
+          f" {'cold CPU s, all processes':>26}")
+    status = 0
+    for label, _ in configs:
+        one = runs[(label, 1)]
+        c1, w1 = min(r["cold"] for r in one), min(r["warm"] for r in one)
+        n = one[0]["records"]
+        for (lab, jobs), rs in runs.items():
+            if lab != label:
+                continue
+            if any(r["records"] != n for r in rs):
+                print(f"{label} jobs {jobs}: records differ", file=sys.stderr)
+                status = 1
+            c, w = min(r["cold"] for r in rs), min(r["warm"] for r in rs)
+            used = rs[0]["jobs"]
+            name = f"{jobs}" if jobs else f"0 (-> {used})"
+            cpu_all = min(r["cold_cpu_all"] for r in rs)
+            print(f"{label:18} {name:>10} {c:8.3f} {c1 / c:9.2f} {w:8.3f} {w1 / w:9.2f} "
+                  f"{cpu_all:26.3f}")
+    return status
 
 
 def _measure(args, corpus: Path, files: list[str]) -> int:

@@ -20,6 +20,17 @@ what it sees, so a second pass over the same records is cheaper than the first:
 * **warm** (second row): the same stage after it has seen the files once, ``--warm-passes``
   more passes (a long replay or the live sensor, whose memories are settled).
 
+``--startup`` measures instead what a short run pays before and around its events, each
+measurement a fresh child process pinned to one CPU (CPU time: user + system), rounds
+interleaved, best of each:
+
+* **compile**: load and compile the rules (``DetectionStage.from_paths``), no cache;
+* **cached**: the same from a filled rule cache (:mod:`sysmonx.detection.cache`);
+* **small folder, cold**: start-up plus one pass over the corpus EVTX files (pages dropped from
+  the page cache first), with no cache and with a filled cache, against the baseline child's
+  parse of the same files; each also as the child's whole CPU time (interpreter start and
+  imports included, from ``wait4``), beside the baseline child's whole CPU time.
+
 Times are CPU seconds of this process (``time.process_time``: every thread, so pyevtx-rs's
 parser threads count for the baseline as for the measured path), robust to other load on the
 machine; each round measures baseline, read path, cold and warm one after another, and the best
@@ -116,7 +127,103 @@ def _load() -> str:
         return "?"
 
 
+def _evict(files: list[str]) -> None:
+    """Drop the files' pages from the page cache (clean pages only; best effort)."""
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def startup_child(spec: dict) -> dict:
+    """One start-up measurement in this (fresh) process; see the module docstring."""
+    os.sched_setaffinity(0, {spec["cpu"]})
+    from sysmonx.detection.cache import RuleCache
+    files = spec["files"]
+    _evict(files + [spec["rules"]])
+    out: dict = {}
+    t = time.process_time()
+    if spec["what"] == "baseline":
+        out["records"] = baseline(files)
+        out["cpu"] = time.process_time() - t
+        return out
+    cache = RuleCache(spec["cache"]) if spec["cache"] else None
+    stage = DetectionStage.from_paths([spec["rules"]], DetectionOptions(), cache=cache)
+    out["startup"] = time.process_time() - t
+    out["status"] = stage.cache_status
+    if spec["what"] == "folder":
+        n, alerts = detect(files, stage, True)
+        out["records"], out["alerts"] = n, alerts
+    out["cpu"] = time.process_time() - t
+    return out
+
+
+def _startup_run(spec: dict) -> dict:
+    import json
+    import subprocess
+    proc = subprocess.Popen([sys.executable, __file__, "--startup-child", json.dumps(spec)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    if proc.returncode != 0:
+        raise RuntimeError(f"measurement failed: {spec['what']}:\n{err}")
+    res = json.loads(out)
+    res["whole"] = usage.ru_utime + usage.ru_stime
+    return res
+
+
+def startup(args, files: list[str], rules: Path) -> int:
+    """The ``--startup`` measurements (see the module docstring)."""
+    import tempfile
+    cpu = max(os.sched_getaffinity(0))
+    load_before = _load()
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = os.path.join(tmp, "cache")
+        common = {"files": files, "rules": str(rules), "cpu": cpu}
+        fill = _startup_run(dict(common, what="startup", cache=cache))
+        assert fill["status"] == "compiled", fill
+        res: dict = {k: [] for k in ("base", "compile", "cached", "folder", "folder_cached")}
+        for _ in range(args.rounds):
+            res["base"].append(_startup_run(dict(common, what="baseline")))
+            res["compile"].append(_startup_run(dict(common, what="startup", cache=None)))
+            res["cached"].append(_startup_run(dict(common, what="startup", cache=cache)))
+            res["folder"].append(_startup_run(dict(common, what="folder", cache=None)))
+            res["folder_cached"].append(_startup_run(dict(common, what="folder", cache=cache)))
+    load_after = _load()
+    bad = [r for k in ("cached", "folder_cached") for r in res[k] if r["status"] != "cached"]
+    bad += [r for k in ("compile", "folder") for r in res[k] if r["status"] != "compiled"]
+    n = res["base"][0]["records"]
+    bad += [r for k in ("folder", "folder_cached") for r in res[k] if r["records"] != n]
+    if n == 0 or bad:
+        print(f"error: a measurement did not run as intended: {bad[:2]}", file=sys.stderr)
+        return 1
+    best = {k: min(r["cpu"] for r in v) for k, v in res.items()}
+    whole = {k: min(r["whole"] for r in v) for k, v in res.items()}
+    print(f"files: {len(files)}  records: {n}  rules: {rules.name}  CPU time, one core (pinned "
+          f"to CPU {cpu}), best of {args.rounds} fresh children each; load average "
+          f"before/after: {load_before} / {load_after}")
+    print(f"fill of the cache (compile + store, once): {fill['startup']:.2f} s")
+    print(f"{'row':<44}{'measured s':>11}{'whole process s':>17}{'ratio':>8}")
+    print(f"{'baseline pyevtx-rs records_json, cold':<44}{best['base']:11.3f}"
+          f"{whole['base']:17.3f}{1:8.3f}")
+    for label, k in (("start-up, rules compiled (no cache)", "compile"),
+                     ("start-up, rules from the cache", "cached")):
+        print(f"{label:<44}{best[k]:11.3f}{whole[k]:17.3f}")
+    for label, k in (("small folder cold, no cache", "folder"),
+                     ("small folder cold, cached rules", "folder_cached")):
+        print(f"{label:<44}{best[k]:11.3f}{whole[k]:17.3f}{best['base'] / best[k]:8.3f}"
+              f"   (whole processes: {whole['base'] / whole[k]:.3f})")
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--startup-child":
+        import json
+        print(json.dumps(startup_child(json.loads(sys.argv[2]))))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", default=default_corpus())
     ap.add_argument("--rules", default=None,
@@ -126,6 +233,9 @@ def main() -> int:
                     help="passes of the warm row (after one unmeasured pass; default 1)")
     ap.add_argument("--alerts", default="jsonl", choices=["jsonl", "none"])
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    ap.add_argument("--startup", action="store_true",
+                    help="measure start-up (compiled and cached rules) and the small-folder "
+                         "case in fresh pinned children instead")
     args = ap.parse_args()
     corpus = Path(args.corpus)
     files = sorted(str(p) for p in (corpus / "evtx").rglob("*.evtx"))
@@ -134,6 +244,8 @@ def main() -> int:
         return 1
     rules = Path(args.rules) if args.rules else \
         corpus / "sigma" / "sigmahq_rules_sysmon_categories.tar.gz"
+    if args.startup:
+        return startup(args, files, rules)
     load_before = _load()
     t = time.perf_counter()
     loaded = load_rules([rules])

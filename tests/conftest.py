@@ -10,10 +10,20 @@ fails the run, so a moved or incomplete corpus cannot turn ~170 tests into silen
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import pytest
+
+
+# Compiled Sigma rule sets go to a private folder of this test session, never to ~/.cache
+# (CLI subprocesses inherit it); removed at the end.
+_RULE_CACHE = None
+if "SYSMONX_CACHE_DIR" not in os.environ:
+    _RULE_CACHE = tempfile.mkdtemp(prefix="sysmonx-test-cache-")
+    os.environ["SYSMONX_CACHE_DIR"] = _RULE_CACHE
 
 
 def corpus_path() -> Optional[Path]:
@@ -66,9 +76,12 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run when corpus tests skipped while the corpus is required."""
+    """Fail the run when corpus tests skipped while the corpus is required; remove this
+    session's rule cache folder."""
     if _CORPUS_SKIPS and exitstatus == 0:
         session.exitstatus = 1
+    if _RULE_CACHE:
+        shutil.rmtree(_RULE_CACHE, ignore_errors=True)
 
 
 # Live tests (kernel audit rules, BPF programs, tracefs instances, rsyslog, service installs) change

@@ -238,7 +238,8 @@ def _run_tier(tier: str, workdir: Path) -> dict:
     cfg.write_text(CONFIG)
     err = open(workdir / f"{tier}.stderr", "wb")
     sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", tier,
-                               "--config", str(cfg), "--format", "jsonl", "-o", str(out)],
+                               "--config", str(cfg), "--format", "jsonl", "-o", str(out),
+                               "--state-dir", str(workdir / "state")],
                               stderr=err)
     try:
         deadline = time.monotonic() + 90

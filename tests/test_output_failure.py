@@ -89,7 +89,7 @@ def test_full_file_system_loses_nothing_silently(small_fs, tmp_path):
     with open(err, "wb") as errf:
         sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", TIER,
                                    "--no-dns", "--config", str(cfg), "--format", "jsonl",
-                                   "-o", str(out)], stderr=errf)
+                                   "-o", str(out), "--no-guard"], stderr=errf)
         try:
             assert _wait(lambda: out.exists() and b'"Started"' in out.read_bytes(), 90), \
                 err.read_text()
@@ -142,7 +142,8 @@ def test_syslog_without_daemon_counts_every_event_as_not_written(tmp_path):
     cfg.write_text(_config(mark))
     sock = tmp_path / "no-daemon.sock"
     r = subprocess.run([sys.executable, "-m", "sysmonx.cli", "run", "--backend", TIER, "--no-dns",
-                        "--config", str(cfg), "--syslog", str(sock), "--duration", "3"],
+                        "--config", str(cfg), "--syslog", str(sock), "--duration", "3",
+                        "--no-guard"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     summary = [line for line in r.stderr.splitlines() if "events written" in line][-1]

@@ -19,7 +19,7 @@ BUILTIN = {
     "sources": {"evtx", "xml", "syslog", "jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson",
                 "evtxjson", "files", "live", "eventlog", "etw-kernel-process", "windows",
                 "sqlite", "nats"},
-    "stages": {"duplicates", "clock-check", "time-window", "sysmon-gate", "filter",
+    "stages": {"duplicates", "clock-check", "time-window", "tamper", "sysmon-gate", "filter",
                "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events",
                "config-stats", "config-diff", "rulename-counter",
                "powershell-scriptblocks", "kernel-process-sysmon", "windows-tamper"},

@@ -32,8 +32,9 @@ def run(root, *argv):
 def test_unit_text(tmp_path):
     layout = Layout(tmp_path)
     text = unit_text(layout, ServiceSettings(python="/usr/bin/python3"))
-    assert "\nType=simple\n" in text
-    assert ("\nExecStart=/usr/bin/python3 -m sysmonx.cli run --config /opt/sysmonx/config.xml "
+    assert "\nType=notify\n" in text and "\nWatchdogSec=60\n" in text
+    assert ("\nExecStart=/usr/bin/python3 -I -m sysmonx.cli run --state-dir /var/lib/sysmonx "
+            "--install-manifest /opt/sysmonx/manifest.json --config /opt/sysmonx/config.xml "
             "--syslog\n") in text
     assert "\nExecReload=/bin/kill -HUP $MAINPID\n" in text
     assert "\nRestart=on-failure\n" in text and "\nWorkingDirectory=/opt/sysmonx\n" in text
@@ -61,7 +62,7 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
         assert proc.returncode == 0 and not complaints, proc.stdout + proc.stderr
     bad = tmp_path / "bad.service"
     bad.write_text(unit_text(Layout(Path("/")), ServiceSettings()).replace(
-        "Type=simple", "Type=simple\nExecStart=relative"))
+        "Type=notify", "Type=notify\nExecStart=relative"))
     assert subprocess.run([tool, "verify", str(bad)], capture_output=True).returncode != 0
 
 

@@ -28,8 +28,8 @@ def test_catalogue_entries():
                               "ProcessId", "Image", "Source")
     assert (tf.tag, tf.level, tf.level_value, tf.default) == ("TamperFinding", "Warning", 3,
                                                                "include")
-    assert hb.field_names == ("RuleName", "UtcTime", "Sequence", "EventsWritten", "EventsLost",
-                              "Backend", "ConfigurationFileHash")
+    assert hb.field_names == ("RuleName", "UtcTime", "Sequence", "SecondsSincePrevious",
+                              "EventsWritten", "EventsLost", "Backend", "ConfigurationFileHash")
     assert bpf.field_names == ("RuleName", "UtcTime", "ProcessGuid", "ProcessId", "Image", "User",
                                "BpfCommand", "BpfProgramType", "BpfProgramId", "BpfProgramName")
     assert all(e.extension for e in (tf, hb, bpf))
@@ -177,3 +177,44 @@ detection:
     alerts = [g for g in got if g["EventID"] == 1000]
     assert len(alerts) == 2 and alerts[0]["RuleTitle"] == "Sensor BPF map tampered (test)"
     assert list(open_source(str(out), lambda e: None))
+
+
+def _heartbeat(seq: int, when_s: int, since: int, computer: str = "host1"):
+    from sysmonx.event import Event
+    from sysmonx.stages.tamperfinding import utc_time_field
+    ns = when_s * 1_000_000_000
+    data = {"RuleName": "-", "UtcTime": utc_time_field(ns), "Sequence": str(seq),
+            "SecondsSincePrevious": str(since), "EventsWritten": "10", "EventsLost": "0",
+            "Backend": "ebpf", "ConfigurationFileHash": "SHA256=ab"}
+    return Event(202, data, provider="Linux-Sysmon", provider_guid=None, version=1, level=4,
+                 task=202, time_created=utc_time_field(ns).replace(" ", "T") + "000000Z",
+                 record_id=seq, computer=computer, channel="Linux-Sysmon/Operational")
+
+
+def test_shipped_sigma_rules_see_heartbeat_silences(tmp_path):
+    """The documented rules (data/sigma/sysmonx_heartbeat_silence.yml): heartbeats every 60 s
+    with two silences of 10 minutes on host1 (kill -9 and a late restart; SIGSTOP): one
+    detection per silence, and the correlation of repeated silences, for host1 only."""
+    from importlib.resources import files
+    rule = files("sysmonx") / "data" / "sigma" / "sysmonx_heartbeat_silence.yml"
+    t0 = 1_700_000_000
+    evs, t, seq, since = [], t0, 0, 0
+    for _ in range(3):
+        for _ in range(10):
+            seq += 1
+            evs.append(_heartbeat(seq, t, since))
+            t, since = t + 60, 60
+        t, since = t + 540, 600  # 10 minutes since the last heartbeat
+    evs += [_heartbeat(i + 1, t0 + 60 * i, 60 if i else 0, "host2") for i in range(40)]
+    evs.sort(key=lambda e: e.time_created)
+    log = tmp_path / "hb.jsonl"
+    log.write_bytes(b"".join(event_to_json(e) + b"\n" for e in evs))
+    out = tmp_path / "out.jsonl"
+    assert main(["replay", str(log), "--rules", str(rule), "--format", "jsonl", "-o", str(out),
+                 "-q"]) == 0
+    alerts = [orjson.loads(x) for x in out.read_bytes().splitlines() if b'"EventID":1000' in x]
+    det = [a for a in alerts if a["RuleKind"] == "detection"]
+    cor = [a for a in alerts if a["RuleKind"] == "event_count"]
+    assert len(det) == 2 and {a["System"]["Computer"] for a in det} == {"host1"}
+    assert all(a["SecondsSincePrevious"] == "600" for a in det)
+    assert len(cor) == 1 and cor[0]["Group"] == "Computer=host1"

@@ -32,6 +32,7 @@ starts and stops, and on a reload re-reads ``config.xml`` and writes event 16 wi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -105,6 +106,16 @@ class Layout:
     def state(self) -> Path:
         """Install record (mode, daemon command, created paths)."""
         return self.opt / "service.json"
+
+    @property
+    def manifest(self) -> Path:
+        """SHA256 of every installed file the sensor runs from (``self_modified`` at start)."""
+        return self.opt / "manifest.json"
+
+    @property
+    def sensor_state(self) -> Path:
+        """The sensor's own state directory (heartbeat sequence, running flag)."""
+        return self._at("/var/lib/sysmonx")
 
     @property
     def log(self) -> Path:
@@ -249,7 +260,11 @@ def service_command(layout: Layout, settings: ServiceSettings, *, final: bool) -
             the install root (for a daemon started now).
     """
     path = layout.final if final else str
-    cmd = [settings.python, "-m", "sysmonx.cli", "run", "--config", path(layout.config)]
+    # -I: isolated from PYTHON* variables, the user's site-packages and the working directory
+    # (-S is not used: it would also drop the site-packages SysmonX and its libraries live in)
+    cmd = [settings.python, "-I", "-m", "sysmonx.cli", "run",
+           "--state-dir", path(layout.sensor_state), "--install-manifest", path(layout.manifest),
+           "--config", path(layout.config)]
     if settings.output_file:
         cmd += ["-o", settings.output_file]
     else:
@@ -262,9 +277,12 @@ def service_command(layout: Layout, settings: ServiceSettings, *, final: bool) -
 
 
 def unit_text(layout: Layout, settings: ServiceSettings) -> str:
-    """The systemd unit: ``Type=simple`` running :func:`service_command`, ``ExecReload`` sending
-    SIGHUP (the sensor re-reads ``config.xml`` and writes event 16), ``Restart=on-failure``,
-    working directory ``/opt/sysmonx``, and hardening that leaves tracing intact.
+    """The systemd unit: ``Type=notify`` running :func:`service_command` (the sensor says
+    ``READY=1`` once events 16 and 4 are out, then ``WATCHDOG=1`` from its loop: a sensor whose
+    loop hangs for ``WatchdogSec`` is killed and restarted), ``ExecReload`` sending SIGHUP (the
+    sensor re-reads ``config.xml`` and writes event 16), ``Restart=on-failure`` (also after a
+    kill -9 or the watchdog), working directory ``/opt/sysmonx``, and hardening that leaves
+    tracing intact.
 
     Left out on purpose, because each breaks a backend: ``PrivateTmp``/``PrivateDevices`` (a
     private mount view makes fanotify report wrong paths for ``/tmp``), ``ProtectKernelTunables``
@@ -281,11 +299,14 @@ def unit_text(layout: Layout, settings: ServiceSettings) -> str:
         "After=network.target\n"
         "\n"
         "[Service]\n"
-        "Type=simple\n"
+        "Type=notify\n"
+        "NotifyAccess=main\n"
         f"ExecStart={exec_start}\n"
         "ExecReload=/bin/kill -HUP $MAINPID\n"
         "Restart=on-failure\n"
         "RestartSec=5\n"
+        "TimeoutStartSec=300\n"
+        "WatchdogSec=60\n"
         f"WorkingDirectory={layout.final(layout.opt)}\n"
         "UMask=0077\n"
         "NoNewPrivileges=yes\n"
@@ -429,6 +450,30 @@ class Payload:
     argv: list[str]
 
 
+def install_manifest_files() -> list[Path]:
+    """The files an installed sensor runs from: the interpreter and every file of the
+    ``sysmonx`` package (sources, data)."""
+    import sysmonx
+    pkg = Path(sysmonx.__file__).resolve().parent
+    files = [Path(os.path.realpath(sys.executable))]
+    files += sorted(p for p in pkg.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return files
+
+
+def _write_manifest(layout: Layout, created: list) -> None:
+    """``manifest.json``: ``{"files": {path: sha256}}`` of :func:`install_manifest_files` (0600).
+    The configuration is not in it: ``-c`` changes it legitimately, and the running sensor
+    watches it (``config_modified``)."""
+    files = {}
+    for p in install_manifest_files():
+        try:
+            files[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+        except OSError:
+            continue
+    _write_file(layout.manifest, (json.dumps({"files": files}, indent=1) + "\n").encode(),
+                0o600, created)
+
+
 def _write_payload(layout: Layout, payload: Payload, created: list) -> None:
     _mkdirs(layout.opt.parent, created)
     _mkdirs(layout.opt, created, 0o700)
@@ -462,6 +507,8 @@ def install(layout: Layout, payload: Payload, settings: ServiceSettings,
         stop_service(layout, old)
     mode = "systemd" if systemd_mode(layout) else "daemon"
     _write_payload(layout, payload, created)
+    _write_manifest(layout, created)
+    _mkdirs(layout.sensor_state, created, 0o700)
     _write_file(layout.unit, unit_text(layout, settings).encode(), 0o644, created)
     state = {"mode": mode, "root": str(layout.root), "unit": str(layout.unit),
              "command": service_command(layout, settings, final=(mode == "systemd")),
@@ -509,7 +556,8 @@ def update(layout: Layout, payload: Payload) -> bool:
 
 def _known_paths(layout: Layout) -> list[str]:
     return [str(p) for p in (layout.config, layout.rules, layout.argv, layout.field_sizes,
-                             layout.state, layout.log, layout.unit, layout.pidfile)]
+                             layout.state, layout.log, layout.unit, layout.pidfile,
+                             layout.manifest, layout.sensor_state / "state.json")]
 
 
 def uninstall(layout: Layout, force: bool = False,

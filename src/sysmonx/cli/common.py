@@ -15,9 +15,9 @@ EXIT_USAGE = 2
 __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_path",
            "builtin_linux_config_path", "stderr_console", "print_config_errors",
            "config_mistake_hint", "silence_stdout", "close_quietly", "output_formats",
-           "add_stage_option", "extra_stages", "load_detection", "add_engine_options",
-           "engine_options", "load_config_reporting", "check_inputs", "write_report",
-           "read_error_printer", "on_windows", "url_output_options"]
+           "add_stage_option", "extra_stages", "load_detection", "add_rule_cache_options",
+           "add_engine_options", "engine_options", "load_config_reporting", "check_inputs",
+           "write_report", "read_error_printer", "on_windows", "url_output_options"]
 
 
 def on_windows() -> bool:
@@ -129,21 +129,40 @@ def extra_stages(names: list[str], console) -> Optional[list]:
     return out
 
 
-def load_detection(paths: list[str], console):
-    """Load Sigma rules into a detection stage; print load issues. ``None`` on a fatal error."""
+def add_rule_cache_options(p: argparse.ArgumentParser) -> None:
+    """``--rule-cache DIR`` and ``--no-rule-cache`` (the compiled Sigma rule cache)."""
+    p.add_argument("--rule-cache", metavar="DIR",
+                   help="where compiled Sigma rule sets are kept between runs (default "
+                        "$SYSMONX_CACHE_DIR, else ~/.cache/sysmonx/sigma); an entry is used "
+                        "only for the same rule files' bytes and names, options and SysmonX code")
+    p.add_argument("--no-rule-cache", action="store_true",
+                   help="compile the Sigma rules at every start; read and write no cache")
+
+
+def load_detection(paths: list[str], console, args: Optional[argparse.Namespace] = None):
+    """Load Sigma rules into a detection stage; print load issues. ``None`` on a fatal error.
+
+    ``args`` with ``rule_cache``/``no_rule_cache`` (:func:`add_rule_cache_options`) chooses
+    the compiled-rule cache; without them the default cache is used."""
     try:
         from ..detection import DetectionStage
+        from ..detection.cache import RuleCache
     except ImportError as exc:
         console.print(f"error: Sigma detection unavailable: {exc}")
         return None
+    cache: Optional[RuleCache] = None
+    if not getattr(args, "no_rule_cache", False):
+        cache = RuleCache(getattr(args, "rule_cache", None))
     try:
-        stage = DetectionStage.from_paths(paths)
+        stage = DetectionStage.from_paths(paths, cache=cache)
     except FileNotFoundError as exc:
         console.print(f"error: rules: {exc.filename or exc}: no such file or directory")
         return None
     rejected = [i for i in stage.issues if i.rejected]
     for issue in stage.issues:
         console.print(f"sigma: {issue}", markup=False)
+    for note in stage.cache_notes:
+        console.print(f"sigma: note: {note}", markup=False)
     console.print(f"sigma: {len(stage.matcher.compiled)} rules and {len(stage.correlations)} "
                   f"correlations loaded, {len(rejected)} rejected", markup=False)
     return stage

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from . import common
-from .common import (EXIT_FATAL, EXIT_USAGE, add_stage_option, builtin_config_path,
-                     builtin_sample_path, close_quietly, config_mistake_hint, extra_stages,
-                     load_detection, output_formats, print_config_errors, silence_stdout,
-                     url_output_options)
+from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_stage_option,
+                     builtin_config_path, builtin_sample_path, close_quietly, config_mistake_hint,
+                     extra_stages, load_detection, output_formats, print_config_errors,
+                     silence_stdout, url_output_options)
 
 __all__ = ["cmd_replay", "print_summary"]
 
@@ -66,7 +66,8 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-output", action="store_true", help="count only, write no events")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                    help="replay files on N worker processes, output kept in input order "
-                        "(0: one per CPU; default 1)")
+                        "(0: one per CPU, fewer for small inputs, none below 48 MB, where "
+                        "starting workers costs more than they save; default 1)")
     p.add_argument("--dask", metavar="SCHEDULER",
                    help="run one task per input file on a Dask distributed cluster ('local': "
                         "a local cluster of --dask-workers processes; else a scheduler address "
@@ -87,9 +88,15 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when any record or file could not be read, or nothing was read "
                         "(for automation; by default bad records are reported and skipped)")
+    p.add_argument("--tamper", action="store_true",
+                   help="report tampering the logs show as SysmonX event 201 (TamperFinding): "
+                        "Sysmon stopped, reconfigured, its rules or driver touched, logs "
+                        "cleared, EventRecordID and time gaps (mixed Security/System logs are "
+                        "read for it even with --non-sysmon drop)")
     p.add_argument("--no-extensions", action="store_true",
                    help="hold the config to Sysmon's grammar exactly (reject condition=\"regex\")")
     add_stage_option(p)
+    add_rule_cache_options(p)
     g = p.add_argument_group("Sysmon behaviours the spec marks uncertain (defaults: code-derived)")
     g.add_argument("--fallback", choices=["code", "intent"], default="code",
                    help="two or more rule sets for a tag and none matched: 'code' excludes, "
@@ -182,14 +189,14 @@ def cmd_replay(argv: list[str]) -> int:
     options = ReplayOptions(
         config=config, non_sysmon=args.non_sysmon, input_format=args.input_format,
         time_from=bounds[0], time_to=bounds[1], window_time=args.window_time,
-        keep_duplicates=args.keep_duplicates,
+        keep_duplicates=args.keep_duplicates, tamper=args.tamper,
         engine_options=EngineOptions(
             compare_fold=args.compare_fold, fallback=args.fallback,
             stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
             environment=environment))
 
     from ..core.errors import OutputClosed, SinkError, UsageError
-    from ..pipeline import default_jobs, replay_parallel
+    from ..pipeline import auto_jobs, default_jobs, replay_parallel
     from ..sinks import writer_class
     from ..sinks.base import open_target
     from ..sources import iter_input_files
@@ -199,7 +206,7 @@ def cmd_replay(argv: list[str]) -> int:
         return EXIT_USAGE
     stage = None
     if args.rules:
-        stage = load_detection(args.rules, console)
+        stage = load_detection(args.rules, console, args)
         if stage is None:
             return EXIT_FATAL
         if jobs > 1:
@@ -208,8 +215,12 @@ def cmd_replay(argv: list[str]) -> int:
     if extra and jobs > 1:
         console.print("note: --stage replays on one process")
         jobs = 1
-    if args.dask and (extra or args.jobs != 1):
-        console.print("error: --dask runs its own workers: not with --jobs or --stage")
+    if args.tamper and jobs > 1:
+        console.print("note: --tamper replays on one process (record and time gaps need one "
+                      "stream)")
+        jobs = 1
+    if args.dask and (extra or args.jobs != 1 or args.tamper):
+        console.print("error: --dask runs its own workers: not with --jobs, --stage or --tamper")
         return EXIT_USAGE
     if jobs > 1 and (urls or len(streams) != 1):
         console.print("note: replaying on one process (--jobs writes one file or stdout)")
@@ -261,6 +272,8 @@ def cmd_replay(argv: list[str]) -> int:
                                "{task.fields[errors]} errors"),
                     console=console, transient=True))
                 task = progress.add_task("replay", total=len(files), records=0, errors=0)
+            if args.jobs == 0 and jobs > 1:  # auto: no workers for an input they cannot speed up
+                jobs = auto_jobs(files, jobs)
             if args.dask:
                 from ..pipeline.dask import replay_dask
                 if fmt is not None:
@@ -346,6 +359,8 @@ def cmd_replay(argv: list[str]) -> int:
                       ("built-in default" if config_arg == "default" else str(config_arg)))
     if stage is not None and not args.quiet:
         _print_detection_summary(console, stage)
+    if args.tamper and not args.quiet and replayer is not None:
+        _print_tamper_summary(console, replayer)
     if args.strict and (stats.errors or not stats.records):
         return EXIT_FATAL
     return 0
@@ -361,6 +376,20 @@ def _close_stream(stream) -> None:
             stream.close()
         except OSError:
             pass
+
+
+def _print_tamper_summary(console, replayer) -> None:
+    """Findings per technique at the end of a ``--tamper`` replay."""
+    from ..stages.logtamper import LogTamperStage
+    st = next((s for s in replayer.stages if isinstance(s, LogTamperStage)), None)
+    if st is None:
+        return
+    if not st.findings:
+        console.print("tamper findings: none")
+        return
+    parts = ", ".join(f"{k} {v:,}" for k, v in sorted(st.findings.items()))
+    console.print(f"tamper findings (event 201): {sum(st.findings.values()):,} ({parts})",
+                  markup=False)
 
 
 def _print_detection_summary(console, stage) -> None:

@@ -8,11 +8,14 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from . import common
-from .common import (EXIT_FATAL, EXIT_USAGE, add_stage_option, builtin_linux_config_path,
-                     close_quietly, extra_stages, load_detection, output_formats,
-                     print_config_errors, silence_stdout)
+from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_stage_option,
+                     builtin_linux_config_path, close_quietly, extra_stages, load_detection,
+                     output_formats, print_config_errors, silence_stdout)
 
-__all__ = ["cmd_run", "write_pidfile_when_started"]
+__all__ = ["cmd_run", "write_pidfile_when_started", "DEFAULT_STATE_DIR"]
+
+#: Where a traced run keeps its heartbeat sequence and running flag by default.
+DEFAULT_STATE_DIR = "/var/lib/sysmonx"
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -57,7 +60,19 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--pidfile", metavar="FILE",
                    help="write the sensor's pid to FILE once it has started (events 4 and 16 "
                         "written); removed at exit. Used by the service (sysmonx -i)")
+    g = p.add_argument_group("self-protection (heartbeats, tamper findings)")
+    g.add_argument("--heartbeat", type=float, default=60.0, metavar="SECONDS",
+                   help="write a Heartbeat (SysmonX event 202) every SECONDS, with a sequence "
+                        "number that continues across restarts (0: none; default 60)")
+    g.add_argument("--state-dir", metavar="DIR|none",
+                   help="where the heartbeat sequence and the running flag are kept (unclean "
+                        "shutdowns are reported at the next start); default "
+                        f"{DEFAULT_STATE_DIR} for a traced run, none with --follow")
+    g.add_argument("--no-guard", action="store_true",
+                   help="no heartbeats and no live tamper findings (SysmonX event 201)")
+    g.add_argument("--install-manifest", metavar="FILE", help=argparse.SUPPRESS)
     add_stage_option(p)
+    add_rule_cache_options(p)
     return p
 
 
@@ -101,7 +116,7 @@ def cmd_run(argv: list[str]) -> int:
         if args.syslog:
             from ..sinks.syslog import SyslogWriter
             writer = SyslogWriter.open(args.syslog, require=False)
-            if writer.sock is None:  # like Sysmon for Linux (syslog(3)): keep running
+            if getattr(writer, "sock", "") is None:  # like Sysmon for Linux (syslog(3)): keep running
                 console.print(f"warning: no syslog daemon at {args.syslog}: events sent there are "
                               "not delivered (they are counted and reported) until one starts; "
                               "give --syslog SOCKET or -o FILE to keep them", markup=False)
@@ -124,7 +139,7 @@ def cmd_run(argv: list[str]) -> int:
             sinks.append(out)
         stage = None
         if args.rules:
-            stage = load_detection(args.rules, console)
+            stage = load_detection(args.rules, console, args)
             if stage is None:
                 close_quietly(sinks)
                 return EXIT_FATAL
@@ -139,9 +154,21 @@ def cmd_run(argv: list[str]) -> int:
         close_quietly(sinks)
         console.print(f"error: {exc}", markup=False)
         return EXIT_USAGE
+    if args.heartbeat < 0:
+        console.print("error: --heartbeat must be 0 (none) or a positive number of seconds")
+        close_quietly(sinks)
+        return EXIT_USAGE
+    state_dir = args.state_dir or (None if args.follow else DEFAULT_STATE_DIR)
+    if state_dir is not None and state_dir.lower() == "none":
+        state_dir = None
+    watch = tuple(p for p in (*[o for o in args.output if o != "-" and "://" not in o],
+                              args.syslog) if p)
     options = SensorOptions(backend=args.backend, dns=not args.no_dns and not args.follow,
                             duration=args.duration, provider=args.provider,
-                            follow=args.follow, from_start=args.from_start)
+                            follow=args.follow, from_start=args.from_start,
+                            guard=not args.no_guard, heartbeat_s=args.heartbeat,
+                            state_dir=state_dir, watch_outputs=watch,
+                            install_manifest=args.install_manifest)
 
     def status(msg: str) -> None:
         console.print(f"sysmonx: {msg}", markup=False)
@@ -160,6 +187,8 @@ def cmd_run(argv: list[str]) -> int:
             silence_stdout()
             return 0
     console.print(f"sysmonx: {sensor.summary()}", markup=False)
+    if sensor.source.guard is not None:
+        console.print(f"sysmonx: {sensor.source.guard.summary()}", markup=False)
     follow = sensor.backend_stats().get("follow")
     if follow and (follow.get("repaired") or follow.get("cut_short")):
         console.print(f"sysmonx: followed records repaired (entity references without ';'): "

@@ -91,11 +91,13 @@ def searcher(rx: Any, limit: int = 0) -> Callable[[str], bool]:
         def search_limited(v: str) -> bool:
             b = (v if len(v) <= limit else v[:limit]).encode("utf-8", "surrogatepass")
             return bool(match(anchor, b, 0, len(b))[0] != null)
+        search_limited.recipe = (searcher, (rx, limit))  # type: ignore[attr-defined]
         return search_limited
 
     def search_native(v: str) -> bool:
         b = v.encode("utf-8", "surrogatepass")
         return bool(match(anchor, b, 0, len(b))[0] != null)
+    search_native.recipe = (searcher, (rx, limit))  # type: ignore[attr-defined]
     return search_native
 
 

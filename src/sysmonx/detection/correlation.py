@@ -319,6 +319,21 @@ class CompiledCorrelation:
         self.n_steps = len(self.refs) if t in (SigmaCorrelationType.TEMPORAL,
                                                SigmaCorrelationType.TEMPORAL_ORDERED) else 0
 
+    def __getstate__(self) -> dict:
+        """Pickled state (the rule cache): the per-reference tables are keyed by ``id()`` of
+        the referenced rules, which a copy does not keep, so they travel in ``refs`` order."""
+        state = self.__dict__.copy()
+        state["_fields_for"] = [self._fields_for[id(r)] for r in self.refs]
+        state["_value_fields"] = [self._value_fields[id(r)] for r in self.refs]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        refs = state["refs"]
+        state["_fields_for"] = {id(r): v for r, v in zip(refs, state["_fields_for"], strict=True)}
+        state["_value_fields"] = {id(r): v for r, v in zip(refs, state["_value_fields"],
+                                                           strict=True)}
+        self.__dict__.update(state)
+
     def group_key(self, hit: Hit) -> tuple:
         """The hit's group (values of the group-by fields for its rule); a value is ``None``
         where the hit lacks the field."""
@@ -418,6 +433,18 @@ class CorrelationEngine:
         self.clock: Optional[int] = None
         self._since_sweep = 0
         self._min_span = min((c.timespan for c in correlations), default=0)
+
+    def __getstate__(self) -> dict:
+        """Pickled state (the rule cache): ``consumers`` is keyed by ``id()`` of rule objects,
+        which a copy does not keep, so it travels as ``(rule, consumers)`` pairs."""
+        state = self.__dict__.copy()
+        rules = {id(r): r for c in self.correlations for r in c.refs}
+        state["consumers"] = [(rules[k], v) for k, v in self.consumers.items()]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["consumers"] = {id(r): v for r, v in state["consumers"]}
+        self.__dict__.update(state)
 
     def consumes(self, rule) -> bool:
         """True when some correlation counts hits of ``rule`` (a pySigma rule)."""

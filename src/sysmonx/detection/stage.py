@@ -32,6 +32,7 @@ from .correlation import (
     CorrelationError,
     time_ns,
 )
+from .cache import RuleCache, cached
 from .matcher import CompiledRule, RuleMatcher
 from .rules import LoadedRules, LoadIssue, load_rules, rule_ref
 
@@ -145,19 +146,46 @@ class DetectionStage:
         self.alert_counts: Counter = Counter()
         self.stats = DetectionStats()
         self._clock: Optional[int] = None
+        #: ``compiled`` or ``cached`` (:meth:`from_paths` with a cache); notes of the cache.
+        self.cache_status = "compiled"
+        self.cache_notes: list = []
         if self.options.freeze_gc:
             gc.collect()
             gc.freeze()
 
     @classmethod
     def from_paths(cls, paths: Iterable[Union[str, Path]],
-                   options: Optional[DetectionOptions] = None) -> DetectionStage:
+                   options: Optional[DetectionOptions] = None,
+                   cache: Optional[RuleCache] = None) -> DetectionStage:
         """Load rules from files, folders and bundles (:func:`~.rules.load_rules`) and compile.
 
+        Args:
+            paths: rule files, folders and bundles.
+            options: :class:`DetectionOptions`.
+            cache: a :class:`~.cache.RuleCache`: the compiled stage is taken from it when it
+                holds one for exactly these rule bytes, names, options and code, else
+                compiled and stored there (see :mod:`.cache`). ``None``: always compile.
+                What the cache did is in :attr:`cache_notes` (reasons an entry was ignored
+                or not written) and :attr:`cache_status`.
         Raises:
             FileNotFoundError: a path that does not exist.
         """
-        return cls(load_rules(paths), options)
+        paths = list(paths)
+        opts = options or DetectionOptions()
+        if cache is None:
+            return cls(load_rules(paths), opts)
+        built: list = []
+
+        def build() -> DetectionStage:
+            built.append(True)
+            return cls(load_rules(paths), opts)
+
+        stage, notes = cached(paths, opts, build, cache, cls)
+        if not built and stage.options.freeze_gc:
+            gc.freeze()  # a loaded stage made no garbage: nothing to collect first
+        stage.cache_status = "compiled" if built else "cached"
+        stage.cache_notes = notes
+        return stage
 
     # -- load ----------------------------------------------------------------------------------
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 from ..core.errors import SinkError
 from ..stages.window import parse_time_bound
 from .loop import Pipeline
-from .parallel import default_jobs, replay_parallel
+from .parallel import auto_jobs, default_jobs, replay_parallel
 from .replay import ReplayOptions, Replayer, ReplayStats, event_name, make_writer
 
 __all__ = ["Pipeline", "ReplayOptions", "ReplayStats", "Replayer", "make_writer",
-           "replay_parallel", "default_jobs", "parse_time_bound", "event_name", "SinkError"]
+           "replay_parallel", "default_jobs", "auto_jobs", "parse_time_bound", "event_name", "SinkError"]

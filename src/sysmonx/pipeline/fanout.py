@@ -222,6 +222,8 @@ class SinkSlot:
 
 
 _STOP = object()
+#: Default :attr:`QueuedSlot.linger_s`, seconds.
+LINGER_S = 0.005
 
 
 class QueuedSlot(SinkSlot):
@@ -246,6 +248,9 @@ class QueuedSlot(SinkSlot):
         self._dropping = False
         #: seconds :meth:`close` waits for a stuck sink under the ``drop`` mode.
         self.close_timeout = 10.0
+        #: after writing what was queued, the delivery thread sleeps this long before it
+        #: waits on the queue (an item waits at most this much longer; 0: wait at once).
+        self.linger_s = LINGER_S
 
     def start(self) -> None:
         """Start the delivery thread (once)."""
@@ -255,9 +260,22 @@ class QueuedSlot(SinkSlot):
             self._thread.start()
 
     def _run(self) -> None:
-        get, q = self.queue.get, self.queue
+        get, get_nowait, q = self.queue.get, self.queue.get_nowait, self.queue
+        linger = self.linger_s
+        worked = False
         while True:
-            item = get()
+            try:
+                item = get_nowait()
+            except queue.Empty:
+                if worked and linger:
+                    # Just wrote: let the next items gather for a few ms instead of being
+                    # woken by each put (a futex call and a GIL hand-over per event, the
+                    # largest cost of a busy live output); each is still written on its own.
+                    worked = False
+                    time.sleep(linger)
+                    continue
+                item = get()
+            worked = True
             if item is _STOP:
                 q.task_done()
                 return

@@ -25,6 +25,7 @@ from ..filtering import EngineOptions
 from ..filtering.stage import FilterStage
 from ..interfaces import SinkStats, Source, Stage
 from ..stages.gate import SysmonGate
+from ..stages.logtamper import LogTamperStage
 from ..stages.numbering import RecordNumbers
 from .fanout import CallbackSink, FanOut
 from .loop import Pipeline
@@ -57,6 +58,17 @@ class SensorOptions:
         order_window_s, exit_hold_s: the per-process ordering bound
             (:class:`~sysmonx.sensor.order.OrderBuffer`); ``order_window_s=0`` writes in
             arrival order.
+        guard: run the sensor's self-protection (:mod:`sysmonx.sensor.guard`): heartbeats
+            (event 202) and live TamperFinding events (201); with ``follow``, the followed log is
+            also checked by the ``tamper`` stage (Sysmon stopped, reconfigured, record and time
+            gaps) whatever this says.
+        heartbeat_s: seconds between heartbeats (0: none).
+        state_dir: the guard's state (heartbeat sequence across restarts, unclean shutdown);
+            ``None``: none kept.
+        watch_outputs: output paths (files, the syslog socket) whose removal or replacement is
+            a finding.
+        install_manifest: the ``sysmonx -i`` manifest of installed files (``self_modified``).
+        guard_trace: watch signals and bpf() calls through tracefs.
     """
 
     backend: Optional[str] = None
@@ -75,6 +87,12 @@ class SensorOptions:
     tick_s: float = 1.0
     order_window_s: float = 0.25
     exit_hold_s: float = 2.5
+    guard: bool = False
+    heartbeat_s: float = 60.0
+    state_dir: Optional[str] = None
+    watch_outputs: tuple[str, ...] = ()
+    install_manifest: Optional[str] = None
+    guard_trace: bool = True
 
 
 @dataclass
@@ -100,9 +118,12 @@ class SensorStats:
 
 def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
                 trace: Optional[str] = None, detection: Any = None,
-                alerts_to_stream: bool = True, extra: Sequence[Stage] = ()) -> list[Stage]:
-    """The stages of a live run, in order (module docstring)."""
-    stages: list[Stage] = [
+                alerts_to_stream: bool = True, extra: Sequence[Stage] = (),
+                tamper: bool = False) -> list[Stage]:
+    """The stages of a live run, in order (module docstring); ``tamper``: the ``tamper`` stage
+    first (a followed log)."""
+    stages: list[Stage] = [LogTamperStage()] if tamper else []
+    stages += [
         SysmonGate("drop"),
         FilterStage(config, engine_options, without_config="defaults", trace=trace),
         RecordNumbers(0),
@@ -141,6 +162,7 @@ class Sensor:
         self.config_path = config_path
         self.options = options
         self.on_status = on_status or (lambda msg: None)
+        from ..sensor.guard import GuardOptions
         from ..sensor.live import LiveOptions, LiveSource  # Linux only (pwd, /proc)
         inner: Optional[Source] = None
         if options.follow:
@@ -151,7 +173,12 @@ class Sensor:
             backend=options.backend, dns=options.dns, duration=options.duration,
             queue_size=options.queue_size, backend_options=options.backend_options,
             provider=options.provider, exclude_own_children=options.exclude_own_children,
-            order_window_s=options.order_window_s, exit_hold_s=options.exit_hold_s),
+            order_window_s=options.order_window_s, exit_hold_s=options.exit_hold_s,
+            guard=GuardOptions(heartbeat_s=options.heartbeat_s, state_dir=options.state_dir,
+                               config_path=config_path, outputs=tuple(options.watch_outputs),
+                               trace=options.guard_trace and not options.follow,
+                               install_manifest=options.install_manifest)
+            if options.guard else None),
             config_label=config_path, inner=inner, on_status=self.on_status)
         sinks = list(writers)
         if on_alert is not None:
@@ -160,9 +187,17 @@ class Sensor:
         self.stages = live_stages(config, options.engine_options, trace=trace,
                                   detection=detection,
                                   alerts_to_stream=not self.fanout.accepts("alert"),
-                                  extra=extra_stages)
+                                  extra=extra_stages, tamper=bool(options.follow))
         self.pipeline = Pipeline(self.stages, self.fanout, on_status=self.on_status,
                                  reloader=self._load, tick_s=options.tick_s)
+        self.source.guard_counters = self.guard_counters
+
+    def guard_counters(self) -> tuple[int, int, int]:
+        """``(events written, events lost in the kernel or queues, events an output did not
+        take)`` so far, for the heartbeat and the guard's output check."""
+        outputs = self.fanout.stats()
+        return (sum(self.fanout.written().values()), self.source.stats.lost,
+                sum(v.undelivered for v in outputs.values()))
 
     def _load(self) -> Optional[Config]:
         if not self.config_path:

@@ -18,7 +18,8 @@ from ..filtering import FilterEngine
 from ..stages.window import parse_time_bound
 from .replay import ReplayOptions, Replayer, ReplayStats, make_writer
 
-__all__ = ["replay_parallel", "default_jobs", "TASK_BYTES", "SpooledLine"]
+__all__ = ["replay_parallel", "default_jobs", "auto_jobs", "AUTO_BYTES_PER_JOB", "TASK_BYTES",
+           "SpooledLine"]
 
 class SpooledLine(str):
     """An error, warning or note line of a worker of :func:`replay_parallel`: the text of the
@@ -34,6 +35,8 @@ class SpooledLine(str):
 
 # Worker state of parallel replay (set once per worker process by _init_worker).
 _WORKER: dict[str, Any] = {}
+# The engine the parent compiled, inherited by the forked workers (set around the pool only).
+_PARENT_ENGINE: dict[str, Any] = {}
 
 #: Parallel replay hands workers groups of consecutive files of about this many bytes.
 TASK_BYTES = 8 << 20
@@ -47,12 +50,47 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: ``--jobs 0`` gives each worker at least this many bytes of input: below it, starting a
+#: worker (fork, pool, spooling) costs more than the worker saves, so small inputs replay in
+#: one process (see docs/PERFORMANCE.md, ``--jobs``).
+AUTO_BYTES_PER_JOB = 24 << 20
+
+
+def auto_jobs(files: list[str], cpus: Optional[int] = None) -> int:
+    """Worker processes ``--jobs 0`` uses for ``files``: one per CPU (``cpus``, default
+    :func:`default_jobs`), but no more than one per :data:`AUTO_BYTES_PER_JOB` of input, and 1
+    (a replay in this process) for inputs smaller than twice that."""
+    total = 0
+    for f in files:
+        try:
+            total += os.path.getsize(f)
+        except OSError:
+            pass
+    return max(1, min(cpus or default_jobs(), total // AUTO_BYTES_PER_JOB))
+
+
+def _prepare_for_fork(options: ReplayOptions, fmt: Optional[str], part_options: dict[str, Any],
+                      engine: Optional[FilterEngine]) -> None:
+    """Do in the parent what every worker would otherwise do on its first file: discover the
+    registries (built-in plugin modules and entry points: ~0.1 s) and build a Replayer and a
+    writer once (their lazy imports). Forked workers inherit the result."""
+    import io
+
+    from ..core.registry import SINKS, SOURCES, STAGES
+    for registry in (SOURCES, STAGES, SINKS):
+        registry.discover()
+    writer = make_writer(fmt, io.BytesIO(), **part_options) if fmt is not None else None
+    Replayer(options, writer, engine=engine)
+
+
 def _init_worker(options: ReplayOptions, fmt: Optional[str], tmpdir: str,
                  writer_options: Optional[dict[str, Any]] = None) -> None:
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    engine = FilterEngine(options.config, options.engine_options) \
-        if options.config is not None else None
+    # The parent's compiled engine came with the fork (``_PARENT_ENGINE``): not compiled again.
+    engine = _PARENT_ENGINE.get("engine")
+    if engine is None and options.config is not None:
+        engine = FilterEngine(options.config, options.engine_options)
     _WORKER.update(options=options, fmt=fmt, tmpdir=tmpdir, engine=engine,
                    writer_options=writer_options or {})
 
@@ -171,8 +209,9 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
         raise ValueError("removing duplicate records needs one stream (one process): replay "
                          "with Replayer, or set ReplayOptions(keep_duplicates=True)")
     total = ReplayStats()
-    if options.config is not None:
-        FilterEngine(options.config, options.engine_options)  # fail here, not in a worker
+    engine = None
+    if options.config is not None:  # fail here, not in a worker; the workers inherit it
+        engine = FilterEngine(options.config, options.engine_options)
     for bound in (options.time_from, options.time_to):
         if bound is not None:
             parse_time_bound(bound)
@@ -200,8 +239,14 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
     groups = _group_files(files, jobs)
     with tempfile.TemporaryDirectory(prefix="sysmonx-replay-") as tmpdir:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(jobs, initializer=_init_worker,
-                      initargs=(options, fmt, tmpdir, part_options)) as pool:
+        _prepare_for_fork(options, fmt, part_options, engine)
+        _PARENT_ENGINE["engine"] = engine
+        try:
+            pool = ctx.Pool(jobs, initializer=_init_worker,
+                            initargs=(options, fmt, tmpdir, part_options))
+        finally:
+            _PARENT_ENGINE.clear()
+        with pool:
             for tmp, err_path, results in pool.imap(_replay_group, enumerate(groups)):
                 if tmp is not None:
                     if out is not None:

@@ -29,6 +29,7 @@ from ..sources.recorded import RecordedLogs
 from ..stages.clock import ClockCheckStage
 from ..stages.dedup import DuplicateStage
 from ..stages.gate import SysmonGate
+from ..stages.logtamper import LogTamperStage
 from ..stages.window import TimeWindowStage
 from .fanout import FanOut
 from .loop import Pipeline
@@ -75,6 +76,9 @@ class ReplayOptions:
             dropped and counted in :attr:`ReplayStats.duplicates`. Removing them needs the one
             stream of a single process: :func:`~sysmonx.pipeline.parallel.replay_parallel`
             requires ``True``.
+        tamper: run the ``tamper`` stage (:class:`~sysmonx.stages.logtamper.LogTamperStage`)
+            before the non-Sysmon gate: TamperFinding events (201) for Sysmon stopped,
+            reconfigured or unloaded, logs cleared, record and time gaps. Needs the one stream.
     """
 
     config: Optional[Config] = None
@@ -85,6 +89,7 @@ class ReplayOptions:
     time_to: Optional[str] = None
     window_time: str = "system"
     keep_duplicates: bool = False
+    tamper: bool = False
 
 
 @dataclass
@@ -161,6 +166,8 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
     stages.append(ClockCheckStage(options.window_time))
     if options.time_from is not None or options.time_to is not None:
         stages.append(TimeWindowStage(options.time_from, options.time_to, options.window_time))
+    if options.tamper:
+        stages.append(LogTamperStage())
     stages.append(SysmonGate(options.non_sysmon))
     stages.append(FilterStage(options.config, options.engine_options, without_config="pass",
                               engine=engine))

@@ -280,7 +280,8 @@ EVENTS: tuple[EventDef, ...] = (
         _RN, _s("UtcTime"), _s("Technique"), _s("Details"), *_PROC, _s("Image"), _s("Source")],
         level="Warning", default="include", extension=True, sigma_category="sysmonx_tamper"),
     _ev(202, "SYSMONXEVENT_HEARTBEAT", "Heartbeat", "Heartbeat", 1, [
-        _RN, _s("UtcTime"), _t("Sequence", UINT32), _t("EventsWritten", UINT32),
+        _RN, _s("UtcTime"), _t("Sequence", UINT32), _t("SecondsSincePrevious", UINT32),
+        _t("EventsWritten", UINT32),
         _t("EventsLost", UINT32), _s("Backend"), _s("ConfigurationFileHash")],
         default="include", extension=True, sigma_category="sysmonx_heartbeat"),
     # --- end Resilience ------------------------------------------------------------------------

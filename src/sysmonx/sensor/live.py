@@ -10,7 +10,8 @@ kernel where the backend allows it and again here, so it never reports its own a
 Order: observations pass through an :class:`~sysmonx.sensor.order.OrderBuffer` before they are
 assembled, so each process's events come out with event 1 first and event 5 last whatever the
 backends' delivery delays (bound documented there: ``order_window_s``, ``exit_hold_s``).
-Backends may hand over batches (``emit.many``): one queue item and one wake-up per batch.
+Backends may hand over batches (``emit.many``): one queue item per batch; while they keep
+coming, the collecting loop takes them every :data:`LINGER_S` without being woken per batch.
 
 Events of the sensor itself, as Sysmon for Linux writes them: event 16 (the configuration and its
 SHA256) then 4 ``Started`` at start, 16 on every configuration change (:meth:`reload`), 4
@@ -43,10 +44,16 @@ from . import observations as ob
 from .assemble import Assembler
 from .backends import Backend, BackendUnavailable, auxiliary_backends, choose_backend, \
     load_backend, probe
+from .guard import GuardOptions, SensorGuard
 from .order import OrderBuffer
 from .process import FileHasher, ProcessCache
 
-__all__ = ["LiveSource", "LiveOptions", "LiveStats", "Backend", "BackendUnavailable"]
+__all__ = ["LiveSource", "LiveOptions", "LiveStats", "Backend", "BackendUnavailable", "LINGER_S"]
+
+#: While observations keep coming, the collecting loop sleeps this long between looks at the
+#: queue instead of waiting on it (see :meth:`LiveSource.events`): an observation waits at most
+#: this much longer before its hold (``order_window_s``) starts.
+LINGER_S = 0.005
 
 
 @dataclass
@@ -65,6 +72,8 @@ class LiveOptions:
         order_window_s, exit_hold_s: the per-process ordering bound
             (:class:`~sysmonx.sensor.order.OrderBuffer`); ``order_window_s=0`` writes in
             arrival order.
+        guard: heartbeats and live tamper findings (:class:`~sysmonx.sensor.guard.GuardOptions`)
+            or ``None`` for neither.
     """
 
     backend: Optional[str] = None
@@ -76,6 +85,7 @@ class LiveOptions:
     exclude_own_children: bool = True
     order_window_s: float = 0.25
     exit_hold_s: float = 2.5
+    guard: Optional[GuardOptions] = None
 
 
 @dataclass
@@ -154,6 +164,11 @@ class LiveSource(Source):
         self._started_backends: list[Backend] = []
         self._pending: deque[Event] = deque()
         self._schema = ""
+        #: the self-protection of this run (set when the source starts, with ``options.guard``)
+        self.guard: Optional[SensorGuard] = None
+        #: ``() -> (events written, lost in kernel/queues, not taken by an output)`` for the
+        #: guard (set by the run)
+        self.guard_counters: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
 
     # -- backends' side ----------------------------------------------------------------------------
 
@@ -225,6 +240,9 @@ class LiveSource(Source):
         then what the backends queued before they stopped."""
         yield self._config_event()
         yield self.assembler.service_state("Started", self._schema, time.time_ns())
+        guard = self._start_guard()
+        if guard is not None:
+            yield from guard.start()
         self.started.set()
         duration = self.options.duration
         deadline = None if duration is None else time.monotonic() + duration
@@ -234,7 +252,10 @@ class LiveSource(Source):
         handle = self._handle
         order = self.order
         inner = iter(self.inner.events()) if self.inner is not None else None
+        busy = False
         while not self._stop.is_set():
+            if guard is not None:
+                pending.extend(guard.collect())
             while pending:
                 yield pending.popleft()
             now = time.monotonic()
@@ -251,10 +272,19 @@ class LiveSource(Source):
             # taken in one batch
             wait = 0.1 if due is None else min(0.1, max(0.005, due - now))
             try:
-                o = get(timeout=wait)
+                if busy:
+                    # Observations came last round: let the next ones gather for a few ms
+                    # and take them without being woken. A thread waiting on the queue is
+                    # woken by every put (a futex call and a GIL hand-over per backend batch,
+                    # the largest cost of a busy sensor); one sleeping is not.
+                    time.sleep(min(wait, LINGER_S))
+                    o = get_nowait()
+                else:
+                    o = get(timeout=wait)
             except queue.Empty:
-                pass
+                busy = False
             else:
+                busy = True
                 arrived = time.monotonic()  # the hold counts from here
                 handle(o, arrived)
                 for _ in range(1024):
@@ -269,6 +299,8 @@ class LiveSource(Source):
             if now - last_expire > 5:
                 self.cache.expire(time.time_ns())
                 last_expire = now
+        if guard is not None:
+            guard.stopping()
         self._stop_backends()
         while True:  # what the backends queued before they stopped
             try:
@@ -282,6 +314,17 @@ class LiveSource(Source):
         self.stats.order_late = order.late
         while pending:
             yield pending.popleft()
+
+    def _start_guard(self) -> Optional[SensorGuard]:
+        if self.options.guard is None:
+            return None
+        cfg = self.config
+        self.guard = SensorGuard(self.options.guard, self.assembler, backend=self.stats.backend,
+                                 config_hash=f"SHA256={cfg.sha256}" if cfg and cfg.sha256
+                                 else "-", backends=self._started_backends,
+                                 on_status=self.on_status)
+        self.guard.counters = self.guard_counters
+        return self.guard
 
     def _handle(self, o: Any, now: float) -> None:
         """Admit one observation from the queue (self-exclusion, counters) into the order
@@ -348,9 +391,14 @@ class LiveSource(Source):
         return self.assembler.config_change(self.config_label or cfg.path, cfg.sha256, now)
 
     def trailer(self) -> Iterable[Event]:
-        """Event 4 ``Stopped`` (when the sensor had started)."""
+        """The guard's last findings and heartbeat, then event 4 ``Stopped`` (when the sensor
+        had started); the guard then records the clean stop."""
         if self.started.is_set():
+            if self.guard is not None:
+                yield from self.guard.finish()
             yield self.assembler.service_state("Stopped", self._schema, time.time_ns())
+            if self.guard is not None:
+                self.guard.mark_clean()
 
     def now_ns(self) -> Optional[int]:
         """Wall-clock time (UTC ns)."""
@@ -365,6 +413,9 @@ class LiveSource(Source):
         self.config = config
         self.assembler.hasher = _hasher(config)
         self._pending.append(self._config_event())
+        if self.guard is not None:
+            self.guard.config_reloaded(f"SHA256={config.sha256}" if config and config.sha256
+                                       else "-")
 
     def stop(self) -> None:
         """End collection soon (signal-safe)."""
@@ -381,6 +432,8 @@ class LiveSource(Source):
         """Stop the backends (if still running) and the followed source."""
         self._stop.set()
         self._stop_backends()
+        if self.guard is not None:
+            self.guard.close()
         if self.inner is not None:
             self.inner.close()
 

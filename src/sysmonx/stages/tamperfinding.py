@@ -163,7 +163,9 @@ def tamper_finding(technique: str, details: str, *,
             finding on Linux (as the sensor's other events), else none.
     Returns:
         the :class:`~sysmonx.event.Event`, System/Level 3 (Warning), Version and field order from
-        the schema catalogue, System/Execution the current process and thread.
+        the schema catalogue; System/Execution the current process and thread for a ``live``
+        finding, none for one read from a log (the same log gives the same finding whichever
+        process replays or follows it).
     Raises:
         ValueError: a technique name that is not ``snake_case``, an unknown ``platform``, or a
             ``when`` string in no known time format.
@@ -192,8 +194,10 @@ def tamper_finding(technique: str, details: str, *,
     return Event(TAMPER_FINDING_EVENT_ID, data, provider=provider, provider_guid=guid,
                  version=ev.version, level=ev.level_value, task=TAMPER_FINDING_EVENT_ID,
                  opcode=0, keywords=SYSMON_KEYWORDS, time_created=_canonical(stamp),
-                 record_id=record_id, process_id=os.getpid(),
-                 thread_id=threading.get_native_id(), channel=channel,
+                 record_id=record_id,
+                 process_id=os.getpid() if source == "live" else None,
+                 thread_id=threading.get_native_id() if source == "live" else None,
+                 channel=channel,
                  computer=computer if computer is not None else socket.gethostname(),
                  user_id=user_id if user_id is not None else _live_uid(source))
 

@@ -384,6 +384,34 @@ class AuditBackend(AuditClassifier, Backend):
             if cur.pid == os.getpid():
                 self._ctl.set_status(pid=0)
 
+    def integrity(self) -> list:
+        """``[(technique, details)]``: ``audit_rules_changed`` when rules this backend added
+        (keyed :attr:`key`) are gone from the kernel, audit was disabled, or (unicast mode)
+        another process took the audit pid. One ``AUDIT_GET`` and one ``AUDIT_LIST_RULES`` on
+        the control socket; nothing when the backend is not running or the kernel does not
+        answer."""
+        out: list = []
+        if self._ctl is None or self._thread is None or not self._thread.is_alive() or \
+                self._stopped:
+            return out
+        try:
+            with self._ctl_lock:
+                st = self._ctl.get_status()
+                rules = self._ctl.list_rules()
+        except OSError:
+            return out
+        present = set(rules)
+        missing = [r for r in self._added if r not in present]
+        if missing:
+            out.append(("audit_rules_changed",
+                        f"{len(missing)} of the sensor's {len(self._added)} audit rules (key "
+                        f"{self.key!r}) were removed from the kernel"))
+        if st.enabled == 0:
+            out.append(("audit_rules_changed", "audit was disabled (enabled=0)"))
+        if self.mode == "unicast" and st.pid != os.getpid():
+            out.append(("audit_rules_changed", f"the audit pid was taken by pid {st.pid}"))
+        return out
+
     # rules ----------------------------------------------------------------------------------
 
     def _rule(self, arch: int, syscalls, *fields, kernel_pids: tuple = ()) -> AuditRule:

@@ -90,6 +90,13 @@ class Backend(abc.ABC):
         """Counters for the summary/bench: at least ``received`` and ``lost`` (ints)."""
         return {"received": 0, "lost": 0}
 
+    def integrity(self) -> list:
+        """What another process undid of this backend's kernel set-up, as
+        ``[(technique, details)]`` TamperFinding material (``bpf_detach``,
+        ``audit_rules_changed`` ...); polled by the sensor's guard (:mod:`sysmonx.sensor.guard`)
+        while the backend runs. Default: nothing checked. Must be cheap and never raise."""
+        return []
+
 
 class WakeableReaderMixin:
     """``stop()`` for a backend whose reader thread sleeps in ``select``/``poll`` on a wake pipe.

@@ -90,6 +90,11 @@ __all__ = ["EbpfBackend"]
 
 log = logging.getLogger(__name__)
 
+#: Maps user space writes only while starting (the configuration, the excluded pids), frozen
+#: then (``BPF_MAP_FREEZE``) so no other process can blind the sensor through them; option
+#: ``freeze_maps=False`` keeps them writable (tests that change the excluded set later).
+FROZEN_MAPS = ("sx_config", "excluded", "drops", "sent")
+
 # --- ABI shared with sensor.bpf.c (keep in step) ------------------------------------------------
 ABI_VERSION = 2
 (EV_EXEC, EV_EXIT, EV_NET, EV_FILE_CREATE, EV_RAW_READ, EV_FILE_DELETE, EV_PTRACE,
@@ -225,6 +230,9 @@ class EbpfBackend(Backend):
         self.object_path: Optional[Path] = None
         self.build_seconds: Optional[float] = None
         self.attached: list = []
+        #: maps frozen at start (:meth:`_freeze_maps`)
+        self.frozen: list = []
+        self._links: Optional[dict] = None  # link id -> (prog id, type): integrity baseline
 
     # -- capability check -------------------------------------------------------------------
     @classmethod
@@ -320,6 +328,8 @@ class EbpfBackend(Backend):
             from ..bpf.libbpf import map_update
             map_update(self._fds["sx_config"], struct.pack("<I", 0), _CFG.pack(mask, 0, interval))
             self.set_excluded(self.exclude_pids)
+            if self.options.get("freeze_maps", True):
+                self._freeze_maps(obj)
             if cg_path is not None:
                 try:
                     self._cgroup_fd = os.open(cg_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -391,6 +401,7 @@ class EbpfBackend(Backend):
             "decode_errors": self._errors,
             "build_s": self.build_seconds,
             "attached": list(self.attached),
+            "frozen": list(self.frozen),
         }
 
     def set_excluded(self, pids) -> None:
@@ -406,6 +417,56 @@ class EbpfBackend(Backend):
         for pid in new:
             map_update(fd, struct.pack("<I", pid), b"\x01")
         self.exclude_pids = new
+
+    def _freeze_maps(self, obj: BpfObject) -> None:
+        """``BPF_MAP_FREEZE`` every map user space writes only at start (:data:`FROZEN_MAPS`):
+        afterwards no process (root with ``bpftool map update`` included) can change the
+        configuration or the excluded pids; the BPF programs still update their own state.
+        A map that cannot be frozen is said once (``frozen`` in :meth:`stats` lists the rest)."""
+        from ..bpfsys import map_freeze
+        self.frozen = []
+        for name in FROZEN_MAPS:
+            try:
+                map_freeze(obj.map_fd(name))
+                self.frozen.append(name)
+            except OSError as exc:
+                self._notice(f"map {name} could not be frozen: {exc.strerror or exc}")
+
+    def integrity(self) -> list:
+        """``[(technique, details)]``: ``bpf_detach`` for each BPF link of this backend that is
+        gone or no longer holds the program it held at the first call (the baseline, taken
+        when the sensor's guard starts), i.e. detached by another process."""
+        out: list = []
+        if self._obj is None or self._thread is None or not self._thread.is_alive() or \
+                self._stop.is_set():
+            return out
+        from ..bpfsys import fdinfo
+        pid = os.getpid()
+        now: dict = {}
+        try:
+            fds = os.listdir("/proc/self/fd")
+        except OSError:
+            return out
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf_link":
+                    continue
+            except OSError:
+                continue
+            info = fdinfo(pid, int(fd))
+            if "link_id" in info:
+                now[info["link_id"]] = (info.get("prog_id", ""), info.get("link_type", "?"))
+        if self._links is None:
+            self._links = now
+            return out
+        for lid, (prog, kind) in self._links.items():
+            cur = now.get(lid)
+            if cur is None:
+                out.append(("bpf_detach", f"BPF link {lid} ({kind}) of the sensor is gone"))
+            elif cur[0] != prog:
+                out.append(("bpf_detach", f"BPF link {lid} ({kind}) of the sensor no longer "
+                                          f"holds its program {prog} (now {cur[0] or 'none'})"))
+        return out
 
     # -- internals ----------------------------------------------------------------------------
     def _notice(self, message: str) -> None:

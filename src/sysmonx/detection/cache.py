@@ -1,0 +1,383 @@
+"""A disk cache of compiled Sigma rule sets, so a start-up with thousands of rules is fast.
+
+Loading ~2,000 SigmaHQ rules (YAML, pySigma's parse of every detection and condition) and
+compiling them (:mod:`.matcher`, :mod:`.correlation`) takes a few seconds of CPU. The result
+depends only on the bytes of the rule files, their names (which load issues and alerts
+report), the stage's options and the code that built it, so it is stored once and reused:
+
+* **Key** (:func:`rules_key`): SHA-256 over the cache format, the SysmonX version, a
+  fingerprint of every ``.py`` file of the installed ``sysmonx`` package (a changed compiler
+  never reuses an old result, whatever the version says), the interpreter's ``cache_tag``,
+  the versions of pySigma, google-re2, pyahocorasick, PyYAML and cloudpickle, the stage's
+  options, and for every path given: its name as given and the bytes of every file the loader
+  would read under it (folders walked as :func:`.rules.load_rules` walks them, a bundle as
+  its raw bytes). Nothing is keyed on times or sizes alone.
+* **Entry**: ``<dir>/<key>.pickle``: a magic line, the key, the SHA-256 of the payload, the
+  payload (the freshly compiled :class:`~.stage.DetectionStage`, serialised by cloudpickle,
+  which stores the rules' generated matcher functions; compiled RE2 patterns are stored as
+  their pattern and options and compiled again on load).
+* **Trust**: an entry is read only from a directory owned by the user running SysmonX that no
+  other user can write (created ``0700``), from a regular file (not a link) owned by that user
+  and writable by nobody else, with the right magic, key and payload digest. Reading an entry
+  runs no code but SysmonX's and its libraries' (the payload names functions the installed
+  packages define and generated matcher code), the same trust Python gives to its own
+  ``__pycache__``: anyone who can write there as that user can already change the installed
+  code. Any entry that fails a check, or cannot be read, is ignored (a ``note`` says why) and
+  rebuilt; a cache that cannot be written only costs the start-up time.
+* **Bound**: at most :data:`MAX_ENTRIES` entries and :data:`MAX_TOTAL_BYTES` together;
+  the least recently used go first.
+
+A miss hashes the inputs before and after loading and stores the result only when both
+digests agree (rules edited during the load are not stored under either version).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import io
+import os
+import pickle
+import stat
+import sys
+import tempfile
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Union
+
+__all__ = ["RuleCache", "CacheResult", "rules_key", "default_cache_dir", "MAX_ENTRIES",
+           "MAX_TOTAL_BYTES", "CACHE_FORMAT"]
+
+#: Bumped when the entry layout changes.
+CACHE_FORMAT = 1
+_MAGIC = b"SYSMONX-SIGMA-CACHE %d\n" % CACHE_FORMAT
+#: Entries kept in one cache directory (least recently used removed beyond).
+MAX_ENTRIES = 8
+#: Bytes kept in one cache directory (least recently used removed beyond).
+MAX_TOTAL_BYTES = 512 << 20
+#: An entry larger than this is not read (a rule set of ~2,000 rules is ~30 MB).
+MAX_ENTRY_BYTES = 1 << 30
+_DEPENDENCIES = ("pysigma", "google-re2", "pyahocorasick", "pyyaml", "cloudpickle")
+
+
+def default_cache_dir() -> Path:
+    """``$SYSMONX_CACHE_DIR``, else ``$XDG_CACHE_HOME/sysmonx/sigma``, else
+    ``~/.cache/sysmonx/sigma``."""
+    env = os.environ.get("SYSMONX_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sysmonx" / "sigma"
+
+
+_CODE_FINGERPRINT: Optional[bytes] = None
+
+
+def _code_fingerprint() -> bytes:
+    """SHA-256 over the relative path and bytes of every ``.py`` file of the ``sysmonx``
+    package as installed (computed once per process, a few milliseconds)."""
+    global _CODE_FINGERPRINT
+    if _CODE_FINGERPRINT is None:
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.sha256()
+        for p in sorted(root.rglob("*.py")):
+            h.update(str(p.relative_to(root)).encode() + b"\0")
+            h.update(p.read_bytes())
+            h.update(b"\0")
+        _CODE_FINGERPRINT = h.digest()
+    return _CODE_FINGERPRINT
+
+
+def _versions() -> str:
+    from importlib import metadata
+
+    from ..version import __version__
+    out = [f"sysmonx={__version__}", f"python={sys.implementation.cache_tag}"]
+    for name in _DEPENDENCIES:
+        try:
+            out.append(f"{name}={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            out.append(f"{name}=-")
+    return ";".join(out)
+
+
+def _hash_file(h: Any, path: Path) -> None:
+    try:
+        if not path.is_file():  # the loader skips (and reports) FIFOs, sockets, devices
+            h.update(b"not-a-file\0")
+            return
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                h.update(chunk)
+    except OSError as exc:
+        h.update(f"unreadable:{exc.errno}".encode())
+    h.update(b"\0")
+
+
+def rules_key(paths: Iterable[Union[str, Path]], options: Any = None) -> str:
+    """The cache key (64 hex digits) of rules loaded from ``paths`` with ``options``.
+
+    Args:
+        paths: what :func:`~.rules.load_rules` is given (files, folders, bundles), in order.
+        options: the stage's options; their ``repr`` is part of the key.
+    Raises:
+        FileNotFoundError: a path that does not exist (as the loader would).
+    """
+    from .rules import BUNDLE_SUFFIXES, RULE_EXTENSIONS
+    h = hashlib.sha256()
+    h.update(_MAGIC + _versions().encode() + b"\0" + _code_fingerprint())
+    h.update(repr(options).encode() + b"\0")
+    for p in paths:
+        path = Path(p)
+        h.update(b"path\0" + os.fsencode(str(p)) + b"\0")
+        if path.is_dir():
+            for sub in sorted(path.rglob("*")):
+                if sub.name.lower().endswith(RULE_EXTENSIONS + BUNDLE_SUFFIXES) \
+                        and not sub.is_dir():
+                    h.update(os.fsencode(str(sub)) + b"\0")
+                    _hash_file(h, sub)
+        elif path.exists():
+            _hash_file(h, path)
+        else:
+            raise FileNotFoundError(f"no such rule file or folder: {p}")
+    return h.hexdigest()
+
+
+# -- serialisation ---------------------------------------------------------------------------
+
+def _recompile(pattern: str, case_sensitive: bool, dot_nl: bool, max_mem: int) -> Any:
+    from ..core.regex import compile_pattern
+    return compile_pattern(pattern, case_sensitive=case_sensitive, dot_nl=dot_nl,
+                           max_mem=max_mem)
+
+
+def _rule_without_detection(cls: Any, state: dict) -> Any:
+    """A pySigma rule rebuilt from ``state`` (its ``detection`` left out: see _Pickler)."""
+    rule = cls.__new__(cls)
+    rule.__dict__.update(state)
+    return rule
+
+
+def _pickler_class() -> type:
+    import cloudpickle
+    import re2
+    from sigma.rule import SigmaRule
+
+    class _Pickler(cloudpickle.Pickler):
+        """cloudpickle with four additions: an RE2 pattern is stored as its pattern and
+        options; a function carrying a ``recipe`` (``(factory, args)``, e.g.
+        :func:`sysmonx.core.regex.searcher`'s) is stored as that call; a method of a C object
+        (an automaton's ``iter``) as the object and the method's name; a pySigma detection
+        rule without its ``detection`` tree (``None`` when loaded): a compiled stage keeps
+        its rules for their metadata (id, title, level, tags, the references of
+        correlations) and never reads the tree again, which is a third of the entry and of
+        its load time."""
+
+        def reducer_override(self, obj: Any) -> Any:
+            t = type(obj)
+            if isinstance(obj, SigmaRule) and "detection" in obj.__dict__:
+                state = dict(obj.__dict__, detection=None)
+                return _rule_without_detection, (t, state)
+            if t is re2._Regexp:
+                o = obj.options
+                return _recompile, (obj.pattern, o.case_sensitive, o.dot_nl, o.max_mem)
+            if t is types.FunctionType and "recipe" in obj.__dict__:
+                return obj.recipe
+            if t is types.BuiltinMethodType and not isinstance(obj.__self__, types.ModuleType):
+                return getattr, (obj.__self__, obj.__name__)
+            return super().reducer_override(obj)
+
+    return _Pickler
+
+
+def dumps(obj: Any) -> bytes:
+    """``obj`` serialised for the cache.
+
+    Raises:
+        pickle.PicklingError, TypeError: something in ``obj`` cannot be stored.
+    """
+    buf = io.BytesIO()
+    _pickler_class()(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
+def loads(data: Union[bytes, memoryview]) -> Any:
+    """The object :func:`dumps` stored, built with the garbage collector paused (hundreds of
+    thousands of objects, none of them garbage)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return pickle.loads(data)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+# -- the directory ---------------------------------------------------------------------------
+
+@dataclass
+class CacheResult:
+    """What a :meth:`RuleCache.get` or :meth:`RuleCache.put` did.
+
+    Attributes:
+        status: ``hit``, ``miss``, ``stored``, ``ignored`` (an entry failed a check) or
+            ``unwritable``.
+        path: the entry's path.
+        notes: reasons, for a person (why an entry was ignored or could not be written).
+    """
+
+    status: str
+    path: Optional[Path] = None
+    notes: list = field(default_factory=list)
+
+
+def _private_dir(path: Path, euid: int) -> Optional[str]:
+    """Why ``path`` is not a directory only ``euid`` can write, or ``None`` when it is."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory"
+    if st.st_uid != euid:
+        return f"{path} is owned by uid {st.st_uid}, not {euid}"
+    if st.st_mode & 0o022:
+        return f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+class RuleCache:
+    """Compiled rule sets stored under ``directory`` (default :func:`default_cache_dir`).
+
+    Args:
+        directory: the cache directory; created ``0700`` when missing.
+    """
+
+    def __init__(self, directory: Union[str, Path, None] = None) -> None:
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+
+    def entry(self, key: str) -> Path:
+        """The entry path of ``key``."""
+        return self.directory / f"{key}.pickle"
+
+    def get(self, key: str, expect: type = object) -> tuple[Any, CacheResult]:
+        """``(object, result)``: the stored object of ``key`` (``None`` on a miss or when the
+        entry was ignored; ``result.notes`` says why), which must be an ``expect``. Never
+        raises for a bad entry."""
+        path = self.entry(key)
+        euid = os.geteuid()
+        why = _private_dir(self.directory, euid)
+        if why is not None:
+            if not self.directory.exists():
+                return None, CacheResult("miss", path)
+            return None, CacheResult("ignored", path, [f"rule cache not used: {why}"])
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return None, CacheResult("miss", path)
+        except OSError as exc:
+            return None, CacheResult("ignored", path, [f"rule cache entry {path}: {exc}"])
+        try:
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != euid or st.st_mode & 0o022:
+                    raise ValueError("not a regular file owned by this user and private")
+                if st.st_size > MAX_ENTRY_BYTES:
+                    raise ValueError(f"larger than {MAX_ENTRY_BYTES} bytes")
+                data = f.read()
+            head = len(_MAGIC)
+            if data[:head] != _MAGIC:
+                raise ValueError("not a rule cache entry of this format")
+            if data[head:head + 64] != key.encode():
+                raise ValueError("entry of another key")
+            digest = data[head + 64:head + 96]
+            payload = memoryview(data)[head + 96:]
+            if hashlib.sha256(payload).digest() != digest:
+                raise ValueError("damaged (payload digest differs)")
+            obj = loads(payload)
+            if not isinstance(obj, expect):
+                raise ValueError(f"holds a {type(obj).__name__}, not a {expect.__name__}")
+        except Exception as exc:  # noqa: BLE001 - any failure means: rebuild
+            self._remove(path)
+            return None, CacheResult("ignored", path, [f"rule cache entry {path} ignored and "
+                                                       f"rebuilt: {exc}"])
+        try:
+            os.utime(path)  # least recently used order
+        except OSError:
+            pass
+        return obj, CacheResult("hit", path)
+
+    def put(self, key: str, obj: Any) -> CacheResult:
+        """Store ``obj`` under ``key`` (atomically: a temporary file renamed). Never raises;
+        the result says what happened."""
+        path = self.entry(key)
+        try:
+            payload = dumps(obj)
+        except Exception as exc:  # noqa: BLE001 - a rule set that cannot be stored: no cache
+            return CacheResult("unwritable", path, [f"rule cache: cannot store: {exc}"])
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            why = _private_dir(self.directory, os.geteuid())
+            if why is not None:
+                return CacheResult("unwritable", path, [f"rule cache not used: {why}"])
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".pickle")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(_MAGIC + key.encode() + hashlib.sha256(payload).digest())
+                    f.write(payload)
+                os.replace(tmp, path)
+            except BaseException:
+                self._remove(Path(tmp))
+                raise
+        except OSError as exc:
+            return CacheResult("unwritable", path, [f"rule cache: cannot write {path}: {exc}"])
+        self._trim(keep=path)
+        return CacheResult("stored", path)
+
+    def _trim(self, keep: Path) -> None:
+        try:
+            entries = [(p.stat().st_mtime, p.stat().st_size, p)
+                       for p in self.directory.glob("*.pickle") if p != keep]
+        except OSError:
+            return
+        entries.sort(reverse=True)
+        total = keep.stat().st_size if keep.exists() else 0
+        for n, (_, size, p) in enumerate(entries, start=1):
+            total += size
+            if n >= MAX_ENTRIES or total > MAX_TOTAL_BYTES:
+                self._remove(p)
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def cached(paths: list, options: Any, build: Callable[[], Any],
+           cache: Optional[RuleCache], expect: type = object) -> tuple[Any, list]:
+    """``(object, notes)``: the object built by ``build()`` for rules at ``paths``, from
+    ``cache`` when it holds one (an ``expect``), else built and stored (see the module
+    docstring).
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+    """
+    if cache is None:
+        return build(), []
+    key = rules_key(paths, options)
+    obj, res = cache.get(key, expect)
+    if obj is not None:
+        return obj, res.notes
+    notes = list(res.notes)
+    obj = build()
+    if rules_key(paths, options) == key:
+        notes += cache.put(key, obj).notes
+    else:
+        notes.append("rule cache: rule files changed while loading; not stored")
+    return obj, notes

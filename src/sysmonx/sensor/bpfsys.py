@@ -1,0 +1,145 @@
+"""The few ``bpf(2)`` commands the sensor's self-protection needs, by raw syscall (ctypes):
+freeze a map, and name the map, program or link behind a file descriptor or an id.
+
+Layouts: ``union bpf_attr`` and ``struct bpf_prog_info`` / ``bpf_map_info`` /
+``bpf_link_info`` of include/uapi/linux/bpf.h (stable UAPI: fields are only ever appended).
+Every function raises :class:`OSError` with the kernel's errno.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+import struct
+from typing import Optional
+
+__all__ = ["BPF_COMMANDS", "PROG_TYPES", "map_freeze", "prog_info", "map_info", "fdinfo",
+           "prog_fd_by_id", "prog_info_by_id"]
+
+#: ``enum bpf_cmd`` values -> names (as Sysmon for Linux's BpfCommand field spells them).
+BPF_COMMANDS = {
+    0: "BPF_MAP_CREATE", 1: "BPF_MAP_LOOKUP_ELEM", 2: "BPF_MAP_UPDATE_ELEM",
+    3: "BPF_MAP_DELETE_ELEM", 4: "BPF_MAP_GET_NEXT_KEY", 5: "BPF_PROG_LOAD", 6: "BPF_OBJ_PIN",
+    7: "BPF_OBJ_GET", 8: "BPF_PROG_ATTACH", 9: "BPF_PROG_DETACH", 10: "BPF_PROG_TEST_RUN",
+    11: "BPF_PROG_GET_NEXT_ID", 12: "BPF_MAP_GET_NEXT_ID", 13: "BPF_PROG_GET_FD_BY_ID",
+    14: "BPF_MAP_GET_FD_BY_ID", 15: "BPF_OBJ_GET_INFO_BY_FD", 16: "BPF_PROG_QUERY",
+    17: "BPF_RAW_TRACEPOINT_OPEN", 18: "BPF_BTF_LOAD", 19: "BPF_BTF_GET_FD_BY_ID",
+    20: "BPF_TASK_FD_QUERY", 21: "BPF_MAP_LOOKUP_AND_DELETE_ELEM", 22: "BPF_MAP_FREEZE",
+    23: "BPF_BTF_GET_NEXT_ID", 24: "BPF_MAP_LOOKUP_BATCH", 25: "BPF_MAP_LOOKUP_AND_DELETE_BATCH",
+    26: "BPF_MAP_UPDATE_BATCH", 27: "BPF_MAP_DELETE_BATCH", 28: "BPF_LINK_CREATE",
+    29: "BPF_LINK_UPDATE", 30: "BPF_LINK_GET_FD_BY_ID", 31: "BPF_LINK_GET_NEXT_ID",
+    32: "BPF_ENABLE_STATS", 33: "BPF_ITER_CREATE", 34: "BPF_LINK_DETACH", 35: "BPF_PROG_BIND_MAP",
+}
+
+#: ``enum bpf_prog_type`` values -> names (BpfProgramType).
+PROG_TYPES = {
+    0: "BPF_PROG_TYPE_UNSPEC", 1: "BPF_PROG_TYPE_SOCKET_FILTER", 2: "BPF_PROG_TYPE_KPROBE",
+    3: "BPF_PROG_TYPE_SCHED_CLS", 4: "BPF_PROG_TYPE_SCHED_ACT", 5: "BPF_PROG_TYPE_TRACEPOINT",
+    6: "BPF_PROG_TYPE_XDP", 7: "BPF_PROG_TYPE_PERF_EVENT", 8: "BPF_PROG_TYPE_CGROUP_SKB",
+    9: "BPF_PROG_TYPE_CGROUP_SOCK", 10: "BPF_PROG_TYPE_LWT_IN", 11: "BPF_PROG_TYPE_LWT_OUT",
+    12: "BPF_PROG_TYPE_LWT_XMIT", 13: "BPF_PROG_TYPE_SOCK_OPS", 14: "BPF_PROG_TYPE_SK_SKB",
+    15: "BPF_PROG_TYPE_CGROUP_DEVICE", 16: "BPF_PROG_TYPE_SK_MSG",
+    17: "BPF_PROG_TYPE_RAW_TRACEPOINT", 18: "BPF_PROG_TYPE_CGROUP_SOCK_ADDR",
+    19: "BPF_PROG_TYPE_LWT_SEG6LOCAL", 20: "BPF_PROG_TYPE_LIRC_MODE2",
+    21: "BPF_PROG_TYPE_SK_REUSEPORT", 22: "BPF_PROG_TYPE_FLOW_DISSECTOR",
+    23: "BPF_PROG_TYPE_CGROUP_SYSCTL", 24: "BPF_PROG_TYPE_RAW_TRACEPOINT_WRITABLE",
+    25: "BPF_PROG_TYPE_CGROUP_SOCKOPT", 26: "BPF_PROG_TYPE_TRACING",
+    27: "BPF_PROG_TYPE_STRUCT_OPS", 28: "BPF_PROG_TYPE_EXT", 29: "BPF_PROG_TYPE_LSM",
+    30: "BPF_PROG_TYPE_SK_LOOKUP", 31: "BPF_PROG_TYPE_SYSCALL", 32: "BPF_PROG_TYPE_NETFILTER",
+}
+
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "i686": 357, "armv7l": 386, "riscv64": 280,
+            "ppc64le": 361, "s390x": 351}
+_ATTR_SIZE = 144
+_libc: Optional[ctypes.CDLL] = None
+
+
+def _bpf(cmd: int, attr: bytearray) -> int:
+    global _libc
+    nr = _SYS_BPF.get(platform.machine())
+    if nr is None:
+        raise OSError(38, f"bpf(2) syscall number unknown on {platform.machine()}")
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _libc.syscall.restype = ctypes.c_long
+    buf = (ctypes.c_char * len(attr)).from_buffer(attr)
+    rc = _libc.syscall(ctypes.c_long(nr), ctypes.c_long(cmd), buf, ctypes.c_uint(len(attr)))
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bpf({BPF_COMMANDS.get(cmd, cmd)}): {os.strerror(err)}")
+    return int(rc)
+
+
+def map_freeze(fd: int) -> None:
+    """``BPF_MAP_FREEZE``: from now on no ``bpf()`` caller (this process included) can change
+    the map; BPF programs still can. Raises OSError (EBUSY: a writable mmap exists; ENOTSUPP /
+    EINVAL: the map type cannot be frozen, e.g. a ring buffer)."""
+    attr = bytearray(_ATTR_SIZE)
+    struct.pack_into("<I", attr, 0, fd)
+    _bpf(22, attr)
+
+
+def _info(fd: int, size: int) -> bytes:
+    info = bytearray(size)
+    ibuf = (ctypes.c_char * size).from_buffer(info)
+    attr = bytearray(_ATTR_SIZE)
+    struct.pack_into("<IIQ", attr, 0, fd, size, ctypes.addressof(ibuf))
+    _bpf(15, attr)
+    return bytes(info)
+
+
+def prog_info(fd: int) -> dict:
+    """``BPF_OBJ_GET_INFO_BY_FD`` on a program fd: ``{"type": int, "type_name": str, "id": int,
+    "name": str}``."""
+    raw = _info(fd, 232)
+    ptype, pid = struct.unpack_from("<II", raw, 0)
+    name = raw[64:80].split(b"\0", 1)[0].decode("ascii", "replace")
+    return {"type": ptype, "type_name": PROG_TYPES.get(ptype, str(ptype)), "id": pid,
+            "name": name}
+
+
+def map_info(fd: int) -> dict:
+    """``BPF_OBJ_GET_INFO_BY_FD`` on a map fd: ``{"type": int, "id": int, "name": str,
+    "frozen": None}`` (the freeze state is in :func:`fdinfo`)."""
+    raw = _info(fd, 88)
+    mtype, mid = struct.unpack_from("<II", raw, 0)
+    name = raw[24:40].split(b"\0", 1)[0].decode("ascii", "replace")
+    return {"type": mtype, "id": mid, "name": name, "frozen": None}
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    """``BPF_PROG_GET_FD_BY_ID``: a new fd (the caller closes it). Raises OSError (ENOENT)."""
+    attr = bytearray(_ATTR_SIZE)
+    struct.pack_into("<I", attr, 0, prog_id)
+    return _bpf(13, attr)
+
+
+def prog_info_by_id(prog_id: int) -> Optional[dict]:
+    """:func:`prog_info` of the program with this id, ``None`` if it is gone."""
+    try:
+        fd = prog_fd_by_id(prog_id)
+    except OSError:
+        return None
+    try:
+        return prog_info(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def fdinfo(pid: int, fd: int) -> dict:
+    """``/proc/PID/fdinfo/FD`` as ``{key: value text}`` (``map_id``, ``prog_id``, ``frozen``,
+    ``link_type`` ...); ``{}`` when it cannot be read (the fd is gone)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
+            for line in f:
+                k, sep, v = line.partition(":")
+                if sep:
+                    out[k.strip()] = v.strip()
+    except OSError:
+        pass
+    return out

@@ -1,0 +1,985 @@
+"""The sensor's self-protection: heartbeats (event 202), and TamperFinding events (201) for the
+live techniques an attacker uses to blind, stop, reconfigure or fool it.
+
+One :class:`SensorGuard` per live run. :class:`~sysmonx.sensor.live.LiveSource` calls
+:meth:`SensorGuard.start` after its events 16 and 4 ``Started``, :meth:`SensorGuard.collect`
+on every turn of its loop (what the watchers found, and the heartbeat when due) and
+:meth:`SensorGuard.finish` before event 4 ``Stopped``; after 4 ``Stopped`` is out,
+:meth:`SensorGuard.mark_clean` records the clean end.
+
+What is watched, and how (technique names: :data:`~sysmonx.stages.tamperfinding.TECHNIQUES`):
+
+* ``unclean_shutdown``: the state file (``<state_dir>/state.json``, 0600 in a 0700 directory)
+  says ``running`` at start: the previous run never wrote 4 ``Stopped`` (kill -9, crash, power
+  loss). The finding carries that run's pid, start and last heartbeat sequence and time.
+* heartbeat: event 202 at start, every ``heartbeat_s`` and before 4 ``Stopped``; ``Sequence``
+  continues across restarts (from the state file), ``SecondsSincePrevious`` is the time since
+  the previous heartbeat, also across restarts (0 when there was none: no state), so the first
+  heartbeat after a kill -9, a SIGSTOP or a hung loop says how long the sensor was silent;
+  ``EventsWritten``/``EventsLost`` count since the previous heartbeat.
+* ``sensor_ptrace``: ``TracerPid`` of every thread of the sensor (``/proc/self/task/*/status``),
+  polled every ``poll_s``; the tracer is the actor.
+* ``sensor_signal``: tracefs ``signal:signal_generate`` for signals whose target is the sensor
+  (kernel filter on the target pid), in a private tracefs instance; the sender is the actor.
+  SIGSTOP is read once the sensor runs again; SIGTERM before 4 ``Stopped``; SIGKILL cannot be
+  reported by the process it kills (the next start reports ``unclean_shutdown``).
+* ``bpf_map_tamper`` and event 100: tracefs ``syscalls:sys_enter_bpf``/``sys_exit_bpf`` of other
+  processes: a ``BPF_MAP_GET_FD_BY_ID``/``BPF_PROG_GET_FD_BY_ID``/``BPF_LINK_GET_FD_BY_ID``
+  whose new fd (``/proc/PID/fdinfo``) is one of the sensor's maps, programs or links is a
+  finding; program loads, attaches, links, raw tracepoint opens and detaches are event 100.
+* ``bpf_detach``: the backends' :meth:`~sysmonx.sensor.backends.base.Backend.integrity`
+  (eBPF: each program still attached), and ``BPF_LINK_DETACH``/``BPF_PROG_DETACH`` by another
+  process on one of the sensor's links.
+* ``audit_rules_changed``: the audit backend's :meth:`integrity` (rules keyed ``sysmonx``
+  missing, audit disabled, the audit pid taken).
+* ``config_modified``: the config file's content differs from the configuration in force for
+  longer than ``config_grace_s`` without a reload (SIGHUP), or the file was removed.
+* ``preload_hook``: ``/etc/ld.so.preload`` present at start, created, changed or removed;
+  ``LD_PRELOAD`` in the sensor's environment; a library mapped into the sensor from a
+  world-writable directory or named by the preload list.
+* ``output_blocked``: an output file or the syslog socket removed or replaced (another inode at
+  the path), or an output failing (events not taken since the last check).
+* ``clock_changed``: the wall clock moved against the monotonic clock by more than
+  ``clock_jump_s``.
+* ``self_modified``: a file recorded in the install manifest (``sysmonx -i``) whose SHA256
+  differs (checked at start).
+
+Checks run on one daemon thread (``sysmonx-guard``); findings wait in a thread-safe queue
+until the loop collects them. Nothing here raises into the loop: a check that cannot run says
+why once (``on_status``) and is skipped.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import select
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+from ..event import Event
+from ..stages.tamperfinding import HEARTBEAT_EVENT_ID, tamper_finding
+from . import bpfsys
+from .assemble import Assembler, utc_time
+
+__all__ = ["GuardOptions", "SensorGuard", "SensorState", "read_state", "sd_notify",
+           "PRELOAD_PATH"]
+
+PRELOAD_PATH = "/etc/ld.so.preload"
+_WRITABLE_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
+_SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL", 10: "SIGUSR1",
+             12: "SIGUSR2", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 18: "SIGCONT",
+             19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU"}
+#: Signals never reported: SIGCHLD (children exiting), SIGWINCH, SIGURG.
+_IGNORED_SIGNALS = frozenset({17, 28, 23})
+#: How long a finding waits for its actor to appear in the process cache (seconds).
+ACTOR_WAIT_S = 2.0
+#: The costlier checks (the sensor's memory map, its fds for the backends' integrity, the
+#: preload file) run every this many turns of ``poll_s`` (every 2.5 s by default).
+SLOW_EVERY = 5
+
+
+@dataclass
+class GuardOptions:
+    """What the guard does.
+
+    Attributes:
+        heartbeat_s: seconds between heartbeats (0: none).
+        state_dir: where ``state.json`` lives (heartbeat sequence, running flag); ``None``: no
+            state (sequence starts at 1, no ``unclean_shutdown``).
+        config_path: the config file to watch (``None``: not watched).
+        outputs: output file paths and the syslog socket path to watch.
+        poll_s: seconds between checks.
+        trace: watch signals and bpf() calls through tracefs (root).
+        config_grace_s: how long the file may differ from the running config before it is a
+            finding (an edit followed by SIGHUP is not).
+        clock_jump_s: wall-clock jump that is a finding.
+        install_manifest: JSON file ``{path: sha256}`` written by ``sysmonx -i``.
+    """
+
+    heartbeat_s: float = 60.0
+    state_dir: Optional[str] = None
+    config_path: Optional[str] = None
+    outputs: tuple[str, ...] = ()
+    poll_s: float = 0.5
+    trace: bool = True
+    config_grace_s: float = 2.0
+    clock_jump_s: float = 2.0
+    install_manifest: Optional[str] = None
+
+
+@dataclass
+class SensorState:
+    """The state file: ``sequence`` (last heartbeat), ``running`` (no clean stop yet), ``pid``,
+    ``started`` and ``last_heartbeat`` (Sysmon UtcTime text), ``last_heartbeat_ns`` (ns since
+    1970, 0 when none)."""
+
+    sequence: int = 0
+    running: bool = False
+    pid: int = 0
+    started: str = ""
+    last_heartbeat: str = ""
+    last_heartbeat_ns: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def read_state(state_dir: str) -> Optional[SensorState]:
+    """The state in ``state_dir/state.json``, ``None`` when absent.
+
+    Raises:
+        ValueError: the file exists but is not a state file (damaged or edited).
+    """
+    path = os.path.join(state_dir, "state.json")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(1 << 16)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror}") from None
+    try:
+        d = json.loads(raw)
+        return SensorState(int(d["sequence"]), bool(d["running"]), int(d.get("pid", 0)),
+                           str(d.get("started", "")), str(d.get("last_heartbeat", "")),
+                           int(d.get("last_heartbeat_ns", 0)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a SysmonX state file ({exc})") from None
+
+
+def sd_notify(message: str) -> bool:
+    """Send ``message`` (``READY=1``, ``WATCHDOG=1`` ...) to systemd's ``NOTIFY_SOCKET``, if the
+    service manager gave one (``Type=notify``); ``False`` when there is none or it failed."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    import socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(addr)
+            s.sendall(message.encode())
+        return True
+    except OSError:
+        return False
+
+
+def _write_state(state_dir: str, st: SensorState) -> None:
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(state_dir, "state.json")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    data = json.dumps({"sequence": st.sequence, "running": st.running, "pid": st.pid,
+                       "started": st.started, "last_heartbeat": st.last_heartbeat,
+                       "last_heartbeat_ns": st.last_heartbeat_ns}).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _sha256(path: str) -> Optional[str]:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _ident(path: str) -> Optional[tuple[int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class SensorGuard:
+    """Heartbeats and live tamper findings for one run (module docstring).
+
+    Args:
+        options: :class:`GuardOptions`.
+        assembler: the source's :class:`~sysmonx.sensor.assemble.Assembler` (the envelope of
+            the events, the process cache for actors).
+        backend: the tier's name (Heartbeat ``Backend``), or what is followed.
+        config_hash: ``SHA256=<hex>`` of the configuration in force, or ``-``.
+        backends: the running backends (their :meth:`integrity` and BPF objects).
+        on_status: one-line status messages.
+    Attributes:
+        counters: callable returning ``(events written, events lost in the kernel or queues,
+            events an output did not take)`` totals so far (set by the run; zeros until then).
+        findings: technique -> findings so far.
+    """
+
+    def __init__(self, options: GuardOptions, assembler: Assembler, *, backend: str = "",
+                 config_hash: str = "-", backends: Iterable[Any] = (),
+                 on_status: Optional[Callable[[str], None]] = None) -> None:
+        self.options = options
+        self.assembler = assembler
+        self.backend = backend
+        self.config_hash = config_hash
+        self.backends = list(backends)
+        self.on_status = on_status or (lambda msg: None)
+        self.counters: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        #: CPU time (s) of the guard's thread so far (its checks and the trace reading)
+        self.cpu_s = 0.0
+        self._started_mono = time.monotonic()
+        self.findings: dict[str, int] = {}
+        self.pid = os.getpid()
+        self._out: deque[Event] = deque()
+        self._deferred: list[tuple[float, int, Event]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._state = SensorState()
+        self._seq = 0
+        self._last_counts = (0, 0)
+        self._last_hb_ns = 0
+        self._next_hb = 0.0
+        self._trace: Optional[_GuardTrace] = None
+        self._said: set[str] = set()
+        # baselines
+        self._tracers: dict[int, int] = {}
+        self._cfg_ident: Optional[tuple] = None
+        self._cfg_disk: Optional[str] = None
+        self._cfg_since: Optional[float] = None
+        self._cfg_reported: Optional[str] = None
+        self._preload: Optional[str] = None
+        self._maps_seen: set[str] = set()
+        self._outputs: dict[str, Optional[tuple[int, int]]] = {}
+        self._lost_seen = 0
+        self._clock = time.time_ns() - time.monotonic_ns()
+        self._integrity_seen: set[tuple[str, str]] = set()
+        self._stopping = False
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        wpid = os.environ.get("WATCHDOG_PID", "")
+        self._watchdog_s = int(usec) / 1e6 if usec.isdigit() and (
+            not wpid or wpid == str(self.pid)) else 0.0
+        self._next_watchdog = 0.0
+
+    # --- findings ----------------------------------------------------------------------------
+
+    def finding(self, technique: str, details: str, *, pid: Optional[int] = None,
+                when: Optional[int] = None) -> None:
+        """Queue one TamperFinding (thread-safe); ``pid`` is the actor (its GUID and image from
+        the process cache). An actor already gone and not yet in the cache (a short-lived
+        ``kill`` or ``bpftool``: its exec is still in the backends' ordering window) is looked
+        up again for up to :data:`ACTOR_WAIT_S` before the finding goes out with the unknown
+        values."""
+        ev = tamper_finding(technique, details, when=when, source="live", process_id=pid,
+                            platform="linux")
+        self._envelope(ev)
+        with self._lock:
+            self.findings[technique] = self.findings.get(technique, 0) + 1
+        self.queue_event(ev, pid)
+
+    def _actor(self, ev: Event, pid: int, final: bool = False) -> bool:
+        """Fill the actor fields from the cache; ``False`` (nothing filled) while the cache
+        knows only a fork of the process (no exec yet) or nothing, unless ``final``."""
+        info = self.assembler.cache.get(pid)
+        if info is None or ((info.forked or not info.image) and not final):
+            return False
+        ev.data["ProcessGuid"] = info.guid
+        ev.data["Image"] = info.image or "-"
+        if "User" in ev.data:
+            ev.data["User"] = info.user
+        return True
+
+    def _resolve_deferred(self, force: bool = False) -> None:
+        if not self._deferred:
+            return
+        now = time.monotonic()
+        with self._lock:
+            waiting, self._deferred = self._deferred, []
+        keep = []
+        for deadline, pid, ev in waiting:
+            if self._actor(ev, pid, final=force or now >= deadline) or force or now >= deadline:
+                with self._lock:
+                    self._out.append(ev)
+            else:
+                keep.append((deadline, pid, ev))
+        with self._lock:
+            self._deferred.extend(keep)
+
+    def _envelope(self, ev: Event) -> None:
+        a = self.assembler
+        ev.provider, ev.provider_guid, ev.channel = a.provider, a.provider_guid, a.channel
+        ev.computer, ev.user_id = a.computer, a.euid
+
+    def queue_event(self, ev: Event, pid: Optional[int] = None) -> None:
+        """Queue an event for the loop (thread-safe); with ``pid``, its actor fields
+        (``ProcessGuid``, ``Image``, ``User`` when present) are filled from the process cache,
+        waiting for it as :meth:`finding` does."""
+        if pid and not self._actor(ev, pid):
+            with self._lock:
+                self._deferred.append((time.monotonic() + ACTOR_WAIT_S, pid, ev))
+            return
+        with self._lock:
+            self._out.append(ev)
+
+    def _say(self, key: str, msg: str) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self.on_status(msg)
+
+    # --- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> list[Event]:
+        """Read and update the state file, take the baselines, start the watchers; return the
+        start events (``unclean_shutdown``, ``self_modified``, ``preload_hook`` findings, the
+        first heartbeat)."""
+        now = time.time_ns()
+        o = self.options
+        if o.state_dir:
+            try:
+                prev = read_state(o.state_dir)
+            except ValueError as exc:
+                prev = None
+                self.finding("self_modified", f"sensor state file unreadable: {exc}; heartbeat "
+                             "sequence restarts")
+            if prev is not None:
+                self._seq = prev.sequence
+                if prev.running:
+                    self.finding("unclean_shutdown",
+                                 f"previous run (pid {prev.pid}, started {prev.started or '-'} "
+                                 f"UTC) ended without event 4 Stopped; its last heartbeat was "
+                                 f"sequence {prev.sequence} at {prev.last_heartbeat or '-'} UTC")
+            self._state = SensorState(self._seq, True, self.pid, utc_time(now),
+                                      prev.last_heartbeat if prev else "",
+                                      prev.last_heartbeat_ns if prev else 0)
+            self._last_hb_ns = self._state.last_heartbeat_ns
+            try:
+                _write_state(o.state_dir, self._state)
+            except OSError as exc:
+                self._say("state", f"guard: cannot write state in {o.state_dir}: "
+                                   f"{exc.strerror}; no unclean-shutdown detection")
+        if o.install_manifest:
+            self._check_manifest(o.install_manifest)
+        env = os.environ.get("LD_PRELOAD")
+        if env:
+            self.finding("preload_hook", f"LD_PRELOAD set in the sensor's environment: {env}")
+        self._preload = self._read_preload()
+        if self._preload:
+            self.finding("preload_hook", f"{PRELOAD_PATH} present at start: "
+                                         f"{self._preload_summary(self._preload)}")
+        self._scan_maps()
+        if o.config_path:
+            self._cfg_ident = self._stat_sig(o.config_path)
+        for p in o.outputs:
+            self._outputs[p] = _ident(p)
+        self._tracer_check(initial=True)
+        if o.trace and os.geteuid() == 0:
+            try:
+                self._trace = _GuardTrace(self)
+            except OSError as exc:
+                self._say("trace", f"guard: signals and bpf() calls are not watched "
+                                   f"(tracefs: {exc.strerror or exc})")
+        self._heartbeat(now)
+        self._thread = threading.Thread(target=self._run, name="sysmonx-guard", daemon=True)
+        self._thread.start()
+        sd_notify("READY=1")
+        return self.drain()
+
+    def drain(self) -> list[Event]:
+        """Take every queued event."""
+        with self._lock:
+            out = list(self._out)
+            self._out.clear()
+        return out
+
+    def collect(self) -> list[Event]:
+        """Called by the loop on every turn: queued findings, and the heartbeat when due; tells
+        systemd's watchdog the loop is alive."""
+        mono = time.monotonic()
+        if self._watchdog_s and mono >= self._next_watchdog:
+            self._next_watchdog = mono + self._watchdog_s / 2
+            sd_notify("WATCHDOG=1")
+        if self.options.heartbeat_s > 0 and mono >= self._next_hb:
+            self._heartbeat(time.time_ns())
+        if not self._out:
+            return []
+        return self.drain()
+
+    def finish(self) -> list[Event]:
+        """Before 4 ``Stopped``: stop the watchers (a last read of the trace: the signal that
+        stops the sensor), the last heartbeat."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._trace is not None:
+            try:
+                self._trace.poll(0)
+            except OSError:
+                pass
+            self._trace.close()
+            self._trace = None
+        self._resolve_deferred(force=True)
+        self._heartbeat(time.time_ns())
+        return self.drain()
+
+    def mark_clean(self) -> None:
+        """After 4 ``Stopped`` went out: record the clean end in the state file."""
+        if self.options.state_dir:
+            self._state.running = False
+            try:
+                _write_state(self.options.state_dir, self._state)
+            except OSError:
+                pass
+
+    def summary(self) -> str:
+        """One line: the guard thread's CPU share, heartbeats written, findings by technique."""
+        wall = max(1e-9, time.monotonic() - self._started_mono)
+        found = ", ".join(f"{k} {v}" for k, v in sorted(self.findings.items())) or "none"
+        return (f"guard CPU {self.cpu_s:.2f} s over {wall:.0f} s ({100 * self.cpu_s / wall:.2f} % "
+                f"of one core); heartbeats {self._seq}; tamper findings: {found}")
+
+    def close(self) -> None:
+        """Stop the watchers without the last heartbeat (the run failed)."""
+        self._stop.set()
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
+
+    def config_reloaded(self, config_hash: str) -> None:
+        """A reload put a new configuration in force (``SHA256=<hex>`` or ``-``)."""
+        self.config_hash = config_hash
+        self._cfg_since = None
+        self._cfg_reported = None
+
+    # --- heartbeat ---------------------------------------------------------------------------
+
+    def _heartbeat(self, now_ns: int) -> None:
+        if self.options.heartbeat_s <= 0:
+            return
+        written, kernel_lost, undelivered = self.counters()
+        lost = kernel_lost + undelivered
+        w0, l0 = self._last_counts
+        self._last_counts = (written, lost)
+        self._seq += 1
+        self._next_hb = time.monotonic() + self.options.heartbeat_s
+        since = (now_ns - self._last_hb_ns) // 1_000_000_000 if self._last_hb_ns else 0
+        self._last_hb_ns = now_ns
+        ev = self.assembler.envelope(HEARTBEAT_EVENT_ID, {
+            "RuleName": "-", "UtcTime": utc_time(now_ns), "Sequence": str(self._seq),
+            "SecondsSincePrevious": str(max(0, since)),
+            "EventsWritten": str(max(0, written - w0)), "EventsLost": str(max(0, lost - l0)),
+            "Backend": self.backend or "-", "ConfigurationFileHash": self.config_hash or "-"},
+            now_ns)
+        with self._lock:
+            self._out.append(ev)
+        if self.options.state_dir:
+            self._state.sequence = self._seq
+            self._state.last_heartbeat = ev.data["UtcTime"]
+            self._state.last_heartbeat_ns = now_ns
+            try:
+                _write_state(self.options.state_dir, self._state)
+            except OSError as exc:
+                self._say("state", f"guard: cannot write state: {exc.strerror}")
+
+    # --- the watcher thread ------------------------------------------------------------------
+
+    def stopping(self) -> None:
+        """The run is ending: the backends are about to undo their set-up, which is not
+        tampering (the backends' integrity is no longer checked)."""
+        self._stopping = True
+
+    def _run(self) -> None:
+        poll = self.options.poll_s
+        cpu0 = time.thread_time()
+        self._started_mono = time.monotonic()
+        turn = 0
+        cheap = (self._tracer_check, self._config_check, self._clock_check,
+                 self._output_check, self._resolve_deferred)
+        # reading /proc/self/maps and every fd costs more: every SLOW_EVERY turns
+        slow = cheap + (self._preload_check, self._integrity_check)
+        while not self._stop.is_set():
+            self.cpu_s = time.thread_time() - cpu0
+            t0 = time.monotonic()
+            turn += 1
+            for check in (slow if turn % SLOW_EVERY == 1 else cheap):
+                try:
+                    check()
+                except Exception as exc:  # noqa: BLE001 - a check must never stop the others
+                    self._say(check.__name__, f"guard: {check.__name__} failed: {exc}")
+            if self._trace is not None:
+                try:
+                    self._trace.poll(max(0.0, poll - (time.monotonic() - t0)))
+                    continue
+                except OSError as exc:
+                    self._say("trace-read", f"guard: tracefs read failed: {exc}")
+            self._stop.wait(max(0.0, poll - (time.monotonic() - t0)))
+
+    def _tracer_check(self, initial: bool = False) -> None:
+        try:
+            tids = [int(t) for t in os.listdir("/proc/self/task")]
+        except OSError:
+            return
+        tracers: dict[int, list[int]] = {}
+        for tid in tids:
+            try:
+                with open(f"/proc/self/task/{tid}/status", encoding="ascii",
+                          errors="replace") as f:
+                    for line in f:
+                        if line.startswith("TracerPid:"):
+                            tracer = int(line.split()[1])
+                            if tracer:
+                                tracers.setdefault(tracer, []).append(tid)
+                            break
+            except (OSError, ValueError):
+                continue
+        for tracer, traced in sorted(tracers.items()):
+            if tracer in self._tracers:
+                continue
+            info = self.assembler.cache.get(tracer)
+            who = info.image if info is not None and info.image else "-"
+            what = "at start" if initial else "now"
+            self.finding("sensor_ptrace",
+                         f"the sensor is traced {what} by pid {tracer} ({who}): "
+                         f"{len(traced)} of its {len(tids)} threads", pid=tracer)
+        self._tracers = {t: len(v) for t, v in tracers.items()}
+
+    @staticmethod
+    def _stat_sig(path: str) -> Optional[tuple]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _config_check(self) -> None:
+        path = self.options.config_path
+        if not path:
+            return
+        sig = self._stat_sig(path)
+        if sig != self._cfg_ident:
+            self._cfg_ident = sig
+            if sig is None:
+                self._cfg_disk = "missing"
+            else:
+                h = _sha256(path)
+                self._cfg_disk = f"SHA256={h}" if h else "unreadable"
+        disk = self._cfg_disk
+        if disk is None or disk == self.config_hash:
+            self._cfg_since = None
+            return
+        now = time.monotonic()
+        if self._cfg_since is None:
+            self._cfg_since = now
+            return
+        if now - self._cfg_since >= self.options.config_grace_s and self._cfg_reported != disk:
+            self._cfg_reported = disk
+            if disk == "missing":
+                self.finding("config_modified", f"config file {path} was removed; the running "
+                                                f"configuration is {self.config_hash}")
+            else:
+                self.finding("config_modified",
+                             f"config file {path} changed on disk ({disk}) without a reload; "
+                             f"the running configuration is {self.config_hash}")
+
+    @staticmethod
+    def _read_preload() -> Optional[str]:
+        try:
+            with open(PRELOAD_PATH, "rb") as f:
+                return f.read(1 << 16).decode("utf-8", "replace")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"<unreadable: {exc.strerror}>"
+
+    @staticmethod
+    def _preload_summary(text: str) -> str:
+        libs = text.replace(":", " ").split()
+        return ", ".join(libs[:8]) + (" ..." if len(libs) > 8 else "") if libs else "(empty)"
+
+    def _preload_check(self) -> None:
+        now = self._read_preload()
+        if now != self._preload:
+            before = self._preload
+            self._preload = now
+            if now is None:
+                self.finding("preload_hook", f"{PRELOAD_PATH} removed (was: "
+                                             f"{self._preload_summary(before or '')})")
+            elif before is None:
+                self.finding("preload_hook", f"{PRELOAD_PATH} created: "
+                                             f"{self._preload_summary(now)}")
+            else:
+                self.finding("preload_hook", f"{PRELOAD_PATH} changed: "
+                                             f"{self._preload_summary(now)}")
+        self._scan_maps()
+
+    def _scan_maps(self) -> None:
+        listed = set((self._preload or "").replace(":", " ").split())
+        env = os.environ.get("LD_PRELOAD")
+        if env:
+            listed.update(env.replace(":", " ").split())
+        try:
+            with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+                paths = {line.split(None, 5)[5].strip() for line in f
+                         if line.count(" ") >= 5 and "/" in line}
+        except OSError:
+            return
+        for p in paths - self._maps_seen:
+            self._maps_seen.add(p)
+            if not p.startswith("/") or ".so" not in p:
+                continue
+            if p in listed or p.startswith(_WRITABLE_DIRS):
+                why = "named by the preload list" if p in listed else \
+                    "from a world-writable directory"
+                self.finding("preload_hook", f"library {p} mapped into the sensor ({why})")
+
+    def _clock_check(self) -> None:
+        offset = time.time_ns() - time.monotonic_ns()
+        jump = offset - self._clock
+        if abs(jump) > self.options.clock_jump_s * 1e9:
+            self._clock = offset
+            self.finding("clock_changed", f"wall clock jumped {jump / 1e9:+.3f} s against the "
+                                          "monotonic clock")
+        else:  # follow NTP's slow slew
+            self._clock = offset
+
+    def _output_check(self) -> None:
+        for path, ident in list(self._outputs.items()):
+            now = _ident(path)
+            if now == ident:
+                continue
+            self._outputs[path] = now
+            if now is None:
+                self.finding("output_blocked", f"output {path} was removed")
+            elif ident is None:
+                self.finding("output_blocked", f"output {path} appeared again (another file)")
+            else:
+                self.finding("output_blocked", f"output {path} was replaced by another file "
+                                               f"(inode {ident[1]} -> {now[1]})")
+        undelivered = self.counters()[2]
+        if undelivered > self._lost_seen:
+            n = undelivered - self._lost_seen
+            self._lost_seen = undelivered
+            self.finding("output_blocked", f"{n} events could not be written to an output since "
+                                           "the last check")
+
+    def _integrity_check(self) -> None:
+        if self._stopping:
+            return
+        for b in self.backends:
+            check = getattr(b, "integrity", None)
+            if check is None:
+                continue
+            problems = set(check())
+            for technique, details in problems - self._integrity_seen:
+                self.finding(technique, details)
+            self._integrity_seen = (self._integrity_seen & problems) | problems
+
+    def _check_manifest(self, path: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                manifest = json.loads(f.read(1 << 22))
+        except (OSError, ValueError) as exc:
+            self.finding("self_modified", f"install manifest {path} unreadable: {exc}")
+            return
+        changed = []
+        for p, want in sorted(manifest.get("files", {}).items()):
+            got = _sha256(p)
+            if got is None:
+                changed.append(f"{p} (missing)")
+            elif got.lower() != str(want).lower():
+                changed.append(p)
+        if changed:
+            self.finding("self_modified", f"{len(changed)} installed file(s) changed since "
+                                          f"install: {', '.join(changed[:10])}")
+
+    # --- BPF objects of the sensor -----------------------------------------------------------
+
+    def own_bpf_ids(self) -> tuple[set[int], set[int], set[int]]:
+        """(map ids, program ids, link ids) the sensor holds, from its own fdinfo."""
+        maps: set[int] = set()
+        progs: set[int] = set()
+        links: set[int] = set()
+        try:
+            fds = os.listdir("/proc/self/fd")
+        except OSError:
+            return maps, progs, links
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if not target.startswith("anon_inode:bpf"):
+                continue
+            info = bpfsys.fdinfo(self.pid, int(fd))
+            if "link_id" in info:
+                links.add(int(info["link_id"]))
+            elif "map_id" in info:
+                maps.add(int(info["map_id"]))
+            elif "prog_id" in info:
+                progs.add(int(info["prog_id"]))
+        return maps, progs, links
+
+
+# "comm-TID (TGID) [CPU] FLAGS SECS.USECS: rest", rest one of
+#   "signal_generate: sig=19 errno=0 code=0 comm=python pid=1234 grp=1 res=0"
+#   "sys_bpf(cmd: 0xe, uattr: 0x7ffd..., size: 0x90)"     (syscalls:sys_enter_bpf)
+#   "sys_bpf -> 0x5"                                       (syscalls:sys_exit_bpf)
+_LINE = re.compile(r"^\s*(?P<comm>.*)-(?P<tid>\d+)\s+\(\s*(?P<tgid>[\d-]+)\)\s+\[\d+\]\s+\S+\s+"
+                   r"(?P<secs>\d+)\.(?P<usecs>\d+):\s(?P<rest>.*)$")
+_SIG_RESULTS = {0: "delivered", 1: "ignored", 2: "already pending", 3: "queue overflow",
+                4: "info lost"}
+_SIG = re.compile(r"sig=(-?\d+) errno=(-?\d+) code=(-?\d+) comm=(.*) pid=(\d+) grp=(\d+) "
+                  r"res=(-?\d+)")
+_ENTER = re.compile(r"^sys_bpf\(cmd: (?:0x)?([0-9a-f]+)")
+_EXIT = re.compile(r"^sys_bpf -> (?:0x)?([0-9a-f]+)")
+#: bpf() commands traced: the GET_FD_BY_IDs (tamper) and the program/link commands (event 100).
+_BY_ID = {13: "prog", 14: "map", 30: "link"}
+_EVENT100 = {5, 8, 9, 17, 28, 34}
+#: map writes: refused with EPERM on a frozen map (the sensor's are frozen)
+_MAP_WRITES = {2: "BPF_MAP_UPDATE_ELEM", 3: "BPF_MAP_DELETE_ELEM", 26: "BPF_MAP_UPDATE_BATCH",
+               27: "BPF_MAP_DELETE_BATCH"}
+_EPERM = 1
+
+
+class _GuardTrace:
+    """The guard's private tracefs instance (``sysmonx_<pid>_guard``): signal_generate for the
+    sensor's pid, sys_enter_bpf/sys_exit_bpf of everyone (rare calls).
+
+    Raises:
+        OSError: tracefs could not be mounted or the instance set up (everything undone).
+    """
+
+    EVENTS = ("signal/signal_generate", "syscalls/sys_enter_bpf", "syscalls/sys_exit_bpf")
+
+    def __init__(self, guard: SensorGuard) -> None:
+        from .backends import cn_tracefs as tf
+        self.guard = guard
+        self.tf = tf
+        self.mounted_here: Optional[str] = None
+        self.instance: Optional[str] = None
+        self.fd = -1
+        self._rest = b""
+        self._pending: dict[int, tuple[int, int]] = {}  # tid -> (cmd, tgid) of sys_enter_bpf
+        # (tgid, kind) -> [count, comm, first wall ns]: by-id opens whose object could not be
+        # read (the caller exited or closed the fd first), reported once per read batch
+        self._unresolved: dict[tuple[int, str], list] = {}
+        self.stats = {"lines": 0, "signals": 0, "bpf": 0}
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self) -> None:
+        import ctypes
+        import tempfile
+        tf = self.tf
+        root = tf.find_tracefs()
+        if root is None:
+            parent = "/run" if os.path.isdir("/run") else None
+            mnt = tempfile.mkdtemp(prefix=f"sysmonx-tracefs-{os.getpid()}-", dir=parent)
+            if tf._libc().mount(b"nodev", os.fsencode(mnt), b"tracefs", 0, None) != 0:
+                err = ctypes.get_errno()
+                os.rmdir(mnt)
+                raise OSError(err, f"mount tracefs: {os.strerror(err)}")
+            self.mounted_here = root = mnt
+        for ev in self.EVENTS:
+            if not os.path.isdir(os.path.join(root, "events", ev)):
+                raise OSError(errno.ENOENT, f"tracefs event {ev} not available")
+        inst = os.path.join(root, "instances", f"{tf.INSTANCE_PREFIX}{os.getpid()}_guard")
+        try:
+            os.mkdir(inst)
+        except FileExistsError:
+            tf.remove_instance(inst)
+            os.mkdir(inst)
+        self.instance = inst
+        pid = self.guard.pid
+        tf._write(os.path.join(inst, "buffer_size_kb"), "256")
+        tf._write(os.path.join(inst, "trace_clock"), "mono")
+        tf._write(os.path.join(inst, "options/record-tgid"), "1")
+        tf._write(os.path.join(inst, "events/signal/signal_generate/filter"),
+                  f"pid == {pid} && sig != 17 && sig != 28 && sig != 23")
+        cmds = " || ".join(f"cmd == {c}" for c in sorted(set(_BY_ID) | _EVENT100
+                                                           | set(_MAP_WRITES)))
+        tf._write(os.path.join(inst, "events/syscalls/sys_enter_bpf/filter"), cmds)
+        for ev in self.EVENTS:
+            tf._write(os.path.join(inst, "events", ev, "enable"), "1")
+        self.fd = os.open(os.path.join(inst, "trace_pipe"),
+                          os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def poll(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for trace lines and handle them."""
+        if self.fd < 0:
+            return
+        p = select.poll()
+        p.register(self.fd, select.POLLIN)
+        if timeout_s > 0 and not p.poll(int(timeout_s * 1000)):
+            return
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                self._flush_unresolved()
+                return
+            except InterruptedError:
+                continue
+            if not chunk:
+                self._flush_unresolved()
+                return
+            data = self._rest + chunk
+            lines = data.split(b"\n")
+            self._rest = lines.pop()
+            for raw in lines:
+                if raw:
+                    self.stats["lines"] += 1
+                    self._line(raw.decode("utf-8", "replace"))
+
+    def _wall(self, secs: str, usecs: str) -> int:
+        mono = int(secs) * 1_000_000_000 + int(usecs.ljust(6, "0")[:6]) * 1000
+        return mono + (time.time_ns() - time.monotonic_ns())
+
+    def _line(self, line: str) -> None:
+        m = _LINE.match(line)
+        if m is None:
+            return
+        tid = int(m["tid"])
+        tgid = int(m["tgid"]) if m["tgid"].lstrip("-").isdigit() and "-" not in m["tgid"] \
+            else tid
+        g = self.guard
+        rest = m["rest"]
+        if rest.startswith("signal_generate: "):
+            s = _SIG.search(rest)
+            if s is None or tgid == g.pid:
+                return
+            sig, res = int(s[1]), int(s[7])
+            if sig in _IGNORED_SIGNALS:
+                return
+            self.stats["signals"] += 1
+            name = _SIGNAMES.get(sig, f"signal {sig}")
+            g.finding("sensor_signal", f"{name} sent to the sensor (pid {s[5]}) by pid {tgid} "
+                                       f"({m['comm'].strip()}), "
+                                       f"{_SIG_RESULTS.get(res, f'result {res}')}",
+                      pid=tgid, when=self._wall(m["secs"], m["usecs"]))
+            return
+        e = _ENTER.match(rest)
+        if e is not None:
+            self._pending[tid] = (int(e[1], 16), tgid)
+            if len(self._pending) > 4096:
+                self._pending.clear()
+            return
+        x = _EXIT.match(rest)
+        if x is not None:
+            self._exit(tid, int(x[1], 16), m)
+
+    def _exit(self, tid: int, ret: int, m: Any) -> None:
+        entry = self._pending.pop(tid, None)
+        if entry is None:
+            return
+        cmd, tgid = entry
+        g = self.guard
+        if tgid == g.pid:
+            return
+        if ret >= 1 << 63:
+            ret -= 1 << 64
+        self.stats["bpf"] += 1
+        when = self._wall(m["secs"], m["usecs"])
+        comm = m["comm"].strip()
+        if cmd in _MAP_WRITES:
+            if ret == -_EPERM:
+                g.finding("bpf_map_tamper",
+                          f"pid {tgid} ({comm}) tried to change a frozen BPF map "
+                          f"({_MAP_WRITES[cmd]} refused with EPERM; the sensor's maps are "
+                          "frozen)", pid=tgid, when=when)
+            return
+        if cmd in _BY_ID:
+            if ret < 0:
+                return
+            kind = _BY_ID[cmd]
+            info = bpfsys.fdinfo(tgid, ret)
+            key = {"prog": "prog_id", "map": "map_id", "link": "link_id"}[kind]
+            if key not in info:
+                u = self._unresolved.setdefault((tgid, kind), [0, comm, when])
+                u[0] += 1
+                return
+            try:
+                oid = int(info[key])
+            except ValueError:
+                return
+            maps, progs, links = g.own_bpf_ids()
+            own = {"map": maps, "prog": progs, "link": links}[kind]
+            if oid in own:
+                g.finding("bpf_map_tamper",
+                          f"pid {tgid} ({comm}) opened the sensor's BPF {kind} id {oid} "
+                          f"({bpfsys.BPF_COMMANDS[cmd]})", pid=tgid, when=when)
+            return
+        if cmd in _EVENT100:
+            self._event100(cmd, ret, tgid, when)
+
+    def _flush_unresolved(self) -> None:
+        """One finding per process for by-id opens whose object could not be read."""
+        if not self._unresolved:
+            return
+        items, self._unresolved = self._unresolved, {}
+        for (tgid, kind), (n, comm, when) in items.items():
+            self.guard.finding(
+                "bpf_map_tamper",
+                f"pid {tgid} ({comm}) opened {n} BPF {kind}{'s' if n > 1 else ''} by id and "
+                "closed them before they could be identified (may include the sensor's)",
+                pid=tgid, when=when)
+
+    def _event100(self, cmd: int, ret: int, pid: int, when: int) -> None:
+        g = self.guard
+        prog: Optional[dict] = None
+        if ret >= 0 and cmd == 5:
+            info = bpfsys.fdinfo(pid, ret)
+            if "prog_id" in info:
+                prog = bpfsys.prog_info_by_id(int(info["prog_id"]))
+        elif ret >= 0 and cmd in (17, 28):
+            info = bpfsys.fdinfo(pid, ret)
+            if "prog_id" in info:
+                prog = bpfsys.prog_info_by_id(int(info["prog_id"]))
+        if cmd in (9, 34) and ret >= 0:
+            _, _, links = g.own_bpf_ids()
+            if cmd == 34 or links:
+                g.finding("bpf_detach", f"pid {pid} called {bpfsys.BPF_COMMANDS[cmd]} while the "
+                                        "sensor's programs are attached", pid=pid, when=when)
+        data = {
+            "RuleName": "-", "UtcTime": utc_time(when),
+            "ProcessGuid": "{00000000-0000-0000-0000-000000000000}",
+            "ProcessId": str(pid), "Image": "-", "User": "-",
+            "BpfCommand": bpfsys.BPF_COMMANDS.get(cmd, str(cmd)) + ("" if ret >= 0 else
+                                                                    f" (failed: {ret})"),
+            "BpfProgramType": prog["type_name"] if prog else "-",
+            "BpfProgramId": str(prog["id"]) if prog else "0",
+            "BpfProgramName": (prog["name"] or "-") if prog else "-",
+        }
+        g.queue_event(g.assembler.envelope(100, data, when), pid)
+
+    def close(self) -> None:
+        """Disable the events, remove the instance, unmount tracefs if mounted here."""
+        tf = self.tf
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
+        if self.instance:
+            tf.remove_instance(self.instance)
+            self.instance = None
+        if self.mounted_here:
+            mnt, self.mounted_here = self.mounted_here, None
+            try:
+                tf._libc().umount2(os.fsencode(mnt), 2)
+            except OSError:
+                pass
+            try:
+                os.rmdir(mnt)
+            except OSError:
+                pass

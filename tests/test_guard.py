@@ -1,0 +1,174 @@
+"""The sensor guard without a kernel: state file, heartbeat sequence, unclean shutdown, the
+install manifest, config/output/clock/preload checks (driven directly), the trace line parser."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+
+import pytest
+
+if not sys.platform.startswith("linux"):
+    pytest.skip("the sensor guard is Linux-only", allow_module_level=True)
+
+from sysmonx.sensor import guard as guard_mod
+from sysmonx.sensor.assemble import Assembler
+from sysmonx.sensor.guard import GuardOptions, SensorGuard, read_state
+from sysmonx.sensor.process import ProcessCache
+
+
+def make(tmp_path, **kw) -> SensorGuard:
+    opts = GuardOptions(trace=False, poll_s=0.05, **kw)
+    return SensorGuard(opts, Assembler(ProcessCache()), backend="cnproc",
+                       config_hash="SHA256=abc")
+
+
+def techniques(events):
+    return [(e.event_id, e.data.get("Technique")) for e in events]
+
+
+def test_heartbeats_continue_across_clean_restart(tmp_path):
+    st = tmp_path / "st"
+    g = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
+    g.counters = lambda: (10, 2, 0)
+    first = g.start()
+    assert techniques(first) == [(202, None)]
+    hb = first[0]
+    assert hb.data["Sequence"] == "1" and hb.data["EventsWritten"] == "10"
+    assert hb.data["EventsLost"] == "2" and hb.data["Backend"] == "cnproc"
+    assert hb.data["ConfigurationFileHash"] == "SHA256=abc"
+    assert hb.provider == "Linux-Sysmon" and hb.version == 1 and hb.level == 4
+    assert read_state(str(st)).running is True
+    g.counters = lambda: (25, 2, 0)
+    last = g.finish()
+    assert [e.data["Sequence"] for e in last] == ["2"]
+    assert last[0].data["EventsWritten"] == "15" and last[0].data["EventsLost"] == "0"
+    g.mark_clean()
+    state = read_state(str(st))
+    assert (state.sequence, state.running) == (2, False)
+    assert oct((st / "state.json").stat().st_mode & 0o777) == "0o600"
+    assert oct(st.stat().st_mode & 0o777) == "0o700"
+    g2 = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
+    ev = g2.start()
+    assert techniques(ev) == [(202, None)] and ev[0].data["Sequence"] == "3"
+    g2.close()
+
+
+def test_unclean_shutdown_carries_the_last_sequence(tmp_path):
+    st = tmp_path / "st"
+    g = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
+    g.start()
+    g.close()  # no finish/mark_clean: as after kill -9
+    g2 = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
+    ev = g2.start()
+    assert techniques(ev) == [(201, "unclean_shutdown"), (202, None)]
+    assert f"pid {os.getpid()}" in ev[0].data["Details"]
+    assert "its last heartbeat was sequence 1 at" in ev[0].data["Details"]
+    assert ev[1].data["Sequence"] == "2"
+    g2.close()
+
+
+def test_damaged_state_file_is_a_finding(tmp_path):
+    st = tmp_path / "st"
+    st.mkdir()
+    (st / "state.json").write_text("{not json")
+    g = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
+    ev = g.start()
+    assert techniques(ev)[0] == (201, "self_modified")
+    assert ev[-1].data["Sequence"] == "1"
+    g.close()
+
+
+def test_install_manifest(tmp_path):
+    f = tmp_path / "mod.py"
+    f.write_text("x = 1\n")
+    good = hashlib.sha256(f.read_bytes()).hexdigest()
+    man = tmp_path / "manifest.json"
+    man.write_text(json.dumps({"files": {str(f): good}}))
+    g = make(tmp_path, install_manifest=str(man), heartbeat_s=0)
+    assert g.start() == []
+    g.close()
+    f.write_text("x = 2  # patched\n")
+    g = make(tmp_path, install_manifest=str(man), heartbeat_s=0)
+    ev = g.start()
+    assert techniques(ev) == [(201, "self_modified")] and str(f) in ev[0].data["Details"]
+    g.close()
+
+
+def test_config_modified_after_grace_and_reload_clears(tmp_path):
+    cfg = tmp_path / "c.xml"
+    cfg.write_bytes(b"<Sysmon/>")
+    h = hashlib.sha256(b"<Sysmon/>").hexdigest()
+    g = make(tmp_path, config_path=str(cfg), heartbeat_s=0, config_grace_s=0.2)
+    g.config_hash = f"SHA256={h}"
+    g.start()
+    cfg.write_bytes(b"<Sysmon><!-- x --></Sysmon>")
+    deadline = time.monotonic() + 5
+    while not g.findings.get("config_modified") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ev = g.drain()
+    assert techniques(ev) == [(201, "config_modified")]
+    new = hashlib.sha256(b"<Sysmon><!-- x --></Sysmon>").hexdigest()
+    assert f"SHA256={new}" in ev[0].data["Details"] and f"SHA256={h}" in ev[0].data["Details"]
+    g.config_reloaded(f"SHA256={new}")
+    time.sleep(0.5)
+    assert g.drain() == []
+    g.close()
+
+
+def test_output_removed_and_clock_jump(tmp_path, monkeypatch):
+    out = tmp_path / "o.xml"
+    out.write_text("")
+    g = make(tmp_path, outputs=(str(out),), heartbeat_s=0)
+    g.start()
+    g._stop.set()  # drive the checks by hand
+    g._thread.join()
+    out.unlink()
+    g._output_check()
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() + 3_600_000_000_000)
+    g._clock_check()
+    ev = g.drain()
+    assert techniques(ev) == [(201, "output_blocked"), (201, "clock_changed")]
+    assert ev[0].data["Details"] == f"output {out} was removed"
+    assert ev[1].data["Details"].startswith("wall clock jumped +3600.")
+    g.counters = lambda: (5, 3, 7)
+    g._output_check()
+    assert "7 events could not be written" in g.drain()[0].data["Details"]
+
+
+def test_preload_file_created_changed_removed(tmp_path, monkeypatch):
+    pre = tmp_path / "ld.so.preload"
+    monkeypatch.setattr(guard_mod, "PRELOAD_PATH", str(pre))
+    g = make(tmp_path, heartbeat_s=0)
+    g.start()
+    g._stop.set()
+    g._thread.join()
+    pre.write_text("/tmp/evil.so\n")
+    g._preload_check()
+    pre.write_text("/tmp/evil.so /tmp/evil2.so\n")
+    g._preload_check()
+    pre.unlink()
+    g._preload_check()
+    assert [e.data["Details"] for e in g.drain()] == [
+        f"{pre} created: /tmp/evil.so", f"{pre} changed: /tmp/evil.so, /tmp/evil2.so",
+        f"{pre} removed (was: /tmp/evil.so, /tmp/evil2.so)"]
+
+
+def test_trace_line_parsing():
+    from sysmonx.sensor.guard import _ENTER, _EXIT, _LINE, _SIG
+    sig = ("            bash-19760   (  19760) [001] d..1. 12624.234568: signal_generate: sig=19 "
+           "errno=0 code=0 comm=sysmonx pid=19769 grp=1 res=0")
+    m = _LINE.match(sig)
+    assert (m["comm"].strip(), m["tid"], m["tgid"], m["secs"], m["usecs"]) == \
+        ("bash", "19760", "19760", "12624", "234568")
+    s = _SIG.search(m["rest"])
+    assert (s[1], s[4], s[5], s[7]) == ("19", "sysmonx", "19769", "0")
+    enter = ("   bpftool-19768   (  19768) [001] ..... 12624.234192: sys_bpf(cmd: 0xe, "
+             "uattr: 0x7ffebbfe9800, size: 0x90)")
+    assert _ENTER.match(_LINE.match(enter)["rest"])[1] == "e"
+    ext = "   bpftool-19768   (  19768) [001] ..... 12624.234200: sys_bpf -> 0xfffffffffffffffe"
+    assert int(_EXIT.match(_LINE.match(ext)["rest"])[1], 16) - (1 << 64) == -2
