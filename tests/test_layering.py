@@ -10,10 +10,11 @@ never one of its own layer or above; imports under ``if TYPE_CHECKING:`` count t
 3     ``interfaces`` (Source, Stage, Sink)
 4     ``config``, ``filtering``, ``detection``, ``sources``, ``sinks``, ``stages``, ``service``
 5     ``sensor`` (live collection on Linux)
-6     ``windows`` (Windows Event Log and ETW sources, Sysmon management)
-7     ``pipeline`` (the one loop)
-8     ``workbench`` (config stats, config diff, ATT&CK coverage, HTML reports over replays)
-9     ``cli`` (the command line: one module per command, Sysmon's switches in ``cli.sysmon``)
+6     ``scanners`` (process scanners; the sensor reaches them through the ``SCANNERS`` registry)
+7     ``windows`` (Windows Event Log and ETW sources, Sysmon management)
+8     ``pipeline`` (the one loop)
+9     ``workbench`` (config stats, config diff, ATT&CK coverage, HTML reports over replays)
+10    ``cli`` (the command line: one module per command, Sysmon's switches in ``cli.sysmon``)
 ====  =======================================================================================
 
 So ``config`` and ``filtering`` never import each other, sources never import sinks, and nothing
@@ -33,6 +34,7 @@ LAYERS = [
     {"interfaces"},
     {"config", "filtering", "detection", "sources", "sinks", "stages", "service"},
     {"sensor"},
+    {"scanners"},
     {"windows"},
     {"pipeline"},
     {"workbench"},

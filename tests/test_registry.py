@@ -22,13 +22,17 @@ BUILTIN = {
     "stages": {"duplicates", "clock-check", "time-window", "tamper", "sysmon-gate", "filter",
                "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events",
                "config-stats", "config-diff", "rulename-counter",
-               "powershell-scriptblocks", "kernel-process-sysmon", "windows-tamper"},
+               "powershell-scriptblocks", "kernel-process-sysmon", "windows-tamper",
+               "scanner-findings", "scanner-requests"},
     "sinks": {"xml", "linux-xml", "jsonl", "csv", "syslog", "console", "alerts-jsonl",
               "eventlog", "ecs", "tcp", "tls", "udp", "http", "sqlite", "nats", "kafka"},
     "backends": {"ebpf", "audit", "cnproc", "dns"},
     "conditions": {"is", "is not", "contains", "excludes", "begin with", "end with",
                    "less than", "more than", "image", "contains any", "is any", "contains all",
                    "excludes any", "excludes all", "not begin with", "not end with", "regex"},
+    "scanners": {"memfd_exec", "deleted_exe", "exe_in_writable_dir", "anon_exec_memory",
+                 "rwx_memory", "elf_in_anon_memory", "text_modified", "ptrace_attached",
+                 "ld_preload", "argv_spoofed", "yara"},
 }
 
 

@@ -36,12 +36,14 @@ class ConfigWarning:
 @dataclass(frozen=True)
 class Aggregate:
     """A compound ``<Rule>``: ``relation`` is ``"and"`` or ``"or"`` (missing => or, spec 1.4),
-    ``name`` its ``name`` attribute or ``None`` when absent."""
+    ``name`` its ``name`` attribute or ``None`` when absent, ``scanners`` the scanner names of
+    its SysmonX ``scanners`` attribute (empty when absent)."""
 
     id: int
     relation: str
     name: Optional[str]
     line: Optional[int] = None
+    scanners: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Filter:
             ``""``; spec 3.6).
         aggregate: 0 for a top-level filter, else the id of its :class:`Aggregate`.
         line: source line.
+        scanners: scanner names of its SysmonX ``scanners`` attribute (empty when absent): when
+            this filter matches an event its rule set includes, they run on the event's process.
     """
 
     field: str
@@ -64,6 +68,7 @@ class Filter:
     name: str = ""
     aggregate: int = 0
     line: Optional[int] = None
+    scanners: tuple[str, ...] = ()
 
 
 @dataclass
@@ -80,6 +85,9 @@ class RuleSet:
         aggregates: aggregate id -> :class:`Aggregate`.
         group_name: enclosing ``RuleGroup`` name attribute, or ``None``.
         line: source line of the tag element.
+        scanners: scanner names of the tag's SysmonX ``scanners`` attribute (empty when
+            absent): they run on the process of every event this set includes (an include set:
+            the events it matches; an exclude set: the events of its tag it lets through).
     """
 
     tag: str
@@ -90,6 +98,7 @@ class RuleSet:
     aggregates: dict[int, Aggregate] = field(default_factory=dict)
     group_name: Optional[str] = None
     line: Optional[int] = None
+    scanners: tuple[str, ...] = ()
 
     @property
     def default(self) -> str:
@@ -130,3 +139,9 @@ class Config:
     def rule_sets_for_tag(self, tag: str) -> list[RuleSet]:
         """Rule sets of one tag in document order."""
         return [rs for rs in self.rule_sets if rs.tag == tag]
+
+    @property
+    def requests_scans(self) -> bool:
+        """True when a rule set, ``<Rule>`` or filter carries a ``scanners`` attribute."""
+        return any(rs.scanners or any(f.scanners for f in rs.filters)
+                   or any(a.scanners for a in rs.aggregates.values()) for rs in self.rule_sets)

@@ -10,7 +10,7 @@ from .common import EXIT_USAGE
 
 __all__ = ["SUBCOMMANDS", "USAGE", "main", "cmd_config_help"]
 
-SUBCOMMANDS = ("replay", "run", "config", "coverage", "plugins", "query", "collect")
+SUBCOMMANDS = ("replay", "run", "config", "coverage", "plugins", "scan", "query", "collect")
 
 
 USAGE = f"""SysmonX v{__version__} - Sysmon-compatible event sensor and log replayer
@@ -34,7 +34,9 @@ Usage:
   sysmonx coverage [--config FILE] [--rules SIGMA...] [--logs LOGS...] [--navigator LAYER]
                                      ATT&CK techniques named by a config and Sigma rules, and
                                      which fired (text, JSON, Navigator layer, --html report)
-  sysmonx plugins                    list sources, stages, sinks, backends and conditions
+  sysmonx scan [PID...|--all] [--scanners LIST] [--yara RULES] [--format text|jsonl]
+                                     scan running processes now (exit 1 when something found)
+  sysmonx plugins                    list sources, stages, sinks, backends, conditions, scanners
   sysmonx query DB [SQL] [--where FIELD=VALUE]...
                                      read the event store (-o sqlite:///DB) in any format
   sysmonx collect nats://HOST:PORT/SUBJECT -o OUT...
@@ -82,6 +84,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if first == "coverage":
         from .coverage import cmd_coverage
         return cmd_coverage(argv[1:])
+    if first == "scan":
+        from .scan import cmd_scan
+        return cmd_scan(argv[1:])
     if first == "collect":
         from .collect import cmd_collect
         return cmd_collect(argv[1:])

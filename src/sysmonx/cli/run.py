@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from . import common
 from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_stage_option,
@@ -71,9 +72,61 @@ def _run_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-guard", action="store_true",
                    help="no heartbeats and no live tamper findings (SysmonX event 201)")
     g.add_argument("--install-manifest", metavar="FILE", help=argparse.SUPPRESS)
+    g = p.add_argument_group("scanners (findings are event 200 ScannerFinding)")
+    g.add_argument("--scan", metavar="LIST",
+                   help="run these scanners (comma-separated, 'all', 'yara:RULE') on the process "
+                        "of every ProcessCreate the config includes, besides what the config's "
+                        "scanners=\"...\" rules ask for")
+    g.add_argument("--yara", metavar="RULES", help="YARA rule file or folder for the yara scanner "
+                   "(overrides the config's <YaraRules>)")
+    g.add_argument("--allowlist", metavar="FILE", action="append", default=[],
+                   help="YAML allow-list entries added to the default list (repeatable)")
+    g.add_argument("--no-allowlist", action="store_true",
+                   help="write every finding, also those the default allow-list dismisses")
+    g.add_argument("--scan-queue", type=int, default=1024, metavar="N",
+                   help="pending scans beyond which requests are dropped and reported as event "
+                        "255 (default 1024)")
+    g.add_argument("--scan-max-bytes", type=int, default=64 << 20, metavar="BYTES",
+                   help="memory and file bytes one process scan may read (default 64 MiB)")
+    g.add_argument("--scan-max-seconds", type=float, default=2.0, metavar="S",
+                   help="wall time one process scan may take (default 2 s)")
+    g.add_argument("--scan-nice", type=int, default=10, metavar="N",
+                   help="CPU niceness of the scan worker thread (default 10: scans yield to "
+                        "the host's work)")
     add_stage_option(p)
     add_rule_cache_options(p)
     return p
+
+
+def scan_options(args: argparse.Namespace, config: Any, console: Any) -> Any:
+    """:class:`~sysmonx.scanners.stages.ScanOptions` from ``sysmonx run``'s options and the
+    config (``<YaraRules>``); ``None`` after printing the error when they cannot be used."""
+    from ..config.parse import parse_scanner_list
+    from ..core.errors import ConfigError
+    from ..scanners.allowlist import AllowList, default_allowlist
+    from ..scanners.stages import ScanOptions
+    try:
+        scan_all = parse_scanner_list(args.scan) if args.scan else ()
+    except ValueError as exc:
+        console.print(f"error: --scan: {exc}", markup=False)
+        return None
+    rules = None
+    path = args.yara or config.options.get("YaraRules")
+    try:
+        if path:
+            from ..scanners.builtin.yara import load_rules
+            rules = load_rules(path)
+        allow = None if args.no_allowlist else default_allowlist()
+        for extra in args.allowlist:
+            if allow is None:
+                allow = AllowList()
+            allow.extend(extra)
+    except ConfigError as exc:
+        console.print(f"error: {exc}", markup=False)
+        return None
+    return ScanOptions(queue_size=max(1, args.scan_queue), max_bytes=args.scan_max_bytes,
+                       max_seconds=args.scan_max_seconds, yara_rules=rules, allowlist=allow,
+                       scan_all=scan_all, nice=args.scan_nice)
 
 
 def cmd_run(argv: list[str]) -> int:
@@ -158,6 +211,10 @@ def cmd_run(argv: list[str]) -> int:
         console.print("error: --heartbeat must be 0 (none) or a positive number of seconds")
         close_quietly(sinks)
         return EXIT_USAGE
+    scan = scan_options(args, config, console)
+    if scan is None:
+        close_quietly(sinks)
+        return EXIT_FATAL
     state_dir = args.state_dir or (None if args.follow else DEFAULT_STATE_DIR)
     if state_dir is not None and state_dir.lower() == "none":
         state_dir = None
@@ -168,7 +225,7 @@ def cmd_run(argv: list[str]) -> int:
                             follow=args.follow, from_start=args.from_start,
                             guard=not args.no_guard, heartbeat_s=args.heartbeat,
                             state_dir=state_dir, watch_outputs=watch,
-                            install_manifest=args.install_manifest)
+                            install_manifest=args.install_manifest, scan=scan)
 
     def status(msg: str) -> None:
         console.print(f"sysmonx: {msg}", markup=False)

@@ -233,6 +233,9 @@ def _condition_code(condition: str, binary: Version) -> int:
 def _elements_from_config(config: Config, binary: Version) -> list[_Element]:
     out = []
     for rs in config.rule_sets:
+        if getattr(config.schema.events.get(rs.event_id), "extension", False):
+            raise BlobError(f"<{rs.tag}> (line {rs.line}) filters SysmonX event {rs.event_id}, "
+                            "which Sysmon's rule blob cannot hold")
         children: list = []
         current: Optional[_RuleEl] = None
         current_id = 0
@@ -401,9 +404,13 @@ def compile_blob(config: Config,
     Returns:
         the blob (``b""`` when no rule set survives, as Sysmon writes no blob then, §1).
     Raises:
-        BlobError: the config cannot be encoded: a ``regex`` condition (SysmonX only), a RuleName
+        BlobError: the config cannot be encoded: a ``regex`` condition or a SysmonX event tag
+            (``<ScannerFinding>``; SysmonX only), a RuleName
             above 255 UTF-8 bytes (Sysmon's own check), a schema newer than the binary, an
             unsupported binary version.
+
+    ``scanners="..."`` attributes are SysmonX's and have no place in a blob: they are left out
+    (Sysmon filters the same; it does not scan).
 
     Limits (what :class:`Config` does not keep, so Sysmon's bytes cannot be rebuilt from it):
     ``<Rule>`` elements without element children (Sysmon writes an empty aggregation record,

@@ -25,7 +25,7 @@ from ..core.registry import CONDITIONS as CONDITION_REGISTRY
 from ..schema import CONDITIONS, CURRENT, Schema, SchemaVersionError, get_schema, parse_version
 
 __all__ = ["load_config", "parse_config", "decode_config_bytes", "extension_conditions",
-           "split_comma_list",
+           "split_comma_list", "parse_scanner_list",
            "MAX_RULE_NAME", "parse_hash_algorithms", "parse_field_sizes"]
 
 
@@ -114,6 +114,40 @@ def parse_hash_algorithms(text: str) -> list[str]:
         else:
             raise ValueError(f"Invalid hashing algorithm: {item}")
     return [h for h in _HASH_ORDER if h in found]
+
+
+#: SysmonX configuration entries (accepted with extensions on): ``<YaraRules>`` names a YARA
+#: rule file or folder (relative to the config file) for ``scanners="yara..."``.
+SYSMONX_ENTRIES = frozenset({"YaraRules"})
+
+
+def parse_scanner_list(text: str) -> tuple:
+    """Parse a SysmonX ``scanners`` attribute: scanner names separated by commas (white space
+    around them ignored), ``all`` for every built-in scanner, ``yara`` for every loaded YARA rule
+    or ``yara:RULE`` for one.
+
+    Returns:
+        the names in order, duplicates removed, e.g. ``("memfd_exec", "yara:Marker")``.
+    Raises:
+        ValueError: an empty list or a name no registered scanner has (the message lists the
+            known names).
+    """
+    from ..core.registry import SCANNERS
+    names = [n.strip() for n in text.split(",")]
+    if not any(names):
+        raise ValueError('empty scanners="" (name scanners, or "all")')
+    known = SCANNERS.names()
+    out: list = []
+    for n in names:
+        if not n:
+            continue
+        ok = n == "all" or n in known or n == "yara" or (n.startswith("yara:") and len(n) > 5)
+        if not ok:
+            raise ValueError(f"unknown scanner {n!r} in scanners=\"{text}\" (known: all, "
+                             f"{', '.join(known)}, yara, yara:RULE)")
+        if n not in out:
+            out.append(n)
+    return tuple(out)
 
 
 def split_comma_list(text: str) -> list[str]:
@@ -275,6 +309,8 @@ class _Builder:
         self.extensions_in_use = extension_conditions() if extensions else {}
         self.conditions.update({c: c for c in self.extensions_in_use})
         self.next_aggregate = 1
+        #: the SysmonX ``scanners`` attribute is legal on tags, <Rule> and filters
+        self.scan_attr: tuple = ("scanners",) if extensions else ()
         self.skipped_tags: set = set()
         self.counts: dict = {}
         self.errors: list[ConfigError] = []
@@ -324,6 +360,16 @@ class _Builder:
             _check_attrs(child, (), self.path)
             self.collect(_only_whitespace, child, self.path)
             self._event_filtering(child, cfg, schema)
+        elif child.tag in SYSMONX_ENTRIES and self.extensions:
+            _check_attrs(child, (), self.path)
+            if _elements(child):
+                raise self.err(f"Element {child.tag} may only contain text", child)
+            value = _text_of(child).strip()
+            if not value:
+                raise self.err(f"<{child.tag}> needs a path", child)
+            if child.tag == "YaraRules" and self.path != "<string>":
+                value = str(Path(self.path).parent / Path(value).expanduser())
+            cfg.options[child.tag] = value
         elif child.tag in schema.config_entries:
             _check_attrs(child, (), self.path)
             if _elements(child):
@@ -381,6 +427,26 @@ class _Builder:
         for tag_el in _elements(child):
             self.collect(self._tag, tag_el, cfg, schema, rel, gname)
 
+    def _scanners(self, el, onmatch: Optional[str]) -> tuple:
+        """The SysmonX ``scanners="NAME,NAME"`` attribute of ``el`` as a tuple of names (``()``
+        when absent). ``onmatch`` is the enclosing set's for a filter or ``<Rule>`` (``None`` for
+        the tag itself). Raises ConfigError: an unknown scanner, an empty list, or scanners on
+        a rule of an exclude set (an exclude rule never includes an event)."""
+        raw = el.get("scanners")
+        if raw is None:
+            return ()
+        if onmatch == "exclude":
+            raise self.err(f'scanners="{raw}" on <{el.tag}> of an onmatch="exclude" set: an '
+                           "exclude rule never includes an event (put it on the tag, or on a "
+                           "rule of an include set)", el)
+        try:
+            return parse_scanner_list(raw)
+        except ValueError as exc:
+            raise self.err(f"<{el.tag}>: {exc}", el) from None
+
+    def _rule_scanners(self, el, onmatch: str, into: list) -> None:
+        into.extend(self._scanners(el, onmatch))
+
     def _check_name(self, name: Optional[str], el) -> None:
         # Sysmon measures the name in UTF-8 bytes (spec/rule-blob.md section 6.5).
         if name is not None and len(name.encode("utf-8", "surrogatepass")) > MAX_RULE_NAME:
@@ -397,13 +463,14 @@ class _Builder:
         raise self.err(f"Unknown condition: {raw}\nExpected values are {expected}", el)
 
     def _filter(self, el, allowed: frozenset, tag_label: str, inherited: Optional[str],
-                aggregate: int) -> Filter:
+                aggregate: int, onmatch: Optional[str] = None) -> Filter:
         if el.tag not in allowed:
             raise self.err(f"Element {el.tag} is not a field of {tag_label} in schema "
                            f"(No declaration for element {el.tag})", el)
-        _check_attrs(el, ("condition", "name"), self.path)
+        _check_attrs(el, ("condition", "name") + self.scan_attr, self.path)
         if _elements(el):
             raise self.err(f"Field element {el.tag} may only contain text", el)
+        scanners = self._scanners(el, onmatch)
         own = el.get("name")
         name = own if own is not None else (inherited if inherited is not None else "")
         # Sysmon checks the name each filter ends up with (own or inherited), not the
@@ -422,7 +489,7 @@ class _Builder:
                     ext.validate(value)
                 except ValueError as exc:
                     raise self.err(f"invalid {cond} for {el.tag}: {exc}", el) from None
-        return Filter(el.tag, cond, value, name, aggregate, el.sourceline)
+        return Filter(el.tag, cond, value, name, aggregate, el.sourceline, scanners)
 
     def _tag(self, el, cfg: Config, schema: Schema, group_rel: Optional[str],
              group_name: Optional[str]) -> None:
@@ -431,7 +498,10 @@ class _Builder:
             known = ", ".join(sorted(schema.tags))
             raise self.err(f"Unknown event tag <{tag}> for schema {schema.version_text} "
                            f"(expecting one of {known})", el)
-        _check_attrs(el, ("onmatch", "default"), self.path)
+        if schema.events[schema.tags[tag][0]].extension and not self.extensions:
+            raise self.err(f"<{tag}> filters a SysmonX event (EventID "
+                           f"{schema.tags[tag][0]}); SysmonX extensions are disabled", el)
+        _check_attrs(el, ("onmatch", "default") + self.scan_attr, self.path)
         onmatch, default = el.get("onmatch"), el.get("default")
         for attr, v in (("onmatch", onmatch), ("default", default)):
             if v is not None and v not in ("include", "exclude"):
@@ -454,6 +524,7 @@ class _Builder:
             return
         if onmatch is None:
             onmatch = "include" if default == "exclude" else "exclude"
+        set_scanners = self._scanners(el, None)
         if group_rel is not None:
             relation = "or" if group_rel.lower() == "or" else "and"
         else:
@@ -465,17 +536,22 @@ class _Builder:
         before = len(self.errors)
 
         def one(f, allowed, label, inherited, agg_id, into) -> None:
-            into.append(self._filter(f, allowed, label, inherited, agg_id))
+            into.append(self._filter(f, allowed, label, inherited, agg_id, onmatch))
 
         for child in _elements(el):
             if child.tag == "Rule":
-                if not self.collect(_check_attrs, child, ("name", "groupRelation"), self.path):
+                if not self.collect(_check_attrs, child, ("name", "groupRelation") + self.scan_attr,
+                                    self.path):
+                    continue
+                rule_scanners: list = []
+                if not self.collect(self._rule_scanners, child, onmatch, rule_scanners):
                     continue
                 self.collect(_only_whitespace, child, self.path)
                 rname = child.get("name")
                 rrel = child.get("groupRelation")
                 rrel = "or" if rrel is None or rrel.lower() == "or" else "and"
-                agg = Aggregate(self.next_aggregate, rrel, rname, child.sourceline)
+                agg = Aggregate(self.next_aggregate, rrel, rname, child.sourceline,
+                                tuple(rule_scanners))
                 self.next_aggregate += 1
                 inherited = rname if rname is not None else group_name
                 members: list = []
@@ -505,4 +581,4 @@ class _Builder:
             self.skipped_tags.add(tag)
             return
         cfg.rule_sets.append(RuleSet(tag, bound, onmatch, relation, filters, aggregates,
-                                     group_name, el.sourceline))
+                                     group_name, el.sourceline, set_scanners))

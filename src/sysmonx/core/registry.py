@@ -38,7 +38,7 @@ from typing import Any, Callable, Generic, Iterator, Optional, TypeVar, overload
 
 from .errors import PluginError
 
-__all__ = ["Registry", "Entry", "SOURCES", "STAGES", "SINKS", "BACKENDS", "CONDITIONS",
+__all__ = ["Registry", "Entry", "SOURCES", "STAGES", "SINKS", "BACKENDS", "CONDITIONS", "SCANNERS",
            "all_registries", "ENTRY_POINT_PREFIX"]
 
 T = TypeVar("T")
@@ -241,7 +241,8 @@ SOURCES: Registry[Any] = Registry(
 #: Pipeline stages (``--stage``; the built-in ones are wired by :mod:`sysmonx.pipeline`).
 STAGES: Registry[Any] = Registry(
     "stages", ("sysmonx.stages", "sysmonx.filtering.stage", "sysmonx.detection.stages",
-               "sysmonx.workbench", "sysmonx.windows.stages", "sysmonx.windows.tamper"),
+               "sysmonx.workbench", "sysmonx.windows.stages", "sysmonx.windows.tamper",
+               "sysmonx.scanners.stages"),
     "what happens to each event between source and outputs")
 #: Outputs (``--format``, ``--syslog``, ``--alerts``, console mode).
 SINKS: Registry[Any] = Registry(
@@ -254,7 +255,12 @@ CONDITIONS: Registry[Any] = Registry(
     "conditions", ("sysmonx.filtering.conditions",),
     "Sysmon config filter operators (condition=\"...\")")
 
+#: Process scanners (``scanners="NAME"`` in a config, ``sysmonx scan --scanners``).
+SCANNERS: Registry[Any] = Registry(
+    "scanners", ("sysmonx.scanners.builtin",),
+    "what inspects a process to confirm or dismiss an event (finding: event 200)")
+
 
 def all_registries() -> list[Registry[Any]]:
     """Every registry, in the order ``sysmonx plugins`` prints them."""
-    return [SOURCES, STAGES, SINKS, BACKENDS, CONDITIONS]
+    return [SOURCES, STAGES, SINKS, BACKENDS, CONDITIONS, SCANNERS]

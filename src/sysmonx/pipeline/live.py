@@ -2,14 +2,14 @@
 
 :func:`live_stages` is the stage list of every live run::
 
-    sysmon-gate -> filter (Sysmon for Linux folding; trace in console mode) -> record-numbers
-    -> [--stage ...] -> [sigma-match -> sigma-correlate -> sigma-alert-events]
+    sysmon-gate -> [scanner-findings] -> filter (Sysmon for Linux folding; trace in console mode)
+    -> [scanner-requests] -> record-numbers -> [--stage ...]
+    -> [sigma-match -> sigma-correlate -> sigma-alert-events]
 
-The source is :class:`~sysmonx.sensor.live.LiveSource` (kernel backends, or with
-``follow`` the syslog source in follow mode inside it). Sinks run under the ``count`` policy:
-each behind its own bounded queue, a failing or slow output is counted, reported as event 255 and
-in the summary, and collection goes on. SIGHUP reloads the configuration between two events
-(event 16; a bad file keeps the old one and writes event 255), SIGINT/SIGTERM stop.
+The scanner stages act when the config asks for scans (``scanners="..."``) or ``--scan`` does;
+they are always in place, so a reload can add or remove such rules. ``scanner-requests`` queues
+the processes of the events those rules included, a worker scans them, and ``scanner-findings``
+puts the findings (event 200) into the stream before the filter (:mod:`sysmonx.scanners.stages`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ..configmodel import Config
 from ..filtering import EngineOptions
 from ..filtering.stage import FilterStage
 from ..interfaces import SinkStats, Source, Stage
+from ..scanners.stages import ScanOptions, ScanRequests, requested, scan_stages
 from ..stages.gate import SysmonGate
 from ..stages.logtamper import LogTamperStage
 from ..stages.numbering import RecordNumbers
@@ -69,6 +70,8 @@ class SensorOptions:
             a finding.
         install_manifest: the ``sysmonx -i`` manifest of installed files (``self_modified``).
         guard_trace: watch signals and bpf() calls through tracefs.
+        scan: how scans run (:class:`~sysmonx.scanners.stages.ScanOptions`): scans happen when
+            the config asks for them or ``scan.scan_all`` names scanners.
     """
 
     backend: Optional[str] = None
@@ -93,6 +96,7 @@ class SensorOptions:
     watch_outputs: tuple[str, ...] = ()
     install_manifest: Optional[str] = None
     guard_trace: bool = True
+    scan: ScanOptions = field(default_factory=ScanOptions)
 
 
 @dataclass
@@ -119,15 +123,15 @@ class SensorStats:
 def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
                 trace: Optional[str] = None, detection: Any = None,
                 alerts_to_stream: bool = True, extra: Sequence[Stage] = (),
-                tamper: bool = False) -> list[Stage]:
+                tamper: bool = False, scan: Optional[ScanOptions] = None) -> list[Stage]:
     """The stages of a live run, in order (module docstring); ``tamper``: the ``tamper`` stage
     first (a followed log)."""
+    flt = FilterStage(config, engine_options, without_config="defaults", trace=trace)
+    # the scan stages are always there (cheap when nothing asks: one set lookup per event), so
+    # a reload can add or remove scanners= rules
+    findings, requests = scan_stages(config, scan or ScanOptions(), engine_options)
     stages: list[Stage] = [LogTamperStage()] if tamper else []
-    stages += [
-        SysmonGate("drop"),
-        FilterStage(config, engine_options, without_config="defaults", trace=trace),
-        RecordNumbers(0),
-    ]
+    stages += [SysmonGate("drop"), findings, flt, requests, RecordNumbers(0)]
     stages.extend(extra)
     if detection is not None:
         stages.extend(detection_stages(detection, alerts_to_stream))
@@ -187,7 +191,8 @@ class Sensor:
         self.stages = live_stages(config, options.engine_options, trace=trace,
                                   detection=detection,
                                   alerts_to_stream=not self.fanout.accepts("alert"),
-                                  extra=extra_stages, tamper=bool(options.follow))
+                                  extra=extra_stages, tamper=bool(options.follow),
+                                  scan=options.scan)
         self.pipeline = Pipeline(self.stages, self.fanout, on_status=self.on_status,
                                  reloader=self._load, tick_s=options.tick_s)
         self.source.guard_counters = self.guard_counters
@@ -239,16 +244,29 @@ class Sensor:
                                                 if v.undelivered}),
                            output_errors=self.fanout.errors(), order_late=src.order_late)
 
+    @property
+    def scan_stats(self) -> Any:
+        """The scan counters (:class:`~sysmonx.scanners.stages.ScanStats`), or ``None`` when
+        this run has not asked for a scan."""
+        req = next((s for s in self.stages if isinstance(s, ScanRequests)), None)
+        if req is None or not (req.service.stats.requested or requested(self.config,
+                                                                         self.options.scan)):
+            return None
+        return req.service.stats
+
     def summary(self) -> str:
         """The closing summary line (stderr): backend (or what is followed), events written,
         filtered out, lost, errors, and every output that did not take all events with the
-        count and the last error."""
+        count and the last error; the scan counters when the run scans."""
         st = self.stats
         what = st.backend if self.options.follow else f"backend {st.backend}"
         text = (f"{what}; events written {sum(st.written.values()):,}, filtered out "
                 f"{sum(st.filtered.values()):,}, lost {st.lost:,}, errors {st.errors}")
         for name, n in st.undelivered.items():
             text += f"; NOT WRITTEN to {name}: {n:,} events ({st.output_errors.get(name, '')})"
+        scans = self.scan_stats
+        if scans is not None:
+            text += "; " + scans.summary()
         return text
 
     def run(self, install_signals: bool = True) -> SensorStats:

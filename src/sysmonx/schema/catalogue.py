@@ -294,6 +294,16 @@ EVENTS: tuple[EventDef, ...] = (
             _s("FirstRecordID"), _s("LastRecordID"), _s("ScriptBlockText")],
         default="include", extension=True, sigma_category="sysmonx_ps_script_block"),
     # --- end Windows ---------------------------------------------------------------------------
+    # --- Scanners (SysmonX extension events; docs/ARCHITECTURE.md "Scanners") -----------------
+    # 200: a scanner's finding on the process of an event a config rule asked to scan
+    # (scanners="..."), or on a process `sysmonx scan` inspected: the scanned process, the
+    # scanner, the finding name (memfd_exec ... yara:RULE), what was seen (Details) and the
+    # EventID that triggered the scan (0 on demand).
+    _ev(200, "SYSMONXEVENT_SCANNER_FINDING", "Scanner finding", "ScannerFinding", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("Scanner"), _s("Finding"), _s("Details"),
+        _t("TriggerEventId", UINT32)],
+        default="include", extension=True, sigma_category="scanner_finding"),
+    # --- end Scanners --------------------------------------------------------------------------
 )
 
 
