@@ -2,7 +2,8 @@
 """Peak memory and throughput of replay at 1x, 10x and 100x the size of a corpus file.
 
     python bench/bench_size.py [--corpus DIR] [--sizes 1,10,100] [--inputs evtx,jsonl,...]
-                               [--output xml|linux-xml|jsonl|csv|none] [--config FILE|none]
+                               [--output xml|linux-xml|jsonl|csv|ecs|sqlite|none]
+                               [--config FILE|none]
 
 Issue 6.3: memory must be flat in input size: peak RSS at 100x at most 1.5x peak RSS at 1x.
 
@@ -218,17 +219,30 @@ def status(key):
 path, fmt, cfg, keep = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "keep"
 config = None if cfg == "none" else load_config(cfg)
 import sysmonx.sources.evtx, sysmonx.sources.jsonshapes, sysmonx.sources.archive  # noqa
-writer = None if fmt == "none" else make_writer(fmt, open(os.devnull, "wb"))
+sinks = []
+if fmt == "sqlite":  # the event store: a new database file per run
+    from sysmonx.sinks.sqlite import SqliteSink
+    writer = None
+    sinks = [SqliteSink(sys.argv[6])]
+else:
+    writer = None if fmt == "none" else make_writer(fmt, open(os.devnull, "wb"))
 errors = []
 replayer = Replayer(ReplayOptions(config=config, keep_duplicates=keep), writer,
-                    on_error=errors.append)
+                    on_error=errors.append, sinks=sinks)
 baseline = status("VmRSS")
 t = time.perf_counter()
 replayer.run([path])
 elapsed = time.perf_counter() - t
 if writer is not None:
     writer.close()
-print(json.dumps({"records": replayer.stats.records, "errors": len(errors),
+replayer.close()
+stored = None
+if fmt == "sqlite":
+    import sqlite3
+    stored = sqlite3.connect(sys.argv[6]).execute("SELECT count(*) FROM events").fetchone()[0]
+    os.unlink(sys.argv[6])
+print(json.dumps({"records": replayer.stats.records, "errors": len(errors), "stored": stored,
+                  "included": sum(replayer.stats.included.values()),
                   "duplicates": replayer.stats.duplicates,
                   "first_error": str(errors[0]) if errors else None,
                   "seconds": elapsed, "baseline": baseline, "hwm": status("VmHWM"),
@@ -249,12 +263,15 @@ def measure(path: Path, fmt: str, config: str, keep_duplicates: bool = False) ->
     Raises:
         RuntimeError: records were dropped as duplicates (the measurement would be hollow).
     """
+    db = str(path) + ".store.db"
     r = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "src"), str(path), fmt, config,
-                        "keep" if keep_duplicates else "dedup"],
+                        "keep" if keep_duplicates else "dedup", db],
                        capture_output=True, text=True, check=True)
     out = json.loads(r.stdout)
     if out["duplicates"]:
         raise RuntimeError(f"{path}: {out['duplicates']} records dropped as duplicates")
+    if fmt == "sqlite" and out["stored"] != out["included"]:
+        raise RuntimeError(f"{path}: {out['included']} events included, {out['stored']} stored")
     return out
 
 
@@ -268,7 +285,10 @@ def main() -> int:
     ap.add_argument("--sizes", default="1,10,100", help="multiples of the corpus file")
     ap.add_argument("--inputs", default=",".join(INPUTS),
                     help=f"any of {', '.join(INPUTS + EXTRA_INPUTS)}")
-    ap.add_argument("--output", default="xml", choices=["xml", "linux-xml", "jsonl", "csv", "none"])
+    ap.add_argument("--output", default="xml",
+                    choices=["xml", "linux-xml", "jsonl", "csv", "ecs", "sqlite", "none"],
+                    help="a stream format written to /dev/null, or 'sqlite': the event store "
+                         "(a new database file next to the input; rows checked, then deleted)")
     ap.add_argument("--config", default=None,
                     help="Sysmon config (default: SwiftOnSecurity's from the corpus; 'none': "
                          "no filtering)")

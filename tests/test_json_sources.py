@@ -546,7 +546,7 @@ def test_bad_lines_one_error_each_and_reading_goes_on(tmp_path):
 def test_input_format_override_and_names():
     assert set(JSON_FORMATS) <= set(FORMATS)
     assert FORMATS == ("evtx", "xml", "syslog", "jsonl", "winlogbeat", "nxlog", "sentinel",
-                       "flatjson", "evtxjson")
+                       "flatjson", "evtxjson", "sqlite")
 
 
 def test_forced_format_reads_lines_of_another_shape_as_errors(tmp_path):

@@ -17,14 +17,15 @@ from sysmonx.sinks.base import Writer
 
 BUILTIN = {
     "sources": {"evtx", "xml", "syslog", "jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson",
-                "evtxjson", "files", "live", "eventlog", "etw-kernel-process", "windows"},
+                "evtxjson", "files", "live", "eventlog", "etw-kernel-process", "windows",
+                "sqlite", "nats"},
     "stages": {"duplicates", "clock-check", "time-window", "tamper", "sysmon-gate", "filter",
                "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events",
                "config-stats", "config-diff", "rulename-counter",
                "powershell-scriptblocks", "kernel-process-sysmon", "windows-tamper",
                "scanner-findings", "scanner-requests", "enrich", "enrich-strip"},
     "sinks": {"xml", "linux-xml", "jsonl", "csv", "syslog", "console", "alerts-jsonl",
-              "eventlog"},
+              "eventlog", "ecs", "tcp", "tls", "udp", "http", "sqlite", "nats", "kafka"},
     "backends": {"ebpf", "audit", "cnproc", "dns", "shell"},
     "conditions": {"is", "is not", "contains", "excludes", "begin with", "end with",
                    "less than", "more than", "image", "contains any", "is any", "contains all",

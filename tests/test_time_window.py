@@ -144,7 +144,8 @@ def test_cli_from_to(tmp_path, capsys):
 _Z_TIME = {"xml": re.compile(rb"SystemTime='(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z)'"),
            "linux-xml": re.compile(rb'SystemTime="(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z)"'),
            "jsonl": re.compile(rb'"TimeCreated":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z)"'),
-           "csv": re.compile(rb"\r\n(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z),")}
+           "csv": re.compile(rb"\r\n(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z),"),
+           "ecs": re.compile(rb'"created":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z)"')}
 
 
 @pytest.mark.parametrize("name", list(WRITERS))

@@ -306,10 +306,13 @@ def test_sysmon_never_gets_the_tags_of_sysmonx_events():
 
 
 @pytest.mark.parametrize("scheme", ["udp", "tcp"])
-def test_syslog_to_a_remote_receiver(scheme):
-    """Windows has no /dev/log: events go to udp:// or tcp:// receivers (loopback here)."""
+def test_syslog_to_a_remote_receiver(scheme, tmp_path, monkeypatch):
+    """Windows has no /dev/log: --syslog udp:// or tcp:// goes to the network syslog outputs
+    (RFC 5424; octet counting over TCP; spooled), loopback receivers here."""
     import socket
+    from sysmonx.sinks.netsyslog import TcpSyslogSink, UdpSyslogSink
     from sysmonx.sinks.syslog import SyslogWriter
+    monkeypatch.setenv("SYSMONX_SPOOL_DIR", str(tmp_path / "spool"))
     kind = socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
     srv = socket.socket(socket.AF_INET, kind)
     srv.bind(("127.0.0.1", 0))
@@ -317,22 +320,26 @@ def test_syslog_to_a_remote_receiver(scheme):
     if scheme == "tcp":
         srv.listen(1)
     port = srv.getsockname()[1]
-    w = SyslogWriter.open(f"{scheme}://127.0.0.1:{port}")
+    w = SyslogWriter.open(f"{scheme}://127.0.0.1:{port}", require=False)
+    assert isinstance(w, UdpSyslogSink if scheme == "udp" else TcpSyslogSink)
+    assert w.label == f"syslog {scheme}://127.0.0.1:{port}"
     ev = parse_event(_sample()[0].encode(), ("t", 1))
     w.write(ev)
     if scheme == "tcp":
         conn, _ = srv.accept()
         conn.settimeout(5)
         data = conn.recv(65536)
-        conn.close()
+        length, _, data = data.partition(b" ")  # octet counting
+        assert int(length) == len(data)
     else:
         data = srv.recv(65536)
     w.close()
+    if scheme == "tcp":
+        conn.close()
     srv.close()
-    assert data.startswith(b"<14>") and b" sysmon: <Event>" in data
-    assert data.endswith(b"\n") == (scheme == "tcp")
+    assert data.startswith(b"<14>1 ") and b" sysmon - " in data and data.endswith(b"</Event>")
     with pytest.raises(OSError, match="expected udp://HOST:PORT"):
-        SyslogWriter.open("udp://nohost")
+        SyslogWriter.open("udp://:514")  # no host (no port means syslog's 514)
 
 
 def test_reload_swaps_the_filter_between_two_events(tmp_path):

@@ -17,7 +17,7 @@ __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_pa
            "config_mistake_hint", "silence_stdout", "close_quietly", "output_formats",
            "add_stage_option", "extra_stages", "load_detection", "add_rule_cache_options",
            "add_engine_options", "engine_options", "load_config_reporting", "check_inputs",
-           "write_report", "read_error_printer", "on_windows"]
+           "write_report", "read_error_printer", "on_windows", "url_output_options"]
 
 
 def on_windows() -> bool:
@@ -239,3 +239,13 @@ def read_error_printer(console):
     def on_error(err) -> None:
         console.print(f"{getattr(err, 'severity', 'error')}: {err}", markup=False)
     return on_error
+
+
+def url_output_options(url: str) -> dict:
+    """Options of an output URL's sink in a replay or collect (``fatal`` outputs): a network
+    output whose spool is full makes the writer wait for the receiver (nothing is dropped)
+    instead of refusing events as the live sensor does."""
+    from ..sinks.network import SpooledSink
+    from ..sinks.outputs import url_sink_class
+    cls = url_sink_class(url)
+    return {"when_full": "wait"} if cls is not None and issubclass(cls, SpooledSink) else {}

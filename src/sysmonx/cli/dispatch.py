@@ -10,7 +10,7 @@ from .common import EXIT_USAGE
 
 __all__ = ["SUBCOMMANDS", "USAGE", "main", "cmd_config_help"]
 
-SUBCOMMANDS = ("replay", "run", "config", "coverage", "plugins", "scan")
+SUBCOMMANDS = ("replay", "run", "config", "coverage", "plugins", "scan", "query", "collect")
 
 
 USAGE = f"""SysmonX v{__version__} - Sysmon-compatible event sensor and log replayer
@@ -37,6 +37,10 @@ Usage:
   sysmonx scan [PID...|--all] [--scanners LIST] [--yara RULES] [--format text|jsonl]
                                      scan running processes now (exit 1 when something found)
   sysmonx plugins                    list sources, stages, sinks, backends, conditions, scanners
+  sysmonx query DB [SQL] [--where FIELD=VALUE]...
+                                     read the event store (-o sqlite:///DB) in any format
+  sysmonx collect nats://HOST:PORT/SUBJECT -o OUT...
+                                     consume the fleet stream (-o nats://...) into outputs
   sysmonx -i [config.xml]            install the service (as sysmon -i); -c, -u, -t likewise
   sysmonx -s [version|all]           print the configuration schema (as sysmon -s)
   sysmonx -? config                  configuration help (as sysmon -? config)
@@ -83,6 +87,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if first == "scan":
         from .scan import cmd_scan
         return cmd_scan(argv[1:])
+    if first == "collect":
+        from .collect import cmd_collect
+        return cmd_collect(argv[1:])
+    if first == "query":
+        from .query import cmd_query
+        return cmd_query(argv[1:])
     if first == "plugins":
         from .plugins import cmd_plugins
         return cmd_plugins(argv[1:])

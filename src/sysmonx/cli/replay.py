@@ -12,7 +12,7 @@ from . import common
 from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_stage_option,
                      builtin_config_path, builtin_sample_path, close_quietly, config_mistake_hint,
                      extra_stages, load_detection, output_formats, print_config_errors,
-                     silence_stdout)
+                     silence_stdout, url_output_options)
 
 __all__ = ["cmd_replay", "print_summary"]
 
@@ -52,7 +52,11 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "by side) every time; by default a record with the same provider, "
                         "computer, channel, record id and time as one already read is dropped "
                         "and counted")
-    p.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
+    p.add_argument("-o", "--output", metavar="OUT", action="append", default=[],
+                   help="where events go (repeatable; default stdout): a FILE or '-' in "
+                        "--format, or a URL: tcp://, tls://, udp:// (RFC 5424 syslog), "
+                        "http(s):// (NDJSON or OTLP logs), sqlite:///PATH (event store), "
+                        "nats://, kafka://; network outputs are spooled on disk")
     from ..sources import file_formats
     p.add_argument("--input-format", choices=[c.name for c in file_formats()],
                    help="force the reader instead of detecting it per file (winlogbeat 6/7/8, "
@@ -67,6 +71,14 @@ def _replay_parser() -> argparse.ArgumentParser:
                    help="replay files on N worker processes, output kept in input order "
                         "(0: one per CPU, fewer for small inputs, none below 48 MB, where "
                         "starting workers costs more than they save; default 1)")
+    p.add_argument("--dask", metavar="SCHEDULER",
+                   help="run one task per input file on a Dask distributed cluster ('local': "
+                        "a local cluster of --dask-workers processes; else a scheduler address "
+                        "such as tcp://HOST:8786): reading, filtering and Sigma matching in the "
+                        "workers, duplicates and correlation in this process; the output is "
+                        "the one-process replay's")
+    p.add_argument("--dask-workers", type=int, default=2, metavar="N",
+                   help="worker processes of --dask local (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
@@ -133,13 +145,18 @@ def cmd_replay(argv: list[str]) -> int:
     if args.jobs < 0:
         console.print("error: --jobs must be 0 (one per CPU) or a positive number")
         return EXIT_USAGE
-    if args.output == "-":
-        args.output = None  # stdout
-    if args.output:
-        problem = _output_clashes_with_inputs(args.output, paths)
+    from ..sinks.outputs import is_url
+    urls = [o for o in args.output if is_url(o)]
+    files_out = [o for o in args.output if not is_url(o)]
+    stdout_out = "-" in files_out or not args.output
+    files_out = [o for o in files_out if o != "-"]
+    for out in files_out:
+        problem = _output_clashes_with_inputs(out, paths)
         if problem:
             console.print(f"error: {problem}")
             return EXIT_FATAL
+    # the stream outputs of --format: files, and stdout when asked or when nothing else is
+    streams: list[Optional[str]] = [*files_out, *([None] if stdout_out else [])]
     config = None
     if config_arg is not None:
         cpath = builtin_config_path() if config_arg == "default" else Path(config_arg)
@@ -182,7 +199,7 @@ def cmd_replay(argv: list[str]) -> int:
             stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
             environment=environment))
 
-    from ..core.errors import OutputClosed, SinkError
+    from ..core.errors import OutputClosed, SinkError, UsageError
     from ..pipeline import auto_jobs, default_jobs, replay_parallel
     from ..sinks import writer_class
     from ..sinks.base import open_target
@@ -210,6 +227,12 @@ def cmd_replay(argv: list[str]) -> int:
         console.print("note: --tamper replays on one process (record and time gaps need one "
                       "stream)")
         jobs = 1
+    if args.dask and (extra or args.jobs != 1 or args.tamper):
+        console.print("error: --dask runs its own workers: not with --jobs, --stage or --tamper")
+        return EXIT_USAGE
+    if jobs > 1 and (urls or len(streams) != 1):
+        console.print("note: replaying on one process (--jobs writes one file or stdout)")
+        jobs = 1
     if jobs > 1 and not args.keep_duplicates:
         console.print("note: replaying on one process: finding records read twice needs one "
                       "stream (--keep-duplicates allows --jobs)")
@@ -223,10 +246,10 @@ def cmd_replay(argv: list[str]) -> int:
     for note in walk_notes:
         on_error(note)
     fmt = None if args.no_output else args.format
-    if args.rules and args.alerts == "-" and not args.output and fmt is not None:
+    if args.rules and args.alerts == "-" and None in streams and fmt is not None:
         console.print("note: --alerts - writes the alerts to stdout, so the events are not "
                       "written there (give -o FILE to keep them)")
-        fmt = None
+        streams.remove(None)
     writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
 
     progress = task = None
@@ -259,17 +282,35 @@ def cmd_replay(argv: list[str]) -> int:
                 task = progress.add_task("replay", total=len(files), records=0, errors=0)
             if args.jobs == 0 and jobs > 1:  # auto: no workers for an input they cannot speed up
                 jobs = auto_jobs(files, jobs)
-            if jobs > 1 and len(files) > 1:
-                stream, _ = open_target(args.output) if fmt is not None else (None, "")
+            if args.dask:
+                from ..pipeline.dask import replay_dask
+                if fmt is not None:
+                    from ..sinks.outputs import open_url_output
+                    for i, out in enumerate(streams):
+                        sinks.insert(i, writer_class(fmt).open(out, **writer_options))
+                    for url in urls:
+                        sinks.append(open_url_output(url, **url_output_options(url)))
+                stats = replay_dask(files, options, args.dask, sinks, detection=stage,
+                                    rule_paths=args.rules, workers=args.dask_workers,
+                                    on_error=on_error, on_file_done=file_done,
+                                    alerts_to_stream=not args.alerts)
+                sinks = []  # closed by the run
+            elif jobs > 1 and len(files) > 1:
+                target = streams[0] if streams else None
+                stream, _ = open_target(target) if fmt is not None else (None, "")
                 try:
                     stats = replay_parallel(files, options, fmt, stream, jobs, on_error,
                                             file_done, writer_options=writer_options)
                 finally:
-                    if stream is not None and args.output:
+                    if stream is not None and target:
                         _close_stream(stream)
             else:
                 if fmt is not None:
-                    sinks.insert(0, writer_class(fmt).open(args.output, **writer_options))
+                    from ..sinks.outputs import open_url_output
+                    for i, out in enumerate(streams):
+                        sinks.insert(i, writer_class(fmt).open(out, **writer_options))
+                    for url in urls:
+                        sinks.append(open_url_output(url, **url_output_options(url)))
 
                 def on_progress(path, records) -> None:
                     if progress is not None and task is not None and replayer is not None:
@@ -281,6 +322,14 @@ def cmd_replay(argv: list[str]) -> int:
                     replayer.run_file(path)
                     file_done(path, replayer.stats)
                 replayer.finish()
+        except UsageError as exc:  # a bad output URL
+            close_quietly(sinks)
+            console.print(f"error: {exc}", markup=False)
+            return EXIT_USAGE
+        except RuntimeError as exc:  # --dask: no distributed, or the scheduler is away
+            close_quietly(sinks)
+            console.print(f"error: {exc}", markup=False)
+            return EXIT_FATAL
         except SinkError as exc:
             failure = exc
         except BrokenPipeError:
@@ -425,3 +474,4 @@ def print_summary(console, stats, filtered: bool, window: bool = False,
     if window:
         console.print(f"time window: {stats.out_of_window:,} records outside --from/--to skipped, "
                       f"{stats.untimed:,} records without a time kept")
+

@@ -29,7 +29,11 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="Sysmon XML config (default: the built-in Linux default config)")
     p.add_argument("--format", "-f", default="linux-xml", choices=output_formats(),
                    help="output format (default: Sysmon for Linux single-line XML)")
-    p.add_argument("-o", "--output", metavar="OUT", help="write to a file (default: stdout)")
+    p.add_argument("-o", "--output", metavar="OUT", action="append", default=[],
+                   help="where events go (repeatable; default stdout): a FILE or '-' in "
+                        "--format, or a URL: tcp://, tls://, udp:// (RFC 5424 syslog), "
+                        "http(s):// (NDJSON or OTLP logs), sqlite:///PATH, nats://, kafka://; "
+                        "network outputs are spooled on disk while the receiver is away")
     p.add_argument("--syslog", nargs="?", const="/dev/log", metavar="SOCKET",
                    help="send events to syslog as Sysmon for Linux does (default socket /dev/log)"
                         "; stdout output is then off unless -o - is given")
@@ -133,7 +137,7 @@ def cmd_run(argv: list[str]) -> int:
     """``sysmonx run``: the live sensor (see :func:`_run_parser`)."""
     import os
     from ..config import ConfigError, load_config
-    from ..core.errors import OutputClosed, SinkError, SourceUnavailable
+    from ..core.errors import OutputClosed, SinkError, SourceUnavailable, UsageError
     from ..pipeline.live import Sensor, SensorOptions
     from ..sensor.backends import probe_all
     from ..sinks import writer_class
@@ -169,19 +173,24 @@ def cmd_run(argv: list[str]) -> int:
         if args.syslog:
             from ..sinks.syslog import SyslogWriter
             writer = SyslogWriter.open(args.syslog, require=False)
-            if writer.sock is None:  # like Sysmon for Linux (syslog(3)): keep running
+            if getattr(writer, "sock", "") is None:  # like Sysmon for Linux (syslog(3)): keep running
                 console.print(f"warning: no syslog daemon at {args.syslog}: events sent there are "
                               "not delivered (they are counted and reported) until one starts; "
                               "give --syslog SOCKET or -o FILE to keep them", markup=False)
             sinks.append(writer)
-        if args.output and args.output != "-":
-            out = writer_class(args.format).open(args.output, append=True, buffered=False)
-            out.label = f"-o {args.output}"
-            sinks.append(out)
-        elif args.rules and args.alerts == "-":
-            console.print("note: --alerts - writes the alerts to stdout, so the events are not "
-                          "written there (give -o FILE or --syslog to keep them)")
-        elif not args.syslog or args.output == "-":
+        from ..sinks.outputs import is_url, open_url_output
+        for spec in args.output:
+            if is_url(spec):
+                sinks.append(open_url_output(spec))
+            elif spec != "-":
+                out = writer_class(args.format).open(spec, append=True, buffered=False)
+                out.label = f"-o {spec}"
+                sinks.append(out)
+        if args.rules and args.alerts == "-" and "-" not in args.output:
+            if not args.output:
+                console.print("note: --alerts - writes the alerts to stdout, so the events are "
+                              "not written there (give -o FILE or --syslog to keep them)")
+        elif "-" in args.output or not (args.syslog or args.output):
             out = writer_class(args.format).open("-", buffered=False)
             out.label = "stdout"
             sinks.append(out)
@@ -198,6 +207,10 @@ def cmd_run(argv: list[str]) -> int:
         close_quietly(sinks)
         console.print(f"error: {exc}", markup=False)
         return EXIT_FATAL
+    except UsageError as exc:  # a bad output URL
+        close_quietly(sinks)
+        console.print(f"error: {exc}", markup=False)
+        return EXIT_USAGE
     if args.heartbeat < 0:
         console.print("error: --heartbeat must be 0 (none) or a positive number of seconds")
         close_quietly(sinks)
@@ -209,7 +222,7 @@ def cmd_run(argv: list[str]) -> int:
     state_dir = args.state_dir or (None if args.follow else DEFAULT_STATE_DIR)
     if state_dir is not None and state_dir.lower() == "none":
         state_dir = None
-    watch = tuple(p for p in (args.output if args.output and args.output != "-" else None,
+    watch = tuple(p for p in (*[o for o in args.output if o != "-" and "://" not in o],
                               args.syslog) if p)
     options = SensorOptions(backend=args.backend, dns=not args.no_dns and not args.follow,
                             duration=args.duration, provider=args.provider,

@@ -8,9 +8,10 @@ cannot be delivered (daemon restarting, socket gone, no daemon at all) is retrie
 reconnecting, then counted in :attr:`SyslogWriter.failed` and :meth:`SyslogWriter.write` raises
 ``OSError``, so the caller (the live sensor) counts it as undelivered and never as written.
 
-A remote receiver is addressed ``udp://HOST:PORT`` (one datagram per record, RFC 3164 form) or
-``tcp://HOST:PORT`` (records ended by a newline, RFC 6587 non-transparent framing): the form
-Windows needs, which has no local syslog socket.
+A remote receiver (``--syslog udp://HOST:PORT``, ``tcp://``, ``tls://``: what Windows needs, which
+has no local syslog socket) is not this class's: :meth:`SyslogWriter.open` hands such a target to
+the network syslog outputs of :mod:`sysmonx.sinks.netsyslog` (RFC 5424; octet counting over TCP,
+RFC 5425 over TLS; behind the disk spool), the one implementation of syslog over the network.
 """
 
 from __future__ import annotations
@@ -52,14 +53,33 @@ class SyslogWriter(Sink):
     """
 
     name = "syslog"
-    summary = ("syslog: the local daemon (/dev/log) or udp://HOST:PORT, tcp://HOST:PORT; "
-               "records as Sysmon for Linux sends them")
+    summary = ("syslog: the local daemon (/dev/log), records as Sysmon for Linux sends them "
+               "(a udp://, tcp:// or tls:// target goes to the network syslog outputs)")
     slow = True
 
     @classmethod
-    def open(cls, target: Optional[str] = None, **options: Any) -> SyslogWriter:
+    def open(cls, target: Optional[str] = None, **options: Any) -> Sink:
         """The writer on the daemon socket ``target`` (default ``/dev/log``); ``options`` as the
-        constructor takes them."""
+        constructor takes them. A ``udp://``, ``tcp://`` or ``tls://`` target gives the network
+        syslog output of that URL (:mod:`sysmonx.sinks.netsyslog`; ``tag`` is passed on, the
+        other options do not apply: it never fails to open, its spool keeps what cannot be sent).
+
+        Raises:
+            OSError: the daemon cannot be reached (``require=True``), or a malformed URL.
+        """
+        if target and target.split("://", 1)[0].lower() in ("udp", "tcp", "tls") \
+                and "://" in target:
+            from ..core.errors import UsageError
+            from .outputs import open_url_output
+            url = target
+            if "tag" in options and "tag=" not in url:
+                url += ("&" if "?" in url else "?") + f"tag={options['tag']}"
+            try:
+                sink = open_url_output(url)
+            except UsageError as exc:
+                raise OSError(str(exc)) from None
+            sink.label = f"syslog {target.split('?', 1)[0]}"
+            return sink
         return cls(target or "/dev/log", **options)
 
     def __init__(self, address: str = "/dev/log", tag: str = "sysmon", facility: int = LOG_USER,
@@ -84,19 +104,6 @@ class SyslogWriter(Sink):
             self.sock = None  # like syslog(3): keep running, count what cannot be delivered
 
     def _connect(self) -> socket.socket:
-        scheme, sep, rest = self.address.partition("://")
-        if sep and scheme in ("udp", "tcp"):
-            host, _, port = rest.rpartition(":")
-            if not host or not port.isdigit():
-                raise OSError(f"{self.address}: expected {scheme}://HOST:PORT")
-            kind = socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
-            s = socket.create_connection((host.strip("[]"), int(port)), timeout=5) \
-                if kind == socket.SOCK_STREAM else socket.socket(
-                    socket.AF_INET6 if ":" in host else socket.AF_INET, kind)
-            if kind == socket.SOCK_DGRAM:
-                s.connect((host.strip("[]"), int(port)))
-            self.kind = kind
-            return s
         last = None
         for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
             s = socket.socket(socket.AF_UNIX, kind)

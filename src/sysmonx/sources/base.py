@@ -112,9 +112,11 @@ class FileFormat(Source):
         extensions: file name extensions of the format (lower case, with the dot).
         order: position among the formats (lower first).
         streamable: can be read from a non-seekable stream (an archive member).
+        magic: bytes a file of this format starts with (detection by content), or empty.
     """
 
     extensions: ClassVar[tuple[str, ...]] = ()
+    magic: ClassVar[bytes] = b""
     order: ClassVar[int] = 100
     streamable: ClassVar[bool] = True
 

@@ -117,7 +117,8 @@ def _special_kind(path: str) -> Optional[str]:
 def detect_format(path: str, head: bytes) -> Optional[str]:
     """Guess the format of ``path`` from its first bytes ``head``, then from its extension.
 
-    Content wins over the name: EVTX magic ``ElfFile\\0`` => ``evtx``; a syslog priority ``<13>`` =>
+    Content wins over the name: EVTX magic ``ElfFile\\0`` => ``evtx``; a registered format's
+    ``magic`` (the event store's ``SQLite format 3``) => that format; a syslog priority ``<13>`` =>
     ``syslog``; ``<`` => ``xml``; ``{`` => the JSON shape of the first object that parses
     (:func:`sysmonx.sources.jsonshapes.detect_json`: ``winlogbeat``, ``nxlog``, ``sentinel``,
     ``flatjson``, ``evtxjson``, else ``jsonl``); ``[`` or an ``evtx_dump`` ``Record 1`` line =>
@@ -128,6 +129,9 @@ def detect_format(path: str, head: bytes) -> Optional[str]:
     """
     if head.startswith(_EVTX_MAGIC):
         return "evtx"
+    for cls in file_formats():
+        if cls.magic and head.startswith(cls.magic):
+            return cls.name
     text = head
     if text.startswith(b"\xef\xbb\xbf"):
         text = text[3:]
