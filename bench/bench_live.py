@@ -29,6 +29,25 @@ the spawner really made):
 * losses the sensor reported (event 255 counts) and the machine's load average (``uptime``),
   since the 2 cores are shared: rerun when it was busy.
 
+Variants (``--variants``, tier ``ebpf`` only, default ``plain``; other tiers run ``plain``):
+
+* ``probes-off``: tier A without its second BPF object (``SYSMONX_EBPF_VISIBILITY=0``): the
+  baseline of what the new syscall probes (setuid family, capset, memfd_create, mmap/mprotect,
+  process_vm_writev, ptrace, prctl) cost;
+* ``plain``: the default sensor (those probes attached; ImageLoad, MemfdCreate and ExecMemory
+  off as the config does not ask for them);
+* ``enrich``: ``--enrich`` (every enrichment field computed and written: the process tree, and
+  /proc reads of cgroup, namespaces, terminal, session and file type once per process).
+
+Besides the sensor's CPU, each phase reports the **load's own CPU** per exec (the spawner and its
+children, from ``RUSAGE_CHILDREN``): in-kernel probe work is charged to the traced processes,
+not to the sensor, so that is where the probes' cost shows.
+
+* ``shell``: no exec load; a sensor with its auxiliary backends (no ``--no-dns``) while
+  ``--shell-rate R`` commands per second (default 50) are typed for ``--shell-seconds S``
+  (default 10) into an interactive bash on a pseudo-terminal; reports how many distinct
+  commands came back as ShellCommand (210) events, and repeats.
+
 Exit status: 0 when every requested tier ran and was measured, 1 when a sensor did not start
 or exited early, 2 for bad usage.
 """
@@ -36,8 +55,11 @@ or exited early, 2 for bad usage.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import pty
+import resource
 import re
 import shutil
 import subprocess
@@ -76,6 +98,9 @@ int main(int argc,char**argv){
 ZERO_GUID = "{00000000-0000-0000-0000-000000000000}"
 QUIET_S = 3.0  # after the load, the sensor has caught up when it wrote nothing for this long
 GUID_RE = re.compile(r"^\{[0-9a-f]{8}-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{12})\}$")
+
+
+_RUNS = itertools.count(1)
 
 
 class BenchError(Exception):
@@ -168,13 +193,20 @@ def score(events: list, tag: str, made: int) -> dict:
             "share": ok / made if made else 0.0, "other": other[:5]}
 
 
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def phase(sensor: subprocess.Popen, out: Output, spawner: Path, n: int, rate: float, tag: str,
           catch_up_s: float) -> dict:
     """Run one load phase; CPU counted from its start until the phase's events are all written
     (or ``catch_up_s`` after the load ended)."""
     c0, t0 = cpu_ticks(sensor.pid), time.monotonic()
+    l0 = _children_cpu()
     res = subprocess.run([str(spawner), str(n), str(rate), tag], capture_output=True, text=True,
                          check=True)
+    load_cpu = _children_cpu() - l0
     t_load = time.monotonic()
     c_load = cpu_ticks(sensor.pid)
     made = int(res.stdout.split()[0])
@@ -200,27 +232,93 @@ def phase(sensor: subprocess.Popen, out: Output, spawner: Path, n: int, rate: fl
     window = t_load - t0
     hz = os.sysconf("SC_CLK_TCK")
     return {"made": made, "cpu_s": (c1 - c0) / hz, "cpu_in_window_s": (c_load - c0) / hz,
-            "load_s": window, "tail_s": t1 - t_load}
+            "load_s": window, "tail_s": t1 - t_load, "load_cpu_s": load_cpu}
 
 
-def start_sensor(tier: str, workdir: Path, rules: Optional[str] = None, extra: tuple = ()) -> tuple:
+def shell_phase(sensor: subprocess.Popen, out: Output, rate: float, seconds: float,
+                tag: str) -> dict:
+    """Type ``rate`` commands per second into an interactive bash on a pty for ``seconds``;
+    count the distinct commands that came back as ShellCommand (210) events, and repeats."""
+    n = int(rate * seconds)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv("/usr/bin/bash", ["bash", "--norc", "--noprofile", "-i"])
+    os.set_blocking(fd, False)
+
+    def drain() -> None:
+        try:
+            while os.read(fd, 65536):
+                pass
+        except OSError:
+            pass
+    time.sleep(0.5)
+    drain()
+    t0 = time.monotonic()
+    for i in range(n):
+        due = t0 + i / rate
+        while (d := due - time.monotonic()) > 0:
+            time.sleep(min(d, 0.005))
+            drain()
+        os.write(fd, f": {tag}-{i}\n".encode())
+    load_s = time.monotonic() - t0
+    os.write(fd, b"exit\n")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        drain()
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if done:
+            break
+        time.sleep(0.05)
+    os.close(fd)
+    want = {f": {tag}-{i}" for i in range(n)}
+    seen: dict = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if sensor.poll() is not None:
+            raise BenchError(f"sensor exited during the shell phase ({sensor.returncode})")
+        out.poll()
+        seen = {}
+        for e in out.events:
+            if e.get("EventID") == 210 and e.get("Command") in want:
+                seen[e["Command"]] = seen.get(e["Command"], 0) + 1
+        if len(seen) >= n:
+            break
+        time.sleep(0.2)
+    return {"typed": n, "rate": n / load_s if load_s else 0.0, "captured": len(seen),
+            "repeated": sum(1 for v in seen.values() if v > 1)}
+
+
+def start_sensor(tier: str, workdir: Path, variant: str = "plain",
+                 rules: Optional[str] = None, sensor_args: tuple = ()) -> tuple:
     """Start ``sysmonx run --backend TIER``; returns ``(process, Output, stderr file)`` once its
     event 4 is written.
 
     Raises:
         BenchError: the sensor exited or wrote nothing within 90 s (its stderr is included).
     """
-    out_file = workdir / f"{tier}.jsonl"
+    out_file = workdir / f"{tier}-{variant}-{next(_RUNS)}.jsonl"  # a repeated variant: new file
     cfg = workdir / "bench-config.xml"
     cfg.write_text('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" '
                    'groupRelation="or"><ProcessCreate onmatch="exclude"/></RuleGroup>'
                    '<RuleGroup name="" groupRelation="or"><ProcessTerminate onmatch="exclude"/>'
                    "</RuleGroup></EventFiltering></Sysmon>")
     err = open(workdir / f"{tier}.stderr", "wb")
+    env = dict(os.environ)
+    extra = ["--no-dns"]
+    if variant == "probes-off":
+        env["SYSMONX_EBPF_VISIBILITY"] = "0"
+    elif variant == "enrich":
+        extra.append("--enrich")
+    elif variant == "shell":
+        extra = []  # the auxiliary backends run (ShellCommand is one)
     sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", tier,
-                               "--no-dns", "--config", str(cfg), "--format", "jsonl",
-                               "-o", str(out_file), "--state-dir", str(workdir / "state"),
-                               *(["--rules", rules] if rules else []), *extra], stderr=err)
+                               "--config", str(cfg), "--format", "jsonl",
+                               "-o", str(out_file), "--state-dir", str(workdir / "state"), *extra,
+                               *(["--rules", rules] if rules else []), *sensor_args],
+                              stderr=err, env=env)
     out = Output(out_file)
     deadline = time.monotonic() + 90
     while True:
@@ -238,25 +336,30 @@ def start_sensor(tier: str, workdir: Path, rules: Optional[str] = None, extra: t
     return sensor, out, err
 
 
-def run_tier(tier: str, spawner: Path, args, workdir: Path) -> list:
-    """Both phases under one tier; returns printable lines.
+def run_tier(tier: str, spawner: Path, args, workdir: Path, variant: str = "plain") -> list:
+    """Both phases under one tier (and variant); returns printable lines.
 
     Raises:
         BenchError: the sensor did not start or died.
     """
-    sensor, out, err = start_sensor(tier, workdir, args.rules, tuple(args.sensor_arg))
+    sensor, out, err = start_sensor(tier, workdir, variant, args.rules, tuple(args.sensor_arg))
+    label = tier if variant == "plain" else f"{tier}/{variant}"
     time.sleep(1.0)
     results = []
     c0, t0 = cpu_ticks(sensor.pid), time.monotonic()
     time.sleep(args.idle)
     idle = (cpu_ticks(sensor.pid) - c0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
+    loads = (("burst", args.burst, 0.0), ("sustained", int(args.rate * args.seconds), args.rate))
     try:
-        for name, n, rate in (("burst", args.burst, 0.0),
-                              ("sustained", int(args.rate * args.seconds), args.rate)):
-            tag = f"sxb{os.getpid()}{tier}{name}"
+        for name, n, rate in (loads if variant != "shell" else ()):
+            tag = f"sxb{os.getpid()}{tier}{name}{out.path.stem.rsplit('-', 1)[-1]}"
             results.append((name, tag, phase(sensor, out, spawner, n, rate, tag,
                                              args.catch_up)))
             time.sleep(1.0)
+        shell = None
+        if variant == "shell":
+            shell = shell_phase(sensor, out, args.shell_rate, args.shell_seconds,
+                                f"sxsh{os.getpid()}{tier}")
     finally:
         if sensor.poll() is None:
             sensor.terminate()
@@ -268,6 +371,7 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path) -> list:
     lost = [e for e in out.events if e.get("EventID") == 255]
     guard = re.findall(r"sysmonx: (guard CPU .*)", (workdir / f"{tier}.stderr").read_text(
         errors="replace"))
+    tier = label
     lines = [f"{tier:7} idle       sensor CPU {100 * idle:5.1f} % of one core with no load of ours "
              f"(the host's own activity, over {args.idle:.0f} s)"]
     for name, tag, p in results:
@@ -280,9 +384,15 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path) -> list:
                      f"{100 * p['cpu_in_window_s'] / p['load_s']:.1f} % within the window; "
                      f"{100 * (p['cpu_s'] - idle * (p['load_s'] + p['tail_s'])) / p['load_s']:.1f}"
                      " % "
-                     "net of the idle baseline)")
+                     f"net of the idle baseline); load CPU "
+                     f"{1e6 * p['load_cpu_s'] / max(1, p['made']):.0f} us per exec")
         if s["other"]:
             lines.append(f"{tier:7} {name:10} not captured: " + "; ".join(s["other"]))
+    if shell is not None:
+        lines.append(f"{tier:7} shell      typed {shell['typed']} commands at "
+                     f"{shell['rate']:.1f}/s into bash on a pty: ShellCommand captured "
+                     f"{shell['captured']} ({100 * shell['captured'] / max(1, shell['typed']):.2f}"
+                     f" %), repeated {shell['repeated']}")
     lines.append(f"{tier:7} loss events reported: {len(lost)}  "
                  + "; ".join(e.get("Description", "") for e in lost[:5]))
     lines.append(f"{tier:7} self-protection (its own thread's CPU time, the whole run): "
@@ -310,6 +420,11 @@ def main() -> int:
     ap.add_argument("--catch-up", type=float, default=30.0,
                     help="longest wait for the phase's events after the load (seconds)")
     ap.add_argument("--keep", metavar="DIR", help="keep the sensors' outputs in DIR")
+    ap.add_argument("--variants", default="plain",
+                    help="tier ebpf: any of probes-off, plain, enrich, shell, comma-separated "
+                         "(module doc; default plain: the sensor as it runs)")
+    ap.add_argument("--shell-rate", type=float, default=50.0)
+    ap.add_argument("--shell-seconds", type=float, default=10.0)
     ap.add_argument("--rules", metavar="PATH",
                     help="Sigma rules the sensors load (alerts go into the event stream as "
                          "event 1000; the rule cache is used as by `sysmonx run`)")
@@ -332,13 +447,16 @@ def main() -> int:
         print(f"load average before: {loadavg()}  (python {sys.executable}; sensor arguments: "
               f"{' '.join(args.sensor_arg) or 'none'})", flush=True)
         for tier in args.backends.split(","):
-            try:
-                for line in run_tier(tier, spawner, args, workdir):
-                    print(line, flush=True)
-            except BenchError as exc:
-                print(f"{tier:7} NOT MEASURED: {exc}", flush=True)
-                status = 1
-            print(f"        load average after {tier}: {loadavg()}", flush=True)
+            variants = args.variants.split(",") if tier == "ebpf" else ["plain"]
+            for variant in variants:
+                try:
+                    for line in run_tier(tier, spawner, args, workdir, variant):
+                        print(line, flush=True)
+                except BenchError as exc:
+                    label = tier if variant == "plain" else f"{tier}/{variant}"
+                    print(f"{label} NOT MEASURED: {exc}", flush=True)
+                    status = 1
+                print(f"        load average after {tier} {variant}: {loadavg()}", flush=True)
         if args.keep:
             os.makedirs(args.keep, exist_ok=True)
             for f in workdir.glob("*.jsonl"):

@@ -130,7 +130,7 @@ def test_schema_output_lists_extension_options_after_sysmons():
                           and o.name != "BTF"]
     hb = [o for o in root.iter("option") if o.get("name") == "HeartbeatInterval"][0]
     assert dict(hb.attrib) == {"name": "HeartbeatInterval", "argument": "required"}
-    assert "<!-- SysmonX configuration file extensions -->" in text
+    assert "<!-- SysmonX: configuration entries not in Sysmon's manifest -->" in text
     linux, _ = render_schema_output(None, "linux")
     assert '<option name="HeartbeatInterval" argument="required" target="all" />' in linux
     # Sysmon's manifests, byte for byte, do not have them

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from sysmonx.schema import (
-    CURRENT, LATEST, SchemaVersionError, all_versions, format_version, get_schema,
+    CURRENT, LATEST, SchemaVersionError, all_versions, extended, format_version, get_schema,
 )
 from sysmonx.schema.printer import (
     NO_MATCH_EXIT_CODE, NO_MATCH_MESSAGE, WINDOWS_HIDDEN_OPTIONS, manifest_version_text,
@@ -318,6 +318,7 @@ def test_get_schema_rejects_malformed(text):
 def test_get_schema_rejects_newer_than_newest():
     newest = format_version(LATEST)
     assert get_schema(newest) is CURRENT
+    assert extended(get_schema(newest)).events == CURRENT.events
     for text in ("4.92", "5.0", "10.1"):
         with pytest.raises(SchemaVersionError, match="newest supported is " + newest):
             get_schema(text)
@@ -392,7 +393,24 @@ def test_windows_comments_placement():
 def test_schema_output_default_is_newest():
     text, code = render_schema_output(None)
     assert code == 0
+    # the newest manifest, plus the events no Sysmon manifest defines at the end of <events>
     assert text == render_manifest(CURRENT, extensions=True) + "\n"
+    plain = render_manifest(CURRENT)
+    head, tail = plain.split("  </events>")
+    # SysmonX's configuration entries close <options>; without them, the rest is Sysmon's
+    # manifest with the extension events closing <events>
+    lines = text.split("\n")
+    ext = ["      <!-- SysmonX: configuration entries not in Sysmon's manifest -->"] + [
+        f'      <option name="{o.name}" argument="{o.argument}" />'
+        for o in CURRENT.extension_options]
+    i = lines.index(ext[0])
+    assert lines[i:i + len(ext)] == ext and lines[i + len(ext)] == "    </options>"
+    sysmons = "\n".join(lines[:i] + lines[i + len(ext):])
+    assert sysmons.startswith(head) and "  </events>" + tail in sysmons
+    assert '<event name="SYSMONX_SHELL_COMMAND" value="210"' in text
+    # -s VERSION lists them too; Sysmon's manifest byte for byte without them
+    assert render_schema_output(format_version(LATEST))[0] == text
+    assert render_schema_output(format_version(LATEST), extensions=False)[0] == plain + "\n"
     assert text.startswith(f'<manifest schemaversion="{format_version(LATEST)}" ')
 
 

@@ -269,7 +269,7 @@ def test_run_command_requires_root_or_lists_backends():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     assert {line.split()[0] for line in out.stdout.splitlines()} == \
-        {"ebpf", "audit", "cnproc", "dns"}
+        {"ebpf", "audit", "cnproc", "dns", "shell"}
 
 
 def test_follow_sysmon_for_linux_syslog_across_rotation(tmp_path):

@@ -146,6 +146,18 @@ class Config:
         """Rule sets of one tag in document order."""
         return [rs for rs in self.rule_sets if rs.tag == tag]
 
+    def enrichment_fields_used(self) -> frozenset[str]:
+        """Names of the SysmonX enrichment fields (``GrandparentImage`` ...) the rule sets
+        filter on: when not empty, the run adds the enrichment stage before the filter."""
+        from .schema.catalogue import ENRICHMENT_FIELD_NAMES
+        return frozenset(f.field for rs in self.rule_sets for f in rs.filters
+                         if f.field in ENRICHMENT_FIELD_NAMES)
+
+    def tags_used(self) -> frozenset[str]:
+        """Event tags that have at least one rule set (what a live sensor must collect for the
+        events that are off unless a config asks for them)."""
+        return frozenset(rs.tag for rs in self.rule_sets)
+
     @property
     def requests_scans(self) -> bool:
         """True when a rule set, ``<Rule>`` or filter carries a ``scanners`` attribute."""

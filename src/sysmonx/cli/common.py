@@ -177,7 +177,8 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compare-fold", choices=["lower", "upper"], default="lower")
     g.add_argument("--no-rule-defaults", choices=["manifest", "community"], default="manifest")
     p.add_argument("--no-extensions", action="store_true",
-                   help="hold the config to Sysmon's grammar exactly (reject condition=\"regex\")")
+                   help="hold the config to Sysmon's grammar exactly (reject condition=\"regex\", "
+                        "SysmonX event tags and enrichment fields)")
 
 
 def engine_options(args: argparse.Namespace):

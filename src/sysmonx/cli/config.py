@@ -1,4 +1,4 @@
-"""``sysmonx config check|compile|decode|explain``: the configuration tools."""
+"""``sysmonx config check|compile|decode|export|explain``: the configuration tools."""
 
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ def _config_parser() -> argparse.ArgumentParser:
                                       "Rules value) back into a Sysmon XML config")
     d.add_argument("blob")
     d.add_argument("-o", "--output", metavar="XML", help="default: stdout")
+    x = sub.add_parser("export", help="write a config real Sysmon loads: --sysmon removes "
+                                      "SysmonX-only filters, events and conditions (a warning "
+                                      "each)")
+    x.add_argument("file")
+    x.add_argument("--sysmon", action="store_true", required=True,
+                   help="target plain Sysmon (the only target)")
+    x.add_argument("-o", "--output", metavar="XML", help="default: stdout")
     e = sub.add_parser("explain", help="print Sysmon's decision trace for one event: rule sets "
                                        "tried in order, filters evaluated, the decision and "
                                        "RuleName")
@@ -89,6 +96,8 @@ def cmd_config(argv: list[str]) -> int:
         else:
             sys.stdout.write(xml)
         return 0
+    if args.action == "export":
+        return _export(args, console)
     try:
         cfg = load_config(args.file, extensions=not args.no_extensions)
     except ConfigError as exc:
@@ -117,6 +126,29 @@ def cmd_config(argv: list[str]) -> int:
     print(f"Configuration file validated: {args.file} (schema {cfg.schema_version_text}, "
           f"{len(cfg.rule_sets)} rule sets, "
           f"{sum(len(r.filters) for r in cfg.rule_sets)} filters)")
+    return 0
+
+
+def _export(args, console) -> int:
+    """``config export --sysmon FILE [-o OUT]``: warnings on stderr, the XML to OUT/stdout."""
+    from ..config import ConfigError
+    from ..config.export import export_sysmon
+    try:
+        raw = Path(args.file).read_bytes()
+        out, warnings = export_sysmon(raw, args.file)
+    except ConfigError as exc:
+        print_config_errors(console, exc, config_mistake_hint(Path(args.file)))
+        return EXIT_FATAL
+    except OSError as exc:
+        console.print(f"error: cannot read {args.file}: {exc.strerror or exc}")
+        return EXIT_FATAL
+    for w in warnings:
+        console.print(str(w), markup=False)
+    if args.output:
+        Path(args.output).write_bytes(out)
+    else:
+        sys.stdout.buffer.write(out)
+        sys.stdout.flush()
     return 0
 
 

@@ -60,6 +60,9 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--non-sysmon", choices=["drop", "pass"], default="drop",
                    help="records of other providers: drop (default) or pass through unchanged")
     p.add_argument("--no-output", action="store_true", help="count only, write no events")
+    p.add_argument("--enrich", action="store_true",
+                   help="write the SysmonX enrichment fields (GrandparentImage, AncestorImages "
+                        "...; JSON under an Enrichment key); without it output stays Sysmon's")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                    help="replay files on N worker processes, output kept in input order "
                         "(0: one per CPU, fewer for small inputs, none below 48 MB, where "
@@ -82,7 +85,8 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "cleared, EventRecordID and time gaps (mixed Security/System logs are "
                         "read for it even with --non-sysmon drop)")
     p.add_argument("--no-extensions", action="store_true",
-                   help="hold the config to Sysmon's grammar exactly (reject condition=\"regex\")")
+                   help="hold the config to Sysmon's grammar exactly (reject condition=\"regex\", "
+                        "SysmonX event tags and enrichment fields)")
     add_stage_option(p)
     add_rule_cache_options(p)
     g = p.add_argument_group("Sysmon behaviours the spec marks uncertain (defaults: code-derived)")
@@ -172,7 +176,7 @@ def cmd_replay(argv: list[str]) -> int:
     options = ReplayOptions(
         config=config, non_sysmon=args.non_sysmon, input_format=args.input_format,
         time_from=bounds[0], time_to=bounds[1], window_time=args.window_time,
-        keep_duplicates=args.keep_duplicates, tamper=args.tamper,
+        keep_duplicates=args.keep_duplicates, enrich=args.enrich, tamper=args.tamper,
         engine_options=EngineOptions(
             compare_fold=args.compare_fold, fallback=args.fallback,
             stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
@@ -197,6 +201,10 @@ def cmd_replay(argv: list[str]) -> int:
             jobs = 1
     if extra and jobs > 1:
         console.print("note: --stage replays on one process")
+        jobs = 1
+    if jobs > 1 and (args.enrich or (config is not None and config.enrichment_fields_used())):
+        console.print("note: enrichment replays on one process (the process tree needs one "
+                      "stream)")
         jobs = 1
     if args.tamper and jobs > 1:
         console.print("note: --tamper replays on one process (record and time gaps need one "

@@ -44,7 +44,11 @@ def _run_parser() -> argparse.ArgumentParser:
                         "the config and outputs")
     p.add_argument("--from-start", action="store_true",
                    help="with --follow FILE: read the file from its beginning")
-    p.add_argument("--no-dns", action="store_true", help="do not run the DNS backend")
+    p.add_argument("--no-dns", action="store_true",
+                   help="do not run the auxiliary backends (DNS, and ShellCommand)")
+    p.add_argument("--enrich", action="store_true",
+                   help="write the SysmonX enrichment fields (GrandparentImage, AncestorImages, "
+                        "ContainerId ...); without it output stays Sysmon's")
     p.add_argument("--list-backends", action="store_true",
                    help="show which backends can run here and why not, then exit")
     p.add_argument("--provider", help="System/Provider Name (default: Linux-Sysmon)")
@@ -225,6 +229,7 @@ def cmd_run(argv: list[str]) -> int:
     options = SensorOptions(backend=args.backend, dns=not args.no_dns and not args.follow,
                             duration=args.duration, provider=args.provider,
                             follow=args.follow, from_start=args.from_start,
+                            enrich=args.enrich,
                             guard=not args.no_guard, heartbeat_s=heartbeat,
                             state_dir=state_dir, watch_outputs=watch,
                             install_manifest=args.install_manifest, scan=scan)

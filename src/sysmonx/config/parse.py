@@ -22,7 +22,9 @@ from lxml import etree
 
 from ..configmodel import Aggregate, Config, ConfigError, ConfigWarning, Filter, RuleSet
 from ..core.registry import CONDITIONS as CONDITION_REGISTRY
-from ..schema import CONDITIONS, CURRENT, Schema, SchemaVersionError, get_schema, parse_version
+from ..schema import (CONDITIONS, CURRENT, Schema, SchemaVersionError, extended, get_schema,
+                      parse_version, sysmon_only)
+from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
 
 __all__ = ["load_config", "parse_config", "decode_config_bytes", "extension_conditions",
            "split_comma_list", "parse_scanner_list",
@@ -241,7 +243,8 @@ def load_config(path: Union[str, Path], *, extensions: bool = True,
 
     Args:
         path: the XML file.
-        extensions: accept SysmonX extensions (``condition="regex"``). With False the config is
+        extensions: accept SysmonX extensions (``condition="regex"``, the tags of SysmonX's own
+            events, enrichment fields such as ``GrandparentImage``). With False the config is
             held to Sysmon's exact grammar.
         empty_option_quirk: reproduce the libxml2 code path where an empty option element
             (``<CheckRevocation/>``) stops option processing (spec 1.2, uncertain). Default: the
@@ -371,6 +374,8 @@ class _Builder:
             if "Invalid schema version" in msg:
                 msg = f"Invalid schema version number ({sv})  for configuration: {self.path}"
             raise self.err(msg, root) from None
+        # extensions on: every catalogue event and the enrichment fields; off: Sysmon's own
+        schema = extended(schema) if self.extensions else sysmon_only(schema)
         cfg = Config(self.path, self.sha256, version, schema)
         self.collect(_only_whitespace, root, self.path)
         state = {"options_stopped": False}
@@ -538,12 +543,13 @@ class _Builder:
              group_name: Optional[str]) -> None:
         tag = el.tag
         if tag not in schema.tags:
+            full = get_schema(cfg.schema_version)  # with the extension events
+            if not self.extensions and tag in full.tags:  # schema is sysmon_only(full)
+                raise self.err(f"<{tag}> filters a SysmonX event (EventID "
+                               f"{full.tags[tag][0]}); SysmonX extensions are disabled", el)
             known = ", ".join(sorted(schema.tags))
             raise self.err(f"Unknown event tag <{tag}> for schema {schema.version_text} "
                            f"(expecting one of {known})", el)
-        if schema.events[schema.tags[tag][0]].extension and not self.extensions:
-            raise self.err(f"<{tag}> filters a SysmonX event (EventID "
-                           f"{schema.tags[tag][0]}); SysmonX extensions are disabled", el)
         _check_attrs(el, ("onmatch", "default") + self.scan_attr, self.path)
         onmatch, default = el.get("onmatch"), el.get("default")
         for attr, v in (("onmatch", onmatch), ("default", default)):
@@ -608,7 +614,7 @@ class _Builder:
         if len(self.errors) > before:
             return  # the file is refused anyway; the rest of the tag was still checked
         # Bind multi-id tags to the first id whose fields contain every field used (spec 1.5).
-        used = {f.field for f in filters}
+        used = {f.field for f in filters} - ENRICHMENT_FIELD_NAMES
         bound = None
         for eid in CURRENT.tags.get(tag, ()):
             if used <= set(CURRENT.events[eid].field_names):

@@ -113,4 +113,8 @@ def known_fields(event_id: int) -> frozenset:
     names = set(ev.field_names) | set(SYSTEM_FIELDS)
     if "Hashes" in names or "Hash" in names:
         names |= set(HASH_FIELDS)
+    if names & {"ProcessGuid", "SourceProcessGuid", "SourceProcessGUID"}:
+        # SysmonX enrichment fields (GrandparentImage ...): computed for rules that use them
+        from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
+        names |= ENRICHMENT_FIELD_NAMES
     return frozenset(names)

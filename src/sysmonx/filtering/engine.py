@@ -21,6 +21,7 @@ from typing import Callable, Optional
 
 from ..configmodel import Config, RuleSet
 from ..schema import CURRENT
+from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
 from .conditions import REGEX_MAX_MEM, REGEX_TOTAL_MEM, fold, make_predicate, utf16_len
 from .index import MemoBudget, build_indexed_decider
 from .walk import Member, compile_walk
@@ -158,6 +159,9 @@ class _SetCompiler:
         out = {}
         for f in rs.filters:
             pos = bound.get(f.field)
+            if pos is None and f.field in ENRICHMENT_FIELD_NAMES:
+                out[f.field] = True  # looked up by name: added by the enrichment stage
+                continue
             out[f.field] = pos is not None and pos < len(actual) and actual[pos] == f.field
         return out
 

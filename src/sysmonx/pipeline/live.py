@@ -2,9 +2,13 @@
 
 :func:`live_stages` is the stage list of every live run::
 
-    sysmon-gate -> [scanner-findings] -> filter (Sysmon for Linux folding; trace in console mode)
+    [tamper] -> sysmon-gate -> [scanner-findings] -> enrich
+    -> filter (Sysmon for Linux folding; trace in console mode)
     -> [scanner-requests] -> record-numbers -> [--stage ...]
-    -> [sigma-match -> sigma-correlate -> sigma-alert-events]
+    -> [sigma-match -> sigma-correlate -> sigma-alert-events] -> [enrich-strip]
+
+``enrich`` computes the SysmonX enrichment fields the config or the Sigma rules use (all with
+``--enrich``); ``enrich-strip`` removes them again unless ``--enrich`` (:mod:`sysmonx.stages.enrich`).
 
 The scanner stages act when the config asks for scans (``scanners="..."``) or ``--scan`` does;
 they are always in place, so a reload can add or remove such rules. ``scanner-requests`` queues
@@ -25,6 +29,7 @@ from ..filtering import EngineOptions
 from ..filtering.stage import FilterStage
 from ..interfaces import SinkStats, Source, Stage
 from ..scanners.stages import ScanOptions, ScanRequests, requested, scan_stages
+from ..stages.enrich import EnrichStage, enrichment_wanted, with_enrichment
 from ..stages.gate import SysmonGate
 from ..stages.logtamper import LogTamperStage
 from ..stages.numbering import RecordNumbers
@@ -59,6 +64,8 @@ class SensorOptions:
         order_window_s, exit_hold_s: the per-process ordering bound
             (:class:`~sysmonx.sensor.order.OrderBuffer`); ``order_window_s=0`` writes in
             arrival order.
+        enrich: write the SysmonX enrichment fields (``--enrich``); without it they are
+            computed only for the config's and the Sigma rules' use and not written.
         guard: run the sensor's self-protection (:mod:`sysmonx.sensor.guard`): heartbeats
             (event 202) and live TamperFinding events (201); with ``follow``, the followed log is
             also checked by the ``tamper`` stage (Sysmon stopped, reconfigured, record and time
@@ -92,6 +99,7 @@ class SensorOptions:
     tick_s: float = 1.0
     order_window_s: float = 0.25
     exit_hold_s: float = 2.5
+    enrich: bool = False
     guard: bool = False
     heartbeat_s: Optional[float] = None
     state_dir: Optional[str] = None
@@ -125,9 +133,13 @@ class SensorStats:
 def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
                 trace: Optional[str] = None, detection: Any = None,
                 alerts_to_stream: bool = True, extra: Sequence[Stage] = (),
-                tamper: bool = False, scan: Optional[ScanOptions] = None) -> list[Stage]:
+                enrich: bool = False, host: Any = None, tamper: bool = False,
+                scan: Optional[ScanOptions] = None) -> list[Stage]:
     """The stages of a live run, in order (module docstring); ``tamper``: the ``tamper`` stage
-    first (a followed log)."""
+    first (a followed log). The enrichment stage is always there, right before the filter (its
+    process tree is kept so that a reloaded config can filter on ancestry); it computes only the
+    fields the config or the Sigma rules use, all of them with ``enrich`` (then also written).
+    ``host``: the live look-up of the host fields (:class:`~sysmonx.sensor.hostinfo.HostFacts`)."""
     flt = FilterStage(config, engine_options, without_config="defaults", trace=trace)
     # the scan stages are always there (cheap when nothing asks: one set lookup per event), so
     # a reload can add or remove scanners= rules
@@ -137,7 +149,9 @@ def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
     stages.extend(extra)
     if detection is not None:
         stages.extend(detection_stages(detection, alerts_to_stream))
-    return stages
+    enricher = EnrichStage(enrichment_wanted(config, detection, enrich), host=host, keep=enrich)
+    enricher.extra_fields = enrichment_wanted(None, detection)
+    return with_enrichment(stages, enricher)
 
 
 class Sensor:
@@ -190,11 +204,15 @@ class Sensor:
         if on_alert is not None:
             sinks.append(CallbackSink(on_alert))
         self.fanout = FanOut.build(sinks, "count", options.sink_queue_size)
+        host = None
+        if not options.follow:
+            from ..sensor.hostinfo import HostFacts
+            host = HostFacts(self.source.cache)
         self.stages = live_stages(config, options.engine_options, trace=trace,
                                   detection=detection,
                                   alerts_to_stream=not self.fanout.accepts("alert"),
-                                  extra=extra_stages, tamper=bool(options.follow),
-                                  scan=options.scan)
+                                  extra=extra_stages, enrich=options.enrich, host=host,
+                                  tamper=bool(options.follow), scan=options.scan)
         self.pipeline = Pipeline(self.stages, self.fanout, on_status=self.on_status,
                                  reloader=self._load, tick_s=options.tick_s)
         self.source.guard_counters = self.guard_counters

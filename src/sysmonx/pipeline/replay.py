@@ -2,8 +2,9 @@
 
 :func:`replay_stages` is the stage list of a replay (and of every ``--jobs`` worker)::
 
-    [duplicates] -> clock-check -> [time-window] -> sysmon-gate -> filter -> [--stage ...]
-    -> [sigma-match -> sigma-correlate -> sigma-alert-events]
+    [duplicates] -> clock-check -> [time-window] -> [tamper] -> sysmon-gate -> [enrich]
+    -> filter -> [--stage ...] -> [sigma-match -> sigma-correlate -> sigma-alert-events]
+    -> [enrich-strip]
 
 :class:`Replayer` puts it together with :class:`~sysmonx.sources.recorded.RecordedLogs` and the
 sinks in a :class:`~sysmonx.pipeline.loop.Pipeline`, and gathers the counters of the stages into
@@ -28,6 +29,7 @@ from ..sources import iter_input_files
 from ..sources.recorded import RecordedLogs
 from ..stages.clock import ClockCheckStage
 from ..stages.dedup import DuplicateStage
+from ..stages.enrich import EnrichStage, enrichment_wanted, with_enrichment
 from ..stages.gate import SysmonGate
 from ..stages.logtamper import LogTamperStage
 from ..stages.window import TimeWindowStage
@@ -76,6 +78,10 @@ class ReplayOptions:
             dropped and counted in :attr:`ReplayStats.duplicates`. Removing them needs the one
             stream of a single process: :func:`~sysmonx.pipeline.parallel.replay_parallel`
             requires ``True``.
+        enrich: write the SysmonX enrichment fields (``--enrich``; they are computed anyway,
+            without being written, when the config or the Sigma rules use one; see
+            :mod:`sysmonx.stages.enrich`). The ancestry comes from the process tree the replayed
+            log describes (its events 1).
         tamper: run the ``tamper`` stage (:class:`~sysmonx.stages.logtamper.LogTamperStage`)
             before the non-Sysmon gate: TamperFinding events (201) for Sysmon stopped,
             reconfigured or unloaded, logs cleared, record and time gaps. Needs the one stream.
@@ -89,6 +95,7 @@ class ReplayOptions:
     time_to: Optional[str] = None
     window_time: str = "system"
     keep_duplicates: bool = False
+    enrich: bool = False
     tamper: bool = False
 
 
@@ -174,6 +181,9 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
     stages.extend(extra)
     if detection is not None:
         stages.extend(detection_stages(detection, alerts_to_stream))
+    wanted = enrichment_wanted(options.config, detection, options.enrich)
+    if wanted:
+        stages = with_enrichment(stages, EnrichStage(wanted, keep=options.enrich))
     return stages
 
 

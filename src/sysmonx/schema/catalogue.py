@@ -116,11 +116,15 @@ class EventDef:
             *before* the given schema version.
         extension: ``True`` for an event no Sysmon manifest defines (SysmonX's own events, and
             Sysmon for Linux's event 100, which no SysmonCommon manifest lists): present in every
-            schema version (a config of any version may filter it), left out of the byte-exact
-            manifest rendering and of the manifest comparisons.
+            schema version (a config of any version may filter it; its tag is refused when
+            extensions are off), left out of the byte-exact manifest rendering and of the
+            manifest comparisons. The one mechanism for every such event: add an entry in a
+            block of its own at the end of :data:`EVENTS`.
         sigma_category: the Sigma ``logsource: category`` that selects this event (extension
             events only; Sysmon's own events are mapped by the Sigma taxonomy in
             :mod:`sysmonx.detection.logsource`), ``None`` for none.
+        description: what the event means and where its values come from (extension events;
+            Sysmon's own are described by Sysmon's documentation).
     """
 
     event_id: int
@@ -137,6 +141,7 @@ class EventDef:
     history: tuple = field(default=())
     extension: bool = False
     sigma_category: Optional[str] = None
+    description: str = ""
 
     @property
     def level_value(self) -> int:
@@ -270,7 +275,7 @@ EVENTS: tuple[EventDef, ...] = (
     _ev(0xF002, "SYSMONEVENT_CLIPBOARD", "Clipboard changed", "ClipboardChange", 5, _CLIP_PRIVATE,
         since=(4, 30), until=(4, 40)),
 
-    # --- Resilience (SysmonX extension events; docs/ARCHITECTURE.md "Tamper findings") -------
+    # --- Resilience (SysmonX extension events; docs/ARCHITECTURE.md "SysmonX's own events") --
     # 100: Sysmon for Linux's eBPF program event (its ID and field names); 201, 202: SysmonX.
     _ev(100, "SYSMONEVENT_BPF_EVENT", "eBPF Program Loaded", "BpfEvent", 1, [
         _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("BpfCommand"),
@@ -304,7 +309,74 @@ EVENTS: tuple[EventDef, ...] = (
         _t("TriggerEventId", UINT32)],
         default="include", extension=True, sigma_category="scanner_finding"),
     # --- end Scanners --------------------------------------------------------------------------
+    # --- Linux visibility (SysmonX extension events; docs/ARCHITECTURE.md "SysmonX's own events",
+    # "What each tier can know") -----------------------------------------------------------------
+    # 210-213: made by the ebpf backend's visibility object, the shell backend (210) and tier B
+    # (212). Fields follow Sysmon's conventions: RuleName and UtcTime first, then the acting
+    # process (ProcessGuid, ProcessId, Image), User after Image.
+    _ev(210, "SYSMONX_SHELL_COMMAND", "Shell command", "ShellCommand", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Tty"), _s("Command")],
+        default="include", default_attr=True, extension=True, sigma_category="shell_command",
+        description="A command line an interactive shell read from its terminal (bash's "
+                    "readline, through a uretprobe), the Linux counterpart of PowerShell "
+                    "script-block logging. Tty: the terminal (/dev/pts/N), - when unknown."),
+    _ev(211, "SYSMONX_PRIVILEGE_CHANGE", "Privilege change", "PrivilegeChange", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Syscall"), _s("ChangeType"),
+        _s("PreviousValue"), _s("NewValue")],
+        default="include", default_attr=True, extension=True, sigma_category="privilege_change",
+        description="A successful setuid-family, setgid-family or capset call that gained "
+                    "privilege: ChangeType User (real/effective/saved uid, PreviousValue and "
+                    "NewValue as ruid/euid/suid), Group (the same for gids) or Capabilities "
+                    "(effective/permitted/inheritable masks in hex). Drops are not reported."),
+    _ev(212, "SYSMONX_MEMFD_CREATE", "Memory file created", "MemfdCreate", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Name"), _s("Flags")],
+        extension=True, sigma_category="memfd_create",
+        description="memfd_create: an anonymous memory-backed file (the usual first step of "
+                    "fileless execution). Name as given to memfd_create; Flags the MFD_* names. "
+                    "Off by default; rate-limited per process."),
+    _ev(213, "SYSMONX_EXEC_MEMORY", "Executable memory", "ExecMemory", 1, [
+        _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Syscall"), _s("Address"),
+        _s("Length"), _s("Protection"), _s("PreviousProtection")],
+        extension=True, sigma_category="exec_memory",
+        description="mmap or mprotect giving anonymous or writable memory execute permission "
+                    "(shellcode staging, JIT). Protection/PreviousProtection as rwx; "
+                    "PreviousProtection - for mmap. Off by default; rate-limited per process."),
+    # --- end Linux visibility ---------------------------------------------------------------
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionField:
+    """A SysmonX enrichment field (``sysmonx.stages.enrich``): computed once per event by the
+    enrichment stage, filterable inside ``tags``, written only with ``--enrich``.
+
+    ``unknown`` is the value written when a path cannot know it (the documented unknown value).
+    """
+
+    name: str
+    description: str
+    unknown: str = "-"
+    tags: Optional[tuple[str, ...]] = None  # None: every tag whose events name a process
+
+
+#: The enrichment fields, in the order they are written (after the event's own fields).
+ENRICHMENT_FIELDS: tuple[ExtensionField, ...] = (
+    ExtensionField("GrandparentImage", "Image of the parent of the event's process's parent"),
+    ExtensionField("GrandparentCommandLine", "CommandLine of that grandparent"),
+    ExtensionField("AncestorImages", "Images of up to 8 ancestors of the event's process, "
+                   "nearest (the parent) first, separated by |"),
+    ExtensionField("ContainerId", "container id from the process's cgroup path (64 hex)"),
+    ExtensionField("ContainerRuntime", "docker, containerd, cri-o, podman, lxc or - (host)"),
+    ExtensionField("MntNs", "mount namespace inode number", unknown="0"),
+    ExtensionField("PidNs", "pid namespace inode number", unknown="0"),
+    ExtensionField("Tty", "controlling terminal (/dev/pts/N), - for none"),
+    ExtensionField("SessionId", "login (audit) session id", unknown="0"),
+    ExtensionField("FileType", "type of the Image file: ELF, script (with its interpreter: "
+                   "script:/bin/sh), other; - when it cannot be read (gone, memfd, replay). "
+                   "Live on Linux the Image of a script is its interpreter (the kernel's exe), "
+                   "so scripts show as the interpreter's type"),
+)
+ENRICHMENT_FIELD_NAMES: frozenset[str] = frozenset(f.name for f in ENRICHMENT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from typing import Optional
 from xml.sax.saxutils import quoteattr
 
 from .catalogue import Version
-from .snapshot import Schema, all_versions, format_version, get_schema
+from .snapshot import EventSchema, Schema, all_versions, format_version, get_schema
 
 __all__ = [
     "STYLES", "WINDOWS_HIDDEN_OPTIONS", "NO_MATCH_MESSAGE", "NO_MATCH_EXIT_CODE",
@@ -48,7 +48,10 @@ _SHORT_VERSION_TEXT = {(4, 0): "4.0", (4, 10): "4.1", (4, 20): "4.2"}
 
 _CMDLINE_COMMENT = "<!-- Command-line only options -->"
 _CONFIG_COMMENT = "<!-- Configuration file -->"
-_EXTENSION_COMMENT = "<!-- SysmonX configuration file extensions -->"
+#: Before the events no Sysmon manifest defines, when they are listed (``sysmonx -s``).
+_EXTENSION_COMMENT = "<!-- SysmonX: events not in Sysmon's manifest -->"
+#: Before the configuration entries no Sysmon manifest defines, when they are listed.
+_EXTENSION_OPTIONS_COMMENT = "<!-- SysmonX: configuration entries not in Sysmon's manifest -->"
 
 
 def manifest_version_text(version: Version) -> str:
@@ -97,10 +100,11 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = F
     Args:
         schema: a :class:`~sysmonx.schema.Schema` (e.g. ``get_schema("4.50")``).
         style: ``"windows"`` or ``"linux"``.
-        extensions: also list what no Sysmon manifest defines, after Sysmon's and in the same
-            form: SysmonX's configuration entries (``schema.extension_options``, after a
-            ``<!-- SysmonX configuration file extensions -->`` comment) and events (SysmonX's
-            own, Sysmon for Linux's 100). ``False``: Sysmon's manifest exactly.
+        extensions: also list what no Sysmon manifest defines, after Sysmon's, each kind
+            under one XML comment and in Sysmon's form: SysmonX's configuration entries
+            (``schema.extension_options``, ``<option>``) and the catalogue's ``extension=True``
+            events (SysmonX's own, Sysmon for Linux's 100; ``<event>``). ``False``: Sysmon's
+            manifest exactly.
     Returns:
         The lines from ``<manifest ...>`` to ``</manifest>`` joined with ``\\n``, no trailing
         newline.
@@ -126,13 +130,19 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = F
             config_seen = True
         out.append("      " + _option_line(o, linux))
     if extensions and schema.extension_options:
-        out.append("      " + _EXTENSION_COMMENT)
+        out.append("      " + _EXTENSION_OPTIONS_COMMENT)
         out += ["      " + _option_line(o, linux) for o in schema.extension_options]
     out += ["    </options>",
             f"    <filters default=\"is\">{','.join(schema.conditions)}</filters>",
             "  </configuration>", "  <events>"]
-    for e in schema.events.values():
-        if e.extension and not extensions:
+    events: list[Optional[EventSchema]] = [e for e in schema.events.values() if not e.extension]
+    extra = [e for e in schema.events.values() if e.extension] if extensions else []
+    if extra:
+        events.append(None)  # where the comment goes
+        events += extra
+    for e in events:
+        if e is None:
+            out.append("    " + _EXTENSION_COMMENT)
             continue
         pairs = [("name", e.symbol), ("value", _event_value(e.event_id)), ("level", e.level),
                  ("template", e.template), ("rulename", e.tag),

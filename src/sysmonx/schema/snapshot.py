@@ -4,6 +4,12 @@
 conditions); :data:`CURRENT` is the newest schema, whose event definitions the filter engine and
 writers always use, as Sysmon does ("event/field definitions used for compiling are always the
 current binary's (only the DTD varies)", spec/sysmon-semantics.md section 1.7).
+
+The extension events (catalogue entries with ``extension=True``: 100, 201, 202, 210-213, 220)
+are in every snapshot, so a config of any schema version may filter them; manifest rendering
+and comparisons leave them out unless asked. Two views per version: :func:`extended` (plus the
+enrichment fields: configs with extensions on) and :func:`sysmon_only` (without the extension
+events: configs with extensions off, exactly Sysmon's grammar).
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ from typing import Optional
 
 from ..core.errors import SchemaError
 from .catalogue import (
-    BOOLEAN, CONDITION_MANIFEST_ORDER, CONDITION_SINCE, CONDITIONS, EVENTS, GUID, HEXINT32, HEXINT64,
-    LEVEL_VALUES, OPTIONS, SCHEMA_VERSIONS, STRING, UINT16, UINT32, EventDef, FieldDef, OptionDef, Version,
+    BOOLEAN, CONDITION_MANIFEST_ORDER, CONDITION_SINCE, CONDITIONS, ENRICHMENT_FIELDS, EVENTS,
+    GUID, HEXINT32, HEXINT64, LEVEL_VALUES, OPTIONS, SCHEMA_VERSIONS, STRING, UINT16, UINT32,
+    EventDef, FieldDef, OptionDef, Version,
     format_version, parse_version,
 )
 
@@ -23,7 +30,7 @@ __all__ = [
     "EventSchema", "Schema", "SchemaVersionError", "get_schema", "CURRENT", "LATEST", "OLDEST",
     "parse_version", "format_version", "CONDITIONS", "FieldDef", "OptionDef", "EventDef",
     "STRING", "GUID", "UINT32", "UINT16", "BOOLEAN", "HEXINT32", "HEXINT64", "event_schema",
-    "positional_names",
+    "positional_names", "extended", "sysmon_only", "enrichment_tags",
 ]
 
 LATEST: Version = SCHEMA_VERSIONS[-1][0]
@@ -124,19 +131,19 @@ def _snapshot(defn: EventDef, v: Version) -> EventSchema:
                        {n: i for i, n in enumerate(names)}, defn.extension, defn.sigma_category)
 
 
-@lru_cache(maxsize=None)
-def _build(v: Version) -> Schema:
+def _assemble(v: Version, events: dict[int, EventSchema],
+              extra_fields: Optional[dict[str, frozenset[str]]] = None) -> Schema:
+    """A :class:`Schema` of version ``v`` over ``events``: tags, tag fields and ``<Rule>``
+    fields derived from them (plus ``extra_fields`` per tag), options, conditions, entries."""
     binary = dict(SCHEMA_VERSIONS)[v]
-    events = {}
-    for defn in EVENTS:
-        if _present(defn.since, defn.until, v):
-            events[defn.event_id] = _snapshot(defn, v)
     tags: dict[str, list[int]] = {}
     tag_fields: dict[str, set[str]] = {}
     for e in events.values():
         if e.tag:
             tags.setdefault(e.tag, []).append(e.event_id)
             tag_fields.setdefault(e.tag, set()).update(e.field_names)
+    for tag, names in (extra_fields or {}).items():
+        tag_fields[tag].update(names)
     options = tuple(o for o in OPTIONS if not o.extension and _present(o.since, o.until, v))
     extension_options = tuple(o for o in OPTIONS if o.extension and _present(o.since, o.until, v))
     conditions = tuple(c for c in CONDITION_MANIFEST_ORDER
@@ -150,10 +157,16 @@ def _build(v: Version) -> Schema:
                 entries.add(o.name + "Config")
             continue
         entries.add(o.name)
-    all_fields = frozenset(n for e in events.values() if e.tag for n in e.field_names)
+    all_fields = frozenset(n for fs in tag_fields.values() for n in fs)
     return Schema(v, binary, events, {k: tuple(x) for k, x in tags.items()}, options, conditions,
                   frozenset(entries), {k: frozenset(x) for k, x in tag_fields.items()}, all_fields,
                   extension_options, frozenset(o.name for o in extension_options))
+
+
+@lru_cache(maxsize=None)
+def _build(v: Version) -> Schema:
+    return _assemble(v, {defn.event_id: _snapshot(defn, v) for defn in EVENTS
+                         if _present(defn.since, defn.until, v)})
 
 
 def get_schema(version: "str | Version") -> Schema:
@@ -187,12 +200,54 @@ def get_schema(version: "str | Version") -> Schema:
     return _build(chosen)
 
 
+_PROCESS_FIELDS = frozenset({"ProcessGuid", "SourceProcessGuid", "SourceProcessGUID"})
+
+
+def enrichment_tags(schema: Schema) -> frozenset[str]:
+    """Tags whose events name an acting process (a ``ProcessGuid``, or ``SourceProcessGuid`` /
+    ``SourceProcessGUID``): the tags the enrichment fields may be filtered in."""
+    return frozenset(e.tag for e in schema.events.values()
+                     if e.tag and _PROCESS_FIELDS & set(e.field_names))
+
+
+@lru_cache(maxsize=None)
+def _extended(v: Version) -> Schema:
+    base = _build(v)
+    extra = {tag: frozenset(f.name for f in ENRICHMENT_FIELDS if f.tags is None or tag in f.tags)
+             for tag in enrichment_tags(base)}
+    return _assemble(v, dict(base.events), extra)
+
+
+def extended(schema: Schema) -> Schema:
+    """``schema`` with the SysmonX enrichment fields (catalogue ``ENRICHMENT_FIELDS``:
+    ``GrandparentImage`` ...) added to every tag :func:`enrichment_tags` names: what a config
+    with extensions enabled is validated against. Events are the same objects as
+    ``schema``'s (the extension events are in every snapshot already). Cached per version."""
+    return _extended(schema.version)
+
+
+@lru_cache(maxsize=None)
+def _sysmon_only(v: Version) -> Schema:
+    return _assemble(v, {i: e for i, e in _build(v).events.items() if not e.extension})
+
+
+def sysmon_only(schema: Schema) -> Schema:
+    """``schema`` without the extension events (catalogue entries with ``extension=True``),
+    their tags and fields: exactly what Sysmon itself accepts for that version, what a config
+    with extensions disabled (``--no-extensions``) is validated against. Cached per version.
+    ``extension_options`` stay listed (never in ``config_entries``), so the reader can name a
+    SysmonX entry when it refuses one."""
+    return _sysmon_only(schema.version)
+
+
 def all_versions() -> list[Version]:
     """Every published 4.x schema version, oldest first."""
     return [v for v, _ in SCHEMA_VERSIONS]
 
 
 CURRENT: Schema = _build(LATEST)
+"""The newest schema, SysmonX's extension events included (what the filter, the sensor and the
+writers use)."""
 
 
 def event_schema(event_id: int) -> Optional[EventSchema]:

@@ -27,7 +27,8 @@ from . import observations as ob
 from .process import (UNSET_ID, ZERO_GUID, FileHasher, ProcessCache, clean_text, image_state,
                       logon_guid)
 
-__all__ = ["Assembler", "utc_time", "event_time", "UNKNOWN", "UNKNOWN_NUMBER", "TAMPER_TYPES"]
+__all__ = ["Assembler", "utc_time", "event_time", "UNKNOWN", "UNKNOWN_NUMBER", "TAMPER_TYPES",
+           "BUILDERS"]
 
 #: The documented unknown value of a text field (Sysmon's own "empty" rendering).
 UNKNOWN = "-"
@@ -43,6 +44,14 @@ TAMPER_TYPES = {"fileless": "Image is fileless", "deleted": "Image is deleted"}
 DNS_JOIN_NS = 2_000_000_000
 DNS_JOIN_SLACK_NS = 20_000_000
 
+
+#: observation type -> ``builder(assembler, observation) -> list[Event]`` for the observation
+#: types whose events are built in modules of their own (:mod:`sysmonx.sensor.visibility`
+#: registers its builders here when it is imported, at the end of this module).
+BUILDERS: dict = {}
+#: observation type -> ``check(assembler, pid, ts_ns) -> list[Event]`` run after its events
+#: (the identity check of :mod:`sysmonx.sensor.visibility`).
+IDENTITY_CHECK: dict = {}
 
 _second = [-1, "", ""]  # the last second formatted: [epoch second, UtcTime form, ISO form]
 
@@ -109,6 +118,12 @@ class Assembler:
         self._udp_ports: "OrderedDict[int, tuple]" = OrderedDict()
         self._dns_connects: list = []
         self.dns_attribution = {"socket": 0, "proc": 0, "join": 0, "ambiguous": 0, "none": 0}
+        #: rate limits of the builders in BUILDERS: (event id, pid) -> (window start, count,
+        #: said), and event id -> events not written because of them
+        self.rate_state: dict = {}
+        self.rate_limited: dict = {}
+        #: compare running processes with /proc for ProcessTampering (25); see build_events
+        self.identity_check = True
 
     def envelope(self, event_id: int, data: dict, ts_ns: int) -> Event:
         """Wrap ``data`` in the System header Sysmon for Linux writes (``record_id`` is left
@@ -156,7 +171,17 @@ class Assembler:
         """All Sysmon events for one observation, in output order: usually one; none for a
         fork; an exec of a fileless or deleted image also gives ProcessTampering (25) with
         ``Type`` ``Image is fileless``/``Image is deleted``; a FileDelete of the image of
-        running processes gives a 25 ``Image is deleted`` for each of them after the 23."""
+        running processes gives a 25 ``Image is deleted`` for each of them after the 23; an
+        observation of a running process whose command line or image changed since its exec
+        is followed by a 25 saying so (``IDENTITY_CHECK``, see
+        :func:`sysmonx.sensor.visibility.check_identity`)."""
+        events = self._build_events(o)
+        check = IDENTITY_CHECK.get(type(o))
+        if check is not None and self.identity_check:
+            events = events + check(self, o.pid, o.ts_ns)  # type: ignore[union-attr]
+        return events
+
+    def _build_events(self, o: ob.Observation) -> list[Event]:
         if isinstance(o, ob.ProcessExec):
             return self._exec(o)
         if isinstance(o, ob.ProcessFork):
@@ -182,6 +207,10 @@ class Assembler:
                                                                      else ""), o.ts_ns)]
         if isinstance(o, ob.BackendError):
             return [self.error(o.source, o.message, o.ts_ns)]
+        builder = BUILDERS.get(type(o))
+        if builder is not None:
+            events: list[Event] = builder(self, o)
+            return events
         return []
 
     def _exec(self, o: ob.ProcessExec) -> list:
@@ -377,3 +406,6 @@ class Assembler:
             "QueryResults": _dash(clean_text(o.results)),
             "Image": _dash(info.image if info else None),
             "User": info.user if info else UNKNOWN}, o.ts_ns)
+
+
+from . import visibility as _visibility  # noqa: E402,F401 - registers its builders in BUILDERS

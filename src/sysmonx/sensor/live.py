@@ -116,6 +116,15 @@ class _Emitter:
         self._emit(o)
 
 
+def optional_events(config: Optional[Config]) -> frozenset[int]:
+    """Event IDs whose tag the config has a rule set for: what a backend collects of the events
+    that are off unless a config asks for them (ImageLoad, MemfdCreate, ExecMemory)."""
+    if config is None:
+        return frozenset()
+    tags = config.tags_used()
+    return frozenset(eid for eid, ev in CURRENT.events.items() if ev.tag in tags)
+
+
 def _hasher(config: Optional[Config]) -> FileHasher:
     algos = config.hash_algorithms if config and config.hash_algorithms else ["SHA256"]
     return FileHasher(algos)
@@ -221,8 +230,10 @@ class LiveSource(Source):
                 else:
                     self.on_status(f"backend {aux} skipped: {why}")
         excluded = frozenset({self.self_pid})
+        opts = dict(self.options.backend_options)
+        opts.setdefault("optional_events", optional_events(self.config))
         for n in names:
-            backend = load_backend(n)(_Emitter(self), excluded, self.options.backend_options)
+            backend = load_backend(n)(_Emitter(self), excluded, opts)
             try:
                 backend.start()
             except BackendUnavailable as exc:
@@ -415,6 +426,11 @@ class LiveSource(Source):
         event 16 next."""
         self.config = config
         self.assembler.hasher = _hasher(config)
+        if "optional_events" not in self.options.backend_options:
+            for backend in self._backends:
+                switch = getattr(backend, "set_optional_events", None)
+                if switch is not None:
+                    switch(optional_events(config))
         self._pending.append(self._config_event())
         if self.guard is not None:
             self.guard.config_reloaded(f"SHA256={config.sha256}" if config and config.sha256

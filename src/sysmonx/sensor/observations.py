@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 __all__ = ["ProcessExec", "ProcessFork", "ProcessExit", "NetworkConnect", "FileCreate", "FileDelete",
-           "RawAccessRead", "ProcessAccess", "DnsQuery", "Loss", "BackendError",
+           "RawAccessRead", "ProcessAccess", "DnsQuery", "Loss", "BackendError", "ModuleLoad",
+           "ImageMap", "MemoryWrite", "PrivilegeChange", "MemfdCreate", "ExecMemory",
+           "ShellCommand", "ProcessTamper",
            "Observation",
            "boot_to_epoch_ns", "CLK_TCK"]
 
@@ -206,5 +208,100 @@ class BackendError:
     extra: dict = field(default_factory=dict)
 
 
+# --- more visibility (events 6, 7, 8, 25 and the SysmonX events 210-213) -----------------------
+
+@dataclass(slots=True)
+class ModuleLoad:
+    """A kernel module loaded by init_module/finit_module (Sysmon event 6, DriverLoad).
+    ``path``: the module file (finit_module: the fd's path) or ``None`` (init_module loads from
+    memory); ``name``: the module name when known."""
+    ts_ns: int
+    pid: int
+    path: Optional[str] = None
+    name: Optional[str] = None
+
+
+@dataclass(slots=True)
+class ImageMap:
+    """A file mapped executable (mmap with PROT_EXEC of a file): Sysmon event 7 (ImageLoad).
+    ``path`` the mapped file as d_path shows it."""
+    ts_ns: int
+    pid: int
+    path: str
+
+
+@dataclass(slots=True)
+class MemoryWrite:
+    """A write into another process's memory (Sysmon event 8): ``process_vm_writev`` (``method``
+    ``"process_vm_writev"``) or ptrace POKETEXT/POKEDATA/POKEUSER (``"ptrace(PTRACE_POKETEXT)"``
+    ...). ``address``: the first remote address written (``None`` when the tier cannot know
+    it); ``size`` bytes written (``None`` when not known); ``tid`` the writing thread."""
+    ts_ns: int
+    pid: int
+    target_pid: int
+    method: str
+    address: Optional[int] = 0
+    size: Optional[int] = None
+    tid: Optional[int] = None
+
+
+@dataclass(slots=True)
+class PrivilegeChange:
+    """A successful set*uid/set*gid/capset that gained privilege (SysmonX event 211).
+    ``change``: ``"User"``, ``"Group"`` or ``"Capabilities"``; ``before``/``after``: the
+    (real, effective, saved) ids, or the (effective, permitted, inheritable) capability masks."""
+    ts_ns: int
+    pid: int
+    syscall: str
+    change: str
+    before: tuple
+    after: tuple
+
+
+@dataclass(slots=True)
+class MemfdCreate:
+    """memfd_create succeeded (SysmonX event 212): ``name`` as passed (``None`` when the tier
+    cannot know it), ``flags`` MFD_* bits."""
+    ts_ns: int
+    pid: int
+    name: Optional[str]
+    flags: int = 0
+
+
+@dataclass(slots=True)
+class ExecMemory:
+    """Anonymous or writable memory made executable by mmap/mprotect (SysmonX event 213).
+    ``prot``/``prev_prot``: PROT_* bits (``prev_prot`` ``None`` for mmap)."""
+    ts_ns: int
+    pid: int
+    syscall: str
+    address: int
+    length: int
+    prot: int
+    prev_prot: Optional[int] = None
+
+
+@dataclass(slots=True)
+class ShellCommand:
+    """A command line read by an interactive shell (SysmonX event 210). ``tty``: the
+    terminal (``/dev/pts/3``) or ``None``."""
+    ts_ns: int
+    pid: int
+    command: str
+    tty: Optional[str] = None
+
+
+@dataclass(slots=True)
+class ProcessTamper:
+    """The kernel saw a process change its own identity (Sysmon event 25, ProcessTampering):
+    ``kind`` ``"exe"`` (prctl PR_SET_MM_EXE_FILE: /proc/PID/exe replaced) or ``"argv"``
+    (PR_SET_MM_ARG_START/ARG_END/MAP: the command line moved)."""
+    ts_ns: int
+    pid: int
+    kind: str
+
+
 Observation = Union[ProcessExec, ProcessFork, ProcessExit, NetworkConnect, FileCreate, FileDelete,
-                    RawAccessRead, ProcessAccess, DnsQuery, Loss, BackendError]
+                    RawAccessRead, ProcessAccess, DnsQuery, Loss, BackendError, ModuleLoad,
+                    ImageMap, MemoryWrite, PrivilegeChange, MemfdCreate, ExecMemory, ShellCommand,
+                    ProcessTamper]

@@ -34,12 +34,26 @@ import orjson
 
 from ..core.registry import SINKS
 from ..event import Event, normalize_time
+from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
 from .base import Writer
 
 __all__ = ["JsonlWriter", "event_to_json", "RESERVED_KEYS"]
 
 #: Top-level keys that are not EventData fields.
-RESERVED_KEYS = frozenset({"EventID", "System", "ExtraData"})
+RESERVED_KEYS = frozenset({"EventID", "System", "ExtraData", "Enrichment"})
+
+
+def _split_enrichment(event_id: int, data: dict) -> tuple[dict, Optional[dict]]:
+    """``(event fields, enrichment fields or None)``: the SysmonX enrichment fields
+    (``--enrich``) go under their own ``Enrichment`` key; a field of the event's own schema
+    with the same name (ShellCommand's ``Tty``) stays an event field."""
+    from ..schema import CURRENT
+    ev = CURRENT.events.get(event_id)
+    own = ev.index if ev is not None else {}
+    enr = {k: v for k, v in data.items() if k in ENRICHMENT_FIELD_NAMES and k not in own}
+    if not enr:
+        return data, None
+    return {k: v for k, v in data.items() if k not in enr}, enr
 
 
 _C1 = re.compile(rb"\xc2[\x80-\x9f]")  # U+0080..U+009F in UTF-8 (0xC2 is always a lead byte)
@@ -61,6 +75,9 @@ def _utc(t: str) -> str:
 def event_to_json(e: Event) -> bytes:
     """One event as a JSON line (bytes, UTF-8, without the line break)."""
     data = e.data
+    enrichment = None
+    if not ENRICHMENT_FIELD_NAMES.isdisjoint(data):
+        data, enrichment = _split_enrichment(e.event_id, data)
     system = {
         "Provider": e.provider, "ProviderGuid": e.provider_guid, "Version": e.version,
         "Level": e.level, "Task": e.task, "Opcode": e.opcode, "Keywords": e.keywords,
@@ -82,6 +99,8 @@ def event_to_json(e: Event) -> bytes:
                 extra[k] = v
         obj["System"] = system
         obj["ExtraData"] = extra
+    if enrichment is not None:
+        obj["Enrichment"] = enrichment
     try:
         out = orjson.dumps(obj)
         return _C1.sub(_c1, out) if b"\xc2" in out else out

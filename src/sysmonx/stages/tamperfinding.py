@@ -18,7 +18,7 @@ finding was read from).
 The envelope is the stream's own: a finding from a Windows log or sensor carries Windows Sysmon's
 provider and channel, one from the Linux sensor Sysmon for Linux's, as SysmonX's events 4, 16
 and 255 do; EventIDs from 200 up are what mark SysmonX's own events (docs/ARCHITECTURE.md
-"Tamper findings and heartbeats").
+"SysmonX's own events ..., tamper findings and heartbeats").
 """
 
 from __future__ import annotations
@@ -169,8 +169,8 @@ def tamper_finding(technique: str, details: str, *,
     Raises:
         ValueError: a technique name that is not ``snake_case``, an unknown ``platform``, or a
             ``when`` string in no known time format.
-    Source: docs/ARCHITECTURE.md "Tamper findings and heartbeats"; field list of the resilience
-    issue (Build 1).
+    Source: docs/ARCHITECTURE.md "SysmonX's own events ..., tamper findings and heartbeats";
+    field list of the resilience issue (Build 1).
     """
     if not _NAME.match(technique):
         raise ValueError(f"tamper technique name {technique!r} is not lower-case snake_case "

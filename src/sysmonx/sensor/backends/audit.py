@@ -69,7 +69,8 @@ from .audit_netlink import (AUDIT_ALWAYS, AUDIT_ARCH, AUDIT_ARG0, AUDIT_ARG1, AU
                             AUDIT_PID, AUDIT_SADDR_FAM, AUDIT_SUCCESS, AUDIT_WATCH, AuditError,
                             AuditRule, AuditSocket, AuditStatus)
 from .audit_records import (_KEEP, _NATIVE, AF_INET, AF_INET6, ARCH_TABLES, O_CREAT,
-                            PTRACE_ATTACH, PTRACE_SEIZE, AuditClassifier, AuditEvent,
+                            PTRACE_ATTACH, PTRACE_SEIZE, PTRACE_WRITES, AuditClassifier,
+                            AuditEvent,
                             AuditObservation)
 from .base import Backend, BackendUnavailable
 from .cn_tracefs import ConnectMatcher, TcpStateTrace, tracefs_available
@@ -151,7 +152,7 @@ class AuditBackend(AuditClassifier, Backend):
 
     name = "audit"
     tier = "B"
-    events = frozenset({1, 3, 5, 9, 10, 11, 23})
+    events = frozenset({1, 3, 5, 8, 9, 10, 11, 23, 212})
 
     def __init__(self, emit: Callable[[Observation], None], exclude_pids: frozenset = frozenset(),
                  options: Optional[dict] = None) -> None:
@@ -452,6 +453,12 @@ class AuditBackend(AuditClassifier, Backend):
                       None, False))
         specs.append((r(n("ptrace"), (AUDIT_ARG0, AUDIT_EQUAL, PTRACE_ATTACH), ok), None, False))
         specs.append((r(n("ptrace"), (AUDIT_ARG0, AUDIT_EQUAL, PTRACE_SEIZE), ok), None, False))
+        # CreateRemoteThread (8): writes into another process's memory or registers
+        for req in PTRACE_WRITES:
+            specs.append((r(n("ptrace"), (AUDIT_ARG0, AUDIT_EQUAL, req), ok), None, True))
+        specs.append((r(n("process_vm_writev"), ok), None, True))
+        if 212 in self.options.get("optional_events", ()):  # MemfdCreate: off unless asked
+            specs.append((r(n("memfd_create"), ok), None, True))
         for fam in (AF_INET, AF_INET6):  # the socket type of later connects (their protocol)
             specs.append((r(n("socket"), (AUDIT_ARG0, AUDIT_EQUAL, fam), ok), None, True))
         # ProcessTerminate: from the proc connector when it runs; else exit_group (it never
@@ -923,6 +930,10 @@ class AuditBackend(AuditClassifier, Backend):
             fork = self._forks.pop(obs.pid, None)
             if fork is not None and type(obs) is not ProcessExec:
                 self._out(fork)  # the child is reported before any exec: say whose child
+            target = getattr(obs, "target_pid", None)  # 8, 10: the other process, too
+            fork = self._forks.pop(target, None) if target is not None else None
+            if fork is not None:
+                self._out(fork)
         self._out(obs)
 
     def _loss(self, source: str, count: int, detail: str) -> None:

@@ -41,6 +41,12 @@ Observation field rules
   device path is the watched node with that inode, else the name as opened.
 * ``ProcessAccess``: successful ptrace ATTACH/SEIZE: ``request`` = a0, ``target_pid`` = a1,
   ``tid`` ``None`` (audit has no thread id).
+* ``MemoryWrite`` (8): successful ptrace POKETEXT/POKEDATA/POKEUSER/SETREGS/SETREGSET into
+  another process (the address is a2 for the POKE requests), and ``process_vm_writev`` (a0 the
+  target, the bytes written the exit value; the remote address is inside the iovec array a3
+  points at, which audit does not log: ``address`` ``None``, written ``-``).
+* ``MemfdCreate`` (212, only when asked): the flags (a1); the name is a user pointer audit does
+  not log (``name`` ``None``, written ``-``).
 
 Text from the kernel (argv, paths) is decoded as UTF-8 with invalid bytes replaced by U+FFFD.
 """
@@ -59,8 +65,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from ..observations import (FileCreate, FileDelete, NetworkConnect, ProcessAccess, ProcessExec,
-                            ProcessExit, RawAccessRead)
+from ..observations import (FileCreate, FileDelete, MemfdCreate, MemoryWrite, NetworkConnect,
+                            ProcessAccess, ProcessExec, ProcessExit, RawAccessRead)
 from ..procfs import clock_offset
 from . import audit_netlink as nl
 
@@ -68,7 +74,7 @@ __all__ = ["ARCH_TABLES", "AuditClassifier", "AuditEvent", "AuditObservation"]
 
 #: what audit records become (each of one process)
 AuditObservation = Union[ProcessExec, ProcessExit, NetworkConnect, FileCreate, FileDelete,
-                         RawAccessRead, ProcessAccess]
+                         RawAccessRead, ProcessAccess, MemoryWrite, MemfdCreate]
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 AUDIT_ARCH_I386 = 0x40000003
@@ -79,11 +85,13 @@ ARCH_TABLES = {
     AUDIT_ARCH_X86_64: {"execve": 59, "execveat": 322, "socket": 41, "connect": 42, "accept": 43,
                         "accept4": 288, "open": 2, "openat": 257, "openat2": 437, "creat": 85,
                         "unlink": 87, "unlinkat": 263, "rename": 82, "renameat": 264,
-                        "renameat2": 316, "ptrace": 101, "exit_group": 231},
+                        "renameat2": 316, "ptrace": 101, "exit_group": 231,
+                        "process_vm_writev": 311, "memfd_create": 319},
     AUDIT_ARCH_AARCH64: {"execve": 221, "execveat": 281, "socket": 198, "connect": 203,
                          "accept": 202,
                          "accept4": 242, "openat": 56, "openat2": 437, "unlinkat": 35,
-                         "renameat": 38, "renameat2": 276, "ptrace": 117, "exit_group": 94},
+                         "renameat": 38, "renameat2": 276, "ptrace": 117, "exit_group": 94,
+                         "process_vm_writev": 271, "memfd_create": 279},
     AUDIT_ARCH_I386: {"execve": 11, "execveat": 358},     # compat: exec only
 }
 _NATIVE = {"x86_64": (AUDIT_ARCH_X86_64, (AUDIT_ARCH_I386,)),
@@ -97,6 +105,9 @@ AT_FDCWD = -100
 EINPROGRESS = 115
 PTRACE_ATTACH = 16
 PTRACE_SEIZE = 0x4206
+#: ptrace requests that write into the tracee (CreateRemoteThread, 8): number -> name
+PTRACE_WRITES = {4: "PTRACE_POKETEXT", 5: "PTRACE_POKEDATA", 6: "PTRACE_POKEUSER",
+                 13: "PTRACE_SETREGS", 0x4205: "PTRACE_SETREGSET"}
 AF_INET, AF_INET6 = 2, 10
 CLK_NS = 10_000_000                # one USER_HZ tick in ns (/proc/PID/stat times)
 _SYS_PIDFD_GETFD = 438             # same number on every architecture (5.6+)
@@ -431,6 +442,21 @@ class AuditClassifier:
             req, target = _hex(f.get("a0")), _s32(f.get("a1"))
             if success and req in (PTRACE_ATTACH, PTRACE_SEIZE) and target is not None:
                 self._out_audit(ProcessAccess(ts, pid, target, req, None))
+            elif success and req in PTRACE_WRITES and target is not None and target != pid:
+                # a2 is the remote address for the POKE requests (unused by the others)
+                addr = _hex(f.get("a2")) if req in (4, 5, 6) else None
+                self._out_audit(MemoryWrite(ts, pid, target, f"ptrace({PTRACE_WRITES[req]})",
+                                            addr, 8 if req in (4, 5) else None, None))
+        elif name == "process_vm_writev":
+            target = _s32(f.get("a0"))
+            if success and exit_code and exit_code > 0 and target is not None and target != pid:
+                # a3 points at the remote iovec array: audit cannot read the address in it
+                self._out_audit(MemoryWrite(ts, pid, target, "process_vm_writev", None,
+                                            exit_code, None))
+        elif name == "memfd_create":
+            if success:
+                # a0 points at the name: audit logs the pointer, not the string
+                self._out_audit(MemfdCreate(ts, pid, None, _hex(f.get("a1")) or 0))
 
     @staticmethod
     def _items(ev: AuditEvent) -> list:

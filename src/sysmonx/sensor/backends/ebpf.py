@@ -52,6 +52,16 @@ Options (``options=`` dict; unknown keys ignored):
         the reader's CPU per record in a burst; adds at most this much latency).
     ``slow_consumer_s`` (float, default 0): sleep this long per record (tests and benchmarks of
         the loss path only).
+    ``visibility`` (bool, default True; environment ``SYSMONX_EBPF_VISIBILITY=0``): start the
+        second object (below); off only to measure what it costs.
+    ``optional_events`` (iterable of event IDs): the events that are off unless asked
+        (:data:`OPTIONAL_EVENTS`: DriverLoad 6, ImageLoad 7, MemfdCreate 212, ExecMemory 213) to
+        collect
+        when ``events`` is not given; the live source passes the tags its config filters.
+
+Events 6, 7, 8, 25 (prctl), 211, 212 and 213 come from a second object,
+``visibility.bpf.c`` (:mod:`.ebpf_visibility`), started beside the main one; when it cannot
+start, the main object runs on and the reason is reported as event 255.
 """
 
 from __future__ import annotations
@@ -64,7 +74,7 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ...core.registry import BACKENDS
 from ..observations import (
@@ -86,7 +96,12 @@ from .base import Backend, BackendUnavailable
 if TYPE_CHECKING:
     from ..bpf.libbpf import BpfObject, RingBuffer
 
-__all__ = ["EbpfBackend"]
+__all__ = ["EbpfBackend", "OPTIONAL_EVENTS"]
+
+#: Events collected only when a config asks for them (their tag has a rule set): as on Windows,
+#: where ImageLoad and DriverLoad are off unless configured; MemfdCreate and ExecMemory are off
+#: by default.
+OPTIONAL_EVENTS = frozenset({6, 7, 212, 213})
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +218,7 @@ class EbpfBackend(Backend):
 
     name = "ebpf"
     tier = "A"
-    events = frozenset({1, 3, 5, 9, 10, 11, 23})
+    events = frozenset({1, 3, 5, 9, 10, 11, 23, 6, 7, 8, 25, 211, 212, 213})
 
     def __init__(self, emit: Callable[[Observation], None], exclude_pids: frozenset = frozenset(),
                  options: Optional[dict] = None) -> None:
@@ -230,6 +245,7 @@ class EbpfBackend(Backend):
         self.object_path: Optional[Path] = None
         self.build_seconds: Optional[float] = None
         self.attached: list = []
+        self.visibility: Optional[Any] = None  # the second object (VisibilityProbes)
         #: maps frozen at start (:meth:`_freeze_maps`)
         self.frozen: list = []
         self._links: Optional[dict] = None  # link id -> (prog id, type): integrity baseline
@@ -285,9 +301,9 @@ class EbpfBackend(Backend):
             path = bpf_build.build()
         self.build_seconds = time.monotonic() - t0
         self.object_path = path
-        wanted = set(self.options.get("events", self.events)) & self.events
+        wanted = set(self.wanted_events(self.options)) & self.events
         mask = 0
-        for ev in wanted:
+        for ev in wanted & set(_MASK_BY_EVENT):
             mask |= _MASK_BY_EVENT[ev]
         ring = int(self.options.get("ringbuf_bytes", 16 << 20))
         if ring < 4096 or ring & (ring - 1):
@@ -363,6 +379,41 @@ class EbpfBackend(Backend):
         self._stop.clear()
         self._thread = threading.Thread(target=self._reader, name="sysmonx-ebpf", daemon=True)
         self._thread.start()
+        self._start_visibility(wanted)
+
+    @classmethod
+    def wanted_events(cls, options: dict) -> frozenset:
+        """The event IDs to collect: ``options["events"]``, else every event of the backend but
+        :data:`OPTIONAL_EVENTS`, plus those of them in ``options["optional_events"]``."""
+        if "events" in options:
+            return frozenset(int(e) for e in options["events"])
+        extra = frozenset(int(e) for e in options.get("optional_events", ()))
+        return (cls.events - OPTIONAL_EVENTS) | (extra & OPTIONAL_EVENTS)
+
+    def _start_visibility(self, wanted: set) -> None:
+        from .ebpf_visibility import EVENT_MASKS, VisibilityProbes
+        vis_events = wanted & set(EVENT_MASKS)
+        if not vis_events or os.environ.get("SYSMONX_EBPF_VISIBILITY") == "0" \
+                or self.options.get("visibility") is False:
+            return
+        probes = VisibilityProbes(self.emit, vis_events, self.exclude_pids,
+                                  self.options.get("visibility_object"))
+        try:
+            probes.start()
+        except BackendUnavailable as exc:
+            self.emit(BackendError(ts_ns=time.time_ns(), source="ebpf.visibility",
+                                   message=f"not started: {exc}"))
+            return
+        self.visibility = probes
+        self.attached.extend(probes.attached)
+
+    def set_optional_events(self, optional) -> None:
+        """Switch :data:`OPTIONAL_EVENTS` on or off while running (a reloaded config): those
+        in ``optional`` are collected from now on, the others no more."""
+        if self.visibility is None or "events" in self.options:
+            return
+        self.options["optional_events"] = frozenset(optional)
+        self.visibility.set_events(self.wanted_events(self.options) & self.events)
 
     def stop(self) -> None:
         """Stop the reader: detach every program, drain what is left in the ring buffer,
@@ -371,9 +422,12 @@ class EbpfBackend(Backend):
         here anyway and the reader frees the rest when it unblocks."""
         try:
             thread = self._thread
+            if thread is not None:
+                self._stop.set()  # first: integrity() says nothing about links detached below
+            if self.visibility is not None:
+                self.visibility.stop()
             if thread is None:
                 return
-            self._stop.set()
             thread.join(timeout=float(self.options.get("stop_timeout_s", 5)))
             if thread.is_alive() and self._obj is not None:
                 self._obj.detach_all()
@@ -401,6 +455,7 @@ class EbpfBackend(Backend):
             "decode_errors": self._errors,
             "build_s": self.build_seconds,
             "attached": list(self.attached),
+            "visibility": self.visibility.stats() if self.visibility is not None else None,
             "frozen": list(self.frozen),
         }
 
@@ -417,6 +472,8 @@ class EbpfBackend(Backend):
         for pid in new:
             map_update(fd, struct.pack("<I", pid), b"\x01")
         self.exclude_pids = new
+        if self.visibility is not None:
+            self.visibility.set_excluded(new)
 
     def _freeze_maps(self, obj: BpfObject) -> None:
         """``BPF_MAP_FREEZE`` every map user space writes only at start (:data:`FROZEN_MAPS`):

@@ -45,7 +45,10 @@ __all__ = [
 ]
 
 SOURCE = Path(__file__).with_name("sensor.bpf.c")
-"""The project's BPF C source."""
+"""The project's BPF C source (tier A's main object)."""
+
+VISIBILITY_SOURCE = Path(__file__).with_name("visibility.bpf.c")
+"""The second object: the extra syscall observations (events 6, 7, 8, 25, 211-213)."""
 
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 """Kernel BTF (CONFIG_DEBUG_INFO_BTF)."""
@@ -109,9 +112,11 @@ def _cflags() -> list:
             "-Wno-unused-function"]
 
 
-def source_hash() -> str:
-    """Short hash of the C source plus the compiler flags."""
-    return _sha(SOURCE.read_bytes() + "\0".join(_cflags()).encode())
+def source_hash(source: Path = SOURCE) -> str:
+    """Short hash of the C source, the shared headers beside it (``*.bpf.h``) and the compiler
+    flags."""
+    headers = b"".join(h.read_bytes() for h in sorted(source.parent.glob("*.bpf.h")))
+    return _sha(source.read_bytes() + headers + "\0".join(_cflags()).encode())
 
 
 def _trusted_dir(path: Path) -> bool:
@@ -170,21 +175,25 @@ def _vmlinux_h(cache: Path, bhash: str) -> Path:
     return out
 
 
-def build(force: bool = False, cache: Optional[Path] = None) -> Path:
-    """Return the path of a compiled ``sensor.bpf.o`` for this kernel, building it if needed.
+def build(force: bool = False, cache: Optional[Path] = None, source: Path = SOURCE) -> Path:
+    """Return the path of a compiled ``sensor.bpf.o`` (or another ``source``) for this kernel,
+    building it if needed.
 
     Args:
         force: rebuild even when the cached object exists.
         cache: cache directory (default :func:`cache_dir`).
+        source: the C source (:data:`SOURCE` or :data:`VISIBILITY_SOURCE`); ``SYSMONX_BPF_OBJECT``
+            overrides only :data:`SOURCE`.
 
     Returns:
-        Path of the object file (``<cache>/sensor-<src hash>-<btf hash>.bpf.o``).
+        Path of the object file (``<cache>/<stem>-<src hash>-<btf hash>.bpf.o``, stem
+        ``sensor`` or ``visibility``).
 
     Raises:
         BackendUnavailable: with the reason ("clang not installed (...)", "no BTF at ...",
             the compiler's error output ...).
     """
-    override = os.environ.get("SYSMONX_BPF_OBJECT")
+    override = os.environ.get("SYSMONX_BPF_OBJECT") if source == SOURCE else None
     if override:
         if not os.path.isfile(override):
             raise BackendUnavailable(f"SYSMONX_BPF_OBJECT={override} does not exist")
@@ -192,8 +201,9 @@ def build(force: bool = False, cache: Optional[Path] = None) -> Path:
     if not BTF_PATH.exists():
         raise BackendUnavailable(f"no BTF at {BTF_PATH} (kernel without CONFIG_DEBUG_INFO_BTF)")
     cache = cache or cache_dir()
-    bhash, shash = btf_hash(), source_hash()
-    obj = cache / f"sensor-{shash}-{bhash}.bpf.o"
+    stem = source.name.split(".", 1)[0]
+    bhash, shash = btf_hash(), source_hash(source)
+    obj = cache / f"{stem}-{shash}-{bhash}.bpf.o"
     if obj.exists() and not force:
         return obj
     missing = [m for m in missing_tools() if not m.startswith("no BTF")]
@@ -203,17 +213,18 @@ def build(force: bool = False, cache: Optional[Path] = None) -> Path:
     with tempfile.TemporaryDirectory(dir=cache, prefix=".build-") as tmpd:
         # vmlinux.h is included by name: give clang a directory holding just that file.
         os.symlink(header, os.path.join(tmpd, "vmlinux.h"))
-        tmp_obj = os.path.join(tmpd, "sensor.bpf.o")
-        _run([find_tool("clang"), *_cflags(), "-I", tmpd, "-c", str(SOURCE), "-o", tmp_obj],
+        tmp_obj = os.path.join(tmpd, f"{stem}.bpf.o")
+        _run([find_tool("clang"), *_cflags(), "-I", tmpd, "-c", str(source), "-o", tmp_obj],
              "clang (BPF)")
         os.replace(tmp_obj, obj)
-    _prune(cache, keep={obj.name, header.name})
+    _prune(cache, stem, keep={obj.name, header.name})
     return obj
 
 
-def _prune(cache: Path, keep: set) -> None:
-    """Remove objects and headers of older sources or kernels from the cache."""
-    for old in list(cache.glob("sensor-*.bpf.o")) + list(cache.glob("vmlinux-*.h")):
+def _prune(cache: Path, stem: str, keep: set) -> None:
+    """Remove objects of older versions of ``stem``'s source, and headers of older kernels,
+    from the cache."""
+    for old in list(cache.glob(f"{stem}-*.bpf.o")) + list(cache.glob("vmlinux-*.h")):
         if old.name not in keep:
             try:
                 old.unlink()

@@ -1,0 +1,115 @@
+"""Enrichment live: a config filtering on GrandparentImage and AncestorImages selects exactly
+the marked process chain under ``sysmonx run`` (and writes Sysmon's fields only), and
+``--enrich`` adds the host facts (namespaces, terminal, file type) the sensor reads from /proc."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.live
+
+CONFIG = """<Sysmon schemaversion="4.91"><EventFiltering>
+<RuleGroup name="chain" groupRelation="or"><ProcessCreate onmatch="include">
+  <Rule name="marked" groupRelation="and">
+    <GrandparentImage condition="end with">/sxgp-{mark}</GrandparentImage>
+    <AncestorImages condition="contains">/sxgp-{mark}|</AncestorImages>
+  </Rule></ProcessCreate></RuleGroup>
+</EventFiltering></Sysmon>
+"""
+
+
+def _run(tmp: Path, mark: str, extra: list, activity) -> list[dict]:
+    from sysmonx.sensor.backends import probe
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    why = probe("ebpf")
+    if why:
+        pytest.skip(f"tier A cannot run here: {why}")
+    cfg = tmp / "config.xml"
+    cfg.write_text(CONFIG.replace("{mark}", mark))
+    out = tmp / "out.jsonl"
+    err = open(tmp / "stderr", "wb")
+    sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", "ebpf",
+                               "--no-dns", "--config", str(cfg), "--format", "jsonl", "-o",
+                               str(out), *extra], stderr=err)
+    try:
+        deadline = time.monotonic() + 90
+        while not (out.exists() and '"Started"' in out.read_text()):
+            if sensor.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"sensor did not start: {(tmp / 'stderr').read_text()[-2000:]}")
+            time.sleep(0.1)
+        activity()
+        time.sleep(1.5)
+    finally:
+        sensor.send_signal(signal.SIGTERM)
+        try:
+            sensor.wait(60)
+        except subprocess.TimeoutExpired:
+            sensor.kill()
+            sensor.wait()
+        err.close()
+    return [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+
+
+def test_config_on_ancestry_selects_exactly_the_marked_chain_live():
+    tmp = Path(tempfile.mkdtemp(prefix="sysmonx-enr-"))
+    mark = f"sx{uuid.uuid4().hex[:8]}"
+    gp = tmp / f"sxgp-{mark}"
+    shutil.copy(os.path.realpath("/bin/bash"), gp)
+    os.chmod(gp, 0o755)
+
+    def activity():
+        # sxgp (grandparent) -> bash (parent) -> /bin/true A (marked); B replaces the inner
+        # bash (its parent is sxgp: not marked); sxgp's own children are not marked either
+        subprocess.run([str(gp), "-c", f"bash -c '/bin/true {mark}-A; /bin/true {mark}-B'; "
+                        f"/bin/true {mark}-C"], check=True)
+    try:
+        events = _run(tmp, mark, [], activity)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    marked = [e for e in events if e["EventID"] == 1 and mark in e.get("CommandLine", "")]
+    assert [e["CommandLine"] for e in marked] == [f"/bin/true {mark}-A"], marked
+    assert marked[0]["RuleName"] == "marked"
+    assert marked[0]["ParentImage"] == os.path.realpath("/bin/bash")
+    assert "Enrichment" not in marked[0] and "GrandparentImage" not in marked[0]
+
+
+def test_enrich_live_writes_host_facts():
+    tmp = Path(tempfile.mkdtemp(prefix="sysmonx-enr-"))
+    mark = f"sx{uuid.uuid4().hex[:8]}"
+    gp = tmp / f"sxgp-{mark}"
+    shutil.copy(os.path.realpath("/bin/bash"), gp)
+    os.chmod(gp, 0o755)
+    script = tmp / f"sxscript-{mark}.sh"
+    script.write_text("#!/bin/sh\nsleep 0.5\n")
+    os.chmod(script, 0o755)
+
+    def activity():
+        subprocess.run([str(gp), "-c", f"bash -c '{script}; /bin/true {mark}'; true"],
+                       check=True)
+    try:
+        events = _run(tmp, mark, ["--enrich"], activity)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    # a script's Image is its interpreter (the kernel's exe), an ELF file
+    ev = next(e for e in events if e["EventID"] == 1 and str(script) in e.get("CommandLine", ""))
+    enr = ev["Enrichment"]
+    assert ev["Image"] == os.path.realpath("/bin/sh")
+    assert enr["GrandparentImage"] == str(gp)
+    assert enr["AncestorImages"].startswith(f"{os.path.realpath('/bin/bash')}|{gp}|")
+    assert enr["FileType"] == "ELF"
+    assert enr["Tty"] == "-"  # run without a terminal
+    assert enr["MntNs"] == str(os.stat("/proc/self/ns/mnt").st_ino)
+    assert enr["PidNs"] == str(os.stat("/proc/self/ns/pid").st_ino)
+    assert enr["ContainerRuntime"] in ("-", "docker", "containerd", "cri-o", "podman", "lxc")
