@@ -9,6 +9,7 @@ import pytest
 from lxml import etree
 
 from sysmonx.config.cmdline import render_config_xml
+from sysmonx.config.export import export_sysmon
 from sysmonx.config.parse import MAX_HEARTBEAT_INTERVAL, parse_config, parse_heartbeat_interval
 from sysmonx.core.errors import ConfigError
 from sysmonx.schema import CURRENT, all_versions, get_schema
@@ -163,6 +164,17 @@ def test_windows_sensor_config_leaves_sysmonx_options_out():
     assert "<HashAlgorithms>sha256</HashAlgorithms>" in sensor.xml
     again = parse_config(sensor.xml, "<sensor>", extensions=False)   # Sysmon accepts it
     assert again.options == {"HashAlgorithms": "sha256"} and again.heartbeat_interval is None
+
+
+def test_config_export_sysmon_removes_sysmonx_options_with_their_lines():
+    src = xml("<HeartbeatInterval>30</HeartbeatInterval>\n<YaraRules>rules/</YaraRules>")
+    out, warnings = export_sysmon(src.encode(), "c.xml")
+    assert b"HeartbeatInterval" not in out and b"YaraRules" not in out
+    assert [str(w) for w in warnings] == [
+        "c.xml:3: warning: <HeartbeatInterval> removed: a SysmonX option Sysmon does not have",
+        "c.xml:4: warning: <YaraRules> removed: a SysmonX option Sysmon does not have"]
+    plain = parse_config(out, "out.xml", extensions=False)          # real Sysmon's grammar
+    assert plain.options == {"HashAlgorithms": "sha256"} and len(plain.rule_sets) == 1
 
 
 def test_sysmonx_config_round_trips_through_its_xml():
