@@ -59,10 +59,12 @@ class Run:
 
     def __init__(self, tmp: Path, *extra: str, backend: str = "cnproc", heartbeat: str = "30",
                  state: Path = None, out: Path = None, prefix: tuple = (), name: str = "out"):
+        """``heartbeat=None``: no ``--heartbeat`` (the config's interval, else 60 s)."""
         self.out = out or tmp / f"{name}.jsonl"
         self.state = state or tmp / "state"
+        hb = ("--heartbeat", heartbeat) if heartbeat is not None else ()
         cmd = [*prefix, SYSMONX, "run", "--backend", backend, "--no-dns", "-f", "jsonl",
-               "-o", str(self.out), "--state-dir", str(self.state), "--heartbeat", heartbeat,
+               "-o", str(self.out), "--state-dir", str(self.state), *hb,
                "--duration", "120", *extra]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
         self.pid = self.proc.pid
@@ -250,6 +252,33 @@ def test_heartbeat_clean_restart_and_kill9(tmp_path, runs):
     assert abs(int(hb_c["SecondsSincePrevious"]) - gap) <= 1
     c.marker()
     c.stop()
+
+
+def test_heartbeat_interval_from_the_config_and_its_reload(tmp_path, runs):
+    cfg = tmp_path / "hb.xml"
+    text = '<Sysmon schemaversion="4.81">\n  <HeartbeatInterval>{}</HeartbeatInterval>\n</Sysmon>\n'
+    cfg.write_text(text.format(1))
+    r = Run(tmp_path, "-c", str(cfg), heartbeat=None, name="hb")
+    runs.append(r)
+    evs = wait_for(r.out, lambda e: e["EventID"] == 202 and int(e["Sequence"]) >= 4)
+    hb = [e for e in evs if e["EventID"] == 202][:4]
+    gaps = [_utc_s(b["UtcTime"]) - _utc_s(a["UtcTime"]) for a, b in zip(hb, hb[1:])]
+    assert all(0.95 <= g < 1.9 for g in gaps), gaps          # about a second apart
+    # SIGHUP re-reads the edited config: 3 s from then on
+    cfg.write_text(text.format(3))
+    os.kill(r.pid, signal.SIGHUP)
+    after: list = []
+    deadline = time.monotonic() + 25
+    while len(after) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        evs = r.events()
+        reloads = [i for i, e in enumerate(evs) if e["EventID"] == 16]
+        if len(reloads) >= 2:
+            after = [e for e in evs[reloads[-1]:] if e["EventID"] == 202]
+    assert len(after) >= 3, [(e["EventID"], e.get("Sequence")) for e in r.events()[-12:]]
+    gaps = [_utc_s(b["UtcTime"]) - _utc_s(a["UtcTime"]) for a, b in zip(after, after[1:])]
+    assert all(2.95 <= g < 3.9 for g in gaps), gaps
+    assert not any(finding("config_modified")(e) for e in r.stop())
 
 
 def _utc_s(utc: str) -> float:

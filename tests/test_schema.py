@@ -397,7 +397,16 @@ def test_schema_output_default_is_newest():
     assert text == render_manifest(CURRENT, extensions=True) + "\n"
     plain = render_manifest(CURRENT)
     head, tail = plain.split("  </events>")
-    assert text.startswith(head) and "  </events>" + tail in text
+    # SysmonX's configuration entries close <options>; without them, the rest is Sysmon's
+    # manifest with the extension events closing <events>
+    lines = text.split("\n")
+    ext = ["      <!-- SysmonX: configuration entries not in Sysmon's manifest -->"] + [
+        f'      <option name="{o.name}" argument="{o.argument}" />'
+        for o in CURRENT.extension_options]
+    i = lines.index(ext[0])
+    assert lines[i:i + len(ext)] == ext and lines[i + len(ext)] == "    </options>"
+    sysmons = "\n".join(lines[:i] + lines[i + len(ext):])
+    assert sysmons.startswith(head) and "  </events>" + tail in sysmons
     assert '<event name="SYSMONX_SHELL_COMMAND" value="210"' in text
     # -s VERSION lists them too; Sysmon's manifest byte for byte without them
     assert render_schema_output(format_version(LATEST))[0] == text

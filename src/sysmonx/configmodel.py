@@ -117,6 +117,11 @@ class Config:
             against.
         options: configuration entries, element name -> text (``""`` for an empty element);
             ``hash_algorithms`` parsed list (upper case, Sysmon order), ``field_sizes`` field -> N.
+            SysmonX's own entries (``Schema.extension_entries``) are in ``options`` too (the
+            text as written; ``YaraRules`` made relative to the config file's folder).
+        heartbeat_interval: the SysmonX ``<HeartbeatInterval>`` in seconds (``0.0``: no
+            heartbeats), ``None`` when the config does not set it (the sensor's default or
+            ``--heartbeat`` applies).
         rule_sets: in document order.
         warnings: non-fatal findings.
     """
@@ -128,6 +133,7 @@ class Config:
     options: dict[str, str] = field(default_factory=dict)
     hash_algorithms: list[str] = field(default_factory=list)
     field_sizes: dict[str, int] = field(default_factory=dict)
+    heartbeat_interval: Optional[float] = None
     rule_sets: list[RuleSet] = field(default_factory=list)
     warnings: list[ConfigWarning] = field(default_factory=list)
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from . import common
 from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_stage_option,
                      builtin_linux_config_path, close_quietly, extra_stages, load_detection,
                      output_formats, print_config_errors, silence_stdout)
 
-__all__ = ["cmd_run", "write_pidfile_when_started", "DEFAULT_STATE_DIR"]
+__all__ = ["cmd_run", "write_pidfile_when_started", "heartbeat_option", "DEFAULT_STATE_DIR"]
 
 #: Where a traced run keeps its heartbeat sequence and running flag by default.
 DEFAULT_STATE_DIR = "/var/lib/sysmonx"
@@ -66,9 +66,10 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="write the sensor's pid to FILE once it has started (events 4 and 16 "
                         "written); removed at exit. Used by the service (sysmonx -i)")
     g = p.add_argument_group("self-protection (heartbeats, tamper findings)")
-    g.add_argument("--heartbeat", type=float, default=60.0, metavar="SECONDS",
-                   help="write a Heartbeat (SysmonX event 202) every SECONDS, with a sequence "
-                        "number that continues across restarts (0: none; default 60)")
+    g.add_argument("--heartbeat", metavar="SECONDS",
+                   help="write a Heartbeat (SysmonX event 202) every SECONDS (0: none, or 1 to "
+                        "86400), with a sequence number that continues across restarts; "
+                        "overrides the config's <HeartbeatInterval> (default: that, else 60)")
     g.add_argument("--state-dir", metavar="DIR|none",
                    help="where the heartbeat sequence and the running flag are kept (unclean "
                         "shutdowns are reported at the next start); default "
@@ -133,6 +134,21 @@ def scan_options(args: argparse.Namespace, config: Any, console: Any) -> Any:
                        scan_all=scan_all, nice=args.scan_nice)
 
 
+def heartbeat_option(text: Optional[str], console: Any) -> "Optional[float] | bool":
+    """``--heartbeat SECONDS`` checked as the config's ``<HeartbeatInterval>`` is
+    (:func:`~sysmonx.config.parse.parse_heartbeat_interval`): the seconds, ``None`` when the
+    option was not given (the config's interval, else 60, applies and follows reloads), or
+    ``False`` after printing the error."""
+    if text is None:
+        return None
+    from ..config.parse import parse_heartbeat_interval
+    try:
+        return parse_heartbeat_interval(text)
+    except ValueError as exc:
+        console.print(f"error: --heartbeat: {exc}", markup=False)
+        return False
+
+
 def cmd_run(argv: list[str]) -> int:
     """``sysmonx run``: the live sensor (see :func:`_run_parser`)."""
     import os
@@ -150,6 +166,9 @@ def cmd_run(argv: list[str]) -> int:
         return 0
     if args.duration is not None and args.duration <= 0:
         console.print("error: --duration must be a positive number of seconds")
+        return EXIT_USAGE
+    heartbeat = heartbeat_option(args.heartbeat, console)
+    if heartbeat is False:
         return EXIT_USAGE
     if os.geteuid() != 0 and not args.follow:
         console.print("error: sysmonx run needs root (kernel tracing interfaces)")
@@ -211,10 +230,6 @@ def cmd_run(argv: list[str]) -> int:
         close_quietly(sinks)
         console.print(f"error: {exc}", markup=False)
         return EXIT_USAGE
-    if args.heartbeat < 0:
-        console.print("error: --heartbeat must be 0 (none) or a positive number of seconds")
-        close_quietly(sinks)
-        return EXIT_USAGE
     scan = scan_options(args, config, console)
     if scan is None:
         close_quietly(sinks)
@@ -228,7 +243,7 @@ def cmd_run(argv: list[str]) -> int:
                             duration=args.duration, provider=args.provider,
                             follow=args.follow, from_start=args.from_start,
                             enrich=args.enrich,
-                            guard=not args.no_guard, heartbeat_s=args.heartbeat,
+                            guard=not args.no_guard, heartbeat_s=heartbeat,
                             state_dir=state_dir, watch_outputs=watch,
                             install_manifest=args.install_manifest, scan=scan)
 

@@ -3,6 +3,8 @@
 What only SysmonX understands is removed from the document itself (comments, order and every
 other element stay as written), each removal reported as a :class:`ConfigWarning` with its line:
 
+* SysmonX's configuration entries under ``<Sysmon>`` (the catalogue's ``extension=True``
+  options: ``HeartbeatInterval``, ``YaraRules``);
 * event tags of the catalogue's extension events (``ShellCommand``, ``TamperFinding``,
   ``BpfEvent`` ...: no Sysmon manifest has them);
 * filters on enrichment fields (``GrandparentImage``, ``AncestorImages`` ...);
@@ -25,12 +27,14 @@ from lxml import etree
 
 from ..configmodel import ConfigWarning
 from ..core.errors import ConfigError
-from ..schema.catalogue import ENRICHMENT_FIELD_NAMES, EVENTS
+from ..schema.catalogue import ENRICHMENT_FIELD_NAMES, EVENTS, OPTIONS
 
 __all__ = ["export_sysmon"]
 
 #: Tags of the catalogue's extension events (SysmonX's own, and 100): Sysmon has none of them.
 _EXTENSION_TAGS = frozenset(e.tag for e in EVENTS if e.extension and e.tag)
+#: SysmonX's configuration entries (catalogue options with ``extension=True``).
+_EXTENSION_ENTRIES = frozenset(o.name for o in OPTIONS if o.extension)
 
 
 def _extension_conditions() -> frozenset[str]:
@@ -76,6 +80,10 @@ def export_sysmon(raw: Union[bytes, str], path: str = "<string>"
                 parent.text = el.tail
         parent.remove(el)
 
+    for child in list(root):
+        if isinstance(child.tag, str) and child.tag in _EXTENSION_ENTRIES:
+            warn(f"<{child.tag}> removed: a SysmonX option Sysmon does not have", child)
+            drop(child)
     for ef in root.iter("EventFiltering"):
         tags: list[Any] = []
         for child in list(ef):

@@ -28,7 +28,8 @@ from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
 
 __all__ = ["load_config", "parse_config", "decode_config_bytes", "extension_conditions",
            "split_comma_list", "parse_scanner_list",
-           "MAX_RULE_NAME", "parse_hash_algorithms", "parse_field_sizes"]
+           "MAX_RULE_NAME", "parse_hash_algorithms", "parse_field_sizes",
+           "parse_heartbeat_interval", "MAX_HEARTBEAT_INTERVAL"]
 
 
 def extension_conditions() -> dict:
@@ -118,9 +119,35 @@ def parse_hash_algorithms(text: str) -> list[str]:
     return [h for h in _HASH_ORDER if h in found]
 
 
-#: SysmonX configuration entries (accepted with extensions on): ``<YaraRules>`` names a YARA
-#: rule file or folder (relative to the config file) for ``scanners="yara..."``.
-SYSMONX_ENTRIES = frozenset({"YaraRules"})
+#: Longest heartbeat interval accepted (seconds): one day.
+MAX_HEARTBEAT_INTERVAL = 86400.0
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def parse_heartbeat_interval(text: str) -> float:
+    """Parse a heartbeat interval: the SysmonX ``<HeartbeatInterval>`` entry and ``sysmonx run
+    --heartbeat`` take the same value.
+
+    Args:
+        text: seconds as a decimal number (``60``, ``2.5``; white space around it ignored);
+            ``0`` means no heartbeats.
+    Source: SysmonX's own option (Sysmon has no heartbeat); the range keeps a heartbeat
+    meaningful (``SecondsSincePrevious`` counts whole seconds) and at least daily.
+    Returns:
+        the seconds, ``0.0`` or 1 to :data:`MAX_HEARTBEAT_INTERVAL`.
+    Raises:
+        ValueError: not a plain decimal number (signs, exponents, ``inf``/``nan`` included), or
+            between 0 and 1 second, or above one day; the message names the value and the range.
+    """
+    t = text.strip()
+    if not t.isascii() or not _SECONDS.fullmatch(t):
+        raise ValueError(f"{text!r} is not a number of seconds (0 for none, or 1 to "
+                         f"{MAX_HEARTBEAT_INTERVAL:.0f})")
+    seconds = float(t)
+    if seconds != 0 and not 1 <= seconds <= MAX_HEARTBEAT_INTERVAL:
+        raise ValueError(f"{t} s is out of range (0 for none, or 1 to "
+                         f"{MAX_HEARTBEAT_INTERVAL:.0f} seconds)")
+    return seconds
 
 
 def parse_scanner_list(text: str) -> tuple:
@@ -365,16 +392,8 @@ class _Builder:
             _check_attrs(child, (), self.path)
             self.collect(_only_whitespace, child, self.path)
             self._event_filtering(child, cfg, schema)
-        elif child.tag in SYSMONX_ENTRIES and self.extensions:
-            _check_attrs(child, (), self.path)
-            if _elements(child):
-                raise self.err(f"Element {child.tag} may only contain text", child)
-            value = _text_of(child).strip()
-            if not value:
-                raise self.err(f"<{child.tag}> needs a path", child)
-            if child.tag == "YaraRules" and self.path != "<string>":
-                value = str(Path(self.path).parent / Path(value).expanduser())
-            cfg.options[child.tag] = value
+        elif child.tag in schema.extension_entries:
+            self._extension_option(child, cfg)
         elif child.tag in schema.config_entries:
             _check_attrs(child, (), self.path)
             if _elements(child):
@@ -394,6 +413,30 @@ class _Builder:
             raise self.err(f"Element Sysmon content does not follow the DTD: unknown element "
                            f"<{child.tag}> for schema {schema.version_text} (expecting one "
                            f"of {allowed})", child)
+
+    def _extension_option(self, el, cfg: Config) -> None:
+        """One SysmonX configuration entry (``Schema.extension_entries``): refused with
+        extensions off, its value validated, kept in ``cfg.options`` (last one wins, as for
+        Sysmon's options). Raises ConfigError with the element's line."""
+        name = el.tag
+        if not self.extensions:
+            raise self.err(f"<{name}> is a SysmonX option, not Sysmon's; SysmonX extensions are "
+                           "disabled", el)
+        _check_attrs(el, (), self.path)
+        if _elements(el):
+            raise self.err(f"Element {name} may only contain text", el)
+        value = _text_of(el).strip()
+        try:
+            if name == "HeartbeatInterval":
+                cfg.heartbeat_interval = parse_heartbeat_interval(value)
+            elif name == "YaraRules":
+                if not value:
+                    raise ValueError("empty: name a YARA rule file or folder")
+                if self.path != "<string>":
+                    value = str(Path(self.path).parent / Path(value).expanduser())
+        except ValueError as exc:
+            raise self.err(f"<{name}>: {exc}", el) from None
+        cfg.options[name] = value
 
     def _option(self, el, value: str, cfg: Config) -> None:
         name = el.tag

@@ -70,7 +70,9 @@ class SensorOptions:
             (event 202) and live TamperFinding events (201); with ``follow``, the followed log is
             also checked by the ``tamper`` stage (Sysmon stopped, reconfigured, record and time
             gaps) whatever this says.
-        heartbeat_s: seconds between heartbeats (0: none).
+        heartbeat_s: seconds between heartbeats (0: none), fixed for the run (``sysmonx run
+            --heartbeat``); ``None``: the config's SysmonX ``<HeartbeatInterval>``, applied
+            again on every reload, else 60 (:data:`~sysmonx.sensor.guard.DEFAULT_HEARTBEAT_S`).
         state_dir: the guard's state (heartbeat sequence across restarts, unclean shutdown);
             ``None``: none kept.
         watch_outputs: output paths (files, the syslog socket) whose removal or replacement is
@@ -99,7 +101,7 @@ class SensorOptions:
     exit_hold_s: float = 2.5
     enrich: bool = False
     guard: bool = False
-    heartbeat_s: float = 60.0
+    heartbeat_s: Optional[float] = None
     state_dir: Optional[str] = None
     watch_outputs: tuple[str, ...] = ()
     install_manifest: Optional[str] = None

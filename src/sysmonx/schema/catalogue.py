@@ -388,6 +388,9 @@ class OptionDef:
     appear in a config as ``<NameConfig>``; ``internal`` ones (manifest ``target="internal"``)
     never show in Windows ``-s``. ``since``/``until``: first schema with / first schema without
     this entry (an option may have several entries, one per manifest position or variant).
+    ``extension`` marks a SysmonX configuration entry no Sysmon manifest defines (present in
+    every schema version, accepted only with extensions on, kept out of Sysmon's manifests:
+    :attr:`sysmonx.schema.Schema.extension_options`).
     """
 
     switch: Optional[str]
@@ -400,6 +403,7 @@ class OptionDef:
     internal: bool = False
     since: Optional[Version] = None
     until: Optional[Version] = None
+    extension: bool = False
 
 
 _EARLY = (4, 23)  # the 4.0-4.22 manifests list the configuration options in another order
@@ -461,6 +465,18 @@ OPTIONS: tuple[OptionDef, ...] = (
     OptionDef(None, "FieldSizes", "required", since=(4, 81)),
     OptionDef(None, "DriverQueueSize", "required", since=(4, 91)),
     OptionDef(None, "SigningQueueSize", "required", since=(4, 91)),
+
+    # --- SysmonX configuration entries (extension options; no Sysmon manifest has them) -------
+    # Elements directly under <Sysmon>, like Sysmon's own options, in a config of any schema
+    # version; config/parse.py validates each value and refuses them with extensions off;
+    # `sysmonx -s` prints them after Sysmon's options; a configuration written for Sysmon itself
+    # never carries them (windows/sensorconfig.py).
+    # HeartbeatInterval: seconds between Heartbeat events (202) of the live sensor, 0 for none
+    # (`sysmonx run --heartbeat` overrides it). YaraRules: the YARA rule file or folder of
+    # scanners="yara..." rules, relative to the config file (`sysmonx run --yara` overrides it).
+    OptionDef(None, "HeartbeatInterval", "required", extension=True),
+    OptionDef(None, "YaraRules", "required", extension=True),
+    # --- end SysmonX configuration entries ------------------------------------------------------
 )
 
 #: Operator enumeration order (messages, rule blob), spec section 2.2.

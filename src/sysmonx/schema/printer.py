@@ -50,6 +50,8 @@ _CMDLINE_COMMENT = "<!-- Command-line only options -->"
 _CONFIG_COMMENT = "<!-- Configuration file -->"
 #: Before the events no Sysmon manifest defines, when they are listed (``sysmonx -s``).
 _EXTENSION_COMMENT = "<!-- SysmonX: events not in Sysmon's manifest -->"
+#: Before the configuration entries no Sysmon manifest defines, when they are listed.
+_EXTENSION_OPTIONS_COMMENT = "<!-- SysmonX: configuration entries not in Sysmon's manifest -->"
 
 
 def manifest_version_text(version: Version) -> str:
@@ -98,10 +100,11 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = F
     Args:
         schema: a :class:`~sysmonx.schema.Schema` (e.g. ``get_schema("4.50")``).
         style: ``"windows"`` or ``"linux"``.
-        extensions: also list the events no Sysmon manifest defines (the catalogue's
-            ``extension=True`` entries: SysmonX's own, Sysmon for Linux's 100), after Sysmon's,
-            under one XML comment, in the same ``<event>`` form (``False``: Sysmon's manifest
-            exactly).
+        extensions: also list what no Sysmon manifest defines, after Sysmon's, each kind
+            under one XML comment and in Sysmon's form: SysmonX's configuration entries
+            (``schema.extension_options``, ``<option>``) and the catalogue's ``extension=True``
+            events (SysmonX's own, Sysmon for Linux's 100; ``<event>``). ``False``: Sysmon's
+            manifest exactly.
     Returns:
         The lines from ``<manifest ...>`` to ``</manifest>`` joined with ``\\n``, no trailing
         newline.
@@ -126,6 +129,9 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = F
             out.append("      " + _CONFIG_COMMENT)
             config_seen = True
         out.append("      " + _option_line(o, linux))
+    if extensions and schema.extension_options:
+        out.append("      " + _EXTENSION_OPTIONS_COMMENT)
+        out += ["      " + _option_line(o, linux) for o in schema.extension_options]
     out += ["    </options>",
             f"    <filters default=\"is\">{','.join(schema.conditions)}</filters>",
             "  </configuration>", "  <events>"]
@@ -222,6 +228,12 @@ _ENTRY_HELP = {
     "DriverQueueSize": ("String", "Driver queue size (schema 4.91)."),
     "SigningQueueSize": ("String", "Signing queue size (schema 4.91)."),
     "ServiceArchiveDirectory": ("String", "Service archive directory (schema 4.1 only)."),
+    # SysmonX's own entries (catalogue options with extension=True)
+    "HeartbeatInterval": ("Number", "SysmonX: seconds between Heartbeat events (202) of the "
+                          "live sensor, 0 for none (1 to 86400). Default: 60; sysmonx run "
+                          "--heartbeat overrides it."),
+    "YaraRules": ("String", "SysmonX: YARA rule file or folder, relative to the configuration "
+                  "file, for scanners=\"yara...\" rules; sysmonx run --yara overrides it."),
 }
 
 _CONDITION_HELP = {
@@ -271,6 +283,8 @@ def render_config_help(schema: Schema) -> str:
     accepts (manifest order; ``rule`` options with ``forceconfig`` as ``<NameConfig>``), the
     ``Id / Tag / Event`` table of every filterable event (``%-6d %-20s %s``, the event's template
     as description, manifest order), then every condition of the schema with its meaning.
+    SysmonX's own configuration entries follow Sysmon's in the entry table, and its own events
+    Sysmon's in the event table.
     Unlike Sysmon's fixed text, the entry and condition lists are generated from the schema (so
     ``is any`` is listed) and ``excludes any``/``excludes all`` are described as the filter engine
     implements them (spec 2.2), not with Sysmon's inaccurate wording.
@@ -319,7 +333,7 @@ def render_config_help(schema: Schema) -> str:
                  "needs to be configured through its filter tag.")
     out += ["Configuration entries include the following:", ""]
     out.append(f"  {'Entry':<22} {'Value':<8} Description")
-    for name in _config_entries(schema):
+    for name in _config_entries(schema) + [o.name for o in schema.extension_options]:
         kind, desc = _ENTRY_HELP.get(name, ("String", ""))
         lead = f"  {name:<22} {kind:<8} "
         wrapped = textwrap.wrap(desc, _WIDTH - len(lead)) or [""]

@@ -88,12 +88,16 @@ class Schema:
         events: event id -> :class:`EventSchema`, in manifest order (255 first).
         tags: config event tag -> event ids it covers, in manifest order (e.g. RegistryEvent ->
             (12, 13, 14)).
-        options: manifest options of this version.
+        options: manifest options of this version (Sysmon's only).
         conditions: operator names this version's manifest lists.
         config_entries: element names legal directly under ``<Sysmon>`` besides EventFiltering
             (spec 1.2).
         tag_fields: tag -> union of the field names of its events (the DTD content of the tag).
         all_fields: union of all fields of all events (the DTD content of ``<Rule>``).
+        extension_options: SysmonX's own configuration entries (catalogue options with
+            ``extension=True``: ``HeartbeatInterval``, ``YaraRules``), present in every version;
+            in no Sysmon manifest, so never in ``options`` or ``config_entries``.
+        extension_entries: their element names.
     """
 
     version: Version
@@ -105,6 +109,8 @@ class Schema:
     config_entries: frozenset
     tag_fields: dict
     all_fields: frozenset
+    extension_options: tuple = ()
+    extension_entries: frozenset = frozenset()
 
     @property
     def version_text(self) -> str:
@@ -138,7 +144,8 @@ def _assemble(v: Version, events: dict[int, EventSchema],
             tag_fields.setdefault(e.tag, set()).update(e.field_names)
     for tag, names in (extra_fields or {}).items():
         tag_fields[tag].update(names)
-    options = tuple(o for o in OPTIONS if _present(o.since, o.until, v))
+    options = tuple(o for o in OPTIONS if not o.extension and _present(o.since, o.until, v))
+    extension_options = tuple(o for o in OPTIONS if o.extension and _present(o.since, o.until, v))
     conditions = tuple(c for c in CONDITION_MANIFEST_ORDER
                        if CONDITION_SINCE.get(c, (0, 0)) <= v)
     entries = set()
@@ -152,7 +159,8 @@ def _assemble(v: Version, events: dict[int, EventSchema],
         entries.add(o.name)
     all_fields = frozenset(n for fs in tag_fields.values() for n in fs)
     return Schema(v, binary, events, {k: tuple(x) for k, x in tags.items()}, options, conditions,
-                  frozenset(entries), {k: frozenset(x) for k, x in tag_fields.items()}, all_fields)
+                  frozenset(entries), {k: frozenset(x) for k, x in tag_fields.items()}, all_fields,
+                  extension_options, frozenset(o.name for o in extension_options))
 
 
 @lru_cache(maxsize=None)
@@ -226,7 +234,9 @@ def _sysmon_only(v: Version) -> Schema:
 def sysmon_only(schema: Schema) -> Schema:
     """``schema`` without the extension events (catalogue entries with ``extension=True``),
     their tags and fields: exactly what Sysmon itself accepts for that version, what a config
-    with extensions disabled (``--no-extensions``) is validated against. Cached per version."""
+    with extensions disabled (``--no-extensions``) is validated against. Cached per version.
+    ``extension_options`` stay listed (never in ``config_entries``), so the reader can name a
+    SysmonX entry when it refuses one."""
     return _sysmon_only(schema.version)
 
 

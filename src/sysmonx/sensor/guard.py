@@ -12,7 +12,9 @@ What is watched, and how (technique names: :data:`~sysmonx.stages.tamperfinding.
 * ``unclean_shutdown``: the state file (``<state_dir>/state.json``, 0600 in a 0700 directory)
   says ``running`` at start: the previous run never wrote 4 ``Stopped`` (kill -9, crash, power
   loss). The finding carries that run's pid, start and last heartbeat sequence and time.
-* heartbeat: event 202 at start, every ``heartbeat_s`` and before 4 ``Stopped``; ``Sequence``
+* heartbeat: event 202 at start, every :attr:`SensorGuard.heartbeat_s` seconds (the command
+  line's ``--heartbeat``, else the configuration's SysmonX ``<HeartbeatInterval>``, else 60; a
+  reload applies a changed ``<HeartbeatInterval>`` at once) and before 4 ``Stopped``; ``Sequence``
   continues across restarts (from the state file), ``SecondsSincePrevious`` is the time since
   the previous heartbeat, also across restarts (0 when there was none: no state), so the first
   heartbeat after a kill -9, a SIGSTOP or a hung loop says how long the sensor was silent;
@@ -69,9 +71,11 @@ from . import bpfsys
 from .assemble import Assembler, utc_time
 
 __all__ = ["GuardOptions", "SensorGuard", "SensorState", "read_state", "sd_notify",
-           "PRELOAD_PATH"]
+           "PRELOAD_PATH", "DEFAULT_HEARTBEAT_S"]
 
 PRELOAD_PATH = "/etc/ld.so.preload"
+#: Seconds between heartbeats when neither the command line nor the configuration says.
+DEFAULT_HEARTBEAT_S = 60.0
 _WRITABLE_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
 _SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL", 10: "SIGUSR1",
              12: "SIGUSR2", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 18: "SIGCONT",
@@ -90,7 +94,10 @@ class GuardOptions:
     """What the guard does.
 
     Attributes:
-        heartbeat_s: seconds between heartbeats (0: none).
+        heartbeat_s: seconds between heartbeats (0: none), fixed for the run whatever the
+            configuration says (the command line's ``--heartbeat``); ``None``: the
+            configuration's ``<HeartbeatInterval>`` (followed across reloads), else
+            :data:`DEFAULT_HEARTBEAT_S`.
         state_dir: where ``state.json`` lives (heartbeat sequence, running flag); ``None``: no
             state (sequence starts at 1, no ``unclean_shutdown``).
         config_path: the config file to watch (``None``: not watched).
@@ -103,7 +110,7 @@ class GuardOptions:
         install_manifest: JSON file ``{path: sha256}`` written by ``sysmonx -i``.
     """
 
-    heartbeat_s: float = 60.0
+    heartbeat_s: Optional[float] = None
     state_dir: Optional[str] = None
     config_path: Optional[str] = None
     outputs: tuple[str, ...] = ()
@@ -197,6 +204,10 @@ def _sha256(path: str) -> Optional[str]:
     return h.hexdigest()
 
 
+def _seconds(s: float) -> str:
+    return "none (0)" if s <= 0 else f"{s:g} s"
+
+
 def _ident(path: str) -> Optional[tuple[int, int]]:
     try:
         st = os.stat(path)
@@ -214,16 +225,20 @@ class SensorGuard:
             the events, the process cache for actors).
         backend: the tier's name (Heartbeat ``Backend``), or what is followed.
         config_hash: ``SHA256=<hex>`` of the configuration in force, or ``-``.
+        config_heartbeat_s: that configuration's ``<HeartbeatInterval>`` in seconds (``None``:
+            not set); used unless ``options.heartbeat_s`` fixes the interval.
         backends: the running backends (their :meth:`integrity` and BPF objects).
         on_status: one-line status messages.
     Attributes:
         counters: callable returning ``(events written, events lost in the kernel or queues,
             events an output did not take)`` totals so far (set by the run; zeros until then).
         findings: technique -> findings so far.
+        heartbeat_s: seconds between heartbeats in force (0: none).
     """
 
     def __init__(self, options: GuardOptions, assembler: Assembler, *, backend: str = "",
-                 config_hash: str = "-", backends: Iterable[Any] = (),
+                 config_hash: str = "-", config_heartbeat_s: Optional[float] = None,
+                 backends: Iterable[Any] = (),
                  on_status: Optional[Callable[[str], None]] = None) -> None:
         self.options = options
         self.assembler = assembler
@@ -246,9 +261,11 @@ class SensorGuard:
         self._seq = 0
         self._last_counts = (0, 0)
         self._last_hb_ns = 0
+        self._last_hb_mono: Optional[float] = None
         self._next_hb = 0.0
         self._trace: Optional[_GuardTrace] = None
         self._said: set[str] = set()
+        self.heartbeat_s = self._interval(config_heartbeat_s)
         # baselines
         self._tracers: dict[int, int] = {}
         self._cfg_ident: Optional[tuple] = None
@@ -405,7 +422,7 @@ class SensorGuard:
         if self._watchdog_s and mono >= self._next_watchdog:
             self._next_watchdog = mono + self._watchdog_s / 2
             sd_notify("WATCHDOG=1")
-        if self.options.heartbeat_s > 0 and mono >= self._next_hb:
+        if self.heartbeat_s > 0 and mono >= self._next_hb:
             self._heartbeat(time.time_ns())
         if not self._out:
             return []
@@ -451,23 +468,50 @@ class SensorGuard:
             self._trace.close()
             self._trace = None
 
-    def config_reloaded(self, config_hash: str) -> None:
-        """A reload put a new configuration in force (``SHA256=<hex>`` or ``-``)."""
+    def config_reloaded(self, config_hash: str, heartbeat_s: Optional[float] = None) -> None:
+        """A reload put a new configuration in force: its hash (``SHA256=<hex>`` or ``-``) and
+        its ``<HeartbeatInterval>`` seconds (``None``: not set). Unless the interval is fixed
+        by ``options.heartbeat_s``, a changed interval applies at once: the next heartbeat is
+        due that long after the last one (now, when heartbeats were off or none was written),
+        and 0 stops them."""
         self.config_hash = config_hash
         self._cfg_since = None
         self._cfg_reported = None
+        before = self.heartbeat_s
+        self.heartbeat_s = self._interval(heartbeat_s)
+        if self.heartbeat_s != before:
+            if self.heartbeat_s > 0:
+                self._next_hb = (self._last_hb_mono + self.heartbeat_s
+                                 if self._last_hb_mono is not None and before > 0
+                                 else time.monotonic())
+            self.on_status(f"guard: heartbeat interval now {_seconds(self.heartbeat_s)} (was "
+                           f"{_seconds(before)}; the configuration's HeartbeatInterval)")
+
+    def _interval(self, config_s: Optional[float]) -> float:
+        """The interval in force: the fixed one (command line), else the configuration's, else
+        :data:`DEFAULT_HEARTBEAT_S`; says once per value when the configuration's is
+        overridden."""
+        fixed = self.options.heartbeat_s
+        if fixed is None:
+            return DEFAULT_HEARTBEAT_S if config_s is None else config_s
+        if config_s is not None and config_s != fixed:
+            self._say(f"hb-override-{config_s}",
+                      f"guard: the configuration's HeartbeatInterval ({_seconds(config_s)}) is "
+                      f"overridden by the command line ({_seconds(fixed)})")
+        return fixed
 
     # --- heartbeat ---------------------------------------------------------------------------
 
     def _heartbeat(self, now_ns: int) -> None:
-        if self.options.heartbeat_s <= 0:
+        if self.heartbeat_s <= 0:
             return
         written, kernel_lost, undelivered = self.counters()
         lost = kernel_lost + undelivered
         w0, l0 = self._last_counts
         self._last_counts = (written, lost)
         self._seq += 1
-        self._next_hb = time.monotonic() + self.options.heartbeat_s
+        self._last_hb_mono = time.monotonic()
+        self._next_hb = self._last_hb_mono + self.heartbeat_s
         since = (now_ns - self._last_hb_ns) // 1_000_000_000 if self._last_hb_ns else 0
         self._last_hb_ns = now_ns
         ev = self.assembler.envelope(HEARTBEAT_EVENT_ID, {

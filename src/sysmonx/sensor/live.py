@@ -332,7 +332,9 @@ class LiveSource(Source):
         cfg = self.config
         self.guard = SensorGuard(self.options.guard, self.assembler, backend=self.stats.backend,
                                  config_hash=f"SHA256={cfg.sha256}" if cfg and cfg.sha256
-                                 else "-", backends=self._started_backends,
+                                 else "-",
+                                 config_heartbeat_s=cfg.heartbeat_interval if cfg else None,
+                                 backends=self._started_backends,
                                  on_status=self.on_status)
         self.guard.counters = self.guard_counters
         return self.guard
@@ -420,7 +422,8 @@ class LiveSource(Source):
         return self.assembler.error(ident, description, time.time_ns())
 
     def reload(self, config: Optional[Config]) -> None:
-        """Put ``config`` in force: its hash algorithms; event 16 next."""
+        """Put ``config`` in force: its hash algorithms, its heartbeat interval (the guard's);
+        event 16 next."""
         self.config = config
         self.assembler.hasher = _hasher(config)
         if "optional_events" not in self.options.backend_options:
@@ -431,7 +434,8 @@ class LiveSource(Source):
         self._pending.append(self._config_event())
         if self.guard is not None:
             self.guard.config_reloaded(f"SHA256={config.sha256}" if config and config.sha256
-                                       else "-")
+                                       else "-",
+                                       config.heartbeat_interval if config else None)
 
     def stop(self) -> None:
         """End collection soon (signal-safe)."""

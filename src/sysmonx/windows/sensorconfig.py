@@ -34,7 +34,8 @@ error rather than a silent change of what gets blocked or archived.
 Options go through unchanged (hash algorithms, DNS lookup, archive directory, revocation
 checks...: they change what Sysmon records) except ``FieldSizes``: Sysmon would truncate fields
 before SysmonX filters on them; SysmonX truncates after filtering, as Sysmon does for its own
-output.
+output. SysmonX's own entries (``HeartbeatInterval``, ``YaraRules``: the schema's
+``extension_entries``) are SysmonX's business and never reach Sysmon, which would refuse them.
 """
 
 from __future__ import annotations
@@ -211,7 +212,8 @@ def derive_sensor_config(user: Optional[Config], *,
         else:
             plan[tag] = TagPlan(tag, "all", why)
             sets_out.append(RuleSet(tag, first, "exclude", "or"))
-    opts = {k: v for k, v in (user.options if user else {}).items() if k not in DROPPED_OPTIONS}
+    opts = {k: v for k, v in (user.options if user else {}).items()
+            if k not in DROPPED_OPTIONS and k not in CURRENT.extension_entries}
     model = Config(path="<sensor>", sha256="", schema_version=version, schema=schema,
                    options=opts, hash_algorithms=list(user.hash_algorithms) if user else [],
                    rule_sets=sets_out)
