@@ -29,6 +29,10 @@ Where SysmonX differs from Elastic's pipeline, on purpose:
   single spaces, so splitting on single spaces gives the argv back exactly (empty arguments
   included) unless an argument itself contained a space, which the recorded form cannot tell.
   ``host.os.type`` is ``linux``.
+* **Registry**: ``registry.value`` only for a value (13), ``registry.key`` without it; Elastic
+  writes the last path element to ``registry.value`` for key events (12, 14) too.
+* Event 20's ``Destination`` (the consumer's command line or script, not an executable) stays
+  in ``winlog.event_data``; Elastic renames it to ``process.executable``.
 * **Hashes** of files (events 6, 7, 15, 23, 26 to 29) go to ``file.hash.*``; Elastic puts those
   of events 23 to 26 under ``process.hash``. Only event 1's hashes describe the process image.
 * Values Sysmon writes as "unknown" (``-``, empty, the all-zero GUID) are left out of the ECS
@@ -97,6 +101,9 @@ CATEGORIES: dict[int, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     1000: (("intrusion_detection",), ("indicator",), "Sigma rule matched"),
 }
 
+#: EventIDs whose ``event.outcome`` is ``failure`` in Elastic's table: 27 (a blocked executable
+#: is a file creation that failed) and 255 (Sysmon's error report).
+_FAILURES = frozenset({27, 255})
 _UNKNOWN = frozenset({"", "-", "{00000000-0000-0000-0000-000000000000}"})
 _FILE_HASH_EVENTS = frozenset({6, 7, 15, 23, 26, 27, 28, 29})
 _HASH_KEYS = {"md5": "md5", "sha1": "sha1", "sha256": "sha256", "sha384": "sha384",
@@ -323,7 +330,7 @@ def event_to_ecs(e: Event) -> dict[str, Any]:
             event["category"] = list(cat[0])
         event["type"] = list(cat[1])
         event["action"] = cat[2]
-        if eid == 255:
+        if eid in _FAILURES:
             event["outcome"] = "failure"
     if created:
         event["created"] = created
@@ -395,6 +402,14 @@ def event_to_ecs(e: Event) -> dict[str, Any]:
             _put(doc, "file.code_signature.subject_name", d["Signature"])
         if _known(d.get("SignatureStatus")):
             _put(doc, "file.code_signature.status", d["SignatureStatus"])
+            if d["SignatureStatus"] == "Valid":  # Elastic sets it only then (never false)
+                _put(doc, "file.code_signature.valid", True)
+        if eid == 7:  # the loaded image's version resource (Elastic: file.pe.* for 7 only)
+            for src, dst in (("OriginalFileName", "original_file_name"), ("Company", "company"),
+                             ("Description", "description"), ("FileVersion", "file_version"),
+                             ("Product", "product")):
+                if _known(d.get(src)):
+                    _put(doc, f"file.pe.{dst}", d[src])
     if eid in (17, 18) and _known(d.get("PipeName")):
         _put(doc, "file.name", d["PipeName"])
 
