@@ -284,6 +284,8 @@ def test_network_dns_file_registry_and_error_documents():
     assert dns["dns"] == {"question": {"name": "example.com"},
                           "resolved_ip": ["93.184.216.34", "2606:2800::1"]}
     assert dns["event"]["category"] == ["network"]
+    assert dns["network"] == {"protocol": "dns"}
+    assert dns["related"]["hosts"] == ["edge.example.net", "example.com"]  # answers, then query
 
     f = event_to_ecs(_win(11, {"TargetFilename": "C:\\Users\\bob\\Desktop\\Evil.PS1",
                                "Image": "C:\\x.exe"}))
@@ -301,6 +303,16 @@ def test_network_dns_file_registry_and_error_documents():
                              "value": "evil", "key": "SOFTWARE\\Microsoft\\Run",
                              "data": {"strings": ["C:\\evil.exe"]}}
     assert r["event"]["category"] == ["configuration", "registry"]
+    # DWORD and QWORD data as decimal numbers with their type (Elastic parses the same forms,
+    # but names them SZ_DWORD/SZ_QWORD and shifts the QWORD's high half by 8 bits, not 32)
+    dw = event_to_ecs(_win(13, {"EventType": "SetValue", "Details": "DWORD (0x00000400)",
+                                "TargetObject": "HKLM\\SOFTWARE\\Policies\\X\\Level"}))
+    assert dw["registry"]["data"] == {"strings": ["1024"], "type": "REG_DWORD"}
+    qw = event_to_ecs(_win(13, {"EventType": "SetValue",
+                                "Details": "QWORD (0x00000001-0x00000002)",
+                                "TargetObject": "HKLM\\SOFTWARE\\X\\Stamp"}))
+    assert qw["registry"]["data"] == {"strings": [str(2**32 + 2)], "type": "REG_QWORD"}
+    assert "type" not in r["registry"]["data"]  # a string value: SZ or EXPAND_SZ, unknown
 
     err = event_to_ecs(_win(255, {"UtcTime": "2024-05-06 07:08:09.000", "ID": "Output",
                                   "Description": "3 events could not be written"}))
@@ -312,7 +324,7 @@ def test_network_dns_file_registry_and_error_documents():
     assert img["file"]["code_signature"] == {"exists": True, "subject_name": "Microsoft Windows",
                                              "status": "Valid", "valid": True}
     assert img["file"]["hash"] == {"sha256": "aa"} and img["file"]["pe"] == {"imphash": "bb"}
-    for doc in (net, bad, dns, f, lf, r, err, img):
+    for doc in (net, bad, dns, f, lf, r, dw, qw, err, img):
         assert check_document(doc) == []
 
 
@@ -428,7 +440,8 @@ def _golden_cases():
          process={"entity_id": _G2, "pid": 7740, "executable": _FIREFOX, "name": "firefox.exe"},
          source={"ip": "10.20.30.40", "domain": "ws01.corp.example", "port": 51544},
          destination={"ip": "198.51.100.23", "port": 443},
-         network={"transport": "tcp", "type": "ipv4", "direction": "egress"},
+         network={"transport": "tcp", "protocol": "https", "type": "ipv4",
+                  "direction": "egress"},
          user={"domain": "CORP", "name": "bob"},
          related={"user": ["bob"], "ip": ["10.20.30.40", "198.51.100.23"]})
 

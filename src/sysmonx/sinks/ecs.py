@@ -7,7 +7,8 @@ Elastic's Sysmon data work on SysmonX output unchanged:
   module) and elastic/integrations ``packages/windows/data_stream/sysmon_operational`` (the
   Windows integration's Sysmon data stream, which carries the same pipeline): ``event.code``,
   ``event.category``/``event.type``/``event.action`` per EventID, ``process.*``,
-  ``process.parent.*``, ``source.*``/``destination.*``, ``network.*``, ``dns.*``, ``file.*``,
+  ``process.parent.*``, ``source.*``/``destination.*``, ``network.*`` (``protocol`` from the
+  port name, ``dns`` for 22), ``dns.*``, ``related.hosts``, ``file.*``,
   ``registry.*``, ``user.*``, ``rule.name``, ``error.*``;
 * the ECS field reference (elastic/ecs ``generated/csv/fields.csv``) for every field's type:
   ``tests/test_ecs.py`` checks every emitted field name and value type against it.
@@ -31,6 +32,10 @@ Where SysmonX differs from Elastic's pipeline, on purpose:
   ``host.os.type`` is ``linux``.
 * **Registry**: ``registry.value`` only for a value (13), ``registry.key`` without it; Elastic
   writes the last path element to ``registry.value`` for key events (12, 14) too.
+* **Registry data** (13): DWORD/QWORD as decimal with ``registry.data.type``
+  ``REG_DWORD``/``REG_QWORD`` (Elastic: ``SZ_DWORD``/``SZ_QWORD``, its QWORD high half shifted
+  by 8 bits, not 32); other data without a type, which Sysmon's text does not tell.
+* ``user.id`` is not set: the System ``UserID`` Elastic copies is Sysmon's service account.
 * Event 20's ``Destination`` (the consumer's command line or script, not an executable) stays
   in ``winlog.event_data``; Elastic renames it to ``process.executable``.
 * **Hashes** of files (events 6, 7, 15, 23, 26 to 29) go to ``file.hash.*``; Elastic puts those
@@ -110,6 +115,10 @@ _HASH_KEYS = {"md5": "md5", "sha1": "sha1", "sha256": "sha256", "sha384": "sha38
               "sha512": "sha512", "imphash": "imphash"}
 _ZERO_HASH = re.compile(r"^0*$")
 _C1 = re.compile(rb"\xc2[\x80-\x9f]")
+#: Sysmon's rendering of DWORD and QWORD registry data (``DWORD (0x00000001)``,
+#: ``QWORD (0xHIGH-0xLOW)``), the forms Elastic's pipeline parses.
+_DWORD = re.compile(r"(?i)^DWORD \((0x[0-9a-f]{8})\)$")
+_QWORD = re.compile(r"(?i)^QWORD \((0x[0-9a-f]{8})-(0x[0-9a-f]{8})\)$")
 _HIVES = {"HKLM": "HKLM", "HKU": "HKU", "HKCR": "HKCR", "HKCU": "HKCU", "HKCC": "HKCC"}
 
 
@@ -288,7 +297,18 @@ def _registry(doc: dict, target: str, event_id: int, details: Optional[str]) -> 
         if key:
             _put(doc, "registry.key", key)
     if event_id == 13 and _known(details):
-        _put(doc, "registry.data.strings", [details])
+        assert details is not None
+        m = _DWORD.match(details)
+        q = _QWORD.match(details)
+        if m:
+            _put(doc, "registry.data.strings", [str(int(m.group(1), 16))])
+            _put(doc, "registry.data.type", "REG_DWORD")
+        elif q:
+            _put(doc, "registry.data.strings", [str(int(q.group(1), 16) << 32
+                                                    | int(q.group(2), 16))])
+            _put(doc, "registry.data.type", "REG_QWORD")
+        else:  # REG_SZ, REG_EXPAND_SZ, or "Binary Data" (binary or multi-string): type unknown
+            _put(doc, "registry.data.strings", [details])
 
 
 def _dns_ips(results: str) -> list[str]:
@@ -301,6 +321,16 @@ def _dns_ips(results: str) -> list[str]:
         if ip is not None:
             ips.append(ip)
     return ips
+
+
+def _dns_names(results: str) -> list[str]:
+    """The names in Sysmon's QueryResults answers (``type:  5 cname.example;``), in order."""
+    names: list[str] = []
+    for part in results.split(";"):
+        words = part.split()
+        if len(words) == 3 and words[0] == "type:" and words[2] not in names:
+            names.append(words[2])
+    return names
 
 
 def event_to_ecs(e: Event) -> dict[str, Any]:
@@ -435,6 +465,12 @@ def event_to_ecs(e: Event) -> dict[str, Any]:
         if _known(proto):
             assert proto is not None
             _put(doc, "network.transport", proto.lower())
+        # the application protocol: the destination port's service name, else the source's
+        for name in (d.get("DestinationPortName"), d.get("SourcePortName")):
+            if _known(name):
+                assert name is not None
+                _put(doc, "network.protocol", name.lower())
+                break
         v6 = d.get("SourceIsIpv6")
         if v6 in ("true", "false"):
             _put(doc, "network.type", "ipv6" if v6 == "true" else "ipv4")
@@ -444,8 +480,14 @@ def event_to_ecs(e: Event) -> dict[str, Any]:
         if ips:
             _put(doc, "related.ip", ips)
     if eid == 22:
+        _put(doc, "network.protocol", "dns")
+        hosts = _dns_names(d.get("QueryResults") or "")
         if _known(d.get("QueryName")):
             _put(doc, "dns.question.name", d["QueryName"])
+            if d["QueryName"] not in hosts:
+                hosts.append(d["QueryName"])
+        if hosts:
+            _put(doc, "related.hosts", hosts)
         resolved = _dns_ips(d.get("QueryResults") or "")
         if resolved:
             _put(doc, "dns.resolved_ip", resolved)
