@@ -528,6 +528,27 @@ def _golden_cases():
          rule={"name": "technique_id=T1055,technique_name=Process Injection"},
          process={"entity_id": _G1, "pid": 4720, "executable": src, "name": "inj.exe"})
 
+    # 9 and 25 are not in the recorded logs; written from the same mapping
+    e = _win(9, {
+        "RuleName": "-", "UtcTime": _UT, "ProcessGuid": _G1, "ProcessId": "4720",
+        "Image": "C:\\Users\\bob\\AppData\\Local\\Temp\\ntfsdump.exe",
+        "Device": "\\Device\\HarddiskVolume2", "User": "CORP\\bob"}, version=2)
+    case("9-windows", e, {"category": ["process"], "type": ["access"], "action": "RawAccessRead"},
+         process={"entity_id": _G1, "pid": 4720,
+                  "executable": "C:\\Users\\bob\\AppData\\Local\\Temp\\ntfsdump.exe",
+                  "name": "ntfsdump.exe"},
+         file={"path": "\\Device\\HarddiskVolume2", "name": "HarddiskVolume2",
+               "directory": "\\Device"}, **_BOB)
+    e = _win(25, {
+        "RuleName": "-", "UtcTime": _UT, "ProcessGuid": _G2, "ProcessId": "1032",
+        "Image": "C:\\Windows\\System32\\notepad.exe", "Type": "Image is replaced",
+        "User": "CORP\\bob"})
+    case("25-windows", e, {"category": ["process"], "type": ["change"],
+                           "action": "ProcessTampering (Process image change)"},
+         process={"entity_id": _G2, "pid": 1032,
+                  "executable": "C:\\Windows\\System32\\notepad.exe", "name": "notepad.exe"},
+         message="Image is replaced", **_BOB)
+
     e = _win(10, {
         "RuleName": "-", "UtcTime": _UT, "SourceProcessGUID": _G1, "SourceProcessId": "4720",
         "SourceThreadId": "6124", "SourceImage": "C:\\Windows\\System32\\rundll32.exe",

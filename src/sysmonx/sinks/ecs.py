@@ -440,6 +440,10 @@ def event_to_ecs(e: Event) -> dict[str, Any]:
                              ("Product", "product")):
                 if _known(d.get(src)):
                     _put(doc, f"file.pe.{dst}", d[src])
+    if eid == 9 and _known(d.get("Device")):  # the volume read raw, e.g. \Device\HarddiskVolume2
+        _file(doc, d["Device"], linux)
+    if eid == 25 and _known(d.get("Type")):  # "Image is replaced", "Image is locked for access"
+        doc["message"] = d["Type"]
     if eid in (17, 18) and _known(d.get("PipeName")):
         _put(doc, "file.name", d["PipeName"])
 
