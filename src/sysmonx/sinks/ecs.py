@@ -7,7 +7,8 @@ Elastic's Sysmon data work on SysmonX output unchanged:
   module) and elastic/integrations ``packages/windows/data_stream/sysmon_operational`` (the
   Windows integration's Sysmon data stream, which carries the same pipeline): ``event.code``,
   ``event.category``/``event.type``/``event.action`` per EventID, ``process.*``,
-  ``process.parent.*``, ``source.*``/``destination.*``, ``network.*``, ``dns.*``, ``file.*``,
+  ``process.parent.*``, ``source.*``/``destination.*``, ``network.*`` (``protocol`` from the
+  port name, ``dns`` for 22), ``dns.*``, ``related.hosts``, ``file.*``,
   ``registry.*``, ``user.*``, ``rule.name``, ``error.*``;
 * the ECS field reference (elastic/ecs ``generated/csv/fields.csv``) for every field's type:
   ``tests/test_ecs.py`` checks every emitted field name and value type against it.
@@ -29,6 +30,14 @@ Where SysmonX differs from Elastic's pipeline, on purpose:
   single spaces, so splitting on single spaces gives the argv back exactly (empty arguments
   included) unless an argument itself contained a space, which the recorded form cannot tell.
   ``host.os.type`` is ``linux``.
+* **Registry**: ``registry.value`` only for a value (13), ``registry.key`` without it; Elastic
+  writes the last path element to ``registry.value`` for key events (12, 14) too.
+* **Registry data** (13): DWORD/QWORD as decimal with ``registry.data.type``
+  ``REG_DWORD``/``REG_QWORD`` (Elastic: ``SZ_DWORD``/``SZ_QWORD``, its QWORD high half shifted
+  by 8 bits, not 32); other data without a type, which Sysmon's text does not tell.
+* ``user.id`` is not set: the System ``UserID`` Elastic copies is Sysmon's service account.
+* Event 20's ``Destination`` (the consumer's command line or script, not an executable) stays
+  in ``winlog.event_data``; Elastic renames it to ``process.executable``.
 * **Hashes** of files (events 6, 7, 15, 23, 26 to 29) go to ``file.hash.*``; Elastic puts those
   of events 23 to 26 under ``process.hash``. Only event 1's hashes describe the process image.
 * Values Sysmon writes as "unknown" (``-``, empty, the all-zero GUID) are left out of the ECS
@@ -97,12 +106,19 @@ CATEGORIES: dict[int, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     1000: (("intrusion_detection",), ("indicator",), "Sigma rule matched"),
 }
 
+#: EventIDs whose ``event.outcome`` is ``failure`` in Elastic's table: 27 (a blocked executable
+#: is a file creation that failed) and 255 (Sysmon's error report).
+_FAILURES = frozenset({27, 255})
 _UNKNOWN = frozenset({"", "-", "{00000000-0000-0000-0000-000000000000}"})
 _FILE_HASH_EVENTS = frozenset({6, 7, 15, 23, 26, 27, 28, 29})
 _HASH_KEYS = {"md5": "md5", "sha1": "sha1", "sha256": "sha256", "sha384": "sha384",
               "sha512": "sha512", "imphash": "imphash"}
 _ZERO_HASH = re.compile(r"^0*$")
 _C1 = re.compile(rb"\xc2[\x80-\x9f]")
+#: Sysmon's rendering of DWORD and QWORD registry data (``DWORD (0x00000001)``,
+#: ``QWORD (0xHIGH-0xLOW)``), the forms Elastic's pipeline parses.
+_DWORD = re.compile(r"(?i)^DWORD \((0x[0-9a-f]{8})\)$")
+_QWORD = re.compile(r"(?i)^QWORD \((0x[0-9a-f]{8})-(0x[0-9a-f]{8})\)$")
 _HIVES = {"HKLM": "HKLM", "HKU": "HKU", "HKCR": "HKCR", "HKCU": "HKCU", "HKCC": "HKCC"}
 
 
@@ -281,7 +297,18 @@ def _registry(doc: dict, target: str, event_id: int, details: Optional[str]) -> 
         if key:
             _put(doc, "registry.key", key)
     if event_id == 13 and _known(details):
-        _put(doc, "registry.data.strings", [details])
+        assert details is not None
+        m = _DWORD.match(details)
+        q = _QWORD.match(details)
+        if m:
+            _put(doc, "registry.data.strings", [str(int(m.group(1), 16))])
+            _put(doc, "registry.data.type", "REG_DWORD")
+        elif q:
+            _put(doc, "registry.data.strings", [str(int(q.group(1), 16) << 32
+                                                    | int(q.group(2), 16))])
+            _put(doc, "registry.data.type", "REG_QWORD")
+        else:  # REG_SZ, REG_EXPAND_SZ, or "Binary Data" (binary or multi-string): type unknown
+            _put(doc, "registry.data.strings", [details])
 
 
 def _dns_ips(results: str) -> list[str]:
@@ -294,6 +321,16 @@ def _dns_ips(results: str) -> list[str]:
         if ip is not None:
             ips.append(ip)
     return ips
+
+
+def _dns_names(results: str) -> list[str]:
+    """The names in Sysmon's QueryResults answers (``type:  5 cname.example;``), in order."""
+    names: list[str] = []
+    for part in results.split(";"):
+        words = part.split()
+        if len(words) == 3 and words[0] == "type:" and words[2] not in names:
+            names.append(words[2])
+    return names
 
 
 def event_to_ecs(e: Event) -> dict[str, Any]:
@@ -323,7 +360,7 @@ def event_to_ecs(e: Event) -> dict[str, Any]:
             event["category"] = list(cat[0])
         event["type"] = list(cat[1])
         event["action"] = cat[2]
-        if eid == 255:
+        if eid in _FAILURES:
             event["outcome"] = "failure"
     if created:
         event["created"] = created
@@ -395,6 +432,18 @@ def event_to_ecs(e: Event) -> dict[str, Any]:
             _put(doc, "file.code_signature.subject_name", d["Signature"])
         if _known(d.get("SignatureStatus")):
             _put(doc, "file.code_signature.status", d["SignatureStatus"])
+            if d["SignatureStatus"] == "Valid":  # Elastic sets it only then (never false)
+                _put(doc, "file.code_signature.valid", True)
+        if eid == 7:  # the loaded image's version resource (Elastic: file.pe.* for 7 only)
+            for src, dst in (("OriginalFileName", "original_file_name"), ("Company", "company"),
+                             ("Description", "description"), ("FileVersion", "file_version"),
+                             ("Product", "product")):
+                if _known(d.get(src)):
+                    _put(doc, f"file.pe.{dst}", d[src])
+    if eid == 9 and _known(d.get("Device")):  # the volume read raw, e.g. \Device\HarddiskVolume2
+        _file(doc, d["Device"], linux)
+    if eid == 25 and _known(d.get("Type")):  # "Image is replaced", "Image is locked for access"
+        doc["message"] = d["Type"]
     if eid in (17, 18) and _known(d.get("PipeName")):
         _put(doc, "file.name", d["PipeName"])
 
@@ -420,6 +469,12 @@ def event_to_ecs(e: Event) -> dict[str, Any]:
         if _known(proto):
             assert proto is not None
             _put(doc, "network.transport", proto.lower())
+        # the application protocol: the destination port's service name, else the source's
+        for name in (d.get("DestinationPortName"), d.get("SourcePortName")):
+            if _known(name):
+                assert name is not None
+                _put(doc, "network.protocol", name.lower())
+                break
         v6 = d.get("SourceIsIpv6")
         if v6 in ("true", "false"):
             _put(doc, "network.type", "ipv6" if v6 == "true" else "ipv4")
@@ -429,8 +484,14 @@ def event_to_ecs(e: Event) -> dict[str, Any]:
         if ips:
             _put(doc, "related.ip", ips)
     if eid == 22:
+        _put(doc, "network.protocol", "dns")
+        hosts = _dns_names(d.get("QueryResults") or "")
         if _known(d.get("QueryName")):
             _put(doc, "dns.question.name", d["QueryName"])
+            if d["QueryName"] not in hosts:
+                hosts.append(d["QueryName"])
+        if hosts:
+            _put(doc, "related.hosts", hosts)
         resolved = _dns_ips(d.get("QueryResults") or "")
         if resolved:
             _put(doc, "dns.resolved_ip", resolved)
