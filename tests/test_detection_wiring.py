@@ -86,7 +86,7 @@ def test_sensor_runs_rules_on_written_events(tmp_path, monkeypatch):
         def stop(self):
             pass
 
-    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None: ("fake", {}))
+    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("fake", {}))
     monkeypatch.setattr(live_mod, "load_backend", lambda name: Fake)
     monkeypatch.setattr(live_mod, "auxiliary_backends", lambda: [])
     cfg = parse_config('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" '

@@ -130,7 +130,7 @@ class IdleBackend(Backend):
 
 @pytest.fixture
 def idle_backend(monkeypatch):
-    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None: ("idle", {}))
+    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("idle", {}))
     monkeypatch.setattr(live_mod, "load_backend", lambda name: IdleBackend)
     monkeypatch.setattr(live_mod, "auxiliary_backends", list)
 

@@ -175,7 +175,7 @@ class _ScriptBackend(Backend):
 
 @pytest.fixture
 def script_backend(monkeypatch):
-    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None: ("script", {}))
+    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("script", {}))
     monkeypatch.setattr(live_mod, "load_backend", lambda name: _ScriptBackend)
     monkeypatch.setattr(live_mod, "auxiliary_backends", lambda: [])
     return _ScriptBackend

@@ -139,7 +139,7 @@ class FakeBackend(Backend):
 
 @pytest.fixture
 def fake_backend(monkeypatch):
-    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None: ("fake", {}))
+    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("fake", {}))
     monkeypatch.setattr(live_mod, "load_backend", lambda name: FakeBackend)
     monkeypatch.setattr(live_mod, "auxiliary_backends", lambda: [])
     return FakeBackend

@@ -16,7 +16,7 @@ from sysmonx.pipeline.live import Sensor, SensorOptions
 from sysmonx.sensor import live as live_mod
 from sysmonx.sensor import observations as ob
 from sysmonx.sensor.assemble import Assembler
-from sysmonx.sensor.backends.base import Backend
+from sysmonx.sensor.backends.base import Backend, BackendUnavailable
 from sysmonx.sensor.order import OrderBuffer
 from sysmonx.sensor.process import (ProcessCache, guid_key_is_synthetic, image_state,
                                     process_guid)
@@ -249,7 +249,7 @@ class ScriptBackend(Backend):
 
 @pytest.fixture
 def script_backend(monkeypatch):
-    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None: ("script", {}))
+    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("script", {}))
     monkeypatch.setattr(live_mod, "load_backend", lambda name: ScriptBackend)
     monkeypatch.setattr(live_mod, "auxiliary_backends", lambda: [])
     return ScriptBackend
@@ -416,3 +416,51 @@ def test_socket_owner_found_when_proc_net_tcp_is_longer_than_a_page():
     finally:
         for s in socks:
             s.close()
+
+
+class BrokenTierBackend(ScriptBackend):
+    """A tier whose probe passes but whose start fails, as tier A does when its eBPF object
+    cannot be built (a header missing from an install, clang failing)."""
+    name = "broken"
+    tier = "A"
+
+    def start(self):
+        raise BackendUnavailable("clang (BPF) failed (exit 1): 'pathwalk.bpf.h' file not found")
+
+
+class NextTierBackend(ScriptBackend):
+    name = "next"
+    tier = "B"
+
+
+@pytest.fixture
+def two_tiers(monkeypatch):
+    from sysmonx.sensor import backends as backends_mod
+    classes = {"broken": BrokenTierBackend, "next": NextTierBackend}
+    monkeypatch.setattr(backends_mod, "tiers", lambda: ["broken", "next"])
+    monkeypatch.setattr(backends_mod, "load_backend", lambda name: classes[name])
+    monkeypatch.setattr(live_mod, "load_backend", lambda name: classes[name])
+    monkeypatch.setattr(live_mod, "auxiliary_backends", lambda: [])
+    return classes
+
+
+def test_a_tier_that_fails_to_start_falls_back_to_the_next(two_tiers):
+    statuses: list[str] = []
+    src = live_mod.LiveSource(None, live_mod.LiveOptions(dns=False), on_status=statuses.append)
+    NextTierBackend.script = []
+    src.open()
+    try:
+        assert src.stats.backend == "next"
+        assert src.stats.skipped == {"broken": "failed to start: clang (BPF) failed (exit 1): "
+                                               "'pathwalk.bpf.h' file not found"}
+        assert any(m.startswith("backend broken failed to start, trying the next tier: clang")
+                   for m in statuses), statuses
+        assert "backend next started" in statuses
+    finally:
+        src.close()
+
+
+def test_a_forced_tier_that_fails_to_start_is_an_error(two_tiers):
+    src = live_mod.LiveSource(None, live_mod.LiveOptions(dns=False, backend="broken"))
+    with pytest.raises(BackendUnavailable, match="pathwalk.bpf.h"):
+        src.open()

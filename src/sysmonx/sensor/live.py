@@ -217,10 +217,32 @@ class LiveSource(Source):
         self._start_backends()
 
     def _start_backends(self) -> None:
-        name, skipped = choose_backend(self.options.backend)
+        """Start the best tier (or the forced one) and the auxiliary backends. A tier that passed
+        its probe but fails to start (its eBPF object does not build or load, audit is held by
+        another program) is reported and the next tier is tried, unless ``--backend`` forced it.
+
+        Raises:
+            BackendUnavailable: no tier could start (every reason listed), or the forced one.
+        """
+        failed: dict[str, str] = {}
+        while True:
+            name, skipped = choose_backend(self.options.backend, failed)
+            try:
+                self._start_tier(name, skipped)
+                return
+            except BackendUnavailable as exc:
+                if self.options.backend:
+                    raise
+                failed[name] = f"failed to start: {exc}"
+                self.on_status(f"backend {name} failed to start, trying the next tier: {exc}")
+
+    def _start_tier(self, name: str, skipped: dict[str, str]) -> None:
+        """Start tier ``name`` and the auxiliary backends (``skipped``: tiers passed over, with
+        why). Raises BackendUnavailable (nothing left running) when the tier cannot start."""
         self.stats.backend, self.stats.skipped = name, skipped
         for tier, reason in skipped.items():
-            self.on_status(f"backend {tier} skipped: {reason}")
+            if not reason.startswith("failed to start: "):
+                self.on_status(f"backend {tier} skipped: {reason}")
         names = [name]
         if self.options.dns:
             for aux in auxiliary_backends():

@@ -65,9 +65,14 @@ def probe_all() -> dict[str, Optional[str]]:
     return {name: probe(name) for name in [*tiers(), *auxiliary_backends()]}
 
 
-def choose_backend(forced: Optional[str] = None) -> tuple[str, dict[str, str]]:
+def choose_backend(forced: Optional[str] = None,
+                   failed: Optional[dict[str, str]] = None) -> tuple[str, dict[str, str]]:
     """Pick the tier to run: ``forced`` if given, else the best tier whose probe passes.
 
+    Args:
+        forced: the tier named by ``--backend`` (no other is tried).
+        failed: tiers that passed their probe but failed to start (e.g. the eBPF object did not
+            build), name -> reason: skipped with that reason, so the next tier is chosen.
     Returns:
         ``(name, reasons)`` where ``reasons`` maps every tier tried before it to why it was
         skipped.
@@ -81,7 +86,7 @@ def choose_backend(forced: Optional[str] = None) -> tuple[str, dict[str, str]]:
         return forced, {}
     reasons: dict[str, str] = {}
     for name in tiers():
-        reason = probe(name)
+        reason = (failed or {}).get(name) or probe(name)
         if reason is None:
             return name, reasons
         reasons[name] = reason
