@@ -188,8 +188,14 @@ def test_scan_usage_and_exit_status(capsys):
     assert "unknown scanner 'nope'" in capsys.readouterr().err
     assert main(["scan", "1", "--scanners", "yara"]) == 2
     assert "needs --yara" in capsys.readouterr().err
-    # the scanner itself is never scanned; nothing found: 0
-    assert main(["scan", str(os.getpid())]) == 0
+    # the scanner itself is never scanned; nothing found: 0, and a clean scan still says what
+    # it did (a new user's report: silence looked like nothing had run)
+    capsys.readouterr()
+    assert main(["scan", str(os.getpid()), "999999999"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("sysmonx scan: 2 processes, 0 scanned, 2 skipped (")
+    assert "; 0 findings, 0 dismissed by the allow-list" in captured.err
 
 
 def test_scan_rejects_bad_yara_rules_with_the_place(tmp_path, capsys):

@@ -138,3 +138,15 @@ def test_alerts_go_to_their_table(tmp_path, corpus):
     row = con.execute("SELECT rule_id, title, level, alert FROM alerts LIMIT 1").fetchone()
     assert row[0] and row[1] and row[2] in ("informational", "low", "medium", "high", "critical")
     assert row[0] in row[3]
+
+
+def test_unusable_store_path_names_the_resolved_path_and_the_four_slashes(tmp_path, monkeypatch):
+    """`sqlite:///tmp/x.db` is relative (SQLAlchemy's convention): the error says where it
+    looked and how to write an absolute path (a new user's report)."""
+    from sysmonx.core.errors import SinkError
+    from sysmonx.sinks.sqlite import open_store
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SinkError) as err:
+        open_store("nodir/x.db")
+    msg = str(err.value)
+    assert str(tmp_path / "nodir" / "x.db") in msg and "four slashes" in msg

@@ -124,6 +124,7 @@ def cmd_scan(argv: list[str]) -> int:
                 mark = f"  [allow-listed: {entry.why}]" if entry is not None else ""
                 out.write(f"{pid} {_safe(rep.image)} {f.finding}: {_safe(f.details)}{mark}\n")
     out.flush()
+    sys.stderr.write(_summary(len(pids), len(times), skipped, found, dismissed, over) + "\n")
     if args.stats:
         stats = _stats(pids, times, skipped, kept, dismissed, over, rules is not None)
         text = json.dumps(stats, indent=1, sort_keys=True) + "\n"
@@ -133,6 +134,23 @@ def cmd_scan(argv: list[str]) -> int:
             with open(args.stats, "w", encoding="utf-8") as fh:
                 fh.write(text)
     return EXIT_FOUND if found else EXIT_CLEAN
+
+
+def _summary(processes: int, scanned: int, skipped: Counter[str], found: int,
+             dismissed: Counter[str], over: Counter[str]) -> str:
+    """The closing line on stderr, so a clean scan is not silent: processes asked for, scanned,
+    skipped (by reason), findings written, findings the allow-list dismissed, and scans a
+    scanner cut short at its byte or time budget (``--max-bytes``, ``--max-seconds``)."""
+    def counts(c: Counter[str]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+    line = (f"sysmonx scan: {processes} processes, {scanned} scanned, "
+            f"{sum(skipped.values())} skipped")
+    if skipped:
+        line += f" ({counts(skipped)})"
+    line += f"; {found} findings, {sum(dismissed.values())} dismissed by the allow-list"
+    if over:
+        line += f"; cut short by the scan budget: {counts(over)}"
+    return line
 
 
 def _safe(s: str) -> str:

@@ -259,6 +259,7 @@ class SensorGuard:
         self._thread: Optional[threading.Thread] = None
         self._state = SensorState()
         self._seq = 0
+        self._hb_this_run = 0
         self._last_counts = (0, 0)
         self._last_hb_ns = 0
         self._last_hb_mono: Optional[float] = None
@@ -455,11 +456,13 @@ class SensorGuard:
                 pass
 
     def summary(self) -> str:
-        """One line: the guard thread's CPU share, heartbeats written, findings by technique."""
+        """One line: the guard thread's CPU share, heartbeats written in this run and the sequence
+        number reached (it continues across restarts), findings by technique."""
         wall = max(1e-9, time.monotonic() - self._started_mono)
         found = ", ".join(f"{k} {v}" for k, v in sorted(self.findings.items())) or "none"
         return (f"guard CPU {self.cpu_s:.2f} s over {wall:.0f} s ({100 * self.cpu_s / wall:.2f} % "
-                f"of one core); heartbeats {self._seq}; tamper findings: {found}")
+                f"of one core); heartbeats written {self._hb_this_run} (sequence now {self._seq}); "
+                f"tamper findings: {found}")
 
     def close(self) -> None:
         """Stop the watchers without the last heartbeat (the run failed)."""
@@ -510,6 +513,7 @@ class SensorGuard:
         w0, l0 = self._last_counts
         self._last_counts = (written, lost)
         self._seq += 1
+        self._hb_this_run += 1
         self._last_hb_mono = time.monotonic()
         self._next_hb = self._last_hb_mono + self.heartbeat_s
         since = (now_ns - self._last_hb_ns) // 1_000_000_000 if self._last_hb_ns else 0

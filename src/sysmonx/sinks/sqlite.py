@@ -40,6 +40,7 @@ Memory stays flat whatever the input size: rows are not kept after their transac
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from typing import Any
@@ -113,7 +114,10 @@ def open_store(path: str) -> sqlite3.Connection:
             raise SinkError(f"{path}: event store schema {row[0]}, this sysmonx writes "
                             f"{SCHEMA_VERSION}")
     except sqlite3.Error as exc:
-        raise SinkError(f"{path}: cannot use as an event store: {exc}") from exc
+        where = os.path.abspath(path)
+        hint = ("" if os.path.isabs(path) else
+                " (a relative path: sqlite:////ABSOLUTE/PATH takes four slashes)")
+        raise SinkError(f"{path}: cannot use {where} as an event store: {exc}{hint}") from exc
     return db
 
 
