@@ -16,7 +16,7 @@ import os
 import tempfile
 from typing import Optional
 
-__all__ = ["Tracefs", "tracefs_problem", "mount_problem", "cpu_stats_files", "read_lost"]
+__all__ = ["Tracefs", "tracefs_problem", "cpu_stats_files", "read_lost"]
 
 
 def _system_root() -> Optional[str]:
@@ -31,12 +31,6 @@ def tracefs_problem() -> Optional[str]:
     """``None`` if tracefs is mounted or can be mounted here, else why not."""
     if _system_root():
         return None
-    return mount_problem()
-
-
-def mount_problem() -> Optional[str]:
-    """``None`` if a tracefs can be mounted here (kernel support in ``/proc/filesystems``, root),
-    else why not; for callers that found no usable system mount themselves."""
     try:
         with open("/proc/filesystems", encoding="ascii") as fh:
             if "tracefs" not in fh.read():

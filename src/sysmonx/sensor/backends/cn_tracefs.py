@@ -43,7 +43,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from ..tracefs import cpu_stats_files, mount_problem, read_lost
+from ..tracefs import cpu_stats_files, read_lost
 
 
 __all__ = ["TcpStateTrace", "TcpTransition", "ConnectMatcher", "parse_line", "find_tracefs",
@@ -133,7 +133,15 @@ def tracefs_available() -> Optional[str]:
     """``None`` if tracefs is mounted or mountable here (root, kernel support), else why."""
     if find_tracefs():
         return None
-    return mount_problem()
+    try:
+        with open("/proc/filesystems", encoding="ascii") as fh:
+            if "tracefs" not in fh.read():
+                return "kernel without tracefs"
+    except OSError as exc:
+        return f"/proc/filesystems: {exc.strerror}"
+    if os.geteuid() != 0:
+        return "tracefs not mounted and not root"
+    return None
 
 
 def _libc():
