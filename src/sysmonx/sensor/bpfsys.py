@@ -16,7 +16,7 @@ import struct
 from typing import Optional
 
 __all__ = ["BPF_COMMANDS", "PROG_TYPES", "map_freeze", "prog_info", "map_info", "fdinfo",
-           "prog_fd_by_id", "prog_info_by_id"]
+           "prog_fd_by_id", "prog_info_by_id", "prog_ids_after"]
 
 #: ``enum bpf_cmd`` values -> names (as Sysmon for Linux's BpfCommand field spells them).
 BPF_COMMANDS = {
@@ -114,6 +114,25 @@ def prog_fd_by_id(prog_id: int) -> int:
     attr = bytearray(_ATTR_SIZE)
     struct.pack_into("<I", attr, 0, prog_id)
     return _bpf(13, attr)
+
+
+def prog_ids_after(start_id: int, limit: int = 4096) -> list:
+    """Ids of the loaded programs above ``start_id``, ascending (``BPF_PROG_GET_NEXT_ID``),
+    at most ``limit``; ``[]`` when there are none or the call is refused. Program ids are
+    allocated in increasing order (cyclic idr), so these are the programs loaded since the
+    highest id seen was ``start_id``."""
+    out: list = []
+    cur = start_id
+    while len(out) < limit:
+        attr = bytearray(_ATTR_SIZE)
+        struct.pack_into("<I", attr, 0, cur)
+        try:
+            _bpf(11, attr)
+        except OSError:
+            break  # ENOENT: no higher id
+        cur = struct.unpack_from("<I", attr, 4)[0]
+        out.append(cur)
+    return out
 
 
 def prog_info_by_id(prog_id: int) -> Optional[dict]:

@@ -818,6 +818,9 @@ class _GuardTrace:
         # read (the caller exited or closed the fd first), reported once per read batch
         self._unresolved: dict[tuple[int, str], list] = {}
         self.stats = {"lines": 0, "signals": 0, "bpf": 0}
+        # the highest program id accounted for: a BPF_PROG_LOAD whose fd is gone (or not yet
+        # readable) by the time its line is read is named by the one program loaded since
+        self._prog_hi = 0
         try:
             self._setup()
         except BaseException:
@@ -860,6 +863,7 @@ class _GuardTrace:
             tf._write(os.path.join(inst, "events", ev, "enable"), "1")
         self.fd = os.open(os.path.join(inst, "trace_pipe"),
                           os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._prog_hi = max(bpfsys.prog_ids_after(0, limit=1 << 16), default=0)
 
     def poll(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for trace lines and handle them."""
@@ -981,6 +985,16 @@ class _GuardTrace:
                 "closed them before they could be identified (may include the sensor's)",
                 pid=tgid, when=when)
 
+    def _only_new_program(self) -> Optional[dict]:
+        """The program loaded since the highest id accounted for, when exactly one other than
+        the sensor's own was; ``None`` when none or several were (which one this load made
+        cannot be told: the event keeps the documented unknowns)."""
+        own = self.guard.own_bpf_ids()[1]
+        new = [i for i in bpfsys.prog_ids_after(self._prog_hi) if i not in own]
+        if len(new) != 1:
+            return None
+        return bpfsys.prog_info_by_id(new[0])
+
     def _event100(self, cmd: int, ret: int, pid: int, when: int) -> None:
         g = self.guard
         prog: Optional[dict] = None
@@ -988,6 +1002,10 @@ class _GuardTrace:
             info = bpfsys.fdinfo(pid, ret)
             if "prog_id" in info:
                 prog = bpfsys.prog_info_by_id(int(info["prog_id"]))
+            else:
+                prog = self._only_new_program()
+            if prog is not None:
+                self._prog_hi = max(self._prog_hi, prog["id"])
         elif ret >= 0 and cmd in (17, 28):
             info = bpfsys.fdinfo(pid, ret)
             if "prog_id" in info:
