@@ -182,8 +182,17 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
         console.print(f"error: rules: {exc.filename or exc}: no such file or directory")
         return None
     rejected = [i for i in stage.issues if i.rejected]
+    # rules the prefilter cannot index cost time, not correctness: one line, not one per rule
+    unindexed = [i for i in stage.issues if i.code == "unindexed" and not i.rejected]
     for issue in stage.issues:
-        console.print(f"sigma: {issue}", markup=False)
+        if issue.code != "unindexed" or issue.rejected:
+            console.print(f"sigma: {issue}", markup=False)
+    if unindexed:
+        names = ", ".join(i.title or i.rule_id or "-" for i in unindexed[:3])
+        console.print(f"sigma: note: {len(unindexed)} rule{'s' if len(unindexed) > 1 else ''} "
+                      "without a value the prefilter can look for, evaluated on every event of "
+                      f"their log source ({names}{', ...' if len(unindexed) > 3 else ''})",
+                      markup=False)
     for note in stage.cache_notes:
         console.print(f"sigma: note: {note}", markup=False)
     console.print(f"sigma: {len(stage.matcher.compiled)} rules and {len(stage.correlations)} "
