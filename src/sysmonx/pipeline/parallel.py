@@ -306,7 +306,12 @@ class _Correlator:
             every = det.CLOCK_EVERY
             points = iter(sorted(set(range((-(base + 1)) % every, n, every)) | hits.keys()))
         compiled = self.compiled
-        src = open(part, "rb") if part is not None else None
+        view: Optional[memoryview] = None
+        if part is not None and out is not None and os.path.getsize(part):
+            import mmap
+            with open(part, "rb") as f:  # the part's bytes mapped, written by slices
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            view = memoryview(mapped)
         pos = 0
         try:
             for k in points:
@@ -322,27 +327,18 @@ class _Correlator:
                 else:
                     alerts = det.correlate_timed(hit[0], [compiled[i] for i in hit[1]], t)
                 if alerts:
-                    if src is not None and out is not None:
-                        pos = self._copy(src, out, ends[k] - pos, pos)
+                    if view is not None:
+                        end = ends[k]
+                        self.to_out(lambda a=pos, b=end: out.write(view[a:b]))  # type: ignore[union-attr,misc]
+                        pos = end
                     self.write_alerts(alerts)
             stats.events = base + n
-            if src is not None and out is not None:
-                import shutil
-                self.to_out(lambda: shutil.copyfileobj(src, out, 1 << 20))
+            if view is not None:
+                self.to_out(lambda: out.write(view[pos:]))  # type: ignore[union-attr]
         finally:
-            if src is not None:
-                src.close()
-
-    def _copy(self, src: IO[bytes], out: BinaryIO, size: int, pos: int) -> int:
-        """Copy ``size`` bytes from ``src`` to ``out``; returns the new position."""
-        left = size
-        while left > 0:
-            chunk = src.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            self.to_out(lambda c=chunk: out.write(c))  # type: ignore[misc]
-            left -= len(chunk)
-        return pos + size - left
+            if view is not None:
+                view.release()
+                mapped.close()
 
     def write_alerts(self, alerts: list[Any]) -> None:
         """Alerts to the alert sinks, else into the output as events 1000 (numbered from 1 in
