@@ -583,7 +583,7 @@ def _speedup(args, corpus: Path, files: list[str]) -> int:
     if rules:
         some = next(iter(runs.values()))
         print(f"Sigma rules: {', '.join(rules)}; compiled before the load window in "
-              f"{min(r['rules_compile'] for r in some):.2f} s (CPU of that child, best), the same "
+              f"{min(r['rules_compile'] for r in some):.2f} s (wall time, best child), the same "
               f"for every jobs value; {some[0]['matched']:,} events matched, "
               f"{some[0]['alerts']:,} alerts per cold pass")
     print(f"{'config':18} {'jobs':>10} {'cold s':>8} {'speed-up':>9} {'warm s':>8} {'speed-up':>9}"
