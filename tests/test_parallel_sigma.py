@@ -335,3 +335,32 @@ def test_cli_jobs_2_with_rules_uses_workers_and_writes_what_jobs_1_writes(corpus
     summary = [[ln for ln in run[2] if not ln.startswith(b"sigma:")] for run in runs]
     assert summary[0] == summary[2] and summary[1] == summary[3]
     assert any(b"Sigma detections" in ln for ln in summary[0])
+
+
+class _FullDisk(io.RawIOBase):
+    """An output that takes the first write, then fails as a full disk does."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.writes += 1
+        if self.writes > 1:
+            raise OSError(28, "No space left on device")
+        return len(b)
+
+
+def test_a_failing_output_stops_the_workers_with_one_error(tmp_path):
+    import multiprocessing
+
+    from sysmonx.core.errors import SinkError
+    from sysmonx.detection import DetectionStage
+    files, rules = _spanning_inputs(tmp_path)
+    with pytest.raises(SinkError, match="No space left on device"):
+        replay_parallel(files * 4, ReplayOptions(keep_duplicates=True), "jsonl", _FullDisk(),
+                        2, lambda line: None, detection=DetectionStage.from_paths(rules))
+    assert multiprocessing.active_children() == []  # no worker left behind
+    assert parallel._PARENT_ENGINE == {}

@@ -27,10 +27,11 @@ events are missing) and the replay goes on with the other files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from array import array
-from typing import IO, Any, BinaryIO, Callable, Iterator, Optional, Sequence
+from typing import IO, Any, BinaryIO, Callable, Generator, Iterator, Optional, Sequence
 
 from ..core.errors import SinkError
 from ..event import Event
@@ -435,7 +436,7 @@ def _stop(executor: Any, wait: bool) -> None:
 
 
 def _ordered_results(groups: list[list[str]], jobs: int, initargs: tuple[Any, ...]
-                     ) -> Iterator[tuple[list[str], Any]]:
+                     ) -> Generator[tuple[list[str], Any], None, None]:
     """The workers' results, group after group in input order: ``(paths, result of
     _replay_group)``, or ``([path], _Lost)`` for a file that killed its worker twice.
 
@@ -575,40 +576,42 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
         _PARENT_ENGINE.update(engine=engine, detection=detection)
         try:
             initargs = (options, fmt, tmpdir, part_options, detection is not None)
-            for paths, result in _ordered_results(groups, jobs, initargs):
-                if isinstance(result, _Lost):
-                    total.files += 1
-                    total.errors += 1
-                    on_error(SpooledLine("error", f"{result.path}: the worker process replaying "
-                                         f"this file {result.how}; its events are not in the "
-                                         "output"))
-                    if on_file_done is not None:
-                        on_file_done(result.path, total)
-                    continue
-                tmp, err_path, results, marks = result
-                if len(results) != len(paths):  # cannot happen: a worker returns every file
-                    raise RuntimeError("parallel replay: a worker returned a short result")
-                if tmp is not None or marks is not None:
-                    if correlator is not None and marks is not None:
-                        correlator.merge(tmp, marks, out)
-                    elif tmp is not None and out is not None:
-                        with open(tmp, "rb") as f:
-                            to_out(lambda: shutil.copyfileobj(f, out, 1 << 20))
-                    if tmp is not None:
-                        os.unlink(tmp)
-                errors = open(err_path, encoding="ascii") if err_path is not None else None
-                try:
-                    for path, stats, n_errors in results:
-                        for _ in range(n_errors):
-                            assert errors is not None
-                            on_error(SpooledLine(*json.loads(errors.readline())))
-                        total.merge(stats)
+            # closing: a failed output or Ctrl-C stops the workers at once
+            with contextlib.closing(_ordered_results(groups, jobs, initargs)) as ordered:
+                for paths, result in ordered:
+                    if isinstance(result, _Lost):
+                        total.files += 1
+                        total.errors += 1
+                        on_error(SpooledLine("error", f"{result.path}: the worker process replaying "
+                                             f"this file {result.how}; its events are not in the "
+                                             "output"))
                         if on_file_done is not None:
-                            on_file_done(path, total)
-                finally:
-                    if errors is not None:
-                        errors.close()
-                        os.unlink(err_path)
+                            on_file_done(result.path, total)
+                        continue
+                    tmp, err_path, results, marks = result
+                    if len(results) != len(paths):  # cannot happen: a worker returns every file
+                        raise RuntimeError("parallel replay: a worker returned a short result")
+                    if tmp is not None or marks is not None:
+                        if correlator is not None and marks is not None:
+                            correlator.merge(tmp, marks, out)
+                        elif tmp is not None and out is not None:
+                            with open(tmp, "rb") as f:
+                                to_out(lambda: shutil.copyfileobj(f, out, 1 << 20))
+                        if tmp is not None:
+                            os.unlink(tmp)
+                    errors = open(err_path, encoding="ascii") if err_path is not None else None
+                    try:
+                        for path, stats, n_errors in results:
+                            for _ in range(n_errors):
+                                assert errors is not None
+                                on_error(SpooledLine(*json.loads(errors.readline())))
+                            total.merge(stats)
+                            if on_file_done is not None:
+                                on_file_done(path, total)
+                    finally:
+                        if errors is not None:
+                            errors.close()
+                            os.unlink(err_path)
         finally:
             _PARENT_ENGINE.clear()
     if correlator is not None:
