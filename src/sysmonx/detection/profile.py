@@ -96,7 +96,8 @@ class RuleProfile:
 
     Args:
         stage: the loaded detection stage (its rules are not changed).
-        clock: a function returning nanoseconds (default :func:`time.perf_counter_ns`).
+        clock: a function returning nanoseconds (default: :func:`time.perf_counter_ns`, looked
+            up when the profile is made).
     Attributes:
         events: events matched while attached.
         events_without_rules: those no rule's log source covers (no group reached).
@@ -110,9 +111,9 @@ class RuleProfile:
     """
 
     def __init__(self, stage: DetectionStage,
-                 clock: Callable[[], int] = time.perf_counter_ns) -> None:
+                 clock: Optional[Callable[[], int]] = None) -> None:
         self.stage = stage
-        self.clock = clock
+        self.clock: Callable[[], int] = clock or time.perf_counter_ns
         n = len(stage.matcher.compiled)
         self.events = 0
         self.events_without_rules = 0
@@ -125,14 +126,14 @@ class RuleProfile:
         m = len(stage.correlations)
         self.corr_calls = [0] * m
         self.corr_ns = [0] * m
-        self.timer_floor_ns = _timer_floor(clock)
+        self.timer_floor_ns = _timer_floor(self.clock)
         self._attached = False
 
     # -- attach --------------------------------------------------------------------------------
 
     @classmethod
     def attach(cls, stage: DetectionStage,
-               clock: Callable[[], int] = time.perf_counter_ns) -> RuleProfile:
+               clock: Optional[Callable[[], int]] = None) -> RuleProfile:
         """A new profile counting everything ``stage`` evaluates from now on (until
         :meth:`detach`). One profile per stage at a time."""
         prof = cls(stage, clock)
