@@ -349,3 +349,25 @@ def test_output_identical_with_and_without_profile_on_the_corpus(corpus, tmp_pat
     assert doc["prefilter"]["matches"] == outs[0].count(b'"EventID":1000')
     assert len(doc["rules"]) > 1900
     assert 0.9 < doc["prefilter"]["skip_rate"] < 1
+
+
+LINUX_LOG = ("linux/elastic__integrations/packages/sysmon_linux/_dev/deploy/docker/sample_logs/"
+             "sysmon.log")
+
+
+def test_run_follow_profiles_too(corpus, tmp_path, capsys):
+    """``sysmonx run`` shares the option: the 3 network connections of the Sysmon for Linux
+    sample are the rule's eligible events, each evaluated and matched."""
+    rules = tmp_path / "r.yml"
+    rules.write_text("title: elastic connects\nname: elastic_connects\nlevel: low\n"
+                     "logsource: {product: linux, category: network_connection}\n"
+                     "detection: {sel: {Image|contains: '/Elastic/'}, condition: sel}\n")
+    prof = tmp_path / "p.json"
+    assert main(["run", "--follow", str(corpus / LINUX_LOG), "--from-start", "-f", "jsonl",
+                 "-o", str(tmp_path / "out.jsonl"), "--duration", "1", "--heartbeat", "0",
+                 "--rules", str(rules), "--profile-rules-out", str(prof),
+                 "--no-rule-cache"]) == 0
+    assert "Sigma rules: the 1 most expensive (of 1)" in capsys.readouterr().err
+    (row,) = json.loads(prof.read_text())["rules"]
+    assert (row["id"], row["eligible"], row["evaluations"], row["matches"]) == \
+        ("elastic_connects", 3, 3, 3)
