@@ -314,7 +314,10 @@ def report_rule_profile(console, profile, args: argparse.Namespace, top: int = 1
                       f"{r['skipped']:,}", f"{r['matches']:,}", per, r["level"] or "-",
                       terminal_safe(r["id"]),
                       terminal_safe(r["title"]) + ("" if r["indexed"] else " [unindexed]"))
-    out.print(table)
+    if rows:
+        out.print(table)
+    else:
+        console.print("Sigma rules: none compiled, nothing to profile", markup=False)
     corr = profile.correlations()
     if corr:
         ct = Table(title="Sigma correlations: time in the correlation engine",
