@@ -235,3 +235,29 @@ def test_cli_explain_no_event(tmp_path, capsys):
     empty.write_text("")
     assert cli_main(["config", "explain", str(conf), str(empty)]) == 1
     assert "no event found" in capsys.readouterr().err
+
+
+def test_cli_explain_brief_and_named_builtin_configs(tmp_path, capsys):
+    """``--brief`` prints the one decision line; ``default`` is replay's Windows built-in (with a
+    note naming the Linux one), ``default-linux`` the live sensor's: the Linux default logs every
+    connection, the Windows default only those of its listed images."""
+    ev = tmp_path / "e.xml"
+    with open(ev, "wb") as f:
+        w = make_writer("linux-xml", f)
+        w.close_stream = False
+        w.write(Event(3, {"RuleName": "-", "Image": "/usr/bin/curl", "User": "root",
+                          "Protocol": "tcp", "DestinationIp": "10.0.0.1",
+                          "DestinationPort": "443"},
+                      provider="Linux-Sysmon", time_created="2024-01-01T00:00:00.000000000Z",
+                      record_id=1, computer="h"))
+        w.close()
+    assert cli_main(["config", "explain", "--brief", "default-linux", str(ev)]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("\n") == 1 and out.startswith("Event 3 NetworkConnect: include")
+    assert "note:" not in err
+    assert cli_main(["config", "explain", "--brief", "default", str(ev)]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("\n") == 1 and out.startswith("Event 3 NetworkConnect: exclude")
+    assert "'default' is the built-in Windows config" in err and "'default-linux'" in err
+    assert cli_main(["config", "check", "default-linux"]) == 0
+    assert "default-linux-config.xml" in capsys.readouterr().out

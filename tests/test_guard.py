@@ -172,3 +172,37 @@ def test_trace_line_parsing():
     assert _ENTER.match(_LINE.match(enter)["rest"])[1] == "e"
     ext = "   bpftool-19768   (  19768) [001] ..... 12624.234200: sys_bpf -> 0xfffffffffffffffe"
     assert int(_EXIT.match(_LINE.match(ext)["rest"])[1], 16) - (1 << 64) == -2
+
+
+def test_a_library_is_judged_by_who_can_replace_it_not_by_its_path(tmp_path):
+    """SysmonX installed under /tmp (root's own directories) is not a preload hook (a fresh
+    clone under /tmp turned every extension module into a finding); a library another user
+    owns or can replace is."""
+    import os
+    import stat
+    from sysmonx.sensor.guard import replaceable_by_others
+    base = tmp_path / "venv" / "lib"
+    base.mkdir(parents=True)
+    lib = base / "mod.so"
+    lib.write_bytes(b"\x7fELF")
+    os.chmod(tmp_path / "venv", 0o755)
+    os.chmod(base, 0o755)
+    os.chmod(lib, 0o644)
+    assert replaceable_by_others(str(lib)) is None
+    os.chmod(lib, 0o666)
+    assert replaceable_by_others(str(lib)) == "writable by anyone"
+    os.chmod(lib, 0o644)
+    os.chmod(base, 0o777)
+    assert replaceable_by_others(str(lib)) == f"in {base}, writable by anyone"
+    os.chmod(base, 0o1777)  # sticky, like /tmp: the entry's owner decides
+    assert replaceable_by_others(str(lib)) is None
+    if os.geteuid() == 0:
+        os.chown(lib, 65534, 65534)
+        assert replaceable_by_others(str(lib)) == "owned by uid 65534"
+        os.chown(lib, 0, 0)
+        os.chmod(base, 0o755)
+        os.chown(base, 65534, 0)
+        assert replaceable_by_others(str(lib)) == f"in {base}, owned by uid 65534"
+        os.chown(base, 0, 0)
+    assert replaceable_by_others(str(base / "gone.so")) is None
+    assert stat.S_IMODE(os.stat(lib).st_mode) == 0o644

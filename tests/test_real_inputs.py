@@ -451,6 +451,16 @@ def test_system_time_hours_off_utctime_is_warned_once_and_window_time_chooses(tm
     assert "warnings: 1" in capsys.readouterr().err
 
 
+def test_system_time_further_off_than_any_zone_is_not_called_local_time(tmp_path, capsys):
+    """A Security-Datasets archive is 19 h off: no zone is (UTC-12..+14), so the warning must
+    not say the exporter wrote local time."""
+    path = write_events(tmp_path / "export.jsonl", "jsonl", sysmon_events(3, system_offset_h=-19))
+    assert main(["replay", str(path), "-f", "jsonl", "-o", str(tmp_path / "o.jsonl")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("System times are -19 h off the events' own UtcTime") == 1
+    assert "more than any time zone is" in err and "local time labelled UTC" not in err
+
+
 def test_system_time_close_to_utctime_is_not_warned(tmp_path):
     from sysmonx.stages.clock import ClockCheck
     events = sysmon_events(3)

@@ -342,3 +342,20 @@ def test_install_over_an_installation_is_refused(service_root, tmp_path):
     assert int(layout.pidfile.read_text()) == first and Path(f"/proc/{first}").exists()
     assert run(root, "-nologo", "-u")[0] == 0
     assert list(root.iterdir()) == []
+
+
+def test_syslog_problem_tells_a_missing_or_deaf_socket_from_a_daemon(tmp_path):
+    """``-i`` without ``--output-file`` warns when no syslog daemon receives at /dev/log (a new
+    user got "Sysmon started." while every event was being lost)."""
+    import socket
+    from sysmonx.service import syslog_problem
+    missing = tmp_path / "log"
+    assert "does not exist" in syslog_problem(str(missing))
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(str(missing))
+    assert syslog_problem(str(missing)) is None
+    srv.close()  # the path stays, nobody receives: connection refused
+    assert "no syslog daemon receives at" in syslog_problem(str(missing))
+    plain = tmp_path / "file"
+    plain.write_text("")
+    assert "no syslog daemon receives at" in syslog_problem(str(plain))

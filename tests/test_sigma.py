@@ -594,3 +594,19 @@ def test_hit_counters_and_summary():
     assert (row.level, row.matches, row.alerts) == ("high", 3, 3)
     assert st.stats.events == 4 and st.stats.alerts == 3
     assert "alerts: 3 (high: 3)" in st.format_summary()
+
+
+def test_cli_folds_unindexed_rules_into_one_note(tmp_path, capsys):
+    """Rules the prefilter cannot index are a cost note, not one warning per rule (a new user
+    read five ``[unindexed]`` lines as problems with the rules)."""
+    from sysmonx.cli.common import stderr_console, load_detection
+    for i in range(4):
+        (tmp_path / f"r{i}.yml").write_text(
+            f"title: negative {i}\nid: 11111111-1111-1111-1111-11111111111{i}\nstatus: test\n"
+            f"logsource:\n    {PROC}\ndetection:\n    filter:\n        Image|contains: 'x{i}'\n"
+            "    condition: not filter\n")
+    assert load_detection([str(tmp_path)], stderr_console()) is not None
+    err = capsys.readouterr().err
+    assert "[unindexed]" not in err
+    assert ("sigma: note: 4 rules without a value the prefilter can look for, evaluated on "
+            "every event of their log source (negative 0, negative 1, negative 2, ...)") in err

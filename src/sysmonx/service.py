@@ -48,7 +48,7 @@ from .core.errors import ServiceError as _ServiceError
 
 __all__ = ["Layout", "ServiceError", "ServiceSettings", "install", "update", "uninstall",
            "is_installed", "is_running", "read_state", "unit_text", "systemd_mode",
-           "UNIT_NAME", "reload_service", "stop_service"]
+           "UNIT_NAME", "reload_service", "stop_service", "syslog_problem"]
 
 UNIT_NAME = "sysmonx.service"
 #: Seconds ``-i`` waits for the daemon to report that it started (``$SYSMONX_START_TIMEOUT``).
@@ -528,7 +528,28 @@ def install(layout: Layout, payload: Payload, settings: ServiceSettings,
         state["created"] = created
         _write_state(layout, state, created)
     say("Sysmon started.")
+    if not settings.output_file:
+        problem = syslog_problem()
+        if problem is not None:
+            say(f"warning: {problem}: the service's events are lost until a syslog daemon "
+                "listens there (install and start rsyslog, or reinstall with --output-file FILE)")
     return mode
+
+
+def syslog_problem(address: str = "/dev/log") -> Optional[str]:
+    """Why events sent to the local syslog socket ``address`` would be lost now (no socket, or
+    nobody receiving on it), or ``None`` when a daemon accepts datagrams there. Sends nothing."""
+    import socket
+    if not os.path.exists(address):
+        return f"no syslog daemon: {address} does not exist"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.connect(address)
+    except OSError as exc:
+        return f"no syslog daemon receives at {address} ({exc.strerror or exc})"
+    finally:
+        sock.close()
+    return None
 
 
 def update(layout: Layout, payload: Payload) -> bool:

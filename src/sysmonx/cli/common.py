@@ -18,6 +18,7 @@ __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_pa
            "add_stage_option", "extra_stages", "load_detection", "add_rule_cache_options",
            "add_engine_options", "engine_options", "load_config_reporting", "check_inputs",
            "write_report", "read_error_printer", "on_windows", "url_output_options",
+           "BUILTIN_CONFIGS", "config_arg_path", "builtin_config_name",
            "add_rule_profile_options", "check_rule_profile_options", "start_rule_profile",
            "report_rule_profile"]
 
@@ -45,6 +46,28 @@ def builtin_sample_path() -> Path:
 def builtin_linux_config_path() -> Path:
     """Path of the built-in default configuration of the live Linux sensor."""
     return _builtin("default-linux-config.xml")
+
+
+#: The built-in configurations a ``--config``/``FILE`` argument may name instead of a path.
+BUILTIN_CONFIGS = {"default-windows": "default-config.xml",
+                   "default-linux": "default-linux-config.xml"}
+
+
+def config_arg_path(arg: str, default: str = "default-windows") -> Path:
+    """The file a config argument names: ``default`` is the command's own built-in
+    (``default``: ``default-windows`` for replay and the config tools, ``default-linux`` for
+    the live Linux sensor), ``default-windows``/``default-linux`` name either built-in, anything
+    else is a path (a file of that name is read with ``./default-linux``)."""
+    name = default if arg == "default" else arg
+    if name in BUILTIN_CONFIGS:
+        return _builtin(BUILTIN_CONFIGS[name])
+    return Path(arg)
+
+
+def builtin_config_name(arg: str, default: str = "default-windows") -> Optional[str]:
+    """``default-windows``/``default-linux`` when ``arg`` names a built-in config, else None."""
+    name = default if arg == "default" else arg
+    return name if name in BUILTIN_CONFIGS else None
 
 
 def stderr_console():
@@ -161,8 +184,17 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
         console.print(f"error: rules: {exc.filename or exc}: no such file or directory")
         return None
     rejected = [i for i in stage.issues if i.rejected]
+    # rules the prefilter cannot index cost time, not correctness: one line, not one per rule
+    unindexed = [i for i in stage.issues if i.code == "unindexed" and not i.rejected]
     for issue in stage.issues:
-        console.print(f"sigma: {issue}", markup=False)
+        if issue.code != "unindexed" or issue.rejected:
+            console.print(f"sigma: {issue}", markup=False)
+    if unindexed:
+        names = ", ".join(i.title or i.rule_id or "-" for i in unindexed[:3])
+        console.print(f"sigma: note: {len(unindexed)} rule{'s' if len(unindexed) > 1 else ''} "
+                      "without a value the prefilter can look for, evaluated on every event of "
+                      f"their log source ({names}{', ...' if len(unindexed) > 3 else ''})",
+                      markup=False)
     for note in stage.cache_notes:
         console.print(f"sigma: note: {note}", markup=False)
     console.print(f"sigma: {len(stage.matcher.compiled)} rules and {len(stage.correlations)} "
@@ -195,7 +227,7 @@ def load_config_reporting(path: str, console, extensions: bool = True):
     """Load the config at ``path`` (``default``: the built-in one), printing its warnings;
     ``None`` after printing why it cannot be loaded."""
     from ..config import ConfigError, load_config
-    cpath = builtin_config_path() if path == "default" else Path(path)
+    cpath = config_arg_path(path)
     try:
         cfg = load_config(cpath, extensions=extensions)
     except ConfigError as exc:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import common
-from .common import EXIT_FATAL, builtin_config_path, config_mistake_hint, print_config_errors
+from .common import EXIT_FATAL, config_mistake_hint, print_config_errors
 
 __all__ = ["cmd_config", "cmd_explain"]
 
@@ -42,7 +42,7 @@ def _config_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="print Sysmon's decision trace for one event: rule sets "
                                        "tried in order, filters evaluated, the decision and "
                                        "RuleName")
-    e.add_argument("file", help="the Sysmon XML config")
+    e.add_argument("file", help="the Sysmon XML config (or default-windows, default-linux)")
     e.add_argument("event", help="a file holding one event: event XML (Windows or Sysmon for "
                                  "Linux form, or a syslog line) or a SysmonX JSON line")
     e.add_argument("--no-extensions", action="store_true")
@@ -54,6 +54,8 @@ def _config_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-rule-defaults", choices=["manifest", "community"], default="manifest")
     e.add_argument("--no-values", action="store_true",
                    help="do not show the event value next to each filter")
+    e.add_argument("--brief", action="store_true",
+                   help="one line: the decision, the deciding rule set and filters, RuleName")
     return p
 
 
@@ -68,11 +70,17 @@ def cmd_config(argv: list[str]) -> int:
         from .config_diff import cmd_config_diff
         return cmd_config_diff(argv[1:])
     args = _config_parser().parse_args(argv)
-    if getattr(args, "file", None) == "default":
-        args.file = str(builtin_config_path())
+    console = common.stderr_console()
+    file_arg = getattr(args, "file", None)
+    if file_arg is not None and common.builtin_config_name(file_arg):
+        if file_arg == "default":
+            # replay's built-in is the Windows one; the live Linux sensor's differs
+            console.print("note: 'default' is the built-in Windows config (replay's default); "
+                          "the live Linux sensor ('sysmonx run') uses 'default-linux'",
+                          markup=False)
+        args.file = str(common.config_arg_path(file_arg))
     if not hasattr(args, "no_extensions"):
         args.no_extensions = False
-    console = common.stderr_console()
     if args.action == "decode":
         from ..config.blob import BlobError, blob_to_xml, read_blob_file
         try:
@@ -157,7 +165,7 @@ def cmd_explain(cfg, args, console) -> int:
     (:mod:`sysmonx.filtering.explain`). Exit 0 whatever the decision; 1 when EVENT holds no
     event."""
     from ..filtering import EngineOptions
-    from ..filtering.explain import explain, format_explanation
+    from ..filtering.explain import explain, format_explanation, summary_line
     from ..sources import open_source
     errors: list = []
     try:
@@ -177,6 +185,9 @@ def cmd_explain(cfg, args, console) -> int:
     options = EngineOptions(compare_fold=fold, fallback=args.fallback,
                             stale_rulename=not args.no_stale_rulename,
                             no_rule_defaults=args.no_rule_defaults)
-    sys.stdout.write(format_explanation(explain(cfg, event.event_id, event.data, options),
-                                        values=not args.no_values))
+    expl = explain(cfg, event.event_id, event.data, options)
+    if args.brief:
+        sys.stdout.write(summary_line(expl) + "\n")
+    else:
+        sys.stdout.write(format_explanation(expl, values=not args.no_values))
     return 0

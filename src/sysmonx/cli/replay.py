@@ -10,8 +10,8 @@ from typing import Literal, Optional
 
 from . import common
 from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_rule_profile_options,
-                     add_stage_option, builtin_config_path, builtin_sample_path,
-                     check_rule_profile_options, close_quietly, config_mistake_hint,
+                     add_stage_option, builtin_sample_path, check_rule_profile_options,
+                     close_quietly, config_mistake_hint,
                      extra_stages, load_detection, output_formats, print_config_errors,
                      report_rule_profile, silence_stdout, start_rule_profile,
                      url_output_options)
@@ -168,7 +168,7 @@ def cmd_replay(argv: list[str]) -> int:
     streams: list[Optional[str]] = [*files_out, *([None] if stdout_out else [])]
     config = None
     if config_arg is not None:
-        cpath = builtin_config_path() if config_arg == "default" else Path(config_arg)
+        cpath = common.config_arg_path(config_arg)
         try:
             config = load_config(cpath, extensions=not args.no_extensions)
         except ConfigError as exc:
@@ -379,7 +379,8 @@ def cmd_replay(argv: list[str]) -> int:
         print_summary(console, stats, config is not None,
                       window=args.time_from is not None or args.time_to is not None,
                       config_name=None if config is None else
-                      ("built-in default" if config_arg == "default" else str(config_arg)))
+                      (f"built-in {common.builtin_config_name(config_arg)}"
+                       if common.builtin_config_name(config_arg) else str(config_arg)))
     if stage is not None and not args.quiet:
         _print_detection_summary(console, stage)
     if args.tamper and not args.quiet and replayer is not None:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import argparse
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any, Optional
 
 from . import common
 from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_rule_profile_options,
-                     add_stage_option, builtin_linux_config_path, check_rule_profile_options,
-                     close_quietly, extra_stages, load_detection, output_formats,
-                     print_config_errors, report_rule_profile, silence_stdout,
-                     start_rule_profile)
+                     add_stage_option, check_rule_profile_options, close_quietly, extra_stages,
+                     load_detection, output_formats, print_config_errors, report_rule_profile,
+                     silence_stdout, start_rule_profile)
 
 __all__ = ["cmd_run", "write_pidfile_when_started", "heartbeat_option", "DEFAULT_STATE_DIR"]
 
@@ -28,7 +26,8 @@ def _run_parser() -> argparse.ArgumentParser:
                     "plus 22 DnsQuery) from the kernel, filter them with a Sysmon config and "
                     "write them as Sysmon for Linux does. Needs root.")
     p.add_argument("--config", "-c", metavar="FILE", default="default",
-                   help="Sysmon XML config (default: the built-in Linux default config)")
+                   help="Sysmon XML config (default: the built-in Linux default config, "
+                        "'default-linux'; 'default-windows' names replay's)")
     p.add_argument("--format", "-f", default="linux-xml", choices=output_formats(),
                    help="output format (default: Sysmon for Linux single-line XML)")
     p.add_argument("-o", "--output", metavar="OUT", action="append", default=[],
@@ -178,7 +177,7 @@ def cmd_run(argv: list[str]) -> int:
     if os.geteuid() != 0 and not args.follow:
         console.print("error: sysmonx run needs root (kernel tracing interfaces)")
         return EXIT_FATAL
-    cpath = builtin_linux_config_path() if args.config == "default" else Path(args.config)
+    cpath = common.config_arg_path(args.config, default="default-linux")
     try:
         config = load_config(cpath)
     except ConfigError as exc:

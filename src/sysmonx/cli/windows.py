@@ -270,7 +270,7 @@ def cmd_run_windows(argv: list[str], *, wevtapi: Any = None, etwapi: Any = None)
     if args.duration is not None and args.duration <= 0:
         console.print("error: --duration must be a positive number of seconds")
         return EXIT_USAGE
-    cpath = common.builtin_config_path() if args.config == "default" else args.config
+    cpath = common.config_arg_path(args.config)
     try:
         config = load_config(cpath)
     except ConfigError as exc:

@@ -71,12 +71,49 @@ from . import bpfsys
 from .assemble import Assembler, utc_time
 
 __all__ = ["GuardOptions", "SensorGuard", "SensorState", "read_state", "sd_notify",
-           "PRELOAD_PATH", "DEFAULT_HEARTBEAT_S"]
+           "PRELOAD_PATH", "DEFAULT_HEARTBEAT_S", "replaceable_by_others"]
 
 PRELOAD_PATH = "/etc/ld.so.preload"
 #: Seconds between heartbeats when neither the command line nor the configuration says.
 DEFAULT_HEARTBEAT_S = 60.0
-_WRITABLE_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
+
+
+def replaceable_by_others(path: str) -> Optional[str]:
+    """Why a user other than root (and the sensor's own user) could have written or could
+    replace the file at ``path``, or ``None``: the file is owned by another user or writable by
+    group/others, or one of its directories is owned by another user, group-writable for a
+    non-root group, or world-writable without the sticky bit (in a sticky world-writable
+    directory such as /tmp only the owner of an entry can replace it, so the file's owner
+    decides). A path is judged by the permissions, not by its name: SysmonX installed under
+    ``/tmp/x`` (root's directories) is not flagged, a library a user dropped in ``/tmp`` is.
+    ``None`` as well when the file cannot be inspected (gone)."""
+    trusted = {0, os.geteuid()}
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if st.st_uid not in trusted:
+        return f"owned by uid {st.st_uid}"
+    if st.st_mode & 0o002:
+        return "writable by anyone"
+    if st.st_mode & 0o020 and st.st_gid not in trusted:
+        return f"writable by group {st.st_gid}"
+    d = os.path.dirname(path)
+    while True:
+        try:
+            ds = os.stat(d)
+        except OSError:
+            return None
+        if ds.st_uid not in trusted:
+            return f"in {d}, owned by uid {ds.st_uid}"
+        if ds.st_mode & 0o002 and not ds.st_mode & 0o1000:
+            return f"in {d}, writable by anyone"
+        if ds.st_mode & 0o020 and ds.st_gid not in trusted and not ds.st_mode & 0o1000:
+            return f"in {d}, writable by group {ds.st_gid}"
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
 _SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL", 10: "SIGUSR1",
              12: "SIGUSR2", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 18: "SIGCONT",
              19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU"}
@@ -681,9 +718,8 @@ class SensorGuard:
             self._maps_seen.add(p)
             if not p.startswith("/") or ".so" not in p:
                 continue
-            if p in listed or p.startswith(_WRITABLE_DIRS):
-                why = "named by the preload list" if p in listed else \
-                    "from a world-writable directory"
+            why = "named by the preload list" if p in listed else replaceable_by_others(p)
+            if why is not None:
                 self.finding("preload_hook", f"library {p} mapped into the sensor ({why})")
 
     def _clock_check(self) -> None:

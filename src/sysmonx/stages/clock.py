@@ -19,10 +19,13 @@ from ..core.registry import STAGES
 from ..event import Event
 from ..interfaces import Emit, Stage
 
-__all__ = ["ClockCheck", "ClockCheckStage", "utc_time", "SLACK_S"]
+__all__ = ["ClockCheck", "ClockCheckStage", "utc_time", "SLACK_S", "ZONE_MIN_H", "ZONE_MAX_H"]
 
 #: How far from a whole number of hours a difference may be and still count as a zone error.
 SLACK_S = 120
+#: The range of UTC offsets of real time zones, in hours (UTC-12 to UTC+14): a difference
+#: outside it is not local time labelled UTC and the warning says so.
+ZONE_MIN_H, ZONE_MAX_H = -12, 14
 _EPOCH = date(1970, 1, 1).toordinal()
 
 
@@ -125,11 +128,15 @@ class ClockCheckStage(Stage):
     def _warning(self, path: str, ev: Event, hours: Optional[int]) -> ReadError:
         which = (f"record {ev.record_id}" if ev.record_id is not None else
                  f"the record at {ev.origin[1]}" if ev.origin else "a record")
+        why = ("the exporter probably wrote local time labelled UTC"
+               if hours is not None and ZONE_MIN_H <= hours <= ZONE_MAX_H else
+               "more than any time zone is (UTC-12 to UTC+14): System time is not when the "
+               "events happened (a collection or export time, or a wrong clock)")
         return ReadError(
             path, None, "file",
             f"System times are {hours:+d} h off the events' own UtcTime ({which}: TimeCreated "
             f"{ev.time_created}, UtcTime {ev.data.get('UtcTime')}): "
-            "the exporter probably wrote local time labelled UTC. --from/--to select on "
+            f"{why}. --from/--to select on "
             + ("UtcTime here (--window-time utctime)" if self.window_time == "utctime"
                else "System time; --window-time utctime selects on UtcTime instead"),
             "warning")

@@ -375,7 +375,17 @@ class AuditBackend(AuditClassifier, Backend):
             backlog_limit=st.backlog_limit, backlog_wait_time=st.backlog_wait_time,
             rate_limit=st.rate_limit)))
         self._rd = AuditSocket(rcvbuf=rcvbuf)
-        self._rd.set_status(pid=os.getpid())
+        try:
+            self._rd.set_status(pid=os.getpid())
+        except AuditError as e:
+            if e.errno != errno.EEXIST:
+                raise
+            holder = self._ctl.get_status().pid if self._ctl is not None else 0
+            who = f"pid {holder} ({_comm(holder)})" if holder else "another process"
+            raise AuditError(errno.EEXIST, f"{who} registered as the audit daemon just now "
+                             "(the kernel lets one process hold the audit netlink): stop it, "
+                             "or let it run and choose another tier (--backend cnproc or "
+                             "ebpf)") from None
         self._undo.append(("unregister audit pid", self._unregister))
 
     def _unregister(self) -> None:
