@@ -1121,8 +1121,12 @@ class _Group:
         p: dict = {}
         memo: dict = {}
 
+        # Memoised by the clause itself, not its id(): _best() builds temporary clauses (the
+        # union of an "or"), and a freed temporary's id is reused by the next one, whose keys
+        # differ; an id-keyed memo then returned another clause's score, so the lead chosen
+        # depended on memory reuse and changed from run to run.
         def score(clause: frozenset) -> float:
-            total = memo.get(id(clause))
+            total = memo.get(clause)
             if total is None:
                 total = 0.0
                 for k in clause:
@@ -1131,7 +1135,7 @@ class _Group:
                         x = p[k] = ((freq.get(k, 0) + 4.0 * prior[k]) / (n + 4.0)
                                     if n else prior[k])
                     total += x
-                memo[id(clause)] = total
+                memo[clause] = total
             return total
 
         limit = RARE * n
