@@ -45,6 +45,7 @@ from typing import Iterable, Optional
 
 
 __all__ = ["TcpStateTrace", "TcpTransition", "ConnectMatcher", "parse_line", "find_tracefs",
+           "thread_group",
            "tracefs_available", "remove_instance", "EVENT"]
 
 EVENT = "sock/inet_sock_set_state"
@@ -114,6 +115,28 @@ def parse_line(line: str) -> Optional[TcpTransition]:
         )
     except (KeyError, ValueError):
         return None
+
+
+def thread_group(tid: int, printed: Optional[int]) -> int:
+    """The process (thread group) of the task ``tid`` of a trace line: ``Tgid`` of
+    ``/proc/TID/status`` while the task lives, else ``printed`` (the tracer's ``record-tgid``
+    column), else ``tid``.
+
+    The printed column is not trusted while the task lives: the tracer saves a task's tgid
+    lazily, at that CPU's next context switch after the event, and prints what its pid-indexed
+    table holds when the line is READ. A reader faster than that switch gets the entry of an
+    earlier task that had the same pid, which after the pid numbers wrapped (``pid_max`` 32768
+    here) is another process's thread: connects, BPF calls and their actors were attributed to
+    the wrong pid in long test runs. Once the task has exited its final switch has saved the
+    right value, so the printed column is the answer then."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return printed if printed is not None else tid
 
 
 def find_tracefs() -> Optional[str]:
