@@ -1,11 +1,9 @@
 """Which process a trace line's task belongs to (``cn_tracefs.thread_group``).
 
 The tracer's ``record-tgid`` column is looked up in a pid-indexed table when the line is read
-and saved lazily (at the CPU's next context switch after the event): a reader faster than that
-switch printed the entry of an earlier task with the same pid. After the pid numbers wrapped
-(``pid_max`` 32768) that was another process's thread, and in long test runs connects, BPF
-calls and their actors were given a wrong ProcessId (the flaky live-tier failures: SourcePort 0,
-a missing connect, ``BpfProgramName -``, an actor that was not bpftool)."""
+and saved lazily (at a context switch after the event): a reader faster than that
+switch can print the entry of an earlier task with the same pid (after the pid numbers wrapped,
+``pid_max`` 32768, another process's thread), so a live task is resolved from /proc."""
 
 from __future__ import annotations
 

@@ -123,12 +123,11 @@ def thread_group(tid: int, printed: Optional[int]) -> int:
     column), else ``tid``.
 
     The printed column is not trusted while the task lives: the tracer saves a task's tgid
-    lazily, at that CPU's next context switch after the event, and prints what its pid-indexed
-    table holds when the line is READ. A reader faster than that switch gets the entry of an
-    earlier task that had the same pid, which after the pid numbers wrapped (``pid_max`` 32768
-    here) is another process's thread: connects, BPF calls and their actors were attributed to
-    the wrong pid in long test runs. Once the task has exited its final switch has saved the
-    right value, so the printed column is the answer then."""
+    lazily, at a context switch after an event on that CPU, and prints what its pid-indexed
+    table holds when the line is READ, so it can hold an earlier task of the same pid (after the
+    pid numbers wrapped, ``pid_max`` 32768 here, another process's thread). Once the task has
+    exited its final switch has saved the right value, so the printed column is the answer
+    then."""
     try:
         with open(f"/proc/{tid}/status", "rb") as fh:
             for line in fh:
