@@ -109,6 +109,11 @@ def test_shell_trace_lines():
     assert parse_line(line) == (4242, 812_345_678_000, 'echo "hi" | cat')
     assert parse_line(line.replace(b'cmd="echo "hi" | cat"', b"cmd=(fault)")) is None
     assert parse_line(b"# tracer: nop") is None
+    # the backend resolves the process from the tid (the printed column may be stale)
+    seen = []
+    assert parse_line(line, lambda tid, printed: seen.append((tid, printed)) or 77)[0] == 77
+    assert seen == [(4242, 4242)]
+    assert parse_line(line.replace(b"(   4242)", b"(-------)"))[0] == 4242
 
 
 @pytest.mark.skipif(not shutil.which("nm"), reason="binutils nm not installed")

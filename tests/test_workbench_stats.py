@@ -87,8 +87,9 @@ def test_real_counts_on_the_corpus(corpus, capsys):
     assert (top["line"], top["field"], top["condition"], top["value"], top["decided"]) == (
         373, "Image", "image", "cmd.exe", 146)
     assert top["rule_name"] == "technique_id=T1059.003,technique_name=Windows Command Shell"
+    # 180 spelt so, 3 in another case: one candidate (Sysmon compares without case)
     assert modular["noisy"]["Image"]["top"][0] == {"value": r"C:\Windows\System32\cmd.exe",
-                                                   "count": 180}
+                                                   "count": 183, "spellings": 2}
     # every rule set's decisions plus the defaults add up to the events of its tags
     for d in (swift, modular):
         kept = sum(r["included"] for r in d["rule_sets"]) + sum(
@@ -290,3 +291,16 @@ def test_commands_are_listed(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "stats" in out and "diff" in out
+
+
+def test_noisy_values_differing_only_in_case_are_one_candidate():
+    """Sysmon compares without case, so ``C:\\Windows\\x.exe`` and ``c:\\windows\\X.EXE`` are one
+    exclusion candidate (a new user got them as two): the most frequent spelling, the total
+    count, and how many spellings there were."""
+    from sysmonx.workbench.stats import _case_folded
+    c = BoundedCounter()
+    for v, n in ((r"c:\windows\x.exe", 2), (r"C:\Windows\x.exe", 5), (r"C:\WINDOWS\X.EXE", 1),
+                 (r"C:\a.exe", 7), (r"C:\b.exe", 3)):
+        c.add(v, n)
+    assert _case_folded(c, 2) == [{"value": r"C:\Windows\x.exe", "count": 8, "spellings": 3},
+                                  {"value": r"C:\a.exe", "count": 7}]

@@ -1,5 +1,5 @@
 """What the commands share: exit codes, the built-in files, the stderr console, config error
-printing, the ``--stage`` option and Sigma rule loading."""
+printing, the ``--stage`` option, Sigma rule loading and ``--profile-rules``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_pa
            "add_stage_option", "extra_stages", "load_detection", "add_rule_cache_options",
            "add_engine_options", "engine_options", "load_config_reporting", "check_inputs",
            "write_report", "read_error_printer", "on_windows", "url_output_options",
-           "BUILTIN_CONFIGS", "config_arg_path", "builtin_config_name"]
+           "BUILTIN_CONFIGS", "config_arg_path", "builtin_config_name",
+           "add_rule_profile_options", "check_rule_profile_options", "start_rule_profile",
+           "report_rule_profile"]
 
 
 def on_windows() -> bool:
@@ -281,3 +283,94 @@ def url_output_options(url: str) -> dict:
     from ..sinks.outputs import url_sink_class
     cls = url_sink_class(url)
     return {"when_full": "wait"} if cls is not None and issubclass(cls, SpooledSink) else {}
+
+
+def add_rule_profile_options(p: argparse.ArgumentParser) -> None:
+    """``--profile-rules`` and ``--profile-rules-out FILE`` (per-rule cost of Sigma detection,
+    :mod:`sysmonx.detection.profile`)."""
+    p.add_argument("--profile-rules", action="store_true",
+                   help="with --rules: count and time every Sigma rule's evaluations; at the "
+                        "end print the 10 most expensive rules, the correlations' cost and the "
+                        "prefilter's figures (evaluations skipped and run, hit rate) to stderr")
+    p.add_argument("--profile-rules-out", metavar="FILE",
+                   help="with --profile-rules (implied): write every rule's figures as JSON to "
+                        "FILE (shape: docs/PERFORMANCE.md, 'Per-rule cost')")
+
+
+def check_rule_profile_options(args: argparse.Namespace, console) -> bool:
+    """False after printing why ``--profile-rules``/``--profile-rules-out`` cannot be used
+    with the other arguments (they need ``--rules``); ``--profile-rules-out`` implies
+    ``--profile-rules``."""
+    if args.profile_rules_out:
+        args.profile_rules = True
+    if args.profile_rules and not args.rules:
+        console.print("error: --profile-rules profiles Sigma rules: give --rules", markup=False)
+        return False
+    return True
+
+
+def start_rule_profile(stage, args: argparse.Namespace):
+    """A :class:`~sysmonx.detection.profile.RuleProfile` attached to ``stage`` when
+    ``--profile-rules`` was given (else ``None``)."""
+    if stage is None or not getattr(args, "profile_rules", False):
+        return None
+    from ..detection.profile import RuleProfile
+    return RuleProfile.attach(stage)
+
+
+def report_rule_profile(console, profile, args: argparse.Namespace, top: int = 10) -> bool:
+    """Detach ``profile``; print the ``top`` most expensive detection rules, the correlations'
+    cost and the prefilter line to ``console`` (stderr); write the JSON of
+    ``--profile-rules-out``. False after printing why the file could not be written."""
+    if profile is None:
+        return True
+    profile.detach()
+    from rich.table import Table
+    from ..textsafe import safe_console, terminal_safe
+    # not a terminal (a log file): wide enough for the ids and most titles on one line
+    out = console if console.is_terminal else safe_console(
+        file=console.file, width=max(console.width, 160), highlight=False, soft_wrap=True)
+    rows = profile.top(top)
+    ms = 1e6
+    table = Table(title=f"Sigma rules: the {len(rows)} most expensive (of "
+                        f"{len(profile.evaluations):,})", title_justify="left")
+    for col, just in (("#", "right"), ("cost ms", "right"), ("evaluated", "right"),
+                      ("skipped", "right"), ("matches", "right"), ("µs/eval", "right"),
+                      ("level", "left"), ("id", "left")):
+        table.add_column(col, justify=just, no_wrap=True,  # type: ignore[arg-type]
+                         min_width={"#": 2, "level": 8, "id": 36}.get(col, len(col)))
+    table.add_column("rule", no_wrap=True, overflow="ellipsis")
+    for n, r in enumerate(rows, 1):
+        per = f"{r['cost_ns'] / r['evaluations'] / 1e3:,.2f}" if r["evaluations"] else "-"
+        table.add_row(str(n), f"{r['cost_ns'] / ms:,.2f}", f"{r['evaluations']:,}",
+                      f"{r['skipped']:,}", f"{r['matches']:,}", per, r["level"] or "-",
+                      terminal_safe(r["id"]),
+                      terminal_safe(r["title"]) + ("" if r["indexed"] else " [unindexed]"))
+    if rows:
+        out.print(table)
+    else:
+        console.print("Sigma rules: none compiled, nothing to profile", markup=False)
+    corr = profile.correlations()
+    if corr:
+        ct = Table(title="Sigma correlations: time in the correlation engine",
+                   title_justify="left")
+        for col, just in (("time ms", "right"), ("steps", "right"), ("hits", "right"),
+                          ("alerts", "right"), ("type", "left"), ("id", "left")):
+            ct.add_column(col, justify=just, no_wrap=True,  # type: ignore[arg-type]
+                          min_width=36 if col == "id" else len(col))
+        ct.add_column("rule", no_wrap=True, overflow="ellipsis")
+        for c in corr[:top]:
+            ct.add_row(f"{c['time_ns'] / ms:,.2f}", f"{c['calls']:,}", f"{c['hits']:,}",
+                       f"{c['alerts']:,}", c["type"], terminal_safe(c["id"]),
+                       terminal_safe(c["title"]))
+        out.print(ct)
+    console.print(profile.summary_line(), markup=False)
+    if args.profile_rules_out:
+        from ..detection.profile import write_profile
+        try:
+            write_profile(profile, args.profile_rules_out)
+        except OSError as exc:
+            console.print(f"error: cannot write {args.profile_rules_out}: "
+                          f"{exc.strerror or exc}", markup=False)
+            return False
+    return True

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from . import common
-from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_stage_option,
-                     builtin_sample_path, close_quietly, config_mistake_hint,
+from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_rule_profile_options,
+                     add_stage_option, builtin_sample_path, check_rule_profile_options,
+                     close_quietly, config_mistake_hint,
                      extra_stages, load_detection, output_formats, print_config_errors,
-                     silence_stdout, url_output_options)
+                     report_rule_profile, silence_stdout, start_rule_profile,
+                     url_output_options)
 
 __all__ = ["cmd_replay", "print_summary"]
 
@@ -103,6 +105,7 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "SysmonX event tags and enrichment fields)")
     add_stage_option(p)
     add_rule_cache_options(p)
+    add_rule_profile_options(p)
     g = p.add_argument_group("Sysmon behaviours the spec marks uncertain (defaults: code-derived)")
     g.add_argument("--fallback", choices=["code", "intent"], default="code",
                    help="two or more rule sets for a tag and none matched: 'code' excludes, "
@@ -146,6 +149,12 @@ def cmd_replay(argv: list[str]) -> int:
             return EXIT_FATAL
     if args.jobs < 0:
         console.print("error: --jobs must be 0 (one per CPU) or a positive number")
+        return EXIT_USAGE
+    if not check_rule_profile_options(args, console):
+        return EXIT_USAGE
+    if args.profile_rules and args.dask:
+        console.print("error: --profile-rules measures the rules in this process: not with "
+                      "--dask (the workers match)")
         return EXIT_USAGE
     from ..sinks.outputs import is_url
     urls = [o for o in args.output if is_url(o)]
@@ -237,6 +246,12 @@ def cmd_replay(argv: list[str]) -> int:
         console.print("note: replaying on one process: finding records read twice needs one "
                       "stream (--keep-duplicates allows --jobs)")
         jobs = 1
+
+    if args.profile_rules and jobs > 1:
+        console.print("note: --profile-rules replays on one process (the rules are measured "
+                      "in this one)")
+        jobs = 1
+    profile = start_rule_profile(stage, args)
 
     def on_error(err) -> None:
         console.print(f"{getattr(err, 'severity', 'error')}: {err}", markup=False)
@@ -378,6 +393,8 @@ def cmd_replay(argv: list[str]) -> int:
         _print_detection_summary(console, stage)
     if args.tamper and not args.quiet and replayer is not None:
         _print_tamper_summary(console, replayer)
+    if not report_rule_profile(console, profile, args):
+        return EXIT_FATAL
     if args.strict and (stats.errors or not stats.records):
         return EXIT_FATAL
     return 0

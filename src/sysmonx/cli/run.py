@@ -8,9 +8,10 @@ from contextlib import ExitStack
 from typing import Any, Optional
 
 from . import common
-from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_stage_option,
-                     close_quietly, extra_stages, load_detection,
-                     output_formats, print_config_errors, silence_stdout)
+from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_rule_profile_options,
+                     add_stage_option, check_rule_profile_options, close_quietly, extra_stages,
+                     load_detection, output_formats, print_config_errors, report_rule_profile,
+                     silence_stdout, start_rule_profile)
 
 __all__ = ["cmd_run", "write_pidfile_when_started", "heartbeat_option", "DEFAULT_STATE_DIR"]
 
@@ -100,6 +101,7 @@ def _run_parser() -> argparse.ArgumentParser:
                         "the host's work)")
     add_stage_option(p)
     add_rule_cache_options(p)
+    add_rule_profile_options(p)
     return p
 
 
@@ -169,6 +171,8 @@ def cmd_run(argv: list[str]) -> int:
         return EXIT_USAGE
     heartbeat = heartbeat_option(args.heartbeat, console)
     if heartbeat is False:
+        return EXIT_USAGE
+    if not check_rule_profile_options(args, console):
         return EXIT_USAGE
     if os.geteuid() != 0 and not args.follow:
         console.print("error: sysmonx run needs root (kernel tracing interfaces)")
@@ -252,6 +256,7 @@ def cmd_run(argv: list[str]) -> int:
 
     sensor = Sensor(config, sinks, options, config_path=str(cpath), on_status=status,
                     detection=stage, extra_stages=extra)
+    profile = start_rule_profile(stage, args)
     with ExitStack() as stack:
         if args.pidfile:
             write_pidfile_when_started(sensor, args.pidfile, stack)
@@ -271,6 +276,8 @@ def cmd_run(argv: list[str]) -> int:
         console.print(f"sysmonx: followed records repaired (entity references without ';'): "
                       f"{follow['repaired']:,}; cut short by syslog, forwarded with their "
                       f"complete fields: {follow['cut_short']:,}", markup=False)
+    if not report_rule_profile(console, profile, args):
+        return EXIT_FATAL
     return 0
 
 

@@ -950,6 +950,51 @@ class RuleMatcher:
             out.sort(key=_index)
         return out
 
+    # -- profiling (``--profile-rules``) -------------------------------------------------------
+
+    def set_profile(self, profile: Any) -> None:
+        """Count and time every rule evaluation into ``profile`` from now on (``None``: stop).
+
+        ``profile`` is a :class:`~.profile.RuleProfile` (its ``clock``, counters and per-rule
+        lists sized to :attr:`compiled`). While it is set, :meth:`match` is this instance's
+        :meth:`match_profiled`: the same decisions in the same order (the same lookups,
+        calibration and rule calls), with counters and a clock call around each evaluation.
+        Without a profile :meth:`match` is the class's own method, untouched: profiling costs
+        nothing when it is off.
+        """
+        if profile is None:
+            self.__dict__.pop("match", None)
+            return
+
+        def match(event: Event) -> list[CompiledRule]:
+            return self.match_profiled(event, profile)
+        self.match = match  # type: ignore[method-assign]
+
+    def match_profiled(self, event: Event, profile: Any) -> list[CompiledRule]:
+        """:meth:`match`, counting into ``profile`` (see :meth:`set_profile`): events seen,
+        events no rule's log source covers, and per group and rule what
+        :meth:`_Group.match_profiled` counts."""
+        profile.events += 1
+        out: list = []
+        reached = False
+        by_id = self._sysmon.get(event.provider)
+        if by_id is not None:
+            g = by_id.get(event.event_id)
+            if g is not None:
+                reached = True
+                g.match_profiled(event, out, profile)
+        elif self._has_channels:
+            for gk in group_keys_for_event(event.provider, event.channel, event.event_id):
+                g = self.groups.get(gk)
+                if g is not None:
+                    reached = True
+                    g.match_profiled(event, out, profile)
+        if not reached:
+            profile.events_without_rules += 1
+        if len(out) > 1:
+            out.sort(key=_index)
+        return out
+
 
 _PROVIDER_OF_PLATFORM = {"win": WINDOWS_PROVIDER, "lnx": LINUX_PROVIDER}
 
@@ -1076,8 +1121,12 @@ class _Group:
         p: dict = {}
         memo: dict = {}
 
+        # Memoised by the clause itself, not its id(): _best() builds temporary clauses (the
+        # union of an "or"), and a freed temporary's id is reused by the next one, whose keys
+        # differ; an id-keyed memo then returned another clause's score, so the lead chosen
+        # depended on memory reuse and changed from run to run.
         def score(clause: frozenset) -> float:
-            total = memo.get(id(clause))
+            total = memo.get(clause)
             if total is None:
                 total = 0.0
                 for k in clause:
@@ -1086,7 +1135,7 @@ class _Group:
                         x = p[k] = ((freq.get(k, 0) + 4.0 * prior[k]) / (n + 4.0)
                                     if n else prior[k])
                     total += x
-                memo[id(clause)] = total
+                memo[clause] = total
             return total
 
         limit = RARE * n
@@ -1189,6 +1238,67 @@ class _Group:
                     out.append(c.rule)
         for r in self.always:
             if r.evaluate(event, hits):
+                out.append(r)
+
+    def match_profiled(self, event: Event, out: list, profile: Any) -> None:
+        """:meth:`match` with counters (the same lookups, calibration and rule calls, in the
+        same order; ``tests/test_rule_profile.py`` checks the decisions are the same).
+
+        Counts into ``profile`` (a :class:`~.profile.RuleProfile`): ``group_events[self]``
+        (events this group saw; every rule of the group was eligible for them),
+        ``prefilter_ns`` (clock time of the value lookups, automaton scans and candidate
+        choice), and per rule index ``candidates`` (its lead clause was found),
+        ``evaluations`` (its other necessary clauses were found too, or it is unindexed: its
+        code ran), ``matches`` and ``time_ns`` (clock time of its code, one clock call before
+        and one after each evaluation).
+        """
+        clock = profile.clock
+        t0 = clock()
+        ge = profile.group_events
+        ge[self] = ge.get(self, 0) + 1
+        data = event.data
+        values = tuple(map(data.get, self.names))
+        if self.getters:
+            values += tuple(g(event) for _, g in self.getters)
+        if self.constants and any(map(data.__contains__, self.const_names)):
+            hits, cands = self._combine(values, event)
+        else:
+            combo = self.combos.get(values)
+            if combo is None:
+                combo = self._combine(values, None)
+                if sum(map(_len, values)) <= COMBO_MAX_LEN:
+                    if len(self.combos) >= COMBO_ENTRIES:
+                        self.combos.clear()
+                    self.combos[values] = combo
+            hits, cands = combo
+        if self.next_relead:
+            self._calibrate(hits, cands)
+        profile.prefilter_ns += clock() - t0
+        n_cand, n_eval, n_match, spent = (profile.candidates, profile.evaluations,
+                                          profile.matches, profile.time_ns)
+        for c in cands:
+            i = c.rule.index
+            n_cand[i] += 1
+            for clause in c.others:
+                if clause.isdisjoint(hits):
+                    break
+            else:
+                t = clock()
+                ok = c.evaluate(event, hits)
+                spent[i] += clock() - t
+                n_eval[i] += 1
+                if ok:
+                    n_match[i] += 1
+                    out.append(c.rule)
+        for r in self.always:
+            i = r.index
+            n_cand[i] += 1
+            t = clock()
+            ok = r.evaluate(event, hits)
+            spent[i] += clock() - t
+            n_eval[i] += 1
+            if ok:
+                n_match[i] += 1
                 out.append(r)
 
     def _combine(self, values: tuple, event: Optional[Event]) -> tuple:

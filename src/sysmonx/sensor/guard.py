@@ -937,10 +937,14 @@ class _GuardTrace:
         if m is None:
             return
         tid = int(m["tid"])
-        tgid = int(m["tgid"]) if m["tgid"].lstrip("-").isdigit() and "-" not in m["tgid"] \
-            else tid
-        g = self.guard
+        printed = int(m["tgid"]) if m["tgid"].isdigit() and int(m["tgid"]) > 0 else None
         rest = m["rest"]
+        g = self.guard
+        x = _EXIT.match(rest)
+        if x is not None:  # the caller's process was resolved at the call's entry
+            self._exit(tid, int(x[1], 16), m)
+            return
+        tgid = self.tf.thread_group(tid, printed)  # the tracer's column may be stale
         if rest.startswith("signal_generate: "):
             s = _SIG.search(rest)
             if s is None or tgid == g.pid:
@@ -961,9 +965,6 @@ class _GuardTrace:
             if len(self._pending) > 4096:
                 self._pending.clear()
             return
-        x = _EXIT.match(rest)
-        if x is not None:
-            self._exit(tid, int(x[1], 16), m)
 
     def _exit(self, tid: int, ret: int, m: Any) -> None:
         entry = self._pending.pop(tid, None)

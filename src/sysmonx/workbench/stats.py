@@ -289,11 +289,31 @@ class ConfigStats:
             "rule_sets": self.rule_set_rows(),
             "filters": filters,
             "never_matched": [f for f in filters if f["matched"] == 0],
-            "noisy": {f: {"top": [{"value": v, "count": n} for v, n in c.most_common(top)],
-                          "other": c.other} for f, c in self.noisy.items()},
+            "noisy": {f: {"top": _case_folded(c, top), "other": c.other}
+                      for f, c in self.noisy.items()},
             "cross_check": {"explained": self.explained, "mismatches": self.mismatches,
                             "examples": self.mismatch_examples},
         }
+
+
+def _case_folded(counter: Any, top: int) -> list[dict[str, Any]]:
+    """The ``top`` most frequent values of ``counter`` with values that differ only in case
+    counted as one (Sysmon's conditions ignore case, so one exclusion covers them all):
+    ``[{"value": the most frequent spelling, "count": all spellings together, "spellings": n}]``
+    (``spellings`` only when more than one), most frequent first, ties in first-seen order."""
+    groups: dict[str, list] = {}
+    for value, n in counter.counts.items():
+        g = groups.get(value.lower())
+        if g is None:
+            groups[value.lower()] = [value, n, n, 1]   # spelling, its count, total, spellings
+        else:
+            g[2] += n
+            g[3] += 1
+            if n > g[1]:
+                g[0], g[1] = value, n
+    ranked = sorted(groups.values(), key=lambda g: -g[2])[:top]
+    return [{"value": g[0], "count": g[2], **({"spellings": g[3]} if g[3] > 1 else {})}
+            for g in ranked]
 
 
 @STAGES.register
@@ -364,7 +384,10 @@ def format_text(d: dict[str, Any], top: int = 20) -> str:
         out.append("")
         out.append(f"Most frequent {field} among kept events (exclusion candidates):")
         for item in noisy["top"][:top]:
-            out.append(safe(f"  {item['count']:>7}  {item['value']}"))
+            also = (f"  (and {item['spellings'] - 1} other spelling"
+                    f"{'s' if item['spellings'] > 2 else ''} differing in case)"
+                    if item.get("spellings") else "")
+            out.append(safe(f"  {item['count']:>7}  {item['value']}{also}"))
     nm = d["never_matched"]
     out.append("")
     out.append(f"Filters that never matched: {len(nm)} of {len(d['filters'])} "

@@ -73,9 +73,9 @@ from .audit_records import (_KEEP, _NATIVE, AF_INET, AF_INET6, ARCH_TABLES, O_CR
                             AuditEvent,
                             AuditObservation)
 from .base import Backend, BackendUnavailable
-from .cn_tracefs import ConnectMatcher, TcpStateTrace, tracefs_available
+from .cn_tracefs import ConnectMatcher, TcpStateTrace, thread_group, tracefs_available
 from .cnproc import (PROC_EVENT_EXEC, PROC_EVENT_EXIT, PROC_EVENT_FORK, CnprocBackend,
-                     ProcConnector, _tgid_of, boot_offset_ns, fork_start_ticks)
+                     ProcConnector, boot_offset_ns, fork_start_ticks)
 from ..procfs import monotonic_to_epoch_offset, parse_stat
 
 __all__ = ["AuditBackend", "RULE_KEY", "ARCH_TABLES"]
@@ -780,9 +780,8 @@ class AuditBackend(AuditClassifier, Backend):
     def _tcp_connected(self, syn, sport: Optional[int]) -> None:
         """A TCP connect seen by tracefs (SYN_SENT, then the port): kept for the audit connect
         record of the same process and destination."""
-        # the tracer prints no tgid for a task it has not seen switch yet (a new child):
-        # the thread's group from /proc, or the tid itself (a single-threaded child)
-        tgid = syn.tgid if syn.tgid is not None else _tgid_of(syn.tid)
+        # the tracer's tgid column may be another (earlier) task's: see thread_group
+        tgid = thread_group(syn.tid, syn.tgid)
         key = (tgid, syn.daddr, syn.dport)
         self._tcp_src.setdefault(key, []).append((syn.mono_ns + self._mono_off, syn.saddr,
                                                   sport))

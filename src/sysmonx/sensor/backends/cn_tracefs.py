@@ -45,6 +45,7 @@ from typing import Iterable, Optional
 
 
 __all__ = ["TcpStateTrace", "TcpTransition", "ConnectMatcher", "parse_line", "find_tracefs",
+           "thread_group",
            "tracefs_available", "remove_instance", "EVENT"]
 
 EVENT = "sock/inet_sock_set_state"
@@ -114,6 +115,27 @@ def parse_line(line: str) -> Optional[TcpTransition]:
         )
     except (KeyError, ValueError):
         return None
+
+
+def thread_group(tid: int, printed: Optional[int]) -> int:
+    """The process (thread group) of the task ``tid`` of a trace line: ``Tgid`` of
+    ``/proc/TID/status`` while the task lives, else ``printed`` (the tracer's ``record-tgid``
+    column), else ``tid``.
+
+    The printed column is not trusted while the task lives: the tracer saves a task's tgid
+    lazily, at a context switch after an event on that CPU, and prints what its pid-indexed
+    table holds when the line is READ, so it can hold an earlier task of the same pid (after the
+    pid numbers wrapped, ``pid_max`` 32768 here, another process's thread). Once the task has
+    exited its final switch has saved the right value, so the printed column is the answer
+    then."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return printed if printed is not None else tid
 
 
 def find_tracefs() -> Optional[str]:

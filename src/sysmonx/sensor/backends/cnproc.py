@@ -69,7 +69,7 @@ from .base import Backend, BackendUnavailable, WakeableReaderMixin
 from .cn_fanotify import (FAN_CREATE, FAN_DELETE, FAN_MOVED_TO, FAN_OPEN_EXEC, FAN_Q_OVERFLOW,
                           ExecImages, FanotifyWatch, fanotify_available)
 from .cn_tracefs import (TCP_ESTABLISHED, TCP_SYN_RECV, ConnectMatcher, TcpStateTrace,
-                         tracefs_available)
+                         thread_group, tracefs_available)
 from ..procfs import (CAP_NET_ADMIN, SocketOwners, clock_offset, has_cap, init_namespaces,
                       kernel_version, monotonic_to_epoch_offset, parse_stat,
                       read_process_racy, read_process_rest)
@@ -159,17 +159,6 @@ def mcast_message(op: int, seq: int, event_type: Optional[int] = None, ack: int 
     payload = struct.pack("=I", op) if event_type is None else struct.pack("=II", op, event_type)
     cn = _CNMSG.pack(CN_IDX_PROC, CN_VAL_PROC, seq, ack, len(payload), 0) + payload
     return _NLMSG.pack(_NLMSG.size + len(cn), NLMSG_DONE, 0, seq, 0) + cn
-
-
-def _tgid_of(tid: int) -> int:
-    try:
-        with open(f"/proc/{tid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return tid
 
 
 class ProcConnector:
@@ -891,7 +880,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         return bool(transitions)
 
     def _emit_connect(self, syn, sport: Optional[int]) -> None:
-        pid = syn.tgid if syn.tgid is not None else _tgid_of(syn.tid)
+        pid = thread_group(syn.tid, syn.tgid)
         if pid in self.exclude_pids:
             return
         self._stats["connects"] += 1

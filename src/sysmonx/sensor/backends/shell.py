@@ -42,6 +42,7 @@ from typing import Any, Callable, Optional
 from ...core.registry import BACKENDS
 from ..observations import BackendError, Loss, Observation, ShellCommand
 from .base import Backend, BackendUnavailable
+from .cn_tracefs import thread_group
 
 __all__ = ["ShellBackend", "elf_symbol_offset", "parse_line", "tty_for_line"]
 
@@ -94,9 +95,13 @@ def elf_symbol_offset(path: str, symbol: str) -> Optional[int]:
     return None
 
 
-def parse_line(line: bytes) -> Optional[tuple[int, int, str]]:
+def parse_line(line: bytes, resolve: Optional[Callable[[int, Optional[int]], int]] = None
+               ) -> Optional[tuple[int, int, str]]:
     """``(tgid, mono_ns, command)`` from one ``trace_pipe`` line of the readline probe, or
-    ``None`` for other lines and for ``cmd=(fault)`` (readline returned NULL)."""
+    ``None`` for other lines and for ``cmd=(fault)`` (readline returned NULL). ``resolve(tid,
+    printed tgid or None)`` gives the process (the backend passes
+    :func:`~.cn_tracefs.thread_group`: the printed column may be an earlier task's); without
+    it the printed column, else the tid."""
     m = _LINE.match(line)
     if not m:
         return None
@@ -104,7 +109,9 @@ def parse_line(line: bytes) -> Optional[tuple[int, int, str]]:
     if not (len(cmd) >= 2 and cmd.startswith(b'"') and cmd.endswith(b'"')):
         return None
     tgid = m.group("tgid")
-    pid = int(tgid) if tgid and tgid.strip(b"-") else int(m.group("tid"))
+    printed = int(tgid) if tgid and tgid.strip(b"-") and int(tgid) > 0 else None
+    tid = int(m.group("tid"))
+    pid = resolve(tid, printed) if resolve is not None else (printed or tid)
     us = m.group("us").ljust(6, b"0")[:6]
     ts = int(m.group("ts")) * 1_000_000_000 + int(us) * 1000
     return pid, ts, os.fsdecode(cmd[1:-1])
@@ -392,7 +399,7 @@ class ShellBackend(Backend):
                     rest = lines.pop()
                     out = []
                     for line in lines:
-                        parsed = parse_line(line)
+                        parsed = parse_line(line, thread_group)
                         if parsed is None:
                             continue
                         pid, mono, cmd = parsed
