@@ -415,7 +415,8 @@ time.sleep(10)  # the program stays loaded (and its fd readable) while the senso
 """
 
 
-def test_bpf_program_load_by_another_process_is_event_100(tmp_path, runs):
+def _run_for_bpf_loads(tmp_path, runs) -> "Run":
+    """A tier-C sensor for the BPF_PROG_LOAD tests (skips where the loader cannot run)."""
     from sysmonx.sensor.backends import probe
     if os.uname().machine != "x86_64":
         pytest.skip("the helper uses the x86_64 bpf syscall number")
@@ -424,6 +425,11 @@ def test_bpf_program_load_by_another_process_is_event_100(tmp_path, runs):
         pytest.skip(why)
     r = Run(tmp_path)
     runs.append(r)
+    return r
+
+
+def test_bpf_program_load_by_another_process_is_event_100(tmp_path, runs):
+    r = _run_for_bpf_loads(tmp_path, runs)
     loader = subprocess.Popen([sys.executable, "-c", LOAD_PROG], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)
     try:
@@ -456,14 +462,7 @@ def test_bpf_program_load_whose_loader_exited_at_once_is_named(tmp_path, runs):
     child holds it; in the wild a pin or an attachment does): its fd is gone by the time the
     sensor reads the trace line, so the program is named as the one loaded since (regression:
     it was written with BpfProgramName '-')."""
-    from sysmonx.sensor.backends import probe
-    if os.uname().machine != "x86_64":
-        pytest.skip("the helper uses the x86_64 bpf syscall number")
-    why = probe("cnproc")
-    if why is not None:
-        pytest.skip(why)
-    r = Run(tmp_path)
-    runs.append(r)
+    r = _run_for_bpf_loads(tmp_path, runs)
     loader = subprocess.run([sys.executable, "-c", LOAD_AND_EXIT_PROG], capture_output=True,
                             text=True, timeout=30)
     assert loader.returncode == 0, loader.stderr
