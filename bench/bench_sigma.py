@@ -402,11 +402,12 @@ def zircolite(args, target: str, files: list[str], rules: Path) -> int:
 
 
 def build_large_evtx(corpus: Path, megabytes: float, dst: Path) -> int:
-    """A valid EVTX of about ``megabytes`` MB at ``dst``, built by bench_size.py's builder from
+    """A valid EVTX of about ``megabytes`` MB (2**20 bytes) at ``dst``, built by bench_size.py's builder from
     its corpus file (its chunks repeated and renumbered); returns its records."""
-    from bench_size import EVTX_REL, build_evtx
+    from bench_size import _CHUNK, EVTX_REL, _chunks, build_evtx
     src = corpus / EVTX_REL
-    copies = max(1, round(megabytes * 2**20 / src.stat().st_size))
+    per_copy = len(_chunks(src.read_bytes())) * _CHUNK  # the chunks that carry records
+    copies = max(1, round(megabytes * 2**20 / per_copy))
     return build_evtx(src, copies, dst)
 
 
