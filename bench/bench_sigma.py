@@ -43,7 +43,9 @@ the same file in the same run.
 ``--zircolite-python``, with its bundled Sysmon ruleset ``rules/rules_windows_sysmon.json`` or,
 where the checkout lacks it, ``rules_windows_sysmon_high.json``, which its rules/README.md gives
 as the same rules) and ``sysmonx replay INPUT --rules PATH --no-output --alerts FILE`` on the
-same input (the corpus EVTX folder, or the built EVTX), each a fresh process: SysmonX with its
+same input (the corpus EVTX folder, or the built EVTX), each a fresh process (with
+``--keep-duplicates``: Zircolite matches every record, and the built EVTX repeats its events,
+which a default replay would drop unmatched as duplicates): SysmonX with its
 rule cache filled beforehand (warm cache) and with ``--no-rule-cache``. Before every run the
 inputs' and rule files' pages are dropped from the page cache; rounds are interleaved, best of
 each. Per run: CPU seconds (user + system from ``wait4``, every waited-for descendant included,
@@ -324,7 +326,7 @@ def zircolite(args, target: str, files: list[str], rules: Path) -> int:
         sx = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
               "from sysmonx.cli.dispatch import main; sys.exit(main(sys.argv[1:]))",
               str(ROOT / "src"), "replay", target, "--rules", str(rules), "--no-output",
-              "--no-progress", "--alerts", os.path.join(tmp, "alerts.jsonl")]
+              "--no-progress", "--keep-duplicates", "--alerts", os.path.join(tmp, "alerts.jsonl")]
         runs = {
             "zircolite": [str(zpy), str(zdir / "zircolite.py"), "--evtx", target, "--ruleset",
                           str(zrules), "-c", str(zdir / "config" / "config.yaml"),
@@ -358,8 +360,14 @@ def zircolite(args, target: str, files: list[str], rules: Path) -> int:
                     out = Path(tmp, "zircolite.json")
                     r["alerts"] = _zircolite_detections(out) if out.is_file() else 0
                 else:
-                    m = re.search(r"records read: ([\d,]+)", r["out"] + r["err"])
+                    m = re.search(r"records read: ([\d,]+)\s+Sysmon events: ([\d,]+)",
+                                  r["out"] + r["err"])
                     r["records"] = int(m.group(1).replace(",", "")) if m else 0
+                    r["events"] = int(m.group(2).replace(",", "")) if m else 0
+                    if re.search(r"duplicates dropped: [1-9]", r["out"] + r["err"]):  # all matched
+                        print(f"error: sysmonx dropped duplicates:\n{r['err'][-1000:]}",
+                              file=sys.stderr)
+                        return 1
                     with open(os.path.join(tmp, "alerts.jsonl"), "rb") as f:
                         r["alerts"] = sum(1 for _ in f)
                     if k == "cached" and _entries(cache) != entries:
@@ -382,7 +390,7 @@ def zircolite(args, target: str, files: list[str], rules: Path) -> int:
           f"every run; best of {args.rounds} rounds, interleaved; load average before/after: "
           f"{load_before} / {load_after}")
     print(f"Zircolite: {zdir} (python {zpy}), ruleset {zrules.name}; SysmonX: sysmonx replay "
-          f"--rules {rules.name} --no-output --alerts FILE")
+          f"--rules {rules.name} --no-output --keep-duplicates --alerts FILE")
     print(f"{'run':<38}{'CPU s':>8}{'wall s*':>9}{'records':>9}{'detections':>12}"
           f"{'max RSS MB':>12}{'CPU vs Zircolite':>18}")
     for label, k in (("Zircolite", "zircolite"), ("SysmonX, rules from the cache (warm)", "cached"),
