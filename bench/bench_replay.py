@@ -37,6 +37,15 @@ record read). ``--jobs N`` (N > 1) replays on N worker processes instead (as
 Exit status 1 when there is nothing to measure or a replay read a different number of records
 than the baseline.
 
+``--jobs-speedup`` (wall time of one process against ``--jobs N``, fresh unpinned children,
+interleaved, cold and warm; see ``_speedup``) takes ``--rules PATH`` (``corpus``: the corpus's
+SigmaHQ bundle) to replay with Sigma detection and correlation as ``sysmonx replay --rules
+--jobs N`` does: the workers match, the parent correlates and writes the alerts. The rules are
+compiled in each child before its load window (both sides compile them once, in the parent);
+the exit status is 1 when a run read other records or raised other alerts than one process.
+``--build-evtx-gb N --build-files K`` builds K files of N/K GB (copies of one built file) so
+the workers have files to share.
+
 Two analysis modes use the same inputs and configurations:
 
 ``--filter-only``
@@ -126,20 +135,26 @@ def _decoded(files: list[str]) -> int:
 
 
 def _replay(files: list[str], config, fmt: str, engine, jobs: int,
-            keep_duplicates: bool = False) -> int:
+            keep_duplicates: bool = False, detection=None) -> int:
     from sysmonx.pipeline import Replayer, ReplayOptions, make_writer, replay_parallel
     if keep_duplicates and jobs == 1:  # as --jobs: no duplicate filter (needs one stream)
         writer = None if fmt == "none" else make_writer(fmt, _Null())
-        r = Replayer(ReplayOptions(config=config, keep_duplicates=True), writer, engine=engine)
+        r = Replayer(ReplayOptions(config=config, keep_duplicates=True), writer, engine=engine,
+                     detection=detection)
         for f in files:
             r.run_file(f)
+        if detection is not None:
+            r.finish()  # open correlation windows, as the command line does
         if writer is not None:
             writer.close()
         return r.stats.records
     if jobs > 1:
         stats = replay_parallel(files, ReplayOptions(config=config, keep_duplicates=True),
-                                None if fmt == "none" else fmt, _Null(), jobs, lambda line: None)
+                                None if fmt == "none" else fmt, _Null(), jobs, lambda line: None,
+                                detection=detection)
         return stats.records
+    if detection is not None:
+        raise SystemExit("error: --rules is measured with --jobs-speedup (--keep-duplicates)")
     writer = None if fmt == "none" else make_writer(fmt, _Null())
     # One replayer per pass over the file list: its duplicate filter runs (and costs what it
     # costs) but a second pass over the same files is not taken for duplicates and dropped.
@@ -190,16 +205,28 @@ def child(spec: dict) -> dict:
         out["decoded"] = clock() - t
     else:
         path, fmt = spec["config"], spec["format"]
+        detection = None
+        if spec.get("rules"):
+            # compiled before the load window: one process and --jobs N compile the same
+            # rules once, in the parent, before any record is read (shown apart)
+            from sysmonx.detection import DetectionStage
+            t = clock()
+            detection = DetectionStage.from_paths(spec["rules"])
+            out["rules_compile"] = clock() - t
         t = clock()
         config = load_config(path) if path else None
         engine = FilterEngine(config) if config is not None else None
         out["compile"] = clock() - t
         keep = bool(spec.get("wall"))  # --jobs-speedup: both sides as --jobs runs them
         cpu0 = _all_cpu()
-        out["records"] = _replay(files, config, fmt, engine, jobs, keep)
+        out["records"] = _replay(files, config, fmt, engine, jobs, keep, detection)
         out["cold"] = clock() - t
         out["cold_cpu_all"] = _all_cpu() - cpu0
-        run = lambda: _replay(files * spec["repeat"], config, fmt, engine, jobs, keep)  # noqa: E731
+        if detection is not None:
+            out["alerts"] = detection.stats.alerts  # the cold pass's: same for every jobs
+            out["matched"] = detection.stats.matched
+        run = lambda: _replay(files * spec["repeat"], config, fmt, engine, jobs, keep,  # noqa: E731
+                              detection)
     warm = math.inf
     for _ in range(spec["rounds"]):
         t = clock()
@@ -248,6 +275,12 @@ def main() -> int:
     ap.add_argument("--jobs-speedup", action="store_true",
                     help="wall time of one process against --jobs N workers (0: what replay "
                          "--jobs 0 picks, shown beside 2), fresh unpinned children")
+    ap.add_argument("--rules", action="append", default=[], metavar="PATH",
+                    help="with --jobs-speedup: Sigma rules too (repeatable; 'corpus': the "
+                         "corpus's SigmaHQ bundle), alerts as events 1000 in the output")
+    ap.add_argument("--build-files", type=int, default=1, metavar="N",
+                    help="with --build-evtx-gb: N files of 1/N the size each (copies of one "
+                         "built file), so --jobs has files to spread")
     ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     ap.add_argument("--filter-only", action="store_true",
                     help="measure the filter alone: index vs plain walk (see above)")
@@ -271,11 +304,17 @@ def main() -> int:
             work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sysmonx-rb-"))
             work.mkdir(parents=True, exist_ok=True)
             per_copy = len(_data_chunks(src)) * 65536
-            copies = math.ceil(args.build_evtx_gb * 1e9 / per_copy)
+            parts = max(1, args.build_files)
+            copies = math.ceil(args.build_evtx_gb * 1e9 / per_copy / parts)
             big = work / f"panache-x{copies}.evtx"
             if not big.is_file():
                 build_evtx(src, copies, big)
             files = [str(big)]
+            for i in range(1, parts):  # copies: distinct files with the same records
+                part = work / f"panache-x{copies}-{i}.evtx"
+                if not part.is_file():
+                    shutil.copyfile(big, part)
+                files.append(str(part))
         else:
             from sysmonx.sources import iter_input_files
             paths = args.input or [str(corpus / "evtx")]
@@ -520,8 +559,14 @@ def _speedup(args, corpus: Path, files: list[str]) -> int:
     sides replay as ``--jobs`` does: ``--keep-duplicates`` (finding duplicates needs one
     stream)."""
     configs = _configs(args, corpus)
+    rules = [str(corpus / "sigma" / "sigmahq_rules_sysmon_categories.tar.gz") if r == "corpus"
+             else r for r in args.rules]
+    for r in rules:
+        if not Path(r).exists():
+            print(f"rules not found: {r}", file=sys.stderr)
+            return 1
     common = {"files": files, "rounds": args.rounds, "repeat": args.repeat, "cpu": None,
-              "format": args.format, "wall": True}
+              "format": args.format, "wall": True, "rules": rules}
     load_before = _load()
     runs: dict = {}
     for _ in range(args.rounds):
@@ -535,6 +580,12 @@ def _speedup(args, corpus: Path, files: list[str]) -> int:
           f"of fresh unpinned children ({os.cpu_count()} CPUs), best of {args.rounds}; warm "
           f"passes x{args.repeat}")
     print(f"load average (1/5/15 min) before: {load_before}  after: {load_after}")
+    if rules:
+        some = next(iter(runs.values()))
+        print(f"Sigma rules: {', '.join(rules)}; compiled before the load window in "
+              f"{min(r['rules_compile'] for r in some):.2f} s (wall time, best child), the same "
+              f"for every jobs value; {some[0]['matched']:,} events matched, "
+              f"{some[0]['alerts']:,} alerts per cold pass")
     print(f"{'config':18} {'jobs':>10} {'cold s':>8} {'speed-up':>9} {'warm s':>8} {'speed-up':>9}"
           f" {'cold CPU s, all processes':>26}")
     status = 0
@@ -542,11 +593,17 @@ def _speedup(args, corpus: Path, files: list[str]) -> int:
         one = runs[(label, 1)]
         c1, w1 = min(r["cold"] for r in one), min(r["warm"] for r in one)
         n = one[0]["records"]
+        if not n:
+            print(f"{label}: no record read: nothing measured", file=sys.stderr)
+            status = 1
         for (lab, jobs), rs in runs.items():
             if lab != label:
                 continue
             if any(r["records"] != n for r in rs):
                 print(f"{label} jobs {jobs}: records differ", file=sys.stderr)
+                status = 1
+            if rules and any(r["alerts"] != one[0]["alerts"] for r in rs):
+                print(f"{label} jobs {jobs}: alerts differ from one process's", file=sys.stderr)
                 status = 1
             c, w = min(r["cold"] for r in rs), min(r["warm"] for r in rs)
             used = rs[0]["jobs"]

@@ -72,7 +72,9 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                    help="replay files on N worker processes, output kept in input order "
                         "(0: one per CPU, fewer for small inputs, none below 48 MB, where "
-                        "starting workers costs more than they save; default 1)")
+                        "starting workers costs more than they save; default 1). With "
+                        "--rules the workers match and this process correlates: the same "
+                        "events and alerts as one process")
     p.add_argument("--dask", metavar="SCHEDULER",
                    help="run one task per input file on a Dask distributed cluster ('local': "
                         "a local cluster of --dask-workers processes; else a scheduler address "
@@ -222,13 +224,11 @@ def cmd_replay(argv: list[str]) -> int:
         stage = load_detection(args.rules, console, args)
         if stage is None:
             return EXIT_FATAL
-        if jobs > 1:
-            console.print("note: --rules replays on one process (correlations need one stream)")
-            jobs = 1
     if extra and jobs > 1:
         console.print("note: --stage replays on one process")
         jobs = 1
-    if jobs > 1 and (args.enrich or (config is not None and config.enrichment_fields_used())):
+    from ..stages.enrich import enrichment_wanted
+    if jobs > 1 and enrichment_wanted(config, stage, args.enrich):
         console.print("note: enrichment replays on one process (the process tree needs one "
                       "stream)")
         jobs = 1
@@ -314,11 +314,19 @@ def cmd_replay(argv: list[str]) -> int:
                 target = streams[0] if streams else None
                 stream, _ = open_target(target) if fmt is not None else (None, "")
                 try:
+                    # with --rules: matching in the workers, correlation here (parallel.py)
                     stats = replay_parallel(files, options, fmt, stream, jobs, on_error,
-                                            file_done, writer_options=writer_options)
+                                            file_done, writer_options=writer_options,
+                                            detection=stage, alert_sinks=sinks)
                 finally:
                     if stream is not None and target:
                         _close_stream(stream)
+                for sink in sinks:  # the alerts file: a failure to write it is reported
+                    try:
+                        sink.close()
+                    except OSError as exc:
+                        raise SinkError(f"cannot write {sink.target}: {exc.strerror or exc}") \
+                            from exc
             else:
                 if fmt is not None:
                     from ..sinks.outputs import open_url_output

@@ -21,7 +21,7 @@ import gc
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 from ..event import Event
 from .alerts import LEVELS, Alert
@@ -37,6 +37,10 @@ from .matcher import CompiledRule, RuleMatcher
 from .rules import LoadedRules, LoadIssue, load_rules, rule_ref
 
 __all__ = ["DetectionStage", "DetectionOptions", "SummaryRow", "KEY_FIELDS"]
+
+# ``correlate_timed``'s ``t`` when the time is still to be read from the event (a sentinel no
+# time in nanoseconds can equal)
+_FROM_EVENT: Any = object()
 
 #: Identity fields copied into a detection alert when the event has them (before the fields the
 #: rule tests).
@@ -292,20 +296,37 @@ class DetectionStage:
         self.stats.events += 1
         return self.matcher.match(event)
 
+    #: With correlations, the stream clock is read from an event that matched a rule and from
+    #: every ``CLOCK_EVERY``-th event (:attr:`DetectionStats.events`, counted by :meth:`match`).
+    CLOCK_EVERY = 256
+
     def correlate(self, event: Event, hits: list[CompiledRule]) -> list[Alert]:
         """The alerts of ``event`` given the rules it matched (:meth:`match`): one detection
         alert per matched rule that outputs, then what the correlations fire, with the stream
         clock advanced to the event's time. Stateful: call in stream order, once per event."""
+        return self.correlate_timed(event, hits, _FROM_EVENT)
+
+    def correlate_timed(self, event: Optional[Event], hits: list[CompiledRule],
+                        t: Optional[int]) -> list[Alert]:
+        """:meth:`correlate` for an event whose time was already converted: ``t`` is
+        :func:`~.correlation.time_ns` of its ``time_created`` (``None``: empty or not a time).
+        ``event`` may be ``None`` when ``hits`` is empty: an event without a match is only its
+        time here, and only every :data:`CLOCK_EVERY`-th event's time is read (parallel replay,
+        :mod:`sysmonx.pipeline.parallel`, calls this for those events alone, with
+        :attr:`stats` ``.events`` set as :meth:`match` would have counted it)."""
         stats = self.stats
         corr = self.correlation
         if corr is None:
             if not hits:
                 return []
-            alerts = [self._alert(r, event) for r in hits if self._output[r.index]]
+            alerts = [self._alert(r, event) for r in hits  # type: ignore[arg-type]
+                      if self._output[r.index]]
         else:
             alerts = []
-            if hits or stats.events % 256 == 0:
-                t = time_ns(event.time_created) if event.time_created else None
+            if hits or stats.events % self.CLOCK_EVERY == 0:
+                if t is _FROM_EVENT:
+                    tc = event.time_created  # type: ignore[union-attr]
+                    t = time_ns(tc) if tc else None
                 if t is None:
                     t = self._clock
                 else:
@@ -315,9 +336,10 @@ class DetectionStage:
             seq = corr.next_seq() if hits else 0
             for r in hits:
                 if self._output[r.index]:
-                    alerts.append(self._alert(r, event))
+                    alerts.append(self._alert(r, event))  # type: ignore[arg-type]
                 if self._consumed[r.index] and self._clock is not None:
-                    alerts.extend(corr.event_hit(r.rule, event, self._clock, seq))
+                    alerts.extend(corr.event_hit(r.rule, event,  # type: ignore[arg-type]
+                                                 self._clock, seq))
         if hits:
             stats.matched += 1
             matches = self.matches

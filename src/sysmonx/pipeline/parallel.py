@@ -3,18 +3,40 @@
 Each worker runs the one loop (:class:`~sysmonx.pipeline.replay.Replayer`) on groups of
 consecutive files into temporary files; the parent copies them to the output in input order as
 they complete, so the output is byte-identical to a one-process replay and memory stays flat.
-The stages a worker runs are stateless (window, gate, filter), which is what lets them fan out;
-Sigma correlation needs the one ordered stream, so ``--rules`` replays on one process.
+The stages a worker runs are stateless (window, gate, filter), which is what lets them fan out.
+
+With Sigma rules (``--rules``) the work is split where the state begins::
+
+    worker: read ─► clock ─► window ─► gate ─► filter ─► sigma-match ─► part file (the events
+            as the output format writes them) + marks: each event's end offset in the part,
+            its time (with correlations), the events that matched and their rule indices
+    parent: per part, in input order: sigma-correlate on the marks (the events that matched,
+            and the clock of every CLOCK_EVERY-th event, exactly the calls one process makes)
+            ─► copy the part's bytes up to each event that has alerts, then the alerts
+            (event 1000 numbered in stream order, or --alerts FILE) ─► ... ─► finish()
+
+Matching, the costly per-event part, is stateless and runs in the workers; the parent's work
+grows with the number of events that matched, not with the input, and it never decodes or
+renders an event that did not alert. Output, alerts and the Sigma summary are byte for byte
+those of one process (``tests/test_parallel_jobs.py``).
+
+A worker that dies (a crash, the OOM killer) breaks only its group: the group is replayed again
+file by file, one at a time; a file that kills its worker again is reported as an error (its
+events are missing) and the replay goes on with the other files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import IO, Any, BinaryIO, Callable, Optional
+from array import array
+from typing import IO, Any, BinaryIO, Callable, Generator, Iterator, Optional, Sequence
 
 from ..core.errors import SinkError
+from ..event import Event
 from ..filtering import FilterEngine
+from ..interfaces import Sink
 from ..stages.window import parse_time_bound
 from .replay import ReplayOptions, Replayer, ReplayStats, make_writer
 
@@ -35,8 +57,12 @@ class SpooledLine(str):
 
 # Worker state of parallel replay (set once per worker process by _init_worker).
 _WORKER: dict[str, Any] = {}
-# The engine the parent compiled, inherited by the forked workers (set around the pool only).
+# The engine the parent compiled and its Sigma detection stage, inherited by the forked workers
+# (set while the workers are started only).
 _PARENT_ENGINE: dict[str, Any] = {}
+
+#: The time of an event without one in the marks (no time in nanoseconds is this).
+_NO_TIME = -(1 << 63)
 
 #: Parallel replay hands workers groups of consecutive files of about this many bytes.
 TASK_BYTES = 8 << 20
@@ -84,15 +110,84 @@ def _prepare_for_fork(options: ReplayOptions, fmt: Optional[str], part_options: 
 
 
 def _init_worker(options: ReplayOptions, fmt: Optional[str], tmpdir: str,
-                 writer_options: Optional[dict[str, Any]] = None) -> None:
+                 writer_options: Optional[dict[str, Any]] = None, sigma: bool = False) -> None:
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # The parent's compiled engine came with the fork (``_PARENT_ENGINE``): not compiled again.
     engine = _PARENT_ENGINE.get("engine")
     if engine is None and options.config is not None:
         engine = FilterEngine(options.config, options.engine_options)
+    detection = _PARENT_ENGINE.get("detection") if sigma else None
+    if sigma and detection is None:  # only a fork brings the parent's compiled rules
+        raise RuntimeError("parallel replay with Sigma rules needs forked workers")
     _WORKER.update(options=options, fmt=fmt, tmpdir=tmpdir, engine=engine,
-                   writer_options=writer_options or {})
+                   writer_options=writer_options or {}, detection=detection)
+
+
+class _CountingStream:
+    """A binary stream that counts the bytes written through it (each event's end offset in
+    a worker's part file)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.n = 0
+        self.name = getattr(raw, "name", None)
+
+    def write(self, b: bytes) -> int:
+        self.n += len(b)
+        return self.raw.write(b)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class _Marks(Sink):
+    """A worker's sink after ``sigma-match``: writes each event (when there is an output) and
+    keeps what the parent needs to correlate: per event its end offset in the part file and,
+    with correlations, its time in nanoseconds (:data:`_NO_TIME` for none); per event that
+    matched, its position, the event and the indices of the rules it matched.
+
+    Args:
+        writer: the part's writer (on a :class:`_CountingStream`), or ``None`` to count only.
+        counter: the writer's stream.
+        timed: record every event's time (the detection stage has correlations).
+    """
+
+    name = "sigma-marks"
+    accepts = frozenset({"event", "hits"})
+
+    def __init__(self, writer: Any, counter: Optional[_CountingStream], timed: bool) -> None:
+        self.writer = writer
+        self.counter = counter
+        self.timed = timed
+        self.ends = array("q")
+        self.times = array("q")
+        self.hits: list[tuple[int, Event, tuple[int, ...]]] = []
+
+    def write(self, item: Any) -> None:
+        """Write one event (or the event of a :class:`~sysmonx.detection.stages.RuleHits`)."""
+        if type(item) is Event:
+            event = item
+        else:  # RuleHits
+            event = item.event
+            self.hits.append((len(self.ends), event, tuple(r.index for r in item.hits)))
+        if self.writer is not None:
+            self.writer.write(event)
+            self.ends.append(self.counter.n)  # type: ignore[union-attr]
+        else:
+            self.ends.append(0)
+        if self.timed:
+            from ..detection.correlation import time_ns
+            tc = event.time_created
+            t = time_ns(tc) if tc else None
+            self.times.append(_NO_TIME if t is None else t)
+
+    def result(self) -> tuple[bytes, bytes, list[tuple[int, Event, tuple[int, ...]]]]:
+        """``(end offsets, times, hits)``, the arrays as bytes (``array("q")``)."""
+        return self.ends.tobytes(), self.times.tobytes(), self.hits
 
 
 class _ErrorSpool:
@@ -120,34 +215,165 @@ class _ErrorSpool:
             self.f.close()
 
 
-def _replay_group(task: tuple[int, list[str]]
-                  ) -> tuple[Optional[str], Optional[str], list[tuple[str, ReplayStats, int]]]:
+def _replay_group(task: tuple[int, list[str]]) -> tuple[Optional[str], Optional[str], list[
+        tuple[str, ReplayStats, int]], Optional[tuple[bytes, bytes, list[Any]]]]:
     """Worker: replay a group of files into one temp file, errors into another.
 
     Returns ``(output temp path or None, error temp path or None,
-    [(path, stats, number of error lines), ...])``."""
+    [(path, stats, number of error lines), ...], marks)``; ``marks`` is ``None`` without Sigma
+    rules, else :meth:`_Marks.result` for the whole group."""
     import tempfile
     index, paths = task
     fmt = _WORKER["fmt"]
-    out_path = writer = None
+    detection = _WORKER.get("detection")
+    out_path = writer = counter = None
     if fmt is not None:
         fd, out_path = tempfile.mkstemp(prefix=f"{index:08d}-", dir=_WORKER["tmpdir"])
-        writer = make_writer(fmt, os.fdopen(fd, "wb", buffering=1 << 20),
-                             **_WORKER["writer_options"])
+        raw = os.fdopen(fd, "wb", buffering=1 << 20)
+        if detection is not None:
+            counter = _CountingStream(raw)
+            writer = make_writer(fmt, counter, **_WORKER["writer_options"])  # type: ignore[arg-type]
+        else:
+            writer = make_writer(fmt, raw, **_WORKER["writer_options"])
+    marks = None
+    extra: list[Any] = []
+    if detection is not None:
+        from ..detection.stages import SigmaMatchStage
+        marks = _Marks(writer, counter, detection.correlation is not None)
+        extra.append(SigmaMatchStage(detection))
     spool = _ErrorSpool(_WORKER["tmpdir"], index)
     results = []
     try:
         for path in paths:
             before = spool.count
-            r = Replayer(_WORKER["options"], writer, on_error=spool.add,
-                         engine=_WORKER["engine"])
+            if marks is not None:
+                r = Replayer(_WORKER["options"], None, on_error=spool.add,
+                             engine=_WORKER["engine"], sinks=[marks], extra_stages=extra)
+            else:
+                r = Replayer(_WORKER["options"], writer, on_error=spool.add,
+                             engine=_WORKER["engine"])
             r.run_file(path)
             results.append((path, r.stats, spool.count - before))
     finally:
         spool.close()
         if writer is not None:
             writer.close()
-    return out_path, spool.path, results
+    return out_path, spool.path, results, marks.result() if marks is not None else None
+
+
+class _Correlator:
+    """The parent's part of a parallel replay with Sigma rules: correlation over the workers'
+    marks, in input order, and the alerts written where one process writes them.
+
+    Args:
+        detection: the loaded :class:`~sysmonx.detection.stage.DetectionStage` (the one the
+            workers inherited: the same rule indices).
+        events_writer: a part writer on the output for alerts as events 1000, or ``None``.
+        alert_sinks: sinks that take alerts (``--alerts FILE``); when given, alerts go there
+            only, as in one process.
+        to_out: runs a write to the output, turning an ``OSError`` into a ``SinkError``.
+    """
+
+    def __init__(self, detection: Any, events_writer: Any, alert_sinks: Sequence[Sink],
+                 to_out: Callable[[Callable[[], object]], None]) -> None:
+        from ..detection.stages import SigmaAlertEvents
+        self.detection = detection
+        self.compiled = detection.matcher.compiled
+        self.timed = detection.correlation is not None
+        self.alert_sinks = [s for s in alert_sinks if "alert" in s.accepts]
+        self.events_writer = None if self.alert_sinks else events_writer
+        self.numbering = SigmaAlertEvents()
+        self.to_out = to_out
+
+    def merge(self, part: Optional[str], marks: tuple[bytes, bytes, list[Any]],
+              out: Optional[BinaryIO]) -> None:
+        """Correlate one part's marks and copy the part to ``out`` with the alerts after the
+        events that raised them.
+
+        Raises:
+            SinkError: writing the output or an alerts sink failed.
+        """
+        det = self.detection
+        stats = det.stats
+        ends = array("q")
+        ends.frombytes(marks[0])
+        times = array("q")
+        times.frombytes(marks[1])
+        hits = {k: (event, idx) for k, event, idx in marks[2]}
+        n = len(ends)
+        base = stats.events
+        points: Iterator[int] = iter(sorted(hits))
+        if self.timed:  # the events whose clock one process reads (DetectionStage.correlate)
+            every = det.CLOCK_EVERY
+            points = iter(sorted(set(range((-(base + 1)) % every, n, every)) | hits.keys()))
+        compiled = self.compiled
+        view: Optional[memoryview] = None
+        if part is not None and out is not None and os.path.getsize(part):
+            import mmap
+            with open(part, "rb") as f:  # the part's bytes mapped, written by slices
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            view = memoryview(mapped)
+        pos = 0
+        try:
+            for k in points:
+                stats.events = base + k + 1
+                t: Optional[int] = None
+                if self.timed:
+                    t = times[k]
+                    if t == _NO_TIME:
+                        t = None
+                hit = hits.get(k)
+                if hit is None:
+                    alerts = det.correlate_timed(None, [], t)
+                else:
+                    alerts = det.correlate_timed(hit[0], [compiled[i] for i in hit[1]], t)
+                if alerts:
+                    if view is not None:
+                        end = ends[k]
+                        self.to_out(lambda a=pos, b=end: out.write(view[a:b]))  # type: ignore[union-attr,misc]
+                        pos = end
+                    self.write_alerts(alerts)
+            stats.events = base + n
+            if view is not None:
+                self.to_out(lambda: out.write(view[pos:]))  # type: ignore[union-attr]
+        finally:
+            if view is not None:
+                view.release()
+                mapped.close()
+
+    def write_alerts(self, alerts: list[Any]) -> None:
+        """Alerts to the alert sinks, else into the output as events 1000 (numbered from 1 in
+        stream order, :class:`~sysmonx.detection.stages.SigmaAlertEvents`).
+
+        Raises:
+            SinkError: a write failed.
+        """
+        for alert in alerts:
+            if self.alert_sinks:
+                for sink in self.alert_sinks:
+                    _write_sink(sink, alert)
+            else:
+                w = self.events_writer
+                emit = w.write if w is not None else _drop
+                self.to_out(lambda a=alert, e=emit: self.numbering.process(a, e))  # type: ignore[misc]
+
+    def finish(self) -> None:
+        """End of the stream: the alerts of the correlation windows still open."""
+        self.write_alerts(self.detection.finish())
+
+
+def _drop(item: Any) -> None:
+    pass
+
+
+def _write_sink(sink: Sink, item: Any) -> None:
+    try:
+        sink.write(item)
+    except SinkError:
+        raise
+    except OSError as exc:
+        raise SinkError(f"cannot write {sink.target or sink.name}: {exc.strerror or exc}") \
+            from exc
 
 
 def _group_files(files: list[str], jobs: int) -> list[list[str]]:
@@ -174,11 +400,102 @@ def _group_files(files: list[str], jobs: int) -> list[list[str]]:
     return groups
 
 
+def _describe_exit(code: Optional[int]) -> str:
+    """``was killed by signal 9 (SIGKILL)`` / ``exited with status 3`` / ``died``."""
+    if code is None:
+        return "died"
+    if code < 0:
+        import signal
+        try:
+            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class _Lost:
+    """A file whose worker process died twice in a row while replaying it alone."""
+
+    def __init__(self, path: str, how: str) -> None:
+        self.path, self.how = path, how
+
+
+def _stop(executor: Any, wait: bool) -> None:
+    """Shut ``executor`` down; without ``wait`` its worker processes are terminated (an
+    interrupted or failed replay must not wait for the groups still running)."""
+    procs = list((getattr(executor, "_processes", None) or {}).values())
+    if wait:
+        executor.shutdown(wait=True)
+        return
+    executor.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(5)
+
+
+def _ordered_results(groups: list[list[str]], jobs: int, initargs: tuple[Any, ...]
+                     ) -> Generator[tuple[list[str], Any], None, None]:
+    """The workers' results, group after group in input order: ``(paths, result of
+    _replay_group)``, or ``([path], _Lost)`` for a file that killed its worker twice.
+
+    A dead worker breaks the pool (every group not finished fails with it): the first group
+    not yet returned is replayed again file by file, one file at a time on one fresh worker
+    (so a second death names its file), then the rest go on a fresh pool."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    ctx = multiprocessing.get_context("fork")
+    pending = list(enumerate(groups))
+    while pending:
+        ex = ProcessPoolExecutor(min(jobs, len(pending)), mp_context=ctx,
+                                 initializer=_init_worker, initargs=initargs)
+        ok = False
+        try:
+            futures = [ex.submit(_replay_group, task) for task in pending]
+            done = 0
+            for fut in futures:
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    break
+                yield pending[done][1], result
+                done += 1
+            ok = True
+        finally:
+            _stop(ex, wait=ok)
+        if done == len(pending):
+            return
+        index, paths = pending[done]
+        pending = pending[done + 1:]
+        for path in paths:  # alone, one at a time: a second death names the file
+            one = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker,
+                                      initargs=initargs)
+            ok = False
+            try:
+                fut = one.submit(_replay_group, (index, [path]))
+                procs = list((getattr(one, "_processes", None) or {}).values())
+                alone: Any
+                try:
+                    alone = fut.result()
+                except BrokenProcessPool:
+                    for p in procs:
+                        p.join(5)
+                    code = next((p.exitcode for p in procs if p.exitcode), None)
+                    alone = _Lost(path, _describe_exit(code))
+                ok = True
+            finally:
+                _stop(one, wait=ok)
+            yield [path], alone
+
+
 def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str],
                     out: Optional[BinaryIO], jobs: int,
                     on_error: Callable[[str], None],
                     on_file_done: Optional[Callable[[str, ReplayStats], None]] = None,
-                    writer_options: Optional[dict[str, Any]] = None) -> ReplayStats:
+                    writer_options: Optional[dict[str, Any]] = None, *,
+                    detection: Any = None, alert_sinks: Sequence[Sink] = ()) -> ReplayStats:
     """Replay ``files`` on ``jobs`` worker processes, output in input order.
 
     What a format writes once per output (CSV header and byte-order mark, an XML root) is written
@@ -195,14 +512,25 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
             :class:`SpooledLine` with its ``severity``) in file order.
         on_file_done: called after each file with its path and the running totals.
         writer_options: keyword options of the writer (e.g. ``{"bom": True}`` for ``csv``).
+        detection: a loaded :class:`~sysmonx.detection.stage.DetectionStage`: the workers match
+            (stateless), this process correlates over their results in input order and writes
+            the alerts where one process writes them (module docstring); its counters and
+            summary end as one process's. Needs no enrichment (one stream: see
+            :func:`~sysmonx.stages.enrich.enrichment_wanted`).
+        alert_sinks: sinks for the alerts (``--alerts FILE``); without one that accepts
+            alerts, they go into ``out`` as events 1000. Not closed here.
     Returns:
         merged :class:`~sysmonx.pipeline.replay.ReplayStats`.
+    A worker that dies is not fatal: its files are replayed again one at a time, and a file
+    whose worker dies again is an error line (``PATH: the worker process replaying this file
+    was killed by signal 9 (SIGKILL); its events are not in the output``), counted in
+    ``errors``; the other files' output is complete.
+
     Raises:
-        SinkError: writing ``out`` failed (an ``OSError``).
+        SinkError: writing ``out`` (or an alerts sink) failed (an ``OSError``).
         TimeFormatError: a bad ``options.time_from`` / ``time_to``.
         ValueError: ``options.keep_duplicates`` is False (duplicates are found in one stream).
     """
-    import multiprocessing
     import shutil
     import tempfile
     if not options.keep_duplicates:
@@ -223,7 +551,7 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
     def to_out(action: Callable[[], object]) -> None:
         try:
             action()
-        except BrokenPipeError:
+        except (BrokenPipeError, SinkError):
             raise
         except OSError as exc:
             raise SinkError(f"cannot write {label}: {exc.strerror or exc}") from exc
@@ -236,36 +564,58 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
             part_options = {**writer_options, **getattr(type(head), "PART_OPTIONS", {})}
             out.flush()  # nothing buffered when the workers fork
         to_out(open_head)
+    correlator = None
+    if detection is not None:
+        alerts_writer = None
+        if fmt is not None and out is not None:
+            alerts_writer = make_writer(fmt, out, **{**part_options, "close_stream": False})
+        correlator = _Correlator(detection, alerts_writer, alert_sinks, to_out)
     groups = _group_files(files, jobs)
     with tempfile.TemporaryDirectory(prefix="sysmonx-replay-") as tmpdir:
-        ctx = multiprocessing.get_context("fork")
         _prepare_for_fork(options, fmt, part_options, engine)
-        _PARENT_ENGINE["engine"] = engine
+        _PARENT_ENGINE.update(engine=engine, detection=detection)
         try:
-            pool = ctx.Pool(jobs, initializer=_init_worker,
-                            initargs=(options, fmt, tmpdir, part_options))
+            initargs = (options, fmt, tmpdir, part_options, detection is not None)
+            # closing: a failed output or Ctrl-C stops the workers at once
+            with contextlib.closing(_ordered_results(groups, jobs, initargs)) as ordered:
+                for paths, result in ordered:
+                    if isinstance(result, _Lost):
+                        total.files += 1
+                        total.errors += 1
+                        on_error(SpooledLine("error", f"{result.path}: the worker process replaying "
+                                             f"this file {result.how}; its events are not in the "
+                                             "output"))
+                        if on_file_done is not None:
+                            on_file_done(result.path, total)
+                        continue
+                    tmp, err_path, results, marks = result
+                    if len(results) != len(paths):  # cannot happen: a worker returns every file
+                        raise RuntimeError("parallel replay: a worker returned a short result")
+                    if tmp is not None or marks is not None:
+                        if correlator is not None and marks is not None:
+                            correlator.merge(tmp, marks, out)
+                        elif tmp is not None and out is not None:
+                            with open(tmp, "rb") as f:
+                                to_out(lambda: shutil.copyfileobj(f, out, 1 << 20))
+                        if tmp is not None:
+                            os.unlink(tmp)
+                    errors = open(err_path, encoding="ascii") if err_path is not None else None
+                    try:
+                        for path, stats, n_errors in results:
+                            for _ in range(n_errors):
+                                assert errors is not None
+                                on_error(SpooledLine(*json.loads(errors.readline())))
+                            total.merge(stats)
+                            if on_file_done is not None:
+                                on_file_done(path, total)
+                    finally:
+                        if errors is not None:
+                            errors.close()
+                            os.unlink(err_path)
         finally:
             _PARENT_ENGINE.clear()
-        with pool:
-            for tmp, err_path, results in pool.imap(_replay_group, enumerate(groups)):
-                if tmp is not None:
-                    if out is not None:
-                        with open(tmp, "rb") as f:
-                            to_out(lambda: shutil.copyfileobj(f, out, 1 << 20))
-                    os.unlink(tmp)
-                errors = open(err_path, encoding="ascii") if err_path is not None else None
-                try:
-                    for path, stats, n_errors in results:
-                        for _ in range(n_errors):
-                            assert errors is not None
-                            on_error(SpooledLine(*json.loads(errors.readline())))
-                        total.merge(stats)
-                        if on_file_done is not None:
-                            on_file_done(path, total)
-                finally:
-                    if errors is not None:
-                        errors.close()
-                        os.unlink(err_path)  # type: ignore[arg-type]
+    if correlator is not None:
+        correlator.finish()  # windows still open at the end, as Replayer.finish
     if head is not None:
         # what comes once at the end (</Events> ...); flushes, never closes ``out``
         to_out(head.close)

@@ -16,7 +16,7 @@ import os
 import tempfile
 from typing import Optional
 
-__all__ = ["Tracefs", "tracefs_problem"]
+__all__ = ["Tracefs", "tracefs_problem", "mount_problem", "cpu_stats_files", "read_lost"]
 
 
 def _system_root() -> Optional[str]:
@@ -31,6 +31,12 @@ def tracefs_problem() -> Optional[str]:
     """``None`` if tracefs is mounted or can be mounted here, else why not."""
     if _system_root():
         return None
+    return mount_problem()
+
+
+def mount_problem() -> Optional[str]:
+    """``None`` if a tracefs can be mounted here (kernel support in ``/proc/filesystems``, root),
+    else why not; for callers that found no usable system mount themselves."""
     try:
         with open("/proc/filesystems", encoding="ascii") as fh:
             if "tracefs" not in fh.read():
@@ -40,6 +46,34 @@ def tracefs_problem() -> Optional[str]:
     if os.geteuid() != 0:
         return "tracefs not mounted and not root"
     return None
+
+
+def cpu_stats_files(instance: Optional[str]) -> list[str]:
+    """Paths of the per-CPU ``stats`` files of the tracefs instance folder ``instance`` (empty
+    when there is none or it cannot be listed); see the kernel's Documentation/trace/ftrace.rst,
+    "per_cpu/cpuN/stats"."""
+    if instance is None:
+        return []
+    base = os.path.join(instance, "per_cpu")
+    try:
+        return [os.path.join(base, c, "stats") for c in sorted(os.listdir(base))]
+    except OSError:
+        return []
+
+
+def read_lost(path: str) -> int:
+    """Events one CPU's ring buffer lost so far: ``overrun`` + ``dropped events`` of its
+    ``stats`` file (0 when it cannot be read: the instance is gone)."""
+    total = 0
+    try:
+        with open(path, encoding="ascii") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("overrun", "dropped events"):
+                    total += int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return total
 
 
 class Tracefs:

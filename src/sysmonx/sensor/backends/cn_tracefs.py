@@ -43,6 +43,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from ..tracefs import cpu_stats_files, mount_problem, read_lost
+
 
 __all__ = ["TcpStateTrace", "TcpTransition", "ConnectMatcher", "parse_line", "find_tracefs",
            "thread_group",
@@ -153,15 +155,7 @@ def tracefs_available() -> Optional[str]:
     """``None`` if tracefs is mounted or mountable here (root, kernel support), else why."""
     if find_tracefs():
         return None
-    try:
-        with open("/proc/filesystems", encoding="ascii") as fh:
-            if "tracefs" not in fh.read():
-                return "kernel without tracefs"
-    except OSError as exc:
-        return f"/proc/filesystems: {exc.strerror}"
-    if os.geteuid() != 0:
-        return "tracefs not mounted and not root"
-    return None
+    return mount_problem()
 
 
 def _libc():
@@ -290,8 +284,8 @@ class TcpStateTrace:
         if exclude:
             flt += "".join(f" && common_pid != {p}" for p in exclude[:32])
         _write(os.path.join(inst, "events", EVENT, "filter"), flt)
-        for cpu_stats in self._cpu_stats_files():
-            self._lost_base[cpu_stats] = self._read_lost(cpu_stats)
+        for cpu_stats in cpu_stats_files(self.instance):
+            self._lost_base[cpu_stats] = read_lost(cpu_stats)
         _write(os.path.join(inst, "events", EVENT, "enable"), "1")
         self.fd = os.open(os.path.join(inst, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -308,35 +302,13 @@ class TcpStateTrace:
             if pid_part.isdigit() and not _pid_alive(int(pid_part)):
                 remove_instance(os.path.join(inst_dir, name))
 
-    def _cpu_stats_files(self) -> list:
-        if self.instance is None:
-            return []
-        base = os.path.join(self.instance, "per_cpu")
-        try:
-            return [os.path.join(base, c, "stats") for c in sorted(os.listdir(base))]
-        except OSError:
-            return []
-
-    @staticmethod
-    def _read_lost(path: str) -> int:
-        total = 0
-        try:
-            with open(path, encoding="ascii") as fh:
-                for line in fh:
-                    key, _, value = line.partition(":")
-                    if key.strip() in ("overrun", "dropped events"):
-                        total += int(value.split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-        return total
-
     def lost_delta(self) -> int:
         """Events lost since the last call (``overrun`` + ``dropped events`` of every CPU)."""
         if not self.instance:
             return 0
         delta = 0
-        for path in self._cpu_stats_files():
-            now = self._read_lost(path)
+        for path in cpu_stats_files(self.instance):
+            now = read_lost(path)
             delta += max(0, now - self._lost_base.get(path, 0))
             self._lost_base[path] = now
         self.stats["overrun"] += delta

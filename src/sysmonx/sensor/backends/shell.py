@@ -40,6 +40,7 @@ import time
 from typing import Any, Callable, Optional
 
 from ...core.registry import BACKENDS
+from ..tracefs import cpu_stats_files, read_lost
 from ..observations import BackendError, Loss, Observation, ShellCommand
 from .base import Backend, BackendUnavailable
 from .cn_tracefs import thread_group
@@ -243,8 +244,8 @@ class ShellBackend(Backend):
                    str(int(self.options.get("shell_buffer_kb", 1024))))
             _write(os.path.join(inst, "trace_clock"), "mono")
             _write(os.path.join(inst, "options/record-tgid"), "1")
-            for cpu_stats in self._stats_files():
-                self._lost_base[cpu_stats] = self._read_lost(cpu_stats)
+            for cpu_stats in cpu_stats_files(self._instance):
+                self._lost_base[cpu_stats] = read_lost(cpu_stats)
             for name in self._probes:
                 _write(os.path.join(inst, "events", self._group, name, "enable"), "1")
             self._fd = os.open(os.path.join(inst, "trace_pipe"),
@@ -335,32 +336,10 @@ class ShellBackend(Backend):
             self._tfs.close()
             self._tfs = None
 
-    def _stats_files(self) -> list:
-        if self._instance is None:
-            return []
-        base = os.path.join(self._instance, "per_cpu")
-        try:
-            return [os.path.join(base, c, "stats") for c in sorted(os.listdir(base))]
-        except OSError:
-            return []
-
-    @staticmethod
-    def _read_lost(path: str) -> int:
-        total = 0
-        try:
-            with open(path, encoding="ascii") as fh:
-                for line in fh:
-                    key, _, value = line.partition(":")
-                    if key.strip() in ("overrun", "dropped events"):
-                        total += int(value.split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-        return total
-
     def _check_lost(self) -> None:
         delta = 0
-        for path in self._stats_files():
-            now = self._read_lost(path)
+        for path in cpu_stats_files(self._instance):
+            now = read_lost(path)
             delta += max(0, now - self._lost_base.get(path, 0))
             self._lost_base[path] = now
         if delta:
