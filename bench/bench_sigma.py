@@ -3,6 +3,8 @@
 
     python bench/bench_sigma.py [--corpus DIR] [--rules PATH] [--rounds N] [--warm-passes N]
                                 [--alerts jsonl|none] [--jobs N]
+    python bench/bench_sigma.py --startup [--build-evtx-mb MB] [--rounds N]
+    python bench/bench_sigma.py --zircolite DIR [--zircolite-python PY] [--build-evtx-mb MB]
 
 Baseline: iterate ``evtx.PyEvtxParser(f).records_json()`` over every EVTX under
 ``<corpus>/evtx`` (the parse alone, no JSON decoding), as bench/bench_replay.py does. Measured:
@@ -31,6 +33,26 @@ interleaved, best of each:
   parse of the same files; each also as the child's whole CPU time (interpreter start and
   imports included, from ``wait4``), beside the baseline child's whole CPU time.
 
+``--build-evtx-mb MB`` (with ``--startup`` or ``--zircolite``) measures on one valid EVTX of
+about MB megabytes instead of the corpus files, built by bench_size.py's builder (its corpus
+file's chunks repeated and renumbered; :func:`bench_size.build_evtx`) in a temporary folder: the
+"cold single process including start-up" case on a large input, as a ratio to the bare parse of
+the same file in the same run.
+
+``--zircolite DIR`` times Zircolite (a checkout of it in DIR, run by the python of its own venv,
+``--zircolite-python``, with its bundled Sysmon ruleset ``rules/rules_windows_sysmon.json`` or,
+where the checkout lacks it, ``rules_windows_sysmon_high.json``, which its rules/README.md gives
+as the same rules) and ``sysmonx replay INPUT --rules PATH --no-output --alerts FILE`` on the
+same input (the corpus EVTX folder, or the built EVTX), each a fresh process (with
+``--keep-duplicates``: Zircolite matches every record, and the built EVTX repeats its events,
+which a default replay would drop unmatched as duplicates): SysmonX with its
+rule cache filled beforehand (warm cache) and with ``--no-rule-cache``. Before every run the
+inputs' and rule files' pages are dropped from the page cache; rounds are interleaved, best of
+each. Per run: CPU seconds (user + system from ``wait4``, every waited-for descendant included,
+so Zircolite's worker processes count), wall seconds (marked: the machine is shared), the
+records each side reports and its detections. Exits non-zero when either side failed, read
+nothing or detected nothing, or the cached run did not use the cache.
+
 Times are CPU seconds of this process (``time.process_time``: every thread, so pyevtx-rs's
 parser threads count for the baseline as for the measured path), robust to other load on the
 machine; each round measures baseline, read path, cold and warm one after another, and the best
@@ -46,6 +68,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -175,8 +198,9 @@ def _startup_run(spec: dict) -> dict:
     return res
 
 
-def startup(args, files: list[str], rules: Path) -> int:
-    """The ``--startup`` measurements (see the module docstring)."""
+def startup(args, files: list[str], rules: Path, what: str = "small folder") -> int:
+    """The ``--startup`` measurements (see the module docstring); ``what`` names the input in
+    the rows (``small folder``: the corpus EVTX; a built EVTX with ``--build-evtx-mb``)."""
     import tempfile
     cpu = max(os.sched_getaffinity(0))
     load_before = _load()
@@ -202,7 +226,9 @@ def startup(args, files: list[str], rules: Path) -> int:
         return 1
     best = {k: min(r["cpu"] for r in v) for k, v in res.items()}
     whole = {k: min(r["whole"] for r in v) for k, v in res.items()}
-    print(f"files: {len(files)}  records: {n}  rules: {rules.name}  CPU time, one core (pinned "
+    size = sum(os.path.getsize(f) for f in files) / 2**20
+    print(f"files: {len(files)} ({size:,.1f} MB)  records: {n}  rules: {rules.name}  CPU time, "
+          "one core (pinned "
           f"to CPU {cpu}), best of {args.rounds} fresh children each; load average "
           f"before/after: {load_before} / {load_after}")
     print(f"fill of the cache (compile + store, once): {fill['startup']:.2f} s")
@@ -212,11 +238,185 @@ def startup(args, files: list[str], rules: Path) -> int:
     for label, k in (("start-up, rules compiled (no cache)", "compile"),
                      ("start-up, rules from the cache", "cached")):
         print(f"{label:<44}{best[k]:11.3f}{whole[k]:17.3f}")
-    for label, k in (("small folder cold, no cache", "folder"),
-                     ("small folder cold, cached rules", "folder_cached")):
+    for label, k in ((f"{what} cold, no cache", "folder"),
+                     (f"{what} cold, cached rules", "folder_cached")):
         print(f"{label:<44}{best[k]:11.3f}{whole[k]:17.3f}{best['base'] / best[k]:8.3f}"
               f"   (whole processes: {whole['base'] / whole[k]:.3f})")
     return 0
+
+
+def _run_measured(cmd: list[str], cwd: str, env: Optional[dict] = None) -> dict:
+    """Run ``cmd`` as a child; its exit code, stdout, stderr, wall seconds and CPU seconds
+    (user + system from ``wait4``: the child and every descendant it waited for)."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, env=env,
+                                stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return {"rc": proc.returncode, "wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
+                "maxrss": usage.ru_maxrss * 1024,
+                "out": out.read().decode("utf-8", "replace"),
+                "err": err.read().decode("utf-8", "replace")}
+
+
+def _rss_mb() -> float:
+    """This process's resident set (``VmRSS``), MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _entries(directory: str) -> dict:
+    """``{path: (size, inode)}`` of every file under ``directory`` (a hit touches its entry's
+    mtime; a store writes a new file and renames it)."""
+    out = {}
+    for p in Path(directory).rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            out[str(p)] = (st.st_size, st.st_ino)
+    return out
+
+
+def zircolite_ruleset(zdir: Path) -> Optional[Path]:
+    """Zircolite's bundled Sysmon ruleset in its checkout ``zdir``: ``rules_windows_sysmon.json``,
+    else ``rules_windows_sysmon_high.json`` (its rules/README.md: the same rules, level high and
+    above); ``None`` when neither is there."""
+    for name in ("rules_windows_sysmon.json", "rules_windows_sysmon_high.json"):
+        p = zdir / "rules" / name
+        if p.is_file():
+            return p
+    return None
+
+
+def _zircolite_detections(path: Path) -> int:
+    """Matched events in a Zircolite JSON result file (the sum of each rule's ``count``)."""
+    import json
+    with open(path, "rb") as f:
+        return sum(int(r.get("count", 0)) for r in json.load(f))
+
+
+def zircolite(args, target: str, files: list[str], rules: Path) -> int:
+    """``--zircolite``: Zircolite and ``sysmonx replay --rules`` on the same input in the same
+    run, each a fresh process (see the module docstring)."""
+    import re
+    import shutil
+    import tempfile
+    zdir = Path(args.zircolite).resolve()
+    zpy = Path(args.zircolite_python) if args.zircolite_python else zdir / ".venv/bin/python"
+    zrules = Path(args.zircolite_ruleset) if args.zircolite_ruleset else zircolite_ruleset(zdir)
+    missing = [str(p) for p in (zdir / "zircolite.py", zpy) if not p.exists()]
+    if zrules is None or not zrules.is_file():
+        missing.append(str(zrules or zdir / "rules/rules_windows_sysmon.json"))
+    if missing:
+        print(f"error: Zircolite not runnable: missing {', '.join(missing)}", file=sys.stderr)
+        return 1
+    load_before = _load()
+    tmp = tempfile.mkdtemp(prefix="sysmonx-zircolite-")
+    try:
+        cache = os.path.join(tmp, "cache")
+        env = dict(os.environ, SYSMONX_CACHE_DIR=cache)
+        sx = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+              "from sysmonx.cli.dispatch import main; sys.exit(main(sys.argv[1:]))",
+              str(ROOT / "src"), "replay", target, "--rules", str(rules), "--no-output",
+              "--no-progress", "--keep-duplicates", "--alerts", os.path.join(tmp, "alerts.jsonl")]
+        runs = {
+            "zircolite": [str(zpy), str(zdir / "zircolite.py"), "--evtx", target, "--ruleset",
+                          str(zrules), "-c", str(zdir / "config" / "config.yaml"),
+                          "-o", os.path.join(tmp, "zircolite.json"), "-q"],
+            "cached": sx + ["--rule-cache", cache],
+            "compiled": sx + ["--no-rule-cache"],
+        }
+        fill = _run_measured(runs["cached"], tmp, env)  # fills the rule cache (not timed)
+        if fill["rc"] != 0:
+            print(f"error: sysmonx replay failed:\n{fill['err'][-2000:]}", file=sys.stderr)
+            return 1
+        entries = _entries(cache)  # a run that finds its entry writes none
+        if not entries:
+            print("error: the rule cache holds no entry after filling it", file=sys.stderr)
+            return 1
+        res: dict = {k: [] for k in runs}
+        for _ in range(args.rounds):
+            for k, cmd in runs.items():
+                _evict(files + [str(rules), str(zrules)])
+                for f in ("alerts.jsonl", "zircolite.json"):
+                    if os.path.exists(os.path.join(tmp, f)):
+                        os.unlink(os.path.join(tmp, f))
+                r = _run_measured(cmd, tmp, env)
+                if r["rc"] != 0:
+                    print(f"error: {k} exited {r['rc']}:\n{(r['err'] or r['out'])[-2000:]}",
+                          file=sys.stderr)
+                    return 1
+                if k == "zircolite":
+                    m = re.search(r"Events\s+([\d,]+)", r["out"])
+                    r["records"] = int(m.group(1).replace(",", "")) if m else 0
+                    out = Path(tmp, "zircolite.json")
+                    r["alerts"] = _zircolite_detections(out) if out.is_file() else 0
+                else:
+                    m = re.search(r"records read: ([\d,]+)\s+Sysmon events: ([\d,]+)",
+                                  r["out"] + r["err"])
+                    r["records"] = int(m.group(1).replace(",", "")) if m else 0
+                    r["events"] = int(m.group(2).replace(",", "")) if m else 0
+                    if re.search(r"duplicates dropped: [1-9]", r["out"] + r["err"]):  # all matched
+                        print(f"error: sysmonx dropped duplicates:\n{r['err'][-1000:]}",
+                              file=sys.stderr)
+                        return 1
+                    with open(os.path.join(tmp, "alerts.jsonl"), "rb") as f:
+                        r["alerts"] = sum(1 for _ in f)
+                    if k == "cached" and _entries(cache) != entries:
+                        print("error: the rule cache was not used (its entries changed)",
+                              file=sys.stderr)
+                        return 1
+                res[k].append(r)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    load_after = _load()
+    bad = [(k, r["records"], r["alerts"]) for k, v in res.items() for r in v
+           if not r["records"] or not r["alerts"]]
+    if bad:
+        print(f"error: a side read or detected nothing: {bad[:3]}", file=sys.stderr)
+        return 1
+    cpu = {k: min(r["cpu"] for r in v) for k, v in res.items()}
+    wall = {k: min(r["wall"] for r in v) for k, v in res.items()}
+    size = sum(os.path.getsize(f) for f in files) / 2**20
+    print(f"input: {target} ({len(files)} EVTX files, {size:,.1f} MB); pages dropped before "
+          f"every run; best of {args.rounds} rounds, interleaved; load average before/after: "
+          f"{load_before} / {load_after}")
+    print(f"Zircolite: {zdir} (python {zpy}), ruleset {zrules.name}; SysmonX: sysmonx replay "
+          f"--rules {rules.name} --no-output --keep-duplicates --alerts FILE")
+    print(f"{'run':<38}{'CPU s':>8}{'wall s*':>9}{'records':>9}{'detections':>12}"
+          f"{'max RSS MB':>12}{'CPU vs Zircolite':>18}")
+    for label, k in (("Zircolite", "zircolite"), ("SysmonX, rules from the cache (warm)", "cached"),
+                     ("SysmonX, rules compiled (no cache)", "compiled")):
+        r = min(res[k], key=lambda x: x["cpu"])
+        ratio = "" if k == "zircolite" else f"{cpu['zircolite'] / cpu[k]:17.2f}x"
+        print(f"{label:<38}{cpu[k]:8.2f}{wall[k]:9.2f}{r['records']:9,}{r['alerts']:12,}"
+              f"{r['maxrss'] / 2**20:12.1f} {ratio}")
+    print(f"max RSS: ru_maxrss from wait4 (Linux counts the forking bench's own resident set, "
+          f"{_rss_mb():.0f} MB, into it: a floor, not the child's)")
+    print(f"* wall seconds on a shared machine: read with the load average. Wall ratio "
+          f"(Zircolite / SysmonX cached): {wall['zircolite'] / wall['cached']:.2f}x; CPU: "
+          f"{cpu['zircolite'] / cpu['cached']:.2f}x. Records: what each reports having read "
+          "(Zircolite counts the events it kept after its channel/EventID pre-filter); "
+          "detections: Zircolite's matched events, SysmonX's alerts (different rule sets).")
+    return 0
+
+
+def build_large_evtx(corpus: Path, megabytes: float, dst: Path) -> int:
+    """A valid EVTX of about ``megabytes`` MB (2**20 bytes) at ``dst``, built by bench_size.py's builder from
+    its corpus file (its chunks repeated and renumbered); returns its records."""
+    from bench_size import _CHUNK, EVTX_REL, _chunks, build_evtx
+    src = corpus / EVTX_REL
+    per_copy = len(_chunks(src.read_bytes())) * _CHUNK  # the chunks that carry records
+    copies = max(1, round(megabytes * 2**20 / per_copy))
+    return build_evtx(src, copies, dst)
 
 
 def main() -> int:
@@ -236,6 +436,16 @@ def main() -> int:
     ap.add_argument("--startup", action="store_true",
                     help="measure start-up (compiled and cached rules) and the small-folder "
                          "case in fresh pinned children instead")
+    ap.add_argument("--build-evtx-mb", type=float, metavar="MB",
+                    help="with --startup or --zircolite: measure on one valid EVTX of about MB "
+                         "megabytes built by bench_size.py's builder instead of the corpus files")
+    ap.add_argument("--zircolite", metavar="DIR",
+                    help="time Zircolite (its checkout in DIR) and sysmonx replay --rules on the "
+                         "same input in the same run, cold, CPU and wall")
+    ap.add_argument("--zircolite-python", metavar="PATH",
+                    help="the python of Zircolite's own venv (default DIR/.venv/bin/python)")
+    ap.add_argument("--zircolite-ruleset", metavar="FILE",
+                    help="default: its bundled rules/rules_windows_sysmon.json (or _high.json)")
     args = ap.parse_args()
     corpus = Path(args.corpus)
     files = sorted(str(p) for p in (corpus / "evtx").rglob("*.evtx"))
@@ -244,6 +454,24 @@ def main() -> int:
         return 1
     rules = Path(args.rules) if args.rules else \
         corpus / "sigma" / "sigmahq_rules_sysmon_categories.tar.gz"
+    if args.build_evtx_mb is not None and not (args.startup or args.zircolite):
+        print("--build-evtx-mb needs --startup or --zircolite", file=sys.stderr)
+        return 1
+    if args.build_evtx_mb is not None:
+        import shutil
+        import tempfile
+        tmp = tempfile.mkdtemp(prefix="sysmonx-sigma-")
+        try:
+            built = Path(tmp) / f"x{args.build_evtx_mb:g}MB.evtx"
+            build_large_evtx(corpus, args.build_evtx_mb, built)
+            what = f"{built.stat().st_size / 2**20:.0f} MB EVTX"
+            if args.zircolite:
+                return zircolite(args, str(built), [str(built)], rules)
+            return startup(args, [str(built)], rules, what)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if args.zircolite:
+        return zircolite(args, str(corpus / "evtx"), files, rules)
     if args.startup:
         return startup(args, files, rules)
     load_before = _load()

@@ -2,6 +2,7 @@
 """Peak memory and throughput of replay at 1x, 10x and 100x the size of a corpus file.
 
     python bench/bench_size.py [--corpus DIR] [--sizes 1,10,100] [--inputs evtx,jsonl,...]
+                               [--rules PATH [--rule-cache DIR] [--where]]
                                [--output xml|linux-xml|jsonl|csv|ecs|sqlite|none]
                                [--config FILE|none]
 
@@ -44,6 +45,16 @@ records, records/s, peak RSS, growth of the peak over the post-import baseline, 
 peak(Nx)/peak(1x). (``getrusage().ru_maxrss`` is not used for the peak: Linux carries it over
 ``fork`` + ``execve`` from the parent, so a child's value is at least the parent's RSS at the time;
 ``VmHWM`` belongs to the child's own address space.)
+
+``--rules PATH`` runs Sigma rules in every child as ``sysmonx replay --rules PATH`` does (the
+detection stage after the filter, alerts into the event stream as event 1000, written with the
+events): compiled in the child, or with ``--rule-cache DIR`` taken from a cache a separate
+process filled first (what a second ``sysmonx replay`` does). The child then also reports its
+resident set after the imports, after the config, after compiling the rules (and the peak while
+compiling), before and after the pass, and the alerts. ``--where`` adds one child per
+measurement that traces Python allocations (``tracemalloc``) and prints the source files and
+lines holding the most memory after compiling the rules, and what the pass added and still holds
+(its RSS is inflated by the tracing: those runs are not the measurement).
 """
 
 from __future__ import annotations
@@ -60,6 +71,7 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -206,8 +218,6 @@ def build_inputs(corpus: Path, work: Path, sizes: list[int], inputs: list[str]) 
 CHILD = r"""
 import json, os, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from sysmonx.config import load_config
-from sysmonx.pipeline import Replayer, ReplayOptions, make_writer
 
 def status(key):
     with open("/proc/self/status") as f:
@@ -217,8 +227,44 @@ def status(key):
     return 0
 
 path, fmt, cfg, keep = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "keep"
-config = None if cfg == "none" else load_config(cfg)
+rules, cache_dir, where = sys.argv[7], sys.argv[8], sys.argv[9] == "where"
+from sysmonx.config import load_config
+from sysmonx.pipeline import Replayer, ReplayOptions, make_writer
 import sysmonx.sources.evtx, sysmonx.sources.jsonshapes, sysmonx.sources.archive  # noqa
+if rules != "none":
+    from sysmonx.detection import DetectionStage
+    from sysmonx.detection.cache import RuleCache
+phases = {"imports": status("VmRSS")}
+config = None if cfg == "none" else load_config(cfg)
+phases["config"] = status("VmRSS")
+if where:
+    import tracemalloc
+    tracemalloc.start(1)
+stage = None
+if rules != "none":
+    stage = DetectionStage.from_paths([rules], cache=RuleCache(cache_dir) if cache_dir != "none"
+                                      else None)
+    phases["rules"] = status("VmRSS")
+    phases["rules_hwm"] = status("VmHWM")
+top_rules = top_pass = top_lines = None
+if where:
+    import gc
+    gc.collect()
+
+    def top(snap, base=None, n=12):
+        flt = [tracemalloc.Filter(False, tracemalloc.__file__)]
+        snap = snap.filter_traces(flt)
+        stats = snap.compare_to(base.filter_traces(flt), "filename") if base is not None \
+            else snap.statistics("filename")
+        root = sys.argv[1]
+        return [[(s.traceback[0].filename.replace(root + "/", "")), s.size,
+                 getattr(s, "size_diff", s.size), s.count] for s in stats[:n]]
+    snap_rules = tracemalloc.take_snapshot()
+    top_rules = top(snap_rules)
+    top_lines = [[s.traceback[0].filename.replace(sys.argv[1] + "/", "") + ":" +
+                  str(s.traceback[0].lineno), s.size, s.size, s.count]
+                 for s in snap_rules.statistics("lineno")[:10]]
+    phases["traced_rules"] = tracemalloc.get_traced_memory()[0]
 sinks = []
 if fmt == "sqlite":  # the event store: a new database file per run
     from sysmonx.sinks.sqlite import SqliteSink
@@ -228,11 +274,16 @@ else:
     writer = None if fmt == "none" else make_writer(fmt, open(os.devnull, "wb"))
 errors = []
 replayer = Replayer(ReplayOptions(config=config, keep_duplicates=keep), writer,
-                    on_error=errors.append, sinks=sinks)
+                    on_error=errors.append, sinks=sinks, detection=stage)
 baseline = status("VmRSS")
 t = time.perf_counter()
 replayer.run([path])
 elapsed = time.perf_counter() - t
+phases["pass"] = status("VmRSS")
+if where:
+    gc.collect()
+    top_pass = top(tracemalloc.take_snapshot(), snap_rules)
+    phases["traced_pass"], phases["traced_peak"] = tracemalloc.get_traced_memory()
 if writer is not None:
     writer.close()
 replayer.close()
@@ -246,6 +297,11 @@ print(json.dumps({"records": replayer.stats.records, "errors": len(errors), "sto
                   "duplicates": replayer.stats.duplicates,
                   "first_error": str(errors[0]) if errors else None,
                   "seconds": elapsed, "baseline": baseline, "hwm": status("VmHWM"),
+                  "phases": phases, "top_rules": top_rules, "top_pass": top_pass,
+                  "top_lines": top_lines,
+                  "rules": stage.rules_loaded if stage is not None else None,
+                  "alerts": stage.stats.alerts if stage is not None else None,
+                  "cache": stage.cache_status if stage is not None else None,
                   "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
@@ -257,21 +313,32 @@ print(json.dumps({"records": replayer.stats.records, "errors": len(errors), "sto
 REPEATED_RECORDS = frozenset({"evtx", "evtx-zip", "jsonl", "xml", "flatjson", "flatjson-gz"})
 
 
-def measure(path: Path, fmt: str, config: str, keep_duplicates: bool = False) -> dict:
+def measure(path: Path, fmt: str, config: str, keep_duplicates: bool = False,
+            rules: Optional[str] = None, rule_cache: Optional[str] = None,
+            where: bool = False) -> dict:
     """Replay ``path`` in a fresh interpreter; the child's figures (see :data:`CHILD`).
 
+    ``rules``: Sigma rules run through the detection stage as ``sysmonx replay --rules`` does
+    (compiled in the child, or taken from ``rule_cache``); ``where``: trace allocations
+    (``tracemalloc``, grouped by source file) after compiling the rules and over the pass: the
+    figures of such a run are inflated by the tracing and are not the measurement.
+
     Raises:
-        RuntimeError: records were dropped as duplicates (the measurement would be hollow).
+        RuntimeError: records were dropped as duplicates (the measurement would be hollow), or
+            the rules were to run and none was compiled.
     """
     db = str(path) + ".store.db"
     r = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "src"), str(path), fmt, config,
-                        "keep" if keep_duplicates else "dedup", db],
+                        "keep" if keep_duplicates else "dedup", db, rules or "none",
+                        rule_cache or "none", "where" if where else "-"],
                        capture_output=True, text=True, check=True)
     out = json.loads(r.stdout)
     if out["duplicates"]:
         raise RuntimeError(f"{path}: {out['duplicates']} records dropped as duplicates")
     if fmt == "sqlite" and out["stored"] != out["included"]:
         raise RuntimeError(f"{path}: {out['included']} events included, {out['stored']} stored")
+    if rules and not out["rules"]:
+        raise RuntimeError(f"{path}: no Sigma rule compiled from {rules}")
     return out
 
 
@@ -293,11 +360,28 @@ def main() -> int:
                     help="Sysmon config (default: SwiftOnSecurity's from the corpus; 'none': "
                          "no filtering)")
     ap.add_argument("--keep", metavar="DIR", help="build the inputs in DIR and keep them")
+    ap.add_argument("--rules", metavar="PATH",
+                    help="Sigma rules (file, folder or .tar.gz bundle) run through the detection "
+                         "stage in every child, as `sysmonx replay --rules` does (e.g. "
+                         "<corpus>/sigma/sigmahq_rules_sysmon_categories.tar.gz); default none")
+    ap.add_argument("--rule-cache", metavar="DIR",
+                    help="with --rules: take the compiled rules from this cache (filled first "
+                         "by a separate process) instead of compiling them in each child")
+    ap.add_argument("--where", action="store_true",
+                    help="with --rules: one more child per measurement traces allocations "
+                         "(tracemalloc) and prints the top source files after compiling the "
+                         "rules and what the pass added (slower; not the measured figures)")
     args = ap.parse_args()
     corpus = Path(args.corpus)
     if not (corpus / EVTX_REL).is_file():
         print(f"corpus file missing: {corpus / EVTX_REL}; set --corpus or SYSMONX_CORPUS",
               file=sys.stderr)
+        return 1
+    if args.rules and not Path(args.rules).exists():
+        print(f"--rules: {args.rules}: no such file or folder", file=sys.stderr)
+        return 1
+    if (args.rule_cache or args.where) and not args.rules:
+        print("--rule-cache and --where need --rules", file=sys.stderr)
         return 1
     sizes = [int(x) for x in args.sizes.split(",")]
     inputs = [x for x in args.inputs.split(",") if x]
@@ -305,6 +389,7 @@ def main() -> int:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sysmonx-size-"))
     work.mkdir(parents=True, exist_ok=True)
     worst = 1.0
+    measured = 0
     try:
         built = build_inputs(corpus, work, sizes, inputs)
         if "evtx" in built:  # the built EVTX must be valid: every record, no error
@@ -315,33 +400,105 @@ def main() -> int:
                     print(f"built EVTX x{n}: pyevtx-rs read {count} records, expected {565 * n}",
                           file=sys.stderr)
                     return 1
+        if args.rule_cache:
+            fill_rule_cache(args.rules, args.rule_cache)
         print(f"output: {args.output}  config: {Path(config).name if config != 'none' else 'none'}"
-              f"  python {sys.version.split()[0]}  cpus: {os.cpu_count()}")
-        print(f"{'input':12} {'size':>5} {'file MB':>9} {'records':>9} {'rec/s':>9} "
-              f"{'base MB':>8} {'peak MB':>8} {'growth':>8} {'peak/1x':>8}  errors")
+              f"  python {sys.version.split()[0]}  cpus: {os.cpu_count()}  load average: "
+              f"{_load()}")
+        if args.rules:
+            how = f"from the cache {args.rule_cache}" if args.rule_cache else \
+                "compiled in each child"
+            print(f"rules: {args.rules} ({how})")
+            print("RSS MB after: imports, + config, + rules compiled (peak while compiling), "
+                  "before the pass, after the pass; peak = VmHWM of the whole child")
+            print(f"{'input':12} {'size':>5} {'file MB':>8} {'records':>9} {'rec/s':>7} "
+                  f"{'imports':>8} {'config':>7} {'rules':>7} {'(peak)':>7} {'pre':>7} "
+                  f"{'post':>7} {'peak MB':>8} {'peak/1x':>8} {'alerts':>7}  errors")
+        else:
+            print(f"{'input':12} {'size':>5} {'file MB':>9} {'records':>9} {'rec/s':>9} "
+                  f"{'base MB':>8} {'peak MB':>8} {'growth':>8} {'peak/1x':>8}  errors")
         for name in inputs:
             first_peak = None
             for n in sizes:
                 p = built[name][n]
-                m = measure(p, args.output, config, name in REPEATED_RECORDS)
+                m = measure(p, args.output, config, name in REPEATED_RECORDS, args.rules,
+                            args.rule_cache)
+                if m["records"] == 0:
+                    raise RuntimeError(f"{p}: no record read")
+                if args.rule_cache and m["cache"] != "cached":
+                    raise RuntimeError(f"{p}: the rules were {m['cache']}, not from the cache")
+                measured += 1
                 peak = m["hwm"]
                 first_peak = first_peak or peak
                 ratio = peak / first_peak
                 if n != sizes[0] and name not in IN_MEMORY:
                     worst = max(worst, ratio)
-                print(f"{name:12} {str(n) + 'x':>5} {_mb(p.stat().st_size):>9} "
-                      f"{m['records']:9,} {m['records'] / m['seconds']:9,.0f} "
-                      f"{_mb(m['baseline'])} {_mb(peak)} {_mb(peak - m['baseline'])} "
-                      f"{ratio:8.2f}  {m['errors']}" +
-                      (f" ({m['first_error']})" if m["errors"] else "") +
-                      ("  (in memory by design)" if name in IN_MEMORY else ""))
+                tail = f"  {m['errors']}" + \
+                    (f" ({m['first_error']})" if m["errors"] else "") + \
+                    ("  (in memory by design)" if name in IN_MEMORY else "")
+                if args.rules:
+                    ph = m["phases"]
+                    print(f"{name:12} {str(n) + 'x':>5} {_mb(p.stat().st_size)[1:]:>8} "
+                          f"{m['records']:9,} {m['records'] / m['seconds']:7,.0f} "
+                          f"{_mb(ph['imports'])} {_mb(ph['config'])[1:]} {_mb(ph['rules'])[1:]} "
+                          f"{_mb(ph['rules_hwm'])[1:]} {_mb(m['baseline'])[1:]} "
+                          f"{_mb(ph['pass'])[1:]} {_mb(peak)} {ratio:8.2f} {m['alerts']:7,}"
+                          + tail)
+                    if args.where:
+                        _print_where(measure(p, args.output, config, name in REPEATED_RECORDS,
+                                             args.rules, args.rule_cache, where=True))
+                else:
+                    print(f"{name:12} {str(n) + 'x':>5} {_mb(p.stat().st_size):>9} "
+                          f"{m['records']:9,} {m['records'] / m['seconds']:9,.0f} "
+                          f"{_mb(m['baseline'])} {_mb(peak)} {_mb(peak - m['baseline'])} "
+                          f"{ratio:8.2f}" + tail)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    if not measured:
+        print("error: nothing was measured", file=sys.stderr)
+        return 1
+    print(f"load average at the end: {_load()}")
     if any(name not in IN_MEMORY for name in inputs) and len(sizes) > 1:
         print(f"largest peak RSS ratio to 1x: {worst:.2f} (target <= 1.5; streaming inputs)")
     return 0 if worst <= 1.5 else 2
 
+
+def fill_rule_cache(rules: str, cache_dir: str) -> None:
+    """Compile ``rules`` into the rule cache at ``cache_dir`` in a separate process (so its
+    memory is not in any measurement)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]);"
+            "from sysmonx.detection import DetectionStage;"
+            "from sysmonx.detection.cache import RuleCache;"
+            "DetectionStage.from_paths([sys.argv[2]], cache=RuleCache(sys.argv[3]))")
+    subprocess.run([sys.executable, "-c", code, str(ROOT / "src"), rules, cache_dir],
+                   check=True, capture_output=True)
+
+
+def _load() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _print_where(m: dict) -> None:
+    """The ``--where`` child's allocation tables (Python allocations only, by source file)."""
+    ph = m["phases"]
+    print(f"    traced Python memory: {_mb(ph['traced_rules']).strip()} MB after compiling the "
+          f"rules, {_mb(ph['traced_pass']).strip()} MB after the pass (traced peak "
+          f"{_mb(ph['traced_peak']).strip()} MB); RSS with tracing {_mb(m['hwm']).strip()} MB")
+    print("    after compiling the rules, by source file (MB, blocks):")
+    for f, size, _, count in m["top_rules"]:
+        print(f"      {size / 2**20:7.2f} {count:9,}  {f}")
+    print("    after compiling the rules, by source line (MB, blocks):")
+    for f, size, _, count in m["top_lines"]:
+        print(f"      {size / 2**20:7.2f} {count:9,}  {f}")
+    print("    added by the pass and still held, by source file (MB, blocks):")
+    for f, _, diff, count in m["top_pass"]:
+        if diff:
+            print(f"      {diff / 2**20:+7.2f} {count:9,}  {f}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -57,3 +57,117 @@ def test_corpus_skips_fail_the_run_when_the_corpus_is_required(tmp_path):
     assert "corpus tests skipped although SYSMONX_CORPUS is set" in r.stdout
     assert "test_incomplete_corpus" in r.stdout and "test_other_skip" not in \
         r.stdout.split("corpus tests skipped")[1]
+
+
+# ---- the options that measure Sigma's memory, its start-up on a large EVTX, and Zircolite ------
+
+_RULE = """title: Any executable started
+id: 8f0c1f9e-1111-4a4a-9a9a-000000000001
+status: test
+logsource:
+    category: process_creation
+    product: windows
+detection:
+    selection:
+        Image|endswith: '.exe'
+    condition: selection
+level: low
+"""
+
+
+def _rules(tmp_path: Path) -> Path:
+    d = tmp_path / "rules"
+    d.mkdir()
+    (d / "any_exe.yml").write_text(_RULE)
+    return d
+
+
+def _run(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / script), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_bench_size_rules_reports_memory_by_phase_and_where_it_goes(corpus, tmp_path):
+    r = _run("bench_size.py", "--corpus", str(corpus), "--inputs", "evtx", "--sizes", "1,2",
+             "--rules", str(_rules(tmp_path)), "--where")
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines() if line.startswith("evtx ")]
+    assert [row[1] for row in rows] == ["1x", "2x"]
+    for row, n in zip(rows, (1, 2), strict=True):
+        assert int(row[3].replace(",", "")) == 565 * n  # records
+        imports, config, rules, rules_peak, pre, post, peak = map(float, row[5:12])
+        assert 0 < imports <= config <= rules <= rules_peak <= peak and pre <= peak
+        assert post <= peak
+        assert int(row[13].replace(",", "")) > 0  # alerts: the rule ran on every child
+    assert "after compiling the rules, by source file" in r.stdout
+    assert "by source line" in r.stdout and "added by the pass" in r.stdout
+    assert re.search(r"largest peak RSS ratio to 1x: \d\.\d\d", r.stdout)
+
+
+def test_bench_size_rules_from_the_cache(corpus, tmp_path):
+    r = _run("bench_size.py", "--corpus", str(corpus), "--inputs", "evtx", "--sizes", "1",
+             "--rules", str(_rules(tmp_path)), "--rule-cache", str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    assert "(from the cache" in r.stdout
+    assert any(line.startswith("evtx ") for line in r.stdout.splitlines())
+
+
+def test_bench_size_rules_fail_when_no_rule_was_compiled(corpus, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = _run("bench_size.py", "--corpus", str(corpus), "--inputs", "evtx", "--sizes", "1",
+             "--rules", str(empty))
+    assert r.returncode != 0 and "no Sigma rule compiled" in r.stderr
+    r = _run("bench_size.py", "--corpus", str(corpus), "--rules", str(tmp_path / "nowhere"))
+    assert r.returncode == 1 and "no such file" in r.stderr
+
+
+def test_bench_sigma_startup_on_a_built_evtx(corpus, tmp_path):
+    r = _run("bench_sigma.py", "--corpus", str(corpus), "--rules", str(_rules(tmp_path)),
+             "--startup", "--build-evtx-mb", "1", "--rounds", "1")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"files: 1 \(0\.9 MB\)\s+records: 565 ", r.stdout)
+    for label in ("1 MB EVTX cold, no cache", "1 MB EVTX cold, cached rules"):
+        line = next(x for x in r.stdout.splitlines() if x.startswith(label))
+        assert re.search(r"\d\.\d{3}\s+\(whole processes: \d\.\d{3}\)$", line), line
+    r = _run("bench_sigma.py", "--corpus", str(corpus), "--build-evtx-mb", "1")
+    assert r.returncode == 1 and "needs --startup or --zircolite" in r.stderr
+
+
+_FAKE_ZIRCOLITE = """import json, sys
+args = sys.argv[1:]
+out = args[args.index("-o") + 1]
+json.dump([{"title": "t", "count": DETECTIONS}], open(out, "w"))
+print("Events            1,731")
+"""
+
+
+def _fake_zircolite(tmp_path: Path, detections: int) -> Path:
+    """A stand-in with Zircolite's command line and result file (the real one is not a
+    dependency): the bench's own mechanics and its refusal of a run that detected nothing."""
+    z = tmp_path / f"zircolite{detections}"
+    (z / "rules").mkdir(parents=True)
+    (z / "rules" / "rules_windows_sysmon_high.json").write_text("[]")
+    (z / "zircolite.py").write_text(_FAKE_ZIRCOLITE.replace("DETECTIONS", str(detections)))
+    return z
+
+
+def test_bench_sigma_zircolite_side_by_side(corpus, tmp_path):
+    rules = str(_rules(tmp_path))
+    z = _fake_zircolite(tmp_path, 3)
+    r = _run("bench_sigma.py", "--corpus", str(corpus), "--rules", rules, "--rounds", "1",
+             "--zircolite", str(z), "--zircolite-python", sys.executable)
+    assert r.returncode == 0, r.stderr
+    assert "ruleset rules_windows_sysmon_high.json" in r.stdout
+    zrow = next(x for x in r.stdout.splitlines() if x.startswith("Zircolite "))
+    assert zrow.split()[3:5] == ["1,731", "3"]
+    for label in ("SysmonX, rules from the cache", "SysmonX, rules compiled"):
+        row = next(x for x in r.stdout.splitlines() if x.startswith(label))
+        assert " 1,766 " in row and re.search(r"\d+\.\d\dx$", row), row
+    # a side that detected nothing, or a Zircolite that is not there: non-zero
+    r = _run("bench_sigma.py", "--corpus", str(corpus), "--rules", rules, "--rounds", "1",
+             "--zircolite", str(_fake_zircolite(tmp_path, 0)), "--zircolite-python",
+             sys.executable)
+    assert r.returncode == 1 and "read or detected nothing" in r.stderr
+    r = _run("bench_sigma.py", "--corpus", str(corpus), "--zircolite", str(tmp_path / "none"))
+    assert r.returncode == 1 and "Zircolite not runnable" in r.stderr
