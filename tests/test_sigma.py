@@ -610,3 +610,12 @@ def test_cli_folds_unindexed_rules_into_one_note(tmp_path, capsys):
     assert "[unindexed]" not in err
     assert ("sigma: note: 4 rules without a value the prefilter can look for, evaluated on "
             "every event of their log source (negative 0, negative 1, negative 2, ...)") in err
+
+
+def test_compiled_rules_do_not_keep_their_parsed_detection():
+    """The parsed detection trees are only read while compiling (a cached stage never had
+    them); the stage drops them (~28 MB for the SigmaHQ bundle) and still matches."""
+    st = stage_for("sel:\n    Image|endswith: '\\\\cmd.exe'\ncondition: sel")
+    assert st.matcher.compiled[0].rule.detection is None
+    assert fires(st, ev(Image="C:\\Windows\\System32\\cmd.exe"))
+    assert not fires(st, ev(Image="C:\\x.exe"))
