@@ -222,6 +222,7 @@ class Recorder:
         self.fail_when = fail_when
 
     def write(self, e):
+        self.attempts = getattr(self, "attempts", 0) + 1
         if self.fail_when(e):
             raise OSError(28, "No space left on device")
         self.events.append(e)
@@ -303,8 +304,9 @@ def test_failing_output_is_counted_reported_and_recovery_gives_255(script_backen
     full["on"] = True
 
     def until():
+        # the failing output has its own thread: recover only once it has tried all 32 events
         n = sum(1 for e in good.events if e.event_id == 11)
-        if n >= 30 and full["on"]:
+        if n >= 30 and getattr(bad, "attempts", 0) >= 32 and full["on"]:
             full["on"] = False
             sensor.emit(ob.FileCreate(time.time_ns(), 4242, "/tmp/keep/after"))
         return any(e.event_id == 255 for e in bad.events)
