@@ -428,6 +428,35 @@ def test_tcp_udp_connect_and_accept_exact_endpoints(start_backend):
         p.wait(timeout=10)
 
 
+def test_connect_that_never_completes_keeps_its_source(start_backend):
+    """A connect nobody answers (EINPROGRESS to a silent host, a scan) was written with
+    ``SourceIp -``/``SourcePort 0`` on this tier while tier A had both (a new user's trial):
+    the tracer's pending SYN_SENT gives the address, the connecting socket the port."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    addr = srv.getsockname()
+    filler = socket.create_connection(addr)  # fills the accept queue: further SYNs are dropped
+    _be, col = start_backend()
+    p = _py("""
+        import socket, sys, time
+        c = socket.socket(); c.setblocking(False)
+        print(c.connect_ex((sys.argv[1], int(sys.argv[2]))), c.getsockname()[1], flush=True)
+        sys.stdin.readline()
+    """, *addr)
+    try:
+        rc, sport = map(int, p.stdout.readline().split())
+        assert rc == 115  # EINPROGRESS
+        got = col.wait_for(lambda o: isinstance(o, NetworkConnect) and o.pid == p.pid)[0]
+        assert (got.protocol, got.initiated, got.dest_ip, got.dest_port, got.source_ip,
+                got.source_port) == ("tcp", True, "127.0.0.1", addr[1], "127.0.0.1", sport)
+    finally:
+        p.stdin.close()
+        p.wait(timeout=10)
+        filler.close()
+        srv.close()
+
+
 def test_file_create_delete_rename_absolute_paths(start_backend, tmp_path):
     _be, col = start_backend()
     base = os.path.realpath(tmp_path)

@@ -639,3 +639,39 @@ def test_stale_private_tracefs_mount_of_a_dead_sensor_is_removed():
             cn_tracefs._libc().umount2(mnt.encode(), 0)
         if os.path.isdir(mnt):
             os.rmdir(mnt)
+
+
+UNANSWERED_CHILD = """
+import socket, sys, time
+a = (sys.argv[1], int(sys.argv[2]))
+c = socket.socket(); c.setblocking(False)
+print(c.connect_ex(a), c.getsockname()[1], flush=True)
+time.sleep(3)  # still connecting: the listener's accept queue is full, the SYN goes unanswered
+"""
+
+
+def test_connect_that_never_completes_keeps_its_source(run_backend):
+    """A connect nobody answers (a scan, a dead host) leaves SYN_SENT only after minutes: its
+    source address and port are still written (the port from the connecting socket), as tier A
+    does; they were the unknown values (a new user's trial)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    addr = srv.getsockname()
+    filler = socket.create_connection(addr)  # fills the accept queue: further SYNs are dropped
+    col = Collector()
+    run_backend(col, fanotify=False)
+    try:
+        child = subprocess.Popen([sys.executable, "-c", UNANSWERED_CHILD, *map(str, addr)],
+                                 stdout=subprocess.PIPE, text=True)
+        rc, sport = map(int, child.stdout.readline().split())
+        assert rc == 115  # EINPROGRESS
+        out = col.wait_for(lambda o: isinstance(o, NetworkConnect) and o.initiated
+                           and o.pid == child.pid)
+        child.wait(10)
+    finally:
+        filler.close()
+        srv.close()
+    assert out is not None
+    assert (out.protocol, out.dest_ip, out.dest_port, out.source_ip, out.source_port) == \
+        ("tcp", "127.0.0.1", addr[1], "127.0.0.1", sport)

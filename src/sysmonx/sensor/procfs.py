@@ -26,7 +26,8 @@ from typing import Optional
 __all__ = ["ProcSnapshot", "read_process", "read_process_racy", "read_process_rest", "parse_stat",
            "SocketOwners", "init_namespaces",
            "kernel_version", "cap_effective", "has_cap", "CAP_NET_ADMIN", "CAP_SYS_ADMIN",
-           "CAP_NET_RAW", "CAP_DAC_READ_SEARCH", "monotonic_to_epoch_offset", "clock_offset"]
+           "CAP_NET_RAW", "CAP_DAC_READ_SEARCH", "monotonic_to_epoch_offset", "clock_offset",
+           "syn_sent_port"]
 
 CAP_DAC_READ_SEARCH = 2
 CAP_NET_ADMIN = 12
@@ -274,6 +275,33 @@ def _hex_ip(text: str) -> str:
     words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
     addr = ipaddress.IPv6Address(words)
     return str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
+
+
+def syn_sent_port(daddr: str, dport: int, saddr: Optional[str] = None) -> Optional[int]:
+    """The local port of THE TCP socket still connecting (``SYN_SENT``) to ``daddr:dport``
+    (from ``saddr`` when given), from ``/proc/net/tcp{,6}``; ``None`` when there is none or
+    more than one (which one is meant cannot be told). For connects that never complete (no
+    answer: a scan, a dead host), whose port the kernel chose after the tracepoint fired."""
+    found = []
+    for suffix in ("", "6"):
+        data = _read(f"/proc/net/tcp{suffix}", 1 << 20, whole=True)
+        if not data:
+            continue
+        for line in data.split(b"\n")[1:]:
+            parts = line.split()
+            if len(parts) < 4 or parts[3] != b"02":
+                continue
+            try:
+                rip, rport = parts[2].decode().split(":")
+                if int(rport, 16) != dport or _hex_ip(rip) != daddr:
+                    continue
+                lip, lport = parts[1].decode().split(":")
+                if saddr is not None and _hex_ip(lip) != saddr:
+                    continue
+                found.append(int(lport, 16))
+            except (ValueError, UnicodeDecodeError):
+                continue
+    return found[0] if len(found) == 1 else None
 
 
 def _proc_net_entries(proto: str):

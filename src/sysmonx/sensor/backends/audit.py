@@ -76,7 +76,7 @@ from .base import Backend, BackendUnavailable
 from .cn_tracefs import ConnectMatcher, TcpStateTrace, thread_group, tracefs_available
 from .cnproc import (PROC_EVENT_EXEC, PROC_EVENT_EXIT, PROC_EVENT_FORK, CnprocBackend,
                      ProcConnector, boot_offset_ns, fork_start_ticks)
-from ..procfs import monotonic_to_epoch_offset, parse_stat
+from ..procfs import monotonic_to_epoch_offset, parse_stat, syn_sent_port
 
 __all__ = ["AuditBackend", "RULE_KEY", "ARCH_TABLES"]
 
@@ -182,7 +182,7 @@ class AuditBackend(AuditClassifier, Backend):
         # companions (module docstring)
         self._cn: Optional[ProcConnector] = None
         self._trace: Optional[TcpStateTrace] = None
-        self._matcher = ConnectMatcher(1.0)
+        self._matcher = ConnectMatcher(1.0, port_lookup=syn_sent_port)
         self._notes: list = []
         self._snaps: dict = {}                   # pid -> [(ts_ns, start_ticks, end_code, exe)]
         self._starts: "OrderedDict[int, int]" = OrderedDict()   # pid -> start ticks (forks)
@@ -802,7 +802,7 @@ class AuditBackend(AuditClassifier, Backend):
                 lst.pop(i)
                 if not lst:
                     del self._tcp_src[key]
-                return (saddr, sport) if sport else None
+                return (saddr, sport or None)  # the address is known even without the port
         return None
 
     def _settle_tcp(self, force: bool = False) -> None:
@@ -815,6 +815,12 @@ class AuditBackend(AuditClassifier, Backend):
             if src is None and not force and now < deadline:
                 return
             self._tcp_wait.pop(0)
+            if src is None:
+                # still connecting (no answer yet, e.g. EINPROGRESS to a silent host): the
+                # tracer's SYN_SENT is pending; its socket names the port
+                syn = self._matcher.claim(pid, ip, port, thread_group)
+                if syn is not None:
+                    src = (syn.saddr, syn_sent_port(syn.daddr, syn.dport, syn.saddr))
             if obs is not None:
                 if src is not None:
                     obs.protocol = "tcp"  # tracefs traces TCP sockets only

@@ -41,7 +41,7 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from ..tracefs import cpu_stats_files, mount_problem, read_lost
 
@@ -402,9 +402,14 @@ class ConnectMatcher:
     :meth:`expire` returns those older than ``pending_s``.
     """
 
-    def __init__(self, pending_s: float = 1.0, max_pending: int = 65536) -> None:
+    def __init__(self, pending_s: float = 1.0, max_pending: int = 65536,
+                 port_lookup: Optional[Callable[[str, int, Optional[str]],
+                                                Optional[int]]] = None) -> None:
         self.pending_s = pending_s
         self.max_pending = max_pending
+        #: ``(daddr, dport, saddr) -> port or None`` asked for a connect that expires still
+        #: connecting (:func:`sysmonx.sensor.procfs.syn_sent_port`); ``None``: not asked.
+        self.port_lookup = port_lookup
         self._pending: dict = {}
         self._count = 0
         self.ambiguous = 0
@@ -447,14 +452,39 @@ class ConnectMatcher:
                 done.append((syn, sport))
         return done
 
+    def claim(self, pid: int, daddr: str, dport: int,
+              resolve: Callable[[int, Optional[int]], int]) -> Optional[TcpTransition]:
+        """Take out the oldest pending (still connecting) SYN_SENT of process ``pid`` to
+        ``daddr:dport`` (``resolve(tid, printed tgid)`` gives a transition's process, see
+        :func:`thread_group`), for a caller that knows the connect from elsewhere (the audit
+        record) and will not wait for it to complete; ``None`` when there is none."""
+        for key, q in self._pending.items():
+            if key[1] != daddr or key[2] != dport:
+                continue
+            for i, (syn, _t) in enumerate(q):
+                if resolve(syn.tid, syn.tgid) == pid:
+                    del q[i]
+                    self._count -= 1
+                    if not q:
+                        del self._pending[key]
+                    return syn
+        return None
+
     def expire(self, force_all: bool = False) -> list:
-        """Connects pending longer than ``pending_s`` (all with ``force_all``), without port."""
+        """Connects pending longer than ``pending_s`` (all with ``force_all``): the port from
+        ``port_lookup`` when it names one socket (only for the last pending connect to that
+        destination: two or more cannot be told apart), else ``None``."""
         limit = time.monotonic() - self.pending_s
         done = []
         for key in list(self._pending):
             q = self._pending[key]
             while q and (force_all or q[0][1] < limit):
-                done.append((q.popleft()[0], None))
+                syn = q.popleft()[0]
+                port = None
+                if self.port_lookup is not None and len(q) == 0:
+                    # still connecting (no answer yet): its socket names the port
+                    port = self.port_lookup(syn.daddr, syn.dport, syn.saddr)
+                done.append((syn, port))
                 self._count -= 1
             if not q:
                 del self._pending[key]

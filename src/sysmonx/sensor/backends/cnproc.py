@@ -72,7 +72,7 @@ from .cn_tracefs import (TCP_ESTABLISHED, TCP_SYN_RECV, ConnectMatcher, TcpState
                          thread_group, tracefs_available)
 from ..procfs import (CAP_NET_ADMIN, SocketOwners, clock_offset, has_cap, init_namespaces,
                       kernel_version, monotonic_to_epoch_offset, parse_stat,
-                      read_process_racy, read_process_rest)
+                      read_process_racy, read_process_rest, syn_sent_port)
 
 __all__ = ["CnprocBackend", "ProcConnector", "fork_start_ticks", "boot_offset_ns",
            "parse_cn_messages", "CnEvent", "mcast_message",
@@ -454,7 +454,8 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         self._outbox: list = []
         self._forks: dict = {}  # child -> ProcessFork held until the child is reported
         self._images = ExecImages()
-        self._matcher = ConnectMatcher(float(o.get("connect_pending_s", 1.0)))
+        self._matcher = ConnectMatcher(float(o.get("connect_pending_s", 1.0)),
+                                       port_lookup=syn_sent_port)
         self._owners = SocketOwners()
         self._offset = monotonic_to_epoch_offset()
         self._boot_offset = boot_offset_ns()
@@ -511,7 +512,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         # per-run state (a backend can be started again after stop())
         self._notes = []
         self._images = ExecImages()
-        self._matcher = ConnectMatcher(self._matcher.pending_s)
+        self._matcher = ConnectMatcher(self._matcher.pending_s, port_lookup=syn_sent_port)
         try:
             self._open_cn()
             self._open_fanotify()
