@@ -58,21 +58,32 @@ def _skip_reason(report: pytest.TestReport) -> str:
     return str(longrepr or "")
 
 
+_CORPUS_ABSENT_SKIPS: list[str] = []
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Remember tests skipped for want of corpus data while the corpus is required."""
-    if report.skipped and corpus_required():
-        reason = _skip_reason(report)
-        if "corpus" in reason.lower():
-            _CORPUS_SKIPS.append(f"{report.nodeid}: {reason}")
+    """Remember tests skipped for want of corpus data (failures while the corpus is required;
+    counted for a closing line otherwise)."""
+    if report.skipped and "corpus" in _skip_reason(report).lower():
+        if corpus_required():
+            _CORPUS_SKIPS.append(f"{report.nodeid}: {_skip_reason(report)}")
+        else:
+            _CORPUS_ABSENT_SKIPS.append(report.nodeid)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """Name the corpus tests that skipped although the corpus is required."""
+    """Name the corpus tests that skipped although the corpus is required; otherwise say in
+    one line how many skipped for want of it and where it was looked for."""
     if _CORPUS_SKIPS:
         terminalreporter.section("corpus tests skipped although SYSMONX_CORPUS is set",
                                  red=True)
         for line in _CORPUS_SKIPS:
             terminalreporter.write_line(line)
+    elif _CORPUS_ABSENT_SKIPS:
+        where = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+        terminalreporter.write_line(
+            f"{len(_CORPUS_ABSENT_SKIPS)} tests skipped: no reference corpus at {where} and "
+            "SYSMONX_CORPUS is not set (set it to the corpus folder to run them)", yellow=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
