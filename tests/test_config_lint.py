@@ -306,3 +306,23 @@ def test_config_check_lists_every_error(tmp_path, capsys):
         assert (exc.line, len(exc.errors)) == (2, 5)
     else:
         raise AssertionError("the config loaded")
+
+
+def test_image_is_a_bare_file_name_never_matches():
+    """``<Image condition="is">csc.exe</Image>`` (sysmon-modular has such filters) never
+    equals a full path; a new user's ``config check`` said nothing. ``System`` is a real
+    Image value and full paths are fine."""
+    body = ('<ProcessCreate onmatch="include">\n'
+            '<Image condition="is">csc.exe</Image>\n'
+            '<Image condition="is">System</Image>\n'
+            '<ParentImage condition="is any">C:\\x\\a.exe;hh.exe</ParentImage>\n'
+            '<Image condition="is">C:\\Windows\\csc.exe</Image>\n</ProcessCreate>')
+    c, ws = lint(body)
+    w = only(ws, "is a full path")
+    assert [(x.line, x.message.split(": ", 1)[1]) for x in w] == [
+        (4, "Image is a full path, so 'csc.exe' never equals it; use condition 'image' (the "
+            "file name) or 'end with' '\\csc.exe'"),
+        (6, "ParentImage is a full path, so 'hh.exe' never equals it; use condition 'image' "
+            "(the file name) or 'end with' '\\hh.exe'")]
+    assert not matches(body.replace("C:\\Windows\\csc.exe", "C:\\none"), 1,
+                       {"Image": "C:\\Windows\\Microsoft.NET\\csc.exe"})

@@ -25,6 +25,8 @@ filter or rule set. The checks follow spec/sysmon-semantics.md:
   empty value never matches, ``contains``/``begin with``/``end with`` with an empty value match
   everything, ``excludes`` with an empty value matches nothing;
 * ``image`` (2.2): only ``\\`` separates directories, so a Linux path is compared whole;
+* image fields (``Image``, ``ParentImage``, ...) hold full paths: ``is`` with a bare file name
+  (``csc.exe``) never matches (``System`` and the other pseudo-process names excepted);
 * ``less than``/``more than`` are lexicographic (2.2, TV15-17): on a numeric field ``443 less
   than 1024`` is false;
 * rule sets (3.3, 3.7): an include set without filters never matches (alone it drops every
@@ -80,6 +82,12 @@ _FREE_TEXT = frozenset({"CommandLine", "ParentCommandLine", "Details", "Descript
 #: Paths of files, devices, pipes, registry keys and modules: they start with a drive letter, a
 #: backslash or a root, never with white space.
 _PATHS = _PATH_FIELDS | {"PipeName", "TargetObject", "StartModule"}
+#: Fields that hold a process's full image path (a bare file name never equals one).
+_IMAGE_FIELDS = frozenset({"Image", "ParentImage", "SourceImage", "TargetImage",
+                           "ImageLoaded"})
+#: Image values Sysmon writes that are not paths (kernel pseudo-processes, unknowns).
+_PSEUDO_IMAGES = frozenset({"system", "registry", "memcompression", "secure system", "idle",
+                            "-", "<unknown process>", "unknown process"})
 #: Values that never contain white space at all.
 _ATOMS = frozenset({"Hashes", "Hash", "ConfigurationFileHash", "SourceIp", "DestinationIp",
                     "Protocol", "EventType", "CallTrace", "StartAddress", "Signed",
@@ -164,6 +172,16 @@ class _Linter:
                 self.warn(f"{lab}: on Linux 'image' does not strip '/' directories, so "
                           f"{v!r} only matches a value that is exactly {v!r}; use 'end with' "
                           f"'/{v}'", f.line)
+        if f.field in _IMAGE_FIELDS and c in ("is", "is any"):
+            for piece in ([v[o:o + n] for o, n in split_tokens(v)] if c == "is any" else [v]):
+                name = piece.strip()
+                if name and "\\" not in name and "/" not in name and \
+                        name.lower() not in _PSEUDO_IMAGES:
+                    sep = "/" if self.linux else "\\"
+                    self.warn(f"{lab}: {f.field} is a full path, so {_q(name)} never equals "
+                              f"it; use condition 'image' (the file name) or 'end with' "
+                              f"{_q(sep + name)}", f.line)
+                    break
         if c in ("less than", "more than") and (f.field in _NUMERIC or v.isdigit()):
             self.warn(f"{lab}: '{c}' compares text, not numbers (\"443\" {c} \"1024\" is "
                       f"{'false' if c == 'less than' else 'true'}); {f.field} values of another "
