@@ -170,9 +170,15 @@ def test_config_options_not_implemented_on_linux(tmp_path):
     assert not (tmp_path / "root").exists()
 
 
-def test_debug_mode_value():
+def test_debug_mode_value(tmp_path):
     code, out, _ = run(["-t", "loud"])
     assert code == 87 and out == "Possible options for DebugMode: verbose\n\n"
+    # a config given to -t (a new user's guess): Sysmon's line, then where a config goes
+    c = tmp_path / "c.xml"
+    c.write_text('<Sysmon schemaversion="4.90"/>')
+    code, out, _ = run(["-t", str(c)])
+    assert code == 87 and out.startswith("Possible options for DebugMode: verbose\n")
+    assert f"a config goes with -c or -i: 'sysmonx -t -c {c}'" in out
 
 
 def test_non_root_refused_with_740(monkeypatch):

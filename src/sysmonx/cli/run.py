@@ -23,8 +23,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sysmonx run",
         description="Live Linux sensor: collect Sysmon for Linux events (1, 3, 5, 9, 10, 11, 23, "
-                    "plus 22 DnsQuery) from the kernel, filter them with a Sysmon config and "
-                    "write them as Sysmon for Linux does. Needs root.")
+                    "plus 22 DnsQuery; 6, 7, 8, 25 and SysmonX's 100 and 201-213 where the tier "
+                    "sees them) from the kernel, filter them with a Sysmon config and write "
+                    "them as Sysmon for Linux does. Needs root.")
     p.add_argument("--config", "-c", metavar="FILE", default="default",
                    help="Sysmon XML config (default: the built-in Linux default config, "
                         "'default-linux'; 'default-windows' names replay's)")

@@ -554,6 +554,9 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
     debug = parsed.value("DebugMode")
     if debug is not None and debug.lower() != "verbose":
         ctx.say("Possible options for DebugMode: verbose\n")
+        if os.path.exists(debug):  # Sysmon's message above, then where a config goes
+            ctx.say(f"(-t takes 'verbose' or nothing; a config goes with -c or -i: "
+                    f"'sysmonx -t -c {debug}')\n")
         return EXIT_INVALID_PARAMETER
     needs_root = any(parsed.has(o) for o in ("Install", "Configuration", "UnInstall",
                                              "DebugMode"))
