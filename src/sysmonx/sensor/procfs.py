@@ -283,43 +283,44 @@ def syn_sent_port(daddr: str, dport: int, saddr: Optional[str] = None) -> Option
     more than one (which one is meant cannot be told). For connects that never complete (no
     answer: a scan, a dead host), whose port the kernel chose after the tracepoint fired."""
     found = []
-    for suffix in ("", "6"):
-        data = _read(f"/proc/net/tcp{suffix}", 1 << 20, whole=True)
-        if not data:
+    for parts in _proc_net_rows("tcp"):
+        if parts[3] != b"02":
             continue
-        for line in data.split(b"\n")[1:]:
-            parts = line.split()
-            if len(parts) < 4 or parts[3] != b"02":
+        try:
+            rip, rport = parts[2].decode().split(":")
+            if int(rport, 16) != dport or _hex_ip(rip) != daddr:
                 continue
-            try:
-                rip, rport = parts[2].decode().split(":")
-                if int(rport, 16) != dport or _hex_ip(rip) != daddr:
-                    continue
-                lip, lport = parts[1].decode().split(":")
-                if saddr is not None and _hex_ip(lip) != saddr:
-                    continue
-                found.append(int(lport, 16))
-            except (ValueError, UnicodeDecodeError):
+            lip, lport = parts[1].decode().split(":")
+            if saddr is not None and _hex_ip(lip) != saddr:
                 continue
+            found.append(int(lport, 16))
+        except (ValueError, UnicodeDecodeError):
+            continue
     return found[0] if len(found) == 1 else None
 
 
-def _proc_net_entries(proto: str):
-    """Yield ``(local_ip, local_port, state, inode)`` from ``/proc/net/{proto}`` and
-    ``{proto}6``; ``local_ip`` is text with IPv4-mapped IPv6 shown as IPv4."""
+def _proc_net_rows(proto: str):
+    """Yield the split columns (bytes) of every socket line of ``/proc/net/{proto}`` and
+    ``{proto}6`` (``sl local rem st ... inode``: at least 10 columns)."""
     for suffix in ("", "6"):
         data = _read(f"/proc/net/{proto}{suffix}", 1 << 20, whole=True)
         if not data:
             continue
         for line in data.split(b"\n")[1:]:
             parts = line.split()
-            if len(parts) < 10:
-                continue
-            try:
-                ip_hex, port_hex = parts[1].decode().split(":")
-                yield _hex_ip(ip_hex), int(port_hex, 16), int(parts[3], 16), int(parts[9])
-            except (ValueError, UnicodeDecodeError):
-                continue
+            if len(parts) >= 10:
+                yield parts
+
+
+def _proc_net_entries(proto: str):
+    """Yield ``(local_ip, local_port, state, inode)`` from ``/proc/net/{proto}`` and
+    ``{proto}6``; ``local_ip`` is text with IPv4-mapped IPv6 shown as IPv4."""
+    for parts in _proc_net_rows(proto):
+        try:
+            ip_hex, port_hex = parts[1].decode().split(":")
+            yield _hex_ip(ip_hex), int(port_hex, 16), int(parts[3], 16), int(parts[9])
+        except (ValueError, UnicodeDecodeError):
+            continue
 
 
 class SocketOwners:
