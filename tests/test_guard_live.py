@@ -315,7 +315,8 @@ def _bpftool_json(*args: str):
     return orjson.loads(subprocess.check_output(["bpftool", "-j", *args]))
 
 
-def test_bpf_map_update_and_id_lookups(tmp_path, runs):
+def _ebpf_run_with_bpftool(tmp_path, runs) -> "Run":
+    """A tier-A sensor for the bpftool tests (skips where eBPF or bpftool is missing)."""
     from sysmonx.sensor.backends import probe
     why = probe("ebpf")
     if why is not None:
@@ -324,6 +325,11 @@ def test_bpf_map_update_and_id_lookups(tmp_path, runs):
         pytest.skip("bpftool not installed")
     r = Run(tmp_path, backend="ebpf")
     runs.append(r)
+    return r
+
+
+def test_bpf_map_update_and_id_lookups(tmp_path, runs):
+    r = _ebpf_run_with_bpftool(tmp_path, runs)
     from sysmonx.sensor.bpfsys import fdinfo
     own = {}
     for fd in os.listdir(f"/proc/{r.pid}/fdinfo"):
@@ -362,14 +368,7 @@ def test_bpf_map_update_and_id_lookups(tmp_path, runs):
 
 
 def test_bpf_link_detached_by_another_process(tmp_path, runs):
-    from sysmonx.sensor.backends import probe
-    why = probe("ebpf")
-    if why is not None:
-        pytest.skip(f"eBPF backend cannot run here: {why}")
-    if shutil.which("bpftool") is None:
-        pytest.skip("bpftool not installed")
-    r = Run(tmp_path, backend="ebpf")
-    runs.append(r)
+    r = _ebpf_run_with_bpftool(tmp_path, runs)
     from sysmonx.sensor.bpfsys import fdinfo
     links = {}
     for fd in os.listdir(f"/proc/{r.pid}/fdinfo"):
