@@ -93,6 +93,14 @@ u.close()
 print(json.dumps(out))
 """
 
+UNANSWERED = r"""
+import socket, sys, time
+c = socket.socket(); c.setblocking(False)
+c.connect_ex(("127.0.0.1", int(sys.argv[1])))
+print(c.getsockname()[1], flush=True)
+time.sleep(2.5)
+"""
+
 FORKER = r"""
 import json, os, socket, sys
 port = int(sys.argv[1])
@@ -162,6 +170,19 @@ for i in range(20):
 p = subprocess.run([py, "-c", TCP_CLIENT, str(port)], capture_output=True, text=True, check=True)
 out["client"] = json.loads(p.stdout)
 
+# 2b. a TCP connect nobody answers (the listener's accept queue is full: the SYN is dropped)
+quiet = socket.socket()
+quiet.bind(("127.0.0.1", 0))
+quiet.listen(0)
+filler = socket.create_connection(quiet.getsockname())
+p = subprocess.Popen([py, "-c", UNANSWERED, str(quiet.getsockname()[1])], stdout=subprocess.PIPE,
+                     text=True)
+out["unanswered"] = {"pid": p.pid, "port": quiet.getsockname()[1],
+                     "sport": int(p.stdout.readline())}
+p.wait()
+filler.close()
+quiet.close()
+
 # 3. DNS by short-lived tools behind a resolver on loopback
 conf = os.path.join(work, "resolv.conf")
 with open(conf, "w") as f:
@@ -214,7 +235,8 @@ print(json.dumps(out))
 
 
 def _driver_source() -> str:
-    consts = {"RESOLVER": RESOLVER, "TCP_CLIENT": TCP_CLIENT, "FORKER": FORKER, "MEMFD": MEMFD,
+    consts = {"RESOLVER": RESOLVER, "TCP_CLIENT": TCP_CLIENT, "UNANSWERED": UNANSWERED,
+              "FORKER": FORKER, "MEMFD": MEMFD,
               "RESOLVER_IP": RESOLVER_IP, "GETENT": GETENT, "DIG": DIG, "UNSHARE": UNSHARE,
               "BASH": BASH}
     return "".join(f"{k} = {v!r}\n" for k, v in consts.items()) + DRIVER
@@ -418,6 +440,19 @@ def test_connects_protocol_and_source_ports(runs, tier):
         assert udp[0]["SourceIp"] == "-" and _allowed(tier, "udp_source")
     else:
         assert (udp[0]["SourceIp"], udp[0]["SourcePort"]) == ("127.0.0.1", str(client["udp"]))
+
+
+@pytest.mark.parametrize("tier", TIERS_HERE)
+def test_unanswered_connect_has_its_source_on_every_tier(runs, tier):
+    """Seen by a new user: a connect nobody answers (a scan, a dead host) had its source on
+    tier A but ``SourceIp -``/``SourcePort 0`` on tiers B and C."""
+    run = runs[tier]
+    u = run["facts"]["unanswered"]
+    ev = [e for e in run["events"] if e["EventID"] == 3 and e["ProcessId"] == str(u["pid"])
+          and e["DestinationPort"] == str(u["port"])]
+    assert len(ev) == 1, ev
+    assert (ev[0]["Protocol"], ev[0]["Initiated"], ev[0]["SourceIp"], ev[0]["SourcePort"]) == \
+        ("tcp", "true", "127.0.0.1", str(u["sport"])), ev[0]
 
 
 @pytest.mark.parametrize("tier", TIERS_HERE)
