@@ -485,6 +485,7 @@ def main() -> int:
             "warm": float("inf")}
     counts: dict = {}
     stage = None
+    compiled: set = set()
     t_compile = 0.0
     warm_files = files * args.warm_passes
 
@@ -501,9 +502,13 @@ def main() -> int:
         best["read"] = min(best["read"], cpu)
         if stage is not None:
             stage.close()
+        if loaded is None:  # a stage consumes its rules (drops their parsed detections)
+            loaded = load_rules([rules])
         t = time.perf_counter()
         stage = DetectionStage(loaded, DetectionOptions())
         t_compile = time.perf_counter() - t
+        loaded = None
+        compiled.add(stage.rules_loaded)
         (n_cold, a_cold), cpu = run(stage, files)  # a fresh stage's first pass
         best["cold"] = min(best["cold"], cpu)
         if args.jobs > 1:
@@ -538,6 +543,10 @@ def main() -> int:
         print(f"detection's own cost, cold: {(best['cold'] - best['read']) / n * 1e6:.1f} us "
               f"per event; warm: {(best['warm'] / args.warm_passes - best['read']) / n * 1e6:.1f}"
               " us")
+    if len(compiled) != 1 or not stage.rules_loaded:
+        print(f"error: rules compiled per round: {sorted(compiled)} (none, or not the same in "
+              "every round)", file=sys.stderr)
+        return 1
     ok = n > 0 and counts["read"] == n and counts["cold"] == n and \
         counts["warm"] == n * args.warm_passes and counts["a_warm"] == \
         counts["a_cold"] * args.warm_passes

@@ -104,8 +104,13 @@ class DetectionStage:
     """Sigma detection over SysmonX events.
 
     Args:
-        loaded: rules from :func:`~.rules.load_rules`.
+        loaded: rules from :func:`~.rules.load_rules`, compiled once: compiling drops the
+            rules' parsed detection trees (memory), so a second stage needs the rules loaded
+            again.
         options: :class:`DetectionOptions`.
+    Raises:
+        ValueError: ``loaded`` was already compiled by another stage (every rule would
+            otherwise be rejected without its detection).
     Attributes:
         issues: every load problem (file, rule, reason), rejections and warnings
             (:class:`~.rules.LoadIssue`).
@@ -115,6 +120,9 @@ class DetectionStage:
     """
 
     def __init__(self, loaded: LoadedRules, options: Optional[DetectionOptions] = None) -> None:
+        if any(getattr(r, "detection", True) is None for r in loaded.rules):
+            raise ValueError("these Sigma rules were already compiled by another detection "
+                             "stage (which drops their parsed detections): load them again")
         self.options = options or DetectionOptions()
         self.issues: list = list(loaded.issues)
         self.files = loaded.files
