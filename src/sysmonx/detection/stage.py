@@ -299,8 +299,13 @@ class DetectionStage:
 
     def process(self, event: Event) -> list[Alert]:
         """Evaluate one event; returns its alerts (usually none), in rule order. The same as
-        :meth:`correlate` of :meth:`match`."""
-        return self.correlate(event, self.match(event))
+        :meth:`correlate` of :meth:`match` (an event without a match and without
+        correlations loaded returns at once)."""
+        self.stats.events += 1
+        hits = self.matcher.match(event)
+        if not hits and self.correlation is None:
+            return []
+        return self.correlate_timed(event, hits, _FROM_EVENT)
 
     def match(self, event: Event) -> list[CompiledRule]:
         """The detection rules ``event`` matches (usually none), in rule order. Stateless: no
@@ -317,6 +322,8 @@ class DetectionStage:
         """The alerts of ``event`` given the rules it matched (:meth:`match`): one detection
         alert per matched rule that outputs, then what the correlations fire, with the stream
         clock advanced to the event's time. Stateful: call in stream order, once per event."""
+        if not hits and self.correlation is None:
+            return []
         return self.correlate_timed(event, hits, _FROM_EVENT)
 
     def correlate_timed(self, event: Optional[Event], hits: list[CompiledRule],
