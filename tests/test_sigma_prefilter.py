@@ -192,3 +192,23 @@ def test_rules_compile_once():
     DetectionStage(loaded)
     with pytest.raises(ValueError, match="already compiled"):
         DetectionStage(loaded)
+
+
+def test_alert_json_line_is_its_dict_as_orjson_writes_it():
+    """The JSON line's rule part is serialised once per rule and remembered: every line stays
+    exactly ``orjson.dumps(to_dict())`` (two alerts of one rule, and a rule with the same id but
+    another title, level and tags)."""
+    import orjson
+
+    from sysmonx.detection.alerts import Alert
+    alerts = [
+        Alert("id1", "Tïtle \"q\"", "high", "test", "detection", ("attack.t1059", "x"),
+              "t0", "t1", "host", {}, (1,), 1, (1,), (), None,
+              {"CommandLine": "a\n\u2028b", "Image": "c:\\x.exe"}),
+        Alert("id1", "Tïtle \"q\"", "high", "test", "detection", ("attack.t1059", "x"),
+              "t2", "t3", "other", {}, (7,), 1, (3,), (), None, {}),
+        Alert("id1", "another", "low", "", "event_count", (), "t0", "t9", "", {"User": None},
+              (1, 2), 5, (1, 3), ("r1",), 2.5, {"User": "bob"}),
+    ]
+    for a in alerts * 2:
+        assert a.to_json() == orjson.dumps(a.to_dict(), option=orjson.OPT_APPEND_NEWLINE)

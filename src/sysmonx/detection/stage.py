@@ -400,16 +400,16 @@ class DetectionStage:
     def _alert(self, r: CompiledRule, event: Event) -> Alert:
         get = event.data.get
         limit = self.options.max_field_chars
-        fields = {n: v for n in self._key_fields[r.index] if (v := get(n)) is not None}
-        for n, v in fields.items():
-            if len(v) > limit:
-                fields[n] = v[:limit] + "…"
+        fields = {n: v if len(v) <= limit else v[:limit] + "…"
+                  for n in self._key_fields[r.index] if (v := get(n)) is not None}
         t = event.time_created
-        return Alert(rule_id=r.key, title=r.title, level=r.level, status=r.status,
-                     kind="detection", tags=r.tags, window_start=t, window_end=t,
-                     computer=event.computer or "", record_ids=(event.record_id,)
-                     if event.record_id is not None else (), event_count=1,
-                     event_ids=(event.event_id,), fields=fields)
+        rid = event.record_id
+        # positional, in Alert's field order: rule_id, title, level, status, kind, tags,
+        # window_start, window_end, computer, group, record_ids, event_count, event_ids, rules,
+        # value, fields
+        return Alert(r.key, r.title, r.level, r.status, "detection", r.tags, t, t,
+                     event.computer or "", {}, () if rid is None else (rid,), 1,
+                     (event.event_id,), (), None, fields)
 
     # -- reports -------------------------------------------------------------------------------
 
