@@ -1260,7 +1260,7 @@ class _Group:
 
     def _remember(self, values: tuple, event: Event) -> tuple:
         entry = self._outcome(values, event)
-        if sum(map(_len, values)) <= COMBO_MAX_LEN:
+        if sum(map(len, filter(None, values))) <= COMBO_MAX_LEN:  # None: 0
             if len(self.combos) >= COMBO_ENTRIES:
                 self.combos.clear()
             self.combos[values] = entry
@@ -1426,10 +1426,6 @@ class _Group:
             self._relead()
         else:
             self.countdown = self.period = self._period()
-
-
-def _len(v: Optional[str]) -> int:
-    return 0 if v is None else len(v)
 
 
 class _Cand:
