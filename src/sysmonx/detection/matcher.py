@@ -1137,6 +1137,9 @@ class _Group:
         self.scan_names = self.names + tuple(f for f, _ in self.getters)
         self.prior = prior
         self.freq: Counter = Counter()
+        # sampled events by their entry: id -> [entry, times] (folded into freq and the
+        # candidates' counts at the next re-choice: one dictionary update per sample)
+        self.samples: dict = {}
         self.seen = 0
         self.sampled = 0
         self.next_relead = 0
@@ -1148,7 +1151,14 @@ class _Group:
     def _relead(self) -> None:
         """(Re)choose each rule's lead clause: the one whose keys are seen least (observed
         frequencies smoothed by the prior). A rule that was rarely a candidate keeps its lead."""
-        prior, freq, n = self.prior, self.freq, self.sampled
+        freq = self.freq
+        for (hits, cands, *_), times in self.samples.values():
+            for k in hits:
+                freq[k] += times
+            for c in cands:
+                c.count += times
+        self.samples = {}
+        prior, n = self.prior, self.sampled
         p: dict = {}
         memo: dict = {}
 
@@ -1282,7 +1292,7 @@ class _Group:
         if self.next_relead:
             self.countdown -= 1
             if not self.countdown:
-                self._calibrate(entry[0], entry[1])
+                self._calibrate(entry)
         pending = entry[3]
         if not pending:
             return list(entry[2])
@@ -1317,11 +1327,12 @@ class _Group:
         t0 = clock()
         ge = profile.group_events
         ge[self] = ge.get(self, 0) + 1
-        hits, cands = self._entry(event)[:2]
+        entry = self._entry(event)
+        hits, cands = entry[0], entry[1]
         if self.next_relead:
             self.countdown -= 1
             if not self.countdown:
-                self._calibrate(hits, cands)
+                self._calibrate(entry)
         profile.prefilter_ns += clock() - t0
         n_cand, n_eval, n_match, spent = (profile.candidates, profile.evaluations,
                                           profile.matches, profile.time_ns)
@@ -1411,17 +1422,19 @@ class _Group:
         sample = (seen // SAMPLE_EVERY + 1) * SAMPLE_EVERY
         return min(sample, nxt) - seen
 
-    def _calibrate(self, hits: set, cands: set) -> None:
-        """Count this event's keys and candidates (its ``countdown`` ran out: every event up
-        to ``RELEAD_AT[0]``, then one in ``SAMPLE_EVERY``); re-choose the leads at the next
-        ``RELEAD_AT``."""
+    def _calibrate(self, entry: tuple) -> None:
+        """Count this event's entry (its keys and candidates, :meth:`_entry`; its
+        ``countdown`` ran out: every event up to ``RELEAD_AT[0]``, then one in
+        ``SAMPLE_EVERY``); re-choose the leads at the next ``RELEAD_AT``."""
         self.seen += self.period
         seen = self.seen
         if seen < RELEAD_AT[0] or seen % SAMPLE_EVERY == 0:
             self.sampled += 1
-            self.freq.update(hits)
-            for c in cands:
-                c.count += 1
+            sample = self.samples.get(id(entry))
+            if sample is None:
+                self.samples[id(entry)] = [entry, 1]
+            else:
+                sample[1] += 1
         if seen >= self.next_relead:
             self._relead()
         else:
