@@ -57,6 +57,7 @@ from ..event import SYSMON_PROVIDERS, Event, normalize_time
 from ..schema import GUID
 from ..schema.catalogue import EVENTS
 from ..core.errors import ReadError
+from ..core import native
 from .base import FileFormat, FileNotes, OnError, put_unique
 
 __all__ = ["read_evtx"]
@@ -188,11 +189,23 @@ _FAST_NEW = tuple(Event.__slots__) == (
 _new_event: Callable[[type], Event] = Event.__new__
 
 
-def _convert(text: str, origin: tuple, notes: Optional[FileNotes] = None) -> Event:
+def _convert_py(text: str, origin: tuple, notes: Optional[FileNotes] = None) -> Event:
     """One ``records_json()`` record (its ``data`` JSON text) as an Event. The replay hot path:
     direct indexing for the shape every Windows record has, :func:`_convert_tolerant` otherwise.
-    ``notes`` receives the warning about unnamed EventData values (once per file)."""
+    ``notes`` receives the warning about unnamed EventData values (once per file).
+    Raises what ``orjson.loads`` raises for text that is not JSON, ``_BadRecord``/``KeyError``
+    for JSON that is not an event record."""
     return _convert_root(orjson.loads(text)["Event"], origin, notes)
+
+
+#: The converter the reader calls: the compiled one (sysmonx.core._speedups: the common record
+#: shape parsed and converted in C, every other record handed to :func:`_convert_py`, same
+#: Events) when it is built and not disabled (``SYSMONX_PURE_PYTHON=1``), else _convert_py.
+_convert: Callable[[str, tuple, Optional[FileNotes]], Event] = _convert_py
+if native.speedups is not None and _FAST_NEW:
+    native.speedups.setup_convert(Event, _GUID_FIELDS, SYSMON_PROVIDERS, _provider_guids,
+                                  _convert_py)
+    _convert = native.speedups.convert
 
 
 def _convert_root(root, origin: tuple, notes: Optional[FileNotes] = None) -> Event:
