@@ -411,11 +411,14 @@ static PyObject *read_scalar(Reader *r, int kinds) {
         if (!(kinds & K_INT) || skip_number(r, &fl) < 0 || fl) return NULL;
         Py_ssize_t n = r->p - start;
         int neg = start[0] == '-';
-        if (n - neg > 19) return NULL; /* beyond 64 bits orjson gives a float */
+        if (n - neg > 20) return NULL; /* beyond 64 bits orjson gives a float */
         if (neg && n == 2 && start[1] == '0') return NULL; /* "-0": leave it to orjson */
         uint64_t v = 0;
-        for (Py_ssize_t i = neg; i < n; i++) v = v * 10 + (uint64_t)(start[i] - '0');
-        /* 19 digits cannot overflow uint64 */
+        for (Py_ssize_t i = neg; i < n; i++) {
+            uint64_t d = (uint64_t)(start[i] - '0');
+            if (v > (UINT64_MAX - d) / 10) return NULL; /* beyond 64 bits: a float */
+            v = v * 10 + d;
+        }
         if (neg) {
             if (v > (uint64_t)INT64_MAX + 1) return NULL;
             return PyLong_FromLongLong(v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v);
