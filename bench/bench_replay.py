@@ -223,7 +223,8 @@ def child(spec: dict) -> dict:
         config = load_config(path) if path else None
         engine = FilterEngine(config) if config is not None else None
         out["compile"] = clock() - t
-        keep = bool(spec.get("wall"))  # --jobs-speedup: both sides as --jobs runs them
+        # --jobs-speedup: both sides as --jobs runs them; --keep-duplicates
+        keep = bool(spec.get("wall") or spec.get("keep_duplicates"))
         cpu0 = _all_cpu()
         out["records"] = _replay(files, config, fmt, engine, jobs, keep, detection)
         out["cold"] = clock() - t
@@ -294,6 +295,10 @@ def main() -> int:
     ap.add_argument("--pure", action="store_true",
                     help="measure the pure-Python paths (SYSMONX_PURE_PYTHON=1 for this process "
                          "and its children) instead of the compiled ones")
+    ap.add_argument("--keep-duplicates", action="store_true",
+                    help="replay as --keep-duplicates does (no duplicate check); needed with "
+                         "--build-evtx-gb, whose copies repeat the source's EventRecordIDs and "
+                         "times")
     ap.add_argument("--compare-pure", action="store_true",
                     help="also replay each configuration on the pure-Python paths (a second row "
                          "per configuration, its children interleaved with the others)")
@@ -517,10 +522,12 @@ def _profile(args, configs: list, files: list[str]) -> int:
 
 
 def _split(args, files: list[str]) -> int:
-    """``--split``: a record's cost cut into the parse, JSON decoding, conversion to an Event and
-    JSON-lines rendering: four cumulative loops over the same EVTX inputs in this process
-    pinned to one CPU (CPU time, best of ``--rounds``, ``--repeat`` passes each), each loop
-    doing one step more than the one before."""
+    """``--split``: a record's cost cut into the parse, JSON decoding, conversion to an Event,
+    JSON-lines rendering, the EVTX reader's chunk tracking and checksums, the replay loop with
+    its stages and writer, and the duplicate check: seven cumulative loops over the same EVTX
+    inputs in this process pinned to one CPU (CPU time, best of ``--rounds``, ``--repeat``
+    passes each), each loop doing one step more than the one before (the compiled converter
+    parses the JSON itself: its row starts from the parse)."""
     import orjson
     from evtx import PyEvtxParser
 
@@ -534,9 +541,18 @@ def _split(args, files: list[str]) -> int:
         print("--split needs EVTX inputs", file=sys.stderr)
         return 1
 
+    from sysmonx.sources.evtx import read_evtx
+
     def run(depth: int) -> int:
+        if depth >= 5:  # the replay itself, no config, as the measured replays run it
+            return _replay(work, None, "jsonl", None, 1, keep_duplicates=depth == 5)
         n = 0
         for f in work:
+            if depth == 4:  # the EVTX reader: chunk tracking and checksums on top
+                for event in read_evtx(f, lambda err: None):
+                    event_to_json(event)
+                    n += 1
+                continue
             origin = (f, 0)
             for rec in PyEvtxParser(f).records_json():
                 if depth == 1:
@@ -549,10 +565,13 @@ def _split(args, files: list[str]) -> int:
         return n
 
     names = ("pyevtx-rs parse (records_json)", "+ orjson.loads of the record",
-             "+ conversion to an Event (Sysmon strings)", "+ JSON-lines rendering")
+             "+ conversion to an Event (Sysmon strings)", "+ JSON-lines rendering",
+             "+ the EVTX reader (chunk tracking, checksums)",
+             "+ replay loop, stages, writer (no duplicate check)",
+             "+ the duplicate check (a whole replay, no config)")
     best = []
     n = 0
-    for depth in range(4):
+    for depth in range(7):
         b = math.inf
         for _ in range(args.rounds):
             t = _cpu()
@@ -569,7 +588,7 @@ def _split(args, files: list[str]) -> int:
         step = best[i] - (best[i - 1] if i else 0.0)
         if compiled and i == 2:
             step = best[2] - best[0]
-        print(f"{name:44} {best[i]:7.2f} us per record cumulative   {step:6.2f} us this step")
+        print(f"{name:52} {best[i]:7.2f} us per record cumulative   {step:6.2f} us this step")
     return 0
 
 
@@ -641,7 +660,7 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
     configs = _configs(args, corpus)
     common = {"files": files, "rounds": args.rounds, "repeat": args.repeat, "cpu": cpu,
-              "jobs": args.jobs, "format": args.format}
+              "jobs": args.jobs, "format": args.format, "keep_duplicates": args.keep_duplicates}
     rows = [(label, path, False) for label, path in configs]
     if args.compare_pure and not args.pure:
         rows += [(f"{label} (pure Python)", path, True) for label, path in configs]
