@@ -166,6 +166,8 @@ def render_event(e: Event, form: XmlForm, provider: str, guid: Optional[str],
     templates or :data:`TEMPLATE_CHARS` characters of them, or ``templates=False``:
     :func:`render_event_generic`. Both give the same string
     for every event (tests/test_xml_templates.py checks it on the corpus and on edge cases).
+    The templates are shared by every writer of the form; writers on other threads may build
+    the same template twice (the same string) and make the character count approximate.
 
     Raises:
         TypeError: a data value or field name that is not a string (as the generic renderer).
