@@ -259,3 +259,29 @@ def test_latin1_escape_check_agrees_with_the_escaper_on_every_code_point():
     for c in (0xD800, 0xDBFF, 0xDC00, 0xDFFF, 0xFFFD, 0xFFFE, 0xFFFF, 0x10000, 0x10FFFF):
         s = chr(c)
         assert _xml._needs_escape(s) == (escape_text(s) != s), hex(c)
+
+
+@pytest.mark.parametrize("fmt", ["xml", "linux-xml"])
+def test_replay_writes_the_same_file_with_and_without_templates(corpus, tmp_path, fmt,
+                                                                 monkeypatch):
+    """``sysmonx replay`` through the one loop, the corpus's EVTX and Sysmon for Linux syslog,
+    with the writers' templates and with every event forced through the generic renderer."""
+    from sysmonx.cli import main
+
+    def generic(e, form, provider, guid, channel, templates=True):
+        return _xml.render_event(e, form, provider, guid, channel, templates=False)
+
+    inputs = [str(corpus / "evtx"), str(corpus / "linux")]
+    out, calls = {}, {}
+    GENERIC_CALLS[0] = 0
+    for mode in ("templates", "generic"):
+        if mode == "generic":
+            for module in (xml_windows, xml_linux):
+                monkeypatch.setattr(module, "render_event", generic)
+        path = tmp_path / f"{mode}.{fmt}"
+        assert main(["replay", *inputs, "-f", fmt, "-o", str(path), "-q"]) == 0
+        out[mode] = path.read_bytes()
+        calls[mode] = GENERIC_CALLS[0]
+    assert out["templates"] == out["generic"]
+    assert calls["templates"] == 0 < calls["generic"]
+    assert out["templates"].count(b"\n") > 1700
