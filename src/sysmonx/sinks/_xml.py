@@ -12,6 +12,9 @@ Characters XML 1.0 cannot carry at all (C0 controls other than tab/LF/CR, lone s
 U+FFFE, U+FFFF) have no lossless XML form, not even as character references. They are written as
 the six-character text ``\\uXXXX`` (backslash, ``u``, four lower-case hex digits), e.g. ESC as
 ``\\u001b``, NUL as ``\\u0000``, a lone surrogate as ``\\ud800``. Readers return that text as it is.
+
+An event is rendered from its shape's template (:func:`render_event`); the element-by-element
+renderer (:func:`render_event_generic`) is the reference the templates match byte for byte.
 """
 
 from __future__ import annotations
@@ -255,7 +258,11 @@ def _template(e: Event, form: XmlForm, provider: str, guid: Optional[str],
 def render_event_generic(e: Event, form: XmlForm, provider: str, guid: Optional[str],
                          channel: str) -> str:
     """One event as a single line of event XML in ``form``, element by element (no template):
-    the reference :func:`render_event`'s templates must match byte for byte."""
+    the reference :func:`render_event`'s templates must match byte for byte, and its fallback.
+
+    Raises:
+        TypeError: a data value or field name that is not a string.
+    """
     memo = form.memo
     text = memo["text"]
     if e.keywords is not None and e.time_created and set(map(type, (
