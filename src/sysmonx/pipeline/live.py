@@ -154,6 +154,26 @@ def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
     return with_enrichment(stages, enricher)
 
 
+#: The cyclic garbage collector's first threshold during a live run (Python's default 700).
+GC_THRESHOLD0 = 20_000
+
+
+def _settle_heap() -> None:
+    """Before collection starts: what start-up built (modules, the compiled config and Sigma
+    rules, the process cache of the processes running now) goes to the collector's permanent
+    generation (``gc.freeze``), so its full collections no longer walk it, and the first
+    threshold rises to :data:`GC_THRESHOLD0` allocations: a busy sensor allocates a few dozen
+    containers per exec, almost none of them in cycles, and at the default 700 the collector
+    ran about a hundred times a second and took about 6 % of the sensor's CPU (measured with
+    ``perf`` at 1,600 execs/s). Memory stays bounded: cycles are still collected, only less
+    often."""
+    import gc
+    gc.collect()
+    gc.freeze()
+    _t0, t1, t2 = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD0, t1, t2)
+
+
 class _ThreadProfiles:
     """``SYSMONX_PROFILE=DIR``: a deterministic profile (``cProfile``) of every thread of a live
     run, written at its end as ``DIR/<thread name>.prof`` (``python -m pstats FILE``), timed by
@@ -367,6 +387,7 @@ class Sensor:
                             (signal.SIGHUP, lambda *a: self.request_reload())):
                 old_handlers[sig] = signal.signal(sig, fn)
         profiler = _ThreadProfiles.from_environment()
+        _settle_heap()
         try:
             try:
                 self.pipeline.run(self.source)

@@ -25,7 +25,7 @@ from ..schema import CURRENT
 from ..version import __version__
 from . import observations as ob
 from .process import (UNSET_ID, ZERO_GUID, FileHasher, ProcessCache, clean_text, image_state,
-                      logon_guid)
+                      logon_guid, user_name)
 
 __all__ = ["Assembler", "utc_time", "event_time", "UNKNOWN", "UNKNOWN_NUMBER", "TAMPER_TYPES",
            "BUILDERS"]
@@ -52,6 +52,9 @@ BUILDERS: dict = {}
 #: observation type -> ``check(assembler, pid, ts_ns) -> list[Event]`` run after its events
 #: (the identity check of :mod:`sysmonx.sensor.visibility`).
 IDENTITY_CHECK: dict = {}
+
+#: event id -> (System Version, Level) from the schema catalogue (looked up once)
+_HEADS: dict = {}
 
 _second = [-1, "", ""]  # the last second formatted: [epoch second, UtcTime form, ISO form]
 
@@ -128,9 +131,12 @@ class Assembler:
     def envelope(self, event_id: int, data: dict, ts_ns: int) -> Event:
         """Wrap ``data`` in the System header Sysmon for Linux writes (``record_id`` is left
         ``None``: the ``record-numbers`` stage numbers what passes the filter)."""
-        ev = CURRENT.events[event_id]
+        head = _HEADS.get(event_id)
+        if head is None:
+            ev = CURRENT.events[event_id]
+            head = _HEADS[event_id] = (ev.version, ev.level_value)
         return Event(event_id, data, provider=self.provider, provider_guid=self.provider_guid,
-                     version=ev.version, level=ev.level_value, task=event_id, opcode=0,
+                     version=head[0], level=head[1], task=event_id, opcode=0,
                      keywords=SYSMON_KEYWORDS, time_created=event_time(ts_ns),
                      record_id=None, process_id=self.pid,
                      thread_id=threading.get_native_id(), channel=self.channel,
@@ -219,6 +225,7 @@ class Assembler:
                                   sessionid=o.sessionid, end_data=o.end_data, ts_ns=o.ts_ns)
         parent = self.cache.get(info.ppid)
         uid = info.uid
+        user = user_name(uid)
         logon_uid = uid if uid is not None else UNSET_ID
         session = info.sessionid if info.sessionid not in (None, UNSET_ID) else 0
         data = {
@@ -226,14 +233,14 @@ class Assembler:
             "ProcessId": str(o.pid), "Image": _dash(info.image), "FileVersion": "-",
             "Description": "-", "Product": "-", "Company": "-", "OriginalFileName": "-",
             "CommandLine": _dash(info.command_line), "CurrentDirectory": _dash(info.cwd),
-            "User": info.user, "LogonGuid": logon_guid(self.cache.machine, logon_uid),
+            "User": user, "LogonGuid": logon_guid(self.cache.machine, logon_uid),
             "LogonId": str(logon_uid), "TerminalSessionId": str(session),
             "IntegrityLevel": "no level", "Hashes": self.hasher.hashes(info.image),
             "ParentProcessGuid": parent.guid if parent else ZERO_GUID,
             "ParentProcessId": str(info.ppid or 0),
             "ParentImage": _dash(parent.image if parent else None),
             "ParentCommandLine": _dash(parent.command_line if parent else None),
-            "ParentUser": parent.user if parent else UNKNOWN,
+            "ParentUser": user_name(parent.uid) if parent else UNKNOWN,
         }
         events = [self.envelope(1, data, o.ts_ns)]
         state = image_state(info.image)

@@ -364,28 +364,29 @@ class LiveSource(Source):
     def _handle(self, o: Any, now: float) -> None:
         """Admit one observation from the queue (self-exclusion, counters) into the order
         buffer, and assemble what it lets through at once. A list is a batch."""
-        if type(o) is list:
-            for item in o:
-                self._handle(item, now)
-            return
-        self.stats.observations[type(o).__name__] += 1
-        pid = getattr(o, "pid", None)
-        if pid == self.self_pid or pid in self._own_children:
-            if type(o) is ob.ProcessExit:
-                self._own_children.discard(pid)
-            return
-        if type(o) in (ob.ProcessExec, ob.ProcessFork) and o.ppid == self.self_pid and \
-                self.options.exclude_own_children:
-            # a helper the sensor itself started (ldconfig from ctypes, journalctl ...): it is
-            # the sensor's own activity and must not feed back into its output
-            self._own_children.add(o.pid)
-            return
-        if type(o) is ob.Loss:
-            self.stats.lost += o.count
-        elif type(o) is ob.BackendError:
-            self.stats.errors += 1
-        for item in self.order.push(o, now):
-            self._assemble(item, now)
+        counts = self.stats.observations
+        self_pid, own = self.self_pid, self._own_children
+        push, assemble = self.order.push, self._assemble
+        for o in (o if type(o) is list else (o,)):
+            kind = type(o)
+            counts[kind.__name__] += 1
+            pid = getattr(o, "pid", None)
+            if pid == self_pid or pid in own:
+                if kind is ob.ProcessExit:
+                    own.discard(pid)
+                continue
+            if (kind is ob.ProcessExec or kind is ob.ProcessFork) and o.ppid == self_pid and \
+                    self.options.exclude_own_children:
+                # a helper the sensor itself started (ldconfig from ctypes, journalctl ...):
+                # it is the sensor's own activity and must not feed back into its output
+                own.add(o.pid)
+                continue
+            if kind is ob.Loss:
+                self.stats.lost += o.count
+            elif kind is ob.BackendError:
+                self.stats.errors += 1
+            for item in push(o, now):
+                assemble(item, now)
 
     def _release(self, now: float) -> None:
         """Assemble the observations and queue the exit events whose hold has passed."""
@@ -395,12 +396,15 @@ class LiveSource(Source):
 
     def _assemble(self, o: Any, now: float) -> None:
         pending = self._pending
+        kind = type(o)
         for event in self.assembler.build_events(o):
-            if event.event_id == 5 and type(o) is ob.ProcessExit:
-                pending.extend(self.order.hold_exit(event, o.pid, now))
+            if kind is ob.ProcessExit and event.event_id == 5:
+                held = self.order.hold_exit(event, o.pid, now)
+                if held:
+                    pending.extend(held)
             else:
                 pending.append(event)
-        if type(o) is ob.ProcessExec:
+        if kind is ob.ProcessExec:
             info = self.cache.peek(o.pid)
             if info is not None and info.extra.get("late_exec"):
                 held = self.order.held_exit(o.pid)

@@ -71,6 +71,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 from pathlib import Path
@@ -143,13 +144,21 @@ AT_FDCWD = -100
 _BATCH_FULL = -4242  # returned by the sample callback to end a poll early (not an errno)
 
 
+#: ``os.fsdecode`` without its per-call checks (the same codec and error handler)
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
+def _fsdecode(raw: bytes) -> str:
+    return raw.decode(_FS_ENCODING, _FS_ERRORS)
+
+
 def _components(raw: bytes) -> str:
     """Leaf-first NUL-terminated components (as the BPF walk writes them) -> absolute path."""
     parts = raw.split(b"\0")
     if parts and parts[-1] == b"":
         parts.pop()
     parts.reverse()
-    return "/" + os.fsdecode(b"/".join(parts))
+    return "/" + b"/".join(parts).decode(_FS_ENCODING, _FS_ERRORS)
 
 
 def _normpath(path: str) -> str:
@@ -691,15 +700,15 @@ class EbpfBackend(Backend):
         else:
             if raw_argv.endswith(b"\0"):
                 raw_argv = raw_argv[:-1]
-            argv = [os.fsdecode(a) for a in raw_argv.split(b"\0")] if raw_argv else []
+            argv = raw_argv.decode(_FS_ENCODING, _FS_ERRORS).split("\0") if raw_argv else []
         raw_image = rec[base + alen:base + alen + ilen]
         cwd = _components(rec[base + alen + ilen:base + alen + ilen + clen])
         image: Optional[str]
         if flags & F_IMAGE_FILENAME:
-            image = os.fsdecode(raw_image.rstrip(b"\0"))
+            image = _fsdecode(raw_image.rstrip(b"\0"))
             image = _normpath(image if image.startswith("/") else f"{cwd}/{image}")
         elif flags & F_IMAGE_PSEUDO:  # d_path of a memfd: "/memfd:NAME (deleted)"
-            image = "/" + os.fsdecode(raw_image.rstrip(b"\0")) + " (deleted)"
+            image = "/" + _fsdecode(raw_image.rstrip(b"\0")) + " (deleted)"
         else:
             image = _components(raw_image) if ilen else None
             if image and flags & F_IMAGE_DELETED:
