@@ -97,6 +97,7 @@ def run_round(n: int, rate: float, workdir: Path) -> dict:
             batch = max(3, int(rate * 3 * 0.002)) if rate else 512  # ~2 ms of records
             t0 = time.monotonic()
             cpu_at["start"] = time.process_time()
+            cpu_at["threads"] = _thread_cpu()
             for k in range(0, len(recs), batch):
                 if rate:
                     due = t0 + (k / 3) / rate
@@ -132,6 +133,7 @@ def run_round(n: int, rate: float, workdir: Path) -> dict:
             if written >= want + 2:  # events 16 and 4 first
                 break
     cpu = time.process_time() - cpu_at.get("start", 0.0)
+    threads = _thread_cpu()
     sensor.request_stop()
     t.join(30)
     seen: dict = {}
@@ -144,8 +146,26 @@ def run_round(n: int, rate: float, workdir: Path) -> dict:
                 bad += e["Image"] != "/usr/bin/true"
             elif e["EventID"] == 5 and int(e["ProcessId"]) >= 3_000_000:
                 bad += seen.get(e["ProcessId"]) != e["ProcessGuid"]
+    split = {name: threads[name] - cpu_at["threads"].get(name, 0.0) for name in threads}
     return {"cpu_s": cpu, "load_s": cpu_at.get("load_s", 0.0), "execs": len(seen),
-            "bad": bad}
+            "bad": bad, "threads": split}
+
+
+def _thread_cpu() -> dict:
+    """Thread name -> its CPU seconds so far (``/proc/self/task/TID/stat``)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        name = names.get(int(tid), "other").split(" ")[0][:20]
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def main() -> int:
@@ -169,6 +189,9 @@ def main() -> int:
               f"({res['bad']} wrong), CPU {res['cpu_s']:.2f} s = {per:.1f} us per exec"
               f" = {share:.1f} % of one core at {args.rate:.0f}/s; load average "
               f"{os.getloadavg()[0]:.2f}")
+        print("   per thread, us per exec: " + ", ".join(
+            f"{name} {v / args.execs * 1e6:.0f}" for name, v in sorted(res["threads"].items())
+            if v > 0))
     return status
 
 
