@@ -223,7 +223,7 @@ class SinkSlot:
 
 _STOP = object()
 #: Default :attr:`QueuedSlot.linger_s`, seconds.
-LINGER_S = 0.005
+LINGER_S = 0.01
 
 
 class QueuedSlot(SinkSlot):

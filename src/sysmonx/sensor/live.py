@@ -53,7 +53,7 @@ __all__ = ["LiveSource", "LiveOptions", "LiveStats", "Backend", "BackendUnavaila
 #: While observations keep coming, the collecting loop sleeps this long between looks at the
 #: queue instead of waiting on it (see :meth:`LiveSource.events`): an observation waits at most
 #: this much longer before its hold (``order_window_s``) starts.
-LINGER_S = 0.005
+LINGER_S = 0.01
 
 
 @dataclass
@@ -301,9 +301,9 @@ class LiveSource(Source):
                 yield item  # type: ignore[misc]
                 continue
             due = order.next_due()
-            # wake for the next release, but at most every 5 ms: what arrives meanwhile is
-            # taken in one batch
-            wait = 0.1 if due is None else min(0.1, max(0.005, due - now))
+            # wake for the next release, but at most every LINGER_S: what arrives meanwhile
+            # is taken in one batch (a release comes at most that much after its due time)
+            wait = 0.1 if due is None else min(0.1, max(LINGER_S, due - now))
             try:
                 if busy:
                     # Observations came last round: let the next ones gather for a few ms

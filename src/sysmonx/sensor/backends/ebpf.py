@@ -47,9 +47,10 @@ Options (``options=`` dict; unknown keys ignored):
     ``poll_timeout_ms`` (int, default 50): how long one ring-buffer wait lasts; bounds how
         quickly :meth:`EbpfBackend.stop` returns.
     ``batch`` (int, default 512): records copied out of the ring per decode batch.
-    ``coalesce_ms`` (float, default 2): after a partial batch, wait this long before the next
+    ``coalesce_ms`` (float, default 10): after a partial batch, wait this long before the next
         poll so that a burst is consumed in batches rather than one wake-up per record (halves
-        the reader's CPU per record in a burst; adds at most this much latency).
+        the reader's CPU per record in a burst; adds at most this much latency, small beside
+        the live source's 0.25 s ordering hold).
     ``slow_consumer_s`` (float, default 0): sleep this long per record (tests and benchmarks of
         the loss path only).
     ``visibility`` (bool, default True; environment ``SYSMONX_EBPF_VISIBILITY=0``): start the
@@ -586,7 +587,7 @@ class EbpfBackend(Backend):
         self._batch_max = max(1, int(self.options.get("batch", 512)))
         timeout = int(self.options.get("poll_timeout_ms", 50))
         slow = float(self.options.get("slow_consumer_s", 0))
-        coalesce = float(self.options.get("coalesce_ms", 2.0)) / 1000
+        coalesce = float(self.options.get("coalesce_ms", 10.0)) / 1000
         drops_every = 0.1
         next_drops = 0.0
         cpu0 = time.thread_time_ns()
