@@ -113,7 +113,7 @@ def run_round(n: int, rate: float, workdir: Path) -> dict:
 
     live_mod.choose_backend = lambda forced=None, failed=None: ("replay", {})
     live_mod.load_backend = lambda name: Replay
-    live_mod.auxiliary_backends = lambda: []
+    live_mod.auxiliary_backends = list
     cfg = workdir / "config.xml"
     cfg.write_text(CONFIG)
     out = workdir / "events.jsonl"

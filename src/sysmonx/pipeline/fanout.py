@@ -259,7 +259,7 @@ class QueuedSlot(SinkSlot):
                                             daemon=True)
             self._thread.start()
 
-    def _take_all(self) -> list:
+    def _take_all(self) -> list[Any]:
         """Everything queued now, in order, in one hold of the queue's lock (a ``get`` per item
         costs two lock operations and a condition check; a busy output takes hundreds at a
         time). The items stay unfinished (``unfinished_tasks``) until :meth:`_done`."""

@@ -201,7 +201,7 @@ class _ThreadProfiles:
             prof.enable()
 
         self._begin = begin
-        threading.setprofile(begin)  # type: ignore[arg-type]  # threads started from now
+        threading.setprofile(begin)  # threads started from now
         begin()
 
     @classmethod
@@ -213,7 +213,7 @@ class _ThreadProfiles:
     def dump(self) -> None:
         """Write every thread's profile (the threads still running are included as they are)."""
         import os
-        threading.setprofile(None)  # type: ignore[arg-type]
+        threading.setprofile(None)
         with self._lock:
             items = list(self._profiles.items())
         for name, prof in items:

@@ -361,13 +361,13 @@ class LiveSource(Source):
         self.guard.counters = self.guard_counters
         return self.guard
 
-    def _handle(self, o: Any, now: float) -> None:
+    def _handle(self, item: Any, now: float) -> None:
         """Admit one observation from the queue (self-exclusion, counters) into the order
         buffer, and assemble what it lets through at once. A list is a batch."""
         counts = self.stats.observations
         self_pid, own = self.self_pid, self._own_children
         push, assemble = self.order.push, self._assemble
-        for o in (o if type(o) is list else (o,)):
+        for o in (item if type(item) is list else (item,)):
             kind = type(o)
             counts[kind.__name__] += 1
             pid = getattr(o, "pid", None)
@@ -385,8 +385,8 @@ class LiveSource(Source):
                 self.stats.lost += o.count
             elif kind is ob.BackendError:
                 self.stats.errors += 1
-            for item in push(o, now):
-                assemble(item, now)
+            for ready in push(o, now):
+                assemble(ready, now)
 
     def _release(self, now: float) -> None:
         """Assemble the observations and queue the exit events whose hold has passed."""
