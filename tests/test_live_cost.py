@@ -214,3 +214,56 @@ def test_bench_live_core_records_are_what_the_decoder_reads():
     exe = b._decode(recs[4], 0)
     assert exe.argv == ["/bin/true", "bench-1"] and exe.image == "/usr/bin/true"
     assert struct.unpack_from("<H", recs[5])[0] == ebpf.EV_EXIT
+
+
+def _plain_release(self, now):
+    """LiveSource._release before the fork short-cut: every observation assembled."""
+    for item in self.order.ready(now):
+        self._assemble(item, now)
+    self._pending.extend(self.order.exits_ready(now))
+
+
+def _events_of(script, monkeypatch=None):
+    from sysmonx.sensor.live import LiveOptions, LiveSource
+    src = LiveSource(None, LiveOptions(exclude_own_children=False))
+    src.cache.machine = "0badcafe"
+    if monkeypatch is not None:
+        monkeypatch.setattr(LiveSource, "_release", _plain_release)
+    src._handle(list(script), 0.0)
+    src._release(10.0)  # every hold passed
+    src._pending.extend(src.order.drain_exits())
+    return [(e.event_id, e.data) for e in src._pending], src
+
+
+def test_fork_before_its_exec_is_skipped_with_the_same_events(monkeypatch):
+    now = time.time_ns()
+    me = os.getpid()
+    script = [
+        # fork then exec of the same process, the exec knowing parent, start and uid: skipped
+        ob.ProcessFork(now, 4_100_001, me, start_ticks=500, uid=0),
+        ob.ProcessExec(now + 10, 4_100_001, me, 4_100_001, 500, "/usr/bin/true",
+                       ["/bin/true", "a"], "/", 0, 1000, 3, 0x5555_0001),
+        ob.ProcessExit(now + 20, 4_100_001, start_ticks=500, exit_code=0),
+        # the exec does not know the uid (another tier): the fork is assembled
+        ob.ProcessFork(now + 30, 4_100_002, me, start_ticks=501, uid=1000),
+        ob.ProcessExec(now + 40, 4_100_002, me, 4_100_002, 501, "/usr/bin/true",
+                       ["/bin/true", "b"], "/", None, None, None, 0x5555_0002),
+        ob.ProcessExit(now + 50, 4_100_002, start_ticks=501, exit_code=0),
+        # a child that never execs: its exit carries the parent's image
+        ob.ProcessFork(now + 60, 4_100_003, me, start_ticks=502, uid=0),
+        ob.ProcessExit(now + 70, 4_100_003, start_ticks=502, exit_code=0),
+        # a different start time (pid reused): not the same process, the fork is assembled
+        ob.ProcessFork(now + 80, 4_100_004, me, start_ticks=503, uid=0),
+        ob.ProcessExec(now + 90, 4_100_004, me, 4_100_004, 504, "/usr/bin/true",
+                       ["/bin/true", "c"], "/", 0, 1000, 3, 0x5555_0004),
+    ]
+    fast, src = _events_of(script)
+    plain, _ = _events_of(script, monkeypatch)
+    assert fast == plain
+    creates = [d for eid, d in fast if eid == 1]
+    assert [d["CommandLine"] for d in creates] == ["/bin/true a", "/bin/true b", "/bin/true c"]
+    from sysmonx.sensor.process import user_name
+    assert creates[1]["User"] == user_name(1000)  # the real uid the fork told
+    exits = {d["ProcessId"]: d for eid, d in fast if eid == 5}
+    assert exits["4100003"]["Image"] == os.readlink("/proc/self/exe")
+    assert exits["4100001"]["ProcessGuid"] == creates[0]["ProcessGuid"]

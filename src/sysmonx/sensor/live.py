@@ -389,9 +389,25 @@ class LiveSource(Source):
                 assemble(ready, now)
 
     def _release(self, now: float) -> None:
-        """Assemble the observations and queue the exit events whose hold has passed."""
-        for item in self.order.ready(now):
-            self._assemble(item, now)
+        """Assemble the observations and queue the exit events whose hold has passed.
+
+        A fork released right before the exec of the same process (same pid and start time)
+        is not assembled when that exec carries the parent, the start time and the uid: the
+        fork's only effect, the cache entry with its parent's facts, would be replaced by the
+        exec's before anything read it, and the exec takes nothing from it (the events are
+        the same; about a tenth of the collecting loop's work per exec)."""
+        ready = self.order.ready(now)
+        last = len(ready) - 1
+        assemble = self._assemble
+        fork, execd = ob.ProcessFork, ob.ProcessExec
+        for i, item in enumerate(ready):
+            if type(item) is fork and i < last:
+                nxt = ready[i + 1]
+                if type(nxt) is execd and nxt.pid == item.pid and \
+                        nxt.start_ticks is not None and nxt.start_ticks == item.start_ticks \
+                        and nxt.ppid is not None and nxt.uid is not None:
+                    continue
+            assemble(item, now)
         self._pending.extend(self.order.exits_ready(now))
 
     def _assemble(self, o: Any, now: float) -> None:
