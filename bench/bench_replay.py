@@ -270,8 +270,8 @@ def main() -> int:
                     help="the CPU every child is pinned to (default: the last allowed one)")
     ap.add_argument("--jobs", type=int, default=1, help="replay worker processes (default 1)")
     ap.add_argument("--split", action="store_true",
-                    help="a record's cost: parse, JSON decoding, conversion, JSON-lines "
-                         "rendering, cumulative loops in this process (see _split)")
+                    help="a record's cost: parse, JSON decoding, conversion, rendering in "
+                         "--format, cumulative loops in this process (see _split)")
     ap.add_argument("--jobs-speedup", action="store_true",
                     help="wall time of one process against --jobs N workers (0: what replay "
                          "--jobs 0 picks, shown beside 2), fresh unpinned children")
@@ -499,16 +499,31 @@ def _profile(args, configs: list, files: list[str]) -> int:
     return 0
 
 
+def _renderer(fmt: str):
+    """The function the ``fmt`` writer renders one event with (``none``: nothing)."""
+    if fmt == "xml":
+        from sysmonx.sinks.xml_windows import render_windows_xml
+        return render_windows_xml
+    if fmt == "linux-xml":
+        from sysmonx.sinks.xml_linux import render_linux_xml
+        return render_linux_xml
+    if fmt == "none":
+        return lambda event: None
+    from sysmonx.sinks.jsonl import event_to_json
+    return event_to_json
+
+
 def _split(args, files: list[str]) -> int:
     """``--split``: a record's cost cut into the parse, JSON decoding, conversion to an Event and
-    JSON-lines rendering: four cumulative loops over the same EVTX inputs in this process
+    rendering in ``--format`` (JSON lines, Windows XML or Sysmon for Linux XML, as the writer
+    renders one event): four cumulative loops over the same EVTX inputs in this process
     pinned to one CPU (CPU time, best of ``--rounds``, ``--repeat`` passes each), each loop
     doing one step more than the one before."""
     import orjson
     from evtx import PyEvtxParser
 
-    from sysmonx.sinks.jsonl import event_to_json
     from sysmonx.sources.evtx import _convert
+    render = _renderer(args.format)
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     loads = orjson.loads
@@ -527,12 +542,12 @@ def _split(args, files: list[str]) -> int:
                 elif depth >= 2:
                     event = _convert(rec["data"], origin, None)
                     if depth == 3:
-                        event_to_json(event)
+                        render(event)
                 n += 1
         return n
 
     names = ("pyevtx-rs parse (records_json)", "+ orjson.loads of the record",
-             "+ conversion to an Event (Sysmon strings)", "+ JSON-lines rendering")
+             "+ conversion to an Event (Sysmon strings)", f"+ {args.format} rendering")
     best = []
     n = 0
     for depth in range(4):
