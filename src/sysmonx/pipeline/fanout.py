@@ -341,7 +341,9 @@ class QueuedSlot(SinkSlot):
             if room:
                 q.queue.append(item)
                 q.unfinished_tasks += 1
-                if q.not_empty._waiters:  # type: ignore[attr-defined]  # the thread waits
+                # notify() only when the thread waits (its waiter list, where this Python has
+                # one; notify() itself is the public fallback)
+                if getattr(q.not_empty, "_waiters", True):
                     q.not_empty.notify()
         if room:
             if self._dropping:  # the queue takes events again: that loss period ends
