@@ -48,6 +48,11 @@ the workers have files to share.
 
 Two analysis modes use the same inputs and configurations:
 
+``--pure`` measures the pure-Python paths (``SYSMONX_PURE_PYTHON=1``) instead of the compiled
+extension (``sysmonx.core._speedups``, used when built); ``--compare-pure`` adds a pure-Python row
+per configuration to the same run, its children interleaved with the others. The active path is
+printed.
+
 ``--filter-only``
     the filter alone, in this process pinned to one CPU: the Sysmon events of the inputs (any
     format replay reads, not only EVTX) are decoded in
@@ -193,8 +198,9 @@ def child(spec: dict) -> dict:
     from sysmonx.sinks import writer_class
     if spec["format"] != "none":
         writer_class(spec["format"])
+    from sysmonx.core.native import implementation
     _evict(files)
-    out: dict = {}
+    out: dict = {"implementation": implementation()}
     if spec["what"] == "baseline":
         t = clock()
         out["records"] = baseline(files)
@@ -217,7 +223,8 @@ def child(spec: dict) -> dict:
         config = load_config(path) if path else None
         engine = FilterEngine(config) if config is not None else None
         out["compile"] = clock() - t
-        keep = bool(spec.get("wall"))  # --jobs-speedup: both sides as --jobs runs them
+        # --jobs-speedup: both sides as --jobs runs them; --keep-duplicates
+        keep = bool(spec.get("wall") or spec.get("keep_duplicates"))
         cpu0 = _all_cpu()
         out["records"] = _replay(files, config, fmt, engine, jobs, keep, detection)
         out["cold"] = clock() - t
@@ -239,8 +246,11 @@ def child(spec: dict) -> dict:
 
 
 def _run_child(spec: dict) -> dict:
+    env = dict(os.environ)
+    if spec.get("pure"):
+        env["SYSMONX_PURE_PYTHON"] = "1"
     r = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"measurement failed: {spec['what']} {spec.get('config')}:\n{r.stderr}")
     return json.loads(r.stdout)
@@ -270,8 +280,8 @@ def main() -> int:
                     help="the CPU every child is pinned to (default: the last allowed one)")
     ap.add_argument("--jobs", type=int, default=1, help="replay worker processes (default 1)")
     ap.add_argument("--split", action="store_true",
-                    help="a record's cost: parse, JSON decoding, conversion, JSON-lines "
-                         "rendering, cumulative loops in this process (see _split)")
+                    help="a record's cost: parse, JSON decoding, conversion, rendering in "
+                         "--format, cumulative loops in this process (see _split)")
     ap.add_argument("--jobs-speedup", action="store_true",
                     help="wall time of one process against --jobs N workers (0: what replay "
                          "--jobs 0 picks, shown beside 2), fresh unpinned children")
@@ -282,12 +292,24 @@ def main() -> int:
                     help="with --build-evtx-gb: N files of 1/N the size each (copies of one "
                          "built file), so --jobs has files to spread")
     ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    ap.add_argument("--pure", action="store_true",
+                    help="measure the pure-Python paths (SYSMONX_PURE_PYTHON=1 for this process "
+                         "and its children) instead of the compiled ones")
+    ap.add_argument("--keep-duplicates", action="store_true",
+                    help="replay as --keep-duplicates does (no duplicate check); needed with "
+                         "--build-evtx-gb, whose copies repeat the source's EventRecordIDs and "
+                         "times")
+    ap.add_argument("--compare-pure", action="store_true",
+                    help="also replay each configuration on the pure-Python paths (a second row "
+                         "per configuration, its children interleaved with the others)")
     ap.add_argument("--filter-only", action="store_true",
                     help="measure the filter alone: index vs plain walk (see above)")
     ap.add_argument("--profile", action="store_true",
                     help="split a warm replay's time by stage with pyinstrument (see above)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.pure:
+        os.environ["SYSMONX_PURE_PYTHON"] = "1"
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return 0
@@ -499,16 +521,33 @@ def _profile(args, configs: list, files: list[str]) -> int:
     return 0
 
 
+def _renderer(fmt: str):
+    """The function the ``fmt`` writer renders one event with (``none``: nothing)."""
+    if fmt == "xml":
+        from sysmonx.sinks.xml_windows import render_windows_xml
+        return render_windows_xml
+    if fmt == "linux-xml":
+        from sysmonx.sinks.xml_linux import render_linux_xml
+        return render_linux_xml
+    if fmt == "none":
+        return lambda event: None
+    from sysmonx.sinks.jsonl import event_to_json
+    return event_to_json
+
+
 def _split(args, files: list[str]) -> int:
-    """``--split``: a record's cost cut into the parse, JSON decoding, conversion to an Event and
-    JSON-lines rendering: four cumulative loops over the same EVTX inputs in this process
-    pinned to one CPU (CPU time, best of ``--rounds``, ``--repeat`` passes each), each loop
-    doing one step more than the one before."""
+    """``--split``: a record's cost cut into the parse, JSON decoding, conversion to an Event,
+    rendering in ``--format`` (JSON lines, Windows XML or Sysmon for Linux XML, as the writer
+    renders one event), the EVTX reader's chunk tracking and checksums, the replay loop with its
+    stages and writer, and the duplicate check: seven cumulative loops over the same EVTX
+    inputs in this process pinned to one CPU (CPU time, best of ``--rounds``, ``--repeat``
+    passes each), each loop doing one step more than the one before (the compiled converter
+    parses the JSON itself: its row starts from the parse)."""
     import orjson
     from evtx import PyEvtxParser
 
-    from sysmonx.sinks.jsonl import event_to_json
     from sysmonx.sources.evtx import _convert
+    render = _renderer(args.format)
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     loads = orjson.loads
@@ -517,9 +556,18 @@ def _split(args, files: list[str]) -> int:
         print("--split needs EVTX inputs", file=sys.stderr)
         return 1
 
+    from sysmonx.sources.evtx import read_evtx
+
     def run(depth: int) -> int:
+        if depth >= 5:  # the replay itself, no config, as the measured replays run it
+            return _replay(work, None, args.format, None, 1, keep_duplicates=depth == 5)
         n = 0
         for f in work:
+            if depth == 4:  # the EVTX reader: chunk tracking and checksums on top
+                for event in read_evtx(f, lambda err: None):
+                    render(event)
+                    n += 1
+                continue
             origin = (f, 0)
             for rec in PyEvtxParser(f).records_json():
                 if depth == 1:
@@ -527,26 +575,35 @@ def _split(args, files: list[str]) -> int:
                 elif depth >= 2:
                     event = _convert(rec["data"], origin, None)
                     if depth == 3:
-                        event_to_json(event)
+                        render(event)
                 n += 1
         return n
 
     names = ("pyevtx-rs parse (records_json)", "+ orjson.loads of the record",
-             "+ conversion to an Event (Sysmon strings)", "+ JSON-lines rendering")
+             "+ conversion to an Event (Sysmon strings)", f"+ {args.format} rendering",
+             "+ the EVTX reader (chunk tracking, checksums)",
+             "+ replay loop, stages, writer (no duplicate check)",
+             "+ the duplicate check (a whole replay, no config)")
     best = []
     n = 0
-    for depth in range(4):
+    for depth in range(7):
         b = math.inf
         for _ in range(args.rounds):
             t = _cpu()
             n = run(depth)
             b = min(b, _cpu() - t)
         best.append(b / n * 1e6)
+    from sysmonx.core.native import implementation
     print(f"{len(set(work))} EVTX file(s) x{args.repeat}, {n:,} records per loop; CPU time pinned "
-          f"to CPU {cpu}, best of {args.rounds}; load average {_load()}")
+          f"to CPU {cpu}, best of {args.rounds}; load average {_load()}; {implementation()}")
+    compiled = "compiled" in implementation()
+    if compiled:  # the compiled converter parses the JSON itself: its step starts at the parse
+        names = names[:2] + ("parse + C decoding and conversion to an Event",) + names[3:]
     for i, name in enumerate(names):
         step = best[i] - (best[i - 1] if i else 0.0)
-        print(f"{name:44} {best[i]:7.2f} us per record cumulative   {step:6.2f} us this step")
+        if compiled and i == 2:
+            step = best[2] - best[0]
+        print(f"{name:52} {best[i]:7.2f} us per record cumulative   {step:6.2f} us this step")
     return 0
 
 
@@ -618,15 +675,19 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
     configs = _configs(args, corpus)
     common = {"files": files, "rounds": args.rounds, "repeat": args.repeat, "cpu": cpu,
-              "jobs": args.jobs, "format": args.format}
+              "jobs": args.jobs, "format": args.format, "keep_duplicates": args.keep_duplicates}
+    rows = [(label, path, False) for label, path in configs]
+    if args.compare_pure and not args.pure:
+        rows += [(f"{label} (pure Python)", path, True) for label, path in configs]
     load_before = _load()
     base: list = []
-    runs: dict = {label: [] for label, _ in configs}
+    runs: dict = {label: [] for label, _, _ in rows}
     for _ in range(args.rounds):
         for _ in range(args.baseline_runs):
             base.append(_run_child(dict(common, what="baseline")))
-        for label, path in configs:
-            runs[label].append(_run_child(dict(common, what="replay", config=path)))
+        for label, path, pure in rows:
+            runs[label].append(_run_child(dict(common, what="replay", config=path, pure=pure)))
+    configs = [(label, path) for label, path, _ in rows]
     load_after = _load()
     n = base[0]["records"]
     size = sum(os.path.getsize(f) for f in files)
@@ -635,6 +696,8 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
     print(f"inputs: {len(files)} EVTX, {size / 1e6:,.1f} MB, {n:,} records; output: {args.format}; "
           f"{unit}; best of {args.rounds}; warm passes x{args.repeat}")
     print(f"load average (1/5/15 min) before: {load_before}  after: {load_after}")
+    print("hot paths: " + "; ".join(sorted({f"{label}: {runs[label][0]['implementation']}"
+                                            for label, _ in configs})))
     b_cold = min(r["cold"] for r in base)
     b_warm = min(r["warm"] for r in base)
     b_dec = min(r["decoded"] for r in base)

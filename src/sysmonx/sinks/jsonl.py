@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Optional
+from typing import Callable, Optional
 
 import orjson
 
+from ..core import native
 from ..core.registry import SINKS
 from ..event import Event, normalize_time
 from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
@@ -72,8 +73,9 @@ def _utc(t: str) -> str:
         return t
 
 
-def event_to_json(e: Event) -> bytes:
-    """One event as a JSON line (bytes, UTF-8, without the line break)."""
+def _event_to_json_py(e: Event) -> bytes:
+    """One event as a JSON line (bytes, UTF-8, without the line break): the pure-Python path,
+    which defines the format (:data:`event_to_json`)."""
     data = e.data
     enrichment = None
     if not ENRICHMENT_FIELD_NAMES.isdisjoint(data):
@@ -106,6 +108,16 @@ def event_to_json(e: Event) -> bytes:
         return _C1.sub(_c1, out) if b"\xc2" in out else out
     except TypeError:  # lone surrogates: orjson refuses them, json escapes them
         return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+#: One event as a JSON line (bytes, UTF-8, without the line break), the format above. The
+#: compiled renderer (sysmonx.core._speedups: the same bytes, anything unusual handed to
+#: :func:`_event_to_json_py`) when it is built and not disabled (``SYSMONX_PURE_PYTHON=1``).
+event_to_json: Callable[[Event], bytes] = _event_to_json_py
+if native.speedups is not None:
+    native.speedups.setup_json(Event, ENRICHMENT_FIELD_NAMES, _split_enrichment, _utc,
+                               _event_to_json_py)
+    event_to_json = native.speedups.event_json
 
 
 @SINKS.register

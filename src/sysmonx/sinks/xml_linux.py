@@ -45,15 +45,19 @@ def _time9(t: str) -> str:
 _FORM = XmlForm("<Event>", '"', _attr, "UserId", _time9)
 
 
-def render_linux_xml(e: Event, rewrite_envelope: bool = False) -> str:
+def render_linux_xml(e: Event, rewrite_envelope: bool = False, templates: bool = True) -> str:
     """One event as a Sysmon for Linux XML string (no line break).
 
     Args:
         rewrite_envelope: give Windows Sysmon events the Linux provider, GUID and channel.
+        templates: render from the event shape's template (see
+            :func:`sysmonx.sinks._xml.render_event`); False: the generic renderer (same
+            output, kept as the reference the tests compare with).
     """
     if rewrite_envelope and e.provider == WINDOWS_PROVIDER:
-        return render_event(e, _FORM, LINUX_PROVIDER, LINUX_PROVIDER_GUID, LINUX_CHANNEL)
-    return render_event(e, _FORM, e.provider, e.provider_guid, e.channel)
+        return render_event(e, _FORM, LINUX_PROVIDER, LINUX_PROVIDER_GUID, LINUX_CHANNEL,
+                            templates)
+    return render_event(e, _FORM, e.provider, e.provider_guid, e.channel, templates)
 
 
 @SINKS.register
@@ -66,6 +70,8 @@ class LinuxXmlWriter(Writer):
     Args:
         stream: binary output stream.
         rewrite_envelope: write Windows Sysmon events with the Linux provider/GUID/channel.
+        templates: False renders every event with the generic renderer instead of the
+            per-shape templates (identical output; for tests and comparisons).
         close_stream: see :class:`~sysmonx.sinks.base.Writer`.
     """
 
@@ -73,10 +79,12 @@ class LinuxXmlWriter(Writer):
     summary = "Sysmon for Linux single-line event XML"
 
     def __init__(self, stream: BinaryIO, rewrite_envelope: bool = False,
-                 close_stream: bool = True) -> None:
+                 close_stream: bool = True, templates: bool = True) -> None:
         super().__init__(stream, close_stream)
         self.rewrite_envelope = rewrite_envelope
+        self.templates = templates
 
     def write(self, event: Event) -> None:
         """Write one event line."""
-        self.stream.write((render_linux_xml(event, self.rewrite_envelope) + "\n").encode())
+        self.stream.write((render_linux_xml(event, self.rewrite_envelope, self.templates)
+                           + "\n").encode())

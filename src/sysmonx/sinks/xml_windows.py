@@ -52,15 +52,19 @@ def _time7(t: str) -> str:
 _FORM = XmlForm(f"<Event xmlns='{EVENT_NS}'>", "'", _attr, "UserID", _time7)
 
 
-def render_windows_xml(e: Event, rewrite_envelope: bool = False) -> str:
+def render_windows_xml(e: Event, rewrite_envelope: bool = False, templates: bool = True) -> str:
     """One event as a Windows event XML string (no line break).
 
     Args:
         rewrite_envelope: give Sysmon for Linux events the Windows provider, GUID and channel.
+        templates: render from the event shape's template (see
+            :func:`sysmonx.sinks._xml.render_event`); False: the generic renderer (same
+            output, kept as the reference the tests compare with).
     """
     if rewrite_envelope and e.provider == LINUX_PROVIDER:
-        return render_event(e, _FORM, WINDOWS_PROVIDER, WINDOWS_PROVIDER_GUID, WINDOWS_CHANNEL)
-    return render_event(e, _FORM, e.provider, e.provider_guid, e.channel)
+        return render_event(e, _FORM, WINDOWS_PROVIDER, WINDOWS_PROVIDER_GUID, WINDOWS_CHANNEL,
+                            templates)
+    return render_event(e, _FORM, e.provider, e.provider_guid, e.channel, templates)
 
 
 @SINKS.register
@@ -75,6 +79,8 @@ class WindowsXmlWriter(Writer):
         root: wrap the events in ``<Events>`` ... ``</Events>`` (each on its own line) for tools
             that want one XML document; the end tag is written by :meth:`close`.
         rewrite_envelope: write Sysmon for Linux events with the Windows provider/GUID/channel.
+        templates: False renders every event with the generic renderer instead of the
+            per-shape templates (identical output; for tests and comparisons).
         close_stream: see :class:`~sysmonx.sinks.base.Writer`.
     """
 
@@ -84,16 +90,18 @@ class WindowsXmlWriter(Writer):
     PART_OPTIONS = {"root": False}
 
     def __init__(self, stream: BinaryIO, root: bool = False, rewrite_envelope: bool = False,
-                 close_stream: bool = True) -> None:
+                 close_stream: bool = True, templates: bool = True) -> None:
         super().__init__(stream, close_stream)
         self.root = root
         self.rewrite_envelope = rewrite_envelope
+        self.templates = templates
         if root:
             stream.write(b"<Events>\n")
 
     def write(self, event: Event) -> None:
         """Write one event line."""
-        self.stream.write((render_windows_xml(event, self.rewrite_envelope) + "\n").encode())
+        self.stream.write((render_windows_xml(event, self.rewrite_envelope, self.templates)
+                           + "\n").encode())
 
     def close(self) -> None:
         """Write ``</Events>`` (with ``root``), flush, close the stream (see base class)."""

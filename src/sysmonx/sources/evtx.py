@@ -57,6 +57,7 @@ from ..event import SYSMON_PROVIDERS, Event, normalize_time
 from ..schema import GUID
 from ..schema.catalogue import EVENTS
 from ..core.errors import ReadError
+from ..core import native
 from .base import FileFormat, FileNotes, OnError, put_unique
 
 __all__ = ["read_evtx"]
@@ -119,16 +120,24 @@ def _records(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
     max_failures = (tracker.slots + 1) * 2400  # > records per chunk: only stops a parser loop
     rec: Any  # a dict from pyevtx-rs
     while True:
+        # the current chunk's counters live in locals on the per-record path; they are written
+        # back to the tracker before anything of it reads them (advance, failed, finish)
+        first, last, seen, last_rid = tracker.first, tracker.last, tracker.seen, tracker.last_rid
+        seen_add = tracker.seen_ids.add
         try:
             for rec in it:
                 failures = 0
                 rid = rec["event_record_id"]
-                if tracker.first <= rid <= tracker.last:
-                    tracker.seen += 1
-                    tracker.last_rid = rid
-                    tracker.seen_ids.add(rid)
+                if first <= rid <= last:
+                    seen += 1
+                    last_rid = rid
+                    seen_add(rid)
                 else:
+                    tracker.seen, tracker.last_rid = seen, last_rid
                     recovered = tracker.advance(rid)
+                    first, last = tracker.first, tracker.last
+                    seen, last_rid = tracker.seen, tracker.last_rid
+                    seen_add = tracker.seen_ids.add
                     if recovered:
                         yield from recovered
                 try:
@@ -137,8 +146,10 @@ def _records(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
                     on_error(ReadError(path, rid, "record", f"undecodable event record: {exc!r}"))
                     continue
                 yield event
+            tracker.seen, tracker.last_rid = seen, last_rid
             return
         except (RuntimeError, OSError) as exc:  # pyevtx-rs's decode / I/O errors
+            tracker.seen, tracker.last_rid = seen, last_rid
             tracker.failed(str(exc))
             failures += 1
             if failures > max_failures:
@@ -188,11 +199,23 @@ _FAST_NEW = tuple(Event.__slots__) == (
 _new_event: Callable[[type], Event] = Event.__new__
 
 
-def _convert(text: str, origin: tuple, notes: Optional[FileNotes] = None) -> Event:
+def _convert_py(text: str, origin: tuple, notes: Optional[FileNotes] = None) -> Event:
     """One ``records_json()`` record (its ``data`` JSON text) as an Event. The replay hot path:
     direct indexing for the shape every Windows record has, :func:`_convert_tolerant` otherwise.
-    ``notes`` receives the warning about unnamed EventData values (once per file)."""
+    ``notes`` receives the warning about unnamed EventData values (once per file).
+    Raises what ``orjson.loads`` raises for text that is not JSON, ``_BadRecord``/``KeyError``
+    for JSON that is not an event record."""
     return _convert_root(orjson.loads(text)["Event"], origin, notes)
+
+
+#: The converter the reader calls: the compiled one (sysmonx.core._speedups: the common record
+#: shape parsed and converted in C, every other record handed to :func:`_convert_py`, same
+#: Events) when it is built and not disabled (``SYSMONX_PURE_PYTHON=1``), else _convert_py.
+_convert: Callable[[str, tuple, Optional[FileNotes]], Event] = _convert_py
+if native.speedups is not None and _FAST_NEW:
+    native.speedups.setup_convert(Event, _GUID_FIELDS, SYSMON_PROVIDERS, _provider_guids,
+                                  _convert_py)
+    _convert = native.speedups.convert
 
 
 def _convert_root(root, origin: tuple, notes: Optional[FileNotes] = None) -> Event:
@@ -514,16 +537,18 @@ class _ChunkTracker:
         only for chunks with no other damage reported, so one damaged spot gives one line."""
         if self.offset(slot) + _CHUNK_SIZE > self.size:
             return  # truncated chunk: reported elsewhere
-        data = self.chunk(slot)
+        self.f.seek(self.offset(slot))
+        data = self.f.read(_CHUNK_SIZE)  # whole: the chunk lies inside the file
+        view = memoryview(data)  # checksummed in place, no copies
         stored_head, = struct.unpack_from("<I", data, 124)
         free, stored_data = struct.unpack_from("<II", data, 48)
         bad = []
-        if zlib.crc32(bytes(data[0:120]) + bytes(data[128:512])) != stored_head:
+        if zlib.crc32(view[128:512], zlib.crc32(view[0:120])) != stored_head:
             bad.append("header")
-        if 512 <= free <= _CHUNK_SIZE and zlib.crc32(bytes(data[512:free])) != stored_data:
+        if 512 <= free <= _CHUNK_SIZE and zlib.crc32(view[512:free]) != stored_data:
             # a header that overstates its free-space offset may checksum the real records only
-            ends = [p + size for p, size, _ in _walk_records(data, _CHUNK_SIZE)]
-            if not ends or zlib.crc32(bytes(data[512:ends[-1]])) != stored_data:
+            ends = [p + size for p, size, _ in _walk_records(bytearray(data), _CHUNK_SIZE)]
+            if not ends or zlib.crc32(view[512:ends[-1]]) != stored_data:
                 bad.append("record data")
         if bad:
             self.on_error(ReadError(self.path, self.offset(slot), "byte",

@@ -1,0 +1,8 @@
+"""Build of the optional C extension ``sysmonx.core._speedups`` (everything else is in
+pyproject.toml). ``optional=True``: without a C compiler or the Python headers the build goes on
+without it and SysmonX uses its pure-Python paths (same output)."""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("sysmonx.core._speedups", ["src/sysmonx/core/_speedups.c"],
+                             optional=True)])

@@ -1,0 +1,1246 @@
+/* sysmonx.core._speedups: compiled fast paths for replay (EVTX record JSON -> Event) and JSON lines
+ * (Event -> bytes), written against the CPython C API (no build-time dependency but a C
+ * compiler and the Python headers).
+ *
+ * Both functions handle the common shape only and answer None for anything else, so the
+ * pure-Python functions (sysmonx.sources.evtx._convert, sysmonx.sinks.jsonl.event_to_json), which
+ * define the behaviour, decide those inputs. For the shapes handled the result is exactly what
+ * the pure path gives (tests/test_speedups.py compares both on every corpus record and on
+ * hand-made edge cases).
+ *
+ *   convert_raw(text, origin) -> Event | None
+ *       ``text``: the ``data`` JSON of one pyevtx-rs ``records_json()`` record. Parses the JSON
+ *       itself (RFC 8259; whatever orjson would reject, including lone surrogate escapes, gives
+ *       None) and fills the Event's slots as ``_convert_root`` does.
+ *   convert(text, origin, notes=None) -> Event
+ *       convert_raw, else the registered Python fallback ``fallback(text, origin, notes)``.
+ *   event_json_raw(event) -> bytes | None
+ *       the bytes ``event_to_json`` returns (orjson's rendering, C1 controls escaped).
+ *   event_json(event) -> bytes
+ *       event_json_raw, else the registered Python fallback.
+ *   setup_convert(...), setup_json(...): called once by those two modules
+ *       (sysmonx.core.native loads this module, or not: SYSMONX_PURE_PYTHON=1).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <string.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------ module state (set up once) */
+
+enum { S_EVENT_ID, S_DATA, S_PROVIDER, S_PROVIDER_GUID, S_VERSION, S_LEVEL, S_TASK, S_OPCODE,
+       S_KEYWORDS, S_TIME_CREATED, S_RECORD_ID, S_PROCESS_ID, S_THREAD_ID, S_CHANNEL,
+       S_COMPUTER, S_USER_ID, S_ORIGIN, N_SLOTS };
+
+static const char *slot_names[N_SLOTS] = {
+    "event_id", "data", "provider", "provider_guid", "version", "level", "task", "opcode",
+    "keywords", "time_created", "record_id", "process_id", "thread_id", "channel", "computer",
+    "user_id", "origin"};
+
+static PyTypeObject *event_type = NULL;
+static Py_ssize_t slot_off[N_SLOTS];
+static PyObject *guid_fields = NULL;      /* dict: int EventID -> frozenset of field names */
+static PyObject *sysmon_providers = NULL; /* frozenset of provider names */
+static PyObject *provider_guids = NULL;   /* dict: raw GUID text -> braced lower-case (shared) */
+static PyObject *convert_fallback = NULL; /* callable(text, origin, notes) */
+static PyObject *enrichment_names = NULL; /* frozenset */
+static PyObject *split_enrichment = NULL; /* callable(event_id, data) -> (data, enr | None) */
+static PyObject *utc_func = NULL;         /* callable(time text) -> str */
+static PyObject *json_fallback = NULL;    /* callable(event) -> bytes */
+static PyObject *empty_str = NULL;
+static PyObject *str_true = NULL, *str_false = NULL;
+
+#define SLOT(obj, i) (*(PyObject **)((char *)(obj) + slot_off[i]))
+
+/* ------------------------------------------------------------------------------- JSON reader */
+
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+    int depth;
+    int latin1; /* the bytes are the text's own 1-byte (Latin-1) characters, not UTF-8 */
+} Reader;
+
+#define MAX_DEPTH 256
+
+static inline void skip_ws(Reader *r) {
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
+        r->p++;
+}
+
+static inline int hexval(unsigned char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static int read_hex4(const unsigned char *p, const unsigned char *end, unsigned *out) {
+    if (end - p < 4) return -1;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(p[i]);
+        if (h < 0) return -1;
+        v = (v << 4) | (unsigned)h;
+    }
+    *out = v;
+    return 0;
+}
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* Bit i set when byte i of the 16 at p is '"', '\\' or below 0x20. */
+static inline unsigned special16(const unsigned char *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+    __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+    __m128i c = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1F)), _mm_set1_epi8(0x1F));
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, b), c));
+}
+#endif
+
+/* Non-zero when one of the 8 bytes of w is '"', '\\' or below 0x20 (the lowest flagged byte is
+ * always a real one; bytes above may be false positives, which only cost the byte loop). */
+static inline uint64_t special8(uint64_t w) {
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+    return (((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w)) & high;
+}
+
+/* Scan a string starting after its opening quote. On success r->p is after the closing quote,
+ * start and len give the raw bytes, *escaped says whether a backslash occurs. Validates escapes
+ * (incl. surrogate pairing, as orjson does). Returns -1 on anything invalid. */
+static int scan_string(Reader *r, const unsigned char **start, Py_ssize_t *len, int *escaped) {
+    const unsigned char *p = r->p, *end = r->end;
+    *start = p;
+    *escaped = 0;
+    while (p < end) {
+#if defined(__SSE2__)
+        if (end - p >= 16) {
+            unsigned m = special16(p);
+            if (m == 0) {
+                p += 16;
+                continue;
+            }
+            p += __builtin_ctz(m);
+        } else
+#endif
+        if (end - p >= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            if (!special8(w)) {
+                p += 8;
+                continue;
+            }
+        }
+        unsigned char c = *p;
+        if (c == '"') {
+            *len = p - *start;
+            r->p = p + 1;
+            return 0;
+        }
+        if (c < 0x20) return -1;
+        if (c == '\\') {
+            *escaped = 1;
+            if (p + 1 >= end) return -1;
+            unsigned char e = p[1];
+            if (e == 'u') {
+                unsigned cp;
+                if (read_hex4(p + 2, end, &cp) < 0) return -1;
+                p += 6;
+                if (cp >= 0xDC00 && cp <= 0xDFFF) return -1;     /* lone low surrogate */
+                if (cp >= 0xD800 && cp <= 0xDBFF) {                /* needs a low surrogate */
+                    unsigned lo;
+                    if (end - p < 6 || p[0] != '\\' || p[1] != 'u') return -1;
+                    if (read_hex4(p + 2, end, &lo) < 0 || lo < 0xDC00 || lo > 0xDFFF) return -1;
+                    p += 6;
+                }
+                continue;
+            }
+            if (e != '"' && e != '\\' && e != '/' && e != 'b' && e != 'f' && e != 'n' &&
+                e != 'r' && e != 't')
+                return -1;
+            p += 2;
+            continue;
+        }
+        p++;
+    }
+    return -1;
+}
+
+static inline char *put_utf8(char *o, unsigned cp) {
+    if (cp < 0x80) {
+        *o++ = (char)cp;
+    } else if (cp < 0x800) {
+        *o++ = (char)(0xC0 | (cp >> 6));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        *o++ = (char)(0xE0 | (cp >> 12));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else {
+        *o++ = (char)(0xF0 | (cp >> 18));
+        *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    }
+    return o;
+}
+
+/* The Python str of an already validated raw JSON string body (UTF-8, or Latin-1 characters
+ * when r->latin1). New reference or NULL (error set: only MemoryError can happen, the input
+ * being valid). */
+static PyObject *make_string(const Reader *r, const unsigned char *s, Py_ssize_t n, int escaped) {
+    if (!escaped) {
+        if (r->latin1) return PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, s, n);
+        return PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+    }
+    /* to UTF-8: an escape is never longer in UTF-8; a Latin-1 character takes 2 bytes */
+    Py_ssize_t cap = r->latin1 ? 2 * n : n;
+    char stackbuf[1024];
+    stackbuf[0] = 0;
+    char *buf = cap <= (Py_ssize_t)sizeof(stackbuf) ? stackbuf : PyMem_Malloc(cap + 1);
+    if (buf == NULL) return PyErr_NoMemory();
+    char *o = buf;
+    const unsigned char *p = s, *end = s + n;
+    while (p < end) {
+        if (*p != '\\') {
+            if (*p >= 0x80 && r->latin1) o = put_utf8(o, *p++);
+            else *o++ = (char)*p++;
+            continue;
+        }
+        unsigned char e = p[1];
+        p += 2;
+        switch (e) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '/': *o++ = '/'; break;
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        default: { /* 'u', validated by scan_string */
+            unsigned cp = 0, lo = 0;
+            read_hex4(p, end, &cp);
+            p += 4;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                read_hex4(p + 2, end, &lo);
+                p += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            o = put_utf8(o, cp);
+        }
+        }
+    }
+    PyObject *res = PyUnicode_DecodeUTF8(buf, o - buf, NULL);
+    if (buf != stackbuf) PyMem_Free(buf);
+    return res;
+}
+
+/* Key cache: EventData field names repeat on every record; caching them saves the allocation
+ * and the hash. Only short unescaped keys; entries live as long as the module. */
+#define KEY_CACHE 1024
+#define KEY_MAX 48
+typedef struct {
+    Py_ssize_t len;
+    unsigned char bytes[KEY_MAX];
+    PyObject *str;
+} KeyEntry;
+static KeyEntry key_cache[KEY_CACHE];
+
+static PyObject *cached_key(const Reader *r, const unsigned char *s, Py_ssize_t n, int escaped) {
+    if (escaped || n > KEY_MAX) return make_string(r, s, n, escaped);
+    uint32_t h = 2166136261u;
+    unsigned high = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h = (h ^ s[i]) * 16777619u;
+        high |= s[i];
+    }
+    if (high & 0x80) return make_string(r, s, n, 0); /* ASCII keys only: same bytes, same text */
+    KeyEntry *e = &key_cache[h & (KEY_CACHE - 1)];
+    if (e->str != NULL && e->len == n && memcmp(e->bytes, s, n) == 0) {
+        Py_INCREF(e->str);
+        return e->str;
+    }
+    PyObject *str = make_string(r, s, n, 0);
+    if (str == NULL) return NULL;
+    Py_XDECREF(e->str);
+    e->len = n;
+    memcpy(e->bytes, s, n);
+    Py_INCREF(str);
+    e->str = str;
+    return str;
+}
+
+/* Compare a raw (unescaped) key with a C string. */
+static inline int key_is(const unsigned char *s, Py_ssize_t n, int escaped, const char *lit) {
+    return !escaped && (size_t)n == strlen(lit) && memcmp(s, lit, n) == 0;
+}
+
+static int skip_value(Reader *r);
+
+static int skip_number(Reader *r, int *is_float) {
+    const unsigned char *p = r->p, *end = r->end;
+    *is_float = 0;
+    if (p < end && *p == '-') p++;
+    if (p >= end) return -1;
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    } else {
+        return -1;
+    }
+    if (p < end && *p == '.') {
+        *is_float = 1;
+        p++;
+        if (p >= end || *p < '0' || *p > '9') return -1;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        *is_float = 1;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (p >= end || *p < '0' || *p > '9') return -1;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    r->p = p;
+    return 0;
+}
+
+static int skip_literal(Reader *r, const char *lit, size_t n) {
+    if ((size_t)(r->end - r->p) < n || memcmp(r->p, lit, n) != 0) return -1;
+    r->p += n;
+    return 0;
+}
+
+static int skip_value(Reader *r) {
+    skip_ws(r);
+    if (r->p >= r->end) return -1;
+    unsigned char c = *r->p;
+    const unsigned char *s;
+    Py_ssize_t n;
+    int esc, fl;
+    switch (c) {
+    case '"':
+        r->p++;
+        return scan_string(r, &s, &n, &esc);
+    case '{':
+    case '[': {
+        unsigned char close = c == '{' ? '}' : ']';
+        if (++r->depth > MAX_DEPTH) return -1;
+        r->p++;
+        skip_ws(r);
+        if (r->p < r->end && *r->p == close) {
+            r->p++;
+            r->depth--;
+            return 0;
+        }
+        for (;;) {
+            if (c == '{') {
+                skip_ws(r);
+                if (r->p >= r->end || *r->p != '"') return -1;
+                r->p++;
+                if (scan_string(r, &s, &n, &esc) < 0) return -1;
+                skip_ws(r);
+                if (r->p >= r->end || *r->p != ':') return -1;
+                r->p++;
+            }
+            if (skip_value(r) < 0) return -1;
+            skip_ws(r);
+            if (r->p >= r->end) return -1;
+            if (*r->p == ',') {
+                r->p++;
+                continue;
+            }
+            if (*r->p == close) {
+                r->p++;
+                r->depth--;
+                return 0;
+            }
+            return -1;
+        }
+    }
+    case 't': return skip_literal(r, "true", 4);
+    case 'f': return skip_literal(r, "false", 5);
+    case 'n': return skip_literal(r, "null", 4);
+    default: return skip_number(r, &fl);
+    }
+}
+
+/* Kinds of scalar a caller accepts. */
+#define K_STR 1
+#define K_INT 2
+#define K_NULL 4
+#define K_BOOL 8
+#define K_ANY (K_STR | K_INT | K_NULL | K_BOOL)
+
+/* A JSON scalar (string, integer within orjson's integer range, true/false/null) as orjson
+ * gives it. Returns a new reference, or NULL without an error set for "not handled" (float,
+ * object, array, kind not in ``kinds``, invalid JSON), or NULL with an error set (memory). */
+static PyObject *read_scalar(Reader *r, int kinds) {
+    skip_ws(r);
+    if (r->p >= r->end) return NULL;
+    unsigned char c = *r->p;
+    if (c == '"') {
+        const unsigned char *s;
+        Py_ssize_t n;
+        int esc;
+        if (!(kinds & K_STR)) return NULL;
+        r->p++;
+        if (scan_string(r, &s, &n, &esc) < 0) return NULL;
+        return make_string(r, s, n, esc);
+    }
+    if (c == 'n') {
+        if (!(kinds & K_NULL) || skip_literal(r, "null", 4) < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    if (c == 't') {
+        if (!(kinds & K_BOOL) || skip_literal(r, "true", 4) < 0) return NULL;
+        Py_RETURN_TRUE;
+    }
+    if (c == 'f') {
+        if (!(kinds & K_BOOL) || skip_literal(r, "false", 5) < 0) return NULL;
+        Py_RETURN_FALSE;
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) {
+        const unsigned char *start = r->p;
+        int fl;
+        if (!(kinds & K_INT) || skip_number(r, &fl) < 0 || fl) return NULL;
+        Py_ssize_t n = r->p - start;
+        int neg = start[0] == '-';
+        if (n - neg > 20) return NULL; /* beyond 64 bits orjson gives a float */
+        if (neg && n == 2 && start[1] == '0') return NULL; /* "-0": leave it to orjson */
+        uint64_t v = 0;
+        for (Py_ssize_t i = neg; i < n; i++) {
+            uint64_t d = (uint64_t)(start[i] - '0');
+            if (v > (UINT64_MAX - d) / 10) return NULL; /* beyond 64 bits: a float */
+            v = v * 10 + d;
+        }
+        if (neg) {
+            if (v > (uint64_t)INT64_MAX + 1) return NULL;
+            return PyLong_FromLongLong(v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v);
+        }
+        return PyLong_FromUnsignedLongLong(v);
+    }
+    return NULL;
+}
+
+/* Iterate an object: calls ``on_key`` for each key with the reader positioned at the value;
+ * on_key must consume the value. Returns 0, -1 (not handled) or -2 (Python error set). */
+typedef int (*KeyFn)(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx);
+
+static int read_object(Reader *r, KeyFn fn, void *ctx) {
+    skip_ws(r);
+    if (r->p >= r->end || *r->p != '{') return -1;
+    if (++r->depth > MAX_DEPTH) return -1;
+    r->p++;
+    skip_ws(r);
+    if (r->p < r->end && *r->p == '}') {
+        r->p++;
+        r->depth--;
+        return 0;
+    }
+    for (;;) {
+        const unsigned char *k;
+        Py_ssize_t n;
+        int esc, rc;
+        skip_ws(r);
+        if (r->p >= r->end || *r->p != '"') return -1;
+        r->p++;
+        if (scan_string(r, &k, &n, &esc) < 0) return -1;
+        skip_ws(r);
+        if (r->p >= r->end || *r->p != ':') return -1;
+        r->p++;
+        rc = fn(r, k, n, esc, ctx);
+        if (rc < 0) return rc;
+        skip_ws(r);
+        if (r->p >= r->end) return -1;
+        if (*r->p == ',') {
+            r->p++;
+            continue;
+        }
+        if (*r->p == '}') {
+            r->p++;
+            r->depth--;
+            return 0;
+        }
+        return -1;
+    }
+}
+
+/* A scalar into *dst (must be empty: a duplicate key is not handled). */
+static int take(Reader *r, PyObject **dst, int kinds) {
+    if (*dst != NULL) return -1;
+    *dst = read_scalar(r, kinds);
+    if (*dst == NULL) return PyErr_Occurred() ? -2 : -1;
+    return 0;
+}
+
+/* Single-key wrappers: {"#attributes": {...}} and the like. */
+typedef struct {
+    const char *name;
+    KeyFn fn;
+    void *ctx;
+    int seen;
+} Wrap;
+
+static int wrap_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
+    Wrap *w = ctx;
+    if (key_is(k, n, esc, w->name)) {
+        if (w->seen++) return -1;
+        return read_object(r, w->fn, w->ctx);
+    }
+    return skip_value(r);
+}
+
+static int read_attributes(Reader *r, KeyFn fn, void *ctx, int required) {
+    Wrap w = {"#attributes", fn, ctx, 0};
+    int rc = read_object(r, wrap_key, &w);
+    if (rc < 0) return rc;
+    return (required && !w.seen) ? -1 : 0;
+}
+
+typedef struct {
+    PyObject *name, *guid, *eid, *version, *level, *task, *opcode, *keywords, *tc, *record_id,
+        *pid, *tid, *channel, *computer, *user_id;
+    int seen_provider, seen_tc, seen_exec, seen_security, seen_system, seen_data, sec_empty;
+    PyObject *data;
+} Rec;
+
+static void rec_clear(Rec *x) {
+    Py_CLEAR(x->name); Py_CLEAR(x->guid); Py_CLEAR(x->eid); Py_CLEAR(x->version);
+    Py_CLEAR(x->level); Py_CLEAR(x->task); Py_CLEAR(x->opcode); Py_CLEAR(x->keywords);
+    Py_CLEAR(x->tc); Py_CLEAR(x->record_id); Py_CLEAR(x->pid); Py_CLEAR(x->tid);
+    Py_CLEAR(x->channel); Py_CLEAR(x->computer); Py_CLEAR(x->user_id); Py_CLEAR(x->data);
+}
+
+static int provider_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
+    Rec *x = ctx;
+    if (key_is(k, n, esc, "Name")) return take(r, &x->name, K_STR);
+    if (key_is(k, n, esc, "Guid")) return take(r, &x->guid, K_STR | K_NULL);
+    return skip_value(r);
+}
+
+static int tc_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
+    Rec *x = ctx;
+    if (key_is(k, n, esc, "SystemTime")) return take(r, &x->tc, K_STR);
+    return skip_value(r);
+}
+
+static int exec_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
+    Rec *x = ctx;
+    if (key_is(k, n, esc, "ProcessID")) return take(r, &x->pid, K_ANY);
+    if (key_is(k, n, esc, "ThreadID")) return take(r, &x->tid, K_ANY);
+    return skip_value(r);
+}
+
+static int sec_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
+    Rec *x = ctx;
+    if (key_is(k, n, esc, "UserID")) return take(r, &x->user_id, K_ANY);
+    return skip_value(r);
+}
+
+static int sec_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
+    Rec *x = ctx;
+    x->sec_empty = 0;
+    if (key_is(k, n, esc, "#attributes")) {
+        if (x->seen_security++) return -1;
+        return read_object(r, sec_attr, x);
+    }
+    return skip_value(r);
+}
+
+static int system_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
+    Rec *x = ctx;
+    if (esc) return skip_value(r);
+    switch (n) {
+    case 4:
+        if (!memcmp(k, "Task", 4)) return take(r, &x->task, K_ANY);
+        break;
+    case 5:
+        if (!memcmp(k, "Level", 5)) return take(r, &x->level, K_ANY);
+        break;
+    case 6:
+        if (!memcmp(k, "Opcode", 6)) return take(r, &x->opcode, K_ANY);
+        break;
+    case 7:
+        if (!memcmp(k, "EventID", 7)) return take(r, &x->eid, K_INT);
+        if (!memcmp(k, "Version", 7)) return take(r, &x->version, K_ANY);
+        if (!memcmp(k, "Channel", 7)) return take(r, &x->channel, K_ANY);
+        break;
+    case 8:
+        if (!memcmp(k, "Provider", 8)) {
+            if (x->seen_provider++) return -1;
+            return read_attributes(r, provider_attr, x, 1);
+        }
+        if (!memcmp(k, "Keywords", 8)) return take(r, &x->keywords, K_ANY);
+        if (!memcmp(k, "Computer", 8)) return take(r, &x->computer, K_ANY);
+        if (!memcmp(k, "Security", 8)) {
+            skip_ws(r);
+            if (x->seen_security) return -1;
+            if (r->p < r->end && *r->p == 'n') {
+                x->seen_security = 1;
+                x->sec_empty = 1;
+                return skip_literal(r, "null", 4);
+            }
+            x->sec_empty = 1;
+            int rc = read_object(r, sec_key, x);
+            if (rc < 0) return rc;
+            if (!x->sec_empty && !x->seen_security) return -1; /* keys but no #attributes */
+            x->seen_security = 1;
+            return 0;
+        }
+        break;
+    case 9:
+        if (!memcmp(k, "Execution", 9)) {
+            if (x->seen_exec++) return -1;
+            return read_attributes(r, exec_attr, x, 1);
+        }
+        break;
+    case 11:
+        if (!memcmp(k, "TimeCreated", 11)) {
+            if (x->seen_tc++) return -1;
+            return read_attributes(r, tc_attr, x, 1);
+        }
+        break;
+    case 13:
+        if (!memcmp(k, "EventRecordID", 13)) return take(r, &x->record_id, K_ANY);
+        break;
+    }
+    return skip_value(r);
+}
+
+/* EventData values as the Event-log strings _scalar gives: str unchanged, int decimal,
+ * true/false, null "". Anything else (float, object, array) is not handled. */
+static int data_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
+    Rec *x = ctx;
+    if (key_is(k, n, esc, "Data")) return -1; /* unnamed values: the Python path names them */
+    PyObject *v = read_scalar(r, K_ANY);
+    if (v == NULL) return PyErr_Occurred() ? -2 : -1;
+    if (!PyUnicode_CheckExact(v)) {
+        PyObject *s;
+        if (v == Py_None) s = Py_NewRef(empty_str);
+        else if (v == Py_True) s = Py_NewRef(str_true);
+        else if (v == Py_False) s = Py_NewRef(str_false);
+        else s = PyObject_Str(v);
+        Py_DECREF(v);
+        if (s == NULL) return -2;
+        v = s;
+    }
+    PyObject *key = cached_key(r, k, n, esc);
+    if (key == NULL) {
+        Py_DECREF(v);
+        return -2;
+    }
+    Py_ssize_t before = PyDict_GET_SIZE(x->data);
+    int rc = PyDict_SetItem(x->data, key, v);
+    Py_DECREF(key);
+    Py_DECREF(v);
+    if (rc < 0) return -2;
+    return PyDict_GET_SIZE(x->data) == before ? -1 : 0; /* duplicate key: orjson's rules */
+}
+
+static int event_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
+    Rec *x = ctx;
+    if (key_is(k, n, esc, "System")) {
+        if (x->seen_system++) return -1;
+        return read_object(r, system_key, x);
+    }
+    if (key_is(k, n, esc, "EventData")) {
+        if (x->seen_data++) return -1;
+        x->data = PyDict_New();
+        if (x->data == NULL) return -2;
+        return read_object(r, data_key, x);
+    }
+    return skip_value(r);
+}
+
+typedef struct {
+    Rec *rec;
+    int seen;
+} Top;
+
+static int top_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
+    Top *t = ctx;
+    if (key_is(k, n, esc, "Event")) {
+        if (t->seen++) return -1;
+        return read_object(r, event_key, t->rec);
+    }
+    return skip_value(r);
+}
+
+/* "{" + s.lower() + "}" (str.lower for non-ASCII text). New reference. */
+static PyObject *brace_lower(PyObject *s) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if (PyUnicode_IS_ASCII(s)) {
+        PyObject *out = PyUnicode_New(n + 2, 127);
+        if (out == NULL) return NULL;
+        const unsigned char *src = PyUnicode_1BYTE_DATA(s);
+        unsigned char *dst = PyUnicode_1BYTE_DATA(out);
+        dst[0] = '{';
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned char c = src[i];
+            dst[i + 1] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+        }
+        dst[n + 1] = '}';
+        return out;
+    }
+    PyObject *low = PyObject_CallMethod(s, "lower", NULL);
+    if (low == NULL) return NULL;
+    PyObject *out = PyUnicode_FromFormat("{%U}", low);
+    Py_DECREF(low);
+    return out;
+}
+
+/* _GUID_SHAPE: [0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}, exactly. */
+static int guid_shaped(PyObject *s) {
+    if (PyUnicode_GET_LENGTH(s) != 36 || !PyUnicode_IS_ASCII(s)) return 0;
+    const unsigned char *c = PyUnicode_1BYTE_DATA(s);
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c[i] != '-') return 0;
+        } else if (!((c[i] >= '0' && c[i] <= '9') || (c[i] >= 'A' && c[i] <= 'F'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* _provider_guid: the shared cache, else _guid(raw). New reference. */
+static PyObject *provider_guid(PyObject *raw) {
+    if (raw == Py_None) Py_RETURN_NONE;
+    PyObject *g = PyDict_GetItemWithError(provider_guids, raw);
+    if (g != NULL) return Py_NewRef(g);
+    if (PyErr_Occurred()) return NULL;
+    if (PyUnicode_GET_LENGTH(raw) == 0) Py_RETURN_NONE;
+    if (PyUnicode_READ_CHAR(raw, 0) == '{') g = Py_NewRef(raw);
+    else g = brace_lower(raw);
+    if (g == NULL) return NULL;
+    if (PyDict_GET_SIZE(provider_guids) < 1024 && PyDict_SetItem(provider_guids, raw, g) < 0) {
+        Py_DECREF(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* Fill the GUID fields of data in place (_convert_root's rules). 0, or -2 (error). */
+static int fix_guids(Rec *x, int sysmon) {
+    if (sysmon) {
+        PyObject *guids = PyDict_GetItemWithError(guid_fields, x->eid);
+        if (guids == NULL) return PyErr_Occurred() ? -2 : -1; /* unknown EventID */
+        PyObject *it = PyObject_GetIter(guids);
+        if (it == NULL) return -2;
+        PyObject *k;
+        while ((k = PyIter_Next(it)) != NULL) {
+            PyObject *v = PyDict_GetItemWithError(x->data, k);
+            if (v != NULL && PyUnicode_GET_LENGTH(v) > 0 && PyUnicode_READ_CHAR(v, 0) != '{') {
+                PyObject *g = brace_lower(v);
+                if (g == NULL || PyDict_SetItem(x->data, k, g) < 0) {
+                    Py_XDECREF(g);
+                    Py_DECREF(k);
+                    Py_DECREF(it);
+                    return -2;
+                }
+                Py_DECREF(g);
+            }
+            Py_DECREF(k);
+            if (PyErr_Occurred()) {
+                Py_DECREF(it);
+                return -2;
+            }
+        }
+        Py_DECREF(it);
+        return PyErr_Occurred() ? -2 : 0;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(x->data, &pos, &k, &v)) {
+        if (guid_shaped(v)) {
+            PyObject *g = brace_lower(v);
+            if (g == NULL) return -2;
+            /* replacing the value of an existing key keeps the iteration valid */
+            int rc = PyDict_SetItem(x->data, k, g);
+            Py_DECREF(g);
+            if (rc < 0) return -2;
+        }
+    }
+    return 0;
+}
+
+/* NULL without error: not handled. */
+static PyObject *convert_impl(PyObject *text, PyObject *origin) {
+    if (convert_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "sysmonx.core._speedups is not set up");
+        return NULL;
+    }
+    if (!PyUnicode_CheckExact(text)) return NULL;
+    Py_ssize_t len;
+    const char *bytes;
+    int latin1 = PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND;
+    if (latin1) { /* ASCII or Latin-1 text: read its characters in place, no UTF-8 copy */
+        bytes = (const char *)PyUnicode_1BYTE_DATA(text);
+        len = PyUnicode_GET_LENGTH(text);
+        latin1 = !PyUnicode_IS_ASCII(text);
+    } else {
+        bytes = PyUnicode_AsUTF8AndSize(text, &len);
+        if (bytes == NULL) { /* lone surrogates in the str itself: orjson decides */
+            PyErr_Clear();
+            return NULL;
+        }
+    }
+    Reader r = {(const unsigned char *)bytes, (const unsigned char *)bytes + len, 0, latin1};
+    Rec x;
+    memset(&x, 0, sizeof x);
+    Top t = {&x, 0};
+    int rc = read_object(&r, top_key, &t);
+    if (rc == 0) {
+        skip_ws(&r);
+        if (r.p != r.end) rc = -1;
+    }
+    if (rc == 0 && !(t.seen && x.seen_system && x.seen_data && x.seen_provider && x.seen_tc &&
+                     x.seen_exec && x.seen_security && x.name && x.guid && x.eid && x.version &&
+                     x.level && x.task && x.opcode && x.keywords && x.tc && x.record_id &&
+                     x.pid && x.tid && x.channel && x.computer))
+        rc = -1;
+    if (rc == 0 && !x.sec_empty && x.user_id == NULL) rc = -1;
+    /* TimeCreated as pyevtx-rs writes it (microseconds, Z); anything else: normalize_time */
+    PyObject *tc = NULL;
+    if (rc == 0) {
+        if (PyUnicode_IS_ASCII(x.tc) && PyUnicode_GET_LENGTH(x.tc) == 27) {
+            const char *c = (const char *)PyUnicode_1BYTE_DATA(x.tc);
+            if (c[26] == 'Z' && c[19] == '.') {
+                tc = PyUnicode_New(30, 127);
+                if (tc == NULL) {
+                    rc = -2;
+                } else {
+                    char *d = (char *)PyUnicode_1BYTE_DATA(tc);
+                    memcpy(d, c, 26);
+                    memcpy(d + 26, "000Z", 4);
+                }
+            }
+        }
+        if (tc == NULL && rc == 0) rc = -1;
+    }
+    int sysmon = 0;
+    if (rc == 0) {
+        sysmon = PySet_Contains(sysmon_providers, x.name);
+        if (sysmon < 0) rc = -2;
+    }
+    if (rc == 0) rc = fix_guids(&x, sysmon);
+    PyObject *pguid = NULL;
+    if (rc == 0) {
+        pguid = provider_guid(x.guid);
+        if (pguid == NULL) rc = -2;
+    }
+    PyObject *ev = NULL;
+    if (rc == 0) {
+        ev = event_type->tp_alloc(event_type, 0);
+        if (ev == NULL) rc = -2;
+    }
+    if (rc != 0) {
+        Py_XDECREF(tc);
+        Py_XDECREF(pguid);
+        rec_clear(&x);
+        if (rc == -1) PyErr_Clear();
+        return NULL;
+    }
+    /* the references move into the slots */
+    SLOT(ev, S_EVENT_ID) = x.eid;
+    SLOT(ev, S_DATA) = x.data;
+    SLOT(ev, S_PROVIDER) = x.name;
+    SLOT(ev, S_PROVIDER_GUID) = pguid;
+    SLOT(ev, S_VERSION) = x.version;
+    SLOT(ev, S_LEVEL) = x.level;
+    SLOT(ev, S_TASK) = x.task;
+    SLOT(ev, S_OPCODE) = x.opcode;
+    SLOT(ev, S_KEYWORDS) = x.keywords;
+    SLOT(ev, S_TIME_CREATED) = tc;
+    SLOT(ev, S_RECORD_ID) = x.record_id;
+    SLOT(ev, S_PROCESS_ID) = x.pid;
+    SLOT(ev, S_THREAD_ID) = x.tid;
+    SLOT(ev, S_CHANNEL) = x.channel;
+    SLOT(ev, S_COMPUTER) = x.computer;
+    SLOT(ev, S_USER_ID) = x.user_id != NULL ? x.user_id : Py_NewRef(Py_None);
+    SLOT(ev, S_ORIGIN) = Py_NewRef(origin);
+    Py_DECREF(x.guid);
+    Py_DECREF(x.tc);
+    return ev;
+}
+
+static PyObject *py_convert_raw(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "convert_raw(text, origin)");
+        return NULL;
+    }
+    PyObject *ev = convert_impl(args[0], args[1]);
+    if (ev == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
+    return ev;
+}
+
+static PyObject *py_convert(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "convert(text, origin, notes=None)");
+        return NULL;
+    }
+    PyObject *ev = convert_impl(args[0], args[1]);
+    if (ev != NULL || PyErr_Occurred()) return ev;
+    PyObject *notes = nargs == 3 ? args[2] : Py_None;
+    return PyObject_CallFunctionObjArgs(convert_fallback, args[0], args[1], notes, NULL);
+}
+
+/* ------------------------------------------------------------------------------ JSON writer */
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+    char stack[2048];
+} Out;
+
+static int out_grow(Out *o, Py_ssize_t need) {
+    Py_ssize_t cap = o->cap * 2;
+    while (cap < o->len + need) cap *= 2;
+    char *nb;
+    if (o->buf == o->stack) {
+        nb = PyMem_Malloc(cap);
+        if (nb != NULL) memcpy(nb, o->buf, o->len);
+    } else {
+        nb = PyMem_Realloc(o->buf, cap);
+    }
+    if (nb == NULL) {
+        PyErr_NoMemory();
+        return -2;
+    }
+    o->buf = nb;
+    o->cap = cap;
+    return 0;
+}
+
+#define RESERVE(o, n) do { if ((o)->len + (n) > (o)->cap && out_grow((o), (n)) < 0) return -2; } while (0)
+
+static inline int out_raw(Out *o, const char *s, Py_ssize_t n) {
+    RESERVE(o, n);
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+    return 0;
+}
+
+static const char hexd[] = "0123456789abcdef";
+
+/* One character below 0x80 as orjson writes it. */
+static inline char *put_ascii(char *w, unsigned c) {
+    if (c >= 0x20 && c != '"' && c != '\\') {
+        *w++ = (char)c;
+        return w;
+    }
+    *w++ = '\\';
+    switch (c) {
+    case '"': *w++ = '"'; break;
+    case '\\': *w++ = '\\'; break;
+    case '\b': *w++ = 'b'; break;
+    case '\t': *w++ = 't'; break;
+    case '\n': *w++ = 'n'; break;
+    case '\f': *w++ = 'f'; break;
+    case '\r': *w++ = 'r'; break;
+    default:
+        *w++ = 'u'; *w++ = '0'; *w++ = '0';
+        *w++ = hexd[c >> 4]; *w++ = hexd[c & 15];
+    }
+    return w;
+}
+
+/* A str as orjson writes it (escapes \" \\ and controls below 0x20; everything else raw
+ * UTF-8), with the C1 controls U+0080..U+009F as \u00XX. -1: a surrogate (not handled). */
+static int out_str(Out *o, PyObject *s) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    RESERVE(o, n * 6 + 2); /* \u00XX (6 bytes) is the longest form of any one character */
+    char *w = o->buf + o->len;
+    *w++ = '"';
+    if (PyUnicode_IS_ASCII(s)) { /* runs of 8 bytes that need no escape are copied as they are */
+        const unsigned char *a = PyUnicode_1BYTE_DATA(s);
+        Py_ssize_t i = 0;
+        while (i < n) {
+            if (i + 8 <= n) {
+                uint64_t x;
+                memcpy(&x, a + i, 8);
+                if (!special8(x)) {
+                    memcpy(w, a + i, 8);
+                    w += 8;
+                    i += 8;
+                    continue;
+                }
+            }
+            w = put_ascii(w, a[i++]);
+        }
+    } else {
+        int kind = PyUnicode_KIND(s);
+        const void *data = PyUnicode_DATA(s);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c < 0x80) {
+                w = put_ascii(w, c);
+            } else if (c < 0xA0) {
+                *w++ = '\\'; *w++ = 'u'; *w++ = '0'; *w++ = '0';
+                *w++ = hexd[c >> 4]; *w++ = hexd[c & 15];
+            } else {
+                if (c >= 0xD800 && c <= 0xDFFF) return -1;
+                w = put_utf8(w, c);
+            }
+        }
+    }
+    *w++ = '"';
+    o->len = w - o->buf;
+    return 0;
+}
+
+/* A value as orjson writes it: str, int (64-bit signed), None, bool. -1: anything else. */
+static int out_value(Out *o, PyObject *v) {
+    if (PyUnicode_CheckExact(v)) return out_str(o, v);
+    if (v == Py_None) return out_raw(o, "null", 4);
+    if (v == Py_True) return out_raw(o, "true", 4);
+    if (v == Py_False) return out_raw(o, "false", 5);
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow) return -1;
+        if (x == -1 && PyErr_Occurred()) return -2;
+        char tmp[24];
+        int n = snprintf(tmp, sizeof tmp, "%lld", x);
+        return out_raw(o, tmp, n);
+    }
+    return -1;
+}
+
+static int out_item(Out *o, const char *lead, PyObject *k, PyObject *v) {
+    int rc;
+    if (!PyUnicode_CheckExact(k)) return -1;
+    if ((rc = out_raw(o, lead, 1)) < 0) return rc;
+    if ((rc = out_str(o, k)) < 0) return rc;
+    if ((rc = out_raw(o, ":", 1)) < 0) return rc;
+    return out_value(o, v);
+}
+
+static int out_field(Out *o, const char *lit, Py_ssize_t litlen, PyObject *v) {
+    if (v == NULL) return -1; /* an unset slot: the Python path raises its AttributeError */
+    int rc = out_raw(o, lit, litlen);
+    return rc < 0 ? rc : out_value(o, v);
+}
+
+static int is_reserved(PyObject *k) {
+    if (!PyUnicode_IS_ASCII(k)) return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(k);
+    const char *c = (const char *)PyUnicode_1BYTE_DATA(k);
+    return (n == 7 && !memcmp(c, "EventID", 7)) || (n == 6 && !memcmp(c, "System", 6)) ||
+           (n == 9 && !memcmp(c, "ExtraData", 9)) || (n == 10 && !memcmp(c, "Enrichment", 10));
+}
+
+static int render(Out *o, Out *extra, PyObject *e) {
+    int rc;
+    PyObject *eid = SLOT(e, S_EVENT_ID), *data = SLOT(e, S_DATA);
+    PyObject *enr = NULL, *split = NULL;
+    if (eid == NULL || data == NULL || !PyDict_CheckExact(data) || !PyLong_CheckExact(eid))
+        return -1;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(data, &pos, &k, &v)) {
+        int in = PySet_Contains(enrichment_names, k);
+        if (in < 0) return -2;
+        if (in) {
+            split = PyObject_CallFunctionObjArgs(split_enrichment, eid, data, NULL);
+            if (split == NULL) return -2;
+            if (!PyTuple_CheckExact(split) || PyTuple_GET_SIZE(split) != 2) {
+                Py_DECREF(split);
+                return -1;
+            }
+            data = PyTuple_GET_ITEM(split, 0);
+            enr = PyTuple_GET_ITEM(split, 1);
+            if (!PyDict_CheckExact(data) || (enr != Py_None && !PyDict_CheckExact(enr))) {
+                Py_DECREF(split);
+                return -1;
+            }
+            if (enr == Py_None) enr = NULL;
+            break;
+        }
+    }
+    rc = out_raw(o, "{\"EventID\":", 11);
+    if (rc == 0) rc = out_value(o, eid);
+    int in_extra = 0;
+    pos = 0;
+    while (rc == 0 && PyDict_Next(data, &pos, &k, &v)) {
+        if (!PyUnicode_CheckExact(k)) {
+            rc = -1;
+            break;
+        }
+        if (!in_extra && is_reserved(k)) in_extra = 1;
+        rc = in_extra ? out_item(extra, extra->len ? "," : "{", k, v) : out_item(o, ",", k, v);
+    }
+    /* System */
+    if (rc == 0) rc = out_field(o, ",\"System\":{\"Provider\":", 22, SLOT(e, S_PROVIDER));
+    if (rc == 0) rc = out_field(o, ",\"ProviderGuid\":", 16, SLOT(e, S_PROVIDER_GUID));
+    if (rc == 0) rc = out_field(o, ",\"Version\":", 11, SLOT(e, S_VERSION));
+    if (rc == 0) rc = out_field(o, ",\"Level\":", 9, SLOT(e, S_LEVEL));
+    if (rc == 0) rc = out_field(o, ",\"Task\":", 8, SLOT(e, S_TASK));
+    if (rc == 0) rc = out_field(o, ",\"Opcode\":", 10, SLOT(e, S_OPCODE));
+    if (rc == 0) rc = out_field(o, ",\"Keywords\":", 12, SLOT(e, S_KEYWORDS));
+    if (rc == 0) {
+        PyObject *t = SLOT(e, S_TIME_CREATED);
+        if (t == NULL) {
+            rc = -1;
+        } else if (PyUnicode_CheckExact(t) && (PyUnicode_GET_LENGTH(t) == 0 ||
+                   (PyUnicode_GET_LENGTH(t) == 30 && PyUnicode_READ_CHAR(t, 29) == 'Z'))) {
+            rc = out_field(o, ",\"TimeCreated\":", 15, t);
+        } else {
+            PyObject *u = PyObject_CallOneArg(utc_func, t);
+            if (u == NULL) rc = -2;
+            else {
+                rc = out_field(o, ",\"TimeCreated\":", 15, u);
+                Py_DECREF(u);
+            }
+        }
+    }
+    if (rc == 0) rc = out_field(o, ",\"EventRecordID\":", 17, SLOT(e, S_RECORD_ID));
+    if (rc == 0) rc = out_field(o, ",\"ProcessID\":", 13, SLOT(e, S_PROCESS_ID));
+    if (rc == 0) rc = out_field(o, ",\"ThreadID\":", 12, SLOT(e, S_THREAD_ID));
+    if (rc == 0) rc = out_field(o, ",\"Channel\":", 11, SLOT(e, S_CHANNEL));
+    if (rc == 0) rc = out_field(o, ",\"Computer\":", 12, SLOT(e, S_COMPUTER));
+    if (rc == 0) rc = out_field(o, ",\"UserID\":", 10, SLOT(e, S_USER_ID));
+    if (rc == 0) rc = out_raw(o, "}", 1);
+    if (rc == 0 && in_extra) {
+        rc = out_raw(o, ",\"ExtraData\":", 13);
+        if (rc == 0) rc = out_raw(o, extra->buf, extra->len);
+        if (rc == 0) rc = out_raw(o, "}", 1);
+    }
+    if (rc == 0 && enr != NULL) {
+        rc = out_raw(o, ",\"Enrichment\":", 14);
+        pos = 0;
+        int first = 1;
+        while (rc == 0 && PyDict_Next(enr, &pos, &k, &v)) {
+            rc = out_item(o, first ? "{" : ",", k, v);
+            first = 0;
+        }
+        if (rc == 0) rc = first ? out_raw(o, "{}", 2) : out_raw(o, "}", 1);
+    }
+    if (rc == 0) rc = out_raw(o, "}", 1);
+    Py_XDECREF(split);
+    return rc;
+}
+
+/* NULL without error: not handled. */
+static PyObject *event_json_impl(PyObject *e) {
+    if (json_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "sysmonx.core._speedups is not set up");
+        return NULL;
+    }
+    if (Py_TYPE(e) != event_type) return NULL;
+    Out o, x;
+    o.buf = o.stack; o.len = 0; o.cap = sizeof o.stack;
+    x.buf = x.stack; x.len = 0; x.cap = sizeof x.stack;
+    int rc = render(&o, &x, e);
+    PyObject *res = NULL;
+    if (rc == 0) res = PyBytes_FromStringAndSize(o.buf, o.len);
+    else if (rc == -1) PyErr_Clear();
+    if (o.buf != o.stack) PyMem_Free(o.buf);
+    if (x.buf != x.stack) PyMem_Free(x.buf);
+    return res;
+}
+
+static PyObject *py_event_json_raw(PyObject *self, PyObject *e) {
+    PyObject *res = event_json_impl(e);
+    if (res == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
+    return res;
+}
+
+static PyObject *py_event_json(PyObject *self, PyObject *e) {
+    PyObject *res = event_json_impl(e);
+    if (res != NULL || PyErr_Occurred()) return res;
+    return PyObject_CallOneArg(json_fallback, e);
+}
+
+/* ----------------------------------------------------------------------------------- set-up */
+
+static int set_event_type(PyObject *et) {
+    PyTypeObject *t = (PyTypeObject *)et;
+    Py_ssize_t offs[N_SLOTS];
+    for (int i = 0; i < N_SLOTS; i++) {
+        PyObject *d = PyDict_GetItemString(t->tp_dict, slot_names[i]);
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            PyErr_Format(PyExc_TypeError, "Event has no slot %s", slot_names[i]);
+            return -1;
+        }
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY)) {
+            PyErr_Format(PyExc_TypeError, "Event slot %s is not a plain object slot",
+                         slot_names[i]);
+            return -1;
+        }
+        offs[i] = m->offset;
+    }
+    if (event_type != NULL && event_type != t) {
+        PyErr_SetString(PyExc_TypeError, "set up with another Event type before");
+        return -1;
+    }
+    memcpy(slot_off, offs, sizeof offs);
+    Py_INCREF(et);
+    Py_XSETREF(event_type, t);
+    return 0;
+}
+
+static PyObject *py_setup_convert(PyObject *self, PyObject *args) {
+    PyObject *et, *gf, *sp, *pg, *cf;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O:setup_convert", &PyType_Type, &et, &PyDict_Type, &gf,
+                          &PyFrozenSet_Type, &sp, &PyDict_Type, &pg, &cf))
+        return NULL;
+    if (set_event_type(et) < 0) return NULL;
+    Py_INCREF(gf); Py_XSETREF(guid_fields, gf);
+    Py_INCREF(sp); Py_XSETREF(sysmon_providers, sp);
+    Py_INCREF(pg); Py_XSETREF(provider_guids, pg);
+    Py_INCREF(cf); Py_XSETREF(convert_fallback, cf);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_setup_json(PyObject *self, PyObject *args) {
+    PyObject *et, *en, *se, *uf, *jf;
+    if (!PyArg_ParseTuple(args, "O!O!OOO:setup_json", &PyType_Type, &et, &PyFrozenSet_Type, &en,
+                          &se, &uf, &jf))
+        return NULL;
+    if (set_event_type(et) < 0) return NULL;
+    Py_INCREF(en); Py_XSETREF(enrichment_names, en);
+    Py_INCREF(se); Py_XSETREF(split_enrichment, se);
+    Py_INCREF(uf); Py_XSETREF(utc_func, uf);
+    Py_INCREF(jf); Py_XSETREF(json_fallback, jf);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"setup_convert", py_setup_convert, METH_VARARGS,
+     "setup_convert(Event, guid_fields, sysmon_providers, provider_guids, fallback): the "
+     "objects convert shares with sysmonx.sources.evtx."},
+    {"setup_json", py_setup_json, METH_VARARGS,
+     "setup_json(Event, enrichment_names, split_enrichment, utc, fallback): the objects "
+     "event_json shares with sysmonx.sinks.jsonl."},
+    {"convert_raw", (PyCFunction)(void (*)(void))py_convert_raw, METH_FASTCALL,
+     "convert_raw(text, origin) -> Event | None: a records_json() record's data JSON as an "
+     "Event, None for any shape this does not handle."},
+    {"convert", (PyCFunction)(void (*)(void))py_convert, METH_FASTCALL,
+     "convert(text, origin, notes=None) -> Event: convert_raw, else the Python fallback."},
+    {"event_json_raw", (PyCFunction)py_event_json_raw, METH_O,
+     "event_json_raw(event) -> bytes | None: the JSON line of an Event (no line break), None "
+     "for anything this does not handle."},
+    {"event_json", (PyCFunction)py_event_json, METH_O,
+     "event_json(event) -> bytes: event_json_raw, else the Python fallback."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_speedups",
+    "Compiled fast paths for EVTX record conversion and JSON lines (see sysmonx.core.native).", -1,
+    methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    empty_str = PyUnicode_FromStringAndSize("", 0);
+    str_true = PyUnicode_InternFromString("true");
+    str_false = PyUnicode_InternFromString("false");
+    if (empty_str == NULL || str_true == NULL || str_false == NULL) return NULL;
+    return PyModule_Create(&moduledef);
+}

@@ -1,0 +1,42 @@
+"""Which implementation the replay hot paths use: the compiled extension
+``sysmonx.core._speedups`` (C, built by ``pip install`` when a C compiler and the Python headers
+are present) or the pure-Python functions, which define the behaviour.
+
+The extension is used when it imports, unless the environment variable ``SYSMONX_PURE_PYTHON``
+is set to anything but ``""`` or ``"0"`` (read once, at import). Both paths give byte-identical
+output (tests/test_speedups.py); the extension handles the common record shapes and hands every
+other input to the Python function.
+
+``sysmonx --version`` prints :func:`implementation`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+from typing import Optional
+
+__all__ = ["speedups", "implementation", "PURE_ENV"]
+
+#: The environment variable that forces the pure-Python paths.
+PURE_ENV = "SYSMONX_PURE_PYTHON"
+
+_forced_pure = os.environ.get(PURE_ENV, "") not in ("", "0")
+_missing: Optional[str] = None
+speedups: Optional[ModuleType] = None
+if not _forced_pure:
+    try:
+        speedups = importlib.import_module("sysmonx.core._speedups")
+    except ImportError as exc:  # not built (no compiler at install time): pure Python
+        _missing = str(exc)
+
+
+def implementation() -> str:
+    """One line naming the active path: ``"compiled (sysmonx.core._speedups)"``, or
+    ``"pure Python (...)"`` with the reason."""
+    if speedups is not None:
+        return "compiled (sysmonx.core._speedups)"
+    if _forced_pure:
+        return f"pure Python ({PURE_ENV} is set)"
+    return "pure Python (the C extension is not built)"
