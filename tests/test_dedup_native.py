@@ -149,3 +149,45 @@ def test_stage_process_compiled_equals_python(tmp_path: Path):
     assert got_c == got_p
     assert c.dedup.dropped == py.dedup.dropped == 300
     assert _state(c.dedup) == _state(py.dedup)
+
+
+# --- the JSON lines writer's compiled write ------------------------------------------------------
+
+@needs_ext
+def test_jsonl_writer_compiled_write_equals_python(corpus):
+    import io
+
+    from sysmonx.sinks.jsonl import JsonlWriter
+    from sysmonx.sources.evtx import read_evtx
+    events: list[Event] = []
+    for f in sorted((corpus / "evtx").rglob("*.evtx"))[:15]:
+        events.extend(read_evtx(str(f), lambda err: None))
+    events.append(Event(1, {"RuleName": "-", "System": "forged", "x": "\ud800 \x85"},
+                        record_id=3, time_created="2024-03-05 10:00:07"))
+    c, py = io.BytesIO(), io.BytesIO()
+    wc, wp = JsonlWriter(c, close_stream=False), JsonlWriter(py, close_stream=False)
+    assert isinstance(wc.write, sp.LineWriter)
+    for e in events:
+        wc.write(e)
+        JsonlWriter.write(wp, e)  # the Python method
+    assert c.getvalue() == py.getvalue() and c.getvalue().count(b"\n") == len(events) > 100
+
+
+@needs_ext
+def test_jsonl_writer_compiled_write_raises_what_the_stream_raises():
+    from sysmonx.sinks.jsonl import JsonlWriter
+
+    class Failing:
+        calls = 0
+
+        def write(self, b: bytes) -> int:
+            Failing.calls += 1
+            raise BrokenPipeError(32, "Broken pipe")
+
+    w = JsonlWriter(Failing(), close_stream=False)  # type: ignore[arg-type]
+    with pytest.raises(BrokenPipeError):
+        w.write(_ev(1))
+    for write in (w.write, lambda e: JsonlWriter.write(w, e)):
+        with pytest.raises(AttributeError):  # as the Python method: not an Event
+            write("not an event")
+    assert Failing.calls == 1

@@ -1370,6 +1370,88 @@ static PyTypeObject DedupType = {
     .tp_new = dedup_new,
 };
 
+/* ----------------------------------------------------------------------- JSON lines writer */
+/* sysmonx.sinks.jsonl.JsonlWriter.write without a Python frame: stream.write(event_json(e) +
+ * b"\n"), one write call per event as the Python method makes it. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *write; /* the stream's bound write method */
+    vectorcallfunc vectorcall;
+} LineWriterObject;
+
+static PyObject *linewriter_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                                       PyObject *kwnames) {
+    LineWriterObject *self = (LineWriterObject *)op;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "write(event) takes one argument");
+        return NULL;
+    }
+    PyObject *line = py_event_json(NULL, args[0]);
+    if (line == NULL) return NULL;
+    if (!PyBytes_Check(line)) {
+        Py_DECREF(line);
+        PyErr_SetString(PyExc_TypeError, "event_json did not return bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(line);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n + 1);
+    if (out == NULL) { Py_DECREF(line); return NULL; }
+    memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(line), (size_t)n);
+    PyBytes_AS_STRING(out)[n] = '\n';
+    Py_DECREF(line);
+    PyObject *r = PyObject_CallOneArg(self->write, out);
+    Py_DECREF(out);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *linewriter_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *write;
+    if (!PyArg_ParseTuple(args, "O:LineWriter", &write)) return NULL;
+    if (json_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "setup_json was not called");
+        return NULL;
+    }
+    LineWriterObject *self = (LineWriterObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    Py_INCREF(write); self->write = write;
+    self->vectorcall = linewriter_vectorcall;
+    return (PyObject *)self;
+}
+
+static int linewriter_traverse(LineWriterObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->write);
+    return 0;
+}
+
+static int linewriter_clear(LineWriterObject *self) {
+    Py_CLEAR(self->write);
+    return 0;
+}
+
+static void linewriter_dealloc(LineWriterObject *self) {
+    PyObject_GC_UnTrack(self);
+    linewriter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject LineWriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sysmonx.core._speedups.LineWriter",
+    .tp_basicsize = sizeof(LineWriterObject),
+    .tp_dealloc = (destructor)linewriter_dealloc,
+    .tp_vectorcall_offset = offsetof(LineWriterObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "LineWriter(write): calling it with an Event calls write(event_json(event) + "
+              "b'\\n') once.",
+    .tp_traverse = (traverseproc)linewriter_traverse,
+    .tp_clear = (inquiry)linewriter_clear,
+    .tp_new = linewriter_new,
+};
+
 static PyMethodDef methods[] = {
     {"setup_convert", py_setup_convert, METH_VARARGS,
      "setup_convert(Event, guid_fields, sysmon_providers, provider_guids, fallback): the "
@@ -1399,12 +1481,18 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     str_true = PyUnicode_InternFromString("true");
     str_false = PyUnicode_InternFromString("false");
     if (empty_str == NULL || str_true == NULL || str_false == NULL) return NULL;
-    if (PyType_Ready(&DedupType) < 0) return NULL;
+    if (PyType_Ready(&DedupType) < 0 || PyType_Ready(&LineWriterType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;
     Py_INCREF(&DedupType);
     if (PyModule_AddObject(m, "Dedup", (PyObject *)&DedupType) < 0) {
         Py_DECREF(&DedupType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&LineWriterType);
+    if (PyModule_AddObject(m, "LineWriter", (PyObject *)&LineWriterType) < 0) {
+        Py_DECREF(&LineWriterType);
         Py_DECREF(m);
         return NULL;
     }
