@@ -64,6 +64,8 @@ class DuplicateFilter:
             # goes to the Python method, which defines the behaviour (tests/test_dedup_native.py)
             self.is_duplicate = native.speedups.Dedup(  # type: ignore[method-assign]
                 Event, self._streams, self._is_duplicate_py, 0)
+        else:  # the pure path without a second Python call per record
+            self.is_duplicate = self._is_duplicate_py  # type: ignore[method-assign]
 
     def is_duplicate(self, event: Event) -> bool:
         """True when a record with ``event``'s provider, computer, channel, EventRecordID and
@@ -183,6 +185,8 @@ class DuplicateStage(Stage):
             # which is never a compiled one (it makes no block), so it is said as before.
             self.process = native.speedups.Dedup(  # type: ignore[method-assign]
                 Event, self.dedup._streams, self._process_py, 1)
+        else:
+            self.process = self._process_py  # type: ignore[method-assign]
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Drop ``item`` if it is an event read before."""
