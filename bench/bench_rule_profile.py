@@ -69,7 +69,13 @@ def main() -> int:
         for key in ("off", "on"):
             if stage is not None:
                 stage.close()
+            if loaded is None:  # a stage consumes its rules (drops their parsed detections)
+                loaded = load_rules([rules])
             stage = DetectionStage(loaded, DetectionOptions())
+            loaded = None
+            if not stage.rules_loaded:
+                print("error: no rule compiled", file=sys.stderr)
+                return 1
             if key == "on":
                 prof = RuleProfile.attach(stage)
             (n, alerts), cpu = _cpu(detect, files, stage, True)

@@ -3,6 +3,7 @@
 
     python bench/bench_sigma.py [--corpus DIR] [--rules PATH] [--rounds N] [--warm-passes N]
                                 [--alerts jsonl|none] [--jobs N]
+    python bench/bench_sigma.py --build-evtx-mb MB [--rounds N]
     python bench/bench_sigma.py --startup [--build-evtx-mb MB] [--rounds N]
     python bench/bench_sigma.py --zircolite DIR [--zircolite-python PY] [--build-evtx-mb MB]
 
@@ -33,7 +34,7 @@ interleaved, best of each:
   parse of the same files; each also as the child's whole CPU time (interpreter start and
   imports included, from ``wait4``), beside the baseline child's whole CPU time.
 
-``--build-evtx-mb MB`` (with ``--startup`` or ``--zircolite``) measures on one valid EVTX of
+``--build-evtx-mb MB`` (alone, with ``--startup`` or with ``--zircolite``) measures on one valid EVTX of
 about MB megabytes instead of the corpus files, built by bench_size.py's builder (its corpus
 file's chunks repeated and renumbered; :func:`bench_size.build_evtx`) in a temporary folder: the
 "cold single process including start-up" case on a large input, as a ratio to the bare parse of
@@ -437,8 +438,8 @@ def main() -> int:
                     help="measure start-up (compiled and cached rules) and the small-folder "
                          "case in fresh pinned children instead")
     ap.add_argument("--build-evtx-mb", type=float, metavar="MB",
-                    help="with --startup or --zircolite: measure on one valid EVTX of about MB "
-                         "megabytes built by bench_size.py's builder instead of the corpus files")
+                    help="measure on one valid EVTX of about MB megabytes built by "
+                         "bench_size.py's builder instead of the corpus files")
     ap.add_argument("--zircolite", metavar="DIR",
                     help="time Zircolite (its checkout in DIR) and sysmonx replay --rules on the "
                          "same input in the same run, cold, CPU and wall")
@@ -454,9 +455,6 @@ def main() -> int:
         return 1
     rules = Path(args.rules) if args.rules else \
         corpus / "sigma" / "sigmahq_rules_sysmon_categories.tar.gz"
-    if args.build_evtx_mb is not None and not (args.startup or args.zircolite):
-        print("--build-evtx-mb needs --startup or --zircolite", file=sys.stderr)
-        return 1
     if args.build_evtx_mb is not None:
         import shutil
         import tempfile
@@ -467,13 +465,20 @@ def main() -> int:
             what = f"{built.stat().st_size / 2**20:.0f} MB EVTX"
             if args.zircolite:
                 return zircolite(args, str(built), [str(built)], rules)
-            return startup(args, [str(built)], rules, what)
+            if args.startup:
+                return startup(args, [str(built)], rules, what)
+            return passes(args, [str(built)], rules)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     if args.zircolite:
         return zircolite(args, str(corpus / "evtx"), files, rules)
     if args.startup:
         return startup(args, files, rules)
+    return passes(args, files, rules)
+
+
+def passes(args, files: list[str], rules: Path) -> int:
+    """The default rows (module docstring) over ``files``."""
     load_before = _load()
     t = time.perf_counter()
     loaded = load_rules([rules])
@@ -485,6 +490,7 @@ def main() -> int:
             "warm": float("inf")}
     counts: dict = {}
     stage = None
+    compiled: set = set()
     t_compile = 0.0
     warm_files = files * args.warm_passes
 
@@ -501,9 +507,13 @@ def main() -> int:
         best["read"] = min(best["read"], cpu)
         if stage is not None:
             stage.close()
+        if loaded is None:  # a stage consumes its rules (drops their parsed detections)
+            loaded = load_rules([rules])
         t = time.perf_counter()
         stage = DetectionStage(loaded, DetectionOptions())
         t_compile = time.perf_counter() - t
+        loaded = None
+        compiled.add(stage.rules_loaded)
         (n_cold, a_cold), cpu = run(stage, files)  # a fresh stage's first pass
         best["cold"] = min(best["cold"], cpu)
         if args.jobs > 1:
@@ -538,6 +548,10 @@ def main() -> int:
         print(f"detection's own cost, cold: {(best['cold'] - best['read']) / n * 1e6:.1f} us "
               f"per event; warm: {(best['warm'] / args.warm_passes - best['read']) / n * 1e6:.1f}"
               " us")
+    if len(compiled) != 1 or not stage.rules_loaded:
+        print(f"error: rules compiled per round: {sorted(compiled)} (none, or not the same in "
+              "every round)", file=sys.stderr)
+        return 1
     ok = n > 0 and counts["read"] == n and counts["cold"] == n and \
         counts["warm"] == n * args.warm_passes and counts["a_warm"] == \
         counts["a_cold"] * args.warm_passes

@@ -206,3 +206,34 @@ def test_a_library_is_judged_by_who_can_replace_it_not_by_its_path(tmp_path):
         os.chown(base, 0, 0)
     assert replaceable_by_others(str(base / "gone.so")) is None
     assert stat.S_IMODE(os.stat(lib).st_mode) == 0o644
+
+
+def test_checks_run_every_poll_s_not_at_every_trace_wake_up(tmp_path):
+    """A host busy with bpf() calls wakes the guard's trace reader many times a second; the
+    checks must still run once per poll_s (they ran at every wake-up: 1.5 % of a core)."""
+    g = SensorGuard(GuardOptions(trace=False, poll_s=0.2), Assembler(ProcessCache()),
+                    backend="cnproc", config_hash="SHA256=abc")
+    runs = []
+    for name in ("_tracer_check", "_config_check", "_clock_check", "_output_check",
+                 "_resolve_deferred", "_preload_check", "_integrity_check"):
+        setattr(g, name, lambda n=name: runs.append(n))
+
+    class BusyTrace:
+        wakes = 0
+
+        def poll(self, timeout_s):
+            BusyTrace.wakes += 1
+            time.sleep(min(timeout_s, 0.002))  # a trace line arrives every 2 ms
+
+    g._trace = BusyTrace()
+    t0 = time.monotonic()
+    import threading
+    th = threading.Thread(target=g._run, daemon=True)
+    th.start()
+    time.sleep(1.0)
+    g._stop.set()
+    th.join(5)
+    elapsed = time.monotonic() - t0
+    turns = runs.count("_tracer_check")
+    assert BusyTrace.wakes > 50  # the trace was read at every wake-up
+    assert 1 <= turns <= elapsed / 0.2 + 2, (turns, BusyTrace.wakes)

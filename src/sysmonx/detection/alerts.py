@@ -113,8 +113,25 @@ class Alert:
         }
 
     def to_json(self) -> bytes:
-        """One JSON line (with the trailing newline)."""
-        return orjson.dumps(self.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
+        """One JSON line (with the trailing newline): :meth:`to_dict` as orjson writes it (no
+        white space), its first keys (``type`` ... ``tags``: the rule's, the same for each of
+        its alerts) serialised once per rule and remembered."""
+        key = (self.rule_id, self.title, self.level, self.status, self.kind, self.tags)
+        head = _HEADS.get(key)
+        if head is None:
+            head = orjson.dumps({
+                "type": "sigma_alert", "rule_id": self.rule_id, "title": self.title,
+                "level": self.level, "status": self.status, "kind": self.kind,
+                "attack": attack_tags(self.tags), "tags": self.tags})[:-1] + b","
+            if len(_HEADS) >= 65536:
+                _HEADS.clear()
+            _HEADS[key] = head
+        return head + orjson.dumps({
+            "time": self.window_end, "window_start": self.window_start,
+            "window_end": self.window_end, "computer": self.computer, "group": self.group,
+            "event_count": self.event_count, "record_ids": self.record_ids,
+            "event_ids": self.event_ids, "rules": self.rules, "value": self.value,
+            "fields": self.fields}, option=orjson.OPT_APPEND_NEWLINE)[1:]
 
     def to_event(self, record_id: Optional[int] = None) -> Event:
         """The alert as a SysmonX ``SigmaAlert`` event (see module docstring)."""
@@ -140,6 +157,8 @@ class Alert:
 
 
 _ATTACK: dict = {}
+#: (rule_id, title, level, status, kind, tags) -> the JSON line's first keys, ending in ``,``.
+_HEADS: dict = {}
 
 
 def attack_tags(tags: tuple) -> tuple:

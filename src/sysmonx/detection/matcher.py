@@ -38,7 +38,11 @@ matching event contains); each group indexes a rule by its rarest necessary clau
 prior, then from the key frequencies the group observes, so an event only reaches the rules it
 could satisfy. Rules without any necessary clause are evaluated for every event of their group
 (the load report counts them). Field values and whole events already seen are remembered with
-their keys and candidates (bounded), so repeated values cost one dictionary lookup.
+their keys and candidates (bounded), so repeated values cost one dictionary lookup. A whole
+event is remembered under its key, the tuple of its values of the fields the group's keys are
+on (and of the header constants its data overrides); with it the result of every rule that reads
+no other field (:attr:`CompiledRule.reads`, no keyword), so a repeated event is one tuple, one
+dictionary lookup and the evaluation of the few rules that read other fields.
 """
 
 from __future__ import annotations
@@ -690,6 +694,11 @@ class CompiledRule:
             frozensets of key ids of which one is found), ``None`` when nothing is necessary.
             Each event group picks from it the rarest clause to index the rule and a few others
             to check before ``evaluate``.
+        keys: key id -> ``(field, key string)`` of every automaton key the rule uses.
+        reads: every field name ``evaluate`` can read (fields of its values and field
+            references), ``None`` when it reads the whole ``EventData`` (a keyword) or is
+            unknown. A group whose remembered events are keyed by all of these fields can
+            remember the rule's result with them (:class:`_Group`).
     """
 
     index: int
@@ -705,6 +714,7 @@ class CompiledRule:
     evaluate: Callable[[Event, set], bool]
     need: Optional[tuple] = None
     keys: dict = field(default_factory=dict, repr=False)
+    reads: Optional[frozenset] = None
 
     @property
     def key(self) -> str:
@@ -796,6 +806,8 @@ class RuleMatcher:
         expr = self._gen(ir, ns, keys)
         evaluate = eval(compile(f"lambda e, h: {expr}", f"<sigma rule {index}>", "eval"), ns)
         need = self._need(ir)
+        atoms_read = _reads(ir)
+        reads = None if atoms_read is None else frozenset(atoms_read | b.fields)
         self._check_fields(rule, target, b.fields)
         if need is None:
             self.warnings.append((rule, "unindexed", "no value the rule requires can be found by "
@@ -805,7 +817,8 @@ class RuleMatcher:
             title=rule.title or "", level=rule.level.name.lower() if rule.level else "",
             status=rule.status.name.lower() if rule.status else "",
             tags=tuple(str(t) for t in rule.tags), target=target,
-            fields=tuple(sorted(b.fields)), evaluate=evaluate, need=need, keys=keys)
+            fields=tuple(sorted(b.fields)), evaluate=evaluate, need=need, keys=keys,
+            reads=reads)
 
     def _check_fields(self, rule: SigmaRule, target: Target, names: set) -> None:
         ids = {g[1] for g in target.groups if g[0] in ("win", "lnx")}
@@ -934,14 +947,14 @@ class RuleMatcher:
         self.unindexed = sum(1 for r in self.compiled if r.need is None)
 
     def match(self, event: Event) -> list[CompiledRule]:
-        """The compiled rules ``event`` satisfies, in rule order (empty list when none)."""
-        out: list = []
+        """The compiled rules ``event`` satisfies, in rule order (a new list, empty when
+        none). A Sysmon event belongs to one group (its provider and EventID)."""
         by_id = self._sysmon.get(event.provider)
         if by_id is not None:
             g = by_id.get(event.event_id)
-            if g is not None:
-                g.match(event, out)
-        elif self._has_channels:
+            return [] if g is None else g.matches(event)
+        out: list = []
+        if self._has_channels:
             for gk in group_keys_for_event(event.provider, event.channel, event.event_id):
                 g = self.groups.get(gk)
                 if g is not None:
@@ -1062,9 +1075,14 @@ class _Group:
     """The rules of one event group: one automaton per field, and each rule indexed by its
     rarest necessary clause (re-chosen from the key frequencies this group actually sees).
 
-    Per event, every field value is looked up in its field's memory of values already seen
-    (``value -> (keys found, candidate rules)``), all fields at once with C-level ``map`` calls;
-    only new values are scanned by the automaton.
+    Per event, the event's key (its values of :attr:`key_names`, then of the getters' fields)
+    is looked up in the memory of whole events: ``key -> (keys found, candidates, matches,
+    rules to evaluate)``, where ``matches`` are the rules decided by the key alone (every field
+    they read is in it: ``pure``) that matched, and ``rules to evaluate`` the candidates that
+    read other fields and passed their other necessary clauses. For a new key every field
+    value is looked up in its field's memory of values already seen (``value -> (keys found,
+    candidate rules)``), all fields at once with C-level ``map`` calls; only new values are
+    scanned by the automaton.
 
     Args:
         rules: the compiled rules of the group.
@@ -1099,17 +1117,33 @@ class _Group:
         self.names = tuple(f for f in names if field_getter(f) is None)
         self.getters: tuple[tuple[str, Callable[[Event], Any]], ...] = tuple(
             (f, g) for f in names if (g := field_getter(f)) is not None)
+        self.getter_fns = tuple(g for _, g in self.getters)
+        # A rule every field of which is part of the remembered event key (and that reads no
+        # keyword) decides the same on every event with that key: its result is remembered.
+        keyed = set(self.names) | {f for f, _ in self.getters} | set(constants)
+        self.pure = frozenset(r.index for r in rules
+                              if r.reads is not None and r.reads <= keyed)
         self.caches = tuple({None: _EMPTY} for _ in self.names)
         self.combos: dict = {}
         self.getter_caches = tuple({None: _EMPTY} for _ in self.getters)
         self.constants = tuple((f, v) for f, v in constants.items())
         self.const_names = tuple(constants)
         self.const_entry = _EMPTY
+        # The key of an event: its values of names and const_names (None unless its data
+        # overrides a constant), then of the getters' fields.
+        self.key_names = self.names + self.const_names
+        self.n_names = len(self.names)
+        self.scan_caches = self.caches + self.getter_caches
+        self.scan_names = self.names + tuple(f for f, _ in self.getters)
         self.prior = prior
         self.freq: Counter = Counter()
+        # sampled events by their entry: id -> [entry, times] (folded into freq and the
+        # candidates' counts at the next re-choice: one dictionary update per sample)
+        self.samples: dict = {}
         self.seen = 0
         self.sampled = 0
         self.next_relead = 0
+        self.countdown = self.period = 1
         self.lead_index: dict = {}
         self.cands: list = []
         self._relead()
@@ -1117,7 +1151,14 @@ class _Group:
     def _relead(self) -> None:
         """(Re)choose each rule's lead clause: the one whose keys are seen least (observed
         frequencies smoothed by the prior). A rule that was rarely a candidate keeps its lead."""
-        prior, freq, n = self.prior, self.freq, self.sampled
+        freq = self.freq
+        for (hits, cands, *_), times in self.samples.values():
+            for k in hits:
+                freq[k] += times
+            for c in cands:
+                c.count += times
+        self.samples = {}
+        prior, n = self.prior, self.sampled
         p: dict = {}
         memo: dict = {}
 
@@ -1156,13 +1197,16 @@ class _Group:
                         lead_index.setdefault(k, []).append(c)
                     c.lead = lead
             c.count = 0
+        # Remembered events hold the candidates and the clauses checked before them: forget
+        # them (the remembered rule results do not depend on the leads, but are cheap to redo).
+        self.combos = {}
         if changed:  # remembered values would lead to the old candidates
-            self.combos = {}
             for cache in self.caches + self.getter_caches:
                 cache.clear()
                 cache[None] = _EMPTY
             self.const_entry = self._const_entry()
         self.next_relead = next((x for x in RELEAD_AT if x > self.seen), 0)
+        self.countdown = self.period = self._period()
         self.freq = Counter()
         self.sampled = 0
 
@@ -1211,38 +1255,65 @@ class _Group:
                     cache[v] = e
         return tuple(out)
 
-    def match(self, event: Event, out: list) -> None:
-        data = event.data
-        values = tuple(map(data.get, self.names))
-        if self.getters:
-            values += tuple(g(event) for _, g in self.getters)
-        if self.constants and any(map(data.__contains__, self.const_names)):
-            hits, cands = self._combine(values, event)  # the data overrides the header
-        else:
-            combo = self.combos.get(values)
-            if combo is None:
-                combo = self._combine(values, None)
-                if sum(map(_len, values)) <= COMBO_MAX_LEN:
-                    if len(self.combos) >= COMBO_ENTRIES:
-                        self.combos.clear()
-                    self.combos[values] = combo
-            hits, cands = combo
+    def _entry(self, event: Event) -> tuple:
+        """``(keys found, candidates, remembered matches, rules to evaluate)`` of ``event``:
+        from the memory of whole events when its key (:attr:`key_names`' values, then the
+        getters') was seen, else computed (:meth:`_outcome`) and remembered when the values
+        are short enough."""
+        values = tuple(map(event.data.get, self.key_names))
+        if self.getter_fns:
+            values += tuple([g(event) for g in self.getter_fns])
+        entry = self.combos.get(values)
+        if entry is None:
+            entry = self._remember(values, event)
+        return entry
+
+    def _remember(self, values: tuple, event: Event) -> tuple:
+        entry = self._outcome(values, event)
+        if sum(map(len, filter(None, values))) <= COMBO_MAX_LEN:  # None: 0
+            if len(self.combos) >= COMBO_ENTRIES:
+                self.combos.clear()
+            self.combos[values] = entry
+        return entry
+
+    def matches(self, event: Event) -> list:
+        """The rules of this group ``event`` matches, in rule order (a new list).
+
+        Per event: the event's key (the group's field values, one tuple) is looked up in the
+        memory of whole events (:meth:`_entry`, inlined); the rules whose result the memory
+        holds are taken as they are, the others (candidates whose necessary clauses were all
+        found and unindexed rules that read a field outside the key) are evaluated."""
+        values = tuple(map(event.data.get, self.key_names))
+        if self.getter_fns:
+            values += tuple([g(event) for g in self.getter_fns])
+        entry = self.combos.get(values)
+        if entry is None:
+            entry = self._remember(values, event)
         if self.next_relead:
-            self._calibrate(hits, cands)
-        for c in cands:
-            for clause in c.others:
-                if clause.isdisjoint(hits):
-                    break
-            else:
-                if c.evaluate(event, hits):
-                    out.append(c.rule)
-        for r in self.always:
-            if r.evaluate(event, hits):
-                out.append(r)
+            self.countdown -= 1
+            if not self.countdown:
+                self._calibrate(entry)
+        pending = entry[3]
+        if not pending:
+            return list(entry[2])
+        hits = entry[0]
+        out = list(entry[2])
+        for evaluate, rule in pending:
+            if evaluate(event, hits):
+                out.append(rule)
+        if len(out) > 1:
+            out.sort(key=_index)
+        return out
+
+    def match(self, event: Event, out: list) -> None:
+        """Append to ``out`` the rules of this group ``event`` matches (:meth:`matches`)."""
+        out.extend(self.matches(event))
 
     def match_profiled(self, event: Event, out: list, profile: Any) -> None:
-        """:meth:`match` with counters (the same lookups, calibration and rule calls, in the
-        same order; ``tests/test_rule_profile.py`` checks the decisions are the same).
+        """:meth:`match` with counters: the same lookups (:meth:`_entry`) and calibration, and
+        the same decisions (``tests/test_rule_profile.py`` checks them), but every candidate
+        whose other clauses were found is evaluated (the remembered results are not used), so
+        that each rule's cost is measured.
 
         Counts into ``profile`` (a :class:`~.profile.RuleProfile`): ``group_events[self]``
         (events this group saw; every rule of the group was eligible for them),
@@ -1256,23 +1327,12 @@ class _Group:
         t0 = clock()
         ge = profile.group_events
         ge[self] = ge.get(self, 0) + 1
-        data = event.data
-        values = tuple(map(data.get, self.names))
-        if self.getters:
-            values += tuple(g(event) for _, g in self.getters)
-        if self.constants and any(map(data.__contains__, self.const_names)):
-            hits, cands = self._combine(values, event)
-        else:
-            combo = self.combos.get(values)
-            if combo is None:
-                combo = self._combine(values, None)
-                if sum(map(_len, values)) <= COMBO_MAX_LEN:
-                    if len(self.combos) >= COMBO_ENTRIES:
-                        self.combos.clear()
-                    self.combos[values] = combo
-            hits, cands = combo
+        entry = self._entry(event)
+        hits, cands = entry[0], entry[1]
         if self.next_relead:
-            self._calibrate(hits, cands)
+            self.countdown -= 1
+            if not self.countdown:
+                self._calibrate(entry)
         profile.prefilter_ns += clock() - t0
         n_cand, n_eval, n_match, spent = (profile.candidates, profile.evaluations,
                                           profile.matches, profile.time_ns)
@@ -1301,43 +1361,84 @@ class _Group:
                 n_match[i] += 1
                 out.append(r)
 
-    def _combine(self, values: tuple, event: Optional[Event]) -> tuple:
-        """``(keys found, candidates)`` of a whole event from its field values (constants
-        included; from ``event`` when its data overrides them)."""
-        entries: tuple = tuple(map(dict.get, self.caches + self.getter_caches, values))
-        if None in entries:
-            entries = self._fill(self.names + tuple(f for f, _ in self.getters),
-                                 self.caches + self.getter_caches, values, entries)
-        if self.constants:
-            if event is None:
-                entries += (self.const_entry,)
+    def _outcome(self, values: tuple, event: Event) -> tuple:
+        """``(keys found, candidates, matches, rules to evaluate)`` of an event with these
+        field values: the candidates whose other necessary clauses were found and the
+        unindexed rules, evaluated on ``event`` when the key decides them (``pure``: the
+        ``matches``, sorted by rule index), else returned as ``(evaluate, rule)`` pairs."""
+        hits, cands = self._combine(values)
+        pure = self.pure
+        matched: list = []
+        pending: list = []
+        for c in cands:
+            for clause in c.others:
+                if clause.isdisjoint(hits):
+                    break
             else:
-                entries += tuple(self._scan(f, _constant(event, f, v))
-                                 for f, v in self.constants)
+                rule = c.rule
+                if rule.index not in pure:
+                    pending.append((c.evaluate, rule))
+                elif c.evaluate(event, hits):
+                    matched.append(rule)
+        for r in self.always:
+            if r.index not in pure:
+                pending.append((r.evaluate, r))
+            elif r.evaluate(event, hits):
+                matched.append(r)
+        matched.sort(key=_index)
+        return hits, cands, tuple(matched), tuple(pending)
+
+    def _combine(self, values: tuple) -> tuple:
+        """``(keys found, candidates)`` of a whole event from its key (constants included,
+        from the key's values where the event's data overrides them)."""
+        n = self.n_names
+        nc = len(self.const_names)
+        scanned = values[:n] + values[n + nc:] if nc else values
+        caches = self.scan_caches
+        entries: tuple = tuple(map(dict.get, caches, scanned))
+        if None in entries:
+            entries = self._fill(self.scan_names, caches, scanned, entries)
+        if nc:
+            over = values[n:n + nc]
+            if over.count(None) == nc:
+                entries += (self.const_entry,)
+            else:  # the data overrides the header
+                entries += tuple(self._scan(f, v if o is None else o)
+                                 for (f, v), o in zip(self.constants, over, strict=True))
         hits: set = set()
         hits.update(*map(_KEYS, entries))
         cands: set = set()
         cands.update(*map(_CANDS, entries))
         return frozenset(hits), tuple(cands)
 
-    def _calibrate(self, hits: set, cands: set) -> None:
-        self.seen += 1
-        if self.seen < RELEAD_AT[0] or self.seen % SAMPLE_EVERY == 0:
+    def _period(self) -> int:
+        """Events until the next one calibration counts (every event for the first
+        ``RELEAD_AT[0]``, then every ``SAMPLE_EVERY``-th) or the next re-choice."""
+        seen, nxt = self.seen, self.next_relead
+        if not nxt:
+            return 0
+        if seen + 1 < RELEAD_AT[0]:
+            return 1
+        sample = (seen // SAMPLE_EVERY + 1) * SAMPLE_EVERY
+        return min(sample, nxt) - seen
+
+    def _calibrate(self, entry: tuple) -> None:
+        """Count this event's entry (its keys and candidates, :meth:`_entry`; its
+        ``countdown`` ran out: every event up to ``RELEAD_AT[0]``, then one in
+        ``SAMPLE_EVERY``); re-choose the leads at the next ``RELEAD_AT``."""
+        self.seen += self.period
+        seen = self.seen
+        if seen < RELEAD_AT[0] or seen % SAMPLE_EVERY == 0:
             self.sampled += 1
-            self.freq.update(hits)
-            for c in cands:
-                c.count += 1
-        if self.seen >= self.next_relead:
+            sample = self.samples.get(id(entry))
+            if sample is None:
+                self.samples[id(entry)] = [entry, 1]
+            else:
+                sample[1] += 1
+        if seen >= self.next_relead:
             self._relead()
-
-
-def _len(v: Optional[str]) -> int:
-    return 0 if v is None else len(v)
-
-
-def _constant(event: Event, name: str, value: str) -> str:
-    v = event.data.get(name)
-    return value if v is None else v
+        else:
+            self.countdown = self.period = self._period()
 
 
 class _Cand:
@@ -1352,6 +1453,25 @@ class _Cand:
         self.others: tuple = ()
         self.evaluate = rule.evaluate
         self.count = 0
+
+
+def _reads(ir: tuple) -> Optional[set]:
+    """Field names the atoms of ``ir`` read; ``None`` when one is a keyword (every value)."""
+    kind = ir[0]
+    if kind == "atom":
+        name = ir[1].field
+        return None if name is None else {name}
+    if kind == "const":
+        return set()
+    if kind == "not":
+        return _reads(ir[1])
+    out: set = set()
+    for c in ir[1]:
+        r = _reads(c)
+        if r is None:
+            return None
+        out |= r
+    return out
 
 
 def _simplify(ir: tuple) -> tuple:

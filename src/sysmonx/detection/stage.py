@@ -104,8 +104,13 @@ class DetectionStage:
     """Sigma detection over SysmonX events.
 
     Args:
-        loaded: rules from :func:`~.rules.load_rules`.
+        loaded: rules from :func:`~.rules.load_rules`, compiled once: compiling drops the
+            rules' parsed detection trees (memory), so a second stage needs the rules loaded
+            again.
         options: :class:`DetectionOptions`.
+    Raises:
+        ValueError: ``loaded`` was already compiled by another stage (every rule would
+            otherwise be rejected without its detection).
     Attributes:
         issues: every load problem (file, rule, reason), rejections and warnings
             (:class:`~.rules.LoadIssue`).
@@ -115,6 +120,9 @@ class DetectionStage:
     """
 
     def __init__(self, loaded: LoadedRules, options: Optional[DetectionOptions] = None) -> None:
+        if any(getattr(r, "detection", True) is None for r in loaded.rules):
+            raise ValueError("these Sigma rules were already compiled by another detection "
+                             "stage (which drops their parsed detections): load them again")
         self.options = options or DetectionOptions()
         self.issues: list = list(loaded.issues)
         self.files = loaded.files
@@ -291,8 +299,13 @@ class DetectionStage:
 
     def process(self, event: Event) -> list[Alert]:
         """Evaluate one event; returns its alerts (usually none), in rule order. The same as
-        :meth:`correlate` of :meth:`match`."""
-        return self.correlate(event, self.match(event))
+        :meth:`correlate` of :meth:`match` (an event without a match and without
+        correlations loaded returns at once)."""
+        self.stats.events += 1
+        hits = self.matcher.match(event)
+        if not hits and self.correlation is None:
+            return []
+        return self.correlate_timed(event, hits, _FROM_EVENT)
 
     def match(self, event: Event) -> list[CompiledRule]:
         """The detection rules ``event`` matches (usually none), in rule order. Stateless: no
@@ -309,6 +322,8 @@ class DetectionStage:
         """The alerts of ``event`` given the rules it matched (:meth:`match`): one detection
         alert per matched rule that outputs, then what the correlations fire, with the stream
         clock advanced to the event's time. Stateful: call in stream order, once per event."""
+        if not hits and self.correlation is None:
+            return []
         return self.correlate_timed(event, hits, _FROM_EVENT)
 
     def correlate_timed(self, event: Optional[Event], hits: list[CompiledRule],
@@ -385,16 +400,16 @@ class DetectionStage:
     def _alert(self, r: CompiledRule, event: Event) -> Alert:
         get = event.data.get
         limit = self.options.max_field_chars
-        fields = {n: v for n in self._key_fields[r.index] if (v := get(n)) is not None}
-        for n, v in fields.items():
-            if len(v) > limit:
-                fields[n] = v[:limit] + "…"
+        fields = {n: v if len(v) <= limit else v[:limit] + "…"
+                  for n in self._key_fields[r.index] if (v := get(n)) is not None}
         t = event.time_created
-        return Alert(rule_id=r.key, title=r.title, level=r.level, status=r.status,
-                     kind="detection", tags=r.tags, window_start=t, window_end=t,
-                     computer=event.computer or "", record_ids=(event.record_id,)
-                     if event.record_id is not None else (), event_count=1,
-                     event_ids=(event.event_id,), fields=fields)
+        rid = event.record_id
+        # positional, in Alert's field order: rule_id, title, level, status, kind, tags,
+        # window_start, window_end, computer, group, record_ids, event_count, event_ids, rules,
+        # value, fields
+        return Alert(r.key, r.title, r.level, r.status, "detection", r.tags, t, t,
+                     event.computer or "", {}, () if rid is None else (rid,), 1,
+                     (event.event_id,), (), None, fields)
 
     # -- reports -------------------------------------------------------------------------------
 

@@ -413,6 +413,25 @@ def _describe_exit(code: Optional[int]) -> str:
     return f"exited with status {code}"
 
 
+def _exit_code(procs: list[Any]) -> Optional[int]:
+    """The non-zero exit code of the dead worker among ``procs`` (negative: the signal), or
+    ``None`` when none is known within about 5 s.
+
+    The pool's own manager thread reaps a broken pool's workers too: when it wins the
+    ``waitpid``, this thread's ``poll`` sees ``ECHILD`` and ``None`` until that thread has stored
+    the status, so a ``None`` is looked at again for a moment instead of being taken as the
+    answer (CPython's ``multiprocessing.popen_fork.Popen.poll``)."""
+    import time
+    deadline = time.monotonic() + 5
+    while True:
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        code = next((p.exitcode for p in procs if p.exitcode), None)
+        if code is not None or time.monotonic() >= deadline:
+            return code
+        time.sleep(0.01)
+
+
 class _Lost:
     """A file whose worker process died twice in a row while replaying it alone."""
 
@@ -480,10 +499,7 @@ def _ordered_results(groups: list[list[str]], jobs: int, initargs: tuple[Any, ..
                 try:
                     alone = fut.result()
                 except BrokenProcessPool:
-                    for p in procs:
-                        p.join(5)
-                    code = next((p.exitcode for p in procs if p.exitcode), None)
-                    alone = _Lost(path, _describe_exit(code))
+                    alone = _Lost(path, _describe_exit(_exit_code(procs)))
                 ok = True
             finally:
                 _stop(one, wait=ok)

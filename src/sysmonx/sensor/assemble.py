@@ -25,7 +25,7 @@ from ..schema import CURRENT
 from ..version import __version__
 from . import observations as ob
 from .process import (UNSET_ID, ZERO_GUID, FileHasher, ProcessCache, clean_text, image_state,
-                      logon_guid)
+                      logon_guid, user_name)
 
 __all__ = ["Assembler", "utc_time", "event_time", "UNKNOWN", "UNKNOWN_NUMBER", "TAMPER_TYPES",
            "BUILDERS"]
@@ -53,6 +53,9 @@ BUILDERS: dict = {}
 #: (the identity check of :mod:`sysmonx.sensor.visibility`).
 IDENTITY_CHECK: dict = {}
 
+#: event id -> (System Version, Level) from the schema catalogue (looked up once)
+_HEADS: dict = {}
+
 _second = [-1, "", ""]  # the last second formatted: [epoch second, UtcTime form, ISO form]
 
 
@@ -69,6 +72,14 @@ def utc_time(ts_ns: int) -> str:
     """Sysmon's UtcTime: ``YYYY-MM-DD HH:MM:SS.mmm`` (UTC, milliseconds)."""
     s, ns = divmod(ts_ns, 1_000_000_000)
     return f"{_seconds(s)[1]}.{ns // 1_000_000:03d}"
+
+
+def _stamps(ts_ns: int) -> tuple:
+    """``(UtcTime, TimeCreated)`` of one event time: :func:`utc_time` and :func:`event_time`
+    with one division and one look-up of the formatted second."""
+    s, ns = divmod(ts_ns, 1_000_000_000)
+    sec = _second if _second[0] == s else _seconds(s)
+    return f"{sec[1]}.{ns // 1_000_000:03d}", f"{sec[2]}.{ns // 1000:06d}000Z"
 
 
 def event_time(ts_ns: int) -> str:
@@ -128,10 +139,17 @@ class Assembler:
     def envelope(self, event_id: int, data: dict, ts_ns: int) -> Event:
         """Wrap ``data`` in the System header Sysmon for Linux writes (``record_id`` is left
         ``None``: the ``record-numbers`` stage numbers what passes the filter)."""
-        ev = CURRENT.events[event_id]
+        return self._wrap(event_id, data, event_time(ts_ns))
+
+    def _wrap(self, event_id: int, data: dict, time_created: str) -> Event:
+        """:meth:`envelope` with System/TimeCreated already formatted."""
+        head = _HEADS.get(event_id)
+        if head is None:
+            ev = CURRENT.events[event_id]
+            head = _HEADS[event_id] = (ev.version, ev.level_value)
         return Event(event_id, data, provider=self.provider, provider_guid=self.provider_guid,
-                     version=ev.version, level=ev.level_value, task=event_id, opcode=0,
-                     keywords=SYSMON_KEYWORDS, time_created=event_time(ts_ns),
+                     version=head[0], level=head[1], task=event_id, opcode=0,
+                     keywords=SYSMON_KEYWORDS, time_created=time_created,
                      record_id=None, process_id=self.pid,
                      thread_id=threading.get_native_id(), channel=self.channel,
                      computer=self.computer, user_id=self.euid)
@@ -175,8 +193,18 @@ class Assembler:
         observation of a running process whose command line or image changed since its exec
         is followed by a 25 saying so (``IDENTITY_CHECK``, see
         :func:`sysmonx.sensor.visibility.check_identity`)."""
-        events = self._build_events(o)
-        check = IDENTITY_CHECK.get(type(o))
+        kind = type(o)
+        if kind is ob.ProcessExec:  # the busiest three first, without the type walk below
+            events = self._exec(o)  # type: ignore[arg-type]
+        elif kind is ob.ProcessExit:
+            return [self._exit(o)]  # type: ignore[arg-type]
+        elif kind is ob.ProcessFork:
+            self.cache.on_fork(o.pid, ppid=o.ppid, start_ticks=o.start_ticks,  # type: ignore
+                               uid=o.uid, ts_ns=o.ts_ns)  # type: ignore[union-attr]
+            return []
+        else:
+            events = self._build_events(o)
+        check = IDENTITY_CHECK.get(kind)
         if check is not None and self.identity_check:
             events = events + check(self, o.pid, o.ts_ns)  # type: ignore[union-attr]
         return events
@@ -219,23 +247,31 @@ class Assembler:
                                   sessionid=o.sessionid, end_data=o.end_data, ts_ns=o.ts_ns)
         parent = self.cache.get(info.ppid)
         uid = info.uid
+        user = user_name(uid)
         logon_uid = uid if uid is not None else UNSET_ID
         session = info.sessionid if info.sessionid not in (None, UNSET_ID) else 0
+        utc, created = _stamps(o.ts_ns)
+        image, cmd, cwd = info.image, info.command_line, info.cwd
+        if parent is not None:
+            p_guid, p_image, p_cmd = parent.guid, parent.image, parent.command_line
+            p_user = user_name(parent.uid)
+        else:
+            p_guid, p_image, p_cmd, p_user = ZERO_GUID, None, None, UNKNOWN
         data = {
-            "RuleName": "-", "UtcTime": utc_time(o.ts_ns), "ProcessGuid": info.guid,
-            "ProcessId": str(o.pid), "Image": _dash(info.image), "FileVersion": "-",
+            "RuleName": "-", "UtcTime": utc, "ProcessGuid": info.guid,
+            "ProcessId": str(o.pid), "Image": image or UNKNOWN, "FileVersion": "-",
             "Description": "-", "Product": "-", "Company": "-", "OriginalFileName": "-",
-            "CommandLine": _dash(info.command_line), "CurrentDirectory": _dash(info.cwd),
-            "User": info.user, "LogonGuid": logon_guid(self.cache.machine, logon_uid),
+            "CommandLine": cmd or UNKNOWN, "CurrentDirectory": cwd or UNKNOWN,
+            "User": user, "LogonGuid": logon_guid(self.cache.machine, logon_uid),
             "LogonId": str(logon_uid), "TerminalSessionId": str(session),
-            "IntegrityLevel": "no level", "Hashes": self.hasher.hashes(info.image),
-            "ParentProcessGuid": parent.guid if parent else ZERO_GUID,
+            "IntegrityLevel": "no level", "Hashes": self.hasher.hashes(image),
+            "ParentProcessGuid": p_guid,
             "ParentProcessId": str(info.ppid or 0),
-            "ParentImage": _dash(parent.image if parent else None),
-            "ParentCommandLine": _dash(parent.command_line if parent else None),
-            "ParentUser": parent.user if parent else UNKNOWN,
+            "ParentImage": p_image or UNKNOWN,
+            "ParentCommandLine": p_cmd or UNKNOWN,
+            "ParentUser": p_user,
         }
-        events = [self.envelope(1, data, o.ts_ns)]
+        events = [self._wrap(1, data, created)]
         state = image_state(info.image)
         if state is not None:
             events.append(self._tamper(info, TAMPER_TYPES[state], o.ts_ns))
@@ -250,11 +286,14 @@ class Assembler:
 
     def _exit(self, o: ob.ProcessExit) -> Event:
         info = self.cache.on_exit(o.pid, o.ts_ns, o.start_ticks)
-        return self.envelope(5, {
-            "RuleName": "-", "UtcTime": utc_time(o.ts_ns),
-            "ProcessGuid": info.guid if info else ZERO_GUID,
-            "ProcessId": str(o.pid), "Image": _dash(info.image if info else None),
-            "User": info.user if info else UNKNOWN}, o.ts_ns)
+        utc, created = _stamps(o.ts_ns)
+        if info is None:
+            return self._wrap(5, {"RuleName": "-", "UtcTime": utc, "ProcessGuid": ZERO_GUID,
+                                  "ProcessId": str(o.pid), "Image": UNKNOWN, "User": UNKNOWN},
+                              created)
+        return self._wrap(5, {"RuleName": "-", "UtcTime": utc, "ProcessGuid": info.guid,
+                              "ProcessId": str(o.pid), "Image": info.image or UNKNOWN,
+                              "User": user_name(info.uid)}, created)
 
     def _network(self, o: ob.NetworkConnect) -> Event:
         info = self._proc(o.pid)

@@ -588,22 +588,26 @@ class SensorGuard:
                  self._output_check, self._resolve_deferred)
         # reading /proc/self/maps and every fd costs more: every SLOW_EVERY turns
         slow = cheap + (self._preload_check, self._integrity_check)
+        next_turn = 0.0
         while not self._stop.is_set():
             self.cpu_s = time.thread_time() - cpu0
-            t0 = time.monotonic()
-            turn += 1
-            for check in (slow if turn % SLOW_EVERY == 1 else cheap):
-                try:
-                    check()
-                except Exception as exc:  # noqa: BLE001 - a check must never stop the others
-                    self._say(check.__name__, f"guard: {check.__name__} failed: {exc}")
+            if time.monotonic() >= next_turn:
+                # the checks run every poll_s, not again at each wake-up by trace lines (a
+                # host busy with bpf() calls of its own woke the loop 20+ times a second)
+                next_turn = time.monotonic() + poll
+                turn += 1
+                for check in (slow if turn % SLOW_EVERY == 1 else cheap):
+                    try:
+                        check()
+                    except Exception as exc:  # noqa: BLE001 - a check must never stop others
+                        self._say(check.__name__, f"guard: {check.__name__} failed: {exc}")
             if self._trace is not None:
                 try:
-                    self._trace.poll(max(0.0, poll - (time.monotonic() - t0)))
+                    self._trace.poll(max(0.0, next_turn - time.monotonic()))
                     continue
                 except OSError as exc:
                     self._say("trace-read", f"guard: tracefs read failed: {exc}")
-            self._stop.wait(max(0.0, poll - (time.monotonic() - t0)))
+            self._stop.wait(max(0.0, next_turn - time.monotonic()))
 
     def _tracer_check(self, initial: bool = False) -> None:
         try:

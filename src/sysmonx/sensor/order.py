@@ -38,7 +38,7 @@ from . import observations as ob
 __all__ = ["OrderBuffer"]
 
 _RANK = {ob.ProcessFork: 0, ob.ProcessExec: 1, ob.ProcessExit: 3}
-_UNHELD = (ob.Loss, ob.BackendError)
+_UNHELD = frozenset({ob.Loss, ob.BackendError})  # exact types (none is subclassed)
 
 
 class OrderBuffer:
@@ -76,12 +76,14 @@ class OrderBuffer:
         """Take one observation that arrived at ``now`` (monotonic seconds). Returns the
         observations that pass without being held (losses, errors) and any
         forced out by ``max_held``."""
-        if isinstance(o, _UNHELD) or self.window_s == 0:
+        kind = type(o)
+        if kind in _UNHELD or self.window_s == 0:
             return [o]
         ts = getattr(o, "ts_ns", 0) or 0
         self._seq += 1
-        heapq.heappush(self._heap, (ts, _RANK.get(type(o), 2), self._seq, now, o))
-        if len(self) > self.max_held and self._heap:
+        heap = self._heap
+        heapq.heappush(heap, (ts, _RANK.get(kind, 2), self._seq, now, o))
+        if len(heap) + len(self._exits) > self.max_held:
             self.forced += 1
             return [self._pop()]
         return []
@@ -106,9 +108,10 @@ class OrderBuffer:
     def hold_exit(self, event, pid: Optional[int], arrived: float) -> list:
         """Hold a built ProcessTerminate event until ``arrived + exit_hold_s``. Returns exits
         that must leave now because of ``max_held``."""
-        self._exits.append((arrived + self.exit_hold_s, pid, event))
+        exits = self._exits
+        exits.append((arrived + self.exit_hold_s, pid, event))
         self._exit_of[pid] = event
-        if len(self) > self.max_held:
+        if len(self._heap) + len(exits) > self.max_held:
             self.forced += 1
             return [self._release_exit()]
         return []

@@ -392,15 +392,15 @@ class ProcessCache:
             return [self._procs[p] for p in pids if p in self._procs]
 
     def peek(self, pid: int) -> Optional[ProcInfo]:
-        """The cached entry, without reading /proc."""
-        with self._lock:
-            return self._procs.get(pid)
+        """The cached entry, without reading /proc. (No lock: one look-up in the dict is
+        atomic; the lock guards the changes that span several steps.)"""
+        return self._procs.get(pid)
 
     def get(self, pid: Optional[int]) -> Optional[ProcInfo]:
         """The entry for ``pid``: cached, else read from /proc and cached; ``None`` if unknown."""
         if pid is None or pid <= 0:
             return None
-        info = self.peek(pid)
+        info = self._procs.get(pid)
         if info is not None:
             return info
         live = read_proc(pid)

@@ -47,9 +47,10 @@ Options (``options=`` dict; unknown keys ignored):
     ``poll_timeout_ms`` (int, default 50): how long one ring-buffer wait lasts; bounds how
         quickly :meth:`EbpfBackend.stop` returns.
     ``batch`` (int, default 512): records copied out of the ring per decode batch.
-    ``coalesce_ms`` (float, default 2): after a partial batch, wait this long before the next
+    ``coalesce_ms`` (float, default 10): after a partial batch, wait this long before the next
         poll so that a burst is consumed in batches rather than one wake-up per record (halves
-        the reader's CPU per record in a burst; adds at most this much latency).
+        the reader's CPU per record in a burst; adds at most this much latency, small beside
+        the live source's 0.25 s ordering hold).
     ``slow_consumer_s`` (float, default 0): sleep this long per record (tests and benchmarks of
         the loss path only).
     ``visibility`` (bool, default True; environment ``SYSMONX_EBPF_VISIBILITY=0``): start the
@@ -71,6 +72,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 from pathlib import Path
@@ -143,13 +145,21 @@ AT_FDCWD = -100
 _BATCH_FULL = -4242  # returned by the sample callback to end a poll early (not an errno)
 
 
+#: ``os.fsdecode`` without its per-call checks (the same codec and error handler)
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
+def _fsdecode(raw: bytes) -> str:
+    return raw.decode(_FS_ENCODING, _FS_ERRORS)
+
+
 def _components(raw: bytes) -> str:
     """Leaf-first NUL-terminated components (as the BPF walk writes them) -> absolute path."""
     parts = raw.split(b"\0")
     if parts and parts[-1] == b"":
         parts.pop()
     parts.reverse()
-    return "/" + os.fsdecode(b"/".join(parts))
+    return "/" + b"/".join(parts).decode(_FS_ENCODING, _FS_ERRORS)
 
 
 def _normpath(path: str) -> str:
@@ -577,7 +587,7 @@ class EbpfBackend(Backend):
         self._batch_max = max(1, int(self.options.get("batch", 512)))
         timeout = int(self.options.get("poll_timeout_ms", 50))
         slow = float(self.options.get("slow_consumer_s", 0))
-        coalesce = float(self.options.get("coalesce_ms", 2.0)) / 1000
+        coalesce = float(self.options.get("coalesce_ms", 10.0)) / 1000
         drops_every = 0.1
         next_drops = 0.0
         cpu0 = time.thread_time_ns()
@@ -691,15 +701,15 @@ class EbpfBackend(Backend):
         else:
             if raw_argv.endswith(b"\0"):
                 raw_argv = raw_argv[:-1]
-            argv = [os.fsdecode(a) for a in raw_argv.split(b"\0")] if raw_argv else []
+            argv = raw_argv.decode(_FS_ENCODING, _FS_ERRORS).split("\0") if raw_argv else []
         raw_image = rec[base + alen:base + alen + ilen]
         cwd = _components(rec[base + alen + ilen:base + alen + ilen + clen])
         image: Optional[str]
         if flags & F_IMAGE_FILENAME:
-            image = os.fsdecode(raw_image.rstrip(b"\0"))
+            image = _fsdecode(raw_image.rstrip(b"\0"))
             image = _normpath(image if image.startswith("/") else f"{cwd}/{image}")
         elif flags & F_IMAGE_PSEUDO:  # d_path of a memfd: "/memfd:NAME (deleted)"
-            image = "/" + os.fsdecode(raw_image.rstrip(b"\0")) + " (deleted)"
+            image = "/" + _fsdecode(raw_image.rstrip(b"\0")) + " (deleted)"
         else:
             image = _components(raw_image) if ilen else None
             if image and flags & F_IMAGE_DELETED:

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""The live sensor's user-space cost per exec, without the kernel: tier A's ring-buffer records
+of ``N`` execs (a fork, an exec and an exit record each, as ``sensor.bpf.c`` writes them for
+``/bin/true bench-<i>``) go through tier A's decoder, the live source (queue, order buffer,
+assembly), the live stages and a JSON lines file output, as in ``sysmonx run`` with
+bench_live.py's config (every ProcessCreate and ProcessTerminate written).
+
+    .venv/bin/python bench/bench_live_core.py [--execs 16000] [--rate 1600] [--rounds 3]
+
+A reader thread hands the decoded records over in batches at ``--rate`` execs per second (0: as
+fast as it can), as the eBPF reader does; the figure is the process's CPU time (all threads)
+from the first record to the last event written, per exec, and as a share of one core at
+``--rate``. It is not bench_live.py's figure (no kernel, no ring-buffer reads, no other host
+activity traced) but moves with the same code, and is steady enough on a shared machine to
+compare two versions of it in the same minute (``PYTHONPATH=<other src>``). Each round checks
+that every exec gave event 1 with its command line and an event 5 with the same ProcessGuid.
+
+Exit status: 0 when measured, 1 when events were missing or wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+CONFIG = ('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" groupRelation="or">'
+          '<ProcessCreate onmatch="exclude"/></RuleGroup><RuleGroup name="" groupRelation="or">'
+          '<ProcessTerminate onmatch="exclude"/></RuleGroup></EventFiltering></Sysmon>')
+
+_HDR = struct.Struct("<HHIIIQ")
+_EXEC = struct.Struct("<IIIIQQHHHH")
+_EXIT = struct.Struct("<QII")
+_FORK = struct.Struct("<IIQ")
+
+
+def _walk(path: str) -> bytes:
+    """A path as the BPF dentry walk writes it: components leaf first, each NUL-terminated."""
+    return b"".join(p.encode() + b"\0" for p in reversed(path.strip("/").split("/")))
+
+
+def records(n: int, base_pid: int = 3_000_000) -> list:
+    """``n`` (fork, exec, exit) record triples, in kernel time order, stamped from boot time
+    now. Pids above the kernel's pid_max, so no real process's cache entry is touched."""
+    ppid = os.getppid()
+    boot_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    image, cwd = _walk("/usr/bin/true"), _walk(os.getcwd())
+    out = []
+    for i in range(n):
+        pid = base_pid + i
+        ts = boot_ns + i * 100_000
+        start = ts - 50_000
+        argv = f"/bin/true\0bench-{i}\0".encode()
+        out.append(_HDR.pack(8, 0, pid, pid, 2, ts) + _FORK.pack(ppid, 0, start))
+        out.append(_HDR.pack(1, 0, pid, pid, 2, ts + 20_000)
+                   + _EXEC.pack(ppid, 0, 0xFFFFFFFF, 0xFFFFFFFF, start,
+                                0x5555_5555_0000 + (i & 0xFFFF), len(argv), len(image),
+                                len(cwd), 0) + argv + image + cwd)
+        out.append(_HDR.pack(2, 0, pid, pid, 2, ts + 60_000) + _EXIT.pack(start, 0, 0))
+    return out
+
+
+def run_round(n: int, rate: float, workdir: Path) -> dict:
+    from sysmonx.config import load_config
+    from sysmonx.pipeline.live import Sensor, SensorOptions
+    from sysmonx.sensor import live as live_mod
+    from sysmonx.sensor.backends.base import Backend
+    from sysmonx.sensor.backends.ebpf import EbpfBackend
+    from sysmonx.sensor.procfs import clock_offset
+    from sysmonx.sinks import WholeLineFile
+    from sysmonx.sinks.jsonl import JsonlWriter
+
+    recs = records(n)
+    done = threading.Event()
+    cpu_at: dict = {}
+
+    class Replay(Backend):
+        name, tier = "replay", "A"
+
+        @classmethod
+        def probe(cls):
+            return None
+
+        def start(self):
+            self.thread = threading.Thread(target=self._run, name="sysmonx-ebpf", daemon=True)
+            self.thread.start()
+
+        def _run(self):
+            decode = EbpfBackend(lambda o: None)._decode
+            offset = clock_offset(time.CLOCK_BOOTTIME)
+            batch = max(3, int(rate * 3 * 0.002)) if rate else 512  # ~2 ms of records
+            t0 = time.monotonic()
+            cpu_at["start"] = time.process_time()
+            cpu_at["threads"] = _thread_cpu()
+            for k in range(0, len(recs), batch):
+                if rate:
+                    due = t0 + (k / 3) / rate
+                    pause = due - time.monotonic()
+                    if pause > 0:
+                        time.sleep(pause)
+                self.emit_all([decode(r, offset) for r in recs[k:k + batch]])
+            cpu_at["load_s"] = time.monotonic() - t0
+            done.set()
+
+        def stop(self):
+            self.thread.join(5)
+
+    live_mod.choose_backend = lambda forced=None, failed=None: ("replay", {})
+    live_mod.load_backend = lambda name: Replay
+    live_mod.auxiliary_backends = list
+    cfg = workdir / "config.xml"
+    cfg.write_text(CONFIG)
+    out = workdir / "events.jsonl"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+    writer = JsonlWriter(WholeLineFile(fd, str(out), close_fd=True), close_stream=True)
+    sensor = Sensor(load_config(str(cfg)), [writer],
+                    SensorOptions(dns=False, exclude_own_children=False), config_path=str(cfg))
+    t = threading.Thread(target=sensor.run, kwargs={"install_signals": False})
+    t.start()
+    want = 2 * n
+    deadline = time.monotonic() + 120 + n / max(rate, 1)
+    written = 0
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if done.is_set():
+            written = sum(sensor.fanout.written().values())
+            if written >= want + 2:  # events 16 and 4 first
+                break
+    cpu = time.process_time() - cpu_at.get("start", 0.0)
+    threads = _thread_cpu()
+    sensor.request_stop()
+    t.join(30)
+    seen: dict = {}
+    bad = 0
+    with open(out, "rb") as fh:
+        for line in fh:
+            e = json.loads(line)
+            if e["EventID"] == 1 and e["CommandLine"].startswith("/bin/true bench-"):
+                seen[e["ProcessId"]] = e["ProcessGuid"]
+                bad += e["Image"] != "/usr/bin/true"
+            elif e["EventID"] == 5 and int(e["ProcessId"]) >= 3_000_000:
+                bad += seen.get(e["ProcessId"]) != e["ProcessGuid"]
+    split = {name: threads[name] - cpu_at["threads"].get(name, 0.0) for name in threads}
+    return {"cpu_s": cpu, "load_s": cpu_at.get("load_s", 0.0), "execs": len(seen),
+            "bad": bad, "threads": split}
+
+
+def _thread_cpu() -> dict:
+    """Thread name -> its CPU seconds so far (``/proc/self/task/TID/stat``)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        name = names.get(int(tid), "other").split(" ")[0][:20]
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--execs", type=int, default=16000)
+    ap.add_argument("--rate", type=float, default=1600.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    import sysmonx
+    print(f"sysmonx from {Path(sysmonx.__file__).parent}; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    status = 0
+    for r in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="sysmonx-core-") as d:
+            res = run_round(args.execs, args.rate, Path(d))
+        per = res["cpu_s"] / args.execs * 1e6
+        share = per * args.rate / 1e6 * 100 if args.rate else float("nan")
+        ok = res["execs"] == args.execs and res["bad"] == 0
+        status |= 0 if ok else 1
+        print(f"round {r + 1}: {res['execs']}/{args.execs} execs with events 1 and 5 "
+              f"({res['bad']} wrong), CPU {res['cpu_s']:.2f} s = {per:.1f} us per exec"
+              f" = {share:.1f} % of one core at {args.rate:.0f}/s; load average "
+              f"{os.getloadavg()[0]:.2f}")
+        print("   per thread, us per exec: " + ", ".join(
+            f"{name} {v / args.execs * 1e6:.0f}" for name, v in sorted(res["threads"].items())
+            if v > 0))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
