@@ -517,3 +517,36 @@ def test_evtx_chunk_checksum_mismatch_is_reported_once(corpus, tmp_path):
     assert len(events) == 565
     assert [(e.offset, "header checksum mismatch" in e.message) for e in errors] == \
         [(4096 + 3 * 65536, True)]
+
+
+def test_evtx_record_data_checksum_mismatch_is_reported(corpus, tmp_path):
+    """The record-data CRC32 covers the chunk's used part (512 to the free-space offset)."""
+    data = bytearray((corpus / PANACHE).read_bytes())
+    off = 4096 + 3 * 65536 + 52  # record data CRC32 of chunk 3
+    data[off] ^= 0xFF
+    path = tmp_path / "crc.evtx"
+    path.write_bytes(bytes(data))
+    events, errors = read(path)
+    assert len(events) == 565
+    assert [(e.offset, "record data checksum mismatch" in e.message) for e in errors] == \
+        [(4096 + 3 * 65536, True)]
+
+
+def test_evtx_overstated_free_offset_checksums_the_records_only(corpus, tmp_path):
+    """A chunk header whose free-space offset overstates its records (the slack zeroed) is
+    checksummed over the records alone: no report when they match."""
+    import struct
+    import zlib
+    data = bytearray((corpus / PANACHE).read_bytes())
+    base = 4096 + 3 * 65536
+    free, = struct.unpack_from("<I", data, base + 48)
+    assert free < 65536 - 64
+    data[base + free:base + free + 64] = bytes(64)  # slack past the records: not checksummed
+    struct.pack_into("<I", data, base + 48, free + 64)
+    head = data[base:base + 512]  # the header CRC covers the changed offset: write it anew
+    struct.pack_into("<I", data, base + 124,
+                     zlib.crc32(head[128:512], zlib.crc32(head[0:120])))
+    path = tmp_path / "free.evtx"
+    path.write_bytes(bytes(data))
+    events, errors = read(path)
+    assert len(events) == 565 and errors == []

@@ -1213,6 +1213,245 @@ static PyObject *py_setup_json(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------------ duplicate check */
+/* sysmonx.stages.dedup.DuplicateFilter's common case: a record id not seen before, in a block
+ * that exists, of a stream that exists, with a canonical all-ASCII-digit time. The only state
+ * change of that case is the one slot written, as the Python method writes it. Every other input
+ * (no such stream or block, a slot already taken, an odd time, an id beyond 64 bits, not an
+ * Event) goes to the Python method untouched, which then decides exactly as without this. */
+
+#define DEDUP_ABSENT INT64_MIN
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *streams;  /* dict: (provider, computer, channel) -> {block: array('q', 64)} */
+    PyObject *fallback; /* the Python method: is_duplicate(event) / process(item, emit) */
+    int mode;           /* 0: is_duplicate(event) -> bool; 1: process(item, emit) -> bool */
+    vectorcallfunc vectorcall;
+} DedupObject;
+
+static int dedup_digits(const char *s, int n, int64_t *out) {
+    int64_t v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Seconds since 1970 of "YYYY-MM-DD?HH:MM:SS..." as DuplicateFilter._seconds computes them;
+ * 0 = done, 1 = the string is not in the all-ASCII-digit shape (the Python path decides). */
+static int dedup_seconds(PyObject *tc, int64_t *out) {
+    if (!PyUnicode_CheckExact(tc) || !PyUnicode_IS_ASCII(tc) || PyUnicode_GET_LENGTH(tc) < 19)
+        return 1;
+    const char *s = (const char *)PyUnicode_DATA(tc);
+    int64_t y, mo, d, h, mi, se;
+    if (dedup_digits(s, 4, &y) || dedup_digits(s + 5, 2, &mo) || dedup_digits(s + 8, 2, &d) ||
+        dedup_digits(s + 11, 2, &h) || dedup_digits(s + 14, 2, &mi) ||
+        dedup_digits(s + 17, 2, &se))
+        return 1;
+    static const int dim[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > dim[mo - 1] + (mo == 2 && leap))
+        return 1; /* date() refuses it: the Python path gives its "no time" value */
+    /* days from civil (proleptic Gregorian), 1970-01-01 = 0 */
+    int64_t yy = y - (mo <= 2);
+    int64_t era = (yy >= 0 ? yy : yy - 399) / 400;
+    int64_t yoe = yy - era * 400;
+    int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = era * 146097 + doe - 719468;
+    *out = days * 86400 + h * 3600 + mi * 60 + se;
+    return 0;
+}
+
+/* 1: a new record, remembered; 0: not the common case (nothing changed); -1: error. */
+static int dedup_fast(DedupObject *self, PyObject *ev) {
+    if (event_type == NULL || Py_TYPE(ev) != event_type) return 0;
+    PyObject *rid = SLOT(ev, S_RECORD_ID);
+    if (rid == NULL || !PyLong_CheckExact(rid)) return 0;
+    int overflow;
+    long long r = PyLong_AsLongLongAndOverflow(rid, &overflow);
+    if (overflow || (r == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
+    if (r < 0) return 0;
+    PyObject *prov = SLOT(ev, S_PROVIDER), *comp = SLOT(ev, S_COMPUTER);
+    PyObject *chan = SLOT(ev, S_CHANNEL), *tc = SLOT(ev, S_TIME_CREATED);
+    if (prov == NULL || comp == NULL || chan == NULL || tc == NULL) return 0;
+    int64_t t;
+    if (dedup_seconds(tc, &t)) return 0;
+    PyObject *key = PyTuple_Pack(3, prov, comp, chan);
+    if (key == NULL) return -1;
+    PyObject *blocks = PyDict_GetItemWithError(self->streams, key); /* borrowed */
+    Py_DECREF(key);
+    if (blocks == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (!PyDict_CheckExact(blocks)) return 0;
+    PyObject *b = PyLong_FromLongLong(r >> 6);
+    if (b == NULL) return -1;
+    PyObject *slots = PyDict_GetItemWithError(blocks, b); /* borrowed */
+    Py_DECREF(b);
+    if (slots == NULL) return PyErr_Occurred() ? -1 : 0;
+    Py_buffer view;
+    if (PyObject_GetBuffer(slots, &view, PyBUF_WRITABLE) < 0) { PyErr_Clear(); return 0; }
+    int done = 0;
+    if (view.itemsize == 8 && view.len == 64 * 8) {
+        int64_t *cell = (int64_t *)view.buf + (r & 63);
+        if (*cell == DEDUP_ABSENT) {
+            *cell = t;
+            done = 1;
+        }
+    }
+    PyBuffer_Release(&view);
+    return done;
+}
+
+static PyObject *dedup_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames) {
+    DedupObject *self = (DedupObject *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs == (self->mode ? 2 : 1) && kwnames == NULL) {
+        int r = dedup_fast(self, args[0]);
+        if (r < 0) return NULL;
+        if (r > 0) {
+            if (self->mode) Py_RETURN_TRUE; /* passed on */
+            Py_RETURN_FALSE;                /* not a duplicate */
+        }
+    }
+    return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+}
+
+static PyObject *dedup_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *et, *streams, *fallback;
+    int mode;
+    if (!PyArg_ParseTuple(args, "O!O!Oi:Dedup", &PyType_Type, &et, &PyDict_Type, &streams,
+                          &fallback, &mode))
+        return NULL;
+    if (set_event_type(et) < 0) return NULL;
+    DedupObject *self = (DedupObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    Py_INCREF(streams); self->streams = streams;
+    Py_INCREF(fallback); self->fallback = fallback;
+    self->mode = mode ? 1 : 0;
+    self->vectorcall = dedup_vectorcall;
+    return (PyObject *)self;
+}
+
+static int dedup_traverse(DedupObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->streams);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int dedup_clear(DedupObject *self) {
+    Py_CLEAR(self->streams);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void dedup_dealloc(DedupObject *self) {
+    PyObject_GC_UnTrack(self);
+    dedup_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject DedupType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sysmonx.core._speedups.Dedup",
+    .tp_basicsize = sizeof(DedupObject),
+    .tp_dealloc = (destructor)dedup_dealloc,
+    .tp_vectorcall_offset = offsetof(DedupObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Dedup(Event, streams, fallback, mode): DuplicateFilter's common case compiled "
+              "(mode 0: is_duplicate(event); 1: the stage's process(item, emit)); every other "
+              "call goes to fallback with the same arguments.",
+    .tp_traverse = (traverseproc)dedup_traverse,
+    .tp_clear = (inquiry)dedup_clear,
+    .tp_new = dedup_new,
+};
+
+/* ----------------------------------------------------------------------- JSON lines writer */
+/* sysmonx.sinks.jsonl.JsonlWriter.write without a Python frame: stream.write(event_json(e) +
+ * b"\n"), one write call per event as the Python method makes it. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *write; /* the stream's bound write method */
+    vectorcallfunc vectorcall;
+} LineWriterObject;
+
+static PyObject *linewriter_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                                       PyObject *kwnames) {
+    LineWriterObject *self = (LineWriterObject *)op;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "write(event) takes one argument");
+        return NULL;
+    }
+    PyObject *line = py_event_json(NULL, args[0]);
+    if (line == NULL) return NULL;
+    if (!PyBytes_Check(line)) {
+        Py_DECREF(line);
+        PyErr_SetString(PyExc_TypeError, "event_json did not return bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(line);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n + 1);
+    if (out == NULL) { Py_DECREF(line); return NULL; }
+    memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(line), (size_t)n);
+    PyBytes_AS_STRING(out)[n] = '\n';
+    Py_DECREF(line);
+    PyObject *r = PyObject_CallOneArg(self->write, out);
+    Py_DECREF(out);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *linewriter_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *write;
+    if (!PyArg_ParseTuple(args, "O:LineWriter", &write)) return NULL;
+    if (json_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "setup_json was not called");
+        return NULL;
+    }
+    LineWriterObject *self = (LineWriterObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    Py_INCREF(write); self->write = write;
+    self->vectorcall = linewriter_vectorcall;
+    return (PyObject *)self;
+}
+
+static int linewriter_traverse(LineWriterObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->write);
+    return 0;
+}
+
+static int linewriter_clear(LineWriterObject *self) {
+    Py_CLEAR(self->write);
+    return 0;
+}
+
+static void linewriter_dealloc(LineWriterObject *self) {
+    PyObject_GC_UnTrack(self);
+    linewriter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject LineWriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sysmonx.core._speedups.LineWriter",
+    .tp_basicsize = sizeof(LineWriterObject),
+    .tp_dealloc = (destructor)linewriter_dealloc,
+    .tp_vectorcall_offset = offsetof(LineWriterObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "LineWriter(write): calling it with an Event calls write(event_json(event) + "
+              "b'\\n') once.",
+    .tp_traverse = (traverseproc)linewriter_traverse,
+    .tp_clear = (inquiry)linewriter_clear,
+    .tp_new = linewriter_new,
+};
+
 static PyMethodDef methods[] = {
     {"setup_convert", py_setup_convert, METH_VARARGS,
      "setup_convert(Event, guid_fields, sysmon_providers, provider_guids, fallback): the "
@@ -1242,5 +1481,20 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     str_true = PyUnicode_InternFromString("true");
     str_false = PyUnicode_InternFromString("false");
     if (empty_str == NULL || str_true == NULL || str_false == NULL) return NULL;
-    return PyModule_Create(&moduledef);
+    if (PyType_Ready(&DedupType) < 0 || PyType_Ready(&LineWriterType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (m == NULL) return NULL;
+    Py_INCREF(&DedupType);
+    if (PyModule_AddObject(m, "Dedup", (PyObject *)&DedupType) < 0) {
+        Py_DECREF(&DedupType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&LineWriterType);
+    if (PyModule_AddObject(m, "LineWriter", (PyObject *)&LineWriterType) < 0) {
+        Py_DECREF(&LineWriterType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -67,6 +67,7 @@ _CHUNK_MAGIC = b"ElfChnk\x00"
 _HEADER_BLOCK = 4096
 _CHUNK_SIZE = 65536
 _RECORD_MAGIC = b"**\x00\x00"
+_UNREAD = object()
 
 #: EventID -> names of its win:GUID fields, every schema version (spec 4.3).
 _GUID_FIELDS: dict[int, frozenset] = {}
@@ -460,6 +461,7 @@ class _ChunkTracker:
         self.partial_lost: Optional[tuple[int, int, int]] = None  # truncated chunk: lost, read, all
         self.pending: dict[int, list] = {}  # slot -> [(offset, pyevtx-rs message)] not yet said
         self.rebuilt: Optional[_RebuiltHeader] = None
+        self._headers: dict[int, Any] = {}  # slot -> header(slot), the last few (see header)
 
     def __enter__(self) -> "_ChunkTracker":
         return self
@@ -474,14 +476,24 @@ class _ChunkTracker:
         return _HEADER_BLOCK + slot * _CHUNK_SIZE
 
     def header(self, slot: int) -> Optional[tuple[int, int]]:
-        """``(first, last)`` record numbers of chunk ``slot``, ``None`` without a chunk header."""
+        """``(first, last)`` record numbers of chunk ``slot``, ``None`` without a chunk header.
+
+        Kept for the last few chunks asked about (a chunk's header is wanted about six times
+        as the reader enters, checks and leaves it, and the next one's as its neighbour): one
+        read of it instead of six, memory still constant."""
+        known = self._headers.get(slot, _UNREAD)
+        if known is not _UNREAD:
+            return known
         if slot < 0 or slot >= self.slots:
             return None
         self.f.seek(self.offset(slot))
         raw = self.f.read(40)
-        if len(raw) < 40 or not raw.startswith(_CHUNK_MAGIC):
-            return None
-        return struct.unpack_from("<QQ", raw, 24)
+        h = (None if len(raw) < 40 or not raw.startswith(_CHUNK_MAGIC) else
+             struct.unpack_from("<QQ", raw, 24))
+        if len(self._headers) >= 8:
+            self._headers.clear()
+        self._headers[slot] = h
+        return h
 
     def span(self, slot: int) -> Optional[tuple[int, int]]:
         """``(first, last)`` record numbers chunk ``slot`` really holds as far as headers tell:
@@ -538,17 +550,22 @@ class _ChunkTracker:
         if self.offset(slot) + _CHUNK_SIZE > self.size:
             return  # truncated chunk: reported elsewhere
         self.f.seek(self.offset(slot))
-        data = self.f.read(_CHUNK_SIZE)  # whole: the chunk lies inside the file
+        # the chunk lies inside the file; only its used part (to the free-space offset) is
+        # read and checksummed: a chunk of a small log is mostly unused
+        data = self.f.read(512)
+        free, stored_data = struct.unpack_from("<II", data, 48)
+        if 512 < free <= _CHUNK_SIZE:
+            data += self.f.read(free - 512)
         view = memoryview(data)  # checksummed in place, no copies
         stored_head, = struct.unpack_from("<I", data, 124)
-        free, stored_data = struct.unpack_from("<II", data, 48)
         bad = []
         if zlib.crc32(view[128:512], zlib.crc32(view[0:120])) != stored_head:
             bad.append("header")
         if 512 <= free <= _CHUNK_SIZE and zlib.crc32(view[512:free]) != stored_data:
             # a header that overstates its free-space offset may checksum the real records only
-            ends = [p + size for p, size, _ in _walk_records(bytearray(data), _CHUNK_SIZE)]
-            if not ends or zlib.crc32(view[512:ends[-1]]) != stored_data:
+            whole = self.chunk(slot)
+            ends = [p + size for p, size, _ in _walk_records(whole, _CHUNK_SIZE)]
+            if not ends or zlib.crc32(memoryview(whole)[512:ends[-1]]) != stored_data:
                 bad.append("record data")
         if bad:
             self.on_error(ReadError(self.path, self.offset(slot), "byte",

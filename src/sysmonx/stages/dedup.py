@@ -21,6 +21,7 @@ from array import array
 from datetime import date
 from typing import Any
 
+from ..core import native
 from ..core.errors import ReadError
 from ..core.registry import STAGES
 from ..event import Event
@@ -58,11 +59,21 @@ class DuplicateFilter:
         self._blocks = 0
         self._days: dict[str, int] = {}
         self._minutes: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> seconds since 1970
+        if native.speedups is not None:
+            # the common case (a new id in a block already made) compiled; every other call
+            # goes to the Python method, which defines the behaviour (tests/test_dedup_native.py)
+            self.is_duplicate = native.speedups.Dedup(  # type: ignore[method-assign]
+                Event, self._streams, self._is_duplicate_py, 0)
+        else:  # the pure path without a second Python call per record
+            self.is_duplicate = self._is_duplicate_py  # type: ignore[method-assign]
 
     def is_duplicate(self, event: Event) -> bool:
         """True when a record with ``event``'s provider, computer, channel, EventRecordID and
         System time (to the second) was seen before; otherwise remembers it and returns False.
         """
+        return self._is_duplicate_py(event)
+
+    def _is_duplicate_py(self, event: Event) -> bool:
         rid = event.record_id
         if rid is None or rid < 0:
             return False
@@ -165,11 +176,23 @@ class DuplicateStage(Stage):
 
     def __init__(self, max_blocks: int = MAX_BLOCKS) -> None:
         self.dedup = DuplicateFilter(max_blocks)
-        self._is_duplicate = self.dedup.is_duplicate
+        self._is_duplicate = self.dedup._is_duplicate_py
         self._saturation_said = False
+        if native.speedups is not None:
+            # process()'s common case compiled: an Event with a new id in a block already made
+            # is passed on (True) without a Python call; every other item goes to _process_py.
+            # The saturation warning is only due right after a call that saturated the filter,
+            # which is never a compiled one (it makes no block), so it is said as before.
+            self.process = native.speedups.Dedup(  # type: ignore[method-assign]
+                Event, self.dedup._streams, self._process_py, 1)
+        else:
+            self.process = self._process_py  # type: ignore[method-assign]
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Drop ``item`` if it is an event read before."""
+        return self._process_py(item, emit)
+
+    def _process_py(self, item: Any, emit: Emit) -> bool:
         if item.__class__ is not Event:
             return True
         if self._is_duplicate(item):
