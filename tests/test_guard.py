@@ -237,3 +237,13 @@ def test_checks_run_every_poll_s_not_at_every_trace_wake_up(tmp_path):
     turns = runs.count("_tracer_check")
     assert BusyTrace.wakes > 50  # the trace was read at every wake-up
     assert 1 <= turns <= elapsed / 0.2 + 2, (turns, BusyTrace.wakes)
+
+
+def test_sigcont_is_said_as_what_it_did_not_as_ignored():
+    """A new user's SIGSTOP/SIGCONT of the sensor: the SIGCONT finding ended in ', ignored'
+    although it resumed the sensor (the kernel resumes on sending, then discards SIGCONT)."""
+    from sysmonx.sensor.guard import _signal_result
+    assert _signal_result(18, 1).startswith("resumed it if it was stopped")
+    assert _signal_result(19, 0) == "delivered"
+    assert _signal_result(15, 1) == "ignored"  # a signal the sensor really ignores
+    assert _signal_result(9, 7) == "result 7"

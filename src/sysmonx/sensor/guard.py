@@ -822,6 +822,18 @@ _LINE = re.compile(r"^\s*(?P<comm>.*)-(?P<tid>\d+)\s+\(\s*(?P<tgid>[\d-]+)\)\s+\
                    r"(?P<secs>\d+)\.(?P<usecs>\d+):\s(?P<rest>.*)$")
 _SIG_RESULTS = {0: "delivered", 1: "ignored", 2: "already pending", 3: "queue overflow",
                 4: "info lost"}
+_SIGCONT = 18
+
+
+def _signal_result(sig: int, res: int) -> str:
+    """What ``signal_generate``'s ``res`` means for the sensor, in words. The kernel resumes a
+    stopped process when SIGCONT is *sent* and then discards the signal as ignored (its default
+    action; kernel/signal.c ``prepare_signal``), so SIGCONT's "ignored" is said as what it did."""
+    if sig == _SIGCONT and res == 1:
+        return "resumed it if it was stopped (the kernel then discards SIGCONT: traced as ignored)"
+    return _SIG_RESULTS.get(res, f"result {res}")
+
+
 _SIG = re.compile(r"sig=(-?\d+) errno=(-?\d+) code=(-?\d+) comm=(.*) pid=(\d+) grp=(\d+) "
                   r"res=(-?\d+)")
 _ENTER = re.compile(r"^sys_bpf\(cmd: (?:0x)?([0-9a-f]+)")
@@ -959,8 +971,7 @@ class _GuardTrace:
             self.stats["signals"] += 1
             name = _SIGNAMES.get(sig, f"signal {sig}")
             g.finding("sensor_signal", f"{name} sent to the sensor (pid {s[5]}) by pid {tgid} "
-                                       f"({m['comm'].strip()}), "
-                                       f"{_SIG_RESULTS.get(res, f'result {res}')}",
+                                       f"({m['comm'].strip()}), {_signal_result(sig, res)}",
                       pid=tgid, when=self._wall(m["secs"], m["usecs"]))
             return
         e = _ENTER.match(rest)
