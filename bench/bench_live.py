@@ -369,7 +369,7 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path, variant: str = "plai
     if sensor.returncode not in (0, -15):
         raise BenchError(f"{tier}: sensor exited with status {sensor.returncode}")
     lost = [e for e in out.events if e.get("EventID") == 255]
-    guard = re.findall(r"sysmonx: (guard CPU .*)", (workdir / f"{tier}.stderr").read_text(
+    guard = re.findall(r"sysmonx: (guard (?:thread )?CPU .*)", (workdir / f"{tier}.stderr").read_text(
         errors="replace"))
     tier = label
     lines = [f"{tier:7} idle       sensor CPU {100 * idle:5.1f} % of one core with no load of ours "

@@ -4,6 +4,7 @@ or ``--follow`` of an installed Sysmon for Linux's log."""
 from __future__ import annotations
 
 import argparse
+import time
 from contextlib import ExitStack
 from typing import Any, Optional
 
@@ -261,6 +262,7 @@ def cmd_run(argv: list[str]) -> int:
     with ExitStack() as stack:
         if args.pidfile:
             write_pidfile_when_started(sensor, args.pidfile, stack)
+        cpu0, wall0 = time.process_time(), time.monotonic()
         try:
             sensor.run()
         except SourceUnavailable as exc:
@@ -270,6 +272,10 @@ def cmd_run(argv: list[str]) -> int:
             silence_stdout()
             return 0
     console.print(f"sysmonx: {sensor.summary()}", markup=False)
+    cpu, wall = time.process_time() - cpu0, max(1e-9, time.monotonic() - wall0)
+    console.print(f"sysmonx: sensor CPU {cpu:.2f} s over {wall:.0f} s ({100 * cpu / wall:.2f} % "
+                  f"of one core; every thread of this process, the kernel's work for it "
+                  f"included)", markup=False)
     if sensor.source.guard is not None:
         console.print(f"sysmonx: {sensor.source.guard.summary()}", markup=False)
     follow = sensor.backend_stats().get("follow")

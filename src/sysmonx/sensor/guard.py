@@ -497,7 +497,7 @@ class SensorGuard:
         number reached (it continues across restarts), findings by technique."""
         wall = max(1e-9, time.monotonic() - self._started_mono)
         found = ", ".join(f"{k} {v}" for k, v in sorted(self.findings.items())) or "none"
-        return (f"guard CPU {self.cpu_s:.2f} s over {wall:.0f} s ({100 * self.cpu_s / wall:.2f} % "
+        return (f"guard thread CPU {self.cpu_s:.2f} s over {wall:.0f} s ({100 * self.cpu_s / wall:.2f} % "
                 f"of one core); heartbeats written {self._hb_this_run} (sequence now {self._seq}); "
                 f"tamper findings: {found}")
 
