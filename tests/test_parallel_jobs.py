@@ -94,3 +94,14 @@ def test_listing_stages_does_not_load_sigma():
     assert detection.DetectionStage.__name__ == "DetectionStage"
     with pytest.raises(AttributeError):
         detection.NoSuchName  # noqa: B018
+
+
+def test_cli_jobs_0_says_when_it_stays_on_one_process(corpus, tmp_path):
+    """A new user ran --jobs on the 5 MB corpus and could not tell whether workers ran: --jobs 0
+    keeping one process is said, with the size rule."""
+    r = subprocess.run([sys.executable, "-m", "sysmonx.cli", "replay", str(corpus / "evtx"),
+                        "--keep-duplicates", "--jobs", "0", "--no-output", "--no-progress"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert ("note: --jobs 0 replays on one process: the input is too small for workers to pay "
+            "off (one worker per 24 MB, none below 48 MB)") in r.stderr

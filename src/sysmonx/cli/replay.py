@@ -297,6 +297,11 @@ def cmd_replay(argv: list[str]) -> int:
                 task = progress.add_task("replay", total=len(files), records=0, errors=0)
             if args.jobs == 0 and jobs > 1:  # auto: no workers for an input they cannot speed up
                 jobs = auto_jobs(files, jobs)
+                if jobs == 1 and not args.quiet:
+                    from ..pipeline.parallel import AUTO_BYTES_PER_JOB as per_job
+                    console.print("note: --jobs 0 replays on one process: the input is too small "
+                                  f"for workers to pay off (one worker per {per_job >> 20} MB, "
+                                  f"none below {2 * per_job >> 20} MB)")
             if args.dask:
                 from ..pipeline.dask import replay_dask
                 if fmt is not None:
