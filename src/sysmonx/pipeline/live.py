@@ -206,6 +206,8 @@ class _ThreadProfiles:
 
     @classmethod
     def from_environment(cls) -> Optional["_ThreadProfiles"]:
+        """A profiler writing into ``$SYSMONX_PROFILE`` (a directory), or ``None`` when that
+        variable is unset or empty (profiling off: no per-call hook is installed)."""
         import os
         directory = os.environ.get("SYSMONX_PROFILE")
         return cls(directory) if directory else None
