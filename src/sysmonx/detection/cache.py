@@ -83,8 +83,8 @@ def _code_fingerprint() -> bytes:
     global _CODE_FINGERPRINT
     if _CODE_FINGERPRINT is None:
         root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-        files = []
-        for top, dirs, names in os.walk(root):
+        files: list = []
+        for top, _dirs, names in os.walk(root):
             rel = os.path.relpath(top, root)
             files.extend(os.path.normpath(os.path.join(rel, n)) for n in names
                          if n.endswith(".py"))
@@ -230,7 +230,7 @@ class LazyRule:
         return rule
 
     @property  # type: ignore[misc]  # isinstance() and type checks see the rule's class
-    def __class__(self) -> type:  # noqa: D105
+    def __class__(self) -> type:
         return type(self._load())
 
     def __getattr__(self, name: str) -> Any:
@@ -292,7 +292,7 @@ def _fill_function(fn: types.FunctionType, state: tuple) -> types.FunctionType:
     if attrs:
         fn.__dict__.update(attrs)
     if cells:
-        for cell, value in zip(fn.__closure__ or (), cells):
+        for cell, value in zip(fn.__closure__ or (), cells, strict=True):
             if value is not _UNBOUND:
                 cell.cell_contents = value
     return fn
@@ -322,15 +322,15 @@ def _reduce_function(fn: types.FunctionType) -> Any:
     else:
         globals_ = {n: g[n] for n in sorted(_names(fn.__code__, set())) if n in g
                     and n != "__builtins__"}
-    cells = None
+    cells: Optional[tuple] = None
     if fn.__closure__:
-        cells = []
+        values = []
         for cell in fn.__closure__:
             try:
-                cells.append(cell.cell_contents)
+                values.append(cell.cell_contents)
             except ValueError:
-                cells.append(_UNBOUND)
-        cells = tuple(cells)
+                values.append(_UNBOUND)
+        cells = tuple(values)
     code = fn.__code__
     state = (fn.__defaults__, fn.__kwdefaults__, cells, dict(fn.__dict__) or None,
              fn.__qualname__, module)
@@ -380,8 +380,8 @@ def _pickler_class() -> type:
                 reduced = _reduce_function(obj)
                 if reduced is not NotImplemented:
                     return reduced
-            if t is type and _TYPES.get(obj.__name__) is obj:  # types.MethodType ...
-                return _types_attr, (obj.__name__,)
+            if t is type and _TYPES.get(getattr(obj, "__name__", "")) is obj:  # types.MethodType ...
+                return _types_attr, (getattr(obj, "__name__", ""),)
             if t is types.CodeType:
                 return marshal.loads, (marshal.dumps(obj),)
             if t is types.BuiltinMethodType and not isinstance(obj.__self__, types.ModuleType):
