@@ -170,9 +170,9 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
 
     ``args`` with ``rule_cache``/``no_rule_cache`` (:func:`add_rule_cache_options`) chooses
     the compiled-rule cache; without them the default cache is used. ``args.quiet`` (``-q``:
-    no summaries) prints the load issues as one line of counts by reason, with the loaded
-    line; the rule cache's notes (an entry ignored, a cache not writable) are printed
-    either way."""
+    no summaries) prints the per-rule load issues as one line of counts by reason, with the
+    loaded line; the one-line notes (YAML files skipped in a folder, the rule cache's notes:
+    an entry ignored, a cache not writable) are printed either way."""
     try:
         from ..detection import DetectionStage
         from ..detection.cache import RuleCache
@@ -191,16 +191,19 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
     quiet = bool(getattr(args, "quiet", False))
     # rules the prefilter cannot index cost time, not correctness: one line, not one per rule
     unindexed = [i for i in stage.issues if i.code == "unindexed" and not i.rejected]
+    # a folder's YAML files that are not Sigma: already one line ("skipped"), kept with -q
+    summary_codes = ("unindexed", "skipped")
     if quiet:
-        others = [i for i in stage.issues if i.code != "unindexed" or i.rejected]
+        others = [i for i in stage.issues if i.code not in summary_codes or i.rejected]
         if others:
             counts = Counter(("rejected " if i.rejected else "warning ") + i.code
                              for i in others)
             console.print("sigma: load issues (listed without -q): " + ", ".join(
                 f"{n} {k}" for k, n in sorted(counts.items())), markup=False)
     for issue in stage.issues:
-        if not quiet and (issue.code != "unindexed" or issue.rejected):
-            console.print(f"sigma: {issue}", markup=False)
+        if issue.code != "unindexed" or issue.rejected:
+            if not quiet or (issue.code == "skipped" and not issue.rejected):
+                console.print(f"sigma: {issue}", markup=False)
     if unindexed and not quiet:
         names = ", ".join(i.title or i.rule_id or "-" for i in unindexed[:3])
         console.print(f"sigma: note: {len(unindexed)} rule{'s' if len(unindexed) > 1 else ''} "
