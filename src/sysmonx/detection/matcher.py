@@ -1107,13 +1107,8 @@ class _Group:
         for f in sorted(fields):
             # Single characters are tested with one set intersection; the rest by the automaton.
             singles = {s: k for s, k in fields[f].items() if len(s) == 1}
-            auto = ahocorasick.Automaton()
-            for s, k in fields[f].items():
-                if len(s) > 1:
-                    auto.add_word(s, k)
-            if len(auto):
-                auto.make_automaton()
-            self.scanners[f] = (auto.iter if len(auto) else None, singles)
+            self.scanners[f] = (_automaton([(s, k) for s, k in fields[f].items() if len(s) > 1]),
+                                singles)
         names = [f for f in sorted(fields) if f not in constants]
         self.names = tuple(f for f in names if field_getter(f) is None)
         self.getters: tuple[tuple[str, Callable[[Event], Any]], ...] = tuple(
@@ -1444,23 +1439,37 @@ class _Group:
 
 class _Scanners(dict):
     """``field -> (automaton.iter or None, single characters)`` of one group. Serialised (the
-    rule cache, :mod:`.cache`), each field's entry is kept as its own bytes and built on first
-    use (:meth:`__missing__`): the automata are two thirds of a cached rule set (~15 MB for
-    the ~2,000 SigmaHQ rules) and a run usually meets few of the groups; looking up a built
-    entry is a plain dict lookup."""
+    rule cache, :mod:`.cache`), each field's entry is kept as the bytes of its automaton's
+    words and built again on first use (:meth:`__missing__`): the automata as pyahocorasick
+    stores them are two thirds of a cached rule set (~15 MB for the ~2,000 SigmaHQ rules,
+    their words 0.8 MB), and a run usually meets few of the groups; looking up a built entry
+    is a plain dict lookup."""
 
     def __missing__(self, name: str) -> tuple:
         pending = self.__dict__.get("pending")
         if not pending or name not in pending:
             raise KeyError(name)
-        value = self[name] = pickle.loads(pending.pop(name))
+        words, singles = pickle.loads(pending.pop(name))
+        value = self[name] = (_automaton(words), singles)
         return value
 
     def __reduce__(self) -> tuple:
         pending = dict(self.__dict__.get("pending") or {})
-        for name, value in self.items():
-            pending[name] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        for name, (it, singles) in self.items():
+            words = list(it.__self__.items()) if it is not None else []
+            pending[name] = pickle.dumps((words, singles), protocol=pickle.HIGHEST_PROTOCOL)
         return _scanners_from, (pending,)
+
+
+def _automaton(words: list) -> Optional[Callable]:
+    """``iter`` of an Aho-Corasick automaton of ``(word, key id)`` pairs (``None``: none)."""
+    if not words:
+        return None
+    auto = ahocorasick.Automaton()
+    for s, k in words:
+        auto.add_word(s, k)
+    auto.make_automaton()
+    return auto.iter
 
 
 def _scanners_from(pending: dict) -> _Scanners:
