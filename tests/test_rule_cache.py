@@ -14,7 +14,7 @@ import pytest
 
 from sysmonx.detection import DetectionOptions, DetectionStage
 from sysmonx.detection.cache import RuleCache, rules_key
-from sysmonx.event import Event
+from sysmonx.event import LINUX_PROVIDER, Event
 from sysmonx.sources import open_source
 
 from test_correlation import base_rule, proc_event, proc_rule, sec_event
@@ -200,10 +200,13 @@ def test_entries_are_bounded(tmp_path, monkeypatch):
 
 
 def test_corpus_bundle_from_cache_gives_the_same_alerts(corpus, tmp_path):
-    """All SigmaHQ Sysmon rules of the corpus over every corpus EVTX: the cached stage writes
-    byte for byte the alerts of a freshly compiled one."""
+    """All SigmaHQ Sysmon rules of the corpus over every corpus EVTX, JSON dataset and Sysmon
+    for Linux log: the cached stage writes byte for byte the alerts of a freshly compiled one
+    (its rules' pySigma objects and automata built lazily from the entry)."""
     bundle = corpus / "sigma" / "sigmahq_rules_sysmon_categories.tar.gz"
     files = sorted(str(p) for p in (corpus / "evtx").rglob("*.evtx"))
+    files += sorted(str(p) for sub in ("json", "linux") for p in (corpus / sub).rglob("*")
+                    if p.is_file())
     evs: list[Event] = [e for f in files for e in open_source(f, lambda err: None)]
     cache = RuleCache(tmp_path / "cache")
     fresh = DetectionStage.from_paths([bundle], cache=cache)
@@ -213,6 +216,8 @@ def test_corpus_bundle_from_cache_gives_the_same_alerts(corpus, tmp_path):
     want = alerts_of(fresh, evs)
     assert len(want) > 300
     assert alerts_of(cached, evs) == want
+    assert sum(e.provider == LINUX_PROVIDER for e in evs) >= 36  # the Linux log was read
+    assert len(evs) > 72000  # EVTX (1.7k events) and the JSON datasets (71k) too
 
 
 def test_cli_replay_uses_the_cache(corpus, tmp_path):
@@ -236,3 +241,115 @@ def test_cli_replay_uses_the_cache(corpus, tmp_path):
     e = replay("--rule-cache", str(tmp_path / "other"))
     assert e.returncode == 0 and e.stdout == a.stdout
     assert len(list((tmp_path / "other").glob("*.pickle"))) == 1
+
+
+# -- the entry's layout: what a cached start-up builds and what it leaves for later ------------
+
+def test_cached_rules_metadata_is_built_on_first_use(tmp_path):
+    """A cached stage holds its rules' pySigma objects as LazyRule stand-ins: alerts never
+    build them (the alert bytes equal a compiled stage's), a report that reads them gets the
+    same values, and a rule correlations refer to is stored in place (shared identity)."""
+    from sigma.correlations import SigmaCorrelationRule
+    from sigma.rule import SigmaRule
+
+    from sysmonx.detection.cache import LazyRule
+    d = rules_dir(tmp_path)
+    cache = RuleCache(tmp_path / "cache")
+    fresh = DetectionStage.from_paths([d], cache=cache)
+    st = DetectionStage.from_paths([d], cache=cache)
+    assert st.cache_status == "cached"
+    lazy = [r for r in st.matcher.compiled if type(r.rule) is LazyRule]
+    in_place = [r for r in st.matcher.compiled if type(r.rule) is not LazyRule]
+    # step_a, step_b and fail are referenced by correlations: their objects are shared
+    assert sorted(r.name for r in in_place) == ["fail", "step_a", "step_b"]
+    assert [r.name for r in lazy] == ["rx"]
+    assert alerts_of(st, events()) == alerts_of(fresh, events())
+    assert object.__getattribute__(lazy[0].rule, "_rule") is None  # alerts did not build it
+    want = {r.name: r.rule for r in fresh.matcher.compiled}
+    for r in st.matcher.compiled:
+        assert isinstance(r.rule, SigmaRule) and not isinstance(r.rule, SigmaCorrelationRule)
+        assert r.rule.title == want[r.name].title and r.rule.source == want[r.name].source
+        assert r.rule.detection is None  # as a compiled stage keeps it
+    assert object.__getattribute__(lazy[0].rule, "_rule") is not None
+    refs = {id(ref.rule) for c in st.correlations for ref in c.rule.referenced_rules}
+    assert {id(r.rule) for r in in_place} <= refs
+
+
+def test_profile_rules_from_the_cache_names_the_files(tmp_path):
+    from sysmonx.detection.profile import RuleProfile
+    d = rules_dir(tmp_path)
+    cache = RuleCache(tmp_path / "cache")
+    fresh = DetectionStage.from_paths([d], cache=cache)
+    st = DetectionStage.from_paths([d], cache=cache)
+    assert st.cache_status == "cached"
+    rows = {r["id"]: r["file"] for r in RuleProfile(st).rules()}
+    assert rows == {r["id"]: r["file"] for r in RuleProfile(fresh).rules()}
+    assert rows["rx"] == str(d / "rx.yml")
+
+
+def test_foreign_version_or_format_is_not_used(tmp_path, monkeypatch):
+    """Another SysmonX version keys another entry (a miss, compiled and stored beside); an
+    entry written by an older cache format is ignored and rebuilt, with the note."""
+    import sysmonx.version
+    from sysmonx.detection import cache as cache_mod
+    d = rules_dir(tmp_path)
+    cache = RuleCache(tmp_path / "cache")
+    want = alerts_of(DetectionStage.from_paths([d], cache=cache), events())
+    monkeypatch.setattr(sysmonx.version, "__version__", "0.0.0-other")
+    st = DetectionStage.from_paths([d], cache=cache)
+    assert st.cache_status == "compiled" and st.cache_notes == []
+    assert len(list((tmp_path / "cache").glob("*.pickle"))) == 2
+    monkeypatch.undo()
+    entry = cache.entry(rules_key([d], DetectionOptions()))
+    data = entry.read_bytes()
+    old = b"SYSMONX-SIGMA-CACHE %d\n" % (cache_mod.CACHE_FORMAT - 1)
+    entry.write_bytes(old + data[len(cache_mod._MAGIC):])
+    st = DetectionStage.from_paths([d], cache=cache)
+    assert st.cache_status == "compiled"
+    assert any("ignored and rebuilt: not a rule cache entry of this format" in n
+               for n in st.cache_notes), st.cache_notes
+    assert alerts_of(st, events()) == want
+
+
+def test_cached_start_up_loads_little(tmp_path):
+    """A cached start-up imports neither the pickling library nor importlib.metadata, builds
+    no rule's pySigma object and no automaton until an event needs one."""
+    d = rules_dir(tmp_path)
+    DetectionStage.from_paths([d], cache=RuleCache(tmp_path / "cache"))  # fill
+    code = (
+        "import sys\n"
+        "from sysmonx.detection import DetectionStage\n"
+        "from sysmonx.detection.cache import RuleCache, LazyRule\n"
+        f"st = DetectionStage.from_paths([{str(d)!r}], cache=RuleCache({str(tmp_path / 'cache')!r}))\n"
+        "assert st.cache_status == 'cached', st.cache_notes\n"
+        "built = [r for r in st.matcher.compiled if type(r.rule) is LazyRule\n"
+        "         and object.__getattribute__(r.rule, '_rule') is not None]\n"
+        "groups = list(st.matcher.groups.values())\n"
+        "import json\n"
+        "print(json.dumps([[m for m in ('cloudpickle', 'importlib.metadata') if m in sys.modules],\n"
+        "                  len(built), sum(len(g.scanners) for g in groups),\n"
+        "                  sum(len(g.scanners.pending) for g in groups)]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+    modules, built, ready, pending = json.loads(out.stdout)
+    assert modules == [] and built == 0 and ready == 0 and pending > 0
+
+
+def test_generated_functions_survive_the_cache(tmp_path):
+    """Closures that refer to each other or to themselves, defaults, keyword defaults,
+    attributes and eval'd namespaces come back working (the cache's own function format)."""
+    from sysmonx.detection.cache import dumps, loads
+
+    def outer(n):
+        def fact(k, acc=1, *, step=1):
+            return acc if k <= 1 else fact(k - step, acc * k, step=step)
+        fact.tag = "x"  # type: ignore[attr-defined]
+        return fact
+    ns = {"f": outer(0), "limit": 3}
+    lam = eval(compile("lambda v: f(v) > limit", "<sigma rule 0>", "eval"), ns)
+    fact2, lam2 = loads(dumps((outer(0), lam)))
+    assert fact2(5) == 120 and fact2.tag == "x" and fact2.__kwdefaults__ == {"step": 1}
+    assert fact2.__qualname__.endswith("outer.<locals>.fact")
+    assert lam2(3) is True and lam2(2) is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -168,7 +169,10 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
     """Load Sigma rules into a detection stage; print load issues. ``None`` on a fatal error.
 
     ``args`` with ``rule_cache``/``no_rule_cache`` (:func:`add_rule_cache_options`) chooses
-    the compiled-rule cache; without them the default cache is used."""
+    the compiled-rule cache; without them the default cache is used. ``args.quiet`` (``-q``:
+    no summaries) prints the per-rule load issues as one line of counts by reason, with the
+    loaded line; the one-line notes (YAML files skipped in a folder, the rule cache's notes:
+    an entry ignored, a cache not writable) are printed either way."""
     try:
         from ..detection import DetectionStage
         from ..detection.cache import RuleCache
@@ -184,12 +188,23 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
         console.print(f"error: rules: {exc.filename or exc}: no such file or directory")
         return None
     rejected = [i for i in stage.issues if i.rejected]
+    quiet = bool(getattr(args, "quiet", False))
     # rules the prefilter cannot index cost time, not correctness: one line, not one per rule
     unindexed = [i for i in stage.issues if i.code == "unindexed" and not i.rejected]
+    # a folder's YAML files that are not Sigma: already one line ("skipped"), kept with -q
+    summary_codes = ("unindexed", "skipped")
+    if quiet:
+        others = [i for i in stage.issues if i.code not in summary_codes or i.rejected]
+        if others:
+            counts = Counter(("rejected " if i.rejected else "warning ") + i.code
+                             for i in others)
+            console.print("sigma: load issues (listed without -q): " + ", ".join(
+                f"{n} {k}" for k, n in sorted(counts.items())), markup=False)
     for issue in stage.issues:
         if issue.code != "unindexed" or issue.rejected:
-            console.print(f"sigma: {issue}", markup=False)
-    if unindexed:
+            if not quiet or (issue.code == "skipped" and not issue.rejected):
+                console.print(f"sigma: {issue}", markup=False)
+    if unindexed and not quiet:
         names = ", ".join(i.title or i.rule_id or "-" for i in unindexed[:3])
         console.print(f"sigma: note: {len(unindexed)} rule{'s' if len(unindexed) > 1 else ''} "
                       "without a value the prefilter can look for, evaluated on every event of "

@@ -508,7 +508,14 @@ class _Builder:
         if key in self.conditions:
             return self.conditions[key]
         expected = ", ".join(CONDITIONS)
-        raise self.err(f"Unknown condition: {raw}\nExpected values are {expected}", el)
+        msg = f"Unknown condition: {raw}\nExpected values are {expected}"  # Sysmon's words
+        # SysmonX's own conditions, from the registry (regex and any plugin's)
+        if self.extensions_in_use:
+            msg += "\nSysmonX extensions also accepted: " + ", ".join(self.extensions_in_use)
+        elif key in extension_conditions():
+            msg += (f"\n{key} is a SysmonX extension, refused while extensions are off "
+                    "(--no-extensions)")
+        raise self.err(msg, el)
 
     def _filter(self, el, allowed: frozenset, tag_label: str, inherited: Optional[str],
                 aggregate: int, onmatch: Optional[str] = None) -> Filter:

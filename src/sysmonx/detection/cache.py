@@ -13,9 +13,13 @@ report), the stage's options and the code that built it, so it is stored once an
   would read under it (folders walked as :func:`.rules.load_rules` walks them, a bundle as
   its raw bytes). Nothing is keyed on times or sizes alone.
 * **Entry**: ``<dir>/<key>.pickle``: a magic line, the key, the SHA-256 of the payload, the
-  payload (the freshly compiled :class:`~.stage.DetectionStage`, serialised by cloudpickle,
-  which stores the rules' generated matcher functions; compiled RE2 patterns are stored as
-  their pattern and options and compiled again on load).
+  payload (the freshly compiled :class:`~.stage.DetectionStage`, written by a cloudpickle-based
+  pickler whose output plain :mod:`pickle` reads: the generated matcher functions as
+  marshalled code objects with their module's name or ``eval`` namespace; compiled RE2
+  patterns as their pattern and options, compiled again on load). What a run may never need
+  is kept as bytes and built on first use: each detection rule's pySigma object
+  (:class:`LazyRule`) and each event group's automata (their words, ``matcher._Scanners``), so
+  a cached start-up with ~2,000 rules costs ~0.1 s of CPU and an entry is ~8 MB.
 * **Trust**: an entry is read only from a directory owned by the user running SysmonX that no
   other user can write (created ``0700``), from a regular file (not a link) owned by that user
   and writable by nobody else, with the right magic, key and payload digest. Reading an entry
@@ -33,14 +37,17 @@ digests agree (rules edited during the load are not stored under either version)
 
 from __future__ import annotations
 
+import builtins
 import gc
 import hashlib
 import io
+import marshal
 import os
 import pickle
 import stat
 import sys
 import tempfile
+import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +57,7 @@ __all__ = ["RuleCache", "CacheResult", "rules_key", "default_cache_dir", "MAX_EN
            "MAX_TOTAL_BYTES", "CACHE_FORMAT"]
 
 #: Bumped when the entry layout changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _MAGIC = b"SYSMONX-SIGMA-CACHE %d\n" % CACHE_FORMAT
 #: Entries kept in one cache directory (least recently used removed beyond).
 MAX_ENTRIES = 8
@@ -79,26 +86,60 @@ def _code_fingerprint() -> bytes:
     package as installed (computed once per process, a few milliseconds)."""
     global _CODE_FINGERPRINT
     if _CODE_FINGERPRINT is None:
-        root = Path(__file__).resolve().parents[1]
+        root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+        files: list = []
+        for top, _dirs, names in os.walk(root):
+            rel = os.path.relpath(top, root)
+            files.extend(os.path.normpath(os.path.join(rel, n)) for n in names
+                         if n.endswith(".py"))
         h = hashlib.sha256()
-        for p in sorted(root.rglob("*.py")):
-            h.update(str(p.relative_to(root)).encode() + b"\0")
-            h.update(p.read_bytes())
+        for name in sorted(files, key=lambda n: n.split(os.sep)):  # as Path objects sort
+            h.update(name.encode() + b"\0")
+            with open(os.path.join(root, name), "rb") as f:
+                h.update(f.read())
             h.update(b"\0")
         _CODE_FINGERPRINT = h.digest()
     return _CODE_FINGERPRINT
 
 
-def _versions() -> str:
-    from importlib import metadata
+def _dist_versions(names: Iterable[str]) -> dict:
+    """``{name: version}`` of the installed distributions ``names`` found as
+    ``<name>-<version>.dist-info`` folders on ``sys.path`` (the first one in path order, as
+    :mod:`importlib.metadata` finds them; names compared normalised, PEP 503). Importing
+    :mod:`importlib.metadata` alone costs ~15 ms of a ~0.1 s cached start-up; a name not
+    found this way is absent from the result (the caller asks :mod:`importlib.metadata`)."""
+    want = {n.lower().replace("-", "_").replace(".", "_"): n for n in names}
+    out: dict = {}
+    for d in sys.path:
+        try:
+            entries = os.listdir(d or ".")
+        except OSError:
+            continue
+        for e in entries:
+            if not e.endswith(".dist-info"):
+                continue
+            dist, _, version = e[:-len(".dist-info")].partition("-")
+            name = want.get(dist.lower().replace("-", "_").replace(".", "_"))
+            if name is not None and name not in out and version:
+                out[name] = version
+        if len(out) == len(want):
+            break
+    return out
 
+
+def _versions() -> str:
     from ..version import __version__
     out = [f"sysmonx={__version__}", f"python={sys.implementation.cache_tag}"]
+    found = _dist_versions(_DEPENDENCIES)
     for name in _DEPENDENCIES:
-        try:
-            out.append(f"{name}={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            out.append(f"{name}=-")
+        version = found.get(name)
+        if version is None:
+            from importlib import metadata
+            try:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                version = "-"
+        out.append(f"{name}={version}")
     return ";".join(out)
 
 
@@ -162,6 +203,145 @@ def _rule_without_detection(cls: Any, state: dict) -> Any:
     return rule
 
 
+class LazyRule:
+    """A pySigma rule of a cached stage, kept as its serialised bytes until first used.
+
+    A compiled stage copies what alerts need (id, title, level, status, tags) into its
+    :class:`~.matcher.CompiledRule`; the pySigma rule is read only for reports (the rule's
+    file in ``--profile-rules``), by correlations, and by code that inspects rules. Rebuilding
+    ~2,000 of them (dates, enums, paths, tags) was a third of a cached start-up, so a cached
+    stage holds this stand-in instead: the first attribute read (or ``isinstance``) builds
+    the rule from the entry's bytes (the same trusted entry, see the module docstring) and
+    forwards to it from then on. Its identity is stable (one stand-in per rule, shared by
+    every reference in the entry), so tables keyed by ``id()`` of rules stay valid.
+
+    Args:
+        blob: the rule as :func:`dumps` stored it.
+    """
+
+    __slots__ = ("_blob", "_rule")
+
+    def __init__(self, blob: bytes) -> None:
+        object.__setattr__(self, "_blob", blob)
+        object.__setattr__(self, "_rule", None)
+
+    def _load(self) -> Any:
+        rule = object.__getattribute__(self, "_rule")
+        if rule is None:
+            rule = loads(object.__getattribute__(self, "_blob"))
+            object.__setattr__(self, "_rule", rule)
+            object.__setattr__(self, "_blob", b"")
+        return rule
+
+    @property  # type: ignore[misc]  # isinstance() and type checks see the rule's class
+    def __class__(self) -> type:
+        return type(self._load())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._load(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._load(), name, value)
+
+    def __repr__(self) -> str:
+        return repr(self._load())
+
+    def __reduce__(self) -> tuple:
+        rule = object.__getattribute__(self, "_rule")
+        if rule is None:
+            return LazyRule, (object.__getattribute__(self, "_blob"),)
+        return _identity, (rule,)
+
+
+def _identity(obj: Any) -> Any:
+    return obj
+
+
+_UNBOUND: Any = object()
+#: Types of the interpreter only :mod:`types` names (``types.MethodType`` is ``method`` of
+#: ``builtins``, which pickle cannot find by that name).
+_TYPES = {v.__name__: v for k, v in vars(types).items()
+          if isinstance(v, type) and v.__module__ == "builtins"
+          and not hasattr(builtins, v.__name__)}
+
+
+def _types_attr(name: str) -> type:
+    for v in vars(types).values():
+        if isinstance(v, type) and v.__name__ == name:
+            return v
+    raise AttributeError(f"module types has no type named {name!r}")
+
+
+def _function(code: types.CodeType, globals_: Union[str, dict], name: str,
+              nfree: int) -> types.FunctionType:
+    """A function of ``code`` whose globals are the module ``globals_`` names (imported as
+    pickle imports the classes it names) or the given dict; closure cells empty until
+    :func:`_fill_function` (so a closure may refer back to its function)."""
+    if isinstance(globals_, str):
+        module = sys.modules.get(globals_)
+        if module is None:
+            import importlib
+            module = importlib.import_module(globals_)
+        globals_ = vars(module)
+    closure = tuple(types.CellType() for _ in range(nfree)) or None
+    return types.FunctionType(code, globals_, name, None, closure)
+
+
+def _fill_function(fn: types.FunctionType, state: tuple) -> types.FunctionType:
+    defaults, kwdefaults, cells, attrs, qualname, module = state
+    fn.__defaults__ = defaults
+    fn.__kwdefaults__ = kwdefaults
+    fn.__qualname__ = qualname
+    fn.__module__ = module
+    if attrs:
+        fn.__dict__.update(attrs)
+    if cells:
+        for cell, value in zip(fn.__closure__ or (), cells, strict=True):
+            if value is not _UNBOUND:
+                cell.cell_contents = value
+    return fn
+
+
+def _names(code: types.CodeType, out: set) -> set:
+    out.update(code.co_names)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            _names(c, out)
+    return out
+
+
+def _reduce_function(fn: types.FunctionType) -> Any:
+    """A generated function (a rule's ``evaluate``, a closure of the compiler) as its code
+    (marshal, shared between functions of one code), its globals (the module's name, or the
+    names it reads of a ``eval`` namespace) and its closure values: about half the load time
+    of the generic way. ``NotImplemented`` for a function pickle can name (module-level)."""
+    module = fn.__module__
+    mod = sys.modules.get(module) if module else None
+    if mod is not None and "<" not in fn.__qualname__ \
+            and getattr(mod, fn.__qualname__, None) is fn:
+        return NotImplemented
+    g = fn.__globals__
+    if mod is not None and vars(mod) is g:
+        globals_: Union[str, dict] = module
+    else:
+        globals_ = {n: g[n] for n in sorted(_names(fn.__code__, set())) if n in g
+                    and n != "__builtins__"}
+    cells: Optional[tuple] = None
+    if fn.__closure__:
+        values = []
+        for cell in fn.__closure__:
+            try:
+                values.append(cell.cell_contents)
+            except ValueError:
+                values.append(_UNBOUND)
+        cells = tuple(values)
+    code = fn.__code__
+    state = (fn.__defaults__, fn.__kwdefaults__, cells, dict(fn.__dict__) or None,
+             fn.__qualname__, module)
+    return (_function, (code, globals_, fn.__name__, len(code.co_freevars)), state, None, None,
+            _fill_function)
+
+
 def _pickler_class() -> type:
     import cloudpickle
     import re2
@@ -175,18 +355,39 @@ def _pickler_class() -> type:
         rule without its ``detection`` tree (``None`` when loaded): a compiled stage keeps
         its rules for their metadata (id, title, level, tags, the references of
         correlations) and never reads the tree again, which is a third of the entry and of
-        its load time."""
+        its load time. A detection rule no correlation refers to is stored apart, as a
+        :class:`LazyRule` (``lazy_rules``)."""
+
+        lazy_rules = True
 
         def reducer_override(self, obj: Any) -> Any:
             t = type(obj)
+            if t is LazyRule:
+                return obj.__reduce__()
             if isinstance(obj, SigmaRule) and "detection" in obj.__dict__:
                 state = dict(obj.__dict__, detection=None)
+                if self.lazy_rules and not state.get("_backreferences"):
+                    # stored apart, built on first use (LazyRule); a rule correlations
+                    # refer to is stored in place (its back references are shared objects)
+                    buf = io.BytesIO()
+                    inner = _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+                    inner.lazy_rules = False
+                    inner.dump(obj)
+                    return LazyRule, (buf.getvalue(),)
                 return _rule_without_detection, (t, state)
             if t is re2._Regexp:
                 o = obj.options
                 return _recompile, (obj.pattern, o.case_sensitive, o.dot_nl, o.max_mem)
-            if t is types.FunctionType and "recipe" in obj.__dict__:
-                return obj.recipe
+            if t is types.FunctionType:
+                if "recipe" in obj.__dict__:
+                    return obj.recipe
+                reduced = _reduce_function(obj)
+                if reduced is not NotImplemented:
+                    return reduced
+            if t is type and _TYPES.get(getattr(obj, "__name__", "")) is obj:  # types.MethodType ...
+                return _types_attr, (getattr(obj, "__name__", ""),)
+            if t is types.CodeType:
+                return marshal.loads, (marshal.dumps(obj),)
             if t is types.BuiltinMethodType and not isinstance(obj.__self__, types.ModuleType):
                 return getattr, (obj.__self__, obj.__name__)
             return super().reducer_override(obj)
@@ -306,7 +507,8 @@ class RuleCache:
             return None, CacheResult("ignored", path, [f"rule cache entry {path} ignored and "
                                                        f"rebuilt: {exc}"])
         try:
-            os.utime(path)  # least recently used order
+            if st.st_mtime < time.time() - 60:  # least recently used order (to the minute)
+                os.utime(path)
         except OSError:
             pass
         return obj, CacheResult("hit", path)

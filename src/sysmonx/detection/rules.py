@@ -216,6 +216,17 @@ def _parse_file(name: str, data: Union[bytes, str], issues: list,
         return None
 
 
+def _sigma_message(exc: Exception) -> str:
+    """pySigma's message of ``exc``; an unknown modifier's also lists the modifiers that are
+    known (pySigma's registry, ``sigma.modifiers.modifier_mapping``, with SysmonX's
+    ``utf16le``), so the user sees that ``re`` and the others exist."""
+    from sigma import modifiers
+    msg = str(exc)
+    if msg.startswith("Unknown modifier"):
+        msg += " (known modifiers: " + ", ".join(sorted(modifiers.modifier_mapping)) + ")"
+    return msg
+
+
 def _collect(collections: list, issues: list) -> LoadedRules:
     """Merge per-file collections, drop rules with errors, resolve correlation references."""
     out = LoadedRules(issues=issues)
@@ -228,7 +239,7 @@ def _collect(collections: list, issues: list) -> LoadedRules:
                 rid, title = rule_ref(r)
                 for e in r.errors:
                     rule_errors.add(id(e))
-                    issues.append(LoadIssue(name, rid, title, "sigma", str(e)))
+                    issues.append(LoadIssue(name, rid, title, "sigma", _sigma_message(e)))
             else:
                 good.append(r)
         for f in col.filters:

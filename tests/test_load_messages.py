@@ -1,0 +1,85 @@
+"""What a new user reads when rules or a config do not load: ``-q`` summarises Sigma load
+issues in one line, and the unknown condition / modifier messages name what SysmonX does
+accept, from the registries (``regex``, ``re``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sysmonx.cli import builtin_sample_path, main
+from sysmonx.config import ConfigError
+from sysmonx.core.registry import CONDITIONS as CONDITION_REGISTRY
+
+BAD_MODIFIER = ("title: bad modifier\nid: 00000000-0000-0000-0000-0000000000d1\nlogsource:\n"
+                "    product: windows\n    category: process_creation\ndetection:\n    sel:\n"
+                "        CommandLine|regexp: 'a.c'\n    condition: sel\n")
+BAD_LOGSOURCE = ("title: other product\nlogsource:\n    product: solaris\ndetection:\n"
+                 "    sel:\n        CommandLine: x\n    condition: sel\n")
+GOOD = ("title: good\nlogsource:\n    product: windows\n    category: process_creation\n"
+        "detection:\n    sel:\n        CommandLine|re: 'a.c'\n    condition: sel\n")
+
+
+def _rules(tmp_path):
+    d = tmp_path / "rules"
+    d.mkdir()
+    (d / "a.yml").write_text(BAD_MODIFIER)
+    (d / "b.yml").write_text(BAD_LOGSOURCE)
+    (d / "c.yml").write_text(GOOD)
+    return d
+
+
+def test_quiet_summarises_sigma_load_issues_in_one_line(tmp_path, capsys):
+    d = _rules(tmp_path)
+    argv = ["replay", str(builtin_sample_path()), "--rules", str(d), "--no-output",
+            "--no-rule-cache"]
+    assert main(argv + ["-q"]) == 0
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("sigma:")]
+    assert lines == ["sigma: load issues (listed without -q): 1 rejected logsource, "
+                     "1 rejected sigma",
+                     "sigma: 1 rules and 0 correlations loaded, 2 rejected"], err
+    assert main(argv) == 0  # without -q: one line per issue, as before
+    err = capsys.readouterr().err
+    assert "a.yml: rejected [sigma] 00000000-0000-0000-0000-0000000000d1 (bad modifier)" in err
+    assert "b.yml: rejected [logsource] (other product)" in err
+
+
+def test_unknown_modifier_lists_the_known_ones(tmp_path, capsys):
+    d = _rules(tmp_path)
+    assert main(["replay", str(builtin_sample_path()), "--rules", str(d), "--no-output",
+                 "--no-rule-cache"]) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if "bad modifier" in x)
+    assert "Unknown modifier 'regexp'" in line
+    known = line.split("(known modifiers: ", 1)[1].rstrip(")").split(", ")
+    assert {"re", "contains", "cidr", "utf16le", "windash"} <= set(known)
+
+
+def _config(tmp_path, condition: str):
+    bad = tmp_path / "bad.xml"
+    bad.write_text('<Sysmon schemaversion="4.90">\n<EventFiltering>\n'
+                   f'<ProcessCreate onmatch="include"><Image condition="{condition}">x</Image>'
+                   "</ProcessCreate></EventFiltering></Sysmon>")
+    return bad
+
+
+def test_unknown_condition_names_the_extensions_from_the_registry(tmp_path):
+    from sysmonx.config import load_config
+    with pytest.raises(ConfigError) as ei:
+        load_config(str(_config(tmp_path, "sounds like")))
+    msg = str(ei.value)
+    # Sysmon's own two lines first, unchanged
+    assert "Unknown condition: sounds like\nExpected values are is, is not, contains," in msg
+    extensions = [e.name for e in CONDITION_REGISTRY.entries()
+                  if getattr(e.obj, "extension", False)]
+    assert "regex" in extensions
+    assert msg.rstrip().endswith("SysmonX extensions also accepted: " + ", ".join(extensions))
+
+
+def test_extension_condition_without_extensions_says_why(tmp_path, capsys):
+    bad = _config(tmp_path, "regex")
+    assert main(["replay", str(builtin_sample_path()), "--config", str(bad), "-q",
+                 "--no-extensions"]) == 1
+    err = capsys.readouterr().err
+    assert "Unknown condition: regex" in err
+    assert "regex is a SysmonX extension, refused while extensions are off" in err
+    assert "also accepted" not in err
