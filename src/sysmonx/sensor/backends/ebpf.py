@@ -47,6 +47,10 @@ Options (``options=`` dict; unknown keys ignored):
     ``poll_timeout_ms`` (int, default 50): how long one ring-buffer wait lasts; bounds how
         quickly :meth:`EbpfBackend.stop` returns.
     ``batch`` (int, default 512): records copied out of the ring per decode batch.
+    ``native_consumer`` (bool, default True): consume the ring with the compiled callback of
+        ``sysmonx.sensor._ringbatch`` (no Python call per record; a batch also ends the poll at
+        8 MiB) when it is built and ``SYSMONX_PURE_PYTHON`` is not set; ``False`` uses a ctypes
+        callback per record (same records, same order).
     ``coalesce_ms`` (float, default 10): after a partial batch, wait this long before the next
         poll so that a burst is consumed in batches rather than one wake-up per record (halves
         the reader's CPU per record in a burst; adds at most this much latency, small beside
@@ -68,6 +72,7 @@ start, the main object runs on and the reason is reported as event 255.
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import socket
@@ -143,6 +148,18 @@ _HS = _HDR.size
 _NS_PER_TICK = 1_000_000_000 // CLK_TCK
 AT_FDCWD = -100
 _BATCH_FULL = -4242  # returned by the sample callback to end a poll early (not an errno)
+#: bytes a batch may hold before the compiled consumer ends the poll (plus one record)
+_BATCH_BYTES = 8 << 20
+
+#: The compiled ring-buffer consumer (``sysmonx.sensor._ringbatch``): libbpf calls a C function
+#: per record instead of a ctypes callback. ``None`` when the extension is not built or
+#: ``SYSMONX_PURE_PYTHON`` is set (read once, at import, as :mod:`sysmonx.core.native` does).
+_ringbatch: Optional[Any] = None
+if os.environ.get("SYSMONX_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from .. import _ringbatch  # type: ignore[attr-defined,no-redef]
+    except ImportError:  # not built: the ctypes callback
+        _ringbatch = None
 
 
 #: ``os.fsdecode`` without its per-call checks (the same codec and error handler)
@@ -248,6 +265,9 @@ class EbpfBackend(Backend):
         self._reader_cpu_ns = 0
         self._batches = 0
         self._batch_max = 512
+        #: the compiled consumer's batch (None: the ctypes callback fills ``_batch``)
+        self._native: Optional[Any] = None
+        self._nomem_seen = 0
         self._offset = 0
         self._offset_due = 0.0
         self._kernel_sent: Optional[list] = None
@@ -376,7 +396,13 @@ class EbpfBackend(Backend):
                         self.attached.append(f"{section}@{cg_path}")
                     except LibbpfError as exc:
                         self._notice(f"attach {section} to {cg_path} failed: {exc.strerror}")
-            self._rb = RingBuffer(self._fds["events"], self._on_sample)
+            self._batch_max = max(1, int(self.options.get("batch", 512)))
+            if _ringbatch is not None and self.options.get("native_consumer", True):
+                self._native = _ringbatch.RingBatch(self._batch_max, _BATCH_BYTES)
+                self._rb = RingBuffer(self._fds["events"],
+                                      native=(_ringbatch.sample_callback(), self._native.ctx))
+            else:
+                self._rb = RingBuffer(self._fds["events"], self._on_sample)
         except BackendUnavailable:
             self._teardown()
             raise
@@ -447,7 +473,9 @@ class EbpfBackend(Backend):
     def stats(self) -> dict:
         """Counters: ``received``/``lost`` (totals), ``received_by_type``/``lost_by_type``,
         ``kernel_sent`` (records the kernel committed), ``reader_cpu_s`` (CPU time of the
-        reader thread), ``batches``, ``decode_errors``, ``build_s`` and ``attached``."""
+        reader thread), ``batches``, ``decode_errors``, ``build_s``, ``attached`` and
+        ``consumer`` (``"compiled"``: the C sample callback of ``sysmonx.sensor._ringbatch``;
+        ``"ctypes"``: a Python callback per record)."""
         sent = self._kernel_sent
         if self._thread is not None and self._thread.is_alive():
             try:
@@ -467,6 +495,7 @@ class EbpfBackend(Backend):
             "attached": list(self.attached),
             "visibility": self.visibility.stats() if self.visibility is not None else None,
             "frozen": list(self.frozen),
+            "consumer": "ctypes" if self._native is None else "compiled",
         }
 
     def set_excluded(self, pids) -> None:
@@ -584,7 +613,6 @@ class EbpfBackend(Backend):
                            detail=detail))
 
     def _reader(self) -> None:
-        self._batch_max = max(1, int(self.options.get("batch", 512)))
         timeout = int(self.options.get("poll_timeout_ms", 50))
         slow = float(self.options.get("slow_consumer_s", 0))
         coalesce = float(self.options.get("coalesce_ms", 10.0)) / 1000
@@ -597,9 +625,11 @@ class EbpfBackend(Backend):
                 self.emit(BackendError(ts_ns=time.time_ns(), source="ebpf", message=msg))
             while not self._stop.is_set():
                 rc = self._rb.poll(timeout)
-                if rc < 0 and rc != _BATCH_FULL:
+                if rc == -errno.ENOMEM and self._native is not None:
+                    self._native_nomem()
+                elif rc < 0 and rc != _BATCH_FULL:
                     raise OSError(-rc, f"ring_buffer__poll: {os.strerror(-rc)}")
-                got = len(self._batch)
+                got = len(self._batch) if self._native is None else len(self._native)
                 self._drain_batch(slow)
                 now = time.monotonic()
                 if now >= next_drops:
@@ -614,6 +644,9 @@ class EbpfBackend(Backend):
             while True:
                 n = self._rb.consume()
                 self._drain_batch(slow)
+                if n == -errno.ENOMEM and self._native is not None:
+                    self._native_nomem()
+                    continue
                 if n != _BATCH_FULL:
                     break
             self._check_drops()
@@ -630,10 +663,23 @@ class EbpfBackend(Backend):
             with self._lock:
                 self._teardown()
 
+    def _native_nomem(self) -> None:
+        """The compiled consumer could not store a record (out of memory): report it lost."""
+        assert self._native is not None
+        lost, self._nomem_seen = self._native.nomem - self._nomem_seen, self._native.nomem
+        if lost:
+            self.emit(Loss(ts_ns=time.time_ns(), source="ebpf.ringbuf", count=lost,
+                           detail="out of memory in the record batch"))
+
     def _drain_batch(self, slow: float) -> None:
-        if not self._batch:
-            return
-        batch, self._batch = self._batch, []
+        if self._native is not None:
+            if not len(self._native):
+                return
+            batch = self._native.take()
+        else:
+            if not self._batch:
+                return
+            batch, self._batch = self._batch, []
         self._batches += 1
         now = time.monotonic()
         if now >= self._offset_due:  # one careful offset a second: stamps keep their order
