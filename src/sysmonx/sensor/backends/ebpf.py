@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import importlib
 import logging
 import os
 import socket
@@ -157,7 +158,7 @@ _BATCH_BYTES = 8 << 20
 _ringbatch: Optional[Any] = None
 if os.environ.get("SYSMONX_PURE_PYTHON", "") in ("", "0"):
     try:
-        from .. import _ringbatch  # type: ignore[attr-defined,no-redef]
+        _ringbatch = importlib.import_module("sysmonx.sensor._ringbatch")
     except ImportError:  # not built: the ctypes callback
         _ringbatch = None
 
