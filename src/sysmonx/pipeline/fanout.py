@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional, Sequence
 from ..core.errors import OutputClosed, SinkError
 from ..event import Event
 from ..interfaces import SinkStats
+from ..sensor.threadname import set_native_name
 from ..sinks.wholeline import PartialWrite
 
 __all__ = ["SinkSlot", "QueuedSlot", "FanOut", "CallbackSink", "describe_failure",
@@ -284,6 +285,7 @@ class QueuedSlot(SinkSlot):
             q.unfinished_tasks = left
 
     def _run(self) -> None:
+        set_native_name("sysmonx-out")
         get, q = self.queue.get, self.queue
         linger = self.linger_s
         worked = False

@@ -99,6 +99,7 @@ from ..observations import (
     ProcessFork,
     RawAccessRead,
 )
+from ..threadname import set_native_name
 from .base import Backend, BackendUnavailable
 
 if TYPE_CHECKING:
@@ -614,6 +615,7 @@ class EbpfBackend(Backend):
                            detail=detail))
 
     def _reader(self) -> None:
+        set_native_name("sysmonx-ebpf")
         timeout = int(self.options.get("poll_timeout_ms", 50))
         slow = float(self.options.get("slow_consumer_s", 0))
         coalesce = float(self.options.get("coalesce_ms", 10.0)) / 1000
