@@ -32,6 +32,8 @@ import queue
 import threading
 import time
 from collections import Counter, deque
+from itertools import repeat
+from operator import is_
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence
 
@@ -306,8 +308,8 @@ class QueuedSlot(SinkSlot):
             worked = True
             try:
                 if write_many is not None and len(items) > 1:
-                    if _STOP in items:  # close: write what came before it, then end
-                        n = items.index(_STOP)
+                    if any(map(is_, items, repeat(_STOP))):  # close: the items before it
+                        n = next(i for i, x in enumerate(items) if x is _STOP)
                         if n > 1:
                             self._write_batch(write_many, items[:n])
                         elif n == 1:
