@@ -1,5 +1,6 @@
 """The eBPF backend consumed both ways over the same workload: the compiled ring-buffer callback
-(``sysmonx.sensor._ringbatch``) and the ctypes callback per record give the same observations,
+(``sysmonx.sensor._ringbatch``, which also decodes fork/exec/exit records in C) and the ctypes
+callback per record with the Python decoder give the same observations,
 field by field (times, pids and process start ticks aside, which differ between two runs).
 
 Needs root, kernel BTF and libbpf (skips with the reason otherwise) and the built extension.

@@ -19,6 +19,8 @@
  *   sample_callback() -> int: the address of rb_sample (for ctypes: SAMPLE_CB(address)).
  *   RingBatch(max_records, max_bytes): .ctx (int, the ctx pointer to give ring_buffer__new),
  *       .take() -> list[bytes], len(batch), .nomem (int).
+ *       .take_decoded(offset, ns_per_tick, classes, received) -> (list, left): take() with
+ *       the common fork/exec/exit records decoded straight into observations.
  *   FULL: the callback's return value for a full batch.
  *
  * The batch is used by one thread at a time: the thread that polls is the thread that takes.
@@ -28,6 +30,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <limits.h>
 
 #define RB_FULL (-4242)
 
@@ -120,6 +124,197 @@ static PyObject *ringbatch_take(RingBatchObject *self, PyObject *Py_UNUSED(ignor
 
 static Py_ssize_t ringbatch_len(RingBatchObject *self) { return self->n; }
 
+
+/* ------------------------------------------------------------ decoding the common records */
+/* The ABI of sensor.bpf.c (see sysmonx.sensor.backends.ebpf, which defines the behaviour):
+ * header <HHIIIQ type flags pid tid abi ts>, then per type. Only fork, exec and exit records of
+ * the current ABI in their common shape are decoded here; every other record (another type,
+ * an image given as a file name or a memfd, a short or inconsistent record, a time that does
+ * not fit) is handed back as its bytes for the Python decoder. */
+#define HDR_SIZE 24
+#define EV_EXEC 1
+#define EV_EXIT 2
+#define EV_FORK 8
+#define EV_NTYPES 9
+#define F_IMAGE_FILENAME 8
+#define F_ARGV_FAIL 64
+#define F_IMAGE_PSEUDO 128
+#define F_IMAGE_DELETED 256
+
+static uint16_t rd16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint32_t rd32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t rd64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* "/" + the NUL-terminated components (leaf first) joined root first, decoded as the file
+ * system encoding (UTF-8, surrogateescape): ebpf._components. */
+static PyObject *components(const unsigned char *raw, size_t n) {
+    size_t nseg = 1;
+    for (size_t i = 0; i < n; i++) nseg += raw[i] == 0;
+    size_t *starts = PyMem_Malloc(sizeof(size_t) * 2 * nseg);
+    char *out = PyMem_Malloc(n + 2);
+    if (starts == NULL || out == NULL) {
+        PyMem_Free(starts);
+        PyMem_Free(out);
+        return PyErr_NoMemory();
+    }
+    size_t *ends = starts + nseg, k = 0, st = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (raw[i] == 0) {
+            starts[k] = st;
+            ends[k++] = i;
+            st = i + 1;
+        }
+    }
+    starts[k] = st;
+    ends[k++] = n;
+    if (ends[k - 1] == starts[k - 1]) k--;  /* split's last empty part (a trailing NUL) */
+    size_t o = 0;
+    out[o++] = '/';
+    for (size_t j = k; j-- > 0;) {
+        memcpy(out + o, raw + starts[j], ends[j] - starts[j]);
+        o += ends[j] - starts[j];
+        if (j) out[o++] = '/';
+    }
+    PyObject *res = PyUnicode_DecodeUTF8(out, (Py_ssize_t)o, "surrogateescape");
+    PyMem_Free(starts);
+    PyMem_Free(out);
+    return res;
+}
+
+static PyObject *nul_str;
+
+/* New reference; NULL without an exception: not handled here; NULL with one: error. */
+static PyObject *decode_one(const unsigned char *r, size_t n, long long offset,
+                            unsigned long long ns_per_tick, PyObject *classes,
+                            unsigned long long *counts) {
+    if (n < HDR_SIZE) return NULL;
+    uint16_t type = rd16(r), flags = rd16(r + 2);
+    uint32_t pid = rd32(r + 4), tid = rd32(r + 8), abi = rd32(r + 12);
+    uint64_t ts0 = rd64(r + 16);
+    long long ts;
+    if (abi != 2 || ts0 > (uint64_t)LLONG_MAX || __builtin_add_overflow((long long)ts0, offset, &ts))
+        return NULL;
+    const unsigned char *b = r + HDR_SIZE;
+    PyObject *res = NULL;
+    if (type == EV_FORK) {
+        if (n < HDR_SIZE + 16) return NULL;
+        res = PyObject_CallFunction(PyTuple_GET_ITEM(classes, 1), "LkkKk", ts,
+                                    (unsigned long)pid, (unsigned long)rd32(b),
+                                    (unsigned long long)(rd64(b + 8) / ns_per_tick),
+                                    (unsigned long)rd32(b + 4));
+    } else if (type == EV_EXIT) {
+        if (n < HDR_SIZE + 16) return NULL;
+        res = PyObject_CallFunction(PyTuple_GET_ITEM(classes, 2), "LkKk", ts, (unsigned long)pid,
+                                    (unsigned long long)(rd64(b) / ns_per_tick),
+                                    (unsigned long)((rd32(b + 8) >> 8) & 0xFF));
+    } else if (type == EV_EXEC) {
+        if (n < HDR_SIZE + 40 || (flags & (F_IMAGE_FILENAME | F_IMAGE_PSEUDO))) return NULL;
+        size_t alen = rd16(b + 32), ilen = rd16(b + 34), clen = rd16(b + 36);
+        const unsigned char *a = b + 40;
+        if ((size_t)(a - r) + alen + ilen + clen > n) return NULL;
+        PyObject *argv, *image, *cwd;
+        if (flags & F_ARGV_FAIL) {
+            argv = Py_NewRef(Py_None);
+        } else {
+            size_t al = alen;
+            if (al && a[al - 1] == 0) al--;
+            if (al == 0) {
+                argv = PyList_New(0);
+            } else {
+                PyObject *text = PyUnicode_DecodeUTF8((const char *)a, (Py_ssize_t)al,
+                                                      "surrogateescape");
+                if (text == NULL) return NULL;
+                argv = PyUnicode_Split(text, nul_str, -1);
+                Py_DECREF(text);
+            }
+            if (argv == NULL) return NULL;
+        }
+        if (ilen) {
+            image = components(a + alen, ilen);
+            if (image != NULL && (flags & F_IMAGE_DELETED) && PyUnicode_GET_LENGTH(image)) {
+                PyObject *d = PyUnicode_FromString(" (deleted)");
+                PyObject *joined = d ? PyUnicode_Concat(image, d) : NULL;
+                Py_XDECREF(d);
+                Py_SETREF(image, joined);
+            }
+        } else {
+            image = Py_NewRef(Py_None);
+        }
+        cwd = image ? components(a + alen + ilen, clen) : NULL;
+        if (image == NULL || cwd == NULL) {
+            Py_DECREF(argv);
+            Py_XDECREF(image);
+            return NULL;
+        }
+        res = PyObject_CallFunction(PyTuple_GET_ITEM(classes, 0), "LkkkKOOOkkkK", ts,
+                                    (unsigned long)pid, (unsigned long)rd32(b),
+                                    (unsigned long)tid,
+                                    (unsigned long long)(rd64(b + 16) / ns_per_tick), image,
+                                    argv, cwd, (unsigned long)rd32(b + 4),
+                                    (unsigned long)rd32(b + 8), (unsigned long)rd32(b + 12),
+                                    (unsigned long long)rd64(b + 24));
+        Py_DECREF(argv);
+        Py_DECREF(image);
+        Py_DECREF(cwd);
+    } else {
+        return NULL;
+    }
+    if (res != NULL) counts[type]++;
+    return res;
+}
+
+static PyObject *ringbatch_take_decoded(RingBatchObject *self, PyObject *args) {
+    long long offset;
+    unsigned long long ns_per_tick;
+    PyObject *classes, *received;
+    if (!PyArg_ParseTuple(args, "LKO!O!:take_decoded", &offset, &ns_per_tick, &PyTuple_Type,
+                          &classes, &PyList_Type, &received))
+        return NULL;
+    if (PyTuple_GET_SIZE(classes) != 3 || PyList_GET_SIZE(received) != EV_NTYPES ||
+        ns_per_tick == 0) {
+        PyErr_SetString(PyExc_ValueError, "take_decoded: (ProcessExec, ProcessFork, "
+                                          "ProcessExit), 9 counters, ns_per_tick > 0");
+        return NULL;
+    }
+    unsigned long long counts[EV_NTYPES] = {0};
+    PyObject *out = PyList_New(self->n);
+    if (out == NULL) return NULL;
+    Py_ssize_t left = 0;
+    size_t pos = 0;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        const unsigned char *rec = (const unsigned char *)self->buf + pos;
+        size_t len = self->lens[i];
+        pos += len;
+        PyObject *item = decode_one(rec, len, offset, ns_per_tick, classes, counts);
+        if (item == NULL) {
+            if (PyErr_Occurred()) {
+                if (!PyErr_ExceptionMatches(PyExc_MemoryError)) PyErr_Clear();
+                else goto fail;
+            }
+            item = PyBytes_FromStringAndSize((const char *)rec, (Py_ssize_t)len);
+            if (item == NULL) goto fail;
+            left++;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    for (int t = 0; t < EV_NTYPES; t++) {
+        if (!counts[t]) continue;
+        PyObject *old = PyList_GET_ITEM(received, t);
+        PyObject *add = PyLong_FromUnsignedLongLong(counts[t]);
+        PyObject *sum = add ? PyNumber_Add(old, add) : NULL;
+        Py_XDECREF(add);
+        if (sum == NULL) goto fail;
+        PyList_SetItem(received, t, sum);
+    }
+    self->n = 0;
+    self->used = 0;
+    PyObject *res = Py_BuildValue("(Nn)", out, left);
+    return res;
+fail:
+    Py_DECREF(out);
+    return NULL;  /* the batch is kept */
+}
+
 static PyObject *ringbatch_get_ctx(RingBatchObject *self, void *Py_UNUSED(closure)) {
     return PyLong_FromVoidPtr(self);
 }
@@ -132,6 +327,11 @@ static PyMethodDef ringbatch_methods[] = {
     {"take", (PyCFunction)ringbatch_take, METH_NOARGS,
      "take() -> list[bytes]: the records stored since the last take, in order; empties the "
      "batch."},
+    {"take_decoded", (PyCFunction)ringbatch_take_decoded, METH_VARARGS,
+     "take_decoded(offset_ns, ns_per_tick, (ProcessExec, ProcessFork, ProcessExit), received) "
+     "-> (list, left): take(), with the common fork/exec/exit records already decoded as the "
+     "eBPF backend's Python decoder does (``received[type]`` counted for each); every other "
+     "record stays bytes, ``left`` of them."},
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef ringbatch_getset[] = {
@@ -176,6 +376,8 @@ static struct PyModuleDef moduledef = {
 
 PyMODINIT_FUNC PyInit__ringbatch(void) {
     if (PyType_Ready(&RingBatchType) < 0) return NULL;
+    nul_str = PyUnicode_FromStringAndSize("\0", 1);
+    if (nul_str == NULL) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;
     if (PyModule_AddIntConstant(m, "FULL", RB_FULL) < 0) {

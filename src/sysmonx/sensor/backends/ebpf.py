@@ -166,6 +166,11 @@ if os.environ.get("SYSMONX_PURE_PYTHON", "") in ("", "0"):
 
 #: ``os.fsdecode`` without its per-call checks (the same codec and error handler)
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+#: the compiled consumer also decodes fork/exec/exit records (it decodes as UTF-8 with
+#: surrogateescape, so only where that is the file system encoding, as on Linux)
+_NATIVE_DECODE = _ringbatch is not None and (_FS_ENCODING, _FS_ERRORS) == ("utf-8",
+                                                                           "surrogateescape")
+_COMMON = (ProcessExec, ProcessFork, ProcessExit)
 
 
 def _fsdecode(raw: bytes) -> str:
@@ -675,14 +680,9 @@ class EbpfBackend(Backend):
                            detail="out of memory in the record batch"))
 
     def _drain_batch(self, slow: float) -> None:
-        if self._native is not None:
-            if not len(self._native):
-                return
-            batch = self._native.take()
-        else:
-            if not self._batch:
-                return
-            batch, self._batch = self._batch, []
+        native = self._native
+        if not (len(native) if native is not None else self._batch):
+            return
         self._batches += 1
         now = time.monotonic()
         if now >= self._offset_due:  # one careful offset a second: stamps keep their order
@@ -690,6 +690,18 @@ class EbpfBackend(Backend):
             self._offset = clock_offset(time.CLOCK_BOOTTIME)
             self._offset_due = now + 1.0
         offset = self._offset
+        if native is not None:
+            if _NATIVE_DECODE and not slow:
+                # fork/exec/exit decoded in C (the same observations as _decode); the rest
+                # come back as bytes for _decode
+                out, left = native.take_decoded(offset, _NS_PER_TICK, _COMMON, self._received)
+                if left:
+                    out = self._decode_left(out, offset)
+                self.emit_all(out)
+                return
+            batch = native.take()
+        else:
+            batch, self._batch = self._batch, []
         out = []
         for rec in batch:
             try:
@@ -706,6 +718,23 @@ class EbpfBackend(Backend):
             if obs is not None:
                 out.append(obs)
         self.emit_all(out)
+
+    def _decode_left(self, items: list, offset: int) -> list:
+        """``items`` with every ``bytes`` record decoded by :meth:`_decode` (dropped when it
+        gives nothing or fails: counted in ``decode_errors``)."""
+        out = []
+        for item in items:
+            if type(item) is bytes:
+                try:
+                    item = self._decode(item, offset)
+                except Exception:
+                    self._errors += 1
+                    log.debug("undecodable ebpf record %r", item[:64], exc_info=True)
+                    continue
+                if item is None:
+                    continue
+            out.append(item)
+        return out
 
     def _decode(self, rec: bytes, offset: int):
         etype, flags, pid, tid, abi, ts = _HDR.unpack_from(rec)
