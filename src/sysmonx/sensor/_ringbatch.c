@@ -315,6 +315,26 @@ fail:
     return NULL;  /* the batch is kept */
 }
 
+static PyObject *ringbatch_feed(RingBatchObject *self, PyObject *records) {
+    PyObject *seq = PySequence_Fast(records, "feed() takes a sequence of bytes");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), i;
+    for (i = 0; i < n; i++) {
+        PyObject *r = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyBytes_Check(r)) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_TypeError, "feed() takes a sequence of bytes");
+            return NULL;
+        }
+        if (rb_sample(self, PyBytes_AS_STRING(r), (size_t)PyBytes_GET_SIZE(r)) < 0) {
+            i++;
+            break;
+        }
+    }
+    Py_DECREF(seq);
+    return PyLong_FromSsize_t(i);
+}
+
 static PyObject *ringbatch_get_ctx(RingBatchObject *self, void *Py_UNUSED(closure)) {
     return PyLong_FromVoidPtr(self);
 }
@@ -327,6 +347,10 @@ static PyMethodDef ringbatch_methods[] = {
     {"take", (PyCFunction)ringbatch_take, METH_NOARGS,
      "take() -> list[bytes]: the records stored since the last take, in order; empties the "
      "batch."},
+    {"feed", (PyCFunction)ringbatch_feed, METH_O,
+     "feed(records) -> int: call the sample callback with each bytes record in turn, as "
+     "libbpf would (it stops after a negative return); returns how many were handed over "
+     "(benchmarks and tests without a kernel)."},
     {"take_decoded", (PyCFunction)ringbatch_take_decoded, METH_VARARGS,
      "take_decoded(offset_ns, ns_per_tick, (ProcessExec, ProcessFork, ProcessExit), received) "
      "-> (list, left): take(), with the common fork/exec/exit records already decoded as the "
