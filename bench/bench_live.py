@@ -125,6 +125,27 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def thread_ticks(pid: int) -> dict:
+    """utime + stime in clock ticks per thread name (``/proc/PID/task/*/stat``; the sensor
+    names its threads ``sysmonx-ebpf``, ``sysmonx-out``, ``sysmonx-guard`` ...; the loop is the
+    main thread). Threads that ended are missing."""
+    out: dict = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = "loop" if tid == str(pid) else text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0) + int(fields[11]) + int(fields[12])
+    return out
+
+
 def full_guid(g: str) -> bool:
     """A ProcessGuid whose start second and key are both non-zero."""
     m = GUID_RE.match(g or "")
@@ -203,6 +224,7 @@ def phase(sensor: subprocess.Popen, out: Output, spawner: Path, n: int, rate: fl
     """Run one load phase; CPU counted from its start until the phase's events are all written
     (or ``catch_up_s`` after the load ended)."""
     c0, t0 = cpu_ticks(sensor.pid), time.monotonic()
+    th0 = thread_ticks(sensor.pid)
     l0 = _children_cpu()
     res = subprocess.run([str(spawner), str(n), str(rate), tag], capture_output=True, text=True,
                          check=True)
@@ -229,9 +251,11 @@ def phase(sensor: subprocess.Popen, out: Output, spawner: Path, n: int, rate: fl
             break  # caught up: nothing written for a while (some execs were not captured)
         time.sleep(0.05)
     c1, t1 = cpu_ticks(sensor.pid), time.monotonic()
+    th1 = thread_ticks(sensor.pid)
     window = t_load - t0
     hz = os.sysconf("SC_CLK_TCK")
-    return {"made": made, "cpu_s": (c1 - c0) / hz, "cpu_in_window_s": (c_load - c0) / hz,
+    threads = {k: (v - th0.get(k, 0)) / hz for k, v in th1.items() if v - th0.get(k, 0) > 0}
+    return {"threads": threads, "made": made, "cpu_s": (c1 - c0) / hz, "cpu_in_window_s": (c_load - c0) / hz,
             "load_s": window, "tail_s": t1 - t_load, "load_cpu_s": load_cpu}
 
 
@@ -386,6 +410,10 @@ def run_tier(tier: str, spawner: Path, args, workdir: Path, variant: str = "plai
                      " % "
                      f"net of the idle baseline); load CPU "
                      f"{1e6 * p['load_cpu_s'] / max(1, p['made']):.0f} us per exec")
+        if p["threads"]:
+            lines.append(f"{tier:7} {name:10} per thread, us per exec (the whole phase): "
+                         + ", ".join(f"{k} {1e6 * v / max(1, p['made']):.1f}" for k, v in
+                                     sorted(p["threads"].items(), key=lambda kv: -kv[1])))
         if s["other"]:
             lines.append(f"{tier:7} {name:10} not captured: " + "; ".join(s["other"]))
     if shell is not None:

@@ -32,12 +32,16 @@ import queue
 import threading
 import time
 from collections import Counter, deque
+from itertools import repeat
+from operator import is_
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence
 
 from ..core.errors import OutputClosed, SinkError
 from ..event import Event
 from ..interfaces import SinkStats
+from ..sensor.threadname import set_native_name
+from ..sinks.wholeline import PartialWrite
 
 __all__ = ["SinkSlot", "QueuedSlot", "FanOut", "CallbackSink", "describe_failure",
            "LossReport"]
@@ -283,35 +287,44 @@ class QueuedSlot(SinkSlot):
             q.unfinished_tasks = left
 
     def _run(self) -> None:
+        set_native_name("sysmonx-out")
         get, q = self.queue.get, self.queue
         linger = self.linger_s
         worked = False
         take_all, done, write, flush = self._take_all, self._done, super().write, super().flush
+        #: the sink writes a list of items in one go (``write_many(items)``; see _write_batch)
+        write_many = getattr(self.sink, "write_many", None)
         while True:
             items = take_all()
             if not items:
                 if worked and linger:
                     # Just wrote: let the next items gather for a few ms instead of being
                     # woken by each put (a futex call and a GIL hand-over per event, the
-                    # largest cost of a busy live output); each is still written on its own.
+                    # largest cost of a busy live output)
                     worked = False
                     time.sleep(linger)
                     continue
                 items = [get()]  # idle: wait, woken by the next put
             worked = True
             try:
-                for n, item in enumerate(items, 1):
-                    if item is _STOP:
-                        done(n)
-                        items = items[n:]  # nothing is queued after the stop
+                if write_many is not None and len(items) > 1:
+                    if any(map(is_, items, repeat(_STOP))):  # close: the items before it
+                        n = next(i for i, x in enumerate(items) if x is _STOP)
+                        if n > 1:
+                            self._write_batch(write_many, items[:n])
+                        elif n == 1:
+                            self._write_one(write, items[0])
+                        done(n + 1)
+                        items = items[n + 1:]  # nothing is queued after the stop
                         return
-                    try:
-                        if self._fatal is None:
-                            write(item)
-                        else:
-                            self.failed += 1  # after a fatal failure nothing more reaches it
-                    except BaseException as exc:  # noqa: BLE001 - handed to the loop's thread
-                        self._fatal = exc
+                    self._write_batch(write_many, items)
+                else:
+                    for n, item in enumerate(items, 1):
+                        if item is _STOP:
+                            done(n)
+                            items = items[n:]  # nothing is queued after the stop
+                            return
+                        self._write_one(write, item)
                 try:
                     if self._fatal is None and q.empty():
                         flush()
@@ -320,6 +333,57 @@ class QueuedSlot(SinkSlot):
             finally:
                 if items:
                     done(len(items))
+
+    def _write_one(self, write: Callable[[Any], None], item: Any) -> None:
+        """One item through the slot (counted sent or failed); a failure the policy makes fatal
+        is kept for the loop's thread, and from then on items are counted failed unwritten."""
+        try:
+            if self._fatal is None:
+                write(item)
+            else:
+                self.failed += 1  # after a fatal failure nothing more reaches it
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop's thread
+            self._fatal = exc
+
+    def _write_batch(self, write_many: Callable[[list[Any]], Any], items: list[Any]) -> None:
+        """``items`` through the sink's ``write_many`` (one system call for all, normally),
+        counted exactly as one :meth:`_write_one` per item would count them: the items written
+        are sent; when the batch stops at an item (:class:`PartialWrite`), that item is a failed
+        write and the ones after it are written one by one as before; when the sink could not
+        take the batch at all (nothing written), every item goes one by one."""
+        if self._fatal is not None:
+            self.failed += len(items)
+            return
+        try:
+            write_many(items)
+        except PartialWrite as exc:
+            k = exc.written
+            if k:
+                self._taken_many(items[:k])
+            try:
+                self.failure(exc.cause)  # type: ignore[arg-type]
+            except BaseException as fatal:  # noqa: BLE001 - handed to the loop's thread
+                self._fatal = fatal
+            write = super().write
+            for item in items[k + 1:]:
+                self._write_one(write, item)
+        except Exception:  # noqa: BLE001 - not taken as a batch: one at a time, as before
+            write = super().write
+            for item in items:
+                self._write_one(write, item)
+        else:
+            self._taken_many(items)
+
+    def _taken_many(self, items: list[Any]) -> None:
+        """:meth:`_taken` for items written in one go."""
+        self.sent += len(items)
+        taken = self.taken
+        if taken is not None:
+            for item in items:
+                if item.__class__ is Event:
+                    taken[item.event_id] += 1
+        if self._lost_since is not None:
+            self._end_loss(recovered=True)
 
     def _raise_pending(self) -> None:
         if self._fatal is not None:

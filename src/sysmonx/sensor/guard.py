@@ -69,6 +69,7 @@ from ..event import Event
 from ..stages.tamperfinding import HEARTBEAT_EVENT_ID, tamper_finding
 from . import bpfsys
 from .assemble import Assembler, utc_time
+from .threadname import set_native_name
 
 __all__ = ["GuardOptions", "SensorGuard", "SensorState", "read_state", "sd_notify",
            "PRELOAD_PATH", "DEFAULT_HEARTBEAT_S", "replaceable_by_others"]
@@ -580,6 +581,7 @@ class SensorGuard:
         self._stopping = True
 
     def _run(self) -> None:
+        set_native_name("sysmonx-guard")
         poll = self.options.poll_s
         cpu0 = time.thread_time()
         self._started_mono = time.monotonic()

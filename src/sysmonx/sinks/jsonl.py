@@ -137,6 +137,20 @@ class JsonlWriter(Writer):
         if native.speedups is not None and event_to_json is native.speedups.event_json:
             # the same single stream.write per event, without a Python frame per event
             self.write = native.speedups.LineWriter(stream.write)  # type: ignore[method-assign]
+        if hasattr(stream, "write_lines"):  # a live output file (WholeLineFile)
+            self.write_many = self._write_many
+
+    def _write_many(self, events: list) -> None:
+        """Write ``events`` as lines in one ``write_lines`` call (a live output's thread hands
+        over everything queued at once). Only offered (as ``write_many``) when the stream is a
+        :class:`~sysmonx.sinks.wholeline.WholeLineFile`.
+
+        Raises:
+            PartialWrite: the first ``written`` events are out, the next one failed (the stream's
+                error is ``cause``), the rest were not tried.
+            Exception: an event could not be rendered; nothing was written.
+        """
+        self.stream.write_lines(list(map(event_to_json, events)))  # type: ignore[attr-defined]
 
     def write(self, event: Event) -> None:
         """Write one event line."""

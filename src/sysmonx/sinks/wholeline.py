@@ -9,7 +9,23 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["WholeLineFile"]
+__all__ = ["WholeLineFile", "PartialWrite"]
+
+
+class PartialWrite(Exception):
+    """A batch write (:meth:`WholeLineFile.write_lines`, a sink's ``write_many``) stopped part
+    way: the first :attr:`written` items went out whole, the next one failed with :attr:`cause`
+    (nothing of it stays in a regular file), the items after it were not tried.
+
+    Attributes:
+        written: items written whole, ``0 <= written < len(items)``.
+        cause: the exception the failing write raised (an ``OSError``).
+    """
+
+    def __init__(self, written: int, cause: BaseException) -> None:
+        super().__init__(f"{written} items written, then: {cause}")
+        self.written = written
+        self.cause = cause
 
 
 class WholeLineFile:
@@ -59,6 +75,43 @@ class WholeLineFile:
                 raise OSError(f"write to {self.name} returned {n}")
             done += n
         return done
+
+    def write_lines(self, lines: list) -> int:
+        """Write ``lines`` (``bytes`` each, without the line break), each followed by ``b"\\n"``,
+        in as few system calls as the kernel allows (one, normally) instead of one per line.
+        Returns the number of bytes written.
+
+        Raises:
+            PartialWrite: a system call failed or wrote nothing: the lines before the one it cut
+                are out whole, the cut part of that line is removed again from a regular file
+                (as :meth:`write` does for a single line) and its error is ``cause``.
+        """
+        data = b"\n".join(lines) + b"\n"
+        view = memoryview(data)
+        done = 0
+        total = len(view)
+        while done < total:
+            try:
+                n = os.write(self.fd, view[done:])
+            except OSError as exc:
+                raise self._partial(lines, done, exc) from exc
+            if n <= 0:
+                raise self._partial(lines, done, OSError(f"write to {self.name} returned {n}"))
+            done += n
+        return done
+
+    def _partial(self, lines: list, done: int, exc: BaseException) -> PartialWrite:
+        """The :class:`PartialWrite` for a batch cut after ``done`` bytes (the cut line's part
+        removed again)."""
+        whole = end = 0
+        for line in lines:
+            if end + len(line) + 1 > done:
+                break
+            end += len(line) + 1
+            whole += 1
+        if done > end:
+            self._undo(done - end)
+        return PartialWrite(whole, exc)
 
     def _undo(self, n: int) -> None:
         if not self._regular:

@@ -47,6 +47,10 @@ Options (``options=`` dict; unknown keys ignored):
     ``poll_timeout_ms`` (int, default 50): how long one ring-buffer wait lasts; bounds how
         quickly :meth:`EbpfBackend.stop` returns.
     ``batch`` (int, default 512): records copied out of the ring per decode batch.
+    ``native_consumer`` (bool, default True): consume the ring with the compiled callback of
+        ``sysmonx.sensor._ringbatch`` (no Python call per record; a batch also ends the poll at
+        8 MiB) when it is built and ``SYSMONX_PURE_PYTHON`` is not set; ``False`` uses a ctypes
+        callback per record (same records, same order).
     ``coalesce_ms`` (float, default 10): after a partial batch, wait this long before the next
         poll so that a burst is consumed in batches rather than one wake-up per record (halves
         the reader's CPU per record in a burst; adds at most this much latency, small beside
@@ -68,6 +72,8 @@ start, the main object runs on and the reason is reported as event 255.
 from __future__ import annotations
 
 import ctypes
+import errno
+import importlib
 import logging
 import os
 import socket
@@ -93,6 +99,7 @@ from ..observations import (
     ProcessFork,
     RawAccessRead,
 )
+from ..threadname import set_native_name
 from .base import Backend, BackendUnavailable
 
 if TYPE_CHECKING:
@@ -143,10 +150,27 @@ _HS = _HDR.size
 _NS_PER_TICK = 1_000_000_000 // CLK_TCK
 AT_FDCWD = -100
 _BATCH_FULL = -4242  # returned by the sample callback to end a poll early (not an errno)
+#: bytes a batch may hold before the compiled consumer ends the poll (plus one record)
+_BATCH_BYTES = 8 << 20
+
+#: The compiled ring-buffer consumer (``sysmonx.sensor._ringbatch``): libbpf calls a C function
+#: per record instead of a ctypes callback. ``None`` when the extension is not built or
+#: ``SYSMONX_PURE_PYTHON`` is set (read once, at import, as :mod:`sysmonx.core.native` does).
+_ringbatch: Optional[Any] = None
+if os.environ.get("SYSMONX_PURE_PYTHON", "") in ("", "0"):
+    try:
+        _ringbatch = importlib.import_module("sysmonx.sensor._ringbatch")
+    except ImportError:  # not built: the ctypes callback
+        _ringbatch = None
 
 
 #: ``os.fsdecode`` without its per-call checks (the same codec and error handler)
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+#: the compiled consumer also decodes fork/exec/exit records (it decodes as UTF-8 with
+#: surrogateescape, so only where that is the file system encoding, as on Linux)
+_NATIVE_DECODE = _ringbatch is not None and (_FS_ENCODING, _FS_ERRORS) == ("utf-8",
+                                                                           "surrogateescape")
+_COMMON = (ProcessExec, ProcessFork, ProcessExit)
 
 
 def _fsdecode(raw: bytes) -> str:
@@ -248,6 +272,9 @@ class EbpfBackend(Backend):
         self._reader_cpu_ns = 0
         self._batches = 0
         self._batch_max = 512
+        #: the compiled consumer's batch (None: the ctypes callback fills ``_batch``)
+        self._native: Optional[Any] = None
+        self._nomem_seen = 0
         self._offset = 0
         self._offset_due = 0.0
         self._kernel_sent: Optional[list] = None
@@ -376,7 +403,13 @@ class EbpfBackend(Backend):
                         self.attached.append(f"{section}@{cg_path}")
                     except LibbpfError as exc:
                         self._notice(f"attach {section} to {cg_path} failed: {exc.strerror}")
-            self._rb = RingBuffer(self._fds["events"], self._on_sample)
+            self._batch_max = max(1, int(self.options.get("batch", 512)))
+            if _ringbatch is not None and self.options.get("native_consumer", True):
+                self._native = _ringbatch.RingBatch(self._batch_max, _BATCH_BYTES)
+                self._rb = RingBuffer(self._fds["events"],
+                                      native=(_ringbatch.sample_callback(), self._native.ctx))
+            else:
+                self._rb = RingBuffer(self._fds["events"], self._on_sample)
         except BackendUnavailable:
             self._teardown()
             raise
@@ -447,7 +480,9 @@ class EbpfBackend(Backend):
     def stats(self) -> dict:
         """Counters: ``received``/``lost`` (totals), ``received_by_type``/``lost_by_type``,
         ``kernel_sent`` (records the kernel committed), ``reader_cpu_s`` (CPU time of the
-        reader thread), ``batches``, ``decode_errors``, ``build_s`` and ``attached``."""
+        reader thread), ``batches``, ``decode_errors``, ``build_s``, ``attached`` and
+        ``consumer`` (``"compiled"``: the C sample callback of ``sysmonx.sensor._ringbatch``;
+        ``"ctypes"``: a Python callback per record)."""
         sent = self._kernel_sent
         if self._thread is not None and self._thread.is_alive():
             try:
@@ -467,6 +502,7 @@ class EbpfBackend(Backend):
             "attached": list(self.attached),
             "visibility": self.visibility.stats() if self.visibility is not None else None,
             "frozen": list(self.frozen),
+            "consumer": "ctypes" if self._native is None else "compiled",
         }
 
     def set_excluded(self, pids) -> None:
@@ -584,7 +620,7 @@ class EbpfBackend(Backend):
                            detail=detail))
 
     def _reader(self) -> None:
-        self._batch_max = max(1, int(self.options.get("batch", 512)))
+        set_native_name("sysmonx-ebpf")
         timeout = int(self.options.get("poll_timeout_ms", 50))
         slow = float(self.options.get("slow_consumer_s", 0))
         coalesce = float(self.options.get("coalesce_ms", 10.0)) / 1000
@@ -597,9 +633,11 @@ class EbpfBackend(Backend):
                 self.emit(BackendError(ts_ns=time.time_ns(), source="ebpf", message=msg))
             while not self._stop.is_set():
                 rc = self._rb.poll(timeout)
-                if rc < 0 and rc != _BATCH_FULL:
+                if rc == -errno.ENOMEM and self._native is not None:
+                    self._native_nomem()
+                elif rc < 0 and rc != _BATCH_FULL:
                     raise OSError(-rc, f"ring_buffer__poll: {os.strerror(-rc)}")
-                got = len(self._batch)
+                got = len(self._batch) if self._native is None else len(self._native)
                 self._drain_batch(slow)
                 now = time.monotonic()
                 if now >= next_drops:
@@ -614,6 +652,9 @@ class EbpfBackend(Backend):
             while True:
                 n = self._rb.consume()
                 self._drain_batch(slow)
+                if n == -errno.ENOMEM and self._native is not None:
+                    self._native_nomem()
+                    continue
                 if n != _BATCH_FULL:
                     break
             self._check_drops()
@@ -630,10 +671,18 @@ class EbpfBackend(Backend):
             with self._lock:
                 self._teardown()
 
+    def _native_nomem(self) -> None:
+        """The compiled consumer could not store a record (out of memory): report it lost."""
+        assert self._native is not None
+        lost, self._nomem_seen = self._native.nomem - self._nomem_seen, self._native.nomem
+        if lost:
+            self.emit(Loss(ts_ns=time.time_ns(), source="ebpf.ringbuf", count=lost,
+                           detail="out of memory in the record batch"))
+
     def _drain_batch(self, slow: float) -> None:
-        if not self._batch:
+        native = self._native
+        if not (len(native) if native is not None else self._batch):
             return
-        batch, self._batch = self._batch, []
         self._batches += 1
         now = time.monotonic()
         if now >= self._offset_due:  # one careful offset a second: stamps keep their order
@@ -641,6 +690,18 @@ class EbpfBackend(Backend):
             self._offset = clock_offset(time.CLOCK_BOOTTIME)
             self._offset_due = now + 1.0
         offset = self._offset
+        if native is not None:
+            if _NATIVE_DECODE and not slow:
+                # fork/exec/exit decoded in C (the same observations as _decode); the rest
+                # come back as bytes for _decode
+                out, left = native.take_decoded(offset, _NS_PER_TICK, _COMMON, self._received)
+                if left:
+                    out = self._decode_left(out, offset)
+                self.emit_all(out)
+                return
+            batch = native.take()
+        else:
+            batch, self._batch = self._batch, []
         out = []
         for rec in batch:
             try:
@@ -657,6 +718,23 @@ class EbpfBackend(Backend):
             if obs is not None:
                 out.append(obs)
         self.emit_all(out)
+
+    def _decode_left(self, items: list, offset: int) -> list:
+        """``items`` with every ``bytes`` record decoded by :meth:`_decode` (dropped when it
+        gives nothing or fails: counted in ``decode_errors``)."""
+        out = []
+        for item in items:
+            if type(item) is bytes:
+                try:
+                    item = self._decode(item, offset)
+                except Exception:
+                    self._errors += 1
+                    log.debug("undecodable ebpf record %r", item[:64], exc_info=True)
+                    continue
+                if item is None:
+                    continue
+            out.append(item)
+        return out
 
     def _decode(self, rec: bytes, offset: int):
         etype, flags, pid, tid, abi, ts = _HDR.unpack_from(rec)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from .. import observations as ob
+from ..threadname import set_native_name
 from .base import BackendUnavailable
 
 __all__ = ["VisibilityProbes", "EVENT_MASKS", "SYSCALL_NAMES", "PTRACE_NAMES"]
@@ -229,6 +230,7 @@ class VisibilityProbes:
                               detail=detail))
 
     def _reader(self) -> None:
+        set_native_name("sysmonx-ebpfvis")
         cpu0 = time.thread_time_ns()
         next_drops = 0.0
         assert self._rb is not None and self._obj is not None

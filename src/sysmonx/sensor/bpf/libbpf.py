@@ -285,16 +285,33 @@ class RingBuffer:
         callback: ``callback(data_ptr, size) -> int`` run for each record inside :meth:`poll`;
             copy the bytes out (``ctypes.string_at``) before returning; return a negative
             number to stop the current poll early.
+        native: instead of ``callback``, ``(function_address, ctx)``: a C
+            ``ring_buffer_sample_fn`` and its ``ctx`` (e.g. ``sysmonx.sensor._ringbatch``'s
+            ``sample_callback()`` and a ``RingBatch``'s ``.ctx``); libbpf calls it with no
+            Python call per record. The caller keeps whatever ``ctx`` points to alive.
+
+    Raises:
+        ValueError: neither or both of ``callback`` and ``native``.
+        LibbpfError: ``ring_buffer__new`` failed.
     """
 
-    def __init__(self, map_fd: int, callback: Callable[[int, int], int]) -> None:
+    def __init__(self, map_fd: int, callback: Optional[Callable[[int, int], int]] = None,
+                 native: Optional[tuple] = None) -> None:
         self.lib = load_libbpf()
+        if (callback is None) == (native is None):
+            raise ValueError("RingBuffer: give exactly one of callback and native")
+        ctx = None
+        if native is not None:
+            address, ctx = native
+            self._cb = SAMPLE_CB(address)
+        else:
+            assert callback is not None
 
-        def _cb(_ctx, data, size):
-            return callback(data, size)
+            def _cb(_ctx, data, size):
+                return callback(data, size)
 
-        self._cb = SAMPLE_CB(_cb)  # keep a reference: libbpf calls it later
-        rb = self.lib.ring_buffer__new(map_fd, self._cb, None, None)
+            self._cb = SAMPLE_CB(_cb)  # keep a reference: libbpf calls it later
+        rb = self.lib.ring_buffer__new(map_fd, self._cb, ctx, None)
         if not rb:
             raise LibbpfError(ctypes.get_errno() or _errno.EINVAL, "ring_buffer__new")
         self.rb: Optional[int] = rb
