@@ -47,6 +47,7 @@ import pickle
 import stat
 import sys
 import tempfile
+import threading
 import time
 import types
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ __all__ = ["RuleCache", "CacheResult", "rules_key", "default_cache_dir", "MAX_EN
 #: Bumped when the entry layout changes.
 CACHE_FORMAT = 2
 _MAGIC = b"SYSMONX-SIGMA-CACHE %d\n" % CACHE_FORMAT
+_LAZY_LOCK = threading.Lock()  # held only while a LazyRule is built on first use
 #: Entries kept in one cache directory (least recently used removed beyond).
 MAX_ENTRIES = 8
 #: Bytes kept in one cache directory (least recently used removed beyond).
@@ -228,9 +230,12 @@ class LazyRule:
     def _load(self) -> Any:
         rule = object.__getattribute__(self, "_rule")
         if rule is None:
-            rule = loads(object.__getattribute__(self, "_blob"))
-            object.__setattr__(self, "_rule", rule)
-            object.__setattr__(self, "_blob", b"")
+            with _LAZY_LOCK:  # first use from two threads builds one rule, not two
+                rule = object.__getattribute__(self, "_rule")
+                if rule is None:
+                    rule = loads(object.__getattribute__(self, "_blob"))
+                    object.__setattr__(self, "_rule", rule)
+                    object.__setattr__(self, "_blob", b"")
         return rule
 
     @property  # type: ignore[misc]  # isinstance() and type checks see the rule's class
@@ -579,7 +584,7 @@ def cached(paths: list, options: Any, build: Callable[[], Any],
     notes = list(res.notes)
     obj = build()
     if rules_key(paths, options) == key:
-        notes += cache.put(key, obj).notes
+        notes += [n for n in cache.put(key, obj).notes if n not in notes]  # said once
     else:
         notes.append("rule cache: rule files changed while loading; not stored")
     return obj, notes

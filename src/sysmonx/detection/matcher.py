@@ -50,6 +50,7 @@ from __future__ import annotations
 import ipaddress
 import pickle
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -1437,6 +1438,9 @@ class _Group:
             self.countdown = self.period = self._period()
 
 
+_SCANNERS_LOCK = threading.Lock()  # held only while a group's automaton is built on first use
+
+
 class _Scanners(dict):
     """``field -> (automaton.iter or None, single characters)`` of one group. Serialised (the
     rule cache, :mod:`.cache`), each field's entry is kept as the bytes of its automaton's
@@ -1446,12 +1450,16 @@ class _Scanners(dict):
     is a plain dict lookup."""
 
     def __missing__(self, name: str) -> tuple:
-        pending = self.__dict__.get("pending")
-        if not pending or name not in pending:
-            raise KeyError(name)
-        words, singles = pickle.loads(pending.pop(name))
-        value = self[name] = (_automaton(words), singles)
-        return value
+        with _SCANNERS_LOCK:  # first use from two threads: one builds, the other finds it
+            if dict.__contains__(self, name):
+                return dict.__getitem__(self, name)
+            pending = self.__dict__.get("pending")
+            if not pending or name not in pending:
+                raise KeyError(name)
+            words, singles = pickle.loads(pending[name])
+            value = self[name] = (_automaton(words), singles)
+            del pending[name]  # only once the built entry is in place
+            return value
 
     def __reduce__(self) -> tuple:
         pending = dict(self.__dict__.get("pending") or {})

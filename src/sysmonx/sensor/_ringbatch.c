@@ -297,19 +297,30 @@ static PyObject *ringbatch_take_decoded(RingBatchObject *self, PyObject *args) {
         }
         PyList_SET_ITEM(out, i, item);
     }
+    /* every new count is computed before any is stored: a failure leaves ``received`` as it
+     * was and keeps the batch, so a later call counts it once */
+    PyObject *sums[EV_NTYPES] = {NULL};
+    PyObject *nleft = NULL, *res = NULL;
     for (int t = 0; t < EV_NTYPES; t++) {
         if (!counts[t]) continue;
-        PyObject *old = PyList_GET_ITEM(received, t);
         PyObject *add = PyLong_FromUnsignedLongLong(counts[t]);
-        PyObject *sum = add ? PyNumber_Add(old, add) : NULL;
+        sums[t] = add ? PyNumber_Add(PyList_GET_ITEM(received, t), add) : NULL;
         Py_XDECREF(add);
-        if (sum == NULL) goto fail;
-        PyList_SetItem(received, t, sum);
+        if (sums[t] == NULL) goto fail_sums;
     }
+    nleft = PyLong_FromSsize_t(left);
+    res = nleft ? PyTuple_New(2) : NULL;
+    if (res == NULL) goto fail_sums;
+    for (int t = 0; t < EV_NTYPES; t++)
+        if (sums[t] != NULL) PyList_SetItem(received, t, sums[t]);  /* steals */
+    PyTuple_SET_ITEM(res, 0, out);
+    PyTuple_SET_ITEM(res, 1, nleft);
     self->n = 0;
     self->used = 0;
-    PyObject *res = Py_BuildValue("(Nn)", out, left);
     return res;
+fail_sums:
+    for (int t = 0; t < EV_NTYPES; t++) Py_XDECREF(sums[t]);
+    Py_XDECREF(nleft);
 fail:
     Py_DECREF(out);
     return NULL;  /* the batch is kept */

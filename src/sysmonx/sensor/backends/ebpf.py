@@ -644,8 +644,9 @@ class EbpfBackend(Backend):
                     self._check_drops()
                     self._reader_cpu_ns = time.thread_time_ns() - cpu0
                     next_drops = now + drops_every
-                if 0 < got < self._batch_max and coalesce:
-                    # let a burst accumulate: one wake-up per batch instead of per record
+                if rc != _BATCH_FULL and 0 < got < self._batch_max and coalesce:
+                    # let a burst accumulate: one wake-up per batch instead of per record (a
+                    # poll ended by the batch's byte bound left records in the ring: no sleep)
                     time.sleep(coalesce)
             # final: detach (no new records), drain the rest, last loss report
             self._obj.detach_all()
