@@ -1452,6 +1452,187 @@ static PyTypeObject LineWriterType = {
     .tp_new = linewriter_new,
 };
 
+
+/* ------------------------------------------------------------ EVTX record loop (replay reader)
+ *
+ *   evtx_batch(it, first, last, seen_ids, path, notes, out, limit)
+ *       -> (status, seen, last_rid, payload)
+ *
+ * The per-record part of sysmonx.sources.evtx._records in C: pulls records from pyevtx-rs's
+ * records_json() iterator ``it`` while their event_record_id lies in [first, last] (the current
+ * chunk), adds each id to the set ``seen_ids``, converts each (convert_impl, else the Python
+ * fallback, exactly as convert()) with origin (path, rid) and appends the Event to the list
+ * ``out``; stops after ``limit`` events. ``seen`` is the number of records counted for the chunk
+ * (every record pulled but the one in the payload of status 2), ``last_rid`` the last of them
+ * (None when none). Everything unusual goes back to Python, which handles it as
+ * before, in order:
+ *   0: the iterator is exhausted (payload None);
+ *   1: ``limit`` events appended (payload None);
+ *   2: a record this loop does not take (a record id out of the range or not an int, a record
+ *      that is not a dict): payload the record, not counted;
+ *   3: the iterator raised: payload the exception (pyevtx-rs's RuntimeError, ...);
+ *   4: converting raised: payload (rid, exception); the record is counted;
+ *   5: a record the compiled converter does not take: payload (rid, data text), counted; the
+ *      Python converter decides (it may report through ``notes``, so it runs in order).
+ * ``notes`` is unused here (kept for the Python converter's signature).
+ */
+
+static PyObject *evtx_key_rid = NULL, *evtx_key_data = NULL;
+
+static PyObject *take_exception(void) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value == NULL) {
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    if (tb != NULL) PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8 || !PyAnySet_Check(args[3]) || !PyList_CheckExact(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "evtx_batch(it, first, last, seen_ids: set, path, "
+                        "notes, out: list, limit)");
+        return NULL;
+    }
+    if (convert_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "sysmonx.core._speedups is not set up");
+        return NULL;
+    }
+    PyObject *it = args[0], *seen_ids = args[3], *path = args[4];
+    PyObject *out = args[6];
+    /* chunk header numbers are unsigned 64-bit */
+    unsigned long long first = PyLong_AsUnsignedLongLong(args[1]);
+    if (first == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    unsigned long long last = PyLong_AsUnsignedLongLong(args[2]);
+    if (last == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t limit = PyLong_AsSsize_t(args[7]);
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    iternextfunc next = Py_TYPE(it)->tp_iternext;
+    if (next == NULL) {
+        PyErr_SetString(PyExc_TypeError, "evtx_batch: not an iterator");
+        return NULL;
+    }
+    if (evtx_key_rid == NULL) {
+        evtx_key_rid = PyUnicode_InternFromString("event_record_id");
+        evtx_key_data = PyUnicode_InternFromString("data");
+        if (evtx_key_rid == NULL || evtx_key_data == NULL) return NULL;
+    }
+    Py_ssize_t seen = 0, taken = 0;
+    PyObject *last_rid = NULL;
+    int status = 0;
+    PyObject *payload = NULL;
+    for (;;) {
+        if (taken >= limit) {
+            status = 1;
+            break;
+        }
+        PyObject *rec = next(it);
+        if (rec == NULL) {
+            if (PyErr_Occurred()) {
+                if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+                    PyErr_Clear();
+                    break;
+                }
+                payload = take_exception();
+                if (payload == NULL) {
+                    Py_XDECREF(last_rid);
+                    return NULL;
+                }
+                status = 3;
+            }
+            break;
+        }
+        PyObject *rid = PyDict_CheckExact(rec) ? PyDict_GetItemWithError(rec, evtx_key_rid) : NULL;
+        int ok = rid != NULL && PyLong_CheckExact(rid);
+        if (ok) {
+            unsigned long long r = PyLong_AsUnsignedLongLong(rid);
+            if (r == (unsigned long long)-1 && PyErr_Occurred()) {
+                PyErr_Clear(); /* negative or beyond 64 bits: Python decides */
+                ok = 0;
+            } else {
+                ok = first <= r && r <= last;
+            }
+        }
+        if (PyErr_Occurred()) {
+            Py_DECREF(rec);
+            Py_XDECREF(last_rid);
+            return NULL;
+        }
+        if (!ok) {
+            status = 2;
+            payload = rec;
+            break;
+        }
+        seen++;
+        Py_XSETREF(last_rid, Py_NewRef(rid));
+        if (PySet_Add(seen_ids, rid) < 0) {
+            Py_DECREF(rec);
+            Py_DECREF(last_rid);
+            return NULL;
+        }
+        PyObject *text = PyDict_GetItemWithError(rec, evtx_key_data);
+        PyObject *origin = PyTuple_Pack(2, path, rid);
+        if (origin == NULL) {
+            Py_DECREF(rec);
+            Py_DECREF(last_rid);
+            return NULL;
+        }
+        PyObject *ev = NULL;
+        if (text == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, evtx_key_data);
+        } else {
+            ev = convert_impl(text, origin);
+            if (ev == NULL && !PyErr_Occurred()) {
+                /* the Python converter decides (it may report through ``notes``): back to
+                 * Python, so that happens after the events before it were taken */
+                payload = PyTuple_Pack(2, rid, text);
+                Py_DECREF(origin);
+                Py_DECREF(rec);
+                if (payload == NULL) {
+                    Py_DECREF(last_rid);
+                    return NULL;
+                }
+                status = 5;
+                break;
+            }
+        }
+        Py_DECREF(origin);
+        if (ev == NULL) {
+            PyObject *exc = take_exception();
+            if (exc == NULL) {
+                Py_DECREF(rec);
+                Py_DECREF(last_rid);
+                return NULL;
+            }
+            payload = Py_BuildValue("(ON)", rid, exc);
+            Py_DECREF(rec);
+            if (payload == NULL) {
+                Py_DECREF(last_rid);
+                return NULL;
+            }
+            status = 4;
+            break;
+        }
+        Py_DECREF(rec);
+        int rc = PyList_Append(out, ev);
+        Py_DECREF(ev);
+        if (rc < 0) {
+            Py_DECREF(last_rid);
+            return NULL;
+        }
+        taken++;
+    }
+    if (payload == NULL) payload = Py_NewRef(Py_None);
+    if (last_rid == NULL) last_rid = Py_NewRef(Py_None);
+    return Py_BuildValue("(inNN)", status, seen, last_rid, payload);
+}
+
 static PyMethodDef methods[] = {
     {"setup_convert", py_setup_convert, METH_VARARGS,
      "setup_convert(Event, guid_fields, sysmon_providers, provider_guids, fallback): the "
@@ -1469,6 +1650,9 @@ static PyMethodDef methods[] = {
      "for anything this does not handle."},
     {"event_json", (PyCFunction)py_event_json, METH_O,
      "event_json(event) -> bytes: event_json_raw, else the Python fallback."},
+    {"evtx_batch", (PyCFunction)(void (*)(void))py_evtx_batch, METH_FASTCALL,
+     "evtx_batch(it, first, last, seen_ids, path, notes, out, limit) -> (status, seen, "
+     "last_rid, payload): the EVTX reader's record loop for one chunk (see the source)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {

@@ -148,11 +148,26 @@ class Pipeline:
 
     def _run_recorded(self, source: Source) -> None:
         direct = self.fanout.direct_event_writer()
+        batches = source.batches()
         if direct is not None:
-            self._run_recorded_direct(source, *direct)
+            if batches is not None:
+                self._run_batches_direct(batches, *direct)
+            else:
+                self._run_recorded_direct(source, *direct)
             return
         steps = self._steps
         deliver = self.fanout.deliver
+        if batches is not None:
+            for batch in batches:
+                for item in batch:
+                    for process, emit in steps:
+                        if not process(item, emit):
+                            break
+                    else:
+                        deliver(item)
+                    if self._stop:
+                        return
+            return
         for item in source.events():
             if item is None:
                 continue
@@ -163,6 +178,33 @@ class Pipeline:
                 deliver(item)
             if self._stop:
                 break
+
+    def _run_batches_direct(self, batches: Any, slot: SinkSlot, write: Any) -> None:
+        """:meth:`_run_recorded_direct` over a source's :meth:`~sysmonx.interfaces.Source.batches`:
+        the same per-event steps, without a generator hand-off per event."""
+        steps = self._steps
+        deliver = self.fanout.deliver
+        sent = 0
+        try:
+            for batch in batches:
+                for item in batch:
+                    for process, emit in steps:
+                        if not process(item, emit):
+                            break
+                    else:
+                        if item.__class__ is Event:
+                            try:
+                                write(item)
+                            except Exception as exc:  # noqa: BLE001 - accounted by the slot
+                                slot.failure(exc)
+                            else:
+                                sent += 1
+                        else:
+                            deliver(item)
+                    if self._stop:
+                        return
+        finally:
+            slot.sent += sent
 
     def _run_recorded_direct(self, source: Source, slot: SinkSlot, write: Any) -> None:
         """:meth:`_run_recorded` for one events-only sink written directly: events go to the

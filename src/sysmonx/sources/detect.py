@@ -154,7 +154,8 @@ def detect_format(path: str, head: bytes) -> Optional[str]:
 
 
 def open_source(path: str, on_error: Callable[[ReadError], None],
-                input_format: Optional[str] = None, *, threads: int = 0) -> Iterator[Event]:
+                input_format: Optional[str] = None, *, threads: int = 0,
+                batches: bool = False) -> Iterator[Any]:
     """Yield the events of one recorded log file, lazily.
 
     A compressed or archive file (gzip, bzip2, xz, zip, tar; by magic bytes) is read in place by
@@ -167,6 +168,9 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
             an unrecognised format); reading continues after each.
         input_format: one of :data:`FORMATS` to skip detection (:func:`detect_format`).
         threads: pyevtx-rs worker threads for EVTX (0: one per core).
+        batches: yield lists of events instead (:meth:`FileFormat.read_batches
+            <sysmonx.sources.base.FileFormat.read_batches>`; archives and streams: one-event
+            lists).
     Raises:
         ValueError: an unknown ``input_format``.
         OSError: the file cannot be opened or read.
@@ -177,14 +181,16 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
             raise UsageError(f"unknown input format {input_format!r}; expected one of "
                              f"{', '.join(names)}")
     if path == "-" or not os.path.isfile(path):
-        return _read_unseekable(path, on_error, input_format, threads)
+        events = _read_unseekable(path, on_error, input_format, threads)
+        return ([ev] for ev in events) if batches else events
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES)
     from .archive import container_kind
     kind = container_kind(head)
     if kind is not None:
         from .archive import read_archive
-        return read_archive(path, kind, on_error, input_format, threads)
+        events = read_archive(path, kind, on_error, input_format, threads)
+        return ([ev] for ev in events) if batches else events
     fmt = input_format
     if fmt is None:
         fmt = detect_format(path, head)
@@ -195,6 +201,8 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
                                    "an archive of them)"))
             return iter(())
     reader: Any = SOURCES.get(fmt)
+    if batches:
+        return reader.read_batches(path, on_error, threads=threads)
     return reader.read(path, on_error, threads=threads)
 
 
