@@ -1633,6 +1633,119 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
     return Py_BuildValue("(inNN)", status, seen, last_rid, payload);
 }
 
+
+/* ------------------------------------------------------------ recorded-run loop (one list)
+ *
+ *   run_batch(items, processes, emits, event_type, write, failure, deliver, pipeline) -> sent
+ *
+ * sysmonx.pipeline.loop.Pipeline's per-item loop for a recorded source, over one list of
+ * items, in C; the same calls in the same order as the Python loop:
+ *     for item in items:
+ *         for process, emit in zip(processes, emits):
+ *             if not process(item, emit): break
+ *         else:
+ *             if write is not None and type(item) is event_type:
+ *                 try: write(item)
+ *                 except Exception as exc: failure(exc)
+ *                 else: sent += 1
+ *             else:
+ *                 deliver(item)
+ *         if pipeline._stop: break
+ * Returns ``sent`` (events written). An exception from a stage, ``failure`` or ``deliver``
+ * propagates; the count of what was written before it is then lost to the caller, so
+ * ``failure`` (the sink slot's, which raises under the fatal policy) is given the count first:
+ * ``pipeline._sent_pending`` is set to ``sent`` before any exception leaves (the Python
+ * caller adds it to the slot).
+ */
+
+static PyObject *str_stop = NULL, *str_sent_pending = NULL;
+
+static PyObject *py_run_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8 || !PyList_CheckExact(args[0]) || !PyTuple_CheckExact(args[1]) ||
+        !PyTuple_CheckExact(args[2]) || PyTuple_GET_SIZE(args[1]) != PyTuple_GET_SIZE(args[2]) ||
+        !PyType_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "run_batch(items: list, processes: tuple, emits: tuple, "
+                        "event_type, write, failure, deliver, pipeline)");
+        return NULL;
+    }
+    if (str_stop == NULL) {
+        str_stop = PyUnicode_InternFromString("_stop");
+        str_sent_pending = PyUnicode_InternFromString("_sent_pending");
+        if (str_stop == NULL || str_sent_pending == NULL) return NULL;
+    }
+    PyObject *items = args[0], *processes = args[1], *emits = args[2];
+    PyTypeObject *etype = (PyTypeObject *)args[3];
+    PyObject *write = args[4] == Py_None ? NULL : args[4];
+    PyObject *failure = args[5], *deliver = args[6], *pipeline = args[7];
+    Py_ssize_t nsteps = PyTuple_GET_SIZE(processes);
+    Py_ssize_t sent = 0;
+    /* the list may not change under us: hold it, and re-read its size each time */
+    Py_INCREF(items);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        Py_INCREF(item);
+        int pass = 1;
+        for (Py_ssize_t k = 0; k < nsteps; k++) {
+            PyObject *cargs[2] = {item, PyTuple_GET_ITEM(emits, k)};
+            PyObject *r = PyObject_Vectorcall(PyTuple_GET_ITEM(processes, k), cargs, 2, NULL);
+            if (r == NULL) goto fail_item;
+            int t = PyObject_IsTrue(r);
+            Py_DECREF(r);
+            if (t < 0) goto fail_item;
+            if (!t) {
+                pass = 0;
+                break;
+            }
+        }
+        if (pass) {
+            if (write != NULL && Py_TYPE(item) == etype) {
+                PyObject *r = PyObject_Vectorcall(write, &item, 1, NULL);
+                if (r != NULL) {
+                    Py_DECREF(r);
+                    sent++;
+                } else if (PyErr_ExceptionMatches(PyExc_Exception)) {
+                    PyObject *exc = take_exception();
+                    if (exc == NULL) goto fail_item;
+                    r = PyObject_Vectorcall(failure, &exc, 1, NULL);
+                    Py_DECREF(exc);
+                    if (r == NULL) goto fail_item;
+                    Py_DECREF(r);
+                } else {
+                    goto fail_item;
+                }
+            } else {
+                PyObject *r = PyObject_Vectorcall(deliver, &item, 1, NULL);
+                if (r == NULL) goto fail_item;
+                Py_DECREF(r);
+            }
+        }
+        Py_DECREF(item);
+        PyObject *stop = PyObject_GetAttr(pipeline, str_stop);
+        if (stop == NULL) goto fail;
+        int t = PyObject_IsTrue(stop);
+        Py_DECREF(stop);
+        if (t < 0) goto fail;
+        if (t) break;
+        continue;
+    fail_item:
+        Py_DECREF(item);
+        goto fail;
+    }
+    Py_DECREF(items);
+    return PyLong_FromSsize_t(sent);
+fail:
+    Py_DECREF(items);
+    {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *n = PyLong_FromSsize_t(sent);
+        if (n == NULL || PyObject_SetAttr(pipeline, str_sent_pending, n) < 0) PyErr_Clear();
+        Py_XDECREF(n);
+        PyErr_Restore(type, value, tb);
+    }
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"setup_convert", py_setup_convert, METH_VARARGS,
      "setup_convert(Event, guid_fields, sysmon_providers, provider_guids, fallback): the "
@@ -1653,6 +1766,9 @@ static PyMethodDef methods[] = {
     {"evtx_batch", (PyCFunction)(void (*)(void))py_evtx_batch, METH_FASTCALL,
      "evtx_batch(it, first, last, seen_ids, path, notes, out, limit) -> (status, seen, "
      "last_rid, payload): the EVTX reader's record loop for one chunk (see the source)."},
+    {"run_batch", (PyCFunction)(void (*)(void))py_run_batch, METH_FASTCALL,
+     "run_batch(items, processes, emits, event_type, write, failure, deliver, pipeline) -> "
+     "sent: the recorded-run loop over one list of items (see the source)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {

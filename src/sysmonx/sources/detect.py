@@ -50,6 +50,7 @@ ARCHIVE_EXTENSIONS = frozenset({".gz", ".tgz", ".bz2", ".tbz", ".tbz2", ".xz", "
                                 ".tar"})
 
 SNIFF_BYTES = 65536
+_HEADER_BLOCK = 4096  # an EVTX file header block (and more than container_kind needs)
 _EVTX_MAGIC = b"ElfFile\x00"
 _SYSLOG_PRI = re.compile(rb"<\d{1,3}>")
 _EVENT_TAG = re.compile(rb"<Event[\s>]")
@@ -183,8 +184,7 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
     if path == "-" or not os.path.isfile(path):
         events = _read_unseekable(path, on_error, input_format, threads)
         return ([ev] for ev in events) if batches else events
-    with open(path, "rb") as f:
-        head = f.read(SNIFF_BYTES)
+    head = _sniff(path)
     from .archive import container_kind
     kind = container_kind(head)
     if kind is not None:
@@ -204,6 +204,31 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
     if batches:
         return reader.read_batches(path, on_error, threads=threads)
     return reader.read(path, on_error, threads=threads)
+
+
+def _sniff(path: str) -> bytes:
+    """The first :data:`SNIFF_BYTES` of the file ``path``, or only its first 4 KiB when they
+    start with the EVTX magic (EVTX is told by its magic alone: the rest would be read for
+    nothing on every small log). Read without a buffered file object (a replay of many small
+    files opens each once more here).
+
+    Raises:
+        OSError: the file cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        head = os.read(fd, _HEADER_BLOCK)
+        if head.startswith(_EVTX_MAGIC):
+            return head
+        parts = [head]
+        have = len(head)
+        while head and have < SNIFF_BYTES:  # os.read may return less than asked
+            head = os.read(fd, SNIFF_BYTES - have)
+            parts.append(head)
+            have += len(head)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def _read_unseekable(path: str, on_error, input_format, threads) -> Iterator[Event]:
