@@ -349,3 +349,62 @@ def test_no_memory_kept_and_no_reference_errors(corpus, tmp_path):
     grown = int(r.stdout.strip().splitlines()[-1])
     # one object leaked per record would be > 8 x ~5,000 records x 32 bytes = 1.2 MiB
     assert grown < 200_000, f"{grown} bytes kept after 8 rounds"
+
+
+# --- the replay stages' compiled common case ------------------------------------------------------
+
+def _clock_cases(corpus: Path) -> list:
+    files = sorted(str(p) for p in (corpus / "evtx").rglob("*.evtx"))[:10]
+    evs = [e for f in files for e in evtx_source.read_evtx(f, lambda e: None)]
+    base = evs[0]
+    t = base.time_created
+
+    def ev(**kw) -> Event:
+        e = Event(base.event_id, dict(base.data), provider=base.provider,
+                  time_created=t, origin=base.origin)
+        for k, v in kw.items():
+            setattr(e, k, v)
+        return e
+
+    odd = [
+        ev(data={}), ev(data={"UtcTime": None}), ev(data={"UtcTime": "short"}),
+        ev(data={"UtcTime": t[:10] + " " + t[11:13] + ":00:00.000"}),
+        ev(data={"UtcTime": f"{t[:10]} {(int(t[11:13]) + 5) % 24:02d}{t[13:23]}"}),
+        ev(data={"UtcTime": "2019-04-18 1é:00:00"}), ev(data={"UtcTime": "2019-04-18 1€:00:00"}),
+        ev(time_created="2019-04-18T16€"), ev(time_created=""),
+        ev(origin=None), ev(origin=()), ev(origin=(base.origin[0] + "",) + base.origin[1:]),
+        ev(origin=("other.evtx", 1)),
+        ev(data=__import__("collections").OrderedDict(UtcTime="x")),
+        ev(provider="Microsoft-Windows-Security-Auditing"), ev(event_id=True),
+        ev(event_id=2**70), "not an event", None,
+    ]
+    return evs + odd + evs[:5]
+
+
+@pytest.mark.parametrize("kind", ["clock", "count"])
+def test_stage_fast_path_agrees_with_the_python_method(corpus, kind):
+    """The compiled ``process`` of the clock check and of the filter without a config against
+    the Python method on a twin stage: same answers, same warnings emitted, same state (path,
+    check, counters) after every item, on corpus events and odd ones (no origin, another path
+    object of the same name, missing/short/non-ASCII UtcTime, other hours, an OrderedDict,
+    non-Sysmon providers, odd EventIDs, non-Events)."""
+    from sysmonx.filtering.stage import FilterStage
+    from sysmonx.stages.clock import ClockCheckStage
+    make = ClockCheckStage if kind == "clock" else FilterStage
+    fast, slow = make(), make()
+    assert type(fast.process).__name__ == "StageFast"
+    cases = _clock_cases(corpus)
+    got_f, got_s = [], []
+    for item in cases:
+        rf = fast.process(item, got_f.append)
+        rs = slow._process_py(item, got_s.append)
+        assert rf == rs, item
+        if kind == "clock":
+            assert (fast._path, fast._check is None) == (slow._path, slow._check is None)
+        else:
+            assert fast.included == slow.included
+    assert [str(x) for x in got_f] == [str(x) for x in got_s]
+    if kind == "clock":
+        assert got_f  # an hour-off UtcTime was warned about
+    else:
+        assert sum(fast.included.values()) > 500

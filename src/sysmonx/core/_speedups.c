@@ -1746,6 +1746,174 @@ fail:
     return NULL;
 }
 
+
+/* ------------------------------------------------------------ replay stages' common case
+ *
+ *   StageFast(kind, stage, fallback): a callable ``(item, emit) -> bool`` for a stage's
+ *   ``process``; it answers the common case itself and calls ``fallback(item, emit)`` (the
+ *   stage's Python method, which defines the behaviour) for everything else, with the stage
+ *   unchanged. Reads the stage's attributes on every call (a reload or a new file is seen at
+ *   once). Kinds:
+ *     0 "clock"  sysmonx.stages.clock.ClockCheckStage: an Event whose origin's path is the
+ *        stage's ``_path`` (the same object), with ``_check`` None (the file was warned about)
+ *        or whose data has no ``UtcTime`` or one of the same date and hour as its
+ *        ``time_created`` (both one-byte strings of 13 characters or more): True.
+ *     1 "count"  sysmonx.filtering.stage.FilterStage without an engine: a Sysmon Event (its
+ *        provider in the set given to setup_convert) with ``engine`` None: ``included[event_id]
+ *        += 1`` on the stage's Counter (an exact int count already there), True.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    int kind;
+    PyObject *stage, *fallback;
+    vectorcallfunc vectorcall;
+} StageFastObject;
+
+static PyObject *sf_path = NULL, *sf_check = NULL, *sf_utc = NULL, *sf_engine = NULL,
+                *sf_included = NULL, *sf_one = NULL;
+
+static PyObject *stagefast_fallback(StageFastObject *self, PyObject *const *args) {
+    return PyObject_Vectorcall(self->fallback, args, 2, NULL);
+}
+
+/* 1: handled (True), 0: the fallback decides, -1: error */
+static int clock_fast(StageFastObject *self, PyObject *item) {
+    PyObject *origin = SLOT(item, S_ORIGIN);
+    if (origin == NULL || !PyTuple_CheckExact(origin) || PyTuple_GET_SIZE(origin) < 1) return 0;
+    PyObject *spath = PyObject_GetAttr(self->stage, sf_path);
+    if (spath == NULL) return -1;
+    int same = spath == PyTuple_GET_ITEM(origin, 0);
+    Py_DECREF(spath);
+    if (!same) return 0;
+    PyObject *check = PyObject_GetAttr(self->stage, sf_check);
+    if (check == NULL) return -1;
+    Py_DECREF(check);
+    if (check == Py_None) return 1;
+    PyObject *data = SLOT(item, S_DATA), *t = SLOT(item, S_TIME_CREATED);
+    if (data == NULL || !PyDict_CheckExact(data) || t == NULL || !PyUnicode_CheckExact(t))
+        return 0;
+    PyObject *u = PyDict_GetItemWithError(data, sf_utc);
+    if (u == NULL) return PyErr_Occurred() ? -1 : 1;
+    if (!PyUnicode_CheckExact(u) || PyUnicode_KIND(t) != PyUnicode_1BYTE_KIND ||
+        PyUnicode_KIND(u) != PyUnicode_1BYTE_KIND || PyUnicode_GET_LENGTH(t) < 13 ||
+        PyUnicode_GET_LENGTH(u) < 13)
+        return 0;
+    const char *a = (const char *)PyUnicode_1BYTE_DATA(t), *b = (const char *)PyUnicode_1BYTE_DATA(u);
+    return memcmp(a, b, 10) == 0 && a[11] == b[11] && a[12] == b[12];
+}
+
+static int count_fast(StageFastObject *self, PyObject *item) {
+    PyObject *provider = SLOT(item, S_PROVIDER), *eid = SLOT(item, S_EVENT_ID);
+    if (provider == NULL || eid == NULL || sysmon_providers == NULL || !PyLong_CheckExact(eid))
+        return 0;
+    int sysmon = PySet_Contains(sysmon_providers, provider);
+    if (sysmon <= 0) return sysmon < 0 ? -1 : 0;
+    PyObject *engine = PyObject_GetAttr(self->stage, sf_engine);
+    if (engine == NULL) return -1;
+    Py_DECREF(engine);
+    if (engine != Py_None) return 0;
+    PyObject *inc = PyObject_GetAttr(self->stage, sf_included);
+    if (inc == NULL) return -1;
+    int rc = 0;
+    if (PyDict_Check(inc)) {
+        PyObject *n = PyDict_GetItemWithError(inc, eid);
+        if (n == NULL) {
+            rc = PyErr_Occurred() ? -1 : 0;
+        } else if (PyLong_CheckExact(n)) {
+            PyObject *m = PyNumber_Add(n, sf_one);
+            if (m == NULL) {
+                rc = -1;
+            } else {
+                rc = PyDict_SetItem(inc, eid, m) < 0 ? -1 : 1;
+                Py_DECREF(m);
+            }
+        }
+    }
+    Py_DECREF(inc);
+    return rc;
+}
+
+static PyObject *stagefast_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                                      PyObject *kwnames) {
+    StageFastObject *self = (StageFastObject *)op;
+    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "process(item, emit) takes two arguments");
+        return NULL;
+    }
+    PyObject *item = args[0];
+    if (event_type == NULL || Py_TYPE(item) != event_type) return stagefast_fallback(self, args);
+    int rc = self->kind == 0 ? clock_fast(self, item) : count_fast(self, item);
+    if (rc < 0) return NULL;
+    if (rc == 0) return stagefast_fallback(self, args);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *stagefast_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    const char *kind;
+    PyObject *stage, *fallback;
+    if (!PyArg_ParseTuple(args, "sOO:StageFast", &kind, &stage, &fallback)) return NULL;
+    int k = strcmp(kind, "clock") == 0 ? 0 : strcmp(kind, "count") == 0 ? 1 : -1;
+    if (k < 0) {
+        PyErr_Format(PyExc_ValueError, "StageFast: unknown kind %s", kind);
+        return NULL;
+    }
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "setup_convert was not called");
+        return NULL;
+    }
+    if (sf_path == NULL) {
+        sf_path = PyUnicode_InternFromString("_path");
+        sf_check = PyUnicode_InternFromString("_check");
+        sf_utc = PyUnicode_InternFromString("UtcTime");
+        sf_engine = PyUnicode_InternFromString("engine");
+        sf_included = PyUnicode_InternFromString("included");
+        sf_one = PyLong_FromLong(1);
+        if (!sf_path || !sf_check || !sf_utc || !sf_engine || !sf_included || !sf_one)
+            return NULL;
+    }
+    StageFastObject *self = (StageFastObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->kind = k;
+    self->stage = Py_NewRef(stage);
+    self->fallback = Py_NewRef(fallback);
+    self->vectorcall = stagefast_vectorcall;
+    return (PyObject *)self;
+}
+
+static int stagefast_traverse(StageFastObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->stage);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int stagefast_clear(StageFastObject *self) {
+    Py_CLEAR(self->stage);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void stagefast_dealloc(StageFastObject *self) {
+    PyObject_GC_UnTrack(self);
+    stagefast_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject StageFastType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sysmonx.core._speedups.StageFast",
+    .tp_basicsize = sizeof(StageFastObject),
+    .tp_dealloc = (destructor)stagefast_dealloc,
+    .tp_vectorcall_offset = offsetof(StageFastObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "StageFast(kind, stage, fallback): a replay stage's process for its common case "
+              "(kind 'clock' or 'count'), else fallback(item, emit).",
+    .tp_traverse = (traverseproc)stagefast_traverse,
+    .tp_clear = (inquiry)stagefast_clear,
+    .tp_new = stagefast_new,
+};
+
 static PyMethodDef methods[] = {
     {"setup_convert", py_setup_convert, METH_VARARGS,
      "setup_convert(Event, guid_fields, sysmon_providers, provider_guids, fallback): the "
@@ -1793,6 +1961,16 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     Py_INCREF(&LineWriterType);
     if (PyModule_AddObject(m, "LineWriter", (PyObject *)&LineWriterType) < 0) {
         Py_DECREF(&LineWriterType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyType_Ready(&StageFastType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&StageFastType);
+    if (PyModule_AddObject(m, "StageFast", (PyObject *)&StageFastType) < 0) {
+        Py_DECREF(&StageFastType);
         Py_DECREF(m);
         return NULL;
     }
