@@ -62,6 +62,11 @@ from .base import FileFormat, FileNotes, OnError, put_unique
 
 __all__ = ["read_evtx", "read_evtx_batches"]
 
+try:  # the same CRC-32 as zlib's, about 8x faster (SIMD): every chunk of every file is checked
+    from zlib_ng.zlib_ng import crc32 as _crc32
+except ImportError:  # pragma: no cover - zlib-ng has no wheel for this platform
+    _crc32 = zlib.crc32
+
 _FILE_MAGIC = b"ElfFile\x00"
 _CHUNK_MAGIC = b"ElfChnk\x00"
 _HEADER_BLOCK = 4096
@@ -667,13 +672,13 @@ class _ChunkTracker:
         view = memoryview(data)  # checksummed in place, no copies
         stored_head, = struct.unpack_from("<I", data, 124)
         bad = []
-        if zlib.crc32(view[128:512], zlib.crc32(view[0:120])) != stored_head:
+        if _crc32(view[128:512], _crc32(view[0:120])) != stored_head:
             bad.append("header")
-        if 512 <= free <= _CHUNK_SIZE and zlib.crc32(view[512:free]) != stored_data:
+        if 512 <= free <= _CHUNK_SIZE and _crc32(view[512:free]) != stored_data:
             # a header that overstates its free-space offset may checksum the real records only
             whole = self.chunk(slot)
             ends = [p + size for p, size, _ in _walk_records(whole, _CHUNK_SIZE)]
-            if not ends or zlib.crc32(memoryview(whole)[512:ends[-1]]) != stored_data:
+            if not ends or _crc32(memoryview(whole)[512:ends[-1]]) != stored_data:
                 bad.append("record data")
         if bad:
             self.on_error(ReadError(self.path, self.offset(slot), "byte",
@@ -909,7 +914,7 @@ def _recover_records(chunk: bytearray, h: Optional[tuple[int, int]], after: int,
     """
     if h is None:
         chunk[:8] = _CHUNK_MAGIC
-        if zlib.crc32(bytes(chunk[:120]) + bytes(chunk[128:512])) != \
+        if _crc32(bytes(chunk[:120]) + bytes(chunk[128:512])) != \
                 struct.unpack_from("<I", chunk, 124)[0]:
             return []
         h = struct.unpack_from("<QQ", chunk, 24)
@@ -1015,7 +1020,7 @@ def _file_header(chunks: int) -> bytes:
     h = bytearray(_FILE_MAGIC + struct.pack("<QQQIHHHH", 0, max(chunks - 1, 0), 0, 128, 1, 3,
                                             _HEADER_BLOCK, chunks))
     h += bytes(120 - len(h)) + struct.pack("<I", 0)  # flags: clean
-    h += struct.pack("<I", zlib.crc32(h[:120]))
+    h += struct.pack("<I", _crc32(h[:120]))
     return bytes(h) + bytes(_HEADER_BLOCK - len(h))
 
 
