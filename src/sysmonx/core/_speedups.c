@@ -1128,7 +1128,8 @@ static int render(Out *o, Out *extra, PyObject *e) {
 }
 
 /* NULL without error: not handled. */
-static PyObject *event_json_impl(PyObject *e) {
+/* ``newline``: the bytes end with b"\n" (one object for the JSON lines writer, no copy) */
+static PyObject *event_json_line(PyObject *e, int newline) {
     if (json_fallback == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "sysmonx.core._speedups is not set up");
         return NULL;
@@ -1138,6 +1139,7 @@ static PyObject *event_json_impl(PyObject *e) {
     o.buf = o.stack; o.len = 0; o.cap = sizeof o.stack;
     x.buf = x.stack; x.len = 0; x.cap = sizeof x.stack;
     int rc = render(&o, &x, e);
+    if (rc == 0 && newline) rc = out_raw(&o, "\n", 1);
     PyObject *res = NULL;
     if (rc == 0) res = PyBytes_FromStringAndSize(o.buf, o.len);
     else if (rc == -1) PyErr_Clear();
@@ -1145,6 +1147,8 @@ static PyObject *event_json_impl(PyObject *e) {
     if (x.buf != x.stack) PyMem_Free(x.buf);
     return res;
 }
+
+static PyObject *event_json_impl(PyObject *e) { return event_json_line(e, 0); }
 
 static PyObject *py_event_json_raw(PyObject *self, PyObject *e) {
     PyObject *res = event_json_impl(e);
@@ -1387,7 +1391,16 @@ static PyObject *linewriter_vectorcall(PyObject *op, PyObject *const *args, size
         PyErr_SetString(PyExc_TypeError, "write(event) takes one argument");
         return NULL;
     }
-    PyObject *line = py_event_json(NULL, args[0]);
+    PyObject *out = event_json_line(args[0], 1); /* the common case: the line itself */
+    if (out == NULL && PyErr_Occurred()) return NULL;
+    if (out != NULL) {
+        PyObject *r = PyObject_CallOneArg(self->write, out);
+        Py_DECREF(out);
+        if (r == NULL) return NULL;
+        Py_DECREF(r);
+        Py_RETURN_NONE;
+    }
+    PyObject *line = PyObject_CallOneArg(json_fallback, args[0]);
     if (line == NULL) return NULL;
     if (!PyBytes_Check(line)) {
         Py_DECREF(line);
@@ -1395,7 +1408,7 @@ static PyObject *linewriter_vectorcall(PyObject *op, PyObject *const *args, size
         return NULL;
     }
     Py_ssize_t n = PyBytes_GET_SIZE(line);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n + 1);
+    out = PyBytes_FromStringAndSize(NULL, n + 1);
     if (out == NULL) { Py_DECREF(line); return NULL; }
     memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(line), (size_t)n);
     PyBytes_AS_STRING(out)[n] = '\n';
