@@ -115,6 +115,24 @@ def _special_kind(path: str) -> Optional[str]:
     return "special file"
 
 
+def container_kind(head: bytes) -> Optional[str]:
+    """``"gzip"``, ``"bzip2"``, ``"xz"``, ``"zip"`` or ``"tar"`` from a stream's first bytes
+    (at least 262 for tar), ``None`` for anything else. Here, not in
+    :mod:`sysmonx.sources.archive`, so that reading plain files never imports the archive
+    modules (tarfile, zipfile ...: about 6 ms)."""
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:3] == b"BZh" and head[3:4] in b"123456789" and head[4:10] == b"1AY&SY":
+        return "bzip2"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if head[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
 def detect_format(path: str, head: bytes) -> Optional[str]:
     """Guess the format of ``path`` from its first bytes ``head``, then from its extension.
 
@@ -185,7 +203,6 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
         events = _read_unseekable(path, on_error, input_format, threads)
         return ([ev] for ev in events) if batches else events
     head = _sniff(path)
-    from .archive import container_kind
     kind = container_kind(head)
     if kind is not None:
         from .archive import read_archive
