@@ -91,6 +91,17 @@ class Source(abc.ABC):
         """Yield events; a live source yields ``None`` when it has nothing right now, so the
         loop can tick stages and handle stop/reload requests."""
 
+    def batches(self) -> Optional[Iterator[list[Any]]]:
+        """The events of :meth:`events` in lists, or ``None`` (the default) when this source
+        does not batch. Only recorded sources (not ``live``) are asked, by
+        :meth:`Pipeline.run <sysmonx.pipeline.loop.Pipeline.run>`, which then runs each list's
+        events through the stages one by one, as it would those of :meth:`events`. A source
+        that batches gives the same events in the same order and does everything else it does
+        between two events (``on_error`` reports, progress) only after the list of the events
+        before it has been handed over, so the output and the reports are the same as with
+        :meth:`events`; lists are never empty."""
+        return None
+
     def now_ns(self) -> Optional[int]:
         """The source's clock for :meth:`Stage.tick` (UTC ns), ``None`` for recorded logs."""
         return None

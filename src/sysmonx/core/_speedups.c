@@ -1128,7 +1128,8 @@ static int render(Out *o, Out *extra, PyObject *e) {
 }
 
 /* NULL without error: not handled. */
-static PyObject *event_json_impl(PyObject *e) {
+/* ``newline``: the bytes end with b"\n" (one object for the JSON lines writer, no copy) */
+static PyObject *event_json_line(PyObject *e, int newline) {
     if (json_fallback == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "sysmonx.core._speedups is not set up");
         return NULL;
@@ -1138,6 +1139,7 @@ static PyObject *event_json_impl(PyObject *e) {
     o.buf = o.stack; o.len = 0; o.cap = sizeof o.stack;
     x.buf = x.stack; x.len = 0; x.cap = sizeof x.stack;
     int rc = render(&o, &x, e);
+    if (rc == 0 && newline) rc = out_raw(&o, "\n", 1);
     PyObject *res = NULL;
     if (rc == 0) res = PyBytes_FromStringAndSize(o.buf, o.len);
     else if (rc == -1) PyErr_Clear();
@@ -1145,6 +1147,8 @@ static PyObject *event_json_impl(PyObject *e) {
     if (x.buf != x.stack) PyMem_Free(x.buf);
     return res;
 }
+
+static PyObject *event_json_impl(PyObject *e) { return event_json_line(e, 0); }
 
 static PyObject *py_event_json_raw(PyObject *self, PyObject *e) {
     PyObject *res = event_json_impl(e);
@@ -1387,7 +1391,16 @@ static PyObject *linewriter_vectorcall(PyObject *op, PyObject *const *args, size
         PyErr_SetString(PyExc_TypeError, "write(event) takes one argument");
         return NULL;
     }
-    PyObject *line = py_event_json(NULL, args[0]);
+    PyObject *out = event_json_line(args[0], 1); /* the common case: the line itself */
+    if (out == NULL && PyErr_Occurred()) return NULL;
+    if (out != NULL) {
+        PyObject *r = PyObject_CallOneArg(self->write, out);
+        Py_DECREF(out);
+        if (r == NULL) return NULL;
+        Py_DECREF(r);
+        Py_RETURN_NONE;
+    }
+    PyObject *line = PyObject_CallOneArg(json_fallback, args[0]);
     if (line == NULL) return NULL;
     if (!PyBytes_Check(line)) {
         Py_DECREF(line);
@@ -1395,7 +1408,7 @@ static PyObject *linewriter_vectorcall(PyObject *op, PyObject *const *args, size
         return NULL;
     }
     Py_ssize_t n = PyBytes_GET_SIZE(line);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n + 1);
+    out = PyBytes_FromStringAndSize(NULL, n + 1);
     if (out == NULL) { Py_DECREF(line); return NULL; }
     memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(line), (size_t)n);
     PyBytes_AS_STRING(out)[n] = '\n';
@@ -1452,6 +1465,468 @@ static PyTypeObject LineWriterType = {
     .tp_new = linewriter_new,
 };
 
+
+/* ------------------------------------------------------------ EVTX record loop (replay reader)
+ *
+ *   evtx_batch(it, first, last, seen_ids, path, notes, out, limit)
+ *       -> (status, seen, last_rid, payload)
+ *
+ * The per-record part of sysmonx.sources.evtx._records in C: pulls records from pyevtx-rs's
+ * records_json() iterator ``it`` while their event_record_id lies in [first, last] (the current
+ * chunk), adds each id to the set ``seen_ids``, converts each (convert_impl, else the Python
+ * fallback, exactly as convert()) with origin (path, rid) and appends the Event to the list
+ * ``out``; stops after ``limit`` events. ``seen`` is the number of records counted for the chunk
+ * (every record pulled but the one in the payload of status 2), ``last_rid`` the last of them
+ * (None when none). Everything unusual goes back to Python, which handles it as
+ * before, in order:
+ *   0: the iterator is exhausted (payload None);
+ *   1: ``limit`` events appended (payload None);
+ *   2: a record this loop does not take (a record id out of the range or not an int, a record
+ *      that is not a dict): payload the record, not counted;
+ *   3: the iterator raised: payload the exception (pyevtx-rs's RuntimeError, ...);
+ *   4: converting raised: payload (rid, exception); the record is counted;
+ *   5: a record the compiled converter does not take: payload (rid, data text), counted; the
+ *      Python converter decides (it may report through ``notes``, so it runs in order).
+ * ``notes`` is unused here (kept for the Python converter's signature).
+ */
+
+static PyObject *evtx_key_rid = NULL, *evtx_key_data = NULL;
+
+static PyObject *take_exception(void) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value == NULL) {
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    if (tb != NULL) PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8 || !PyAnySet_Check(args[3]) || !PyList_CheckExact(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "evtx_batch(it, first, last, seen_ids: set, path, "
+                        "notes, out: list, limit)");
+        return NULL;
+    }
+    if (convert_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "sysmonx.core._speedups is not set up");
+        return NULL;
+    }
+    PyObject *it = args[0], *seen_ids = args[3], *path = args[4];
+    PyObject *out = args[6];
+    /* chunk header numbers are unsigned 64-bit */
+    unsigned long long first = PyLong_AsUnsignedLongLong(args[1]);
+    if (first == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    unsigned long long last = PyLong_AsUnsignedLongLong(args[2]);
+    if (last == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t limit = PyLong_AsSsize_t(args[7]);
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    iternextfunc next = Py_TYPE(it)->tp_iternext;
+    if (next == NULL) {
+        PyErr_SetString(PyExc_TypeError, "evtx_batch: not an iterator");
+        return NULL;
+    }
+    if (evtx_key_rid == NULL) {
+        evtx_key_rid = PyUnicode_InternFromString("event_record_id");
+        evtx_key_data = PyUnicode_InternFromString("data");
+        if (evtx_key_rid == NULL || evtx_key_data == NULL) return NULL;
+    }
+    Py_ssize_t seen = 0, taken = 0;
+    PyObject *last_rid = NULL;
+    int status = 0;
+    PyObject *payload = NULL;
+    for (;;) {
+        if (taken >= limit) {
+            status = 1;
+            break;
+        }
+        PyObject *rec = next(it);
+        if (rec == NULL) {
+            if (PyErr_Occurred()) {
+                if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+                    PyErr_Clear();
+                    break;
+                }
+                payload = take_exception();
+                if (payload == NULL) {
+                    Py_XDECREF(last_rid);
+                    return NULL;
+                }
+                status = 3;
+            }
+            break;
+        }
+        PyObject *rid = PyDict_CheckExact(rec) ? PyDict_GetItemWithError(rec, evtx_key_rid) : NULL;
+        int ok = rid != NULL && PyLong_CheckExact(rid);
+        if (ok) {
+            unsigned long long r = PyLong_AsUnsignedLongLong(rid);
+            if (r == (unsigned long long)-1 && PyErr_Occurred()) {
+                PyErr_Clear(); /* negative or beyond 64 bits: Python decides */
+                ok = 0;
+            } else {
+                ok = first <= r && r <= last;
+            }
+        }
+        if (PyErr_Occurred()) {
+            Py_DECREF(rec);
+            Py_XDECREF(last_rid);
+            return NULL;
+        }
+        if (!ok) {
+            status = 2;
+            payload = rec;
+            break;
+        }
+        seen++;
+        Py_XSETREF(last_rid, Py_NewRef(rid));
+        if (PySet_Add(seen_ids, rid) < 0) {
+            Py_DECREF(rec);
+            Py_DECREF(last_rid);
+            return NULL;
+        }
+        PyObject *text = PyDict_GetItemWithError(rec, evtx_key_data);
+        PyObject *origin = PyTuple_Pack(2, path, rid);
+        if (origin == NULL) {
+            Py_DECREF(rec);
+            Py_DECREF(last_rid);
+            return NULL;
+        }
+        PyObject *ev = NULL;
+        if (text == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, evtx_key_data);
+        } else {
+            ev = convert_impl(text, origin);
+            if (ev == NULL && !PyErr_Occurred()) {
+                /* the Python converter decides (it may report through ``notes``): back to
+                 * Python, so that happens after the events before it were taken */
+                payload = PyTuple_Pack(2, rid, text);
+                Py_DECREF(origin);
+                Py_DECREF(rec);
+                if (payload == NULL) {
+                    Py_DECREF(last_rid);
+                    return NULL;
+                }
+                status = 5;
+                break;
+            }
+        }
+        Py_DECREF(origin);
+        if (ev == NULL) {
+            PyObject *exc = take_exception();
+            if (exc == NULL) {
+                Py_DECREF(rec);
+                Py_DECREF(last_rid);
+                return NULL;
+            }
+            payload = Py_BuildValue("(ON)", rid, exc);
+            Py_DECREF(rec);
+            if (payload == NULL) {
+                Py_DECREF(last_rid);
+                return NULL;
+            }
+            status = 4;
+            break;
+        }
+        Py_DECREF(rec);
+        int rc = PyList_Append(out, ev);
+        Py_DECREF(ev);
+        if (rc < 0) {
+            Py_DECREF(last_rid);
+            return NULL;
+        }
+        taken++;
+    }
+    if (payload == NULL) payload = Py_NewRef(Py_None);
+    if (last_rid == NULL) last_rid = Py_NewRef(Py_None);
+    return Py_BuildValue("(inNN)", status, seen, last_rid, payload);
+}
+
+
+/* ------------------------------------------------------------ recorded-run loop (one list)
+ *
+ *   run_batch(items, processes, emits, event_type, write, failure, deliver, pipeline) -> sent
+ *
+ * sysmonx.pipeline.loop.Pipeline's per-item loop for a recorded source, over one list of
+ * items, in C; the same calls in the same order as the Python loop:
+ *     for item in items:
+ *         for process, emit in zip(processes, emits):
+ *             if not process(item, emit): break
+ *         else:
+ *             if write is not None and type(item) is event_type:
+ *                 try: write(item)
+ *                 except Exception as exc: failure(exc)
+ *                 else: sent += 1
+ *             else:
+ *                 deliver(item)
+ *         if pipeline._stop: break
+ * Returns ``sent`` (events written). An exception from a stage, ``failure`` or ``deliver``
+ * propagates; the count of what was written before it is then lost to the caller, so
+ * ``failure`` (the sink slot's, which raises under the fatal policy) is given the count first:
+ * ``pipeline._sent_pending`` is set to ``sent`` before any exception leaves (the Python
+ * caller adds it to the slot).
+ */
+
+static PyObject *str_stop = NULL, *str_sent_pending = NULL;
+
+static PyObject *py_run_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8 || !PyList_CheckExact(args[0]) || !PyTuple_CheckExact(args[1]) ||
+        !PyTuple_CheckExact(args[2]) || PyTuple_GET_SIZE(args[1]) != PyTuple_GET_SIZE(args[2]) ||
+        !PyType_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "run_batch(items: list, processes: tuple, emits: tuple, "
+                        "event_type, write, failure, deliver, pipeline)");
+        return NULL;
+    }
+    if (str_stop == NULL) {
+        str_stop = PyUnicode_InternFromString("_stop");
+        str_sent_pending = PyUnicode_InternFromString("_sent_pending");
+        if (str_stop == NULL || str_sent_pending == NULL) return NULL;
+    }
+    PyObject *items = args[0], *processes = args[1], *emits = args[2];
+    PyTypeObject *etype = (PyTypeObject *)args[3];
+    PyObject *write = args[4] == Py_None ? NULL : args[4];
+    PyObject *failure = args[5], *deliver = args[6], *pipeline = args[7];
+    Py_ssize_t nsteps = PyTuple_GET_SIZE(processes);
+    Py_ssize_t sent = 0;
+    /* the list may not change under us: hold it, and re-read its size each time */
+    Py_INCREF(items);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        Py_INCREF(item);
+        int pass = 1;
+        for (Py_ssize_t k = 0; k < nsteps; k++) {
+            PyObject *cargs[2] = {item, PyTuple_GET_ITEM(emits, k)};
+            PyObject *r = PyObject_Vectorcall(PyTuple_GET_ITEM(processes, k), cargs, 2, NULL);
+            if (r == NULL) goto fail_item;
+            int t = PyObject_IsTrue(r);
+            Py_DECREF(r);
+            if (t < 0) goto fail_item;
+            if (!t) {
+                pass = 0;
+                break;
+            }
+        }
+        if (pass) {
+            if (write != NULL && Py_TYPE(item) == etype) {
+                PyObject *r = PyObject_Vectorcall(write, &item, 1, NULL);
+                if (r != NULL) {
+                    Py_DECREF(r);
+                    sent++;
+                } else if (PyErr_ExceptionMatches(PyExc_Exception)) {
+                    PyObject *exc = take_exception();
+                    if (exc == NULL) goto fail_item;
+                    r = PyObject_Vectorcall(failure, &exc, 1, NULL);
+                    Py_DECREF(exc);
+                    if (r == NULL) goto fail_item;
+                    Py_DECREF(r);
+                } else {
+                    goto fail_item;
+                }
+            } else {
+                PyObject *r = PyObject_Vectorcall(deliver, &item, 1, NULL);
+                if (r == NULL) goto fail_item;
+                Py_DECREF(r);
+            }
+        }
+        Py_DECREF(item);
+        PyObject *stop = PyObject_GetAttr(pipeline, str_stop);
+        if (stop == NULL) goto fail;
+        int t = PyObject_IsTrue(stop);
+        Py_DECREF(stop);
+        if (t < 0) goto fail;
+        if (t) break;
+        continue;
+    fail_item:
+        Py_DECREF(item);
+        goto fail;
+    }
+    Py_DECREF(items);
+    return PyLong_FromSsize_t(sent);
+fail:
+    Py_DECREF(items);
+    {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *n = PyLong_FromSsize_t(sent);
+        if (n == NULL || PyObject_SetAttr(pipeline, str_sent_pending, n) < 0) PyErr_Clear();
+        Py_XDECREF(n);
+        PyErr_Restore(type, value, tb);
+    }
+    return NULL;
+}
+
+
+/* ------------------------------------------------------------ replay stages' common case
+ *
+ *   StageFast(kind, stage, fallback): a callable ``(item, emit) -> bool`` for a stage's
+ *   ``process``; it answers the common case itself and calls ``fallback(item, emit)`` (the
+ *   stage's Python method, which defines the behaviour) for everything else, with the stage
+ *   unchanged. Reads the stage's attributes on every call (a reload or a new file is seen at
+ *   once). Kinds:
+ *     0 "clock"  sysmonx.stages.clock.ClockCheckStage: an Event whose origin's path is the
+ *        stage's ``_path`` (the same object), with ``_check`` None (the file was warned about)
+ *        or whose data has no ``UtcTime`` or one of the same date and hour as its
+ *        ``time_created`` (both one-byte strings of 13 characters or more): True.
+ *     1 "count"  sysmonx.filtering.stage.FilterStage without an engine: a Sysmon Event (its
+ *        provider in the set given to setup_convert) with ``engine`` None: ``included[event_id]
+ *        += 1`` on the stage's Counter (an exact int count already there), True.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    int kind;
+    PyObject *stage, *fallback;
+    vectorcallfunc vectorcall;
+} StageFastObject;
+
+static PyObject *sf_path = NULL, *sf_check = NULL, *sf_utc = NULL, *sf_engine = NULL,
+                *sf_included = NULL, *sf_one = NULL;
+
+static PyObject *stagefast_fallback(StageFastObject *self, PyObject *const *args) {
+    return PyObject_Vectorcall(self->fallback, args, 2, NULL);
+}
+
+/* 1: handled (True), 0: the fallback decides, -1: error */
+static int clock_fast(StageFastObject *self, PyObject *item) {
+    PyObject *origin = SLOT(item, S_ORIGIN);
+    if (origin == NULL || !PyTuple_CheckExact(origin) || PyTuple_GET_SIZE(origin) < 1) return 0;
+    PyObject *spath = PyObject_GetAttr(self->stage, sf_path);
+    if (spath == NULL) return -1;
+    int same = spath == PyTuple_GET_ITEM(origin, 0);
+    Py_DECREF(spath);
+    if (!same) return 0;
+    PyObject *check = PyObject_GetAttr(self->stage, sf_check);
+    if (check == NULL) return -1;
+    Py_DECREF(check);
+    if (check == Py_None) return 1;
+    PyObject *data = SLOT(item, S_DATA), *t = SLOT(item, S_TIME_CREATED);
+    if (data == NULL || !PyDict_CheckExact(data) || t == NULL || !PyUnicode_CheckExact(t))
+        return 0;
+    PyObject *u = PyDict_GetItemWithError(data, sf_utc);
+    if (u == NULL) return PyErr_Occurred() ? -1 : 1;
+    if (!PyUnicode_CheckExact(u) || PyUnicode_KIND(t) != PyUnicode_1BYTE_KIND ||
+        PyUnicode_KIND(u) != PyUnicode_1BYTE_KIND || PyUnicode_GET_LENGTH(t) < 13 ||
+        PyUnicode_GET_LENGTH(u) < 13)
+        return 0;
+    const char *a = (const char *)PyUnicode_1BYTE_DATA(t), *b = (const char *)PyUnicode_1BYTE_DATA(u);
+    return memcmp(a, b, 10) == 0 && a[11] == b[11] && a[12] == b[12];
+}
+
+static int count_fast(StageFastObject *self, PyObject *item) {
+    PyObject *provider = SLOT(item, S_PROVIDER), *eid = SLOT(item, S_EVENT_ID);
+    if (provider == NULL || eid == NULL || sysmon_providers == NULL || !PyLong_CheckExact(eid))
+        return 0;
+    int sysmon = PySet_Contains(sysmon_providers, provider);
+    if (sysmon <= 0) return sysmon < 0 ? -1 : 0;
+    PyObject *engine = PyObject_GetAttr(self->stage, sf_engine);
+    if (engine == NULL) return -1;
+    Py_DECREF(engine);
+    if (engine != Py_None) return 0;
+    PyObject *inc = PyObject_GetAttr(self->stage, sf_included);
+    if (inc == NULL) return -1;
+    int rc = 0;
+    if (PyDict_Check(inc)) {
+        PyObject *n = PyDict_GetItemWithError(inc, eid);
+        if (n == NULL) {
+            rc = PyErr_Occurred() ? -1 : 0;
+        } else if (PyLong_CheckExact(n)) {
+            PyObject *m = PyNumber_Add(n, sf_one);
+            if (m == NULL) {
+                rc = -1;
+            } else {
+                rc = PyDict_SetItem(inc, eid, m) < 0 ? -1 : 1;
+                Py_DECREF(m);
+            }
+        }
+    }
+    Py_DECREF(inc);
+    return rc;
+}
+
+static PyObject *stagefast_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                                      PyObject *kwnames) {
+    StageFastObject *self = (StageFastObject *)op;
+    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "process(item, emit) takes two arguments");
+        return NULL;
+    }
+    PyObject *item = args[0];
+    if (event_type == NULL || Py_TYPE(item) != event_type) return stagefast_fallback(self, args);
+    int rc = self->kind == 0 ? clock_fast(self, item) : count_fast(self, item);
+    if (rc < 0) return NULL;
+    if (rc == 0) return stagefast_fallback(self, args);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *stagefast_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    const char *kind;
+    PyObject *stage, *fallback;
+    if (!PyArg_ParseTuple(args, "sOO:StageFast", &kind, &stage, &fallback)) return NULL;
+    int k = strcmp(kind, "clock") == 0 ? 0 : strcmp(kind, "count") == 0 ? 1 : -1;
+    if (k < 0) {
+        PyErr_Format(PyExc_ValueError, "StageFast: unknown kind %s", kind);
+        return NULL;
+    }
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "setup_convert was not called");
+        return NULL;
+    }
+    if (sf_path == NULL) {
+        sf_path = PyUnicode_InternFromString("_path");
+        sf_check = PyUnicode_InternFromString("_check");
+        sf_utc = PyUnicode_InternFromString("UtcTime");
+        sf_engine = PyUnicode_InternFromString("engine");
+        sf_included = PyUnicode_InternFromString("included");
+        sf_one = PyLong_FromLong(1);
+        if (!sf_path || !sf_check || !sf_utc || !sf_engine || !sf_included || !sf_one)
+            return NULL;
+    }
+    StageFastObject *self = (StageFastObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->kind = k;
+    self->stage = Py_NewRef(stage);
+    self->fallback = Py_NewRef(fallback);
+    self->vectorcall = stagefast_vectorcall;
+    return (PyObject *)self;
+}
+
+static int stagefast_traverse(StageFastObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->stage);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int stagefast_clear(StageFastObject *self) {
+    Py_CLEAR(self->stage);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void stagefast_dealloc(StageFastObject *self) {
+    PyObject_GC_UnTrack(self);
+    stagefast_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject StageFastType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sysmonx.core._speedups.StageFast",
+    .tp_basicsize = sizeof(StageFastObject),
+    .tp_dealloc = (destructor)stagefast_dealloc,
+    .tp_vectorcall_offset = offsetof(StageFastObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "StageFast(kind, stage, fallback): a replay stage's process for its common case "
+              "(kind 'clock' or 'count'), else fallback(item, emit).",
+    .tp_traverse = (traverseproc)stagefast_traverse,
+    .tp_clear = (inquiry)stagefast_clear,
+    .tp_new = stagefast_new,
+};
+
 static PyMethodDef methods[] = {
     {"setup_convert", py_setup_convert, METH_VARARGS,
      "setup_convert(Event, guid_fields, sysmon_providers, provider_guids, fallback): the "
@@ -1469,6 +1944,12 @@ static PyMethodDef methods[] = {
      "for anything this does not handle."},
     {"event_json", (PyCFunction)py_event_json, METH_O,
      "event_json(event) -> bytes: event_json_raw, else the Python fallback."},
+    {"evtx_batch", (PyCFunction)(void (*)(void))py_evtx_batch, METH_FASTCALL,
+     "evtx_batch(it, first, last, seen_ids, path, notes, out, limit) -> (status, seen, "
+     "last_rid, payload): the EVTX reader's record loop for one chunk (see the source)."},
+    {"run_batch", (PyCFunction)(void (*)(void))py_run_batch, METH_FASTCALL,
+     "run_batch(items, processes, emits, event_type, write, failure, deliver, pipeline) -> "
+     "sent: the recorded-run loop over one list of items (see the source)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {
@@ -1493,6 +1974,16 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     Py_INCREF(&LineWriterType);
     if (PyModule_AddObject(m, "LineWriter", (PyObject *)&LineWriterType) < 0) {
         Py_DECREF(&LineWriterType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyType_Ready(&StageFastType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&StageFastType);
+    if (PyModule_AddObject(m, "StageFast", (PyObject *)&StageFastType) < 0) {
+        Py_DECREF(&StageFastType);
         Py_DECREF(m);
         return NULL;
     }

@@ -15,9 +15,9 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
-from typing import Optional
+from typing import Any, Callable, Optional
 
-__all__ = ["speedups", "implementation", "PURE_ENV"]
+__all__ = ["speedups", "implementation", "PURE_ENV", "stage_fast"]
 
 #: The environment variable that forces the pure-Python paths.
 PURE_ENV = "SYSMONX_PURE_PYTHON"
@@ -40,3 +40,21 @@ def implementation() -> str:
     if _forced_pure:
         return f"pure Python ({PURE_ENV} is set)"
     return "pure Python (the C extension is not built)"
+
+
+def stage_fast(kind: str, stage: object, fallback: Callable[[Any, Any], bool]
+               ) -> Callable[[Any, Any], bool]:
+    """A stage's ``process``: ``_speedups.StageFast(kind, stage, fallback)`` (the common case
+    of a replay stage answered in C, everything else by ``fallback``, the stage's Python
+    method, which defines the behaviour), or ``fallback`` itself in pure mode or before the
+    Event type is registered (``sysmonx.sources.evtx`` not imported). ``kind``: ``clock``
+    (:class:`~sysmonx.stages.clock.ClockCheckStage`) or ``count``
+    (:class:`~sysmonx.filtering.stage.FilterStage` without an engine)."""
+    if speedups is None:
+        return fallback
+    try:
+        fast: Callable[[Any, Any], bool] = speedups.StageFast(kind, stage, fallback)
+    except RuntimeError:  # the Event type is not registered yet
+        return fallback
+    return fast
+

@@ -33,12 +33,18 @@ from collections import Counter
 from typing import Any, Callable, Optional, Sequence
 
 from ..configmodel import Config
+from ..core import native
 from ..core.errors import SysmonXError
 from ..event import Event
 from ..interfaces import Emit, Source, Stage
 from .fanout import FanOut, SinkSlot
 
 __all__ = ["Pipeline"]
+
+#: The compiled per-list loop (``_speedups.run_batch``: the loops below, same calls in the
+#: same order), or None (pure Python).
+_run_batch: Optional[Callable[..., int]] = (native.speedups.run_batch
+                                             if native.speedups is not None else None)
 
 
 class Pipeline:
@@ -84,9 +90,12 @@ class Pipeline:
         self._attention = False  # a request or tick is due: checked between items
         self._lock = threading.Lock()
         self._started = False
+        self._sent_pending = 0  # events written by a compiled batch that then raised
         # emits[i]: what stage i's emit() does (push into stages i+1...)
         self._emits: list[Emit] = [self._emitter(i + 1) for i in range(len(self.stages))]
         self._steps = list(zip([s.process for s in self.stages], self._emits, strict=True))
+        self._processes = tuple(s.process for s in self.stages)  # for the compiled loop
+        self._emits_t = tuple(self._emits)
 
     # -- control (any thread, signal handlers) ---------------------------------------------------
 
@@ -148,11 +157,33 @@ class Pipeline:
 
     def _run_recorded(self, source: Source) -> None:
         direct = self.fanout.direct_event_writer()
+        batches = source.batches()
         if direct is not None:
-            self._run_recorded_direct(source, *direct)
+            if batches is not None:
+                self._run_batches_direct(batches, *direct)
+            else:
+                self._run_recorded_direct(source, *direct)
             return
         steps = self._steps
         deliver = self.fanout.deliver
+        if batches is not None:
+            if _run_batch is not None:
+                processes, emits = self._processes, self._emits_t
+                for batch in batches:
+                    _run_batch(batch, processes, emits, Event, None, None, deliver, self)
+                    if self._stop:
+                        return
+                return
+            for batch in batches:
+                for item in batch:
+                    for process, emit in steps:
+                        if not process(item, emit):
+                            break
+                    else:
+                        deliver(item)
+                    if self._stop:
+                        return
+            return
         for item in source.events():
             if item is None:
                 continue
@@ -163,6 +194,47 @@ class Pipeline:
                 deliver(item)
             if self._stop:
                 break
+
+    def _run_batches_direct(self, batches: Any, slot: SinkSlot, write: Any) -> None:
+        """:meth:`_run_recorded_direct` over a source's :meth:`~sysmonx.interfaces.Source.batches`:
+        the same per-event steps, without a generator hand-off per event."""
+        steps = self._steps
+        deliver = self.fanout.deliver
+        sent = 0
+        if _run_batch is not None:  # the same loop, compiled
+            processes, emits = self._processes, self._emits_t
+            failure = slot.failure
+            self._sent_pending = 0
+            try:
+                for batch in batches:
+                    sent += _run_batch(batch, processes, emits, Event, write, failure, deliver,
+                                       self)
+                    if self._stop:
+                        return
+            finally:
+                slot.sent += sent + self._sent_pending
+                self._sent_pending = 0
+            return
+        try:
+            for batch in batches:
+                for item in batch:
+                    for process, emit in steps:
+                        if not process(item, emit):
+                            break
+                    else:
+                        if item.__class__ is Event:
+                            try:
+                                write(item)
+                            except Exception as exc:  # noqa: BLE001 - accounted by the slot
+                                slot.failure(exc)
+                            else:
+                                sent += 1
+                        else:
+                            deliver(item)
+                    if self._stop:
+                        return
+        finally:
+            slot.sent += sent
 
     def _run_recorded_direct(self, source: Source, slot: SinkSlot, write: Any) -> None:
         """:meth:`_run_recorded` for one events-only sink written directly: events go to the

@@ -35,8 +35,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from ..event import Event
 from ..core.errors import ReadError
-from .detect import (ARCHIVE_EXTENSIONS, SNIFF_BYTES, detect_format, input_extensions,
-                     read_stream)
+from .detect import (ARCHIVE_EXTENSIONS, SNIFF_BYTES, container_kind, detect_format,
+                     input_extensions, read_stream)
 
 __all__ = ["container_kind", "read_archive", "MAX_DEPTH", "MAX_EVTX_MEMBER_BYTES"]
 
@@ -47,22 +47,6 @@ MAX_EVTX_MEMBER_BYTES = 256 * 1024 * 1024
 
 #: Errors of damaged compressed data or archive structure.
 _DAMAGE = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, tarfile.TarError)
-
-
-def container_kind(head: bytes) -> Optional[str]:
-    """``"gzip"``, ``"bzip2"``, ``"xz"``, ``"zip"`` or ``"tar"`` from a stream's first bytes
-    (at least 262 for tar), ``None`` for anything else."""
-    if head[:2] == b"\x1f\x8b":
-        return "gzip"
-    if head[:3] == b"BZh" and head[3:4] in b"123456789" and head[4:10] == b"1AY&SY":
-        return "bzip2"
-    if head[:6] == b"\xfd7zXZ\x00":
-        return "xz"
-    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        return "zip"
-    if head[257:262] == b"ustar":
-        return "tar"
-    return None
 
 
 def read_archive(path: str, kind: str, on_error: Callable[[ReadError], None],

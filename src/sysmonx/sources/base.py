@@ -134,6 +134,19 @@ class FileFormat(Source):
         raise NotImplementedError
 
     @classmethod
+    def read_batches(cls, path: str, on_error: OnError, **options: Any) -> Iterator[list]:
+        """:meth:`read` in non-empty lists of events, with everything else (``on_error``
+        reports) in the same order between them (see :meth:`Source.batches
+        <sysmonx.interfaces.Source.batches>`). Default: one-event lists; a format whose reader
+        has a faster path for lists (EVTX: a chunk's events) overrides it.
+
+        Raises:
+            OSError: the file cannot be opened or read.
+        """
+        for event in cls.read(path, on_error, **options):
+            yield [event]
+
+    @classmethod
     def read_stream(cls, stream: BinaryIO, name: str, on_error: OnError) -> Iterator[Event]:
         """Yield the events of an open binary stream named ``name`` (an archive member).
 

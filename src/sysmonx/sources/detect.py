@@ -50,6 +50,7 @@ ARCHIVE_EXTENSIONS = frozenset({".gz", ".tgz", ".bz2", ".tbz", ".tbz2", ".xz", "
                                 ".tar"})
 
 SNIFF_BYTES = 65536
+_HEADER_BLOCK = 4096  # an EVTX file header block (and more than container_kind needs)
 _EVTX_MAGIC = b"ElfFile\x00"
 _SYSLOG_PRI = re.compile(rb"<\d{1,3}>")
 _EVENT_TAG = re.compile(rb"<Event[\s>]")
@@ -114,6 +115,24 @@ def _special_kind(path: str) -> Optional[str]:
     return "special file"
 
 
+def container_kind(head: bytes) -> Optional[str]:
+    """``"gzip"``, ``"bzip2"``, ``"xz"``, ``"zip"`` or ``"tar"`` from a stream's first bytes
+    (at least 262 for tar), ``None`` for anything else. Here, not in
+    :mod:`sysmonx.sources.archive`, so that reading plain files never imports the archive
+    modules (tarfile, zipfile ...: about 6 ms)."""
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:3] == b"BZh" and head[3:4] in b"123456789" and head[4:10] == b"1AY&SY":
+        return "bzip2"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if head[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
 def detect_format(path: str, head: bytes) -> Optional[str]:
     """Guess the format of ``path`` from its first bytes ``head``, then from its extension.
 
@@ -154,7 +173,8 @@ def detect_format(path: str, head: bytes) -> Optional[str]:
 
 
 def open_source(path: str, on_error: Callable[[ReadError], None],
-                input_format: Optional[str] = None, *, threads: int = 0) -> Iterator[Event]:
+                input_format: Optional[str] = None, *, threads: int = 0,
+                batches: bool = False) -> Iterator[Any]:
     """Yield the events of one recorded log file, lazily.
 
     A compressed or archive file (gzip, bzip2, xz, zip, tar; by magic bytes) is read in place by
@@ -167,6 +187,9 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
             an unrecognised format); reading continues after each.
         input_format: one of :data:`FORMATS` to skip detection (:func:`detect_format`).
         threads: pyevtx-rs worker threads for EVTX (0: one per core).
+        batches: yield lists of events instead (:meth:`FileFormat.read_batches
+            <sysmonx.sources.base.FileFormat.read_batches>`; archives and streams: one-event
+            lists).
     Raises:
         ValueError: an unknown ``input_format``.
         OSError: the file cannot be opened or read.
@@ -177,14 +200,14 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
             raise UsageError(f"unknown input format {input_format!r}; expected one of "
                              f"{', '.join(names)}")
     if path == "-" or not os.path.isfile(path):
-        return _read_unseekable(path, on_error, input_format, threads)
-    with open(path, "rb") as f:
-        head = f.read(SNIFF_BYTES)
-    from .archive import container_kind
+        events = _read_unseekable(path, on_error, input_format, threads)
+        return ([ev] for ev in events) if batches else events
+    head = _sniff(path)
     kind = container_kind(head)
     if kind is not None:
         from .archive import read_archive
-        return read_archive(path, kind, on_error, input_format, threads)
+        events = read_archive(path, kind, on_error, input_format, threads)
+        return ([ev] for ev in events) if batches else events
     fmt = input_format
     if fmt is None:
         fmt = detect_format(path, head)
@@ -195,7 +218,34 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
                                    "an archive of them)"))
             return iter(())
     reader: Any = SOURCES.get(fmt)
+    if batches:
+        return reader.read_batches(path, on_error, threads=threads)
     return reader.read(path, on_error, threads=threads)
+
+
+def _sniff(path: str) -> bytes:
+    """The first :data:`SNIFF_BYTES` of the file ``path``, or only its first 4 KiB when they
+    start with the EVTX magic (EVTX is told by its magic alone: the rest would be read for
+    nothing on every small log). Read without a buffered file object (a replay of many small
+    files opens each once more here).
+
+    Raises:
+        OSError: the file cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        head = os.read(fd, _HEADER_BLOCK)
+        if head.startswith(_EVTX_MAGIC):
+            return head
+        parts = [head]
+        have = len(head)
+        while head and have < SNIFF_BYTES:  # os.read may return less than asked
+            head = os.read(fd, SNIFF_BYTES - have)
+            parts.append(head)
+            have += len(head)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def _read_unseekable(path: str, on_error, input_format, threads) -> Iterator[Event]:

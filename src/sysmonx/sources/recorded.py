@@ -11,8 +11,9 @@ give progress without the loop knowing about files.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
+from ..core import native
 from ..core.errors import ReadError, SysmonXError
 from ..core.registry import SOURCES
 from ..event import Event
@@ -65,6 +66,20 @@ class RecordedLogs(Source):
     def events(self) -> Iterator[Optional[Event]]:
         """Every file's events, in order (one generator for all files: no frame per file on
         the path of each event)."""
+        return self._read(False)
+
+    def batches(self) -> Optional[Iterator[list[Any]]]:
+        """Every file's events in lists (:meth:`Source.batches
+        <sysmonx.interfaces.Source.batches>`): an EVTX file's come a chunk's worth at a time
+        from the compiled record loop, other formats' one by one. ``None`` without the compiled
+        extension (the loop then takes :meth:`events`). ``on_progress`` is called when
+        ``records`` passes a multiple of :data:`PROGRESS_EVERY` (with the count at the end of
+        that list) and at each file end."""
+        if native.speedups is None:
+            return None
+        return self._read(True)
+
+    def _read(self, batched: bool) -> Iterator[Any]:
         files = self.paths if self.expanded else list(iter_input_files(self.paths,
                                                                          self.on_error))
         progress = self.on_progress
@@ -82,8 +97,17 @@ class RecordedLogs(Source):
             repairs.clear()
             n = self.records
             try:
-                reader = open_source(path, on_error, self.input_format, threads=self.threads)
-                if progress is None:
+                reader = open_source(path, on_error, self.input_format, threads=self.threads,
+                                     batches=batched)
+                if batched:
+                    for batch in reader:
+                        before = n
+                        n += len(batch)
+                        if progress is not None and n // every != before // every:
+                            self.records = n
+                            progress(path, n)
+                        yield batch
+                elif progress is None:
                     for ev in reader:
                         n += 1
                         yield ev

@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Optional
 
+from ..core import native
 from ..core.errors import ReadError
 from ..core.registry import STAGES
 from ..event import Event
@@ -105,9 +106,16 @@ class ClockCheckStage(Stage):
         self.window_time = window_time
         self._path: Optional[str] = None
         self._check: Optional[ClockCheck] = None
+        # compiled: an event of the file at hand whose UtcTime has System time's date and hour
+        # (or that has none, or a file already warned about) passes without a Python call
+        self.process = native.stage_fast(  # type: ignore[method-assign,assignment]
+            "clock", self, self._process_py)
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Check ``item`` (until the file at hand has been warned about)."""
+        return self._process_py(item, emit)
+
+    def _process_py(self, item: Any, emit: Emit) -> bool:
         if item.__class__ is not Event:
             return True
         origin = item.origin
