@@ -119,6 +119,38 @@ def test_config_modified_after_grace_and_reload_clears(tmp_path):
     g.close()
 
 
+def test_config_modified_after_a_refused_reload_says_the_reload_was_refused(tmp_path):
+    """Found by a new user: after ``kill -HUP`` with a broken config (refused, event 255
+    ``ConfigReload``), the finding said the file changed "without a reload". It now names the
+    refusal; a later edit of the file is again "without a reload"."""
+    cfg = tmp_path / "c.xml"
+    cfg.write_bytes(b"<Sysmon/>")
+    h = hashlib.sha256(b"<Sysmon/>").hexdigest()
+    g = make(tmp_path, config_path=str(cfg), heartbeat_s=0, config_grace_s=0.2)
+    g.config_hash = f"SHA256={h}"
+    g.start()
+    cfg.write_bytes(b"<Sysmon><broken></Sysmon>")
+    g.config_reload_refused("configuration not applied: c.xml:1: mismatched tag")
+
+    def finding():
+        deadline = time.monotonic() + 5
+        while not g.findings.get("config_modified") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        g.findings.pop("config_modified", None)
+        return g.drain()
+    ev = finding()
+    assert techniques(ev) == [(201, "config_modified")]
+    details = ev[0].data["Details"]
+    assert "a reload was refused: configuration not applied: c.xml:1: mismatched tag" in details
+    assert "without a reload" not in details
+    time.sleep(0.05)  # a different mtime
+    cfg.write_bytes(b"<Sysmon><!-- edited again --></Sysmon>")
+    ev = finding()
+    assert techniques(ev) == [(201, "config_modified")]
+    assert "without a reload" in ev[0].data["Details"]
+    g.close()
+
+
 def test_output_removed_and_clock_jump(tmp_path, monkeypatch):
     out = tmp_path / "o.xml"
     out.write_text("")

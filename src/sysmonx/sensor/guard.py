@@ -35,7 +35,8 @@ What is watched, and how (technique names: :data:`~sysmonx.stages.tamperfinding.
 * ``audit_rules_changed``: the audit backend's :meth:`integrity` (rules keyed ``sysmonx``
   missing, audit disabled, the audit pid taken).
 * ``config_modified``: the config file's content differs from the configuration in force for
-  longer than ``config_grace_s`` without a reload (SIGHUP), or the file was removed.
+  longer than ``config_grace_s`` without a reload (SIGHUP), or the file was removed; when a
+  reload of that very file was refused (event 255 ``ConfigReload``), the finding says so.
 * ``preload_hook``: ``/etc/ld.so.preload`` present at start, created, changed or removed;
   ``LD_PRELOAD`` in the sensor's environment; a library mapped into the sensor from a
   world-writable directory or named by the preload list.
@@ -311,6 +312,7 @@ class SensorGuard:
         self._cfg_disk: Optional[str] = None
         self._cfg_since: Optional[float] = None
         self._cfg_reported: Optional[str] = None
+        self._cfg_refused: Optional[tuple] = None  # (file signature, reason) of a refused reload
         self._preload: Optional[str] = None
         self._maps_seen: set[str] = set()
         self._outputs: dict[str, Optional[tuple[int, int]]] = {}
@@ -509,6 +511,13 @@ class SensorGuard:
             self._trace.close()
             self._trace = None
 
+    def config_reload_refused(self, reason: str) -> None:
+        """A reload (SIGHUP) was asked for and refused: the configuration in force stays.
+        ``config_modified`` then says so instead of "without a reload" while the file on disk
+        is the one that was refused (any later change to it clears this)."""
+        path = self.options.config_path
+        self._cfg_refused = (self._stat_sig(path) if path else None, reason)
+
     def config_reloaded(self, config_hash: str, heartbeat_s: Optional[float] = None) -> None:
         """A reload put a new configuration in force: its hash (``SHA256=<hex>`` or ``-``) and
         its ``<HeartbeatInterval>`` seconds (``None``: not set). Unless the interval is fixed
@@ -518,6 +527,7 @@ class SensorGuard:
         self.config_hash = config_hash
         self._cfg_since = None
         self._cfg_reported = None
+        self._cfg_refused = None
         before = self.heartbeat_s
         self.heartbeat_s = self._interval(heartbeat_s)
         if self.heartbeat_s != before:
@@ -674,8 +684,11 @@ class SensorGuard:
                 self.finding("config_modified", f"config file {path} was removed; the running "
                                                 f"configuration is {self.config_hash}")
             else:
+                refused = self._cfg_refused
+                how = ("a reload was refused: " + refused[1] if refused is not None and
+                       refused[0] == self._stat_sig(path) else "without a reload")
                 self.finding("config_modified",
-                             f"config file {path} changed on disk ({disk}) without a reload; "
+                             f"config file {path} changed on disk ({disk}) {how}; "
                              f"the running configuration is {self.config_hash}")
 
     @staticmethod

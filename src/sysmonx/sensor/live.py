@@ -460,7 +460,10 @@ class LiveSource(Source):
         return time.time_ns()
 
     def error_event(self, ident: str, description: str) -> Optional[Event]:
-        """Event 255 in the sensor's envelope."""
+        """Event 255 in the sensor's envelope. A refused reload (``ConfigReload``) is also told
+        to the guard, whose ``config_modified`` finding then says so."""
+        if ident == "ConfigReload" and self.guard is not None:
+            self.guard.config_reload_refused(description)
         return self.assembler.error(ident, description, time.time_ns())
 
     def reload(self, config: Optional[Config]) -> None:
