@@ -235,7 +235,10 @@ def test_cli_replay_uses_the_cache(corpus, tmp_path):
     b = replay()
     assert a.returncode == b.returncode == 0, a.stderr
     assert a.stdout == b.stdout and a.stdout
-    assert len(list((tmp_path / "c").glob("*.pickle"))) == 1
+    # $SYSMONX_CACHE_DIR holds the rule sets under sigma/, beside the eBPF objects' bpf/ (a
+    # new user found them mixed in the one folder)
+    assert len(list((tmp_path / "c" / "sigma").glob("*.pickle"))) == 1
+    assert not list((tmp_path / "c").glob("*.pickle"))
     c = replay("--no-rule-cache", "--rule-cache", str(tmp_path / "other"))
     assert c.returncode == 0 and c.stdout == a.stdout
     assert not (tmp_path / "other").exists()

@@ -159,7 +159,7 @@ def add_rule_cache_options(p: argparse.ArgumentParser) -> None:
     """``--rule-cache DIR`` and ``--no-rule-cache`` (the compiled Sigma rule cache)."""
     p.add_argument("--rule-cache", metavar="DIR",
                    help="where compiled Sigma rule sets are kept between runs (default "
-                        "$SYSMONX_CACHE_DIR, else ~/.cache/sysmonx/sigma); an entry is used "
+                        "$SYSMONX_CACHE_DIR/sigma, else ~/.cache/sysmonx/sigma); an entry is used "
                         "only for the same rule files' bytes and names, options and SysmonX code")
     p.add_argument("--no-rule-cache", action="store_true",
                    help="compile the Sigma rules at every start; read and write no cache")

@@ -71,11 +71,11 @@ _DEPENDENCIES = ("pysigma", "google-re2", "pyahocorasick", "pyyaml", "cloudpickl
 
 
 def default_cache_dir() -> Path:
-    """``$SYSMONX_CACHE_DIR``, else ``$XDG_CACHE_HOME/sysmonx/sigma``, else
-    ``~/.cache/sysmonx/sigma``."""
+    """``$SYSMONX_CACHE_DIR/sigma`` (beside the eBPF objects' ``$SYSMONX_CACHE_DIR/bpf``), else
+    ``$XDG_CACHE_HOME/sysmonx/sigma``, else ``~/.cache/sysmonx/sigma``."""
     env = os.environ.get("SYSMONX_CACHE_DIR")
     if env:
-        return Path(env)
+        return Path(env) / "sigma"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "sysmonx" / "sigma"
 
