@@ -159,3 +159,81 @@ def test_other_formats_still_come_from_the_registry(corpus):
     assert files
     n = sum(1 for f in files for _ in open_source(f, lambda e: None))
     assert n > 1000
+
+
+# --- pySigma is imported only to parse or compile ---------------------------------------------
+
+_SIGMA_MODULES = ("import json, sys\n"
+                  "mods = sorted(m for m in sys.modules if m.split('.')[0] in "
+                  "('sigma', 'pyparsing', 'yaml'))\n"
+                  "print(json.dumps(mods), file=sys.stderr)\n")
+
+
+def _replay(args: list[str], cwd: Path) -> list[str]:
+    """``sysmonx replay ARGS`` in a child; returns the pySigma/pyparsing/PyYAML modules it had
+    imported at the end."""
+    code = ("import sys\n"
+            f"sys.path.insert(0, {str(ROOT / 'src')!r})\n"
+            "from sysmonx.cli.dispatch import main\n"
+            f"rc = main({args!r})\n" + _SIGMA_MODULES + "sys.exit(rc)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stderr.strip().splitlines()[-1])
+
+
+def test_a_cached_replay_imports_no_pysigma_and_alerts_the_same(corpus, tmp_path):
+    """``sysmonx replay`` of the corpus EVTX + JSON + Linux folders with the SigmaHQ bundle:
+    from the rule cache, pySigma (and pyparsing, PyYAML) is never imported, and the alert lines
+    are byte-identical to a run that compiles the rules without the cache."""
+    inputs = [str(corpus / "evtx"), str(corpus / "json"), str(corpus / "linux")]
+    common = ["replay", *inputs, "--rules", str(corpus / RULES), "--no-output",
+              "--keep-duplicates", "-q"]
+    cache = str(tmp_path / "cache")
+    compiled = _replay(common + ["--alerts", str(tmp_path / "a.jsonl"), "--no-rule-cache"],
+                       tmp_path)
+    assert "sigma" in compiled  # compiling does import it
+    _replay(common + ["--alerts", str(tmp_path / "fill.jsonl"), "--rule-cache", cache], tmp_path)
+    cached = _replay(common + ["--alerts", str(tmp_path / "b.jsonl"), "--rule-cache", cache],
+                     tmp_path)
+    assert cached == []
+    a = (tmp_path / "a.jsonl").read_bytes()
+    assert a.count(b"\n") > 300
+    assert (tmp_path / "b.jsonl").read_bytes() == a
+    assert (tmp_path / "fill.jsonl").read_bytes() == a
+
+
+def test_compiling_after_a_cached_load_binds_pysigma(tmp_path):
+    """A process that loaded a stage from the cache (no pySigma) can still parse and compile
+    rules afterwards (names bound on first use), with the Sigma specification's ``utf16le``
+    modifier registered, and correlations compile. (A cached stage with correlations keeps
+    the pySigma objects they refer to, so loading it imports pySigma.)"""
+    rule = tmp_path / "r.yml"
+    rule.write_text(
+        "title: t\nid: 00000000-0000-0000-0000-000000000001\nname: r1\nstatus: test\n"
+        "logsource: {product: windows, category: process_creation}\n"
+        "detection:\n  sel:\n    CommandLine|utf16le|base64offset|contains: abc\n"
+        "    Image|endswith: '\\\\x.exe'\n    IntegrityLevel|re|i: '^sys'\n"
+        "    ProcessId|gt: 4\n  condition: sel\n", encoding="utf-8")
+    both = tmp_path / "both.yml"
+    both.write_text(rule.read_text(encoding="utf-8") +
+        "---\ntitle: c\nname: c\ncorrelation:\n  type: event_count\n  rules: [r1]\n"
+        "  group-by: [Computer]\n  timespan: 1m\n  condition: {gte: 2}\n", encoding="utf-8")
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT / 'src')!r})\n"
+        "from sysmonx.detection import DetectionStage\n"
+        "from sysmonx.detection.cache import RuleCache\n"
+        f"st = DetectionStage.from_paths([{str(rule)!r}], cache=RuleCache({str(tmp_path / 'c')!r}))\n"
+        "assert st.cache_status == 'cached', st.cache_notes\n"
+        "assert 'sigma' not in sys.modules\n"
+        "from sysmonx.detection import load_rules_text\n"
+        f"st2 = DetectionStage(load_rules_text(open({str(both)!r}).read()))\n"
+        "assert 'sigma' in sys.modules\n"
+        "print(len(st2.matcher.compiled), len(st2.correlations), [str(i) for i in st2.rejected])\n")
+    from sysmonx.detection.cache import RuleCache
+    DetectionStage.from_paths([rule], cache=RuleCache(tmp_path / "c"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "1 1 []"
