@@ -1927,6 +1927,9 @@ static PyTypeObject StageFastType = {
     .tp_new = stagefast_new,
 };
 
+/* Defined in the Sigma alerts section at the end of this file. */
+static PyObject *py_alert_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
 static PyMethodDef methods[] = {
     {"setup_convert", py_setup_convert, METH_VARARGS,
      "setup_convert(Event, guid_fields, sysmon_providers, provider_guids, fallback): the "
@@ -1950,6 +1953,9 @@ static PyMethodDef methods[] = {
     {"run_batch", (PyCFunction)(void (*)(void))py_run_batch, METH_FASTCALL,
      "run_batch(items, processes, emits, event_type, write, failure, deliver, pipeline) -> "
      "sent: the recorded-run loop over one list of items (see the source)."},
+    {"alert_fields", (PyCFunction)(void (*)(void))py_alert_fields, METH_FASTCALL,
+     "alert_fields(data, names, limit) -> dict | None: the key fields of a Sigma alert (see "
+     "the Sigma alerts section of the source); None for anything this does not handle."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {
@@ -1988,4 +1994,75 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         return NULL;
     }
     return m;
+}
+
+
+/* ===========================================================================================
+ * Sigma alerts (sysmonx.detection.stage.DetectionStage._alert)
+ *
+ * alert_fields(data, names, limit): the dict
+ *     {n: v if len(v) <= limit else v[:limit] + "\u2026" for n in names
+ *      if (v := data.get(n)) is not None}
+ * for an exact dict ``data``, a tuple ``names`` and an int ``limit``; the Python expression in
+ * DetectionStage._fields_py defines the behaviour. Returns None (nothing raised) when the
+ * arguments are of other types, so that the caller runs the Python expression instead; an
+ * error of len() or of slicing a value propagates as it would in Python.
+ * =========================================================================================== */
+
+static PyObject *alert_ellipsis;
+
+static PyObject *py_alert_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "alert_fields(data, names, limit) takes 3 arguments");
+        return NULL;
+    }
+    PyObject *data = args[0], *names = args[1];
+    if (!PyDict_CheckExact(data) || !PyTuple_CheckExact(names) || !PyLong_CheckExact(args[2]))
+        Py_RETURN_NONE;
+    int overflow = 0;
+    long long limit = PyLong_AsLongLongAndOverflow(args[2], &overflow);
+    if (overflow != 0 || (limit == -1 && PyErr_Occurred()) || limit < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE; /* huge or negative limits: the Python expression */
+    }
+    if (alert_ellipsis == NULL) {
+        alert_ellipsis = PyUnicode_FromString("\xe2\x80\xa6"); /* U+2026 */
+        if (alert_ellipsis == NULL) return NULL;
+    }
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        PyObject *v = PyDict_GetItemWithError(data, name); /* borrowed */
+        if (v == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            continue;
+        }
+        if (v == Py_None) continue;
+        Py_ssize_t len;
+        if (PyUnicode_CheckExact(v)) {
+            len = PyUnicode_GET_LENGTH(v);
+        } else {
+            len = PyObject_Length(v);
+            if (len < 0) goto fail;
+        }
+        if ((long long)len <= limit) {
+            if (PyDict_SetItem(out, name, v) < 0) goto fail;
+            continue;
+        }
+        PyObject *cut = PySequence_GetSlice(v, 0, (Py_ssize_t)limit);
+        if (cut == NULL) goto fail;
+        PyObject *joined = PyNumber_Add(cut, alert_ellipsis);
+        Py_DECREF(cut);
+        if (joined == NULL) goto fail;
+        int rc = PyDict_SetItem(out, name, joined);
+        Py_DECREF(joined);
+        if (rc < 0) goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
 }

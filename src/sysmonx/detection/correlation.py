@@ -54,22 +54,39 @@ import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable, Optional
-
-from sigma.correlations import (
-    CorrelationConditionAND,
-    CorrelationConditionNOT,
-    CorrelationConditionOR,
-    SigmaCorrelationRule,
-    SigmaCorrelationType,
-    SigmaExtendedCorrelationCondition,
-    SigmaRuleReference,
-)
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..core.errors import RuleError
 from ..event import Event, TimeFormatError, normalize_time
 from .alerts import Alert
 from .fields import field_getter
+from . import _pysigma
+
+if TYPE_CHECKING:
+    from sigma.correlations import (
+        CorrelationConditionAND,
+        CorrelationConditionNOT,
+        CorrelationConditionOR,
+        SigmaCorrelationRule,
+        SigmaCorrelationType,
+        SigmaExtendedCorrelationCondition,
+        SigmaRuleReference,
+    )
+
+#: pySigma's names this module uses, bound on first use (:func:`_need_sigma`).
+_SIGMA = {"sigma.correlations": (
+    "CorrelationConditionAND", "CorrelationConditionNOT", "CorrelationConditionOR",
+    "SigmaCorrelationRule", "SigmaCorrelationType", "SigmaExtendedCorrelationCondition",
+    "SigmaRuleReference")}
+
+
+def _need_sigma() -> None:
+    """Bind pySigma's names (:data:`_SIGMA`) into this module on first use
+    (:mod:`._pysigma`): a run from the rule cache compiles nothing and does not import
+    pySigma."""
+    if "SigmaRuleReference" not in globals():
+        _pysigma.bind(globals(), _SIGMA)
+
 
 __all__ = ["CorrelationEngine", "CompiledCorrelation", "CorrelationStats", "CorrelationError",
            "Hit", "time_ns", "format_ns"]
@@ -255,6 +272,7 @@ class CompiledCorrelation:
     """
 
     def __init__(self, rule: SigmaCorrelationRule) -> None:
+        _need_sigma()
         self.rule = rule
         self.key = _ref_key(rule)
         self.title = rule.title or ""
@@ -382,6 +400,7 @@ class CompiledCorrelation:
 
 
 def _has_not(node) -> bool:
+    _need_sigma()
     if isinstance(node, CorrelationConditionNOT):
         return True
     if isinstance(node, (CorrelationConditionAND, CorrelationConditionOR)):
@@ -390,6 +409,7 @@ def _has_not(node) -> bool:
 
 
 def _eval_extended(node, present: set) -> bool:
+    _need_sigma()
     if isinstance(node, SigmaRuleReference):
         return node.reference in present
     if isinstance(node, CorrelationConditionNOT):

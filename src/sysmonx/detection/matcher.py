@@ -55,37 +55,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from operator import itemgetter
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 import ahocorasick
-from sigma.conditions import (
-    ConditionAND,
-    ConditionFieldEqualsValueExpression,
-    ConditionNOT,
-    ConditionOR,
-    ConditionValueExpression,
-)
-from sigma.rule import SigmaRule
-from sigma.types import (
-    CompareOperators,
-    Placeholder,
-    SigmaBool,
-    SigmaCasedString,
-    SigmaCIDRExpression,
-    SigmaCompareExpression,
-    SigmaExists,
-    SigmaExpansion,
-    SigmaFieldReference,
-    SigmaNull,
-    SigmaNumber,
-    SigmaRegularExpression,
-    SigmaRegularExpressionFlag,
-    SigmaString,
-    SigmaTimestampPart,
-    SpecialChars,
-    TimestampPart,
-)
-
 from ..core import regex as _re2
 from ..core.errors import RegexError, RuleError
 from ..event import (
@@ -97,6 +69,59 @@ from ..event import (
 )
 from .fields import HASH_FIELDS, field_getter, known_fields
 from .logsource import LogsourceError, Target, group_keys_for_event, resolve_logsource
+from . import _pysigma
+
+if TYPE_CHECKING:
+    from sigma.conditions import (
+        ConditionAND,
+        ConditionFieldEqualsValueExpression,
+        ConditionNOT,
+        ConditionOR,
+        ConditionValueExpression,
+    )
+    from sigma.rule import SigmaRule
+    from sigma.types import (
+        CompareOperators,
+        Placeholder,
+        SigmaBool,
+        SigmaCasedString,
+        SigmaCIDRExpression,
+        SigmaCompareExpression,
+        SigmaExists,
+        SigmaExpansion,
+        SigmaFieldReference,
+        SigmaNull,
+        SigmaNumber,
+        SigmaRegularExpression,
+        SigmaString,
+        SigmaTimestampPart,
+        SpecialChars,
+        TimestampPart,
+    )
+
+#: pySigma's names this module uses, bound on first use (:func:`_need_sigma`).
+_SIGMA = {
+    "sigma.conditions": ("ConditionAND", "ConditionFieldEqualsValueExpression", "ConditionNOT",
+                         "ConditionOR", "ConditionValueExpression"),
+    "sigma.rule": ("SigmaRule",),
+    "sigma.types": ("CompareOperators", "Placeholder", "SigmaBool", "SigmaCasedString",
+                    "SigmaCIDRExpression", "SigmaCompareExpression", "SigmaExists",
+                    "SigmaExpansion", "SigmaFieldReference", "SigmaNull", "SigmaNumber",
+                    "SigmaRegularExpression", "SigmaString",
+                    "SigmaTimestampPart", "SpecialChars", "TimestampPart"),
+}
+
+
+def _need_sigma() -> None:
+    """Bind pySigma's names (:data:`_SIGMA`) and the wildcards :data:`_MULTI` and
+    :data:`_SINGLE` into this module on first use (:mod:`._pysigma`): a run from the rule
+    cache compiles nothing and does not import pySigma."""
+    if "_MULTI" in globals():
+        return
+    _pysigma.bind(globals(), _SIGMA)
+    globals()["_SINGLE"] = SpecialChars.WILDCARD_SINGLE
+    globals()["_MULTI"] = SpecialChars.WILDCARD_MULTI
+
 
 try:  # Python's regex parser, only to find the literals a pattern needs (3.11+ names)
     import re._constants as _sre_c  # type: ignore[import-not-found]
@@ -115,8 +140,11 @@ _SENTINELS = (START, END)
 #: RE2 memory budget per ``re`` value, bytes (a hostile pattern fails to compile).
 REGEX_MAX_MEM = _re2.MAX_MEM
 
-_MULTI = SpecialChars.WILDCARD_MULTI
-_SINGLE = SpecialChars.WILDCARD_SINGLE
+# pySigma's wildcards ``SpecialChars.WILDCARD_MULTI`` and ``_SINGLE`` (``_MULTI`` and
+# ``_SINGLE``) are bound by :func:`_need_sigma`.
+if TYPE_CHECKING:
+    _MULTI = SpecialChars.WILDCARD_MULTI
+    _SINGLE = SpecialChars.WILDCARD_SINGLE
 
 
 class RuleCompileError(RuleError):
@@ -151,6 +179,7 @@ def _has_sentinel(s: str) -> bool:
 
 def _norm_parts(s: SigmaString) -> list:
     """Sigma string parts with adjacent plain strings merged and ``**`` collapsed."""
+    _need_sigma()
     out: list = []
     for p in s.s:
         if isinstance(p, Placeholder):
@@ -170,6 +199,7 @@ def _norm_parts(s: SigmaString) -> list:
 
 
 def _norm_parts_list(parts: list) -> list:
+    _need_sigma()
     out: list = []
     for p in parts:
         if p is _MULTI and out and out[-1] is _MULTI:
@@ -180,6 +210,7 @@ def _norm_parts_list(parts: list) -> list:
 
 def _glob_fn(parts: list, cased: bool) -> Callable[[str], bool]:
     """Matcher of a wildcard pattern over a whole value (lower-cased first unless ``cased``)."""
+    _need_sigma()
     if not cased:
         parts = [p.lower() if isinstance(p, str) else p for p in parts]
     if _SINGLE in parts:
@@ -213,6 +244,7 @@ def _glob_fn(parts: list, cased: bool) -> Callable[[str], bool]:
 
 def _string_shape(parts: list) -> tuple[str, str]:
     """``(kind, literal)``: kind is eq/prefix/suffix/contains/any/glob."""
+    _need_sigma()
     if not parts:
         return "eq", ""
     if all(p is _MULTI for p in parts):
@@ -259,6 +291,7 @@ def _glob_trigger(parts: list) -> tuple:
 
 
 def _string_atom(name: Optional[str], s: SigmaString) -> _Atom:
+    _need_sigma()
     cased = isinstance(s, SigmaCasedString)
     parts = _norm_parts(s)
     if name is None:  # keyword: a substring of any EventData value (full-text search)
@@ -330,16 +363,18 @@ def _parse_number(v: str):
     return None
 
 
+#: pySigma's ``CompareOperators`` by member name -> the comparison.
 _OPS = {
-    CompareOperators.LT: lambda a, b: a < b,
-    CompareOperators.LTE: lambda a, b: a <= b,
-    CompareOperators.GT: lambda a, b: a > b,
-    CompareOperators.GTE: lambda a, b: a >= b,
-    CompareOperators.NEQ: lambda a, b: a != b,
+    "LT": lambda a, b: a < b,
+    "LTE": lambda a, b: a <= b,
+    "GT": lambda a, b: a > b,
+    "GTE": lambda a, b: a >= b,
+    "NEQ": lambda a, b: a != b,
 }
 
 
 def _time_part(v: str, part: TimestampPart) -> Optional[int]:
+    _need_sigma()
     try:
         t = normalize_time(v)
     except (TimeFormatError, ValueError):
@@ -384,6 +419,7 @@ def _ip(v: str):
 
 def _cidr_trigger(net) -> tuple:
     """Prefix keys of the IPv4 dotted forms of a network (none for IPv6)."""
+    _need_sigma()
     if net.version != 4:
         return ()
     keys = []
@@ -452,9 +488,8 @@ def regex_literals(pattern: str, limit: int = 4) -> tuple:
     return tuple(out[:limit])
 
 
-_RE_FLAGS = {SigmaRegularExpressionFlag.IGNORECASE: "i",
-             SigmaRegularExpressionFlag.MULTILINE: "m",
-             SigmaRegularExpressionFlag.DOTALL: "s"}
+#: pySigma's ``SigmaRegularExpressionFlag`` by member name -> the RE2 flag.
+_RE_FLAGS = {"IGNORECASE": "i", "MULTILINE": "m", "DOTALL": "s"}
 
 
 _PCRE_END = r"(?:\n?\z)"
@@ -531,7 +566,7 @@ def compile_re(pattern: str, flags: Iterable = ()) -> Callable[[str], bool]:
         RuleCompileError: RE2 rejects the pattern.
     """
     flags = list(flags)
-    fl = "".join(sorted(_RE_FLAGS[f] for f in flags))
+    fl = "".join(sorted(_RE_FLAGS[f.name] for f in flags))
     rewritten = pcre_to_re2(pattern, multiline="m" in fl)
     try:
         rx = _re2.compile_pattern((f"(?{fl})" if fl else "") + rewritten)
@@ -552,6 +587,7 @@ class _Builder:
         self.fields: set = set()
 
     def tree(self, node) -> tuple:
+        _need_sigma()
         if isinstance(node, ConditionAND):
             return ("and", [self.tree(a) for a in node.args if a is not None])
         if isinstance(node, ConditionOR):
@@ -569,6 +605,7 @@ class _Builder:
                                             "is not supported")
 
     def _expand(self, s: SigmaString) -> list:
+        _need_sigma()
         def cb(p: Placeholder):
             if p.name not in self.placeholders:
                 raise RuleCompileError("placeholder", f"placeholder %{p.name}% has no value "
@@ -578,6 +615,7 @@ class _Builder:
         return s.replace_placeholders(cb)
 
     def value(self, name: Optional[str], v) -> tuple:
+        _need_sigma()
         if isinstance(v, SigmaExpansion):
             return ("or", [self.value(name, x) for x in v.values])
         if isinstance(v, SigmaString):
@@ -660,10 +698,12 @@ class _Builder:
             yield _re2.escape(str(v))
 
     def _compare(self, name, op, number, equal: bool = False) -> _Atom:
+        _need_sigma()
         get = _getter(name)
         n = number.number
         part = number.timestamp_part if isinstance(number, SigmaTimestampPart) else None
-        cmp = (lambda a, b: a == b) if equal else _OPS[op]
+        cmp = (lambda a, b: a == b) if equal else _OPS[op.name]
+        neq = op is CompareOperators.NEQ and not equal
 
         def fn(e: Event) -> bool:
             v = get(e)
@@ -671,7 +711,7 @@ class _Builder:
                 return False
             x = _time_part(v, part) if part is not None else _parse_number(v)
             if x is None:
-                return op is CompareOperators.NEQ and not equal and v.strip() != str(n)
+                return neq and v.strip() != str(n)
             return cmp(x, n)
         return _Atom(name, fn=fn)
 
@@ -776,6 +816,7 @@ class RuleMatcher:
     """
 
     def __init__(self, rules: Iterable[SigmaRule], placeholders: Optional[dict] = None) -> None:
+        _need_sigma()
         self._keys = _Keys()
         self.compiled: list[CompiledRule] = []
         self.rejected: list = []

@@ -17,13 +17,15 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
 
-import yaml
-from sigma.collection import SigmaCollection
-from sigma.correlations import SigmaCorrelationRule
-from sigma.exceptions import SigmaError, SigmaRuleLocation
-from sigma.rule import SigmaRule
+from . import _pysigma
+
+if TYPE_CHECKING:
+    from sigma.collection import SigmaCollection
+    from sigma.correlations import SigmaCorrelationRule
+    from sigma.exceptions import SigmaError, SigmaRuleLocation
+    from sigma.rule import SigmaRule
 
 __all__ = ["LoadIssue", "LoadedRules", "load_rules", "load_rules_text", "RULE_EXTENSIONS",
            "BUNDLE_SUFFIXES", "MAX_RULE_FILE_BYTES", "SIGMA_KEYS"]
@@ -35,7 +37,20 @@ BUNDLE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".
 #: A rule file larger than this is refused (a rule is a few KiB; this bounds a hostile bundle).
 MAX_RULE_FILE_BYTES = 4 << 20
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: pySigma's names this module uses, bound on first use (:func:`_need_sigma`).
+_SIGMA = {"sigma.collection": ("SigmaCollection",),
+          "sigma.correlations": ("SigmaCorrelationRule",),
+          "sigma.exceptions": ("SigmaError", "SigmaRuleLocation"),
+          "sigma.rule": ("SigmaRule",)}
+
+
+def _need_sigma() -> None:
+    """Bind pySigma's names (:data:`_SIGMA`) into this module and register the Sigma
+    specification's modifier names on first use (:mod:`._pysigma`): a run from the rule cache
+    parses no rule and does not import pySigma (nor PyYAML: :func:`_yaml`)."""
+    if "SigmaRule" not in globals():
+        _register_spec_modifiers()
+        _pysigma.bind(globals(), _SIGMA)
 
 
 def _register_spec_modifiers() -> None:
@@ -46,7 +61,10 @@ def _register_spec_modifiers() -> None:
         modifiers.modifier_mapping["utf16le"] = modifiers.SigmaWideModifier
 
 
-_register_spec_modifiers()
+def _yaml() -> tuple[Any, Any]:
+    """``(the yaml module, its safe loader: the C one where built)``, imported on first use."""
+    import yaml
+    return yaml, getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -195,8 +213,10 @@ def _parse_file(name: str, data: Union[bytes, str], issues: list,
     ``skipped`` (a file found in a folder or bundle), a file none of whose documents has a
     :data:`SIGMA_KEYS` key is not a Sigma rule (SigmaHQ's ``info.yml``, a CI config): its name
     goes to ``skipped`` instead of three rejections."""
+    _need_sigma()
+    yaml, loader = _yaml()
     try:
-        docs = list(yaml.load_all(data, Loader=_Loader))
+        docs = list(yaml.load_all(data, Loader=loader))
     except yaml.YAMLError as exc:
         issues.append(LoadIssue(name, "", "", "yaml", f"not YAML: {exc}".replace("\n", " ")))
         return None
@@ -220,6 +240,7 @@ def _sigma_message(exc: Exception) -> str:
     """pySigma's message of ``exc``; an unknown modifier's also lists the modifiers that are
     known (pySigma's registry, ``sigma.modifiers.modifier_mapping``, with SysmonX's
     ``utf16le``), so the user sees that ``re`` and the others exist."""
+    _need_sigma()
     from sigma import modifiers
     msg = str(exc)
     if msg.startswith("Unknown modifier"):
@@ -229,6 +250,7 @@ def _sigma_message(exc: Exception) -> str:
 
 def _collect(collections: list, issues: list) -> LoadedRules:
     """Merge per-file collections, drop rules with errors, resolve correlation references."""
+    _need_sigma()
     out = LoadedRules(issues=issues)
     good = []
     filters = []

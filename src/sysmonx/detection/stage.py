@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
+from ..core.native import speedups as _speedups
 from ..event import Event
 from .alerts import LEVELS, Alert
 from .fields import known_fields
@@ -37,6 +38,9 @@ from .matcher import CompiledRule, RuleMatcher
 from .rules import LoadedRules, LoadIssue, load_rules, rule_ref
 
 __all__ = ["DetectionStage", "DetectionOptions", "SummaryRow", "KEY_FIELDS"]
+
+#: The compiled key-field picker (``_speedups.alert_fields``), or None (pure Python).
+_alert_fields = getattr(_speedups, "alert_fields", None)
 
 # ``correlate_timed``'s ``t`` when the time is still to be read from the event (a sentinel no
 # time in nanoseconds can equal)
@@ -397,11 +401,22 @@ class DetectionStage:
             self.stats.alerts_by_level[a.level or "-"] += 1
             self.alert_counts[a.rule_id] += 1
 
+    def _fields_py(self, data: dict, names: tuple, limit: int) -> dict:
+        """An alert's key fields: ``names``' values in ``data`` (in ``names``' order, absent
+        and ``None`` values left out), each cut to ``limit`` characters with ``…`` appended.
+        This defines the behaviour; ``_speedups.alert_fields`` computes the same in C (and
+        returns ``None`` for argument types it leaves to this)."""
+        get = data.get
+        return {n: v if len(v) <= limit else v[:limit] + "…"
+                for n in names if (v := get(n)) is not None}
+
     def _alert(self, r: CompiledRule, event: Event) -> Alert:
-        get = event.data.get
+        data = event.data
+        names = self._key_fields[r.index]
         limit = self.options.max_field_chars
-        fields = {n: v if len(v) <= limit else v[:limit] + "…"
-                  for n in self._key_fields[r.index] if (v := get(n)) is not None}
+        fields = _alert_fields(data, names, limit) if _alert_fields is not None else None
+        if fields is None:
+            fields = self._fields_py(data, names, limit)
         t = event.time_created
         rid = event.record_id
         # positional, in Alert's field order: rule_id, title, level, status, kind, tags,
