@@ -212,8 +212,16 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
                       markup=False)
     for note in stage.cache_notes:
         console.print(f"sigma: note: {note}", markup=False)
+    if cache is None:
+        how = "compiled; rule cache off"
+    elif stage.cache_status == "cached":
+        how = f"from the rule cache in {cache.directory}"
+    elif stage.cache_notes:
+        how = "compiled"  # the notes above say what the cache did
+    else:
+        how = f"compiled and stored in the rule cache in {cache.directory}"
     console.print(f"sigma: {len(stage.matcher.compiled)} rules and {len(stage.correlations)} "
-                  f"correlations loaded, {len(rejected)} rejected", markup=False)
+                  f"correlations loaded, {len(rejected)} rejected ({how})", markup=False)
     return stage
 
 
