@@ -105,3 +105,18 @@ def test_cli_jobs_0_says_when_it_stays_on_one_process(corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     assert ("note: --jobs 0 replays on one process: the input is too small for workers to pay "
             "off (one worker per 24 MB, none below 48 MB)") in r.stderr
+    assert "worker processes" not in r.stderr
+
+
+def test_cli_jobs_says_how_many_workers_it_started(corpus, tmp_path):
+    """A new user ran --jobs 2 and nothing said how many workers ran; with -q nothing is said."""
+    from sysmonx.pipeline.parallel import worker_count
+    files = sorted(str(p) for p in (corpus / "evtx").rglob("*.evtx"))
+    assert worker_count(files, 2) == 2 and worker_count(files[:1], 2) == 1
+    argv = [sys.executable, "-m", "sysmonx.cli", "replay", str(corpus / "evtx"),
+            "--keep-duplicates", "--jobs", "2", "--no-output", "--no-progress"]
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"note: replaying {len(files)} files on 2 worker processes" in r.stderr
+    r = subprocess.run(argv + ["-q"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0 and "worker processes" not in r.stderr

@@ -317,6 +317,10 @@ def cmd_replay(argv: list[str]) -> int:
                 sinks = []  # closed by the run
             elif jobs > 1 and len(files) > 1:
                 target = streams[0] if streams else None
+                if not args.quiet:
+                    from ..pipeline.parallel import worker_count
+                    console.print(f"note: replaying {len(files)} files on "
+                                  f"{worker_count(files, jobs)} worker processes")
                 stream, _ = open_target(target) if fmt is not None else (None, "")
                 try:
                     # with --rules: matching in the workers, correlation here (parallel.py)

@@ -376,6 +376,12 @@ def _write_sink(sink: Sink, item: Any) -> None:
             from exc
 
 
+def worker_count(files: list[str], jobs: int) -> int:
+    """Worker processes :func:`replay_parallel` starts for ``files`` with ``jobs``: one per
+    group of files (:func:`_group_files`), at most ``jobs``."""
+    return min(jobs, len(_group_files(files, jobs)))
+
+
 def _group_files(files: list[str], jobs: int) -> list[list[str]]:
     """Consecutive groups of files, each about TASK_BYTES (smaller when that leaves too few groups
     to keep ``jobs`` workers busy)."""
