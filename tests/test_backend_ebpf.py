@@ -379,11 +379,12 @@ def test_tcp_connect_ipv6_nonblocking(sensor):
         "tcp", "::1", "::1", cport, True)
 
 
-def _closed_port(family: int, host: str) -> int:
-    """A loopback TCP port nobody listens on: bound (no listen) while the test uses it."""
+def _closed_port(family: int, host: str) -> socket.socket:
+    """A socket bound to a loopback TCP port and not listening: while it is open nobody else
+    can take the port, and a connect to it is refused (RST)."""
     s = socket.socket(family)
     s.bind((host, 0))
-    return s  # kept open: nobody else can take the port, and without listen() it refuses
+    return s
 
 
 def _local_port_range() -> tuple:
@@ -439,8 +440,9 @@ def test_tcp_blocking_refused_connect_is_not_an_event(sensor):
             ok.connect(("127.0.0.1", port))
             okport = ok.getsockname()[1]
     col.wait(_is(NetworkConnect, pid=me, initiated=True, dest_port=port, source_port=okport))
+    # the successful connect only: nothing for the refused one
     got = [o for o in col.snapshot() if _is(NetworkConnect, pid=me, dest_port=port)(o)]
-    assert [(o.initiated, o.source_port) for o in got] == [(True, okport)]  # nothing for the refused one
+    assert [(o.initiated, o.source_port) for o in got] == [(True, okport)]
 
 
 @needs_bpf
