@@ -379,6 +379,72 @@ def test_tcp_connect_ipv6_nonblocking(sensor):
         "tcp", "::1", "::1", cport, True)
 
 
+def _closed_port(family: int, host: str) -> socket.socket:
+    """A socket bound to a loopback TCP port and not listening: while it is open nobody else
+    can take the port, and a connect to it is refused (RST)."""
+    s = socket.socket(family)
+    s.bind((host, 0))
+    return s
+
+
+def _local_port_range() -> tuple:
+    lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return int(lo), int(hi)
+
+
+@needs_bpf
+@pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"),
+                                         (socket.AF_INET6, "::1")], ids=["ipv4", "ipv6"])
+def test_tcp_connect_refused_on_loopback_keeps_the_source_port(sensor, family, host):
+    """Regression: a non-blocking connect() to a closed loopback port returns -EINPROGRESS
+    after the kernel already processed the SYN and the RST and released the ephemeral port
+    (skc_num 0), so the event said SourcePort 0. The kernel keeps the port it used in
+    inet_sport (what getsockname() returns): the event carries that port."""
+    _, col = sensor
+    me = os.getpid()
+    try:
+        holder = _closed_port(family, host)
+    except OSError as exc:
+        pytest.skip(f"{host} not usable: {exc}")
+    lo, hi = _local_port_range()
+    with holder, socket.socket(family) as cli:
+        port = holder.getsockname()[1]
+        cli.setblocking(False)
+        rc = cli.connect_ex((host, port))
+        assert rc in (errno.EINPROGRESS, errno.ECONNREFUSED), rc
+        cport = cli.getsockname()[1]
+        assert cli.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) in (0, errno.ECONNREFUSED)
+    if rc == errno.ECONNREFUSED:
+        pytest.skip("connect() reported the refusal itself: not the -EINPROGRESS path")
+    out = col.wait(_is(NetworkConnect, pid=me, initiated=True, dest_port=port))
+    assert len(out) == 1, out
+    ev = out[0]
+    assert ev.source_port not in (None, 0)
+    assert lo <= ev.source_port <= hi, (ev.source_port, lo, hi)
+    assert (ev.protocol, ev.dest_ip, ev.source_ip, ev.source_port, ev.ipv6) == (
+        "tcp", host, host, cport, family == socket.AF_INET6)
+
+
+@needs_bpf
+def test_tcp_blocking_refused_connect_is_not_an_event(sensor):
+    """Sysmon (and Sysmon for Linux, which reports SYN_SENT -> ESTABLISHED only) writes no
+    NetworkConnect for a refused attempt; a blocking connect() that fails with
+    ECONNREFUSED gives none here either, while a successful one right after does."""
+    _, col = sensor
+    me = os.getpid()
+    with _closed_port(socket.AF_INET, "127.0.0.1") as holder, socket.socket() as cli:
+        port = holder.getsockname()[1]
+        assert cli.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
+        holder.listen(1)
+        with socket.socket() as ok:
+            ok.connect(("127.0.0.1", port))
+            okport = ok.getsockname()[1]
+    col.wait(_is(NetworkConnect, pid=me, initiated=True, dest_port=port, source_port=okport))
+    # the successful connect only: nothing for the refused one
+    got = [o for o in col.snapshot() if _is(NetworkConnect, pid=me, dest_port=port)(o)]
+    assert [(o.initiated, o.source_port) for o in got] == [(True, okport)]
+
+
 @needs_bpf
 def test_udp_sendto_recvfrom_and_connect(sensor):
     backend, col = sensor

@@ -101,6 +101,27 @@ print(c.getsockname()[1], flush=True)
 time.sleep(2.5)
 """
 
+REFUSED = r"""
+import errno, json, socket
+out = {}
+for name, fam, host in (("v4", socket.AF_INET, "127.0.0.1"), ("v6", socket.AF_INET6, "::1")):
+    try:
+        closed = socket.socket(fam)
+        closed.bind((host, 0))  # bound, never listening: the port refuses and stays ours
+    except OSError:
+        continue
+    c = socket.socket(fam); c.setblocking(False)
+    rc = c.connect_ex((host, closed.getsockname()[1]))
+    out[name] = {"port": closed.getsockname()[1], "rc": rc, "sport": c.getsockname()[1]}
+    c.close()
+    b = socket.socket(fam)
+    assert b.connect_ex((host, closed.getsockname()[1])) == errno.ECONNREFUSED
+    out[name]["blocking_sport"] = b.getsockname()[1]
+    b.close()
+    closed.close()
+print(json.dumps(out))
+"""
+
 FORKER = r"""
 import json, os, socket, sys
 port = int(sys.argv[1])
@@ -183,6 +204,11 @@ p.wait()
 filler.close()
 quiet.close()
 
+# 2c. TCP connects refused on loopback: non-blocking (-EINPROGRESS) and blocking (ECONNREFUSED)
+p = subprocess.Popen([py, "-c", REFUSED], stdout=subprocess.PIPE, text=True)
+out["refused"] = {"pid": p.pid, **json.loads(p.communicate()[0])}
+assert p.returncode == 0
+
 # 3. DNS by short-lived tools behind a resolver on loopback
 conf = os.path.join(work, "resolv.conf")
 with open(conf, "w") as f:
@@ -236,7 +262,7 @@ print(json.dumps(out))
 
 def _driver_source() -> str:
     consts = {"RESOLVER": RESOLVER, "TCP_CLIENT": TCP_CLIENT, "UNANSWERED": UNANSWERED,
-              "FORKER": FORKER, "MEMFD": MEMFD,
+              "REFUSED": REFUSED, "FORKER": FORKER, "MEMFD": MEMFD,
               "RESOLVER_IP": RESOLVER_IP, "GETENT": GETENT, "DIG": DIG, "UNSHARE": UNSHARE,
               "BASH": BASH}
     return "".join(f"{k} = {v!r}\n" for k, v in consts.items()) + DRIVER
@@ -334,6 +360,9 @@ CANNOT_KNOW = {
                        "when the packet is read (ProcessId 0, Image '-', zero GUID otherwise)",
         "command_line": "/proc is read after the exec: a process that lives under a millisecond "
                         "may be gone (CommandLine '-')",
+        "refused_blocking": "the tier sees TCP state changes, not connect()'s return value: a "
+                            "blocking connect() refused with ECONNREFUSED still gives an event 3 "
+                            "(with its real source), where tiers A and B, like Sysmon, give none",
     },
 }
 
@@ -453,6 +482,35 @@ def test_unanswered_connect_has_its_source_on_every_tier(runs, tier):
     assert len(ev) == 1, ev
     assert (ev[0]["Protocol"], ev[0]["Initiated"], ev[0]["SourceIp"], ev[0]["SourcePort"]) == \
         ("tcp", "true", "127.0.0.1", str(u["sport"])), ev[0]
+
+
+@pytest.mark.parametrize("tier", TIERS_HERE)
+def test_refused_connect_has_its_source_port_on_every_tier(runs, tier):
+    """Seen by a new user: a non-blocking connect to a closed loopback port (connect() returns
+    -EINPROGRESS after the kernel already took the RST and released the port) gave tier A's
+    event 3 ``SourcePort 0``. Every tier writes the port the kernel used (getsockname()), and
+    none writes an event for the blocking connect() that failed with ECONNREFUSED (Sysmon
+    reports no failed attempt)."""
+    run = runs[tier]
+    r = run["facts"]["refused"]
+    assert "v4" in r
+    for name, host in (("v4", "127.0.0.1"), ("v6", "::1")):
+        if name not in r:
+            continue
+        f = r[name]
+        ev = [e for e in run["events"] if e["EventID"] == 3 and e["ProcessId"] == str(r["pid"])
+              and e["DestinationPort"] == str(f["port"])]
+        if f["rc"] != 115:  # EINPROGRESS: connect() itself reported the refusal, no event due
+            assert ev == [], ev
+            continue
+        blocking = [e for e in ev if e["SourcePort"] == str(f["blocking_sport"])]
+        if blocking:  # the blocking attempt: an event only where the tier cannot tell
+            assert len(blocking) == 1 and _allowed(tier, "refused_blocking"), blocking
+            ev = [e for e in ev if e not in blocking]
+        assert len(ev) == 1, (name, ev)
+        assert (ev[0]["Protocol"], ev[0]["Initiated"], ev[0]["SourceIp"],
+                ev[0]["SourcePort"], ev[0]["DestinationIp"]) == \
+            ("tcp", "true", host, str(f["sport"]), host), ev[0]
 
 
 @pytest.mark.parametrize("tier", TIERS_HERE)

@@ -615,6 +615,18 @@ static __always_inline int sock_of_fd(struct task_struct *t, long fd, struct net
 	e->family = family;
 	e->proto = proto;
 	e->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (e->lport == 0) {
+		/*
+		 * A TCP connect refused inside connect() (loopback: the SYN and the RST are both
+		 * processed before the syscall returns, so a non-blocking connect still returns
+		 * -EINPROGRESS) has already gone SYN_SENT -> CLOSE: inet_put_port() released the
+		 * ephemeral port and zeroed skc_num. inet_sport keeps the port the kernel chose
+		 * (getsockname() reports it, and so does the inet_sock_set_state tracepoint for
+		 * that transition), so the event carries the port the packets used, never 0.
+		 */
+		struct inet_sock *inet = (struct inet_sock *)sk;
+		e->lport = bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
+	}
 	e->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	__builtin_memset(e->laddr, 0, sizeof(e->laddr));
 	__builtin_memset(e->raddr, 0, sizeof(e->raddr));
