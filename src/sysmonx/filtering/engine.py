@@ -1,4 +1,5 @@
-"""Sysmon's filter algorithm, compiled once per configuration into per-EventID deciders.
+"""Sysmon's filter algorithm, compiled per configuration into per-EventID deciders, each on its
+EventID's first event (what compiling can refuse is checked when the engine is built).
 
 Semantics: spec/sysmon-semantics.md section 3 — rule-set order (3.2: exclude sets then include
 sets, each in reverse document order), decision and fallback (3.3), group evaluation with the
@@ -230,6 +231,11 @@ class _SetCompiler:
 class FilterEngine:
     """A configuration compiled into one decision function per EventID.
 
+    Each EventID's function is compiled on its first use (:meth:`decide`, :meth:`decider_for`;
+    a replay meets few of the EventIDs a config covers) and :meth:`compile_all` compiles them
+    all. Every error compiling could raise is raised by the constructor, as a whole compile
+    would raise it (:meth:`_check_compile`).
+
     ``decide(event_id, data)`` returns ``(include, rule_name)``: ``include`` is Sysmon's decision
     to log the event, ``rule_name`` the RuleName Sysmon would write (``-`` when no rule matched),
     or ``None`` for events Sysmon never filters (4, 16, 255) and IDs it does not define, which
@@ -239,6 +245,11 @@ class FilterEngine:
         config: a loaded :class:`~sysmonx.config.Config`, or ``None`` for Sysmon's behaviour with
             no configuration (per-type defaults only).
         options: :class:`EngineOptions`.
+    Raises:
+        UsageError: a filter's condition is not registered (a config built without the reader).
+        RegexError: a ``regex`` RE2 refuses under the engine's per-pattern memory share.
+        KeyError: a rule set bound to an EventID the catalogue lacks, or a filter naming a
+            ``<Rule>`` group its set lacks (configs built without the reader).
     """
 
     def __init__(self, config: Optional[Config], options: EngineOptions = EngineOptions()):
