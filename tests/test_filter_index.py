@@ -377,3 +377,135 @@ def test_environment_expansion_failure_and_absent_fields():
 def test_literals(condition, value, expected):
     got = literals(condition, value)
     assert (None if got is None else set(got)) == expected
+
+
+# ---- deciders compiled on each EventID's first event ---------------------------------------------
+
+def _distinct_events(corpus_events, cfg) -> list:
+    """``(eid, data)`` of each distinct projection of the corpus onto ``cfg``'s fields."""
+    own = _tag_fields(cfg)
+    out, seen = [], set()
+    for eid, proj in corpus_events.counts:
+        names = corpus_events.fields.get(eid, ())
+        mine = set(own.get(eid, ()))
+        key = (eid, tuple(v for f, v in zip(names, proj) if f in mine))
+        if key not in seen:
+            seen.add(key)
+            out.append((eid, {f: v for f, v in zip(names, proj) if v is not None}))
+    return out
+
+
+@pytest.mark.parametrize("rel", _config_paths())
+def test_lazy_deciders_decide_alike_whichever_eventid_comes_first(corpus_events, rel):
+    # one engine meets the corpus's EventIDs in corpus order, one in reverse order, one had
+    # every decider compiled before the first event: same decision and RuleName per event
+    cfg = corpus_events.configs[rel]
+    events = _distinct_events(corpus_events, cfg)
+    forward, backward, whole = FilterEngine(cfg), FilterEngine(cfg), FilterEngine(cfg)
+    whole.compile_all()
+    got_f = [forward.decide(eid, data) for eid, data in events]
+    got_b = [backward.decide(eid, data) for eid, data in reversed(events)][::-1]
+    want = [whole.decide(eid, data) for eid, data in events]
+    assert got_f == want
+    assert got_b == want
+
+
+def test_deciders_are_compiled_on_first_use_and_compile_all_forces_them(corpus):
+    cfg = load_config(corpus / NAMED[0])
+    engine = FilterEngine(cfg)
+    assert engine._deciders == {}  # nothing compiled at load
+    engine.decide(1, {"Image": "C:\\Windows\\System32\\cmd.exe"})
+    assert set(engine._deciders) == {1}
+    engine.decider_for(3)
+    assert set(engine._deciders) == {1, 3}
+    engine.compile_all()
+    assert set(engine._deciders) == set(CURRENT.events)
+    assert engine.decide(99999, {}) == (True, None)  # not an EventID of the catalogue
+
+
+@pytest.mark.parametrize("first", [(12, 13, 14), (13, 12, 14), (14, 13, 12)])
+def test_multi_id_tag_decides_alike_whichever_id_comes_first(first):
+    # the ids of RegistryEvent share a decider where the same fields are present
+    inner = ('<RegistryEvent onmatch="include"><TargetObject condition="contains">\\Run'
+             '</TargetObject><Details name="d" condition="begin with">C:\\Temp</Details>'
+             '</RegistryEvent><RegistryEvent onmatch="include"><NewName name="n" '
+             'condition="end with">evil</NewName></RegistryEvent>'
+             '<RegistryEvent onmatch="exclude"><Image condition="image">svchost.exe</Image>'
+             "</RegistryEvent>")
+    data = {"TargetObject": "HKLM\\Software\\Microsoft\\Windows\\CurrentVersion\\Run\\x",
+            "Details": "C:\\Temp\\a.exe", "NewName": "HKLM\\evil", "Image": "C:\\a\\b.exe"}
+    lazy, whole = FilterEngine(_cfg(inner)), FilterEngine(_cfg(inner))
+    whole.compile_all()
+    got = {eid: lazy.decide(eid, data) for eid in first}
+    assert got == {eid: whole.decide(eid, data) for eid in first}
+    assert got == {12: (False, "-"), 13: (True, "d"), 14: (True, "n")}
+
+
+def _programmatic(filters_by_tag: list) -> object:
+    """A Config built without the reader (which refuses these errors itself)."""
+    from sysmonx.configmodel import Config, Filter, RuleSet
+    cfg = _cfg("")
+    cfg2 = Config(cfg.path, cfg.sha256, cfg.schema_version, cfg.schema)
+    for tag, eid, fl in filters_by_tag:
+        cfg2.rule_sets.append(RuleSet(tag, eid, "include", "or", [Filter(*f) for f in fl]))
+    return cfg2
+
+
+def test_compile_errors_are_raised_at_load_not_on_the_first_event():
+    from sysmonx.core.errors import RegexError, UsageError
+    # an unknown condition on an EventID no event may ever reach
+    bad = _programmatic([("ProcessTampering", 25, [("Image", "bogus", "x")])])
+    with pytest.raises(UsageError, match="Unknown condition: bogus"):
+        FilterEngine(bad)
+    bad = _programmatic([("ProcessAccess", 10, [("SourceImage", "regex", "(unclosed")])])
+    with pytest.raises(RegexError):
+        FilterEngine(bad)
+    # two errors: the one a whole compile meets first (EventID 1 before 10) is raised
+    bad = _programmatic([("ProcessAccess", 10, [("SourceImage", "regex", "(unclosed")]),
+                         ("ProcessCreate", 1, [("Image", "bogus", "x")])])
+    with pytest.raises(UsageError, match="Unknown condition: bogus"):
+        FilterEngine(bad)
+    # a rule set bound to an EventID the catalogue lacks fails as compiling it did
+    with pytest.raises(KeyError):
+        FilterEngine(_programmatic([("ProcessCreate", 424242, [("Image", "is", "x")])]))
+
+
+def test_regex_over_the_engines_memory_share_is_refused_at_load():
+    # the reader validates each regex with 8 MiB; with 1,024 regex filters the engine gives each
+    # 256 KiB, which \pL{20} exceeds: refused when the engine is built, as before
+    many = "".join(f'<CommandLine condition="regex">a{i}b</CommandLine>' for i in range(1023))
+    cfg = _cfg(f'<ProcessCreate onmatch="include">{many}</ProcessCreate>'
+               '<ProcessAccess onmatch="include"><SourceImage condition="regex">\\pL{20}'
+               "</SourceImage></ProcessAccess>")
+    from sysmonx.core.errors import RegexError
+    with pytest.raises(RegexError, match="too large"):
+        FilterEngine(cfg)
+
+
+@pytest.mark.parametrize("rel", NAMED[:2])
+@pytest.mark.parametrize("fmt", ["jsonl", "xml"])
+def test_replay_with_lazy_deciders_writes_the_same_bytes(corpus, rel, fmt):
+    # the corpus EVTX replayed with deciders compiled on first use, and with all of them
+    # compiled before the first record: byte-identical output and the same counts
+    import io
+
+    from sysmonx.pipeline import Replayer, ReplayOptions, make_writer
+    cfg = load_config(corpus / rel)
+    files = sorted(str(p) for p in (corpus / "evtx").rglob("*.evtx"))
+    outs = []
+    for force in (False, True):
+        engine = FilterEngine(cfg)
+        if force:
+            engine.compile_all()
+        buf = io.BytesIO()
+        writer = make_writer(fmt, buf)
+        r = Replayer(ReplayOptions(config=cfg), writer, engine=engine)
+        for f in files:
+            r.run_file(f)
+        writer.flush()
+        st = r.stats
+        outs.append((buf.getvalue(), st.records, dict(st.included), dict(st.excluded)))
+        if not force:
+            assert 0 < len(engine._deciders) < len(CURRENT.events)  # only the EventIDs met
+    assert outs[0] == outs[1]
+    assert outs[0][1] == 1766 and len(outs[0][0]) > 100_000 and sum(outs[0][3].values()) > 100

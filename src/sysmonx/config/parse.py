@@ -266,6 +266,8 @@ def load_config(path: Union[str, Path], *, extensions: bool = True,
 
 def _text_of(el) -> str:
     # xmlNodeListGetString: text and entity values, comments skipped, pieces concatenated.
+    if not len(el):
+        return el.text or ""
     parts = [el.text or ""]
     for child in el:
         parts.append(child.tail or "")
@@ -283,14 +285,14 @@ def _only_whitespace(el, path: str) -> None:
 
 
 def _check_attrs(el, allowed: tuple, path: str) -> None:
-    for name in el.attrib:
+    for name in el.keys():
         if name not in allowed:
             raise ConfigError(f"No declaration for attribute {name} of element {el.tag}",
                               path, el.sourceline)
 
 
 def _elements(el):
-    return [c for c in el if isinstance(c.tag, str)]
+    return [c for c in el if isinstance(c.tag, str)] if len(el) else []
 
 
 def parse_config(raw: Union[bytes, str], path: str = "<string>", *, extensions: bool = True,
@@ -341,6 +343,7 @@ class _Builder:
         self.next_aggregate = 1
         #: the SysmonX ``scanners`` attribute is legal on tags, <Rule> and filters
         self.scan_attr: tuple = ("scanners",) if extensions else ()
+        self.filter_attrs = ("condition", "name") + self.scan_attr
         self.skipped_tags: set = set()
         self.counts: dict = {}
         self.errors: list[ConfigError] = []
@@ -496,8 +499,10 @@ class _Builder:
         into.extend(self._scanners(el, onmatch))
 
     def _check_name(self, name: Optional[str], el) -> None:
-        # Sysmon measures the name in UTF-8 bytes (spec/rule-blob.md section 6.5).
-        if name is not None and len(name.encode("utf-8", "surrogatepass")) > MAX_RULE_NAME:
+        # Sysmon measures the name in UTF-8 bytes (spec/rule-blob.md section 6.5); a character
+        # takes at most 4 of them
+        if name is not None and len(name) * 4 > MAX_RULE_NAME \
+                and len(name.encode("utf-8", "surrogatepass")) > MAX_RULE_NAME:
             raise self.err(f"Rule name is larger than {MAX_RULE_NAME} characters: {name}", el)
 
     def _condition(self, el) -> str:
@@ -522,8 +527,8 @@ class _Builder:
         if el.tag not in allowed:
             raise self.err(f"Element {el.tag} is not a field of {tag_label} in schema "
                            f"(No declaration for element {el.tag})", el)
-        _check_attrs(el, ("condition", "name") + self.scan_attr, self.path)
-        if _elements(el):
+        _check_attrs(el, self.filter_attrs, self.path)
+        if len(el) and _elements(el):
             raise self.err(f"Field element {el.tag} may only contain text", el)
         scanners = self._scanners(el, onmatch)
         own = el.get("name")

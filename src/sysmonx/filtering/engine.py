@@ -1,4 +1,5 @@
-"""Sysmon's filter algorithm, compiled once per configuration into per-EventID deciders.
+"""Sysmon's filter algorithm, compiled per configuration into per-EventID deciders, each on its
+EventID's first event (what compiling can refuse is checked when the engine is built).
 
 Semantics: spec/sysmon-semantics.md section 3 — rule-set order (3.2: exclude sets then include
 sets, each in reverse document order), decision and fallback (3.3), group evaluation with the
@@ -16,6 +17,7 @@ config model.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -141,6 +143,17 @@ def _never(v: str) -> bool:
     return False
 
 
+def _pass(data: dict) -> tuple[bool, Optional[str]]:
+    return True, None
+
+
+#: Sysmon's conditions whose predicate building cannot fail on a string value (``regex`` can).
+_SAFE_CONDITIONS = frozenset({
+    "is", "is not", "contains", "excludes", "begin with", "end with", "less than", "more than",
+    "image", "contains any", "is any", "contains all", "excludes any", "excludes all",
+    "not begin with", "not end with"})
+
+
 class _SetCompiler:
     """Compiles the rule sets of a configuration into walk items (:data:`walk.Item`), one
     :class:`~sysmonx.filtering.walk.Member` per (filter, field present or not), shared by the
@@ -218,6 +231,11 @@ class _SetCompiler:
 class FilterEngine:
     """A configuration compiled into one decision function per EventID.
 
+    Each EventID's function is compiled on its first use (:meth:`decide`, :meth:`decider_for`;
+    a replay meets few of the EventIDs a config covers) and :meth:`compile_all` compiles them
+    all. Every error compiling could raise is raised by the constructor, as a whole compile
+    would raise it (:meth:`_check_compile`).
+
     ``decide(event_id, data)`` returns ``(include, rule_name)``: ``include`` is Sysmon's decision
     to log the event, ``rule_name`` the RuleName Sysmon would write (``-`` when no rule matched),
     or ``None`` for events Sysmon never filters (4, 16, 255) and IDs it does not define, which
@@ -227,6 +245,11 @@ class FilterEngine:
         config: a loaded :class:`~sysmonx.config.Config`, or ``None`` for Sysmon's behaviour with
             no configuration (per-type defaults only).
         options: :class:`EngineOptions`.
+    Raises:
+        UsageError: a filter's condition is not registered (a config built without the reader).
+        RegexError: a ``regex`` RE2 refuses under the engine's per-pattern memory share.
+        KeyError: a rule set bound to an EventID the catalogue lacks, or a filter naming a
+            ``<Rule>`` group its set lacks (configs built without the reader).
     """
 
     def __init__(self, config: Optional[Config], options: EngineOptions = EngineOptions()):
@@ -241,11 +264,88 @@ class FilterEngine:
         self._shared: dict = {}  # (tag, field presence of every set) -> decider
         #: memory shared by the index's memo tables (:class:`~.index.MemoBudget`)
         self.memo = MemoBudget()
-        for eid, ev in CURRENT.events.items():
-            self._deciders[eid] = self._compile_event(eid, ev)
+        self._lock = threading.Lock()
+        self._by_tag: dict[str, list[RuleSet]] = {}  # tag -> its rule sets, document order
+        for rs in (config.rule_sets if config else ()):
+            self._by_tag.setdefault(rs.tag, []).append(rs)
+        # each EventID's decider is compiled on its first event (a replay meets few of the
+        # EventIDs a config covers); what compiling could refuse is checked now, at load
+        self._check_compile()
         self._truncate_skip = max(e for e, d in CURRENT.events.items()
                                   if e < 255 and not d.extension) \
             if options.field_sizes_skip_last else None
+
+    def _check_compile(self) -> None:
+        """Raise now what compiling any EventID would raise, in the order a full compile meets
+        it, so a config error is reported at load and never deferred to an event.
+
+        Compiling can only fail on a filter whose predicate building can fail (``regex``, a
+        plugin's condition, a value that is not a string), on a rule set bound to an unknown
+        EventID or on a filter naming a missing ``<Rule>`` group; a config the reader built has
+        none of the last three. Those predicates are built here (and kept for the deciders)."""
+        if self.config is None:
+            return
+        risky = False
+        for rs in self.config.rule_sets:
+            if rs.event_id not in CURRENT.events:
+                risky = True
+                break
+            for f in rs.filters:
+                if (f.condition not in _SAFE_CONDITIONS or f.value.__class__ is not str
+                        or (f.aggregate and f.aggregate not in rs.aggregates)):
+                    risky = True
+                    break
+            if risky:
+                break
+        if not risky:
+            return
+        # the full compile's order: EventIDs in catalogue order, sets in evaluation order
+        seen: set = set()
+        for eid, ev in CURRENT.events.items():
+            if eid in NEVER_FILTERED or ev.tag is None:
+                continue
+            ordered = self._ordered_sets(ev.tag)
+            if not ordered:
+                continue
+            present = [self._compiler.present(rs, eid) for rs in ordered]
+            key = (ev.tag, tuple(tuple(sorted(p.items())) for p in present))
+            if key in seen:
+                continue
+            seen.add(key)
+            for rs, p in zip(ordered, present, strict=True):
+                for f in rs.filters:
+                    if f.aggregate:
+                        _ = rs.aggregates[f.aggregate]  # a KeyError, as compiling raises
+                    if f.condition not in _SAFE_CONDITIONS or f.value.__class__ is not str:
+                        self._compiler.member(f, p[f.field])
+
+    def compile_all(self) -> None:
+        """Compile the decider of every EventID now (deciders are otherwise compiled on each
+        EventID's first event), e.g. before measuring or sharing the engine."""
+        for eid in CURRENT.events:
+            self._decider(eid)
+
+    def _decider(self, eid: int) -> Optional[Callable[[dict], tuple[bool, Optional[str]]]]:
+        """The decider of ``eid``, compiled on first use (``None``: not an EventID of the
+        catalogue)."""
+        d = self._deciders.get(eid)
+        if d is not None:
+            return d
+        ev = CURRENT.events.get(eid)
+        if ev is None:
+            return None
+        with self._lock:
+            d = self._deciders.get(eid)
+            if d is None:
+                d = self._deciders[eid] = self._compile_event(eid, ev)
+        return d
+
+    def _ordered_sets(self, tag: str) -> list[RuleSet]:
+        """The rule sets of ``tag`` in evaluation order (spec 3.2): exclude sets, then include
+        sets, each in reverse document order."""
+        sets = self._by_tag.get(tag, [])
+        return ([rs for rs in reversed(sets) if rs.onmatch == "exclude"]
+                + [rs for rs in reversed(sets) if rs.onmatch == "include"])
 
     def _default_include(self, eid: int, default: str) -> bool:
         if self.options.no_rule_defaults == "community" and eid in (2, 6):
@@ -255,9 +355,7 @@ class FilterEngine:
     def _compile_event(self, eid: int, ev) -> Callable[[dict], tuple[bool, Optional[str]]]:
         if eid in NEVER_FILTERED or ev.tag is None:
             return lambda data: (True, None)
-        sets: list[RuleSet] = []
-        if self.config is not None:
-            sets = [rs for rs in self.config.rule_sets if rs.tag == ev.tag]
+        sets: list[RuleSet] = self._by_tag.get(ev.tag, [])
         if not sets:
             const = (self._default_include(eid, ev.default), "-")
             return lambda data: const
@@ -311,14 +409,15 @@ class FilterEngine:
 
     def decide(self, event_id: int, data: dict) -> tuple[bool, Optional[str]]:
         """Decide one event: see the class docstring. ``data`` maps field names to strings."""
-        d = self._deciders.get(event_id)
+        d = self._deciders.get(event_id) or self._decider(event_id)
         if d is None:
             return True, None
         return d(data)
 
     def decider_for(self, event_id: int) -> Callable[[dict], tuple[bool, Optional[str]]]:
-        """The compiled decision function of one EventID (for hot loops)."""
-        return self._deciders.get(event_id) or (lambda data: (True, None))
+        """The compiled decision function of one EventID (for hot loops; compiled now if it
+        was not yet)."""
+        return self._deciders.get(event_id) or self._decider(event_id) or _pass
 
     def apply_field_sizes(self, event_id: int, data: dict) -> dict:
         """Return ``data`` with FieldSizes truncation applied (a new dict if anything changed).

@@ -98,13 +98,16 @@ def auto_jobs(files: list[str], cpus: Optional[int] = None) -> int:
 def _prepare_for_fork(options: ReplayOptions, fmt: Optional[str], part_options: dict[str, Any],
                       engine: Optional[FilterEngine]) -> None:
     """Do in the parent what every worker would otherwise do on its first file: discover the
-    registries (built-in plugin modules and entry points: ~0.1 s) and build a Replayer and a
+    registries (built-in plugin modules and entry points: ~0.1 s), compile every EventID's
+    filter decider (compiled on first use otherwise, in each worker) and build a Replayer and a
     writer once (their lazy imports). Forked workers inherit the result."""
     import io
 
     from ..core.registry import SINKS, SOURCES, STAGES
     for registry in (SOURCES, STAGES, SINKS):
         registry.discover()
+    if engine is not None:
+        engine.compile_all()
     writer = make_writer(fmt, io.BytesIO(), **part_options) if fmt is not None else None
     Replayer(options, writer, engine=engine)
 
