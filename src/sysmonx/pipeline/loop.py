@@ -27,10 +27,11 @@ loop. A sink failure stops it only under the ``fatal`` policy (replay).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from ..configmodel import Config
 from ..core import native
@@ -158,33 +159,17 @@ class Pipeline:
     def _run_recorded(self, source: Source) -> None:
         direct = self.fanout.direct_event_writer()
         batches = source.batches()
+        if batches is not None and _run_batch is not None:
+            self._run_batches(batches, direct)
+            return
+        # the pure-Python loop: a source's lists are read item by item
+        items = source.events() if batches is None else itertools.chain.from_iterable(batches)
         if direct is not None:
-            if batches is not None:
-                self._run_batches_direct(batches, *direct)
-            else:
-                self._run_recorded_direct(source, *direct)
+            self._direct(items, *direct)
             return
         steps = self._steps
         deliver = self.fanout.deliver
-        if batches is not None:
-            if _run_batch is not None:
-                processes, emits = self._processes, self._emits_t
-                for batch in batches:
-                    _run_batch(batch, processes, emits, Event, None, None, deliver, self)
-                    if self._stop:
-                        return
-                return
-            for batch in batches:
-                for item in batch:
-                    for process, emit in steps:
-                        if not process(item, emit):
-                            break
-                    else:
-                        deliver(item)
-                    if self._stop:
-                        return
-            return
-        for item in source.events():
+        for item in items:
             if item is None:
                 continue
             for process, emit in steps:
@@ -195,55 +180,42 @@ class Pipeline:
             if self._stop:
                 break
 
-    def _run_batches_direct(self, batches: Any, slot: SinkSlot, write: Any) -> None:
-        """:meth:`_run_recorded_direct` over a source's :meth:`~sysmonx.interfaces.Source.batches`:
-        the same per-event steps, without a generator hand-off per event."""
-        steps = self._steps
+    def _run_batches(self, batches: Any, direct: Optional[tuple[SinkSlot, Any]]) -> None:
+        """The loop of :meth:`_run_recorded` (``direct``: :meth:`_direct`'s one events-only sink
+        written directly, its slot and ``write``) over a source's
+        :meth:`~sysmonx.interfaces.Source.batches`, compiled: the same per-item steps in the same
+        order, without a generator hand-off per item."""
+        assert _run_batch is not None
         deliver = self.fanout.deliver
-        sent = 0
-        if _run_batch is not None:  # the same loop, compiled
-            processes, emits = self._processes, self._emits_t
-            failure = slot.failure
-            self._sent_pending = 0
-            try:
-                for batch in batches:
-                    sent += _run_batch(batch, processes, emits, Event, write, failure, deliver,
-                                       self)
-                    if self._stop:
-                        return
-            finally:
-                slot.sent += sent + self._sent_pending
-                self._sent_pending = 0
+        processes, emits = self._processes, self._emits_t
+        if direct is None:
+            for batch in batches:
+                _run_batch(batch, processes, emits, Event, None, None, deliver, self)
+                if self._stop:
+                    return
             return
+        slot, write = direct
+        sent = 0
+        self._sent_pending = 0
         try:
             for batch in batches:
-                for item in batch:
-                    for process, emit in steps:
-                        if not process(item, emit):
-                            break
-                    else:
-                        if item.__class__ is Event:
-                            try:
-                                write(item)
-                            except Exception as exc:  # noqa: BLE001 - accounted by the slot
-                                slot.failure(exc)
-                            else:
-                                sent += 1
-                        else:
-                            deliver(item)
-                    if self._stop:
-                        return
+                sent += _run_batch(batch, processes, emits, Event, write, slot.failure, deliver,
+                                   self)
+                if self._stop:
+                    return
         finally:
-            slot.sent += sent
+            slot.sent += sent + self._sent_pending
+            self._sent_pending = 0
 
-    def _run_recorded_direct(self, source: Source, slot: SinkSlot, write: Any) -> None:
-        """:meth:`_run_recorded` for one events-only sink written directly: events go to the
-        sink's ``write`` without the fan-out (the same accounting, through the slot)."""
+    def _direct(self, items: Iterable[Any], slot: SinkSlot, write: Any) -> None:
+        """Each item through the stages, then events to ``write`` and anything else to the
+        fan-out; a failed write goes to ``slot.failure``, written events are added to
+        ``slot.sent`` (also when a failure ends the run); ``None`` items are skipped."""
         steps = self._steps
         deliver = self.fanout.deliver
         sent = 0
         try:
-            for item in source.events():
+            for item in items:
                 if item is None:
                     continue
                 for process, emit in steps:
