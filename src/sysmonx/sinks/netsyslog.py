@@ -32,8 +32,9 @@ after each batch; before each batch the connection is checked for the peer havin
 Plain syslog has no application acknowledgement (RELP adds one): a receiver killed while
 acknowledged records still sat unread in its socket buffer loses them, and records acknowledged
 between the last check and a reset are sent again. Stopping a receiver normally (rsyslog on
-SIGTERM) closes the connection, which the check sees before anything is lost; see
-``tests/test_netsyslog.py`` for the measured behaviour.
+SIGTERM) closes the connection, which the check usually sees before anything is lost; but a
+receiver that closes with acknowledged records still unread loses those few (seen: 3 of 15,580
+over TLS, about one stop in 20); see ``tests/test_netsyslog.py`` for the measured behaviour.
 """
 
 from __future__ import annotations
