@@ -347,9 +347,12 @@ def test_bpf_map_update_and_id_lookups(tmp_path, runs):
     f = [e for e in evs if finding("bpf_map_tamper", "refused with EPERM")(e)]
     assert len(f) == 1 and f[0]["Image"] == bpftool
     # the by-id open before the update is reported too (the map itself, or unidentified when
-    # bpftool exited before its fd could be read)
-    opened = [e for e in evs if finding("bpf_map_tamper", "opened")(e)
-              and e["ProcessId"] == f[0]["ProcessId"]]
+    # bpftool exited before its fd could be read); it comes by another path than the refused
+    # update, so it may be written after it: waited for as well
+    def opened_by_bpftool(e):
+        return finding("bpf_map_tamper", "opened")(e) and e["ProcessId"] == f[0]["ProcessId"]
+    evs = wait_for(r.out, opened_by_bpftool)
+    opened = [e for e in evs if opened_by_bpftool(e)]
     assert opened and (f"map id {mid}" in opened[0]["Details"]
                        or "before they could be identified" in opened[0]["Details"])
     progs = set()
