@@ -1,0 +1,314 @@
+"""A disk cache of loaded Sysmon configurations, so a run does not parse the same XML again.
+
+Reading and validating a large configuration (sysmon-modular: ~2,000 filters, 9-11 ms of CPU,
+most of it Python over lxml's elements) gives a :class:`~sysmonx.configmodel.Config` that
+depends only on the file's bytes, the path it was read from (``YaraRules`` is made relative to
+the config's folder; ``Config.path`` and every warning name it), the reader's options and the
+code that read it. So the result is stored once and reused:
+
+* **Key** (:func:`config_key`): SHA-256 over the entry format, the SysmonX version, the
+  interpreter's ``cache_tag``, lxml's and libxml2's versions, a fingerprint of the reader's
+  code (every ``.py`` file of ``sysmonx/config``, ``sysmonx/schema`` and ``configmodel.py``,
+  ``core/registry.py``, ``core/errors.py``: their paths and bytes), the reader's options, the
+  extension conditions registered (a plugin's condition changes what loads), the path as given
+  and as an absolute path, and the configuration's bytes (exactly the bytes then parsed).
+* **Entry**: ``<dir>/<key>.marshal``: a magic line, the key, the SHA-256 of the payload, the
+  payload: the :class:`Config` as nested tuples of strings, numbers and ``None``
+  (:mod:`marshal` of plain data: no code, no pickle). Loading an entry builds the model objects
+  again (the schema from its version, as the reader does).
+* **Only what loaded**: a configuration the reader refuses raises its
+  :class:`~sysmonx.core.errors.ConfigError` at every load, exactly as without the cache; an
+  entry exists only for a configuration that loaded. What the filter engine refuses (a regex
+  RE2 rejects, ...) is checked when the engine is built from the loaded model, cached or not.
+* **Trust**: an entry is read only from a directory owned by the user running SysmonX that no
+  other user can write (created ``0700``), from a regular file (not a link) owned by that user
+  and writable by nobody else, with the right magic, key and payload digest, and a payload of
+  the expected shape. Anything else is ignored with a note (for a person) and rebuilt; a cache
+  that cannot be written only costs the load time.
+* **Where**: ``$SYSMONX_CACHE_DIR/config``, else ``$XDG_CACHE_HOME/sysmonx/config``, else
+  ``~/.cache/sysmonx/config`` (beside the Sigma rule cache's ``sigma``); at most
+  :data:`MAX_ENTRIES` entries, the least recently used removed first. ``SYSMONX_CONFIG_CACHE=0``
+  turns it off for :func:`~sysmonx.config.load_config`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+import stat
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from ..configmodel import Aggregate, Config, ConfigWarning, Filter, RuleSet
+from ..schema import extended, get_schema, sysmon_only
+
+__all__ = ["ConfigCache", "config_key", "default_config_cache_dir", "CONFIG_CACHE_FORMAT",
+           "MAX_ENTRIES", "cache_enabled", "to_plain", "from_plain"]
+
+#: Bumped when the entry layout changes.
+CONFIG_CACHE_FORMAT = 1
+_MAGIC = b"SYSMONX-CONFIG-CACHE %d\n" % CONFIG_CACHE_FORMAT
+#: Entries kept in one cache directory (least recently used removed beyond).
+MAX_ENTRIES = 32
+#: An entry larger than this is not read (a 64 MiB configuration is the reader's limit).
+MAX_ENTRY_BYTES = 256 << 20
+#: The reader's code: what :func:`config_key` fingerprints (relative to the package).
+_CODE_PARTS = ("config", "schema", "configmodel.py", "core/registry.py", "core/errors.py")
+
+
+def default_config_cache_dir() -> Path:
+    """``$SYSMONX_CACHE_DIR/config``, else ``$XDG_CACHE_HOME/sysmonx/config``, else
+    ``~/.cache/sysmonx/config``."""
+    env = os.environ.get("SYSMONX_CACHE_DIR")
+    if env:
+        return Path(env) / "config"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sysmonx" / "config"
+
+
+def cache_enabled() -> bool:
+    """False when ``$SYSMONX_CONFIG_CACHE`` is ``0``, ``off``, ``no`` or ``false``."""
+    return os.environ.get("SYSMONX_CONFIG_CACHE", "").strip().lower() not in (
+        "0", "off", "no", "false")
+
+
+_FINGERPRINT: Optional[bytes] = None
+
+
+def _fingerprint() -> bytes:
+    """SHA-256 over the versions and the reader's code (computed once per process, ~0.3 ms)."""
+    global _FINGERPRINT
+    if _FINGERPRINT is None:
+        from lxml import etree
+
+        from ..version import __version__
+        root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+        h = hashlib.sha256()
+        h.update(repr((__version__, sys.implementation.cache_tag, etree.LXML_VERSION,
+                       etree.LIBXML_VERSION)).encode())
+        files: list = []
+        for part in _CODE_PARTS:
+            full = os.path.join(root, part)
+            if os.path.isdir(full):
+                files.extend(os.path.join(part, n) for n in os.listdir(full) if n.endswith(".py"))
+            else:
+                files.append(part)
+        for name in sorted(files):
+            h.update(name.encode() + b"\0")
+            with open(os.path.join(root, name), "rb") as f:
+                h.update(f.read())
+            h.update(b"\0")
+        _FINGERPRINT = h.digest()
+    return _FINGERPRINT
+
+
+def config_key(raw: bytes, path: str, options: tuple) -> str:
+    """The entry key (hex SHA-256) of configuration bytes ``raw`` read from ``path`` with the
+    reader's ``options`` (a tuple of plain values: the flags and the extension conditions)."""
+    h = hashlib.sha256(_MAGIC)
+    h.update(_fingerprint())
+    h.update(repr((path, os.path.abspath(path), options)).encode("utf-8", "surrogatepass"))
+    h.update(b"\0")
+    h.update(raw)
+    return h.hexdigest()
+
+
+def to_plain(cfg: Config) -> tuple:
+    """``cfg`` as nested tuples of strings, numbers and ``None`` (what an entry holds; the
+    schema is kept as its version and whether it is the extended one)."""
+    ext = cfg.schema is extended(get_schema(cfg.schema_version))
+    return (
+        cfg.path, cfg.sha256, tuple(cfg.schema_version), ext, cfg.schema.version,
+        tuple(cfg.options.items()), tuple(cfg.hash_algorithms), tuple(cfg.field_sizes.items()),
+        cfg.heartbeat_interval,
+        tuple((rs.tag, rs.event_id, rs.onmatch, rs.relation,
+               tuple((f.field, f.condition, f.value, f.name, f.aggregate, f.line,
+                      tuple(f.scanners)) for f in rs.filters),
+               tuple((k, a.id, a.relation, a.name, a.line, tuple(a.scanners))
+                     for k, a in rs.aggregates.items()),
+               rs.group_name, rs.line, tuple(rs.scanners)) for rs in cfg.rule_sets),
+        tuple((w.message, w.path, w.line) for w in cfg.warnings),
+    )
+
+
+def _frozen(cls: type, names: tuple, values: tuple) -> Any:
+    """An instance of the frozen dataclass ``cls`` with ``names`` set to ``values`` (what its
+    generated ``__init__`` does, without the per-field ``object.__setattr__`` calls)."""
+    obj: Any = object.__new__(cls)
+    obj.__dict__.update(zip(names, values, strict=True))
+    return obj
+
+
+_FILTER = ("field", "condition", "value", "name", "aggregate", "line", "scanners")
+_AGG = ("id", "relation", "name", "line", "scanners")
+
+
+def from_plain(data: tuple) -> Config:
+    """The :class:`Config` :func:`to_plain` gave ``data`` for.
+
+    Raises:
+        ValueError, TypeError: ``data`` is not of that shape (a damaged or foreign entry)."""
+    (path, sha256, version, ext, schema_version, options, hashes, sizes, heartbeat,
+     sets, warnings) = data
+    version = tuple(version)
+    if len(version) != 2 or not all(isinstance(x, int) for x in version):
+        raise ValueError("bad schema version")
+    base = get_schema(version)
+    schema = extended(base) if ext else sysmon_only(base)
+    if schema.version != schema_version:
+        raise ValueError("schema version differs")
+    cfg = Config(str(path), str(sha256), version, schema, dict(options), list(hashes),
+                 dict(sizes), heartbeat)
+    rule_sets = cfg.rule_sets
+    for tag, eid, onmatch, relation, filters, aggs, group_name, line, scanners in sets:
+        for f in filters:
+            if len(f) != 7 or f[0].__class__ is not str or f[2].__class__ is not str:
+                raise ValueError("bad filter")
+        rule_sets.append(RuleSet(
+            tag, eid, onmatch, relation, [_frozen(Filter, _FILTER, f) for f in filters],
+            {k: _frozen(Aggregate, _AGG, a) for k, *a in aggs}, group_name, line, scanners))
+    cfg.warnings.extend(ConfigWarning(m, p, n) for m, p, n in warnings)
+    return cfg
+
+
+def _private_dir(path: Path, euid: int) -> Optional[str]:
+    """Why ``path`` is not a directory only ``euid`` can write, or ``None`` when it is."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory"
+    if st.st_uid != euid:
+        return f"{path} is owned by uid {st.st_uid}, not {euid}"
+    if st.st_mode & 0o022:
+        return f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+class ConfigCache:
+    """Loaded configurations stored under ``directory`` (default
+    :func:`default_config_cache_dir`); see the module docstring.
+
+    Attributes:
+        directory: the cache directory; created ``0700`` when missing.
+        status: what the last :meth:`get`/:meth:`put` did: ``hit``, ``miss``, ``ignored`` (an
+            entry or the directory failed a check), ``stored`` or ``unwritable``.
+        notes: the reasons of the last call, for a person.
+    """
+
+    def __init__(self, directory: Union[str, Path, None] = None) -> None:
+        self.directory = Path(directory) if directory is not None else default_config_cache_dir()
+        self.status = ""
+        self.notes: list = []
+
+    def entry(self, key: str) -> Path:
+        """The entry path of ``key``."""
+        return self.directory / f"{key}.marshal"
+
+    def get(self, key: str) -> Optional[Config]:
+        """The configuration stored under ``key``, or ``None`` (a miss, or an entry that failed
+        a check: it is removed and :attr:`notes` says why). Never raises for a bad entry."""
+        self.notes = []
+        path = self.entry(key)
+        euid = os.geteuid()
+        why = _private_dir(self.directory, euid)
+        if why is not None:
+            if not os.path.lexists(self.directory):
+                self.status = "miss"
+                return None
+            self.status = "ignored"
+            self.notes.append(f"config cache not used: {why}")
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            self.status = "miss"
+            return None
+        except OSError as exc:
+            self.status = "ignored"
+            self.notes.append(f"config cache entry {path} not read: {exc}")
+            return None
+        try:
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != euid or st.st_mode & 0o022:
+                    raise ValueError("not a regular file owned by this user and private")
+                if st.st_size > MAX_ENTRY_BYTES:
+                    raise ValueError(f"larger than {MAX_ENTRY_BYTES} bytes")
+                data = f.read()
+            head = len(_MAGIC)
+            if data[:head] != _MAGIC:
+                raise ValueError("not a config cache entry of this format")
+            if data[head:head + 64] != key.encode():
+                raise ValueError("entry of another key")
+            payload = memoryview(data)[head + 96:]
+            if hashlib.sha256(payload).digest() != data[head + 64:head + 96]:
+                raise ValueError("damaged (payload digest differs)")
+            cfg = from_plain(marshal.loads(payload))
+        except Exception as exc:  # noqa: BLE001 - any failure means: rebuild
+            self._remove(path)
+            self.status = "ignored"
+            self.notes.append(f"config cache entry {path} ignored and rebuilt: {exc}")
+            return None
+        try:
+            if st.st_mtime < time.time() - 60:  # least recently used order (to the minute)
+                os.utime(path)
+        except OSError:
+            pass
+        self.status = "hit"
+        return cfg
+
+    def put(self, key: str, cfg: Config) -> None:
+        """Store ``cfg`` under ``key`` (a temporary file renamed). Never raises: :attr:`status`
+        and :attr:`notes` say what happened."""
+        path = self.entry(key)
+        try:
+            payload = marshal.dumps(to_plain(cfg))
+        except (ValueError, TypeError) as exc:  # a value marshal cannot hold: not stored
+            self.status = "unwritable"
+            self.notes.append(f"config cache: cannot store: {exc}")
+            return
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            why = _private_dir(self.directory, os.geteuid())
+            if why is not None:
+                self.status = "unwritable"
+                if f"config cache not used: {why}" not in self.notes:
+                    self.notes.append(f"config cache not used: {why}")
+                return
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".marshal")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(_MAGIC + key.encode() + hashlib.sha256(payload).digest())
+                    f.write(payload)
+                os.replace(tmp, path)
+            except BaseException:
+                self._remove(Path(tmp))
+                raise
+        except OSError as exc:
+            self.status = "unwritable"
+            self.notes.append(f"config cache: cannot write {path}: {exc}")
+            return
+        self.status = "stored"
+        self._trim(keep=path)
+
+    def _trim(self, keep: Path) -> None:
+        try:
+            entries = sorted(((p.stat().st_mtime, p) for p in self.directory.glob("*.marshal")
+                              if p != keep), reverse=True)
+        except OSError:
+            return
+        for _, p in entries[MAX_ENTRIES - 1:]:
+            self._remove(p)
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        try:
+            path.unlink()
+        except OSError:
+            pass
