@@ -20,11 +20,11 @@ code that read it. So the result is stored once and reused:
   :class:`~sysmonx.core.errors.ConfigError` at every load, exactly as without the cache; an
   entry exists only for a configuration that loaded. What the filter engine refuses (a regex
   RE2 rejects, ...) is checked when the engine is built from the loaded model, cached or not.
-* **Trust**: an entry is read only from a directory owned by the user running SysmonX that no
-  other user can write (created ``0700``), from a regular file (not a link) owned by that user
-  and writable by nobody else, with the right magic, key and payload digest, and a payload of
-  the expected shape. Anything else is ignored with a note (for a person) and rebuilt; a cache
-  that cannot be written only costs the load time.
+* **Trust** (:mod:`sysmonx.core.marshalstore`): an entry is read only from a directory owned by
+  the user running SysmonX that no other user can write (created ``0700``), from a regular file
+  (not a link) owned by that user and writable by nobody else, with the right magic, key and
+  payload digest, and a payload of the expected shape. Anything else is ignored with a note (for
+  a person) and rebuilt; a cache that cannot be written only costs the load time.
 * **Where**: ``$SYSMONX_CACHE_DIR/config``, else ``$XDG_CACHE_HOME/sysmonx/config``, else
   ``~/.cache/sysmonx/config`` (beside the Sigma rule cache's ``sigma``); at most
   :data:`MAX_ENTRIES` entries, the least recently used removed first. ``SYSMONX_CONFIG_CACHE=0``
@@ -34,16 +34,13 @@ code that read it. So the result is stored once and reused:
 from __future__ import annotations
 
 import hashlib
-import marshal
 import os
-import stat
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..configmodel import Aggregate, Config, ConfigWarning, Filter, RuleSet
+from ..core.marshalstore import MarshalStore
 from ..schema import extended, get_schema, sysmon_only
 
 __all__ = ["ConfigCache", "config_key", "default_config_cache_dir", "CONFIG_CACHE_FORMAT",
@@ -54,8 +51,6 @@ CONFIG_CACHE_FORMAT = 1
 _MAGIC = b"SYSMONX-CONFIG-CACHE %d\n" % CONFIG_CACHE_FORMAT
 #: Entries kept in one cache directory (least recently used removed beyond).
 MAX_ENTRIES = 32
-#: An entry larger than this is not read (a 64 MiB configuration is the reader's limit).
-MAX_ENTRY_BYTES = 256 << 20
 #: The reader's code: what :func:`config_key` fingerprints (relative to the package).
 _CODE_PARTS = ("config", "schema", "configmodel.py", "core/registry.py", "core/errors.py")
 
@@ -175,21 +170,6 @@ def from_plain(data: tuple) -> Config:
     return cfg
 
 
-def _private_dir(path: Path, euid: int) -> Optional[str]:
-    """Why ``path`` is not a directory only ``euid`` can write, or ``None`` when it is."""
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        return f"cannot read {path}: {exc.strerror}"
-    if not stat.S_ISDIR(st.st_mode):
-        return f"{path} is not a directory"
-    if st.st_uid != euid:
-        return f"{path} is owned by uid {st.st_uid}, not {euid}"
-    if st.st_mode & 0o022:
-        return f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})"
-    return None
-
-
 class ConfigCache:
     """Loaded configurations stored under ``directory`` (default
     :func:`default_config_cache_dir`); see the module docstring.
@@ -203,112 +183,31 @@ class ConfigCache:
 
     def __init__(self, directory: Union[str, Path, None] = None) -> None:
         self.directory = Path(directory) if directory is not None else default_config_cache_dir()
-        self.status = ""
-        self.notes: list = []
+        self._store = MarshalStore(self.directory, _MAGIC, "config cache",
+                                   max_entries=MAX_ENTRIES)
+
+    @property
+    def status(self) -> str:
+        """What the last :meth:`get`/:meth:`put` did."""
+        return self._store.status
+
+    @property
+    def notes(self) -> list[str]:
+        """The reasons of the last call, for a person."""
+        return self._store.notes
 
     def entry(self, key: str) -> Path:
         """The entry path of ``key``."""
-        return self.directory / f"{key}.marshal"
+        return self._store.entry(key)
 
     def get(self, key: str) -> Optional[Config]:
         """The configuration stored under ``key``, or ``None`` (a miss, or an entry that failed
         a check: it is removed and :attr:`notes` says why). Never raises for a bad entry."""
-        self.notes = []
-        path = self.entry(key)
-        euid = os.geteuid()
-        why = _private_dir(self.directory, euid)
-        if why is not None:
-            if not os.path.lexists(self.directory):
-                self.status = "miss"
-                return None
-            self.status = "ignored"
-            self.notes.append(f"config cache not used: {why}")
-            return None
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
-            self.status = "miss"
-            return None
-        except OSError as exc:
-            self.status = "ignored"
-            self.notes.append(f"config cache entry {path} not read: {exc}")
-            return None
-        try:
-            with os.fdopen(fd, "rb") as f:
-                st = os.fstat(f.fileno())
-                if not stat.S_ISREG(st.st_mode) or st.st_uid != euid or st.st_mode & 0o022:
-                    raise ValueError("not a regular file owned by this user and private")
-                if st.st_size > MAX_ENTRY_BYTES:
-                    raise ValueError(f"larger than {MAX_ENTRY_BYTES} bytes")
-                data = f.read()
-            head = len(_MAGIC)
-            if data[:head] != _MAGIC:
-                raise ValueError("not a config cache entry of this format")
-            if data[head:head + 64] != key.encode():
-                raise ValueError("entry of another key")
-            payload = memoryview(data)[head + 96:]
-            if hashlib.sha256(payload).digest() != data[head + 64:head + 96]:
-                raise ValueError("damaged (payload digest differs)")
-            cfg = from_plain(marshal.loads(payload))
-        except Exception as exc:  # noqa: BLE001 - any failure means: rebuild
-            self._remove(path)
-            self.status = "ignored"
-            self.notes.append(f"config cache entry {path} ignored and rebuilt: {exc}")
-            return None
-        try:
-            if st.st_mtime < time.time() - 60:  # least recently used order (to the minute)
-                os.utime(path)
-        except OSError:
-            pass
-        self.status = "hit"
-        return cfg
+        self._store.max_entries = MAX_ENTRIES
+        return self._store.read(key, from_plain)
 
     def put(self, key: str, cfg: Config) -> None:
         """Store ``cfg`` under ``key`` (a temporary file renamed). Never raises: :attr:`status`
         and :attr:`notes` say what happened."""
-        path = self.entry(key)
-        try:
-            payload = marshal.dumps(to_plain(cfg))
-        except (ValueError, TypeError) as exc:  # a value marshal cannot hold: not stored
-            self.status = "unwritable"
-            self.notes.append(f"config cache: cannot store: {exc}")
-            return
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            why = _private_dir(self.directory, os.geteuid())
-            if why is not None:
-                self.status = "unwritable"
-                if f"config cache not used: {why}" not in self.notes:
-                    self.notes.append(f"config cache not used: {why}")
-                return
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".marshal")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(_MAGIC + key.encode() + hashlib.sha256(payload).digest())
-                    f.write(payload)
-                os.replace(tmp, path)
-            except BaseException:
-                self._remove(Path(tmp))
-                raise
-        except OSError as exc:
-            self.status = "unwritable"
-            self.notes.append(f"config cache: cannot write {path}: {exc}")
-            return
-        self.status = "stored"
-        self._trim(keep=path)
-
-    def _trim(self, keep: Path) -> None:
-        try:
-            entries = sorted(((p.stat().st_mtime, p) for p in self.directory.glob("*.marshal")
-                              if p != keep), reverse=True)
-        except OSError:
-            return
-        for _, p in entries[MAX_ENTRIES - 1:]:
-            self._remove(p)
-
-    @staticmethod
-    def _remove(path: Path) -> None:
-        try:
-            path.unlink()
-        except OSError:
-            pass
+        self._store.max_entries = MAX_ENTRIES
+        self._store.write(key, to_plain(cfg))
