@@ -149,8 +149,7 @@ def _replay(files: list[str], config, fmt: str, engine, jobs: int,
                      detection=detection)
         for f in files:
             r.run_file(f)
-        if detection is not None:
-            r.finish()  # open correlation windows, as the command line does
+        r.finish()  # open correlation windows, the filter's plans stored, as the CLI does
         if writer is not None:
             writer.close()
         return r.stats.records
@@ -174,6 +173,8 @@ def _replay(files: list[str], config, fmt: str, engine, jobs: int,
         if r.stats.duplicates:
             raise SystemExit(f"error: {f}: {r.stats.duplicates} records taken for duplicates "
                              "within one pass; the measurement would not write them")
+    if r is not None:
+        r.finish()  # the filter's plans stored, as the command line does at the end
     if writer is not None:
         writer.close()
     return total + (r.stats.records if r is not None else 0)
@@ -224,7 +225,7 @@ def child(spec: dict) -> dict:
         cache = ConfigCache() if spec.get("config_cache") else None
         t = clock()
         config = load_config(path, cache=cache) if path else None
-        engine = FilterEngine(config) if config is not None else None
+        engine = FilterEngine(config, plan_cache=bool(cache)) if config is not None else None
         out["compile"] = clock() - t
         out["config_cache"] = cache.status if cache is not None and path else ""
         # --jobs-speedup: both sides as --jobs runs them; --keep-duplicates
@@ -233,6 +234,7 @@ def child(spec: dict) -> dict:
         out["records"] = _replay(files, config, fmt, engine, jobs, keep, detection)
         out["cold"] = clock() - t
         out["cold_cpu_all"] = _all_cpu() - cpu0
+        out["plan_cache"] = engine.plan_cache_status if engine is not None and cache else ""
         if detection is not None:
             out["alerts"] = detection.stats.alerts  # the cold pass's: same for every jobs
             out["matched"] = detection.stats.matched
@@ -273,15 +275,14 @@ def _run_child(spec: dict) -> dict:
     return json.loads(r.stdout)
 
 
-def _warm_config_cache(directory: str, paths: list) -> None:
-    """Fill the config cache in ``directory`` with ``paths`` (as a first run would)."""
-    from sysmonx.config import load_config
-    from sysmonx.config.cache import ConfigCache
+def _warm_config_cache(directory: str, common: dict, paths: list) -> None:
+    """Fill the config and filter plan caches in ``directory`` for ``paths``: one replay child
+    per config over the same inputs (a first run; its figures are not used)."""
     for path in paths:
-        cache = ConfigCache(Path(directory) / "config")
-        load_config(path, cache=cache)
-        if cache.status != "stored":
-            raise RuntimeError(f"config cache not filled for {path}: {cache.notes}")
+        r = _run_child(dict(common, what="replay", config=path, config_cache=directory,
+                            rounds=1, repeat=1))
+        if (r["config_cache"], r["plan_cache"]) != ("stored", "stored"):
+            raise RuntimeError(f"config cache not filled for {path}: {r}")
 
 
 def _load() -> str:
@@ -724,7 +725,7 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
     base: list = []
     runs: dict = {label: [] for label, _, _, _ in rows}
     try:
-        _warm_config_cache(warm_dir, [path for _, path in configs if path])
+        _warm_config_cache(warm_dir, common, [path for _, path in configs if path])
         for _ in range(args.rounds):
             for _ in range(args.baseline_runs):
                 base.append(_run_child(dict(common, what="baseline")))
@@ -734,8 +735,8 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
     finally:
         shutil.rmtree(warm_dir, ignore_errors=True)
     configs = [(label, path) for label, path, _, _ in rows]
-    expect = {label: ("" if not path else "stored" if cache == "empty" else "hit")
-              for label, path, _, cache in rows}
+    expect = {label: ("", "") if not path else ("stored", "stored") if cache == "empty"
+              else ("hit", "hit") for label, path, _, cache in rows}
     load_after = _load()
     n = base[0]["records"]
     size = sum(os.path.getsize(f) for f in files)
@@ -765,9 +766,9 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
         if any(r["records"] != n or r["warm_records"] != n * args.repeat for r in rs):
             print(f"{label}: replay read {rs[0]['records']} records, baseline {n}", file=sys.stderr)
             status = 1
-        got = {r.get("config_cache", "") for r in rs}
+        got = {(r["config_cache"], r["plan_cache"]) for r in rs}
         if got != {expect[label]}:
-            print(f"{label}: config cache {', '.join(sorted(got))}, expected {expect[label]}",
+            print(f"{label}: config and plan caches {sorted(got)}, expected {expect[label]}",
                   file=sys.stderr)
             status = 1
         cold = min(r["cold"] for r in rs)
@@ -781,9 +782,9 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
                                      "compile_ms": round(comp * 1000, 1)}
     print("config ms: reading the config and building the engine, inside the cold figure; each "
           "EventID's decider is compiled on its first event, inside the cold pass")
-    print("config rows: the config cache empty (a config's first run: parsed, then stored; the "
-          "headline) and warm (filled before the children ran: any later run); pure Python rows: "
-          "cache empty")
+    print("config rows: the config and filter plan caches empty (a config's first run: parsed "
+          "and compiled, then stored; the headline) and warm (filled by a replay of the same "
+          "inputs before the children ran: any later run); pure Python rows: caches empty")
     if args.json:
         print(json.dumps(figures))
     return status

@@ -131,7 +131,8 @@ class MarshalStore:
 
     def write(self, key: str, value: Any) -> None:
         """Store ``value`` (plain data) under ``key``. Never raises: :attr:`status` and
-        :attr:`notes` say what happened (notes of the last :meth:`read` are kept)."""
+        :attr:`notes` say what happened."""
+        self.notes = []
         path = self.entry(key)
         try:
             payload = marshal.dumps(value)
@@ -144,8 +145,7 @@ class MarshalStore:
             why = private_dir_problem(self.directory, os.geteuid())
             if why is not None:
                 self.status = "unwritable"
-                if f"{self.what} not used: {why}" not in self.notes:
-                    self.notes.append(f"{self.what} not used: {why}")
+                self.notes.append(f"{self.what} not used: {why}")
                 return
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=self.suffix)
             try:
