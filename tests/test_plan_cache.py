@@ -25,6 +25,7 @@ SMALL = ('<Sysmon schemaversion="4.90"><EventFiltering>'
          '<Image condition="end with" name="t1">\\cmd.exe</Image>'
          '<Rule name="both" groupRelation="and"><Image condition="contains">power</Image>'
          '<CommandLine condition="contains">-enc</CommandLine></Rule>'
+         '<ParentImage condition="excludes" name="noexp">explorer</ParentImage>'
          '</ProcessCreate></RuleGroup>'
          '<RuleGroup groupRelation="and"><ProcessCreate onmatch="exclude">'
          '<User condition="is">SYSTEM</User><Image condition="begin with">c:\\windows</Image>'
@@ -35,8 +36,11 @@ EVENTS = [(1, {"Image": "C:\\x\\cmd.exe", "User": "bob"}),
           (1, {"Image": "powershell.exe", "CommandLine": "a -enc b"}),
           (1, {"Image": "c:\\windows\\cmd.exe", "User": "SYSTEM"}),
           (1, {"Image": "notepad.exe"}),
+          (1, {"Image": "notepad.exe", "ParentImage": "C:\\Windows\\explorer.exe"}),
           (3, {"DestinationPort": "443"}), (3, {"DestinationPort": "80"})]
-WANT = [(True, "t1"), (True, "both"), (False, "-"), (False, "-"), (False, "-"), (True, "-")]
+# the "excludes" filter has no literal to index: an item every event evaluates (``always``)
+WANT = [(True, "t1"), (True, "both"), (False, "-"), (True, "noexp"), (False, "-"),
+        (False, "-"), (True, "-")]
 
 
 def _decide(engine) -> list:
