@@ -149,7 +149,7 @@ def test_changed_bytes_code_or_options_are_other_keys(small, store, monkeypatch)
     got = load_config(small, cache=store)
     assert store.status == "stored"
     assert got.rule_sets[1].filters[0].value == "8443"
-    monkeypatch.setattr(cache_mod, "_FINGERPRINT", b"another build of the reader")
+    monkeypatch.setattr(cache_mod, "_VERSIONS", b"another build of the reader")
     load_config(small, cache=store)
     assert store.status == "stored"
     load_config(small, cache=store, empty_option_quirk=True)

@@ -8,8 +8,9 @@ code that read it. So the result is stored once and reused:
 
 * **Key** (:func:`config_key`): SHA-256 over the entry format, the SysmonX version, the
   interpreter's ``cache_tag``, lxml's and libxml2's versions, a fingerprint of the reader's
-  code (every ``.py`` file of ``sysmonx/config``, ``sysmonx/schema`` and ``configmodel.py``,
-  ``core/registry.py``, ``core/errors.py``: their paths and bytes), the reader's options, the
+  code (:func:`~sysmonx.core.marshalstore.code_fingerprint`: every ``.py`` file of
+  ``sysmonx/config``, ``sysmonx/filtering``, ``sysmonx/schema``, ``configmodel.py`` and the
+  ``core`` modules they use: their paths and bytes), the reader's options, the
   extension conditions registered (a plugin's condition changes what loads), the path as given
   and as an absolute path, and the configuration's bytes (exactly the bytes then parsed).
 * **Entry**: ``<dir>/<key>.marshal``: a magic line, the key, the SHA-256 of the payload, the
@@ -34,13 +35,13 @@ code that read it. So the result is stored once and reused:
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
-import sys
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..configmodel import Aggregate, Config, ConfigWarning, Filter, RuleSet
-from ..core.marshalstore import MarshalStore
+from ..core.marshalstore import MarshalStore, code_fingerprint
 from ..schema import extended, get_schema, sysmon_only
 
 __all__ = ["ConfigCache", "config_key", "default_config_cache_dir", "CONFIG_CACHE_FORMAT",
@@ -51,8 +52,6 @@ CONFIG_CACHE_FORMAT = 1
 _MAGIC = b"SYSMONX-CONFIG-CACHE %d\n" % CONFIG_CACHE_FORMAT
 #: Entries kept in one cache directory (least recently used removed beyond).
 MAX_ENTRIES = 32
-#: The reader's code: what :func:`config_key` fingerprints (relative to the package).
-_CODE_PARTS = ("config", "schema", "configmodel.py", "core/registry.py", "core/errors.py")
 
 
 def default_config_cache_dir() -> Path:
@@ -71,34 +70,20 @@ def cache_enabled() -> bool:
         "0", "off", "no", "false")
 
 
-_FINGERPRINT: Optional[bytes] = None
+_VERSIONS: Optional[bytes] = None
 
 
 def _fingerprint() -> bytes:
-    """SHA-256 over the versions and the reader's code (computed once per process, ~0.3 ms)."""
-    global _FINGERPRINT
-    if _FINGERPRINT is None:
+    """The reader's code (:func:`~sysmonx.core.marshalstore.code_fingerprint`) and lxml's and
+    libxml2's versions."""
+    global _VERSIONS
+    if _VERSIONS is None:
         from lxml import etree
 
         from ..version import __version__
-        root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-        h = hashlib.sha256()
-        h.update(repr((__version__, sys.implementation.cache_tag, etree.LXML_VERSION,
-                       etree.LIBXML_VERSION)).encode())
-        files: list = []
-        for part in _CODE_PARTS:
-            full = os.path.join(root, part)
-            if os.path.isdir(full):
-                files.extend(os.path.join(part, n) for n in os.listdir(full) if n.endswith(".py"))
-            else:
-                files.append(part)
-        for name in sorted(files):
-            h.update(name.encode() + b"\0")
-            with open(os.path.join(root, name), "rb") as f:
-                h.update(f.read())
-            h.update(b"\0")
-        _FINGERPRINT = h.digest()
-    return _FINGERPRINT
+        _VERSIONS = code_fingerprint() + repr((__version__, etree.LXML_VERSION,
+                                               etree.LIBXML_VERSION)).encode()
+    return _VERSIONS
 
 
 def config_key(raw: bytes, path: str, options: tuple) -> str:
@@ -112,6 +97,11 @@ def config_key(raw: bytes, path: str, options: tuple) -> str:
     return h.hexdigest()
 
 
+_FILTER = ("field", "condition", "value", "name", "aggregate", "line", "scanners")
+_FILTER_PLAIN = operator.attrgetter(*_FILTER)
+_AGG = ("id", "relation", "name", "line", "scanners")
+
+
 def to_plain(cfg: Config) -> tuple:
     """``cfg`` as nested tuples of strings, numbers and ``None`` (what an entry holds; the
     schema is kept as its version and whether it is the extended one)."""
@@ -121,8 +111,7 @@ def to_plain(cfg: Config) -> tuple:
         tuple(cfg.options.items()), tuple(cfg.hash_algorithms), tuple(cfg.field_sizes.items()),
         cfg.heartbeat_interval,
         tuple((rs.tag, rs.event_id, rs.onmatch, rs.relation,
-               tuple((f.field, f.condition, f.value, f.name, f.aggregate, f.line,
-                      tuple(f.scanners)) for f in rs.filters),
+               tuple(map(_FILTER_PLAIN, rs.filters)),
                tuple((k, a.id, a.relation, a.name, a.line, tuple(a.scanners))
                      for k, a in rs.aggregates.items()),
                rs.group_name, rs.line, tuple(rs.scanners)) for rs in cfg.rule_sets),
@@ -136,10 +125,6 @@ def _frozen(cls: type, names: tuple, values: tuple) -> Any:
     obj: Any = object.__new__(cls)
     obj.__dict__.update(zip(names, values, strict=True))
     return obj
-
-
-_FILTER = ("field", "condition", "value", "name", "aggregate", "line", "scanners")
-_AGG = ("id", "relation", "name", "line", "scanners")
 
 
 def from_plain(data: tuple) -> Config:

@@ -26,6 +26,7 @@ from ..core.registry import CONDITIONS as CONDITION_REGISTRY
 from ..schema import (CONDITIONS, CURRENT, Schema, SchemaVersionError, extended, get_schema,
                       parse_version, sysmon_only)
 from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
+from .cache import ConfigCache, cache_enabled, config_key
 
 __all__ = ["load_config", "parse_config", "decode_config_bytes", "extension_conditions",
            "split_comma_list", "parse_scanner_list",
@@ -271,12 +272,10 @@ def load_config(path: Union[str, Path], *, extensions: bool = True,
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"configuration is larger than {MAX_CONFIG_BYTES} bytes", str(p))
     if cache is True:
-        from .cache import ConfigCache, cache_enabled
         cache = ConfigCache() if cache_enabled() else None
     if not cache:
         return parse_config(raw, str(p), extensions=extensions,
                             empty_option_quirk=empty_option_quirk)
-    from .cache import config_key
     options = (extensions, empty_option_quirk,
                tuple(sorted(extension_conditions())) if extensions else ())
     key = config_key(raw, str(p), options)

@@ -11,9 +11,10 @@ item's predicate on its first evaluation), exactly as a fresh compile builds it 
 plan.
 
 * **Key** (:func:`plans_key`): SHA-256 over the entry format, the SysmonX version, the
-  interpreter's ``cache_tag``, a fingerprint of the filter's code (every ``.py`` file of
-  ``sysmonx/filtering`` and ``sysmonx/schema`` and ``configmodel.py``, ``core/regex.py``,
-  ``core/registry.py``, ``core/marshalstore.py``: paths and bytes), the engine options, and
+  interpreter's ``cache_tag``, a fingerprint of the filter's code
+  (:func:`~sysmonx.core.marshalstore.code_fingerprint`: every ``.py`` file of
+  ``sysmonx/filtering``, ``sysmonx/config``, ``sysmonx/schema``, ``configmodel.py`` and the
+  ``core`` modules they use: paths and bytes), the engine options, and
   the rule sets themselves (tag, EventID, onmatch, relation, every filter's field, condition,
   value, RuleName and ``<Rule>``, every ``<Rule>``'s relation), marshalled. The key is the
   model, not the file: an edited or programmatically built config gets its own entry.
@@ -34,12 +35,12 @@ from __future__ import annotations
 
 import hashlib
 import marshal
+import operator
 import os
-import sys
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..core.marshalstore import MarshalStore
+from ..core.marshalstore import MarshalStore, code_fingerprint
 
 __all__ = ["PlanCache", "plans_key", "default_plan_cache_dir", "plan_cache_enabled",
            "PLAN_CACHE_FORMAT", "MAX_ENTRIES"]
@@ -49,8 +50,6 @@ PLAN_CACHE_FORMAT = 1
 _MAGIC = b"SYSMONX-FILTER-PLANS %d\n" % PLAN_CACHE_FORMAT
 #: Entries kept in one cache directory (least recently used removed beyond).
 MAX_ENTRIES = 64
-_CODE_PARTS = ("filtering", "schema", "configmodel.py", "core/regex.py", "core/registry.py",
-               "core/marshalstore.py")
 
 
 def default_plan_cache_dir() -> Path:
@@ -69,38 +68,27 @@ def plan_cache_enabled() -> bool:
         "0", "off", "no", "false")
 
 
-_FINGERPRINT: Optional[bytes] = None
+_VERSIONS: Optional[bytes] = None
 
 
 def _fingerprint() -> bytes:
-    """SHA-256 over the versions and the filter's code (computed once per process)."""
-    global _FINGERPRINT
-    if _FINGERPRINT is None:
+    """The filter's code (:func:`~sysmonx.core.marshalstore.code_fingerprint`) and the SysmonX
+    version."""
+    global _VERSIONS
+    if _VERSIONS is None:
         from ..version import __version__
-        root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-        h = hashlib.sha256(repr((__version__, sys.implementation.cache_tag)).encode())
-        files: list = []
-        for part in _CODE_PARTS:
-            full = os.path.join(root, part)
-            if os.path.isdir(full):
-                files.extend(os.path.join(part, n) for n in os.listdir(full) if n.endswith(".py"))
-            else:
-                files.append(part)
-        for name in sorted(files):
-            h.update(name.encode() + b"\0")
-            with open(os.path.join(root, name), "rb") as f:
-                h.update(f.read())
-            h.update(b"\0")
-        _FINGERPRINT = h.digest()
-    return _FINGERPRINT
+        _VERSIONS = code_fingerprint() + __version__.encode()
+    return _VERSIONS
+
+
+_FILTER_KEY = operator.attrgetter("field", "condition", "value", "name", "aggregate")
 
 
 def plans_key(config: Any, options: Any) -> Optional[str]:
     """The entry key (hex SHA-256) of ``config``'s rule sets compiled with ``options``, or
     ``None`` when the model holds values marshal cannot write (a programmatic config)."""
     model = tuple(
-        (rs.tag, rs.event_id, rs.onmatch, rs.relation,
-         tuple((f.field, f.condition, f.value, f.name, f.aggregate) for f in rs.filters),
+        (rs.tag, rs.event_id, rs.onmatch, rs.relation, tuple(map(_FILTER_KEY, rs.filters)),
          tuple(sorted((k, a.relation) for k, a in rs.aggregates.items())))
         for rs in config.rule_sets)
     try:
