@@ -150,6 +150,11 @@ def _never(v: str) -> bool:
     return False
 
 
+def _unbuilt(v: str) -> bool:
+    """The predicate of an outline member (:meth:`_SetCompiler.outline`): never called."""
+    raise AssertionError("an outline member was evaluated")
+
+
 def _pass(data: dict) -> tuple[bool, Optional[str]]:
     return True, None
 
@@ -170,7 +175,8 @@ class _SetCompiler:
         self.opts = opts
         self.regex_mem = regex_mem
         self.members: dict = {}
-        #: id(member) -> (filter, present): where each compiled member came from
+        self.outlines: dict = {}  # (id(filter), present) -> Member without its predicate
+        #: id(member or outline) -> (filter, present): where each came from
         self.origin: dict = {}
 
     @staticmethod
@@ -212,9 +218,29 @@ class _SetCompiler:
         self.origin[id(m)] = (f, present)
         return m
 
-    def items(self, rs: RuleSet, present: dict[str, bool]) -> list:
+    def outline(self, f, present: bool) -> Member:
+        """What the index plans with (:func:`~.index.plan_indexed`): the filter's field,
+        condition, folded value and name as :meth:`member` gives them, its predicate
+        :func:`_unbuilt` (a present field) unless the member was built already (what
+        :meth:`member` builds is built when the filter is first evaluated)."""
+        key = (id(f), present)
+        m = self.members.get(key)
+        if m is not None or not present:
+            return m if m is not None else self.member(f, present)
+        m = self.outlines.get(key)
+        if m is None:
+            if (value := self.value(f)) is None:
+                return self.member(f, present)
+            m = self.outlines[key] = Member(f.field, _unbuilt, f.name or None, f.condition,
+                                            fold(value))
+            self.origin[id(m)] = (f, present)
+        return m
+
+    def items(self, rs: RuleSet, present: dict[str, bool], outline: bool = False) -> list:
         """The set's filters as walk items, in document order (spec 3.4); ``present`` as
-        returned by :meth:`present`."""
+        returned by :meth:`present`; ``outline``: members as :meth:`outline` gives them
+        (for planning only, never evaluated)."""
+        member = self.outline if outline else self.member
         items: list[tuple] = []
         i, n = 0, len(rs.filters)
         last_top = {}  # field -> index of its last top-level filter (same-field rule, spec 3.4)
@@ -228,12 +254,12 @@ class _SetCompiler:
                 members = []
                 while j < n and rs.filters[j].aggregate == f.aggregate:
                     g = rs.filters[j]
-                    members.append(self.member(g, present[g.field]))
+                    members.append(member(g, present[g.field]))
                     j += 1
                 items.append(("g", rs.aggregates[f.aggregate].relation, members))
                 i = j
             else:
-                items.append(("f", self.member(f, present[f.field]), last_top[f.field] > i))
+                items.append(("f", member(f, present[f.field]), last_top[f.field] > i))
                 i += 1
         return items
 
@@ -489,7 +515,8 @@ class FilterEngine:
                     self._stored_plans = {}
                     decider = None
             if decider is None:
-                compiled = [(rs.onmatch == "include", rs.relation, self._compiler.items(rs, p))
+                compiled = [(rs.onmatch == "include", rs.relation,
+                             self._compiler.items(rs, p, outline=True))
                             for rs, p in zip(ordered, present, strict=True)]
                 plan = plan_indexed(compiled, fields, rule_name_used, fallback, stale, self._ref)
                 decider = decider_from_plan(plan, self._member, self.memo)
