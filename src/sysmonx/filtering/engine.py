@@ -26,7 +26,7 @@ from ..configmodel import Config, RuleSet
 from ..schema import CURRENT
 from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
 from .conditions import REGEX_MAX_MEM, REGEX_TOTAL_MEM, fold, make_predicate, utf16_len
-from .index import MemoBudget, decider_from_plan, plan_indexed
+from .index import MemoBudget, decider_from_plan, plan_indexed, storable_plan
 from .plancache import PlanCache, plan_cache_enabled, plans_key
 from .walk import Member, compile_walk
 
@@ -402,7 +402,8 @@ class FilterEngine:
         with self._lock:
             if not self._new_plans:
                 return
-            plans = {**self._stored_plans, **self._new_plans}
+            plans = {**self._stored_plans,
+                     **{k: storable_plan(p) for k, p in self._new_plans.items()}}
             self._stored_plans, self._new_plans = plans, {}
         self._plan_cache.put(self._plan_key, plans)
         self.plan_cache_status = self._plan_cache.status

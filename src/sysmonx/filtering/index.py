@@ -59,6 +59,7 @@ from .conditions import contains_terms, fold, is_any_terms
 from .walk import Member, compile_walk, match_group
 
 __all__ = ["literals", "gate_of", "build_indexed_decider", "plan_indexed", "decider_from_plan",
+           "storable_plan",
            "MemoBudget", "SCAN_LIMIT",
            "MEMO_ENTRIES", "MEMO_BUDGET", "SHORT"]
 
@@ -306,7 +307,7 @@ def plan_indexed(sets: list, fields: tuple, rule_name_used: bool, fallback: bool
         patterns)``: one evaluator spec per item number (``("f", ref)``, ``("g", relation,
         refs)``, or ``("s", relation, item specs)`` for a whole AND rule set), the rule set
         position of each item, the sets' include flags, the ungated items, and per field
-        pattern -> item numbers.
+        pattern -> item numbers (a set; :func:`storable_plan` makes them sorted tuples).
     """
     evals: list = []      # item number -> evaluator spec
     owner: list = []      # item number -> position of its rule set
@@ -342,9 +343,15 @@ def plan_indexed(sets: list, fields: tuple, rule_name_used: bool, fallback: bool
             else:
                 m = item[1]
                 add(gate_of(m), ("f", ref(m)), pos)
-    table = {f: {p: tuple(sorted(ks)) for p, ks in t.items()} for f, t in patterns.items()}
     return (tuple(fields), rule_name_used, fallback, stale, tuple(evals), tuple(owner),
-            tuple(includes), tuple(always), table)
+            tuple(includes), tuple(always), patterns)
+
+
+def storable_plan(plan: tuple) -> tuple:
+    """``plan`` as :mod:`marshal` writes it deterministically: each pattern's item numbers as
+    a sorted tuple (a plan read back from storage is already so)."""
+    table = {f: {p: tuple(sorted(ks)) for p, ks in t.items()} for f, t in plan[8].items()}
+    return plan[:8] + (table,)
 
 
 def _evaluator(spec: tuple, member: Callable[[Any], Member]) -> Callable[[dict], tuple]:
@@ -389,7 +396,7 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
     evals.extend(lazy(k, spec) for k, spec in enumerate(specs))
     n = len(evals)
     scans = {f: _scanner({p: frozenset(ks) for p, ks in t.items()}, SCAN_LIMIT)
-             for f, t in table.items()}
+             for f, t in table.items()}  # _scanner keeps these frozensets (no copy)
     if any(k >= n or k < 0 for t in table.values() for ks in t.values() for k in ks) or \
             any(k >= n or k < 0 for k in always):
         raise ValueError("inconsistent plan")
