@@ -8,9 +8,9 @@ code that read it. So the result is stored once and reused:
 
 * **Key** (:func:`config_key`): SHA-256 over the entry format, the SysmonX version, the
   interpreter's ``cache_tag``, lxml's and libxml2's versions, a fingerprint of the reader's
-  code (:func:`~sysmonx.core.marshalstore.code_fingerprint`: every ``.py`` file of
-  ``sysmonx/config``, ``sysmonx/filtering``, ``sysmonx/schema``, ``configmodel.py`` and the
-  ``core`` modules they use: their paths and bytes), the reader's options, the
+  code (:func:`~sysmonx.core.marshalstore.code_fingerprint`: the paths and bytes of the
+  reader's, the filter compiler's, the schema's and the model's modules and the ``core``
+  modules they use), the reader's options, the
   extension conditions registered (a plugin's condition changes what loads), the path as given
   and as an absolute path, and the configuration's bytes (exactly the bytes then parsed).
 * **Entry**: ``<dir>/<key>.marshal``: a magic line, the key, the SHA-256 of the payload, the

@@ -30,9 +30,12 @@ MAX_ENTRY_BYTES = 256 << 20
 
 
 #: The code a stored config or filter plan depends on, relative to the ``sysmonx`` package: the
-#: config reader, the filter, the schema and the model (folders: their ``.py`` files).
-_CODE_PARTS = ("config", "filtering", "schema", "configmodel.py", "core/registry.py",
-               "core/errors.py", "core/regex.py", "core/marshalstore.py")
+#: config reader, the filter's compiler, the schema and the model, and what they import.
+_CODE_PARTS = ("config/parse.py", "config/cache.py", "filtering/engine.py", "filtering/index.py",
+               "filtering/walk.py", "filtering/conditions.py", "filtering/plancache.py",
+               "schema/__init__.py", "schema/snapshot.py", "schema/catalogue.py",
+               "configmodel.py", "core/registry.py", "core/errors.py", "core/regex.py",
+               "core/marshalstore.py")
 _FINGERPRINT: Optional[bytes] = None
 
 

@@ -12,9 +12,9 @@ plan.
 
 * **Key** (:func:`plans_key`): SHA-256 over the entry format, the SysmonX version, the
   interpreter's ``cache_tag``, a fingerprint of the filter's code
-  (:func:`~sysmonx.core.marshalstore.code_fingerprint`: every ``.py`` file of
-  ``sysmonx/filtering``, ``sysmonx/config``, ``sysmonx/schema``, ``configmodel.py`` and the
-  ``core`` modules they use: paths and bytes), the engine options, and
+  (:func:`~sysmonx.core.marshalstore.code_fingerprint`: the paths and bytes of the filter
+  compiler's, the reader's, the schema's and the model's modules and the ``core`` modules they
+  use), the engine options, and
   the rule sets themselves (tag, EventID, onmatch, relation, every filter's field, condition,
   value, RuleName and ``<Rule>``, every ``<Rule>``'s relation), marshalled. The key is the
   model, not the file: an edited or programmatically built config gets its own entry.
