@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..configmodel import Aggregate, Config, ConfigWarning, Filter, RuleSet
-from ..core.marshalstore import MarshalStore, code_fingerprint
+from ..core.marshalstore import MarshalStore, code_fingerprint, supported
 from ..schema import extended, get_schema, sysmon_only
 
 __all__ = ["ConfigCache", "config_key", "default_config_cache_dir", "CONFIG_CACHE_FORMAT",
@@ -65,8 +65,9 @@ def default_config_cache_dir() -> Path:
 
 
 def cache_enabled() -> bool:
-    """False when ``$SYSMONX_CONFIG_CACHE`` is ``0``, ``off``, ``no`` or ``false``."""
-    return os.environ.get("SYSMONX_CONFIG_CACHE", "").strip().lower() not in (
+    """False when ``$SYSMONX_CONFIG_CACHE`` is ``0``, ``off``, ``no`` or ``false``, or where
+    entries cannot be kept private (no POSIX owners: Windows)."""
+    return supported() and os.environ.get("SYSMONX_CONFIG_CACHE", "").strip().lower() not in (
         "0", "off", "no", "false")
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
-__all__ = ["MarshalStore", "private_dir_problem", "code_fingerprint"]
+__all__ = ["MarshalStore", "private_dir_problem", "code_fingerprint", "supported"]
 
 #: An entry larger than this is not read.
 MAX_ENTRY_BYTES = 256 << 20
@@ -62,6 +62,12 @@ def code_fingerprint() -> bytes:
             h.update(b"\0")
         _FINGERPRINT = h.digest()
     return _FINGERPRINT
+
+
+def supported() -> bool:
+    """Whether entries can be kept here: the privacy checks need POSIX owners and modes
+    (``os.geteuid``); elsewhere (Windows) nothing is read or written."""
+    return hasattr(os, "geteuid")
 
 
 def private_dir_problem(path: Path, euid: int) -> Optional[str]:
@@ -114,6 +120,9 @@ class MarshalStore:
         :attr:`notes` says why). Never raises for a bad entry."""
         self.notes = []
         path = self.entry(key)
+        if not supported():
+            self.status = "miss"
+            return None
         euid = os.geteuid()
         why = private_dir_problem(self.directory, euid)
         if why is not None:
@@ -169,6 +178,9 @@ class MarshalStore:
         :attr:`notes` say what happened."""
         self.notes = []
         path = self.entry(key)
+        if not supported():
+            self.status = "unwritable"
+            return
         try:
             payload = marshal.dumps(value)
         except (ValueError, TypeError) as exc:  # a value marshal cannot hold: not stored

@@ -40,7 +40,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..core.marshalstore import MarshalStore, code_fingerprint
+from ..core.marshalstore import MarshalStore, code_fingerprint, supported
 
 __all__ = ["PlanCache", "plans_key", "default_plan_cache_dir", "plan_cache_enabled",
            "PLAN_CACHE_FORMAT", "MAX_ENTRIES"]
@@ -63,8 +63,9 @@ def default_plan_cache_dir() -> Path:
 
 
 def plan_cache_enabled() -> bool:
-    """False when ``$SYSMONX_CONFIG_CACHE`` is ``0``, ``off``, ``no`` or ``false``."""
-    return os.environ.get("SYSMONX_CONFIG_CACHE", "").strip().lower() not in (
+    """False when ``$SYSMONX_CONFIG_CACHE`` is ``0``, ``off``, ``no`` or ``false``, or where
+    entries cannot be kept private (no POSIX owners: Windows)."""
+    return supported() and os.environ.get("SYSMONX_CONFIG_CACHE", "").strip().lower() not in (
         "0", "off", "no", "false")
 
 
