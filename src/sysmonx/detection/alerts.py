@@ -45,7 +45,8 @@ from ..core import _speedups
 from ..event import Event
 
 __all__ = ["Alert", "SIGMA_ALERT_EVENT_ID", "SIGMA_ALERT_NAME", "ALERT_PROVIDER",
-           "ALERT_CHANNEL", "MAX_EVENT_FIELDS", "matched_event", "source_of", "LEVEL_TO_WINDOWS", "LEVELS", "attack_tags"]
+           "ALERT_CHANNEL", "MAX_EVENT_FIELDS", "matched_event", "source_of",
+           "LEVEL_TO_WINDOWS", "LEVELS", "attack_tags"]
 
 #: EventID of the SysmonX ``SigmaAlert`` event (outside Sysmon's range).
 SIGMA_ALERT_EVENT_ID = 1000
