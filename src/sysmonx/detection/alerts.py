@@ -41,7 +41,7 @@ from typing import ClassVar, Optional
 
 import orjson
 
-from ..core import _speedups
+from ..core.native import speedups as _speedups
 from ..event import Event
 
 __all__ = ["Alert", "SIGMA_ALERT_EVENT_ID", "SIGMA_ALERT_NAME", "ALERT_PROVIDER",
