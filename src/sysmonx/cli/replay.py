@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 from . import common
 from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_rule_profile_options,
@@ -399,7 +399,7 @@ def cmd_replay(argv: list[str]) -> int:
                       (f"built-in {common.builtin_config_name(config_arg)}"
                        if common.builtin_config_name(config_arg) else str(config_arg)))
     if stage is not None and not args.quiet:
-        _print_detection_summary(console, stage)
+        common.print_detection_summary(console, stage)
     if args.tamper and not args.quiet and replayer is not None:
         _print_tamper_summary(console, replayer)
     if not report_rule_profile(console, profile, args):
@@ -433,25 +433,6 @@ def _print_tamper_summary(console, replayer) -> None:
     parts = ", ".join(f"{k} {v:,}" for k, v in sorted(st.findings.items()))
     console.print(f"tamper findings (event 201): {sum(st.findings.values()):,} ({parts})",
                   markup=False)
-
-
-def _print_detection_summary(console, stage) -> None:
-    """Hits per rule and level at the end of a replay."""
-    from rich.table import Table
-    rows = stage.summary_rows()
-    table = Table(title="Sigma detections", title_justify="left")
-    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
-        ("level", "left"), ("matches", "right"), ("alerts", "right"), ("rule", "left"))
-    for col, just in columns:
-        table.add_column(col, justify=just)
-    for r in rows:
-        table.add_row(str(r.level), f"{r.matches:,}", f"{r.alerts:,}", f"{r.title} ({r.rule_id})")
-    if rows:
-        console.print(table)
-    else:
-        console.print("Sigma detections: no rule matched")
-    for line in stage.ungrouped_lines():
-        console.print(f"warning: {line}", markup=False)
 
 
 def _output_clashes_with_inputs(output: str, paths: list[str]) -> Optional[str]:
