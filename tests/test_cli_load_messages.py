@@ -103,3 +103,33 @@ def test_live_exit_line_counts_sigma_rules_events_and_alerts(tmp_path, capsys):
     print_detection_summary(stderr_console(), stage)
     err = capsys.readouterr().err
     assert "Sigma detections" in err and "curl.yml" in err
+
+
+def _cli(args, tmp_path):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "sysmonx.cli", *args], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1], timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                               "COLUMNS": "200"})
+
+
+def test_quiet_replay_prints_errors_only_and_counts_what_it_held_back(corpus, tmp_path):
+    """-q held back the per-file clock warnings of JSON datasets exported in local time; a
+    damaged file's error is still printed."""
+    skewed = next((corpus / "json").rglob("cmd_psexec_lsa_secrets_dump.zip"))
+    bad = tmp_path / "bad.evtx"
+    bad.write_bytes(b"ElfFile\0" + b"\0" * 100)
+    loud = _cli(["replay", str(skewed), "--no-output", "--no-progress"], tmp_path)
+    assert loud.returncode == 0 and "System times are" in loud.stderr
+    n = loud.stderr.count("\nwarning: ") + loud.stderr.startswith("warning: ")
+    quiet = _cli(["replay", str(skewed), str(bad), "--no-output", "-q"], tmp_path)
+    lines = quiet.stderr.splitlines()
+    assert not [ln for ln in lines if ln.startswith(("warning:", "note:"))], lines
+    assert any(ln.startswith("error: ") and "bad.evtx" in ln for ln in lines), lines
+    assert lines[-1] == (f"replay: not shown (-q): {n} warning{'s' if n > 1 else ''}; run "
+                         "without -q to see them")
+    clean = _cli(["replay", str(corpus / "linux"), "--no-output", "-q"], tmp_path)
+    assert clean.returncode == 0 and clean.stderr == ""
+    helptext = _cli(["replay", "-h"], tmp_path).stdout
+    assert "print only errors" in " ".join(helptext.split())

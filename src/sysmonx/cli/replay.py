@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
@@ -84,7 +85,10 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-workers", type=int, default=2, metavar="N",
                    help="worker processes of --dask local (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print only errors (and, with --rules, the rules-loaded lines): no "
+                        "progress bar, notes, warnings or summary tables; when warnings or "
+                        "notes were held back, a last line counts them")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
                    help="Sigma rules (YAML files, folders, .tar.gz bundles; repeatable): run on "
                         "every event that passes the config; alerts go into the output stream "
@@ -134,6 +138,14 @@ def cmd_replay(argv: list[str]) -> int:
 
     args = _replay_parser().parse_args(argv)
     console = common.stderr_console()
+    held: Counter = Counter()  # warnings and notes -q held back
+
+    def say(severity: str, text: str) -> None:
+        """A warning or note: printed, or with -q counted for the last line."""
+        if args.quiet:
+            held[severity] += 1
+        else:
+            console.print(text, markup=False)
     paths = list(args.paths)
     config_arg = args.config
     if args.sample:
@@ -180,7 +192,7 @@ def cmd_replay(argv: list[str]) -> int:
             console.print(f"error: cannot read config {cpath}: {exc.strerror or exc}")
             return EXIT_FATAL
         for w in config.warnings:
-            console.print(str(w))
+            say("warning", str(w))
     environment = None
     if args.windows_env or args.env:
         from ..filtering.engine import WINDOWS_DEFAULT_ENV
@@ -225,36 +237,40 @@ def cmd_replay(argv: list[str]) -> int:
         if stage is None:
             return EXIT_FATAL
     if extra and jobs > 1:
-        console.print("note: --stage replays on one process")
+        say("note", "note: --stage replays on one process")
         jobs = 1
     from ..stages.enrich import enrichment_wanted
     if jobs > 1 and enrichment_wanted(config, stage, args.enrich):
-        console.print("note: enrichment replays on one process (the process tree needs one "
+        say("note", "note: enrichment replays on one process (the process tree needs one "
                       "stream)")
         jobs = 1
     if args.tamper and jobs > 1:
-        console.print("note: --tamper replays on one process (record and time gaps need one "
+        say("note", "note: --tamper replays on one process (record and time gaps need one "
                       "stream)")
         jobs = 1
     if args.dask and (extra or args.jobs != 1 or args.tamper):
         console.print("error: --dask runs its own workers: not with --jobs, --stage or --tamper")
         return EXIT_USAGE
     if jobs > 1 and (urls or len(streams) != 1):
-        console.print("note: replaying on one process (--jobs writes one file or stdout)")
+        say("note", "note: replaying on one process (--jobs writes one file or stdout)")
         jobs = 1
     if jobs > 1 and not args.keep_duplicates:
-        console.print("note: replaying on one process: finding records read twice needs one "
+        say("note", "note: replaying on one process: finding records read twice needs one "
                       "stream (--keep-duplicates allows --jobs)")
         jobs = 1
 
     if args.profile_rules and jobs > 1:
-        console.print("note: --profile-rules replays on one process (the rules are measured "
+        say("note", "note: --profile-rules replays on one process (the rules are measured "
                       "in this one)")
         jobs = 1
     profile = start_rule_profile(stage, args)
 
     def on_error(err) -> None:
-        console.print(f"{getattr(err, 'severity', 'error')}: {err}", markup=False)
+        severity = getattr(err, "severity", "error")
+        if severity in ("warning", "note"):
+            say(severity, f"{severity}: {err}")
+        else:
+            console.print(f"{severity}: {err}", markup=False)
 
     walk_notes: list = []
     files = list(iter_input_files(paths, walk_notes.append))
@@ -262,7 +278,7 @@ def cmd_replay(argv: list[str]) -> int:
         on_error(note)
     fmt = None if args.no_output else args.format
     if args.rules and args.alerts == "-" and None in streams and fmt is not None:
-        console.print("note: --alerts - writes the alerts to stdout, so the events are not "
+        say("note", "note: --alerts - writes the alerts to stdout, so the events are not "
                       "written there (give -o FILE to keep them)")
         streams.remove(None)
     writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
@@ -274,8 +290,7 @@ def cmd_replay(argv: list[str]) -> int:
         if progress is not None:
             progress.update(task, advance=1, records=stats.records, errors=stats.errors)
         if stats.records == seen["records"] and stats.errors == seen["errors"]:
-            console.print(f"warning: {path}: no events found (not an event log, or empty)",
-                          markup=False)
+            say("warning", f"warning: {path}: no events found (not an event log, or empty)")
         seen["records"], seen["errors"] = stats.records, stats.errors
 
     sinks: list = []
@@ -299,7 +314,7 @@ def cmd_replay(argv: list[str]) -> int:
                 jobs = auto_jobs(files, jobs)
                 if jobs == 1 and not args.quiet:
                     from ..pipeline.parallel import AUTO_BYTES_PER_JOB as per_job
-                    console.print("note: --jobs 0 replays on one process: the input is too small "
+                    say("note", "note: --jobs 0 replays on one process: the input is too small "
                                   f"for workers to pay off (one worker per {per_job >> 20} MB, "
                                   f"none below {2 * per_job >> 20} MB)")
             if args.dask:
@@ -319,7 +334,7 @@ def cmd_replay(argv: list[str]) -> int:
                 target = streams[0] if streams else None
                 if not args.quiet:
                     from ..pipeline.parallel import worker_count
-                    console.print(f"note: replaying {len(files)} files on "
+                    say("note", f"note: replaying {len(files)} files on "
                                   f"{worker_count(files, jobs)} worker processes")
                 stream, _ = open_target(target) if fmt is not None else (None, "")
                 try:
@@ -389,8 +404,8 @@ def cmd_replay(argv: list[str]) -> int:
         assert replayer is not None  # one of the two replays ran
         stats = replayer.stats
     if not files:
-        console.print("warning: no input files found (folders are searched for .evtx, .xml, "
-                      ".json[l], .log, .txt, syslog files and archives)")
+        say("warning", "warning: no input files found (folders are searched for .evtx, .xml, "
+            ".json[l], .log, .txt, syslog files and archives)")
     stats.warnings += len(walk_notes)
     if not args.quiet:
         print_summary(console, stats, config is not None,
@@ -404,6 +419,10 @@ def cmd_replay(argv: list[str]) -> int:
         _print_tamper_summary(console, replayer)
     if not report_rule_profile(console, profile, args):
         return EXIT_FATAL
+    if held:
+        console.print("replay: not shown (-q): " + ", ".join(
+            f"{n:,} {k}{'s' if n > 1 else ''}" for k, n in sorted(held.items(), reverse=True))
+            + "; run without -q to see them", markup=False)
     if args.strict and (stats.errors or not stats.records):
         return EXIT_FATAL
     return 0
