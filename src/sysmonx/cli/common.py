@@ -79,12 +79,12 @@ def stderr_console():
 
 def print_config_errors(console, exc, hint: str = "") -> None:
     """Every error of a refused configuration (``ConfigError.errors``), one ``error:`` line
-    each, then the count when there are several, then ``hint``."""
+    each, then the count (``1 error: the configuration is refused`` too), then ``hint``."""
     errors = getattr(exc, "errors", [exc])
     for e in errors:
         console.print(f"error: {e}", markup=False)
-    if len(errors) > 1:
-        console.print(f"{len(errors)} errors: the configuration is refused", markup=False)
+    n = len(errors)
+    console.print(f"{n} error{'s' if n > 1 else ''}: the configuration is refused", markup=False)
     if hint:
         console.print(hint.lstrip("\n"), markup=False)
 
@@ -234,7 +234,7 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
     shown = {id(i) for i in listed}
     for issue in stage.issues:
         if id(issue) in shown or (issue.code == "skipped" and not issue.rejected):
-            console.print(f"sigma: {issue}", markup=False)
+            console.print(f"sigma: {issue}{_regex_hint(issue.message)}", markup=False)
     if unindexed and not quiet:
         names = ", ".join(i.title or i.rule_id or "-" for i in unindexed[:3])
         console.print(f"sigma: note: {len(unindexed)} rule{'s' if len(unindexed) > 1 else ''} "
@@ -262,6 +262,19 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
     console.print(f"sigma: {len(stage.matcher.compiled)} rules and {len(stage.correlations)} "
                   f"correlations loaded, {len(rejected)} rejected ({how})", markup=False)
     return stage
+
+
+def _regex_hint(message: str) -> str:
+    """``; what to write instead`` for a rule pySigma refused because RE2 lacks a PCRE construct
+    (its message ends ``is invalid: b'RE2 MESSAGE'``), else ``""``."""
+    head, sep, tail = message.rpartition("is invalid: ")
+    if not sep:
+        return ""
+    from ..core.regex import re2_hint
+    if tail[:2] in ("b'", 'b"') and tail[-1:] == tail[1]:
+        tail = tail[2:-1].replace("\\\\", "\\")
+    hint = re2_hint(tail)
+    return f"; {hint}" if hint else ""
 
 
 def _issues_for_platform(stage, issues: list, platform: str) -> tuple[list, list]:
