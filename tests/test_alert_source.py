@@ -113,3 +113,16 @@ def test_replay_of_a_folder_names_each_alerts_file_and_jobs_agree(corpus, tmp_pa
     for a in one:
         assert a["event"]["EventRecordID"] == a["record_ids"][0]
         assert a["event"]["EventData"]["Image"] == a["fields"]["Image"]
+
+
+def test_the_schema_describes_event_1000_with_the_fields_alerts_write():
+    """Event 1000's fixed EventData fields, as the schema catalogue lists them (``sysmonx -s``),
+    are the ones Alert.to_event writes, in its order."""
+    from sysmonx.detection.alerts import _FIXED
+    from sysmonx.schema.catalogue import EVENTS
+    (d,) = [e for e in EVENTS if e.event_id == 1000]
+    assert d.extension and d.tag is None and "SourceFile" in d.description
+    assert tuple(f.name for f in d.fields) == _FIXED
+    st = DetectionStage(load_rules_text(RULE))
+    (alert,) = st.process(_event(("/l/x.evtx", 1), Image="c:\\cmd.exe"))
+    assert tuple(alert.to_event().data)[:len(_FIXED)] == _FIXED
