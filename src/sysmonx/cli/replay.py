@@ -86,9 +86,10 @@ def _replay_parser() -> argparse.ArgumentParser:
                    help="worker processes of --dask local (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-q", "--quiet", action="store_true",
-                   help="print only errors (and, with --rules, the rules-loaded lines): no "
-                        "progress bar, notes, warnings or summary tables; when warnings or "
-                        "notes were held back, a last line counts them")
+                   help="print only errors, inputs that gave no events, what changes the "
+                        "output (--alerts -) and the rules-loaded lines of --rules: no "
+                        "progress bar, other notes and warnings (clock skew ...) or summary "
+                        "tables; when warnings or notes were held back, a last line counts them")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
                    help="Sigma rules (YAML files, folders, .tar.gz bundles; repeatable): run on "
                         "every event that passes the config; alerts go into the output stream "
@@ -278,7 +279,7 @@ def cmd_replay(argv: list[str]) -> int:
         on_error(note)
     fmt = None if args.no_output else args.format
     if args.rules and args.alerts == "-" and None in streams and fmt is not None:
-        say("note", "note: --alerts - writes the alerts to stdout, so the events are not "
+        console.print("note: --alerts - writes the alerts to stdout, so the events are not "
                       "written there (give -o FILE to keep them)")
         streams.remove(None)
     writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
@@ -290,7 +291,9 @@ def cmd_replay(argv: list[str]) -> int:
         if progress is not None:
             progress.update(task, advance=1, records=stats.records, errors=stats.errors)
         if stats.records == seen["records"] and stats.errors == seen["errors"]:
-            say("warning", f"warning: {path}: no events found (not an event log, or empty)")
+            # said with -q too: the input is not what the user thinks it is
+            console.print(f"warning: {path}: no events found (not an event log, or empty)",
+                          markup=False)
         seen["records"], seen["errors"] = stats.records, stats.errors
 
     sinks: list = []
@@ -404,8 +407,8 @@ def cmd_replay(argv: list[str]) -> int:
         assert replayer is not None  # one of the two replays ran
         stats = replayer.stats
     if not files:
-        say("warning", "warning: no input files found (folders are searched for .evtx, .xml, "
-            ".json[l], .log, .txt, syslog files and archives)")
+        console.print("warning: no input files found (folders are searched for .evtx, .xml, "
+                      ".json[l], .log, .txt, syslog files and archives)", markup=False)
     stats.warnings += len(walk_notes)
     if not args.quiet:
         print_summary(console, stats, config is not None,
