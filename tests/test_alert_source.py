@@ -126,3 +126,14 @@ def test_the_schema_describes_event_1000_with_the_fields_alerts_write():
     st = DetectionStage(load_rules_text(RULE))
     (alert,) = st.process(_event(("/l/x.evtx", 1), Image="c:\\cmd.exe"))
     assert tuple(alert.to_event().data)[:len(_FIXED)] == _FIXED
+
+
+def test_ecs_puts_the_alerts_source_file_in_log_file_path():
+    from sysmonx.sinks.ecs import event_to_ecs
+    st = DetectionStage(load_rules_text(RULE))
+    (alert,) = st.process(_event(("/logs/a/x.evtx", 1), Image="c:\\cmd.exe"))
+    doc = event_to_ecs(alert.to_event(record_id=1))
+    assert doc["log"]["file"]["path"] == "/logs/a/x.evtx"
+    assert doc["rule"]["id"] == "11111111-1111-1111-1111-111111111111"
+    (live,) = st.process(_event(None, Image="c:\\cmd.exe"))
+    assert "file" not in event_to_ecs(live.to_event(record_id=2)).get("log", {})
