@@ -41,7 +41,7 @@ from ..event import Event
 from ..interfaces import Source
 from ..schema import CURRENT, format_version
 from . import observations as ob
-from .assemble import Assembler
+from .assemble import IDENTITY_CHECK, Assembler
 from .backends import Backend, BackendUnavailable, auxiliary_backends, choose_backend, \
     load_backend, probe
 from .guard import GuardOptions, SensorGuard
@@ -363,29 +363,39 @@ class LiveSource(Source):
 
     def _handle(self, item: Any, now: float) -> None:
         """Admit one observation from the queue (self-exclusion, counters) into the order
-        buffer, and assemble what it lets through at once. A list is a batch."""
-        counts = self.stats.observations
+        buffer, and assemble what it lets through at once. A list is a batch (admitted in one
+        pass and handed to the order buffer in one call: the same result as one at a time)."""
+        stats = self.stats
         self_pid, own = self.self_pid, self._own_children
-        push, assemble = self.order.push, self._assemble
+        children = self.options.exclude_own_children
+        execd, fork, exited, loss, error = ob.ProcessExec, ob.ProcessFork, ob.ProcessExit, \
+            ob.Loss, ob.BackendError
+        seen: dict = {}
+        keep = []
         for o in (item if type(item) is list else (item,)):
             kind = type(o)
-            counts[kind.__name__] += 1
+            seen[kind] = seen.get(kind, 0) + 1
             pid = getattr(o, "pid", None)
             if pid == self_pid or pid in own:
-                if kind is ob.ProcessExit:
+                if kind is exited:
                     own.discard(pid)
                 continue
-            if (kind is ob.ProcessExec or kind is ob.ProcessFork) and o.ppid == self_pid and \
-                    self.options.exclude_own_children:
+            if (kind is execd or kind is fork) and o.ppid == self_pid and children:
                 # a helper the sensor itself started (ldconfig from ctypes, journalctl ...):
                 # it is the sensor's own activity and must not feed back into its output
                 own.add(o.pid)
                 continue
-            if kind is ob.Loss:
-                self.stats.lost += o.count
-            elif kind is ob.BackendError:
-                self.stats.errors += 1
-            for ready in push(o, now):
+            if kind is loss:
+                stats.lost += o.count
+            elif kind is error:
+                stats.errors += 1
+            keep.append(o)
+        counts = stats.observations
+        for kind, n in seen.items():
+            counts[kind.__name__] += n
+        if keep:
+            assemble = self._assemble
+            for ready in self.order.push_many(keep, now):
                 assemble(ready, now)
 
     def _release(self, now: float) -> None:
@@ -395,20 +405,39 @@ class LiveSource(Source):
         is not assembled when that exec carries the parent, the start time and the uid: the
         fork's only effect, the cache entry with its parent's facts, would be replaced by the
         exec's before anything read it, and the exec takes nothing from it (the events are
-        the same; about a tenth of the collecting loop's work per exec)."""
-        ready = self.order.ready(now)
-        last = len(ready) - 1
-        assemble = self._assemble
-        fork, execd = ob.ProcessFork, ob.ProcessExec
-        for i, item in enumerate(ready):
-            if type(item) is fork and i < last:
-                nxt = ready[i + 1]
-                if type(nxt) is execd and nxt.pid == item.pid and \
-                        nxt.start_ticks is not None and nxt.start_ticks == item.start_ticks \
-                        and nxt.ppid is not None and nxt.uid is not None:
-                    continue
-            assemble(item, now)
-        self._pending.extend(self.order.exits_ready(now))
+        the same; about a tenth of the collecting loop's work per exec). Execs and exits, the
+        busiest, are assembled here without :meth:`_assemble`'s dispatch (same steps)."""
+        order = self.order
+        ready = order.ready(now)
+        if ready:
+            last = len(ready) - 1
+            assemble = self._assemble
+            fork, execd, exited = ob.ProcessFork, ob.ProcessExec, ob.ProcessExit
+            asm = self.assembler
+            build_exec, build_exit = asm.exec_events, asm.exit_event
+            pending, hold_exit, peek = self._pending, order.hold_exit, self.cache.peek
+            checks = IDENTITY_CHECK
+            for i, item in enumerate(ready):
+                kind = type(item)
+                if kind is execd and kind not in checks:
+                    pending.extend(build_exec(item))
+                    info = peek(item.pid)
+                    if info is not None and info.extra and info.extra.get("late_exec"):
+                        self._late_exec(info)
+                elif kind is exited and kind not in checks:
+                    held = hold_exit(build_exit(item), item.pid, now)
+                    if held:
+                        pending.extend(held)
+                elif kind is fork and i < last:
+                    nxt = ready[i + 1]
+                    if type(nxt) is execd and nxt.pid == item.pid and \
+                            nxt.start_ticks is not None and nxt.start_ticks == item.start_ticks \
+                            and nxt.ppid is not None and nxt.uid is not None:
+                        continue
+                    assemble(item, now)
+                else:
+                    assemble(item, now)
+        self._pending.extend(order.exits_ready(now))
 
     def _assemble(self, o: Any, now: float) -> None:
         pending = self._pending
@@ -423,11 +452,16 @@ class LiveSource(Source):
         if kind is ob.ProcessExec:
             info = self.cache.peek(o.pid)
             if info is not None and info.extra.get("late_exec"):
-                held = self.order.held_exit(o.pid)
-                if held is not None:  # the process exited running this image
-                    held.data["ProcessGuid"] = info.guid
-                    held.data["Image"] = info.image or "-"
-                    held.data["User"] = info.user
+                self._late_exec(info)
+
+    def _late_exec(self, info: Any) -> None:
+        """The exec of a process whose exit event is still held came late: the process exited
+        running this image (the held event 5 takes its GUID, Image and User)."""
+        held = self.order.held_exit(info.pid)
+        if held is not None:
+            held.data["ProcessGuid"] = info.guid
+            held.data["Image"] = info.image or "-"
+            held.data["User"] = info.user
 
     def _inner_error(self, err: SysmonXError) -> None:
         """What the followed source reports: a repaired record is only counted (by the
