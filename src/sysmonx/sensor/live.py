@@ -291,6 +291,10 @@ class LiveSource(Source):
         order = self.order
         inner = iter(self.inner.events()) if self.inner is not None else None
         busy = False
+        # a look that took this many items may have left backends waiting on a full queue
+        # (back-pressure): the next look comes at once, not after LINGER_S
+        full = max(1, min(1025, self.queue.maxsize or 1025))
+        hurry = False
         while not self._stop.is_set():
             if guard is not None:
                 pending.extend(guard.collect())
@@ -315,7 +319,8 @@ class LiveSource(Source):
                     # and take them without being woken. A thread waiting on the queue is
                     # woken by every put (a futex call and a GIL hand-over per backend batch,
                     # the largest cost of a busy sensor); one sleeping is not.
-                    time.sleep(min(wait, LINGER_S))
+                    if not hurry:
+                        time.sleep(min(wait, LINGER_S))
                     o = get_nowait()
                 else:
                     o = get(timeout=wait)
@@ -325,12 +330,15 @@ class LiveSource(Source):
                 busy = True
                 arrived = time.monotonic()  # the hold counts from here
                 handle(o, arrived)
+                taken = 1
                 for _ in range(1024):
                     try:
                         o = get_nowait()
                     except queue.Empty:
                         break
                     handle(o, arrived)
+                    taken += 1
+                hurry = taken >= full
             self._release(time.monotonic())
             if not pending:
                 yield None  # nothing now: the loop ticks and looks at requests
