@@ -55,8 +55,9 @@ __all__ = ["LiveSource", "LiveOptions", "LiveStats", "Backend", "BackendUnavaila
 #: this much longer before its hold (``order_window_s``) starts, and a release comes at most
 #: this much after its due time. 50 ms (was 10): each look then admits, orders, assembles and
 #: hands over five times as many observations with warm caches and one GIL hand-over, which
-#: took the collecting loop from about 52 to about 40 µs of CPU per exec at 1,600 execs/s and
-#: the output thread (larger batches) from about 15 to 8 (docs/PERFORMANCE.md); events are
+#: took the collecting loop from 48-58 to 39-41 µs of CPU per exec and the output thread
+#: (larger batches) from 15-23 to 7-8 (bench/bench_live_core.py at 1,600 execs/s, three pairs,
+#: load about 1; bench_live.py figures in docs/PERFORMANCE.md); events are
 #: still written about ``order_window_s`` after they happen, now up to ~0.1 s later while busy.
 LINGER_S = 0.05
 
