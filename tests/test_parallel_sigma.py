@@ -369,6 +369,43 @@ def test_a_failing_output_stops_the_workers_with_one_error(tmp_path):
     assert parallel._PARENT_ENGINE == {}
 
 
+_POOL: list = []
+
+
+def _write_half_a_result_then_hang() -> None:
+    """Runs in a worker: starts a 1 MiB result message in the pool's result pipe, writes 16
+    bytes of it and stops there, as a worker terminated in the middle of its write does."""
+    import os
+    import struct
+    import time
+    writer = _POOL[0]._result_queue._writer
+    os.write(writer.fileno(), struct.pack("!i", 1 << 20) + b"x" * 16)
+    time.sleep(60)
+
+
+def test_stopping_a_pool_whose_worker_died_mid_result_does_not_hang():
+    """Found in the test above about 1 run in 30 on a loaded machine: the worker was terminated
+    while it wrote its result, the pool's manager thread waited for the rest of the message
+    forever, and the interpreter hung at exit joining it."""
+    import multiprocessing
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+    ex = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    _POOL[:] = [ex]
+    try:
+        ex.submit(_write_half_a_result_then_hang)
+        time.sleep(1)   # the worker has written; the manager thread waits for the rest
+        manager = ex._executor_manager_thread
+        assert manager is not None and manager.is_alive()
+        started = time.monotonic()
+        parallel._stop(ex, wait=False)
+        assert not manager.is_alive()
+        assert time.monotonic() - started < 10
+        assert multiprocessing.active_children() == []
+    finally:
+        _POOL.clear()
+
+
 def test_a_dead_workers_status_still_being_stored_is_waited_for_not_called_died():
     """The pool's manager thread may reap the dead worker first: for a moment this thread's
     ``exitcode`` is ``None`` (``waitpid`` gives ECHILD) although the worker was killed by a

@@ -21,7 +21,7 @@ __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_pa
            "write_report", "read_error_printer", "on_windows", "url_output_options",
            "BUILTIN_CONFIGS", "config_arg_path", "builtin_config_name",
            "add_rule_profile_options", "check_rule_profile_options", "start_rule_profile",
-           "report_rule_profile"]
+           "report_rule_profile", "print_detection_summary"]
 
 
 def on_windows() -> bool:
@@ -79,12 +79,12 @@ def stderr_console():
 
 def print_config_errors(console, exc, hint: str = "") -> None:
     """Every error of a refused configuration (``ConfigError.errors``), one ``error:`` line
-    each, then the count when there are several, then ``hint``."""
+    each, then the count (``1 error: the configuration is refused`` too), then ``hint``."""
     errors = getattr(exc, "errors", [exc])
     for e in errors:
         console.print(f"error: {e}", markup=False)
-    if len(errors) > 1:
-        console.print(f"{len(errors)} errors: the configuration is refused", markup=False)
+    n = len(errors)
+    console.print(f"{n} error{'s' if n > 1 else ''}: the configuration is refused", markup=False)
     if hint:
         console.print(hint.lstrip("\n"), markup=False)
 
@@ -165,14 +165,31 @@ def add_rule_cache_options(p: argparse.ArgumentParser) -> None:
                    help="compile the Sigma rules at every start; read and write no cache")
 
 
-def load_detection(paths: list[str], console, args: Optional[argparse.Namespace] = None):
+#: The beginnings of the rule cache's notes that say the compiled rules were not stored
+#: (:meth:`~sysmonx.detection.cache.RuleCache.put`, :func:`~sysmonx.detection.cache.cached`).
+_NOT_STORED = ("rule cache: cannot", "rule cache not used", "rule cache: rule files changed")
+#: ``rule cache entry PATH ignored and rebuilt: WHY`` (:meth:`RuleCache.get`).
+_REBUILT = " ignored and rebuilt: "
+
+
+def load_detection(paths: list[str], console, args: Optional[argparse.Namespace] = None,
+                   platform: Optional[str] = None):
     """Load Sigma rules into a detection stage; print load issues. ``None`` on a fatal error.
 
     ``args`` with ``rule_cache``/``no_rule_cache`` (:func:`add_rule_cache_options`) chooses
     the compiled-rule cache; without them the default cache is used. ``args.quiet`` (``-q``:
     no summaries) prints the per-rule load issues as one line of counts by reason, with the
     loaded line; the one-line notes (YAML files skipped in a folder, the rule cache's notes:
-    an entry ignored, a cache not writable) are printed either way."""
+    an entry ignored, a cache not writable) are printed either way.
+
+    ``platform`` (``"lnx"``: the live Linux sensor) lists per rule only the issues that concern
+    the events it writes: warnings about rules that can meet them, and rejected rules when the
+    rule set was compiled at this start (so once, not at every start); the others are one line
+    of counts that says how to list them.
+
+    The last line says how the rules were loaded: from the rule cache, or compiled and stored
+    there (with why, when an entry was ignored and rebuilt), or compiled and not stored (a
+    note above says why), or compiled with the cache off."""
     try:
         from ..detection import DetectionStage
         from ..detection.cache import RuleCache
@@ -193,36 +210,110 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
     unindexed = [i for i in stage.issues if i.code == "unindexed" and not i.rejected]
     # a folder's YAML files that are not Sigma: already one line ("skipped"), kept with -q
     summary_codes = ("unindexed", "skipped")
+    listed = [i for i in stage.issues if i.code not in summary_codes or i.rejected]
+    folded: list = []
     if quiet:
-        others = [i for i in stage.issues if i.code not in summary_codes or i.rejected]
-        if others:
-            counts = Counter(("rejected " if i.rejected else "warning ") + i.code
-                             for i in others)
-            console.print("sigma: load issues (listed without -q): " + ", ".join(
-                f"{n} {k}" for k, n in sorted(counts.items())), markup=False)
+        listed, folded = [], listed
+    elif platform is not None:
+        listed, folded = _issues_for_platform(stage, listed, platform)
+    if folded:
+        counts = Counter(("rejected " if i.rejected else "warning ") + i.code for i in folded)
+        text = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        if quiet:
+            console.print(f"sigma: load issues (listed without -q): {text}", markup=False)
+        else:
+            why = []
+            if any(not i.rejected for i in folded):
+                why.append("warnings about rules only Windows Sysmon's events meet, which this "
+                           "sensor does not write")
+            if any(i.rejected for i in folded):
+                why.append("rejected rules, listed when this rule set was compiled "
+                           "(--no-rule-cache lists them again)")
+            console.print(f"sigma: load issues not listed: {text} ({'; '.join(why)})",
+                          markup=False)
+    shown = {id(i) for i in listed}
     for issue in stage.issues:
-        if issue.code != "unindexed" or issue.rejected:
-            if not quiet or (issue.code == "skipped" and not issue.rejected):
-                console.print(f"sigma: {issue}", markup=False)
+        if id(issue) in shown or (issue.code == "skipped" and not issue.rejected):
+            console.print(f"sigma: {issue}{_regex_hint(issue.message)}", markup=False)
     if unindexed and not quiet:
         names = ", ".join(i.title or i.rule_id or "-" for i in unindexed[:3])
         console.print(f"sigma: note: {len(unindexed)} rule{'s' if len(unindexed) > 1 else ''} "
                       "without a value the prefilter can look for, evaluated on every event of "
                       f"their log source ({names}{', ...' if len(unindexed) > 3 else ''})",
                       markup=False)
+    rebuilt = [n for n in stage.cache_notes if _REBUILT in n]
     for note in stage.cache_notes:
-        console.print(f"sigma: note: {note}", markup=False)
+        if note not in rebuilt:  # the loaded line says it, once
+            console.print(f"sigma: note: {note}", markup=False)
+    stored = not any(n.startswith(_NOT_STORED) for n in stage.cache_notes)
     if cache is None:
         how = "compiled; rule cache off"
     elif stage.cache_status == "cached":
         how = f"from the rule cache in {cache.directory}"
-    elif stage.cache_notes:
-        how = "compiled"  # the notes above say what the cache did
-    else:
+    elif stored:
         how = f"compiled and stored in the rule cache in {cache.directory}"
+        if rebuilt:
+            why = rebuilt[0].split(_REBUILT, 1)[1]
+            how += f"; its entry was ignored and rebuilt: {why}"
+    else:
+        how = "compiled; not stored in the rule cache: see the note above"
+        if rebuilt:
+            how += f"; its entry was ignored: {rebuilt[0].split(_REBUILT, 1)[1]}"
     console.print(f"sigma: {len(stage.matcher.compiled)} rules and {len(stage.correlations)} "
                   f"correlations loaded, {len(rejected)} rejected ({how})", markup=False)
     return stage
+
+
+def _regex_hint(message: str) -> str:
+    """``; what to write instead`` for a rule pySigma refused because RE2 lacks a PCRE construct
+    (its message ends ``is invalid: b'RE2 MESSAGE'``), else ``""``."""
+    head, sep, tail = message.rpartition("is invalid: ")
+    if not sep:
+        return ""
+    from ..core.regex import re2_hint
+    if tail[:2] in ("b'", 'b"') and tail[-1:] == tail[1]:
+        tail = tail[2:-1].replace("\\\\", "\\")
+    hint = re2_hint(tail)
+    return f"; {hint}" if hint else ""
+
+
+def _issues_for_platform(stage, issues: list, platform: str) -> tuple[list, list]:
+    """``(listed, folded)``: of ``issues``, those a sensor writing ``platform``'s events
+    (``lnx``) lists per rule: warnings about rules whose log source includes events that are
+    not Windows Sysmon's, and rejections when the rule set was compiled at this start."""
+    meets: dict = {}
+    for r in stage.matcher.compiled:
+        meets[r.key] = any(g[0] != "win" for g in r.target.groups)
+    listed: list = []
+    folded: list = []
+    for i in issues:
+        if i.rejected:
+            keep = stage.cache_status != "cached"
+        else:
+            keep = meets.get(i.rule_id, True)
+        (listed if keep else folded).append(i)
+    return listed, folded
+
+
+def print_detection_summary(console, stage) -> None:
+    """Hits per rule and level (a table) at the end of a replay or a live run."""
+    from typing import Literal
+
+    from rich.table import Table
+    rows = stage.summary_rows()
+    table = Table(title="Sigma detections", title_justify="left")
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("level", "left"), ("matches", "right"), ("alerts", "right"), ("rule", "left"))
+    for col, just in columns:
+        table.add_column(col, justify=just)
+    for r in rows:
+        table.add_row(str(r.level), f"{r.matches:,}", f"{r.alerts:,}", f"{r.title} ({r.rule_id})")
+    if rows:
+        console.print(table)
+    else:
+        console.print("Sigma detections: no rule matched")
+    for line in stage.ungrouped_lines():
+        console.print(f"warning: {line}", markup=False)
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:

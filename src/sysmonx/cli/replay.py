@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 from . import common
 from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_rule_profile_options,
@@ -84,7 +85,11 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-workers", type=int, default=2, metavar="N",
                    help="worker processes of --dask local (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print only errors, inputs that gave no events, what changes the "
+                        "output (--alerts -) and the rules-loaded lines of --rules: no "
+                        "progress bar, other notes and warnings (clock skew ...) or summary "
+                        "tables; when warnings or notes were held back, a last line counts them")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
                    help="Sigma rules (YAML files, folders, .tar.gz bundles; repeatable): run on "
                         "every event that passes the config; alerts go into the output stream "
@@ -134,6 +139,14 @@ def cmd_replay(argv: list[str]) -> int:
 
     args = _replay_parser().parse_args(argv)
     console = common.stderr_console()
+    held: Counter = Counter()  # warnings and notes -q held back
+
+    def say(severity: str, text: str) -> None:
+        """A warning or note: printed, or with -q counted for the last line."""
+        if args.quiet:
+            held[severity] += 1
+        else:
+            console.print(text, markup=False)
     paths = list(args.paths)
     config_arg = args.config
     if args.sample:
@@ -180,7 +193,7 @@ def cmd_replay(argv: list[str]) -> int:
             console.print(f"error: cannot read config {cpath}: {exc.strerror or exc}")
             return EXIT_FATAL
         for w in config.warnings:
-            console.print(str(w))
+            say("warning", str(w))
     environment = None
     if args.windows_env or args.env:
         from ..filtering.engine import WINDOWS_DEFAULT_ENV
@@ -225,36 +238,40 @@ def cmd_replay(argv: list[str]) -> int:
         if stage is None:
             return EXIT_FATAL
     if extra and jobs > 1:
-        console.print("note: --stage replays on one process")
+        say("note", "note: --stage replays on one process")
         jobs = 1
     from ..stages.enrich import enrichment_wanted
     if jobs > 1 and enrichment_wanted(config, stage, args.enrich):
-        console.print("note: enrichment replays on one process (the process tree needs one "
+        say("note", "note: enrichment replays on one process (the process tree needs one "
                       "stream)")
         jobs = 1
     if args.tamper and jobs > 1:
-        console.print("note: --tamper replays on one process (record and time gaps need one "
+        say("note", "note: --tamper replays on one process (record and time gaps need one "
                       "stream)")
         jobs = 1
     if args.dask and (extra or args.jobs != 1 or args.tamper):
         console.print("error: --dask runs its own workers: not with --jobs, --stage or --tamper")
         return EXIT_USAGE
     if jobs > 1 and (urls or len(streams) != 1):
-        console.print("note: replaying on one process (--jobs writes one file or stdout)")
+        say("note", "note: replaying on one process (--jobs writes one file or stdout)")
         jobs = 1
     if jobs > 1 and not args.keep_duplicates:
-        console.print("note: replaying on one process: finding records read twice needs one "
+        say("note", "note: replaying on one process: finding records read twice needs one "
                       "stream (--keep-duplicates allows --jobs)")
         jobs = 1
 
     if args.profile_rules and jobs > 1:
-        console.print("note: --profile-rules replays on one process (the rules are measured "
+        say("note", "note: --profile-rules replays on one process (the rules are measured "
                       "in this one)")
         jobs = 1
     profile = start_rule_profile(stage, args)
 
     def on_error(err) -> None:
-        console.print(f"{getattr(err, 'severity', 'error')}: {err}", markup=False)
+        severity = getattr(err, "severity", "error")
+        if severity in ("warning", "note"):
+            say(severity, f"{severity}: {err}")
+        else:
+            console.print(f"{severity}: {err}", markup=False)
 
     walk_notes: list = []
     files = list(iter_input_files(paths, walk_notes.append))
@@ -274,6 +291,7 @@ def cmd_replay(argv: list[str]) -> int:
         if progress is not None:
             progress.update(task, advance=1, records=stats.records, errors=stats.errors)
         if stats.records == seen["records"] and stats.errors == seen["errors"]:
+            # said with -q too: the input is not what the user thinks it is
             console.print(f"warning: {path}: no events found (not an event log, or empty)",
                           markup=False)
         seen["records"], seen["errors"] = stats.records, stats.errors
@@ -299,7 +317,7 @@ def cmd_replay(argv: list[str]) -> int:
                 jobs = auto_jobs(files, jobs)
                 if jobs == 1 and not args.quiet:
                     from ..pipeline.parallel import AUTO_BYTES_PER_JOB as per_job
-                    console.print("note: --jobs 0 replays on one process: the input is too small "
+                    say("note", "note: --jobs 0 replays on one process: the input is too small "
                                   f"for workers to pay off (one worker per {per_job >> 20} MB, "
                                   f"none below {2 * per_job >> 20} MB)")
             if args.dask:
@@ -319,7 +337,7 @@ def cmd_replay(argv: list[str]) -> int:
                 target = streams[0] if streams else None
                 if not args.quiet:
                     from ..pipeline.parallel import worker_count
-                    console.print(f"note: replaying {len(files)} files on "
+                    say("note", f"note: replaying {len(files)} files on "
                                   f"{worker_count(files, jobs)} worker processes")
                 stream, _ = open_target(target) if fmt is not None else (None, "")
                 try:
@@ -390,7 +408,7 @@ def cmd_replay(argv: list[str]) -> int:
         stats = replayer.stats
     if not files:
         console.print("warning: no input files found (folders are searched for .evtx, .xml, "
-                      ".json[l], .log, .txt, syslog files and archives)")
+                      ".json[l], .log, .txt, syslog files and archives)", markup=False)
     stats.warnings += len(walk_notes)
     if not args.quiet:
         print_summary(console, stats, config is not None,
@@ -399,11 +417,15 @@ def cmd_replay(argv: list[str]) -> int:
                       (f"built-in {common.builtin_config_name(config_arg)}"
                        if common.builtin_config_name(config_arg) else str(config_arg)))
     if stage is not None and not args.quiet:
-        _print_detection_summary(console, stage)
+        common.print_detection_summary(console, stage)
     if args.tamper and not args.quiet and replayer is not None:
         _print_tamper_summary(console, replayer)
     if not report_rule_profile(console, profile, args):
         return EXIT_FATAL
+    if held:
+        console.print("replay: not shown (-q): " + ", ".join(
+            f"{n:,} {k}{'s' if n > 1 else ''}" for k, n in sorted(held.items(), reverse=True))
+            + "; run without -q to see them", markup=False)
     if args.strict and (stats.errors or not stats.records):
         return EXIT_FATAL
     return 0
@@ -433,25 +455,6 @@ def _print_tamper_summary(console, replayer) -> None:
     parts = ", ".join(f"{k} {v:,}" for k, v in sorted(st.findings.items()))
     console.print(f"tamper findings (event 201): {sum(st.findings.values()):,} ({parts})",
                   markup=False)
-
-
-def _print_detection_summary(console, stage) -> None:
-    """Hits per rule and level at the end of a replay."""
-    from rich.table import Table
-    rows = stage.summary_rows()
-    table = Table(title="Sigma detections", title_justify="left")
-    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
-        ("level", "left"), ("matches", "right"), ("alerts", "right"), ("rule", "left"))
-    for col, just in columns:
-        table.add_column(col, justify=just)
-    for r in rows:
-        table.add_row(str(r.level), f"{r.matches:,}", f"{r.alerts:,}", f"{r.title} ({r.rule_id})")
-    if rows:
-        console.print(table)
-    else:
-        console.print("Sigma detections: no rule matched")
-    for line in stage.ungrouped_lines():
-        console.print(f"warning: {line}", markup=False)
 
 
 def _output_clashes_with_inputs(output: str, paths: list[str]) -> Optional[str]:

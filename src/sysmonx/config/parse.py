@@ -13,6 +13,7 @@ can be used against the sensor.
 from __future__ import annotations
 
 import codecs
+import difflib
 import hashlib
 import re
 import sys
@@ -547,6 +548,10 @@ class _Builder:
         elif key in extension_conditions():
             msg += (f"\n{key} is a SysmonX extension, refused while extensions are off "
                     "(--no-extensions)")
+        close = difflib.get_close_matches(key, [*CONDITIONS, *self.extensions_in_use], n=1,
+                                          cutoff=0.75)
+        if close and key not in extension_conditions():
+            msg += f'\nDid you mean condition="{close[0]}"?'
         raise self.err(msg, el)
 
     def _filter(self, el, allowed: frozenset, tag_label: str, inherited: Optional[str],
@@ -575,7 +580,15 @@ class _Builder:
                 try:
                     ext.validate(value)
                 except ValueError as exc:
-                    raise self.err(f"invalid {cond} for {el.tag}: {exc}", el) from None
+                    parent = el.getparent()
+                    if parent is not None and parent.tag == "Rule":
+                        parent = parent.getparent()
+                    where = f"<{parent.tag if parent is not None else tag_label}"
+                    where += f' onmatch="{onmatch}">' if onmatch else ">"
+                    if name:
+                        where += f" rule {name!r}"
+                    raise self.err(f"invalid {cond} for {el.tag} in {where}: {exc}",
+                                   el) from None
         return Filter(el.tag, cond, value, name, aggregate, el.sourceline, scanners)
 
     def _tag(self, el, cfg: Config, schema: Schema, group_rel: Optional[str],

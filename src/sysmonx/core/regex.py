@@ -8,7 +8,8 @@ it is written and no pattern can take more than linear time or unbounded memory:
 * a memory budget per compiled pattern (:data:`MAX_MEM`, 8 MiB); a configuration shares
   :data:`TOTAL_MEM` (256 MiB) between at most :data:`MAX_COUNT` (1024) regex filters.
 * config filters look at the first :data:`SCAN_LIMIT` (64 KiB) characters of a value.
-* errors are :class:`~sysmonx.core.errors.RegexError` with RE2's reason.
+* errors are :class:`~sysmonx.core.errors.RegexError` with RE2's reason, followed by what to
+  write instead when the pattern uses a PCRE construct RE2 does not have (:func:`re2_hint`).
 
 Case: config filters are case-insensitive (every Sysmon condition is); Sigma's ``re`` is
 case-sensitive unless the rule asks for ``i`` (Sigma specification), so the caller says which.
@@ -23,7 +24,7 @@ import re2
 from .errors import RegexError
 
 __all__ = ["MAX_MEM", "TOTAL_MEM", "MAX_COUNT", "SCAN_LIMIT", "compile_pattern", "searcher",
-           "escape", "per_pattern_budget"]
+           "escape", "per_pattern_budget", "re2_hint"]
 
 #: RE2 memory budget of one compiled pattern, bytes.
 MAX_MEM = 8 << 20
@@ -68,7 +69,39 @@ def compile_pattern(pattern: str, *, case_sensitive: bool = True, dot_nl: bool =
         msg = exc.args[0] if exc.args else exc
         if isinstance(msg, bytes):
             msg = msg.decode("utf-8", "replace")
-        raise RegexError(str(msg)) from None
+        msg = str(msg)
+        hint = re2_hint(msg)
+        raise RegexError(f"{msg}; {hint}" if hint else msg) from None
+
+
+#: RE2's message for a PCRE construct it lacks (its ``parse.cc`` wording) -> what to say.
+_HINTS = (
+    (("invalid perl operator: (?=", "invalid perl operator: (?!",
+      "invalid perl operator: (?<=", "invalid perl operator: (?<!"),
+     "RE2 has no lookaround (lookahead or lookbehind), which keeps its matching linear in "
+     "time: match the wanted part alone and test what must or must not be next to it with "
+     "another filter or selection, in an AND group or an exclude"),
+    (("invalid perl operator: (?>",),
+     "RE2 has no atomic groups: write the group without ?>, as RE2 never backtracks"),
+    (("invalid perl operator: (?P",),
+     "RE2 has no named backreferences or recursion, (?P=name) and (?P>name); (?P<name>...) "
+     "is accepted"),
+    (("bad repetition operator: *+", "bad repetition operator: ++",
+      "bad repetition operator: ?+"),
+     "RE2 has no possessive quantifiers: drop the last +, as RE2 never backtracks"),
+)
+
+
+def re2_hint(message: str) -> str:
+    """What to write instead, for RE2's ``message`` about a PCRE construct RE2 lacks
+    (lookaround, atomic groups, possessive quantifiers, backreferences); ``""`` for any other
+    message. The constructs are the ones RE2's syntax page lists as not supported."""
+    for starts, hint in _HINTS:
+        if message.startswith(starts):
+            return hint
+    if message.startswith("invalid escape sequence: \\") and message[-1:].isdigit():
+        return "RE2 has no backreferences: a value that must repeat needs another filter"
+    return ""
 
 
 def searcher(rx: Any, limit: int = 0) -> Callable[[str], bool]:

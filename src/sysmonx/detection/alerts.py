@@ -12,15 +12,26 @@ correlation that fires. Two renderings:
   (of the matched events, at most ``max_alert_records``, oldest first), ``event_ids``,
   ``rules`` (referenced rules of a correlation), ``value`` (the correlation's aggregate), and
   ``fields`` (key fields of the matched event: the fields the rule tests plus the usual identity
-  fields, or the group values of a correlation).
+  fields, or the group values of a correlation), ``source_file`` (the recorded file the matched
+  event was read from, its path as given on the command line or found in a folder given there;
+  ``null`` for live events and for correlations, whose events may come from several files) and
+  ``event`` (the whole matched event: ``{"EventID", "EventRecordID", "EventData": {every field
+  in order}}``, at most :data:`MAX_EVENT_FIELDS` fields, each value cut to ``max_field_chars``
+  with ``…`` appended; ``null`` for correlations). Every value is a JSON string inside its own
+  key, so no value can add or change a field.
 * :meth:`Alert.to_event`: a SysmonX event for the XML/JSON streams, provider ``SysmonX``, channel
   ``SysmonX/Alerts``, EventID :data:`SIGMA_ALERT_EVENT_ID` (1000, ``SigmaAlert``: outside Sysmon's
   1-29 and 255), Level from the Sigma level (critical 1, high 2, medium 3, low and
   informational 4), TimeCreated the window end, EventData in this order: ``RuleId``, ``RuleTitle``,
   ``RuleLevel``, ``RuleStatus``, ``RuleKind``, ``Attack``, ``Tags``, ``WindowStart``,
   ``WindowEnd``, ``EventCount``, ``RecordIds``, ``EventIds``, ``Rules``, ``Value``, ``Group``
-  (``name=value; ...``), then each key field under its own name (a name that collides with one
-  above is skipped).
+  (``name=value; ...``), ``SourceFile`` (only when the matched event was read from a file: its
+  path, as in ``source_file``), then each key field under its own name (a name that collides
+  with one above is skipped). The whole matched event is not repeated here: in the event
+  stream it is the event just before the alert.
+
+``source_file`` answers what ``record_ids`` alone cannot in a replay of a folder: EventRecordIDs
+restart in every file. The same path is written by one process and by ``--jobs``.
 """
 
 from __future__ import annotations
@@ -30,10 +41,12 @@ from typing import ClassVar, Optional
 
 import orjson
 
+from ..core.native import speedups as _speedups
 from ..event import Event
 
 __all__ = ["Alert", "SIGMA_ALERT_EVENT_ID", "SIGMA_ALERT_NAME", "ALERT_PROVIDER",
-           "ALERT_CHANNEL", "LEVEL_TO_WINDOWS", "LEVELS", "attack_tags"]
+           "ALERT_CHANNEL", "MAX_EVENT_FIELDS", "matched_event", "source_of",
+           "LEVEL_TO_WINDOWS", "LEVELS", "attack_tags"]
 
 #: EventID of the SysmonX ``SigmaAlert`` event (outside Sysmon's range).
 SIGMA_ALERT_EVENT_ID = 1000
@@ -45,9 +58,13 @@ LEVELS = ("informational", "low", "medium", "high", "critical")
 #: Sigma level -> Windows System/Level (1 critical, 2 error, 3 warning, 4 information).
 LEVEL_TO_WINDOWS = {"critical": 1, "high": 2, "medium": 3, "low": 4, "informational": 4}
 
+#: fields of the matched event copied into an alert's ``event`` (a JSON event may carry any
+#: number; Sysmon's largest event has 24).
+MAX_EVENT_FIELDS = 256
+
 _FIXED = ("RuleId", "RuleTitle", "RuleLevel", "RuleStatus", "RuleKind", "Attack", "Tags",
           "WindowStart", "WindowEnd", "EventCount", "RecordIds", "EventIds", "Rules", "Value",
-          "Group")
+          "Group", "SourceFile")
 
 
 @dataclass
@@ -69,6 +86,9 @@ class Alert:
         rules: for a correlation, the referenced rules (id or name).
         value: a correlation's aggregate (count, distinct values, sum, average, percentile).
         fields: key fields of the matched event (field -> value).
+        source_file: path of the recorded file the matched event came from (``Event.origin``),
+            ``None`` for live events and correlations.
+        event: the matched event (:func:`matched_event`), ``None`` for correlations.
     """
 
     rule_id: str
@@ -87,6 +107,8 @@ class Alert:
     rules: tuple = ()
     value: Optional[float] = None
     fields: dict = field(default_factory=dict)
+    source_file: Optional[str] = None
+    event: Optional[dict] = None
     #: what this is in the pipeline (:mod:`sysmonx.interfaces`).
     item_kind: ClassVar[str] = "alert"
 
@@ -110,6 +132,7 @@ class Alert:
             "computer": self.computer, "group": self.group, "event_count": self.event_count,
             "record_ids": self.record_ids, "event_ids": self.event_ids,
             "rules": self.rules, "value": self.value, "fields": self.fields,
+            "source_file": self.source_file, "event": self.event,
         }
 
     def to_json(self) -> bytes:
@@ -131,7 +154,8 @@ class Alert:
             "window_end": self.window_end, "computer": self.computer, "group": self.group,
             "event_count": self.event_count, "record_ids": self.record_ids,
             "event_ids": self.event_ids, "rules": self.rules, "value": self.value,
-            "fields": self.fields}, option=orjson.OPT_APPEND_NEWLINE)[1:]
+            "fields": self.fields, "source_file": self.source_file, "event": self.event},
+            option=orjson.OPT_APPEND_NEWLINE)[1:]
 
     def to_event(self, record_id: Optional[int] = None) -> Event:
         """The alert as a SysmonX ``SigmaAlert`` event (see module docstring)."""
@@ -146,6 +170,8 @@ class Alert:
             "Value": "" if self.value is None else _num(self.value),
             "Group": "; ".join(f"{k}={'' if v is None else v}" for k, v in self.group.items()),
         }
+        if self.source_file is not None:
+            data["SourceFile"] = self.source_file
         for k, v in self.fields.items():
             if k not in data and v is not None:
                 data[k] = str(v)
@@ -154,6 +180,32 @@ class Alert:
                      keywords="0x0", time_created=self.window_end, record_id=record_id,
                      process_id=None, thread_id=None, channel=ALERT_CHANNEL,
                      computer=self.computer)
+
+
+_alert_fields = getattr(_speedups, "alert_fields", None)
+
+
+def matched_event(event: Event, limit: int) -> dict:
+    """The matched event as an alert carries it: ``{"EventID": int, "EventRecordID": int or
+    None, "EventData": {field: value}}``, EventData in the event's order, at most
+    :data:`MAX_EVENT_FIELDS` fields (``None`` values left out), each value longer than ``limit``
+    characters cut to ``limit`` with ``…`` appended (the rule of the key fields)."""
+    data = event.data
+    names = tuple(data)
+    if len(names) > MAX_EVENT_FIELDS:
+        names = names[:MAX_EVENT_FIELDS]
+    fields = _alert_fields(data, names, limit) if _alert_fields is not None else None
+    if fields is None:
+        fields = {n: v if len(v) <= limit else v[:limit] + "…"
+                  for n in names if (v := data[n]) is not None}
+    return {"EventID": event.event_id, "EventRecordID": event.record_id, "EventData": fields}
+
+
+def source_of(event: Event) -> Optional[str]:
+    """The path of the recorded file ``event`` was read from (``origin[0]`` as a string), or
+    ``None`` for a live event."""
+    origin = event.origin
+    return None if not origin or origin[0] is None else str(origin[0])
 
 
 _ATTACK: dict = {}

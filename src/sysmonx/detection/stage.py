@@ -25,7 +25,7 @@ from typing import Any, Iterable, Optional, Union
 
 from ..core.native import speedups as _speedups
 from ..event import Event
-from .alerts import LEVELS, Alert
+from .alerts import LEVELS, Alert, matched_event, source_of
 from .fields import known_fields
 from .correlation import (
     CompiledCorrelation,
@@ -421,10 +421,11 @@ class DetectionStage:
         rid = event.record_id
         # positional, in Alert's field order: rule_id, title, level, status, kind, tags,
         # window_start, window_end, computer, group, record_ids, event_count, event_ids, rules,
-        # value, fields
+        # value, fields, source_file, event
         return Alert(r.key, r.title, r.level, r.status, "detection", r.tags, t, t,
                      event.computer or "", {}, () if rid is None else (rid,), 1,
-                     (event.event_id,), (), None, fields)
+                     (event.event_id,), (), None, fields, source_of(event),
+                     matched_event(event, limit))
 
     # -- reports -------------------------------------------------------------------------------
 

@@ -450,17 +450,37 @@ class _Lost:
 
 def _stop(executor: Any, wait: bool) -> None:
     """Shut ``executor`` down; without ``wait`` its worker processes are terminated (an
-    interrupted or failed replay must not wait for the groups still running)."""
+    interrupted or failed replay must not wait for the groups still running).
+
+    A worker terminated while it writes its result leaves part of a message in the pool's
+    result pipe, and the pool's manager thread then waits in ``recv`` for the rest forever (and
+    the interpreter with it at exit: ``concurrent.futures.process._python_exit`` joins that
+    thread). This process holds the pipe's write end too, so once every worker is gone it closes
+    its copy: the wait ends with ``EOFError``, which the pool takes as broken and cleans up."""
     procs = list((getattr(executor, "_processes", None) or {}).values())
     if wait:
         executor.shutdown(wait=True)
         return
+    # shutdown() drops the executor's references to these two
+    manager = getattr(executor, "_executor_manager_thread", None)
+    results = getattr(executor, "_result_queue", None)
     executor.shutdown(wait=False, cancel_futures=True)
     for p in procs:
         if p.is_alive():
             p.terminate()
     for p in procs:
         p.join(5)
+        if p.is_alive():  # SIGTERM not taken in 5 s
+            p.kill()
+            p.join(5)
+    if manager is None or any(p.is_alive() for p in procs):
+        return
+    manager.join(0.5)
+    if manager.is_alive():
+        writer = getattr(results, "_writer", None)
+        if writer is not None:
+            writer.close()
+        manager.join(5)
 
 
 def _ordered_results(groups: list[list[str]], jobs: int, initargs: tuple[Any, ...]

@@ -5,7 +5,7 @@ conditions); :data:`CURRENT` is the newest schema, whose event definitions the f
 writers always use, as Sysmon does ("event/field definitions used for compiling are always the
 current binary's (only the DTD varies)", spec/sysmon-semantics.md section 1.7).
 
-The extension events (catalogue entries with ``extension=True``: 100, 201, 202, 210-213, 220)
+The extension events (catalogue entries with ``extension=True``: 100, 200-202, 210-213, 220, 1000)
 are in every snapshot, so a config of any schema version may filter them; manifest rendering
 and comparisons leave them out unless asked. Two views per version: :func:`extended` (plus the
 enrichment fields: configs with extensions on) and :func:`sysmon_only` (without the extension

@@ -242,6 +242,8 @@ class Assembler:
         return []
 
     def _exec(self, o: ob.ProcessExec) -> list:
+        """Events of one :class:`~.observations.ProcessExec` (the process cache updated first):
+        ProcessCreate (1), then ProcessTampering (25) for a fileless or deleted image."""
         info = self.cache.on_exec(o.pid, ppid=o.ppid, start_ticks=o.start_ticks, image=o.image,
                                   argv=o.argv, cwd=o.cwd, uid=o.uid, auid=o.auid,
                                   sessionid=o.sessionid, end_data=o.end_data, ts_ns=o.ts_ns)
@@ -277,6 +279,10 @@ class Assembler:
             events.append(self._tamper(info, TAMPER_TYPES[state], o.ts_ns))
         return events
 
+    #: :meth:`build_events` of a ProcessExec without the dispatch (the live source's hot path;
+    #: the identity check never runs for execs)
+    exec_events = _exec
+
     def _tamper(self, info, kind: str, ts_ns: int) -> Event:
         """ProcessTampering (25) for ``info``'s image: ``kind`` from :data:`TAMPER_TYPES`."""
         return self.envelope(25, {
@@ -285,6 +291,8 @@ class Assembler:
             "User": info.user}, ts_ns)
 
     def _exit(self, o: ob.ProcessExit) -> Event:
+        """ProcessTerminate (5) of one :class:`~.observations.ProcessExit` (the cache entry
+        marked exited); the only event :meth:`build_events` gives for an exit."""
         info = self.cache.on_exit(o.pid, o.ts_ns, o.start_ticks)
         utc, created = _stamps(o.ts_ns)
         if info is None:
@@ -294,6 +302,9 @@ class Assembler:
         return self._wrap(5, {"RuleName": "-", "UtcTime": utc, "ProcessGuid": info.guid,
                               "ProcessId": str(o.pid), "Image": info.image or UNKNOWN,
                               "User": user_name(info.uid)}, created)
+
+    #: :meth:`build_events` of a ProcessExit, its one event without the list
+    exit_event = _exit
 
     def _network(self, o: ob.NetworkConnect) -> Event:
         info = self._proc(o.pid)

@@ -41,7 +41,7 @@ from ..event import Event
 from ..interfaces import Source
 from ..schema import CURRENT, format_version
 from . import observations as ob
-from .assemble import Assembler
+from .assemble import IDENTITY_CHECK, Assembler
 from .backends import Backend, BackendUnavailable, auxiliary_backends, choose_backend, \
     load_backend, probe
 from .guard import GuardOptions, SensorGuard
@@ -52,8 +52,14 @@ __all__ = ["LiveSource", "LiveOptions", "LiveStats", "Backend", "BackendUnavaila
 
 #: While observations keep coming, the collecting loop sleeps this long between looks at the
 #: queue instead of waiting on it (see :meth:`LiveSource.events`): an observation waits at most
-#: this much longer before its hold (``order_window_s``) starts.
-LINGER_S = 0.01
+#: this much longer before its hold (``order_window_s``) starts, and a release comes at most
+#: this much after its due time. 50 ms (was 10): each look then admits, orders, assembles and
+#: hands over five times as many observations with warm caches and one GIL hand-over, which
+#: took the collecting loop from 48-58 to 39-41 µs of CPU per exec and the output thread
+#: (larger batches) from 15-23 to 7-8 (bench/bench_live_core.py at 1,600 execs/s, three pairs,
+#: load about 1; bench_live.py figures in docs/PERFORMANCE.md); events are
+#: still written about ``order_window_s`` after they happen, now up to ~0.1 s later while busy.
+LINGER_S = 0.05
 
 
 @dataclass
@@ -286,6 +292,10 @@ class LiveSource(Source):
         order = self.order
         inner = iter(self.inner.events()) if self.inner is not None else None
         busy = False
+        # a look that took this many items may have left backends waiting on a full queue
+        # (back-pressure): the next look comes at once, not after LINGER_S
+        full = max(1, min(1025, self.queue.maxsize or 1025))
+        hurry = False
         while not self._stop.is_set():
             if guard is not None:
                 pending.extend(guard.collect())
@@ -310,7 +320,8 @@ class LiveSource(Source):
                     # and take them without being woken. A thread waiting on the queue is
                     # woken by every put (a futex call and a GIL hand-over per backend batch,
                     # the largest cost of a busy sensor); one sleeping is not.
-                    time.sleep(min(wait, LINGER_S))
+                    if not hurry:
+                        time.sleep(min(wait, LINGER_S))
                     o = get_nowait()
                 else:
                     o = get(timeout=wait)
@@ -320,12 +331,15 @@ class LiveSource(Source):
                 busy = True
                 arrived = time.monotonic()  # the hold counts from here
                 handle(o, arrived)
+                taken = 1
                 for _ in range(1024):
                     try:
                         o = get_nowait()
                     except queue.Empty:
                         break
                     handle(o, arrived)
+                    taken += 1
+                hurry = taken >= full
             self._release(time.monotonic())
             if not pending:
                 yield None  # nothing now: the loop ticks and looks at requests
@@ -363,29 +377,39 @@ class LiveSource(Source):
 
     def _handle(self, item: Any, now: float) -> None:
         """Admit one observation from the queue (self-exclusion, counters) into the order
-        buffer, and assemble what it lets through at once. A list is a batch."""
-        counts = self.stats.observations
+        buffer, and assemble what it lets through at once. A list is a batch (admitted in one
+        pass and handed to the order buffer in one call: the same result as one at a time)."""
+        stats = self.stats
         self_pid, own = self.self_pid, self._own_children
-        push, assemble = self.order.push, self._assemble
+        children = self.options.exclude_own_children
+        execd, fork, exited, loss, error = ob.ProcessExec, ob.ProcessFork, ob.ProcessExit, \
+            ob.Loss, ob.BackendError
+        seen: dict = {}
+        keep = []
         for o in (item if type(item) is list else (item,)):
             kind = type(o)
-            counts[kind.__name__] += 1
+            seen[kind] = seen.get(kind, 0) + 1
             pid = getattr(o, "pid", None)
             if pid == self_pid or pid in own:
-                if kind is ob.ProcessExit:
+                if kind is exited:
                     own.discard(pid)
                 continue
-            if (kind is ob.ProcessExec or kind is ob.ProcessFork) and o.ppid == self_pid and \
-                    self.options.exclude_own_children:
+            if (kind is execd or kind is fork) and o.ppid == self_pid and children:
                 # a helper the sensor itself started (ldconfig from ctypes, journalctl ...):
                 # it is the sensor's own activity and must not feed back into its output
                 own.add(o.pid)
                 continue
-            if kind is ob.Loss:
-                self.stats.lost += o.count
-            elif kind is ob.BackendError:
-                self.stats.errors += 1
-            for ready in push(o, now):
+            if kind is loss:
+                stats.lost += o.count
+            elif kind is error:
+                stats.errors += 1
+            keep.append(o)
+        counts = stats.observations
+        for kind, n in seen.items():
+            counts[kind.__name__] += n
+        if keep:
+            assemble = self._assemble
+            for ready in self.order.push_many(keep, now):
                 assemble(ready, now)
 
     def _release(self, now: float) -> None:
@@ -395,20 +419,39 @@ class LiveSource(Source):
         is not assembled when that exec carries the parent, the start time and the uid: the
         fork's only effect, the cache entry with its parent's facts, would be replaced by the
         exec's before anything read it, and the exec takes nothing from it (the events are
-        the same; about a tenth of the collecting loop's work per exec)."""
-        ready = self.order.ready(now)
-        last = len(ready) - 1
-        assemble = self._assemble
-        fork, execd = ob.ProcessFork, ob.ProcessExec
-        for i, item in enumerate(ready):
-            if type(item) is fork and i < last:
-                nxt = ready[i + 1]
-                if type(nxt) is execd and nxt.pid == item.pid and \
-                        nxt.start_ticks is not None and nxt.start_ticks == item.start_ticks \
-                        and nxt.ppid is not None and nxt.uid is not None:
-                    continue
-            assemble(item, now)
-        self._pending.extend(self.order.exits_ready(now))
+        the same; about a tenth of the collecting loop's work per exec). Execs and exits, the
+        busiest, are assembled here without :meth:`_assemble`'s dispatch (same steps)."""
+        order = self.order
+        ready = order.ready(now)
+        if ready:
+            last = len(ready) - 1
+            assemble = self._assemble
+            fork, execd, exited = ob.ProcessFork, ob.ProcessExec, ob.ProcessExit
+            asm = self.assembler
+            build_exec, build_exit = asm.exec_events, asm.exit_event
+            pending, hold_exit, peek = self._pending, order.hold_exit, self.cache.peek
+            checks = IDENTITY_CHECK
+            for i, item in enumerate(ready):
+                kind = type(item)
+                if kind is execd and kind not in checks:
+                    pending.extend(build_exec(item))
+                    info = peek(item.pid)
+                    if info is not None and info.extra and info.extra.get("late_exec"):
+                        self._late_exec(info)
+                elif kind is exited and kind not in checks:
+                    held = hold_exit(build_exit(item), item.pid, now)
+                    if held:
+                        pending.extend(held)
+                elif kind is fork and i < last:
+                    nxt = ready[i + 1]
+                    if type(nxt) is execd and nxt.pid == item.pid and \
+                            nxt.start_ticks is not None and nxt.start_ticks == item.start_ticks \
+                            and nxt.ppid is not None and nxt.uid is not None:
+                        continue
+                    assemble(item, now)
+                else:
+                    assemble(item, now)
+        self._pending.extend(order.exits_ready(now))
 
     def _assemble(self, o: Any, now: float) -> None:
         pending = self._pending
@@ -423,11 +466,16 @@ class LiveSource(Source):
         if kind is ob.ProcessExec:
             info = self.cache.peek(o.pid)
             if info is not None and info.extra.get("late_exec"):
-                held = self.order.held_exit(o.pid)
-                if held is not None:  # the process exited running this image
-                    held.data["ProcessGuid"] = info.guid
-                    held.data["Image"] = info.image or "-"
-                    held.data["User"] = info.user
+                self._late_exec(info)
+
+    def _late_exec(self, info: Any) -> None:
+        """The exec of a process whose exit event is still held came late: the process exited
+        running this image (the held event 5 takes its GUID, Image and User)."""
+        held = self.order.held_exit(info.pid)
+        if held is not None:
+            held.data["ProcessGuid"] = info.guid
+            held.data["Image"] = info.image or "-"
+            held.data["User"] = info.user
 
     def _inner_error(self, err: SysmonXError) -> None:
         """What the followed source reports: a repaired record is only counted (by the

@@ -88,6 +88,31 @@ class OrderBuffer:
             return [self._pop()]
         return []
 
+    def push_many(self, items, now: float) -> list:
+        """:meth:`push` of each of ``items`` in turn (one batch that arrived at ``now``), with
+        one call: the returned list holds, in order, what each push would have returned."""
+        if self.window_s == 0:
+            return list(items)
+        out: list = []
+        heap = self._heap
+        seq = self._seq
+        rank, unheld, heappush = _RANK, _UNHELD, heapq.heappush
+        room = self.max_held - len(heap) - len(self._exits)  # pushes left before max_held
+        for o in items:
+            kind = type(o)
+            if kind in unheld:
+                out.append(o)
+                continue
+            seq += 1
+            heappush(heap, (getattr(o, "ts_ns", 0) or 0, rank.get(kind, 2), seq, now, o))
+            room -= 1
+            if room < 0:
+                self.forced += 1
+                out.append(self._pop())
+                room = 0
+        self._seq = seq
+        return out
+
     def _pop(self):
         ts, _rank, _seq, _arrival, o = heapq.heappop(self._heap)
         if ts < self._last_ts:
@@ -98,11 +123,22 @@ class OrderBuffer:
 
     def ready(self, now: float) -> list:
         """Observations whose hold has passed, in event-time order."""
-        out = []
         heap = self._heap
         limit = now - self.window_s
-        while heap and heap[0][3] <= limit:
-            out.append(self._pop())
+        if not heap or heap[0][3] > limit:
+            return []
+        out = []
+        pop = heapq.heappop
+        last, late = self._last_ts, 0
+        while heap and heap[0][3] <= limit:  # _pop inlined: one call per batch, not per item
+            ts, _rank, _seq, _arrival, o = pop(heap)
+            if ts < last:
+                late += 1
+            else:
+                last = ts
+            out.append(o)
+        self._last_ts = last
+        self.late += late
         return out
 
     def hold_exit(self, event, pid: Optional[int], arrived: float) -> list:
@@ -129,8 +165,10 @@ class OrderBuffer:
 
     def exits_ready(self, now: float) -> list:
         """Held exit events whose hold has passed (in the order their processes exited)."""
-        out = []
         exits = self._exits
+        if not exits or exits[0][0] > now:
+            return []
+        out = []
         while exits and exits[0][0] <= now:
             out.append(self._release_exit())
         return out

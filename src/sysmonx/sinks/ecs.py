@@ -9,7 +9,8 @@ Elastic's Sysmon data work on SysmonX output unchanged:
   ``event.category``/``event.type``/``event.action`` per EventID, ``process.*``,
   ``process.parent.*``, ``source.*``/``destination.*``, ``network.*`` (``protocol`` from the
   port name, ``dns`` for 22), ``dns.*``, ``related.hosts``, ``file.*``,
-  ``registry.*``, ``user.*``, ``rule.name``, ``error.*``;
+  ``registry.*``, ``user.*``, ``rule.name``, ``error.*``; for a Sigma alert (event 1000)
+  ``rule.name``/``rule.id``, ``tags`` and ``log.file.path`` (its ``SourceFile``);
 * the ECS field reference (elastic/ecs ``generated/csv/fields.csv``) for every field's type:
   ``tests/test_ecs.py`` checks every emitted field name and value type against it.
 
@@ -507,6 +508,8 @@ def event_to_ecs(e: Event) -> dict[str, Any]:
                 _put(doc, dst, d[src])
         if _known(d.get("Tags")):
             _put(doc, "tags", d["Tags"].split(","))
+        if _known(d.get("SourceFile")):  # the recorded file of the matched event
+            _put(doc, "log.file.path", d["SourceFile"])
 
     system: dict[str, Any] = {
         "channel": e.channel, "provider_name": e.provider, "provider_guid": e.provider_guid,

@@ -1,0 +1,135 @@
+"""What the commands say when they load Sigma rules and when a live run ends.
+
+From two new users' reports: a live sensor repeated the load lines of Windows-only rules at
+every start, said nothing about Sigma at exit, and after a rebuilt rule cache entry the loaded
+line said only "(compiled)". Each test fails on the code before these changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from sysmonx.cli.common import load_detection, stderr_console
+from sysmonx.event import LINUX_CHANNEL, LINUX_PROVIDER, Event
+
+RULES = {
+    "win.yml": ("windows", "image_load", "CommandLine", "00000000-0000-0000-0000-000000000001"),
+    "lnx.yml": ("linux", "network_connection", "CommandLine",
+                "00000000-0000-0000-0000-000000000002"),
+    "rej.yml": ("windows", "file_access", "TargetFilename",
+                "00000000-0000-0000-0000-000000000003"),
+    "curl.yml": ("linux", "process_creation", "Image", "00000000-0000-0000-0000-000000000004"),
+}
+
+
+def _rules(tmp_path: Path) -> Path:
+    d = tmp_path / "rules"
+    d.mkdir()
+    for name, (product, category, fld, rid) in RULES.items():
+        value = "/curl" if name == "curl.yml" else "zzz"
+        op = "endswith" if name == "curl.yml" else "contains"
+        (d / name).write_text(
+            f"title: {name}\nid: {rid}\nstatus: test\nlevel: low\nlogsource:\n"
+            f"    product: {product}\n    category: {category}\ndetection:\n    sel:\n"
+            f"        {fld}|{op}: '{value}'\n    condition: sel\n")
+    return d
+
+
+def _load(rules: Path, cache: Path, capsys, platform=None, quiet=False):
+    args = argparse.Namespace(rule_cache=str(cache), no_rule_cache=False, quiet=quiet)
+    stage = load_detection([str(rules)], stderr_console(), args, platform=platform)
+    return stage, capsys.readouterr().err
+
+
+def test_live_lists_windows_only_rules_issues_never_and_rejections_once(tmp_path, capsys):
+    rules, cache = _rules(tmp_path), tmp_path / "cache"
+    _, first = _load(rules, cache, capsys, platform="lnx")
+    assert "lnx.yml: warning [field]" in first  # a rule this sensor's events meet
+    assert "win.yml" not in first  # only Windows Sysmon's events meet it
+    assert "rej.yml: rejected [logsource]" in first  # compiled at this start: said once
+    assert ("sigma: load issues not listed: 1 warning field (warnings about rules only Windows "
+            "Sysmon's events meet, which this sensor does not write)") in first
+    assert "(compiled and stored in the rule cache in" in first
+    _, second = _load(rules, cache, capsys, platform="lnx")
+    assert "lnx.yml: warning [field]" in second
+    assert "rej.yml" not in second and "win.yml" not in second
+    assert ("sigma: load issues not listed: 1 rejected logsource, 1 warning field (warnings "
+            "about rules only Windows Sysmon's events meet, which this sensor does not write; "
+            "rejected rules, listed when this rule set was compiled (--no-rule-cache lists "
+            "them again))") in second
+    assert "(from the rule cache in" in second
+    # replay (no platform) still lists every issue, from the cache too
+    _, replay = _load(rules, cache, capsys)
+    assert all(f"{n}: " in replay for n in ("win.yml", "lnx.yml", "rej.yml"))
+
+
+def test_a_rebuilt_cache_entry_is_said_once_on_the_loaded_line(tmp_path, capsys):
+    rules, cache = _rules(tmp_path), tmp_path / "cache"
+    _load(rules, cache, capsys)
+    (entry,) = cache.glob("*.pickle")
+    os.chmod(entry, 0o666)
+    _, err = _load(rules, cache, capsys)
+    assert "ignored and rebuilt" not in err.replace(
+        "; its entry was ignored and rebuilt: not a regular file owned by this user and "
+        "private)", "")
+    assert err.rstrip().endswith(
+        f"1 rejected (compiled and stored in the rule cache in {cache}; its entry was ignored "
+        "and rebuilt: not a regular file owned by this user and private)")
+    assert entry.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_unwritable_cache_says_not_stored(tmp_path, capsys):
+    rules, cache = _rules(tmp_path), tmp_path / "cache"
+    cache.mkdir(mode=0o777)
+    os.chmod(cache, 0o777)
+    _, err = _load(rules, cache, capsys)
+    assert "sigma: note: rule cache not used:" in err
+    assert err.rstrip().endswith("(compiled; not stored in the rule cache: see the note above)")
+
+
+def test_live_exit_line_counts_sigma_rules_events_and_alerts(tmp_path, capsys):
+    from sysmonx.cli.run import sigma_summary
+    stage, _ = _load(_rules(tmp_path), tmp_path / "cache", capsys, platform="lnx")
+    for image in ("/usr/bin/curl", "/usr/bin/id", "/usr/bin/curl"):
+        stage.process(Event(1, {"RuleName": "-", "Image": image}, provider=LINUX_PROVIDER,
+                            channel=LINUX_CHANNEL, time_created="2026-12-07T01:00:00.000000000Z"))
+    assert sigma_summary(stage, None) == (
+        "Sigma: 3 rules and 0 correlations loaded, 1 rejected; events checked 3; alerts 2 "
+        "(low 2), written as event 1000 in the event stream")
+    assert sigma_summary(stage, "/var/log/a.jsonl").endswith("written to /var/log/a.jsonl")
+    from sysmonx.cli.common import print_detection_summary
+    print_detection_summary(stderr_console(), stage)
+    err = capsys.readouterr().err
+    assert "Sigma detections" in err and "curl.yml" in err
+
+
+def _cli(args, tmp_path):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "sysmonx.cli", *args], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1], timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                               "COLUMNS": "200"})
+
+
+def test_quiet_replay_prints_errors_only_and_counts_what_it_held_back(corpus, tmp_path):
+    """-q held back the per-file clock warnings of JSON datasets exported in local time; a
+    damaged file's error is still printed."""
+    skewed = next((corpus / "json").rglob("cmd_psexec_lsa_secrets_dump.zip"))
+    bad = tmp_path / "bad.evtx"
+    bad.write_bytes(b"ElfFile\0" + b"\0" * 100)
+    loud = _cli(["replay", str(skewed), "--no-output", "--no-progress"], tmp_path)
+    assert loud.returncode == 0 and "System times are" in loud.stderr
+    n = loud.stderr.count("\nwarning: ") + loud.stderr.startswith("warning: ")
+    quiet = _cli(["replay", str(skewed), str(bad), "--no-output", "-q"], tmp_path)
+    lines = quiet.stderr.splitlines()
+    assert not [ln for ln in lines if ln.startswith(("warning:", "note:"))], lines
+    assert any(ln.startswith("error: ") and "bad.evtx" in ln for ln in lines), lines
+    assert lines[-1] == (f"replay: not shown (-q): {n} warning{'s' if n > 1 else ''}; run "
+                         "without -q to see them")
+    clean = _cli(["replay", str(corpus / "linux"), "--no-output", "-q"], tmp_path)
+    assert clean.returncode == 0 and clean.stderr == ""
+    helptext = _cli(["replay", "-h"], tmp_path).stdout
+    assert "print only errors" in " ".join(helptext.split())
