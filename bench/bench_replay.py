@@ -149,8 +149,7 @@ def _replay(files: list[str], config, fmt: str, engine, jobs: int,
                      detection=detection)
         for f in files:
             r.run_file(f)
-        if detection is not None:
-            r.finish()  # open correlation windows, as the command line does
+        r.finish()  # open correlation windows, the filter's plans stored, as the CLI does
         if writer is not None:
             writer.close()
         return r.stats.records
@@ -174,6 +173,8 @@ def _replay(files: list[str], config, fmt: str, engine, jobs: int,
         if r.stats.duplicates:
             raise SystemExit(f"error: {f}: {r.stats.duplicates} records taken for duplicates "
                              "within one pass; the measurement would not write them")
+    if r is not None:
+        r.finish()  # the filter's plans stored, as the command line does at the end
     if writer is not None:
         writer.close()
     return total + (r.stats.records if r is not None else 0)
@@ -220,16 +221,20 @@ def child(spec: dict) -> dict:
             t = clock()
             detection = DetectionStage.from_paths(spec["rules"])
             out["rules_compile"] = clock() - t
+        from sysmonx.config.cache import ConfigCache
+        cache = ConfigCache() if spec.get("config_cache") else None
         t = clock()
-        config = load_config(path) if path else None
-        engine = FilterEngine(config) if config is not None else None
+        config = load_config(path, cache=cache) if path else None
+        engine = FilterEngine(config, plan_cache=bool(cache)) if config is not None else None
         out["compile"] = clock() - t
+        out["config_cache"] = cache.status if cache is not None and path else ""
         # --jobs-speedup: both sides as --jobs runs them; --keep-duplicates
         keep = bool(spec.get("wall") or spec.get("keep_duplicates"))
         cpu0 = _all_cpu()
         out["records"] = _replay(files, config, fmt, engine, jobs, keep, detection)
         out["cold"] = clock() - t
         out["cold_cpu_all"] = _all_cpu() - cpu0
+        out["plan_cache"] = engine.plan_cache_status if engine is not None and cache else ""
         if detection is not None:
             out["alerts"] = detection.stats.alerts  # the cold pass's: same for every jobs
             out["matched"] = detection.stats.matched
@@ -247,14 +252,37 @@ def child(spec: dict) -> dict:
 
 
 def _run_child(spec: dict) -> dict:
+    """Run one measurement child. ``spec["config_cache"]``: ``"empty"`` (a new empty config
+    cache directory for this child: the first run of a config), a directory (a config cache
+    filled beforehand: later runs) or absent (no config cache)."""
     env = dict(os.environ)
     if spec.get("pure"):
         env["SYSMONX_PURE_PYTHON"] = "1"
-    r = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                       capture_output=True, text=True, env=env)
+    empty = None
+    if spec.get("config_cache") == "empty":
+        empty = tempfile.mkdtemp(prefix="bench-config-cache-")
+        env["SYSMONX_CACHE_DIR"] = empty
+    elif spec.get("config_cache"):
+        env["SYSMONX_CACHE_DIR"] = spec["config_cache"]
+    try:
+        r = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                           capture_output=True, text=True, env=env)
+    finally:
+        if empty is not None:
+            shutil.rmtree(empty, ignore_errors=True)
     if r.returncode != 0:
         raise RuntimeError(f"measurement failed: {spec['what']} {spec.get('config')}:\n{r.stderr}")
     return json.loads(r.stdout)
+
+
+def _warm_config_cache(directory: str, common: dict, paths: list) -> None:
+    """Fill the config and filter plan caches in ``directory`` for ``paths``: one replay child
+    per config over the same inputs (a first run; its figures are not used)."""
+    for path in paths:
+        r = _run_child(dict(common, what="replay", config=path, config_cache=directory,
+                            rounds=1, repeat=1))
+        if (r["config_cache"], r["plan_cache"]) != ("stored", "stored"):
+            raise RuntimeError(f"config cache not filled for {path}: {r}")
 
 
 def _load() -> str:
@@ -682,18 +710,33 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
     configs = _configs(args, corpus)
     common = {"files": files, "rounds": args.rounds, "repeat": args.repeat, "cpu": cpu,
               "jobs": args.jobs, "format": args.format, "keep_duplicates": args.keep_duplicates}
-    rows = [(label, path, False) for label, path in configs]
+    # a config row runs twice: with an empty config cache (a config's first run: parsed,
+    # then stored; the headline) and with the cache filled beforehand (later runs)
+    warm_dir = tempfile.mkdtemp(prefix="bench-config-cache-warm-")
+    rows: list = []
+    for label, path in configs:
+        rows.append((label, path, False, "empty" if path else None))
+        if path:
+            rows.append((f"{label} (config cache warm)", path, False, warm_dir))
     if args.compare_pure and not args.pure:
-        rows += [(f"{label} (pure Python)", path, True) for label, path in configs]
+        rows += [(f"{label} (pure Python)", path, True, "empty" if path else None)
+                 for label, path in configs]
     load_before = _load()
     base: list = []
-    runs: dict = {label: [] for label, _, _ in rows}
-    for _ in range(args.rounds):
-        for _ in range(args.baseline_runs):
-            base.append(_run_child(dict(common, what="baseline")))
-        for label, path, pure in rows:
-            runs[label].append(_run_child(dict(common, what="replay", config=path, pure=pure)))
-    configs = [(label, path) for label, path, _ in rows]
+    runs: dict = {label: [] for label, _, _, _ in rows}
+    try:
+        _warm_config_cache(warm_dir, common, [path for _, path in configs if path])
+        for _ in range(args.rounds):
+            for _ in range(args.baseline_runs):
+                base.append(_run_child(dict(common, what="baseline")))
+            for label, path, pure, cache in rows:
+                runs[label].append(_run_child(dict(common, what="replay", config=path,
+                                                   pure=pure, config_cache=cache)))
+    finally:
+        shutil.rmtree(warm_dir, ignore_errors=True)
+    configs = [(label, path) for label, path, _, _ in rows]
+    expect = {label: ("", "") if not path else ("stored", "stored") if cache == "empty"
+              else ("hit", "hit") for label, path, _, cache in rows}
     load_after = _load()
     n = base[0]["records"]
     size = sum(os.path.getsize(f) for f in files)
@@ -723,6 +766,11 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
         if any(r["records"] != n or r["warm_records"] != n * args.repeat for r in rs):
             print(f"{label}: replay read {rs[0]['records']} records, baseline {n}", file=sys.stderr)
             status = 1
+        got = {(r["config_cache"], r["plan_cache"]) for r in rs}
+        if got != {expect[label]}:
+            print(f"{label}: config and plan caches {sorted(got)}, expected {expect[label]}",
+                  file=sys.stderr)
+            status = 1
         cold = min(r["cold"] for r in rs)
         warm = min(r["warm"] for r in rs)
         comp = min(r["compile"] for r in rs)
@@ -734,6 +782,9 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
                                      "compile_ms": round(comp * 1000, 1)}
     print("config ms: reading the config and building the engine, inside the cold figure; each "
           "EventID's decider is compiled on its first event, inside the cold pass")
+    print("config rows: the config and filter plan caches empty (a config's first run: parsed "
+          "and compiled, then stored; the headline) and warm (filled by a replay of the same "
+          "inputs before the children ran: any later run); pure Python rows: caches empty")
     if args.json:
         print(json.dumps(figures))
     return status

@@ -16,8 +16,9 @@ import codecs
 import difflib
 import hashlib
 import re
+import sys
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from lxml import etree
 
@@ -26,6 +27,7 @@ from ..core.registry import CONDITIONS as CONDITION_REGISTRY
 from ..schema import (CONDITIONS, CURRENT, Schema, SchemaVersionError, extended, get_schema,
                       parse_version, sysmon_only)
 from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
+from .cache import ConfigCache, cache_enabled, config_key
 
 __all__ = ["load_config", "parse_config", "decode_config_bytes", "extension_conditions",
            "split_comma_list", "parse_scanner_list",
@@ -239,8 +241,14 @@ def parse_field_sizes(text: str) -> dict[str, int]:
 
 
 def load_config(path: Union[str, Path], *, extensions: bool = True,
-                empty_option_quirk: bool = False) -> Config:
+                empty_option_quirk: bool = False, cache: Any = True) -> Config:
     """Load and validate a Sysmon configuration file.
+
+    A configuration that loaded before (same bytes, path, options and reader code) is taken
+    from the config cache (:mod:`~sysmonx.config.cache`) instead of being parsed again; one the
+    reader refuses is never stored, so its errors are raised at every load exactly as without
+    the cache. Notes about the cache (an entry ignored and rebuilt, a directory that cannot be
+    used) are written to stderr as ``sysmonx: note: config cache: ...``.
 
     Args:
         path: the XML file.
@@ -250,8 +258,11 @@ def load_config(path: Union[str, Path], *, extensions: bool = True,
         empty_option_quirk: reproduce the libxml2 code path where an empty option element
             (``<CheckRevocation/>``) stops option processing (spec 1.2, uncertain). Default: the
             documented intent, an empty element means "set, no value".
+        cache: ``True`` (default): the default :class:`~sysmonx.config.cache.ConfigCache`
+            unless ``$SYSMONX_CONFIG_CACHE`` is ``0``/``off``; ``False``/``None``: no cache; or
+            a :class:`~sysmonx.config.cache.ConfigCache`.
     Returns:
-        the :class:`Config`.
+        the :class:`Config` (a cached one equals, field by field, what parsing gives).
     Raises:
         ConfigError: with file and line, for everything Sysmon refuses to load.
         OSError: the file cannot be read.
@@ -261,8 +272,24 @@ def load_config(path: Union[str, Path], *, extensions: bool = True,
         raw = f.read(MAX_CONFIG_BYTES + 1)
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"configuration is larger than {MAX_CONFIG_BYTES} bytes", str(p))
-    return parse_config(raw, str(p), extensions=extensions,
-                        empty_option_quirk=empty_option_quirk)
+    if cache is True:
+        cache = ConfigCache() if cache_enabled() else None
+    if not cache:
+        return parse_config(raw, str(p), extensions=extensions,
+                            empty_option_quirk=empty_option_quirk)
+    options = (extensions, empty_option_quirk,
+               tuple(sorted(extension_conditions())) if extensions else ())
+    key = config_key(raw, str(p), options)
+    cfg = cache.get(key)
+    notes = list(cache.notes)
+    if cfg is None:
+        cfg = parse_config(raw, str(p), extensions=extensions,
+                           empty_option_quirk=empty_option_quirk)  # errors: raised, not stored
+        cache.put(key, cfg)
+        notes += [n for n in cache.notes if n not in notes]
+    for note in notes:
+        sys.stderr.write(f"sysmonx: note: {note}\n")
+    return cfg
 
 
 def _text_of(el) -> str:

@@ -17,15 +17,17 @@ config model.
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ..configmodel import Config, RuleSet
 from ..schema import CURRENT
 from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
 from .conditions import REGEX_MAX_MEM, REGEX_TOTAL_MEM, fold, make_predicate, utf16_len
-from .index import MemoBudget, build_indexed_decider
+from .index import MemoBudget, decider_from_plan, plan_indexed, storable_plan
+from .plancache import PlanCache, plan_cache_enabled, plans_key
 from .walk import Member, compile_walk
 
 __all__ = ["EngineOptions", "FilterEngine", "truncate_value", "expand_environment",
@@ -139,8 +141,18 @@ def truncate_value(value: str, size: int) -> str:
     return "-" if size > 0 else ""
 
 
+def _notes(notes: list) -> None:
+    for note in notes:
+        sys.stderr.write(f"sysmonx: note: {note}\n")
+
+
 def _never(v: str) -> bool:
     return False
+
+
+def _unbuilt(v: str) -> bool:
+    """The predicate of an outline member (:meth:`_SetCompiler.outline`): never called."""
+    raise AssertionError("an outline member was evaluated")
 
 
 def _pass(data: dict) -> tuple[bool, Optional[str]]:
@@ -163,6 +175,9 @@ class _SetCompiler:
         self.opts = opts
         self.regex_mem = regex_mem
         self.members: dict = {}
+        self.outlines: dict = {}  # (id(filter), present) -> Member without its predicate
+        #: id(member or outline) -> (filter, present): where each came from
+        self.origin: dict = {}
 
     @staticmethod
     def present(rs: RuleSet, event_id: int) -> dict[str, bool]:
@@ -200,11 +215,32 @@ class _SetCompiler:
                                   regex_max_mem=self.regex_mem)
             m = Member(f.field, pred, f.name or None, f.condition, fold(value))
         self.members[key] = m
+        self.origin[id(m)] = (f, present)
         return m
 
-    def items(self, rs: RuleSet, present: dict[str, bool]) -> list:
+    def outline(self, f, present: bool) -> Member:
+        """What the index plans with (:func:`~.index.plan_indexed`): the filter's field,
+        condition, folded value and name as :meth:`member` gives them, its predicate
+        :func:`_unbuilt` (a present field) unless the member was built already (what
+        :meth:`member` builds is built when the filter is first evaluated)."""
+        key = (id(f), present)
+        m = self.members.get(key)
+        if m is not None or not present:
+            return m if m is not None else self.member(f, present)
+        m = self.outlines.get(key)
+        if m is None:
+            if (value := self.value(f)) is None:
+                return self.member(f, present)
+            m = self.outlines[key] = Member(f.field, _unbuilt, f.name or None, f.condition,
+                                            fold(value))
+            self.origin[id(m)] = (f, present)
+        return m
+
+    def items(self, rs: RuleSet, present: dict[str, bool], outline: bool = False) -> list:
         """The set's filters as walk items, in document order (spec 3.4); ``present`` as
-        returned by :meth:`present`."""
+        returned by :meth:`present`; ``outline``: members as :meth:`outline` gives them
+        (for planning only, never evaluated)."""
+        member = self.outline if outline else self.member
         items: list[tuple] = []
         i, n = 0, len(rs.filters)
         last_top = {}  # field -> index of its last top-level filter (same-field rule, spec 3.4)
@@ -218,12 +254,12 @@ class _SetCompiler:
                 members = []
                 while j < n and rs.filters[j].aggregate == f.aggregate:
                     g = rs.filters[j]
-                    members.append(self.member(g, present[g.field]))
+                    members.append(member(g, present[g.field]))
                     j += 1
                 items.append(("g", rs.aggregates[f.aggregate].relation, members))
                 i = j
             else:
-                items.append(("f", self.member(f, present[f.field]), last_top[f.field] > i))
+                items.append(("f", member(f, present[f.field]), last_top[f.field] > i))
                 i += 1
         return items
 
@@ -241,10 +277,24 @@ class FilterEngine:
     or ``None`` for events Sysmon never filters (4, 16, 255) and IDs it does not define, which
     are always included and keep their RuleName untouched.
 
+    With the index (the default), each decider is built from a *plan* (plain data:
+    :func:`~sysmonx.filtering.index.plan_indexed`), compiled or read from the plan cache
+    (:mod:`~sysmonx.filtering.plancache`, keyed by the rule sets, the options and the code);
+    :meth:`save_plans` stores the plans compiled in this run (the filter stage calls it at
+    the end, :meth:`compile_all` after compiling).
+
     Args:
         config: a loaded :class:`~sysmonx.config.Config`, or ``None`` for Sysmon's behaviour with
             no configuration (per-type defaults only).
         options: :class:`EngineOptions`.
+        plan_cache: ``True`` (default): the default
+            :class:`~sysmonx.filtering.plancache.PlanCache` unless ``$SYSMONX_CONFIG_CACHE`` is
+            ``0``/``off``; ``False``/``None``: none; or a ``PlanCache``.
+    Attributes:
+        plan_cache_status: ``off``, or what the plan cache did last (``hit``, ``miss``,
+            ``ignored``, ``stored``, ``unwritable``). Notes about it (an entry ignored and
+            rebuilt, a directory that cannot be used) go to stderr as
+            ``sysmonx: note: filter plan cache ...``.
     Raises:
         UsageError: a filter's condition is not registered (a config built without the reader).
         RegexError: a ``regex`` RE2 refuses under the engine's per-pattern memory share.
@@ -252,7 +302,8 @@ class FilterEngine:
             ``<Rule>`` group its set lacks (configs built without the reader).
     """
 
-    def __init__(self, config: Optional[Config], options: EngineOptions = EngineOptions()):
+    def __init__(self, config: Optional[Config], options: EngineOptions = EngineOptions(),
+                 plan_cache: Any = True):
         self.config = config
         self.options = options
         self.field_sizes = dict(config.field_sizes) if config else {}
@@ -271,6 +322,21 @@ class FilterEngine:
         # each EventID's decider is compiled on its first event (a replay meets few of the
         # EventIDs a config covers); what compiling could refuse is checked now, at load
         self._check_compile()
+        self._pos: Optional[dict] = None  # id(filter) -> (rule set index, filter index)
+        self._plan_cache: Optional[PlanCache] = None
+        self._plan_key: Optional[str] = None
+        self._stored_plans: dict = {}
+        self._new_plans: dict = {}
+        self.plan_cache_status = "off"
+        if plan_cache is True:
+            plan_cache = PlanCache() if plan_cache_enabled() else None
+        if plan_cache and options.indexed and config is not None and config.rule_sets:
+            key = plans_key(config, options)
+            if key is not None:
+                self._plan_cache, self._plan_key = plan_cache, key
+                self._stored_plans = plan_cache.get(key) or {}
+                self.plan_cache_status = plan_cache.status
+                _notes(plan_cache.notes)
         self._truncate_skip = max(e for e, d in CURRENT.events.items()
                                   if e < 255 and not d.extension) \
             if options.field_sizes_skip_last else None
@@ -321,9 +387,69 @@ class FilterEngine:
 
     def compile_all(self) -> None:
         """Compile the decider of every EventID now (deciders are otherwise compiled on each
-        EventID's first event), e.g. before measuring or sharing the engine."""
+        EventID's first event), e.g. before measuring or sharing the engine; the plans are
+        then stored (:meth:`save_plans`)."""
         for eid in CURRENT.events:
             self._decider(eid)
+        self.save_plans()
+
+    def save_plans(self) -> None:
+        """Store the plans compiled since the engine was built (or last saved) in the plan
+        cache, beside those read from it. Does nothing without a plan cache or new plans;
+        never raises (:attr:`plan_cache_status` says what happened)."""
+        if self._plan_cache is None or self._plan_key is None:
+            return
+        with self._lock:
+            if not self._new_plans:
+                return
+            plans = {**self._stored_plans,
+                     **{k: storable_plan(p) for k, p in self._new_plans.items()}}
+            self._stored_plans, self._new_plans = plans, {}
+        self._plan_cache.put(self._plan_key, plans)
+        self.plan_cache_status = self._plan_cache.status
+        _notes(self._plan_cache.notes)
+
+    def _ref(self, m: Member) -> tuple:
+        """A compiled member as ``(rule set index, filter index, present)`` of the config."""
+        if self._pos is None:
+            assert self.config is not None
+            self._pos = {id(f): (si, fi) for si, rs in enumerate(self.config.rule_sets)
+                         for fi, f in enumerate(rs.filters)}
+        f, present = self._compiler.origin[id(m)]
+        si, fi = self._pos[id(f)]
+        return (si, fi, present)
+
+    def _member(self, ref: tuple) -> Member:
+        """The member a :meth:`_ref` reference names (compiled on first use, then shared)."""
+        assert self.config is not None
+        si, fi, present = ref
+        return self._compiler.member(self.config.rule_sets[si].filters[fi], present)
+
+    def _check_refs(self, plan: tuple) -> None:
+        """Raise ValueError unless every member reference of ``plan`` names a filter of the
+        config (a stored plan is used only then)."""
+        assert self.config is not None
+        sets = self.config.rule_sets
+
+        def ok(ref: Any) -> None:
+            if (ref.__class__ is not tuple or len(ref) != 3 or ref[2].__class__ is not bool
+                    or not 0 <= ref[0] < len(sets) or not 0 <= ref[1] < len(sets[ref[0]].filters)):
+                raise ValueError(f"bad member reference {ref!r}")
+        for spec in plan[4]:
+            if spec[0] == "f":
+                ok(spec[1])
+            elif spec[0] == "g":
+                for r in spec[2]:
+                    ok(r)
+            elif spec[0] == "s":
+                for it in spec[2]:
+                    if it[0] == "g":
+                        for r in it[2]:
+                            ok(r)
+                    else:
+                        ok(it[1])
+            else:
+                raise ValueError(f"bad item {spec[0]!r}")
 
     def _decider(self, eid: int) -> Optional[Callable[[dict], tuple[bool, Optional[str]]]]:
         """The decider of ``eid``, compiled on first use (``None``: not an EventID of the
@@ -376,13 +502,31 @@ class FilterEngine:
         shared = self._shared.get(key)
         if shared is not None:
             return shared
-        compiled = [(rs.onmatch == "include", rs.relation, self._compiler.items(rs, p))
-                    for rs, p in zip(ordered, present, strict=True)]
         if self.options.indexed:
-            decider = build_indexed_decider(compiled, fields, rule_name_used, fallback, stale,
-                                            self.memo)
+            decider = None
+            plan = self._stored_plans.get(key)
+            if plan is not None:
+                try:
+                    self._check_refs(plan)
+                    decider = decider_from_plan(plan, self._member, self.memo)
+                except Exception as exc:  # noqa: BLE001 - a plan that does not fit: compile
+                    where = self._plan_cache.entry(self._plan_key) \
+                        if self._plan_cache is not None and self._plan_key else "?"
+                    _notes([f"filter plan cache entry {where} ignored and rebuilt: {exc!r}"])
+                    self._stored_plans = {}
+                    decider = None
+            if decider is None:
+                compiled = [(rs.onmatch == "include", rs.relation,
+                             self._compiler.items(rs, p, outline=True))
+                            for rs, p in zip(ordered, present, strict=True)]
+                plan = plan_indexed(compiled, fields, rule_name_used, fallback, stale, self._ref)
+                decider = decider_from_plan(plan, self._member, self.memo)
+                if self._plan_cache is not None:
+                    self._new_plans[key] = plan
             self._shared[key] = decider
             return decider
+        compiled = [(rs.onmatch == "include", rs.relation, self._compiler.items(rs, p))
+                    for rs, p in zip(ordered, present, strict=True)]
         walks = tuple((include, compile_walk(relation, items))
                       for include, relation, items in compiled)
 

@@ -51,14 +51,16 @@ both decide identically on every event of the corpus under every corpus configur
 from __future__ import annotations
 
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import ahocorasick
 
 from .conditions import contains_terms, fold, is_any_terms
 from .walk import Member, compile_walk, match_group
 
-__all__ = ["literals", "gate_of", "build_indexed_decider", "MemoBudget", "SCAN_LIMIT",
+__all__ = ["literals", "gate_of", "build_indexed_decider", "plan_indexed", "decider_from_plan",
+           "storable_plan",
+           "MemoBudget", "SCAN_LIMIT",
            "MEMO_ENTRIES", "MEMO_BUDGET", "SHORT"]
 
 #: Marks the start and the end of a value in the scanned text.
@@ -277,17 +279,47 @@ def build_indexed_decider(sets: list, fields: tuple, rule_name_used: bool, fallb
         ``decide(data) -> (include, rule_name)`` deciding exactly as the plain walk
         (:class:`~sysmonx.filtering.engine.FilterEngine` with ``indexed=False``).
     """
-    evals: list = []      # item number -> evaluator(lv) -> (matched, name or None)
+    members: list = []
+    numbers: dict = {}
+
+    def ref(m: Member) -> int:
+        k = numbers.get(id(m))
+        if k is None:
+            k = numbers[id(m)] = len(members)
+            members.append(m)
+        return k
+    plan = plan_indexed(sets, fields, rule_name_used, fallback, stale, ref)
+    return decider_from_plan(plan, members.__getitem__, budget)
+
+
+def plan_indexed(sets: list, fields: tuple, rule_name_used: bool, fallback: bool, stale: bool,
+                 ref: Callable[[Member], Any]) -> tuple:
+    """What :func:`build_indexed_decider` computes from the rule sets, as plain data (tuples,
+    dicts, strings, numbers and what ``ref`` returns), so it can be stored and turned into
+    the same decider later by :func:`decider_from_plan`.
+
+    Args:
+        sets, fields, rule_name_used, fallback, stale: as :func:`build_indexed_decider`.
+        ref: ``member -> reference`` (a plain value :func:`decider_from_plan`'s ``member``
+            turns back into that member).
+    Returns:
+        ``(fields, rule_name_used, fallback, stale, evaluators, owner, includes, always,
+        patterns)``: one evaluator spec per item number (``("f", ref)``, ``("g", relation,
+        refs)``, or ``("s", relation, item specs)`` for a whole AND rule set), the rule set
+        position of each item, the sets' include flags, the ungated items, and per field
+        pattern -> item numbers (a set; :func:`storable_plan` makes them sorted tuples).
+    """
+    evals: list = []      # item number -> evaluator spec
     owner: list = []      # item number -> position of its rule set
     includes: list = []   # set position -> include?
     always: list = []
     patterns: dict[str, dict[str, set]] = {}
 
-    def add(gate: Gate, evaluator, pos: int) -> None:
+    def add(gate: Gate, spec: tuple, pos: int) -> None:
         if gate is not None and not gate:
             return  # can never match nor set a name
         k = len(evals)
-        evals.append(evaluator)
+        evals.append(spec)
         owner.append(pos)
         if gate is None:
             always.append(k)
@@ -300,22 +332,79 @@ def build_indexed_decider(sets: list, fields: tuple, rule_name_used: bool, fallb
     for pos, (include, relation, items) in enumerate(sets):
         includes.append(include)
         if relation == "and":
-            add(_set_gate(items), compile_walk("and", items), pos)
+            spec = tuple(("g", item[1], tuple(ref(m) for m in item[2])) if item[0] == "g"
+                         else ("f", ref(item[1]), item[2]) for item in items)
+            add(_set_gate(items), ("s", relation, spec), pos)
             continue
         for item in items:
             if item[0] == "g":
                 effect, _ = _group_gates(item[1], item[2])
-                add(effect, _group_item(item[1], item[2]), pos)
+                add(effect, ("g", item[1], tuple(ref(m) for m in item[2])), pos)
             else:
                 m = item[1]
-                add(gate_of(m), _filter_item(m.field, m.pred, m.name), pos)
+                add(gate_of(m), ("f", ref(m)), pos)
+    return (tuple(fields), rule_name_used, fallback, stale, tuple(evals), tuple(owner),
+            tuple(includes), tuple(always), patterns)
 
-    evals_t, owner_t, includes_t = tuple(evals), tuple(owner), tuple(includes)
-    scans = {f: _scanner(p, SCAN_LIMIT) for f, p in patterns.items()}
+
+def storable_plan(plan: tuple) -> tuple:
+    """``plan`` as :mod:`marshal` writes it deterministically: each pattern's item numbers as
+    a sorted tuple (a plan read back from storage is already so)."""
+    table = {f: {p: tuple(sorted(ks)) for p, ks in t.items()} for f, t in plan[8].items()}
+    return plan[:8] + (table,)
+
+
+def _evaluator(spec: tuple, member: Callable[[Any], Member]) -> Callable[[dict], tuple]:
+    """The evaluator of one item spec of :func:`plan_indexed`."""
+    if spec[0] == "f":
+        m = member(spec[1])
+        return _filter_item(m.field, m.pred, m.name)
+    if spec[0] == "g":
+        return _group_item(spec[1], [member(r) for r in spec[2]])
+    items = [("g", it[1], [member(r) for r in it[2]]) if it[0] == "g"
+             else ("f", member(it[1]), it[2]) for it in spec[2]]
+    return compile_walk(spec[1], items)
+
+
+def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
+                      budget: Optional[MemoBudget] = None) -> Callable[[dict], tuple[bool, str]]:
+    """The decision function of a :func:`plan_indexed` plan.
+
+    Each item's evaluator is built on the item's first evaluation (most items of a large
+    config are never a candidate in a given run), from the members ``member(ref)`` gives.
+
+    Args:
+        plan: as :func:`plan_indexed` returns it (or as stored and read back).
+        member: ``reference -> Member`` (the compiled filter, with its predicate).
+        budget: the engine's :class:`MemoBudget` (a private one when omitted).
+    Returns:
+        ``decide(data) -> (include, rule_name)``, as :func:`build_indexed_decider`.
+    Raises:
+        ValueError, TypeError, KeyError, IndexError: a plan of another shape.
+    """
+    (fields, rule_name_used, fallback, stale, specs, owner_t, includes_t, always,
+     table) = plan
+    if not (len(specs) == len(owner_t)) or not all(0 <= p < len(includes_t) for p in owner_t):
+        raise ValueError("inconsistent plan")
+    evals: list = []
+
+    def lazy(k: int, spec: tuple) -> Callable[[dict], tuple]:
+        def first(lv: dict) -> tuple:
+            e = evals[k] = _evaluator(spec, member)  # built once (a race builds it twice)
+            return e(lv)
+        return first
+    evals.extend(lazy(k, spec) for k, spec in enumerate(specs))
+    n = len(evals)
+    scans = {f: _scanner({p: frozenset(ks) for p, ks in t.items()}, SCAN_LIMIT)
+             for f, t in table.items()}  # _scanner keeps these frozensets (no copy)
+    if any(k >= n or k < 0 for t in table.values() for ks in t.values() for k in ks) or \
+            any(k >= n or k < 0 for k in always):
+        raise ValueError("inconsistent plan")
+    always_l = list(always)
     if rule_name_used and "RuleName" in scans:
         # RuleName is "-" at filter time (Sysmon fills it afterwards, spec 4.3)
-        always.extend(scans.pop("RuleName")("-"))
-    always_t = frozenset(always)
+        always_l.extend(scans.pop("RuleName")("-"))
+    always_t = frozenset(always_l)
     # per field read from the event: (name, memo raw value -> (folded value, items found), scan,
     # [bytes the memo holds])
     readers: tuple[tuple[str, dict, Optional[Callable], list], ...] = tuple(
@@ -357,7 +446,7 @@ def build_indexed_decider(sets: list, fields: tuple, rule_name_used: bool, fallb
         current = set_name = None
         at = -1
         for k in sorted(hits):
-            ok, name = evals_t[k](lv)
+            ok, name = evals[k](lv)
             pos = owner_t[k]
             if pos != at:
                 at, set_name = pos, None

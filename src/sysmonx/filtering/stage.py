@@ -82,9 +82,18 @@ class FilterStage(Stage):
         return FilterEngine(config, self.options)
 
     def reload(self, config: Optional[Config]) -> None:
-        """Compile ``config`` and put it in force for the next event."""
+        """Compile ``config`` and put it in force for the next event (the plans the old
+        engine compiled are stored first)."""
+        if self.engine is not None:
+            self.engine.save_plans()
         engine = self._compile(config)
         self.config, self.engine, self._deciders = config, engine, {}
+
+    def finish(self, emit: Emit) -> None:
+        """End of the stream: the plans the engine compiled in this run are stored
+        (:meth:`~sysmonx.filtering.engine.FilterEngine.save_plans`)."""
+        if self.engine is not None:
+            self.engine.save_plans()
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Decide one Sysmon event (see the module docstring); other items pass."""

@@ -1,0 +1,149 @@
+"""A disk cache of the filter's compiled plans, so a run does not index the same config again.
+
+Compiling a decider (:mod:`~sysmonx.filtering.index`) turns an EventID's rule sets into a
+*plan*: which items exist, which literal patterns gate each of them, in Sysmon's evaluation
+order (:func:`~sysmonx.filtering.index.plan_indexed`). With sysmon-modular that is ~11 ms of
+CPU for the EventIDs a small replay meets, every run. The plan is plain data and depends only on
+the configuration's rule sets, the engine's options and the code that built it, so it is stored
+once (:class:`PlanCache`) and the decider is built from it
+(:func:`~sysmonx.filtering.index.decider_from_plan`: the automata from the stored patterns, each
+item's predicate on its first evaluation), exactly as a fresh compile builds it from the same
+plan.
+
+* **Key** (:func:`plans_key`): SHA-256 over the entry format, the SysmonX version, the
+  interpreter's ``cache_tag``, a fingerprint of the filter's code
+  (:func:`~sysmonx.core.marshalstore.code_fingerprint`: the paths and bytes of the filter
+  compiler's, the reader's, the schema's and the model's modules and the ``core`` modules they
+  use), the engine options, and
+  the rule sets themselves (tag, EventID, onmatch, relation, every filter's field, condition,
+  value, RuleName and ``<Rule>``, every ``<Rule>``'s relation), marshalled. The key is the
+  model, not the file: an edited or programmatically built config gets its own entry.
+* **Entry**: ``<dir>/<key>.marshal`` (:mod:`sysmonx.core.marshalstore`: private directory and
+  file, magic, key and payload digest checked; plain marshalled data, never code or pickle):
+  ``{decider key: plan}`` for the deciders compiled so far; a run that compiles more rewrites
+  it (:meth:`~sysmonx.filtering.engine.FilterEngine.save_plans`, at the end of a filter stage
+  and after ``compile_all``).
+* **Errors**: what compiling can refuse is checked when the engine is built, cached or not
+  (:meth:`~sysmonx.filtering.engine.FilterEngine._check_compile`); a stored plan that does not
+  fit (wrong shape, a reference outside the config) is ignored with a note and compiled again.
+* **Where**: ``$SYSMONX_CACHE_DIR/filter``, else ``$XDG_CACHE_HOME/sysmonx/filter``, else
+  ``~/.cache/sysmonx/filter``; at most :data:`MAX_ENTRIES` entries. ``SYSMONX_CONFIG_CACHE=0``
+  turns it off (with the config cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import operator
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from ..core.marshalstore import MarshalStore, code_fingerprint, supported
+
+__all__ = ["PlanCache", "plans_key", "default_plan_cache_dir", "plan_cache_enabled",
+           "PLAN_CACHE_FORMAT", "MAX_ENTRIES"]
+
+#: Bumped when the plan or entry layout changes.
+PLAN_CACHE_FORMAT = 1
+_MAGIC = b"SYSMONX-FILTER-PLANS %d\n" % PLAN_CACHE_FORMAT
+#: Entries kept in one cache directory (least recently used removed beyond).
+MAX_ENTRIES = 64
+
+
+def default_plan_cache_dir() -> Path:
+    """``$SYSMONX_CACHE_DIR/filter``, else ``$XDG_CACHE_HOME/sysmonx/filter``, else
+    ``~/.cache/sysmonx/filter``."""
+    env = os.environ.get("SYSMONX_CACHE_DIR")
+    if env:
+        return Path(env) / "filter"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sysmonx" / "filter"
+
+
+def plan_cache_enabled() -> bool:
+    """False when ``$SYSMONX_CONFIG_CACHE`` is ``0``, ``off``, ``no`` or ``false``, or where
+    entries cannot be kept private (no POSIX owners: Windows)."""
+    return supported() and os.environ.get("SYSMONX_CONFIG_CACHE", "").strip().lower() not in (
+        "0", "off", "no", "false")
+
+
+_VERSIONS: Optional[bytes] = None
+
+
+def _fingerprint() -> bytes:
+    """The filter's code (:func:`~sysmonx.core.marshalstore.code_fingerprint`) and the SysmonX
+    version."""
+    global _VERSIONS
+    if _VERSIONS is None:
+        from ..version import __version__
+        _VERSIONS = code_fingerprint() + __version__.encode()
+    return _VERSIONS
+
+
+_FILTER_KEY = operator.attrgetter("field", "condition", "value", "name", "aggregate")
+
+
+def plans_key(config: Any, options: Any) -> Optional[str]:
+    """The entry key (hex SHA-256) of ``config``'s rule sets compiled with ``options``, or
+    ``None`` when the model holds values marshal cannot write (a programmatic config)."""
+    model = tuple(
+        (rs.tag, rs.event_id, rs.onmatch, rs.relation, tuple(map(_FILTER_KEY, rs.filters)),
+         tuple(sorted((k, a.relation) for k, a in rs.aggregates.items())))
+        for rs in config.rule_sets)
+    try:
+        data = marshal.dumps(model)
+    except (ValueError, TypeError):
+        return None
+    h = hashlib.sha256(_MAGIC)
+    h.update(_fingerprint())
+    h.update(repr(options).encode("utf-8", "surrogatepass"))
+    h.update(b"\0")
+    h.update(data)
+    return h.hexdigest()
+
+
+def _check(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"holds a {type(value).__name__}, not a dict of plans")
+    return value
+
+
+class PlanCache:
+    """Stored plans under ``directory`` (default :func:`default_plan_cache_dir`).
+
+    Attributes:
+        directory: the cache directory; created ``0700`` when missing.
+        status: what the last :meth:`get`/:meth:`put` did (``hit``, ``miss``, ``ignored``,
+            ``stored``, ``unwritable``).
+        notes: the reasons of the last call, for a person.
+    """
+
+    def __init__(self, directory: Union[str, Path, None] = None) -> None:
+        self.directory = Path(directory) if directory is not None else default_plan_cache_dir()
+        self._store = MarshalStore(self.directory, _MAGIC, "filter plan cache",
+                                   max_entries=MAX_ENTRIES)
+
+    @property
+    def status(self) -> str:
+        """What the last :meth:`get`/:meth:`put` did."""
+        return self._store.status
+
+    @property
+    def notes(self) -> list[str]:
+        """The reasons of the last call, for a person."""
+        return self._store.notes
+
+    def entry(self, key: str) -> Path:
+        """The entry path of ``key``."""
+        return self._store.entry(key)
+
+    def get(self, key: str) -> Optional[dict]:
+        """``{decider key: plan}`` stored under ``key``, or ``None`` (a miss, or a bad entry:
+        removed, :attr:`notes` says why). Never raises for a bad entry."""
+        return self._store.read(key, _check)
+
+    def put(self, key: str, plans: dict) -> None:
+        """Store ``plans`` under ``key``. Never raises."""
+        self._store.write(key, plans)
