@@ -41,6 +41,9 @@ __all__ = ["DetectionStage", "DetectionOptions", "SummaryRow", "KEY_FIELDS"]
 
 #: The compiled key-field picker (``_speedups.alert_fields``), or None (pure Python).
 _alert_fields = getattr(_speedups, "alert_fields", None)
+#: One event's detection alerts and counts in one compiled call (``_speedups.sigma_alerts``,
+#: see :meth:`DetectionStage.correlate_timed`), or None (pure Python).
+_sigma_alerts = getattr(_speedups, "sigma_alerts", None)
 
 # ``correlate_timed``'s ``t`` when the time is still to be read from the event (a sentinel no
 # time in nanoseconds can equal)
@@ -343,6 +346,15 @@ class DetectionStage:
         if corr is None:
             if not hits:
                 return []
+            if _sigma_alerts is not None:
+                # the code below, for every hit at once (None: a case it leaves to it)
+                rows = self._rows
+                if rows is None:
+                    rows = self._alert_rows()
+                done = _sigma_alerts(self, event, hits, rows, self.options.max_field_chars,
+                                     Alert)
+                if done is not None:
+                    return done
             alerts = [self._alert(r, event) for r in hits  # type: ignore[arg-type]
                       if self._output[r.index]]
         else:
@@ -400,6 +412,21 @@ class DetectionStage:
             self.stats.alerts += 1
             self.stats.alerts_by_level[a.level or "-"] += 1
             self.alert_counts[a.rule_id] += 1
+
+    #: Per rule index: ``(key, title, level, status, tags, key field names, output, level or
+    #: "-")``, what :meth:`_alert` and :meth:`_count` read of a detection rule, for the compiled
+    #: ``sigma_alerts``; built on first use (:meth:`_alert_rows`; a cached stage is loaded
+    #: without it).
+    _rows: Optional[list] = None
+
+    def _alert_rows(self) -> list:
+        """Build :attr:`_rows`. Safe from several threads at once: each builds the same table
+        from the compiled rules (read only) and stores it with one assignment."""
+        rows = [(r.key, r.title, r.level, r.status, r.tags, self._key_fields[r.index],
+                 bool(self._output[r.index]), r.level or "-")
+                for r in self.matcher.compiled]
+        self._rows = rows
+        return rows
 
     def _fields_py(self, data: dict, names: tuple, limit: int) -> dict:
         """An alert's key fields: ``names``' values in ``data`` (in ``names``' order, absent
