@@ -999,9 +999,9 @@ class RuleMatcher:
         calls as :meth:`_Group.matches`, which defines the behaviour); it returns None for
         every other case, which the code below runs."""
         if _sigma_match is not None:
-            out = _sigma_match(self._sysmon, event, _index)
-            if out is not None:
-                return out
+            done = _sigma_match(self._sysmon, event, _index)
+            if done is not None:
+                return done
         by_id = self._sysmon.get(event.provider)
         if by_id is not None:
             g = by_id.get(event.event_id)
