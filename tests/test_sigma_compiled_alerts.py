@@ -335,3 +335,40 @@ def test_compiled_paths_keep_no_memory(corpus, corpus_events):
     finally:
         tracemalloc.stop()
     assert grown < 65536, f"{grown} bytes kept after 30 rounds"
+
+
+@needs_ext
+def test_alerts_made_without_init_equal_the_class_call(corpus, monkeypatch):
+    """With Alert's plain shape checked (``_plain_alert``), ``sigma_alerts`` makes alerts
+    without calling ``__init__``: the same objects, attributes in the same order, the same
+    lines as calling the class. An Alert class with another field (a default added later)
+    is not taken as plain, and its alerts are made by calling it (its default included)."""
+    import dataclasses
+    assert stage_mod._plain_alert() == stage_mod._ALERT_ARGS
+    st = _stage(corpus)
+    ev, hits = _proc_event(st)
+    rows = st._alert_rows()
+    fast = sp.sigma_alerts(st, ev, hits, rows, 4096, Alert, stage_mod._ALERT_ARGS)
+    called = sp.sigma_alerts(st, ev, hits, rows, 4096, Alert, None)
+    want = [st._alert(r, ev) for r in hits]
+    assert fast == called == want
+    assert [list(vars(a)) for a in fast] == [list(vars(a)) for a in want]
+    assert [a.to_json() for a in fast] == [a.to_json() for a in want]
+
+    @dataclasses.dataclass
+    class Wider(Alert):
+        source: str = "somewhere"
+
+    monkeypatch.setattr(stage_mod, "Alert", Wider)
+    monkeypatch.setattr(stage_mod, "_PLAIN", [])
+    assert stage_mod._plain_alert() is None
+    got = st.correlate(ev, hits)
+    assert [type(a) for a in got] == [Wider] * len(hits)
+    assert all(a.source == "somewhere" for a in got)
+
+    class Guarded(Alert):  # a class that is not plain, even if a caller passes the names
+        def __setattr__(self, name, value):
+            object.__setattr__(self, name, ("set", value) if name == "title" else value)
+
+    made = sp.sigma_alerts(st, ev, hits, rows, 4096, Guarded, stage_mod._ALERT_ARGS)
+    assert all(a.title[0] == "set" for a in made)

@@ -1960,7 +1960,8 @@ static PyMethodDef methods[] = {
      "alert_fields(data, names, limit) -> dict | None: the key fields of a Sigma alert (see "
      "the Sigma alerts section of the source); None for anything this does not handle."},
     {"sigma_alerts", (PyCFunction)(void (*)(void))py_sigma_alerts, METH_FASTCALL,
-     "sigma_alerts(stage, event, hits, rows, limit, alert_type) -> list | None: a detection "
+     "sigma_alerts(stage, event, hits, rows, limit, alert_type, names=None) -> list | None: "
+     "a detection "
      "stage's alerts and counts for one event without correlations (see the [17q] section "
      "of the source); None, nothing changed, for anything this does not handle."},
     {"sigma_match", (PyCFunction)(void (*)(void))py_sigma_match, METH_FASTCALL,
@@ -2083,7 +2084,7 @@ fail:
  * [17q] Sigma alerts of one event in one call (sysmonx.detection.stage.DetectionStage
  * .correlate_timed without correlations; its Python code defines the behaviour)
  *
- * sigma_alerts(stage, event, hits, rows, limit, alert_type) -> list | None
+ * sigma_alerts(stage, event, hits, rows, limit, alert_type, names=None) -> list | None
  *   stage: the DetectionStage; its ``matches`` and ``alert_counts`` Counters and its ``stats``
  *     (``matched``, ``alerts``, ``alerts_by_level``) are read on every call and updated
  *     exactly as the Python code does (``c[k] += 1`` through the objects' own item and
@@ -2096,6 +2097,11 @@ fail:
  *   limit: the key fields' cut (an int), as for alert_fields.
  *   alert_type: the Alert class, called with the 16 positional arguments of
  *     DetectionStage._alert.
+ *   names: None, or the 16 attribute names those arguments set, in order, when the caller
+ *     has checked that calling alert_type does no more than set them (a dataclass with exactly
+ *     these fields, no __post_init__, object's __new__ and __setattr__): the alert is then
+ *     made by object.__new__ and the same 16 attribute sets in the same order, without the
+ *     __init__ call (also checked here: the type's tp_new and tp_setattro are object's).
  * Returns None, with nothing changed, for what it leaves to the Python code: an event whose
  * ``data`` alert_fields does not take, a row that is not an 8-tuple, an index out of range.
  * An error while building the alerts propagates with nothing counted (as in Python, where
@@ -2172,16 +2178,24 @@ static PyObject *sa_row(PyObject *rows, PyObject *r, int *fallback) {
 
 static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 6) {
+    if (nargs != 6 && nargs != 7) {
         PyErr_SetString(PyExc_TypeError,
-                        "sigma_alerts(stage, event, hits, rows, limit, alert_type) takes 6 "
-                        "arguments");
+                        "sigma_alerts(stage, event, hits, rows, limit, alert_type, names=None) "
+                        "takes 6 or 7 arguments");
         return NULL;
     }
     PyObject *stage = args[0], *event = args[1], *hits = args[2], *rows = args[3];
     PyObject *limit = args[4], *alert_type = args[5];
+    PyObject *anames = nargs == 7 ? args[6] : Py_None;
     if (!PyList_CheckExact(hits) || !PyList_CheckExact(rows) || !PyLong_CheckExact(limit))
         Py_RETURN_NONE;
+    if (anames != Py_None) {
+        PyTypeObject *tp = (PyTypeObject *)alert_type;
+        if (!PyTuple_CheckExact(anames) || PyTuple_GET_SIZE(anames) != 16 ||
+            !PyType_Check(alert_type) || tp->tp_new != PyBaseObject_Type.tp_new ||
+            tp->tp_setattro != PyObject_GenericSetAttr)
+            anames = Py_None; /* not the plain class the caller checked: call it */
+    }
     if (sa_init() < 0) return NULL;
     Py_ssize_t nh = PyList_GET_SIZE(hits);
     PyObject *alerts = PyList_New(0);
@@ -2228,7 +2242,16 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
                            PyTuple_GET_ITEM(row, 2), PyTuple_GET_ITEM(row, 3), sa_detection,
                            PyTuple_GET_ITEM(row, 4), t, t, computer, group, ids, sa_one, eids,
                            empty, Py_None, fields};
-        PyObject *alert = empty == NULL ? NULL : PyObject_Vectorcall(alert_type, a, 16, NULL);
+        PyObject *alert = NULL;
+        if (empty != NULL && anames == Py_None) {
+            alert = PyObject_Vectorcall(alert_type, a, 16, NULL);
+        } else if (empty != NULL) { /* object.__new__(alert_type), then the 16 sets */
+            alert = PyBaseObject_Type.tp_new((PyTypeObject *)alert_type, empty, NULL);
+            for (Py_ssize_t i = 0; alert != NULL && i < 16; i++) {
+                if (PyObject_GenericSetAttr(alert, PyTuple_GET_ITEM(anames, i), a[i]) < 0)
+                    Py_CLEAR(alert);
+            }
+        }
         Py_XDECREF(empty);
         Py_DECREF(group);
         Py_CLEAR(ids);

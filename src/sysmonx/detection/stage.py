@@ -45,6 +45,33 @@ _alert_fields = getattr(_speedups, "alert_fields", None)
 #: see :meth:`DetectionStage.correlate_timed`), or None (pure Python).
 _sigma_alerts = getattr(_speedups, "sigma_alerts", None)
 
+#: The Alert fields ``_alert`` passes, in order (positionally).
+_ALERT_ARGS = ("rule_id", "title", "level", "status", "kind", "tags", "window_start",
+               "window_end", "computer", "group", "record_ids", "event_count", "event_ids",
+               "rules", "value", "fields")
+_PLAIN: list = []
+
+
+def _plain_alert() -> Optional[tuple]:
+    """:data:`_ALERT_ARGS` when constructing an :class:`Alert` does nothing but set those
+    attributes in that order (a dataclass with exactly these fields, no ``__post_init__``,
+    object's ``__new__`` and ``__setattr__``): ``sigma_alerts`` may then make alerts without
+    calling ``__init__``; else None (it calls the class). Checked once per process."""
+    if not _PLAIN:
+        import dataclasses
+        plain = (dataclasses.is_dataclass(Alert)
+                 and tuple(f.name for f in dataclasses.fields(Alert)) == _ALERT_ARGS
+                 and not hasattr(Alert, "__post_init__")
+                 and Alert.__new__ is object.__new__
+                 and Alert.__setattr__ is object.__setattr__)
+        if plain:  # and constructing one sets exactly these, in this order
+            probe = tuple(object() for _ in _ALERT_ARGS)
+            made = Alert(*probe)
+            plain = list(vars(made).items()) == list(zip(_ALERT_ARGS, probe, strict=True))
+        _PLAIN.append(_ALERT_ARGS if plain else None)
+    return _PLAIN[0]
+
+
 # ``correlate_timed``'s ``t`` when the time is still to be read from the event (a sentinel no
 # time in nanoseconds can equal)
 _FROM_EVENT: Any = object()
@@ -352,7 +379,7 @@ class DetectionStage:
                 if rows is None:
                     rows = self._alert_rows()
                 done = _sigma_alerts(self, event, hits, rows, self.options.max_field_chars,
-                                     Alert)
+                                     Alert, _plain_alert())
                 if done is not None:
                     return done
             alerts = [self._alert(r, event) for r in hits  # type: ignore[arg-type]
