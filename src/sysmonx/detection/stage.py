@@ -65,7 +65,7 @@ def _plain_alert() -> Optional[tuple]:
                  and Alert.__new__ is object.__new__
                  and Alert.__setattr__ is object.__setattr__)
         if plain:  # and constructing one sets exactly these, in this order
-            probe = tuple(object() for _ in _ALERT_ARGS)
+            probe: tuple[Any, ...] = tuple(object() for _ in _ALERT_ARGS)
             made = Alert(*probe)
             plain = list(vars(made).items()) == list(zip(_ALERT_ARGS, probe, strict=True))
         _PLAIN.append(_ALERT_ARGS if plain else None)
