@@ -40,9 +40,13 @@ def _events(corpus: Path) -> list:
     return out
 
 
-def _run(corpus: Path, monkeypatch, compiled: bool, events: list, cache=None) -> dict:
-    """Every event through a fresh stage (key fields cut at 40 characters); what it gives."""
+def _run(corpus: Path, monkeypatch, compiled, events: list, cache=None) -> dict:
+    """Every event through a fresh stage (key fields cut at 40 characters); what it gives.
+    ``compiled``: True (every compiled path), ``"parts"`` (sigma_match and sigma_alerts
+    called from the Python process), False (none)."""
     with monkeypatch.context() as m:
+        if compiled is not True:
+            m.setattr(stage_mod, "_sigma_process", None)
         if not compiled:
             m.setattr(stage_mod, "_sigma_alerts", None)
             m.setattr(matcher_mod, "_sigma_match", None)
@@ -76,12 +80,13 @@ def corpus_events(corpus) -> list:
 def test_corpus_same_alerts_counters_and_calibration_compiled_and_python(
         corpus, corpus_events, monkeypatch):
     """The whole corpus (EVTX, JSON, Linux) through a stage with the compiled per-event path
-    and one without: the same rules per event, alert lines and alert objects, the same
-    counters in the same order, the same calibration state in every group (a countdown or
-    calibration call run differently would change the leads and the sample counts); the
-    compiled path was taken (fails where the extension lacks it)."""
+    (``sigma_process``), one with only its parts (``sigma_match``, ``sigma_alerts``) and one
+    without: the same rules per event, alert lines and alert objects, the same counters in
+    the same order, the same calibration state in every group (a countdown or calibration
+    call run differently would change the leads and the sample counts); the compiled paths
+    were taken (fails where the extension lacks them)."""
     calls = Counter()
-    real_match, real_alerts = sp.sigma_match, sp.sigma_alerts
+    real_match, real_alerts, real_process = sp.sigma_match, sp.sigma_alerts, sp.sigma_process
 
     def count_match(*a):
         out = real_match(*a)
@@ -93,18 +98,30 @@ def test_corpus_same_alerts_counters_and_calibration_compiled_and_python(
         calls["alerts" if out is not None else "alerts_left"] += 1
         return out
 
+    def count_process(*a):
+        out = real_process(*a)
+        calls["process" if out is not None else "process_left"] += 1
+        return out
+
     monkeypatch.setattr(matcher_mod, "_sigma_match", count_match)
     monkeypatch.setattr(stage_mod, "_sigma_alerts", count_alerts)
+    monkeypatch.setattr(stage_mod, "_sigma_process", count_process)
     c = _run(corpus, monkeypatch, True, corpus_events)
+    assert calls["process"] == len(corpus_events) and calls["process_left"] == 0
+    # the compiled process asks the matcher's Python match only for what sigma_match leaves
+    assert calls["match"] == 0 and 0 < calls["match_left"] < len(corpus_events) // 2
+    parts = _run(corpus, monkeypatch, "parts", corpus_events)
     py = _run(corpus, monkeypatch, False, corpus_events)
     assert len(py["lines"]) > 300
     assert any(len(x) > 1 for x in py["per_event"])  # several rules on one event: the order
-    assert c["per_event"] == py["per_event"]
-    assert c["lines"] == py["lines"]
-    assert c["objects"] == py["objects"]
-    for k in ("matches", "alert_counts", "stats", "groups"):
-        assert c[k] == py[k], k
-    assert c["rows_built"] and not py["rows_built"]
+    for got in (c, parts):
+        assert got["per_event"] == py["per_event"]
+        assert got["lines"] == py["lines"]
+        assert got["objects"] == py["objects"]
+        for k in ("matches", "alert_counts", "stats", "groups"):
+            assert got[k] == py[k], k
+        assert got["rows_built"]
+    assert not py["rows_built"]
     assert calls["match"] > len(corpus_events) // 2
     assert calls["alerts"] > 200 and calls["alerts_left"] == 0
 
@@ -360,11 +377,11 @@ def test_alerts_made_without_init_equal_the_class_call(corpus, monkeypatch):
         source: str = "somewhere"
 
     monkeypatch.setattr(stage_mod, "Alert", Wider)
-    monkeypatch.setattr(stage_mod, "_PLAIN", [])
+    monkeypatch.setattr(stage_mod, "_PLAIN_NAMES", stage_mod._UNCHECKED)
     assert stage_mod._plain_alert() is None
-    got = st.correlate(ev, hits)
-    assert [type(a) for a in got] == [Wider] * len(hits)
-    assert all(a.source == "somewhere" for a in got)
+    for got in (st.correlate(ev, hits), st.process(ev)):
+        assert [type(a) for a in got] == [Wider] * len(hits)
+        assert all(a.source == "somewhere" for a in got)
 
     class Guarded(Alert):  # a class that is not plain, even if a caller passes the names
         def __setattr__(self, name, value):
@@ -372,3 +389,34 @@ def test_alerts_made_without_init_equal_the_class_call(corpus, monkeypatch):
 
     made = sp.sigma_alerts(st, ev, hits, rows, 4096, Guarded, stage_mod._ALERT_ARGS)
     assert all(a.title[0] == "set" for a in made)
+
+
+@needs_ext
+def test_compiled_process_leaves_profiled_and_correlating_stages_to_python(corpus, tmp_path):
+    """``sigma_process`` returns None with nothing counted for a stage whose matcher has a
+    rule profile set (its counting match must run) or that has correlations; such stages'
+    process still gives the Python path's alerts."""
+    from sysmonx.detection.profile import RuleProfile
+    st = _stage(corpus)
+    ev, hits = _proc_event(st)
+    args = (ev, stage_mod._FROM_EVENT, matcher_mod.RuleMatcher.match, matcher_mod._index,
+            Alert, stage_mod._ALERT_ARGS)
+    prof = RuleProfile.attach(st)
+    before = (st.stats.events, _counters(st))
+    assert sp.sigma_process(st, *args) is None
+    assert (st.stats.events, _counters(st)) == before
+    got = st.process(ev)
+    assert prof.events == 1 and [a.rule_id for a in got] == [r.key for r in hits]
+    prof.detach()
+    assert sp.sigma_process(st, *args) is not None  # profile off: compiled again
+    corr = tmp_path / "corr.yml"
+    rule_id = hits[0].id
+    corr.write_text(
+        "title: two whoami\nname: two_whoami\ncorrelation:\n  type: event_count\n"
+        f"  rules:\n    - {rule_id}\n  group-by:\n    - User\n  timespan: 1h\n"
+        "  condition:\n    gte: 2\nlevel: high\n")
+    cst = DetectionStage.from_paths([corpus / RULES, corr], DetectionOptions())
+    assert cst.correlation is not None
+    before = (cst.stats.events, _counters(cst))
+    assert sp.sigma_process(cst, *args) is None
+    assert (cst.stats.events, _counters(cst)) == before

@@ -1932,6 +1932,7 @@ static PyObject *py_alert_fields(PyObject *self, PyObject *const *args, Py_ssize
 /* [17q] Defined in the section of that tag at the end of this file. */
 static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *py_sigma_match(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *py_sigma_process(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 static PyMethodDef methods[] = {
     {"setup_convert", py_setup_convert, METH_VARARGS,
@@ -1968,6 +1969,10 @@ static PyMethodDef methods[] = {
      "sigma_match(sysmon, event, index) -> list | None: the rules a Sysmon event matches "
      "when its group remembers its key (see the [17q] section of the source); None, nothing "
      "changed, for anything this does not handle."},
+    {"sigma_process", (PyCFunction)(void (*)(void))py_sigma_process, METH_FASTCALL,
+     "sigma_process(stage, event, from_event, match, index, alert_type, names) -> list | "
+     "None: a detection stage's process(event) without correlations or rule profile (see "
+     "the [17q] section of the source); None, nothing changed, for anything else."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {
@@ -2502,5 +2507,119 @@ fail:
     Py_XDECREF(combos);
     Py_XDECREF(data);
     Py_XDECREF(values);
+    return out;
+}
+
+
+/* ===========================================================================================
+ * [17q] A detection stage's process(event) without correlations and without a rule profile
+ * (sysmonx.detection.stage.DetectionStage.process; its Python code defines the behaviour)
+ *
+ * sigma_process(stage, event, from_event, match, index, alert_type, names) -> list | None
+ *   from_event: stage._FROM_EVENT; match: RuleMatcher.match (the function the matcher's type
+ *   must have); index, alert_type, names: as for sigma_match and sigma_alerts.
+ * Returns None, with nothing changed, when the stage has a correlation engine, its matcher
+ * has a ``match`` of its own (a rule profile is set) or another type's ``match``: the Python
+ * code runs then. Otherwise: ``stats.events += 1``; the hits from sigma_match, or from
+ * ``matcher.match(event)`` where sigma_match leaves the event to Python; no hit: the (new,
+ * empty) list; else the alerts from sigma_alerts with ``stage._rows`` (built by
+ * ``stage._alert_rows()`` when still None), or ``stage.correlate_timed(event, hits,
+ * from_event)`` where sigma_alerts leaves the event to Python.
+ * =========================================================================================== */
+
+static PyObject *sp_matcher, *sp_correlation, *sp_match, *sp_sysmon, *sp_events, *sp_rows,
+    *sp_alert_rows, *sp_options, *sp_max_field_chars, *sp_correlate_timed;
+
+static int sp_init(void) {
+    if (sp_correlate_timed != NULL) return 0;
+#define SP_INTERN(var, s) if ((var = PyUnicode_InternFromString(s)) == NULL) return -1
+    SP_INTERN(sp_matcher, "matcher");
+    SP_INTERN(sp_correlation, "correlation");
+    SP_INTERN(sp_match, "match");
+    SP_INTERN(sp_sysmon, "_sysmon");
+    SP_INTERN(sp_events, "events");
+    SP_INTERN(sp_rows, "_rows");
+    SP_INTERN(sp_alert_rows, "_alert_rows");
+    SP_INTERN(sp_options, "options");
+    SP_INTERN(sp_max_field_chars, "max_field_chars");
+    SP_INTERN(sp_correlate_timed, "correlate_timed");
+#undef SP_INTERN
+    return 0;
+}
+
+static PyObject *py_sigma_process(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "sigma_process(stage, event, from_event, match, "
+                                         "index, alert_type, names) takes 7 arguments");
+        return NULL;
+    }
+    PyObject *stage = args[0], *event = args[1], *from_event = args[2], *match_fn = args[3];
+    PyObject *index = args[4], *alert_type = args[5], *names = args[6];
+    if (sp_init() < 0 || sa_init() < 0) return NULL;
+    PyObject *matcher = NULL, *corr = NULL, *d = NULL, *tm = NULL, *stats = NULL;
+    PyObject *sysmon = NULL, *hits = NULL, *rows = NULL, *opts = NULL, *limit = NULL;
+    PyObject *out = NULL;
+    /* 1. the cases left to Python, nothing changed */
+    if ((corr = PyObject_GetAttr(stage, sp_correlation)) == NULL) goto fail;
+    if (corr != Py_None) goto left;
+    if ((matcher = PyObject_GetAttr(stage, sp_matcher)) == NULL) goto fail;
+    if ((tm = PyObject_GetAttr((PyObject *)Py_TYPE(matcher), sp_match)) == NULL) goto fail;
+    if (tm != match_fn) goto left;
+    if ((d = PyObject_GenericGetDict(matcher, NULL)) == NULL) {
+        PyErr_Clear();
+        goto left;
+    }
+    if (!PyDict_Check(d)) goto left;
+    int has = PyDict_Contains(d, sp_match);
+    if (has < 0) goto fail;
+    if (has) goto left; /* a rule profile's match */
+    /* 2. from here on every case is run (by the Python code where the compiled one leaves it) */
+    if ((stats = PyObject_GetAttr(stage, sa_stats)) == NULL) goto fail;
+    if (sa_incr_attr(stats, sp_events) < 0) goto fail;
+    if ((sysmon = PyObject_GetAttr(matcher, sp_sysmon)) == NULL) goto fail;
+    PyObject *ma[3] = {sysmon, event, index};
+    if ((hits = py_sigma_match(NULL, ma, 3)) == NULL) goto fail;
+    if (hits == Py_None) {
+        Py_DECREF(hits);
+        if ((hits = PyObject_CallMethodOneArg(matcher, sp_match, event)) == NULL) goto fail;
+    }
+    if (!PyList_CheckExact(hits) || PyList_GET_SIZE(hits) == 0) {
+        int truth = PyObject_IsTrue(hits);
+        if (truth < 0) goto fail;
+        if (!truth) { /* ``if not hits and self.correlation is None: return []`` */
+            out = PyList_New(0);
+            goto finish;
+        }
+        goto python; /* a hit container sigma_alerts does not take */
+    }
+    if ((rows = PyObject_GetAttr(stage, sp_rows)) == NULL) goto fail;
+    if (rows == Py_None) {
+        Py_DECREF(rows);
+        if ((rows = PyObject_CallMethodNoArgs(stage, sp_alert_rows)) == NULL) goto fail;
+    }
+    if ((opts = PyObject_GetAttr(stage, sp_options)) == NULL) goto fail;
+    if ((limit = PyObject_GetAttr(opts, sp_max_field_chars)) == NULL) goto fail;
+    PyObject *aa[7] = {stage, event, hits, rows, limit, alert_type, names};
+    if ((out = py_sigma_alerts(NULL, aa, 7)) == NULL) goto fail;
+    if (out != Py_None) goto finish;
+    Py_CLEAR(out);
+python:
+    out = PyObject_CallMethodObjArgs(stage, sp_correlate_timed, event, hits, from_event, NULL);
+    goto finish;
+left:
+    out = Py_NewRef(Py_None);
+finish:
+fail:
+    Py_XDECREF(matcher);
+    Py_XDECREF(corr);
+    Py_XDECREF(d);
+    Py_XDECREF(tm);
+    Py_XDECREF(stats);
+    Py_XDECREF(sysmon);
+    Py_XDECREF(hits);
+    Py_XDECREF(rows);
+    Py_XDECREF(opts);
+    Py_XDECREF(limit);
     return out;
 }
