@@ -1967,8 +1967,8 @@ static PyMethodDef methods[] = {
      "of the source); None, nothing changed, for anything this does not handle."},
     {"sigma_match", (PyCFunction)(void (*)(void))py_sigma_match, METH_FASTCALL,
      "sigma_match(sysmon, event, index) -> list | None: the rules a Sysmon event matches "
-     "when its group remembers its key (see the [17q] section of the source); None, nothing "
-     "changed, for anything this does not handle."},
+     "(see the [17q] section of the source); None, nothing changed, for anything this does "
+     "not handle."},
     {"sigma_process", (PyCFunction)(void (*)(void))py_sigma_process, METH_FASTCALL,
      "sigma_process(stage, event, from_event, match, index, alert_type, names) -> list | "
      "None: a detection stage's process(event) without correlations or rule profile (see "
@@ -2333,17 +2333,18 @@ fail:
  *   sysmon: RuleMatcher._sysmon (provider -> {EventID: _Group}); index: matcher._index (the
  *   sort key of rules).
  * The event's group is looked up by its provider and EventID; no group: []. With a group:
- * its key (the event data's values of ``key_names``) is looked up in ``combos``, the
+ * its key (the event data's values of ``key_names``) is looked up in ``combos`` (a key not
+ * remembered: ``_remember(values, event)``, the Python method, computes its entry), the
  * calibration countdown is run as _Group.matches runs it (``countdown -= 1`` while
  * ``next_relead``; at 0 ``_calibrate(entry)`` is called), the remembered matches are
  * copied and the rules still to evaluate are called ``evaluate(event, hits)`` in order; a
  * result of more than one rule is sorted by ``index``. Returns None, with nothing changed,
  * for everything else, which the Python code then runs: a provider with no Sysmon groups,
- * an event whose data is not a dict, a group with getters, a key not remembered.
+ * an event whose data is not a dict, a group with getters.
  * =========================================================================================== */
 
 static PyObject *sm_provider, *sm_key_names, *sm_getter_fns, *sm_combos, *sm_next_relead,
-    *sm_countdown, *sm_calibrate, *sm_sort, *sm_key;
+    *sm_countdown, *sm_calibrate, *sm_sort, *sm_key, *sm_remember;
 
 static int sm_init(void) {
     if (sm_key != NULL) return 0;
@@ -2357,6 +2358,7 @@ static int sm_init(void) {
     SM_INTERN(sm_calibrate, "_calibrate");
     SM_INTERN(sm_sort, "sort");
     SM_INTERN(sm_key, "key");
+    SM_INTERN(sm_remember, "_remember");
 #undef SM_INTERN
     return 0;
 }
@@ -2409,15 +2411,20 @@ static PyObject *py_sigma_match(PyObject *self, PyObject *const *args, Py_ssize_
         PyTuple_SET_ITEM(values, i, Py_NewRef(v));
     }
     PyObject *entry = PyDict_GetItemWithError(combos, values); /* borrowed */
-    if (entry == NULL) {
+    if (entry != NULL) {
+        Py_INCREF(entry);
+    } else { /* ``entry = self._remember(values, event)`` */
         if (PyErr_Occurred()) goto fail;
-        goto done; /* not remembered: the Python code */
+        entry = PyObject_CallMethodObjArgs(g, sm_remember, values, event, NULL);
+        if (entry == NULL) goto fail;
     }
     if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4 ||
         !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 2)) ||
-        !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 3)))
-        goto done;
-    Py_INCREF(entry);
+        !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 3))) {
+        Py_DECREF(entry);
+        PyErr_SetString(PyExc_TypeError, "sigma_match: a group's entry is not a 4-tuple");
+        goto fail;
+    }
     /* if self.next_relead: self.countdown -= 1; if not self.countdown: self._calibrate(entry) */
     PyObject *nr = PyObject_GetAttr(g, sm_next_relead);
     truth = nr == NULL ? -1 : PyObject_IsTrue(nr);

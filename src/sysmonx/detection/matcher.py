@@ -994,10 +994,10 @@ class RuleMatcher:
         """The compiled rules ``event`` satisfies, in rule order (a new list, empty when
         none). A Sysmon event belongs to one group (its provider and EventID).
 
-        With the compiled extension, ``_speedups.sigma_match`` answers a Sysmon event whose
-        group remembers its key (the common case: the same lookups, calibration and rule
-        calls as :meth:`_Group.matches`, which defines the behaviour); it returns None for
-        every other case, which the code below runs."""
+        With the compiled extension, ``_speedups.sigma_match`` answers a Sysmon event of a
+        group without getters (the same lookups, calls of ``_remember`` for a new key,
+        calibration and rule calls as :meth:`_Group.matches`, which defines the behaviour);
+        it returns None for every other case, which the code below runs."""
         if _sigma_match is not None:
             done = _sigma_match(self._sysmon, event, _index)
             if done is not None:
