@@ -108,6 +108,7 @@ def test_alert_fields_keeps_no_memory():
 def _alert_lines(corpus: Path, monkeypatch, picker) -> list[bytes]:
     from sysmonx.sources import iter_input_files, open_source
     monkeypatch.setattr(stage_mod, "_alert_fields", picker)
+    monkeypatch.setattr(stage_mod, "_sigma_alerts", None)  # it has its own (C) picker
     st = DetectionStage.from_paths([corpus / RULES], DetectionOptions(max_field_chars=40))
     out = []
     for f in iter_input_files([str(corpus / "evtx"), str(corpus / "json")]):

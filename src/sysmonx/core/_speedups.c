@@ -1929,6 +1929,10 @@ static PyTypeObject StageFastType = {
 
 /* Defined in the Sigma alerts section at the end of this file. */
 static PyObject *py_alert_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+/* [17q] Defined in the section of that tag at the end of this file. */
+static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *py_sigma_match(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *py_sigma_process(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 static PyMethodDef methods[] = {
     {"setup_convert", py_setup_convert, METH_VARARGS,
@@ -1956,6 +1960,19 @@ static PyMethodDef methods[] = {
     {"alert_fields", (PyCFunction)(void (*)(void))py_alert_fields, METH_FASTCALL,
      "alert_fields(data, names, limit) -> dict | None: the key fields of a Sigma alert (see "
      "the Sigma alerts section of the source); None for anything this does not handle."},
+    {"sigma_alerts", (PyCFunction)(void (*)(void))py_sigma_alerts, METH_FASTCALL,
+     "sigma_alerts(stage, event, hits, rows, limit, alert_type, names=None) -> list | None: "
+     "a detection "
+     "stage's alerts and counts for one event without correlations (see the [17q] section "
+     "of the source); None, nothing changed, for anything this does not handle."},
+    {"sigma_match", (PyCFunction)(void (*)(void))py_sigma_match, METH_FASTCALL,
+     "sigma_match(sysmon, event, index) -> list | None: the rules a Sysmon event matches "
+     "(see the [17q] section of the source); None, nothing changed, for anything this does "
+     "not handle."},
+    {"sigma_process", (PyCFunction)(void (*)(void))py_sigma_process, METH_FASTCALL,
+     "sigma_process(stage, event, from_event, match, index, alert_type, names) -> list | "
+     "None: a detection stage's process(event) without correlations or rule profile (see "
+     "the [17q] section of the source); None, nothing changed, for anything else."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {
@@ -2065,4 +2082,551 @@ static PyObject *py_alert_fields(PyObject *self, PyObject *const *args, Py_ssize
 fail:
     Py_DECREF(out);
     return NULL;
+}
+
+
+/* ===========================================================================================
+ * [17q] Sigma alerts of one event in one call (sysmonx.detection.stage.DetectionStage
+ * .correlate_timed without correlations; its Python code defines the behaviour)
+ *
+ * sigma_alerts(stage, event, hits, rows, limit, alert_type, names=None) -> list | None
+ *   stage: the DetectionStage; its ``matches`` and ``alert_counts`` Counters and its ``stats``
+ *     (``matched``, ``alerts``, ``alerts_by_level``) are read on every call and updated
+ *     exactly as the Python code does (``c[k] += 1`` through the objects' own item and
+ *     number protocols, so a Counter's ``__missing__`` gives the 0 of a new key), in the
+ *     same order: ``stats.matched``, ``matches`` per hit, then per alert ``stats.alerts``,
+ *     ``alerts_by_level``, ``alert_counts``.
+ *   hits: a non-empty list of CompiledRule (each read for its ``index``).
+ *   rows: per rule index a tuple (key, title, level, status, tags, names, output, level_key)
+ *     built by DetectionStage._alert_rows from the compiled rules.
+ *   limit: the key fields' cut (an int), as for alert_fields.
+ *   alert_type: the Alert class, called with the 16 positional arguments of
+ *     DetectionStage._alert.
+ *   names: None, or the 16 attribute names those arguments set, in order, when the caller
+ *     has checked that calling alert_type does no more than set them (a dataclass with exactly
+ *     these fields, no __post_init__, object's __new__ and __setattr__): the alert is then
+ *     made by object.__new__ and the same 16 attribute sets in the same order, without the
+ *     __init__ call (also checked here: the type's tp_new and tp_setattro are object's).
+ * Returns None, with nothing changed, for what it leaves to the Python code: an event whose
+ * ``data`` alert_fields does not take, a row that is not an 8-tuple, an index out of range.
+ * An error while building the alerts propagates with nothing counted (as in Python, where
+ * the alerts are built before anything is counted).
+ * =========================================================================================== */
+
+static PyObject *sa_index, *sa_data, *sa_time_created, *sa_record_id, *sa_computer,
+    *sa_event_id, *sa_matches, *sa_alert_counts, *sa_stats, *sa_matched, *sa_alerts,
+    *sa_alerts_by_level, *sa_detection, *sa_one;
+
+static int sa_init(void) {
+    if (sa_one != NULL) return 0;
+#define SA_INTERN(var, s) if ((var = PyUnicode_InternFromString(s)) == NULL) return -1
+    SA_INTERN(sa_index, "index");
+    SA_INTERN(sa_data, "data");
+    SA_INTERN(sa_time_created, "time_created");
+    SA_INTERN(sa_record_id, "record_id");
+    SA_INTERN(sa_computer, "computer");
+    SA_INTERN(sa_event_id, "event_id");
+    SA_INTERN(sa_matches, "matches");
+    SA_INTERN(sa_alert_counts, "alert_counts");
+    SA_INTERN(sa_stats, "stats");
+    SA_INTERN(sa_matched, "matched");
+    SA_INTERN(sa_alerts, "alerts");
+    SA_INTERN(sa_alerts_by_level, "alerts_by_level");
+    SA_INTERN(sa_detection, "detection");
+#undef SA_INTERN
+    sa_one = PyLong_FromLong(1);
+    return sa_one == NULL ? -1 : 0;
+}
+
+/* ``obj[key] += 1`` as Python runs it (BINARY_SUBSCR, +=, STORE_SUBSCR). */
+static int sa_incr_item(PyObject *obj, PyObject *key) {
+    PyObject *v = PyObject_GetItem(obj, key);
+    if (v == NULL) return -1;
+    PyObject *n = PyNumber_InPlaceAdd(v, sa_one);
+    Py_DECREF(v);
+    if (n == NULL) return -1;
+    int rc = PyObject_SetItem(obj, key, n);
+    Py_DECREF(n);
+    return rc;
+}
+
+/* ``obj.name += 1``. */
+static int sa_incr_attr(PyObject *obj, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) return -1;
+    PyObject *n = PyNumber_InPlaceAdd(v, sa_one);
+    Py_DECREF(v);
+    if (n == NULL) return -1;
+    int rc = PyObject_SetAttr(obj, name, n);
+    Py_DECREF(n);
+    return rc;
+}
+
+/* The row of hit ``r`` (borrowed), or NULL with *fallback set (nothing raised) / an error. */
+static PyObject *sa_row(PyObject *rows, PyObject *r, int *fallback) {
+    PyObject *idx = PyObject_GetAttr(r, sa_index);
+    if (idx == NULL) return NULL;
+    Py_ssize_t i = PyLong_Check(idx) ? PyLong_AsSsize_t(idx) : -1;
+    Py_DECREF(idx);
+    if (i == -1 && PyErr_Occurred()) PyErr_Clear();
+    if (i < 0 || i >= PyList_GET_SIZE(rows)) {
+        *fallback = 1;
+        return NULL;
+    }
+    PyObject *row = PyList_GET_ITEM(rows, i);
+    if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) != 8) {
+        *fallback = 1;
+        return NULL;
+    }
+    return row;
+}
+
+static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 6 && nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "sigma_alerts(stage, event, hits, rows, limit, alert_type, names=None) "
+                        "takes 6 or 7 arguments");
+        return NULL;
+    }
+    PyObject *stage = args[0], *event = args[1], *hits = args[2], *rows = args[3];
+    PyObject *limit = args[4], *alert_type = args[5];
+    PyObject *anames = nargs == 7 ? args[6] : Py_None;
+    if (!PyList_CheckExact(hits) || !PyList_CheckExact(rows) || !PyLong_CheckExact(limit))
+        Py_RETURN_NONE;
+    if (anames != Py_None) {
+        PyTypeObject *tp = (PyTypeObject *)alert_type;
+        if (!PyTuple_CheckExact(anames) || PyTuple_GET_SIZE(anames) != 16 ||
+            !PyType_Check(alert_type) || tp->tp_new != PyBaseObject_Type.tp_new ||
+            tp->tp_setattro != PyObject_GenericSetAttr)
+            anames = Py_None; /* not the plain class the caller checked: call it */
+    }
+    if (sa_init() < 0) return NULL;
+    Py_ssize_t nh = PyList_GET_SIZE(hits);
+    PyObject *alerts = PyList_New(0);
+    if (alerts == NULL) return NULL;
+    PyObject *data = NULL, *t = NULL, *rid = NULL, *computer = NULL, *eid = NULL;
+    PyObject *ids = NULL, *eids = NULL, *stats = NULL, *counter = NULL;
+    int fallback = 0;
+    /* 1. the alerts (nothing counted yet) */
+    for (Py_ssize_t h = 0; h < nh; h++) {
+        PyObject *row = sa_row(rows, PyList_GET_ITEM(hits, h), &fallback);
+        if (row == NULL) goto fail;
+        int output = PyObject_IsTrue(PyTuple_GET_ITEM(row, 6));
+        if (output < 0) goto fail;
+        if (!output) continue;
+        if (data == NULL) { /* the event's parts, read once per event with an alert */
+            if ((data = PyObject_GetAttr(event, sa_data)) == NULL) goto fail;
+            if ((t = PyObject_GetAttr(event, sa_time_created)) == NULL) goto fail;
+            if ((rid = PyObject_GetAttr(event, sa_record_id)) == NULL) goto fail;
+            if ((computer = PyObject_GetAttr(event, sa_computer)) == NULL) goto fail;
+            int truth = PyObject_IsTrue(computer);
+            if (truth < 0) goto fail;
+            if (!truth) Py_SETREF(computer, Py_NewRef(empty_str)); /* ``or ""`` */
+            if ((eid = PyObject_GetAttr(event, sa_event_id)) == NULL) goto fail;
+        }
+        PyObject *fa[3] = {data, PyTuple_GET_ITEM(row, 5), limit};
+        PyObject *fields = py_alert_fields(NULL, fa, 3);
+        if (fields == NULL) goto fail;
+        if (fields == Py_None) {
+            Py_DECREF(fields);
+            fallback = 1;
+            goto fail;
+        }
+        PyObject *group = PyDict_New();
+        /* a new tuple per alert, as Python builds them */
+        ids = rid == Py_None ? PyTuple_New(0) : PyTuple_Pack(1, rid);
+        eids = PyTuple_Pack(1, eid);
+        if (group == NULL || ids == NULL || eids == NULL) {
+            Py_XDECREF(group);
+            Py_DECREF(fields);
+            goto fail;
+        }
+        PyObject *empty = PyTuple_New(0);
+        PyObject *a[16] = {PyTuple_GET_ITEM(row, 0), PyTuple_GET_ITEM(row, 1),
+                           PyTuple_GET_ITEM(row, 2), PyTuple_GET_ITEM(row, 3), sa_detection,
+                           PyTuple_GET_ITEM(row, 4), t, t, computer, group, ids, sa_one, eids,
+                           empty, Py_None, fields};
+        PyObject *alert = NULL;
+        if (empty != NULL && anames == Py_None) {
+            alert = PyObject_Vectorcall(alert_type, a, 16, NULL);
+        } else if (empty != NULL) { /* object.__new__(alert_type), then the 16 sets */
+            alert = PyBaseObject_Type.tp_new((PyTypeObject *)alert_type, empty, NULL);
+            for (Py_ssize_t i = 0; alert != NULL && i < 16; i++) {
+                if (PyObject_GenericSetAttr(alert, PyTuple_GET_ITEM(anames, i), a[i]) < 0)
+                    Py_CLEAR(alert);
+            }
+        }
+        Py_XDECREF(empty);
+        Py_DECREF(group);
+        Py_CLEAR(ids);
+        Py_CLEAR(eids);
+        Py_DECREF(fields);
+        if (alert == NULL) goto fail;
+        int rc = PyList_Append(alerts, alert);
+        Py_DECREF(alert);
+        if (rc < 0) goto fail;
+    }
+    /* 2. the counts, in the Python code's order */
+    if ((stats = PyObject_GetAttr(stage, sa_stats)) == NULL) goto fail;
+    if (sa_incr_attr(stats, sa_matched) < 0) goto fail;
+    if ((counter = PyObject_GetAttr(stage, sa_matches)) == NULL) goto fail;
+    for (Py_ssize_t h = 0; h < nh; h++) {
+        PyObject *row = sa_row(rows, PyList_GET_ITEM(hits, h), &fallback);
+        if (row == NULL) goto fail; /* checked above: not reached */
+        if (sa_incr_item(counter, PyTuple_GET_ITEM(row, 0)) < 0) goto fail;
+    }
+    Py_CLEAR(counter);
+    Py_ssize_t na = PyList_GET_SIZE(alerts);
+    if (na) {
+        PyObject *by_level = NULL, *acounts = NULL;
+        Py_ssize_t k = 0;
+        if ((by_level = PyObject_GetAttr(stats, sa_alerts_by_level)) == NULL) goto fail;
+        if ((acounts = PyObject_GetAttr(stage, sa_alert_counts)) == NULL) {
+            Py_DECREF(by_level);
+            goto fail;
+        }
+        for (Py_ssize_t h = 0; h < nh && k < na; h++) {
+            PyObject *row = sa_row(rows, PyList_GET_ITEM(hits, h), &fallback);
+            int output = row == NULL ? -1 : PyObject_IsTrue(PyTuple_GET_ITEM(row, 6));
+            if (output == 0) continue;
+            if (output < 0 || sa_incr_attr(stats, sa_alerts) < 0 ||
+                sa_incr_item(by_level, PyTuple_GET_ITEM(row, 7)) < 0 ||
+                sa_incr_item(acounts, PyTuple_GET_ITEM(row, 0)) < 0) {
+                Py_DECREF(by_level);
+                Py_DECREF(acounts);
+                goto fail;
+            }
+            k++;
+        }
+        Py_DECREF(by_level);
+        Py_DECREF(acounts);
+    }
+    Py_DECREF(stats);
+    Py_XDECREF(data);
+    Py_XDECREF(t);
+    Py_XDECREF(rid);
+    Py_XDECREF(computer);
+    Py_XDECREF(eid);
+    return alerts;
+fail:
+    Py_DECREF(alerts);
+    Py_XDECREF(data);
+    Py_XDECREF(t);
+    Py_XDECREF(rid);
+    Py_XDECREF(computer);
+    Py_XDECREF(eid);
+    Py_XDECREF(ids);
+    Py_XDECREF(eids);
+    Py_XDECREF(stats);
+    Py_XDECREF(counter);
+    if (fallback && !PyErr_Occurred()) Py_RETURN_NONE;
+    return NULL;
+}
+
+
+/* ===========================================================================================
+ * [17q] A Sigma event's matching rules (sysmonx.detection.matcher.RuleMatcher.match for a
+ * Sysmon event, then _Group.matches; their Python code defines the behaviour)
+ *
+ * sigma_match(sysmon, event, index) -> list | None
+ *   sysmon: RuleMatcher._sysmon (provider -> {EventID: _Group}); index: matcher._index (the
+ *   sort key of rules).
+ * The event's group is looked up by its provider and EventID; no group: []. With a group:
+ * its key (the event data's values of ``key_names``) is looked up in ``combos`` (a key not
+ * remembered: ``_remember(values, event)``, the Python method, computes its entry), the
+ * calibration countdown is run as _Group.matches runs it (``countdown -= 1`` while
+ * ``next_relead``; at 0 ``_calibrate(entry)`` is called), the remembered matches are
+ * copied and the rules still to evaluate are called ``evaluate(event, hits)`` in order; a
+ * result of more than one rule is sorted by ``index``. Returns None, with nothing changed,
+ * for everything else, which the Python code then runs: a provider with no Sysmon groups,
+ * an event whose data is not a dict, a group with getters.
+ * =========================================================================================== */
+
+static PyObject *sm_provider, *sm_key_names, *sm_getter_fns, *sm_combos, *sm_next_relead,
+    *sm_countdown, *sm_calibrate, *sm_sort, *sm_key, *sm_remember;
+
+static int sm_init(void) {
+    if (sm_key != NULL) return 0;
+#define SM_INTERN(var, s) if ((var = PyUnicode_InternFromString(s)) == NULL) return -1
+    SM_INTERN(sm_provider, "provider");
+    SM_INTERN(sm_key_names, "key_names");
+    SM_INTERN(sm_getter_fns, "getter_fns");
+    SM_INTERN(sm_combos, "combos");
+    SM_INTERN(sm_next_relead, "next_relead");
+    SM_INTERN(sm_countdown, "countdown");
+    SM_INTERN(sm_calibrate, "_calibrate");
+    SM_INTERN(sm_sort, "sort");
+    SM_INTERN(sm_key, "key");
+    SM_INTERN(sm_remember, "_remember");
+#undef SM_INTERN
+    return 0;
+}
+
+static PyObject *py_sigma_match(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "sigma_match(sysmon, event, index) takes 3 arguments");
+        return NULL;
+    }
+    PyObject *sysmon = args[0], *event = args[1], *index = args[2];
+    if (!PyDict_CheckExact(sysmon)) Py_RETURN_NONE;
+    if (sm_init() < 0 || sa_init() < 0) return NULL;
+    PyObject *g = NULL, *names = NULL, *getters = NULL, *combos = NULL, *data = NULL;
+    PyObject *values = NULL, *out = NULL;
+    PyObject *prov = PyObject_GetAttr(event, sm_provider);
+    if (prov == NULL) return NULL;
+    PyObject *by_id = PyDict_GetItemWithError(sysmon, prov); /* borrowed */
+    Py_DECREF(prov);
+    if (by_id == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    if (!PyDict_CheckExact(by_id)) Py_RETURN_NONE;
+    PyObject *eid = PyObject_GetAttr(event, sa_event_id);
+    if (eid == NULL) return NULL;
+    g = PyDict_GetItemWithError(by_id, eid);
+    Py_DECREF(eid);
+    if (g == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        return PyList_New(0);
+    }
+    Py_INCREF(g);
+    if ((getters = PyObject_GetAttr(g, sm_getter_fns)) == NULL) goto fail;
+    int truth = PyObject_IsTrue(getters);
+    if (truth != 0) goto done; /* -1: error, 1: getters: the Python code */
+    if ((names = PyObject_GetAttr(g, sm_key_names)) == NULL) goto fail;
+    if ((combos = PyObject_GetAttr(g, sm_combos)) == NULL) goto fail;
+    if ((data = PyObject_GetAttr(event, sa_data)) == NULL) goto fail;
+    if (!PyTuple_CheckExact(names) || !PyDict_CheckExact(combos) || !PyDict_CheckExact(data))
+        goto done;
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    if ((values = PyTuple_New(n)) == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyDict_GetItemWithError(data, PyTuple_GET_ITEM(names, i));
+        if (v == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            v = Py_None;
+        }
+        PyTuple_SET_ITEM(values, i, Py_NewRef(v));
+    }
+    PyObject *entry = PyDict_GetItemWithError(combos, values); /* borrowed */
+    if (entry != NULL) {
+        Py_INCREF(entry);
+    } else { /* ``entry = self._remember(values, event)`` */
+        if (PyErr_Occurred()) goto fail;
+        entry = PyObject_CallMethodObjArgs(g, sm_remember, values, event, NULL);
+        if (entry == NULL) goto fail;
+    }
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4 ||
+        !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 2)) ||
+        !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 3))) {
+        Py_DECREF(entry);
+        PyErr_SetString(PyExc_TypeError, "sigma_match: a group's entry is not a 4-tuple");
+        goto fail;
+    }
+    /* if self.next_relead: self.countdown -= 1; if not self.countdown: self._calibrate(entry) */
+    PyObject *nr = PyObject_GetAttr(g, sm_next_relead);
+    truth = nr == NULL ? -1 : PyObject_IsTrue(nr);
+    Py_XDECREF(nr);
+    if (truth < 0) {
+        Py_DECREF(entry);
+        goto fail;
+    }
+    if (truth) {
+        PyObject *cd = PyObject_GetAttr(g, sm_countdown);
+        PyObject *cd1 = cd == NULL ? NULL : PyNumber_InPlaceSubtract(cd, sa_one);
+        Py_XDECREF(cd);
+        if (cd1 == NULL || PyObject_SetAttr(g, sm_countdown, cd1) < 0) {
+            Py_XDECREF(cd1);
+            Py_DECREF(entry);
+            goto fail;
+        }
+        PyObject *now = PyObject_GetAttr(g, sm_countdown); /* re-read, as Python does */
+        Py_DECREF(cd1);
+        truth = now == NULL ? -1 : PyObject_IsTrue(now);
+        Py_XDECREF(now);
+        if (truth < 0) {
+            Py_DECREF(entry);
+            goto fail;
+        }
+        if (!truth) {
+            PyObject *r = PyObject_CallMethodOneArg(g, sm_calibrate, entry);
+            if (r == NULL) {
+                Py_DECREF(entry);
+                goto fail;
+            }
+            Py_DECREF(r);
+        }
+    }
+    PyObject *pending = PyTuple_GET_ITEM(entry, 3);
+    out = PySequence_List(PyTuple_GET_ITEM(entry, 2));
+    if (out == NULL) {
+        Py_DECREF(entry);
+        goto fail;
+    }
+    Py_ssize_t np = PyTuple_GET_SIZE(pending);
+    if (np) {
+        PyObject *hits = PyTuple_GET_ITEM(entry, 0);
+        for (Py_ssize_t i = 0; i < np; i++) {
+            PyObject *pair = PyTuple_GET_ITEM(pending, i);
+            if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError, "sigma_match: a pending entry is not a pair");
+                Py_DECREF(entry);
+                goto fail;
+            }
+            PyObject *ea[2] = {event, hits};
+            PyObject *ok = PyObject_Vectorcall(PyTuple_GET_ITEM(pair, 0), ea, 2, NULL);
+            truth = ok == NULL ? -1 : PyObject_IsTrue(ok);
+            Py_XDECREF(ok);
+            if (truth < 0 || (truth && PyList_Append(out, PyTuple_GET_ITEM(pair, 1)) < 0)) {
+                Py_DECREF(entry);
+                goto fail;
+            }
+        }
+        if (PyList_GET_SIZE(out) > 1) {
+            PyObject *sort = PyObject_GetAttr(out, sm_sort);
+            PyObject *kw = sort == NULL ? NULL : PyDict_New();
+            PyObject *r = NULL;
+            PyObject *empty = PyTuple_New(0);
+            if (kw != NULL && empty != NULL && PyDict_SetItem(kw, sm_key, index) == 0)
+                r = PyObject_Call(sort, empty, kw);
+            Py_XDECREF(empty);
+            Py_XDECREF(sort);
+            Py_XDECREF(kw);
+            if (r == NULL) {
+                Py_DECREF(entry);
+                goto fail;
+            }
+            Py_DECREF(r);
+        }
+    }
+    Py_DECREF(entry);
+    goto finish;
+done: /* the Python code's case, or an error (then out stays NULL) */
+    if (PyErr_Occurred()) goto fail;
+    out = Py_NewRef(Py_None);
+finish:
+fail:
+    Py_XDECREF(g);
+    Py_XDECREF(names);
+    Py_XDECREF(getters);
+    Py_XDECREF(combos);
+    Py_XDECREF(data);
+    Py_XDECREF(values);
+    return out;
+}
+
+
+/* ===========================================================================================
+ * [17q] A detection stage's process(event) without correlations and without a rule profile
+ * (sysmonx.detection.stage.DetectionStage.process; its Python code defines the behaviour)
+ *
+ * sigma_process(stage, event, from_event, match, index, alert_type, names) -> list | None
+ *   from_event: stage._FROM_EVENT; match: RuleMatcher.match (the function the matcher's type
+ *   must have); index, alert_type, names: as for sigma_match and sigma_alerts.
+ * Returns None, with nothing changed, when the stage has a correlation engine, its matcher
+ * has a ``match`` of its own (a rule profile is set) or another type's ``match``: the Python
+ * code runs then. Otherwise: ``stats.events += 1``; the hits from sigma_match, or from
+ * ``matcher.match(event)`` where sigma_match leaves the event to Python; no hit: the (new,
+ * empty) list; else the alerts from sigma_alerts with ``stage._rows`` (built by
+ * ``stage._alert_rows()`` when still None), or ``stage.correlate_timed(event, hits,
+ * from_event)`` where sigma_alerts leaves the event to Python.
+ * =========================================================================================== */
+
+static PyObject *sp_matcher, *sp_correlation, *sp_match, *sp_sysmon, *sp_events, *sp_rows,
+    *sp_alert_rows, *sp_options, *sp_max_field_chars, *sp_correlate_timed;
+
+static int sp_init(void) {
+    if (sp_correlate_timed != NULL) return 0;
+#define SP_INTERN(var, s) if ((var = PyUnicode_InternFromString(s)) == NULL) return -1
+    SP_INTERN(sp_matcher, "matcher");
+    SP_INTERN(sp_correlation, "correlation");
+    SP_INTERN(sp_match, "match");
+    SP_INTERN(sp_sysmon, "_sysmon");
+    SP_INTERN(sp_events, "events");
+    SP_INTERN(sp_rows, "_rows");
+    SP_INTERN(sp_alert_rows, "_alert_rows");
+    SP_INTERN(sp_options, "options");
+    SP_INTERN(sp_max_field_chars, "max_field_chars");
+    SP_INTERN(sp_correlate_timed, "correlate_timed");
+#undef SP_INTERN
+    return 0;
+}
+
+static PyObject *py_sigma_process(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "sigma_process(stage, event, from_event, match, "
+                                         "index, alert_type, names) takes 7 arguments");
+        return NULL;
+    }
+    PyObject *stage = args[0], *event = args[1], *from_event = args[2], *match_fn = args[3];
+    PyObject *index = args[4], *alert_type = args[5], *names = args[6];
+    if (sp_init() < 0 || sa_init() < 0) return NULL;
+    PyObject *matcher = NULL, *corr = NULL, *d = NULL, *tm = NULL, *stats = NULL;
+    PyObject *sysmon = NULL, *hits = NULL, *rows = NULL, *opts = NULL, *limit = NULL;
+    PyObject *out = NULL;
+    /* 1. the cases left to Python, nothing changed */
+    if ((corr = PyObject_GetAttr(stage, sp_correlation)) == NULL) goto fail;
+    if (corr != Py_None) goto left;
+    if ((matcher = PyObject_GetAttr(stage, sp_matcher)) == NULL) goto fail;
+    if ((tm = PyObject_GetAttr((PyObject *)Py_TYPE(matcher), sp_match)) == NULL) goto fail;
+    if (tm != match_fn) goto left;
+    if ((d = PyObject_GenericGetDict(matcher, NULL)) == NULL) {
+        PyErr_Clear();
+        goto left;
+    }
+    if (!PyDict_Check(d)) goto left;
+    int has = PyDict_Contains(d, sp_match);
+    if (has < 0) goto fail;
+    if (has) goto left; /* a rule profile's match */
+    /* 2. from here on every case is run (by the Python code where the compiled one leaves it) */
+    if ((stats = PyObject_GetAttr(stage, sa_stats)) == NULL) goto fail;
+    if (sa_incr_attr(stats, sp_events) < 0) goto fail;
+    if ((sysmon = PyObject_GetAttr(matcher, sp_sysmon)) == NULL) goto fail;
+    PyObject *ma[3] = {sysmon, event, index};
+    if ((hits = py_sigma_match(NULL, ma, 3)) == NULL) goto fail;
+    if (hits == Py_None) {
+        Py_DECREF(hits);
+        if ((hits = PyObject_CallMethodOneArg(matcher, sp_match, event)) == NULL) goto fail;
+    }
+    if (!PyList_CheckExact(hits) || PyList_GET_SIZE(hits) == 0) {
+        int truth = PyObject_IsTrue(hits);
+        if (truth < 0) goto fail;
+        if (!truth) { /* ``if not hits and self.correlation is None: return []`` */
+            out = PyList_New(0);
+            goto finish;
+        }
+        goto python; /* a hit container sigma_alerts does not take */
+    }
+    if ((rows = PyObject_GetAttr(stage, sp_rows)) == NULL) goto fail;
+    if (rows == Py_None) {
+        Py_DECREF(rows);
+        if ((rows = PyObject_CallMethodNoArgs(stage, sp_alert_rows)) == NULL) goto fail;
+    }
+    if ((opts = PyObject_GetAttr(stage, sp_options)) == NULL) goto fail;
+    if ((limit = PyObject_GetAttr(opts, sp_max_field_chars)) == NULL) goto fail;
+    PyObject *aa[7] = {stage, event, hits, rows, limit, alert_type, names};
+    if ((out = py_sigma_alerts(NULL, aa, 7)) == NULL) goto fail;
+    if (out != Py_None) goto finish;
+    Py_CLEAR(out);
+python:
+    out = PyObject_CallMethodObjArgs(stage, sp_correlate_timed, event, hits, from_event, NULL);
+    goto finish;
+left:
+    out = Py_NewRef(Py_None);
+finish:
+fail:
+    Py_XDECREF(matcher);
+    Py_XDECREF(corr);
+    Py_XDECREF(d);
+    Py_XDECREF(tm);
+    Py_XDECREF(stats);
+    Py_XDECREF(sysmon);
+    Py_XDECREF(hits);
+    Py_XDECREF(rows);
+    Py_XDECREF(opts);
+    Py_XDECREF(limit);
+    return out;
 }

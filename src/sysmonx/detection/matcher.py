@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 import ahocorasick
 from ..core import regex as _re2
+from ..core.native import speedups as _speedups
 from ..core.errors import RegexError, RuleError
 from ..event import (
     LINUX_PROVIDER,
@@ -991,7 +992,16 @@ class RuleMatcher:
 
     def match(self, event: Event) -> list[CompiledRule]:
         """The compiled rules ``event`` satisfies, in rule order (a new list, empty when
-        none). A Sysmon event belongs to one group (its provider and EventID)."""
+        none). A Sysmon event belongs to one group (its provider and EventID).
+
+        With the compiled extension, ``_speedups.sigma_match`` answers a Sysmon event of a
+        group without getters (the same lookups, calls of ``_remember`` for a new key,
+        calibration and rule calls as :meth:`_Group.matches`, which defines the behaviour);
+        it returns None for every other case, which the code below runs."""
+        if _sigma_match is not None:
+            done = _sigma_match(self._sysmon, event, _index)
+            if done is not None:
+                return done
         by_id = self._sysmon.get(event.provider)
         if by_id is not None:
             g = by_id.get(event.event_id)
@@ -1053,6 +1063,9 @@ class RuleMatcher:
 
 
 _PROVIDER_OF_PLATFORM = {"win": WINDOWS_PROVIDER, "lnx": LINUX_PROVIDER}
+
+#: :meth:`RuleMatcher.match`'s compiled common case (``_speedups.sigma_match``), or None.
+_sigma_match = getattr(_speedups, "sigma_match", None)
 
 
 def _index(r: CompiledRule) -> int:

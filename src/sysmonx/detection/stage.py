@@ -34,13 +34,50 @@ from .correlation import (
     time_ns,
 )
 from .cache import RuleCache, cached
-from .matcher import CompiledRule, RuleMatcher
+from .matcher import CompiledRule, RuleMatcher, _index
 from .rules import LoadedRules, LoadIssue, load_rules, rule_ref
 
 __all__ = ["DetectionStage", "DetectionOptions", "SummaryRow", "KEY_FIELDS"]
 
 #: The compiled key-field picker (``_speedups.alert_fields``), or None (pure Python).
 _alert_fields = getattr(_speedups, "alert_fields", None)
+#: One event's detection alerts and counts in one compiled call (``_speedups.sigma_alerts``,
+#: see :meth:`DetectionStage.correlate_timed`), or None (pure Python).
+_sigma_alerts = getattr(_speedups, "sigma_alerts", None)
+#: :meth:`DetectionStage.process` without correlations or rule profile in one compiled call
+#: (``_speedups.sigma_process``), or None (pure Python).
+_sigma_process = getattr(_speedups, "sigma_process", None)
+
+#: The Alert fields ``_alert`` passes, in order (positionally).
+_ALERT_ARGS = ("rule_id", "title", "level", "status", "kind", "tags", "window_start",
+               "window_end", "computer", "group", "record_ids", "event_count", "event_ids",
+               "rules", "value", "fields")
+#: What :func:`_plain_alert` found (``_UNCHECKED`` until its first call).
+_UNCHECKED: Any = object()
+_PLAIN_NAMES: Any = _UNCHECKED
+
+
+def _plain_alert() -> Optional[tuple]:
+    """:data:`_ALERT_ARGS` when constructing an :class:`Alert` does nothing but set those
+    attributes in that order (a dataclass with exactly these fields, no ``__post_init__``,
+    object's ``__new__`` and ``__setattr__``): ``sigma_alerts`` may then make alerts without
+    calling ``__init__``; else None (it calls the class). Checked once per process (kept in
+    ``_PLAIN_NAMES``; two threads checking at once find the same)."""
+    global _PLAIN_NAMES
+    if _PLAIN_NAMES is _UNCHECKED:
+        import dataclasses
+        plain = (dataclasses.is_dataclass(Alert)
+                 and tuple(f.name for f in dataclasses.fields(Alert)) == _ALERT_ARGS
+                 and not hasattr(Alert, "__post_init__")
+                 and Alert.__new__ is object.__new__
+                 and Alert.__setattr__ is object.__setattr__)
+        if plain:  # and constructing one sets exactly these, in this order
+            probe: tuple[Any, ...] = tuple(object() for _ in _ALERT_ARGS)
+            made = Alert(*probe)
+            plain = list(vars(made).items()) == list(zip(_ALERT_ARGS, probe, strict=True))
+        _PLAIN_NAMES = _ALERT_ARGS if plain else None
+    return _PLAIN_NAMES
+
 
 # ``correlate_timed``'s ``t`` when the time is still to be read from the event (a sentinel no
 # time in nanoseconds can equal)
@@ -304,7 +341,21 @@ class DetectionStage:
     def process(self, event: Event) -> list[Alert]:
         """Evaluate one event; returns its alerts (usually none), in rule order. The same as
         :meth:`correlate` of :meth:`match` (an event without a match and without
-        correlations loaded returns at once)."""
+        correlations loaded returns at once).
+
+        With the compiled extension, ``_speedups.sigma_process`` runs this for a stage
+        without correlations whose matcher has no rule profile set (the same steps: the
+        count, :meth:`RuleMatcher.match`'s compiled common case or the method itself, the
+        alerts by ``sigma_alerts`` or :meth:`correlate_timed`); it returns None, with
+        nothing changed, for every other stage, which the code below runs."""
+        if _sigma_process is not None:
+            names = _PLAIN_NAMES
+            if names is _UNCHECKED:
+                names = _plain_alert()
+            done = _sigma_process(self, event, _FROM_EVENT, RuleMatcher.match, _index, Alert,
+                                  names)
+            if done is not None:
+                return done
         self.stats.events += 1
         hits = self.matcher.match(event)
         if not hits and self.correlation is None:
@@ -343,6 +394,15 @@ class DetectionStage:
         if corr is None:
             if not hits:
                 return []
+            if _sigma_alerts is not None:
+                # the code below, for every hit at once (None: a case it leaves to it)
+                rows = self._rows
+                if rows is None:
+                    rows = self._alert_rows()
+                done = _sigma_alerts(self, event, hits, rows, self.options.max_field_chars,
+                                     Alert, _plain_alert())
+                if done is not None:
+                    return done
             alerts = [self._alert(r, event) for r in hits  # type: ignore[arg-type]
                       if self._output[r.index]]
         else:
@@ -400,6 +460,21 @@ class DetectionStage:
             self.stats.alerts += 1
             self.stats.alerts_by_level[a.level or "-"] += 1
             self.alert_counts[a.rule_id] += 1
+
+    #: Per rule index: ``(key, title, level, status, tags, key field names, output, level or
+    #: "-")``, what :meth:`_alert` and :meth:`_count` read of a detection rule, for the compiled
+    #: ``sigma_alerts``; built on first use (:meth:`_alert_rows`; a cached stage is loaded
+    #: without it).
+    _rows: Optional[list] = None
+
+    def _alert_rows(self) -> list:
+        """Build :attr:`_rows`. Safe from several threads at once: each builds the same table
+        from the compiled rules (read only) and stores it with one assignment."""
+        rows = [(r.key, r.title, r.level, r.status, r.tags, self._key_fields[r.index],
+                 bool(self._output[r.index]), r.level or "-")
+                for r in self.matcher.compiled]
+        self._rows = rows
+        return rows
 
     def _fields_py(self, data: dict, names: tuple, limit: int) -> dict:
         """An alert's key fields: ``names``' values in ``data`` (in ``names``' order, absent
