@@ -1933,6 +1933,7 @@ static PyObject *py_alert_fields(PyObject *self, PyObject *const *args, Py_ssize
 static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *py_sigma_match(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *py_sigma_process(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *py_setup_sigma_alerts(PyObject *self, PyObject *args);
 
 static PyMethodDef methods[] = {
     {"setup_convert", py_setup_convert, METH_VARARGS,
@@ -1965,6 +1966,10 @@ static PyMethodDef methods[] = {
      "a detection "
      "stage's alerts and counts for one event without correlations (see the [17q] section "
      "of the source); None, nothing changed, for anything this does not handle."},
+    {"setup_sigma_alerts", py_setup_sigma_alerts, METH_VARARGS,
+     "setup_sigma_alerts(source_of, matched_event): the functions sigma_alerts calls for an "
+     "alert's source_file and event (sysmonx.detection.alerts); until set, sigma_alerts "
+     "returns None."},
     {"sigma_match", (PyCFunction)(void (*)(void))py_sigma_match, METH_FASTCALL,
      "sigma_match(sysmon, event, index) -> list | None: the rules a Sysmon event matches "
      "(see the [17q] section of the source); None, nothing changed, for anything this does "
@@ -2100,12 +2105,14 @@ fail:
  *   rows: per rule index a tuple (key, title, level, status, tags, names, output, level_key)
  *     built by DetectionStage._alert_rows from the compiled rules.
  *   limit: the key fields' cut (an int), as for alert_fields.
- *   alert_type: the Alert class, called with the 16 positional arguments of
- *     DetectionStage._alert.
- *   names: None, or the 16 attribute names those arguments set, in order, when the caller
+ *   alert_type: the Alert class, called with the 18 positional arguments of
+ *     DetectionStage._alert (the last two, source_file and event, from the functions given
+ *     to setup_sigma_alerts: ``source_of(event)`` and ``matched_event(event, limit)``, called
+ *     per alert as the Python code does; until they are set this returns None).
+ *   names: None, or the 18 attribute names those arguments set, in order, when the caller
  *     has checked that calling alert_type does no more than set them (a dataclass with exactly
  *     these fields, no __post_init__, object's __new__ and __setattr__): the alert is then
- *     made by object.__new__ and the same 16 attribute sets in the same order, without the
+ *     made by object.__new__ and the same 18 attribute sets in the same order, without the
  *     __init__ call (also checked here: the type's tp_new and tp_setattro are object's).
  * Returns None, with nothing changed, for what it leaves to the Python code: an event whose
  * ``data`` alert_fields does not take, a row that is not an 8-tuple, an index out of range.
@@ -2116,6 +2123,21 @@ fail:
 static PyObject *sa_index, *sa_data, *sa_time_created, *sa_record_id, *sa_computer,
     *sa_event_id, *sa_matches, *sa_alert_counts, *sa_stats, *sa_matched, *sa_alerts,
     *sa_alerts_by_level, *sa_detection, *sa_one;
+/* sysmonx.detection.alerts.source_of and .matched_event (setup_sigma_alerts). */
+static PyObject *sa_source_of, *sa_matched_event;
+
+static PyObject *py_setup_sigma_alerts(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *source_of, *matched_event;
+    if (!PyArg_ParseTuple(args, "OO", &source_of, &matched_event)) return NULL;
+    if (!PyCallable_Check(source_of) || !PyCallable_Check(matched_event)) {
+        PyErr_SetString(PyExc_TypeError, "setup_sigma_alerts takes two callables");
+        return NULL;
+    }
+    Py_XSETREF(sa_source_of, Py_NewRef(source_of));
+    Py_XSETREF(sa_matched_event, Py_NewRef(matched_event));
+    Py_RETURN_NONE;
+}
 
 static int sa_init(void) {
     if (sa_one != NULL) return 0;
@@ -2192,11 +2214,12 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
     PyObject *stage = args[0], *event = args[1], *hits = args[2], *rows = args[3];
     PyObject *limit = args[4], *alert_type = args[5];
     PyObject *anames = nargs == 7 ? args[6] : Py_None;
-    if (!PyList_CheckExact(hits) || !PyList_CheckExact(rows) || !PyLong_CheckExact(limit))
+    if (!PyList_CheckExact(hits) || !PyList_CheckExact(rows) || !PyLong_CheckExact(limit) ||
+        sa_source_of == NULL || sa_matched_event == NULL)
         Py_RETURN_NONE;
     if (anames != Py_None) {
         PyTypeObject *tp = (PyTypeObject *)alert_type;
-        if (!PyTuple_CheckExact(anames) || PyTuple_GET_SIZE(anames) != 16 ||
+        if (!PyTuple_CheckExact(anames) || PyTuple_GET_SIZE(anames) != 18 ||
             !PyType_Check(alert_type) || tp->tp_new != PyBaseObject_Type.tp_new ||
             tp->tp_setattro != PyObject_GenericSetAttr)
             anames = Py_None; /* not the plain class the caller checked: call it */
@@ -2243,20 +2266,26 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
             goto fail;
         }
         PyObject *empty = PyTuple_New(0);
-        PyObject *a[16] = {PyTuple_GET_ITEM(row, 0), PyTuple_GET_ITEM(row, 1),
+        /* source_of(event), matched_event(event, limit): per alert, as _alert calls them */
+        PyObject *src = empty == NULL ? NULL : PyObject_CallOneArg(sa_source_of, event);
+        PyObject *matched = src == NULL ? NULL
+            : PyObject_CallFunctionObjArgs(sa_matched_event, event, limit, NULL);
+        PyObject *a[18] = {PyTuple_GET_ITEM(row, 0), PyTuple_GET_ITEM(row, 1),
                            PyTuple_GET_ITEM(row, 2), PyTuple_GET_ITEM(row, 3), sa_detection,
                            PyTuple_GET_ITEM(row, 4), t, t, computer, group, ids, sa_one, eids,
-                           empty, Py_None, fields};
+                           empty, Py_None, fields, src, matched};
         PyObject *alert = NULL;
-        if (empty != NULL && anames == Py_None) {
-            alert = PyObject_Vectorcall(alert_type, a, 16, NULL);
-        } else if (empty != NULL) { /* object.__new__(alert_type), then the 16 sets */
+        if (matched != NULL && anames == Py_None) {
+            alert = PyObject_Vectorcall(alert_type, a, 18, NULL);
+        } else if (matched != NULL) { /* object.__new__(alert_type), then the 18 sets */
             alert = PyBaseObject_Type.tp_new((PyTypeObject *)alert_type, empty, NULL);
-            for (Py_ssize_t i = 0; alert != NULL && i < 16; i++) {
+            for (Py_ssize_t i = 0; alert != NULL && i < 18; i++) {
                 if (PyObject_GenericSetAttr(alert, PyTuple_GET_ITEM(anames, i), a[i]) < 0)
                     Py_CLEAR(alert);
             }
         }
+        Py_XDECREF(src);
+        Py_XDECREF(matched);
         Py_XDECREF(empty);
         Py_DECREF(group);
         Py_CLEAR(ids);

@@ -47,11 +47,14 @@ _sigma_alerts = getattr(_speedups, "sigma_alerts", None)
 #: :meth:`DetectionStage.process` without correlations or rule profile in one compiled call
 #: (``_speedups.sigma_process``), or None (pure Python).
 _sigma_process = getattr(_speedups, "sigma_process", None)
+if _sigma_alerts is not None and _speedups is not None:
+    # an alert's source_file and event, made by the same functions as _alert's
+    _speedups.setup_sigma_alerts(source_of, matched_event)
 
 #: The Alert fields ``_alert`` passes, in order (positionally).
 _ALERT_ARGS = ("rule_id", "title", "level", "status", "kind", "tags", "window_start",
                "window_end", "computer", "group", "record_ids", "event_count", "event_ids",
-               "rules", "value", "fields")
+               "rules", "value", "fields", "source_file", "event")
 #: What :func:`_plain_alert` found (``_UNCHECKED`` until its first call).
 _UNCHECKED: Any = object()
 _PLAIN_NAMES: Any = _UNCHECKED
