@@ -206,6 +206,9 @@ def test_environment_switch_turns_the_default_plan_cache_off(tmp_path, monkeypat
     monkeypatch.delenv("SYSMONX_CONFIG_CACHE")
     e = FilterEngine(parse_config(SMALL))
     e.compile_all()
+    assert e.plan_cache_status == "noted"   # the default cache stores at the second run
+    e = FilterEngine(parse_config(SMALL))
+    e.compile_all()
     assert e.plan_cache_status == "stored"
     assert len(list((tmp_path / "filter").glob("*.marshal"))) == 1
 
@@ -219,3 +222,22 @@ def test_the_filter_stage_stores_plans_at_the_end(tmp_path):
     assert not list(tmp_path.glob("*.marshal"))
     stage.finish(lambda item: None)
     assert eng.plan_cache_status == "stored" and len(list(tmp_path.glob("*.marshal"))) == 1
+
+
+def test_the_engines_own_plan_cache_stores_at_the_second_run(tmp_path, monkeypatch):
+    """FilterEngine(plan_cache=True) stores plans the second time the same rule sets finish
+    (a first run leaves a marker only), and the third engine uses them."""
+    from sysmonx.filtering.stage import FilterStage
+    monkeypatch.setenv("SYSMONX_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("SYSMONX_CONFIG_CACHE", raising=False)
+    d = tmp_path / "filter"
+    statuses = []
+    for _ in range(2):
+        eng = FilterEngine(parse_config(SMALL), plan_cache=True)
+        eng.decide(1, {"Image": "x"})
+        FilterStage(None, engine=eng).finish(lambda item: None)
+        statuses.append(eng.plan_cache_status)
+    assert statuses == ["noted", "stored"]
+    assert len(list(d.glob("*.marshal"))) == 1 and not list(d.glob("*.seen"))
+    third = FilterEngine(parse_config(SMALL), plan_cache=True)
+    assert third.plan_cache_status == "hit"

@@ -163,14 +163,17 @@ class ConfigCache:
     Attributes:
         directory: the cache directory; created ``0700`` when missing.
         status: what the last :meth:`get`/:meth:`put` did: ``hit``, ``miss``, ``ignored`` (an
-            entry or the directory failed a check), ``stored`` or ``unwritable``.
+            entry or the directory failed a check), ``stored``, ``noted`` (first write with
+            ``admit_on_second_miss``: see :mod:`sysmonx.core.marshalstore`) or ``unwritable``.
         notes: the reasons of the last call, for a person.
     """
 
-    def __init__(self, directory: Union[str, Path, None] = None) -> None:
+    def __init__(self, directory: Union[str, Path, None] = None, *,
+                 admit_on_second_miss: bool = False) -> None:
         self.directory = Path(directory) if directory is not None else default_config_cache_dir()
         self._store = MarshalStore(self.directory, _MAGIC, "config cache",
-                                   max_entries=MAX_ENTRIES)
+                                   max_entries=MAX_ENTRIES,
+                                   admit_on_second_miss=admit_on_second_miss)
 
     @property
     def status(self) -> str:

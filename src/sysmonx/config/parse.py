@@ -273,7 +273,8 @@ def load_config(path: Union[str, Path], *, extensions: bool = True,
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"configuration is larger than {MAX_CONFIG_BYTES} bytes", str(p))
     if cache is True:
-        cache = ConfigCache() if cache_enabled() else None
+        # stored at a config's second run: a config read once costs no store
+        cache = ConfigCache(admit_on_second_miss=True) if cache_enabled() else None
     if not cache:
         return parse_config(raw, str(p), extensions=extensions,
                             empty_option_quirk=empty_option_quirk)

@@ -10,6 +10,11 @@ the user running SysmonX that no other user can write (created ``0700``), from a
 payload digest; anything else is ignored with a note for a person (a bad entry is removed, so
 the caller's rebuilt value replaces it). Writing goes through a temporary file renamed into
 place; at most ``max_entries`` entries are kept, the least recently used removed first.
+
+With ``admit_on_second_miss`` a key is stored only when it is written for the second time: the
+first write leaves an empty marker ``<key>.seen`` (status ``noted``), so a value used once (a
+config replayed once, or edited between runs) costs a marker, not its marshalling and writing;
+markers are bounded like entries.
 """
 
 from __future__ import annotations
@@ -96,17 +101,21 @@ class MarshalStore:
         max_entries: entries kept (least recently used removed beyond).
     Attributes:
         status: what the last :meth:`read`/:meth:`write` did: ``hit``, ``miss``, ``ignored``
-            (an entry or the directory failed a check), ``stored`` or ``unwritable``.
+            (an entry or the directory failed a check), ``stored``, ``noted`` (a first write
+            with ``admit_on_second_miss``: only the marker) or ``unwritable``.
         notes: the reasons of the last call, for a person.
+        admit_on_second_miss: store a key at its second write only (module docstring).
     """
 
     def __init__(self, directory: Union[str, Path], magic: bytes, what: str,
-                 suffix: str = ".marshal", max_entries: int = 32) -> None:
+                 suffix: str = ".marshal", max_entries: int = 32,
+                 admit_on_second_miss: bool = False) -> None:
         self.directory = Path(directory)
         self.magic = magic
         self.what = what
         self.suffix = suffix
         self.max_entries = max_entries
+        self.admit_on_second_miss = admit_on_second_miss
         self.status = ""
         self.notes: list[str] = []
 
@@ -181,6 +190,10 @@ class MarshalStore:
         if not supported():
             self.status = "unwritable"
             return
+        marker = self.directory / f"{key}.seen"
+        if self.admit_on_second_miss and not os.path.lexists(marker):
+            self._note(marker)
+            return
         try:
             payload = marshal.dumps(value)
         except (ValueError, TypeError) as exc:  # a value marshal cannot hold: not stored
@@ -210,12 +223,37 @@ class MarshalStore:
             self.notes.append(f"{self.what}: cannot write {path}: {exc}")
             return
         self.status = "stored"
+        if self.admit_on_second_miss:
+            self._remove(marker)
         self._trim(keep=path)
 
-    def _trim(self, keep: Path) -> None:
+    def _note(self, marker: Path) -> None:
+        """A first write with ``admit_on_second_miss``: create the empty ``marker`` (private,
+        not through a link), keep at most ``max_entries`` markers; status ``noted``."""
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            why = private_dir_problem(self.directory, os.geteuid())
+            if why is not None:
+                self.status = "unwritable"
+                self.notes.append(f"{self.what} not used: {why}")
+                return
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                         getattr(os, "O_NOFOLLOW", 0), 0o600)
+            os.close(fd)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            self.status = "unwritable"
+            self.notes.append(f"{self.what}: cannot write {marker}: {exc}")
+            return
+        self.status = "noted"
+        self._trim(keep=marker, suffix=".seen")
+
+    def _trim(self, keep: Path, suffix: Optional[str] = None) -> None:
         try:
             entries = sorted(((p.stat().st_mtime, p) for p in
-                              self.directory.glob("*" + self.suffix) if p != keep), reverse=True)
+                              self.directory.glob("*" + (suffix or self.suffix)) if p != keep),
+                             reverse=True)
         except OSError:
             return
         for _, p in entries[self.max_entries - 1:]:

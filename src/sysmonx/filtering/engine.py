@@ -329,7 +329,8 @@ class FilterEngine:
         self._new_plans: dict = {}
         self.plan_cache_status = "off"
         if plan_cache is True:
-            plan_cache = PlanCache() if plan_cache_enabled() else None
+            # stored at the second run with the same rule sets (as the config cache)
+            plan_cache = PlanCache(admit_on_second_miss=True) if plan_cache_enabled() else None
         if plan_cache and options.indexed and config is not None and config.rule_sets:
             key = plans_key(config, options)
             if key is not None:
