@@ -137,3 +137,32 @@ def test_ecs_puts_the_alerts_source_file_in_log_file_path():
     assert doc["rule"]["id"] == "11111111-1111-1111-1111-111111111111"
     (live,) = st.process(_event(None, Image="c:\\cmd.exe"))
     assert "file" not in event_to_ecs(live.to_event(record_id=2)).get("log", {})
+
+
+def test_replay_ends_with_the_sigma_line_saying_how_many_alerts_and_where(corpus, tmp_path):
+    """A new user found that a replay never said how many alerts it wrote or where (the live
+    sensor did): replay now ends with the same Sigma line, before the detections table."""
+    src = next((corpus / "evtx").rglob("*apt10_jjs_sideloading*.evtx"))
+    rules = tmp_path / "r.yml"
+    rules.write_text(RULE.replace("'\\cmd.exe'", "'.exe'"))
+    alerts = tmp_path / "a.jsonl"
+    base = [sys.executable, "-m", "sysmonx.cli", "replay", str(src), "--rules", str(rules),
+            "--no-progress", "--rule-cache", str(tmp_path / "cache")]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "200"}
+    r = subprocess.run(base + ["--no-output", "--alerts", str(alerts)], capture_output=True,
+                       cwd=ROOT, timeout=300, env=env, text=True)
+    assert r.returncode == 0, r.stderr
+    n = len(alerts.read_bytes().splitlines())
+    assert n >= 1
+    line = next(ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("Sigma: "))
+    assert line.startswith("Sigma: 1 rules and 0 correlations loaded, 0 rejected; events checked ")
+    assert f"; alerts {n:,} (" in line and line.endswith(f"written to {alerts}")
+    r = subprocess.run(base + ["-o", str(tmp_path / "ev.jsonl")], capture_output=True, cwd=ROOT,
+                       timeout=300, env=env, text=True)
+    assert r.returncode == 0, r.stderr
+    assert any(ln.startswith("Sigma: ") and ln.endswith("written as event 1000 in the event "
+               "stream") for ln in (r.stdout + r.stderr).splitlines())
+    r = subprocess.run(base + ["--no-output"], capture_output=True, cwd=ROOT, timeout=300,
+                       env=env, text=True)
+    assert any(ln.startswith("Sigma: ") and ln.endswith("written nowhere (no output)")
+               for ln in (r.stdout + r.stderr).splitlines())

@@ -73,10 +73,10 @@ def test_a_rebuilt_cache_entry_is_said_once_on_the_loaded_line(tmp_path, capsys)
     _, err = _load(rules, cache, capsys)
     assert "ignored and rebuilt" not in err.replace(
         "; its entry was ignored and rebuilt: not a regular file owned by this user and "
-        "private)", "")
+        "writable by no one else)", "")
     assert err.rstrip().endswith(
         f"1 rejected (compiled and stored in the rule cache in {cache}; its entry was ignored "
-        "and rebuilt: not a regular file owned by this user and private)")
+        "and rebuilt: not a regular file owned by this user and writable by no one else)")
     assert entry.stat().st_mode & 0o777 == 0o600
 
 
@@ -90,7 +90,7 @@ def test_an_unwritable_cache_says_not_stored(tmp_path, capsys):
 
 
 def test_live_exit_line_counts_sigma_rules_events_and_alerts(tmp_path, capsys):
-    from sysmonx.cli.run import sigma_summary
+    from sysmonx.cli.common import sigma_summary
     stage, _ = _load(_rules(tmp_path), tmp_path / "cache", capsys, platform="lnx")
     for image in ("/usr/bin/curl", "/usr/bin/id", "/usr/bin/curl"):
         stage.process(Event(1, {"RuleName": "-", "Image": image}, provider=LINUX_PROVIDER,

@@ -169,7 +169,7 @@ def test_unsafe_directory_or_entry_is_not_read(small, store, capsys):
     entry = _entry(store)
     os.chmod(entry, 0o666)
     load_config(small, cache=store)
-    assert "not a regular file owned by this user and private" in capsys.readouterr().err
+    assert "not a regular file owned by this user and writable by no one else" in capsys.readouterr().err
     # a link is not followed
     target = _entry(store)
     moved = target.with_suffix(".real")

@@ -100,3 +100,22 @@ def test_extension_condition_without_extensions_says_why(tmp_path, capsys):
     assert "Unknown condition: regex" in err
     assert "regex is a SysmonX extension, refused while extensions are off" in err
     assert "also accepted" not in err
+
+
+def test_quiet_counts_the_unindexed_rules_note_it_holds_back(tmp_path, capsys):
+    """A new user found the note on rules the prefilter cannot index hidden by -q and counted
+    nowhere, although -q promises to count what it holds back."""
+    d = tmp_path / "u"
+    d.mkdir()
+    (d / "u.yml").write_text(
+        "title: Unindexed\nid: 00000000-0000-0000-0000-0000000000e1\nstatus: test\n"
+        "level: low\nlogsource:\n    category: process_creation\n    product: windows\n"
+        "detection:\n    selection:\n        Image|re: '.'\n    condition: not selection\n")
+    argv = ["replay", str(builtin_sample_path()), "--rules", str(d), "--no-output",
+            "--no-rule-cache"]
+    assert main(argv + ["-q"]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("sigma:")]
+    assert lines[0] == "sigma: load issues (listed without -q): 1 note unindexed"
+    assert main(argv) == 0
+    assert "sigma: note: 1 rule without a value the prefilter can look for" in \
+        capsys.readouterr().err

@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 EXIT_FATAL = 1
 EXIT_USAGE = 2
@@ -21,7 +21,7 @@ __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_pa
            "write_report", "read_error_printer", "on_windows", "url_output_options",
            "BUILTIN_CONFIGS", "config_arg_path", "builtin_config_name",
            "add_rule_profile_options", "check_rule_profile_options", "start_rule_profile",
-           "report_rule_profile", "print_detection_summary"]
+           "report_rule_profile", "print_detection_summary", "sigma_summary"]
 
 
 def on_windows() -> bool:
@@ -216,8 +216,10 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
         listed, folded = [], listed
     elif platform is not None:
         listed, folded = _issues_for_platform(stage, listed, platform)
-    if folded:
+    if folded or (quiet and unindexed):
         counts = Counter(("rejected " if i.rejected else "warning ") + i.code for i in folded)
+        if quiet and unindexed:  # the note below, held back by -q, is counted here
+            counts["note unindexed"] = len(unindexed)
         text = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         if quiet:
             console.print(f"sigma: load issues (listed without -q): {text}", markup=False)
@@ -314,6 +316,24 @@ def print_detection_summary(console, stage) -> None:
         console.print("Sigma detections: no rule matched")
     for line in stage.ungrouped_lines():
         console.print(f"warning: {line}", markup=False)
+
+
+def sigma_summary(stage: Any, alerts: Optional[str], stream: bool = True) -> str:
+    """The closing Sigma line of a live run or a replay: rules loaded and rejected, events
+    checked, alerts by level and where they went (``alerts``: the ``--alerts`` argument, ``None``
+    for the event stream as event 1000; ``stream`` False: no event stream was written, as with
+    ``replay --no-output``)."""
+    from ..detection.alerts import LEVELS
+    st = stage.stats
+    rank = {lv: i for i, lv in enumerate(LEVELS)}
+    levels = ", ".join(f"{lv} {n:,}" for lv, n in sorted(
+        st.alerts_by_level.items(), key=lambda kv: -rank.get(kv[0], -1)))
+    where = ("to stdout" if alerts == "-" else f"to {alerts}" if alerts
+             else "as event 1000 in the event stream" if stream else "nowhere (no output)")
+    return (f"Sigma: {len(stage.matcher.compiled):,} rules and {len(stage.correlations):,} "
+            f"correlations loaded, {len(stage.rejected):,} rejected; events checked "
+            f"{st.events:,}; alerts {st.alerts:,}" + (f" ({levels})" if levels else "")
+            + (f", written {where}" if st.alerts else ""))
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:

@@ -417,6 +417,8 @@ def cmd_replay(argv: list[str]) -> int:
                       (f"built-in {common.builtin_config_name(config_arg)}"
                        if common.builtin_config_name(config_arg) else str(config_arg)))
     if stage is not None and not args.quiet:
+        console.print(common.sigma_summary(stage, args.alerts, stream=fmt is not None),
+                      markup=False)
         common.print_detection_summary(console, stage)
     if args.tamper and not args.quiet and replayer is not None:
         _print_tamper_summary(console, replayer)

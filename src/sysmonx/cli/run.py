@@ -279,7 +279,7 @@ def cmd_run(argv: list[str]) -> int:
     if sensor.source.guard is not None:
         console.print(f"sysmonx: {sensor.source.guard.summary()}", markup=False)
     if stage is not None:
-        console.print(f"sysmonx: {sigma_summary(stage, args.alerts)}", markup=False)
+        console.print(f"sysmonx: {common.sigma_summary(stage, args.alerts)}", markup=False)
         common.print_detection_summary(console, stage)
     follow = sensor.backend_stats().get("follow")
     if follow and (follow.get("repaired") or follow.get("cut_short")):
@@ -289,23 +289,6 @@ def cmd_run(argv: list[str]) -> int:
     if not report_rule_profile(console, profile, args):
         return EXIT_FATAL
     return 0
-
-
-def sigma_summary(stage: Any, alerts: Optional[str]) -> str:
-    """The live run's closing Sigma line: rules loaded and rejected, events checked, alerts by
-    level and where they went (``alerts``: the ``--alerts`` argument, ``None`` for the event
-    stream as event 1000)."""
-    from ..detection.alerts import LEVELS
-    st = stage.stats
-    rank = {lv: i for i, lv in enumerate(LEVELS)}
-    levels = ", ".join(f"{lv} {n:,}" for lv, n in sorted(
-        st.alerts_by_level.items(), key=lambda kv: -rank.get(kv[0], -1)))
-    where = ("as event 1000 in the event stream" if not alerts
-             else "to stdout" if alerts == "-" else f"to {alerts}")
-    return (f"Sigma: {len(stage.matcher.compiled):,} rules and {len(stage.correlations):,} "
-            f"correlations loaded, {len(stage.rejected):,} rejected; events checked "
-            f"{st.events:,}; alerts {st.alerts:,}" + (f" ({levels})" if levels else "")
-            + (f", written {where}" if st.alerts else ""))
 
 
 def write_pidfile_when_started(sensor, path: str, stack: ExitStack) -> None:

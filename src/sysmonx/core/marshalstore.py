@@ -154,7 +154,7 @@ class MarshalStore:
             with os.fdopen(fd, "rb") as f:
                 st = os.fstat(f.fileno())
                 if not stat.S_ISREG(st.st_mode) or st.st_uid != euid or st.st_mode & 0o022:
-                    raise ValueError("not a regular file owned by this user and private")
+                    raise ValueError("not a regular file owned by this user and writable by no one else")
                 if st.st_size > MAX_ENTRY_BYTES:
                     raise ValueError(f"larger than {MAX_ENTRY_BYTES} bytes")
                 data = f.read()

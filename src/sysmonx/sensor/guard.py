@@ -685,7 +685,7 @@ class SensorGuard:
                                                 f"configuration is {self.config_hash}")
             else:
                 refused = self._cfg_refused
-                how = ("a reload was refused: " + refused[1] if refused is not None and
+                how = ("and a reload was refused: " + refused[1] if refused is not None and
                        refused[0] == self._stat_sig(path) else "without a reload")
                 self.finding("config_modified",
                              f"config file {path} changed on disk ({disk}) {how}; "
