@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..configmodel import Aggregate, Config, ConfigWarning, Filter, RuleSet
-from ..core.marshalstore import MarshalStore, code_fingerprint, supported
+from ..core.marshalstore import (MarshalStore, cache_dir, code_fingerprint,
+                                 config_caches_enabled)
 from ..schema import extended, get_schema, sysmon_only
 
 __all__ = ["ConfigCache", "config_key", "default_config_cache_dir", "CONFIG_CACHE_FORMAT",
@@ -56,19 +57,14 @@ MAX_ENTRIES = 32
 
 def default_config_cache_dir() -> Path:
     """``$SYSMONX_CACHE_DIR/config``, else ``$XDG_CACHE_HOME/sysmonx/config``, else
-    ``~/.cache/sysmonx/config``."""
-    env = os.environ.get("SYSMONX_CACHE_DIR")
-    if env:
-        return Path(env) / "config"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sysmonx" / "config"
+    ``~/.cache/sysmonx/config`` (:func:`~sysmonx.core.marshalstore.cache_dir`)."""
+    return cache_dir("config")
 
 
 def cache_enabled() -> bool:
     """False when ``$SYSMONX_CONFIG_CACHE`` is ``0``, ``off``, ``no`` or ``false``, or where
     entries cannot be kept private (no POSIX owners: Windows)."""
-    return supported() and os.environ.get("SYSMONX_CONFIG_CACHE", "").strip().lower() not in (
-        "0", "off", "no", "false")
+    return config_caches_enabled()
 
 
 _VERSIONS: Optional[bytes] = None

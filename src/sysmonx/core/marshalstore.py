@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
-__all__ = ["MarshalStore", "private_dir_problem", "code_fingerprint", "supported"]
+__all__ = ["MarshalStore", "private_dir_problem", "code_fingerprint", "supported",
+           "cache_dir", "config_caches_enabled"]
 
 #: An entry larger than this is not read.
 MAX_ENTRY_BYTES = 256 << 20
@@ -73,6 +74,24 @@ def supported() -> bool:
     """Whether entries can be kept here: the privacy checks need POSIX owners and modes
     (``os.geteuid``); elsewhere (Windows) nothing is read or written."""
     return hasattr(os, "geteuid")
+
+
+def cache_dir(name: str) -> Path:
+    """SysmonX's cache folder ``name`` (``sigma``, ``config``, ``filter``):
+    ``$SYSMONX_CACHE_DIR/name``, else ``$XDG_CACHE_HOME/sysmonx/name``, else
+    ``~/.cache/sysmonx/name``."""
+    env = os.environ.get("SYSMONX_CACHE_DIR")
+    if env:
+        return Path(env) / name
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sysmonx" / name
+
+
+def config_caches_enabled() -> bool:
+    """False when ``$SYSMONX_CONFIG_CACHE`` is ``0``, ``off``, ``no`` or ``false`` (the config
+    and filter plan caches), or where entries cannot be kept private (:func:`supported`)."""
+    return supported() and os.environ.get("SYSMONX_CONFIG_CACHE", "").strip().lower() not in (
+        "0", "off", "no", "false")
 
 
 def private_dir_problem(path: Path, euid: int) -> Optional[str]:
@@ -201,11 +220,7 @@ class MarshalStore:
             self.notes.append(f"{self.what}: cannot store: {exc}")
             return
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            why = private_dir_problem(self.directory, os.geteuid())
-            if why is not None:
-                self.status = "unwritable"
-                self.notes.append(f"{self.what} not used: {why}")
+            if not self._private_directory():
                 return
             tmp = self.directory / f".tmp-{os.getpid()}-{os.urandom(6).hex()}{self.suffix}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
@@ -231,11 +246,7 @@ class MarshalStore:
         """A first write with ``admit_on_second_miss``: create the empty ``marker`` (private,
         not through a link), keep at most ``max_entries`` markers; status ``noted``."""
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            why = private_dir_problem(self.directory, os.geteuid())
-            if why is not None:
-                self.status = "unwritable"
-                self.notes.append(f"{self.what} not used: {why}")
+            if not self._private_directory():
                 return
             fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
                          getattr(os, "O_NOFOLLOW", 0), 0o600)
@@ -248,6 +259,17 @@ class MarshalStore:
             return
         self.status = "noted"
         self._trim(keep=marker, suffix=".seen")
+
+    def _private_directory(self) -> bool:
+        """Create :attr:`directory` (``0700``) if missing; False, with status ``unwritable``
+        and a note, when it is not private to this user. Raises OSError from ``mkdir``."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        why = private_dir_problem(self.directory, os.geteuid())
+        if why is None:
+            return True
+        self.status = "unwritable"
+        self.notes.append(f"{self.what} not used: {why}")
+        return False
 
     def _trim(self, keep: Path, suffix: Optional[str] = None) -> None:
         try:

@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
+from ..core.marshalstore import cache_dir, private_dir_problem
+
 __all__ = ["RuleCache", "CacheResult", "rules_key", "default_cache_dir", "MAX_ENTRIES",
            "MAX_TOTAL_BYTES", "CACHE_FORMAT"]
 
@@ -72,12 +74,9 @@ _DEPENDENCIES = ("pysigma", "google-re2", "pyahocorasick", "pyyaml", "cloudpickl
 
 def default_cache_dir() -> Path:
     """``$SYSMONX_CACHE_DIR/sigma`` (beside the eBPF objects' ``$SYSMONX_CACHE_DIR/bpf``), else
-    ``$XDG_CACHE_HOME/sysmonx/sigma``, else ``~/.cache/sysmonx/sigma``."""
-    env = os.environ.get("SYSMONX_CACHE_DIR")
-    if env:
-        return Path(env) / "sigma"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sysmonx" / "sigma"
+    ``$XDG_CACHE_HOME/sysmonx/sigma``, else ``~/.cache/sysmonx/sigma``
+    (:func:`~sysmonx.core.marshalstore.cache_dir`)."""
+    return cache_dir("sigma")
 
 
 _CODE_FINGERPRINT: Optional[bytes] = None
@@ -441,21 +440,6 @@ class CacheResult:
     notes: list = field(default_factory=list)
 
 
-def _private_dir(path: Path, euid: int) -> Optional[str]:
-    """Why ``path`` is not a directory only ``euid`` can write, or ``None`` when it is."""
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        return f"cannot read {path}: {exc.strerror}"
-    if not stat.S_ISDIR(st.st_mode):
-        return f"{path} is not a directory"
-    if st.st_uid != euid:
-        return f"{path} is owned by uid {st.st_uid}, not {euid}"
-    if st.st_mode & 0o022:
-        return f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})"
-    return None
-
-
 class RuleCache:
     """Compiled rule sets stored under ``directory`` (default :func:`default_cache_dir`).
 
@@ -476,7 +460,7 @@ class RuleCache:
         raises for a bad entry."""
         path = self.entry(key)
         euid = os.geteuid()
-        why = _private_dir(self.directory, euid)
+        why = private_dir_problem(self.directory, euid)
         if why is not None:
             if not self.directory.exists():
                 return None, CacheResult("miss", path)
@@ -528,7 +512,7 @@ class RuleCache:
             return CacheResult("unwritable", path, [f"rule cache: cannot store: {exc}"])
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            why = _private_dir(self.directory, os.geteuid())
+            why = private_dir_problem(self.directory, os.geteuid())
             if why is not None:
                 return CacheResult("unwritable", path, [f"rule cache not used: {why}"])
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".pickle")

@@ -36,11 +36,11 @@ from __future__ import annotations
 import hashlib
 import marshal
 import operator
-import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..core.marshalstore import MarshalStore, code_fingerprint, supported
+from ..core.marshalstore import (MarshalStore, cache_dir, code_fingerprint,
+                                 config_caches_enabled)
 
 __all__ = ["PlanCache", "plans_key", "default_plan_cache_dir", "plan_cache_enabled",
            "PLAN_CACHE_FORMAT", "MAX_ENTRIES"]
@@ -54,19 +54,14 @@ MAX_ENTRIES = 64
 
 def default_plan_cache_dir() -> Path:
     """``$SYSMONX_CACHE_DIR/filter``, else ``$XDG_CACHE_HOME/sysmonx/filter``, else
-    ``~/.cache/sysmonx/filter``."""
-    env = os.environ.get("SYSMONX_CACHE_DIR")
-    if env:
-        return Path(env) / "filter"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sysmonx" / "filter"
+    ``~/.cache/sysmonx/filter`` (:func:`~sysmonx.core.marshalstore.cache_dir`)."""
+    return cache_dir("filter")
 
 
 def plan_cache_enabled() -> bool:
     """False when ``$SYSMONX_CONFIG_CACHE`` is ``0``, ``off``, ``no`` or ``false``, or where
     entries cannot be kept private (no POSIX owners: Windows)."""
-    return supported() and os.environ.get("SYSMONX_CONFIG_CACHE", "").strip().lower() not in (
-        "0", "off", "no", "false")
+    return config_caches_enabled()
 
 
 _VERSIONS: Optional[bytes] = None
