@@ -38,10 +38,10 @@ import hashlib
 import operator
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from ..configmodel import Aggregate, Config, ConfigWarning, Filter, RuleSet
-from ..core.marshalstore import (MarshalStore, cache_dir, code_fingerprint,
+from ..core.marshalstore import (CacheFront, cache_dir, code_fingerprint,
                                  config_caches_enabled)
 from ..schema import extended, get_schema, sysmon_only
 
@@ -152,38 +152,21 @@ def from_plain(data: tuple) -> Config:
     return cfg
 
 
-class ConfigCache:
+class ConfigCache(CacheFront):
     """Loaded configurations stored under ``directory`` (default
-    :func:`default_config_cache_dir`); see the module docstring.
+    :func:`default_config_cache_dir`); see the module docstring. ``status``, ``notes``,
+    ``entry`` and the arguments: :class:`~sysmonx.core.marshalstore.CacheFront`."""
 
-    Attributes:
-        directory: the cache directory; created ``0700`` when missing.
-        status: what the last :meth:`get`/:meth:`put` did: ``hit``, ``miss``, ``ignored`` (an
-            entry or the directory failed a check), ``stored``, ``noted`` (first write with
-            ``admit_on_second_miss``: see :mod:`sysmonx.core.marshalstore`) or ``unwritable``.
-        notes: the reasons of the last call, for a person.
-    """
+    magic = _MAGIC
+    what = "config cache"
 
-    def __init__(self, directory: Union[str, Path, None] = None, *,
-                 admit_on_second_miss: bool = False) -> None:
-        self.directory = Path(directory) if directory is not None else default_config_cache_dir()
-        self._store = MarshalStore(self.directory, _MAGIC, "config cache",
-                                   max_entries=MAX_ENTRIES,
-                                   admit_on_second_miss=admit_on_second_miss)
+    def default_directory(self) -> Path:
+        """:func:`default_config_cache_dir`."""
+        return default_config_cache_dir()
 
-    @property
-    def status(self) -> str:
-        """What the last :meth:`get`/:meth:`put` did."""
-        return self._store.status
-
-    @property
-    def notes(self) -> list[str]:
-        """The reasons of the last call, for a person."""
-        return self._store.notes
-
-    def entry(self, key: str) -> Path:
-        """The entry path of ``key``."""
-        return self._store.entry(key)
+    def max_entries(self) -> int:
+        """:data:`MAX_ENTRIES`."""
+        return MAX_ENTRIES
 
     def get(self, key: str) -> Optional[Config]:
         """The configuration stored under ``key``, or ``None`` (a miss, or an entry that failed

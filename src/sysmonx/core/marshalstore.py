@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 __all__ = ["MarshalStore", "private_dir_problem", "code_fingerprint", "supported",
-           "cache_dir", "config_caches_enabled"]
+           "cache_dir", "config_caches_enabled", "CacheFront"]
 
 #: An entry larger than this is not read.
 MAX_ENTRY_BYTES = 256 << 20
@@ -287,3 +287,52 @@ class MarshalStore:
             path.unlink()
         except OSError:
             pass
+
+
+class CacheFront:
+    """What a cache over one :class:`MarshalStore` shares (the config cache, the filter plan
+    cache): the directory, :attr:`status`, :attr:`notes` and :meth:`entry`. A subclass sets
+    :attr:`magic` and :attr:`what` and gives :meth:`default_directory` and :meth:`max_entries`;
+    its own ``get``/``put`` convert values to and from plain data.
+
+    Args:
+        directory: the cache directory (default :meth:`default_directory`); created ``0700``
+            when missing.
+        admit_on_second_miss: store a key at its second write only (module docstring).
+    """
+
+    #: the entries' first line (:class:`MarshalStore`).
+    magic = b""
+    #: the cache's name in notes, for a person.
+    what = ""
+
+    def __init__(self, directory: Union[str, Path, None] = None, *,
+                 admit_on_second_miss: bool = False) -> None:
+        self.directory = Path(directory) if directory is not None else self.default_directory()
+        self._store = MarshalStore(self.directory, self.magic, self.what,
+                                   max_entries=self.max_entries(),
+                                   admit_on_second_miss=admit_on_second_miss)
+
+    def default_directory(self) -> Path:
+        """The directory used when none is given."""
+        raise NotImplementedError
+
+    def max_entries(self) -> int:
+        """Entries kept (least recently used removed beyond); read at every call."""
+        return 32
+
+    @property
+    def status(self) -> str:
+        """What the last ``get``/``put`` did: ``hit``, ``miss``, ``ignored`` (an entry or the
+        directory failed a check), ``stored``, ``noted`` (a first write with
+        ``admit_on_second_miss``) or ``unwritable``."""
+        return self._store.status
+
+    @property
+    def notes(self) -> list[str]:
+        """The reasons of the last call, for a person."""
+        return self._store.notes
+
+    def entry(self, key: str) -> Path:
+        """The entry path of ``key``."""
+        return self._store.entry(key)

@@ -37,9 +37,9 @@ import hashlib
 import marshal
 import operator
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
-from ..core.marshalstore import (MarshalStore, cache_dir, code_fingerprint,
+from ..core.marshalstore import (CacheFront, cache_dir, code_fingerprint,
                                  config_caches_enabled)
 
 __all__ = ["PlanCache", "plans_key", "default_plan_cache_dir", "plan_cache_enabled",
@@ -105,37 +105,20 @@ def _check(value: Any) -> dict:
     return value
 
 
-class PlanCache:
-    """Stored plans under ``directory`` (default :func:`default_plan_cache_dir`).
+class PlanCache(CacheFront):
+    """Stored plans under ``directory`` (default :func:`default_plan_cache_dir`). ``status``,
+    ``notes``, ``entry`` and the arguments: :class:`~sysmonx.core.marshalstore.CacheFront`."""
 
-    Attributes:
-        directory: the cache directory; created ``0700`` when missing.
-        status: what the last :meth:`get`/:meth:`put` did (``hit``, ``miss``, ``ignored``,
-            ``stored``, ``noted``, ``unwritable``; ``noted``: a first write with
-            ``admit_on_second_miss``, see :mod:`sysmonx.core.marshalstore`).
-        notes: the reasons of the last call, for a person.
-    """
+    magic = _MAGIC
+    what = "filter plan cache"
 
-    def __init__(self, directory: Union[str, Path, None] = None, *,
-                 admit_on_second_miss: bool = False) -> None:
-        self.directory = Path(directory) if directory is not None else default_plan_cache_dir()
-        self._store = MarshalStore(self.directory, _MAGIC, "filter plan cache",
-                                   max_entries=MAX_ENTRIES,
-                                   admit_on_second_miss=admit_on_second_miss)
+    def default_directory(self) -> Path:
+        """:func:`default_plan_cache_dir`."""
+        return default_plan_cache_dir()
 
-    @property
-    def status(self) -> str:
-        """What the last :meth:`get`/:meth:`put` did."""
-        return self._store.status
-
-    @property
-    def notes(self) -> list[str]:
-        """The reasons of the last call, for a person."""
-        return self._store.notes
-
-    def entry(self, key: str) -> Path:
-        """The entry path of ``key``."""
-        return self._store.entry(key)
+    def max_entries(self) -> int:
+        """:data:`MAX_ENTRIES`."""
+        return MAX_ENTRIES
 
     def get(self, key: str) -> Optional[dict]:
         """``{decider key: plan}`` stored under ``key``, or ``None`` (a miss, or a bad entry:
