@@ -25,7 +25,7 @@ from typing import Any, Iterable, Optional, Union
 
 from ..core.native import speedups as _speedups
 from ..event import Event
-from .alerts import LEVELS, Alert, matched_event, source_of
+from .alerts import LEVELS, Alert, matched_event, register_rules, source_of
 from .fields import known_fields
 from .correlation import (
     CompiledCorrelation,
@@ -179,6 +179,9 @@ class DetectionStage:
             self.issues.append(LoadIssue(_src(rule), rid, title, code, msg, rejected=False))
         self.correlations = self._compile_correlations(loaded.correlations)
         self._check_correlation_fields()
+        # the rules' texts (description, author ...) their alerts carry (alerts.rule_meta)
+        register_rules([(r.key, r.rule) for r in self.matcher.compiled]
+                       + [(c.key, c.rule) for c in self.correlations])
         self.correlation: Optional[CorrelationEngine] = None
         if self.correlations:
             self.correlation = CorrelationEngine(
