@@ -318,6 +318,31 @@ def print_detection_summary(console, stage) -> None:
         console.print(f"warning: {line}", markup=False)
 
 
+def print_filter_table(console, included: Counter, excluded: Counter, title: str) -> None:
+    """Print what the config kept and dropped per EventID, in replay's summary words: EventID,
+    Event, read (included + excluded), included, excluded, and a total row. ``included`` and
+    ``excluded``: EventID -> events (the filter stage's counters). Nothing is printed when both
+    are empty."""
+    if not included and not excluded:
+        return
+    from rich.table import Table
+    from ..pipeline import event_name
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("EventID", justify="right")
+    table.add_column("Event")
+    table.add_column("read", justify="right")
+    table.add_column("included", justify="right")
+    table.add_column("excluded", justify="right")
+    for eid in sorted(set(included) | set(excluded)):
+        inc, exc = included[eid], excluded[eid]
+        table.add_row(str(eid), event_name(eid), f"{inc + exc:,}", f"{inc:,}", f"{exc:,}")
+    inc_t, exc_t = sum(included.values()), sum(excluded.values())
+    table.add_row("", "total", f"{inc_t + exc_t:,}", f"{inc_t:,}", f"{exc_t:,}",
+                  end_section=True)
+    console.print(table)
+
+
 def sigma_summary(stage: Any, alerts: Optional[str], stream: bool = True) -> str:
     """The closing Sigma line of a live run or a replay: rules loaded and rejected, events
     checked, alerts by level and where they went (``alerts``: the ``--alerts`` argument, ``None``
