@@ -204,7 +204,6 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
     except FileNotFoundError as exc:
         console.print(f"error: rules: {exc.filename or exc}: no such file or directory")
         return None
-    rejected = [i for i in stage.issues if i.rejected]
     quiet = bool(getattr(args, "quiet", False))
     # rules the prefilter cannot index cost time, not correctness: one line, not one per rule
     unindexed = [i for i in stage.issues if i.code == "unindexed" and not i.rejected]
@@ -261,8 +260,7 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
         how = "compiled; not stored in the rule cache: see the note above"
         if rebuilt:
             how += f"; its entry was ignored: {rebuilt[0].split(_REBUILT, 1)[1]}"
-    console.print(f"sigma: {len(stage.matcher.compiled)} rules and {len(stage.correlations)} "
-                  f"correlations loaded, {len(rejected)} rejected ({how})", markup=False)
+    console.print(f"sigma: {rule_counts(stage)} ({how})", markup=False)
     return stage
 
 
@@ -343,6 +341,15 @@ def print_filter_table(console, included: Counter, excluded: Counter, title: str
     console.print(table)
 
 
+def rule_counts(stage: Any) -> str:
+    """What a rule set's load counts, in the words of the load line and the closing summary:
+    ``1,999 rules and 0 correlations loaded, 8 rejected, of 2,007 read`` (read: every rule and
+    correlation found, loaded or rejected)."""
+    rules, corr, rej = len(stage.matcher.compiled), len(stage.correlations), len(stage.rejected)
+    return (f"{rules:,} rules and {corr:,} correlations loaded, {rej:,} rejected, of "
+            f"{rules + corr + rej:,} read")
+
+
 def sigma_summary(stage: Any, alerts: Optional[str], stream: bool = True) -> str:
     """The closing Sigma line of a live run or a replay: rules loaded and rejected, events
     checked, alerts by level and where they went (``alerts``: the ``--alerts`` argument, ``None``
@@ -355,8 +362,7 @@ def sigma_summary(stage: Any, alerts: Optional[str], stream: bool = True) -> str
         st.alerts_by_level.items(), key=lambda kv: -rank.get(kv[0], -1)))
     where = ("to stdout" if alerts == "-" else f"to {alerts}" if alerts
              else "as event 1000 in the event stream" if stream else "nowhere (no output)")
-    return (f"Sigma: {len(stage.matcher.compiled):,} rules and {len(stage.correlations):,} "
-            f"correlations loaded, {len(stage.rejected):,} rejected; events checked "
+    return (f"Sigma: {rule_counts(stage)}; events checked "
             f"{st.events:,}; alerts {st.alerts:,}" + (f" ({levels})" if levels else "")
             + (f", written {where}" if st.alerts else ""))
 
