@@ -10,7 +10,7 @@ correlation that fires. Two renderings:
   ``tags`` (all), ``description``, ``author`` (strings, ``null`` when the rule has none),
   ``references``, ``falsepositives`` (lists of strings, ``[]`` when none): the rule's own
   text for triage, each string cut to :data:`MAX_META_CHARS` characters with ``…`` appended
-  and at most :data:`MAX_META_ITEMS` items (:func:`rule_meta`); ``time`` (window end),
+  and at most :data:`MAX_META_ITEMS` items (:func:`rule_text`); ``time`` (window end),
   ``window_start``, ``window_end`` (the three in Sysmon's SystemTime format, 7 fractional
   digits, ``2021-11-18T07:40:46.1574090Z``, as the events' ``TimeCreated`` beside them),
   ``computer``,
@@ -48,7 +48,7 @@ restart in every file. The same path is written by one process and by ``--jobs``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Optional
+from typing import Any, ClassVar, Optional
 
 import orjson
 
@@ -58,7 +58,7 @@ from ..event import Event
 __all__ = ["Alert", "SIGMA_ALERT_EVENT_ID", "SIGMA_ALERT_NAME", "ALERT_PROVIDER",
            "ALERT_CHANNEL", "MAX_EVENT_FIELDS", "matched_event", "source_of",
            "LEVEL_TO_WINDOWS", "LEVELS", "attack_tags", "MAX_META_CHARS", "MAX_META_ITEMS",
-           "register_rules", "rule_meta", "system_time"]
+           "register_rules", "rule_meta", "rule_text", "system_time"]
 
 #: EventID of the SysmonX ``SigmaAlert`` event (outside Sysmon's range).
 SIGMA_ALERT_EVENT_ID = 1000
@@ -234,23 +234,9 @@ def source_of(event: Event) -> Optional[str]:
     return None if not origin or origin[0] is None else str(origin[0])
 
 
-#: rule reference (id, else name, else title) -> its pySigma rule (register_rules).
-_RULES: dict = {}
-#: rule reference -> rule_meta's dict (memorised; cleared by register_rules).
+#: rule reference (id, else name, else title) -> rule_text's dict (register_rules).
 _META: dict = {}
 _NO_META: dict = {"description": None, "author": None, "references": [], "falsepositives": []}
-
-
-def register_rules(pairs: Iterable[tuple]) -> None:
-    """Make rules' texts known to their alerts: ``pairs`` of ``(reference, pySigma rule)``
-    (the reference is an alert's ``rule_id``: the rule's id, else name, else title). Called by
-    the detection stage for its rules and correlations when it is built; a later stage's rule
-    with the same reference replaces the earlier one. Nothing is read from the rules until an
-    alert of theirs is written (a cached stage's rules are built on first use)."""
-    _RULES.update(pairs)
-    _META.clear()
-    _HEADS.clear()
-    _EVENT_META.clear()
 
 
 def _cut(v: Any) -> Optional[str]:
@@ -260,26 +246,36 @@ def _cut(v: Any) -> Optional[str]:
     return v if len(v) <= MAX_META_CHARS else v[:MAX_META_CHARS] + "…"
 
 
+def rule_text(rule: Any) -> dict:
+    """A Sigma rule's texts as its alerts carry them: ``{"description": str or None,
+    "author": str or None, "references": [str], "falsepositives": [str]}`` (Sigma's field
+    names, read from the pySigma rule's attributes of those names), each string cut to
+    :data:`MAX_META_CHARS` characters with ``…`` appended, at most :data:`MAX_META_ITEMS`
+    items per list."""
+    return {"description": _cut(getattr(rule, "description", None)),
+            "author": _cut(getattr(rule, "author", None)),
+            "references": [_cut(x) for x in
+                           list(getattr(rule, "references", None) or ())[:MAX_META_ITEMS]],
+            "falsepositives": [_cut(x) for x in
+                               list(getattr(rule, "falsepositives", None)
+                                    or ())[:MAX_META_ITEMS]]}
+
+
+def register_rules(texts: dict) -> None:
+    """Make rules' texts known to their alerts: ``texts`` maps a rule's reference (an alert's
+    ``rule_id``: the rule's id, else name, else title) to :func:`rule_text`'s dict. The
+    detection stage registers its rules' texts when it is built or read from the rule cache
+    (which stores them, so a cached stage never rebuilds a pySigma rule for them); a later
+    stage's rule with the same reference replaces the earlier one."""
+    _META.update(texts)
+    _HEADS.clear()
+    _EVENT_META.clear()
+
+
 def rule_meta(rule_id: str) -> dict:
-    """The rule's texts an alert carries, for the rule registered as ``rule_id``
-    (:func:`register_rules`): ``{"description": str or None, "author": str or None,
-    "references": [str], "falsepositives": [str]}`` (Sigma's field names), each string cut to
-    :data:`MAX_META_CHARS` characters with ``…`` appended, at most :data:`MAX_META_ITEMS` items
-    per list. An unregistered rule gives ``None`` and empty lists."""
-    meta = _META.get(rule_id)
-    if meta is None:
-        rule = _RULES.get(rule_id)
-        if rule is None:
-            return _NO_META
-        meta = {"description": _cut(getattr(rule, "description", None)),
-                "author": _cut(getattr(rule, "author", None)),
-                "references": [_cut(x) for x in
-                               list(getattr(rule, "references", None) or ())[:MAX_META_ITEMS]],
-                "falsepositives": [_cut(x) for x in
-                                   list(getattr(rule, "falsepositives", None)
-                                        or ())[:MAX_META_ITEMS]]}
-        _META[rule_id] = meta
-    return meta
+    """The texts registered for ``rule_id`` (:func:`register_rules`, shaped as
+    :func:`rule_text`); ``None`` and empty lists for a rule not registered."""
+    return _META.get(rule_id, _NO_META)
 
 
 _EVENT_META: dict = {}
