@@ -173,9 +173,12 @@ class Alert:
             if len(_HEADS) >= 65536:
                 _HEADS.clear()
             _HEADS[key] = head
-        end = system_time(self.window_end)
+        end = self.window_end
+        if len(end) == 30 and end[29] == "Z":  # system_time, inlined (once per alert)
+            end = end[:27] + "Z"
+        start = end if self.window_start is self.window_end else system_time(self.window_start)
         return head + orjson.dumps({
-            "time": end, "window_start": system_time(self.window_start),
+            "time": end, "window_start": start,
             "window_end": end, "computer": self.computer, "group": self.group,
             "event_count": self.event_count, "record_ids": self.record_ids,
             "event_ids": self.event_ids, "rules": self.rules, "value": self.value,
