@@ -11,8 +11,9 @@ correlation that fires. Two renderings:
   ``references``, ``falsepositives`` (lists of strings, ``[]`` when none): the rule's own
   text for triage, each string cut to :data:`MAX_META_CHARS` characters with ``…`` appended
   and at most :data:`MAX_META_ITEMS` items (:func:`rule_text`); ``time`` (window end),
-  ``window_start``, ``window_end`` (the three in Sysmon's SystemTime format, 7 fractional
-  digits, ``2021-11-18T07:40:46.1574090Z``, as the events' ``TimeCreated`` beside them),
+  ``window_start``, ``window_end`` (the three in Windows Sysmon's SystemTime format, 7
+  fractional digits, ``2021-11-18T07:40:46.1574090Z``; nothing is lost: Windows counts 100 ns
+  ticks and Sysmon for Linux microseconds),
   ``computer``,
   ``group`` (group-by field -> value; empty for detections), ``event_count``, ``record_ids``
   (of the matched events, at most ``max_alert_records``, oldest first), ``event_ids``,
