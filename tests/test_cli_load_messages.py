@@ -75,7 +75,8 @@ def test_a_rebuilt_cache_entry_is_said_once_on_the_loaded_line(tmp_path, capsys)
         "; its entry was ignored and rebuilt: not a regular file owned by this user and "
         "writable by no one else)", "")
     assert err.rstrip().endswith(
-        f"1 rejected (compiled and stored in the rule cache in {cache}; its entry was ignored "
+        f"1 rejected, of 4 read (compiled and stored in the rule cache in {cache}; its entry "
+        "was ignored "
         "and rebuilt: not a regular file owned by this user and writable by no one else)")
     assert entry.stat().st_mode & 0o777 == 0o600
 
@@ -96,7 +97,7 @@ def test_live_exit_line_counts_sigma_rules_events_and_alerts(tmp_path, capsys):
         stage.process(Event(1, {"RuleName": "-", "Image": image}, provider=LINUX_PROVIDER,
                             channel=LINUX_CHANNEL, time_created="2026-12-07T01:00:00.000000000Z"))
     assert sigma_summary(stage, None) == (
-        "Sigma: 3 rules and 0 correlations loaded, 1 rejected; events checked 3; alerts 2 "
+        "Sigma: 3 rules and 0 correlations loaded, 1 rejected, of 4 read; events checked 3; alerts 2 "
         "(low 2), written as event 1000 in the event stream")
     assert sigma_summary(stage, "/var/log/a.jsonl").endswith("written to /var/log/a.jsonl")
     from sysmonx.cli.common import print_detection_summary

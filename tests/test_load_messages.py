@@ -37,8 +37,8 @@ def test_quiet_summarises_sigma_load_issues_in_one_line(tmp_path, capsys):
     lines = [x for x in err.splitlines() if x.startswith("sigma:")]
     assert lines == ["sigma: load issues (listed without -q): 1 rejected logsource, "
                      "1 rejected sigma",
-                     "sigma: 1 rules and 0 correlations loaded, 2 rejected (compiled; rule "
-                     "cache off)"], err
+                     "sigma: 1 rules and 0 correlations loaded, 2 rejected, of 3 read (compiled; "
+                     "rule cache off)"], err
     assert main(argv) == 0  # without -q: one line per issue, as before
     err = capsys.readouterr().err
     assert "a.yml: rejected [sigma] 00000000-0000-0000-0000-0000000000d1 (bad modifier)" in err
@@ -55,10 +55,10 @@ def test_the_loaded_line_says_whether_the_rules_came_from_the_cache(tmp_path, ca
     def loaded():
         assert main(argv) == 0
         return [x for x in capsys.readouterr().err.splitlines() if "correlations loaded" in x]
-    assert loaded() == ["sigma: 1 rules and 0 correlations loaded, 2 rejected (compiled and "
-                        f"stored in the rule cache in {cache})"]
-    assert loaded() == ["sigma: 1 rules and 0 correlations loaded, 2 rejected (from the rule "
-                        f"cache in {cache})"]
+    assert loaded() == ["sigma: 1 rules and 0 correlations loaded, 2 rejected, of 3 read (compiled "
+                        f"and stored in the rule cache in {cache})"]
+    assert loaded() == ["sigma: 1 rules and 0 correlations loaded, 2 rejected, of 3 read (from the "
+                        f"rule cache in {cache})"]
 
 
 def test_unknown_modifier_lists_the_known_ones(tmp_path, capsys):

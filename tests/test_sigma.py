@@ -573,7 +573,7 @@ def test_alert_json_and_xml():
     assert d["level"] == "high" and d["status"] == "test" and d["kind"] == "detection"
     assert d["attack"] == ["attack.execution", "attack.t1059"]
     assert d["record_ids"] == [42] and d["event_ids"] == [1]
-    assert d["window_start"] == d["window_end"] == "2024-05-01T10:00:00.000000000Z"
+    assert d["window_start"] == d["window_end"] == "2024-05-01T10:00:00.0000000Z"  # SystemTime form
     assert d["fields"]["Image"] == "c:\\cmd.exe" and d["fields"]["CommandLine"] == "cmd /c x\nforged"
     assert d["computer"] == "host1"
     e = alert.to_event(record_id=7)

@@ -204,7 +204,6 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
     except FileNotFoundError as exc:
         console.print(f"error: rules: {exc.filename or exc}: no such file or directory")
         return None
-    rejected = [i for i in stage.issues if i.rejected]
     quiet = bool(getattr(args, "quiet", False))
     # rules the prefilter cannot index cost time, not correctness: one line, not one per rule
     unindexed = [i for i in stage.issues if i.code == "unindexed" and not i.rejected]
@@ -261,8 +260,7 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
         how = "compiled; not stored in the rule cache: see the note above"
         if rebuilt:
             how += f"; its entry was ignored: {rebuilt[0].split(_REBUILT, 1)[1]}"
-    console.print(f"sigma: {len(stage.matcher.compiled)} rules and {len(stage.correlations)} "
-                  f"correlations loaded, {len(rejected)} rejected ({how})", markup=False)
+    console.print(f"sigma: {rule_counts(stage)} ({how})", markup=False)
     return stage
 
 
@@ -318,6 +316,40 @@ def print_detection_summary(console, stage) -> None:
         console.print(f"warning: {line}", markup=False)
 
 
+def print_filter_table(console, included: Counter, excluded: Counter, title: str) -> None:
+    """Print what the config kept and dropped per EventID, in replay's summary words: EventID,
+    Event, read (included + excluded), included, excluded, and a total row. ``included`` and
+    ``excluded``: EventID -> events (the filter stage's counters). Nothing is printed when both
+    are empty."""
+    if not included and not excluded:
+        return
+    from rich.table import Table
+    from ..pipeline import event_name
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("EventID", justify="right")
+    table.add_column("Event")
+    table.add_column("read", justify="right")
+    table.add_column("included", justify="right")
+    table.add_column("excluded", justify="right")
+    for eid in sorted(set(included) | set(excluded)):
+        inc, exc = included[eid], excluded[eid]
+        table.add_row(str(eid), event_name(eid), f"{inc + exc:,}", f"{inc:,}", f"{exc:,}")
+    inc_t, exc_t = sum(included.values()), sum(excluded.values())
+    table.add_row("", "total", f"{inc_t + exc_t:,}", f"{inc_t:,}", f"{exc_t:,}",
+                  end_section=True)
+    console.print(table)
+
+
+def rule_counts(stage: Any) -> str:
+    """What a rule set's load counts, in the words of the load line and the closing summary:
+    ``1,999 rules and 0 correlations loaded, 8 rejected, of 2,007 read`` (read: every rule and
+    correlation found, loaded or rejected)."""
+    rules, corr, rej = len(stage.matcher.compiled), len(stage.correlations), len(stage.rejected)
+    return (f"{rules:,} rules and {corr:,} correlations loaded, {rej:,} rejected, of "
+            f"{rules + corr + rej:,} read")
+
+
 def sigma_summary(stage: Any, alerts: Optional[str], stream: bool = True) -> str:
     """The closing Sigma line of a live run or a replay: rules loaded and rejected, events
     checked, alerts by level and where they went (``alerts``: the ``--alerts`` argument, ``None``
@@ -330,8 +362,7 @@ def sigma_summary(stage: Any, alerts: Optional[str], stream: bool = True) -> str
         st.alerts_by_level.items(), key=lambda kv: -rank.get(kv[0], -1)))
     where = ("to stdout" if alerts == "-" else f"to {alerts}" if alerts
              else "as event 1000 in the event stream" if stream else "nowhere (no output)")
-    return (f"Sigma: {len(stage.matcher.compiled):,} rules and {len(stage.correlations):,} "
-            f"correlations loaded, {len(stage.rejected):,} rejected; events checked "
+    return (f"Sigma: {rule_counts(stage)}; events checked "
             f"{st.events:,}; alerts {st.alerts:,}" + (f" ({levels})" if levels else "")
             + (f", written {where}" if st.alerts else ""))
 

@@ -272,6 +272,11 @@ def cmd_run(argv: list[str]) -> int:
             silence_stdout()
             return 0
     console.print(f"sysmonx: {sensor.summary()}", markup=False)
+    from ..filtering.stage import FilterStage
+    flt = next((s for s in sensor.stages if isinstance(s, FilterStage)), None)
+    if flt is not None:
+        common.print_filter_table(console, flt.included, flt.excluded,
+                                  "SysmonX sensor summary: what the config kept")
     cpu, wall = time.process_time() - cpu0, max(1e-9, time.monotonic() - wall0)
     console.print(f"sysmonx: sensor CPU {cpu:.2f} s over {wall:.0f} s ({100 * cpu / wall:.2f} % "
                   f"of one core; every thread of this process, the kernel's work for it "

@@ -324,6 +324,20 @@ def _elements(el):
     return [c for c in el if isinstance(c.tag, str)] if len(el) else []
 
 
+def _xml_message(exc: Any) -> str:
+    """lxml's message said once: without the position lxml appends (``, line 3, column 59``;
+    the error's ``path:line:`` prefix gives the line, the column is kept as ``(column 59)``),
+    and libxml2's ``TAG line 2`` (where an unclosed element opened) as ``TAG (opened on line
+    2)``: ``Opening and ending tag mismatch: EventFiltering (opened on line 2) and Sysmon
+    (column 10)``."""
+    msg = str(exc.msg)
+    m = re.search(r",? line (\d+), column (\d+)\s*$", msg)
+    col = ""
+    if m is not None:
+        msg, col = msg[:m.start()], f" (column {m.group(2)})"
+    return re.sub(r"(\S) line (\d+)\b", r"\1 (opened on line \2)", msg) + col
+
+
 def parse_config(raw: Union[bytes, str], path: str = "<string>", *, extensions: bool = True,
                  empty_option_quirk: bool = False) -> Config:
     """Parse configuration bytes (or text) already in memory; see :func:`load_config`.
@@ -349,7 +363,7 @@ def parse_config(raw: Union[bytes, str], path: str = "<string>", *, extensions: 
         root = etree.fromstring(text, parser)
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if exc.lineno else None
-        raise ConfigError(f"XML error: {exc.msg}", path, line) from None
+        raise ConfigError(f"XML error: {_xml_message(exc)}", path, line) from None
     if root.getroottree().docinfo.doctype:
         line = text[:max(text.find("<!DOCTYPE"), 0)].count("\n") + 1
         raise ConfigError("a DOCTYPE (DTD or entity declarations) is not allowed in a Sysmon "

@@ -137,3 +137,32 @@ def searcher(rx: Any, limit: int = 0) -> Callable[[str], bool]:
 def escape(text: str) -> str:
     """``text`` as an RE2 literal."""
     return str(re2.escape(text))
+
+
+def quiet_sigma_regex() -> None:
+    """Make pySigma's default regex check (its ``SafePolicy``: RE2) compile with RE2's error
+    logging off, so a rule with a pattern RE2 refuses no longer prints RE2's own
+    ``re2.cc ... Error parsing`` line on stderr before SysmonX's message about the rule (the
+    refusal itself is unchanged: pySigma still raises, with RE2's reason). Leaves a policy
+    that is not RE2's alone; idempotent. Call before loading Sigma rules."""
+    try:
+        from sigma.policy import default_policy
+        from sigma.policy.regex_engine import RE2RegexEngine
+    except ImportError:  # a pySigma without policies compiles with Python's re: nothing to do
+        return
+    engine = default_policy.regex_engine
+    if type(engine) is not RE2RegexEngine:
+        return
+
+    class _QuietRE2(RE2RegexEngine):
+        """pySigma's RE2 engine with RE2's error log off (:func:`quiet_sigma_regex`)."""
+
+        def compile(self, pattern: str, flags: int = 0) -> Any:
+            import re as _re
+            prefix = "".join(v for k, v in ((_re.IGNORECASE, "i"), (_re.MULTILINE, "m"),
+                                            (_re.DOTALL, "s")) if int(flags) & int(k))
+            opts = re2.Options()
+            opts.log_errors = False
+            return re2.compile(f"(?{prefix})" + pattern if prefix else pattern, opts)
+
+    default_policy.regex_engine = _QuietRE2()

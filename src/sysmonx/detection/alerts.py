@@ -7,14 +7,23 @@ correlation that fires. Two renderings:
 * :meth:`Alert.to_json`: one JSON object per line (UTF-8, no raw control character, so no value
   can forge a line): ``type`` (``sigma_alert``), ``rule_id``, ``title``, ``level``, ``status``,
   ``kind`` (``detection`` or the correlation type), ``attack`` (the ``attack.*`` tags),
-  ``tags`` (all), ``time`` (window end), ``window_start``, ``window_end``, ``computer``,
+  ``tags`` (all), ``description``, ``author`` (strings, ``null`` when the rule has none),
+  ``references``, ``falsepositives`` (lists of strings, ``[]`` when none): the rule's own
+  text for triage, each string cut to :data:`MAX_META_CHARS` characters with ``…`` appended
+  and at most :data:`MAX_META_ITEMS` items (:func:`rule_text`); ``time`` (window end),
+  ``window_start``, ``window_end`` (the three in Windows Sysmon's SystemTime format, 7
+  fractional digits, ``2021-11-18T07:40:46.1574090Z``; nothing is lost: Windows counts 100 ns
+  ticks and Sysmon for Linux microseconds),
+  ``computer``,
   ``group`` (group-by field -> value; empty for detections), ``event_count``, ``record_ids``
   (of the matched events, at most ``max_alert_records``, oldest first), ``event_ids``,
   ``rules`` (referenced rules of a correlation), ``value`` (the correlation's aggregate), and
   ``fields`` (key fields of the matched event: the fields the rule tests plus the usual identity
   fields, or the group values of a correlation), ``source_file`` (the recorded file the matched
   event was read from, its path as given on the command line or found in a folder given there;
-  ``null`` for live events and for correlations, whose events may come from several files) and
+  ``null`` for live events, and ``null`` by design for correlations: their events may come
+  from several files, and a correlation keeps only its events' times, record ids and event ids,
+  not their files) and
   ``event`` (the whole matched event: ``{"EventID", "EventRecordID", "EventData": {every field
   in order}}``, at most :data:`MAX_EVENT_FIELDS` fields, each value cut to ``max_field_chars``
   with ``…`` appended; ``null`` for correlations). Every value is a JSON string inside its own
@@ -23,7 +32,10 @@ correlation that fires. Two renderings:
   ``SysmonX/Alerts``, EventID :data:`SIGMA_ALERT_EVENT_ID` (1000, ``SigmaAlert``: outside Sysmon's
   1-29 and 255), Level from the Sigma level (critical 1, high 2, medium 3, low and
   informational 4), TimeCreated the window end, EventData in this order: ``RuleId``, ``RuleTitle``,
-  ``RuleLevel``, ``RuleStatus``, ``RuleKind``, ``Attack``, ``Tags``, ``WindowStart``,
+  ``RuleLevel``, ``RuleStatus``, ``RuleKind``, ``Attack``, ``Tags``, ``RuleDescription``,
+  ``RuleAuthor``, ``RuleReferences``, ``RuleFalsePositives`` (the lists' items joined with
+  ``; ``, each item's white space runs made one space; empty when the rule has none),
+  ``WindowStart``,
   ``WindowEnd``, ``EventCount``, ``RecordIds``, ``EventIds``, ``Rules``, ``Value``, ``Group``
   (``name=value; ...``), ``SourceFile`` (only when the matched event was read from a file: its
   path, as in ``source_file``), then each key field under its own name (a name that collides
@@ -37,7 +49,7 @@ restart in every file. The same path is written by one process and by ``--jobs``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import orjson
 
@@ -46,7 +58,8 @@ from ..event import Event
 
 __all__ = ["Alert", "SIGMA_ALERT_EVENT_ID", "SIGMA_ALERT_NAME", "ALERT_PROVIDER",
            "ALERT_CHANNEL", "MAX_EVENT_FIELDS", "matched_event", "source_of",
-           "LEVEL_TO_WINDOWS", "LEVELS", "attack_tags"]
+           "LEVEL_TO_WINDOWS", "LEVELS", "attack_tags", "MAX_META_CHARS", "MAX_META_ITEMS",
+           "register_rules", "rule_meta", "rule_text", "system_time"]
 
 #: EventID of the SysmonX ``SigmaAlert`` event (outside Sysmon's range).
 SIGMA_ALERT_EVENT_ID = 1000
@@ -62,7 +75,14 @@ LEVEL_TO_WINDOWS = {"critical": 1, "high": 2, "medium": 3, "low": 4, "informatio
 #: number; Sysmon's largest event has 24).
 MAX_EVENT_FIELDS = 256
 
+#: a rule's description, author, and each reference and false positive, cut to this many
+#: characters in alerts (``…`` appended; the key fields' default bound).
+MAX_META_CHARS = 4096
+#: references or false positives of a rule listed in an alert (SigmaHQ's rules have at most 16).
+MAX_META_ITEMS = 64
+
 _FIXED = ("RuleId", "RuleTitle", "RuleLevel", "RuleStatus", "RuleKind", "Attack", "Tags",
+          "RuleDescription", "RuleAuthor", "RuleReferences", "RuleFalsePositives",
           "WindowStart", "WindowEnd", "EventCount", "RecordIds", "EventIds", "Rules", "Value",
           "Group", "SourceFile")
 
@@ -127,8 +147,11 @@ class Alert:
         return {
             "type": "sigma_alert", "rule_id": self.rule_id, "title": self.title,
             "level": self.level, "status": self.status, "kind": self.kind,
-            "attack": attack_tags(self.tags), "tags": self.tags, "time": self.window_end,
-            "window_start": self.window_start, "window_end": self.window_end,
+            "attack": attack_tags(self.tags), "tags": self.tags,
+            **rule_meta(self.rule_id),
+            "time": system_time(self.window_end),
+            "window_start": system_time(self.window_start),
+            "window_end": system_time(self.window_end),
             "computer": self.computer, "group": self.group, "event_count": self.event_count,
             "record_ids": self.record_ids, "event_ids": self.event_ids,
             "rules": self.rules, "value": self.value, "fields": self.fields,
@@ -138,20 +161,26 @@ class Alert:
     def to_json(self) -> bytes:
         """One JSON line (with the trailing newline): :meth:`to_dict` as orjson writes it (no
         white space), its first keys (``type`` ... ``tags``: the rule's, the same for each of
-        its alerts) serialised once per rule and remembered."""
+        its alerts, with the rule's description ... falsepositives) serialised once per rule and
+        remembered until rules are registered again."""
         key = (self.rule_id, self.title, self.level, self.status, self.kind, self.tags)
         head = _HEADS.get(key)
         if head is None:
             head = orjson.dumps({
                 "type": "sigma_alert", "rule_id": self.rule_id, "title": self.title,
                 "level": self.level, "status": self.status, "kind": self.kind,
-                "attack": attack_tags(self.tags), "tags": self.tags})[:-1] + b","
+                "attack": attack_tags(self.tags), "tags": self.tags,
+                **rule_meta(self.rule_id)})[:-1] + b","
             if len(_HEADS) >= 65536:
                 _HEADS.clear()
             _HEADS[key] = head
+        end = self.window_end
+        if len(end) == 30 and end[29] == "Z":  # system_time, inlined (once per alert)
+            end = end[:27] + "Z"
+        start = end if self.window_start is self.window_end else system_time(self.window_start)
         return head + orjson.dumps({
-            "time": self.window_end, "window_start": self.window_start,
-            "window_end": self.window_end, "computer": self.computer, "group": self.group,
+            "time": end, "window_start": start,
+            "window_end": end, "computer": self.computer, "group": self.group,
             "event_count": self.event_count, "record_ids": self.record_ids,
             "event_ids": self.event_ids, "rules": self.rules, "value": self.value,
             "fields": self.fields, "source_file": self.source_file, "event": self.event},
@@ -162,7 +191,8 @@ class Alert:
         data = {
             "RuleId": self.rule_id, "RuleTitle": self.title, "RuleLevel": self.level,
             "RuleStatus": self.status, "RuleKind": self.kind, "Attack": ",".join(self.attack),
-            "Tags": ",".join(self.tags), "WindowStart": _utc(self.window_start),
+            "Tags": ",".join(self.tags), **_meta_fields(self.rule_id),
+            "WindowStart": _utc(self.window_start),
             "WindowEnd": _utc(self.window_end), "EventCount": str(self.event_count),
             "RecordIds": ",".join(str(r) for r in self.record_ids),
             "EventIds": ",".join(str(i) for i in self.event_ids),
@@ -206,6 +236,76 @@ def source_of(event: Event) -> Optional[str]:
     ``None`` for a live event."""
     origin = event.origin
     return None if not origin or origin[0] is None else str(origin[0])
+
+
+#: rule reference (id, else name, else title) -> rule_text's dict (register_rules).
+_META: dict = {}
+_NO_META: dict = {"description": None, "author": None, "references": [], "falsepositives": []}
+
+
+def _cut(v: Any) -> Optional[str]:
+    if v is None:
+        return None
+    v = str(v)
+    return v if len(v) <= MAX_META_CHARS else v[:MAX_META_CHARS] + "…"
+
+
+def rule_text(rule: Any) -> dict:
+    """A Sigma rule's texts as its alerts carry them: ``{"description": str or None,
+    "author": str or None, "references": [str], "falsepositives": [str]}`` (Sigma's field
+    names, read from the pySigma rule's attributes of those names), each string cut to
+    :data:`MAX_META_CHARS` characters with ``…`` appended, at most :data:`MAX_META_ITEMS`
+    items per list."""
+    return {"description": _cut(getattr(rule, "description", None)),
+            "author": _cut(getattr(rule, "author", None)),
+            "references": [_cut(x) for x in
+                           list(getattr(rule, "references", None) or ())[:MAX_META_ITEMS]],
+            "falsepositives": [_cut(x) for x in
+                               list(getattr(rule, "falsepositives", None)
+                                    or ())[:MAX_META_ITEMS]]}
+
+
+def register_rules(texts: dict) -> None:
+    """Make rules' texts known to their alerts: ``texts`` maps a rule's reference (an alert's
+    ``rule_id``: the rule's id, else name, else title) to :func:`rule_text`'s dict. The
+    detection stage registers its rules' texts when it is built or read from the rule cache
+    (which stores them, so a cached stage never rebuilds a pySigma rule for them); a later
+    stage's rule with the same reference replaces the earlier one."""
+    _META.update(texts)
+    _HEADS.clear()
+    _EVENT_META.clear()
+
+
+def rule_meta(rule_id: str) -> dict:
+    """The texts registered for ``rule_id`` (:func:`register_rules`, shaped as
+    :func:`rule_text`); ``None`` and empty lists for a rule not registered."""
+    return _META.get(rule_id, _NO_META)
+
+
+_EVENT_META: dict = {}
+
+
+def _meta_fields(rule_id: str) -> dict:
+    """Event 1000's RuleDescription ... RuleFalsePositives for ``rule_id`` (memorised)."""
+    r = _EVENT_META.get(rule_id)
+    if r is None:
+        m = rule_meta(rule_id)
+        r = {"RuleDescription": m["description"] or "", "RuleAuthor": m["author"] or "",
+             "RuleReferences": "; ".join(" ".join(x.split()) for x in m["references"]),
+             "RuleFalsePositives": "; ".join(" ".join(x.split())
+                                             for x in m["falsepositives"])}
+        if len(_EVENT_META) < 65536:
+            _EVENT_META[rule_id] = r
+    return r
+
+
+def system_time(t: str) -> str:
+    """``2019-04-18T16:55:37.014980123Z`` -> ``2019-04-18T16:55:37.0149801Z``: a canonical
+    UTC time (9 fractional digits) in Sysmon's SystemTime format (7, cut like Windows' 100 ns
+    ticks); any other string unchanged."""
+    if len(t) == 30 and t[10] == "T" and t[-1] == "Z":
+        return t[:27] + "Z"
+    return t
 
 
 _ATTACK: dict = {}

@@ -55,8 +55,12 @@ def _need_sigma() -> None:
 
 def _register_spec_modifiers() -> None:
     """``utf16le`` is the Sigma modifiers appendix's name for what pySigma calls ``wide``;
-    pySigma 2.0 lacks the name, so rules using it would be rejected as unknown."""
+    pySigma 2.0 lacks the name, so rules using it would be rejected as unknown. Also silences
+    RE2's own error log in pySigma's regex check (:func:`~..core.regex.quiet_sigma_regex`)."""
     from sigma import modifiers
+
+    from ..core.regex import quiet_sigma_regex
+    quiet_sigma_regex()
     if "utf16le" not in modifiers.modifier_mapping:
         modifiers.modifier_mapping["utf16le"] = modifiers.SigmaWideModifier
 

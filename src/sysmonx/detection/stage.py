@@ -26,6 +26,8 @@ from typing import Any, Iterable, Optional, Union
 from ..core.native import speedups as _speedups
 from ..event import Event
 from .alerts import LEVELS, Alert, matched_event, source_of
+from .alerts import register_rules as _register_rules
+from .alerts import rule_text
 from .fields import known_fields
 from .correlation import (
     CompiledCorrelation,
@@ -179,6 +181,11 @@ class DetectionStage:
             self.issues.append(LoadIssue(_src(rule), rid, title, code, msg, rejected=False))
         self.correlations = self._compile_correlations(loaded.correlations)
         self._check_correlation_fields()
+        # the rules' texts their alerts carry (kept here: a cached stage has them without
+        # rebuilding its pySigma rules)
+        self.rule_texts = {r.key: rule_text(r.rule) for r in self.matcher.compiled}
+        self.rule_texts.update((c.key, rule_text(c.rule)) for c in self.correlations)
+        self.register_rules()
         self.correlation: Optional[CorrelationEngine] = None
         if self.correlations:
             self.correlation = CorrelationEngine(
@@ -244,6 +251,8 @@ class DetectionStage:
         stage, notes = cached(paths, opts, build, cache, cls)
         if not built and stage.options.freeze_gc:
             gc.freeze()  # a loaded stage made no garbage: nothing to collect first
+        if not built:
+            stage.register_rules()
         stage.cache_status = "compiled" if built else "cached"
         stage.cache_notes = notes
         return stage
@@ -504,6 +513,12 @@ class DetectionStage:
                      event.computer or "", {}, () if rid is None else (rid,), 1,
                      (event.event_id,), (), None, fields, source_of(event),
                      matched_event(event, limit))
+
+    def register_rules(self) -> None:
+        """Make this stage's rules' texts (description, author, references, falsepositives)
+        known to their alerts (:func:`.alerts.register_rules`); done when the stage is built
+        or taken from the rule cache."""
+        _register_rules(self.rule_texts)
 
     # -- reports -------------------------------------------------------------------------------
 

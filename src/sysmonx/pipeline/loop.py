@@ -342,3 +342,16 @@ class Pipeline:
         for stage in self.stages:
             stage.reload(config)
         source.reload(config)
+        self.on_status(reload_applied(config))
+
+
+def reload_applied(config: Any) -> str:
+    """The status line of a reload that was applied (the refusal's counterpart): ``configuration
+    applied: PATH (SHA256=HEX, schema 4.90, N rule sets, M filters)``; ``configuration applied:
+    none (nothing filtered)`` for ``None``. Event 16 carries the same hash."""
+    if config is None:
+        return "configuration applied: none (nothing filtered)"
+    sets = getattr(config, "rule_sets", ())
+    return (f"configuration applied: {config.path} (SHA256={config.sha256 or '-'}, schema "
+            f"{config.schema_version_text}, {len(sets):,} rule sets, "
+            f"{sum(len(r.filters) for r in sets):,} filters)")
