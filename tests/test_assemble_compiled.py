@@ -204,3 +204,38 @@ def test_pure_python_switch_forces_the_python_assembly():
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, check=True).stdout.strip()
         assert out == want
+
+
+def test_hashes_found_in_the_cache_equal_the_method(tmp_path):
+    """The compiled path looks a FileHasher's cache up itself (same stat, same key): a file
+    rewritten (new size and mtime) is hashed again, a missing file or a path with a NUL is the
+    Python method's answer (``-``, ValueError), a hasher without algorithms writes ``-``."""
+    exe = tmp_path / "tool"
+    exe.write_bytes(b"one")
+    compiled, pure = pair()
+    me = os.getpid()
+
+    def ex(i: int, image: str) -> ob.ProcessExec:
+        return ob.ProcessExec(ts_ns=TS + i, pid=BASE + 8000 + i, ppid=me, start_ticks=i,
+                              image=image, argv=["t"], cwd="/", uid=0, auid=0, sessionid=1,
+                              end_data=1)
+
+    items = [ex(0, str(exe)), ex(1, str(exe))]
+    got, want = run(items, compiled, pure)
+    assert got == want
+    first = dict(got[0][2])["Hashes"]
+    assert first.startswith("SHA256=") and dict(got[1][2])["Hashes"] == first
+    exe.write_bytes(b"two, longer")
+    os.utime(exe, ns=(1, 2))
+    got, want = run([ex(2, str(exe)), ex(3, str(tmp_path / "missing"))], compiled, pure)
+    assert got == want
+    assert dict(got[0][2])["Hashes"] not in (first, "-")
+    assert dict(got[1][2])["Hashes"] == "-"
+    with pytest.raises(ValueError):
+        compiled.exec_events(ex(4, "/bin/a\x00b"))
+    with pytest.raises(ValueError):
+        Assembler._exec(pure, ex(4, "/bin/a\x00b"))
+    for a in (compiled, pure):
+        a.hasher.algorithms = []
+    got, want = run([ex(5, str(exe))], compiled, pure)
+    assert got == want and dict(got[0][2])["Hashes"] == "-"

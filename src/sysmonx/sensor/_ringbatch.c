@@ -408,14 +408,19 @@ static PyTypeObject RingBatchType = {
  * order with the same arguments. The assembler's attributes (cache, hasher, provider, ...) are
  * read at every call, as the Python methods read them.
  *
- * config: (heads, keywords, zero_guid, unset_id, users, user_name, logon_guid, seconds, tail)
+ * config: (heads, keywords, zero_guid, unset_id, users, user_name, logon_guid, seconds, tail,
+ *          hasher_type)
  *   heads: {1: (Version, Level), 5: (Version, Level)}; users: process._users (uid -> name);
  *   user_name(uid), logon_guid(machine, uid), seconds(s) -> [s, UtcTime form, ISO form];
  *   tail(info, ts_ns) -> list of the events after ProcessCreate (called only for an image that
- *   ends with " (deleted)", the only images image_state() does not answer None for).
+ *   ends with " (deleted)", the only images image_state() does not answer None for);
+ *   hasher_type: process.FileHasher. For a hasher of exactly that type, a path's hashes already
+ *   in its cache are found here (the same stat() and cache key as FileHasher.hashes); anything
+ *   else (no algorithms, a path stat() fails on or with a NUL, a miss) is its Python method.
  */
 
 #include <structmember.h>
+#include <sys/stat.h>
 
 #define EV_NSLOTS 17
 static const char *ev_slot_names[EV_NSLOTS] = {
@@ -432,7 +437,7 @@ typedef struct {
     Py_ssize_t off[EV_NSLOTS];
     PyObject *v1, *l1, *v5, *l5;
     PyObject *keywords, *zero_guid, *unset_id, *users, *user_name, *logon_guid, *seconds,
-             *tail;
+             *tail, *hasher_type;
     long long sec;           /* the last second formatted, and its two forms */
     PyObject *sec_utc, *sec_iso;
 } BuilderObject;
@@ -441,7 +446,8 @@ typedef struct {
 static PyObject *n_ts_ns, *n_pid, *n_ppid, *n_start_ticks, *n_image, *n_argv, *n_cwd, *n_uid,
                 *n_auid, *n_sessionid, *n_end_data, *n_cache, *n_hasher, *n_provider,
                 *n_provider_guid, *n_channel, *n_computer, *n_euid, *n_machine, *n_guid,
-                *n_command_line, *n_on_exec, *n_on_exit, *n_get, *n_hashes, *exec_kwnames;
+                *n_command_line, *n_on_exec, *n_on_exit, *n_get, *n_hashes, *n_algorithms,
+                *n_hcache, *exec_kwnames;
 /* field names and constant values */
 static PyObject *k_RuleName, *k_UtcTime, *k_ProcessGuid, *k_ProcessId, *k_Image,
                 *k_FileVersion, *k_Description, *k_Product, *k_Company, *k_OriginalFileName,
@@ -459,7 +465,8 @@ static int intern_all(void) {
     I(n_provider_guid, "provider_guid"); I(n_channel, "channel"); I(n_computer, "computer");
     I(n_euid, "euid"); I(n_machine, "machine"); I(n_guid, "guid");
     I(n_command_line, "command_line"); I(n_on_exec, "on_exec"); I(n_on_exit, "on_exit");
-    I(n_get, "get"); I(n_hashes, "hashes");
+    I(n_get, "get"); I(n_hashes, "hashes"); I(n_algorithms, "algorithms");
+    I(n_hcache, "_cache");
     I(k_RuleName, "RuleName"); I(k_UtcTime, "UtcTime"); I(k_ProcessGuid, "ProcessGuid");
     I(k_ProcessId, "ProcessId"); I(k_Image, "Image"); I(k_FileVersion, "FileVersion");
     I(k_Description, "Description"); I(k_Product, "Product"); I(k_Company, "Company");
@@ -502,17 +509,18 @@ static PyObject *builder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         }
         self->off[i] = m->offset;
     }
-    if (!PyArg_ParseTuple(cfg, "O!OOOO!OOOO:Builder config", &PyDict_Type, &heads,
+    if (!PyArg_ParseTuple(cfg, "O!OOOO!OOOOO!:Builder config", &PyDict_Type, &heads,
                           &self->keywords, &self->zero_guid, &self->unset_id, &PyDict_Type,
                           &self->users, &self->user_name, &self->logon_guid, &self->seconds,
-                          &self->tail)) {
+                          &self->tail, &PyType_Type, &self->hasher_type)) {
         self->keywords = self->zero_guid = self->unset_id = self->users = NULL;
         self->user_name = self->logon_guid = self->seconds = self->tail = NULL;
+        self->hasher_type = NULL;
         goto fail;
     }
     Py_INCREF(self->keywords); Py_INCREF(self->zero_guid); Py_INCREF(self->unset_id);
     Py_INCREF(self->users); Py_INCREF(self->user_name); Py_INCREF(self->logon_guid);
-    Py_INCREF(self->seconds); Py_INCREF(self->tail);
+    Py_INCREF(self->seconds); Py_INCREF(self->tail); Py_INCREF(self->hasher_type);
     PyObject *h1 = PyDict_GetItem(heads, i_one), *h5 = PyDict_GetItem(heads, i_five);
     if (h1 == NULL || h5 == NULL || !PyTuple_Check(h1) || !PyTuple_Check(h5) ||
         PyTuple_GET_SIZE(h1) != 2 || PyTuple_GET_SIZE(h5) != 2) {
@@ -533,7 +541,7 @@ fail:
 static int builder_traverse(BuilderObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->asm_); Py_VISIT(self->etype); Py_VISIT(self->users);
     Py_VISIT(self->user_name); Py_VISIT(self->logon_guid); Py_VISIT(self->seconds);
-    Py_VISIT(self->tail);
+    Py_VISIT(self->tail); Py_VISIT(self->hasher_type);
     return 0;
 }
 
@@ -542,7 +550,7 @@ static int builder_clear(BuilderObject *self) {
     Py_CLEAR(self->v5); Py_CLEAR(self->l5); Py_CLEAR(self->keywords); Py_CLEAR(self->zero_guid);
     Py_CLEAR(self->unset_id); Py_CLEAR(self->users); Py_CLEAR(self->user_name);
     Py_CLEAR(self->logon_guid); Py_CLEAR(self->seconds); Py_CLEAR(self->tail);
-    Py_CLEAR(self->sec_utc); Py_CLEAR(self->sec_iso);
+    Py_CLEAR(self->sec_utc); Py_CLEAR(self->sec_iso); Py_CLEAR(self->hasher_type);
     return 0;
 }
 
@@ -643,6 +651,45 @@ done:
     return ev;
 }
 
+/* hasher.hashes(image) (new reference): a FileHasher's cached answer found without a Python
+ * call, else the method itself (which then decides everything, errors included) */
+static PyObject *b_hashes(BuilderObject *self, PyObject *hasher, PyObject *image) {
+    if (Py_TYPE(hasher) == (PyTypeObject *)self->hasher_type && PyUnicode_CheckExact(image) &&
+        PyUnicode_GET_LENGTH(image) > 0) {
+        PyObject *algos = PyObject_GetAttr(hasher, n_algorithms);
+        PyObject *cache = algos ? PyObject_GetAttr(hasher, n_hcache) : NULL;
+        PyObject *path = cache ? PyUnicode_EncodeFSDefault(image) : NULL;
+        PyObject *hit = NULL;
+        int ok = path != NULL && PyDict_Check(cache) && PyObject_IsTrue(algos) == 1 &&
+                 strlen(PyBytes_AS_STRING(path)) == (size_t)PyBytes_GET_SIZE(path);
+        if (ok) {
+            struct stat st;
+            int rc;
+            Py_BEGIN_ALLOW_THREADS /* as os.stat: a slow file system stalls this thread only */
+            rc = stat(PyBytes_AS_STRING(path), &st);
+            Py_END_ALLOW_THREADS
+            long long mt;
+            if (rc == 0 && !__builtin_mul_overflow((long long)st.st_mtim.tv_sec, 1000000000LL,
+                                                   &mt) &&
+                !__builtin_add_overflow(mt, (long long)st.st_mtim.tv_nsec, &mt)) {
+                PyObject *key = Py_BuildValue("(KKLL)", (unsigned long long)st.st_dev,
+                                              (unsigned long long)st.st_ino,
+                                              (long long)st.st_size, mt);
+                if (key != NULL) {
+                    hit = PyDict_GetItemWithError(cache, key);
+                    Py_XINCREF(hit);
+                    Py_DECREF(key);
+                }
+            }
+        }
+        Py_XDECREF(algos); Py_XDECREF(cache); Py_XDECREF(path);
+        if (hit != NULL) return hit;
+        PyErr_Clear(); /* anything odd: the Python method says what it is */
+    }
+    PyObject *args[2] = {hasher, image};
+    return PyObject_VectorcallMethod(n_hashes, args, 2, NULL);
+}
+
 #define SET(d, k, v) do { PyObject *v_ = (v); \
     if (v_ == NULL || PyDict_SetItem(d, k, v_) < 0) { Py_XDECREF(v_); goto fail; } \
     Py_DECREF(v_); } while (0)
@@ -710,10 +757,7 @@ static PyObject *builder_exec(BuilderObject *self, PyObject *o) {
     }
     SET(data, k_IntegrityLevel, Py_NewRef(s_no_level));
     if ((hasher = PyObject_GetAttr(self->asm_, n_hasher)) == NULL) goto fail;
-    {
-        PyObject *args[2] = {hasher, image};
-        SET(data, k_Hashes, PyObject_VectorcallMethod(n_hashes, args, 2, NULL));
-    }
+    SET(data, k_Hashes, b_hashes(self, hasher, image));
     if (parent != Py_None) {
         SET(data, k_ParentProcessGuid, PyObject_GetAttr(parent, n_guid));
     } else {

@@ -166,7 +166,7 @@ class Assembler:
             # a subclass that changes how events are made keeps its Python methods
             builder = _Builder(self, Event, (
                 {i: _head(i) for i in (1, 5)}, SYSMON_KEYWORDS, ZERO_GUID, UNSET_ID,
-                _process._users, user_name, logon_guid, _seconds, self._exec_tail))
+                _process._users, user_name, logon_guid, _seconds, self._exec_tail, FileHasher))
             self.exec_events = builder.exec_events  # type: ignore[method-assign]
             self.exit_event = builder.exit_event  # type: ignore[method-assign]
             self.assembly = "compiled"
