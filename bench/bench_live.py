@@ -436,6 +436,12 @@ def loadavg() -> str:
         return "?"
 
 
+def _assembly() -> str:
+    """Which assembly of events 1 and 5 the sensor runs (the same environment as this one)."""
+    from sysmonx.sensor import assemble
+    return "compiled code" if getattr(assemble, "_Builder", None) is not None else "Python"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backends", default="ebpf,audit,cnproc")
@@ -473,7 +479,8 @@ def main() -> int:
         workdir = Path(d)
         spawner = build_spawner(workdir)
         print(f"load average before: {loadavg()}  (python {sys.executable}; sensor arguments: "
-              f"{' '.join(args.sensor_arg) or 'none'})", flush=True)
+              f"{' '.join(args.sensor_arg) or 'none'}; events 1 and 5 assembled by "
+              f"{_assembly()})", flush=True)
         for tier in args.backends.split(","):
             variants = args.variants.split(",") if tier == "ebpf" else ["plain"]
             for variant in variants:

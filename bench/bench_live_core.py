@@ -159,7 +159,8 @@ def run_round(n: int, rate: float, workdir: Path) -> dict:
                 bad += seen.get(e["ProcessId"]) != e["ProcessGuid"]
     split = {name: threads[name] - cpu_at["threads"].get(name, 0.0) for name in threads}
     return {"cpu_s": cpu, "load_s": cpu_at.get("load_s", 0.0), "execs": len(seen),
-            "bad": bad, "threads": split, "consumer": cpu_at.get("consumer")}
+            "bad": bad, "threads": split, "consumer": cpu_at.get("consumer"),
+            "assembly": getattr(sensor.source.assembler, "assembly", "python")}
 
 
 def _thread_cpu() -> dict:
@@ -199,7 +200,7 @@ def main() -> int:
         print(f"round {r + 1}: {res['execs']}/{args.execs} execs with events 1 and 5 "
               f"({res['bad']} wrong), CPU {res['cpu_s']:.2f} s = {per:.1f} us per exec"
               f" = {share:.1f} % of one core at {args.rate:.0f}/s; {res['consumer']} record "
-              f"consumer; load average {os.getloadavg()[0]:.2f}")
+              f"consumer, {res['assembly']} assembly; load average {os.getloadavg()[0]:.2f}")
         print("   per thread, us per exec: " + ", ".join(
             f"{name} {v / args.execs * 1e6:.0f}" for name, v in sorted(res["threads"].items())
             if v > 0))

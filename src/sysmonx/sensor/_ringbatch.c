@@ -22,6 +22,8 @@
  *       .take_decoded(offset, ns_per_tick, classes, received) -> (list, left): take() with
  *       the common fork/exec/exit records decoded straight into observations.
  *   FULL: the callback's return value for a full batch.
+ *   Builder(assembler, Event, config): events 1 and 5 assembled without a Python frame
+ *       (the section at the end).
  *
  * The batch is used by one thread at a time: the thread that polls is the thread that takes.
  */
@@ -394,6 +396,485 @@ static PyTypeObject RingBatchType = {
     .tp_new = ringbatch_new,
 };
 
+
+/* ============================================ 18a: events 1 and 5 of the live hot path in C
+ *
+ *   Builder(assembler, Event, config) -> .exec_events(o) -> list[Event], .exit_event(o) -> Event
+ *
+ * sysmonx.sensor.assemble.Assembler._exec / _exit (the pure-Python definition) without a Python
+ * frame for the event itself: the process cache's on_exec/get/on_exit, FileHasher.hashes, the
+ * user name and LogonGuid look-ups on a miss, the formatting of a new second and the
+ * ProcessTampering (25) of a deleted or fileless image stay Python calls, made in the same
+ * order with the same arguments. The assembler's attributes (cache, hasher, provider, ...) are
+ * read at every call, as the Python methods read them.
+ *
+ * config: (heads, keywords, zero_guid, unset_id, users, user_name, logon_guid, seconds, tail,
+ *          hasher_type)
+ *   heads: {1: (Version, Level), 5: (Version, Level)}; users: process._users (uid -> name);
+ *   user_name(uid), logon_guid(machine, uid), seconds(s) -> [s, UtcTime form, ISO form];
+ *   tail(info, ts_ns) -> list of the events after ProcessCreate (called only for an image that
+ *   ends with " (deleted)", the only images image_state() does not answer None for);
+ *   hasher_type: process.FileHasher. For a hasher of exactly that type, a path's hashes already
+ *   in its cache are found here (the same stat() and cache key as FileHasher.hashes); anything
+ *   else (no algorithms, a path stat() fails on or with a NUL, a miss) is its Python method.
+ */
+
+#include <structmember.h>
+#include <sys/stat.h>
+
+#define EV_NSLOTS 17
+static const char *ev_slot_names[EV_NSLOTS] = {
+    "event_id", "data", "provider", "provider_guid", "version", "level", "task", "opcode",
+    "keywords", "time_created", "record_id", "process_id", "thread_id", "channel", "computer",
+    "user_id", "origin"};
+enum { E_ID, E_DATA, E_PROVIDER, E_PGUID, E_VERSION, E_LEVEL, E_TASK, E_OPCODE, E_KEYWORDS,
+       E_TIME, E_RECORD, E_PID, E_TID, E_CHANNEL, E_COMPUTER, E_USER, E_ORIGIN };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *asm_;          /* the Assembler */
+    PyTypeObject *etype;     /* sysmonx.event.Event */
+    Py_ssize_t off[EV_NSLOTS];
+    PyObject *v1, *l1, *v5, *l5;
+    PyObject *keywords, *zero_guid, *unset_id, *users, *user_name, *logon_guid, *seconds,
+             *tail, *hasher_type;
+    long long sec;           /* the last second formatted, and its two forms */
+    PyObject *sec_utc, *sec_iso;
+} BuilderObject;
+
+/* interned names */
+static PyObject *n_ts_ns, *n_pid, *n_ppid, *n_start_ticks, *n_image, *n_argv, *n_cwd, *n_uid,
+                *n_auid, *n_sessionid, *n_end_data, *n_cache, *n_hasher, *n_provider,
+                *n_provider_guid, *n_channel, *n_computer, *n_euid, *n_machine, *n_guid,
+                *n_command_line, *n_on_exec, *n_on_exit, *n_get, *n_hashes, *n_algorithms,
+                *n_hcache, *exec_kwnames;
+/* field names and constant values */
+static PyObject *k_RuleName, *k_UtcTime, *k_ProcessGuid, *k_ProcessId, *k_Image,
+                *k_FileVersion, *k_Description, *k_Product, *k_Company, *k_OriginalFileName,
+                *k_CommandLine, *k_CurrentDirectory, *k_User, *k_LogonGuid, *k_LogonId,
+                *k_TerminalSessionId, *k_IntegrityLevel, *k_Hashes, *k_ParentProcessGuid,
+                *k_ParentProcessId, *k_ParentImage, *k_ParentCommandLine, *k_ParentUser,
+                *s_dash, *s_no_level, *s_zero, *s_deleted, *i_zero, *i_one, *i_five;
+
+static int intern_all(void) {
+#define I(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
+    I(n_ts_ns, "ts_ns"); I(n_pid, "pid"); I(n_ppid, "ppid"); I(n_start_ticks, "start_ticks");
+    I(n_image, "image"); I(n_argv, "argv"); I(n_cwd, "cwd"); I(n_uid, "uid");
+    I(n_auid, "auid"); I(n_sessionid, "sessionid"); I(n_end_data, "end_data");
+    I(n_cache, "cache"); I(n_hasher, "hasher"); I(n_provider, "provider");
+    I(n_provider_guid, "provider_guid"); I(n_channel, "channel"); I(n_computer, "computer");
+    I(n_euid, "euid"); I(n_machine, "machine"); I(n_guid, "guid");
+    I(n_command_line, "command_line"); I(n_on_exec, "on_exec"); I(n_on_exit, "on_exit");
+    I(n_get, "get"); I(n_hashes, "hashes"); I(n_algorithms, "algorithms");
+    I(n_hcache, "_cache");
+    I(k_RuleName, "RuleName"); I(k_UtcTime, "UtcTime"); I(k_ProcessGuid, "ProcessGuid");
+    I(k_ProcessId, "ProcessId"); I(k_Image, "Image"); I(k_FileVersion, "FileVersion");
+    I(k_Description, "Description"); I(k_Product, "Product"); I(k_Company, "Company");
+    I(k_OriginalFileName, "OriginalFileName"); I(k_CommandLine, "CommandLine");
+    I(k_CurrentDirectory, "CurrentDirectory"); I(k_User, "User"); I(k_LogonGuid, "LogonGuid");
+    I(k_LogonId, "LogonId"); I(k_TerminalSessionId, "TerminalSessionId");
+    I(k_IntegrityLevel, "IntegrityLevel"); I(k_Hashes, "Hashes");
+    I(k_ParentProcessGuid, "ParentProcessGuid"); I(k_ParentProcessId, "ParentProcessId");
+    I(k_ParentImage, "ParentImage"); I(k_ParentCommandLine, "ParentCommandLine");
+    I(k_ParentUser, "ParentUser"); I(s_dash, "-"); I(s_no_level, "no level"); I(s_zero, "0");
+    I(s_deleted, " (deleted)");
+#undef I
+    if ((i_zero = PyLong_FromLong(0)) == NULL || (i_one = PyLong_FromLong(1)) == NULL ||
+        (i_five = PyLong_FromLong(5)) == NULL)
+        return -1;
+    exec_kwnames = Py_BuildValue("(OOOOOOOOOO)", n_ppid, n_start_ticks, n_image, n_argv, n_cwd,
+                                 n_uid, n_auid, n_sessionid, n_end_data, n_ts_ns);
+    return exec_kwnames == NULL ? -1 : 0;
+}
+
+static PyObject *builder_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *asm_, *etype, *cfg, *heads;
+    if (!PyArg_ParseTuple(args, "OO!O!:Builder", &asm_, &PyType_Type, &etype, &PyTuple_Type,
+                          &cfg))
+        return NULL;
+    BuilderObject *self = (BuilderObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->sec = LLONG_MIN;
+    for (int i = 0; i < EV_NSLOTS; i++) {
+        PyObject *d = PyDict_GetItemString(((PyTypeObject *)etype)->tp_dict, ev_slot_names[i]);
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            PyErr_Format(PyExc_TypeError, "Event has no slot %s", ev_slot_names[i]);
+            goto fail;
+        }
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY)) {
+            PyErr_Format(PyExc_TypeError, "Event slot %s is not a plain object slot",
+                         ev_slot_names[i]);
+            goto fail;
+        }
+        self->off[i] = m->offset;
+    }
+    if (!PyArg_ParseTuple(cfg, "O!OOOO!OOOOO!:Builder config", &PyDict_Type, &heads,
+                          &self->keywords, &self->zero_guid, &self->unset_id, &PyDict_Type,
+                          &self->users, &self->user_name, &self->logon_guid, &self->seconds,
+                          &self->tail, &PyType_Type, &self->hasher_type)) {
+        self->keywords = self->zero_guid = self->unset_id = self->users = NULL;
+        self->user_name = self->logon_guid = self->seconds = self->tail = NULL;
+        self->hasher_type = NULL;
+        goto fail;
+    }
+    Py_INCREF(self->keywords); Py_INCREF(self->zero_guid); Py_INCREF(self->unset_id);
+    Py_INCREF(self->users); Py_INCREF(self->user_name); Py_INCREF(self->logon_guid);
+    Py_INCREF(self->seconds); Py_INCREF(self->tail); Py_INCREF(self->hasher_type);
+    PyObject *h1 = PyDict_GetItem(heads, i_one), *h5 = PyDict_GetItem(heads, i_five);
+    if (h1 == NULL || h5 == NULL || !PyTuple_Check(h1) || !PyTuple_Check(h5) ||
+        PyTuple_GET_SIZE(h1) != 2 || PyTuple_GET_SIZE(h5) != 2) {
+        PyErr_SetString(PyExc_TypeError, "heads must map 1 and 5 to (Version, Level)");
+        goto fail;
+    }
+    self->v1 = PyTuple_GET_ITEM(h1, 0); self->l1 = PyTuple_GET_ITEM(h1, 1);
+    self->v5 = PyTuple_GET_ITEM(h5, 0); self->l5 = PyTuple_GET_ITEM(h5, 1);
+    Py_INCREF(self->v1); Py_INCREF(self->l1); Py_INCREF(self->v5); Py_INCREF(self->l5);
+    Py_INCREF(asm_); self->asm_ = asm_;
+    Py_INCREF(etype); self->etype = (PyTypeObject *)etype;
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static int builder_traverse(BuilderObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->asm_); Py_VISIT(self->etype); Py_VISIT(self->users);
+    Py_VISIT(self->user_name); Py_VISIT(self->logon_guid); Py_VISIT(self->seconds);
+    Py_VISIT(self->tail); Py_VISIT(self->hasher_type);
+    return 0;
+}
+
+static int builder_clear(BuilderObject *self) {
+    Py_CLEAR(self->asm_); Py_CLEAR(self->etype); Py_CLEAR(self->v1); Py_CLEAR(self->l1);
+    Py_CLEAR(self->v5); Py_CLEAR(self->l5); Py_CLEAR(self->keywords); Py_CLEAR(self->zero_guid);
+    Py_CLEAR(self->unset_id); Py_CLEAR(self->users); Py_CLEAR(self->user_name);
+    Py_CLEAR(self->logon_guid); Py_CLEAR(self->seconds); Py_CLEAR(self->tail);
+    Py_CLEAR(self->sec_utc); Py_CLEAR(self->sec_iso); Py_CLEAR(self->hasher_type);
+    return 0;
+}
+
+static void builder_dealloc(BuilderObject *self) {
+    PyObject_GC_UnTrack(self);
+    builder_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* user_name(uid): "-" for None, the cached name, else the Python function (new reference) */
+static PyObject *b_user(BuilderObject *self, PyObject *uid) {
+    if (uid == Py_None) return Py_NewRef(s_dash);
+    PyObject *name = PyDict_GetItemWithError(self->users, uid);
+    if (name != NULL) return Py_NewRef(name);
+    if (PyErr_Occurred()) return NULL;
+    return PyObject_CallOneArg(self->user_name, uid);
+}
+
+/* ``value or "-"`` (new reference) */
+static PyObject *b_or_dash(PyObject *v) {
+    int t = PyObject_IsTrue(v);
+    if (t < 0) return NULL;
+    return Py_NewRef(t ? v : s_dash);
+}
+
+/* (UtcTime, TimeCreated) of ts_ns as assemble._stamps writes them; 0 or -1 */
+static int b_stamps(BuilderObject *self, PyObject *ts, PyObject **utc, PyObject **created) {
+    int overflow = 0;
+    long long t = PyLong_AsLongLongAndOverflow(ts, &overflow);
+    if (t == -1 && PyErr_Occurred()) return -1;
+    if (overflow) {
+        PyErr_SetString(PyExc_OverflowError, "ts_ns out of range");
+        return -1;
+    }
+    long long s = t / 1000000000LL, ns = t % 1000000000LL;
+    if (ns < 0) { ns += 1000000000LL; s -= 1; } /* floor division, as divmod */
+    if (s != self->sec || self->sec_utc == NULL) {
+        PyObject *sv = PyLong_FromLongLong(s);
+        if (sv == NULL) return -1;
+        PyObject *r = PyObject_CallOneArg(self->seconds, sv);
+        Py_DECREF(sv);
+        if (r == NULL) return -1;
+        PyObject *u = PySequence_GetItem(r, 1), *i = u ? PySequence_GetItem(r, 2) : NULL;
+        Py_DECREF(r);
+        if (i == NULL || !PyUnicode_Check(u) || !PyUnicode_Check(i)) {
+            Py_XDECREF(u); Py_XDECREF(i);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "seconds() gave no text");
+            return -1;
+        }
+        Py_XSETREF(self->sec_utc, u);
+        Py_XSETREF(self->sec_iso, i);
+        self->sec = s;
+    }
+    *utc = PyUnicode_FromFormat("%U.%c%c%c", self->sec_utc, (int)('0' + ns / 100000000),
+                                (int)('0' + ns / 10000000 % 10), (int)('0' + ns / 1000000 % 10));
+    if (*utc == NULL) return -1;
+    char frac[7];
+    long long us = ns / 1000;
+    for (int k = 5; k >= 0; k--) { frac[k] = (char)('0' + us % 10); us /= 10; }
+    frac[6] = 0;
+    *created = PyUnicode_FromFormat("%U.%s000Z", self->sec_iso, frac);
+    if (*created == NULL) { Py_CLEAR(*utc); return -1; }
+    return 0;
+}
+
+/* An Event (new reference); steals ``data`` and ``created`` in every case */
+static PyObject *b_event(BuilderObject *self, PyObject *id, PyObject *version, PyObject *level,
+                         PyObject *data, PyObject *created) {
+    PyObject *a = self->asm_;
+    PyObject *vals[EV_NSLOTS] = {NULL};
+    PyObject *ev = NULL;
+    vals[E_ID] = Py_NewRef(id);
+    vals[E_DATA] = data;
+    vals[E_TIME] = created;
+    vals[E_VERSION] = Py_NewRef(version);
+    vals[E_LEVEL] = Py_NewRef(level);
+    vals[E_TASK] = Py_NewRef(id);
+    vals[E_OPCODE] = Py_NewRef(i_zero);
+    vals[E_KEYWORDS] = Py_NewRef(self->keywords);
+    vals[E_RECORD] = Py_NewRef(Py_None);
+    vals[E_ORIGIN] = Py_NewRef(Py_None);
+    if ((vals[E_PROVIDER] = PyObject_GetAttr(a, n_provider)) == NULL ||
+        (vals[E_PGUID] = PyObject_GetAttr(a, n_provider_guid)) == NULL ||
+        (vals[E_PID] = PyObject_GetAttr(a, n_pid)) == NULL ||
+        (vals[E_TID] = PyLong_FromUnsignedLong(PyThread_get_thread_native_id())) == NULL ||
+        (vals[E_CHANNEL] = PyObject_GetAttr(a, n_channel)) == NULL ||
+        (vals[E_COMPUTER] = PyObject_GetAttr(a, n_computer)) == NULL ||
+        (vals[E_USER] = PyObject_GetAttr(a, n_euid)) == NULL)
+        goto done;
+    ev = self->etype->tp_alloc(self->etype, 0);
+    if (ev == NULL) goto done;
+    for (int i = 0; i < EV_NSLOTS; i++) {
+        *(PyObject **)((char *)ev + self->off[i]) = vals[i];
+        vals[i] = NULL;
+    }
+done:
+    for (int i = 0; i < EV_NSLOTS; i++) Py_XDECREF(vals[i]);
+    return ev;
+}
+
+/* hasher.hashes(image) (new reference): a FileHasher's cached answer found without a Python
+ * call, else the method itself (which then decides everything, errors included) */
+static PyObject *b_hashes(BuilderObject *self, PyObject *hasher, PyObject *image) {
+    if (Py_TYPE(hasher) == (PyTypeObject *)self->hasher_type && PyUnicode_CheckExact(image) &&
+        PyUnicode_GET_LENGTH(image) > 0) {
+        PyObject *algos = PyObject_GetAttr(hasher, n_algorithms);
+        PyObject *cache = algos ? PyObject_GetAttr(hasher, n_hcache) : NULL;
+        PyObject *path = cache ? PyUnicode_EncodeFSDefault(image) : NULL;
+        PyObject *hit = NULL;
+        int ok = path != NULL && PyDict_Check(cache) && PyObject_IsTrue(algos) == 1 &&
+                 strlen(PyBytes_AS_STRING(path)) == (size_t)PyBytes_GET_SIZE(path);
+        if (ok) {
+            struct stat st;
+            int rc;
+            Py_BEGIN_ALLOW_THREADS /* as os.stat: a slow file system stalls this thread only */
+            rc = stat(PyBytes_AS_STRING(path), &st);
+            Py_END_ALLOW_THREADS
+            long long mt;
+            if (rc == 0 && !__builtin_mul_overflow((long long)st.st_mtim.tv_sec, 1000000000LL,
+                                                   &mt) &&
+                !__builtin_add_overflow(mt, (long long)st.st_mtim.tv_nsec, &mt)) {
+                PyObject *key = Py_BuildValue("(KKLL)", (unsigned long long)st.st_dev,
+                                              (unsigned long long)st.st_ino,
+                                              (long long)st.st_size, mt);
+                if (key != NULL) {
+                    hit = PyDict_GetItemWithError(cache, key);
+                    Py_XINCREF(hit);
+                    Py_DECREF(key);
+                }
+            }
+        }
+        Py_XDECREF(algos); Py_XDECREF(cache); Py_XDECREF(path);
+        if (hit != NULL) return hit;
+        PyErr_Clear(); /* anything odd: the Python method says what it is */
+    }
+    PyObject *args[2] = {hasher, image};
+    return PyObject_VectorcallMethod(n_hashes, args, 2, NULL);
+}
+
+#define SET(d, k, v) do { PyObject *v_ = (v); \
+    if (v_ == NULL || PyDict_SetItem(d, k, v_) < 0) { Py_XDECREF(v_); goto fail; } \
+    Py_DECREF(v_); } while (0)
+
+static PyObject *builder_exec(BuilderObject *self, PyObject *o) {
+    PyObject *f[11] = {NULL}; /* ts_ns pid ppid start_ticks image argv cwd uid auid sid end */
+    PyObject *names[11] = {n_ts_ns, n_pid, n_ppid, n_start_ticks, n_image, n_argv, n_cwd, n_uid,
+                           n_auid, n_sessionid, n_end_data};
+    PyObject *cache = NULL, *info = NULL, *parent = NULL, *data = NULL, *utc = NULL,
+             *created = NULL, *res = NULL, *tmp = NULL, *image = NULL, *iuid = NULL,
+             *ippid = NULL, *hasher = NULL;
+    for (int i = 0; i < 11; i++)
+        if ((f[i] = PyObject_GetAttr(o, names[i])) == NULL) goto fail;
+    if ((cache = PyObject_GetAttr(self->asm_, n_cache)) == NULL) goto fail;
+    {
+        PyObject *args[12] = {cache, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9],
+                              f[10], f[0]};
+        info = PyObject_VectorcallMethod(n_on_exec, args, 2, exec_kwnames);
+        if (info == NULL) goto fail;
+    }
+    if ((ippid = PyObject_GetAttr(info, n_ppid)) == NULL) goto fail;
+    {
+        PyObject *args[2] = {cache, ippid};
+        if ((parent = PyObject_VectorcallMethod(n_get, args, 2, NULL)) == NULL) goto fail;
+    }
+    if ((iuid = PyObject_GetAttr(info, n_uid)) == NULL) goto fail;
+    if (b_stamps(self, f[0], &utc, &created) < 0) goto fail;
+    if ((image = PyObject_GetAttr(info, n_image)) == NULL) goto fail;
+    if ((data = PyDict_New()) == NULL) goto fail;
+    SET(data, k_RuleName, Py_NewRef(s_dash));
+    SET(data, k_UtcTime, Py_NewRef(utc));
+    SET(data, k_ProcessGuid, PyObject_GetAttr(info, n_guid));
+    SET(data, k_ProcessId, PyObject_Str(f[1]));
+    SET(data, k_Image, b_or_dash(image));
+    SET(data, k_FileVersion, Py_NewRef(s_dash));
+    SET(data, k_Description, Py_NewRef(s_dash));
+    SET(data, k_Product, Py_NewRef(s_dash));
+    SET(data, k_Company, Py_NewRef(s_dash));
+    SET(data, k_OriginalFileName, Py_NewRef(s_dash));
+    if ((tmp = PyObject_GetAttr(info, n_command_line)) == NULL) goto fail;
+    SET(data, k_CommandLine, b_or_dash(tmp));
+    Py_CLEAR(tmp);
+    if ((tmp = PyObject_GetAttr(info, n_cwd)) == NULL) goto fail;
+    SET(data, k_CurrentDirectory, b_or_dash(tmp));
+    Py_CLEAR(tmp);
+    SET(data, k_User, b_user(self, iuid));
+    {
+        PyObject *logon_uid = iuid != Py_None ? iuid : self->unset_id;
+        PyObject *machine = PyObject_GetAttr(cache, n_machine);
+        if (machine == NULL) goto fail;
+        PyObject *args[2] = {machine, logon_uid};
+        PyObject *g = PyObject_Vectorcall(self->logon_guid, args, 2, NULL);
+        Py_DECREF(machine);
+        SET(data, k_LogonGuid, g);
+        SET(data, k_LogonId, PyObject_Str(logon_uid));
+    }
+    {
+        PyObject *sid = PyObject_GetAttr(info, n_sessionid);
+        if (sid == NULL) goto fail;
+        int unset = sid == Py_None ? 1 : PyObject_RichCompareBool(sid, self->unset_id, Py_EQ);
+        if (unset < 0) { Py_DECREF(sid); goto fail; }
+        PyObject *sv = unset ? Py_NewRef(s_zero) : PyObject_Str(sid);
+        Py_DECREF(sid);
+        SET(data, k_TerminalSessionId, sv);
+    }
+    SET(data, k_IntegrityLevel, Py_NewRef(s_no_level));
+    if ((hasher = PyObject_GetAttr(self->asm_, n_hasher)) == NULL) goto fail;
+    SET(data, k_Hashes, b_hashes(self, hasher, image));
+    if (parent != Py_None) {
+        SET(data, k_ParentProcessGuid, PyObject_GetAttr(parent, n_guid));
+    } else {
+        SET(data, k_ParentProcessGuid, Py_NewRef(self->zero_guid));
+    }
+    {
+        int t = PyObject_IsTrue(ippid);
+        if (t < 0) goto fail;
+        SET(data, k_ParentProcessId, t ? PyObject_Str(ippid) : Py_NewRef(s_zero));
+    }
+    if (parent != Py_None) {
+        if ((tmp = PyObject_GetAttr(parent, n_image)) == NULL) goto fail;
+        SET(data, k_ParentImage, b_or_dash(tmp));
+        Py_CLEAR(tmp);
+        if ((tmp = PyObject_GetAttr(parent, n_command_line)) == NULL) goto fail;
+        SET(data, k_ParentCommandLine, b_or_dash(tmp));
+        Py_CLEAR(tmp);
+        if ((tmp = PyObject_GetAttr(parent, n_uid)) == NULL) goto fail;
+        SET(data, k_ParentUser, b_user(self, tmp));
+        Py_CLEAR(tmp);
+    } else {
+        SET(data, k_ParentImage, Py_NewRef(s_dash));
+        SET(data, k_ParentCommandLine, Py_NewRef(s_dash));
+        SET(data, k_ParentUser, Py_NewRef(s_dash));
+    }
+    {
+        PyObject *ev = b_event(self, i_one, self->v1, self->l1, data, created);
+        data = created = NULL;
+        if (ev == NULL) goto fail;
+        res = PyList_New(1);
+        if (res == NULL) { Py_DECREF(ev); goto fail; }
+        PyList_SET_ITEM(res, 0, ev);
+    }
+    if (PyUnicode_Check(image) && PyUnicode_Tailmatch(image, s_deleted, 0, PY_SSIZE_T_MAX, 1)) {
+        PyObject *args[2] = {info, f[0]};
+        PyObject *more = PyObject_Vectorcall(self->tail, args, 2, NULL);
+        if (more == NULL) goto fail;
+        Py_ssize_t n = PyList_GET_SIZE(res);
+        int rc = PyList_SetSlice(res, n, n, more);
+        Py_DECREF(more);
+        if (rc < 0) goto fail;
+    }
+    goto done;
+fail:
+    Py_CLEAR(res);
+done:
+    for (int i = 0; i < 11; i++) Py_XDECREF(f[i]);
+    Py_XDECREF(cache); Py_XDECREF(info); Py_XDECREF(parent); Py_XDECREF(data);
+    Py_XDECREF(utc); Py_XDECREF(created); Py_XDECREF(tmp); Py_XDECREF(image);
+    Py_XDECREF(iuid); Py_XDECREF(ippid); Py_XDECREF(hasher);
+    return res;
+}
+
+static PyObject *builder_exit(BuilderObject *self, PyObject *o) {
+    PyObject *ts = NULL, *pid = NULL, *st = NULL, *cache = NULL, *info = NULL, *data = NULL,
+             *utc = NULL, *created = NULL, *tmp = NULL, *res = NULL;
+    if ((ts = PyObject_GetAttr(o, n_ts_ns)) == NULL || (pid = PyObject_GetAttr(o, n_pid)) == NULL
+        || (st = PyObject_GetAttr(o, n_start_ticks)) == NULL)
+        goto fail;
+    if ((cache = PyObject_GetAttr(self->asm_, n_cache)) == NULL) goto fail;
+    {
+        PyObject *args[4] = {cache, pid, ts, st};
+        if ((info = PyObject_VectorcallMethod(n_on_exit, args, 4, NULL)) == NULL) goto fail;
+    }
+    if (b_stamps(self, ts, &utc, &created) < 0) goto fail;
+    if ((data = PyDict_New()) == NULL) goto fail;
+    SET(data, k_RuleName, Py_NewRef(s_dash));
+    SET(data, k_UtcTime, Py_NewRef(utc));
+    if (info == Py_None) {
+        SET(data, k_ProcessGuid, Py_NewRef(self->zero_guid));
+        SET(data, k_ProcessId, PyObject_Str(pid));
+        SET(data, k_Image, Py_NewRef(s_dash));
+        SET(data, k_User, Py_NewRef(s_dash));
+    } else {
+        SET(data, k_ProcessGuid, PyObject_GetAttr(info, n_guid));
+        SET(data, k_ProcessId, PyObject_Str(pid));
+        if ((tmp = PyObject_GetAttr(info, n_image)) == NULL) goto fail;
+        SET(data, k_Image, b_or_dash(tmp));
+        Py_CLEAR(tmp);
+        if ((tmp = PyObject_GetAttr(info, n_uid)) == NULL) goto fail;
+        SET(data, k_User, b_user(self, tmp));
+        Py_CLEAR(tmp);
+    }
+    res = b_event(self, i_five, self->v5, self->l5, data, created);
+    data = created = NULL;
+    goto done;
+fail:
+    Py_CLEAR(res);
+done:
+    Py_XDECREF(ts); Py_XDECREF(pid); Py_XDECREF(st); Py_XDECREF(cache); Py_XDECREF(info);
+    Py_XDECREF(data); Py_XDECREF(utc); Py_XDECREF(created); Py_XDECREF(tmp);
+    return res;
+}
+#undef SET
+
+static PyMethodDef builder_methods[] = {
+    {"exec_events", (PyCFunction)builder_exec, METH_O,
+     "exec_events(o: ProcessExec) -> list[Event]: Assembler._exec compiled."},
+    {"exit_event", (PyCFunction)builder_exit, METH_O,
+     "exit_event(o: ProcessExit) -> Event: Assembler._exit compiled."},
+    {NULL, NULL, 0, NULL}};
+
+static PyTypeObject BuilderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sysmonx.sensor._ringbatch.Builder",
+    .tp_basicsize = sizeof(BuilderObject),
+    .tp_dealloc = (destructor)builder_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Builder(assembler, Event, config): events 1 and 5 of the live hot path "
+              "(Assembler._exec/_exit) without a Python frame; see the C source.",
+    .tp_traverse = (traverseproc)builder_traverse,
+    .tp_clear = (inquiry)builder_clear,
+    .tp_methods = builder_methods,
+    .tp_new = builder_new,
+};
+/* ================================================================== end of 18a section */
+
 static PyObject *py_sample_callback(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
     return PyLong_FromVoidPtr((void *)(uintptr_t)&rb_sample);
 }
@@ -416,6 +897,16 @@ PyMODINIT_FUNC PyInit__ringbatch(void) {
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;
     if (PyModule_AddIntConstant(m, "FULL", RB_FULL) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyType_Ready(&BuilderType) < 0 || intern_all() < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&BuilderType);
+    if (PyModule_AddObject(m, "Builder", (PyObject *)&BuilderType) < 0) {
+        Py_DECREF(&BuilderType);
         Py_DECREF(m);
         return NULL;
     }

@@ -13,6 +13,7 @@ plausible guess instead.
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import threading
@@ -24,6 +25,7 @@ from ..event import (LINUX_CHANNEL, LINUX_PROVIDER, LINUX_PROVIDER_GUID, SYSMON_
 from ..schema import CURRENT
 from ..version import __version__
 from . import observations as ob
+from . import process as _process
 from .process import (UNSET_ID, ZERO_GUID, FileHasher, ProcessCache, clean_text, image_state,
                       logon_guid, user_name)
 
@@ -55,6 +57,17 @@ IDENTITY_CHECK: dict = {}
 
 #: event id -> (System Version, Level) from the schema catalogue (looked up once)
 _HEADS: dict = {}
+
+#: The compiled assembly of events 1 and 5 (``sysmonx.sensor._ringbatch.Builder``: the same
+#: events as :meth:`Assembler._exec`/:meth:`Assembler._exit`, which define them, without a Python
+#: frame per event). ``None`` when the extension is not built or ``SYSMONX_PURE_PYTHON`` is set
+#: (read once, at import, as :mod:`sysmonx.core.native` does).
+_Builder: Optional[type] = None
+if os.environ.get("SYSMONX_PURE_PYTHON", "") in ("", "0"):
+    try:
+        _Builder = importlib.import_module("sysmonx.sensor._ringbatch").Builder
+    except (ImportError, AttributeError):  # not built: the Python methods
+        _Builder = None
 
 _second = [-1, "", ""]  # the last second formatted: [epoch second, UtcTime form, ISO form]
 
@@ -98,6 +111,15 @@ def _query_status(rcode) -> str:
     return "0" if rcode == 0 else str(9000 + rcode)
 
 
+def _head(event_id: int) -> tuple:
+    """``(System Version, Level)`` of ``event_id`` from the schema catalogue (cached)."""
+    head = _HEADS.get(event_id)
+    if head is None:
+        ev = CURRENT.events[event_id]
+        head = _HEADS[event_id] = (ev.version, ev.level_value)
+    return head
+
+
 def _dash(v) -> str:
     return UNKNOWN if v is None or v == "" else str(v)
 
@@ -135,6 +157,19 @@ class Assembler:
         self.rate_limited: dict = {}
         #: compare running processes with /proc for ProcessTampering (25); see build_events
         self.identity_check = True
+        #: which assembly :attr:`exec_events`/:attr:`exit_event` use: ``"compiled"`` or
+        #: ``"python"``
+        self.assembly = "python"
+        cls = type(self)
+        if _Builder is not None and cls._exec is Assembler._exec \
+                and cls._exit is Assembler._exit and cls._wrap is Assembler._wrap:
+            # a subclass that changes how events are made keeps its Python methods
+            builder = _Builder(self, Event, (
+                {i: _head(i) for i in (1, 5)}, SYSMON_KEYWORDS, ZERO_GUID, UNSET_ID,
+                _process._users, user_name, logon_guid, _seconds, self._exec_tail, FileHasher))
+            self.exec_events = builder.exec_events  # type: ignore[method-assign]
+            self.exit_event = builder.exit_event  # type: ignore[method-assign]
+            self.assembly = "compiled"
 
     def envelope(self, event_id: int, data: dict, ts_ns: int) -> Event:
         """Wrap ``data`` in the System header Sysmon for Linux writes (``record_id`` is left
@@ -145,8 +180,7 @@ class Assembler:
         """:meth:`envelope` with System/TimeCreated already formatted."""
         head = _HEADS.get(event_id)
         if head is None:
-            ev = CURRENT.events[event_id]
-            head = _HEADS[event_id] = (ev.version, ev.level_value)
+            head = _head(event_id)
         return Event(event_id, data, provider=self.provider, provider_guid=self.provider_guid,
                      version=head[0], level=head[1], task=event_id, opcode=0,
                      keywords=SYSMON_KEYWORDS, time_created=time_created,
@@ -273,14 +307,19 @@ class Assembler:
             "ParentCommandLine": p_cmd or UNKNOWN,
             "ParentUser": p_user,
         }
-        events = [self._wrap(1, data, created)]
+        return [self._wrap(1, data, created)] + self._exec_tail(info, o.ts_ns)
+
+    def _exec_tail(self, info, ts_ns: int) -> list:
+        """The events after an exec's ProcessCreate: ProcessTampering (25) for a fileless or
+        deleted image (:func:`~.process.image_state`), else none."""
         state = image_state(info.image)
-        if state is not None:
-            events.append(self._tamper(info, TAMPER_TYPES[state], o.ts_ns))
-        return events
+        if state is None:
+            return []
+        return [self._tamper(info, TAMPER_TYPES[state], ts_ns)]
 
     #: :meth:`build_events` of a ProcessExec without the dispatch (the live source's hot path;
-    #: the identity check never runs for execs)
+    #: the identity check never runs for execs). An instance uses the compiled builder instead
+    #: when it is available (:attr:`assembly`); this method defines its events.
     exec_events = _exec
 
     def _tamper(self, info, kind: str, ts_ns: int) -> Event:
@@ -303,7 +342,8 @@ class Assembler:
                               "ProcessId": str(o.pid), "Image": info.image or UNKNOWN,
                               "User": user_name(info.uid)}, created)
 
-    #: :meth:`build_events` of a ProcessExit, its one event without the list
+    #: :meth:`build_events` of a ProcessExit, its one event without the list (compiled as
+    #: :attr:`exec_events` is)
     exit_event = _exit
 
     def _network(self, o: ob.NetworkConnect) -> Event:
