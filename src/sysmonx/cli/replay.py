@@ -424,11 +424,16 @@ def cmd_replay(argv: list[str]) -> int:
         _print_tamper_summary(console, replayer)
     if not report_rule_profile(console, profile, args):
         return EXIT_FATAL
+    if stats.lost_files:  # --jobs: a worker died on each of these, twice
+        n = len(stats.lost_files)
+        console.print(f"error: {n} file{'s' if n > 1 else ''} not replayed, a worker process "
+                      "died replaying each (their events are not in the output; the other "
+                      "files' are): " + ", ".join(stats.lost_files), markup=False)
     if held:
         console.print("replay: not shown (-q): " + ", ".join(
             f"{n:,} {k}{'s' if n > 1 else ''}" for k, n in sorted(held.items(), reverse=True))
             + "; run without -q to see them", markup=False)
-    if args.strict and (stats.errors or not stats.records):
+    if stats.lost_files or (args.strict and (stats.errors or not stats.records)):
         return EXIT_FATAL
     return 0
 
