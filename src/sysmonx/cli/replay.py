@@ -198,7 +198,7 @@ def cmd_replay(argv: list[str]) -> int:
             say("warning", str(w))
         for note in cache_info["notes"]:
             say("note", f"note: {note}")
-        say("note", config_loaded_line(_config_name(config_arg), config, cache_info))
+        say("note", common.config_loaded_line(_config_name(config_arg), config, cache_info))
     environment = None
     if args.windows_env or args.env:
         from ..filtering.engine import WINDOWS_DEFAULT_ENV
@@ -445,29 +445,6 @@ def _config_name(config_arg: str) -> str:
     """The config as the summary names it: ``built-in NAME`` or the path as given."""
     builtin = common.builtin_config_name(config_arg)
     return f"built-in {builtin}" if builtin else str(config_arg)
-
-
-def config_loaded_line(name: str, config, cache_info: dict) -> str:
-    """The line that says what was loaded and how, as the Sigma rules' loaded line does:
-    ``config: NAME loaded: schema 4.90, 12 rule sets, 1,914 filters (HOW)``, HOW from the config
-    cache's ``cache_info`` (:func:`~sysmonx.config.load_config`): ``from the config cache in
-    DIR``, ``parsed and stored in the config cache in DIR``, ``parsed; its next run is read
-    from the config cache in DIR`` (a first run), ``parsed; config cache off`` or ``parsed; not
-    stored in the config cache: see the note above``."""
-    status, where = cache_info.get("status", "off"), cache_info.get("directory")
-    if status == "hit":
-        how = f"from the config cache in {where}"
-    elif status == "stored":
-        how = f"parsed and stored in the config cache in {where}"
-    elif status == "noted":
-        how = f"parsed; its next run is read from the config cache in {where}"
-    elif status == "off":
-        how = "parsed; config cache off"
-    else:
-        how = "parsed; not stored in the config cache: see the note above"
-    filters = sum(len(rs.filters) for rs in config.rule_sets)
-    return (f"config: {name} loaded: schema {config.schema_version_text}, "
-            f"{len(config.rule_sets):,} rule sets, {filters:,} filters ({how})")
 
 
 def _close_stream(stream) -> None:
