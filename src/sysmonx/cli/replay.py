@@ -75,7 +75,9 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "(0: one per CPU, fewer for small inputs, none below 48 MB, where "
                         "starting workers costs more than they save; default 1). With "
                         "--rules the workers match and this process correlates: the same "
-                        "events and alerts as one process")
+                        "events and alerts as one process. A file whose worker dies twice "
+                        "(a crash, the OOM killer) is named in an error at the end and the "
+                        "exit status is 1; the other files' output is written")
     p.add_argument("--dask", metavar="SCHEDULER",
                    help="run one task per input file on a Dask distributed cluster ('local': "
                         "a local cluster of --dask-workers processes; else a scheduler address "
