@@ -26,6 +26,11 @@ imports are not timed; for the replay, loading and compiling the configuration i
 * **warm** (second row): the same child then replays the inputs ``--repeat`` times per pass with
   the compiled configuration kept, ``--rounds`` passes, best pass.
 
+Each config runs three rows: the config and filter plan caches **empty** (a config's first run,
+the headline), **warm** (filled by two replays beforehand: any later run) and **off**
+(``SYSMONX_CONFIG_CACHE=0``: what a first run costs without the caches, in the same run); each
+child's cache status is checked (exit 1 otherwise).
+
 Baseline and replay children are interleaved ``--rounds`` times; the best cold and the best warm
 figure of each are used, so background load hurts all alike. The baseline, being cheap, runs
 ``--baseline-runs`` children per round (default 3): a cold read that happened to be slow (the
