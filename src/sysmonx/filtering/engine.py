@@ -289,10 +289,13 @@ class FilterEngine:
         options: :class:`EngineOptions`.
         plan_cache: ``True`` (default): the default
             :class:`~sysmonx.filtering.plancache.PlanCache` unless ``$SYSMONX_CONFIG_CACHE`` is
-            ``0``/``off``; ``False``/``None``: none; or a ``PlanCache``.
+            ``0``/``off``, none on a config file's first run (``load_config``'s first look:
+            :mod:`~sysmonx.core.cachelook`; status ``noted``); ``False``/``None``: none; or a
+            ``PlanCache``.
     Attributes:
         plan_cache_status: ``off``, or what the plan cache did last (``hit``, ``miss``,
-            ``ignored``, ``stored``, ``unwritable``). Notes about it (an entry ignored and
+            ``ignored``, ``stored``, ``unwritable``; ``noted``: a first run, stored at the
+            next). Notes about it (an entry ignored and
             rebuilt, a directory that cannot be used) go to stderr as
             ``sysmonx: note: filter plan cache ...``.
     Raises:
