@@ -26,6 +26,11 @@ imports are not timed; for the replay, loading and compiling the configuration i
 * **warm** (second row): the same child then replays the inputs ``--repeat`` times per pass with
   the compiled configuration kept, ``--rounds`` passes, best pass.
 
+Each config runs three rows: the config and filter plan caches **empty** (a config's first run,
+the headline), **warm** (filled by two replays beforehand: any later run) and **off**
+(``SYSMONX_CONFIG_CACHE=0``: what a first run costs without the caches, in the same run); each
+child's cache status is checked (exit 1 otherwise).
+
 Baseline and replay children are interleaved ``--rounds`` times; the best cold and the best warm
 figure of each are used, so background load hurts all alike. The baseline, being cheap, runs
 ``--baseline-runs`` children per round (default 3): a cold read that happened to be slow (the
@@ -195,6 +200,7 @@ def child(spec: dict) -> dict:
     import orjson  # noqa: F401
     import sysmonx.pipeline  # noqa: F401  (_replay's own import then costs nothing)
     import sysmonx.sources.evtx  # noqa: F401
+    import sysmonx.filtering.plancache  # noqa: F401  (the engine imports it when it is used)
     from sysmonx.config import load_config
     from sysmonx.filtering import FilterEngine
     from sysmonx.sinks import writer_class
@@ -223,7 +229,7 @@ def child(spec: dict) -> dict:
             out["rules_compile"] = clock() - t
         from sysmonx.config.cache import ConfigCache
         cache = (ConfigCache(admit_on_second_miss=True)  # as load_config's default
-                 if spec.get("config_cache") else None)
+                 if spec.get("config_cache") not in (None, "", "off") else None)
         t = clock()
         config = load_config(path, cache=cache) if path else None
         engine = FilterEngine(config, plan_cache=bool(cache)) if config is not None else None
@@ -255,7 +261,8 @@ def child(spec: dict) -> dict:
 def _run_child(spec: dict) -> dict:
     """Run one measurement child. ``spec["config_cache"]``: ``"empty"`` (a new empty config
     cache directory for this child: the first run of a config), a directory (a config cache
-    filled beforehand: later runs) or absent (no config cache)."""
+    filled beforehand: later runs), ``"off"`` (no config or plan cache, as
+    ``SYSMONX_CONFIG_CACHE=0``) or absent (no config cache)."""
     env = dict(os.environ)
     if spec.get("pure"):
         env["SYSMONX_PURE_PYTHON"] = "1"
@@ -263,6 +270,8 @@ def _run_child(spec: dict) -> dict:
     if spec.get("config_cache") == "empty":
         empty = tempfile.mkdtemp(prefix="bench-config-cache-")
         env["SYSMONX_CACHE_DIR"] = empty
+    elif spec.get("config_cache") == "off":
+        env["SYSMONX_CONFIG_CACHE"] = "0"
     elif spec.get("config_cache"):
         env["SYSMONX_CACHE_DIR"] = spec["config_cache"]
     try:
@@ -713,14 +722,17 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
     configs = _configs(args, corpus)
     common = {"files": files, "rounds": args.rounds, "repeat": args.repeat, "cpu": cpu,
               "jobs": args.jobs, "format": args.format, "keep_duplicates": args.keep_duplicates}
-    # a config row runs twice: with an empty config cache (a config's first run: parsed,
-    # then stored; the headline) and with the cache filled beforehand (later runs)
+    # a config row runs three times: with an empty config cache (a config's first run: parsed,
+    # a marker left; the headline), with the cache filled beforehand (later runs) and with
+    # the caches off (what the first run costs without them, in the same run)
     warm_dir = tempfile.mkdtemp(prefix="bench-config-cache-warm-")
     rows: list = []
     for label, path in configs:
         rows.append((label, path, False, "empty" if path else None))
         if path:
             rows.append((f"{label} (config cache warm)", path, False, warm_dir))
+            # the same-run measure of what a first run costs: the config caches off
+            rows.append((f"{label} (config cache off)", path, False, "off"))
     if args.compare_pure and not args.pure:
         rows += [(f"{label} (pure Python)", path, True, "empty" if path else None)
                  for label, path in configs]
@@ -738,8 +750,8 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
     finally:
         shutil.rmtree(warm_dir, ignore_errors=True)
     configs = [(label, path) for label, path, _, _ in rows]
-    expect = {label: ("", "") if not path else ("noted", "noted") if cache == "empty"
-              else ("hit", "hit") for label, path, _, cache in rows}
+    expect = {label: ("", "") if not path or cache == "off" else ("noted", "noted")
+              if cache == "empty" else ("hit", "hit") for label, path, _, cache in rows}
     load_after = _load()
     n = base[0]["records"]
     size = sum(os.path.getsize(f) for f in files)
@@ -786,8 +798,10 @@ def _measure(args, corpus: Path, files: list[str]) -> int:
     print("config ms: reading the config and building the engine, inside the cold figure; each "
           "EventID's decider is compiled on its first event, inside the cold pass")
     print("config rows: the config and filter plan caches empty (a config's first run: parsed "
-          "and compiled, then stored; the headline) and warm (filled by a replay of the same "
-          "inputs before the children ran: any later run); pure Python rows: caches empty")
+          "and compiled, nothing stored but a marker; the headline), warm (filled by two "
+          "replays of the same inputs before the children ran: any later run) and off (as "
+          "SYSMONX_CONFIG_CACHE=0: what a first run would cost without the caches); pure "
+          "Python rows: caches empty")
     if args.json:
         print(json.dumps(figures))
     return status

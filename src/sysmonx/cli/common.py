@@ -539,3 +539,27 @@ def report_rule_profile(console, profile, args: argparse.Namespace, top: int = 1
                           f"{exc.strerror or exc}", markup=False)
             return False
     return True
+
+
+def config_loaded_line(name: str, config: Any, cache_info: dict) -> str:
+    """The line that says what config was loaded and how (replay; the live sensor could say
+    the same), as the Sigma rules' loaded line does:
+    ``config: NAME loaded: schema 4.90, 12 rule sets, 1,914 filters (HOW)``, HOW from the config
+    cache's ``cache_info`` (:func:`~sysmonx.config.load_config`): ``from the config cache in
+    DIR``, ``parsed and stored in the config cache in DIR``, ``parsed; its next run is read
+    from the config cache in DIR`` (a first run), ``parsed; config cache off`` or ``parsed; not
+    stored in the config cache: see the note above``."""
+    status, where = cache_info.get("status", "off"), cache_info.get("directory")
+    if status == "hit":
+        how = f"from the config cache in {where}"
+    elif status == "stored":
+        how = f"parsed and stored in the config cache in {where}"
+    elif status == "noted":
+        how = f"parsed; its next run is read from the config cache in {where}"
+    elif status == "off":
+        how = "parsed; config cache off"
+    else:
+        how = "parsed; not stored in the config cache: see the note above"
+    filters = sum(len(rs.filters) for rs in config.rule_sets)
+    return (f"config: {name} loaded: schema {config.schema_version_text}, "
+            f"{len(config.rule_sets):,} rule sets, {filters:,} filters ({how})")

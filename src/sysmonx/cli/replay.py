@@ -75,7 +75,9 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "(0: one per CPU, fewer for small inputs, none below 48 MB, where "
                         "starting workers costs more than they save; default 1). With "
                         "--rules the workers match and this process correlates: the same "
-                        "events and alerts as one process")
+                        "events and alerts as one process. A file whose worker dies twice "
+                        "(a crash, the OOM killer) is named in an error at the end and the "
+                        "exit status is 1; the other files' output is written")
     p.add_argument("--dask", metavar="SCHEDULER",
                    help="run one task per input file on a Dask distributed cluster ('local': "
                         "a local cluster of --dask-workers processes; else a scheduler address "
@@ -184,8 +186,10 @@ def cmd_replay(argv: list[str]) -> int:
     config = None
     if config_arg is not None:
         cpath = common.config_arg_path(config_arg)
+        cache_info: dict = {}
         try:
-            config = load_config(cpath, extensions=not args.no_extensions)
+            config = load_config(cpath, extensions=not args.no_extensions,
+                                 cache_info=cache_info)
         except ConfigError as exc:
             print_config_errors(console, exc, config_mistake_hint(cpath))
             return EXIT_FATAL
@@ -194,6 +198,9 @@ def cmd_replay(argv: list[str]) -> int:
             return EXIT_FATAL
         for w in config.warnings:
             say("warning", str(w))
+        for note in cache_info["notes"]:
+            say("note", f"note: {note}")
+        say("note", common.config_loaded_line(_config_name(config_arg), config, cache_info))
     environment = None
     if args.windows_env or args.env:
         from ..filtering.engine import WINDOWS_DEFAULT_ENV
@@ -413,9 +420,7 @@ def cmd_replay(argv: list[str]) -> int:
     if not args.quiet:
         print_summary(console, stats, config is not None,
                       window=args.time_from is not None or args.time_to is not None,
-                      config_name=None if config is None else
-                      (f"built-in {common.builtin_config_name(config_arg)}"
-                       if common.builtin_config_name(config_arg) else str(config_arg)))
+                      config_name=None if config is None else _config_name(config_arg))
     if stage is not None and not args.quiet:
         console.print(common.sigma_summary(stage, args.alerts, stream=fmt is not None),
                       markup=False)
@@ -424,13 +429,24 @@ def cmd_replay(argv: list[str]) -> int:
         _print_tamper_summary(console, replayer)
     if not report_rule_profile(console, profile, args):
         return EXIT_FATAL
+    if stats.lost_files:  # --jobs: a worker died on each of these, twice
+        n = len(stats.lost_files)
+        console.print(f"error: {n} file{'s' if n > 1 else ''} not replayed, a worker process "
+                      "died replaying each (their events are not in the output; the other "
+                      "files' are): " + ", ".join(stats.lost_files), markup=False)
     if held:
         console.print("replay: not shown (-q): " + ", ".join(
             f"{n:,} {k}{'s' if n > 1 else ''}" for k, n in sorted(held.items(), reverse=True))
             + "; run without -q to see them", markup=False)
-    if args.strict and (stats.errors or not stats.records):
+    if stats.lost_files or (args.strict and (stats.errors or not stats.records)):
         return EXIT_FATAL
     return 0
+
+
+def _config_name(config_arg: str) -> str:
+    """The config as the summary names it: ``built-in NAME`` or the path as given."""
+    builtin = common.builtin_config_name(config_arg)
+    return f"built-in {builtin}" if builtin else str(config_arg)
 
 
 def _close_stream(stream) -> None:

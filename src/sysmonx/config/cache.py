@@ -174,8 +174,16 @@ class ConfigCache(CacheFront):
         self._store.max_entries = MAX_ENTRIES
         return self._store.read(key, from_plain)
 
-    def put(self, key: str, cfg: Config) -> None:
-        """Store ``cfg`` under ``key`` (a temporary file renamed). Never raises: :attr:`status`
-        and :attr:`notes` say what happened."""
+    def put(self, key: str, cfg: Config, admitted: bool = False) -> None:
+        """Store ``cfg`` under ``key`` (a temporary file renamed); ``admitted``: now, even with
+        ``admit_on_second_miss`` (``load_config`` decided by the file's first look that this
+        is a second run). Never raises: :attr:`status` and :attr:`notes` say what
+        happened."""
         self._store.max_entries = MAX_ENTRIES
-        self._store.write(key, to_plain(cfg))
+        self._store.write(key, to_plain(cfg), admitted)
+
+    @property
+    def admit_on_second_miss(self) -> bool:
+        """Whether a key is stored at its second write only (``load_config`` then decides by
+        the config file's first look: :func:`~sysmonx.core.cachelook.first_look`)."""
+        return self._store.admit_on_second_miss

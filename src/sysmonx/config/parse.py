@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import difflib
 import hashlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..core.registry import CONDITIONS as CONDITION_REGISTRY
 from ..schema import (CONDITIONS, CURRENT, Schema, SchemaVersionError, extended, get_schema,
                       parse_version, sysmon_only)
 from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
-from .cache import ConfigCache, cache_enabled, config_key
+from ..version import __version__
 
 __all__ = ["load_config", "parse_config", "decode_config_bytes", "extension_conditions",
            "split_comma_list", "parse_scanner_list",
@@ -241,14 +242,19 @@ def parse_field_sizes(text: str) -> dict[str, int]:
 
 
 def load_config(path: Union[str, Path], *, extensions: bool = True,
-                empty_option_quirk: bool = False, cache: Any = True) -> Config:
+                empty_option_quirk: bool = False, cache: Any = True,
+                cache_info: Optional[dict] = None) -> Config:
     """Load and validate a Sysmon configuration file.
 
     A configuration that loaded before (same bytes, path, options and reader code) is taken
     from the config cache (:mod:`~sysmonx.config.cache`) instead of being parsed again; one the
     reader refuses is never stored, so its errors are raised at every load exactly as without
-    the cache. Notes about the cache (an entry ignored and rebuilt, a directory that cannot be
-    used) are written to stderr as ``sysmonx: note: config cache: ...``.
+    the cache. The default cache stores a config at its second run: a file's first run (by its
+    first look, :func:`~sysmonx.core.cachelook.first_look`: path and ``stat`` only) computes
+    no content key and imports no cache module; only then are the content keys computed, and
+    an entry is only ever found by its content key. Notes about the cache (an entry ignored and
+    rebuilt, a directory that cannot be used) are written to stderr as ``sysmonx: note:
+    ...``, unless ``cache_info`` is given.
 
     Args:
         path: the XML file.
@@ -259,25 +265,54 @@ def load_config(path: Union[str, Path], *, extensions: bool = True,
             (``<CheckRevocation/>``) stops option processing (spec 1.2, uncertain). Default: the
             documented intent, an empty element means "set, no value".
         cache: ``True`` (default): the default :class:`~sysmonx.config.cache.ConfigCache`
-            unless ``$SYSMONX_CONFIG_CACHE`` is ``0``/``off``; ``False``/``None``: no cache; or
-            a :class:`~sysmonx.config.cache.ConfigCache`.
+            (stores at a config's second run) unless ``$SYSMONX_CONFIG_CACHE`` is
+            ``0``/``off``; ``False``/``None``: no cache; or a
+            :class:`~sysmonx.config.cache.ConfigCache` (one made with ``admit_on_second_miss``
+            stores at the second run too, by the first look).
+        cache_info: a dict filled with ``status`` (``off``; ``noted``: a first run, stored at
+            the next; ``hit``; ``stored``; ``ignored`` or ``unwritable``: see the notes),
+            ``directory`` (the cache's folder, or ``None``) and ``notes`` (for a person); the
+            notes are then the caller's to show, not written to stderr.
     Returns:
         the :class:`Config` (a cached one equals, field by field, what parsing gives).
     Raises:
         ConfigError: with file and line, for everything Sysmon refuses to load.
         OSError: the file cannot be read.
     """
+    from ..core import cachelook
     p = Path(path)
     with open(p, "rb") as f:  # bounded read: /dev/zero, FIFOs and /proc files report size 0
         raw = f.read(MAX_CONFIG_BYTES + 1)
+        st = os.fstat(f.fileno())
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"configuration is larger than {MAX_CONFIG_BYTES} bytes", str(p))
+    info: dict = {"status": "off", "directory": None, "notes": []}
     if cache is True:
-        # stored at a config's second run: a config read once costs no store
-        cache = ConfigCache(admit_on_second_miss=True) if cache_enabled() else None
+        cache = "default" if cachelook.config_caches_enabled() else None
     if not cache:
-        return parse_config(raw, str(p), extensions=extensions,
-                            empty_option_quirk=empty_option_quirk)
+        cfg = parse_config(raw, str(p), extensions=extensions,
+                           empty_option_quirk=empty_option_quirk)
+        return _reported(cfg, info, cache_info)
+    default = cache == "default"
+    directory = cachelook.cache_dir("config") if default else cache.directory
+    info["directory"] = directory
+    if default or cache.admit_on_second_miss:
+        # stored at a config file's second run: a first run costs a stat-keyed marker only
+        seen, status, notes = cachelook.first_look(
+            directory, cachelook.look_key(str(p), st, __version__),
+            cachelook.MAX_MARKERS if default else cache.max_entries())
+        if not seen:
+            cfg = parse_config(raw, str(p), extensions=extensions,
+                               empty_option_quirk=empty_option_quirk)
+            if status == "noted":
+                setattr(cfg, cachelook.ORIGIN, ("first",))
+            info.update(status=status, notes=notes)
+            if not default:
+                cache.record(status, notes)
+            return _reported(cfg, info, cache_info)
+    from .cache import ConfigCache, config_key
+    if default:
+        cache = ConfigCache(directory)
     options = (extensions, empty_option_quirk,
                tuple(sorted(extension_conditions())) if extensions else ())
     key = config_key(raw, str(p), options)
@@ -286,10 +321,21 @@ def load_config(path: Union[str, Path], *, extensions: bool = True,
     if cfg is None:
         cfg = parse_config(raw, str(p), extensions=extensions,
                            empty_option_quirk=empty_option_quirk)  # errors: raised, not stored
-        cache.put(key, cfg)
+        cache.put(key, cfg, admitted=True)
         notes += [n for n in cache.notes if n not in notes]
-    for note in notes:
-        sys.stderr.write(f"sysmonx: note: {note}\n")
+    setattr(cfg, cachelook.ORIGIN, ("key", key, cachelook.model_snapshot(cfg)))
+    info.update(status=cache.status, notes=notes)
+    return _reported(cfg, info, cache_info)
+
+
+def _reported(cfg: Config, info: dict, cache_info: Optional[dict]) -> Config:
+    """``cfg``, with ``info`` copied into ``cache_info`` when given, else its notes written
+    to stderr (:func:`load_config`)."""
+    if cache_info is not None:
+        cache_info.update(info)
+    else:
+        for note in info["notes"]:
+            sys.stderr.write(f"sysmonx: note: {note}\n")
     return cfg
 
 

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from .cachelook import cache_dir, config_caches_enabled, private_dir_problem, supported
+
 __all__ = ["MarshalStore", "private_dir_problem", "code_fingerprint", "supported",
            "cache_dir", "config_caches_enabled", "CacheFront"]
 
@@ -68,45 +70,6 @@ def code_fingerprint() -> bytes:
             h.update(b"\0")
         _FINGERPRINT = h.digest()
     return _FINGERPRINT
-
-
-def supported() -> bool:
-    """Whether entries can be kept here: the privacy checks need POSIX owners and modes
-    (``os.geteuid``); elsewhere (Windows) nothing is read or written."""
-    return hasattr(os, "geteuid")
-
-
-def cache_dir(name: str) -> Path:
-    """SysmonX's cache folder ``name`` (``sigma``, ``config``, ``filter``):
-    ``$SYSMONX_CACHE_DIR/name``, else ``$XDG_CACHE_HOME/sysmonx/name``, else
-    ``~/.cache/sysmonx/name``."""
-    env = os.environ.get("SYSMONX_CACHE_DIR")
-    if env:
-        return Path(env) / name
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sysmonx" / name
-
-
-def config_caches_enabled() -> bool:
-    """False when ``$SYSMONX_CONFIG_CACHE`` is ``0``, ``off``, ``no`` or ``false`` (the config
-    and filter plan caches), or where entries cannot be kept private (:func:`supported`)."""
-    return supported() and os.environ.get("SYSMONX_CONFIG_CACHE", "").strip().lower() not in (
-        "0", "off", "no", "false")
-
-
-def private_dir_problem(path: Path, euid: int) -> Optional[str]:
-    """Why ``path`` is not a directory only ``euid`` can write, or ``None`` when it is."""
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        return f"cannot read {path}: {exc.strerror}"
-    if not stat.S_ISDIR(st.st_mode):
-        return f"{path} is not a directory"
-    if st.st_uid != euid:
-        return f"{path} is owned by uid {st.st_uid}, not {euid}"
-    if st.st_mode & 0o022:
-        return f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})"
-    return None
 
 
 class MarshalStore:
@@ -201,16 +164,19 @@ class MarshalStore:
         self.status = "hit"
         return value
 
-    def write(self, key: str, value: Any) -> None:
-        """Store ``value`` (plain data) under ``key``. Never raises: :attr:`status` and
-        :attr:`notes` say what happened."""
+    def write(self, key: str, value: Any, admitted: bool = False) -> None:
+        """Store ``value`` (plain data) under ``key``; ``admitted``: stored now even with
+        :attr:`admit_on_second_miss` (the caller decided it is a second run, e.g. by a config
+        file's first look: :func:`~sysmonx.core.cachelook.first_look`). Never raises:
+        :attr:`status` and :attr:`notes` say what happened."""
         self.notes = []
         path = self.entry(key)
         if not supported():
             self.status = "unwritable"
             return
         marker = self.directory / f"{key}.seen"
-        if self.admit_on_second_miss and not os.path.lexists(marker):
+        admit = self.admit_on_second_miss and not admitted
+        if admit and not os.path.lexists(marker):
             self._note(marker)
             return
         try:
@@ -238,7 +204,7 @@ class MarshalStore:
             self.notes.append(f"{self.what}: cannot write {path}: {exc}")
             return
         self.status = "stored"
-        if self.admit_on_second_miss:
+        if admit:
             self._remove(marker)
         self._trim(keep=path)
 
@@ -336,3 +302,8 @@ class CacheFront:
     def entry(self, key: str) -> Path:
         """The entry path of ``key``."""
         return self._store.entry(key)
+
+    def record(self, status: str, notes: list[str]) -> None:
+        """Set :attr:`status` and :attr:`notes` for what a caller did in the cache's name
+        (``load_config``'s first look: ``noted`` or ``unwritable``)."""
+        self._store.status, self._store.notes = status, list(notes)

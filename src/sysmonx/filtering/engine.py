@@ -22,12 +22,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ..core.cachelook import ORIGIN, config_caches_enabled
 from ..configmodel import Config, RuleSet
 from ..schema import CURRENT
 from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
 from .conditions import REGEX_MAX_MEM, REGEX_TOTAL_MEM, fold, make_predicate, utf16_len
 from .index import MemoBudget, decider_from_plan, plan_indexed, storable_plan
-from .plancache import PlanCache, plan_cache_enabled, plans_key
 from .walk import Member, compile_walk
 
 __all__ = ["EngineOptions", "FilterEngine", "truncate_value", "expand_environment",
@@ -289,10 +289,13 @@ class FilterEngine:
         options: :class:`EngineOptions`.
         plan_cache: ``True`` (default): the default
             :class:`~sysmonx.filtering.plancache.PlanCache` unless ``$SYSMONX_CONFIG_CACHE`` is
-            ``0``/``off``; ``False``/``None``: none; or a ``PlanCache``.
+            ``0``/``off``, none on a config file's first run (``load_config``'s first look:
+            :mod:`~sysmonx.core.cachelook`; status ``noted``); ``False``/``None``: none; or a
+            ``PlanCache``.
     Attributes:
         plan_cache_status: ``off``, or what the plan cache did last (``hit``, ``miss``,
-            ``ignored``, ``stored``, ``unwritable``). Notes about it (an entry ignored and
+            ``ignored``, ``stored``, ``unwritable``; ``noted``: a first run, stored at the
+            next). Notes about it (an entry ignored and
             rebuilt, a directory that cannot be used) go to stderr as
             ``sysmonx: note: filter plan cache ...``.
     Raises:
@@ -323,15 +326,29 @@ class FilterEngine:
         # EventIDs a config covers); what compiling could refuse is checked now, at load
         self._check_compile()
         self._pos: Optional[dict] = None  # id(filter) -> (rule set index, filter index)
-        self._plan_cache: Optional[PlanCache] = None
+        self._plan_cache: Any = None  # a plancache.PlanCache (imported when one is used)
         self._plan_key: Optional[str] = None
         self._stored_plans: dict = {}
         self._new_plans: dict = {}
         self.plan_cache_status = "off"
+        wanted = options.indexed and config is not None and bool(config.rule_sets)
         if plan_cache is True:
-            # stored at the second run with the same rule sets (as the config cache)
-            plan_cache = PlanCache(admit_on_second_miss=True) if plan_cache_enabled() else None
-        if plan_cache and options.indexed and config is not None and config.rule_sets:
+            plan_cache = None
+            if config_caches_enabled():
+                origin = getattr(config, ORIGIN, None)
+                if origin is not None and origin[0] == "first":
+                    # a config file's first run (load_config's first look): nothing is
+                    # computed or stored; its second run stores the plans
+                    if wanted:
+                        self.plan_cache_status = "noted"
+                else:
+                    from .plancache import PlanCache
+                    # stored at the second run: by the config file's first look, else (a
+                    # config not loaded from a file) by the rule sets' own marker
+                    plan_cache = PlanCache(admit_on_second_miss=origin is None)
+        if plan_cache and wanted:
+            assert config is not None
+            from .plancache import plans_key
             key = plans_key(config, options)
             if key is not None:
                 self._plan_cache, self._plan_key = plan_cache, key

@@ -22,7 +22,9 @@ those of one process (``tests/test_parallel_jobs.py``).
 
 A worker that dies (a crash, the OOM killer) breaks only its group: the group is replayed again
 file by file, one at a time; a file that kills its worker again is reported as an error (its
-events are missing) and the replay goes on with the other files.
+events are missing; ``ReplayStats.lost_files`` names it) and the replay goes on with the other
+files. A worker killed in the middle of writing its result is noticed by its exit, not by the
+pool (which would wait for the rest of the message forever: :func:`_result`).
 """
 
 from __future__ import annotations
@@ -483,6 +485,43 @@ def _stop(executor: Any, wait: bool) -> None:
         manager.join(5)
 
 
+#: How often a wait for a worker's result looks whether a worker died (seconds).
+_POLL_S = 0.2
+#: After a worker died, how long the pool is given to report it itself (seconds).
+_GRACE_S = 1.0
+
+
+def _result(fut: Any, executor: Any) -> Any:
+    """``fut.result()`` of a task of ``executor``, but never a wait for a dead worker.
+
+    CPython's pool reads a worker's result before it looks at the workers' exit: a worker the
+    kernel kills (the OOM killer: SIGKILL) in the middle of writing its result leaves part of
+    a message in the result pipe, and the pool's manager thread then waits in ``recv`` for the
+    rest forever (this process holds the pipe's write end too), so the future never ends. This
+    wait looks at the workers' sentinels every :data:`_POLL_S`: once one has ended (a worker
+    ends only at shutdown), the pool gets :data:`_GRACE_S` to report it, then the pool is taken
+    as broken.
+
+    Raises:
+        BrokenProcessPool: the pool reported a dead worker, or a worker ended and the task did
+            not complete (the caller stops the pool with :func:`_stop` without waiting)."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing.connection import wait
+    procs = list((getattr(executor, "_processes", None) or {}).values())
+    sentinels = [p.sentinel for p in procs]
+    while True:
+        try:
+            return fut.result(timeout=_POLL_S)
+        except FutureTimeout:
+            pass
+        if sentinels and wait(sentinels, timeout=0):
+            try:
+                return fut.result(timeout=_GRACE_S)
+            except FutureTimeout:
+                raise BrokenProcessPool("a worker process ended before its task did") from None
+
+
 def _ordered_results(groups: list[list[str]], jobs: int, initargs: tuple[Any, ...]
                      ) -> Generator[tuple[list[str], Any], None, None]:
     """The workers' results, group after group in input order: ``(paths, result of
@@ -503,14 +542,16 @@ def _ordered_results(groups: list[list[str]], jobs: int, initargs: tuple[Any, ..
         try:
             futures = [ex.submit(_replay_group, task) for task in pending]
             done = 0
+            broken = False
             for fut in futures:
                 try:
-                    result = fut.result()
+                    result = _result(fut, ex)
                 except BrokenProcessPool:
+                    broken = True
                     break
                 yield pending[done][1], result
                 done += 1
-            ok = True
+            ok = not broken  # a broken pool is stopped, not waited for (its manager may hang)
         finally:
             _stop(ex, wait=ok)
         if done == len(pending):
@@ -526,10 +567,10 @@ def _ordered_results(groups: list[list[str]], jobs: int, initargs: tuple[Any, ..
                 procs = list((getattr(one, "_processes", None) or {}).values())
                 alone: Any
                 try:
-                    alone = fut.result()
+                    alone = _result(fut, one)
                 except BrokenProcessPool:
                     alone = _Lost(path, _describe_exit(_exit_code(procs)))
-                ok = True
+                ok = not isinstance(alone, _Lost)
             finally:
                 _stop(one, wait=ok)
             yield [path], alone
@@ -569,7 +610,8 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
     A worker that dies is not fatal: its files are replayed again one at a time, and a file
     whose worker dies again is an error line (``PATH: the worker process replaying this file
     was killed by signal 9 (SIGKILL); its events are not in the output``), counted in
-    ``errors``; the other files' output is complete.
+    ``errors`` and listed in ``lost_files``; the other files' output is complete. A worker
+    killed while it writes its result ends the same way, never a hang.
 
     Raises:
         SinkError: writing ``out`` (or an alerts sink) failed (an ``OSError``).
@@ -627,6 +669,7 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
                     if isinstance(result, _Lost):
                         total.files += 1
                         total.errors += 1
+                        total.lost_files.append(result.path)
                         on_error(SpooledLine("error", f"{result.path}: the worker process replaying "
                                              f"this file {result.how}; its events are not in the "
                                              "output"))

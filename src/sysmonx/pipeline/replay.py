@@ -127,6 +127,9 @@ class ReplayStats:
     warnings: int = 0
     repaired: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
+    #: files whose worker process died replaying them alone, twice (``--jobs``: their
+    #: events are not in the output)
+    lost_files: list[str] = field(default_factory=list)
 
     def merge(self, part: ReplayStats) -> None:
         """Add ``part``'s counters to these."""
@@ -143,6 +146,7 @@ class ReplayStats:
         self.warnings += part.warnings
         self.repaired.update(part.repaired)
         self.duplicates += part.duplicates
+        self.lost_files.extend(part.lost_files)
 
 
 def detection_stages(detection: Any, alerts_to_stream: bool) -> list[Stage]:
