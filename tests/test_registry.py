@@ -171,6 +171,12 @@ def test_the_precheck_reads_group_headers_only(tmp_path, monkeypatch):
     assert not registry._declares_sysmonx_group("[console_scripts]\nsysmonx = sysmonx.cli:main\n")
     assert registry._declares_sysmonx_group("[console_scripts]\nx = y:z\n\n[ sysmonx.stages ]\n")
     assert not registry._declares_sysmonx_group("[other]\n# [sysmonx.sinks] in a comment\n")
+    # the standard finders only (another test may leave a finder that can list distributions:
+    # the precheck then rightly leaves the answer to the full scan)
+    from importlib.machinery import PathFinder
+    monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path
+                                           if getattr(f, "find_distributions", None) is None]
+                        + [PathFinder])
     monkeypatch.setattr(sys, "path", [str(tmp_path)])
     assert not registry._may_have_plugins()  # an empty folder
     _install_plugin(tmp_path, group="sysmonx.stages")
@@ -179,6 +185,16 @@ def test_the_precheck_reads_group_headers_only(tmp_path, monkeypatch):
     zipped.write_bytes(b"PK\x05\x06" + bytes(18))
     monkeypatch.setattr(sys, "path", [str(zipped)])
     assert registry._may_have_plugins()  # an archive: the full scan decides
+
+    class Finder:  # a finder of another kind that can list distributions
+        @staticmethod
+        def find_distributions(context=None):
+            return iter(())
+
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "nothing")])
+    assert not registry._may_have_plugins()
+    monkeypatch.setattr(sys, "meta_path", sys.meta_path + [Finder])
+    assert registry._may_have_plugins()
 
 
 def test_a_builtin_lookup_reads_no_entry_points(tmp_path, monkeypatch):
