@@ -3,6 +3,9 @@ object under a taken name is refused), entry points add third-party plugins, and
 registered is usable at once (a condition in a config, a format on the command line)."""
 
 import fnmatch
+import subprocess
+import sys
+import types
 
 import pytest
 
@@ -109,11 +112,131 @@ def test_entry_points_add_third_party_plugins(monkeypatch):
 
     monkeypatch.setattr("importlib.metadata.entry_points", entry_points)
     monkeypatch.setattr("sysmonx.core.registry._EP_GROUPS", None)  # a fresh process
+    # no installed distribution declares a sysmonx group here: say one may, so the (faked)
+    # scan runs (the real precheck is tested below with a real distribution)
+    monkeypatch.setattr("sysmonx.core.registry._may_have_plugins", lambda: True)
     reg = Registry("sinks", (), "test")
     assert reg.names() == ["thirdparty-ndjson"]
     assert reg.get("thirdparty-ndjson") is Ndjson
     assert reg.entries()[0].summary == "Newline-delimited JSON (a third-party format)."
     assert "ImportError: no module named pkg" in reg.broken["entry point broken"]
+
+
+_PLUGIN_MODULE = '''from sysmonx.sinks.base import Writer
+
+
+class TpNdjson(Writer):
+    """Third-party NDJSON (test distribution)."""
+
+    name = NAME
+
+    def write(self, event):
+        self.stream.write(b"{}\\n")
+'''
+
+
+def _install_plugin(root, group="sysmonx.sinks", name="tp-ndjson"):
+    """A real installed distribution in ``root`` (a sys.path folder): a module defining a
+    Writer and a dist-info folder whose entry_points.txt declares it in ``group``."""
+    (root / "tp_sysmonx_plugin.py").write_text(_PLUGIN_MODULE.replace("NAME", repr(name)))
+    info = root / "tp_sysmonx_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tp-sysmonx-plugin\n"
+                                   "Version: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[console_scripts]\nsysmonx = sysmonx.cli:main\n\n"
+        f"[{group}]\n{name} = tp_sysmonx_plugin:TpNdjson\n")
+
+
+def test_a_real_installed_distribution_plugin_is_found(tmp_path, monkeypatch):
+    """End to end through importlib.metadata (nothing faked): a dist-info folder on sys.path
+    declaring a [sysmonx.sinks] entry point makes its writer a registered sink."""
+    from sysmonx.core import registry
+    _install_plugin(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_EP_GROUPS", None)  # a fresh process
+    monkeypatch.delitem(sys.modules, "tp_sysmonx_plugin", raising=False)
+    assert registry._may_have_plugins()
+    reg = Registry("sinks", (), "test")
+    assert reg.names() == ["tp-ndjson"]
+    obj = reg.get("tp-ndjson")
+    assert obj.__name__ == "TpNdjson" and obj.__module__ == "tp_sysmonx_plugin"
+    assert reg.entries()[0].origin == "entry point tp-sysmonx-plugin"
+
+
+def test_the_precheck_reads_group_headers_only(tmp_path, monkeypatch):
+    """sysmonx's own console script (``sysmonx = sysmonx.cli:main``) is not a plugin group;
+    a [sysmonx.*] header in any sys.path folder is (and the scan then runs)."""
+    from sysmonx.core import registry
+    assert not registry._declares_sysmonx_group("[console_scripts]\nsysmonx = sysmonx.cli:main\n")
+    assert registry._declares_sysmonx_group("[console_scripts]\nx = y:z\n\n[ sysmonx.stages ]\n")
+    assert not registry._declares_sysmonx_group("[other]\n# [sysmonx.sinks] in a comment\n")
+    # the standard finders only (another test may leave a finder that can list distributions:
+    # the precheck then rightly leaves the answer to the full scan)
+    from importlib.machinery import PathFinder
+    monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path
+                                           if getattr(f, "find_distributions", None) is None]
+                        + [PathFinder])
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    assert not registry._may_have_plugins()  # an empty folder
+    _install_plugin(tmp_path, group="sysmonx.stages")
+    assert registry._may_have_plugins()
+    zipped = tmp_path / "plugins.zip"
+    zipped.write_bytes(b"PK\x05\x06" + bytes(18))
+    monkeypatch.setattr(sys, "path", [str(zipped)])
+    assert registry._may_have_plugins()  # an archive: the full scan decides
+
+    class Finder:  # a finder of another kind that can list distributions
+        @staticmethod
+        def find_distributions(context=None):
+            return iter(())
+
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "nothing")])
+    assert not registry._may_have_plugins()
+    monkeypatch.setattr(sys, "meta_path", sys.meta_path + [Finder])
+    assert registry._may_have_plugins()
+
+
+def test_a_builtin_lookup_reads_no_entry_points(tmp_path, monkeypatch):
+    """get() of a name a built-in module registers imports the built-in modules only; an
+    unknown name, a listing or ``in`` read the entry points (once)."""
+    from sysmonx.core import registry
+    calls = []
+
+    def entry_points(group):
+        calls.append(group)
+        return []
+
+    monkeypatch.setattr(registry, "_entry_points", entry_points)
+    reg = Registry("things", ("tp_builtin_things",), "test")
+    holder = types.ModuleType("tp_things_holder")
+    holder.REG = reg  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tp_things_holder", holder)
+    (tmp_path / "tp_builtin_things.py").write_text(
+        "import tp_things_holder\n\n\nclass A:\n    name = 'a'\n\n\n"
+        "tp_things_holder.REG.register(A)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tp_builtin_things", raising=False)
+    assert reg.get("a").__module__ == "tp_builtin_things"
+    assert calls == []
+    with pytest.raises(PluginError, match="unknown thing 'b'; known: a"):
+        reg.get("b")
+    assert calls == ["sysmonx.things"]
+    assert "a" in reg and reg.names() == ["a"]
+    assert calls == ["sysmonx.things"]
+
+
+def test_listing_every_registry_does_not_import_importlib_metadata():
+    """No installed distribution here declares a sysmonx group, so a whole listing (what
+    ``sysmonx plugins`` and a replay's format lookups do) never imports importlib.metadata
+    (tens of milliseconds of every CLI run before)."""
+    code = ("import sys\nfrom sysmonx.core.registry import all_registries\n"
+            "n = sum(len(r.names()) for r in all_registries())\n"
+            "print(n, 'importlib.metadata' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert int(out[0]) >= sum(len(v) for v in BUILTIN.values())
+    assert out[1] == "False"
 
 
 @pytest.fixture

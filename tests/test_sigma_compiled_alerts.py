@@ -420,3 +420,59 @@ def test_compiled_process_leaves_profiled_and_correlating_stages_to_python(corpu
     before = (cst.stats.events, _counters(cst))
     assert sp.sigma_process(cst, *args) is None
     assert (cst.stats.events, _counters(cst)) == before
+
+
+@needs_ext
+def test_matched_event_and_source_built_in_c_equal_the_python_functions(corpus, tmp_path):
+    """With the field cap given to ``setup_sigma_alerts`` (as the stage gives it),
+    ``sigma_alerts`` builds each alert's ``event`` and ``source_file`` itself, once per event,
+    without calling ``alerts.matched_event`` / ``source_of``: the same values as they give
+    (over the 256-field cap, ``None`` values left out, long values cut, a Path origin as its
+    string, no origin, an origin without a file), the same JSON lines, and each alert its own
+    dicts. Without the cap the functions are called per alert, as before."""
+    from sysmonx.detection import alerts as alerts_mod
+    st = _stage(corpus)
+    ev, hits = _proc_event(st)
+    assert len(hits) >= 2, "the synthetic event should match several rules"
+    data = dict(ev.data)
+    data["Empty"] = None
+    data["Long"] = "x" * (st.options.max_field_chars + 5)
+    for i in range(alerts_mod.MAX_EVENT_FIELDS + 10):
+        data[f"Extra{i}"] = str(i)
+    rows = st._alert_rows()
+    limit = st.options.max_field_chars  # what _alert cuts at
+    calls = []
+
+    def source_of(event):
+        calls.append("source_of")
+        return alerts_mod.source_of(event)
+
+    def matched_event(event, limit):
+        calls.append("matched_event")
+        return alerts_mod.matched_event(event, limit)
+
+    try:
+        for cap in (alerts_mod.MAX_EVENT_FIELDS, None):
+            if cap is None:
+                sp.setup_sigma_alerts(source_of, matched_event)
+            else:
+                sp.setup_sigma_alerts(source_of, matched_event, cap)
+            for origin in ((tmp_path / "a.evtx", 7), ("b.evtx", 8), None, (None, 3)):
+                calls.clear()
+                big = Event(1, data, time_created=ev.time_created, record_id=42,
+                            computer="PC", origin=origin)
+                got = sp.sigma_alerts(st, big, hits, rows, limit, Alert)
+                want = [st._alert(r, big) for r in hits]
+                assert got == want
+                assert [a.to_json() for a in got] == [a.to_json() for a in want]
+                assert len(got[0].event["EventData"]) == alerts_mod.MAX_EVENT_FIELDS - 1
+                assert got[0].event["EventData"]["Long"] == "x" * limit + "…"
+                assert got[0].source_file == (None if not origin or origin[0] is None
+                                              else str(origin[0]))
+                assert len({id(a.event) for a in got}) == len(got)
+                assert len({id(a.event["EventData"]) for a in got}) == len(got)
+                assert calls == ([] if cap is not None else
+                                 ["source_of", "matched_event"] * len(hits))
+    finally:
+        sp.setup_sigma_alerts(alerts_mod.source_of, alerts_mod.matched_event,
+                              alerts_mod.MAX_EVENT_FIELDS)

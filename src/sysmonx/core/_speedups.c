@@ -1967,9 +1967,12 @@ static PyMethodDef methods[] = {
      "stage's alerts and counts for one event without correlations (see the [17q] section "
      "of the source); None, nothing changed, for anything this does not handle."},
     {"setup_sigma_alerts", py_setup_sigma_alerts, METH_VARARGS,
-     "setup_sigma_alerts(source_of, matched_event): the functions sigma_alerts calls for an "
+     "setup_sigma_alerts(source_of, matched_event, max_fields=-1): the functions sigma_alerts "
+     "calls for an "
      "alert's source_file and event (sysmonx.detection.alerts); until set, sigma_alerts "
-     "returns None."},
+     "returns None. With max_fields >= 0 (alerts.MAX_EVENT_FIELDS) sigma_alerts builds both "
+     "itself by the same rule, once per event, and calls the functions only for what "
+     "alert_fields leaves to Python."},
     {"sigma_match", (PyCFunction)(void (*)(void))py_sigma_match, METH_FASTCALL,
      "sigma_match(sysmon, event, index) -> list | None: the rules a Sysmon event matches "
      "(see the [17q] section of the source); None, nothing changed, for anything this does "
@@ -2125,18 +2128,96 @@ static PyObject *sa_index, *sa_data, *sa_time_created, *sa_record_id, *sa_comput
     *sa_alerts_by_level, *sa_detection, *sa_one;
 /* sysmonx.detection.alerts.source_of and .matched_event (setup_sigma_alerts). */
 static PyObject *sa_source_of, *sa_matched_event;
+/* [18b] MAX_EVENT_FIELDS when given to setup_sigma_alerts (the matched event is then built
+ * here, see sa_event_parts), else -1 (matched_event is called per alert). */
+static Py_ssize_t sa_max_fields = -1;
 
 static PyObject *py_setup_sigma_alerts(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *source_of, *matched_event;
-    if (!PyArg_ParseTuple(args, "OO", &source_of, &matched_event)) return NULL;
+    Py_ssize_t max_fields = -1;
+    if (!PyArg_ParseTuple(args, "OO|n", &source_of, &matched_event, &max_fields)) return NULL;
     if (!PyCallable_Check(source_of) || !PyCallable_Check(matched_event)) {
         PyErr_SetString(PyExc_TypeError, "setup_sigma_alerts takes two callables");
         return NULL;
     }
     Py_XSETREF(sa_source_of, Py_NewRef(source_of));
     Py_XSETREF(sa_matched_event, Py_NewRef(matched_event));
+    sa_max_fields = max_fields < 0 ? -1 : max_fields;
     Py_RETURN_NONE;
+}
+
+
+/* ===========================================================================================
+ * [18b] An alert's source_file and matched event, built once per event in C
+ * (sysmonx.detection.alerts.source_of and matched_event define the behaviour)
+ *
+ * sa_source(event): ``None if not origin or origin[0] is None else str(origin[0])`` of
+ *   ``event.origin``.
+ * sa_event_data(data, limit): matched_event's EventData: alert_fields(data, the first
+ *   sa_max_fields keys of data, limit); None (nothing raised) when alert_fields leaves it to
+ *   Python (data not an exact dict, an odd limit): the caller then calls matched_event.
+ * sa_matched_dict(eid, rid, event_data): {"EventID": eid, "EventRecordID": rid, "EventData": ...}.
+ * sigma_alerts reads the source and the EventData once per event and gives each alert its own
+ * dicts (the first alert the EventData read, each later one a copy), as the Python code, which
+ * calls both functions per alert, gives equal values in distinct dicts.
+ * =========================================================================================== */
+
+static PyObject *sa_origin, *sa_k_event_id, *sa_k_record_id, *sa_k_event_data;
+
+static int sa18_init(void) {
+    if (sa_k_event_data != NULL) return 0;
+    if ((sa_origin = PyUnicode_InternFromString("origin")) == NULL) return -1;
+    if ((sa_k_event_id = PyUnicode_InternFromString("EventID")) == NULL) return -1;
+    if ((sa_k_record_id = PyUnicode_InternFromString("EventRecordID")) == NULL) return -1;
+    sa_k_event_data = PyUnicode_InternFromString("EventData");
+    return sa_k_event_data == NULL ? -1 : 0;
+}
+
+static PyObject *sa_source(PyObject *event) {
+    PyObject *origin = PyObject_GetAttr(event, sa_origin);
+    if (origin == NULL) return NULL;
+    int truth = PyObject_IsTrue(origin);
+    if (truth <= 0) {
+        Py_DECREF(origin);
+        if (truth < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *first = PySequence_GetItem(origin, 0);
+    Py_DECREF(origin);
+    if (first == NULL) return NULL;
+    if (first == Py_None) return first;
+    PyObject *s = PyObject_Str(first);
+    Py_DECREF(first);
+    return s;
+}
+
+static PyObject *py_alert_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+static PyObject *sa_event_data(PyObject *data, PyObject *limit) {
+    if (!PyDict_CheckExact(data)) Py_RETURN_NONE;
+    Py_ssize_t n = PyDict_GET_SIZE(data);
+    if (n > sa_max_fields) n = sa_max_fields;
+    PyObject *names = PyTuple_New(n);
+    if (names == NULL) return NULL;
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *k, *v;
+    while (i < n && PyDict_Next(data, &pos, &k, &v)) PyTuple_SET_ITEM(names, i++, Py_NewRef(k));
+    PyObject *fa[3] = {data, names, limit};
+    PyObject *out = py_alert_fields(NULL, fa, 3);
+    Py_DECREF(names);
+    return out;
+}
+
+static PyObject *sa_matched_dict(PyObject *eid, PyObject *rid, PyObject *event_data) {
+    PyObject *d = PyDict_New();
+    if (d == NULL) return NULL;
+    if (PyDict_SetItem(d, sa_k_event_id, eid) < 0 || PyDict_SetItem(d, sa_k_record_id, rid) < 0
+        || PyDict_SetItem(d, sa_k_event_data, event_data) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
 }
 
 static int sa_init(void) {
@@ -2230,7 +2311,9 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
     if (alerts == NULL) return NULL;
     PyObject *data = NULL, *t = NULL, *rid = NULL, *computer = NULL, *eid = NULL;
     PyObject *ids = NULL, *eids = NULL, *stats = NULL, *counter = NULL;
-    int fallback = 0;
+    PyObject *src1 = NULL, *edata = NULL; /* [18b] once per event, when sa_max_fields is set */
+    int fallback = 0, edata_used = 0;
+    if (sa_max_fields >= 0 && sa18_init() < 0) return NULL;
     /* 1. the alerts (nothing counted yet) */
     for (Py_ssize_t h = 0; h < nh; h++) {
         PyObject *row = sa_row(rows, PyList_GET_ITEM(hits, h), &fallback);
@@ -2247,6 +2330,11 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
             if (truth < 0) goto fail;
             if (!truth) Py_SETREF(computer, Py_NewRef(empty_str)); /* ``or ""`` */
             if ((eid = PyObject_GetAttr(event, sa_event_id)) == NULL) goto fail;
+            if (sa_max_fields >= 0) { /* [18b] */
+                if ((src1 = sa_source(event)) == NULL) goto fail;
+                if ((edata = sa_event_data(data, limit)) == NULL) goto fail;
+                if (edata == Py_None) Py_CLEAR(edata); /* matched_event per alert */
+            }
         }
         PyObject *fa[3] = {data, PyTuple_GET_ITEM(row, 5), limit};
         PyObject *fields = py_alert_fields(NULL, fa, 3);
@@ -2267,9 +2355,19 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
         }
         PyObject *empty = PyTuple_New(0);
         /* source_of(event), matched_event(event, limit): per alert, as _alert calls them */
-        PyObject *src = empty == NULL ? NULL : PyObject_CallOneArg(sa_source_of, event);
-        PyObject *matched = src == NULL ? NULL
-            : PyObject_CallFunctionObjArgs(sa_matched_event, event, limit, NULL);
+        PyObject *src = empty == NULL ? NULL
+            : src1 != NULL ? Py_NewRef(src1) : PyObject_CallOneArg(sa_source_of, event);
+        PyObject *matched = NULL;
+        if (src != NULL && edata != NULL) { /* [18b] */
+            PyObject *ed = edata_used ? PyDict_Copy(edata) : Py_NewRef(edata);
+            edata_used = 1;
+            if (ed != NULL) {
+                matched = sa_matched_dict(eid, rid, ed);
+                Py_DECREF(ed);
+            }
+        } else if (src != NULL) {
+            matched = PyObject_CallFunctionObjArgs(sa_matched_event, event, limit, NULL);
+        }
         PyObject *a[18] = {PyTuple_GET_ITEM(row, 0), PyTuple_GET_ITEM(row, 1),
                            PyTuple_GET_ITEM(row, 2), PyTuple_GET_ITEM(row, 3), sa_detection,
                            PyTuple_GET_ITEM(row, 4), t, t, computer, group, ids, sa_one, eids,
@@ -2332,6 +2430,8 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
         Py_DECREF(acounts);
     }
     Py_DECREF(stats);
+    Py_XDECREF(src1);
+    Py_XDECREF(edata);
     Py_XDECREF(data);
     Py_XDECREF(t);
     Py_XDECREF(rid);
@@ -2340,6 +2440,8 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
     return alerts;
 fail:
     Py_DECREF(alerts);
+    Py_XDECREF(src1);
+    Py_XDECREF(edata);
     Py_XDECREF(data);
     Py_XDECREF(t);
     Py_XDECREF(rid);

@@ -14,7 +14,10 @@ The registry finds the built-in plugins by importing the modules of its ``builti
 (every module whose name does not start with ``_``), and third-party plugins through the Python
 entry-point group ``sysmonx.<kind>`` (for example ``sysmonx.sinks``; the entry point's value is
 the object to register, or a module that registers its objects when imported). Discovery happens
-once, on the first lookup or listing, so importing :mod:`sysmonx` stays cheap; modules that cannot
+once, on the first lookup or listing, so importing :mod:`sysmonx` stays cheap (a lookup of a
+built-in name imports the built-in modules only; the entry points are read for a listing or an
+unknown name, and importlib.metadata is imported only when an installed distribution declares a
+``sysmonx.*`` group: :func:`_may_have_plugins`); modules that cannot
 be imported here (a missing optional library, another operating system) are listed with the reason
 instead of failing the lookup of other names.
 
@@ -30,6 +33,7 @@ silently resolved). Pattern from pySigma's ``autodiscover`` and dissect.target's
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import threading
 import types
@@ -74,19 +78,76 @@ def _summary_of(obj: Any) -> str:
 
 _EP_LOCK = threading.Lock()
 _EP_GROUPS: Optional[dict[str, list[Any]]] = None
+_METADATA_DIRS = (".dist-info", ".egg-info")
+
+
+def _declares_sysmonx_group(text: str) -> bool:
+    """Whether an ``entry_points.txt`` has a ``[sysmonx.*]`` section (its group headers are
+    lines in brackets, as importlib.metadata reads them)."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]") and \
+                line[1:-1].strip().startswith(ENTRY_POINT_PREFIX):
+            return True
+    return False
+
+
+def _may_have_plugins() -> bool:
+    """False only when it is certain that no installed distribution declares a ``sysmonx.*``
+    entry point: the only distribution finder on ``sys.meta_path`` is the standard path finder,
+    no ``sys.path`` entry is a zip file or an egg, and no ``entry_points.txt`` of a
+    ``*.dist-info`` / ``*.egg-info`` folder in a ``sys.path`` folder has a ``[sysmonx.*]``
+    section. These are the places importlib.metadata's path finder reads; anything else (a
+    custom finder, an archive) answers True and the full scan decides. Costs about a
+    millisecond, where importing importlib.metadata costs tens (it imports email, zipfile, csv
+    ...), so a run without third-party plugins never imports it."""
+    import sys
+    from importlib.machinery import PathFinder
+    for finder in sys.meta_path:
+        if finder is not PathFinder and getattr(finder, "find_distributions", None) is not None:
+            return True
+    for entry in sys.path:
+        base = entry or "."
+        if not isinstance(base, str) or base.lower().endswith(".egg"):
+            return True
+        try:
+            children = os.scandir(base)
+        except NotADirectoryError:
+            return True  # a zip archive on the path
+        except OSError:
+            continue  # missing or unreadable: importlib.metadata finds nothing there either
+        with children:
+            for child in children:
+                if not child.name.lower().endswith(_METADATA_DIRS):
+                    continue
+                try:
+                    with open(os.path.join(child.path, "entry_points.txt"),
+                              encoding="utf-8", errors="replace") as f:
+                        if _declares_sysmonx_group(f.read()):
+                            return True
+                except FileNotFoundError:
+                    continue
+                except OSError:
+                    return True  # cannot tell: let the full scan decide
+    return False
 
 
 def _entry_points(group: str) -> list[Any]:
     """The entry points of ``group``. The installed distributions are read once per process for
-    every ``sysmonx.*`` group (each scan costs milliseconds; five registries share one)."""
+    every ``sysmonx.*`` group (each scan costs milliseconds; five registries share one), and
+    only when :func:`_may_have_plugins` finds a distribution that may declare one."""
     global _EP_GROUPS
     with _EP_LOCK:
         if _EP_GROUPS is None:
-            from importlib.metadata import entry_points
-            found = entry_points()  # every group (3.11: SelectableGroups, later EntryPoints)
-            _EP_GROUPS = {g: list(found.select(group=g)) for g in found.groups
-                          if g.startswith("sysmonx.")}
+            if not _may_have_plugins():
+                _EP_GROUPS = {}
+            else:
+                from importlib.metadata import entry_points
+                found = entry_points()  # every group (3.11: SelectableGroups, later EntryPoints)
+                _EP_GROUPS = {g: list(found.select(group=g)) for g in found.groups
+                              if g.startswith(ENTRY_POINT_PREFIX)}
         return list(_EP_GROUPS.get(group, ()))
+
 
 class Registry(Generic[T]):
     """Name -> plugin, filled where plugins are defined and by entry points.
@@ -105,6 +166,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         self._broken: dict[str, str] = {}
         self._discovered = False
+        self._builtin_done = False
         self._lock = threading.RLock()
 
     # -- registration --------------------------------------------------------------------------
@@ -161,10 +223,21 @@ class Registry(Generic[T]):
         with self._lock:
             if self._discovered:
                 return
+            self._discover_builtin()
             self._discovered = True
+            self._load_entry_points()
+
+    def _discover_builtin(self) -> None:
+        """Import the built-in plugin modules (once): what :meth:`get` needs for a built-in
+        name, without the entry points."""
+        if self._builtin_done:
+            return
+        with self._lock:
+            if self._builtin_done:
+                return
+            self._builtin_done = True
             for name in self.builtin:
                 self._import_tree(name)
-            self._load_entry_points()
 
     def _import_tree(self, dotted: str) -> None:
         try:
@@ -196,12 +269,17 @@ class Registry(Generic[T]):
     # -- lookup --------------------------------------------------------------------------------
 
     def get(self, name: str) -> T:
-        """The plugin registered as ``name``.
+        """The plugin registered as ``name``. A name the built-in modules register is found
+        without reading the entry points; any other name loads them first (a built-in name
+        wins over an entry point of the same name either way).
 
         Raises:
             PluginError: unknown name (the known ones are listed), or its module is broken.
         """
         entry = self._entries.get(name)
+        if entry is None:
+            self._discover_builtin()
+            entry = self._entries.get(name)
         if entry is None:
             self.discover()
             entry = self._entries.get(name)

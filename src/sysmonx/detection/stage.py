@@ -25,7 +25,7 @@ from typing import Any, Iterable, Optional, Union
 
 from ..core.native import speedups as _speedups
 from ..event import Event
-from .alerts import LEVELS, Alert, matched_event, source_of
+from .alerts import LEVELS, MAX_EVENT_FIELDS, Alert, matched_event, source_of
 from .alerts import register_rules as _register_rules
 from .alerts import rule_text
 from .fields import known_fields
@@ -50,8 +50,9 @@ _sigma_alerts = getattr(_speedups, "sigma_alerts", None)
 #: (``_speedups.sigma_process``), or None (pure Python).
 _sigma_process = getattr(_speedups, "sigma_process", None)
 if _sigma_alerts is not None and _speedups is not None:
-    # an alert's source_file and event, made by the same functions as _alert's
-    _speedups.setup_sigma_alerts(source_of, matched_event)
+    # an alert's source_file and event, made by the same functions as _alert's; with the
+    # field cap, sigma_alerts builds both itself by their rule (once per event)
+    _speedups.setup_sigma_alerts(source_of, matched_event, MAX_EVENT_FIELDS)
 
 #: The Alert fields ``_alert`` passes, in order (positionally).
 _ALERT_ARGS = ("rule_id", "title", "level", "status", "kind", "tags", "window_start",
