@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Optional
 
 import pytest
 
@@ -129,8 +130,15 @@ class FakeBackend(Backend):
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    #: set by a test to hold the stream at a ``None`` in the script until the event is set
+    gate: Optional[threading.Event] = None
+
     def _run(self):
         for o in self.script:
+            if o is None:
+                if self.gate is not None:
+                    self.gate.wait(30)
+                continue
             self.emit(o)
 
     def stop(self):
@@ -324,7 +332,16 @@ def test_config_change_under_load_loses_nothing_and_emits_16(tmp_path, fake_back
     cfg_path.write_text(CFG.format(prefix="/tmp/keep"))
     now = time.time_ns()
     n = 5000
-    fake_backend.script = [ob.FileCreate(now, 4242, f"/tmp/keep/{i}") for i in range(n)]
+    # the stream holds after its first half until the reload is requested, then goes on: the
+    # second half was observed after the request, so the new filter names (some of) it. Without
+    # the hold the whole script can be observed before the request (all of it then rightly
+    # filtered by the configuration it was observed under) and the test would depend on timing.
+    half = n // 2
+    fake_backend.gate = threading.Event()
+    fake_backend.script = ([ob.FileCreate(now, 4242, f"/tmp/keep/{i}") for i in range(half)]
+                           + [None]
+                           + [ob.FileCreate(now + 1_000_000 + i, 4242, f"/tmp/keep/{i}")
+                              for i in range(half, n)])
     rec = Recorder()
     sensor = Sensor(load_config(cfg_path), [rec], SensorOptions(queue_size=64),
                     config_path=str(cfg_path))
@@ -332,6 +349,7 @@ def test_config_change_under_load_loses_nothing_and_emits_16(tmp_path, fake_back
     assert wait_for(lambda: sum(1 for e in rec.events if e.event_id == 11) > 200)
     cfg_path.write_text(CFG.format(prefix="/tmp/keep/").replace("tmpfile", "after-reload"))
     sensor.request_reload()
+    fake_backend.gate.set()
     assert wait_for(lambda: sum(1 for e in rec.events if e.event_id == 11) == n, 60)
     sensor.request_stop()
     t.join(10)
