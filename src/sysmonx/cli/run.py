@@ -61,7 +61,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", help="System/Provider Name (default: Linux-Sysmon)")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
                    help="Sigma rules (files, folders, .tar.gz; repeatable) run on every written "
-                        "event; alerts are written as SysmonX event 1000 (SigmaAlert)")
+                        "event; alerts are written as SysmonX event 1000 (SigmaAlert), or with "
+                        "--alerts to a JSONL file instead")
     p.add_argument("--alerts", metavar="FILE",
                    help="write Sigma alerts as JSON lines to FILE instead of the event stream; "
                         "'-' for stdout, which then carries only the alerts")
@@ -104,6 +105,7 @@ def _run_parser() -> argparse.ArgumentParser:
     add_stage_option(p)
     add_rule_cache_options(p)
     add_rule_profile_options(p)
+    common.add_detections_option(p)
     return p
 
 
@@ -285,7 +287,8 @@ def cmd_run(argv: list[str]) -> int:
         console.print(f"sysmonx: {sensor.source.guard.summary()}", markup=False)
     if stage is not None:
         console.print(f"sysmonx: {common.sigma_summary(stage, args.alerts)}", markup=False)
-        common.print_detection_summary(console, stage)
+        common.print_detection_summary(
+            console, stage, top=None if args.all_detections else common.DETECTIONS_SHOWN)
     follow = sensor.backend_stats().get("follow")
     if follow and (follow.get("repaired") or follow.get("cut_short")):
         console.print(f"sysmonx: followed records repaired (entity references without ';'): "
