@@ -15,9 +15,10 @@ import re
 import pytest
 
 from sysmonx.cli import main
-from sysmonx.cli.common import DETECTIONS_SHOWN
 from sysmonx.cli.replay import _replay_parser
 from sysmonx.cli.run import _run_parser
+
+DETECTIONS_SHOWN = 20  # sysmonx.cli.common.DETECTIONS_SHOWN
 
 
 def _rules(tmp_path, n: int):
@@ -77,7 +78,7 @@ def test_detections_table_shows_the_top_rules_and_counts_the_rest(tmp_path, caps
     assert main(argv) == 0
     err = capsys.readouterr().err
     rows = re.findall(r"rule \d\d \(0{8}-", err)
-    assert len(rows) == DETECTIONS_SHOWN == 20
+    assert len(rows) == DETECTIONS_SHOWN
     assert f"Sigma detections: the {DETECTIONS_SHOWN} rules with the most alerts" in err
     assert "... and 5 more rules (20 alerts; all with --all-detections)" in err.splitlines()
     assert main(argv + ["--all-detections"]) == 0
