@@ -126,3 +126,54 @@ def test_run_exit_summary_has_replays_per_eventid_table(tmp_path, script_backend
     assert "filtered out 2," in err
     total = next(line for line in err.splitlines() if " total " in line)
     assert total.replace("│", " ").split()[-3:] == ["6", "4", "2"]  # 11 and 16, 4 twice
+
+
+def test_run_exit_summary_adds_up_alerts_beside_the_table(tmp_path, script_backend, capsys):
+    """A new user's finding: "events written 2,060" against a table totalling 1,995 included,
+    with nothing saying the 65 Sigma alerts (event 1000) are written outside the table."""
+    path = tmp_path / "c.xml"
+    path.write_text(CFG.format(prefix="/tmp/keep"))
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "keep.yml").write_text(
+        "title: keep\nid: 00000000-0000-0000-0000-0000000000f1\nstatus: test\nlevel: low\n"
+        "logsource:\n    product: linux\n    category: file_event\ndetection:\n    sel:\n"
+        "        TargetFilename|startswith: '/tmp/keep/'\n    condition: sel\n")
+    now = time.time_ns()
+    script_backend.script = [ob.FileCreate(now, 4242, "/tmp/keep/a"),
+                             ob.FileCreate(now, 4242, "/tmp/keep/b"),
+                             ob.FileCreate(now, 4242, "/tmp/drop/c")]
+    rc = cmd_run(["--config", str(path), "--duration", "1.5", "--no-dns", "--no-guard",
+                  "--state-dir", "none", "-o", str(tmp_path / "out.xml"), "--rules",
+                  str(rules), "--no-rule-cache"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    written = int(err.split("events written ", 1)[1].split(",", 1)[0])
+    total = next(line for line in err.splitlines() if " total " in line)
+    included = int(total.replace("│", " ").split()[-2])
+    assert "sysmonx: also written, not in the table: event 1000 (Sigma alert) 2" in \
+        err.splitlines()
+    assert written == included + 2 == 7  # 16, 4 twice, two 11 and the two alerts
+
+
+def test_run_exit_summary_says_what_its_errors_were(tmp_path, script_backend):
+    """"errors 2" were two refused reloads, and the summary did not say so."""
+    path = tmp_path / "c.xml"
+    path.write_text(CFG.format(prefix="/tmp/keep"))
+    script_backend.script = []
+    rec = Recorder()
+    sensor = Sensor(load_config(path), [rec], SensorOptions(dns=False, guard=False,
+                                                            state_dir=None),
+                    config_path=str(path), on_status=lambda m: None)
+    t = threading.Thread(target=sensor.run, kwargs={"install_signals": False})
+    t.start()
+    try:
+        assert _wait(lambda: len(rec.events) >= 2)
+        path.write_text("<Sysmon schemaversion='4.81'><EventFiltering><bad")
+        for n in (1, 2):
+            sensor.request_reload()
+            assert _wait(lambda n=n: sum(e.event_id == 255 for e in rec.events) >= n)
+    finally:
+        sensor.request_stop()
+        t.join(15)
+    assert "errors 2 (2 refused config reloads: event 255)" in sensor.summary()

@@ -54,7 +54,8 @@ def test_the_loaded_line_says_whether_the_rules_came_from_the_cache(tmp_path, ca
 
     def loaded():
         assert main(argv) == 0
-        return [x for x in capsys.readouterr().err.splitlines() if "correlations loaded" in x]
+        return [x for x in capsys.readouterr().err.splitlines() if x.startswith("sigma: ")
+                and "correlations loaded" in x]
     assert loaded() == ["sigma: 1 rules and 0 correlations loaded, 2 rejected, of 3 read (compiled "
                         f"and stored in the rule cache in {cache})"]
     assert loaded() == ["sigma: 1 rules and 0 correlations loaded, 2 rejected, of 3 read (from the "
@@ -115,7 +116,9 @@ def test_quiet_counts_the_unindexed_rules_note_it_holds_back(tmp_path, capsys):
             "--no-rule-cache"]
     assert main(argv + ["-q"]) == 0
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("sigma:")]
-    assert lines[0] == "sigma: load issues (listed without -q): 1 note unindexed"
+    # in words, not the code "note unindexed" a new user could not read
+    assert lines[0] == ("sigma: load issues (listed without -q): 1 rule evaluated on every "
+                        "event of its log source (nothing to prefilter on)")
     assert main(argv) == 0
     assert "sigma: note: 1 rule without a value the prefilter can look for" in \
         capsys.readouterr().err

@@ -21,7 +21,8 @@ __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_pa
            "write_report", "read_error_printer", "on_windows", "url_output_options",
            "BUILTIN_CONFIGS", "config_arg_path", "builtin_config_name",
            "add_rule_profile_options", "check_rule_profile_options", "start_rule_profile",
-           "report_rule_profile", "print_detection_summary", "sigma_summary"]
+           "report_rule_profile", "print_detection_summary", "sigma_summary",
+           "add_detections_option", "DETECTIONS_SHOWN"]
 
 
 def on_windows() -> bool:
@@ -217,9 +218,12 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
         listed, folded = _issues_for_platform(stage, listed, platform)
     if folded or (quiet and unindexed):
         counts = Counter(("rejected " if i.rejected else "warning ") + i.code for i in folded)
-        if quiet and unindexed:  # the note below, held back by -q, is counted here
-            counts["note unindexed"] = len(unindexed)
         text = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        if quiet and unindexed:  # the note below, held back by -q, is counted here
+            n = len(unindexed)
+            text += (", " if text else "") + (
+                f"{n} rule{'s' if n > 1 else ''} evaluated on every event of "
+                f"{'their' if n > 1 else 'its'} log source (nothing to prefilter on)")
         if quiet:
             console.print(f"sigma: load issues (listed without -q): {text}", markup=False)
         else:
@@ -295,13 +299,38 @@ def _issues_for_platform(stage, issues: list, platform: str) -> tuple[list, list
     return listed, folded
 
 
-def print_detection_summary(console, stage) -> None:
-    """Hits per rule and level (a table) at the end of a replay or a live run."""
+#: rules listed in the Sigma detections table without ``--all-detections``
+DETECTIONS_SHOWN = 20
+
+
+def add_detections_option(p: argparse.ArgumentParser) -> None:
+    """``--all-detections``: list every rule that fired in the Sigma detections table, not the
+    :data:`DETECTIONS_SHOWN` with the most alerts (:func:`print_detection_summary`)."""
+    p.add_argument("--all-detections", action="store_true",
+                   help=f"with --rules: list every rule that fired in the Sigma detections "
+                        f"table at the end (default: the {DETECTIONS_SHOWN} with the most "
+                        f"alerts, and a line counting the others)")
+
+
+def print_detection_summary(console, stage, top: Optional[int] = DETECTIONS_SHOWN) -> None:
+    """Hits per rule and level (a table) at the end of a replay or a live run.
+
+    ``top`` (``None``: all): the table lists that many rules, those with the most alerts (then
+    matches), most severe first, and a last line counts the rules and alerts left out and
+    names the option that lists them all (a corpus pass fires ~140 rules: ~330 lines)."""
     from typing import Literal
 
     from rich.table import Table
     rows = stage.summary_rows()
-    table = Table(title="Sigma detections", title_justify="left")
+    hidden = []
+    if top is not None and len(rows) > top:
+        order = sorted(range(len(rows)), key=lambda i: (-rows[i].alerts, -rows[i].matches, i))
+        keep = set(order[:top])
+        hidden = [r for i, r in enumerate(rows) if i not in keep]
+        rows = [r for i, r in enumerate(rows) if i in keep]
+    title = "Sigma detections" + (f": the {len(rows)} rules with the most alerts"
+                                  if hidden else "")
+    table = Table(title=title, title_justify="left")
     columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
         ("level", "left"), ("matches", "right"), ("alerts", "right"), ("rule", "left"))
     for col, just in columns:
@@ -312,6 +341,11 @@ def print_detection_summary(console, stage) -> None:
         console.print(table)
     else:
         console.print("Sigma detections: no rule matched")
+    if hidden:
+        n, alerts = len(hidden), sum(r.alerts for r in hidden)
+        console.print(f"... and {n:,} more rule{'s' if n > 1 else ''} ({alerts:,} "
+                      f"alert{'' if alerts == 1 else 's'}; all with --all-detections)",
+                      markup=False)
     for line in stage.ungrouped_lines():
         console.print(f"warning: {line}", markup=False)
 
@@ -530,6 +564,8 @@ def report_rule_profile(console, profile, args: argparse.Namespace, top: int = 1
                        terminal_safe(c["title"]))
         out.print(ct)
     console.print(profile.summary_line(), markup=False)
+    from ..detection.profile import LEGEND
+    console.print(LEGEND, markup=False)
     if args.profile_rules_out:
         from ..detection.profile import write_profile
         try:
@@ -546,16 +582,16 @@ def config_loaded_line(name: str, config: Any, cache_info: dict) -> str:
     the same), as the Sigma rules' loaded line does:
     ``config: NAME loaded: schema 4.90, 12 rule sets, 1,914 filters (HOW)``, HOW from the config
     cache's ``cache_info`` (:func:`~sysmonx.config.load_config`): ``from the config cache in
-    DIR``, ``parsed and stored in the config cache in DIR``, ``parsed; its next run is read
-    from the config cache in DIR`` (a first run), ``parsed; config cache off`` or ``parsed; not
-    stored in the config cache: see the note above``."""
+    DIR``, ``parsed and stored in the config cache in DIR``, ``parsed; stored in the config cache
+    in DIR at its next run`` (a first run: the second stores, the third reads), ``parsed;
+    config cache off`` or ``parsed; not stored in the config cache: see the note above``."""
     status, where = cache_info.get("status", "off"), cache_info.get("directory")
     if status == "hit":
         how = f"from the config cache in {where}"
     elif status == "stored":
         how = f"parsed and stored in the config cache in {where}"
     elif status == "noted":
-        how = f"parsed; its next run is read from the config cache in {where}"
+        how = f"parsed; stored in the config cache in {where} at its next run"
     elif status == "off":
         how = "parsed; config cache off"
     else:

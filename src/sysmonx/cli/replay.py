@@ -89,15 +89,18 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only errors, inputs that gave no events, what changes the "
-                        "output (--alerts -) and the rules-loaded lines of --rules: no "
-                        "progress bar, other notes and warnings (clock skew ...) or summary "
-                        "tables; when warnings or notes were held back, a last line counts them")
+                        "output (--alerts -), the rules-loaded lines of --rules and the Sigma "
+                        "line (alerts by level and where they were written): no progress bar, "
+                        "other notes and warnings (clock skew ...) or summary tables; when "
+                        "warnings or notes were held back, a last line counts them")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
                    help="Sigma rules (YAML files, folders, .tar.gz bundles; repeatable): run on "
                         "every event that passes the config; alerts go into the output stream "
-                        "as SysmonX event 1000 (SigmaAlert) and, with --alerts, to a JSONL file")
+                        "as SysmonX event 1000 (SigmaAlert), or with --alerts to a JSONL file "
+                        "instead")
     p.add_argument("--alerts", metavar="FILE",
-                   help="write Sigma alerts as JSON lines to FILE; '-' for stdout, which then "
+                   help="write Sigma alerts as JSON lines to FILE instead of the event stream "
+                        "(the events then carry no event 1000); '-' for stdout, which then "
                         "carries only the alerts (events go to -o FILE, if given)")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when any record or file could not be read, or nothing was read "
@@ -113,6 +116,7 @@ def _replay_parser() -> argparse.ArgumentParser:
     add_stage_option(p)
     add_rule_cache_options(p)
     add_rule_profile_options(p)
+    common.add_detections_option(p)
     g = p.add_argument_group("Sysmon behaviours the spec marks uncertain (defaults: code-derived)")
     g.add_argument("--fallback", choices=["code", "intent"], default="code",
                    help="two or more rule sets for a tag and none matched: 'code' excludes, "
@@ -421,10 +425,12 @@ def cmd_replay(argv: list[str]) -> int:
         print_summary(console, stats, config is not None,
                       window=args.time_from is not None or args.time_to is not None,
                       config_name=None if config is None else _config_name(config_arg))
-    if stage is not None and not args.quiet:
+    if stage is not None:  # the alert count, kept by -q: what a script needs to know
         console.print(common.sigma_summary(stage, args.alerts, stream=fmt is not None),
                       markup=False)
-        common.print_detection_summary(console, stage)
+    if stage is not None and not args.quiet:
+        common.print_detection_summary(
+            console, stage, top=None if args.all_detections else common.DETECTIONS_SHOWN)
     if args.tamper and not args.quiet and replayer is not None:
         _print_tamper_summary(console, replayer)
     if not report_rule_profile(console, profile, args):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from contextlib import ExitStack
 from typing import Any, Optional
 
@@ -61,7 +62,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", help="System/Provider Name (default: Linux-Sysmon)")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
                    help="Sigma rules (files, folders, .tar.gz; repeatable) run on every written "
-                        "event; alerts are written as SysmonX event 1000 (SigmaAlert)")
+                        "event; alerts are written as SysmonX event 1000 (SigmaAlert), or with "
+                        "--alerts to a JSONL file instead")
     p.add_argument("--alerts", metavar="FILE",
                    help="write Sigma alerts as JSON lines to FILE instead of the event stream; "
                         "'-' for stdout, which then carries only the alerts")
@@ -104,6 +106,7 @@ def _run_parser() -> argparse.ArgumentParser:
     add_stage_option(p)
     add_rule_cache_options(p)
     add_rule_profile_options(p)
+    common.add_detections_option(p)
     return p
 
 
@@ -277,6 +280,9 @@ def cmd_run(argv: list[str]) -> int:
     if flt is not None:
         common.print_filter_table(console, flt.included, flt.excluded,
                                   "SysmonX sensor summary: what the config kept")
+        outside = written_outside_table(sensor.stats.written, flt.included)
+        if outside:
+            console.print(f"sysmonx: {outside}", markup=False)
     cpu, wall = time.process_time() - cpu0, max(1e-9, time.monotonic() - wall0)
     console.print(f"sysmonx: sensor CPU {cpu:.2f} s over {wall:.0f} s ({100 * cpu / wall:.2f} % "
                   f"of one core; every thread of this process, the kernel's work for it "
@@ -285,7 +291,8 @@ def cmd_run(argv: list[str]) -> int:
         console.print(f"sysmonx: {sensor.source.guard.summary()}", markup=False)
     if stage is not None:
         console.print(f"sysmonx: {common.sigma_summary(stage, args.alerts)}", markup=False)
-        common.print_detection_summary(console, stage)
+        common.print_detection_summary(
+            console, stage, top=None if args.all_detections else common.DETECTIONS_SHOWN)
     follow = sensor.backend_stats().get("follow")
     if follow and (follow.get("repaired") or follow.get("cut_short")):
         console.print(f"sysmonx: followed records repaired (entity references without ';'): "
@@ -294,6 +301,22 @@ def cmd_run(argv: list[str]) -> int:
     if not report_rule_profile(console, profile, args):
         return EXIT_FATAL
     return 0
+
+
+def written_outside_table(written: Counter, included: Counter) -> str:
+    """The line that makes the exit summary add up: events written (``written``: EventID ->
+    events every output took) that the config table's included column (``included``: EventID
+    -> events the filter passed) does not count, such as Sigma alerts (event 1000) and other
+    events added after the filter, e.g. ``also written, not in the table: event 1000
+    (Sigma alert) 65``; ``""`` when there are none."""
+    from ..pipeline import event_name
+    extra = {eid: n - included.get(eid, 0) for eid, n in written.items()
+             if n > included.get(eid, 0)}
+    if not extra:
+        return ""
+    return "also written, not in the table: " + ", ".join(
+        f"event {eid} ({event_name(eid)}) {extra[eid]:,}"
+        for eid in sorted(extra, key=lambda e: (-extra[e], e)))
 
 
 def write_pidfile_when_started(sensor, path: str, stack: ExitStack) -> None:

@@ -273,6 +273,16 @@ class RuleProfile:
                 "per evaluation)")
 
 
+#: One line under ``--profile-rules``' figures that says what its words mean (a new user read
+#: "3,182 run (6,953 candidates)" and "[unindexed]" as jargon).
+LEGEND = ("legend: eligible = each event times the rules of its log source; skipped = the "
+          "prefilter ruled the rule out (a value it needs is not in the event); candidates = "
+          "the rule's rarest required value was found, run = its other checked values were "
+          "too (or it is unindexed), so its condition ran; hit rate = matched / run; "
+          "[unindexed] = a rule with no value to prefilter on, run on every event of its log "
+          "source")
+
+
 def write_profile(profile: Optional[RuleProfile], path: str) -> None:
     """Write ``profile``'s JSON to ``path``.
 

@@ -366,6 +366,13 @@ class Sensor:
         what = st.backend if self.options.follow else f"backend {st.backend}"
         text = (f"{what}; events written {sum(st.written.values()):,}, filtered out "
                 f"{sum(st.filtered.values()):,}, lost {st.lost:,}, errors {st.errors}")
+        if st.errors:  # what they were, by kind (each is an event 255 in the output)
+            refused = self.pipeline.reload_errors
+            kinds = [f"{n:,} {what}" for n, what in (
+                (refused, "refused config reload" + ("s" if refused > 1 else "")),
+                (st.errors - refused, "collection error" + ("s" if st.errors - refused > 1
+                                                            else ""))) if n]
+            text += f" ({', '.join(kinds)}: event 255)"
         for name, n in st.undelivered.items():
             text += f"; NOT WRITTEN to {name}: {n:,} events ({st.output_errors.get(name, '')})"
         scans = self.scan_stats
