@@ -200,7 +200,7 @@ def cmd_replay(argv: list[str]) -> int:
             say("warning", str(w))
         for note in cache_info["notes"]:
             say("note", f"note: {note}")
-        say("note", common.config_loaded_line(_config_name(config_arg), config, cache_info))
+        say("note", common.config_loaded_line(common.config_name(config_arg), config, cache_info))
     environment = None
     if args.windows_env or args.env:
         from ..filtering.engine import WINDOWS_DEFAULT_ENV
@@ -420,7 +420,7 @@ def cmd_replay(argv: list[str]) -> int:
     if not args.quiet:
         print_summary(console, stats, config is not None,
                       window=args.time_from is not None or args.time_to is not None,
-                      config_name=None if config is None else _config_name(config_arg))
+                      config_name=None if config is None else common.config_name(config_arg))
     if stage is not None and not args.quiet:
         console.print(common.sigma_summary(stage, args.alerts, stream=fmt is not None),
                       markup=False)
@@ -441,12 +441,6 @@ def cmd_replay(argv: list[str]) -> int:
     if stats.lost_files or (args.strict and (stats.errors or not stats.records)):
         return EXIT_FATAL
     return 0
-
-
-def _config_name(config_arg: str) -> str:
-    """The config as the summary names it: ``built-in NAME`` or the path as given."""
-    builtin = common.builtin_config_name(config_arg)
-    return f"built-in {builtin}" if builtin else str(config_arg)
 
 
 def _close_stream(stream) -> None:
@@ -497,21 +491,8 @@ def print_summary(console, stats, filtered: bool, window: bool = False,
                   config_name: Optional[str] = None) -> None:
     """Print the end-of-replay table: per EventID read/included/excluded, totals, errors; with
     ``window`` (``--from``/``--to`` given) also the records outside it and those without a time."""
-    from rich.table import Table
-    from ..pipeline import event_name
-
-    table = Table(title="SysmonX replay summary", title_justify="left")
-    table.add_column("EventID", justify="right")
-    table.add_column("Event")
-    table.add_column("read", justify="right")
-    table.add_column("included", justify="right")
-    table.add_column("excluded", justify="right")
-    for eid in sorted(set(stats.included) | set(stats.excluded)):
-        inc, exc = stats.included[eid], stats.excluded[eid]
-        table.add_row(str(eid), event_name(eid), f"{inc + exc:,}", f"{inc:,}", f"{exc:,}")
-    table.add_row("", "total Sysmon", f"{stats.sysmon:,}", f"{sum(stats.included.values()):,}",
-                  f"{sum(stats.excluded.values()):,}", end_section=True)
-    console.print(table)
+    common.print_filter_table(console, stats.included, stats.excluded, "SysmonX replay summary",
+                              total_read=stats.sysmon)
     console.print(f"files: {stats.files:,}  records read: {stats.records:,}  Sysmon events: "
                   f"{stats.sysmon:,}  other records: {stats.non_sysmon:,} "
                   f"({'passed' if stats.non_sysmon_written else 'dropped'})  errors: "
