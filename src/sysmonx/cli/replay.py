@@ -7,7 +7,7 @@ import argparse
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from . import common
 from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_rule_profile_options,
@@ -135,9 +135,7 @@ def _replay_parser() -> argparse.ArgumentParser:
 
 def cmd_replay(argv: list[str]) -> int:
     """``sysmonx replay``: see :func:`_replay_parser`."""
-    from ..config import ConfigError, load_config
-    from ..filtering import EngineOptions
-    from ..pipeline import Replayer, ReplayOptions
+    from ..filtering.engine import set_note_handler
 
     args = _replay_parser().parse_args(argv)
     console = common.stderr_console()
@@ -149,6 +147,22 @@ def cmd_replay(argv: list[str]) -> int:
             held[severity] += 1
         else:
             console.print(text, markup=False)
+    # the filter plan cache's notes are this replay's notes (``--jobs`` workers send theirs)
+    previous = set_note_handler(lambda text: say("note", f"note: {text}"))
+    try:
+        return _replay(args, console, say, held)
+    finally:
+        set_note_handler(previous)
+
+
+def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], None],
+            held: Counter) -> int:
+    """The body of :func:`cmd_replay` (``say``: print or count a warning or note; ``held``:
+    the counts ``-q`` held back)."""
+    from ..config import ConfigError, load_config
+    from ..filtering import EngineOptions
+    from ..pipeline import Replayer, ReplayOptions
+
     paths = list(args.paths)
     config_arg = args.config
     if args.sample:
