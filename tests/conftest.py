@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 
@@ -157,6 +157,35 @@ def _finders_unchanged(request: pytest.FixtureRequest):
     if change is not None:
         _restore_finders(before)
         pytest.fail(f"{request.node.nodeid} left {change}", pytrace=False)
+
+
+def _kept_bytes(once: Callable[[], object], rounds: int, warm: int = 20) -> int:
+    """Bytes still allocated after ``rounds`` more calls of ``once`` than after one: ``once``
+    is called ``warm`` times first (caches filled), then once more and ``rounds`` times under
+    tracemalloc (it sees every allocation), with a full collection before each reading."""
+    import gc
+    import tracemalloc
+    for _ in range(warm):
+        once()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        once()
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(rounds):
+            once()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.fixture
+def kept_bytes() -> Callable[[Callable[[], object], int, int], int]:
+    """The leak check of the compiled code's tests: ``kept_bytes(once, rounds, warm=20)``,
+    the bytes ``rounds`` calls of ``once`` kept (:func:`_kept_bytes`)."""
+    return _kept_bytes
 
 
 def pytest_configure(config: pytest.Config) -> None:
