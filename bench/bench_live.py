@@ -83,7 +83,8 @@ int main(int argc,char**argv){
   long n=atol(argv[1]); double rate=atof(argv[2]); const char*tag=argv[3];
   char buf[128]; long inflight=0, ok=0; double t0=now();
   for(long i=0;i<n;i++){
-    if(rate>0){double due=t0+i/rate; double d; while((d=due-now())>0){struct timespec s={0,(long)(d*1e9)}; nanosleep(&s,0);} }
+    if(rate>0){double due=t0+i/rate; double d;
+      while((d=due-now())>0){struct timespec s={0,(long)(d*1e9)}; nanosleep(&s,0);} }
     snprintf(buf,sizeof buf,"%s-%ld",tag,i);
     char*args[]={"/bin/true",buf,0}; pid_t pid;
     while(inflight>=64){ if(waitpid(-1,0,0)>0) inflight--; }

@@ -198,8 +198,8 @@ def child(spec: dict) -> dict:
         os.sched_setaffinity(0, {spec["cpu"]})
     # imports are outside the load window: everything the replay loads lazily is loaded here
     import orjson  # noqa: F401
-    import sysmonx.pipeline  # noqa: F401  (_replay's own import then costs nothing)
-    import sysmonx.sources.evtx  # noqa: F401
+    import sysmonx.pipeline  # (_replay's own import then costs nothing)
+    import sysmonx.sources.evtx
     import sysmonx.filtering.plancache  # noqa: F401  (the engine imports it when it is used)
     from sysmonx.config import load_config
     from sysmonx.filtering import FilterEngine
@@ -450,7 +450,7 @@ def _decide_pass(engine, files: list[str]) -> tuple[float, int]:
         deciders = [engine.decider_for(eid) for eid, _ in block]
         datas = [data for _, data in block]
         t = _cpu()
-        for decide, data in zip(deciders, datas):
+        for decide, data in zip(deciders, datas, strict=False):
             decide(data)
         spent += _cpu() - t
         n += len(block)
@@ -555,7 +555,7 @@ def _profile(args, configs: list, files: list[str]) -> int:
 
         def walk(frame) -> None:
             own = frame.time - sum(c.time for c in frame.children)
-            shares[_stage(frame)] = shares.get(_stage(frame), 0.0) + own
+            shares[_stage(frame)] = shares.get(_stage(frame), 0.0) + own  # noqa: B023 - walked in this iteration
             for c in frame.children:
                 walk(c)
         walk(prof.last_session.root_frame())

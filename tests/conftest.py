@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 
@@ -100,6 +101,91 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # interleave them, so every module marked ``live`` holds an exclusive lock on a host-wide file for
 # its duration. The lock is advisory and costs nothing when only one run is active.
 LIVE_LOCK = os.environ.get("SYSMONX_LIVE_LOCK", "/tmp/sysmonx-live-tests.lock")
+
+
+def _finder_state() -> tuple[list, object]:
+    """What decides where distributions are found: ``sys.meta_path`` and the standard path
+    finder's own ``find_distributions`` (importlib_metadata deletes it when imported)."""
+    from importlib.machinery import PathFinder
+    return list(sys.meta_path), PathFinder.__dict__.get("find_distributions")
+
+
+def _restore_finders(state: tuple[list, object]) -> None:
+    from importlib.machinery import PathFinder
+    sys.meta_path[:] = state[0]
+    if state[1] is not None:
+        PathFinder.find_distributions = state[1]  # type: ignore[method-assign]
+
+
+def _finder_change(before: tuple[list, object]) -> Optional[str]:
+    """What changed since ``before`` (:func:`_finder_state`), in words, or ``None``."""
+    now = _finder_state()
+    if now == before:
+        return None
+    added = ", ".join(repr(f) for f in now[0] if f not in before[0]) or "none"
+    removed = ", ".join(repr(f) for f in before[0] if f not in now[0]) or "none"
+    said = f"sys.meta_path changed (added: {added}; removed: {removed})"
+    if now[1] is not before[1]:
+        said += "; the standard path finder's find_distributions " + (
+            "deleted" if now[1] is None else "replaced")
+    return said
+
+
+#: the finders when the session started (pytest's own import hook on sys.meta_path already).
+_SESSION_FINDERS = _finder_state()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse a run where importing a test module changed the distribution finders (import
+    what does, e.g. dask, in a fixture that puts them back: see tests/test_dask_replay.py)."""
+    change = _finder_change(_SESSION_FINDERS)
+    if change is not None:
+        _restore_finders(_SESSION_FINDERS)
+        raise pytest.UsageError(f"importing the test modules left {change}; the registry's "
+                                "plugin check reads them")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _finders_unchanged(request: pytest.FixtureRequest):
+    """Fail the module that leaves the distribution finders changed (a finder left on
+    ``sys.meta_path``, or the path finder's ``find_distributions`` deleted, makes the
+    registry's plugin check fall back to the full entry-point scan in every later module), and
+    put them back as they were."""
+    before = _finder_state()
+    yield
+    change = _finder_change(before)
+    if change is not None:
+        _restore_finders(before)
+        pytest.fail(f"{request.node.nodeid} left {change}", pytrace=False)
+
+
+def _kept_bytes(once: Callable[[], object], rounds: int, warm: int = 20) -> int:
+    """Bytes still allocated after ``rounds`` more calls of ``once`` than after one: ``once``
+    is called ``warm`` times first (caches filled), then once more and ``rounds`` times under
+    tracemalloc (it sees every allocation), with a full collection before each reading."""
+    import gc
+    import tracemalloc
+    for _ in range(warm):
+        once()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        once()
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(rounds):
+            once()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.fixture
+def kept_bytes() -> Callable[[Callable[[], object], int, int], int]:
+    """The leak check of the compiled code's tests: ``kept_bytes(once, rounds, warm=20)``,
+    the bytes ``rounds`` calls of ``once`` kept (:func:`_kept_bytes`)."""
+    return _kept_bytes
 
 
 def pytest_configure(config: pytest.Config) -> None:

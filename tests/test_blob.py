@@ -64,7 +64,7 @@ def test_decoded_golden_blobs_match_their_configs(golden):
         want = sorted(cfg.rule_sets, key=lambda rs: order.index(rs.tag))
         assert [(r.tag, r.onmatch, r.relation) for r in dec.rule_sets] == \
             [(r.tag, r.onmatch, r.relation) for r in want], name
-        for d, w in zip(dec.rule_sets, want):
+        for d, w in zip(dec.rule_sets, want, strict=False):
             assert [(f.field, f.condition, f.value, f.name) for f in d.filters] == \
                 [(f.field, f.condition, f.value, f.name) for f in w.filters], name
 

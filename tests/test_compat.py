@@ -325,7 +325,7 @@ def test_render_config_xml_round_trips_corpus_configs(corpus):
         assert _model(back) == _model(c), path
         try:
             blob = compile_blob(c)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a config the blob compiler refuses is not compared
             continue
         assert compile_blob(back) == blob, path
         done += 1

@@ -80,7 +80,7 @@ def test_hit_is_the_parsed_config_and_parses_nothing(small, store, monkeypatch):
 
 
 @pytest.mark.parametrize("rel", _config_paths())
-def test_cached_config_decides_every_corpus_event_as_the_parsed_one(corpus_events, corpus, rel,
+def test_cached_config_decides_every_corpus_event_as_the_parsed_one(corpus_events, corpus, rel,  # noqa: F811
                                                                      tmp_path):
     store = ConfigCache(tmp_path)
     plain = load_config(corpus / rel, cache=False)

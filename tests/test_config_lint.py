@@ -217,11 +217,14 @@ def test_star_in_values_is_warned_with_what_to_write_instead():
 
 def test_registry_paths_sysmon_never_writes():
     c, ws = lint('<RegistryEvent onmatch="include">\n'
-                 '<TargetObject condition="begin with">\\REGISTRY\\MACHINE\\SOFTWARE\\Run</TargetObject>\n'
-                 '<TargetObject condition="contains">HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\x</TargetObject>\n'
+                 '<TargetObject condition="begin with">\\REGISTRY\\MACHINE\\SOFTWARE\\Run'
+                 '</TargetObject>\n'
+                 '<TargetObject condition="contains">'
+                 'HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\x</TargetObject>\n'
                  '<TargetObject condition="begin with">HKCU\\Software\\Microsoft\\Run</TargetObject>\n'
                  '<TargetObject condition="contains any">\\Run;REGISTRY\\USER\\S-1-5-18</TargetObject>\n'
-                 '<TargetObject condition="begin with">HKLM\\SYSTEM\\CurrentControlSet\\Services</TargetObject>\n'
+                 '<TargetObject condition="begin with">HKLM\\SYSTEM\\CurrentControlSet\\Services'
+                 '</TargetObject>\n'
                  '</RegistryEvent>')
     by_line = {w.line: w.message for w in ws}
     assert "'HKLM\\' for '\\REGISTRY\\MACHINE\\'" in by_line[4]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -18,8 +19,22 @@ from sysmonx.pipeline import Replayer, ReplayOptions
 from sysmonx.sinks import writer_class
 from sysmonx.sources import iter_input_files
 
-distributed = pytest.importorskip("distributed", reason="dask distributed not installed "
-                                  "(pip install 'sysmonx[dask]')")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def distributed():
+    """dask distributed, imported for this module only: importing dask puts importlib_metadata's
+    distribution finder and tlz's loader on ``sys.meta_path`` for good and deletes the standard
+    path finder's ``find_distributions`` (importlib_metadata's ``disable_stdlib_finder``), so
+    the registry's plugin check would scan every entry point in the modules after this one;
+    both are put back when the module ends (conftest checks that no module leaves them
+    changed)."""
+    from importlib.machinery import PathFinder
+    before = list(sys.meta_path), PathFinder.__dict__["find_distributions"]
+    yield pytest.importorskip("distributed", reason="dask distributed not installed "
+                              "(pip install 'sysmonx[dask]')")
+    sys.meta_path[:] = before[0]
+    PathFinder.find_distributions = before[1]
 
 CONFIG = "configs/SwiftOnSecurity__sysmon-config/sysmonconfig-export.xml"
 RULES = "sigma/sigmahq_rules_sysmon_categories.tar.gz"
@@ -51,7 +66,7 @@ def _one_process(files, rules_path, config):
     return out.getvalue(), rp.stats
 
 
-def test_rules_and_a_worker_killed_mid_job_give_identical_output(corpus):
+def test_rules_and_a_worker_killed_mid_job_give_identical_output(corpus, distributed):
     from sysmonx.detection import DetectionStage
     from sysmonx.pipeline.dask import replay_dask
     files = corpus_files(corpus)

@@ -80,28 +80,12 @@ def test_alert_fields_leaves_other_types_to_python(data, names, limit):
 
 
 @needs_ext
-def test_alert_fields_keeps_no_memory():
-    import gc
-    import tracemalloc
-
+def test_alert_fields_keeps_no_memory(kept_bytes):
     def once() -> None:
         for data, names, limit in CASES:
             _outcome(sp.alert_fields, data, names, limit)
 
-    for _ in range(20):
-        once()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        once()
-        gc.collect()
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(500):
-            once()
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    grown = kept_bytes(once, 500, warm=20)
     assert grown < 65536, f"{grown} bytes kept after 500 rounds"
 
 

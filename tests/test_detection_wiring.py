@@ -88,7 +88,7 @@ def test_sensor_runs_rules_on_written_events(tmp_path, monkeypatch):
 
     monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("fake", {}))
     monkeypatch.setattr(live_mod, "load_backend", lambda name: Fake)
-    monkeypatch.setattr(live_mod, "auxiliary_backends", lambda: [])
+    monkeypatch.setattr(live_mod, "auxiliary_backends", list)
     cfg = parse_config('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" '
                        'groupRelation="or"><FileCreate onmatch="exclude"/></RuleGroup>'
                        "</EventFiltering></Sysmon>")

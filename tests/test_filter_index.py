@@ -109,7 +109,7 @@ def test_indexed_decides_as_the_walk_on_every_corpus_event(corpus_events, rel):
         key = (eid, tuple(proj[i] for i in pick))
         seen = distinct.get(key)
         if seen is None:
-            data = {f: v for f, v in zip(names, proj) if v is not None}
+            data = {f: v for f, v in zip(names, proj, strict=False) if v is not None}
             got, want = indexed.decide(eid, data), walk.decide(eid, data)
             decided += 1
             if got != want and len(mismatches) < 5:
@@ -388,10 +388,10 @@ def _distinct_events(corpus_events, cfg) -> list:
     for eid, proj in corpus_events.counts:
         names = corpus_events.fields.get(eid, ())
         mine = set(own.get(eid, ()))
-        key = (eid, tuple(v for f, v in zip(names, proj) if f in mine))
+        key = (eid, tuple(v for f, v in zip(names, proj, strict=False) if f in mine))
         if key not in seen:
             seen.add(key)
-            out.append((eid, {f: v for f, v in zip(names, proj) if v is not None}))
+            out.append((eid, {f: v for f, v in zip(names, proj, strict=False) if v is not None}))
     return out
 
 

@@ -98,17 +98,31 @@ def test_install_manifest(tmp_path):
     g.close()
 
 
-def test_config_modified_after_grace_and_reload_clears(tmp_path):
+@pytest.fixture
+def config_guard(tmp_path):
+    """A started guard watching ``c.xml`` (``<Sysmon/>``, its hash given) with a 0.2 s grace:
+    ``(config file, its SHA-256 hex, guard)``; the guard is closed after the test."""
     cfg = tmp_path / "c.xml"
     cfg.write_bytes(b"<Sysmon/>")
     h = hashlib.sha256(b"<Sysmon/>").hexdigest()
     g = make(tmp_path, config_path=str(cfg), heartbeat_s=0, config_grace_s=0.2)
     g.config_hash = f"SHA256={h}"
     g.start()
-    cfg.write_bytes(b"<Sysmon><!-- x --></Sysmon>")
+    yield cfg, h, g
+    g.close()
+
+
+def wait_config_modified(g: SensorGuard) -> None:
+    """Wait (at most 5 s) for the guard's ``config_modified`` finding."""
     deadline = time.monotonic() + 5
     while not g.findings.get("config_modified") and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def test_config_modified_after_grace_and_reload_clears(config_guard):
+    cfg, h, g = config_guard
+    cfg.write_bytes(b"<Sysmon><!-- x --></Sysmon>")
+    wait_config_modified(g)
     ev = g.drain()
     assert techniques(ev) == [(201, "config_modified")]
     new = hashlib.sha256(b"<Sysmon><!-- x --></Sysmon>").hexdigest()
@@ -116,26 +130,18 @@ def test_config_modified_after_grace_and_reload_clears(tmp_path):
     g.config_reloaded(f"SHA256={new}")
     time.sleep(0.5)
     assert g.drain() == []
-    g.close()
 
 
-def test_config_modified_after_a_refused_reload_says_the_reload_was_refused(tmp_path):
+def test_config_modified_after_a_refused_reload_says_the_reload_was_refused(config_guard):
     """Found by a new user: after ``kill -HUP`` with a broken config (refused, event 255
     ``ConfigReload``), the finding said the file changed "without a reload". It now names the
     refusal; a later edit of the file is again "without a reload"."""
-    cfg = tmp_path / "c.xml"
-    cfg.write_bytes(b"<Sysmon/>")
-    h = hashlib.sha256(b"<Sysmon/>").hexdigest()
-    g = make(tmp_path, config_path=str(cfg), heartbeat_s=0, config_grace_s=0.2)
-    g.config_hash = f"SHA256={h}"
-    g.start()
+    cfg, _, g = config_guard
     cfg.write_bytes(b"<Sysmon><broken></Sysmon>")
     g.config_reload_refused("configuration not applied: c.xml:1: mismatched tag")
 
     def finding():
-        deadline = time.monotonic() + 5
-        while not g.findings.get("config_modified") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_config_modified(g)
         g.findings.pop("config_modified", None)
         return g.drain()
     ev = finding()
@@ -149,7 +155,6 @@ def test_config_modified_after_a_refused_reload_says_the_reload_was_refused(tmp_
     ev = finding()
     assert techniques(ev) == [(201, "config_modified")]
     assert "without a reload" in ev[0].data["Details"]
-    g.close()
 
 
 def test_output_removed_and_clock_jump(tmp_path, monkeypatch):

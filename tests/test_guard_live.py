@@ -265,7 +265,7 @@ def test_heartbeat_interval_from_the_config_and_its_reload(tmp_path, runs):
     runs.append(r)
     evs = wait_for(r.out, lambda e: e["EventID"] == 202 and int(e["Sequence"]) >= 4)
     hb = [e for e in evs if e["EventID"] == 202][:4]
-    gaps = [_utc_s(b["UtcTime"]) - _utc_s(a["UtcTime"]) for a, b in zip(hb, hb[1:])]
+    gaps = [_utc_s(b["UtcTime"]) - _utc_s(a["UtcTime"]) for a, b in zip(hb, hb[1:], strict=False)]
     assert all(0.95 <= g < 1.9 for g in gaps), gaps          # about a second apart
     # SIGHUP re-reads the edited config: 3 s from then on
     cfg.write_text(text.format(3))
@@ -279,7 +279,7 @@ def test_heartbeat_interval_from_the_config_and_its_reload(tmp_path, runs):
         if len(reloads) >= 2:
             after = [e for e in evs[reloads[-1]:] if e["EventID"] == 202]
     assert len(after) >= 3, [(e["EventID"], e.get("Sequence")) for e in r.events()[-12:]]
-    gaps = [_utc_s(b["UtcTime"]) - _utc_s(a["UtcTime"]) for a, b in zip(after, after[1:])]
+    gaps = [_utc_s(b["UtcTime"]) - _utc_s(a["UtcTime"]) for a, b in zip(after, after[1:], strict=False)]
     assert all(2.95 <= g < 3.9 for g in gaps), gaps
     assert not any(finding("config_modified")(e) for e in r.stop())
 

@@ -140,7 +140,7 @@ def test_xml_and_jsonl_writers_give_back_exactly_the_fields(tmp_path, name, file
         back, errors = read(out, fmt)
         assert errors == []
         assert len(back) == len(EVENTS), fmt  # no forged event
-        for original, got in zip(EVENTS, back):
+        for original, got in zip(EVENTS, back, strict=False):
             if name == "jsonl":
                 assert got == original  # JSON carries every character, names included
                 assert list(got.data) == list(original.data)
@@ -203,7 +203,7 @@ def test_syslog_records_give_back_exactly_the_fields(syslog_socket):
     back = list(read_syslog_stream(io.BytesIO(b"\n".join(datagrams) + b"\n"), "syslog",
                                    errors.append))
     assert errors == [] and len(back) == len(events)  # the forged syslog line forged nothing
-    for original, got in zip(events, back):
+    for original, got in zip(events, back, strict=False):
         expected = {xml_rendering(k): xml_rendering(v) for k, v in original.data.items()}
         assert list(got.data.items()) == list(expected.items())
         assert got.provider == original.provider and got.record_id == original.record_id
@@ -234,8 +234,8 @@ def test_csv_gives_back_exactly_the_fields(tmp_path, bom):
     rows = parse_csv(raw)
     assert rows[0] == list(COLUMNS)
     assert len(rows) == len(EVENTS) + 1 and all(len(r) == len(COLUMNS) for r in rows)
-    for original, cells in zip(EVENTS, rows[1:]):
-        row = dict(zip(COLUMNS, cells))
+    for original, cells in zip(EVENTS, rows[1:], strict=False):
+        row = dict(zip(COLUMNS, cells, strict=False))
         # the EventData column holds exactly the original fields, order included
         data = json.loads(row["EventData"])
         assert list(data.items()) == list(original.data.items())
@@ -270,7 +270,7 @@ def test_csv_each_value_alone_in_every_display_column(value):
     no_terminal_escapes(raw)
     rows = parse_csv(raw)
     assert len(rows) == 2 and raw.count(b"\n") == 2
-    row = dict(zip(COLUMNS, rows[1]))
+    row = dict(zip(COLUMNS, rows[1], strict=False))
     assert list(json.loads(row["EventData"]).items()) == list(e.data.items())
     for col in ("Computer", "ProcessId", "Image", "CommandLine", "ParentImage", "User", "Details",
                 "RuleName"):
@@ -332,7 +332,7 @@ def test_cli_replays_hostile_values_through_every_format(tmp_path, capsys, fmt, 
         return
     back, errors = read(out, reader)
     assert errors == [] and len(back) == len(EVENTS)
-    for original, got in zip(EVENTS, back):
+    for original, got in zip(EVENTS, back, strict=False):
         if fmt == "jsonl":
             assert got == original
         else:

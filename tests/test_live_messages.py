@@ -177,3 +177,67 @@ def test_run_exit_summary_says_what_its_errors_were(tmp_path, script_backend):
         sensor.request_stop()
         t.join(15)
     assert "errors 2 (2 refused config reloads: event 255)" in sensor.summary()
+
+
+def test_run_says_how_its_config_was_loaded_in_replays_words(tmp_path, script_backend, capsys,
+                                                             monkeypatch):
+    # the live sensor said nothing of its config at start; replay's line, word for word
+    from sysmonx.cli.replay import cmd_replay
+    monkeypatch.setenv("SYSMONX_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "c.xml"
+    path.write_text(CFG.format(prefix="/tmp/keep"))
+    script_backend.script = []
+    lines = []
+    for _ in range(3):  # first run, second (stored), third (from the cache)
+        rc = cmd_run(["--config", str(path), "--duration", "0.3", "--no-dns", "--no-guard",
+                      "--state-dir", "none", "-o", str(tmp_path / "out.xml")])
+        assert rc == 0
+        lines.append([x for x in capsys.readouterr().err.splitlines()
+                      if x.startswith("config: ")])
+    where = tmp_path / "cache" / "config"
+    head = f"config: {path} loaded: schema 4.81, 1 rule sets, 1 filters"
+    assert lines == [[f"{head} (parsed; stored in the config cache in {where} at its next run)"],
+                     [f"{head} (parsed and stored in the config cache in {where})"],
+                     [f"{head} (from the config cache in {where})"]]
+    assert cmd_replay(["--sample", "--config", str(path), "--no-output"]) == 0
+    assert [x for x in capsys.readouterr().err.splitlines()
+            if x.startswith("config: ")] == lines[2]
+
+
+def test_run_names_its_built_in_default_as_replay_does(script_backend, capsys, monkeypatch):
+    monkeypatch.setenv("SYSMONX_CONFIG_CACHE", "0")
+    script_backend.script = []
+    assert cmd_run(["--duration", "0.3", "--no-dns", "--no-guard", "--state-dir", "none",
+                    "-o", "/dev/null"]) == 0
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("config: ")]
+    assert line.startswith("config: built-in default-linux loaded: schema ")
+    assert line.endswith(" filters (parsed; config cache off)")
+
+
+def test_replay_and_live_print_one_table_in_the_same_words():
+    # replay's summary table and the live exit's were two copies: live's total row said
+    # "total" where replay's says "total Sysmon"
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from sysmonx.cli.common import print_filter_table
+    from sysmonx.cli.replay import print_summary
+    inc, exc = Counter({1: 5, 11: 1}), Counter({11: 2, 3: 1_234})
+    stats = SimpleNamespace(included=inc, excluded=exc, sysmon=1_242, files=1, records=1_242,
+                            non_sysmon=0, non_sysmon_written=False, errors=0, warnings=0)
+
+    def render(fn) -> list[str]:
+        con = Console(record=True, width=100, file=open("/dev/null", "w"))
+        fn(con)
+        return con.export_text().splitlines()
+
+    replay = render(lambda c: print_summary(c, stats, True, config_name="c.xml"))
+    live = render(lambda c: print_filter_table(c, inc, exc, "SysmonX replay summary"))
+    assert replay[:len(live)] == live
+    rows = [r.replace("│", " ").split() for r in live if "│" in r]
+    assert [r[:1] + r[-3:] for r in rows] == [["1", "5", "5", "0"], ["3", "1,234", "0", "1,234"],
+                                              ["11", "3", "1", "2"],
+                                              ["total", "1,242", "6", "1,236"]]
+    assert rows[-1][:2] == ["total", "Sysmon"]

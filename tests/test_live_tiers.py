@@ -453,7 +453,7 @@ def test_connects_protocol_and_source_ports(runs, tier):
                      and e["Initiated"] == "true" and e["ProcessId"] == client_pid]
     assert len(client_events) == 20
     assert {e["ProcessGuid"] for e in client_events} == {starts[0]["ProcessGuid"]}
-    for e, truth in zip(client_events, client["tcp"]):
+    for e, truth in zip(client_events, client["tcp"], strict=False):
         assert e["Protocol"] == "tcp"
         if e["SourcePort"] == "0":
             assert e["SourceIp"] == "-" and _allowed(tier, "tcp_source"), e

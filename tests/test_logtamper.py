@@ -5,7 +5,6 @@ the public attack EVTX in the corpus."""
 from __future__ import annotations
 
 import orjson
-import pytest
 
 from sysmonx.cli import main
 from sysmonx.stages.logtamper import LogTamperStage

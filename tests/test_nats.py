@@ -30,7 +30,7 @@ pytestmark = pytest.mark.live
 NATS_SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if os.path.exists(
     "/usr/sbin/nats-server") else None)
 try:
-    import nats  # noqa: F401
+    import nats
     HAVE_CLIENT = True
 except ImportError:
     HAVE_CLIENT = False

@@ -75,7 +75,7 @@ module(load="imtcp"{drv})
 input(type="imtcp" port="{port}" address="127.0.0.1")
 template(name="plain" type="string" string="%TIMESTAMP% %HOSTNAME% %syslogtag%%msg:::sp-if-no-1st-sp%%msg%\\n")
 *.* action(type="omfile" file="{self.out}" template="plain" flushOnTXEnd="on" asyncWriting="off")
-""")
+""")  # noqa: E501 - rsyslog's template line, verbatim
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:

@@ -177,7 +177,7 @@ class _ScriptBackend(Backend):
 def script_backend(monkeypatch):
     monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("script", {}))
     monkeypatch.setattr(live_mod, "load_backend", lambda name: _ScriptBackend)
-    monkeypatch.setattr(live_mod, "auxiliary_backends", lambda: [])
+    monkeypatch.setattr(live_mod, "auxiliary_backends", list)
     return _ScriptBackend
 
 

@@ -91,7 +91,7 @@ def test_new_eventids_are_added_to_the_entry(store):
 
 
 @pytest.mark.parametrize("rel", _config_paths())
-def test_cached_plans_decide_every_corpus_event_as_a_fresh_compile(corpus_events, corpus, rel,
+def test_cached_plans_decide_every_corpus_event_as_a_fresh_compile(corpus_events, corpus, rel,  # noqa: F811
                                                                     tmp_path):
     cfg = load_config(corpus / rel, cache=False)
     events = _distinct_events(corpus_events, cfg)

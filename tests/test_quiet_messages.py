@@ -41,11 +41,24 @@ def test_re2s_own_error_line_is_silenced_and_our_rejection_stays(tmp_path):
     # comes next, before anything else
     lines = [x for x in r.stderr.splitlines() if not x.startswith("config: ")]
     assert not any("re2.cc" in x or "Error parsing" in x or "absl" in x for x in lines), lines[:3]
-    assert lines[0].startswith(f"sigma: {rule}: rejected [sigma] 33333333-3333-3333-3333-"
+    # the first line after replay's config line is the rejection
+    assert lines[0].startswith("config: built-in default-windows loaded: "), lines[0]
+    assert lines[1].startswith(f"sigma: {rule}: rejected [sigma] 33333333-3333-3333-3333-"
                                "333333333333 (lookbehind): Regular expression '(?<!x)abc' is "
-                               "invalid")
-    assert "RE2 has no lookaround" in lines[0]
+                               "invalid: invalid perl operator: (?<!")
+    assert "RE2 has no lookaround" in lines[1]
     assert "sigma: 0 rules and 0 correlations loaded, 1 rejected, of 1 read" in r.stderr
+
+
+def test_re2s_reason_is_text_not_a_bytes_repr(tmp_path):
+    # pySigma puts str(re2.error) in its message: the bytes' repr (b'...') before the decode
+    from sysmonx.detection.rules import load_rules
+    rule = tmp_path / "lb.yml"
+    rule.write_text(RULE)
+    [issue] = load_rules([str(rule)]).issues
+    assert issue.message == ("Regular expression '(?<!x)abc' is invalid: invalid perl operator: "
+                             "(?<!")
+    assert "b'" not in issue.message
 
 
 @pytest.mark.parametrize("text, line, message", [

@@ -224,7 +224,7 @@ def test_unnamed_data_of_a_sysmon_event_get_their_names_by_position(tmp_path):
     assert notes == []
     assert list(events[0].data.items()) == list(zip(
         ["RuleName", "UtcTime", "ProcessGuid", "ProcessId", "Image", "TargetFilename",
-         "CreationUtcTime", "User"], FILE_CREATE))
+         "CreationUtcTime", "User"], FILE_CREATE, strict=False))
     # ...so a config filter and a Sigma rule on the real names see them
     config = tmp_path / "c.xml"
     config.write_text('<Sysmon schemaversion="4.90"><EventFiltering><FileCreate onmatch="include">'

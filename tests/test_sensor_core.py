@@ -149,7 +149,7 @@ class FakeBackend(Backend):
 def fake_backend(monkeypatch):
     monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("fake", {}))
     monkeypatch.setattr(live_mod, "load_backend", lambda name: FakeBackend)
-    monkeypatch.setattr(live_mod, "auxiliary_backends", lambda: [])
+    monkeypatch.setattr(live_mod, "auxiliary_backends", list)
     return FakeBackend
 
 

@@ -252,7 +252,7 @@ class ScriptBackend(Backend):
 def script_backend(monkeypatch):
     monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("script", {}))
     monkeypatch.setattr(live_mod, "load_backend", lambda name: ScriptBackend)
-    monkeypatch.setattr(live_mod, "auxiliary_backends", lambda: [])
+    monkeypatch.setattr(live_mod, "auxiliary_backends", list)
     return ScriptBackend
 
 
@@ -442,7 +442,7 @@ def two_tiers(monkeypatch):
     monkeypatch.setattr(backends_mod, "tiers", lambda: ["broken", "next"])
     monkeypatch.setattr(backends_mod, "load_backend", lambda name: classes[name])
     monkeypatch.setattr(live_mod, "load_backend", lambda name: classes[name])
-    monkeypatch.setattr(live_mod, "auxiliary_backends", lambda: [])
+    monkeypatch.setattr(live_mod, "auxiliary_backends", list)
     return classes
 
 

@@ -323,10 +323,8 @@ def test_cached_stage_gives_the_same_alerts_as_a_compiled_one(corpus, corpus_eve
 
 
 @needs_ext
-def test_compiled_paths_keep_no_memory(corpus, corpus_events):
+def test_compiled_paths_keep_no_memory(corpus, corpus_events, kept_bytes):
     """Many rounds of both compiled calls on remembered events keep no memory."""
-    import gc
-    import tracemalloc
     st = _stage(corpus)
     evs = [e for e in corpus_events if e.event_id == 1][:200]
     for e in evs:
@@ -338,19 +336,7 @@ def test_compiled_paths_keep_no_memory(corpus, corpus_events):
         for e in evs:
             st.process(e)
 
-    once()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        once()
-        gc.collect()
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(30):
-            once()
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    grown = kept_bytes(once, 30, warm=1)
     assert grown < 65536, f"{grown} bytes kept after 30 rounds"
 
 

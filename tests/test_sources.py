@@ -238,7 +238,7 @@ def test_evtx_damage_is_reported_and_reading_continues(panache, tmp_path, kind):
     assert got == sorted(set(originals) - set(lost))  # everything else, in file order
     for e in events:  # what was read is intact
         assert e == originals[e.origin[1]]
-    for err, offset in zip(errors, offsets):
+    for err, offset in zip(errors, offsets, strict=False):
         assert err.path == str(path) and err.offset_kind == "byte"
         if offset is not None:
             assert err.offset == offset

@@ -454,12 +454,9 @@ def test_edge_cases_under_the_debug_allocator(tmp_path):
 
 
 @needs_ext
-def test_no_memory_kept_across_calls():
+def test_no_memory_kept_across_calls(kept_bytes):
     """Converting and rendering every edge case (fallbacks and errors included) again and again
     keeps no memory: no reference leaked on any path (tracemalloc sees every allocation)."""
-    import gc
-    import tracemalloc
-
     def once() -> None:
         for _, text, _ in CASES:
             sp.convert_raw(text, ORIGIN)
@@ -468,20 +465,8 @@ def test_no_memory_kept_across_calls():
             sp.event_json_raw(e)
             _outcome(sp.event_json, e)
 
-    for _ in range(20):  # caches (keys, provider GUIDs, line-number tables) filled first
-        once()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        once()
-        gc.collect()
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(200):
-            once()
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    # caches (keys, provider GUIDs, line-number tables) filled first
+    grown = kept_bytes(once, 200, warm=20)
     # one object leaked per call would be >= 200 x ~130 calls x 32 bytes = 800 KiB; what the
     # interpreter itself keeps now and then (freelists, caches) stays below a few KiB
     assert grown < 65536, f"{grown} bytes kept after 200 rounds"

@@ -32,7 +32,7 @@ module(load="imuxsock" SysSock.Use="off")
 input(type="imuxsock" Socket="{sock}" CreatePath="on")
 template(name="plain" type="string" string="%TIMESTAMP% %HOSTNAME% %syslogtag%%msg:::sp-if-no-1st-sp%%msg%\\n")
 *.* action(type="omfile" file="{out}" template="plain")
-""")
+""")  # noqa: E501 - rsyslog's template line, verbatim
     proc = subprocess.Popen([RSYSLOGD, "-n", "-f", str(conf), "-i", str(pidfile)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10

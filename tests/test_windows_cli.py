@@ -19,8 +19,6 @@ from sysmonx.cli.sysmon import main as switches
 from sysmonx.pipeline.windows import collector_from_state
 from sysmonx.windows import service as svc
 from sysmonx.windows.fakes import FakeServiceApi, FakeWevtApi, FakeWindowsHost
-from sysmonx.windows.tamper import (CommandProbe, WindowsTamper, WindowsTamperChecks,
-                                    tamper_finding)
 
 CONFIG = ('<Sysmon schemaversion="4.90"><EventFiltering><RuleGroup groupRelation="or">'
           '<ProcessCreate onmatch="include"><Image condition="end with">\\cmd.exe</Image>'

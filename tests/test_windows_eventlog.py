@@ -64,7 +64,7 @@ def _drain_reports(source: EventLogSource, settle: float = 0.3) -> list:
     while time.monotonic() < end:
         try:
             item = source._queue.get(timeout=0.05)
-        except Exception:
+        except Exception:  # noqa: BLE001 - queue.Empty: nothing yet
             continue
         out.append(item)
     return out

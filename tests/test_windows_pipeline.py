@@ -189,12 +189,15 @@ def test_ack_tracker_commits_in_order_only_when_every_output_took_the_event():
     evs = [Event(1, {}, record_id=i) for i in range(4)]
     for e in evs:
         e.origin = ("eventlog:x", e.record_id)
-    tr.begin(evs[0]); tr.to_outputs(evs[0])
+    tr.begin(evs[0])
+    tr.to_outputs(evs[0])
     tr.begin(evs[1])                                   # dropped by a stage
-    tr.begin(evs[2]); tr.to_outputs(evs[2])
+    tr.begin(evs[2])
+    tr.to_outputs(evs[2])
     tr.settle()
     assert committed == []                             # evs[0] not taken yet
-    tr.taken(evs[2]); tr.taken(evs[2])
+    tr.taken(evs[2])
+    tr.taken(evs[2])
     assert committed == []                             # still behind evs[0]
     tr.taken(evs[0])
     assert committed == []

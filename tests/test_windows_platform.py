@@ -196,7 +196,7 @@ def _index_reachable() -> bool:
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:
             return resp.status == 200
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure: the index is not reachable
         return False
 
 

@@ -19,7 +19,7 @@ __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_pa
            "add_stage_option", "extra_stages", "load_detection", "add_rule_cache_options",
            "add_engine_options", "engine_options", "load_config_reporting", "check_inputs",
            "write_report", "read_error_printer", "on_windows", "url_output_options",
-           "BUILTIN_CONFIGS", "config_arg_path", "builtin_config_name",
+           "BUILTIN_CONFIGS", "config_arg_path", "builtin_config_name", "config_name",
            "add_rule_profile_options", "check_rule_profile_options", "start_rule_profile",
            "report_rule_profile", "print_detection_summary", "sigma_summary",
            "add_detections_option", "DETECTIONS_SHOWN"]
@@ -70,6 +70,14 @@ def builtin_config_name(arg: str, default: str = "default-windows") -> Optional[
     """``default-windows``/``default-linux`` when ``arg`` names a built-in config, else None."""
     name = default if arg == "default" else arg
     return name if name in BUILTIN_CONFIGS else None
+
+
+def config_name(arg: str, default: str = "default-windows") -> str:
+    """A config argument as the summaries and the config line name it: ``built-in NAME`` for a
+    built-in (``default``: the command's own, see :func:`config_arg_path`), else the path as
+    given."""
+    builtin = builtin_config_name(arg, default)
+    return f"built-in {builtin}" if builtin else str(arg)
 
 
 def stderr_console():
@@ -350,13 +358,15 @@ def print_detection_summary(console, stage, top: Optional[int] = DETECTIONS_SHOW
         console.print(f"warning: {line}", markup=False)
 
 
-def print_filter_table(console, included: Counter, excluded: Counter, title: str) -> None:
-    """Print what the config kept and dropped per EventID, in replay's summary words: EventID,
-    Event, read (included + excluded), included, excluded, and a total row. ``included`` and
-    ``excluded``: EventID -> events (the filter stage's counters). Nothing is printed when both
-    are empty."""
-    if not included and not excluded:
-        return
+def print_filter_table(console, included: Counter, excluded: Counter, title: str,
+                       total_read: Optional[int] = None) -> None:
+    """Print what the config kept and dropped per EventID, the table of replay's summary and of
+    the live sensor's exit: columns EventID, Event, read (included + excluded), included,
+    excluded, one row per EventID seen, then a ``total Sysmon`` row. ``included`` and
+    ``excluded``: EventID -> Sysmon events (the filter stage's counters, which count events of
+    Sysmon's providers only); ``total_read``: the total row's read (default included +
+    excluded; replay gives the Sysmon events it read, before ``--from``/``--to`` and duplicates).
+    With nothing counted the table has its total row only (all 0)."""
     from rich.table import Table
     from ..pipeline import event_name
 
@@ -370,8 +380,8 @@ def print_filter_table(console, included: Counter, excluded: Counter, title: str
         inc, exc = included[eid], excluded[eid]
         table.add_row(str(eid), event_name(eid), f"{inc + exc:,}", f"{inc:,}", f"{exc:,}")
     inc_t, exc_t = sum(included.values()), sum(excluded.values())
-    table.add_row("", "total", f"{inc_t + exc_t:,}", f"{inc_t:,}", f"{exc_t:,}",
-                  end_section=True)
+    read = inc_t + exc_t if total_read is None else total_read
+    table.add_row("", "total Sysmon", f"{read:,}", f"{inc_t:,}", f"{exc_t:,}", end_section=True)
     console.print(table)
 
 
@@ -578,8 +588,8 @@ def report_rule_profile(console, profile, args: argparse.Namespace, top: int = 1
 
 
 def config_loaded_line(name: str, config: Any, cache_info: dict) -> str:
-    """The line that says what config was loaded and how (replay; the live sensor could say
-    the same), as the Sigma rules' loaded line does:
+    """The line that says what config was loaded and how (``replay`` and ``run`` at start), as
+    the Sigma rules' loaded line does:
     ``config: NAME loaded: schema 4.90, 12 rule sets, 1,914 filters (HOW)``, HOW from the config
     cache's ``cache_info`` (:func:`~sysmonx.config.load_config`): ``from the config cache in
     DIR``, ``parsed and stored in the config cache in DIR``, ``parsed; stored in the config cache

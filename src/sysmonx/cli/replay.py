@@ -7,7 +7,7 @@ import argparse
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from . import common
 from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_rule_profile_options,
@@ -139,9 +139,7 @@ def _replay_parser() -> argparse.ArgumentParser:
 
 def cmd_replay(argv: list[str]) -> int:
     """``sysmonx replay``: see :func:`_replay_parser`."""
-    from ..config import ConfigError, load_config
-    from ..filtering import EngineOptions
-    from ..pipeline import Replayer, ReplayOptions
+    from ..filtering.engine import set_note_handler
 
     args = _replay_parser().parse_args(argv)
     console = common.stderr_console()
@@ -153,6 +151,22 @@ def cmd_replay(argv: list[str]) -> int:
             held[severity] += 1
         else:
             console.print(text, markup=False)
+    # the filter plan cache's notes are this replay's notes (``--jobs`` workers send theirs)
+    previous = set_note_handler(lambda text: say("note", f"note: {text}"))
+    try:
+        return _replay(args, console, say, held)
+    finally:
+        set_note_handler(previous)
+
+
+def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], None],
+            held: Counter) -> int:
+    """The body of :func:`cmd_replay` (``say``: print or count a warning or note; ``held``:
+    the counts ``-q`` held back)."""
+    from ..config import ConfigError, load_config
+    from ..filtering import EngineOptions
+    from ..pipeline import Replayer, ReplayOptions
+
     paths = list(args.paths)
     config_arg = args.config
     if args.sample:
@@ -204,7 +218,7 @@ def cmd_replay(argv: list[str]) -> int:
             say("warning", str(w))
         for note in cache_info["notes"]:
             say("note", f"note: {note}")
-        say("note", common.config_loaded_line(_config_name(config_arg), config, cache_info))
+        say("note", common.config_loaded_line(common.config_name(config_arg), config, cache_info))
     environment = None
     if args.windows_env or args.env:
         from ..filtering.engine import WINDOWS_DEFAULT_ENV
@@ -424,7 +438,7 @@ def cmd_replay(argv: list[str]) -> int:
     if not args.quiet:
         print_summary(console, stats, config is not None,
                       window=args.time_from is not None or args.time_to is not None,
-                      config_name=None if config is None else _config_name(config_arg))
+                      config_name=None if config is None else common.config_name(config_arg))
     if stage is not None:  # the alert count, kept by -q: what a script needs to know
         console.print(common.sigma_summary(stage, args.alerts, stream=fmt is not None),
                       markup=False)
@@ -447,12 +461,6 @@ def cmd_replay(argv: list[str]) -> int:
     if stats.lost_files or (args.strict and (stats.errors or not stats.records)):
         return EXIT_FATAL
     return 0
-
-
-def _config_name(config_arg: str) -> str:
-    """The config as the summary names it: ``built-in NAME`` or the path as given."""
-    builtin = common.builtin_config_name(config_arg)
-    return f"built-in {builtin}" if builtin else str(config_arg)
 
 
 def _close_stream(stream) -> None:
@@ -503,21 +511,8 @@ def print_summary(console, stats, filtered: bool, window: bool = False,
                   config_name: Optional[str] = None) -> None:
     """Print the end-of-replay table: per EventID read/included/excluded, totals, errors; with
     ``window`` (``--from``/``--to`` given) also the records outside it and those without a time."""
-    from rich.table import Table
-    from ..pipeline import event_name
-
-    table = Table(title="SysmonX replay summary", title_justify="left")
-    table.add_column("EventID", justify="right")
-    table.add_column("Event")
-    table.add_column("read", justify="right")
-    table.add_column("included", justify="right")
-    table.add_column("excluded", justify="right")
-    for eid in sorted(set(stats.included) | set(stats.excluded)):
-        inc, exc = stats.included[eid], stats.excluded[eid]
-        table.add_row(str(eid), event_name(eid), f"{inc + exc:,}", f"{inc:,}", f"{exc:,}")
-    table.add_row("", "total Sysmon", f"{stats.sysmon:,}", f"{sum(stats.included.values()):,}",
-                  f"{sum(stats.excluded.values()):,}", end_section=True)
-    console.print(table)
+    common.print_filter_table(console, stats.included, stats.excluded, "SysmonX replay summary",
+                              total_read=stats.sysmon)
     console.print(f"files: {stats.files:,}  records read: {stats.records:,}  Sysmon events: "
                   f"{stats.sysmon:,}  other records: {stats.non_sysmon:,} "
                   f"({'passed' if stats.non_sysmon_written else 'dropped'})  errors: "

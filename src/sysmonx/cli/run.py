@@ -183,8 +183,9 @@ def cmd_run(argv: list[str]) -> int:
         console.print("error: sysmonx run needs root (kernel tracing interfaces)")
         return EXIT_FATAL
     cpath = common.config_arg_path(args.config, default="default-linux")
+    cache_info: dict = {}
     try:
-        config = load_config(cpath)
+        config = load_config(cpath, cache_info=cache_info)
     except ConfigError as exc:
         print_config_errors(console, exc)
         return EXIT_FATAL
@@ -193,6 +194,10 @@ def cmd_run(argv: list[str]) -> int:
         return EXIT_FATAL
     for w in config.warnings:
         console.print(str(w), markup=False)
+    for note in cache_info["notes"]:
+        console.print(f"note: {note}", markup=False)
+    console.print(common.config_loaded_line(common.config_name(args.config, "default-linux"),
+                                            config, cache_info), markup=False)
     extra = extra_stages(args.stage, console)
     if extra is None:
         return EXIT_USAGE

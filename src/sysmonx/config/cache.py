@@ -1,7 +1,8 @@
 """A disk cache of loaded Sysmon configurations, so a run does not parse the same XML again.
 
-Reading and validating a large configuration (sysmon-modular: ~2,000 filters, 9-11 ms of CPU,
-most of it Python over lxml's elements) gives a :class:`~sysmonx.configmodel.Config` that
+Reading and validating a large configuration (sysmon-modular's sysmonconfig.xml: 2,025
+filters in 34 rule sets, 9-11 ms of CPU, most of it Python
+over lxml's elements) gives a :class:`~sysmonx.configmodel.Config` that
 depends only on the file's bytes, the path it was read from (``YaraRules`` is made relative to
 the config's folder; ``Config.path`` and every warning name it), the reader's options and the
 code that read it. So the result is stored once and reused:

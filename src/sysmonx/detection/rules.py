@@ -243,10 +243,16 @@ def _parse_file(name: str, data: Union[bytes, str], issues: list,
 def _sigma_message(exc: Exception) -> str:
     """pySigma's message of ``exc``; an unknown modifier's also lists the modifiers that are
     known (pySigma's registry, ``sigma.modifiers.modifier_mapping``, with SysmonX's
-    ``utf16le``), so the user sees that ``re`` and the others exist."""
+    ``utf16le``), so the user sees that ``re`` and the others exist. A reason pySigma took from
+    an error raised with bytes (google-re2's ``re2.error``: ``b'invalid perl operator: (?<'``)
+    is given as its text, decoded as UTF-8 (undecodable bytes as U+FFFD)."""
     _need_sigma()
     from sigma import modifiers
     msg = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and len(cause.args) == 1 and isinstance(cause.args[0], bytes):
+        raw = str(cause)  # the bytes' repr, as pySigma's f-string put it in the message
+        msg = msg.replace(raw, cause.args[0].decode("utf-8", "replace"))
     if msg.startswith("Unknown modifier"):
         msg += " (known modifiers: " + ", ".join(sorted(modifiers.modifier_mapping)) + ")"
     return msg

@@ -31,7 +31,7 @@ from .index import MemoBudget, decider_from_plan, plan_indexed, storable_plan
 from .walk import Member, compile_walk
 
 __all__ = ["EngineOptions", "FilterEngine", "truncate_value", "expand_environment",
-           "WINDOWS_DEFAULT_ENV", "NEVER_FILTERED"]
+           "WINDOWS_DEFAULT_ENV", "NEVER_FILTERED", "set_note_handler"]
 
 #: Events Sysmon never filters (spec 3.7).
 NEVER_FILTERED = frozenset({4, 16, 255})
@@ -141,9 +141,24 @@ def truncate_value(value: str, size: int) -> str:
     return "-" if size > 0 else ""
 
 
-def _notes(notes: list) -> None:
-    for note in notes:
-        sys.stderr.write(f"sysmonx: note: {note}\n")
+def _stderr_note(text: str) -> None:
+    sys.stderr.write(f"sysmonx: note: {text}\n")
+
+
+_NOTE_HANDLER: Callable[[str], None] = _stderr_note
+
+
+def set_note_handler(handler: Optional[Callable[[str], None]]) -> Callable[[str], None]:
+    """Send the filter plan cache's notes (an entry ignored and rebuilt, a directory not used,
+    an entry not stored: rare, for a person) to ``handler`` (called with the note's text,
+    without ``note:``) instead of stderr (``None``: stderr again, as ``sysmonx: note: TEXT``).
+    Process-wide, as stderr is: ``replay`` counts them under ``-q`` as its other notes, a
+    ``--jobs`` worker sends them to the parent with its error lines. Returns the previous
+    handler (to restore it)."""
+    global _NOTE_HANDLER
+    previous = _NOTE_HANDLER
+    _NOTE_HANDLER = handler or _stderr_note
+    return previous
 
 
 def _never(v: str) -> bool:
@@ -327,6 +342,7 @@ class FilterEngine:
         self._check_compile()
         self._pos: Optional[dict] = None  # id(filter) -> (rule set index, filter index)
         self._plan_cache: Any = None  # a plancache.PlanCache (imported when one is used)
+        self._notes_said: set[str] = set()  # a note is said once per engine (get, then put)
         self._plan_key: Optional[str] = None
         self._stored_plans: dict = {}
         self._new_plans: dict = {}
@@ -354,10 +370,19 @@ class FilterEngine:
                 self._plan_cache, self._plan_key = plan_cache, key
                 self._stored_plans = plan_cache.get(key) or {}
                 self.plan_cache_status = plan_cache.status
-                _notes(plan_cache.notes)
+                self._notes(plan_cache.notes)
         self._truncate_skip = max(e for e, d in CURRENT.events.items()
                                   if e < 255 and not d.extension) \
             if options.field_sizes_skip_last else None
+
+    def _notes(self, notes: list) -> None:
+        """Give the plan cache's new notes to the note handler (:func:`set_note_handler`); a
+        note said before by this engine (the same reason at the read and at the store) is not
+        said again."""
+        for note in notes:
+            if note not in self._notes_said:
+                self._notes_said.add(note)
+                _NOTE_HANDLER(note)
 
     def _check_compile(self) -> None:
         """Raise now what compiling any EventID would raise, in the order a full compile meets
@@ -425,7 +450,7 @@ class FilterEngine:
             self._stored_plans, self._new_plans = plans, {}
         self._plan_cache.put(self._plan_key, plans)
         self.plan_cache_status = self._plan_cache.status
-        _notes(self._plan_cache.notes)
+        self._notes(self._plan_cache.notes)
 
     def _ref(self, m: Member) -> tuple:
         """A compiled member as ``(rule set index, filter index, present)`` of the config."""
@@ -530,7 +555,8 @@ class FilterEngine:
                 except Exception as exc:  # noqa: BLE001 - a plan that does not fit: compile
                     where = self._plan_cache.entry(self._plan_key) \
                         if self._plan_cache is not None and self._plan_key else "?"
-                    _notes([f"filter plan cache entry {where} ignored and rebuilt: {exc!r}"])
+                    self._notes([f"filter plan cache entry {where} ignored and rebuilt: "
+                                 f"{exc!r}"])
                     self._stored_plans = {}
                     decider = None
             if decider is None:

@@ -32,12 +32,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from array import array
 from typing import IO, Any, BinaryIO, Callable, Generator, Iterator, Optional, Sequence
 
 from ..core.errors import SinkError
 from ..event import Event
 from ..filtering import FilterEngine
+from ..filtering.engine import set_note_handler
 from ..interfaces import Sink
 from ..stages.window import parse_time_bound
 from .replay import ReplayOptions, Replayer, ReplayStats, make_writer
@@ -101,8 +103,9 @@ def _prepare_for_fork(options: ReplayOptions, fmt: Optional[str], part_options: 
                       engine: Optional[FilterEngine]) -> None:
     """Do in the parent what every worker would otherwise do on its first file: discover the
     registries (built-in plugin modules and entry points: ~0.1 s), compile every EventID's
-    filter decider (compiled on first use otherwise, in each worker) and build a Replayer and a
-    writer once (their lazy imports). Forked workers inherit the result."""
+    filter decider (compiled on first use otherwise, in each worker) and store the new plans in
+    the plan cache here (once, its notes said by this process, not by every worker), and build
+    a Replayer and a writer once (their lazy imports). Forked workers inherit the result."""
     import io
 
     from ..core.registry import SINKS, SOURCES, STAGES
@@ -110,6 +113,7 @@ def _prepare_for_fork(options: ReplayOptions, fmt: Optional[str], part_options: 
         registry.discover()
     if engine is not None:
         engine.compile_all()
+        engine.save_plans()
     writer = make_writer(fmt, io.BytesIO(), **part_options) if fmt is not None else None
     Replayer(options, writer, engine=engine)
 
@@ -118,6 +122,9 @@ def _init_worker(options: ReplayOptions, fmt: Optional[str], tmpdir: str,
                  writer_options: Optional[dict[str, Any]] = None, sigma: bool = False) -> None:
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # the plan cache's notes go to the parent with the task's error lines (a fork inherited
+    # the parent's handler, whose counts would stay in this process)
+    set_note_handler(_worker_note)
     # The parent's compiled engine came with the fork (``_PARENT_ENGINE``): not compiled again.
     engine = _PARENT_ENGINE.get("engine")
     if engine is None and options.config is not None:
@@ -127,6 +134,16 @@ def _init_worker(options: ReplayOptions, fmt: Optional[str], tmpdir: str,
         raise RuntimeError("parallel replay with Sigma rules needs forked workers")
     _WORKER.update(options=options, fmt=fmt, tmpdir=tmpdir, engine=engine,
                    writer_options=writer_options or {}, detection=detection)
+
+
+def _worker_note(text: str) -> None:
+    """A worker's plan cache note: a ``note`` line of the task being run (the parent says or
+    counts it as its own notes), else stderr."""
+    spool = _WORKER.get("spool")
+    if spool is not None:
+        spool.add(SpooledLine("note", text))
+    else:
+        sys.stderr.write(f"sysmonx: note: {text}\n")
 
 
 class _CountingStream:
@@ -246,7 +263,7 @@ def _replay_group(task: tuple[int, list[str]]) -> tuple[Optional[str], Optional[
         from ..detection.stages import SigmaMatchStage
         marks = _Marks(writer, counter, detection.correlation is not None)
         extra.append(SigmaMatchStage(detection))
-    spool = _ErrorSpool(_WORKER["tmpdir"], index)
+    spool = _WORKER["spool"] = _ErrorSpool(_WORKER["tmpdir"], index)
     results = []
     try:
         for path in paths:
@@ -260,6 +277,7 @@ def _replay_group(task: tuple[int, list[str]]) -> tuple[Optional[str], Optional[
             r.run_file(path)
             results.append((path, r.stats, spool.count - before))
     finally:
+        _WORKER["spool"] = None
         spool.close()
         if writer is not None:
             writer.close()
