@@ -79,13 +79,28 @@ def test_detections_table_shows_the_top_rules_and_counts_the_rest(tmp_path, caps
     err = capsys.readouterr().err
     rows = re.findall(r"rule \d\d \(0{8}-", err)
     assert len(rows) == DETECTIONS_SHOWN
-    assert f"Sigma detections: the {DETECTIONS_SHOWN} rules with the most alerts" in err
+    assert f"Sigma detections: the {DETECTIONS_SHOWN} most severe rules with the most alerts" in err
     assert "... and 5 more rules (20 alerts; all with --all-detections)" in err.splitlines()
     assert main(argv + ["--all-detections"]) == 0
     err = capsys.readouterr().err
     assert len(re.findall(r"rule \d\d \(0{8}-", err)) == n and "more rules" not in err
     assert "--all-detections" in " ".join(
         a for act in _run_parser()._actions for a in act.option_strings)
+
+
+def test_detections_table_never_hides_a_severe_rule_behind_busy_low_ones(tmp_path, capsys):
+    """A critical rule that fired once comes before low rules that fired four times each."""
+    d = _rules(tmp_path, DETECTIONS_SHOWN + 1)
+    (d / "crit.yml").write_text(
+        "title: critical once\nid: 00000000-0000-0000-0000-00000000c001\nstatus: test\n"
+        "level: critical\nlogsource:\n    product: windows\n    category: process_creation\n"
+        "detection:\n    sel:\n        Image|endswith: '\\whoami.exe'\n    condition: sel\n")
+    assert main(["replay", "--sample", "--rules", str(d), "--no-rule-cache", "--no-output"]) == 0
+    err = capsys.readouterr().err
+    table = err[err.index("Sigma detections"):]
+    assert "critical once" in table
+    assert table.index("critical once") < table.index("rule 00")
+    assert "... and 2 more rules (8 alerts; all with --all-detections)" in err.splitlines()
 
 
 def test_profile_rules_prints_a_legend_of_its_words(tmp_path, capsys):

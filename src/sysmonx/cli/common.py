@@ -313,18 +313,20 @@ DETECTIONS_SHOWN = 20
 
 def add_detections_option(p: argparse.ArgumentParser) -> None:
     """``--all-detections``: list every rule that fired in the Sigma detections table, not the
-    :data:`DETECTIONS_SHOWN` with the most alerts (:func:`print_detection_summary`)."""
+    :data:`DETECTIONS_SHOWN` most severe with the most alerts (:func:`print_detection_summary`)."""
     p.add_argument("--all-detections", action="store_true",
                    help=f"with --rules: list every rule that fired in the Sigma detections "
-                        f"table at the end (default: the {DETECTIONS_SHOWN} with the most "
-                        f"alerts, and a line counting the others)")
+                        f"table at the end (default: {DETECTIONS_SHOWN}, the most severe level "
+                        f"first and the most alerts within a level, and a line counting the "
+                        f"others)")
 
 
 def print_detection_summary(console, stage, top: Optional[int] = DETECTIONS_SHOWN) -> None:
     """Hits per rule and level (a table) at the end of a replay or a live run.
 
-    ``top`` (``None``: all): the table lists that many rules, those with the most alerts (then
-    matches), most severe first, and a last line counts the rules and alerts left out and
+    ``top`` (``None``: all): the table lists that many rules, the most severe level first and
+    within a level those with the most alerts (then matches), so a critical rule that fired once
+    is never hidden behind busy low ones; a last line counts the rules and alerts left out and
     names the option that lists them all (a corpus pass fires ~140 rules: ~330 lines)."""
     from typing import Literal
 
@@ -332,11 +334,14 @@ def print_detection_summary(console, stage, top: Optional[int] = DETECTIONS_SHOW
     rows = stage.summary_rows()
     hidden = []
     if top is not None and len(rows) > top:
-        order = sorted(range(len(rows)), key=lambda i: (-rows[i].alerts, -rows[i].matches, i))
+        from ..detection.alerts import LEVELS
+        rank = {level: n for n, level in enumerate(LEVELS)}
+        order = sorted(range(len(rows)), key=lambda i: (-rank.get(rows[i].level, -1),
+                                                        -rows[i].alerts, -rows[i].matches, i))
         keep = set(order[:top])
         hidden = [r for i, r in enumerate(rows) if i not in keep]
         rows = [r for i, r in enumerate(rows) if i in keep]
-    title = "Sigma detections" + (f": the {len(rows)} rules with the most alerts"
+    title = "Sigma detections" + (f": the {len(rows)} most severe rules with the most alerts"
                                   if hidden else "")
     table = Table(title=title, title_justify="left")
     columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
