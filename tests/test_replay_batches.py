@@ -49,8 +49,13 @@ def _env(pure: bool) -> dict:
     return env
 
 
-def _cli(args: list[str], pure: bool) -> tuple[int, str]:
-    r = subprocess.run([sys.executable, "-m", "sysmonx.cli", *args], env=_env(pure),
+def _cli(args: list[str], pure: bool, cache: Path | None = None) -> tuple[int, str]:
+    """Run the command line; ``cache``: its own cache folder (so each mode's config line says
+    the same about the config caches, whatever ran before)."""
+    env = _env(pure)
+    if cache is not None:
+        env["SYSMONX_CACHE_DIR"] = str(cache)
+    r = subprocess.run([sys.executable, "-m", "sysmonx.cli", *args], env=env,
                        capture_output=True, text=True, timeout=900)
     return r.returncode, r.stderr
 
@@ -66,8 +71,10 @@ def test_corpus_replay_identical_in_both_modes(corpus, tmp_path, config, fmt):
     for pure in (False, True):
         path = tmp_path / f"{pure}.out"
         rc, err = _cli(["replay", str(corpus / "evtx"), "-f", fmt, "--non-sysmon", "pass",
-                        "--no-progress", "-o", str(path), *extra], pure)
-        out[pure] = (rc, err, path.read_bytes())
+                        "--no-progress", "-o", str(path), *extra], pure,
+                       cache=tmp_path / f"cache-{pure}")
+        out[pure] = (rc, err.replace(str(tmp_path / f"cache-{pure}"), "CACHE"),
+                     path.read_bytes())
     assert out[False][0] == out[True][0] == 0, out[False][1][-2000:]
     assert out[False][2].count(b"\n") > 500
     assert out[False][2] == out[True][2]
