@@ -159,10 +159,12 @@ def _record_batches(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
     failures = 0
     max_failures = (tracker.slots + 1) * 2400
     counter = compiled_records
+    carry: list = []  # the event of a chunk's first record (status 2): its chunk's list begins
     while True:
-        out: list = []
+        out, carry = carry, []
         status, seen, last_rid, payload = batch(it, tracker.first, tracker.last,
-                                                tracker.seen_ids, path, notes, out, BATCH)
+                                                tracker.seen_ids, path, notes, out,
+                                                BATCH - len(out))
         if seen:
             failures = 0
             tracker.seen += seen
@@ -191,7 +193,9 @@ def _record_batches(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
             except _CONVERT_ERRORS as exc:
                 on_error(ReadError(path, rid, "record", f"undecodable event record: {exc!r}"))
                 continue
-            yield [event]
+            # not a list of its own: the next call appends the rest of its chunk to it (that
+            # call reports nothing itself: whatever it stops at comes back after the list)
+            carry = [event]
         elif status == 5:  # the compiled converter did not take it: the Python one decides
             rid, text = payload
             try:
@@ -554,14 +558,17 @@ class _ChunkTracker:
         self.path = path
         self.on_error = on_error
         self.notes = FileNotes(path, on_error)
-        self.f: BinaryIO
+        self.f: Optional[BinaryIO] = None
+        self.data = data
         if data is None:
-            self.f = open(path, "rb")
+            # unbuffered, read only by position (os.pread: one system call, no seek, no
+            # 8 KiB buffer filled to take 40 bytes of a chunk header)
+            self.f = open(path, "rb", buffering=0)
             self.size = os.fstat(self.f.fileno()).st_size
+            self._fd = self.f.fileno()
         else:
-            self.f = io.BytesIO(data)  # shares ``data``, no copy
             self.size = len(data)
-        head = self.f.read(_HEADER_BLOCK)
+        head = self.read_at(0, _HEADER_BLOCK)
         self.declared = (struct.unpack_from("<H", head, 42)[0]
                          if len(head) >= 44 and head.startswith(_FILE_MAGIC) else 0)
         self.slots = max(0, -(-(self.size - _HEADER_BLOCK) // _CHUNK_SIZE))
@@ -575,18 +582,34 @@ class _ChunkTracker:
         self.pending: dict[int, list] = {}  # slot -> [(offset, pyevtx-rs message)] not yet said
         self.rebuilt: Optional[_RebuiltHeader] = None
         self._headers: dict[int, Any] = {}  # slot -> header(slot), the last few (see header)
+        self._spans: dict[int, Any] = {}  # slot -> span(slot), the last few
 
     def __enter__(self) -> "_ChunkTracker":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.f.close()
+        if self.f is not None:
+            self.f.close()
         if self.rebuilt is not None:
             self.rebuilt.close()
 
     @staticmethod
     def offset(slot: int) -> int:
         return _HEADER_BLOCK + slot * _CHUNK_SIZE
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes of the file from byte ``offset`` (fewer only at its end)."""
+        if self.f is None:
+            return self.data[offset:offset + n]  # type: ignore[index]
+        got = os.pread(self._fd, n, offset)
+        if len(got) < n and offset + len(got) < self.size:  # a short read before the end
+            parts = [got]
+            while n > 0 and got:
+                offset, n = offset + len(got), n - len(got)
+                got = os.pread(self._fd, n, offset)
+                parts.append(got)
+            got = b"".join(parts)
+        return got
 
     def header(self, slot: int) -> Optional[tuple[int, int]]:
         """``(first, last)`` record numbers of chunk ``slot``, ``None`` without a chunk header.
@@ -599,12 +622,11 @@ class _ChunkTracker:
             return known
         if slot < 0 or slot >= self.slots:
             return None
-        self.f.seek(self.offset(slot))
-        raw = self.f.read(40)
+        raw = self.read_at(self.offset(slot), 40)
         h = (None if len(raw) < 40 or not raw.startswith(_CHUNK_MAGIC) else
              struct.unpack_from("<QQ", raw, 24))
-        if len(self._headers) >= 8:
-            self._headers.clear()
+        if len(self._headers) >= 8:  # the oldest asked about goes (the reader moves forward)
+            del self._headers[next(iter(self._headers))]
         self._headers[slot] = h
         return h
 
@@ -615,18 +637,22 @@ class _ChunkTracker:
         last record (evtx crate issue 197: the slack after the real records is zero); without
         this, the neighbour's first records would be counted for this chunk and the neighbour
         would seem to lose them."""
+        known = self._spans.get(slot, _UNREAD)
+        if known is not _UNREAD:
+            return known
         h = self.header(slot)
-        if h is None:
-            return None
-        nxt = self.header(slot + 1)
-        if nxt is not None and h[0] < nxt[0] <= h[1]:
-            return h[0], nxt[0] - 1
+        if h is not None:
+            nxt = self.header(slot + 1)
+            if nxt is not None and h[0] < nxt[0] <= h[1]:
+                h = h[0], nxt[0] - 1
+        if len(self._spans) >= 8:  # kept like the headers it is made of (see header)
+            del self._spans[next(iter(self._spans))]
+        self._spans[slot] = h
         return h
 
     def chunk(self, slot: int) -> bytearray:
         """The bytes of chunk ``slot``, zero-padded to 64 KiB if the file is truncated."""
-        self.f.seek(self.offset(slot))
-        data = bytearray(self.f.read(_CHUNK_SIZE))
+        data = bytearray(self.read_at(self.offset(slot), _CHUNK_SIZE))
         data.extend(bytes(_CHUNK_SIZE - len(data)))
         return data
 
@@ -662,11 +688,10 @@ class _ChunkTracker:
         only for chunks with no other damage reported, so one damaged spot gives one line."""
         if self.offset(slot) + _CHUNK_SIZE > self.size:
             return  # truncated chunk: reported elsewhere
-        self.f.seek(self.offset(slot))
         # the chunk lies inside the file: read whole in one call (two reads and joining them
         # cost more than the unused tail: a 64 KiB read is one copy from the page cache); only
         # its used part (to the free-space offset) is checksummed
-        data = self.f.read(_CHUNK_SIZE)
+        data = self.read_at(self.offset(slot), _CHUNK_SIZE)
         free, stored_data = struct.unpack_from("<II", data, 48)
         view = memoryview(data)  # checksummed in place, no copies
         stored_head, = struct.unpack_from("<I", data, 124)
