@@ -149,7 +149,7 @@ def user_name(uid: Optional[int]) -> str:
     return name
 
 
-@dataclass
+@dataclass(slots=True)
 class ProcInfo:
     """What is known of one process image (one exec, or a child that forked without exec).
 
@@ -275,16 +275,23 @@ class ProcessCache:
                 del self._by_image[info.image]
 
     def _store(self, info: ProcInfo) -> ProcInfo:
+        pid, procs = info.pid, self._procs
         with self._lock:
-            old = self._procs.get(info.pid)
-            if old is not None and old.exited_ns is None:
-                self._index(old, False)
-            self._procs[info.pid] = info
-            self._procs.move_to_end(info.pid)
-            if info.exited_ns is None:
-                self._index(info, True)
-            while len(self._procs) > self.max_entries:
-                _pid, dropped = self._procs.popitem(last=False)
+            old = procs.get(pid)
+            if old is not None:
+                if old.exited_ns is None:
+                    self._index(old, False)
+                procs.move_to_end(pid)  # a new key is already the last
+            procs[pid] = info
+            if info.exited_ns is None and info.image:
+                # _index(info, True), inlined
+                pids = self._by_image.get(info.image)
+                if pids is None:
+                    self._by_image[info.image] = {pid}
+                else:
+                    pids.add(pid)
+            while len(procs) > self.max_entries:
+                _pid, dropped = procs.popitem(last=False)
                 if dropped.exited_ns is None:
                     self._index(dropped, False)
         return info
@@ -311,10 +318,11 @@ class ProcessCache:
             auid = auid if auid is not None else live["auid"]
             sessionid = sessionid if sessionid is not None else live["sessionid"]
             end_data = end_data if end_data is not None else live["end_data"]
-        old = self.peek(pid)
-        if start_ticks is None and old is not None and old.exited_ns is None:
-            start_ticks = old.start_ticks  # exec keeps the process (same start time)
+        procs = self._procs
+        old = procs.get(pid)  # peek(), inlined (the busiest path of a live sensor)
         if old is not None and old.exited_ns is None:
+            if start_ticks is None:
+                start_ticks = old.start_ticks  # exec keeps the process (same start time)
             # the same process before this exec (its fork, or an earlier image): an exec keeps
             # the parent and the real uid
             if ppid is None:
@@ -325,14 +333,24 @@ class ProcessCache:
             # the real uid is inherited at fork and an exec keeps it; a tier that cannot read
             # it (tier C, process gone) reports a change made since the fork (setuid), so
             # without one it is the parent's
-            parent = self.peek(ppid)
+            parent = procs.get(ppid)
             if parent is not None:
                 uid = parent.uid
-        info = ProcInfo(pid, start_ticks, ppid, clean_text(image),
-                        clean_text(" ".join(argv)) if argv is not None else None, clean_text(cwd),
+        # clean_text() inlined for ASCII text (its own first test): one call less per field
+        command_line = None if argv is None else " ".join(argv)
+        info = ProcInfo(pid, start_ticks, ppid,
+                        image if image is None or image.isascii() else clean_text(image),
+                        command_line if command_line is None or command_line.isascii()
+                        else clean_text(command_line),
+                        cwd if cwd is None or cwd.isascii() else clean_text(cwd),
                         uid, auid, sessionid, end_data)
-        info.guid = self.make_guid(start_ticks, end_data, pid,
-                                   ts_ns if ts_ns is not None else time.time_ns())
+        if start_ticks is not None and end_data and type(self) is ProcessCache:
+            # make_guid() with both halves known (every tier A exec): the same GUID, no call
+            info.guid = process_guid(self.machine, self.btime + start_ticks // _CLK_TCK,
+                                     end_data, pid)
+        else:
+            info.guid = self.make_guid(start_ticks, end_data, pid,
+                                       ts_ns if ts_ns is not None else time.time_ns())
         if old is not None and old.exited_ns is not None and start_ticks is not None \
                 and old.start_ticks == start_ticks:
             # the exec reached us after the exit of the same process (a slow backend, or
