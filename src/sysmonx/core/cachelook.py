@@ -25,11 +25,11 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 __all__ = ["supported", "cache_dir", "config_caches_enabled", "private_dir_problem",
            "look_key", "first_look", "MARKER_SUFFIX", "MAX_MARKERS", "ORIGIN",
-           "model_snapshot"]
+           "model_snapshot", "create_marker"]
 
 #: The suffix of a first-look marker (an empty file).
 MARKER_SUFFIX = ".seen"
@@ -127,15 +127,23 @@ def first_look(directory: Path, key: str, bound: int) -> tuple[bool, str, list[s
         why = private_dir_problem(Path(directory), os.geteuid())
         if why is not None:
             return False, "unwritable", [f"config cache not used: {why}"]
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
-                     getattr(os, "O_NOFOLLOW", 0), 0o600)
-        os.close(fd)
-    except FileExistsError:
-        pass
+        create_marker(marker)
     except OSError as exc:
         return False, "unwritable", [f"config cache: cannot write {marker}: {exc}"]
     _trim_markers(directory, bound, keep=key + MARKER_SUFFIX)
     return False, "noted", []
+
+
+def create_marker(path: "Union[str, Path]") -> None:
+    """Create the empty private file ``path`` (mode 0600, never through a symbolic link); one
+    that exists already is left as it is. Raises :class:`OSError` when it cannot be created
+    (the callers turn that into their cache's note)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                     getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def _trim_markers(directory: Path, bound: int, keep: str) -> None:

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .cachelook import cache_dir, config_caches_enabled, private_dir_problem, supported
+from .cachelook import (cache_dir, config_caches_enabled, create_marker, private_dir_problem,
+                        supported)
 
 __all__ = ["MarshalStore", "private_dir_problem", "code_fingerprint", "supported",
            "cache_dir", "config_caches_enabled", "CacheFront"]
@@ -214,11 +215,7 @@ class MarshalStore:
         try:
             if not self._private_directory():
                 return
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
-                         getattr(os, "O_NOFOLLOW", 0), 0o600)
-            os.close(fd)
-        except FileExistsError:
-            pass
+            create_marker(marker)
         except OSError as exc:
             self.status = "unwritable"
             self.notes.append(f"{self.what}: cannot write {marker}: {exc}")
