@@ -13,11 +13,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from sysmonx.pipeline.fanout import QueuedSlot
+from sysmonx.pipeline.fanout import QueuedSlot, SinkStats
 from sysmonx.sensor import observations as ob
 from sysmonx.sensor.assemble import Assembler, _stamps, event_time, utc_time
 from sysmonx.sensor.backends import ebpf
@@ -200,6 +201,55 @@ def test_bench_live_core_checks_every_exec_and_reports_cpu():
     assert res.returncode == 0, res.stdout + res.stderr
     assert "300/300 execs with events 1 and 5 (0 wrong)" in res.stdout
     assert "per thread, us per exec" in res.stdout
+
+
+def test_bench_live_core_reports_lost_events_instead_of_waiting_for_them():
+    # --rate 0 can outrun the output's queue: the live run drops events (counted, event 255).
+    # The bench waited 120 s + one second per exec for them (an 80,000-exec run looked hung);
+    # now it stops once every event is written or counted lost, and fails, saying why.
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_live_core.py"),
+                          "--execs", "3000", "--rate", "0", "--rounds", "1",
+                          "--sink-queue", "16"],
+                         capture_output=True, text=True, timeout=100, env=env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "NOT MEASURED" in res.stdout and "queue full" in res.stdout, res.stdout
+    lost = int(res.stdout.split("NOT MEASURED: ")[1].split()[0])
+    execs = int(res.stdout.split("round 1: ")[1].split("/")[0])
+    assert lost > 0 and execs < 3000
+    assert time.monotonic() - t0 < 60
+
+
+def test_bench_live_core_wait_ends_on_loss_or_stall():
+    spec = importlib.util.spec_from_file_location("bench_live_core",
+                                                  ROOT / "bench" / "bench_live_core.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    class FakeFanout:
+        def __init__(self, written, dropped):
+            self.w, self.d = written, dropped
+
+        def written(self):
+            return Counter({1: self.w, 5: self.w, 255: 3})
+
+        def stats(self):
+            return {"jsonl": SinkStats(2 * self.w, 0, self.d)}
+
+    class FakeSensor:
+        def __init__(self, written, dropped):
+            self.fanout = FakeFanout(written, dropped)
+
+    done = threading.Event()
+    done.set()
+    t0 = time.monotonic()
+    # every event written or dropped: no wait for the dropped ones
+    assert mod.wait_for_events(FakeSensor(90, 20), done, 200, t0 + 30) == (180, 20)
+    assert time.monotonic() - t0 < 5
+    # events missing and nothing moving: ends after the stall time, not at the deadline
+    t0 = time.monotonic()
+    assert mod.wait_for_events(FakeSensor(90, 0), done, 200, t0 + 30, stall_s=0.3) == (180, 0)
+    assert time.monotonic() - t0 < 5
 
 
 def test_bench_live_core_records_are_what_the_decoder_reads():
