@@ -103,6 +103,19 @@ def test_detections_table_never_hides_a_severe_rule_behind_busy_low_ones(tmp_pat
     assert "... and 2 more rules (8 alerts; all with --all-detections)" in err.splitlines()
 
 
+def test_sigma_line_says_no_level_for_a_rule_without_one(tmp_path, capsys):
+    """Sigma makes ``level`` optional: the Sigma line said ``alerts 4 (- 4)`` for such a rule."""
+    d = tmp_path / "rules"
+    d.mkdir()
+    (d / "nolevel.yml").write_text(
+        "title: no level\nid: 00000000-0000-0000-0000-00000000d001\nstatus: test\n"
+        "logsource:\n    product: windows\n    category: process_creation\n"
+        "detection:\n    sel:\n        Image|endswith: '.exe'\n    condition: sel\n")
+    assert main(["replay", "--sample", "--rules", str(d), "--no-rule-cache", "--no-output"]) == 0
+    err = capsys.readouterr().err
+    assert "; alerts 4 (no level 4), written nowhere (no output)" in err, err[-600:]
+
+
 def test_profile_rules_prints_a_legend_of_its_words(tmp_path, capsys):
     d = _rules(tmp_path, 1)
     out = tmp_path / "p.json"

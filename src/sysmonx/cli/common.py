@@ -401,13 +401,15 @@ def rule_counts(stage: Any) -> str:
 
 def sigma_summary(stage: Any, alerts: Optional[str], stream: bool = True) -> str:
     """The closing Sigma line of a live run or a replay: rules loaded and rejected, events
-    checked, alerts by level and where they went (``alerts``: the ``--alerts`` argument, ``None``
+    checked, alerts by level (``no level`` for rules without one) and where they went
+    (``alerts``: the ``--alerts`` argument, ``None``
     for the event stream as event 1000; ``stream`` False: no event stream was written, as with
     ``replay --no-output``)."""
     from ..detection.alerts import LEVELS
     st = stage.stats
     rank = {lv: i for i, lv in enumerate(LEVELS)}
-    levels = ", ".join(f"{lv} {n:,}" for lv, n in sorted(
+    # a rule without a level counts under "-" (Sigma makes level optional): said in words
+    levels = ", ".join(f"{'no level' if lv == '-' else lv} {n:,}" for lv, n in sorted(
         st.alerts_by_level.items(), key=lambda kv: -rank.get(kv[0], -1)))
     where = ("to stdout" if alerts == "-" else f"to {alerts}" if alerts
              else "as event 1000 in the event stream" if stream else "nowhere (no output)")
