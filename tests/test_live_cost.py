@@ -221,11 +221,17 @@ def test_bench_live_core_reports_lost_events_instead_of_waiting_for_them():
     assert time.monotonic() - t0 < 60
 
 
-def test_bench_live_core_wait_ends_on_loss_or_stall():
+def _bench_live_core():
+    """bench/bench_live_core.py loaded as a module (it is a script, not a package module)."""
     spec = importlib.util.spec_from_file_location("bench_live_core",
                                                   ROOT / "bench" / "bench_live_core.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_live_core_wait_ends_on_loss_or_stall():
+    mod = _bench_live_core()
     class FakeFanout:
         def __init__(self, written, dropped):
             self.w, self.d = written, dropped
@@ -253,10 +259,7 @@ def test_bench_live_core_wait_ends_on_loss_or_stall():
 
 
 def test_bench_live_core_records_are_what_the_decoder_reads():
-    spec = importlib.util.spec_from_file_location("bench_live_core",
-                                                  ROOT / "bench" / "bench_live_core.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _bench_live_core()
     recs = mod.records(2)
     b = ebpf.EbpfBackend(lambda o: None)
     kinds = [type(b._decode(r, 0)).__name__ for r in recs]
