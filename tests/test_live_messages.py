@@ -105,6 +105,38 @@ def test_an_applied_reload_says_so_with_the_hash_and_the_rule_count(tmp_path, sc
     assert ev16.data["ConfigurationFileHash"] == f"SHA256={new.sha256}"
 
 
+def test_a_reloads_config_cache_notes_go_through_the_status_line(tmp_path, script_backend,
+                                                                 capsys, monkeypatch):
+    """A SIGHUP reload wrote the config cache's notes straight to stderr; start-up shows them
+    through ``run``'s console: the reload now gives them to ``on_status`` (``note: ...``)
+    before the applied line, and writes nothing to stderr itself."""
+    path = tmp_path / "c.xml"
+    path.write_text(CFG.format(prefix="/tmp/keep"))
+    script_backend.script = []
+    said: list = []
+    rec = Recorder()
+    sensor = Sensor(load_config(path, cache=False), [rec],
+                    SensorOptions(dns=False, guard=False, state_dir=None),
+                    config_path=str(path), on_status=said.append)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("SYSMONX_CACHE_DIR", str(blocker))  # the cache cannot be written
+    monkeypatch.delenv("SYSMONX_CONFIG_CACHE", raising=False)
+    t = threading.Thread(target=sensor.run, kwargs={"install_signals": False})
+    t.start()
+    try:
+        assert _wait(lambda: len(rec.events) >= 2)
+        sensor.request_reload()
+        assert _wait(lambda: sum(e.event_id == 16 for e in rec.events) >= 2)
+    finally:
+        sensor.request_stop()
+        t.join(15)
+    notes = [i for i, m in enumerate(said) if m.startswith("note: config cache: cannot write ")]
+    applied = [i for i, m in enumerate(said) if m.startswith("configuration applied: ")]
+    assert len(notes) == 1 and len(applied) == 1 and notes[0] < applied[0]
+    assert "note" not in capsys.readouterr().err
+
+
 def test_run_exit_summary_has_replays_per_eventid_table(tmp_path, script_backend, capsys):
     path = tmp_path / "c.xml"
     path.write_text(CFG.format(prefix="/tmp/keep"))
