@@ -320,7 +320,7 @@ class Sensor:
         if not self.config_path:
             return self.config
         from ..config import load_config
-        cache_info: dict = {}
+        cache_info: dict[str, Any] = {}
         self.config = load_config(self.config_path, cache_info=cache_info)
         for note in cache_info.get("notes", ()):
             self.on_status(f"note: {note}")
