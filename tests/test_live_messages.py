@@ -11,48 +11,16 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 
 from sysmonx.cli.run import cmd_run
 from sysmonx.config import load_config
 from sysmonx.pipeline.live import Sensor, SensorOptions
-from sysmonx.sensor import live as live_mod
 from sysmonx.sensor import observations as ob
-from sysmonx.sensor.backends.base import Backend
 
 CFG = """<Sysmon schemaversion="4.81"><EventFiltering>
 <RuleGroup name="" groupRelation="or"><FileCreate onmatch="include">
 <TargetFilename name="keep" condition="begin with">{prefix}</TargetFilename></FileCreate></RuleGroup>
 </EventFiltering></Sysmon>"""
-
-
-class ScriptBackend(Backend):
-    """Emits its script from a thread, then sees nothing."""
-
-    name = "script"
-    tier = "A"
-    script: list = []
-
-    @classmethod
-    def probe(cls):
-        return None
-
-    def start(self):
-        self.thread = threading.Thread(target=lambda: [self.emit(o) for o in self.script],
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.thread.join(5)
-
-
-@pytest.fixture
-def script_backend(monkeypatch):
-    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None:
-                        ("script", {}))
-    monkeypatch.setattr(live_mod, "load_backend", lambda name: ScriptBackend)
-    monkeypatch.setattr(live_mod, "auxiliary_backends", list)
-    return ScriptBackend
 
 
 def _wait(cond, timeout=10.0) -> bool:
