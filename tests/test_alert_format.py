@@ -118,13 +118,18 @@ def test_attack_names_tactics_and_techniques_the_tags_only_spell():
     assert len(TACTICS) == 14
 
 
-def test_a_correlation_keeps_its_window_in_the_events_utc_form():
+def _two_cmd_runs() -> list:
+    """The alerts of RULE and CORR over two matching events 20 s apart (the correlation's)."""
     st = _stage(RULE, CORR)
     out = []
     for i, s in enumerate((0.0, 20.0)):
         out.extend(st.process(_event(s, rid=10 + i)))
     out.extend(st.finish())
-    (corr,) = [a for a in out if a.kind == "event_count"]
+    return out
+
+
+def test_a_correlation_keeps_its_window_in_the_events_utc_form():
+    (corr,) = [a for a in _two_cmd_runs() if a.kind == "event_count"]
     d = json.loads(corr.to_json())
     assert d["window_start"] == "2023-11-14T22:13:20.1234567Z"
     assert d["window_end"] == d["time"] == "2023-11-14T22:13:40.1234567Z"
@@ -141,11 +146,7 @@ def test_a_correlation_keeps_its_window_in_the_events_utc_form():
 
 
 def test_event_1000_fields_follow_the_catalogue_order():
-    st = _stage(RULE, CORR)
-    out = []
-    for i, s in enumerate((0.0, 20.0)):
-        out.extend(st.process(_event(s, rid=10 + i)))
-    out.extend(st.finish())
+    out = _two_cmd_runs()
     (ev,) = [e for e in EVENTS if e.event_id == 1000]
     names = [f.name for f in ev.fields]
     assert "Attack" not in names and names.index("Tactics") < names.index("Techniques")
