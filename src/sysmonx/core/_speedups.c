@@ -2157,21 +2157,62 @@ static PyObject *py_setup_sigma_alerts(PyObject *self, PyObject *args) {
  * sa_event_data(data, limit): matched_event's EventData: alert_fields(data, the first
  *   sa_max_fields keys of data, limit); None (nothing raised) when alert_fields leaves it to
  *   Python (data not an exact dict, an odd limit): the caller then calls matched_event.
- * sa_matched_dict(eid, rid, event_data): {"EventID": eid, "EventRecordID": rid, "EventData": ...}.
+ * sa_matched_dict(eid, rid, sys, event_data): {"EventID": eid, "EventRecordID": rid,
+ *   "TimeCreated", "Provider", "Channel", "Computer" (sys, [20d]), "EventData": ...}.
  * sigma_alerts reads the source and the EventData once per event and gives each alert its own
  * dicts (the first alert the EventData read, each later one a copy), as the Python code, which
  * calls both functions per alert, gives equal values in distinct dicts.
  * =========================================================================================== */
 
-static PyObject *sa_origin, *sa_k_event_id, *sa_k_record_id, *sa_k_event_data;
+static PyObject *sa_origin, *sa_k_event_id, *sa_k_record_id, *sa_k_event_data, *sa_provider,
+    *sa_channel, *sa_k_time_created, *sa_k_provider, *sa_k_channel, *sa_k_computer, *sa_zulu;
 
 static int sa18_init(void) {
-    if (sa_k_event_data != NULL) return 0;
-    if ((sa_origin = PyUnicode_InternFromString("origin")) == NULL) return -1;
-    if ((sa_k_event_id = PyUnicode_InternFromString("EventID")) == NULL) return -1;
-    if ((sa_k_record_id = PyUnicode_InternFromString("EventRecordID")) == NULL) return -1;
-    sa_k_event_data = PyUnicode_InternFromString("EventData");
-    return sa_k_event_data == NULL ? -1 : 0;
+    if (sa_zulu != NULL) return 0;
+#define SA18_INTERN(var, s) if ((var = PyUnicode_InternFromString(s)) == NULL) return -1
+    SA18_INTERN(sa_origin, "origin");
+    SA18_INTERN(sa_k_event_id, "EventID");
+    SA18_INTERN(sa_k_record_id, "EventRecordID");
+    SA18_INTERN(sa_k_event_data, "EventData");
+    SA18_INTERN(sa_provider, "provider");
+    SA18_INTERN(sa_channel, "channel");
+    SA18_INTERN(sa_k_time_created, "TimeCreated");
+    SA18_INTERN(sa_k_provider, "Provider");
+    SA18_INTERN(sa_k_channel, "Channel");
+    SA18_INTERN(sa_k_computer, "Computer");
+    SA18_INTERN(sa_zulu, "Z");
+#undef SA18_INTERN
+    return 0;
+}
+
+/* [20d] ``getattr(event, name) or ""`` (a new reference). */
+static PyObject *sa_attr_or_empty(PyObject *event, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(event, name);
+    if (v == NULL) return NULL;
+    int truth = PyObject_IsTrue(v);
+    if (truth < 0) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    if (!truth) Py_SETREF(v, Py_NewRef(empty_str));
+    return v;
+}
+
+/* [20d] alerts.system_time(t or "") for an exact str ``t`` (a new reference): the first 27
+ * characters and ``Z`` when t is 30 long with ``T`` at 10 and ``Z`` last, else t. NULL with
+ * nothing raised for anything else (the caller then calls matched_event). */
+static PyObject *sa_system_time(PyObject *t) {
+    if (t == Py_None) return Py_NewRef(empty_str);
+    if (!PyUnicode_CheckExact(t)) return NULL;
+    if (PyUnicode_GET_LENGTH(t) == 30 && PyUnicode_READ_CHAR(t, 10) == 'T' &&
+        PyUnicode_READ_CHAR(t, 29) == 'Z') {
+        PyObject *head = PyUnicode_Substring(t, 0, 27);
+        if (head == NULL) return NULL;
+        PyObject *out = PyUnicode_Concat(head, sa_zulu);
+        Py_DECREF(head);
+        return out;
+    }
+    return Py_NewRef(t);
 }
 
 static PyObject *sa_source(PyObject *event) {
@@ -2209,15 +2250,36 @@ static PyObject *sa_event_data(PyObject *data, PyObject *limit) {
     return out;
 }
 
-static PyObject *sa_matched_dict(PyObject *eid, PyObject *rid, PyObject *event_data) {
+/* [20d] sys: the (TimeCreated, Provider, Channel, Computer) values, a 4-tuple. */
+static PyObject *sa_matched_dict(PyObject *eid, PyObject *rid, PyObject *sys,
+                                 PyObject *event_data) {
     PyObject *d = PyDict_New();
     if (d == NULL) return NULL;
     if (PyDict_SetItem(d, sa_k_event_id, eid) < 0 || PyDict_SetItem(d, sa_k_record_id, rid) < 0
+        || PyDict_SetItem(d, sa_k_time_created, PyTuple_GET_ITEM(sys, 0)) < 0
+        || PyDict_SetItem(d, sa_k_provider, PyTuple_GET_ITEM(sys, 1)) < 0
+        || PyDict_SetItem(d, sa_k_channel, PyTuple_GET_ITEM(sys, 2)) < 0
+        || PyDict_SetItem(d, sa_k_computer, PyTuple_GET_ITEM(sys, 3)) < 0
         || PyDict_SetItem(d, sa_k_event_data, event_data) < 0) {
         Py_DECREF(d);
         return NULL;
     }
     return d;
+}
+
+/* [20d] The matched event's System values (sa_matched_dict's ``sys``) of ``event`` whose
+ * time_created is ``t`` and computer (``or ""``) ``computer``; NULL with nothing raised when
+ * sa_system_time leaves ``t`` to Python. */
+static PyObject *sa_system(PyObject *event, PyObject *t, PyObject *computer) {
+    PyObject *st = sa_system_time(t);
+    if (st == NULL) return NULL;
+    PyObject *prov = sa_attr_or_empty(event, sa_provider);
+    PyObject *chan = prov == NULL ? NULL : sa_attr_or_empty(event, sa_channel);
+    PyObject *out = chan == NULL ? NULL : PyTuple_Pack(4, st, prov, chan, computer);
+    Py_DECREF(st);
+    Py_XDECREF(prov);
+    Py_XDECREF(chan);
+    return out;
 }
 
 static int sa_init(void) {
@@ -2312,6 +2374,7 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
     PyObject *data = NULL, *t = NULL, *rid = NULL, *computer = NULL, *eid = NULL;
     PyObject *ids = NULL, *eids = NULL, *stats = NULL, *counter = NULL;
     PyObject *src1 = NULL, *edata = NULL; /* [18b] once per event, when sa_max_fields is set */
+    PyObject *sys = NULL; /* [20d] the matched event's System values, with edata */
     int fallback = 0, edata_used = 0;
     if (sa_max_fields >= 0 && sa18_init() < 0) return NULL;
     /* 1. the alerts (nothing counted yet) */
@@ -2334,6 +2397,10 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
                 if ((src1 = sa_source(event)) == NULL) goto fail;
                 if ((edata = sa_event_data(data, limit)) == NULL) goto fail;
                 if (edata == Py_None) Py_CLEAR(edata); /* matched_event per alert */
+                if (edata != NULL && (sys = sa_system(event, t, computer)) == NULL) {
+                    if (PyErr_Occurred()) goto fail;
+                    Py_CLEAR(edata); /* [20d] an odd time: matched_event per alert */
+                }
             }
         }
         PyObject *fa[3] = {data, PyTuple_GET_ITEM(row, 5), limit};
@@ -2362,7 +2429,7 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
             PyObject *ed = edata_used ? PyDict_Copy(edata) : Py_NewRef(edata);
             edata_used = 1;
             if (ed != NULL) {
-                matched = sa_matched_dict(eid, rid, ed);
+                matched = sa_matched_dict(eid, rid, sys, ed);
                 Py_DECREF(ed);
             }
         } else if (src != NULL) {
@@ -2432,6 +2499,7 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
     Py_DECREF(stats);
     Py_XDECREF(src1);
     Py_XDECREF(edata);
+    Py_XDECREF(sys);
     Py_XDECREF(data);
     Py_XDECREF(t);
     Py_XDECREF(rid);
@@ -2442,6 +2510,7 @@ fail:
     Py_DECREF(alerts);
     Py_XDECREF(src1);
     Py_XDECREF(edata);
+    Py_XDECREF(sys);
     Py_XDECREF(data);
     Py_XDECREF(t);
     Py_XDECREF(rid);
