@@ -358,7 +358,10 @@ def attack_tags(tags: tuple) -> tuple:
 
 
 #: ATT&CK Enterprise tactics as Sigma tags spell them (``attack.<short name>``) -> the
-#: tactic's name as ATT&CK writes it (https://attack.mitre.org/tactics/enterprise/).
+#: tactic's name as ATT&CK writes it (https://attack.mitre.org/tactics/enterprise/): the 14 of
+#: ATT&CK up to v18 and the two that v19 split Defense Evasion into (Stealth, Defense
+#: Impairment), which current SigmaHQ rules already use (``attack.stealth``,
+#: ``attack.defense-impairment``); rules written before v19 keep ``attack.defense-evasion``.
 TACTICS = {
     "reconnaissance": "Reconnaissance", "resource-development": "Resource Development",
     "initial-access": "Initial Access", "execution": "Execution", "persistence": "Persistence",
@@ -366,7 +369,7 @@ TACTICS = {
     "credential-access": "Credential Access", "discovery": "Discovery",
     "lateral-movement": "Lateral Movement", "collection": "Collection",
     "command-and-control": "Command and Control", "exfiltration": "Exfiltration",
-    "impact": "Impact"}
+    "impact": "Impact", "stealth": "Stealth", "defense-impairment": "Defense Impairment"}
 _INFO: dict = {}
 _TECHNIQUE = re.compile(r"t\d{4}(?:\.\d{3})?")
 
