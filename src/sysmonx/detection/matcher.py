@@ -1127,6 +1127,17 @@ _KEYS = itemgetter(0)
 _CANDS = itemgetter(1)
 
 
+def _lead_to(ks: frozenset, lead_index: dict) -> tuple:
+    """The candidates (:class:`_Cand`) keys ``ks`` lead to: those of every key whose rule's
+    lead clause holds it, in the order of ``ks`` then of ``lead_index[k]``."""
+    rs: list = []
+    for k in ks:
+        x = lead_index.get(k)
+        if x:
+            rs.extend(x)
+    return tuple(rs)
+
+
 class _Group:
     """The rules of one event group: one automaton per field, and each rule indexed by its
     rarest necessary clause (re-chosen from the key frequencies this group actually sees).
@@ -1248,14 +1259,23 @@ class _Group:
                         lead_index.setdefault(k, []).append(c)
                     c.lead = lead
             c.count = 0
-        # Remembered events hold the candidates and the clauses checked before them: forget
-        # them (the remembered rule results do not depend on the leads, but are cheap to redo).
-        self.combos = {}
-        if changed:  # remembered values would lead to the old candidates
+        if changed:
+            # Remembered values and events would lead to the old candidates. The keys found in
+            # them do not depend on the leads, only the candidates those keys lead to: these
+            # are looked up again from the keys (what _scan and _combine do after the automaton
+            # scans), so nothing remembered is scanned or evaluated again (most of a group's
+            # scans and events were repeats after a change). A remembered event keeps its rule
+            # results and the rules left to evaluate: they never depend on the leads or on
+            # the clauses checked first (each is a necessary clause of its rule, so the old
+            # candidates held every rule that can match; the new ones hold it too).
             for cache in self.caches + self.getter_caches:
-                cache.clear()
-                cache[None] = _EMPTY
+                for v, e in cache.items():  # values replaced in place: the dict keeps its size
+                    if e[0]:
+                        cache[v] = (e[0], _lead_to(e[0], lead_index))
             self.const_entry = self._const_entry()
+            combos = self.combos
+            for values, e in combos.items():  # the candidates as _combine gathers them
+                combos[values] = (e[0], tuple(set(_lead_to(e[0], lead_index))), e[2], e[3])
         self.next_relead = next((x for x in RELEAD_AT if x > self.seen), 0)
         self.countdown = self.period = self._period()
         self.freq = Counter()
@@ -1283,13 +1303,7 @@ class _Group:
         if not found:
             return _EMPTY
         ks = frozenset(found)
-        rs: list = []
-        li = self.lead_index
-        for k in ks:
-            x = li.get(k)
-            if x:
-                rs.extend(x)
-        return ks, tuple(rs)
+        return ks, _lead_to(ks, self.lead_index)
 
     def _fill(self, names: tuple, caches: tuple, values: tuple, entries: tuple) -> tuple:
         """Scan the values the memories did not know; remember them."""
