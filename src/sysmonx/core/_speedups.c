@@ -60,6 +60,7 @@ typedef struct {
     const unsigned char *end;
     int depth;
     int latin1; /* the bytes are the text's own 1-byte (Latin-1) characters, not UTF-8 */
+    int chars;  /* [20b] the bytes are the text's own characters (ASCII or Latin-1 text) */
 } Reader;
 
 #define MAX_DEPTH 256
@@ -188,13 +189,80 @@ static inline char *put_utf8(char *o, unsigned cp) {
     return o;
 }
 
+/* [20b] Non-zero when a byte of s[0..n) is 0x80 or above (8 bytes at a time). */
+static inline int any_high(const unsigned char *s, Py_ssize_t n) {
+    uint64_t acc = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++) acc |= s[i];
+    return (acc & 0x8080808080808080ULL) != 0;
+}
+
+/* [20b] The str of n ASCII bytes: built directly (the same str the decoders give). */
+static PyObject *ascii_string(const unsigned char *s, Py_ssize_t n) {
+    PyObject *out = PyUnicode_New(n, 127);
+    if (out != NULL) memcpy(PyUnicode_1BYTE_DATA(out), s, n);
+    return out;
+}
+
+/* [20b] An escaped string body whose bytes are the text's own characters (r->chars) and that
+ * has no \u escape: every character of the result is one of those bytes or an escape's ASCII
+ * character, so it is built in one byte per character directly (two passes: length and
+ * widest character, then the characters). NULL without an error set: a \u escape (the
+ * caller's general path decides); NULL with an error set: memory. */
+static PyObject *unescape_chars(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t len = 0;
+    unsigned high = 0;
+    for (Py_ssize_t i = 0; i < n; len++) {
+        if (s[i] != '\\') {
+            high |= s[i++];
+            continue;
+        }
+        if (s[i + 1] == 'u') return NULL;
+        i += 2;
+    }
+    PyObject *out = PyUnicode_New(len, (high & 0x80) ? 255 : 127);
+    if (out == NULL) return NULL;
+    unsigned char *o = PyUnicode_1BYTE_DATA(out);
+    for (Py_ssize_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        if (c != '\\') {
+            *o++ = c;
+            i++;
+            continue;
+        }
+        switch (s[i + 1]) { /* validated by scan_string; 'u' excluded above */
+        case 'b': c = '\b'; break;
+        case 'f': c = '\f'; break;
+        case 'n': c = '\n'; break;
+        case 'r': c = '\r'; break;
+        case 't': c = '\t'; break;
+        default: c = s[i + 1]; /* '"', '\\', '/' */
+        }
+        *o++ = c;
+        i += 2;
+    }
+    return out;
+}
+
 /* The Python str of an already validated raw JSON string body (UTF-8, or Latin-1 characters
  * when r->latin1). New reference or NULL (error set: only MemoryError can happen, the input
- * being valid). */
+ * being valid). [20b] Text without a byte above 0x7F is built directly as ASCII, and an
+ * escaped body of 1-byte text without \u escapes in one byte per character (the same str
+ * the decoders below give, without their second pass). */
 static PyObject *make_string(const Reader *r, const unsigned char *s, Py_ssize_t n, int escaped) {
     if (!escaped) {
+        if ((r->chars && !r->latin1) || !any_high(s, n)) return ascii_string(s, n);
         if (r->latin1) return PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, s, n);
         return PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+    }
+    if (r->chars) {
+        PyObject *out = unescape_chars(s, n);
+        if (out != NULL || PyErr_Occurred()) return out;
     }
     /* to UTF-8: an escape is never longer in UTF-8; a Latin-1 character takes 2 bytes */
     Py_ssize_t cap = r->latin1 ? 2 * n : n;
@@ -731,29 +799,24 @@ static int fix_guids(Rec *x, int sysmon) {
     if (sysmon) {
         PyObject *guids = PyDict_GetItemWithError(guid_fields, x->eid);
         if (guids == NULL) return PyErr_Occurred() ? -2 : -1; /* unknown EventID */
-        PyObject *it = PyObject_GetIter(guids);
-        if (it == NULL) return -2;
+        if (!PyFrozenSet_CheckExact(guids)) return -1; /* the Python path decides */
+        /* [20b] the set's entries in place (its iterator's order), no iterator object */
+        Py_ssize_t pos = 0;
         PyObject *k;
-        while ((k = PyIter_Next(it)) != NULL) {
+        Py_hash_t h;
+        while (_PySet_NextEntry(guids, &pos, &k, &h)) {
             PyObject *v = PyDict_GetItemWithError(x->data, k);
             if (v != NULL && PyUnicode_GET_LENGTH(v) > 0 && PyUnicode_READ_CHAR(v, 0) != '{') {
                 PyObject *g = brace_lower(v);
                 if (g == NULL || PyDict_SetItem(x->data, k, g) < 0) {
                     Py_XDECREF(g);
-                    Py_DECREF(k);
-                    Py_DECREF(it);
                     return -2;
                 }
                 Py_DECREF(g);
             }
-            Py_DECREF(k);
-            if (PyErr_Occurred()) {
-                Py_DECREF(it);
-                return -2;
-            }
+            if (PyErr_Occurred()) return -2;
         }
-        Py_DECREF(it);
-        return PyErr_Occurred() ? -2 : 0;
+        return 0;
     }
     Py_ssize_t pos = 0;
     PyObject *k, *v;
@@ -791,7 +854,9 @@ static PyObject *convert_impl(PyObject *text, PyObject *origin) {
             return NULL;
         }
     }
-    Reader r = {(const unsigned char *)bytes, (const unsigned char *)bytes + len, 0, latin1};
+    int chars = PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND;
+    Reader r = {(const unsigned char *)bytes, (const unsigned char *)bytes + len, 0, latin1,
+                chars};
     Rec x;
     memset(&x, 0, sizeof x);
     Top t = {&x, 0};
