@@ -1252,6 +1252,132 @@ static PyTypeObject BuilderType = {
 };
 /* ================================================================== end of 18a section */
 
+/* ================================================ 20a: the order buffer's batch steps in C
+ *
+ * sysmonx.sensor.order.OrderBuffer.push_many / ready (the pure-Python definition), the same
+ * heap entries (ts_ns, rank, seq, arrival, observation) pushed and popped with heapq's own
+ * functions, without a Python step per observation:
+ *
+ *   order_push(heap, items, now, seq, ranks, unheld, room, heappush) -> (out, seq, i)
+ *       items[:i] handled as push_many handles them (``out``: the unheld ones, in order);
+ *       i < len(items) when the next item would pass ``max_held`` (room 0): the caller goes
+ *       on from there.
+ *   order_ready(heap, limit, last, heappop) -> (out, last, late)
+ *       the entries whose arrival <= limit, popped while the smallest one's has passed.
+ */
+/* getattr(o, "ts_ns", <absent>): 1 and a new reference, 0 and NULL when absent, -1 error */
+static int get_ts(PyObject *o, PyObject **out) {
+    *out = PyObject_GetAttr(o, n_ts_ns);
+    if (*out != NULL) return 1;
+    if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
+static PyObject *py_order_push(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *heap, *items, *now, *seqo, *ranks, *unheld, *heappush;
+    Py_ssize_t room;
+    if (!PyArg_ParseTuple(args, "O!O!OO!O!O!nO:order_push", &PyList_Type, &heap, &PyList_Type,
+                          &items, &now, &PyLong_Type, &seqo, &PyDict_Type, &ranks,
+                          &PyFrozenSet_Type, &unheld, &room, &heappush))
+        return NULL;
+    long long seq = PyLong_AsLongLong(seqo);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    PyObject *out = PyList_New(0), *two = PyLong_FromLong(2);
+    if (out == NULL || two == NULL) goto fail;
+    Py_ssize_t i, n = PyList_GET_SIZE(items);
+    for (i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(items, i);
+        PyObject *kind = (PyObject *)Py_TYPE(o);
+        int un = PySet_Contains(unheld, kind);
+        if (un < 0) goto fail;
+        if (un) {
+            if (PyList_Append(out, o) < 0) goto fail;
+            continue;
+        }
+        if (room <= 0) break; /* this push passes max_held: the caller's loop */
+        PyObject *ts = NULL;
+        if (get_ts(o, &ts) < 0) goto fail;
+        if (ts != NULL) {
+            int t = PyObject_IsTrue(ts);
+            if (t < 0) { Py_DECREF(ts); goto fail; }
+            if (!t) Py_SETREF(ts, PyLong_FromLong(0));
+        } else {
+            ts = PyLong_FromLong(0);
+        }
+        if (ts == NULL) goto fail;
+        PyObject *rank = PyDict_GetItemWithError(ranks, kind);
+        if (rank == NULL && PyErr_Occurred()) { Py_DECREF(ts); goto fail; }
+        seq++;
+        PyObject *sv = PyLong_FromLongLong(seq);
+        if (sv == NULL) { Py_DECREF(ts); goto fail; }
+        PyObject *entry = PyTuple_New(5);
+        if (entry == NULL) { Py_DECREF(ts); Py_DECREF(sv); goto fail; }
+        PyTuple_SET_ITEM(entry, 0, ts);
+        PyTuple_SET_ITEM(entry, 1, Py_NewRef(rank != NULL ? rank : two));
+        PyTuple_SET_ITEM(entry, 2, sv);
+        PyTuple_SET_ITEM(entry, 3, Py_NewRef(now));
+        PyTuple_SET_ITEM(entry, 4, Py_NewRef(o));
+        PyObject *cargs[2] = {heap, entry};
+        PyObject *r = PyObject_Vectorcall(heappush, cargs, 2, NULL);
+        Py_DECREF(entry);
+        if (r == NULL) goto fail;
+        Py_DECREF(r);
+        room--;
+    }
+    Py_DECREF(two);
+    return Py_BuildValue("(NLn)", out, seq, i);
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(two);
+    return NULL;
+}
+
+static PyObject *py_order_ready(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *heap, *limit, *last, *heappop;
+    if (!PyArg_ParseTuple(args, "O!OOO:order_ready", &PyList_Type, &heap, &limit, &last,
+                          &heappop))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    Py_INCREF(last);
+    Py_ssize_t late = 0;
+    while (PyList_GET_SIZE(heap) > 0) {
+        PyObject *top = PyList_GET_ITEM(heap, 0);
+        if (!PyTuple_Check(top) || PyTuple_GET_SIZE(top) != 5) {
+            PyErr_SetString(PyExc_TypeError, "order heap entries are 5-tuples");
+            goto fail;
+        }
+        int due = PyObject_RichCompareBool(PyTuple_GET_ITEM(top, 3), limit, Py_LE);
+        if (due < 0) goto fail;
+        if (!due) break;
+        PyObject *entry = PyObject_Vectorcall(heappop, &heap, 1, NULL);
+        if (entry == NULL) goto fail;
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 5) {
+            Py_DECREF(entry);
+            PyErr_SetString(PyExc_TypeError, "order heap entries are 5-tuples");
+            goto fail;
+        }
+        PyObject *ts = PyTuple_GET_ITEM(entry, 0);
+        int lt = PyObject_RichCompareBool(ts, last, Py_LT);
+        if (lt < 0 || PyList_Append(out, PyTuple_GET_ITEM(entry, 4)) < 0) {
+            Py_DECREF(entry);
+            goto fail;
+        }
+        if (lt) late++;
+        else Py_SETREF(last, Py_NewRef(ts));
+        Py_DECREF(entry);
+    }
+    return Py_BuildValue("(NNn)", out, last, late);
+fail:
+    Py_DECREF(out);
+    Py_DECREF(last);
+    return NULL;
+}
+/* ====================================================================== end of 20a section */
+
 static PyObject *py_sample_callback(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
     return PyLong_FromVoidPtr((void *)(uintptr_t)&rb_sample);
 }
@@ -1260,6 +1386,11 @@ static PyMethodDef methods[] = {
     {"sample_callback", py_sample_callback, METH_NOARGS,
      "sample_callback() -> int: address of the C ring_buffer_sample_fn; its ctx must be a "
      "RingBatch's .ctx (and the RingBatch kept alive while the ring buffer exists)."},
+    {"order_push", py_order_push, METH_VARARGS,
+     "order_push(heap, items, now, seq, ranks, unheld, room, heappush) -> (out, seq, i): "
+     "OrderBuffer.push_many's loop over items[:i] (see the C source)."},
+    {"order_ready", py_order_ready, METH_VARARGS,
+     "order_ready(heap, limit, last, heappop) -> (out, last, late): OrderBuffer.ready's loop."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {
