@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from sysmonx.sensor.process import ProcessCache, ProcInfo
 
 # pids above the kernel's pid_max (4,194,304): /proc never has them, so nothing is read there
@@ -117,3 +119,123 @@ def test_proc_info_has_no_instance_dict():
     assert not hasattr(info, "__dict__")
     info.extra["late_exec"] = True
     assert info.user == info.user
+
+
+# -- the compiled paths (sysmonx.sensor._ringbatch Builder: on_exec / get / on_exit in C) ------
+
+def _compiled_pair(max_entries: int = 65536):
+    """A compiled and a pure assembler, each over its own cache (same machine), or skip."""
+    from sysmonx.sensor import assemble as asm_mod
+    if asm_mod._Builder is None:
+        pytest.skip("compiled assembly not built or disabled (SYSMONX_PURE_PYTHON)")
+    compiled = asm_mod.Assembler(ProcessCache(machine="d65774de", max_entries=max_entries),
+                                 computer="host-a")
+    pure = asm_mod.Assembler(ProcessCache(machine="d65774de", max_entries=max_entries),
+                             computer="host-a")
+    assert compiled.assembly == "compiled"
+    return compiled, pure
+
+
+def _observations(seed: int, n: int) -> list:
+    """Execs (mostly every fact known and ASCII: the compiled case; else facts missing,
+    non-UTF-8 text, empty image, end_data 0), forks, exits (start time matching, other, none),
+    over a few dozen pids, so that pids are reused, exits come before/after execs and entries
+    are replaced while running or after exiting."""
+    from sysmonx.sensor import observations as ob
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        pid = BASE + rnd.randrange(30)
+        st = 100 + rnd.randrange(5)
+        r = rnd.random()
+        ts = NS + i * 1_000
+        if r < 0.6:
+            known = rnd.random() < 0.7
+            out.append(ob.ProcessExec(
+                ts_ns=ts, pid=pid, ppid=rnd.choice([1, BASE + rnd.randrange(30)])
+                if known else rnd.choice([None, 1]),
+                start_ticks=st if known else rnd.choice([None, st]),
+                image=rnd.choice(["/usr/bin/true", "/usr/bin/id", "/opt/x/y"]) if known
+                else rnd.choice(["/usr/bin/b\udcffad", "", None, "/usr/bin/true"]),
+                argv=rnd.choice([["/bin/true", f"bench-{i}"], ["/usr/bin/id"], []]) if known
+                else rnd.choice([["x\udce9"], None, ["a", "b"]]),
+                cwd=rnd.choice(["/root", "/"]) if known else rnd.choice(["/tmp/\udcff", None]),
+                uid=rnd.choice([0, 1000]) if known else rnd.choice([None, 0]),
+                auid=rnd.choice([None, 1000, 0xFFFFFFFF]), sessionid=rnd.choice([None, 3]),
+                end_data=0x55D0C0FFE000 + rnd.randrange(1 << 20) if known
+                else rnd.choice([None, 0, 0x1234])))
+        elif r < 0.7:
+            out.append(("fork", pid, dict(ppid=BASE + rnd.randrange(30),
+                                          start_ticks=rnd.choice([None, st]), ts_ns=ts)))
+        else:
+            out.append(ob.ProcessExit(ts_ns=ts, pid=pid,
+                                      start_ticks=rnd.choice([None, st, st + 1])))
+    return out
+
+
+def _state(cache: ProcessCache) -> tuple:
+    entries = [(pid, tuple(getattr(i, f) for f in ProcInfo.__slots__))
+               for pid, i in cache._procs.items()]
+    return (entries, {k: set(v) for k, v in cache._by_image.items()}, cache.synthetic_keys,
+            cache.approximate_starts, cache._synthetic)
+
+
+def _event(e) -> tuple:
+    return (e.event_id, list(e.data.items()), e.time_created, e.provider, e.thread_id)
+
+
+def _compare(seed: int, n: int, max_entries: int = 65536) -> int:
+    """Both assemblers over the same observations: the same events, the same cache (entries
+    slot by slot, order, image index, counters) after every step. Returns how many execs the
+    compiled path took without calling ``ProcessCache.on_exec``."""
+    from sysmonx.sensor import assemble as asm_mod
+    from sysmonx.sensor import observations as ob
+    compiled, pure = _compiled_pair(max_entries)
+    fallbacks = []
+    method = compiled.cache.on_exec
+
+    def counted(*a, **k):
+        fallbacks.append(a[0])
+        return method(*a, **k)
+    compiled.cache.on_exec = counted  # the instance's: what the compiled code calls back
+    execs = 0
+    for o in _observations(seed, n):
+        if type(o) is tuple:
+            _kind, pid, kw = o
+            assert compiled.cache.on_fork(pid, **kw) == pure.cache.on_fork(pid, **kw)
+        elif type(o) is ob.ProcessExec:
+            execs += 1
+            got = [_event(e) for e in compiled.exec_events(o)]
+            assert got == [_event(e) for e in asm_mod.Assembler._exec(pure, o)], o
+        else:
+            assert _event(compiled.exit_event(o)) == _event(asm_mod.Assembler._exit(pure, o)), o
+        assert _state(compiled.cache) == _state(pure.cache), o
+    return execs - len(fallbacks)
+
+
+def test_compiled_cache_paths_match_the_python_methods():
+    compiled_execs = sum(_compare(seed, 400) for seed in range(12))
+    assert compiled_execs > 1000  # the comparison exercised the compiled exec path
+
+
+def test_compiled_cache_paths_match_when_entries_are_evicted():
+    assert sum(_compare(200 + seed, 300, max_entries=9) for seed in range(8)) > 500
+
+
+def test_compiled_exec_keeps_what_the_method_keeps_for_a_late_exec():
+    """An exec that arrives after its process's exit (same start time) is the method's case:
+    the entry keeps the exit time and is marked ``late_exec`` on both paths."""
+    from sysmonx.sensor import assemble as asm_mod
+    from sysmonx.sensor import observations as ob
+    compiled, pure = _compiled_pair()
+    exe = ob.ProcessExec(ts_ns=NS, pid=BASE, ppid=1, start_ticks=7, image="/usr/bin/true",
+                         argv=["/bin/true"], cwd="/", uid=0, end_data=0x55D0C0FFE000)
+    gone = ob.ProcessExit(ts_ns=NS + 5, pid=BASE, start_ticks=7)
+    for a, ex, xt in ((compiled, compiled.exec_events, compiled.exit_event),
+                      (pure, lambda o: asm_mod.Assembler._exec(pure, o),
+                       lambda o: asm_mod.Assembler._exit(pure, o))):
+        xt(gone)
+        ex(exe)
+        info = a.cache.peek(BASE)
+        assert info.exited_ns == NS + 5 and info.extra == {"late_exec": True}
+    assert _state(compiled.cache) == _state(pure.cache)

@@ -379,9 +379,8 @@ class QueuedSlot(SinkSlot):
         self.sent += len(items)
         taken = self.taken
         if taken is not None:
-            for item in items:
-                if item.__class__ is Event:
-                    taken[item.event_id] += 1
+            # counted by Counter.update's compiled loop (0.5 -> 0.2 us per exec of a busy output)
+            taken.update([item.event_id for item in items if item.__class__ is Event])
         if self._lost_since is not None:
             self._end_loss(recovered=True)
 

@@ -438,6 +438,10 @@ typedef struct {
     PyObject *v1, *l1, *v5, *l5;
     PyObject *keywords, *zero_guid, *unset_id, *users, *user_name, *logon_guid, *seconds,
              *tail, *hasher_type;
+    /* 20a: the process cache's exec/exit/get paths (see the section "20a" below) */
+    PyTypeObject *cache_type, *info_type;
+    PyObject *clk_tck, *logon_guids;
+    Py_ssize_t ioff[14];
     long long sec;           /* the last second formatted, and its two forms */
     PyObject *sec_utc, *sec_iso;
 } BuilderObject;
@@ -448,6 +452,9 @@ static PyObject *n_ts_ns, *n_pid, *n_ppid, *n_start_ticks, *n_image, *n_argv, *n
                 *n_provider_guid, *n_channel, *n_computer, *n_euid, *n_machine, *n_guid,
                 *n_command_line, *n_on_exec, *n_on_exit, *n_get, *n_hashes, *n_algorithms,
                 *n_hcache, *exec_kwnames;
+/* 20a: the process cache's attribute and method names */
+static PyObject *n_procs, *n_lock, *n_by_image, *n_btime, *n_max_entries, *n_acquire,
+                *n_release, *n_move_to_end, *n_popitem, *n_index, *s_space, *n_exited_ns;
 /* field names and constant values */
 static PyObject *k_RuleName, *k_UtcTime, *k_ProcessGuid, *k_ProcessId, *k_Image,
                 *k_FileVersion, *k_Description, *k_Product, *k_Company, *k_OriginalFileName,
@@ -467,6 +474,10 @@ static int intern_all(void) {
     I(n_command_line, "command_line"); I(n_on_exec, "on_exec"); I(n_on_exit, "on_exit");
     I(n_get, "get"); I(n_hashes, "hashes"); I(n_algorithms, "algorithms");
     I(n_hcache, "_cache");
+    I(n_procs, "_procs"); I(n_lock, "_lock"); I(n_by_image, "_by_image"); I(n_btime, "btime");
+    I(n_max_entries, "max_entries"); I(n_acquire, "acquire"); I(n_release, "release");
+    I(n_move_to_end, "move_to_end"); I(n_popitem, "popitem"); I(n_index, "_index");
+    I(s_space, " "); I(n_exited_ns, "exited_ns");
     I(k_RuleName, "RuleName"); I(k_UtcTime, "UtcTime"); I(k_ProcessGuid, "ProcessGuid");
     I(k_ProcessId, "ProcessId"); I(k_Image, "Image"); I(k_FileVersion, "FileVersion");
     I(k_Description, "Description"); I(k_Product, "Product"); I(k_Company, "Company");
@@ -486,6 +497,32 @@ static int intern_all(void) {
                                  n_uid, n_auid, n_sessionid, n_end_data, n_ts_ns);
     return exec_kwnames == NULL ? -1 : 0;
 }
+
+/* 20a: the member offsets of a slotted class's plain object slots (``names``), or -1 */
+static int slot_offsets(PyTypeObject *t, const char **names, int n, Py_ssize_t *off) {
+    for (int i = 0; i < n; i++) {
+        PyObject *d = PyDict_GetItemString(t->tp_dict, names[i]);
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            PyErr_Format(PyExc_TypeError, "%s has no slot %s", t->tp_name, names[i]);
+            return -1;
+        }
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY)) {
+            PyErr_Format(PyExc_TypeError, "%s slot %s is not a plain object slot", t->tp_name,
+                         names[i]);
+            return -1;
+        }
+        off[i] = m->offset;
+    }
+    return 0;
+}
+
+/* ProcInfo's slots, in its field order */
+static const char *info_slot_names[14] = {
+    "pid", "start_ticks", "ppid", "image", "command_line", "cwd", "uid", "auid", "sessionid",
+    "end_data", "guid", "exited_ns", "forked", "extra"};
+enum { P_PID, P_START, P_PPID, P_IMAGE, P_CMD, P_CWD, P_UID, P_AUID, P_SID, P_END, P_GUID,
+       P_EXITED, P_FORKED, P_EXTRA };
 
 static PyObject *builder_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *asm_, *etype, *cfg, *heads;
@@ -509,18 +546,29 @@ static PyObject *builder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         }
         self->off[i] = m->offset;
     }
-    if (!PyArg_ParseTuple(cfg, "O!OOOO!OOOOO!:Builder config", &PyDict_Type, &heads,
+    if (!PyArg_ParseTuple(cfg, "O!OOOO!OOOOO!O!O!O!O!:Builder config", &PyDict_Type, &heads,
                           &self->keywords, &self->zero_guid, &self->unset_id, &PyDict_Type,
                           &self->users, &self->user_name, &self->logon_guid, &self->seconds,
-                          &self->tail, &PyType_Type, &self->hasher_type)) {
+                          &self->tail, &PyType_Type, &self->hasher_type,
+                          &PyType_Type, &self->cache_type, &PyType_Type, &self->info_type,
+                          &PyLong_Type, &self->clk_tck, &PyDict_Type, &self->logon_guids)) {
         self->keywords = self->zero_guid = self->unset_id = self->users = NULL;
         self->user_name = self->logon_guid = self->seconds = self->tail = NULL;
         self->hasher_type = NULL;
+        self->cache_type = self->info_type = NULL;
+        self->clk_tck = self->logon_guids = NULL;
         goto fail;
     }
     Py_INCREF(self->keywords); Py_INCREF(self->zero_guid); Py_INCREF(self->unset_id);
     Py_INCREF(self->users); Py_INCREF(self->user_name); Py_INCREF(self->logon_guid);
     Py_INCREF(self->seconds); Py_INCREF(self->tail); Py_INCREF(self->hasher_type);
+    Py_INCREF(self->cache_type); Py_INCREF(self->info_type); Py_INCREF(self->clk_tck);
+    Py_INCREF(self->logon_guids);
+    if (slot_offsets(self->info_type, info_slot_names, 14, self->ioff) < 0) goto fail;
+    if (PyObject_RichCompareBool(self->clk_tck, i_zero, Py_GT) != 1) {
+        PyErr_SetString(PyExc_ValueError, "clock ticks per second must be > 0");
+        goto fail;
+    }
     PyObject *h1 = PyDict_GetItem(heads, i_one), *h5 = PyDict_GetItem(heads, i_five);
     if (h1 == NULL || h5 == NULL || !PyTuple_Check(h1) || !PyTuple_Check(h5) ||
         PyTuple_GET_SIZE(h1) != 2 || PyTuple_GET_SIZE(h5) != 2) {
@@ -541,7 +589,8 @@ fail:
 static int builder_traverse(BuilderObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->asm_); Py_VISIT(self->etype); Py_VISIT(self->users);
     Py_VISIT(self->user_name); Py_VISIT(self->logon_guid); Py_VISIT(self->seconds);
-    Py_VISIT(self->tail); Py_VISIT(self->hasher_type);
+    Py_VISIT(self->tail); Py_VISIT(self->hasher_type); Py_VISIT(self->cache_type);
+    Py_VISIT(self->info_type); Py_VISIT(self->logon_guids);
     return 0;
 }
 
@@ -551,6 +600,8 @@ static int builder_clear(BuilderObject *self) {
     Py_CLEAR(self->unset_id); Py_CLEAR(self->users); Py_CLEAR(self->user_name);
     Py_CLEAR(self->logon_guid); Py_CLEAR(self->seconds); Py_CLEAR(self->tail);
     Py_CLEAR(self->sec_utc); Py_CLEAR(self->sec_iso); Py_CLEAR(self->hasher_type);
+    Py_CLEAR(self->cache_type); Py_CLEAR(self->info_type); Py_CLEAR(self->clk_tck);
+    Py_CLEAR(self->logon_guids);
     return 0;
 }
 
@@ -690,6 +741,321 @@ static PyObject *b_hashes(BuilderObject *self, PyObject *hasher, PyObject *image
     return PyObject_VectorcallMethod(n_hashes, args, 2, NULL);
 }
 
+/* ============================================================ 20a: the process cache in C
+ *
+ * sysmonx.sensor.process.ProcessCache.on_exec / get / on_exit (the pure-Python definition) for
+ * a cache of exactly that class, in the cases tier A gives on the hot path:
+ *   on_exec: every fact known (ppid, start_ticks, image, argv, cwd, uid and a non-zero
+ *     end_data; nothing to read from /proc, nothing inherited), ASCII text (clean_text changes
+ *     nothing), ints, no entry of that pid that has exited (a late exec or a reused pid).
+ *     The GUID is process_guid()'s; the entry is stored as _store stores it (under the cache's
+ *     lock: entry order, image index, eviction of the oldest).
+ *   get: a pid in the cache.       on_exit: a pid in the cache with the same start time.
+ * Every other case is the Python method, called as before; so is a subclass of the cache.
+ * tests/test_process_cache_paths.py and tests/test_assemble_compiled.py compare the two. */
+
+#define ISLOT(obj, i) (*(PyObject **)((char *)(obj) + self->ioff[i]))
+
+static int c_lock(PyObject *lock) {
+    PyObject *r = PyObject_CallMethodNoArgs(lock, n_acquire);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* release the lock, keeping an error already set */
+static int c_unlock(PyObject *lock) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *r = PyObject_CallMethodNoArgs(lock, n_release);
+    if (et != NULL) {
+        if (r == NULL) PyErr_Clear();
+        Py_XDECREF(r);
+        PyErr_Restore(et, ev, tb);
+        return -1;
+    }
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* ProcessCache._index(info, False): ``info`` out of the image index (0 or -1) */
+static int c_unindex(BuilderObject *self, PyObject *cache, PyObject *by_image, PyObject *info) {
+    if (!Py_IS_TYPE(info, self->info_type) || !PyDict_CheckExact(by_image)) {
+        PyObject *r = PyObject_CallMethodObjArgs(cache, n_index, info, Py_False, NULL);
+        Py_XDECREF(r);
+        return r == NULL ? -1 : 0;
+    }
+    PyObject *image = ISLOT(info, P_IMAGE), *pid = ISLOT(info, P_PID);
+    if (image == NULL || pid == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "ProcInfo slot not set");
+        return -1;
+    }
+    int t = PyObject_IsTrue(image);
+    if (t <= 0) return t;
+    PyObject *pids = PyDict_GetItemWithError(by_image, image);
+    if (pids == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (!PyAnySet_CheckExact(pids)) {
+        PyObject *r = PyObject_CallMethodObjArgs(cache, n_index, info, Py_False, NULL);
+        Py_XDECREF(r);
+        return r == NULL ? -1 : 0;
+    }
+    Py_INCREF(pids);
+    int rc = PySet_Discard(pids, pid) < 0 ? -1 : 0;
+    if (rc == 0 && PySet_GET_SIZE(pids) == 0) rc = PyDict_DelItem(by_image, image);
+    Py_DECREF(pids);
+    return rc;
+}
+
+/* ``obj.exited_ns is None`` (1, 0, -1) */
+static int c_running(BuilderObject *self, PyObject *obj) {
+    if (Py_IS_TYPE(obj, self->info_type)) {
+        PyObject *v = ISLOT(obj, P_EXITED);
+        if (v == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "exited_ns");
+            return -1;
+        }
+        return v == Py_None;
+    }
+    PyObject *v = PyObject_GetAttr(obj, n_exited_ns);
+    if (v == NULL) return -1;
+    Py_DECREF(v);
+    return v == Py_None;
+}
+
+/* ProcessCache._store(info) for a running entry with a non-empty image (0 or -1) */
+static int c_store(BuilderObject *self, PyObject *cache, PyObject *procs, PyObject *info,
+                   PyObject *pid, PyObject *image, PyObject *lock, PyObject *by_image,
+                   Py_ssize_t max_entries) {
+    if (c_lock(lock) < 0) return -1;
+    PyObject *old = PyDict_GetItemWithError(procs, pid);
+    if (old == NULL && PyErr_Occurred()) goto fail;
+    if (old != NULL) {
+        Py_INCREF(old);
+        int run = c_running(self, old);
+        if (run < 0 || (run == 1 && c_unindex(self, cache, by_image, old) < 0)) {
+            Py_DECREF(old);
+            goto fail;
+        }
+        Py_DECREF(old);
+        PyObject *r = PyObject_CallMethodOneArg(procs, n_move_to_end, pid);
+        if (r == NULL) goto fail;
+        Py_DECREF(r);
+    }
+    if (PyObject_SetItem(procs, pid, info) < 0) goto fail;
+    {
+        PyObject *pids = PyDict_GetItemWithError(by_image, image);
+        if (pids == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            PyObject *set = PySet_New(NULL);
+            if (set == NULL) goto fail;
+            int rc = PySet_Add(set, pid) < 0 ? -1 : PyDict_SetItem(by_image, image, set);
+            Py_DECREF(set);
+            if (rc < 0) goto fail;
+        } else {
+            Py_INCREF(pids);
+            int rc;
+            if (PyAnySet_CheckExact(pids)) {
+                rc = PySet_Add(pids, pid);
+            } else {
+                PyObject *r = PyObject_CallMethod(pids, "add", "O", pid);
+                rc = r == NULL ? -1 : 0;
+                Py_XDECREF(r);
+            }
+            Py_DECREF(pids);
+            if (rc < 0) goto fail;
+        }
+    }
+    for (;;) {
+        Py_ssize_t n = PyObject_Length(procs);
+        if (n < 0) goto fail;
+        if (n <= max_entries) break;
+        PyObject *item = PyObject_CallMethodOneArg(procs, n_popitem, Py_False);
+        if (item == NULL) goto fail;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            Py_DECREF(item);
+            PyErr_SetString(PyExc_TypeError, "popitem() gave no pair");
+            goto fail;
+        }
+        PyObject *dropped = PyTuple_GET_ITEM(item, 1);
+        int run = c_running(self, dropped);
+        int rc = run < 0 ? -1 : run == 1 ? c_unindex(self, cache, by_image, dropped) : 0;
+        Py_DECREF(item);
+        if (rc < 0) goto fail;
+    }
+    return c_unlock(lock);
+fail:
+    c_unlock(lock);
+    return -1;
+}
+
+/* on_exec for the cases above: 1 (``*out`` the new entry), 0 (not such a case: nothing was
+ * changed; the caller calls the method), -1 (error).
+ * f: ts_ns pid ppid start_ticks image argv cwd uid auid sessionid end_data */
+static int c_on_exec(BuilderObject *self, PyObject *cache, PyObject **f, PyObject **out) {
+    PyObject *pid = f[1], *ppid = f[2], *st = f[3], *image = f[4], *argv = f[5], *cwd = f[6],
+             *uid = f[7], *end = f[10];
+    if (!Py_IS_TYPE(cache, self->cache_type) || ppid == Py_None || uid == Py_None ||
+        !PyLong_CheckExact(pid) || !PyLong_CheckExact(st) || !PyLong_CheckExact(end) ||
+        !PyUnicode_CheckExact(image) || !PyUnicode_IS_ASCII(image) ||
+        PyUnicode_GET_LENGTH(image) == 0 || !PyUnicode_CheckExact(cwd) ||
+        !PyUnicode_IS_ASCII(cwd) || !(PyList_CheckExact(argv) || PyTuple_CheckExact(argv)))
+        return 0;
+    if (Py_SIZE(end) == 0) return 0; /* end_data 0: a synthetic key (make_guid) */
+    int found = 0;
+    PyObject *procs = NULL, *cmd = NULL, *lock = NULL, *by_image = NULL, *btime = NULL,
+             *machine = NULL, *maxe = NULL, *q = NULL, *start = NULL, *guid = NULL,
+             *info = NULL, *extra = NULL;
+    if ((procs = PyObject_GetAttr(cache, n_procs)) == NULL) goto fail;
+    if (!Py_IS_TYPE(procs, &PyODict_Type)) goto done;
+    {
+        PyObject *old = PyDict_GetItemWithError(procs, pid);
+        if (old == NULL && PyErr_Occurred()) goto fail;
+        if (old != NULL) {
+            if (!Py_IS_TYPE(old, self->info_type)) goto done;
+            PyObject *ex = ISLOT(old, P_EXITED);
+            if (ex == NULL || ex != Py_None) goto done; /* late exec, reused pid: the method */
+        }
+    }
+    if ((cmd = PyUnicode_Join(s_space, argv)) == NULL) {
+        PyErr_Clear(); /* the method raises what it raises */
+        goto done;
+    }
+    if (!PyUnicode_IS_ASCII(cmd)) goto done;
+    if ((lock = PyObject_GetAttr(cache, n_lock)) == NULL ||
+        (by_image = PyObject_GetAttr(cache, n_by_image)) == NULL ||
+        (btime = PyObject_GetAttr(cache, n_btime)) == NULL ||
+        (machine = PyObject_GetAttr(cache, n_machine)) == NULL ||
+        (maxe = PyObject_GetAttr(cache, n_max_entries)) == NULL)
+        goto fail;
+    if (!PyDict_CheckExact(by_image) || !PyUnicode_Check(machine) || !PyLong_CheckExact(btime) ||
+        !PyLong_CheckExact(maxe))
+        goto done;
+    Py_ssize_t max_entries = PyLong_AsSsize_t(maxe);
+    if (max_entries == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        goto done;
+    }
+    /* process_guid(machine, btime + start_ticks // CLK_TCK, end_data, pid) */
+    if ((q = PyNumber_FloorDivide(st, self->clk_tck)) == NULL ||
+        (start = PyNumber_Add(btime, q)) == NULL)
+        goto fail;
+    {
+        unsigned long long s = PyLong_AsUnsignedLongLongMask(start) & 0xFFFFFFFFULL;
+        unsigned long long key = PyLong_AsUnsignedLongLongMask(end);
+        unsigned long long p16 = PyLong_AsUnsignedLongLongMask(pid) & 0xFFFFULL;
+        if (PyErr_Occurred()) goto fail;
+        key = (key & ((1ULL << 48) - 1)) | (p16 << 48);
+        static const char hex[] = "0123456789abcdef";
+        char tail[17];
+        for (int i = 0; i < 8; i++) {
+            unsigned b = (unsigned)((key >> (8 * i)) & 0xFF);
+            tail[2 * i] = hex[b >> 4];
+            tail[2 * i + 1] = hex[b & 15];
+        }
+        tail[16] = 0;
+        char rest[48];
+        snprintf(rest, sizeof rest, "-%04x-%04x-%.4s-%s}", (unsigned)(s & 0xFFFF),
+                 (unsigned)(s >> 16), tail, tail + 4);
+        if ((guid = PyUnicode_FromFormat("{%U%s", machine, rest)) == NULL) goto fail;
+    }
+    if ((extra = PyDict_New()) == NULL) goto fail;
+    if ((info = self->info_type->tp_alloc(self->info_type, 0)) == NULL) goto fail;
+    {
+        PyObject *vals[14] = {pid, st, ppid, image, cmd, cwd, uid, f[8], f[9], end, guid,
+                              Py_None, Py_False, extra};
+        for (int i = 0; i < 14; i++) ISLOT(info, i) = Py_NewRef(vals[i]);
+    }
+    if (c_store(self, cache, procs, info, pid, image, lock, by_image, max_entries) < 0)
+        goto fail;
+    *out = info;
+    info = NULL;
+    found = 1;
+    goto done;
+fail:
+    found = -1;
+done:
+    Py_XDECREF(procs); Py_XDECREF(cmd); Py_XDECREF(lock); Py_XDECREF(by_image);
+    Py_XDECREF(btime); Py_XDECREF(machine); Py_XDECREF(maxe); Py_XDECREF(q);
+    Py_XDECREF(start); Py_XDECREF(guid); Py_XDECREF(info); Py_XDECREF(extra);
+    return found;
+}
+
+/* cache.get(pid) (new reference): an entry in the cache found here, else the method */
+static PyObject *c_get(BuilderObject *self, PyObject *cache, PyObject *pid) {
+    if (Py_IS_TYPE(cache, self->cache_type) && PyLong_CheckExact(pid)) {
+        if (Py_SIZE(pid) <= 0) return Py_NewRef(Py_None); /* pid <= 0 */
+        PyObject *procs = PyObject_GetAttr(cache, n_procs);
+        if (procs == NULL) return NULL;
+        if (PyDict_Check(procs)) {
+            PyObject *hit = PyDict_GetItemWithError(procs, pid);
+            if (hit != NULL) {
+                Py_INCREF(hit);
+                Py_DECREF(procs);
+                return hit;
+            }
+            if (PyErr_Occurred()) {
+                Py_DECREF(procs);
+                return NULL;
+            }
+        }
+        Py_DECREF(procs);
+    }
+    PyObject *args[2] = {cache, pid};
+    return PyObject_VectorcallMethod(n_get, args, 2, NULL);
+}
+
+/* on_exit for an entry in the cache with the same start time (or none given): 1 (``*out``
+ * the entry), 0 (the caller calls the method), -1 */
+static int c_on_exit(BuilderObject *self, PyObject *cache, PyObject *pid, PyObject *ts,
+                     PyObject *st, PyObject **out) {
+    if (!Py_IS_TYPE(cache, self->cache_type) || !PyLong_CheckExact(pid) || Py_SIZE(pid) <= 0)
+        return 0;
+    int found = 0;
+    PyObject *procs = NULL, *info = NULL, *lock = NULL, *by_image = NULL;
+    if ((procs = PyObject_GetAttr(cache, n_procs)) == NULL) goto fail;
+    if (!PyDict_Check(procs)) goto done;
+    info = PyDict_GetItemWithError(procs, pid);
+    if (info == NULL) {
+        if (PyErr_Occurred()) goto fail;
+        goto done; /* not cached: /proc, or an entry made from the exit: the method */
+    }
+    Py_INCREF(info);
+    if (!Py_IS_TYPE(info, self->info_type)) goto done;
+    {
+        PyObject *ist = ISLOT(info, P_START);
+        if (ist == NULL) goto done;
+        if (st != Py_None && ist != Py_None) {
+            int ne = PyObject_RichCompareBool(ist, st, Py_NE);
+            if (ne < 0) goto fail;
+            if (ne) goto done; /* another process of that pid: the method */
+        }
+    }
+    if (ISLOT(info, P_EXITED) == Py_None) {
+        if ((lock = PyObject_GetAttr(cache, n_lock)) == NULL ||
+            (by_image = PyObject_GetAttr(cache, n_by_image)) == NULL)
+            goto fail;
+        if (c_lock(lock) < 0) goto fail;
+        if (c_unindex(self, cache, by_image, info) < 0) {
+            c_unlock(lock);
+            goto fail;
+        }
+        Py_SETREF(ISLOT(info, P_EXITED), Py_NewRef(ts));
+        if (c_unlock(lock) < 0) goto fail;
+    }
+    *out = info;
+    info = NULL;
+    found = 1;
+    goto done;
+fail:
+    found = -1;
+done:
+    Py_XDECREF(procs); Py_XDECREF(info); Py_XDECREF(lock); Py_XDECREF(by_image);
+    return found;
+}
+#undef ISLOT
+/* ====================================================================== end of 20a section */
+
 #define SET(d, k, v) do { PyObject *v_ = (v); \
     if (v_ == NULL || PyDict_SetItem(d, k, v_) < 0) { Py_XDECREF(v_); goto fail; } \
     Py_DECREF(v_); } while (0)
@@ -704,17 +1070,15 @@ static PyObject *builder_exec(BuilderObject *self, PyObject *o) {
     for (int i = 0; i < 11; i++)
         if ((f[i] = PyObject_GetAttr(o, names[i])) == NULL) goto fail;
     if ((cache = PyObject_GetAttr(self->asm_, n_cache)) == NULL) goto fail;
-    {
+    if (c_on_exec(self, cache, f, &info) < 0) goto fail;
+    if (info == NULL) {
         PyObject *args[12] = {cache, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9],
                               f[10], f[0]};
         info = PyObject_VectorcallMethod(n_on_exec, args, 2, exec_kwnames);
         if (info == NULL) goto fail;
     }
     if ((ippid = PyObject_GetAttr(info, n_ppid)) == NULL) goto fail;
-    {
-        PyObject *args[2] = {cache, ippid};
-        if ((parent = PyObject_VectorcallMethod(n_get, args, 2, NULL)) == NULL) goto fail;
-    }
+    if ((parent = c_get(self, cache, ippid)) == NULL) goto fail;
     if ((iuid = PyObject_GetAttr(info, n_uid)) == NULL) goto fail;
     if (b_stamps(self, f[0], &utc, &created) < 0) goto fail;
     if ((image = PyObject_GetAttr(info, n_image)) == NULL) goto fail;
@@ -740,8 +1104,20 @@ static PyObject *builder_exec(BuilderObject *self, PyObject *o) {
         PyObject *logon_uid = iuid != Py_None ? iuid : self->unset_id;
         PyObject *machine = PyObject_GetAttr(cache, n_machine);
         if (machine == NULL) goto fail;
-        PyObject *args[2] = {machine, logon_uid};
-        PyObject *g = PyObject_Vectorcall(self->logon_guid, args, 2, NULL);
+        /* logon_guid(machine, uid): its cached text found here (the same key), else the call */
+        PyObject *g = NULL, *key = PyTuple_Pack(4, machine, logon_uid, i_zero, i_zero);
+        if (key == NULL) { Py_DECREF(machine); goto fail; }
+        g = PyDict_GetItemWithError(self->logon_guids, key);
+        Py_DECREF(key);
+        if (g != NULL && PyUnicode_CheckExact(g)) {
+            Py_INCREF(g);
+        } else if (PyErr_Occurred()) {
+            Py_DECREF(machine);
+            goto fail;
+        } else {
+            PyObject *args[2] = {machine, logon_uid};
+            g = PyObject_Vectorcall(self->logon_guid, args, 2, NULL);
+        }
         Py_DECREF(machine);
         SET(data, k_LogonGuid, g);
         SET(data, k_LogonId, PyObject_Str(logon_uid));
@@ -818,7 +1194,8 @@ static PyObject *builder_exit(BuilderObject *self, PyObject *o) {
         || (st = PyObject_GetAttr(o, n_start_ticks)) == NULL)
         goto fail;
     if ((cache = PyObject_GetAttr(self->asm_, n_cache)) == NULL) goto fail;
-    {
+    if (c_on_exit(self, cache, pid, ts, st, &info) < 0) goto fail;
+    if (info == NULL) {
         PyObject *args[4] = {cache, pid, ts, st};
         if ((info = PyObject_VectorcallMethod(n_on_exit, args, 4, NULL)) == NULL) goto fail;
     }
@@ -875,6 +1252,132 @@ static PyTypeObject BuilderType = {
 };
 /* ================================================================== end of 18a section */
 
+/* ================================================ 20a: the order buffer's batch steps in C
+ *
+ * sysmonx.sensor.order.OrderBuffer.push_many / ready (the pure-Python definition), the same
+ * heap entries (ts_ns, rank, seq, arrival, observation) pushed and popped with heapq's own
+ * functions, without a Python step per observation:
+ *
+ *   order_push(heap, items, now, seq, ranks, unheld, room, heappush) -> (out, seq, i)
+ *       items[:i] handled as push_many handles them (``out``: the unheld ones, in order);
+ *       i < len(items) when the next item would pass ``max_held`` (room 0): the caller goes
+ *       on from there.
+ *   order_ready(heap, limit, last, heappop) -> (out, last, late)
+ *       the entries whose arrival <= limit, popped while the smallest one's has passed.
+ */
+/* getattr(o, "ts_ns", <absent>): 1 and a new reference, 0 and NULL when absent, -1 error */
+static int get_ts(PyObject *o, PyObject **out) {
+    *out = PyObject_GetAttr(o, n_ts_ns);
+    if (*out != NULL) return 1;
+    if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
+static PyObject *py_order_push(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *heap, *items, *now, *seqo, *ranks, *unheld, *heappush;
+    Py_ssize_t room;
+    if (!PyArg_ParseTuple(args, "O!O!OO!O!O!nO:order_push", &PyList_Type, &heap, &PyList_Type,
+                          &items, &now, &PyLong_Type, &seqo, &PyDict_Type, &ranks,
+                          &PyFrozenSet_Type, &unheld, &room, &heappush))
+        return NULL;
+    long long seq = PyLong_AsLongLong(seqo);
+    if (seq == -1 && PyErr_Occurred()) return NULL;
+    PyObject *out = PyList_New(0), *two = PyLong_FromLong(2);
+    if (out == NULL || two == NULL) goto fail;
+    Py_ssize_t i, n = PyList_GET_SIZE(items);
+    for (i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(items, i);
+        PyObject *kind = (PyObject *)Py_TYPE(o);
+        int un = PySet_Contains(unheld, kind);
+        if (un < 0) goto fail;
+        if (un) {
+            if (PyList_Append(out, o) < 0) goto fail;
+            continue;
+        }
+        if (room <= 0) break; /* this push passes max_held: the caller's loop */
+        PyObject *ts = NULL;
+        if (get_ts(o, &ts) < 0) goto fail;
+        if (ts != NULL) {
+            int t = PyObject_IsTrue(ts);
+            if (t < 0) { Py_DECREF(ts); goto fail; }
+            if (!t) Py_SETREF(ts, PyLong_FromLong(0));
+        } else {
+            ts = PyLong_FromLong(0);
+        }
+        if (ts == NULL) goto fail;
+        PyObject *rank = PyDict_GetItemWithError(ranks, kind);
+        if (rank == NULL && PyErr_Occurred()) { Py_DECREF(ts); goto fail; }
+        seq++;
+        PyObject *sv = PyLong_FromLongLong(seq);
+        if (sv == NULL) { Py_DECREF(ts); goto fail; }
+        PyObject *entry = PyTuple_New(5);
+        if (entry == NULL) { Py_DECREF(ts); Py_DECREF(sv); goto fail; }
+        PyTuple_SET_ITEM(entry, 0, ts);
+        PyTuple_SET_ITEM(entry, 1, Py_NewRef(rank != NULL ? rank : two));
+        PyTuple_SET_ITEM(entry, 2, sv);
+        PyTuple_SET_ITEM(entry, 3, Py_NewRef(now));
+        PyTuple_SET_ITEM(entry, 4, Py_NewRef(o));
+        PyObject *cargs[2] = {heap, entry};
+        PyObject *r = PyObject_Vectorcall(heappush, cargs, 2, NULL);
+        Py_DECREF(entry);
+        if (r == NULL) goto fail;
+        Py_DECREF(r);
+        room--;
+    }
+    Py_DECREF(two);
+    return Py_BuildValue("(NLn)", out, seq, i);
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(two);
+    return NULL;
+}
+
+static PyObject *py_order_ready(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *heap, *limit, *last, *heappop;
+    if (!PyArg_ParseTuple(args, "O!OOO:order_ready", &PyList_Type, &heap, &limit, &last,
+                          &heappop))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    Py_INCREF(last);
+    Py_ssize_t late = 0;
+    while (PyList_GET_SIZE(heap) > 0) {
+        PyObject *top = PyList_GET_ITEM(heap, 0);
+        if (!PyTuple_Check(top) || PyTuple_GET_SIZE(top) != 5) {
+            PyErr_SetString(PyExc_TypeError, "order heap entries are 5-tuples");
+            goto fail;
+        }
+        int due = PyObject_RichCompareBool(PyTuple_GET_ITEM(top, 3), limit, Py_LE);
+        if (due < 0) goto fail;
+        if (!due) break;
+        PyObject *entry = PyObject_Vectorcall(heappop, &heap, 1, NULL);
+        if (entry == NULL) goto fail;
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 5) {
+            Py_DECREF(entry);
+            PyErr_SetString(PyExc_TypeError, "order heap entries are 5-tuples");
+            goto fail;
+        }
+        PyObject *ts = PyTuple_GET_ITEM(entry, 0);
+        int lt = PyObject_RichCompareBool(ts, last, Py_LT);
+        if (lt < 0 || PyList_Append(out, PyTuple_GET_ITEM(entry, 4)) < 0) {
+            Py_DECREF(entry);
+            goto fail;
+        }
+        if (lt) late++;
+        else Py_SETREF(last, Py_NewRef(ts));
+        Py_DECREF(entry);
+    }
+    return Py_BuildValue("(NNn)", out, last, late);
+fail:
+    Py_DECREF(out);
+    Py_DECREF(last);
+    return NULL;
+}
+/* ====================================================================== end of 20a section */
+
 static PyObject *py_sample_callback(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
     return PyLong_FromVoidPtr((void *)(uintptr_t)&rb_sample);
 }
@@ -883,6 +1386,11 @@ static PyMethodDef methods[] = {
     {"sample_callback", py_sample_callback, METH_NOARGS,
      "sample_callback() -> int: address of the C ring_buffer_sample_fn; its ctx must be a "
      "RingBatch's .ctx (and the RingBatch kept alive while the ring buffer exists)."},
+    {"order_push", py_order_push, METH_VARARGS,
+     "order_push(heap, items, now, seq, ranks, unheld, room, heappush) -> (out, seq, i): "
+     "OrderBuffer.push_many's loop over items[:i] (see the C source)."},
+    {"order_ready", py_order_ready, METH_VARARGS,
+     "order_ready(heap, limit, last, heappop) -> (out, last, late): OrderBuffer.ready's loop."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {

@@ -166,7 +166,8 @@ class Assembler:
             # a subclass that changes how events are made keeps its Python methods
             builder = _Builder(self, Event, (
                 {i: _head(i) for i in (1, 5)}, SYSMON_KEYWORDS, ZERO_GUID, UNSET_ID,
-                _process._users, user_name, logon_guid, _seconds, self._exec_tail, FileHasher))
+                _process._users, user_name, logon_guid, _seconds, self._exec_tail, FileHasher,
+                ProcessCache, _process.ProcInfo, _process._CLK_TCK, _process._logon_guids))
             self.exec_events = builder.exec_events  # type: ignore[method-assign]
             self.exit_event = builder.exit_event  # type: ignore[method-assign]
             self.assembly = "compiled"

@@ -30,8 +30,10 @@ leaves early when it is reached, counted in :attr:`OrderBuffer.forced`).
 from __future__ import annotations
 
 import heapq
+import importlib
+import os
 from collections import deque
-from typing import Optional
+from typing import Any, Optional
 
 from . import observations as ob
 
@@ -39,6 +41,20 @@ __all__ = ["OrderBuffer"]
 
 _RANK = {ob.ProcessFork: 0, ob.ProcessExec: 1, ob.ProcessExit: 3}
 _UNHELD = frozenset({ob.Loss, ob.BackendError})  # exact types (none is subclassed)
+
+#: The compiled loops of :meth:`OrderBuffer.push_many` and :meth:`OrderBuffer.ready`
+#: (``sysmonx.sensor._ringbatch.order_push``/``order_ready``: the same heap entries pushed and
+#: popped with heapq's functions, without a Python step per observation); ``None`` when the
+#: extension is not built or ``SYSMONX_PURE_PYTHON`` is set (read once, at import). The Python
+#: loops below define them (``tests/test_order_compiled.py`` compares the two).
+_order_push: Any = None
+_order_ready: Any = None
+if os.environ.get("SYSMONX_PURE_PYTHON", "") in ("", "0"):
+    try:
+        _rb = importlib.import_module("sysmonx.sensor._ringbatch")
+        _order_push, _order_ready = _rb.order_push, _rb.order_ready
+    except (ImportError, AttributeError):  # not built: the Python loops
+        _order_push = _order_ready = None
 
 
 class OrderBuffer:
@@ -98,6 +114,14 @@ class OrderBuffer:
         seq = self._seq
         rank, unheld, heappush = _RANK, _UNHELD, heapq.heappush
         room = self.max_held - len(heap) - len(self._exits)  # pushes left before max_held
+        if _order_push is not None and type(items) is list and type(self) is OrderBuffer:
+            # the loop below, compiled, up to the first push past max_held (then the loop)
+            out, seq, i = _order_push(heap, items, now, seq, rank, unheld, room, heappush)
+            if i == len(items):
+                self._seq = seq
+                return out
+            items = items[i:]
+            room = self.max_held - len(heap) - len(self._exits)
         for o in items:
             kind = type(o)
             if kind in unheld:
@@ -127,6 +151,11 @@ class OrderBuffer:
         limit = now - self.window_s
         if not heap or heap[0][3] > limit:
             return []
+        if _order_ready is not None and type(self) is OrderBuffer:
+            # the loop below, compiled
+            out, self._last_ts, late = _order_ready(heap, limit, self._last_ts, heapq.heappop)
+            self.late += late
+            return out
         out = []
         pop = heapq.heappop
         last, late = self._last_ts, 0

@@ -51,13 +51,15 @@ Options (``options=`` dict; unknown keys ignored):
         ``sysmonx.sensor._ringbatch`` (no Python call per record; a batch also ends the poll at
         8 MiB) when it is built and ``SYSMONX_PURE_PYTHON`` is not set; ``False`` uses a ctypes
         callback per record (same records, same order).
-    ``coalesce_ms`` (float, default 30): after a partial batch, wait this long before the next
+    ``coalesce_ms`` (float, default 50): after a partial batch, wait this long before the next
         poll so that a burst is consumed in batches rather than one wake-up per record (halves
         the reader's CPU per record in a burst; adds at most this much latency, small beside
-        the live source's 0.25 s ordering hold). 30 ms (was 10): about 15 → 12 µs of the
-        reader's CPU per exec at ~700 execs/s on a loaded machine, the collecting loop taking
-        what gathered every 50 ms anyway (``sensor/live.py`` ``LINGER_S``); the 16 MiB ring
-        holds far more than 30 ms of records, and a poll that fills its batch (512 records
+        the live source's 0.25 s ordering hold). 50 ms (was 10, then 30), the collecting
+        loop's own period (``sensor/live.py`` ``LINGER_S``): a wake-up costs the reader about
+        75 µs besides its records (poll, sleep, the interpreter lock), so at 30 ms about 15
+        → 12 µs of the reader's CPU per exec at ~700 execs/s, at 50 ms 8.8 → 6.2 µs per exec
+        (the reader alone at the bench spawner's load, same minute, two pairs); the 16 MiB ring
+        holds far more than 50 ms of records, and a poll that fills its batch (512 records
         or 8 MiB) is followed by the next one without the wait.
     ``slow_consumer_s`` (float, default 0): sleep this long per record (tests and benchmarks of
         the loss path only).
@@ -636,7 +638,7 @@ class EbpfBackend(Backend):
         set_native_name("sysmonx-ebpf")
         timeout = int(self.options.get("poll_timeout_ms", 50))
         slow = float(self.options.get("slow_consumer_s", 0))
-        coalesce = float(self.options.get("coalesce_ms", 30.0)) / 1000
+        coalesce = float(self.options.get("coalesce_ms", 50.0)) / 1000
         drops_every = 0.1
         next_drops = 0.0
         cpu0 = time.thread_time_ns()
