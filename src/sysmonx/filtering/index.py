@@ -386,15 +386,10 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
      table) = plan
     if not (len(specs) == len(owner_t)) or not all(0 <= p < len(includes_t) for p in owner_t):
         raise ValueError("inconsistent plan")
-    evals: list = []
-
-    def lazy(k: int, spec: tuple) -> Callable[[dict], tuple]:
-        def first(lv: dict) -> tuple:
-            e = evals[k] = _evaluator(spec, member)  # built once (a race builds it twice)
-            return e(lv)
-        return first
-    evals.extend(lazy(k, spec) for k, spec in enumerate(specs))
-    n = len(evals)
+    # item number -> its evaluator, built on the item's first evaluation (None until then;
+    # a race builds it twice, alike)
+    n = len(specs)
+    evals: list = [None] * n
     scans = {f: _scanner({p: frozenset(ks) for p, ks in t.items()}, SCAN_LIMIT)
              for f, t in table.items()}  # _scanner keeps these frozensets (no copy)
     if any(k >= n or k < 0 for t in table.values() for ks in t.values() for k in ks) or \
@@ -446,7 +441,10 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
         current = set_name = None
         at = -1
         for k in sorted(hits):
-            ok, name = evals[k](lv)
+            e = evals[k]
+            if e is None:
+                e = evals[k] = _evaluator(specs[k], member)
+            ok, name = e(lv)
             pos = owner_t[k]
             if pos != at:
                 at, set_name = pos, None
