@@ -55,6 +55,7 @@ from typing import Any, Callable, Optional
 
 import ahocorasick
 
+from ..core import native
 from .conditions import contains_terms, fold, is_any_terms
 from .walk import Member, compile_walk, match_group
 
@@ -422,17 +423,29 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
                 used[0] += cost
                 budget.left -= cost
 
+    def fill(reader: tuple, raw: Optional[str]) -> tuple:
+        """A value its field's memo lacks: ``(folded value, items found)``, remembered."""
+        _, memo, scan, used = reader
+        v = (raw.lower() if raw.isascii() else fold(raw)) if raw else "-"
+        entry = (v, scan(v) if scan is not None else _EMPTY)
+        if raw is None or len(raw) <= memo_len:
+            remember(memo, used, raw, entry)
+        return entry
+
+    def build(k: int) -> Callable[[dict], tuple]:
+        """Item ``k``'s evaluator, built on its first evaluation (a race builds it twice)."""
+        e = evals[k] = _evaluator(specs[k], member)
+        return e
+
     def decide(data: dict) -> tuple[bool, str]:
         lv = {"RuleName": "-"} if rule_name_used else {}
         hits = set(always_t)
-        for f, memo, scan, used in readers:
+        for reader in readers:
+            f = reader[0]
             raw = data.get(f)
-            entry = memo.get(raw)
+            entry = reader[1].get(raw)
             if entry is None:
-                v = (raw.lower() if raw.isascii() else fold(raw)) if raw else "-"
-                entry = (v, scan(v) if scan is not None else _EMPTY)
-                if raw is None or len(raw) <= memo_len:
-                    remember(memo, used, raw, entry)
+                entry = fill(reader, raw)
             lv[f] = entry[0]
             if entry[1]:
                 hits |= entry[1]
@@ -443,7 +456,7 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
         for k in sorted(hits):
             e = evals[k]
             if e is None:
-                e = evals[k] = _evaluator(specs[k], member)
+                e = build(k)
             ok, name = e(lv)
             pos = owner_t[k]
             if pos != at:
@@ -453,4 +466,11 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
             if ok:
                 return includes_t[pos], (current if stale else set_name) or "-"
         return miss
-    return decide
+    if native.speedups is None:
+        return decide
+    # the same decision with its loops compiled (fill, build and the evaluators stay these
+    # Python functions); what it does not handle, decide itself decides
+    fast: Callable[[dict], tuple[bool, str]] = native.speedups.FilterDecider(
+        readers, always_t, rule_name_used, miss, evals, tuple(owner_t), tuple(includes_t),
+        stale, fill, build, decide)
+    return fast
