@@ -14,7 +14,15 @@ alerts' share of a replay: (full - baseline) x alerts, against the cold replay +
 given with ``--pass-seconds`` (from ``bench_sigma.py``), if any. Exits 1 when no alert was
 produced (nothing measured).
 
-    python bench/bench_alerts.py [--rounds 7] [--repeat 20]
+With ``--paths``, instead: each alert as the stage makes it (``DetectionStage.process``: the
+compiled path when the C extension is built, match included) and written, per round, three
+ways in a fresh stage: not written (``build``), as a JSON line (``Alert.to_json``), as event
+1000 in Windows XML (``Alert.to_event`` and the XML renderer); CPU per alert, the first round
+(cold: rule heads not yet memorised), median, min and max of the rounds, and each writing's
+median minus ``build``'s. It uses public calls only, so it runs any SysmonX tree put on
+``PYTHONPATH`` (two trees compare only within one window).
+
+    python bench/bench_alerts.py [--rounds 7] [--repeat 20] [--paths]
 """
 
 from __future__ import annotations
@@ -36,7 +44,11 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=20, help="renderings per alert per round")
     ap.add_argument("--pass-seconds", type=float, default=None,
                     help="CPU seconds of a cold replay + Sigma pass over the same files")
+    ap.add_argument("--paths", action="store_true",
+                    help="time alerts through the stage's process and both writings")
     args = ap.parse_args()
+    if args.paths:
+        return paths(args)
 
     from sysmonx.detection import DetectionStage
     from sysmonx.detection.alerts import Alert
@@ -99,6 +111,54 @@ def main() -> int:
     if args.pass_seconds:
         line += f" ({100 * extra / args.pass_seconds:.1f} % of a {args.pass_seconds:.3f} s pass)"
     print(line)
+    return 0
+
+
+def paths(args: argparse.Namespace) -> int:
+    """``--paths``: see the module docstring."""
+    import statistics
+
+    from sysmonx.detection import DetectionStage
+    from sysmonx.sinks.xml_windows import render_windows_xml
+    from sysmonx.sources import iter_input_files, open_source
+
+    corpus = Path(args.corpus)
+    rules = corpus / "sigma" / "sigmahq_rules_sysmon_categories.tar.gz"
+    probe = DetectionStage.from_paths([rules])
+    events = []
+    for f in iter_input_files([str(corpus / "evtx")]):
+        events.extend(e for e in open_source(f, lambda e: None) if probe.process(e))
+    if not events:
+        print("no alert produced: nothing measured", file=sys.stderr)
+        return 1
+
+    def run(write) -> tuple:
+        st = DetectionStage.from_paths([rules])
+        n = 0
+        t = time.process_time()
+        for _ in range(args.repeat):
+            for e in events:
+                for a in st.process(e):
+                    n += 1
+                    write(a)
+        return time.process_time() - t, n
+
+    modes = {"build": lambda a: None, "json": lambda a: a.to_json(),
+             "event1000": lambda a: render_windows_xml(a.to_event(record_id=1))}
+    res: dict = {k: [] for k in modes}
+    n = 0
+    for _ in range(args.rounds):
+        for k, w in modes.items():
+            cpu, n = run(w)
+            res[k].append(cpu / n * 1e6)
+    print(f"events with alerts: {len(events)}, alerts per round: {n:,}, "
+          f"rounds: {args.rounds}, load: {os.getloadavg()[0]:.2f}")
+    print(f"{'CPU us per alert':<26}{'first':>8}{'median':>9}{'min':>8}{'max':>8}")
+    base = statistics.median(res["build"])
+    for k, v in res.items():
+        print(f"{k:<26}{v[0]:8.2f}{statistics.median(v):9.2f}{min(v):8.2f}{max(v):8.2f}")
+    for k in ("json", "event1000"):
+        print(f"{k + ' writing alone':<26}{'':8}{statistics.median(res[k]) - base:9.2f}")
     return 0
 
 

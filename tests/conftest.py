@@ -207,3 +207,11 @@ def _live_lock(request: pytest.FixtureRequest):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def script_backend(monkeypatch):
+    """The live sensor's only backend is a scripted one (``tests/live_script.py``): set the
+    returned class's ``script`` (and ``gate``) before the sensor starts."""
+    from live_script import install
+    return install(monkeypatch)

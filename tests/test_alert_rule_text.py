@@ -79,12 +79,13 @@ def test_rule_without_text_gives_null_and_empty_lists():
 def test_alert_time_is_sysmons_systemtime_with_7_digits():
     (alert,) = DetectionStage(load_rules_text(RULE)).process(_event())
     d = json.loads(alert.to_json())
-    assert d["time"] == d["window_start"] == d["window_end"] == "2024-05-01T10:00:00.1234567Z"
+    assert d["time"] == d["event"]["TimeCreated"] == "2024-05-01T10:00:00.1234567Z"
     assert alert.to_dict()["time"] == "2024-05-01T10:00:00.1234567Z"
     xml = render_windows_xml(alert.to_event(record_id=1))
-    # event 1000 keeps Sysmon's own formats: SystemTime 7 digits, UtcTime-style window 3
+    # event 1000: SystemTime 7 digits; a detection has no window (a correlation's is tested
+    # in test_alert_format.py)
     assert "SystemTime='2024-05-01T10:00:00.1234567Z'" in xml
-    assert "<Data Name='WindowEnd'>2024-05-01 10:00:00.123</Data>" in xml
+    assert "WindowEnd" not in xml
 
 
 def test_event_1000_carries_the_rules_text_in_its_catalogue_order():

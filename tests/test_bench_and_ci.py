@@ -181,3 +181,27 @@ def test_bench_sigma_zircolite_side_by_side(corpus, tmp_path):
     assert r.returncode == 1 and "read or detected nothing" in r.stderr
     r = _run("bench_sigma.py", "--corpus", str(corpus), "--zircolite", str(tmp_path / "none"))
     assert r.returncode == 1 and "Zircolite not runnable" in r.stderr
+
+
+def test_bench_replay_fills_the_config_cache_for_jobs_runs_too(corpus, tmp_path):
+    """``bench_replay.py --jobs 2`` (without ``--jobs-speedup``) stopped with "config cache not
+    filled": with --jobs the plans are stored by the workers' parent with an engine of its
+    own, so the child's engine never said "stored". Filling must succeed and leave a cache the
+    next run reads both the config and the plans from."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_replay_t", ROOT / "bench" /
+                                                  "bench_replay.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    files = sorted(str(p) for p in (corpus / "evtx").rglob("*.evtx"))[:4]
+    cfg = next((corpus / "configs").rglob("sysmonconfig-export.xml"))
+    common = {"files": files, "rounds": 1, "repeat": 1, "cpu": None, "jobs": 2,
+              "format": "none", "keep_duplicates": False}
+    bench._warm_config_cache(str(tmp_path), common, [str(cfg)])
+    r = bench._run_child(dict(common, what="replay", config=str(cfg),
+                              config_cache=str(tmp_path), rounds=1, repeat=1))
+    assert (r["jobs"], r["config_cache"], r["plan_cache"]) == (2, "hit", "hit")

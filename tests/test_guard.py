@@ -285,3 +285,92 @@ def test_sigcont_is_said_as_what_it_did_not_as_ignored():
     assert _signal_result(19, 0) == "delivered"
     assert _signal_result(15, 1) == "ignored"  # a signal the sensor really ignores
     assert _signal_result(9, 7) == "result 7"
+
+
+# -- SIGHUP: an applied reload is a configuration change, not a tamper finding -------------------
+
+def _hup_guard(tmp_path):
+    said: list = []
+    g = make(tmp_path, heartbeat_s=0)
+    g.on_status = said.append
+    return g, said
+
+
+def _findings(g) -> list:
+    return [e.data["Details"] for e in g.drain() if e.event_id == 201]
+
+
+def test_sighup_answered_by_an_applied_reload_is_no_finding_in_either_order(tmp_path):
+    """A new user's own SIGHUPs (each one applied) were reported as sensor_signal tamper
+    findings. The trace line can be read before or after the loop applied the reload."""
+    g, said = _hup_guard(tmp_path)
+    now = time.time_ns()
+    g.sighup(4242, "SIGHUP sent to the sensor (pid 1) by pid 4242 (systemctl), delivered", now)
+    g.config_reloaded("SHA256=def")
+    time.sleep(0.2)
+    g.config_reloaded("SHA256=fed")  # the second reload, before its SIGHUP's trace line
+    g.sighup(4243, "SIGHUP sent to the sensor (pid 1) by pid 4243 (bash), delivered",
+             time.time_ns() - 1_000_000)
+    assert _findings(g) == [] and g.findings == {}
+    assert g.reloads_by_signal == 2
+    assert said[0] == ("guard: SIGHUP sent to the sensor (pid 1) by pid 4242 (systemctl), "
+                       "delivered: a configuration reload, applied (SHA256=def; event 16), "
+                       "not a tamper finding")
+    assert "(SHA256=fed; event 16)" in said[1]
+    assert "configuration reloads by SIGHUP 2 (event 16, not findings)" in g.summary()
+
+
+def test_sighup_with_a_refused_reload_stays_a_finding_that_says_so(tmp_path):
+    g, _ = _hup_guard(tmp_path)
+    sent = time.time_ns()
+    g.config_reload_refused("c.xml:3: XML error: expected '>'")
+    g.sighup(77, "SIGHUP sent to the sensor (pid 1) by pid 77 (sh), delivered", sent)
+    g._resolve_deferred(force=True)
+    (d,) = _findings(g)
+    assert d == ("SIGHUP sent to the sensor (pid 1) by pid 77 (sh), delivered; the "
+                 "configuration reload it asked for was refused (event 255 ConfigReload), the "
+                 "one in force (SHA256=abc) stays: c.xml:3: XML error: expected '>'")
+    assert g.findings == {"sensor_signal": 1} and g.reloads_by_signal == 0
+
+
+def test_sighup_no_reload_followed_is_a_finding(tmp_path, monkeypatch):
+    """A SIGHUP that no reload answers (an older reload does not count) becomes a finding after
+    HUP_WAIT_S, or at the end of the run."""
+    monkeypatch.setattr(guard_mod, "HUP_WAIT_S", 0.1)
+    g, _ = _hup_guard(tmp_path)
+    g.config_reloaded("SHA256=old")  # applied before the signal was sent: not its answer
+    time.sleep(0.06)
+    g.sighup(5, "SIGHUP sent to the sensor (pid 1) by pid 5 (x), delivered", time.time_ns())
+    assert _findings(g) == []
+    time.sleep(0.15)
+    g._answer_hups()
+    g._resolve_deferred(force=True)
+    assert _findings(g) == ["SIGHUP sent to the sensor (pid 1) by pid 5 (x), delivered; no "
+                            "configuration reload followed within 0.1 s"]
+    g.sighup(6, "SIGHUP sent to the sensor (pid 1) by pid 6 (x), delivered", time.time_ns())
+    g.finish()
+    assert g.findings == {"sensor_signal": 2}
+
+
+def test_trace_line_sighup_goes_to_the_reload_match_other_signals_stay_findings(tmp_path):
+    """The trace parser hands a delivered SIGHUP to :meth:`SensorGuard.sighup`; SIGUSR1 and an
+    ignored SIGHUP are findings at once."""
+    g, _ = _hup_guard(tmp_path)
+    got: list = []
+    g.sighup = lambda pid, text, when: got.append((pid, text))
+    tr = guard_mod._GuardTrace.__new__(guard_mod._GuardTrace)
+    tr.guard, tr.stats, tr._pending = g, {"signals": 0, "lines": 0, "bpf": 0}, {}
+
+    class TF:
+        @staticmethod
+        def thread_group(tid, printed):
+            return printed or tid
+
+    tr.tf = TF()
+    for sig, res in ((1, 0), (10, 0), (1, 1)):
+        tr._line(f"           bash-900     (    900) [001] d..1. 12345.678901: "
+                 f"signal_generate: sig={sig} errno=0 code=0 comm=sysmonx pid=1 grp=1 "
+                 f"res={res}")
+    assert [p for p, _ in got] == [900]
+    g._resolve_deferred(force=True)
+    assert [d.split(" sent")[0] for d in _findings(g)] == ["SIGUSR1", "SIGHUP"]

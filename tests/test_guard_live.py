@@ -179,6 +179,31 @@ def test_config_file_edited_without_reload(tmp_path, runs):
     r.stop()
 
 
+def test_an_applied_sighup_reload_is_a_config_change_a_refused_one_a_finding(tmp_path, runs):
+    """A new user's own SIGHUP reloads were each a ``sensor_signal`` tamper finding: an applied
+    reload is event 16 with the new hash (the sender on a status line), no 201; a
+    refused one stays a finding that says so (with 255 ConfigReload)."""
+    from sysmonx.cli.common import builtin_linux_config_path
+    cfg = tmp_path / "config.xml"
+    text = builtin_linux_config_path().read_bytes()
+    cfg.write_bytes(text)
+    r = Run(tmp_path, "--config", str(cfg))
+    runs.append(r)
+    cfg.write_bytes(text + b"<!-- admin edit -->\n")
+    subprocess.run(["/bin/kill", "-HUP", str(r.pid)], check=True)  # the admin's reload
+    wait_for(r.out, lambda e: sum(1 for x in r.events() if x["EventID"] == 16) >= 2)
+    time.sleep(6.5)  # past the guard's wait for a SIGHUP's reload (HUP_WAIT_S, 5 s)
+    assert [e for e in r.events() if finding("sensor_signal", "SIGHUP")(e)] == []
+    cfg.write_bytes(b"<Sysmon schemaversion='4.90'><EventFiltering>\n")  # broken XML
+    os.kill(r.pid, signal.SIGHUP)
+    evs = wait_for(r.out, finding("sensor_signal", "was refused"))
+    (f,) = [e for e in evs if finding("sensor_signal", "SIGHUP")(e)]
+    assert "the configuration reload it asked for was refused (event 255 ConfigReload)" in \
+        f["Details"]
+    assert any(e["EventID"] == 255 for e in evs)
+    r.stop()
+
+
 def test_preload_in_private_mount_namespace(tmp_path, runs):
     if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         pytest.skip("unshare/nsenter not installed")

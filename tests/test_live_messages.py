@@ -11,48 +11,16 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 
 from sysmonx.cli.run import cmd_run
 from sysmonx.config import load_config
 from sysmonx.pipeline.live import Sensor, SensorOptions
-from sysmonx.sensor import live as live_mod
 from sysmonx.sensor import observations as ob
-from sysmonx.sensor.backends.base import Backend
 
 CFG = """<Sysmon schemaversion="4.81"><EventFiltering>
 <RuleGroup name="" groupRelation="or"><FileCreate onmatch="include">
 <TargetFilename name="keep" condition="begin with">{prefix}</TargetFilename></FileCreate></RuleGroup>
 </EventFiltering></Sysmon>"""
-
-
-class ScriptBackend(Backend):
-    """Emits its script from a thread, then sees nothing."""
-
-    name = "script"
-    tier = "A"
-    script: list = []
-
-    @classmethod
-    def probe(cls):
-        return None
-
-    def start(self):
-        self.thread = threading.Thread(target=lambda: [self.emit(o) for o in self.script],
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.thread.join(5)
-
-
-@pytest.fixture
-def script_backend(monkeypatch):
-    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None:
-                        ("script", {}))
-    monkeypatch.setattr(live_mod, "load_backend", lambda name: ScriptBackend)
-    monkeypatch.setattr(live_mod, "auxiliary_backends", list)
-    return ScriptBackend
 
 
 def _wait(cond, timeout=10.0) -> bool:
@@ -105,6 +73,38 @@ def test_an_applied_reload_says_so_with_the_hash_and_the_rule_count(tmp_path, sc
     assert ev16.data["ConfigurationFileHash"] == f"SHA256={new.sha256}"
 
 
+def test_a_reloads_config_cache_notes_go_through_the_status_line(tmp_path, script_backend,
+                                                                 capsys, monkeypatch):
+    """A SIGHUP reload wrote the config cache's notes straight to stderr; start-up shows them
+    through ``run``'s console: the reload now gives them to ``on_status`` (``note: ...``)
+    before the applied line, and writes nothing to stderr itself."""
+    path = tmp_path / "c.xml"
+    path.write_text(CFG.format(prefix="/tmp/keep"))
+    script_backend.script = []
+    said: list = []
+    rec = Recorder()
+    sensor = Sensor(load_config(path, cache=False), [rec],
+                    SensorOptions(dns=False, guard=False, state_dir=None),
+                    config_path=str(path), on_status=said.append)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("SYSMONX_CACHE_DIR", str(blocker))  # the cache cannot be written
+    monkeypatch.delenv("SYSMONX_CONFIG_CACHE", raising=False)
+    t = threading.Thread(target=sensor.run, kwargs={"install_signals": False})
+    t.start()
+    try:
+        assert _wait(lambda: len(rec.events) >= 2)
+        sensor.request_reload()
+        assert _wait(lambda: sum(e.event_id == 16 for e in rec.events) >= 2)
+    finally:
+        sensor.request_stop()
+        t.join(15)
+    notes = [i for i, m in enumerate(said) if m.startswith("note: config cache: cannot write ")]
+    applied = [i for i, m in enumerate(said) if m.startswith("configuration applied: ")]
+    assert len(notes) == 1 and len(applied) == 1 and notes[0] < applied[0]
+    assert "note" not in capsys.readouterr().err
+
+
 def test_run_exit_summary_has_replays_per_eventid_table(tmp_path, script_backend, capsys):
     path = tmp_path / "c.xml"
     path.write_text(CFG.format(prefix="/tmp/keep"))
@@ -126,6 +126,62 @@ def test_run_exit_summary_has_replays_per_eventid_table(tmp_path, script_backend
     assert "filtered out 2," in err
     total = next(line for line in err.splitlines() if " total " in line)
     assert total.replace("│", " ").split()[-3:] == ["6", "4", "2"]  # 11 and 16, 4 twice
+
+
+def test_run_exit_table_lists_what_the_backends_collect_with_zeros(tmp_path, monkeypatch,
+                                                                  script_backend, capsys):
+    """A new user could not tell "no DNS happened" from "DNS not collected": the EventIDs the
+    running backends collect (``Backend.collecting``, data) are listed with 0 when none was
+    seen."""
+    monkeypatch.setattr(script_backend, "events", frozenset({1, 5, 11, 23}))
+    path = tmp_path / "c.xml"
+    path.write_text(CFG.format(prefix="/tmp/keep"))
+    script_backend.script = [ob.FileCreate(time.time_ns(), 4242, "/tmp/keep/a")]
+    assert cmd_run(["--config", str(path), "--duration", "1", "--no-dns", "--no-guard",
+                    "--state-dir", "none", "-o", str(tmp_path / "out.xml")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    rows = {r.replace("│", " ").split()[0]: r.replace("│", " ").split()[-3:]
+            for r in err if "│" in r and r.replace("│", " ").split()[0].isdigit()}
+    assert rows == {"1": ["0", "0", "0"], "4": ["2", "2", "0"], "5": ["0", "0", "0"],
+                    "11": ["1", "1", "0"], "16": ["1", "1", "0"], "23": ["0", "0", "0"]}
+    assert "sysmonx: EventIDs the backends collect are listed, 0 when none was seen" in err
+
+
+def test_exit_table_total_sysmon_counts_sysmons_events_only():
+    """The live exit table's ``total Sysmon`` row counted SysmonX's own heartbeats (202) with
+    Sysmon's events; they now have their own rows and total."""
+    from collections import Counter
+
+    from rich.console import Console
+
+    from sysmonx.cli.common import print_filter_table
+    con = Console(record=True, width=100, file=open("/dev/null", "w"))
+    print_filter_table(con, Counter({1: 5, 202: 3, 201: 1, 100: 2, 255: 1}), Counter({1: 4}),
+                       "t", collected=(1, 22, 210))
+    rows = [r.replace("│", " ").split() for r in con.export_text().splitlines() if "│" in r]
+    assert [r[0] if r[0].isdigit() else " ".join(r[:2]) for r in rows] == [
+        "1", "22", "100", "255", "total Sysmon", "201", "202", "210", "total SysmonX"]
+    assert rows[4][-3:] == ["12", "8", "4"] and rows[-1][-3:] == ["4", "4", "0"]
+    assert rows[1][-3:] == rows[7][-3:] == ["0", "0", "0"]  # collected, none seen
+
+
+def test_backends_say_what_they_collect():
+    """``collecting`` narrows ``events`` to what runs: tier C without fanotify or its TCP trace
+    collects process events only; audit and eBPF leave out their events off unless asked."""
+    from sysmonx.sensor.backends.audit import AuditBackend
+    from sysmonx.sensor.backends.cnproc import CnprocBackend
+    from sysmonx.sensor.backends.ebpf import OPTIONAL_EVENTS, EbpfBackend
+    cn = CnprocBackend(lambda o: None)
+    assert cn.collecting() == {1, 5}
+    cn._fan, cn._trace = object(), object()
+    assert cn.collecting() == cn.events == {1, 3, 5, 11, 23}
+    assert 212 not in AuditBackend(lambda o: None).collecting()
+    assert 212 in AuditBackend(lambda o: None, options={"optional_events": {212}}).collecting()
+    eb = EbpfBackend(lambda o: None)
+    eb.visibility = object()
+    assert eb.collecting() == eb.events - OPTIONAL_EVENTS
+    eb.options["optional_events"] = frozenset({6})
+    assert 6 in eb.collecting()
 
 
 def test_run_exit_summary_adds_up_alerts_beside_the_table(tmp_path, script_backend, capsys):

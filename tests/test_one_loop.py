@@ -20,10 +20,8 @@ from sysmonx.event import Event
 from sysmonx.interfaces import Sink, Stage
 from sysmonx.pipeline import Replayer, ReplayOptions
 from sysmonx.pipeline.live import Sensor, SensorOptions
-from sysmonx.sensor import live as live_mod
 from sysmonx.sensor import observations as ob
 from sysmonx.sensor.assemble import Assembler
-from sysmonx.sensor.backends.base import Backend
 from sysmonx.sensor.process import ProcessCache
 from sysmonx.sinks import stream_formats
 from sysmonx.sinks.xml_linux import render_linux_xml
@@ -152,33 +150,6 @@ def test_replay_and_run_follow_give_identical_output_for_every_format(tmp_path, 
             assert inserted[0].data["CommandLine"] == "/opt/x/tool -enc SQBF..."  # FieldSizes: 24
     assert {"usr-bin", "encoded", "https", "rdp"} <= names
     capsys.readouterr()
-
-
-class _ScriptBackend(Backend):
-    """Emits a fixed list of observations from a thread, like a real backend's reader."""
-
-    name, tier = "script", "A"
-    script: list = []
-
-    @classmethod
-    def probe(cls):
-        return None
-
-    def start(self):
-        self.thread = threading.Thread(target=lambda: [self.emit(o) for o in self.script],
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.thread.join(5)
-
-
-@pytest.fixture
-def script_backend(monkeypatch):
-    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("script", {}))
-    monkeypatch.setattr(live_mod, "load_backend", lambda name: _ScriptBackend)
-    monkeypatch.setattr(live_mod, "auxiliary_backends", list)
-    return _ScriptBackend
 
 
 def _observations():

@@ -418,3 +418,42 @@ def test_lazily_built_parts_are_built_once_when_threads_meet_on_first_use():
             assert errors == [] and len(got) == 4 and len(set(got)) == 1
     finally:
         sys.setswitchinterval(old)
+
+
+_GC_PROBE = (
+    "import gc, json, sys\n"
+    "from sysmonx.detection import DetectionOptions, DetectionStage\n"
+    "from sysmonx.detection.cache import RuleCache\n"
+    "starts = []\n"
+    "gc.callbacks.append(lambda phase, info: phase == 'start' and\n"
+    "                    starts.append((info['generation'], gc.get_count()[0])))\n"
+    "frozen = gc.get_freeze_count()\n"
+    "st = DetectionStage.from_paths([sys.argv[1]], DetectionOptions(freeze_gc=sys.argv[3] == '1'),\n"
+    "                               cache=RuleCache(sys.argv[2]))\n"
+    "assert st.cache_status == 'cached', st.cache_notes\n"
+    "print(json.dumps([starts, gc.get_freeze_count() - frozen, gc.get_threshold()[0]]))\n")
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_cached_stage_is_frozen_before_the_collector_walks_it(tmp_path, freeze):
+    """A cached start-up builds thousands of objects with the collector paused; with
+    ``freeze_gc`` they go to the permanent generation before it runs again, so no collection
+    walks them (one did, ~20-30 ms for the SigmaHQ bundle, freeing nothing: it started with
+    the whole load counted in generation 0). Without ``freeze_gc`` nothing is frozen."""
+    d = rules_dir(tmp_path)
+    opts = DetectionOptions(freeze_gc=freeze)
+    DetectionStage.from_paths([d], opts, cache=RuleCache(tmp_path / "cache")).close()  # fill
+    out = subprocess.run([sys.executable, "-c", _GC_PROBE, str(d), str(tmp_path / "cache"),
+                          "1" if freeze else "0"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+    starts, frozen, threshold = json.loads(out.stdout)
+    if freeze:
+        assert frozen > 5 * threshold  # the loaded stage (thousands of objects)
+        big = [s for s in starts if s[1] > 2 * threshold]
+        assert big == [], f"a collection walked the freshly loaded stage: {big}"
+    else:
+        assert frozen == 0
+        # the paused collector's count is still there for the first collection to act on
+        assert any(s[1] > 5 * threshold for s in starts), starts

@@ -8,16 +8,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Optional
 
 import pytest
 
 from sysmonx.config import load_config, parse_config
 from sysmonx.pipeline.live import Sensor, SensorOptions
-from sysmonx.sensor import live as live_mod
 from sysmonx.sensor import observations as ob
 from sysmonx.sensor.assemble import Assembler, utc_time
-from sysmonx.sensor.backends.base import Backend
 from sysmonx.sensor.process import FileHasher, ProcessCache, logon_guid, process_guid
 from sysmonx.sinks.syslog import SyslogWriter
 from sysmonx.sources import open_source
@@ -115,44 +112,6 @@ def test_network_and_dns_attribution_by_udp_port():
     assert q.data["QueryResults"] == "::ffff:93.184.215.14;" and q.data["QueryStatus"] == "0"
 
 
-class FakeBackend(Backend):
-    """Replays a list of observations from a thread, like a real backend's reader."""
-
-    name = "fake"
-    tier = "A"
-    script: list = []
-
-    @classmethod
-    def probe(cls):
-        return None
-
-    def start(self):
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    #: set by a test to hold the stream at a ``None`` in the script until the event is set
-    gate: Optional[threading.Event] = None
-
-    def _run(self):
-        for o in self.script:
-            if o is None:
-                if self.gate is not None:
-                    self.gate.wait(30)
-                continue
-            self.emit(o)
-
-    def stop(self):
-        self.thread.join(5)
-
-
-@pytest.fixture
-def fake_backend(monkeypatch):
-    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("fake", {}))
-    monkeypatch.setattr(live_mod, "load_backend", lambda name: FakeBackend)
-    monkeypatch.setattr(live_mod, "auxiliary_backends", list)
-    return FakeBackend
-
-
 CFG = """<Sysmon schemaversion="4.81"><EventFiltering>
 <RuleGroup name="" groupRelation="or"><FileCreate onmatch="include">
 <TargetFilename name="tmpfile" condition="begin with">{prefix}</TargetFilename></FileCreate></RuleGroup>
@@ -174,11 +133,11 @@ def wait_for(cond, timeout=5.0):
     return False
 
 
-def test_runner_filters_reports_loss_and_reloads(tmp_path, fake_backend):
+def test_runner_filters_reports_loss_and_reloads(tmp_path, script_backend):
     cfg_path = tmp_path / "c.xml"
     cfg_path.write_text(CFG.format(prefix="/tmp/keep"))
     now = time.time_ns()
-    fake_backend.script = [
+    script_backend.script = [
         ob.FileCreate(now, 4242, "/tmp/keep/a"),
         ob.FileCreate(now, 4242, "/tmp/drop/b"),
         ob.FileCreate(now, os.getpid(), "/tmp/keep/self"),  # the sensor itself: never reported
@@ -218,10 +177,10 @@ def test_runner_filters_reports_loss_and_reloads(tmp_path, fake_backend):
     assert rids == list(range(len(rids)))  # numbered from 0 without gaps, as Sysmon for Linux
 
 
-def test_bad_config_on_reload_keeps_old_and_reports(tmp_path, fake_backend):
+def test_bad_config_on_reload_keeps_old_and_reports(tmp_path, script_backend):
     cfg_path = tmp_path / "c.xml"
     cfg_path.write_text(CFG.format(prefix="/x"))
-    fake_backend.script = []
+    script_backend.script = []
     rec = Recorder()
     sensor = Sensor(load_config(cfg_path), [rec], SensorOptions(), config_path=str(cfg_path))
     t = run_sensor(sensor)
@@ -235,9 +194,9 @@ def test_bad_config_on_reload_keeps_old_and_reports(tmp_path, fake_backend):
     t.join(10)
 
 
-def test_back_pressure_loses_nothing(fake_backend):
+def test_back_pressure_loses_nothing(script_backend):
     now = time.time_ns()
-    fake_backend.script = [ob.FileCreate(now, 4242, f"/tmp/keep/{i}") for i in range(3000)]
+    script_backend.script = [ob.FileCreate(now, 4242, f"/tmp/keep/{i}") for i in range(3000)]
     rec = Recorder()
     cfg = parse_config(CFG.format(prefix="/tmp/keep"))
     sensor = Sensor(cfg, [rec], SensorOptions(queue_size=4))
@@ -325,7 +284,7 @@ def test_invalid_utf8_paths_become_replacement_characters():
     assert e1.data["CommandLine"] == "x \ufffd("
 
 
-def test_config_change_under_load_loses_nothing_and_emits_16(tmp_path, fake_backend):
+def test_config_change_under_load_loses_nothing_and_emits_16(tmp_path, script_backend):
     """Issue 3: a configuration change while observations stream in loses no event and writes
     event 16 with the new file's SHA256."""
     cfg_path = tmp_path / "c.xml"
@@ -337,8 +296,8 @@ def test_config_change_under_load_loses_nothing_and_emits_16(tmp_path, fake_back
     # the hold the whole script can be observed before the request (all of it then rightly
     # filtered by the configuration it was observed under) and the test would depend on timing.
     half = n // 2
-    fake_backend.gate = threading.Event()
-    fake_backend.script = ([ob.FileCreate(now, 4242, f"/tmp/keep/{i}") for i in range(half)]
+    script_backend.gate = threading.Event()
+    script_backend.script = ([ob.FileCreate(now, 4242, f"/tmp/keep/{i}") for i in range(half)]
                            + [None]
                            + [ob.FileCreate(now + 1_000_000 + i, 4242, f"/tmp/keep/{i}")
                               for i in range(half, n)])
@@ -349,7 +308,7 @@ def test_config_change_under_load_loses_nothing_and_emits_16(tmp_path, fake_back
     assert wait_for(lambda: sum(1 for e in rec.events if e.event_id == 11) > 200)
     cfg_path.write_text(CFG.format(prefix="/tmp/keep/").replace("tmpfile", "after-reload"))
     sensor.request_reload()
-    fake_backend.gate.set()
+    script_backend.gate.set()
     assert wait_for(lambda: sum(1 for e in rec.events if e.event_id == 11) == n, 60)
     sensor.request_stop()
     t.join(10)
@@ -400,10 +359,10 @@ def test_live_reload_under_exec_load_with_best_backend(tmp_path):
     assert [e.event_id for e in rec.events].count(16) == 2
 
 
-def test_sensor_ignores_processes_it_starts_itself(fake_backend):
+def test_sensor_ignores_processes_it_starts_itself(script_backend):
     now = time.time_ns()
     me = os.getpid()
-    fake_backend.script = [
+    script_backend.script = [
         ob.ProcessExec(now, 50001, ppid=me, start_ticks=1, image="/sbin/ldconfig",
                        argv=["/sbin/ldconfig", "-p"], cwd="/", uid=0, end_data=0),
         ob.ProcessExit(now, 50001),

@@ -16,11 +16,13 @@ from sysmonx.pipeline.live import Sensor, SensorOptions
 from sysmonx.sensor import live as live_mod
 from sysmonx.sensor import observations as ob
 from sysmonx.sensor.assemble import Assembler
-from sysmonx.sensor.backends.base import Backend, BackendUnavailable
+from sysmonx.sensor.backends.base import BackendUnavailable
 from sysmonx.sensor.order import OrderBuffer
 from sysmonx.sensor.process import (ProcessCache, guid_key_is_synthetic, image_state,
                                     process_guid)
 from sysmonx.sinks.syslog import SyslogWriter
+
+from live_script import ScriptBackend
 
 ZERO = "{00000000-0000-0000-0000-000000000000}"
 NOW = 1_765_000_000 * 10**9
@@ -229,31 +231,6 @@ class Recorder:
 
     def close(self):
         pass
-
-
-class ScriptBackend(Backend):
-    name = "script"
-    tier = "A"
-    script: list = []
-
-    @classmethod
-    def probe(cls):
-        return None
-
-    def start(self):
-        self.t = threading.Thread(target=lambda: [self.emit(o) for o in self.script], daemon=True)
-        self.t.start()
-
-    def stop(self):
-        self.t.join(5)
-
-
-@pytest.fixture
-def script_backend(monkeypatch):
-    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("script", {}))
-    monkeypatch.setattr(live_mod, "load_backend", lambda name: ScriptBackend)
-    monkeypatch.setattr(live_mod, "auxiliary_backends", list)
-    return ScriptBackend
 
 
 def run(sensor, until, timeout=10.0):

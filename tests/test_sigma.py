@@ -571,9 +571,10 @@ def test_alert_json_and_xml():
     d = json.loads(line)
     assert d["rule_id"] == "11111111-1111-1111-1111-111111111111"
     assert d["level"] == "high" and d["status"] == "test" and d["kind"] == "detection"
-    assert d["attack"] == ["attack.execution", "attack.t1059"]
+    assert d["attack"] == {"tactics": ["Execution"], "techniques": ["T1059"]}
     assert d["record_ids"] == [42] and d["event_ids"] == [1]
-    assert d["window_start"] == d["window_end"] == "2024-05-01T10:00:00.0000000Z"  # SystemTime form
+    assert d["time"] == "2024-05-01T10:00:00.0000000Z"  # SystemTime form
+    assert "window_start" not in d and "group" not in d  # a detection: no correlation keys
     assert d["fields"]["Image"] == "c:\\cmd.exe" and d["fields"]["CommandLine"] == "cmd /c x\nforged"
     assert d["computer"] == "host1"
     e = alert.to_event(record_id=7)

@@ -462,3 +462,29 @@ def test_matched_event_and_source_built_in_c_equal_the_python_functions(corpus, 
     finally:
         sp.setup_sigma_alerts(alerts_mod.source_of, alerts_mod.matched_event,
                               alerts_mod.MAX_EVENT_FIELDS)
+
+
+@needs_ext
+def test_matched_event_system_values_built_in_c_equal_python(corpus):
+    """The matched event's TimeCreated, Provider, Channel and Computer built in C equal
+    ``alerts.matched_event``'s: a canonical time (cut to Sysmon's 7 digits), an odd time
+    string (kept), an empty one, None values (``""``), a provider of the event's own; the
+    same JSON lines as the Python stage's."""
+    st = _stage(corpus)
+    ev, hits = _proc_event(st)
+    rows = st._alert_rows()
+    limit = st.options.max_field_chars
+    times = ("2024-01-01T00:00:00.123456789Z", "2024-01-01 00:00:00.123", "")
+    for t in times:
+        for provider, channel in (("Microsoft-Windows-Sysmon", "Microsoft-Windows-Sysmon/"
+                                   "Operational"), (None, None), ("Linux-Sysmon", "")):
+            e = Event(1, dict(ev.data), time_created=t, record_id=5, computer=None,
+                      provider=provider, channel=channel)  # type: ignore[arg-type]
+            got = sp.sigma_alerts(st, e, hits, rows, limit, Alert)
+            want = [st._alert(r, e) for r in hits]
+            assert got == want
+            assert [a.to_json() for a in got] == [a.to_json() for a in want]
+            m = got[0].event
+            assert m["TimeCreated"] == (t[:27] + "Z" if len(t) == 30 else t)
+            assert m["Provider"] == (provider or "") and m["Channel"] == (channel or "")
+            assert m["Computer"] == ""

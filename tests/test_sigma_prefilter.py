@@ -212,3 +212,56 @@ def test_alert_json_line_is_its_dict_as_orjson_writes_it():
     ]
     for a in alerts * 2:
         assert a.to_json() == orjson.dumps(a.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def test_a_lead_change_scans_and_decides_nothing_again(corpus, monkeypatch):
+    """When a re-choice changes leads, what a group remembered (the keys found in each value,
+    each event's rule results and rules left to evaluate) is kept and only the candidates are
+    looked up again from the keys: over the corpus EVTX no remembered value is scanned again
+    and no remembered event decided again (before: most scans after a change were repeats),
+    and the decisions stay the oracle's. The corpus EVTX three times, as the 100 MB file
+    of bench_sigma.py repeats it."""
+    from collections import Counter
+
+    from sysmonx.detection.matcher import CACHE_ENTRIES, CACHE_MAX_LEN, COMBO_ENTRIES, \
+        COMBO_MAX_LEN, _Group
+
+    bundle = corpus / "sigma" / "sigmahq_rules_sysmon_categories.tar.gz"
+    st = DetectionStage(load_rules([bundle]))
+    matcher = st.matcher
+    events = [e for f in iter_input_files([str(corpus / "evtx")])
+              for e in open_source(f, lambda err: None)] * 3  # past the re-choice at 4096
+    scans: Counter = Counter()
+    outcomes: Counter = Counter()
+    changes = []
+    scan, outcome, relead = _Group._scan, _Group._outcome, _Group._relead
+
+    def counted_scan(self, name, v):
+        scans[(id(self), name, v)] += 1
+        return scan(self, name, v)
+
+    def counted_outcome(self, values, event):
+        outcomes[(id(self), values)] += 1
+        return outcome(self, values, event)
+
+    def watched_relead(self):
+        before = {id(c): c.lead for c in self.cands}
+        relead(self)
+        changes.append(sum(before.get(id(c)) != c.lead for c in self.cands))
+
+    monkeypatch.setattr(_Group, "_scan", counted_scan)
+    monkeypatch.setattr(_Group, "_outcome", counted_outcome)
+    monkeypatch.setattr(_Group, "_relead", watched_relead)
+    got = [[r.index for r in matcher.match(e)] for e in events]
+    assert len(events) > 4096 and sum(changes) > 0  # leads did change along the way
+    # nothing overflowed the memories (else a repeat would be expected)
+    for g in matcher.groups.values():
+        assert all(len(c) < CACHE_ENTRIES for c in g.scan_caches)
+        assert len(g.combos) < COMBO_ENTRIES
+    again = [k for k, n in scans.items() if n > 1 and len(k[2]) <= CACHE_MAX_LEN]
+    assert not again, again[:3]
+    redone = [k for k, n in outcomes.items()
+              if n > 1 and sum(map(len, filter(None, k[1]))) <= COMBO_MAX_LEN]
+    assert not redone, redone[:3]
+    oracle = _Oracle(matcher)
+    assert got == [oracle.match(e) for e in events]

@@ -213,6 +213,16 @@ CASES = [
     ("raw-astral", with_data('"CommandLine":"😀 \U0010ffff"'), True),
     ("latin1-with-bmp-escape", with_data(r'"CommandLine":"é\u20ac\ud83d\ude00 ü"'), True),
     ("long-escaped", with_data('"CommandLine":"' + "é\\n" * 2000 + '"'), True),
+    # [20b] strings built directly: ASCII values of Latin-1 and of UTF-8 text (the str must be
+    # the canonical ASCII one), escapes without \u in 1-byte text (ASCII and Latin-1 result)
+    ("latin1-text-ascii-values", with_data(r'"Product":"é","Image":"C:\\W\\x.exe","A":"\"q\"",'
+                                           r'"B":"\/\b\f\n\r\t","C":"plain","D":""'), True),
+    ("latin1-text-escaped-latin1", with_data(r'"Product":"é\\ÿ\n\u0041","B":"\\","C":"ÿ\""'),
+     True),
+    ("utf8-text-ascii-values", with_data(r'"Product":"€","Image":"C:\\W\\x.exe","C":"plain",'
+                                         r'"D":"é\\","E":"' + "a" * 70 + '"'), True),
+    ("ascii-text-escapes", with_data(r'"Image":"C:\\W\\x.exe","B":"\"\/\b\f\n\r\t\\",'
+                                     r'"C":"\u0041\\"'), True),
     ("long-key", with_data('"' + "K" * 300 + '":"v","' + "é" * 60 + '":"w"'), True),
     ("escaped-key", with_data(r'"Comm\u0061ndLine":"x","Imag\u00e9":"y"'), True),
     ("ints", with_data('"A":0,"B":-1,"C":18446744073709551615,"D":-9223372036854775808,'

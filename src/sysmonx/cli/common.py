@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 EXIT_FATAL = 1
 EXIT_USAGE = 2
@@ -363,15 +363,28 @@ def print_detection_summary(console, stage, top: Optional[int] = DETECTIONS_SHOW
         console.print(f"warning: {line}", markup=False)
 
 
+def sysmonx_own_event(event_id: int) -> bool:
+    """True for SysmonX's own EventIDs (200 and up but Sysmon's 255: findings, heartbeats, the
+    Linux visibility events, Sigma alerts), False for Sysmon's (1-29, 255) and Sysmon for
+    Linux's (100)."""
+    return event_id >= 200 and event_id != 255
+
+
 def print_filter_table(console, included: Counter, excluded: Counter, title: str,
-                       total_read: Optional[int] = None) -> None:
+                       total_read: Optional[int] = None,
+                       collected: Optional[Iterable[int]] = None) -> None:
     """Print what the config kept and dropped per EventID, the table of replay's summary and of
     the live sensor's exit: columns EventID, Event, read (included + excluded), included,
-    excluded, one row per EventID seen, then a ``total Sysmon`` row. ``included`` and
-    ``excluded``: EventID -> Sysmon events (the filter stage's counters, which count events of
-    Sysmon's providers only); ``total_read``: the total row's read (default included +
-    excluded; replay gives the Sysmon events it read, before ``--from``/``--to`` and duplicates).
-    With nothing counted the table has its total row only (all 0)."""
+    excluded; one row per Sysmon EventID seen, then a ``total Sysmon`` row; then, when any was
+    seen, one row per SysmonX EventID (:func:`sysmonx_own_event`: heartbeats, findings ...) and
+    a ``total SysmonX`` row, so that Sysmon's total counts Sysmon's events only.
+    ``included`` and ``excluded``: EventID -> events (the filter stage's counters, which count
+    events of Sysmon's providers only); ``total_read``: the Sysmon total row's read (default
+    included + excluded; replay gives the Sysmon events it read, before ``--from``/``--to``
+    and duplicates); ``collected``: EventIDs collected (the live sensor's running backends,
+    :meth:`~sysmonx.sensor.live.LiveSource.collected_events`), each listed, with 0 when none
+    was seen, so that "none happened" reads apart from "not collected". With nothing counted
+    the table has its total row only (all 0)."""
     from rich.table import Table
     from ..pipeline import event_name
 
@@ -381,12 +394,23 @@ def print_filter_table(console, included: Counter, excluded: Counter, title: str
     table.add_column("read", justify="right")
     table.add_column("included", justify="right")
     table.add_column("excluded", justify="right")
-    for eid in sorted(set(included) | set(excluded)):
-        inc, exc = included[eid], excluded[eid]
-        table.add_row(str(eid), event_name(eid), f"{inc + exc:,}", f"{inc:,}", f"{exc:,}")
-    inc_t, exc_t = sum(included.values()), sum(excluded.values())
-    read = inc_t + exc_t if total_read is None else total_read
-    table.add_row("", "total Sysmon", f"{read:,}", f"{inc_t:,}", f"{exc_t:,}", end_section=True)
+    ids = set(included) | set(excluded) | set(collected or ())
+    own = sorted(e for e in ids if sysmonx_own_event(e))
+    for section in (sorted(e for e in ids if not sysmonx_own_event(e)), own):
+        if section is own and not own:
+            break
+        for eid in section:
+            inc, exc = included[eid], excluded[eid]
+            table.add_row(str(eid), event_name(eid), f"{inc + exc:,}", f"{inc:,}", f"{exc:,}")
+        inc_t, exc_t = sum(included[e] for e in section), sum(excluded[e] for e in section)
+        if section is own:
+            table.add_row("", "total SysmonX", f"{inc_t + exc_t:,}", f"{inc_t:,}", f"{exc_t:,}",
+                          end_section=True)
+            continue
+        read = inc_t + exc_t if total_read is None else total_read - sum(
+            included[e] + excluded[e] for e in own)
+        table.add_row("", "total Sysmon", f"{read:,}", f"{inc_t:,}", f"{exc_t:,}",
+                      end_section=True)
     console.print(table)
 
 

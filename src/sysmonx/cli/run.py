@@ -283,8 +283,15 @@ def cmd_run(argv: list[str]) -> int:
     from ..filtering.stage import FilterStage
     flt = next((s for s in sensor.stages if isinstance(s, FilterStage)), None)
     if flt is not None:
+        collected = sensor.source.collected_events()
         common.print_filter_table(console, flt.included, flt.excluded,
-                                  "SysmonX sensor summary: what the config kept")
+                                  "SysmonX sensor summary: what the config kept",
+                                  collected=collected)
+        console.print("sysmonx: " + (
+            "EventIDs the backends collect are listed, 0 when none was seen"
+            if collected is not None else
+            "EventIDs seen are listed (a followed source: what it collects is not known)"),
+            markup=False)
         outside = written_outside_table(sensor.stats.written, flt.included)
         if outside:
             console.print(f"sysmonx: {outside}", markup=False)

@@ -60,6 +60,7 @@ typedef struct {
     const unsigned char *end;
     int depth;
     int latin1; /* the bytes are the text's own 1-byte (Latin-1) characters, not UTF-8 */
+    int chars;  /* [20b] the bytes are the text's own characters (ASCII or Latin-1 text) */
 } Reader;
 
 #define MAX_DEPTH 256
@@ -188,13 +189,80 @@ static inline char *put_utf8(char *o, unsigned cp) {
     return o;
 }
 
+/* [20b] Non-zero when a byte of s[0..n) is 0x80 or above (8 bytes at a time). */
+static inline int any_high(const unsigned char *s, Py_ssize_t n) {
+    uint64_t acc = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++) acc |= s[i];
+    return (acc & 0x8080808080808080ULL) != 0;
+}
+
+/* [20b] The str of n ASCII bytes: built directly (the same str the decoders give). */
+static PyObject *ascii_string(const unsigned char *s, Py_ssize_t n) {
+    PyObject *out = PyUnicode_New(n, 127);
+    if (out != NULL) memcpy(PyUnicode_1BYTE_DATA(out), s, n);
+    return out;
+}
+
+/* [20b] An escaped string body whose bytes are the text's own characters (r->chars) and that
+ * has no \u escape: every character of the result is one of those bytes or an escape's ASCII
+ * character, so it is built in one byte per character directly (two passes: length and
+ * widest character, then the characters). NULL without an error set: a \u escape (the
+ * caller's general path decides); NULL with an error set: memory. */
+static PyObject *unescape_chars(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t len = 0;
+    unsigned high = 0;
+    for (Py_ssize_t i = 0; i < n; len++) {
+        if (s[i] != '\\') {
+            high |= s[i++];
+            continue;
+        }
+        if (s[i + 1] == 'u') return NULL;
+        i += 2;
+    }
+    PyObject *out = PyUnicode_New(len, (high & 0x80) ? 255 : 127);
+    if (out == NULL) return NULL;
+    unsigned char *o = PyUnicode_1BYTE_DATA(out);
+    for (Py_ssize_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        if (c != '\\') {
+            *o++ = c;
+            i++;
+            continue;
+        }
+        switch (s[i + 1]) { /* validated by scan_string; 'u' excluded above */
+        case 'b': c = '\b'; break;
+        case 'f': c = '\f'; break;
+        case 'n': c = '\n'; break;
+        case 'r': c = '\r'; break;
+        case 't': c = '\t'; break;
+        default: c = s[i + 1]; /* '"', '\\', '/' */
+        }
+        *o++ = c;
+        i += 2;
+    }
+    return out;
+}
+
 /* The Python str of an already validated raw JSON string body (UTF-8, or Latin-1 characters
  * when r->latin1). New reference or NULL (error set: only MemoryError can happen, the input
- * being valid). */
+ * being valid). [20b] Text without a byte above 0x7F is built directly as ASCII, and an
+ * escaped body of 1-byte text without \u escapes in one byte per character (the same str
+ * the decoders below give, without their second pass). */
 static PyObject *make_string(const Reader *r, const unsigned char *s, Py_ssize_t n, int escaped) {
     if (!escaped) {
+        if ((r->chars && !r->latin1) || !any_high(s, n)) return ascii_string(s, n);
         if (r->latin1) return PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, s, n);
         return PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+    }
+    if (r->chars) {
+        PyObject *out = unescape_chars(s, n);
+        if (out != NULL || PyErr_Occurred()) return out;
     }
     /* to UTF-8: an escape is never longer in UTF-8; a Latin-1 character takes 2 bytes */
     Py_ssize_t cap = r->latin1 ? 2 * n : n;
@@ -731,29 +799,24 @@ static int fix_guids(Rec *x, int sysmon) {
     if (sysmon) {
         PyObject *guids = PyDict_GetItemWithError(guid_fields, x->eid);
         if (guids == NULL) return PyErr_Occurred() ? -2 : -1; /* unknown EventID */
-        PyObject *it = PyObject_GetIter(guids);
-        if (it == NULL) return -2;
+        if (!PyFrozenSet_CheckExact(guids)) return -1; /* the Python path decides */
+        /* [20b] the set's entries in place (its iterator's order), no iterator object */
+        Py_ssize_t pos = 0;
         PyObject *k;
-        while ((k = PyIter_Next(it)) != NULL) {
+        Py_hash_t h;
+        while (_PySet_NextEntry(guids, &pos, &k, &h)) {
             PyObject *v = PyDict_GetItemWithError(x->data, k);
             if (v != NULL && PyUnicode_GET_LENGTH(v) > 0 && PyUnicode_READ_CHAR(v, 0) != '{') {
                 PyObject *g = brace_lower(v);
                 if (g == NULL || PyDict_SetItem(x->data, k, g) < 0) {
                     Py_XDECREF(g);
-                    Py_DECREF(k);
-                    Py_DECREF(it);
                     return -2;
                 }
                 Py_DECREF(g);
             }
-            Py_DECREF(k);
-            if (PyErr_Occurred()) {
-                Py_DECREF(it);
-                return -2;
-            }
+            if (PyErr_Occurred()) return -2;
         }
-        Py_DECREF(it);
-        return PyErr_Occurred() ? -2 : 0;
+        return 0;
     }
     Py_ssize_t pos = 0;
     PyObject *k, *v;
@@ -791,7 +854,9 @@ static PyObject *convert_impl(PyObject *text, PyObject *origin) {
             return NULL;
         }
     }
-    Reader r = {(const unsigned char *)bytes, (const unsigned char *)bytes + len, 0, latin1};
+    int chars = PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND;
+    Reader r = {(const unsigned char *)bytes, (const unsigned char *)bytes + len, 0, latin1,
+                chars};
     Rec x;
     memset(&x, 0, sizeof x);
     Top t = {&x, 0};
@@ -2163,21 +2228,62 @@ static PyObject *py_setup_sigma_alerts(PyObject *self, PyObject *args) {
  * sa_event_data(data, limit): matched_event's EventData: alert_fields(data, the first
  *   sa_max_fields keys of data, limit); None (nothing raised) when alert_fields leaves it to
  *   Python (data not an exact dict, an odd limit): the caller then calls matched_event.
- * sa_matched_dict(eid, rid, event_data): {"EventID": eid, "EventRecordID": rid, "EventData": ...}.
+ * sa_matched_dict(eid, rid, sys, event_data): {"EventID": eid, "EventRecordID": rid,
+ *   "TimeCreated", "Provider", "Channel", "Computer" (sys, [20d]), "EventData": ...}.
  * sigma_alerts reads the source and the EventData once per event and gives each alert its own
  * dicts (the first alert the EventData read, each later one a copy), as the Python code, which
  * calls both functions per alert, gives equal values in distinct dicts.
  * =========================================================================================== */
 
-static PyObject *sa_origin, *sa_k_event_id, *sa_k_record_id, *sa_k_event_data;
+static PyObject *sa_origin, *sa_k_event_id, *sa_k_record_id, *sa_k_event_data, *sa_provider,
+    *sa_channel, *sa_k_time_created, *sa_k_provider, *sa_k_channel, *sa_k_computer, *sa_zulu;
 
 static int sa18_init(void) {
-    if (sa_k_event_data != NULL) return 0;
-    if ((sa_origin = PyUnicode_InternFromString("origin")) == NULL) return -1;
-    if ((sa_k_event_id = PyUnicode_InternFromString("EventID")) == NULL) return -1;
-    if ((sa_k_record_id = PyUnicode_InternFromString("EventRecordID")) == NULL) return -1;
-    sa_k_event_data = PyUnicode_InternFromString("EventData");
-    return sa_k_event_data == NULL ? -1 : 0;
+    if (sa_zulu != NULL) return 0;
+#define SA18_INTERN(var, s) if ((var = PyUnicode_InternFromString(s)) == NULL) return -1
+    SA18_INTERN(sa_origin, "origin");
+    SA18_INTERN(sa_k_event_id, "EventID");
+    SA18_INTERN(sa_k_record_id, "EventRecordID");
+    SA18_INTERN(sa_k_event_data, "EventData");
+    SA18_INTERN(sa_provider, "provider");
+    SA18_INTERN(sa_channel, "channel");
+    SA18_INTERN(sa_k_time_created, "TimeCreated");
+    SA18_INTERN(sa_k_provider, "Provider");
+    SA18_INTERN(sa_k_channel, "Channel");
+    SA18_INTERN(sa_k_computer, "Computer");
+    SA18_INTERN(sa_zulu, "Z");
+#undef SA18_INTERN
+    return 0;
+}
+
+/* [20d] ``getattr(event, name) or ""`` (a new reference). */
+static PyObject *sa_attr_or_empty(PyObject *event, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(event, name);
+    if (v == NULL) return NULL;
+    int truth = PyObject_IsTrue(v);
+    if (truth < 0) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    if (!truth) Py_SETREF(v, Py_NewRef(empty_str));
+    return v;
+}
+
+/* [20d] alerts.system_time(t or "") for an exact str ``t`` (a new reference): the first 27
+ * characters and ``Z`` when t is 30 long with ``T`` at 10 and ``Z`` last, else t. NULL with
+ * nothing raised for anything else (the caller then calls matched_event). */
+static PyObject *sa_system_time(PyObject *t) {
+    if (t == Py_None) return Py_NewRef(empty_str);
+    if (!PyUnicode_CheckExact(t)) return NULL;
+    if (PyUnicode_GET_LENGTH(t) == 30 && PyUnicode_READ_CHAR(t, 10) == 'T' &&
+        PyUnicode_READ_CHAR(t, 29) == 'Z') {
+        PyObject *head = PyUnicode_Substring(t, 0, 27);
+        if (head == NULL) return NULL;
+        PyObject *out = PyUnicode_Concat(head, sa_zulu);
+        Py_DECREF(head);
+        return out;
+    }
+    return Py_NewRef(t);
 }
 
 static PyObject *sa_source(PyObject *event) {
@@ -2215,15 +2321,36 @@ static PyObject *sa_event_data(PyObject *data, PyObject *limit) {
     return out;
 }
 
-static PyObject *sa_matched_dict(PyObject *eid, PyObject *rid, PyObject *event_data) {
+/* [20d] sys: the (TimeCreated, Provider, Channel, Computer) values, a 4-tuple. */
+static PyObject *sa_matched_dict(PyObject *eid, PyObject *rid, PyObject *sys,
+                                 PyObject *event_data) {
     PyObject *d = PyDict_New();
     if (d == NULL) return NULL;
     if (PyDict_SetItem(d, sa_k_event_id, eid) < 0 || PyDict_SetItem(d, sa_k_record_id, rid) < 0
+        || PyDict_SetItem(d, sa_k_time_created, PyTuple_GET_ITEM(sys, 0)) < 0
+        || PyDict_SetItem(d, sa_k_provider, PyTuple_GET_ITEM(sys, 1)) < 0
+        || PyDict_SetItem(d, sa_k_channel, PyTuple_GET_ITEM(sys, 2)) < 0
+        || PyDict_SetItem(d, sa_k_computer, PyTuple_GET_ITEM(sys, 3)) < 0
         || PyDict_SetItem(d, sa_k_event_data, event_data) < 0) {
         Py_DECREF(d);
         return NULL;
     }
     return d;
+}
+
+/* [20d] The matched event's System values (sa_matched_dict's ``sys``) of ``event`` whose
+ * time_created is ``t`` and computer (``or ""``) ``computer``; NULL with nothing raised when
+ * sa_system_time leaves ``t`` to Python. */
+static PyObject *sa_system(PyObject *event, PyObject *t, PyObject *computer) {
+    PyObject *st = sa_system_time(t);
+    if (st == NULL) return NULL;
+    PyObject *prov = sa_attr_or_empty(event, sa_provider);
+    PyObject *chan = prov == NULL ? NULL : sa_attr_or_empty(event, sa_channel);
+    PyObject *out = chan == NULL ? NULL : PyTuple_Pack(4, st, prov, chan, computer);
+    Py_DECREF(st);
+    Py_XDECREF(prov);
+    Py_XDECREF(chan);
+    return out;
 }
 
 static int sa_init(void) {
@@ -2318,6 +2445,7 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
     PyObject *data = NULL, *t = NULL, *rid = NULL, *computer = NULL, *eid = NULL;
     PyObject *ids = NULL, *eids = NULL, *stats = NULL, *counter = NULL;
     PyObject *src1 = NULL, *edata = NULL; /* [18b] once per event, when sa_max_fields is set */
+    PyObject *sys = NULL; /* [20d] the matched event's System values, with edata */
     int fallback = 0, edata_used = 0;
     if (sa_max_fields >= 0 && sa18_init() < 0) return NULL;
     /* 1. the alerts (nothing counted yet) */
@@ -2340,6 +2468,10 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
                 if ((src1 = sa_source(event)) == NULL) goto fail;
                 if ((edata = sa_event_data(data, limit)) == NULL) goto fail;
                 if (edata == Py_None) Py_CLEAR(edata); /* matched_event per alert */
+                if (edata != NULL && (sys = sa_system(event, t, computer)) == NULL) {
+                    if (PyErr_Occurred()) goto fail;
+                    Py_CLEAR(edata); /* [20d] an odd time: matched_event per alert */
+                }
             }
         }
         PyObject *fa[3] = {data, PyTuple_GET_ITEM(row, 5), limit};
@@ -2368,7 +2500,7 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
             PyObject *ed = edata_used ? PyDict_Copy(edata) : Py_NewRef(edata);
             edata_used = 1;
             if (ed != NULL) {
-                matched = sa_matched_dict(eid, rid, ed);
+                matched = sa_matched_dict(eid, rid, sys, ed);
                 Py_DECREF(ed);
             }
         } else if (src != NULL) {
@@ -2438,6 +2570,7 @@ static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize
     Py_DECREF(stats);
     Py_XDECREF(src1);
     Py_XDECREF(edata);
+    Py_XDECREF(sys);
     Py_XDECREF(data);
     Py_XDECREF(t);
     Py_XDECREF(rid);
@@ -2448,6 +2581,7 @@ fail:
     Py_DECREF(alerts);
     Py_XDECREF(src1);
     Py_XDECREF(edata);
+    Py_XDECREF(sys);
     Py_XDECREF(data);
     Py_XDECREF(t);
     Py_XDECREF(rid);

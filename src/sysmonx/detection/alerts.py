@@ -6,41 +6,45 @@ correlation that fires. Two renderings:
 
 * :meth:`Alert.to_json`: one JSON object per line (UTF-8, no raw control character, so no value
   can forge a line): ``type`` (``sigma_alert``), ``rule_id``, ``title``, ``level``, ``status``,
-  ``kind`` (``detection`` or the correlation type), ``attack`` (the ``attack.*`` tags),
-  ``tags`` (all), ``description``, ``author`` (strings, ``null`` when the rule has none),
-  ``references``, ``falsepositives`` (lists of strings, ``[]`` when none): the rule's own
-  text for triage, each string cut to :data:`MAX_META_CHARS` characters with ``…`` appended
-  and at most :data:`MAX_META_ITEMS` items (:func:`rule_text`); ``time`` (window end),
-  ``window_start``, ``window_end`` (the three in Windows Sysmon's SystemTime format, 7
-  fractional digits, ``2021-11-18T07:40:46.1574090Z``; nothing is lost: Windows counts 100 ns
-  ticks and Sysmon for Linux microseconds),
-  ``computer``,
-  ``group`` (group-by field -> value; empty for detections), ``event_count``, ``record_ids``
-  (of the matched events, at most ``max_alert_records``, oldest first), ``event_ids``,
-  ``rules`` (referenced rules of a correlation), ``value`` (the correlation's aggregate), and
-  ``fields`` (key fields of the matched event: the fields the rule tests plus the usual identity
-  fields, or the group values of a correlation), ``source_file`` (the recorded file the matched
-  event was read from, its path as given on the command line or found in a folder given there;
-  ``null`` for live events, and ``null`` by design for correlations: their events may come
-  from several files, and a correlation keeps only its events' times, record ids and event ids,
-  not their files) and
-  ``event`` (the whole matched event: ``{"EventID", "EventRecordID", "EventData": {every field
-  in order}}``, at most :data:`MAX_EVENT_FIELDS` fields, each value cut to ``max_field_chars``
-  with ``…`` appended; ``null`` for correlations). Every value is a JSON string inside its own
-  key, so no value can add or change a field.
+  ``kind`` (``detection`` or the correlation type), ``attack`` (what the ATT&CK tags name:
+  ``{"tactics": ["Defense Evasion", ...], "techniques": ["T1059.001", ...]}``,
+  :func:`attack_info`; empty lists when none), ``tags`` (all, as written), ``description``,
+  ``author`` (strings, ``null`` when the rule has none), ``references``, ``falsepositives``
+  (lists of strings, ``[]`` when none): the rule's own text for triage, each string cut to
+  :data:`MAX_META_CHARS` characters with ``…`` appended and at most :data:`MAX_META_ITEMS`
+  items (:func:`rule_text`); ``time`` (for a detection the matched event's
+  System/TimeCreated: when its record was written, which can follow the activity's own time,
+  the event's ``UtcTime``, by seconds; for a correlation the window end), then for a
+  correlation only ``window_start`` and ``window_end`` (the times in Windows Sysmon's
+  SystemTime format, 7 fractional digits, ``2021-11-18T07:40:46.1574090Z``; nothing is lost:
+  Windows counts 100 ns ticks and Sysmon for Linux microseconds), ``computer``, for a
+  correlation only ``group`` (group-by field -> value), ``event_count``, ``record_ids`` (of
+  the matched events, at most ``max_alert_records``, oldest first), ``event_ids``, for a
+  correlation only ``rules`` (its referenced rules) and ``value`` (its aggregate), then
+  ``fields`` (key fields of the matched event: the fields the rule tests plus the usual
+  identity fields, or the group values of a correlation), ``source_file`` (the recorded file
+  the matched event was read from, its path as given on the command line or found in a folder
+  given there; ``null`` for live events, and ``null`` by design for correlations: their events
+  may come from several files, and a correlation keeps only its events' times, record ids and
+  event ids, not their files) and ``event`` (the whole matched event, :func:`matched_event`:
+  ``{"EventID", "EventRecordID", "TimeCreated", "Provider", "Channel", "Computer",
+  "EventData": {every field in order}}``, at most :data:`MAX_EVENT_FIELDS` fields, each value
+  cut to ``max_field_chars`` with ``…`` appended; ``null`` for correlations). Every value is a
+  JSON string inside its own key, so no value can add or change a field.
 * :meth:`Alert.to_event`: a SysmonX event for the XML/JSON streams, provider ``SysmonX``, channel
   ``SysmonX/Alerts``, EventID :data:`SIGMA_ALERT_EVENT_ID` (1000, ``SigmaAlert``: outside Sysmon's
   1-29 and 255), Level from the Sigma level (critical 1, high 2, medium 3, low and
-  informational 4), TimeCreated the window end, EventData in this order: ``RuleId``, ``RuleTitle``,
-  ``RuleLevel``, ``RuleStatus``, ``RuleKind``, ``Attack``, ``Tags``, ``RuleDescription``,
-  ``RuleAuthor``, ``RuleReferences``, ``RuleFalsePositives`` (the lists' items joined with
-  ``; ``, each item's white space runs made one space; empty when the rule has none),
-  ``WindowStart``,
-  ``WindowEnd``, ``EventCount``, ``RecordIds``, ``EventIds``, ``Rules``, ``Value``, ``Group``
-  (``name=value; ...``), ``SourceFile`` (only when the matched event was read from a file: its
-  path, as in ``source_file``), then each key field under its own name (a name that collides
-  with one above is skipped). The whole matched event is not repeated here: in the event
-  stream it is the event just before the alert.
+  informational 4), TimeCreated the alert's ``time``, EventData in this order: ``RuleId``,
+  ``RuleTitle``, ``RuleLevel``, ``RuleStatus``, ``RuleKind``, ``Tactics``, ``Techniques``
+  (``attack``'s lists joined with ``,``), ``Tags``, ``RuleDescription``, ``RuleAuthor``,
+  ``RuleReferences``, ``RuleFalsePositives`` (the lists' items joined with ``; ``, each item's
+  white space runs made one space; empty when the rule has none), ``WindowStart``,
+  ``WindowEnd`` (a correlation's only; SystemTime form, as the event's TimeCreated),
+  ``EventCount``, ``RecordIds``, ``EventIds``, ``Rules``, ``Value``, ``Group`` (the last three
+  a correlation's only; ``name=value; ...``), ``SourceFile`` (only when the matched event was
+  read from a file: its path, as in ``source_file``), then each key field under its own name
+  (a name that collides with one above is skipped). The whole matched event is not repeated
+  here: in the event stream it is the event just before the alert.
 
 ``source_file`` answers what ``record_ids`` alone cannot in a replay of a folder: EventRecordIDs
 restart in every file. The same path is written by one process and by ``--jobs``.
@@ -48,6 +52,7 @@ restart in every file. The same path is written by one process and by ``--jobs``
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
@@ -59,7 +64,7 @@ from ..event import Event
 __all__ = ["Alert", "SIGMA_ALERT_EVENT_ID", "SIGMA_ALERT_NAME", "ALERT_PROVIDER",
            "ALERT_CHANNEL", "MAX_EVENT_FIELDS", "matched_event", "source_of",
            "LEVEL_TO_WINDOWS", "LEVELS", "attack_tags", "MAX_META_CHARS", "MAX_META_ITEMS",
-           "register_rules", "rule_meta", "rule_text", "system_time"]
+           "register_rules", "rule_meta", "rule_text", "system_time", "attack_info", "TACTICS"]
 
 #: EventID of the SysmonX ``SigmaAlert`` event (outside Sysmon's range).
 SIGMA_ALERT_EVENT_ID = 1000
@@ -81,8 +86,8 @@ MAX_META_CHARS = 4096
 #: references or false positives of a rule listed in an alert (SigmaHQ's rules have at most 16).
 MAX_META_ITEMS = 64
 
-_FIXED = ("RuleId", "RuleTitle", "RuleLevel", "RuleStatus", "RuleKind", "Attack", "Tags",
-          "RuleDescription", "RuleAuthor", "RuleReferences", "RuleFalsePositives",
+_FIXED = ("RuleId", "RuleTitle", "RuleLevel", "RuleStatus", "RuleKind", "Tactics",
+          "Techniques", "Tags", "RuleDescription", "RuleAuthor", "RuleReferences", "RuleFalsePositives",
           "WindowStart", "WindowEnd", "EventCount", "RecordIds", "EventIds", "Rules", "Value",
           "Group", "SourceFile")
 
@@ -133,30 +138,38 @@ class Alert:
     item_kind: ClassVar[str] = "alert"
 
     @property
-    def attack(self) -> tuple:
-        """The ATT&CK tags (``attack.*``)."""
-        return attack_tags(self.tags)
+    def attack(self) -> dict:
+        """What the ATT&CK tags name: :func:`attack_info` of :attr:`tags`."""
+        return attack_info(self.tags)
 
     @property
     def time(self) -> str:
-        """When the alert happened: the window end."""
+        """When the alert happened: the window end (for a detection the matched event's
+        System/TimeCreated, when its record was written; the activity's own time is the
+        event's ``UtcTime`` field where Sysmon records one)."""
         return self.window_end
 
     def to_dict(self) -> dict:
-        """JSON-ready dict (tuples for lists), keys in the documented order."""
-        return {
+        """JSON-ready dict (tuples for lists), keys in the documented order; a detection
+        (``kind`` ``detection``) has no ``window_start``, ``window_end``, ``group``, ``rules``
+        or ``value`` (they describe a correlation)."""
+        d = {
             "type": "sigma_alert", "rule_id": self.rule_id, "title": self.title,
             "level": self.level, "status": self.status, "kind": self.kind,
-            "attack": attack_tags(self.tags), "tags": self.tags,
+            "attack": attack_info(self.tags), "tags": self.tags,
             **rule_meta(self.rule_id),
-            "time": system_time(self.window_end),
-            "window_start": system_time(self.window_start),
-            "window_end": system_time(self.window_end),
-            "computer": self.computer, "group": self.group, "event_count": self.event_count,
-            "record_ids": self.record_ids, "event_ids": self.event_ids,
-            "rules": self.rules, "value": self.value, "fields": self.fields,
-            "source_file": self.source_file, "event": self.event,
-        }
+            "time": system_time(self.window_end)}
+        if self.kind == "detection":
+            d.update({"computer": self.computer, "event_count": self.event_count,
+                      "record_ids": self.record_ids, "event_ids": self.event_ids})
+        else:
+            d.update({"window_start": system_time(self.window_start),
+                      "window_end": system_time(self.window_end),
+                      "computer": self.computer, "group": self.group,
+                      "event_count": self.event_count, "record_ids": self.record_ids,
+                      "event_ids": self.event_ids, "rules": self.rules, "value": self.value})
+        d.update({"fields": self.fields, "source_file": self.source_file, "event": self.event})
+        return d
 
     def to_json(self) -> bytes:
         """One JSON line (with the trailing newline): :meth:`to_dict` as orjson writes it (no
@@ -169,7 +182,7 @@ class Alert:
             head = orjson.dumps({
                 "type": "sigma_alert", "rule_id": self.rule_id, "title": self.title,
                 "level": self.level, "status": self.status, "kind": self.kind,
-                "attack": attack_tags(self.tags), "tags": self.tags,
+                "attack": attack_info(self.tags), "tags": self.tags,
                 **rule_meta(self.rule_id)})[:-1] + b","
             if len(_HEADS) >= 65536:
                 _HEADS.clear()
@@ -177,6 +190,12 @@ class Alert:
         end = self.window_end
         if len(end) == 30 and end[29] == "Z":  # system_time, inlined (once per alert)
             end = end[:27] + "Z"
+        if self.kind == "detection":
+            return head + orjson.dumps({
+                "time": end, "computer": self.computer, "event_count": self.event_count,
+                "record_ids": self.record_ids, "event_ids": self.event_ids,
+                "fields": self.fields, "source_file": self.source_file, "event": self.event},
+                option=orjson.OPT_APPEND_NEWLINE)[1:]
         start = end if self.window_start is self.window_end else system_time(self.window_start)
         return head + orjson.dumps({
             "time": end, "window_start": start,
@@ -188,18 +207,25 @@ class Alert:
 
     def to_event(self, record_id: Optional[int] = None) -> Event:
         """The alert as a SysmonX ``SigmaAlert`` event (see module docstring)."""
+        tactics, techniques = _attack_fields(self.tags)
         data = {
             "RuleId": self.rule_id, "RuleTitle": self.title, "RuleLevel": self.level,
-            "RuleStatus": self.status, "RuleKind": self.kind, "Attack": ",".join(self.attack),
-            "Tags": ",".join(self.tags), **_meta_fields(self.rule_id),
-            "WindowStart": _utc(self.window_start),
-            "WindowEnd": _utc(self.window_end), "EventCount": str(self.event_count),
-            "RecordIds": ",".join(str(r) for r in self.record_ids),
-            "EventIds": ",".join(str(i) for i in self.event_ids),
-            "Rules": ",".join(self.rules),
-            "Value": "" if self.value is None else _num(self.value),
-            "Group": "; ".join(f"{k}={'' if v is None else v}" for k, v in self.group.items()),
+            "RuleStatus": self.status, "RuleKind": self.kind, "Tactics": tactics,
+            "Techniques": techniques, "Tags": ",".join(self.tags), **_meta_fields(self.rule_id),
         }
+        if self.kind != "detection":
+            data.update({
+                "WindowStart": system_time(self.window_start),
+                "WindowEnd": system_time(self.window_end)})
+        data["EventCount"] = str(self.event_count)
+        data["RecordIds"] = ",".join(str(r) for r in self.record_ids)
+        data["EventIds"] = ",".join(str(i) for i in self.event_ids)
+        if self.kind != "detection":
+            data.update({
+                "Rules": ",".join(self.rules),
+                "Value": "" if self.value is None else _num(self.value),
+                "Group": "; ".join(f"{k}={'' if v is None else v}"
+                                   for k, v in self.group.items())})
         if self.source_file is not None:
             data["SourceFile"] = self.source_file
         for k, v in self.fields.items():
@@ -217,9 +243,13 @@ _alert_fields = getattr(_speedups, "alert_fields", None)
 
 def matched_event(event: Event, limit: int) -> dict:
     """The matched event as an alert carries it: ``{"EventID": int, "EventRecordID": int or
-    None, "EventData": {field: value}}``, EventData in the event's order, at most
-    :data:`MAX_EVENT_FIELDS` fields (``None`` values left out), each value longer than ``limit``
-    characters cut to ``limit`` with ``…`` appended (the rule of the key fields)."""
+    None, "TimeCreated": str, "Provider": str, "Channel": str, "Computer": str, "EventData":
+    {field: value}}``: the System values that find the record (TimeCreated in
+    :func:`system_time`'s form: when the record was written, the alert's ``time``; Provider
+    the System/Provider Name; each ``""`` when the event has none), then EventData in the
+    event's order, at most :data:`MAX_EVENT_FIELDS` fields (``None`` values left out), each
+    value longer than ``limit`` characters cut to ``limit`` with ``…`` appended (the rule of
+    the key fields). ``_speedups.sigma_alerts`` builds the same dict in C."""
     data = event.data
     names = tuple(data)
     if len(names) > MAX_EVENT_FIELDS:
@@ -228,7 +258,10 @@ def matched_event(event: Event, limit: int) -> dict:
     if fields is None:
         fields = {n: v if len(v) <= limit else v[:limit] + "…"
                   for n in names if (v := data[n]) is not None}
-    return {"EventID": event.event_id, "EventRecordID": event.record_id, "EventData": fields}
+    return {"EventID": event.event_id, "EventRecordID": event.record_id,
+            "TimeCreated": system_time(event.time_created or ""),
+            "Provider": event.provider or "", "Channel": event.channel or "",
+            "Computer": event.computer or "", "EventData": fields}
 
 
 def source_of(event: Event) -> Optional[str]:
@@ -323,11 +356,59 @@ def attack_tags(tags: tuple) -> tuple:
     return r
 
 
-def _utc(t: str) -> str:
-    """``2019-04-18T16:55:37.014980000Z`` -> ``2019-04-18 16:55:37.014`` (Sysmon's UtcTime)."""
-    if len(t) == 30 and t[10] == "T":
-        return t[:10] + " " + t[11:23]
-    return t
+
+#: ATT&CK Enterprise tactics as Sigma tags spell them (``attack.<short name>``) -> the
+#: tactic's name as ATT&CK writes it (https://attack.mitre.org/tactics/enterprise/): the 14 of
+#: ATT&CK up to v18 and the two that v19 split Defense Evasion into (Stealth, Defense
+#: Impairment), which current SigmaHQ rules already use (``attack.stealth``,
+#: ``attack.defense-impairment``); rules written before v19 keep ``attack.defense-evasion``.
+TACTICS = {
+    "reconnaissance": "Reconnaissance", "resource-development": "Resource Development",
+    "initial-access": "Initial Access", "execution": "Execution", "persistence": "Persistence",
+    "privilege-escalation": "Privilege Escalation", "defense-evasion": "Defense Evasion",
+    "credential-access": "Credential Access", "discovery": "Discovery",
+    "lateral-movement": "Lateral Movement", "collection": "Collection",
+    "command-and-control": "Command and Control", "exfiltration": "Exfiltration",
+    "impact": "Impact", "stealth": "Stealth", "defense-impairment": "Defense Impairment"}
+_INFO: dict = {}
+_TECHNIQUE = re.compile(r"t\d{4}(?:\.\d{3})?")
+
+
+def attack_info(tags: tuple) -> dict:
+    """What a rule's ATT&CK tags name: ``{"tactics": [tactic name, ...], "techniques":
+    [technique ID, ...]}``, each in the order of the tags, without repeats: a tactic tag
+    (``attack.defense-evasion``, one of :data:`TACTICS`) gives its name (``Defense
+    Evasion``), a technique tag (``attack.t1059.001``) its ID upper-case (``T1059.001``).
+    Other ``attack.*`` tags (groups ``attack.g0010``, software ``attack.s0002``, a tactic
+    ATT&CK Enterprise does not have) and every other tag stay in ``tags`` only (Sigma's tag
+    conventions, https://github.com/SigmaHQ/sigma-specification, "Tags"). Memorised per tag
+    tuple; the lists are tuples (written as JSON arrays)."""
+    r = _INFO.get(tags)
+    if r is None:
+        tactics: list = []
+        techniques: list = []
+        for t in tags:
+            low = t.lower()
+            if not low.startswith("attack."):
+                continue
+            name = low[7:]
+            tactic = TACTICS.get(name)
+            if tactic is not None:
+                if tactic not in tactics:
+                    tactics.append(tactic)
+            elif _TECHNIQUE.fullmatch(name) and name.upper() not in techniques:
+                techniques.append(name.upper())
+        r = {"tactics": tuple(tactics), "techniques": tuple(techniques)}
+        if len(_INFO) < 65536:
+            _INFO[tags] = r
+    return r
+
+
+def _attack_fields(tags: tuple) -> tuple:
+    """Event 1000's ``Tactics`` and ``Techniques``: :func:`attack_info`'s lists joined with
+    ``,``."""
+    info = attack_info(tags)
+    return ",".join(info["tactics"]), ",".join(info["techniques"])
 
 
 def _num(v: float) -> str:

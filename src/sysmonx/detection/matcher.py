@@ -54,7 +54,6 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 import ahocorasick
@@ -1116,15 +1115,27 @@ def _clauses(nt: tuple, score) -> list:
     return [_best(nt, score)]
 
 
-_EMPTY: tuple[frozenset, tuple] = (frozenset(), ())
+#: The keys found in a value where none is found (a remembered value's entry is its keys only:
+#: they do not depend on the leads, so a re-choice keeps them; the candidates they lead to are
+#: looked up when an event's keys are combined, :meth:`_Group._combine`).
+_EMPTY: frozenset = frozenset()
 #: Whole events are remembered too (tuple of their scanned field values -> keys and
 #: candidates) when the values add up to at most this many characters, up to COMBO_ENTRIES
 #: per group: repeated events (the same image loading the same DLL, the same registry write)
 #: cost one dictionary lookup.
 COMBO_MAX_LEN = 2048
 COMBO_ENTRIES = 4096
-_KEYS = itemgetter(0)
-_CANDS = itemgetter(1)
+
+
+def _lead_to(ks: frozenset, lead_index: dict) -> tuple:
+    """The candidates (:class:`_Cand`) keys ``ks`` lead to: each rule whose lead clause holds
+    one of them, once (a tuple of a set)."""
+    cands: set = set()
+    for k in ks:
+        x = lead_index.get(k)
+        if x:
+            cands.update(x)
+    return tuple(cands)
 
 
 class _Group:
@@ -1248,30 +1259,31 @@ class _Group:
                         lead_index.setdefault(k, []).append(c)
                     c.lead = lead
             c.count = 0
-        # Remembered events hold the candidates and the clauses checked before them: forget
-        # them (the remembered rule results do not depend on the leads, but are cheap to redo).
-        self.combos = {}
-        if changed:  # remembered values would lead to the old candidates
-            for cache in self.caches + self.getter_caches:
-                cache.clear()
-                cache[None] = _EMPTY
+        if changed:
+            # Remembered events would lead to the old candidates: those are looked up again
+            # from their keys (as _combine does), so no remembered event is scanned or
+            # decided again (most of a group's events were repeats after a change; the
+            # remembered values hold keys only, which do not depend on the leads). An event
+            # keeps its rule results and the rules left to evaluate: they never depend on the
+            # leads or on the clauses checked first (each is a necessary clause of its rule,
+            # so the old candidates held every rule that can match; the new ones hold it too).
+            combos = self.combos
+            for values, e in combos.items():  # values replaced in place: same size
+                combos[values] = (e[0], _lead_to(e[0], lead_index), e[2], e[3])
             self.const_entry = self._const_entry()
         self.next_relead = next((x for x in RELEAD_AT if x > self.seen), 0)
         self.countdown = self.period = self._period()
         self.freq = Counter()
         self.sampled = 0
 
-    def _const_entry(self) -> tuple:
+    def _const_entry(self) -> frozenset:
         ks: set = set()
-        rs: list = []
         for f, v in self.constants:
-            e = self._scan(f, v)
-            ks |= e[0]
-            rs.extend(e[1])
-        return frozenset(ks), tuple(rs)
+            ks |= self._scan(f, v)
+        return frozenset(ks)
 
-    def _scan(self, name: str, v: str) -> tuple:
-        """``(keys found in v, candidate rules they lead to)``."""
+    def _scan(self, name: str, v: str) -> frozenset:
+        """The keys found in ``v`` (a value of field ``name``)."""
         low = v.lower()
         if START in low or END in low:
             low = low.replace(START, "\ufffd").replace(END, "\ufffd")
@@ -1282,14 +1294,7 @@ class _Group:
                 found.append(singles[c])
         if not found:
             return _EMPTY
-        ks = frozenset(found)
-        rs: list = []
-        li = self.lead_index
-        for k in ks:
-            x = li.get(k)
-            if x:
-                rs.extend(x)
-        return ks, tuple(rs)
+        return frozenset(found)
 
     def _fill(self, names: tuple, caches: tuple, values: tuple, entries: tuple) -> tuple:
         """Scan the values the memories did not know; remember them."""
@@ -1456,11 +1461,8 @@ class _Group:
             else:  # the data overrides the header
                 entries += tuple(self._scan(f, v if o is None else o)
                                  for (f, v), o in zip(self.constants, over, strict=True))
-        hits: set = set()
-        hits.update(*map(_KEYS, entries))
-        cands: set = set()
-        cands.update(*map(_CANDS, entries))
-        return frozenset(hits), tuple(cands)
+        hits = frozenset().union(*entries)
+        return hits, _lead_to(hits, self.lead_index)
 
     def _period(self) -> int:
         """Events until the next one calibration counts (every event for the first

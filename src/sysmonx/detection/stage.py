@@ -249,9 +249,9 @@ class DetectionStage:
             built.append(True)
             return cls(load_rules(paths), opts)
 
-        stage, notes = cached(paths, opts, build, cache, cls)
-        if not built and stage.options.freeze_gc:
-            gc.freeze()  # a loaded stage made no garbage: nothing to collect first
+        # a loaded stage made no garbage: frozen as it is loaded, before the collector could
+        # walk it (the options are part of the key: the stored stage has opts.freeze_gc)
+        stage, notes = cached(paths, opts, build, cache, cls, freeze=opts.freeze_gc)
         if not built:
             stage.register_rules()
         stage.cache_status = "compiled" if built else "cached"

@@ -314,10 +314,16 @@ class Sensor:
                 sum(v.undelivered for v in outputs.values()))
 
     def _load(self) -> Optional[Config]:
+        """The reloader: the config file read again; the config cache's notes (an entry
+        ignored, a folder that cannot be used) go to ``on_status`` as ``note: ...``, as
+        ``sysmonx run`` shows them at start, before the line the loop says of the reload."""
         if not self.config_path:
             return self.config
         from ..config import load_config
-        self.config = load_config(self.config_path)
+        cache_info: dict[str, Any] = {}
+        self.config = load_config(self.config_path, cache_info=cache_info)
+        for note in cache_info.get("notes", ()):
+            self.on_status(f"note: {note}")
         return self.config
 
     @property

@@ -347,7 +347,7 @@ EVENTS: tuple[EventDef, ...] = (
     # (detection/alerts.py). Not filterable (no tag): alerts come after the config's filter.
     _ev(1000, "SYSMONXEVENT_SIGMA_ALERT", "Sigma alert", None, 1, [
         _s("RuleId"), _s("RuleTitle"), _s("RuleLevel"), _s("RuleStatus"), _s("RuleKind"),
-        _s("Attack"), _s("Tags"), _s("RuleDescription"), _s("RuleAuthor"),
+        _s("Tactics"), _s("Techniques"), _s("Tags"), _s("RuleDescription"), _s("RuleAuthor"),
         _s("RuleReferences"), _s("RuleFalsePositives"), _s("WindowStart"), _s("WindowEnd"),
         _t("EventCount", UINT32),
         _s("RecordIds"), _s("EventIds"), _s("Rules"), _s("Value"), _s("Group"),
@@ -355,16 +355,19 @@ EVENTS: tuple[EventDef, ...] = (
         default="include", extension=True,
         description="A Sigma rule matched the event just before it in the stream, or a "
                     "correlation fired. RuleId (id, else name, else title), RuleTitle, "
-                    "RuleLevel, RuleStatus; RuleKind detection or the correlation type; Attack "
-                    "(the attack.* tags) and Tags, comma-separated; RuleDescription, RuleAuthor, "
+                    "RuleLevel, RuleStatus; RuleKind detection or the correlation type; Tactics "
+                    "(ATT&CK tactic names, e.g. Defense Evasion) and Techniques (technique IDs, "
+                    "e.g. T1059.001) read from the attack.* tags, and Tags (all), "
+                    "comma-separated; RuleDescription, RuleAuthor, "
                     "RuleReferences and RuleFalsePositives: the rule's own text (lists joined "
                     "with '; ', each value cut to 4,096 characters; empty when the rule has "
-                    "none); WindowStart/WindowEnd as "
-                    "UtcTime (equal for a detection); EventCount; RecordIds and EventIds of the "
-                    "matched events, comma-separated; Rules (a correlation's rules) and Value "
-                    "(its aggregate); Group (name=value; ...); SourceFile: the recorded file the "
-                    "matched event was read from (replay; absent live, and for correlations by "
-                    "design: their events may come from several files). "
+                    "none); WindowStart/WindowEnd (a correlation's only) in the form of "
+                    "System/TimeCreated; EventCount; RecordIds and EventIds of the "
+                    "matched events, comma-separated; Rules (a correlation's rules), Value "
+                    "(its aggregate) and Group (name=value; ...), absent for a detection; "
+                    "SourceFile: the recorded file the matched event was read from (replay; "
+                    "absent live, and for correlations by design: their events may come from "
+                    "several files). "
                     "Then the matched event's key fields under their own names (the fields the "
                     "rule tests and Image, CommandLine, ParentImage, User, ProcessGuid ...). "
                     "System/Level from the Sigma level (critical 1, high 2, medium 3, low and "

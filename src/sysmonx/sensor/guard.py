@@ -24,7 +24,14 @@ What is watched, and how (technique names: :data:`~sysmonx.stages.tamperfinding.
 * ``sensor_signal``: tracefs ``signal:signal_generate`` for signals whose target is the sensor
   (kernel filter on the target pid), in a private tracefs instance; the sender is the actor.
   SIGSTOP is read once the sensor runs again; SIGTERM before 4 ``Stopped``; SIGKILL cannot be
-  reported by the process it kills (the next start reports ``unclean_shutdown``).
+  reported by the process it kills (the next start reports ``unclean_shutdown``). A SIGHUP
+  asks for a configuration reload (an admin's ``systemctl reload``, ``sysmonx -c``): one that
+  a reload put in force within :data:`HUP_WAIT_S` is a configuration change, not tampering:
+  no finding (event 16 ``ServiceConfigurationChange`` with the new hash is the record, as for
+  Sysmon's own ``sysmon -c``; the sender is said on the status line and counted in
+  :meth:`SensorGuard.summary`). A SIGHUP whose reload was refused (event 255 ``ConfigReload``)
+  or that no reload followed within :data:`HUP_WAIT_S` stays a ``sensor_signal`` finding that
+  says which.
 * ``bpf_map_tamper`` and event 100: tracefs ``syscalls:sys_enter_bpf``/``sys_exit_bpf`` of other
   processes: a ``BPF_MAP_GET_FD_BY_ID``/``BPF_PROG_GET_FD_BY_ID``/``BPF_LINK_GET_FD_BY_ID``
   whose new fd (``/proc/PID/fdinfo``) is one of the sensor's maps, programs or links is a
@@ -73,7 +80,7 @@ from .assemble import Assembler, utc_time
 from .threadname import set_native_name
 
 __all__ = ["GuardOptions", "SensorGuard", "SensorState", "read_state", "sd_notify",
-           "PRELOAD_PATH", "DEFAULT_HEARTBEAT_S", "replaceable_by_others"]
+           "PRELOAD_PATH", "DEFAULT_HEARTBEAT_S", "HUP_WAIT_S", "replaceable_by_others"]
 
 PRELOAD_PATH = "/etc/ld.so.preload"
 #: Seconds between heartbeats when neither the command line nor the configuration says.
@@ -121,6 +128,12 @@ _SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL",
              19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU"}
 #: Signals never reported: SIGCHLD (children exiting), SIGWINCH, SIGURG.
 _IGNORED_SIGNALS = frozenset({17, 28, 23})
+#: How long a SIGHUP waits for the reload it asks for before it is a ``sensor_signal`` finding
+#: (seconds; a reload's outcome seen before its SIGHUP's trace line is kept as long).
+HUP_WAIT_S = 5.0
+#: A reload's outcome answers the SIGHUPs sent up to this long after it (ns): the trace's
+#: times are converted from the monotonic clock, the outcome's are read from the wall clock.
+_HUP_SLACK_NS = 50_000_000
 #: How long a finding waits for its actor to appear in the process cache (seconds).
 ACTOR_WAIT_S = 2.0
 #: The costlier checks (the sensor's memory map, its fds for the backends' integrity, the
@@ -314,6 +327,13 @@ class SensorGuard:
         self._cfg_reported: Optional[str] = None
         self._cfg_refused: Optional[tuple] = None  # (file signature, reason) of a refused reload
         self._preload: Optional[str] = None
+        # SIGHUPs not yet answered by a reload: [deadline (monotonic), sent (ns), pid, text];
+        # reload outcomes kept for SIGHUPs traced later: [expiry (monotonic), at (ns), refusal
+        # reason or None when applied, hash]
+        self._hups: list[list] = []
+        self._reload_outcomes: list[list] = []
+        #: SIGHUPs answered by an applied reload (configuration changes, not findings)
+        self.reloads_by_signal = 0
         self._maps_seen: set[str] = set()
         self._outputs: dict[str, Optional[tuple[int, int]]] = {}
         self._lost_seen = 0
@@ -482,6 +502,7 @@ class SensorGuard:
                 pass
             self._trace.close()
             self._trace = None
+        self._answer_hups(final=True)
         self._resolve_deferred(force=True)
         self._heartbeat(time.time_ns())
         return self.drain()
@@ -500,9 +521,11 @@ class SensorGuard:
         number reached (it continues across restarts), findings by technique."""
         wall = max(1e-9, time.monotonic() - self._started_mono)
         found = ", ".join(f"{k} {v}" for k, v in sorted(self.findings.items())) or "none"
+        hups = (f"; configuration reloads by SIGHUP {self.reloads_by_signal} (event 16, not "
+                f"findings)" if self.reloads_by_signal else "")
         return (f"guard thread CPU {self.cpu_s:.2f} s over {wall:.0f} s ({100 * self.cpu_s / wall:.2f} % "
                 f"of one core); heartbeats written {self._hb_this_run} (sequence now {self._seq}); "
-                f"tamper findings: {found}")
+                f"tamper findings: {found}{hups}")
 
     def close(self) -> None:
         """Stop the watchers without the last heartbeat (the run failed)."""
@@ -517,6 +540,7 @@ class SensorGuard:
         is the one that was refused (any later change to it clears this)."""
         path = self.options.config_path
         self._cfg_refused = (self._stat_sig(path) if path else None, reason)
+        self._reload_outcome(reason, self.config_hash)
 
     def config_reloaded(self, config_hash: str, heartbeat_s: Optional[float] = None) -> None:
         """A reload put a new configuration in force: its hash (``SHA256=<hex>`` or ``-``) and
@@ -528,6 +552,7 @@ class SensorGuard:
         self._cfg_since = None
         self._cfg_reported = None
         self._cfg_refused = None
+        self._reload_outcome(None, config_hash)
         before = self.heartbeat_s
         self.heartbeat_s = self._interval(heartbeat_s)
         if self.heartbeat_s != before:
@@ -537,6 +562,55 @@ class SensorGuard:
                                  else time.monotonic())
             self.on_status(f"guard: heartbeat interval now {_seconds(self.heartbeat_s)} (was "
                            f"{_seconds(before)}; the configuration's HeartbeatInterval)")
+
+    # --- SIGHUP: a reload request, a configuration change when applied ----------------------
+
+    def sighup(self, pid: int, text: str, when: int) -> None:
+        """A SIGHUP sent to the sensor by ``pid`` at ``when`` (ns since 1970), described by
+        ``text`` (thread-safe; the trace thread calls it): answered by the first reload outcome
+        at or after ``when`` (:meth:`config_reloaded`, :meth:`config_reload_refused`, either
+        before or after this call), else a finding after :data:`HUP_WAIT_S`."""
+        with self._lock:
+            self._hups.append([time.monotonic() + HUP_WAIT_S, when, pid, text])
+        self._answer_hups()
+
+    def _reload_outcome(self, refused: Optional[str], config_hash: str) -> None:
+        with self._lock:
+            self._reload_outcomes.append([time.monotonic() + HUP_WAIT_S, time.time_ns(),
+                                          refused, config_hash])
+        self._answer_hups()
+
+    def _answer_hups(self, final: bool = False) -> None:
+        """Match SIGHUPs with reload outcomes; a SIGHUP past its deadline (or any, ``final``)
+        with none becomes a finding; outcomes past their expiry are dropped."""
+        now = time.monotonic()
+        out: list[tuple] = []
+        with self._lock:
+            self._reload_outcomes = [o for o in self._reload_outcomes if o[0] > now]
+            keep = []
+            for hup in self._hups:
+                deadline, sent, pid, text = hup
+                o = next((o for o in self._reload_outcomes if o[1] + _HUP_SLACK_NS >= sent), None)
+                if o is not None:
+                    out.append((pid, text, sent, o))
+                elif final or now >= deadline:
+                    out.append((pid, text, sent, None))
+                else:
+                    keep.append(hup)
+            self._hups = keep
+        for pid, text, sent, o in out:
+            if o is None:
+                self.finding("sensor_signal", f"{text}; no configuration reload followed "
+                                              f"within {HUP_WAIT_S:g} s", pid=pid, when=sent)
+            elif o[2] is not None:
+                self.finding("sensor_signal", f"{text}; the configuration reload it asked for "
+                                              f"was refused (event 255 ConfigReload), the one in "
+                                              f"force ({o[3]}) stays: {o[2]}", pid=pid, when=sent)
+            else:
+                with self._lock:
+                    self.reloads_by_signal += 1
+                self.on_status(f"guard: {text}: a configuration reload, applied ({o[3]}; event "
+                               f"16), not a tamper finding")
 
     def _interval(self, config_s: Optional[float]) -> float:
         """The interval in force: the fixed one (command line), else the configuration's, else
@@ -597,7 +671,7 @@ class SensorGuard:
         self._started_mono = time.monotonic()
         turn = 0
         cheap = (self._tracer_check, self._config_check, self._clock_check,
-                 self._output_check, self._resolve_deferred)
+                 self._output_check, self._answer_hups, self._resolve_deferred)
         # reading /proc/self/maps and every fd costs more: every SLOW_EVERY turns
         slow = cheap + (self._preload_check, self._integrity_check)
         next_turn = 0.0
@@ -838,6 +912,7 @@ _LINE = re.compile(r"^\s*(?P<comm>.*)-(?P<tid>\d+)\s+\(\s*(?P<tgid>[\d-]+)\)\s+\
 _SIG_RESULTS = {0: "delivered", 1: "ignored", 2: "already pending", 3: "queue overflow",
                 4: "info lost"}
 _SIGCONT = 18
+_SIGHUP = 1
 
 
 def _signal_result(sig: int, res: int) -> str:
@@ -985,9 +1060,13 @@ class _GuardTrace:
                 return
             self.stats["signals"] += 1
             name = _SIGNAMES.get(sig, f"signal {sig}")
-            g.finding("sensor_signal", f"{name} sent to the sensor (pid {s[5]}) by pid {tgid} "
-                                       f"({m['comm'].strip()}), {_signal_result(sig, res)}",
-                      pid=tgid, when=self._wall(m["secs"], m["usecs"]))
+            text = (f"{name} sent to the sensor (pid {s[5]}) by pid {tgid} "
+                    f"({m['comm'].strip()}), {_signal_result(sig, res)}")
+            when = self._wall(m["secs"], m["usecs"])
+            if sig == _SIGHUP and res in (0, 2):  # delivered or already pending: a reload
+                g.sighup(tgid, text, when)
+            else:
+                g.finding("sensor_signal", text, pid=tgid, when=when)
             return
         e = _ENTER.match(rest)
         if e is not None:

@@ -177,6 +177,7 @@ class LiveSource(Source):
         self._own_children: set[int] = set()
         self._backends: list[Backend] = []
         self._started_backends: list[Backend] = []
+        self._collected: Optional[frozenset] = None
         self._pending: deque[Event] = deque()
         self._schema = ""
         #: the self-protection of this run (set when the source starts, with ``options.guard``)
@@ -221,6 +222,7 @@ class LiveSource(Source):
             return
         self.cache.prime()
         self._start_backends()
+        self._collected = self._collecting()
 
     def _start_backends(self) -> None:
         """Start the best tier (or the forced one) and the auxiliary backends. A tier that passed
@@ -524,6 +526,8 @@ class LiveSource(Source):
                 switch = getattr(backend, "set_optional_events", None)
                 if switch is not None:
                     switch(optional_events(config))
+            if self._collected is not None:
+                self._collected = self._collecting()
         self._pending.append(self._config_event())
         if self.guard is not None:
             self.guard.config_reloaded(f"SHA256={config.sha256}" if config and config.sha256
@@ -549,6 +553,19 @@ class LiveSource(Source):
             self.guard.close()
         if self.inner is not None:
             self.inner.close()
+
+    def collected_events(self) -> Optional[frozenset]:
+        """The event IDs the started backends collected (each one's
+        :meth:`~sysmonx.sensor.backends.base.Backend.collecting`, read when they started and
+        after a reload switched optional events); ``None`` before the backends started, or
+        when events come from a followed source instead (what it holds is not known)."""
+        return self._collected
+
+    def _collecting(self) -> frozenset:
+        out: frozenset = frozenset()
+        for b in self._started_backends:
+            out |= b.collecting()
+        return out
 
     def backend_stats(self) -> dict[str, dict]:
         """Backend name -> its own counters (``follow``: the followed source's)."""

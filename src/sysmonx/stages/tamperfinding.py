@@ -54,7 +54,8 @@ ZERO_GUID = "{00000000-0000-0000-0000-000000000000}"
 TECHNIQUES: dict[str, tuple[str, str, str]] = {
     # live sensor (Linux)
     "sensor_signal": ("live", "T1562.001",
-                      "a signal sent to the sensor by another process (who and which)"),
+                      "a signal sent to the sensor by another process (who and which); a "
+                      "SIGHUP whose configuration reload was applied is not one (event 16)"),
     "sensor_ptrace": ("live", "T1055.008",
                       "the sensor is being traced (ptrace attach, or process_vm_* on it)"),
     "bpf_map_tamper": ("live", "T1562.001",

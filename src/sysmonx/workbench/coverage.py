@@ -279,9 +279,13 @@ def format_text(d: dict[str, Any]) -> str:
         out.append(f"Sigma: {d['sigma']['rules']} rules compiled, {d['sigma']['rejected']} "
                    f"rejected ({', '.join(d['sigma']['paths'])})")
     t = d["totals"]
-    out.append(f"Techniques: {t['techniques']} ({t['config']} by the config, {t['sigma']} by "
+    named = " or ".join(w for w, on in (("the config", d["config"]), ("the Sigma rules",
+                                                                       d["sigma"])) if on)
+    out.append(f"Techniques: {t['techniques']} distinct ATT&CK techniques named by "
+               f"{named or 'nothing'} ({t['config']} by the config, {t['sigma']} by "
                f"Sigma, {t['both']} by both)"
-               + (f"; fired over the logs: {t['fired']}" if logs else ""))
+               + (f"; {t['fired']} of the {t['techniques']} fired over the logs (a kept event "
+                  f"named one, or a rule tagged with one matched)" if logs else ""))
     out.append("")
     head = f"{'technique':<11} {'config':>7} {'sigma':>7}"
     if logs:

@@ -154,6 +154,11 @@ class AuditBackend(AuditClassifier, Backend):
     tier = "B"
     events = frozenset({1, 3, 5, 8, 9, 10, 11, 23, 212})
 
+    def collecting(self) -> frozenset:
+        """:attr:`events` but MemfdCreate (212) unless asked (``optional_events``)."""
+        return self.events - (frozenset() if 212 in self.options.get("optional_events", ())
+                              else frozenset({212}))
+
     def __init__(self, emit: Callable[[Observation], None], exclude_pids: frozenset = frozenset(),
                  options: Optional[dict] = None) -> None:
         super().__init__(emit, exclude_pids, options)

@@ -86,6 +86,13 @@ class Backend(abc.ABC):
         """Stop reader threads and restore every kernel state changed by :meth:`start`
         (audit rules and settings, BPF links, fanotify marks). Idempotent; never raises."""
 
+    def collecting(self) -> frozenset:
+        """The event IDs this backend collects now (once started): :attr:`events`, narrowed
+        by a backend whose collection depends on its options or on what it could set up (an
+        event off unless asked, a kernel interface that failed). The live exit table lists
+        these with 0 when none was seen."""
+        return self.events
+
     def stats(self) -> dict:
         """Counters for the summary/bench: at least ``received`` and ``lost`` (ints)."""
         return {"received": 0, "lost": 0}

@@ -431,6 +431,13 @@ class CnprocBackend(WakeableReaderMixin, Backend):
     tier = "C"
     events = frozenset({1, 3, 5, 11, 23})
 
+    def collecting(self) -> frozenset:
+        """Process create and terminate; file create and delete while fanotify runs; network
+        connections while the tracefs TCP trace runs."""
+        return frozenset({1, 5}) | (frozenset({11, 23}) if self._fan is not None else
+                                    frozenset()) | (frozenset({3}) if self._trace is not None
+                                                    else frozenset())
+
     def __init__(self, emit: Callable[[Observation], None], exclude_pids: frozenset = frozenset(),
                  options: Optional[dict] = None) -> None:
         super().__init__(emit, exclude_pids, options)

@@ -454,6 +454,15 @@ class EbpfBackend(Backend):
         self.visibility = probes
         self.attached.extend(probes.attached)
 
+    def collecting(self) -> frozenset:
+        """The events asked for (:meth:`wanted_events`), without those of the visibility
+        probes when they did not start."""
+        wanted = self.wanted_events(self.options) & self.events
+        if self.visibility is None:
+            from .ebpf_visibility import EVENT_MASKS
+            wanted -= frozenset(EVENT_MASKS)
+        return wanted
+
     def set_optional_events(self, optional) -> None:
         """Switch :data:`OPTIONAL_EVENTS` on or off while running (a reloaded config): those
         in ``optional`` are collected from now on, the others no more."""
