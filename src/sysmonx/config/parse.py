@@ -339,6 +339,21 @@ def _reported(cfg: Config, info: dict, cache_info: Optional[dict]) -> Config:
     return cfg
 
 
+def _new_filter(field: str, condition: str, value: str, name: str, aggregate: int,
+                line: Optional[int], scanners: tuple) -> Filter:
+    """``Filter(field, condition, value, name, aggregate, line, scanners)`` without the frozen
+    dataclass's ``__init__`` (one ``object.__setattr__`` per field, about half the cost of a
+    config's filter): the same attributes, so the same object for equality, hashing, pickling
+    and :func:`dataclasses.fields`."""
+    f = _object_new(Filter)
+    f.__dict__.update(field=field, condition=condition, value=value, name=name,
+                      aggregate=aggregate, line=line, scanners=scanners)
+    return f
+
+
+_object_new = object.__new__
+
+
 def _text_of(el) -> str:
     # xmlNodeListGetString: text and entity values, comments skipped, pieces concatenated.
     if not len(el):
@@ -617,20 +632,36 @@ class _Builder:
 
     def _filter(self, el, allowed: frozenset, tag_label: str, inherited: Optional[str],
                 aggregate: int, onmatch: Optional[str] = None) -> Filter:
-        if el.tag not in allowed:
-            raise self.err(f"Element {el.tag} is not a field of {tag_label} in schema "
-                           f"(No declaration for element {el.tag})", el)
-        _check_attrs(el, self.filter_attrs, self.path)
-        if len(el) and _elements(el):
-            raise self.err(f"Field element {el.tag} may only contain text", el)
-        scanners = self._scanners(el, onmatch)
-        own = el.get("name")
+        # checks in this order (the first that fails is the error): field, attributes,
+        # element content, scanners, name, condition; attributes read once
+        tag = el.tag
+        if tag not in allowed:
+            raise self.err(f"Element {tag} is not a field of {tag_label} in schema "
+                           f"(No declaration for element {tag})", el)
+        keys = el.keys()
+        own = raw_cond = None
+        if keys:
+            filter_attrs = self.filter_attrs
+            for key in keys:
+                if key not in filter_attrs:
+                    _check_attrs(el, filter_attrs, self.path)  # raises, as for any element
+            own, raw_cond = el.get("name"), el.get("condition")
+        if len(el):
+            if _elements(el):
+                raise self.err(f"Field element {tag} may only contain text", el)
+            value = _text_of(el)
+        else:
+            value = el.text or ""  # _text_of of an element without children
+        scanners = self._scanners(el, onmatch) if "scanners" in keys else ()
         name = own if own is not None else (inherited if inherited is not None else "")
         # Sysmon checks the name each filter ends up with (own or inherited), not the
         # RuleGroup/Rule attributes themselves (xml.cpp; spec 1.4).
-        self._check_name(name, el)
-        cond = self._condition(el)
-        value = _text_of(el)
+        if name and len(name) * 4 > MAX_RULE_NAME:
+            self._check_name(name, el)
+        if raw_cond is None or raw_cond == "":
+            cond = "is"
+        else:
+            cond = self.conditions.get(raw_cond.lower()) or self._condition(el)
         ext = self.extensions_in_use.get(cond)
         if ext is not None:
             n = self.counts[cond] = self.counts.get(cond, 0) + 1
@@ -650,7 +681,7 @@ class _Builder:
                         where += f" rule {name!r}"
                     raise self.err(f"invalid {cond} for {el.tag} in {where}: {exc}",
                                    el) from None
-        return Filter(el.tag, cond, value, name, aggregate, el.sourceline, scanners)
+        return _new_filter(tag, cond, value, name, aggregate, el.sourceline, scanners)
 
     def _tag(self, el, cfg: Config, schema: Schema, group_rel: Optional[str],
              group_name: Optional[str]) -> None:
@@ -698,7 +729,11 @@ class _Builder:
         before = len(self.errors)
 
         def one(f, allowed, label, inherited, agg_id, into) -> None:
-            into.append(self._filter(f, allowed, label, inherited, agg_id, onmatch))
+            # self.collect(self._filter, ...) inlined: an error is kept, the filter left out
+            try:
+                into.append(self._filter(f, allowed, label, inherited, agg_id, onmatch))
+            except ConfigError as exc:
+                self.errors.extend(exc.errors)
 
         for child in _elements(el):
             if child.tag == "Rule":
@@ -718,12 +753,12 @@ class _Builder:
                 inherited = rname if rname is not None else group_name
                 members: list = []
                 for f in _elements(child):
-                    self.collect(one, f, schema.all_fields, "Rule", inherited, agg.id, members)
+                    one(f, schema.all_fields, "Rule", inherited, agg.id, members)
                 if members:
                     aggregates[agg.id] = agg
                     filters.extend(members)
             else:
-                self.collect(one, child, tag_fields, tag, group_name, 0, filters)
+                one(child, tag_fields, tag, group_name, 0, filters)
         if len(self.errors) > before:
             return  # the file is refused anyway; the rest of the tag was still checked
         # Bind multi-id tags to the first id whose fields contain every field used (spec 1.5).

@@ -1992,6 +1992,8 @@ static PyTypeObject StageFastType = {
     .tp_new = stagefast_new,
 };
 
+/* [20c] Defined in the section of that tag at the end of this file. */
+static int add_filter_decider(PyObject *m);
 /* Defined in the Sigma alerts section at the end of this file. */
 static PyObject *py_alert_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 /* [17q] Defined in the section of that tag at the end of this file. */
@@ -2080,6 +2082,10 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     Py_INCREF(&StageFastType);
     if (PyModule_AddObject(m, "StageFast", (PyObject *)&StageFastType) < 0) {
         Py_DECREF(&StageFastType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (add_filter_decider(m) < 0) {  /* [20c] */
         Py_DECREF(m);
         return NULL;
     }
@@ -2894,4 +2900,283 @@ fail:
     Py_XDECREF(opts);
     Py_XDECREF(limit);
     return out;
+}
+
+
+/* ===========================================================================================
+ * [20c] The filter's indexed decision (sysmonx.filtering.index.decider_from_plan)
+ *
+ * FilterDecider(readers, always, rule_name_used, miss, evals, owner, includes, stale, fill,
+ *               build, fallback) is called as decide(data) and does what the Python decide of
+ * decider_from_plan does (that function defines the behaviour; the names are its names):
+ *     lv = {"RuleName": "-"} if rule_name_used else {}
+ *     hits = set(always)
+ *     for reader in readers:                  # reader = (field, memo, scan, used)
+ *         raw = data.get(field); entry = memo.get(raw)
+ *         if entry is None: entry = fill(reader, raw)   # fold, scan, remember: Python
+ *         lv[field] = entry[0]
+ *         if entry[1]: hits |= entry[1]
+ *     if not hits: return miss
+ *     for k in sorted(hits): the evaluator evals[k] (None: build(k) builds and stores it)
+ *         gives (ok, name); the RuleName bookkeeping per rule set position owner[k]; the first
+ *         ok returns (includes[pos], (current if stale else set_name) or "-"); else miss.
+ * ``data`` that is not an exact dict, a reader, entry or result of another shape, an item
+ * number or position that is not an int in range: fallback(data), the Python decide, decides
+ * (from the start). Errors raised by fill, build or an evaluator propagate as in Python.
+ * =========================================================================================== */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *readers, *always, *miss, *evals, *owner, *includes, *fill, *build, *fallback;
+    int rule_name_used, stale;
+    vectorcallfunc vectorcall;
+} FilterDeciderObject;
+
+static PyObject *fd_rule_name = NULL, *fd_dash = NULL;
+
+/* Item k's position, or -1 when k or its position is not usable (the fallback decides). */
+static Py_ssize_t fd_position(FilterDeciderObject *self, PyObject *ko, Py_ssize_t *k) {
+    if (!PyLong_CheckExact(ko)) return -1;
+    int overflow = 0;
+    long v = PyLong_AsLongAndOverflow(ko, &overflow);
+    if (overflow || v < 0 || v >= PyList_GET_SIZE(self->evals) ||
+        v >= PyTuple_GET_SIZE(self->owner))
+        return -1;
+    *k = (Py_ssize_t)v;
+    PyObject *po = PyTuple_GET_ITEM(self->owner, v);
+    if (!PyLong_CheckExact(po)) return -1;
+    long pos = PyLong_AsLongAndOverflow(po, &overflow);
+    if (overflow || pos < 0 || pos >= PyTuple_GET_SIZE(self->includes)) return -1;
+    return (Py_ssize_t)pos;
+}
+
+/* 1: decided (*out: new reference), 0: the fallback decides, -1: error */
+static int fd_decide(FilterDeciderObject *self, PyObject *data, PyObject **out) {
+    PyObject *lv = NULL, *hits = NULL, *order = NULL, *keep = NULL;
+    int rc = -1;
+    *out = NULL;
+    if ((lv = PyDict_New()) == NULL) return -1;
+    if (self->rule_name_used && PyDict_SetItem(lv, fd_rule_name, fd_dash) < 0) goto done;
+    if ((hits = PySet_New(self->always)) == NULL) goto done;
+    Py_ssize_t nreaders = PyTuple_GET_SIZE(self->readers);
+    for (Py_ssize_t i = 0; i < nreaders; i++) {
+        PyObject *reader = PyTuple_GET_ITEM(self->readers, i);
+        if (!PyTuple_CheckExact(reader) || PyTuple_GET_SIZE(reader) != 4 ||
+            !PyDict_CheckExact(PyTuple_GET_ITEM(reader, 1))) {
+            rc = 0;
+            goto done;
+        }
+        PyObject *field = PyTuple_GET_ITEM(reader, 0), *memo = PyTuple_GET_ITEM(reader, 1);
+        PyObject *raw = PyDict_GetItemWithError(data, field);
+        if (raw == NULL) {
+            if (PyErr_Occurred()) goto done;
+            raw = Py_None;
+        }
+        Py_INCREF(raw);  /* held while memo and fill use it */
+        PyObject *entry = PyDict_GetItemWithError(memo, raw);
+        if (entry != NULL) {
+            Py_INCREF(entry);
+        } else if (!PyErr_Occurred()) {
+            entry = PyObject_CallFunctionObjArgs(self->fill, reader, raw, NULL);
+        }
+        Py_DECREF(raw);
+        if (entry == NULL) goto done;
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2) {
+            Py_DECREF(entry);
+            rc = 0;
+            goto done;
+        }
+        PyObject *found = PyTuple_GET_ITEM(entry, 1);
+        int any = PyDict_SetItem(lv, field, PyTuple_GET_ITEM(entry, 0));
+        if (any == 0) any = PyObject_IsTrue(found);
+        if (any > 0) {
+            PyObject *u = PyNumber_InPlaceOr(hits, found);
+            if (u == NULL) {
+                any = -1;
+            } else {
+                Py_SETREF(hits, u);
+            }
+        }
+        Py_DECREF(entry);
+        if (any < 0) goto done;
+    }
+    if (!PyAnySet_Check(hits)) {
+        rc = 0;
+        goto done;
+    }
+    if (PySet_GET_SIZE(hits) == 0) {
+        *out = Py_NewRef(self->miss);
+        rc = 1;
+        goto done;
+    }
+    if ((order = PySequence_List(hits)) == NULL || PyList_Sort(order) < 0) goto done;
+    if ((keep = PyList_New(0)) == NULL) goto done;  /* the results the names below are from */
+    PyObject *current = Py_None, *set_name = Py_None;
+    Py_ssize_t at = -1, n = PyList_GET_SIZE(order);
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *ko = PyList_GET_ITEM(order, j);
+        Py_ssize_t k = 0, pos = fd_position(self, ko, &k);
+        if (pos < 0) {
+            if (PyErr_Occurred()) PyErr_Clear();
+            rc = 0;
+            goto done;
+        }
+        PyObject *e = PyList_GET_ITEM(self->evals, k);
+        if (e == Py_None) {
+            if ((e = PyObject_CallOneArg(self->build, ko)) == NULL) goto done;
+        } else {
+            Py_INCREF(e);
+        }
+        PyObject *res = PyObject_CallOneArg(e, lv);
+        Py_DECREF(e);
+        if (res == NULL) goto done;
+        int appended = PyList_Append(keep, res);
+        Py_DECREF(res);
+        if (appended < 0) goto done;
+        if (!PyTuple_CheckExact(res) || PyTuple_GET_SIZE(res) != 2) {
+            rc = 0;
+            goto done;
+        }
+        if (pos != at) {
+            at = pos;
+            set_name = Py_None;
+        }
+        PyObject *name = PyTuple_GET_ITEM(res, 1);
+        if (name != Py_None) current = set_name = name;
+        int ok = PyObject_IsTrue(PyTuple_GET_ITEM(res, 0));
+        if (ok < 0) goto done;
+        if (ok) {
+            PyObject *chosen = self->stale ? current : set_name;
+            int named = PyObject_IsTrue(chosen);
+            if (named < 0) goto done;
+            *out = PyTuple_Pack(2, PyTuple_GET_ITEM(self->includes, pos), named ? chosen : fd_dash);
+            rc = *out == NULL ? -1 : 1;
+            goto done;
+        }
+    }
+    *out = Py_NewRef(self->miss);
+    rc = 1;
+done:
+    Py_XDECREF(lv);
+    Py_XDECREF(hits);
+    Py_XDECREF(order);
+    Py_XDECREF(keep);
+    return rc;
+}
+
+static PyObject *fd_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames) {
+    FilterDeciderObject *self = (FilterDeciderObject *)op;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "decide(data) takes one argument");
+        return NULL;
+    }
+    PyObject *data = args[0], *out = NULL;
+    if (PyDict_CheckExact(data)) {
+        int rc = fd_decide(self, data, &out);
+        if (rc < 0) return NULL;
+        if (rc > 0) return out;
+    }
+    return PyObject_CallOneArg(self->fallback, data);
+}
+
+static PyObject *fd_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *readers, *always, *miss, *evals, *owner, *includes, *fill, *build, *fallback;
+    int rule_name_used, stale;
+    if (kw != NULL && PyDict_GET_SIZE(kw)) {
+        PyErr_SetString(PyExc_TypeError, "FilterDecider takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!pOO!O!O!pOOO:FilterDecider", &PyTuple_Type, &readers,
+                          &PyFrozenSet_Type, &always, &rule_name_used, &miss, &PyList_Type,
+                          &evals, &PyTuple_Type, &owner, &PyTuple_Type, &includes, &stale, &fill,
+                          &build, &fallback))
+        return NULL;
+    if (fd_rule_name == NULL) {
+        fd_rule_name = PyUnicode_InternFromString("RuleName");
+        fd_dash = PyUnicode_InternFromString("-");
+        if (fd_rule_name == NULL || fd_dash == NULL) return NULL;
+    }
+    FilterDeciderObject *self = (FilterDeciderObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->readers = Py_NewRef(readers);
+    self->always = Py_NewRef(always);
+    self->miss = Py_NewRef(miss);
+    self->evals = Py_NewRef(evals);
+    self->owner = Py_NewRef(owner);
+    self->includes = Py_NewRef(includes);
+    self->fill = Py_NewRef(fill);
+    self->build = Py_NewRef(build);
+    self->fallback = Py_NewRef(fallback);
+    self->rule_name_used = rule_name_used;
+    self->stale = stale;
+    self->vectorcall = fd_vectorcall;
+    return (PyObject *)self;
+}
+
+static int fd_traverse(FilterDeciderObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->readers);
+    Py_VISIT(self->always);
+    Py_VISIT(self->miss);
+    Py_VISIT(self->evals);
+    Py_VISIT(self->owner);
+    Py_VISIT(self->includes);
+    Py_VISIT(self->fill);
+    Py_VISIT(self->build);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int fd_clear(FilterDeciderObject *self) {
+    Py_CLEAR(self->readers);
+    Py_CLEAR(self->always);
+    Py_CLEAR(self->miss);
+    Py_CLEAR(self->evals);
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->includes);
+    Py_CLEAR(self->fill);
+    Py_CLEAR(self->build);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void fd_dealloc(FilterDeciderObject *self) {
+    PyObject_GC_UnTrack(self);
+    fd_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef fd_members[] = {
+    {"python", T_OBJECT_EX, offsetof(FilterDeciderObject, fallback), READONLY,
+     "the Python decide this object computes (and hands other shapes to)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject FilterDeciderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sysmonx.core._speedups.FilterDecider",
+    .tp_basicsize = sizeof(FilterDeciderObject),
+    .tp_dealloc = (destructor)fd_dealloc,
+    .tp_vectorcall_offset = offsetof(FilterDeciderObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "FilterDecider(readers, always, rule_name_used, miss, evals, owner, includes, "
+              "stale, fill, build, fallback): the indexed filter's decide(data) -> (include, "
+              "rule_name) (sysmonx.filtering.index.decider_from_plan defines it; .python is "
+              "fallback, that definition).",
+    .tp_traverse = (traverseproc)fd_traverse,
+    .tp_clear = (inquiry)fd_clear,
+    .tp_members = fd_members,
+    .tp_new = fd_new,
+};
+
+/* Called by PyInit__speedups: adds FilterDecider to the module. */
+static int add_filter_decider(PyObject *m) {
+    if (PyType_Ready(&FilterDeciderType) < 0) return -1;
+    Py_INCREF(&FilterDeciderType);
+    if (PyModule_AddObject(m, "FilterDecider", (PyObject *)&FilterDeciderType) < 0) {
+        Py_DECREF(&FilterDeciderType);
+        return -1;
+    }
+    return 0;
 }

@@ -196,16 +196,17 @@ class _SetCompiler:
 
     @staticmethod
     def present(rs: RuleSet, event_id: int) -> dict[str, bool]:
-        """Field -> whether it sits at its bound position in ``event_id`` (spec 1.5)."""
+        """Field -> whether it sits at its bound position in ``event_id`` (spec 1.5), in the
+        order of the fields' first filters."""
         bound = CURRENT.events[rs.event_id].index
         actual = CURRENT.events[event_id].field_names
         out = {}
-        for f in rs.filters:
-            pos = bound.get(f.field)
-            if pos is None and f.field in ENRICHMENT_FIELD_NAMES:
-                out[f.field] = True  # looked up by name: added by the enrichment stage
+        for field in dict.fromkeys([f.field for f in rs.filters]):
+            pos = bound.get(field)
+            if pos is None and field in ENRICHMENT_FIELD_NAMES:
+                out[field] = True  # looked up by name: added by the enrichment stage
                 continue
-            out[f.field] = pos is not None and pos < len(actual) and actual[pos] == f.field
+            out[field] = pos is not None and pos < len(actual) and actual[pos] == field
         return out
 
     def value(self, f) -> Optional[str]:
@@ -256,25 +257,28 @@ class _SetCompiler:
         returned by :meth:`present`; ``outline``: members as :meth:`outline` gives them
         (for planning only, never evaluated)."""
         member = self.outline if outline else self.member
+        filters = rs.filters
         items: list[tuple] = []
-        i, n = 0, len(rs.filters)
+        i, n = 0, len(filters)
         last_top = {}  # field -> index of its last top-level filter (same-field rule, spec 3.4)
-        for j, g in enumerate(rs.filters):
+        for j, g in enumerate(filters):
             if not g.aggregate:
                 last_top[g.field] = j
         while i < n:
-            f = rs.filters[i]
-            if f.aggregate:
+            f = filters[i]
+            agg = f.aggregate
+            if agg:
                 j = i
                 members = []
-                while j < n and rs.filters[j].aggregate == f.aggregate:
-                    g = rs.filters[j]
+                while j < n and filters[j].aggregate == agg:
+                    g = filters[j]
                     members.append(member(g, present[g.field]))
                     j += 1
-                items.append(("g", rs.aggregates[f.aggregate].relation, members))
+                items.append(("g", rs.aggregates[agg].relation, members))
                 i = j
             else:
-                items.append(("f", member(f, present[f.field]), last_top[f.field] > i))
+                field = f.field
+                items.append(("f", member(f, present[field]), last_top[field] > i))
                 i += 1
         return items
 

@@ -55,6 +55,7 @@ from typing import Any, Callable, Optional
 
 import ahocorasick
 
+from ..core import native
 from .conditions import contains_terms, fold, is_any_terms
 from .walk import Member, compile_walk, match_group
 
@@ -386,15 +387,10 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
      table) = plan
     if not (len(specs) == len(owner_t)) or not all(0 <= p < len(includes_t) for p in owner_t):
         raise ValueError("inconsistent plan")
-    evals: list = []
-
-    def lazy(k: int, spec: tuple) -> Callable[[dict], tuple]:
-        def first(lv: dict) -> tuple:
-            e = evals[k] = _evaluator(spec, member)  # built once (a race builds it twice)
-            return e(lv)
-        return first
-    evals.extend(lazy(k, spec) for k, spec in enumerate(specs))
-    n = len(evals)
+    # item number -> its evaluator, built on the item's first evaluation (None until then;
+    # a race builds it twice, alike)
+    n = len(specs)
+    evals: list = [None] * n
     scans = {f: _scanner({p: frozenset(ks) for p, ks in t.items()}, SCAN_LIMIT)
              for f, t in table.items()}  # _scanner keeps these frozensets (no copy)
     if any(k >= n or k < 0 for t in table.values() for ks in t.values() for k in ks) or \
@@ -427,17 +423,29 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
                 used[0] += cost
                 budget.left -= cost
 
+    def fill(reader: tuple, raw: Optional[str]) -> tuple:
+        """A value its field's memo lacks: ``(folded value, items found)``, remembered."""
+        _, memo, scan, used = reader
+        v = (raw.lower() if raw.isascii() else fold(raw)) if raw else "-"
+        entry = (v, scan(v) if scan is not None else _EMPTY)
+        if raw is None or len(raw) <= memo_len:
+            remember(memo, used, raw, entry)
+        return entry
+
+    def build(k: int) -> Callable[[dict], tuple]:
+        """Item ``k``'s evaluator, built on its first evaluation (a race builds it twice)."""
+        e = evals[k] = _evaluator(specs[k], member)
+        return e
+
     def decide(data: dict) -> tuple[bool, str]:
         lv = {"RuleName": "-"} if rule_name_used else {}
         hits = set(always_t)
-        for f, memo, scan, used in readers:
+        for reader in readers:
+            f = reader[0]
             raw = data.get(f)
-            entry = memo.get(raw)
+            entry = reader[1].get(raw)
             if entry is None:
-                v = (raw.lower() if raw.isascii() else fold(raw)) if raw else "-"
-                entry = (v, scan(v) if scan is not None else _EMPTY)
-                if raw is None or len(raw) <= memo_len:
-                    remember(memo, used, raw, entry)
+                entry = fill(reader, raw)
             lv[f] = entry[0]
             if entry[1]:
                 hits |= entry[1]
@@ -446,7 +454,10 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
         current = set_name = None
         at = -1
         for k in sorted(hits):
-            ok, name = evals[k](lv)
+            e = evals[k]
+            if e is None:
+                e = build(k)
+            ok, name = e(lv)
             pos = owner_t[k]
             if pos != at:
                 at, set_name = pos, None
@@ -455,4 +466,11 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
             if ok:
                 return includes_t[pos], (current if stale else set_name) or "-"
         return miss
-    return decide
+    if native.speedups is None:
+        return decide
+    # the same decision with its loops compiled (fill, build and the evaluators stay these
+    # Python functions); what it does not handle, decide itself decides
+    fast: Callable[[dict], tuple[bool, str]] = native.speedups.FilterDecider(
+        readers, always_t, rule_name_used, miss, evals, tuple(owner_t), tuple(includes_t),
+        stale, fill, build, decide)
+    return fast
