@@ -45,3 +45,24 @@ def test_a_real_drop_in_dev_shm_is_still_t1105(engine, path):
 def test_the_rest_of_the_file_rules_still_fire(engine):
     assert engine.decide(11, _file("/root/.ssh/authorized_keys"))[0] is True
     assert engine.decide(11, _file("/tmp/random.txt"))[0] is False
+
+
+@pytest.mark.parametrize("kind", ["Image is fileless", "Image is deleted",
+                                  "Command line is rewritten", "Image is replaced"])
+def test_process_tampering_is_logged(engine, kind):
+    """README lists 25 ProcessTampering as on by default; a new user's live run showed 4 seen,
+    4 dropped: the config had no ProcessTampering rule set, and an event type without one is
+    dropped (Sysmon's rule). Fails on the config without ``<ProcessTampering onmatch="exclude"/>``."""
+    data = {"RuleName": "-", "UtcTime": "2026-12-07 09:45:00.000",
+            "ProcessGuid": "{00000000-0000-0000-0000-000000000000}", "ProcessId": "4242",
+            "Image": "/memfd:x (deleted)", "Type": kind, "User": "root"}
+    assert engine.decide(25, data)[0] is True
+
+
+@pytest.mark.parametrize("event_id", [1, 3, 5, 9, 10, 22, 25])
+def test_the_event_types_logged_in_full_have_a_rule_set(event_id):
+    """The comment at the config's top names the event types it logs in full: each has an
+    empty exclude rule set (everything kept), as README's table says."""
+    config = load_config(builtin_linux_config_path())
+    sets = [rs for rs in config.rule_sets if rs.event_id == event_id]
+    assert sets and all(rs.onmatch == "exclude" and not rs.filters for rs in sets)
