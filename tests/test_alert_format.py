@@ -120,6 +120,9 @@ def test_attack_names_tactics_and_techniques_the_tags_only_spell():
     # rules tag them (926 of the corpus bundle's tactic tags): each is a tactic, not dropped
     assert attack_info(("attack.stealth", "attack.defense-impairment", "attack.t1685.001")) == {
         "tactics": ("Stealth", "Defense Impairment"), "techniques": ("T1685.001",)}
+    # older rules and third-party packs spell tactics with underscores (found in review)
+    assert attack_info(("attack.defense_evasion", "attack.command_and_control")) == {
+        "tactics": ("Defense Evasion", "Command and Control"), "techniques": ()}
 
 
 def _two_cmd_runs() -> list:

@@ -352,6 +352,25 @@ def test_sighup_no_reload_followed_is_a_finding(tmp_path, monkeypatch):
     assert g.findings == {"sensor_signal": 2}
 
 
+def test_one_applied_reload_answers_one_sighup_only(tmp_path, monkeypatch):
+    """Found in review: a reload's outcome answered every SIGHUP sent up to 50 ms after it, so
+    a second sender's SIGHUP right after an admin's applied reload was cleared by that reload
+    too. Each outcome now answers one signal; the other stays a finding that names its sender."""
+    monkeypatch.setattr(guard_mod, "HUP_WAIT_S", 0.1)
+    g, said = _hup_guard(tmp_path)
+    now = time.time_ns()
+    g.sighup(4242, "SIGHUP sent to the sensor (pid 1) by pid 4242 (systemctl), delivered", now)
+    g.config_reloaded("SHA256=def")
+    g.sighup(6666, "SIGHUP sent to the sensor (pid 1) by pid 6666 (implant), delivered",
+             now + 1_000_000)
+    time.sleep(0.15)
+    g._answer_hups()
+    g._resolve_deferred(force=True)
+    assert g.reloads_by_signal == 1 and len(said) == 1 and "pid 4242" in said[0]
+    assert _findings(g) == ["SIGHUP sent to the sensor (pid 1) by pid 6666 (implant), "
+                            "delivered; no configuration reload followed within 0.1 s"]
+
+
 def test_trace_line_sighup_goes_to_the_reload_match_other_signals_stay_findings(tmp_path):
     """The trace parser hands a delivered SIGHUP to :meth:`SensorGuard.sighup`; SIGUSR1 and an
     ignored SIGHUP are findings at once."""

@@ -794,28 +794,45 @@ static PyObject *provider_guid(PyObject *raw) {
     return g;
 }
 
+/* One GUID field of a Sysmon record's data braced and lower-cased in place: 0, or -2. */
+static int fix_guid_field(Rec *x, PyObject *k) {
+    PyObject *v = PyDict_GetItemWithError(x->data, k);
+    if (v != NULL && PyUnicode_GET_LENGTH(v) > 0 && PyUnicode_READ_CHAR(v, 0) != '{') {
+        PyObject *g = brace_lower(v);
+        if (g == NULL || PyDict_SetItem(x->data, k, g) < 0) {
+            Py_XDECREF(g);
+            return -2;
+        }
+        Py_DECREF(g);
+    }
+    return PyErr_Occurred() ? -2 : 0;
+}
+
 /* Fill the GUID fields of data in place (_convert_root's rules). 0, or -2 (error). */
 static int fix_guids(Rec *x, int sysmon) {
     if (sysmon) {
         PyObject *guids = PyDict_GetItemWithError(guid_fields, x->eid);
         if (guids == NULL) return PyErr_Occurred() ? -2 : -1; /* unknown EventID */
         if (!PyFrozenSet_CheckExact(guids)) return -1; /* the Python path decides */
-        /* [20b] the set's entries in place (its iterator's order), no iterator object */
+#if PY_VERSION_HEX < 0x030D0000
+        /* [20b] the set's entries in place, no iterator object */
         Py_ssize_t pos = 0;
         PyObject *k;
         Py_hash_t h;
-        while (_PySet_NextEntry(guids, &pos, &k, &h)) {
-            PyObject *v = PyDict_GetItemWithError(x->data, k);
-            if (v != NULL && PyUnicode_GET_LENGTH(v) > 0 && PyUnicode_READ_CHAR(v, 0) != '{') {
-                PyObject *g = brace_lower(v);
-                if (g == NULL || PyDict_SetItem(x->data, k, g) < 0) {
-                    Py_XDECREF(g);
-                    return -2;
-                }
-                Py_DECREF(g);
-            }
-            if (PyErr_Occurred()) return -2;
+        while (_PySet_NextEntry(guids, &pos, &k, &h))
+            if (fix_guid_field(x, k) < 0) return -2;
+#else
+        /* _PySet_NextEntry left the public headers in Python 3.13: the set's iterator */
+        PyObject *it = PyObject_GetIter(guids), *k;
+        if (it == NULL) return -2;
+        while ((k = PyIter_Next(it)) != NULL) {
+            int rc = fix_guid_field(x, k);
+            Py_DECREF(k);
+            if (rc < 0) { Py_DECREF(it); return -2; }
         }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) return -2;
+#endif
         return 0;
     }
     Py_ssize_t pos = 0;

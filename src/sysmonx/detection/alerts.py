@@ -232,7 +232,7 @@ class Alert:
             if k not in data and v is not None:
                 data[k] = str(v)
         return Event(SIGMA_ALERT_EVENT_ID, data, provider=ALERT_PROVIDER, provider_guid=None,
-                     version=1, level=LEVEL_TO_WINDOWS.get(self.level, 4), task=0, opcode=0,
+                     version=2, level=LEVEL_TO_WINDOWS.get(self.level, 4), task=0, opcode=0,
                      keywords="0x0", time_created=self.window_end, record_id=record_id,
                      process_id=None, thread_id=None, channel=ALERT_CHANNEL,
                      computer=self.computer)
@@ -377,7 +377,8 @@ _TECHNIQUE = re.compile(r"t\d{4}(?:\.\d{3})?")
 def attack_info(tags: tuple) -> dict:
     """What a rule's ATT&CK tags name: ``{"tactics": [tactic name, ...], "techniques":
     [technique ID, ...]}``, each in the order of the tags, without repeats: a tactic tag
-    (``attack.defense-evasion``, one of :data:`TACTICS`) gives its name (``Defense
+    (``attack.defense-evasion``, one of :data:`TACTICS`; older rules' ``attack.defense_evasion``
+    alike) gives its name (``Defense
     Evasion``), a technique tag (``attack.t1059.001``) its ID upper-case (``T1059.001``).
     Other ``attack.*`` tags (groups ``attack.g0010``, software ``attack.s0002``, a tactic
     ATT&CK Enterprise does not have) and every other tag stay in ``tags`` only (Sigma's tag
@@ -392,7 +393,7 @@ def attack_info(tags: tuple) -> dict:
             if not low.startswith("attack."):
                 continue
             name = low[7:]
-            tactic = TACTICS.get(name)
+            tactic = TACTICS.get(name.replace("_", "-"))
             if tactic is not None:
                 if tactic not in tactics:
                     tactics.append(tactic)

@@ -345,7 +345,9 @@ EVENTS: tuple[EventDef, ...] = (
     # --- Sigma (SysmonX extension event; docs/DETECTION.md "Alerts") ----------------------------
     # 1000: a Sigma rule's or correlation's alert, written after the event that raised it
     # (detection/alerts.py). Not filterable (no tag): alerts come after the config's filter.
-    _ev(1000, "SYSMONXEVENT_SIGMA_ALERT", "Sigma alert", None, 1, [
+    # Version 2 (2026-12-07): Tactics/Techniques replace Attack, a correlation's window in the
+    # SystemTime form, a detection without the correlation fields.
+    _ev(1000, "SYSMONXEVENT_SIGMA_ALERT", "Sigma alert", None, 2, [
         _s("RuleId"), _s("RuleTitle"), _s("RuleLevel"), _s("RuleStatus"), _s("RuleKind"),
         _s("Tactics"), _s("Techniques"), _s("Tags"), _s("RuleDescription"), _s("RuleAuthor"),
         _s("RuleReferences"), _s("RuleFalsePositives"), _s("WindowStart"), _s("WindowEnd"),

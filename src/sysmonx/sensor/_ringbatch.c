@@ -892,6 +892,16 @@ fail:
 /* on_exec for the cases above: 1 (``*out`` the new entry), 0 (not such a case: nothing was
  * changed; the caller calls the method), -1 (error).
  * f: ts_ns pid ppid start_ticks image argv cwd uid auid sessionid end_data */
+/* The sign of an exact int: -1, 0 or 1. Py_SIZE() gave it up to Python 3.11 only (3.12's
+ * compact ints keep the sign elsewhere: Py_SIZE(0) is 1 there). */
+static int long_sign(PyObject *v) {
+    int overflow = 0;
+    long x = PyLong_AsLongAndOverflow(v, &overflow);
+    if (overflow) return overflow;
+    if (x == -1 && PyErr_Occurred()) { PyErr_Clear(); return 0; }
+    return (x > 0) - (x < 0);
+}
+
 static int c_on_exec(BuilderObject *self, PyObject *cache, PyObject **f, PyObject **out) {
     PyObject *pid = f[1], *ppid = f[2], *st = f[3], *image = f[4], *argv = f[5], *cwd = f[6],
              *uid = f[7], *end = f[10];
@@ -901,7 +911,7 @@ static int c_on_exec(BuilderObject *self, PyObject *cache, PyObject **f, PyObjec
         PyUnicode_GET_LENGTH(image) == 0 || !PyUnicode_CheckExact(cwd) ||
         !PyUnicode_IS_ASCII(cwd) || !(PyList_CheckExact(argv) || PyTuple_CheckExact(argv)))
         return 0;
-    if (Py_SIZE(end) == 0) return 0; /* end_data 0: a synthetic key (make_guid) */
+    if (long_sign(end) == 0) return 0; /* end_data 0: a synthetic key (make_guid) */
     int found = 0;
     PyObject *procs = NULL, *cmd = NULL, *lock = NULL, *by_image = NULL, *btime = NULL,
              *machine = NULL, *maxe = NULL, *q = NULL, *start = NULL, *guid = NULL,
@@ -984,7 +994,7 @@ done:
 /* cache.get(pid) (new reference): an entry in the cache found here, else the method */
 static PyObject *c_get(BuilderObject *self, PyObject *cache, PyObject *pid) {
     if (Py_IS_TYPE(cache, self->cache_type) && PyLong_CheckExact(pid)) {
-        if (Py_SIZE(pid) <= 0) return Py_NewRef(Py_None); /* pid <= 0 */
+        if (long_sign(pid) <= 0) return Py_NewRef(Py_None); /* pid <= 0 */
         PyObject *procs = PyObject_GetAttr(cache, n_procs);
         if (procs == NULL) return NULL;
         if (PyDict_Check(procs)) {
@@ -1009,7 +1019,7 @@ static PyObject *c_get(BuilderObject *self, PyObject *cache, PyObject *pid) {
  * the entry), 0 (the caller calls the method), -1 */
 static int c_on_exit(BuilderObject *self, PyObject *cache, PyObject *pid, PyObject *ts,
                      PyObject *st, PyObject **out) {
-    if (!Py_IS_TYPE(cache, self->cache_type) || !PyLong_CheckExact(pid) || Py_SIZE(pid) <= 0)
+    if (!Py_IS_TYPE(cache, self->cache_type) || !PyLong_CheckExact(pid) || long_sign(pid) <= 0)
         return 0;
     int found = 0;
     PyObject *procs = NULL, *info = NULL, *lock = NULL, *by_image = NULL;

@@ -592,6 +592,9 @@ class SensorGuard:
                 deadline, sent, pid, text = hup
                 o = next((o for o in self._reload_outcomes if o[1] + _HUP_SLACK_NS >= sent), None)
                 if o is not None:
+                    # one outcome answers one SIGHUP: a second signal (another sender's) right
+                    # after an applied reload is not cleared by that reload
+                    self._reload_outcomes.remove(o)
                     out.append((pid, text, sent, o))
                 elif final or now >= deadline:
                     out.append((pid, text, sent, None))

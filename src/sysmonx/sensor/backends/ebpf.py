@@ -661,8 +661,9 @@ class EbpfBackend(Backend):
                     next_drops = now + drops_every
                 if rc != _BATCH_FULL and 0 < got < self._batch_max and coalesce:
                     # let a burst accumulate: one wake-up per batch instead of per record (a
-                    # poll ended by the batch's byte bound left records in the ring: no sleep)
-                    time.sleep(coalesce)
+                    # poll ended by the batch's byte bound left records in the ring: no sleep;
+                    # a stop ends the wait at once)
+                    self._stop.wait(coalesce)
             # final: detach (no new records), drain the rest, last loss report
             self._obj.detach_all()
             while True:
