@@ -565,6 +565,18 @@ static PyObject *builder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Py_INCREF(self->cache_type); Py_INCREF(self->info_type); Py_INCREF(self->clk_tck);
     Py_INCREF(self->logon_guids);
     if (slot_offsets(self->info_type, info_slot_names, 14, self->ioff) < 0) goto fail;
+    {   /* the C exec path fills these 14 slots of the entries it makes: a ProcInfo with more
+         * would leave them unset there (and set by the Python path): refused here */
+        PyObject *slots = PyObject_GetAttrString((PyObject *)self->info_type, "__slots__");
+        Py_ssize_t n = slots == NULL ? -1 : PyObject_Length(slots);
+        Py_XDECREF(slots);
+        if (n < 0) goto fail;
+        if (n != 14) {
+            PyErr_Format(PyExc_TypeError, "%s has %zd slots; the compiled builder fills 14",
+                         self->info_type->tp_name, n);
+            goto fail;
+        }
+    }
     if (PyObject_RichCompareBool(self->clk_tck, i_zero, Py_GT) != 1) {
         PyErr_SetString(PyExc_ValueError, "clock ticks per second must be > 0");
         goto fail;
