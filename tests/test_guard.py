@@ -321,7 +321,7 @@ def test_sighup_answered_by_an_applied_reload_is_no_finding_in_either_order(tmp_
 
 
 def test_sighup_with_a_refused_reload_stays_a_finding_that_says_so(tmp_path):
-    g, _ = _hup_guard(tmp_path)
+    g, said = _hup_guard(tmp_path)
     sent = time.time_ns()
     g.config_reload_refused("c.xml:3: XML error: expected '>'")
     g.sighup(77, "SIGHUP sent to the sensor (pid 1) by pid 77 (sh), delivered", sent)
@@ -331,6 +331,10 @@ def test_sighup_with_a_refused_reload_stays_a_finding_that_says_so(tmp_path):
                  "configuration reload it asked for was refused (event 255 ConfigReload), the "
                  "one in force (SHA256=abc) stays: c.xml:3: XML error: expected '>'")
     assert g.findings == {"sensor_signal": 1} and g.reloads_by_signal == 0
+    # said at once on stderr, as an applied one is (a new user saw it only in the exit counts)
+    assert said == ["guard: SIGHUP sent to the sensor (pid 1) by pid 77 (sh), delivered: a "
+                    "configuration reload, refused (event 255); a sensor_signal finding (event "
+                    "201)"]
 
 
 def test_sighup_no_reload_followed_is_a_finding(tmp_path, monkeypatch):

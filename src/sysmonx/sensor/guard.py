@@ -606,6 +606,8 @@ class SensorGuard:
                 self.finding("sensor_signal", f"{text}; no configuration reload followed "
                                               f"within {HUP_WAIT_S:g} s", pid=pid, when=sent)
             elif o[2] is not None:
+                self.on_status(f"guard: {text}: a configuration reload, refused (event 255); a "
+                               f"sensor_signal finding (event 201)")
                 self.finding("sensor_signal", f"{text}; the configuration reload it asked for "
                                               f"was refused (event 255 ConfigReload), the one in "
                                               f"force ({o[3]}) stays: {o[2]}", pid=pid, when=sent)
