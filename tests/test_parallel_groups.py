@@ -107,13 +107,33 @@ def test_workers_inherit_a_frozen_heap_and_the_parent_unfreezes_it(corpus, tmp_p
     seen.mkdir()
     _FREEZE.update(dir=seen, real=parallel._replay_group)
     monkeypatch.setattr(parallel, "_replay_group", _recording_group)
-    assert gc.get_freeze_count() == 0
+    frozen = gc.get_freeze_count()  # an earlier test's Sigma rules (DetectionStage freezes)
+    gc.unfreeze()
     try:
         replay_parallel(files, ReplayOptions(keep_duplicates=True), "jsonl", io.BytesIO(), 2,
                         lambda line: None)
+        thawed = gc.get_freeze_count()
+        gc.freeze()
+        replay_parallel(files[:2], ReplayOptions(keep_duplicates=True), "jsonl", io.BytesIO(),
+                        2, lambda line: None)
+        kept = gc.get_freeze_count()
     finally:
         _FREEZE.clear()
+        if not frozen:
+            gc.unfreeze()
     counts = [int(p.read_text()) for p in seen.iterdir()]
     assert counts and min(counts) > 10_000  # the parent's modules, engine, ... (was 0)
-    assert gc.get_freeze_count() == 0  # this process collects them again
+    assert thawed == 0  # this process collects them again
+    assert kept > 10_000  # what the caller had frozen stays frozen
     shutil.rmtree(seen)
+
+
+def test_a_part_is_copied_whole_through_one_reused_buffer(tmp_path):
+    data = bytes(range(256)) * 9000 + b"tail"  # 2.2 buffers of 1 MB: two full reads, a short one
+    part = tmp_path / "part"
+    part.write_bytes(data)
+    out = io.BytesIO()
+    buffer = bytearray(1 << 20)
+    parallel._copy_part(str(part), out, buffer)
+    parallel._copy_part(str(part), out, buffer)  # the buffer's old bytes never leak into a copy
+    assert out.getvalue() == data + data

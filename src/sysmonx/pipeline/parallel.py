@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import json
 import os
@@ -645,6 +646,21 @@ def _ordered_results(groups: list[list[str]], jobs: int, initargs: tuple[Any, ..
             yield [path], alone
 
 
+#: The parent copies a worker's part to the output by this many bytes at a time.
+_COPY_BYTES = 1 << 20
+
+
+def _copy_part(path: str, out: BinaryIO, buffer: bytearray) -> None:
+    """Copy the file ``path`` to ``out`` through ``buffer``, reused for every read (a fresh
+    megabyte per read, as ``shutil.copyfileobj`` takes, costs the parent a page fault per 4 KB
+    of output). ``out.write`` must not keep what it is given past the call (the contract of
+    :class:`io.BufferedIOBase`)."""
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            out.write(view[:n])
+
+
 def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str],
                     out: Optional[BinaryIO], jobs: int,
                     on_error: Callable[[str], None],
@@ -687,7 +703,6 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
         TimeFormatError: a bad ``options.time_from`` / ``time_to``.
         ValueError: ``options.keep_duplicates`` is False (duplicates are found in one stream).
     """
-    import shutil
     import tempfile
     if not options.keep_duplicates:
         raise ValueError("removing duplicate records needs one stream (one process): replay "
@@ -727,6 +742,7 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
             alerts_writer = make_writer(fmt, out, **{**part_options, "close_stream": False})
         correlator = _Correlator(detection, alerts_writer, alert_sinks, to_out)
     groups = _group_files(files, jobs)
+    buffer = bytearray(_COPY_BYTES)  # the parts' bytes pass through this one buffer
     with tempfile.TemporaryDirectory(prefix="sysmonx-replay-") as tmpdir:
         _prepare_for_fork(options, fmt, part_options, engine)
         _PARENT_ENGINE.update(engine=engine, detection=detection)
@@ -758,8 +774,7 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
                         if correlator is not None and marks is not None:
                             correlator.merge(tmp, marks, out)
                         elif tmp is not None and out is not None:
-                            with open(tmp, "rb") as f:
-                                to_out(lambda: shutil.copyfileobj(f, out, 1 << 20))
+                            to_out(functools.partial(_copy_part, tmp, out, buffer))
                         if tmp is not None:
                             os.unlink(tmp)
                     errors = open(err_path, encoding="ascii") if err_path is not None else None
