@@ -30,10 +30,14 @@ pool (which would wait for the rest of the message forever: :func:`_result`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import gc
 import json
 import os
 import sys
 from array import array
+from collections import Counter
 from typing import IO, Any, BinaryIO, Callable, Generator, Iterator, Optional, Sequence
 
 from ..core.errors import SinkError
@@ -237,6 +241,48 @@ class _ErrorSpool:
             self.f.close()
 
 
+def _stats_fields() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The names of :class:`ReplayStats`' counts, per-key counters and lists."""
+    blank = ReplayStats()
+    kinds: dict[type, list[str]] = {int: [], Counter: [], list: []}
+    for f in dataclasses.fields(ReplayStats):
+        kinds[type(getattr(blank, f.name))].append(f.name)  # a new kind of field: KeyError
+    return tuple(kinds[int]), tuple(kinds[Counter]), tuple(kinds[list])
+
+
+_COUNTS, _COUNTERS, _LISTS = _stats_fields()
+
+
+def _snapshot(stats: ReplayStats) -> dict[str, Any]:
+    """``stats``' values now (counters and lists copied), for :func:`_difference`."""
+    snap: dict[str, Any] = {n: getattr(stats, n) for n in _COUNTS}
+    for n in _COUNTERS:
+        snap[n] = dict(getattr(stats, n))
+    for n in _LISTS:
+        snap[n] = len(getattr(stats, n))
+    return snap
+
+
+def _difference(stats: ReplayStats, before: dict[str, Any]) -> ReplayStats:
+    """What ``stats`` (one Replayer's, counts only grow) counted since the :func:`_snapshot`
+    ``before``: the stats of the part replayed in between, as a Replayer that replayed that
+    part alone has them (a per-key count that did not grow is not in them)."""
+    out = ReplayStats()
+    for n in _COUNTS:
+        setattr(out, n, getattr(stats, n) - before[n])
+    for n in _COUNTERS:
+        now, was = getattr(stats, n), before[n]
+        if now != was:
+            grown = getattr(out, n)
+            for k, v in now.items():
+                d = v - was.get(k, 0)
+                if d:
+                    grown[k] = d
+    for n in _LISTS:
+        setattr(out, n, getattr(stats, n)[before[n]:])
+    return out
+
+
 def _replay_group(task: tuple[int, list[str]]) -> tuple[Optional[str], Optional[str], list[
         tuple[str, ReplayStats, int]], Optional[tuple[bytes, bytes, list[Any]]]]:
     """Worker: replay a group of files into one temp file, errors into another.
@@ -266,16 +312,22 @@ def _replay_group(task: tuple[int, list[str]]) -> tuple[Optional[str], Optional[
     spool = _WORKER["spool"] = _ErrorSpool(_WORKER["tmpdir"], index)
     results = []
     try:
+        # one Replayer for the group, as one process has one for every file (the stages keep
+        # nothing from one file to the next that changes the output: the clock check starts
+        # again at each file); each file's counters are the difference of the totals
+        if marks is not None:
+            r = Replayer(_WORKER["options"], None, on_error=spool.add,
+                         engine=_WORKER["engine"], sinks=[marks], extra_stages=extra)
+        else:
+            r = Replayer(_WORKER["options"], writer, on_error=spool.add,
+                         engine=_WORKER["engine"])
+        before = _snapshot(r.stats)
         for path in paths:
-            before = spool.count
-            if marks is not None:
-                r = Replayer(_WORKER["options"], None, on_error=spool.add,
-                             engine=_WORKER["engine"], sinks=[marks], extra_stages=extra)
-            else:
-                r = Replayer(_WORKER["options"], writer, on_error=spool.add,
-                             engine=_WORKER["engine"])
+            lines = spool.count
             r.run_file(path)
-            results.append((path, r.stats, spool.count - before))
+            stats = r.stats
+            results.append((path, _difference(stats, before), spool.count - lines))
+            before = _snapshot(stats)
     finally:
         _WORKER["spool"] = None
         spool.close()
@@ -594,6 +646,21 @@ def _ordered_results(groups: list[list[str]], jobs: int, initargs: tuple[Any, ..
             yield [path], alone
 
 
+#: The parent copies a worker's part to the output by this many bytes at a time.
+_COPY_BYTES = 1 << 20
+
+
+def _copy_part(path: str, out: BinaryIO, buffer: bytearray) -> None:
+    """Copy the file ``path`` to ``out`` through ``buffer``, reused for every read (a fresh
+    megabyte per read, as ``shutil.copyfileobj`` takes, costs the parent a page fault per 4 KB
+    of output). ``out.write`` must not keep what it is given past the call (the contract of
+    :class:`io.BufferedIOBase`)."""
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            out.write(view[:n])
+
+
 def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str],
                     out: Optional[BinaryIO], jobs: int,
                     on_error: Callable[[str], None],
@@ -636,7 +703,6 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
         TimeFormatError: a bad ``options.time_from`` / ``time_to``.
         ValueError: ``options.keep_duplicates`` is False (duplicates are found in one stream).
     """
-    import shutil
     import tempfile
     if not options.keep_duplicates:
         raise ValueError("removing duplicate records needs one stream (one process): replay "
@@ -676,9 +742,16 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
             alerts_writer = make_writer(fmt, out, **{**part_options, "close_stream": False})
         correlator = _Correlator(detection, alerts_writer, alert_sinks, to_out)
     groups = _group_files(files, jobs)
+    buffer = bytearray(_COPY_BYTES)  # the parts' bytes pass through this one buffer
     with tempfile.TemporaryDirectory(prefix="sysmonx-replay-") as tmpdir:
         _prepare_for_fork(options, fmt, part_options, engine)
         _PARENT_ENGINE.update(engine=engine, detection=detection)
+        # what the workers inherit is left out of the collector's walks (the parent's and the
+        # workers'): a worker's full collection would otherwise visit, and so copy, every page
+        # of inherited objects (CPython's advice for gc.freeze before fork); thawed after,
+        # unless the caller had frozen objects of its own
+        thaw = gc.get_freeze_count() == 0
+        gc.freeze()
         try:
             initargs = (options, fmt, tmpdir, part_options, detection is not None)
             # closing: a failed output or Ctrl-C stops the workers at once
@@ -701,8 +774,7 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
                         if correlator is not None and marks is not None:
                             correlator.merge(tmp, marks, out)
                         elif tmp is not None and out is not None:
-                            with open(tmp, "rb") as f:
-                                to_out(lambda: shutil.copyfileobj(f, out, 1 << 20))
+                            to_out(functools.partial(_copy_part, tmp, out, buffer))
                         if tmp is not None:
                             os.unlink(tmp)
                     errors = open(err_path, encoding="ascii") if err_path is not None else None
@@ -719,6 +791,8 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
                             errors.close()
                             os.unlink(err_path)
         finally:
+            if thaw:
+                gc.unfreeze()
             _PARENT_ENGINE.clear()
     if correlator is not None:
         correlator.finish()  # windows still open at the end, as Replayer.finish
