@@ -101,6 +101,34 @@ def test_config_filters_tamper_findings_by_tag():
     assert plain.decide(202, {"Sequence": "1"})[0] is True
 
 
+def test_config_weakened_is_never_filtered_other_findings_are():
+    """A reload that excludes TamperFinding would hide the finding about itself: the filter
+    stage keeps ``config_weakened`` (RuleName ``-``) whatever the config decides."""
+    from sysmonx.filtering.stage import FilterStage
+    cfg = parse_config(b'<Sysmon schemaversion="4.90"><EventFiltering><RuleGroup '
+                       b'groupRelation="or"><TamperFinding onmatch="exclude"><Technique '
+                       b'name="noise" condition="begin with">c</Technique></TamperFinding>'
+                       b'</RuleGroup></EventFiltering></Sysmon>')
+    stage = FilterStage(cfg)
+    kept = tamper_finding("config_weakened", "x", platform="linux")
+    assert stage.process(kept, lambda item: None) is True
+    assert kept.data["RuleName"] == "-"
+    assert stage.process(tamper_finding("clock_changed", "x", platform="linux"),
+                         lambda item: None) is False
+    assert stage.included[201] == 1 and stage.excluded[201] == 1
+    none = FilterStage(parse_config(b'<Sysmon schemaversion="4.90"><EventFiltering>'
+                                    b'<TamperFinding onmatch="include"/></EventFiltering>'
+                                    b'</Sysmon>'))
+    assert none.process(tamper_finding("config_weakened", "x", platform="linux"),
+                        lambda item: None) is True
+
+
+def test_the_schema_description_of_201_names_every_technique():
+    from sysmonx.schema.catalogue import EVENTS
+    (text,) = [e.description for e in EVENTS if e.event_id == 201]
+    assert [t for t in TECHNIQUES if f" {t}" not in text] == []
+
+
 def test_sigma_logsources():
     assert resolve_logsource("linux", "sysmonx_tamper", None).groups == (("lnx", 201),)
     assert resolve_logsource("windows", "sysmonx_tamper", None).groups == (("win", 201),)
