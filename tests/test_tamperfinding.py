@@ -246,3 +246,21 @@ def test_shipped_sigma_rules_see_heartbeat_silences(tmp_path):
     assert len(det) == 2 and {a["System"]["Computer"] for a in det} == {"host1"}
     assert all(a["SecondsSincePrevious"] == "600" for a in det)
     assert len(cor) == 1 and cor[0]["Group"] == "Computer=host1"
+
+
+def test_shipped_sigma_rule_sees_a_weakening_reload(tmp_path):
+    """data/sigma/sysmonx_config_weakened.yml: one alert for the config_weakened finding,
+    none for the other findings around it."""
+    from importlib.resources import files
+    rule = files("sysmonx") / "data" / "sigma" / "sysmonx_config_weakened.yml"
+    evs = [tamper_finding(t, "x", when=1_700_000_000_000_000_000 + i * 1_000_000_000,
+                          platform="linux", process_id=4242, image="/usr/bin/bash")
+           for i, t in enumerate(["config_modified", "config_weakened", "sensor_signal"])]
+    log = tmp_path / "f.jsonl"
+    log.write_bytes(b"".join(event_to_json(e) + b"\n" for e in evs))
+    out = tmp_path / "out.jsonl"
+    assert main(["replay", str(log), "--rules", str(rule), "--format", "jsonl", "-o", str(out),
+                 "-q"]) == 0
+    alerts = [orjson.loads(x) for x in out.read_bytes().splitlines() if b'"EventID":1000' in x]
+    assert [(a["RuleTitle"], a["Technique"], a["ProcessId"]) for a in alerts] == [
+        ("SysmonX configuration reload reduced collection", "config_weakened", "4242")]

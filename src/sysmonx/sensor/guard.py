@@ -41,9 +41,8 @@ What is watched, and how (technique names: :data:`~sysmonx.stages.tamperfinding.
   is seen for the reload within :data:`HUP_WAIT_S` (or signals are not traced) the actor is
   the documented unknown and the Details say why. The filter never drops this finding (a
   configuration that excludes TamperFinding must not hide itself: filtering/stage.py). A
-  reload that only adds collection stays
-  event 16 alone; its sender is on the status line and in the summary only (event 16 keeps
-  Sysmon's fields).
+  reload that only adds collection stays event 16 alone; its sender is on the status line and
+  in the summary only (event 16 keeps Sysmon's fields).
 * ``bpf_map_tamper`` and event 100: tracefs ``syscalls:sys_enter_bpf``/``sys_exit_bpf`` of other
   processes: a ``BPF_MAP_GET_FD_BY_ID``/``BPF_PROG_GET_FD_BY_ID``/``BPF_LINK_GET_FD_BY_ID``
   whose new fd (``/proc/PID/fdinfo``) is one of the sensor's maps, programs or links is a
@@ -86,8 +85,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
 from ..event import Event
-from ..textsafe import visible
 from ..stages.tamperfinding import HEARTBEAT_EVENT_ID, tamper_finding
+from ..textsafe import visible
 from . import bpfsys
 from .assemble import Assembler, utc_time
 from .threadname import set_native_name
@@ -671,9 +670,7 @@ class SensorGuard:
                 self.finding("sensor_signal", f"{text}; the configuration reload it asked for "
                                               f"was refused (event 255 ConfigReload), the one in "
                                               f"force ({o[3]}) stays: {o[2]}", pid=pid, when=sent)
-            elif o[4] is not None:
-                with self._lock:
-                    self.reloads_by_signal += 1
+            elif o[4] is not None:  # counted with the findings, not in reloads_by_signal
                 self.on_status(f"guard: {text}: a configuration reload, applied ({o[3]}; event "
                                f"16) and collecting less: a config_weakened finding (event 201)")
                 self._weakened(o, pid, f"asked for by {text}")
