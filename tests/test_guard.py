@@ -397,3 +397,102 @@ def test_trace_line_sighup_goes_to_the_reload_match_other_signals_stay_findings(
     assert [p for p, _ in got] == [900]
     g._resolve_deferred(force=True)
     assert [d.split(" sent")[0] for d in _findings(g)] == ["SIGUSR1", "SIGHUP"]
+
+
+# -- config_weakened: an applied reload that collects less ---------------------------------------
+
+_DARK = "not logged any more: ProcessCreate (1)"
+
+
+def _weakened(g) -> list:
+    g._resolve_deferred(force=True)
+    return [(e.data["Technique"], e.data["ProcessId"], e.data["Details"]) for e in g.drain()
+            if e.event_id == 201]
+
+
+def test_weakening_reload_names_the_sighup_sender_in_either_order(tmp_path):
+    """An attacker's edit that stops collection, applied by SIGHUP, showed only event 16: it is
+    a config_weakened finding whose actor is the SIGHUP's sender, whether the trace line is
+    read before or after the loop applied the reload."""
+    g, said = _hup_guard(tmp_path)
+    g._traced = True
+    now = time.time_ns()
+    g.sighup(4242, "SIGHUP sent to the sensor (pid 1) by pid 4242 (bash), delivered", now)
+    g.config_reloaded("SHA256=def", reduced=_DARK, reduced_ids=[1])
+    (f,) = _weakened(g)
+    assert f == ("config_weakened", "4242",
+                 "configuration SHA256=abc -> SHA256=def collects less: not logged any more: "
+                 "ProcessCreate (1); asked for by SIGHUP sent to the sensor (pid 1) by pid "
+                 "4242 (bash), delivered")
+    assert said == ["guard: SIGHUP sent to the sensor (pid 1) by pid 4242 (bash), delivered: a "
+                    "configuration reload, applied (SHA256=def; event 16) and collecting less: "
+                    "a config_weakened finding (event 201)"]
+    g.config_reloaded("SHA256=fed", reduced=_DARK, reduced_ids=[1])  # before its SIGHUP's line
+    assert _weakened(g) == []
+    g.sighup(77, "SIGHUP sent to the sensor (pid 1) by pid 77 (sh), delivered",
+             time.time_ns() - 1_000_000)
+    (f,) = _weakened(g)
+    assert f[1] == "77" and f[2].startswith("configuration SHA256=def -> SHA256=fed collects")
+    assert g.findings == {"config_weakened": 2} and g.reloads_by_signal == 0
+    assert "tamper findings: config_weakened 2" in g.summary()
+    assert "configuration reloads by SIGHUP" not in g.summary()
+
+
+def test_a_reload_that_only_adds_collection_stays_event_16_alone(tmp_path):
+    g, said = _hup_guard(tmp_path)
+    g._traced = True
+    g.sighup(4242, "SIGHUP sent to the sensor (pid 1) by pid 4242 (bash), delivered",
+             time.time_ns())
+    g.config_reloaded("SHA256=def", reduced="", reduced_ids=[])
+    assert _weakened(g) == [] and g.findings == {} and "not a tamper finding" in said[0]
+
+
+def test_weakening_reload_without_a_sighup_has_the_unknown_actor(tmp_path, monkeypatch):
+    """Signals traced but none seen for the reload: the finding after HUP_WAIT_S (or at the end
+    of the run) with the unknown actor; signals not traced: at once."""
+    monkeypatch.setattr(guard_mod, "HUP_WAIT_S", 0.1)
+    g, said = _hup_guard(tmp_path)
+    g._traced = True
+    g.config_reloaded("SHA256=def", reduced=_DARK, reduced_ids=[1])
+    assert _weakened(g) == []
+    time.sleep(0.15)
+    g._answer_hups()
+    assert _weakened(g) == [("config_weakened", "0",
+                             "configuration SHA256=abc -> SHA256=def collects less: not logged "
+                             "any more: ProcessCreate (1); who asked for it is unknown: no "
+                             "SIGHUP to the sensor was seen within 0.1 s")]
+    g.config_reloaded("SHA256=fed", reduced=_DARK, reduced_ids=[1])
+    g.finish()
+    assert g.findings == {"config_weakened": 2}
+    untraced, _ = _hup_guard(tmp_path)
+    untraced.config_reloaded("SHA256=def", reduced=_DARK, reduced_ids=[1])
+    (f,) = _weakened(untraced)
+    assert f[1] == "0" and f[2].endswith("; who asked for it is unknown: signals are not traced")
+
+
+def test_heartbeats_turned_off_by_a_reload_weaken_and_201_excluded_is_said(tmp_path):
+    said: list = []
+    g = make(tmp_path)  # the configuration's interval, 60 s by default
+    g.on_status = said.append
+    g.config_reloaded("SHA256=def", 0.0, reduced="not logged any more: TamperFinding (201)",
+                      reduced_ids=[201])
+    (f,) = _weakened(g)
+    assert f[2] == ("configuration SHA256=abc -> SHA256=def collects less: not logged any more: "
+                    "TamperFinding (201) | heartbeats off (HeartbeatInterval 0; were every 60 s); "
+                    "who asked for it is unknown: signals are not traced")
+    assert said[0] == ("guard: the new configuration filters out TamperFinding (201) events: "
+                       "only its config_weakened finding (never filtered) reaches the outputs")
+    fixed = make(tmp_path, heartbeat_s=30)  # the command line's interval: not changed
+    fixed.config_reloaded("SHA256=def", 0.0)
+    assert _weakened(fixed) == []
+
+
+def test_weakening_details_cannot_forge_a_line(tmp_path):
+    """The sender's command name (any bytes but NUL, prctl PR_SET_NAME) is the attacker's."""
+    g, _ = _hup_guard(tmp_path)
+    g._traced = True
+    g.config_reloaded("SHA256=def", reduced="x", reduced_ids=[])
+    g.sighup(5, "SIGHUP sent to the sensor (pid 1) by pid 5 (a\nb\u202e), delivered",
+             time.time_ns() - 1_000_000)
+    (f,) = _weakened(g)
+    assert "\n" not in f[2] and "\u202e" not in f[2] and "(a\\u000ab\\u202e)" in f[2]

@@ -204,6 +204,40 @@ def test_an_applied_sighup_reload_is_a_config_change_a_refused_one_a_finding(tmp
     r.stop()
 
 
+def test_reload_that_stops_process_create_is_config_weakened_with_the_sender(tmp_path, runs):
+    """Blinding by reconfiguration (T1562.006): the default config edited to log no
+    ProcessCreate and applied by a SIGHUP from a child process showed only event 16; it is
+    event 16 (the new hash) then a config_weakened finding naming what went dark, with the
+    child's pid and image as the actor."""
+    from sysmonx.cli.common import builtin_linux_config_path
+    cfg = tmp_path / "config.xml"
+    text = builtin_linux_config_path().read_bytes()
+    assert text.count(b'<ProcessCreate onmatch="exclude"/>') == 1
+    cfg.write_bytes(text)
+    r = Run(tmp_path, "--config", str(cfg))
+    runs.append(r)
+    cfg.write_bytes(text.replace(b'<ProcessCreate onmatch="exclude"/>',
+                                 b'<ProcessCreate onmatch="include"/>'))
+    # the sender lives on a little so that its exec is in the sensor's process cache
+    child = subprocess.Popen([PY, "-c", f"import os, signal, time; os.kill({r.pid}, "
+                                        "signal.SIGHUP); time.sleep(1)"])
+    evs = wait_for(r.out, finding("config_weakened"))
+    child.wait()
+    i16 = [i for i, e in enumerate(evs) if e["EventID"] == 16]
+    (i201,) = [i for i, e in enumerate(evs) if finding("config_weakened")(e)]
+    assert len(i16) == 2 and i16[1] < i201
+    assert evs[i16[1]]["Configuration"] == str(cfg)
+    f = evs[i201]
+    assert f["ProcessId"] == str(child.pid) and f["Image"] == PY
+    assert f["ProcessGuid"] != "{00000000-0000-0000-0000-000000000000}"
+    assert (f"-> {evs[i16[1]]['ConfigurationFileHash']} collects less: not logged any more: "
+            f"ProcessCreate (1); asked for by SIGHUP sent to the sensor (pid {r.pid}) by pid "
+            f"{child.pid} (") in f["Details"]
+    time.sleep(1)
+    assert [e for e in r.events() if finding("sensor_signal")(e)] == []
+    r.stop()
+
+
 def test_preload_in_private_mount_namespace(tmp_path, runs):
     if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         pytest.skip("unshare/nsenter not installed")

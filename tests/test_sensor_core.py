@@ -401,3 +401,61 @@ def test_syslog_writer_without_daemon_keeps_going(tmp_path):
     finally:
         server.close()
         w.close()
+
+
+def test_reload_that_blinds_is_event_16_then_config_weakened(tmp_path, script_backend):
+    """An edit that stops collecting ProcessCreate, reloaded: event 16 with the new hash first
+    (Sysmon's fields, unchanged), then TamperFinding config_weakened saying what went dark
+    (signals not traced here: the actor is the documented unknown). A reload that only adds
+    collection afterwards is event 16 alone."""
+    base = ('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup groupRelation="or">'
+            '<ProcessCreate onmatch="{pc}"/><FileCreate onmatch="include">'
+            '<TargetFilename condition="begin with">/tmp/keep</TargetFilename>{more}'
+            '</FileCreate></RuleGroup></EventFiltering></Sysmon>')
+    cfg_path = tmp_path / "c.xml"
+    cfg_path.write_text(base.format(pc="exclude", more=""))
+    script_backend.script = []
+    rec = Recorder()
+    sensor = Sensor(load_config(cfg_path), [rec],
+                    SensorOptions(dns=False, guard=True, guard_trace=False, state_dir=None,
+                                  heartbeat_s=0.0), config_path=str(cfg_path))
+    t = run_sensor(sensor)
+    try:
+        assert wait_for(lambda: len(rec.events) >= 2)
+        cfg_path.write_text(base.format(pc="include", more=""))
+        sensor.request_reload()
+        assert wait_for(lambda: any(e.event_id == 201 for e in rec.events))
+        ids = [e.event_id for e in rec.events]
+        i16 = [i for i, x in enumerate(ids) if x == 16]
+        assert len(i16) == 2 and ids[i16[1] + 1] == 201
+        ev16, f = rec.events[i16[1]], rec.events[i16[1] + 1]
+        new_hash = "SHA256=" + load_config(cfg_path).sha256
+        assert list(ev16.data) == ["UtcTime", "Configuration", "ConfigurationFileHash"]
+        assert ev16.data["ConfigurationFileHash"] == new_hash
+        old_hash = rec.events[i16[0]].data["ConfigurationFileHash"]
+        assert f.data["Technique"] == "config_weakened" and f.data["ProcessId"] == "0"
+        assert f.data["Image"] == "-"
+        assert f.data["Details"] == (f"configuration {old_hash} -> {new_hash} collects less: "
+                                     "not logged any more: ProcessCreate (1); who asked for it "
+                                     "is unknown: signals are not traced")
+        assert f.data["UtcTime"] >= ev16.data["UtcTime"]
+        cfg_path.write_text(base.format(pc="include", more='<TargetFilename condition="begin '
+                                                           'with">/var/keep</TargetFilename>'))
+        sensor.request_reload()
+        assert wait_for(lambda: [e.event_id for e in rec.events].count(16) == 3)
+        time.sleep(0.5)
+        assert [e.event_id for e in rec.events].count(201) == 1
+        # a reload that filters out TamperFinding itself still shows its finding
+        cfg_path.write_text(base.format(pc="include", more="").replace(
+            "</RuleGroup>", '<TamperFinding onmatch="include"/></RuleGroup>'))
+        sensor.request_reload()
+        assert wait_for(lambda: [e.event_id for e in rec.events].count(201) == 2)
+        last = [e for e in rec.events if e.event_id == 201][-1]
+        assert last.data["Details"].split(" collects less: ")[1] == (
+            "not logged any more: TamperFinding (201) | narrowed: FileCreate (11): 1 include "
+            "rule removed; who asked for it is unknown: signals are not traced")
+        assert last.data["RuleName"] == "-"
+    finally:
+        sensor.request_stop()
+        t.join(10)
+    assert sensor.source.guard.findings == {"config_weakened": 2}

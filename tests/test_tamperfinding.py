@@ -101,6 +101,34 @@ def test_config_filters_tamper_findings_by_tag():
     assert plain.decide(202, {"Sequence": "1"})[0] is True
 
 
+def test_config_weakened_is_never_filtered_other_findings_are():
+    """A reload that excludes TamperFinding would hide the finding about itself: the filter
+    stage keeps ``config_weakened`` (RuleName ``-``) whatever the config decides."""
+    from sysmonx.filtering.stage import FilterStage
+    cfg = parse_config(b'<Sysmon schemaversion="4.90"><EventFiltering><RuleGroup '
+                       b'groupRelation="or"><TamperFinding onmatch="exclude"><Technique '
+                       b'name="noise" condition="begin with">c</Technique></TamperFinding>'
+                       b'</RuleGroup></EventFiltering></Sysmon>')
+    stage = FilterStage(cfg)
+    kept = tamper_finding("config_weakened", "x", platform="linux")
+    assert stage.process(kept, lambda item: None) is True
+    assert kept.data["RuleName"] == "-"
+    assert stage.process(tamper_finding("clock_changed", "x", platform="linux"),
+                         lambda item: None) is False
+    assert stage.included[201] == 1 and stage.excluded[201] == 1
+    none = FilterStage(parse_config(b'<Sysmon schemaversion="4.90"><EventFiltering>'
+                                    b'<TamperFinding onmatch="include"/></EventFiltering>'
+                                    b'</Sysmon>'))
+    assert none.process(tamper_finding("config_weakened", "x", platform="linux"),
+                        lambda item: None) is True
+
+
+def test_the_schema_description_of_201_names_every_technique():
+    from sysmonx.schema.catalogue import EVENTS
+    (text,) = [e.description for e in EVENTS if e.event_id == 201]
+    assert [t for t in TECHNIQUES if f" {t}" not in text] == []
+
+
 def test_sigma_logsources():
     assert resolve_logsource("linux", "sysmonx_tamper", None).groups == (("lnx", 201),)
     assert resolve_logsource("windows", "sysmonx_tamper", None).groups == (("win", 201),)
@@ -218,3 +246,21 @@ def test_shipped_sigma_rules_see_heartbeat_silences(tmp_path):
     assert len(det) == 2 and {a["System"]["Computer"] for a in det} == {"host1"}
     assert all(a["SecondsSincePrevious"] == "600" for a in det)
     assert len(cor) == 1 and cor[0]["Group"] == "Computer=host1"
+
+
+def test_shipped_sigma_rule_sees_a_weakening_reload(tmp_path):
+    """data/sigma/sysmonx_config_weakened.yml: one alert for the config_weakened finding,
+    none for the other findings around it."""
+    from importlib.resources import files
+    rule = files("sysmonx") / "data" / "sigma" / "sysmonx_config_weakened.yml"
+    evs = [tamper_finding(t, "x", when=1_700_000_000_000_000_000 + i * 1_000_000_000,
+                          platform="linux", process_id=4242, image="/usr/bin/bash")
+           for i, t in enumerate(["config_modified", "config_weakened", "sensor_signal"])]
+    log = tmp_path / "f.jsonl"
+    log.write_bytes(b"".join(event_to_json(e) + b"\n" for e in evs))
+    out = tmp_path / "out.jsonl"
+    assert main(["replay", str(log), "--rules", str(rule), "--format", "jsonl", "-o", str(out),
+                 "-q"]) == 0
+    alerts = [orjson.loads(x) for x in out.read_bytes().splitlines() if b'"EventID":1000' in x]
+    assert [(a["RuleTitle"], a["Technique"], a["ProcessId"]) for a in alerts] == [
+        ("SysmonX configuration reload reduced collection", "config_weakened", "4242")]

@@ -9,6 +9,9 @@ Per Sysmon event (other providers pass untouched; the gate before it decides abo
 3. included: RuleName set to the decided name (spec 3.6). An event that has a ``RuleName`` field
    gets the name in place; one without it gets ``RuleName`` as its first field unless the name is
    ``-`` (events 4, 16 and 255 are never filtered and get no name);
+   a TamperFinding (201) whose ``Technique`` is ``config_weakened`` is kept whatever the config
+   decides (RuleName ``-``): it reports the reload that put this very filter in force, and a
+   configuration that excludes TamperFinding must not hide that it did (docs/RESILIENCE.md);
 4. FieldSizes truncation after filtering (spec 3.9).
 
 Without an engine (replay without ``--config``) events pass unchanged and are only counted. With
@@ -114,8 +117,10 @@ class FilterStage(Stage):
         if self.trace is not None:
             self._trace(item, include, name, emit)
         if not include:
-            self.excluded[eid] += 1
-            return False
+            if eid != 201 or item.data.get("Technique") != "config_weakened":
+                self.excluded[eid] += 1
+                return False
+            name = "-"  # the record of a reload that weakened the filter: never filtered
         if name is not None:
             data = item.data
             if "RuleName" in data:

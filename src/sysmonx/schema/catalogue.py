@@ -283,7 +283,20 @@ EVENTS: tuple[EventDef, ...] = (
         default="include", extension=True, sigma_category="bpf_event"),
     _ev(201, "SYSMONXEVENT_TAMPER_FINDING", "Tamper finding", "TamperFinding", 1, [
         _RN, _s("UtcTime"), _s("Technique"), _s("Details"), *_PROC, _s("Image"), _s("Source")],
-        level="Warning", default="include", extension=True, sigma_category="sysmonx_tamper"),
+        level="Warning", default="include", extension=True, sigma_category="sysmonx_tamper",
+        description="An attempt to blind, stop, reconfigure or fool the sensor. Technique: a "
+                    "stable name (sysmonx.stages.tamperfinding.TECHNIQUES): live Linux "
+                    "sensor_signal, sensor_ptrace, bpf_map_tamper, bpf_detach, "
+                    "audit_rules_changed, config_modified, config_weakened (an applied reload "
+                    "that reduced collection; after its event 16; never filtered), "
+                    "preload_hook, "
+                    "output_blocked, clock_changed, unclean_shutdown, self_modified, "
+                    "sysmon_channel_disabled (Windows); from recorded logs sysmon_stopped, "
+                    "sysmon_config_changed, sysmon_rules_registry, driver_unloaded, "
+                    "log_cleared, record_gap, time_gap, sysmon_error. Details: what was seen, "
+                    "one line. ProcessGuid/ProcessId/Image: the actor where known, else the "
+                    "all-zero GUID, 0 and -. Source: live, or the log the finding was read "
+                    "from."),
     _ev(202, "SYSMONXEVENT_HEARTBEAT", "Heartbeat", "Heartbeat", 1, [
         _RN, _s("UtcTime"), _t("Sequence", UINT32), _t("SecondsSincePrevious", UINT32),
         _t("EventsWritten", UINT32),

@@ -32,6 +32,17 @@ What is watched, and how (technique names: :data:`~sysmonx.stages.tamperfinding.
   :meth:`SensorGuard.summary`). A SIGHUP whose reload was refused (event 255 ``ConfigReload``)
   or that no reload followed within :data:`HUP_WAIT_S` stays a ``sensor_signal`` finding that
   says which.
+* ``config_weakened``: an applied reload whose configuration collects less than the one before
+  (:mod:`sysmonx.filtering.reduction`: event types no longer logged, new exclude rules, include
+  rules removed, FieldSizes cutting a field; and heartbeats turned off by the configuration's
+  ``<HeartbeatInterval>``): blinding by reconfiguration (ATT&CK T1562.006, T1562.001), which
+  event 16 alone does not show. Written after that reload's event 16, with the SIGHUP's sender
+  as the actor once the SIGHUP is matched (:meth:`SensorGuard.config_reloaded`); when no SIGHUP
+  is seen for the reload within :data:`HUP_WAIT_S` (or signals are not traced) the actor is
+  the documented unknown and the Details say why. The filter never drops this finding (a
+  configuration that excludes TamperFinding must not hide itself: filtering/stage.py). A
+  reload that only adds collection stays event 16 alone; its sender is on the status line and
+  in the summary only (event 16 keeps Sysmon's fields).
 * ``bpf_map_tamper`` and event 100: tracefs ``syscalls:sys_enter_bpf``/``sys_exit_bpf`` of other
   processes: a ``BPF_MAP_GET_FD_BY_ID``/``BPF_PROG_GET_FD_BY_ID``/``BPF_LINK_GET_FD_BY_ID``
   whose new fd (``/proc/PID/fdinfo``) is one of the sensor's maps, programs or links is a
@@ -75,6 +86,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from ..event import Event
 from ..stages.tamperfinding import HEARTBEAT_EVENT_ID, tamper_finding
+from ..textsafe import visible
 from . import bpfsys
 from .assemble import Assembler, utc_time
 from .threadname import set_native_name
@@ -317,6 +329,8 @@ class SensorGuard:
         self._last_hb_mono: Optional[float] = None
         self._next_hb = 0.0
         self._trace: Optional[_GuardTrace] = None
+        #: signals to the sensor are traced (the trace started; stays True once it stopped)
+        self._traced = False
         self._said: set[str] = set()
         self.heartbeat_s = self._interval(config_heartbeat_s)
         # baselines
@@ -329,7 +343,7 @@ class SensorGuard:
         self._preload: Optional[str] = None
         # SIGHUPs not yet answered by a reload: [deadline (monotonic), sent (ns), pid, text];
         # reload outcomes kept for SIGHUPs traced later: [expiry (monotonic), at (ns), refusal
-        # reason or None when applied, hash]
+        # reason or None when applied, hash, what it reduced (config_weakened Details) or None]
         self._hups: list[list] = []
         self._reload_outcomes: list[list] = []
         #: SIGHUPs answered by an applied reload (configuration changes, not findings)
@@ -460,6 +474,7 @@ class SensorGuard:
         if o.trace and os.geteuid() == 0:
             try:
                 self._trace = _GuardTrace(self)
+                self._traced = True
             except OSError as exc:
                 self._say("trace", f"guard: signals and bpf() calls are not watched "
                                    f"(tracefs: {exc.strerror or exc})")
@@ -542,19 +557,39 @@ class SensorGuard:
         self._cfg_refused = (self._stat_sig(path) if path else None, reason)
         self._reload_outcome(reason, self.config_hash)
 
-    def config_reloaded(self, config_hash: str, heartbeat_s: Optional[float] = None) -> None:
+    def config_reloaded(self, config_hash: str, heartbeat_s: Optional[float] = None,
+                        reduced: str = "", reduced_ids: Iterable[int] = ()) -> None:
         """A reload put a new configuration in force: its hash (``SHA256=<hex>`` or ``-``) and
         its ``<HeartbeatInterval>`` seconds (``None``: not set). Unless the interval is fixed
         by ``options.heartbeat_s``, a changed interval applies at once: the next heartbeat is
         due that long after the last one (now, when heartbeats were off or none was written),
-        and 0 stops them."""
+        and 0 stops them.
+
+        ``reduced``: what the new configuration no longer collects, one line
+        (:func:`sysmonx.filtering.reduction.describe`; empty: nothing), ``reduced_ids`` the
+        EventIDs it names. A reduction, or heartbeats turned off here, is a ``config_weakened``
+        finding written once the SIGHUP that asked for the reload is known (its sender the
+        actor), or with the unknown actor after :data:`HUP_WAIT_S` (at once when signals are
+        not traced). Call after event 16 is queued: the finding follows it."""
+        previous = self.config_hash
         self.config_hash = config_hash
         self._cfg_since = None
-        self._cfg_reported = None
         self._cfg_refused = None
-        self._reload_outcome(None, config_hash)
+        self._cfg_reported = None
         before = self.heartbeat_s
         self.heartbeat_s = self._interval(heartbeat_s)
+        items = [reduced] if reduced else []
+        if before > 0 and self.heartbeat_s <= 0:
+            items.append(f"heartbeats off (HeartbeatInterval 0; were every {before:g} s)")
+        weakened = None
+        if items:
+            weakened = (f"configuration {previous} -> {config_hash} collects less: "
+                        + " | ".join(items))
+            if 201 in set(reduced_ids):
+                self.on_status("guard: the new configuration filters out TamperFinding "
+                               "(201) events: only its config_weakened finding (never "
+                               "filtered) reaches the outputs")
+        self._reload_outcome(None, config_hash, weakened)
         if self.heartbeat_s != before:
             if self.heartbeat_s > 0:
                 self._next_hb = (self._last_hb_mono + self.heartbeat_s
@@ -574,20 +609,39 @@ class SensorGuard:
             self._hups.append([time.monotonic() + HUP_WAIT_S, when, pid, text])
         self._answer_hups()
 
-    def _reload_outcome(self, refused: Optional[str], config_hash: str) -> None:
+    def _reload_outcome(self, refused: Optional[str], config_hash: str,
+                        weakened: Optional[str] = None) -> None:
         with self._lock:
             self._reload_outcomes.append([time.monotonic() + HUP_WAIT_S, time.time_ns(),
-                                          refused, config_hash])
-        self._answer_hups()
+                                          refused, config_hash, weakened])
+        if weakened is not None and not self._traced:
+            self._answer_hups(untraced=True)
+        else:
+            self._answer_hups()
 
-    def _answer_hups(self, final: bool = False) -> None:
+    def _weakened(self, o: list, pid: Optional[int], why: str) -> None:
+        """The ``config_weakened`` finding of the applied reload ``o`` (its time: the reload's,
+        after its event 16); ``pid``: the SIGHUP's sender, ``why``: how the reload was asked
+        for (the SIGHUP's text, or why that is unknown)."""
+        self.finding("config_weakened", visible(f"{o[4]}; {why}"), pid=pid, when=o[1])
+
+    def _answer_hups(self, final: bool = False, untraced: bool = False) -> None:
         """Match SIGHUPs with reload outcomes; a SIGHUP past its deadline (or any, ``final``)
-        with none becomes a finding; outcomes past their expiry are dropped."""
+        with none becomes a finding; outcomes past their expiry (or any, ``final``) are
+        dropped, a weakening one as a ``config_weakened`` finding without a known sender
+        (at once with ``untraced``: no SIGHUP can be learnt)."""
         now = time.monotonic()
         out: list[tuple] = []
+        unasked: list[list] = []
         with self._lock:
-            self._reload_outcomes = [o for o in self._reload_outcomes if o[0] > now]
-            keep = []
+            keep_o: list[list] = []
+            for oc in self._reload_outcomes:
+                if oc[0] > now:
+                    keep_o.append(oc)
+                elif oc[2] is None and oc[4] is not None:
+                    unasked.append(oc)
+            self._reload_outcomes = keep_o
+            keep: list[list] = []
             for hup in self._hups:
                 deadline, sent, pid, text = hup
                 o = next((o for o in self._reload_outcomes if o[1] + _HUP_SLACK_NS >= sent), None)
@@ -601,6 +655,11 @@ class SensorGuard:
                 else:
                     keep.append(hup)
             self._hups = keep
+            if final or untraced:  # no SIGHUP will come for a weakening reload left
+                unasked += [oc for oc in self._reload_outcomes
+                            if oc[2] is None and oc[4] is not None]
+                self._reload_outcomes = [oc for oc in self._reload_outcomes
+                                         if oc[2] is not None or oc[4] is None]
         for pid, text, sent, o in out:
             if o is None:
                 self.finding("sensor_signal", f"{text}; no configuration reload followed "
@@ -611,11 +670,22 @@ class SensorGuard:
                 self.finding("sensor_signal", f"{text}; the configuration reload it asked for "
                                               f"was refused (event 255 ConfigReload), the one in "
                                               f"force ({o[3]}) stays: {o[2]}", pid=pid, when=sent)
+            elif o[4] is not None:  # counted with the findings, not in reloads_by_signal
+                self.on_status(f"guard: {text}: a configuration reload, applied ({o[3]}; event "
+                               f"16) and collecting less: a config_weakened finding (event 201)")
+                self._weakened(o, pid, f"asked for by {text}")
             else:
                 with self._lock:
                     self.reloads_by_signal += 1
                 self.on_status(f"guard: {text}: a configuration reload, applied ({o[3]}; event "
                                f"16), not a tamper finding")
+        for o in unasked:
+            why = ("who asked for it is unknown: signals are not traced" if not self._traced
+                   else f"who asked for it is unknown: no SIGHUP to the sensor was seen within "
+                        f"{HUP_WAIT_S:g} s")
+            self.on_status(f"guard: configuration reload applied ({o[3]}; event 16) and "
+                           f"collecting less: a config_weakened finding (event 201); {why}")
+            self._weakened(o, None, why)
 
     def _interval(self, config_s: Optional[float]) -> float:
         """The interval in force: the fixed one (command line), else the configuration's, else

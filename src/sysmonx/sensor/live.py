@@ -518,8 +518,10 @@ class LiveSource(Source):
 
     def reload(self, config: Optional[Config]) -> None:
         """Put ``config`` in force: its hash algorithms, its heartbeat interval (the guard's);
-        event 16 next."""
-        self.config = config
+        event 16 next, then, when the new configuration collects less than the one it replaces
+        (:func:`~sysmonx.filtering.reduction.reduction`), the guard's ``config_weakened``
+        finding."""
+        previous, self.config = self.config, config
         self.assembler.hasher = _hasher(config)
         if "optional_events" not in self.options.backend_options:
             for backend in self._backends:
@@ -530,9 +532,13 @@ class LiveSource(Source):
                 self._collected = self._collecting()
         self._pending.append(self._config_event())
         if self.guard is not None:
+            from ..filtering.reduction import describe, reduction
+            reduced = reduction(previous, config)
             self.guard.config_reloaded(f"SHA256={config.sha256}" if config and config.sha256
                                        else "-",
-                                       config.heartbeat_interval if config else None)
+                                       config.heartbeat_interval if config else None,
+                                       reduced=describe(reduced),
+                                       reduced_ids=[e.event_id for e in reduced.events])
 
     def stop(self) -> None:
         """End collection soon (signal-safe)."""

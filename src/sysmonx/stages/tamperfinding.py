@@ -68,6 +68,10 @@ TECHNIQUES: dict[str, tuple[str, str, str]] = {
     "config_modified": ("live", "T1562.001",
                         "the config file on disk changed, or differs from the running one, "
                         "without a reload"),
+    "config_weakened": ("live", "T1562.006",
+                        "an applied reload reduced collection: event types no longer logged, "
+                        "new exclude rules, include rules removed, FieldSizes cutting a field, "
+                        "heartbeats turned off; the actor is the SIGHUP's sender"),
     "preload_hook": ("live", "T1574.006",
                      "/etc/ld.so.preload created or changed, LD_PRELOAD or an unexpected "
                      "library in the sensor"),
