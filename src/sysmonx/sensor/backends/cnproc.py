@@ -289,6 +289,24 @@ class ProcConnector:
             self.stats["cn_malformed"] += parse_cn_messages(bytes(buf[:n]), msgs)
         return msgs
 
+    def absorb(self, datagrams: list, enobufs: int = 0) -> list:
+        """:meth:`read`'s accounting and decoding for datagrams read elsewhere (the audit
+        tier's compiled gather): the messages of ``datagrams`` (after those read while
+        subscribing), with ``enobufs`` reads that failed with ENOBUFS counted as :meth:`read`
+        counts them."""
+        if self.early:
+            msgs, self.early = self.early, []
+        else:
+            msgs = []
+        for _ in range(enobufs):
+            self.stats["enobufs"] += 1
+            if self.kernel_filter:
+                self._report_sk_drops()
+        for data in datagrams:
+            self.stats["cn_messages"] += 1
+            self.stats["cn_malformed"] += parse_cn_messages(data, msgs)
+        return msgs
+
     def in_order(self, m: CnEvent) -> bool:
         """Account ``m``'s per-CPU sequence number: a gap is reported as lost messages; returns
         False for a duplicate or older message (to be skipped)."""
