@@ -1,4 +1,5 @@
-"""Tier-B live backend: the kernel audit subsystem over netlink, in pure Python.
+"""Tier-B live backend: the kernel audit subsystem over netlink, in Python (records read and parsed
+in C by ``sysmonx.sensor._ringbatch`` when it is built; the Python reader defines it).
 
 Used when the eBPF tier cannot load (shared/spec/linux-sensing.md §2.2, §5 "Tier B"). It turns
 audit records into :mod:`sysmonx.sensor.observations` and never builds Sysmon events.
@@ -144,9 +145,9 @@ def _other_sensor_running() -> bool:
     return False
 
 
-@BACKENDS.register(summary="tier B: kernel audit over netlink (pure Python), coexists with auditd")
+@BACKENDS.register(summary="tier B: kernel audit over netlink, coexists with auditd")
 class AuditBackend(AuditClassifier, Backend):
-    """Tier-B backend on the kernel audit subsystem (pure-Python netlink).
+    """Tier-B backend on the kernel audit subsystem (netlink; compiled record reader when built).
 
     Options (all optional):
         ``key`` (str, default ``"sysmonx"``): filter key of our rules.
