@@ -359,3 +359,19 @@ def test_argv_of_the_usual_execve_record_equals_the_general_path():
         assert ar._argv(rec) == ar._argv_general(rec), text
     rec = [nl.AuditRecord(1309, 1, 0, 'argc=3 a0="/bin/echo" a1=612062 a2=C3A9')]
     assert ar._argv(rec) == ["/bin/echo", "a b", "\u00e9"]
+
+
+def test_bench_audit_reader_measures_both_readers_and_refuses_without_the_compiled_one():
+    import subprocess
+    import sys
+    from pathlib import Path
+    bench = Path(__file__).resolve().parent.parent / "bench" / "bench_audit_reader.py"
+    res = subprocess.run([sys.executable, str(bench), "--execs", "50", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "50 execs, 400 datagrams, 1 rounds each" in res.stdout
+    assert "ratio compiled/Python:" in res.stdout
+    env = dict(os.environ, SYSMONX_PURE_PYTHON="1")
+    res = subprocess.run([sys.executable, str(bench), "--execs", "5", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 1 and "not built" in res.stderr
