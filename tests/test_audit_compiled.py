@@ -375,3 +375,35 @@ def test_bench_audit_reader_measures_both_readers_and_refuses_without_the_compil
     res = subprocess.run([sys.executable, str(bench), "--execs", "5", "--rounds", "1"],
                          capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 1 and "not built" in res.stderr
+
+
+def test_cn_parse_equals_parse_cn_messages_py():
+    from sysmonx.sensor.backends import cnproc
+    assert cnproc._cn_parse is not None
+    rnd = random.Random(11)
+    for _ in range(3000):
+        parts = []
+        for _m in range(rnd.randrange(0, 4)):
+            what = rnd.choice([cnproc.PROC_EVENT_FORK, cnproc.PROC_EVENT_EXEC,
+                               cnproc.PROC_EVENT_EXIT, cnproc.PROC_EVENT_NONE, 0x200])
+            msg = _cn(what, rnd.randrange(4), rnd.randrange(1 << 32), rnd.randrange(1 << 64),
+                      *(rnd.randrange(1 << 32) for _ in range(6)))
+            cut = rnd.choice([len(msg), len(msg), 68, 60, 52, 40, 20, 10])
+            msg = msg[:cut]
+            if rnd.random() < 0.3:   # a length field that lies
+                msg = (rnd.choice([8, 52, 60, 68, 76, 200]).to_bytes(4, "little") + msg[4:])
+            if rnd.random() < 0.1:   # another connector index
+                msg = msg[:16] + (7).to_bytes(4, "little") + msg[20:]
+            parts.append(msg + b"\0" * rnd.choice([0, 0, 1, 3]))
+        data = b"".join(parts)
+        if rnd.random() < 0.05:
+            data = bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 120)))
+        want: list = []
+        got: list = []
+        assert cnproc._cn_parse(data, got, cnproc.CnEvent) == \
+            cnproc.parse_cn_messages_py(data, want), data
+        assert got == want and all(type(e) is cnproc.CnEvent for e in got)
+    ev: list = []
+    assert cnproc.parse_cn_messages(_cn(cnproc.PROC_EVENT_EXEC, 1, 5, 123, 42, 41), ev) == 0
+    assert ev == [(cnproc.PROC_EVENT_EXEC, 1, 5, 123, 42, 41, 0, 0, 0, 0, 0)]
+    assert ev[0].what == cnproc.PROC_EVENT_EXEC and ev[0].mono_ns == 123

@@ -1768,6 +1768,77 @@ out:
     Py_XDECREF(sl);
     return res;
 }
+
+/* cn_parse(data, out, cls) -> int: cnproc.parse_cn_messages (the definition, kept as
+ * parse_cn_messages_py) in C: every proc connector message of one datagram appended to ``out``
+ * as ``cls((what, cpu, seq, mono_ns, a, b, c, d, e, f, ack))``; returns the number of malformed
+ * messages. */
+static PyObject *py_cn_parse(PyObject *Py_UNUSED(m), PyObject *args) {
+    Py_buffer buf;
+    PyObject *out, *cls;
+    if (!PyArg_ParseTuple(args, "y*O!O", &buf, &PyList_Type, &out, &cls)) return NULL;
+    const unsigned char *d = buf.buf;
+    size_t end = (size_t)buf.len, off = 0;
+    long bad = 0;
+    /* CnEvent: a tuple subclass whose __new__ and __init__ are tuple's and that adds no storage */
+    int direct = PyType_Check(cls) && PyType_IsSubtype((PyTypeObject *)cls, &PyTuple_Type) &&
+                 ((PyTypeObject *)cls)->tp_new == PyTuple_Type.tp_new &&
+                 ((PyTypeObject *)cls)->tp_init == PyTuple_Type.tp_init &&
+                 ((PyTypeObject *)cls)->tp_basicsize == PyTuple_Type.tp_basicsize &&
+                 ((PyTypeObject *)cls)->tp_itemsize == PyTuple_Type.tp_itemsize;
+    while (off + 16 <= end) {
+        uint32_t nl_len;
+        memcpy(&nl_len, d + off, 4);
+        if (nl_len < 16 || off + nl_len > end) { bad++; break; }
+        if (nl_len >= 52) {
+            uint32_t idx, val, seq, ack, what, cpu, f[6] = {0, 0, 0, 0, 0, 0};
+            uint16_t clen;
+            uint64_t ts;
+            memcpy(&idx, d + off + 16, 4);
+            memcpy(&val, d + off + 20, 4);
+            memcpy(&seq, d + off + 24, 4);
+            memcpy(&ack, d + off + 28, 4);
+            memcpy(&clen, d + off + 32, 2);
+            if (idx == 1 && val == 1 && clen >= 16) {
+                memcpy(&what, d + off + 36, 4);
+                memcpy(&cpu, d + off + 40, 4);
+                memcpy(&ts, d + off + 44, 8);
+                size_t room = nl_len - 52;
+                if (room >= 24) memcpy(f, d + off + 52, 24);
+                else if (room >= 16) memcpy(f, d + off + 52, 16);
+                PyObject *t = Py_BuildValue("(kkkKkkkkkkk)", (unsigned long)what,
+                                            (unsigned long)cpu, (unsigned long)seq,
+                                            (unsigned long long)ts, (unsigned long)f[0],
+                                            (unsigned long)f[1], (unsigned long)f[2],
+                                            (unsigned long)f[3], (unsigned long)f[4],
+                                            (unsigned long)f[5], (unsigned long)ack);
+                if (t == NULL) goto fail;
+                PyObject *ev;
+                if (direct) { /* cls(t) without the call: a tuple subclass with no own slots */
+                    ev = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 11);
+                    if (ev != NULL)
+                        for (Py_ssize_t k = 0; k < 11; k++)
+                            PyTuple_SET_ITEM(ev, k, Py_NewRef(PyTuple_GET_ITEM(t, k)));
+                } else {
+                    ev = PyObject_CallOneArg(cls, t);
+                }
+                Py_DECREF(t);
+                if (ev == NULL) goto fail;
+                int r = PyList_Append(out, ev);
+                Py_DECREF(ev);
+                if (r < 0) goto fail;
+            }
+        } else {
+            bad++;
+        }
+        off += ((size_t)nl_len + 3) & ~(size_t)3;
+    }
+    PyBuffer_Release(&buf);
+    return PyLong_FromLong(bad);
+fail:
+    PyBuffer_Release(&buf);
+    return NULL;
+}
 /* ====================================================================== end of 23a section */
 
 static PyObject *py_sample_callback(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
@@ -1789,6 +1860,8 @@ static PyMethodDef methods[] = {
     {"cn_gather", py_cn_gather, METH_VARARGS,
      "cn_gather(fd, timeout_ms, max_datagrams) -> (datagrams, snapshots, enobufs, error): proc "
      "connector messages gathered without the GIL, /proc/TGID/stat read at each exec."},
+    {"cn_parse", py_cn_parse, METH_VARARGS,
+     "cn_parse(data, out, cls) -> int: cnproc.parse_cn_messages in C (see the C source)."},
     {"audit_fields", py_audit_fields, METH_O,
      "audit_fields(text) -> dict or None: audit_netlink.parse_fields(text) for ASCII text."},
     {NULL, NULL, 0, NULL}};
