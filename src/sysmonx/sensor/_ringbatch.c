@@ -1400,6 +1400,447 @@ fail:
 }
 /* ====================================================================== end of 20a section */
 
+
+/* ============================================================== audit records (tier B), 23a
+ * The kernel audit reader of sysmonx.sensor.backends.audit without a Python frame per datagram.
+ * The pure-Python definition is AuditSocket.recv_datagram + AuditSocket.split + parse_record
+ * (audit_netlink.py) for audit_recv, and parse_fields's regular expression for audit_fields;
+ * tests/test_audit_compiled.py compares both on the same input.
+ *
+ *   audit_recv(fd, max_datagrams, keep) -> (records, datagrams): reads up to max_datagrams
+ *       (at most 64) datagrams without waiting (one recvmmsg call; a datagram longer than 64 KiB
+ *       is cut as recv_into's 64 KiB buffer cuts it), splits each as AuditSocket.split does and
+ *       returns, for each message whose type is in ``keep`` (a set of ints), in order,
+ *       ``(type, serial, ts_ns, text)`` with parse_record's values, or ``(type, None, None,
+ *       payload)`` when the header is not the usual ``audit(SEC.FRAC:SERIAL): `` with at most
+ *       10 digits of seconds and 18 of serial (the caller then parses the payload itself);
+ *       ``datagrams`` is how many were read (0: none was waiting). Raises OSError as recv does
+ *       (e.g. ENOBUFS) when the first read fails.
+ *   audit_fields(text) -> dict or None: parse_fields(text) for an ASCII str, None otherwise.
+ */
+#include <sys/socket.h>
+
+#define AU_SLOTS 64
+#define AU_SLOT 65536
+#define AU_FIRST_RECORD 1100
+static char *au_buf = NULL;
+
+static int au_space(unsigned char c) { /* bytes-pattern \s */
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* parse_record's header regex; returns the offset of the text, or -1 (let Python decide) */
+static Py_ssize_t au_header(const unsigned char *p, Py_ssize_t n, unsigned long long *ts,
+                            unsigned long long *serial) {
+    Py_ssize_t i = 6, s0;
+    unsigned long long sec = 0, frac = 0, ser = 0;
+    int fd = 0;
+    if (n < 6 || memcmp(p, "audit(", 6) != 0) return -1;
+    for (s0 = i; i < n && p[i] >= '0' && p[i] <= '9'; i++) {
+        if (i - s0 >= 10) return -1;
+        sec = sec * 10 + (unsigned)(p[i] - '0');
+    }
+    if (i == s0 || i >= n || p[i] != '.') return -1;
+    for (s0 = ++i; i < n && p[i] >= '0' && p[i] <= '9'; i++)
+        if (fd < 9) { frac = frac * 10 + (unsigned)(p[i] - '0'); fd++; }
+    if (i == s0 || i >= n || p[i] != ':') return -1;
+    for (; fd < 9; fd++) frac *= 10;
+    for (s0 = ++i; i < n && p[i] >= '0' && p[i] <= '9'; i++) {
+        if (i - s0 >= 18) return -1;
+        ser = ser * 10 + (unsigned)(p[i] - '0');
+    }
+    if (i == s0 || i + 2 > n || p[i] != ')' || p[i + 1] != ':') return -1;
+    i += 2;
+    if (i < n && au_space(p[i])) i++;
+    *ts = sec * 1000000000ULL + frac;
+    *serial = ser;
+    return i;
+}
+
+static int au_emit(PyObject *out, unsigned type, const unsigned char *p, Py_ssize_t n) {
+    unsigned long long ts = 0, serial = 0;
+    Py_ssize_t at = au_header(p, n, &ts, &serial);
+    PyObject *t;
+    if (at < 0) {
+        t = Py_BuildValue("(IOOy#)", type, Py_None, Py_None, (const char *)p, n);
+    } else {
+        Py_ssize_t e = n;
+        while (e > at && (p[e - 1] == 0 || p[e - 1] == '\n')) e--;
+        PyObject *text = PyUnicode_DecodeUTF8((const char *)p + at, e - at, "surrogateescape");
+        if (text == NULL) return -1;
+        t = Py_BuildValue("(IKKN)", type, serial, ts, text);
+    }
+    if (t == NULL) return -1;
+    int r = PyList_Append(out, t);
+    Py_DECREF(t);
+    return r;
+}
+
+static PyObject *py_audit_recv(PyObject *Py_UNUSED(m), PyObject *args) {
+    int fd, vlen;
+    PyObject *keep;
+    if (!PyArg_ParseTuple(args, "iiO", &fd, &vlen, &keep)) return NULL;
+    if (!PyAnySet_Check(keep)) {
+        PyErr_SetString(PyExc_TypeError, "audit_recv: keep must be a set or frozenset of ints");
+        return NULL;
+    }
+    if (vlen < 1) vlen = 1;
+    if (vlen > AU_SLOTS) vlen = AU_SLOTS;
+    /* the wanted types as a bitmap (record types are below 4096; others never wanted here) */
+    unsigned char want[4096 / 8];
+    memset(want, 0, sizeof want);
+    {
+        Py_ssize_t pos = 0;
+        PyObject *key;
+        Py_hash_t h;
+        while (_PySet_NextEntry(keep, &pos, &key, &h)) {
+            long v = PyLong_AsLong(key);
+            if (v == -1 && PyErr_Occurred()) return NULL;
+            if (v < 0 || v >= 4096) {
+                PyErr_SetString(PyExc_ValueError, "audit_recv: keep types must be in 0..4095");
+                return NULL;
+            }
+            want[v >> 3] |= (unsigned char)(1u << (v & 7));
+        }
+    }
+    if (au_buf == NULL && (au_buf = malloc((size_t)AU_SLOTS * AU_SLOT)) == NULL)
+        return PyErr_NoMemory();
+    struct mmsghdr msgs[AU_SLOTS];
+    struct iovec iov[AU_SLOTS];
+    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)vlen);
+    for (int i = 0; i < vlen; i++) {
+        iov[i].iov_base = au_buf + (size_t)i * AU_SLOT;
+        iov[i].iov_len = AU_SLOT;
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    int got;
+    for (;;) {
+        got = recvmmsg(fd, msgs, (unsigned)vlen, MSG_DONTWAIT, NULL);
+        if (got >= 0) break;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) { got = 0; break; }
+        if (errno == EINTR) {
+            if (PyErr_CheckSignals() < 0) return NULL;
+            continue;
+        }
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    for (int i = 0; i < got; i++) {
+        const unsigned char *d = (const unsigned char *)au_buf + (size_t)i * AU_SLOT;
+        size_t total = msgs[i].msg_len, off = 0;
+        while (off + 16 <= total) {
+            uint32_t length;
+            uint16_t type;
+            memcpy(&length, d + off, 4);
+            memcpy(&type, d + off + 4, 2);
+            int last = type >= AU_FIRST_RECORD || length < 16 || off + length > total;
+            size_t end = last ? total : off + length;
+            if (type < 4096 && (want[type >> 3] & (1u << (type & 7))) &&
+                au_emit(out, type, d + off + 16, (Py_ssize_t)(end - off - 16)) < 0) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            if (last) break;
+            off += ((size_t)length + 3) & ~(size_t)3;
+        }
+    }
+    return Py_BuildValue("(Ni)", out, got);
+}
+
+static int au_key(Py_UCS1 c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+static int au_digit(Py_UCS1 c) { return c >= '0' && c <= '9'; }
+
+static PyObject *py_audit_fields(PyObject *Py_UNUSED(m), PyObject *text) {
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "audit_fields: text must be str");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(text)) Py_RETURN_NONE;
+    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0;
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    while (i < n) {
+        if (!au_key(s[i])) { i++; continue; }
+        /* ([A-Za-z0-9_]+(?:\[\d+\])?)= : every start inside one run of key characters ends at
+         * the same place, so a run that fails is skipped whole */
+        Py_ssize_t k0 = i, j = i;
+        while (j < n && au_key(s[j])) j++;
+        Py_ssize_t kend = j;
+        if (j < n && s[j] == '[') {
+            Py_ssize_t m = j + 1;
+            while (m < n && au_digit(s[m])) m++;
+            if (m > j + 1 && m + 1 < n && s[m] == ']' && s[m + 1] == '=') kend = j = m + 1;
+        }
+        if (j >= n || s[j] != '=') {
+            i = j; /* the end of the run (a bracket is taken only when "=" follows it) */
+            continue;
+        }
+        /* ("[^"]*"|'[^']*'|\S*) */
+        Py_ssize_t v0 = j + 1, v1 = -1;
+        if (v0 < n && (s[v0] == '"' || s[v0] == '\'')) {
+            const Py_UCS1 *q = memchr(s + v0 + 1, s[v0], (size_t)(n - v0 - 1));
+            if (q != NULL) v1 = (q - s) + 1;
+        }
+        if (v1 < 0) {
+            v1 = v0;
+            while (v1 < n && !Py_UNICODE_ISSPACE(s[v1])) v1++;
+        }
+        PyObject *k = PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, s + k0, kend - k0);
+        PyObject *v = k ? PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, s + v0, v1 - v0) : NULL;
+        if (v == NULL || PyDict_SetItem(out, k, v) < 0) {
+            Py_XDECREF(k);
+            Py_XDECREF(v);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(k);
+        Py_DECREF(v);
+        i = v1;
+    }
+    return out;
+}
+
+/* cn_gather(fd, timeout_ms, max_datagrams) -> (datagrams, snapshots, enobufs, error): the audit
+ * tier's short wait for proc connector messages (AuditBackend._run, "gather") without the GIL.
+ * It reads the proc connector socket ``fd`` (non-blocking reads, poll between them) for up to
+ * ``timeout_ms`` or until ``max_datagrams`` datagrams came, and for every PROC_EVENT_EXEC in them
+ * reads ``/proc/TGID/stat`` at once (one read of at most 4096 bytes, as _exec_snapshot does: a
+ * short-lived process is gone a millisecond after its exec, and a thread that needs the GIL
+ * first may come too late). Returns the datagrams as ``bytes`` (as recv_into a 64 KiB buffer
+ * gives them; an empty datagram ends the reading, as ProcConnector.read ends it), the snapshots
+ * in order as ``(tgid, stat bytes or None)``, how many reads failed with ENOBUFS, and the errno
+ * of another failure (0: none; what was read before it is returned). */
+#include <poll.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <time.h>
+
+#define CN_DGRAM 65536
+#define CN_STAT 4096
+
+typedef struct {
+    char *buf;
+    size_t used, alloc;
+} cn_arena;
+
+static int cn_put(cn_arena *a, const void *data, size_t n) {
+    if (a->used + n + sizeof(size_t) > a->alloc) {
+        size_t na = a->alloc ? a->alloc * 2 : 16384;
+        while (na < a->used + n + sizeof(size_t)) na *= 2;
+        char *nb = realloc(a->buf, na);
+        if (nb == NULL) return -1;
+        a->buf = nb;
+        a->alloc = na;
+    }
+    memcpy(a->buf + a->used, &n, sizeof(size_t));
+    if (n) memcpy(a->buf + a->used + sizeof(size_t), data, n);
+    a->used += n + sizeof(size_t);
+    return 0;
+}
+
+static long long cn_now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* the exec events of one datagram (parse_cn_messages's walk): snapshot each */
+static int cn_snap(const unsigned char *d, size_t total, cn_arena *snaps, char *stat) {
+    size_t off = 0;
+    while (off + 16 <= total) {
+        uint32_t nl_len, idx, val, what, tgid;
+        uint16_t clen;
+        memcpy(&nl_len, d + off, 4);
+        if (nl_len < 16 || off + nl_len > total) return 0;
+        if (nl_len >= 52 + 16) { /* room for the u32 fields parse_cn_messages reads */
+            memcpy(&idx, d + off + 16, 4);
+            memcpy(&val, d + off + 20, 4);
+            memcpy(&clen, d + off + 32, 2);
+            memcpy(&what, d + off + 36, 4);
+            if (idx == 1 && val == 1 && clen >= 16 && what == 2) {
+                memcpy(&tgid, d + off + 56, 4);
+                char path[40];
+                ssize_t n = -1;
+                snprintf(path, sizeof path, "/proc/%u/stat", (unsigned)tgid);
+                int sfd = open(path, O_RDONLY | O_CLOEXEC);
+                if (sfd >= 0) {
+                    n = read(sfd, stat, CN_STAT);
+                    close(sfd);
+                }
+                /* record: tgid (4 bytes) + the stat bytes, or tgid alone when not read */
+                char rec[4 + CN_STAT];
+                memcpy(rec, &tgid, 4);
+                if (n > 0) memcpy(rec + 4, stat, (size_t)n);
+                /* n == 0 (empty read) and n < 0 (failure) differ: mark failure with 5 bytes */
+                if (n < 0) rec[4] = 0;
+                if (cn_put(snaps, rec, n > 0 ? 4 + (size_t)n : (n < 0 ? 5 : 4)) < 0) return -1;
+            }
+        }
+        off += ((size_t)nl_len + 3) & ~(size_t)3;
+    }
+    return 0;
+}
+
+static PyObject *py_cn_gather(PyObject *Py_UNUSED(m), PyObject *args) {
+    int fd, timeout_ms, maxd;
+    if (!PyArg_ParseTuple(args, "iii", &fd, &timeout_ms, &maxd)) return NULL;
+    if (maxd < 1) maxd = 1;
+    if (timeout_ms < 0) timeout_ms = 0;
+    char *scratch = malloc(CN_DGRAM), *stat = malloc(CN_STAT);
+    cn_arena dg = {NULL, 0, 0}, sn = {NULL, 0, 0};
+    int nd = 0, enobufs = 0, err = 0, nomem = 0;
+    if (scratch == NULL || stat == NULL) {
+        free(scratch);
+        free(stat);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    long long deadline = cn_now_ns() + (long long)timeout_ms * 1000000LL;
+    int done = 0;
+    while (!done && nd < maxd) {
+        for (;;) {
+            ssize_t n = recv(fd, scratch, CN_DGRAM, MSG_DONTWAIT);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+                if (errno == EINTR) continue;
+                if (errno == ENOBUFS) { enobufs++; continue; }
+                err = errno;
+                done = 1;
+                break;
+            }
+            if (n == 0) { done = 1; break; }
+            if (cn_put(&dg, scratch, (size_t)n) < 0 ||
+                cn_snap((const unsigned char *)scratch, (size_t)n, &sn, stat) < 0) {
+                nomem = 1;
+                done = 1;
+                break;
+            }
+            if (++nd >= maxd) { done = 1; break; }
+        }
+        if (done) break;
+        long long left = deadline - cn_now_ns();
+        if (left <= 0) break;
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, (int)((left + 999999) / 1000000));
+        if (r < 0 && errno != EINTR) { err = errno; break; }
+        if (r == 0) break;
+    }
+    Py_END_ALLOW_THREADS
+    free(scratch);
+    free(stat);
+    PyObject *dl = NULL, *sl = NULL, *res = NULL;
+    if (nomem) { PyErr_NoMemory(); goto out; }
+    if ((dl = PyList_New(0)) == NULL || (sl = PyList_New(0)) == NULL) goto out;
+    for (size_t off = 0; off < dg.used;) {
+        size_t n;
+        memcpy(&n, dg.buf + off, sizeof(size_t));
+        PyObject *b = PyBytes_FromStringAndSize(dg.buf + off + sizeof(size_t), (Py_ssize_t)n);
+        if (b == NULL || PyList_Append(dl, b) < 0) { Py_XDECREF(b); goto out; }
+        Py_DECREF(b);
+        off += sizeof(size_t) + n;
+    }
+    for (size_t off = 0; off < sn.used;) {
+        size_t n;
+        uint32_t tgid;
+        memcpy(&n, sn.buf + off, sizeof(size_t));
+        const char *r = sn.buf + off + sizeof(size_t);
+        memcpy(&tgid, r, 4);
+        PyObject *t;
+        if (n == 5 && r[4] == 0)
+            t = Py_BuildValue("(IO)", (unsigned)tgid, Py_None);
+        else
+            t = Py_BuildValue("(Iy#)", (unsigned)tgid, r + 4, (Py_ssize_t)(n - 4));
+        if (t == NULL || PyList_Append(sl, t) < 0) { Py_XDECREF(t); goto out; }
+        Py_DECREF(t);
+        off += sizeof(size_t) + n;
+    }
+    res = Py_BuildValue("(OOii)", dl, sl, enobufs, err);
+out:
+    free(dg.buf);
+    free(sn.buf);
+    Py_XDECREF(dl);
+    Py_XDECREF(sl);
+    return res;
+}
+
+/* cn_parse(data, out, cls) -> int: cnproc.parse_cn_messages (the definition, kept as
+ * parse_cn_messages_py) in C: every proc connector message of one datagram appended to ``out``
+ * as ``cls((what, cpu, seq, mono_ns, a, b, c, d, e, f, ack))``; returns the number of malformed
+ * messages. */
+static PyObject *py_cn_parse(PyObject *Py_UNUSED(m), PyObject *args) {
+    Py_buffer buf;
+    PyObject *out, *cls;
+    if (!PyArg_ParseTuple(args, "y*O!O", &buf, &PyList_Type, &out, &cls)) return NULL;
+    const unsigned char *d = buf.buf;
+    size_t end = (size_t)buf.len, off = 0;
+    long bad = 0;
+    /* CnEvent: a tuple subclass whose __new__ and __init__ are tuple's and that adds no storage */
+    int direct = PyType_Check(cls) && PyType_IsSubtype((PyTypeObject *)cls, &PyTuple_Type) &&
+                 ((PyTypeObject *)cls)->tp_new == PyTuple_Type.tp_new &&
+                 ((PyTypeObject *)cls)->tp_init == PyTuple_Type.tp_init &&
+                 ((PyTypeObject *)cls)->tp_basicsize == PyTuple_Type.tp_basicsize &&
+                 ((PyTypeObject *)cls)->tp_itemsize == PyTuple_Type.tp_itemsize;
+    while (off + 16 <= end) {
+        uint32_t nl_len;
+        memcpy(&nl_len, d + off, 4);
+        if (nl_len < 16 || off + nl_len > end) { bad++; break; }
+        if (nl_len >= 52) {
+            uint32_t idx, val, seq, ack, what, cpu, f[6] = {0, 0, 0, 0, 0, 0};
+            uint16_t clen;
+            uint64_t ts;
+            memcpy(&idx, d + off + 16, 4);
+            memcpy(&val, d + off + 20, 4);
+            memcpy(&seq, d + off + 24, 4);
+            memcpy(&ack, d + off + 28, 4);
+            memcpy(&clen, d + off + 32, 2);
+            if (idx == 1 && val == 1 && clen >= 16) {
+                memcpy(&what, d + off + 36, 4);
+                memcpy(&cpu, d + off + 40, 4);
+                memcpy(&ts, d + off + 44, 8);
+                size_t room = nl_len - 52;
+                if (room >= 24) memcpy(f, d + off + 52, 24);
+                else if (room >= 16) memcpy(f, d + off + 52, 16);
+                PyObject *t = Py_BuildValue("(kkkKkkkkkkk)", (unsigned long)what,
+                                            (unsigned long)cpu, (unsigned long)seq,
+                                            (unsigned long long)ts, (unsigned long)f[0],
+                                            (unsigned long)f[1], (unsigned long)f[2],
+                                            (unsigned long)f[3], (unsigned long)f[4],
+                                            (unsigned long)f[5], (unsigned long)ack);
+                if (t == NULL) goto fail;
+                PyObject *ev;
+                if (direct) { /* cls(t) without the call: a tuple subclass with no own slots */
+                    ev = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 11);
+                    if (ev != NULL)
+                        for (Py_ssize_t k = 0; k < 11; k++)
+                            PyTuple_SET_ITEM(ev, k, Py_NewRef(PyTuple_GET_ITEM(t, k)));
+                } else {
+                    ev = PyObject_CallOneArg(cls, t);
+                }
+                Py_DECREF(t);
+                if (ev == NULL) goto fail;
+                int r = PyList_Append(out, ev);
+                Py_DECREF(ev);
+                if (r < 0) goto fail;
+            }
+        } else {
+            bad++;
+        }
+        off += ((size_t)nl_len + 3) & ~(size_t)3;
+    }
+    PyBuffer_Release(&buf);
+    return PyLong_FromLong(bad);
+fail:
+    PyBuffer_Release(&buf);
+    return NULL;
+}
+/* ====================================================================== end of 23a section */
+
 static PyObject *py_sample_callback(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
     return PyLong_FromVoidPtr((void *)(uintptr_t)&rb_sample);
 }
@@ -1413,6 +1854,16 @@ static PyMethodDef methods[] = {
      "OrderBuffer.push_many's loop over items[:i] (see the C source)."},
     {"order_ready", py_order_ready, METH_VARARGS,
      "order_ready(heap, limit, last, heappop) -> (out, last, late): OrderBuffer.ready's loop."},
+    {"audit_recv", py_audit_recv, METH_VARARGS,
+     "audit_recv(fd, max_datagrams, keep) -> (records, datagrams): audit datagrams read and "
+     "parsed as AuditSocket.recv_datagram/split/parse_record do (see the C source)."},
+    {"cn_gather", py_cn_gather, METH_VARARGS,
+     "cn_gather(fd, timeout_ms, max_datagrams) -> (datagrams, snapshots, enobufs, error): proc "
+     "connector messages gathered without the GIL, /proc/TGID/stat read at each exec."},
+    {"cn_parse", py_cn_parse, METH_VARARGS,
+     "cn_parse(data, out, cls) -> int: cnproc.parse_cn_messages in C (see the C source)."},
+    {"audit_fields", py_audit_fields, METH_O,
+     "audit_fields(text) -> dict or None: audit_netlink.parse_fields(text) for ASCII text."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {

@@ -126,6 +126,15 @@ def _read(path: str, size: int = 65536, whole: bool = False,
     except OSError:
         return None
     try:
+        return _read_fd(fd, size, whole, max_bytes)
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int, size: int = 65536, whole: bool = False,
+             max_bytes: int = 64 << 20) -> Optional[bytes]:
+    """:func:`_read` of an open file descriptor (left open)."""
+    try:
         chunks = []
         total = 0
         while total < max_bytes:
@@ -140,8 +149,6 @@ def _read(path: str, size: int = 65536, whole: bool = False,
         return b"".join(chunks)
     except OSError:
         return None
-    finally:
-        os.close(fd)
 
 
 def _readlink(path: str) -> Optional[str]:
@@ -218,19 +225,39 @@ def _decode_argv(raw: bytes) -> Optional[list]:
 
 def read_process(pid: int) -> ProcSnapshot:
     """Read a :class:`ProcSnapshot` of ``pid`` now (:func:`read_process_racy` then
-    :func:`read_process_rest`). Never raises."""
-    return read_process_rest(read_process_racy(pid))
+    :func:`read_process_rest`; when ``/proc/PID`` is gone, the first failed open ends it: every
+    field ``None``). Never raises."""
+    snap, gone = _racy(pid)
+    return snap if gone else read_process_rest(snap)
 
 
 def read_process_racy(pid: int) -> ProcSnapshot:
     """Read the fields that vanish first when ``pid`` exits (its mm and fs are released before
     it becomes a zombie): cmdline, exe, cwd. Never raises."""
+    return _racy(pid)[0]
+
+
+def _racy(pid: int) -> tuple:
+    """``(snapshot, gone)``: :func:`read_process_racy`'s snapshot, and whether ``/proc/PID``
+    does not exist (``cmdline`` exists for every process, zombies included: ENOENT/ESRCH on it
+    means no such process, and nothing else is read)."""
     base = f"/proc/{pid}/"
     snap = ProcSnapshot(pid)
-    snap.argv = _decode_argv(_read(base + "cmdline", 131072) or b"")
+    try:
+        fd = os.open(base + "cmdline", os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, ProcessLookupError):
+        return snap, True
+    except OSError:
+        raw = None
+    else:
+        try:
+            raw = _read_fd(fd, 131072)
+        finally:
+            os.close(fd)
+    snap.argv = _decode_argv(raw or b"")
     snap.exe = _readlink(base + "exe")
     snap.cwd = _readlink(base + "cwd")
-    return snap
+    return snap, False
 
 
 def read_process_rest(snap: ProcSnapshot) -> ProcSnapshot:

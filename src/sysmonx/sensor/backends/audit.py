@@ -1,4 +1,5 @@
-"""Tier-B live backend: the kernel audit subsystem over netlink, in pure Python.
+"""Tier-B live backend: the kernel audit subsystem over netlink, in Python (records read and parsed
+in C by ``sysmonx.sensor._ringbatch`` when it is built; the Python reader defines it).
 
 Used when the eBPF tier cannot load (shared/spec/linux-sensing.md §2.2, §5 "Tier B"). It turns
 audit records into :mod:`sysmonx.sensor.observations` and never builds Sysmon events.
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import importlib
 import os
 import select
 import stat
@@ -77,8 +79,19 @@ from .cn_tracefs import ConnectMatcher, TcpStateTrace, thread_group, tracefs_ava
 from .cnproc import (PROC_EVENT_EXEC, PROC_EVENT_EXIT, PROC_EVENT_FORK, CnprocBackend,
                      ProcConnector, boot_offset_ns, fork_start_ticks)
 from ..procfs import monotonic_to_epoch_offset, parse_stat, syn_sent_port
+from ..threadname import set_native_name
 
 __all__ = ["AuditBackend", "RULE_KEY", "ARCH_TABLES"]
+
+#: record types the reader keeps (the classified ones and the end of each event)
+_WANTED = frozenset(_KEEP | {nl.AUDIT_EOE})
+
+#: the compiled wait for proc connector messages (``_ringbatch.cn_gather``, see
+#: :meth:`AuditBackend._gather_cn`); ``None`` when not built or ``SYSMONX_PURE_PYTHON`` is set,
+#: and then the Python loop in :meth:`AuditBackend._run`, which defines it, waits.
+_cn_gather: Optional[Callable] = None
+if nl.compiled_recv is not None:
+    _cn_gather = getattr(importlib.import_module("sysmonx.sensor._ringbatch"), "cn_gather", None)
 
 RULE_KEY = "sysmonx"
 
@@ -100,6 +113,14 @@ def _exec_snapshot(pid: int) -> tuple:
         return None, None, None
     finally:
         os.close(fd)
+    return _snapshot_of(data)
+
+
+def _snapshot_of(data: Optional[bytes]) -> tuple:
+    """:func:`_exec_snapshot` of the bytes one read of ``/proc/PID/stat`` gave (``None``: it
+    could not be opened or read)."""
+    if data is None:
+        return None, None, None
     parsed = parse_stat(data)
     if not parsed:
         return None, None, None
@@ -124,9 +145,9 @@ def _other_sensor_running() -> bool:
     return False
 
 
-@BACKENDS.register(summary="tier B: kernel audit over netlink (pure Python), coexists with auditd")
+@BACKENDS.register(summary="tier B: kernel audit over netlink, coexists with auditd")
 class AuditBackend(AuditClassifier, Backend):
-    """Tier-B backend on the kernel audit subsystem (pure-Python netlink).
+    """Tier-B backend on the kernel audit subsystem (netlink; compiled record reader when built).
 
     Options (all optional):
         ``key`` (str, default ``"sysmonx"``): filter key of our rules.
@@ -145,6 +166,10 @@ class AuditBackend(AuditClassifier, Backend):
             tracefs; ``trace_buffer_kb`` (int, default 1024).
         ``gather_ms`` (float, default 4): when only a few audit records came, wait this long
             for more before the next round (the proc connector is served meanwhile).
+        ``compiled_reader`` (bool, default True): read and parse records with the compiled
+            reader (``audit_netlink.compiled_recv``), and wait for proc connector messages with
+            the compiled gather (:meth:`_gather_cn`), when they are built; ``False``: the pure
+            Python reader and wait, which define them.
 
     Attributes after :meth:`start`: ``mode`` (``"unicast"`` = we own audit, ``"multicast"``),
     ``watched_devices`` (block device paths with a watch rule).
@@ -199,6 +224,9 @@ class AuditBackend(AuditClassifier, Backend):
         self._forks: "OrderedDict[int, ProcessFork]" = OrderedDict()  # not exec'd yet
         self._mono_off = monotonic_to_epoch_offset()
         self._boot_off = boot_offset_ns()
+        # the compiled record reader (nl.compiled_recv) unless built without it or turned off
+        self._recv = nl.compiled_recv if self.options.get("compiled_reader", True) else None
+        self._gather = _cn_gather if self.options.get("compiled_reader", True) else None
         self._stats.update({"exec_paired": 0, "exec_unpaired": 0, "forks": 0, "exits": 0,
                             "tcp_source_known": 0, "tcp_source_unknown": 0,
                             "protocol_unknown": 0})
@@ -611,6 +639,7 @@ class AuditBackend(AuditClassifier, Backend):
     # -- reader --------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        set_native_name("sysmonx-audit")  # its CPU time told apart from outside (top -H, perf)
         interval = float(self.options.get("status_interval", 1.0))
         rescan = float(self.options.get("device_rescan", 10.0))
         timeout = float(self.options.get("event_timeout", 1.0))
@@ -647,12 +676,17 @@ class AuditBackend(AuditClassifier, Backend):
                     # batch instead of per record), answering the proc connector meanwhile so
                     # exec snapshots are still taken at once
                     until = now + gather
-                    while True:
+                    if self._gather is not None and self._cn is not None:
                         left = until - time.monotonic()
-                        if left <= 0 or self._stopping.is_set():
-                            break
-                        if fast.poll(max(1, int(left * 1000))):
-                            self._drain_cn()
+                        if left > 0:
+                            self._gather_cn(left)
+                    else:
+                        while True:
+                            left = until - time.monotonic()
+                            if left <= 0 or self._stopping.is_set():
+                                break
+                            if fast.poll(max(1, int(left * 1000))):
+                                self._drain_cn()
                 if now >= next_tick:
                     self._tick()
                     next_tick = now + 0.5
@@ -679,7 +713,12 @@ class AuditBackend(AuditClassifier, Backend):
 
     def _read_some(self, timeout: float, limit: int = 512, budget: float = 0.2) -> int:
         """Read up to ``limit`` datagrams (or for ``budget`` seconds, so housekeeping runs even
-        when ``emit`` blocks), waiting at most ``timeout`` for the first."""
+        when ``emit`` blocks), waiting at most ``timeout`` for the first. Returns how many
+        were read. With the compiled reader (``nl.compiled_recv``, option ``compiled_reader``)
+        batches of up to 64 datagrams are read and parsed in one call; the records are the same
+        (tests/test_audit_compiled.py)."""
+        if self._recv is not None:
+            return self._read_batches(timeout, limit, budget)
         n = 0
         wait = timeout if timeout > 0 else None  # None: a non-blocking recv, no poll first
         end = time.monotonic() + timeout + budget
@@ -703,6 +742,45 @@ class AuditBackend(AuditClassifier, Backend):
                 self._flush_out()
             for mtype, _flags, _seq, body in AuditSocket.split(data):
                 self._on_message(mtype, body)
+        return n
+
+    def _read_batches(self, timeout: float, limit: int, budget: float) -> int:
+        """:meth:`_read_some` by the compiled reader: the companions are served after each full
+        batch (64 datagrams), as the pure path serves them every 64 datagrams."""
+        rd, recv = self._rd, self._recv
+        assert rd is not None and recv is not None
+        if timeout > 0 and not rd.wait_readable(timeout):
+            return 0
+        n = 0
+        end = time.monotonic() + timeout + budget
+        fd = rd.fileno()
+        on_record, record, parse = self._on_record, nl.AuditRecord, nl.parse_record
+        while n < limit and (n == 0 or time.monotonic() < end):
+            want = min(64, limit - n)
+            try:
+                recs, got = recv(fd, want, _WANTED)
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    self._stats["enobufs"] += 1
+                    self._loss("audit.enobufs", 0, "netlink receive buffer overflowed (ENOBUFS): "
+                               "an unknown number of audit records were dropped for this reader")
+                    continue
+                raise
+            if not got:
+                break
+            n += got
+            for mtype, serial, ts_ns, text in recs:
+                if serial is None:  # an unusual header: the Python parser decides
+                    rec = parse(mtype, text)
+                    if rec is None:
+                        continue
+                else:
+                    rec = record(mtype, serial, ts_ns, text)
+                on_record(rec)
+            if got < want:
+                break  # nothing more waiting
+            self._drain_companions()  # exec snapshots must be taken while processes live
+            self._flush_out()
         return n
 
     # -- companions: proc connector and tracefs ------------------------------------------------
@@ -732,13 +810,16 @@ class AuditBackend(AuditClassifier, Backend):
         if self._tcp_wait:
             self._settle_tcp()
 
-    def _on_cn(self, msgs: list) -> None:
+    def _on_cn(self, msgs: list, taken: Optional[dict] = None) -> None:
         """Proc connector messages: snapshots of exec'd processes first (they may exit any
-        moment), then forks, execs and exits in order."""
+        moment), then forks, execs and exits in order. ``taken``: tgid -> the snapshots
+        already taken for its execs, in order (``_snapshot_of`` results, from the compiled
+        gather); an exec without one is read now."""
         snaps = {}
         for i, m in enumerate(msgs):
             if m[0] == PROC_EVENT_EXEC and m[5] not in self._excl:
-                snaps[i] = _exec_snapshot(m[5])
+                early = taken.get(m[5]) if taken else None
+                snaps[i] = early.pop(0) if early else _exec_snapshot(m[5])
         off = self._mono_off
         cn = self._cn
         assert cn is not None  # messages come from it
@@ -781,6 +862,23 @@ class AuditBackend(AuditClassifier, Backend):
                     self._out(fork)
                 self._out(ProcessExit(m[3] + off, tgid, self._starts.pop(tgid, None),
                                       (m[6] >> 8) & 0xFF))
+
+    def _gather_cn(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for proc connector messages with the compiled gather
+        (``_ringbatch.cn_gather``: no GIL while waiting, ``/proc/TGID/stat`` read at each exec
+        as soon as it comes), then handle them as :meth:`_drain_cn` does."""
+        cn, gather = self._cn, self._gather
+        assert cn is not None and gather is not None
+        datagrams, snapshots, enobufs, err = gather(cn.fileno(), max(1, int(seconds * 1000)),
+                                                    2048)
+        taken: dict = {}
+        for tgid, data in snapshots:
+            taken.setdefault(tgid, []).append(_snapshot_of(data))
+        msgs = cn.absorb(datagrams, enobufs)
+        if msgs:
+            self._on_cn(msgs, taken)
+        if err:
+            raise OSError(err, f"proc connector read failed: {os.strerror(err)}")
 
     def _tcp_connected(self, syn, sport: Optional[int]) -> None:
         """A TCP connect seen by tracefs (SYN_SENT, then the port): kept for the audit connect
@@ -876,8 +974,13 @@ class AuditBackend(AuditClassifier, Backend):
         if mtype not in _KEEP and mtype != nl.AUDIT_EOE:
             return
         rec = nl.parse_record(mtype, body)
-        if rec is None:
-            return
+        if rec is not None:
+            self._on_record(rec)
+
+    def _on_record(self, rec: nl.AuditRecord) -> None:
+        """Group one parsed record with the others of its event; the event is classified at
+        its ``EOE``."""
+        mtype = rec.type
         self._stats["records"] += 1
         ev = self._pending.get(rec.serial)
         if mtype == nl.AUDIT_EOE:

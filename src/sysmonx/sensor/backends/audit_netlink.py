@@ -23,6 +23,7 @@ child user namespace with ECONNREFUSED).
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import re
 import select
@@ -30,7 +31,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 __all__ = [
     "NETLINK_AUDIT", "AUDIT_NLGRP_READLOG", "AuditError", "AuditStatus", "AuditRule",
@@ -333,6 +334,13 @@ class AuditSocket:
             return None
         return bytes(self._buf[:n])
 
+    def wait_readable(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a datagram; ``True`` when one is waiting."""
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.sock.fileno(), select.POLLIN)
+        return bool(self._poller.poll(max(0, int(timeout * 1000 + 0.999))))
+
     @staticmethod
     def split(data: bytes) -> Iterator[tuple]:
         """Split a datagram into ``(type, flags, seq, payload)`` messages.
@@ -493,10 +501,37 @@ def parse_record(msg_type: int, payload: bytes) -> Optional[AuditRecord]:
     return AuditRecord(msg_type, int(serial), ts_ns, text)
 
 
-def parse_fields(text: str) -> dict:
+def parse_fields_py(text: str) -> dict:
     """``key=value`` pairs of a record, values still raw (quoted, hex or plain). Later
-    duplicates win (the kernel never repeats a key within a record)."""
-    return {k: v for k, v in _FIELD.findall(text)}
+    duplicates win (the kernel never repeats a key within a record). The definition of
+    :func:`parse_fields`."""
+    return dict(_FIELD.findall(text))
+
+
+def parse_fields(text: str) -> dict:
+    """``key=value`` pairs of a record (:func:`parse_fields_py`, the definition), by the
+    compiled scanner :data:`compiled_fields` when it is built, for ASCII text (what the kernel
+    writes: untrusted strings are quoted printable ASCII or hex)."""
+    if compiled_fields is not None:
+        out = compiled_fields(text)
+        if out is not None:
+            return out
+    return dict(_FIELD.findall(text))
+
+
+#: The compiled record reader and field scanner (``sysmonx.sensor._ringbatch.audit_recv`` and
+#: ``audit_fields``: the same values as :meth:`AuditSocket.recv_datagram` +
+#: :meth:`AuditSocket.split` + :func:`parse_record`, and :func:`parse_fields_py`, which define
+#: them, without a Python frame per datagram or field). ``None`` when the extension is not built
+#: or ``SYSMONX_PURE_PYTHON`` is set (read once, at import).
+compiled_recv: Optional[Callable[[int, int, frozenset], tuple]] = None
+compiled_fields: Optional[Callable[[str], Optional[dict]]] = None
+if os.environ.get("SYSMONX_PURE_PYTHON", "") in ("", "0"):
+    try:
+        _rb = importlib.import_module("sysmonx.sensor._ringbatch")
+        compiled_recv, compiled_fields = _rb.audit_recv, _rb.audit_fields
+    except (ImportError, AttributeError):  # not built: the Python functions
+        compiled_recv = compiled_fields = None
 
 
 def decode_untrusted(value: Optional[str]) -> Optional[bytes]:

@@ -322,8 +322,28 @@ def _is_dir(item: dict) -> bool:
     return mode is not None and stat.S_ISDIR(mode)
 
 
+#: the field names of one EXECVE record of ``n`` whole arguments: ``argc a0 ... a(n-1)``
+_SIMPLE_EXECVE = [["argc"] + [f"a{i}" for i in range(n)] for n in range(64)]
+
+
 def _argv(records: list) -> list:
-    """argv from EXECVE records (one or more, in arrival order)."""
+    """argv from EXECVE records (one or more, in arrival order): :func:`_argv_general`, which
+    defines it, or for the usual record (one record, ``argc=N a0=.. a(N-1)=..`` with no chunked
+    argument, fewer than 64 arguments) the same list without its general bookkeeping."""
+    if len(records) == 1:
+        fields = nl.parse_fields(records[0].text)
+        n = _int(fields.get("argc"))
+        if n is not None and 0 <= n < 64 and len(fields) == n + 1 and \
+                list(fields) == _SIMPLE_EXECVE[n]:
+            decode = nl.decode_untrusted
+            return [(decode(v) or b"").decode("utf-8", "replace")
+                    for k, v in fields.items() if k != "argc"]
+    return _argv_general(records)
+
+
+def _argv_general(records: list) -> list:
+    """argv from EXECVE records (one or more, in arrival order): quoted or hex arguments,
+    ``aN[k]`` chunks of long arguments, arguments spread over several records."""
     argc = None
     parts: dict = {}
     for rec in records:
@@ -388,7 +408,9 @@ class AuditClassifier:
             self._error(f"cannot parse audit event {ev.serial}: {e!r}")
 
     def _classify(self, ev: AuditEvent) -> None:
-        sysrec = next((r for r in ev.records if r.type == nl.AUDIT_SYSCALL), None)
+        first = ev.records[0] if ev.records else None   # the SYSCALL record comes first
+        sysrec = first if first is not None and first.type == nl.AUDIT_SYSCALL else \
+            next((r for r in ev.records if r.type == nl.AUDIT_SYSCALL), None)
         if sysrec is None:
             return                       # only aux records: the SYSCALL was lost (counted)
         f = nl.parse_fields(sysrec.text)

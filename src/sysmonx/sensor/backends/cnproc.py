@@ -52,6 +52,7 @@ unfiltered, waits for the ack, then installs the filter with a second LISTEN.)
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import random
 import select
@@ -123,7 +124,16 @@ class CnEvent(tuple):
 
 def parse_cn_messages(data: bytes, out: list) -> int:
     """Decode every netlink message of one datagram into :class:`CnEvent` s appended to
-    ``out``. Returns the number of malformed messages (skipped). Never raises."""
+    ``out``. Returns the number of malformed messages (skipped). Never raises.
+    :func:`parse_cn_messages_py` defines it; the compiled decoder (``_ringbatch.cn_parse``)
+    runs instead when it is built and ``SYSMONX_PURE_PYTHON`` is not set."""
+    if _cn_parse is not None:
+        return _cn_parse(data, out, CnEvent)
+    return parse_cn_messages_py(data, out)
+
+
+def parse_cn_messages_py(data: bytes, out: list) -> int:
+    """:func:`parse_cn_messages` in Python (the definition)."""
     bad = 0
     off = 0
     end = len(data)
@@ -150,6 +160,16 @@ def parse_cn_messages(data: bytes, out: list) -> int:
             bad += 1
         off += (nl_len + 3) & ~3
     return bad
+
+
+#: the compiled decoder of :func:`parse_cn_messages` (``None``: not built, or
+#: ``SYSMONX_PURE_PYTHON`` set; read once, at import)
+_cn_parse: Optional[Callable[[bytes, list, type], int]] = None
+if os.environ.get("SYSMONX_PURE_PYTHON", "") in ("", "0"):
+    try:
+        _cn_parse = importlib.import_module("sysmonx.sensor._ringbatch").cn_parse
+    except (ImportError, AttributeError):  # not built: the Python decoder
+        _cn_parse = None
 
 
 def mcast_message(op: int, seq: int, event_type: Optional[int] = None, ack: int = 0) -> bytes:
@@ -287,6 +307,24 @@ class ProcConnector:
                 break
             self.stats["cn_messages"] += 1
             self.stats["cn_malformed"] += parse_cn_messages(bytes(buf[:n]), msgs)
+        return msgs
+
+    def absorb(self, datagrams: list, enobufs: int = 0) -> list:
+        """:meth:`read`'s accounting and decoding for datagrams read elsewhere (the audit
+        tier's compiled gather): the messages of ``datagrams`` (after those read while
+        subscribing), with ``enobufs`` reads that failed with ENOBUFS counted as :meth:`read`
+        counts them."""
+        if self.early:
+            msgs, self.early = self.early, []
+        else:
+            msgs = []
+        for _ in range(enobufs):
+            self.stats["enobufs"] += 1
+            if self.kernel_filter:
+                self._report_sk_drops()
+        for data in datagrams:
+            self.stats["cn_messages"] += 1
+            self.stats["cn_malformed"] += parse_cn_messages(data, msgs)
         return msgs
 
     def in_order(self, m: CnEvent) -> bool:
