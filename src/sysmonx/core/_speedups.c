@@ -48,6 +48,9 @@ static PyObject *enrichment_names = NULL; /* frozenset */
 static PyObject *split_enrichment = NULL; /* callable(event_id, data) -> (data, enr | None) */
 static PyObject *utc_func = NULL;         /* callable(time text) -> str */
 static PyObject *json_fallback = NULL;    /* callable(event) -> bytes */
+/* [21b] bit n set: some enrichment name (or a non-str entry) has n characters (n < 64);
+ * all bits set until setup_json computes it */
+static uint64_t enrichment_lengths = ~0ULL;
 static PyObject *empty_str = NULL;
 static PyObject *str_true = NULL, *str_false = NULL;
 
@@ -347,6 +350,54 @@ static inline int key_is(const unsigned char *s, Py_ssize_t n, int escaped, cons
     return !escaped && (size_t)n == strlen(lit) && memcmp(s, lit, n) == 0;
 }
 
+
+/* [21b] Value cache: many EventData and System values repeat from record to record ("-",
+ * image paths, user names, the provider, channel and computer); the str of a short ASCII value
+ * seen before is shared instead of built (one allocation and one free less per hit). Only
+ * unescaped values of at most VAL_MAX bytes, all below 0x80 (the same str in every mode of
+ * make_string), direct-mapped on a hash of their bytes; a slot holds one str and is replaced on
+ * a miss. Entries live as long as the module (VAL_CACHE strs of at most VAL_MAX characters). */
+#define VAL_CACHE 2048
+#define VAL_MAX 48
+typedef struct {
+    Py_ssize_t len;
+    unsigned char bytes[VAL_MAX];
+    PyObject *str;
+} ValEntry;
+static ValEntry val_cache[VAL_CACHE];
+
+/* The str of the unescaped value s[0..n): shared from the cache when seen before. New
+ * reference, or NULL with an error set (memory). */
+static PyObject *cached_value(const Reader *r, const unsigned char *s, Py_ssize_t n) {
+    if (n > VAL_MAX) return make_string(r, s, n, 0);
+    uint64_t h = (uint64_t)n * 0x9E3779B97F4A7C15ULL, acc = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        acc |= w;
+        h = (h ^ w) * 0x100000001B3ULL;
+        h ^= h >> 29;
+    }
+    if (i < n) {
+        uint64_t w = 0;
+        memcpy(&w, s + i, (size_t)(n - i));
+        acc |= w;
+        h = (h ^ w) * 0x100000001B3ULL;
+        h ^= h >> 29;
+    }
+    if (acc & 0x8080808080808080ULL) return make_string(r, s, n, 0);
+    ValEntry *e = &val_cache[(h ^ (h >> 32)) & (VAL_CACHE - 1)];
+    if (e->str != NULL && e->len == n && memcmp(e->bytes, s, (size_t)n) == 0)
+        return Py_NewRef(e->str);
+    PyObject *str = ascii_string(s, n);
+    if (str == NULL) return NULL;
+    Py_XSETREF(e->str, Py_NewRef(str));
+    e->len = n;
+    memcpy(e->bytes, s, (size_t)n);
+    return str;
+}
+
 static int skip_value(Reader *r);
 
 static int skip_number(Reader *r, int *is_float) {
@@ -444,6 +495,7 @@ static int skip_value(Reader *r) {
 #define K_NULL 4
 #define K_BOOL 8
 #define K_ANY (K_STR | K_INT | K_NULL | K_BOOL)
+#define K_CACHE 16 /* [21b] a string through cached_value (when unescaped) */
 
 /* A JSON scalar (string, integer within orjson's integer range, true/false/null) as orjson
  * gives it. Returns a new reference, or NULL without an error set for "not handled" (float,
@@ -459,6 +511,7 @@ static PyObject *read_scalar(Reader *r, int kinds) {
         if (!(kinds & K_STR)) return NULL;
         r->p++;
         if (scan_string(r, &s, &n, &esc) < 0) return NULL;
+        if ((kinds & K_CACHE) && !esc) return cached_value(r, s, n);
         return make_string(r, s, n, esc);
     }
     if (c == 'n') {
@@ -587,8 +640,8 @@ static void rec_clear(Rec *x) {
 
 static int provider_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
     Rec *x = ctx;
-    if (key_is(k, n, esc, "Name")) return take(r, &x->name, K_STR);
-    if (key_is(k, n, esc, "Guid")) return take(r, &x->guid, K_STR | K_NULL);
+    if (key_is(k, n, esc, "Name")) return take(r, &x->name, K_STR | K_CACHE);
+    if (key_is(k, n, esc, "Guid")) return take(r, &x->guid, K_STR | K_NULL | K_CACHE);
     return skip_value(r);
 }
 
@@ -607,7 +660,7 @@ static int exec_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, v
 
 static int sec_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
     Rec *x = ctx;
-    if (key_is(k, n, esc, "UserID")) return take(r, &x->user_id, K_ANY);
+    if (key_is(k, n, esc, "UserID")) return take(r, &x->user_id, K_ANY | K_CACHE);
     return skip_value(r);
 }
 
@@ -637,15 +690,15 @@ static int system_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, 
     case 7:
         if (!memcmp(k, "EventID", 7)) return take(r, &x->eid, K_INT);
         if (!memcmp(k, "Version", 7)) return take(r, &x->version, K_ANY);
-        if (!memcmp(k, "Channel", 7)) return take(r, &x->channel, K_ANY);
+        if (!memcmp(k, "Channel", 7)) return take(r, &x->channel, K_ANY | K_CACHE);
         break;
     case 8:
         if (!memcmp(k, "Provider", 8)) {
             if (x->seen_provider++) return -1;
             return read_attributes(r, provider_attr, x, 1);
         }
-        if (!memcmp(k, "Keywords", 8)) return take(r, &x->keywords, K_ANY);
-        if (!memcmp(k, "Computer", 8)) return take(r, &x->computer, K_ANY);
+        if (!memcmp(k, "Keywords", 8)) return take(r, &x->keywords, K_ANY | K_CACHE);
+        if (!memcmp(k, "Computer", 8)) return take(r, &x->computer, K_ANY | K_CACHE);
         if (!memcmp(k, "Security", 8)) {
             skip_ws(r);
             if (x->seen_security) return -1;
@@ -686,7 +739,7 @@ static int system_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, 
 static int data_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
     Rec *x = ctx;
     if (key_is(k, n, esc, "Data")) return -1; /* unnamed values: the Python path names them */
-    PyObject *v = read_scalar(r, K_ANY);
+    PyObject *v = read_scalar(r, K_ANY | K_CACHE);
     if (v == NULL) return PyErr_Occurred() ? -2 : -1;
     if (!PyUnicode_CheckExact(v)) {
         PyObject *s;
@@ -1088,9 +1141,17 @@ static int out_value(Out *o, PyObject *v) {
         long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
         if (overflow) return -1;
         if (x == -1 && PyErr_Occurred()) return -2;
+        /* [21b] decimal digits written backwards (was snprintf: its format parsing cost
+         * more than the digits) */
         char tmp[24];
-        int n = snprintf(tmp, sizeof tmp, "%lld", x);
-        return out_raw(o, tmp, n);
+        char *end = tmp + sizeof tmp, *w = end;
+        unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
+        do {
+            *--w = (char)('0' + (int)(u % 10));
+            u /= 10;
+        } while (u);
+        if (x < 0) *--w = '-';
+        return out_raw(o, w, end - w);
     }
     return -1;
 }
@@ -1127,6 +1188,10 @@ static int render(Out *o, Out *extra, PyObject *e) {
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(data, &pos, &k, &v)) {
+        /* [21b] a str key of a length no enrichment name has cannot be one: no set lookup */
+        if (PyUnicode_CheckExact(k) && PyUnicode_GET_LENGTH(k) < 64 &&
+            !((enrichment_lengths >> PyUnicode_GET_LENGTH(k)) & 1))
+            continue;
         int in = PySet_Contains(enrichment_names, k);
         if (in < 0) return -2;
         if (in) {
@@ -1292,6 +1357,20 @@ static PyObject *py_setup_json(PyObject *self, PyObject *args) {
                           &se, &uf, &jf))
         return NULL;
     if (set_event_type(et) < 0) return NULL;
+    uint64_t lengths = 0;
+    {
+        PyObject *k;
+        PyObject *it = PyObject_GetIter(en);
+        if (it == NULL) return NULL;
+        while ((k = PyIter_Next(it)) != NULL) {
+            if (!PyUnicode_CheckExact(k) || PyUnicode_GET_LENGTH(k) >= 64) lengths = ~0ULL;
+            else lengths |= 1ULL << PyUnicode_GET_LENGTH(k);
+            Py_DECREF(k);
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) return NULL;
+    }
+    enrichment_lengths = lengths;
     Py_INCREF(en); Py_XSETREF(enrichment_names, en);
     Py_INCREF(se); Py_XSETREF(split_enrichment, se);
     Py_INCREF(uf); Py_XSETREF(utc_func, uf);
@@ -1866,7 +1945,7 @@ typedef struct {
 } StageFastObject;
 
 static PyObject *sf_path = NULL, *sf_check = NULL, *sf_utc = NULL, *sf_engine = NULL,
-                *sf_included = NULL, *sf_one = NULL;
+                *sf_included = NULL, *sf_one = NULL, *sf_sysmon = NULL;
 
 static PyObject *stagefast_fallback(StageFastObject *self, PyObject *const *args) {
     return PyObject_Vectorcall(self->fallback, args, 2, NULL);
@@ -1929,6 +2008,32 @@ static int count_fast(StageFastObject *self, PyObject *item) {
     return rc;
 }
 
+/* [21b] kind 2 "gate": sysmonx.stages.gate.SysmonGate: an Event of a Sysmon provider (the set
+ * given to setup_convert, the module's SYSMON_PROVIDERS) with an exact int ``sysmon`` count on
+ * the stage: ``sysmon += 1``, True. Other providers (counted, dropped or passed) go to the
+ * fallback. */
+static int gate_fast(StageFastObject *self, PyObject *item) {
+    PyObject *provider = SLOT(item, S_PROVIDER);
+    if (provider == NULL || sysmon_providers == NULL) return 0;
+    int sysmon = PySet_Contains(sysmon_providers, provider);
+    if (sysmon <= 0) {
+        if (sysmon < 0) PyErr_Clear(); /* an unhashable provider: the Python method raises */
+        return 0;
+    }
+    PyObject *n = PyObject_GetAttr(self->stage, sf_sysmon);
+    if (n == NULL) return -1;
+    if (!PyLong_CheckExact(n)) {
+        Py_DECREF(n);
+        return 0;
+    }
+    PyObject *m = PyNumber_Add(n, sf_one);
+    Py_DECREF(n);
+    if (m == NULL) return -1;
+    int rc = PyObject_SetAttr(self->stage, sf_sysmon, m);
+    Py_DECREF(m);
+    return rc < 0 ? -1 : 1;
+}
+
 static PyObject *stagefast_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
                                       PyObject *kwnames) {
     StageFastObject *self = (StageFastObject *)op;
@@ -1938,7 +2043,8 @@ static PyObject *stagefast_vectorcall(PyObject *op, PyObject *const *args, size_
     }
     PyObject *item = args[0];
     if (event_type == NULL || Py_TYPE(item) != event_type) return stagefast_fallback(self, args);
-    int rc = self->kind == 0 ? clock_fast(self, item) : count_fast(self, item);
+    int rc = self->kind == 0 ? clock_fast(self, item) :
+             self->kind == 1 ? count_fast(self, item) : gate_fast(self, item);
     if (rc < 0) return NULL;
     if (rc == 0) return stagefast_fallback(self, args);
     Py_RETURN_TRUE;
@@ -1948,7 +2054,8 @@ static PyObject *stagefast_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     const char *kind;
     PyObject *stage, *fallback;
     if (!PyArg_ParseTuple(args, "sOO:StageFast", &kind, &stage, &fallback)) return NULL;
-    int k = strcmp(kind, "clock") == 0 ? 0 : strcmp(kind, "count") == 0 ? 1 : -1;
+    int k = strcmp(kind, "clock") == 0 ? 0 : strcmp(kind, "count") == 0 ? 1 :
+            strcmp(kind, "gate") == 0 ? 2 : -1;
     if (k < 0) {
         PyErr_Format(PyExc_ValueError, "StageFast: unknown kind %s", kind);
         return NULL;
@@ -1964,7 +2071,9 @@ static PyObject *stagefast_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         sf_engine = PyUnicode_InternFromString("engine");
         sf_included = PyUnicode_InternFromString("included");
         sf_one = PyLong_FromLong(1);
-        if (!sf_path || !sf_check || !sf_utc || !sf_engine || !sf_included || !sf_one)
+        sf_sysmon = PyUnicode_InternFromString("sysmon");
+        if (!sf_path || !sf_check || !sf_utc || !sf_engine || !sf_included || !sf_one ||
+            !sf_sysmon)
             return NULL;
     }
     StageFastObject *self = (StageFastObject *)type->tp_alloc(type, 0);
@@ -2003,7 +2112,7 @@ static PyTypeObject StageFastType = {
     .tp_call = PyVectorcall_Call,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "StageFast(kind, stage, fallback): a replay stage's process for its common case "
-              "(kind 'clock' or 'count'), else fallback(item, emit).",
+              "(kind 'clock', 'count' or 'gate'), else fallback(item, emit).",
     .tp_traverse = (traverseproc)stagefast_traverse,
     .tp_clear = (inquiry)stagefast_clear,
     .tp_new = stagefast_new,
