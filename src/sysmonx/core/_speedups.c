@@ -1970,7 +1970,7 @@ typedef struct {
 } StageFastObject;
 
 static PyObject *sf_path = NULL, *sf_check = NULL, *sf_utc = NULL, *sf_engine = NULL,
-                *sf_included = NULL, *sf_one = NULL, *sf_sysmon = NULL;
+                *sf_included = NULL, *sf_one = NULL;
 
 static PyObject *stagefast_fallback(StageFastObject *self, PyObject *const *args) {
     return PyObject_Vectorcall(self->fallback, args, 2, NULL);
@@ -2033,32 +2033,6 @@ static int count_fast(StageFastObject *self, PyObject *item) {
     return rc;
 }
 
-/* [21b] kind 2 "gate": sysmonx.stages.gate.SysmonGate: an Event of a Sysmon provider (the set
- * given to setup_convert, the module's SYSMON_PROVIDERS) with an exact int ``sysmon`` count on
- * the stage: ``sysmon += 1``, True. Other providers (counted, dropped or passed) go to the
- * fallback. */
-static int gate_fast(StageFastObject *self, PyObject *item) {
-    PyObject *provider = SLOT(item, S_PROVIDER);
-    if (provider == NULL || sysmon_providers == NULL) return 0;
-    int sysmon = PySet_Contains(sysmon_providers, provider);
-    if (sysmon <= 0) {
-        if (sysmon < 0) PyErr_Clear(); /* an unhashable provider: the Python method raises */
-        return 0;
-    }
-    PyObject *n = PyObject_GetAttr(self->stage, sf_sysmon);
-    if (n == NULL) return -1;
-    if (!PyLong_CheckExact(n)) {
-        Py_DECREF(n);
-        return 0;
-    }
-    PyObject *m = PyNumber_Add(n, sf_one);
-    Py_DECREF(n);
-    if (m == NULL) return -1;
-    int rc = PyObject_SetAttr(self->stage, sf_sysmon, m);
-    Py_DECREF(m);
-    return rc < 0 ? -1 : 1;
-}
-
 static PyObject *stagefast_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
                                       PyObject *kwnames) {
     StageFastObject *self = (StageFastObject *)op;
@@ -2068,8 +2042,7 @@ static PyObject *stagefast_vectorcall(PyObject *op, PyObject *const *args, size_
     }
     PyObject *item = args[0];
     if (event_type == NULL || Py_TYPE(item) != event_type) return stagefast_fallback(self, args);
-    int rc = self->kind == 0 ? clock_fast(self, item) :
-             self->kind == 1 ? count_fast(self, item) : gate_fast(self, item);
+    int rc = self->kind == 0 ? clock_fast(self, item) : count_fast(self, item);
     if (rc < 0) return NULL;
     if (rc == 0) return stagefast_fallback(self, args);
     Py_RETURN_TRUE;
@@ -2079,8 +2052,7 @@ static PyObject *stagefast_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     const char *kind;
     PyObject *stage, *fallback;
     if (!PyArg_ParseTuple(args, "sOO:StageFast", &kind, &stage, &fallback)) return NULL;
-    int k = strcmp(kind, "clock") == 0 ? 0 : strcmp(kind, "count") == 0 ? 1 :
-            strcmp(kind, "gate") == 0 ? 2 : -1;
+    int k = strcmp(kind, "clock") == 0 ? 0 : strcmp(kind, "count") == 0 ? 1 : -1;
     if (k < 0) {
         PyErr_Format(PyExc_ValueError, "StageFast: unknown kind %s", kind);
         return NULL;
@@ -2096,9 +2068,7 @@ static PyObject *stagefast_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         sf_engine = PyUnicode_InternFromString("engine");
         sf_included = PyUnicode_InternFromString("included");
         sf_one = PyLong_FromLong(1);
-        sf_sysmon = PyUnicode_InternFromString("sysmon");
-        if (!sf_path || !sf_check || !sf_utc || !sf_engine || !sf_included || !sf_one ||
-            !sf_sysmon)
+        if (!sf_path || !sf_check || !sf_utc || !sf_engine || !sf_included || !sf_one)
             return NULL;
     }
     StageFastObject *self = (StageFastObject *)type->tp_alloc(type, 0);
@@ -2137,7 +2107,7 @@ static PyTypeObject StageFastType = {
     .tp_call = PyVectorcall_Call,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "StageFast(kind, stage, fallback): a replay stage's process for its common case "
-              "(kind 'clock', 'count' or 'gate'), else fallback(item, emit).",
+              "(kind 'clock' or 'count'), else fallback(item, emit).",
     .tp_traverse = (traverseproc)stagefast_traverse,
     .tp_clear = (inquiry)stagefast_clear,
     .tp_new = stagefast_new,

@@ -48,9 +48,8 @@ def stage_fast(kind: str, stage: object, fallback: Callable[[Any, Any], bool]
     of a replay stage answered in C, everything else by ``fallback``, the stage's Python
     method, which defines the behaviour), or ``fallback`` itself in pure mode or before the
     Event type is registered (``sysmonx.sources.evtx`` not imported). ``kind``: ``clock``
-    (:class:`~sysmonx.stages.clock.ClockCheckStage`), ``count``
-    (:class:`~sysmonx.filtering.stage.FilterStage` without an engine) or ``gate``
-    (:class:`~sysmonx.stages.gate.SysmonGate`, a Sysmon event)."""
+    (:class:`~sysmonx.stages.clock.ClockCheckStage`) or ``count``
+    (:class:`~sysmonx.filtering.stage.FilterStage` without an engine)."""
     if speedups is None:
         return fallback
     try:

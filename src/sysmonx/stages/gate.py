@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core import native
 from ..core.registry import STAGES
 from ..event import SYSMON_PROVIDERS, Event
 from ..interfaces import Emit, Stage
@@ -39,15 +38,9 @@ class SysmonGate(Stage):
         self.sysmon = 0
         self.non_sysmon = 0
         self.non_sysmon_written = 0
-        # compiled: a Sysmon event is counted and passed without a Python call
-        self.process = native.stage_fast(  # type: ignore[method-assign,assignment]
-            "gate", self, self._process_py)
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Pass Sysmon events; count and drop or pass the others."""
-        return self._process_py(item, emit)
-
-    def _process_py(self, item: Any, emit: Emit) -> bool:
         if item.__class__ is not Event:
             return True
         if item.provider in SYSMON_PROVIDERS:
