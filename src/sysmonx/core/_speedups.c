@@ -48,6 +48,9 @@ static PyObject *enrichment_names = NULL; /* frozenset */
 static PyObject *split_enrichment = NULL; /* callable(event_id, data) -> (data, enr | None) */
 static PyObject *utc_func = NULL;         /* callable(time text) -> str */
 static PyObject *json_fallback = NULL;    /* callable(event) -> bytes */
+/* [21b] bit n set: some enrichment name (or a non-str entry) has n characters (n < 64);
+ * all bits set until setup_json computes it */
+static uint64_t enrichment_lengths = ~0ULL;
 static PyObject *empty_str = NULL;
 static PyObject *str_true = NULL, *str_false = NULL;
 
@@ -347,6 +350,64 @@ static inline int key_is(const unsigned char *s, Py_ssize_t n, int escaped, cons
     return !escaped && (size_t)n == strlen(lit) && memcmp(s, lit, n) == 0;
 }
 
+
+/* [21b] Value cache for the System values that repeat from record to record (the provider's
+ * name and GUID, channel, computer, keywords, user id): the str of a short ASCII value seen
+ * before is shared instead of built. Only unescaped values of at most VAL_MAX bytes, all below
+ * 0x80 (the same str in every mode of make_string), direct-mapped on a hash of their bytes; a
+ * slot holds one str and is replaced on a miss. Entries live as long as the module. (Tried on
+ * EventData values too, 80 % hits on the corpus: converting was no faster and rendering
+ * slower, the shared strs lying far from the event's other objects.) */
+#define VAL_CACHE 256
+#define VAL_MAX 48
+typedef struct {
+    Py_ssize_t len;
+    unsigned char bytes[VAL_MAX];
+    PyObject *str;
+} ValEntry;
+static ValEntry val_cache[VAL_CACHE];
+
+/* [21b] A hash of s[0..n) read 8 bytes at a time; *high gets the bytes OR-ed together (bit 7 of
+ * any byte: not ASCII). n may be anything; no byte beyond s[n-1] is read. */
+static inline uint64_t hash_words(const unsigned char *s, Py_ssize_t n, uint64_t *high) {
+    uint64_t h = (uint64_t)n * 0x9E3779B97F4A7C15ULL, acc = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        acc |= w;
+        h = (h ^ w) * 0x100000001B3ULL;
+        h ^= h >> 29;
+    }
+    if (i < n) {
+        uint64_t w = 0;
+        memcpy(&w, s + i, (size_t)(n - i));
+        acc |= w;
+        h = (h ^ w) * 0x100000001B3ULL;
+        h ^= h >> 29;
+    }
+    *high = acc & 0x8080808080808080ULL;
+    return h ^ (h >> 32);
+}
+
+/* The str of the unescaped value s[0..n): shared from the cache when seen before. New
+ * reference, or NULL with an error set (memory). */
+static PyObject *cached_value(const Reader *r, const unsigned char *s, Py_ssize_t n) {
+    if (n > VAL_MAX) return make_string(r, s, n, 0);
+    uint64_t high;
+    uint64_t h = hash_words(s, n, &high);
+    if (high) return make_string(r, s, n, 0);
+    ValEntry *e = &val_cache[h & (VAL_CACHE - 1)];
+    if (e->str != NULL && e->len == n && memcmp(e->bytes, s, (size_t)n) == 0)
+        return Py_NewRef(e->str);
+    PyObject *str = ascii_string(s, n);
+    if (str == NULL) return NULL;
+    Py_XSETREF(e->str, Py_NewRef(str));
+    e->len = n;
+    memcpy(e->bytes, s, (size_t)n);
+    return str;
+}
+
 static int skip_value(Reader *r);
 
 static int skip_number(Reader *r, int *is_float) {
@@ -444,6 +505,7 @@ static int skip_value(Reader *r) {
 #define K_NULL 4
 #define K_BOOL 8
 #define K_ANY (K_STR | K_INT | K_NULL | K_BOOL)
+#define K_CACHE 16 /* [21b] a string through cached_value (when unescaped) */
 
 /* A JSON scalar (string, integer within orjson's integer range, true/false/null) as orjson
  * gives it. Returns a new reference, or NULL without an error set for "not handled" (float,
@@ -459,6 +521,7 @@ static PyObject *read_scalar(Reader *r, int kinds) {
         if (!(kinds & K_STR)) return NULL;
         r->p++;
         if (scan_string(r, &s, &n, &esc) < 0) return NULL;
+        if ((kinds & K_CACHE) && !esc) return cached_value(r, s, n);
         return make_string(r, s, n, esc);
     }
     if (c == 'n') {
@@ -587,8 +650,8 @@ static void rec_clear(Rec *x) {
 
 static int provider_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
     Rec *x = ctx;
-    if (key_is(k, n, esc, "Name")) return take(r, &x->name, K_STR);
-    if (key_is(k, n, esc, "Guid")) return take(r, &x->guid, K_STR | K_NULL);
+    if (key_is(k, n, esc, "Name")) return take(r, &x->name, K_STR | K_CACHE);
+    if (key_is(k, n, esc, "Guid")) return take(r, &x->guid, K_STR | K_NULL | K_CACHE);
     return skip_value(r);
 }
 
@@ -607,7 +670,7 @@ static int exec_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, v
 
 static int sec_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
     Rec *x = ctx;
-    if (key_is(k, n, esc, "UserID")) return take(r, &x->user_id, K_ANY);
+    if (key_is(k, n, esc, "UserID")) return take(r, &x->user_id, K_ANY | K_CACHE);
     return skip_value(r);
 }
 
@@ -637,15 +700,15 @@ static int system_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, 
     case 7:
         if (!memcmp(k, "EventID", 7)) return take(r, &x->eid, K_INT);
         if (!memcmp(k, "Version", 7)) return take(r, &x->version, K_ANY);
-        if (!memcmp(k, "Channel", 7)) return take(r, &x->channel, K_ANY);
+        if (!memcmp(k, "Channel", 7)) return take(r, &x->channel, K_ANY | K_CACHE);
         break;
     case 8:
         if (!memcmp(k, "Provider", 8)) {
             if (x->seen_provider++) return -1;
             return read_attributes(r, provider_attr, x, 1);
         }
-        if (!memcmp(k, "Keywords", 8)) return take(r, &x->keywords, K_ANY);
-        if (!memcmp(k, "Computer", 8)) return take(r, &x->computer, K_ANY);
+        if (!memcmp(k, "Keywords", 8)) return take(r, &x->keywords, K_ANY | K_CACHE);
+        if (!memcmp(k, "Computer", 8)) return take(r, &x->computer, K_ANY | K_CACHE);
         if (!memcmp(k, "Security", 8)) {
             skip_ws(r);
             if (x->seen_security) return -1;
@@ -1053,6 +1116,17 @@ static int out_str(Out *o, PyObject *s) {
                     i += 8;
                     continue;
                 }
+            } else {
+                /* [21b] the last 1-7 bytes in one word, padded with 'a' (needs no escape):
+                 * copied as they are when none needs one (short keys and values are mostly
+                 * this tail) */
+                uint64_t x = 0x6161616161616161ULL;
+                memcpy(&x, a + i, (size_t)(n - i));
+                if (!special8(x)) {
+                    memcpy(w, a + i, (size_t)(n - i));
+                    w += n - i;
+                    break;
+                }
             }
             w = put_ascii(w, a[i++]);
         }
@@ -1088,9 +1162,17 @@ static int out_value(Out *o, PyObject *v) {
         long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
         if (overflow) return -1;
         if (x == -1 && PyErr_Occurred()) return -2;
+        /* [21b] decimal digits written backwards (was snprintf: its format parsing cost
+         * more than the digits) */
         char tmp[24];
-        int n = snprintf(tmp, sizeof tmp, "%lld", x);
-        return out_raw(o, tmp, n);
+        char *end = tmp + sizeof tmp, *w = end;
+        unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
+        do {
+            *--w = (char)('0' + (int)(u % 10));
+            u /= 10;
+        } while (u);
+        if (x < 0) *--w = '-';
+        return out_raw(o, w, end - w);
     }
     return -1;
 }
@@ -1127,6 +1209,10 @@ static int render(Out *o, Out *extra, PyObject *e) {
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(data, &pos, &k, &v)) {
+        /* [21b] a str key of a length no enrichment name has cannot be one: no set lookup */
+        if (PyUnicode_CheckExact(k) && PyUnicode_GET_LENGTH(k) < 64 &&
+            !((enrichment_lengths >> PyUnicode_GET_LENGTH(k)) & 1))
+            continue;
         int in = PySet_Contains(enrichment_names, k);
         if (in < 0) return -2;
         if (in) {
@@ -1292,6 +1378,20 @@ static PyObject *py_setup_json(PyObject *self, PyObject *args) {
                           &se, &uf, &jf))
         return NULL;
     if (set_event_type(et) < 0) return NULL;
+    uint64_t lengths = 0;
+    {
+        PyObject *k;
+        PyObject *it = PyObject_GetIter(en);
+        if (it == NULL) return NULL;
+        while ((k = PyIter_Next(it)) != NULL) {
+            if (!PyUnicode_CheckExact(k) || PyUnicode_GET_LENGTH(k) >= 64) lengths = ~0ULL;
+            else lengths |= 1ULL << PyUnicode_GET_LENGTH(k);
+            Py_DECREF(k);
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) return NULL;
+    }
+    enrichment_lengths = lengths;
     Py_INCREF(en); Py_XSETREF(enrichment_names, en);
     Py_INCREF(se); Py_XSETREF(split_enrichment, se);
     Py_INCREF(uf); Py_XSETREF(utc_func, uf);
@@ -1678,6 +1778,10 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
             Py_DECREF(last_rid);
             return NULL;
         }
+        /* [21b] a tuple of a str and an int can be in no reference cycle: untracked now (the
+         * collector would untrack it at its first pass, after visiting it with every young
+         * Event of the batch) */
+        if (PyUnicode_CheckExact(path)) PyObject_GC_UnTrack(origin);
         PyObject *ev = NULL;
         if (text == NULL) {
             if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, evtx_key_data);
