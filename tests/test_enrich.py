@@ -69,8 +69,9 @@ def test_enrich_writes_the_fields_under_their_own_key(corpus, tmp_path):
                                      "C:\\Windows\\SysWOW64\\rundll32.exe|"
                                      "C:\\Users\\Public\\test.tmp")
     # replay cannot know the host facts: the documented unknown values
-    assert (enr["ContainerId"], enr["MntNs"], enr["Tty"], enr["FileType"]) == ("-", "0", "-",
-                                                                              "-")
+    # (ContainerId "unknown", not the host's "-"; namespaces "-", never an inode like 0)
+    assert (enr["ContainerId"], enr["ContainerRuntime"], enr["MntNs"], enr["PidNs"], enr["Tty"],
+            enr["FileType"]) == ("unknown", "unknown", "-", "-", "-", "-")
     # XML output carries them as extra Data elements only with --enrich
     xml = tmp_path / "enriched.xml"
     assert main(["replay", str(corpus / EVTX), "--enrich", "-o", str(xml), "-q"]) == 0

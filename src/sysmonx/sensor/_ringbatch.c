@@ -194,7 +194,7 @@ static PyObject *decode_one(const unsigned char *r, size_t n, long long offset,
     uint32_t pid = rd32(r + 4), tid = rd32(r + 8), abi = rd32(r + 12);
     uint64_t ts0 = rd64(r + 16);
     long long ts;
-    if (abi != 2 || ts0 > (uint64_t)LLONG_MAX || __builtin_add_overflow((long long)ts0, offset, &ts))
+    if (abi != 3 || ts0 > (uint64_t)LLONG_MAX || __builtin_add_overflow((long long)ts0, offset, &ts))
         return NULL;
     const unsigned char *b = r + HDR_SIZE;
     PyObject *res = NULL;
@@ -210,9 +210,9 @@ static PyObject *decode_one(const unsigned char *r, size_t n, long long offset,
                                     (unsigned long long)(rd64(b) / ns_per_tick),
                                     (unsigned long)((rd32(b + 8) >> 8) & 0xFF));
     } else if (type == EV_EXEC) {
-        if (n < HDR_SIZE + 40 || (flags & (F_IMAGE_FILENAME | F_IMAGE_PSEUDO))) return NULL;
+        if (n < HDR_SIZE + 48 || (flags & (F_IMAGE_FILENAME | F_IMAGE_PSEUDO))) return NULL;
         size_t alen = rd16(b + 32), ilen = rd16(b + 34), clen = rd16(b + 36);
-        const unsigned char *a = b + 40;
+        const unsigned char *a = b + 48;
         if ((size_t)(a - r) + alen + ilen + clen > n) return NULL;
         PyObject *argv, *image, *cwd;
         if (flags & F_ARGV_FAIL) {
@@ -248,13 +248,20 @@ static PyObject *decode_one(const unsigned char *r, size_t n, long long offset,
             Py_XDECREF(image);
             return NULL;
         }
-        res = PyObject_CallFunction(PyTuple_GET_ITEM(classes, 0), "LkkkKOOOkkkK", ts,
-                                    (unsigned long)pid, (unsigned long)rd32(b),
-                                    (unsigned long)tid,
-                                    (unsigned long long)(rd64(b + 16) / ns_per_tick), image,
-                                    argv, cwd, (unsigned long)rd32(b + 4),
-                                    (unsigned long)rd32(b + 8), (unsigned long)rd32(b + 12),
-                                    (unsigned long long)rd64(b + 24));
+        /* the namespaces at exec: None when the kernel could not read them (0) */
+        uint32_t mnt = rd32(b + 40), pidns = rd32(b + 44);
+        PyObject *mnt_o = mnt ? PyLong_FromUnsignedLong(mnt) : Py_NewRef(Py_None);
+        PyObject *pidns_o = pidns ? PyLong_FromUnsignedLong(pidns) : Py_NewRef(Py_None);
+        if (mnt_o != NULL && pidns_o != NULL)
+            res = PyObject_CallFunction(PyTuple_GET_ITEM(classes, 0), "LkkkKOOOkkkKOO", ts,
+                                        (unsigned long)pid, (unsigned long)rd32(b),
+                                        (unsigned long)tid,
+                                        (unsigned long long)(rd64(b + 16) / ns_per_tick), image,
+                                        argv, cwd, (unsigned long)rd32(b + 4),
+                                        (unsigned long)rd32(b + 8), (unsigned long)rd32(b + 12),
+                                        (unsigned long long)rd64(b + 24), mnt_o, pidns_o);
+        Py_XDECREF(mnt_o);
+        Py_XDECREF(pidns_o);
         Py_DECREF(argv);
         Py_DECREF(image);
         Py_DECREF(cwd);
@@ -451,7 +458,7 @@ static PyObject *n_ts_ns, *n_pid, *n_ppid, *n_start_ticks, *n_image, *n_argv, *n
                 *n_auid, *n_sessionid, *n_end_data, *n_cache, *n_hasher, *n_provider,
                 *n_provider_guid, *n_channel, *n_computer, *n_euid, *n_machine, *n_guid,
                 *n_command_line, *n_on_exec, *n_on_exit, *n_get, *n_hashes, *n_algorithms,
-                *n_hcache, *exec_kwnames;
+                *n_hcache, *exec_kwnames, *n_mnt_ns, *n_pid_ns, *n_extra, *s_ns;
 /* 20a: the process cache's attribute and method names */
 static PyObject *n_procs, *n_lock, *n_by_image, *n_btime, *n_max_entries, *n_acquire,
                 *n_release, *n_move_to_end, *n_popitem, *n_index, *s_space, *n_exited_ns;
@@ -474,6 +481,7 @@ static int intern_all(void) {
     I(n_command_line, "command_line"); I(n_on_exec, "on_exec"); I(n_on_exit, "on_exit");
     I(n_get, "get"); I(n_hashes, "hashes"); I(n_algorithms, "algorithms");
     I(n_hcache, "_cache");
+    I(n_mnt_ns, "mnt_ns"); I(n_pid_ns, "pid_ns"); I(n_extra, "extra"); I(s_ns, "ns");
     I(n_procs, "_procs"); I(n_lock, "_lock"); I(n_by_image, "_by_image"); I(n_btime, "btime");
     I(n_max_entries, "max_entries"); I(n_acquire, "acquire"); I(n_release, "release");
     I(n_move_to_end, "move_to_end"); I(n_popitem, "popitem"); I(n_index, "_index");
@@ -1098,6 +1106,25 @@ static PyObject *builder_exec(BuilderObject *self, PyObject *o) {
                               f[10], f[0]};
         info = PyObject_VectorcallMethod(n_on_exec, args, 2, exec_kwnames);
         if (info == NULL) goto fail;
+    }
+    { /* the namespaces the kernel read at the exec: info.extra["ns"] = (mnt_ns, pid_ns),
+       * as AssembleCore._exec does (kept for the enrichment's host facts) */
+        PyObject *mn = PyObject_GetAttr(o, n_mnt_ns);
+        if (mn == NULL) goto fail;
+        if (mn != Py_None) {
+            PyObject *pn = PyObject_GetAttr(o, n_pid_ns);
+            PyObject *ex = pn ? PyObject_GetAttr(info, n_extra) : NULL;
+            PyObject *pair = ex ? PyTuple_Pack(2, mn, pn) : NULL;
+            int rc = pair ? PyObject_SetItem(ex, s_ns, pair) : -1;
+            Py_XDECREF(pair);
+            Py_XDECREF(ex);
+            Py_XDECREF(pn);
+            if (rc < 0) {
+                Py_DECREF(mn);
+                goto fail;
+            }
+        }
+        Py_DECREF(mn);
     }
     if ((ippid = PyObject_GetAttr(info, n_ppid)) == NULL) goto fail;
     if ((parent = c_get(self, cache, ippid)) == NULL) goto fail;
