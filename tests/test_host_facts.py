@@ -114,7 +114,7 @@ def test_pid_held_by_another_process_is_not_read():
 
 
 def test_exec_observed_by_a_tier_that_reads_proc_keeps_the_namespaces_then():
-    """Tier B (no namespaces in its record): the cache reads them with the rest of /proc at
+    """A tier whose record has no namespaces: the cache reads them with the rest of /proc at
     the exec, so they stay known after the process is gone."""
     cache = ProcessCache()
     info = cache.on_exec(os.getpid(), ts_ns=1)

@@ -137,7 +137,7 @@ class HostFacts:
         value: ``unknown`` for ContainerId/ContainerRuntime, ``-`` for MntNs/PidNs).
 
         MntNs/PidNs are those read at the exec when the process cache has them
-        (``ProcInfo.extra["ns"]``: tier A's exec record, or tier B's ``/proc`` read at the
+        (``ProcInfo.extra["ns"]``: tier A's exec record, or the ``/proc`` snapshot tiers B and C read at the
         exec), else ``/proc/PID/ns``. ``/proc/PID`` is read only while it is still the same
         process: not when the cache holds another process of that pid (reused) or holds this
         one as exited; then what only ``/proc`` tells is unknown, never another process's

@@ -16,7 +16,7 @@ AncestorImages           (ParentImage, ParentCommandLine) when the tree has no e
 ContainerId,             ``host`` only (the live sensor, :class:`~sysmonx.sensor.hostinfo.HostFacts`):
 ContainerRuntime, MntNs, cgroup path, controlling terminal, audit session from ``/proc/PID``
 PidNs, Tty, SessionId,   while it is still the same process; namespaces as read at the exec
-FileType                 (the process cache's ``extra["ns"]``: tier A's exec record, tier B's
+FileType                 (the process cache's ``extra["ns"]``: tier A's exec record, tiers B/C's
                          ``/proc`` snapshot), else ``/proc/PID/ns``; the first bytes of Image.
                          Replay writes the documented unknown values.
 =======================  ==================================================================
