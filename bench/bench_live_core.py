@@ -42,7 +42,8 @@ CONFIG = ('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" group
           '<ProcessTerminate onmatch="exclude"/></RuleGroup></EventFiltering></Sysmon>')
 
 _HDR = struct.Struct("<HHIIIQ")
-_EXEC = struct.Struct("<IIIIQQHHHH")
+_EXEC = struct.Struct("<IIIIQQHHHHII")  # ... lens, mnt/pid namespace inodes
+_ABI = 3  # sensor.bpf.c ABI_VERSION
 _EXIT = struct.Struct("<QII")
 _FORK = struct.Struct("<IIQ")
 
@@ -58,18 +59,19 @@ def records(n: int, base_pid: int = 3_000_000) -> list:
     ppid = os.getppid()
     boot_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
     image, cwd = _walk("/usr/bin/true"), _walk(os.getcwd())
+    mnt_ns, pid_ns = os.stat("/proc/self/ns/mnt").st_ino, os.stat("/proc/self/ns/pid").st_ino
     out = []
     for i in range(n):
         pid = base_pid + i
         ts = boot_ns + i * 100_000
         start = ts - 50_000
         argv = f"/bin/true\0bench-{i}\0".encode()
-        out.append(_HDR.pack(8, 0, pid, pid, 2, ts) + _FORK.pack(ppid, 0, start))
-        out.append(_HDR.pack(1, 0, pid, pid, 2, ts + 20_000)
+        out.append(_HDR.pack(8, 0, pid, pid, _ABI, ts) + _FORK.pack(ppid, 0, start))
+        out.append(_HDR.pack(1, 0, pid, pid, _ABI, ts + 20_000)
                    + _EXEC.pack(ppid, 0, 0xFFFFFFFF, 0xFFFFFFFF, start,
                                 0x5555_5555_0000 + (i & 0xFFFF), len(argv), len(image),
-                                len(cwd), 0) + argv + image + cwd)
-        out.append(_HDR.pack(2, 0, pid, pid, 2, ts + 60_000) + _EXIT.pack(start, 0, 0))
+                                len(cwd), 0, mnt_ns, pid_ns) + argv + image + cwd)
+        out.append(_HDR.pack(2, 0, pid, pid, _ABI, ts + 60_000) + _EXIT.pack(start, 0, 0))
     return out
 
 

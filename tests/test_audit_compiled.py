@@ -282,12 +282,17 @@ def test_cn_gather_takes_each_exec_snapshot_and_returns_the_datagrams(pair, chil
         a.send(d)
     datagrams, snaps, enobufs, err = gather(b.fileno(), 50, 2048)
     assert (datagrams, enobufs, err) == (sent, 0, 0)
-    assert [t for t, _ in snaps] == [child, dead, me]
-    got = [audit_mod._snapshot_of(data) for _, data in snaps]
-    assert got[1] == (None, None, None) and snaps[1][1] is None
-    for (pid, _), snap in zip(snaps, got, strict=True):
+    assert [s[0] for s in snaps] == [child, dead, me]
+    got = [audit_mod._snapshot_of(data, (mnt, pidns) if mnt and pidns else None)
+           for _, data, mnt, pidns in snaps]
+    # a gone process: nothing read, its namespaces unknown (inode 0, never a real one)
+    assert got[1] == (None, None, None, None) and snaps[1][1:] == (None, 0, 0)
+    for (pid, *_), snap in zip(snaps, got, strict=True):
         if pid != dead:
+            # the namespaces read with the stat, as the pure snapshot reads them
             assert snap == audit_mod._exec_snapshot(pid) and snap[0] is not None
+            assert snap[3] == (os.stat(f"/proc/{pid}/ns/mnt").st_ino,
+                               os.stat(f"/proc/{pid}/ns/pid").st_ino)
     assert got[2][2] == audit_mod._exec_snapshot(me)[2]
     # the same messages as ProcConnector.read gives for those datagrams
     conn = cnproc.ProcConnector(0, False, lambda *a: None)
@@ -336,7 +341,7 @@ def test_exec_observations_same_with_taken_snapshots(child):
         pre = None
         if taken:
             pre = {child: [audit_mod._exec_snapshot(child)],
-                   PIDS[1]: [audit_mod._snapshot_of(None)]}
+                   PIDS[1]: [audit_mod._snapshot_of(None, None)]}
         be._on_cn(msgs, pre)
         be._flush_out()
         return [obs, dict(be._snaps)]

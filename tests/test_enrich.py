@@ -69,8 +69,9 @@ def test_enrich_writes_the_fields_under_their_own_key(corpus, tmp_path):
                                      "C:\\Windows\\SysWOW64\\rundll32.exe|"
                                      "C:\\Users\\Public\\test.tmp")
     # replay cannot know the host facts: the documented unknown values
-    assert (enr["ContainerId"], enr["MntNs"], enr["Tty"], enr["FileType"]) == ("-", "0", "-",
-                                                                              "-")
+    # (ContainerId "unknown", not the host's "-"; namespaces "-", never an inode like 0)
+    assert (enr["ContainerId"], enr["ContainerRuntime"], enr["MntNs"], enr["PidNs"], enr["Tty"],
+            enr["FileType"]) == ("unknown", "unknown", "-", "-", "-", "-")
     # XML output carries them as extra Data elements only with --enrich
     xml = tmp_path / "enriched.xml"
     assert main(["replay", str(corpus / EVTX), "--enrich", "-o", str(xml), "-q"]) == 0
@@ -226,3 +227,43 @@ def test_export_sysmon_strips_every_extension_event_tag_and_scan_request():
     assert (11, "<TamperFinding> removed: a SysmonX event Sysmon does not have") in msgs
     assert (15, "<ScannerFinding> removed: a SysmonX event Sysmon does not have") in msgs
     assert b"scanners" not in out
+
+
+GP_RULE = """title: whoami under a WmiPrvSE grandparent
+id: 5b1d7d5e-1111-4c3a-9d8e-000000000024
+status: test
+logsource: {product: windows, category: process_creation}
+detection:
+  sel:
+    Image|endswith: '\\\\whoami.exe'
+    GrandparentImage|endswith: '\\\\WmiPrvSE.exe'
+  condition: sel
+level: high
+"""
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["compiled", "pure"])
+def test_alert_fields_carry_the_enrichment_value_the_rule_matched_on(tmp_path, corpus, pure):
+    """Without --enrich the enrichment fields are stripped from the written events, but an
+    alert's ``fields`` holds the value the rule tested (the one it matched on), the same on the
+    compiled and the pure-Python alert paths; the written event stays Sysmon's."""
+    import os
+    import subprocess
+    import sys
+    rule = tmp_path / "gp.yml"
+    rule.write_text(GP_RULE)
+    alerts, out = tmp_path / "alerts.jsonl", tmp_path / "out.jsonl"
+    env = dict(os.environ, SYSMONX_PURE_PYTHON="1" if pure else "0")
+    subprocess.run([sys.executable, "-m", "sysmonx.cli", "replay", str(corpus / "evtx"),
+                    "--rules", str(rule), "--alerts", str(alerts), "-f", "jsonl", "-o",
+                    str(out), "-q"], check=True, env=env)
+    got = [orjson.loads(x) for x in alerts.read_bytes().splitlines() if x.strip()]
+    assert len(got) == 1
+    fields = got[0]["fields"]
+    assert fields["Image"] == "C:\\Windows\\System32\\whoami.exe"
+    assert fields["GrandparentImage"] == "C:\\Windows\\System32\\wbem\\WmiPrvSE.exe"
+    assert got[0]["event"]["EventData"]["GrandparentImage"] == fields["GrandparentImage"]
+    written = [e for e in _events(out) if e.get("EventID") == 1
+               and e.get("ProcessGuid") == fields["ProcessGuid"]]
+    assert written and all("GrandparentImage" not in e and "Enrichment" not in e
+                           for e in written)

@@ -160,7 +160,7 @@ def _per_arg(raw: bytes) -> list:
 ])
 def test_exec_record_argv_and_paths_decode_as_before(raw):
     image, cwd = b"true\0bin\0usr\0", b"t\xffmp\0"
-    body = ebpf._EXEC.pack(1, 0, 0, 0, 100, 5, len(raw), len(image), len(cwd), 0)
+    body = ebpf._EXEC.pack(1, 0, 0, 0, 100, 5, len(raw), len(image), len(cwd), 0, 0, 0)
     rec = ebpf._HDR.pack(ebpf.EV_EXEC, 0, 7, 7, ebpf.ABI_VERSION, 1) + body + raw + image + cwd
     o = ebpf.EbpfBackend._decode_exec(rec, 0, 7, 7, 1)
     assert o.argv == _per_arg(raw)

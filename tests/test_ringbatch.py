@@ -149,13 +149,14 @@ HDR = ebpf_mod._HDR
 OFFSET = 1_765_000_000_000_000_000
 
 
-def _rec(etype, body: bytes, flags=0, pid=4242, tid=4243, abi=2, ts=123_456_789_012):
+def _rec(etype, body: bytes, flags=0, pid=4242, tid=4243, abi=ebpf_mod.ABI_VERSION,
+         ts=123_456_789_012):
     return HDR.pack(etype, flags, pid, tid, abi, ts) + body
 
 
-def _exec(argv: bytes, image: bytes, cwd: bytes, flags=0, **kw):
+def _exec(argv: bytes, image: bytes, cwd: bytes, flags=0, ns=(4026531840, 4026531836), **kw):
     body = ebpf_mod._EXEC.pack(1, 0, 4294967295, 7, 555 * 10_000_000 + 9, 0x55d0c0de,
-                               len(argv), len(image), len(cwd), 0) + argv + image + cwd
+                               len(argv), len(image), len(cwd), 0, *ns) + argv + image + cwd
     return _rec(ebpf_mod.EV_EXEC, body, flags, **kw)
 
 
@@ -175,6 +176,8 @@ def _hand_made() -> list:
         _exec(b"a\0", b"rel/true\0", b"home\0", flags=F.F_IMAGE_FILENAME),  # Python decides
         _exec(b"a\0", b"memfd:x\0", b"c\0", flags=F.F_IMAGE_PSEUDO),  # Python decides
         _exec(b"a\0", b"img\0", b"c\0", flags=F.F_ARGV_TRUNC | F.F_PATH1_TRUNC),
+        _exec(b"a\0", b"img\0", b"c\0", ns=(0, 0)),  # namespaces not read: None in both
+        _exec(b"a\0", b"img\0", b"c\0", ns=(0xFFFFFFFF, 1)),
         _exec(b"a\0", b"img\0", b"c\0", abi=1),  # wrong ABI: an error in both
         _exec(b"a\0", b"img\0", b"c\0")[:-3],  # shorter than its lengths say
         _rec(F.EV_FORK, b"\0" * 5),  # short: an error in both

@@ -21,8 +21,9 @@ correlation that fires. Two renderings:
   correlation only ``group`` (group-by field -> value), ``event_count``, ``record_ids`` (of
   the matched events, at most ``max_alert_records``, oldest first), ``event_ids``, for a
   correlation only ``rules`` (its referenced rules) and ``value`` (its aggregate), then
-  ``fields`` (key fields of the matched event: the fields the rule tests plus the usual
-  identity fields, or the group values of a correlation), ``source_file`` (the recorded file
+  ``fields`` (key fields of the matched event: the fields the rule tests, enrichment fields
+  included, with the values it matched on, plus the usual identity fields, or the group
+  values of a correlation), ``source_file`` (the recorded file
   the matched event was read from, its path as given on the command line or found in a folder
   given there; ``null`` for live events, and ``null`` by design for correlations: their events
   may come from several files, and a correlation keeps only its events' times, record ids and

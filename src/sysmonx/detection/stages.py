@@ -93,11 +93,16 @@ class SigmaCorrelateStage(Stage):
         self.grace = tick_grace_ns
 
     def process(self, item: Any, emit: Emit) -> bool:
-        """Write the event on, then its alerts (in that order)."""
+        """Write the event on, then its alerts (in that order). The alerts are built before
+        the event is written on: the stages after this one (``enrich-strip`` without
+        ``--enrich``) may remove the enrichment fields the rules matched on, and an alert's
+        ``fields`` (and a correlation's group-by values) are read from the event as the rules
+        saw it."""
         t = type(item)
         if t is RuleHits:
+            alerts = self.detection.correlate(item.event, item.hits)
             emit(item.event)
-            for alert in self.detection.correlate(item.event, item.hits):
+            for alert in alerts:
                 emit(alert)
             return False
         if t is not Event:

@@ -411,10 +411,14 @@ ENRICHMENT_FIELDS: tuple[ExtensionField, ...] = (
     ExtensionField("GrandparentCommandLine", "CommandLine of that grandparent"),
     ExtensionField("AncestorImages", "Images of up to 8 ancestors of the event's process, "
                    "nearest (the parent) first, separated by |"),
-    ExtensionField("ContainerId", "container id from the process's cgroup path (64 hex)"),
-    ExtensionField("ContainerRuntime", "docker, containerd, cri-o, podman, lxc or - (host)"),
-    ExtensionField("MntNs", "mount namespace inode number", unknown="0"),
-    ExtensionField("PidNs", "pid namespace inode number", unknown="0"),
+    ExtensionField("ContainerId", "container id from the process's cgroup path (64 hex), - "
+                   "on the host; unknown when it cannot be known (the process was gone before "
+                   "its cgroup was read, replay)", unknown="unknown"),
+    ExtensionField("ContainerRuntime", "docker, containerd, cri-o, podman, lxc, - (host); "
+                   "unknown as ContainerId", unknown="unknown"),
+    ExtensionField("MntNs", "mount namespace inode number (at the exec when the sensor saw "
+                   "it); - when unknown", unknown="-"),
+    ExtensionField("PidNs", "pid namespace inode number (as MntNs)", unknown="-"),
     ExtensionField("Tty", "controlling terminal (/dev/pts/N), - for none"),
     ExtensionField("SessionId", "login (audit) session id", unknown="0"),
     ExtensionField("FileType", "type of the Image file: ELF, script (with its interpreter: "

@@ -194,7 +194,7 @@ static PyObject *decode_one(const unsigned char *r, size_t n, long long offset,
     uint32_t pid = rd32(r + 4), tid = rd32(r + 8), abi = rd32(r + 12);
     uint64_t ts0 = rd64(r + 16);
     long long ts;
-    if (abi != 2 || ts0 > (uint64_t)LLONG_MAX || __builtin_add_overflow((long long)ts0, offset, &ts))
+    if (abi != 3 || ts0 > (uint64_t)LLONG_MAX || __builtin_add_overflow((long long)ts0, offset, &ts))
         return NULL;
     const unsigned char *b = r + HDR_SIZE;
     PyObject *res = NULL;
@@ -210,9 +210,9 @@ static PyObject *decode_one(const unsigned char *r, size_t n, long long offset,
                                     (unsigned long long)(rd64(b) / ns_per_tick),
                                     (unsigned long)((rd32(b + 8) >> 8) & 0xFF));
     } else if (type == EV_EXEC) {
-        if (n < HDR_SIZE + 40 || (flags & (F_IMAGE_FILENAME | F_IMAGE_PSEUDO))) return NULL;
+        if (n < HDR_SIZE + 48 || (flags & (F_IMAGE_FILENAME | F_IMAGE_PSEUDO))) return NULL;
         size_t alen = rd16(b + 32), ilen = rd16(b + 34), clen = rd16(b + 36);
-        const unsigned char *a = b + 40;
+        const unsigned char *a = b + 48;
         if ((size_t)(a - r) + alen + ilen + clen > n) return NULL;
         PyObject *argv, *image, *cwd;
         if (flags & F_ARGV_FAIL) {
@@ -248,13 +248,20 @@ static PyObject *decode_one(const unsigned char *r, size_t n, long long offset,
             Py_XDECREF(image);
             return NULL;
         }
-        res = PyObject_CallFunction(PyTuple_GET_ITEM(classes, 0), "LkkkKOOOkkkK", ts,
-                                    (unsigned long)pid, (unsigned long)rd32(b),
-                                    (unsigned long)tid,
-                                    (unsigned long long)(rd64(b + 16) / ns_per_tick), image,
-                                    argv, cwd, (unsigned long)rd32(b + 4),
-                                    (unsigned long)rd32(b + 8), (unsigned long)rd32(b + 12),
-                                    (unsigned long long)rd64(b + 24));
+        /* the namespaces at exec: None when the kernel could not read them (0) */
+        uint32_t mnt = rd32(b + 40), pidns = rd32(b + 44);
+        PyObject *mnt_o = mnt ? PyLong_FromUnsignedLong(mnt) : Py_NewRef(Py_None);
+        PyObject *pidns_o = pidns ? PyLong_FromUnsignedLong(pidns) : Py_NewRef(Py_None);
+        if (mnt_o != NULL && pidns_o != NULL)
+            res = PyObject_CallFunction(PyTuple_GET_ITEM(classes, 0), "LkkkKOOOkkkKOO", ts,
+                                        (unsigned long)pid, (unsigned long)rd32(b),
+                                        (unsigned long)tid,
+                                        (unsigned long long)(rd64(b + 16) / ns_per_tick), image,
+                                        argv, cwd, (unsigned long)rd32(b + 4),
+                                        (unsigned long)rd32(b + 8), (unsigned long)rd32(b + 12),
+                                        (unsigned long long)rd64(b + 24), mnt_o, pidns_o);
+        Py_XDECREF(mnt_o);
+        Py_XDECREF(pidns_o);
         Py_DECREF(argv);
         Py_DECREF(image);
         Py_DECREF(cwd);
@@ -451,7 +458,7 @@ static PyObject *n_ts_ns, *n_pid, *n_ppid, *n_start_ticks, *n_image, *n_argv, *n
                 *n_auid, *n_sessionid, *n_end_data, *n_cache, *n_hasher, *n_provider,
                 *n_provider_guid, *n_channel, *n_computer, *n_euid, *n_machine, *n_guid,
                 *n_command_line, *n_on_exec, *n_on_exit, *n_get, *n_hashes, *n_algorithms,
-                *n_hcache, *exec_kwnames;
+                *n_hcache, *exec_kwnames, *n_mnt_ns, *n_pid_ns, *n_extra, *s_ns;
 /* 20a: the process cache's attribute and method names */
 static PyObject *n_procs, *n_lock, *n_by_image, *n_btime, *n_max_entries, *n_acquire,
                 *n_release, *n_move_to_end, *n_popitem, *n_index, *s_space, *n_exited_ns;
@@ -474,6 +481,7 @@ static int intern_all(void) {
     I(n_command_line, "command_line"); I(n_on_exec, "on_exec"); I(n_on_exit, "on_exit");
     I(n_get, "get"); I(n_hashes, "hashes"); I(n_algorithms, "algorithms");
     I(n_hcache, "_cache");
+    I(n_mnt_ns, "mnt_ns"); I(n_pid_ns, "pid_ns"); I(n_extra, "extra"); I(s_ns, "ns");
     I(n_procs, "_procs"); I(n_lock, "_lock"); I(n_by_image, "_by_image"); I(n_btime, "btime");
     I(n_max_entries, "max_entries"); I(n_acquire, "acquire"); I(n_release, "release");
     I(n_move_to_end, "move_to_end"); I(n_popitem, "popitem"); I(n_index, "_index");
@@ -1099,6 +1107,25 @@ static PyObject *builder_exec(BuilderObject *self, PyObject *o) {
         info = PyObject_VectorcallMethod(n_on_exec, args, 2, exec_kwnames);
         if (info == NULL) goto fail;
     }
+    { /* the namespaces the kernel read at the exec: info.extra["ns"] = (mnt_ns, pid_ns),
+       * as AssembleCore._exec does (kept for the enrichment's host facts) */
+        PyObject *mn = PyObject_GetAttr(o, n_mnt_ns);
+        if (mn == NULL) goto fail;
+        if (mn != Py_None) {
+            PyObject *pn = PyObject_GetAttr(o, n_pid_ns);
+            PyObject *ex = pn ? PyObject_GetAttr(info, n_extra) : NULL;
+            PyObject *pair = ex ? PyTuple_Pack(2, mn, pn) : NULL;
+            int rc = pair ? PyObject_SetItem(ex, s_ns, pair) : -1;
+            Py_XDECREF(pair);
+            Py_XDECREF(ex);
+            Py_XDECREF(pn);
+            if (rc < 0) {
+                Py_DECREF(mn);
+                goto fail;
+            }
+        }
+        Py_DECREF(mn);
+    }
     if ((ippid = PyObject_GetAttr(info, n_ppid)) == NULL) goto fail;
     if ((parent = c_get(self, cache, ippid)) == NULL) goto fail;
     if ((iuid = PyObject_GetAttr(info, n_uid)) == NULL) goto fail;
@@ -1614,7 +1641,8 @@ static PyObject *py_audit_fields(PyObject *Py_UNUSED(m), PyObject *text) {
  * short-lived process is gone a millisecond after its exec, and a thread that needs the GIL
  * first may come too late). Returns the datagrams as ``bytes`` (as recv_into a 64 KiB buffer
  * gives them; an empty datagram ends the reading, as ProcConnector.read ends it), the snapshots
- * in order as ``(tgid, stat bytes or None)``, how many reads failed with ENOBUFS, and the errno
+ * in order as ``(tgid, stat bytes or None, mount namespace inode, pid namespace inode)`` (an
+ * inode 0: its ``/proc/TGID/ns`` link could not be read; both are read before the stat), how many reads failed with ENOBUFS, and the errno
  * of another failure (0: none; what was read before it is returned). */
 #include <poll.h>
 #include <fcntl.h>
@@ -1623,6 +1651,7 @@ static PyObject *py_audit_fields(PyObject *Py_UNUSED(m), PyObject *text) {
 
 #define CN_DGRAM 65536
 #define CN_STAT 4096
+#define CN_HEAD 20 /* a snapshot record's tgid and namespace inodes */
 
 typedef struct {
     char *buf;
@@ -1667,19 +1696,31 @@ static int cn_snap(const unsigned char *d, size_t total, cn_arena *snaps, char *
                 memcpy(&tgid, d + off + 56, 4);
                 char path[40];
                 ssize_t n = -1;
+                /* the mount and pid namespaces first (as _exec_snapshot: they are released
+                 * with the mm, before the process is a zombie); 0: not read */
+                uint64_t ns[2] = {0, 0};
+                struct stat st;
+                snprintf(path, sizeof path, "/proc/%u/ns/mnt", (unsigned)tgid);
+                if (stat(path, &st) == 0) ns[0] = (uint64_t)st.st_ino;
+                snprintf(path, sizeof path, "/proc/%u/ns/pid", (unsigned)tgid);
+                if (stat(path, &st) == 0) ns[1] = (uint64_t)st.st_ino;
                 snprintf(path, sizeof path, "/proc/%u/stat", (unsigned)tgid);
                 int sfd = open(path, O_RDONLY | O_CLOEXEC);
                 if (sfd >= 0) {
                     n = read(sfd, stat, CN_STAT);
                     close(sfd);
                 }
-                /* record: tgid (4 bytes) + the stat bytes, or tgid alone when not read */
-                char rec[4 + CN_STAT];
+                /* record: tgid (4 bytes), the two namespace inodes (8 + 8), then the stat
+                 * bytes, or nothing when not read */
+                char rec[CN_HEAD + CN_STAT];
                 memcpy(rec, &tgid, 4);
-                if (n > 0) memcpy(rec + 4, stat, (size_t)n);
-                /* n == 0 (empty read) and n < 0 (failure) differ: mark failure with 5 bytes */
-                if (n < 0) rec[4] = 0;
-                if (cn_put(snaps, rec, n > 0 ? 4 + (size_t)n : (n < 0 ? 5 : 4)) < 0) return -1;
+                memcpy(rec + 4, ns, 16);
+                if (n > 0) memcpy(rec + CN_HEAD, stat, (size_t)n);
+                /* n == 0 (empty read) and n < 0 (failure) differ: mark failure with one byte */
+                if (n < 0) rec[CN_HEAD] = 0;
+                if (cn_put(snaps, rec, n > 0 ? CN_HEAD + (size_t)n : (n < 0 ? CN_HEAD + 1
+                                                                              : CN_HEAD)) < 0)
+                    return -1;
             }
         }
         off += ((size_t)nl_len + 3) & ~(size_t)3;
@@ -1748,14 +1789,18 @@ static PyObject *py_cn_gather(PyObject *Py_UNUSED(m), PyObject *args) {
     for (size_t off = 0; off < sn.used;) {
         size_t n;
         uint32_t tgid;
+        uint64_t ns[2];
         memcpy(&n, sn.buf + off, sizeof(size_t));
         const char *r = sn.buf + off + sizeof(size_t);
         memcpy(&tgid, r, 4);
+        memcpy(ns, r + 4, 16);
         PyObject *t;
-        if (n == 5 && r[4] == 0)
-            t = Py_BuildValue("(IO)", (unsigned)tgid, Py_None);
+        if (n == CN_HEAD + 1 && r[CN_HEAD] == 0)
+            t = Py_BuildValue("(IOKK)", (unsigned)tgid, Py_None, (unsigned long long)ns[0],
+                              (unsigned long long)ns[1]);
         else
-            t = Py_BuildValue("(Iy#)", (unsigned)tgid, r + 4, (Py_ssize_t)(n - 4));
+            t = Py_BuildValue("(Iy#KK)", (unsigned)tgid, r + CN_HEAD, (Py_ssize_t)(n - CN_HEAD),
+                              (unsigned long long)ns[0], (unsigned long long)ns[1]);
         if (t == NULL || PyList_Append(sl, t) < 0) { Py_XDECREF(t); goto out; }
         Py_DECREF(t);
         off += sizeof(size_t) + n;

@@ -282,6 +282,8 @@ class Assembler:
         info = self.cache.on_exec(o.pid, ppid=o.ppid, start_ticks=o.start_ticks, image=o.image,
                                   argv=o.argv, cwd=o.cwd, uid=o.uid, auid=o.auid,
                                   sessionid=o.sessionid, end_data=o.end_data, ts_ns=o.ts_ns)
+        if o.mnt_ns is not None:  # the namespaces the kernel read at the exec (tier A)
+            info.extra["ns"] = (o.mnt_ns, o.pid_ns)
         parent = self.cache.get(info.ppid)
         uid = info.uid
         user = user_name(uid)

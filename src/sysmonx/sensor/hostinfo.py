@@ -74,7 +74,8 @@ def session_of(pid: int) -> Optional[int]:
 
 def container_of(pid: int) -> Optional[tuple[str, str]]:
     """``(container id, runtime)`` from the process's cgroup path, ``("-", "-")`` when the
-    process is on the host, ``None`` when it is gone."""
+    process is on the host (its cgroup path names no container runtime), ``None`` when it is
+    gone (the caller writes the unknown value ``unknown``, not the host's ``-``)."""
     try:
         with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as fh:
             text = fh.read()
@@ -132,21 +133,40 @@ class HostFacts:
 
     def __call__(self, pid: int, guid: str, image: str) -> dict:
         """``{field: value}`` for ContainerId, ContainerRuntime, MntNs, PidNs, Tty, SessionId,
-        FileType; a field it cannot read is left out (the stage writes the unknown value)."""
+        FileType; a field it cannot know is left out (the stage writes the catalogue's unknown
+        value: ``unknown`` for ContainerId/ContainerRuntime, ``-`` for MntNs/PidNs).
+
+        MntNs/PidNs are those read at the exec when the process cache has them
+        (``ProcInfo.extra["ns"]``: tier A's exec record, or the ``/proc`` snapshot tiers B and C read at the
+        exec), else ``/proc/PID/ns``. ``/proc/PID`` is read only while it is still the same
+        process: not when the cache holds another process of that pid (reused) or holds this
+        one as exited; then what only ``/proc`` tells is unknown, never another process's
+        values nor "on the host"."""
         out: dict = {}
         info = self.cache.peek(pid)
+        same = True
         if info is not None and info.guid.lower() != guid.lower():
-            info = None  # another process holds the pid now
-        cont = container_of(pid)
+            info, same = None, False  # another process holds the pid now
+        if info is not None and info.exited_ns is not None:
+            same = False  # gone: /proc/PID is no longer (or no longer only) this process
+        at_exec = info.extra.get("ns") if info is not None and info.extra else None
+        if at_exec is not None:
+            if at_exec[0]:
+                out["MntNs"] = str(at_exec[0])
+            if at_exec[1]:
+                out["PidNs"] = str(at_exec[1])
+        cont = container_of(pid) if same else None
         if cont is not None:
             out["ContainerId"], out["ContainerRuntime"] = cont
-        ns = namespaces_of(pid)
-        if ns is not None:
-            out["MntNs"], out["PidNs"] = str(ns[0]), str(ns[1])
+        if same and ("MntNs" not in out or "PidNs" not in out):
+            ns = namespaces_of(pid)
+            if ns is not None:
+                out.setdefault("MntNs", str(ns[0]))
+                out.setdefault("PidNs", str(ns[1]))
         if cont is not None:  # the process was there: no tty means none
             out["Tty"] = tty_of(pid) or "-"
         ses = info.sessionid if info is not None and info.sessionid not in (None, 0xFFFFFFFF) \
-            else session_of(pid)
+            else (session_of(pid) if same else None)
         if ses is not None:
             out["SessionId"] = str(ses)
         if image and image != "-":

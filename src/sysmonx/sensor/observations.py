@@ -57,6 +57,9 @@ class ProcessExec:
             audit session id (TerminalSessionId). end_data: the process key of ProcessGuid bytes
             8-15 — ``mm->end_code`` (``/proc/PID/stat`` field 27), which is what Sysmon for Linux
             reads despite the name; ``None`` if unknown.
+        mnt_ns, pid_ns: inode numbers of the process's mount and (active) pid namespaces at
+            the exec, as ``/proc/PID/ns/mnt`` and ``/proc/PID/ns/pid`` show them (tier A reads
+            them in the kernel at the exec); ``None`` when the backend does not know them.
     """
 
     ts_ns: int
@@ -71,6 +74,8 @@ class ProcessExec:
     auid: Optional[int] = None
     sessionid: Optional[int] = None
     end_data: Optional[int] = None
+    mnt_ns: Optional[int] = None
+    pid_ns: Optional[int] = None
 
 
 @dataclass(slots=True)

@@ -155,7 +155,9 @@ class ProcInfo:
 
     ``guid`` is its ProcessGuid; ``start_ticks`` its start time in clock ticks since boot (the
     cache key's second half); ``exited_ns`` set on exit; ``forked`` true while the facts are the
-    parent's, inherited at fork (no exec seen since).
+    parent's, inherited at fork (no exec seen since). ``extra["ns"]``: ``(mnt ns inode, pid ns
+    inode)`` of the image at its exec, when the backend's record carried them or ``/proc`` was
+    read at the exec (the enrichment's MntNs/PidNs of a process gone since).
     """
 
     pid: int
@@ -186,7 +188,8 @@ def read_proc(pid: int) -> Optional[dict]:
     Returns:
         dict with ``ppid``, ``start_ticks``, ``end_data`` (stat field 27, the ProcessGuid key),
         ``uid``, ``image`` (the ``/proc/PID/exe`` target as the kernel shows it, `` (deleted)``
-        included), ``argv``, ``cwd``, ``auid``, ``sessionid`` (missing pieces ``None``), or
+        included), ``argv``, ``cwd``, ``auid``, ``sessionid``, ``mnt_ns``, ``pid_ns`` (missing
+        pieces ``None``), or
         ``None`` when /proc/PID is gone.
     """
     snap = read_process(pid)
@@ -195,7 +198,8 @@ def read_proc(pid: int) -> Optional[dict]:
     # the kernel's view, " (deleted)" included: a fileless or deleted image is a fact
     return {"ppid": snap.ppid, "start_ticks": snap.start_ticks, "end_data": snap.end_data,
             "uid": snap.uid, "image": snap.exe, "argv": snap.argv, "cwd": snap.cwd,
-            "auid": snap.auid, "sessionid": snap.sessionid}
+            "auid": snap.auid, "sessionid": snap.sessionid, "mnt_ns": snap.mnt_ns,
+            "pid_ns": snap.pid_ns}
 
 
 class ProcessCache:
@@ -308,7 +312,12 @@ class ProcessCache:
         if live and start_ticks is not None and live["start_ticks"] is not None \
                 and live["start_ticks"] != start_ticks:
             live = None  # the pid was reused since: another process
+        ns = None
         if live:
+            # the namespaces too, now: a short-lived process is gone by the time the
+            # enrichment reads its host facts (tier A's exec record carries them instead)
+            if live["mnt_ns"] and live["pid_ns"]:
+                ns = (live["mnt_ns"], live["pid_ns"])
             ppid = ppid if ppid is not None else live["ppid"]
             start_ticks = start_ticks if start_ticks is not None else live["start_ticks"]
             image = image or live["image"]
@@ -358,6 +367,8 @@ class ProcessCache:
             # it exited
             info.exited_ns = old.exited_ns
             info.extra["late_exec"] = True
+        if ns is not None:
+            info.extra["ns"] = ns
         return self._store(info)
 
     def on_fork(self, pid: int, *, ppid: Optional[int], start_ticks: Optional[int] = None,

@@ -172,6 +172,8 @@ class ProcSnapshot:
             name, see ``observations.ProcessExec``); ``None`` when 0 (zombie: no mm).
         uid: real uid (``Uid:`` of status). auid: ``/proc/PID/loginuid``. sessionid:
             ``/proc/PID/sessionid``.
+        mnt_ns, pid_ns: inode numbers of ``/proc/PID/ns/mnt`` and ``/proc/PID/ns/pid`` (gone
+            with the exe: a zombie has no namespaces).
     """
 
     pid: int
@@ -185,6 +187,8 @@ class ProcSnapshot:
     uid: Optional[int] = None
     auid: Optional[int] = None
     sessionid: Optional[int] = None
+    mnt_ns: Optional[int] = None
+    pid_ns: Optional[int] = None
 
     @property
     def full(self) -> bool:
@@ -232,8 +236,9 @@ def read_process(pid: int) -> ProcSnapshot:
 
 
 def read_process_racy(pid: int) -> ProcSnapshot:
-    """Read the fields that vanish first when ``pid`` exits (its mm and fs are released before
-    it becomes a zombie): cmdline, exe, cwd. Never raises."""
+    """Read the fields that vanish first when ``pid`` exits (its mm, fs and namespaces are
+    released before it becomes a zombie): cmdline, exe, cwd, the mount and pid namespaces.
+    Never raises."""
     return _racy(pid)[0]
 
 
@@ -257,7 +262,15 @@ def _racy(pid: int) -> tuple:
     snap.argv = _decode_argv(raw or b"")
     snap.exe = _readlink(base + "exe")
     snap.cwd = _readlink(base + "cwd")
+    snap.mnt_ns, snap.pid_ns = _ns_inode(base + "ns/mnt"), _ns_inode(base + "ns/pid")
     return snap, False
+
+
+def _ns_inode(path: str) -> Optional[int]:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 def read_process_rest(snap: ProcSnapshot) -> ProcSnapshot:

@@ -13,14 +13,18 @@ AncestorImages           (ParentImage, ParentCommandLine) when the tree has no e
                          8 and 10); for event 1 the ancestry starts at its ParentImage. Live,
                          a process started before the sensor is looked up in the sensor's
                          process cache (``host``).
-ContainerId,             ``host`` only (the live sensor, from ``/proc/PID``): cgroup path,
-ContainerRuntime, MntNs, namespaces, controlling terminal, audit session, the first bytes of
-PidNs, Tty, SessionId,   Image. Replay writes the documented unknown values.
-FileType
+ContainerId,             ``host`` only (the live sensor, :class:`~sysmonx.sensor.hostinfo.HostFacts`):
+ContainerRuntime, MntNs, cgroup path, controlling terminal, audit session from ``/proc/PID``
+PidNs, Tty, SessionId,   while it is still the same process; namespaces as read at the exec
+FileType                 (the process cache's ``extra["ns"]``: tier A's exec record, tiers B/C's
+                         ``/proc`` snapshot), else ``/proc/PID/ns``; the first bytes of Image.
+                         Replay writes the documented unknown values.
 =======================  ==================================================================
 
-Unknown values: ``-`` for text, ``0`` for MntNs/PidNs/SessionId (catalogue ``unknown``). A field
-the event already carries (ShellCommand's own ``Tty``) is left as it is.
+Unknown values (catalogue ``unknown``): ``-`` for text and for MntNs/PidNs, ``unknown`` for
+ContainerId/ContainerRuntime (whose ``-`` means "on the host": the cgroup path was read and
+names no container), ``0`` for SessionId. A field the event already carries (ShellCommand's own
+``Tty``) is left as it is.
 
 Output: :class:`EnrichStage` adds the fields into ``Event.data``; unless ``keep`` (``--enrich``),
 :class:`EnrichStrip` (the last stage) removes what it added before the sinks, so Sysmon-compatible

@@ -100,32 +100,38 @@ _SKIP_DEV_DIRS = frozenset({"shm", "pts", "mqueue", "hugepages", "fd", "char", "
 
 
 def _exec_snapshot(pid: int) -> tuple:
-    """``(start_ticks, end_code, comm)`` of ``pid`` from one read of ``/proc/PID/stat`` (any of
-    them ``None`` when gone). ``comm`` (the exec'd file's name, 15 bytes at most) lets the audit
-    record check that the end_code is of its image and not of a later exec of the same pid."""
+    """``(start_ticks, end_code, comm, ns)`` of ``pid`` from one read of ``/proc/PID/stat`` and
+    of ``/proc/PID/ns/{mnt,pid}`` (``ns``: the two inode numbers; any of them ``None`` when
+    gone). ``comm`` (the exec'd file's name, 15 bytes at most) lets the audit record check that
+    the end_code and namespaces are of its image and not of a later exec of the same pid."""
+    try:
+        ns: Optional[tuple] = (os.stat(f"/proc/{pid}/ns/mnt").st_ino,
+                               os.stat(f"/proc/{pid}/ns/pid").st_ino)
+    except OSError:
+        ns = None
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return None, None, None
+        return None, None, None, ns
     try:
         data = os.read(fd, 4096)
     except OSError:
-        return None, None, None
+        return None, None, None, ns
     finally:
         os.close(fd)
-    return _snapshot_of(data)
+    return _snapshot_of(data, ns)
 
 
-def _snapshot_of(data: Optional[bytes]) -> tuple:
+def _snapshot_of(data: Optional[bytes], ns: Optional[tuple]) -> tuple:
     """:func:`_exec_snapshot` of the bytes one read of ``/proc/PID/stat`` gave (``None``: it
-    could not be opened or read)."""
+    could not be opened or read) and the namespaces ``ns`` read before it."""
     if data is None:
-        return None, None, None
+        return None, None, None, ns
     parsed = parse_stat(data)
     if not parsed:
-        return None, None, None
+        return None, None, None, ns
     comm = data[data.find(b"(") + 1:data.rfind(b")")]
-    return parsed[2], parsed[3], comm
+    return parsed[2], parsed[3], comm, ns
 
 
 def _other_sensor_running() -> bool:
@@ -214,7 +220,7 @@ class AuditBackend(AuditClassifier, Backend):
         self._trace: Optional[TcpStateTrace] = None
         self._matcher = ConnectMatcher(1.0, port_lookup=syn_sent_port)
         self._notes: list = []
-        self._snaps: dict = {}                   # pid -> [(ts_ns, start_ticks, end_code, exe)]
+        self._snaps: dict = {}                   # pid -> [(ts_ns, start_ticks, end_code, exe, ns)]
         self._starts: "OrderedDict[int, int]" = OrderedDict()   # pid -> start ticks (forks)
         self._socks: "OrderedDict[tuple, str]" = OrderedDict()  # (pid, fd) -> "tcp"/"udp"
         self._tcp_src: dict = {}                 # (tgid, daddr, dport) -> [(ts, saddr, sport)]
@@ -848,10 +854,10 @@ class AuditBackend(AuditClassifier, Backend):
                 if pid in self._excl:
                     continue
                 self._forks.pop(pid, None)
-                start, end, exe = snaps.get(i) or (None, None, None)
+                start, end, exe, ns = snaps.get(i) or (None, None, None, None)
                 if start is None:
                     start = self._starts.get(pid)
-                self._snaps.setdefault(pid, []).append((m[3] + off, start, end, exe))
+                self._snaps.setdefault(pid, []).append((m[3] + off, start, end, exe, ns))
             elif what == PROC_EVENT_EXIT:
                 pid, tgid = m[4], m[5]
                 if pid != tgid or tgid in self._excl:
@@ -872,8 +878,9 @@ class AuditBackend(AuditClassifier, Backend):
         datagrams, snapshots, enobufs, err = gather(cn.fileno(), max(1, int(seconds * 1000)),
                                                     2048)
         taken: dict = {}
-        for tgid, data in snapshots:
-            taken.setdefault(tgid, []).append(_snapshot_of(data))
+        for tgid, data, mnt, pidns in snapshots:
+            taken.setdefault(tgid, []).append(
+                _snapshot_of(data, (mnt, pidns) if mnt and pidns else None))
         msgs = cn.absorb(datagrams, enobufs)
         if msgs:
             self._on_cn(msgs, taken)

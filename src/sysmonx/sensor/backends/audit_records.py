@@ -502,11 +502,14 @@ class AuditClassifier:
             # the proc connector's snapshot of this exec (execs of one pid come in order on
             # both channels): exact time, start, and end_code if it shows this very image
             # (its comm is this exec's)
-            snap_ts, start_ticks, end, comm = snaps.pop(0)
+            snap_ts, start_ticks, end, comm, ns = snaps.pop(0)
             if not snaps:
                 del self._snaps[pid]
-            if end and comm is not None and comm == nl.decode_untrusted(f.get("comm")):
+            same_image = comm is not None and comm == nl.decode_untrusted(f.get("comm"))
+            if end and same_image:
                 end_data = end
+            if not same_image:
+                ns = None
             if abs(snap_ts - ts) < 1_000_000_000:
                 ts = snap_ts
                 self._raise_floor(pid, ts)
@@ -515,7 +518,8 @@ class AuditClassifier:
                                   start_ticks=start_ticks, image=image, argv=argv,
                                   cwd=self._cwd(ev), uid=_int(f.get("uid")),
                                   auid=_int(f.get("auid")), sessionid=_int(f.get("ses")),
-                                  end_data=end_data))
+                                  end_data=end_data, mnt_ns=ns[0] if ns else None,
+                                  pid_ns=ns[1] if ns else None))
             return
         self._stats["exec_unpaired"] += 1
         start_ticks = self._starts.get(pid)

@@ -822,6 +822,8 @@ class CnprocBackend(WakeableReaderMixin, Backend):
                 self._stats["enrich_distrusted"] += 1
             else:
                 obs.argv, obs.cwd = snap.argv, snap.cwd
+                if snap.mnt_ns and snap.pid_ns:  # read with the rest, at the exec
+                    obs.mnt_ns, obs.pid_ns = snap.mnt_ns, snap.pid_ns
                 if snap.uid is not None:
                     obs.uid = snap.uid
                 obs.end_data = snap.end_data

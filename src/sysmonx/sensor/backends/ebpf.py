@@ -126,7 +126,7 @@ log = logging.getLogger(__name__)
 FROZEN_MAPS = ("sx_config", "excluded", "drops", "sent")
 
 # --- ABI shared with sensor.bpf.c (keep in step) ------------------------------------------------
-ABI_VERSION = 2
+ABI_VERSION = 3
 (EV_EXEC, EV_EXIT, EV_NET, EV_FILE_CREATE, EV_RAW_READ, EV_FILE_DELETE, EV_PTRACE,
  EV_FORK) = range(1, 9)
 EV_NTYPES = 9
@@ -144,7 +144,7 @@ _MASK_BY_EVENT = {1: M_EXEC, 5: M_EXIT, 3: M_NET, 11: M_FILE_CREATE, 9: M_RAW_RE
                   23: M_FILE_DELETE, 10: M_PTRACE}
 
 _HDR = struct.Struct("<HHIIIQ")                 # type flags pid tid abi ts
-_EXEC = struct.Struct("<IIIIQQHHHH")            # + ppid uid auid ses start end_code lens
+_EXEC = struct.Struct("<IIIIQQHHHHII")  # + ppid uid auid ses start end_code lens mnt/pid ns
 _EXIT = struct.Struct("<QII")                   # + start_ns exit_code pad
 _NET = struct.Struct("<BBBBHH16s16s")           # + proto family initiated pad lport rport l r
 _PATH = struct.Struct("<HHi")                   # + path_len base_len dfd
@@ -788,7 +788,7 @@ class EbpfBackend(Backend):
     @staticmethod
     def _decode_exec(rec: bytes, flags: int, pid: int, tid: int, ts: int) -> ProcessExec:
         (ppid, uid, auid, ses, start, end_code, alen, ilen, clen,
-         _) = _EXEC.unpack_from(rec, _HS)
+         _, mnt_ns, pid_ns) = _EXEC.unpack_from(rec, _HS)
         base = _HS + _EXEC.size
         raw_argv = rec[base:base + alen]
         if flags & F_ARGV_FAIL:
@@ -811,7 +811,8 @@ class EbpfBackend(Backend):
                 image += " (deleted)"
         return ProcessExec(ts_ns=ts, pid=pid, ppid=ppid, tid=tid,
                            start_ticks=start // _NS_PER_TICK, image=image, argv=argv, cwd=cwd,
-                           uid=uid, auid=auid, sessionid=ses, end_data=end_code)
+                           uid=uid, auid=auid, sessionid=ses, end_data=end_code,
+                           mnt_ns=mnt_ns or None, pid_ns=pid_ns or None)
 
     @staticmethod
     def _decode_net(rec: bytes, pid: int, ts: int) -> NetworkConnect:

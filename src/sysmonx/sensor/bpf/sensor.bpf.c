@@ -39,7 +39,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define ABI_VERSION 2
+#define ABI_VERSION 3
 
 enum ev_type {
 	EV_EXEC = 1,
@@ -146,6 +146,8 @@ struct exec_ev {
 	__u16 image_len;
 	__u16 cwd_len;
 	__u16 pad;
+	__u32 mnt_ns;   /* inode of the mount namespace at exec (/proc/PID/ns/mnt); 0 = unread */
+	__u32 pid_ns;   /* inode of the active pid namespace at exec (/proc/PID/ns/pid); 0 = unread */
 	char data[DATA_MAX + NAME_CHUNK];
 };
 
@@ -398,6 +400,19 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 
 	struct mm_struct *mm = BPF_CORE_READ(t, mm);
 	e->end_code = BPF_CORE_READ(mm, end_code);
+
+	/* namespaces of the new image, read now (a short-lived process is gone before user space
+	 * could read /proc/PID/ns): the mount namespace of its nsproxy, and the active pid namespace
+	 * (task_active_pid_ns: thread_pid->numbers[level].ns), as /proc/PID/ns/{mnt,pid} show */
+	e->mnt_ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+	e->pid_ns = 0;
+	struct pid *tp = BPF_CORE_READ(t, thread_pid);
+	if (tp) {
+		unsigned int lvl = BPF_CORE_READ(tp, level);
+		struct upid up = {};
+		if (lvl < 32 && bpf_probe_read_kernel(&up, sizeof(up), &tp->numbers[lvl]) == 0 && up.ns)
+			e->pid_ns = BPF_CORE_READ(up.ns, ns.inum);
+	}
 
 	/* argv: the NUL-separated strings between arg_start and arg_end of the new image */
 	unsigned long as = BPF_CORE_READ(mm, arg_start);
