@@ -348,7 +348,7 @@ def test_exec_observations_same_with_taken_snapshots(child):
 
     pure, fast = run(False), run(True)
     assert fast == pure
-    assert fast[1][child][0][1] is not None and fast[1][PIDS[1]][0][1:] == (None, None, None)
+    assert fast[1][child][0][1] is not None and fast[1][PIDS[1]][0][1:] == (None, None, None, None)
 
 
 def test_argv_of_the_usual_execve_record_equals_the_general_path():

@@ -1680,7 +1680,7 @@ static long long cn_now_ns(void) {
 }
 
 /* the exec events of one datagram (parse_cn_messages's walk): snapshot each */
-static int cn_snap(const unsigned char *d, size_t total, cn_arena *snaps, char *stat) {
+static int cn_snap(const unsigned char *d, size_t total, cn_arena *snaps, char *statbuf) {
     size_t off = 0;
     while (off + 16 <= total) {
         uint32_t nl_len, idx, val, what, tgid;
@@ -1707,7 +1707,7 @@ static int cn_snap(const unsigned char *d, size_t total, cn_arena *snaps, char *
                 snprintf(path, sizeof path, "/proc/%u/stat", (unsigned)tgid);
                 int sfd = open(path, O_RDONLY | O_CLOEXEC);
                 if (sfd >= 0) {
-                    n = read(sfd, stat, CN_STAT);
+                    n = read(sfd, statbuf, CN_STAT);
                     close(sfd);
                 }
                 /* record: tgid (4 bytes), the two namespace inodes (8 + 8), then the stat
@@ -1715,7 +1715,7 @@ static int cn_snap(const unsigned char *d, size_t total, cn_arena *snaps, char *
                 char rec[CN_HEAD + CN_STAT];
                 memcpy(rec, &tgid, 4);
                 memcpy(rec + 4, ns, 16);
-                if (n > 0) memcpy(rec + CN_HEAD, stat, (size_t)n);
+                if (n > 0) memcpy(rec + CN_HEAD, statbuf, (size_t)n);
                 /* n == 0 (empty read) and n < 0 (failure) differ: mark failure with one byte */
                 if (n < 0) rec[CN_HEAD] = 0;
                 if (cn_put(snaps, rec, n > 0 ? CN_HEAD + (size_t)n : (n < 0 ? CN_HEAD + 1
