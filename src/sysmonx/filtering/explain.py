@@ -23,6 +23,7 @@ from typing import Optional, Union
 from ..configmodel import Aggregate, Config, Filter, RuleSet
 from ..schema import CURRENT
 from ..textsafe import visible
+from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
 from .conditions import REGEX_MAX_MEM, fold, make_predicate
 from .engine import NEVER_FILTERED, EngineOptions, expand_environment
 
@@ -165,6 +166,8 @@ class _Walker:
 
     def _present(self, rs: RuleSet, f: Filter) -> bool:
         pos = CURRENT.events[rs.event_id].index.get(f.field)
+        if pos is None and f.field in ENRICHMENT_FIELD_NAMES:
+            return True  # looked up by name, as the engine does (FilterCompiler.present)
         return pos is not None and pos < len(self.actual) and self.actual[pos] == f.field
 
     def _test(self, rs: RuleSet, f: Filter) -> FilterStep:

@@ -1,0 +1,126 @@
+"""The workbench and the enrichment fields (GrandparentImage, AncestorImages ...): ``config
+stats``/``diff`` decide on the values the replay computes, their cross-check compares with the
+replay's own filter, ``config explain`` uses what the event carries and says what one event
+cannot tell, and ``config export --sysmon`` never widens an exclude rule. Real counts on the
+public corpus (``SYSMONX_CORPUS``)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from sysmonx.cli import main
+from sysmonx.config import load_config
+from sysmonx.event import Event
+from sysmonx.pipeline import Replayer, ReplayOptions
+from sysmonx.schema.catalogue import ENRICHMENT_FIELD_NAMES
+from sysmonx.workbench.diff import ConfigDiff
+from sysmonx.workbench.stats import ConfigStats
+
+HEAD = '<Sysmon schemaversion="4.90"><EventFiltering><RuleGroup name="" groupRelation="or">\n'
+TAIL = '</RuleGroup></EventFiltering></Sysmon>\n'
+
+GP = HEAD + ('<ProcessCreate onmatch="include"><GrandparentImage condition="end with">'
+             '\\WmiPrvSE.exe</GrandparentImage></ProcessCreate>\n') + TAIL
+RULE = """    <Rule name="cmd under wmiprvse" groupRelation="and">
+      <GrandparentImage condition="end with">\\WmiPrvSE.exe</GrandparentImage>
+      <Image condition="end with">\\whoami.exe</Image>
+    </Rule>
+"""
+REGEX = (HEAD + '  <ProcessCreate onmatch="include">\n'
+         '    <CommandLine name="technique_id=T1003,reg save hive" condition="regex">'
+         + r"reg(\.exe)?\s+save\s+hklm\\(sam|system|security)</CommandLine>" + "\n" + RULE
+         + '    <AncestorImages name="anc services" condition="contains">\\services.exe|'
+           '</AncestorImages>\n  </ProcessCreate>\n' + TAIL)
+REGEX_B = REGEX.replace(RULE, "")
+EXCL = HEAD + """<ProcessCreate onmatch="exclude">
+  <Rule name="benign cmd from explorer" groupRelation="and">
+    <Image condition="end with">\\cmd.exe</Image>
+    <GrandparentImage condition="end with">\\userinit.exe</GrandparentImage>
+  </Rule>
+</ProcessCreate>
+""" + TAIL
+
+
+def _write(tmp_path: Path, name: str, text: str) -> str:
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def _replay_kept(corpus, config: str) -> Counter:
+    """ProcessCreate etc. kept per EventID by ``sysmonx replay --config``."""
+    r = Replayer(ReplayOptions(config=load_config(config)))
+    st = r.run([str(corpus / "evtx")])
+    r.close()
+    return Counter({e: n for e, n in st.included.items() if n})
+
+
+def _json(argv: list[str], capsys, rc: int = 0) -> dict:
+    assert main(argv) == rc
+    return json.loads(capsys.readouterr().out)
+
+
+def test_stats_decides_enrichment_fields_as_replay(corpus, tmp_path, capsys):
+    # bug: config stats said 0 kept / 663 for a GrandparentImage include, replay keeps 2
+    gp = _write(tmp_path, "gp.xml", GP)
+    d = _json(["config", "stats", gp, str(corpus / "evtx"), "-f", "json"], capsys)
+    assert d["events"]["1"] == {"included": 2, "excluded": 661}
+    assert _replay_kept(corpus, gp)[1] == 2
+    assert d["filters"][0]["field"] == "GrandparentImage" and d["filters"][0]["matched"] == 2
+    assert d["cross_check"]["mismatches"] == 0 and d["cross_check"]["replay_mismatches"] == []
+    # regex.xml: the whoami run under a WmiPrvSE.exe grandparent is kept (15, not 14)
+    rx = _write(tmp_path, "regex.xml", REGEX)
+    d = _json(["config", "stats", rx, str(corpus / "evtx"), "-f", "json"], capsys)
+    assert d["events"]["1"] == {"included": 15, "excluded": 648}
+    assert _replay_kept(corpus, rx)[1] == 15
+    gpf = next(f for f in d["filters"] if f["field"] == "GrandparentImage")
+    # 2 events have a WmiPrvSE.exe grandparent; one of them is whoami.exe (the <Rule> keeps it)
+    assert (gpf["decided"], gpf["matched"], gpf["rule_name"]) == (1, 2, "cmd under wmiprvse")
+
+
+def test_diff_decides_enrichment_fields_as_two_replays(corpus, tmp_path, capsys):
+    a = _write(tmp_path, "regex.xml", REGEX)
+    b = _write(tmp_path, "regex-b.xml", REGEX_B)
+    d = _json(["config", "diff", a, b, str(corpus / "evtx"), "-f", "json"], capsys)
+    ka, kb = _replay_kept(corpus, a), _replay_kept(corpus, b)
+    assert (ka[1], kb[1]) == (15, 14)
+    assert d["events"]["1"] == {"both": 14, "only_a": 1, "only_b": 0, "neither": 648,
+                                "renamed": 0}
+    assert d["only_a"] == {"1": 1} and d["only_b"] == {}
+    assert d["cross_check"]["replay_mismatches"] == []
+    # the other way round: B's enrichment fields are computed too
+    d = _json(["config", "diff", b, a, str(corpus / "evtx"), "-f", "json"], capsys)
+    assert d["only_b"] == {"1": 1} and d["only_a"] == {}
+
+
+def _without_enrichment(event: Event) -> Event:
+    ev = Event(event.event_id, {k: v for k, v in event.data.items()
+                                if k not in ENRICHMENT_FIELD_NAMES})
+    ev.record_id = event.record_id
+    return ev
+
+
+def test_cross_check_fails_when_workbench_and_replay_disagree(corpus, tmp_path, capsys,
+                                                              monkeypatch):
+    # the old gap, put back on purpose: the workbench decides without the enrichment values
+    gp = _write(tmp_path, "gp.xml", GP)
+    observe = ConfigStats.observe
+    monkeypatch.setattr(ConfigStats, "observe",
+                        lambda self, event: observe(self, _without_enrichment(event)))
+    d = _json(["config", "stats", gp, str(corpus / "evtx"), "-f", "json"], capsys, rc=1)
+    assert d["cross_check"]["replay_mismatches"] == [
+        {"event_id": 1, "workbench": {"included": 0, "excluded": 663},
+         "replay": {"included": 2, "excluded": 661}}]
+    assert main(["config", "stats", gp, str(corpus / "evtx")]) == 1
+    out = capsys.readouterr()
+    assert "EventID 1: here kept 0 dropped 663, replay kept 2 dropped 661" in out.out
+    assert "differ from the replay's own filter for 1 EventIDs" in out.err
+    dobserve = ConfigDiff.observe
+    monkeypatch.setattr(ConfigDiff, "observe",
+                        lambda self, event: dobserve(self, _without_enrichment(event)))
+    b = _write(tmp_path, "b.xml", REGEX_B)
+    d = _json(["config", "diff", gp, b, str(corpus / "evtx"), "-f", "json"], capsys, rc=1)
+    assert d["cross_check"]["replay_mismatches"][0]["replay"] == {"included": 2,
+                                                                  "excluded": 661}
