@@ -7,6 +7,7 @@ public corpus (``SYSMONX_CORPUS``)."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -124,3 +125,65 @@ def test_cross_check_fails_when_workbench_and_replay_disagree(corpus, tmp_path, 
     d = _json(["config", "diff", gp, b, str(corpus / "evtx"), "-f", "json"], capsys, rc=1)
     assert d["cross_check"]["replay_mismatches"][0]["replay"] == {"included": 2,
                                                                   "excluded": 661}
+
+
+def _whoami_event(corpus, tmp_path: Path, rx: str) -> tuple[Path, Path]:
+    """The corpus's ``whoami /all`` under a WmiPrvSE.exe grandparent, as ``replay --enrich``
+    writes it (enriched) and without its enrichment fields (plain)."""
+    out = tmp_path / "rx.xml"
+    assert main(["replay", "-q", str(corpus / "evtx"), "--config", rx, "-f", "xml", "--enrich",
+                 "-o", str(out)]) == 0
+    line = next(x for x in out.read_text().splitlines() if "whoami  /all" in x)
+    assert "<Data Name='GrandparentImage'>C:\\Windows\\System32\\wbem\\WmiPrvSE.exe" in line
+    enriched = tmp_path / "evw.xml"
+    enriched.write_text(line + "\n")
+    plain = tmp_path / "evw-plain.xml"
+    names = "|".join(sorted(ENRICHMENT_FIELD_NAMES))
+    plain.write_text(re.sub(rf"<Data Name='({names})'>[^<]*</Data>", "", line) + "\n")
+    return enriched, plain
+
+
+def test_explain_uses_the_enrichment_the_event_carries(corpus, tmp_path, capsys):
+    rx = _write(tmp_path, "regex.xml", REGEX)
+    enriched, plain = _whoami_event(corpus, tmp_path, rx)
+    capsys.readouterr()
+    assert main(["config", "explain", rx, str(enriched)]) == 0
+    text = capsys.readouterr().out
+    assert "field not in this event type" not in text
+    assert ("GrandparentImage end with '\\WmiPrvSE.exe' name='cmd under wmiprvse' (line 5): "
+            "match  [event value 'C:\\Windows\\System32\\wbem\\WmiPrvSE.exe']") in text
+    assert "Decision: include" in text and "RuleName: cmd under wmiprvse" in text
+    # replay decides the same: the event is kept under that RuleName
+    out = tmp_path / "kept.jsonl"
+    assert main(["replay", "-q", str(corpus / "evtx"), "--config", rx, "-f", "jsonl",
+                 "-o", str(out)]) == 0
+    kept = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [e["EventData"]["RuleName"] if "EventData" in e else e.get("RuleName")
+            for e in kept if "whoami  /all" in json.dumps(e)] == ["cmd under wmiprvse"]
+
+
+def test_explain_says_what_one_event_cannot_tell(corpus, tmp_path, capsys):
+    rx = _write(tmp_path, "regex.xml", REGEX)
+    _, plain = _whoami_event(corpus, tmp_path, rx)
+    capsys.readouterr()
+    assert main(["config", "explain", rx, str(plain)]) == 0
+    text = capsys.readouterr().out
+    assert "field not in this event type" not in text
+    assert ("(line 5): no match  [event value '-': not in this event, and not known from a "
+            "single event: the ancestry comes from the earlier ProcessCreate events") in text
+    # AncestorImages of a lone ProcessCreate: its parent only
+    assert ("(line 8): no match  [event value 'C:\\Windows\\System32\\cmd.exe': not in this "
+            "event: computed from it alone (the parent only") in text
+    assert "Decision: exclude" in text
+    assert "Note: the decision uses enrichment values this event did not carry " \
+           "(AncestorImages, GrandparentImage)" in text
+    # the same decision as a replay of this one event
+    r = Replayer(ReplayOptions(config=load_config(rx)))
+    st = r.run([str(plain)])
+    r.close()
+    assert (st.included[1], st.excluded[1]) == (0, 1)
+    assert main(["config", "explain", rx, str(plain), "--brief"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("Event 1 ProcessCreate: exclude")
+    assert "note: GrandparentImage not in this event, and not known from a single event" \
+        in out.err
