@@ -187,3 +187,86 @@ def test_explain_says_what_one_event_cannot_tell(corpus, tmp_path, capsys):
     assert out.out.startswith("Event 1 ProcessCreate: exclude")
     assert "note: GrandparentImage not in this event, and not known from a single event" \
         in out.err
+
+
+EXCL2 = """<Sysmon schemaversion="4.90"><EventFiltering><RuleGroup name="" groupRelation="or">
+<ProcessCreate onmatch="exclude">
+  <Image condition="end with">\\conhost.exe</Image>
+  <Rule name="benign cmd from explorer" groupRelation="and">
+    <Image condition="end with">\\cmd.exe</Image>
+    <GrandparentImage condition="end with">\\userinit.exe</GrandparentImage>
+  </Rule>
+  <Rule name="either" groupRelation="or">
+    <Image condition="end with">\\whoami.exe</Image>
+    <AncestorImages condition="contains">\\services.exe</AncestorImages>
+  </Rule>
+</ProcessCreate>
+</RuleGroup>
+<RuleGroup name="" groupRelation="and">
+<NetworkConnect onmatch="exclude">
+  <Image condition="end with">\\svchost.exe</Image>
+  <GrandparentImage condition="end with">\\userinit.exe</GrandparentImage>
+</NetworkConnect>
+</RuleGroup></EventFiltering></Sysmon>
+"""
+
+
+def _kept(corpus, tmp_path: Path, config: str) -> set[tuple]:
+    """(EventID, Computer, EventRecordID) of every event ``sysmonx replay`` keeps."""
+    out = tmp_path / (Path(config).stem + ".jsonl")
+    assert main(["replay", "-q", str(corpus / "evtx"), "--config", config, "-f", "jsonl",
+                 "-o", str(out)]) == 0
+    return {(e["EventID"], e["System"]["Computer"], e["System"]["EventRecordID"])
+            for e in map(json.loads, out.read_text().splitlines())}
+
+
+def _export(src: str, dst: Path, capsys) -> str:
+    assert main(["config", "export", "--sysmon", src, "-o", str(dst)]) == 0
+    return capsys.readouterr().err
+
+
+def test_export_never_widens_an_exclude_rule(corpus, tmp_path, capsys):
+    # the report's excl.xml: exported as "exclude every cmd.exe", 663 -> 482 ProcessCreate
+    excl = _write(tmp_path, "excl.xml", EXCL)
+    err = _export(excl, tmp_path / "excl-exp.xml", capsys)
+    orig, exp = _kept(corpus, tmp_path, excl), _kept(corpus, tmp_path,
+                                                     str(tmp_path / "excl-exp.xml"))
+    assert orig <= exp
+    assert sum(1 for k in exp if k[0] == 1) == sum(1 for k in orig if k[0] == 1) == 663
+    assert ("<Rule name='benign cmd from explorer'> in <ProcessCreate onmatch=\"exclude\"> "
+            "removed whole (2 filters): without <GrandparentImage> it would match more events "
+            "and so drop events the original keeps") in err
+    assert "<ProcessCreate> has no filter left: as exported it logs every event of the tag" \
+        in err
+    # a plain exclusion stays, an OR <Rule> only narrows (said), an AND tag goes empty
+    ex2 = _write(tmp_path, "excl2.xml", EXCL2)
+    err = _export(ex2, tmp_path / "excl2-exp.xml", capsys)
+    text = (tmp_path / "excl2-exp.xml").read_text()
+    assert "\\conhost.exe" in text and "\\whoami.exe" in text and "\\svchost.exe" not in text
+    assert ("<Rule name='either'> in <ProcessCreate onmatch=\"exclude\"> now matches fewer "
+            "events (without <AncestorImages>): as exported it keeps events the original "
+            "dropped") in err
+    assert ("<NetworkConnect onmatch=\"exclude\"> (groupRelation and) lost all its 1 remaining "
+            "filters") in err
+    orig, exp = _kept(corpus, tmp_path, ex2), _kept(corpus, tmp_path,
+                                                    str(tmp_path / "excl2-exp.xml"))
+    assert orig <= exp
+    per_id = {e: (sum(1 for k in orig if k[0] == e), sum(1 for k in exp if k[0] == e))
+              for e in (1, 3)}
+    # 14 ProcessCreate with services.exe among their ancestors were dropped by "either"
+    assert per_id == {1: (643, 657), 3: (90, 90)}
+    # the exported configs load in plain Sysmon mode
+    for p in ("excl-exp.xml", "excl2-exp.xml"):
+        load_config(tmp_path / p, extensions=False)
+
+
+def test_export_says_what_a_widened_include_rule_does(tmp_path, capsys):
+    rx = _write(tmp_path, "regex.xml", REGEX)
+    err = _export(rx, tmp_path / "rx-exp.xml", capsys)
+    assert ("<Rule name='cmd under wmiprvse'> in <ProcessCreate onmatch=\"include\"> now "
+            "matches more events (without <GrandparentImage>): as exported it logs events the "
+            "original dropped") in err
+    assert ("<ProcessCreate onmatch=\"include\"> now matches more events for some and fewer "
+            "for others") in err
+    # the include rule is kept (it logs more, never less)
+    assert "\\whoami.exe" in (tmp_path / "rx-exp.xml").read_text()
