@@ -270,3 +270,17 @@ def test_export_says_what_a_widened_include_rule_does(tmp_path, capsys):
             "for others") in err
     # the include rule is kept (it logs more, never less)
     assert "\\whoami.exe" in (tmp_path / "rx-exp.xml").read_text()
+
+
+def test_stats_text_splits_kept_and_dropped_by_default(corpus, capsys):
+    cfg = corpus / "configs/SwiftOnSecurity__sysmon-config/sysmonconfig-export.xml"
+    assert main(["config", "stats", str(cfg), str(corpus / "evtx")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any("kept by" in x and "dropped by" in x for x in lines)
+    start = next(i for i, x in enumerate(lines) if x.split()[:2] == ["EventID", "Event"])
+    end = next(i for i, x in enumerate(lines) if x.split()[:1] == ["total"])
+    rows = {x.split()[0]: x.split()[-5:] for x in lines[start + 1:end]}
+    # read, kept, dropped, kept by default, dropped by default
+    assert rows["1"][1:] == ["659", "4", "659", "0"]
+    assert rows["7"][1:] == ["0", "562", "0", "562"]
+    assert len(lines[end].split()) == 6

@@ -380,17 +380,23 @@ def format_text(d: dict[str, Any], top: int = 20) -> str:
         out.append(f"Read: {r['files']} files, {r['records']} records, {r['sysmon']} Sysmon "
                    f"events, {r['errors']} errors, {r['duplicates']} duplicates dropped")
     out.append("")
+    out.append(f"{'':>7}  {'':<30} {'':>8} {'':>8} {'':>8} {'kept by':>8} {'dropped by':>10}")
     out.append(f"{'EventID':>7}  {'Event':<30} {'read':>8} {'kept':>8} {'dropped':>8} "
-               f"{'by default':>10}")
-    tot_i = tot_e = 0
+               f"{'default':>8} {'default':>10}")
+    tot_i = tot_e = tot_di = tot_de = 0
     for eid, c in d["events"].items():
         dflt = d["defaults"].get(eid, {"included": 0, "excluded": 0})
         tot_i += c["included"]
         tot_e += c["excluded"]
+        tot_di += dflt["included"]
+        tot_de += dflt["excluded"]
         out.append(f"{eid:>7}  {_event_label(int(eid)):<30} {c['included'] + c['excluded']:>8} "
                    f"{c['included']:>8} {c['excluded']:>8} "
-                   f"{dflt['included'] + dflt['excluded']:>10}")
-    out.append(f"{'':>7}  {'total':<30} {tot_i + tot_e:>8} {tot_i:>8} {tot_e:>8}")
+                   f"{dflt['included']:>8} {dflt['excluded']:>10}")
+    out.append(f"{'':>7}  {'total':<30} {tot_i + tot_e:>8} {tot_i:>8} {tot_e:>8} "
+               f"{tot_di:>8} {tot_de:>10}")
+    out.append("(kept/dropped by default: decided by no rule set, Sysmon's default for the "
+               "tag or the fallback; included in kept/dropped)")
     busy = sorted((f for f in d["filters"] if f["decided"]), key=lambda f: -f["decided"])[:top]
     out.append("")
     out.append(f"Filters that decided most events (top {top}; lines of {d['config']['file']}):")
