@@ -185,9 +185,45 @@ def cmd_explain(cfg, args, console) -> int:
     options = EngineOptions(compare_fold=fold, fallback=args.fallback,
                             stale_rulename=not args.no_stale_rulename,
                             no_rule_defaults=args.no_rule_defaults)
+    notes = _enrich_single(cfg, event)
     expl = explain(cfg, event.event_id, event.data, options)
     if args.brief:
         sys.stdout.write(summary_line(expl) + "\n")
+        for field, note in notes.items():
+            console.print(f"note: {field} {note}", markup=False)
     else:
-        sys.stdout.write(format_explanation(expl, values=not args.no_values))
+        sys.stdout.write(format_explanation(expl, values=not args.no_values, notes=notes))
     return 0
+
+
+def _enrich_single(cfg, event) -> dict[str, str]:
+    """Add to ``event`` the enrichment fields ``cfg`` filters on that it does not carry,
+    computed as ``sysmonx replay EVENT --config CONFIG`` computes them for this one event
+    (:class:`~sysmonx.stages.enrich.EnrichStage`: the ancestry from the event itself, i.e. its
+    ParentImage for a ProcessCreate; the host facts unknown). Returns field -> a note saying
+    where each added value came from and what a single event cannot tell. Fields the event
+    carries (an event written with ``--enrich``) are used as they are."""
+    from ..stages.enrich import ANCESTRY_FIELDS, EnrichStage
+    wanted = {f for f in cfg.enrichment_fields_used() if f not in event.data}
+    if not wanted:
+        return {}
+    stage = EnrichStage(wanted)
+    stage.process(event, lambda _item: None)
+    added = stage.last[1] if stage.last[0] is event else ()
+    notes = {}
+    for f in added:
+        value = event.data[f]
+        if f in ANCESTRY_FIELDS:
+            if value == "-":
+                notes[f] = ("not in this event, and not known from a single event: the "
+                            "ancestry comes from the earlier ProcessCreate events of the log "
+                            "(replay the whole log, or explain an event written with "
+                            "--enrich); compared as '-', as a replay of this event alone does")
+            else:
+                notes[f] = ("not in this event: computed from it alone (the parent only; "
+                            "ancestors beyond the parent come from the earlier ProcessCreate "
+                            "events of the log), as a replay of this event alone does")
+        else:
+            notes[f] = ("not in this event: known only to the live sensor; compared as the "
+                        "documented unknown value, as replay does")
+    return notes

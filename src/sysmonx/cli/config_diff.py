@@ -49,10 +49,16 @@ def cmd_config_diff(argv: list[str]) -> int:
         configs.append(cfg)
     from ..workbench.common import replay_through
     from ..workbench.diff import ConfigDiff, ConfigDiffStage, format_text, report_sections
-    diff = ConfigDiff(configs[0], configs[1], common.engine_options(args),
-                      examples=args.examples)
-    replay = replay_through(args.logs, [ConfigDiffStage(diff)], input_format=args.input_format,
+    options = common.engine_options(args)
+    diff = ConfigDiff(configs[0], configs[1], options, examples=args.examples)
+    # the replay's own filter runs config A (its totals cross-check A's side); the enrichment
+    # computes the fields of both configs, as a replay with either would
+    replay = replay_through(args.logs, [ConfigDiffStage(diff)], config=configs[0],
+                            engine=diff.a.engine, engine_options=options,
+                            enrich_fields=configs[1].enrichment_fields_used(),
+                            input_format=args.input_format,
                             on_error=common.read_error_printer(console))
+    diff.compare_replay(replay.included, replay.excluded)
     if not replay.sysmon:
         console.print("warning: no Sysmon events found in " + ", ".join(args.logs), markup=False)
     d = diff.to_dict(inputs=args.logs, replay=replay)
@@ -69,5 +75,9 @@ def cmd_config_diff(argv: list[str]) -> int:
     if d["cross_check"]["mismatches"]:
         console.print(f"error: the engine and the explain walk disagree on "
                       f"{d['cross_check']['mismatches']} events (a defect)")
+        return EXIT_FATAL
+    if diff.replay_mismatches:
+        console.print(f"error: config A's counts differ from the replay's own filter for "
+                      f"{len(diff.replay_mismatches)} EventIDs (a defect)")
         return EXIT_FATAL
     return 0

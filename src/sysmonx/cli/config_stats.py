@@ -51,10 +51,13 @@ def cmd_config_stats(argv: list[str]) -> int:
     from ..workbench.common import replay_through
     from ..workbench.stats import (ConfigStats, ConfigStatsStage, format_text, report_sections,
                                    write_csv)
-    stats = ConfigStats(cfg, common.engine_options(args))
-    replay = replay_through(args.logs, [ConfigStatsStage(stats)],
+    options = common.engine_options(args)
+    stats = ConfigStats(cfg, options)
+    replay = replay_through(args.logs, [ConfigStatsStage(stats)], config=cfg,
+                            engine=stats.engine, engine_options=options,
                             input_format=args.input_format,
                             on_error=common.read_error_printer(console))
+    stats.compare_replay(replay.included, replay.excluded)
     if not replay.sysmon:
         console.print("warning: no Sysmon events found in " + ", ".join(args.logs), markup=False)
     d = stats.to_dict(top=args.top, inputs=args.logs, replay=replay)
@@ -78,5 +81,10 @@ def cmd_config_stats(argv: list[str]) -> int:
     if stats.mismatches:
         console.print(f"error: the engine and the explain walk disagree on {stats.mismatches} "
                       "events (a defect: please report it with the config and the events)")
+        return EXIT_FATAL
+    if stats.replay_mismatches:
+        console.print(f"error: these counts differ from the replay's own filter for "
+                      f"{len(stats.replay_mismatches)} EventIDs (a defect: please report it "
+                      "with the config and the events)")
         return EXIT_FATAL
     return 0

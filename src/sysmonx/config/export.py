@@ -15,13 +15,23 @@ other element stay as written), each removal reported as a :class:`ConfigWarning
   empty ``onmatch="include"`` tag would log nothing and an empty ``exclude`` tag everything:
   the warning of a tag that lost filters says which).
 
+Removing a filter changes what its rule matches: a member of an AND ``<Rule>`` (or the only
+filter on its field in an AND tag) leaves a *wider* rule, a member of an OR ``<Rule>`` or of an
+OR tag a *narrower* one (spec/sysmon-semantics.md 3.4). Each changed rule gets a warning that
+says which, and what that does to the events logged. An exclude rule must never get wider (it
+would drop events the original keeps), so it goes whole instead: a ``<Rule>`` that would be
+widened is removed with all its members, and an AND exclude tag that would still be widened
+loses all its filters (a rule set without filters never matches). The exported config then logs
+every event the original logs as far as exclude rules go; what include rules lose (a narrowed
+include rule logs less) is said in their warning.
+
 The result validates as plain Sysmon (:func:`sysmonx.config.parse_config` with
 ``extensions=False``); :func:`export_sysmon` checks that before returning.
 """
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Callable, Optional, Union
 
 from lxml import etree
 
@@ -56,7 +66,7 @@ def export_sysmon(raw: Union[bytes, str], path: str = "<string>"
             not validate as plain Sysmon.
     """
     from .parse import decode_config_bytes, parse_config
-    parse_config(raw, path)  # refuse what is not a valid config in the first place
+    schema_version = parse_config(raw, path).schema_version  # refuse an invalid config
     text = raw if isinstance(raw, str) else decode_config_bytes(raw, path)
     text = text.lstrip("\ufeff")
     if text.startswith("<?xml"):
@@ -84,6 +94,7 @@ def export_sysmon(raw: Union[bytes, str], path: str = "<string>"
         if isinstance(child.tag, str) and child.tag in _EXTENSION_ENTRIES:
             warn(f"<{child.tag}> removed: a SysmonX option Sysmon does not have", child)
             drop(child)
+    tag_counts: dict[str, int] = {}  # rule sets per tag (what an emptied tag then does)
     for ef in root.iter("EventFiltering"):
         tags: list[Any] = []
         for child in list(ef):
@@ -94,6 +105,9 @@ def export_sysmon(raw: Union[bytes, str], path: str = "<string>"
             else:
                 tags.append(child)
         for tag in tags:
+            if tag.tag not in _EXTENSION_TAGS:
+                tag_counts[tag.tag] = tag_counts.get(tag.tag, 0) + 1
+        for tag in tags:
             if tag.tag in _EXTENSION_TAGS:
                 warn(f"<{tag.tag}> removed: a SysmonX event Sysmon does not have", tag)
                 drop(tag)
@@ -103,29 +117,11 @@ def export_sysmon(raw: Union[bytes, str], path: str = "<string>"
                     warn(f"scanners=\"{el.get('scanners')}\" on <{el.tag}> removed: SysmonX "
                          "scanners", el)
                     del el.attrib["scanners"]
-            lost = 0
-            for f in list(tag.iter()):
-                if f is tag or not isinstance(f.tag, str) or f.tag == "Rule":
-                    continue
-                cond = (f.get("condition") or "is").lower()
-                if f.tag in ENRICHMENT_FIELD_NAMES:
-                    warn(f"<{f.tag}> filter in <{tag.tag}> removed: a SysmonX enrichment field",
-                         f)
-                elif cond in conds:
-                    warn(f"<{f.tag} condition=\"{f.get('condition')}\"> in <{tag.tag}> removed:"
-                         " a SysmonX condition", f)
-                else:
-                    continue
-                drop(f)
-                lost += 1
-            for rule in list(tag.iter("Rule")):
-                if not any(isinstance(x.tag, str) for x in rule):
-                    warn(f"<Rule> in <{tag.tag}> removed: all its filters were SysmonX-only",
-                         rule)
-                    drop(rule)
+            lost = _strip_filters(tag, conds, warn, drop, schema_version)
             if lost and not any(isinstance(x.tag, str) for x in tag):
-                what = "logs nothing" if tag.get("onmatch", "include") == "include" or \
-                    tag.get("default") == "exclude" else "logs every event of the tag"
+                what = "logs nothing" if _onmatch(tag) == "include" else \
+                    ("logs every event of the tag" if tag_counts.get(tag.tag, 0) == 1 else
+                     "never matches (the tag's other rule sets decide)")
                 warn(f"<{tag.tag}> has no filter left: as exported it {what}", tag)
         for group in list(ef.iter("RuleGroup")):
             if not any(isinstance(x.tag, str) for x in group):
@@ -138,3 +134,122 @@ def export_sysmon(raw: Union[bytes, str], path: str = "<string>"
         raise ConfigError(f"exported config does not validate as plain Sysmon: {exc}",
                           path) from None
     return out + b"\n", warnings
+
+
+def _onmatch(tag: Any) -> str:
+    """The set's ``onmatch``: the attribute, else the opposite of ``default``."""
+    om = tag.get("onmatch")
+    if om is not None:
+        return om
+    return "include" if tag.get("default") == "exclude" else "exclude"
+
+
+def _relation(tag: Any, schema_version: Any) -> str:
+    """How the tag's filters combine: its ``<RuleGroup>``'s ``groupRelation``, else ``and``
+    from schema 4.11 on (the parser's rule)."""
+    parent = tag.getparent()
+    if parent is not None and parent.tag == "RuleGroup" and parent.get("groupRelation"):
+        return "or" if parent.get("groupRelation").lower() == "or" else "and"
+    return "and" if schema_version > (4, 10) else "or"
+
+
+def _strip_filters(tag: Any, conds: frozenset[str], warn: Callable[[str, Any], None],
+                   drop: Callable[[Any], None], schema_version: Any) -> int:
+    """Remove the SysmonX-only filters of one event tag (enrichment fields, extension
+    conditions), widening no exclude rule (module docstring). Returns the filters removed."""
+    onmatch = _onmatch(tag)
+    relation = _relation(tag, schema_version)
+    label = f'<{tag.tag} onmatch="{onmatch}">'
+
+    def reason(f: Any) -> Optional[str]:
+        if f.tag in ENRICHMENT_FIELD_NAMES:
+            return f"<{f.tag}> filter in <{tag.tag}> removed: a SysmonX enrichment field"
+        if (f.get("condition") or "is").lower() in conds:
+            return (f"<{f.tag} condition=\"{f.get('condition')}\"> in <{tag.tag}> removed: "
+                    "a SysmonX condition")
+        return None
+
+    def kids(el: Any) -> list[Any]:
+        return [x for x in el if isinstance(x.tag, str)]
+
+    def names(fs: list[Any]) -> str:
+        return ", ".join(f"<{f.tag}>" for f in fs)
+
+    top = [x for x in kids(tag) if x.tag != "Rule"]
+    rules = [x for x in kids(tag) if x.tag == "Rule"]
+    top_gone = [f for f in top if reason(f)]
+    removed = 0
+    wider = False      # the tag's rule set would match more events
+    narrower = False   # ... or fewer
+    for f in top_gone:
+        warn(reason(f) or "", f)
+        drop(f)
+        removed += 1
+    kept_fields = {f.tag for f in top if f not in top_gone}
+    for f in top_gone:
+        if relation == "and" and f.tag not in kept_fields:
+            wider = True   # that field is no longer required
+        else:
+            narrower = True
+    for rule in rules:
+        members = kids(rule)
+        gone = [f for f in members if reason(f)]
+        if not gone:
+            continue
+        rname = f"<Rule name='{rule.get('name')}'>" if rule.get("name") is not None \
+            else "<Rule>"
+        for f in gone:
+            warn(reason(f) or "", f)
+        rrel = "or" if (rule.get("groupRelation") or "or").lower() == "or" else "and"
+        if len(gone) == len(members):
+            for f in gone:
+                drop(f)
+            removed += len(gone)
+            warn(f"{rname} in <{tag.tag}> removed: all its filters were SysmonX-only", rule)
+            drop(rule)
+            wider, narrower = (wider or relation == "and"), (narrower or relation == "or")
+            continue
+        if rrel == "and" and onmatch == "exclude":
+            removed += len(gone)
+            warn(f"{rname} in {label} removed whole ({len(members)} filters): without "
+                 f"{names(gone)} it would match more events and so drop events the original "
+                 "keeps; as exported, the events it dropped are kept (unless another exclude "
+                 "rule drops them)", rule)
+            drop(rule)
+            wider, narrower = (wider or relation == "and"), (narrower or relation == "or")
+            continue
+        for f in gone:
+            drop(f)
+        removed += len(gone)
+        if rrel == "and":
+            warn(f"{rname} in {label} now matches more events (without {names(gone)}): as "
+                 "exported it logs events the original dropped", rule)
+            wider = True
+        else:
+            warn(f"{rname} in {label} now matches fewer events (without {names(gone)}): as "
+                 + ("exported it keeps events the original dropped" if onmatch == "exclude"
+                    else "exported the events only those filters matched are no longer "
+                         "logged by it"), rule)
+            narrower = True
+    left = kids(tag)
+    if not removed or not left:
+        return removed  # an emptied tag is reported by the caller
+    if wider and onmatch == "exclude":
+        for f in left:
+            drop(f)
+        removed += len(left)
+        warn(f"{label} (groupRelation and) lost all its {len(left)} remaining filters: "
+             "without its SysmonX-only filters it would match more events and so drop events "
+             "the original keeps; a rule set without filters never matches, so as exported "
+             "the events it dropped are kept (unless another rule set drops them)", tag)
+    elif wider and narrower:
+        warn(f"{label} now matches more events for some and fewer for others: as exported it "
+             "logs some events the original dropped and drops some it logged", tag)
+    elif wider:
+        warn(f"{label} now matches more events: as exported it logs events the original "
+             "dropped", tag)
+    elif narrower and top_gone:  # (a narrowed <Rule> alone has said so already)
+        warn(f"{label} now matches fewer events: as exported " +
+             ("it keeps events the original dropped" if onmatch == "exclude" else
+              "the events only its removed filters matched are no longer logged"), tag)
+    return removed

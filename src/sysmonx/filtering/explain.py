@@ -23,6 +23,7 @@ from typing import Optional, Union
 from ..configmodel import Aggregate, Config, Filter, RuleSet
 from ..schema import CURRENT
 from ..textsafe import visible
+from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
 from .conditions import REGEX_MAX_MEM, fold, make_predicate
 from .engine import NEVER_FILTERED, EngineOptions, expand_environment
 
@@ -165,6 +166,8 @@ class _Walker:
 
     def _present(self, rs: RuleSet, f: Filter) -> bool:
         pos = CURRENT.events[rs.event_id].index.get(f.field)
+        if pos is None and f.field in ENRICHMENT_FIELD_NAMES:
+            return True  # looked up by name, as the engine does (FilterCompiler.present)
         return pos is not None and pos < len(self.actual) and self.actual[pos] == f.field
 
     def _test(self, rs: RuleSet, f: Filter) -> FilterStep:
@@ -364,9 +367,13 @@ def _filter_text(f: Filter) -> str:
     return f"{f.field} {f.condition} {_q(f.value)}{name}{where}"
 
 
-def _step_lines(st: FilterStep, indent: str, verbose_values: bool) -> list[str]:
+def _step_lines(st: FilterStep, indent: str, verbose_values: bool,
+                notes: Optional[dict[str, str]] = None) -> list[str]:
     text = f"{indent}{_filter_text(st.filter)}: {st.outcome}"
-    if st.outcome == ABSENT:
+    note = notes.get(st.filter.field) if notes and st.outcome in (MATCH, NO_MATCH) else None
+    if note is not None:
+        text += f"  [event value {_q(st.value or '-')}: {note}]"
+    elif st.outcome == ABSENT:
         text += " (field not in this event type)"
     elif st.outcome == SKIPPED:
         text += " (an earlier filter on the same field matched)"
@@ -377,7 +384,8 @@ def _step_lines(st: FilterStep, indent: str, verbose_values: bool) -> list[str]:
     return [text]
 
 
-def format_explanation(expl: Explanation, *, prefix: str = "", values: bool = True) -> str:
+def format_explanation(expl: Explanation, *, prefix: str = "", values: bool = True,
+                       notes: Optional[dict[str, str]] = None) -> str:
     """Render an :class:`Explanation` as the text ``sysmonx config explain`` prints.
 
     Layout: a header naming the event and the number of rule sets, one block per rule set tried
@@ -387,6 +395,8 @@ def format_explanation(expl: Explanation, *, prefix: str = "", values: bool = Tr
     Args:
         prefix: put in front of every line (``[R] `` in the ``-t`` console mode).
         values: show the event value compared by each evaluated filter.
+        notes: field -> a note printed with the value of every evaluated filter on that field
+            (``config explain``: where an enrichment value the event did not carry came from).
     Returns:
         the text, ending with a newline.
     """
@@ -415,13 +425,16 @@ def format_explanation(expl: Explanation, *, prefix: str = "", values: bool = Tr
                 ln = f" (line {a.line})" if a.line else ""
                 out.append(f"      <Rule groupRelation={a.relation}{nm}>{ln}: {st.outcome}")
                 for m in st.steps:
-                    out.extend(_step_lines(m, "          ", values))
+                    out.extend(_step_lines(m, "          ", values, notes))
             else:
-                out.extend(_step_lines(st, "      ", values))
+                out.extend(_step_lines(st, "      ", values, notes))
         if t.name is not None:
             out.append(f"      RuleName after this set: {_q(t.name)}")
     out.append(f"Decision: {expl.decision} ({expl.reason})")
     out.append(f"RuleName: {expl.rule_name}")
+    if notes:
+        out.append("Note: the decision uses enrichment values this event did not carry ("
+                   + ", ".join(sorted(notes)) + "), computed from it alone as noted above")
     return "".join(prefix + display_safe(line) + "\n" for line in out)
 
 

@@ -82,6 +82,10 @@ class ReplayOptions:
             without being written, when the config or the Sigma rules use one; see
             :mod:`sysmonx.stages.enrich`). The ancestry comes from the process tree the replayed
             log describes (its events 1).
+        enrich_fields: enrichment fields to compute (never written) whatever the config and
+            rules use: the workbench asks for those of every config it compares, so each
+            config is decided on the values a replay with it would compute (computing a
+            field more changes no other field's value).
         tamper: run the ``tamper`` stage (:class:`~sysmonx.stages.logtamper.LogTamperStage`)
             before the non-Sysmon gate: TamperFinding events (201) for Sysmon stopped,
             reconfigured or unloaded, logs cleared, record and time gaps. Needs the one stream.
@@ -97,6 +101,7 @@ class ReplayOptions:
     keep_duplicates: bool = False
     enrich: bool = False
     tamper: bool = False
+    enrich_fields: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -161,8 +166,11 @@ def detection_stages(detection: Any, alerts_to_stream: bool) -> list[Stage]:
 
 def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = None,
                   detection: Any = None, alerts_to_stream: bool = True,
-                  extra: Sequence[Stage] = ()) -> list[Stage]:
-    """The stages of a replay, in order (module docstring).
+                  extra: Sequence[Stage] = (),
+                  before_filter: Sequence[Stage] = ()) -> list[Stage]:
+    """The stages of a replay, in order (module docstring). ``extra`` run right after the
+    filter; ``before_filter`` right before it, after the enrichment (they see every Sysmon
+    event the filter is about to decide, with the fields the filter decides on).
 
     Raises:
         TimeFormatError: a bad ``time_from`` / ``time_to``.
@@ -185,9 +193,13 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
     stages.extend(extra)
     if detection is not None:
         stages.extend(detection_stages(detection, alerts_to_stream))
-    wanted = enrichment_wanted(options.config, detection, options.enrich)
+    wanted = enrichment_wanted(options.config, detection, options.enrich) \
+        | options.enrich_fields
     if wanted:
         stages = with_enrichment(stages, EnrichStage(wanted, keep=options.enrich))
+    if before_filter:
+        at = next(i for i, s in enumerate(stages) if isinstance(s, FilterStage))
+        stages[at:at] = list(before_filter)
     return stages
 
 
@@ -207,6 +219,8 @@ class Replayer:
         detection: a loaded :class:`~sysmonx.detection.stage.DetectionStage`; its alerts go to
             a sink that accepts alerts, else into the event stream as event 1000.
         extra_stages: stages run after the filter (``--stage``).
+        before_filter: stages run right before the filter, after the enrichment (the
+            workbench's counters: they see what the filter decides on).
     Raises:
         TimeFormatError: ``options.time_from`` / ``time_to`` is not an ISO 8601 time.
     """
@@ -216,14 +230,16 @@ class Replayer:
                  on_progress: Optional[Callable[[str, int], None]] = None,
                  engine: Optional[FilterEngine] = None, *, sinks: Sequence[Any] = (),
                  detection: Any = None, extra_stages: Sequence[Stage] = (),
-                 on_file_done: Optional[Callable[[str], None]] = None) -> None:
+                 on_file_done: Optional[Callable[[str], None]] = None,
+                 before_filter: Sequence[Stage] = ()) -> None:
         self.options = options
         self.writer = writer
         all_sinks = ([writer] if writer is not None else []) + list(sinks)
         self.fanout = FanOut.build(all_sinks, "fatal")
         to_stream = detection is not None and not self.fanout.accepts("alert")
         self.stages = replay_stages(options, engine=engine, detection=detection,
-                                    alerts_to_stream=to_stream, extra=extra_stages)
+                                    alerts_to_stream=to_stream, extra=extra_stages,
+                                    before_filter=before_filter)
         self.pipeline = Pipeline(self.stages, self.fanout, on_error=on_error)  # type: ignore[arg-type]
         self.on_progress = on_progress
         self.on_file_done = on_file_done

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from ..configmodel import Config, Filter, RuleSet
 from ..core.errors import ReadError
@@ -132,24 +132,39 @@ class BoundedCounter:
 
 
 def replay_through(paths: Sequence[str], stages: Sequence[Stage], *,
+                   config: Optional[Config] = None, engine: Any = None,
+                   engine_options: Any = None, enrich_fields: Iterable[str] = (),
                    input_format: Optional[str] = None,
                    on_error: Optional[Callable[[ReadError], None]] = None) -> Any:
-    """Read ``paths`` as ``sysmonx replay`` reads them (same readers, duplicate removal, clock
-    check and Sysmon gate) and hand every Sysmon event to ``stages`` in order, unfiltered (no
-    config: the stages decide themselves). Returns the
-    :class:`~sysmonx.pipeline.replay.ReplayStats` (``included`` per EventID: every Sysmon
-    event read).
+    """Read ``paths`` as ``sysmonx replay --config CONFIG`` reads them (same readers,
+    duplicate removal, clock check, Sysmon gate, enrichment and filter) and hand every Sysmon
+    event to ``stages``, in order, right before the replay's filter: they see each event with
+    the enrichment fields the replay computes for it (:mod:`sysmonx.stages.enrich`: the
+    ancestry from the process tree of the log read so far), whatever the filter then decides.
 
+    Args:
+        config: the config the replay's own filter applies (``None``: none); its per-EventID
+            decisions are the returned stats' ``included``/``excluded``, which the workbench
+            compares with its own counts (a replay-side cross-check).
+        engine: the compiled engine for ``config`` (compiled here when omitted).
+        engine_options: the replay's :class:`~sysmonx.filtering.engine.EngineOptions`.
+        enrich_fields: enrichment fields to compute besides ``config``'s (the other config of
+            a diff).
+    Returns:
+        the :class:`~sysmonx.pipeline.replay.ReplayStats`.
     Raises:
         FileNotFoundError: a path that does not exist.
     """
+    from ..filtering.engine import EngineOptions
     from ..pipeline import Replayer, ReplayOptions
-    replayer = Replayer(ReplayOptions(config=None, input_format=input_format), None,
-                        on_error=on_error, extra_stages=stages)
+    options = ReplayOptions(config=config, input_format=input_format,
+                            engine_options=engine_options if engine_options is not None
+                            else EngineOptions(),
+                            enrich_fields=frozenset(enrich_fields))
+    replayer = Replayer(options, None, on_error=on_error, engine=engine, before_filter=stages)
     try:
         stats = replayer.run(list(paths))
         replayer.finish()
     finally:
         replayer.close()
     return stats
-

@@ -63,6 +63,8 @@ class ConfigDiff:
         self.examples: dict[str, dict[int, list[dict[str, Any]]]] = {"only_a": {}, "only_b": {}}
         self._da: dict = {}
         self._db: dict = {}
+        #: after :meth:`compare_replay`: EventIDs where A's totals differ from the replay's
+        self.replay_mismatches: Optional[list[dict[str, Any]]] = None
 
     def observe(self, event: Event) -> None:
         """Decide one Sysmon event with both configs and count it."""
@@ -94,6 +96,21 @@ class ConfigDiff:
             ex.append({"event": _event_dict(event),
                        "a": _decision(self.a, att_a), "b": _decision(self.b, att_b)})
 
+    def compare_replay(self, included: dict, excluded: dict) -> list[dict[str, Any]]:
+        """Compare A's kept (``both`` + ``only_a``) and dropped (``only_b`` + ``neither``)
+        per EventID with the counters of the replay's own filter run with config A
+        (:func:`~sysmonx.workbench.common.replay_through`); stores and returns the EventIDs
+        that differ, ``[{"event_id", "workbench", "replay"}]``."""
+        out = []
+        for e in sorted(set(self.counts) | set(included) | set(excluded)):
+            c = self.counts.get(e, Counter())
+            mine = {"included": c["both"] + c["only_a"], "excluded": c["only_b"] + c["neither"]}
+            theirs = {"included": included.get(e, 0), "excluded": excluded.get(e, 0)}
+            if mine != theirs:
+                out.append({"event_id": e, "workbench": mine, "replay": theirs})
+        self.replay_mismatches = out
+        return out
+
     def to_dict(self, inputs: Sequence[str] = (), replay: Any = None,
                 top: int = 20) -> dict[str, Any]:
         """The stable JSON form (docs/WORKBENCH.md): ``format``, ``a``, ``b``, ``inputs``,
@@ -120,7 +137,8 @@ class ConfigDiff:
                               for side, r in self.reasons.items()},
             "examples": {side: {str(e): v for e, v in sorted(ex.items())}
                          for side, ex in self.examples.items()},
-            "cross_check": {"mismatches": self.a.mismatches + self.b.mismatches},
+            "cross_check": {"mismatches": self.a.mismatches + self.b.mismatches,
+                            "replay_mismatches": self.replay_mismatches},
         }
 
 

@@ -125,6 +125,9 @@ class ConfigStats:
         tag_events: per tag, events of that tag evaluated.
         explained: events explained by the walk (cache misses); ``mismatches``: events where
             the walk and the engine disagree (with ``mismatch_examples``).
+        replay_mismatches: after :meth:`compare_replay`, the EventIDs whose kept/dropped
+            totals differ from the replay's own filter's (``[{"event_id", "workbench",
+            "replay"}]``, each side ``{"included", "excluded"}``); ``None`` before.
     """
 
     def __init__(self, config: Config, options: Optional[EngineOptions] = None, *,
@@ -152,6 +155,7 @@ class ConfigStats:
         self.explained = 0
         self.mismatches = 0
         self.mismatch_examples: list[dict[str, Any]] = []
+        self.replay_mismatches: Optional[list[dict[str, Any]]] = None
         self._memo: dict[tuple, Attribution] = {}
         self._deciders: dict[int, Callable[[dict], tuple[bool, Optional[str]]]] = {}
         self._keys: dict[int, tuple[str, ...]] = {}
@@ -224,6 +228,22 @@ class ConfigStats:
         for i in att.matched:
             self.filter_matched[i] += 1
 
+    def compare_replay(self, included: dict, excluded: dict) -> list[dict[str, Any]]:
+        """Compare the per-EventID decisions counted here with those of the replay that fed
+        this object (``included``/``excluded``: EventID -> events, the replay filter's own
+        counters for the same config, :func:`~sysmonx.workbench.common.replay_through`). A
+        difference means the workbench did not decide as the replay did (other field values,
+        another engine): it is stored in :attr:`replay_mismatches` and returned."""
+        out = []
+        for e in sorted(set(self.included) | set(self.excluded) | set(included)
+                        | set(excluded)):
+            mine = {"included": self.included[e], "excluded": self.excluded[e]}
+            theirs = {"included": included.get(e, 0), "excluded": excluded.get(e, 0)}
+            if mine != theirs:
+                out.append({"event_id": e, "workbench": mine, "replay": theirs})
+        self.replay_mismatches = out
+        return out
+
     def _noise(self, data: dict) -> None:
         for f, counter in self.noisy.items():
             v = data.get(f)
@@ -292,7 +312,8 @@ class ConfigStats:
             "noisy": {f: {"top": _case_folded(c, top), "other": c.other}
                       for f, c in self.noisy.items()},
             "cross_check": {"explained": self.explained, "mismatches": self.mismatches,
-                            "examples": self.mismatch_examples},
+                            "examples": self.mismatch_examples,
+                            "replay_mismatches": self.replay_mismatches},
         }
 
 
@@ -359,17 +380,23 @@ def format_text(d: dict[str, Any], top: int = 20) -> str:
         out.append(f"Read: {r['files']} files, {r['records']} records, {r['sysmon']} Sysmon "
                    f"events, {r['errors']} errors, {r['duplicates']} duplicates dropped")
     out.append("")
+    out.append(f"{'':>7}  {'':<30} {'':>8} {'':>8} {'':>8} {'kept by':>8} {'dropped by':>10}")
     out.append(f"{'EventID':>7}  {'Event':<30} {'read':>8} {'kept':>8} {'dropped':>8} "
-               f"{'by default':>10}")
-    tot_i = tot_e = 0
+               f"{'default':>8} {'default':>10}")
+    tot_i = tot_e = tot_di = tot_de = 0
     for eid, c in d["events"].items():
         dflt = d["defaults"].get(eid, {"included": 0, "excluded": 0})
         tot_i += c["included"]
         tot_e += c["excluded"]
+        tot_di += dflt["included"]
+        tot_de += dflt["excluded"]
         out.append(f"{eid:>7}  {_event_label(int(eid)):<30} {c['included'] + c['excluded']:>8} "
                    f"{c['included']:>8} {c['excluded']:>8} "
-                   f"{dflt['included'] + dflt['excluded']:>10}")
-    out.append(f"{'':>7}  {'total':<30} {tot_i + tot_e:>8} {tot_i:>8} {tot_e:>8}")
+                   f"{dflt['included']:>8} {dflt['excluded']:>10}")
+    out.append(f"{'':>7}  {'total':<30} {tot_i + tot_e:>8} {tot_i:>8} {tot_e:>8} "
+               f"{tot_di:>8} {tot_de:>10}")
+    out.append("(kept/dropped by default: decided by no rule set, Sysmon's default for the "
+               "tag or the fallback; included in kept/dropped)")
     busy = sorted((f for f in d["filters"] if f["decided"]), key=lambda f: -f["decided"])[:top]
     out.append("")
     out.append(f"Filters that decided most events (top {top}; lines of {d['config']['file']}):")
@@ -403,6 +430,14 @@ def format_text(d: dict[str, Any], top: int = 20) -> str:
     out.append("")
     out.append(f"Cross-check: {cc['explained']} distinct decisions explained, "
                f"{cc['mismatches']} disagreements between the engine and the explain walk")
+    rm = cc.get("replay_mismatches")
+    if rm is not None:
+        out.append(f"Cross-check with the replay's own filter: {len(rm)} EventIDs whose "
+                   "kept/dropped totals differ")
+        for m in rm:
+            w, r = m["workbench"], m["replay"]
+            out.append(f"  EventID {m['event_id']}: here kept {w['included']} dropped "
+                       f"{w['excluded']}, replay kept {r['included']} dropped {r['excluded']}")
     return "\n".join(out) + "\n"
 
 
