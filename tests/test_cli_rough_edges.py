@@ -1,0 +1,116 @@
+"""Rough edges a new user hit (session s9 report): JSON lines written with ``--enrich`` read
+back, fatal replays exit non-zero, truncated-but-whole EVTX is a warning, Sigma alerts named
+in the CSV timeline, argparse usage errors exit with Sysmon's 87, "did you mean" for a
+mistyped field element and Sigma modifier."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from sysmonx.cli import main
+
+EVTX = ("evtx/sbousseaden__EVTX-ATTACK-SAMPLES/AutomatedTestingTools/Malware/"
+        "rundll32_cmd_schtask.evtx")
+
+# includes the marked chain (schtasks.exe under cmd.exe under rundll32.exe) by enrichment
+CHAIN_CONFIG = """<Sysmon schemaversion="4.90">
+  <EventFiltering>
+    <RuleGroup name="" groupRelation="or">
+      <ProcessCreate onmatch="include">
+        <Rule name="chain" groupRelation="and">
+          <GrandparentImage condition="image">rundll32.exe</GrandparentImage>
+          <Image condition="end with">\\schtasks.exe</Image>
+        </Rule>
+        <Image condition="end with">\\cmd.exe</Image>
+      </ProcessCreate>
+    </RuleGroup>
+  </EventFiltering>
+</Sysmon>
+"""
+
+RULE = """title: Scheduled task from a cmd under rundll32
+id: 5d0f1a2e-6c39-4c39-9b1a-6a8e4c5b7f01
+status: test
+level: high
+tags:
+  - attack.persistence
+  - attack.t1053.005
+logsource:
+  product: windows
+  category: process_creation
+detection:
+  selection:
+    Image|endswith: '\\schtasks.exe'
+    GrandparentImage|endswith: '\\rundll32.exe'
+  condition: selection
+"""
+
+
+def _lines(path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("extra", [["--enrich"], [], ["--enrich", "--rules", "RULE"]],
+                         ids=["enrich", "plain", "enrich+alerts"])
+def test_every_jsonl_form_reads_back_to_the_same_events(corpus, tmp_path, capsys, extra):
+    cfg = tmp_path / "chain.xml"
+    cfg.write_text(CHAIN_CONFIG)
+    rule = tmp_path / "rule.yml"
+    rule.write_text(RULE)
+    extra = [str(rule) if a == "RULE" else a for a in extra]
+    src = str(corpus / EVTX)
+    jl, xml = tmp_path / "ev.jsonl", tmp_path / "ev.xml"
+    assert main(["replay", src, "-c", str(cfg), "-f", "jsonl", "-o", str(jl), "-q",
+                 "--no-rule-cache", *extra]) == 0
+    assert main(["replay", src, "-c", str(cfg), "-f", "xml", "-o", str(xml), "-q",
+                 "--no-rule-cache", *extra]) == 0
+    written = _lines(jl)
+    if "--enrich" in extra:
+        assert sum("Enrichment" in e for e in written) >= 2
+    if "--rules" in extra:
+        assert [e["RuleTitle"] for e in written if e["EventID"] == 1000] == \
+            ["Scheduled task from a cmd under rundll32"]
+    capsys.readouterr()
+    # JSON lines and XML of the same replay, each read back as XML: the same bytes, no error
+    back_j, back_x = tmp_path / "back-j.xml", tmp_path / "back-x.xml"
+    assert main(["replay", str(jl), "-f", "xml", "-o", str(back_j)]) == 0
+    err = capsys.readouterr().err
+    assert "error:" not in err and "errors: 0" in err
+    assert main(["replay", str(xml), "-f", "xml", "-o", str(back_x)]) == 0
+    assert back_j.read_bytes() == back_x.read_bytes()
+    n = sum(1 for e in written if e["EventID"] != 1000)  # alerts are not read back as input
+    assert back_j.read_bytes().count(b"<Event ") == n >= 2
+    # and JSON lines to JSON lines is the identity on those events
+    back_jl = tmp_path / "back.jsonl"
+    assert main(["replay", str(jl), "-f", "jsonl", "-o", str(back_jl), "-q"]) == 0
+    assert _lines(back_jl) == [e for e in written if e["EventID"] != 1000]
+
+
+def test_enriched_line_is_read_with_its_enrichment_fields_last():
+    from sysmonx.sources.jsonl import event_from_object
+    e = event_from_object({"EventID": 1, "Image": "C:\\a.exe", "System": {},
+                           "Enrichment": {"GrandparentImage": "C:\\g.exe",
+                                          "AncestorImages": "C:\\p.exe|C:\\g.exe"}})
+    assert list(e.data.items()) == [("Image", "C:\\a.exe"), ("GrandparentImage", "C:\\g.exe"),
+                                    ("AncestorImages", "C:\\p.exe|C:\\g.exe")]
+    with pytest.raises(ValueError, match="Enrichment is not an object"):
+        event_from_object({"EventID": 1, "Enrichment": ["x"]})
+    with pytest.raises(ValueError, match="repeats a field"):
+        event_from_object({"EventID": 1, "Image": "a", "Enrichment": {"Image": "b"}})
+
+
+def test_config_explain_reads_an_enriched_line(corpus, tmp_path, capsys):
+    jl = tmp_path / "ev.jsonl"
+    assert main(["replay", str(corpus / EVTX), "--enrich", "-f", "jsonl", "-o", str(jl),
+                 "-q"]) == 0
+    line = next(ln for ln in jl.read_bytes().splitlines() if b"schtasks.exe" in ln
+                and b'"EventID":1,' in ln)
+    one = tmp_path / "one.json"
+    one.write_bytes(line + b"\n")
+    cfg = tmp_path / "c.xml"
+    cfg.write_text(CHAIN_CONFIG)
+    capsys.readouterr()
+    assert main(["config", "explain", str(cfg), str(one)]) == 0
+    out, err = capsys.readouterr()
+    assert "error:" not in err and "Decision: " in out
