@@ -114,3 +114,73 @@ def test_config_explain_reads_an_enriched_line(corpus, tmp_path, capsys):
     assert main(["config", "explain", str(cfg), str(one)]) == 0
     out, err = capsys.readouterr()
     assert "error:" not in err and "Decision: " in out
+
+
+def test_replay_whose_every_input_fails_is_fatal_without_strict(corpus, tmp_path, capsys):
+    fake = tmp_path / "fake.evtx"
+    fake.write_bytes(b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 600)
+    empty = tmp_path / "empty.evtx"
+    empty.write_bytes(b"")
+    assert main(["replay", str(fake), "--no-output", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "not a readable EVTX file" in err
+    assert "error: nothing was read: the input failed (1 error above)" in err
+    assert main(["replay", str(fake), str(empty), "--no-output", "-q"]) == 1
+    assert "every one of the 2 inputs failed (2 errors above)" in capsys.readouterr().err
+    # a partial failure stays exit 0 (the good file's events are written), 1 with --strict
+    good = str(corpus / EVTX)
+    assert main(["replay", str(fake), good, "--no-output", "-q"]) == 0
+    assert "nothing was read" not in capsys.readouterr().err
+    assert main(["replay", str(fake), good, "--no-output", "-q", "--strict"]) == 1
+
+
+def test_rules_that_load_nothing_are_fatal(tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.yml").write_text(RULE.replace("Image|endswith", "Image|endswithh"))
+    assert main(["replay", "--sample", "--rules", str(bad), "--no-output", "--no-rule-cache"]) \
+        == 1
+    err = capsys.readouterr().err
+    assert "Unknown modifier 'endswithh'" in err and "did you mean 'endswith'?" in err
+    assert f"error: --rules: no Sigma rule loaded from {bad} (1 rejected: see above)" in err
+    empty = tmp_path / "none"
+    empty.mkdir()
+    assert main(["replay", "--sample", "--rules", str(empty), "--no-output", "-q",
+                 "--no-rule-cache"]) == 1
+    assert "(no rule found); nothing to detect with" in capsys.readouterr().err
+    # one good rule beside the bad one: the run goes on
+    (bad / "b.yml").write_text(RULE)
+    assert main(["replay", "--sample", "--rules", str(bad), "--no-output", "-q",
+                 "--no-rule-cache"]) == 0
+
+
+@pytest.mark.parametrize("argv", [["replya", "x"], ["replay", "--fromat", "xml"],
+                                  ["config", "nope"], ["run", "--duration"],
+                                  ["query"], ["coverage", "--bogus"]])
+def test_usage_errors_exit_87_like_sysmon(argv, capsys):
+    assert main(argv) == 87
+    capsys.readouterr()
+
+
+def test_help_lists_every_replay_output_format(capsys):
+    from sysmonx.cli.common import output_formats
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if "--format " in ln and "replay" in ln)
+    listed = line.split("--format ", 1)[1].split("]", 1)[0].split("|")
+    assert sorted(listed) == sorted(output_formats())
+
+
+def test_mistyped_field_element_gets_did_you_mean(tmp_path, capsys):
+    cfg = tmp_path / "typo.xml"
+    cfg.write_text('<Sysmon schemaversion="4.90"><EventFiltering><RuleGroup name="" '
+                   'groupRelation="or"><ProcessCreate onmatch="include">'
+                   '<Imagee condition="end with">x</Imagee></ProcessCreate></RuleGroup>'
+                   '</EventFiltering></Sysmon>')
+    assert main(["config", "check", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "Element Imagee is not a field of ProcessCreate" in err
+    assert "Did you mean <Image>?" in err
+    cfg.write_text(cfg.read_text().replace("Imagee", "parentimage"))
+    assert main(["config", "check", str(cfg)]) == 1
+    assert "Did you mean <ParentImage>?" in capsys.readouterr().err

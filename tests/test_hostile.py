@@ -372,7 +372,7 @@ def test_cli_fatal_and_usage_errors_cannot_emit_terminal_escapes(tmp_path, capsy
     _assert_terminal_safe(err)
     assert "\\u001b]0;pwned" in err and "\n  error: forged line" in err  # continuation, indented
     src = _jsonl_input(tmp_path / "in.jsonl", EVENTS[:1])
-    assert main(["replay", str(src), "--from", "2024\x1b[2J\u202e"]) == 2
+    assert main(["replay", str(src), "--from", "2024\x1b[2J\u202e"]) == 87
     err = capsys.readouterr().err
     _assert_terminal_safe(err)
     assert "error: --from/--to" in err
