@@ -15,8 +15,8 @@ With ``--enrich``, the SysmonX enrichment fields (GrandparentImage, AncestorImag
 an ``"Enrichment"`` object last, in order; :mod:`sysmonx.sources.jsonl` appends them back after
 the event's own fields, where the enrichment stage put them.
 
-Reserved top-level keys are ``EventID``, ``System``, ``ExtraData`` and ``Enrichment``. When a field name collides
-with one of them (only non-Sysmon or hostile input), that field *and every field after it* go
+Reserved top-level keys are ``EventID``, ``System``, ``ExtraData`` and ``Enrichment``. When a
+field name collides with one of them (only non-Sysmon or hostile input), that field *and every field after it* go
 into an ``"ExtraData"`` object after ``System``, in order, so no value can forge a key and
 :mod:`sysmonx.sources.jsonl` rebuilds the fields exactly, order included.
 
