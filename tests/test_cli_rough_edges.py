@@ -184,3 +184,26 @@ def test_mistyped_field_element_gets_did_you_mean(tmp_path, capsys):
     cfg.write_text(cfg.read_text().replace("Imagee", "parentimage"))
     assert main(["config", "check", str(cfg)]) == 1
     assert "Did you mean <ParentImage>?" in capsys.readouterr().err
+
+
+PCALUA = "evtx/sbousseaden__EVTX-ATTACK-SAMPLES/Execution/exec_sysmon_1_lolbin_pcalua.evtx"
+
+
+def test_truncated_evtx_that_lost_no_record_is_a_warning(corpus, tmp_path, capsys):
+    data = (corpus / PCALUA).read_bytes()
+    whole = tmp_path / "whole.evtx"
+    whole.write_bytes(data[:40000])  # cut inside chunk 0, after its 3 records
+    out = tmp_path / "w.jsonl"
+    assert main(["replay", str(whole), "-f", "jsonl", "-o", str(out), "--strict"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "file truncated at byte 40000 inside chunk 0, after its last " \
+        "record: no record lost (3 read)" in err
+    assert "error:" not in err and "errors: 0  warnings: 1" in err
+    assert len(out.read_bytes().splitlines()) == 3
+    # records lost: still an error
+    lossy = tmp_path / "lossy.evtx"
+    lossy.write_bytes(data[:10000])
+    assert main(["replay", str(lossy), "--no-output"]) == 0
+    err = capsys.readouterr().err
+    assert "error: " in err and "1 of the 3 records of chunk 0 are lost (2 read from its " \
+        "intact part)" in err and "errors: 1" in err
