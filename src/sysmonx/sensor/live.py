@@ -98,9 +98,9 @@ class LiveOptions:
 class LiveStats:
     """Counters: ``observations`` by type, ``lost`` (sum of Loss counts), ``errors`` (events
     255 the source wrote for failures), ``host_notes`` (events 255 that state a fact about the
-    host, :attr:`~.observations.BackendError.host_fact`), ``backend`` (the tier, or ``follow <source>``), ``skipped`` (tier ->
-    why it was not chosen), ``order_late`` (observations that arrived too late to be put in
-    order)."""
+    host, :attr:`~.observations.BackendError.host_fact`), ``backend`` (the tier, or
+    ``follow <source>``), ``skipped`` (tier -> why it was not chosen), ``order_late``
+    (observations that arrived too late to be put in order)."""
 
     observations: Counter[str] = field(default_factory=Counter)
     lost: int = 0
