@@ -207,3 +207,23 @@ def test_truncated_evtx_that_lost_no_record_is_a_warning(corpus, tmp_path, capsy
     err = capsys.readouterr().err
     assert "error: " in err and "1 of the 3 records of chunk 0 are lost (2 read from its " \
         "intact part)" in err and "errors: 1" in err
+
+
+def test_csv_timeline_names_sigma_alert_rows(corpus, tmp_path, capsys):
+    import csv
+    rule = tmp_path / "rule.yml"
+    rule.write_text(RULE)
+    out = tmp_path / "t.csv"
+    assert main(["replay", str(corpus / EVTX), "--rules", str(rule), "--no-rule-cache", "-f",
+                 "csv", "-o", str(out), "-q"]) == 0
+    rows = list(csv.DictReader(out.open(newline="", encoding="utf-8")))
+    alerts = [r for r in rows if r["EventID"] == "1000"]
+    assert [(r["EventName"], r["RuleName"], r["Details"], r["Provider"]) for r in alerts] == [
+        ("SigmaAlert", "Scheduled task from a cmd under rundll32", "level high; T1053.005",
+         "SysmonX")]
+    # the columns stay; the Sysmon rows keep their own names and RuleName
+    assert list(rows[0]) == ["TimeCreated", "Computer", "Provider", "EventID", "EventName",
+                             "RecordID", "ProcessId", "Image", "CommandLine", "ParentImage",
+                             "User", "Details", "RuleName", "EventData"]
+    assert {r["EventName"] for r in rows if r["EventID"] == "1"} == {"ProcessCreate"}
+    assert alerts[0]["Image"] == "C:\\Windows\\SysWOW64\\schtasks.exe"
