@@ -227,3 +227,26 @@ def test_csv_timeline_names_sigma_alert_rows(corpus, tmp_path, capsys):
                              "User", "Details", "RuleName", "EventData"]
     assert {r["EventName"] for r in rows if r["EventID"] == "1"} == {"ProcessCreate"}
     assert alerts[0]["Image"] == "C:\\Windows\\SysWOW64\\schtasks.exe"
+
+
+def test_readme_ancestry_example_matches_the_outermost_ancestor():
+    import re
+    from pathlib import Path
+
+    from sysmonx.config import parse_config
+    from sysmonx.filtering.engine import FilterEngine
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```xml\n(<ProcessCreate onmatch=\"include\">\n  <Rule "
+                      r"groupRelation=\"and\">.*?</ProcessCreate>)\n```", readme, re.S).group(1)
+    engine = FilterEngine(parse_config(
+        '<Sysmon schemaversion="4.90"><EventFiltering><RuleGroup name="" groupRelation="or">'
+        + block + "</RuleGroup></EventFiltering></Sysmon>"))
+
+    def kept(ancestors: str) -> bool:
+        return engine.decide(1, {"Image": "/usr/bin/id", "GrandparentImage": "/usr/sbin/sshd",
+                                 "AncestorImages": ancestors})[0]
+
+    assert kept("/usr/sbin/sshd|/usr/sbin/cron")      # outermost: no "|" after it
+    assert kept("/usr/sbin/cron|/usr/lib/systemd/systemd")
+    assert kept("/usr/sbin/cron")
+    assert not kept("/usr/sbin/sshd|/usr/sbin/crond")
