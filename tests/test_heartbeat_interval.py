@@ -252,5 +252,5 @@ def test_run_takes_the_configs_interval_unless_heartbeat_is_given(tmp_path):
 
 def test_run_refuses_a_bad_heartbeat_before_starting(tmp_path, capsys):
     code, hb = _run_follow(tmp_path, "bad", "1", "--duration", "1", "--heartbeat", "0.2")
-    assert code == 2 and hb == []
+    assert code == 87 and hb == []
     assert "error: --heartbeat: 0.2 s is out of range" in capsys.readouterr().err

@@ -356,11 +356,13 @@ def test_cli_error_lines_cannot_emit_terminal_escapes(tmp_path, capsys):
     bad = d / (HOSTILE_NAME.replace("\n", "_") + ".jsonl")
     bad.write_bytes(b'{"EventID": "\x1b[2J\xc2\x9b"}\nnot json \x1b]0;t\x07\n'
                     + b'{"EventID":1,"System":{"TimeCreated":"\x1b[31m"}}\n')
-    assert main(["replay", str(d), "--format", "jsonl", "-o", str(tmp_path / "o")]) == 0
+    # every line bad, nothing read: fatal (exit 1), the last error line says so
+    assert main(["replay", str(d), "--format", "jsonl", "-o", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     _assert_terminal_safe(err)
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 3 and all(str(d) in line for line in errors)
+    assert len(errors) == 4 and all(str(d) in line for line in errors[:3])
+    assert errors[3] == "error: nothing was read: the input failed (3 errors above)"
     assert "\\u001b]0;pwned\\u0007" in err
     assert "\\u202etxt." in err
 
@@ -372,7 +374,7 @@ def test_cli_fatal_and_usage_errors_cannot_emit_terminal_escapes(tmp_path, capsy
     _assert_terminal_safe(err)
     assert "\\u001b]0;pwned" in err and "\n  error: forged line" in err  # continuation, indented
     src = _jsonl_input(tmp_path / "in.jsonl", EVENTS[:1])
-    assert main(["replay", str(src), "--from", "2024\x1b[2J\u202e"]) == 2
+    assert main(["replay", str(src), "--from", "2024\x1b[2J\u202e"]) == 87
     err = capsys.readouterr().err
     _assert_terminal_safe(err)
     assert "error: --from/--to" in err
@@ -421,7 +423,7 @@ def test_progress_bar_terminal_keeps_hostile_names_inert(tmp_path, monkeypatch):
     buf = io.StringIO()
     monkeypatch.setattr(cli, "stderr_console", lambda: safe_console(
         file=buf, force_terminal=True, highlight=False, soft_wrap=True))
-    assert main(["replay", str(d), "-o", str(tmp_path / "o")]) == 0
+    assert main(["replay", str(d), "-o", str(tmp_path / "o")]) == 1  # nothing read: fatal
     text = buf.getvalue()
     assert "\x1b]" not in text and "\x07" not in text and "\x9b" not in text
     assert "\u202e" not in text and "\\u001b]0;pwned\\u0007" in text

@@ -297,3 +297,28 @@ def test_replay_and_live_print_one_table_in_the_same_words():
                                               ["11", "3", "1", "2"],
                                               ["total", "1,242", "6", "1,236"]]
     assert rows[-1][:2] == ["total", "Sysmon"]
+
+
+def test_run_exit_summary_counts_a_host_fact_apart_from_collection_errors(tmp_path,
+                                                                        script_backend):
+    """A new user's finding: "errors 1 (1 collection error: event 255)" for a kernel without
+    module support, where DriverLoad cannot occur: nothing broke. The event 255 stays."""
+    path = tmp_path / "c.xml"
+    path.write_text(CFG.format(prefix="/tmp/keep"))
+    now = time.time_ns()
+    script_backend.script = [
+        ob.BackendError(now, "ebpf.visibility", "kernel without module support (no "
+                        "/proc/modules): no module can be loaded, DriverLoad (6) never occurs",
+                        host_fact=True),
+        ob.BackendError(now + 1, "ebpf", "attach tp/x failed")]
+    rec = Recorder()
+    sensor = Sensor(load_config(path), [rec], SensorOptions(dns=False, guard=False,
+                                                            state_dir=None, duration=1.0),
+                    config_path=str(path), on_status=lambda m: None)
+    sensor.run(install_signals=False)
+    ids = [e.data.get("ID") for e in rec.events if e.event_id == 255]
+    assert ids == ["ebpf.visibility", "ebpf"]
+    text = sensor.summary()
+    assert "errors 1 (1 collection error: event 255), host notes 1 (event 255: what this host " \
+        "cannot do, such as load kernel modules; nothing failed or was lost)" in text
+    assert sensor.stats.errors == 1 and sensor.stats.host_notes == 1

@@ -36,8 +36,11 @@ def test_re2s_own_error_line_is_silenced_and_our_rejection_stays(tmp_path):
     r = subprocess.run([sys.executable, "-m", "sysmonx.cli", "replay", "--sample", "--rules",
                         str(rule), "--no-output", "--no-rule-cache"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-2000:]
+    # its only rule rejected: no rule loaded, fatal (the last line says so)
+    assert r.returncode == 1, r.stderr[-2000:]
     lines = r.stderr.splitlines()
+    assert lines[-1] == f"error: --rules: no Sigma rule loaded from {rule} (1 rejected: see " \
+        "above); nothing to detect with"
     assert not any("re2.cc" in x or "Error parsing" in x or "absl" in x for x in lines), lines[:3]
     # the first line after replay's config line is the rejection
     assert lines[0].startswith("config: built-in default-windows loaded: "), lines[0]

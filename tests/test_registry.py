@@ -58,7 +58,7 @@ def test_plugins_command_prints_every_registry(capsys):
             assert f"\n  {name} " in out, (kind, name)
     assert main(["plugins", "sinks"]) == 0
     assert "conditions (" not in capsys.readouterr().out
-    assert main(["plugins", "nope"]) == 2
+    assert main(["plugins", "nope"]) == 87
 
 
 def test_a_name_is_registered_once():
@@ -277,8 +277,7 @@ def test_command_line_choices_come_from_the_registries(tmp_path, capsys):
         assert out.read_text().split()[:2] == ["4", "16"]
     finally:
         SINKS.remove("event-ids")
-    with pytest.raises(SystemExit):
-        main(["replay", "--sample", "--format", "event-ids", "-q"])
+    assert main(["replay", "--sample", "--format", "event-ids", "-q"]) == 87
     assert "invalid choice: 'event-ids'" in capsys.readouterr().err
     assert set(BUILTIN["sources"]) >= {"evtx"} and "live" in SOURCES and "dns" in BACKENDS
     assert "filter" in STAGES
@@ -302,5 +301,5 @@ def test_a_stage_from_the_registry_runs_after_the_filter(tmp_path, capsys):
         assert out.read_bytes().count(b"\n") == 4 + 1  # the default config's four 1s and a 5
     finally:
         STAGES.remove("only-processes")
-    assert main(["replay", "--sample", "--stage", "nope", "-q"]) == 2
+    assert main(["replay", "--sample", "--stage", "nope", "-q"]) == 87
     assert "unknown stage 'nope'" in capsys.readouterr().err

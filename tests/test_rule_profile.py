@@ -322,10 +322,10 @@ def test_cli_json_shape_and_counts(tmp_path, capsys):
 
 def test_cli_refuses_profile_without_rules_or_with_dask(tmp_path, capsys):
     log, rules = _write_inputs(tmp_path)
-    assert main(["replay", str(log), "--profile-rules", "-q"]) == 2
+    assert main(["replay", str(log), "--profile-rules", "-q"]) == 87
     assert "--profile-rules profiles Sigma rules: give --rules" in capsys.readouterr().err
     assert main(["replay", str(log), "--rules", str(rules), "--profile-rules", "--dask",
-                 "local", "-q"]) == 2
+                 "local", "-q"]) == 87
     assert "not with --dask" in capsys.readouterr().err
     bad = tmp_path / "no" / "such" / "dir" / "p.json"
     assert main(["replay", str(log), "--rules", str(rules), "--profile-rules-out", str(bad),

@@ -89,11 +89,11 @@ def test_where_filters(stored, capsys):
 def test_query_is_read_only_and_errors_are_clear(stored, tmp_path, capsys):
     db, _, _ = stored
     before = db.stat().st_size
-    assert main(["query", str(db), "DELETE FROM events"]) == 2
+    assert main(["query", str(db), "DELETE FROM events"]) == 87
     assert "readonly" in capsys.readouterr().err
     assert db.stat().st_size == before
-    assert main(["query", str(db), "-w", "no field"]) == 2
-    assert main(["query", str(db), "-w", "EventID=x"]) == 2
+    assert main(["query", str(db), "-w", "no field"]) == 87
+    assert main(["query", str(db), "-w", "EventID=x"]) == 87
     assert main(["query", str(tmp_path / "missing.db")]) == 1
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("CREATE TABLE t (x)")

@@ -131,7 +131,7 @@ def test_a_failing_service_step_undoes_the_sysmon_install(host):
 def test_no_arguments_on_windows_lists_the_backends(monkeypatch, capsys):
     from sysmonx.cli import main
     monkeypatch.setattr(common, "on_windows", lambda: True)
-    assert main([]) == 2
+    assert main([]) == 87
     err = capsys.readouterr().err
     assert "Backends on this host:" in err and "eventlog" in err and "replay" in err
 

@@ -231,7 +231,7 @@ def test_windows_command_line_under_a_simulated_windows_python():
     """)
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     codes = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("RC ")]
-    assert codes == ["2", "0", "1", "740"], proc.stdout + proc.stderr
+    assert codes == ["87", "0", "1", "740"], proc.stdout + proc.stderr
     assert "Backends on this host:" in proc.stderr and "eventlog" in proc.stderr
     assert "etw-kernel-process  no  cannot load advapi32.dll" in proc.stdout
     assert "error: eventlog: cannot load wevtapi.dll" in proc.stderr

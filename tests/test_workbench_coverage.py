@@ -123,7 +123,7 @@ def test_exclude_names_do_not_count_and_sub_techniques_sort():
 
 
 def test_usage_errors(capsys):
-    assert main(["coverage"]) == 2
+    assert main(["coverage"]) == 87
     assert "--config" in capsys.readouterr().err
 
 

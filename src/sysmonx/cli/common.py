@@ -10,8 +10,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+#: Exit status of a fatal error (nothing, or not all, of what was asked could be done).
 EXIT_FATAL = 1
-EXIT_USAGE = 2
+#: Exit status of bad usage, Sysmon's ERROR_INVALID_PARAMETER (87): an unknown command, switch or
+#: option, a bad option value (argparse's own errors included, which would exit 2).
+EXIT_USAGE = 87
 
 __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_path",
            "builtin_linux_config_path", "stderr_console", "print_config_errors",
@@ -183,7 +186,10 @@ _REBUILT = " ignored and rebuilt: "
 
 def load_detection(paths: list[str], console, args: Optional[argparse.Namespace] = None,
                    platform: Optional[str] = None):
-    """Load Sigma rules into a detection stage; print load issues. ``None`` on a fatal error.
+    """Load Sigma rules into a detection stage; print load issues. ``None`` on a fatal error,
+    after an ``error:`` line: no rule could be read, or none loaded (every one rejected, or a
+    folder without rules), since a run with ``--rules`` that detects nothing is not what was
+    asked for.
 
     ``args`` with ``rule_cache``/``no_rule_cache`` (:func:`add_rule_cache_options`) chooses
     the compiled-rule cache; without them the default cache is used. ``args.quiet`` (``-q``:
@@ -273,6 +279,12 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
         if rebuilt:
             how += f"; its entry was ignored: {rebuilt[0].split(_REBUILT, 1)[1]}"
     console.print(f"sigma: {rule_counts(stage)} ({how})", markup=False)
+    if not stage.rules_loaded:  # fatal: the run would detect nothing, whatever it reads
+        read = len(stage.rejected)
+        console.print("error: --rules: no Sigma rule loaded from " + ", ".join(paths) + (
+            f" ({read:,} rejected: see above)" if read else " (no rule found)")
+            + "; nothing to detect with", markup=False)
+        return None
     return stage
 
 

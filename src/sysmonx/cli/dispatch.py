@@ -16,8 +16,8 @@ SUBCOMMANDS = ("replay", "run", "config", "coverage", "plugins", "scan", "query"
 USAGE = f"""SysmonX v{__version__} - Sysmon-compatible event sensor and log replayer
 
 Usage:
-  sysmonx replay PATH... [--config FILE|default] [--format xml|linux-xml|jsonl|csv] [-o OUT]
-                 [--from TIME] [--to TIME]
+  sysmonx replay PATH... [--config FILE|default] [--format xml|linux-xml|jsonl|csv|ecs]
+                 [-o OUT] [--from TIME] [--to TIME]
   sysmonx replay --sample            replay the built-in sample through the built-in config
   sysmonx run [--config FILE] [--duration S] [--backend ebpf|audit|cnproc] [--syslog]
                                      live Linux sensor (root), Sysmon for Linux events; on
@@ -59,7 +59,18 @@ def cmd_config_help() -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of the ``sysmonx`` console script. Returns the exit status."""
+    """Entry point of the ``sysmonx`` console script. Returns the exit status: 0, 1 for a
+    fatal error, 87 (Sysmon's) for bad usage, argparse's usage errors (its exit status 2)
+    included; ``-h`` still exits 0 through ``SystemExit``."""
+    try:
+        return _main(argv)
+    except SystemExit as exc:
+        if exc.code == 2:  # argparse: "error: unrecognized arguments" and the like
+            return EXIT_USAGE
+        raise
+
+
+def _main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from . import common
     if not argv:

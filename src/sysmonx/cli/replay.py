@@ -458,6 +458,12 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
         console.print("replay: not shown (-q): " + ", ".join(
             f"{n:,} {k}{'s' if n > 1 else ''}" for k, n in sorted(held.items(), reverse=True))
             + "; run without -q to see them", markup=False)
+    if files and not stats.records and stats.errors:
+        # fatal without --strict: every input failed, nothing was replayed
+        which = "the input" if len(files) == 1 else f"every one of the {len(files):,} inputs"
+        console.print(f"error: nothing was read: {which} failed ({stats.errors:,} "
+                      f"error{'s' if stats.errors > 1 else ''} above)", markup=False)
+        return EXIT_FATAL
     if stats.lost_files or (args.strict and (stats.errors or not stats.records)):
         return EXIT_FATAL
     return 0

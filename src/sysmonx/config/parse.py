@@ -636,8 +636,15 @@ class _Builder:
         # element content, scanners, name, condition; attributes read once
         tag = el.tag
         if tag not in allowed:
-            raise self.err(f"Element {tag} is not a field of {tag_label} in schema "
-                           f"(No declaration for element {tag})", el)
+            msg = (f"Element {tag} is not a field of {tag_label} in schema "
+                   f"(No declaration for element {tag})")
+            if isinstance(tag, str):  # as for conditions: the nearest field of this event
+                folded = {a.lower(): a for a in allowed}
+                close = difflib.get_close_matches(tag.lower(), sorted(folded), n=1,
+                                                  cutoff=0.75)
+                if close:
+                    msg += f"\nDid you mean <{folded[close[0]]}>?"
+            raise self.err(msg, el)
         keys = el.keys()
         own = raw_cond = None
         if keys:

@@ -12,6 +12,8 @@ events, unsupported value), see :class:`~sysmonx.detection.stage.DetectionStage`
 
 from __future__ import annotations
 
+import difflib
+
 import tarfile
 import zipfile
 from collections import Counter
@@ -243,7 +245,8 @@ def _parse_file(name: str, data: Union[bytes, str], issues: list,
 def _sigma_message(exc: Exception) -> str:
     """pySigma's message of ``exc``; an unknown modifier's also lists the modifiers that are
     known (pySigma's registry, ``sigma.modifiers.modifier_mapping``, with SysmonX's
-    ``utf16le``), so the user sees that ``re`` and the others exist. A reason pySigma took from
+    ``utf16le``), so the user sees that ``re`` and the others exist, and the nearest one when
+    the name looks like a typo (``endswithh``: did you mean 'endswith'?). A reason pySigma took from
     an error raised with bytes (google-re2's ``re2.error``: ``b'invalid perl operator: (?<'``)
     is given as its text, decoded as UTF-8 (undecodable bytes as U+FFFD)."""
     _need_sigma()
@@ -254,7 +257,12 @@ def _sigma_message(exc: Exception) -> str:
         raw = str(cause)  # the bytes' repr, as pySigma's f-string put it in the message
         msg = msg.replace(raw, cause.args[0].decode("utf-8", "replace"))
     if msg.startswith("Unknown modifier"):
-        msg += " (known modifiers: " + ", ".join(sorted(modifiers.modifier_mapping)) + ")"
+        known = sorted(modifiers.modifier_mapping)
+        msg += " (known modifiers: " + ", ".join(known) + ")"
+        typo = msg.split("'", 2)[1] if msg.count("'") >= 2 else ""
+        close = difflib.get_close_matches(typo, known, n=1, cutoff=0.75)
+        if close:
+            msg += f"; did you mean '{close[0]}'?"
     return msg
 
 

@@ -113,7 +113,8 @@ class SensorOptions:
 class SensorStats:
     """Counters: observations by type, events ``written`` (taken by every output) and
     ``filtered`` out per EventID, ``lost`` (sum of Loss counts), ``errors`` (255 events of the
-    source and rejected reloads), ``outputs`` (per output: sent, failed, dropped),
+    source for failures, and rejected reloads), ``host_notes`` (255 events that state a fact
+    about the host, not a failure), ``outputs`` (per output: sent, failed, dropped),
     ``undelivered`` (output -> events it did not take), ``output_errors`` (output -> the last
     error), ``order_late`` (observations that arrived too late to be put in order)."""
 
@@ -128,6 +129,7 @@ class SensorStats:
     undelivered: Counter[str] = field(default_factory=Counter)
     output_errors: dict[str, str] = field(default_factory=dict)
     order_late: int = 0
+    host_notes: int = 0
 
 
 def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
@@ -357,7 +359,8 @@ class Sensor:
                            outputs=outputs,
                            undelivered=Counter({k: v.undelivered for k, v in outputs.items()
                                                 if v.undelivered}),
-                           output_errors=self.fanout.errors(), order_late=src.order_late)
+                           output_errors=self.fanout.errors(), order_late=src.order_late,
+                           host_notes=src.host_notes)
 
     @property
     def scan_stats(self) -> Any:
@@ -371,7 +374,8 @@ class Sensor:
 
     def summary(self) -> str:
         """The closing summary line (stderr): backend (or what is followed), events written,
-        filtered out, lost, errors, and every output that did not take all events with the
+        filtered out, lost, errors (by kind), host notes (events 255 that are facts about the
+        host, not failures: only when there are some), and every output that did not take all events with the
         count and the last error; the scan counters when the run scans."""
         st = self.stats
         what = st.backend if self.options.follow else f"backend {st.backend}"
@@ -384,6 +388,10 @@ class Sensor:
                 (st.errors - refused, "collection error" + ("s" if st.errors - refused > 1
                                                             else ""))) if n]
             text += f" ({', '.join(kinds)}: event 255)"
+        if st.host_notes:  # facts about the host (event 255 too), apart from the failures
+            n = st.host_notes
+            text += (f", host notes {n} (event 255: what this host cannot do, such as load "
+                     "kernel modules; nothing failed or was lost)")
         for name, n in st.undelivered.items():
             text += f"; NOT WRITTEN to {name}: {n:,} events ({st.output_errors.get(name, '')})"
         scans = self.scan_stats

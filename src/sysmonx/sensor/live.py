@@ -97,9 +97,10 @@ class LiveOptions:
 @dataclass
 class LiveStats:
     """Counters: ``observations`` by type, ``lost`` (sum of Loss counts), ``errors`` (events
-    255 the source wrote), ``backend`` (the tier, or ``follow <source>``), ``skipped`` (tier ->
-    why it was not chosen), ``order_late`` (observations that arrived too late to be put in
-    order)."""
+    255 the source wrote for failures), ``host_notes`` (events 255 that state a fact about the
+    host, :attr:`~.observations.BackendError.host_fact`), ``backend`` (the tier, or
+    ``follow <source>``), ``skipped`` (tier -> why it was not chosen), ``order_late``
+    (observations that arrived too late to be put in order)."""
 
     observations: Counter[str] = field(default_factory=Counter)
     lost: int = 0
@@ -107,6 +108,7 @@ class LiveStats:
     backend: str = ""
     skipped: dict[str, str] = field(default_factory=dict)
     order_late: int = 0
+    host_notes: int = 0
 
 
 class _Emitter:
@@ -404,7 +406,10 @@ class LiveSource(Source):
             if kind is loss:
                 stats.lost += o.count
             elif kind is error:
-                stats.errors += 1
+                if o.host_fact:
+                    stats.host_notes += 1
+                else:
+                    stats.errors += 1
             keep.append(o)
         counts = stats.observations
         for kind, n in seen.items():

@@ -204,13 +204,17 @@ class Loss:
 @dataclass(slots=True)
 class BackendError:
     """A backend problem that is not a count of lost events (attach failure, reader crash):
-    becomes event 255. ``fatal`` means the backend stopped."""
+    becomes event 255. ``fatal`` means the backend stopped. ``host_fact``: not a failure but a
+    fact about the host that nothing can be missed for (a kernel without module support, where
+    DriverLoad cannot occur): the same event 255, counted in the run's summary as a host note
+    instead of an error."""
 
     ts_ns: int
     source: str
     message: str
     fatal: bool = False
     extra: dict = field(default_factory=dict)
+    host_fact: bool = False
 
 
 # --- more visibility (events 6, 7, 8, 25 and the SysmonX events 210-213) -----------------------

@@ -14,19 +14,23 @@ Columns (one header row, then one row per event)::
     System values (``RecordID`` is ``EventRecordID``).
 ``EventName``
     the Sysmon event's name in the current schema (``ProcessCreate``, ``NetworkConnect``,
-    ``RegistryEvent`` ...); empty for records of other providers.
+    ``RegistryEvent`` ...); ``SigmaAlert`` for a Sigma alert (SysmonX event 1000, provider
+    ``SysmonX``); empty for records of other providers.
 ``ProcessId``, ``Image``, ``User``
     the EventData fields of that name, else ``SourceProcessId`` / ``SourceImage`` /
     ``SourceUser`` (events 8 and 10), else empty.
 ``CommandLine``, ``ParentImage``, ``RuleName``
-    the EventData fields of that name, or empty.
+    the EventData fields of that name, or empty; for a Sigma alert ``RuleName`` is the rule's
+    title (``RuleTitle``).
 ``Details``
     a compact summary of the object of the event (:func:`details`): network events
     ``tcp 10.0.0.5:49713 -> 93.184.216.34:443 (example.com)``; registry value sets
     ``TargetObject = Details``; renames ``TargetObject -> NewName``; otherwise the first present of
     ``TargetFilename``, ``TargetObject``, ``QueryName``, ``ImageLoaded``, ``TargetImage``,
     ``PipeName``, ``Device``, ``Destination``, ``Query``, ``Consumer``, ``Filter``, ``Name``,
-    ``Type``, ``State``, ``Configuration``; for Sysmon's error report (255) ``Description``.
+    ``Type``, ``State``, ``Configuration``; for Sysmon's error report (255) ``Description``;
+    for a Sigma alert (1000) its level and ATT&CK techniques, ``level high; T1003.002`` (the
+    matched event's own row, after which the alert comes, has its details).
     Empty when none is present (process create and terminate: see ``CommandLine``).
 ``EventData``
     every EventData field, in order, as one JSON object (``{"RuleName":"-",...}``): the exact
@@ -81,6 +85,12 @@ _DETAIL_FIELDS = ("TargetFilename", "TargetObject", "QueryName", "ImageLoaded", 
                   "Type", "State", "Configuration")
 
 _names: dict = {}
+
+#: SigmaAlert (sysmonx.detection.alerts, which this layer does not import): EventID, provider,
+#: the name the schema and the docs give it.
+ALERT_EVENT_ID = 1000
+ALERT_PROVIDER = "SysmonX"
+ALERT_EVENT_NAME = "SigmaAlert"
 _CONTROL = re.compile("(?!\t)[" + CONTROL_CLASS + "]").search
 
 
@@ -130,6 +140,11 @@ def details(e: Event) -> str:
             return f"{d['TargetObject']} -> {d['NewName']}"
     if e.event_id == 255:  # Sysmon error report
         return _pick(d, "Description", "ID")
+    if e.event_id == ALERT_EVENT_ID and e.provider == ALERT_PROVIDER:
+        parts = [f"level {d['RuleLevel']}"] if d.get("RuleLevel") else []
+        if d.get("Techniques"):
+            parts.append(d["Techniques"])
+        return "; ".join(parts)
     return _pick(d, *_DETAIL_FIELDS)
 
 
@@ -160,13 +175,15 @@ def row(e: Event) -> list:
     """The cells of ``e``'s row, as written (display-rendered and neutralised), in
     :data:`COLUMNS` order."""
     d = e.data
+    alert = e.event_id == ALERT_EVENT_ID and e.provider == ALERT_PROVIDER
     cells = [
         _time7(e.time_created), e.computer or "", e.provider or "", str(e.event_id),
+        ALERT_EVENT_NAME if alert else
         _event_name(e.event_id) if e.provider in SYSMON_PROVIDERS else "",
         "" if e.record_id is None else str(e.record_id),
         _pick(d, "ProcessId", "SourceProcessId"), _pick(d, "Image", "SourceImage"),
         d.get("CommandLine") or "", d.get("ParentImage") or "", _pick(d, "User", "SourceUser"),
-        details(e), d.get("RuleName") or ""]
+        details(e), (d.get("RuleTitle") if alert else d.get("RuleName")) or ""]
     if _CONTROL("".join(cells)) is not None:  # rare: something to render
         cells = [visible(c, "\t") for c in cells]
     for i, c in enumerate(cells):

@@ -11,9 +11,14 @@
 name with its string value, in field order, then ``System`` (integers or ``null``, strings;
 ``TimeCreated`` is the Event's UTC time with 9 fractional digits and ``Z``).
 
-Reserved top-level keys are ``EventID``, ``System`` and ``ExtraData``. When a field name collides
-with one of them (only non-Sysmon or hostile input), that field *and every field after it* go
-into an ``"ExtraData"`` object after ``System``, in order, so no value can forge a key and
+With ``--enrich``, the SysmonX enrichment fields (GrandparentImage, AncestorImages, ...) go into
+an ``"Enrichment"`` object last, in order; :mod:`sysmonx.sources.jsonl` appends them back after
+the event's own fields, where the enrichment stage put them.
+
+Reserved top-level keys are ``EventID``, ``System``, ``ExtraData`` and ``Enrichment``. When a
+field name collides with one of them (only non-Sysmon or hostile input), that field *and every
+field after it* go into an ``"ExtraData"`` object after ``System``, in order, so no value can
+forge a key and
 :mod:`sysmonx.sources.jsonl` rebuilds the fields exactly, order included.
 
 Values are escaped by orjson (control characters as ``\\u00XX``), so a value never starts a new

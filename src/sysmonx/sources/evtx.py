@@ -887,6 +887,16 @@ class _ChunkTracker:
             self._flush(slot, [(self.offset(slot), None)], [])
         if self.slots > self.full or self.declared > self.slots:
             msg = f"file truncated at byte {self.size}"
+            if (self.partial_lost is not None and self.partial_lost[0] == 0
+                    and self.declared <= self.full + 1):
+                # the cut fell after the last record of the last chunk: nothing was lost, so
+                # a warning (error: lines mean lost data), counted as one
+                read = self.partial_lost[1]
+                self.on_error(ReadError(
+                    self.path, self.offset(self.full), "byte",
+                    msg + f" inside chunk {self.full}, after its last record: no record lost "
+                    f"({read} read)", severity="warning"))
+                return out
             if self.partial_lost is not None:
                 lost, read, total = self.partial_lost
                 msg += f": {lost} of the {total} records of chunk {self.full} are lost"

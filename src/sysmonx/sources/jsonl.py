@@ -1,8 +1,11 @@
 """SysmonX JSON lines, as written by :mod:`sysmonx.sinks.jsonl` (the format is described there).
 
-Each line is one object: ``EventID``, the EventData fields as top-level keys, ``System`` and,
-for events whose field names collide with the reserved keys, ``ExtraData``. The reader rebuilds
-the Event exactly: top-level fields in order, then the ``ExtraData`` fields in order.
+Each line is one object: ``EventID``, the EventData fields as top-level keys, ``System``,
+for events whose field names collide with the reserved keys, ``ExtraData`` and, for events
+written with ``--enrich``, ``Enrichment`` (an object of the SysmonX enrichment fields). The reader
+rebuilds the Event exactly: top-level fields in order, then the ``ExtraData`` fields in order,
+then the ``Enrichment`` fields in order (the enrichment stage appends them after the event's own
+fields, which is also where the XML writers put them and the XML readers find them).
 
 Malformed lines (not JSON, not an object, no integer ``EventID``, a value of the wrong type, a
 bad time) are reported with their line number and skipped; blank lines are ignored. Lines that
@@ -25,8 +28,9 @@ from .base import FileFormat, OnError, iter_lines
 
 __all__ = ["read_jsonl", "read_jsonl_stream", "event_from_object", "RESERVED_KEYS"]
 
-#: Top-level keys that are not EventData fields.
-RESERVED_KEYS = frozenset({"EventID", "System", "ExtraData"})
+#: Top-level keys that are not EventData fields (the writer's
+#: :data:`sysmonx.sinks.jsonl.RESERVED_KEYS`).
+RESERVED_KEYS = frozenset({"EventID", "System", "ExtraData", "Enrichment"})
 
 _SYSTEM_INT = (("Version", "version"), ("Level", "level"), ("Task", "task"),
                ("Opcode", "opcode"), ("EventRecordID", "record_id"),
@@ -84,7 +88,8 @@ def event_from_object(obj, origin=None) -> Event:
 
     Raises:
         ValueError: not an object, no integer ``EventID``, non-string field values, a malformed
-            ``System`` or time.
+            ``System`` or time, an ``ExtraData`` or ``Enrichment`` that is not an object, an
+            ``Enrichment`` field that repeats a field of the event.
     """
     if type(obj) is not dict:
         raise ValueError("line is not a JSON object")
@@ -100,6 +105,14 @@ def event_from_object(obj, origin=None) -> Event:
         if type(extra) is not dict:
             raise ValueError("ExtraData is not an object")
         for k, v in extra.items():
+            data[k] = v if type(v) is str else _string(k, v)
+    enrichment = obj.get("Enrichment")
+    if enrichment is not None:
+        if type(enrichment) is not dict:
+            raise ValueError("Enrichment is not an object")
+        for k, v in enrichment.items():
+            if k in data:
+                raise ValueError(f"Enrichment field {k!r} repeats a field of the event")
             data[k] = v if type(v) is str else _string(k, v)
     system = obj.get("System", {})
     if type(system) is not dict:

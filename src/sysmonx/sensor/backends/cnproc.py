@@ -615,7 +615,9 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         self._cn.open()
         self.kernel_filter = self._cn.kernel_filter
         for note in self._cn.notes:
-            self._notes.append(BackendError(time.time_ns(), "cnproc.filter", note))
+            # a kernel without event filtering: more to read, nothing missed
+            self._notes.append(BackendError(time.time_ns(), "cnproc.filter", note,
+                                            host_fact=True))
 
     # ---- stop: WakeableReaderMixin.stop() wakes the reader, joins it, then calls _cleanup()
     def _cleanup(self) -> None:

@@ -245,7 +245,7 @@ class VisibilityProbes:
         try:
             for msg in self.notices:
                 self.emit(ob.BackendError(ts_ns=time.time_ns(), source="ebpf.visibility",
-                                          message=msg))
+                                          message=msg, host_fact=True))
             while not self._stop.is_set():
                 rc = self._rb.poll(POLL_MS)
                 if rc < 0:

@@ -1,0 +1,252 @@
+"""Rough edges a new user hit (session s9 report): JSON lines written with ``--enrich`` read
+back, fatal replays exit non-zero, truncated-but-whole EVTX is a warning, Sigma alerts named
+in the CSV timeline, argparse usage errors exit with Sysmon's 87, "did you mean" for a
+mistyped field element and Sigma modifier."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from sysmonx.cli import main
+
+EVTX = ("evtx/sbousseaden__EVTX-ATTACK-SAMPLES/AutomatedTestingTools/Malware/"
+        "rundll32_cmd_schtask.evtx")
+
+# includes the marked chain (schtasks.exe under cmd.exe under rundll32.exe) by enrichment
+CHAIN_CONFIG = """<Sysmon schemaversion="4.90">
+  <EventFiltering>
+    <RuleGroup name="" groupRelation="or">
+      <ProcessCreate onmatch="include">
+        <Rule name="chain" groupRelation="and">
+          <GrandparentImage condition="image">rundll32.exe</GrandparentImage>
+          <Image condition="end with">\\schtasks.exe</Image>
+        </Rule>
+        <Image condition="end with">\\cmd.exe</Image>
+      </ProcessCreate>
+    </RuleGroup>
+  </EventFiltering>
+</Sysmon>
+"""
+
+RULE = """title: Scheduled task from a cmd under rundll32
+id: 5d0f1a2e-6c39-4c39-9b1a-6a8e4c5b7f01
+status: test
+level: high
+tags:
+  - attack.persistence
+  - attack.t1053.005
+logsource:
+  product: windows
+  category: process_creation
+detection:
+  selection:
+    Image|endswith: '\\schtasks.exe'
+    GrandparentImage|endswith: '\\rundll32.exe'
+  condition: selection
+"""
+
+
+def _lines(path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("extra", [["--enrich"], [], ["--enrich", "--rules", "RULE"]],
+                         ids=["enrich", "plain", "enrich+alerts"])
+def test_every_jsonl_form_reads_back_to_the_same_events(corpus, tmp_path, capsys, extra):
+    cfg = tmp_path / "chain.xml"
+    cfg.write_text(CHAIN_CONFIG)
+    rule = tmp_path / "rule.yml"
+    rule.write_text(RULE)
+    extra = [str(rule) if a == "RULE" else a for a in extra]
+    src = str(corpus / EVTX)
+    jl, xml = tmp_path / "ev.jsonl", tmp_path / "ev.xml"
+    assert main(["replay", src, "-c", str(cfg), "-f", "jsonl", "-o", str(jl), "-q",
+                 "--no-rule-cache", *extra]) == 0
+    assert main(["replay", src, "-c", str(cfg), "-f", "xml", "-o", str(xml), "-q",
+                 "--no-rule-cache", *extra]) == 0
+    written = _lines(jl)
+    if "--enrich" in extra:
+        assert sum("Enrichment" in e for e in written) >= 2
+    if "--rules" in extra:
+        assert [e["RuleTitle"] for e in written if e["EventID"] == 1000] == \
+            ["Scheduled task from a cmd under rundll32"]
+    capsys.readouterr()
+    # JSON lines and XML of the same replay, each read back as XML: the same bytes, no error
+    back_j, back_x = tmp_path / "back-j.xml", tmp_path / "back-x.xml"
+    assert main(["replay", str(jl), "-f", "xml", "-o", str(back_j)]) == 0
+    err = capsys.readouterr().err
+    assert "error:" not in err and "errors: 0" in err
+    assert main(["replay", str(xml), "-f", "xml", "-o", str(back_x)]) == 0
+    assert back_j.read_bytes() == back_x.read_bytes()
+    n = sum(1 for e in written if e["EventID"] != 1000)  # alerts are not read back as input
+    assert back_j.read_bytes().count(b"<Event ") == n >= 2
+    # and JSON lines to JSON lines is the identity on those events
+    back_jl = tmp_path / "back.jsonl"
+    assert main(["replay", str(jl), "-f", "jsonl", "-o", str(back_jl), "-q"]) == 0
+    assert _lines(back_jl) == [e for e in written if e["EventID"] != 1000]
+
+
+def test_enriched_line_is_read_with_its_enrichment_fields_last():
+    from sysmonx.sources.jsonl import event_from_object
+    e = event_from_object({"EventID": 1, "Image": "C:\\a.exe", "System": {},
+                           "Enrichment": {"GrandparentImage": "C:\\g.exe",
+                                          "AncestorImages": "C:\\p.exe|C:\\g.exe"}})
+    assert list(e.data.items()) == [("Image", "C:\\a.exe"), ("GrandparentImage", "C:\\g.exe"),
+                                    ("AncestorImages", "C:\\p.exe|C:\\g.exe")]
+    with pytest.raises(ValueError, match="Enrichment is not an object"):
+        event_from_object({"EventID": 1, "Enrichment": ["x"]})
+    with pytest.raises(ValueError, match="repeats a field"):
+        event_from_object({"EventID": 1, "Image": "a", "Enrichment": {"Image": "b"}})
+
+
+def test_config_explain_reads_an_enriched_line(corpus, tmp_path, capsys):
+    jl = tmp_path / "ev.jsonl"
+    assert main(["replay", str(corpus / EVTX), "--enrich", "-f", "jsonl", "-o", str(jl),
+                 "-q"]) == 0
+    line = next(ln for ln in jl.read_bytes().splitlines() if b"schtasks.exe" in ln
+                and b'"EventID":1,' in ln)
+    one = tmp_path / "one.json"
+    one.write_bytes(line + b"\n")
+    cfg = tmp_path / "c.xml"
+    cfg.write_text(CHAIN_CONFIG)
+    capsys.readouterr()
+    assert main(["config", "explain", str(cfg), str(one)]) == 0
+    out, err = capsys.readouterr()
+    assert "error:" not in err and "Decision: " in out
+
+
+def test_replay_whose_every_input_fails_is_fatal_without_strict(corpus, tmp_path, capsys):
+    fake = tmp_path / "fake.evtx"
+    fake.write_bytes(b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 600)
+    empty = tmp_path / "empty.evtx"
+    empty.write_bytes(b"")
+    assert main(["replay", str(fake), "--no-output", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "not a readable EVTX file" in err
+    assert "error: nothing was read: the input failed (1 error above)" in err
+    assert main(["replay", str(fake), str(empty), "--no-output", "-q"]) == 1
+    assert "every one of the 2 inputs failed (2 errors above)" in capsys.readouterr().err
+    # a partial failure stays exit 0 (the good file's events are written), 1 with --strict
+    good = str(corpus / EVTX)
+    assert main(["replay", str(fake), good, "--no-output", "-q"]) == 0
+    assert "nothing was read" not in capsys.readouterr().err
+    assert main(["replay", str(fake), good, "--no-output", "-q", "--strict"]) == 1
+
+
+def test_rules_that_load_nothing_are_fatal(tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.yml").write_text(RULE.replace("Image|endswith", "Image|endswithh"))
+    assert main(["replay", "--sample", "--rules", str(bad), "--no-output", "--no-rule-cache"]) \
+        == 1
+    err = capsys.readouterr().err
+    assert "Unknown modifier 'endswithh'" in err and "did you mean 'endswith'?" in err
+    assert f"error: --rules: no Sigma rule loaded from {bad} (1 rejected: see above)" in err
+    empty = tmp_path / "none"
+    empty.mkdir()
+    assert main(["replay", "--sample", "--rules", str(empty), "--no-output", "-q",
+                 "--no-rule-cache"]) == 1
+    assert "(no rule found); nothing to detect with" in capsys.readouterr().err
+    # one good rule beside the bad one: the run goes on
+    (bad / "b.yml").write_text(RULE)
+    assert main(["replay", "--sample", "--rules", str(bad), "--no-output", "-q",
+                 "--no-rule-cache"]) == 0
+
+
+@pytest.mark.parametrize("argv", [["replya", "x"], ["replay", "--fromat", "xml"],
+                                  ["config", "nope"], ["run", "--duration"],
+                                  ["query"], ["coverage", "--bogus"]])
+def test_usage_errors_exit_87_like_sysmon(argv, capsys):
+    assert main(argv) == 87
+    capsys.readouterr()
+
+
+def test_help_lists_every_replay_output_format(capsys):
+    from sysmonx.cli.common import output_formats
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if "--format " in ln and "replay" in ln)
+    listed = line.split("--format ", 1)[1].split("]", 1)[0].split("|")
+    assert sorted(listed) == sorted(output_formats())
+
+
+def test_mistyped_field_element_gets_did_you_mean(tmp_path, capsys):
+    cfg = tmp_path / "typo.xml"
+    cfg.write_text('<Sysmon schemaversion="4.90"><EventFiltering><RuleGroup name="" '
+                   'groupRelation="or"><ProcessCreate onmatch="include">'
+                   '<Imagee condition="end with">x</Imagee></ProcessCreate></RuleGroup>'
+                   '</EventFiltering></Sysmon>')
+    assert main(["config", "check", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "Element Imagee is not a field of ProcessCreate" in err
+    assert "Did you mean <Image>?" in err
+    cfg.write_text(cfg.read_text().replace("Imagee", "parentimage"))
+    assert main(["config", "check", str(cfg)]) == 1
+    assert "Did you mean <ParentImage>?" in capsys.readouterr().err
+
+
+PCALUA = "evtx/sbousseaden__EVTX-ATTACK-SAMPLES/Execution/exec_sysmon_1_lolbin_pcalua.evtx"
+
+
+def test_truncated_evtx_that_lost_no_record_is_a_warning(corpus, tmp_path, capsys):
+    data = (corpus / PCALUA).read_bytes()
+    whole = tmp_path / "whole.evtx"
+    whole.write_bytes(data[:40000])  # cut inside chunk 0, after its 3 records
+    out = tmp_path / "w.jsonl"
+    assert main(["replay", str(whole), "-f", "jsonl", "-o", str(out), "--strict"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "file truncated at byte 40000 inside chunk 0, after its last " \
+        "record: no record lost (3 read)" in err
+    assert "error:" not in err and "errors: 0  warnings: 1" in err
+    assert len(out.read_bytes().splitlines()) == 3
+    # records lost: still an error
+    lossy = tmp_path / "lossy.evtx"
+    lossy.write_bytes(data[:10000])
+    assert main(["replay", str(lossy), "--no-output"]) == 0
+    err = capsys.readouterr().err
+    assert "error: " in err and "1 of the 3 records of chunk 0 are lost (2 read from its " \
+        "intact part)" in err and "errors: 1" in err
+
+
+def test_csv_timeline_names_sigma_alert_rows(corpus, tmp_path, capsys):
+    import csv
+    rule = tmp_path / "rule.yml"
+    rule.write_text(RULE)
+    out = tmp_path / "t.csv"
+    assert main(["replay", str(corpus / EVTX), "--rules", str(rule), "--no-rule-cache", "-f",
+                 "csv", "-o", str(out), "-q"]) == 0
+    rows = list(csv.DictReader(out.open(newline="", encoding="utf-8")))
+    alerts = [r for r in rows if r["EventID"] == "1000"]
+    assert [(r["EventName"], r["RuleName"], r["Details"], r["Provider"]) for r in alerts] == [
+        ("SigmaAlert", "Scheduled task from a cmd under rundll32", "level high; T1053.005",
+         "SysmonX")]
+    # the columns stay; the Sysmon rows keep their own names and RuleName
+    assert list(rows[0]) == ["TimeCreated", "Computer", "Provider", "EventID", "EventName",
+                             "RecordID", "ProcessId", "Image", "CommandLine", "ParentImage",
+                             "User", "Details", "RuleName", "EventData"]
+    assert {r["EventName"] for r in rows if r["EventID"] == "1"} == {"ProcessCreate"}
+    assert alerts[0]["Image"] == "C:\\Windows\\SysWOW64\\schtasks.exe"
+
+
+def test_readme_ancestry_example_matches_the_outermost_ancestor():
+    import re
+    from pathlib import Path
+
+    from sysmonx.config import parse_config
+    from sysmonx.filtering.engine import FilterEngine
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```xml\n(<ProcessCreate onmatch=\"include\">\n  <Rule "
+                      r"groupRelation=\"and\">.*?</ProcessCreate>)\n```", readme, re.S).group(1)
+    engine = FilterEngine(parse_config(
+        '<Sysmon schemaversion="4.90"><EventFiltering><RuleGroup name="" groupRelation="or">'
+        + block + "</RuleGroup></EventFiltering></Sysmon>"))
+
+    def kept(ancestors: str) -> bool:
+        return engine.decide(1, {"Image": "/usr/bin/id", "GrandparentImage": "/usr/sbin/sshd",
+                                 "AncestorImages": ancestors})[0]
+
+    assert kept("/usr/sbin/sshd|/usr/sbin/cron")      # outermost: no "|" after it
+    assert kept("/usr/sbin/cron|/usr/lib/systemd/systemd")
+    assert kept("/usr/sbin/cron")
+    assert not kept("/usr/sbin/sshd|/usr/sbin/crond")
