@@ -264,3 +264,40 @@ def test_shipped_sigma_rule_sees_a_weakening_reload(tmp_path):
     alerts = [orjson.loads(x) for x in out.read_bytes().splitlines() if b'"EventID":1000' in x]
     assert [(a["RuleTitle"], a["Technique"], a["ProcessId"]) for a in alerts] == [
         ("SysmonX configuration reload reduced collection", "config_weakened", "4242")]
+
+
+def test_config_weakened_is_kept_whole_on_every_decision_path(tmp_path, capsys):
+    """The configuration a weakening reload put in force can neither drop nor cut its
+    finding: FieldSizes leave it whole, and replay, ``config explain`` and ``config stats``
+    (the workbench) decide alike (include, RuleName ``-``); found by a review: the exemption
+    was in the filter stage only, so ``config stats`` called the difference a defect."""
+    from sysmonx.filtering.stage import FilterStage
+    from sysmonx.sinks.jsonl import event_to_json
+    details = "configuration SHA256=AAAA -> SHA256=BBBB collects less: not logged any more: " \
+              "ProcessCreate (1)"
+    ev = tamper_finding("config_weakened", details, platform="linux", process_id=4242,
+                        image="/usr/bin/kill")
+    cfg_text = (b'<Sysmon schemaversion="4.90"><FieldSizes>Details:8,Image:1,ProcessId:1'
+                b'</FieldSizes><EventFiltering><RuleGroup groupRelation="or"><TamperFinding '
+                b'onmatch="include"><Technique condition="is">nothing</Technique>'
+                b'</TamperFinding></RuleGroup></EventFiltering></Sysmon>')
+    stage = FilterStage(parse_config(cfg_text))
+    assert stage.process(ev, lambda item: None) is True
+    assert (ev.data["Details"], ev.data["Image"], ev.data["ProcessId"]) == (
+        details, "/usr/bin/kill", "4242")
+    # another finding under the same config is dropped
+    assert stage.process(tamper_finding("clock_changed", "x", platform="linux"),
+                         lambda item: None) is False
+    cfg = tmp_path / "cfg.xml"
+    cfg.write_bytes(cfg_text)
+    line = tmp_path / "w.jsonl"
+    line.write_bytes(event_to_json(tamper_finding("config_weakened", details,
+                                                  platform="linux")) + b"\n")
+    capsys.readouterr()
+    assert main(["config", "explain", str(cfg), str(line)]) == 0
+    out = capsys.readouterr().out
+    assert "Decision: include" in out and "never filtered" in out
+    assert main(["config", "stats", str(cfg), str(line), "--format", "json"]) == 0
+    stats = orjson.loads(capsys.readouterr().out)
+    assert stats["cross_check"]["replay_mismatches"] == []
+    assert stats["events"]["201"] == {"included": 1, "excluded": 0}

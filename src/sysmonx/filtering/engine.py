@@ -31,10 +31,20 @@ from .index import MemoBudget, decider_from_plan, plan_indexed, storable_plan
 from .walk import Member, compile_walk
 
 __all__ = ["EngineOptions", "FilterEngine", "truncate_value", "expand_environment",
-           "WINDOWS_DEFAULT_ENV", "NEVER_FILTERED", "set_note_handler"]
+           "WINDOWS_DEFAULT_ENV", "NEVER_FILTERED", "never_filtered", "set_note_handler"]
 
 #: Events Sysmon never filters (spec 3.7).
 NEVER_FILTERED = frozenset({4, 16, 255})
+
+
+def never_filtered(event_id: int, data: dict) -> bool:
+    """True for the one SysmonX event no configuration filters or truncates: TamperFinding
+    (201) ``config_weakened``, the record of a reload that made the sensor collect less
+    (docs/RESILIENCE.md): the configuration it is about must not be able to drop it
+    (``<TamperFinding onmatch="include"/>``) nor cut it (``<FieldSizes>``). Every decision
+    path (the filter stage, the workbench, ``config explain``) goes through the engine's
+    deciders, which apply this."""
+    return event_id == 201 and data.get("Technique") == "config_weakened"
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -168,6 +178,17 @@ def _never(v: str) -> bool:
 def _unbuilt(v: str) -> bool:
     """The predicate of an outline member (:meth:`_SetCompiler.outline`): never called."""
     raise AssertionError("an outline member was evaluated")
+
+
+def _keeping_config_weakened(decide: Callable[[dict], tuple[bool, Optional[str]]]
+                             ) -> Callable[[dict], tuple[bool, Optional[str]]]:
+    """201's decider with :func:`never_filtered` first: a ``config_weakened`` finding is kept
+    with RuleName ``-`` whatever the rules say."""
+    def decide_201(data: dict) -> tuple[bool, Optional[str]]:
+        if data.get("Technique") == "config_weakened":
+            return True, "-"
+        return decide(data)
+    return decide_201
 
 
 def _pass(data: dict) -> tuple[bool, Optional[str]]:
@@ -510,7 +531,10 @@ class FilterEngine:
         with self._lock:
             d = self._deciders.get(eid)
             if d is None:
-                d = self._deciders[eid] = self._compile_event(eid, ev)
+                d = self._compile_event(eid, ev)
+                if eid == 201:
+                    d = _keeping_config_weakened(d)
+                self._deciders[eid] = d
         return d
 
     def _ordered_sets(self, tag: str) -> list[RuleSet]:
@@ -615,7 +639,8 @@ class FilterEngine:
         """Return ``data`` with FieldSizes truncation applied (a new dict if anything changed).
 
         Runs after filtering, on output only (spec 3.9)."""
-        if not self.field_sizes or event_id == self._truncate_skip:
+        if not self.field_sizes or event_id == self._truncate_skip or never_filtered(event_id,
+                                                                                      data):
             return data
         out = None
         for name, size in self.field_sizes.items():

@@ -25,7 +25,7 @@ from ..schema import CURRENT
 from ..textsafe import visible
 from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
 from .conditions import REGEX_MAX_MEM, fold, make_predicate
-from .engine import NEVER_FILTERED, EngineOptions, expand_environment
+from .engine import NEVER_FILTERED, EngineOptions, expand_environment, never_filtered
 
 __all__ = ["FilterStep", "GroupStep", "RuleSetTrace", "Explanation", "explain",
            "format_explanation", "summary_line", "display_safe"]
@@ -299,6 +299,10 @@ def explain(config: Optional[Config], event_id: int, data: dict,
     """
     options = options if options is not None else EngineOptions()
     ev = CURRENT.events.get(event_id)
+    if ev is not None and never_filtered(event_id, data):
+        return Explanation(event_id, None, False, [], 0, True, "-", None,
+                           "a TamperFinding config_weakened is never filtered nor truncated: it "
+                           "reports the reload that put this configuration in force")
     if ev is None or event_id in NEVER_FILTERED or ev.tag is None:
         why = ("Sysmon never filters events 4, 16 and 255" if ev is not None
                else f"event id {event_id} is not a Sysmon event; passed through")

@@ -11,8 +11,10 @@ Per Sysmon event (other providers pass untouched; the gate before it decides abo
    ``-`` (events 4, 16 and 255 are never filtered and get no name);
    a TamperFinding (201) whose ``Technique`` is ``config_weakened`` is kept whatever the config
    decides (RuleName ``-``): it reports the reload that put this very filter in force, and a
-   configuration that excludes TamperFinding must not hide that it did (docs/RESILIENCE.md);
-4. FieldSizes truncation after filtering (spec 3.9).
+   configuration that excludes TamperFinding must not hide that it did (docs/RESILIENCE.md;
+   the engine's decider for 201 does it, :func:`~sysmonx.filtering.engine.never_filtered`, so
+   the workbench and ``config explain`` decide the same);
+4. FieldSizes truncation after filtering (spec 3.9); never of that finding.
 
 Without an engine (replay without ``--config``) events pass unchanged and are only counted. With
 ``trace`` (console mode, ``sysmonx -t``) each decision is also explained by the independent walk
@@ -117,10 +119,8 @@ class FilterStage(Stage):
         if self.trace is not None:
             self._trace(item, include, name, emit)
         if not include:
-            if eid != 201 or item.data.get("Technique") != "config_weakened":
-                self.excluded[eid] += 1
-                return False
-            name = "-"  # the record of a reload that weakened the filter: never filtered
+            self.excluded[eid] += 1
+            return False
         if name is not None:
             data = item.data
             if "RuleName" in data:
