@@ -124,9 +124,9 @@ def test_replay_whose_every_input_fails_is_fatal_without_strict(corpus, tmp_path
     assert main(["replay", str(fake), "--no-output", "-q"]) == 1
     err = capsys.readouterr().err
     assert "not a readable EVTX file" in err
-    assert "error: nothing was read: the input failed (1 error above)" in err
+    assert "error: nothing was read: the input gave no record (1 error above)" in err
     assert main(["replay", str(fake), str(empty), "--no-output", "-q"]) == 1
-    assert "every one of the 2 inputs failed (2 errors above)" in capsys.readouterr().err
+    assert "none of the 2 inputs gave a record (2 errors above)" in capsys.readouterr().err
     # a partial failure stays exit 0 (the good file's events are written), 1 with --strict
     good = str(corpus / EVTX)
     assert main(["replay", str(fake), good, "--no-output", "-q"]) == 0
@@ -250,3 +250,14 @@ def test_readme_ancestry_example_matches_the_outermost_ancestor():
     assert kept("/usr/sbin/cron|/usr/lib/systemd/systemd")
     assert kept("/usr/sbin/cron")
     assert not kept("/usr/sbin/sshd|/usr/sbin/crond")
+
+
+def test_csv_timeline_details_of_a_tamper_finding():
+    """A TamperFinding row (201) says in Details what was seen (review: the column was empty,
+    the text only inside EventData)."""
+    from sysmonx.sinks.csv_timeline import details
+    from sysmonx.stages.tamperfinding import tamper_finding
+    ev = tamper_finding("config_weakened", "configuration SHA256=A -> SHA256=B collects less: "
+                        "not logged any more: ProcessCreate (1)", platform="linux")
+    assert details(ev) == ("config_weakened: configuration SHA256=A -> SHA256=B collects "
+                           "less: not logged any more: ProcessCreate (1)")

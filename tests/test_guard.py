@@ -496,3 +496,18 @@ def test_weakening_details_cannot_forge_a_line(tmp_path):
              time.time_ns() - 1_000_000)
     (f,) = _weakened(g)
     assert "\n" not in f[2] and "\u202e" not in f[2] and "(a\\u000ab\\u202e)" in f[2]
+
+
+def test_weakening_reload_without_a_sighup_says_the_trace_failed(tmp_path, monkeypatch):
+    """When reads of the signal trace failed during the run, the finding does not let "no
+    SIGHUP was seen" stand alone: the trace may have missed it (review)."""
+    monkeypatch.setattr(guard_mod, "HUP_WAIT_S", 0.1)
+    g, _ = _hup_guard(tmp_path)
+    g._traced = True
+    g._trace_errors = 2
+    g.config_reloaded("SHA256=def", reduced=_DARK, reduced_ids=[1])
+    time.sleep(0.15)
+    g._answer_hups()
+    (f,) = _weakened(g)
+    assert f[2].endswith("no SIGHUP to the sensor was seen within 0.1 s (the signal trace "
+                         "failed to read 2 times: it may have missed it)")

@@ -362,7 +362,7 @@ def test_cli_error_lines_cannot_emit_terminal_escapes(tmp_path, capsys):
     _assert_terminal_safe(err)
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 4 and all(str(d) in line for line in errors[:3])
-    assert errors[3] == "error: nothing was read: the input failed (3 errors above)"
+    assert errors[3] == "error: nothing was read: the input gave no record (3 errors above)"
     assert "\\u001b]0;pwned\\u0007" in err
     assert "\\u202etxt." in err
 

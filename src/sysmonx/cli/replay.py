@@ -459,9 +459,10 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
             f"{n:,} {k}{'s' if n > 1 else ''}" for k, n in sorted(held.items(), reverse=True))
             + "; run without -q to see them", markup=False)
     if files and not stats.records and stats.errors:
-        # fatal without --strict: every input failed, nothing was replayed
-        which = "the input" if len(files) == 1 else f"every one of the {len(files):,} inputs"
-        console.print(f"error: nothing was read: {which} failed ({stats.errors:,} "
+        # fatal without --strict: no input gave a record and reading failed, nothing replayed
+        which = ("the input gave no record" if len(files) == 1
+                 else f"none of the {len(files):,} inputs gave a record")
+        console.print(f"error: nothing was read: {which} ({stats.errors:,} "
                       f"error{'s' if stats.errors > 1 else ''} above)", markup=False)
         return EXIT_FATAL
     if stats.lost_files or (args.strict and (stats.errors or not stats.records)):

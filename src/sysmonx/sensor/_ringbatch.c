@@ -1517,18 +1517,22 @@ static PyObject *py_audit_recv(PyObject *Py_UNUSED(m), PyObject *args) {
     unsigned char want[4096 / 8];
     memset(want, 0, sizeof want);
     {
-        Py_ssize_t pos = 0;
-        PyObject *key;
-        Py_hash_t h;
-        while (_PySet_NextEntry(keep, &pos, &key, &h)) {
+        /* the public iterator (_PySet_NextEntry is internal from CPython 3.13 on) */
+        PyObject *it = PyObject_GetIter(keep), *key;
+        if (it == NULL) return NULL;
+        while ((key = PyIter_Next(it)) != NULL) {
             long v = PyLong_AsLong(key);
-            if (v == -1 && PyErr_Occurred()) return NULL;
+            Py_DECREF(key);
+            if (v == -1 && PyErr_Occurred()) { Py_DECREF(it); return NULL; }
             if (v < 0 || v >= 4096) {
+                Py_DECREF(it);
                 PyErr_SetString(PyExc_ValueError, "audit_recv: keep types must be in 0..4095");
                 return NULL;
             }
             want[v >> 3] |= (unsigned char)(1u << (v & 7));
         }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) return NULL;
     }
     if (au_buf == NULL && (au_buf = malloc((size_t)AU_SLOTS * AU_SLOT)) == NULL)
         return PyErr_NoMemory();

@@ -331,6 +331,8 @@ class SensorGuard:
         self._trace: Optional[_GuardTrace] = None
         #: signals to the sensor are traced (the trace started; stays True once it stopped)
         self._traced = False
+        #: reads of the signal trace that failed (a SIGHUP may have been missed)
+        self._trace_errors = 0
         self._said: set[str] = set()
         self.heartbeat_s = self._interval(config_heartbeat_s)
         # baselines
@@ -682,7 +684,10 @@ class SensorGuard:
         for o in unasked:
             why = ("who asked for it is unknown: signals are not traced" if not self._traced
                    else f"who asked for it is unknown: no SIGHUP to the sensor was seen within "
-                        f"{HUP_WAIT_S:g} s")
+                        f"{HUP_WAIT_S:g} s" + (
+                            f" (the signal trace failed to read {self._trace_errors} time"
+                            f"{'s' if self._trace_errors > 1 else ''}: it may have missed it)"
+                            if self._trace_errors else ""))
             self.on_status(f"guard: configuration reload applied ({o[3]}; event 16) and "
                            f"collecting less: a config_weakened finding (event 201); {why}")
             self._weakened(o, None, why)
@@ -767,6 +772,7 @@ class SensorGuard:
                     self._trace.poll(max(0.0, next_turn - time.monotonic()))
                     continue
                 except OSError as exc:
+                    self._trace_errors += 1
                     self._say("trace-read", f"guard: tracefs read failed: {exc}")
             self._stop.wait(max(0.0, next_turn - time.monotonic()))
 

@@ -29,6 +29,8 @@ Columns (one header row, then one row per event)::
     ``TargetFilename``, ``TargetObject``, ``QueryName``, ``ImageLoaded``, ``TargetImage``,
     ``PipeName``, ``Device``, ``Destination``, ``Query``, ``Consumer``, ``Filter``, ``Name``,
     ``Type``, ``State``, ``Configuration``; for Sysmon's error report (255) ``Description``;
+    for SysmonX's TamperFinding (201) ``Technique: Details`` (``config_weakened: configuration
+    SHA256=... collects less: ...``);
     for a Sigma alert (1000) its level and ATT&CK techniques, ``level high; T1003.002`` (the
     matched event's own row, after which the alert comes, has its details).
     Empty when none is present (process create and terminate: see ``CommandLine``).
@@ -140,6 +142,8 @@ def details(e: Event) -> str:
             return f"{d['TargetObject']} -> {d['NewName']}"
     if e.event_id == 255:  # Sysmon error report
         return _pick(d, "Description", "ID")
+    if e.event_id == 201 and "Technique" in d:  # SysmonX TamperFinding: what was seen
+        return f"{d['Technique']}: {d.get('Details', '')}"
     if e.event_id == ALERT_EVENT_ID and e.provider == ALERT_PROVIDER:
         parts = [f"level {d['RuleLevel']}"] if d.get("RuleLevel") else []
         if d.get("Techniques"):
