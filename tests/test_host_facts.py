@@ -120,3 +120,19 @@ def test_exec_observed_by_a_tier_that_reads_proc_keeps_the_namespaces_then():
     info = cache.on_exec(os.getpid(), ts_ns=1)
     assert info.extra["ns"] == (os.stat("/proc/self/ns/mnt").st_ino,
                                 os.stat("/proc/self/ns/pid").st_ino)
+
+
+def test_exec_namespaces_not_taken_from_a_later_image(monkeypatch):
+    """Tier B's exec without a snapshot of its own (the process exec'd again before it was
+    read: ``unshare -m sh``): /proc shows the later image, whose namespaces may be new ones,
+    so they are not recorded for this exec (review). /proc showing this exec's image: kept."""
+    from sysmonx.sensor import process as process_mod
+    live = {"ppid": 1, "start_ticks": 777, "end_data": 0x1234, "uid": 0, "image": "/usr/bin/sh",
+            "argv": ["sh"], "cwd": "/", "auid": 0, "sessionid": 1, "mnt_ns": 4026532999,
+            "pid_ns": 4026531836}
+    monkeypatch.setattr(process_mod, "read_proc", lambda pid: dict(live))
+    cache = process_mod.ProcessCache()
+    info = cache.on_exec(4242, start_ticks=777, image="/usr/bin/unshare", argv=["unshare", "-m"])
+    assert "ns" not in info.extra
+    info = cache.on_exec(4243, start_ticks=777, image="/usr/bin/sh", argv=["sh"])
+    assert info.extra["ns"] == (4026532999, 4026531836)

@@ -315,8 +315,10 @@ class ProcessCache:
         ns = None
         if live:
             # the namespaces too, now: a short-lived process is gone by the time the
-            # enrichment reads its host facts (tier A's exec record carries them instead)
-            if live["mnt_ns"] and live["pid_ns"]:
+            # enrichment reads its host facts (tier A's exec record carries them instead);
+            # only when /proc still shows this exec's image: after a later exec of the same
+            # process (``unshare -m sh``) they may be that image's, not this one's
+            if live["mnt_ns"] and live["pid_ns"] and (image is None or live["image"] == image):
                 ns = (live["mnt_ns"], live["pid_ns"])
             ppid = ppid if ppid is not None else live["ppid"]
             start_ticks = start_ticks if start_ticks is not None else live["start_ticks"]
