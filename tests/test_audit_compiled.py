@@ -351,6 +351,26 @@ def test_exec_observations_same_with_taken_snapshots(child):
     assert fast[1][child][0][1] is not None and fast[1][PIDS[1]][0][1:] == (None, None, None, None)
 
 
+def test_an_exec_read_while_subscribing_takes_no_snapshot_of_the_gather(monkeypatch):
+    """Messages read while subscribing (``ProcConnector.early``) come before the gather's: an
+    early exec of a tgid must not take the snapshot the gather took for a later exec of it
+    (review); it is read as the pure path reads it."""
+    from sysmonx.sensor.backends import cnproc
+    pid = PIDS[2]
+    read_now = ("read", "now", b"x", None)
+    monkeypatch.setattr(audit_mod, "_exec_snapshot", lambda p: read_now)
+    be = audit_mod.AuditBackend(lambda o: None, options={"socket_lookup": "none"})
+    be._cn = cnproc.ProcConnector(0, False, lambda *a: None)
+    be._mono_off = be._boot_off = 0
+    msgs: list = []
+    for d in (_cn(cnproc.PROC_EVENT_EXEC, 0, 1, 11, pid, pid),
+              _cn(cnproc.PROC_EVENT_EXEC, 0, 2, 12, pid, pid)):
+        cnproc.parse_cn_messages(d, msgs)
+    gathered = (7, 8, b"sh", (1, 2))
+    be._on_cn(msgs, {pid: [gathered]}, 1)
+    assert [s[1:] for s in be._snaps[pid]] == [read_now, gathered]
+
+
 def test_argv_of_the_usual_execve_record_equals_the_general_path():
     from sysmonx.sensor.backends import audit_records as ar
     rnd = random.Random(3)

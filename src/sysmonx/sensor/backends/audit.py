@@ -816,15 +816,17 @@ class AuditBackend(AuditClassifier, Backend):
         if self._tcp_wait:
             self._settle_tcp()
 
-    def _on_cn(self, msgs: list, taken: Optional[dict] = None) -> None:
+    def _on_cn(self, msgs: list, taken: Optional[dict] = None, first: int = 0) -> None:
         """Proc connector messages: snapshots of exec'd processes first (they may exit any
         moment), then forks, execs and exits in order. ``taken``: tgid -> the snapshots
         already taken for its execs, in order (``_snapshot_of`` results, from the compiled
-        gather); an exec without one is read now."""
+        gather), for the messages from index ``first`` on (those before it were read while
+        subscribing, before the gather: none of its snapshots is theirs); an exec without one
+        is read now."""
         snaps = {}
         for i, m in enumerate(msgs):
             if m[0] == PROC_EVENT_EXEC and m[5] not in self._excl:
-                early = taken.get(m[5]) if taken else None
+                early = taken.get(m[5]) if taken and i >= first else None
                 snaps[i] = early.pop(0) if early else _exec_snapshot(m[5])
         off = self._mono_off
         cn = self._cn
@@ -881,9 +883,10 @@ class AuditBackend(AuditClassifier, Backend):
         for tgid, data, mnt, pidns in snapshots:
             taken.setdefault(tgid, []).append(
                 _snapshot_of(data, (mnt, pidns) if mnt and pidns else None))
+        before = len(cn.early)  # read while subscribing: absorb puts them first
         msgs = cn.absorb(datagrams, enobufs)
         if msgs:
-            self._on_cn(msgs, taken)
+            self._on_cn(msgs, taken, before)
         if err:
             raise OSError(err, f"proc connector read failed: {os.strerror(err)}")
 
