@@ -25,6 +25,7 @@ the engine is printed as ``[R] MISMATCH``.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any, Callable, Optional
 
@@ -38,6 +39,11 @@ from .engine import EngineOptions, FilterEngine
 __all__ = ["FilterStage"]
 
 _Decider = Callable[[dict[str, str]], "tuple[bool, Optional[str]]"]
+
+
+#: How long after a reload an event that happened before it is still decided by the
+#: configuration then in force (seconds): longer than any source's delay to the filter.
+RELOAD_OVERLAP_S = 30.0
 
 
 @STAGES.register
@@ -73,6 +79,9 @@ class FilterStage(Stage):
         self.config = config
         self.engine = engine if engine is not None else self._compile(config)
         self._deciders: dict[int, _Decider] = {}
+        #: after a reload: (the reload's time as a canonical TimeCreated string, the engine in
+        #: force before it, when to forget it (monotonic s)); ``None`` otherwise
+        self._before: Optional[tuple[str, Optional[FilterEngine], float]] = None
         self.included: Counter[int] = Counter()
         self.excluded: Counter[int] = Counter()
         # compiled: without an engine, a Sysmon event of an EventID counted before is counted
@@ -87,11 +96,19 @@ class FilterStage(Stage):
         return FilterEngine(config, self.options)
 
     def reload(self, config: Optional[Config]) -> None:
-        """Compile ``config`` and put it in force for the next event (the plans the old
-        engine compiled are stored first)."""
+        """Compile ``config`` and put it in force for the events that happen from now on (the
+        plans the old engine compiled are stored first). An event that happened before the
+        reload (its ``TimeCreated`` earlier) but reaches the filter after it (the live sensor
+        holds events ~0.25 s to order them, some sources longer) is decided by the configuration
+        in force when it happened, for :data:`RELOAD_OVERLAP_S` seconds: a reload that stops
+        logging ProcessCreate does not hide the commands run just before it (the ``cp`` of the
+        new config file), and events of the blind window are not logged after it."""
         if self.engine is not None:
             self.engine.save_plans()
         engine = self._compile(config)
+        s, ns = divmod(time.time_ns(), 1_000_000_000)
+        cut = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{ns // 1000:06d}000Z"
+        self._before = (cut, self.engine, time.monotonic() + RELOAD_OVERLAP_S)
         self.config, self.engine, self._deciders = config, engine, {}
 
     def finish(self, emit: Emit) -> None:
@@ -109,12 +126,23 @@ class FilterStage(Stage):
             return True
         eid = item.event_id
         engine = self.engine
-        if engine is None:
-            self.included[eid] += 1
-            return True
-        decide = self._deciders.get(eid)
-        if decide is None:
-            decide = self._deciders[eid] = engine.decider_for(eid)
+        before = self._before
+        if before is not None and item.time_created and item.time_created < before[0]:
+            engine = before[1]  # happened before the reload: the configuration then in force
+            if engine is None:
+                self.included[eid] += 1
+                return True
+            decide: Optional[_Decider] = engine.decider_for(eid)
+        else:
+            if before is not None and time.monotonic() > before[2]:
+                self._before = None
+            if engine is None:
+                self.included[eid] += 1
+                return True
+            decide = self._deciders.get(eid)
+            if decide is None:
+                decide = self._deciders[eid] = engine.decider_for(eid)
+        assert decide is not None
         include, name = decide(item.data)
         if self.trace is not None:
             self._trace(item, include, name, emit)
