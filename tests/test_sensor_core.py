@@ -2,6 +2,7 @@
 observations into Sysmon for Linux events, the runner (events 4/16/255, filter, reload,
 back-pressure, self-exclusion) and the syslog writer."""
 
+import itertools
 import os
 import socket
 import subprocess
@@ -295,12 +296,20 @@ def test_config_change_under_load_loses_nothing_and_emits_16(tmp_path, script_ba
     # second half was observed after the request, so the new filter names (some of) it. Without
     # the hold the whole script can be observed before the request (all of it then rightly
     # filtered by the configuration it was observed under) and the test would depend on timing.
+    # The second half happens after the reload (its times are taken when the held stream
+    # goes on, once event 16 showed the reload applied): an event that happened before a reload
+    # is decided by the configuration in force then (tests/test_filter_reload.py).
     half = n // 2
     script_backend.gate = threading.Event()
-    script_backend.script = ([ob.FileCreate(now, 4242, f"/tmp/keep/{i}") for i in range(half)]
-                           + [None]
-                           + [ob.FileCreate(now + 1_000_000 + i, 4242, f"/tmp/keep/{i}")
-                              for i in range(half, n)])
+
+    def second_half():
+        t = time.time_ns()
+        for i in range(half, n):
+            yield ob.FileCreate(t + i, 4242, f"/tmp/keep/{i}")
+
+    script_backend.script = itertools.chain(  # type: ignore[assignment]
+        [ob.FileCreate(now, 4242, f"/tmp/keep/{i}") for i in range(half)], [None],
+        second_half())
     rec = Recorder()
     sensor = Sensor(load_config(cfg_path), [rec], SensorOptions(queue_size=64),
                     config_path=str(cfg_path))
@@ -308,6 +317,7 @@ def test_config_change_under_load_loses_nothing_and_emits_16(tmp_path, script_ba
     assert wait_for(lambda: sum(1 for e in rec.events if e.event_id == 11) > 200)
     cfg_path.write_text(CFG.format(prefix="/tmp/keep/").replace("tmpfile", "after-reload"))
     sensor.request_reload()
+    assert wait_for(lambda: sum(1 for e in rec.events if e.event_id == 16) == 2, 30)
     script_backend.gate.set()
     assert wait_for(lambda: sum(1 for e in rec.events if e.event_id == 11) == n, 60)
     sensor.request_stop()

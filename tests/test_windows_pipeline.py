@@ -371,10 +371,13 @@ def test_reload_swaps_the_filter_between_two_events(tmp_path):
     col.request_reload()
     while flt.config is old and time.monotonic() < deadline:   # applied between two items
         time.sleep(0.02)
+    # records written after the reload (an event that happened before it is decided by the
+    # configuration in force then: tests/test_filter_reload.py)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.0000000Z", time.gmtime(time.time() + 1))
     api.write(POWERSHELL_CHANNEL, ps_part(1, 1, "alpha only", sbid="2" * 8 + "-2222-2222-2222-"
-                                                                   + "2" * 12))
+                                          + "2" * 12, time_=now))
     api.write(POWERSHELL_CHANNEL, ps_part(1, 1, "beta only", sbid="3" * 8 + "-3333-3333-3333-"
-                                                                  + "3" * 12))
+                                          + "3" * 12, time_=now))
     while len(sink.events) < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
     col.request_stop()
