@@ -734,9 +734,7 @@ class AuditBackend(AuditClassifier, Backend):
                 data = self._rd.recv_datagram(wait)
             except OSError as e:
                 if e.errno == errno.ENOBUFS:
-                    self._stats["enobufs"] += 1
-                    self._loss("audit.enobufs", 0, "netlink receive buffer overflowed (ENOBUFS): "
-                               "an unknown number of audit records were dropped for this reader")
+                    self._enobufs()
                     continue
                 raise
             if data is None:
@@ -749,6 +747,12 @@ class AuditBackend(AuditClassifier, Backend):
             for mtype, _flags, _seq, body in AuditSocket.split(data):
                 self._on_message(mtype, body)
         return n
+
+    def _enobufs(self) -> None:
+        """A read failed with ENOBUFS: counted and reported as a loss of unknown size."""
+        self._stats["enobufs"] += 1
+        self._loss("audit.enobufs", 0, "netlink receive buffer overflowed (ENOBUFS): "
+                   "an unknown number of audit records were dropped for this reader")
 
     def _read_batches(self, timeout: float, limit: int, budget: float) -> int:
         """:meth:`_read_some` by the compiled reader: the companions are served after each full
@@ -767,9 +771,7 @@ class AuditBackend(AuditClassifier, Backend):
                 recs, got = recv(fd, want, _WANTED)
             except OSError as e:
                 if e.errno == errno.ENOBUFS:
-                    self._stats["enobufs"] += 1
-                    self._loss("audit.enobufs", 0, "netlink receive buffer overflowed (ENOBUFS): "
-                               "an unknown number of audit records were dropped for this reader")
+                    self._enobufs()
                     continue
                 raise
             if not got:
