@@ -639,8 +639,8 @@ class FilterEngine:
         """Return ``data`` with FieldSizes truncation applied (a new dict if anything changed).
 
         Runs after filtering, on output only (spec 3.9)."""
-        if not self.field_sizes or event_id == self._truncate_skip or never_filtered(event_id,
-                                                                                      data):
+        if not self.field_sizes or event_id == self._truncate_skip or (
+                event_id == 201 and never_filtered(event_id, data)):
             return data
         out = None
         for name, size in self.field_sizes.items():
