@@ -260,7 +260,11 @@ def _cn(what: int, cpu: int, seq: int, ts: int, *fields: int) -> bytes:
 def child():
     import subprocess
     import sys
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # running its own image before the test reads its /proc (right after the fork it is still
+    # the parent's image: seen as a flaky end_code on a fresh CI machine)
+    p = subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); "
+                          "time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     yield p.pid
     p.kill()
     p.wait()
