@@ -17,7 +17,7 @@ import os
 from types import ModuleType
 from typing import Any, Callable, Optional
 
-__all__ = ["speedups", "implementation", "PURE_ENV", "stage_fast"]
+__all__ = ["speedups", "implementation", "PURE_ENV", "stage_fast", "compiled"]
 
 #: The environment variable that forces the pure-Python paths.
 PURE_ENV = "SYSMONX_PURE_PYTHON"
@@ -58,3 +58,17 @@ def stage_fast(kind: str, stage: object, fallback: Callable[[Any, Any], bool]
         return fallback
     return fast
 
+
+
+def compiled(module: str, *names: str) -> tuple[Any, ...]:
+    """The functions ``names`` of the compiled extension ``module`` (e.g.
+    ``"sysmonx.sensor._ringbatch"``), in order, each ``None`` when :data:`PURE_ENV` is set, the
+    extension is not built, or it lacks that name (an older build): the caller then runs its
+    Python function, which defines the behaviour. Never raises."""
+    if _forced_pure:
+        return (None,) * len(names)
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return (None,) * len(names)
+    return tuple(getattr(mod, n, None) for n in names)

@@ -30,11 +30,10 @@ leaves early when it is reached, counted in :attr:`OrderBuffer.forced`).
 from __future__ import annotations
 
 import heapq
-import importlib
-import os
 from collections import deque
 from typing import Any, Optional
 
+from ..core import native
 from . import observations as ob
 
 __all__ = ["OrderBuffer"]
@@ -47,14 +46,10 @@ _UNHELD = frozenset({ob.Loss, ob.BackendError})  # exact types (none is subclass
 #: popped with heapq's functions, without a Python step per observation); ``None`` when the
 #: extension is not built or ``SYSMONX_PURE_PYTHON`` is set (read once, at import). The Python
 #: loops below define them (``tests/test_order_compiled.py`` compares the two).
-_order_push: Any = None
-_order_ready: Any = None
-if os.environ.get("SYSMONX_PURE_PYTHON", "") in ("", "0"):
-    try:
-        _rb = importlib.import_module("sysmonx.sensor._ringbatch")
-        _order_push, _order_ready = _rb.order_push, _rb.order_ready
-    except (ImportError, AttributeError):  # not built: the Python loops
-        _order_push = _order_ready = None
+_order_push: Any
+_order_ready: Any
+_order_push, _order_ready = native.compiled("sysmonx.sensor._ringbatch", "order_push",
+                                            "order_ready")
 
 
 class OrderBuffer:

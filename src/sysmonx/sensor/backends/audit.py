@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import atexit
 import errno
-import importlib
 import os
 import select
 import stat
@@ -61,6 +60,7 @@ import time
 from collections import OrderedDict
 from typing import Callable, Optional
 
+from ...core import native
 from ...core.registry import BACKENDS
 from ..observations import (BackendError, Loss, NetworkConnect, Observation, ProcessExec,
                             ProcessExit, ProcessFork)
@@ -89,9 +89,8 @@ _WANTED = frozenset(_KEEP | {nl.AUDIT_EOE})
 #: the compiled wait for proc connector messages (``_ringbatch.cn_gather``, see
 #: :meth:`AuditBackend._gather_cn`); ``None`` when not built or ``SYSMONX_PURE_PYTHON`` is set,
 #: and then the Python loop in :meth:`AuditBackend._run`, which defines it, waits.
-_cn_gather: Optional[Callable] = None
-if nl.compiled_recv is not None:
-    _cn_gather = getattr(importlib.import_module("sysmonx.sensor._ringbatch"), "cn_gather", None)
+_cn_gather: Optional[Callable]
+(_cn_gather,) = native.compiled("sysmonx.sensor._ringbatch", "cn_gather")
 
 RULE_KEY = "sysmonx"
 

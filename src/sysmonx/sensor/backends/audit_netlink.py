@@ -23,7 +23,6 @@ child user namespace with ECONNREFUSED).
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import re
 import select
@@ -32,6 +31,8 @@ import struct
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Union
+
+from ...core import native
 
 __all__ = [
     "NETLINK_AUDIT", "AUDIT_NLGRP_READLOG", "AuditError", "AuditStatus", "AuditRule",
@@ -524,14 +525,10 @@ def parse_fields(text: str) -> dict:
 #: :meth:`AuditSocket.split` + :func:`parse_record`, and :func:`parse_fields_py`, which define
 #: them, without a Python frame per datagram or field). ``None`` when the extension is not built
 #: or ``SYSMONX_PURE_PYTHON`` is set (read once, at import).
-compiled_recv: Optional[Callable[[int, int, frozenset], tuple]] = None
-compiled_fields: Optional[Callable[[str], Optional[dict]]] = None
-if os.environ.get("SYSMONX_PURE_PYTHON", "") in ("", "0"):
-    try:
-        _rb = importlib.import_module("sysmonx.sensor._ringbatch")
-        compiled_recv, compiled_fields = _rb.audit_recv, _rb.audit_fields
-    except (ImportError, AttributeError):  # not built: the Python functions
-        compiled_recv = compiled_fields = None
+compiled_recv: Optional[Callable[[int, int, frozenset], tuple]]
+compiled_fields: Optional[Callable[[str], Optional[dict]]]
+compiled_recv, compiled_fields = native.compiled("sysmonx.sensor._ringbatch", "audit_recv",
+                                                 "audit_fields")
 
 
 def decode_untrusted(value: Optional[str]) -> Optional[bytes]:

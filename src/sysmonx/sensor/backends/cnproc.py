@@ -52,7 +52,6 @@ unfiltered, waits for the ack, then installs the filter with a second LISTEN.)
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import random
 import select
@@ -63,6 +62,7 @@ import threading
 import time
 from typing import Callable, Optional
 
+from ...core import native
 from ...core.registry import BACKENDS
 from ..observations import (CLK_TCK, BackendError, FileCreate, FileDelete, Loss, NetworkConnect,
                             Observation, ProcessExec, ProcessExit, ProcessFork)
@@ -164,12 +164,8 @@ def parse_cn_messages_py(data: bytes, out: list) -> int:
 
 #: the compiled decoder of :func:`parse_cn_messages` (``None``: not built, or
 #: ``SYSMONX_PURE_PYTHON`` set; read once, at import)
-_cn_parse: Optional[Callable[[bytes, list, type], int]] = None
-if os.environ.get("SYSMONX_PURE_PYTHON", "") in ("", "0"):
-    try:
-        _cn_parse = importlib.import_module("sysmonx.sensor._ringbatch").cn_parse
-    except (ImportError, AttributeError):  # not built: the Python decoder
-        _cn_parse = None
+_cn_parse: Optional[Callable[[bytes, list, type], int]]
+(_cn_parse,) = native.compiled("sysmonx.sensor._ringbatch", "cn_parse")
 
 
 def mcast_message(op: int, seq: int, event_type: Optional[int] = None, ack: int = 0) -> bytes:
