@@ -193,8 +193,8 @@ static PyObject *transcode_text(PyObject *text) {
     } else {
         b = PyUnicode_AsUTF8AndSize(text, &len);
         lat = 0;
+        if (!b) { PyErr_Clear(); Py_RETURN_NONE; } /* lone surrogates: not taken */
     }
-    if (!b) return NULL;
     if (out.b == NULL) return PyErr_NoMemory();
     R r = {b, b + len}; Rec x; x.nd = 0; memset(x.f, 0, sizeof x.f);
     if (obj(&r, top_cb, &x)) Py_RETURN_NONE;
@@ -221,11 +221,16 @@ static PyObject *transcode_text(PyObject *text) {
     put(&out, "}}\n", 3);
     return PyBytes_FromStringAndSize(out.b, out.n);
 }
-static PyObject *py_transcode(PyObject *self, PyObject *text) { return transcode_text(text); }
+static PyObject *py_transcode(PyObject *self, PyObject *text) {
+    if (!PyUnicode_CheckExact(text)) { PyErr_SetString(PyExc_TypeError, "transcode(str)"); return NULL; }
+    return transcode_text(text);
+}
 /* run(it, write) -> records: pull every record, transcode its data, call write(bytes) */
 static PyObject *py_run(PyObject *self, PyObject *args) {
     PyObject *it, *write; if (!PyArg_ParseTuple(args, "OO", &it, &write)) return NULL;
-    PyObject *kd = PyUnicode_InternFromString("data");
+    static PyObject *kd = NULL;
+    if (kd == NULL && (kd = PyUnicode_InternFromString("data")) == NULL) return NULL;
+    if (Py_TYPE(it)->tp_iternext == NULL) { PyErr_SetString(PyExc_TypeError, "run: not an iterator"); return NULL; }
     iternextfunc next = Py_TYPE(it)->tp_iternext; Py_ssize_t n = 0; PyObject *rec;
     while ((rec = next(it)) != NULL) {
         PyObject *t = PyDict_CheckExact(rec) ? PyDict_GetItem(rec, kd) : NULL;
