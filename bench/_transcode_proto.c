@@ -15,7 +15,9 @@
 #include <Python.h>
 #include <string.h>
 #include <stdint.h>
+#if defined(__SSE2__)
 #include <emmintrin.h>
+#endif
 
 typedef struct { const char *p, *e; } R;
 typedef struct { const char *s; Py_ssize_t n; int str; } Sl;
@@ -26,6 +28,7 @@ static int str_(R *r, Sl *s) { /* at '"' */
     if (r->p >= r->e || *r->p != '"') return -1;
     const char *st = ++r->p;
     for (;;) {
+#if defined(__SSE2__)
         /* 16 bytes at a time (SSE2) to the first '"' or '\\' */
         while (r->p + 16 <= r->e) {
             __m128i v = _mm_loadu_si128((const __m128i *)r->p);
@@ -34,6 +37,9 @@ static int str_(R *r, Sl *s) { /* at '"' */
             if (m) { r->p += __builtin_ctz((unsigned)m); break; }
             r->p += 16;
         }
+#else
+        while (r->p < r->e && *r->p != '"' && *r->p != '\\') r->p++;
+#endif
         if (r->p >= r->e) return -1;
         char c = *r->p;
         if (c == '"') { s->s = st; s->n = r->p - st; s->str = 1; r->p++; return 0; }
