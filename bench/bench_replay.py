@@ -67,6 +67,11 @@ printed.
     engine's first pass; warm: the best of ``--rounds`` further passes. Prints compile time
     (the engine and the deciders of the EventIDs the inputs hold, which a replay compiles on
     their first events), microseconds per event and walk/index.
+``--split [--upper-bound]``
+    a record's cost cut into steps (parse, decoding, conversion, rendering, reader, loop,
+    duplicate check), cumulative loops in this process pinned to one CPU; ``--upper-bound`` adds
+    the replays with ``--configs`` and a prototype that writes JSON lines straight from each
+    record's text (bench/_transcode_proto.c, not part of sysmonx; see ``_split``).
 ``--profile``
     where a replay's time goes: one warm replay pass per configuration (config compiled
     beforehand) sampled by pyinstrument (``pip install pyinstrument``), CPU time split into the
@@ -330,6 +335,9 @@ def main() -> int:
     ap.add_argument("--split", action="store_true",
                     help="a record's cost: parse, JSON decoding, conversion, rendering in "
                          "--format, cumulative loops in this process (see _split)")
+    ap.add_argument("--upper-bound", action="store_true",
+                    help="with --split: rows for the --configs replays and for a prototype that "
+                         "writes JSON lines straight from each record's text (see _split)")
     ap.add_argument("--jobs-speedup", action="store_true",
                     help="wall time of one process against --jobs N workers (0: what replay "
                          "--jobs 0 picks, shown beside 2), fresh unpinned children")
@@ -595,7 +603,16 @@ def _split(args, files: list[str]) -> int:
     stages and writer, and the duplicate check: seven cumulative loops over the same EVTX
     inputs in this process pinned to one CPU (CPU time, best of ``--rounds``, ``--repeat``
     passes each), each loop doing one step more than the one before (the compiled converter
-    parses the JSON itself: its row starts from the parse)."""
+    parses the JSON itself: its row starts from the parse).
+
+    With ``--upper-bound`` (JSON lines only) three rows follow: the whole replay with each
+    configuration of ``--configs`` that is not ``none`` (compiled before the loop; with the
+    duplicate check unless ``--keep-duplicates``), and the
+    parse plus bench/_transcode_proto.c, a prototype built here that turns each record's text
+    straight into the JSON-lines bytes (no Event, no dict, no str per field; no stage): what a
+    replay without an object per field could reach at most with pyevtx-rs as the parser. Its
+    bytes are first compared with the replay's renderer on every record (not timed); when a
+    record differs or is not taken, nothing is measured and the exit status is 1."""
     import orjson
     from evtx import PyEvtxParser
 
@@ -611,9 +628,22 @@ def _split(args, files: list[str]) -> int:
 
     from sysmonx.sources.evtx import read_evtx
 
+    extra: list = []  # --upper-bound: (row name, loop)
+    if args.upper_bound:
+        if args.format != "jsonl":
+            print("--upper-bound measures JSON lines (--format jsonl)", file=sys.stderr)
+            return 1
+        extra = _upper_bound_rows(args, work)
+        if not extra:
+            return 1
+
     def run(depth: int) -> int:
+        if depth >= 7:
+            return extra[depth - 7][1]()
         if depth >= 5:  # the replay itself, no config, as the measured replays run it
-            return _replay(work, None, args.format, None, 1, keep_duplicates=depth == 5)
+            # (--keep-duplicates: both rows without it, for inputs that repeat their records)
+            return _replay(work, None, args.format, None, 1,
+                           keep_duplicates=depth == 5 or args.keep_duplicates)
         n = 0
         for f in work:
             if depth == 4:  # the EVTX reader: chunk tracking and checksums on top
@@ -637,9 +667,10 @@ def _split(args, files: list[str]) -> int:
              "+ the EVTX reader (chunk tracking, checksums)",
              "+ replay loop, stages, writer (no duplicate check)",
              "+ the duplicate check (a whole replay, no config)")
+    names = names + tuple(name for name, _ in extra)
     best = []
     n = 0
-    for depth in range(7):
+    for depth in range(len(names)):
         b = math.inf
         for _ in range(args.rounds):
             t = _cpu()
@@ -653,11 +684,90 @@ def _split(args, files: list[str]) -> int:
     if compiled:  # the compiled converter parses the JSON itself: its step starts at the parse
         names = names[:2] + ("parse + C decoding and conversion to an Event",) + names[3:]
     for i, name in enumerate(names):
+        if i >= 7:  # not cumulative: each against the parse alone (ratio: parse / this row)
+            print(f"{name:52} {best[i]:7.2f} us per record   ratio {best[0] / best[i]:.3f}")
+            continue
         step = best[i] - (best[i - 1] if i else 0.0)
         if compiled and i == 2:
             step = best[2] - best[0]
         print(f"{name:52} {best[i]:7.2f} us per record cumulative   {step:6.2f} us this step")
+    if extra:
+        print(f"{'(no config replay, as above)':52} {best[6]:7.2f} us per record   ratio "
+              f"{best[0] / best[6]:.3f}")
     return 0
+
+
+def _build_proto():
+    """Build bench/_transcode_proto.c into a temporary folder and import it (module or None,
+    the reason printed)."""
+    import importlib.util
+    import sysconfig
+
+    src = Path(__file__).resolve().parent / "_transcode_proto.c"
+    out = Path(tempfile.mkdtemp(prefix="sysmonx-proto-"))
+    so = out / ("_transcode_proto" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+    cc = (sysconfig.get_config_var("CC") or "cc").split()
+    cmd = [*cc, "-O2", "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}", str(src),
+           "-o", str(so)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"could not build {src.name}: {' '.join(cmd)}\n{r.stderr}", file=sys.stderr)
+        return None
+    spec = importlib.util.spec_from_file_location("_transcode_proto", so)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    shutil.rmtree(out, ignore_errors=True)
+    return mod
+
+
+def _upper_bound_rows(args, work: list[str]) -> list:
+    """``--split --upper-bound``'s rows: ``[(name, loop returning the records read), ...]``,
+    empty when the prototype cannot be built."""
+    from evtx import PyEvtxParser
+
+    from sysmonx.config import load_config
+    from sysmonx.filtering import FilterEngine
+    from sysmonx.sinks.jsonl import event_to_json
+    from sysmonx.sources.evtx import _convert
+    proto = _build_proto()
+    if proto is None:
+        return []
+    same = differ = untaken = 0
+    for f in sorted(set(work)):
+        for rec in PyEvtxParser(f).records_json():
+            line = proto.transcode(rec["data"])
+            if line is None:
+                untaken += 1
+            elif line == event_to_json(_convert(rec["data"], (f, 0), None)) + b"\n":
+                same += 1
+            else:
+                differ += 1
+    print(f"prototype against the renderer: {same:,} records the same bytes, {differ:,} "
+          f"different, {untaken:,} not taken")
+    if differ or untaken:  # its figure would not be the cost of the replay's output
+        print("the prototype does not give the replay's bytes for every record of these inputs: "
+              "no upper bound measured", file=sys.stderr)
+        return []
+    rows = []
+    for key in args.configs.split(","):
+        if key == "none":
+            continue
+        path = str(Path(args.corpus) / CONFIGS[key]) if key in CONFIGS else key
+        config = load_config(path, cache=None)
+        engine = FilterEngine(config)
+
+        def replay(config=config, engine=engine) -> int:
+            return _replay(work, config, "jsonl", engine, 1, args.keep_duplicates)
+        rows.append((f"replay with {LABELS.get(key, key)} (compiled before)", replay))
+
+    def transcode() -> int:
+        n = 0
+        for f in work:
+            n += proto.run(PyEvtxParser(f).records_json(), _Null().write)
+        return n
+    rows.append(("parse + prototype transcode to JSON lines", transcode))
+    return rows
 
 
 def _speedup(args, corpus: Path, files: list[str]) -> int:
