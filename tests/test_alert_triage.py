@@ -7,7 +7,6 @@ sub-techniques (the count a user got with ``jq`` on the alerts JSON lines)."""
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -188,6 +187,9 @@ def test_alerts_read_back_round_trip(tmp_path, capsys, fmt):
     capsys.readouterr()
     assert main(["query", str(db), "select count(*) from events where event_id = 1000"]) == 0
     assert capsys.readouterr().out.split() == ["count(*)", "422"]
+    # config stats counts them apart from the Sysmon events it decides
+    assert main(["config", "stats", "default", str(a), "-f", "json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["read"]["sigma_alerts"] == 422
 
 
 def test_alert_event_never_matched():
@@ -233,4 +235,28 @@ def test_gate_counts_alert_events():
     assert gate.process(other, lambda x: None) is False
     assert gate.process(not_alert, lambda x: None) is False
     assert (gate.sigma_alerts, gate.non_sysmon) == (1, 2)
-    assert io is not None
+
+
+def test_alerts_of_two_runs_are_not_duplicates(tmp_path, capsys):
+    """Two runs' alerts share record ids (each run numbers from 1) and times (the same matched
+    event): both are kept; one output read twice (XML and JSON lines) gives its alerts once."""
+    one, two = tmp_path / "r1", tmp_path / "r2"
+    one.mkdir()
+    two.mkdir()
+    (one / "base.yml").write_text(BASE)
+    (two / "other.yml").write_text(BASE.replace("0000000000a1", "0000000000b1")
+                                   .replace("(low base)", "(other set)"))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, rules in enumerate((one, two)):
+        assert main(["replay", "--sample", "--rules", str(rules), "-f", "jsonl",
+                     "-o", str(folder / f"run{i}.jsonl"), "-q"]) == 0
+    assert main(["replay", "--sample", "--rules", str(one), "-f", "xml",
+                 "-o", str(folder / "run0.xml"), "-q"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "out.jsonl"
+    assert main(["replay", str(folder), "-f", "jsonl", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    got = sorted((e.data["RuleTitle"], e.record_id) for e in _alerts(out))
+    assert got == [("Whoami Execution (low base)", 1), ("Whoami Execution (other set)", 1)]
+    assert "SysmonX alerts read back (event 1000, SigmaAlert): 2 " in err
