@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
+from ..core.errors import UsageError
 from ..event import SIGMA_ALERT_EVENT_ID, SIGMA_ALERT_PROVIDER, Event
 from .alerts import LEVELS
 
@@ -45,9 +46,10 @@ _TECHNIQUE = re.compile(r"[Tt]\d{4}(?:\.\d{3})?")
 _TAG = re.compile(r"[a-z0-9][a-z0-9_.\-]*")
 
 
-class TriageError(ValueError):
+class TriageError(UsageError):
     """A ``--min-level``, ``--technique`` or ``--tag`` value that is not valid (the message
-    names the option and the value)."""
+    names the option and the value; a :class:`~sysmonx.core.errors.UsageError`, so also a
+    ``ValueError``)."""
 
 
 def is_alert_event(event: Event) -> bool:
