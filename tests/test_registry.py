@@ -23,7 +23,7 @@ BUILTIN = {
                 "evtxjson", "files", "live", "eventlog", "etw-kernel-process", "windows",
                 "sqlite", "nats"},
     "stages": {"duplicates", "clock-check", "time-window", "tamper", "sysmon-gate", "filter",
-               "record-numbers", "sigma-match", "sigma-correlate", "sigma-alert-events",
+               "record-numbers", "sigma-match", "sigma-correlate", "alert-triage", "sigma-alert-events",
                "config-stats", "config-diff", "rulename-counter",
                "powershell-scriptblocks", "kernel-process-sysmon", "windows-tamper",
                "scanner-findings", "scanner-requests", "enrich", "enrich-strip"},

@@ -27,10 +27,15 @@ LINUX_PROVIDER_GUID = "{ff032593-a8d3-4f13-b0d6-01fc615a0f97}"
 LINUX_CHANNEL = "Linux-Sysmon/Operational"
 SYSMON_PROVIDERS = frozenset({WINDOWS_PROVIDER, LINUX_PROVIDER})
 SYSMON_KEYWORDS = "0x8000000000000000"
+#: SysmonX's SigmaAlert events (EventID 1000) come from this provider, in their own channel
+#: (``detection/alerts.py`` writes them; a replay reads them back as SysmonX events).
+SIGMA_ALERT_PROVIDER = "SysmonX"
+SIGMA_ALERT_EVENT_ID = 1000
 
 __all__ = ["Event", "normalize_time", "TimeFormatError", "SYSMON_PROVIDERS", "WINDOWS_PROVIDER",
            "LINUX_PROVIDER", "WINDOWS_CHANNEL", "LINUX_CHANNEL", "WINDOWS_PROVIDER_GUID",
-           "LINUX_PROVIDER_GUID", "SYSMON_KEYWORDS"]
+           "LINUX_PROVIDER_GUID", "SYSMON_KEYWORDS", "SIGMA_ALERT_PROVIDER",
+           "SIGMA_ALERT_EVENT_ID"]
 
 
 class TimeFormatError(UsageError):

@@ -333,6 +333,50 @@ def add_detections_option(p: argparse.ArgumentParser) -> None:
                         f"others)")
 
 
+def add_triage_options(p: argparse.ArgumentParser, replay: bool = False) -> None:
+    """``--min-level``, ``--technique``, ``--tag``: which Sigma alerts are kept
+    (:mod:`sysmonx.detection.triage`); ``replay``: also the SigmaAlert events read back."""
+    g = p.add_argument_group(
+        "alert triage (Sigma alerts, event 1000, only: Sysmon events go out as the config "
+        "decides; correlations still see every detection)")
+    also = (" (and the SigmaAlert events read back from the input)" if replay else "")
+    g.add_argument("--min-level", metavar="LEVEL",
+                   help="keep only alerts of rules of this Sigma level or above" + also
+                        + ": informational < low < medium < high < critical; an alert of a "
+                        "rule without a level is held back")
+    g.add_argument("--technique", action="append", default=[], metavar="ID[,ID...]",
+                   help="keep only alerts of rules tagged with one of these ATT&CK techniques "
+                        "(T1003 selects T1003 and its sub-techniques T1003.001 ...; "
+                        "repeatable)")
+    g.add_argument("--tag", action="append", default=[], metavar="TAG[,TAG...]",
+                   help="keep only alerts of rules with one of these Sigma tags or a tag below "
+                        "it (attack.credential-access, attack.t1003, cve.2021-44228; "
+                        "attack.credential_access is the same tactic; repeatable); with "
+                        "--technique: either selects")
+
+
+def triage_from_args(args: argparse.Namespace, console) -> tuple[bool, Any]:
+    """The :class:`~sysmonx.detection.triage.AlertTriage` of ``--min-level``, ``--technique``
+    and ``--tag``: ``(True, triage or None)``, or ``(False, None)`` after printing the error
+    of a bad value (the caller exits :data:`EXIT_USAGE`)."""
+    from ..detection.triage import AlertTriage, TriageError
+    try:
+        return True, AlertTriage.from_options(args.min_level, args.technique, args.tag)
+    except TriageError as exc:
+        console.print(f"error: {exc}", markup=False)
+        return False, None
+
+
+def held_back_line(triage: Any, held_back: int, rules: bool = True) -> str:
+    """The summary line of the alerts ``--min-level`` / ``--technique`` / ``--tag`` held back
+    (``""`` without a selection); ``rules``: the run had Sigma rules (their correlations saw
+    every alert)."""
+    if triage is None:
+        return ""
+    return (f"alerts held back by {triage.describe()}: {held_back:,} (not written"
+            + ("; correlations saw them)" if rules else ")"))
+
+
 def print_detection_summary(console, stage, top: Optional[int] = DETECTIONS_SHOWN) -> None:
     """Hits per rule and level (a table) at the end of a replay or a live run.
 

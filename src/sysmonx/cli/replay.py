@@ -117,6 +117,7 @@ def _replay_parser() -> argparse.ArgumentParser:
     add_rule_cache_options(p)
     add_rule_profile_options(p)
     common.add_detections_option(p)
+    common.add_triage_options(p, replay=True)
     g = p.add_argument_group("Sysmon behaviours the spec marks uncertain (defaults: code-derived)")
     g.add_argument("--fallback", choices=["code", "intent"], default="code",
                    help="two or more rule sets for a tag and none matched: 'code' excludes, "
@@ -185,6 +186,9 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
         return EXIT_USAGE
     if not check_rule_profile_options(args, console):
         return EXIT_USAGE
+    ok, triage = common.triage_from_args(args, console)
+    if not ok:
+        return EXIT_USAGE
     if args.profile_rules and args.dask:
         console.print("error: --profile-rules measures the rules in this process: not with "
                       "--dask (the workers match)")
@@ -243,7 +247,7 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
         config=config, non_sysmon=args.non_sysmon, input_format=args.input_format,
         time_from=bounds[0], time_to=bounds[1], window_time=args.window_time,
         keep_duplicates=args.keep_duplicates, enrich=args.enrich, tamper=args.tamper,
-        engine_options=EngineOptions(
+        triage=triage, engine_options=EngineOptions(
             compare_fold=args.compare_fold, fallback=args.fallback,
             stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
             environment=environment))
@@ -442,6 +446,9 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
     if stage is not None:  # the alert count, kept by -q: what a script needs to know
         console.print(common.sigma_summary(stage, args.alerts, stream=fmt is not None),
                       markup=False)
+    if triage is not None:  # kept by -q too: the output holds fewer alerts than were made
+        console.print(common.held_back_line(triage, stats.alerts_held_back, stage is not None),
+                      markup=False)
     if stage is not None and not args.quiet:
         common.print_detection_summary(
             console, stage, top=None if args.all_detections else common.DETECTIONS_SHOWN)
@@ -526,6 +533,12 @@ def print_summary(console, stats, filtered: bool, window: bool = False,
                   f"{stats.errors:,}  warnings: {stats.warnings:,}"
                   + (f"  config: {config_name}" if config_name else
                      "  (no config: nothing filtered)"))
+    if getattr(stats, "sigma_alerts", 0):
+        replaced = getattr(stats, "alerts_replaced", 0)
+        console.print(f"SysmonX alerts read back (event 1000, SigmaAlert): {stats.sigma_alerts:,}"
+                      " (kept unfiltered: a config has no tag for event 1000"
+                      + (f"; {replaced:,} replaced by this run's --rules, which made them again "
+                         "from the events" if replaced else "") + ")", markup=False)
     if getattr(stats, "duplicates", 0):
         console.print(f"duplicates dropped: {stats.duplicates:,} (records with the provider, "
                       "computer, channel, record id and time of one read before; "

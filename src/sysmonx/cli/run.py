@@ -107,6 +107,7 @@ def _run_parser() -> argparse.ArgumentParser:
     add_rule_cache_options(p)
     add_rule_profile_options(p)
     common.add_detections_option(p)
+    common.add_triage_options(p)
     return p
 
 
@@ -178,6 +179,9 @@ def cmd_run(argv: list[str]) -> int:
     if heartbeat is False:
         return EXIT_USAGE
     if not check_rule_profile_options(args, console):
+        return EXIT_USAGE
+    ok, triage = common.triage_from_args(args, console)
+    if not ok:
         return EXIT_USAGE
     if os.geteuid() != 0 and not args.follow:
         console.print("error: sysmonx run needs root (kernel tracing interfaces)")
@@ -259,7 +263,7 @@ def cmd_run(argv: list[str]) -> int:
                             enrich=args.enrich,
                             guard=not args.no_guard, heartbeat_s=heartbeat,
                             state_dir=state_dir, watch_outputs=watch,
-                            install_manifest=args.install_manifest, scan=scan)
+                            install_manifest=args.install_manifest, scan=scan, triage=triage)
 
     def status(msg: str) -> None:
         console.print(f"sysmonx: {msg}", markup=False)
@@ -303,6 +307,11 @@ def cmd_run(argv: list[str]) -> int:
         console.print(f"sysmonx: {sensor.source.guard.summary()}", markup=False)
     if stage is not None:
         console.print(f"sysmonx: {common.sigma_summary(stage, args.alerts)}", markup=False)
+        from ..detection.stages import AlertTriageStage
+        tri = next((s for s in sensor.stages if isinstance(s, AlertTriageStage)), None)
+        if tri is not None:
+            console.print(f"sysmonx: {common.held_back_line(triage, tri.held_back)}",
+                          markup=False)
         common.print_detection_summary(
             console, stage, top=None if args.all_detections else common.DETECTIONS_SHOWN)
     follow = sensor.backend_stats().get("follow")

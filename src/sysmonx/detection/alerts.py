@@ -60,7 +60,7 @@ from typing import Any, ClassVar, Optional
 import orjson
 
 from ..core.native import speedups as _speedups
-from ..event import Event
+from ..event import SIGMA_ALERT_PROVIDER, Event
 
 __all__ = ["Alert", "SIGMA_ALERT_EVENT_ID", "SIGMA_ALERT_NAME", "ALERT_PROVIDER",
            "ALERT_CHANNEL", "MAX_EVENT_FIELDS", "matched_event", "source_of",
@@ -70,7 +70,7 @@ __all__ = ["Alert", "SIGMA_ALERT_EVENT_ID", "SIGMA_ALERT_NAME", "ALERT_PROVIDER"
 #: EventID of the SysmonX ``SigmaAlert`` event (outside Sysmon's range).
 SIGMA_ALERT_EVENT_ID = 1000
 SIGMA_ALERT_NAME = "SigmaAlert"
-ALERT_PROVIDER = "SysmonX"
+ALERT_PROVIDER = SIGMA_ALERT_PROVIDER
 ALERT_CHANNEL = "SysmonX/Alerts"
 #: Sigma levels, most severe last.
 LEVELS = ("informational", "low", "medium", "high", "critical")

@@ -62,6 +62,7 @@ from ..core.native import speedups as _speedups
 from ..core.errors import RegexError, RuleError
 from ..event import (
     LINUX_PROVIDER,
+    SIGMA_ALERT_PROVIDER,
     WINDOWS_PROVIDER,
     Event,
     TimeFormatError,
@@ -1006,7 +1007,8 @@ class RuleMatcher:
             g = by_id.get(event.event_id)
             return [] if g is None else g.matches(event)
         out: list = []
-        if self._has_channels:
+        if self._has_channels and event.provider != SIGMA_ALERT_PROVIDER:
+            # (SysmonX's own alerts read back are never matched: no alerts about alerts)
             for gk in group_keys_for_event(event.provider, event.channel, event.event_id):
                 g = self.groups.get(gk)
                 if g is not None:

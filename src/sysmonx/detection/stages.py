@@ -2,9 +2,9 @@
 
 ::
 
-    ... filter ──► sigma-match ──► sigma-correlate ──► [sigma-alert-events] ──► sinks
-                   (which rules     (detection alerts,   (alerts as SysmonX
-                    match: RuleHits) correlations, clock) event 1000)
+    ... filter ──► sigma-match ──► sigma-correlate ──► [alert-triage] ──► [sigma-alert-events]
+                   (which rules     (detection alerts,   (--min-level,      (alerts as SysmonX
+                    match: RuleHits) correlations, clock) --technique/--tag) event 1000)
 
 ``sigma-match`` asks the rules only (:meth:`DetectionStage.match
 <sysmonx.detection.stage.DetectionStage.match>`, no stream state), so it may run in several
@@ -12,8 +12,16 @@ places; an event that matches becomes a :class:`RuleHits` item. ``sigma-correlat
 ordered stream: it writes the event on, then its alerts (:meth:`DetectionStage.correlate
 <sysmonx.detection.stage.DetectionStage.correlate>`: detection alerts, correlation alerts, windows
 closed as the clock moves), advances correlation windows on :meth:`tick` (a quiet live host) and
-closes them at :meth:`finish`. ``sigma-alert-events`` turns alerts into SysmonX ``SigmaAlert``
+closes them at :meth:`finish`. ``alert-triage`` holds back the alerts the run's selection
+(:class:`~sysmonx.detection.triage.AlertTriage`) does not keep, after correlation saw them.
+``sigma-alert-events`` turns alerts into SysmonX ``SigmaAlert``
 events (ID 1000) numbered from 1 in their own channel, for runs without ``--alerts FILE``.
+
+SysmonX ``SigmaAlert`` events read back from an input (a replayed SysmonX output) are never
+matched as if they were Sysmon events: ``sigma-match`` passes them on unmatched, or drops them
+when their rule (``RuleId``) is one of this run's rules, whose alerts this run makes again from
+the events (counted in :attr:`SigmaMatchStage.replaced`); ``sigma-correlate`` passes them on
+without reading their time.
 
 The engine (:class:`~sysmonx.detection.stage.DetectionStage`) is shared by both stages and
 imported lazily, so listing stages does not load pySigma.
@@ -21,17 +29,18 @@ imported lazily, so listing stages does not load pySigma.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from ..core.registry import STAGES
-from ..event import Event
+from ..event import SIGMA_ALERT_EVENT_ID, SIGMA_ALERT_PROVIDER, Event
 from ..interfaces import Emit, Stage
 
 if TYPE_CHECKING:
     from .stage import DetectionStage
+    from .triage import AlertTriage
 
 __all__ = ["RuleHits", "SigmaMatchStage", "SigmaCorrelateStage", "SigmaAlertEvents",
-           "TICK_GRACE_NS"]
+           "AlertTriageStage", "TICK_GRACE_NS", "rule_keys"]
 
 #: How far behind the live clock correlation windows are closed on a tick: events still on their
 #: way through the sensor's queue are not older than this.
@@ -63,10 +72,24 @@ class SigmaMatchStage(Stage):
 
     def __init__(self, detection: DetectionStage) -> None:
         self.detection = detection
+        #: SigmaAlert events read back and dropped: their rule is one of this run's
+        self.replaced = 0
+        self._keys: Optional[frozenset[str]] = None
 
     def process(self, item: Any, emit: Emit) -> bool:
-        """Pass events without a match; replace a matching event by its :class:`RuleHits`."""
+        """Pass events without a match; replace a matching event by its :class:`RuleHits`.
+        A SigmaAlert event read back is never matched: dropped (counted in :attr:`replaced`)
+        when its ``RuleId`` is a rule of this run, else passed on."""
         if type(item) is not Event:
+            return True
+        if item.provider == SIGMA_ALERT_PROVIDER:
+            if item.event_id == SIGMA_ALERT_EVENT_ID:
+                keys = self._keys
+                if keys is None:
+                    keys = self._keys = rule_keys(self.detection)
+                if item.data.get("RuleId") in keys:
+                    self.replaced += 1
+                    return False
             return True
         hits = self.detection.match(item)
         if not hits:
@@ -105,7 +128,7 @@ class SigmaCorrelateStage(Stage):
             for alert in alerts:
                 emit(alert)
             return False
-        if t is not Event:
+        if t is not Event or item.provider == SIGMA_ALERT_PROVIDER:
             return True
         alerts = self.detection.correlate(item, [])
         if not alerts:
@@ -144,4 +167,46 @@ class SigmaAlertEvents(Stage):
             return True
         self.count += 1
         emit(item.to_event(record_id=self.count))
+        return False
+
+
+def rule_keys(detection: DetectionStage) -> frozenset[str]:
+    """The rule references (``rule_id`` of their alerts, ``RuleId`` of event 1000) of a
+    detection stage's detection rules and correlations."""
+    return frozenset([r.key for r in detection.matcher.compiled]
+                     + [c.key for c in detection.correlations])
+
+
+@STAGES.register
+class AlertTriageStage(Stage):
+    """Holds back the alerts a selection (``--min-level``, ``--technique``, ``--tag``) does not
+    keep: the run's alerts and SigmaAlert events read back from the input
+    (:class:`~sysmonx.detection.triage.AlertTriage`); everything else passes. Placed after
+    ``sigma-correlate`` (correlations see every detection hit) and before
+    ``sigma-alert-events`` (the kept alerts are numbered without gaps).
+
+    Args:
+        triage: the selection.
+    Attributes:
+        held_back: alerts of this run held back; ``held_back_read``: SigmaAlert events read
+            back and held back.
+    """
+
+    name = "alert-triage"
+    summary = "keep only the Sigma alerts of --min-level / --technique / --tag (alerts only)"
+
+    def __init__(self, triage: AlertTriage) -> None:
+        self.triage = triage
+        self.held_back = 0
+        self.held_back_read = 0
+
+    def process(self, item: Any, emit: Emit) -> bool:
+        """Drop (and count) an alert or SigmaAlert event the selection does not keep."""
+        keep = self.triage.keeps_item(item)
+        if keep is None or keep:
+            return True
+        if item.__class__ is Event:
+            self.held_back_read += 1
+        else:
+            self.held_back += 1
         return False

@@ -203,10 +203,13 @@ def replay_dask(files: list[str], options: ReplayOptions, scheduler: str, sinks:
         stages: list[Any] = []
         if detection is not None:
             from .replay import detection_stages
-            stages = detection_stages(detection, alerts_to_stream)[1:]  # correlate (+ events)
+            # correlate (+ triage, + events)
+            stages = detection_stages(detection, alerts_to_stream, options.triage)[1:]
         pipe = Pipeline(stages, FanOut.build(sinks, "fatal"), on_error=on_error)
         pipe.run(_Merged(items()))
         pipe.close()
+        for st in stages:  # the run's alerts held back here (read-back ones: in the workers)
+            total.alerts_held_back += getattr(st, "held_back", 0)
     finally:
         if own_client:
             client.close()

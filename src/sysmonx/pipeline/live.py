@@ -5,7 +5,7 @@
     [tamper] -> sysmon-gate -> [scanner-findings] -> enrich
     -> filter (Sysmon for Linux folding; trace in console mode)
     -> [scanner-requests] -> record-numbers -> [--stage ...]
-    -> [sigma-match -> sigma-correlate -> sigma-alert-events] -> [enrich-strip]
+    -> [sigma-match -> sigma-correlate -> [alert-triage] -> sigma-alert-events] -> [enrich-strip]
 
 ``enrich`` computes the SysmonX enrichment fields the config or the Sigma rules use (all with
 ``--enrich``); ``enrich-strip`` removes them again unless ``--enrich`` (:mod:`sysmonx.stages.enrich`).
@@ -81,6 +81,9 @@ class SensorOptions:
         guard_trace: watch signals and bpf() calls through tracefs.
         scan: how scans run (:class:`~sysmonx.scanners.stages.ScanOptions`): scans happen when
             the config asks for them or ``scan.scan_all`` names scanners.
+        triage: keep only these Sigma alerts (``--min-level``, ``--technique``, ``--tag``:
+            :class:`~sysmonx.detection.triage.AlertTriage`; the ``alert-triage`` stage after
+            ``sigma-correlate``), ``None`` for all.
     """
 
     backend: Optional[str] = None
@@ -107,6 +110,7 @@ class SensorOptions:
     install_manifest: Optional[str] = None
     guard_trace: bool = True
     scan: ScanOptions = field(default_factory=ScanOptions)
+    triage: Any = None
 
 
 @dataclass
@@ -136,12 +140,13 @@ def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
                 trace: Optional[str] = None, detection: Any = None,
                 alerts_to_stream: bool = True, extra: Sequence[Stage] = (),
                 enrich: bool = False, host: Any = None, tamper: bool = False,
-                scan: Optional[ScanOptions] = None) -> list[Stage]:
+                scan: Optional[ScanOptions] = None, triage: Any = None) -> list[Stage]:
     """The stages of a live run, in order (module docstring); ``tamper``: the ``tamper`` stage
     first (a followed log). The enrichment stage is always there, right before the filter (its
     process tree is kept so that a reloaded config can filter on ancestry); it computes only the
     fields the config or the Sigma rules use, all of them with ``enrich`` (then also written).
-    ``host``: the live look-up of the host fields (:class:`~sysmonx.sensor.hostinfo.HostFacts`)."""
+    ``host``: the live look-up of the host fields (:class:`~sysmonx.sensor.hostinfo.HostFacts`);
+    ``triage``: the alerts kept (:class:`~sysmonx.detection.triage.AlertTriage`)."""
     flt = FilterStage(config, engine_options, without_config="defaults", trace=trace)
     # the scan stages are always there (cheap when nothing asks: one set lookup per event), so
     # a reload can add or remove scanners= rules
@@ -150,7 +155,7 @@ def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
     stages += [SysmonGate("drop"), findings, flt, requests, RecordNumbers(0)]
     stages.extend(extra)
     if detection is not None:
-        stages.extend(detection_stages(detection, alerts_to_stream))
+        stages.extend(detection_stages(detection, alerts_to_stream, triage))
     enricher = EnrichStage(enrichment_wanted(config, detection, enrich), host=host, keep=enrich)
     enricher.extra_fields = enrichment_wanted(None, detection)
     return with_enrichment(stages, enricher)
@@ -303,7 +308,8 @@ class Sensor:
                                   detection=detection,
                                   alerts_to_stream=not self.fanout.accepts("alert"),
                                   extra=extra_stages, enrich=options.enrich, host=host,
-                                  tamper=bool(options.follow), scan=options.scan)
+                                  tamper=bool(options.follow), scan=options.scan,
+                                  triage=options.triage)
         self.pipeline = Pipeline(self.stages, self.fanout, on_status=self.on_status,
                                  reloader=self._load, tick_s=options.tick_s)
         self.source.guard_counters = self.guard_counters

@@ -347,11 +347,16 @@ class _Correlator:
         alert_sinks: sinks that take alerts (``--alerts FILE``); when given, alerts go there
             only, as in one process.
         to_out: runs a write to the output, turning an ``OSError`` into a ``SinkError``.
+        triage: the alerts to keep (:class:`~sysmonx.detection.triage.AlertTriage`, the
+            ``alert-triage`` stage of one process), ``None`` for all; those held back are
+            counted in :attr:`held_back`.
     """
 
     def __init__(self, detection: Any, events_writer: Any, alert_sinks: Sequence[Sink],
-                 to_out: Callable[[Callable[[], object]], None]) -> None:
+                 to_out: Callable[[Callable[[], object]], None], triage: Any = None) -> None:
         from ..detection.stages import SigmaAlertEvents
+        self.triage = triage
+        self.held_back = 0
         self.detection = detection
         self.compiled = detection.matcher.compiled
         self.timed = detection.correlation is not None
@@ -418,12 +423,17 @@ class _Correlator:
 
     def write_alerts(self, alerts: list[Any]) -> None:
         """Alerts to the alert sinks, else into the output as events 1000 (numbered from 1 in
-        stream order, :class:`~sysmonx.detection.stages.SigmaAlertEvents`).
+        stream order, :class:`~sysmonx.detection.stages.SigmaAlertEvents`); those the triage does
+        not keep are held back (counted).
 
         Raises:
             SinkError: a write failed.
         """
+        triage = self.triage
         for alert in alerts:
+            if triage is not None and not triage.keeps(alert.level, alert.tags):
+                self.held_back += 1
+                continue
             if self.alert_sinks:
                 for sink in self.alert_sinks:
                     _write_sink(sink, alert)
@@ -740,7 +750,8 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
         alerts_writer = None
         if fmt is not None and out is not None:
             alerts_writer = make_writer(fmt, out, **{**part_options, "close_stream": False})
-        correlator = _Correlator(detection, alerts_writer, alert_sinks, to_out)
+        correlator = _Correlator(detection, alerts_writer, alert_sinks, to_out,
+                                 options.triage)
     groups = _group_files(files, jobs)
     buffer = bytearray(_COPY_BYTES)  # the parts' bytes pass through this one buffer
     with tempfile.TemporaryDirectory(prefix="sysmonx-replay-") as tmpdir:
@@ -796,6 +807,7 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
             _PARENT_ENGINE.clear()
     if correlator is not None:
         correlator.finish()  # windows still open at the end, as Replayer.finish
+        total.alerts_held_back += correlator.held_back
     if head is not None:
         # what comes once at the end (</Events> ...); flushes, never closes ``out``
         to_out(head.close)

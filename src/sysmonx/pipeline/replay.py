@@ -3,8 +3,8 @@
 :func:`replay_stages` is the stage list of a replay (and of every ``--jobs`` worker)::
 
     [duplicates] -> clock-check -> [time-window] -> [tamper] -> sysmon-gate -> [enrich]
-    -> filter -> [--stage ...] -> [sigma-match -> sigma-correlate -> sigma-alert-events]
-    -> [enrich-strip]
+    -> filter -> [--stage ...] -> [sigma-match -> sigma-correlate] -> [alert-triage]
+    -> [sigma-alert-events] -> [enrich-strip]
 
 :class:`Replayer` puts it together with :class:`~sysmonx.sources.recorded.RecordedLogs` and the
 sinks in a :class:`~sysmonx.pipeline.loop.Pipeline`, and gathers the counters of the stages into
@@ -89,6 +89,11 @@ class ReplayOptions:
         tamper: run the ``tamper`` stage (:class:`~sysmonx.stages.logtamper.LogTamperStage`)
             before the non-Sysmon gate: TamperFinding events (201) for Sysmon stopped,
             reconfigured or unloaded, logs cleared, record and time gaps. Needs the one stream.
+        triage: keep only these alerts (``--min-level``, ``--technique``, ``--tag``:
+            :class:`~sysmonx.detection.triage.AlertTriage`), the run's and the SigmaAlert
+            events read back; ``None`` keeps every alert. Applied by the ``alert-triage``
+            stage after the Sigma stages (the ``--jobs`` parent applies it to the alerts it
+            makes).
     """
 
     config: Optional[Config] = None
@@ -102,6 +107,7 @@ class ReplayOptions:
     enrich: bool = False
     tamper: bool = False
     enrich_fields: frozenset[str] = frozenset()
+    triage: Any = None
 
 
 @dataclass
@@ -112,6 +118,12 @@ class ReplayStats:
     With a time window (``--from`` / ``--to``): ``out_of_window`` records were outside it and went
     no further (they are in ``records`` only); ``untimed`` records had no readable System time and
     were kept (they go on to the filter and are counted there as usual).
+
+    ``sigma_alerts``: SysmonX SigmaAlert events (1000) read back from the input (SysmonX
+    events, in ``records``, not in ``sysmon`` or ``non_sysmon``); ``alerts_replaced``: those
+    dropped because their rule is one of this run's ``--rules`` (which makes them again from
+    the events); ``alerts_held_back``: alerts held back by ``--min-level`` / ``--technique`` /
+    ``--tag`` (this run's and read back).
 
     ``duplicates``: records dropped as repeats of a record read before (they are in
     ``records`` only). ``warnings``: warning lines (said once per file; nothing was lost).
@@ -132,6 +144,9 @@ class ReplayStats:
     warnings: int = 0
     repaired: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
+    sigma_alerts: int = 0
+    alerts_replaced: int = 0
+    alerts_held_back: int = 0
     #: files whose worker process died replaying them alone, twice (``--jobs``: their
     #: events are not in the output)
     lost_files: list[str] = field(default_factory=list)
@@ -151,14 +166,22 @@ class ReplayStats:
         self.warnings += part.warnings
         self.repaired.update(part.repaired)
         self.duplicates += part.duplicates
+        self.sigma_alerts += part.sigma_alerts
+        self.alerts_replaced += part.alerts_replaced
+        self.alerts_held_back += part.alerts_held_back
         self.lost_files.extend(part.lost_files)
 
 
-def detection_stages(detection: Any, alerts_to_stream: bool) -> list[Stage]:
+def detection_stages(detection: Any, alerts_to_stream: bool,
+                     triage: Any = None) -> list[Stage]:
     """The Sigma stages for a loaded :class:`~sysmonx.detection.stage.DetectionStage`: match,
-    correlate, and (``alerts_to_stream``) alerts as event 1000 in the event stream."""
-    from ..detection.stages import SigmaAlertEvents, SigmaCorrelateStage, SigmaMatchStage
+    correlate, (``triage``, an :class:`~sysmonx.detection.triage.AlertTriage`) the alerts it
+    keeps, and (``alerts_to_stream``) alerts as event 1000 in the event stream."""
+    from ..detection.stages import (AlertTriageStage, SigmaAlertEvents, SigmaCorrelateStage,
+                                    SigmaMatchStage)
     out: list[Stage] = [SigmaMatchStage(detection), SigmaCorrelateStage(detection)]
+    if triage is not None:
+        out.append(AlertTriageStage(triage))
     if alerts_to_stream:
         out.append(SigmaAlertEvents())
     return out
@@ -192,7 +215,10 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
                               engine=engine))
     stages.extend(extra)
     if detection is not None:
-        stages.extend(detection_stages(detection, alerts_to_stream))
+        stages.extend(detection_stages(detection, alerts_to_stream, options.triage))
+    elif options.triage is not None:  # SigmaAlert events read back (or a --jobs worker's)
+        from ..detection.stages import AlertTriageStage
+        stages.append(AlertTriageStage(options.triage))
     wanted = enrichment_wanted(options.config, detection, options.enrich) \
         | options.enrich_fields
     if wanted:
@@ -249,6 +275,9 @@ class Replayer:
         self._filter: FilterStage = self._stage(FilterStage)
         self._window: Optional[TimeWindowStage] = self._stage(TimeWindowStage)
         self._dup: Optional[DuplicateStage] = self._stage(DuplicateStage)
+        from ..detection.stages import AlertTriageStage, SigmaMatchStage
+        self._match: Any = self._stage(SigmaMatchStage)
+        self._triage: Any = self._stage(AlertTriageStage)
         # one stats object, its per-EventID counters those of the stages (read per file by
         # callers: refreshing it costs a few assignments)
         self._stats = ReplayStats(included=self._filter.included, excluded=self._filter.excluded,
@@ -278,6 +307,11 @@ class Replayer:
             st.duplicates = dup.dedup.dropped
         st.sysmon, st.non_sysmon = gate.sysmon, gate.non_sysmon
         st.non_sysmon_written = gate.non_sysmon_written
+        st.sigma_alerts = gate.sigma_alerts
+        if self._match is not None:
+            st.alerts_replaced = self._match.replaced
+        if self._triage is not None:
+            st.alerts_held_back = self._triage.held_back + self._triage.held_back_read
         flt = self._filter
         st.included, st.excluded = flt.included, flt.excluded
         if win is not None:

@@ -8,6 +8,13 @@ the second: exports keep different precisions, 100 ns in EVTX, milliseconds in w
 seconds in nxlog), as Hayabusa de-duplicates. A record without an EventRecordID (Security-
 Datasets' flat export, Sentinel's Event table) is never taken for a duplicate.
 
+SysmonX's SigmaAlert events (1000, provider ``SysmonX``) read back are numbered from 1 in every
+run that wrote them, so provider, channel, record id and time do not tell two runs' alerts
+apart (the first alert of two rule sets over one log has both). An alert is a repeat when its
+computer, EventRecordID, System time to the second, ``RuleId``, ``RecordIds`` and
+``SourceFile`` are those of one read before (one output read twice, as XML and as JSON lines);
+at most :data:`MAX_ALERTS` are remembered (then the filter is ``saturated``, as above).
+
 Memory: per (provider, computer, channel) the times are kept in blocks of 64 consecutive record
 ids (one 8-byte slot per id), so a log's records cost 8 bytes each when their ids are dense and
 up to 512 bytes each when they are sparse; a record id seen again with another time (a log
@@ -24,13 +31,15 @@ from typing import Any
 from ..core import native
 from ..core.errors import ReadError
 from ..core.registry import STAGES
-from ..event import Event
+from ..event import SIGMA_ALERT_EVENT_ID, SIGMA_ALERT_PROVIDER, Event
 from ..interfaces import Emit, Stage
 
-__all__ = ["DuplicateFilter", "DuplicateStage", "MAX_BLOCKS"]
+__all__ = ["DuplicateFilter", "DuplicateStage", "MAX_BLOCKS", "MAX_ALERTS"]
 
 #: Blocks of 64 record ids kept at most (512 bytes each): 128 MiB, 16 million dense records.
 MAX_BLOCKS = 262144
+#: SigmaAlert events read back remembered at most (one hash each, about 70 bytes).
+MAX_ALERTS = 1 << 20
 _BLOCK_BITS = 6
 _BLOCK = 1 << _BLOCK_BITS
 _ABSENT = -(1 << 63)
@@ -59,6 +68,9 @@ class DuplicateFilter:
         self._blocks = 0
         self._days: dict[str, int] = {}
         self._minutes: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> seconds since 1970
+        # SigmaAlert events: hashes of their identity (module docstring); never blocks, so the
+        # compiled common case never takes them
+        self._alerts: set[int] = set()
         if native.speedups is not None:
             # the common case (a new id in a block already made) compiled; every other call
             # goes to the Python method, which defines the behaviour (tests/test_dedup_native.py)
@@ -77,6 +89,8 @@ class DuplicateFilter:
         rid = event.record_id
         if rid is None or rid < 0:
             return False
+        if event.provider == SIGMA_ALERT_PROVIDER and event.event_id == SIGMA_ALERT_EVENT_ID:
+            return self._alert_seen(event, rid)
         key = (event.provider, event.computer, event.channel)
         blocks = self._streams.get(key)
         if blocks is None:
@@ -115,6 +129,19 @@ class DuplicateFilter:
             self.dropped += 1
             return True
         others.add(t)
+        return False
+
+    def _alert_seen(self, event: Event, rid: int) -> bool:
+        data = event.data
+        ident = hash((event.computer, event.channel, rid, self._seconds(event.time_created or ""),
+                      data.get("RuleId"), data.get("RecordIds"), data.get("SourceFile")))
+        if ident in self._alerts:
+            self.dropped += 1
+            return True
+        if len(self._alerts) >= MAX_ALERTS:
+            self.saturated = True
+            return False
+        self._alerts.add(ident)
         return False
 
     def _full(self) -> bool:
@@ -156,7 +183,8 @@ class DuplicateFilter:
 
     def memory_bytes(self) -> int:
         """Approximate memory held, in bytes."""
-        return self._blocks * (_BLOCK * 8 + 64) + len(self._other) * 64
+        return (self._blocks * (_BLOCK * 8 + 64) + len(self._other) * 64
+                + len(self._alerts) * 70)
 
 
 @STAGES.register

@@ -295,7 +295,8 @@ class ConfigStats:
         read = None
         if replay is not None:
             read = {"files": replay.files, "records": replay.records, "sysmon": replay.sysmon,
-                    "errors": replay.errors, "duplicates": replay.duplicates}
+                    "errors": replay.errors, "duplicates": replay.duplicates,
+                    "sigma_alerts": replay.sigma_alerts}
         return {
             "format": STATS_FORMAT,
             "config": {"file": self.config.path, "sha256": self.config.sha256,
@@ -378,7 +379,9 @@ def format_text(d: dict[str, Any], top: int = 20) -> str:
     if d.get("read"):
         r = d["read"]
         out.append(f"Read: {r['files']} files, {r['records']} records, {r['sysmon']} Sysmon "
-                   f"events, {r['errors']} errors, {r['duplicates']} duplicates dropped")
+                   f"events, {r['errors']} errors, {r['duplicates']} duplicates dropped"
+                   + (f", {r['sigma_alerts']} SysmonX alerts (event 1000, SigmaAlert: never "
+                      "filtered by a config, not in the table)" if r.get("sigma_alerts") else ""))
     out.append("")
     out.append(f"{'':>7}  {'':<30} {'':>8} {'':>8} {'':>8} {'kept by':>8} {'dropped by':>10}")
     out.append(f"{'EventID':>7}  {'Event':<30} {'read':>8} {'kept':>8} {'dropped':>8} "

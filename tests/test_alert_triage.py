@@ -1,0 +1,322 @@
+"""Alert triage (``--min-level``, ``--technique``, ``--tag``) and SysmonX's own SigmaAlert events
+(1000) read back from a replayed SysmonX output.
+
+The corpus figures: the SigmaHQ bundle over the corpus EVTX files makes 422 alerts (critical 8,
+high 147, medium 231, low 36); 25 of them are of rules tagged T1003 or one of its
+sub-techniques (the count a user got with ``jq`` on the alerts JSON lines)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from sysmonx.cli import main
+from sysmonx.detection.triage import AlertTriage, TriageError
+from sysmonx.event import Event
+from sysmonx.sources import open_source
+
+CORPUS = os.environ.get("SYSMONX_CORPUS")
+needs_corpus = pytest.mark.skipif(not CORPUS, reason="SYSMONX_CORPUS not set")
+BUNDLE = "sigma/sigmahq_rules_sysmon_categories.tar.gz"
+
+BASE = """title: Whoami Execution (low base)
+id: 6f5b7c1e-0000-4000-8000-0000000000a1
+status: test
+level: low
+logsource:
+  product: windows
+  category: process_creation
+detection:
+  selection:
+    Image|endswith: '\\\\whoami.exe'
+  condition: selection
+tags:
+  - attack.discovery
+  - attack.t1033
+"""
+
+CORR = """title: Whoami seen (high correlation)
+id: 6f5b7c1e-0000-4000-8000-0000000000a2
+level: high
+correlation:
+    type: event_count
+    rules:
+        - 6f5b7c1e-0000-4000-8000-0000000000a1
+    timespan: 3650d
+    condition:
+        gte: 1
+    generate: true
+"""
+
+
+def _alerts(path: Path) -> list[Event]:
+    return [e for e in open_source(str(path), lambda e: None) if e.event_id == 1000]
+
+
+def test_triage_levels_and_tags():
+    t = AlertTriage.from_options("High")
+    assert t is not None and t.min_level == "high"
+    assert t.keeps("high", ()) and t.keeps("critical", ())
+    assert not t.keeps("medium", ()) and not t.keeps("informational", ())
+    assert not t.keeps(None, ()) and not t.keeps("", ()) and not t.keeps("severe", ())
+    t = AlertTriage.from_options(None, ["T1003,t1059.001"])
+    assert t is not None and t.tags == ("attack.t1003", "attack.t1059.001")
+    assert t.keeps("low", ("attack.t1003",)) and t.keeps("low", ("attack.T1003.001",))
+    assert t.keeps(None, ("attack.t1059.001",))
+    assert not t.keeps("high", ("attack.t1059",))       # a sub-technique selects no parent
+    assert not t.keeps("high", ("attack.t10030",))      # T10030 is not under T1003
+    assert not t.keeps("high", ())
+    t = AlertTriage.from_options("medium", [], ["attack.credential_access"])
+    assert t is not None
+    assert t.keeps("high", ("attack.credential-access",))
+    assert not t.keeps("low", ("attack.credential-access",))
+    assert not t.keeps("high", ("attack.discovery",))
+    assert AlertTriage.from_options(None, [], []) is None
+    for bad in (("bogus", [], []), (None, ["1003"], []), (None, ["T1003.1"], []),
+                (None, [], [""]), (None, [], ["attack t1003"])):
+        with pytest.raises(TriageError):
+            AlertTriage.from_options(*bad)
+
+
+def test_bad_values_exit_87(capsys):
+    assert main(["replay", "--sample", "--min-level", "severe", "-q"]) == 87
+    assert "--min-level 'severe': not a Sigma level" in capsys.readouterr().err
+    assert main(["replay", "--sample", "--technique", "T1O03", "-q"]) == 87
+    assert "--technique 'T1O03'" in capsys.readouterr().err
+    assert main(["run", "--min-level", "x", "--duration", "1"]) == 87
+
+
+def test_low_base_feeds_high_correlation(tmp_path, capsys):
+    """--min-level high holds back the low base alert, and the high correlation over it still
+    fires (correlations see every detection hit)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "base.yml").write_text(BASE)
+    (rules / "corr.yml").write_text(CORR)
+    full, high = tmp_path / "full.jsonl", tmp_path / "high.jsonl"
+    assert main(["replay", "--sample", "--rules", str(rules), "-f", "jsonl", "-o", str(full),
+                 "-q"]) == 0
+    capsys.readouterr()
+    assert sorted(e.data["RuleLevel"] for e in _alerts(full)) == ["high", "low"]
+    assert main(["replay", "--sample", "--rules", str(rules), "-f", "jsonl", "-o", str(high),
+                 "-q", "--min-level", "high"]) == 0
+    err = capsys.readouterr().err
+    kept = _alerts(high)
+    assert [(e.data["RuleTitle"], e.data["RuleKind"], e.record_id) for e in kept] == [
+        ("Whoami seen (high correlation)", "event_count", 1)]
+    assert "alerts held back by --min-level high: 1 " in err
+    # the Sysmon events are the same: the option touches alerts only
+    plain = [ln for ln in full.read_bytes().splitlines() if b'"EventID":1000' not in ln]
+    assert plain == [ln for ln in high.read_bytes().splitlines()
+                     if b'"EventID":1000' not in ln]
+    # --alerts FILE gets the same selection
+    alerts = tmp_path / "alerts.jsonl"
+    assert main(["replay", "--sample", "--rules", str(rules), "--alerts", str(alerts),
+                 "--no-output", "-q", "--technique", "T1033"]) == 0
+    lines = [orjson.loads(x) for x in alerts.read_bytes().splitlines()]
+    assert [a["title"] for a in lines] == ["Whoami Execution (low base)"]
+
+
+@needs_corpus
+def test_corpus_min_level_technique_and_jobs(tmp_path, capsys):
+    evtx, rules = f"{CORPUS}/evtx", f"{CORPUS}/{BUNDLE}"
+    one, two = tmp_path / "one.xml", tmp_path / "two.xml"
+    assert main(["replay", evtx, "--rules", rules, "--min-level", "high", "-f", "xml",
+                 "-o", str(one), "-q", "--keep-duplicates"]) == 0
+    err = capsys.readouterr().err
+    assert "alerts held back by --min-level high: 267 " in err
+    levels = sorted({e.data["RuleLevel"] for e in _alerts(one)})
+    assert levels == ["critical", "high"] and len(_alerts(one)) == 8 + 147
+    assert main(["replay", evtx, "--rules", rules, "--min-level", "high", "-f", "xml",
+                 "-o", str(two), "-q", "--keep-duplicates", "--jobs", "2"]) == 0
+    assert "alerts held back by --min-level high: 267 " in capsys.readouterr().err
+    assert one.read_bytes() == two.read_bytes()
+    tech = tmp_path / "t.jsonl"
+    assert main(["replay", evtx, "--rules", rules, "--technique", "T1003", "-f", "jsonl",
+                 "-o", str(tech), "-q"]) == 0
+    capsys.readouterr()
+    kept = _alerts(tech)
+    assert len(kept) == 25
+    assert all(any(t == "T1003" or t.startswith("T1003.") for t in e.data["Techniques"]
+                   .split(",")) for e in kept)
+
+
+@needs_corpus
+@pytest.mark.parametrize("fmt", ["xml", "jsonl"])
+def test_alerts_read_back_round_trip(tmp_path, capsys, fmt):
+    """replay --rules -> A; replay A -> A byte for byte in every format; the alerts are
+    SysmonX events (not "other records"); a replay of A with the same --rules makes each
+    alert once (no alerts about alerts, no duplicates)."""
+    evtx, rules = f"{CORPUS}/evtx", f"{CORPUS}/{BUNDLE}"
+    a = tmp_path / f"a.{fmt}"
+    assert main(["replay", evtx, "--rules", rules, "-f", fmt, "-o", str(a), "-q"]) == 0
+    capsys.readouterr()
+    assert len(_alerts(a)) == 422
+    for out_fmt in ("xml", "jsonl", "csv", "ecs"):
+        direct = tmp_path / f"direct.{out_fmt}"
+        back = tmp_path / f"back.{out_fmt}"
+        assert main(["replay", evtx, "--rules", rules, "-f", out_fmt, "-o", str(direct),
+                     "-q"]) == 0
+        assert main(["replay", str(a), "-f", out_fmt, "-o", str(back)]) == 0
+        err = capsys.readouterr().err
+        assert "other records: 0 (dropped)" in err
+        assert "SysmonX alerts read back (event 1000, SigmaAlert): 422 " in err
+        assert back.read_bytes() == direct.read_bytes(), out_fmt
+    # read back with --min-level: the alerts in the input are selected the same way
+    crit = tmp_path / f"crit.{fmt}"
+    assert main(["replay", str(a), "--min-level", "critical", "-f", fmt, "-o", str(crit),
+                 "-q"]) == 0
+    assert "alerts held back by --min-level critical: 414 (not written)" in \
+        capsys.readouterr().err
+    assert len(_alerts(crit)) == 8
+    # again with the same rules: the read-back alerts are replaced, never re-matched
+    again = tmp_path / f"again.{fmt}"
+    assert main(["replay", str(a), "--rules", rules, "-f", fmt, "-o", str(again)]) == 0
+    err = capsys.readouterr().err
+    assert "422 replaced by this run's --rules" in err
+    new = _alerts(again)
+    assert len(new) == 422
+    assert [(e.data["RuleId"], e.data["RecordIds"]) for e in new] == \
+        [(e.data["RuleId"], e.data["RecordIds"]) for e in _alerts(a)]
+    # the event store and query see them
+    db = tmp_path / "a.db"
+    assert main(["replay", str(a), "-o", f"sqlite:///{db}", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["query", str(db), "select count(*) from events where event_id = 1000"]) == 0
+    assert capsys.readouterr().out.split() == ["count(*)", "422"]
+    # config stats counts them apart from the Sysmon events it decides
+    assert main(["config", "stats", "default", str(a), "-f", "json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["read"]["sigma_alerts"] == 422
+
+
+def test_alert_event_never_matched():
+    """A SigmaAlert event read back goes through detection unmatched, even when a rule's log
+    source is the channel it names (an edited input: the provider is what says it is an alert)."""
+    from sysmonx.detection import DetectionStage, load_rules_text
+    from sysmonx.detection.stages import SigmaMatchStage
+    rule = """title: On the alert channel
+id: 6f5b7c1e-0000-4000-8000-0000000000a3
+level: high
+logsource:
+  product: windows
+  service: security
+detection:
+  selection:
+    RuleLevel: low
+  condition: selection
+"""
+    det = DetectionStage(load_rules_text(rule))
+    assert len(det.matcher.compiled) == 1
+    ev = Event(1000, {"RuleId": "other", "RuleLevel": "low", "Tags": ""}, provider="SysmonX",
+               provider_guid=None, channel="Security", computer="h",
+               time_created="2024-01-01T00:00:00.000000000Z", record_id=1)
+    assert det.matcher.match(ev) == []
+    ev.provider = "Some-Other-Provider"  # the same record from another provider does match
+    assert len(det.matcher.match(ev)) == 1
+    ev.provider = "SysmonX"
+    out: list = []
+    stage = SigmaMatchStage(det)
+    assert stage.process(ev, out.append) is True and out == [] and stage.replaced == 0
+    own = Event(1000, {"RuleId": "6f5b7c1e-0000-4000-8000-0000000000a3"}, provider="SysmonX",
+                provider_guid=None, channel="SysmonX/Alerts", record_id=2)
+    assert stage.process(own, out.append) is False and stage.replaced == 1
+
+
+def test_gate_counts_alert_events():
+    from sysmonx.stages.gate import SysmonGate
+    gate = SysmonGate("drop")
+    alert = Event(1000, {"RuleId": "x"}, provider="SysmonX", provider_guid=None)
+    other = Event(4624, {}, provider="Microsoft-Windows-Security-Auditing", provider_guid=None)
+    not_alert = Event(999, {}, provider="SysmonX", provider_guid=None)
+    assert gate.process(alert, lambda x: None) is True
+    assert gate.process(other, lambda x: None) is False
+    assert gate.process(not_alert, lambda x: None) is False
+    assert (gate.sigma_alerts, gate.non_sysmon) == (1, 2)
+
+
+def test_alerts_of_two_runs_are_not_duplicates(tmp_path, capsys):
+    """Two runs' alerts share record ids (each run numbers from 1) and times (the same matched
+    event): both are kept; one output read twice (XML and JSON lines) gives its alerts once."""
+    one, two = tmp_path / "r1", tmp_path / "r2"
+    one.mkdir()
+    two.mkdir()
+    (one / "base.yml").write_text(BASE)
+    (two / "other.yml").write_text(BASE.replace("0000000000a1", "0000000000b1")
+                                   .replace("(low base)", "(other set)"))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, rules in enumerate((one, two)):
+        assert main(["replay", "--sample", "--rules", str(rules), "-f", "jsonl",
+                     "-o", str(folder / f"run{i}.jsonl"), "-q"]) == 0
+    assert main(["replay", "--sample", "--rules", str(one), "-f", "xml",
+                 "-o", str(folder / "run0.xml"), "-q"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "out.jsonl"
+    assert main(["replay", str(folder), "-f", "jsonl", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    got = sorted((e.data["RuleTitle"], e.record_id) for e in _alerts(out))
+    assert got == [("Whoami Execution (low base)", 1), ("Whoami Execution (other set)", 1)]
+    assert "SysmonX alerts read back (event 1000, SigmaAlert): 2 " in err
+
+
+def test_live_run_holds_back_below_min_level(tmp_path, monkeypatch):
+    """``run --min-level``: the live stage list has the same selection (SensorOptions.triage)."""
+    import threading
+    import time
+
+    from sysmonx.config import parse_config
+    from sysmonx.detection import DetectionStage
+    from sysmonx.detection.stages import AlertTriageStage
+    from sysmonx.pipeline.live import Sensor, SensorOptions
+    from sysmonx.sensor import live as live_mod
+    from sysmonx.sensor import observations as ob
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for name, level, prefix, n in (("cron", "high", "/etc/cron.d/", 1),
+                                   ("tmp", "low", "/tmp/", 2)):
+        (rules / f"{name}.yml").write_text(
+            f"title: {name} file (test)\nid: 6f5b7c1e-0000-4000-8000-0000000000c{n}"
+            f"\nlevel: {level}\nlogsource:\n  product: linux\n  category: file_event\n"
+            f"detection:\n  selection:\n    TargetFilename|startswith: '{prefix}'\n"
+            "  condition: selection\n")
+    stage = DetectionStage.from_paths([str(rules)])
+    assert len(stage.matcher.compiled) == 2
+
+    class Fake(live_mod.Backend):
+        name, tier = "fake", "A"
+
+        @classmethod
+        def probe(cls):
+            return None
+
+        def start(self):
+            now = time.time_ns()
+            for p in ("/tmp/other", "/etc/cron.d/evil"):
+                self.emit(ob.FileCreate(now, 4242, p))
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("fake", {}))
+    monkeypatch.setattr(live_mod, "load_backend", lambda name: Fake)
+    monkeypatch.setattr(live_mod, "auxiliary_backends", list)
+    cfg = parse_config('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" '
+                       'groupRelation="or"><FileCreate onmatch="exclude"/></RuleGroup>'
+                       "</EventFiltering></Sysmon>")
+    alerts: list = []
+    sensor = Sensor(cfg, [], SensorOptions(triage=AlertTriage.from_options("high")),
+                    detection=stage, on_alert=alerts.append)
+    t = threading.Thread(target=sensor.run, kwargs={"install_signals": False})
+    t.start()
+    end = time.monotonic() + 5
+    while not alerts and time.monotonic() < end:
+        time.sleep(0.01)
+    sensor.request_stop()
+    t.join(10)
+    assert [a.title for a in alerts] == ["cron file (test)"]
+    (tri,) = [s for s in sensor.stages if isinstance(s, AlertTriageStage)]
+    assert tri.held_back == 1 and stage.stats.alerts == 2
