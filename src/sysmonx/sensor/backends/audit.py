@@ -799,8 +799,10 @@ class AuditBackend(AuditClassifier, Backend):
     # -- companions: proc connector and tracefs ------------------------------------------------
 
     def _drain_cn(self) -> None:
+        # up to 16,384 messages: a record of a process whose fork is not known yet asks for
+        # every message queued before it (the fork of a child that connects before its exec)
         if self._cn is not None:
-            for _ in range(8):
+            for _ in range(64):
                 msgs = self._cn.read(256)
                 if not msgs:
                     break

@@ -923,6 +923,15 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             return False
         self._stats["received"] += len(transitions)
         self._stats["trace_lines"] += len(transitions)
+        if transitions:
+            # the proc connector's messages queued before these lines were read first: the
+            # fork of a child that connects before its exec is then known when its connect
+            # is sent (_out), also when a flood left messages behind the last batch
+            for _ in range(64):
+                msgs = self._read_cn()
+                if not msgs:
+                    break
+                self._process_batch(msgs)
         seen = time.monotonic()
         for tr in transitions:
             if tr.oldstate == TCP_SYN_RECV and tr.newstate == TCP_ESTABLISHED:
