@@ -1646,8 +1646,9 @@ static PyObject *py_audit_fields(PyObject *Py_UNUSED(m), PyObject *text) {
  * first may come too late). Returns the datagrams as ``bytes`` (as recv_into a 64 KiB buffer
  * gives them; an empty datagram ends the reading, as ProcConnector.read ends it), the snapshots
  * in order as ``(tgid, stat bytes or None, mount namespace inode, pid namespace inode)`` (an
- * inode 0: its ``/proc/TGID/ns`` link could not be read; both are read before the stat), how many reads failed with ENOBUFS, and the errno
- * of another failure (0: none; what was read before it is returned). */
+ * inode 0: its ``/proc/TGID/ns`` link could not be read; both are read before the stat), how
+ * many reads failed with ENOBUFS, and the errno of another failure (0: none; what was read
+ * before it is returned). */
 #include <poll.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -1655,7 +1656,7 @@ static PyObject *py_audit_fields(PyObject *Py_UNUSED(m), PyObject *text) {
 
 #define CN_DGRAM 65536
 #define CN_STAT 4096
-#define CN_HEAD 20 /* a snapshot record's tgid and namespace inodes */
+#define CN_HEAD 21 /* a snapshot record's tgid, namespace inodes and "stat was read" flag */
 
 typedef struct {
     char *buf;
@@ -1714,16 +1715,15 @@ static int cn_snap(const unsigned char *d, size_t total, cn_arena *snaps, char *
                     n = read(sfd, statbuf, CN_STAT);
                     close(sfd);
                 }
-                /* record: tgid (4 bytes), the two namespace inodes (8 + 8), then the stat
-                 * bytes, or nothing when not read */
+                /* record: tgid (4 bytes), the two namespace inodes (8 + 8), a flag (1: the
+                 * stat was read, 0: it could not be opened or read), then the stat bytes
+                 * (none when not read; an empty read is a read) */
                 char rec[CN_HEAD + CN_STAT];
                 memcpy(rec, &tgid, 4);
                 memcpy(rec + 4, ns, 16);
+                rec[20] = n >= 0 ? 1 : 0;
                 if (n > 0) memcpy(rec + CN_HEAD, statbuf, (size_t)n);
-                /* n == 0 (empty read) and n < 0 (failure) differ: mark failure with one byte */
-                if (n < 0) rec[CN_HEAD] = 0;
-                if (cn_put(snaps, rec, n > 0 ? CN_HEAD + (size_t)n : (n < 0 ? CN_HEAD + 1
-                                                                              : CN_HEAD)) < 0)
+                if (cn_put(snaps, rec, CN_HEAD + (n > 0 ? (size_t)n : 0)) < 0)
                     return -1;
             }
         }
@@ -1799,7 +1799,7 @@ static PyObject *py_cn_gather(PyObject *Py_UNUSED(m), PyObject *args) {
         memcpy(&tgid, r, 4);
         memcpy(ns, r + 4, 16);
         PyObject *t;
-        if (n == CN_HEAD + 1 && r[CN_HEAD] == 0)
+        if (r[20] == 0)
             t = Py_BuildValue("(IOKK)", (unsigned)tgid, Py_None, (unsigned long long)ns[0],
                               (unsigned long long)ns[1]);
         else

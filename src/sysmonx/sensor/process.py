@@ -304,7 +304,8 @@ class ProcessCache:
                 uid=None, auid=None, sessionid=None, end_data=None,
                 ts_ns: Optional[int] = None) -> ProcInfo:
         """Record an exec; missing facts are read from /proc when the process there is still the
-        same one (start time checked when known); the parent and real uid of a process not
+        same one (start time checked when known), those of the image (``end_data``, argv,
+        namespaces) only while /proc shows this exec's image; the parent and real uid of a process not
         read are those of its earlier image or fork, else the uid is the parent's (fork copies
         it, exec keeps it). Returns the new entry."""
         need = None in (ppid, start_ticks, image, argv, cwd, uid, end_data)
@@ -314,21 +315,25 @@ class ProcessCache:
             live = None  # the pid was reused since: another process
         ns = None
         if live:
-            # the namespaces too, now: a short-lived process is gone by the time the
-            # enrichment reads its host facts (tier A's exec record carries them instead);
-            # only when /proc still shows this exec's image: after a later exec of the same
-            # process (``unshare -m sh``) they may be that image's, not this one's
-            if live["mnt_ns"] and live["pid_ns"] and (image is None or live["image"] == image):
+            # facts of the image, not of the process, only when /proc still shows this exec's
+            # image: after a later exec of the same process (same pid and start: ``sh -c
+            # 'exec sleep 9'``, ``unshare -m sh``) they are that image's, and its end_code
+            # would give this image the later one's ProcessGuid. The namespaces too, now: a
+            # short-lived process is gone by the time the enrichment reads its host facts
+            # (tier A's exec record carries them instead)
+            this_image = image is None or live["image"] in (image, image + " (deleted)")
+            if live["mnt_ns"] and live["pid_ns"] and this_image:
                 ns = (live["mnt_ns"], live["pid_ns"])
             ppid = ppid if ppid is not None else live["ppid"]
             start_ticks = start_ticks if start_ticks is not None else live["start_ticks"]
             image = image or live["image"]
-            argv = argv if argv is not None else live["argv"]
+            if this_image:
+                argv = argv if argv is not None else live["argv"]
+                end_data = end_data if end_data is not None else live["end_data"]
             cwd = cwd or live["cwd"]
             uid = uid if uid is not None else live["uid"]
             auid = auid if auid is not None else live["auid"]
             sessionid = sessionid if sessionid is not None else live["sessionid"]
-            end_data = end_data if end_data is not None else live["end_data"]
         procs = self._procs
         old = procs.get(pid)  # peek(), inlined (the busiest path of a live sensor)
         if old is not None and old.exited_ns is None:

@@ -466,13 +466,47 @@ class SocketOwners:
                         pass
         return None
 
+    @staticmethod
+    def _holds(pid: int, target: str) -> bool:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            return False
+        for fd in fds:
+            try:
+                if os.readlink(f"{fd_dir}/{fd}") == target:
+                    return True
+            except OSError:
+                continue
+        return False
+
+    def _first_holder(self, pid: int, inode: int) -> int:
+        """The topmost ancestor of ``pid`` (``pid`` itself included) that holds socket
+        ``inode`` too. A listening socket held by several processes of one line (a child
+        between fork and exec holds its parent's descriptors until the exec closes them; the
+        workers of a pre-fork server) belongs to the process that opened it or its oldest heir:
+        the search, newest processes first, would otherwise name a child forked after the
+        connection was accepted."""
+        target = f"socket:[{inode}]"
+        for _ in range(64):
+            data = _read(f"/proc/{pid}/stat", 1024)
+            parsed = parse_stat(data) if data else None
+            ppid = parsed[1] if parsed else 0
+            if ppid <= 1 or not self._holds(ppid, target):
+                return pid
+            pid = ppid
+        return pid
+
     def lookup(self, proto: str, port: int, ip: Optional[str] = None, listening: bool = False,
                seen_at: Optional[float] = None) -> Optional[int]:
         """Pid owning the local ``proto`` (``"udp"``/``"tcp"``) socket on ``port``.
 
         Args:
             ip: the local address when known; a socket bound to the wildcard address matches
-                too. listening: only TCP LISTEN sockets (for accepted connections).
+                too. listening: only TCP LISTEN sockets (for accepted connections); a listening
+                socket several processes of one line hold is named by the topmost of them
+                (:meth:`_first_holder`).
             seen_at: ``time.monotonic()`` when the packet/event was received.
 
         Returns:
@@ -499,6 +533,8 @@ class SocketOwners:
         except OSError:  # pragma: no cover - /proc/net unreadable
             return None
         pid = self.pid_of_inode(inode, seen_at)
+        if pid is not None and listening:
+            pid = self._first_holder(pid, inode)
         if pid is not None:
             if len(self._port_cache) > 4096:
                 self._port_cache.clear()

@@ -22,12 +22,15 @@ How it works
 * **Companions.** Audit records carry no process start time, no memory layout and no socket
   ports, and arrive about 6 ms late, after a short-lived process is gone. So beside audit this
   tier listens to the proc connector (:class:`~.cnproc.ProcConnector`, when it can run): forks
-  (ProcessFork with the start time), exits (ProcessExit with exit code, also for processes
-  killed by a signal; the ``exit_group`` rule is then not added) and, at each exec, a snapshot
-  of ``/proc/PID/stat`` and ``/proc/PID/exe`` taken microseconds after the exec. It also reads
-  tracefs ``sock:inet_sock_set_state`` (:class:`~.cn_tracefs.TcpStateTrace`, when available) for
-  the source address and port of TCP connects. Without them the facts they give are written as
-  the documented unknown values (docs/ARCHITECTURE.md).
+  (ProcessFork with the start time, sent before the child's first audit event that happened
+  before its exec: a connect or a redirection's file of a child between fork and exec belongs
+  to the fork, not to the exec's image nor to no process), exits (ProcessExit with exit code,
+  also for processes killed by a signal; the ``exit_group`` rule is then not added) and, at
+  each exec, a snapshot of ``/proc/PID/stat`` and ``/proc/PID/exe`` taken microseconds after
+  the exec. It also reads tracefs ``sock:inet_sock_set_state``
+  (:class:`~.cn_tracefs.TcpStateTrace`, when available) for the source address and port of
+  TCP connects. Without them the facts they give are written as the documented unknown values
+  (docs/ARCHITECTURE.md).
 * **Rules** (appended, key ``sysmonx``, native arch; each carries ``pid!=`` for the sensor's own
   pids so it does not feed on itself): execve/execveat (success); socket with ``a0`` AF_INET or
   AF_INET6 (success: the socket's type gives a connect's protocol); connect (``saddr_fam`` inet
@@ -227,6 +230,9 @@ class AuditBackend(AuditClassifier, Backend):
         self._floor: "OrderedDict[int, int]" = OrderedDict()  # pid -> earliest possible ts
         self._outbox: list = []
         self._forks: "OrderedDict[int, ProcessFork]" = OrderedDict()  # not exec'd yet
+        # exec'd (proc connector) but its exec's audit record not classified yet: audit
+        # events of the child before that record happened before the exec (module docstring)
+        self._exec_forks: "OrderedDict[int, ProcessFork]" = OrderedDict()
         self._mono_off = monotonic_to_epoch_offset()
         self._boot_off = boot_offset_ns()
         # the compiled record reader (nl.compiled_recv) unless built without it or turned off
@@ -793,8 +799,10 @@ class AuditBackend(AuditClassifier, Backend):
     # -- companions: proc connector and tracefs ------------------------------------------------
 
     def _drain_cn(self) -> None:
+        # up to 16,384 messages: a record of a process whose fork is not known yet asks for
+        # every message queued before it (the fork of a child that connects before its exec)
         if self._cn is not None:
-            for _ in range(8):
+            for _ in range(64):
                 msgs = self._cn.read(256)
                 if not msgs:
                     break
@@ -856,7 +864,14 @@ class AuditBackend(AuditClassifier, Backend):
                 pid = m[5]
                 if pid in self._excl:
                     continue
-                self._forks.pop(pid, None)
+                fork = self._forks.pop(pid, None)
+                if fork is not None:
+                    # an exec says all a fork would, unless the child did something audit
+                    # reports before it exec'd (a connect, a file opened for a redirection):
+                    # kept until the exec's own audit record comes (_out_audit)
+                    self._exec_forks[pid] = fork
+                    if len(self._exec_forks) > 65536:
+                        self._exec_forks.popitem(last=False)
                 start, end, exe, ns = snaps.get(i) or (None, None, None, None)
                 if start is None:
                     start = self._starts.get(pid)
@@ -957,6 +972,8 @@ class AuditBackend(AuditClassifier, Backend):
         stale = now - 5_000_000_000
         for pid in [p for p, lst in self._snaps.items() if lst[-1][0] < stale]:
             del self._snaps[pid]
+        while self._exec_forks and next(iter(self._exec_forks.values())).ts_ns < stale:
+            self._exec_forks.popitem(last=False)  # its exec's audit record never came
         for key in [k for k, lst in self._tcp_src.items() if not lst or lst[-1][0] < stale]:
             del self._tcp_src[key]
         for syn, sport in self._matcher.expire():
@@ -1060,14 +1077,17 @@ class AuditBackend(AuditClassifier, Backend):
         floor = self._floor.get(obs.pid)
         if floor is not None and obs.ts_ns < floor:
             obs.ts_ns = floor
-        if self._forks:
-            fork = self._forks.pop(obs.pid, None)
+        if self._forks or self._exec_forks:
+            # the child is reported before any exec (or before the exec whose audit record
+            # has not come yet: records of one process come in order): say whose child it is
+            fork = self._forks.pop(obs.pid, None) or self._exec_forks.pop(obs.pid, None)
             if fork is not None and type(obs) is not ProcessExec:
-                self._out(fork)  # the child is reported before any exec: say whose child
-            target = getattr(obs, "target_pid", None)  # 8, 10: the other process, too
-            fork = self._forks.pop(target, None) if target is not None else None
-            if fork is not None:
                 self._out(fork)
+            target = getattr(obs, "target_pid", None)  # 8, 10: the other process, too
+            if target is not None:
+                fork = self._forks.pop(target, None)
+                if fork is not None:
+                    self._out(fork)
         self._out(obs)
 
     def _loss(self, source: str, count: int, detail: str) -> None:

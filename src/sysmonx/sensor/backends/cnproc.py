@@ -494,6 +494,9 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         self._uids = _BoundedMap(65536)  # tgid -> real uid set since fork (PROC_EVENT_UID)
         self._outbox: list = []
         self._forks: dict = {}  # child -> ProcessFork held until the child is reported
+        # child -> (its held fork, its exec's time): a connect tracefs reports after the exec
+        # was handled may have happened before it, by the fork (``_out``)
+        self._exec_forks: dict = {}
         self._images = ExecImages()
         self._matcher = ConnectMatcher(float(o.get("connect_pending_s", 1.0)),
                                        port_lookup=syn_sent_port)
@@ -644,8 +647,15 @@ class CnprocBackend(WakeableReaderMixin, Backend):
     # ------------------------------------------------------------------------------ reader
     def _out(self, obs: Observation) -> None:
         self._stats["emitted"] += 1
-        if self._forks:
-            fork = self._forks.pop(getattr(obs, "pid", None), None)
+        if self._forks or self._exec_forks:
+            pid = getattr(obs, "pid", None)
+            fork = self._forks.pop(pid, None)
+            if fork is None and pid in self._exec_forks and type(obs) is not ProcessExec:
+                fork, exec_ts = self._exec_forks[pid]
+                if obs.ts_ns < exec_ts:   # before the exec: the fork's (else the exec's)
+                    del self._exec_forks[pid]
+                else:
+                    fork = None
             if fork is not None and type(obs) is not ProcessExec:
                 self._outbox.append(fork)  # the child is reported before any exec
         self._outbox.append(obs)
@@ -789,7 +799,13 @@ class CnprocBackend(WakeableReaderMixin, Backend):
     def _on_exec(self, m: CnEvent, snap, later_in_batch: bool, off: int) -> None:
         self._stats["execs"] += 1
         pid = m[5]
-        self._forks.pop(pid, None)
+        fork = self._forks.pop(pid, None)
+        if fork is not None:
+            # an exec says all a fork would, unless tracefs reports a connect the child made
+            # before it (read after this message): kept a while for that (_out)
+            self._exec_forks[pid] = (fork, m[3] + off)
+            if len(self._exec_forks) > 65536:
+                del self._exec_forks[next(iter(self._exec_forks))]
         fan_image, later_fan = (self._images.take(pid) if self._fan is not None else (None, False))
         if pid in self.exclude_pids:
             return
@@ -907,6 +923,15 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             return False
         self._stats["received"] += len(transitions)
         self._stats["trace_lines"] += len(transitions)
+        if transitions:
+            # the proc connector's messages queued before these lines were read first: the
+            # fork of a child that connects before its exec is then known when its connect
+            # is sent (_out), also when a flood left messages behind the last batch
+            for _ in range(64):
+                msgs = self._read_cn()
+                if not msgs:
+                    break
+                self._process_batch(msgs)
         seen = time.monotonic()
         for tr in transitions:
             if tr.oldstate == TCP_SYN_RECV and tr.newstate == TCP_ESTABLISHED:
@@ -939,6 +964,10 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         self._images.expire()
         for syn, sport in self._matcher.expire(force_all=final):
             self._emit_connect(syn, sport)
+        # a connect is reported at the latest when it expires (pending_s) or completes
+        stale = time.time_ns() - int((self._matcher.pending_s + 4.0) * 1e9)
+        while self._exec_forks and next(iter(self._exec_forks.values()))[1] < stale:
+            del self._exec_forks[next(iter(self._exec_forks))]
         if self._trace is not None:
             lost = self._trace.lost_delta()
             self._stats["trace_overrun"] += lost
