@@ -220,9 +220,42 @@ detection:
     out: list = []
     stage = SigmaMatchStage(det)
     assert stage.process(ev, out.append) is True and out == [] and stage.replaced == 0
-    own = Event(1000, {"RuleId": "6f5b7c1e-0000-4000-8000-0000000000a3"}, provider="SysmonX",
-                provider_guid=None, channel="SysmonX/Alerts", record_id=2)
+    # an alert of this run's rule about an event this run did not read: kept, never lost
+    own = Event(1000, {"RuleId": "6f5b7c1e-0000-4000-8000-0000000000a3",
+                       "RuleKind": "detection", "RecordIds": "1", "EventIds": "1000"},
+                provider="SysmonX", provider_guid=None, channel="SysmonX/Alerts", computer="h",
+                record_id=2)
+    assert stage.process(own, out.append) is True and stage.replaced == 0
+    # once the event it names was matched by that rule here, the run makes it again: dropped
+    ev.provider = "Some-Other-Provider"
+    assert stage.process(ev, out.append) is False and len(out) == 1
     assert stage.process(own, out.append) is False and stage.replaced == 1
+    # the same record numbers on another computer, or another rule's alert: kept
+    other_host = Event(1000, dict(own.data), provider="SysmonX", provider_guid=None,
+                       computer="h2", record_id=3)
+    assert stage.process(other_host, out.append) is True
+    other_rule = Event(1000, {**own.data, "RuleId": "other"}, provider="SysmonX",
+                       provider_guid=None, computer="h", record_id=4)
+    assert stage.process(other_rule, out.append) is True and stage.replaced == 1
+
+
+def test_alerts_without_their_events_are_kept_with_the_same_rules(tmp_path, capsys):
+    """An input of SigmaAlert events alone (e.g. kept from an earlier run), replayed with the
+    --rules that made them: the run cannot make them again, so they are written, not lost."""
+    evtx, rules = f"{CORPUS}/evtx", f"{CORPUS}/{BUNDLE}"
+    a = tmp_path / "a.jsonl"
+    assert main(["replay", evtx, "--rules", rules, "-f", "jsonl", "-o", str(a), "-q"]) == 0
+    only = tmp_path / "only.jsonl"
+    lines = [ln for ln in a.read_bytes().splitlines(keepends=True)
+             if orjson.loads(ln)["EventID"] == 1000]
+    assert len(lines) == 422
+    only.write_bytes(b"".join(lines))
+    capsys.readouterr()
+    again = tmp_path / "again.jsonl"
+    assert main(["replay", str(only), "--rules", rules, "-f", "jsonl", "-o", str(again)]) == 0
+    err = capsys.readouterr().err
+    assert "replaced by this run's --rules" not in err
+    assert again.read_bytes() == only.read_bytes()
 
 
 def test_gate_counts_alert_events():

@@ -19,9 +19,9 @@ events (ID 1000) numbered from 1 in their own channel, for runs without ``--aler
 
 SysmonX ``SigmaAlert`` events read back from an input (a replayed SysmonX output) are never
 matched as if they were Sysmon events: ``sigma-match`` passes them on unmatched, or drops them
-when their rule (``RuleId``) is one of this run's rules, whose alerts this run makes again from
-the events (counted in :attr:`SigmaMatchStage.replaced`); ``sigma-correlate`` passes them on
-without reading their time.
+when this run makes the same alert again from the events it read (its rule, ``RuleId``, is one of
+this run's and the events the alert names were matched here; counted in
+:attr:`SigmaMatchStage.replaced`); ``sigma-correlate`` passes them on without reading their time.
 
 The engine (:class:`~sysmonx.detection.stage.DetectionStage`) is shared by both stages and
 imported lazily, so listing stages does not load pySigma.
@@ -70,32 +70,68 @@ class SigmaMatchStage(Stage):
     name = "sigma-match"
     summary = "Sigma detection rules matched against each event (stateless)"
 
+    #: Matched events remembered for :meth:`_made_again` (the most recent; about 200 bytes
+    #: each). A SigmaAlert event follows the events it was made from, so an older one only
+    #: matters for an alert far behind its events: it is then kept, never lost.
+    HITS_KEPT = 100_000
+
     def __init__(self, detection: DetectionStage) -> None:
         self.detection = detection
-        #: SigmaAlert events read back and dropped: their rule is one of this run's
+        #: SigmaAlert events read back and dropped: this run made the same alert again
         self.replaced = 0
         self._keys: Optional[frozenset[str]] = None
+        # (Computer, EventID, EventRecordID) of the events this stage matched -> rule keys
+        self._hits: dict[tuple, tuple[str, ...]] = {}
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Pass events without a match; replace a matching event by its :class:`RuleHits`.
         A SigmaAlert event read back is never matched: dropped (counted in :attr:`replaced`)
-        when its ``RuleId`` is a rule of this run, else passed on."""
+        when this run makes the same alert again from the events it read
+        (:meth:`_made_again`), else passed on (an input of alerts without their events keeps
+        them)."""
         if type(item) is not Event:
             return True
         if item.provider == SIGMA_ALERT_PROVIDER:
-            if item.event_id == SIGMA_ALERT_EVENT_ID:
-                keys = self._keys
-                if keys is None:
-                    keys = self._keys = rule_keys(self.detection)
-                if item.data.get("RuleId") in keys:
-                    self.replaced += 1
-                    return False
+            if item.event_id == SIGMA_ALERT_EVENT_ID and self._made_again(item):
+                self.replaced += 1
+                return False
             return True
         hits = self.detection.match(item)
         if not hits:
             return True
+        hit_keys = self._hits
+        key = (item.computer, item.event_id, item.record_id)
+        hit_keys[key] = hit_keys.get(key, ()) + tuple(r.key for r in hits)
+        if len(hit_keys) > self.HITS_KEPT:
+            del hit_keys[next(iter(hit_keys))]
         emit(RuleHits(item, hits))
         return False
+
+    def _made_again(self, alert: Event) -> bool:
+        """Whether this run makes SigmaAlert event ``alert`` (read back) again: its rule
+        (``RuleId``) is one of this run's and this stage matched the events it names
+        (``Computer`` with ``EventIds``/``RecordIds``): for a detection rule, that event by that
+        rule; for a correlation, every one of its events by some rule. A correlation whose
+        events were split over ``--jobs`` workers is kept by the worker that did not see them
+        all (written twice, never lost)."""
+        keys = self._keys
+        if keys is None:
+            keys = self._keys = rule_keys(self.detection)
+        data = alert.data
+        rule = data.get("RuleId")
+        if rule not in keys:
+            return False
+        try:
+            rids = [int(r) for r in data.get("RecordIds", "").split(",")]
+            eids = [int(e) for e in data.get("EventIds", "").split(",")]
+        except ValueError:
+            return False
+        if len(rids) != len(eids):
+            return False
+        hits = self._hits
+        if data.get("RuleKind") == "detection":
+            return len(rids) == 1 and rule in hits.get((alert.computer, eids[0], rids[0]), ())
+        return all((alert.computer, e, r) in hits for e, r in zip(eids, rids, strict=True))
 
 
 @STAGES.register
