@@ -81,7 +81,7 @@ class SigmaMatchStage(Stage):
         self.replaced = 0
         self._keys: Optional[frozenset[str]] = None
         # (Computer, EventID, EventRecordID) of the events this stage matched -> rule keys
-        self._hits: dict[tuple, tuple[str, ...]] = {}
+        self._hits: dict[tuple[str, int, Optional[int]], tuple[str, ...]] = {}
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Pass events without a match; replace a matching event by its :class:`RuleHits`.
