@@ -302,6 +302,15 @@ class Registry(Generic[T]):
         self.discover()
         return list(self._entries.values())
 
+    def known_entries(self) -> list[Entry[T]]:
+        """The entries registered without reading the entry points: the built-in modules' and
+        any registered by code already imported (the entry points too once :meth:`discover`
+        ran). For a caller that needs the entry points only when a name is not among these
+        (the config reader's conditions): finding the installed distributions' entry points
+        costs about 1.5 ms per process."""
+        self._discover_builtin()
+        return list(self._entries.values())
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
