@@ -350,3 +350,33 @@ def test_a_condition_from_an_entry_point_is_found_when_a_config_names_it(monkeyp
         assert FilterEngine(cfg).decide(1, {"Image": "C:\\x\\pwsh.exe"}) == (True, "g")
     finally:
         CONDITIONS.remove("tpglob")
+
+
+def test_builtin_stream_formats_name_the_modules_that_register_them():
+    """writer_class imports a built-in format's module alone: the map must list every
+    built-in stream format and the module that registers it."""
+    from sysmonx.sinks import BUILTIN_STREAM_FORMATS, stream_formats
+    builtin = {name: cls.__module__ for name, cls in stream_formats().items()
+               if cls.__module__.startswith("sysmonx.sinks.")}
+    assert {k: f"sysmonx.sinks.{v}" for k, v in BUILTIN_STREAM_FORMATS.items()} == builtin
+
+
+def test_replay_command_line_imports_only_the_writer_it_uses():
+    """Building ``sysmonx replay``'s command line and taking ``--format jsonl`` imports no
+    other sink (the network outputs, ssl, asyncio: ~0.1 s of CPU at every start) and reads
+    no entry points; the help still lists every format."""
+    code = ("import sys\nfrom sysmonx.core import registry\n"
+            "from sysmonx.cli.replay import _replay_parser\n"
+            "from sysmonx.sinks import writer_class\n"
+            "p = _replay_parser()\nargs = p.parse_args(['--format', 'jsonl', 'x.evtx'])\n"
+            "cls = writer_class(args.format)\n"
+            "print(cls.__name__, args.input_format, registry._EP_GROUPS is None, "
+            "sorted(m for m in sys.modules if m.startswith('sysmonx.sinks.')), "
+            "'ssl' in sys.modules, 'asyncio' in sys.modules)\n"
+            "print('HELP', 'csv,ecs,jsonl,linux-xml,xml' in p.format_help(), "
+            "'evtx,xml,syslog' in p.format_help())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == ("JsonlWriter None True ['sysmonx.sinks.base', 'sysmonx.sinks.jsonl', "
+                      "'sysmonx.sinks.wholeline'] False False")
+    assert out[1] == "HELP True True"

@@ -302,6 +302,12 @@ class Registry(Generic[T]):
         self.discover()
         return list(self._entries.values())
 
+    def registered(self, name: str) -> Optional[T]:
+        """The plugin registered as ``name`` so far, or ``None``: no module is imported and
+        no entry point read (for a caller that imported the module defining ``name``)."""
+        entry = self._entries.get(name)
+        return entry.obj if entry is not None else None
+
     def known_entries(self) -> list[Entry[T]]:
         """The entries registered without reading the entry points: the built-in modules' and
         any registered by code already imported (the entry points too once :meth:`discover`
