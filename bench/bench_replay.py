@@ -80,7 +80,11 @@ printed.
     per file, the set-up beyond the records: for the bare parse, the EVTX reader alone
     (``read_evtx_batches``) and a whole replay of one file (no config, no duplicate check), a
     least-squares fit of each file's CPU time against its record count over the inputs
-    (best of 20 reads of each file, warm), whose intercept is the per-file cost.
+    (best of 20 reads of each file, warm), whose intercept is the per-file cost; and the
+    whole ``sysmonx replay --config FILE --format FMT -o /dev/null -q`` process (interpreter
+    start, imports, command line, config, replay: user + system CPU of the child, not pinned)
+    given the files by name and given their folder (a folder walk lists the registered
+    input formats).
 ``--profile``
     where a replay's time goes: one warm replay pass per configuration (config compiled
     beforehand) sampled by pyinstrument (``pip install pyinstrument``), CPU time split into the
@@ -696,6 +700,23 @@ def _fixed_child(spec: dict) -> dict:
     return out
 
 
+def _cli_cpu(config: Optional[str], fmt: str, inputs: list[str]) -> float:
+    """CPU seconds (user + system) of one ``sysmonx replay`` process over ``inputs`` (caches
+    off, as a first run that stores nothing: ``SYSMONX_CONFIG_CACHE=0``)."""
+    import resource
+    out = ["--no-output"] if fmt == "none" else ["--format", fmt, "-o", os.devnull]
+    cmd = [sys.executable, "-m", "sysmonx.cli", "replay", *out, "-q",
+           *(["--config", config] if config else []), *inputs]
+    env = dict(os.environ, SYSMONX_CONFIG_CACHE="0",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run(cmd, capture_output=True, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0:
+        raise RuntimeError(f"sysmonx replay exited {r.returncode}: {r.stderr.decode()[-500:]}")
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def _fixed_costs(args, configs: list, files: list[str]) -> int:
     """``--fixed-costs`` (see the module docstring): the table of fixed costs."""
     import statistics
@@ -706,12 +727,21 @@ def _fixed_costs(args, configs: list, files: list[str]) -> int:
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
     ids = _first_ids(files)
     common = {"files": files, "cpu": cpu, "format": args.format, "ids": ids}
+    # the folder row only where walking the inputs' common folder gives the same files
+    from sysmonx.sources import iter_input_files
+    folder = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0])
+    folders = [folder] if sorted(iter_input_files([folder])) == sorted(files) else []
     load_before = _load()
     runs: dict = {label: [] for label, _ in configs}
     per_file = []
+    whole: dict = {}
     for _ in range(args.rounds):
         for label, path in configs:
             runs[label].append(_run_child(dict(common, what="fixed", config=path)))
+            for how, inputs in (("files", files), ("folder", folders)):
+                if not inputs:
+                    continue
+                whole.setdefault((label, how), []).append(_cli_cpu(path, args.format, inputs))
         per_file.append(_run_child(dict(common, what="fixed-files")))
     load_after = _load()
 
@@ -744,6 +774,10 @@ def _fixed_costs(args, configs: list, files: list[str]) -> int:
         print(f"  records: first pass {fp:7.2f} ms, second pass {sp:6.2f} ms (first-pass extra "
               f"{fp - sp:5.2f} ms: memo tables, predicates, caches filled on first use, pages "
               "read from disk)")
+        print(f"  whole sysmonx replay process (not pinned): files named "
+              f"{med(whole[(label, 'files')]):7.1f} ms"
+              + (f", their folder named {med(whole[(label, 'folder')]):7.1f} ms" if folders
+                 else " (the inputs' folder holds other files: no folder row)"))
     fits = {k: (statistics.median(p[k][0] for p in per_file) * 1e6,
                 statistics.median(p[k][1] for p in per_file) * 1e6)
             for k in ("parse", "reader", "replay")}

@@ -302,6 +302,16 @@ class Registry(Generic[T]):
         self.discover()
         return list(self._entries.values())
 
+    def has_other_plugins(self) -> bool:
+        """Whether this registry may hold plugins beyond its built-in modules': an entry point
+        of its group, or an object registered by a module outside SysmonX. Reads the entry
+        points (once per process), imports no plugin module."""
+        if _entry_points(self.group):
+            return True
+        with self._lock:
+            return any(not str(getattr(e.obj, "__module__", "")).startswith("sysmonx.")
+                       for e in self._entries.values())
+
     def registered(self, name: str) -> Optional[T]:
         """The plugin registered as ``name`` so far, or ``None``: no module is imported and
         no entry point read (for a caller that imported the module defining ``name``)."""
