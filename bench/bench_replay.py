@@ -72,6 +72,24 @@ printed.
     duplicate check), cumulative loops in this process pinned to one CPU; ``--upper-bound`` adds
     the replays with ``--configs`` and a prototype that writes JSON lines straight from each
     record's text (bench/_transcode_proto.c, not part of sysmonx; see ``_split``).
+``--fixed-costs``
+    a cold replay's fixed costs, each measured apart in fresh children pinned to one CPU
+    (CPU time, ``time.process_time``; imports outside the window, pages dropped as for the
+    headline; the median of ``--rounds`` children per figure): per configuration, reading and
+    parsing it (``load_config``, no config cache: a first run) the first time in the process
+    and again (the difference is the process's first-touch share: schema snapshot, entry
+    points, code paths), building the engine, compiling each EventID's decider in the order a
+    replay meets their first events (``FilterEngine.decider_for``; a replay does it on that
+    first event) and the replay's first pass with the deciders compiled against its second
+    (what the first pass pays for memo tables, predicates and caches filled on first use);
+    per file, the set-up beyond the records: for the bare parse, the EVTX reader alone
+    (``read_evtx_batches``) and a whole replay of one file (no config, no duplicate check), a
+    least-squares fit of each file's CPU time against its record count over the inputs
+    (best of 20 reads of each file, warm), whose intercept is the per-file cost; and the
+    whole ``sysmonx replay --config FILE --format FMT -o /dev/null -q`` process (interpreter
+    start, imports, command line, config, replay: user + system CPU of the child, not pinned)
+    given the files by name and given their folder (a folder walk lists the registered
+    input formats).
 ``--profile``
     where a replay's time goes: one warm replay pass per configuration (config compiled
     beforehand) sampled by pyinstrument (``pip install pyinstrument``), CPU time split into the
@@ -362,12 +380,17 @@ def main() -> int:
                     help="measure the filter alone: index vs plain walk (see above)")
     ap.add_argument("--profile", action="store_true",
                     help="split a warm replay's time by stage with pyinstrument (see above)")
+    ap.add_argument("--fixed-costs", action="store_true",
+                    help="a cold replay's fixed costs measured apart: config parse, engine, "
+                         "each EventID's decider, first pass against second, per-file set-up")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.pure:
         os.environ["SYSMONX_PURE_PYTHON"] = "1"
     if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+        spec = json.loads(args.child)
+        print(json.dumps(_fixed_child(spec) if spec.get("what", "").startswith("fixed")
+                         else child(spec)))
         return 0
     corpus = Path(args.corpus)
     work = None
@@ -412,6 +435,8 @@ def main() -> int:
             return _filter_only(args, _configs(args, corpus), files)
         if args.profile:
             return _profile(args, _configs(args, corpus), files)
+        if args.fixed_costs:
+            return _fixed_costs(args, _configs(args, corpus), files)
         if args.jobs_speedup:
             return _speedup(args, corpus, files)
         if args.split:
@@ -580,6 +605,201 @@ def _profile(args, configs: list, files: list[str]) -> int:
             if t / total >= 0.005:
                 print(f"  {100 * t / total:5.1f} %  {stage}")
     return 0
+
+
+def _first_ids(files: list[str]) -> list[int]:
+    """The EventIDs of the inputs in the order of their first events (what a replay compiles
+    deciders for, in that order)."""
+    from sysmonx.sources import open_source
+    seen: dict = {}
+    for f in files:
+        for ev in open_source(f, lambda err: None):
+            seen.setdefault(ev.event_id, None)
+    return list(seen)
+
+
+def _fit(points: list) -> tuple[float, float]:
+    """Least-squares ``(intercept, slope)`` of ``points`` (``(x, y)`` pairs)."""
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+    return my - slope * mx, slope
+
+
+def _fixed_child(spec: dict) -> dict:
+    """One ``--fixed-costs`` child (see the module docstring): ``what`` is ``fixed`` (one
+    configuration) or ``fixed-files`` (the per-file fits)."""
+    if spec["cpu"] is not None:
+        os.sched_setaffinity(0, {spec["cpu"]})
+    # imports outside the window, as the headline's children
+    import orjson  # noqa: F401
+    import sysmonx.filtering.plancache
+    import sysmonx.pipeline
+    import sysmonx.sources.evtx  # noqa: F401
+    from sysmonx.config import load_config
+    from sysmonx.filtering import FilterEngine
+    from sysmonx.sinks import writer_class
+    writer_class(spec["format"])
+    files, fmt = spec["files"], spec["format"]
+    out: dict = {}
+    if spec["what"] == "fixed-files":
+        from evtx import PyEvtxParser
+
+        from sysmonx.pipeline import Replayer, ReplayOptions, make_writer
+        from sysmonx.sources.evtx import read_evtx_batches
+        writer = make_writer(fmt, _Null()) if fmt != "none" else None
+        # one replayer for every read, as one replay of many files; without the duplicate
+        # check, which would take a file's second read for duplicates
+        replayer = Replayer(ReplayOptions(keep_duplicates=True), writer)
+
+        def parse(f: str) -> None:
+            for _ in PyEvtxParser(f).records_json():
+                pass
+
+        def reader(f: str) -> None:
+            for _ in read_evtx_batches(f, lambda err: None):
+                pass
+
+        def replay(f: str) -> None:
+            replayer.run_file(f)
+
+        counts = {f: sum(1 for _ in PyEvtxParser(f).records_json()) for f in files}
+        for name, fn in (("parse", parse), ("reader", reader), ("replay", replay)):
+            points = []
+            for f in files:
+                best = math.inf
+                for _ in range(20):
+                    t = _cpu()
+                    fn(f)
+                    best = min(best, _cpu() - t)
+                points.append((counts[f], best))
+            out[name] = _fit(points)
+        out["files"], out["records"] = len(files), sum(counts.values())
+        return out
+    _evict(files)
+    path = spec["config"]
+    ids = spec["ids"]
+    if path:
+        t = _cpu()
+        config = load_config(path, cache=None)
+        out["parse_first"] = _cpu() - t
+        t = _cpu()
+        load_config(path, cache=None)
+        out["parse_again"] = _cpu() - t
+        t = _cpu()
+        engine = FilterEngine(config, plan_cache=False)
+        out["engine"] = _cpu() - t
+        compile_ms = {}
+        for eid in ids:
+            t = _cpu()
+            engine.decider_for(eid)
+            compile_ms[str(eid)] = _cpu() - t
+        out["deciders"] = compile_ms
+    else:
+        config, engine = None, None
+    t = _cpu()
+    out["records"] = _replay(files, config, fmt, engine, 1)
+    out["first_pass"] = _cpu() - t
+    t = _cpu()
+    _replay(files, config, fmt, engine, 1)
+    out["second_pass"] = _cpu() - t
+    return out
+
+
+def _cli_cpu(config: Optional[str], fmt: str, inputs: list[str]) -> float:
+    """CPU seconds (user + system) of one ``sysmonx replay`` process over ``inputs`` (caches
+    off, as a first run that stores nothing: ``SYSMONX_CONFIG_CACHE=0``)."""
+    import resource
+    out = ["--no-output"] if fmt == "none" else ["--format", fmt, "-o", os.devnull]
+    cmd = [sys.executable, "-m", "sysmonx.cli", "replay", *out, "-q",
+           *(["--config", config] if config else []), *inputs]
+    env = dict(os.environ, SYSMONX_CONFIG_CACHE="0",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run(cmd, capture_output=True, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0:
+        raise RuntimeError(f"sysmonx replay exited {r.returncode}: {r.stderr.decode()[-500:]}")
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _fixed_costs(args, configs: list, files: list[str]) -> int:
+    """``--fixed-costs`` (see the module docstring): the table of fixed costs."""
+    import statistics
+    files = [f for f in files if f.lower().endswith(".evtx")]
+    if not files:
+        print("--fixed-costs needs EVTX inputs", file=sys.stderr)
+        return 1
+    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+    ids = _first_ids(files)
+    common = {"files": files, "cpu": cpu, "format": args.format, "ids": ids}
+    # the folder row only where walking the inputs' common folder gives the same files
+    from sysmonx.sources import iter_input_files
+    folder = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0])
+    folders = [folder] if sorted(iter_input_files([folder])) == sorted(files) else []
+    load_before = _load()
+    runs: dict = {label: [] for label, _ in configs}
+    per_file = []
+    whole: dict = {}
+    for _ in range(args.rounds):
+        for label, path in configs:
+            runs[label].append(_run_child(dict(common, what="fixed", config=path)))
+            for how, inputs in (("files", files), ("folder", folders)):
+                if not inputs:
+                    continue
+                whole.setdefault((label, how), []).append(_cli_cpu(path, args.format, inputs))
+        per_file.append(_run_child(dict(common, what="fixed-files")))
+    load_after = _load()
+
+    def med(values: list) -> float:
+        return statistics.median(values) * 1000
+
+    print(f"fixed costs of a cold replay: {len(files)} EVTX, {per_file[0]['records']:,} records; "
+          f"output {args.format}; CPU ms, pinned to CPU {cpu}; median of {args.rounds} fresh "
+          "children per figure")
+    print(f"load average (1/5/15 min) before: {load_before}  after: {load_after}")
+    status = 0
+    for label, path in configs:
+        rs = runs[label]
+        if any(r["records"] != rs[0]["records"] for r in rs) or not rs[0]["records"]:
+            print(f"{label}: the children read different numbers of records", file=sys.stderr)
+            status = 1
+        print(f"{label}:")
+        if path:
+            first, again = med([r["parse_first"] for r in rs]), med([r["parse_again"] for r in rs])
+            print(f"  config read and parse, first in the process {first:7.2f} ms   again "
+                  f"{again:6.2f} ms   (first-touch {first - again:5.2f} ms)")
+            print(f"  engine build                               {med([r['engine'] for r in rs]):7.2f} ms")
+            per_id = {eid: med([r["deciders"][str(eid)] for r in rs]) for eid in ids}
+            total = med([sum(r["deciders"].values()) for r in rs])
+            print(f"  deciders, {len(ids)} EventIDs in first-event order   {total:7.2f} ms: "
+                  + ", ".join(f"{eid} {per_id[eid]:.2f}"
+                              for eid in sorted(per_id, key=lambda e: -per_id[e])
+                              if per_id[eid] >= 0.05))
+        fp, sp = med([r["first_pass"] for r in rs]), med([r["second_pass"] for r in rs])
+        print(f"  records: first pass {fp:7.2f} ms, second pass {sp:6.2f} ms (first-pass extra "
+              f"{fp - sp:5.2f} ms: memo tables, predicates, caches filled on first use, pages "
+              "read from disk)")
+        print(f"  whole sysmonx replay process (not pinned): files named "
+              f"{med(whole[(label, 'files')]):7.1f} ms"
+              + (f", their folder named {med(whole[(label, 'folder')]):7.1f} ms" if folders
+                 else " (the inputs' folder holds other files: no folder row)"))
+    fits = {k: (statistics.median(p[k][0] for p in per_file) * 1e6,
+                statistics.median(p[k][1] for p in per_file) * 1e6)
+            for k in ("parse", "reader", "replay")}
+    n = per_file[0]["files"]
+    print(f"per file ({n} files, fit of each file's best-of-20 CPU time against its records, "
+          "warm):")
+    for k, what in (("parse", "bare parse (records_json)"), ("reader", "EVTX reader "
+                    "(read_evtx_batches)"), ("replay", "replay of the file (no config)")):
+        a, b = fits[k]
+        print(f"  {what:34} {a:7.1f} us per file + {b:5.2f} us per record"
+              + (f"   (set-up beyond the parser's {a - fits['parse'][0]:6.1f} us per file, "
+                 f"x{n} files = {(a - fits['parse'][0]) * n / 1000:.2f} ms)"
+                 if k != "parse" else ""))
+    return status
 
 
 def _renderer(fmt: str):

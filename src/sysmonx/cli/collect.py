@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import common
-from .common import (EXIT_FATAL, EXIT_USAGE, close_quietly, load_detection, output_formats,
+from .common import (EXIT_FATAL, EXIT_USAGE, add_format_option, close_quietly, load_detection,
                      print_config_errors, url_output_options)
 
 __all__ = ["cmd_collect"]
@@ -28,8 +28,8 @@ def _parser() -> argparse.ArgumentParser:
                         "password_file=, token_file=")
     p.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
                    help="where events go (repeatable; default stdout): FILE, '-', or a URL")
-    p.add_argument("--format", "-f", default="jsonl", choices=output_formats(),
-                   help="format of file and stdout outputs (default jsonl)")
+    add_format_option(p, "jsonl",
+                      help="format of file and stdout outputs (default jsonl)")
     p.add_argument("--config", "-c", metavar="FILE",
                    help="filter the collected events with a Sysmon config (default: keep all)")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",

@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 #: Exit status of a fatal error (nothing, or not all, of what was asked could be done).
 EXIT_FATAL = 1
@@ -19,6 +19,7 @@ EXIT_USAGE = 87
 __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_path",
            "builtin_linux_config_path", "stderr_console", "print_config_errors",
            "config_mistake_hint", "silence_stdout", "close_quietly", "output_formats",
+           "add_format_option", "add_input_format_option",
            "add_stage_option", "extra_stages", "load_detection", "add_rule_cache_options",
            "add_engine_options", "engine_options", "load_config_reporting", "check_inputs",
            "write_report", "read_error_printer", "on_windows", "url_output_options",
@@ -138,8 +139,50 @@ def close_quietly(sinks: list) -> None:
 
 
 def output_formats() -> list[str]:
+    """Every ``--format`` name, third-party ones included (imports every sink), sorted (the
+    registration order depends on which writer was imported first)."""
     from ..sinks import stream_formats
-    return list(stream_formats())
+    return sorted(stream_formats())
+
+
+class _FormatChoices:
+    """``--format``'s argparse choices: a built-in format is accepted without importing every
+    sink (:data:`~sysmonx.sinks.BUILTIN_STREAM_FORMATS`; the network outputs, their ssl,
+    asyncio and clients cost ~0.1 s of CPU at every start); another name, the help and a
+    usage error list every registered format (:func:`output_formats`)."""
+
+    def __contains__(self, name: object) -> bool:
+        from ..sinks import BUILTIN_STREAM_FORMATS
+        return name in BUILTIN_STREAM_FORMATS or name in output_formats()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(output_formats())
+
+
+class _InputFormatChoices:
+    """``--input-format``'s argparse choices, listed (every source module imported, ~40 ms of
+    CPU) only when the option is given, for the help or a usage error."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in list(self)
+
+    def __iter__(self) -> Iterator[str]:
+        from ..sources import file_formats
+        return iter([c.name for c in file_formats()])
+
+
+def add_format_option(p: argparse.ArgumentParser, default: str, help: str) -> None:
+    """``--format/-f`` with the output formats as its choices (:class:`_FormatChoices`, set
+    after ``add_argument``, which would list them to check a metavar)."""
+    action = p.add_argument("--format", "-f", default=default, help=help)
+    action.choices = _FormatChoices()
+
+
+def add_input_format_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``--input-format`` with the recorded-log formats as its choices
+    (:class:`_InputFormatChoices`)."""
+    action = p.add_argument("--input-format", help=help)
+    action.choices = _InputFormatChoices()
 
 
 def add_stage_option(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from . import common
-from .common import EXIT_FATAL, EXIT_USAGE, output_formats, silence_stdout
+from .common import EXIT_FATAL, EXIT_USAGE, add_format_option, silence_stdout
 
 __all__ = ["cmd_query"]
 
@@ -33,8 +33,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="events whose System time is at or after TIME (ISO 8601, UTC)")
     p.add_argument("--to", dest="time_to", metavar="TIME", help="... and before TIME")
     p.add_argument("--limit", type=int, metavar="N", help="at most N events")
-    p.add_argument("--format", "-f", default="jsonl", choices=output_formats(),
-                   help="output format of events (default jsonl)")
+    add_format_option(p, "jsonl",
+                      help="output format of events (default jsonl)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default stdout)")
     return p
 

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import common
-from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_rule_profile_options,
+from .common import (EXIT_FATAL, EXIT_USAGE, add_format_option, add_input_format_option,
+                     add_rule_cache_options, add_rule_profile_options,
                      add_stage_option, builtin_sample_path, check_rule_profile_options,
                      close_quietly, config_mistake_hint,
-                     extra_stages, load_detection, output_formats, print_config_errors,
+                     extra_stages, load_detection, print_config_errors,
                      report_rule_profile, silence_stdout, start_rule_profile,
                      url_output_options)
 
@@ -34,9 +35,9 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", metavar="FILE",
                    help="Sysmon XML config; 'default' for the built-in one. Without a config "
                         "every Sysmon event passes unchanged (format conversion)")
-    p.add_argument("--format", "-f", default="xml", choices=output_formats(),
-                   help="output format: Windows event XML (default), Sysmon for Linux single-line "
-                        "XML, JSON lines, or a CSV timeline (Timeline Explorer, spreadsheets; "
+    add_format_option(p, "xml",
+                      help="output format: Windows event XML (default), Sysmon for Linux "
+                           "single-line XML, JSON lines, or a CSV timeline (Timeline Explorer, spreadsheets; "
                         "formula-neutralised); 'sysmonx plugins' lists them")
     p.add_argument("--csv-bom", action="store_true",
                    help="with --format csv: start with a UTF-8 byte-order mark (for Excel)")
@@ -60,10 +61,9 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "--format, or a URL: tcp://, tls://, udp:// (RFC 5424 syslog), "
                         "http(s):// (NDJSON or OTLP logs), sqlite:///PATH (event store), "
                         "nats://, kafka://; network outputs are spooled on disk")
-    from ..sources import file_formats
-    p.add_argument("--input-format", choices=[c.name for c in file_formats()],
-                   help="force the reader instead of detecting it per file (winlogbeat 6/7/8, "
-                        "nxlog, Azure Sentinel, Security-Datasets flat JSON, evtx-crate JSON ...)")
+    add_input_format_option(p, help="force the reader instead of detecting it per file "
+                                 "(winlogbeat 6/7/8, nxlog, Azure Sentinel, Security-Datasets "
+                                 "flat JSON, evtx-crate JSON ...)")
     p.add_argument("--non-sysmon", choices=["drop", "pass"], default="drop",
                    help="records of other providers: drop (default) or pass through unchanged")
     p.add_argument("--no-output", action="store_true", help="count only, write no events")

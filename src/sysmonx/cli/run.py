@@ -10,9 +10,10 @@ from contextlib import ExitStack
 from typing import Any, Optional
 
 from . import common
-from .common import (EXIT_FATAL, EXIT_USAGE, add_rule_cache_options, add_rule_profile_options,
+from .common import (EXIT_FATAL, EXIT_USAGE, add_format_option, add_rule_cache_options,
+                     add_rule_profile_options,
                      add_stage_option, check_rule_profile_options, close_quietly, extra_stages,
-                     load_detection, output_formats, print_config_errors, report_rule_profile,
+                     load_detection, print_config_errors, report_rule_profile,
                      silence_stdout, start_rule_profile)
 
 __all__ = ["cmd_run", "write_pidfile_when_started", "heartbeat_option", "DEFAULT_STATE_DIR"]
@@ -31,8 +32,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", metavar="FILE", default="default",
                    help="Sysmon XML config (default: the built-in Linux default config, "
                         "'default-linux'; 'default-windows' names replay's)")
-    p.add_argument("--format", "-f", default="linux-xml", choices=output_formats(),
-                   help="output format (default: Sysmon for Linux single-line XML)")
+    add_format_option(p, "linux-xml",
+                      help="output format (default: Sysmon for Linux single-line XML)")
     p.add_argument("-o", "--output", metavar="OUT", action="append", default=[],
                    help="where events go (repeatable; default stdout): a FILE or '-' in "
                         "--format, or a URL: tcp://, tls://, udp:// (RFC 5424 syslog), "

@@ -32,7 +32,7 @@ import sys
 from typing import Any, Optional
 
 from . import common
-from .common import EXIT_FATAL, EXIT_USAGE, output_formats
+from .common import EXIT_FATAL, EXIT_USAGE, add_format_option
 
 __all__ = ["windows_switches", "cmd_run_windows", "default_state_dir", "backends_text"]
 
@@ -226,8 +226,8 @@ def _run_parser() -> argparse.ArgumentParser:
                     "write the events. Bookmarks make delivery at least once across restarts.")
     p.add_argument("--config", "-c", metavar="FILE", default="default",
                    help="Sysmon XML config (default: the built-in default config)")
-    p.add_argument("--format", "-f", default="xml", choices=output_formats(),
-                   help="output format (default: Windows event XML, one event per line)")
+    add_format_option(p, "xml",
+                      help="output format (default: Windows event XML, one event per line)")
     p.add_argument("-o", "--output", metavar="OUT", help="write to a file (default: stdout)")
     p.add_argument("--syslog", metavar="udp://HOST:PORT",
                    help="also send events to a syslog receiver (udp:// or tcp://)")

@@ -36,11 +36,14 @@ __all__ = ["load_config", "parse_config", "decode_config_bytes", "extension_cond
            "parse_heartbeat_interval", "MAX_HEARTBEAT_INTERVAL"]
 
 
-def extension_conditions() -> dict:
+def extension_conditions(entry_points: bool = True) -> dict:
     """Conditions SysmonX adds to Sysmon's 16 (accepted only when extensions are enabled): name
     -> the registered condition (:data:`~sysmonx.core.registry.CONDITIONS`; ``regex`` and any
-    plugin's)."""
-    return {e.name: e.obj for e in CONDITION_REGISTRY.entries()
+    plugin's). ``entry_points=False``: without reading the installed distributions' entry
+    points (the built-in conditions and those registered by code already imported; see
+    :meth:`~sysmonx.core.registry.Registry.known_entries`)."""
+    entries = CONDITION_REGISTRY.entries() if entry_points else CONDITION_REGISTRY.known_entries()
+    return {e.name: e.obj for e in entries
             if getattr(e.obj, "extension", False) and e.name not in CONDITIONS}
 
 #: Longest RuleName Sysmon accepts, in UTF-8 bytes (spec 1.4; rule-blob.md 6.5).
@@ -442,7 +445,10 @@ class _Builder:
         self.extensions = extensions
         self.empty_option_quirk = empty_option_quirk
         self.conditions = {c: c for c in CONDITIONS}
-        self.extensions_in_use = extension_conditions() if extensions else {}
+        # the entry points (plugins' conditions) are read only when a condition is not among
+        # Sysmon's and the built-in ones (:meth:`_condition`): most configs never need them
+        self.extensions_in_use = extension_conditions(entry_points=False) if extensions else {}
+        self.all_conditions = not extensions
         self.conditions.update({c: c for c in self.extensions_in_use})
         self.next_aggregate = 1
         #: the SysmonX ``scanners`` attribute is legal on tags, <Rule> and filters
@@ -614,6 +620,11 @@ class _Builder:
         if raw is None or raw == "":
             return "is"
         key = raw.lower()
+        if key not in self.conditions and not self.all_conditions:
+            # not Sysmon's nor a built-in one: a plugin's (an entry point) or none
+            self.all_conditions = True
+            self.extensions_in_use = extension_conditions()
+            self.conditions.update({c: c for c in self.extensions_in_use})
         if key in self.conditions:
             return self.conditions[key]
         expected = ", ".join(CONDITIONS)

@@ -302,6 +302,31 @@ class Registry(Generic[T]):
         self.discover()
         return list(self._entries.values())
 
+    def has_other_plugins(self) -> bool:
+        """Whether this registry may hold plugins beyond its built-in modules': an entry point
+        of its group, or an object registered by a module outside SysmonX. Reads the entry
+        points (once per process), imports no plugin module."""
+        if _entry_points(self.group):
+            return True
+        with self._lock:
+            return any(not str(getattr(e.obj, "__module__", "")).startswith("sysmonx.")
+                       for e in self._entries.values())
+
+    def registered(self, name: str) -> Optional[T]:
+        """The plugin registered as ``name`` so far, or ``None``: no module is imported and
+        no entry point read (for a caller that imported the module defining ``name``)."""
+        entry = self._entries.get(name)
+        return entry.obj if entry is not None else None
+
+    def known_entries(self) -> list[Entry[T]]:
+        """The entries registered without reading the entry points: the built-in modules' and
+        any registered by code already imported (the entry points too once :meth:`discover`
+        ran). For a caller that needs the entry points only when a name is not among these
+        (the config reader's conditions): finding the installed distributions' entry points
+        costs about 1.5 ms per process."""
+        self._discover_builtin()
+        return list(self._entries.values())
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 

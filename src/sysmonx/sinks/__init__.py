@@ -24,6 +24,7 @@ a terminal escape (ESC, C1 controls) in the output as a raw character.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 from ..core.errors import PluginError, UsageError
@@ -31,7 +32,8 @@ from ..core.registry import SINKS
 from .base import Writer
 from .wholeline import WholeLineFile
 
-__all__ = ["Writer", "WRITERS", "writer_class", "stream_formats", "WholeLineFile"]
+__all__ = ["Writer", "WRITERS", "writer_class", "stream_formats", "WholeLineFile",
+           "BUILTIN_STREAM_FORMATS"]
 
 
 def stream_formats() -> dict[str, type[Writer]]:
@@ -41,12 +43,27 @@ def stream_formats() -> dict[str, type[Writer]]:
             if isinstance(e.obj, type) and issubclass(e.obj, Writer)}
 
 
+#: The built-in stream formats -> the module of this package that registers each:
+#: :func:`writer_class` imports that module alone (a replay writing JSON lines does not import
+#: every sink: the network outputs, their ssl, asyncio and clients cost ~0.1 s of CPU);
+#: ``tests/test_registry.py`` checks it against the registry.
+BUILTIN_STREAM_FORMATS = {"xml": "xml_windows", "linux-xml": "xml_linux", "jsonl": "jsonl",
+                          "csv": "csv_timeline", "ecs": "ecs"}
+
+
 def writer_class(name: str) -> type[Writer]:
-    """The writer class registered as the stream format ``name``.
+    """The writer class registered as the stream format ``name`` (a built-in one imported
+    alone, :data:`BUILTIN_STREAM_FORMATS`; any other looked up in the whole registry).
 
     Raises:
         UsageError: unknown name (a ``ValueError``).
     """
+    module = BUILTIN_STREAM_FORMATS.get(name)
+    if module is not None:
+        import_module(f"{__name__}.{module}")
+        found = SINKS.registered(name)
+        if isinstance(found, type) and issubclass(found, Writer):
+            return found
     try:
         cls = SINKS.get(name)
     except PluginError:

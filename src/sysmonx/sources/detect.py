@@ -18,7 +18,8 @@ from ..core.errors import ReadError, UsageError
 from ..core.registry import SOURCES
 from ..event import Event
 
-__all__ = ["JSON_FORMATS", "ARCHIVE_EXTENSIONS", "file_formats", "input_extensions",
+__all__ = ["JSON_FORMATS", "ARCHIVE_EXTENSIONS", "BUILTIN_INPUT_EXTENSIONS", "file_formats",
+           "input_extensions",
            "iter_input_files", "detect_format", "open_source", "read_stream", "SNIFF_BYTES"]
 
 #: JSON formats: SysmonX's own JSON lines, then the shapes of :mod:`sysmonx.sources.jsonshapes`.
@@ -34,9 +35,23 @@ def file_formats() -> list[Any]:
     return sorted(found, key=lambda c: c.order)
 
 
+#: :func:`input_extensions` of the built-in formats alone (``tests/test_registry.py`` checks
+#: it against them): used while no plugin may register a format, so that a folder walk does
+#: not import every source module (the live sensor and the Windows sources with their
+#: asyncio, ssl and sqlite3: ~40 ms of CPU) to learn the built-in extensions.
+BUILTIN_INPUT_EXTENSIONS = {".evtx": "evtx", ".xml": "xml", ".log": "syslog", ".txt": "syslog",
+                            ".syslog": "syslog", ".json": "jsonl", ".jsonl": "jsonl",
+                            ".ndjson": "jsonl", ".db": "sqlite", ".sqlite": "sqlite",
+                            ".sqlite3": "sqlite"}
+
+
 def input_extensions() -> dict[str, str]:
     """Extension -> format name of the registered formats (the first by ``order`` wins): the
-    files a folder walk keeps, and the last hint of :func:`detect_format`."""
+    files a folder walk keeps, and the last hint of :func:`detect_format`. Without plugins
+    (:meth:`~sysmonx.core.registry.Registry.has_other_plugins`) the built-in formats' table,
+    :data:`BUILTIN_INPUT_EXTENSIONS`, without importing them."""
+    if not SOURCES.has_other_plugins():
+        return dict(BUILTIN_INPUT_EXTENSIONS)
     out: dict[str, str] = {}
     for cls in file_formats():
         for ext in cls.extensions:
