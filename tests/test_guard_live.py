@@ -139,6 +139,28 @@ def test_signals_sigstop_sigcont_then_sigterm(tmp_path, runs):
     assert evs[term[0]]["ProcessId"] == str(killer.pid) and evs[term[0]]["Image"] == PY
 
 
+def test_a_sender_named_with_a_newline_and_a_fake_pid_is_reported_as_itself(tmp_path, runs):
+    """tracefs prints the sender's name raw: a name with a newline and a fake "pid=" text
+    (prctl PR_SET_NAME) cut the signal's trace line; the finding named the process by the piece
+    after the newline. Now: the sender's real pid, and its whole name with the newline
+    written \\u000a."""
+    r = Run(tmp_path)
+    runs.append(r)
+    helper = subprocess.Popen([sys.executable, "-c",
+                               "import ctypes, os, signal, sys, time; "
+                               "ctypes.CDLL(None).prctl(15, b'a\\npid=1 grp=1 r', 0, 0, 0); "
+                               "os.kill(int(sys.argv[1]), signal.SIGCONT); time.sleep(3)",
+                               str(r.pid)])
+    evs = wait_for(r.out, finding("sensor_signal", "SIGCONT"))
+    f = [e for e in evs if finding("sensor_signal", "SIGCONT")(e)]
+    assert len(f) == 1 and f[0]["ProcessId"] == str(helper.pid), f
+    assert f"by pid {helper.pid} (a\\u000apid=1 grp=1 r)," in f[0]["Details"], f[0]["Details"]
+    assert f[0]["Image"] == PY
+    helper.wait()
+    r.marker()
+    r.stop()
+
+
 def test_ptrace_attach(tmp_path, runs):
     if shutil.which("strace") is None:
         pytest.skip("strace not installed")

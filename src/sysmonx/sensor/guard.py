@@ -988,8 +988,20 @@ class SensorGuard:
 #   "signal_generate: sig=19 errno=0 code=0 comm=python pid=1234 grp=1 res=0"
 #   "sys_bpf(cmd: 0xe, uattr: 0x7ffd..., size: 0x90)"     (syscalls:sys_enter_bpf)
 #   "sys_bpf -> 0x5"                                       (syscalls:sys_exit_bpf)
-_LINE = re.compile(r"^\s*(?P<comm>.*)-(?P<tid>\d+)\s+\(\s*(?P<tgid>[\d-]+)\)\s+\[\d+\]\s+\S+\s+"
-                   r"(?P<secs>\d+)\.(?P<usecs>\d+):\s(?P<rest>.*)$")
+#
+# The comms are printed raw (kernel/trace/trace_output.c): a process name (prctl PR_SET_NAME,
+# any bytes but NUL, 15 at most) may hold a newline, which splits one event over two lines of
+# trace_pipe. So the fixed-format fields are taken from the end: the header is the *last*
+# "-TID (TGID) [CPU] FLAGS SECS.USECS: " of the line (a 15-byte name cannot hold one whole), the
+# sender's comm is everything before it, and a signal's fields are anchored at the line's end
+# (the target's comm is the sensor's, which root can rename too); :meth:`_GuardTrace._feed`
+# joins a line cut by a comm's newline to the next before it is parsed.
+_LINE = re.compile(r"^ *(?P<comm>.*)-(?P<tid>\d+)\s+\(\s*(?P<tgid>[\d-]+)\)\s+\[\d+\]\s+\S+\s+"
+                   r"(?P<secs>\d+)\.(?P<usecs>\d+):\s(?P<rest>.*)$", re.S)
+#: Longest piece of a line cut by a newline in a comm that is kept for the next line: a
+#: sender's comm is printed right-aligned in 16 columns; the tail of a signal line after a cut
+#: in the target's comm is at most 15 bytes of comm and " pid=N grp=N res=N".
+_CUT_MAX = 16
 _SIG_RESULTS = {0: "delivered", 1: "ignored", 2: "already pending", 3: "queue overflow",
                 4: "info lost"}
 _SIGCONT = 18
@@ -1006,7 +1018,7 @@ def _signal_result(sig: int, res: int) -> str:
 
 
 _SIG = re.compile(r"sig=(-?\d+) errno=(-?\d+) code=(-?\d+) comm=(.*) pid=(\d+) grp=(\d+) "
-                  r"res=(-?\d+)")
+                  r"res=(-?\d+)$", re.S)
 _ENTER = re.compile(r"^sys_bpf\(cmd: (?:0x)?([0-9a-f]+)")
 _EXIT = re.compile(r"^sys_bpf -> (?:0x)?([0-9a-f]+)")
 #: bpf() commands traced: the GET_FD_BY_IDs (tamper) and the program/link commands (event 100).
@@ -1036,6 +1048,7 @@ class _GuardTrace:
         self.instance: Optional[str] = None
         self.fd = -1
         self._rest = b""
+        self._carry = ""  # a line cut by a newline in a comm, until the next (_feed)
         self._pending: dict[int, tuple[int, int]] = {}  # tid -> (cmd, tgid) of sys_enter_bpf
         # (tgid, kind) -> [count, comm, first wall ns]: by-id opens whose object could not be
         # read (the caller exited or closed the fd first), reported once per read batch
@@ -1113,7 +1126,41 @@ class _GuardTrace:
             for raw in lines:
                 if raw:
                     self.stats["lines"] += 1
-                    self._line(raw.decode("utf-8", "replace"))
+                    self._feed(raw.decode("utf-8", "replace"))
+
+    @staticmethod
+    def _whole(line: str) -> bool:
+        """The line holds one whole event: its header parses and, for a signal, its fields up
+        to ``res=`` at the end (the module's notes on ``_LINE``)."""
+        m = _LINE.match(line)
+        if m is None:
+            return False
+        rest = m["rest"]
+        return not rest.startswith("signal_generate: ") or _SIG.search(rest) is not None
+
+    def _feed(self, line: str) -> None:
+        """Handle one line of trace_pipe, joining a line a comm's newline cut: a short piece
+        that is no event (the start of a sender's comm) or a signal line without its end (a
+        cut in the target's comm) waits for the next line and is handled with it, joined by
+        the newline that cut them; a piece the next line does not complete is dropped."""
+        carry, self._carry = getattr(self, "_carry", ""), ""
+        if carry:
+            joined = f"{carry}\n{line}"
+            if self._whole(joined):
+                self._line(joined)
+                return
+            if _LINE.match(carry) is None and len(joined) <= _CUT_MAX:
+                self._carry = joined  # a comm with two newlines
+                return
+        if self._whole(line):
+            self._line(line)
+            return
+        m = _LINE.match(line)
+        if m is None:
+            if len(line) <= _CUT_MAX:
+                self._carry = line
+        elif m["rest"].startswith("signal_generate: "):
+            self._carry = line
 
     def _wall(self, secs: str, usecs: str) -> int:
         mono = int(secs) * 1_000_000_000 + int(usecs.ljust(6, "0")[:6]) * 1000
@@ -1126,10 +1173,12 @@ class _GuardTrace:
         tid = int(m["tid"])
         printed = int(m["tgid"]) if m["tgid"].isdigit() and int(m["tgid"]) > 0 else None
         rest = m["rest"]
+        # the sender's name as it is, newlines and display controls written \uXXXX
+        comm = visible(m["comm"].strip(" "))
         g = self.guard
         x = _EXIT.match(rest)
         if x is not None:  # the caller's process was resolved at the call's entry
-            self._exit(tid, int(x[1], 16), m)
+            self._exit(tid, int(x[1], 16), m, comm)
             return
         tgid = self.tf.thread_group(tid, printed)  # the tracer's column may be stale
         if rest.startswith("signal_generate: "):
@@ -1142,7 +1191,7 @@ class _GuardTrace:
             self.stats["signals"] += 1
             name = _SIGNAMES.get(sig, f"signal {sig}")
             text = (f"{name} sent to the sensor (pid {s[5]}) by pid {tgid} "
-                    f"({m['comm'].strip()}), {_signal_result(sig, res)}")
+                    f"({comm}), {_signal_result(sig, res)}")
             when = self._wall(m["secs"], m["usecs"])
             if sig == _SIGHUP and res in (0, 2):  # delivered or already pending: a reload
                 g.sighup(tgid, text, when)
@@ -1156,7 +1205,7 @@ class _GuardTrace:
                 self._pending.clear()
             return
 
-    def _exit(self, tid: int, ret: int, m: Any) -> None:
+    def _exit(self, tid: int, ret: int, m: Any, comm: str) -> None:
         entry = self._pending.pop(tid, None)
         if entry is None:
             return
@@ -1168,7 +1217,6 @@ class _GuardTrace:
             ret -= 1 << 64
         self.stats["bpf"] += 1
         when = self._wall(m["secs"], m["usecs"])
-        comm = m["comm"].strip()
         if cmd in _MAP_WRITES:
             if ret == -_EPERM:
                 g.finding("bpf_map_tamper",
