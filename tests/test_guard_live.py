@@ -260,6 +260,31 @@ def test_reload_that_stops_process_create_is_config_weakened_with_the_sender(tmp
     r.stop()
 
 
+def test_reload_that_only_drops_hash_algorithms_and_dns_lookup_is_config_weakened(tmp_path, runs):
+    """A reload whose event filtering is unchanged but that computes fewer hashes and turns
+    DnsLookup off was event 16 alone (RESILIENCE.md listed them as not compared); it is a
+    config_weakened finding naming both."""
+    from sysmonx.cli.common import builtin_linux_config_path
+    cfg = tmp_path / "config.xml"
+    text = builtin_linux_config_path().read_bytes()
+    before = text.replace(b"<HashAlgorithms>sha256</HashAlgorithms>",
+                          b"<HashAlgorithms>sha256,md5</HashAlgorithms>")
+    assert before != text
+    cfg.write_bytes(before)
+    r = Run(tmp_path, "--config", str(cfg))
+    runs.append(r)
+    cfg.write_bytes(text.replace(b"<HashAlgorithms>sha256</HashAlgorithms>",
+                                 b"<HashAlgorithms>md5</HashAlgorithms>"
+                                 b"<DnsLookup>false</DnsLookup>"))
+    os.kill(r.pid, signal.SIGHUP)
+    evs = wait_for(r.out, finding("config_weakened"))
+    (f,) = [e for e in evs if finding("config_weakened")(e)]
+    assert ("collects less: HashAlgorithms: SHA256 no longer computed (now MD5) | DnsLookup "
+            "turned off (no reverse lookup of NetworkConnect host names); asked for by SIGHUP"
+            ) in f["Details"], f["Details"]
+    r.stop()
+
+
 def test_preload_in_private_mount_namespace(tmp_path, runs):
     if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         pytest.skip("unshare/nsenter not installed")
