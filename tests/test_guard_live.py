@@ -581,3 +581,101 @@ def test_bpf_program_load_whose_loader_exited_at_once_is_named(tmp_path, runs):
     assert int(e["BpfProgramId"]) > 0
     r.marker()
     r.stop()
+
+
+def _bpf_tamper_by(out: Path, pid: int) -> list:
+    return [e["Details"] for e in events(out)
+            if finding("bpf_map_tamper")(e) and e["ProcessId"] == str(pid)]
+
+
+def test_two_sensors_do_not_report_each_others_bpf_lookups(tmp_path, runs):
+    """Two sensors at once (an upgrade, CI): each names the programs other processes load
+    (event 100), and named a program whose loader had closed its fd by opening it by id; the
+    other sensor reported that as bpf_map_tamper "pid N (sysmonx-guard) opened 1 BPF prog by
+    id ... (may include the sensor's)" (a new user's report). The second sensor now names a
+    program through a copy of the loader's fd, or by id announced in its run file first: the
+    first reports nothing about it, and both still name both programs."""
+    from sysmonx.sensor.backends import probe
+    if os.uname().machine != "x86_64":
+        pytest.skip("the helper uses the x86_64 bpf syscall number")
+    why = probe("ebpf")
+    if why is not None:
+        pytest.skip(f"eBPF backend cannot run here: {why}")
+    first = Run(tmp_path, backend="ebpf", name="first", state=tmp_path / "state1")
+    runs.append(first)
+    second = Run(tmp_path, name="second", state=tmp_path / "state2")
+    runs.append(second)
+    assert sorted(os.listdir("/run/sysmonx")) >= sorted(
+        [f"sensor-{first.pid}.ids", f"sensor-{first.pid}.lock", f"sensor-{second.pid}.ids",
+         f"sensor-{second.pid}.lock"])
+    gone = subprocess.Popen([sys.executable, "-c", LOAD_AND_EXIT_PROG], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    err = gone.communicate(timeout=30)[1]
+    assert gone.returncode == 0, err
+    held = subprocess.Popen([sys.executable, "-c", LOAD_PROG], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    def named_load(pid: int):
+        return lambda e: e["EventID"] == 100 and e["ProcessId"] == str(pid) and \
+            e["BpfCommand"] == "BPF_PROG_LOAD" and e["BpfProgramName"] == "sx13_test"
+    for r in (first, second):
+        # both loads named (the exited loader's event waits for its actor a little longer)
+        for pid in (held.pid, gone.pid):
+            wait_for(r.out, named_load(pid), timeout=60)
+    time.sleep(3)  # the guards' next reads
+    held.kill()
+    held.wait()
+    assert _bpf_tamper_by(first.out, second.pid) == []
+    assert _bpf_tamper_by(second.out, first.pid) == []
+    for r in (first, second):
+        r.marker()
+    first.stop()
+    second.stop()
+    assert not any(n.startswith((f"sensor-{first.pid}.", f"sensor-{second.pid}."))
+                   for n in os.listdir("/run/sysmonx"))
+
+
+FAKE_PEER = r"""
+import os, struct, sys, time
+from sysmonx.sensor import bpfsys, peers
+mid, mode = int(sys.argv[1]), sys.argv[2]
+rf = peers.RunFile()  # a real run file: this process proves it is "a sensor"
+if mode == "announced":
+    rf.will_open("map", mid)
+attr = bytearray(144)
+struct.pack_into("<I", attr, 0, mid)
+fd = bpfsys._bpf(14, attr)  # BPF_MAP_GET_FD_BY_ID
+if mode == "held":
+    time.sleep(3)  # the sensor reads the fd: the map itself is named
+os.close(fd)
+time.sleep(3)
+rf.close()
+"""
+
+
+@pytest.mark.parametrize("mode, says", [
+    ("held", "opened the sensor's BPF map id {mid} (BPF_MAP_GET_FD_BY_ID)"),
+    ("announced", "opened the sensor's BPF map id {mid} (announced in its run file)"),
+    ("quick", "opened 1 BPF map by id and closed them before they could be identified"),
+])
+def test_a_peer_that_opens_the_sensors_map_by_id_is_still_reported(tmp_path, runs, mode, says):
+    """A process that proves it is a SysmonX sensor (its own run file, as root) and opens the
+    sensor's map by id is a finding, whether the sensor reads its fd, it announced that very
+    id, or it closed the fd at once without announcing it; the Details name it as another
+    SysmonX sensor with its command line."""
+    r = _ebpf_run_with_bpftool(tmp_path, runs)
+    from sysmonx.sensor.bpfsys import fdinfo
+    mid = min(int(fdinfo(r.pid, int(fd))["map_id"]) for fd in os.listdir(f"/proc/{r.pid}/fdinfo")
+              if "map_id" in fdinfo(r.pid, int(fd)))
+    fake = subprocess.Popen([sys.executable, "-c", FAKE_PEER, str(mid), mode],
+                            stderr=subprocess.PIPE, text=True)
+    assert fake.wait(timeout=30) == 0, fake.stderr.read()
+    fake.stderr.close()
+    evs = wait_for(r.out, lambda e: finding("bpf_map_tamper", "another SysmonX sensor")(e))
+    f = [e for e in evs if finding("bpf_map_tamper", "another SysmonX sensor")(e)]
+    assert len(f) == 1 and f[0]["ProcessId"] == str(fake.pid), f
+    d = f[0]["Details"]
+    assert d.startswith(f"another SysmonX sensor (pid {fake.pid}, command line "
+                        f"{sys.executable} -c "), d
+    assert says.format(mid=mid) in d, d
+    r.marker()
+    r.stop()
