@@ -563,8 +563,8 @@ class SensorGuard:
         hups = (f"; configuration reloads by SIGHUP {self.reloads_by_signal} (event 16, not "
                 f"findings)" if self.reloads_by_signal else "")
         if self.peer_opens:
-            hups += (f"; BPF programs of other processes opened by id by another SysmonX "
-                     f"sensor, as it announced {self.peer_opens} (not findings)")
+            hups += (f"; by-id opens of other processes' BPF programs announced by another "
+                     f"SysmonX sensor {self.peer_opens} (not findings)")
         return (f"guard thread CPU {self.cpu_s:.2f} s over {wall:.0f} s ({100 * self.cpu_s / wall:.2f} % "
                 f"of one core); heartbeats written {self._hb_this_run} (sequence now {self._seq}); "
                 f"tamper findings: {found}{hups}")
