@@ -249,8 +249,16 @@ def reduction(old: Optional[Config], new: Optional[Config],
 
 
 def _items(text: str) -> list[str]:
-    from ..config.parse import split_comma_list
-    return [i.strip() for i in split_comma_list(text) if i.strip()]
+    """A Sysmon comma list as config/parse.py ``split_comma_list`` reads it (``,,`` is a
+    literal comma; the list ends at its first empty item), items stripped."""
+    out: list[str] = []
+    for item in text.replace(",,", "\0").split(","):
+        if not item:
+            break
+        item = item.replace("\0", ",").strip()
+        if item:
+            out.append(item)
+    return out
 
 
 def _scanner_requests(config: Optional[Config]) -> dict[str, set[str]]:
