@@ -226,7 +226,13 @@ class LiveSource(Source):
             return
         self.cache.prime()
         self._claim_run_file()
-        self._start_backends()
+        try:
+            self._start_backends()
+        except BaseException:
+            if self._run_file is not None:
+                self._run_file.close()
+                self._run_file = None
+            raise
         self._collected = self._collecting()
 
     def _claim_run_file(self) -> None:
