@@ -30,7 +30,6 @@ without one (its peers then report its by-id opens as before).
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import stat
@@ -190,6 +189,7 @@ class RunFile:
         self._fd = -1
         self._own: dict[str, list[int]] = {"map": [], "prog": [], "link": []}
         self._opens: list[list] = []
+        import fcntl  # POSIX only: imported where used (the module imports on Windows)
         try:
             os.mkdir(run_dir, 0o700)
         except FileExistsError:
@@ -222,6 +222,7 @@ class RunFile:
 
     def _sweep(self) -> None:
         """Remove the run files of sensors that are gone (their lock is free: kill -9)."""
+        import fcntl
         try:
             names = os.listdir(self.run_dir)
         except OSError:
