@@ -134,3 +134,19 @@ def test_quiet_replay_prints_errors_only_and_counts_what_it_held_back(corpus, tm
     assert clean.returncode == 0 and clean.stderr == ""
     helptext = _cli(["replay", "-h"], tmp_path).stdout
     assert "print only errors" in " ".join(helptext.split())
+
+
+def test_no_rule_loaded_says_nothing_was_stored_and_stores_nothing(tmp_path, capsys):
+    """A new user: a folder without a Sigma rule said "(compiled and stored in the rule cache
+    in DIR)" before its error: nothing loaded, so nothing is stored and the line says so."""
+    rules, cache = tmp_path / "empty", tmp_path / "cache"
+    rules.mkdir()
+    (rules / "notes.txt").write_text("not a rule\n")
+    for _ in range(2):  # the second run: still nothing in the cache to read
+        stage, err = _load(rules, cache, capsys)
+        assert stage is None
+        assert ("sigma: 0 rules and 0 correlations loaded, 0 rejected, of 0 read (no rule "
+                "compiled; nothing stored in the rule cache)") in err
+        assert "stored in the rule cache in" not in err
+        assert "error: --rules: no Sigma rule loaded from" in err
+    assert not list(cache.glob("*.pickle"))

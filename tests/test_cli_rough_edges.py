@@ -163,6 +163,39 @@ def test_usage_errors_exit_87_like_sysmon(argv, capsys):
     capsys.readouterr()
 
 
+@pytest.mark.parametrize("argv, named", [
+    (["config", "stats", "--bogus", "anc.xml"], "--bogus"),
+    (["config", "diff", "--bogus=1", "a.xml", "b.xml"], "--bogus=1"),
+    (["config", "check", "-Z"], "-Z"),
+    (["config", "compile", "--nope", "x.xml"], "--nope"),
+    (["coverage", "--bogus"], "--bogus"),
+    (["query", "--bogus"], "--bogus"),
+    (["collect", "--bogus"], "--bogus"),
+])
+def test_an_unknown_option_is_named_even_when_a_positional_is_missing(argv, named, capsys):
+    """A new user: ``config stats --bogus anc.xml`` said "the following arguments are
+    required: LOGS" (argparse took anc.xml as the config and reported what was missing
+    first); replay and run named the unknown option. Every command names it; exit 87."""
+    assert main(argv) == 87
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith(f"error: unrecognized arguments: {named}"), err
+    assert "arguments are required" not in err
+
+
+def test_known_options_abbreviations_and_values_are_not_called_unknown(capsys):
+    """Only a real unknown option changes the message: an abbreviation argparse accepts
+    (``--fo`` for ``--format``), a value glued to a short option (``-fjson``), ``-`` and
+    anything after ``--`` still leave the missing positional as the error."""
+    for argv in (["config", "stats", "--fo", "json", "x.xml"],
+                 ["config", "stats", "-fjson", "x.xml"],
+                 ["config", "stats", "-o", "-", "x.xml"],
+                 ["config", "stats", "--top=3", "x.xml"],
+                 ["config", "stats", "x.xml", "--"]):
+        assert main(argv) == 87
+        err = capsys.readouterr().err
+        assert err.rstrip().endswith("the following arguments are required: LOGS"), (argv, err)
+
+
 def test_help_lists_every_replay_output_format(capsys):
     from sysmonx.cli.common import output_formats
     assert main(["--help"]) == 0

@@ -85,7 +85,12 @@ def test_modular_to_swiftonsecurity(corpus):
     # RegistryEvent's ids with the same change are told together
     assert any(i.startswith("RegistryEvent (12, 14): 225 include rules removed, 31 new ") for i in
                items)
-    assert len(d) <= DETAILS_LIMIT and items[-1] == "... (3 more)"
+    # modular hashes with every algorithm (*), SwiftOnSecurity with three
+    assert red.options == ["HashAlgorithms: SHA1 no longer computed (now MD5, SHA256, IMPHASH)"]
+    assert len(d) <= DETAILS_LIMIT and items[-1] == "... (4 more)"
+    # modular turns DnsLookup off, SwiftOnSecurity keeps Sysmon's default (on)
+    assert reduction(sos, mod).options == [
+        "DnsLookup turned off (no reverse lookup of NetworkConnect host names)"]
     # the reverse narrows too (each has excludes the other lacks) and starts differently
     back = describe(reduction(sos, mod))
     assert back.startswith("narrowed: ProcessCreate (1): only what 167 include rules match "
@@ -208,3 +213,69 @@ def test_long_values_and_many_types_are_bounded():
     assert short.startswith('narrowed: ProcessCreate (1): 1 new exclude rule: Image is "AAA')
     two = describe(reduction(a, b), limit=len(d) - 1)  # whole items, the rest counted
     assert two == d.split(" | ")[0] + " | ... (1 more)"
+
+
+# -- options: what an event carries or what is kept beside it -------------------------------------
+
+def test_fewer_hash_algorithms_are_named():
+    a = cfg("", "<HashAlgorithms>SHA256,IMPHASH,MD5</HashAlgorithms>")
+    b = cfg("", "<HashAlgorithms>md5</HashAlgorithms>")
+    assert reduction(a, b).options == ["HashAlgorithms: SHA256, IMPHASH no longer computed "
+                                       "(now MD5)"]
+    assert describe(reduction(a, b)) == "HashAlgorithms: SHA256, IMPHASH no longer computed " \
+                                        "(now MD5)"
+    assert not reduction(b, a)  # more algorithms: no reduction
+    # no entry is the sensor's default (SHA256) on either side
+    assert reduction(cfg(""), b).options == ["HashAlgorithms: SHA256 no longer computed (now "
+                                             "MD5)"]
+    assert not reduction(cfg(""), cfg("", "<HashAlgorithms>*</HashAlgorithms>"))
+    assert not reduction(cfg("", "<HashAlgorithms>sha256</HashAlgorithms>"), cfg(""))
+
+
+def test_dns_lookup_and_copy_on_delete_turned_off():
+    on = cfg("", "<DnsLookup>true</DnsLookup>")
+    off = cfg("", "<DnsLookup>False</DnsLookup>")
+    assert reduction(on, off).options == [
+        "DnsLookup turned off (no reverse lookup of NetworkConnect host names)"]
+    assert reduction(cfg(""), off).options == reduction(on, off).options  # default: on
+    assert not reduction(off, on)
+
+    def v422(options: str) -> object:  # CopyOnDelete_* are entries of schemas before 4.30
+        return parse_config(f'<Sysmon schemaversion="4.22">{options}<EventFiltering/>'
+                            '</Sysmon>')
+    assert reduction(v422("<CopyOnDelete_PE/>"), v422("")).options == [
+        "CopyOnDelete_PE turned off (deleted executables no longer archived)"]
+    # "false" is Sysmon's "not set"
+    assert reduction(v422("<CopyOnDelete_PE/>"),
+                     v422("<CopyOnDelete_PE>false</CopyOnDelete_PE>")).options
+    assert not reduction(v422(""), v422("<CopyOnDelete_PE/>"))
+
+
+def test_copy_on_delete_lists_that_lose_entries():
+    def v(exts: str) -> object:
+        return parse_config(f'<Sysmon schemaversion="4.22"><CopyOnDelete_Extensions>{exts}'
+                            '</CopyOnDelete_Extensions><EventFiltering/></Sysmon>')
+    red = reduction(v(".exe,.dll,.ps1"), v(".EXE"))
+    assert red.options == ['CopyOnDelete_Extensions: ".dll", ".ps1" removed (fewer deletes '
+                           'archived)']
+    assert not reduction(v(".exe"), v(".exe,.dll"))
+
+
+def test_scanner_requests_removed_per_event_type():
+    yara = cfg('<ProcessCreate onmatch="include" scanners="yara,memfd_exec">'
+               '<Image condition="end with">x</Image></ProcessCreate>',
+               "<YaraRules>/r</YaraRules>")
+    none = cfg('<ProcessCreate onmatch="include"><Image condition="end with">x</Image>'
+               '</ProcessCreate>')
+    red = reduction(yara, none)
+    assert red.options == ["scanners no longer requested on ProcessCreate: memfd_exec, yara",
+                           'YaraRules removed (was "/r")']
+    assert describe(red) == " | ".join(red.options)
+    assert not red.events  # the rules themselves did not change
+    assert not reduction(none, yara)
+    # one YARA rule kept under "yara": the rest of the rules still run
+    one = cfg('<ProcessCreate onmatch="include" scanners="yara:A,memfd_exec">'
+              '<Image condition="end with">x</Image></ProcessCreate>', "<YaraRules>/r</YaraRules>")
+    assert not reduction(one, yara)
+    assert reduction(yara, one).options == ["scanners no longer requested on ProcessCreate: "
+                                            "yara"]

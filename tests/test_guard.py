@@ -399,6 +399,54 @@ def test_trace_line_sighup_goes_to_the_reload_match_other_signals_stay_findings(
     assert [d.split(" sent")[0] for d in _findings(g)] == ["SIGUSR1", "SIGHUP"]
 
 
+def _trace_for(g):
+    tr = guard_mod._GuardTrace.__new__(guard_mod._GuardTrace)
+    tr.guard, tr.stats, tr._pending, tr._carry = g, {"signals": 0, "lines": 0, "bpf": 0}, {}, ""
+
+    class TF:
+        @staticmethod
+        def thread_group(tid, printed):
+            return printed or tid
+
+    tr.tf = TF()
+    return tr
+
+
+def test_a_newline_in_the_senders_comm_neither_breaks_nor_forges_the_actor(tmp_path):
+    """tracefs prints comms raw: a sender named "a\\npid=1 grp=1 r" (prctl PR_SET_NAME) cut its
+    signal's line in two (bytes as trace_pipe gave them on this kernel); the parser took the
+    second piece alone, so the Details named the process "pid=1 grp=1 r". The line is joined
+    again and the name is written with its newline visible; the actor is the header's pid."""
+    g, _ = _hup_guard(tmp_path)
+    got: list = []
+    g.sighup = lambda pid, text, when: got.append((pid, text))
+    tr = _trace_for(g)
+    for line in ("               a",
+                 "pid=1 grp=1 r-9212    (   9212) [000] d..1. 12111.247011: signal_generate: "
+                 "sig=1 errno=0 code=0 comm=sysmonx pid=77 grp=1 res=0",
+                 # two newlines, and a fake header the 15 bytes cannot complete
+                 "   x", "-1 (1) [0]", "-9213    (   9213) [001] d..1. 12111.3: "
+                 "signal_generate: sig=1 errno=0 code=0 comm=sysmonx pid=77 grp=1 res=0"):
+        tr._feed(line)
+    assert got == [(9212, "SIGHUP sent to the sensor (pid 77) by pid 9212 "
+                          "(a\\u000apid=1 grp=1 r), delivered"),
+                   (9213, "SIGHUP sent to the sensor (pid 77) by pid 9213 "
+                          "(x\\u000a-1 (1) [0]\\u000a), delivered")]
+
+
+def test_a_newline_in_the_sensors_own_comm_does_not_hide_a_signal(tmp_path):
+    """Root can rename the sensor (/proc/PID/comm) so that the target's comm cuts every signal
+    line: the signal's fields are then on the next line; before, the first piece did not parse
+    and the signal was never reported."""
+    g, _ = _hup_guard(tmp_path)
+    tr = _trace_for(g)
+    tr._feed("            bash-900     (    900) [001] d..1. 12345.678901: signal_generate: "
+             "sig=10 errno=0 code=0 comm=x")
+    tr._feed("y pid=1 grp=1 res=0")
+    g._resolve_deferred(force=True)
+    assert _findings(g) == ["SIGUSR1 sent to the sensor (pid 1) by pid 900 (bash), delivered"]
+
+
 # -- config_weakened: an applied reload that collects less ---------------------------------------
 
 _DARK = "not logged any more: ProcessCreate (1)"

@@ -139,6 +139,28 @@ def test_signals_sigstop_sigcont_then_sigterm(tmp_path, runs):
     assert evs[term[0]]["ProcessId"] == str(killer.pid) and evs[term[0]]["Image"] == PY
 
 
+def test_a_sender_named_with_a_newline_and_a_fake_pid_is_reported_as_itself(tmp_path, runs):
+    """tracefs prints the sender's name raw: a name with a newline and a fake "pid=" text
+    (prctl PR_SET_NAME) cut the signal's trace line; the finding named the process by the piece
+    after the newline. Now: the sender's real pid, and its whole name with the newline
+    written \\u000a."""
+    r = Run(tmp_path)
+    runs.append(r)
+    helper = subprocess.Popen([sys.executable, "-c",
+                               "import ctypes, os, signal, sys, time; "
+                               "ctypes.CDLL(None).prctl(15, b'a\\npid=1 grp=1 r', 0, 0, 0); "
+                               "os.kill(int(sys.argv[1]), signal.SIGCONT); time.sleep(3)",
+                               str(r.pid)])
+    evs = wait_for(r.out, finding("sensor_signal", "SIGCONT"))
+    f = [e for e in evs if finding("sensor_signal", "SIGCONT")(e)]
+    assert len(f) == 1 and f[0]["ProcessId"] == str(helper.pid), f
+    assert f"by pid {helper.pid} (a\\u000apid=1 grp=1 r)," in f[0]["Details"], f[0]["Details"]
+    assert f[0]["Image"] == PY
+    helper.wait()
+    r.marker()
+    r.stop()
+
+
 def test_ptrace_attach(tmp_path, runs):
     if shutil.which("strace") is None:
         pytest.skip("strace not installed")
@@ -235,6 +257,31 @@ def test_reload_that_stops_process_create_is_config_weakened_with_the_sender(tmp
             f"{child.pid} (") in f["Details"]
     time.sleep(1)
     assert [e for e in r.events() if finding("sensor_signal")(e)] == []
+    r.stop()
+
+
+def test_reload_that_only_drops_hash_algorithms_and_dns_lookup_is_config_weakened(tmp_path, runs):
+    """A reload whose event filtering is unchanged but that computes fewer hashes and turns
+    DnsLookup off was event 16 alone (RESILIENCE.md listed them as not compared); it is a
+    config_weakened finding naming both."""
+    from sysmonx.cli.common import builtin_linux_config_path
+    cfg = tmp_path / "config.xml"
+    text = builtin_linux_config_path().read_bytes()
+    before = text.replace(b"<HashAlgorithms>sha256</HashAlgorithms>",
+                          b"<HashAlgorithms>sha256,md5</HashAlgorithms>")
+    assert before != text
+    cfg.write_bytes(before)
+    r = Run(tmp_path, "--config", str(cfg))
+    runs.append(r)
+    cfg.write_bytes(text.replace(b"<HashAlgorithms>sha256</HashAlgorithms>",
+                                 b"<HashAlgorithms>md5</HashAlgorithms>"
+                                 b"<DnsLookup>false</DnsLookup>"))
+    os.kill(r.pid, signal.SIGHUP)
+    evs = wait_for(r.out, finding("config_weakened"))
+    (f,) = [e for e in evs if finding("config_weakened")(e)]
+    assert ("collects less: HashAlgorithms: SHA256 no longer computed (now MD5) | DnsLookup "
+            "turned off (no reverse lookup of NetworkConnect host names); asked for by SIGHUP"
+            ) in f["Details"], f["Details"]
     r.stop()
 
 
@@ -532,5 +579,103 @@ def test_bpf_program_load_whose_loader_exited_at_once_is_named(tmp_path, runs):
     assert (e["BpfProgramName"], e["BpfProgramType"]) == ("sx13_test",
                                                           "BPF_PROG_TYPE_SOCKET_FILTER")
     assert int(e["BpfProgramId"]) > 0
+    r.marker()
+    r.stop()
+
+
+def _bpf_tamper_by(out: Path, pid: int) -> list:
+    return [e["Details"] for e in events(out)
+            if finding("bpf_map_tamper")(e) and e["ProcessId"] == str(pid)]
+
+
+def test_two_sensors_do_not_report_each_others_bpf_lookups(tmp_path, runs):
+    """Two sensors at once (an upgrade, CI): each names the programs other processes load
+    (event 100), and named a program whose loader had closed its fd by opening it by id; the
+    other sensor reported that as bpf_map_tamper "pid N (sysmonx-guard) opened 1 BPF prog by
+    id ... (may include the sensor's)" (a new user's report). The second sensor now names a
+    program through a copy of the loader's fd, or by id announced in its run file first: the
+    first reports nothing about it, and both still name both programs."""
+    from sysmonx.sensor.backends import probe
+    if os.uname().machine != "x86_64":
+        pytest.skip("the helper uses the x86_64 bpf syscall number")
+    why = probe("ebpf")
+    if why is not None:
+        pytest.skip(f"eBPF backend cannot run here: {why}")
+    first = Run(tmp_path, backend="ebpf", name="first", state=tmp_path / "state1")
+    runs.append(first)
+    second = Run(tmp_path, name="second", state=tmp_path / "state2")
+    runs.append(second)
+    assert sorted(os.listdir("/run/sysmonx")) >= sorted(
+        [f"sensor-{first.pid}.ids", f"sensor-{first.pid}.lock", f"sensor-{second.pid}.ids",
+         f"sensor-{second.pid}.lock"])
+    gone = subprocess.Popen([sys.executable, "-c", LOAD_AND_EXIT_PROG], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    err = gone.communicate(timeout=30)[1]
+    assert gone.returncode == 0, err
+    held = subprocess.Popen([sys.executable, "-c", LOAD_PROG], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    def named_load(pid: int):
+        return lambda e: e["EventID"] == 100 and e["ProcessId"] == str(pid) and \
+            e["BpfCommand"] == "BPF_PROG_LOAD" and e["BpfProgramName"] == "sx13_test"
+    for r in (first, second):
+        # both loads named (the exited loader's event waits for its actor a little longer)
+        for pid in (held.pid, gone.pid):
+            wait_for(r.out, named_load(pid), timeout=60)
+    time.sleep(3)  # the guards' next reads
+    held.kill()
+    held.wait()
+    assert _bpf_tamper_by(first.out, second.pid) == []
+    assert _bpf_tamper_by(second.out, first.pid) == []
+    for r in (first, second):
+        r.marker()
+    first.stop()
+    second.stop()
+    assert not any(n.startswith((f"sensor-{first.pid}.", f"sensor-{second.pid}."))
+                   for n in os.listdir("/run/sysmonx"))
+
+
+FAKE_PEER = r"""
+import os, struct, sys, time
+from sysmonx.sensor import bpfsys, peers
+mid, mode = int(sys.argv[1]), sys.argv[2]
+rf = peers.RunFile()  # a real run file: this process proves it is "a sensor"
+if mode == "announced":
+    rf.will_open("map", mid)
+attr = bytearray(144)
+struct.pack_into("<I", attr, 0, mid)
+fd = bpfsys._bpf(14, attr)  # BPF_MAP_GET_FD_BY_ID
+if mode == "held":
+    time.sleep(3)  # the sensor reads the fd: the map itself is named
+os.close(fd)
+time.sleep(3)
+rf.close()
+"""
+
+
+@pytest.mark.parametrize("mode, says", [
+    ("held", "opened the sensor's BPF map id {mid} (BPF_MAP_GET_FD_BY_ID)"),
+    ("announced", "opened the sensor's BPF map id {mid} (announced in its run file)"),
+    ("quick", "opened 1 BPF map by id and closed them before they could be identified"),
+])
+def test_a_peer_that_opens_the_sensors_map_by_id_is_still_reported(tmp_path, runs, mode, says):
+    """A process that proves it is a SysmonX sensor (its own run file, as root) and opens the
+    sensor's map by id is a finding, whether the sensor reads its fd, it announced that very
+    id, or it closed the fd at once without announcing it; the Details name it as another
+    SysmonX sensor with its command line."""
+    r = _ebpf_run_with_bpftool(tmp_path, runs)
+    from sysmonx.sensor.bpfsys import fdinfo
+    mid = min(int(fdinfo(r.pid, int(fd))["map_id"]) for fd in os.listdir(f"/proc/{r.pid}/fdinfo")
+              if "map_id" in fdinfo(r.pid, int(fd)))
+    fake = subprocess.Popen([sys.executable, "-c", FAKE_PEER, str(mid), mode],
+                            stderr=subprocess.PIPE, text=True)
+    assert fake.wait(timeout=30) == 0, fake.stderr.read()
+    fake.stderr.close()
+    evs = wait_for(r.out, lambda e: finding("bpf_map_tamper", "another SysmonX sensor")(e))
+    f = [e for e in evs if finding("bpf_map_tamper", "another SysmonX sensor")(e)]
+    assert len(f) == 1 and f[0]["ProcessId"] == str(fake.pid), f
+    d = f[0]["Details"]
+    assert d.startswith(f"another SysmonX sensor (pid {fake.pid}, command line "
+                        f"{sys.executable} -c "), d
+    assert says.format(mid=mid) in d, d
     r.marker()
     r.stop()

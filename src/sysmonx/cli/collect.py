@@ -16,7 +16,7 @@ __all__ = ["cmd_collect"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = common.UsageParser(
         prog="sysmonx collect",
         description="Consume the events many hosts publish with -o nats://... (NATS JetStream) "
                     "and write them to any outputs: files in --format, the event store "

@@ -26,7 +26,59 @@ __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_pa
            "BUILTIN_CONFIGS", "config_arg_path", "builtin_config_name", "config_name",
            "add_rule_profile_options", "check_rule_profile_options", "start_rule_profile",
            "report_rule_profile", "print_detection_summary", "sigma_summary",
-           "add_detections_option", "DETECTIONS_SHOWN"]
+           "add_detections_option", "DETECTIONS_SHOWN", "UsageParser"]
+
+
+class UsageParser(argparse.ArgumentParser):
+    """The commands' argument parser: argparse's, except that a command line with an unknown
+    option *and* a missing positional argument names the unknown option (``unrecognized
+    arguments: --bogus``), as it does when nothing is missing. argparse reports the missing
+    positionals first (``the following arguments are required: LOGS`` for ``config stats
+    --bogus anc.xml``: the option was skipped, ``anc.xml`` taken as the config), which hides the
+    real mistake. Usage errors still exit through :meth:`error` (status 2, which
+    :func:`sysmonx.cli.dispatch.main` turns into :data:`EXIT_USAGE`). Subparsers made with
+    ``add_subparsers`` are of this class too (argparse uses the parent's class)."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """argparse's, remembering the arguments for :meth:`error`."""
+        self._argv_seen = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def unknown_options(self, argv: Iterable[str]) -> list[str]:
+        """The arguments of ``argv`` that look like options (``-x``, ``--name``,
+        ``--name=value``) and are none of this parser's, an unambiguous ``--prefix`` of one
+        (argparse's abbreviations) or a known short option with its value attached (``-ofile``);
+        a lone ``-`` (stdin/stdout), negative numbers and everything after ``--`` are values."""
+        known = self._option_string_actions
+        negative = getattr(self, "_negative_number_matcher", None)
+        out: list[str] = []
+        for tok in argv:
+            if tok == "--":
+                break
+            if not tok.startswith("-") or tok == "-":
+                continue
+            if negative is not None and negative.match(tok) and \
+                    not getattr(self, "_has_negative_number_optionals", []):
+                continue
+            name = tok.split("=", 1)[0]
+            if name in known:
+                continue
+            if tok.startswith("--"):
+                if self.allow_abbrev and any(o.startswith(name) for o in known
+                                             if o.startswith("--")):
+                    continue
+            elif tok[:2] in known:
+                continue
+            out.append(tok)
+        return out
+
+    def error(self, message: str) -> Any:
+        """argparse's, with the unknown options named first (class docstring)."""
+        if message.startswith("the following arguments are required"):
+            unknown = self.unknown_options(getattr(self, "_argv_seen", ()))
+            if unknown:
+                message = "unrecognized arguments: " + " ".join(unknown)
+        super().error(message)
 
 
 def on_windows() -> bool:
@@ -247,7 +299,8 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
 
     The last line says how the rules were loaded: from the rule cache, or compiled and stored
     there (with why, when an entry was ignored and rebuilt), or compiled and not stored (a
-    note above says why), or compiled with the cache off."""
+    note above says why, or no rule loaded: nothing is stored), or compiled with the cache
+    off."""
     try:
         from ..detection import DetectionStage
         from ..detection.cache import RuleCache
@@ -312,6 +365,8 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
         how = "compiled; rule cache off"
     elif stage.cache_status == "cached":
         how = f"from the rule cache in {cache.directory}"
+    elif not stage.rules_loaded:  # detection/stage.py stores no rule set without a rule
+        how = "no rule compiled; nothing stored in the rule cache"
     elif stored:
         how = f"compiled and stored in the rule cache in {cache.directory}"
         if rebuilt:
@@ -722,16 +777,18 @@ def config_loaded_line(name: str, config: Any, cache_info: dict) -> str:
     the Sigma rules' loaded line does:
     ``config: NAME loaded: schema 4.90, 12 rule sets, 1,914 filters (HOW)``, HOW from the config
     cache's ``cache_info`` (:func:`~sysmonx.config.load_config`): ``from the config cache in
-    DIR``, ``parsed and stored in the config cache in DIR``, ``parsed; stored in the config cache
-    in DIR at its next run`` (a first run: the second stores, the third reads), ``parsed;
-    config cache off`` or ``parsed; not stored in the config cache: see the note above``."""
+    DIR``, ``parsed and stored in the config cache in DIR``, ``parsed; not stored yet: this first run
+    only marked it in the config cache in DIR, the next run stores it`` (a first run: the
+    second stores, the third reads), ``parsed; config cache off`` or ``parsed; not stored in
+    the config cache: see the note above``."""
     status, where = cache_info.get("status", "off"), cache_info.get("directory")
     if status == "hit":
         how = f"from the config cache in {where}"
     elif status == "stored":
         how = f"parsed and stored in the config cache in {where}"
     elif status == "noted":
-        how = f"parsed; stored in the config cache in {where} at its next run"
+        how = (f"parsed; not stored yet: this first run only marked it in the config cache in "
+               f"{where}, the next run stores it")
     elif status == "off":
         how = "parsed; config cache off"
     else:

@@ -13,7 +13,7 @@ __all__ = ["cmd_config", "cmd_explain"]
 
 
 def _config_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sysmonx config", description="Configuration tools.")
+    p = common.UsageParser(prog="sysmonx config", description="Configuration tools.")
     sub = p.add_subparsers(dest="action", required=True)
     # stats and diff have their own parsers (cli/config_stats.py, cli/config_diff.py)
     sub.add_parser("stats", add_help=False,

@@ -13,7 +13,7 @@ __all__ = ["cmd_config_diff"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = common.UsageParser(
         prog="sysmonx config diff",
         description="Replay recorded logs through two Sysmon configs at once and report, per "
                     "EventID, the events only A keeps and only B keeps, why (the deciding rule "

@@ -14,7 +14,7 @@ __all__ = ["cmd_config_stats"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = common.UsageParser(
         prog="sysmonx config stats",
         description="Replay recorded logs through a Sysmon config and report, per rule set and "
                     "filter (file:line and RuleName), the events it decided; per EventID the "

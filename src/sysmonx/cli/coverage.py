@@ -14,7 +14,7 @@ __all__ = ["cmd_coverage"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = common.UsageParser(
         prog="sysmonx coverage",
         description="ATT&CK techniques named by a Sysmon config's RuleNames (technique_id=..., "
                     "T1055,..., attack.t1059 ...) and by Sigma rules' tags; with --logs, which "

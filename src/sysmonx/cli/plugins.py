@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from . import common
 from .common import EXIT_USAGE
 
 __all__ = ["cmd_plugins"]
@@ -14,7 +14,7 @@ def cmd_plugins(argv: list[str]) -> int:
     """``sysmonx plugins``: every registry (sources, stages, sinks, backends, conditions) with
     one line per plugin: name, summary, where it is defined; then modules that could not be
     loaded and why."""
-    p = argparse.ArgumentParser(prog="sysmonx plugins",
+    p = common.UsageParser(prog="sysmonx plugins",
                                 description="List the registered sources, stages, sinks, live "
                                             "backends and filter conditions (built-in and "
                                             "from the sysmonx.* entry-point groups).")

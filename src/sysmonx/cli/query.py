@@ -13,7 +13,7 @@ __all__ = ["cmd_query"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = common.UsageParser(
         prog="sysmonx query",
         description="Read events back from a SysmonX event store (-o sqlite:///DB). Without SQL "
                     "the events matching every --where are written in --format, in the order "

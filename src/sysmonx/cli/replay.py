@@ -22,7 +22,7 @@ __all__ = ["cmd_replay", "print_summary"]
 
 
 def _replay_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = common.UsageParser(
         prog="sysmonx replay",
         description="Replay recorded Sysmon logs (EVTX, event XML, Sysmon for Linux syslog, "
                     "SysmonX JSONL, winlogbeat/nxlog/Sentinel JSON; .gz/.bz2/.xz/.zip/.tar archives "

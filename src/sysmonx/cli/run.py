@@ -23,7 +23,7 @@ DEFAULT_STATE_DIR = "/var/lib/sysmonx"
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = common.UsageParser(
         prog="sysmonx run",
         description="Live Linux sensor: collect Sysmon for Linux events (1, 3, 5, 9, 10, 11, 23, "
                     "plus 22 DnsQuery; 6, 7, 8, 25 and SysmonX's 100 and 201-213 where the tier "

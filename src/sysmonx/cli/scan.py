@@ -14,6 +14,7 @@ import sys
 from collections import Counter
 from typing import Any, Optional
 
+from . import common
 from .common import EXIT_USAGE
 
 __all__ = ["cmd_scan", "EXIT_FOUND", "EXIT_CLEAN"]
@@ -23,7 +24,7 @@ EXIT_FOUND = 1
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = common.UsageParser(
         prog="sysmonx scan",
         description="Scan running processes now with SysmonX's scanners and print the findings "
                     "(text, or one ScannerFinding event 200 per line with --format jsonl). Exit "

@@ -219,7 +219,7 @@ def _print_plan(ctx: Any, sensor: Any) -> None:
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = common.UsageParser(
         prog="sysmonx run",
         description="Windows collector: read Sysmon's and other Event Log channels (and, with "
                     "--etw, process start/stop from ETW), filter with a Sysmon config and "

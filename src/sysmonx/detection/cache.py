@@ -575,10 +575,12 @@ class RuleCache:
 
 def cached(paths: list, options: Any, build: Callable[[], Any],
            cache: Optional[RuleCache], expect: type = object,
-           freeze: bool = False) -> tuple[Any, list]:
+           freeze: bool = False,
+           store_if: Optional[Callable[[Any], bool]] = None) -> tuple[Any, list]:
     """``(object, notes)``: the object built by ``build()`` for rules at ``paths``, from
     ``cache`` when it holds one (an ``expect``; with ``freeze``, frozen as it is loaded:
-    :meth:`RuleCache.get`), else built and stored (see the module docstring).
+    :meth:`RuleCache.get`), else built and stored (see the module docstring) unless
+    ``store_if(object)`` is false (nothing worth keeping: no rule loaded).
 
     Raises:
         FileNotFoundError: a path that does not exist.
@@ -591,6 +593,8 @@ def cached(paths: list, options: Any, build: Callable[[], Any],
         return obj, res.notes
     notes = list(res.notes)
     obj = build()
+    if store_if is not None and not store_if(obj):
+        return obj, notes
     if rules_key(paths, options) == key:
         notes += [n for n in cache.put(key, obj).notes if n not in notes]  # said once
     else:

@@ -233,7 +233,8 @@ class DetectionStage:
             options: :class:`DetectionOptions`.
             cache: a :class:`~.cache.RuleCache`: the compiled stage is taken from it when it
                 holds one for exactly these rule bytes, names, options and code, else
-                compiled and stored there (see :mod:`.cache`). ``None``: always compile.
+                compiled and stored there (see :mod:`.cache`; not stored when no rule
+                loaded). ``None``: always compile.
                 What the cache did is in :attr:`cache_notes` (reasons an entry was ignored
                 or not written) and :attr:`cache_status`.
         Raises:
@@ -251,7 +252,9 @@ class DetectionStage:
 
         # a loaded stage made no garbage: frozen as it is loaded, before the collector could
         # walk it (the options are part of the key: the stored stage has opts.freeze_gc)
-        stage, notes = cached(paths, opts, build, cache, cls, freeze=opts.freeze_gc)
+        # a rule set with no rule loaded is not stored (nothing to reuse; the CLI says so)
+        stage, notes = cached(paths, opts, build, cache, cls, freeze=opts.freeze_gc,
+                              store_if=lambda s: bool(s.rules_loaded))
         if not built:
             stage.register_rules()
         stage.cache_status = "compiled" if built else "cached"

@@ -32,6 +32,18 @@ A change that only adds collection (new include rules, removed exclude rules, an
 switched on) is not a reduction. ``FieldSizes`` that cut a field shorter than before (or cut
 one that was not cut) are reported too: truncation hides what the field said.
 
+Options that change what an event carries or what is kept beside it (:func:`option_reductions`)
+are compared too, as the configuration's text says them (whether or not this host's tier acts
+on them: the same file configures Sysmon and SysmonX on Windows): ``<HashAlgorithms>`` that no
+longer compute an algorithm (an absent entry is the sensor's default, SHA256, on both sides),
+``<DnsLookup>`` turned off (Sysmon's default is on), ``<CopyOnDelete_PE>`` turned off, entries
+removed from ``<CopyOnDelete_Extensions>``/``_SIDs``/``_Processes`` while the list stays (file
+archiving of fewer deletes), the SysmonX ``scanners=`` requests of an event type that are gone
+(``all`` is every registered scanner, ``yara`` covers ``yara:RULE``) and the SysmonX
+``<YaraRules>`` entry removed. Not compared: ``<ArchiveDirectory>`` (removing it moves archives
+to Sysmon's default folder, it does not stop archiving) and a whole CopyOnDelete list removed
+(what Sysmon archives without one is not specified).
+
 Text from the configuration is untrusted: :func:`describe` quotes every rule value as a JSON
 string (quotes, backslashes and control characters escaped) with display controls made visible
 (:func:`~sysmonx.textsafe.visible`), cuts it to :data:`VALUE_LIMIT` characters and the whole
@@ -50,7 +62,16 @@ from ..textsafe import visible
 from .engine import NEVER_FILTERED, EngineOptions
 
 __all__ = ["Coverage", "EventReduction", "Reduction", "coverage", "reduction", "describe",
-           "VALUE_LIMIT", "DETAILS_LIMIT", "CONDITIONS_SHOWN"]
+           "option_reductions", "DEFAULT_HASH_ALGORITHMS", "VALUE_LIMIT", "DETAILS_LIMIT",
+           "CONDITIONS_SHOWN"]
+
+#: Hash algorithms the live sensor computes when the configuration names none
+#: (sensor/live.py ``_hasher``).
+DEFAULT_HASH_ALGORITHMS = ("SHA256",)
+#: Values of a Sysmon Boolean entry that mean off (config/parse.py ``_FALSE_FLAGS``; lower case).
+_OFF = {"false", "0", "null", "disabled"}
+#: CopyOnDelete entries whose list says which deletes are archived.
+_COPY_LISTS = ("CopyOnDelete_Extensions", "CopyOnDelete_SIDs", "CopyOnDelete_Processes")
 
 #: Longest rule value quoted in a description (longer ones end with ``...``).
 VALUE_LIMIT = 80
@@ -178,13 +199,15 @@ class Reduction:
         events: per EventID with a reduction, in EventID order.
         field_sizes: ``(field, new size, old size or None when not cut)`` for FieldSizes that
             cut a field shorter than before, by field name.
+        options: one description per option that collects less (:func:`option_reductions`).
     """
 
     events: list[EventReduction] = field(default_factory=list)
     field_sizes: list[tuple[str, int, Optional[int]]] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.field_sizes)
+        return bool(self.events or self.field_sizes or self.options)
 
     @property
     def dark(self) -> list[int]:
@@ -221,6 +244,79 @@ def reduction(old: Optional[Config], new: Optional[Config],
         was = old_sizes.get(name)
         if was is None or size < was:
             out.field_sizes.append((name, size, was))
+    out.options = option_reductions(old, new)
+    return out
+
+
+def _items(text: str) -> list[str]:
+    """A Sysmon comma list as config/parse.py ``split_comma_list`` reads it (``,,`` is a
+    literal comma; the list ends at its first empty item), items stripped."""
+    out: list[str] = []
+    for item in text.replace(",,", "\0").split(","):
+        if not item:
+            break
+        item = item.replace("\0", ",").strip()
+        if item:
+            out.append(item)
+    return out
+
+
+def _scanner_requests(config: Optional[Config]) -> dict[str, set[str]]:
+    """Event tag -> scanner names its rule sets, ``<Rule>``s and filters request (``all``
+    expanded to every registered scanner)."""
+    from ..core.registry import SCANNERS
+    out: dict[str, set[str]] = {}
+    for rs in (config.rule_sets if config is not None else ()):
+        names = set(rs.scanners)
+        for f in rs.filters:
+            names.update(f.scanners)
+        for a in rs.aggregates.values():
+            names.update(a.scanners)
+        if "all" in names:
+            names.discard("all")
+            names.update(SCANNERS.names())
+        if names:
+            out.setdefault(rs.tag, set()).update(names)
+    return out
+
+
+def option_reductions(old: Optional[Config], new: Optional[Config]) -> list[str]:
+    """The options of ``new`` that collect or keep less than those of ``old`` (module
+    docstring), one description each, in a fixed order: HashAlgorithms, DnsLookup,
+    CopyOnDelete_PE, the CopyOnDelete lists, scanners per event type (tag order), YaraRules.
+    Values from the configuration are quoted as rule values are (:func:`describe`)."""
+    out: list[str] = []
+    old_opts = old.options if old is not None else {}
+    new_opts = new.options if new is not None else {}
+    before = set((old.hash_algorithms if old is not None else None) or DEFAULT_HASH_ALGORITHMS)
+    after = (new.hash_algorithms if new is not None else None) or list(DEFAULT_HASH_ALGORITHMS)
+    gone = [h for h in ("SHA1", "MD5", "SHA256", "IMPHASH") if h in before and h not in after]
+    if gone:
+        out.append(f"HashAlgorithms: {', '.join(gone)} no longer computed (now "
+                   f"{', '.join(after)})")
+    if old_opts.get("DnsLookup", "true").strip().lower() not in _OFF and \
+            new_opts.get("DnsLookup", "true").strip().lower() in _OFF:
+        out.append("DnsLookup turned off (no reverse lookup of NetworkConnect host names)")
+    if "CopyOnDelete_PE" in old_opts and "CopyOnDelete_PE" not in new_opts:
+        out.append("CopyOnDelete_PE turned off (deleted executables no longer archived)")
+    for name in _COPY_LISTS:
+        if name in old_opts and name in new_opts:
+            now = {i.lower() for i in _items(new_opts[name])}
+            removed = [i for i in _items(old_opts[name]) if i.lower() not in now]
+            if removed:
+                out.append(f"{name}: {', '.join(_quote(i) for i in removed[:CONDITIONS_SHOWN])}"
+                           + (f" and {len(removed) - CONDITIONS_SHOWN} more"
+                              if len(removed) > CONDITIONS_SHOWN else "")
+                           + " removed (fewer deletes archived)")
+    was, now_req = _scanner_requests(old), _scanner_requests(new)
+    for tag in sorted(was):
+        kept = now_req.get(tag, set())
+        lost = sorted(n for n in was[tag] - kept
+                      if not (n.startswith("yara:") and "yara" in kept))
+        if lost:
+            out.append(f"scanners no longer requested on {tag}: {', '.join(lost)}")
+    if "YaraRules" in old_opts and "YaraRules" not in new_opts:
+        out.append(f"YaraRules removed (was {_quote(old_opts['YaraRules'])})")
     return out
 
 
@@ -284,6 +380,7 @@ def describe(red: Reduction, limit: int = DETAILS_LIMIT) -> str:
         items.append(("narrowed: " if not narrowed else "") + f"{_label(e.tag, ids)}: "
                      + ", ".join(what))
         narrowed += 1
+    items.extend(red.options)
     if red.field_sizes:
         items.append("FieldSizes: " + ", ".join(
             f"{name} cut to {size} characters (was {'not cut' if was is None else was})"

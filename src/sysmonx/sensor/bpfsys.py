@@ -16,7 +16,8 @@ import struct
 from typing import Optional
 
 __all__ = ["BPF_COMMANDS", "PROG_TYPES", "map_freeze", "prog_info", "map_info", "fdinfo",
-           "prog_fd_by_id", "prog_info_by_id", "prog_ids_after"]
+           "prog_fd_by_id", "prog_info_by_id", "prog_ids_after", "prog_info_in",
+           "prog_fds_of"]
 
 #: ``enum bpf_cmd`` values -> names (as Sysmon for Linux's BpfCommand field spells them).
 BPF_COMMANDS = {
@@ -147,6 +148,59 @@ def prog_info_by_id(prog_id: int) -> Optional[dict]:
         return None
     finally:
         os.close(fd)
+
+
+_SYS_PIDFD_GETFD = 438  # the same number on every architecture (Linux 5.6)
+
+
+def prog_info_in(pid: int, fd: int) -> Optional[dict]:
+    """:func:`prog_info` of the program behind file descriptor ``fd`` of process ``pid``, read
+    through a copy of that descriptor (``pidfd_open`` + ``pidfd_getfd``, Linux 5.6; needs
+    ptrace access to ``pid``: root's); ``None`` when the process or the descriptor is gone,
+    it is not a program, or the calls are refused. Unlike :func:`prog_info_by_id` this makes
+    no ``BPF_PROG_GET_FD_BY_ID``, so another sensor tracing ``bpf()`` sees no open by id."""
+    global _libc
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc.syscall.restype = ctypes.c_long
+        dup = _libc.syscall(ctypes.c_long(_SYS_PIDFD_GETFD), ctypes.c_int(pidfd),
+                            ctypes.c_int(fd), ctypes.c_uint(0))
+        if dup < 0:
+            return None
+        try:
+            return prog_info(int(dup))
+        except OSError:
+            return None
+        finally:
+            os.close(int(dup))
+    finally:
+        os.close(pidfd)
+
+
+def prog_fds_of(pid: int, prog_id: int) -> list:
+    """The file descriptors of process ``pid`` that hold the program ``prog_id`` (its
+    ``/proc/PID/fdinfo``: ``prog_id`` of a program fd, not of a link's), ``[]`` when none or the
+    process is gone."""
+    out: list = []
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
+                continue
+        except OSError:
+            continue
+        info = fdinfo(pid, int(fd))
+        if info.get("prog_id") == str(prog_id):
+            out.append(int(fd))
+    return out
 
 
 def fdinfo(pid: int, fd: int) -> dict:

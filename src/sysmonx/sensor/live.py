@@ -184,6 +184,8 @@ class LiveSource(Source):
         self._schema = ""
         #: the self-protection of this run (set when the source starts, with ``options.guard``)
         self.guard: Optional[SensorGuard] = None
+        #: this run's proof for other SysmonX sensors (sensor/peers.py), with the guard's trace
+        self._run_file: Optional[Any] = None
         #: ``() -> (events written, lost in kernel/queues, not taken by an output)`` for the
         #: guard (set by the run)
         self.guard_counters: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
@@ -223,8 +225,31 @@ class LiveSource(Source):
             self.stats.backend = f"follow {getattr(self.inner, 'path', self.inner.name)}"
             return
         self.cache.prime()
-        self._start_backends()
+        self._claim_run_file()
+        try:
+            self._start_backends()
+        except BaseException:
+            if self._run_file is not None:
+                self._run_file.close()
+                self._run_file = None
+            raise
         self._collected = self._collecting()
+
+    def _claim_run_file(self) -> None:
+        """With the guard's bpf() trace (root): this run's run file (sensor/peers.py), made
+        before the backends load their BPF objects so that another SysmonX sensor already
+        running knows these loads are a sensor's; without one (said on the status line) the
+        run goes on and its peers report its by-id opens as any process's."""
+        g = self.options.guard
+        if g is None or not g.trace or os.geteuid() != 0 or self._run_file is not None:
+            return
+        from .peers import RunFile
+        try:
+            self._run_file = RunFile()
+        except OSError as exc:
+            self.on_status(f"guard: no run file for other SysmonX sensors on this host "
+                           f"({exc.strerror or exc}): they will report this sensor's BPF "
+                           "lookups as any process's")
 
     def _start_backends(self) -> None:
         """Start the best tier (or the forced one) and the auxiliary backends. A tier that passed
@@ -375,7 +400,7 @@ class LiveSource(Source):
                                  else "-",
                                  config_heartbeat_s=cfg.heartbeat_interval if cfg else None,
                                  backends=self._started_backends,
-                                 on_status=self.on_status)
+                                 on_status=self.on_status, run_file=self._run_file)
         self.guard.counters = self.guard_counters
         return self.guard
 
@@ -562,6 +587,8 @@ class LiveSource(Source):
         self._stop_backends()
         if self.guard is not None:
             self.guard.close()
+        if self._run_file is not None:  # also when the guard never started
+            self._run_file.close()
         if self.inner is not None:
             self.inner.close()
 
