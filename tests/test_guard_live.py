@@ -676,6 +676,9 @@ def test_a_peer_that_opens_the_sensors_map_by_id_is_still_reported(tmp_path, run
     d = f[0]["Details"]
     assert d.startswith(f"another SysmonX sensor (pid {fake.pid}, command line "
                         f"{sys.executable} -c "), d
-    assert says.format(mid=mid) in d, d
+    # under load the peer may still hold the fd when the sensor looks: the map is then named
+    # from its fd, the strongest form of the finding, whatever the mode
+    held = "opened the sensor's BPF map id {mid} (BPF_MAP_GET_FD_BY_ID)"
+    assert says.format(mid=mid) in d or held.format(mid=mid) in d, d
     r.marker()
     r.stop()
