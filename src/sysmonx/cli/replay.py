@@ -65,7 +65,9 @@ def _replay_parser() -> argparse.ArgumentParser:
                                  "(winlogbeat 6/7/8, nxlog, Azure Sentinel, Security-Datasets "
                                  "flat JSON, evtx-crate JSON ...)")
     p.add_argument("--non-sysmon", choices=["drop", "pass"], default="drop",
-                   help="records of other providers: drop (default) or pass through unchanged")
+                   help="records of other providers: drop (default; those of a channel the "
+                        "--rules are written for, such as Security, still meet those rules "
+                        "first) or pass through unchanged")
     p.add_argument("--no-output", action="store_true", help="count only, write no events")
     p.add_argument("--enrich", action="store_true",
                    help="write the SysmonX enrichment fields (GrandparentImage, AncestorImages "
@@ -527,9 +529,12 @@ def print_summary(console, stats, filtered: bool, window: bool = False,
     ``window`` (``--from``/``--to`` given) also the records outside it and those without a time."""
     common.print_filter_table(console, stats.included, stats.excluded, "SysmonX replay summary",
                               total_read=stats.sysmon)
+    sigma = getattr(stats, "non_sysmon_sigma", 0)
+    other = ("passed" if stats.non_sysmon_written else
+             f"dropped; {sigma:,} of them checked by Sigma rules first" if sigma else "dropped")
     console.print(f"files: {stats.files:,}  records read: {stats.records:,}  Sysmon events: "
                   f"{stats.sysmon:,}  other records: {stats.non_sysmon:,} "
-                  f"({'passed' if stats.non_sysmon_written else 'dropped'})  errors: "
+                  f"({other})  errors: "
                   f"{stats.errors:,}  warnings: {stats.warnings:,}"
                   + (f"  config: {config_name}" if config_name else
                      "  (no config: nothing filtered)"))
