@@ -316,16 +316,21 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
     writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
 
     progress = task = None
-    seen = {"records": 0, "errors": 0}
+    seen = {"records": 0, "errors": 0, "warnings": 0}
+    printed = {"warnings": 0}  # warning lines printed here, counted in the summary
 
     def file_done(path, stats) -> None:
         if progress is not None:
             progress.update(task, advance=1, records=stats.records, errors=stats.errors)
-        if stats.records == seen["records"] and stats.errors == seen["errors"]:
-            # said with -q too: the input is not what the user thinks it is
-            console.print(f"warning: {path}: no events found (not an event log, or empty)",
+        if (stats.records, stats.errors, stats.warnings) == (
+                seen["records"], seen["errors"], seen["warnings"]):
+            # said with -q too: the input is not what the user thinks it is (an empty file
+            # has its own warning)
+            console.print(f"warning: {path}: no events found (not an event log)",
                           markup=False)
+            printed["warnings"] += 1
         seen["records"], seen["errors"] = stats.records, stats.errors
+        seen["warnings"] = stats.warnings
 
     sinks: list = []
     failure: Optional[SinkError] = None
@@ -440,7 +445,8 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
     if not files:
         console.print("warning: no input files found (folders are searched for .evtx, .xml, "
                       ".json[l], .log, .txt, syslog files and archives)", markup=False)
-    stats.warnings += len(walk_notes)
+        printed["warnings"] += 1
+    stats.warnings += len(walk_notes) + printed["warnings"]
     if not args.quiet:
         print_summary(console, stats, config is not None,
                       window=args.time_from is not None or args.time_to is not None,
