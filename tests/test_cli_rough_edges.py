@@ -145,6 +145,13 @@ def test_rules_that_load_nothing_are_fatal(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Unknown modifier 'endswithh'" in err and "did you mean 'endswith'?" in err
     assert f"error: --rules: no Sigma rule loaded from {bad} (1 rejected: see above)" in err
+    # under -q the reasons are not above: say how to see them (new-user report, session 10)
+    assert main(["replay", "--sample", "--rules", str(bad), "--no-output", "--no-rule-cache",
+                 "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "endswithh" not in err
+    assert (f"error: --rules: no Sigma rule loaded from {bad} (1 rejected: run without -q to "
+            "see why)") in err
     empty = tmp_path / "none"
     empty.mkdir()
     assert main(["replay", "--sample", "--rules", str(empty), "--no-output", "-q",

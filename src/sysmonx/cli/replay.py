@@ -42,8 +42,9 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv-bom", action="store_true",
                    help="with --format csv: start with a UTF-8 byte-order mark (for Excel)")
     p.add_argument("--from", dest="time_from", metavar="TIME",
-                   help="keep records whose System time is at or after TIME (ISO 8601, UTC unless "
-                        "it has Z or an offset; a date alone is its midnight UTC)")
+                   help="keep records whose System time is at or after TIME (ISO 8601, UTC "
+                        "unless it has an offset such as +02:00; a date alone is its midnight "
+                        "UTC)")
     p.add_argument("--to", dest="time_to", metavar="TIME",
                    help="keep records whose System time is before TIME (exclusive). Records "
                         "without a time are kept and counted")
