@@ -174,11 +174,11 @@ def field_suggestion(name: str) -> Optional[str]:
     meant: the same name in other case (``parentimage``), else the closest spelling
     (``ParentImg`` -> ``ParentImage``, :func:`difflib.get_close_matches`), else ``None``."""
     import difflib
-    from ..detection.fields import known_fields
     from ..schema import CURRENT
-    known: set[str] = set(COLUMNS)
-    for eid in CURRENT.events:
-        known |= known_fields(eid)
+    from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
+    known: set[str] = set(COLUMNS) | set(ENRICHMENT_FIELD_NAMES)
+    for ev in CURRENT.events.values():
+        known |= set(ev.field_names)
     known.discard(name)
     by_case = {k.lower(): k for k in sorted(known)}
     if name.lower() in by_case:
