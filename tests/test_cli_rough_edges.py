@@ -127,7 +127,8 @@ def test_replay_whose_every_input_fails_is_fatal_without_strict(corpus, tmp_path
     assert "not a readable EVTX file" in err
     assert "error: nothing was read: the input gave no record (1 error above)" in err
     assert main(["replay", str(fake), str(empty), "--no-output", "-q"]) == 1
-    assert "none of the 2 inputs gave a record (2 errors above)" in capsys.readouterr().err
+    # the empty file is a warning (as an empty .json is), the fake one the error
+    assert "none of the 2 inputs gave a record (1 error above)" in capsys.readouterr().err
     # a partial failure stays exit 0 (the good file's events are written), 1 with --strict
     good = str(corpus / EVTX)
     assert main(["replay", str(fake), good, "--no-output", "-q"]) == 0
@@ -144,6 +145,13 @@ def test_rules_that_load_nothing_are_fatal(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Unknown modifier 'endswithh'" in err and "did you mean 'endswith'?" in err
     assert f"error: --rules: no Sigma rule loaded from {bad} (1 rejected: see above)" in err
+    # under -q the reasons are not above: say how to see them (new-user report, session 10)
+    assert main(["replay", "--sample", "--rules", str(bad), "--no-output", "--no-rule-cache",
+                 "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "endswithh" not in err
+    assert (f"error: --rules: no Sigma rule loaded from {bad} (1 rejected: run without -q to "
+            "see why)") in err
     empty = tmp_path / "none"
     empty.mkdir()
     assert main(["replay", "--sample", "--rules", str(empty), "--no-output", "-q",

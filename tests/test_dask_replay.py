@@ -100,3 +100,20 @@ def test_rules_and_a_worker_killed_mid_job_give_identical_output(corpus, distrib
     finally:
         client.close()
         cluster.close()
+
+
+def test_security_rule_fires_on_dask_as_in_one_process(corpus, tmp_path, capsys):
+    """Records of a channel the loaded rules read meet them with --non-sysmon drop and are not
+    written (new-user report, session 10, finding 2), on Dask as in one process."""
+    from test_sigma_other_channels import FOLDER, _rule
+    rule = _rule(tmp_path)
+    got = []
+    for extra in ([], ["--dask", "local", "--dask-workers", "2"]):
+        out, alerts = tmp_path / "out.jsonl", tmp_path / "alerts.jsonl"
+        assert main(["replay", str(corpus / FOLDER), "--rules", rule, "-f", "jsonl",
+                     "-o", str(out), "--alerts", str(alerts), "-q", *extra]) == 0
+        err = capsys.readouterr().err
+        assert "events checked 75; alerts 1 (high 1)" in err
+        got.append((out.read_bytes(), alerts.read_bytes()))
+    assert got[0] == got[1]
+    assert b"Security-Auditing" not in got[1][0] and len(got[1][1].splitlines()) == 1

@@ -149,10 +149,14 @@ def test_stdin_input_and_stdout_dash(tmp_path, monkeypatch, capsysbinary):
 
 def test_no_events_warning_strict_and_bad_jobs(tmp_path, capsys):
     junk = tmp_path / "junk.log"
-    junk.write_bytes(b"\x00\x01 random bytes, not a log\n")
+    junk.write_bytes(b"some text, not a log\n")
     assert main(["replay", str(junk), "-q"]) == 0
     assert "no events found" in capsys.readouterr().err
     assert main(["replay", str(junk), "-q", "--strict"]) == 1
+    # binary content is not a log whatever the name: an error (new-user report, session 10)
+    junk.write_bytes(b"\x00\x01 random bytes, not a log\n")
+    assert main(["replay", str(junk), "-q"]) == 1
+    assert "unrecognised input format (binary content;" in capsys.readouterr().err
     assert main(["replay", str(builtin_sample_path()), "--jobs", "-1"]) == 87
 
 

@@ -150,3 +150,36 @@ def test_unusable_store_path_names_the_resolved_path_and_the_four_slashes(tmp_pa
         open_store("nodir/x.db")
     msg = str(err.value)
     assert str(tmp_path / "nodir" / "x.db") in msg and "four slashes" in msg
+
+
+def test_where_with_a_field_no_event_has_says_so_and_guids_match_in_any_form(stored, capsys):
+    """New-user report, session 10, finding 6: a mistyped or differently-cased field name gave
+    "0 events" and nothing else; a GUID pasted without braces or in upper case matched
+    nothing."""
+    db, _, _ = stored
+    con = sqlite3.connect(db)
+    guid, n = con.execute("SELECT process_guid, count(*) FROM events WHERE event_id=3 "
+                          "GROUP BY process_guid ORDER BY count(*) DESC LIMIT 1").fetchone()
+    assert guid.startswith("{") and guid == guid.lower() and n > 1
+    for form in (guid, guid.strip("{}"), guid.upper(), guid.strip("{}").upper()):
+        assert main(["query", str(db), "-w", "EventID=3", "-w", f"ProcessGuid={form}"]) == 0
+        out, err = capsys.readouterr()
+        assert len(out.splitlines()) == n and f"{n:,} events" in err
+    parent = con.execute("SELECT json_extract(event, '$.ParentProcessGuid') FROM events "
+                         "WHERE event_id=1 LIMIT 1").fetchone()[0]
+    assert main(["query", str(db), "-w", f"ParentProcessGuid={parent.upper()}",
+                 "--limit", "1"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    for name, meant in (("parentimage", "ParentImage"), ("ParentImg", "ParentImage"),
+                        ("EventId", "EventID")):
+        assert main(["query", str(db), "-w", f"{name}~powershell"]) == 0
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.splitlines() == [
+            "0 events", f"note: no stored event has a field {name!r} (field names are "
+                        f"case-sensitive); did you mean {meant!r}?"]
+    # a field that exists but matches nothing: no note; one event: "1 event"
+    assert main(["query", str(db), "-w", "ParentImage~no-such-program.exe"]) == 0
+    assert capsys.readouterr().err.splitlines() == ["0 events"]
+    assert main(["query", str(db), "--limit", "1"]) == 0
+    assert capsys.readouterr().err.splitlines() == ["1 event"]

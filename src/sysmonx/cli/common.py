@@ -380,7 +380,8 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
     if not stage.rules_loaded:  # fatal: the run would detect nothing, whatever it reads
         read = len(stage.rejected)
         console.print("error: --rules: no Sigma rule loaded from " + ", ".join(paths) + (
-            f" ({read:,} rejected: see above)" if read else " (no rule found)")
+            f" ({read:,} rejected: " + ("run without -q to see why)" if quiet
+                                        else "see above)") if read else " (no rule found)")
             + "; nothing to detect with", markup=False)
         return None
     return stage

@@ -26,9 +26,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="a read-only SQL query, e.g. \"SELECT event_id, count(*) FROM events "
                         "GROUP BY event_id\"")
     p.add_argument("--where", "-w", action="append", default=[], metavar="COND",
-                   help="FIELD=VALUE, FIELD!=VALUE or FIELD~TEXT (contains); repeatable, all "
-                        "must hold; FIELD is a Sysmon field or EventID (EventID=1,3), "
-                        "Computer, EventRecordID")
+                   help="FIELD=VALUE, FIELD!=VALUE (exact, case-sensitive) or FIELD~TEXT "
+                        "(contains, case-insensitive); repeatable, all must hold; FIELD (case-"
+                        "sensitive) is a Sysmon field or EventID (EventID=1,3), Computer, "
+                        "EventRecordID; a *Guid value may be given with or without braces, in "
+                        "any case")
     p.add_argument("--from", dest="time_from", metavar="TIME",
                    help="events whose System time is at or after TIME (ISO 8601, UTC)")
     p.add_argument("--to", dest="time_to", metavar="TIME", help="... and before TIME")
@@ -37,6 +39,22 @@ def _parser() -> argparse.ArgumentParser:
                       help="output format of events (default jsonl)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default stdout)")
     return p
+
+
+def _say_absent_fields(console, db: str, where: list[str]) -> None:
+    """After a ``--where`` query that found nothing: one ``note:`` per field no stored event
+    carries, with the field it likely meant (as ``config check`` does for a misspelt name), so
+    that "0 events" is not read as "no match" when a name is wrong."""
+    from ..sources.sqlitestore import absent_fields, field_suggestion, where_fields
+    try:
+        absent = absent_fields(db, where_fields(where))
+    except OSError:
+        return
+    for name in absent:
+        hint = field_suggestion(name)
+        console.print(f"note: no stored event has a field {name!r} (field names are "
+                      "case-sensitive)" + (f"; did you mean {hint!r}?" if hint else ""),
+                      markup=False)
 
 
 def cmd_query(argv: list[str]) -> int:
@@ -83,7 +101,9 @@ def cmd_query(argv: list[str]) -> int:
                     n += 1
             finally:
                 writer.close()
-            console.print(f"{n:,} events", markup=False)
+            console.print(f"{n:,} event{'' if n == 1 else 's'}", markup=False)
+            if not n and args.where:
+                _say_absent_fields(console, args.db, args.where)
         else:
             out = open(args.output, "w") if args.output else sys.stdout
             try:

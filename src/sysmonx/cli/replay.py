@@ -42,8 +42,9 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv-bom", action="store_true",
                    help="with --format csv: start with a UTF-8 byte-order mark (for Excel)")
     p.add_argument("--from", dest="time_from", metavar="TIME",
-                   help="keep records whose System time is at or after TIME (ISO 8601, UTC unless "
-                        "it has Z or an offset; a date alone is its midnight UTC)")
+                   help="keep records whose System time is at or after TIME (ISO 8601, UTC "
+                        "unless it has an offset such as +02:00; a date alone is its midnight "
+                        "UTC)")
     p.add_argument("--to", dest="time_to", metavar="TIME",
                    help="keep records whose System time is before TIME (exclusive). Records "
                         "without a time are kept and counted")
@@ -65,7 +66,9 @@ def _replay_parser() -> argparse.ArgumentParser:
                                  "(winlogbeat 6/7/8, nxlog, Azure Sentinel, Security-Datasets "
                                  "flat JSON, evtx-crate JSON ...)")
     p.add_argument("--non-sysmon", choices=["drop", "pass"], default="drop",
-                   help="records of other providers: drop (default) or pass through unchanged")
+                   help="records of other providers: drop (default; those of a channel the "
+                        "--rules are written for, such as Security, still meet those rules "
+                        "first) or pass through unchanged")
     p.add_argument("--no-output", action="store_true", help="count only, write no events")
     p.add_argument("--enrich", action="store_true",
                    help="write the SysmonX enrichment fields (GrandparentImage, AncestorImages "
@@ -314,16 +317,21 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
     writer_options = {"bom": True} if fmt == "csv" and args.csv_bom else {}
 
     progress = task = None
-    seen = {"records": 0, "errors": 0}
+    seen = {"records": 0, "errors": 0, "warnings": 0}
+    printed = {"warnings": 0}  # warning lines printed here, counted in the summary
 
     def file_done(path, stats) -> None:
         if progress is not None:
             progress.update(task, advance=1, records=stats.records, errors=stats.errors)
-        if stats.records == seen["records"] and stats.errors == seen["errors"]:
-            # said with -q too: the input is not what the user thinks it is
-            console.print(f"warning: {path}: no events found (not an event log, or empty)",
+        if (stats.records, stats.errors, stats.warnings) == (
+                seen["records"], seen["errors"], seen["warnings"]):
+            # said with -q too: the input is not what the user thinks it is (an empty file
+            # has its own warning)
+            console.print(f"warning: {path}: no events found (not an event log)",
                           markup=False)
+            printed["warnings"] += 1
         seen["records"], seen["errors"] = stats.records, stats.errors
+        seen["warnings"] = stats.warnings
 
     sinks: list = []
     failure: Optional[SinkError] = None
@@ -438,7 +446,8 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
     if not files:
         console.print("warning: no input files found (folders are searched for .evtx, .xml, "
                       ".json[l], .log, .txt, syslog files and archives)", markup=False)
-    stats.warnings += len(walk_notes)
+        printed["warnings"] += 1
+    stats.warnings += len(walk_notes) + printed["warnings"]
     if not args.quiet:
         print_summary(console, stats, config is not None,
                       window=args.time_from is not None or args.time_to is not None,
@@ -527,9 +536,12 @@ def print_summary(console, stats, filtered: bool, window: bool = False,
     ``window`` (``--from``/``--to`` given) also the records outside it and those without a time."""
     common.print_filter_table(console, stats.included, stats.excluded, "SysmonX replay summary",
                               total_read=stats.sysmon)
+    sigma = getattr(stats, "non_sysmon_sigma", 0)
+    other = ("passed" if stats.non_sysmon_written else
+             f"dropped; {sigma:,} of them checked by Sigma rules first" if sigma else "dropped")
     console.print(f"files: {stats.files:,}  records read: {stats.records:,}  Sysmon events: "
                   f"{stats.sysmon:,}  other records: {stats.non_sysmon:,} "
-                  f"({'passed' if stats.non_sysmon_written else 'dropped'})  errors: "
+                  f"({other})  errors: "
                   f"{stats.errors:,}  warnings: {stats.warnings:,}"
                   + (f"  config: {config_name}" if config_name else
                      "  (no config: nothing filtered)"))

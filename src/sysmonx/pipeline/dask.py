@@ -38,11 +38,12 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import orjson
 
 from ..core.errors import SysmonXError
-from ..event import Event
+from ..event import SIGMA_ALERT_PROVIDER, SYSMON_PROVIDERS, Event
 from ..interfaces import Sink, Source
 from ..sinks.jsonl import event_to_json
 from ..sources.jsonl import event_from_object
 from ..stages.dedup import DuplicateFilter
+from ..stages.gate import SigmaOnlyDrop, sigma_channels, sigma_only
 from .fanout import FanOut
 from .loop import Pipeline
 from .replay import ReplayOptions, ReplayStats
@@ -101,7 +102,9 @@ def dask_task(path: str, options: ReplayOptions, rule_paths: Sequence[str], toke
 
     def on_error(err: Any) -> None:
         errors.append([getattr(err, "severity", "error"), str(err)])
-    rp = Replayer(dataclasses.replace(options, keep_duplicates=True), None, engine=engine,
+    rp = Replayer(dataclasses.replace(options, keep_duplicates=True,
+                                      sigma_channels=sigma_channels(detection)), None,
+                  engine=engine,
                   sinks=[capture], extra_stages=extra, on_error=on_error)
     rp.run_file(path)
     stats = rp.stats
@@ -165,6 +168,8 @@ def replay_dask(files: list[str], options: ReplayOptions, scheduler: str, sinks:
     total = ReplayStats()
     dedup = None if options.keep_duplicates else DuplicateFilter()
     compiled = detection.matcher.compiled if detection is not None else []
+    channels = (frozenset() if options.non_sysmon == "pass"
+                else sigma_channels(detection))
     try:
         opt = client.scatter(options, broadcast=True)
         futures = [client.submit(dask_task, f, opt, list(rule_paths), token, pure=False,
@@ -191,7 +196,14 @@ def replay_dask(files: list[str], options: ReplayOptions, scheduler: str, sinks:
                     e = event_from_object(obj, tuple(origin) if origin else None)
                     if dedup is not None and dedup.is_duplicate(e):
                         stats.duplicates += 1
-                        stats.included[e.event_id] -= 1
+                        if e.provider in SYSMON_PROVIDERS or e.provider == SIGMA_ALERT_PROVIDER:
+                            stats.included[e.event_id] -= 1
+                        else:  # another provider's record: the gate's counters, not included
+                            stats.non_sysmon -= 1
+                            if sigma_only(e, channels):
+                                stats.non_sysmon_sigma -= 1
+                            else:
+                                stats.non_sysmon_written -= 1
                         continue
                     if detection is not None:
                         detection.stats.events += 1  # matched in the worker: counted here
@@ -205,6 +217,8 @@ def replay_dask(files: list[str], options: ReplayOptions, scheduler: str, sinks:
             from .replay import detection_stages
             # correlate (+ triage, + events)
             stages = detection_stages(detection, alerts_to_stream, options.triage)[1:]
+            if channels:  # records the rules read, not written (--non-sysmon drop)
+                stages.insert(1, SigmaOnlyDrop(channels))
         pipe = Pipeline(stages, FanOut.build(sinks, "fatal"), on_error=on_error)
         pipe.run(_Merged(items()))
         pipe.close()

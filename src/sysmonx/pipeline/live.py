@@ -5,7 +5,11 @@
     [tamper] -> sysmon-gate -> [scanner-findings] -> enrich
     -> filter (Sysmon for Linux folding; trace in console mode)
     -> [scanner-requests] -> record-numbers -> [--stage ...]
-    -> [sigma-match -> sigma-correlate -> [alert-triage] -> sigma-alert-events] -> [enrich-strip]
+    -> [sigma-match -> sigma-correlate -> [sigma-only-drop] -> [alert-triage]
+    -> sigma-alert-events] -> [enrich-strip]
+
+``sigma-only-drop``: records of other providers (a followed log's) whose channel loaded Sigma
+rules are written for meet the rules and are not written (:mod:`sysmonx.stages.gate`).
 
 ``enrich`` computes the SysmonX enrichment fields the config or the Sigma rules use (all with
 ``--enrich``); ``enrich-strip`` removes them again unless ``--enrich`` (:mod:`sysmonx.stages.enrich`).
@@ -30,7 +34,7 @@ from ..filtering.stage import FilterStage
 from ..interfaces import SinkStats, Source, Stage
 from ..scanners.stages import ScanOptions, ScanRequests, requested, scan_stages
 from ..stages.enrich import EnrichStage, enrichment_wanted, with_enrichment
-from ..stages.gate import SysmonGate
+from ..stages.gate import SigmaOnlyDrop, SysmonGate, sigma_channels
 from ..stages.logtamper import LogTamperStage
 from ..stages.numbering import RecordNumbers
 from .fanout import CallbackSink, FanOut
@@ -152,10 +156,14 @@ def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
     # a reload can add or remove scanners= rules
     findings, requests = scan_stages(config, scan or ScanOptions(), engine_options)
     stages: list[Stage] = [LogTamperStage()] if tamper else []
-    stages += [SysmonGate("drop"), findings, flt, requests, RecordNumbers(0)]
+    gate = SysmonGate("drop", sigma_channels(detection))
+    stages += [gate, findings, flt, requests, RecordNumbers(0)]
     stages.extend(extra)
     if detection is not None:
-        stages.extend(detection_stages(detection, alerts_to_stream, triage))
+        sigma = detection_stages(detection, alerts_to_stream, triage)
+        if gate.sigma_channels:  # records of channels the rules read: checked, not written
+            sigma.insert(2, SigmaOnlyDrop(gate.sigma_channels))
+        stages.extend(sigma)
     enricher = EnrichStage(enrichment_wanted(config, detection, enrich), host=host, keep=enrich)
     enricher.extra_fields = enrichment_wanted(None, detection)
     return with_enrichment(stages, enricher)

@@ -45,6 +45,7 @@ from ..event import Event
 from ..filtering import FilterEngine
 from ..filtering.engine import set_note_handler
 from ..interfaces import Sink
+from ..stages.gate import sigma_channels, sigma_only
 from ..stages.window import parse_time_bound
 from .replay import ReplayOptions, Replayer, ReplayStats, make_writer
 
@@ -180,13 +181,18 @@ class _Marks(Sink):
         writer: the part's writer (on a :class:`_CountingStream`), or ``None`` to count only.
         counter: the writer's stream.
         timed: record every event's time (the detection stage has correlations).
+        sigma_only: the channels whose records of other providers the gate passed on for the
+            rules only (``--non-sysmon drop``): such a record is counted and its hits kept,
+            but it is not written (its end offset is that of the event before it).
     """
 
     name = "sigma-marks"
     accepts = frozenset({"event", "hits"})
 
-    def __init__(self, writer: Any, counter: Optional[_CountingStream], timed: bool) -> None:
+    def __init__(self, writer: Any, counter: Optional[_CountingStream], timed: bool,
+                 sigma_only: frozenset[str] = frozenset()) -> None:
         self.writer = writer
+        self.sigma_only = sigma_only
         self.counter = counter
         self.timed = timed
         self.ends = array("q")
@@ -201,7 +207,8 @@ class _Marks(Sink):
             event = item.event
             self.hits.append((len(self.ends), event, tuple(r.index for r in item.hits)))
         if self.writer is not None:
-            self.writer.write(event)
+            if not (self.sigma_only and sigma_only(event, self.sigma_only)):
+                self.writer.write(event)
             self.ends.append(self.counter.n)  # type: ignore[union-attr]
         else:
             self.ends.append(0)
@@ -307,7 +314,9 @@ def _replay_group(task: tuple[int, list[str]]) -> tuple[Optional[str], Optional[
     extra: list[Any] = []
     if detection is not None:
         from ..detection.stages import SigmaMatchStage
-        marks = _Marks(writer, counter, detection.correlation is not None)
+        opts = _WORKER["options"]
+        marks = _Marks(writer, counter, detection.correlation is not None,
+                       frozenset() if opts.non_sysmon == "pass" else opts.sigma_channels)
         extra.append(SigmaMatchStage(detection))
     spool = _WORKER["spool"] = _ErrorSpool(_WORKER["tmpdir"], index)
     results = []
@@ -718,6 +727,8 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
         raise ValueError("removing duplicate records needs one stream (one process): replay "
                          "with Replayer, or set ReplayOptions(keep_duplicates=True)")
     total = ReplayStats()
+    if detection is not None:  # the workers' gates pass the records the rules read
+        options = dataclasses.replace(options, sigma_channels=sigma_channels(detection))
     engine = None
     if options.config is not None:  # fail here, not in a worker; the workers inherit it
         engine = FilterEngine(options.config, options.engine_options)

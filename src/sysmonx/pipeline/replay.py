@@ -3,8 +3,12 @@
 :func:`replay_stages` is the stage list of a replay (and of every ``--jobs`` worker)::
 
     [duplicates] -> clock-check -> [time-window] -> [tamper] -> sysmon-gate -> [enrich]
-    -> filter -> [--stage ...] -> [sigma-match -> sigma-correlate] -> [alert-triage]
-    -> [sigma-alert-events] -> [enrich-strip]
+    -> filter -> [--stage ...] -> [sigma-match -> sigma-correlate -> [sigma-only-drop]]
+    -> [alert-triage] -> [sigma-alert-events] -> [enrich-strip]
+
+With ``--non-sysmon drop``, the gate still passes the records of the channels loaded Sigma
+rules are written for (``service: security`` ...); ``sigma-only-drop`` drops them after the
+Sigma stages (:mod:`sysmonx.stages.gate`).
 
 :class:`Replayer` puts it together with :class:`~sysmonx.sources.recorded.RecordedLogs` and the
 sinks in a :class:`~sysmonx.pipeline.loop.Pipeline`, and gathers the counters of the stages into
@@ -30,7 +34,7 @@ from ..sources.recorded import RecordedLogs
 from ..stages.clock import ClockCheckStage
 from ..stages.dedup import DuplicateStage
 from ..stages.enrich import EnrichStage, enrichment_wanted, with_enrichment
-from ..stages.gate import SysmonGate
+from ..stages.gate import SigmaOnlyDrop, SysmonGate, sigma_channels
 from ..stages.logtamper import LogTamperStage
 from ..stages.window import TimeWindowStage
 from .fanout import FanOut
@@ -59,7 +63,8 @@ class ReplayOptions:
         config: loaded Sysmon config, or ``None`` to pass every Sysmon event through unchanged
             (conversion only: no filtering, RuleName kept as recorded).
         engine_options: named choices for uncertain Sysmon behaviours.
-        non_sysmon: ``pass`` (write records of other providers unchanged) or ``drop``.
+        non_sysmon: ``pass`` (write records of other providers unchanged) or ``drop`` (write
+            none; those of the channels loaded Sigma rules read still meet the rules).
         input_format: force a reader (a name of :data:`sysmonx.sources.FORMATS`) or ``None``
             to detect per file.
         time_from, time_to: keep only records whose System time (``Event.time_created``, never
@@ -94,6 +99,10 @@ class ReplayOptions:
             events read back; ``None`` keeps every alert. Applied by the ``alert-triage``
             stage after the Sigma stages (the ``--jobs`` parent applies it to the alerts it
             makes).
+        sigma_channels: channels (lower case) whose records of other providers go on to Sigma
+            detection with ``non_sysmon="drop"`` (:func:`~sysmonx.stages.gate.sigma_channels`),
+            on top of those of the ``detection`` given to :func:`replay_stages`: set for the
+            workers of a parallel replay, which match without that stage.
     """
 
     config: Optional[Config] = None
@@ -108,6 +117,7 @@ class ReplayOptions:
     tamper: bool = False
     enrich_fields: frozenset[str] = frozenset()
     triage: Any = None
+    sigma_channels: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -124,6 +134,8 @@ class ReplayStats:
     dropped because their rule is one of this run's ``--rules`` (which makes them again from
     the events); ``alerts_held_back``: alerts held back by ``--min-level`` / ``--technique`` /
     ``--tag`` (this run's and read back).
+    ``non_sysmon_sigma``: records of other providers checked by Sigma rules written for their
+    channel, not written (``--non-sysmon drop``; part of ``non_sysmon``).
 
     ``duplicates``: records dropped as repeats of a record read before (they are in
     ``records`` only). ``warnings``: warning lines (said once per file; nothing was lost).
@@ -136,6 +148,7 @@ class ReplayStats:
     sysmon: int = 0
     non_sysmon: int = 0
     non_sysmon_written: int = 0
+    non_sysmon_sigma: int = 0
     included: Counter[int] = field(default_factory=Counter)
     excluded: Counter[int] = field(default_factory=Counter)
     errors: int = 0
@@ -158,6 +171,7 @@ class ReplayStats:
         self.sysmon += part.sysmon
         self.non_sysmon += part.non_sysmon
         self.non_sysmon_written += part.non_sysmon_written
+        self.non_sysmon_sigma += part.non_sysmon_sigma
         self.included.update(part.included)
         self.excluded.update(part.excluded)
         self.errors += part.errors
@@ -210,12 +224,16 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
         stages.append(TimeWindowStage(options.time_from, options.time_to, options.window_time))
     if options.tamper:
         stages.append(LogTamperStage())
-    stages.append(SysmonGate(options.non_sysmon))
+    gate = SysmonGate(options.non_sysmon, options.sigma_channels | sigma_channels(detection))
+    stages.append(gate)
     stages.append(FilterStage(options.config, options.engine_options, without_config="pass",
                               engine=engine))
     stages.extend(extra)
     if detection is not None:
-        stages.extend(detection_stages(detection, alerts_to_stream, options.triage))
+        sigma = detection_stages(detection, alerts_to_stream, options.triage)
+        if gate.sigma_channels:  # after sigma-correlate, which writes the event on
+            sigma.insert(2, SigmaOnlyDrop(gate.sigma_channels))
+        stages.extend(sigma)
     elif options.triage is not None:  # SigmaAlert events read back (or a --jobs worker's)
         from ..detection.stages import AlertTriageStage
         stages.append(AlertTriageStage(options.triage))
@@ -312,6 +330,7 @@ class Replayer:
             st.alerts_replaced = self._match.replaced
         if self._triage is not None:
             st.alerts_held_back = self._triage.held_back + self._triage.held_back_read
+        st.non_sysmon_sigma = gate.non_sysmon_sigma
         flt = self._filter
         st.included, st.excluded = flt.included, flt.excluded
         if win is not None:

@@ -30,7 +30,8 @@ from ..core.errors import ReadError
 from ..event import Event
 from ..interfaces import Source
 
-__all__ = ["FileFormat", "OnError", "FileNotes", "MAX_RECORD_BYTES", "iter_lines", "put_unique"]
+__all__ = ["FileFormat", "OnError", "FileNotes", "MAX_RECORD_BYTES", "MAX_BAD_RUN", "iter_lines",
+           "put_unique", "BadRun"]
 
 OnError = Callable[[ReadError], None]
 
@@ -93,6 +94,55 @@ def iter_lines(f: BinaryIO, limit: int = MAX_RECORD_BYTES
             yield lineno, None
             continue
         yield lineno, line.rstrip(b"\r\n")
+
+
+#: Bad lines in a row after which a line reader (JSON lines, the JSON export shapes) takes the
+#: rest of a file for something else (a memory dump named ``*.json``, binary data appended to
+#: a log) and skips it with one error line, instead of one error per "line" (about 4,000 per
+#: MB of random bytes). Good lines before are kept; one good line resets the count.
+MAX_BAD_RUN = 100
+
+
+class BadRun:
+    """Counts the bad lines in a row of one file read line by line (:data:`MAX_BAD_RUN`).
+
+    Args:
+        path: the file, for the error line.
+        on_error: receives the reader's errors; :meth:`bad` passes them on.
+    Attributes:
+        run: bad lines since the last good one.
+    """
+
+    __slots__ = ("path", "on_error", "run")
+
+    def __init__(self, path: str, on_error: Callable[[ReadError], None]) -> None:
+        self.path = path
+        self.on_error = on_error
+        self.run = 0
+
+    def bad(self, err: ReadError) -> bool:
+        """Report ``err``; True when this was the :data:`MAX_BAD_RUN`-th bad line in a row (the
+        reader then calls :meth:`give_up` and stops)."""
+        self.on_error(err)
+        self.run += 1
+        return self.run >= MAX_BAD_RUN
+
+    def give_up(self, f: BinaryIO, lineno: int) -> None:
+        """Skip the rest of ``f`` (read in 1 MiB blocks, only its line ends counted) and report
+        it in one error line at ``lineno``, the last bad line."""
+        rest = 0
+        last = b"\n"
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                break
+            rest += block.count(b"\n")
+            last = block[-1:]
+        if last != b"\n":
+            rest += 1
+        self.on_error(ReadError(self.path, lineno, "line", f"{MAX_BAD_RUN} bad lines in a row: "
+                                f"the rest of the file ({rest:,} more lines) is not read as "
+                                "JSON lines and is skipped"))
 
 
 def put_unique(out: dict, name: str, value: str) -> None:

@@ -160,6 +160,8 @@ def detect_format(path: str, head: bytes) -> Optional[str]:
     ``flatjson``, ``evtxjson``, else ``jsonl``); ``[`` or an ``evtx_dump`` ``Record 1`` line =>
     likewise, when a shape is recognised; a line with ``<Event>`` after other text (a syslog
     prefix) => ``syslog``. Leading UTF-8/UTF-16 byte-order marks and white space are skipped.
+    The extension is the last hint, and not taken for a text format (JSON, XML, syslog) when the
+    first bytes are binary (:func:`is_binary`).
     Compressed and archive files are recognised before this, by :func:`open_source`.
     Returns ``None`` when neither content nor extension tells.
     """
@@ -186,7 +188,28 @@ def detect_format(path: str, head: bytes) -> Optional[str]:
         return detect_json(text) or "evtxjson"
     if text and _EVENT_TAG.search(text):
         return "syslog"
-    return input_extensions().get(os.path.splitext(path)[1].lower())
+    by_name = input_extensions().get(os.path.splitext(path)[1].lower())
+    if by_name in _TEXT_FORMATS and is_binary(text):
+        return None  # a memory dump named *.json: not read line by line as JSON
+    return by_name
+
+
+#: Formats that are text: a file named for one of them whose first bytes are binary is not
+#: given to its reader (EVTX and the event store are binary and keep their names' hint: their
+#: readers say what is wrong with a damaged header).
+_TEXT_FORMATS = frozenset(JSON_FORMATS) | {"xml", "syslog"}
+#: Bytes that do not occur in text (C0 controls other than tab, LF, FF, CR, and ESC).
+_NOT_TEXT = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27)) + b"\x7f"
+
+
+def is_binary(head: bytes) -> bool:
+    """True when ``head`` (a file's first bytes) is not text in any 8-bit encoding: a NUL byte,
+    or more than 1 byte in 50 a control character text does not use (random bytes: about 1 in
+    9; UTF-8 and Latin-1 logs: none)."""
+    if b"\x00" in head:
+        return True
+    controls = len(head) - len(head.translate(None, _NOT_TEXT))
+    return controls * 50 > len(head)
 
 
 def open_source(path: str, on_error: Callable[[ReadError], None],
@@ -220,6 +243,12 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
         events = _read_unseekable(path, on_error, input_format, threads)
         return ([ev] for ev in events) if batches else events
     head = _sniff(path)
+    if len(head) < SNIFF_BYTES and not head.strip():
+        # whatever its name (a 0-byte .evtx from a failed collection, an empty .json): one
+        # warning, nothing lost
+        on_error(ReadError(path, None, "file", "empty file (nothing to read)" if not head
+                           else "empty file (only white space)", "warning"))
+        return iter(())
     kind = container_kind(head)
     if kind is not None:
         from .archive import read_archive
@@ -229,10 +258,10 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
     if fmt is None:
         fmt = detect_format(path, head)
         if fmt is None:
-            if head.strip():
-                on_error(ReadError(path, None, "file", "unrecognised input format (expected EVTX, "
-                                   "event XML, Sysmon for Linux syslog, JSON event records or "
-                                   "an archive of them)"))
+            what = "binary content; " if is_binary(head) else ""
+            on_error(ReadError(path, None, "file", f"unrecognised input format ({what}expected "
+                               "EVTX, event XML, Sysmon for Linux syslog, JSON event records "
+                               "or an archive of them)"))
             return iter(())
     reader: Any = _reader(fmt)
     if batches:

@@ -756,18 +756,38 @@ class _ChunkTracker:
             return self.offset(slot) + pos
         return None
 
-    def _flush(self, slot: int, lost: list, repaired: list) -> None:
+    def _flush(self, slot: int, lost: list, repaired: list,
+               known: Optional[dict] = None) -> None:
         """Report what happened in chunk ``slot``: the pyevtx-rs errors kept for it as errors
         when records were ``lost`` (``[(byte offset, record number)]``; an error whose record
         was not named gets the first lost record's offset), or, when recovery read every record,
-        one warning naming the record headers ``repaired`` (byte offsets)."""
+        one warning naming the record headers ``repaired`` (byte offsets). ``known``: the
+        EventRecordIDs of lost records, by record number (:func:`_event_record_ids`)."""
         pending = self.pending.pop(slot, [])
+        known = known or {}
         if lost:
+            # each error its own lost record: one placed on a lost record keeps it, the others
+            # take the lost records no error names, in order (two damaged records are two
+            # offsets); the record header's number is the EventRecordID
+            rids = dict(lost)
+            claimed: set = set()
+            for offset, _ in pending:
+                if offset in rids:
+                    claimed.add(offset)
+            unnamed = iter([o for o, _ in lost if o not in claimed])
+            taken: set = set()
             for offset, message in pending:
-                if offset is None or offset == self.offset(slot):
-                    offset = lost[0][0]
+                if offset not in rids or offset in taken:
+                    offset = next(unnamed, lost[0][0])
+                taken.add(offset)
+                rid = rids.get(offset)
+                which = ""
+                if rid is not None:
+                    erid = known.get(rid)
+                    which = f" (record {rid}" + (f", EventRecordID {erid})" if erid is not None
+                                                  else ")")
                 self.on_error(ReadError(self.path, offset, "byte",
-                                        f"unreadable EVTX data: {message}"))
+                                        f"unreadable EVTX data{which}: {message}"))
             return
         if not pending and not repaired:
             return
@@ -839,9 +859,10 @@ class _ChunkTracker:
                                                                                 _CHUNK_SIZE)
                     if h[0] <= rid <= h[1] and rid not in got]
             if not lost:
-                where = self._first_break(slot)
-                lost = [(where if where is not None else self.offset(slot), None)]
-        self._flush(slot, lost, [self.offset(slot) + p for p in repaired])
+                lost = self._lost_at_break(slot, chunk, h, got, missing)
+        known = _event_record_ids(chunk, [r for _, r in lost if r is not None], records) \
+            if lost and slot in self.pending else {}
+        self._flush(slot, lost, [self.offset(slot) + p for p in repaired], known)
         if partial:
             self.partial_lost = (missing, seen + len(events), expected)
         elif missing > errors:
@@ -853,6 +874,35 @@ class _ChunkTracker:
                        f"{h[0]}-{h[1]}) could not be read: damaged record header")
             self.on_error(ReadError(self.path, lost[0][0], "byte", msg))
         return events
+
+    def _lost_at_break(self, slot: int, chunk: bytearray, h: tuple[int, int], got: set,
+                       missing: int) -> list:
+        """``[(byte offset, record number or None)]`` of the ``missing`` records of chunk
+        ``slot`` lost where its record chain breaks (their headers fail the structural check):
+        the first at the break, each next one where the one before ends by its header's size
+        (a header overwritten there: the number after the one before, when that record was
+        neither read nor recovered). Stops at a record that was read, or where a size cannot
+        be trusted; ``[(break or chunk offset, None)]`` when nothing is known."""
+        where = self._first_break(slot)
+        if where is None:
+            return [(self.offset(slot), None)]
+        out: list = []
+        pos: Optional[int] = where - self.offset(slot)
+        prev: Optional[int] = None
+        while pos is not None and len(out) < missing and pos + 24 <= _CHUNK_SIZE:
+            if chunk[pos:pos + 4] == _RECORD_MAGIC:
+                size, num = struct.unpack_from("<IQ", chunk, pos + 4)
+                rid: Optional[int] = num if h[0] <= num <= h[1] else None
+            else:
+                size, rid = 0, None
+                if prev is not None and prev + 1 <= h[1]:
+                    rid = prev + 1
+            if rid is not None and rid in got:
+                break  # the chain goes on with a record that was read
+            out.append((self.offset(slot) + pos, rid))
+            prev = rid
+            pos = pos + size if size >= 28 and pos + size + 24 <= _CHUNK_SIZE else None
+        return out or [(where, None)]
 
     def _ends_clean(self, slot: int, seen: int, last_rid: int) -> bool:
         """Whether chunk ``slot``'s record chain is whole, ends in zeroed slack and holds
@@ -1030,6 +1080,35 @@ def _fill(chunk: bytearray, pos: int, end: int) -> bool:
     chunk[pos:stop] = (_RECORD_MAGIC + struct.pack("<IQQ", size, 0, 0) + b"\xff" * (size - 28)
                        + struct.pack("<I", size))
     return True
+
+
+def _event_record_ids(chunk: bytearray, numbers: list, recovered: list) -> dict:
+    """``{record number: EventRecordID}`` for the lost records ``numbers`` of ``chunk`` whose
+    EventRecordID the records read around them tell: the record header's number and the
+    EventRecordID (inside the damaged binary XML) differ in a log exported from a larger one
+    (record 135 of an export is EventRecordID 3706); when the nearest record read before and
+    the nearest read after a lost one differ by the same amount, the lost one does too. A lost
+    record without a readable record on both sides, or between neighbours that disagree, is
+    left out. ``recovered``: ``[(record number, data JSON)]`` read past the damage
+    (:func:`_recover_records`), on top of what pyevtx-rs reads of the chunk alone."""
+    if not numbers:
+        return {}
+    delta: dict = {}
+    for num, data in _parse_chunk(bytearray(chunk)) + list(recovered):
+        try:
+            erid = orjson.loads(data)["Event"]["System"]["EventRecordID"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+        if type(erid) is int:
+            delta[num] = erid - num
+    out = {}
+    read = sorted(delta)
+    for n in numbers:
+        before = [r for r in read if r < n]
+        after = [r for r in read if r > n]
+        if before and after and delta[before[-1]] == delta[after[0]]:
+            out[n] = n + delta[before[-1]]
+    return out
 
 
 def _parse_chunk(chunk: bytearray) -> list:

@@ -8,7 +8,9 @@ then the ``Enrichment`` fields in order (the enrichment stage appends them after
 fields, which is also where the XML writers put them and the XML readers find them).
 
 Malformed lines (not JSON, not an object, no integer ``EventID``, a value of the wrong type, a
-bad time) are reported with their line number and skipped; blank lines are ignored. Lines that
+bad time) are reported with their line number and skipped; blank lines are ignored; after
+:data:`~sysmonx.sources.base.MAX_BAD_RUN` bad lines in a row the rest of the file is skipped
+with one error line. Lines that
 orjson refuses only because of an escaped lone surrogate (``"\\ud800"``, which the writer emits
 for such values) are read with the standard library instead. ``Event.origin`` is
 ``(path, line number)``.
@@ -24,7 +26,7 @@ import orjson
 from ..core.registry import SOURCES
 from ..event import Event, normalize_time
 from ..core.errors import ReadError
-from .base import FileFormat, OnError, iter_lines
+from .base import BadRun, FileFormat, OnError, iter_lines
 
 __all__ = ["read_jsonl", "read_jsonl_stream", "event_from_object", "RESERVED_KEYS"]
 
@@ -58,9 +60,12 @@ def read_jsonl_stream(f, path: str, on_error: Callable[[ReadError], None]) -> It
     """:func:`read_jsonl` over an open binary stream ``f`` (an archive member, ...), named
     ``path`` in origins and errors."""
     loads = orjson.loads
+    run = BadRun(path, on_error)
     for lineno, line in iter_lines(f):
         if line is None:
-            on_error(ReadError(path, lineno, "line", "line too long; skipped"))
+            if run.bad(ReadError(path, lineno, "line", "line too long; skipped")):
+                run.give_up(f, lineno)
+                return
             continue
         if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
             line = line[3:]
@@ -78,8 +83,11 @@ def read_jsonl_stream(f, path: str, on_error: Callable[[ReadError], None]) -> It
                     raise ValueError(f"not JSON: {exc}") from None
             event = event_from_object(obj, (path, lineno))
         except ValueError as exc:
-            on_error(ReadError(path, lineno, "line", str(exc)))
+            if run.bad(ReadError(path, lineno, "line", str(exc))):
+                run.give_up(f, lineno)
+                return
             continue
+        run.run = 0
         yield event
 
 

@@ -30,7 +30,7 @@ from .base import FileFormat, OnError
 from .jsonl import event_from_object
 
 __all__ = ["SqliteFormat", "open_store_readonly", "read_store", "query_sql", "run_query",
-           "SQLITE_MAGIC"]
+           "SQLITE_MAGIC", "absent_fields", "field_suggestion", "where_fields"]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: ``--where`` names that are indexed columns.
@@ -38,6 +38,10 @@ COLUMNS = {"EventID": "event_id", "Computer": "computer", "ProcessGuid": "proces
            "Image": "image", "RuleName": "rule_name", "EventRecordID": "record_id",
            "Provider": "provider"}
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_COND = re.compile(r"^([^=!~]+)(!=|=|~)(.*)$", re.S)
+#: A GUID as a user may paste it: braces or not, any case (Sysmon writes ``{lower-case}``).
+_GUID = re.compile(r"^\{?([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-"
+                   r"[0-9A-Fa-f]{12})\}?$")
 
 
 def open_store_readonly(path: str) -> sqlite3.Connection:
@@ -80,8 +84,11 @@ def query_sql(where: list[str], time_from: Optional[str] = None,
               ) -> tuple[str, list[Any]]:
     """``(sql, parameters)`` selecting ``id, event`` for ``--where`` conditions (all must hold).
 
-    Each condition is ``FIELD=VALUE`` (equal), ``FIELD!=VALUE`` (not equal) or ``FIELD~TEXT``
-    (contains, case-insensitive for ASCII, as Sysmon's ``contains``). FIELD is a Sysmon field
+    Each condition is ``FIELD=VALUE`` (equal: exact and case-sensitive, the stored text byte for
+    byte), ``FIELD!=VALUE`` (not equal) or ``FIELD~TEXT`` (contains, case-insensitive for
+    ASCII, as Sysmon's ``contains``); FIELD names are case-sensitive. A GUID given to a field
+    whose name ends in ``Guid`` may come with or without braces, in any case: it is compared as
+    Sysmon writes it, ``{lower-case}``. FIELD is a Sysmon field
     name or ``EventID``/``Computer``/``EventRecordID``/``Provider``; ``EventID=1,3`` takes a
     list. ``time_from``/``time_to``: canonical UTC times (System time, ``to`` exclusive).
 
@@ -91,7 +98,7 @@ def query_sql(where: list[str], time_from: Optional[str] = None,
     clauses: list[str] = []
     params: list[Any] = []
     for cond in where:
-        m = re.match(r"^([^=!~]+)(!=|=|~)(.*)$", cond, re.S)
+        m = _COND.match(cond)
         if not m or not _FIELD.match(m.group(1).strip()):
             raise UsageError(f"--where {cond!r}: expected FIELD=VALUE, FIELD!=VALUE or "
                              "FIELD~TEXT with a field name")
@@ -101,6 +108,8 @@ def query_sql(where: list[str], time_from: Optional[str] = None,
             clauses.append(f"instr(lower({col}), lower(?)) > 0")
             params.append(value)
             continue
+        if name.endswith(("Guid", "GUID")) and (g := _GUID.match(value.strip())):
+            value = "{" + g.group(1).lower() + "}"  # as Sysmon writes every *Guid field
         values: list[Any] = value.split(",") if name in ("EventID", "EventRecordID") else [value]
         if name in ("EventID", "EventRecordID"):
             try:
@@ -124,6 +133,58 @@ def query_sql(where: list[str], time_from: Optional[str] = None,
         sql += " LIMIT ?"
         params.append(limit)
     return sql, params
+
+
+def where_fields(where: list[str]) -> list[str]:
+    """The field names of ``--where`` conditions (as :func:`query_sql` reads them), in order,
+    each once."""
+    out: list[str] = []
+    for cond in where:
+        m = _COND.match(cond)
+        if m and m.group(1).strip() not in out:
+            out.append(m.group(1).strip())
+    return out
+
+
+def absent_fields(path: str, names: list[str]) -> list[str]:
+    """The ``names`` (``--where`` fields) that no event of the store at ``path`` carries (an
+    indexed column name is always there). Scans the store once per name until an event has it
+    (asked after a query found nothing, to tell a typo from no match).
+
+    Raises:
+        OSError: not a store.
+    """
+    db = open_store_readonly(path)
+    try:
+        out = []
+        for name in names:
+            if name in COLUMNS or not _FIELD.match(name):
+                continue
+            row = db.execute(f"SELECT 1 FROM events WHERE json_extract(event, '$.\"{name}\"') "
+                             "IS NOT NULL LIMIT 1").fetchone()
+            if row is None:
+                out.append(name)
+        return out
+    finally:
+        db.close()
+
+
+def field_suggestion(name: str) -> Optional[str]:
+    """A field name of the Sysmon schema (or an indexed ``--where`` name) that ``name`` likely
+    meant: the same name in other case (``parentimage``), else the closest spelling
+    (``ParentImg`` -> ``ParentImage``, :func:`difflib.get_close_matches`), else ``None``."""
+    import difflib
+    from ..schema import CURRENT
+    from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
+    known: set[str] = set(COLUMNS) | set(ENRICHMENT_FIELD_NAMES)
+    for ev in CURRENT.events.values():
+        known |= set(ev.field_names)
+    known.discard(name)
+    by_case = {k.lower(): k for k in sorted(known)}
+    if name.lower() in by_case:
+        return by_case[name.lower()]
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def run_query(path: str, sql: str, params: list[Any], on_error: OnError

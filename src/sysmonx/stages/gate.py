@@ -10,29 +10,53 @@ passed on (the config has no tag for event 1000, so no config filters them; ``--
 ``--technique`` and ``--tag`` select them as they select the run's own alerts). SysmonX's other
 own events (100, 200 and up) travel with the Sysmon provider of their stream and are Sysmon
 events here.
+
+Loaded Sigma rules whose log source names another channel (``service: security``,
+``category: ps_script`` ...) see that channel's records whatever ``--non-sysmon`` says, as
+Hayabusa or Chainsaw would show them: with ``drop``, the gate passes the records of those
+channels on (``sigma_only``) and :class:`SigmaOnlyDrop`, right after the Sigma stages, drops
+them, so they are checked by the rules but never written. :func:`sigma_channels` names the
+channels.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from ..core.registry import STAGES
 from ..event import SIGMA_ALERT_EVENT_ID, SIGMA_ALERT_PROVIDER, SYSMON_PROVIDERS, Event
 from ..interfaces import Emit, Stage
 
-__all__ = ["SysmonGate"]
+__all__ = ["SysmonGate", "SigmaOnlyDrop", "sigma_channels", "sigma_only"]
+
+
+def sigma_channels(detection: Any) -> frozenset[str]:
+    """The channels (lower case, e.g. ``security``, ``microsoft-windows-powershell/operational``)
+    of other providers that the loaded rules of ``detection`` (a
+    :class:`~sysmonx.detection.stage.DetectionStage`, or ``None``) are written for: the
+    ``("chan", channel, ...)`` groups of their log sources
+    (:mod:`sysmonx.detection.logsource`). Empty without rules or with Sysmon rules only."""
+    if detection is None:
+        return frozenset()
+    return frozenset(g[1] for r in detection.matcher.compiled for g in r.target.groups
+                     if g[0] == "chan")
 
 
 @STAGES.register
 class SysmonGate(Stage):
     """Counts Sysmon events, SysmonX SigmaAlert events and other records; passes the first two,
-    drops the others unless ``non_sysmon == "pass"``.
+    drops the others unless ``non_sysmon == "pass"`` or their channel is one of
+    ``sigma_channels``.
 
     Args:
         non_sysmon: ``drop`` or ``pass``.
+        sigma_channels: channels (lower case) that loaded Sigma rules read
+            (:func:`sigma_channels`); with ``drop``, their records are passed on for detection
+            only (:class:`SigmaOnlyDrop` drops them after it).
     Attributes:
         sysmon, sigma_alerts, non_sysmon: records seen; ``non_sysmon_written``: other records
-            passed on.
+        passed on to the output; ``non_sysmon_sigma``: other records passed on to the Sigma
+        rules only.
     Raises:
         ValueError: another ``non_sysmon`` value.
     """
@@ -40,13 +64,15 @@ class SysmonGate(Stage):
     name = "sysmon-gate"
     summary = "records of other providers: drop (default) or pass unfiltered (--non-sysmon)"
 
-    def __init__(self, non_sysmon: str = "drop") -> None:
+    def __init__(self, non_sysmon: str = "drop", sigma_channels: Iterable[str] = ()) -> None:
         if non_sysmon not in ("drop", "pass"):
             raise ValueError(f"non_sysmon must be 'drop' or 'pass', not {non_sysmon!r}")
         self.keep_other = non_sysmon == "pass"
+        self.sigma_channels = frozenset() if self.keep_other else frozenset(sigma_channels)
         self.sysmon = 0
         self.non_sysmon = 0
         self.non_sysmon_written = 0
+        self.non_sysmon_sigma = 0
         self.sigma_alerts = 0
 
     def process(self, item: Any, emit: Emit) -> bool:
@@ -63,4 +89,37 @@ class SysmonGate(Stage):
         if self.keep_other:
             self.non_sysmon_written += 1
             return True
+        if self.sigma_channels and (item.channel or "").lower() in self.sigma_channels:
+            self.non_sysmon_sigma += 1
+            return True
         return False
+
+
+def sigma_only(item: Any, channels: frozenset[str]) -> bool:
+    """Whether ``item`` is a record of another provider that a :class:`SysmonGate` with these
+    ``sigma_channels`` passed on for detection only."""
+    return (item.__class__ is Event and item.provider not in SYSMON_PROVIDERS
+            and item.provider != SIGMA_ALERT_PROVIDER
+            and (item.channel or "").lower() in channels)
+
+
+@STAGES.register
+class SigmaOnlyDrop(Stage):
+    """Drops, after the Sigma stages, the records of other providers the gate passed on for the
+    rules only (``--non-sysmon drop``): they were checked, their alerts go on, they are not
+    written.
+
+    Args:
+        channels: the gate's ``sigma_channels``.
+    """
+
+    name = "sigma-only-drop"
+    summary = ("records of other providers passed to Sigma rules only (--non-sysmon drop): "
+               "dropped after detection")
+
+    def __init__(self, channels: frozenset[str] = frozenset()) -> None:
+        self.channels = channels
+
+    def process(self, item: Any, emit: Emit) -> bool:
+        """Drop a record passed for detection only; pass everything else."""
+        return not sigma_only(item, self.channels)

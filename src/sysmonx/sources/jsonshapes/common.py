@@ -17,7 +17,7 @@ from ...event import (LINUX_PROVIDER, LINUX_PROVIDER_GUID, SYSMON_KEYWORDS,
 from ...schema import GUID, HEXINT32, HEXINT64
 from ...schema.catalogue import EVENTS
 from ...core.errors import ReadError
-from ..base import MAX_RECORD_BYTES, FileFormat, FileNotes, OnError, iter_lines
+from ..base import MAX_RECORD_BYTES, BadRun, FileFormat, FileNotes, OnError, iter_lines
 
 __all__ = ["SHAPES", "read_json_shape", "read_json_shape_stream", "iter_objects", "classify",
            "detect_json", "convert", "ShapeFormat"]
@@ -52,15 +52,20 @@ def iter_objects(f, path: str, on_error: Callable[[ReadError], None]
     ``{``, closed by the ``}`` line at the same indentation), JSON arrays of objects (``[``,
     ``]`` and separating commas are skipped) and ``Record N`` lines (``evtx_dump``). Each line
     that does not parse, an object left unterminated and an over-long line or object are reported
-    to ``on_error`` (line number, ``path``) and skipped.
+    to ``on_error`` (line number, ``path``) and skipped; after
+    :data:`~sysmonx.sources.base.MAX_BAD_RUN` lines in a row that do not parse, the rest of the
+    file is skipped with one error line.
     """
     multi: Optional[list] = None  # [start line, indent, parts or None (skipping), size]
+    run = BadRun(path, on_error)
     for lineno, line in iter_lines(f):
         if line is None:
             if multi is not None:
                 on_error(ReadError(path, multi[0], "line", "JSON object too long; skipped"))
                 multi = None
-            on_error(ReadError(path, lineno, "line", "line too long; skipped"))
+            if run.bad(ReadError(path, lineno, "line", "line too long; skipped")):
+                run.give_up(f, lineno)
+                return
             continue
         if lineno == 1 and line.startswith(_BOM):
             line = line[3:]
@@ -106,9 +111,14 @@ def iter_objects(f, path: str, on_error: Callable[[ReadError], None]
         if s[:7] == b"Record " and s[7:].isdigit():
             continue
         try:
-            yield lineno, _loads(s)
+            obj = _loads(s)
         except ValueError as exc:
-            on_error(ReadError(path, lineno, "line", str(exc)))
+            if run.bad(ReadError(path, lineno, "line", str(exc))):
+                run.give_up(f, lineno)
+                return
+            continue
+        run.run = 0
+        yield lineno, obj
     if multi is not None:
         on_error(ReadError(path, multi[0], "line", "JSON object not terminated at the end of "
                            "the file; skipped"))
