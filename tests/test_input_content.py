@@ -79,6 +79,19 @@ def test_json_shape_reader_stops_after_a_run_of_bad_lines():
     assert "(51 more lines)" in errors[-1].message
 
 
+def test_a_good_multi_line_object_ends_a_run_of_bad_lines():
+    """Pretty-printed records (one object over several lines) each followed by a bad line: every
+    record is read; the count of bad lines in a row restarts at each good object (it did only
+    for one-line objects: 100 of 150 records were read, then the rest was skipped)."""
+    lines: list = []
+    for i in range(150):
+        lines += [b"{", b'  "n": %d' % i, b"}", b"bad line %d" % i]
+    errors: list = []
+    got = list(iter_objects(io.BytesIO(b"\n".join(lines) + b"\n"), "p.json", errors.append))
+    assert [obj["n"] for _, obj in got] == list(range(150))
+    assert len(errors) == 150 and all("bad lines in a row" not in e.message for e in errors)
+
+
 @pytest.mark.parametrize("name", ["empty.evtx", "empty.json", "empty.xml", "empty.log",
                                   "empty"])
 def test_an_empty_file_is_the_same_warning_whatever_its_name(tmp_path, capsys, name):

@@ -79,9 +79,12 @@ def iter_objects(f, path: str, on_error: Callable[[ReadError], None]
                     continue
                 parts.append(b"}")
                 try:
-                    yield start, _loads(b"\n".join(parts))
+                    obj = _loads(b"\n".join(parts))
                 except ValueError as exc:
                     on_error(ReadError(path, start, "line", str(exc)))
+                    continue
+                run.run = 0  # a good record ends a run of bad lines, as a good line does
+                yield start, obj
                 continue
             if stripped and (indent < multi[1] or (indent == multi[1] and stripped[:1] == b"{")):
                 on_error(ReadError(path, multi[0], "line", "unterminated JSON object; skipped"))
