@@ -279,3 +279,10 @@ def test_scanner_requests_removed_per_event_type():
     assert not reduction(one, yara)
     assert reduction(yara, one).options == ["scanners no longer requested on ProcessCreate: "
                                             "yara"]
+    # a scanner name is config text: one that could pass for more items is quoted
+    odd = cfg('<ProcessCreate onmatch="include" scanners="yara:a&#10; | not logged any more: '
+              'NetworkConnect (3)"><Image condition="end with">x</Image></ProcessCreate>',
+              "<YaraRules>/r</YaraRules>")
+    (text,) = [o for o in reduction(odd, none).options if o.startswith("scanners")]
+    assert text == ('scanners no longer requested on ProcessCreate: "yara:a\\n | not logged any '
+                    'more: NetworkConnect (3)"'), text

@@ -53,6 +53,7 @@ text to :data:`DETAILS_LIMIT`, so a value cannot forge another field or line of 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -314,10 +315,16 @@ def option_reductions(old: Optional[Config], new: Optional[Config]) -> list[str]
         lost = sorted(n for n in was[tag] - kept
                       if not (n.startswith("yara:") and "yara" in kept))
         if lost:
-            out.append(f"scanners no longer requested on {tag}: {', '.join(lost)}")
+            out.append(f"scanners no longer requested on {tag}: "
+                       + ", ".join(n if _PLAIN_NAME.fullmatch(n) else _quote(n) for n in lost))
     if "YaraRules" in old_opts and "YaraRules" not in new_opts:
         out.append(f"YaraRules removed (was {_quote(old_opts['YaraRules'])})")
     return out
+
+
+#: A scanner name written as it is (``memory``, ``yara:Rule_1``); any other (config text:
+#: spaces, ``|``, control characters) is JSON-quoted like rule values, so it cannot add items.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,80}")
 
 
 def _quote(value: str) -> str:
