@@ -353,3 +353,65 @@ def test_live_run_holds_back_below_min_level(tmp_path, monkeypatch):
     assert [a.title for a in alerts] == ["cron file (test)"]
     (tri,) = [s for s in sensor.stages if isinstance(s, AlertTriageStage)]
     assert tri.held_back == 1 and stage.stats.alerts == 2
+
+
+_BASE_CMD = """title: any cmd
+id: 6f3a1c2e-1111-4a4a-9d9d-000000000008
+name: t_anyproc
+status: experimental
+logsource:
+  product: windows
+  category: process_creation
+detection:
+  selection:
+    Image|endswith: '\\cmd.exe'
+  condition: selection
+level: low
+"""
+
+
+@pytest.mark.parametrize("ctype, generate, extra", [
+    ("event_count", True, "  condition:\n    gte: 3\n"),
+    ("value_count", True, "  condition:\n    field: CommandLine\n    gte: 2\n"),
+    ("event_count", False, "  condition:\n    gte: 3\n"),
+])
+def test_correlation_alerts_read_back_with_the_same_rules(tmp_path, capsys, ctype, generate,
+                                                          extra):
+    """A replayed output with count correlations (EventIds: the distinct IDs, RecordIds: every
+    record) replayed again with the same rules: each alert written once (new-user report:
+    24 alerts became 47). A base rule that only feeds a correlation without ``generate``
+    makes no alert of its own: its alerts read back (from a run where it stood alone) are
+    kept, not counted as made again (the reviewer's case: they were dropped)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "base.yml").write_text(_BASE_CMD)
+    corr = (f"title: burst\nid: 6f3a1c2e-1111-4a4a-9d9d-000000000007\nstatus: experimental\n"
+            f"correlation:\n  type: {ctype}\n  rules:\n    - t_anyproc\n"
+            f"  group-by:\n    - Computer\n  timespan: 5s\n{extra}"
+            + ("  generate: true\n" if generate else "") + "level: low\n")
+    (rules / "corr.yml").write_text(corr)
+    evtx = f"{CORPUS}/evtx"
+    a = tmp_path / "a.jsonl"
+    if generate:
+        assert main(["replay", evtx, "--rules", str(rules), "-f", "jsonl", "-o", str(a),
+                     "-q"]) == 0
+    else:  # A from the base rule alone: its alerts are in the input
+        alone = tmp_path / "alone"
+        alone.mkdir()
+        (alone / "base.yml").write_text(_BASE_CMD)
+        assert main(["replay", evtx, "--rules", str(alone), "-f", "jsonl", "-o", str(a),
+                     "-q"]) == 0
+    first = _alerts(a)
+    kinds = {e.data["RuleKind"] for e in first}
+    assert kinds == ({"detection", ctype} if generate else {"detection"}), kinds
+    again = tmp_path / "again.jsonl"
+    capsys.readouterr()
+    assert main(["replay", str(a), "--rules", str(rules), "-f", "jsonl", "-o", str(again)]) == 0
+    new = _alerts(again)
+    key = [(e.data["RuleId"], e.data["RecordIds"]) for e in new]
+    assert len(key) == len(set(key)), "an alert written twice"
+    if generate:
+        assert sorted(key) == sorted((e.data["RuleId"], e.data["RecordIds"]) for e in first)
+    else:  # the base alerts kept, and the correlation's own alerts added
+        base = [(e.data["RuleId"], e.data["RecordIds"]) for e in first]
+        assert [k for k in key if k[0] == base[0][0]] == base

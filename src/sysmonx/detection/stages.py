@@ -126,12 +126,14 @@ class SigmaMatchStage(Stage):
             eids = [int(e) for e in data.get("EventIds", "").split(",")]
         except ValueError:
             return False
-        if len(rids) != len(eids):
-            return False
         hits = self._hits
         if data.get("RuleKind") == "detection":
-            return len(rids) == 1 and rule in hits.get((alert.computer, eids[0], rids[0]), ())
-        return all((alert.computer, e, r) in hits for e, r in zip(eids, rids, strict=True))
+            return (len(rids) == 1 and len(eids) == 1
+                    and rule in hits.get((alert.computer, eids[0], rids[0]), ()))
+        # a correlation: EventIds are its events' distinct IDs, RecordIds its events' records
+        # (the first max_alert_records); each record must have been matched here as one of them
+        comp = alert.computer
+        return all(any((comp, e, r) in hits for e in eids) for r in rids)
 
 
 @STAGES.register
@@ -208,9 +210,11 @@ class SigmaAlertEvents(Stage):
 
 def rule_keys(detection: DetectionStage) -> frozenset[str]:
     """The rule references (``rule_id`` of their alerts, ``RuleId`` of event 1000) of a
-    detection stage's detection rules and correlations."""
-    return frozenset([r.key for r in detection.matcher.compiled]
-                     + [c.key for c in detection.correlations])
+    detection stage's detection rules and correlations whose alerts this stage writes (a rule
+    that only feeds correlations without ``generate: true`` makes no alert of its own)."""
+    out = detection._output  # per compiled rule: whether its alerts are written
+    return frozenset([r.key for r, o in zip(detection.matcher.compiled, out, strict=True) if o]
+                     + [c.key for c in detection.correlations if c.output])
 
 
 @STAGES.register
