@@ -163,7 +163,7 @@ def test_replay_ends_with_the_sigma_line_saying_how_many_alerts_and_where(corpus
     n = len(alerts.read_bytes().splitlines())
     assert n >= 1
     line = next(ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("Sigma: "))
-    assert line.startswith("Sigma: 1 rules and 0 correlations loaded, 0 rejected, of 1 read; events "
+    assert line.startswith("Sigma: 1 rule and 0 correlations loaded, 0 rejected, of 1 read; events "
                            "checked ")
     assert f"; alerts {n:,} (" in line and line.endswith(f"written to {alerts}")
     r = subprocess.run(base + ["-o", str(tmp_path / "ev.jsonl")], capture_output=True, cwd=ROOT,

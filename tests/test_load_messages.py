@@ -37,7 +37,7 @@ def test_quiet_summarises_sigma_load_issues_in_one_line(tmp_path, capsys):
     lines = [x for x in err.splitlines() if x.startswith("sigma:")]
     assert lines == ["sigma: load issues (listed without -q): 1 rejected logsource, "
                      "1 rejected sigma",
-                     "sigma: 1 rules and 0 correlations loaded, 2 rejected, of 3 read (compiled; "
+                     "sigma: 1 rule and 0 correlations loaded, 2 rejected, of 3 read (compiled; "
                      "rule cache off)"], err
     assert main(argv) == 0  # without -q: one line per issue, as before
     err = capsys.readouterr().err
@@ -56,9 +56,9 @@ def test_the_loaded_line_says_whether_the_rules_came_from_the_cache(tmp_path, ca
         assert main(argv) == 0
         return [x for x in capsys.readouterr().err.splitlines() if x.startswith("sigma: ")
                 and "correlations loaded" in x]
-    assert loaded() == ["sigma: 1 rules and 0 correlations loaded, 2 rejected, of 3 read (compiled "
+    assert loaded() == ["sigma: 1 rule and 0 correlations loaded, 2 rejected, of 3 read (compiled "
                         f"and stored in the rule cache in {cache})"]
-    assert loaded() == ["sigma: 1 rules and 0 correlations loaded, 2 rejected, of 3 read (from the "
+    assert loaded() == ["sigma: 1 rule and 0 correlations loaded, 2 rejected, of 3 read (from the "
                         f"rule cache in {cache})"]
 
 

@@ -574,7 +574,8 @@ def rule_counts(stage: Any) -> str:
     ``1,999 rules and 0 correlations loaded, 8 rejected, of 2,007 read`` (read: every rule and
     correlation found, loaded or rejected)."""
     rules, corr, rej = len(stage.matcher.compiled), len(stage.correlations), len(stage.rejected)
-    return (f"{rules:,} rules and {corr:,} correlations loaded, {rej:,} rejected, of "
+    return (f"{rules:,} rule{'' if rules == 1 else 's'} and {corr:,} "
+            f"correlation{'' if corr == 1 else 's'} loaded, {rej:,} rejected, of "
             f"{rules + corr + rej:,} read")
 
 
