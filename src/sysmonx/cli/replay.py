@@ -92,8 +92,9 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only errors, inputs that gave no events, what changes the "
-                        "output (--alerts -), the rules-loaded lines of --rules and the Sigma "
-                        "line (alerts by level and where they were written): no progress bar, "
+                        "output (--alerts -), the rules-loaded lines of --rules, the Sigma "
+                        "line (alerts by level and where they were written) and the alerts "
+                        "held back by --min-level/--technique/--tag: no progress bar, "
                         "other notes and warnings (clock skew ...) or summary tables; when "
                         "warnings or notes were held back, a last line counts them")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
