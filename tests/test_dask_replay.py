@@ -117,3 +117,30 @@ def test_security_rule_fires_on_dask_as_in_one_process(corpus, tmp_path, capsys)
         got.append((out.read_bytes(), alerts.read_bytes()))
     assert got[0] == got[1]
     assert b"Security-Auditing" not in got[1][0] and len(got[1][1].splitlines()) == 1
+
+
+def test_duplicates_counted_as_one_process_counts_them(corpus, tmp_path):
+    """The same output given twice (its events and its SigmaAlert events repeat): the alert
+    counts of --dask equal one process's (they gave a -1 row for event 1000 and twice the
+    alerts read back). The "Sysmon events" count still differs: a worker counts the records it
+    read before the driver's duplicate check, which sees only the events written."""
+    from sysmonx.pipeline.dask import replay_dask  # noqa: F401  (the module loads)
+    full = tmp_path / "full.jsonl"
+    assert main(["replay", str(corpus / "evtx"), "--rules", str(corpus / RULES), "-f", "jsonl",
+                 "-o", str(full), "-q"]) == 0
+    twice = tmp_path / "twice.jsonl"
+    twice.write_bytes(full.read_bytes())
+
+    def summary(*extra):
+        import contextlib
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert main(["replay", str(full), str(twice), "-c", "default", "--no-output",
+                         "--no-progress", *extra]) == 0
+        return [ln for ln in err.getvalue().splitlines()
+                if ln.startswith("SysmonX alerts read back")
+                or "| 1000 |" in ln or "Sigma alert" in ln]
+
+    one = summary()
+    assert any("SysmonX alerts read back" in ln for ln in one), one
+    assert summary("--dask", "local", "--dask-workers", "1") == one

@@ -196,7 +196,10 @@ def replay_dask(files: list[str], options: ReplayOptions, scheduler: str, sinks:
                     e = event_from_object(obj, tuple(origin) if origin else None)
                     if dedup is not None and dedup.is_duplicate(e):
                         stats.duplicates += 1
-                        if e.provider in SYSMON_PROVIDERS or e.provider == SIGMA_ALERT_PROVIDER:
+                        if e.provider == SIGMA_ALERT_PROVIDER:  # counted by the gate only
+                            stats.sigma_alerts -= 1
+                        elif e.provider in SYSMON_PROVIDERS:  # the gate's and the filter's
+                            stats.sysmon -= 1
                             stats.included[e.event_id] -= 1
                         else:  # another provider's record: the gate's counters, not included
                             stats.non_sysmon -= 1
