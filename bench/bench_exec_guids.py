@@ -30,7 +30,8 @@ What it counts per tier (each figure out of the execs the driver made):
   (it is the fork's: the child then runs its parent's image, as on tier A).
 
 The load average (``uptime``) is printed with each tier: the 2 cores are shared. Exit status 0
-when every requested tier was measured, 1 when a sensor did not start, 2 for bad usage.
+when every requested tier was measured, 1 when a sensor did not start, 2 when nothing could be
+measured at all (bad usage, not root, the test driver could not be built).
 """
 
 from __future__ import annotations
