@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["CONTROL_CLASS", "visible", "terminal_safe", "terminal_lines",
+__all__ = ["split_comma_list", "CONTROL_CLASS", "visible", "terminal_safe", "terminal_lines",
            "safe_console"]
 
 #: Regex class body of the characters :func:`visible` renders: C0 controls, DEL, C1 controls, the
@@ -103,3 +103,34 @@ def safe_console(**options):
     options.setdefault("emoji", False)
     options.setdefault("highlight", False)
     return SafeConsole(**options)
+
+
+def split_comma_list(text: str) -> list[str]:
+    """Split a comma list the way Sysmon's ``StringListDup`` does (HashAlgorithms and the
+    command-line process lists): ``,`` separates items, ``,,`` is a literal comma, and the list is
+    a multi-string that ends at its first empty item, so ``a,b,`` is ``[a, b]`` and ``,a`` is
+    empty (spec 1.2).
+
+    >>> split_comma_list("chrome.exe,my,,app.exe")
+    ['chrome.exe', 'my,app.exe']
+    """
+    items, cur, i = [], [], 0
+    while i < len(text):
+        c = text[i]
+        if c == ",":
+            if text[i + 1:i + 2] == ",":
+                cur.append(",")
+                i += 2
+                continue
+            items.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    items.append("".join(cur))
+    out = []
+    for item in items:
+        if item == "":
+            break
+        out.append(item)
+    return out

@@ -25,6 +25,7 @@ from lxml import etree
 
 from ..configmodel import Aggregate, Config, ConfigError, ConfigWarning, Filter, RuleSet
 from ..core.registry import CONDITIONS as CONDITION_REGISTRY
+from ..textsafe import split_comma_list
 from ..schema import (CONDITIONS, CURRENT, Schema, SchemaVersionError, extended, get_schema,
                       parse_version, sysmon_only)
 from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
@@ -184,37 +185,6 @@ def parse_scanner_list(text: str) -> tuple:
         if n not in out:
             out.append(n)
     return tuple(out)
-
-
-def split_comma_list(text: str) -> list[str]:
-    """Split a comma list the way Sysmon's ``StringListDup`` does (HashAlgorithms and the
-    command-line process lists): ``,`` separates items, ``,,`` is a literal comma, and the list is
-    a multi-string that ends at its first empty item, so ``a,b,`` is ``[a, b]`` and ``,a`` is
-    empty (spec 1.2).
-
-    >>> split_comma_list("chrome.exe,my,,app.exe")
-    ['chrome.exe', 'my,app.exe']
-    """
-    items, cur, i = [], [], 0
-    while i < len(text):
-        c = text[i]
-        if c == ",":
-            if text[i + 1:i + 2] == ",":
-                cur.append(",")
-                i += 2
-                continue
-            items.append("".join(cur))
-            cur = []
-        else:
-            cur.append(c)
-        i += 1
-    items.append("".join(cur))
-    out = []
-    for item in items:
-        if item == "":
-            break
-        out.append(item)
-    return out
 
 
 def parse_field_sizes(text: str) -> dict[str, int]:

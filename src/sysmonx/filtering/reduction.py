@@ -59,7 +59,7 @@ from typing import Optional
 
 from ..configmodel import Config, Filter, RuleSet
 from ..schema import CURRENT
-from ..textsafe import visible
+from ..textsafe import split_comma_list, visible
 from .engine import NEVER_FILTERED, EngineOptions
 
 __all__ = ["Coverage", "EventReduction", "Reduction", "coverage", "reduction", "describe",
@@ -250,16 +250,9 @@ def reduction(old: Optional[Config], new: Optional[Config],
 
 
 def _items(text: str) -> list[str]:
-    """A Sysmon comma list as config/parse.py ``split_comma_list`` reads it (``,,`` is a
-    literal comma; the list ends at its first empty item), items stripped."""
-    out: list[str] = []
-    for item in text.replace(",,", "\0").split(","):
-        if not item:
-            break
-        item = item.replace("\0", ",").strip()
-        if item:
-            out.append(item)
-    return out
+    """A Sysmon comma list as the config reader splits it (:func:`split_comma_list`), items
+    stripped, blank ones left out."""
+    return [i.strip() for i in split_comma_list(text) if i.strip()]
 
 
 def _scanner_requests(config: Optional[Config]) -> dict[str, set[str]]:
