@@ -13,11 +13,11 @@ import ctypes.util
 import os
 import platform
 import struct
-from typing import Optional
+from typing import Iterator, Optional
 
 __all__ = ["BPF_COMMANDS", "PROG_TYPES", "map_freeze", "prog_info", "map_info", "fdinfo",
            "prog_fd_by_id", "prog_info_by_id", "prog_ids_after", "prog_info_in",
-           "prog_fds_of"]
+           "prog_fds_of", "bpf_fds"]
 
 #: ``enum bpf_cmd`` values -> names (as Sysmon for Linux's BpfCommand field spells them).
 BPF_COMMANDS = {
@@ -182,25 +182,38 @@ def prog_info_in(pid: int, fd: int) -> Optional[dict]:
         os.close(pidfd)
 
 
+def bpf_fds(pid: int, kind: str = "") -> Iterator[tuple[int, str, dict]]:
+    """The BPF objects process ``pid`` holds: ``(fd, kind, fdinfo)`` per descriptor whose
+    ``/proc/PID/fd`` link is ``anon_inode:bpf-prog``, ``anon_inode:bpf-map`` or
+    ``anon_inode:bpf_link`` (``kind`` that name without ``anon_inode:``; only that kind when
+    given), with :func:`fdinfo`'s fields; a descriptor closed while it is read is skipped.
+
+    Raises:
+        OSError: ``/proc/PID/fd`` cannot be listed (the process is gone, or no descriptor is
+            left to list it with), on the first step of the iteration."""
+    base = f"/proc/{pid}/fd"
+    for fd in os.listdir(base):
+        try:
+            target = os.readlink(f"{base}/{fd}")
+        except OSError:
+            continue
+        if not target.startswith("anon_inode:bpf"):
+            continue
+        name = target[len("anon_inode:"):]
+        if kind and name != kind:
+            continue
+        yield int(fd), name, fdinfo(pid, int(fd))
+
+
 def prog_fds_of(pid: int, prog_id: int) -> list:
     """The file descriptors of process ``pid`` that hold the program ``prog_id`` (its
     ``/proc/PID/fdinfo``: ``prog_id`` of a program fd, not of a link's), ``[]`` when none or the
     process is gone."""
-    out: list = []
     try:
-        fds = os.listdir(f"/proc/{pid}/fd")
+        return [fd for fd, _, info in bpf_fds(pid, "bpf-prog")
+                if info.get("prog_id") == str(prog_id)]
     except OSError:
-        return out
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
-                continue
-        except OSError:
-            continue
-        info = fdinfo(pid, int(fd))
-        if info.get("prog_id") == str(prog_id):
-            out.append(int(fd))
-    return out
+        return []
 
 
 def fdinfo(pid: int, fd: int) -> dict:

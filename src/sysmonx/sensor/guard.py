@@ -992,23 +992,15 @@ class SensorGuard:
         progs: set[int] = set()
         links: set[int] = set()
         try:
-            fds = os.listdir("/proc/self/fd")
+            for _, _, info in bpfsys.bpf_fds(self.pid):
+                if "link_id" in info:
+                    links.add(int(info["link_id"]))
+                elif "map_id" in info:
+                    maps.add(int(info["map_id"]))
+                elif "prog_id" in info:
+                    progs.add(int(info["prog_id"]))
         except OSError:
-            return maps, progs, links
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                continue
-            if not target.startswith("anon_inode:bpf"):
-                continue
-            info = bpfsys.fdinfo(self.pid, int(fd))
-            if "link_id" in info:
-                links.add(int(info["link_id"]))
-            elif "map_id" in info:
-                maps.add(int(info["map_id"]))
-            elif "prog_id" in info:
-                progs.add(int(info["prog_id"]))
+            pass  # not listed: what was read so far
         return maps, progs, links
 
 

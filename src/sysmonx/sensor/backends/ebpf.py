@@ -558,22 +558,14 @@ class EbpfBackend(Backend):
         if self._obj is None or self._thread is None or not self._thread.is_alive() or \
                 self._stop.is_set():
             return out
-        from ..bpfsys import fdinfo
-        pid = os.getpid()
+        from ..bpfsys import bpf_fds
         now: dict = {}
         try:
-            fds = os.listdir("/proc/self/fd")
-        except OSError:
+            for _, _, info in bpf_fds(os.getpid(), "bpf_link"):
+                if "link_id" in info:
+                    now[info["link_id"]] = (info.get("prog_id", ""), info.get("link_type", "?"))
+        except OSError:  # not listed (no descriptor left): no verdict this time
             return out
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf_link":
-                    continue
-            except OSError:
-                continue
-            info = fdinfo(pid, int(fd))
-            if "link_id" in info:
-                now[info["link_id"]] = (info.get("prog_id", ""), info.get("link_type", "?"))
         if self._links is None:
             self._links = now
             return out
