@@ -33,7 +33,7 @@ def techniques(events):
 def test_heartbeats_continue_across_clean_restart(tmp_path):
     st = tmp_path / "st"
     g = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
-    g.counters = lambda: (10, 2, 0)
+    g.counters = lambda: (10, 2, {})
     first = g.start()
     assert techniques(first) == [(202, None)]
     hb = first[0]
@@ -42,7 +42,7 @@ def test_heartbeats_continue_across_clean_restart(tmp_path):
     assert hb.data["ConfigurationFileHash"] == "SHA256=abc"
     assert hb.provider == "Linux-Sysmon" and hb.version == 1 and hb.level == 4
     assert read_state(str(st)).running is True
-    g.counters = lambda: (25, 2, 0)
+    g.counters = lambda: (25, 2, {})
     last = g.finish()
     assert [e.data["Sequence"] for e in last] == ["2"]
     assert last[0].data["EventsWritten"] == "15" and last[0].data["EventsLost"] == "0"
@@ -173,9 +173,22 @@ def test_output_removed_and_clock_jump(tmp_path, monkeypatch):
     assert techniques(ev) == [(201, "output_blocked"), (201, "clock_changed")]
     assert ev[0].data["Details"] == f"output {out} was removed"
     assert ev[1].data["Details"].startswith("wall clock jumped +3600.")
-    g.counters = lambda: (5, 3, 7)
+    g.counters = lambda: (5, 3, {"-o a.xml": (7, 0), "-o b.xml": (0, 5)})
     g._output_check()
-    assert "7 events could not be written" in g.drain()[0].data["Details"]
+    ev = g.drain()
+    assert [e.data["Details"] for e in ev] == [
+        "output -o a.xml fails: 7 events could not be written to it since the last check "
+        "(one finding per episode; the count when it works again)"]
+    # new-user report s11 #9: one finding every 2.5 s check while the output kept failing
+    for k in range(2, 6):
+        g.counters = lambda k=k: (5, 3, {"-o a.xml": (7 * k, 0), "-o b.xml": (0, 5 * k)})
+        g._output_check()
+    assert g.drain() == []
+    g.counters = lambda: (5, 3, {"-o a.xml": (35, 4), "-o b.xml": (0, 30)})  # works again
+    g._output_check()
+    g.counters = lambda: (5, 3, {"-o a.xml": (36, 4), "-o b.xml": (0, 31)})  # a new episode
+    g._output_check()
+    assert [e.data["Details"].split(":")[0] for e in g.drain()] == ["output -o a.xml fails"]
 
 
 def test_preload_file_created_changed_removed(tmp_path, monkeypatch):

@@ -59,6 +59,12 @@ def describe_failure(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _total(counts: Counter[int]) -> int:
+    """The sum of ``counts``, read from a copy (a delivery thread may add an EventID to it
+    meanwhile; the copy of a dict is one step under the GIL)."""
+    return sum(dict(counts).values())
+
+
 def _utc(ns: int) -> str:
     """``YYYY-MM-DD HH:MM:SS.mmm`` (UTC), as Sysmon writes ``UtcTime``."""
     s, rest = divmod(ns, 1_000_000_000)
@@ -639,14 +645,37 @@ class FanOut:
         return {s.label: s.last_error for s in self.slots if s.last_error}
 
     def written(self) -> Counter[int]:
-        """Events per EventID every events output took (the least any of them took; counted
-        with ``count_ids``)."""
-        counters = [s.taken for s in self.slots
-                    if s.taken is not None and "event" in s.accepts]
-        if not counters:
+        """Events per EventID taken by the events output that took the most events (counted
+        with ``count_ids``): what the sensor wrote to some output. One output that fails does
+        not make this 0 while another output took the events (a run with ``-o FILE -o
+        /full/FILE`` wrote what the first holds); :meth:`written_by_output` gives each output's
+        count and :meth:`stats` what each did not take."""
+        best: Optional[Counter[int]] = None
+        for s in self.slots:
+            if s.taken is not None and "event" in s.accepts and \
+                    (best is None or _total(s.taken) > _total(best)):
+                best = s.taken
+        if best is None:
             return Counter()
-        ids = set().union(*counters)
-        return Counter({i: min(c[i] for c in counters) for i in ids if min(c[i] for c in counters)})
+        return Counter({i: n for i, n in dict(best).items() if n})
+
+    def written_by_output(self) -> dict[str, int]:
+        """``label -> events taken`` of every events output counted with ``count_ids`` (summed
+        when two share a label), in the order of the outputs."""
+        out: dict[str, int] = {}
+        for s in self.slots:
+            if s.taken is not None and "event" in s.accepts:
+                out[s.label] = out.get(s.label, 0) + _total(s.taken)
+        return out
+
+    def lost_everywhere(self) -> int:
+        """Events not taken by any events output, as far as counts can tell: the fewest any
+        events output did not take (exact with one output, and whenever the outputs' failures
+        overlap; an upper bound when they failed on different events). 0 without such
+        outputs."""
+        counts = [s.stats.undelivered for s in self.slots
+                  if s.taken is not None and "event" in s.accepts]
+        return min(counts) if counts else 0
 
 
 class CallbackSink:

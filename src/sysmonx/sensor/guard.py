@@ -66,7 +66,9 @@ What is watched, and how (technique names: :data:`~sysmonx.stages.tamperfinding.
   ``LD_PRELOAD`` in the sensor's environment; a library mapped into the sensor from a
   world-writable directory or named by the preload list.
 * ``output_blocked``: an output file or the syslog socket removed or replaced (another inode at
-  the path), or an output failing (events not taken since the last check).
+  the path), or an output failing: one finding per failure episode of each output, naming it
+  (the episode ends at a check that finds the output took events and failed none since the
+  previous check; the count comes with the event 255 ``Output`` when it works again).
 * ``clock_changed``: the wall clock moved against the monotonic clock by more than
   ``clock_jump_s``.
 * ``self_modified``: a file recorded in the install manifest (``sysmonx -i``) whose SHA256
@@ -89,7 +91,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from ..event import Event
 from ..stages.tamperfinding import HEARTBEAT_EVENT_ID, tamper_finding
@@ -303,8 +305,10 @@ class SensorGuard:
         run_file: this run's :class:`~sysmonx.sensor.peers.RunFile` (the guard publishes the
             sensor's BPF ids in it, announces its by-id opens there and removes it at the end).
     Attributes:
-        counters: callable returning ``(events written, events lost in the kernel or queues,
-            events an output did not take)`` totals so far (set by the run; zeros until then).
+        counters: callable returning ``(events written, events lost, {output label: (events it
+            did not take, events it took)})`` totals so far (set by the run; zeros until
+            then). Written: by the output that took the most; lost: in the kernel or queues,
+            or taken by no output.
         findings: technique -> findings so far.
         heartbeat_s: seconds between heartbeats in force (0: none).
     """
@@ -324,7 +328,8 @@ class SensorGuard:
         self.config_hash = config_hash
         self.backends = list(backends)
         self.on_status = on_status or (lambda msg: None)
-        self.counters: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        self.counters: Callable[[], tuple[int, int, Mapping[str, tuple[int, int]]]] = \
+            lambda: (0, 0, {})
         #: CPU time (s) of the guard's thread so far (its checks and the trace reading)
         self.cpu_s = 0.0
         self._started_mono = time.monotonic()
@@ -366,7 +371,10 @@ class SensorGuard:
         self.reloads_by_signal = 0
         self._maps_seen: set[str] = set()
         self._outputs: dict[str, Optional[tuple[int, int]]] = {}
-        self._lost_seen = 0
+        #: output label -> (events it did not take, events it took) at the last check; the
+        #: outputs in a failure episode (reported once)
+        self._lost_seen: dict[str, tuple[int, int]] = {}
+        self._failing: set[str] = set()
         self._clock = time.time_ns() - time.monotonic_ns()
         self._integrity_seen: set[tuple[str, str]] = set()
         self._stopping = False
@@ -738,8 +746,7 @@ class SensorGuard:
     def _heartbeat(self, now_ns: int) -> None:
         if self.heartbeat_s <= 0:
             return
-        written, kernel_lost, undelivered = self.counters()
-        lost = kernel_lost + undelivered
+        written, lost, _ = self.counters()
         w0, l0 = self._last_counts
         self._last_counts = (written, lost)
         self._seq += 1
@@ -947,12 +954,18 @@ class SensorGuard:
             else:
                 self.finding("output_blocked", f"output {path} was replaced by another file "
                                                f"(inode {ident[1]} -> {now[1]})")
-        undelivered = self.counters()[2]
-        if undelivered > self._lost_seen:
-            n = undelivered - self._lost_seen
-            self._lost_seen = undelivered
-            self.finding("output_blocked", f"{n} events could not be written to an output since "
-                                           "the last check")
+        for label, (undelivered, sent) in self.counters()[2].items():
+            lost0, sent0 = self._lost_seen.get(label, (0, 0))
+            n = undelivered - lost0
+            self._lost_seen[label] = (undelivered, sent)
+            if n <= 0:
+                if sent > sent0:  # it took events and failed none: the episode is over
+                    self._failing.discard(label)
+            elif label not in self._failing:
+                self._failing.add(label)
+                self.finding("output_blocked", f"output {label} fails: {n} events could not be "
+                                               "written to it since the last check (one finding "
+                                               "per episode; the count when it works again)")
 
     def _integrity_check(self) -> None:
         if self._stopping:
