@@ -71,6 +71,37 @@ def test_unclean_shutdown_carries_the_last_sequence(tmp_path):
     g2.close()
 
 
+def test_second_sensor_on_a_live_state_dir_keeps_no_state(tmp_path):
+    """New-user report s11 #1: a manual sensor started beside the service with the same state
+    directory reported the live service as an unclean shutdown, numbered its heartbeats from
+    the service's counter (the service then wrote Sequence 424 twice) and left the file saying
+    ``running: false`` for the live service."""
+    st = tmp_path / "st"
+    svc = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
+    svc.counters = lambda: (0, 0, {})
+    assert svc.start()[0].data["Sequence"] == "1"
+    svc._seq = 423  # the service's counter, as in the report
+    svc._heartbeat(time.time_ns())
+    said = []
+    manual = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
+    manual.on_status = said.append
+    ev = manual.start()
+    assert techniques(ev) == [(202, None)]  # no unclean_shutdown about the live service
+    assert ev[0].data["Sequence"] == "1" and ev[0].data["SecondsSincePrevious"] == "0"
+    assert "another sensor (pid " in manual.state_note and "keeps the state" in manual.state_note
+    assert any(m.startswith("guard: another sensor") for m in said)
+    manual.finish()
+    manual.mark_clean()
+    state = read_state(str(st))
+    assert (state.sequence, state.running, state.pid) == (424, True, os.getpid())
+    assert [e.data["Sequence"] for e in svc.finish()] == ["424", "425"]
+    svc.mark_clean()
+    assert read_state(str(st)).sequence == 425
+    again = make(tmp_path, state_dir=str(st), heartbeat_s=3600)  # the owner stopped: it may
+    assert again.start()[0].data["Sequence"] == "426"
+    again.close()
+
+
 def test_damaged_state_file_is_a_finding(tmp_path):
     st = tmp_path / "st"
     st.mkdir()

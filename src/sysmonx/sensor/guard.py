@@ -90,6 +90,7 @@ import select
 import threading
 import time
 from collections import deque
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional
 
@@ -338,6 +339,10 @@ class SensorGuard:
         self._out: deque[Event] = deque()
         self._deferred: list[tuple[float, int, Event]] = []
         self._lock = threading.Lock()
+        #: the held ``state.lock`` of ``options.state_dir`` (:meth:`_own_state_dir`)
+        self._state_lock_fd: Optional[int] = None
+        #: why this run keeps no state although a state directory was given, or ""
+        self.state_note = ""
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._state = SensorState()
@@ -457,6 +462,8 @@ class SensorGuard:
         first heartbeat)."""
         now = time.time_ns()
         o = self.options
+        if o.state_dir and not self._own_state_dir(o.state_dir):
+            o = self.options = dataclasses.replace(o, state_dir=None)
         if o.state_dir:
             try:
                 prev = read_state(o.state_dir)
@@ -514,6 +521,44 @@ class SensorGuard:
         sd_notify("READY=1")
         return self.drain()
 
+    def _own_state_dir(self, state_dir: str) -> bool:
+        """Take ``state_dir/state.lock`` (``flock``, held until the process ends or
+        :meth:`close`): one sensor at a time keeps the state. ``False`` when another live
+        sensor holds it: that one's heartbeat ``Sequence`` and running flag are not touched
+        (two sensors numbered heartbeats from one counter, and the second one's start called
+        the first one's live run an unclean shutdown); this run then keeps no state, and says
+        so. A lock that cannot be made at all (read-only directory) lets the state be used
+        as before."""
+        import fcntl
+        path = os.path.join(state_dir, "state.lock")
+        try:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            try:
+                other = read_state(state_dir)
+            except ValueError:
+                other = None
+            who = f"pid {other.pid}, " if other is not None and other.running else ""
+            self.state_note = (f"another sensor ({who}{path} locked) keeps the state in "
+                               f"{state_dir}: this run keeps none (heartbeat Sequence from 1, "
+                               "SecondsSincePrevious 0, no unclean-shutdown check; give it its "
+                               "own --state-dir to keep one)")
+            self._say("state-lock", f"guard: {self.state_note}")
+            return False
+        self._state_lock_fd = fd
+        return True
+
+    def _release_state_dir(self) -> None:
+        fd, self._state_lock_fd = self._state_lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
     def drain(self) -> list[Event]:
         """Take every queued event."""
         with self._lock:
@@ -555,13 +600,15 @@ class SensorGuard:
         return self.drain()
 
     def mark_clean(self) -> None:
-        """After 4 ``Stopped`` went out: record the clean end in the state file."""
+        """After 4 ``Stopped`` went out: record the clean end in the state file (then another
+        sensor may take the state directory)."""
         if self.options.state_dir:
             self._state.running = False
             try:
                 _write_state(self.options.state_dir, self._state)
             except OSError:
                 pass
+        self._release_state_dir()
 
     def summary(self) -> str:
         """One line: the guard thread's CPU share, heartbeats written in this run and the sequence
@@ -586,6 +633,7 @@ class SensorGuard:
             self._trace = None
         if self.run_file is not None:
             self.run_file.close()
+        self._release_state_dir()
 
     def config_reload_refused(self, reason: str) -> None:
         """A reload (SIGHUP) was asked for and refused: the configuration in force stays.
