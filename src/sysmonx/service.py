@@ -370,10 +370,14 @@ def _start_daemon(layout: Layout, settings: ServiceSettings, created: list,
     if not layout.log.exists():
         created.append(str(layout.log))
     fd = os.open(layout.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # the unit's UMask=0077 for the daemon too: its event file, spool and state are the
+    # owner's only (it inherited the installer's umask: an event file of 0644)
+    umask = os.umask(0o077)
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                                 cwd=layout.opt, start_new_session=True, close_fds=True)
     finally:
+        os.umask(umask)
         os.close(fd)
     _children.append(proc)
     deadline = time.monotonic() + timeout
@@ -418,6 +422,36 @@ def stop_service(layout: Layout, state: Optional[dict] = None) -> bool:
         os.kill(pid, signal.SIGKILL)
         while _pid_alive(pid):
             time.sleep(0.05)
+    return True
+
+
+def start_service(layout: Layout, say: Callable[[str], None] = print) -> bool:
+    """Start the installed service when it is not running (``-c`` on a stopped service, after
+    a kill -9 or a crash: a daemon has no supervisor). systemd: ``systemctl start``; daemon:
+    the command recorded at install, as ``-i`` starts it. Returns False when it already ran.
+
+    Raises:
+        ServiceError: not installed, or it did not start (with the end of its log).
+    """
+    state = read_state(layout)
+    if state is None:
+        raise ServiceError("Error: Sysmon is not installed.")
+    if is_running(layout):
+        return False
+    if state.get("mode") == "systemd":
+        _systemctl("start", UNIT_NAME)
+        return True
+    opts = state.get("settings", {})
+    settings = ServiceSettings(output_file=opts.get("output_file"), backend=opts.get("backend"),
+                               no_dns=bool(opts.get("no_dns")),
+                               python=opts.get("python") or sys.executable)
+    created = list(state.get("created", []))
+    try:
+        pid = _start_daemon(layout, settings, created)
+    finally:
+        state["created"] = created
+        _write_state(layout, state, created)
+    say(f"Sysmon started (pid {pid}).")
     return True
 
 
@@ -578,7 +612,15 @@ def update(layout: Layout, payload: Payload) -> bool:
 def _known_paths(layout: Layout) -> list[str]:
     return [str(p) for p in (layout.config, layout.rules, layout.argv, layout.field_sizes,
                              layout.state, layout.log, layout.unit, layout.pidfile,
-                             layout.manifest, layout.sensor_state / "state.json")]
+                             layout.manifest)]
+
+
+def _kept(layout: Layout, path: str) -> bool:
+    """Paths ``-u`` keeps: the sensor's state directory (heartbeat ``Sequence``, the time of
+    the last heartbeat, the running flag). Removing it made the next install start at
+    ``Sequence`` 1 with ``SecondsSincePrevious`` 0, which no silence rule can tell from a
+    first install, and took the state of other sensors sharing the directory."""
+    return path.startswith(str(layout.sensor_state) + "/")
 
 
 def uninstall(layout: Layout, force: bool = False,
@@ -606,10 +648,13 @@ def uninstall(layout: Layout, force: bool = False,
             raise ServiceError("Sysmon installation is incomplete (missing "
                                + ", ".join(str(m) for m in missing) + "); use -u force")
     state = state or {}
-    stop_service(layout, state)  # systemd: disable --now (also removes the enable symlink)
+    # systemd: disable --now (also removes the enable symlink); daemon: returns once it exited
+    stopped = stop_service(layout, state)
+    say("Sysmon stopped." if stopped else "Sysmon was not running.")
     removed: list[str] = []
     created = state.get("created", [])
-    files = [p for p in created if not p.endswith("/")]
+    # its directory goes only when empty, as every directory the install created
+    files = [p for p in created if not p.endswith("/") and not _kept(layout, p)]
     for p in dict.fromkeys(files + _known_paths(layout)):
         path = Path(p)
         if path.is_file() or path.is_symlink():
@@ -627,5 +672,8 @@ def uninstall(layout: Layout, force: bool = False,
             removed.append(d + "/")
         except OSError:
             pass
-    say("Sysmon stopped.")
+    say("Sysmon removed." if removed else "Nothing to remove.")
+    if (layout.sensor_state / "state.json").exists():
+        say(f"Kept {layout.sensor_state / 'state.json'} (heartbeat Sequence and "
+            "SecondsSincePrevious continue at the next install).")
     return removed
