@@ -37,7 +37,7 @@ from operator import is_
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence
 
-from ..core.errors import OutputClosed, SinkError
+from ..core.errors import EventsSpooled, OutputClosed, SinkError
 from ..event import Event
 from ..interfaces import SinkStats
 from ..sensor.threadname import set_native_name
@@ -132,6 +132,16 @@ class SinkSlot:
         self._lost_error = ""
         self._lock = threading.Lock()
         self._write = sink.write
+        #: events a network output left in its spool at close (not lost: the next run with
+        #: the same spool sends them; count policy), with its message
+        self.spooled = 0
+        self.spooled_note = ""
+        if getattr(sink, "on_status", False) is None:  # a sink that says things (network)
+            sink.on_status = self._status
+
+    def _status(self, message: str) -> None:
+        if self.fanout is not None:
+            self.fanout.status(message)
 
     @property
     def stats(self) -> SinkStats:
@@ -213,6 +223,11 @@ class SinkSlot:
             call()
         except BrokenPipeError as exc:
             raise OutputClosed(f"{self.target}: reader went away") from exc
+        except EventsSpooled as exc:
+            if self.policy == "fatal":
+                self.failure(exc)
+            else:  # kept on disk for the next run: neither written nor lost
+                self.spooled, self.spooled_note = exc.count, exc.message
         except Exception as exc:  # noqa: BLE001 - counted like a failed write
             self.failure(exc)
 
@@ -639,6 +654,11 @@ class FanOut:
                                old.dropped + st.dropped)
             out[s.label] = st
         return out
+
+    def spooled(self) -> dict[str, tuple[int, str]]:
+        """``label -> (events left in its spool at close, the message)`` of the network
+        outputs that closed with some (count policy)."""
+        return {s.label: (s.spooled, s.spooled_note) for s in self.slots if s.spooled}
 
     def errors(self) -> dict[str, str]:
         """``label -> last error`` of every sink that failed or dropped."""

@@ -421,6 +421,13 @@ class Sensor:
                      "kernel modules; nothing failed or was lost)")
         for name, n in st.undelivered.items():
             text += f"; NOT WRITTEN to {name}: {n:,} events ({st.output_errors.get(name, '')})"
+        for slot in self.fanout.slots:
+            away = getattr(slot.sink, "outages", 0)
+            if away:
+                text += (f"; {slot.label}: receiver away {away} time"
+                         f"{'s' if away > 1 else ''} during the run (events kept in its spool)")
+        for name, (n, note) in self.fanout.spooled().items():
+            text += f"; SPOOLED for {name}: {n:,} of the events written wait on disk ({note})"
         scans = self.scan_stats
         if scans is not None:
             text += "; " + scans.summary()
