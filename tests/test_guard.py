@@ -129,6 +129,46 @@ def test_install_manifest(tmp_path):
     g.close()
 
 
+def test_python_startup_files_in_the_manifest_and_new_ones_reported(tmp_path):
+    """New-user report s11 #6: a .pth dropped into site-packages ran its code inside the
+    service (``python -I`` does not stop ``site``) and nothing reported it: the manifest held
+    the interpreter and the sysmonx package only."""
+    from sysmonx import service
+    site_dir = tmp_path / "site-packages"
+    site_dir.mkdir()
+    (site_dir / "distutils-precedence.pth").write_text("import os\n")
+    (site_dir / "lib.py").write_text("")
+    layout = service.Layout(tmp_path / "root")
+    real_dirs = service.startup_dirs
+    try:
+        service.startup_dirs = lambda: [site_dir]
+        service._write_manifest(layout, [])
+    finally:
+        service.startup_dirs = real_dirs
+    man = json.loads(layout.manifest.read_text())
+    assert man["startup_dirs"] == [str(site_dir)]
+    assert str(site_dir / "distutils-precedence.pth") in man["files"]
+    assert str(site_dir / "lib.py") not in man["files"]
+    g = make(tmp_path, install_manifest=str(layout.manifest), heartbeat_s=0)
+    assert g.start() == []
+    g.close()
+    evil = site_dir / "zz_nu11.pth"
+    evil.write_text("import os; open('/tmp/ran', 'a')\n")
+    (site_dir / "sitecustomize.py").write_text("")
+    (site_dir / "distutils-precedence.pth").write_text("import os; os.system('id')\n")
+    g = make(tmp_path, install_manifest=str(layout.manifest), heartbeat_s=0)
+    ev = g.start()
+    g.close()
+    assert techniques(ev) == [(201, "self_modified"), (201, "preload_hook")]
+    assert ev[0].data["Details"].endswith(str(site_dir / "distutils-precedence.pth"))
+    assert ev[1].data["Details"] == (
+        "2 Python start-up file(s) not in the install manifest (run in the sensor at start): "
+        f"{site_dir / 'sitecustomize.py'}, {evil}")
+    # the real interpreter's site-packages are where the manifest looks
+    assert service.startup_dirs() and all(d.name in ("site-packages", "dist-packages")
+                                          for d in service.startup_dirs())
+
+
 @pytest.fixture
 def config_guard(tmp_path):
     """A started guard watching ``c.xml`` (``<Sysmon/>``, its hash given) with a 0.2 s grace:

@@ -484,18 +484,47 @@ class Payload:
     argv: list[str]
 
 
+#: files in a site-packages directory that ``site`` runs at every interpreter start, also
+#: under ``python -I`` (``.pth`` lines that start with ``import``; the two customize modules)
+STARTUP_NAMES = ("sitecustomize.py", "usercustomize.py")
+
+
+def startup_dirs() -> list[Path]:
+    """The site-packages directories of the running interpreter (``site.getsitepackages``),
+    where start-up files (:func:`startup_files`) are looked for."""
+    import site
+    return [Path(d) for d in dict.fromkeys(site.getsitepackages()) if os.path.isdir(d)]
+
+
+def startup_files(dirs: list[Path]) -> list[Path]:
+    """The files in ``dirs`` that run code when the interpreter starts: ``*.pth`` and
+    :data:`STARTUP_NAMES`."""
+    out: list[Path] = []
+    for d in dirs:
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        out += [d / n for n in names if n.endswith(".pth") or n in STARTUP_NAMES]
+    return out
+
+
 def install_manifest_files() -> list[Path]:
-    """The files an installed sensor runs from: the interpreter and every file of the
-    ``sysmonx`` package (sources, data)."""
+    """The files an installed sensor runs from: the interpreter, every file of the ``sysmonx``
+    package (sources, data) and the site-packages start-up files (:func:`startup_files`: a
+    ``.pth`` runs its ``import`` lines in the sensor at start, ``-I`` does not stop that)."""
     import sysmonx
     pkg = Path(sysmonx.__file__).resolve().parent
     files = [Path(os.path.realpath(sys.executable))]
     files += sorted(p for p in pkg.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files += startup_files(startup_dirs())
     return files
 
 
 def _write_manifest(layout: Layout, created: list) -> None:
-    """``manifest.json``: ``{"files": {path: sha256}}`` of :func:`install_manifest_files` (0600).
+    """``manifest.json``: ``{"files": {path: sha256}, "startup_dirs": [dir]}`` of
+    :func:`install_manifest_files` and :func:`startup_dirs` (0600; the sensor reports a
+    start-up file in those directories that the manifest does not list).
     The configuration is not in it: ``-c`` changes it legitimately, and the running sensor
     watches it (``config_modified``)."""
     files = {}
@@ -504,7 +533,8 @@ def _write_manifest(layout: Layout, created: list) -> None:
             files[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
         except OSError:
             continue
-    _write_file(layout.manifest, (json.dumps({"files": files}, indent=1) + "\n").encode(),
+    manifest = {"files": files, "startup_dirs": [str(d) for d in startup_dirs()]}
+    _write_file(layout.manifest, (json.dumps(manifest, indent=1) + "\n").encode(),
                 0o600, created)
 
 

@@ -90,6 +90,7 @@ import select
 import threading
 import time
 from collections import deque
+from pathlib import Path
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional
@@ -1044,6 +1045,16 @@ class SensorGuard:
         if changed:
             self.finding("self_modified", f"{len(changed)} installed file(s) changed since "
                                           f"install: {', '.join(changed[:10])}")
+        # start-up files (.pth, sitecustomize) added to site-packages since install: site runs
+        # them in the sensor at start, under -I too
+        from ..service import startup_files
+        known = set(manifest.get("files", {}))
+        new = [str(p) for p in startup_files([Path(d) for d in manifest.get("startup_dirs", ())])
+               if str(p) not in known]
+        if new:
+            self.finding("preload_hook", f"{len(new)} Python start-up file(s) not in the install "
+                                         f"manifest (run in the sensor at start): "
+                                         f"{', '.join(new[:10])}")
 
     # --- BPF objects of the sensor -----------------------------------------------------------
 
