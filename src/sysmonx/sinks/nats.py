@@ -25,7 +25,6 @@ before the failure keep their place (deduplicated), so order is kept per sender.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Optional, Sequence
 
 from ..core.errors import SinkError, SysmonXError, UsageError
@@ -47,19 +46,7 @@ def _require_nats() -> Any:
     except ImportError:
         raise SinkError("nats:// needs the nats-py package (pip install 'sysmonx[nats]')") \
             from None
-    # nats-py logs every connection error with its traceback ("nats: encountered error") to a
-    # logger nobody configured, so Python printed them on stderr; SysmonX says the outage itself
-    # (one line when the receiver goes away, one when it is back: SpooledSink)
-    log = logging.getLogger("nats")
-    if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
-        log.addHandler(logging.NullHandler())
-    log.propagate = False
     return nats
-
-
-async def _quiet_error(exc: Exception) -> None:
-    """nats-py's ``error_cb``: nothing (its default logs a traceback); the failure reaches the
-    sender as the exception of the call that failed."""
 
 
 class _JetStreamTransport(Transport):
@@ -91,7 +78,7 @@ class _JetStreamTransport(Transport):
         nats = _require_nats()
 
         async def go() -> None:
-            self.nc = await nats.connect(error_cb=_quiet_error, **nats_connect_options(self.t))
+            self.nc = await nats.connect(**nats_connect_options(self.t))
             self.js = self.nc.jetstream(timeout=self.timeout)
             from nats.js.errors import NotFoundError
             try:
