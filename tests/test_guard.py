@@ -33,7 +33,7 @@ def techniques(events):
 def test_heartbeats_continue_across_clean_restart(tmp_path):
     st = tmp_path / "st"
     g = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
-    g.counters = lambda: (10, 2, 0)
+    g.counters = lambda: (10, 2, {})
     first = g.start()
     assert techniques(first) == [(202, None)]
     hb = first[0]
@@ -42,7 +42,7 @@ def test_heartbeats_continue_across_clean_restart(tmp_path):
     assert hb.data["ConfigurationFileHash"] == "SHA256=abc"
     assert hb.provider == "Linux-Sysmon" and hb.version == 1 and hb.level == 4
     assert read_state(str(st)).running is True
-    g.counters = lambda: (25, 2, 0)
+    g.counters = lambda: (25, 2, {})
     last = g.finish()
     assert [e.data["Sequence"] for e in last] == ["2"]
     assert last[0].data["EventsWritten"] == "15" and last[0].data["EventsLost"] == "0"
@@ -71,6 +71,37 @@ def test_unclean_shutdown_carries_the_last_sequence(tmp_path):
     g2.close()
 
 
+def test_second_sensor_on_a_live_state_dir_keeps_no_state(tmp_path):
+    """New-user report s11 #1: a manual sensor started beside the service with the same state
+    directory reported the live service as an unclean shutdown, numbered its heartbeats from
+    the service's counter (the service then wrote Sequence 424 twice) and left the file saying
+    ``running: false`` for the live service."""
+    st = tmp_path / "st"
+    svc = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
+    svc.counters = lambda: (0, 0, {})
+    assert svc.start()[0].data["Sequence"] == "1"
+    svc._seq = 423  # the service's counter, as in the report
+    svc._heartbeat(time.time_ns())
+    said = []
+    manual = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
+    manual.on_status = said.append
+    ev = manual.start()
+    assert techniques(ev) == [(202, None)]  # no unclean_shutdown about the live service
+    assert ev[0].data["Sequence"] == "1" and ev[0].data["SecondsSincePrevious"] == "0"
+    assert "another sensor (pid " in manual.state_note and "keeps the state" in manual.state_note
+    assert any(m.startswith("guard: another sensor") for m in said)
+    manual.finish()
+    manual.mark_clean()
+    state = read_state(str(st))
+    assert (state.sequence, state.running, state.pid) == (424, True, os.getpid())
+    assert [e.data["Sequence"] for e in svc.finish()] == ["424", "425"]
+    svc.mark_clean()
+    assert read_state(str(st)).sequence == 425
+    again = make(tmp_path, state_dir=str(st), heartbeat_s=3600)  # the owner stopped: it may
+    assert again.start()[0].data["Sequence"] == "426"
+    again.close()
+
+
 def test_damaged_state_file_is_a_finding(tmp_path):
     st = tmp_path / "st"
     st.mkdir()
@@ -96,6 +127,46 @@ def test_install_manifest(tmp_path):
     ev = g.start()
     assert techniques(ev) == [(201, "self_modified")] and str(f) in ev[0].data["Details"]
     g.close()
+
+
+def test_python_startup_files_in_the_manifest_and_new_ones_reported(tmp_path):
+    """New-user report s11 #6: a .pth dropped into site-packages ran its code inside the
+    service (``python -I`` does not stop ``site``) and nothing reported it: the manifest held
+    the interpreter and the sysmonx package only."""
+    from sysmonx import service
+    site_dir = tmp_path / "site-packages"
+    site_dir.mkdir()
+    (site_dir / "distutils-precedence.pth").write_text("import os\n")
+    (site_dir / "lib.py").write_text("")
+    layout = service.Layout(tmp_path / "root")
+    real_dirs = service.startup_dirs
+    try:
+        service.startup_dirs = lambda: [site_dir]
+        service._write_manifest(layout, [])
+    finally:
+        service.startup_dirs = real_dirs
+    man = json.loads(layout.manifest.read_text())
+    assert man["startup_dirs"] == [str(site_dir)]
+    assert str(site_dir / "distutils-precedence.pth") in man["files"]
+    assert str(site_dir / "lib.py") not in man["files"]
+    g = make(tmp_path, install_manifest=str(layout.manifest), heartbeat_s=0)
+    assert g.start() == []
+    g.close()
+    evil = site_dir / "zz_nu11.pth"
+    evil.write_text("import os; open('/tmp/ran', 'a')\n")
+    (site_dir / "sitecustomize.py").write_text("")
+    (site_dir / "distutils-precedence.pth").write_text("import os; os.system('id')\n")
+    g = make(tmp_path, install_manifest=str(layout.manifest), heartbeat_s=0)
+    ev = g.start()
+    g.close()
+    assert techniques(ev) == [(201, "self_modified"), (201, "preload_hook")]
+    assert ev[0].data["Details"].endswith(str(site_dir / "distutils-precedence.pth"))
+    assert ev[1].data["Details"] == (
+        "2 Python start-up file(s) not in the install manifest (run in the sensor at start): "
+        f"{site_dir / 'sitecustomize.py'}, {evil}")
+    # the real interpreter's site-packages are where the manifest looks
+    assert service.startup_dirs() and all(d.name in ("site-packages", "dist-packages")
+                                          for d in service.startup_dirs())
 
 
 @pytest.fixture
@@ -173,9 +244,22 @@ def test_output_removed_and_clock_jump(tmp_path, monkeypatch):
     assert techniques(ev) == [(201, "output_blocked"), (201, "clock_changed")]
     assert ev[0].data["Details"] == f"output {out} was removed"
     assert ev[1].data["Details"].startswith("wall clock jumped +3600.")
-    g.counters = lambda: (5, 3, 7)
+    g.counters = lambda: (5, 3, {"-o a.xml": (7, 0), "-o b.xml": (0, 5)})
     g._output_check()
-    assert "7 events could not be written" in g.drain()[0].data["Details"]
+    ev = g.drain()
+    assert [e.data["Details"] for e in ev] == [
+        "output -o a.xml fails: 7 events could not be written to it since the last check "
+        "(one finding per episode; the count when it works again)"]
+    # new-user report s11 #9: one finding every 2.5 s check while the output kept failing
+    for k in range(2, 6):
+        g.counters = lambda k=k: (5, 3, {"-o a.xml": (7 * k, 0), "-o b.xml": (0, 5 * k)})
+        g._output_check()
+    assert g.drain() == []
+    g.counters = lambda: (5, 3, {"-o a.xml": (35, 4), "-o b.xml": (0, 30)})  # works again
+    g._output_check()
+    g.counters = lambda: (5, 3, {"-o a.xml": (36, 4), "-o b.xml": (0, 31)})  # a new episode
+    g._output_check()
+    assert [e.data["Details"].split(":")[0] for e in g.drain()] == ["output -o a.xml fails"]
 
 
 def test_preload_file_created_changed_removed(tmp_path, monkeypatch):

@@ -501,6 +501,15 @@ def test_bpf_link_detached_by_another_process(tmp_path, runs):
     assert any("BPF_LINK_DETACH" in e["Details"] and e["Image"] ==
                os.path.realpath(shutil.which("bpftool")) for e in f) or \
         any(f"BPF link {lid}" in e["Details"] for e in f), [e["Details"] for e in f]
+    if cg:
+        # new-user report s11 #5: only the trace saw it; the periodic link check did not
+        # notice the detached cgroup link (same fd, same program, fdinfo cgroup_id 0)
+        def by_link_check(e):
+            return finding("bpf_detach", f"BPF link {lid} (cgroup, cgroup_udp")(e) and \
+                "detached from its cgroup (cgroup_id " in e["Details"]
+        evs = wait_for(r.out, by_link_check)
+        got = [e["Details"] for e in evs if by_link_check(e)]
+        assert len(got) == 1 and got[0].endswith("no longer seen"), got
     r.marker()
     r.stop()
 

@@ -183,3 +183,29 @@ def test_collect_errors_are_clear(tmp_path, capsys):
     assert main(["collect", f"nats://127.0.0.1:{port}/x", "--count", "1"]) == 1
     assert "error:" in capsys.readouterr().err
     assert main(["collect", "nats://127.0.0.1:1/x?batch=no"]) == 87
+
+
+def test_receiver_away_is_one_sysmonx_line_not_library_tracebacks(server, tmp_path, capfd):
+    """New-user report s11 #3: with nats-server killed during a run, nats-py printed four full
+    tracebacks ("nats: encountered error") on stderr in 7 s and SysmonX said nothing. Now: one
+    line when the receiver goes away, one when it is back, nothing from the library."""
+    said = []
+    sink = open_url_output(f"{server.url}/quiet.events?stream=QUIET&spool={tmp_path / 'sp'}")
+    sink.BACKOFF = (0.05, 0.2)
+    sink.on_status = said.append
+    for i in range(1, 101):
+        sink.write(make_event(i))
+    assert sink.wait_idle(20)
+    server.kill9()
+    for i in range(101, 201):
+        sink.write(make_event(i))
+    time.sleep(2.0)  # several reconnection attempts against the closed port
+    server.start()
+    sink.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "nats: encountered error" not in err, err
+    away = [m for m in said if "the receiver is away" in m]
+    back = [m for m in said if "the receiver is back" in m]
+    assert len(away) == 1 and len(back) == 1 and sink.outages == 1, said
+    assert away[0].startswith(f"output -o {server.url}/quiet.events: the receiver is away (")
+    assert server.stored("QUIET") == 200

@@ -354,3 +354,27 @@ def test_wait_gives_up_after_drain_seconds_without_progress(tmp_path):
     assert 0.4 < time.monotonic() - t0 < 5
     with pytest.raises(SinkError):
         sink.close()
+
+
+def test_events_left_in_the_spool_are_spooled_not_one_failed_write(tmp_path):
+    """New-user report s11 #4: ``-o tcp://`` with no receiver ended with "NOT WRITTEN ... 1
+    events" (the close's error counted as one failed write) beside 2,297 spooled events, and
+    said nothing while it waited 30 s at close."""
+    from sysmonx.pipeline.fanout import FanOut
+    port = free_port()
+    sink = open_url_output(f"tcp://127.0.0.1:{port}?drain=0.5&spool={tmp_path / 'sp'}")
+    said = []
+    fan = FanOut.build([sink], "count")
+    fan.on_status = said.append
+    fan.start()
+    for i in range(1, 301):
+        fan.deliver(make_event(i))
+    fan.settle(5)
+    fan.close()
+    slot = fan.slots[0]
+    assert (slot.stats.sent, slot.stats.undelivered) == (300, 0)
+    assert fan.spooled() == {slot.label: (300, slot.spooled_note)}
+    assert "300 events wait in the spool" in slot.spooled_note
+    assert sum(1 for m in said if "the receiver is away" in m) == 1, said
+    assert any("waiting up to 0.5 s (drain=) for the receiver to take 300 spooled events" in m
+               for m in said), said

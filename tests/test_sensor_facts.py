@@ -297,10 +297,37 @@ def test_failing_output_is_counted_reported_and_recovery_gives_255(script_backen
     assert "No space left on device" in report[0].data["Description"]
     assert [e.data["TargetFilename"] for e in bad.events if e.event_id == 11] == ["/tmp/keep/after"]
     assert sensor.stats.undelivered["recorder"] == 32
-    assert sensor.stats.written[11] == 1  # only the event both outputs took
+    assert sensor.stats.written[11] == 31  # what the output that took the most holds
     assert any("fails (No space left on device)" in m for m in status)
     assert any("works again; 32 events" in m for m in status)
     assert "NOT WRITTEN to recorder: 32 events" in sensor.summary()
+
+
+def test_healthy_output_is_not_counted_lost_because_another_fails(script_backend):
+    """New-user report s11 #2: with ``-o good -o /full/fs`` the summary said "events written 0"
+    and the heartbeat inside the healthy file said ``EventsWritten 0``, ``EventsLost 4247``.
+    Written is what the best output took, each output's count is in the summary, and lost
+    (heartbeat) counts only events no output took."""
+    t0 = time.time_ns()
+    script_backend.script = [ob.FileCreate(t0 + i, 4242, f"/tmp/keep/{i}") for i in range(30)]
+    good, bad = Recorder(), Recorder(lambda e: True)
+    good.label, bad.label = "-o good.xml", "-o full.xml"
+    cfg = parse_config('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" '
+                       'groupRelation="or"><FileCreate onmatch="exclude"/></RuleGroup>'
+                       '</EventFiltering></Sysmon>')
+    sensor = Sensor(cfg, [bad, good], SensorOptions(order_window_s=0))
+    run(sensor, lambda: sum(1 for e in good.events if e.event_id == 11) >= 30
+        and getattr(bad, "attempts", 0) >= 32)
+    n_good = len(good.events)
+    st = sensor.stats
+    assert st.written[11] == 30 and sum(st.written.values()) == n_good
+    assert st.written_by_output == {"-o full.xml": 0, "-o good.xml": n_good}
+    written, lost, per_output = sensor.guard_counters()
+    assert (written, lost) == (n_good, 0)
+    assert per_output["-o full.xml"][0] == bad.attempts and per_output["-o good.xml"][0] == 0
+    line = sensor.summary()
+    assert f"events written {n_good:,} (0 to -o full.xml, {n_good:,} to -o good.xml)" in line
+    assert f"NOT WRITTEN to -o full.xml: {bad.attempts:,} events" in line
 
 
 def test_syslog_writer_without_daemon_raises_and_counts(tmp_path):

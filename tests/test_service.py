@@ -238,11 +238,17 @@ def test_install_update_dump_uninstall(service_root, tmp_path):
 
     # -u: stopped (event 4 Stopped), every created file and directory removed, nothing else
     code, out, _ = run(root, "-u")
-    assert code == 0 and out.endswith("Sysmon stopped.\n")
+    state_json = layout.sensor_state / "state.json"
+    assert code == 0 and out.endswith(
+        "Sysmon stopped.\nSysmon removed.\nKept " + str(state_json) + " (heartbeat Sequence "
+        "and SecondsSincePrevious continue at the next install).\n")
     assert not Path(f"/proc/{pid}").exists() or \
         Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] == "Z"
     assert _wait_for(events, lambda e: e[0] == 4 and e[1].get("State") == "Stopped", 5)
-    assert list(root.iterdir()) == []
+    # everything but the sensor's state (heartbeat history) is gone
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+        "var/lib/sysmonx/state.json", "var/lib/sysmonx/state.lock"]
+    shutil.rmtree(root / "var")
     after = set(p for p in tmp_path.rglob("*"))
     assert after - before == {root, events} - before
     code, out, _ = run(root, "-nologo", "-u")
@@ -263,8 +269,8 @@ def test_uninstall_force_with_missing_components(service_root, tmp_path):
     code, out, _ = run(root, "-nologo", "-u")
     assert code == 87 and "incomplete" in out and Path(f"/proc/{pid}").exists()
     code, out, _ = run(root, "-nologo", "-u", "force")
-    assert code == 0 and out == "Sysmon stopped.\n"
-    assert list(root.iterdir()) == []
+    assert code == 0 and out.startswith("Sysmon stopped.\nSysmon removed.\nKept ")
+    assert [p.name for p in root.iterdir()] == ["var"]  # the sensor's state only
 
 
 def test_install_failure_reports_the_log(tmp_path):
@@ -321,7 +327,7 @@ def test_systemd_mode_commands(tmp_path, monkeypatch):
     assert log.read_text().splitlines()[-2:] == ["is-active --quiet sysmonx.service",
                                                  "reload sysmonx.service"]
     code, out, _ = run(root, "-nologo", "-u")
-    assert code == 0 and out == "Sysmon stopped.\n"
+    assert code == 0 and out == "Sysmon stopped.\nSysmon removed.\n"
     assert log.read_text().splitlines()[-3:] == ["is-active --quiet sysmonx.service",
                                                  "disable --now sysmonx.service", "daemon-reload"]
     assert not root.exists() and not active.exists()
@@ -341,7 +347,46 @@ def test_install_over_an_installation_is_refused(service_root, tmp_path):
     assert code != 0 and "already installed" in out + err
     assert int(layout.pidfile.read_text()) == first and Path(f"/proc/{first}").exists()
     assert run(root, "-nologo", "-u")[0] == 0
-    assert list(root.iterdir()) == []
+    assert [p.name for p in root.iterdir()] == ["var"]  # the sensor's state only
+
+
+def test_daemon_restart_after_kill_and_reinstall_keep_heartbeat_history(service_root):
+    """New-user report s11 #7 and #8: the daemon's event file was 0644 (the installer's umask),
+    nothing documented started a daemon again after a kill -9 (``-c`` said "applies when it
+    starts"), and ``-u`` + ``-i`` deleted the state: the next heartbeat said Sequence 1,
+    SecondsSincePrevious 0."""
+    import signal
+    root, backend, events = service_root
+    layout = Layout(root)
+    old = os.umask(0o022)  # an ordinary admin's umask
+    try:
+        args = ("-nologo", "-i", "--output-file", str(events), "--backend", backend, "--no-dns")
+        code, out, err = run(root, *args)
+        assert code == 0, out + err
+    finally:
+        os.umask(old)
+    assert events.stat().st_mode & 0o777 == 0o600
+    pid = int(layout.pidfile.read_text())
+    first = _wait_for(events, lambda e: e[0] == 202)
+    assert first and first[0][1]["Sequence"] == "1"
+    os.kill(pid, signal.SIGKILL)
+    while Path(f"/proc/{pid}").exists() and \
+            Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z":
+        time.sleep(0.05)
+    code, out, err = run(root, "-nologo", "-c", "--")
+    assert code == 0, out + err
+    assert "the service was not running; starting it" in err
+    pid2 = int(layout.pidfile.read_text())
+    assert pid2 != pid and f"Sysmon started (pid {pid2}).\n" in out
+    found = _wait_for(events, lambda e: e[0] == 201 and e[1]["Technique"] == "unclean_shutdown")
+    assert found and f"previous run (pid {pid}," in found[0][1]["Details"]
+    hbs = _wait_for(events, lambda e: e[0] == 202 and e[1]["Sequence"] == "2")
+    assert hbs
+    code, out, _ = run(root, "-nologo", "-u")
+    assert code == 0 and "Kept " in out
+    assert run(root, *args)[0] == 0
+    hb = _wait_for(events, lambda e: e[0] == 202 and e[1]["Sequence"] == "4")
+    assert hb, [e for e in _events(events) if e[0] == 202]  # 3: the stop's; 4: the new start's
 
 
 def test_syslog_problem_tells_a_missing_or_deaf_socket_from_a_daemon(tmp_path):

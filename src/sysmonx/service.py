@@ -370,10 +370,14 @@ def _start_daemon(layout: Layout, settings: ServiceSettings, created: list,
     if not layout.log.exists():
         created.append(str(layout.log))
     fd = os.open(layout.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # the unit's UMask=0077 for the daemon too: its event file, spool and state are the
+    # owner's only (it inherited the installer's umask: an event file of 0644)
+    umask = os.umask(0o077)
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                                 cwd=layout.opt, start_new_session=True, close_fds=True)
     finally:
+        os.umask(umask)
         os.close(fd)
     _children.append(proc)
     deadline = time.monotonic() + timeout
@@ -421,6 +425,36 @@ def stop_service(layout: Layout, state: Optional[dict] = None) -> bool:
     return True
 
 
+def start_service(layout: Layout, say: Callable[[str], None] = print) -> bool:
+    """Start the installed service when it is not running (``-c`` on a stopped service, after
+    a kill -9 or a crash: a daemon has no supervisor). systemd: ``systemctl start``; daemon:
+    the command recorded at install, as ``-i`` starts it. Returns False when it already ran.
+
+    Raises:
+        ServiceError: not installed, or it did not start (with the end of its log).
+    """
+    state = read_state(layout)
+    if state is None:
+        raise ServiceError("Error: Sysmon is not installed.")
+    if is_running(layout):
+        return False
+    if state.get("mode") == "systemd":
+        _systemctl("start", UNIT_NAME)
+        return True
+    opts = state.get("settings", {})
+    settings = ServiceSettings(output_file=opts.get("output_file"), backend=opts.get("backend"),
+                               no_dns=bool(opts.get("no_dns")),
+                               python=opts.get("python") or sys.executable)
+    created = list(state.get("created", []))
+    try:
+        pid = _start_daemon(layout, settings, created)
+    finally:
+        state["created"] = created
+        _write_state(layout, state, created)
+    say(f"Sysmon started (pid {pid}).")
+    return True
+
+
 def reload_service(layout: Layout) -> bool:
     """Ask the running service to re-read its configuration (SIGHUP; systemd: ``systemctl
     reload``). Returns False when it is not running."""
@@ -450,18 +484,47 @@ class Payload:
     argv: list[str]
 
 
+#: files in a site-packages directory that ``site`` runs at every interpreter start, also
+#: under ``python -I`` (``.pth`` lines that start with ``import``; the two customize modules)
+STARTUP_NAMES = ("sitecustomize.py", "usercustomize.py")
+
+
+def startup_dirs() -> list[Path]:
+    """The site-packages directories of the running interpreter (``site.getsitepackages``),
+    where start-up files (:func:`startup_files`) are looked for."""
+    import site
+    return [Path(d) for d in dict.fromkeys(site.getsitepackages()) if os.path.isdir(d)]
+
+
+def startup_files(dirs: list[Path]) -> list[Path]:
+    """The files in ``dirs`` that run code when the interpreter starts: ``*.pth`` and
+    :data:`STARTUP_NAMES`."""
+    out: list[Path] = []
+    for d in dirs:
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        out += [d / n for n in names if n.endswith(".pth") or n in STARTUP_NAMES]
+    return out
+
+
 def install_manifest_files() -> list[Path]:
-    """The files an installed sensor runs from: the interpreter and every file of the
-    ``sysmonx`` package (sources, data)."""
+    """The files an installed sensor runs from: the interpreter, every file of the ``sysmonx``
+    package (sources, data) and the site-packages start-up files (:func:`startup_files`: a
+    ``.pth`` runs its ``import`` lines in the sensor at start, ``-I`` does not stop that)."""
     import sysmonx
     pkg = Path(sysmonx.__file__).resolve().parent
     files = [Path(os.path.realpath(sys.executable))]
     files += sorted(p for p in pkg.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files += startup_files(startup_dirs())
     return files
 
 
 def _write_manifest(layout: Layout, created: list) -> None:
-    """``manifest.json``: ``{"files": {path: sha256}}`` of :func:`install_manifest_files` (0600).
+    """``manifest.json``: ``{"files": {path: sha256}, "startup_dirs": [dir]}`` of
+    :func:`install_manifest_files` and :func:`startup_dirs` (0600; the sensor reports a
+    start-up file in those directories that the manifest does not list).
     The configuration is not in it: ``-c`` changes it legitimately, and the running sensor
     watches it (``config_modified``)."""
     files = {}
@@ -470,7 +533,8 @@ def _write_manifest(layout: Layout, created: list) -> None:
             files[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
         except OSError:
             continue
-    _write_file(layout.manifest, (json.dumps({"files": files}, indent=1) + "\n").encode(),
+    manifest = {"files": files, "startup_dirs": [str(d) for d in startup_dirs()]}
+    _write_file(layout.manifest, (json.dumps(manifest, indent=1) + "\n").encode(),
                 0o600, created)
 
 
@@ -578,7 +642,15 @@ def update(layout: Layout, payload: Payload) -> bool:
 def _known_paths(layout: Layout) -> list[str]:
     return [str(p) for p in (layout.config, layout.rules, layout.argv, layout.field_sizes,
                              layout.state, layout.log, layout.unit, layout.pidfile,
-                             layout.manifest, layout.sensor_state / "state.json")]
+                             layout.manifest)]
+
+
+def _kept(layout: Layout, path: str) -> bool:
+    """Paths ``-u`` keeps: the sensor's state directory (heartbeat ``Sequence``, the time of
+    the last heartbeat, the running flag). Removing it made the next install start at
+    ``Sequence`` 1 with ``SecondsSincePrevious`` 0, which no silence rule can tell from a
+    first install, and took the state of other sensors sharing the directory."""
+    return path.startswith(str(layout.sensor_state) + "/")
 
 
 def uninstall(layout: Layout, force: bool = False,
@@ -606,10 +678,13 @@ def uninstall(layout: Layout, force: bool = False,
             raise ServiceError("Sysmon installation is incomplete (missing "
                                + ", ".join(str(m) for m in missing) + "); use -u force")
     state = state or {}
-    stop_service(layout, state)  # systemd: disable --now (also removes the enable symlink)
+    # systemd: disable --now (also removes the enable symlink); daemon: returns once it exited
+    stopped = stop_service(layout, state)
+    say("Sysmon stopped." if stopped else "Sysmon was not running.")
     removed: list[str] = []
     created = state.get("created", [])
-    files = [p for p in created if not p.endswith("/")]
+    # its directory goes only when empty, as every directory the install created
+    files = [p for p in created if not p.endswith("/") and not _kept(layout, p)]
     for p in dict.fromkeys(files + _known_paths(layout)):
         path = Path(p)
         if path.is_file() or path.is_symlink():
@@ -627,5 +702,8 @@ def uninstall(layout: Layout, force: bool = False,
             removed.append(d + "/")
         except OSError:
             pass
-    say("Sysmon stopped.")
+    say("Sysmon removed." if removed else "Nothing to remove.")
+    if (layout.sensor_state / "state.json").exists():
+        say(f"Kept {layout.sensor_state / 'state.json'} (heartbeat Sequence and "
+            "SecondsSincePrevious continue at the next install).")
     return removed

@@ -43,7 +43,10 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="send events to syslog as Sysmon for Linux does (default socket /dev/log)"
                         "; stdout output is then off unless -o - is given")
     p.add_argument("--duration", type=float, metavar="SECONDS",
-                   help="stop after this many seconds (default: until Ctrl-C / SIGTERM)")
+                   help="stop after this many seconds (default: until Ctrl-C / SIGTERM); "
+                        "a network output (-o tcp://, nats:// ...) then waits up to its drain= "
+                        "seconds (default 30) for its receiver to take what is spooled, and "
+                        "says so")
     from ..sensor.backends import tiers
     p.add_argument("--backend", choices=tiers(),
                    help="force a trace backend tier (default: the best available)")

@@ -671,6 +671,13 @@ def _configuration(ctx: _Ctx, parsed: ParsedCommandLine, layout) -> int:
         return EXIT_FAILED
     ctx.say("Configuration updated.")
     if not running:
-        ctx.err.write("sysmonx: the service is not running; the configuration applies when it "
-                      "starts\n")
+        # stopped behind our back (kill -9, a crash; a daemon has no supervisor): start it with
+        # the new configuration, as -i would
+        from ..service import start_service
+        ctx.err.write("sysmonx: the service was not running; starting it\n")
+        try:
+            start_service(layout, say=ctx.say)
+        except (ServiceError, OSError) as exc:
+            ctx.say(f"Error: {exc}")
+            return EXIT_FAILED
     return EXIT_OK

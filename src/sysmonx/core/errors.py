@@ -209,6 +209,16 @@ class SinkError(SysmonXError, OSError):
     the underlying ``OSError`` when there is one."""
 
 
+class EventsSpooled(SinkError):
+    """A network output closed with ``count`` events still in its spool on disk (the receiver
+    did not confirm them in time): not lost, the next run with the same spool sends them. A
+    live run reports them as spooled; under the ``fatal`` policy (replay) it is a failure."""
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
+
+
 class OutputClosed(SinkError):
     """The reader of an output went away (``| head`` closed the pipe): stop quietly."""
 

@@ -60,17 +60,35 @@ class NetTarget:
 
 
 
+async def _quiet_nats_error(exc: Exception) -> None:
+    """nats-py's ``error_cb``: nothing (its default logs a traceback per failed attempt); the
+    failure reaches the caller as the exception of the call that failed."""
+
+
+def quiet_nats_logger() -> None:
+    """Silence nats-py's logger (``nats``): nobody configures it, so Python printed its
+    errors, with tracebacks, on stderr; SysmonX says the outage itself."""
+    import logging
+    log = logging.getLogger("nats")
+    if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+        log.addHandler(logging.NullHandler())
+    log.propagate = False
+
+
 def nats_connect_options(t: NetTarget) -> dict[str, Any]:
     """Keyword arguments of ``nats.connect`` (nats-py) for a parsed ``nats://`` URL: the server,
     TLS (``tls=1``, ``ca=``, ``cert=``, ``key=``; verification on), credentials read from files
     (``user=`` with ``password_file=``, ``token_file=``), no reconnection inside the client (the
-    caller retries and knows what was confirmed).
+    caller retries and knows what was confirmed), no library messages (``error_cb`` a no-op,
+    :func:`quiet_nats_logger`).
 
     Raises:
         SysmonXError: a credential or certificate file cannot be read.
     """
     opts: dict[str, Any] = {"servers": [f"nats://{t.host}:{t.port}"], "allow_reconnect": False,
-                            "connect_timeout": 2, "max_reconnect_attempts": 0}
+                            "connect_timeout": 2, "max_reconnect_attempts": 0,
+                            "error_cb": _quiet_nats_error}
+    quiet_nats_logger()
     try:
         if t.flag("tls") or "ca" in t.options:
             ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)

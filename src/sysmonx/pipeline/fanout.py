@@ -37,7 +37,7 @@ from operator import is_
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence
 
-from ..core.errors import OutputClosed, SinkError
+from ..core.errors import EventsSpooled, OutputClosed, SinkError
 from ..event import Event
 from ..interfaces import SinkStats
 from ..sensor.threadname import set_native_name
@@ -57,6 +57,12 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+def _total(counts: Counter[int]) -> int:
+    """The sum of ``counts``, read from a copy (a delivery thread may add an EventID to it
+    meanwhile; the copy of a dict is one step under the GIL)."""
+    return sum(dict(counts).values())
 
 
 def _utc(ns: int) -> str:
@@ -126,6 +132,16 @@ class SinkSlot:
         self._lost_error = ""
         self._lock = threading.Lock()
         self._write = sink.write
+        #: events a network output left in its spool at close (not lost: the next run with
+        #: the same spool sends them; count policy), with its message
+        self.spooled = 0
+        self.spooled_note = ""
+        if getattr(sink, "on_status", False) is None:  # a sink that says things (network)
+            sink.on_status = self._status
+
+    def _status(self, message: str) -> None:
+        if self.fanout is not None:
+            self.fanout.status(message)
 
     @property
     def stats(self) -> SinkStats:
@@ -207,6 +223,11 @@ class SinkSlot:
             call()
         except BrokenPipeError as exc:
             raise OutputClosed(f"{self.target}: reader went away") from exc
+        except EventsSpooled as exc:
+            if self.policy == "fatal":
+                self.failure(exc)
+            else:  # kept on disk for the next run: neither written nor lost
+                self.spooled, self.spooled_note = exc.count, exc.message
         except Exception as exc:  # noqa: BLE001 - counted like a failed write
             self.failure(exc)
 
@@ -634,19 +655,47 @@ class FanOut:
             out[s.label] = st
         return out
 
+    def spooled(self) -> dict[str, tuple[int, str]]:
+        """``label -> (events left in its spool at close, the message)`` of the network
+        outputs that closed with some (count policy)."""
+        return {s.label: (s.spooled, s.spooled_note) for s in self.slots if s.spooled}
+
     def errors(self) -> dict[str, str]:
         """``label -> last error`` of every sink that failed or dropped."""
         return {s.label: s.last_error for s in self.slots if s.last_error}
 
     def written(self) -> Counter[int]:
-        """Events per EventID every events output took (the least any of them took; counted
-        with ``count_ids``)."""
-        counters = [s.taken for s in self.slots
-                    if s.taken is not None and "event" in s.accepts]
-        if not counters:
+        """Events per EventID taken by the events output that took the most events (counted
+        with ``count_ids``): what the sensor wrote to some output. One output that fails does
+        not make this 0 while another output took the events (a run with ``-o FILE -o
+        /full/FILE`` wrote what the first holds); :meth:`written_by_output` gives each output's
+        count and :meth:`stats` what each did not take."""
+        best: Optional[Counter[int]] = None
+        for s in self.slots:
+            if s.taken is not None and "event" in s.accepts and \
+                    (best is None or _total(s.taken) > _total(best)):
+                best = s.taken
+        if best is None:
             return Counter()
-        ids = set().union(*counters)
-        return Counter({i: min(c[i] for c in counters) for i in ids if min(c[i] for c in counters)})
+        return Counter({i: n for i, n in dict(best).items() if n})
+
+    def written_by_output(self) -> dict[str, int]:
+        """``label -> events taken`` of every events output counted with ``count_ids`` (summed
+        when two share a label), in the order of the outputs."""
+        out: dict[str, int] = {}
+        for s in self.slots:
+            if s.taken is not None and "event" in s.accepts:
+                out[s.label] = out.get(s.label, 0) + _total(s.taken)
+        return out
+
+    def lost_everywhere(self) -> int:
+        """Events not taken by any events output, as far as counts can tell: the fewest any
+        events output did not take (exact with one output, and whenever the outputs' failures
+        overlap; an upper bound when they failed on different events). 0 without such
+        outputs."""
+        counts = [s.stats.undelivered for s in self.slots
+                  if s.taken is not None and "event" in s.accepts]
+        return min(counts) if counts else 0
 
 
 class CallbackSink:

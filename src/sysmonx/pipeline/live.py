@@ -119,7 +119,8 @@ class SensorOptions:
 
 @dataclass
 class SensorStats:
-    """Counters: observations by type, events ``written`` (taken by every output) and
+    """Counters: observations by type, events ``written`` (taken by the output that took the
+    most; ``written_by_output``: output -> events it took) and
     ``filtered`` out per EventID, ``lost`` (sum of Loss counts), ``errors`` (255 events of the
     source for failures, and rejected reloads), ``host_notes`` (255 events that state a fact
     about the host, not a failure), ``outputs`` (per output: sent, failed, dropped),
@@ -138,6 +139,7 @@ class SensorStats:
     output_errors: dict[str, str] = field(default_factory=dict)
     order_late: int = 0
     host_notes: int = 0
+    written_by_output: dict[str, int] = field(default_factory=dict)
 
 
 def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
@@ -322,12 +324,17 @@ class Sensor:
                                  reloader=self._load, tick_s=options.tick_s)
         self.source.guard_counters = self.guard_counters
 
-    def guard_counters(self) -> tuple[int, int, int]:
-        """``(events written, events lost in the kernel or queues, events an output did not
-        take)`` so far, for the heartbeat and the guard's output check."""
+    def guard_counters(self) -> tuple[int, int, dict[str, tuple[int, int]]]:
+        """``(events written, events lost, output -> (events it did not take, items it
+        took))`` totals so far,
+        for the heartbeat and the guard's output check. Written: by the output that took the
+        most (:meth:`FanOut.written`); lost: in the kernel or queues, plus the events no output
+        took (:meth:`FanOut.lost_everywhere`), so an output that fails beside a healthy one
+        does not make the heartbeat say the events were lost."""
         outputs = self.fanout.stats()
-        return (sum(self.fanout.written().values()), self.source.stats.lost,
-                sum(v.undelivered for v in outputs.values()))
+        return (sum(self.fanout.written().values()),
+                self.source.stats.lost + self.fanout.lost_everywhere(),
+                {k: (v.undelivered, v.sent) for k, v in outputs.items()})
 
     def _load(self) -> Optional[Config]:
         """The reloader: the config file read again; the config cache's notes (an entry
@@ -374,7 +381,8 @@ class Sensor:
                            undelivered=Counter({k: v.undelivered for k, v in outputs.items()
                                                 if v.undelivered}),
                            output_errors=self.fanout.errors(), order_late=src.order_late,
-                           host_notes=src.host_notes)
+                           host_notes=src.host_notes,
+                           written_by_output=self.fanout.written_by_output())
 
     @property
     def scan_stats(self) -> Any:
@@ -387,14 +395,19 @@ class Sensor:
         return req.service.stats
 
     def summary(self) -> str:
-        """The closing summary line (stderr): backend (or what is followed), events written,
-        filtered out, lost, errors (by kind), host notes (events 255 that are facts about the
-        host, not failures: only when there are some), and every output that did not take all events with the
-        count and the last error; the scan counters when the run scans."""
+        """The closing summary line (stderr): backend (or what is followed), events written
+        (by the output that took the most; each output's count when they differ), filtered
+        out, lost, errors (by kind), host notes (events 255 that are facts about the host, not
+        failures: only when there are some), and every output that did not take all events
+        with the count and the last error; the scan counters when the run scans."""
         st = self.stats
         what = st.backend if self.options.follow else f"backend {st.backend}"
-        text = (f"{what}; events written {sum(st.written.values()):,}, filtered out "
-                f"{sum(st.filtered.values()):,}, lost {st.lost:,}, errors {st.errors}")
+        text = f"{what}; events written {sum(st.written.values()):,}"
+        if len(set(st.written_by_output.values())) > 1:  # the outputs differ: each one's count
+            text += " (" + ", ".join(f"{n:,} to {name}"
+                                     for name, n in st.written_by_output.items()) + ")"
+        text += (f", filtered out {sum(st.filtered.values()):,}, lost {st.lost:,}, "
+                 f"errors {st.errors}")
         if st.errors:  # what they were, by kind (each is an event 255 in the output)
             refused = self.pipeline.reload_errors
             kinds = [f"{n:,} {what}" for n, what in (
@@ -408,6 +421,13 @@ class Sensor:
                      "kernel modules; nothing failed or was lost)")
         for name, n in st.undelivered.items():
             text += f"; NOT WRITTEN to {name}: {n:,} events ({st.output_errors.get(name, '')})"
+        for slot in self.fanout.slots:
+            away = getattr(slot.sink, "outages", 0)
+            if away:
+                text += (f"; {slot.label}: receiver away {away} time"
+                         f"{'s' if away > 1 else ''} during the run (events kept in its spool)")
+        for name, (n, note) in self.fanout.spooled().items():
+            text += f"; SPOOLED for {name}: {n:,} of the events written wait on disk ({note})"
         scans = self.scan_stats
         if scans is not None:
             text += "; " + scans.summary()

@@ -66,7 +66,9 @@ What is watched, and how (technique names: :data:`~sysmonx.stages.tamperfinding.
   ``LD_PRELOAD`` in the sensor's environment; a library mapped into the sensor from a
   world-writable directory or named by the preload list.
 * ``output_blocked``: an output file or the syslog socket removed or replaced (another inode at
-  the path), or an output failing (events not taken since the last check).
+  the path), or an output failing: one finding per failure episode of each output, naming it
+  (the episode ends at a check that finds the output took events and failed none since the
+  previous check; the count comes with the event 255 ``Output`` when it works again).
 * ``clock_changed``: the wall clock moved against the monotonic clock by more than
   ``clock_jump_s``.
 * ``self_modified``: a file recorded in the install manifest (``sysmonx -i``) whose SHA256
@@ -88,8 +90,10 @@ import select
 import threading
 import time
 from collections import deque
+from pathlib import Path
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from ..event import Event
 from ..stages.tamperfinding import HEARTBEAT_EVENT_ID, tamper_finding
@@ -303,8 +307,10 @@ class SensorGuard:
         run_file: this run's :class:`~sysmonx.sensor.peers.RunFile` (the guard publishes the
             sensor's BPF ids in it, announces its by-id opens there and removes it at the end).
     Attributes:
-        counters: callable returning ``(events written, events lost in the kernel or queues,
-            events an output did not take)`` totals so far (set by the run; zeros until then).
+        counters: callable returning ``(events written, events lost, {output label: (events it
+            did not take, events it took)})`` totals so far (set by the run; zeros until
+            then). Written: by the output that took the most; lost: in the kernel or queues,
+            or taken by no output.
         findings: technique -> findings so far.
         heartbeat_s: seconds between heartbeats in force (0: none).
     """
@@ -324,7 +330,8 @@ class SensorGuard:
         self.config_hash = config_hash
         self.backends = list(backends)
         self.on_status = on_status or (lambda msg: None)
-        self.counters: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        self.counters: Callable[[], tuple[int, int, Mapping[str, tuple[int, int]]]] = \
+            lambda: (0, 0, {})
         #: CPU time (s) of the guard's thread so far (its checks and the trace reading)
         self.cpu_s = 0.0
         self._started_mono = time.monotonic()
@@ -333,6 +340,10 @@ class SensorGuard:
         self._out: deque[Event] = deque()
         self._deferred: list[tuple[float, int, Event]] = []
         self._lock = threading.Lock()
+        #: the held ``state.lock`` of ``options.state_dir`` (:meth:`_own_state_dir`)
+        self._state_lock_fd: Optional[int] = None
+        #: why this run keeps no state although a state directory was given, or ""
+        self.state_note = ""
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._state = SensorState()
@@ -366,7 +377,10 @@ class SensorGuard:
         self.reloads_by_signal = 0
         self._maps_seen: set[str] = set()
         self._outputs: dict[str, Optional[tuple[int, int]]] = {}
-        self._lost_seen = 0
+        #: output label -> (events it did not take, events it took) at the last check; the
+        #: outputs in a failure episode (reported once)
+        self._lost_seen: dict[str, tuple[int, int]] = {}
+        self._failing: set[str] = set()
         self._clock = time.time_ns() - time.monotonic_ns()
         self._integrity_seen: set[tuple[str, str]] = set()
         self._stopping = False
@@ -449,6 +463,8 @@ class SensorGuard:
         first heartbeat)."""
         now = time.time_ns()
         o = self.options
+        if o.state_dir and not self._own_state_dir(o.state_dir):
+            o = self.options = dataclasses.replace(o, state_dir=None)
         if o.state_dir:
             try:
                 prev = read_state(o.state_dir)
@@ -506,6 +522,44 @@ class SensorGuard:
         sd_notify("READY=1")
         return self.drain()
 
+    def _own_state_dir(self, state_dir: str) -> bool:
+        """Take ``state_dir/state.lock`` (``flock``, held until the process ends or
+        :meth:`close`): one sensor at a time keeps the state. ``False`` when another live
+        sensor holds it: that one's heartbeat ``Sequence`` and running flag are not touched
+        (two sensors numbered heartbeats from one counter, and the second one's start called
+        the first one's live run an unclean shutdown); this run then keeps no state, and says
+        so. A lock that cannot be made at all (read-only directory) lets the state be used
+        as before."""
+        import fcntl
+        path = os.path.join(state_dir, "state.lock")
+        try:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            try:
+                other = read_state(state_dir)
+            except ValueError:
+                other = None
+            who = f"pid {other.pid}, " if other is not None and other.running else ""
+            self.state_note = (f"another sensor ({who}{path} locked) keeps the state in "
+                               f"{state_dir}: this run keeps none (heartbeat Sequence from 1, "
+                               "SecondsSincePrevious 0, no unclean-shutdown check; give it its "
+                               "own --state-dir to keep one)")
+            self._say("state-lock", f"guard: {self.state_note}")
+            return False
+        self._state_lock_fd = fd
+        return True
+
+    def _release_state_dir(self) -> None:
+        fd, self._state_lock_fd = self._state_lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
     def drain(self) -> list[Event]:
         """Take every queued event."""
         with self._lock:
@@ -547,13 +601,15 @@ class SensorGuard:
         return self.drain()
 
     def mark_clean(self) -> None:
-        """After 4 ``Stopped`` went out: record the clean end in the state file."""
+        """After 4 ``Stopped`` went out: record the clean end in the state file (then another
+        sensor may take the state directory)."""
         if self.options.state_dir:
             self._state.running = False
             try:
                 _write_state(self.options.state_dir, self._state)
             except OSError:
                 pass
+        self._release_state_dir()
 
     def summary(self) -> str:
         """One line: the guard thread's CPU share, heartbeats written in this run and the sequence
@@ -578,6 +634,7 @@ class SensorGuard:
             self._trace = None
         if self.run_file is not None:
             self.run_file.close()
+        self._release_state_dir()
 
     def config_reload_refused(self, reason: str) -> None:
         """A reload (SIGHUP) was asked for and refused: the configuration in force stays.
@@ -738,8 +795,7 @@ class SensorGuard:
     def _heartbeat(self, now_ns: int) -> None:
         if self.heartbeat_s <= 0:
             return
-        written, kernel_lost, undelivered = self.counters()
-        lost = kernel_lost + undelivered
+        written, lost, _ = self.counters()
         w0, l0 = self._last_counts
         self._last_counts = (written, lost)
         self._seq += 1
@@ -947,12 +1003,18 @@ class SensorGuard:
             else:
                 self.finding("output_blocked", f"output {path} was replaced by another file "
                                                f"(inode {ident[1]} -> {now[1]})")
-        undelivered = self.counters()[2]
-        if undelivered > self._lost_seen:
-            n = undelivered - self._lost_seen
-            self._lost_seen = undelivered
-            self.finding("output_blocked", f"{n} events could not be written to an output since "
-                                           "the last check")
+        for label, (undelivered, sent) in self.counters()[2].items():
+            lost0, sent0 = self._lost_seen.get(label, (0, 0))
+            n = undelivered - lost0
+            self._lost_seen[label] = (undelivered, sent)
+            if n <= 0:
+                if sent > sent0:  # it took events and failed none: the episode is over
+                    self._failing.discard(label)
+            elif label not in self._failing:
+                self._failing.add(label)
+                self.finding("output_blocked", f"output {label} fails: {n} events could not be "
+                                               "written to it since the last check (one finding "
+                                               "per episode; the count when it works again)")
 
     def _integrity_check(self) -> None:
         if self._stopping:
@@ -983,6 +1045,16 @@ class SensorGuard:
         if changed:
             self.finding("self_modified", f"{len(changed)} installed file(s) changed since "
                                           f"install: {', '.join(changed[:10])}")
+        # start-up files (.pth, sitecustomize) added to site-packages since install: site runs
+        # them in the sensor at start, under -I too
+        from ..service import startup_files
+        known = set(manifest.get("files", {}))
+        new = [str(p) for p in startup_files([Path(d) for d in manifest.get("startup_dirs", ())])
+               if str(p) not in known]
+        if new:
+            self.finding("preload_hook", f"{len(new)} Python start-up file(s) not in the install "
+                                         f"manifest (run in the sensor at start): "
+                                         f"{', '.join(new[:10])}")
 
     # --- BPF objects of the sensor -----------------------------------------------------------
 

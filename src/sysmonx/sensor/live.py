@@ -32,7 +32,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from ..configmodel import Config
 from ..core.errors import SysmonXError
@@ -186,9 +186,10 @@ class LiveSource(Source):
         self.guard: Optional[SensorGuard] = None
         #: this run's proof for other SysmonX sensors (sensor/peers.py), with the guard's trace
         self._run_file: Optional[Any] = None
-        #: ``() -> (events written, lost in kernel/queues, not taken by an output)`` for the
-        #: guard (set by the run)
-        self.guard_counters: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        #: ``() -> (events written, events lost, {output: (not taken, taken)})`` for the
+        #: guard (set by the run; :attr:`SensorGuard.counters`)
+        self.guard_counters: Callable[[], tuple[int, int, Mapping[str, tuple[int, int]]]] = \
+            lambda: (0, 0, {})
 
     # -- backends' side ----------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
-from ..core.errors import SinkError, UsageError
+from ..core.errors import EventsSpooled, SinkError, UsageError
 from ..core.neturl import NetTarget, parse_size
 from ..event import Event
 from ..interfaces import Sink, SinkStats
@@ -152,6 +152,11 @@ class SpooledSink(Sink):
         self.stats = SinkStats()
         self.last_error: Optional[str] = None
         self.reconnects = 0
+        #: one-line messages (the receiver went away, came back, the wait at close); set by
+        #: the fan-out's slot to its status line (stderr)
+        self.on_status: Optional[Callable[[str], None]] = None
+        #: receiver outages seen (a connection that failed after working, or never worked)
+        self.outages = 0
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._closed = False
@@ -226,6 +231,10 @@ class SpooledSink(Sink):
         if self._closed:
             return
         self._closed = True
+        pending = self.spool.pending_records
+        if pending and self.on_status is not None:
+            self.on_status(f"output {self.label}: waiting up to {self.drain:g} s (drain=) for "
+                           f"the receiver to take {pending:,} spooled events")
         self.wait_idle(self.drain)
         self._stop.set()
         self._thread.join(10)
@@ -233,9 +242,14 @@ class SpooledSink(Sink):
         self.transport.close()
         self.spool.close()
         if left:
-            raise SinkError(f"{self.target}: {left:,} events wait in the spool {self.spool.path}"
-                            f" (receiver: {self.last_error or 'no confirmation yet'}); the next "
-                            "run with the same spool sends them")
+            raise EventsSpooled(f"{self.target}: {left:,} events wait in the spool "
+                                f"{self.spool.path} (receiver: "
+                                f"{self.last_error or 'no confirmation yet'}); the next run "
+                                "with the same spool sends them", left)
+
+    def _say(self, message: str) -> None:
+        if self.on_status is not None and not self._stop.is_set():
+            self.on_status(message)
 
     # -- sender thread -------------------------------------------------------------------
 
@@ -246,6 +260,8 @@ class SpooledSink(Sink):
         sent = 0  # records sent on this connection
         done = 0  # of them confirmed and committed
         give_up: Optional[float] = None
+        away: Optional[float] = None  # monotonic time the current outage began
+        told = False  # the outage was said (once the output's status line is known)
         while True:
             stopping = self._stop.is_set()
             if stopping:
@@ -258,6 +274,12 @@ class SpooledSink(Sink):
                         return
                     self.transport.connect()
                     connected = True
+                    if away is not None:
+                        if told:
+                            self._say(f"output {self.label}: the receiver is back after "
+                                      f"{time.monotonic() - away:.0f} s; spooled events are "
+                                      "being sent")
+                        away, told = None, False
                     self.last_error = None
                     backoff = self.BACKOFF[0]
                 batch = self.spool.read(self.batch, wait=0.0 if inflight else 0.05)
@@ -287,6 +309,14 @@ class SpooledSink(Sink):
             except Exception as exc:  # noqa: BLE001 - OSError, SSLError, SinkError, and a
                 # transport's own bug: delivery must go on (reconnect, resend), never die quietly
                 self.last_error = str(exc) or type(exc).__name__
+                if away is None:
+                    away = time.monotonic()
+                    self.outages += 1
+                if not told and self.on_status is not None:  # one line per outage
+                    told = True
+                    self._say(f"output {self.label}: the receiver is away ({self.last_error}); "
+                              f"events are kept in the spool {self.spool.path} and sent when "
+                              "it is back")
                 self.transport.close()
                 connected = False
                 self.reconnects += 1

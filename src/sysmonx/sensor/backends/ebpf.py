@@ -213,6 +213,16 @@ def _ip(family: int, raw: bytes) -> Optional[str]:
     return None if raw == bytes(16) else socket.inet_ntop(socket.AF_INET6, raw)
 
 
+#: ``attach_type`` numbers of the cgroup hooks (``enum bpf_attach_type``) -> bpftool's names
+_CGROUP_HOOKS = {"14": "cgroup_udp4_sendmsg", "15": "cgroup_udp6_sendmsg",
+                 "19": "cgroup_udp4_recvmsg", "20": "cgroup_udp6_recvmsg"}
+#: what each hook attributes (module docstring: unconnected UDP flows)
+_CGROUP_DARK = {"cgroup_udp4_sendmsg": "UDP over IPv4 sends (unconnected sockets)",
+                "cgroup_udp6_sendmsg": "UDP over IPv6 sends (unconnected sockets)",
+                "cgroup_udp4_recvmsg": "UDP over IPv4 receives (unconnected sockets)",
+                "cgroup_udp6_recvmsg": "UDP over IPv6 receives (unconnected sockets)"}
+
+
 def _cgroup2_root() -> Optional[str]:
     """Mount point of the first cgroup v2 hierarchy mounted at its root, else ``None``."""
     try:
@@ -291,7 +301,9 @@ class EbpfBackend(Backend):
         self.visibility: Optional[Any] = None  # the second object (VisibilityProbes)
         #: maps frozen at start (:meth:`_freeze_maps`)
         self.frozen: list = []
-        self._links: Optional[dict] = None  # link id -> (prog id, type): integrity baseline
+        #: link id -> (prog id, type, cgroup_id, attach_type): the integrity baseline
+        self._links: Optional[dict] = None
+        self._links_reported: set = set()  # links already reported by integrity()
 
     # -- capability check -------------------------------------------------------------------
     @classmethod
@@ -552,8 +564,11 @@ class EbpfBackend(Backend):
 
     def integrity(self) -> list:
         """``[(technique, details)]``: ``bpf_detach`` for each BPF link of this backend that is
-        gone or no longer holds the program it held at the first call (the baseline, taken
-        when the sensor's guard starts), i.e. detached by another process."""
+        gone, no longer holds the program it held at the first call (the baseline, taken when
+        the sensor's guard starts), or, for a cgroup link, was detached from its cgroup while
+        the fd stays (``bpftool link detach``: ``/proc/self/fdinfo`` then says ``cgroup_id:
+        0``); each link is reported once, naming it and what its hook no longer sees. A detached
+        link is not attached again (the finding and the stderr line say what went dark)."""
         out: list = []
         if self._obj is None or self._thread is None or not self._thread.is_alive() or \
                 self._stop.is_set():
@@ -563,19 +578,32 @@ class EbpfBackend(Backend):
         try:
             for _, _, info in bpf_fds(os.getpid(), "bpf_link"):
                 if "link_id" in info:
-                    now[info["link_id"]] = (info.get("prog_id", ""), info.get("link_type", "?"))
+                    now[info["link_id"]] = (info.get("prog_id", ""), info.get("link_type", "?"),
+                                            info.get("cgroup_id"), info.get("attach_type", ""))
         except OSError:  # not listed (no descriptor left): no verdict this time
             return out
         if self._links is None:
             self._links = now
             return out
-        for lid, (prog, kind) in self._links.items():
+        for lid, (prog, kind, cgroup, attach) in self._links.items():
             cur = now.get(lid)
+            if lid in self._links_reported:
+                continue
             if cur is None:
                 out.append(("bpf_detach", f"BPF link {lid} ({kind}) of the sensor is gone"))
             elif cur[0] != prog:
                 out.append(("bpf_detach", f"BPF link {lid} ({kind}) of the sensor no longer "
                                           f"holds its program {prog} (now {cur[0] or 'none'})"))
+            elif cgroup not in (None, "0") and cur[2] == "0":
+                hook = _CGROUP_HOOKS.get(attach, f"attach_type {attach}")
+                out.append(("bpf_detach", f"BPF link {lid} (cgroup, {hook}, program {prog}) of "
+                                          f"the sensor was detached from its cgroup (cgroup_id "
+                                          f"{cgroup} -> 0): {_CGROUP_DARK.get(hook, hook)} no "
+                                          "longer seen"))
+            else:
+                continue
+            self._links_reported.add(lid)
+            self._notice(out[-1][1])
         return out
 
     # -- internals ----------------------------------------------------------------------------
