@@ -13,10 +13,11 @@ decode and goes on with the next one when iterated again; each such error become
 :class:`~sysmonx.sources.ReadError`. It also loses records *without* any error, or more than the
 damaged one: every record of a chunk after a record whose header (magic, size, time) is broken, a
 whole chunk whose header magic is broken, a truncated last chunk, a zeroed chunk. So the reader
-compares the records it got with the record-number range each chunk header announces (40 bytes
-read per 64 KiB chunk); when a chunk comes up short, it re-reads that chunk alone with the broken
-record replaced by a filler record (or the chunk magic restored when the header checksum proves
-the rest intact, or the truncated chunk zero-padded) and yields what it recovers, in file order.
+compares the records it got with the record-number range each chunk header announces (each
+chunk read once, as the reader enters it, with the next chunk's header); when a chunk comes up
+short, it re-reads that chunk alone with the broken record replaced by a filler record (or the
+chunk magic restored when the header checksum proves the rest intact, or the truncated chunk
+zero-padded) and yields what it recovers, in file order.
 A record whose header alone is broken (its magic, or its size field, zeroed say) is restored
 from its redundant copies (the size trailer every record ends with, the next record's magic)
 instead of being skipped: this matters most for a chunk's first record, which carries the
@@ -24,7 +25,7 @@ templates all the chunk's other records use. Whatever stays lost is reported onc
 spot; what pyevtx-rs raised is kept until the chunk is left, and becomes one warning (nothing
 lost, ``--strict`` passes) when recovery read every record. A damaged file header (pyevtx-rs
 refuses the file) is replaced in memory by a rebuilt one so the chunks are still read. Normal
-files pay only the chunk-header reads.
+files pay that one read per chunk, its record count check and its two CRC32 checks.
 
 Chunk headers that overstate their records (last record number and free-space offset beyond the
 real records, zeroed slack after them: evtx crate issue 197) are not damage: a chunk's range is
