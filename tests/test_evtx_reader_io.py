@@ -1,7 +1,8 @@
 """What the EVTX reader does per chunk besides pyevtx-rs's parse (sources/evtx.py).
 
-* Each chunk header is read once (40 bytes) and each chunk's bytes once (for its checksums),
-  by position (``os.pread``), whatever the number of times the chunk tracker asks for them.
+* Each chunk is read once, with the next chunk's header (64 KiB + 40 bytes, for its header,
+  its span and its checksums), by position (``os.pread``), whatever the number of times the
+  chunk tracker asks for them.
 * Reads that come back short before the end of the file are completed (the same events and
   the same errors as whole reads, on a clean file and on the damaged ones).
 * The compiled record loop gives one list per chunk: the chunk's first record (the one that
@@ -41,8 +42,11 @@ def _headers(data: bytes) -> list:
 
 
 def test_each_chunk_header_and_chunk_read_once(corpus, monkeypatch):
-    """A clean file: the file header, each chunk header (40 bytes at the chunk's offset) and
-    each chunk (64 KiB, its checksums) are read once each, nothing else."""
+    """A clean file: the file header and each chunk read once each, one call per chunk (its
+    64 KiB and the next chunk's 40-byte header, read as the reader enters it: the chunk's
+    header, its span and its checksums all come from these bytes); the slots after the last
+    chunk whose header no such read brought give their 40-byte header read once; nothing
+    else."""
     path = corpus / PANACHE
     data = path.read_bytes()
     chunks = len(_headers(data))
@@ -57,13 +61,16 @@ def test_each_chunk_header_and_chunk_read_once(corpus, monkeypatch):
     monkeypatch.setattr(os, "pread", counting)
     events, errors = _read(path)
     assert len(events) == 565 and errors == []
-    heads = {off for (off, n) in reads if n == 40}
-    whole = {off for (off, n) in reads if n == CHUNK}
     slots = -(-(len(data) - 4096) // CHUNK)  # blank slots after the chunks: header looked at
-    assert heads == {4096 + s * CHUNK for s in range(slots)}
+    assert slots > chunks + 1
+    whole = {off for (off, n) in reads if n == CHUNK + 40}
+    heads = {off for (off, n) in reads if n == 40}
     assert whole == {4096 + s * CHUNK for s in range(chunks)}
+    # the first slot after the chunks: its header came with the last chunk's bytes
+    assert heads == {4096 + s * CHUNK for s in range(chunks + 1, slots)}
     assert set(reads.values()) == {1}
-    assert set(reads) - {(o, 40) for o in heads} - {(o, CHUNK) for o in whole} == {(0, 4096)}
+    assert set(reads) - {(o, 40) for o in heads} - {(o, CHUNK + 40) for o in whole} == \
+        {(0, 4096)}
 
 
 def _short(monkeypatch, most: int) -> None:
@@ -120,3 +127,29 @@ def test_one_list_per_chunk(corpus, monkeypatch, batch):
         per_chunk[slots.pop()] += len(b)
     want = sum(-(-n // batch) for n in per_chunk.values())
     assert len(lists) == want == (len(spans) if batch >= 256 else want)
+
+
+def test_read_evtx_close_ends_iteration_and_closes_the_file(corpus):
+    """``read_evtx`` (compiled: the lists flattened by ``itertools.chain``) stops after
+    ``close()`` like a generator: no further event, not even from the list under way, and the
+    file is closed (the chunk tracker's descriptor and pyevtx-rs's)."""
+    path = str(corpus / PANACHE)
+
+    def handles() -> int:
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                n += os.path.realpath(os.readlink(f"/proc/self/fd/{fd}")) == \
+                    os.path.realpath(path)
+            except OSError:
+                continue
+        return n
+
+    assert handles() == 0
+    it = read_evtx(path, lambda err: None)
+    first = next(it)
+    assert first.origin == (path, 1)
+    assert handles() == 2
+    it.close()
+    assert list(it) == []
+    assert handles() == 0

@@ -13,10 +13,11 @@ decode and goes on with the next one when iterated again; each such error become
 :class:`~sysmonx.sources.ReadError`. It also loses records *without* any error, or more than the
 damaged one: every record of a chunk after a record whose header (magic, size, time) is broken, a
 whole chunk whose header magic is broken, a truncated last chunk, a zeroed chunk. So the reader
-compares the records it got with the record-number range each chunk header announces (40 bytes
-read per 64 KiB chunk); when a chunk comes up short, it re-reads that chunk alone with the broken
-record replaced by a filler record (or the chunk magic restored when the header checksum proves
-the rest intact, or the truncated chunk zero-padded) and yields what it recovers, in file order.
+compares the records it got with the record-number range each chunk header announces (each
+chunk read once, as the reader enters it, with the next chunk's header); when a chunk comes up
+short, it re-reads that chunk alone with the broken record replaced by a filler record (or the
+chunk magic restored when the header checksum proves the rest intact, or the truncated chunk
+zero-padded) and yields what it recovers, in file order.
 A record whose header alone is broken (its magic, or its size field, zeroed say) is restored
 from its redundant copies (the size trailer every record ends with, the next record's magic)
 instead of being skipped: this matters most for a chunk's first record, which carries the
@@ -24,7 +25,7 @@ templates all the chunk's other records use. Whatever stays lost is reported onc
 spot; what pyevtx-rs raised is kept until the chunk is left, and becomes one warning (nothing
 lost, ``--strict`` passes) when recovery read every record. A damaged file header (pyevtx-rs
 refuses the file) is replaced in memory by a rebuilt one so the chunks are still read. Normal
-files pay only the chunk-header reads.
+files pay that one read per chunk, its record count check and its two CRC32 checks.
 
 Chunk headers that overstate their records (last record number and free-space offset beyond the
 real records, zeroed slack after them: evtx crate issue 197) are not damage: a chunk's range is
@@ -43,11 +44,12 @@ Lost on the way (pyevtx-rs's JSON does not carry them, or Event has no place for
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import re
 import struct
 import zlib
-from typing import Any, BinaryIO, Callable, Iterator, Optional
+from typing import Any, BinaryIO, Callable, Generator, Iterator, Optional
 
 import orjson
 from evtx import PyEvtxParser
@@ -102,12 +104,43 @@ def read_evtx(path: str, on_error: Callable[[ReadError], None],
         data: the whole file's bytes, read from memory instead of ``path`` (an archive member;
             pyevtx-rs needs a seekable file).
     Raises:
-        OSError: the file cannot be opened.
+        OSError: the file cannot be opened (when the first event is asked for).
     """
     if _batch is not None:
-        for batch in read_evtx_batches(path, on_error, threads, data):
-            yield from batch
-        return
+        # the lists of the compiled record loop, flattened in C (no generator step per event)
+        return _Events(read_evtx_batches(path, on_error, threads, data))
+    return _read_evtx_py(path, on_error, threads, data)
+
+
+class _Events(itertools.chain):
+    """:func:`read_evtx`'s iterator over :func:`read_evtx_batches`'s lists: ``itertools.chain``
+    (each event handed on by C code) with ``close()``, which closes the lists' generator (and
+    so the file) as a generator's ``close()`` would; no event is given after it."""
+
+    _batches: Generator[list, None, None]
+    _current: list
+
+    def __new__(cls, batches: Generator[list, None, None]) -> "_Events":
+        current: list = [[]]  # the list being handed on: emptied by close()
+        self: _Events = super().from_iterable(_noting(batches, current))  # type: ignore[assignment]
+        self._batches = batches
+        self._current = current
+        return self
+
+    def close(self) -> None:
+        self._current[0].clear()  # nothing more from the list under way either
+        self._batches.close()
+
+
+def _noting(batches: Iterator[list], current: list) -> Iterator[list]:
+    for batch in batches:
+        current[0] = batch
+        yield batch
+
+
+def _read_evtx_py(path: str, on_error: Callable[[ReadError], None], threads: int,
+                  data: Optional[bytes]) -> Iterator[Event]:
+    """:func:`read_evtx` without the compiled record loop."""
     with _ChunkTracker(path, on_error, data) as tracker:
         parser = _open_parser(path, threads, tracker, on_error, data)
         if parser is None:
@@ -117,7 +150,7 @@ def read_evtx(path: str, on_error: Callable[[ReadError], None],
 
 
 def read_evtx_batches(path: str, on_error: Callable[[ReadError], None],
-                      threads: int = 0, data: Optional[bytes] = None) -> Iterator[list]:
+                      threads: int = 0, data: Optional[bytes] = None) -> Generator[list, None, None]:
     """:func:`read_evtx` in lists of events (up to :data:`BATCH` each, never across a chunk
     boundary or a damaged spot), for the replay loop: the same events in the same order, the
     same ``on_error`` calls at the same places between them (each list is taken before the
@@ -583,6 +616,7 @@ class _ChunkTracker:
         self.rebuilt: Optional[_RebuiltHeader] = None
         self._headers: dict[int, Any] = {}  # slot -> header(slot), the last few (see header)
         self._spans: dict[int, Any] = {}  # slot -> span(slot), the last few
+        self._loaded: dict[int, bytes] = {}  # slot -> its bytes and the next header (_load)
 
     def __enter__(self) -> "_ChunkTracker":
         return self
@@ -622,13 +656,31 @@ class _ChunkTracker:
             return known
         if slot < 0 or slot >= self.slots:
             return None
-        raw = self.read_at(self.offset(slot), 40)
+        return self._put_header(slot, self.read_at(self.offset(slot), 40))
+
+    def _put_header(self, slot: int, raw: bytes) -> Optional[tuple[int, int]]:
+        """Keep ``header(slot)`` from ``raw``, the 40 bytes at the chunk's offset (fewer at
+        the file's end)."""
         h = (None if len(raw) < 40 or not raw.startswith(_CHUNK_MAGIC) else
              struct.unpack_from("<QQ", raw, 24))
         if len(self._headers) >= 8:  # the oldest asked about goes (the reader moves forward)
             del self._headers[next(iter(self._headers))]
         self._headers[slot] = h
         return h
+
+    def _load(self, slot: int) -> None:
+        """Read chunk ``slot`` and the next chunk's header in one call, as the reader is about
+        to enter it: its header and the next one's (which its span needs) come from these
+        bytes, and so do its checksums when it is left (:meth:`verify_checksums`). At most
+        the current and the next chunk are kept (128 KiB)."""
+        data = self.read_at(self.offset(slot), _CHUNK_SIZE + 40)
+        for old in [s for s in self._loaded if s < slot - 1]:
+            del self._loaded[old]
+        self._loaded[slot] = data
+        if slot not in self._headers:
+            self._put_header(slot, data[:40])
+        if slot + 1 < self.slots and slot + 1 not in self._headers:
+            self._put_header(slot + 1, data[_CHUNK_SIZE:])
 
     def span(self, slot: int) -> Optional[tuple[int, int]]:
         """``(first, last)`` record numbers chunk ``slot`` really holds as far as headers tell:
@@ -666,7 +718,10 @@ class _ChunkTracker:
     def advance(self, rid: int) -> list:
         """A record outside the current chunk's range: move to the chunk that holds it.
         Returns the events recovered from the chunks left behind (to yield before ``rid``'s)."""
-        slot = self._find(rid, self.cur + 1)
+        nxt = self.cur + 1
+        if nxt < self.slots and nxt not in self._loaded:
+            self._load(nxt)  # the usual case: the reader moves on to the next chunk
+        slot = self._find(rid, nxt)
         if slot is None:  # record number damaged: it was still read from the current chunk
             self.seen += 1
             self.seen_ids.add(rid)
@@ -688,10 +743,13 @@ class _ChunkTracker:
         only for chunks with no other damage reported, so one damaged spot gives one line."""
         if self.offset(slot) + _CHUNK_SIZE > self.size:
             return  # truncated chunk: reported elsewhere
-        # the chunk lies inside the file: read whole in one call (two reads and joining them
-        # cost more than the unused tail: a 64 KiB read is one copy from the page cache); only
-        # its used part (to the free-space offset) is checksummed
-        data = self.read_at(self.offset(slot), _CHUNK_SIZE)
+        # the chunk lies inside the file: read whole in one call as the reader entered it
+        # (_load), or now (two reads and joining them cost more than the unused tail: a 64 KiB
+        # read is one copy from the page cache); only its used part (to the free-space offset)
+        # is checksummed
+        data = self._loaded.pop(slot, None)
+        if data is None:
+            data = self.read_at(self.offset(slot), _CHUNK_SIZE)
         free, stored_data = struct.unpack_from("<II", data, 48)
         view = memoryview(data)  # checksummed in place, no copies
         stored_head, = struct.unpack_from("<I", data, 124)
