@@ -124,3 +124,63 @@ def test_corpus_config_filters_are_dataclass_filters(corpus):
                 assert vars(f) == vars(again) and hash(f) == hash(again), (path, f)
                 seen += 1
     assert seen > 5000
+
+
+def _read(path: Path, extensions: bool):
+    """What the reader gives for a file: the model's parts, or the error with its others."""
+    try:
+        cfg = load_config(str(path), cache=None, extensions=extensions)
+    except ConfigError as exc:
+        return ("error", [(str(e), e.line) for e in exc.errors])
+    return (cfg.rule_sets, cfg.options, cfg.hash_algorithms, cfg.field_sizes, cfg.warnings,
+            cfg.schema_version, cfg.sha256, cfg.heartbeat_interval)
+
+
+def test_common_filters_built_inline_equal_the_full_path(corpus, monkeypatch):
+    """The reader builds a common filter element (no attribute but condition and name, no
+    child node, a known condition that is not an extension's, a short name) itself; every
+    other goes through ``_filter``. Every corpus config file, accepted or refused, with
+    extensions on and off, reads alike both ways (filters, lines, warnings, errors)."""
+    from sysmonx.config import parse as parse_mod
+    files = sorted(p for p in Path(corpus, "configs").rglob("*") if p.is_file())
+    refused = accepted = 0
+    for path in files:
+        for extensions in (True, False):
+            monkeypatch.setattr(parse_mod, "_COMMON_FILTERS_INLINE", True)
+            fast = _read(path, extensions)
+            monkeypatch.setattr(parse_mod, "_COMMON_FILTERS_INLINE", False)
+            full = _read(path, extensions)
+            assert fast == full, (path, extensions)
+            refused += fast[0] == "error"
+            accepted += fast[0] != "error"
+    assert refused > 50 and accepted > 200, (refused, accepted)
+
+
+@pytest.mark.parametrize("body", [
+    '<Image condition="is" name="n">a</Image>',
+    '<Image condition="IS">a</Image><Image>b</Image>',
+    '<Image condition="">a</Image>',
+    '<Image condition="regex">a.*</Image>',
+    '<Image condition="end with" scanners="all">a</Image>',
+    '<Image condition="is" bad="1">a</Image>',
+    '<Image condition="is">a<!-- c -->b</Image>',
+    '<Image condition="bogus">a</Image>',
+    f'<Image name="{"n" * 70}">a</Image>',
+    f'<Image name="{"é" * 70}">a</Image>',
+    f'<Image name="{"n" * 256}">a</Image>',
+    '<Rule groupRelation="and" name="r"><Image>a</Image><User condition="contains">b</User>'
+    '</Rule>',
+    '<Nope>a</Nope>',
+])
+def test_each_filter_shape_reads_alike_inline_and_full(body, monkeypatch):
+    from sysmonx.config import parse as parse_mod
+    raw = _config(body)
+    got = []
+    for inline in (True, False):
+        monkeypatch.setattr(parse_mod, "_COMMON_FILTERS_INLINE", inline)
+        try:
+            cfg = parse_config(raw)
+            got.append([vars(f) for rs in cfg.rule_sets for f in rs.filters])
+        except ConfigError as exc:
+            got.append([(str(e), e.line) for e in exc.errors])
+    assert got[0] == got[1]

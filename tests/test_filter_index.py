@@ -510,3 +510,76 @@ def test_replay_with_lazy_deciders_writes_the_same_bytes(corpus, rel, fmt):
             assert 0 < len(engine._deciders) < len(CURRENT.events)  # only the EventIDs met
     assert outs[0] == outs[1]
     assert outs[0][1] == 1766 and len(outs[0][0]) > 100_000 and sum(outs[0][3].values()) > 100
+
+
+# ---- the engine plans each rule set straight from its filters -----------------------------------
+
+def _reference_plans(engine: FilterEngine) -> dict:
+    """EventID -> the plan :func:`~sysmonx.filtering.index.plan_indexed` gives over the
+    engine's outline items (the reference the engine's own planning must equal)."""
+    from sysmonx.filtering.engine import NEVER_FILTERED
+    out = {}
+    compiler = engine._compiler
+    for eid, ev in CURRENT.events.items():
+        sets = engine._by_tag.get(ev.tag or "", [])
+        if eid in NEVER_FILTERED or not sets:
+            continue
+        ordered = engine._ordered_sets(ev.tag)
+        fields = tuple(sorted({f.field for rs in sets for f in rs.filters}))
+        if len(sets) == 1:
+            fallback = sets[0].default == "include"
+        else:
+            fallback = engine.options.fallback == "intent" and all(
+                rs.onmatch == "exclude" for rs in sets)
+        compiled = [(rs.onmatch == "include", rs.relation,
+                     compiler.items(rs, compiler.present(rs, eid), outline=True))
+                    for rs in ordered]
+        out[eid] = index_mod.storable_plan(index_mod.plan_indexed(
+            compiled, fields, "RuleName" in fields, fallback, engine.options.stale_rulename,
+            engine._ref))
+    return out
+
+
+def _engine_plans(engine: FilterEngine, monkeypatch) -> dict:
+    """EventID -> the plan the engine compiles for it."""
+    from sysmonx.filtering import engine as engine_mod
+    got: list = []
+    real = engine_mod.assemble_plan
+
+    def keep(*a, **k):
+        plan = real(*a, **k)
+        got.append(plan)
+        return plan
+    monkeypatch.setattr(engine_mod, "assemble_plan", keep)
+    out = {}
+    for eid in CURRENT.events:
+        got.clear()
+        engine.decider_for(eid)
+        if got:
+            out[eid] = index_mod.storable_plan(got[0])
+    monkeypatch.setattr(engine_mod, "assemble_plan", real)
+    return out
+
+
+@pytest.mark.parametrize("rel", _config_paths())
+def test_engine_plans_equal_the_reference_planning(corpus, rel, monkeypatch):
+    cfg = load_config(corpus / rel, cache=None)
+    for opts in (EngineOptions(), EngineOptions(environment={"SystemRoot": "C:\\Windows",
+                                                             "BIG": "y" * 40000})):
+        engine = FilterEngine(cfg, opts, plan_cache=False)
+        got = _engine_plans(engine, monkeypatch)
+        want = _reference_plans(engine)
+        # ids of a multi-id tag that decide alike share one plan: compare each compiled one
+        assert got and all(got[eid] == want[eid] for eid in got), rel
+        assert set(got) <= set(want)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_engine_plans_equal_the_reference_planning_on_generated_configs(seed, monkeypatch):
+    rng = random.Random(seed)
+    for _ in range(10):
+        c = _cfg(_random_config(rng, rng.choice(sorted(TAGS))))
+        engine = FilterEngine(c, EngineOptions(), plan_cache=False)
+        got = _engine_plans(engine, monkeypatch)
+        want = _reference_plans(engine)
+        assert all(got[eid] == want[eid] for eid in got)

@@ -64,12 +64,14 @@ def test_stored_plans_are_used_and_decide_alike(store, monkeypatch):
     assert _decide(first) == WANT
     first.save_plans()
     assert first.plan_cache_status == "stored"
-    # a second engine compiles nothing: plan_indexed is never called
+    # a second engine compiles nothing: no rule set is planned, no plan assembled
     from sysmonx.filtering import engine as engine_mod
 
     def no_compile(*a, **k):
         raise AssertionError("compiled although the plan was stored")
-    monkeypatch.setattr(engine_mod, "plan_indexed", no_compile)
+    monkeypatch.setattr(engine_mod, "assemble_plan", no_compile)
+    monkeypatch.setattr(engine_mod, "set_entries", no_compile)
+    monkeypatch.setattr(engine_mod, "literals", no_compile)
     second = FilterEngine(cfg, plan_cache=store)
     assert second.plan_cache_status == "hit"
     assert _decide(second) == WANT

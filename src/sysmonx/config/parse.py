@@ -326,6 +326,10 @@ def _new_filter(field: str, condition: str, value: str, name: str, aggregate: in
 
 _object_new = object.__new__
 
+#: True: the reader builds a common filter element itself (see ``_Builder._tag``); False:
+#: every filter goes through ``_Builder._filter`` (the reference the tests compare with).
+_COMMON_FILTERS_INLINE = True
+
 
 def _text_of(el) -> str:
     # xmlNodeListGetString: text and entity values, comments skipped, pieces concatenated.
@@ -402,9 +406,8 @@ def parse_config(raw: Union[bytes, str], path: str = "<string>", *, extensions: 
         line = text[:max(text.find("<!DOCTYPE"), 0)].count("\n") + 1
         raise ConfigError("a DOCTYPE (DTD or entity declarations) is not allowed in a Sysmon "
                           "configuration", path, line)
-    for node in root.iter():
-        if isinstance(node, etree._Entity):
-            raise ConfigError(f"undefined entity {node.text}", path, node.sourceline)
+    for node in root.iter(etree.Entity):  # the first entity reference, if any
+        raise ConfigError(f"undefined entity {node.text}", path, node.sourceline)
     return _Builder(path, sha256, extensions, empty_option_quirk).build(root)
 
 
@@ -427,6 +430,27 @@ class _Builder:
         self.skipped_tags: set = set()
         self.counts: dict = {}
         self.errors: list[ConfigError] = []
+
+    def _children(self, el) -> list:
+        """The element children of ``el``, in order (:func:`_elements`), with
+        :func:`_only_whitespace`'s check made in the same pass over the child nodes: its error
+        (the first text content of ``el``) is kept as :meth:`collect` keeps it."""
+        text = el.text
+        if text and text.strip():
+            self.collect(_only_whitespace, el, self.path)
+            return _elements(el)
+        kids = []
+        bad = False
+        for child in el:
+            if not bad:
+                tail = child.tail
+                if tail and tail.strip():
+                    bad = True
+            if child.tag.__class__ is str:
+                kids.append(child)
+        if bad:
+            self.collect(_only_whitespace, el, self.path)
+        return kids
 
     def err(self, message: str, el=None) -> ConfigError:
         return ConfigError(message, self.path, el.sourceline if el is not None else None)
@@ -710,20 +734,45 @@ class _Builder:
             relation = "or" if group_rel.lower() == "or" else "and"
         else:
             relation = "and" if cfg.schema_version > (4, 10) else "or"
-        self.collect(_only_whitespace, el, self.path)
+        kids = self._children(el)
         tag_fields = schema.tag_fields[tag]
         filters: list[Filter] = []
         aggregates: dict[int, Aggregate] = {}
         before = len(self.errors)
 
         def one(f, allowed, label, inherited, agg_id, into) -> None:
+            # The common filter (a field of the event, no child nodes, no attribute but
+            # condition and name, a condition known and not an extension's, a short name)
+            # built here; anything else goes through _filter, which checks and reports it.
+            # Both give the same Filter.
+            tag = f.tag
+            if _COMMON_FILTERS_INLINE and tag in allowed and not len(f):
+                raw_cond = own = None
+                for key, v in f.items():
+                    if key == "condition":
+                        raw_cond = v
+                    elif key == "name":
+                        own = v
+                    else:
+                        break
+                else:
+                    cond = self.conditions.get(raw_cond.lower()) if raw_cond else "is"
+                    name = own if own is not None else (inherited if inherited is not None
+                                                        else "")
+                    # the name's UTF-8 length is at most 4 per character, its length if ASCII
+                    if cond is not None and cond not in self.extensions_in_use and (
+                            len(name) * 4 <= MAX_RULE_NAME
+                            or (len(name) <= MAX_RULE_NAME and name.isascii())):
+                        into.append(_new_filter(tag, cond, f.text or "", name, agg_id,
+                                                f.sourceline, ()))
+                        return
             # self.collect(self._filter, ...) inlined: an error is kept, the filter left out
             try:
                 into.append(self._filter(f, allowed, label, inherited, agg_id, onmatch))
             except ConfigError as exc:
                 self.errors.extend(exc.errors)
 
-        for child in _elements(el):
+        for child in kids:
             if child.tag == "Rule":
                 if not self.collect(_check_attrs, child, ("name", "groupRelation") + self.scan_attr,
                                     self.path):
@@ -731,7 +780,7 @@ class _Builder:
                 rule_scanners: list = []
                 if not self.collect(self._rule_scanners, child, onmatch, rule_scanners):
                     continue
-                self.collect(_only_whitespace, child, self.path)
+                rule_kids = self._children(child)
                 rname = child.get("name")
                 rrel = child.get("groupRelation")
                 rrel = "or" if rrel is None or rrel.lower() == "or" else "and"
@@ -740,8 +789,9 @@ class _Builder:
                 self.next_aggregate += 1
                 inherited = rname if rname is not None else group_name
                 members: list = []
-                for f in _elements(child):
-                    one(f, schema.all_fields, "Rule", inherited, agg.id, members)
+                all_fields = schema.all_fields
+                for f in rule_kids:
+                    one(f, all_fields, "Rule", inherited, agg.id, members)
                 if members:
                     aggregates[agg.id] = agg
                     filters.extend(members)

@@ -27,7 +27,8 @@ from ..configmodel import Config, RuleSet
 from ..schema import CURRENT
 from ..schema.catalogue import ENRICHMENT_FIELD_NAMES
 from .conditions import REGEX_MAX_MEM, REGEX_TOTAL_MEM, fold, make_predicate, utf16_len
-from .index import MemoBudget, decider_from_plan, plan_indexed, storable_plan
+from .index import (MemoBudget, assemble_plan, decider_from_plan, group_effect_gate, literals,
+                    set_entries, storable_plan)
 from .walk import Member, compile_walk
 
 __all__ = ["EngineOptions", "FilterEngine", "truncate_value", "expand_environment",
@@ -366,6 +367,9 @@ class FilterEngine:
         # EventIDs a config covers); what compiling could refuse is checked now, at load
         self._check_compile()
         self._pos: Optional[dict] = None  # id(filter) -> (rule set index, filter index)
+        #: (id(rule set), its fields' presence) -> the set's part of a plan (:meth:`_plan_part`)
+        self._parts: dict = {}
+        self._tag_fields: dict[str, tuple] = {}  # tag -> the fields its rule sets test, sorted
         self._plan_cache: Any = None  # a plancache.PlanCache (imported when one is used)
         self._notes_said: set[str] = set()  # a note is said once per engine (get, then put)
         self._plan_key: Optional[str] = None
@@ -480,12 +484,76 @@ class FilterEngine:
     def _ref(self, m: Member) -> tuple:
         """A compiled member as ``(rule set index, filter index, present)`` of the config."""
         if self._pos is None:
-            assert self.config is not None
-            self._pos = {id(f): (si, fi) for si, rs in enumerate(self.config.rule_sets)
-                         for fi, f in enumerate(rs.filters)}
+            self._ref_positions()
+        assert self._pos is not None
         f, present = self._compiler.origin[id(m)]
-        si, fi = self._pos[id(f)]
-        return (si, fi, present)
+        return self._pos[id(f)] + (present,)
+
+    def _plan_part(self, rs: RuleSet, present: dict[str, bool]) -> list:
+        """The rule set's part of a plan (:func:`~.index.set_entries` of its outline items,
+        :meth:`_SetCompiler.items`), planned once per presence of its fields (the EventIDs
+        of a multi-id tag that see a set alike share it) and, for an OR set's top-level
+        filters, straight from the filter: the same gate and reference as through its
+        outline member, without making one."""
+        key = (id(rs), tuple(present.values()))  # the config, and so rs, outlives the engine
+        part = self._parts.get(key)
+        if part is not None:
+            return part
+        if rs.relation == "and":
+            part = set_entries("and", self._compiler.items(rs, present, outline=True), self._ref)
+            self._parts[key] = part
+            return part
+        if self._pos is None:
+            self._ref_positions()
+        assert self._pos is not None
+        env = self.options.environment
+
+        def gate(f, here: bool) -> Any:
+            # gate_of(compiler.outline(f, here)): {} (never acts) for an absent field or a
+            # failed expansion, else the literals of the folded value (None: ungated)
+            if not here:
+                return {}
+            value = f.value if env is None else expand_environment(f.value, env)
+            if value is None:
+                return {}
+            pats = literals(f.condition, fold(value))
+            if pats is None:
+                return None
+            return {f.field: pats} if pats else {}
+
+        filters = rs.filters
+        part = []
+        si = self._pos[id(filters[0])][0] if filters else 0
+        i, n = 0, len(filters)
+        while i < n:
+            f = filters[i]
+            agg = f.aggregate
+            if agg:
+                j = i
+                while j < n and filters[j].aggregate == agg:
+                    j += 1
+                relation = rs.aggregates[agg].relation
+                group = filters[i:j]
+                here = [present[m.field] for m in group]
+                gates = [gate(m, h) for m, h in zip(group, here, strict=True)]
+                g = group_effect_gate(relation, gates, [m.name for m in group])
+                if g is None or g:
+                    refs = tuple((si, k, h) for k, h in zip(range(i, j), here, strict=True))
+                    part.append((g, ("g", relation, refs)))
+                i = j
+                continue
+            g = gate(f, present[f.field])
+            if g is None or g:
+                part.append((g, ("f", (si, i, True))))
+            i += 1
+        self._parts[key] = part
+        return part
+
+    def _ref_positions(self) -> None:
+        """Fill ``_pos``: id of each filter -> (rule set index, filter index) in the config."""
+        assert self.config is not None
+        self._pos = {id(f): (si, fi) for si, rs in enumerate(self.config.rule_sets)
+                     for fi, f in enumerate(rs.filters)}
 
     def _member(self, ref: tuple) -> Member:
         """The member a :meth:`_ref` reference names (compiled on first use, then shared)."""
@@ -564,7 +632,10 @@ class FilterEngine:
             fallback = all(rs.onmatch == "exclude" for rs in sets)
         else:
             fallback = False
-        fields = tuple(sorted({f.field for rs in sets for f in rs.filters}))
+        fields = self._tag_fields.get(ev.tag)
+        if fields is None:
+            fields = self._tag_fields[ev.tag] = tuple(sorted({f.field for rs in sets
+                                                              for f in rs.filters}))
         rule_name_used = "RuleName" in fields
         stale = self.options.stale_rulename
         present = [self._compiler.present(rs, eid) for rs in ordered]
@@ -588,10 +659,9 @@ class FilterEngine:
                     self._stored_plans = {}
                     decider = None
             if decider is None:
-                compiled = [(rs.onmatch == "include", rs.relation,
-                             self._compiler.items(rs, p, outline=True))
-                            for rs, p in zip(ordered, present, strict=True)]
-                plan = plan_indexed(compiled, fields, rule_name_used, fallback, stale, self._ref)
+                plan = assemble_plan([(rs.onmatch == "include", self._plan_part(rs, p))
+                                      for rs, p in zip(ordered, present, strict=True)],
+                                     fields, rule_name_used, fallback, stale)
                 decider = decider_from_plan(plan, self._member, self.memo)
                 if self._plan_cache is not None:
                     self._new_plans[key] = plan

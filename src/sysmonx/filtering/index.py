@@ -60,7 +60,7 @@ from .conditions import contains_terms, fold, is_any_terms
 from .walk import Member, compile_walk, match_group
 
 __all__ = ["literals", "gate_of", "build_indexed_decider", "plan_indexed", "decider_from_plan",
-           "storable_plan",
+           "storable_plan", "assemble_plan", "set_entries", "group_effect_gate",
            "MemoBudget", "SCAN_LIMIT",
            "MEMO_ENTRIES", "MEMO_BUDGET", "SHORT"]
 
@@ -194,8 +194,17 @@ def _group_gates(relation: str, members: list[Member]) -> tuple[Gate, Gate]:
     if relation != "and":
         g = _union(gates)
         return g, g
-    first_named = next((i for i, m in enumerate(members) if m.name), len(members) - 1)
-    return _best(gates[:first_named + 1]), _best(gates)
+    return group_effect_gate(relation, gates, [m.name for m in members]), _best(gates)
+
+
+def group_effect_gate(relation: str, gates: list, names: list) -> Gate:
+    """The ``effect`` gate of a ``<Rule>`` group (:func:`_group_gates`: necessary for the group
+    to match or set a name) from its members' gates (:func:`gate_of`) and RuleNames (empty or
+    ``None``: unnamed), in document order."""
+    if relation != "and":
+        return _union(gates)
+    first_named = next((i for i, n in enumerate(names) if n), len(names) - 1)
+    return _best(gates[:first_named + 1])
 
 
 def _set_gate(items: list) -> Gate:
@@ -231,23 +240,26 @@ def _group_item(relation: str, members: list[Member]) -> Callable[[dict], tuple]
     return lambda lv: match_group(rel_and, plain, lv)
 
 
-def _scanner(patterns: dict, limit: int) -> Callable[[str], frozenset]:
-    """``scan(v) -> frozenset of item numbers`` for one field; ``patterns``: pattern -> items."""
+def _scanner(patterns: dict, limit: int, every: Optional[frozenset] = None
+             ) -> Callable[[str], frozenset]:
+    """``scan(v) -> frozenset of item numbers`` for one field; ``patterns``: pattern -> items
+    (frozensets, kept as they are); ``every``: the union of the items (computed when
+    omitted)."""
     auto = ahocorasick.Automaton()
     short = []
-    everything: set = set()
+    add_word = auto.add_word
     for pat, items in patterns.items():
-        everything |= items
         if len(pat) < SHORT and START not in pat and END not in pat:
             short.append((pat, frozenset(items)))
         else:
-            auto.add_word(pat, frozenset(items))
+            add_word(pat, items)
+    if every is None:
+        every = frozenset().union(*patterns.values())
     found = None
     if len(auto):
         auto.make_automaton()
         found = auto.iter
     short_t = tuple(short)
-    every = frozenset(everything)
 
     def scan(v: str) -> frozenset:
         if len(v) > limit:
@@ -259,7 +271,7 @@ def _scanner(patterns: dict, limit: int) -> Callable[[str], frozenset]:
         for pat, items in short_t:
             if pat in v:
                 acc |= items
-        return frozenset(acc)
+        return frozenset(acc) if acc else _EMPTY
     return scan
 
 
@@ -310,42 +322,75 @@ def plan_indexed(sets: list, fields: tuple, rule_name_used: bool, fallback: bool
         position of each item, the sets' include flags, the ungated items, and per field
         pattern -> item numbers (a set; :func:`storable_plan` makes them sorted tuples).
     """
+    return assemble_plan([(include, set_entries(relation, items, ref))
+                          for include, relation, items in sets],
+                         fields, rule_name_used, fallback, stale)
+
+
+def assemble_plan(parts: list, fields: tuple, rule_name_used: bool, fallback: bool,
+                  stale: bool) -> tuple:
+    """The plan of :func:`plan_indexed` from each rule set's part, in evaluation order.
+
+    Args:
+        parts: ``(include, entries)`` per rule set, ``entries`` the ``(gate, evaluator spec)``
+            of each of its items that can act, in document order (:func:`set_entries`;
+            ``gate`` ``None``: ungated, else field -> patterns, not empty).
+        fields, rule_name_used, fallback, stale: as :func:`build_indexed_decider`.
+    Returns:
+        the plan, as :func:`plan_indexed`.
+    """
     evals: list = []      # item number -> evaluator spec
     owner: list = []      # item number -> position of its rule set
     includes: list = []   # set position -> include?
     always: list = []
     patterns: dict[str, dict[str, set]] = {}
-
-    def add(gate: Gate, spec: tuple, pos: int) -> None:
-        if gate is not None and not gate:
-            return  # can never match nor set a name
-        k = len(evals)
-        evals.append(spec)
-        owner.append(pos)
-        if gate is None:
-            always.append(k)
-            return
-        for field, pats in gate.items():
-            table = patterns.setdefault(field, {})
-            for p in pats:
-                table.setdefault(p, set()).add(k)
-
-    for pos, (include, relation, items) in enumerate(sets):
+    for pos, (include, part) in enumerate(parts):
         includes.append(include)
-        if relation == "and":
-            spec = tuple(("g", item[1], tuple(ref(m) for m in item[2])) if item[0] == "g"
-                         else ("f", ref(item[1]), item[2]) for item in items)
-            add(_set_gate(items), ("s", relation, spec), pos)
-            continue
-        for item in items:
-            if item[0] == "g":
-                effect, _ = _group_gates(item[1], item[2])
-                add(effect, ("g", item[1], tuple(ref(m) for m in item[2])), pos)
-            else:
-                m = item[1]
-                add(gate_of(m), ("f", ref(m)), pos)
+        for gate, spec in part:
+            k = len(evals)
+            evals.append(spec)
+            owner.append(pos)
+            if gate is None:
+                always.append(k)
+                continue
+            for field, pats in gate.items():
+                table = patterns.get(field)
+                if table is None:
+                    table = patterns[field] = {}
+                for p in pats:
+                    ks = table.get(p)
+                    if ks is None:
+                        table[p] = {k}
+                    else:
+                        ks.add(k)
     return (tuple(fields), rule_name_used, fallback, stale, tuple(evals), tuple(owner),
             tuple(includes), tuple(always), patterns)
+
+
+def set_entries(relation: str, items: list, ref: Callable[[Member], Any]) -> list:
+    """One rule set's part of :func:`plan_indexed` (:func:`assemble_plan`'s ``entries``):
+    ``(gate, evaluator spec)`` per item that can act (``gate`` ``None``: ungated), in document
+    order; ``relation`` and ``items`` the set's (:data:`~sysmonx.filtering.walk.Item`),
+    ``ref`` as :func:`plan_indexed`'s."""
+    out: list = []
+    if relation == "and":
+        spec = tuple(("g", item[1], tuple(ref(m) for m in item[2])) if item[0] == "g"
+                     else ("f", ref(item[1]), item[2]) for item in items)
+        gate = _set_gate(items)
+        if gate is None or gate:  # {}: can never match nor set a name
+            out.append((gate, ("s", relation, spec)))
+        return out
+    for item in items:
+        if item[0] == "g":
+            gate, _ = _group_gates(item[1], item[2])
+            if gate is None or gate:
+                out.append((gate, ("g", item[1], tuple(ref(m) for m in item[2]))))
+        else:
+            m = item[1]
+            gate = gate_of(m)
+            if gate is None or gate:
+                out.append((gate, ("f", ref(m))))
+    return out
 
 
 def storable_plan(plan: tuple) -> tuple:
@@ -391,10 +436,14 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
     # a race builds it twice, alike)
     n = len(specs)
     evals: list = [None] * n
-    scans = {f: _scanner({p: frozenset(ks) for p, ks in t.items()}, SCAN_LIMIT)
-             for f, t in table.items()}  # _scanner keeps these frozensets (no copy)
-    if any(k >= n or k < 0 for t in table.values() for ks in t.values() for k in ks) or \
-            any(k >= n or k < 0 for k in always):
+    scans = {}
+    for f, t in table.items():
+        pats = {p: frozenset(ks) for p, ks in t.items()}  # _scanner keeps them (no copy)
+        every = frozenset().union(*pats.values())
+        if every and (min(every) < 0 or max(every) >= n):
+            raise ValueError("inconsistent plan")
+        scans[f] = _scanner(pats, SCAN_LIMIT, every)
+    if always and (min(always) < 0 or max(always) >= n):
         raise ValueError("inconsistent plan")
     always_l = list(always)
     if rule_name_used and "RuleName" in scans:
@@ -411,8 +460,19 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
         budget = MemoBudget()
     lock = budget.lock
 
-    def remember(memo: dict, used: list, raw: Optional[str], entry: tuple) -> None:
-        cost = 256 + (2 * len(raw) if raw else 0)
+    def fill(reader: tuple, raw: Optional[str]) -> tuple:
+        """A value its field's memo lacks: ``(folded value, items found)``, remembered (within
+        the budget: a table that would exceed it or hold too many values is emptied first)."""
+        _, memo, scan, used = reader
+        if raw:
+            v = raw.lower() if raw.isascii() else fold(raw)
+            n = len(raw)
+            if n > memo_len:  # not scanned, not remembered
+                return (v, scan(v) if scan is not None else _EMPTY)
+            cost = 256 + 2 * n
+        else:
+            v, cost = "-", 256
+        entry = (v, scan(v) if scan is not None else _EMPTY)
         with lock:
             if len(memo) >= memo_entries or budget.left < cost:
                 budget.left += used[0]
@@ -422,14 +482,6 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
                 memo[raw] = entry
                 used[0] += cost
                 budget.left -= cost
-
-    def fill(reader: tuple, raw: Optional[str]) -> tuple:
-        """A value its field's memo lacks: ``(folded value, items found)``, remembered."""
-        _, memo, scan, used = reader
-        v = (raw.lower() if raw.isascii() else fold(raw)) if raw else "-"
-        entry = (v, scan(v) if scan is not None else _EMPTY)
-        if raw is None or len(raw) <= memo_len:
-            remember(memo, used, raw, entry)
         return entry
 
     def build(k: int) -> Callable[[dict], tuple]:

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""A config's parse and its deciders' compile, in CPU time and in instructions executed.
+
+    python bench/bench_config_compile.py [--corpus DIR] [--configs sos,modular] [--runs N]
+                                         [--instructions]
+
+The two fixed costs of a config's first run that ``bench_replay.py --fixed-costs`` reports
+inside the load window: ``load_config(path, cache=None)`` (read, parse, validate) and the
+deciders of the 26 EventIDs the corpus EVTX hold (``FilterEngine(config, plan_cache=False)``
+then ``decider_for`` each, in the order a replay of the corpus meets their first events).
+Baseline, measured in the same run: lxml's bare parse of the same bytes
+(``lxml.etree.fromstring``), the floor of any reader built on lxml.
+
+* default: in this process pinned to one CPU (``--cpu``, default the last), the best of
+  ``--runs`` (default 30) of each, CPU time (``time.process_time``); each run parses the
+  file again and compiles a fresh engine. Best-of-N hides load only partly: on a busy
+  machine alternate trees (``PYTHONPATH=OTHER/src``) several times.
+* ``--instructions``: instructions executed (valgrind's cachegrind, ``--cache-sim=no``) by a
+  fresh child that imports what a replay imports and then parses (and compiles), minus one
+  that only imports; with ``PYTHONHASHSEED=0`` the counts repeat to about 0.1 %, whatever the
+  load. Needs ``valgrind`` on the PATH (exit status 1 otherwise). The bare lxml parse is
+  counted the same way.
+
+``uptime`` load averages are printed before and after. Exit status 1 when a config is
+missing or a child failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import default_corpus
+
+CONFIGS = {
+    "sos": "configs/SwiftOnSecurity__sysmon-config/sysmonconfig-export.xml",
+    "modular": "configs/olafhartong__sysmon-modular/sysmonconfig.xml",
+}
+LABELS = {"sos": "SwiftOnSecurity", "modular": "sysmon-modular"}
+#: The EventIDs of the corpus EVTX in the order of their first events (what a replay of the
+#: corpus compiles deciders for; ``bench_replay.py --fixed-costs`` lists them the same way).
+IDS = (1, 2, 3, 5, 7, 8, 10, 11, 12, 13, 15, 17, 18, 22, 23, 4, 6, 9, 16, 19, 20, 21, 24, 25,
+       26, 255)
+
+CHILD = """
+import sys
+import lxml.etree, orjson, sysmonx.pipeline, sysmonx.sources.evtx, sysmonx.filtering.plancache
+from sysmonx.config import load_config
+from sysmonx.filtering import FilterEngine
+what, path = sys.argv[1], sys.argv[2]
+ids = [int(x) for x in sys.argv[3].split(",")]
+raw = open(path, "rb").read()
+if what == "lxml":
+    lxml.etree.fromstring(raw)
+elif what in ("parse", "compile"):
+    config = load_config(path, cache=None)
+    if what == "compile":
+        engine = FilterEngine(config, plan_cache=False)
+        for eid in ids:
+            engine.decider_for(eid)
+"""
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _instructions(what: str, path: str) -> int:
+    """Instructions a fresh child executes for ``what`` (see :data:`CHILD`)."""
+    env = dict(os.environ, PYTHONHASHSEED="0", SYSMONX_CONFIG_CACHE="0")
+    r = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no",
+                        "--cachegrind-out-file=/dev/null", sys.executable, "-c", CHILD, what,
+                        path, ",".join(map(str, IDS))], capture_output=True, text=True, env=env)
+    m = re.search(r"I\s+refs:\s+([\d,]+)", r.stderr)
+    if r.returncode != 0 or m is None:
+        raise RuntimeError(f"child {what} failed ({r.returncode}): {r.stderr[-500:]}")
+    return int(m.group(1).replace(",", ""))
+
+
+def _best(fn, runs: int) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        t = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t)
+    return best * 1000
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", default=default_corpus())
+    ap.add_argument("--configs", default="sos,modular")
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--cpu", type=int, default=None)
+    ap.add_argument("--instructions", action="store_true")
+    args = ap.parse_args()
+    paths = []
+    for name in args.configs.split(","):
+        p = Path(args.corpus) / CONFIGS.get(name, name)
+        if not p.is_file():
+            print(f"no config {p}", file=sys.stderr)
+            return 1
+        paths.append((LABELS.get(name, p.name), str(p)))
+    print(f"load average (1/5/15 min) before: {_load()}")
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            print("--instructions needs valgrind", file=sys.stderr)
+            return 1
+        print("instructions executed (cachegrind), millions; a child that only imports "
+              "subtracted")
+        for label, path in paths:
+            base = _instructions("none", path)
+            lx, parse, comp = (_instructions(w, path) - base
+                               for w in ("lxml", "parse", "compile"))
+            print(f"{label:16} lxml parse {lx / 1e6:7.2f}   config parse {parse / 1e6:7.2f} "
+                  f"({parse / lx:4.1f}x lxml)   deciders, {len(IDS)} EventIDs "
+                  f"{(comp - parse) / 1e6:7.2f} ({(comp - parse) / lx:4.1f}x lxml)")
+    else:
+        cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        from lxml import etree
+
+        from sysmonx.config import load_config
+        from sysmonx.filtering import FilterEngine
+        print(f"CPU ms, pinned to CPU {cpu}, best of {args.runs}")
+        for label, path in paths:
+            raw = Path(path).read_bytes()
+            lx = _best(lambda raw=raw: etree.fromstring(raw), args.runs)
+            parse = _best(lambda path=path: load_config(path, cache=None), args.runs)
+
+            loaded = load_config(path, cache=None)
+
+            def compile_all(config=loaded) -> None:
+                engine = FilterEngine(config, plan_cache=False)
+                for eid in IDS:
+                    engine.decider_for(eid)
+            comp = _best(compile_all, args.runs)
+            print(f"{label:16} lxml parse {lx:6.2f} ms   config parse {parse:6.2f} ms "
+                  f"({parse / lx:4.1f}x lxml)   deciders, {len(IDS)} EventIDs {comp:6.2f} ms "
+                  f"({comp / lx:4.1f}x lxml)")
+    print(f"load average (1/5/15 min) after: {_load()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
