@@ -72,6 +72,113 @@ def test_audit_event_of_a_child_before_its_exec_comes_after_its_fork():
     assert not be._exec_forks
 
 
+def _written(obs: list) -> list:
+    """The events the assembler writes for ``obs``: ``(EventID, ProcessId, Image,
+    CommandLine or None, ProcessGuid)``."""
+    from sysmonx.sensor.assemble import Assembler
+    from sysmonx.sensor.process import ProcessCache
+    asm = Assembler(ProcessCache(machine="0a1b2c3d"), computer="h")
+    out = []
+    for o in obs:
+        for e in asm.build_events(o):
+            out.append((e.event_id, e.data["ProcessId"], e.data["Image"],
+                        e.data.get("CommandLine"), e.data["ProcessGuid"]))
+    return out
+
+
+def test_exec_whose_audit_record_was_lost_never_gets_the_parents_image():
+    """The proc connector reported fork and exec; the exec's audit record was lost (backlog);
+    the process then connects (audit time well after the exec: made after it). Before, the
+    held fork was sent and the connect (and every later event) carried the parent's image
+    and the fork's GUID. Now the fork is followed by the exec's event 1 with what is known:
+    the image unknown (``-``: the process is gone), a GUID of its own."""
+    obs: list = []
+    be = _backend(obs)
+    _fork_and_exec(be, os.getpid(), PID)
+    be._out_audit(NetworkConnect(9_000_000, PID, "tcp", True, "127.0.0.1", 80))
+    be._flush_out()
+    assert [type(o) for o in obs] == [ProcessFork, ProcessExec, NetworkConnect]
+    assert (obs[1].ts_ns, obs[1].ppid, obs[1].image, obs[1].argv) == \
+        (2_000_000, os.getpid(), "-", None)
+    assert be._stats["exec_lost"] == 1 and not be._exec_forks and PID not in be._snaps
+    events = _written(obs)
+    parent_image = os.readlink(f"/proc/{os.getpid()}/exe")
+    assert [e[:4] for e in events] == [(1, str(PID), "-", "-"), (3, str(PID), "-", None)]
+    assert events[0][4] == events[1][4] and full_guid_key(events[1][4])
+    assert parent_image not in {e[2] for e in events}
+
+
+def test_event_that_may_precede_the_exec_keeps_the_forks_image():
+    """Stamped within the clocks' margin of the exec: it may have been made before it (audit's
+    clock is coarse), so it is the fork's, as when the exec's record is only late."""
+    obs: list = []
+    be = _backend(obs)
+    _fork_and_exec(be, os.getpid(), PID)
+    be._out_audit(NetworkConnect(2_500_000, PID, "tcp", True, "127.0.0.1", 80))
+    be._flush_out()
+    assert [type(o) for o in obs] == [ProcessFork, NetworkConnect]
+    assert be._stats["exec_lost"] == 0 and PID in be._snaps
+
+
+def test_lost_exec_record_of_a_running_process_takes_its_image_from_proc():
+    """The exec's record lost, the process still running the image the proc connector's
+    snapshot saw: its event 1 has that image and command line (read from /proc)."""
+    import subprocess
+    sleep = os.path.realpath("/bin/sleep")
+    p = subprocess.Popen([sleep, "30"])
+    try:
+        deadline = time.monotonic() + 5
+        # until the exec is complete (the exe link changes before end_code is set), as when
+        # the proc connector reports it
+        from sysmonx.sensor.backends.audit import _exec_snapshot
+        while not (os.readlink(f"/proc/{p.pid}/exe") == sleep and _exec_snapshot(p.pid)[1]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        obs: list = []
+        be = _backend(obs)
+        _fork_and_exec(be, os.getpid(), p.pid)
+        be._out_audit(NetworkConnect(9_000_000, p.pid, "tcp", True, "127.0.0.1", 80))
+        be._flush_out()
+        assert [type(o) for o in obs] == [ProcessFork, ProcessExec, NetworkConnect]
+        assert obs[1].image == sleep and obs[1].end_data
+        events = _written(obs)
+        assert [e[:4] for e in events] == [(1, str(p.pid), sleep, f"{sleep} 30"),
+                                           (3, str(p.pid), sleep, None)]
+        assert events[0][4] == events[1][4]
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_exec_event_without_its_execve_record_has_no_empty_command_line(monkeypatch):
+    """The EXECVE record (argv) of an exec lost, its SYSCALL record kept: the command line is
+    unknown (``-``; /proc's while it shows this image), never the empty string."""
+    from sysmonx.sensor.backends import audit_netlink as nl
+    from sysmonx.sensor.backends.audit_records import AuditEvent
+    obs: list = []
+    be = _backend(obs)
+    be._cn = None
+    me = os.getpid()
+    syscall = (f'arch=c000003e syscall=59 success=yes exit=0 a0=1 a1=2 a2=3 a3=4 items=2 '
+               f'ppid={me} pid={PID} auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 '
+               f'fsgid=0 tty=(none) ses=1 comm="true" exe="/usr/bin/true" key="sysmonx"')
+    records = [nl.AuditRecord(nl.AUDIT_SYSCALL, 7, 5_000_000, syscall),
+               nl.AuditRecord(nl.AUDIT_EXECVE, 7, 5_000_000, 'argc=2 a0="true" a1="x"'),
+               nl.AuditRecord(nl.AUDIT_CWD, 7, 5_000_000, 'cwd="/tmp"')]
+    for drop in (None, nl.AUDIT_EXECVE):
+        ev = AuditEvent(7, 5_000_000, 0.0)
+        ev.records = [r for r in records if r.type != drop]
+        be._classify(ev)
+    be._flush_out()
+    assert [(o.image, o.argv, o.cwd) for o in obs] == [("/usr/bin/true", ["true", "x"], "/tmp"),
+                                                       ("/usr/bin/true", None, "/tmp")]
+    assert [e[3] for e in _written(obs[1:])] == ["-"]
+
+
+def full_guid_key(g: str) -> bool:
+    return g != "{00000000-0000-0000-0000-000000000000}" and g[10:19] != "0000-0000"
+
+
 def test_a_child_that_execs_at_once_sends_no_fork():
     """An exec whose record is the child's first: no fork (an exec says all a fork would)."""
     obs: list = []
