@@ -246,7 +246,7 @@ class AuditBackend(AuditClassifier, Backend):
         self._recv = nl.compiled_recv if self.options.get("compiled_reader", True) else None
         self._gather = _cn_gather if self.options.get("compiled_reader", True) else None
         self._stats.update({"exec_paired": 0, "exec_unpaired": 0, "exec_lost": 0, "forks": 0,
-                            "exits": 0,
+                            "exits": 0, "cn_nomem": 0,
                             "tcp_source_known": 0, "tcp_source_unknown": 0,
                             "protocol_unknown": 0})
 
@@ -901,8 +901,21 @@ class AuditBackend(AuditClassifier, Backend):
         as soon as it comes), then handle them as :meth:`_drain_cn` does."""
         cn, gather = self._cn, self._gather
         assert cn is not None and gather is not None
-        datagrams, snapshots, enobufs, err = gather(cn.fileno(), max(1, int(seconds * 1000)),
-                                                    2048)
+        try:
+            datagrams, snapshots, enobufs, err, nomem = gather(
+                cn.fileno(), max(1, int(seconds * 1000)), 2048)
+        except MemoryError:
+            # the datagrams read could not be handed over: lost, how many is not known
+            self._stats["cn_nomem"] += 1
+            self._loss("cnproc.nomem", 0, "out of memory while reading proc connector "
+                       "messages: the messages read then are lost (count unknown)")
+            return
+        if nomem:
+            # a datagram read from the socket and not kept (failed allocation): its messages
+            # (forks, execs, exits) are lost; said, never silent
+            self._stats["cn_nomem"] += nomem
+            self._loss("cnproc.nomem", nomem, "out of memory while reading proc "
+                       "connector messages: datagrams read and not kept")
         taken: dict = {}
         for tgid, data, mnt, pidns in snapshots:
             taken.setdefault(tgid, []).append(
