@@ -279,6 +279,102 @@ def test_listening_socket_held_by_one_process_is_its_own():
         srv.close()
 
 
+def _prefork(srv: socket.socket, n: int, serve: bool) -> list:
+    """``n`` forked workers holding ``srv``: each accepts (``serve``: sends its pid, holds the
+    connection until the peer closes it) or only sleeps (holds the socket, never accepts)."""
+    kids = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                while serve:
+                    c, _peer = srv.accept()
+                    c.sendall(str(os.getpid()).encode())
+                    c.recv(1)
+                    c.close()
+                time.sleep(30)
+            finally:
+                os._exit(0)
+        kids.append(pid)
+    return kids
+
+
+def _stop(kids: list) -> None:
+    for pid in kids:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+
+
+def test_prefork_server_accept_is_the_workers_not_the_masters():
+    """Seen: tier C named a pre-fork server's master (the topmost holder of the listening
+    socket) for every connection, where tier A names the worker that called accept(). The
+    accepted connection's own socket says which worker holds it."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    port = srv.getsockname()[1]
+    kids = _prefork(srv, 2, serve=True)
+    try:
+        seen = set()
+        for _ in range(8):
+            c = socket.create_connection(("127.0.0.1", port))
+            worker = int(c.recv(16))
+            assert worker in kids
+            owners = SocketOwners()
+            assert owners.accepted_by(port, "127.0.0.1", "127.0.0.1",
+                                      c.getsockname()[1]) == worker
+            seen.add(worker)
+            c.close()
+        assert SocketOwners().lookup("tcp", port, "127.0.0.1", listening=True) == os.getpid()
+    finally:
+        _stop(kids)
+        srv.close()
+
+
+def test_accept_nobody_can_be_named_for_is_unknown():
+    """Several holders of the listening socket and nothing that tells which took the
+    connection (still queued and nobody in accept(); closed before it was read): ``None`` (the
+    event's ProcessId 0, Image '-'), not the master."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    port = srv.getsockname()[1]
+    kids = _prefork(srv, 2, serve=False)
+    try:
+        c = socket.create_connection(("127.0.0.1", port))   # completed by the kernel: queued
+        sport = c.getsockname()[1]
+        assert SocketOwners().accepted_by(port, "127.0.0.1", "127.0.0.1", sport) is None
+        a, _peer = srv.accept()    # the master takes it: its socket names the master now
+        assert SocketOwners().accepted_by(port, "127.0.0.1", "127.0.0.1", sport) == os.getpid()
+        a.close()                  # closed by the server first: TIME_WAIT, no descriptor
+        c.close()
+        time.sleep(0.05)
+        assert SocketOwners().accepted_by(port, "127.0.0.1", "127.0.0.1", sport) is None
+    finally:
+        _stop(kids)
+        srv.close()
+
+
+def test_a_holder_blocked_in_accept_is_recognised():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    fd = srv.fileno()
+    sleeper = _prefork(srv, 1, serve=False)
+    waiter = _prefork(srv, 1, serve=True)
+    try:
+        deadline = time.monotonic() + 5
+        while not SocketOwners._in_accept(waiter[0], [fd]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert SocketOwners._in_accept(waiter[0], [fd])
+        assert not SocketOwners._in_accept(waiter[0], [fd + 100])   # another descriptor
+        assert not SocketOwners._in_accept(sleeper[0], [fd])
+        assert not SocketOwners._in_accept(os.getpid(), [fd])
+    finally:
+        _stop(sleeper + waiter)
+        srv.close()
+
+
 # ------------------------------------------------------------------------------------------
 # live: bench/bench_exec_guids.py's load under each tier
 # ------------------------------------------------------------------------------------------

@@ -305,6 +305,9 @@ def read_process_rest(snap: ProcSnapshot) -> ProcSnapshot:
 # --------------------------------------------------------------------------------------------
 
 _TCP_LISTEN = 0x0A
+#: states of a connection that may still wait in the accept queue: ESTABLISHED, CLOSE_WAIT
+#: (the peer closed first)
+_TCP_QUEUED = (0x01, 0x08)
 
 
 def _hex_ip(text: str) -> str:
@@ -363,6 +366,45 @@ def _proc_net_entries(proto: str):
             continue
 
 
+#: accept and accept4 syscall numbers per machine (``uname -m``); i386 multiplexes them
+#: through socketcall and is not listed (its waiters are not recognised)
+_ACCEPT_SYSCALLS = {"x86_64": (43, 288), "aarch64": (202, 242), "riscv64": (202, 242)}
+
+
+def _same_ip(a: Optional[str], b: str) -> bool:
+    if a is None:
+        return True
+    try:
+        x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+    x = getattr(x, "ipv4_mapped", None) or x
+    y = getattr(y, "ipv4_mapped", None) or y
+    return x == y
+
+
+def _tcp_connection_inode(local_ip: Optional[str], local_port: int, peer_ip: str,
+                          peer_port: int) -> tuple:
+    """``(found, inode, state)`` of the TCP connection ``local_ip:local_port`` <->
+    ``peer_ip:peer_port`` (not a listening socket) in ``/proc/net/tcp{,6}``: inode 0 while it
+    waits in the accept queue (no descriptor yet) and after its last descriptor was closed
+    (an orphan: ``FIN_WAIT``, ``TIME_WAIT``, ``LAST_ACK``); ``found`` False when it is gone."""
+    for parts in _proc_net_rows("tcp"):
+        try:
+            if int(parts[3], 16) == _TCP_LISTEN:
+                continue
+            lip, lport = parts[1].decode().split(":")
+            rip, rport = parts[2].decode().split(":")
+            if int(lport, 16) != local_port or int(rport, 16) != peer_port:
+                continue
+            if not _same_ip(peer_ip, _hex_ip(rip)) or not _same_ip(local_ip, _hex_ip(lip)):
+                continue
+            return True, int(parts[9]), int(parts[3], 16)
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return False, 0, 0
+
+
 class SocketOwners:
     """Map a local (protocol, ip, port) to the pid that owns the socket, through ``/proc``.
 
@@ -386,6 +428,7 @@ class SocketOwners:
         self._inode_pid: dict = {}
         self._scan_started = 0.0
         self._port_cache: dict = {}
+        self._holders_cache: dict = {}
         self.scans = 0
 
     def _scan(self) -> None:
@@ -497,6 +540,131 @@ class SocketOwners:
                 return pid
             pid = ppid
         return pid
+
+    def _holders_of(self, inode: int) -> dict:
+        """``{pid: [fd, ...]}`` of every process holding socket ``inode`` (one pass over
+        ``/proc/*/fd``), cached ``port_ttl`` seconds per inode."""
+        now = time.monotonic()
+        hit = self._holders_cache.get(inode)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        target = f"socket:[{inode}]"
+        out: dict = {}
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            names = []
+        for name in names:
+            if not name.isdigit():
+                continue
+            fd_dir = f"/proc/{name}/fd"
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"{fd_dir}/{fd}") == target:
+                        out.setdefault(int(name), []).append(int(fd))
+                except (OSError, ValueError):
+                    continue
+        if len(self._holders_cache) > 1024:
+            self._holders_cache.clear()
+        self._holders_cache[inode] = (out, now + self.port_ttl)
+        return out
+
+    @staticmethod
+    def _topmost(pids: set) -> Optional[int]:
+        """The one pid of ``pids`` whose parent is not in ``pids`` when they are one line (a
+        process and its descendants that inherited the socket), else ``None``."""
+        roots = []
+        for pid in pids:
+            data = _read(f"/proc/{pid}/stat", 1024)
+            parsed = parse_stat(data) if data else None
+            if parsed is None or parsed[1] not in pids:
+                roots.append(pid)
+        return roots[0] if len(roots) == 1 else None
+
+    @staticmethod
+    def _in_accept(pid: int, fds: list) -> bool:
+        """A thread of ``pid`` is blocked in accept()/accept4() on one of ``fds``
+        (``/proc/PID/task/TID/syscall``: the number and the first argument)."""
+        nrs = _ACCEPT_SYSCALLS.get(os.uname().machine)
+        if not nrs:
+            return False
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return False
+        for tid in tids:
+            data = _read(f"/proc/{pid}/task/{tid}/syscall", 512)
+            parts = data.split() if data else []
+            try:
+                if len(parts) > 1 and int(parts[0]) in nrs and int(parts[1], 16) in fds:
+                    return True
+            except ValueError:
+                continue
+        return False
+
+    def accepted_by(self, port: int, ip: Optional[str], peer_ip: str, peer_port: int,
+                    seen_at: Optional[float] = None) -> Optional[int]:
+        """The process that accepted the TCP connection ``peer_ip:peer_port`` ->
+        ``ip:port`` (tier C reads the transition after the fact, in softirq context), or
+        ``None`` when that cannot be known (written as the documented unknown value).
+
+        * One process holds the listening socket: it (every accept on it is its own).
+        * Several (a pre-fork server's master and workers, a listener's child between fork and
+          exec): the accepted connection's own socket (``/proc/net/tcp{,6}`` by its four-tuple)
+          names the accepter once accept() gave it a descriptor: the holder of that socket
+          (the topmost when a child it forked holds it too: a fork-per-connection server's
+          accepter, not the child). Still queued (no inode yet): the one holder blocked in
+          accept() on the listening socket (``/proc/PID/task/*/syscall``) if only one is.
+          Otherwise (several or no waiters; the connection already closed) ``None``: a
+          plausible holder would often be the wrong one (tier A names the caller of accept).
+        """
+        now = time.monotonic()
+        key = ("tcp", port, True)
+        hit = self._port_cache.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0]   # one holder, seen within port_ttl
+        inode = 0
+        try:
+            for local_ip, local_port, state, ino in _proc_net_entries("tcp"):
+                if local_port != port or not ino or state != _TCP_LISTEN:
+                    continue
+                if ip is not None and local_ip not in (ip, "0.0.0.0", "::"):
+                    continue
+                inode = ino
+                if ip is not None and local_ip == ip:
+                    break
+        except OSError:  # pragma: no cover - /proc/net unreadable
+            return None
+        if not inode:
+            return None
+        holders = self._holders_of(inode)
+        if len(holders) == 1:
+            pid = next(iter(holders))
+            if os.path.exists(f"/proc/{pid}"):
+                if len(self._port_cache) > 4096:
+                    self._port_cache.clear()
+                self._port_cache[key] = (pid, now + self.port_ttl)
+                return pid
+            return None
+        if not holders:
+            return None
+        found, conn, state = _tcp_connection_inode(ip, port, peer_ip, peer_port)
+        if not found or (not conn and state not in _TCP_QUEUED):
+            return None   # closed before it was read: whoever accepted it is not known
+        if conn:
+            target = f"socket:[{conn}]"
+            have = {pid for pid in holders if self._holds(pid, target)}
+            if not have:  # a holder the cached list does not know yet (a new worker)
+                self._holders_cache.pop(inode, None)
+                holders = self._holders_of(inode)
+                have = {pid for pid in holders if self._holds(pid, target)}
+            return self._topmost(have) if have else None
+        waiting = [pid for pid, fds in holders.items() if self._in_accept(pid, fds)]
+        return waiting[0] if len(waiting) == 1 else None
 
     def lookup(self, proto: str, port: int, ip: Optional[str] = None, listening: bool = False,
                seen_at: Optional[float] = None) -> Optional[int]:

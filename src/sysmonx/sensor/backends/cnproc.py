@@ -935,11 +935,16 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         seen = time.monotonic()
         for tr in transitions:
             if tr.oldstate == TCP_SYN_RECV and tr.newstate == TCP_ESTABLISHED:
-                pid = self._owners.lookup("tcp", tr.sport, tr.saddr, listening=True, seen_at=seen)
+                pid = self._owners.accepted_by(tr.sport, tr.saddr, tr.daddr, tr.dport,
+                                               seen_at=seen)
                 if pid is None:
+                    # the accepting process cannot be known (the connection is gone, or
+                    # several processes hold the listening socket and nothing tells which
+                    # took it): written with the documented unknown values (ProcessId 0,
+                    # Image '-', the zero GUID), never a plausible holder
                     self._stats["accept_unattributed"] += 1
-                    continue
-                if pid in self.exclude_pids:
+                    pid = 0
+                elif pid in self.exclude_pids:
                     continue
                 self._stats["accepts"] += 1
                 self._out(NetworkConnect(tr.mono_ns + self._offset, pid, "tcp", False,
