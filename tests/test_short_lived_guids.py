@@ -305,10 +305,12 @@ def _stop(kids: list) -> None:
         os.waitpid(pid, 0)
 
 
-def test_prefork_server_accept_is_the_workers_not_the_masters():
+@pytest.mark.parametrize("via", ["sock_diag", "proc"])
+def test_prefork_server_accept_is_the_workers_not_the_masters(via):
     """Seen: tier C named a pre-fork server's master (the topmost holder of the listening
     socket) for every connection, where tier A names the worker that called accept(). The
-    accepted connection's own socket says which worker holds it."""
+    accepted connection's own socket says which worker holds it (found by netlink sock_diag,
+    or by /proc/net/tcp where that cannot be used)."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(16)
@@ -321,6 +323,8 @@ def test_prefork_server_accept_is_the_workers_not_the_masters():
             worker = int(c.recv(16))
             assert worker in kids
             owners = SocketOwners()
+            if via == "proc":
+                owners._diag = None
             assert owners.accepted_by(port, "127.0.0.1", "127.0.0.1",
                                       c.getsockname()[1]) == worker
             seen.add(worker)
@@ -328,6 +332,31 @@ def test_prefork_server_accept_is_the_workers_not_the_masters():
         assert SocketOwners().lookup("tcp", port, "127.0.0.1", listening=True) == os.getpid()
     finally:
         _stop(kids)
+        srv.close()
+
+
+def test_sock_diag_and_proc_agree_on_a_connection():
+    from sysmonx.sensor.procfs import _SockDiag, _tcp_connection_inode
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+    diag = _SockDiag()
+    try:
+        c = socket.create_connection(("127.0.0.1", port))
+        sport = c.getsockname()[1]
+        for_both = ("127.0.0.1", port, "127.0.0.1", sport)
+        assert diag.find(*for_both) == _tcp_connection_inode(*for_both) == (True, 0, 1)  # queued
+        a, _peer = srv.accept()
+        want = (True, os.fstat(a.fileno()).st_ino, 1)
+        assert diag.find(*for_both) == _tcp_connection_inode(*for_both) == want
+        # no such connection (the kernel's look-up answers with the listener: not found)
+        assert diag.find("127.0.0.1", port, "127.0.0.1", 1) == (False, 0, 0)
+        assert _tcp_connection_inode("127.0.0.1", port, "127.0.0.1", 1) == (False, 0, 0)
+        a.close()
+        c.close()
+    finally:
+        diag.close()
         srv.close()
 
 
