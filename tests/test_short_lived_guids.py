@@ -328,6 +328,11 @@ def test_prefork_server_accept_is_the_workers_not_the_masters(via):
             assert owners.accepted_by(port, "127.0.0.1", "127.0.0.1",
                                       c.getsockname()[1]) == worker
             seen.add(worker)
+            # holders with more descriptors than the budget: not read, unknown
+            owners = SocketOwners()
+            owners.accept_fd_budget = 2
+            assert owners.accepted_by(port, "127.0.0.1", "127.0.0.1",
+                                      c.getsockname()[1]) is None
             c.close()
         assert SocketOwners().lookup("tcp", port, "127.0.0.1", listening=True) == os.getpid()
     finally:

@@ -495,6 +495,9 @@ class SocketOwners:
         self._holders_cache: dict = {}
         self._listen_cache: dict = {}
         self._diag: Optional[_SockDiag] = _SockDiag()
+        #: at most this many descriptors of a listening socket's holders are read to find
+        #: which holds an accepted connection (:meth:`accepted_by`)
+        self.accept_fd_budget = 4096
         self.scans = 0
 
     def _scan(self) -> None:
@@ -639,6 +642,33 @@ class SocketOwners:
         self._holders_cache[inode] = (out, now + self.port_ttl)
         return out
 
+    def _holding(self, pids, target: str) -> Optional[set]:
+        """The pids of ``pids`` with a descriptor on ``target`` (``socket:[INODE]``); ``None``
+        when they hold more than :attr:`accept_fd_budget` descriptors together (a busy
+        server's workers: reading every link per accept would cost more than the event is
+        worth; the accept is then written with the unknown values)."""
+        listed = []
+        total = 0
+        for pid in pids:
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            total += len(fds)
+            if total > self.accept_fd_budget:
+                return None
+            listed.append((pid, fds))
+        out = set()
+        for pid, fds in listed:
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        out.add(pid)
+                        break
+                except OSError:
+                    continue
+        return out
+
     @staticmethod
     def _topmost(pids: set) -> Optional[int]:
         """The one pid of ``pids`` whose parent is not in ``pids`` when they are one line (a
@@ -685,8 +715,9 @@ class SocketOwners:
           (the topmost when a child it forked holds it too: a fork-per-connection server's
           accepter, not the child). Still queued (no inode yet): the one holder blocked in
           accept() on the listening socket (``/proc/PID/task/*/syscall``) if only one is.
-          Otherwise (several or no waiters; the connection already closed) ``None``: a
-          plausible holder would often be the wrong one (tier A names the caller of accept).
+          Otherwise (several or no waiters; the connection already closed; the holders hold
+          more than ``accept_fd_budget`` descriptors together) ``None``: a plausible holder
+          would often be the wrong one (tier A names the caller of accept).
         """
         now = time.monotonic()
         key = ("tcp", port, True)
@@ -738,11 +769,12 @@ class SocketOwners:
             return None   # closed before it was read: whoever accepted it is not known
         if conn:
             target = f"socket:[{conn}]"
-            have = {pid for pid in holders if self._holds(pid, target)}
-            if not have:  # a holder the cached list does not know yet (a new worker)
+            have = self._holding(holders, target)
+            if have is not None and not have:
+                # a holder the cached list does not know yet (a new worker)
                 self._holders_cache.pop(inode, None)
                 holders = self._holders_of(inode)
-                have = {pid for pid in holders if self._holds(pid, target)}
+                have = self._holding(holders, target)
             return self._topmost(have) if have else None
         waiting = [pid for pid, fds in holders.items() if self._in_accept(pid, fds)]
         return waiting[0] if len(waiting) == 1 else None
