@@ -108,6 +108,28 @@ def test_exec_whose_audit_record_was_lost_never_gets_the_parents_image():
     assert parent_image not in {e[2] for e in events}
 
 
+def test_exec_whose_eoe_was_lost_is_classified_before_the_later_event():
+    """The exec's records came but not its EOE (the event waits up to event_timeout): a later
+    event of the process finishes it first, with its own image and argv, and no second event
+    1 is made for it (by the lost-record rule now or by the timeout later)."""
+    from sysmonx.sensor.backends import audit_netlink as nl
+    obs: list = []
+    be = _backend(obs)
+    me = os.getpid()
+    _fork_and_exec(be, me, PID)
+    syscall = (f'arch=c000003e syscall=59 success=yes exit=0 a0=1 a1=2 a2=3 a3=4 items=2 '
+               f'ppid={me} pid={PID} auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 '
+               f'fsgid=0 tty=(none) ses=1 comm="true" exe="/usr/bin/true" key="sysmonx"')
+    be._on_record(nl.AuditRecord(nl.AUDIT_SYSCALL, 7, 2_000_000, syscall))
+    be._on_record(nl.AuditRecord(nl.AUDIT_EXECVE, 7, 2_000_000, 'argc=2 a0="true" a1="x"'))
+    be._out_audit(NetworkConnect(9_000_000, PID, "tcp", True, "127.0.0.1", 80))
+    be._flush(float("inf"))
+    be._flush_out()
+    assert [type(o) for o in obs] == [ProcessFork, ProcessExec, NetworkConnect]
+    assert (obs[1].image, obs[1].argv) == ("/usr/bin/true", ["true", "x"])
+    assert be._stats["exec_lost"] == 0 and be._stats["partial"] == 1 and not be._pending
+
+
 def test_event_that_may_precede_the_exec_keeps_the_forks_image():
     """Stamped within the clocks' margin of the exec: it may have been made before it (audit's
     clock is coarse), so it is the fork's, as when the exec's record is only late."""

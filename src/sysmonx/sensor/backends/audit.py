@@ -1118,6 +1118,25 @@ class AuditBackend(AuditClassifier, Backend):
                     self._out(fork)
         self._out(obs)
 
+    def _pending_exec_of(self, pid: int) -> Optional[AuditEvent]:
+        """The oldest event still waiting for its ``EOE`` whose SYSCALL record is an exec of
+        ``pid``, or ``None``."""
+        for ev in self._pending.values():
+            for rec in ev.records:
+                if rec.type != nl.AUDIT_SYSCALL:
+                    continue
+                f = nl.parse_fields(rec.text)
+                if f.get("pid") == str(pid):
+                    try:
+                        table = ARCH_TABLES.get(int(f.get("arch") or "", 16), {})
+                        nr = int(f.get("syscall") or "")
+                    except ValueError:
+                        break
+                    if nr in (table.get("execve"), table.get("execveat")):
+                        return ev
+                break
+        return None
+
     def _lost_exec(self, pid: int, fork: ProcessFork, ts_ns: int) -> None:
         """An audit event of ``pid`` (raw audit time ``ts_ns``) whose exec the proc connector
         reported and whose exec record has not come. Audit's clock is coarse but never late, so
@@ -1130,6 +1149,14 @@ class AuditBackend(AuditClassifier, Backend):
         snaps = self._snaps.get(pid)
         if not snaps or ts_ns <= snaps[0][0] + LOST_EXEC_MARGIN_NS:
             return  # made before the exec (or cannot tell): the fork's, as sent
+        pending = self._pending_exec_of(pid)
+        if pending is not None:
+            # the exec's records came but not its EOE (lost): classified now, before this
+            # later event of the process, rather than a second event 1 a second later
+            del self._pending[pending.serial]
+            self._stats["partial"] += 1
+            self._finish(pending)
+            return
         snap_ts, start, end, comm, ns = snaps.pop(0)
         if not snaps:
             del self._snaps[pid]
