@@ -1190,7 +1190,9 @@ class AuditBackend(AuditClassifier, Backend):
 
     def stats(self) -> dict:
         """``received`` (observations emitted), ``lost`` (sum of Loss counts), ``records``,
-        ``events``, ``partial`` (events flushed without EOE), ``enobufs``, ``rules`` (added),
+        ``events``, ``partial`` (events flushed without EOE), ``enobufs``, ``exec_lost`` (execs
+        whose audit record was lost, written from the proc connector's snapshot), ``cn_nomem``
+        (proc connector datagrams lost to a failed allocation), ``rules`` (added),
         ``rules_preexisting``, ``parse_errors``, ``mode``, ``watched_devices``."""
         out = dict(self._stats)
         if self._cn is not None:
