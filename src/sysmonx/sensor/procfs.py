@@ -369,9 +369,8 @@ def _proc_net_entries(proto: str):
             continue
 
 
-#: accept and accept4 syscall numbers per machine (``uname -m``); i386 multiplexes them
-#: through socketcall and is not listed (its waiters are not recognised)
-_ACCEPT_SYSCALLS = {"x86_64": (43, 288), "aarch64": (202, 242), "riscv64": (202, 242)}
+#: :meth:`SocketOwners.accepted_by`: the connection waits in the accept queue (ask again)
+QUEUED = -1
 
 
 def _same_ip(a: Optional[str], b: str) -> bool:
@@ -681,27 +680,6 @@ class SocketOwners:
                 roots.append(pid)
         return roots[0] if len(roots) == 1 else None
 
-    @staticmethod
-    def _in_accept(pid: int, fds: list) -> bool:
-        """A thread of ``pid`` is blocked in accept()/accept4() on one of ``fds``
-        (``/proc/PID/task/TID/syscall``: the number and the first argument)."""
-        nrs = _ACCEPT_SYSCALLS.get(os.uname().machine)
-        if not nrs:
-            return False
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            return False
-        for tid in tids:
-            data = _read(f"/proc/{pid}/task/{tid}/syscall", 512)
-            parts = data.split() if data else []
-            try:
-                if len(parts) > 1 and int(parts[0]) in nrs and int(parts[1], 16) in fds:
-                    return True
-            except ValueError:
-                continue
-        return False
-
     def accepted_by(self, port: int, ip: Optional[str], peer_ip: str, peer_port: int,
                     seen_at: Optional[float] = None) -> Optional[int]:
         """The process that accepted the TCP connection ``peer_ip:peer_port`` ->
@@ -713,11 +691,13 @@ class SocketOwners:
           exec): the accepted connection's own socket (``/proc/net/tcp{,6}`` by its four-tuple)
           names the accepter once accept() gave it a descriptor: the holder of that socket
           (the topmost when a child it forked holds it too: a fork-per-connection server's
-          accepter, not the child). Still queued (no inode yet): the one holder blocked in
-          accept() on the listening socket (``/proc/PID/task/*/syscall``) if only one is.
-          Otherwise (several or no waiters; the connection already closed; the holders hold
-          more than ``accept_fd_budget`` descriptors together) ``None``: a plausible holder
-          would often be the wrong one (tier A names the caller of accept).
+          accepter, not the child). Still queued (no descriptor yet: nobody has accepted it,
+          so it is not a fact yet): :data:`QUEUED`, for the caller to ask again a moment
+          later; which holder is blocked in accept() does not decide it (a holder coming back
+          to accept() takes a queued connection before a woken waiter runs).
+          Otherwise (the connection already closed; the holders hold more than
+          ``accept_fd_budget`` descriptors together) ``None``: a plausible holder would often
+          be the wrong one (tier A names the caller of accept).
         """
         now = time.monotonic()
         key = ("tcp", port, True)
@@ -776,8 +756,7 @@ class SocketOwners:
                 holders = self._holders_of(inode)
                 have = self._holding(holders, target)
             return self._topmost(have) if have else None
-        waiting = [pid for pid, fds in holders.items() if self._in_accept(pid, fds)]
-        return waiting[0] if len(waiting) == 1 else None
+        return QUEUED
 
     def lookup(self, proto: str, port: int, ip: Optional[str] = None, listening: bool = False,
                seen_at: Optional[float] = None) -> Optional[int]:
