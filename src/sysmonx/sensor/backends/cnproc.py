@@ -696,6 +696,8 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             next_tick = time.monotonic() + 0.5
             while not self._stopping:
                 timeout = max(0.0, next_tick - time.monotonic())
+                if self._accept_retry:
+                    timeout = min(timeout, 0.01)   # a queued accept is asked again soon
                 poller.poll(int(timeout * 1000) + 1)
                 self._drain_all()
                 if time.monotonic() >= next_tick:
