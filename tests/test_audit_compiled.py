@@ -284,8 +284,8 @@ def test_cn_gather_takes_each_exec_snapshot_and_returns_the_datagrams(pair, chil
             _cn(cnproc.PROC_EVENT_EXEC, 0, 3, 15, child, child)[:60]]   # cut: no snapshot
     for d in sent:
         a.send(d)
-    datagrams, snaps, enobufs, err = gather(b.fileno(), 50, 2048)
-    assert (datagrams, enobufs, err) == (sent, 0, 0)
+    datagrams, snaps, enobufs, err, nomem = gather(b.fileno(), 50, 2048)
+    assert (datagrams, enobufs, err, nomem) == (sent, 0, 0, 0)
     assert [s[0] for s in snaps] == [child, dead, me]
     got = [audit_mod._snapshot_of(data, (mnt, pidns) if mnt and pidns else None)
            for _, data, mnt, pidns in snaps]
@@ -314,18 +314,70 @@ def test_cn_gather_waits_its_time_and_stops_at_max(pair):
     assert gather is not None
     a, b = pair
     t0 = _time.monotonic()
-    assert gather(b.fileno(), 30, 10) == ([], [], 0, 0)
+    assert gather(b.fileno(), 30, 10) == ([], [], 0, 0, 0)
     assert _time.monotonic() - t0 >= 0.025
     for i in range(5):
         a.send(_cn(cnproc.PROC_EVENT_FORK, 0, i, i, 1, 1, 2, 2))
     t0 = _time.monotonic()
-    datagrams, _snaps, _e, _err = gather(b.fileno(), 5000, 3)
+    datagrams, _snaps, _e, _err, _nomem = gather(b.fileno(), 5000, 3)
     assert len(datagrams) == 3 and _time.monotonic() - t0 < 1.0     # max reached: at once
     assert len(gather(b.fileno(), 10, 10)[0]) == 2
     r, w = os.pipe()
     os.close(w)
     assert gather(r, 10, 10)[3] == errno.ENOTSOCK
     os.close(r)
+
+
+def test_cn_gather_failed_allocation_is_counted_and_reported(pair, child):
+    """A failed allocation in the gather (``cn_put``) raised MemoryError and dropped every
+    datagram read in that call, uncounted. Now the datagrams kept before it are returned,
+    the one not kept is counted (``nomem``), and the backend reports it as a Loss."""
+    from sysmonx.sensor import _ringbatch
+    from sysmonx.sensor.backends import cnproc
+    from sysmonx.sensor.observations import Loss
+    gather = audit_mod._cn_gather
+    assert gather is not None
+    a, b = pair
+    sent = [_cn(cnproc.PROC_EVENT_FORK, 0, i, 10 + i, 1, 1, 2, 2) for i in range(3)]
+    for d in sent:
+        a.send(d)
+    _ringbatch.cn_fail_alloc(2)   # the second datagram's put fails
+    try:
+        datagrams, snaps, enobufs, err, nomem = gather(b.fileno(), 50, 2048)
+    finally:
+        _ringbatch.cn_fail_alloc(0)
+    assert (datagrams, snaps, enobufs, err, nomem) == (sent[:1], [], 0, 0, 1)
+    assert gather(b.fileno(), 50, 2048)[0] == sent[2:]   # the rest stays readable
+    # an exec's datagram kept while its snapshot could not be: the datagram is not lost
+    a.send(_cn(cnproc.PROC_EVENT_EXEC, 0, 5, 20, child, child))
+    _ringbatch.cn_fail_alloc(2)   # the datagram's put succeeds, the snapshot's fails
+    try:
+        datagrams, snaps, _e, _err, nomem = gather(b.fileno(), 50, 2048)
+    finally:
+        _ringbatch.cn_fail_alloc(0)
+    assert (len(datagrams), snaps, nomem) == (1, [], 0)
+
+    # the backend: a Loss with the count, in its stats
+    obs: list = []
+    be = audit_mod.AuditBackend(obs.append, options={"socket_lookup": "none"})
+    be.emit_all = obs.extend  # type: ignore[method-assign]
+    be._cn = cnproc.ProcConnector(0, False, lambda *a: None)
+    be._cn.fileno = lambda: b.fileno()  # type: ignore[method-assign]
+    be._mono_off = be._boot_off = 0
+    for d in sent:
+        a.send(d)
+    _ringbatch.cn_fail_alloc(3)
+    try:
+        be._gather_cn(0.05)
+    finally:
+        _ringbatch.cn_fail_alloc(0)
+    losses = [o for o in obs if type(o) is Loss]
+    assert [(o.source, o.count) for o in losses] == [("cnproc.nomem", 1)]
+    assert be.stats()["cn_nomem"] == 1 and be.stats()["lost"] == 1
+    be._gather = lambda *a: (_ for _ in ()).throw(MemoryError())
+    be._gather_cn(0.05)
+    assert [(o.source, o.count) for o in obs if type(o) is Loss][1:] == [("cnproc.nomem", 0)]
+    assert be.stats()["cn_nomem"] == 2
 
 
 def test_exec_observations_same_with_taken_snapshots(child):

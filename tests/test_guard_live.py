@@ -614,9 +614,11 @@ def test_two_sensors_do_not_report_each_others_bpf_lookups(tmp_path, runs):
     runs.append(first)
     second = Run(tmp_path, name="second", state=tmp_path / "state2")
     runs.append(second)
-    assert sorted(os.listdir("/run/sysmonx")) >= sorted(
-        [f"sensor-{first.pid}.ids", f"sensor-{first.pid}.lock", f"sensor-{second.pid}.ids",
-         f"sensor-{second.pid}.lock"])
+    # a superset (a list's >= compared the sorted names one by one: another sensor on the
+    # host, with a lower pid, made it fail)
+    assert set(os.listdir("/run/sysmonx")) >= {
+        f"sensor-{first.pid}.ids", f"sensor-{first.pid}.lock", f"sensor-{second.pid}.ids",
+        f"sensor-{second.pid}.lock"}
     gone = subprocess.Popen([sys.executable, "-c", LOAD_AND_EXIT_PROG], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     err = gone.communicate(timeout=30)[1]

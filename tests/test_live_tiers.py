@@ -148,6 +148,36 @@ while True:
 print(json.dumps({"parent": os.getpid(), "children": [json.loads(x) for x in data.splitlines()]}))
 """
 
+# a pre-fork server: the master listens, forks two workers that accept; each connection is
+# held 0.3 s (the worker tells its pid and waits for the client to close)
+PREFORK = r"""
+import json, os, socket, sys, time
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(16)
+port = srv.getsockname()[1]
+kids = []
+for i in range(2):
+    pid = os.fork()
+    if pid == 0:
+        while True:
+            c, _ = srv.accept()
+            c.sendall(str(os.getpid()).encode())
+            c.recv(1)
+            c.close()
+    kids.append(pid)
+out = {"master": os.getpid(), "port": port, "workers": kids, "conns": []}
+for i in range(4):
+    c = socket.create_connection(("127.0.0.1", port))
+    out["conns"].append([c.getsockname()[1], int(c.recv(16))])
+    time.sleep(0.3)
+    c.close()
+for pid in kids:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+print(json.dumps(out))
+"""
+
 MEMFD = r"""
 import os, sys
 name, port = sys.argv[1], sys.argv[2]
@@ -254,6 +284,10 @@ os.unlink(copy)
 p.wait()
 out["deleted"] = {"pid": p.pid, "path": copy}
 
+# 7. a pre-fork server's accepts
+p = subprocess.run([py, "-c", PREFORK], capture_output=True, text=True, check=True)
+out["prefork"] = json.loads(p.stdout)
+
 res.kill()
 res.wait()
 print(json.dumps(out))
@@ -262,7 +296,7 @@ print(json.dumps(out))
 
 def _driver_source() -> str:
     consts = {"RESOLVER": RESOLVER, "TCP_CLIENT": TCP_CLIENT, "UNANSWERED": UNANSWERED,
-              "REFUSED": REFUSED, "FORKER": FORKER, "MEMFD": MEMFD,
+              "REFUSED": REFUSED, "FORKER": FORKER, "MEMFD": MEMFD, "PREFORK": PREFORK,
               "RESOLVER_IP": RESOLVER_IP, "GETENT": GETENT, "DIG": DIG, "UNSHARE": UNSHARE,
               "BASH": BASH}
     return "".join(f"{k} = {v!r}\n" for k, v in consts.items()) + DRIVER
@@ -355,6 +389,9 @@ CANNOT_KNOW = {
            {"tcp_source": "no tracefs here: TCP SourceIp '-', SourcePort 0"}),
     },
     "cnproc": {
+        "accept_process": "an accept is read after the fact: when several processes hold the "
+                          "listening socket and the connection is gone or still queued with "
+                          "no single process in accept() (ProcessId 0, Image '-', zero GUID)",
         "udp_connect": "the proc connector tier has no UDP socket events (no event 3 for UDP)",
         "dns_process": "a DNS query is attributed only while the client still holds its socket "
                        "when the packet is read (ProcessId 0, Image '-', zero GUID otherwise)",
@@ -604,6 +641,34 @@ def test_fileless_and_deleted_images(runs, tier):
     assert first["ProcessGuid"] == tamper["ProcessGuid"] == conn["ProcessGuid"]
     assert second["Image"] == end["Image"] == TRUE
     assert second["ProcessGuid"] == end["ProcessGuid"] != first["ProcessGuid"]
+
+
+@pytest.mark.parametrize("tier", TIERS_HERE)
+def test_accept_on_a_prefork_server_names_the_worker(runs, tier):
+    """Seen: tier C named the master of a pre-fork server (the topmost holder of the listening
+    socket) for every accepted connection, where tier A names the worker that accepted it.
+    Every tier names the worker, or (tier C, when it cannot know) the unknown values."""
+    run = runs[tier]
+    pf = run["facts"]["prefork"]
+    master = _of(run, pf["master"], 1)
+    assert len(master) == 1
+    named = 0
+    for sport, worker in pf["conns"]:
+        ev = [e for e in run["events"] if e["EventID"] == 3 and e["Initiated"] == "false"
+              and {e["SourcePort"], e["DestinationPort"]} == {str(sport), str(pf["port"])}]
+        assert len(ev) == 1, (sport, ev)
+        e = ev[0]
+        if e["ProcessId"] == "0":
+            assert (e["Image"], e["ProcessGuid"]) == ("-", ZERO_GUID)
+            assert _allowed(tier, "accept_process"), e
+            continue
+        assert e["ProcessId"] == str(worker), (e, pf)
+        end = _of(run, worker, 5)
+        assert len(end) == 1 and e["ProcessGuid"] == end[0]["ProcessGuid"]
+        assert e["ProcessGuid"] != master[0]["ProcessGuid"]
+        assert e["Image"] == master[0]["Image"] and full_guid(e["ProcessGuid"])
+        named += 1
+    assert named >= len(pf["conns"]) // 2, f"{tier}: {named} of {len(pf['conns'])} named"
 
 
 def _facts(run: dict) -> dict:

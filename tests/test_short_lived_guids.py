@@ -28,7 +28,7 @@ import pytest
 from sysmonx.sensor.backends import cnproc
 from sysmonx.sensor.observations import NetworkConnect, ProcessExec, ProcessFork
 from sysmonx.sensor.process import guid_key_is_synthetic
-from sysmonx.sensor.procfs import SocketOwners, _proc_net_entries
+from sysmonx.sensor.procfs import QUEUED, SocketOwners, _proc_net_entries
 
 PID = 99999994   # above any pid_max: /proc has none
 
@@ -70,6 +70,135 @@ def test_audit_event_of_a_child_before_its_exec_comes_after_its_fork():
     assert [type(o) for o in obs] == [ProcessFork, NetworkConnect, ProcessExec, NetworkConnect]
     assert (obs[0].pid, obs[0].ppid) == (PID, os.getpid())
     assert not be._exec_forks
+
+
+def _written(obs: list) -> list:
+    """The events the assembler writes for ``obs``: ``(EventID, ProcessId, Image,
+    CommandLine or None, ProcessGuid)``."""
+    from sysmonx.sensor.assemble import Assembler
+    from sysmonx.sensor.process import ProcessCache
+    asm = Assembler(ProcessCache(machine="0a1b2c3d"), computer="h")
+    out = []
+    for o in obs:
+        for e in asm.build_events(o):
+            out.append((e.event_id, e.data["ProcessId"], e.data["Image"],
+                        e.data.get("CommandLine"), e.data["ProcessGuid"]))
+    return out
+
+
+def test_exec_whose_audit_record_was_lost_never_gets_the_parents_image():
+    """The proc connector reported fork and exec; the exec's audit record was lost (backlog);
+    the process then connects (audit time well after the exec: made after it). Before, the
+    held fork was sent and the connect (and every later event) carried the parent's image
+    and the fork's GUID. Now the fork is followed by the exec's event 1 with what is known:
+    the image unknown (``-``: the process is gone), a GUID of its own."""
+    obs: list = []
+    be = _backend(obs)
+    _fork_and_exec(be, os.getpid(), PID)
+    be._out_audit(NetworkConnect(9_000_000, PID, "tcp", True, "127.0.0.1", 80))
+    be._flush_out()
+    assert [type(o) for o in obs] == [ProcessFork, ProcessExec, NetworkConnect]
+    assert (obs[1].ts_ns, obs[1].ppid, obs[1].image, obs[1].argv) == \
+        (2_000_000, os.getpid(), "-", None)
+    assert be._stats["exec_lost"] == 1 and not be._exec_forks and PID not in be._snaps
+    events = _written(obs)
+    parent_image = os.readlink(f"/proc/{os.getpid()}/exe")
+    assert [e[:4] for e in events] == [(1, str(PID), "-", "-"), (3, str(PID), "-", None)]
+    assert events[0][4] == events[1][4] and full_guid_key(events[1][4])
+    assert parent_image not in {e[2] for e in events}
+
+
+def test_exec_whose_eoe_was_lost_is_classified_before_the_later_event():
+    """The exec's records came but not its EOE (the event waits up to event_timeout): a later
+    event of the process finishes it first, with its own image and argv, and no second event
+    1 is made for it (by the lost-record rule now or by the timeout later)."""
+    from sysmonx.sensor.backends import audit_netlink as nl
+    obs: list = []
+    be = _backend(obs)
+    me = os.getpid()
+    _fork_and_exec(be, me, PID)
+    syscall = (f'arch=c000003e syscall=59 success=yes exit=0 a0=1 a1=2 a2=3 a3=4 items=2 '
+               f'ppid={me} pid={PID} auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 '
+               f'fsgid=0 tty=(none) ses=1 comm="true" exe="/usr/bin/true" key="sysmonx"')
+    be._on_record(nl.AuditRecord(nl.AUDIT_SYSCALL, 7, 2_000_000, syscall))
+    be._on_record(nl.AuditRecord(nl.AUDIT_EXECVE, 7, 2_000_000, 'argc=2 a0="true" a1="x"'))
+    be._out_audit(NetworkConnect(9_000_000, PID, "tcp", True, "127.0.0.1", 80))
+    be._flush(float("inf"))
+    be._flush_out()
+    assert [type(o) for o in obs] == [ProcessFork, ProcessExec, NetworkConnect]
+    assert (obs[1].image, obs[1].argv) == ("/usr/bin/true", ["true", "x"])
+    assert be._stats["exec_lost"] == 0 and be._stats["partial"] == 1 and not be._pending
+
+
+def test_event_that_may_precede_the_exec_keeps_the_forks_image():
+    """Stamped within the clocks' margin of the exec: it may have been made before it (audit's
+    clock is coarse), so it is the fork's, as when the exec's record is only late."""
+    obs: list = []
+    be = _backend(obs)
+    _fork_and_exec(be, os.getpid(), PID)
+    be._out_audit(NetworkConnect(2_500_000, PID, "tcp", True, "127.0.0.1", 80))
+    be._flush_out()
+    assert [type(o) for o in obs] == [ProcessFork, NetworkConnect]
+    assert be._stats["exec_lost"] == 0 and PID in be._snaps
+
+
+def test_lost_exec_record_of_a_running_process_takes_its_image_from_proc():
+    """The exec's record lost, the process still running the image the proc connector's
+    snapshot saw: its event 1 has that image and command line (read from /proc)."""
+    import subprocess
+    sleep = os.path.realpath("/bin/sleep")
+    p = subprocess.Popen([sleep, "30"])
+    try:
+        deadline = time.monotonic() + 5
+        # until the exec is complete (the exe link changes before end_code is set), as when
+        # the proc connector reports it
+        from sysmonx.sensor.backends.audit import _exec_snapshot
+        while not (os.readlink(f"/proc/{p.pid}/exe") == sleep and _exec_snapshot(p.pid)[1]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        obs: list = []
+        be = _backend(obs)
+        _fork_and_exec(be, os.getpid(), p.pid)
+        be._out_audit(NetworkConnect(9_000_000, p.pid, "tcp", True, "127.0.0.1", 80))
+        be._flush_out()
+        assert [type(o) for o in obs] == [ProcessFork, ProcessExec, NetworkConnect]
+        assert obs[1].image == sleep and obs[1].end_data
+        events = _written(obs)
+        assert [e[:4] for e in events] == [(1, str(p.pid), sleep, f"{sleep} 30"),
+                                           (3, str(p.pid), sleep, None)]
+        assert events[0][4] == events[1][4]
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_exec_event_without_its_execve_record_has_no_empty_command_line(monkeypatch):
+    """The EXECVE record (argv) of an exec lost, its SYSCALL record kept: the command line is
+    unknown (``-``; /proc's while it shows this image), never the empty string."""
+    from sysmonx.sensor.backends import audit_netlink as nl
+    from sysmonx.sensor.backends.audit_records import AuditEvent
+    obs: list = []
+    be = _backend(obs)
+    be._cn = None
+    me = os.getpid()
+    syscall = (f'arch=c000003e syscall=59 success=yes exit=0 a0=1 a1=2 a2=3 a3=4 items=2 '
+               f'ppid={me} pid={PID} auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 '
+               f'fsgid=0 tty=(none) ses=1 comm="true" exe="/usr/bin/true" key="sysmonx"')
+    records = [nl.AuditRecord(nl.AUDIT_SYSCALL, 7, 5_000_000, syscall),
+               nl.AuditRecord(nl.AUDIT_EXECVE, 7, 5_000_000, 'argc=2 a0="true" a1="x"'),
+               nl.AuditRecord(nl.AUDIT_CWD, 7, 5_000_000, 'cwd="/tmp"')]
+    for drop in (None, nl.AUDIT_EXECVE):
+        ev = AuditEvent(7, 5_000_000, 0.0)
+        ev.records = [r for r in records if r.type != drop]
+        be._classify(ev)
+    be._flush_out()
+    assert [(o.image, o.argv, o.cwd) for o in obs] == [("/usr/bin/true", ["true", "x"], "/tmp"),
+                                                       ("/usr/bin/true", None, "/tmp")]
+    assert [e[3] for e in _written(obs[1:])] == ["-"]
+
+
+def full_guid_key(g: str) -> bool:
+    return g != "{00000000-0000-0000-0000-000000000000}" and g[10:19] != "0000-0000"
 
 
 def test_a_child_that_execs_at_once_sends_no_fork():
@@ -170,6 +299,146 @@ def test_listening_socket_held_by_one_process_is_its_own():
                                      listening=True) == os.getpid()
     finally:
         srv.close()
+
+
+def _prefork(srv: socket.socket, n: int, serve: bool) -> list:
+    """``n`` forked workers holding ``srv``: each accepts (``serve``: sends its pid, holds the
+    connection until the peer closes it) or only sleeps (holds the socket, never accepts)."""
+    kids = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                while serve:
+                    c, _peer = srv.accept()
+                    c.sendall(str(os.getpid()).encode())
+                    c.recv(1)
+                    c.close()
+                time.sleep(30)
+            finally:
+                os._exit(0)
+        kids.append(pid)
+    return kids
+
+
+def _stop(kids: list) -> None:
+    for pid in kids:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+
+
+@pytest.mark.parametrize("via", ["sock_diag", "proc"])
+def test_prefork_server_accept_is_the_workers_not_the_masters(via):
+    """Seen: tier C named a pre-fork server's master (the topmost holder of the listening
+    socket) for every connection, where tier A names the worker that called accept(). The
+    accepted connection's own socket says which worker holds it (found by netlink sock_diag,
+    or by /proc/net/tcp where that cannot be used)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    port = srv.getsockname()[1]
+    kids = _prefork(srv, 2, serve=True)
+    try:
+        seen = set()
+        for _ in range(8):
+            c = socket.create_connection(("127.0.0.1", port))
+            worker = int(c.recv(16))
+            assert worker in kids
+            owners = SocketOwners()
+            if via == "proc":
+                owners._diag = None
+            assert owners.accepted_by(port, "127.0.0.1", "127.0.0.1",
+                                      c.getsockname()[1]) == worker
+            seen.add(worker)
+            # holders with more descriptors than the budget: not read, unknown
+            owners = SocketOwners()
+            owners.accept_fd_budget = 2
+            assert owners.accepted_by(port, "127.0.0.1", "127.0.0.1",
+                                      c.getsockname()[1]) is None
+            c.close()
+        assert SocketOwners().lookup("tcp", port, "127.0.0.1", listening=True) == os.getpid()
+    finally:
+        _stop(kids)
+        srv.close()
+
+
+def test_sock_diag_and_proc_agree_on_a_connection():
+    from sysmonx.sensor.procfs import _SockDiag, _tcp_connection_inode
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+    diag = _SockDiag()
+    try:
+        c = socket.create_connection(("127.0.0.1", port))
+        sport = c.getsockname()[1]
+        for_both = ("127.0.0.1", port, "127.0.0.1", sport)
+        assert diag.find(*for_both) == _tcp_connection_inode(*for_both) == (True, 0, 1)  # queued
+        a, _peer = srv.accept()
+        want = (True, os.fstat(a.fileno()).st_ino, 1)
+        assert diag.find(*for_both) == _tcp_connection_inode(*for_both) == want
+        # no such connection (the kernel's look-up answers with the listener: not found)
+        assert diag.find("127.0.0.1", port, "127.0.0.1", 1) == (False, 0, 0)
+        assert _tcp_connection_inode("127.0.0.1", port, "127.0.0.1", 1) == (False, 0, 0)
+        a.close()
+        c.close()
+    finally:
+        diag.close()
+        srv.close()
+
+
+def test_accept_nobody_can_be_named_for_is_unknown():
+    """Several holders of the listening socket and nothing that tells which took the
+    connection: still queued (nobody took it yet: QUEUED, ask again), closed before it was
+    read (``None``: the event's ProcessId 0, Image '-'), never the master."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    port = srv.getsockname()[1]
+    kids = _prefork(srv, 2, serve=False)
+    try:
+        c = socket.create_connection(("127.0.0.1", port))   # completed by the kernel: queued
+        sport = c.getsockname()[1]
+        assert SocketOwners().accepted_by(port, "127.0.0.1", "127.0.0.1", sport) == QUEUED
+        a, _peer = srv.accept()    # the master takes it: its socket names the master now
+        assert SocketOwners().accepted_by(port, "127.0.0.1", "127.0.0.1", sport) == os.getpid()
+        a.close()                  # closed by the server first: TIME_WAIT, no descriptor
+        c.close()
+        time.sleep(0.05)
+        assert SocketOwners().accepted_by(port, "127.0.0.1", "127.0.0.1", sport) is None
+    finally:
+        _stop(kids)
+        srv.close()
+
+
+def test_tier_c_asks_again_for_a_queued_accept_then_writes_it_unknown():
+    """A connection still queued when tier C reads it (no descriptor: nobody accepted it yet)
+    is asked about again at the next reads; named when it is taken, else after
+    ``ACCEPT_WAIT_S`` written with the unknown values (before: the one holder blocked in
+    accept() was named, which a holder coming back to accept() can make wrong)."""
+    from sysmonx.sensor.backends.cn_tracefs import TcpTransition
+    from sysmonx.sensor.backends.cnproc import CnprocBackend
+    from sysmonx.sensor.procfs import QUEUED
+    answers: list = []
+    obs: list = []
+    be = CnprocBackend(obs.append, options={"tracefs": False, "enrich": False})
+    be.emit_all = obs.extend  # type: ignore[method-assign]
+    be._owners.accepted_by = lambda *a, **k: answers.pop(0)  # type: ignore[method-assign]
+    tr = TcpTransition(7, 7, 1_000, False, 8080, 40000, "127.0.0.1", "127.0.0.1", 3, 1, "tcp")
+    answers[:] = [QUEUED, QUEUED, 4242]
+    be._accepted(tr, time.monotonic() + 5)
+    be._retry_accepts()
+    assert obs == [] and len(be._accept_retry) == 1
+    be._retry_accepts()
+    be._flush_out()
+    assert [(type(o), o.pid, o.initiated) for o in obs] == [(NetworkConnect, 4242, False)]
+    obs.clear()
+    answers[:] = [QUEUED, QUEUED]
+    be._accepted(tr, time.monotonic() + 5)
+    be._retry_accepts(final=True)   # given up: unknown
+    be._flush_out()
+    assert [(o.pid, o.dest_port, o.source_port) for o in obs] == [(0, 8080, 40000)]
+    assert be._stats["accept_unattributed"] == 1 and not be._accept_retry
 
 
 # ------------------------------------------------------------------------------------------

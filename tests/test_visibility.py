@@ -149,6 +149,30 @@ level: high
     assert len(det.process(hit)) == 1 and det.process(miss) == []
 
 
+def test_shell_line_tty_of_a_zombie_shell_is_the_one_it_had():
+    """Seen as a flaky ``Tty -`` (test_live_visibility.py::test_shell_commands_typed_on_a_pty
+    under load): the ``exit`` line read while bash was a zombie (exited, its terminal released,
+    not yet reaped by its parent) found no terminal in /proc and, the pid still being there,
+    dropped the one remembered from the shell's earlier lines."""
+    import os
+    import time
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.01)
+        known = {pid: "/dev/pts/7"}   # seen at the shell's earlier lines
+        assert tty_for_line(pid, known) == "/dev/pts/7"
+    finally:
+        os.waitpid(pid, 0)
+    assert tty_for_line(pid, {pid: "/dev/pts/7"}) == "/dev/pts/7"  # reaped: gone
+
+
 def test_shell_line_tty_survives_the_shell_exiting_but_never_moves_to_a_live_pid():
     known: dict = {}
     ttys = {42: "/dev/pts/3"}

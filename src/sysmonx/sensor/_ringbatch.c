@@ -1637,7 +1637,7 @@ static PyObject *py_audit_fields(PyObject *Py_UNUSED(m), PyObject *text) {
     return out;
 }
 
-/* cn_gather(fd, timeout_ms, max_datagrams) -> (datagrams, snapshots, enobufs, error): the audit
+/* cn_gather(fd, timeout_ms, max_datagrams) -> (datagrams, snapshots, enobufs, error, nomem): the audit
  * tier's short wait for proc connector messages (AuditBackend._run, "gather") without the GIL.
  * It reads the proc connector socket ``fd`` (non-blocking reads, poll between them) for up to
  * ``timeout_ms`` or until ``max_datagrams`` datagrams came, and for every PROC_EVENT_EXEC in them
@@ -1647,8 +1647,12 @@ static PyObject *py_audit_fields(PyObject *Py_UNUSED(m), PyObject *text) {
  * gives them; an empty datagram ends the reading, as ProcConnector.read ends it), the snapshots
  * in order as ``(tgid, stat bytes or None, mount namespace inode, pid namespace inode)`` (an
  * inode 0: its ``/proc/TGID/ns`` link could not be read; both are read before the stat), how
- * many reads failed with ENOBUFS, and the errno of another failure (0: none; what was read
- * before it is returned). */
+ * many reads failed with ENOBUFS, the errno of another failure (0: none; what was read
+ * before it is returned), and how many datagrams read from the socket could not be kept for
+ * want of memory (a failed allocation: 0 or 1, the reading stops there and what was kept before
+ * it is returned; the caller counts it as lost, never silently). A datagram kept whose exec
+ * snapshot could not be kept stops the reading too: its exec is then read as without the
+ * compiled gather. */
 #include <poll.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -1663,7 +1667,12 @@ typedef struct {
     size_t used, alloc;
 } cn_arena;
 
+/* cn_fail_alloc(n) (tests only): the n-th cn_put from now fails as a failed realloc does (0:
+ * none); how a MemoryError in the gather is shown to be counted, not silent */
+static long cn_fail_countdown = 0;
+
 static int cn_put(cn_arena *a, const void *data, size_t n) {
+    if (cn_fail_countdown > 0 && --cn_fail_countdown == 0) return -1;
     if (a->used + n + sizeof(size_t) > a->alloc) {
         size_t na = a->alloc ? a->alloc * 2 : 16384;
         while (na < a->used + n + sizeof(size_t)) na *= 2;
@@ -1760,13 +1769,19 @@ static PyObject *py_cn_gather(PyObject *Py_UNUSED(m), PyObject *args) {
                 break;
             }
             if (n == 0) { done = 1; break; }
-            if (cn_put(&dg, scratch, (size_t)n) < 0 ||
-                cn_snap((const unsigned char *)scratch, (size_t)n, &sn, stat) < 0) {
-                nomem = 1;
+            if (cn_put(&dg, scratch, (size_t)n) < 0) {
+                nomem = 1; /* read and not kept: lost, counted by the caller */
                 done = 1;
                 break;
             }
-            if (++nd >= maxd) { done = 1; break; }
+            nd++;
+            if (cn_snap((const unsigned char *)scratch, (size_t)n, &sn, stat) < 0) {
+                /* the datagram is kept; the snapshot records that fit are returned, an exec
+                 * without one is read by the caller (as without the gather) */
+                done = 1;
+                break;
+            }
+            if (nd >= maxd) { done = 1; break; }
         }
         if (done) break;
         long long left = deadline - cn_now_ns();
@@ -1780,7 +1795,6 @@ static PyObject *py_cn_gather(PyObject *Py_UNUSED(m), PyObject *args) {
     free(scratch);
     free(stat);
     PyObject *dl = NULL, *sl = NULL, *res = NULL;
-    if (nomem) { PyErr_NoMemory(); goto out; }
     if ((dl = PyList_New(0)) == NULL || (sl = PyList_New(0)) == NULL) goto out;
     for (size_t off = 0; off < dg.used;) {
         size_t n;
@@ -1809,13 +1823,20 @@ static PyObject *py_cn_gather(PyObject *Py_UNUSED(m), PyObject *args) {
         Py_DECREF(t);
         off += sizeof(size_t) + n;
     }
-    res = Py_BuildValue("(OOii)", dl, sl, enobufs, err);
+    res = Py_BuildValue("(OOiii)", dl, sl, enobufs, err, nomem);
 out:
     free(dg.buf);
     free(sn.buf);
     Py_XDECREF(dl);
     Py_XDECREF(sl);
     return res;
+}
+
+static PyObject *py_cn_fail_alloc(PyObject *Py_UNUSED(m), PyObject *args) {
+    long n;
+    if (!PyArg_ParseTuple(args, "l", &n)) return NULL;
+    cn_fail_countdown = n > 0 ? n : 0;
+    Py_RETURN_NONE;
 }
 
 /* cn_parse(data, out, cls) -> int: cnproc.parse_cn_messages (the definition, kept as
@@ -1906,8 +1927,11 @@ static PyMethodDef methods[] = {
     {"audit_recv", py_audit_recv, METH_VARARGS,
      "audit_recv(fd, max_datagrams, keep) -> (records, datagrams): audit datagrams read and "
      "parsed as AuditSocket.recv_datagram/split/parse_record do (see the C source)."},
+    {"cn_fail_alloc", py_cn_fail_alloc, METH_VARARGS,
+     "cn_fail_alloc(n) -> None: tests only: the n-th arena allocation of cn_gather from now "
+     "fails (0: none)."},
     {"cn_gather", py_cn_gather, METH_VARARGS,
-     "cn_gather(fd, timeout_ms, max_datagrams) -> (datagrams, snapshots, enobufs, error): proc "
+     "cn_gather(fd, timeout_ms, max_datagrams) -> (datagrams, snapshots, enobufs, error, nomem): proc "
      "connector messages gathered without the GIL, /proc/TGID/stat read at each exec."},
     {"cn_parse", py_cn_parse, METH_VARARGS,
      "cn_parse(data, out, cls) -> int: cnproc.parse_cn_messages in C (see the C source)."},

@@ -16,8 +16,11 @@ Contents:
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -305,6 +308,9 @@ def read_process_rest(snap: ProcSnapshot) -> ProcSnapshot:
 # --------------------------------------------------------------------------------------------
 
 _TCP_LISTEN = 0x0A
+#: states of a connection that may still wait in the accept queue: ESTABLISHED, CLOSE_WAIT
+#: (the peer closed first)
+_TCP_QUEUED = (0x01, 0x08)
 
 
 def _hex_ip(text: str) -> str:
@@ -363,6 +369,105 @@ def _proc_net_entries(proto: str):
             continue
 
 
+#: :meth:`SocketOwners.accepted_by`: the connection waits in the accept queue (ask again)
+QUEUED = -1
+
+
+def _same_ip(a: Optional[str], b: str) -> bool:
+    if a is None:
+        return True
+    try:
+        x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+    x = getattr(x, "ipv4_mapped", None) or x
+    y = getattr(y, "ipv4_mapped", None) or y
+    return x == y
+
+
+_NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY, _NLMSG_ERROR = 4, 20, 2
+#: errors that say the sock_diag socket cannot be used on this host (not this one look-up)
+_DIAG_UNUSABLE = frozenset({errno.ENOSYS, errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT,
+                            errno.EPERM, errno.EACCES, errno.EPROTO})
+
+
+class _SockDiag:
+    """One TCP socket looked up by its four-tuple through ``NETLINK_SOCK_DIAG``
+    (``SOCK_DIAG_BY_FAMILY``, ``inet_diag_req_v2`` with no cookie: the kernel's hash look-up,
+    about 0.1 ms, where reading ``/proc/net/tcp`` walks every socket, about 3 ms). Thread-safe;
+    :meth:`find` raises OSError when the netlink socket cannot be used (the caller reads
+    ``/proc/net/tcp{,6}`` instead)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: Optional[socket.socket] = None
+        self._seq = 0
+
+    def find(self, local_ip: str, local_port: int, peer_ip: str, peer_port: int) -> tuple:
+        """``(found, inode, state)`` as :func:`_tcp_connection_inode` gives them."""
+        family = socket.AF_INET6 if ":" in local_ip or ":" in peer_ip else socket.AF_INET
+        src = socket.inet_pton(family, local_ip).ljust(16, b"\0")
+        dst = socket.inet_pton(family, peer_ip).ljust(16, b"\0")
+        sockid = struct.pack(">HH", local_port, peer_port) + src + dst + \
+            struct.pack("=III", 0, 0xFFFFFFFF, 0xFFFFFFFF)   # any interface, no cookie
+        req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sockid
+        with self._lock:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM,
+                                           _NETLINK_SOCK_DIAG)
+                self._sock.settimeout(1.0)
+            self._seq = (self._seq + 1) & 0xFFFFFFFF
+            self._sock.send(struct.pack("=IHHII", 16 + len(req), _SOCK_DIAG_BY_FAMILY, 1,
+                                        self._seq, 0) + req)
+            while True:
+                data = self._sock.recv(8192)
+                if len(data) >= 16 and struct.unpack_from("=I", data, 8)[0] == self._seq:
+                    break
+        typ = struct.unpack_from("=H", data, 4)[0]
+        if typ == _NLMSG_ERROR:
+            err = -struct.unpack_from("=i", data, 16)[0] if len(data) >= 20 else 0
+            if err == errno.ENOENT:
+                return False, 0, 0
+            raise OSError(err, "sock_diag look-up failed")
+        if len(data) < 16 + 72:
+            raise OSError(errno.EPROTO, "short sock_diag answer")
+        state = data[17]
+        if state == _TCP_LISTEN:   # no such connection: the kernel answered with the listener
+            return False, 0, 0
+        return True, struct.unpack_from("=I", data, 16 + 68)[0], state
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+
+def _tcp_connection_inode(local_ip: Optional[str], local_port: int, peer_ip: str,
+                          peer_port: int) -> tuple:
+    """``(found, inode, state)`` of the TCP connection ``local_ip:local_port`` <->
+    ``peer_ip:peer_port`` (not a listening socket) in ``/proc/net/tcp{,6}``: inode 0 while it
+    waits in the accept queue (no descriptor yet) and after its last descriptor was closed
+    (an orphan: ``FIN_WAIT``, ``TIME_WAIT``, ``LAST_ACK``); ``found`` False when it is gone."""
+    ltail, rtail = b":%04X" % local_port, b":%04X" % peer_port
+    for parts in _proc_net_rows("tcp"):
+        if not (parts[1].endswith(ltail) and parts[2].endswith(rtail)):
+            continue
+        try:
+            if int(parts[3], 16) == _TCP_LISTEN:
+                continue
+            lip, lport = parts[1].decode().split(":")
+            rip, rport = parts[2].decode().split(":")
+            if int(lport, 16) != local_port or int(rport, 16) != peer_port:
+                continue
+            if not _same_ip(peer_ip, _hex_ip(rip)) or not _same_ip(local_ip, _hex_ip(lip)):
+                continue
+            return True, int(parts[9]), int(parts[3], 16)
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return False, 0, 0
+
+
 class SocketOwners:
     """Map a local (protocol, ip, port) to the pid that owns the socket, through ``/proc``.
 
@@ -386,6 +491,12 @@ class SocketOwners:
         self._inode_pid: dict = {}
         self._scan_started = 0.0
         self._port_cache: dict = {}
+        self._holders_cache: dict = {}
+        self._listen_cache: dict = {}
+        self._diag: Optional[_SockDiag] = _SockDiag()
+        #: at most this many descriptors of a listening socket's holders are read to find
+        #: which holds an accepted connection (:meth:`accepted_by`)
+        self.accept_fd_budget = 4096
         self.scans = 0
 
     def _scan(self) -> None:
@@ -497,6 +608,155 @@ class SocketOwners:
                 return pid
             pid = ppid
         return pid
+
+    def _holders_of(self, inode: int) -> dict:
+        """``{pid: [fd, ...]}`` of every process holding socket ``inode`` (one pass over
+        ``/proc/*/fd``), cached ``port_ttl`` seconds per inode."""
+        now = time.monotonic()
+        hit = self._holders_cache.get(inode)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        target = f"socket:[{inode}]"
+        out: dict = {}
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            names = []
+        for name in names:
+            if not name.isdigit():
+                continue
+            fd_dir = f"/proc/{name}/fd"
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"{fd_dir}/{fd}") == target:
+                        out.setdefault(int(name), []).append(int(fd))
+                except (OSError, ValueError):
+                    continue
+        if len(self._holders_cache) > 1024:
+            self._holders_cache.clear()
+        self._holders_cache[inode] = (out, now + self.port_ttl)
+        return out
+
+    def _holding(self, pids, target: str) -> Optional[set]:
+        """The pids of ``pids`` with a descriptor on ``target`` (``socket:[INODE]``); ``None``
+        when they hold more than :attr:`accept_fd_budget` descriptors together (a busy
+        server's workers: reading every link per accept would cost more than the event is
+        worth; the accept is then written with the unknown values)."""
+        listed = []
+        total = 0
+        for pid in pids:
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            total += len(fds)
+            if total > self.accept_fd_budget:
+                return None
+            listed.append((pid, fds))
+        out = set()
+        for pid, fds in listed:
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        out.add(pid)
+                        break
+                except OSError:
+                    continue
+        return out
+
+    @staticmethod
+    def _topmost(pids: set) -> Optional[int]:
+        """The one pid of ``pids`` whose parent is not in ``pids`` when they are one line (a
+        process and its descendants that inherited the socket), else ``None``."""
+        roots = []
+        for pid in pids:
+            data = _read(f"/proc/{pid}/stat", 1024)
+            parsed = parse_stat(data) if data else None
+            if parsed is None or parsed[1] not in pids:
+                roots.append(pid)
+        return roots[0] if len(roots) == 1 else None
+
+    def accepted_by(self, port: int, ip: Optional[str], peer_ip: str, peer_port: int,
+                    seen_at: Optional[float] = None) -> Optional[int]:
+        """The process that accepted the TCP connection ``peer_ip:peer_port`` ->
+        ``ip:port`` (tier C reads the transition after the fact, in softirq context), or
+        ``None`` when that cannot be known (written as the documented unknown value).
+
+        * One process holds the listening socket: it (every accept on it is its own).
+        * Several (a pre-fork server's master and workers, a listener's child between fork and
+          exec): the accepted connection's own socket (``/proc/net/tcp{,6}`` by its four-tuple)
+          names the accepter once accept() gave it a descriptor: the holder of that socket
+          (the topmost when a child it forked holds it too: a fork-per-connection server's
+          accepter, not the child). Still queued (no descriptor yet: nobody has accepted it,
+          so it is not a fact yet): :data:`QUEUED`, for the caller to ask again a moment
+          later; which holder is blocked in accept() does not decide it (a holder coming back
+          to accept() takes a queued connection before a woken waiter runs).
+          Otherwise (the connection already closed; the holders hold more than
+          ``accept_fd_budget`` descriptors together) ``None``: a plausible holder would often
+          be the wrong one (tier A names the caller of accept).
+        """
+        now = time.monotonic()
+        key = ("tcp", port, True)
+        hit = self._port_cache.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0]   # one holder, seen within port_ttl
+        lkey = (port, ip)
+        lhit = self._listen_cache.get(lkey)
+        if lhit is not None and lhit[1] > now:
+            inode = lhit[0]   # one read of /proc/net/tcp per accept, not two (3 ms each)
+        else:
+            inode = 0
+            try:
+                for local_ip, local_port, state, ino in _proc_net_entries("tcp"):
+                    if local_port != port or not ino or state != _TCP_LISTEN:
+                        continue
+                    if ip is not None and local_ip not in (ip, "0.0.0.0", "::"):
+                        continue
+                    inode = ino
+                    if ip is not None and local_ip == ip:
+                        break
+            except OSError:  # pragma: no cover - /proc/net unreadable
+                return None
+            if len(self._listen_cache) > 4096:
+                self._listen_cache.clear()
+            self._listen_cache[lkey] = (inode, now + self.port_ttl)
+        if not inode:
+            return None
+        holders = self._holders_of(inode)
+        if len(holders) == 1:
+            pid = next(iter(holders))
+            if os.path.exists(f"/proc/{pid}"):
+                if len(self._port_cache) > 4096:
+                    self._port_cache.clear()
+                self._port_cache[key] = (pid, now + self.port_ttl)
+                return pid
+            return None
+        if not holders:
+            return None
+        try:
+            if ip is None or self._diag is None:
+                raise OSError(errno.ENOSYS, "no sock_diag")
+            found, conn, state = self._diag.find(ip, port, peer_ip, peer_port)
+        except (OSError, ValueError) as exc:
+            if getattr(exc, "errno", None) in _DIAG_UNUSABLE:
+                self._diag = None   # not usable here: /proc/net/tcp{,6} from now on
+            found, conn, state = _tcp_connection_inode(ip, port, peer_ip, peer_port)
+        if not found or (not conn and state not in _TCP_QUEUED):
+            return None   # closed before it was read: whoever accepted it is not known
+        if conn:
+            target = f"socket:[{conn}]"
+            have = self._holding(holders, target)
+            if have is not None and not have:
+                # a holder the cached list does not know yet (a new worker)
+                self._holders_cache.pop(inode, None)
+                holders = self._holders_of(inode)
+                have = self._holding(holders, target)
+            return self._topmost(have) if have else None
+        return QUEUED
 
     def lookup(self, proto: str, port: int, ip: Optional[str] = None, listening: bool = False,
                seen_at: Optional[float] = None) -> Optional[int]:

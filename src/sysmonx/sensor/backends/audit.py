@@ -92,6 +92,13 @@ _WANTED = frozenset(_KEEP | {nl.AUDIT_EOE})
 #: the compiled wait for proc connector messages (``_ringbatch.cn_gather``, see
 #: :meth:`AuditBackend._gather_cn`); ``None`` when not built or ``SYSMONX_PURE_PYTHON`` is set,
 #: and then the Python loop in :meth:`AuditBackend._run`, which defines it, waits.
+#: an audit event stamped this long after its process's exec (proc connector time) was made
+#: after it: audit's coarse clock is at most a tick early, never late; the margin covers the
+#: monotonic-to-real-time offset (:meth:`AuditBackend._lost_exec`)
+LOST_EXEC_MARGIN_NS = 2_000_000
+#: the documented unknown text value (docs/ARCHITECTURE.md "Unknown values")
+UNKNOWN_TEXT = "-"
+
 _cn_gather: Optional[Callable]
 (_cn_gather,) = native.compiled("sysmonx.sensor._ringbatch", "cn_gather")
 
@@ -238,7 +245,8 @@ class AuditBackend(AuditClassifier, Backend):
         # the compiled record reader (nl.compiled_recv) unless built without it or turned off
         self._recv = nl.compiled_recv if self.options.get("compiled_reader", True) else None
         self._gather = _cn_gather if self.options.get("compiled_reader", True) else None
-        self._stats.update({"exec_paired": 0, "exec_unpaired": 0, "forks": 0, "exits": 0,
+        self._stats.update({"exec_paired": 0, "exec_unpaired": 0, "exec_lost": 0, "forks": 0,
+                            "exits": 0, "cn_nomem": 0,
                             "tcp_source_known": 0, "tcp_source_unknown": 0,
                             "protocol_unknown": 0})
 
@@ -893,8 +901,21 @@ class AuditBackend(AuditClassifier, Backend):
         as soon as it comes), then handle them as :meth:`_drain_cn` does."""
         cn, gather = self._cn, self._gather
         assert cn is not None and gather is not None
-        datagrams, snapshots, enobufs, err = gather(cn.fileno(), max(1, int(seconds * 1000)),
-                                                    2048)
+        try:
+            datagrams, snapshots, enobufs, err, nomem = gather(
+                cn.fileno(), max(1, int(seconds * 1000)), 2048)
+        except MemoryError:
+            # the datagrams read could not be handed over: lost, how many is not known
+            self._stats["cn_nomem"] += 1
+            self._loss("cnproc.nomem", 0, "out of memory while reading proc connector "
+                       "messages: the messages read then are lost (count unknown)")
+            return
+        if nomem:
+            # a datagram read from the socket and not kept (failed allocation): its messages
+            # (forks, execs, exits) are lost; said, never silent
+            self._stats["cn_nomem"] += nomem
+            self._loss("cnproc.nomem", nomem, "out of memory while reading proc "
+                       "connector messages: datagrams read and not kept")
         taken: dict = {}
         for tgid, data, mnt, pidns in snapshots:
             taken.setdefault(tgid, []).append(
@@ -1074,21 +1095,89 @@ class AuditBackend(AuditClassifier, Backend):
         the proc connector to the nanosecond; an audit event of a process cannot have happened
         before that process's fork or (records come in order) its last exec, so its time is
         raised to that, which keeps each process's events in order."""
+        raw_ts = obs.ts_ns
         floor = self._floor.get(obs.pid)
         if floor is not None and obs.ts_ns < floor:
             obs.ts_ns = floor
         if self._forks or self._exec_forks:
             # the child is reported before any exec (or before the exec whose audit record
             # has not come yet: records of one process come in order): say whose child it is
-            fork = self._forks.pop(obs.pid, None) or self._exec_forks.pop(obs.pid, None)
+            fork = self._forks.pop(obs.pid, None)
+            exec_held = False
+            if fork is None:
+                fork = self._exec_forks.pop(obs.pid, None)
+                exec_held = fork is not None
             if fork is not None and type(obs) is not ProcessExec:
                 self._out(fork)
+                if exec_held:
+                    self._lost_exec(obs.pid, fork, raw_ts)
             target = getattr(obs, "target_pid", None)  # 8, 10: the other process, too
             if target is not None:
                 fork = self._forks.pop(target, None)
                 if fork is not None:
                     self._out(fork)
         self._out(obs)
+
+    def _pending_exec_of(self, pid: int) -> Optional[AuditEvent]:
+        """The oldest event still waiting for its ``EOE`` whose SYSCALL record is an exec of
+        ``pid``, or ``None``."""
+        for ev in self._pending.values():
+            for rec in ev.records:
+                if rec.type != nl.AUDIT_SYSCALL:
+                    continue
+                f = nl.parse_fields(rec.text)
+                if f.get("pid") == str(pid):
+                    try:
+                        table = ARCH_TABLES.get(int(f.get("arch") or "", 16), {})
+                        nr = int(f.get("syscall") or "")
+                    except ValueError:
+                        break
+                    if nr in (table.get("execve"), table.get("execveat")):
+                        return ev
+                break
+        return None
+
+    def _lost_exec(self, pid: int, fork: ProcessFork, ts_ns: int) -> None:
+        """An audit event of ``pid`` (raw audit time ``ts_ns``) whose exec the proc connector
+        reported and whose exec record has not come. Audit's clock is coarse but never late, so
+        an event stamped after the exec (:data:`LOST_EXEC_MARGIN_NS` for the two clocks) was
+        made after it; records of one process come in order, so the exec's record was lost
+        (backlog). Its event 1 is then written from what is known (the proc connector's
+        snapshot: time, start, ``end_code``; ``/proc`` while it still shows the image the
+        snapshot saw), the rest the documented unknown values: the events after the exec are
+        never given the fork's (the parent's) image."""
+        snaps = self._snaps.get(pid)
+        if not snaps or ts_ns <= snaps[0][0] + LOST_EXEC_MARGIN_NS:
+            return  # made before the exec (or cannot tell): the fork's, as sent
+        pending = self._pending_exec_of(pid)
+        if pending is not None:
+            # the exec's records came but not its EOE (lost): classified now, before this
+            # later event of the process, rather than a second event 1 a second later
+            del self._pending[pending.serial]
+            self._stats["partial"] += 1
+            self._finish(pending)
+            return
+        snap_ts, start, end, comm, ns = snaps.pop(0)
+        if not snaps:
+            del self._snaps[pid]
+        self._stats["exec_lost"] += 1
+        image = None
+        if comm is not None:
+            # /proc is this exec's image only while its comm is the snapshot's (a later exec
+            # of the same process changes both)
+            now = _exec_snapshot(pid)
+            if now[0] == start and now[2] == comm:
+                try:
+                    image = os.readlink(f"/proc/{pid}/exe")
+                except OSError:
+                    image = None
+        if image is None:
+            end, ns = None, None
+        self._out(ProcessExec(ts_ns=snap_ts, pid=pid, ppid=fork.ppid, tid=pid,
+                              start_ticks=start if start is not None else fork.start_ticks,
+                              image=image if image is not None else UNKNOWN_TEXT,
+                              end_data=end, mnt_ns=ns[0] if ns else None,
+                              pid_ns=ns[1] if ns else None))
 
     def _loss(self, source: str, count: int, detail: str) -> None:
         self._stats["lost"] += count
@@ -1101,7 +1190,9 @@ class AuditBackend(AuditClassifier, Backend):
 
     def stats(self) -> dict:
         """``received`` (observations emitted), ``lost`` (sum of Loss counts), ``records``,
-        ``events``, ``partial`` (events flushed without EOE), ``enobufs``, ``rules`` (added),
+        ``events``, ``partial`` (events flushed without EOE), ``enobufs``, ``exec_lost`` (execs
+        whose audit record was lost, written from the proc connector's snapshot), ``cn_nomem``
+        (proc connector datagrams lost to a failed allocation), ``rules`` (added),
         ``rules_preexisting``, ``parse_errors``, ``mode``, ``watched_devices``."""
         out = dict(self._stats)
         if self._cn is not None:

@@ -495,7 +495,10 @@ class AuditClassifier:
 
     def _exec(self, ev: AuditEvent, f: dict, pid: int, ts: int) -> None:
         image = _text(nl.decode_untrusted(f.get("exe")))
-        argv = _argv([r for r in ev.records if r.type == nl.AUDIT_EXECVE])
+        execve = [r for r in ev.records if r.type == nl.AUDIT_EXECVE]
+        # no EXECVE record (lost to the backlog, as any record of an event can be): argv is
+        # unknown, not empty (CommandLine from /proc while it shows this image, else '-')
+        argv = _argv(execve) if execve else None
         start_ticks = end_data = None
         snaps = self._snaps.get(pid)
         if snaps:

@@ -71,9 +71,14 @@ from .cn_fanotify import (FAN_CREATE, FAN_DELETE, FAN_MOVED_TO, FAN_OPEN_EXEC, F
                           ExecImages, FanotifyWatch, fanotify_available)
 from .cn_tracefs import (TCP_ESTABLISHED, TCP_SYN_RECV, ConnectMatcher, TcpStateTrace,
                          thread_group, tracefs_available)
-from ..procfs import (CAP_NET_ADMIN, SocketOwners, clock_offset, has_cap, init_namespaces,
+from ..procfs import (CAP_NET_ADMIN, QUEUED, SocketOwners, clock_offset, has_cap, init_namespaces,
                       kernel_version, monotonic_to_epoch_offset, parse_stat,
                       read_process_racy, read_process_rest, syn_sent_port)
+
+
+#: how long an accepted connection still waiting in the accept queue is asked about again
+#: before its process is written as unknown (the order window holds events 0.25 s)
+ACCEPT_WAIT_S = 0.1
 
 __all__ = ["CnprocBackend", "ProcConnector", "fork_start_ticks", "boot_offset_ns",
            "parse_cn_messages", "CnEvent", "mcast_message",
@@ -501,6 +506,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         self._matcher = ConnectMatcher(float(o.get("connect_pending_s", 1.0)),
                                        port_lookup=syn_sent_port)
         self._owners = SocketOwners()
+        self._accept_retry: list = []   # [(transition, give up at)]: still queued
         self._offset = monotonic_to_epoch_offset()
         self._boot_offset = boot_offset_ns()
         self._lock = threading.Lock()
@@ -690,6 +696,8 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             next_tick = time.monotonic() + 0.5
             while not self._stopping:
                 timeout = max(0.0, next_tick - time.monotonic())
+                if self._accept_retry:
+                    timeout = min(timeout, 0.01)   # a queued accept is asked again soon
                 poller.poll(int(timeout * 1000) + 1)
                 self._drain_all()
                 if time.monotonic() >= next_tick:
@@ -719,6 +727,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             else:
                 self._process_files(self._read_fan())
             did_trace = self._drain_trace()
+            self._retry_accepts()
             self._flush_out()
             if not msgs and not did_trace:
                 break
@@ -935,20 +944,43 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         seen = time.monotonic()
         for tr in transitions:
             if tr.oldstate == TCP_SYN_RECV and tr.newstate == TCP_ESTABLISHED:
-                pid = self._owners.lookup("tcp", tr.sport, tr.saddr, listening=True, seen_at=seen)
-                if pid is None:
-                    self._stats["accept_unattributed"] += 1
-                    continue
-                if pid in self.exclude_pids:
-                    continue
-                self._stats["accepts"] += 1
-                self._out(NetworkConnect(tr.mono_ns + self._offset, pid, "tcp", False,
-                                         dest_ip=tr.saddr, dest_port=tr.sport,
-                                         source_ip=tr.daddr, source_port=tr.dport, ipv6=tr.ipv6))
+                self._accepted(tr, seen + ACCEPT_WAIT_S)
             else:
                 for syn, sport in self._matcher.feed(tr):
                     self._emit_connect(syn, sport)
         return bool(transitions)
+
+    def _accepted(self, tr, give_up: float) -> None:
+        """An accepted connection (``SYN_RECV -> ESTABLISHED``): its process from
+        :meth:`SocketOwners.accepted_by`; one still queued is asked again at the next reads
+        until ``give_up`` (``time.monotonic()``)."""
+        pid = self._owners.accepted_by(tr.sport, tr.saddr, tr.daddr, tr.dport)
+        if pid == QUEUED:
+            if time.monotonic() < give_up:
+                self._accept_retry.append((tr, give_up))
+                return
+            pid = None   # nobody took it in time: not known who will
+        if pid is None:
+            # the accepting process cannot be known (the connection is gone, or several
+            # processes hold the listening socket and nothing tells which took it): written
+            # with the documented unknown values (ProcessId 0, Image '-', the zero GUID),
+            # never a plausible holder
+            self._stats["accept_unattributed"] += 1
+            pid = 0
+        elif pid in self.exclude_pids:
+            return
+        self._stats["accepts"] += 1
+        self._out(NetworkConnect(tr.mono_ns + self._offset, pid, "tcp", False,
+                                 dest_ip=tr.saddr, dest_port=tr.sport,
+                                 source_ip=tr.daddr, source_port=tr.dport, ipv6=tr.ipv6))
+
+    def _retry_accepts(self, final: bool = False) -> None:
+        """Ask again for the accepts that were still queued (:meth:`_accepted`); ``final``:
+        for the last time."""
+        if self._accept_retry:
+            waiting, self._accept_retry = self._accept_retry, []
+            for tr, give_up in waiting:
+                self._accepted(tr, 0.0 if final else give_up)
 
     def _emit_connect(self, syn, sport: Optional[int]) -> None:
         pid = thread_group(syn.tid, syn.tgid)
@@ -961,6 +993,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
 
     def _tick(self, final: bool = False) -> None:
         self._offset = monotonic_to_epoch_offset()
+        self._retry_accepts(final)
         self._images.expire()
         for syn, sport in self._matcher.expire(force_all=final):
             self._emit_connect(syn, sport)

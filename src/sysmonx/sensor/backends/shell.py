@@ -129,7 +129,10 @@ def tty_for_line(pid: int, known: dict, read: Optional[Callable[[int], Optional[
     one of its earlier lines, from ``known`` (pid -> terminal, updated here, at most
     :data:`TTY_MEMORY` entries); ``None`` when neither is known (written as ``-``). A live
     process without a terminal is ``None`` and is forgotten, so a reused pid never inherits
-    another shell's terminal while it runs. ``read``/``alive``: for tests."""
+    another shell's terminal while it runs. A zombie (exited, not yet reaped) counts as gone:
+    ``exit`` released its terminal, so its ``/proc/PID/stat`` shows none, and its pid cannot be
+    another process's yet (before, the remembered terminal was dropped there: ``Tty -`` for
+    ``exit`` when the line was read in that window). ``read``/``alive``: for tests."""
     from ..hostinfo import tty_of
     tty = (read or tty_of)(pid)
     if tty is not None:
@@ -138,10 +141,22 @@ def tty_for_line(pid: int, known: dict, read: Optional[Callable[[int], Optional[
         if len(known) > TTY_MEMORY:
             known.pop(next(iter(known)))
         return tty
-    if (alive or (lambda p: os.path.exists(f"/proc/{p}")))(pid):
+    if (alive or _running)(pid):
         known.pop(pid, None)
         return None
     return known.get(pid)
+
+
+def _running(pid: int) -> bool:
+    """``/proc/PID`` is a process that has not exited: present, state neither ``Z`` (zombie)
+    nor ``X`` (dead); proc(5) ``stat`` field 3."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read(512)
+    except OSError:
+        return False
+    end = raw.rfind(b")")
+    return end > 0 and raw[end + 2:end + 3] not in (b"Z", b"X", b"")
 
 
 def _write(path: str, text: str, append: bool = False) -> None:
