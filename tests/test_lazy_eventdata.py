@@ -148,3 +148,64 @@ def test_live_builder_finds_the_slot_after_the_converter_is_set_up():
         pytest.skip("sysmonx.sensor._ringbatch not built")
     assert type(Event.__dict__["data"]).__name__ == "LazyData"
     assert Assembler(ProcessCache(machine="0a1b2c3d"), computer="h").assembly == "compiled"
+
+
+CONFIGS = ("configs/olafhartong__sysmon-modular/sysmonconfig.xml",
+           "configs/SwiftOnSecurity__sysmon-config/sysmonconfig-export.xml")
+
+
+@pytest.fixture(scope="module")
+def corpus_texts(corpus) -> list:
+    """Every corpus EVTX record's JSON text the compiled converter keeps lazily."""
+    from evtx import PyEvtxParser
+    out = []
+    for f in sorted((corpus / "evtx").rglob("*.evtx")):
+        it = PyEvtxParser(str(f)).records_json()
+        for _ in range(100_000):
+            try:
+                for rec in it:
+                    ev = sp.convert_raw(rec["data"], ORIGIN)
+                    if ev is not None and hasattr(ev, "_raw") and ev.is_sysmon:
+                        out.append(rec["data"])
+                break
+            except (RuntimeError, OSError):
+                continue
+    assert len(out) > 1500
+    return out
+
+
+@pytest.mark.parametrize("rel", CONFIGS)
+def test_decider_reads_the_fields_from_the_text(corpus, corpus_texts, rel):
+    from sysmonx.config import load_config
+    from sysmonx.filtering import EngineOptions, FilterEngine
+    engine = FilterEngine(load_config(corpus / rel, cache=None), EngineOptions(),
+                          plan_cache=False)
+    decided = named = 0
+    for text in corpus_texts:
+        ev = sp.convert(text, ORIGIN, None)
+        decide = engine.decider_for(ev.event_id)
+        if type(decide).__name__ != "FilterDecider":
+            continue
+        want = decide(evtx_source._convert_py(text, ORIGIN).data)
+        assert decide(ev) == want, text
+        decided += 1
+        if hasattr(ev, "_raw") and want[0] and want[1] not in (None, "-"):
+            # RuleName set on the slices renders as the dict with it set does
+            py = evtx_source._convert_py(text, ORIGIN)
+            if "RuleName" in py.data:
+                py.data["RuleName"] = want[1]
+                assert sp.set_rule_name(ev, want[1]) is True
+                assert hasattr(ev, "_raw")
+                assert sp.event_json(ev) == jsonl._event_to_json_py(py)
+                assert ev.data == py.data
+                named += 1
+    assert decided > 1000 and named > 10, (decided, named)
+
+
+def test_set_rule_name_leaves_other_events_alone():
+    ev = lazy()
+    _ = ev.data  # the dict is made: nothing for set_rule_name to do
+    assert sp.set_rule_name(ev, "x") is False and ev.data["RuleName"] == "-"
+    assert sp.set_rule_name(Event(1, {"RuleName": "-"}), "x") is False
+    no_name = lazy(record().replace('"RuleName":"-",', ""))
+    assert sp.set_rule_name(no_name, "x") is False and "RuleName" not in no_name.data

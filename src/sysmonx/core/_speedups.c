@@ -1046,6 +1046,21 @@ static PyObject *rawdata_dict(RawDataObject *raw) {
     return d;
 }
 
+/* The field named key (a str): its RawField, or NULL (none; no error). */
+static RawField *rawdata_field(RawDataObject *raw, PyObject *key) {
+    Py_hash_t h = PyObject_Hash(key);
+    if (h == -1) {
+        PyErr_Clear();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < Py_SIZE(raw); i++) {
+        PyObject *o = raw->f[i].key;
+        if (o == key || (((PyASCIIObject *)o)->hash == h && PyUnicode_Compare(o, key) == 0))
+            return &raw->f[i];
+    }
+    return NULL;
+}
+
 /* event.data: the data slot, made from _raw first when empty. New reference; NULL with
  * AttributeError set when neither is set. */
 static PyObject *event_data(PyObject *e) {
@@ -2474,6 +2489,7 @@ static int add_filter_decider(PyObject *m);
 static PyObject *py_alert_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 /* [17q] Defined in the section of that tag at the end of this file. */
 static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *py_set_rule_name(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *py_sigma_match(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *py_sigma_process(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *py_setup_sigma_alerts(PyObject *self, PyObject *args);
@@ -2495,6 +2511,9 @@ static PyMethodDef methods[] = {
      "for anything this does not handle."},
     {"event_json", (PyCFunction)py_event_json, METH_O,
      "event_json(event) -> bytes: event_json_raw, else the Python fallback."},
+    {"set_rule_name", (PyCFunction)(void (*)(void))py_set_rule_name, METH_FASTCALL,
+     "set_rule_name(event, name) -> bool: the RuleName field of an EVTX record whose fields "
+     "are still slices of its text set to name in place; False (nothing done) otherwise."},
     {"evtx_batch", (PyCFunction)(void (*)(void))py_evtx_batch, METH_FASTCALL,
      "evtx_batch(it, first, last, seen_ids, path, notes, out, limit) -> (status, seen, "
      "last_rid, payload): the EVTX reader's record loop for one chunk (see the source)."},
@@ -3445,12 +3464,27 @@ static int fd_decide(FilterDeciderObject *self, PyObject *data, PyObject **out) 
             goto done;
         }
         PyObject *field = PyTuple_GET_ITEM(reader, 0), *memo = PyTuple_GET_ITEM(reader, 1);
-        PyObject *raw = PyDict_GetItemWithError(data, field);
-        if (raw == NULL) {
-            if (PyErr_Occurred()) goto done;
-            raw = Py_None;
+        PyObject *raw;
+        if (!PyDict_CheckExact(data)) { /* [26a] an EVTX record's fields as slices: this one */
+            if (!PyUnicode_CheckExact(field)) {
+                rc = 0;
+                goto done;
+            }
+            RawField *f = rawdata_field((RawDataObject *)data, field);
+            if (f == NULL) {
+                raw = Py_NewRef(Py_None);
+            } else {
+                raw = field_str(((RawDataObject *)data)->base, f);
+                if (raw == NULL) goto done;
+            }
+        } else {
+            raw = PyDict_GetItemWithError(data, field);
+            if (raw == NULL) {
+                if (PyErr_Occurred()) goto done;
+                raw = Py_None;
+            }
+            Py_INCREF(raw);  /* held while memo and fill use it */
         }
-        Py_INCREF(raw);  /* held while memo and fill use it */
         PyObject *entry = PyDict_GetItemWithError(memo, raw);
         if (entry != NULL) {
             Py_INCREF(entry);
@@ -3550,12 +3584,56 @@ static PyObject *fd_vectorcall(PyObject *op, PyObject *const *args, size_t nargs
         return NULL;
     }
     PyObject *data = args[0], *out = NULL;
+    if (event_type != NULL && Py_IS_TYPE(data, event_type)) {
+        /* [26a] decide(event): an EVTX record's fields read from its text, no dict made
+         * (the fallback gets the dict) */
+        PyObject *e = data, *raw = SLOT(e, S_RAW);
+        if (SLOT(e, S_DATA) == NULL && raw != NULL && Py_IS_TYPE(raw, &RawDataType)) {
+            Py_INCREF(raw);
+            int rc = fd_decide(self, raw, &out);
+            Py_DECREF(raw);
+            if (rc < 0) return NULL;
+            if (rc > 0) return out;
+        }
+        PyObject *d = event_data(e);
+        if (d == NULL) return NULL;
+        if (PyDict_CheckExact(d)) {
+            int rc = fd_decide(self, d, &out);
+            if (rc != 0) {
+                Py_DECREF(d);
+                return rc < 0 ? NULL : out;
+            }
+        }
+        out = PyObject_CallOneArg(self->fallback, d);
+        Py_DECREF(d);
+        return out;
+    }
     if (PyDict_CheckExact(data)) {
         int rc = fd_decide(self, data, &out);
         if (rc < 0) return NULL;
         if (rc > 0) return out;
     }
     return PyObject_CallOneArg(self->fallback, data);
+}
+
+/* [26a] set_rule_name(event, name) -> bool: an EVTX record's RuleName field, still a slice of
+ * its text (no dict made), set to the str name in place, as the filter stage's
+ * ``data["RuleName"] = name`` does on the dict; False (nothing done) for anything else. */
+static PyObject *py_set_rule_name(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_rule_name(event, name)");
+        return NULL;
+    }
+    PyObject *e = args[0], *name = args[1];
+    if (fd_rule_name == NULL || event_type == NULL || !Py_IS_TYPE(e, event_type) ||
+        !PyUnicode_CheckExact(name) || SLOT(e, S_DATA) != NULL)
+        Py_RETURN_FALSE;
+    PyObject *raw = SLOT(e, S_RAW);
+    if (raw == NULL || !Py_IS_TYPE(raw, &RawDataType)) Py_RETURN_FALSE;
+    RawField *f = rawdata_field((RawDataObject *)raw, fd_rule_name);
+    if (f == NULL) Py_RETURN_FALSE;
+    Py_XSETREF(f->val, Py_NewRef(name));
+    Py_RETURN_TRUE;
 }
 
 static PyObject *fd_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
