@@ -18,6 +18,7 @@ import pytest
 
 from sysmonx.core import native
 from sysmonx.event import Event
+from sysmonx.filtering import stage as _filter_stage  # noqa: F401 - decide(event) set up there
 from sysmonx.sinks import jsonl
 from sysmonx.sources import evtx as evtx_source
 from sysmonx.stages.clock import ClockCheckStage
@@ -209,3 +210,18 @@ def test_set_rule_name_leaves_other_events_alone():
     assert sp.set_rule_name(Event(1, {"RuleName": "-"}), "x") is False
     no_name = lazy(record().replace('"RuleName":"-",', ""))
     assert sp.set_rule_name(no_name, "x") is False and "RuleName" not in no_name.data
+
+
+def test_decider_takes_an_event_with_its_dict():
+    from sysmonx.config import parse_config
+    from sysmonx.filtering import EngineOptions, FilterEngine
+    cfg = parse_config(b'<Sysmon schemaversion="4.90"><EventFiltering><RuleGroup '
+                       b'groupRelation="or"><ProcessCreate onmatch="include"><Image name="t1" '
+                       b'condition="end with">a.exe</Image></ProcessCreate></RuleGroup>'
+                       b'</EventFiltering></Sysmon>')
+    decide = FilterEngine(cfg, EngineOptions(), plan_cache=False).decider_for(1)
+    assert type(decide).__name__ == "FilterDecider"
+    for data, want in (({"Image": "C:\\a.exe"}, (True, "t1")), ({"Image": "b"}, (False, "-"))):
+        assert decide(dict(data)) == want
+        assert decide(Event(1, dict(data))) == want
+    assert decide(lazy()) == (True, "t1")

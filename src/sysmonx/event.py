@@ -80,7 +80,8 @@ class Event:
     Attributes:
         event_id: System/EventID (int).
         data: EventData, ``{field name: value string}`` in field order. Values are Sysmon's
-            renderings (spec 4.2); a field the record did not carry is simply absent.
+            renderings (spec 4.2); a field the record did not carry is simply absent. For an
+            EVTX record converted in C the dict is made on first read (see ``__slots__``).
         provider, provider_guid: System/Provider Name and Guid (``{lower-case}``).
         version, level, task, opcode: System integers (``None`` where the record lacked them).
         keywords: System/Keywords string (``0x8000000000000000``).

@@ -11,7 +11,9 @@
  *   convert_raw(text, origin) -> Event | None
  *       ``text``: the ``data`` JSON of one pyevtx-rs ``records_json()`` record. Parses the JSON
  *       itself (RFC 8259; whatever orjson would reject, including lone surrogate escapes, gives
- *       None) and fills the Event's slots as ``_convert_root`` does.
+ *       None) and fills the Event's slots as ``_convert_root`` does. [26a] EventData is not
+ *       made a dict: the fields stay slices of ``text`` in the ``_raw`` slot (RawData) and the
+ *       first read of ``event.data`` builds the dict (LazyData, installed on Event then).
  *   convert(text, origin, notes=None) -> Event
  *       convert_raw, else the registered Python fallback ``fallback(text, origin, notes)``.
  *   event_json_raw(event) -> bytes | None
@@ -2490,6 +2492,7 @@ static PyObject *py_alert_fields(PyObject *self, PyObject *const *args, Py_ssize
 /* [17q] Defined in the section of that tag at the end of this file. */
 static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *py_set_rule_name(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *py_set_decider_event(PyObject *self, PyObject *et);
 static PyObject *py_sigma_match(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *py_sigma_process(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *py_setup_sigma_alerts(PyObject *self, PyObject *args);
@@ -2511,6 +2514,9 @@ static PyMethodDef methods[] = {
      "for anything this does not handle."},
     {"event_json", (PyCFunction)py_event_json, METH_O,
      "event_json(event) -> bytes: event_json_raw, else the Python fallback."},
+    {"set_decider_event", (PyCFunction)py_set_decider_event, METH_O,
+     "set_decider_event(Event): FilterDecider objects then also take an Event (decide(event): "
+     "an EVTX record's fields read from its text)."},
     {"set_rule_name", (PyCFunction)(void (*)(void))py_set_rule_name, METH_FASTCALL,
      "set_rule_name(event, name) -> bool: the RuleName field of an EVTX record whose fields "
      "are still slices of its text set to name in place; False (nothing done) otherwise."},
@@ -3430,6 +3436,7 @@ typedef struct {
 } FilterDeciderObject;
 
 static PyObject *fd_rule_name = NULL, *fd_dash = NULL;
+static PyTypeObject *fd_event_type = NULL; /* [26a] set_decider_event */
 
 /* Item k's position, or -1 when k or its position is not usable (the fallback decides). */
 static Py_ssize_t fd_position(FilterDeciderObject *self, PyObject *ko, Py_ssize_t *k) {
@@ -3584,18 +3591,23 @@ static PyObject *fd_vectorcall(PyObject *op, PyObject *const *args, size_t nargs
         return NULL;
     }
     PyObject *data = args[0], *out = NULL;
-    if (event_type != NULL && Py_IS_TYPE(data, event_type)) {
+    if (fd_event_type != NULL && Py_IS_TYPE(data, fd_event_type)) {
         /* [26a] decide(event): an EVTX record's fields read from its text, no dict made
-         * (the fallback gets the dict) */
-        PyObject *e = data, *raw = SLOT(e, S_RAW);
-        if (SLOT(e, S_DATA) == NULL && raw != NULL && Py_IS_TYPE(raw, &RawDataType)) {
-            Py_INCREF(raw);
-            int rc = fd_decide(self, raw, &out);
-            Py_DECREF(raw);
-            if (rc < 0) return NULL;
-            if (rc > 0) return out;
+         * (the fallback gets the dict); any other Event: decide(event.data) */
+        PyObject *e = data, *d;
+        if (event_type == fd_event_type) {
+            PyObject *raw = SLOT(e, S_RAW);
+            if (SLOT(e, S_DATA) == NULL && raw != NULL && Py_IS_TYPE(raw, &RawDataType)) {
+                Py_INCREF(raw);
+                int rc = fd_decide(self, raw, &out);
+                Py_DECREF(raw);
+                if (rc < 0) return NULL;
+                if (rc > 0) return out;
+            }
+            d = event_data(e);
+        } else { /* the converter is not set up: no Event has _raw */
+            d = PyObject_GetAttrString(e, "data");
         }
-        PyObject *d = event_data(e);
         if (d == NULL) return NULL;
         if (PyDict_CheckExact(d)) {
             int rc = fd_decide(self, d, &out);
@@ -3614,6 +3626,17 @@ static PyObject *fd_vectorcall(PyObject *op, PyObject *const *args, size_t nargs
         if (rc > 0) return out;
     }
     return PyObject_CallOneArg(self->fallback, data);
+}
+
+/* [26a] set_decider_event(Event): the type FilterDecider objects take as decide(event) */
+static PyObject *py_set_decider_event(PyObject *self, PyObject *et) {
+    if (!PyType_Check(et)) {
+        PyErr_SetString(PyExc_TypeError, "set_decider_event(Event)");
+        return NULL;
+    }
+    Py_INCREF(et);
+    Py_XSETREF(fd_event_type, (PyTypeObject *)et);
+    Py_RETURN_NONE;
 }
 
 /* [26a] set_rule_name(event, name) -> bool: an EVTX record's RuleName field, still a slice of

@@ -41,9 +41,10 @@ from .engine import EngineOptions, FilterEngine
 #: (``data["RuleName"] = name`` without making the dict; False when it did nothing)
 _COMPILED_DECIDER: Optional[type] = None
 _set_rule_name: Optional[Callable[[Event, str], bool]] = None
-if native.speedups is not None:
-    _COMPILED_DECIDER = getattr(native.speedups, "FilterDecider", None)
-    _set_rule_name = getattr(native.speedups, "set_rule_name", None)
+if native.speedups is not None and hasattr(native.speedups, "set_decider_event"):
+    native.speedups.set_decider_event(Event)
+    _COMPILED_DECIDER = native.speedups.FilterDecider
+    _set_rule_name = native.speedups.set_rule_name
 
 __all__ = ["FilterStage"]
 
