@@ -360,7 +360,7 @@ def test_sentinel_windowsevent_json_string(tmp_path):
 
 def _kw(e: Event) -> dict:
     return {"event_id": e.event_id, "data": e.data, **{
-        s: getattr(e, s) for s in Event.__slots__ if s not in ("event_id", "data")}}
+        s: getattr(e, s) for s in Event.__slots__ if s not in ("event_id", "data", "_raw")}}
 
 
 def test_sentinel_event_table_xml():

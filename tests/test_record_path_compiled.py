@@ -54,7 +54,7 @@ def record(prov: str = "Microsoft-Windows-Sysmon", guid: str = "5770385F-C22A-43
 
 
 def _slots(e: Event) -> tuple:
-    return tuple(getattr(e, s) for s in Event.__slots__) + (tuple(e.data.items()),)
+    return tuple(getattr(e, s) for s in Event.__slots__ if s != "_raw") + (tuple(e.data.items()),)
 
 
 def _same(text: str) -> Event:

@@ -40,7 +40,7 @@ ORIGIN = ("file.evtx", 7)
 
 
 def _slots(e: Event) -> tuple:
-    return tuple(getattr(e, s) for s in Event.__slots__) + (tuple(e.data.items()),)
+    return tuple(getattr(e, s) for s in Event.__slots__ if s != "_raw") + (tuple(e.data.items()),)
 
 
 def _outcome(fn, *args) -> Any:
@@ -58,6 +58,8 @@ def _same_conversion(text: str) -> Any:
     c = _outcome(sp.convert, text, ORIGIN, None)
     if isinstance(py, Event):
         assert isinstance(c, Event), (text, c)
+        # rendered from the record's text (EventData not made a dict yet), then as a dict
+        assert sp.event_json(sp.convert(text, ORIGIN, None)) == jsonl._event_to_json_py(py), text
         assert _slots(c) == _slots(py), text
         assert sp.event_json(c) == jsonl._event_to_json_py(py), text
     else:
@@ -87,22 +89,30 @@ def _corpus_records(corpus: Path) -> list[tuple[str, int, str]]:
 @needs_ext
 def test_every_corpus_record_converts_and_renders_identically(corpus):
     records = _corpus_records(corpus)
-    handled = 0
+    handled = lazy = 0
     for path, rid, text in records:
         origin = (path, rid)
         py = evtx_source._convert_py(text, origin)
+        line = jsonl._event_to_json_py(py)
         raw = sp.convert_raw(text, origin)
         if raw is not None:
             handled += 1
+            # [26a] EventData kept as the record text's slices: rendered from them, then the
+            # dict made from them on first read of .data
+            if hasattr(raw, "_raw"):
+                lazy += 1
+                assert sp.event_json_raw(raw) == line, (path, rid)
+                assert hasattr(raw, "_raw"), (path, rid)  # rendering did not make the dict
             assert _slots(raw) == _slots(py), (path, rid)
+            assert not hasattr(raw, "_raw"), (path, rid)
         c = sp.convert(text, origin, None)
         assert _slots(c) == _slots(py), (path, rid)
-        line = jsonl._event_to_json_py(py)
         assert sp.event_json_raw(c) in (line, None), (path, rid)
         assert sp.event_json(c) == line, (path, rid)
     assert len(records) > 1000
     # the corpus is the common shape: the C path itself must take (nearly) all of it
     assert handled >= 0.99 * len(records), (handled, len(records))
+    assert lazy >= 0.95 * handled, (lazy, handled)
 
 
 def _replay_cli(corpus: Path, out: Path, pure: bool, *extra: str) -> bytes:
@@ -319,6 +329,12 @@ CASES = [
     ("event-null", '{"Event":null}', False),
     ("event-array", '{"Event":[]}', False),
     ("other-top-keys", '{"A":[1,{"b":null}],' + rec()[1:], True),
+    # [26a] fields kept as slices of the text: the most a record keeps that way, one more (the
+    # Python path), a duplicate only an escape tells apart, DEL (plain ASCII, not escaped)
+    ("fields-256", with_data(",".join(f'"F{i}":"v{i}"' for i in range(256))), True),
+    ("fields-257", with_data(",".join(f'"F{i}":"v{i}"' for i in range(257))), False),
+    ("duplicate-escaped-key", with_data(r'"AB":"1","A\u0042":"2"'), False),
+    ("del-char", with_data('"A":"a\u007fb","B":"cd"'), True),
 ]
 
 

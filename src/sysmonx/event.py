@@ -80,7 +80,8 @@ class Event:
     Attributes:
         event_id: System/EventID (int).
         data: EventData, ``{field name: value string}`` in field order. Values are Sysmon's
-            renderings (spec 4.2); a field the record did not carry is simply absent.
+            renderings (spec 4.2); a field the record did not carry is simply absent. For an
+            EVTX record converted in C the dict is made on first read (see ``__slots__``).
         provider, provider_guid: System/Provider Name and Guid (``{lower-case}``).
         version, level, task, opcode: System integers (``None`` where the record lacked them).
         keywords: System/Keywords string (``0x8000000000000000``).
@@ -96,9 +97,15 @@ class Event:
     #: what this is in the pipeline (:mod:`sysmonx.interfaces`).
     item_kind: ClassVar[str] = "event"
 
+    # ``_raw`` (last: a copy or pickle reads ``data`` first, which drops it) is only ever set by
+    # the compiled EVTX converter (sysmonx.core._speedups): the record's EventData fields as
+    # slices of its JSON text while ``data`` is empty; it then replaces this class's ``data``
+    # descriptor with one over the same slot that builds the dict from ``_raw`` on first read
+    # (the JSON-lines renderer and the clock check read ``_raw`` as it is). Setting ``data``
+    # drops ``_raw``. In pure-Python mode ``data`` stays a plain slot and ``_raw`` is never set.
     __slots__ = ("event_id", "data", "provider", "provider_guid", "version", "level", "task",
                  "opcode", "keywords", "time_created", "record_id", "process_id", "thread_id",
-                 "channel", "computer", "user_id", "origin")
+                 "channel", "computer", "user_id", "origin", "_raw")
 
     def __init__(self, event_id: int, data: dict, *, provider: str = WINDOWS_PROVIDER,
                  provider_guid: Optional[str] = WINDOWS_PROVIDER_GUID,

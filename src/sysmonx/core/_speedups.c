@@ -11,7 +11,9 @@
  *   convert_raw(text, origin) -> Event | None
  *       ``text``: the ``data`` JSON of one pyevtx-rs ``records_json()`` record. Parses the JSON
  *       itself (RFC 8259; whatever orjson would reject, including lone surrogate escapes, gives
- *       None) and fills the Event's slots as ``_convert_root`` does.
+ *       None) and fills the Event's slots as ``_convert_root`` does. [26a] EventData is not
+ *       made a dict: the fields stay slices of ``text`` in the ``_raw`` slot (RawData) and the
+ *       first read of ``event.data`` builds the dict (LazyData, installed on Event then).
  *   convert(text, origin, notes=None) -> Event
  *       convert_raw, else the registered Python fallback ``fallback(text, origin, notes)``.
  *   event_json_raw(event) -> bytes | None
@@ -31,12 +33,12 @@
 
 enum { S_EVENT_ID, S_DATA, S_PROVIDER, S_PROVIDER_GUID, S_VERSION, S_LEVEL, S_TASK, S_OPCODE,
        S_KEYWORDS, S_TIME_CREATED, S_RECORD_ID, S_PROCESS_ID, S_THREAD_ID, S_CHANNEL,
-       S_COMPUTER, S_USER_ID, S_ORIGIN, N_SLOTS };
+       S_COMPUTER, S_USER_ID, S_ORIGIN, S_RAW, N_SLOTS };
 
 static const char *slot_names[N_SLOTS] = {
     "event_id", "data", "provider", "provider_guid", "version", "level", "task", "opcode",
     "keywords", "time_created", "record_id", "process_id", "thread_id", "channel", "computer",
-    "user_id", "origin"};
+    "user_id", "origin", "_raw"};
 
 static PyTypeObject *event_type = NULL;
 static Py_ssize_t slot_off[N_SLOTS];
@@ -634,18 +636,38 @@ static int read_attributes(Reader *r, KeyFn fn, void *ctx, int required) {
     return (required && !w.seen) ? -1 : 0;
 }
 
+/* [26a] One EventData field of a record (see Rec). */
+typedef struct {
+    PyObject *key;
+    PyObject *val;       /* the value's str, or NULL: the text's bytes [off, off + len) */
+    Py_ssize_t off, len;
+} RawField;
+
+/* more EventData fields than this in one record: the Python path converts it */
+#define MAX_FIELDS 256
+
 typedef struct {
     PyObject *name, *guid, *eid, *version, *level, *task, *opcode, *keywords, *tc, *record_id,
         *pid, *tid, *channel, *computer, *user_id;
     int seen_provider, seen_tc, seen_exec, seen_security, seen_system, seen_data, sec_empty;
-    PyObject *data;
+    /* [26a] the EventData fields, in order: key, and the value either as a str (val) or as a
+     * slice of the record's text that is already the value's final text (val NULL: plain
+     * ASCII, no escape; rendered as it is, made a str only when asked for) */
+    Py_ssize_t nf;
+    RawField *fields;       /* MAX_FIELDS entries, not cleared: the first nf are in use */
+    const unsigned char *base;
 } Rec;
 
 static void rec_clear(Rec *x) {
     Py_CLEAR(x->name); Py_CLEAR(x->guid); Py_CLEAR(x->eid); Py_CLEAR(x->version);
     Py_CLEAR(x->level); Py_CLEAR(x->task); Py_CLEAR(x->opcode); Py_CLEAR(x->keywords);
     Py_CLEAR(x->tc); Py_CLEAR(x->record_id); Py_CLEAR(x->pid); Py_CLEAR(x->tid);
-    Py_CLEAR(x->channel); Py_CLEAR(x->computer); Py_CLEAR(x->user_id); Py_CLEAR(x->data);
+    Py_CLEAR(x->channel); Py_CLEAR(x->computer); Py_CLEAR(x->user_id);
+    for (Py_ssize_t i = 0; i < x->nf; i++) {
+        Py_CLEAR(x->fields[i].key);
+        Py_CLEAR(x->fields[i].val);
+    }
+    x->nf = 0;
 }
 
 static int provider_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
@@ -745,33 +767,67 @@ static int system_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, 
 }
 
 /* EventData values as the Event-log strings _scalar gives: str unchanged, int decimal,
- * true/false, null "". Anything else (float, object, array) is not handled. */
+ * true/false, null "". Anything else (float, object, array) is not handled. [26a] A string
+ * value that is plain ASCII without escapes is kept as a slice of the text (no str made). */
 static int data_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
     Rec *x = ctx;
     if (key_is(k, n, esc, "Data")) return -1; /* unnamed values: the Python path names them */
-    PyObject *v = read_scalar(r, K_ANY);
-    if (v == NULL) return PyErr_Occurred() ? -2 : -1;
-    if (!PyUnicode_CheckExact(v)) {
-        PyObject *s;
-        if (v == Py_None) s = Py_NewRef(empty_str);
-        else if (v == Py_True) s = Py_NewRef(str_true);
-        else if (v == Py_False) s = Py_NewRef(str_false);
-        else s = PyObject_Str(v);
-        Py_DECREF(v);
-        if (s == NULL) return -2;
-        v = s;
+    if (x->nf >= MAX_FIELDS) return -1;
+    RawField *f = &x->fields[x->nf];
+    PyObject *v = NULL;
+    Py_ssize_t off = 0, len = 0;
+    skip_ws(r);
+    if (r->p < r->end && *r->p == '"') {
+        const unsigned char *s;
+        int sesc;
+        r->p++;
+        if (scan_string(r, &s, &len, &sesc) < 0) return -1;
+        if (!sesc && ((r->chars && !r->latin1) || !any_high(s, len))) {
+            off = s - x->base;
+        } else {
+            v = make_string(r, s, len, sesc);
+            if (v == NULL) return -2;
+        }
+    } else {
+        v = read_scalar(r, K_ANY);
+        if (v == NULL) return PyErr_Occurred() ? -2 : -1;
+        if (!PyUnicode_CheckExact(v)) {
+            PyObject *s;
+            if (v == Py_None) s = Py_NewRef(empty_str);
+            else if (v == Py_True) s = Py_NewRef(str_true);
+            else if (v == Py_False) s = Py_NewRef(str_false);
+            else s = PyObject_Str(v);
+            Py_DECREF(v);
+            if (s == NULL) return -2;
+            v = s;
+        }
     }
     PyObject *key = cached_key(r, k, n, esc);
     if (key == NULL) {
-        Py_DECREF(v);
+        Py_XDECREF(v);
         return -2;
     }
-    Py_ssize_t before = PyDict_GET_SIZE(x->data);
-    int rc = PyDict_SetItem(x->data, key, v);
-    Py_DECREF(key);
-    Py_DECREF(v);
-    if (rc < 0) return -2;
-    return PyDict_GET_SIZE(x->data) == before ? -1 : 0; /* duplicate key: orjson's rules */
+    /* a duplicate key: orjson's rules (the Python path decides) */
+    Py_hash_t h = PyObject_Hash(key);
+    if (h == -1) {
+        Py_DECREF(key);
+        Py_XDECREF(v);
+        return -2;
+    }
+    for (Py_ssize_t i = 0; i < x->nf; i++) {
+        PyObject *o = x->fields[i].key;
+        if (o == key || (((PyASCIIObject *)o)->hash == h && PyUnicode_Compare(o, key) == 0)) {
+            Py_DECREF(key);
+            Py_XDECREF(v);
+            return -1;
+        }
+    }
+    f->key = key;
+    f->val = v;
+    f->off = off;
+    f->len = len;
+    x->nf++;
+    return 0;
 }
 
 static int event_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
@@ -782,8 +838,6 @@ static int event_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, v
     }
     if (key_is(k, n, esc, "EventData")) {
         if (x->seen_data++) return -1;
-        x->data = PyDict_New();
-        if (x->data == NULL) return -2;
         return read_object(r, data_key, x);
     }
     return skip_value(r);
@@ -827,9 +881,8 @@ static PyObject *brace_lower(PyObject *s) {
 }
 
 /* _GUID_SHAPE: [0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}, exactly. */
-static int guid_shaped(PyObject *s) {
-    if (PyUnicode_GET_LENGTH(s) != 36 || !PyUnicode_IS_ASCII(s)) return 0;
-    const unsigned char *c = PyUnicode_1BYTE_DATA(s);
+static int guid_shaped_bytes(const unsigned char *c, Py_ssize_t n) {
+    if (n != 36) return 0;
     for (int i = 0; i < 36; i++) {
         if (i == 8 || i == 13 || i == 18 || i == 23) {
             if (c[i] != '-') return 0;
@@ -838,6 +891,11 @@ static int guid_shaped(PyObject *s) {
         }
     }
     return 1;
+}
+
+static int guid_shaped(PyObject *s) {
+    if (PyUnicode_GET_LENGTH(s) != 36 || !PyUnicode_IS_ASCII(s)) return 0;
+    return guid_shaped_bytes(PyUnicode_1BYTE_DATA(s), 36);
 }
 
 /* _provider_guid: the shared cache, else _guid(raw). New reference. */
@@ -857,39 +915,68 @@ static PyObject *provider_guid(PyObject *raw) {
     return g;
 }
 
-/* One GUID field of a Sysmon record's data braced and lower-cased in place: 0, or -2. */
-static int fix_guid_field(Rec *x, PyObject *k) {
-    PyObject *v = PyDict_GetItemWithError(x->data, k);
-    if (v != NULL && PyUnicode_GET_LENGTH(v) > 0 && PyUnicode_READ_CHAR(v, 0) != '{') {
-        PyObject *g = brace_lower(v);
-        if (g == NULL || PyDict_SetItem(x->data, k, g) < 0) {
-            Py_XDECREF(g);
-            return -2;
-        }
-        Py_DECREF(g);
-    }
-    return PyErr_Occurred() ? -2 : 0;
+/* [26a] Field f's value as a str. New reference. */
+static PyObject *field_str(const unsigned char *base, const RawField *f) {
+    if (f->val != NULL) return Py_NewRef(f->val);
+    return ascii_string(base + f->off, f->len);
 }
 
-/* Fill the GUID fields of data in place (_convert_root's rules). 0, or -2 (error). */
+/* "{" + value.lower() + "}" into f->val when the value is not empty and does not start with
+ * "{" (_convert_root's rule for a Sysmon GUID field). 0, or -2. */
+static int fix_guid_field(Rec *x, RawField *f) {
+    if (f->val == NULL) {
+        if (f->len == 0 || x->base[f->off] == '{') return 0;
+    } else if (PyUnicode_GET_LENGTH(f->val) == 0 || PyUnicode_READ_CHAR(f->val, 0) == '{') {
+        return 0;
+    }
+    PyObject *v = field_str(x->base, f);
+    if (v == NULL) return -2;
+    PyObject *g = brace_lower(v);
+    Py_DECREF(v);
+    if (g == NULL) return -2;
+    Py_XSETREF(f->val, g);
+    return 0;
+}
+
+/* The field named k, or NULL. */
+static RawField *find_field(Rec *x, PyObject *k) {
+    Py_hash_t h = PyObject_Hash(k);
+    if (h == -1) {
+        PyErr_Clear();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < x->nf; i++) {
+        PyObject *o = x->fields[i].key;
+        if (o == k || (((PyASCIIObject *)o)->hash == h && PyUnicode_Compare(o, k) == 0))
+            return &x->fields[i];
+    }
+    return NULL;
+}
+
+/* Fill the GUID fields of the record's data (_convert_root's rules). 0, or -2 (error). */
 static int fix_guids(Rec *x, int sysmon) {
     if (sysmon) {
         PyObject *guids = PyDict_GetItemWithError(guid_fields, x->eid);
         if (guids == NULL) return PyErr_Occurred() ? -2 : -1; /* unknown EventID */
         if (!PyFrozenSet_CheckExact(guids)) return -1; /* the Python path decides */
+        if (x->nf == 0) return 0;
 #if PY_VERSION_HEX < 0x030D0000
         /* [20b] the set's entries in place, no iterator object */
         Py_ssize_t pos = 0;
         PyObject *k;
         Py_hash_t h;
-        while (_PySet_NextEntry(guids, &pos, &k, &h))
-            if (fix_guid_field(x, k) < 0) return -2;
+        while (_PySet_NextEntry(guids, &pos, &k, &h)) {
+            if (!PyUnicode_CheckExact(k)) continue;
+            RawField *f = find_field(x, k);
+            if (f != NULL && fix_guid_field(x, f) < 0) return -2;
+        }
 #else
         /* _PySet_NextEntry left the public headers in Python 3.13: the set's iterator */
         PyObject *it = PyObject_GetIter(guids), *k;
         if (it == NULL) return -2;
         while ((k = PyIter_Next(it)) != NULL) {
-            int rc = fix_guid_field(x, k);
+            RawField *f = PyUnicode_CheckExact(k) ? find_field(x, k) : NULL;
+            int rc = f != NULL ? fix_guid_field(x, f) : 0;
             Py_DECREF(k);
             if (rc < 0) { Py_DECREF(it); return -2; }
         }
@@ -898,20 +985,184 @@ static int fix_guids(Rec *x, int sysmon) {
 #endif
         return 0;
     }
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
-    while (PyDict_Next(x->data, &pos, &k, &v)) {
-        if (guid_shaped(v)) {
+    for (Py_ssize_t i = 0; i < x->nf; i++) {
+        RawField *f = &x->fields[i];
+        if (f->val == NULL ? guid_shaped_bytes(x->base + f->off, f->len) : guid_shaped(f->val)) {
+            PyObject *v = field_str(x->base, f);
+            if (v == NULL) return -2;
             PyObject *g = brace_lower(v);
+            Py_DECREF(v);
             if (g == NULL) return -2;
-            /* replacing the value of an existing key keeps the iteration valid */
-            int rc = PyDict_SetItem(x->data, k, g);
-            Py_DECREF(g);
-            if (rc < 0) return -2;
+            Py_XSETREF(f->val, g);
         }
     }
     return 0;
 }
+
+/* ------------------------------------------------------------- [26a] EventData kept lazily */
+/* A record's EventData as its fields' slices of the record text (RawField), in the Event's
+ * ``_raw`` slot while its ``data`` slot is empty. The C renderer, the clock check and the
+ * duplicate check read it as it is; anything asking for ``event.data`` (Python code, Sigma,
+ * the filter, the other writers) gets the dict the converter would have made, built once by
+ * the ``data`` descriptor (LazyData below), which then drops the _raw object. */
+
+typedef struct {
+    PyObject_VAR_HEAD
+    PyObject *text;                /* the record's JSON text: the slices' bytes */
+    const unsigned char *base;     /* its bytes (its own characters, or its cached UTF-8) */
+    RawField f[1];
+} RawDataObject;
+
+static void rawdata_dealloc(RawDataObject *self) {
+    for (Py_ssize_t i = 0; i < Py_SIZE(self); i++) {
+        Py_XDECREF(self->f[i].key);
+        Py_XDECREF(self->f[i].val);
+    }
+    Py_XDECREF(self->text);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject RawDataType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sysmonx.core._speedups.RawData",
+    .tp_basicsize = offsetof(RawDataObject, f),
+    .tp_itemsize = sizeof(RawField),
+    .tp_dealloc = (destructor)rawdata_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A record's EventData fields as slices of its JSON text (internal).",
+};
+
+/* The dict of a RawData object, in field order. New reference. */
+static PyObject *rawdata_dict(RawDataObject *raw) {
+    PyObject *d = _PyDict_NewPresized(Py_SIZE(raw));
+    if (d == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < Py_SIZE(raw); i++) {
+        PyObject *v = field_str(raw->base, &raw->f[i]);
+        if (v == NULL || PyDict_SetItem(d, raw->f[i].key, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
+/* The field named key (a str): its RawField, or NULL (none; no error). */
+static RawField *rawdata_field(RawDataObject *raw, PyObject *key) {
+    Py_hash_t h = PyObject_Hash(key);
+    if (h == -1) {
+        PyErr_Clear();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < Py_SIZE(raw); i++) {
+        PyObject *o = raw->f[i].key;
+        if (o == key || (((PyASCIIObject *)o)->hash == h && PyUnicode_Compare(o, key) == 0))
+            return &raw->f[i];
+    }
+    return NULL;
+}
+
+/* event.data: the data slot, made from _raw first when empty. New reference; NULL with
+ * AttributeError set when neither is set. */
+static PyObject *event_data(PyObject *e) {
+    PyObject *d = SLOT(e, S_DATA);
+    if (d != NULL) return Py_NewRef(d);
+    PyObject *raw = SLOT(e, S_RAW);
+    if (raw == NULL || !Py_IS_TYPE(raw, &RawDataType)) {
+        PyErr_Format(PyExc_AttributeError, "'%.200s' object has no attribute 'data'",
+                     Py_TYPE(e)->tp_name);
+        return NULL;
+    }
+    d = rawdata_dict((RawDataObject *)raw);
+    if (d == NULL) return NULL;
+    SLOT(e, S_DATA) = Py_NewRef(d);
+    SLOT(e, S_RAW) = NULL;
+    Py_DECREF(raw);
+    return d;
+}
+
+/* The descriptor that replaces Event.data's slot descriptor when the compiled converter is
+ * set up: reads and writes the same slot; a read of an empty slot with _raw set builds the
+ * dict (event_data); a write or delete drops _raw, so dict and raw never disagree. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *slot; /* the slot's own descriptor it replaced (``slot``: for other C code) */
+} LazyDataObject;
+
+static void lazydata_dealloc(LazyDataObject *self) {
+    Py_XDECREF(self->slot);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef lazydata_members[] = {
+    {"slot", T_OBJECT, offsetof(LazyDataObject, slot), READONLY,
+     "the member descriptor of Event's data slot"},
+    {NULL}};
+
+static PyObject *lazydata_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None) return Py_NewRef(self);
+    if (event_type == NULL || !PyObject_TypeCheck(obj, event_type)) {
+        PyErr_SetString(PyExc_TypeError, "Event.data: not an Event");
+        return NULL;
+    }
+    return event_data(obj);
+}
+
+static int lazydata_set(PyObject *self, PyObject *obj, PyObject *value) {
+    if (event_type == NULL || !PyObject_TypeCheck(obj, event_type)) {
+        PyErr_SetString(PyExc_TypeError, "Event.data: not an Event");
+        return -1;
+    }
+    PyObject *old = SLOT(obj, S_DATA), *raw = SLOT(obj, S_RAW);
+    if (value == NULL && old == NULL && raw == NULL) {
+        PyErr_Format(PyExc_AttributeError, "'%.200s' object has no attribute 'data'",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    SLOT(obj, S_DATA) = Py_XNewRef(value);
+    SLOT(obj, S_RAW) = NULL;
+    Py_XDECREF(old);
+    Py_XDECREF(raw);
+    return 0;
+}
+
+static PyTypeObject LazyDataType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sysmonx.core._speedups.LazyData",
+    .tp_basicsize = sizeof(LazyDataObject),
+    .tp_dealloc = (destructor)lazydata_dealloc,
+    .tp_members = lazydata_members,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_descr_get = lazydata_get,
+    .tp_descr_set = lazydata_set,
+    .tp_doc = "Event.data over the data slot, built from the record text when first read.",
+};
+
+/* [26a] Event.data becomes the LazyData descriptor over the same slot, once, when the first
+ * Event with _raw is made (a process that never converts an EVTX record keeps the plain slot
+ * descriptor, which Python's attribute cache reads faster). 0, or -1 (error set). */
+static int lazy_installed = 0;
+
+static int install_lazy_data(void) {
+    PyObject *cur = PyDict_GetItemString(event_type->tp_dict, "data");
+    if (cur != NULL && Py_IS_TYPE(cur, &LazyDataType)) {
+        lazy_installed = 1;
+        return 0;
+    }
+    if (cur == NULL || !Py_IS_TYPE(cur, &PyMemberDescr_Type)) {
+        PyErr_SetString(PyExc_TypeError, "Event.data is not a slot");
+        return -1;
+    }
+    PyObject *ld = PyType_GenericNew(&LazyDataType, NULL, NULL);
+    if (ld == NULL) return -1;
+    ((LazyDataObject *)ld)->slot = Py_NewRef(cur);
+    int rc = PyObject_SetAttrString((PyObject *)event_type, "data", ld);
+    Py_DECREF(ld);
+    if (rc == 0) lazy_installed = 1;
+    return rc;
+}
+
 
 /* NULL without error: not handled. */
 static PyObject *convert_impl(PyObject *text, PyObject *origin) {
@@ -938,7 +1189,10 @@ static PyObject *convert_impl(PyObject *text, PyObject *origin) {
     Reader r = {(const unsigned char *)bytes, (const unsigned char *)bytes + len, 0, latin1,
                 chars};
     Rec x;
+    RawField fields[MAX_FIELDS];
     memset(&x, 0, sizeof x);
+    x.fields = fields;
+    x.base = (const unsigned char *)bytes;
     Top t = {&x, 0};
     int rc = read_object(&r, top_key, &t);
     if (rc == 0) {
@@ -980,6 +1234,27 @@ static PyObject *convert_impl(PyObject *text, PyObject *origin) {
         pguid = provider_guid(x.guid);
         if (pguid == NULL) rc = -2;
     }
+    /* [26a] the fields stay slices of the text (a RawData object in _raw); none: {} */
+    PyObject *data = NULL, *raw = NULL;
+    if (rc == 0) {
+        if (x.nf == 0) {
+            data = PyDict_New();
+            if (data == NULL) rc = -2;
+        } else {
+            RawDataObject *ro = NULL;
+            if (lazy_installed || install_lazy_data() == 0)
+                ro = PyObject_NewVar(RawDataObject, &RawDataType, x.nf);
+            if (ro == NULL) {
+                rc = -2;
+            } else {
+                ro->text = Py_NewRef(text);
+                ro->base = x.base;
+                memcpy(ro->f, x.fields, (size_t)x.nf * sizeof(RawField));
+                x.nf = 0; /* the references moved */
+                raw = (PyObject *)ro;
+            }
+        }
+    }
     PyObject *ev = NULL;
     if (rc == 0) {
         ev = event_type->tp_alloc(event_type, 0);
@@ -988,13 +1263,16 @@ static PyObject *convert_impl(PyObject *text, PyObject *origin) {
     if (rc != 0) {
         Py_XDECREF(tc);
         Py_XDECREF(pguid);
+        Py_XDECREF(data);
+        Py_XDECREF(raw);
         rec_clear(&x);
         if (rc == -1) PyErr_Clear();
         return NULL;
     }
     /* the references move into the slots */
     SLOT(ev, S_EVENT_ID) = x.eid;
-    SLOT(ev, S_DATA) = x.data;
+    SLOT(ev, S_DATA) = data;
+    SLOT(ev, S_RAW) = raw;
     SLOT(ev, S_PROVIDER) = x.name;
     SLOT(ev, S_PROVIDER_GUID) = pguid;
     SLOT(ev, S_VERSION) = x.version;
@@ -1200,12 +1478,73 @@ static int is_reserved(PyObject *k) {
            (n == 9 && !memcmp(c, "ExtraData", 9)) || (n == 10 && !memcmp(c, "Enrichment", 10));
 }
 
+/* [26a] The fields of a RawData object as render writes a dict's: 0, 1 (a field is an
+ * enrichment field: render the dict instead), -1, -2. */
+static int render_raw(Out *o, Out *extra, RawDataObject *raw, int *in_extra) {
+    Py_ssize_t n = Py_SIZE(raw);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = raw->f[i].key;
+        if (PyUnicode_CheckExact(k) && PyUnicode_GET_LENGTH(k) < 64 &&
+            !((enrichment_lengths >> PyUnicode_GET_LENGTH(k)) & 1))
+            continue;
+        int in = PySet_Contains(enrichment_names, k);
+        if (in < 0) return -2;
+        if (in) return 1;
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+        RawField *f = &raw->f[i];
+        Out *w = o;
+        if (!*in_extra && is_reserved(f->key)) *in_extra = 1;
+        if (*in_extra) {
+            w = extra;
+            rc = out_raw(w, extra->len ? "," : "{", 1);
+        } else {
+            rc = out_raw(w, ",", 1);
+        }
+        if (rc == 0) rc = out_str(w, f->key);
+        if (rc == 0) rc = out_raw(w, ":", 1);
+        if (rc == 0) {
+            if (f->val != NULL) {
+                rc = out_value(w, f->val);
+            } else { /* plain ASCII, nothing to escape: the text's own bytes */
+                RESERVE(w, f->len + 2);
+                char *p = w->buf + w->len;
+                *p++ = '"';
+                memcpy(p, raw->base + f->off, (size_t)f->len);
+                p += f->len;
+                *p++ = '"';
+                w->len = p - w->buf;
+            }
+        }
+    }
+    return rc;
+}
+
 static int render(Out *o, Out *extra, PyObject *e) {
     int rc;
     PyObject *eid = SLOT(e, S_EVENT_ID), *data = SLOT(e, S_DATA);
     PyObject *enr = NULL, *split = NULL;
-    if (eid == NULL || data == NULL || !PyDict_CheckExact(data) || !PyLong_CheckExact(eid))
-        return -1;
+    int in_extra = 0;
+    if (eid == NULL || !PyLong_CheckExact(eid)) return -1;
+    if (data == NULL) {
+        PyObject *raw = SLOT(e, S_RAW);
+        if (raw == NULL || !Py_IS_TYPE(raw, &RawDataType)) return -1;
+        rc = out_raw(o, "{\"EventID\":", 11);
+        if (rc == 0) rc = out_value(o, eid);
+        if (rc == 0) rc = render_raw(o, extra, (RawDataObject *)raw, &in_extra);
+        if (rc == 0) goto system;
+        if (rc != 1) return rc;
+        /* an enrichment field: the dict, then the dict's rendering from the start */
+        o->len = 0;
+        extra->len = 0;
+        in_extra = 0;
+        PyObject *d = event_data(e);
+        if (d == NULL) return -2;
+        Py_DECREF(d); /* held by the slot */
+        data = SLOT(e, S_DATA);
+    }
+    if (!PyDict_CheckExact(data)) return -1;
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(data, &pos, &k, &v)) {
@@ -1234,7 +1573,6 @@ static int render(Out *o, Out *extra, PyObject *e) {
     }
     rc = out_raw(o, "{\"EventID\":", 11);
     if (rc == 0) rc = out_value(o, eid);
-    int in_extra = 0;
     pos = 0;
     while (rc == 0 && PyDict_Next(data, &pos, &k, &v)) {
         if (!PyUnicode_CheckExact(k)) {
@@ -1245,6 +1583,7 @@ static int render(Out *o, Out *extra, PyObject *e) {
         rc = in_extra ? out_item(extra, extra->len ? "," : "{", k, v) : out_item(o, ",", k, v);
     }
     /* System */
+system:
     if (rc == 0) rc = out_field(o, ",\"System\":{\"Provider\":", 22, SLOT(e, S_PROVIDER));
     if (rc == 0) rc = out_field(o, ",\"ProviderGuid\":", 16, SLOT(e, S_PROVIDER_GUID));
     if (rc == 0) rc = out_field(o, ",\"Version\":", 11, SLOT(e, S_VERSION));
@@ -1337,6 +1676,10 @@ static int set_event_type(PyObject *et) {
     Py_ssize_t offs[N_SLOTS];
     for (int i = 0; i < N_SLOTS; i++) {
         PyObject *d = PyDict_GetItemString(t->tp_dict, slot_names[i]);
+        if (i == S_DATA && d != NULL && Py_IS_TYPE(d, &LazyDataType) && event_type == t) {
+            offs[i] = slot_off[i]; /* [26a] installed before, on this type */
+            continue;
+        }
         if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) {
             PyErr_Format(PyExc_TypeError, "Event has no slot %s", slot_names[i]);
             return -1;
@@ -1990,10 +2333,39 @@ static int clock_fast(StageFastObject *self, PyObject *item) {
     Py_DECREF(check);
     if (check == Py_None) return 1;
     PyObject *data = SLOT(item, S_DATA), *t = SLOT(item, S_TIME_CREATED);
-    if (data == NULL || !PyDict_CheckExact(data) || t == NULL || !PyUnicode_CheckExact(t))
-        return 0;
-    PyObject *u = PyDict_GetItemWithError(data, sf_utc);
-    if (u == NULL) return PyErr_Occurred() ? -1 : 1;
+    if (t == NULL || !PyUnicode_CheckExact(t)) return 0;
+    PyObject *u = NULL;
+    if (data == NULL) { /* [26a] the record's fields as they are: UtcTime's slice */
+        PyObject *raw = SLOT(item, S_RAW);
+        if (raw == NULL || !Py_IS_TYPE(raw, &RawDataType)) return 0;
+        RawDataObject *ro = (RawDataObject *)raw;
+        Py_hash_t h = PyObject_Hash(sf_utc);
+        if (h == -1) return -1;
+        RawField *f = NULL;
+        for (Py_ssize_t i = 0; i < Py_SIZE(ro); i++) {
+            PyObject *o = ro->f[i].key;
+            if (o == sf_utc || (((PyASCIIObject *)o)->hash == h &&
+                                PyUnicode_Compare(o, sf_utc) == 0)) {
+                f = &ro->f[i];
+                break;
+            }
+        }
+        if (f == NULL) return 1;
+        if (f->val != NULL) {
+            u = f->val;
+        } else {
+            if (PyUnicode_KIND(t) != PyUnicode_1BYTE_KIND || PyUnicode_GET_LENGTH(t) < 13 ||
+                f->len < 13)
+                return 0;
+            const char *a = (const char *)PyUnicode_1BYTE_DATA(t);
+            const char *b = (const char *)ro->base + f->off;
+            return memcmp(a, b, 10) == 0 && a[11] == b[11] && a[12] == b[12];
+        }
+    } else {
+        if (!PyDict_CheckExact(data)) return 0;
+        u = PyDict_GetItemWithError(data, sf_utc);
+        if (u == NULL) return PyErr_Occurred() ? -1 : 1;
+    }
     if (!PyUnicode_CheckExact(u) || PyUnicode_KIND(t) != PyUnicode_1BYTE_KIND ||
         PyUnicode_KIND(u) != PyUnicode_1BYTE_KIND || PyUnicode_GET_LENGTH(t) < 13 ||
         PyUnicode_GET_LENGTH(u) < 13)
@@ -2119,6 +2491,8 @@ static int add_filter_decider(PyObject *m);
 static PyObject *py_alert_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 /* [17q] Defined in the section of that tag at the end of this file. */
 static PyObject *py_sigma_alerts(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *py_set_rule_name(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *py_set_decider_event(PyObject *self, PyObject *et);
 static PyObject *py_sigma_match(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *py_sigma_process(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *py_setup_sigma_alerts(PyObject *self, PyObject *args);
@@ -2140,6 +2514,12 @@ static PyMethodDef methods[] = {
      "for anything this does not handle."},
     {"event_json", (PyCFunction)py_event_json, METH_O,
      "event_json(event) -> bytes: event_json_raw, else the Python fallback."},
+    {"set_decider_event", (PyCFunction)py_set_decider_event, METH_O,
+     "set_decider_event(Event): FilterDecider objects then also take an Event (decide(event): "
+     "an EVTX record's fields read from its text)."},
+    {"set_rule_name", (PyCFunction)(void (*)(void))py_set_rule_name, METH_FASTCALL,
+     "set_rule_name(event, name) -> bool: the RuleName field of an EVTX record whose fields "
+     "are still slices of its text set to name in place; False (nothing done) otherwise."},
     {"evtx_batch", (PyCFunction)(void (*)(void))py_evtx_batch, METH_FASTCALL,
      "evtx_batch(it, first, last, seen_ids, path, notes, out, limit) -> (status, seen, "
      "last_rid, payload): the EVTX reader's record loop for one chunk (see the source)."},
@@ -2181,7 +2561,9 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     str_true = PyUnicode_InternFromString("true");
     str_false = PyUnicode_InternFromString("false");
     if (empty_str == NULL || str_true == NULL || str_false == NULL) return NULL;
-    if (PyType_Ready(&DedupType) < 0 || PyType_Ready(&LineWriterType) < 0) return NULL;
+    if (PyType_Ready(&DedupType) < 0 || PyType_Ready(&LineWriterType) < 0 ||
+        PyType_Ready(&RawDataType) < 0 || PyType_Ready(&LazyDataType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;
     Py_INCREF(&DedupType);
@@ -3054,6 +3436,7 @@ typedef struct {
 } FilterDeciderObject;
 
 static PyObject *fd_rule_name = NULL, *fd_dash = NULL;
+static PyTypeObject *fd_event_type = NULL; /* [26a] set_decider_event */
 
 /* Item k's position, or -1 when k or its position is not usable (the fallback decides). */
 static Py_ssize_t fd_position(FilterDeciderObject *self, PyObject *ko, Py_ssize_t *k) {
@@ -3088,12 +3471,27 @@ static int fd_decide(FilterDeciderObject *self, PyObject *data, PyObject **out) 
             goto done;
         }
         PyObject *field = PyTuple_GET_ITEM(reader, 0), *memo = PyTuple_GET_ITEM(reader, 1);
-        PyObject *raw = PyDict_GetItemWithError(data, field);
-        if (raw == NULL) {
-            if (PyErr_Occurred()) goto done;
-            raw = Py_None;
+        PyObject *raw;
+        if (!PyDict_CheckExact(data)) { /* [26a] an EVTX record's fields as slices: this one */
+            if (!PyUnicode_CheckExact(field)) {
+                rc = 0;
+                goto done;
+            }
+            RawField *f = rawdata_field((RawDataObject *)data, field);
+            if (f == NULL) {
+                raw = Py_NewRef(Py_None);
+            } else {
+                raw = field_str(((RawDataObject *)data)->base, f);
+                if (raw == NULL) goto done;
+            }
+        } else {
+            raw = PyDict_GetItemWithError(data, field);
+            if (raw == NULL) {
+                if (PyErr_Occurred()) goto done;
+                raw = Py_None;
+            }
+            Py_INCREF(raw);  /* held while memo and fill use it */
         }
-        Py_INCREF(raw);  /* held while memo and fill use it */
         PyObject *entry = PyDict_GetItemWithError(memo, raw);
         if (entry != NULL) {
             Py_INCREF(entry);
@@ -3193,12 +3591,72 @@ static PyObject *fd_vectorcall(PyObject *op, PyObject *const *args, size_t nargs
         return NULL;
     }
     PyObject *data = args[0], *out = NULL;
+    if (fd_event_type != NULL && Py_IS_TYPE(data, fd_event_type)) {
+        /* [26a] decide(event): an EVTX record's fields read from its text, no dict made
+         * (the fallback gets the dict); any other Event: decide(event.data) */
+        PyObject *e = data, *d;
+        if (event_type == fd_event_type) {
+            PyObject *raw = SLOT(e, S_RAW);
+            if (SLOT(e, S_DATA) == NULL && raw != NULL && Py_IS_TYPE(raw, &RawDataType)) {
+                Py_INCREF(raw);
+                int rc = fd_decide(self, raw, &out);
+                Py_DECREF(raw);
+                if (rc < 0) return NULL;
+                if (rc > 0) return out;
+            }
+            d = event_data(e);
+        } else { /* the converter is not set up: no Event has _raw */
+            d = PyObject_GetAttrString(e, "data");
+        }
+        if (d == NULL) return NULL;
+        if (PyDict_CheckExact(d)) {
+            int rc = fd_decide(self, d, &out);
+            if (rc != 0) {
+                Py_DECREF(d);
+                return rc < 0 ? NULL : out;
+            }
+        }
+        out = PyObject_CallOneArg(self->fallback, d);
+        Py_DECREF(d);
+        return out;
+    }
     if (PyDict_CheckExact(data)) {
         int rc = fd_decide(self, data, &out);
         if (rc < 0) return NULL;
         if (rc > 0) return out;
     }
     return PyObject_CallOneArg(self->fallback, data);
+}
+
+/* [26a] set_decider_event(Event): the type FilterDecider objects take as decide(event) */
+static PyObject *py_set_decider_event(PyObject *self, PyObject *et) {
+    if (!PyType_Check(et)) {
+        PyErr_SetString(PyExc_TypeError, "set_decider_event(Event)");
+        return NULL;
+    }
+    Py_INCREF(et);
+    Py_XSETREF(fd_event_type, (PyTypeObject *)et);
+    Py_RETURN_NONE;
+}
+
+/* [26a] set_rule_name(event, name) -> bool: an EVTX record's RuleName field, still a slice of
+ * its text (no dict made), set to the str name in place, as the filter stage's
+ * ``data["RuleName"] = name`` does on the dict; False (nothing done) for anything else. */
+static PyObject *py_set_rule_name(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_rule_name(event, name)");
+        return NULL;
+    }
+    PyObject *e = args[0], *name = args[1];
+    if (fd_rule_name == NULL || event_type == NULL || !Py_IS_TYPE(e, event_type) ||
+        !PyUnicode_CheckExact(name) || SLOT(e, S_DATA) != NULL)
+        Py_RETURN_FALSE;
+    PyObject *raw = SLOT(e, S_RAW);
+    if (raw == NULL || !Py_IS_TYPE(raw, &RawDataType)) Py_RETURN_FALSE;
+    RawField *f = rawdata_field((RawDataObject *)raw, fd_rule_name);
+    if (f == NULL) Py_RETURN_FALSE;
+    Py_XSETREF(f->val, Py_NewRef(name));
+    Py_RETURN_TRUE;
 }
 
 static PyObject *fd_new(PyTypeObject *type, PyObject *args, PyObject *kw) {

@@ -36,6 +36,16 @@ from ..event import SYSMON_PROVIDERS, Event
 from ..interfaces import Emit, Stage, Trace
 from .engine import EngineOptions, FilterEngine
 
+#: the compiled decider's type (``decide(event)`` as well as ``decide(data)``), and the
+#: function that sets RuleName on an EVTX record's fields still kept as slices of its text
+#: (``data["RuleName"] = name`` without making the dict; False when it did nothing)
+_COMPILED_DECIDER: Optional[type] = None
+_set_rule_name: Optional[Callable[[Event, str], bool]] = None
+if native.speedups is not None and hasattr(native.speedups, "set_decider_event"):
+    native.speedups.set_decider_event(Event)
+    _COMPILED_DECIDER = native.speedups.FilterDecider
+    _set_rule_name = native.speedups.set_rule_name
+
 __all__ = ["FilterStage"]
 
 _Decider = Callable[[dict[str, str]], "tuple[bool, Optional[str]]"]
@@ -143,13 +153,18 @@ class FilterStage(Stage):
             if decide is None:
                 decide = self._deciders[eid] = engine.decider_for(eid)
         assert decide is not None
-        include, name = decide(item.data)
+        # the compiled decider takes the Event itself: an EVTX record's fields are then read
+        # from its text, without making the dict (sysmonx.core._speedups)
+        if decide.__class__ is _COMPILED_DECIDER:
+            include, name = decide(item)  # type: ignore[arg-type]
+        else:
+            include, name = decide(item.data)
         if self.trace is not None:
             self._trace(item, include, name, emit)
         if not include:
             self.excluded[eid] += 1
             return False
-        if name is not None:
+        if name is not None and not (_set_rule_name is not None and _set_rule_name(item, name)):
             data = item.data
             if "RuleName" in data:
                 data["RuleName"] = name

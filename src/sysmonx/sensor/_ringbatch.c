@@ -542,6 +542,14 @@ static PyObject *builder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->sec = LLONG_MIN;
     for (int i = 0; i < EV_NSLOTS; i++) {
         PyObject *d = PyDict_GetItemString(((PyTypeObject *)etype)->tp_dict, ev_slot_names[i]);
+        if (d != NULL && !Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            /* Event.data replaced by the EVTX converter's descriptor over the same slot
+             * (sysmonx.core._speedups LazyData): its ``slot`` is the slot's own descriptor */
+            PyObject *inner = PyObject_GetAttrString(d, "slot");
+            if (inner == NULL) PyErr_Clear();
+            else Py_DECREF(inner); /* held by d */
+            d = inner;
+        }
         if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) {
             PyErr_Format(PyExc_TypeError, "Event has no slot %s", ev_slot_names[i]);
             goto fail;

@@ -343,7 +343,7 @@ _EMPTY: dict = {}
 _FAST_NEW = tuple(Event.__slots__) == (
     "event_id", "data", "provider", "provider_guid", "version", "level", "task", "opcode",
     "keywords", "time_created", "record_id", "process_id", "thread_id", "channel", "computer",
-    "user_id", "origin")
+    "user_id", "origin", "_raw")
 _new_event: Callable[[type], Event] = Event.__new__
 
 
