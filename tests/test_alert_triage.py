@@ -222,7 +222,8 @@ detection:
     assert stage.process(ev, out.append) is True and out == [] and stage.replaced == 0
     # an alert of this run's rule about an event this run did not read: kept, never lost
     own = Event(1000, {"RuleId": "6f5b7c1e-0000-4000-8000-0000000000a3",
-                       "RuleKind": "detection", "RecordIds": "1", "EventIds": "1000"},
+                       "RuleKind": "detection", "RecordIds": "1", "EventIds": "1000",
+                       "Channels": "Security"},
                 provider="SysmonX", provider_guid=None, channel="SysmonX/Alerts", computer="h",
                 record_id=2)
     assert stage.process(own, out.append) is True and stage.replaced == 0
