@@ -15,7 +15,7 @@ from sysmonx.filtering import EngineOptions
 from sysmonx.interfaces import Sink, Source
 from sysmonx.pipeline.live import live_stages
 from sysmonx.pipeline.loop import Pipeline
-from sysmonx.stages.gate import SigmaOnlyDrop, SysmonGate, sigma_channels
+from sysmonx.stages.gate import SigmaOnlyDrop, SysmonGate, sigma_channels, sigma_only_channels
 
 FOLDER = "evtx/sbousseaden__EVTX-ATTACK-SAMPLES/Credential Access"
 # 15 records: 6 Sysmon (1:3, 10:3), 9 Security, one of them a 4624 of LogonType 9
@@ -108,6 +108,23 @@ def test_sigma_channels_come_from_the_loaded_rules(tmp_path):
     assert sigma_channels(None) == frozenset()
     # --non-sysmon pass writes them anyway: no channel is held back
     assert SysmonGate("pass", {"security"}).sigma_channels == frozenset()
+    # the one rule every path uses (gate, sigma-only-drop, --jobs and --dask counters)
+    ps = {"microsoft-windows-powershell/operational", "powershellcore/operational"}
+    assert sigma_only_channels("drop", det) == ps
+    assert sigma_only_channels("drop", det, {"security"}) == ps | {"security"}
+    assert sigma_only_channels("pass", det, {"security"}) == frozenset()
+    assert sigma_only_channels("drop", None) == frozenset()
+    # sigma-only-drop comes right after sigma-correlate (which writes the event on), in
+    # replay and live alike
+    from sysmonx.pipeline.replay import ReplayOptions, replay_stages
+    for non_sysmon, want in (("drop", True), ("pass", False)):
+        names = [s.name for s in replay_stages(ReplayOptions(non_sysmon=non_sysmon),
+                                               detection=det)]
+        assert ("sigma-only-drop" in names) is want
+        if want:
+            assert names[names.index("sigma-correlate") + 1] == "sigma-only-drop"
+    names = [s.name for s in live_stages(None, EngineOptions(), detection=det)]
+    assert names[names.index("sigma-correlate") + 1] == "sigma-only-drop"
 
 
 class _Events(Source):

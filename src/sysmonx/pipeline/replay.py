@@ -34,7 +34,7 @@ from ..sources.recorded import RecordedLogs
 from ..stages.clock import ClockCheckStage
 from ..stages.dedup import DuplicateStage
 from ..stages.enrich import EnrichStage, enrichment_wanted, with_enrichment
-from ..stages.gate import SigmaOnlyDrop, SysmonGate, sigma_channels
+from ..stages.gate import SigmaOnlyDrop, SysmonGate, sigma_only_channels
 from ..stages.logtamper import LogTamperStage
 from ..stages.window import TimeWindowStage
 from .fanout import FanOut
@@ -187,13 +187,18 @@ class ReplayStats:
 
 
 def detection_stages(detection: Any, alerts_to_stream: bool,
-                     triage: Any = None) -> list[Stage]:
+                     triage: Any = None,
+                     sigma_only: frozenset[str] = frozenset()) -> list[Stage]:
     """The Sigma stages for a loaded :class:`~sysmonx.detection.stage.DetectionStage`: match,
-    correlate, (``triage``, an :class:`~sysmonx.detection.triage.AlertTriage`) the alerts it
-    keeps, and (``alerts_to_stream``) alerts as event 1000 in the event stream."""
+    correlate, (``sigma_only``: channels of :func:`~sysmonx.stages.gate.sigma_only_channels`)
+    ``sigma-only-drop`` after ``sigma-correlate``, which writes the event on, (``triage``, an
+    :class:`~sysmonx.detection.triage.AlertTriage`) the alerts it keeps, and
+    (``alerts_to_stream``) alerts as event 1000 in the event stream."""
     from ..detection.stages import (AlertTriageStage, SigmaAlertEvents, SigmaCorrelateStage,
                                     SigmaMatchStage)
     out: list[Stage] = [SigmaMatchStage(detection), SigmaCorrelateStage(detection)]
+    if sigma_only:  # records the rules read, not written (--non-sysmon drop)
+        out.append(SigmaOnlyDrop(sigma_only))
     if triage is not None:
         out.append(AlertTriageStage(triage))
     if alerts_to_stream:
@@ -224,16 +229,15 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
         stages.append(TimeWindowStage(options.time_from, options.time_to, options.window_time))
     if options.tamper:
         stages.append(LogTamperStage())
-    gate = SysmonGate(options.non_sysmon, options.sigma_channels | sigma_channels(detection))
+    gate = SysmonGate(options.non_sysmon,
+                      sigma_only_channels(options.non_sysmon, detection, options.sigma_channels))
     stages.append(gate)
     stages.append(FilterStage(options.config, options.engine_options, without_config="pass",
                               engine=engine))
     stages.extend(extra)
     if detection is not None:
-        sigma = detection_stages(detection, alerts_to_stream, options.triage)
-        if gate.sigma_channels:  # after sigma-correlate, which writes the event on
-            sigma.insert(2, SigmaOnlyDrop(gate.sigma_channels))
-        stages.extend(sigma)
+        stages.extend(detection_stages(detection, alerts_to_stream, options.triage,
+                                       gate.sigma_channels))
     elif options.triage is not None:  # SigmaAlert events read back (or a --jobs worker's)
         from ..detection.stages import AlertTriageStage
         stages.append(AlertTriageStage(options.triage))
