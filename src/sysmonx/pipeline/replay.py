@@ -209,10 +209,12 @@ def detection_stages(detection: Any, alerts_to_stream: bool,
 def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = None,
                   detection: Any = None, alerts_to_stream: bool = True,
                   extra: Sequence[Stage] = (),
-                  before_filter: Sequence[Stage] = ()) -> list[Stage]:
+                  before_filter: Sequence[Stage] = (),
+                  at_start: Sequence[Stage] = ()) -> list[Stage]:
     """The stages of a replay, in order (module docstring). ``extra`` run right after the
     filter; ``before_filter`` right before it, after the enrichment (they see every Sysmon
-    event the filter is about to decide, with the fields the filter decides on).
+    event the filter is about to decide, with the fields the filter decides on); ``at_start``
+    first, where the duplicate check runs (they see every record read).
 
     Raises:
         TimeFormatError: a bad ``time_from`` / ``time_to``.
@@ -221,7 +223,7 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
     if options.window_time not in ("system", "utctime"):
         raise ValueError(f"window_time must be 'system' or 'utctime', not "
                          f"{options.window_time!r}")
-    stages: list[Stage] = []
+    stages: list[Stage] = list(at_start)
     if not options.keep_duplicates:
         stages.append(DuplicateStage())
     stages.append(ClockCheckStage(options.window_time))
@@ -269,6 +271,8 @@ class Replayer:
         extra_stages: stages run after the filter (``--stage``).
         before_filter: stages run right before the filter, after the enrichment (the
             workbench's counters: they see what the filter decides on).
+        at_start: stages run first, before the duplicate check (``--dask`` workers: every
+            record read).
     Raises:
         TimeFormatError: ``options.time_from`` / ``time_to`` is not an ISO 8601 time.
     """
@@ -279,7 +283,8 @@ class Replayer:
                  engine: Optional[FilterEngine] = None, *, sinks: Sequence[Any] = (),
                  detection: Any = None, extra_stages: Sequence[Stage] = (),
                  on_file_done: Optional[Callable[[str], None]] = None,
-                 before_filter: Sequence[Stage] = ()) -> None:
+                 before_filter: Sequence[Stage] = (),
+                 at_start: Sequence[Stage] = ()) -> None:
         self.options = options
         self.writer = writer
         all_sinks = ([writer] if writer is not None else []) + list(sinks)
@@ -287,7 +292,7 @@ class Replayer:
         to_stream = detection is not None and not self.fanout.accepts("alert")
         self.stages = replay_stages(options, engine=engine, detection=detection,
                                     alerts_to_stream=to_stream, extra=extra_stages,
-                                    before_filter=before_filter)
+                                    before_filter=before_filter, at_start=at_start)
         self.pipeline = Pipeline(self.stages, self.fanout, on_error=on_error)  # type: ignore[arg-type]
         self.on_progress = on_progress
         self.on_file_done = on_file_done
