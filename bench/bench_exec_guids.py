@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import keep_outputs
 from bench_live import BenchError, Output, full_guid, loadavg
 
 DRIVER_C = r"""
@@ -271,10 +272,7 @@ def main() -> int:
             except BenchError as exc:
                 print(f"{tier} NOT MEASURED: {exc}", flush=True)
                 status = 1
-        if args.keep:
-            os.makedirs(args.keep, exist_ok=True)
-            for f in workdir.glob("*.jsonl"):
-                shutil.copy(f, args.keep)
+        keep_outputs(workdir, args.keep)
     return status
 
 

@@ -69,6 +69,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import keep_outputs
+
 SPAWNER_C = r"""
 #include <spawn.h>
 #include <stdio.h>
@@ -493,10 +496,7 @@ def main() -> int:
                     print(f"{label} NOT MEASURED: {exc}", flush=True)
                     status = 1
                 print(f"        load average after {tier} {variant}: {loadavg()}", flush=True)
-        if args.keep:
-            os.makedirs(args.keep, exist_ok=True)
-            for f in workdir.glob("*.jsonl"):
-                shutil.copy(f, args.keep)
+        keep_outputs(workdir, args.keep)
     return status
 
 

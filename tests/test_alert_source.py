@@ -56,7 +56,9 @@ def test_alert_names_the_source_file_and_carries_the_matched_event():
     assert alert.to_dict()["source_file"] == "/logs/a b/x.evtx"
     e = alert.to_event(record_id=1)
     keys = list(e.data)
-    assert keys[keys.index("EventIds") + 1] == "SourceFile"  # a detection: no Rules ... Group
+    # a detection: Channels, then no Rules ... Group
+    assert keys[keys.index("EventIds") + 1:keys.index("EventIds") + 3] == ["Channels",
+                                                                          "SourceFile"]
     assert e.data["SourceFile"] == "/logs/a b/x.evtx"
     assert "<Data Name='SourceFile'>/logs/a b/x.evtx</Data>" in render_windows_xml(e)
 

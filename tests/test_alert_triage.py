@@ -222,7 +222,8 @@ detection:
     assert stage.process(ev, out.append) is True and out == [] and stage.replaced == 0
     # an alert of this run's rule about an event this run did not read: kept, never lost
     own = Event(1000, {"RuleId": "6f5b7c1e-0000-4000-8000-0000000000a3",
-                       "RuleKind": "detection", "RecordIds": "1", "EventIds": "1000"},
+                       "RuleKind": "detection", "RecordIds": "1", "EventIds": "1000",
+                       "Channels": "Security"},
                 provider="SysmonX", provider_guid=None, channel="SysmonX/Alerts", computer="h",
                 record_id=2)
     assert stage.process(own, out.append) is True and stage.replaced == 0
@@ -297,15 +298,12 @@ def test_alerts_of_two_runs_are_not_duplicates(tmp_path, capsys):
 
 def test_live_run_holds_back_below_min_level(tmp_path, monkeypatch):
     """``run --min-level``: the live stage list has the same selection (SensorOptions.triage)."""
-    import threading
-    import time
+    from fake_live import install_file_backend, run_until
 
     from sysmonx.config import parse_config
     from sysmonx.detection import DetectionStage
     from sysmonx.detection.stages import AlertTriageStage
     from sysmonx.pipeline.live import Sensor, SensorOptions
-    from sysmonx.sensor import live as live_mod
-    from sysmonx.sensor import observations as ob
 
     rules = tmp_path / "rules"
     rules.mkdir()
@@ -319,37 +317,14 @@ def test_live_run_holds_back_below_min_level(tmp_path, monkeypatch):
     stage = DetectionStage.from_paths([str(rules)])
     assert len(stage.matcher.compiled) == 2
 
-    class Fake(live_mod.Backend):
-        name, tier = "fake", "A"
-
-        @classmethod
-        def probe(cls):
-            return None
-
-        def start(self):
-            now = time.time_ns()
-            for p in ("/tmp/other", "/etc/cron.d/evil"):
-                self.emit(ob.FileCreate(now, 4242, p))
-
-        def stop(self):
-            pass
-
-    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("fake", {}))
-    monkeypatch.setattr(live_mod, "load_backend", lambda name: Fake)
-    monkeypatch.setattr(live_mod, "auxiliary_backends", list)
+    install_file_backend(monkeypatch, ("/tmp/other", "/etc/cron.d/evil"))
     cfg = parse_config('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" '
                        'groupRelation="or"><FileCreate onmatch="exclude"/></RuleGroup>'
                        "</EventFiltering></Sysmon>")
     alerts: list = []
     sensor = Sensor(cfg, [], SensorOptions(triage=AlertTriage.from_options("high")),
                     detection=stage, on_alert=alerts.append)
-    t = threading.Thread(target=sensor.run, kwargs={"install_signals": False})
-    t.start()
-    end = time.monotonic() + 5
-    while not alerts and time.monotonic() < end:
-        time.sleep(0.01)
-    sensor.request_stop()
-    t.join(10)
+    run_until(sensor, lambda: alerts)
     assert [a.title for a in alerts] == ["cron file (test)"]
     (tri,) = [s for s in sensor.stages if isinstance(s, AlertTriageStage)]
     assert tri.held_back == 1 and stage.stats.alerts == 2

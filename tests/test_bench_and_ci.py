@@ -230,3 +230,25 @@ def test_bench_replay_split_upper_bound_rows(corpus):
                         str(panache), "--rounds", "1"], capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 1 and "--upper-bound measures JSON lines" in r.stderr
+
+
+def test_keep_outputs_is_the_one_keep_of_the_live_benches(tmp_path):
+    """``--keep DIR`` of bench_live.py and bench_exec_guids.py: one helper (bench/_common.py)
+    copies the sensors' outputs, makes DIR, and does nothing without it."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from _common import keep_outputs
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "ebpf-1.jsonl").write_text('{"EventID":1}\n')
+    (work / "audit-1.jsonl").write_text('{"EventID":5}\n')
+    (work / "spawn.c").write_text("int main(){}\n")
+    assert keep_outputs(work, None) == [] and keep_outputs(work, "") == []
+    kept = keep_outputs(work, str(tmp_path / "kept" / "deeper"))
+    assert [p.name for p in kept] == ["audit-1.jsonl", "ebpf-1.jsonl"]
+    assert (tmp_path / "kept" / "deeper" / "ebpf-1.jsonl").read_text() == '{"EventID":1}\n'
+    for name in ("bench_live.py", "bench_exec_guids.py"):
+        text = (ROOT / "bench" / name).read_text()
+        assert "keep_outputs(workdir, args.keep)" in text and "shutil.copy(" not in text, name

@@ -150,3 +150,57 @@ def test_no_rule_loaded_says_nothing_was_stored_and_stores_nothing(tmp_path, cap
         assert "stored in the rule cache in" not in err
         assert "error: --rules: no Sigma rule loaded from" in err
     assert not list(cache.glob("*.pickle"))
+
+
+SECURITY_RULE = """title: sec.yml
+id: 00000000-0000-0000-0000-000000000005
+status: test
+level: low
+logsource:
+    product: windows
+    service: security
+detection:
+    sel:
+        EventID: 4624
+    condition: sel
+"""
+
+
+def test_run_says_how_many_rules_can_never_see_an_event_here(tmp_path, capsys):
+    """``run --rules`` on Linux with Windows-only rules (new user's report): a note, not an
+    error, counts the loaded rules no event of this sensor can meet."""
+    from sysmonx.cli import main
+    from sysmonx.cli.common import unreachable_rules_note
+    rules = _rules(tmp_path)
+    (rules / "sec.yml").write_text(SECURITY_RULE)
+    stage, _ = _load(rules, tmp_path / "cache", capsys, platform="lnx")
+    assert len(stage.matcher.compiled) == 4  # win, lnx, curl, sec (rej.yml rejected)
+    assert unreachable_rules_note(stage, None, follow=False) == (
+        "note: 2 of 4 loaded rules can never see an event on this host (Windows Sysmon only: "
+        "1, another channel only: 1): this sensor writes Sysmon for Linux events (provider "
+        "Linux-Sysmon) and no other channel")
+    # a followed log may hold other channels' records: only the Windows Sysmon rule
+    assert unreachable_rules_note(stage, None, follow=True) == (
+        "note: 1 of 4 loaded rules can never see an event on this host (Windows Sysmon only: "
+        "1): this sensor writes Sysmon for Linux events (provider Linux-Sysmon)")
+    # under Windows Sysmon's provider the Linux rules are the ones never met
+    note = unreachable_rules_note(stage, "Microsoft-Windows-Sysmon", follow=False)
+    assert note is not None and note.startswith(
+        "note: 3 of 4 loaded rules can never see an event on this host (Sysmon for Linux only: "
+        "2, another channel only: 1)")
+    # Linux rules only: nothing to say
+    lnx = tmp_path / "lnx"
+    lnx.mkdir()
+    (lnx / "curl.yml").write_text((rules / "curl.yml").read_text())
+    stage, _ = _load(lnx, tmp_path / "cache", capsys, platform="lnx")
+    assert unreachable_rules_note(stage, None, follow=False) is None
+    # the start of a run says it, once, after the loaded line; the run goes on
+    log = tmp_path / "syslog"
+    log.write_text("")
+    assert main(["run", "--follow", str(log), "--rules", str(rules), "-f", "jsonl", "-o",
+                 str(tmp_path / "out.jsonl"), "--duration", "1", "--heartbeat", "0"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("can never see an event") == 1
+    assert ("sigma: note: 1 of 4 loaded rules can never see an event on this host (Windows "
+            "Sysmon only: 1): this sensor writes Sysmon for Linux events (provider "
+            "Linux-Sysmon)\n") in err

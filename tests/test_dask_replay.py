@@ -122,8 +122,8 @@ def test_security_rule_fires_on_dask_as_in_one_process(corpus, tmp_path, capsys)
 def test_duplicates_counted_as_one_process_counts_them(corpus, tmp_path):
     """The same output given twice (its events and its SigmaAlert events repeat): the alert
     counts of --dask equal one process's (they gave a -1 row for event 1000 and twice the
-    alerts read back). The "Sysmon events" count still differs: a worker counts the records it
-    read before the driver's duplicate check, which sees only the events written."""
+    alerts read back), and so do the "Sysmon events" and "duplicates dropped" counts (the
+    driver's duplicate check also sees the records the workers' filter excluded)."""
     from sysmonx.pipeline.dask import replay_dask  # noqa: F401  (the module loads)
     full = tmp_path / "full.jsonl"
     assert main(["replay", str(corpus / "evtx"), "--rules", str(corpus / RULES), "-f", "jsonl",
@@ -138,9 +138,55 @@ def test_duplicates_counted_as_one_process_counts_them(corpus, tmp_path):
             assert main(["replay", str(full), str(twice), "-c", "default", "--no-output",
                          "--no-progress", *extra]) == 0
         return [ln for ln in err.getvalue().splitlines()
-                if ln.startswith("SysmonX alerts read back")
+                if ln.startswith(("SysmonX alerts read back", "files:", "duplicates dropped"))
                 or "| 1000 |" in ln or "Sigma alert" in ln]
 
     one = summary()
     assert any("SysmonX alerts read back" in ln for ln in one), one
     assert summary("--dask", "local", "--dask-workers", "1") == one
+
+
+def test_dask_counts_equal_one_process_with_duplicates_filtered_out(corpus, tmp_path):
+    """A log given three times beside an output made from it (Sysmon events, a SigmaAlert read
+    back): with a config that excludes some of the repeated events, a time window that drops
+    some, other providers' records the gate drops, and rules that make the read-back alert
+    again from another file's events, --dask's summary equals one process's line for line
+    ("Sysmon events" and "duplicates dropped" differed: the driver's duplicate check saw only
+    the events the workers kept; "events checked" counted the alert read back; a read-back
+    alert whose events another file's worker matched was written again)."""
+    import contextlib
+    import shutil
+    from test_sigma_other_channels import MALSECLOGON, _rule
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(corpus / MALSECLOGON, d / f"{name}.evtx")
+    rule = _rule(tmp_path)
+    assert main(["replay", str(d / "a.evtx"), "--rules", rule, "-f", "jsonl", "-o",
+                 str(d / "out.jsonl"), "-q"]) == 0
+
+    def summary(*extra):
+        err = io.StringIO()
+        out = tmp_path / f"out{len(extra)}.jsonl"
+        with contextlib.redirect_stderr(err):
+            assert main(["replay", str(d), "-f", "jsonl", "-o", str(out), "--no-progress",
+                         *args, *extra]) == 0
+        lines = [ln for ln in err.getvalue().splitlines()
+                 if not ln.startswith(("config:", "sigma: "))]
+        return lines, out.read_bytes()
+
+    for args in (["-c", str(corpus / CONFIG)],
+                 ["-c", str(corpus / CONFIG), "--from", "2021-12-07T17:33:01.62Z"],
+                 ["--rules", rule, "--no-rule-cache"],
+                 ["--rules", rule, "--no-rule-cache", "--min-level", "critical"],
+                 ["--min-level", "critical"]):
+        one, one_out = summary()
+        many, many_out = summary("--dask", "local", "--dask-workers", "2")
+        assert many == one, args
+        assert many_out == one_out, args
+        head = next(ln for ln in one if ln.startswith("files:"))
+        assert "records read: 52" in head, args
+        dups = next(ln for ln in one if ln.startswith("duplicates dropped:"))
+        assert dups.startswith("duplicates dropped: 36 "), args  # 2 x 15 + the output's 6
+    # one copy's records are counted, the others are duplicates
+    assert "Sysmon events: 6  other records: 9" in head

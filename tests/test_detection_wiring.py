@@ -1,16 +1,12 @@
 """Sigma rules wired into replay (--rules, --alerts) and the live sensor."""
 
-import threading
-import time
-
 import orjson
+from fake_live import install_file_backend, run_until
 
 from sysmonx.cli import main
 from sysmonx.config import parse_config
 from sysmonx.detection import DetectionStage
-from sysmonx.sensor import observations as ob
 from sysmonx.pipeline.live import Sensor, SensorOptions
-from sysmonx.sensor import live as live_mod
 from sysmonx.sources import open_source
 
 RULE = """title: Whoami Execution (test)
@@ -71,34 +67,11 @@ def test_sensor_runs_rules_on_written_events(tmp_path, monkeypatch):
     rule.write_text(LINUX_RULE)
     stage = DetectionStage.from_paths([str(rule)])
 
-    class Fake(live_mod.Backend):
-        name, tier = "fake", "A"
-
-        @classmethod
-        def probe(cls):
-            return None
-
-        def start(self):
-            now = time.time_ns()
-            for p in ("/etc/cron.d/evil", "/tmp/other"):
-                self.emit(ob.FileCreate(now, 4242, p))
-
-        def stop(self):
-            pass
-
-    monkeypatch.setattr(live_mod, "choose_backend", lambda forced=None, failed=None: ("fake", {}))
-    monkeypatch.setattr(live_mod, "load_backend", lambda name: Fake)
-    monkeypatch.setattr(live_mod, "auxiliary_backends", list)
+    install_file_backend(monkeypatch, ("/etc/cron.d/evil", "/tmp/other"))
     cfg = parse_config('<Sysmon schemaversion="4.81"><EventFiltering><RuleGroup name="" '
                        'groupRelation="or"><FileCreate onmatch="exclude"/></RuleGroup>'
                        "</EventFiltering></Sysmon>")
     alerts = []
     sensor = Sensor(cfg, [], SensorOptions(), detection=stage, on_alert=alerts.append)
-    t = threading.Thread(target=sensor.run, kwargs={"install_signals": False})
-    t.start()
-    end = time.monotonic() + 5
-    while not alerts and time.monotonic() < end:
-        time.sleep(0.01)
-    sensor.request_stop()
-    t.join(10)
+    run_until(sensor, lambda: alerts)
     assert [a.title for a in alerts] == ["Cron file created (test)"]

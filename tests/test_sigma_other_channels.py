@@ -15,7 +15,7 @@ from sysmonx.filtering import EngineOptions
 from sysmonx.interfaces import Sink, Source
 from sysmonx.pipeline.live import live_stages
 from sysmonx.pipeline.loop import Pipeline
-from sysmonx.stages.gate import SigmaOnlyDrop, SysmonGate, sigma_channels
+from sysmonx.stages.gate import SigmaOnlyDrop, SysmonGate, sigma_channels, sigma_only_channels
 
 FOLDER = "evtx/sbousseaden__EVTX-ATTACK-SAMPLES/Credential Access"
 # 15 records: 6 Sysmon (1:3, 10:3), 9 Security, one of them a 4624 of LogonType 9
@@ -76,6 +76,12 @@ def test_alert_takes_the_place_of_the_unwritten_record(corpus, tmp_path):
                        if e["System"]["Provider"] != "Microsoft-Windows-Security-Auditing"]
     assert _lines(drop) == sysmon_or_alert
     assert [e["EventID"] for e in _lines(drop)].count(1000) == 1
+    # the record is not in the stream: the alert itself says which one it is (computer,
+    # channel, record number), as its JSON line's "event" does
+    (alert,) = [e for e in _lines(drop) if e["EventID"] == 1000]
+    assert alert["System"]["Computer"] == "MSEDGEWIN10"
+    assert (alert["Channels"], alert["RecordIds"], alert["EventIds"]) == \
+        ("Security", "329918", "4624")
 
 
 def test_jobs_gives_what_one_process_gives(corpus, tmp_path, capsys):
@@ -108,6 +114,23 @@ def test_sigma_channels_come_from_the_loaded_rules(tmp_path):
     assert sigma_channels(None) == frozenset()
     # --non-sysmon pass writes them anyway: no channel is held back
     assert SysmonGate("pass", {"security"}).sigma_channels == frozenset()
+    # the one rule every path uses (gate, sigma-only-drop, --jobs and --dask counters)
+    ps = {"microsoft-windows-powershell/operational", "powershellcore/operational"}
+    assert sigma_only_channels("drop", det) == ps
+    assert sigma_only_channels("drop", det, {"security"}) == ps | {"security"}
+    assert sigma_only_channels("pass", det, {"security"}) == frozenset()
+    assert sigma_only_channels("drop", None) == frozenset()
+    # sigma-only-drop comes right after sigma-correlate (which writes the event on), in
+    # replay and live alike
+    from sysmonx.pipeline.replay import ReplayOptions, replay_stages
+    for non_sysmon, want in (("drop", True), ("pass", False)):
+        names = [s.name for s in replay_stages(ReplayOptions(non_sysmon=non_sysmon),
+                                               detection=det)]
+        assert ("sigma-only-drop" in names) is want
+        if want:
+            assert names[names.index("sigma-correlate") + 1] == "sigma-only-drop"
+    names = [s.name for s in live_stages(None, EngineOptions(), detection=det)]
+    assert names[names.index("sigma-correlate") + 1] == "sigma-only-drop"
 
 
 class _Events(Source):
@@ -146,3 +169,73 @@ def test_live_stages_check_and_drop_the_records_the_rules_read(tmp_path):
     assert [type(i).__name__ for i in sink.items] == ["Alert"]
     assert sink.items[0].title == "Logon type 9 (NewCredentials)"
     assert det.stats.events == 2  # the System record is not read by any rule: never checked
+
+
+CROSS = """title: logon (Security)
+id: 0b1c2d3e-1111-4222-8333-944455550001
+name: sec_logon
+logsource:
+  product: windows
+  service: security
+detection:
+  sel:
+    EventID: 4624
+  condition: sel
+level: low
+---
+title: whoami (Sysmon)
+id: 0b1c2d3e-1111-4222-8333-944455550002
+name: sysmon_whoami
+logsource:
+  product: windows
+  category: process_creation
+detection:
+  sel:
+    Image|endswith: '\\\\whoami.exe'
+  condition: sel
+level: low
+---
+title: whoami in a new logon session
+id: 0b1c2d3e-1111-4222-8333-944455550003
+correlation:
+  type: temporal_ordered
+  rules:
+    - sec_logon
+    - sysmon_whoami
+  aliases:
+    KEY:
+      sec_logon: FIELD_SEC
+      sysmon_whoami: FIELD_SYSMON
+  group-by:
+    - KEY
+  timespan: 1h
+level: high
+"""
+
+
+def _cross_alerts(sec_field: str, sysmon_field: str) -> list:
+    """docs/DETECTION.md "Security and Sysmon together": a Security 4624 and a Sysmon 1 of
+    the same logon session and process (hex in Security, ProcessId decimal in Sysmon)."""
+    from sysmonx.detection import DetectionStage, load_rules_text
+    text = CROSS.replace("KEY", "key").replace("FIELD_SEC", sec_field) \
+        .replace("FIELD_SYSMON", sysmon_field)
+    det = DetectionStage(load_rules_text(text))
+    logon = Event(4624, {"TargetLogonId": "0x678fe", "ProcessId": "0xa2c"},
+                  provider="Microsoft-Windows-Security-Auditing", provider_guid=None,
+                  channel="Security", computer="h", record_id=5,
+                  time_created="2024-05-01T10:00:00.0000000Z")
+    proc = Event(1, {"Image": "C:\\Windows\\System32\\whoami.exe", "ProcessId": "2604",
+                     "LogonId": "0x678fe"},
+                 channel="Microsoft-Windows-Sysmon/Operational", computer="h", record_id=5,
+                 time_created="2024-05-01T10:00:01.0000000Z")
+    out = det.process(logon) + det.process(proc) + det.finish()
+    return [a for a in out if a.kind != "detection"]
+
+
+def test_security_and_sysmon_correlate_on_logon_id_not_on_process_id():
+    # LogonId: both write it in hex ("0x678fe"): grouped, the correlation fires
+    (alert,) = _cross_alerts("TargetLogonId", "LogonId")
+    assert alert.group == {"key": "0x678fe"}
+    assert alert.to_event(1).data["Channels"] == "Security,Microsoft-Windows-Sysmon/Operational"
+    # process ids: Security writes 0xa2c, Sysmon 2604 for the same process: never one group
+    assert _cross_alerts("ProcessId", "ProcessId") == []

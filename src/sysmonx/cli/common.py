@@ -18,6 +18,7 @@ EXIT_USAGE = 87
 
 __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_path",
            "builtin_linux_config_path", "stderr_console", "print_config_errors",
+           "unreachable_rules_note",
            "config_mistake_hint", "silence_stdout", "close_quietly", "output_formats",
            "add_format_option", "add_input_format_option",
            "add_stage_option", "extra_stages", "load_detection", "add_rule_cache_options",
@@ -577,6 +578,46 @@ def rule_counts(stage: Any) -> str:
     return (f"{rules:,} rule{'' if rules == 1 else 's'} and {corr:,} "
             f"correlation{'' if corr == 1 else 's'} loaded, {rej:,} rejected, of "
             f"{rules + corr + rej:,} read")
+
+
+def unreachable_rules_note(stage: Any, provider: Optional[str], follow: bool) -> Optional[str]:
+    """The note ``sysmonx run`` prints after loading rules when some can never see an event
+    on this host, else ``None``: the live sensor writes its Sysmon events under ``provider``
+    (``None``: Sysmon for Linux's ``Linux-Sysmon``), so a rule whose log source names only
+    Windows Sysmon's events (``product: windows``) or only other channels (``service:
+    security``, ``category: ps_script`` ...) never fires; with ``follow`` a followed log may
+    hold other providers' records, so the channel rules are not counted. The figure: loaded
+    detection rules, by :func:`~sysmonx.detection.logsource.unreachable`; the reasons counted
+    by kind. A note, not an error: a shared rule set often holds such rules."""
+    from ..detection.logsource import platform_of_provider, unreachable
+    from ..event import LINUX_PROVIDER
+    prov = provider or LINUX_PROVIDER
+    plat = platform_of_provider(prov)
+    compiled = stage.matcher.compiled
+    idx = unreachable([r.target for r in compiled], frozenset([plat] if plat else ()),
+                      None if follow else frozenset())
+    if not idx:
+        return None
+    kinds: Counter = Counter()
+    for i in idx:
+        groups = compiled[i].target.groups
+        if all(g[0] == "chan" for g in groups):
+            kinds["another channel"] += 1
+        elif all(g[0] == "win" for g in groups):
+            kinds["Windows Sysmon"] += 1
+        elif all(g[0] == "lnx" for g in groups):
+            kinds["Sysmon for Linux"] += 1
+        else:
+            kinds["mixed"] += 1
+    why = ", ".join(f"{k} only: {kinds[k]:,}" if k != "mixed" else f"mixed: {kinds[k]:,}"
+                    for k in ("Windows Sysmon", "Sysmon for Linux", "another channel", "mixed")
+                    if kinds[k])
+    n, total = len(idx), len(compiled)
+    writes = ("Sysmon for Linux events" if plat == "lnx" else
+              "Windows Sysmon events" if plat == "win" else f"{prov} events")
+    return (f"note: {n:,} of {total:,} loaded rule{'' if total == 1 else 's'} can never see an "
+            f"event on this host ({why}): this sensor writes {writes} (provider {prov})"
+            + ("" if follow else " and no other channel"))
 
 
 def sigma_summary(stage: Any, alerts: Optional[str], stream: bool = True) -> str:

@@ -241,6 +241,9 @@ def cmd_run(argv: list[str]) -> int:
             if stage is None:
                 close_quietly(sinks)
                 return EXIT_FATAL
+            note = common.unreachable_rules_note(stage, args.provider, bool(args.follow))
+            if note is not None:
+                console.print(f"sigma: {note}", markup=False)
             if args.alerts:
                 from ..sinks.alerts import AlertJsonlSink
                 sinks.append(AlertJsonlSink.open(args.alerts))

@@ -41,7 +41,10 @@ correlation that fires. Two renderings:
   ``RuleReferences``, ``RuleFalsePositives`` (the lists' items joined with ``; ``, each item's
   white space runs made one space; empty when the rule has none), ``WindowStart``,
   ``WindowEnd`` (a correlation's only; SystemTime form, as the event's TimeCreated),
-  ``EventCount``, ``RecordIds``, ``EventIds``, ``Rules``, ``Value``, ``Group`` (the last three
+  ``EventCount``, ``RecordIds``, ``EventIds``, ``Channels`` (the matched events' System/Channel,
+  distinct, comma-separated: with ``Computer`` and ``RecordIds`` what finds the records, also
+  when the matched record itself is not written, a Security record under ``--non-sysmon
+  drop``), ``Rules``, ``Value``, ``Group`` (the last three
   a correlation's only; ``name=value; ...``), ``SourceFile`` (only when the matched event was
   read from a file: its path, as in ``source_file``), then each key field under its own name
   (a name that collides with one above is skipped). The whole matched event is not repeated
@@ -89,7 +92,8 @@ MAX_META_ITEMS = 64
 
 _FIXED = ("RuleId", "RuleTitle", "RuleLevel", "RuleStatus", "RuleKind", "Tactics",
           "Techniques", "Tags", "RuleDescription", "RuleAuthor", "RuleReferences", "RuleFalsePositives",
-          "WindowStart", "WindowEnd", "EventCount", "RecordIds", "EventIds", "Rules", "Value",
+          "WindowStart", "WindowEnd", "EventCount", "RecordIds", "EventIds", "Channels", "Rules",
+          "Value",
           "Group", "SourceFile")
 
 
@@ -137,6 +141,19 @@ class Alert:
     event: Optional[dict] = None
     #: what this is in the pipeline (:mod:`sysmonx.interfaces`).
     item_kind: ClassVar[str] = "alert"
+    #: a correlation's events' channels, set on the alert by the correlation engine (not a
+    #: dataclass field: the compiled detection path builds detection alerts from exactly the
+    #: fields above); read through :attr:`channels`.
+    correlation_channels: ClassVar[tuple] = ()
+
+    @property
+    def channels(self) -> tuple:
+        """System/Channel of the matched events (distinct, in order of appearance; ``""``
+        for an event without one): a detection's from its matched event, a correlation's as
+        the correlation engine collected them (``()`` when it did not)."""
+        if self.event is not None:
+            return (self.event.get("Channel") or "",)
+        return self.correlation_channels
 
     @property
     def attack(self) -> dict:
@@ -221,6 +238,7 @@ class Alert:
         data["EventCount"] = str(self.event_count)
         data["RecordIds"] = ",".join(str(r) for r in self.record_ids)
         data["EventIds"] = ",".join(str(i) for i in self.event_ids)
+        data["Channels"] = ",".join(self.channels)
         if self.kind != "detection":
             data.update({
                 "Rules": ",".join(self.rules),
@@ -233,7 +251,7 @@ class Alert:
             if k not in data and v is not None:
                 data[k] = str(v)
         return Event(SIGMA_ALERT_EVENT_ID, data, provider=ALERT_PROVIDER, provider_guid=None,
-                     version=2, level=LEVEL_TO_WINDOWS.get(self.level, 4), task=0, opcode=0,
+                     version=3, level=LEVEL_TO_WINDOWS.get(self.level, 4), task=0, opcode=0,
                      keywords="0x0", time_created=self.window_end, record_id=record_id,
                      process_id=None, thread_id=None, channel=ALERT_CHANNEL,
                      computer=self.computer)

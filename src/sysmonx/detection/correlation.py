@@ -155,6 +155,8 @@ class Hit:
         computer: System/Computer of the (last) event.
         start: time of the first event behind the hit (a correlation's window start), else
             ``time``.
+        channels: System/Channel of the events behind the hit (distinct, in order of
+            appearance; ``""`` for an event without one).
     """
 
     source: object
@@ -167,6 +169,7 @@ class Hit:
     count: int = 1
     computer: str = ""
     start: Optional[int] = None
+    channels: tuple = ()
 
     def get(self, name: str) -> Optional[str]:
         """Value of field ``name`` in the hit's event (or correlation values)."""
@@ -177,8 +180,9 @@ class Hit:
         return None
 
 
-# An entry of a group's state: (time, seq, value, record_ids, event_ids, count, computer, start)
-_T, _SEQ, _VAL, _RIDS, _EIDS, _CNT, _COMP, _START = range(8)
+# An entry of a group's state: (time, seq, value, record_ids, event_ids, count, computer, start,
+# channels)
+_T, _SEQ, _VAL, _RIDS, _EIDS, _CNT, _COMP, _START, _CHANS = range(9)
 
 
 class _Group:
@@ -484,7 +488,8 @@ class CorrelationEngine:
         """
         hit = Hit(rule, t, self.next_seq() if seq is None else seq, event=event,
                   record_ids=(event.record_id,) if event.record_id is not None else (),
-                  event_ids=(event.event_id,), computer=event.computer or "")
+                  event_ids=(event.event_id,), computer=event.computer or "",
+                  channels=(event.channel or "",))
         return self.feed(hit)
 
     def feed(self, hit: Hit) -> list[Alert]:
@@ -581,7 +586,7 @@ class CorrelationEngine:
         st = self._state(corr, key)
         t = hit.time
         entry = (t, hit.seq, value, hit.record_ids, hit.event_ids, hit.count, hit.computer,
-                 t if hit.start is None else hit.start)
+                 t if hit.start is None else hit.start, hit.channels)
         fired: list = []
         if corr.arrival:
             newest = t if st.newest is None or t > st.newest else st.newest
@@ -732,12 +737,16 @@ class CorrelationEngine:
         start, end = min(e[_START] for e in entries), max(e[_T] for e in entries)
         rids: list = []
         eids: list = []
+        chans: list = []
         count = 0
         for e in entries:
             count += e[_CNT]
             for eid in e[_EIDS]:
                 if eid not in eids:
                     eids.append(eid)
+            for ch in e[_CHANS]:
+                if ch not in chans:
+                    chans.append(ch)
             if len(rids) < self.max_alert_records:
                 rids.extend(e[_RIDS][: self.max_alert_records - len(rids)])
         group = dict(zip(corr.group_by, key, strict=True))
@@ -748,6 +757,9 @@ class CorrelationEngine:
                       window_end=format_ns(end), computer=entries[-1][_COMP], group=group,
                       record_ids=tuple(rids), event_count=count, event_ids=tuple(eids),
                       rules=corr.ref_names, value=agg, fields=dict(group))
+        # a ClassVar of Alert, set on this instance (not a dataclass field: alerts.py)
+        setattr(alert, "correlation_channels", tuple(chans))  # noqa: B010
         chit = Hit(corr.rule, end, self.next_seq(), values=dict(group), record_ids=tuple(rids),
-                   event_ids=tuple(eids), count=count, computer=entries[-1][_COMP], start=start)
+                   event_ids=tuple(eids), count=count, computer=entries[-1][_COMP], start=start,
+                   channels=tuple(chans))
         return alert, chit

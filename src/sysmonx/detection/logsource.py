@@ -27,7 +27,8 @@ from ..event import LINUX_PROVIDER, WINDOWS_PROVIDER
 
 __all__ = ["LogsourceError", "Target", "resolve_logsource", "group_keys_for_event",
            "SYSMON_CATEGORIES", "EVENT_TYPES", "WINDOWS_SERVICE_CHANNELS", "WINDOWS_CHANNEL_CATEGORIES",
-           "WINDOWS_SYSMON_IDS", "LINUX_SYSMON_IDS", "EXTENSION_IDS", "EXTENSION_CATEGORIES"]
+           "WINDOWS_SYSMON_IDS", "LINUX_SYSMON_IDS", "EXTENSION_IDS", "EXTENSION_CATEGORIES",
+           "unreachable", "platform_of_provider"]
 
 #: Events in a Sysmon stream that no Sysmon manifest defines (SysmonX's own, Sysmon for Linux's
 #: 100), with their Sigma category: data from the schema catalogue (``extension`` entries).
@@ -266,3 +267,24 @@ def group_keys_for_event(provider: str, channel: str, event_id: int) -> tuple:
         return ((plat, event_id),)
     ch = (channel or "").lower()
     return (("chan", ch, event_id), ("chan", ch, None))
+
+
+def platform_of_provider(provider: str) -> Optional[str]:
+    """``"win"`` for Windows Sysmon's provider, ``"lnx"`` for Sysmon for Linux's, else ``None``
+    (another provider's events are grouped by their channel)."""
+    return _PLATFORM_OF_PROVIDER.get(provider)
+
+
+def unreachable(targets: list[Target], platforms: frozenset[str],
+                channels: Optional[frozenset[str]]) -> list[int]:
+    """Indices of the ``targets`` no event of a source can ever meet: none of their groups is
+    a Sysmon group of ``platforms`` (``"win"``, ``"lnx"``) nor, for a ``("chan", ...)`` group, a
+    channel of ``channels`` (lower case; ``None``: the source's channels are not known, so a
+    channel group may be met). Used by ``sysmonx run`` to say how many loaded rules a Linux
+    sensor (Sysmon for Linux events only) can never fire."""
+    def met(g: tuple) -> bool:
+        if g[0] == "chan":
+            return channels is None or g[1] in channels
+        return g[0] in platforms
+
+    return [i for i, t in enumerate(targets) if not any(met(g) for g in t.groups)]

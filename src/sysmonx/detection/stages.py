@@ -20,8 +20,11 @@ events (ID 1000) numbered from 1 in their own channel, for runs without ``--aler
 SysmonX ``SigmaAlert`` events read back from an input (a replayed SysmonX output) are never
 matched as if they were Sysmon events: ``sigma-match`` passes them on unmatched, or drops them
 when this run makes the same alert again from the events it read (its rule, ``RuleId``, is one of
-this run's and the events the alert names were matched here; counted in
-:attr:`SigmaMatchStage.replaced`); ``sigma-correlate`` passes them on without reading their time.
+this run's and the events the alert names, by ``Computer``, ``Channels``, ``EventIds`` and
+``RecordIds``, were matched here; counted in :attr:`SigmaMatchStage.replaced`). An alert without
+``Channels`` (written before SysmonX wrote that field) is always kept: record numbers are per
+channel, so without it the events it names are not known. ``sigma-correlate`` passes them on
+without reading their time.
 
 The engine (:class:`~sysmonx.detection.stage.DetectionStage`) is shared by both stages and
 imported lazily, so listing stages does not load pySigma.
@@ -70,7 +73,7 @@ class SigmaMatchStage(Stage):
     name = "sigma-match"
     summary = "Sigma detection rules matched against each event (stateless)"
 
-    #: Matched events remembered for :meth:`_made_again` (the most recent; about 200 bytes
+    #: Matched events remembered for :meth:`made_again` (the most recent; about 200 bytes
     #: each). A SigmaAlert event follows the events it was made from, so an older one only
     #: matters for an alert far behind its events: it is then kept, never lost.
     HITS_KEPT = 100_000
@@ -80,40 +83,49 @@ class SigmaMatchStage(Stage):
         #: SigmaAlert events read back and dropped: this run made the same alert again
         self.replaced = 0
         self._keys: Optional[frozenset[str]] = None
-        # (Computer, EventID, EventRecordID) of the events this stage matched -> rule keys
-        self._hits: dict[tuple[str, int, Optional[int]], tuple[str, ...]] = {}
+        # (Computer, channel lower case, EventID, EventRecordID) of the events this stage
+        # matched -> rule keys (record numbers are per channel: Security and Sysmon both have
+        # a record 5)
+        self._hits: dict[tuple[str, str, int, Optional[int]], tuple[str, ...]] = {}
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Pass events without a match; replace a matching event by its :class:`RuleHits`.
         A SigmaAlert event read back is never matched: dropped (counted in :attr:`replaced`)
         when this run makes the same alert again from the events it read
-        (:meth:`_made_again`), else passed on (an input of alerts without their events keeps
+        (:meth:`made_again`), else passed on (an input of alerts without their events keeps
         them)."""
         if type(item) is not Event:
             return True
         if item.provider == SIGMA_ALERT_PROVIDER:
-            if item.event_id == SIGMA_ALERT_EVENT_ID and self._made_again(item):
+            if item.event_id == SIGMA_ALERT_EVENT_ID and self.made_again(item):
                 self.replaced += 1
                 return False
             return True
         hits = self.detection.match(item)
         if not hits:
             return True
-        hit_keys = self._hits
-        key = (item.computer, item.event_id, item.record_id)
-        hit_keys[key] = hit_keys.get(key, ()) + tuple(r.key for r in hits)
-        if len(hit_keys) > self.HITS_KEPT:
-            del hit_keys[next(iter(hit_keys))]
+        self.note(item, hits)
         emit(RuleHits(item, hits))
         return False
 
-    def _made_again(self, alert: Event) -> bool:
+    def note(self, event: Event, hits: list[Any]) -> None:
+        """Remember that ``event`` matched ``hits`` (compiled rules) for :meth:`made_again`
+        (done by :meth:`process`; ``--dask``'s driver notes the workers' matches)."""
+        hit_keys = self._hits
+        key = (event.computer, (event.channel or "").lower(), event.event_id, event.record_id)
+        hit_keys[key] = hit_keys.get(key, ()) + tuple(r.key for r in hits)
+        if len(hit_keys) > self.HITS_KEPT:
+            del hit_keys[next(iter(hit_keys))]
+
+    def made_again(self, alert: Event) -> bool:
         """Whether this run makes SigmaAlert event ``alert`` (read back) again: its rule
         (``RuleId``) is one of this run's and this stage matched the events it names
-        (``Computer`` with ``EventIds``/``RecordIds``): for a detection rule, that event by that
-        rule; for a correlation, every one of its events by some rule. A correlation whose
-        events were split over ``--jobs`` workers is kept by the worker that did not see them
-        all (written twice, never lost)."""
+        (``Computer`` with ``Channels``/``EventIds``/``RecordIds``): for a detection rule, that
+        event by that rule; for a correlation, every one of its records as one of its channels
+        and EventIDs by some rule. An alert without ``Channels`` (written by an older SysmonX)
+        is never taken for made again (kept). A correlation whose events were split over
+        ``--jobs`` workers is kept by the worker that did not see them all (written twice,
+        never lost)."""
         keys = self._keys
         if keys is None:
             keys = self._keys = rule_keys(self.detection)
@@ -121,19 +133,24 @@ class SigmaMatchStage(Stage):
         rule = data.get("RuleId")
         if rule not in keys:
             return False
+        chans = data.get("Channels")
+        if chans is None:  # an older alert: which channel's record it names is not known
+            return False
         try:
             rids = [int(r) for r in data.get("RecordIds", "").split(",")]
             eids = [int(e) for e in data.get("EventIds", "").split(",")]
         except ValueError:
             return False
+        channels = chans.lower().split(",")
         hits = self._hits
-        if data.get("RuleKind") == "detection":
-            return (len(rids) == 1 and len(eids) == 1
-                    and rule in hits.get((alert.computer, eids[0], rids[0]), ()))
-        # a correlation: EventIds are its events' distinct IDs, RecordIds its events' records
-        # (the first max_alert_records); each record must have been matched here as one of them
         comp = alert.computer
-        return all(any((comp, e, r) in hits for e in eids) for r in rids)
+        if data.get("RuleKind") == "detection":
+            return (len(rids) == 1 and len(eids) == 1 and len(channels) == 1
+                    and rule in hits.get((comp, channels[0], eids[0], rids[0]), ()))
+        # a correlation: Channels and EventIds are its events' distinct channels and IDs,
+        # RecordIds its events' records (the first max_alert_records); each record must have
+        # been matched here as one of them
+        return all(any((comp, c, e, r) in hits for c in channels for e in eids) for r in rids)
 
 
 @STAGES.register

@@ -34,7 +34,7 @@ from ..filtering.stage import FilterStage
 from ..interfaces import SinkStats, Source, Stage
 from ..scanners.stages import ScanOptions, ScanRequests, requested, scan_stages
 from ..stages.enrich import EnrichStage, enrichment_wanted, with_enrichment
-from ..stages.gate import SigmaOnlyDrop, SysmonGate, sigma_channels
+from ..stages.gate import SysmonGate, sigma_only_channels
 from ..stages.logtamper import LogTamperStage
 from ..stages.numbering import RecordNumbers
 from .fanout import CallbackSink, FanOut
@@ -158,14 +158,13 @@ def live_stages(config: Optional[Config], engine_options: EngineOptions, *,
     # a reload can add or remove scanners= rules
     findings, requests = scan_stages(config, scan or ScanOptions(), engine_options)
     stages: list[Stage] = [LogTamperStage()] if tamper else []
-    gate = SysmonGate("drop", sigma_channels(detection))
+    gate = SysmonGate("drop", sigma_only_channels("drop", detection))
     stages += [gate, findings, flt, requests, RecordNumbers(0)]
     stages.extend(extra)
     if detection is not None:
-        sigma = detection_stages(detection, alerts_to_stream, triage)
-        if gate.sigma_channels:  # records of channels the rules read: checked, not written
-            sigma.insert(2, SigmaOnlyDrop(gate.sigma_channels))
-        stages.extend(sigma)
+        # records of channels the rules read: checked, not written
+        stages.extend(detection_stages(detection, alerts_to_stream, triage,
+                                       gate.sigma_channels))
     enricher = EnrichStage(enrichment_wanted(config, detection, enrich), host=host, keep=enrich)
     enricher.extra_fields = enrichment_wanted(None, detection)
     return with_enrichment(stages, enricher)

@@ -45,7 +45,7 @@ from ..event import Event
 from ..filtering import FilterEngine
 from ..filtering.engine import set_note_handler
 from ..interfaces import Sink
-from ..stages.gate import sigma_channels, sigma_only
+from ..stages.gate import sigma_channels, sigma_only, sigma_only_channels
 from ..stages.window import parse_time_bound
 from .replay import ReplayOptions, Replayer, ReplayStats, make_writer
 
@@ -316,7 +316,7 @@ def _replay_group(task: tuple[int, list[str]]) -> tuple[Optional[str], Optional[
         from ..detection.stages import SigmaMatchStage
         opts = _WORKER["options"]
         marks = _Marks(writer, counter, detection.correlation is not None,
-                       frozenset() if opts.non_sysmon == "pass" else opts.sigma_channels)
+                       sigma_only_channels(opts.non_sysmon, None, opts.sigma_channels))
         extra.append(SigmaMatchStage(detection))
     spool = _WORKER["spool"] = _ErrorSpool(_WORKER["tmpdir"], index)
     results = []

@@ -34,7 +34,7 @@ from ..sources.recorded import RecordedLogs
 from ..stages.clock import ClockCheckStage
 from ..stages.dedup import DuplicateStage
 from ..stages.enrich import EnrichStage, enrichment_wanted, with_enrichment
-from ..stages.gate import SigmaOnlyDrop, SysmonGate, sigma_channels
+from ..stages.gate import SigmaOnlyDrop, SysmonGate, sigma_only_channels
 from ..stages.logtamper import LogTamperStage
 from ..stages.window import TimeWindowStage
 from .fanout import FanOut
@@ -187,13 +187,18 @@ class ReplayStats:
 
 
 def detection_stages(detection: Any, alerts_to_stream: bool,
-                     triage: Any = None) -> list[Stage]:
+                     triage: Any = None,
+                     sigma_only: frozenset[str] = frozenset()) -> list[Stage]:
     """The Sigma stages for a loaded :class:`~sysmonx.detection.stage.DetectionStage`: match,
-    correlate, (``triage``, an :class:`~sysmonx.detection.triage.AlertTriage`) the alerts it
-    keeps, and (``alerts_to_stream``) alerts as event 1000 in the event stream."""
+    correlate, (``sigma_only``: channels of :func:`~sysmonx.stages.gate.sigma_only_channels`)
+    ``sigma-only-drop`` after ``sigma-correlate``, which writes the event on, (``triage``, an
+    :class:`~sysmonx.detection.triage.AlertTriage`) the alerts it keeps, and
+    (``alerts_to_stream``) alerts as event 1000 in the event stream."""
     from ..detection.stages import (AlertTriageStage, SigmaAlertEvents, SigmaCorrelateStage,
                                     SigmaMatchStage)
     out: list[Stage] = [SigmaMatchStage(detection), SigmaCorrelateStage(detection)]
+    if sigma_only:  # records the rules read, not written (--non-sysmon drop)
+        out.append(SigmaOnlyDrop(sigma_only))
     if triage is not None:
         out.append(AlertTriageStage(triage))
     if alerts_to_stream:
@@ -204,10 +209,12 @@ def detection_stages(detection: Any, alerts_to_stream: bool,
 def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = None,
                   detection: Any = None, alerts_to_stream: bool = True,
                   extra: Sequence[Stage] = (),
-                  before_filter: Sequence[Stage] = ()) -> list[Stage]:
+                  before_filter: Sequence[Stage] = (),
+                  at_start: Sequence[Stage] = ()) -> list[Stage]:
     """The stages of a replay, in order (module docstring). ``extra`` run right after the
     filter; ``before_filter`` right before it, after the enrichment (they see every Sysmon
-    event the filter is about to decide, with the fields the filter decides on).
+    event the filter is about to decide, with the fields the filter decides on); ``at_start``
+    first, where the duplicate check runs (they see every record read).
 
     Raises:
         TimeFormatError: a bad ``time_from`` / ``time_to``.
@@ -216,7 +223,7 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
     if options.window_time not in ("system", "utctime"):
         raise ValueError(f"window_time must be 'system' or 'utctime', not "
                          f"{options.window_time!r}")
-    stages: list[Stage] = []
+    stages: list[Stage] = list(at_start)
     if not options.keep_duplicates:
         stages.append(DuplicateStage())
     stages.append(ClockCheckStage(options.window_time))
@@ -224,16 +231,15 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
         stages.append(TimeWindowStage(options.time_from, options.time_to, options.window_time))
     if options.tamper:
         stages.append(LogTamperStage())
-    gate = SysmonGate(options.non_sysmon, options.sigma_channels | sigma_channels(detection))
+    gate = SysmonGate(options.non_sysmon,
+                      sigma_only_channels(options.non_sysmon, detection, options.sigma_channels))
     stages.append(gate)
     stages.append(FilterStage(options.config, options.engine_options, without_config="pass",
                               engine=engine))
     stages.extend(extra)
     if detection is not None:
-        sigma = detection_stages(detection, alerts_to_stream, options.triage)
-        if gate.sigma_channels:  # after sigma-correlate, which writes the event on
-            sigma.insert(2, SigmaOnlyDrop(gate.sigma_channels))
-        stages.extend(sigma)
+        stages.extend(detection_stages(detection, alerts_to_stream, options.triage,
+                                       gate.sigma_channels))
     elif options.triage is not None:  # SigmaAlert events read back (or a --jobs worker's)
         from ..detection.stages import AlertTriageStage
         stages.append(AlertTriageStage(options.triage))
@@ -265,6 +271,8 @@ class Replayer:
         extra_stages: stages run after the filter (``--stage``).
         before_filter: stages run right before the filter, after the enrichment (the
             workbench's counters: they see what the filter decides on).
+        at_start: stages run first, before the duplicate check (``--dask`` workers: every
+            record read).
     Raises:
         TimeFormatError: ``options.time_from`` / ``time_to`` is not an ISO 8601 time.
     """
@@ -275,7 +283,8 @@ class Replayer:
                  engine: Optional[FilterEngine] = None, *, sinks: Sequence[Any] = (),
                  detection: Any = None, extra_stages: Sequence[Stage] = (),
                  on_file_done: Optional[Callable[[str], None]] = None,
-                 before_filter: Sequence[Stage] = ()) -> None:
+                 before_filter: Sequence[Stage] = (),
+                 at_start: Sequence[Stage] = ()) -> None:
         self.options = options
         self.writer = writer
         all_sinks = ([writer] if writer is not None else []) + list(sinks)
@@ -283,7 +292,7 @@ class Replayer:
         to_stream = detection is not None and not self.fanout.accepts("alert")
         self.stages = replay_stages(options, engine=engine, detection=detection,
                                     alerts_to_stream=to_stream, extra=extra_stages,
-                                    before_filter=before_filter)
+                                    before_filter=before_filter, at_start=at_start)
         self.pipeline = Pipeline(self.stages, self.fanout, on_error=on_error)  # type: ignore[arg-type]
         self.on_progress = on_progress
         self.on_file_done = on_file_done

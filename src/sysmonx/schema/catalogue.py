@@ -359,13 +359,14 @@ EVENTS: tuple[EventDef, ...] = (
     # 1000: a Sigma rule's or correlation's alert, written after the event that raised it
     # (detection/alerts.py). Not filterable (no tag): alerts come after the config's filter.
     # Version 2 (2026-12-07): Tactics/Techniques replace Attack, a correlation's window in the
-    # SystemTime form, a detection without the correlation fields.
-    _ev(1000, "SYSMONXEVENT_SIGMA_ALERT", "Sigma alert", None, 2, [
+    # SystemTime form, a detection without the correlation fields. Version 3 (2026-12-07):
+    # Channels (record numbers are per channel: RecordIds alone do not find a record).
+    _ev(1000, "SYSMONXEVENT_SIGMA_ALERT", "Sigma alert", None, 3, [
         _s("RuleId"), _s("RuleTitle"), _s("RuleLevel"), _s("RuleStatus"), _s("RuleKind"),
         _s("Tactics"), _s("Techniques"), _s("Tags"), _s("RuleDescription"), _s("RuleAuthor"),
         _s("RuleReferences"), _s("RuleFalsePositives"), _s("WindowStart"), _s("WindowEnd"),
         _t("EventCount", UINT32),
-        _s("RecordIds"), _s("EventIds"), _s("Rules"), _s("Value"), _s("Group"),
+        _s("RecordIds"), _s("EventIds"), _s("Channels"), _s("Rules"), _s("Value"), _s("Group"),
         _s("SourceFile")],
         default="include", extension=True,
         description="A Sigma rule matched the event just before it in the stream, or a "
@@ -377,8 +378,10 @@ EVENTS: tuple[EventDef, ...] = (
                     "RuleReferences and RuleFalsePositives: the rule's own text (lists joined "
                     "with '; ', each value cut to 4,096 characters; empty when the rule has "
                     "none); WindowStart/WindowEnd (a correlation's only) in the form of "
-                    "System/TimeCreated; EventCount; RecordIds and EventIds of the "
-                    "matched events, comma-separated; Rules (a correlation's rules), Value "
+                    "System/TimeCreated; EventCount; RecordIds, EventIds and Channels "
+                    "(System/Channel, distinct) of the matched events, comma-separated: with "
+                    "System/Computer what finds the records, also a record that is not written "
+                    "(another provider's under --non-sysmon drop); Rules (a correlation's rules), Value "
                     "(its aggregate) and Group (name=value; ...), absent for a detection; "
                     "SourceFile: the recorded file the matched event was read from (replay; "
                     "absent live, and for correlations by design: their events may come from "

@@ -11,8 +11,8 @@ Datasets' flat export, Sentinel's Event table) is never taken for a duplicate.
 SysmonX's SigmaAlert events (1000, provider ``SysmonX``) read back are numbered from 1 in every
 run that wrote them, so provider, channel, record id and time do not tell two runs' alerts
 apart (the first alert of two rule sets over one log has both). An alert is a repeat when its
-computer, EventRecordID, System time to the second, ``RuleId``, ``RecordIds`` and
-``SourceFile`` are those of one read before (one output read twice, as XML and as JSON lines);
+computer, EventRecordID, System time to the second, ``RuleId``, ``RecordIds``, ``Channels``
+and ``SourceFile`` are those of one read before (one output read twice, as XML and as JSON lines);
 at most :data:`MAX_ALERTS` are remembered (then the filter is ``saturated``, as above).
 
 Memory: per (provider, computer, channel) the times are kept in blocks of 64 consecutive record
@@ -134,7 +134,8 @@ class DuplicateFilter:
     def _alert_seen(self, event: Event, rid: int) -> bool:
         data = event.data
         ident = hash((event.computer, event.channel, rid, self._seconds(event.time_created or ""),
-                      data.get("RuleId"), data.get("RecordIds"), data.get("SourceFile")))
+                      data.get("RuleId"), data.get("RecordIds"), data.get("Channels"),
+                      data.get("SourceFile")))
         if ident in self._alerts:
             self.dropped += 1
             return True

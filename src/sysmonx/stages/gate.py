@@ -27,7 +27,8 @@ from ..core.registry import STAGES
 from ..event import SIGMA_ALERT_EVENT_ID, SIGMA_ALERT_PROVIDER, SYSMON_PROVIDERS, Event
 from ..interfaces import Emit, Stage
 
-__all__ = ["SysmonGate", "SigmaOnlyDrop", "sigma_channels", "sigma_only"]
+__all__ = ["SysmonGate", "SigmaOnlyDrop", "sigma_channels", "sigma_only",
+           "sigma_only_channels"]
 
 
 def sigma_channels(detection: Any) -> frozenset[str]:
@@ -40,6 +41,18 @@ def sigma_channels(detection: Any) -> frozenset[str]:
         return frozenset()
     return frozenset(g[1] for r in detection.matcher.compiled for g in r.target.groups
                      if g[0] == "chan")
+
+
+def sigma_only_channels(non_sysmon: str, detection: Any = None,
+                        extra: Iterable[str] = ()) -> frozenset[str]:
+    """The channels (lower case) whose records of other providers a run checks with its Sigma
+    rules without writing them: none with ``non_sysmon == "pass"`` (every such record is
+    written), else :func:`sigma_channels` of ``detection`` and ``extra`` (channels already
+    named, e.g. a ``--jobs`` parent's for its workers). The one rule behind the gate's
+    ``sigma_channels``, :class:`SigmaOnlyDrop` and the counters of ``--jobs`` and ``--dask``."""
+    if non_sysmon == "pass":
+        return frozenset()
+    return frozenset(extra) | sigma_channels(detection)
 
 
 @STAGES.register
@@ -68,7 +81,7 @@ class SysmonGate(Stage):
         if non_sysmon not in ("drop", "pass"):
             raise ValueError(f"non_sysmon must be 'drop' or 'pass', not {non_sysmon!r}")
         self.keep_other = non_sysmon == "pass"
-        self.sigma_channels = frozenset() if self.keep_other else frozenset(sigma_channels)
+        self.sigma_channels = sigma_only_channels(non_sysmon, None, sigma_channels)
         self.sysmon = 0
         self.non_sysmon = 0
         self.non_sysmon_written = 0

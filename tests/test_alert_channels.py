@@ -1,0 +1,147 @@
+"""SigmaAlert events (1000) name the channel of the records they were made from (``Channels``):
+record numbers are per channel, so ``Computer`` and ``RecordIds`` alone do not find a record
+(Security and Sysmon both have a record 5 on one computer).
+
+A read-back alert is dropped as "made again" only when this run matched the record it names in
+that channel; an alert without ``Channels`` (an older output) is always kept."""
+
+from __future__ import annotations
+
+from sysmonx.detection import DetectionStage, load_rules_text
+from sysmonx.detection.stages import SigmaMatchStage
+from sysmonx.event import Event
+
+PS = "Microsoft-Windows-PowerShell/Operational"
+PS_CORE = "PowerShellCore/Operational"
+
+# ps_script covers both PowerShell channels with the same EventID (4104)
+SCRIPT_RULE = """title: Script block with Invoke-Mimikatz
+id: 0c1ae2a4-0000-4000-8000-00000000c001
+level: high
+logsource:
+  product: windows
+  category: ps_script
+detection:
+  selection:
+    ScriptBlockText|contains: Invoke-Mimikatz
+  condition: selection
+"""
+
+# a correlation over a Sysmon rule and a Security rule
+PAIR_RULES = """title: whoami (Sysmon)
+id: 0c1ae2a4-0000-4000-8000-00000000c002
+level: low
+logsource:
+  product: windows
+  category: process_creation
+detection:
+  selection:
+    Image|endswith: '\\\\whoami.exe'
+  condition: selection
+---
+title: whoami (Security)
+id: 0c1ae2a4-0000-4000-8000-00000000c003
+level: low
+logsource:
+  product: windows
+  service: security
+detection:
+  selection:
+    EventID: 4688
+    NewProcessName|endswith: '\\\\whoami.exe'
+  condition: selection
+---
+title: whoami seen
+id: 0c1ae2a4-0000-4000-8000-00000000c004
+level: high
+correlation:
+    type: event_count
+    rules:
+        - 0c1ae2a4-0000-4000-8000-00000000c002
+        - 0c1ae2a4-0000-4000-8000-00000000c003
+    timespan: 1h
+    condition:
+        gte: 1
+"""
+
+
+def _script(channel: str, rid: int) -> Event:
+    return Event(4104, {"ScriptBlockText": "Invoke-Mimikatz -DumpCreds"},
+                 provider="Microsoft-Windows-PowerShell", provider_guid=None, channel=channel,
+                 computer="h", time_created="2024-01-01T00:00:00.000000000Z", record_id=rid)
+
+
+def _alert(data: dict, rid: int = 1) -> Event:
+    return Event(1000, data, provider="SysmonX", provider_guid=None, channel="SysmonX/Alerts",
+                 computer="h", time_created="2024-01-01T00:00:00.000000000Z", record_id=rid)
+
+
+def test_detection_alert_names_its_channel():
+    det = DetectionStage(load_rules_text(SCRIPT_RULE))
+    (alert,) = det.process(_script(PS_CORE, 5))
+    e = alert.to_event(record_id=1)
+    assert e.data["Channels"] == PS_CORE
+    assert e.data["RecordIds"] == "5" and e.data["EventIds"] == "4104"
+    assert e.computer == "h" and e.version == 3
+
+
+def test_read_back_alert_of_another_channel_is_kept():
+    """PowerShellCore/Operational 4104 #5's alert is not dropped because this run matched
+    Microsoft-Windows-PowerShell/Operational 4104 #5 (same rule, computer, EventID, record)."""
+    det = DetectionStage(load_rules_text(SCRIPT_RULE))
+    (made,) = det.process(_script(PS_CORE, 5))
+    core_alert = made.to_event(record_id=1)
+    stage = SigmaMatchStage(det)
+    out: list = []
+    assert stage.process(_script(PS, 5), out.append) is False  # matched here: RuleHits
+    assert stage.process(core_alert, out.append) is True and stage.replaced == 0
+    # the alert of the record this run matched is made again: dropped
+    (ps_made,) = det.process(_script(PS, 5))
+    assert stage.process(ps_made.to_event(record_id=2), out.append) is False
+    assert stage.replaced == 1
+    # once the PowerShellCore record is matched too, its alert is made again as well
+    assert stage.process(_script(PS_CORE, 5), out.append) is False
+    assert stage.process(core_alert, out.append) is False and stage.replaced == 2
+    # channel names compare as Windows does, without case
+    lower = _alert({**core_alert.data, "Channels": PS_CORE.lower()}, 3)
+    assert stage.process(lower, out.append) is False and stage.replaced == 3
+
+
+def test_read_back_alert_without_channels_is_kept():
+    """An alert written before Channels existed: which channel's record 5 it names is not
+    known, so it is never dropped on a guess."""
+    det = DetectionStage(load_rules_text(SCRIPT_RULE))
+    stage = SigmaMatchStage(det)
+    out: list = []
+    assert stage.process(_script(PS, 5), out.append) is False
+    (made,) = det.process(_script(PS, 5))
+    old = dict(made.to_event(record_id=1).data)
+    del old["Channels"]
+    assert stage.process(_alert(old), out.append) is True and stage.replaced == 0
+
+
+def test_correlation_alert_names_its_channels_and_is_kept_for_another_channel():
+    """Security 4688 #5 and Sysmon 1 #5 on one computer: a correlation alert read back that
+    names the Security record is kept when this run matched only the Sysmon one."""
+    det = DetectionStage(load_rules_text(PAIR_RULES))
+    sec = Event(4688, {"NewProcessName": "C:\\Windows\\System32\\whoami.exe",
+                       "NewProcessId": "0x1a4"},
+                provider="Microsoft-Windows-Security-Auditing", provider_guid=None,
+                channel="Security", computer="h",
+                time_created="2024-01-01T00:00:00.000000000Z", record_id=5)
+    sysmon = Event(1, {"Image": "C:\\Windows\\System32\\whoami.exe", "ProcessId": "420"},
+                   channel="Microsoft-Windows-Sysmon/Operational", computer="h",
+                   time_created="2024-01-01T00:00:01.000000000Z", record_id=5)
+    alerts = [a for a in det.process(sec) if a.kind != "detection"] + \
+        [a for a in det.finish() if a.kind != "detection"]
+    (corr,) = alerts
+    e = corr.to_event(record_id=1)
+    assert e.data["Channels"] == "Security"
+    assert e.data["RecordIds"] == "5" and e.data["EventIds"] == "4688"
+    stage = SigmaMatchStage(DetectionStage(load_rules_text(PAIR_RULES)))
+    out: list = []
+    assert stage.process(sysmon, out.append) is False
+    assert stage.process(e, out.append) is True and stage.replaced == 0
+    # made again once the Security record is matched here
+    assert stage.process(sec, out.append) is False
+    assert stage.process(e, out.append) is False and stage.replaced == 1
