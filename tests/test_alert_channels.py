@@ -3,7 +3,8 @@ record numbers are per channel, so ``Computer`` and ``RecordIds`` alone do not f
 (Security and Sysmon both have a record 5 on one computer).
 
 A read-back alert is dropped as "made again" only when this run matched the record it names in
-that channel; an alert without ``Channels`` (an older output) is always kept."""
+that channel; an alert without ``Channels`` (an older output) only where this run matched its
+record in exactly one channel."""
 
 from __future__ import annotations
 
@@ -107,16 +108,37 @@ def test_read_back_alert_of_another_channel_is_kept():
     assert stage.process(lower, out.append) is False and stage.replaced == 3
 
 
-def test_read_back_alert_without_channels_is_kept():
-    """An alert written before Channels existed: which channel's record 5 it names is not
-    known, so it is never dropped on a guess."""
+def test_read_back_alert_without_channels_is_made_again_only_when_unambiguous():
+    """An alert written before Channels existed (version 2): replayed with the same rules it is
+    made again (dropped, not written twice) where this run matched its record in one channel
+    only; where two channels of the computer had a record 5 it is kept, never dropped on a
+    guess."""
     det = DetectionStage(load_rules_text(SCRIPT_RULE))
-    stage = SigmaMatchStage(det)
-    out: list = []
-    assert stage.process(_script(PS, 5), out.append) is False
     (made,) = det.process(_script(PS, 5))
     old = dict(made.to_event(record_id=1).data)
     del old["Channels"]
+    stage = SigmaMatchStage(det)
+    out: list = []
+    assert stage.process(_alert(old), out.append) is True and stage.replaced == 0  # not yet
+    assert stage.process(_script(PS, 5), out.append) is False
+    assert stage.process(_alert(old, 2), out.append) is False and stage.replaced == 1
+    # the same record number matched in a second channel: which one the alert names is unknown
+    assert stage.process(_script(PS_CORE, 5), out.append) is False
+    assert stage.process(_alert(old, 3), out.append) is True and stage.replaced == 1
+
+
+def test_read_back_alert_without_channels_kept_after_its_key_is_forgotten():
+    """The channel table follows the hit table's bound: a forgotten record is kept."""
+    det = DetectionStage(load_rules_text(SCRIPT_RULE))
+    (made,) = det.process(_script(PS, 5))
+    old = dict(made.to_event(record_id=1).data)
+    del old["Channels"]
+    stage = SigmaMatchStage(det)
+    stage.HITS_KEPT = 2
+    out: list = []
+    for rid in (5, 6, 7):
+        assert stage.process(_script(PS, rid), out.append) is False
+    assert stage._chans.get(("h", 4104, 5)) is None and len(stage._chans) == 2
     assert stage.process(_alert(old), out.append) is True and stage.replaced == 0
 
 

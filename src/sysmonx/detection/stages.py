@@ -87,6 +87,9 @@ class SigmaMatchStage(Stage):
         # matched -> rule keys (record numbers are per channel: Security and Sysmon both have
         # a record 5)
         self._hits: dict[tuple[str, str, int, Optional[int]], tuple[str, ...]] = {}
+        # (Computer, EventID, EventRecordID) -> the channels this stage matched it in, for an
+        # alert written before Channels existed (version 2)
+        self._chans: dict[tuple[str, int, Optional[int]], tuple[str, ...]] = {}
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Pass events without a match; replace a matching event by its :class:`RuleHits`.
@@ -112,20 +115,34 @@ class SigmaMatchStage(Stage):
         """Remember that ``event`` matched ``hits`` (compiled rules) for :meth:`made_again`
         (done by :meth:`process`; ``--dask``'s driver notes the workers' matches)."""
         hit_keys = self._hits
-        key = (event.computer, (event.channel or "").lower(), event.event_id, event.record_id)
-        hit_keys[key] = hit_keys.get(key, ()) + tuple(r.key for r in hits)
+        channel = (event.channel or "").lower()
+        key = (event.computer, channel, event.event_id, event.record_id)
+        known = hit_keys.get(key)
+        hit_keys[key] = (known or ()) + tuple(r.key for r in hits)
+        if known is None:
+            rkey = (event.computer, event.event_id, event.record_id)
+            self._chans[rkey] = self._chans.get(rkey, ()) + (channel,)
         if len(hit_keys) > self.HITS_KEPT:
-            del hit_keys[next(iter(hit_keys))]
+            comp, chan, eid, rid = old = next(iter(hit_keys))
+            del hit_keys[old]
+            rkey = (comp, eid, rid)
+            left = tuple(c for c in self._chans.get(rkey, ()) if c != chan)
+            if left:
+                self._chans[rkey] = left
+            else:
+                self._chans.pop(rkey, None)
 
     def made_again(self, alert: Event) -> bool:
         """Whether this run makes SigmaAlert event ``alert`` (read back) again: its rule
         (``RuleId``) is one of this run's and this stage matched the events it names
         (``Computer`` with ``Channels``/``EventIds``/``RecordIds``): for a detection rule, that
         event by that rule; for a correlation, every one of its records as one of its channels
-        and EventIDs by some rule. An alert without ``Channels`` (written by an older SysmonX)
-        is never taken for made again (kept). A correlation whose events were split over
-        ``--jobs`` workers is kept by the worker that did not see them all (written twice,
-        never lost)."""
+        and EventIDs by some rule. An alert without ``Channels`` (version 2, written by an
+        older SysmonX) is taken for made again only where each record it names was matched here
+        in exactly one channel (record numbers are per channel); where two channels of that
+        computer had such a record it is kept, never dropped on a guess. A correlation whose
+        events were split over ``--jobs`` workers is kept by the worker that did not see them
+        all (written twice, never lost)."""
         keys = self._keys
         if keys is None:
             keys = self._keys = rule_keys(self.detection)
@@ -133,17 +150,25 @@ class SigmaMatchStage(Stage):
         rule = data.get("RuleId")
         if rule not in keys:
             return False
-        chans = data.get("Channels")
-        if chans is None:  # an older alert: which channel's record it names is not known
-            return False
         try:
             rids = [int(r) for r in data.get("RecordIds", "").split(",")]
             eids = [int(e) for e in data.get("EventIds", "").split(",")]
         except ValueError:
             return False
-        channels = chans.lower().split(",")
         hits = self._hits
         comp = alert.computer
+        chans = data.get("Channels")
+        if chans is None:
+            # an older alert: the channel of each record it names is the one this run matched
+            # it in, when there is exactly one
+            found = set()
+            for r in rids:
+                seen = {c for e in eids for c in self._chans.get((comp, e, r), ())}
+                if len(seen) != 1:
+                    return False
+                found |= seen
+            chans = ",".join(sorted(found))
+        channels = chans.lower().split(",")
         if data.get("RuleKind") == "detection":
             return (len(rids) == 1 and len(eids) == 1 and len(channels) == 1
                     and rule in hits.get((comp, channels[0], eids[0], rids[0]), ()))
