@@ -531,6 +531,93 @@ def test_a_newline_in_the_sensors_own_comm_does_not_hide_a_signal(tmp_path):
     assert _findings(g) == ["SIGUSR1 sent to the sensor (pid 1) by pid 900 (bash), delivered"]
 
 
+class _CountingLine:
+    """``_LINE`` with its matches counted."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def match(self, text):
+        self.calls += 1
+        return _REAL_LINE.match(text)
+
+
+_REAL_LINE = guard_mod._LINE
+
+
+def test_each_trace_line_header_is_matched_once(tmp_path, monkeypatch):
+    """Found measuring tier A (session 11): joining lines cut by a comm's newline made every
+    trace line's header be matched twice (once to see that the line is whole, once to handle
+    it) and the sender's name made visible for every line, also for the exits of bpf() calls
+    whose entry was not traced (most lines). A line is now parsed once; a cut signal line still
+    waits for its end (the tests above)."""
+    g, _ = _hup_guard(tmp_path)
+    tr = _trace_for(g)
+    counting = _CountingLine()
+    monkeypatch.setattr(guard_mod, "_LINE", counting)
+    shown: list = []
+    real_visible = guard_mod.visible
+    monkeypatch.setattr(guard_mod, "visible", lambda t: shown.append(t) or real_visible(t))
+    lines = ["    sysmonx-ebpf-14894   (  14200) [000] ..... 22916.781925: sys_bpf -> 0x0",
+             " sysmonx-ebpfvis-14961   (  14200) [001] ..... 22916.881171: sys_bpf -> 0x0",
+             "            bpftool-700     (    700) [001] ..... 22916.9: sys_bpf(cmd: 0x1, "
+             "uattr: 0x7ffd0000, size: 0x20)"]
+    for line in lines:
+        tr._feed(line)
+    assert counting.calls == len(lines)
+    assert shown == []  # no name written: nothing was reported
+    assert tr._pending == {700: (1, 700)}
+
+
+def test_a_loaded_program_is_named_through_the_loaders_fd_without_a_walk(monkeypatch):
+    """Found measuring tier A: naming another process's program (event 100) listed all of the
+    loader's descriptors (readlink and fdinfo of each: about 0.6-1 ms for a loader with 55,
+    another sensor) before it tried the fd the load returned. The fd is tried first, and a
+    link of a program its process loaded is named through the fd of that load; the
+    descriptors are walked only when that fd does not hold the program."""
+    walked: list = []
+    copies: list = []
+    monkeypatch.setattr(guard_mod.bpfsys, "prog_fds_of",
+                        lambda pid, prog_id: walked.append((pid, prog_id)) or [9])
+    progs = {(4321, 17): {"id": 77, "type_name": "kprobe", "name": "p"},
+             (4321, 9): {"id": 78, "type_name": "kprobe", "name": "q"}}
+
+    def prog_info_in(pid, fd):
+        copies.append((pid, fd))
+        return progs.get((pid, fd))
+
+    monkeypatch.setattr(guard_mod.bpfsys, "prog_info_in", prog_info_in)
+    monkeypatch.setattr(guard_mod.bpfsys, "fdinfo",
+                        lambda pid, fd: {"prog_id": {17: "77", 30: "77", 31: "78"}[fd]})
+    events: list = []
+
+    class G:
+        run_file = None
+        pid = 1
+
+        @staticmethod
+        def own_bpf_ids():
+            return set(), set(), set()
+
+        class assembler:
+            @staticmethod
+            def envelope(eid, data, when):
+                return data
+
+        @staticmethod
+        def queue_event(ev, pid):
+            events.append(ev)
+
+    tr = guard_mod._GuardTrace.__new__(guard_mod._GuardTrace)
+    tr.guard, tr._prog_hi, tr._loaded = G(), 0, {}
+    tr._event100(5, 17, 4321, 0)           # BPF_PROG_LOAD returned fd 17
+    tr._event100(28, 30, 4321, 0)          # BPF_LINK_CREATE of that program
+    assert walked == [] and copies == [(4321, 17), (4321, 17)]
+    tr._event100(28, 31, 4321, 0)          # a link of a program this load did not make
+    assert walked == [(4321, 78)] and copies[-1] == (4321, 9)
+    assert [e["BpfProgramId"] for e in events] == ["77", "77", "78"]
+
+
 # -- config_weakened: an applied reload that collects less ---------------------------------------
 
 _DARK = "not logged any more: ProcessCreate (1)"

@@ -1094,6 +1094,9 @@ _LINE = re.compile(r"^ *(?P<comm>.*)-(?P<tid>\d+)\s+\(\s*(?P<tgid>[\d-]+)\)\s+\[
 #: sender's comm is printed right-aligned in 16 columns; the tail of a signal line after a cut
 #: in the target's comm is at most 15 bytes of comm and " pid=N grp=N res=N".
 _CUT_MAX = 16
+#: Program loads remembered for naming their links (:meth:`_GuardTrace._event100`); the
+#: table starts again when full.
+_LOADS_KEPT = 4096
 _SIG_RESULTS = {0: "delivered", 1: "ignored", 2: "already pending", 3: "queue overflow",
                 4: "info lost"}
 _SIGCONT = 18
@@ -1150,6 +1153,9 @@ class _GuardTrace:
         # the highest program id accounted for: a BPF_PROG_LOAD whose fd is gone (or not yet
         # readable) by the time its line is read is named by the one program loaded since
         self._prog_hi = 0
+        # (pid, program id) -> the fd its BPF_PROG_LOAD returned: a later link of that program
+        # by that process is named through it first (no walk of the loader's descriptors)
+        self._loaded: dict[tuple[int, int], int] = {}
         try:
             self._setup()
         except BaseException:
@@ -1222,38 +1228,45 @@ class _GuardTrace:
                     self._feed(raw.decode("utf-8", "replace"))
 
     @staticmethod
-    def _whole(line: str) -> bool:
-        """The line holds one whole event: its header parses and, for a signal, its fields up
-        to ``res=`` at the end (the module's notes on ``_LINE``)."""
+    def _whole(line: str) -> "Optional[re.Match[str]]":
+        """The header match of a line that holds one whole event (its header parses and, for a
+        signal, its fields up to ``res=`` at the end: the module's notes on ``_LINE``), else
+        ``None``."""
         m = _LINE.match(line)
         if m is None:
-            return False
+            return None
         rest = m["rest"]
-        return not rest.startswith("signal_generate: ") or _SIG.search(rest) is not None
+        if rest.startswith("signal_generate: ") and _SIG.search(rest) is None:
+            return None
+        return m
 
     def _feed(self, line: str) -> None:
         """Handle one line of trace_pipe, joining a line a comm's newline cut: a short piece
         that is no event (the start of a sender's comm) or a signal line without its end (a
         cut in the target's comm) waits for the next line and is handled with it, joined by
-        the newline that cut them; a piece the next line does not complete is dropped."""
+        the newline that cut them; a piece the next line does not complete is dropped. Each
+        line's header is matched once (a line with no carry before it, nearly all of them, is
+        parsed once and handled from that match)."""
         carry, self._carry = getattr(self, "_carry", ""), ""
         if carry:
             joined = f"{carry}\n{line}"
-            if self._whole(joined):
-                self._line(joined)
+            w = self._whole(joined)
+            if w is not None:
+                self._handle(w)
                 return
             if _LINE.match(carry) is None and len(joined) <= _CUT_MAX:
                 self._carry = joined  # a comm with two newlines
                 return
-        if self._whole(line):
-            self._line(line)
-            return
         m = _LINE.match(line)
         if m is None:
             if len(line) <= _CUT_MAX:
                 self._carry = line
-        elif m["rest"].startswith("signal_generate: "):
-            self._carry = line
+            return
+        rest = m["rest"]
+        if rest.startswith("signal_generate: ") and _SIG.search(rest) is None:
+            self._carry = line  # a signal line cut in the target's comm: its end comes next
+            return
+        self._handle(m)
 
     @staticmethod
     def _mono(secs: str, usecs: str) -> int:
@@ -1263,19 +1276,29 @@ class _GuardTrace:
         return self._mono(secs, usecs) + (time.time_ns() - time.monotonic_ns())
 
     def _line(self, line: str) -> None:
+        """Handle one whole trace line (no joining: :meth:`_feed` does that)."""
         m = _LINE.match(line)
-        if m is None:
+        if m is not None:
+            self._handle(m)
+
+    @staticmethod
+    def _comm(m: Any) -> str:
+        """The sender's name as it is, newlines and display controls written \\uXXXX."""
+        return visible(m["comm"].strip(" "))
+
+    def _handle(self, m: Any) -> None:
+        """Handle one event from its header match (``_LINE``). The sender's name is made
+        visible only where it is written: most lines are the exits of bpf() calls whose entry
+        was not traced (the kernel filter keeps the entries of a few commands only), which
+        end at :meth:`_exit`'s first step."""
+        rest = m["rest"]
+        x = _EXIT.match(rest)
+        if x is not None:  # the caller's process was resolved at the call's entry
+            self._exit(int(m["tid"]), int(x[1], 16), m)
             return
         tid = int(m["tid"])
         printed = int(m["tgid"]) if m["tgid"].isdigit() and int(m["tgid"]) > 0 else None
-        rest = m["rest"]
-        # the sender's name as it is, newlines and display controls written \uXXXX
-        comm = visible(m["comm"].strip(" "))
         g = self.guard
-        x = _EXIT.match(rest)
-        if x is not None:  # the caller's process was resolved at the call's entry
-            self._exit(tid, int(x[1], 16), m, comm)
-            return
         tgid = self.tf.thread_group(tid, printed)  # the tracer's column may be stale
         if rest.startswith("signal_generate: "):
             s = _SIG.search(rest)
@@ -1287,7 +1310,7 @@ class _GuardTrace:
             self.stats["signals"] += 1
             name = _SIGNAMES.get(sig, f"signal {sig}")
             text = (f"{name} sent to the sensor (pid {s[5]}) by pid {tgid} "
-                    f"({comm}), {_signal_result(sig, res)}")
+                    f"({self._comm(m)}), {_signal_result(sig, res)}")
             when = self._wall(m["secs"], m["usecs"])
             if sig == _SIGHUP and res in (0, 2):  # delivered or already pending: a reload
                 g.sighup(tgid, text, when)
@@ -1301,7 +1324,7 @@ class _GuardTrace:
                 self._pending.clear()
             return
 
-    def _exit(self, tid: int, ret: int, m: Any, comm: str) -> None:
+    def _exit(self, tid: int, ret: int, m: Any) -> None:
         entry = self._pending.pop(tid, None)
         if entry is None:
             return
@@ -1309,6 +1332,7 @@ class _GuardTrace:
         g = self.guard
         if tgid == g.pid:
             return
+        comm = self._comm(m)
         if ret >= 1 << 63:
             ret -= 1 << 64
         self.stats["bpf"] += 1
@@ -1415,9 +1439,17 @@ class _GuardTrace:
         """The program ``prog_id`` that process ``pid`` loaded or linked, without opening it by
         id when ``pid`` still holds it (a copy of its descriptor: ``fd`` or another of its fds
         holding it); else by id, announced first in this sensor's run file, unless ``pid`` is
-        a peer SysmonX sensor (whose objects are not opened: the event keeps the unknowns)."""
-        for cand in [f for f in [fd] if f >= 0] + [f for f in bpfsys.prog_fds_of(pid, prog_id)
-                                                   if f != fd]:
+        a peer SysmonX sensor (whose objects are not opened: the event keeps the unknowns).
+        ``pid``'s descriptors are walked only when ``fd`` does not name the program (a link's
+        program, or a load whose fd was closed or reused): a loader such as another sensor holds
+        dozens of them."""
+        if fd >= 0:
+            prog = bpfsys.prog_info_in(pid, fd)
+            if prog is not None and prog["id"] == prog_id:
+                return prog
+        for cand in bpfsys.prog_fds_of(pid, prog_id):
+            if cand == fd:
+                continue
             prog = bpfsys.prog_info_in(pid, cand)
             if prog is not None and prog["id"] == prog_id:
                 return prog
@@ -1454,6 +1486,9 @@ class _GuardTrace:
             info = bpfsys.fdinfo(pid, ret)
             if "prog_id" in info:
                 prog = self._name_program(pid, ret, int(info["prog_id"]))
+                if len(self._loaded) >= _LOADS_KEPT:
+                    self._loaded.clear()
+                self._loaded[(pid, int(info["prog_id"]))] = ret
             else:
                 prog = self._only_new_program(pid)
             if prog is not None:
@@ -1461,7 +1496,8 @@ class _GuardTrace:
         elif ret >= 0 and cmd in (17, 28):
             info = bpfsys.fdinfo(pid, ret)
             if "prog_id" in info:  # the link's program: the loader's fd that holds it
-                prog = self._name_program(pid, -1, int(info["prog_id"]))
+                loaded_id = int(info["prog_id"])
+                prog = self._name_program(pid, self._loaded.get((pid, loaded_id), -1), loaded_id)
         if cmd in (9, 34) and ret >= 0:
             _, _, links = g.own_bpf_ids()
             if cmd == 34 or links:
