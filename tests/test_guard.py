@@ -102,6 +102,64 @@ def test_second_sensor_on_a_live_state_dir_keeps_no_state(tmp_path):
     again.close()
 
 
+def test_state_lock_held_by_a_non_sensor_is_a_finding_and_the_state_is_still_read(tmp_path):
+    """Review S #1: after a kill -9, any process holding state.lock turned the unclean-shutdown
+    check off, restarted the heartbeat Sequence at 1 and the message named the dead sensor's
+    pid as the holder. Now the state is read (not written), the dead run is an
+    unclean_shutdown and a state_lock_held finding names the real holder."""
+    import subprocess
+    st = tmp_path / "st"
+    st.mkdir(mode=0o700)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    before = {"sequence": 41, "running": True, "pid": dead.pid,
+              "started": "2026-12-07 10:00:00.000", "last_heartbeat": "2026-12-07 10:05:00.000",
+              "last_heartbeat_ns": time.time_ns() - 300 * 10**9}
+    (st / "state.json").write_text(json.dumps(before))
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT, 0o600); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+         str(st / "state.lock"), "\x1b[2Jhidden"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        said = []
+        g = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
+        g.on_status = said.append
+        ev = g.start()
+        assert techniques(ev) == [(201, "state_lock_held"), (201, "unclean_shutdown"),
+                                  (202, None)]
+        held = ev[0].data["Details"]
+        assert f"is held by pid {holder.pid} (command line " in held
+        assert f"pid {dead.pid}" not in held
+        assert "\x1b" not in held and "\\u001b[2Jhidden" in held  # made visible
+        assert ev[0].data["ProcessId"] == str(holder.pid)
+        assert f"previous run (pid {dead.pid}," in ev[1].data["Details"]
+        assert "its last heartbeat was sequence 41" in ev[1].data["Details"]
+        assert ev[2].data["Sequence"] == "42"
+        assert 290 <= int(ev[2].data["SecondsSincePrevious"]) <= 400
+        assert any(m.startswith(f"guard: {st}/state.lock is held by pid {holder.pid}")
+                   for m in said)
+        g.finish()
+        g.mark_clean()
+        # read, never written: the file the holder guards is as it was
+        assert json.loads((st / "state.json").read_text()) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_state_file_records_the_start_time_of_its_writer(tmp_path):
+    st = tmp_path / "st"
+    g = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
+    g.start()
+    with open("/proc/self/stat", "rb") as f:
+        raw = f.read()
+    ticks = int(raw[raw.rindex(b")") + 2:].split()[19])
+    assert read_state(str(st)).start_ticks == ticks
+    g.close()
+
+
 def test_damaged_state_file_is_a_finding(tmp_path):
     st = tmp_path / "st"
     st.mkdir()
