@@ -227,6 +227,31 @@ def test_python_startup_files_in_the_manifest_and_new_ones_reported(tmp_path):
                                           for d in service.startup_dirs())
 
 
+def test_startup_file_names_are_made_visible_and_an_old_manifest_is_said(tmp_path):
+    """Review S #7: start-up file names went into the finding as they were (a name may hold
+    terminal controls), and a manifest written before startup_dirs was silently unchecked."""
+    site_dir = tmp_path / "site-packages"
+    site_dir.mkdir()
+    (site_dir / "a\x1b[2K\u202ehtp.pth").write_text("import os\n")
+    man = tmp_path / "manifest.json"
+    man.write_text(json.dumps({"files": {}, "startup_dirs": [str(site_dir)]}))
+    g = make(tmp_path, install_manifest=str(man), heartbeat_s=0)
+    ev = g.start()
+    g.close()
+    assert techniques(ev) == [(201, "preload_hook")]
+    assert ev[0].data["Details"].endswith(f"{site_dir}/a\\u001b[2K\\u202ehtp.pth")
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"files": {}}))
+    said = []
+    g = make(tmp_path, install_manifest=str(old), heartbeat_s=0)
+    g.on_status = said.append
+    assert g.start() == []
+    g.close()
+    assert said == [f"guard: install manifest {old} has no startup_dirs (written before "
+                    "2026-12-07): Python start-up files (.pth, sitecustomize) added since install "
+                    "are not checked; run sysmonx -i again to record them"]
+
+
 @pytest.fixture
 def config_guard(tmp_path):
     """A started guard watching ``c.xml`` (``<Sysmon/>``, its hash given) with a 0.2 s grace:

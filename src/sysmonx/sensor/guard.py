@@ -1076,6 +1076,14 @@ class SensorGuard:
             self._integrity_seen = (self._integrity_seen & problems) | problems
 
     def _check_manifest(self, path: str) -> None:
+        """At start only: the files ``sysmonx -i`` recorded (``path``, the install manifest)
+        that changed (``self_modified``) and Python start-up files (``*.pth``,
+        ``sitecustomize.py``, ``usercustomize.py``) in the recorded ``startup_dirs`` that are not
+        in it (``preload_hook``). File names are made visible (:func:`~sysmonx.textsafe.visible`:
+        a name may hold terminal controls). This runs in the interpreter those start-up files
+        already ran in: a hostile ``.pth`` can patch this check before it runs (docs/RESILIENCE.md).
+        A manifest written before ``startup_dirs`` existed is said on stderr (the start-up files
+        are then not checked until ``sysmonx -i`` runs again)."""
         try:
             with open(path, "rb") as f:
                 manifest = json.loads(f.read(1 << 22))
@@ -1090,18 +1098,23 @@ class SensorGuard:
             elif got.lower() != str(want).lower():
                 changed.append(p)
         if changed:
-            self.finding("self_modified", f"{len(changed)} installed file(s) changed since "
-                                          f"install: {', '.join(changed[:10])}")
+            self.finding("self_modified", visible(f"{len(changed)} installed file(s) changed "
+                                                  f"since install: {', '.join(changed[:10])}"))
         # start-up files (.pth, sitecustomize) added to site-packages since install: site runs
         # them in the sensor at start, under -I too
         from ..service import startup_files
         known = set(manifest.get("files", {}))
+        if "startup_dirs" not in manifest:
+            self._say("manifest-startup", visible(
+                f"guard: install manifest {path} has no startup_dirs (written before 2026-12-07):"
+                " Python start-up files (.pth, sitecustomize) added since install are not "
+                "checked; run sysmonx -i again to record them"))
         new = [str(p) for p in startup_files([Path(d) for d in manifest.get("startup_dirs", ())])
                if str(p) not in known]
         if new:
-            self.finding("preload_hook", f"{len(new)} Python start-up file(s) not in the install "
-                                         f"manifest (run in the sensor at start): "
-                                         f"{', '.join(new[:10])}")
+            self.finding("preload_hook", visible(
+                f"{len(new)} Python start-up file(s) not in the install manifest (run in the "
+                f"sensor at start): {', '.join(new[:10])}"))
 
     # --- BPF objects of the sensor -----------------------------------------------------------
 
