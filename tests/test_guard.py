@@ -726,3 +726,38 @@ def test_weakening_reload_without_a_sighup_says_the_trace_failed(tmp_path, monke
     (f,) = _weakened(g)
     assert f[2].endswith("no SIGHUP to the sensor was seen within 0.1 s (the signal trace "
                          "failed to read 2 times: it may have missed it)")
+
+
+def test_cgroup_link_already_detached_at_the_first_check_is_reported(monkeypatch):
+    """Review S #10: the integrity baseline was taken at the first check, so a cgroup link
+    detached before it had cgroup_id 0 in the baseline and was never reported."""
+    import threading
+
+    from sysmonx.sensor import bpfsys
+    from sysmonx.sensor.backends.ebpf import EbpfBackend
+    links = [(5, 5, {"link_id": "7", "prog_id": "30", "link_type": "cgroup", "cgroup_id": "0",
+                     "attach_type": "14"}),
+             (6, 6, {"link_id": "8", "prog_id": "31", "link_type": "cgroup", "cgroup_id": "1",
+                     "attach_type": "19"}),
+             (9, 9, {"link_id": "9", "prog_id": "32", "link_type": "tracing"})]
+    monkeypatch.setattr(bpfsys, "bpf_fds", lambda pid, kind=None: iter(links))
+    b = EbpfBackend(lambda o: None)
+    stop = threading.Event()
+    b._thread = threading.Thread(target=stop.wait)
+    b._thread.start()
+    b._obj = object()  # type: ignore[assignment]
+    try:
+        assert b.integrity() == [(
+            "bpf_detach", "BPF link 7 (cgroup, cgroup_udp4_sendmsg, program 30) of the sensor "
+            "was detached from its cgroup before the first check (cgroup_id 0): UDP over IPv4 "
+            "sends (unconnected sockets) no longer seen")]
+        assert b.integrity() == []  # once per link
+        links[1][2]["cgroup_id"] = "0"
+        assert [d for _, d in b.integrity()] == [
+            "BPF link 8 (cgroup, cgroup_udp4_recvmsg, program 31) of the sensor was detached "
+            "from its cgroup (cgroup_id 1 -> 0): UDP over IPv4 receives (unconnected sockets) "
+            "no longer seen"]
+    finally:
+        b._obj = None
+        stop.set()
+        b._thread.join()

@@ -474,9 +474,10 @@ class SensorGuard:
             if owned == "peer":
                 o = self.options = dataclasses.replace(o, state_dir=None)
             read_only = owned == "foreign"
-        if o.state_dir:
+        sd = o.state_dir
+        if sd:
             try:
-                prev = read_state(o.state_dir)
+                prev = read_state(sd)
             except ValueError as exc:
                 prev = None
                 self.finding("self_modified", f"sensor state file unreadable: {exc}; heartbeat "
@@ -499,9 +500,9 @@ class SensorGuard:
                 o = self.options = dataclasses.replace(o, state_dir=None)
             else:
                 try:
-                    _write_state(o.state_dir, self._state)
+                    _write_state(sd, self._state)
                 except OSError as exc:
-                    self._say("state", f"guard: cannot write state in {o.state_dir}: "
+                    self._say("state", f"guard: cannot write state in {sd}: "
                                        f"{exc.strerror}; no unclean-shutdown detection")
         if o.install_manifest:
             self._check_manifest(o.install_manifest)
