@@ -102,6 +102,64 @@ def test_second_sensor_on_a_live_state_dir_keeps_no_state(tmp_path):
     again.close()
 
 
+def test_state_lock_held_by_a_non_sensor_is_a_finding_and_the_state_is_still_read(tmp_path):
+    """Review S #1: after a kill -9, any process holding state.lock turned the unclean-shutdown
+    check off, restarted the heartbeat Sequence at 1 and the message named the dead sensor's
+    pid as the holder. Now the state is read (not written), the dead run is an
+    unclean_shutdown and a state_lock_held finding names the real holder."""
+    import subprocess
+    st = tmp_path / "st"
+    st.mkdir(mode=0o700)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    before = {"sequence": 41, "running": True, "pid": dead.pid,
+              "started": "2026-12-07 10:00:00.000", "last_heartbeat": "2026-12-07 10:05:00.000",
+              "last_heartbeat_ns": time.time_ns() - 300 * 10**9}
+    (st / "state.json").write_text(json.dumps(before))
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT, 0o600); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+         str(st / "state.lock"), "\x1b[2Jhidden"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        said = []
+        g = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
+        g.on_status = said.append
+        ev = g.start()
+        assert techniques(ev) == [(201, "state_lock_held"), (201, "unclean_shutdown"),
+                                  (202, None)]
+        held = ev[0].data["Details"]
+        assert f"is held by pid {holder.pid} (command line " in held
+        assert f"pid {dead.pid}" not in held
+        assert "\x1b" not in held and "\\u001b[2Jhidden" in held  # made visible
+        assert ev[0].data["ProcessId"] == str(holder.pid)
+        assert f"previous run (pid {dead.pid}," in ev[1].data["Details"]
+        assert "its last heartbeat was sequence 41" in ev[1].data["Details"]
+        assert ev[2].data["Sequence"] == "42"
+        assert 290 <= int(ev[2].data["SecondsSincePrevious"]) <= 400
+        assert any(m.startswith(f"guard: {st}/state.lock is held by pid {holder.pid}")
+                   for m in said)
+        g.finish()
+        g.mark_clean()
+        # read, never written: the file the holder guards is as it was
+        assert json.loads((st / "state.json").read_text()) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_state_file_records_the_start_time_of_its_writer(tmp_path):
+    st = tmp_path / "st"
+    g = make(tmp_path, state_dir=str(st), heartbeat_s=3600)
+    g.start()
+    with open("/proc/self/stat", "rb") as f:
+        raw = f.read()
+    ticks = int(raw[raw.rindex(b")") + 2:].split()[19])
+    assert read_state(str(st)).start_ticks == ticks
+    g.close()
+
+
 def test_damaged_state_file_is_a_finding(tmp_path):
     st = tmp_path / "st"
     st.mkdir()
@@ -167,6 +225,31 @@ def test_python_startup_files_in_the_manifest_and_new_ones_reported(tmp_path):
     # the real interpreter's site-packages are where the manifest looks
     assert service.startup_dirs() and all(d.name in ("site-packages", "dist-packages")
                                           for d in service.startup_dirs())
+
+
+def test_startup_file_names_are_made_visible_and_an_old_manifest_is_said(tmp_path):
+    """Review S #7: start-up file names went into the finding as they were (a name may hold
+    terminal controls), and a manifest written before startup_dirs was silently unchecked."""
+    site_dir = tmp_path / "site-packages"
+    site_dir.mkdir()
+    (site_dir / "a\x1b[2K\u202ehtp.pth").write_text("import os\n")
+    man = tmp_path / "manifest.json"
+    man.write_text(json.dumps({"files": {}, "startup_dirs": [str(site_dir)]}))
+    g = make(tmp_path, install_manifest=str(man), heartbeat_s=0)
+    ev = g.start()
+    g.close()
+    assert techniques(ev) == [(201, "preload_hook")]
+    assert ev[0].data["Details"].endswith(f"{site_dir}/a\\u001b[2K\\u202ehtp.pth")
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"files": {}}))
+    said = []
+    g = make(tmp_path, install_manifest=str(old), heartbeat_s=0)
+    g.on_status = said.append
+    assert g.start() == []
+    g.close()
+    assert said == [f"guard: install manifest {old} has no startup_dirs (written before "
+                    "2026-12-07): Python start-up files (.pth, sitecustomize) added since install "
+                    "are not checked; run sysmonx -i again to record them"]
 
 
 @pytest.fixture
@@ -730,3 +813,38 @@ def test_weakening_reload_without_a_sighup_says_the_trace_failed(tmp_path, monke
     (f,) = _weakened(g)
     assert f[2].endswith("no SIGHUP to the sensor was seen within 0.1 s (the signal trace "
                          "failed to read 2 times: it may have missed it)")
+
+
+def test_cgroup_link_already_detached_at_the_first_check_is_reported(monkeypatch):
+    """Review S #10: the integrity baseline was taken at the first check, so a cgroup link
+    detached before it had cgroup_id 0 in the baseline and was never reported."""
+    import threading
+
+    from sysmonx.sensor import bpfsys
+    from sysmonx.sensor.backends.ebpf import EbpfBackend
+    links = [(5, 5, {"link_id": "7", "prog_id": "30", "link_type": "cgroup", "cgroup_id": "0",
+                     "attach_type": "14"}),
+             (6, 6, {"link_id": "8", "prog_id": "31", "link_type": "cgroup", "cgroup_id": "1",
+                     "attach_type": "19"}),
+             (9, 9, {"link_id": "9", "prog_id": "32", "link_type": "tracing"})]
+    monkeypatch.setattr(bpfsys, "bpf_fds", lambda pid, kind=None: iter(links))
+    b = EbpfBackend(lambda o: None)
+    stop = threading.Event()
+    b._thread = threading.Thread(target=stop.wait)
+    b._thread.start()
+    b._obj = object()  # type: ignore[assignment]
+    try:
+        assert b.integrity() == [(
+            "bpf_detach", "BPF link 7 (cgroup, cgroup_udp4_sendmsg, program 30) of the sensor "
+            "was detached from its cgroup before the first check (cgroup_id 0): UDP over IPv4 "
+            "sends (unconnected sockets) no longer seen")]
+        assert b.integrity() == []  # once per link
+        links[1][2]["cgroup_id"] = "0"
+        assert [d for _, d in b.integrity()] == [
+            "BPF link 8 (cgroup, cgroup_udp4_recvmsg, program 31) of the sensor was detached "
+            "from its cgroup (cgroup_id 1 -> 0): UDP over IPv4 receives (unconnected sockets) "
+            "no longer seen"]
+    finally:
+        b._obj = None
+        stop.set()
+        b._thread.join()

@@ -327,9 +327,9 @@ class Sensor:
         """``(events written, events lost, output -> (events it did not take, items it
         took))`` totals so far,
         for the heartbeat and the guard's output check. Written: by the output that took the
-        most (:meth:`FanOut.written`); lost: in the kernel or queues, plus the events no output
-        took (:meth:`FanOut.lost_everywhere`), so an output that fails beside a healthy one
-        does not make the heartbeat say the events were lost."""
+        most (:meth:`FanOut.written`); lost: in the kernel or queues, plus at most the events no
+        output took (:meth:`FanOut.lost_everywhere`, an upper bound), so an output that fails
+        beside a healthy one does not make the heartbeat say the events were lost."""
         outputs = self.fanout.stats()
         return (sum(self.fanout.written().values()),
                 self.source.stats.lost + self.fanout.lost_everywhere(),

@@ -291,6 +291,7 @@ EVENTS: tuple[EventDef, ...] = (
                     "that reduced collection; after its event 16; never filtered), "
                     "preload_hook, "
                     "output_blocked, clock_changed, unclean_shutdown, self_modified, "
+                    "state_lock_held, "
                     "sysmon_channel_disabled (Windows); from recorded logs sysmon_stopped, "
                     "sysmon_config_changed, sysmon_rules_registry, driver_unloaded, "
                     "log_cleared, record_gap, time_gap, sysmon_error. Details: what was seen, "

@@ -200,7 +200,9 @@ class GuardOptions:
 class SensorState:
     """The state file: ``sequence`` (last heartbeat), ``running`` (no clean stop yet), ``pid``,
     ``started`` and ``last_heartbeat`` (Sysmon UtcTime text), ``last_heartbeat_ns`` (ns since
-    1970, 0 when none)."""
+    1970, 0 when none), ``start_ticks`` (the writer's ``/proc/PID/stat`` start time, clock
+    ticks since boot; 0 when unknown or written before 2026-12-07: it proves that the process
+    holding ``state.lock`` is the sensor that wrote the file, :meth:`SensorGuard._own_state_dir`)."""
 
     sequence: int = 0
     running: bool = False
@@ -209,6 +211,7 @@ class SensorState:
     last_heartbeat: str = ""
     last_heartbeat_ns: int = 0
     extra: dict = field(default_factory=dict)
+    start_ticks: int = 0
 
 
 def read_state(state_dir: str) -> Optional[SensorState]:
@@ -229,7 +232,8 @@ def read_state(state_dir: str) -> Optional[SensorState]:
         d = json.loads(raw)
         return SensorState(int(d["sequence"]), bool(d["running"]), int(d.get("pid", 0)),
                            str(d.get("started", "")), str(d.get("last_heartbeat", "")),
-                           int(d.get("last_heartbeat_ns", 0)))
+                           int(d.get("last_heartbeat_ns", 0)),
+                           start_ticks=int(d.get("start_ticks", 0)))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a SysmonX state file ({exc})") from None
 
@@ -258,7 +262,8 @@ def _write_state(state_dir: str, st: SensorState) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     data = json.dumps({"sequence": st.sequence, "running": st.running, "pid": st.pid,
                        "started": st.started, "last_heartbeat": st.last_heartbeat,
-                       "last_heartbeat_ns": st.last_heartbeat_ns}).encode()
+                       "last_heartbeat_ns": st.last_heartbeat_ns,
+                       "start_ticks": st.start_ticks}).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data + b"\n")
@@ -463,11 +468,16 @@ class SensorGuard:
         first heartbeat)."""
         now = time.time_ns()
         o = self.options
-        if o.state_dir and not self._own_state_dir(o.state_dir):
-            o = self.options = dataclasses.replace(o, state_dir=None)
+        read_only = False
         if o.state_dir:
+            owned = self._own_state_dir(o.state_dir)
+            if owned == "peer":
+                o = self.options = dataclasses.replace(o, state_dir=None)
+            read_only = owned == "foreign"
+        sd = o.state_dir
+        if sd:
             try:
-                prev = read_state(o.state_dir)
+                prev = read_state(sd)
             except ValueError as exc:
                 prev = None
                 self.finding("self_modified", f"sensor state file unreadable: {exc}; heartbeat "
@@ -481,13 +491,19 @@ class SensorGuard:
                                  f"sequence {prev.sequence} at {prev.last_heartbeat or '-'} UTC")
             self._state = SensorState(self._seq, True, self.pid, utc_time(now),
                                       prev.last_heartbeat if prev else "",
-                                      prev.last_heartbeat_ns if prev else 0)
+                                      prev.last_heartbeat_ns if prev else 0,
+                                      start_ticks=peers.start_time(self.pid) or 0)
             self._last_hb_ns = self._state.last_heartbeat_ns
-            try:
-                _write_state(o.state_dir, self._state)
-            except OSError as exc:
-                self._say("state", f"guard: cannot write state in {o.state_dir}: "
-                                   f"{exc.strerror}; no unclean-shutdown detection")
+            if read_only:
+                # the lock's holder is no sensor (state_lock_held finding): the state was read,
+                # the heartbeats continue its Sequence, but this run does not write the file
+                o = self.options = dataclasses.replace(o, state_dir=None)
+            else:
+                try:
+                    _write_state(sd, self._state)
+                except OSError as exc:
+                    self._say("state", f"guard: cannot write state in {sd}: "
+                                       f"{exc.strerror}; no unclean-shutdown detection")
         if o.install_manifest:
             self._check_manifest(o.install_manifest)
         env = os.environ.get("LD_PRELOAD")
@@ -522,38 +538,70 @@ class SensorGuard:
         sd_notify("READY=1")
         return self.drain()
 
-    def _own_state_dir(self, state_dir: str) -> bool:
+    def _own_state_dir(self, state_dir: str) -> str:
         """Take ``state_dir/state.lock`` (``flock``, held until the process ends or
-        :meth:`close`): one sensor at a time keeps the state. ``False`` when another live
-        sensor holds it: that one's heartbeat ``Sequence`` and running flag are not touched
-        (two sensors numbered heartbeats from one counter, and the second one's start called
-        the first one's live run an unclean shutdown); this run then keeps no state, and says
-        so. A lock that cannot be made at all (read-only directory) lets the state be used
-        as before."""
+        :meth:`close`): one sensor at a time keeps the state.
+
+        Returns:
+            ``"own"``: this run holds the lock (or no lock can be made at all, a read-only
+            directory: the state is used as before).
+            ``"peer"``: a live SysmonX sensor holds it: a verified peer (its run file,
+            :func:`sysmonx.sensor.peers.peer`), or the pid ``state.json`` names as running
+            with the same ``/proc/PID/stat`` start time (``start_ticks``). That one's heartbeat
+            ``Sequence`` and running flag are not touched (two sensors numbered heartbeats from
+            one counter, and the second one's start called the first one's live run an unclean
+            shutdown); this run keeps no state, and says so.
+            ``"foreign"``: the holder is not a live sensor (review S #1: after a ``kill -9``
+            any process holding the lock turned the unclean-shutdown check off and restarted
+            the heartbeat ``Sequence``). A ``state_lock_held`` finding (201) names the holder
+            from ``/proc/locks`` (pid, command line, made visible); the caller still reads
+            ``state.json`` (unclean shutdown, ``Sequence``) but does not write it.
+        """
         import fcntl
         path = os.path.join(state_dir, "state.lock")
         try:
             os.makedirs(state_dir, mode=0o700, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError:
-            return True
+            return "own"
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            try:
+                holders = sorted(peers.flock_holders(os.fstat(fd)))
+            except OSError:
+                holders = []
             os.close(fd)
             try:
                 other = read_state(state_dir)
             except ValueError:
                 other = None
-            who = f"pid {other.pid}, " if other is not None and other.running else ""
-            self.state_note = (f"another sensor ({who}{path} locked) keeps the state in "
-                               f"{state_dir}: this run keeps none (heartbeat Sequence from 1, "
-                               "SecondsSincePrevious 0, no unclean-shutdown check; give it its "
-                               "own --state-dir to keep one)")
+            run_dir = self.run_file.run_dir if self.run_file is not None else peers.RUN_DIR
+            live = [h for h in holders if peers.peer(h, run_dir) is not None
+                    or (other is not None and other.running and other.pid == h
+                        and other.start_ticks != 0 and other.start_ticks == peers.start_time(h))]
+            if live:
+                self.state_note = (f"another sensor (pid {live[0]}, {path} locked) keeps the "
+                                   f"state in {state_dir}: this run keeps none (heartbeat "
+                                   "Sequence from 1, SecondsSincePrevious 0, no unclean-shutdown "
+                                   "check; give it its own --state-dir to keep one)")
+                self._say("state-lock", f"guard: {self.state_note}")
+                return "peer"
+            if holders:
+                who = ", ".join(f"pid {h} (command line {peers.cmdline(h) or '-'})"
+                                for h in holders)
+            else:
+                who = "a process /proc/locks does not name (another pid namespace?)"
+            self.state_note = visible(
+                f"{path} is held by {who}, which is not a live SysmonX sensor: this run reads "
+                f"the state in {state_dir} (unclean-shutdown check, heartbeat Sequence) but "
+                "does not write it")
             self._say("state-lock", f"guard: {self.state_note}")
-            return False
+            self.finding("state_lock_held", self.state_note,
+                         pid=holders[0] if holders else None)
+            return "foreign"
         self._state_lock_fd = fd
-        return True
+        return "own"
 
     def _release_state_dir(self) -> None:
         fd, self._state_lock_fd = self._state_lock_fd, None
@@ -1029,6 +1077,14 @@ class SensorGuard:
             self._integrity_seen = (self._integrity_seen & problems) | problems
 
     def _check_manifest(self, path: str) -> None:
+        """At start only: the files ``sysmonx -i`` recorded (``path``, the install manifest)
+        that changed (``self_modified``) and Python start-up files (``*.pth``,
+        ``sitecustomize.py``, ``usercustomize.py``) in the recorded ``startup_dirs`` that are not
+        in it (``preload_hook``). File names are made visible (:func:`~sysmonx.textsafe.visible`:
+        a name may hold terminal controls). This runs in the interpreter those start-up files
+        already ran in: a hostile ``.pth`` can patch this check before it runs (docs/RESILIENCE.md).
+        A manifest written before ``startup_dirs`` existed is said on stderr (the start-up files
+        are then not checked until ``sysmonx -i`` runs again)."""
         try:
             with open(path, "rb") as f:
                 manifest = json.loads(f.read(1 << 22))
@@ -1043,18 +1099,23 @@ class SensorGuard:
             elif got.lower() != str(want).lower():
                 changed.append(p)
         if changed:
-            self.finding("self_modified", f"{len(changed)} installed file(s) changed since "
-                                          f"install: {', '.join(changed[:10])}")
+            self.finding("self_modified", visible(f"{len(changed)} installed file(s) changed "
+                                                  f"since install: {', '.join(changed[:10])}"))
         # start-up files (.pth, sitecustomize) added to site-packages since install: site runs
         # them in the sensor at start, under -I too
         from ..service import startup_files
         known = set(manifest.get("files", {}))
+        if "startup_dirs" not in manifest:
+            self._say("manifest-startup", visible(
+                f"guard: install manifest {path} has no startup_dirs (written before 2026-12-07):"
+                " Python start-up files (.pth, sitecustomize) added since install are not "
+                "checked; run sysmonx -i again to record them"))
         new = [str(p) for p in startup_files([Path(d) for d in manifest.get("startup_dirs", ())])
                if str(p) not in known]
         if new:
-            self.finding("preload_hook", f"{len(new)} Python start-up file(s) not in the install "
-                                         f"manifest (run in the sensor at start): "
-                                         f"{', '.join(new[:10])}")
+            self.finding("preload_hook", visible(
+                f"{len(new)} Python start-up file(s) not in the install manifest (run in the "
+                f"sensor at start): {', '.join(new[:10])}"))
 
     # --- BPF objects of the sensor -----------------------------------------------------------
 

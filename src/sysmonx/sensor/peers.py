@@ -37,7 +37,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-__all__ = ["RUN_DIR", "OPENS_KEPT", "RunFile", "Peer", "peer", "start_time"]
+__all__ = ["RUN_DIR", "OPENS_KEPT", "RunFile", "Peer", "peer", "start_time", "cmdline",
+           "flock_holders"]
 
 #: Where the run files are.
 RUN_DIR = "/run/sysmonx"
@@ -61,7 +62,9 @@ def start_time(pid: int) -> Optional[int]:
         return None
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
+    """``/proc/PID/cmdline`` (first 4 KiB), arguments joined by spaces; ``""`` when the process
+    is gone or unreadable. Untrusted text: the caller makes it visible."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             raw = f.read(4096)
@@ -78,8 +81,9 @@ def _safe_dir(run_dir: str) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and not st.st_mode & 0o022
 
 
-def _flock_holders(st: os.stat_result) -> set[int]:
-    """Pids ``/proc/locks`` shows holding an exclusive flock on the file ``st``."""
+def flock_holders(st: os.stat_result) -> set[int]:
+    """Pids ``/proc/locks`` shows holding an exclusive flock on the file ``st`` (the process that
+    took the lock; waiters, ``->``, are not holders). Empty when ``/proc/locks`` is unreadable."""
     want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     out: set[int] = set()
     try:
@@ -147,7 +151,7 @@ def peer(pid: int, run_dir: str = RUN_DIR) -> Optional[Peer]:
         return None
     if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077 or st.st_nlink != 1:
         return None
-    if pid not in _flock_holders(st):
+    if pid not in flock_holders(st):
         return None
     head = _read_json(lock)
     started = start_time(pid)
@@ -168,7 +172,7 @@ def peer(pid: int, run_dir: str = RUN_DIR) -> Optional[Peer]:
             if isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) \
                     and isinstance(item[1], int) and isinstance(item[2], int):
                 opens.append((item[0], item[1], item[2]))
-    return Peer(pid, _cmdline(pid), own, opens)
+    return Peer(pid, cmdline(pid), own, opens)
 
 
 class RunFile:

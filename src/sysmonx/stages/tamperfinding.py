@@ -84,6 +84,9 @@ TECHNIQUES: dict[str, tuple[str, str, str]] = {
                          "sequence given)"),
     "self_modified": ("live", "T1562.001",
                       "the sensor's installed files changed since install"),
+    "state_lock_held": ("live", "T1562.001",
+                        "the state directory's lock held at start by a process that is not a "
+                        "live SysmonX sensor (named from /proc/locks)"),
     # recorded Windows logs (replay --tamper, follow)
     "sysmon_stopped": ("log", "T1562.001",
                        "Sysmon stopped (event 4) or its service stopped or disabled "

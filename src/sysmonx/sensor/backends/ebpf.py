@@ -567,8 +567,10 @@ class EbpfBackend(Backend):
         gone, no longer holds the program it held at the first call (the baseline, taken when
         the sensor's guard starts), or, for a cgroup link, was detached from its cgroup while
         the fd stays (``bpftool link detach``: ``/proc/self/fdinfo`` then says ``cgroup_id:
-        0``); each link is reported once, naming it and what its hook no longer sees. A detached
-        link is not attached again (the finding and the stderr line say what went dark)."""
+        0``; a cgroup link already detached at the first call is reported by that call, as
+        every cgroup link this backend makes is attached when made); each link is reported
+        once, naming it and what its hook no longer sees. A detached link is not attached again
+        (the finding and the stderr line say what went dark)."""
         out: list = []
         if self._obj is None or self._thread is None or not self._thread.is_alive() or \
                 self._stop.is_set():
@@ -584,6 +586,17 @@ class EbpfBackend(Backend):
             return out
         if self._links is None:
             self._links = now
+            # a cgroup link with cgroup_id 0 already at the baseline was detached between its
+            # creation (attached to a cgroup, or start() had failed) and this first check
+            for lid, (prog, _kind, cgroup, attach) in sorted(now.items()):
+                if cgroup == "0":
+                    hook = _CGROUP_HOOKS.get(attach, f"attach_type {attach}")
+                    out.append(("bpf_detach", f"BPF link {lid} (cgroup, {hook}, program {prog}) "
+                                              "of the sensor was detached from its cgroup before "
+                                              f"the first check (cgroup_id 0): "
+                                              f"{_CGROUP_DARK.get(hook, hook)} no longer seen"))
+                    self._links_reported.add(lid)
+                    self._notice(out[-1][1])
             return out
         for lid, (prog, kind, cgroup, attach) in self._links.items():
             cur = now.get(lid)
