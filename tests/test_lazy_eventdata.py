@@ -225,3 +225,65 @@ def test_decider_takes_an_event_with_its_dict():
         assert decide(dict(data)) == want
         assert decide(Event(1, dict(data))) == want
     assert decide(lazy()) == (True, "t1")
+
+
+def _fresh(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (a class or module state of its own); its stdout."""
+    import subprocess
+    import sys
+    import textwrap
+    head = ("from sysmonx.sources import evtx as E\n"
+            f"SYSTEM = {SYSTEM!r}\n"
+            "TEXT = ('{\"Event\":{' + SYSTEM + ',\"EventData\":{\"RuleName\":\"-\",' + "
+            "','.join(f'\"F{i}\":\"value{i}\"' for i in range(200)) + '}}}')\n")
+    done = subprocess.run([sys.executable, "-c", head + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_read_inside_the_first_read_gets_the_same_dict():
+    """A collection's finalizer reading the event while its dict is being built (reviewer's
+    case: the first read's _raw was freed under it, the heap corrupted, exit 134)."""
+    out = _fresh("""
+        import gc
+        ev = E._convert(TEXT, ("x", 1), None)
+        assert hasattr(ev, "_raw")
+        seen = []
+        class Trap:
+            def __del__(self):
+                seen.append(ev.data)
+        gc.collect()
+        t = Trap(); t.self = t; del t
+        keep = [{} for _ in range(200)]
+        gc.set_threshold(1)
+        d = ev.data
+        gc.set_threshold(700)
+        assert ev.data is d and all(s is d for s in seen), seen
+        print(len(d), d["F199"], len(seen))
+    """)
+    n, last, _ = out.split()
+    assert (n, last) == ("201", "value199")
+
+
+def test_plain_slot_put_back_on_event_is_met_by_the_next_record():
+    """A monkeypatch undo puts Event's plain slot descriptor back: the next record's data is
+    still read (the descriptor is checked again after any change to the class)."""
+    out = _fresh("""
+        from sysmonx.event import Event
+        plain = Event.__dict__["data"]
+        E._convert(TEXT, ("x", 1), None)
+        Event.data = plain
+        ev = E._convert(TEXT, ("x", 2), None)
+        print(len(ev.data), ev.data["F0"])
+    """)
+    assert out == "201 value0"
+
+
+def test_set_rule_name_works_before_any_decider_is_built():
+    out = _fresh("""
+        from sysmonx.core import native
+        ev = E._convert(TEXT, ("x", 1), None)
+        print(native.speedups.set_rule_name(ev, "T1059"), ev.data["RuleName"])
+    """)
+    assert out == "True T1059"

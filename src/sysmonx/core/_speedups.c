@@ -1074,11 +1074,26 @@ static PyObject *event_data(PyObject *e) {
                      Py_TYPE(e)->tp_name);
         return NULL;
     }
+    /* building the dict can run other code (a collection's finalizer, another thread at a
+     * str allocation) that reads or sets this event's data: hold _raw meanwhile and look at
+     * the slots again before storing */
+    Py_INCREF(raw);
     d = rawdata_dict((RawDataObject *)raw);
-    if (d == NULL) return NULL;
+    if (d == NULL) {
+        Py_DECREF(raw);
+        return NULL;
+    }
+    PyObject *now = SLOT(e, S_DATA);
+    if (now != NULL || SLOT(e, S_RAW) != raw) {
+        Py_DECREF(d);
+        Py_DECREF(raw);
+        if (now != NULL) return Py_NewRef(now);
+        return event_data(e); /* _raw replaced or dropped meanwhile: read what is there now */
+    }
     SLOT(e, S_DATA) = Py_NewRef(d);
     SLOT(e, S_RAW) = NULL;
-    Py_DECREF(raw);
+    Py_DECREF(raw); /* the slot's reference */
+    Py_DECREF(raw); /* this function's */
     return d;
 }
 
@@ -1143,13 +1158,26 @@ static PyTypeObject LazyDataType = {
  * Event with _raw is made (a process that never converts an EVTX record keeps the plain slot
  * descriptor, which Python's attribute cache reads faster). 0, or -1 (error set). */
 static int lazy_installed = 0;
+/* Event's type version tag when the descriptor was last seen installed: any change to the
+ * class (a test's monkeypatch undo putting the plain slot back) changes it, and the next
+ * record checks the descriptor again */
+static unsigned int lazy_tag = 0;
+
+static PyObject *lazy_name = NULL; /* "data" */
+
+static int lazy_seen(void) {
+    /* a look-up gives the type a valid version tag again after a change */
+    if (lazy_name == NULL && (lazy_name = PyUnicode_InternFromString("data")) == NULL)
+        return -1;
+    (void)_PyType_Lookup(event_type, lazy_name);
+    lazy_tag = event_type->tp_version_tag;
+    lazy_installed = 1;
+    return 0;
+}
 
 static int install_lazy_data(void) {
     PyObject *cur = PyDict_GetItemString(event_type->tp_dict, "data");
-    if (cur != NULL && Py_IS_TYPE(cur, &LazyDataType)) {
-        lazy_installed = 1;
-        return 0;
-    }
+    if (cur != NULL && Py_IS_TYPE(cur, &LazyDataType)) return lazy_seen();
     if (cur == NULL || !Py_IS_TYPE(cur, &PyMemberDescr_Type)) {
         PyErr_SetString(PyExc_TypeError, "Event.data is not a slot");
         return -1;
@@ -1159,8 +1187,7 @@ static int install_lazy_data(void) {
     ((LazyDataObject *)ld)->slot = Py_NewRef(cur);
     int rc = PyObject_SetAttrString((PyObject *)event_type, "data", ld);
     Py_DECREF(ld);
-    if (rc == 0) lazy_installed = 1;
-    return rc;
+    return rc == 0 ? lazy_seen() : rc;
 }
 
 
@@ -1241,9 +1268,15 @@ static PyObject *convert_impl(PyObject *text, PyObject *origin) {
             data = PyDict_New();
             if (data == NULL) rc = -2;
         } else {
-            RawDataObject *ro = NULL;
-            if (lazy_installed || install_lazy_data() == 0)
-                ro = PyObject_NewVar(RawDataObject, &RawDataType, x.nf);
+            /* the lazy descriptor must be on Event (checked again after any class change);
+             * where it cannot be put, the dict is made now, as before */
+            int lazy = (lazy_installed && lazy_tag != 0 &&
+                        event_type->tp_version_tag == lazy_tag);
+            if (!lazy) {
+                lazy = install_lazy_data() == 0;
+                if (!lazy) PyErr_Clear();
+            }
+            RawDataObject *ro = PyObject_NewVar(RawDataObject, &RawDataType, x.nf);
             if (ro == NULL) {
                 rc = -2;
             } else {
@@ -1251,7 +1284,13 @@ static PyObject *convert_impl(PyObject *text, PyObject *origin) {
                 ro->base = x.base;
                 memcpy(ro->f, x.fields, (size_t)x.nf * sizeof(RawField));
                 x.nf = 0; /* the references moved */
-                raw = (PyObject *)ro;
+                if (lazy) {
+                    raw = (PyObject *)ro;
+                } else {
+                    data = rawdata_dict(ro);
+                    Py_DECREF(ro);
+                    if (data == NULL) rc = -2;
+                }
             }
         }
     }
@@ -3752,6 +3791,11 @@ static PyTypeObject FilterDeciderType = {
 /* Called by PyInit__speedups: adds FilterDecider to the module. */
 static int add_filter_decider(PyObject *m) {
     if (PyType_Ready(&FilterDeciderType) < 0) return -1;
+    if (fd_rule_name == NULL) { /* set_rule_name needs it before any decider is built */
+        fd_rule_name = PyUnicode_InternFromString("RuleName");
+        fd_dash = PyUnicode_InternFromString("-");
+        if (fd_rule_name == NULL || fd_dash == NULL) return -1;
+    }
     Py_INCREF(&FilterDeciderType);
     if (PyModule_AddObject(m, "FilterDecider", (PyObject *)&FilterDeciderType) < 0) {
         Py_DECREF(&FilterDeciderType);
