@@ -411,6 +411,199 @@ def test_accept_nobody_can_be_named_for_is_unknown():
         srv.close()
 
 
+def test_accepter_cache_is_per_listening_socket_not_per_port():
+    """Seen: the one-holder answer was cached per port, so an accept on another listener of
+    the same port (another address, several holders) within ``port_ttl`` was given the
+    first listener's process. It is cached per listening socket now."""
+    a = socket.socket()
+    a.bind(("127.0.0.1", 0))
+    a.listen(4)
+    port = a.getsockname()[1]
+    b = socket.socket()
+    b.bind(("127.0.0.2", port))
+    b.listen(4)
+    kid = os.fork()
+    if kid == 0:   # b: held by us and this child; a: by us only
+        a.close()
+        time.sleep(30)
+        os._exit(0)
+    kids = [kid]
+    try:
+        owners = SocketOwners(port_ttl=30)
+        c = socket.create_connection(("127.0.0.1", port))
+        s, _peer = a.accept()
+        assert owners.accepted_by(port, "127.0.0.1", "127.0.0.1",
+                                  c.getsockname()[1]) == os.getpid()
+        d = socket.create_connection(("127.0.0.2", port))
+        # nobody took d yet: queued (before: a's holder, from the per-port cache)
+        assert owners.accepted_by(port, "127.0.0.2", "127.0.0.1", d.getsockname()[1]) == QUEUED
+        e, _peer = b.accept()
+        assert owners.accepted_by(port, "127.0.0.2", "127.0.0.1",
+                                  d.getsockname()[1]) == os.getpid()
+        for x in (c, s, d, e):
+            x.close()
+    finally:
+        _stop(kids)
+        a.close()
+        b.close()
+
+
+def _boot_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def _start_tick(pid: int) -> int:
+    from sysmonx.sensor.procfs import parse_stat
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        parsed = parse_stat(f.read())
+    assert parsed is not None
+    return parsed[2]
+
+
+def _forking_server(srv: socket.socket, detach: bool) -> int:
+    """A fork-per-connection server (``socketserver.ForkingTCPServer``'s shape): it accepts,
+    forks a handler that sends its pid and holds the connection, and closes its own copy.
+    ``detach``: the handler forks again and closes both sockets; the grandchild serves, so
+    the holder's parent does not hold the listener."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            while True:
+                c, _peer = srv.accept()
+                if os.fork() == 0:
+                    if detach:
+                        if os.fork() != 0:
+                            srv.close()
+                            c.close()
+                            time.sleep(30)
+                            os._exit(0)
+                        time.sleep(0.05)   # its parent has closed both by then
+                    c.sendall(str(os.getpid()).encode())
+                    time.sleep(30)
+                    os._exit(0)
+                c.close()
+        finally:
+            os._exit(0)
+    return pid
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_fork_per_connection_server_accept_is_the_servers_not_the_handlers(detach):
+    """Seen: with a fork-per-connection server, the accepted connection is held, when tier C
+    reads it, only by the handler forked after accept() (the server closed its copy); it
+    was named, where tier A names the server (the caller of accept). A holder started after
+    the transition gives its parent when that parent holds the listening socket, else the
+    unknown value; started in the transition's clock tick: unknown (cannot be decided)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    port = srv.getsockname()[1]
+    server = _forking_server(srv, detach)
+    # the listener has several holders (the one-holder case names its holder, right here)
+    sleeper = _prefork(srv, 1, serve=False)
+    srv.close()
+    conns = []
+    try:
+        first = socket.create_connection(("127.0.0.1", port))   # a handler that stays
+        conns.append(first)
+        int(first.recv(16))
+        before = _boot_ns()
+        time.sleep(0.05)   # the next handler starts clock ticks after `before`
+        c = socket.create_connection(("127.0.0.1", port))
+        conns.append(c)
+        handler = int(c.recv(16))
+        assert handler != server
+        sport = c.getsockname()[1]
+        got = SocketOwners().accepted_by(port, "127.0.0.1", "127.0.0.1", sport,
+                                         at_boot_ns=before)
+        assert got == (None if detach else server)
+        tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        same_tick = _start_tick(handler) * tick_ns + tick_ns // 2
+        assert SocketOwners().accepted_by(port, "127.0.0.1", "127.0.0.1", sport,
+                                          at_boot_ns=same_tick) is None
+        # a holder that was there before the transition is the accepter itself
+        assert SocketOwners().accepted_by(port, "127.0.0.1", "127.0.0.1", sport,
+                                          at_boot_ns=_boot_ns() + 10**9) == handler
+    finally:
+        for x in conns:
+            x.close()
+        _stop([server] + sleeper)
+
+
+def test_host_walk_for_listener_holders_has_a_budget():
+    """``_holders_of`` read every descriptor of the host, on tier C's reader thread, with no
+    bound. Over ``holders_fd_budget`` it stops: unknown, counted, cached for ``port_ttl``
+    (not walked again per accept); a holder missing from the cached list gets at most one
+    re-walk per listening socket per ``port_ttl``."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    port = srv.getsockname()[1]
+    kids = _prefork(srv, 1, serve=False)
+    new: list = []
+    try:
+        c = socket.create_connection(("127.0.0.1", port))
+        sport = c.getsockname()[1]
+        a, _peer = srv.accept()
+        owners = SocketOwners(port_ttl=30)
+        owners.holders_fd_budget = 2
+        assert owners.accepted_by(port, "127.0.0.1", "127.0.0.1", sport) is None
+        assert owners.budget_exceeded == 1
+        assert owners.accepted_by(port, "127.0.0.1", "127.0.0.1", sport) is None
+        assert owners.budget_exceeded == 1   # the over-budget answer is cached, not re-walked
+        a.close()
+        c.close()
+        # re-walks: one per listening socket per port_ttl
+        owners = SocketOwners(port_ttl=30)
+        c = socket.create_connection(("127.0.0.1", port))
+        a, _peer = srv.accept()
+        assert owners.accepted_by(port, "127.0.0.1", "127.0.0.1",
+                                  c.getsockname()[1]) == os.getpid()
+        w1 = _prefork(srv, 1, serve=True)   # a worker the cached holder list does not have
+        new += w1
+        d = socket.create_connection(("127.0.0.1", port))
+        assert int(d.recv(16)) == w1[0]
+        assert owners.accepted_by(port, "127.0.0.1", "127.0.0.1", d.getsockname()[1]) == w1[0]
+        _stop(w1)
+        new.clear()
+        w2 = _prefork(srv, 1, serve=True)
+        new += w2
+        e = socket.create_connection(("127.0.0.1", port))
+        assert int(e.recv(16)) == w2[0]
+        assert owners.accepted_by(port, "127.0.0.1", "127.0.0.1", e.getsockname()[1]) is None
+        assert SocketOwners().accepted_by(port, "127.0.0.1", "127.0.0.1",
+                                          e.getsockname()[1]) == w2[0]
+        for x in (a, c, d, e):
+            x.close()
+    finally:
+        _stop(kids + new)
+        srv.close()
+
+
+def test_tier_c_accept_retry_list_is_capped(monkeypatch):
+    """Every queued accept was asked about again every 10 ms: a client filling a slow
+    server's backlog multiplied the look-ups on the reader thread. Beyond
+    ``ACCEPT_RETRY_MAX`` an accept is written with the unknown values and counted."""
+    from sysmonx.sensor.backends.cn_tracefs import TcpTransition
+    from sysmonx.sensor.backends.cnproc import CnprocBackend
+    monkeypatch.setattr(cnproc, "ACCEPT_RETRY_MAX", 2)
+    obs: list = []
+    be = CnprocBackend(obs.append, options={"tracefs": False, "enrich": False})
+    be.emit_all = obs.extend  # type: ignore[method-assign]
+    be._owners.accepted_by = lambda *a, **k: QUEUED  # type: ignore[method-assign]
+    for sport in (40000, 40001, 40002):
+        tr = TcpTransition(7, 7, 1_000, False, 8080, sport, "127.0.0.1", "127.0.0.1", 3, 1,
+                           "tcp")
+        be._accepted(tr, time.monotonic() + 5)
+    be._flush_out()
+    assert len(be._accept_retry) == 2
+    assert [(o.pid, o.source_port) for o in obs] == [(0, 40002)]
+    st = be.stats()
+    assert st["accept_retry_full"] == 1 and st["accept_unattributed"] == 1
+    be._owners.budget_exceeded = 3
+    assert be.stats()["accept_budget_exceeded"] == 3
+
+
 def test_tier_c_asks_again_for_a_queued_accept_then_writes_it_unknown():
     """A connection still queued when tier C reads it (no descriptor: nobody accepted it yet)
     is asked about again at the next reads; named when it is taken, else after

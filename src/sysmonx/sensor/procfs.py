@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
 __all__ = ["ProcSnapshot", "read_process", "read_process_racy", "read_process_rest", "parse_stat",
            "SocketOwners", "init_namespaces",
            "kernel_version", "cap_effective", "has_cap", "CAP_NET_ADMIN", "CAP_SYS_ADMIN",
@@ -497,6 +499,14 @@ class SocketOwners:
         #: at most this many descriptors of a listening socket's holders are read to find
         #: which holds an accepted connection (:meth:`accepted_by`)
         self.accept_fd_budget = 4096
+        #: at most this many descriptors of the whole host are read by one walk for the
+        #: holders of a listening socket (:meth:`_holders_of`, about 12 us each)
+        self.holders_fd_budget = 16384
+        #: times :meth:`accepted_by` gave up because a budget above was exceeded (the accept
+        #: is then written with the unknown values)
+        self.budget_exceeded = 0
+        self._accepter_cache: dict = {}   # listener inode -> (its one holder, until)
+        self._rewalked: dict = {}         # listener inode -> no stale-cache re-walk until
         self.scans = 0
 
     def _scan(self) -> None:
@@ -609,15 +619,19 @@ class SocketOwners:
             pid = ppid
         return pid
 
-    def _holders_of(self, inode: int) -> dict:
+    def _holders_of(self, inode: int) -> Optional[dict]:
         """``{pid: [fd, ...]}`` of every process holding socket ``inode`` (one pass over
-        ``/proc/*/fd``), cached ``port_ttl`` seconds per inode."""
+        ``/proc/*/fd``), cached ``port_ttl`` seconds per inode; ``None`` (cached the same
+        way, counted in :attr:`budget_exceeded`) when the walk would read more than
+        :attr:`holders_fd_budget` descriptors: it runs on the reader thread of tier C, and a
+        host with 100k descriptors would stall it over a second per walk."""
         now = time.monotonic()
         hit = self._holders_cache.get(inode)
         if hit is not None and hit[1] > now:
             return hit[0]
         target = f"socket:[{inode}]"
-        out: dict = {}
+        out: Optional[dict] = {}
+        left = self.holders_fd_budget
         try:
             names = os.listdir("/proc")
         except OSError:
@@ -630,10 +644,15 @@ class SocketOwners:
                 fds = os.listdir(fd_dir)
             except OSError:
                 continue
+            left -= len(fds)
+            if left < 0:
+                out = None
+                self.budget_exceeded += 1
+                break
             for fd in fds:
                 try:
                     if os.readlink(f"{fd_dir}/{fd}") == target:
-                        out.setdefault(int(name), []).append(int(fd))
+                        out.setdefault(int(name), []).append(int(fd))  # type: ignore[union-attr]
                 except (OSError, ValueError):
                     continue
         if len(self._holders_cache) > 1024:
@@ -655,6 +674,7 @@ class SocketOwners:
                 continue
             total += len(fds)
             if total > self.accept_fd_budget:
+                self.budget_exceeded += 1
                 return None
             listed.append((pid, fds))
         out = set()
@@ -681,29 +701,39 @@ class SocketOwners:
         return roots[0] if len(roots) == 1 else None
 
     def accepted_by(self, port: int, ip: Optional[str], peer_ip: str, peer_port: int,
-                    seen_at: Optional[float] = None) -> Optional[int]:
+                    seen_at: Optional[float] = None,
+                    at_boot_ns: Optional[int] = None) -> Optional[int]:
         """The process that accepted the TCP connection ``peer_ip:peer_port`` ->
         ``ip:port`` (tier C reads the transition after the fact, in softirq context), or
         ``None`` when that cannot be known (written as the documented unknown value).
 
-        * One process holds the listening socket: it (every accept on it is its own).
+        ``at_boot_ns``: the transition's time, CLOCK_BOOTTIME ns (default: now, which makes
+        no holder newer than the accept).
+
+        * One process holds the listening socket matched (by ``ip`` and ``port``): it (every
+          accept on it is its own); cached ``port_ttl`` seconds per listening socket (inode).
         * Several (a pre-fork server's master and workers, a listener's child between fork and
           exec): the accepted connection's own socket (``/proc/net/tcp{,6}`` by its four-tuple)
           names the accepter once accept() gave it a descriptor: the holder of that socket
-          (the topmost when a child it forked holds it too: a fork-per-connection server's
-          accepter, not the child). Still queued (no descriptor yet: nobody has accepted it,
+          (the topmost when a child it forked holds it too). When that holder started after
+          the transition (``/proc/PID/stat`` start tick later than ``at_boot_ns``'s: a
+          fork-per-connection server's handler, forked after the accept, the server having
+          closed its copy), its parent is named if the parent holds the listening socket
+          (the caller of accept(), as tier A names it), else ``None``; started in the same
+          clock tick (10 ms) as the transition: ``None`` (not decidable).
+          Still queued (no descriptor yet: nobody has accepted it,
           so it is not a fact yet): :data:`QUEUED`, for the caller to ask again a moment
           later; which holder is blocked in accept() does not decide it (a holder coming back
           to accept() takes a queued connection before a woken waiter runs).
-          Otherwise (the connection already closed; the holders hold more than
-          ``accept_fd_budget`` descriptors together) ``None``: a plausible holder would often
-          be the wrong one (tier A names the caller of accept).
+          Otherwise ``None``: a plausible holder would often be the wrong one (tier A names
+          the caller of accept): the connection already closed; the holders hold more than
+          ``accept_fd_budget`` descriptors together, or finding them would read more than
+          ``holders_fd_budget`` descriptors of the host (both counted in
+          :attr:`budget_exceeded`); the connection's holder is not in the holder list and
+          that list was already walked again within ``port_ttl`` for the same listener (at
+          most one such re-walk per listening socket per ``port_ttl``).
         """
         now = time.monotonic()
-        key = ("tcp", port, True)
-        hit = self._port_cache.get(key)
-        if hit is not None and hit[1] > now:
-            return hit[0]   # one holder, seen within port_ttl
         lkey = (port, ip)
         lhit = self._listen_cache.get(lkey)
         if lhit is not None and lhit[1] > now:
@@ -726,13 +756,18 @@ class SocketOwners:
             self._listen_cache[lkey] = (inode, now + self.port_ttl)
         if not inode:
             return None
+        hit = self._accepter_cache.get(inode)
+        if hit is not None and hit[1] > now:
+            return hit[0]   # the one holder of this listening socket, seen within port_ttl
         holders = self._holders_of(inode)
+        if holders is None:
+            return None     # over holders_fd_budget
         if len(holders) == 1:
             pid = next(iter(holders))
             if os.path.exists(f"/proc/{pid}"):
-                if len(self._port_cache) > 4096:
-                    self._port_cache.clear()
-                self._port_cache[key] = (pid, now + self.port_ttl)
+                if len(self._accepter_cache) > 4096:
+                    self._accepter_cache.clear()
+                self._accepter_cache[inode] = (pid, now + self.port_ttl)
                 return pid
             return None
         if not holders:
@@ -747,16 +782,48 @@ class SocketOwners:
             found, conn, state = _tcp_connection_inode(ip, port, peer_ip, peer_port)
         if not found or (not conn and state not in _TCP_QUEUED):
             return None   # closed before it was read: whoever accepted it is not known
-        if conn:
-            target = f"socket:[{conn}]"
+        if not conn:
+            return QUEUED
+        target = f"socket:[{conn}]"
+        have = self._holding(holders, target)
+        if have is not None and not have:
+            # a holder the cached list does not know yet (a new worker, a forked handler):
+            # the host is walked again at most once per listening socket per port_ttl
+            until = self._rewalked.get(inode)
+            if until is not None and until > now:
+                return None
+            if len(self._rewalked) > 1024:
+                self._rewalked.clear()
+            self._rewalked[inode] = now + self.port_ttl
+            self._holders_cache.pop(inode, None)
+            holders = self._holders_of(inode)
+            if holders is None:
+                return None
             have = self._holding(holders, target)
-            if have is not None and not have:
-                # a holder the cached list does not know yet (a new worker)
-                self._holders_cache.pop(inode, None)
-                holders = self._holders_of(inode)
-                have = self._holding(holders, target)
-            return self._topmost(have) if have else None
-        return QUEUED
+        top = self._topmost(have) if have else None
+        if top is None:
+            return None
+        return self._accepter(top, inode, at_boot_ns)
+
+    def _accepter(self, pid: int, inode: int, at_boot_ns: Optional[int]) -> Optional[int]:
+        """``pid`` (the topmost holder of an accepted connection) when it existed before the
+        transition at ``at_boot_ns``; its parent when it started after it and the parent
+        holds listening socket ``inode``; else ``None`` (:meth:`accepted_by`)."""
+        data = _read(f"/proc/{pid}/stat", 1024)
+        parsed = parse_stat(data) if data else None
+        if parsed is None:
+            return None   # gone
+        if at_boot_ns is None:
+            return pid
+        tick = at_boot_ns // (1_000_000_000 // _CLK_TCK)
+        start = parsed[2]
+        if start < tick:
+            return pid
+        if start > tick:
+            ppid = parsed[1]
+            if ppid > 1 and self._holding([ppid], f"socket:[{inode}]"):
+                return ppid
+        return None
 
     def lookup(self, proto: str, port: int, ip: Optional[str] = None, listening: bool = False,
                seen_at: Optional[float] = None) -> Optional[int]:

@@ -79,6 +79,10 @@ from ..procfs import (CAP_NET_ADMIN, QUEUED, SocketOwners, clock_offset, has_cap
 #: how long an accepted connection still waiting in the accept queue is asked about again
 #: before its process is written as unknown (the order window holds events 0.25 s)
 ACCEPT_WAIT_S = 0.1
+#: at most this many queued accepts are asked about again (each is a sock_diag round-trip or
+#: a /proc/net/tcp read every 10 ms on the reader thread); beyond it an accept is written as
+#: unknown and counted (``accept_retry_full``, and ``accept_unattributed``)
+ACCEPT_RETRY_MAX = 1024
 
 __all__ = ["CnprocBackend", "ProcConnector", "fork_start_ticks", "boot_offset_ns",
            "parse_cn_messages", "CnEvent", "mcast_message",
@@ -519,6 +523,7 @@ class CnprocBackend(WakeableReaderMixin, Backend):
             "fan_events": 0, "fan_overflows": 0, "file_creates": 0, "file_deletes": 0,
             "file_skipped_nonregular": 0,
             "trace_lines": 0, "connects": 0, "accepts": 0, "accept_unattributed": 0,
+            "accept_retry_full": 0, "accept_budget_exceeded": 0,
             "trace_overrun": 0,
         }
 
@@ -643,9 +648,13 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         """Counters: ``received`` (kernel records: cn_proc messages, fanotify events, trace
         lines), ``lost`` (sum of Loss counts), ``emitted`` and per-mechanism details (e.g.
         ``enrich_full``/``enrich_partial``/``enrich_gone``: exec snapshots with exe+argv, with
-        only some fields, with nothing; ``image_fanotify``/``image_proc``)."""
+        only some fields, with nothing; ``image_fanotify``/``image_proc``;
+        ``accept_unattributed``: accepts written with the unknown process, of which
+        ``accept_retry_full`` beyond :data:`ACCEPT_RETRY_MAX` and ``accept_budget_exceeded``
+        (a count of look-ups) over a descriptor budget of :class:`SocketOwners`)."""
         with self._lock:
             out = dict(self._stats)
+        out["accept_budget_exceeded"] = self._owners.budget_exceeded
         if self._cn is not None:
             out.update(self._cn.stats)
         return out
@@ -954,11 +963,16 @@ class CnprocBackend(WakeableReaderMixin, Backend):
         """An accepted connection (``SYN_RECV -> ESTABLISHED``): its process from
         :meth:`SocketOwners.accepted_by`; one still queued is asked again at the next reads
         until ``give_up`` (``time.monotonic()``)."""
-        pid = self._owners.accepted_by(tr.sport, tr.saddr, tr.daddr, tr.dport)
+        pid = self._owners.accepted_by(tr.sport, tr.saddr, tr.daddr, tr.dport,
+                                       at_boot_ns=tr.mono_ns + self._boot_offset)
         if pid == QUEUED:
             if time.monotonic() < give_up:
-                self._accept_retry.append((tr, give_up))
-                return
+                if len(self._accept_retry) < ACCEPT_RETRY_MAX:
+                    self._accept_retry.append((tr, give_up))
+                    return
+                # a full accept queue (a client filling a slow server's backlog) would
+                # otherwise multiply the look-ups on this thread: beyond the cap, unknown
+                self._stats["accept_retry_full"] += 1
             pid = None   # nobody took it in time: not known who will
         if pid is None:
             # the accepting process cannot be known (the connection is gone, or several
