@@ -470,3 +470,30 @@ def test_a_forced_tier_that_fails_to_start_is_an_error(two_tiers):
     src = live_mod.LiveSource(None, live_mod.LiveOptions(dns=False, backend="broken"))
     with pytest.raises(BackendUnavailable, match="pathwalk.bpf.h"):
         src.open()
+
+
+def test_socket_owner_cache_tells_two_addresses_on_one_port_apart():
+    """Two processes' UDP sockets on one port of two local addresses: the answer cached for
+    the first address is not given for the second (the cache was keyed by port alone)."""
+    import socket
+    import subprocess
+    import sys
+
+    from sysmonx.sensor.procfs import SocketOwners
+    mine = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    mine.bind(("127.0.0.1", 0))
+    port = mine.getsockname()[1]
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import socket,sys,time\n"
+         "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+         f"s.bind(('127.0.0.2',{port}))\nprint('ok',flush=True)\ntime.sleep(30)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ok"
+        owners = SocketOwners()
+        assert owners.lookup("udp", port, "127.0.0.1") == os.getpid()
+        assert owners.lookup("udp", port, "127.0.0.2") == child.pid
+    finally:
+        child.kill()
+        child.wait()
+        mine.close()

@@ -841,7 +841,8 @@ class SocketOwners:
             belongs to no visible process.
         """
         now = time.monotonic()
-        key = (proto, port, listening)
+        # the address is part of the key: two sockets may share a port on two local addresses
+        key = (proto, port, listening, ip)
         hit = self._port_cache.get(key)
         if hit is not None and hit[1] > now:
             return hit[0]
