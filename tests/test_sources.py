@@ -550,3 +550,25 @@ def test_evtx_overstated_free_offset_checksums_the_records_only(corpus, tmp_path
     path.write_bytes(bytes(data))
     events, errors = read(path)
     assert len(events) == 565 and errors == []
+
+
+def test_evtx_free_offset_outside_the_chunk_is_reported(corpus, tmp_path):
+    """A chunk header (its own checksum rewritten to match) whose free-space offset lies past
+    the chunk: the records are read and the chunk is reported, its data checksum having no
+    range (was: no line at all)."""
+    import struct
+    import zlib
+    data = bytearray((corpus / PANACHE).read_bytes())
+    base = 4096 + 3 * 65536
+    struct.pack_into("<I", data, base + 48, 70000)
+    head = data[base:base + 512]
+    struct.pack_into("<I", data, base + 124,
+                     zlib.crc32(head[128:512], zlib.crc32(head[0:120])))
+    path = tmp_path / "free-out.evtx"
+    path.write_bytes(bytes(data))
+    events, errors = read(path)
+    assert len(events) == 565
+    assert [(e.offset, e.message) for e in errors] == [
+        (base, "chunk 3: its header's free-space offset 70000 lies outside the chunk "
+               "(512-65536), so its record data checksum cannot be checked; its records were "
+               "read but may have been altered")]

@@ -756,7 +756,12 @@ class _ChunkTracker:
         bad = []
         if _crc32(view[128:512], _crc32(view[0:120])) != stored_head:
             bad.append("header")
-        if 512 <= free <= _CHUNK_SIZE and _crc32(view[512:free]) != stored_data:
+        outside = not 512 <= free <= _CHUNK_SIZE
+        if outside:
+            # the header (whose own checksum may match) places its records' end outside the
+            # chunk: the record data checksum has no range to cover; said below
+            pass
+        elif _crc32(view[512:free]) != stored_data:
             # a header that overstates its free-space offset may checksum the real records only
             whole = self.chunk(slot)
             ends = [p + size for p, size, _ in _walk_records(whole, _CHUNK_SIZE)]
@@ -766,6 +771,12 @@ class _ChunkTracker:
             self.on_error(ReadError(self.path, self.offset(slot), "byte",
                                     f"chunk {slot}: {' and '.join(bad)} checksum mismatch; its "
                                     "records were read but may have been altered"))
+        if outside:
+            self.on_error(ReadError(self.path, self.offset(slot), "byte",
+                                    f"chunk {slot}: its header's free-space offset {free} lies "
+                                    f"outside the chunk (512-{_CHUNK_SIZE}), so its record data "
+                                    "checksum cannot be checked; its records were read but may "
+                                    "have been altered"))
 
     def failed(self, message: str) -> None:
         """pyevtx-rs raised ``message``: attribute it to a chunk (and record, where the message
