@@ -7,7 +7,6 @@ sub-techniques (the count a user got with ``jq`` on the alerts JSON lines)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import orjson
@@ -18,8 +17,6 @@ from sysmonx.detection.triage import AlertTriage, TriageError
 from sysmonx.event import Event
 from sysmonx.sources import open_source
 
-CORPUS = os.environ.get("SYSMONX_CORPUS")
-needs_corpus = pytest.mark.skipif(not CORPUS, reason="SYSMONX_CORPUS not set")
 BUNDLE = "sigma/sigmahq_rules_sysmon_categories.tar.gz"
 
 BASE = """title: Whoami Execution (low base)
@@ -120,9 +117,8 @@ def test_low_base_feeds_high_correlation(tmp_path, capsys):
     assert [a["title"] for a in lines] == ["Whoami Execution (low base)"]
 
 
-@needs_corpus
-def test_corpus_min_level_technique_and_jobs(tmp_path, capsys):
-    evtx, rules = f"{CORPUS}/evtx", f"{CORPUS}/{BUNDLE}"
+def test_corpus_min_level_technique_and_jobs(corpus, tmp_path, capsys):
+    evtx, rules = f"{corpus}/evtx", f"{corpus}/{BUNDLE}"
     one, two = tmp_path / "one.xml", tmp_path / "two.xml"
     assert main(["replay", evtx, "--rules", rules, "--min-level", "high", "-f", "xml",
                  "-o", str(one), "-q", "--keep-duplicates"]) == 0
@@ -144,13 +140,12 @@ def test_corpus_min_level_technique_and_jobs(tmp_path, capsys):
                    .split(",")) for e in kept)
 
 
-@needs_corpus
 @pytest.mark.parametrize("fmt", ["xml", "jsonl"])
-def test_alerts_read_back_round_trip(tmp_path, capsys, fmt):
+def test_alerts_read_back_round_trip(corpus, tmp_path, capsys, fmt):
     """replay --rules -> A; replay A -> A byte for byte in every format; the alerts are
     SysmonX events (not "other records"); a replay of A with the same --rules makes each
     alert once (no alerts about alerts, no duplicates)."""
-    evtx, rules = f"{CORPUS}/evtx", f"{CORPUS}/{BUNDLE}"
+    evtx, rules = f"{corpus}/evtx", f"{corpus}/{BUNDLE}"
     a = tmp_path / f"a.{fmt}"
     assert main(["replay", evtx, "--rules", rules, "-f", fmt, "-o", str(a), "-q"]) == 0
     capsys.readouterr()
@@ -240,10 +235,10 @@ detection:
     assert stage.process(other_rule, out.append) is True and stage.replaced == 1
 
 
-def test_alerts_without_their_events_are_kept_with_the_same_rules(tmp_path, capsys):
+def test_alerts_without_their_events_are_kept_with_the_same_rules(corpus, tmp_path, capsys):
     """An input of SigmaAlert events alone (e.g. kept from an earlier run), replayed with the
     --rules that made them: the run cannot make them again, so they are written, not lost."""
-    evtx, rules = f"{CORPUS}/evtx", f"{CORPUS}/{BUNDLE}"
+    evtx, rules = f"{corpus}/evtx", f"{corpus}/{BUNDLE}"
     a = tmp_path / "a.jsonl"
     assert main(["replay", evtx, "--rules", rules, "-f", "jsonl", "-o", str(a), "-q"]) == 0
     only = tmp_path / "only.jsonl"
@@ -350,8 +345,8 @@ level: low
     ("value_count", True, "  condition:\n    field: CommandLine\n    gte: 2\n"),
     ("event_count", False, "  condition:\n    gte: 3\n"),
 ])
-def test_correlation_alerts_read_back_with_the_same_rules(tmp_path, capsys, ctype, generate,
-                                                          extra):
+def test_correlation_alerts_read_back_with_the_same_rules(corpus, tmp_path, capsys, ctype,
+                                                          generate, extra):
     """A replayed output with count correlations (EventIds: the distinct IDs, RecordIds: every
     record) replayed again with the same rules: each alert written once (new-user report:
     24 alerts became 47). A base rule that only feeds a correlation without ``generate``
@@ -365,7 +360,7 @@ def test_correlation_alerts_read_back_with_the_same_rules(tmp_path, capsys, ctyp
             f"  group-by:\n    - Computer\n  timespan: 5s\n{extra}"
             + ("  generate: true\n" if generate else "") + "level: low\n")
     (rules / "corr.yml").write_text(corr)
-    evtx = f"{CORPUS}/evtx"
+    evtx = f"{corpus}/evtx"
     a = tmp_path / "a.jsonl"
     if generate:
         assert main(["replay", evtx, "--rules", str(rules), "-f", "jsonl", "-o", str(a),

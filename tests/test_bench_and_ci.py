@@ -252,3 +252,14 @@ def test_keep_outputs_is_the_one_keep_of_the_live_benches(tmp_path):
     for name in ("bench_live.py", "bench_exec_guids.py"):
         text = (ROOT / "bench" / name).read_text()
         assert "keep_outputs(workdir, args.keep)" in text and "shutil.copy(" not in text, name
+
+
+def test_test_modules_find_the_corpus_through_conftest():
+    """README's test command runs without SYSMONX_CORPUS and the corpus beside the checkout
+    (../shared/corpus): a module that read the variable itself built paths like ``None/evtx``
+    there (a new user's report: 4 failures). The corpus is found by conftest's ``corpus``
+    fixture / ``corpus_path()`` only."""
+    direct = re.compile(r"environ(?:\.get\(|\[)\s*[\"']SYSMONX_CORPUS[\"']|getenv\(\s*[\"']SYSMONX_CORPUS")
+    offenders = [p.name for p in sorted((ROOT / "tests").glob("*.py"))
+                 if p.name != "conftest.py" and direct.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
