@@ -385,3 +385,13 @@ def test_correlation_alerts_read_back_with_the_same_rules(corpus, tmp_path, caps
     else:  # the base alerts kept, and the correlation's own alerts added
         base = [(e.data["RuleId"], e.data["RecordIds"]) for e in first]
         assert [k for k in key if k[0] == base[0][0]] == base
+
+
+def test_summary_names_the_options_given():
+    """A new user gave --technique T1003 and read "held back by --tag attack.t1003"."""
+    t = AlertTriage.from_options("high", ["T1003,t1059.001"], ["attack.credential_access"])
+    assert t is not None
+    assert t.describe() == ("--min-level high --technique T1003,T1059.001 "
+                            "--tag attack.credential-access")
+    only = AlertTriage.from_options(None, [], ["cve.2021-44228"])
+    assert only is not None and only.describe() == "--tag cve.2021-44228"

@@ -145,10 +145,18 @@ class AlertTriage:
         return None
 
     def describe(self) -> str:
-        """The selection as options, for summaries (``--min-level high --tag attack.t1003``)."""
+        """The selection as options, for summaries (``--min-level high --technique T1003
+        --tag attack.credential-access``): a technique's tag is named as ``--technique``
+        (``--tag attack.t1003`` and ``--technique T1003`` select the same)."""
         parts = []
         if self.min_level is not None:
             parts.append(f"--min-level {self.min_level}")
-        if self.tags:
-            parts.append("--tag " + ",".join(self.tags))
+        techniques = [t[len("attack."):].upper() for t in self.tags
+                      if t.startswith("attack.") and _TECHNIQUE.fullmatch(t[len("attack."):])]
+        others = [t for t in self.tags
+                  if not (t.startswith("attack.") and _TECHNIQUE.fullmatch(t[len("attack."):]))]
+        if techniques:
+            parts.append("--technique " + ",".join(techniques))
+        if others:
+            parts.append("--tag " + ",".join(others))
         return " ".join(parts)
