@@ -142,11 +142,13 @@ def test_version_names_the_active_path():
     env = dict(os.environ, **{native.PURE_ENV: "1"})
     r = subprocess.run([sys.executable, "-m", "sysmonx.cli", "--version"], env=env,
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "pure Python (SYSMONX_PURE_PYTHON is set)" in r.stdout
+    assert r.returncode == 0 and r.stdout.count("pure Python (SYSMONX_PURE_PYTHON is set)") == 2
     env.pop(native.PURE_ENV)
     r = subprocess.run([sys.executable, "-m", "sysmonx.cli", "--version"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert native.implementation() in r.stdout
+    # the live sensor's extension is named too (a new user found only replay's path said)
+    assert f"live sensor hot paths: {native.sensor_implementation()}" in r.stdout
 
 
 def test_pure_mode_uses_the_python_functions():

@@ -108,9 +108,10 @@ def _main(argv: Optional[list[str]] = None) -> int:
         from .plugins import cmd_plugins
         return cmd_plugins(argv[1:])
     if first in ("--version", "-version"):
-        from ..core.native import implementation
+        from ..core.native import implementation, sensor_implementation
         print(f"sysmonx {__version__}")
         print(f"replay and JSON-lines hot paths: {implementation()}")
+        print(f"live sensor hot paths: {sensor_implementation()}")
         return 0
     if first == "--help":
         if len(argv) > 1 and argv[1].lower() in ("config", "configuration"):

@@ -42,6 +42,19 @@ def implementation() -> str:
     return "pure Python (the C extension is not built)"
 
 
+def sensor_implementation() -> str:
+    """One line naming the live sensor's path: ``"compiled (sysmonx.sensor._ringbatch)"``, or
+    ``"pure Python (...)"`` with the reason (the ring-buffer consumer, event assembly and audit
+    reader; each falls back to its Python code, which defines it)."""
+    if _forced_pure:
+        return f"pure Python ({PURE_ENV} is set)"
+    try:
+        importlib.import_module("sysmonx.sensor._ringbatch")
+    except ImportError:
+        return "pure Python (the C extension is not built)"
+    return "compiled (sysmonx.sensor._ringbatch)"
+
+
 def stage_fast(kind: str, stage: object, fallback: Callable[[Any, Any], bool]
                ) -> Callable[[Any, Any], bool]:
     """A stage's ``process``: ``_speedups.StageFast(kind, stage, fallback)`` (the common case
