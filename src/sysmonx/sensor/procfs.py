@@ -315,6 +315,21 @@ _TCP_LISTEN = 0x0A
 _TCP_QUEUED = (0x01, 0x08)
 
 
+def _process_fds(names: list):
+    """``(pid, "/proc/PID/fd", [fd name, ...])`` for each process of ``names`` (a listing of
+    ``/proc``) whose descriptor folder can be listed; a process that went away or cannot be
+    read is left out. Never raises."""
+    for name in names:
+        if not name.isdigit():
+            continue
+        fd_dir = f"/proc/{name}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        yield int(name), fd_dir, fds
+
+
 def _hex_ip(text: str) -> str:
     raw = bytes.fromhex(text)
     if len(raw) == 4:
@@ -517,15 +532,7 @@ class SocketOwners:
             names = os.listdir("/proc")
         except OSError:
             return
-        for name in names:
-            if not name.isdigit():
-                continue
-            fd_dir = f"/proc/{name}/fd"
-            try:
-                fds = os.listdir(fd_dir)
-            except OSError:
-                continue
-            pid = int(name)
+        for pid, fd_dir, fds in _process_fds(names):
             for fd in fds:
                 try:
                     target = os.readlink(f"{fd_dir}/{fd}")
@@ -636,14 +643,7 @@ class SocketOwners:
             names = os.listdir("/proc")
         except OSError:
             names = []
-        for name in names:
-            if not name.isdigit():
-                continue
-            fd_dir = f"/proc/{name}/fd"
-            try:
-                fds = os.listdir(fd_dir)
-            except OSError:
-                continue
+        for pid, fd_dir, fds in _process_fds(names):
             left -= len(fds)
             if left < 0:
                 out = None
@@ -652,7 +652,7 @@ class SocketOwners:
             for fd in fds:
                 try:
                     if os.readlink(f"{fd_dir}/{fd}") == target:
-                        out.setdefault(int(name), []).append(int(fd))  # type: ignore[union-attr]
+                        out.setdefault(pid, []).append(int(fd))  # type: ignore[union-attr]
                 except (OSError, ValueError):
                     continue
         if len(self._holders_cache) > 1024:
