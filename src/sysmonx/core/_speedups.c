@@ -921,14 +921,9 @@ static PyObject *field_str(const unsigned char *base, const RawField *f) {
     return ascii_string(base + f->off, f->len);
 }
 
-/* "{" + value.lower() + "}" into f->val when the value is not empty and does not start with
- * "{" (_convert_root's rule for a Sysmon GUID field). 0, or -2. */
-static int fix_guid_field(Rec *x, RawField *f) {
-    if (f->val == NULL) {
-        if (f->len == 0 || x->base[f->off] == '{') return 0;
-    } else if (PyUnicode_GET_LENGTH(f->val) == 0 || PyUnicode_READ_CHAR(f->val, 0) == '{') {
-        return 0;
-    }
+/* Field f's value as a braced lower-case GUID (brace_lower of its text), in place. 0, or
+ * -2 (error). */
+static int brace_field(Rec *x, RawField *f) {
     PyObject *v = field_str(x->base, f);
     if (v == NULL) return -2;
     PyObject *g = brace_lower(v);
@@ -938,20 +933,34 @@ static int fix_guid_field(Rec *x, RawField *f) {
     return 0;
 }
 
-/* The field named k, or NULL. */
-static RawField *find_field(Rec *x, PyObject *k) {
+/* "{" + value.lower() + "}" into f->val when the value is not empty and does not start with
+ * "{" (_convert_root's rule for a Sysmon GUID field). 0, or -2. */
+static int fix_guid_field(Rec *x, RawField *f) {
+    if (f->val == NULL) {
+        if (f->len == 0 || x->base[f->off] == '{') return 0;
+    } else if (PyUnicode_GET_LENGTH(f->val) == 0 || PyUnicode_READ_CHAR(f->val, 0) == '{') {
+        return 0;
+    }
+    return brace_field(x, f);
+}
+
+/* The field named k among n fields, or NULL (none; no error). */
+static RawField *field_named(RawField *fields, Py_ssize_t n, PyObject *k) {
     Py_hash_t h = PyObject_Hash(k);
     if (h == -1) {
         PyErr_Clear();
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < x->nf; i++) {
-        PyObject *o = x->fields[i].key;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = fields[i].key;
         if (o == k || (((PyASCIIObject *)o)->hash == h && PyUnicode_Compare(o, k) == 0))
-            return &x->fields[i];
+            return &fields[i];
     }
     return NULL;
 }
+
+/* The field named k, or NULL. */
+static RawField *find_field(Rec *x, PyObject *k) { return field_named(x->fields, x->nf, k); }
 
 /* Fill the GUID fields of the record's data (_convert_root's rules). 0, or -2 (error). */
 static int fix_guids(Rec *x, int sysmon) {
@@ -987,14 +996,9 @@ static int fix_guids(Rec *x, int sysmon) {
     }
     for (Py_ssize_t i = 0; i < x->nf; i++) {
         RawField *f = &x->fields[i];
-        if (f->val == NULL ? guid_shaped_bytes(x->base + f->off, f->len) : guid_shaped(f->val)) {
-            PyObject *v = field_str(x->base, f);
-            if (v == NULL) return -2;
-            PyObject *g = brace_lower(v);
-            Py_DECREF(v);
-            if (g == NULL) return -2;
-            Py_XSETREF(f->val, g);
-        }
+        if ((f->val == NULL ? guid_shaped_bytes(x->base + f->off, f->len)
+                            : guid_shaped(f->val)) && brace_field(x, f) < 0)
+            return -2;
     }
     return 0;
 }
@@ -1050,17 +1054,7 @@ static PyObject *rawdata_dict(RawDataObject *raw) {
 
 /* The field named key (a str): its RawField, or NULL (none; no error). */
 static RawField *rawdata_field(RawDataObject *raw, PyObject *key) {
-    Py_hash_t h = PyObject_Hash(key);
-    if (h == -1) {
-        PyErr_Clear();
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < Py_SIZE(raw); i++) {
-        PyObject *o = raw->f[i].key;
-        if (o == key || (((PyASCIIObject *)o)->hash == h && PyUnicode_Compare(o, key) == 0))
-            return &raw->f[i];
-    }
-    return NULL;
+    return field_named(raw->f, Py_SIZE(raw), key);
 }
 
 /* event.data: the data slot, made from _raw first when empty. New reference; NULL with
