@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from ..core.registry import STAGES
 from ..event import SIGMA_ALERT_EVENT_ID, SIGMA_ALERT_PROVIDER, Event
 from ..interfaces import Emit, Stage
+from .alerts import split_channels
 
 if TYPE_CHECKING:
     from .stage import DetectionStage
@@ -166,14 +167,15 @@ class SigmaMatchStage(Stage):
         if chans is None:
             # an older alert: the channel of each record it names is the one this run matched
             # it in, when there is exactly one
-            found = set()
+            found: set[str] = set()
             for r in rids:
                 seen = {c for e in eids for c in self._chans.get((comp, e, r), ())}
                 if len(seen) != 1:
                     return False
                 found |= seen
-            chans = ",".join(sorted(found))
-        channels = chans.lower().split(",")
+            channels = sorted(found)
+        else:
+            channels = [c.lower() for c in split_channels(chans)]
         if data.get("RuleKind") == "detection":
             return (len(rids) == 1 and len(eids) == 1 and len(channels) == 1
                     and rule in hits.get((comp, channels[0], eids[0], rids[0]), ()))

@@ -44,7 +44,7 @@ import os
 import sys
 from array import array
 from collections import Counter
-from typing import IO, Any, BinaryIO, Callable, Generator, Iterator, Optional, Sequence
+from typing import IO, Any, BinaryIO, Callable, Generator, Optional, Sequence
 
 from ..core.errors import SinkError
 from ..event import SIGMA_ALERT_EVENT_ID, SIGMA_ALERT_PROVIDER, Event
