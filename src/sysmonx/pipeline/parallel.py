@@ -304,7 +304,7 @@ def _difference(stats: ReplayStats, before: dict[str, Any]) -> ReplayStats:
 
 
 def _replay_group(task: tuple[int, list[str]]) -> tuple[Optional[str], Optional[str], list[
-        tuple[str, ReplayStats, int]], Optional[tuple[bytes, bytes, list[Any]]]]:
+        tuple[str, ReplayStats, int]], Optional[tuple[bytes, bytes, list[Any], list[Any]]]]:
     """Worker: replay a group of files into one temp file, errors into another.
 
     Returns ``(output temp path or None, error temp path or None,
@@ -400,7 +400,7 @@ class _Correlator:
         self.numbering = SigmaAlertEvents()
         self.to_out = to_out
 
-    def merge(self, part: Optional[str], marks: tuple[bytes, bytes, list[Any]],
+    def merge(self, part: Optional[str], marks: tuple[bytes, bytes, list[Any], list[Any]],
               out: Optional[BinaryIO]) -> None:
         """Correlate one part's marks and copy the part to ``out`` with the alerts after the
         events that raised them.
