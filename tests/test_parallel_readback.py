@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from builders import whoami_rule
 
 from sysmonx.cli import main
 
@@ -17,17 +18,8 @@ from sysmonx.cli import main
 PANACHE = "evtx/sbousseaden__EVTX-ATTACK-SAMPLES/AutomatedTestingTools/" \
     "PanacheSysmon_vs_AtomicRedTeam01.evtx"
 
-RULES = """title: Whoami Execution (low base)
-id: 6f5b7c1e-0000-4000-8000-0000000000b1
-level: low
-logsource:
-  product: windows
-  category: process_creation
-detection:
-  selection:
-    Image|endswith: '\\\\whoami.exe'
-  condition: selection
----
+RULES = whoami_rule("6f5b7c1e-0000-4000-8000-0000000000b1", "Whoami Execution (low base)",
+                    "low") + """---
 title: Whoami seen (high correlation)
 id: 6f5b7c1e-0000-4000-8000-0000000000b2
 level: high
