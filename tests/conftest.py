@@ -188,6 +188,22 @@ def kept_bytes() -> Callable[[Callable[[], object], int, int], int]:
     return _kept_bytes
 
 
+_INTERRUPTED: list[bool] = []
+
+
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """Ctrl-C (or ``pytest.exit``) stopped the run: noted for :func:`interrupted`. pytest calls
+    this before the session's fixtures are torn down."""
+    _INTERRUPTED.append(True)
+
+
+def interrupted() -> bool:
+    """Whether the run was stopped by Ctrl-C: a fixture that checks the machine's state after
+    its test (tests/test_backend_audit.py ``baseline``) then puts the state back without
+    judging it (the test did not finish), so the run ends without a teardown traceback."""
+    return bool(_INTERRUPTED)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Declare the ``live`` marker (module touches machine-wide kernel or service state)."""
     config.addinivalue_line("markers", "live: touches machine-wide state; serialised across test runs")

@@ -8,6 +8,8 @@ record in exactly one channel."""
 
 from __future__ import annotations
 
+from builders import WHOAMI, alert_event, security_event, sysmon_event, whoami_rule
+
 from sysmonx.detection import DetectionStage, load_rules_text
 from sysmonx.detection.stages import SigmaMatchStage
 from sysmonx.event import Event
@@ -29,17 +31,7 @@ detection:
 """
 
 # a correlation over a Sysmon rule and a Security rule
-PAIR_RULES = """title: whoami (Sysmon)
-id: 0c1ae2a4-0000-4000-8000-00000000c002
-level: low
-logsource:
-  product: windows
-  category: process_creation
-detection:
-  selection:
-    Image|endswith: '\\\\whoami.exe'
-  condition: selection
----
+PAIR_RULES = whoami_rule("0c1ae2a4-0000-4000-8000-00000000c002", "whoami (Sysmon)", "low") + """---
 title: whoami (Security)
 id: 0c1ae2a4-0000-4000-8000-00000000c003
 level: low
@@ -73,8 +65,7 @@ def _script(channel: str, rid: int) -> Event:
 
 
 def _alert(data: dict, rid: int = 1) -> Event:
-    return Event(1000, data, provider="SysmonX", provider_guid=None, channel="SysmonX/Alerts",
-                 computer="h", time_created="2024-01-01T00:00:00.000000000Z", record_id=rid)
+    return alert_event(data, rid)
 
 
 def test_detection_alert_names_its_channel():
@@ -146,14 +137,9 @@ def test_correlation_alert_names_its_channels_and_is_kept_for_another_channel():
     """Security 4688 #5 and Sysmon 1 #5 on one computer: a correlation alert read back that
     names the Security record is kept when this run matched only the Sysmon one."""
     det = DetectionStage(load_rules_text(PAIR_RULES))
-    sec = Event(4688, {"NewProcessName": "C:\\Windows\\System32\\whoami.exe",
-                       "NewProcessId": "0x1a4"},
-                provider="Microsoft-Windows-Security-Auditing", provider_guid=None,
-                channel="Security", computer="h",
-                time_created="2024-01-01T00:00:00.000000000Z", record_id=5)
-    sysmon = Event(1, {"Image": "C:\\Windows\\System32\\whoami.exe", "ProcessId": "420"},
-                   channel="Microsoft-Windows-Sysmon/Operational", computer="h",
-                   time_created="2024-01-01T00:00:01.000000000Z", record_id=5)
+    sec = security_event(4688, {"NewProcessName": WHOAMI, "NewProcessId": "0x1a4"}, 5)
+    sysmon = sysmon_event(1, {"Image": WHOAMI, "ProcessId": "420"}, 5,
+                          time_created="2024-01-01T00:00:01.000000000Z")
     alerts = [a for a in det.process(sec) if a.kind != "detection"] + \
         [a for a in det.finish() if a.kind != "detection"]
     (corr,) = alerts
@@ -167,3 +153,53 @@ def test_correlation_alert_names_its_channels_and_is_kept_for_another_channel():
     # made again once the Security record is matched here
     assert stage.process(sec, out.append) is False
     assert stage.process(e, out.append) is False and stage.replaced == 1
+
+
+def test_correlation_alert_json_names_its_channels():
+    """``--alerts FILE``: a correlation's line names the channels of the events it correlates
+    (a detection's is its ``event.Channel``), as event 1000's ``Channels`` does."""
+    import orjson
+    det = DetectionStage(load_rules_text(PAIR_RULES.replace("gte: 1", "gte: 2")))
+    sec = security_event(4688, {"NewProcessName": WHOAMI}, 5)
+    sysmon = sysmon_event(1, {"Image": WHOAMI}, 7, time_created="2024-01-01T00:00:01.000000000Z")
+    alerts = det.process(sec) + det.process(sysmon) + det.finish()
+    corr = [a for a in alerts if a.kind != "detection"]
+    lines = [orjson.loads(a.to_json()) for a in corr]
+    assert [(ln["event_ids"], ln["record_ids"], ln["channels"]) for ln in lines] == \
+        [([4688, 1], [5, 7], ["Security", "Microsoft-Windows-Sysmon/Operational"])]
+    for a, line in zip(corr, lines, strict=True):
+        assert line == orjson.loads(orjson.dumps(a.to_dict()))
+        assert a.to_event(1).data["Channels"] == ",".join(line["channels"])
+
+
+def test_channel_name_with_a_comma_round_trips():
+    """A channel name may hold a comma (a custom ETW channel): ``Channels`` percent-encodes it,
+    reading back gives the names written, and the alert of that record is made again (not
+    taken for two channels and written twice). Names without ``,`` or ``%`` are unchanged, so
+    older alerts read the same."""
+    from sysmonx.detection.alerts import Alert, join_channels, split_channels
+    odd = "Custom,Trace/Operational"
+    names = [odd, "Security", "100%Done/Admin", ""]
+    text = join_channels(names)
+    assert text == "Custom%2CTrace/Operational,Security,100%25Done/Admin,"
+    assert split_channels(text) == names
+    assert split_channels("Security,Microsoft-Windows-Sysmon/Operational") == \
+        ["Security", "Microsoft-Windows-Sysmon/Operational"]
+    assert split_channels("50%off,a%2cb") == ["50%off", "a,b"]  # lenient: % kept as written
+    det = DetectionStage(load_rules_text(SCRIPT_RULE))
+    rule = det.matcher.compiled[0]
+    event = _script(odd, 9)
+    alert = Alert(rule_id=rule.key, title="t", level="high", status="", kind="detection",
+                  window_start="2024-01-01T00:00:00.000000000Z",
+                  window_end="2024-01-01T00:00:00.000000000Z", computer="h",
+                  record_ids=(9,), event_ids=(4104,),
+                  event={"Channel": odd, "EventID": 4104, "EventRecordID": 9})
+    e = alert.to_event(record_id=1)
+    assert e.data["Channels"] == "Custom%2CTrace/Operational"
+    assert split_channels(e.data["Channels"]) == [odd]
+    stage = SigmaMatchStage(det)
+    stage.note(event, [rule])
+    assert stage.made_again(e)
+    # the same record number in a channel named like one half of it: not the same record
+    other = _alert({**e.data, "Channels": "Custom"}, 2)
+    assert not stage.made_again(other)

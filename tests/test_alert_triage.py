@@ -11,29 +11,16 @@ from pathlib import Path
 
 import orjson
 import pytest
+from builders import alert_event, alert_events, security_event, whoami_rule
 
 from sysmonx.cli import main
 from sysmonx.detection.triage import AlertTriage, TriageError
 from sysmonx.event import Event
-from sysmonx.sources import open_source
 
 BUNDLE = "sigma/sigmahq_rules_sysmon_categories.tar.gz"
 
-BASE = """title: Whoami Execution (low base)
-id: 6f5b7c1e-0000-4000-8000-0000000000a1
-status: test
-level: low
-logsource:
-  product: windows
-  category: process_creation
-detection:
-  selection:
-    Image|endswith: '\\\\whoami.exe'
-  condition: selection
-tags:
-  - attack.discovery
-  - attack.t1033
-"""
+BASE = whoami_rule("6f5b7c1e-0000-4000-8000-0000000000a1", "Whoami Execution (low base)", "low",
+                   status="test", tags=("attack.discovery", "attack.t1033"))
 
 CORR = """title: Whoami seen (high correlation)
 id: 6f5b7c1e-0000-4000-8000-0000000000a2
@@ -50,7 +37,7 @@ correlation:
 
 
 def _alerts(path: Path) -> list[Event]:
-    return [e for e in open_source(str(path), lambda e: None) if e.event_id == 1000]
+    return alert_events(path)
 
 
 def test_triage_levels_and_tags():
@@ -205,9 +192,7 @@ detection:
 """
     det = DetectionStage(load_rules_text(rule))
     assert len(det.matcher.compiled) == 1
-    ev = Event(1000, {"RuleId": "other", "RuleLevel": "low", "Tags": ""}, provider="SysmonX",
-               provider_guid=None, channel="Security", computer="h",
-               time_created="2024-01-01T00:00:00.000000000Z", record_id=1)
+    ev = alert_event({"RuleId": "other", "RuleLevel": "low", "Tags": ""}, 1, channel="Security")
     assert det.matcher.match(ev) == []
     ev.provider = "Some-Other-Provider"  # the same record from another provider does match
     assert len(det.matcher.match(ev)) == 1
@@ -216,22 +201,18 @@ detection:
     stage = SigmaMatchStage(det)
     assert stage.process(ev, out.append) is True and out == [] and stage.replaced == 0
     # an alert of this run's rule about an event this run did not read: kept, never lost
-    own = Event(1000, {"RuleId": "6f5b7c1e-0000-4000-8000-0000000000a3",
+    own = alert_event({"RuleId": "6f5b7c1e-0000-4000-8000-0000000000a3",
                        "RuleKind": "detection", "RecordIds": "1", "EventIds": "1000",
-                       "Channels": "Security"},
-                provider="SysmonX", provider_guid=None, channel="SysmonX/Alerts", computer="h",
-                record_id=2)
+                       "Channels": "Security"}, 2, time_created="")
     assert stage.process(own, out.append) is True and stage.replaced == 0
     # once the event it names was matched by that rule here, the run makes it again: dropped
     ev.provider = "Some-Other-Provider"
     assert stage.process(ev, out.append) is False and len(out) == 1
     assert stage.process(own, out.append) is False and stage.replaced == 1
     # the same record numbers on another computer, or another rule's alert: kept
-    other_host = Event(1000, dict(own.data), provider="SysmonX", provider_guid=None,
-                       computer="h2", record_id=3)
+    other_host = alert_event(dict(own.data), 3, computer="h2", time_created="")
     assert stage.process(other_host, out.append) is True
-    other_rule = Event(1000, {**own.data, "RuleId": "other"}, provider="SysmonX",
-                       provider_guid=None, computer="h", record_id=4)
+    other_rule = alert_event({**own.data, "RuleId": "other"}, 4, time_created="")
     assert stage.process(other_rule, out.append) is True and stage.replaced == 1
 
 
@@ -257,8 +238,8 @@ def test_alerts_without_their_events_are_kept_with_the_same_rules(corpus, tmp_pa
 def test_gate_counts_alert_events():
     from sysmonx.stages.gate import SysmonGate
     gate = SysmonGate("drop")
-    alert = Event(1000, {"RuleId": "x"}, provider="SysmonX", provider_guid=None)
-    other = Event(4624, {}, provider="Microsoft-Windows-Security-Auditing", provider_guid=None)
+    alert = alert_event({"RuleId": "x"}, None, computer="", time_created="")
+    other = security_event(4624, {}, computer="", time_created="")
     not_alert = Event(999, {}, provider="SysmonX", provider_guid=None)
     assert gate.process(alert, lambda x: None) is True
     assert gate.process(other, lambda x: None) is False

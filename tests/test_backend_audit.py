@@ -26,6 +26,7 @@ import time
 import uuid
 
 import pytest
+from conftest import interrupted
 
 from sysmonx.sensor.backends import audit as audit_mod
 from sysmonx.sensor.backends import audit_netlink as nl
@@ -250,6 +251,11 @@ def baseline(audit_lock):
     after = nl.snapshot_state()
     if after != before:
         _force_restore(before)
+    if interrupted():  # Ctrl-C: the test did not finish; its state is put back, not judged
+        if nl.snapshot_state() != before:
+            sys.stderr.write("\nsysmonx tests: the kernel audit state could not be put back "
+                             f"after Ctrl-C: {nl.snapshot_state()} (was {before})\n")
+        return
     assert after == before, "audit state after stop() differs from the state before start()"
 
 
@@ -271,8 +277,16 @@ def start_backend(baseline):
         be.stop()
 
 
-def _py(code, *args, **kw):
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+#: What a child of :func:`_py` does on SIGINT (Ctrl-C reaches the whole process group): end at
+#: once without a traceback (the signal's default action), or ignore it (a child that must put
+#: the kernel's state back when its owner closes its stdin: FAKE_AUDITD).
+_SIGINT_DEFAULT = "import signal; signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+_SIGINT_IGNORE = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+
+
+def _py(code, *args, sigint=_SIGINT_DEFAULT, **kw):
+    return subprocess.Popen([sys.executable, "-c", sigint + textwrap.dedent(code),
+                             *map(str, args)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **kw)
 
 
@@ -771,7 +785,7 @@ FAKE_AUDITD = """
 @pytest.fixture
 def fake_auditd(baseline):
     """Another process registered as the audit daemon (drains its records quickly)."""
-    owner = _py(FAKE_AUDITD)
+    owner = _py(FAKE_AUDITD, sigint=_SIGINT_IGNORE)  # it restores the state on stdin's close
     try:
         if owner.stdout.readline().strip() != "ready":
             pytest.fail("fake audit daemon did not start")

@@ -1,29 +1,16 @@
 """Sigma rules wired into replay (--rules, --alerts) and the live sensor."""
 
 import orjson
+from builders import alert_events, whoami_rule
 from fake_live import install_file_backend, run_until
 
 from sysmonx.cli import main
 from sysmonx.config import parse_config
 from sysmonx.detection import DetectionStage
 from sysmonx.pipeline.live import Sensor, SensorOptions
-from sysmonx.sources import open_source
 
-RULE = """title: Whoami Execution (test)
-id: 6f5b7c1e-0000-4000-8000-000000000001
-status: test
-level: medium
-logsource:
-  product: windows
-  category: process_creation
-detection:
-  selection:
-    Image|endswith: '\\\\whoami.exe'
-  condition: selection
-tags:
-  - attack.discovery
-  - attack.t1033
-"""
+RULE = whoami_rule("6f5b7c1e-0000-4000-8000-000000000001", "Whoami Execution (test)", "medium",
+                   status="test", tags=("attack.discovery", "attack.t1033"))
 
 LINUX_RULE = """title: Cron file created (test)
 id: 6f5b7c1e-0000-4000-8000-000000000002
@@ -45,8 +32,7 @@ def test_replay_rules_alerts_in_stream_and_file(tmp_path, capsys):
     out, alerts = tmp_path / "out.jsonl", tmp_path / "alerts.jsonl"
     assert main(["replay", "--sample", "--rules", str(rule), "--format", "jsonl",
                  "-o", str(out)]) == 0
-    events = list(open_source(str(out), lambda e: None))
-    hits = [e for e in events if e.event_id == 1000]
+    hits = alert_events(out)
     assert len(hits) == 1 and hits[0].data["RuleTitle"] == "Whoami Execution (test)"
     err = capsys.readouterr().err
     assert "Sigma detections" in err and "Whoami Execution (test)" in err

@@ -1,6 +1,6 @@
-"""What a new user reads when rules or a config do not load: ``-q`` summarises Sigma load
-issues in one line, and the unknown condition / modifier messages name what SysmonX does
-accept, from the registries (``regex``, ``re``)."""
+"""What a new user reads when rules or a config do not load: Sigma load issues are one line of
+counts (with and without ``-q``; ``--rule-issues`` lists them), and the unknown condition /
+modifier messages name what SysmonX does accept, from the registries (``regex``, ``re``)."""
 
 from __future__ import annotations
 
@@ -28,21 +28,23 @@ def _rules(tmp_path):
     return d
 
 
-def test_quiet_summarises_sigma_load_issues_in_one_line(tmp_path, capsys):
+def test_sigma_load_issues_are_one_line_and_listed_with_rule_issues(tmp_path, capsys):
     d = _rules(tmp_path)
     argv = ["replay", str(builtin_sample_path()), "--rules", str(d), "--no-output",
             "--no-rule-cache"]
-    assert main(argv + ["-q"]) == 0
-    err = capsys.readouterr().err
-    lines = [x for x in err.splitlines() if x.startswith("sigma:")]
-    assert lines == ["sigma: load issues (listed without -q): 1 rejected logsource, "
-                     "1 rejected sigma",
-                     "sigma: 1 rule and 0 correlations loaded, 2 rejected, of 3 read (compiled; "
-                     "rule cache off)"], err
-    assert main(argv) == 0  # without -q: one line per issue, as before
+    for quiet in (["-q"], []):  # the same line, with and without -q
+        assert main(argv + quiet) == 0
+        err = capsys.readouterr().err
+        lines = [x for x in err.splitlines() if x.startswith("sigma:")]
+        assert lines == ["sigma: load issues (listed with --rule-issues): 1 rejected logsource, "
+                         "1 rejected sigma",
+                         "sigma: 1 rule and 0 correlations loaded, 2 rejected, of 3 read "
+                         "(compiled; rule cache off)"], err
+    assert main(argv + ["--rule-issues"]) == 0  # one line per issue
     err = capsys.readouterr().err
     assert "a.yml: rejected [sigma] 00000000-0000-0000-0000-0000000000d1 (bad modifier)" in err
     assert "b.yml: rejected [logsource] (other product)" in err
+    assert "load issues (listed with" not in err
 
 
 def test_the_loaded_line_says_whether_the_rules_came_from_the_cache(tmp_path, capsys):
@@ -65,7 +67,7 @@ def test_the_loaded_line_says_whether_the_rules_came_from_the_cache(tmp_path, ca
 def test_unknown_modifier_lists_the_known_ones(tmp_path, capsys):
     d = _rules(tmp_path)
     assert main(["replay", str(builtin_sample_path()), "--rules", str(d), "--no-output",
-                 "--no-rule-cache"]) == 0
+                 "--no-rule-cache", "--rule-issues"]) == 0
     line = next(x for x in capsys.readouterr().err.splitlines() if "bad modifier" in x)
     assert "Unknown modifier 'regexp'" in line
     known = line.split("(known modifiers: ", 1)[1].rstrip(")").split(", ")
@@ -117,8 +119,8 @@ def test_quiet_counts_the_unindexed_rules_note_it_holds_back(tmp_path, capsys):
     assert main(argv + ["-q"]) == 0
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("sigma:")]
     # in words, not the code "note unindexed" a new user could not read
-    assert lines[0] == ("sigma: load issues (listed without -q): 1 rule evaluated on every "
-                        "event of its log source (nothing to prefilter on)")
-    assert main(argv) == 0
+    assert lines[0] == ("sigma: load issues (listed with --rule-issues): 1 rule evaluated on "
+                        "every event of its log source (nothing to prefilter on)")
+    assert main(argv + ["--rule-issues"]) == 0
     assert "sigma: note: 1 rule without a value the prefilter can look for" in \
         capsys.readouterr().err

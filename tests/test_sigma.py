@@ -606,7 +606,14 @@ def test_cli_folds_unindexed_rules_into_one_note(tmp_path, capsys):
             f"title: negative {i}\nid: 11111111-1111-1111-1111-11111111111{i}\nstatus: test\n"
             f"logsource:\n    {PROC}\ndetection:\n    filter:\n        Image|contains: 'x{i}'\n"
             "    condition: not filter\n")
+    import argparse
     assert load_detection([str(tmp_path)], stderr_console()) is not None
+    err = capsys.readouterr().err
+    assert "[unindexed]" not in err
+    assert ("sigma: load issues (listed with --rule-issues): 4 rules evaluated on every event "
+            "of their log source (nothing to prefilter on)") in err
+    assert load_detection([str(tmp_path)], stderr_console(),
+                          argparse.Namespace(rule_issues=True)) is not None
     err = capsys.readouterr().err
     assert "[unindexed]" not in err
     assert ("sigma: note: 4 rules without a value the prefilter can look for, evaluated on "

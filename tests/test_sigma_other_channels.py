@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from builders import WHOAMI, security_event, sysmon_event, whoami_rule
+
 from sysmonx.cli import main
 from sysmonx.event import Event
 from sysmonx.filtering import EngineOptions
@@ -159,11 +161,10 @@ def test_live_stages_check_and_drop_the_records_the_rules_read(tmp_path):
     det = DetectionStage.from_paths([_rule(tmp_path)])
     stages = live_stages(None, EngineOptions(), detection=det, alerts_to_stream=False)
     assert any(isinstance(s, SigmaOnlyDrop) for s in stages)
-    security = dict(provider="Microsoft-Windows-Security-Auditing", provider_guid=None,
-                    channel="Security", time_created="2024-05-01T10:00:00.0000000Z")
-    logons = [Event(4624, {"LogonType": "9"}, record_id=7, **security),
-              Event(4624, {"LogonType": "3"}, record_id=8, **security),
-              Event(4688, {}, record_id=9, **{**security, "channel": "System"})]
+    at = dict(computer="", time_created="2024-05-01T10:00:00.0000000Z")
+    logons = [security_event(4624, {"LogonType": "9"}, 7, **at),
+              security_event(4624, {"LogonType": "3"}, 8, **at),
+              security_event(4688, {}, 9, channel="System", **at)]
     sink = _Collect()
     Pipeline(stages, [sink]).run(_Events(logons))
     assert [type(i).__name__ for i in sink.items] == ["Alert"]
@@ -183,18 +184,8 @@ detection:
   condition: sel
 level: low
 ---
-title: whoami (Sysmon)
-id: 0b1c2d3e-1111-4222-8333-944455550002
-name: sysmon_whoami
-logsource:
-  product: windows
-  category: process_creation
-detection:
-  sel:
-    Image|endswith: '\\\\whoami.exe'
-  condition: sel
-level: low
----
+""" + whoami_rule("0b1c2d3e-1111-4222-8333-944455550002", "whoami (Sysmon)", "low",
+                   name="sysmon_whoami") + """---
 title: whoami in a new logon session
 id: 0b1c2d3e-1111-4222-8333-944455550003
 correlation:
@@ -220,14 +211,10 @@ def _cross_alerts(sec_field: str, sysmon_field: str) -> list:
     text = CROSS.replace("KEY", "key").replace("FIELD_SEC", sec_field) \
         .replace("FIELD_SYSMON", sysmon_field)
     det = DetectionStage(load_rules_text(text))
-    logon = Event(4624, {"TargetLogonId": "0x678fe", "ProcessId": "0xa2c"},
-                  provider="Microsoft-Windows-Security-Auditing", provider_guid=None,
-                  channel="Security", computer="h", record_id=5,
-                  time_created="2024-05-01T10:00:00.0000000Z")
-    proc = Event(1, {"Image": "C:\\Windows\\System32\\whoami.exe", "ProcessId": "2604",
-                     "LogonId": "0x678fe"},
-                 channel="Microsoft-Windows-Sysmon/Operational", computer="h", record_id=5,
-                 time_created="2024-05-01T10:00:01.0000000Z")
+    logon = security_event(4624, {"TargetLogonId": "0x678fe", "ProcessId": "0xa2c"}, 5,
+                           time_created="2024-05-01T10:00:00.0000000Z")
+    proc = sysmon_event(1, {"Image": WHOAMI, "ProcessId": "2604", "LogonId": "0x678fe"}, 5,
+                        time_created="2024-05-01T10:00:01.0000000Z")
     out = det.process(logon) + det.process(proc) + det.finish()
     return [a for a in out if a.kind != "detection"]
 

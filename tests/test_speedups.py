@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import EVTX_SYSTEM
 
 from sysmonx.core import native
 from sysmonx.event import Event
@@ -177,13 +178,7 @@ def test_extension_is_built_where_it_can_be():
 
 # --- hand-made records ---------------------------------------------------------------------------
 
-SYSTEM = ('"System":{"Provider":{"#attributes":{"Name":"Microsoft-Windows-Sysmon",'
-          '"Guid":"5770385F-C22A-43E0-BF4C-06F5698FFBD9"}},"EventID":1,"Version":5,"Level":4,'
-          '"Task":1,"Opcode":0,"Keywords":"0x8000000000000000","TimeCreated":{"#attributes":'
-          '{"SystemTime":"2019-04-18T16:55:37.125139Z"}},"EventRecordID":4,"Correlation":null,'
-          '"Execution":{"#attributes":{"ProcessID":3192,"ThreadID":3288}},"Channel":'
-          '"Microsoft-Windows-Sysmon/Operational","Computer":"IEWIN7","Security":{"#attributes":'
-          '{"UserID":"S-1-5-18"}}}')
+SYSTEM = EVTX_SYSTEM
 DATA = ('"EventData":{"RuleName":"-","UtcTime":"2019-04-18 16:55:37.075","ProcessGuid":'
         '"365ABB72-AF09-5CB8-0000-0010E0AF0A00","ProcessId":2088,"Image":"C:\\\\a.exe",'
         '"CommandLine":"a b","ParentProcessGuid":"{365abb72-0000-0000-0000-000000000000}"}')

@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="filter the collected events with a Sysmon config (default: keep all)")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
                    help="Sigma rules run on the collected stream; alerts as events 1000")
+    common.add_rule_issues_option(p)
     p.add_argument("--count", type=int, metavar="N", help="stop after N messages")
     p.add_argument("--idle-exit", type=float, metavar="SECONDS",
                    help="stop when no message came for SECONDS")
@@ -73,7 +74,8 @@ def cmd_collect(argv: list[str]) -> int:
             return EXIT_FATAL
         stages.append(FilterStage(config, EngineOptions()))
     if args.rules:
-        detection = load_detection(args.rules, console)
+        detection = load_detection(args.rules, console,
+                                   argparse.Namespace(rule_issues=args.rule_issues))
         if detection is None:
             return EXIT_FATAL
         stages.extend(detection_stages(detection, True))

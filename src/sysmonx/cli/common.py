@@ -27,7 +27,8 @@ __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_pa
            "BUILTIN_CONFIGS", "config_arg_path", "builtin_config_name", "config_name",
            "add_rule_profile_options", "check_rule_profile_options", "start_rule_profile",
            "report_rule_profile", "print_detection_summary", "sigma_summary",
-           "add_detections_option", "DETECTIONS_SHOWN", "UsageParser"]
+           "add_detections_option", "DETECTIONS_SHOWN", "UsageParser",
+           "add_rule_issues_option"]
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -280,6 +281,14 @@ _NOT_STORED = ("rule cache: cannot", "rule cache not used", "rule cache: rule fi
 _REBUILT = " ignored and rebuilt: "
 
 
+def add_rule_issues_option(p: argparse.ArgumentParser) -> None:
+    """``--rule-issues``: list each Sigma rule's load issue (:func:`load_detection`)."""
+    p.add_argument("--rule-issues", action="store_true",
+                   help="with --rules: list each rule rejected or warned about, and the rules "
+                        "the prefilter cannot index, one line each (default: one line of "
+                        "counts by reason)")
+
+
 def load_detection(paths: list[str], console, args: Optional[argparse.Namespace] = None,
                    platform: Optional[str] = None):
     """Load Sigma rules into a detection stage; print load issues. ``None`` on a fatal error,
@@ -288,15 +297,17 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
     asked for.
 
     ``args`` with ``rule_cache``/``no_rule_cache`` (:func:`add_rule_cache_options`) chooses
-    the compiled-rule cache; without them the default cache is used. ``args.quiet`` (``-q``:
-    no summaries) prints the per-rule load issues as one line of counts by reason, with the
-    loaded line; the one-line notes (YAML files skipped in a folder, the rule cache's notes:
-    an entry ignored, a cache not writable) are printed either way.
+    the compiled-rule cache; without them the default cache is used. The rules' load issues
+    (rejected rules, warnings, the rules the prefilter cannot index) are one line of counts by
+    reason that names ``--rule-issues`` (:func:`add_rule_issues_option`), the same line on
+    every run, compiled or read from the rule cache; ``args.rule_issues`` lists them one per
+    rule instead, and so does a load where no rule loaded (the run is refused: the reasons are
+    what the user needs), unless ``args.quiet`` (``-q``), whose error line says how to see
+    them. The one-line notes (YAML files skipped in a folder, the rule cache's notes: an
+    entry ignored, a cache not writable) are printed either way.
 
-    ``platform`` (``"lnx"``: the live Linux sensor) lists per rule only the issues that concern
-    the events it writes: warnings about rules that can meet them, and rejected rules when the
-    rule set was compiled at this start (so once, not at every start); the others are one line
-    of counts that says how to list them.
+    ``platform`` (``"lnx"``: the live Linux sensor) adds to the line of counts how many
+    warnings concern rules only Windows Sysmon's events meet, which that sensor never writes.
 
     The last line says how the rules were loaded: from the rule cache, or compiled and stored
     there (with why, when an entry was ignored and rebuilt), or compiled and not stored (a
@@ -316,42 +327,37 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
     except FileNotFoundError as exc:
         console.print(f"error: rules: {exc.filename or exc}: no such file or directory")
         return None
+    # each rule's load issue is listed with --rule-issues, or when no rule loaded (the run is
+    # refused: the reasons are what the user needs; -q holds them back and says how to see
+    # them); else one line of counts, the same on every run whether the rules were compiled
+    # or came from the rule cache
     quiet = bool(getattr(args, "quiet", False))
+    detail = bool(getattr(args, "rule_issues", False)) or (not stage.rules_loaded and not quiet)
     # rules the prefilter cannot index cost time, not correctness: one line, not one per rule
     unindexed = [i for i in stage.issues if i.code == "unindexed" and not i.rejected]
-    # a folder's YAML files that are not Sigma: already one line ("skipped"), kept with -q
+    # a folder's YAML files that are not Sigma: already one line ("skipped"), printed either way
     summary_codes = ("unindexed", "skipped")
     listed = [i for i in stage.issues if i.code not in summary_codes or i.rejected]
-    folded: list = []
-    if quiet:
-        listed, folded = [], listed
-    elif platform is not None:
-        listed, folded = _issues_for_platform(stage, listed, platform)
-    if folded or (quiet and unindexed):
-        counts = Counter(("rejected " if i.rejected else "warning ") + i.code for i in folded)
+    if not detail and (listed or unindexed):
+        counts = Counter(("rejected " if i.rejected else "warning ") + i.code for i in listed)
         text = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        if quiet and unindexed:  # the note below, held back by -q, is counted here
+        if unindexed:
             n = len(unindexed)
             text += (", " if text else "") + (
                 f"{n} rule{'s' if n > 1 else ''} evaluated on every event of "
                 f"{'their' if n > 1 else 'its'} log source (nothing to prefilter on)")
-        if quiet:
-            console.print(f"sigma: load issues (listed without -q): {text}", markup=False)
-        else:
-            why = []
-            if any(not i.rejected for i in folded):
-                why.append("warnings about rules only Windows Sysmon's events meet, which this "
-                           "sensor does not write")
-            if any(i.rejected for i in folded):
-                why.append("rejected rules, listed when this rule set was compiled "
-                           "(--no-rule-cache lists them again)")
-            console.print(f"sigma: load issues not listed: {text} ({'; '.join(why)})",
-                          markup=False)
+        if platform is not None:
+            foreign = _windows_only_warnings(stage, listed)
+            if foreign:
+                text += (f"; {foreign} of the warnings about rules only Windows Sysmon's "
+                         "events meet, which this sensor does not write")
+        console.print(f"sigma: load issues (listed with --rule-issues): {text}", markup=False)
+        listed = []
     shown = {id(i) for i in listed}
     for issue in stage.issues:
         if id(issue) in shown or (issue.code == "skipped" and not issue.rejected):
             console.print(f"sigma: {issue}{_regex_hint(issue.message)}", markup=False)
-    if unindexed and not quiet:
+    if unindexed and detail:
         names = ", ".join(i.title or i.rule_id or "-" for i in unindexed[:3])
         console.print(f"sigma: note: {len(unindexed)} rule{'s' if len(unindexed) > 1 else ''} "
                       "without a value the prefilter can look for, evaluated on every event of "
@@ -381,8 +387,8 @@ def load_detection(paths: list[str], console, args: Optional[argparse.Namespace]
     if not stage.rules_loaded:  # fatal: the run would detect nothing, whatever it reads
         read = len(stage.rejected)
         console.print("error: --rules: no Sigma rule loaded from " + ", ".join(paths) + (
-            f" ({read:,} rejected: " + ("run without -q to see why)" if quiet
-                                        else "see above)") if read else " (no rule found)")
+            f" ({read:,} rejected: " + ("see above)" if detail else "run without -q to see why)")
+            if read else " (no rule found)")
             + "; nothing to detect with", markup=False)
         return None
     return stage
@@ -401,22 +407,13 @@ def _regex_hint(message: str) -> str:
     return f"; {hint}" if hint else ""
 
 
-def _issues_for_platform(stage, issues: list, platform: str) -> tuple[list, list]:
-    """``(listed, folded)``: of ``issues``, those a sensor writing ``platform``'s events
-    (``lnx``) lists per rule: warnings about rules whose log source includes events that are
-    not Windows Sysmon's, and rejections when the rule set was compiled at this start."""
+def _windows_only_warnings(stage, issues: list) -> int:
+    """How many of ``issues`` are warnings about rules whose log source holds Windows Sysmon's
+    events only (a sensor writing Sysmon for Linux's events never meets those rules)."""
     meets: dict = {}
     for r in stage.matcher.compiled:
         meets[r.key] = any(g[0] != "win" for g in r.target.groups)
-    listed: list = []
-    folded: list = []
-    for i in issues:
-        if i.rejected:
-            keep = stage.cache_status != "cached"
-        else:
-            keep = meets.get(i.rule_id, True)
-        (listed if keep else folded).append(i)
-    return listed, folded
+    return sum(1 for i in issues if not i.rejected and not meets.get(i.rule_id, True))
 
 
 #: rules listed in the Sigma detections table without ``--all-detections``

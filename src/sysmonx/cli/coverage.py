@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
                                                             "the built-in one)")
     p.add_argument("--rules", nargs="+", action="extend", default=[], metavar="SIGMA",
                    help="Sigma rules (files, folders, .tar.gz bundles)")
+    common.add_rule_issues_option(p)
     p.add_argument("--logs", nargs="+", action="extend", default=[], metavar="LOGS",
                    help="recorded logs: replay them through the config and rules and report "
                         "which techniques fired")
@@ -54,7 +55,8 @@ def cmd_coverage(argv: list[str]) -> int:
             return EXIT_FATAL
     detection = None
     if args.rules:
-        detection = common.load_detection(args.rules, console)
+        detection = common.load_detection(args.rules, console,
+                                          argparse.Namespace(rule_issues=args.rule_issues))
         if detection is None:
             return EXIT_FATAL
     from ..workbench.coverage import (Coverage, RuleNameCounter, format_text, navigator_layer,

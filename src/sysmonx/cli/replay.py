@@ -119,6 +119,7 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "SysmonX event tags and enrichment fields)")
     add_stage_option(p)
     add_rule_cache_options(p)
+    common.add_rule_issues_option(p)
     add_rule_profile_options(p)
     common.add_detections_option(p)
     common.add_triage_options(p, replay=True)

@@ -109,6 +109,7 @@ def _run_parser() -> argparse.ArgumentParser:
                         "the host's work)")
     add_stage_option(p)
     add_rule_cache_options(p)
+    common.add_rule_issues_option(p)
     add_rule_profile_options(p)
     common.add_detections_option(p)
     common.add_triage_options(p)

@@ -248,6 +248,7 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="stop after this many seconds (default: until Ctrl-C)")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
                    help="Sigma rules run on every written event (alerts as event 1000)")
+    common.add_rule_issues_option(p)
     p.add_argument("--list-backends", action="store_true",
                    help="show which backends can run here and why not, then exit")
     common.add_stage_option(p)
@@ -300,7 +301,8 @@ def cmd_run_windows(argv: list[str], *, wevtapi: Any = None, etwapi: Any = None)
         return EXIT_FATAL
     detection = None
     if args.rules:
-        detection = common.load_detection(args.rules, console)
+        detection = common.load_detection(args.rules, console,
+                                          argparse.Namespace(rule_issues=args.rule_issues))
         if detection is None:
             common.close_quietly(sinks)
             return EXIT_FATAL

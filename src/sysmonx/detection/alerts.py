@@ -20,7 +20,10 @@ correlation that fires. Two renderings:
   Windows counts 100 ns ticks and Sysmon for Linux microseconds), ``computer``, for a
   correlation only ``group`` (group-by field -> value), ``event_count``, ``record_ids`` (of
   the matched events, at most ``max_alert_records``, oldest first), ``event_ids``, for a
-  correlation only ``rules`` (its referenced rules) and ``value`` (its aggregate), then
+  correlation only ``channels`` (its events' System/Channel, distinct, in order of
+  appearance, a JSON list: what finds its records with ``computer`` and ``record_ids``;
+  ``""`` for an event without a channel; a detection's is ``event.Channel``), ``rules`` (its
+  referenced rules) and ``value`` (its aggregate), then
   ``fields`` (key fields of the matched event: the fields the rule tests, enrichment fields
   included, with the values it matched on, plus the usual identity fields, or the group
   values of a correlation), ``source_file`` (the recorded file
@@ -42,9 +45,10 @@ correlation that fires. Two renderings:
   white space runs made one space; empty when the rule has none), ``WindowStart``,
   ``WindowEnd`` (a correlation's only; SystemTime form, as the event's TimeCreated),
   ``EventCount``, ``RecordIds``, ``EventIds``, ``Channels`` (the matched events' System/Channel,
-  distinct, comma-separated: with ``Computer`` and ``RecordIds`` what finds the records, also
-  when the matched record itself is not written, a Security record under ``--non-sysmon
-  drop``), ``Rules``, ``Value``, ``Group`` (the last three
+  distinct, comma-separated, a ``%`` or ``,`` in a name written ``%25`` or ``%2C``:
+  :func:`join_channels`, read back by :func:`split_channels`; with ``Computer`` and
+  ``RecordIds`` what finds the records, also when the matched record itself is not written, a
+  Security record under ``--non-sysmon drop``), ``Rules``, ``Value``, ``Group`` (the last three
   a correlation's only; ``name=value; ...``), ``SourceFile`` (only when the matched event was
   read from a file: its path, as in ``source_file``), then each key field under its own name
   (a name that collides with one above is skipped). The whole matched event is not repeated
@@ -68,7 +72,8 @@ from ..event import SIGMA_ALERT_PROVIDER, Event
 __all__ = ["Alert", "SIGMA_ALERT_EVENT_ID", "SIGMA_ALERT_NAME", "ALERT_PROVIDER",
            "ALERT_CHANNEL", "MAX_EVENT_FIELDS", "matched_event", "source_of",
            "LEVEL_TO_WINDOWS", "LEVELS", "attack_tags", "MAX_META_CHARS", "MAX_META_ITEMS",
-           "register_rules", "rule_meta", "rule_text", "system_time", "attack_info", "TACTICS"]
+           "register_rules", "rule_meta", "rule_text", "system_time", "attack_info", "TACTICS",
+           "join_channels", "split_channels"]
 
 #: EventID of the SysmonX ``SigmaAlert`` event (outside Sysmon's range).
 SIGMA_ALERT_EVENT_ID = 1000
@@ -185,7 +190,8 @@ class Alert:
                       "window_end": system_time(self.window_end),
                       "computer": self.computer, "group": self.group,
                       "event_count": self.event_count, "record_ids": self.record_ids,
-                      "event_ids": self.event_ids, "rules": self.rules, "value": self.value})
+                      "event_ids": self.event_ids, "channels": self.channels,
+                      "rules": self.rules, "value": self.value})
         d.update({"fields": self.fields, "source_file": self.source_file, "event": self.event})
         return d
 
@@ -219,8 +225,8 @@ class Alert:
             "time": end, "window_start": start,
             "window_end": end, "computer": self.computer, "group": self.group,
             "event_count": self.event_count, "record_ids": self.record_ids,
-            "event_ids": self.event_ids, "rules": self.rules, "value": self.value,
-            "fields": self.fields, "source_file": self.source_file, "event": self.event},
+            "event_ids": self.event_ids, "channels": self.channels, "rules": self.rules,
+            "value": self.value, "fields": self.fields, "source_file": self.source_file, "event": self.event},
             option=orjson.OPT_APPEND_NEWLINE)[1:]
 
     def to_event(self, record_id: Optional[int] = None) -> Event:
@@ -238,7 +244,7 @@ class Alert:
         data["EventCount"] = str(self.event_count)
         data["RecordIds"] = ",".join(str(r) for r in self.record_ids)
         data["EventIds"] = ",".join(str(i) for i in self.event_ids)
-        data["Channels"] = ",".join(self.channels)
+        data["Channels"] = join_channels(self.channels)
         if self.kind != "detection":
             data.update({
                 "Rules": ",".join(self.rules),
@@ -429,6 +435,31 @@ def _attack_fields(tags: tuple) -> tuple:
     ``,``."""
     info = attack_info(tags)
     return ",".join(info["tactics"]), ",".join(info["techniques"])
+
+
+def join_channels(channels: Any) -> str:
+    """Event 1000's ``Channels``: channel names joined with ``,``, each name's ``%`` written
+    ``%25`` and ``,`` written ``%2C`` (percent-encoding, RFC 3986 section 2.1), so a name with a
+    comma (legal in a Windows channel name: a custom ETW channel) is not taken for two.
+    A name without ``%`` or ``,`` (every channel Windows and Sysmon define) is written as is,
+    so ``Channels`` reads the same as before this encoding for them. ``""`` stays the unknown
+    channel (an event without one)."""
+    return ",".join(c.replace("%", "%25").replace(",", "%2C") if ("%" in c or "," in c) else c
+                    for c in channels)
+
+
+_ESCAPED = re.compile(r"%(2[cC]|25)")
+
+
+def split_channels(text: str) -> list[str]:
+    """The channel names of event 1000's ``Channels`` (:func:`join_channels`): split at ``,``,
+    then ``%2C`` (or ``%2c``) read as ``,`` and ``%25`` as ``%``; any other ``%`` is kept as
+    written (an alert written before the encoding, whose names had no comma, reads the same).
+    ``""`` gives ``[""]`` (one channel, unknown), as it was written."""
+    if "%" not in text:
+        return text.split(",")
+    return [_ESCAPED.sub(lambda m: "," if m.group(1) in ("2c", "2C") else "%", part)
+            for part in text.split(",")]
 
 
 def _num(v: float) -> str:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from ..core.registry import STAGES
 from ..event import SIGMA_ALERT_EVENT_ID, SIGMA_ALERT_PROVIDER, Event
 from ..interfaces import Emit, Stage
+from .alerts import split_channels
 
 if TYPE_CHECKING:
     from .stage import DetectionStage
@@ -68,6 +69,10 @@ class SigmaMatchStage(Stage):
 
     Args:
         detection: the loaded :class:`~sysmonx.detection.stage.DetectionStage`.
+        decide: whether this stage decides which SigmaAlert events read back are made again
+            (:meth:`made_again`); ``False`` passes every one on for the process that sees the
+            whole stream in input order to decide (a ``--jobs`` worker: its parent, which
+            notes the workers' matches, :class:`~sysmonx.pipeline.parallel`).
     """
 
     name = "sigma-match"
@@ -78,8 +83,9 @@ class SigmaMatchStage(Stage):
     #: matters for an alert far behind its events: it is then kept, never lost.
     HITS_KEPT = 100_000
 
-    def __init__(self, detection: DetectionStage) -> None:
+    def __init__(self, detection: DetectionStage, decide: bool = True) -> None:
         self.detection = detection
+        self.decide = decide
         #: SigmaAlert events read back and dropped: this run made the same alert again
         self.replaced = 0
         self._keys: Optional[frozenset[str]] = None
@@ -100,7 +106,7 @@ class SigmaMatchStage(Stage):
         if type(item) is not Event:
             return True
         if item.provider == SIGMA_ALERT_PROVIDER:
-            if item.event_id == SIGMA_ALERT_EVENT_ID and self.made_again(item):
+            if self.decide and item.event_id == SIGMA_ALERT_EVENT_ID and self.made_again(item):
                 self.replaced += 1
                 return False
             return True
@@ -140,9 +146,9 @@ class SigmaMatchStage(Stage):
         and EventIDs by some rule. An alert without ``Channels`` (version 2, written by an
         older SysmonX) is taken for made again only where each record it names was matched here
         in exactly one channel (record numbers are per channel); where two channels of that
-        computer had such a record it is kept, never dropped on a guess. A correlation whose
-        events were split over ``--jobs`` workers is kept by the worker that did not see them
-        all (written twice, never lost)."""
+        computer had such a record it is kept, never dropped on a guess. ``--jobs`` workers do
+        not decide (``decide=False``): their parent notes every worker's matches in input
+        order and decides, as one process does."""
         keys = self._keys
         if keys is None:
             keys = self._keys = rule_keys(self.detection)
@@ -161,14 +167,15 @@ class SigmaMatchStage(Stage):
         if chans is None:
             # an older alert: the channel of each record it names is the one this run matched
             # it in, when there is exactly one
-            found = set()
+            found: set[str] = set()
             for r in rids:
                 seen = {c for e in eids for c in self._chans.get((comp, e, r), ())}
                 if len(seen) != 1:
                     return False
                 found |= seen
-            chans = ",".join(sorted(found))
-        channels = chans.lower().split(",")
+            channels = sorted(found)
+        else:
+            channels = [c.lower() for c in split_channels(chans)]
         if data.get("RuleKind") == "detection":
             return (len(rids) == 1 and len(eids) == 1 and len(channels) == 1
                     and rule in hits.get((comp, channels[0], eids[0], rids[0]), ()))

@@ -15,6 +15,11 @@ With Sigma rules (``--rules``) the work is split where the state begins::
             ─► copy the part's bytes up to each event that has alerts, then the alerts
             (event 1000 numbered in stream order, or --alerts FILE) ─► ... ─► finish()
 
+SigmaAlert events read back (a replayed SysmonX output) pass the workers undecided; the parent
+leaves out those this run makes again (over every worker's matches before them, in input
+order) and those the selection (``--min-level`` ...) does not keep, as one process's
+``sigma-match`` and ``alert-triage`` do.
+
 Matching, the costly per-event part, is stateless and runs in the workers; the parent's work
 grows with the number of events that matched, not with the input, and it never decodes or
 renders an event that did not alert. Output, alerts and the Sigma summary are byte for byte
@@ -29,6 +34,7 @@ pool (which would wait for the rest of the message forever: :func:`_result`).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import functools
@@ -38,10 +44,10 @@ import os
 import sys
 from array import array
 from collections import Counter
-from typing import IO, Any, BinaryIO, Callable, Generator, Iterator, Optional, Sequence
+from typing import IO, Any, BinaryIO, Callable, Generator, Optional, Sequence
 
 from ..core.errors import SinkError
-from ..event import Event
+from ..event import SIGMA_ALERT_EVENT_ID, SIGMA_ALERT_PROVIDER, Event
 from ..filtering import FilterEngine
 from ..filtering.engine import set_note_handler
 from ..interfaces import Sink
@@ -175,7 +181,10 @@ class _Marks(Sink):
     """A worker's sink after ``sigma-match``: writes each event (when there is an output) and
     keeps what the parent needs to correlate: per event its end offset in the part file and,
     with correlations, its time in nanoseconds (:data:`_NO_TIME` for none); per event that
-    matched, its position, the event and the indices of the rules it matched.
+    matched, its position, the event and the indices of the rules it matched; per SysmonX event
+    read back (provider ``SysmonX``: a SigmaAlert of an earlier run), its position and the
+    event, which the parent decides on (made again by this run, or held back by the
+    selection) in input order, as one process does.
 
     Args:
         writer: the part's writer (on a :class:`_CountingStream`), or ``None`` to count only.
@@ -198,11 +207,14 @@ class _Marks(Sink):
         self.ends = array("q")
         self.times = array("q")
         self.hits: list[tuple[int, Event, tuple[int, ...]]] = []
+        self.read_back: list[tuple[int, Event]] = []
 
     def write(self, item: Any) -> None:
         """Write one event (or the event of a :class:`~sysmonx.detection.stages.RuleHits`)."""
         if type(item) is Event:
             event = item
+            if event.provider == SIGMA_ALERT_PROVIDER:  # never matched: the parent decides
+                self.read_back.append((len(self.ends), event))
         else:  # RuleHits
             event = item.event
             self.hits.append((len(self.ends), event, tuple(r.index for r in item.hits)))
@@ -218,9 +230,10 @@ class _Marks(Sink):
             t = time_ns(tc) if tc else None
             self.times.append(_NO_TIME if t is None else t)
 
-    def result(self) -> tuple[bytes, bytes, list[tuple[int, Event, tuple[int, ...]]]]:
-        """``(end offsets, times, hits)``, the arrays as bytes (``array("q")``)."""
-        return self.ends.tobytes(), self.times.tobytes(), self.hits
+    def result(self) -> tuple[bytes, bytes, list[tuple[int, Event, tuple[int, ...]]],
+                              list[tuple[int, Event]]]:
+        """``(end offsets, times, hits, read back)``, the arrays as bytes (``array("q")``)."""
+        return self.ends.tobytes(), self.times.tobytes(), self.hits, self.read_back
 
 
 class _ErrorSpool:
@@ -291,7 +304,7 @@ def _difference(stats: ReplayStats, before: dict[str, Any]) -> ReplayStats:
 
 
 def _replay_group(task: tuple[int, list[str]]) -> tuple[Optional[str], Optional[str], list[
-        tuple[str, ReplayStats, int]], Optional[tuple[bytes, bytes, list[Any]]]]:
+        tuple[str, ReplayStats, int]], Optional[tuple[bytes, bytes, list[Any], list[Any]]]]:
     """Worker: replay a group of files into one temp file, errors into another.
 
     Returns ``(output temp path or None, error temp path or None,
@@ -317,7 +330,9 @@ def _replay_group(task: tuple[int, list[str]]) -> tuple[Optional[str], Optional[
         opts = _WORKER["options"]
         marks = _Marks(writer, counter, detection.correlation is not None,
                        sigma_only_channels(opts.non_sysmon, None, opts.sigma_channels))
-        extra.append(SigmaMatchStage(detection))
+        # SigmaAlert events read back are decided on in the parent, which sees every worker's
+        # matches in input order (an alert's events may be in a file another worker read)
+        extra.append(SigmaMatchStage(detection, decide=False))
     spool = _WORKER["spool"] = _ErrorSpool(_WORKER["tmpdir"], index)
     results = []
     try:
@@ -359,13 +374,24 @@ class _Correlator:
         triage: the alerts to keep (:class:`~sysmonx.detection.triage.AlertTriage`, the
             ``alert-triage`` stage of one process), ``None`` for all; those held back are
             counted in :attr:`held_back`.
+
+    The SigmaAlert events read back (a replayed SysmonX output) are decided on here, where
+    every worker's matches arrive in input order: one this run makes again
+    (:meth:`~sysmonx.detection.stages.SigmaMatchStage.made_again` over the matches before
+    it, whichever worker read them) is left out of the output and counted in
+    :attr:`replaced`; then the selection holds back those it does not keep (counted in
+    :attr:`held_back` too), as one process's ``sigma-match`` and ``alert-triage`` do.
     """
 
     def __init__(self, detection: Any, events_writer: Any, alert_sinks: Sequence[Sink],
                  to_out: Callable[[Callable[[], object]], None], triage: Any = None) -> None:
-        from ..detection.stages import SigmaAlertEvents
+        from ..detection.stages import SigmaAlertEvents, SigmaMatchStage
         self.triage = triage
         self.held_back = 0
+        #: SigmaAlert events read back and made again by this run (not written)
+        self.replaced = 0
+        # the workers' matches, noted in input order (what one process's sigma-match saw)
+        self.index = SigmaMatchStage(detection)
         self.detection = detection
         self.compiled = detection.matcher.compiled
         self.timed = detection.correlation is not None
@@ -374,7 +400,7 @@ class _Correlator:
         self.numbering = SigmaAlertEvents()
         self.to_out = to_out
 
-    def merge(self, part: Optional[str], marks: tuple[bytes, bytes, list[Any]],
+    def merge(self, part: Optional[str], marks: tuple[bytes, bytes, list[Any], list[Any]],
               out: Optional[BinaryIO]) -> None:
         """Correlate one part's marks and copy the part to ``out`` with the alerts after the
         events that raised them.
@@ -389,12 +415,28 @@ class _Correlator:
         times = array("q")
         times.frombytes(marks[1])
         hits = {k: (event, idx) for k, event, idx in marks[2]}
+        read_back = dict(marks[3])
         n = len(ends)
         base = stats.events
-        points: Iterator[int] = iter(sorted(hits))
+        # one process's sigma-match counts (and its clock reads) every event but the SysmonX
+        # events read back: ``counted[j]`` is the position in the part of its j-th event
+        back = sorted(read_back)
+        m = n - len(back)
+
+        def counted_before(k: int) -> int:  # events sigma-match counted before position k
+            return k - bisect.bisect_left(back, k) if back else k
+
+        wanted = set(hits) | read_back.keys()
         if self.timed:  # the events whose clock one process reads (DetectionStage.correlate)
             every = det.CLOCK_EVERY
-            points = iter(sorted(set(range((-(base + 1)) % every, n, every)) | hits.keys()))
+            clock = range((-(base + 1)) % every, m, every)
+            if back:
+                skip = set(back)
+                counted = [k for k in range(n) if k not in skip]
+                wanted.update(counted[j] for j in clock)
+            else:
+                wanted.update(clock)
+        points = sorted(wanted)
         compiled = self.compiled
         view: Optional[memoryview] = None
         if part is not None and out is not None and os.path.getsize(part):
@@ -403,9 +445,25 @@ class _Correlator:
                 mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             view = memoryview(mapped)
         pos = 0
+        index = self.index
+        triage = self.triage
         try:
             for k in points:
-                stats.events = base + k + 1
+                alert_event = read_back.get(k)
+                if alert_event is not None:  # read back: made again here, or held back?
+                    if alert_event.event_id == SIGMA_ALERT_EVENT_ID and \
+                            index.made_again(alert_event):
+                        self.replaced += 1
+                    elif triage is not None and triage.keeps_item(alert_event) is False:
+                        self.held_back += 1
+                    else:
+                        continue
+                    if view is not None:  # its bytes are left out of the output
+                        start = ends[k - 1] if k else 0
+                        self.to_out(lambda a=pos, b=start: out.write(view[a:b]))  # type: ignore[union-attr,misc]
+                        pos = ends[k]
+                    continue
+                stats.events = base + counted_before(k) + 1
                 t: Optional[int] = None
                 if self.timed:
                     t = times[k]
@@ -415,14 +473,16 @@ class _Correlator:
                 if hit is None:
                     alerts = det.correlate_timed(None, [], t)
                 else:
-                    alerts = det.correlate_timed(hit[0], [compiled[i] for i in hit[1]], t)
+                    rules = [compiled[i] for i in hit[1]]
+                    index.note(hit[0], rules)
+                    alerts = det.correlate_timed(hit[0], rules, t)
                 if alerts:
                     if view is not None:
                         end = ends[k]
                         self.to_out(lambda a=pos, b=end: out.write(view[a:b]))  # type: ignore[union-attr,misc]
                         pos = end
                     self.write_alerts(alerts)
-            stats.events = base + n
+            stats.events = base + m
             if view is not None:
                 self.to_out(lambda: out.write(view[pos:]))  # type: ignore[union-attr]
         finally:
@@ -775,7 +835,11 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
         thaw = gc.get_freeze_count() == 0
         gc.freeze()
         try:
-            initargs = (options, fmt, tmpdir, part_options, detection is not None)
+            # with rules, the parent's _Correlator selects the SigmaAlert events read back too,
+            # after it decided which ones this run makes again (as one process does)
+            worker_options = (dataclasses.replace(options, triage=None)
+                              if detection is not None else options)
+            initargs = (worker_options, fmt, tmpdir, part_options, detection is not None)
             # closing: a failed output or Ctrl-C stops the workers at once
             with contextlib.closing(_ordered_results(groups, jobs, initargs)) as ordered:
                 for paths, result in ordered:
@@ -819,6 +883,7 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
     if correlator is not None:
         correlator.finish()  # windows still open at the end, as Replayer.finish
         total.alerts_held_back += correlator.held_back
+        total.alerts_replaced += correlator.replaced
     if head is not None:
         # what comes once at the end (</Events> ...); flushes, never closes ``out``
         to_out(head.close)
