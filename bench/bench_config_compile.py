@@ -15,11 +15,14 @@ Baseline, measured in the same run: lxml's bare parse of the same bytes
   ``--runs`` (default 30) of each, CPU time (``time.process_time``); each run parses the
   file again and compiles a fresh engine. Best-of-N hides load only partly: on a busy
   machine alternate trees (``PYTHONPATH=OTHER/src``) several times.
-* ``--instructions``: instructions executed (valgrind's cachegrind, ``--cache-sim=no``) by a
-  fresh child that imports what a replay imports and then parses (and compiles), minus one
-  that only imports; with ``PYTHONHASHSEED=0`` the counts repeat to about 0.1 %, whatever the
-  load. Needs ``valgrind`` on the PATH (exit status 1 otherwise). The bare lxml parse is
-  counted the same way.
+* ``--instructions``: instructions executed (valgrind's callgrind, collecting only inside
+  ``builtin_eval``) by the one call measured, run through ``eval`` in a fresh child that
+  first imports what a replay imports (and, for the deciders, loads the config): the first
+  parse in the process, or the 26 deciders of a fresh engine. Counting the call alone (not
+  a whole child minus one that only imports, as before 2026-12-07 20:50 UTC) keeps the
+  interpreter's start and the imports out: those varied by up to 3 % (~15 M instructions)
+  from run to run. ``PYTHONHASHSEED=0``. Needs ``valgrind`` on the PATH (exit status 1
+  otherwise). The bare lxml parse is counted the same way.
 
 ``uptime`` load averages are printed before and after. Exit status 1 when a config is
 missing or a child failed.
@@ -57,14 +60,15 @@ from sysmonx.filtering import FilterEngine
 what, path = sys.argv[1], sys.argv[2]
 ids = [int(x) for x in sys.argv[3].split(",")]
 raw = open(path, "rb").read()
+# only what runs inside eval() is counted (callgrind --toggle-collect=builtin_eval)
 if what == "lxml":
-    lxml.etree.fromstring(raw)
-elif what in ("parse", "compile"):
+    eval("lxml.etree.fromstring(raw)")
+elif what == "parse":
+    eval("load_config(path, cache=None)")
+elif what == "compile":
     config = load_config(path, cache=None)
-    if what == "compile":
-        engine = FilterEngine(config, plan_cache=False)
-        for eid in ids:
-            engine.decider_for(eid)
+    engine = FilterEngine(config, plan_cache=False)
+    eval("[engine.decider_for(eid) for eid in ids]")
 """
 
 
@@ -73,15 +77,17 @@ def _load() -> str:
 
 
 def _instructions(what: str, path: str) -> int:
-    """Instructions a fresh child executes for ``what`` (see :data:`CHILD`)."""
+    """Instructions executed inside the ``eval`` of ``what`` by a fresh child (see
+    :data:`CHILD`): callgrind collects only inside ``builtin_eval``, so the interpreter's
+    start, the imports and the exit are left out."""
     env = dict(os.environ, PYTHONHASHSEED="0", SYSMONX_CONFIG_CACHE="0")
-    r = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no",
-                        "--cachegrind-out-file=/dev/null", sys.executable, "-c", CHILD, what,
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--toggle-collect=builtin_eval",
+                        "--callgrind-out-file=/dev/null", sys.executable, "-c", CHILD, what,
                         path, ",".join(map(str, IDS))], capture_output=True, text=True, env=env)
-    m = re.search(r"I\s+refs:\s+([\d,]+)", r.stderr)
+    m = re.search(r"Collected\s*:\s*(\d+)", r.stderr)
     if r.returncode != 0 or m is None:
         raise RuntimeError(f"child {what} failed ({r.returncode}): {r.stderr[-500:]}")
-    return int(m.group(1).replace(",", ""))
+    return int(m.group(1))
 
 
 def _best(fn, runs: int) -> float:
@@ -113,15 +119,12 @@ def main() -> int:
         if shutil.which("valgrind") is None:
             print("--instructions needs valgrind", file=sys.stderr)
             return 1
-        print("instructions executed (cachegrind), millions; a child that only imports "
-              "subtracted")
+        print("instructions executed (callgrind), millions, inside the measured call only")
         for label, path in paths:
-            base = _instructions("none", path)
-            lx, parse, comp = (_instructions(w, path) - base
-                               for w in ("lxml", "parse", "compile"))
+            lx, parse, comp = (_instructions(w, path) for w in ("lxml", "parse", "compile"))
             print(f"{label:16} lxml parse {lx / 1e6:7.2f}   config parse {parse / 1e6:7.2f} "
                   f"({parse / lx:4.1f}x lxml)   deciders, {len(IDS)} EventIDs "
-                  f"{(comp - parse) / 1e6:7.2f} ({(comp - parse) / lx:4.1f}x lxml)")
+                  f"{comp / 1e6:7.2f} ({comp / lx:4.1f}x lxml)")
     else:
         cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpu})
