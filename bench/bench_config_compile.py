@@ -15,6 +15,9 @@ Baseline, measured in the same run: lxml's bare parse of the same bytes
   ``--runs`` (default 30) of each, CPU time (``time.process_time``); each run parses the
   file again and compiles a fresh engine. Best-of-N hides load only partly: on a busy
   machine alternate trees (``PYTHONPATH=OTHER/src``) several times.
+* default, also: the *floor* of a reader built on lxml's element API, the least it does per
+  filter element (iterate it; its tag, child count, attributes, text, line; one ``Filter``),
+  against lxml's parse: what no such reader can go below.
 * ``--instructions``: instructions executed (valgrind's callgrind, collecting only inside
   ``builtin_eval``) by the one call measured, run through ``eval`` in a fresh child that
   first imports what a replay imports (and, for the deciders, loads the config): the first
@@ -90,6 +93,40 @@ def _instructions(what: str, path: str) -> int:
     return int(m.group(1))
 
 
+def _filter_elements(root, config) -> list:
+    """The filter elements of ``root`` (children of the event tags, and of their ``<Rule>``
+    groups), as many as ``config`` has filters."""
+    tags = {rs.tag for rs in config.rule_sets}
+    out = []
+    for el in root.iter(*tags):
+        for child in el:
+            if child.tag == "Rule":
+                out.extend(c for c in child if isinstance(c.tag, str))
+            elif isinstance(child.tag, str):
+                out.append(child)
+    return out
+
+
+def _element_floor(elements: list) -> list:
+    """The least a reader through lxml's element API does per filter element: read its tag,
+    child count, attributes, text and line, and make one ``Filter`` (without ``__init__``,
+    as the reader does)."""
+    from sysmonx.config.parse import _new_filter
+    out = []
+    for f in elements:
+        tag = f.tag
+        if not len(f):
+            cond = name = None
+            for key, v in f.items():
+                if key == "condition":
+                    cond = v
+                elif key == "name":
+                    name = v
+            out.append(_new_filter(tag, cond or "is", f.text or "", name or "", 0,
+                                   f.sourceline, ()))
+    return out
+
+
 def _best(fn, runs: int) -> float:
     best = float("inf")
     for _ in range(runs):
@@ -148,6 +185,11 @@ def main() -> int:
             print(f"{label:16} lxml parse {lx:6.2f} ms   config parse {parse:6.2f} ms "
                   f"({parse / lx:4.1f}x lxml)   deciders, {len(IDS)} EventIDs {comp:6.2f} ms "
                   f"({comp / lx:4.1f}x lxml)")
+            elements = _filter_elements(etree.fromstring(raw), loaded)
+            floor = _best(lambda els=elements: _element_floor(els), args.runs)
+            print(f"{'':16} floor of a reader through lxml's element API, "
+                  f"{len(elements)} filter elements: {floor:6.2f} ms "
+                  f"(+ lxml's parse: {(floor + lx) / lx:4.1f}x lxml)")
     print(f"load average (1/5/15 min) after: {_load()}")
     return 0
 
