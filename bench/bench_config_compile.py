@@ -15,11 +15,17 @@ Baseline, measured in the same run: lxml's bare parse of the same bytes
   ``--runs`` (default 30) of each, CPU time (``time.process_time``); each run parses the
   file again and compiles a fresh engine. Best-of-N hides load only partly: on a busy
   machine alternate trees (``PYTHONPATH=OTHER/src``) several times.
-* ``--instructions``: instructions executed (valgrind's cachegrind, ``--cache-sim=no``) by a
-  fresh child that imports what a replay imports and then parses (and compiles), minus one
-  that only imports; with ``PYTHONHASHSEED=0`` the counts repeat to about 0.1 %, whatever the
-  load. Needs ``valgrind`` on the PATH (exit status 1 otherwise). The bare lxml parse is
-  counted the same way.
+* default, also: the *floor* of a reader built on lxml's element API, the least it does per
+  filter element (iterate it; its tag, child count, attributes, text, line; one ``Filter``),
+  against lxml's parse: what no such reader can go below.
+* ``--instructions``: instructions executed (valgrind's callgrind, collecting only inside
+  ``builtin_eval``) by the one call measured, run through ``eval`` in a fresh child that
+  first imports what a replay imports (and, for the deciders, loads the config): the first
+  parse in the process, or the 26 deciders of a fresh engine. Counting the call alone (not
+  a whole child minus one that only imports, as before 2026-12-07 20:50 UTC) keeps the
+  interpreter's start and the imports out: those varied by up to 3 % (~15 M instructions)
+  from run to run. ``PYTHONHASHSEED=0``. Needs ``valgrind`` on the PATH (exit status 1
+  otherwise). The bare lxml parse is counted the same way.
 
 ``uptime`` load averages are printed before and after. Exit status 1 when a config is
 missing or a child failed.
@@ -57,14 +63,15 @@ from sysmonx.filtering import FilterEngine
 what, path = sys.argv[1], sys.argv[2]
 ids = [int(x) for x in sys.argv[3].split(",")]
 raw = open(path, "rb").read()
+# only what runs inside eval() is counted (callgrind --toggle-collect=builtin_eval)
 if what == "lxml":
-    lxml.etree.fromstring(raw)
-elif what in ("parse", "compile"):
+    eval("lxml.etree.fromstring(raw)")
+elif what == "parse":
+    eval("load_config(path, cache=None)")
+elif what == "compile":
     config = load_config(path, cache=None)
-    if what == "compile":
-        engine = FilterEngine(config, plan_cache=False)
-        for eid in ids:
-            engine.decider_for(eid)
+    engine = FilterEngine(config, plan_cache=False)
+    eval("[engine.decider_for(eid) for eid in ids]")
 """
 
 
@@ -73,15 +80,51 @@ def _load() -> str:
 
 
 def _instructions(what: str, path: str) -> int:
-    """Instructions a fresh child executes for ``what`` (see :data:`CHILD`)."""
+    """Instructions executed inside the ``eval`` of ``what`` by a fresh child (see
+    :data:`CHILD`): callgrind collects only inside ``builtin_eval``, so the interpreter's
+    start, the imports and the exit are left out."""
     env = dict(os.environ, PYTHONHASHSEED="0", SYSMONX_CONFIG_CACHE="0")
-    r = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no",
-                        "--cachegrind-out-file=/dev/null", sys.executable, "-c", CHILD, what,
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--toggle-collect=builtin_eval",
+                        "--callgrind-out-file=/dev/null", sys.executable, "-c", CHILD, what,
                         path, ",".join(map(str, IDS))], capture_output=True, text=True, env=env)
-    m = re.search(r"I\s+refs:\s+([\d,]+)", r.stderr)
+    m = re.search(r"Collected\s*:\s*(\d+)", r.stderr)
     if r.returncode != 0 or m is None:
         raise RuntimeError(f"child {what} failed ({r.returncode}): {r.stderr[-500:]}")
-    return int(m.group(1).replace(",", ""))
+    return int(m.group(1))
+
+
+def _filter_elements(root, config) -> list:
+    """The filter elements of ``root`` (children of the event tags, and of their ``<Rule>``
+    groups), as many as ``config`` has filters."""
+    tags = {rs.tag for rs in config.rule_sets}
+    out = []
+    for el in root.iter(*tags):
+        for child in el:
+            if child.tag == "Rule":
+                out.extend(c for c in child if isinstance(c.tag, str))
+            elif isinstance(child.tag, str):
+                out.append(child)
+    return out
+
+
+def _element_floor(elements: list) -> list:
+    """The least a reader through lxml's element API does per filter element: read its tag,
+    child count, attributes, text and line, and make one ``Filter`` (without ``__init__``,
+    as the reader does)."""
+    from sysmonx.config.parse import _new_filter
+    out = []
+    for f in elements:
+        tag = f.tag
+        if not len(f):
+            cond = name = None
+            for key, v in f.items():
+                if key == "condition":
+                    cond = v
+                elif key == "name":
+                    name = v
+            out.append(_new_filter(tag, cond or "is", f.text or "", name or "", 0,
+                                   f.sourceline, ()))
+    return out
 
 
 def _best(fn, runs: int) -> float:
@@ -113,15 +156,12 @@ def main() -> int:
         if shutil.which("valgrind") is None:
             print("--instructions needs valgrind", file=sys.stderr)
             return 1
-        print("instructions executed (cachegrind), millions; a child that only imports "
-              "subtracted")
+        print("instructions executed (callgrind), millions, inside the measured call only")
         for label, path in paths:
-            base = _instructions("none", path)
-            lx, parse, comp = (_instructions(w, path) - base
-                               for w in ("lxml", "parse", "compile"))
+            lx, parse, comp = (_instructions(w, path) for w in ("lxml", "parse", "compile"))
             print(f"{label:16} lxml parse {lx / 1e6:7.2f}   config parse {parse / 1e6:7.2f} "
                   f"({parse / lx:4.1f}x lxml)   deciders, {len(IDS)} EventIDs "
-                  f"{(comp - parse) / 1e6:7.2f} ({(comp - parse) / lx:4.1f}x lxml)")
+                  f"{comp / 1e6:7.2f} ({comp / lx:4.1f}x lxml)")
     else:
         cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpu})
@@ -145,6 +185,11 @@ def main() -> int:
             print(f"{label:16} lxml parse {lx:6.2f} ms   config parse {parse:6.2f} ms "
                   f"({parse / lx:4.1f}x lxml)   deciders, {len(IDS)} EventIDs {comp:6.2f} ms "
                   f"({comp / lx:4.1f}x lxml)")
+            elements = _filter_elements(etree.fromstring(raw), loaded)
+            floor = _best(lambda els=elements: _element_floor(els), args.runs)
+            print(f"{'':16} floor of a reader through lxml's element API, "
+                  f"{len(elements)} filter elements: {floor:6.2f} ms "
+                  f"(+ lxml's parse: {(floor + lx) / lx:4.1f}x lxml)")
     print(f"load average (1/5/15 min) after: {_load()}")
     return 0
 

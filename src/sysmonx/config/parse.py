@@ -740,40 +740,52 @@ class _Builder:
         aggregates: dict[int, Aggregate] = {}
         before = len(self.errors)
 
-        def one(f, allowed, label, inherited, agg_id, into) -> None:
-            # The common filter (a field of the event, no child nodes, no attribute but
-            # condition and name, a condition known and not an extension's, a short name)
-            # built here; anything else goes through _filter, which checks and reports it.
-            # Both give the same Filter.
-            tag = f.tag
-            if _COMMON_FILTERS_INLINE and tag in allowed and not len(f):
-                raw_cond = own = None
-                for key, v in f.items():
-                    if key == "condition":
-                        raw_cond = v
-                    elif key == "name":
-                        own = v
-                    else:
-                        break
-                else:
-                    cond = self.conditions.get(raw_cond.lower()) if raw_cond else "is"
-                    name = own if own is not None else (inherited if inherited is not None
-                                                        else "")
-                    # the name's UTF-8 length is at most 4 per character, its length if ASCII
-                    if cond is not None and cond not in self.extensions_in_use and (
-                            len(name) * 4 <= MAX_RULE_NAME
-                            or (len(name) <= MAX_RULE_NAME and name.isascii())):
-                        into.append(_new_filter(tag, cond, f.text or "", name, agg_id,
-                                                f.sourceline, ()))
-                        return
+        inline = _COMMON_FILTERS_INLINE
+        conditions = self.conditions  # updated in place when plugins' conditions are read
+        new_filter = _new_filter
+
+        def slow(f, allowed, label, inherited, agg_id, into) -> None:
             # self.collect(self._filter, ...) inlined: an error is kept, the filter left out
             try:
                 into.append(self._filter(f, allowed, label, inherited, agg_id, onmatch))
             except ConfigError as exc:
                 self.errors.extend(exc.errors)
 
+        def run(elements, allowed, label, inherited, agg_id, into) -> None:
+            # The common filter (a field of the event, no child nodes, no attribute but
+            # condition and name, a condition known and not an extension's, a short name) is
+            # built here; anything else goes through _filter, which checks and reports it.
+            # Both give the same Filter.
+            for f in elements:
+                if inline and f.tag in allowed and not len(f):
+                    raw_cond = own = None
+                    for key, v in f.items():
+                        if key == "condition":
+                            raw_cond = v
+                        elif key == "name":
+                            own = v
+                        else:
+                            break
+                    else:
+                        cond = conditions.get(raw_cond.lower()) if raw_cond else "is"
+                        name = own if own is not None else (inherited if inherited is not None
+                                                            else "")
+                        # the name's UTF-8 length is at most 4 per character, its length if
+                        # ASCII
+                        if cond is not None and cond not in self.extensions_in_use and (
+                                len(name) * 4 <= MAX_RULE_NAME
+                                or (len(name) <= MAX_RULE_NAME and name.isascii())):
+                            into.append(new_filter(f.tag, cond, f.text or "", name, agg_id,
+                                                   f.sourceline, ()))
+                            continue
+                slow(f, allowed, label, inherited, agg_id, into)
+
+        top: list = []  # consecutive top-level filters, read in one run
         for child in kids:
             if child.tag == "Rule":
+                if top:
+                    run(top, tag_fields, tag, group_name, 0, filters)
+                    top = []
                 if not self.collect(_check_attrs, child, ("name", "groupRelation") + self.scan_attr,
                                     self.path):
                     continue
@@ -789,14 +801,14 @@ class _Builder:
                 self.next_aggregate += 1
                 inherited = rname if rname is not None else group_name
                 members: list = []
-                all_fields = schema.all_fields
-                for f in rule_kids:
-                    one(f, all_fields, "Rule", inherited, agg.id, members)
+                run(rule_kids, schema.all_fields, "Rule", inherited, agg.id, members)
                 if members:
                     aggregates[agg.id] = agg
                     filters.extend(members)
             else:
-                one(child, tag_fields, tag, group_name, 0, filters)
+                top.append(child)
+        if top:
+            run(top, tag_fields, tag, group_name, 0, filters)
         if len(self.errors) > before:
             return  # the file is refused anyway; the rest of the tag was still checked
         # Bind multi-id tags to the first id whose fields contain every field used (spec 1.5).

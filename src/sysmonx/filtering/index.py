@@ -255,6 +255,13 @@ def _scanner(patterns: dict, limit: int, every: Optional[frozenset] = None
             add_word(pat, items)
     if every is None:
         every = frozenset().union(*patterns.values())
+    return _scan_function(auto, short, every, limit)
+
+
+def _scan_function(auto: Any, short: list, every: frozenset, limit: int
+                   ) -> Callable[[str], frozenset]:
+    """:func:`_scanner`'s ``scan`` from its automaton (patterns added, not yet made), its
+    short patterns ``(pattern, items)`` and the union of the items."""
     found = None
     if len(auto):
         auto.make_automaton()
@@ -438,11 +445,21 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
     evals: list = [None] * n
     scans = {}
     for f, t in table.items():
-        pats = {p: frozenset(ks) for p, ks in t.items()}  # _scanner keeps them (no copy)
-        every = frozenset().union(*pats.values())
-        if every and (min(every) < 0 or max(every) >= n):
+        # _scanner's work in one pass over the patterns: the automaton keeps the item sets
+        auto = ahocorasick.Automaton()
+        add_word = auto.add_word
+        short: list = []
+        seen: set = set()
+        for p, ks in t.items():
+            items = frozenset(ks)
+            seen |= items
+            if len(p) < SHORT and START not in p and END not in p:
+                short.append((p, items))
+            else:
+                add_word(p, items)
+        if seen and (min(seen) < 0 or max(seen) >= n):
             raise ValueError("inconsistent plan")
-        scans[f] = _scanner(pats, SCAN_LIMIT, every)
+        scans[f] = _scan_function(auto, short, frozenset(seen), SCAN_LIMIT)
     if always and (min(always) < 0 or max(always) >= n):
         raise ValueError("inconsistent plan")
     always_l = list(always)
