@@ -94,7 +94,8 @@ def _replay_parser() -> argparse.ArgumentParser:
                    help="print only errors, inputs that gave no events, what changes the "
                         "output (--alerts -), the rules-loaded lines of --rules, the Sigma "
                         "line (alerts by level and where they were written) and the alerts "
-                        "held back by --min-level/--technique/--tag: no progress bar, "
+                        "held back by --min-level/--technique/--tag (with notes on that "
+                        "selection): no progress bar, "
                         "other notes and warnings (clock skew ...) or summary tables; when "
                         "warnings or notes were held back, a last line counts them")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
@@ -283,6 +284,8 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
         stage = load_detection(args.rules, console, args)
         if stage is None:
             return EXIT_FATAL
+    for line in common.triage_notes(triage, stage):  # kept by -q: they explain the selection
+        console.print(line, markup=False)
     if extra and jobs > 1:
         say("note", "note: --stage replays on one process")
         jobs = 1
@@ -306,10 +309,13 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
                       "stream (--keep-duplicates allows --jobs)")
         jobs = 1
 
-    if (args.alerts or args.alerts_only) and jobs > 1:
-        say("note", "note: replaying on one process (" + ("--alerts" if args.alerts else
-                                                         "--alerts-only")
-            + ": SigmaAlert events read back from the input are selected in one stream)")
+    if ((args.alerts and stage is None) or args.alerts_only) and jobs > 1:
+        # --alerts without --rules: re-triage of an earlier output, nothing to match in workers
+        say("note", "note: replaying on one process (" + ("--alerts-only: the events are left "
+                                                         "out after correlation saw them"
+                                                         if args.alerts_only else
+                                                         "--alerts without --rules")
+            + ")")
         jobs = 1
     if args.profile_rules and jobs > 1:
         say("note", "note: --profile-rules replays on one process (the rules are measured "
@@ -353,6 +359,7 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
         seen["warnings"] = stats.warnings
 
     sinks: list = []
+    workers = False  # the --jobs workers replayed
     failure: Optional[SinkError] = None
     stats = None
     replayer = None
@@ -390,6 +397,7 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
                                     alerts_to_stream=not args.alerts)
                 sinks = []  # closed by the run
             elif jobs > 1 and len(files) > 1:
+                workers = True
                 target = streams[0] if streams else None
                 if not args.quiet:
                     from ..pipeline.parallel import worker_count
@@ -477,7 +485,13 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
     if triage is not None:  # kept by -q too: the output holds fewer alerts than were made
         console.print(common.held_back_line(triage, stats.alerts_held_back, stage is not None),
                       markup=False)
-    if args.alerts and stats.sigma_alerts:  # kept by -q: where the alerts read back went
+    if args.alerts and stats.sigma_alerts and workers:
+        # the workers write the kept ones into the event stream (their part files)
+        console.print(f"warning: of the {stats.sigma_alerts:,} alerts read back (event 1000), "
+                      "those this run kept were written to the event stream by the --jobs "
+                      "workers, not to --alerts; replay with --jobs 1 to have them there",
+                      markup=False)
+    elif args.alerts and stats.sigma_alerts:  # kept by -q: where the alerts read back went
         where = "stdout" if args.alerts == "-" else args.alerts
         console.print(f"alerts read back (event 1000) written to {where}: "
                       f"{stats.alerts_read_back_out:,} of {stats.sigma_alerts:,} "
@@ -490,7 +504,8 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
                       "alerts, event 1000, are)", markup=False)
     if stage is not None and not args.quiet:
         common.print_detection_summary(
-            console, stage, top=None if args.all_detections else common.DETECTIONS_SHOWN)
+            console, stage, top=None if args.all_detections else common.DETECTIONS_SHOWN,
+            triage=triage)
     if args.tamper and not args.quiet and replayer is not None:
         _print_tamper_summary(console, replayer)
     if not report_rule_profile(console, profile, args):

@@ -83,7 +83,7 @@ def _number(text: str) -> Optional[float]:
         v = float(text)
     except ValueError:
         return None
-    return int(v) if v.is_integer() else v  # type: ignore[return-value]
+    return int(v) if v.is_integer() else v
 
 
 def _items(text: str) -> list:
