@@ -264,11 +264,20 @@ def test_csv_timeline_names_sigma_alert_rows(corpus, tmp_path, capsys):
         ("SigmaAlert", "Scheduled task from a cmd under rundll32", "level high; T1053.005",
          "SysmonX")]
     # the columns stay; the Sysmon rows keep their own names and RuleName
-    assert list(rows[0]) == ["TimeCreated", "Computer", "Provider", "EventID", "EventName",
-                             "RecordID", "ProcessId", "Image", "CommandLine", "ParentImage",
-                             "User", "Details", "RuleName", "EventData"]
+    assert list(rows[0]) == ["TimeCreated", "Computer", "Provider", "Channel", "EventID",
+                             "EventName", "RecordID", "ProcessId", "Image", "CommandLine",
+                             "ParentImage", "User", "Details", "RuleName", "EventData"]
     assert {r["EventName"] for r in rows if r["EventID"] == "1"} == {"ProcessCreate"}
+    assert {r["Channel"] for r in rows if r["EventID"] != "1000"} == {
+        "Microsoft-Windows-Sysmon/Operational"}
     assert alerts[0]["Image"] == "C:\\Windows\\SysWOW64\\schtasks.exe"
+    # the alert row names the matched record, as Hayabusa's timelines do (was the alert's own
+    # number, 1, and no Channel column): the row just before it is that record
+    at = rows.index(alerts[0])
+    matched = rows[at - 1]
+    assert (alerts[0]["Channel"], alerts[0]["RecordID"]) == (
+        "Microsoft-Windows-Sysmon/Operational", matched["RecordID"])
+    assert matched["RecordID"] != "1" and matched["Image"] == alerts[0]["Image"]
 
 
 def test_readme_ancestry_example_matches_the_outermost_ancestor():

@@ -24,7 +24,7 @@ BUILTIN = {
                 "sqlite", "nats"},
     "stages": {"duplicates", "clock-check", "time-window", "tamper", "sysmon-gate",
                "sigma-only-drop", "filter", "record-numbers", "sigma-match", "sigma-correlate",
-               "alert-triage", "sigma-alert-events",
+               "alert-triage", "sigma-alert-events", "sigma-alerts-read-back", "alerts-only",
                "config-stats", "config-diff", "rulename-counter",
                "powershell-scriptblocks", "kernel-process-sysmon", "windows-tamper",
                "scanner-findings", "scanner-requests", "enrich", "enrich-strip"},

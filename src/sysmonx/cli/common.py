@@ -4,6 +4,7 @@ printing, the ``--stage`` option, Sigma rule loading and ``--profile-rules``."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import Counter
 from importlib import resources
@@ -26,7 +27,7 @@ __all__ = ["EXIT_FATAL", "EXIT_USAGE", "builtin_config_path", "builtin_sample_pa
            "write_report", "read_error_printer", "on_windows", "url_output_options",
            "BUILTIN_CONFIGS", "config_arg_path", "builtin_config_name", "config_name",
            "add_rule_profile_options", "check_rule_profile_options", "start_rule_profile",
-           "report_rule_profile", "print_detection_summary", "sigma_summary",
+           "report_rule_profile", "print_detection_summary", "sigma_summary", "triage_notes",
            "add_detections_option", "DETECTIONS_SHOWN", "UsageParser",
            "add_rule_issues_option"]
 
@@ -464,6 +465,34 @@ def triage_from_args(args: argparse.Namespace, console) -> tuple[bool, Any]:
         return False, None
 
 
+def triage_notes(triage: Any, stage: Any = None) -> list[str]:
+    """Notes on a ``--tag`` / ``--technique`` selection (``[]`` without one): a replaced ATT&CK
+    tactic given (:data:`~sysmonx.detection.triage.TACTIC_SUCCESSORS`) and the successors it
+    selects too; with loaded rules (``stage``: a :class:`~sysmonx.detection.stage.DetectionStage`),
+    each selected tag or technique that no loaded rule or correlation has (nor one below it), so
+    none of the run's alerts can be kept by it."""
+    if triage is None or not triage.tags:
+        return []
+    from ..detection.alerts import TACTICS
+    lines = []
+    for old, release, new in triage.successors:
+        names = [TACTICS.get(t[len("attack."):], t) for t in new]
+        lines.append(f"note: --tag {old} also selects {', '.join(new)}: {release} split "
+                     f"{TACTICS.get(old[len('attack.'):], old)} into {' and '.join(names)}, "
+                     "and rules written since carry their tags")
+    if stage is not None:
+        tags = [r.tags for r in stage.matcher.compiled] + [c.tags for c in stage.correlations]
+        n = len(tags)
+        for tag in triage.unmatched(tags):
+            name = tag[len("attack."):]
+            opt = (f"--technique {name.upper()}" if tag.startswith("attack.")
+                   and re.fullmatch(r"t\d{4}(?:\.\d{3})?", name) else f"--tag {tag}")
+            lines.append(f"note: {opt} selects none of the {n:,} loaded rule"
+                         f"{'' if n == 1 else 's'} (no rule has that tag or one below it): it "
+                         "keeps no alert of this run")
+    return lines
+
+
 def held_back_line(triage: Any, held_back: int, rules: bool = True) -> str:
     """The summary line of the alerts ``--min-level`` / ``--technique`` / ``--tag`` held back
     (``""`` without a selection); ``rules``: the run had Sigma rules (their correlations saw
@@ -474,8 +503,16 @@ def held_back_line(triage: Any, held_back: int, rules: bool = True) -> str:
             + ("; correlations saw them)" if rules else ")"))
 
 
-def print_detection_summary(console, stage, top: Optional[int] = DETECTIONS_SHOWN) -> None:
+def print_detection_summary(console, stage, top: Optional[int] = DETECTIONS_SHOWN,
+                            triage: Any = None) -> None:
     """Hits per rule and level (a table) at the end of a replay or a live run.
+
+    Columns: ``level``; ``matches``: the events the rule matched (for a correlation, the
+    detection hits of its rules it counted); ``alerts``: the alerts the rule or correlation
+    made (0 for a rule that only feeds a correlation without ``generate: true``; a correlation
+    makes one per window that meets its condition); with ``triage`` (``--min-level`` /
+    ``--technique`` / ``--tag``) ``written``: of those alerts, the ones the selection kept (0:
+    all held back, the row stays, so a held-back rule that fired is still seen).
 
     ``top`` (``None``: all): the table lists that many rules, the most severe level first and
     within a level those with the most alerts (then matches), so a critical rule that fired once
@@ -498,20 +535,33 @@ def print_detection_summary(console, stage, top: Optional[int] = DETECTIONS_SHOW
                                   if hidden else "")
     table = Table(title=title, title_justify="left")
     columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
-        ("level", "left"), ("matches", "right"), ("alerts", "right"), ("rule", "left"))
+        ("level", "left"), ("matches", "right"), ("alerts", "right"),
+        *((("written", "right"),) if triage is not None else ()), ("rule", "left"))
     for col, just in columns:
         table.add_column(col, justify=just)
+    tags: dict = {}
+    if triage is not None:
+        for c in (*stage.matcher.compiled, *stage.correlations):
+            tags.setdefault(c.key, c.tags)
     for r in rows:
-        table.add_row(str(r.level), f"{r.matches:,}", f"{r.alerts:,}", f"{r.title} ({r.rule_id})")
+        cells = [str(r.level), f"{r.matches:,}", f"{r.alerts:,}"]
+        if triage is not None:
+            kept = triage.keeps(r.level, tags.get(r.rule_id, ()))
+            cells.append(f"{r.alerts:,}" if kept else "0")
+        table.add_row(*cells, f"{r.title} ({r.rule_id})")
     if rows:
         console.print(table)
     else:
         console.print("Sigma detections: no rule matched")
     if hidden:
         n, alerts = len(hidden), sum(r.alerts for r in hidden)
+        written = ""
+        if triage is not None:
+            w = sum(r.alerts for r in hidden if triage.keeps(r.level, tags.get(r.rule_id, ())))
+            written = f", {w:,} written"
         console.print(f"... and {n:,} more rule{'s' if n > 1 else ''} ({alerts:,} "
-                      f"alert{'' if alerts == 1 else 's'}; all with --all-detections)",
-                      markup=False)
+                      f"alert{'' if alerts == 1 else 's'}{written}; all with "
+                      "--all-detections)", markup=False)
     for line in stage.ungrouped_lines():
         console.print(f"warning: {line}", markup=False)
 

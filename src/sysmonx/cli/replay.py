@@ -94,7 +94,8 @@ def _replay_parser() -> argparse.ArgumentParser:
                    help="print only errors, inputs that gave no events, what changes the "
                         "output (--alerts -), the rules-loaded lines of --rules, the Sigma "
                         "line (alerts by level and where they were written) and the alerts "
-                        "held back by --min-level/--technique/--tag: no progress bar, "
+                        "held back by --min-level/--technique/--tag (with notes on that "
+                        "selection): no progress bar, "
                         "other notes and warnings (clock skew ...) or summary tables; when "
                         "warnings or notes were held back, a last line counts them")
     p.add_argument("--rules", action="append", default=[], metavar="PATH",
@@ -104,8 +105,15 @@ def _replay_parser() -> argparse.ArgumentParser:
                         "instead")
     p.add_argument("--alerts", metavar="FILE",
                    help="write Sigma alerts as JSON lines to FILE instead of the event stream "
-                        "(the events then carry no event 1000); '-' for stdout, which then "
-                        "carries only the alerts (events go to -o FILE, if given)")
+                        "(the events then carry no event 1000): this run's (--rules) and the "
+                        "SigmaAlert events read back from the input that the run keeps; '-' "
+                        "for stdout, which then carries only the alerts (events go to -o FILE, "
+                        "if given)")
+    p.add_argument("--alerts-only", action="store_true",
+                   help="write only the Sigma alerts (event 1000: this run's and those read "
+                        "back) to the outputs, in --format (a CSV timeline of detections with "
+                        "-f csv); the other events are read, filtered and matched as usual but "
+                        "not written")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when any record or file could not be read, or nothing was read "
                         "(for automation; by default bad records are reported and skipped)")
@@ -194,6 +202,11 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
     ok, triage = common.triage_from_args(args, console)
     if not ok:
         return EXIT_USAGE
+    if args.alerts_only and (args.alerts or args.no_output):
+        console.print("error: --alerts-only writes the alerts in --format to the outputs: not "
+                      "with " + ("--alerts FILE (JSON lines; give one of the two)" if args.alerts
+                                 else "--no-output"))
+        return EXIT_USAGE
     if args.profile_rules and args.dask:
         console.print("error: --profile-rules measures the rules in this process: not with "
                       "--dask (the workers match)")
@@ -252,6 +265,7 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
         config=config, non_sysmon=args.non_sysmon, input_format=args.input_format,
         time_from=bounds[0], time_to=bounds[1], window_time=args.window_time,
         keep_duplicates=args.keep_duplicates, enrich=args.enrich, tamper=args.tamper,
+        alerts_only=args.alerts_only,
         triage=triage, engine_options=EngineOptions(
             compare_fold=args.compare_fold, fallback=args.fallback,
             stale_rulename=not args.no_stale_rulename, no_rule_defaults=args.no_rule_defaults,
@@ -271,6 +285,8 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
         stage = load_detection(args.rules, console, args)
         if stage is None:
             return EXIT_FATAL
+    for line in common.triage_notes(triage, stage):  # kept by -q: they explain the selection
+        console.print(line, markup=False)
     if extra and jobs > 1:
         say("note", "note: --stage replays on one process")
         jobs = 1
@@ -294,6 +310,14 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
                       "stream (--keep-duplicates allows --jobs)")
         jobs = 1
 
+    if ((args.alerts and stage is None) or args.alerts_only) and jobs > 1:
+        # --alerts without --rules: re-triage of an earlier output, nothing to match in workers
+        say("note", "note: replaying on one process (" + ("--alerts-only: the events are left "
+                                                         "out after correlation saw them"
+                                                         if args.alerts_only else
+                                                         "--alerts without --rules")
+            + ")")
+        jobs = 1
     if args.profile_rules and jobs > 1:
         say("note", "note: --profile-rules replays on one process (the rules are measured "
                       "in this one)")
@@ -312,7 +336,7 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
     for note in walk_notes:
         on_error(note)
     fmt = None if args.no_output else args.format
-    if args.rules and args.alerts == "-" and None in streams and fmt is not None:
+    if args.alerts == "-" and None in streams and fmt is not None:
         console.print("note: --alerts - writes the alerts to stdout, so the events are not "
                       "written there (give -o FILE to keep them)")
         streams.remove(None)
@@ -336,12 +360,13 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
         seen["warnings"] = stats.warnings
 
     sinks: list = []
+    workers = False  # the --jobs workers replayed
     failure: Optional[SinkError] = None
     stats = None
     replayer = None
     with ExitStack() as stack:
         try:
-            if args.alerts and stage is not None:
+            if args.alerts:  # this run's alerts and those read back (ReadBackAlertStage)
                 from ..sinks.alerts import AlertJsonlSink
                 sinks.append(AlertJsonlSink.open(args.alerts))
             if console.is_terminal and not args.quiet and not args.no_progress:
@@ -373,6 +398,7 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
                                     alerts_to_stream=not args.alerts)
                 sinks = []  # closed by the run
             elif jobs > 1 and len(files) > 1:
+                workers = True
                 target = streams[0] if streams else None
                 if not args.quiet:
                     from ..pipeline.parallel import worker_count
@@ -460,9 +486,27 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
     if triage is not None:  # kept by -q too: the output holds fewer alerts than were made
         console.print(common.held_back_line(triage, stats.alerts_held_back, stage is not None),
                       markup=False)
+    if args.alerts and stats.sigma_alerts and workers:
+        # the workers write the kept ones into the event stream (their part files)
+        console.print(f"warning: of the {stats.sigma_alerts:,} alerts read back (event 1000), "
+                      "those this run kept were written to the event stream by the --jobs "
+                      "workers, not to --alerts; replay with --jobs 1 to have them there",
+                      markup=False)
+    elif args.alerts and stats.sigma_alerts:  # kept by -q: where the alerts read back went
+        where = "stdout" if args.alerts == "-" else args.alerts
+        console.print(f"alerts read back (event 1000) written to {where}: "
+                      f"{stats.alerts_read_back_out:,} of {stats.sigma_alerts:,} "
+                      "(as JSON lines; the others were made again by --rules or held back)"
+                      if stats.alerts_read_back_out != stats.sigma_alerts else
+                      f"alerts read back (event 1000) written to {where}: "
+                      f"{stats.alerts_read_back_out:,} (as JSON lines)", markup=False)
+    if args.alerts_only:  # kept by -q: the output is not the events
+        console.print(f"--alerts-only: {stats.not_alerts:,} events not written (only Sigma "
+                      "alerts, event 1000, are)", markup=False)
     if stage is not None and not args.quiet:
         common.print_detection_summary(
-            console, stage, top=None if args.all_detections else common.DETECTIONS_SHOWN)
+            console, stage, top=None if args.all_detections else common.DETECTIONS_SHOWN,
+            triage=triage)
     if args.tamper and not args.quiet and replayer is not None:
         _print_tamper_summary(console, replayer)
     if not report_rule_profile(console, profile, args):

@@ -245,6 +245,8 @@ def cmd_run(argv: list[str]) -> int:
             note = common.unreachable_rules_note(stage, args.provider, bool(args.follow))
             if note is not None:
                 console.print(f"sigma: {note}", markup=False)
+            for line in common.triage_notes(triage, stage):
+                console.print(line, markup=False)
             if args.alerts:
                 from ..sinks.alerts import AlertJsonlSink
                 sinks.append(AlertJsonlSink.open(args.alerts))
@@ -321,7 +323,8 @@ def cmd_run(argv: list[str]) -> int:
             console.print(f"sysmonx: {common.held_back_line(triage, tri.held_back)}",
                           markup=False)
         common.print_detection_summary(
-            console, stage, top=None if args.all_detections else common.DETECTIONS_SHOWN)
+            console, stage, top=None if args.all_detections else common.DETECTIONS_SHOWN,
+            triage=triage)
     follow = sensor.backend_stats().get("follow")
     if follow and (follow.get("repaired") or follow.get("cut_short")):
         console.print(f"sysmonx: followed records repaired (entity references without ';'): "

@@ -344,8 +344,8 @@ SOURCES: Registry[Any] = Registry(
 #: Pipeline stages (``--stage``; the built-in ones are wired by :mod:`sysmonx.pipeline`).
 STAGES: Registry[Any] = Registry(
     "stages", ("sysmonx.stages", "sysmonx.filtering.stage", "sysmonx.detection.stages",
-               "sysmonx.workbench", "sysmonx.windows.stages", "sysmonx.windows.tamper",
-               "sysmonx.scanners.stages"),
+               "sysmonx.detection.readback", "sysmonx.workbench", "sysmonx.windows.stages",
+               "sysmonx.windows.tamper", "sysmonx.scanners.stages"),
     "what happens to each event between source and outputs")
 #: Outputs (``--format``, ``--syslog``, ``--alerts``, console mode).
 SINKS: Registry[Any] = Registry(

@@ -27,6 +27,11 @@ Selection (Sigma's terms, https://github.com/SigmaHQ/sigma-specification, "Level
   of its rule's tags is selected (any of them: the selections are alternatives). ``--technique
   T1003`` is ``--tag attack.t1003``.
 * both given: an alert is kept when it passes both.
+* a tactic ATT&CK replaced (:data:`TACTIC_SUCCESSORS`: ``attack.defense-evasion``, which
+  ATT&CK v19 split into Stealth and Defense Impairment) selects its successors' tags too, so
+  rules written before and after the change are both selected; :attr:`AlertTriage.successors`
+  says which were added (for a note), :meth:`AlertTriage.unmatched` which selected tags no
+  loaded rule has.
 """
 
 from __future__ import annotations
@@ -39,7 +44,16 @@ from ..core.errors import UsageError
 from ..event import SIGMA_ALERT_EVENT_ID, SIGMA_ALERT_PROVIDER, Event
 from .alerts import LEVELS
 
-__all__ = ["AlertTriage", "TriageError", "is_alert_event"]
+__all__ = ["AlertTriage", "TriageError", "is_alert_event", "TACTIC_SUCCESSORS"]
+
+#: ATT&CK Enterprise tactics that a release replaced, as Sigma tags name them
+#: (``attack.<short name>``) -> (the release, the tags of the tactics that replaced it). Data,
+#: one row per change. Source: ATT&CK's release notes, https://attack.mitre.org/resources/updates/
+#: (v19: Defense Evasion, TA0005, split into Stealth and Defense Impairment; SigmaHQ's rules
+#: since then are tagged ``attack.stealth`` / ``attack.defense-impairment``).
+TACTIC_SUCCESSORS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "attack.defense-evasion": ("ATT&CK v19", ("attack.stealth", "attack.defense-impairment")),
+}
 
 _RANK = {lv: i for i, lv in enumerate(LEVELS)}
 _TECHNIQUE = re.compile(r"[Tt]\d{4}(?:\.\d{3})?")
@@ -70,11 +84,14 @@ class AlertTriage:
     Attributes:
         min_level: the lowest Sigma level kept, or ``None`` (every level, and no level).
         tags: canonical selected tags (``attack.t1003``, ``attack.credential-access``), empty
-            for no selection on tags.
+            for no selection on tags; a replaced tactic's successors included.
+        successors: ``(tag given, release, successor tags)`` for each selected tactic that
+            :data:`TACTIC_SUCCESSORS` names (their tags are in :attr:`tags`).
     """
 
     min_level: Optional[str] = None
     tags: tuple[str, ...] = ()
+    successors: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
     @classmethod
     def from_options(cls, min_level: Optional[str] = None, techniques: Iterable[str] = (),
@@ -111,7 +128,30 @@ class AlertTriage:
                 selected.append(canon)
         if level is None and not selected:
             return None
-        return cls(level, tuple(dict.fromkeys(selected)))
+        added = []
+        for tag in list(selected):
+            row = TACTIC_SUCCESSORS.get(tag)
+            if row is not None:
+                added.append((tag, row[0], row[1]))
+                selected.extend(row[1])
+        return cls(level, tuple(dict.fromkeys(selected)), tuple(added))
+
+    def unmatched(self, rule_tags: Iterable[Iterable[str]]) -> list[str]:
+        """The selected tags (as :attr:`tags` spells them, successors a replaced tactic added
+        left out) that select none of ``rule_tags`` (each loaded rule's tags, as written); a
+        replaced tactic counts as matched when one of its successors is."""
+        added = {t for _, _, new in self.successors for t in new}
+        found: set[str] = set()
+        for tags in rule_tags:
+            for tag in tags:
+                canon = _canonical(tag)
+                for sel in self.tags:
+                    if canon == sel or canon.startswith(sel + "."):
+                        found.add(sel)
+        for old, _, new in self.successors:
+            if found.intersection(new):
+                found.add(old)
+        return [t for t in self.tags if t not in found and t not in added]
 
     def keeps(self, level: Optional[str], tags: Iterable[str]) -> bool:
         """True when an alert of a rule with ``level`` (``None`` or ``""``: none) and ``tags``

@@ -317,6 +317,8 @@ def replay_dask(files: list[str], options: ReplayOptions, scheduler: str, sinks:
         import dataclasses
         worker_options = (dataclasses.replace(options, triage=None) if detection is not None
                           else options)
+        # --alerts-only leaves the events out in the driver, after correlation saw them
+        worker_options = dataclasses.replace(worker_options, alerts_only=False)
         opt = client.scatter(worker_options, broadcast=True)
         futures = [client.submit(dask_task, f, opt, list(rule_paths), token, pure=False,
                                  key=f"sysmonx-replay-{i}-{token}")
@@ -386,12 +388,21 @@ def replay_dask(files: list[str], options: ReplayOptions, scheduler: str, sinks:
             # correlate (+ triage, + events)
             stages = detection_stages(detection, alerts_to_stream, options.triage,
                                       channels)[1:]
-        pipe = Pipeline(stages, FanOut.build(sinks, "fatal"), on_error=on_error)
+        fanout = FanOut.build(sinks, "fatal")
+        if fanout.accepts("alert"):  # --alerts FILE: the SigmaAlert events read back go there
+            from ..detection.readback import ReadBackAlertStage
+            stages.append(ReadBackAlertStage())
+        if options.alerts_only:
+            from ..stages.alertsonly import AlertsOnlyStage
+            stages.append(AlertsOnlyStage())
+        pipe = Pipeline(stages, fanout, on_error=on_error)
         pipe.run(_Merged(items()))
         pipe.close()
         for st in stages:  # alerts held back here (read-back ones without --rules: in the workers)
             total.alerts_held_back += (getattr(st, "held_back", 0)
                                        + getattr(st, "held_back_read", 0))
+            total.alerts_read_back_out += getattr(st, "moved", 0)
+            total.not_alerts += getattr(st, "dropped", 0)
     finally:
         if own_client:
             client.close()

@@ -4,7 +4,12 @@
 
     [duplicates] -> clock-check -> [time-window] -> [tamper] -> sysmon-gate -> [enrich]
     -> filter -> [--stage ...] -> [sigma-match -> sigma-correlate -> [sigma-only-drop]]
-    -> [alert-triage] -> [sigma-alert-events] -> [enrich-strip]
+    -> [alert-triage] -> [sigma-alert-events] -> [sigma-alerts-read-back] -> [enrich-strip]
+    -> [alerts-only]
+
+``sigma-alerts-read-back`` (a run with an alerts output, ``--alerts FILE``) sends the SigmaAlert
+events read back that the run keeps to that output as alerts; ``alerts-only``
+(``--alerts-only``) leaves only SigmaAlert events in the event outputs.
 
 With ``--non-sysmon drop``, the gate still passes the records of the channels loaded Sigma
 rules are written for (``service: security`` ...); ``sigma-only-drop`` drops them after the
@@ -99,6 +104,9 @@ class ReplayOptions:
             events read back; ``None`` keeps every alert. Applied by the ``alert-triage``
             stage after the Sigma stages (the ``--jobs`` parent applies it to the alerts it
             makes).
+        alerts_only: write only SigmaAlert events (1000) to the event outputs
+            (``--alerts-only``: :class:`~sysmonx.stages.alertsonly.AlertsOnlyStage`, the last
+            stage); everything before it runs as usual.
         sigma_channels: channels (lower case) whose records of other providers go on to Sigma
             detection with ``non_sysmon="drop"`` (:func:`~sysmonx.stages.gate.sigma_channels`),
             on top of those of the ``detection`` given to :func:`replay_stages`: set for the
@@ -117,6 +125,7 @@ class ReplayOptions:
     tamper: bool = False
     enrich_fields: frozenset[str] = frozenset()
     triage: Any = None
+    alerts_only: bool = False
     sigma_channels: frozenset[str] = frozenset()
 
 
@@ -133,7 +142,9 @@ class ReplayStats:
     events, in ``records``, not in ``sysmon`` or ``non_sysmon``); ``alerts_replaced``: those
     dropped because their rule is one of this run's ``--rules`` (which makes them again from
     the events); ``alerts_held_back``: alerts held back by ``--min-level`` / ``--technique`` /
-    ``--tag`` (this run's and read back).
+    ``--tag`` (this run's and read back); ``alerts_read_back_out``: SigmaAlert events read back
+    and kept that went to the alerts output (``--alerts FILE``) as alerts, not into the event
+    stream; ``not_alerts``: events ``--alerts-only`` did not write.
     ``non_sysmon_sigma``: records of other providers checked by Sigma rules written for their
     channel, not written (``--non-sysmon drop``; part of ``non_sysmon``).
 
@@ -160,6 +171,8 @@ class ReplayStats:
     sigma_alerts: int = 0
     alerts_replaced: int = 0
     alerts_held_back: int = 0
+    alerts_read_back_out: int = 0
+    not_alerts: int = 0
     #: files whose worker process died replaying them alone, twice (``--jobs``: their
     #: events are not in the output)
     lost_files: list[str] = field(default_factory=list)
@@ -183,6 +196,8 @@ class ReplayStats:
         self.sigma_alerts += part.sigma_alerts
         self.alerts_replaced += part.alerts_replaced
         self.alerts_held_back += part.alerts_held_back
+        self.alerts_read_back_out += part.alerts_read_back_out
+        self.not_alerts += part.not_alerts
         self.lost_files.extend(part.lost_files)
 
 
@@ -210,8 +225,11 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
                   detection: Any = None, alerts_to_stream: bool = True,
                   extra: Sequence[Stage] = (),
                   before_filter: Sequence[Stage] = (),
-                  at_start: Sequence[Stage] = ()) -> list[Stage]:
-    """The stages of a replay, in order (module docstring). ``extra`` run right after the
+                  at_start: Sequence[Stage] = (),
+                  alerts_sink: bool = False) -> list[Stage]:
+    """The stages of a replay, in order (module docstring). ``alerts_sink``: the run has an
+    output that takes alerts (``--alerts FILE``): the SigmaAlert events read back that it keeps
+    go there (``sigma-alerts-read-back``), not into the event stream. ``extra`` run right after the
     filter; ``before_filter`` right before it, after the enrichment (they see every Sysmon
     event the filter is about to decide, with the fields the filter decides on); ``at_start``
     first, where the duplicate check runs (they see every record read).
@@ -243,6 +261,9 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
     elif options.triage is not None:  # SigmaAlert events read back (or a --jobs worker's)
         from ..detection.stages import AlertTriageStage
         stages.append(AlertTriageStage(options.triage))
+    if alerts_sink:
+        from ..detection.readback import ReadBackAlertStage
+        stages.append(ReadBackAlertStage())
     wanted = enrichment_wanted(options.config, detection, options.enrich) \
         | options.enrich_fields
     if wanted:
@@ -250,6 +271,9 @@ def replay_stages(options: ReplayOptions, *, engine: Optional[FilterEngine] = No
     if before_filter:
         at = next(i for i, s in enumerate(stages) if isinstance(s, FilterStage))
         stages[at:at] = list(before_filter)
+    if options.alerts_only:
+        from ..stages.alertsonly import AlertsOnlyStage
+        stages.append(AlertsOnlyStage())
     return stages
 
 
@@ -289,10 +313,12 @@ class Replayer:
         self.writer = writer
         all_sinks = ([writer] if writer is not None else []) + list(sinks)
         self.fanout = FanOut.build(all_sinks, "fatal")
-        to_stream = detection is not None and not self.fanout.accepts("alert")
+        alerts_sink = self.fanout.accepts("alert")
+        to_stream = detection is not None and not alerts_sink
         self.stages = replay_stages(options, engine=engine, detection=detection,
                                     alerts_to_stream=to_stream, extra=extra_stages,
-                                    before_filter=before_filter, at_start=at_start)
+                                    before_filter=before_filter, at_start=at_start,
+                                    alerts_sink=alerts_sink)
         self.pipeline = Pipeline(self.stages, self.fanout, on_error=on_error)  # type: ignore[arg-type]
         self.on_progress = on_progress
         self.on_file_done = on_file_done
@@ -302,7 +328,11 @@ class Replayer:
         self._filter: FilterStage = self._stage(FilterStage)
         self._window: Optional[TimeWindowStage] = self._stage(TimeWindowStage)
         self._dup: Optional[DuplicateStage] = self._stage(DuplicateStage)
+        from ..detection.readback import ReadBackAlertStage
         from ..detection.stages import AlertTriageStage, SigmaMatchStage
+        from ..stages.alertsonly import AlertsOnlyStage
+        self._read_back: Any = self._stage(ReadBackAlertStage)
+        self._alerts_only: Any = self._stage(AlertsOnlyStage)
         self._match: Any = self._stage(SigmaMatchStage)
         self._triage: Any = self._stage(AlertTriageStage)
         # one stats object, its per-EventID counters those of the stages (read per file by
@@ -340,6 +370,10 @@ class Replayer:
         if self._triage is not None:
             st.alerts_held_back = self._triage.held_back + self._triage.held_back_read
         st.non_sysmon_sigma = gate.non_sysmon_sigma
+        if self._read_back is not None:
+            st.alerts_read_back_out = self._read_back.moved
+        if self._alerts_only is not None:
+            st.not_alerts = self._alerts_only.dropped
         flt = self._filter
         st.included, st.excluded = flt.included, flt.excluded
         if win is not None:

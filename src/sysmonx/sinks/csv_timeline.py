@@ -2,20 +2,27 @@
 
 Columns (one header row, then one row per event)::
 
-    TimeCreated,Computer,Provider,EventID,EventName,RecordID,ProcessId,Image,CommandLine,
-    ParentImage,User,Details,RuleName,EventData
+    TimeCreated,Computer,Provider,Channel,EventID,EventName,RecordID,ProcessId,Image,
+    CommandLine,ParentImage,User,Details,RuleName,EventData
 
 ``TimeCreated``
     the record's System time in UTC, ISO 8601 with 7 fractional digits and ``Z``
     (``2019-04-18T16:55:37.1251390Z``, the Windows resolution, as the Windows XML writer writes
     it; .NET tools such as Timeline Explorer parse at most 7 digits). Empty for a record
     without a time.
-``Computer``, ``Provider``, ``EventID``, ``RecordID``
-    System values (``RecordID`` is ``EventRecordID``).
+``Computer``, ``Provider``, ``Channel``, ``EventID``, ``RecordID``
+    System values (``RecordID`` is ``EventRecordID``; ``Channel`` empty for a record without
+    one). For a Sigma alert (SysmonX event 1000, provider ``SysmonX``) ``Channel`` and
+    ``RecordID`` are those of the record the alert is about, as Hayabusa's timelines give them
+    (the alert's ``Channels`` and ``RecordIds`` fields: ``Microsoft-Windows-Sysmon/Operational``
+    and ``1339``; a correlation's list its records, comma-separated); the alert's own number in
+    ``SysmonX/Alerts`` is its place in the output (alerts are numbered from 1 in stream order).
 ``EventName``
-    the Sysmon event's name in the current schema (``ProcessCreate``, ``NetworkConnect``,
-    ``RegistryEvent`` ...); ``SigmaAlert`` for a Sigma alert (SysmonX event 1000, provider
-    ``SysmonX``); empty for records of other providers.
+    the Sysmon event's name in the current schema: its config tag (``ProcessCreate``,
+    ``NetworkConnect``, ``RegistryEvent`` ...), or for the events without one Sysmon's own
+    symbol for it in CamelCase (event 4 ``ServiceStateChange``, 16
+    ``ServiceConfigurationChange``, 255 ``Error``: ``SYSMONEVENT_SERVICE_STATE_CHANGE`` ...);
+    ``SigmaAlert`` for a Sigma alert; empty for records of other providers.
 ``ProcessId``, ``Image``, ``User``
     the EventData fields of that name, else ``SourceProcessId`` / ``SourceImage`` /
     ``SourceUser`` (events 8 and 10), else empty.
@@ -78,8 +85,9 @@ from .base import Writer
 __all__ = ["CsvTimelineWriter", "COLUMNS", "row", "details", "neutralise", "unneutralise"]
 
 #: The header row.
-COLUMNS = ("TimeCreated", "Computer", "Provider", "EventID", "EventName", "RecordID", "ProcessId",
-           "Image", "CommandLine", "ParentImage", "User", "Details", "RuleName", "EventData")
+COLUMNS = ("TimeCreated", "Computer", "Provider", "Channel", "EventID", "EventName", "RecordID",
+           "ProcessId", "Image", "CommandLine", "ParentImage", "User", "Details", "RuleName",
+           "EventData")
 
 _FORMULA_START = frozenset("=+-@\t\r'")
 _DETAIL_FIELDS = ("TargetFilename", "TargetObject", "QueryName", "ImageLoaded", "TargetImage",
@@ -101,9 +109,16 @@ def _event_name(event_id: int) -> str:
     if name is None:
         from ..schema import CURRENT
         ev = CURRENT.events.get(event_id)
-        name = (ev.tag or ev.template or "") if ev is not None else ""
+        name = (ev.tag or _camel(ev.symbol)) if ev is not None else ""
         _names[event_id] = name
     return name
+
+
+def _camel(symbol: str) -> str:
+    """``SYSMONEVENT_SERVICE_STATE_CHANGE`` -> ``ServiceStateChange`` (the event's symbol in
+    Sysmon's schema without its ``SYSMONEVENT_`` / ``SYSMONXEVENT_`` prefix)."""
+    base = symbol.split("EVENT_", 1)[1] if "EVENT_" in symbol else symbol
+    return "".join(w.capitalize() for w in base.split("_") if w)
 
 
 def neutralise(cell: str) -> str:
@@ -181,9 +196,11 @@ def row(e: Event) -> list:
     d = e.data
     alert = e.event_id == ALERT_EVENT_ID and e.provider == ALERT_PROVIDER
     cells = [
-        _time7(e.time_created), e.computer or "", e.provider or "", str(e.event_id),
+        _time7(e.time_created), e.computer or "", e.provider or "",
+        (d.get("Channels") or "") if alert else e.channel or "", str(e.event_id),
         ALERT_EVENT_NAME if alert else
         _event_name(e.event_id) if e.provider in SYSMON_PROVIDERS else "",
+        (d.get("RecordIds") or "") if alert else
         "" if e.record_id is None else str(e.record_id),
         _pick(d, "ProcessId", "SourceProcessId"), _pick(d, "Image", "SourceImage"),
         d.get("CommandLine") or "", d.get("ParentImage") or "", _pick(d, "User", "SourceUser"),

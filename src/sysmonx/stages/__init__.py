@@ -12,6 +12,8 @@ module             stage
 ``window``         ``time-window``: ``--from``/``--to`` on System time or ``UtcTime``
 ``gate``           ``sysmon-gate``: records of other providers dropped or passed unfiltered
 ``numbering``      ``record-numbers``: the live sensor's EventRecordIDs
+``alertsonly``     ``alerts-only``: only SigmaAlert events (1000) reach the event outputs
+                   (``--alerts-only``)
 =================  ===========================================================================
 
 Each stage works on :class:`~sysmonx.event.Event` objects alone and is testable without a
