@@ -131,9 +131,9 @@ def cmd_config(argv: list[str]) -> int:
             return EXIT_FATAL
         print(f"{args.output}: rule blob written ({Path(args.output).stat().st_size} bytes)")
         return 0
+    from ..configmodel import size_text
     print(f"Configuration file validated: {args.file} (schema {cfg.schema_version_text}, "
-          f"{len(cfg.rule_sets)} rule sets, "
-          f"{sum(len(r.filters) for r in cfg.rule_sets)} filters)")
+          f"{size_text(cfg.rule_sets)})")
     return 0
 
 
