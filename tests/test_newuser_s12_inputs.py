@@ -364,3 +364,12 @@ def test_skipped_yaml_summary_has_no_dash_source(tmp_path, capsys):
                  "--no-progress"]) == 0
     skipped = [x for x in capsys.readouterr().err.splitlines() if "[skipped]" in x]
     assert len(skipped) == 1 and skipped[0].startswith("sigma: warning [skipped] 1 YAML file(s)")
+
+
+def test_config_explain_on_text_that_is_not_a_log_says_it_in_two_lines(tmp_path, capsys):
+    event = tmp_path / "notlog.json"
+    event.write_text(TOML)
+    assert main(["config", "explain", str(builtin_sample_path().parent / "default-config.xml"),
+                 str(event)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {event}: {NOT_A_LOG}", f"error: {event}: no event found"]

@@ -175,8 +175,8 @@ def cmd_explain(cfg, args, console) -> int:
         console.print(f"error: cannot read {args.event}: {exc.strerror or exc}")
         return EXIT_FATAL
     if event is None:
-        for e in errors:
-            console.print(f"error: {e}", markup=False)
+        for e in errors:  # a text file that is not an event log is a warning here too
+            console.print(f"{getattr(e, 'severity', 'error')}: {e}", markup=False)
         console.print(f"error: {args.event}: no event found")
         return EXIT_FATAL
     fold = args.compare_fold
