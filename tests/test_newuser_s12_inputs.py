@@ -88,6 +88,16 @@ def test_json_objects_that_are_not_records_are_still_errors(tmp_path):
     assert [(e.severity, e.offset) for e in errors] == [("error", 1), ("error", 2)]
 
 
+def test_damaged_json_objects_are_errors_even_without_a_good_line(tmp_path):
+    """Lines that start like a JSON object but do not parse (a raw control character in a
+    string) are damage of a JSON log: every line is an error, text lines included."""
+    p = tmp_path / "damaged.json"
+    p.write_bytes(b'{"EventID": "\x1b[2J"}\nnot json\n{"EventID":1,"System":{"Time":"\x1b"}}\n')
+    errors: list = []
+    assert list(open_source(str(p), errors.append)) == []
+    assert [(e.severity, e.offset) for e in errors] == [("error", 1), ("error", 2), ("error", 3)]
+
+
 def test_long_text_named_json_is_one_warning_counting_what_was_not_read(tmp_path):
     p = tmp_path / "notes.json"
     p.write_text("".join(f"line {i}\n" for i in range(MAX_BAD_RUN + 40)))

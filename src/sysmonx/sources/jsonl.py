@@ -10,11 +10,12 @@ fields, which is also where the XML writers put them and the XML readers find th
 Malformed lines (not JSON, not an object, no integer ``EventID``, a value of the wrong type, a
 bad time) are reported with their line number and skipped; blank lines are ignored; after
 :data:`~sysmonx.sources.base.MAX_BAD_RUN` bad lines in a row the rest of the file is skipped
-with one error line. A file no line of which is a JSON object (notes or a TOML file named
-``*.json``: text that is not JSON at all) is one warning, :data:`~sysmonx.sources.base.
-NOT_AN_EVENT_LOG`, instead of one error per line: the errors of the lines before the first JSON
-object are held (at most :data:`~sysmonx.sources.base.MAX_BAD_RUN`) and reported, each at its
-line, as soon as one line is a JSON object (a damaged line before the records stays an error).
+with one error line. A file no line of which is a JSON object or starts like one (``{``: notes
+or a TOML file named ``*.json``, text that is not JSON at all) is one warning,
+:data:`~sysmonx.sources.base.NOT_AN_EVENT_LOG`, instead of one error per line: the errors of the
+lines before the first such line are held (at most :data:`~sysmonx.sources.base.MAX_BAD_RUN`)
+and reported, each at its line, as soon as one line is a JSON object or a damaged one (a
+damaged line before the records stays an error).
 Lines that
 orjson refuses only because of an escaped lone surrogate (``"\\ud800"``, which the writer emits
 for such values) are read with the standard library instead. ``Event.origin`` is
@@ -63,8 +64,8 @@ def read_jsonl(path: str, on_error: Callable[[ReadError], None]) -> Iterator[Eve
 
 def read_jsonl_stream(f, path: str, on_error: Callable[[ReadError], None]) -> Iterator[Event]:
     """:func:`read_jsonl` over an open binary stream ``f`` (an archive member, ...), named
-    ``path`` in origins and errors. Until a line is a JSON object, the errors of the lines
-    before it are held; without any (text that is not JSON at all) the file is one
+    ``path`` in origins and errors. Until a line is (or starts like) a JSON object, the errors
+    of the lines before it are held; without any (text that is not JSON at all) the file is one
     :data:`~sysmonx.sources.base.NOT_AN_EVENT_LOG` warning (module docstring)."""
     loads = orjson.loads
     held: list = []  # errors of the lines before the first JSON object
@@ -98,12 +99,11 @@ def read_jsonl_stream(f, path: str, on_error: Callable[[ReadError], None]) -> It
                 except (ValueError, UnicodeDecodeError):
                     raise ValueError(f"not JSON: {exc}") from None
             if run.on_error is hold and type(obj) is dict:
-                run.on_error = report  # a JSON object: this is a JSON file, damage is damage
-                for err in held:
-                    report(err)
-                held.clear()
+                _json_log(run, held, report)
             event = event_from_object(obj, (path, lineno))
         except ValueError as exc:
+            if run.on_error is hold and line.lstrip()[:1] == b"{":
+                _json_log(run, held, report)  # a damaged object: damage of a JSON log
             if run.bad(ReadError(path, lineno, "line", str(exc))):
                 if run.on_error is hold:
                     _not_a_log(path, held, f, report)
@@ -115,6 +115,15 @@ def read_jsonl_stream(f, path: str, on_error: Callable[[ReadError], None]) -> It
         yield event
     if held:
         _not_a_log(path, held, None, report)
+
+
+def _json_log(run: BadRun, held: list, report: Callable[[ReadError], None]) -> None:
+    """A line is (or starts like) a JSON object: this is a JSON log; report the ``held``
+    errors of the lines before it, each at its line, and every later one at once."""
+    run.on_error = report
+    for err in held:
+        report(err)
+    held.clear()
 
 
 def _not_a_log(path: str, held: list, rest, report: Callable[[ReadError], None]) -> None:
