@@ -419,7 +419,8 @@ def test_progress_bar_terminal_keeps_hostile_names_inert(tmp_path, monkeypatch):
     import sysmonx.cli.common as cli
     d = tmp_path / "in"
     d.mkdir()
-    (d / (HOSTILE_NAME.replace("\n", "_") + ".jsonl")).write_bytes(b"not json\n")
+    # a damaged JSON object (a text line without one is a warning since session 12)
+    (d / (HOSTILE_NAME.replace("\n", "_") + ".jsonl")).write_bytes(b"{not json\n")
     buf = io.StringIO()
     monkeypatch.setattr(cli, "stderr_console", lambda: safe_console(
         file=buf, force_terminal=True, highlight=False, soft_wrap=True))

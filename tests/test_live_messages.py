@@ -68,7 +68,7 @@ def test_an_applied_reload_says_so_with_the_hash_and_the_rule_count(tmp_path, sc
         t.join(15)
     applied = [m for m in said if m.startswith("configuration applied")]
     assert applied == [f"configuration applied: {path} (SHA256={new.sha256}, schema 4.81, "
-                       "1 rule sets, 2 filters)"]
+                       "1 rule set, 2 filters)"]
     ev16 = [e for e in rec.events if e.event_id == 16][-1]
     assert ev16.data["ConfigurationFileHash"] == f"SHA256={new.sha256}"
 
@@ -251,7 +251,7 @@ def test_run_says_how_its_config_was_loaded_in_replays_words(tmp_path, script_ba
         lines.append([x for x in capsys.readouterr().err.splitlines()
                       if x.startswith("config: ")])
     where = tmp_path / "cache" / "config"
-    head = f"config: {path} loaded: schema 4.81, 1 rule sets, 1 filters"
+    head = f"config: {path} loaded: schema 4.81, 1 rule set, 1 filter"
     assert lines == [[f"{head} (parsed; not stored yet: this first run only marked it in the config "
                       f"cache in {where}, the next run stores it)"],
                      [f"{head} (parsed and stored in the config cache in {where})"],

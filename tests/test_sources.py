@@ -94,7 +94,14 @@ def test_open_source_unknown_content_and_format(tmp_path):
     p = tmp_path / "x.dat"
     p.write_bytes(b"hello world\n")
     events, errors = read(p)
-    assert events == [] and len(errors) == 1 and "unrecognised input format" in errors[0].message
+    # text no format recognises: README's one warning, whatever the name (session 12 finding 2)
+    assert events == [] and [(e.severity, e.message) for e in errors] == [
+        ("warning", "no events found (not an event log)")]
+    b = tmp_path / "y.dat"
+    b.write_bytes(b"\x00\x01\x02 binary\n")
+    events, errors = read(b)
+    assert events == [] and len(errors) == 1 and errors[0].severity == "error"
+    assert "unrecognised input format (binary content;" in errors[0].message
     with pytest.raises(ValueError, match="unknown input format"):
         open_source(str(p), print, "csv")
 

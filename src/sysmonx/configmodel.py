@@ -11,12 +11,13 @@ compiles it (:mod:`sysmonx.filtering`), so neither of those packages imports the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from .core.errors import ConfigError
 from .schema import Schema, Version, format_version
 
-__all__ = ["Config", "RuleSet", "Filter", "Aggregate", "ConfigWarning", "ConfigError"]
+__all__ = ["Config", "RuleSet", "Filter", "Aggregate", "ConfigWarning", "ConfigError",
+           "size_text"]
 
 
 @dataclass(frozen=True)
@@ -163,3 +164,12 @@ class Config:
         """True when a rule set, ``<Rule>`` or filter carries a ``scanners`` attribute."""
         return any(rs.scanners or any(f.scanners for f in rs.filters)
                    or any(a.scanners for a in rs.aggregates.values()) for rs in self.rule_sets)
+
+
+def size_text(rule_sets: Sequence[Any]) -> str:
+    """``"12 rule sets, 1,914 filters"`` (``"1 rule set, 1 filter"``) for a config's
+    ``rule_sets`` (objects with a ``filters`` list): the size the CLI and the sensor's status
+    lines give."""
+    n = len(rule_sets)
+    f = sum(len(r.filters) for r in rule_sets)
+    return (f"{n:,} rule set{'' if n == 1 else 's'}, {f:,} filter{'' if f == 1 else 's'}")

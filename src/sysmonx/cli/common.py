@@ -793,6 +793,31 @@ def check_rule_profile_options(args: argparse.Namespace, console) -> bool:
     return True
 
 
+def check_output_options(args: argparse.Namespace, console, say) -> bool:
+    """False after printing why an output option cannot apply to the others (``replay``: exit
+    87, as :func:`check_rule_profile_options` does for ``--profile-rules`` without
+    ``--rules``): ``--csv-bom`` without ``-f csv``; ``--alerts -`` with a ``-f`` other than
+    ``jsonl`` (or the default ``xml``) and no ``-o``, where stdout carries the alerts as JSON
+    lines and the events go nowhere. ``--alerts FILE`` with ``-f csv`` (or another format than
+    JSON lines) is a ``note`` through ``say``: the alerts file is JSON lines, ``-f`` applies
+    to the events."""
+    fmt = getattr(args, "format", None)
+    if getattr(args, "csv_bom", False) and fmt != "csv":
+        console.print(f"error: --csv-bom marks a CSV output: give -f csv (the output is {fmt})",
+                      markup=False)
+        return False
+    alerts = getattr(args, "alerts", None)
+    if alerts and fmt not in ("jsonl", "xml"):
+        outputs = [o for o in getattr(args, "output", []) if o != "-"]
+        if alerts == "-" and not outputs:
+            console.print(f"error: --alerts - writes the alerts to stdout as JSON lines and no "
+                          f"event is written: -f {fmt} applies to the events (give -o FILE "
+                          "for them)", markup=False)
+            return False
+        say("note", f"note: --alerts writes JSON lines; -f {fmt} applies to the event stream")
+    return True
+
+
 def start_rule_profile(stage, args: argparse.Namespace):
     """A :class:`~sysmonx.detection.profile.RuleProfile` attached to ``stage`` when
     ``--profile-rules`` was given (else ``None``)."""
@@ -883,6 +908,6 @@ def config_loaded_line(name: str, config: Any, cache_info: dict) -> str:
         how = "parsed; config cache off"
     else:
         how = "parsed; not stored in the config cache: see the note above"
-    filters = sum(len(rs.filters) for rs in config.rule_sets)
+    from ..configmodel import size_text
     return (f"config: {name} loaded: schema {config.schema_version_text}, "
-            f"{len(config.rule_sets):,} rule sets, {filters:,} filters ({how})")
+            f"{size_text(config.rule_sets)} ({how})")

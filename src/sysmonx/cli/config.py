@@ -131,9 +131,9 @@ def cmd_config(argv: list[str]) -> int:
             return EXIT_FATAL
         print(f"{args.output}: rule blob written ({Path(args.output).stat().st_size} bytes)")
         return 0
+    from ..configmodel import size_text
     print(f"Configuration file validated: {args.file} (schema {cfg.schema_version_text}, "
-          f"{len(cfg.rule_sets)} rule sets, "
-          f"{sum(len(r.filters) for r in cfg.rule_sets)} filters)")
+          f"{size_text(cfg.rule_sets)})")
     return 0
 
 
@@ -175,8 +175,8 @@ def cmd_explain(cfg, args, console) -> int:
         console.print(f"error: cannot read {args.event}: {exc.strerror or exc}")
         return EXIT_FATAL
     if event is None:
-        for e in errors:
-            console.print(f"error: {e}", markup=False)
+        for e in errors:  # a text file that is not an event log is a warning here too
+            console.print(f"{getattr(e, 'severity', 'error')}: {e}", markup=False)
         console.print(f"error: {args.event}: no event found")
         return EXIT_FATAL
     fold = args.compare_fold

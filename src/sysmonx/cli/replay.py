@@ -199,6 +199,8 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
         return EXIT_USAGE
     if not check_rule_profile_options(args, console):
         return EXIT_USAGE
+    if not common.check_output_options(args, console, say):
+        return EXIT_USAGE
     ok, triage = common.triage_from_args(args, console)
     if not ok:
         return EXIT_USAGE
@@ -324,9 +326,19 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
         jobs = 1
     profile = start_rule_profile(stage, args)
 
+    from ..sources.base import NOT_AN_EVENT_LOG
+    not_a_log = NOT_AN_EVENT_LOG if args.input_format is None else (
+        f"no events found as --input-format {args.input_format} (not an event log of that "
+        "format)")
+
     def on_error(err) -> None:
         severity = getattr(err, "severity", "error")
-        if severity in ("warning", "note"):
+        if severity == "warning" and getattr(err, "message", "").startswith(NOT_AN_EVENT_LOG):
+            # said with -q too, like file_done's: the input is not what the user thinks it is
+            where = f"{err.path}: " if err.path else ""
+            console.print(f"warning: {where}{not_a_log}{err.message[len(NOT_AN_EVENT_LOG):]}",
+                          markup=False)
+        elif severity in ("warning", "note"):
             say(severity, f"{severity}: {err}")
         else:
             console.print(f"{severity}: {err}", markup=False)
@@ -353,8 +365,7 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
                 seen["records"], seen["errors"], seen["warnings"]):
             # said with -q too: the input is not what the user thinks it is (an empty file
             # has its own warning)
-            console.print(f"warning: {path}: no events found (not an event log)",
-                          markup=False)
+            console.print(f"warning: {path}: {not_a_log}", markup=False)
             printed["warnings"] += 1
         seen["records"], seen["errors"] = stats.records, stats.errors
         seen["warnings"] = stats.warnings

@@ -643,7 +643,10 @@ class _Builder:
         if tag not in allowed:
             msg = (f"Element {tag} is not a field of {tag_label} in schema "
                    f"(No declaration for element {tag})")
-            if isinstance(tag, str):  # as for conditions: the nearest field of this event
+            if not self.extensions and tag in ENRICHMENT_FIELD_NAMES:  # as for regex
+                msg += (f"\n{tag} is a SysmonX extension (an enrichment field), refused while "
+                        "extensions are off (--no-extensions)")
+            elif isinstance(tag, str):  # as for conditions: the nearest field of this event
                 folded = {a.lower(): a for a in allowed}
                 close = difflib.get_close_matches(tag.lower(), sorted(folded), n=1,
                                                   cutoff=0.75)

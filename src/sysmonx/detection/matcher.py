@@ -47,6 +47,7 @@ dictionary lookup and the evaluation of the few rules that read other fields.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import pickle
 import re
@@ -147,6 +148,19 @@ if TYPE_CHECKING:
     _MULTI = SpecialChars.WILDCARD_MULTI
     _SINGLE = SpecialChars.WILDCARD_SINGLE
 
+
+
+def nearest_field(name: str, known: set) -> Optional[str]:
+    """The field of ``known`` a Sigma rule's field ``name`` (not among them) probably means, for
+    the ``field`` warning: the one that differs only in case first, else the closest spelling
+    (:func:`difflib.get_close_matches`, cutoff 0.75: the config checker's "Did you mean"),
+    else ``None``."""
+    folded = {k.lower(): k for k in sorted(known)}
+    same = folded.get(name.lower())
+    if same is not None:
+        return same
+    close = difflib.get_close_matches(name.lower(), sorted(folded), n=1, cutoff=0.75)
+    return folded[close[0]] if close else None
 
 class RuleCompileError(RuleError):
     """A rule the matcher cannot evaluate; ``code`` groups reasons in the load report."""
@@ -873,9 +887,12 @@ class RuleMatcher:
             known |= known_fields(i)
         missing = sorted(n for n in names if n not in known and n.lower() not in HASH_FIELDS)
         if missing:
-            self.warnings.append((rule, "field", "field(s) " + ", ".join(missing) +
+            named = [n + (f" (did you mean {near}?)" if (near := nearest_field(n, known)) else "")
+                     for n in missing]
+            self.warnings.append((rule, "field", "field(s) " + ", ".join(named) +
                                   " not in Sysmon's events of this log source: they match only "
-                                  "events that carry them (enriched logs)"))
+                                  "events that carry them (another producer's records, "
+                                  "enrichment); field names are case-sensitive"))
 
     def _kid(self, fieldname: Optional[str], key: str, keys: dict) -> int:
         k = self._keys.kid(fieldname, key)

@@ -100,7 +100,8 @@ class LoadIssue:
     def __str__(self) -> str:
         who = " ".join(x for x in (self.rule_id, f"({self.title})" if self.title else "") if x)
         kind = "rejected" if self.rejected else "warning"
-        return f"{self.source or '-'}: {kind} [{self.code}] {who + ': ' if who else ''}{self.message}"
+        where = f"{self.source}: " if self.source else ""  # no file: a summary of several
+        return f"{where}{kind} [{self.code}] {who + ': ' if who else ''}{self.message}"
 
 
 @dataclass

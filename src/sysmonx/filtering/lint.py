@@ -118,7 +118,7 @@ _ENV_VAR = re.compile(r"%[A-Za-z_][A-Za-z0-9_()]*%")
 
 
 def _label(f: Filter) -> str:
-    return f"<{f.field} condition=\"{f.condition}\">{f.value!r}"
+    return f"<{f.field} condition=\"{f.condition}\">{_q(f.value)}"
 
 
 class _Linter:
@@ -170,7 +170,7 @@ class _Linter:
                               "absolute path; use 'end with'", f.line)
             elif "\\" not in v and self.linux:
                 self.warn(f"{lab}: on Linux 'image' does not strip '/' directories, so "
-                          f"{v!r} only matches a value that is exactly {v!r}; use 'end with' "
+                          f"{_q(v)} only matches a value that is exactly {_q(v)}; use 'end with' "
                           f"'/{v}'", f.line)
         if f.field in _IMAGE_FIELDS and c in ("is", "is any"):
             for piece in ([v[o:o + n] for o, n in split_tokens(v)] if c == "is any" else [v]):
@@ -265,7 +265,7 @@ class _Linter:
             else:
                 odd = [t for t, p in zip(contains_terms(v), pieces, strict=True) if p == "" and t]
                 self.warn(f"{lab}: an empty piece (';;') searches for the rest of the value "
-                          f"({odd[0]!r}), not for nothing" if odd else
+                          f"({_q(odd[0])}), not for nothing" if odd else
                           f"{lab}: an empty piece (';;')", f.line)
         for p in pieces:
             why = self.edge_space(f.field, c, p, piece=True) if p else None

@@ -274,6 +274,16 @@ class Pipeline:
         for i, stage in enumerate(self.stages):
             stage.finish(self._emits[i])
 
+    def emitter_after(self, stage: Stage) -> Emit:
+        """``stage``'s ``emit``: sends an item through the stages after it and on to the sinks
+        (for work a stage does between two sources, :meth:`TimeWindowStage.end_file
+        <sysmonx.stages.window.TimeWindowStage.end_file>`).
+
+        Raises:
+            ValueError: ``stage`` is not one of this pipeline's.
+        """
+        return self._emits[self.stages.index(stage)]
+
     def close(self) -> None:
         """Flush and close every sink.
 
@@ -351,7 +361,6 @@ def reload_applied(config: Any) -> str:
     none (nothing filtered)`` for ``None``. Event 16 carries the same hash."""
     if config is None:
         return "configuration applied: none (nothing filtered)"
-    sets = getattr(config, "rule_sets", ())
+    from ..configmodel import size_text
     return (f"configuration applied: {config.path} (SHA256={config.sha256 or '-'}, schema "
-            f"{config.schema_version_text}, {len(sets):,} rule sets, "
-            f"{sum(len(r.filters) for r in sets):,} filters)")
+            f"{config.schema_version_text}, {size_text(getattr(config, 'rule_sets', ()))})")

@@ -412,6 +412,8 @@ class Replayer:
         finally:
             self.files += source.files
             self.records = base + source.records
+        if self._window is not None:  # --window-time utctime: records held for the file
+            self._window.end_file(self.pipeline.emitter_after(self._window))
         if self.on_file_done is not None:
             self.on_file_done(path)
 

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Optional
 from ..event import Event
 from ..core.errors import ReadError
 from .detect import (ARCHIVE_EXTENSIONS, SNIFF_BYTES, container_kind, detect_format,
-                     input_extensions, read_stream)
+                     input_extensions, read_stream, unrecognised)
 
 __all__ = ["container_kind", "read_archive", "MAX_DEPTH", "MAX_EVTX_MEMBER_BYTES"]
 
@@ -162,7 +162,7 @@ def _member(stream, name: str, inner: str, on_error, fmt, threads, depth) -> Ite
     if member_fmt is None:
         ext = os.path.splitext(inner)[1].lower()
         if ext in input_extensions() or ext in ARCHIVE_EXTENSIONS:
-            on_error(ReadError(name, None, "file", "unrecognised input format; not read"))
+            on_error(unrecognised(name, head))  # the same words as for a file
         return
     try:
         if member_fmt == "evtx":

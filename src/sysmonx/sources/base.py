@@ -31,7 +31,13 @@ from ..event import Event
 from ..interfaces import Source
 
 __all__ = ["FileFormat", "OnError", "FileNotes", "MAX_RECORD_BYTES", "MAX_BAD_RUN", "iter_lines",
-           "put_unique", "BadRun"]
+           "put_unique", "BadRun", "NOT_AN_EVENT_LOG"]
+
+#: The warning (a :class:`~sysmonx.core.errors.ReadError` of severity ``warning`` on the whole
+#: file) for a text file in which no event was found, whatever its name (README, "Whatever the
+#: file's name"): a file without any recognisable content, or a ``*.json`` file no line of
+#: which is a JSON object. The replay command prints it with ``-q`` too.
+NOT_AN_EVENT_LOG = "no events found (not an event log)"
 
 OnError = Callable[[ReadError], None]
 
@@ -75,10 +81,12 @@ class FileNotes:
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
-def iter_lines(f: BinaryIO, limit: int = MAX_RECORD_BYTES
+def iter_lines(f: BinaryIO, limit: int = MAX_RECORD_BYTES, ended: Optional[list] = None
                ) -> Iterator[tuple[int, Optional[bytes]]]:
     """``(line number, line without CR/LF)`` for each line of binary file ``f``; the line is
-    ``None`` when longer than ``limit`` bytes (its rest is skipped)."""
+    ``None`` when longer than ``limit`` bytes (its rest is skipped). ``ended``, when given, is a
+    one-item list set to whether the line yielded ended with a line feed (False: the input ends
+    inside it, a cut file or stream)."""
     lineno = 0
     readline = f.readline
     while True:
@@ -93,6 +101,8 @@ def iter_lines(f: BinaryIO, limit: int = MAX_RECORD_BYTES
                     break
             yield lineno, None
             continue
+        if ended is not None:
+            ended[0] = line[-1:] == b"\n"
         yield lineno, line.rstrip(b"\r\n")
 
 

@@ -19,8 +19,8 @@ from ..core.registry import SOURCES
 from ..event import Event
 
 __all__ = ["JSON_FORMATS", "ARCHIVE_EXTENSIONS", "BUILTIN_INPUT_EXTENSIONS", "file_formats",
-           "input_extensions",
-           "iter_input_files", "detect_format", "open_source", "read_stream", "SNIFF_BYTES"]
+           "input_extensions", "iter_input_files", "detect_format", "open_source",
+           "unrecognised", "read_stream", "SNIFF_BYTES"]
 
 #: JSON formats: SysmonX's own JSON lines, then the shapes of :mod:`sysmonx.sources.jsonshapes`.
 JSON_FORMATS = ("jsonl", "winlogbeat", "nxlog", "sentinel", "flatjson", "evtxjson")
@@ -212,6 +212,19 @@ def is_binary(head: bytes) -> bool:
     return controls * 50 > len(head)
 
 
+def unrecognised(path: str, head: bytes) -> ReadError:
+    """What to report for a file (or archive member) ``path`` whose first bytes ``head`` no
+    format recognises: binary content is the error ``unrecognised input format (binary
+    content; ...)``; text is the warning :data:`~sysmonx.sources.base.NOT_AN_EVENT_LOG`
+    (notes, a CSV of hashes, a README: whatever the name, README "Whatever the file's name")."""
+    if not is_binary(head):
+        from .base import NOT_AN_EVENT_LOG
+        return ReadError(path, None, "file", NOT_AN_EVENT_LOG, "warning")
+    return ReadError(path, None, "file", "unrecognised input format (binary content; expected "
+                     "EVTX, event XML, Sysmon for Linux syslog, JSON event records or an archive "
+                     "of them)")
+
+
 def open_source(path: str, on_error: Callable[[ReadError], None],
                 input_format: Optional[str] = None, *, threads: int = 0,
                 batches: bool = False) -> Iterator[Any]:
@@ -258,10 +271,7 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
     if fmt is None:
         fmt = detect_format(path, head)
         if fmt is None:
-            what = "binary content; " if is_binary(head) else ""
-            on_error(ReadError(path, None, "file", f"unrecognised input format ({what}expected "
-                               "EVTX, event XML, Sysmon for Linux syslog, JSON event records "
-                               "or an archive of them)"))
+            on_error(unrecognised(path, head))
             return iter(())
     reader: Any = _reader(fmt)
     if batches:

@@ -10,7 +10,13 @@ fields, which is also where the XML writers put them and the XML readers find th
 Malformed lines (not JSON, not an object, no integer ``EventID``, a value of the wrong type, a
 bad time) are reported with their line number and skipped; blank lines are ignored; after
 :data:`~sysmonx.sources.base.MAX_BAD_RUN` bad lines in a row the rest of the file is skipped
-with one error line. Lines that
+with one error line. A file no line of which is a JSON object or starts like one (``{``: notes
+or a TOML file named ``*.json``, text that is not JSON at all) is one warning,
+:data:`~sysmonx.sources.base.NOT_AN_EVENT_LOG`, instead of one error per line: the errors of the
+lines before the first such line are held (at most :data:`~sysmonx.sources.base.MAX_BAD_RUN`)
+and reported, each at its line, as soon as one line is a JSON object or a damaged one (a
+damaged line before the records stays an error).
+Lines that
 orjson refuses only because of an escaped lone surrogate (``"\\ud800"``, which the writer emits
 for such values) are read with the standard library instead. ``Event.origin`` is
 ``(path, line number)``.
@@ -26,7 +32,7 @@ import orjson
 from ..core.registry import SOURCES
 from ..event import Event, normalize_time
 from ..core.errors import ReadError
-from .base import BadRun, FileFormat, OnError, iter_lines
+from .base import MAX_BAD_RUN, NOT_AN_EVENT_LOG, BadRun, FileFormat, OnError, iter_lines
 
 __all__ = ["read_jsonl", "read_jsonl_stream", "event_from_object", "RESERVED_KEYS"]
 
@@ -58,12 +64,23 @@ def read_jsonl(path: str, on_error: Callable[[ReadError], None]) -> Iterator[Eve
 
 def read_jsonl_stream(f, path: str, on_error: Callable[[ReadError], None]) -> Iterator[Event]:
     """:func:`read_jsonl` over an open binary stream ``f`` (an archive member, ...), named
-    ``path`` in origins and errors."""
+    ``path`` in origins and errors. Until a line is (or starts like) a JSON object, the errors
+    of the lines before it are held; without any (text that is not JSON at all) the file is one
+    :data:`~sysmonx.sources.base.NOT_AN_EVENT_LOG` warning (module docstring)."""
     loads = orjson.loads
-    run = BadRun(path, on_error)
+    held: list = []  # errors of the lines before the first JSON object
+    report = on_error
+
+    def hold(err: ReadError) -> None:
+        held.append(err)
+
+    run = BadRun(path, hold)
     for lineno, line in iter_lines(f):
         if line is None:
             if run.bad(ReadError(path, lineno, "line", "line too long; skipped")):
+                if run.on_error is hold:
+                    _not_a_log(path, held, f, report)
+                    return
                 run.give_up(f, lineno)
                 return
             continue
@@ -81,14 +98,49 @@ def read_jsonl_stream(f, path: str, on_error: Callable[[ReadError], None]) -> It
                     obj = json.loads(line.decode("utf-8"))
                 except (ValueError, UnicodeDecodeError):
                     raise ValueError(f"not JSON: {exc}") from None
+            if run.on_error is hold and type(obj) is dict:
+                _json_log(run, held, report)
             event = event_from_object(obj, (path, lineno))
         except ValueError as exc:
+            if run.on_error is hold and line.lstrip()[:1] == b"{":
+                _json_log(run, held, report)  # a damaged object: damage of a JSON log
             if run.bad(ReadError(path, lineno, "line", str(exc))):
+                if run.on_error is hold:
+                    _not_a_log(path, held, f, report)
+                    return
                 run.give_up(f, lineno)
                 return
             continue
         run.run = 0
         yield event
+    if held:
+        _not_a_log(path, held, None, report)
+
+
+def _json_log(run: BadRun, held: list, report: Callable[[ReadError], None]) -> None:
+    """A line is (or starts like) a JSON object: this is a JSON log; report the ``held``
+    errors of the lines before it, each at its line, and every later one at once."""
+    run.on_error = report
+    for err in held:
+        report(err)
+    held.clear()
+
+
+def _not_a_log(path: str, held: list, rest, report: Callable[[ReadError], None]) -> None:
+    """Report a file no line of which was a JSON object as one warning instead of the ``held``
+    line errors; ``rest``: the stream, when the first :data:`MAX_BAD_RUN` lines were all bad
+    (the rest is skipped and counted, not read)."""
+    more = ""
+    if rest is not None:
+        lines, last = 0, b"\n"
+        for block in iter(lambda: rest.read(1 << 20), b""):
+            lines += block.count(b"\n")
+            last = block[-1:]
+        lines += last != b"\n"
+        if lines:
+            more = (f": none of its first {MAX_BAD_RUN} lines is a JSON object; the other "
+                    f"{lines:,} were not read")
+    report(ReadError(path, None, "file", NOT_AN_EVENT_LOG + more, "warning"))
 
 
 def event_from_object(obj, origin=None) -> Event:

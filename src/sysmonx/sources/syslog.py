@@ -72,23 +72,25 @@ def read_syslog_stream(f, path: str, on_error: Callable[[ReadError], None]) -> I
     """:func:`read_syslog` over an open binary stream ``f`` (an archive member, ...), named
     ``path`` in origins and errors."""
     notes = FileNotes(path, on_error)
-    for lineno, line in iter_lines(f):
+    ended = [True]
+    for lineno, line in iter_lines(f, ended=ended):
         if line is None:
             on_error(ReadError(path, lineno, "line", "line too long; skipped"))
             continue
-        event = _event_of_line(line, path, lineno, notes)
+        event = _event_of_line(line, path, lineno, notes, ended=ended[0])
         if event is not None:
             yield event
 
 
 def _event_of_line(line: bytes, path: str, lineno: int, notes: FileNotes,
-                   prefix: str = "") -> Optional[Event]:
-    """The event of one line, ``None`` for a line without one (reported when it is damaged)."""
+                   prefix: str = "", ended: bool = True) -> Optional[Event]:
+    """The event of one line, ``None`` for a line without one (reported when it is damaged);
+    ``ended``: the line ended with a line feed (False: the input ends inside it)."""
     i = line.find(_START)
     if i < 0 or line[i + 6:i + 7] not in (b">", b" ", b"\t"):
         return None
     try:
-        return event_from_line(line, i, (path, lineno), notes)
+        return event_from_line(line, i, (path, lineno), notes, ended=ended)
     except etree.XMLSyntaxError as exc:
         notes.on_error(ReadError(path, lineno, "line", f"{prefix}malformed event XML: "
                                  f"{exc.msg}"))
@@ -102,11 +104,13 @@ _SYSTEM_END = re.compile(rb"</(?:\w+:)?System\s*>")
 
 
 def event_from_line(line: bytes, start: int, origin: tuple,
-                    notes: Optional[FileNotes] = None) -> Event:
+                    notes: Optional[FileNotes] = None, ended: bool = True) -> Event:
     """The event of one syslog line whose ``<Event`` begins at byte ``start``.
 
     A message cut short (no ``</Event>``) is read up to its last complete ``<Data>`` element;
-    ``notes`` (when given) gets an error saying how many fields were kept. Entity references
+    ``notes`` (when given) gets an error saying how many fields were kept and why it is
+    short: a line that ended (``ended``) was cut by syslog's message size limit, one that did
+    not is the last of a cut file or stream (a truncated ``.log.gz``). Entity references
     without ``;`` are repaired and reported to ``notes`` (see
     :func:`~sysmonx.sources.xmlfile.parse_event`).
 
@@ -119,10 +123,12 @@ def event_from_line(line: bytes, start: int, origin: tuple,
     if end >= start:
         return parse_event(line[start:end + len(_END)], origin, notes)
     xml = line[start:]
+    why = ("message truncated by syslog?" if ended else
+           "the input ends inside it: a truncated file")
     system = _SYSTEM_END.search(xml)
     if system is None:
-        raise ValueError("event XML is cut off inside its System header (message truncated by "
-                         "syslog?); nothing to recover")
+        raise ValueError(f"event XML is cut off inside its System header ({why}); nothing to "
+                         "recover")
     last = None
     for m in _DATA_END.finditer(xml, system.end()):
         last = m
@@ -135,9 +141,8 @@ def event_from_line(line: bytes, start: int, origin: tuple,
     event = parse_event(body + closing, origin, notes)
     if notes is not None:
         notes.error(origin[1] if origin else None, "line",
-                    f"event XML cut off after {len(event.data)} complete field(s) (message "
-                    "truncated by syslog?): the event is kept with those fields, the cut one and "
-                    "any after it are lost")
+                    f"event XML cut off after {len(event.data)} complete field(s) ({why}): "
+                    "the event is kept with those fields, the cut one and any after it are lost")
     return event
 
 

@@ -8,7 +8,7 @@ module             stage
 ``dedup``          ``duplicates``: the same record read twice (an EVTX and its JSON export side
                    by side) is passed on once (:class:`~sysmonx.stages.dedup.DuplicateFilter`)
 ``clock``          ``clock-check``: System times that disagree with the event's own ``UtcTime``
-                   by whole hours (local time labelled UTC), warned once per file
+                   by whole hours (local time labelled UTC), warned once per file and offset
 ``window``         ``time-window``: ``--from``/``--to`` on System time or ``UtcTime``
 ``gate``           ``sysmon-gate``: records of other providers dropped or passed unfiltered
 ``numbering``      ``record-numbers``: the live sensor's EventRecordIDs

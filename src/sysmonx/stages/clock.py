@@ -20,7 +20,8 @@ from ..core.registry import STAGES
 from ..event import Event
 from ..interfaces import Emit, Stage
 
-__all__ = ["ClockCheck", "ClockCheckStage", "utc_time", "SLACK_S", "ZONE_MIN_H", "ZONE_MAX_H"]
+__all__ = ["ClockCheck", "ClockCheckStage", "utc_time", "SLACK_S", "ZONE_MIN_H", "ZONE_MAX_H",
+           "MAX_OFFSETS_WARNED"]
 
 #: How far from a whole number of hours a difference may be and still count as a zone error.
 SLACK_S = 120
@@ -53,6 +54,7 @@ class ClockCheck:
     def __init__(self) -> None:
         self.offset_hours: Optional[int] = None
         self._days: dict[str, int] = {}
+        self._hours: dict[str, Optional[int]] = {}  # same minute: date-hours -> the answer
 
     def check(self, event: Event) -> Optional[int]:
         """The whole number of hours ``event``'s System time is off its ``UtcTime`` (System
@@ -63,6 +65,22 @@ class ClockCheck:
             return None
         if t[11:13] == u[11:13] and t[:10] == u[:10]:  # same date and hour: the usual case
             return None
+        if t[14:16] == u[14:16] and t[17:19].isdigit() and u[17:19].isdigit():
+            # same minute: the seconds differ by less than SLACK_S, so the answer depends on
+            # the dates and hours alone (a skewed file asks it for every record)
+            key = t[:13] + u[:13]
+            if key in self._hours:
+                hours = self._hours[key]
+                if hours is not None and self.offset_hours is None:
+                    self.offset_hours = hours
+                return hours
+            hours = self._check(t, u)
+            if len(self._hours) < 4096:
+                self._hours[key] = hours
+            return hours
+        return self._check(t, u)
+
+    def _check(self, t: str, u: str) -> Optional[int]:
         a, b = self._seconds(t), self._seconds(u)
         if a is None or b is None:
             return None
@@ -89,10 +107,16 @@ class ClockCheck:
             return None
 
 
+#: Most distinct offsets warned about in one file (a merged output of many collections); the
+#: check stops there (the compiled fast path then passes every event of the file).
+MAX_OFFSETS_WARNED = 8
+
+
 @STAGES.register
 class ClockCheckStage(Stage):
-    """Warns, once per input file, when System times are a whole number of hours off the
-    events' own ``UtcTime`` (:class:`ClockCheck`). Passes every event.
+    """Warns when System times are a whole number of hours off the events' own ``UtcTime``
+    (:class:`ClockCheck`): once per input file and offset (a merged output of several
+    collections has several; at most :data:`MAX_OFFSETS_WARNED` per file). Passes every event.
 
     Args:
         window_time: what ``--from``/``--to`` compare (``system`` or ``utctime``), for the
@@ -100,12 +124,14 @@ class ClockCheckStage(Stage):
     """
 
     name = "clock-check"
-    summary = "warn once per file when System times are whole hours off UtcTime (local time)"
+    summary = ("warn once per file and offset when System times are whole hours off UtcTime "
+               "(local time)")
 
     def __init__(self, window_time: str = "system") -> None:
         self.window_time = window_time
         self._path: Optional[str] = None
         self._check: Optional[ClockCheck] = None
+        self._warned: list[int] = []  # the offsets warned about in the file at hand, in order
         # compiled: an event of the file at hand whose UtcTime has System time's date and hour
         # (or that has none, or a file already warned about) passes without a Python call
         self.process = native.stage_fast(  # type: ignore[method-assign,assignment]
@@ -122,24 +148,32 @@ class ClockCheckStage(Stage):
         path = origin[0] if origin else None
         if path is not self._path and path != self._path:  # readers share one path object
             self._path, self._check = path, ClockCheck()
+            self._warned = []
         check = self._check
         if check is None:
             return True
         t, u = item.time_created, item.data.get("UtcTime")
         if u is None or (t[11:13] == u[11:13] and t[:10] == u[:10]):
             return True  # ClockCheck.check's usual case (same date and hour), without a call
-        if check.check(item) is not None:
-            self._check = None  # once per file
-            emit(self._warning(path or "<input>", item, check.offset_hours))
+        hours = check.check(item)
+        if hours is not None and hours not in self._warned:
+            self._warned.append(hours)
+            if len(self._warned) >= MAX_OFFSETS_WARNED:
+                self._check = None  # enough: the rest of the file passes unchecked
+            emit(self._warning(path or "<input>", item, hours, len(self._warned) > 1))
         return True
 
-    def _warning(self, path: str, ev: Event, hours: Optional[int]) -> ReadError:
+    def _warning(self, path: str, ev: Event, hours: Optional[int],
+                 another: bool = False) -> ReadError:
         which = (f"record {ev.record_id}" if ev.record_id is not None else
                  f"the record at {ev.origin[1]}" if ev.origin else "a record")
         why = ("the exporter probably wrote local time labelled UTC"
                if hours is not None and ZONE_MIN_H <= hours <= ZONE_MAX_H else
                "more than any time zone is (UTC-12 to UTC+14): System time is not when the "
                "events happened (a collection or export time, or a wrong clock)")
+        if another:
+            why += (" (one more offset in this file, merged from several collections: "
+                    f"{', '.join(f'{h:+d} h' for h in self._warned)} so far)")
         return ReadError(
             path, None, "file",
             f"System times are {hours:+d} h off the events' own UtcTime ({which}: TimeCreated "
