@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import random
-import select
 import socket
 
 import pytest
@@ -512,58 +511,3 @@ def test_cn_parse_equals_parse_cn_messages_py():
     assert cnproc.parse_cn_messages(_cn(cnproc.PROC_EVENT_EXEC, 1, 5, 123, 42, 41), ev) == 0
     assert ev == [(cnproc.PROC_EVENT_EXEC, 1, 5, 123, 42, 41, 0, 0, 0, 0, 0)]
     assert ev[0].what == cnproc.PROC_EVENT_EXEC and ev[0].mono_ns == 123
-
-
-def test_drain_reads_with_the_compiled_gather_and_gives_the_pure_observations(monkeypatch,
-                                                                               child):
-    """``AuditBackend._drain_cn`` (the proc connector messages queued when an audit record or
-    the loop asks for them) reads them with the compiled gather, no wait, when it is built:
-    the execs' snapshots are taken in C (``_exec_snapshot`` is not called for them) and the
-    observations and the state left for the audit records are those of the pure drain
-    (``ProcConnector.read`` and ``_exec_snapshot``), which defines it. Also more datagrams
-    than one compiled read takes (2,048) are all drained."""
-    from sysmonx.sensor.backends import cnproc
-    me = os.getpid()
-    sent = [_cn(cnproc.PROC_EVENT_FORK, 0, 1, 10, me, me, child, child),
-            _cn(cnproc.PROC_EVENT_EXEC, 0, 2, 11, child, child),
-            _cn(cnproc.PROC_EVENT_EXEC, 1, 1, 12, PIDS[0], PIDS[0]),
-            _cn(cnproc.PROC_EVENT_EXIT, 1, 2, 13, PIDS[0], PIDS[0], 256, 17, 1, 1),
-            _cn(cnproc.PROC_EVENT_FORK, 1, 3, 14, me, me, PIDS[1], PIDS[1])]
-    sent += [_cn(cnproc.PROC_EVENT_EXIT, 1, 4 + i, 15 + i, PIDS[2], PIDS[2], 0, 17, 1, 1)
-             for i in range(2100)]
-    real = audit_mod._exec_snapshot
-
-    def run(compiled: bool) -> tuple:
-        calls: list = []
-        monkeypatch.setattr(audit_mod, "_exec_snapshot", lambda pid: calls.append(pid) or
-                            real(pid))
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            for s, opt in ((a, socket.SO_SNDBUF), (b, socket.SO_RCVBUF)):
-                s.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-            b.setblocking(False)
-            obs: list = []
-            be = audit_mod.AuditBackend(obs.append, options={"socket_lookup": "none",
-                                                             "compiled_reader": compiled})
-            be.emit_all = obs.extend  # type: ignore[method-assign]
-            be._cn = cnproc.ProcConnector(0, False, lambda *a: None)
-            be._cn.sock = b  # type: ignore[assignment]
-            be._mono_off = be._boot_off = 0   # the same clock for both runs
-            for d in sent:
-                a.send(d)
-            be._drain_cn()
-            be._flush_out()
-            left = b.recv(65536) if select.select([b], [], [], 0)[0] else None
-            snaps = {pid: [s[1:] for s in lst] for pid, lst in be._snaps.items()}
-            return (obs, snaps, dict(be._forks), dict(be._exec_forks), be._cn.stats, calls,
-                    left)
-        finally:
-            a.close()
-            b.close()
-
-    pure, fast = run(False), run(True)
-    assert pure[-1] is None and fast[-1] is None          # everything drained
-    assert fast[:5] == pure[:5]
-    assert [type(o).__name__ for o in pure[0]].count("ProcessExit") == 2101
-    assert pure[1][child][0][0] is not None               # the child's snapshot was taken
-    assert pure[5] == [child, PIDS[0]] and fast[5] == []  # in C, not by _exec_snapshot

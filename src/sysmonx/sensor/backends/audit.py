@@ -103,8 +103,6 @@ _cn_gather: Optional[Callable]
 (_cn_gather,) = native.compiled("sysmonx.sensor._ringbatch", "cn_gather")
 
 RULE_KEY = "sysmonx"
-#: datagrams per compiled read in :meth:`AuditBackend._drain_cn`
-_DRAIN_BATCH = 2048
 
 _SKIP_DEV_DIRS = frozenset({"shm", "pts", "mqueue", "hugepages", "fd", "char", "bsg", "snd",
                             "input", "dri", "net", "cpu", "vfio"})
@@ -807,26 +805,14 @@ class AuditBackend(AuditClassifier, Backend):
     # -- companions: proc connector and tracefs ------------------------------------------------
 
     def _drain_cn(self) -> None:
-        """Handle the proc connector messages queued now (never waits).
-
-        Up to 16,384 messages: a record of a process whose fork is not known yet asks for
-        every message queued before it (the fork of a child that connects before its exec).
-        With the compiled gather (:meth:`_gather_cn` with no wait: one call reads the queued
-        datagrams and takes each exec's snapshot in C) in batches of :data:`_DRAIN_BATCH`
-        datagrams, else by :meth:`ProcConnector.read` and :func:`_exec_snapshot`, which define
-        it; the observations are the same (tests/test_audit_compiled.py)."""
-        if self._cn is None:
-            return
-        if self._gather is not None:
-            for _ in range(16_384 // _DRAIN_BATCH):
-                if self._gather_cn(0.0, _DRAIN_BATCH) < _DRAIN_BATCH:
+        # up to 16,384 messages: a record of a process whose fork is not known yet asks for
+        # every message queued before it (the fork of a child that connects before its exec)
+        if self._cn is not None:
+            for _ in range(64):
+                msgs = self._cn.read(256)
+                if not msgs:
                     break
-            return
-        for _ in range(64):
-            msgs = self._cn.read(256)
-            if not msgs:
-                break
-            self._on_cn(msgs)
+                self._on_cn(msgs)
 
     def _drain_companions(self) -> None:
         self._drain_cn()
@@ -907,24 +893,21 @@ class AuditBackend(AuditClassifier, Backend):
                 self._out(ProcessExit(m[3] + off, tgid, self._starts.pop(tgid, None),
                                       (m[6] >> 8) & 0xFF))
 
-    def _gather_cn(self, seconds: float, limit: int = 2048) -> int:
-        """Wait up to ``seconds`` (whole ms, at least 1; ``0``: no wait, only what is queued)
-        for proc connector messages with the compiled gather (``_ringbatch.cn_gather``: no GIL
-        while waiting, ``/proc/TGID/stat`` read at each exec as soon as it comes), at most
-        ``limit`` datagrams, then handle them as :meth:`_drain_cn` does. Returns how many
-        datagrams were read (a read that could not be handed over counts as ``limit``: the
-        caller may read on)."""
+    def _gather_cn(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for proc connector messages with the compiled gather
+        (``_ringbatch.cn_gather``: no GIL while waiting, ``/proc/TGID/stat`` read at each exec
+        as soon as it comes), then handle them as :meth:`_drain_cn` does."""
         cn, gather = self._cn, self._gather
         assert cn is not None and gather is not None
-        wait_ms = max(1, int(seconds * 1000)) if seconds > 0 else 0
         try:
-            datagrams, snapshots, enobufs, err, nomem = gather(cn.fileno(), wait_ms, limit)
+            datagrams, snapshots, enobufs, err, nomem = gather(
+                cn.fileno(), max(1, int(seconds * 1000)), 2048)
         except MemoryError:
             # the datagrams read could not be handed over: lost, how many is not known
             self._stats["cn_nomem"] += 1
             self._loss("cnproc.nomem", 0, "out of memory while reading proc connector "
                        "messages: the messages read then are lost (count unknown)")
-            return limit
+            return
         if nomem:
             # a datagram read from the socket and not kept (failed allocation): its messages
             # (forks, execs, exits) are lost; said, never silent
@@ -941,7 +924,6 @@ class AuditBackend(AuditClassifier, Backend):
             self._on_cn(msgs, taken, before)
         if err:
             raise OSError(err, f"proc connector read failed: {os.strerror(err)}")
-        return limit if nomem else len(datagrams)
 
     def _tcp_connected(self, syn, sport: Optional[int]) -> None:
         """A TCP connect seen by tracefs (SYN_SENT, then the port): kept for the audit connect
