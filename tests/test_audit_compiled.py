@@ -511,3 +511,25 @@ def test_cn_parse_equals_parse_cn_messages_py():
     assert cnproc.parse_cn_messages(_cn(cnproc.PROC_EVENT_EXEC, 1, 5, 123, 42, 41), ev) == 0
     assert ev == [(cnproc.PROC_EVENT_EXEC, 1, 5, 123, 42, 41, 0, 0, 0, 0, 0)]
     assert ev[0].what == cnproc.PROC_EVENT_EXEC and ev[0].mono_ns == 123
+
+
+def test_bench_exec_snapshot_measures_each_way_and_refuses_without_the_compiled_gather():
+    import subprocess
+    import sys
+    from pathlib import Path
+    bench = Path(__file__).resolve().parent.parent / "bench" / "bench_exec_snapshot.py"
+    res = subprocess.run([sys.executable, str(bench), "--processes", "20", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = {line.split()[0]: float(line.split()[1]) for line in res.stdout.splitlines()
+            if line.split() and line.split()[0] in ("gather", "python", "ns-text", "ns-stat")}
+    assert sorted(rows) == ["gather", "ns-stat", "ns-text", "python"]
+    assert all(v > 0 for v in rows.values())
+    assert "namespace inodes from the links' text / by stat():" in res.stdout
+    env = dict(os.environ, SYSMONX_PURE_PYTHON="1")
+    res = subprocess.run([sys.executable, str(bench), "--processes", "2", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 1 and "not built" in res.stderr
+    res = subprocess.run([sys.executable, str(bench), "--rounds", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
