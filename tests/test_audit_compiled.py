@@ -241,7 +241,30 @@ def test_read_process_of_a_gone_pid_stops_at_the_first_open(monkeypatch):
     calls.clear()
     me = procfs.read_process(os.getpid())       # a live process: everything read as before
     assert me.start_ticks is not None and me.argv and me.exe and me.cwd == os.getcwd()
-    assert me.uid == os.getuid() and len(calls) == 7
+    # 7 opens and links, and the two namespace links read as text (procfs.ns_inode)
+    assert me.uid == os.getuid() and len(calls) == 9
+    assert [f"/proc/{os.getpid()}/ns/mnt", f"/proc/{os.getpid()}/ns/pid"] == \
+        [c for c in calls if "/ns/" in c]
+    assert (me.mnt_ns, me.pid_ns) == (os.stat("/proc/self/ns/mnt").st_ino,
+                                      os.stat("/proc/self/ns/pid").st_ino)
+
+
+def test_ns_inode_is_the_links_stat_inode_without_following_it(monkeypatch, child):
+    """``procfs.ns_inode`` (and the compiled snapshot's reading of the same links) gives the
+    ``st_ino`` that ``stat()`` gives, from the link's text; ``None`` (the compiled: 0) for a
+    gone process or a text not of the ``type:[inode]`` form, never a plausible number."""
+    for pid in (os.getpid(), child):
+        for name in ("mnt", "pid", "net", "uts"):
+            path = f"/proc/{pid}/ns/{name}"
+            assert procfs.ns_inode(path) == os.stat(path).st_ino
+    assert procfs.ns_inode(f"/proc/{PIDS[0]}/ns/mnt") is None
+    snap = audit_mod._exec_snapshot(child)
+    assert snap[3] == (os.stat(f"/proc/{child}/ns/mnt").st_ino,
+                       os.stat(f"/proc/{child}/ns/pid").st_ino)
+    for text in ("mnt:[]", "mnt:[12a]", "mnt:4026531841", "[4026531841]", "mnt:[4026531841",
+                 "mnt:[-1]", "mnt:[\u0661\u0662]"):
+        monkeypatch.setattr(os, "readlink", lambda p, t=text: t)
+        assert procfs.ns_inode("/proc/self/ns/mnt") is None, text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,3 +511,25 @@ def test_cn_parse_equals_parse_cn_messages_py():
     assert cnproc.parse_cn_messages(_cn(cnproc.PROC_EVENT_EXEC, 1, 5, 123, 42, 41), ev) == 0
     assert ev == [(cnproc.PROC_EVENT_EXEC, 1, 5, 123, 42, 41, 0, 0, 0, 0, 0)]
     assert ev[0].what == cnproc.PROC_EVENT_EXEC and ev[0].mono_ns == 123
+
+
+def test_bench_exec_snapshot_measures_each_way_and_refuses_without_the_compiled_gather():
+    import subprocess
+    import sys
+    from pathlib import Path
+    bench = Path(__file__).resolve().parent.parent / "bench" / "bench_exec_snapshot.py"
+    res = subprocess.run([sys.executable, str(bench), "--processes", "20", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = {line.split()[0]: float(line.split()[1]) for line in res.stdout.splitlines()
+            if line.split() and line.split()[0] in ("gather", "python", "ns-text", "ns-stat")}
+    assert sorted(rows) == ["gather", "ns-stat", "ns-text", "python"]
+    assert all(v > 0 for v in rows.values())
+    assert "namespace inodes from the links' text / by stat():" in res.stdout
+    env = dict(os.environ, SYSMONX_PURE_PYTHON="1")
+    res = subprocess.run([sys.executable, str(bench), "--processes", "2", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 1 and "not built" in res.stderr
+    res = subprocess.run([sys.executable, str(bench), "--rounds", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2

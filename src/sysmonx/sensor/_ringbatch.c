@@ -1701,6 +1701,24 @@ static long long cn_now_ns(void) {
     return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
+/* procfs.ns_inode: the namespace inode a /proc/PID/ns/NAME link names, from the link's text
+ * ("mnt:[4026531841]": the namespace's inum, which is the st_ino stat() of the link gives,
+ * without the nsfs dentry and inode stat() allocates and frees each time); 0 when it cannot be
+ * read or is not of that form (0 is never a namespace's inode) */
+static uint64_t cn_ns_inode(const char *path) {
+    char link[64];
+    ssize_t n = readlink(path, link, sizeof link);
+    if (n < 4 || n >= (ssize_t)sizeof link || link[n - 1] != ']') return 0;
+    const char *b = memchr(link, '[', (size_t)n);
+    if (b == NULL || b == link || b[-1] != ':' || b + 2 > link + n - 1) return 0;
+    uint64_t v = 0;
+    for (const char *p = b + 1; p < link + n - 1; p++) {
+        if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10) return 0;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    return v;
+}
+
 /* the exec events of one datagram (parse_cn_messages's walk): snapshot each */
 static int cn_snap(const unsigned char *d, size_t total, cn_arena *snaps, char *statbuf) {
     size_t off = 0;
@@ -1721,11 +1739,10 @@ static int cn_snap(const unsigned char *d, size_t total, cn_arena *snaps, char *
                 /* the mount and pid namespaces first (as _exec_snapshot: they are released
                  * with the mm, before the process is a zombie); 0: not read */
                 uint64_t ns[2] = {0, 0};
-                struct stat st;
                 snprintf(path, sizeof path, "/proc/%u/ns/mnt", (unsigned)tgid);
-                if (stat(path, &st) == 0) ns[0] = (uint64_t)st.st_ino;
+                ns[0] = cn_ns_inode(path);
                 snprintf(path, sizeof path, "/proc/%u/ns/pid", (unsigned)tgid);
-                if (stat(path, &st) == 0) ns[1] = (uint64_t)st.st_ino;
+                ns[1] = cn_ns_inode(path);
                 snprintf(path, sizeof path, "/proc/%u/stat", (unsigned)tgid);
                 int sfd = open(path, O_RDONLY | O_CLOEXEC);
                 if (sfd >= 0) {

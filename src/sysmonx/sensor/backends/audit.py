@@ -81,7 +81,7 @@ from .base import Backend, BackendUnavailable
 from .cn_tracefs import ConnectMatcher, TcpStateTrace, thread_group, tracefs_available
 from .cnproc import (PROC_EVENT_EXEC, PROC_EVENT_EXIT, PROC_EVENT_FORK, CnprocBackend,
                      ProcConnector, boot_offset_ns, fork_start_ticks)
-from ..procfs import monotonic_to_epoch_offset, parse_stat, syn_sent_port
+from ..procfs import monotonic_to_epoch_offset, ns_inode, parse_stat, syn_sent_port
 from ..threadname import set_native_name
 
 __all__ = ["AuditBackend", "RULE_KEY", "ARCH_TABLES"]
@@ -110,14 +110,12 @@ _SKIP_DEV_DIRS = frozenset({"shm", "pts", "mqueue", "hugepages", "fd", "char", "
 
 def _exec_snapshot(pid: int) -> tuple:
     """``(start_ticks, end_code, comm, ns)`` of ``pid`` from one read of ``/proc/PID/stat`` and
-    of ``/proc/PID/ns/{mnt,pid}`` (``ns``: the two inode numbers; any of them ``None`` when
-    gone). ``comm`` (the exec'd file's name, 15 bytes at most) lets the audit record check that
-    the end_code and namespaces are of its image and not of a later exec of the same pid."""
-    try:
-        ns: Optional[tuple] = (os.stat(f"/proc/{pid}/ns/mnt").st_ino,
-                               os.stat(f"/proc/{pid}/ns/pid").st_ino)
-    except OSError:
-        ns = None
+    of ``/proc/PID/ns/{mnt,pid}`` (``ns``: the two inode numbers, read from the links' text by
+    :func:`~sysmonx.sensor.procfs.ns_inode`; ``None`` when either is gone). ``comm`` (the
+    exec'd file's name, 15 bytes at most) lets the audit record check that the end_code and
+    namespaces are of its image and not of a later exec of the same pid."""
+    mnt, pidns = ns_inode(f"/proc/{pid}/ns/mnt"), ns_inode(f"/proc/{pid}/ns/pid")
+    ns: Optional[tuple] = (mnt, pidns) if mnt is not None and pidns is not None else None
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
