@@ -3151,7 +3151,7 @@ fail:
  * =========================================================================================== */
 
 static PyObject *sm_provider, *sm_key_names, *sm_getter_fns, *sm_combos, *sm_next_relead,
-    *sm_countdown, *sm_calibrate, *sm_sort, *sm_key, *sm_remember;
+    *sm_countdown, *sm_calibrate, *sm_sort, *sm_key, *sm_remember, *sm_raw_combos;
 
 static int sm_init(void) {
     if (sm_key != NULL) return 0;
@@ -3166,9 +3166,77 @@ static int sm_init(void) {
     SM_INTERN(sm_sort, "sort");
     SM_INTERN(sm_key, "key");
     SM_INTERN(sm_remember, "_remember");
+    SM_INTERN(sm_raw_combos, "raw_combos");
 #undef SM_INTERN
     return 0;
 }
+
+/* [27c] The group key of an event whose EventData is still its record's slices (the _raw
+ * slot set, the data slot empty; RawData, [26a]): one bytes object that spells, for each of
+ * ``names`` in order, the value ``event.data.get(name)`` would give: a tag (0: no such
+ * field; 1: a slice of the record's text, plain ASCII; 2, 3, 5: a str of 1, 2 or 4 bytes
+ * per character), the value's length in bytes, then those bytes. It reads back to exactly
+ * one tuple of values, so events with equal raw keys have equal keys (the converse does
+ * not hold: the same text as a slice and as a str differ), and it stands for that tuple
+ * without making the event's dict or its strings. New reference; Py_None (a new reference)
+ * when the event is not such an event, a name is not a str or there are more than
+ * SM_RAW_MAX_NAMES names; NULL on error. */
+#define SM_RAW_MAX_NAMES 64
+static PyObject *sm_raw_key(PyObject *event, PyObject *names) {
+    if (event_type == NULL || !Py_IS_TYPE(event, event_type) || !lazy_installed ||
+        lazy_tag == 0 || event_type->tp_version_tag != lazy_tag)
+        Py_RETURN_NONE; /* Event.data may not be the lazy descriptor: the attribute decides */
+    PyObject *raw = SLOT(event, S_RAW);
+    if (SLOT(event, S_DATA) != NULL || raw == NULL || !Py_IS_TYPE(raw, &RawDataType))
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    if (n > SM_RAW_MAX_NAMES) Py_RETURN_NONE;
+    RawField *fs[SM_RAW_MAX_NAMES];
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        if (!PyUnicode_CheckExact(name)) Py_RETURN_NONE;
+        RawField *f = fs[i] = rawdata_field((RawDataObject *)raw, name);
+        size += 1 + (Py_ssize_t)sizeof(Py_ssize_t);
+        if (f == NULL) continue;
+        if (f->val == NULL) {
+            size += f->len;
+        } else {
+            if (!PyUnicode_CheckExact(f->val)) Py_RETURN_NONE;
+            size += PyUnicode_GET_LENGTH(f->val) * PyUnicode_KIND(f->val);
+        }
+    }
+    PyObject *key = PyBytes_FromStringAndSize(NULL, size);
+    if (key == NULL) return NULL;
+    char *p = PyBytes_AS_STRING(key);
+    const unsigned char *base = ((RawDataObject *)raw)->base;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        RawField *f = fs[i];
+        const void *src = NULL;
+        Py_ssize_t len = 0;
+        char tag = 0;
+        if (f != NULL && f->val == NULL) {
+            tag = 1;
+            src = base + f->off;
+            len = f->len;
+        } else if (f != NULL) {
+            int kind = PyUnicode_KIND(f->val);
+            tag = (char)(1 + kind);
+            src = PyUnicode_DATA(f->val);
+            len = PyUnicode_GET_LENGTH(f->val) * kind;
+        }
+        *p++ = tag;
+        memcpy(p, &len, sizeof len);
+        p += sizeof len;
+        if (len) memcpy(p, src, (size_t)len);
+        p += len;
+    }
+    return key;
+}
+
+/* [27c] The bound of a group's raw_combos (matcher.COMBO_ENTRIES, the bound of combos):
+ * full, it is cleared. */
+#define SM_RAW_COMBO_ENTRIES 4096
 
 static PyObject *py_sigma_match(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
@@ -3180,7 +3248,7 @@ static PyObject *py_sigma_match(PyObject *self, PyObject *const *args, Py_ssize_
     if (!PyDict_CheckExact(sysmon)) Py_RETURN_NONE;
     if (sm_init() < 0 || sa_init() < 0) return NULL;
     PyObject *g = NULL, *names = NULL, *getters = NULL, *combos = NULL, *data = NULL;
-    PyObject *values = NULL, *out = NULL;
+    PyObject *values = NULL, *out = NULL, *rawmap = NULL, *rawkey = NULL, *entry = NULL;
     PyObject *prov = PyObject_GetAttr(event, sm_provider);
     if (prov == NULL) return NULL;
     PyObject *by_id = PyDict_GetItemWithError(sysmon, prov); /* borrowed */
@@ -3204,32 +3272,65 @@ static PyObject *py_sigma_match(PyObject *self, PyObject *const *args, Py_ssize_
     if (truth != 0) goto done; /* -1: error, 1: getters: the Python code */
     if ((names = PyObject_GetAttr(g, sm_key_names)) == NULL) goto fail;
     if ((combos = PyObject_GetAttr(g, sm_combos)) == NULL) goto fail;
-    if ((data = PyObject_GetAttr(event, sa_data)) == NULL) goto fail;
-    if (!PyTuple_CheckExact(names) || !PyDict_CheckExact(combos) || !PyDict_CheckExact(data))
-        goto done;
-    Py_ssize_t n = PyTuple_GET_SIZE(names);
-    if ((values = PyTuple_New(n)) == NULL) goto fail;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyDict_GetItemWithError(data, PyTuple_GET_ITEM(names, i));
-        if (v == NULL) {
-            if (PyErr_Occurred()) goto fail;
-            v = Py_None;
+    if (!PyTuple_CheckExact(names) || !PyDict_CheckExact(combos)) goto done;
+    /* [27c] an event still in its record's slices: its raw key (sm_raw_key) finds its entry
+     * in the group's raw_combos (the entry combos holds for its values; the Python code
+     * clears raw_combos with combos and moves it to the new entries of a re-choice);
+     * neither the event's dict nor its strings are made */
+    if ((rawmap = PyObject_GetAttr(g, sm_raw_combos)) == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) goto fail;
+        PyErr_Clear(); /* a group without one (made by other code): the values' lookup */
+    } else if (PyDict_CheckExact(rawmap)) {
+        if ((rawkey = sm_raw_key(event, names)) == NULL) goto fail;
+        if (rawkey == Py_None) {
+            Py_CLEAR(rawkey);
+        } else {
+            entry = PyDict_GetItemWithError(rawmap, rawkey); /* borrowed */
+            if (entry == NULL && PyErr_Occurred()) goto fail;
+            Py_XINCREF(entry);
         }
-        PyTuple_SET_ITEM(values, i, Py_NewRef(v));
     }
-    PyObject *entry = PyDict_GetItemWithError(combos, values); /* borrowed */
-    if (entry != NULL) {
-        Py_INCREF(entry);
-    } else { /* ``entry = self._remember(values, event)`` */
-        if (PyErr_Occurred()) goto fail;
-        entry = PyObject_CallMethodObjArgs(g, sm_remember, values, event, NULL);
-        if (entry == NULL) goto fail;
+    if (entry == NULL) {
+        if ((data = PyObject_GetAttr(event, sa_data)) == NULL) goto fail;
+        if (!PyDict_CheckExact(data)) goto done;
+        Py_ssize_t n = PyTuple_GET_SIZE(names);
+        if ((values = PyTuple_New(n)) == NULL) goto fail;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *v = PyDict_GetItemWithError(data, PyTuple_GET_ITEM(names, i));
+            if (v == NULL) {
+                if (PyErr_Occurred()) goto fail;
+                v = Py_None;
+            }
+            PyTuple_SET_ITEM(values, i, Py_NewRef(v));
+        }
+        entry = PyDict_GetItemWithError(combos, values); /* borrowed */
+        if (entry != NULL) {
+            Py_INCREF(entry);
+        } else { /* ``entry = self._remember(values, event)`` */
+            if (PyErr_Occurred()) goto fail;
+            entry = PyObject_CallMethodObjArgs(g, sm_remember, values, event, NULL);
+            if (entry == NULL) goto fail;
+        }
+        if (rawkey != NULL) { /* [27c] the raw key finds the entry while combos holds it */
+            PyObject *now = PyDict_GetItemWithError(combos, values); /* borrowed */
+            int rc = now == NULL && PyErr_Occurred() ? -1 : 0;
+            if (rc == 0 && now == entry) {
+                if (PyDict_GET_SIZE(rawmap) >= SM_RAW_COMBO_ENTRIES) PyDict_Clear(rawmap);
+                rc = PyDict_SetItem(rawmap, rawkey, entry);
+            }
+            if (rc < 0) {
+                Py_DECREF(entry);
+                entry = NULL;
+                goto fail;
+            }
+        }
     }
     if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4 ||
         !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 2)) ||
         !PyTuple_CheckExact(PyTuple_GET_ITEM(entry, 3))) {
         Py_DECREF(entry);
         PyErr_SetString(PyExc_TypeError, "sigma_match: a group's entry is not a 4-tuple");
+        entry = NULL;
         goto fail;
     }
     /* if self.next_relead: self.countdown -= 1; if not self.countdown: self._calibrate(entry) */
@@ -3321,6 +3422,8 @@ fail:
     Py_XDECREF(combos);
     Py_XDECREF(data);
     Py_XDECREF(values);
+    Py_XDECREF(rawmap);
+    Py_XDECREF(rawkey);
     return out;
 }
 

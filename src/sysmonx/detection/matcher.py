@@ -1206,6 +1206,11 @@ class _Group:
                               if r.reads is not None and r.reads <= keyed)
         self.caches = tuple({None: _EMPTY} for _ in self.names)
         self.combos: dict = {}
+        # The compiled match only (_speedups.sigma_match, which fills it): an EVTX event's key
+        # spelt from its record's text before its data dict is made (bytes) -> the entry
+        # combos holds for the values it spells (the same object). Cleared with combos,
+        # moved to the new entries by a re-choice.
+        self.raw_combos: dict = {}
         self.getter_caches = tuple({None: _EMPTY} for _ in self.getters)
         self.constants = tuple((f, v) for f, v in constants.items())
         self.const_names = tuple(constants)
@@ -1287,8 +1292,17 @@ class _Group:
             # leads or on the clauses checked first (each is a necessary clause of its rule,
             # so the old candidates held every rule that can match; the new ones hold it too).
             combos = self.combos
+            moved: dict = {}  # id(old entry) -> (old, new): the old ones kept alive here
             for values, e in combos.items():  # values replaced in place: same size
-                combos[values] = (e[0], _lead_to(e[0], lead_index), e[2], e[3])
+                new = combos[values] = (e[0], _lead_to(e[0], lead_index), e[2], e[3])
+                moved[id(e)] = (e, new)
+            raw = self.raw_combos
+            for rk, e in list(raw.items()):  # entries of combos (see _remember), else dropped
+                m = moved.get(id(e))
+                if m is not None and m[0] is e:
+                    raw[rk] = m[1]
+                else:
+                    del raw[rk]
             self.const_entry = self._const_entry()
         self.next_relead = next((x for x in RELEAD_AT if x > self.seen), 0)
         self.countdown = self.period = self._period()
@@ -1348,6 +1362,7 @@ class _Group:
         if sum(map(len, filter(None, values))) <= COMBO_MAX_LEN:  # None: 0
             if len(self.combos) >= COMBO_ENTRIES:
                 self.combos.clear()
+                self.raw_combos.clear()
             self.combos[values] = entry
         return entry
 
