@@ -21,7 +21,7 @@ What event 1000 carries is what the JSON line gets back (field by field, the inv
 
 A correlation's ``group`` is read from ``Group`` (``name=value; ...``, split at ``"; "`` and
 the first ``=``), its ``value`` from ``Value`` (a number, ``null`` when empty or not a number),
-its ``channels`` from ``Channels`` (:func:`~sysmonx.detection.alerts.split_channels`: ``%2C``
+its ``channels`` from ``Channels`` (:func:`~sysmonx.event.split_channels`: ``%2C``
 read as ``,``, ``""`` for an event without a channel, as the first run wrote them); an event
 1000 without ``Channels`` (version 1 or 2, written before the field existed) gives ``channels``
 ``null``: which channels its events were in is not known.

@@ -82,7 +82,7 @@ from typing import BinaryIO
 import orjson
 
 from ..core.registry import SINKS
-from ..event import SYSMON_PROVIDERS, Event, normalize_time
+from ..event import SYSMON_PROVIDERS, Event, normalize_time, split_channels
 from ..textsafe import CONTROL_CLASS, visible
 from .base import Writer
 
@@ -196,11 +196,10 @@ def _event_data_json(data: dict) -> str:
 
 def _alert_channels(text: str) -> str:
     """An alert row's ``Channel``: event 1000's ``Channels`` decoded (a ``%2C`` / ``%25`` in a
-    name read as ``,`` / ``%``, :func:`~sysmonx.detection.alerts.split_channels`), a
+    name read as ``,`` / ``%``, :func:`~sysmonx.event.split_channels`), a
     correlation's names joined with ``,``."""
     if "%" not in text:  # nothing encoded (every channel Windows and Sysmon define)
         return text
-    from ..detection.alerts import split_channels  # rare: loaded only for an encoded name
     return ",".join(split_channels(text))
 
 
