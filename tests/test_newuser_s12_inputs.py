@@ -274,7 +274,12 @@ def test_sigma_field_warning_suggests_the_nearest_sysmon_field(tmp_path, capsys)
     rule.write_text(RULE.replace("Image|endswith: '.exe'",
                                  "CommandLIne|contains: 'whoami'\n    Imagee|endswith: '.exe'\n"
                                  "    Zzyzx: 'q'"))
-    assert main(["replay", "--sample", "--rules", str(rule), "--no-output", "--no-progress"]) == 0
+    argv = ["replay", "--sample", "--rules", str(rule), "--no-output", "--no-progress"]
+    assert main(argv) == 0  # by default one line of counts (27d); the listing names the fields
+    err = capsys.readouterr().err.splitlines()
+    assert "sigma: load issues (listed with --rule-issues): 1 warning field" in err
+    assert not [x for x in err if "[field]" in x]
+    assert main(argv + ["--rule-issues"]) == 0
     lines = [x for x in capsys.readouterr().err.splitlines() if "[field]" in x]
     assert len(lines) == 1
     assert ("field(s) CommandLIne (did you mean CommandLine?), Imagee (did you mean Image?), "

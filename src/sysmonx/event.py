@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from typing import ClassVar, Optional
+from typing import ClassVar, Iterable, Optional
 
 from .core.errors import UsageError
 
@@ -35,7 +35,34 @@ SIGMA_ALERT_EVENT_ID = 1000
 __all__ = ["Event", "normalize_time", "TimeFormatError", "SYSMON_PROVIDERS", "WINDOWS_PROVIDER",
            "LINUX_PROVIDER", "WINDOWS_CHANNEL", "LINUX_CHANNEL", "WINDOWS_PROVIDER_GUID",
            "LINUX_PROVIDER_GUID", "SYSMON_KEYWORDS", "SIGMA_ALERT_PROVIDER",
-           "SIGMA_ALERT_EVENT_ID"]
+           "SIGMA_ALERT_EVENT_ID", "join_channels", "split_channels"]
+
+
+def join_channels(channels: Iterable[str]) -> str:
+    """SigmaAlert event 1000's ``Channels`` (written by ``detection/alerts.py``, read back by
+    ``detection/stages.py``, ``detection/readback.py`` and the CSV timeline, so defined here,
+    below them all): channel names joined with ``,``, each name's ``%`` written ``%25`` and
+    ``,`` written ``%2C`` (percent-encoding, RFC 3986 section 2.1), so a name with a comma
+    (legal in a Windows channel name: a custom ETW channel) is not taken for two.
+    A name without ``%`` or ``,`` (every channel Windows and Sysmon define) is written as is,
+    so ``Channels`` reads the same as before this encoding for them. ``""`` stays the unknown
+    channel (an event without one)."""
+    return ",".join(c.replace("%", "%25").replace(",", "%2C") if ("%" in c or "," in c) else c
+                    for c in channels)
+
+
+_ESCAPED = re.compile(r"%(2[cC]|25)")
+
+
+def split_channels(text: str) -> list[str]:
+    """The channel names of event 1000's ``Channels`` (:func:`join_channels`): split at ``,``,
+    then ``%2C`` (or ``%2c``) read as ``,`` and ``%25`` as ``%``; any other ``%`` is kept as
+    written (an alert written before the encoding, whose names had no comma, reads the same).
+    ``""`` gives ``[""]`` (one channel, unknown), as it was written."""
+    if "%" not in text:
+        return text.split(",")
+    return [_ESCAPED.sub(lambda m: "," if m.group(1) in ("2c", "2C") else "%", part)
+            for part in text.split(",")]
 
 
 class TimeFormatError(UsageError):

@@ -371,7 +371,6 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
         seen["warnings"] = stats.warnings
 
     sinks: list = []
-    workers = False  # the --jobs workers replayed
     failure: Optional[SinkError] = None
     stats = None
     replayer = None
@@ -409,7 +408,6 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
                                     alerts_to_stream=not args.alerts)
                 sinks = []  # closed by the run
             elif jobs > 1 and len(files) > 1:
-                workers = True
                 target = streams[0] if streams else None
                 if not args.quiet:
                     from ..pipeline.parallel import worker_count
@@ -497,13 +495,7 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
     if triage is not None:  # kept by -q too: the output holds fewer alerts than were made
         console.print(common.held_back_line(triage, stats.alerts_held_back, stage is not None),
                       markup=False)
-    if args.alerts and stats.sigma_alerts and workers:
-        # the workers write the kept ones into the event stream (their part files)
-        console.print(f"warning: of the {stats.sigma_alerts:,} alerts read back (event 1000), "
-                      "those this run kept were written to the event stream by the --jobs "
-                      "workers, not to --alerts; replay with --jobs 1 to have them there",
-                      markup=False)
-    elif args.alerts and stats.sigma_alerts:  # kept by -q: where the alerts read back went
+    if args.alerts and stats.sigma_alerts:  # kept by -q: where the alerts read back went
         where = "stdout" if args.alerts == "-" else args.alerts
         console.print(f"alerts read back (event 1000) written to {where}: "
                       f"{stats.alerts_read_back_out:,} of {stats.sigma_alerts:,} "

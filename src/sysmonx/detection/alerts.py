@@ -67,7 +67,7 @@ from typing import Any, ClassVar, Optional
 import orjson
 
 from ..core.native import speedups as _speedups
-from ..event import SIGMA_ALERT_PROVIDER, Event
+from ..event import SIGMA_ALERT_PROVIDER, Event, join_channels, split_channels
 
 __all__ = ["Alert", "SIGMA_ALERT_EVENT_ID", "SIGMA_ALERT_NAME", "ALERT_PROVIDER",
            "ALERT_CHANNEL", "MAX_EVENT_FIELDS", "matched_event", "source_of",
@@ -435,31 +435,6 @@ def _attack_fields(tags: tuple) -> tuple:
     ``,``."""
     info = attack_info(tags)
     return ",".join(info["tactics"]), ",".join(info["techniques"])
-
-
-def join_channels(channels: Any) -> str:
-    """Event 1000's ``Channels``: channel names joined with ``,``, each name's ``%`` written
-    ``%25`` and ``,`` written ``%2C`` (percent-encoding, RFC 3986 section 2.1), so a name with a
-    comma (legal in a Windows channel name: a custom ETW channel) is not taken for two.
-    A name without ``%`` or ``,`` (every channel Windows and Sysmon define) is written as is,
-    so ``Channels`` reads the same as before this encoding for them. ``""`` stays the unknown
-    channel (an event without one)."""
-    return ",".join(c.replace("%", "%25").replace(",", "%2C") if ("%" in c or "," in c) else c
-                    for c in channels)
-
-
-_ESCAPED = re.compile(r"%(2[cC]|25)")
-
-
-def split_channels(text: str) -> list[str]:
-    """The channel names of event 1000's ``Channels`` (:func:`join_channels`): split at ``,``,
-    then ``%2C`` (or ``%2c``) read as ``,`` and ``%25`` as ``%``; any other ``%`` is kept as
-    written (an alert written before the encoding, whose names had no comma, reads the same).
-    ``""`` gives ``[""]`` (one channel, unknown), as it was written."""
-    if "%" not in text:
-        return text.split(",")
-    return [_ESCAPED.sub(lambda m: "," if m.group(1) in ("2c", "2C") else "%", part)
-            for part in text.split(",")]
 
 
 def _num(v: float) -> str:

@@ -20,7 +20,11 @@ What event 1000 carries is what the JSON line gets back (field by field, the inv
   instead, as for the run's alerts.
 
 A correlation's ``group`` is read from ``Group`` (``name=value; ...``, split at ``"; "`` and
-the first ``=``), its ``value`` from ``Value`` (a number, ``null`` when empty or not a number).
+the first ``=``), its ``value`` from ``Value`` (a number, ``null`` when empty or not a number),
+its ``channels`` from ``Channels`` (:func:`~sysmonx.event.split_channels`: ``%2C``
+read as ``,``, ``""`` for an event without a channel, as the first run wrote them); an event
+1000 without ``Channels`` (version 1 or 2, written before the field existed) gives ``channels``
+``null``: which channels its events were in is not known.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import orjson
 from ..core.registry import STAGES
 from ..event import Event
 from ..interfaces import Emit, Stage
-from .alerts import _FIXED, Alert, rule_meta
+from .alerts import _FIXED, Alert, rule_meta, split_channels
 from .triage import is_alert_event
 
 __all__ = ["ReadBackAlert", "ReadBackAlertStage", "alert_from_event"]
@@ -46,13 +50,20 @@ class ReadBackAlert(Alert):
     Attributes:
         meta: ``{"description", "author", "references", "falsepositives"}`` from the event
             (shaped as :func:`~sysmonx.detection.alerts.rule_text`).
+        channels_known: False when the event had no ``Channels`` field (module docstring).
     """
 
     meta: dict
+    #: False when the event had no ``Channels`` field (version 1 or 2): a correlation's
+    #: ``channels`` is then ``null`` in the JSON line (not known)
+    channels_known: bool = True
 
     def to_dict(self) -> dict:
-        """:meth:`Alert.to_dict` with the rule texts the event carried (module docstring)."""
+        """:meth:`Alert.to_dict` with the rule texts the event carried and, for an event without
+        ``Channels``, a correlation's ``channels`` ``null`` (module docstring)."""
         d = super().to_dict()
+        if not self.channels_known and "channels" in d:
+            d["channels"] = None
         own = rule_meta(self.rule_id)
         if own["description"] is None and own["author"] is None and not own["references"] \
                 and not own["falsepositives"]:
@@ -119,6 +130,11 @@ def alert_from_event(event: Event) -> ReadBackAlert:
         value=_number(d.get("Value") or ""),
         fields={k: v for k, v in d.items() if k not in _FIXED and v is not None},
         source_file=d.get("SourceFile") or None, event=None)
+    if "Channels" in d:  # an empty one (an event without a channel) reads as ""
+        setattr(alert, "correlation_channels",  # noqa: B010
+                tuple(split_channels(d["Channels"] or "")))
+    else:  # version 1 or 2: not known
+        alert.channels_known = False
     alert.meta = {"description": d.get("RuleDescription") or None,
                   "author": d.get("RuleAuthor") or None,
                   "references": _items(d.get("RuleReferences") or ""),

@@ -18,7 +18,8 @@ With Sigma rules (``--rules``) the work is split where the state begins::
 SigmaAlert events read back (a replayed SysmonX output) pass the workers undecided; the parent
 leaves out those this run makes again (over every worker's matches before them, in input
 order) and those the selection (``--min-level`` ...) does not keep, as one process's
-``sigma-match`` and ``alert-triage`` do.
+``sigma-match`` and ``alert-triage`` do; with ``--alerts FILE`` it moves those it keeps to
+that file as alerts, as one process's ``sigma-alerts-read-back`` does.
 
 Matching, the costly per-event part, is stateless and runs in the workers; the parent's work
 grows with the number of events that matched, not with the input, and it never decodes or
@@ -380,7 +381,11 @@ class _Correlator:
     (:meth:`~sysmonx.detection.stages.SigmaMatchStage.made_again` over the matches before
     it, whichever worker read them) is left out of the output and counted in
     :attr:`replaced`; then the selection holds back those it does not keep (counted in
-    :attr:`held_back` too), as one process's ``sigma-match`` and ``alert-triage`` do.
+    :attr:`held_back` too), as one process's ``sigma-match`` and ``alert-triage`` do. With
+    an alerts sink (``--alerts FILE``) those kept go there as alerts
+    (:func:`~sysmonx.detection.readback.alert_from_event`, at their place among this run's
+    alerts) and leave the output, counted in :attr:`read_back_out`, as one process's
+    ``sigma-alerts-read-back`` stage does.
     """
 
     def __init__(self, detection: Any, events_writer: Any, alert_sinks: Sequence[Sink],
@@ -390,6 +395,8 @@ class _Correlator:
         self.held_back = 0
         #: SigmaAlert events read back and made again by this run (not written)
         self.replaced = 0
+        #: SigmaAlert events read back, kept, and written to the alert sinks as alerts
+        self.read_back_out = 0
         # the workers' matches, noted in input order (what one process's sigma-match saw)
         self.index = SigmaMatchStage(detection)
         self.detection = detection
@@ -408,6 +415,8 @@ class _Correlator:
         Raises:
             SinkError: writing the output or an alerts sink failed.
         """
+        from ..detection.readback import alert_from_event
+        from ..detection.triage import is_alert_event
         det = self.detection
         stats = det.stats
         ends = array("q")
@@ -456,6 +465,12 @@ class _Correlator:
                         self.replaced += 1
                     elif triage is not None and triage.keeps_item(alert_event) is False:
                         self.held_back += 1
+                    elif self.alert_sinks and is_alert_event(alert_event):
+                        # kept, to --alerts as an alert (one process's ReadBackAlertStage)
+                        read_alert = alert_from_event(alert_event)
+                        for sink in self.alert_sinks:
+                            _write_sink(sink, read_alert)
+                        self.read_back_out += 1
                     else:
                         continue
                     if view is not None:  # its bytes are left out of the output
@@ -884,6 +899,7 @@ def replay_parallel(files: list[str], options: ReplayOptions, fmt: Optional[str]
         correlator.finish()  # windows still open at the end, as Replayer.finish
         total.alerts_held_back += correlator.held_back
         total.alerts_replaced += correlator.replaced
+        total.alerts_read_back_out += correlator.read_back_out
     if head is not None:
         # what comes once at the end (</Events> ...); flushes, never closes ``out``
         to_out(head.close)

@@ -15,7 +15,11 @@ Columns (one header row, then one row per event)::
     one). For a Sigma alert (SysmonX event 1000, provider ``SysmonX``) ``Channel`` and
     ``RecordID`` are those of the record the alert is about, as Hayabusa's timelines give them
     (the alert's ``Channels`` and ``RecordIds`` fields: ``Microsoft-Windows-Sysmon/Operational``
-    and ``1339``; a correlation's list its records, comma-separated); the alert's own number in
+    and ``1339``; a correlation's list its records, comma-separated). ``Channel`` is decoded:
+    a channel name holding ``,`` or ``%``, which ``Channels`` writes ``%2C`` / ``%25``, is
+    written as it is (``Custom,Trace/Operational``); a correlation over such a channel and
+    another is then ambiguous in this column, and the row's ``EventData`` keeps the encoded
+    ``Channels``, which is not. The alert's own number in
     ``SysmonX/Alerts`` is its place in the output (alerts are numbered from 1 in stream order).
 ``EventName``
     the Sysmon event's name in the current schema: its config tag (``ProcessCreate``,
@@ -78,7 +82,7 @@ from typing import BinaryIO
 import orjson
 
 from ..core.registry import SINKS
-from ..event import SYSMON_PROVIDERS, Event, normalize_time
+from ..event import SYSMON_PROVIDERS, Event, normalize_time, split_channels
 from ..textsafe import CONTROL_CLASS, visible
 from .base import Writer
 
@@ -190,6 +194,15 @@ def _event_data_json(data: dict) -> str:
     return visible(text)
 
 
+def _alert_channels(text: str) -> str:
+    """An alert row's ``Channel``: event 1000's ``Channels`` decoded (a ``%2C`` / ``%25`` in a
+    name read as ``,`` / ``%``, :func:`~sysmonx.event.split_channels`), a
+    correlation's names joined with ``,``."""
+    if "%" not in text:  # nothing encoded (every channel Windows and Sysmon define)
+        return text
+    return ",".join(split_channels(text))
+
+
 def row(e: Event) -> list:
     """The cells of ``e``'s row, as written (display-rendered and neutralised), in
     :data:`COLUMNS` order."""
@@ -197,7 +210,7 @@ def row(e: Event) -> list:
     alert = e.event_id == ALERT_EVENT_ID and e.provider == ALERT_PROVIDER
     cells = [
         _time7(e.time_created), e.computer or "", e.provider or "",
-        (d.get("Channels") or "") if alert else e.channel or "", str(e.event_id),
+        _alert_channels(d.get("Channels") or "") if alert else e.channel or "", str(e.event_id),
         ALERT_EVENT_NAME if alert else
         _event_name(e.event_id) if e.provider in SYSMON_PROVIDERS else "",
         (d.get("RecordIds") or "") if alert else
