@@ -1185,13 +1185,13 @@ static int install_lazy_data(void) {
 }
 
 
-/* NULL without error: not handled. */
-static PyObject *convert_impl(PyObject *text, PyObject *origin) {
-    if (convert_fallback == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "sysmonx.core._speedups is not set up");
-        return NULL;
-    }
-    if (!PyUnicode_CheckExact(text)) return NULL;
+/* [27a] The record's JSON text parsed into x (fields into ``fields``, MAX_FIELDS entries) and
+ * checked as convert_impl takes it: the System part complete, TimeCreated in pyevtx-rs's shape,
+ * the GUID fields braced; *sysmon: a Sysmon provider; *pguid: the provider GUID (new
+ * reference). 0; -1: not handled (nothing set, no error); -2: error. x is cleared unless 0. */
+static int parse_rec(PyObject *text, Rec *x, RawField *fields, int *sysmon, PyObject **pguid) {
+    *pguid = NULL;
+    if (!PyUnicode_CheckExact(text)) return -1;
     Py_ssize_t len;
     const char *bytes;
     int latin1 = PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND;
@@ -1203,62 +1203,67 @@ static PyObject *convert_impl(PyObject *text, PyObject *origin) {
         bytes = PyUnicode_AsUTF8AndSize(text, &len);
         if (bytes == NULL) { /* lone surrogates in the str itself: orjson decides */
             PyErr_Clear();
-            return NULL;
+            return -1;
         }
     }
     int chars = PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND;
     Reader r = {(const unsigned char *)bytes, (const unsigned char *)bytes + len, 0, latin1,
                 chars};
-    Rec x;
-    RawField fields[MAX_FIELDS];
-    memset(&x, 0, sizeof x);
-    x.fields = fields;
-    x.base = (const unsigned char *)bytes;
-    Top t = {&x, 0};
+    memset(x, 0, sizeof *x);
+    x->fields = fields;
+    x->base = (const unsigned char *)bytes;
+    Top t = {x, 0};
     int rc = read_object(&r, top_key, &t);
     if (rc == 0) {
         skip_ws(&r);
         if (r.p != r.end) rc = -1;
     }
-    if (rc == 0 && !(t.seen && x.seen_system && x.seen_data && x.seen_provider && x.seen_tc &&
-                     x.seen_exec && x.seen_security && x.name && x.guid && x.eid && x.version &&
-                     x.level && x.task && x.opcode && x.keywords && x.tc && x.record_id &&
-                     x.pid && x.tid && x.channel && x.computer))
+    if (rc == 0 && !(t.seen && x->seen_system && x->seen_data && x->seen_provider &&
+                     x->seen_tc && x->seen_exec && x->seen_security && x->name && x->guid &&
+                     x->eid && x->version && x->level && x->task && x->opcode && x->keywords &&
+                     x->tc && x->record_id && x->pid && x->tid && x->channel && x->computer))
         rc = -1;
-    if (rc == 0 && !x.sec_empty && x.user_id == NULL) rc = -1;
+    if (rc == 0 && !x->sec_empty && x->user_id == NULL) rc = -1;
     /* TimeCreated as pyevtx-rs writes it (microseconds, Z); anything else: normalize_time */
-    PyObject *tc = NULL;
     if (rc == 0) {
-        if (PyUnicode_IS_ASCII(x.tc) && PyUnicode_GET_LENGTH(x.tc) == 27) {
-            const char *c = (const char *)PyUnicode_1BYTE_DATA(x.tc);
-            if (c[26] == 'Z' && c[19] == '.') {
-                tc = PyUnicode_New(30, 127);
-                if (tc == NULL) {
-                    rc = -2;
-                } else {
-                    char *d = (char *)PyUnicode_1BYTE_DATA(tc);
-                    memcpy(d, c, 26);
-                    memcpy(d + 26, "000Z", 4);
-                }
-            }
-        }
-        if (tc == NULL && rc == 0) rc = -1;
+        const char *c = (const char *)PyUnicode_1BYTE_DATA(x->tc);
+        if (!(PyUnicode_IS_ASCII(x->tc) && PyUnicode_GET_LENGTH(x->tc) == 27 && c[26] == 'Z' &&
+              c[19] == '.'))
+            rc = -1;
     }
-    int sysmon = 0;
     if (rc == 0) {
-        sysmon = PySet_Contains(sysmon_providers, x.name);
-        if (sysmon < 0) rc = -2;
+        *sysmon = PySet_Contains(sysmon_providers, x->name);
+        if (*sysmon < 0) rc = -2;
     }
-    if (rc == 0) rc = fix_guids(&x, sysmon);
-    PyObject *pguid = NULL;
+    if (rc == 0) rc = fix_guids(x, *sysmon);
     if (rc == 0) {
-        pguid = provider_guid(x.guid);
-        if (pguid == NULL) rc = -2;
+        *pguid = provider_guid(x->guid);
+        if (*pguid == NULL) rc = -2;
+    }
+    if (rc != 0) {
+        rec_clear(x);
+        Py_CLEAR(*pguid);
+        if (rc == -1) PyErr_Clear();
+    }
+    return rc;
+}
+
+/* The Event of a parsed record (parse_rec's x and pguid: their references move into it, or
+ * are dropped on error). NULL: error. */
+static PyObject *rec_event(Rec *x, PyObject *pguid, PyObject *text, PyObject *origin) {
+    int rc = 0;
+    PyObject *tc = PyUnicode_New(30, 127);
+    if (tc == NULL) {
+        rc = -2;
+    } else {
+        char *d = (char *)PyUnicode_1BYTE_DATA(tc);
+        memcpy(d, PyUnicode_1BYTE_DATA(x->tc), 26);
+        memcpy(d + 26, "000Z", 4);
     }
     /* [26a] the fields stay slices of the text (a RawData object in _raw); none: {} */
     PyObject *data = NULL, *raw = NULL;
     if (rc == 0) {
-        if (x.nf == 0) {
+        if (x->nf == 0) {
             data = PyDict_New();
             if (data == NULL) rc = -2;
         } else {
@@ -1270,14 +1275,14 @@ static PyObject *convert_impl(PyObject *text, PyObject *origin) {
                 lazy = install_lazy_data() == 0;
                 if (!lazy) PyErr_Clear();
             }
-            RawDataObject *ro = PyObject_NewVar(RawDataObject, &RawDataType, x.nf);
+            RawDataObject *ro = PyObject_NewVar(RawDataObject, &RawDataType, x->nf);
             if (ro == NULL) {
                 rc = -2;
             } else {
                 ro->text = Py_NewRef(text);
-                ro->base = x.base;
-                memcpy(ro->f, x.fields, (size_t)x.nf * sizeof(RawField));
-                x.nf = 0; /* the references moved */
+                ro->base = x->base;
+                memcpy(ro->f, x->fields, (size_t)x->nf * sizeof(RawField));
+                x->nf = 0; /* the references moved */
                 if (lazy) {
                     raw = (PyObject *)ro;
                 } else {
@@ -1298,32 +1303,46 @@ static PyObject *convert_impl(PyObject *text, PyObject *origin) {
         Py_XDECREF(pguid);
         Py_XDECREF(data);
         Py_XDECREF(raw);
-        rec_clear(&x);
-        if (rc == -1) PyErr_Clear();
+        rec_clear(x);
         return NULL;
     }
     /* the references move into the slots */
-    SLOT(ev, S_EVENT_ID) = x.eid;
+    SLOT(ev, S_EVENT_ID) = x->eid;
     SLOT(ev, S_DATA) = data;
     SLOT(ev, S_RAW) = raw;
-    SLOT(ev, S_PROVIDER) = x.name;
+    SLOT(ev, S_PROVIDER) = x->name;
     SLOT(ev, S_PROVIDER_GUID) = pguid;
-    SLOT(ev, S_VERSION) = x.version;
-    SLOT(ev, S_LEVEL) = x.level;
-    SLOT(ev, S_TASK) = x.task;
-    SLOT(ev, S_OPCODE) = x.opcode;
-    SLOT(ev, S_KEYWORDS) = x.keywords;
+    SLOT(ev, S_VERSION) = x->version;
+    SLOT(ev, S_LEVEL) = x->level;
+    SLOT(ev, S_TASK) = x->task;
+    SLOT(ev, S_OPCODE) = x->opcode;
+    SLOT(ev, S_KEYWORDS) = x->keywords;
     SLOT(ev, S_TIME_CREATED) = tc;
-    SLOT(ev, S_RECORD_ID) = x.record_id;
-    SLOT(ev, S_PROCESS_ID) = x.pid;
-    SLOT(ev, S_THREAD_ID) = x.tid;
-    SLOT(ev, S_CHANNEL) = x.channel;
-    SLOT(ev, S_COMPUTER) = x.computer;
-    SLOT(ev, S_USER_ID) = x.user_id != NULL ? x.user_id : Py_NewRef(Py_None);
+    SLOT(ev, S_RECORD_ID) = x->record_id;
+    SLOT(ev, S_PROCESS_ID) = x->pid;
+    SLOT(ev, S_THREAD_ID) = x->tid;
+    SLOT(ev, S_CHANNEL) = x->channel;
+    SLOT(ev, S_COMPUTER) = x->computer;
+    SLOT(ev, S_USER_ID) = x->user_id != NULL ? x->user_id : Py_NewRef(Py_None);
     SLOT(ev, S_ORIGIN) = Py_NewRef(origin);
-    Py_DECREF(x.guid);
-    Py_DECREF(x.tc);
+    Py_DECREF(x->guid);
+    Py_DECREF(x->tc);
+    memset(x, 0, offsetof(Rec, seen_provider)); /* moved: nothing left to clear */
     return ev;
+}
+
+/* NULL without error: not handled. */
+static PyObject *convert_impl(PyObject *text, PyObject *origin) {
+    if (convert_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "sysmonx.core._speedups is not set up");
+        return NULL;
+    }
+    Rec x;
+    RawField fields[MAX_FIELDS];
+    int sysmon;
+    PyObject *pguid;
+    if (parse_rec(text, &x, fields, &sysmon, &pguid) != 0) return NULL;
+    return rec_event(&x, pguid, text, origin);
 }
 
 static PyObject *py_convert_raw(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -1513,10 +1532,10 @@ static int is_reserved(PyObject *k) {
 
 /* [26a] The fields of a RawData object as render writes a dict's: 0, 1 (a field is an
  * enrichment field: render the dict instead), -1, -2. */
-static int render_raw(Out *o, Out *extra, RawDataObject *raw, int *in_extra) {
-    Py_ssize_t n = Py_SIZE(raw);
+static int render_fields(Out *o, Out *extra, RawField *fields, Py_ssize_t n,
+                         const unsigned char *base, int *in_extra) {
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *k = raw->f[i].key;
+        PyObject *k = fields[i].key;
         if (PyUnicode_CheckExact(k) && PyUnicode_GET_LENGTH(k) < 64 &&
             !((enrichment_lengths >> PyUnicode_GET_LENGTH(k)) & 1))
             continue;
@@ -1526,7 +1545,7 @@ static int render_raw(Out *o, Out *extra, RawDataObject *raw, int *in_extra) {
     }
     int rc = 0;
     for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
-        RawField *f = &raw->f[i];
+        RawField *f = &fields[i];
         Out *w = o;
         if (!*in_extra && is_reserved(f->key)) *in_extra = 1;
         if (*in_extra) {
@@ -1544,7 +1563,7 @@ static int render_raw(Out *o, Out *extra, RawDataObject *raw, int *in_extra) {
                 RESERVE(w, f->len + 2);
                 char *p = w->buf + w->len;
                 *p++ = '"';
-                memcpy(p, raw->base + f->off, (size_t)f->len);
+                memcpy(p, base + f->off, (size_t)f->len);
                 p += f->len;
                 *p++ = '"';
                 w->len = p - w->buf;
@@ -1552,6 +1571,10 @@ static int render_raw(Out *o, Out *extra, RawDataObject *raw, int *in_extra) {
         }
     }
     return rc;
+}
+
+static int render_raw(Out *o, Out *extra, RawDataObject *raw, int *in_extra) {
+    return render_fields(o, extra, raw->f, Py_SIZE(raw), raw->base, in_extra);
 }
 
 static int render(Out *o, Out *extra, PyObject *e) {
@@ -2024,6 +2047,34 @@ static PyTypeObject LineWriterType = {
 };
 
 
+/* [27a] the loop's raw path (RawPlan, below) */
+typedef struct RawPlanObject RawPlanObject;
+#define RAW_EIDS 64
+
+struct RawPlanObject {
+    PyObject_HEAD
+    PyObject *streams, *clock, *gate, *count, *write, *failure, *pipeline;
+    Py_ssize_t raw, sent;
+    PyObject *error; /* failure()'s exception, for the loop to raise (take_error) */
+    /* the stream and block last used (held: their identity is the cache key) */
+    PyObject *k_prov, *k_comp, *k_chan, *blocks, *slots;
+    long long blk;
+    Py_buffer view;
+    int have_view;
+    /* per evtx_batch call */
+    int active;
+    PyObject *c_path, *c_check; /* the clock stage's _path and _check (borrowed, re-read) */
+    Py_ssize_t gate_n, n_eids;
+    long eid_v[RAW_EIDS];
+    PyObject *eid_o[RAW_EIDS];
+    Py_ssize_t eid_n[RAW_EIDS];
+};
+static PyTypeObject RawPlanType;
+static int rp_begin(RawPlanObject *p);
+static int rp_end(RawPlanObject *p);
+static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObject *path);
+static PyObject *str_stop;
+
 /* ------------------------------------------------------------ EVTX record loop (replay reader)
  *
  *   evtx_batch(it, first, last, seen_ids, path, notes, out, limit)
@@ -2066,11 +2117,13 @@ static PyObject *take_exception(void) {
 }
 
 static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 8 || !PyAnySet_Check(args[3]) || !PyList_CheckExact(args[6])) {
+    if (nargs < 8 || nargs > 9 || !PyAnySet_Check(args[3]) || !PyList_CheckExact(args[6]) ||
+        (nargs == 9 && args[8] != Py_None && !Py_IS_TYPE(args[8], &RawPlanType))) {
         PyErr_SetString(PyExc_TypeError, "evtx_batch(it, first, last, seen_ids: set, path, "
-                        "notes, out: list, limit)");
+                        "notes, out: list, limit, plan: RawPlan | None = None)");
         return NULL;
     }
+    RawPlanObject *plan = nargs == 9 && args[8] != Py_None ? (RawPlanObject *)args[8] : NULL;
     if (convert_fallback == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "sysmonx.core._speedups is not set up");
         return NULL;
@@ -2098,10 +2151,26 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
     PyObject *last_rid = NULL;
     int status = 0;
     PyObject *payload = NULL;
+    if (plan != NULL) {
+        if (str_stop == NULL && (str_stop = PyUnicode_InternFromString("_stop")) == NULL)
+            return NULL;
+        if (rp_begin(plan) < 0) return NULL;
+    }
     for (;;) {
         if (taken >= limit) {
             status = 1;
             break;
+        }
+        if (plan != NULL && plan->active && (taken & 15) == 15) {
+            /* a stop request (pipeline._stop), as the loop looks between items */
+            PyObject *stop = PyObject_GetAttr(plan->pipeline, str_stop);
+            int st = stop == NULL ? -1 : PyObject_IsTrue(stop);
+            Py_XDECREF(stop);
+            if (st < 0) goto plan_fail;
+            if (st) {
+                status = 1;
+                break;
+            }
         }
         PyObject *rec = next(it);
         if (rec == NULL) {
@@ -2148,6 +2217,53 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
             return NULL;
         }
         PyObject *text = PyDict_GetItemWithError(rec, evtx_key_data);
+        int fell_back = 0; /* [27a] the record's Event ends this call (raw path) */
+        if (plan != NULL && plan->active && text != NULL) {
+            Rec x;
+            RawField fields[MAX_FIELDS];
+            int sysmon;
+            PyObject *pguid;
+            int prc = parse_rec(text, &x, fields, &sysmon, &pguid);
+            if (prc == 0) {
+                int tr = rp_take(plan, &x, pguid, sysmon, path);
+                if (tr != 0) {
+                    rec_clear(&x);
+                    Py_DECREF(pguid);
+                    Py_DECREF(rec);
+                    if (tr < 0) goto plan_fail;
+                    /* a placeholder keeps the list's length the records' count */
+                    if (PyList_Append(out, Py_None) < 0) goto plan_fail;
+                    taken++;
+                    if (plan->error != NULL) { /* the loop raises it after this list */
+                        status = 1;
+                        break;
+                    }
+                    continue;
+                }
+                /* the Event decides: made from what was parsed, handed to the loop */
+                PyObject *origin = PyTuple_Pack(2, path, rid);
+                if (origin == NULL) {
+                    rec_clear(&x);
+                    Py_DECREF(pguid);
+                    Py_DECREF(rec);
+                    goto plan_fail;
+                }
+                if (PyUnicode_CheckExact(path)) PyObject_GC_UnTrack(origin);
+                PyObject *ev = rec_event(&x, pguid, text, origin);
+                Py_DECREF(origin);
+                Py_DECREF(rec);
+                if (ev == NULL) goto plan_fail;
+                int rc = PyList_Append(out, ev);
+                Py_DECREF(ev);
+                if (rc < 0) goto plan_fail;
+                taken++;
+                status = 1;
+                break;
+            }
+            if (prc == -2) fell_back = 1; /* convert_impl's error, below */
+            /* -1: the Python converter decides (status 5 below) */
+        }
+        (void)fell_back;
         PyObject *origin = PyTuple_Pack(2, path, rid);
         if (origin == NULL) {
             Py_DECREF(rec);
@@ -2203,9 +2319,19 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
         }
         taken++;
     }
+    if (plan != NULL && rp_end(plan) < 0) {
+        Py_XDECREF(payload);
+        Py_XDECREF(last_rid);
+        return NULL;
+    }
     if (payload == NULL) payload = Py_NewRef(Py_None);
     if (last_rid == NULL) last_rid = Py_NewRef(Py_None);
     return Py_BuildValue("(inNN)", status, seen, last_rid, payload);
+plan_fail:
+    /* an error of the raw path (a sink's failure raised, memory): the counters first */
+    rp_end(plan);
+    Py_XDECREF(last_rid);
+    return NULL;
 }
 
 
@@ -2233,7 +2359,8 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
  * caller adds it to the slot).
  */
 
-static PyObject *str_stop = NULL, *str_sent_pending = NULL;
+static PyObject *str_stop = NULL;
+static PyObject *str_sent_pending = NULL;
 
 static PyObject *py_run_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 8 || !PyList_CheckExact(args[0]) || !PyTuple_CheckExact(args[1]) ||
@@ -2243,7 +2370,7 @@ static PyObject *py_run_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
                         "event_type, write, failure, deliver, pipeline)");
         return NULL;
     }
-    if (str_stop == NULL) {
+    if (str_stop == NULL || str_sent_pending == NULL) {
         str_stop = PyUnicode_InternFromString("_stop");
         str_sent_pending = PyUnicode_InternFromString("_sent_pending");
         if (str_stop == NULL || str_sent_pending == NULL) return NULL;
@@ -2258,6 +2385,7 @@ static PyObject *py_run_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_INCREF(items);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
         PyObject *item = PyList_GET_ITEM(items, i);
+        if (item == Py_None) continue; /* [27a] a record the raw path wrote (evtx_batch) */
         Py_INCREF(item);
         int pass = 1;
         for (Py_ssize_t k = 0; k < nsteps; k++) {
@@ -2518,6 +2646,454 @@ static PyTypeObject StageFastType = {
     .tp_new = stagefast_new,
 };
 
+/* ---------------------------------------------------------- [27a] the loop's raw path (replay)
+ *
+ *   RawPlan(steps, writer, failure, pipeline)
+ *
+ * The replay's stages and its one JSON-lines sink compiled over a parsed record (Rec), for
+ * evtx_batch: a record that every step passes is written (the same bytes as event_json_line
+ * of its Event, one ``write`` call, as LineWriter) without an Event, a dict, an origin tuple
+ * or a stage call. ``steps``: the stages' ``raw_step()`` answers, each a tuple:
+ *   ("dedup", streams)  DuplicateStage: a record id not seen in a block that exists (Dedup's
+ *                       common case); the slot is written;
+ *   ("clock", stage)    ClockCheckStage: the file at hand (``stage._raw_enter(path)`` on a new
+ *                       path, as the Python method resets), warned about or UtcTime of the same
+ *                       date and hour as TimeCreated, or none (clock_fast's case);
+ *   ("gate", stage)     SysmonGate: a Sysmon provider (``stage.sysmon`` += 1);
+ *   ("count", stage)    FilterStage without an engine (``stage.included[eid]`` += 1).
+ * ``writer``: a LineWriter (its stream's write is called); ``failure(exc)``: a write's
+ * exception (the sink slot's); ``pipeline._stop``: read between records.
+ * Every check is made before anything changes; a record one of them does not pass alone (or
+ * whose line the Event path would render otherwise: an enrichment field, an odd value) becomes
+ * its Event, which evtx_batch hands back to the loop as today (all the stages, in order). The
+ * counters are added when evtx_batch returns (before the loop sees the list), in the order
+ * the Python stages would have first counted each EventID.
+ * Attributes: ``raw`` records written this way, ``sent`` lines written (both since made).
+ */
+
+
+static PyObject *rp_streams_s, *rp_dedup_s, *rp_clock_s, *rp_gate_s, *rp_count_s,
+                *rp_sysmon_s, *rp_before_s, *rp_trace_s, *rp_raw_enter_s;
+
+static void rp_drop_cache(RawPlanObject *p) {
+    if (p->have_view) {
+        PyBuffer_Release(&p->view);
+        p->have_view = 0;
+    }
+    Py_CLEAR(p->slots);
+    Py_CLEAR(p->blocks);
+    Py_CLEAR(p->k_prov);
+    Py_CLEAR(p->k_comp);
+    Py_CLEAR(p->k_chan);
+}
+
+static int rp_traverse(RawPlanObject *p, visitproc visit, void *arg) {
+    Py_VISIT(p->streams); Py_VISIT(p->clock); Py_VISIT(p->gate); Py_VISIT(p->count);
+    Py_VISIT(p->write); Py_VISIT(p->failure); Py_VISIT(p->pipeline); Py_VISIT(p->blocks);
+    Py_VISIT(p->slots); Py_VISIT(p->error);
+    return 0;
+}
+
+static int rp_clear(RawPlanObject *p) {
+    rp_drop_cache(p);
+    Py_CLEAR(p->streams); Py_CLEAR(p->clock); Py_CLEAR(p->gate); Py_CLEAR(p->count);
+    Py_CLEAR(p->write); Py_CLEAR(p->failure); Py_CLEAR(p->pipeline); Py_CLEAR(p->error);
+    for (Py_ssize_t i = 0; i < p->n_eids; i++) Py_CLEAR(p->eid_o[i]);
+    p->n_eids = 0;
+    return 0;
+}
+
+static void rp_dealloc(RawPlanObject *p) {
+    PyObject_GC_UnTrack(p);
+    rp_clear(p);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyObject *rp_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *steps, *writer, *failure, *pipeline;
+    if (!PyArg_ParseTuple(args, "O!OOO:RawPlan", &PyTuple_Type, &steps, &writer, &failure,
+                          &pipeline))
+        return NULL;
+    if (event_type == NULL || json_fallback == NULL || convert_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "setup_convert / setup_json were not called");
+        return NULL;
+    }
+    if (!Py_IS_TYPE(writer, &LineWriterType)) {
+        PyErr_SetString(PyExc_TypeError, "RawPlan: the sink is not a LineWriter");
+        return NULL;
+    }
+    if (rp_streams_s == NULL) {
+        rp_dedup_s = PyUnicode_InternFromString("dedup");
+        rp_clock_s = PyUnicode_InternFromString("clock");
+        rp_gate_s = PyUnicode_InternFromString("gate");
+        rp_count_s = PyUnicode_InternFromString("count");
+        rp_sysmon_s = PyUnicode_InternFromString("sysmon");
+        rp_before_s = PyUnicode_InternFromString("_before");
+        rp_trace_s = PyUnicode_InternFromString("trace");
+        rp_raw_enter_s = PyUnicode_InternFromString("_raw_enter");
+        rp_streams_s = rp_dedup_s;
+        if (!rp_dedup_s || !rp_clock_s || !rp_gate_s || !rp_count_s || !rp_sysmon_s ||
+            !rp_before_s || !rp_trace_s || !rp_raw_enter_s) {
+            rp_streams_s = NULL;
+            return NULL;
+        }
+    }
+    if (sf_path == NULL) { /* StageFast's names */
+        sf_path = PyUnicode_InternFromString("_path");
+        sf_check = PyUnicode_InternFromString("_check");
+        sf_utc = PyUnicode_InternFromString("UtcTime");
+        sf_engine = PyUnicode_InternFromString("engine");
+        sf_included = PyUnicode_InternFromString("included");
+        sf_one = PyLong_FromLong(1);
+        if (!sf_path || !sf_check || !sf_utc || !sf_engine || !sf_included || !sf_one)
+            return NULL;
+    }
+    RawPlanObject *p = (RawPlanObject *)type->tp_alloc(type, 0);
+    if (p == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(steps); i++) {
+        PyObject *st = PyTuple_GET_ITEM(steps, i), *kind, *obj, **dst = NULL;
+        if (!PyTuple_CheckExact(st) || PyTuple_GET_SIZE(st) != 2 ||
+            !PyUnicode_CheckExact(kind = PyTuple_GET_ITEM(st, 0))) {
+            PyErr_SetString(PyExc_TypeError, "RawPlan: a step is not (kind, object)");
+            goto fail;
+        }
+        obj = PyTuple_GET_ITEM(st, 1);
+        if (PyUnicode_Compare(kind, rp_dedup_s) == 0) {
+            if (!PyDict_CheckExact(obj)) {
+                PyErr_SetString(PyExc_TypeError, "RawPlan: dedup streams is not a dict");
+                goto fail;
+            }
+            dst = &p->streams;
+        } else if (PyUnicode_Compare(kind, rp_clock_s) == 0) {
+            dst = &p->clock;
+        } else if (PyUnicode_Compare(kind, rp_gate_s) == 0) {
+            dst = &p->gate;
+        } else if (PyUnicode_Compare(kind, rp_count_s) == 0) {
+            dst = &p->count;
+        }
+        if (dst == NULL || *dst != NULL) {
+            PyErr_Format(PyExc_ValueError, "RawPlan: unknown or repeated step %R", kind);
+            goto fail;
+        }
+        *dst = Py_NewRef(obj);
+    }
+    p->write = Py_NewRef(((LineWriterObject *)writer)->write);
+    p->failure = Py_NewRef(failure);
+    p->pipeline = Py_NewRef(pipeline);
+    return (PyObject *)p;
+fail:
+    Py_DECREF(p);
+    return NULL;
+}
+
+/* The clock stage's _path and _check, read again. 0 / -1. */
+static int rp_begin_clock(RawPlanObject *p) {
+    if (p->clock == NULL) return 0;
+    PyObject *a = PyObject_GetAttr(p->clock, sf_path);
+    if (a == NULL) return -1;
+    PyObject *b = PyObject_GetAttr(p->clock, sf_check);
+    if (b == NULL) { Py_DECREF(a); return -1; }
+    /* borrowed: the stage holds them (only _raw_enter, after which they are read again, or a
+     * record's Event, after which this call ends, changes them) */
+    Py_DECREF(a);
+    Py_DECREF(b);
+    p->c_path = a;
+    p->c_check = b;
+    return 0;
+}
+
+/* At the start of an evtx_batch call: whether the raw path applies now (the filter has no
+ * engine, no reload overlap), the clock stage's state. 0, or -1 (error). */
+static int rp_begin(RawPlanObject *p) {
+    p->active = 0;
+    p->gate_n = 0;
+    p->n_eids = 0;
+    p->c_path = p->c_check = NULL;
+    if (p->count != NULL) {
+        PyObject *v = PyObject_GetAttr(p->count, sf_engine);
+        if (v == NULL) return -1;
+        Py_DECREF(v);
+        if (v != Py_None) return 0;
+        v = PyObject_GetAttr(p->count, rp_before_s);
+        if (v == NULL) return -1;
+        Py_DECREF(v);
+        if (v != Py_None) return 0;
+        v = PyObject_GetAttr(p->count, rp_trace_s);
+        if (v == NULL) return -1;
+        Py_DECREF(v);
+        if (v != Py_None) return 0;
+    }
+    if (rp_begin_clock(p) < 0) return -1;
+    p->active = 1;
+    return 0;
+}
+
+/* At every return of an evtx_batch call: the counters of the records written raw. 0 / -1. */
+static int rp_end(RawPlanObject *p) {
+    int rc = 0;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb); /* an error already on its way out stays the one raised */
+    if (p->gate_n && p->gate != NULL) {
+        PyObject *v = PyObject_GetAttr(p->gate, rp_sysmon_s), *n = NULL, *s = NULL;
+        if (v != NULL) n = PyLong_FromSsize_t(p->gate_n);
+        if (n != NULL) s = PyNumber_Add(v, n);
+        if (s == NULL || PyObject_SetAttr(p->gate, rp_sysmon_s, s) < 0) rc = -1;
+        Py_XDECREF(v); Py_XDECREF(n); Py_XDECREF(s);
+    }
+    p->gate_n = 0;
+    if (p->n_eids && p->count != NULL) {
+        PyObject *inc = PyObject_GetAttr(p->count, sf_included);
+        if (inc == NULL) rc = -1;
+        for (Py_ssize_t i = 0; inc != NULL && i < p->n_eids && rc == 0; i++) {
+            PyObject *cur = PyObject_GetItem(inc, p->eid_o[i]), *n = NULL, *s = NULL;
+            if (cur != NULL) n = PyLong_FromSsize_t(p->eid_n[i]);
+            if (n != NULL) s = PyNumber_Add(cur, n);
+            if (s == NULL || PyObject_SetItem(inc, p->eid_o[i], s) < 0) rc = -1;
+            Py_XDECREF(cur); Py_XDECREF(n); Py_XDECREF(s);
+        }
+        Py_XDECREF(inc);
+    }
+    for (Py_ssize_t i = 0; i < p->n_eids; i++) Py_CLEAR(p->eid_o[i]);
+    p->n_eids = 0;
+    p->active = 0;
+    if (type != NULL) {
+        if (rc < 0) PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+        return -1;
+    }
+    return rc;
+}
+
+/* The clock check of a parsed record (clock_fast's case). 1 passes, 0 the Event decides,
+ * -1 error. */
+static int rp_clock(RawPlanObject *p, Rec *x, PyObject *path) {
+    if (p->c_path != path) {
+        int eq = PyObject_RichCompareBool(path, p->c_path, Py_EQ);
+        if (eq != 0) return eq < 0 ? -1 : 0; /* an equal path of another object: Python */
+        /* a new file: the stage's own reset (as its Python method does first), then on */
+        PyObject *r = PyObject_CallMethodOneArg(p->clock, rp_raw_enter_s, path);
+        if (r == NULL) return -1;
+        Py_DECREF(r);
+        if (rp_begin_clock(p) < 0) return -1;
+        if (p->c_path != path) return 0;
+    }
+    if (p->c_check == Py_None) return 1;
+    RawField *f = field_named(x->fields, x->nf, sf_utc);
+    if (f == NULL) return 1;
+    const char *a = (const char *)PyUnicode_1BYTE_DATA(x->tc), *b;
+    if (f->val != NULL) {
+        PyObject *u = f->val;
+        if (!PyUnicode_CheckExact(u) || PyUnicode_KIND(u) != PyUnicode_1BYTE_KIND ||
+            PyUnicode_GET_LENGTH(u) < 13)
+            return 0;
+        b = (const char *)PyUnicode_1BYTE_DATA(u);
+    } else {
+        if (f->len < 13) return 0;
+        b = (const char *)x->base + f->off;
+    }
+    return memcmp(a, b, 10) == 0 && a[11] == b[11] && a[12] == b[12];
+}
+
+/* The duplicate check of a parsed record: its slot (still free) in *cell and its time in *t:
+ * 1; 0: the Event decides; -1: error. */
+static int rp_dedup(RawPlanObject *p, Rec *x, int64_t **cell, int64_t *t) {
+    if (!PyLong_CheckExact(x->record_id)) return 0;
+    int overflow;
+    long long r = PyLong_AsLongLongAndOverflow(x->record_id, &overflow);
+    if (overflow || (r == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
+    if (r < 0) return 0;
+    if (dedup_seconds(x->tc, t)) return 0;
+    if (p->blocks == NULL || x->name != p->k_prov || x->computer != p->k_comp ||
+        x->channel != p->k_chan) {
+        rp_drop_cache(p);
+        PyObject *key = PyTuple_Pack(3, x->name, x->computer, x->channel);
+        if (key == NULL) return -1;
+        PyObject *blocks = PyDict_GetItemWithError(p->streams, key);
+        Py_DECREF(key);
+        if (blocks == NULL) return PyErr_Occurred() ? -1 : 0;
+        if (!PyDict_CheckExact(blocks)) return 0;
+        p->blocks = Py_NewRef(blocks);
+        p->k_prov = Py_NewRef(x->name);
+        p->k_comp = Py_NewRef(x->computer);
+        p->k_chan = Py_NewRef(x->channel);
+    }
+    long long b = r >> 6;
+    if (!p->have_view || b != p->blk) {
+        if (p->have_view) {
+            PyBuffer_Release(&p->view);
+            p->have_view = 0;
+        }
+        Py_CLEAR(p->slots);
+        PyObject *bo = PyLong_FromLongLong(b);
+        if (bo == NULL) return -1;
+        PyObject *slots = PyDict_GetItemWithError(p->blocks, bo);
+        Py_DECREF(bo);
+        if (slots == NULL) return PyErr_Occurred() ? -1 : 0;
+        if (PyObject_GetBuffer(slots, &p->view, PyBUF_WRITABLE) < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (p->view.itemsize != 8 || p->view.len != 64 * 8) {
+            PyBuffer_Release(&p->view);
+            return 0;
+        }
+        p->have_view = 1;
+        p->slots = Py_NewRef(slots);
+        p->blk = b;
+    }
+    int64_t *c = (int64_t *)p->view.buf + (r & 63);
+    if (*c != DEDUP_ABSENT) return 0;
+    *cell = c;
+    return 1;
+}
+
+/* The JSON line (with its "\n") of a parsed record as event_json_line writes its Event's:
+ * 0; 1 or -1: the Event path renders it (an enrichment field, a value of another type); -2. */
+static int render_rec(Out *o, Out *extra, Rec *x, PyObject *pguid) {
+    int in_extra = 0, rc;
+    if (!PyLong_CheckExact(x->eid)) return -1;
+    rc = out_raw(o, "{\"EventID\":", 11);
+    if (rc == 0) rc = out_value(o, x->eid);
+    if (rc == 0) rc = render_fields(o, extra, x->fields, x->nf, x->base, &in_extra);
+    if (rc == 0) rc = out_field(o, ",\"System\":{\"Provider\":", 22, x->name);
+    if (rc == 0) rc = out_field(o, ",\"ProviderGuid\":", 16, pguid);
+    if (rc == 0) rc = out_field(o, ",\"Version\":", 11, x->version);
+    if (rc == 0) rc = out_field(o, ",\"Level\":", 9, x->level);
+    if (rc == 0) rc = out_field(o, ",\"Task\":", 8, x->task);
+    if (rc == 0) rc = out_field(o, ",\"Opcode\":", 10, x->opcode);
+    if (rc == 0) rc = out_field(o, ",\"Keywords\":", 12, x->keywords);
+    if (rc == 0) {
+        /* the Event's TimeCreated: the first 26 characters and "000Z" (ASCII, checked) */
+        RESERVE(o, 15 + 26 * 6 + 6);
+        char *w = o->buf + o->len;
+        memcpy(w, ",\"TimeCreated\":\"", 16);
+        w += 16;
+        const unsigned char *c = PyUnicode_1BYTE_DATA(x->tc);
+        for (int i = 0; i < 26; i++) w = put_ascii(w, c[i]);
+        memcpy(w, "000Z\"", 5);
+        w += 5;
+        o->len = w - o->buf;
+    }
+    if (rc == 0) rc = out_field(o, ",\"EventRecordID\":", 17, x->record_id);
+    if (rc == 0) rc = out_field(o, ",\"ProcessID\":", 13, x->pid);
+    if (rc == 0) rc = out_field(o, ",\"ThreadID\":", 12, x->tid);
+    if (rc == 0) rc = out_field(o, ",\"Channel\":", 11, x->channel);
+    if (rc == 0) rc = out_field(o, ",\"Computer\":", 12, x->computer);
+    if (rc == 0) rc = out_field(o, ",\"UserID\":", 10, x->user_id != NULL ? x->user_id : Py_None);
+    if (rc == 0) rc = out_raw(o, "}", 1);
+    if (rc == 0 && in_extra) {
+        rc = out_raw(o, ",\"ExtraData\":", 13);
+        if (rc == 0) rc = out_raw(o, extra->buf, extra->len);
+        if (rc == 0) rc = out_raw(o, "}", 1);
+    }
+    if (rc == 0) rc = out_raw(o, "}\n", 2);
+    return rc;
+}
+
+/* A parsed record through the plan: 1 written (or its write's failure handed to
+ * ``failure``), 0 the Event decides (nothing changed), -1 error (``failure`` raised: the
+ * record counts as handed to the sink, as in run_batch). */
+static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObject *path) {
+    if (p->gate != NULL && !sysmon) return 0;
+    if (p->count != NULL && !sysmon) return 0;
+    int64_t *cell = NULL, t = 0;
+    int rc;
+    if (p->streams != NULL && (rc = rp_dedup(p, x, &cell, &t)) != 1) return rc;
+    if (p->clock != NULL && (rc = rp_clock(p, x, path)) != 1) return rc;
+    Py_ssize_t e = -1;
+    if (p->count != NULL) {
+        if (!PyLong_CheckExact(x->eid)) return 0;
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(x->eid, &overflow);
+        if (overflow || (v == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
+        for (e = 0; e < p->n_eids && p->eid_v[e] != v; e++) {}
+        if (e == RAW_EIDS) return 0;
+        if (e == p->n_eids) {
+            p->eid_v[e] = v;
+            p->eid_o[e] = Py_NewRef(x->eid);
+            p->eid_n[e] = 0;
+            p->n_eids++;
+        }
+    }
+    Out o, xo;
+    o.buf = o.stack; o.len = 0; o.cap = sizeof o.stack;
+    xo.buf = xo.stack; xo.len = 0; xo.cap = sizeof xo.stack;
+    rc = render_rec(&o, &xo, x, pguid);
+    PyObject *line = NULL;
+    if (rc == 0) line = PyBytes_FromStringAndSize(o.buf, o.len);
+    if (o.buf != o.stack) PyMem_Free(o.buf);
+    if (xo.buf != xo.stack) PyMem_Free(xo.buf);
+    if (rc != 0) {
+        if (rc == -1 || rc == 1) {
+            PyErr_Clear();
+            return 0;
+        }
+        return -1;
+    }
+    if (line == NULL) return -1;
+    /* everything passed: the stages' changes, then the write */
+    if (cell != NULL) *cell = t;
+    if (p->gate != NULL) p->gate_n++;
+    if (e >= 0) p->eid_n[e]++;
+    p->raw++;
+    PyObject *r = PyObject_CallOneArg(p->write, line);
+    Py_DECREF(line);
+    if (r != NULL) {
+        Py_DECREF(r);
+        p->sent++;
+        return 1;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+    PyObject *exc = take_exception();
+    if (exc == NULL) return -1;
+    r = PyObject_CallOneArg(p->failure, exc);
+    Py_DECREF(exc);
+    if (r == NULL) {
+        /* raised (the fatal policy): not through the source, which would take it for a read
+         * error; the loop raises it after this list (take_error) */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+        p->error = take_exception();
+        return p->error == NULL ? -1 : 1;
+    }
+    Py_DECREF(r);
+    return 1;
+}
+
+static PyObject *rp_take_error(RawPlanObject *p, PyObject *unused) {
+    PyObject *e = p->error;
+    p->error = NULL;
+    if (e == NULL) Py_RETURN_NONE;
+    return e;
+}
+
+static PyMethodDef rp_methods[] = {
+    {"take_error", (PyCFunction)rp_take_error, METH_NOARGS,
+     "take_error() -> the exception the sink slot's failure() raised (then cleared), or None"},
+    {NULL}};
+
+static PyMemberDef rp_members[] = {
+    {"raw", T_PYSSIZET, offsetof(RawPlanObject, raw), READONLY,
+     "records written without an Event"},
+    {"sent", T_PYSSIZET, offsetof(RawPlanObject, sent), 0,
+     "lines written (the caller adds them to its sink slot and may reset this)"},
+    {NULL}};
+
+static PyTypeObject RawPlanType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sysmonx.core._speedups.RawPlan",
+    .tp_basicsize = sizeof(RawPlanObject),
+    .tp_dealloc = (destructor)rp_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "RawPlan(steps, writer, failure, pipeline): the replay's stages and its JSON-lines "
+              "sink over a record's text, for evtx_batch (records every step passes are written "
+              "without an Event).",
+    .tp_traverse = (traverseproc)rp_traverse,
+    .tp_clear = (inquiry)rp_clear,
+    .tp_members = rp_members,
+    .tp_methods = rp_methods,
+    .tp_new = rp_new,
+};
+
 /* [20c] Defined in the section of that tag at the end of this file. */
 static int add_filter_decider(PyObject *m);
 /* Defined in the Sigma alerts section at the end of this file. */
@@ -2618,6 +3194,16 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     Py_INCREF(&StageFastType);
     if (PyModule_AddObject(m, "StageFast", (PyObject *)&StageFastType) < 0) {
         Py_DECREF(&StageFastType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyType_Ready(&RawPlanType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&RawPlanType);
+    if (PyModule_AddObject(m, "RawPlan", (PyObject *)&RawPlanType) < 0) {
+        Py_DECREF(&RawPlanType);
         Py_DECREF(m);
         return NULL;
     }

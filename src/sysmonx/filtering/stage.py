@@ -127,6 +127,13 @@ class FilterStage(Stage):
         if self.engine is not None:
             self.engine.save_plans()
 
+    def raw_step(self) -> Optional[tuple[str, Any]]:
+        """``("count", self)`` without an engine, a trace or a reload's overlap (a Sysmon
+        record is counted in ``included``: the compiled step), else ``None``."""
+        if self.engine is not None or self.trace is not None or self._before is not None:
+            return None
+        return ("count", self)
+
     def process(self, item: Any, emit: Emit) -> bool:
         """Decide one Sysmon event (see the module docstring); other items pass."""
         return self._process_py(item, emit)

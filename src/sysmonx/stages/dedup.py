@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from array import array
 from datetime import date
-from typing import Any
+from typing import Any, Optional
 
 from ..core import native
 from ..core.errors import ReadError
@@ -220,6 +220,13 @@ class DuplicateStage(Stage):
     def process(self, item: Any, emit: Emit) -> bool:
         """Drop ``item`` if it is an event read before."""
         return self._process_py(item, emit)
+
+    def raw_step(self) -> Optional[tuple[str, Any]]:
+        """``("dedup", streams)``: the compiled ``process``'s common case (a new record id in a
+        block already made) over a record's text; ``None`` without the extension."""
+        if native.speedups is None or self.process == self._process_py:
+            return None
+        return ("dedup", self.dedup._streams)
 
     def _process_py(self, item: Any, emit: Emit) -> bool:
         if item.__class__ is not Event:

@@ -1,0 +1,162 @@
+"""The loop's raw path (``_speedups.RawPlan`` through ``evtx_batch``): a record that every stage
+passes alone is written as its JSON line without becoming an Event; every other record becomes
+its Event at that point and goes through all the stages, in order.
+
+Each test runs the same replay twice in one process, with the raw path and without it (one
+stage's ``raw_step`` answering ``None`` turns it off, which is the loop of before), and holds
+them to the same bytes, the same counters and the same error lines; and checks that the raw path
+was taken (``Pipeline.raw_records``) and that records needing Python went the Event way.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sysmonx.core import native
+from sysmonx.core.errors import SinkError
+from sysmonx.pipeline.replay import Replayer, ReplayOptions, make_writer
+from sysmonx.stages.gate import SysmonGate
+
+sp = native.speedups
+needs_ext = pytest.mark.skipif(sp is None, reason=f"C extension not in use: "
+                               f"{native.implementation()}")
+
+PANACHE = ("evtx/sbousseaden__EVTX-ATTACK-SAMPLES/AutomatedTestingTools/"
+           "PanacheSysmon_vs_AtomicRedTeam01.evtx")
+
+
+class _Sink:
+    def __init__(self, fail_at: int = 0) -> None:
+        self.parts: list[bytes] = []
+        self.fail_at = fail_at
+        self.n = 0
+
+    def write(self, b: bytes) -> int:
+        self.n += 1
+        if self.n == self.fail_at:
+            raise OSError(28, "No space left on device")
+        self.parts.append(bytes(b))
+        return len(b)
+
+    def flush(self) -> None:
+        pass
+
+
+def _replay(files: list[str], raw: bool, monkeypatch, fail_at: int = 0,
+            seen: Any = None, **options: Any) -> tuple:
+    """``seen``: a list that gets the record number of every Event the SysmonGate's Python
+    method sees (the records that did not take the raw path)."""
+    with monkeypatch.context() as m:
+        if not raw:
+            m.setattr(SysmonGate, "raw_step", lambda self: None)
+        if seen is not None:
+            python_process = SysmonGate.process
+
+            def process(self: SysmonGate, item: Any, emit: Any) -> bool:
+                seen.append(item.record_id)
+                return python_process(self, item, emit)
+            m.setattr(SysmonGate, "process", process)
+        sink = _Sink(fail_at)
+        errors: list[str] = []
+        r = Replayer(ReplayOptions(**options), make_writer("jsonl", sink),
+                     on_error=lambda e: errors.append(str(e)))
+        raised = None
+        try:
+            for f in files:
+                r.run_file(f)
+            r.finish()
+        except SinkError as exc:
+            raised = str(exc)
+        st = r.stats
+        slot = r.fanout.slots[0]
+        result = (b"".join(sink.parts), errors, raised, slot.sent, st.records, st.sysmon,
+                  st.non_sysmon, dict(st.included), list(st.included), st.duplicates)
+        return result, r.pipeline.raw_records
+
+
+def _corpus_files(corpus: Path) -> list[str]:
+    return sorted(glob.glob(str(corpus / "evtx" / "**" / "*.evtx"), recursive=True))
+
+
+@needs_ext
+@pytest.mark.parametrize("options", [{}, {"keep_duplicates": True},
+                                     {"keep_duplicates": True, "non_sysmon": "pass"}],
+                         ids=["defaults", "keep-duplicates", "non-sysmon-pass"])
+def test_corpus_same_with_and_without_raw_path(corpus, monkeypatch, options):
+    files = _corpus_files(corpus)
+    new, taken = _replay(files, True, monkeypatch, **options)
+    old, none = _replay(files, False, monkeypatch, **options)
+    assert none == 0
+    assert new == old
+    out = new[0]
+    assert out.count(b"\n") == 1755 if options.get("non_sysmon") != "pass" else 1766
+    # the raw path wrote most records; the others (other providers, a new duplicate-check
+    # block, the clock's odd cases) went the Event way
+    assert taken > 1500, taken
+    assert taken < out.count(b"\n")
+
+
+@needs_ext
+def test_records_needing_python_fall_back_in_order(corpus, monkeypatch):
+    """Replaying the same file twice (duplicates dropped): the second pass's records are all
+    duplicates, which only the Python duplicate check decides, so every one of them reaches the
+    stages as an Event, in file order, and is dropped; the first pass goes (mostly) raw."""
+    f = str(corpus / PANACHE)
+    seen: list[int] = []
+    new, taken = _replay([f, f], True, monkeypatch, seen=seen)
+    old, _ = _replay([f, f], False, monkeypatch)
+    assert new == old
+    n = new[0].count(b"\n")
+    assert n == 565 and new[9] == 565  # one pass written, one pass dropped as duplicates
+    assert 0 < taken < n
+    # the gate's Python method saw the first pass's Event-way records; none of the second
+    # pass (all dropped before it)
+    assert len(seen) == n - taken
+    lines = new[0].split(b"\n")[:-1]
+    import json
+    order = [json.loads(x)["System"]["EventRecordID"] for x in lines]
+    assert order == sorted(order)  # the file's order, whichever way each record went
+    assert seen == sorted(seen) and set(seen) <= set(order)
+
+
+@needs_ext
+@pytest.mark.parametrize("fail_at", [1, 40, 400])
+def test_failing_output_same_with_and_without_raw_path(corpus, monkeypatch, fail_at):
+    files = _corpus_files(corpus)[:20]
+    new, taken = _replay(files, True, monkeypatch, fail_at=fail_at, keep_duplicates=True)
+    old, _ = _replay(files, False, monkeypatch, fail_at=fail_at, keep_duplicates=True)
+    assert new[2] is not None and "No space left" in new[2]
+    assert new[3] == fail_at - 1
+    assert new == old
+    # the first write is the first file's first record, which comes as an Event (its chunk's
+    # first record comes back through Python); later failures are raw writes
+    assert taken == 0 if fail_at == 1 else taken > 0
+
+
+@needs_ext
+def test_no_raw_path_with_a_config_or_another_stage(corpus, monkeypatch):
+    """A filter with an engine (a config) offers no raw step: every record is an Event."""
+    cfg = corpus / "configs" / "SwiftOnSecurity__sysmon-config" / "sysmonconfig-export.xml"
+    from sysmonx.config import load_config
+    f = str(corpus / PANACHE)
+    new, taken = _replay([f], True, monkeypatch, config=load_config(str(cfg)))
+    assert taken == 0
+    assert new[0].count(b"\n") > 0
+
+
+@needs_ext
+def test_raw_plan_refuses_other_sinks_and_steps():
+    from sysmonx.sinks.jsonl import JsonlWriter
+    w = JsonlWriter(_Sink(), close_stream=False)
+    with pytest.raises(TypeError):
+        sp.RawPlan((), object(), print, None)
+    with pytest.raises(ValueError):
+        sp.RawPlan((("nope", None),), w.write, print, None)
+    with pytest.raises(ValueError):
+        sp.RawPlan((("gate", None), ("gate", None)), w.write, print, None)
+    plan = sp.RawPlan((("gate", None),), w.write, print, None)
+    assert plan.raw == 0 and plan.sent == 0 and plan.take_error() is None
