@@ -2051,6 +2051,13 @@ static PyTypeObject LineWriterType = {
 typedef struct RawPlanObject RawPlanObject;
 #define RAW_EIDS 64
 
+typedef struct {
+    Py_ssize_t len;
+    long v[RAW_EIDS];
+    PyObject *o[RAW_EIDS];
+    Py_ssize_t n[RAW_EIDS];
+} EidCounts;
+
 struct RawPlanObject {
     PyObject_HEAD
     PyObject *streams, *clock, *gate, *count, *write, *failure, *pipeline;
@@ -2061,19 +2068,22 @@ struct RawPlanObject {
     long long blk;
     Py_buffer view;
     int have_view;
+    PyObject *filter; /* a FilterStage with an engine (its compiled deciders) */
     /* per evtx_batch call */
     int active;
     PyObject *c_path, *c_check; /* the clock stage's _path and _check (borrowed, re-read) */
-    Py_ssize_t gate_n, n_eids;
-    long eid_v[RAW_EIDS];
-    PyObject *eid_o[RAW_EIDS];
-    Py_ssize_t eid_n[RAW_EIDS];
+    PyObject *c_deciders;       /* the filter stage's _deciders (borrowed, re-read) */
+    Py_ssize_t gate_n;
+    EidCounts inc, exc;         /* included / excluded per EventID, in first-seen order */
 };
 static PyTypeObject RawPlanType;
 static int rp_begin(RawPlanObject *p);
 static int rp_end(RawPlanObject *p);
 static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObject *path);
 static PyObject *str_stop;
+static PyTypeObject FilterDeciderType;
+static int fd_decide_rec(PyObject *decider, Rec *x, PyObject **out);
+static PyObject *fd_rule_name;
 
 /* ------------------------------------------------------------ EVTX record loop (replay reader)
  *
@@ -2660,7 +2670,14 @@ static PyTypeObject StageFastType = {
  *                       path, as the Python method resets), warned about or UtcTime of the same
  *                       date and hour as TimeCreated, or none (clock_fast's case);
  *   ("gate", stage)     SysmonGate: a Sysmon provider (``stage.sysmon`` += 1);
- *   ("count", stage)    FilterStage without an engine (``stage.included[eid]`` += 1).
+ *   ("count", stage)    FilterStage without an engine (``stage.included[eid]`` += 1);
+ *   ("filter", stage)   FilterStage with an engine that sets no field sizes: the record's
+ *                       compiled decider (``stage._deciders[eid]``, a FilterDecider, made by
+ *                       the Python method for the first record of each EventID) over the
+ *                       record's fields; excluded: ``excluded[eid]`` += 1, not written;
+ *                       included: RuleName set in the fields as set_rule_name does (no
+ *                       RuleName field and a name other than "-": the Event decides),
+ *                       ``included[eid]`` += 1.
  * ``writer``: a LineWriter (its stream's write is called); ``failure(exc)``: a write's
  * exception (the sink slot's); ``pipeline._stop``: read between records.
  * Every check is made before anything changes; a record one of them does not pass alone (or
@@ -2672,6 +2689,7 @@ static PyTypeObject StageFastType = {
  */
 
 
+static PyObject *rp_excluded_s;
 static PyObject *rp_streams_s, *rp_dedup_s, *rp_clock_s, *rp_gate_s, *rp_count_s,
                 *rp_sysmon_s, *rp_before_s, *rp_trace_s, *rp_raw_enter_s;
 
@@ -2690,7 +2708,7 @@ static void rp_drop_cache(RawPlanObject *p) {
 static int rp_traverse(RawPlanObject *p, visitproc visit, void *arg) {
     Py_VISIT(p->streams); Py_VISIT(p->clock); Py_VISIT(p->gate); Py_VISIT(p->count);
     Py_VISIT(p->write); Py_VISIT(p->failure); Py_VISIT(p->pipeline); Py_VISIT(p->blocks);
-    Py_VISIT(p->slots); Py_VISIT(p->error);
+    Py_VISIT(p->slots); Py_VISIT(p->error); Py_VISIT(p->filter);
     return 0;
 }
 
@@ -2698,8 +2716,10 @@ static int rp_clear(RawPlanObject *p) {
     rp_drop_cache(p);
     Py_CLEAR(p->streams); Py_CLEAR(p->clock); Py_CLEAR(p->gate); Py_CLEAR(p->count);
     Py_CLEAR(p->write); Py_CLEAR(p->failure); Py_CLEAR(p->pipeline); Py_CLEAR(p->error);
-    for (Py_ssize_t i = 0; i < p->n_eids; i++) Py_CLEAR(p->eid_o[i]);
-    p->n_eids = 0;
+    Py_CLEAR(p->filter);
+    for (Py_ssize_t i = 0; i < p->inc.len; i++) Py_CLEAR(p->inc.o[i]);
+    for (Py_ssize_t i = 0; i < p->exc.len; i++) Py_CLEAR(p->exc.o[i]);
+    p->inc.len = p->exc.len = 0;
     return 0;
 }
 
@@ -2731,6 +2751,8 @@ static PyObject *rp_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         rp_before_s = PyUnicode_InternFromString("_before");
         rp_trace_s = PyUnicode_InternFromString("trace");
         rp_raw_enter_s = PyUnicode_InternFromString("_raw_enter");
+        rp_excluded_s = PyUnicode_InternFromString("excluded");
+        if (rp_excluded_s == NULL) return NULL;
         rp_streams_s = rp_dedup_s;
         if (!rp_dedup_s || !rp_clock_s || !rp_gate_s || !rp_count_s || !rp_sysmon_s ||
             !rp_before_s || !rp_trace_s || !rp_raw_enter_s) {
@@ -2770,12 +2792,18 @@ static PyObject *rp_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
             dst = &p->gate;
         } else if (PyUnicode_Compare(kind, rp_count_s) == 0) {
             dst = &p->count;
+        } else if (PyUnicode_CompareWithASCIIString(kind, "filter") == 0) {
+            dst = &p->filter;
         }
         if (dst == NULL || *dst != NULL) {
             PyErr_Format(PyExc_ValueError, "RawPlan: unknown or repeated step %R", kind);
             goto fail;
         }
         *dst = Py_NewRef(obj);
+    }
+    if (p->count != NULL && p->filter != NULL) {
+        PyErr_SetString(PyExc_ValueError, "RawPlan: two filter steps");
+        goto fail;
     }
     p->write = Py_NewRef(((LineWriterObject *)writer)->write);
     p->failure = Py_NewRef(failure);
@@ -2807,25 +2835,81 @@ static int rp_begin_clock(RawPlanObject *p) {
 static int rp_begin(RawPlanObject *p) {
     p->active = 0;
     p->gate_n = 0;
-    p->n_eids = 0;
-    p->c_path = p->c_check = NULL;
-    if (p->count != NULL) {
-        PyObject *v = PyObject_GetAttr(p->count, sf_engine);
+    p->inc.len = p->exc.len = 0;
+    p->c_path = p->c_check = p->c_deciders = NULL;
+    PyObject *fs = p->count != NULL ? p->count : p->filter;
+    if (fs != NULL) {
+        PyObject *v = PyObject_GetAttr(fs, sf_engine);
+        if (v == NULL) return -1;
+        int ok;
+        if (p->count != NULL) {
+            ok = v == Py_None;
+        } else { /* an engine that sets no field sizes */
+            PyObject *sizes = v == Py_None ? NULL : PyObject_GetAttrString(v, "field_sizes");
+            ok = sizes != NULL && !PyObject_IsTrue(sizes);
+            if (v != Py_None && sizes == NULL) {
+                Py_DECREF(v);
+                return -1;
+            }
+            Py_XDECREF(sizes);
+        }
+        Py_DECREF(v);
+        if (!ok) return 0;
+        v = PyObject_GetAttr(fs, rp_before_s);
         if (v == NULL) return -1;
         Py_DECREF(v);
         if (v != Py_None) return 0;
-        v = PyObject_GetAttr(p->count, rp_before_s);
+        v = PyObject_GetAttr(fs, rp_trace_s);
         if (v == NULL) return -1;
         Py_DECREF(v);
         if (v != Py_None) return 0;
-        v = PyObject_GetAttr(p->count, rp_trace_s);
-        if (v == NULL) return -1;
-        Py_DECREF(v);
-        if (v != Py_None) return 0;
+        if (p->filter != NULL) {
+            v = PyObject_GetAttrString(fs, "_deciders");
+            if (v == NULL) return -1;
+            Py_DECREF(v); /* borrowed: the stage holds it (replaced only by a reload) */
+            if (!PyDict_CheckExact(v)) return 0;
+            p->c_deciders = v;
+        }
     }
     if (rp_begin_clock(p) < 0) return -1;
     p->active = 1;
     return 0;
+}
+
+/* counts[eid] += n for each EventID counted (a Counter attribute ``name`` of ``stage``), in
+ * first-seen order; the table emptied. 0 / -1. */
+static int rp_commit_counts(PyObject *stage, PyObject *name, EidCounts *t) {
+    int rc = 0;
+    if (t->len) {
+        PyObject *counts = PyObject_GetAttr(stage, name);
+        if (counts == NULL) rc = -1;
+        for (Py_ssize_t i = 0; counts != NULL && i < t->len && rc == 0; i++) {
+            if (t->n[i] == 0) continue; /* its record went the Event way */
+            PyObject *cur = PyObject_GetItem(counts, t->o[i]), *n = NULL, *s = NULL;
+            if (cur != NULL) n = PyLong_FromSsize_t(t->n[i]);
+            if (n != NULL) s = PyNumber_Add(cur, n);
+            if (s == NULL || PyObject_SetItem(counts, t->o[i], s) < 0) rc = -1;
+            Py_XDECREF(cur); Py_XDECREF(n); Py_XDECREF(s);
+        }
+        Py_XDECREF(counts);
+    }
+    for (Py_ssize_t i = 0; i < t->len; i++) Py_CLEAR(t->o[i]);
+    t->len = 0;
+    return rc;
+}
+
+/* The slot of EventID eid (value v) in t, made when new; -1: the table is full. */
+static Py_ssize_t rp_eid_slot(EidCounts *t, PyObject *eid, long v) {
+    Py_ssize_t e;
+    for (e = 0; e < t->len && t->v[e] != v; e++) {}
+    if (e == RAW_EIDS) return -1;
+    if (e == t->len) {
+        t->v[e] = v;
+        t->o[e] = Py_NewRef(eid);
+        t->n[e] = 0;
+        t->len++;
+    }
+    return e;
 }
 
 /* At every return of an evtx_batch call: the counters of the records written raw. 0 / -1. */
@@ -2841,20 +2925,9 @@ static int rp_end(RawPlanObject *p) {
         Py_XDECREF(v); Py_XDECREF(n); Py_XDECREF(s);
     }
     p->gate_n = 0;
-    if (p->n_eids && p->count != NULL) {
-        PyObject *inc = PyObject_GetAttr(p->count, sf_included);
-        if (inc == NULL) rc = -1;
-        for (Py_ssize_t i = 0; inc != NULL && i < p->n_eids && rc == 0; i++) {
-            PyObject *cur = PyObject_GetItem(inc, p->eid_o[i]), *n = NULL, *s = NULL;
-            if (cur != NULL) n = PyLong_FromSsize_t(p->eid_n[i]);
-            if (n != NULL) s = PyNumber_Add(cur, n);
-            if (s == NULL || PyObject_SetItem(inc, p->eid_o[i], s) < 0) rc = -1;
-            Py_XDECREF(cur); Py_XDECREF(n); Py_XDECREF(s);
-        }
-        Py_XDECREF(inc);
-    }
-    for (Py_ssize_t i = 0; i < p->n_eids; i++) Py_CLEAR(p->eid_o[i]);
-    p->n_eids = 0;
+    PyObject *fs = p->count != NULL ? p->count : p->filter;
+    if (fs != NULL && rp_commit_counts(fs, sf_included, &p->inc) < 0) rc = -1;
+    if (fs != NULL && rp_commit_counts(fs, rp_excluded_s, &p->exc) < 0) rc = -1;
     p->active = 0;
     if (type != NULL) {
         if (rc < 0) PyErr_Clear();
@@ -2994,26 +3067,76 @@ static int render_rec(Out *o, Out *extra, Rec *x, PyObject *pguid) {
  * ``failure``), 0 the Event decides (nothing changed), -1 error (``failure`` raised: the
  * record counts as handed to the sink, as in run_batch). */
 static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObject *path) {
-    if (p->gate != NULL && !sysmon) return 0;
-    if (p->count != NULL && !sysmon) return 0;
+    if ((p->gate != NULL || p->count != NULL || p->filter != NULL) && !sysmon) return 0;
     int64_t *cell = NULL, t = 0;
     int rc;
     if (p->streams != NULL && (rc = rp_dedup(p, x, &cell, &t)) != 1) return rc;
     if (p->clock != NULL && (rc = rp_clock(p, x, path)) != 1) return rc;
-    Py_ssize_t e = -1;
-    if (p->count != NULL) {
+    long v = 0;
+    if (p->count != NULL || p->filter != NULL) {
         if (!PyLong_CheckExact(x->eid)) return 0;
         int overflow;
-        long v = PyLong_AsLongAndOverflow(x->eid, &overflow);
+        v = PyLong_AsLongAndOverflow(x->eid, &overflow);
         if (overflow || (v == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
-        for (e = 0; e < p->n_eids && p->eid_v[e] != v; e++) {}
-        if (e == RAW_EIDS) return 0;
-        if (e == p->n_eids) {
-            p->eid_v[e] = v;
-            p->eid_o[e] = Py_NewRef(x->eid);
-            p->eid_n[e] = 0;
-            p->n_eids++;
+    }
+    /* [27a] the filter's decision (FilterStage._process_py with a compiled decider) */
+    int include = 1;
+    RawField *rn = NULL;
+    PyObject *rn_old = NULL;
+    if (p->filter != NULL) {
+        PyObject *dec = PyDict_GetItemWithError(p->c_deciders, x->eid);
+        if (dec == NULL) return PyErr_Occurred() ? -1 : 0; /* made by the Python method */
+        if (!Py_IS_TYPE(dec, &FilterDeciderType)) return 0;
+        PyObject *res = NULL;
+        Py_INCREF(dec);
+        rc = fd_decide_rec(dec, x, &res);
+        Py_DECREF(dec);
+        if (rc <= 0) { /* the Python decider decides (and raises what it raises) */
+            PyErr_Clear();
+            return 0;
         }
+        if (!PyTuple_CheckExact(res) || PyTuple_GET_SIZE(res) != 2) {
+            Py_DECREF(res);
+            return 0;
+        }
+        include = PyObject_IsTrue(PyTuple_GET_ITEM(res, 0));
+        PyObject *name = PyTuple_GET_ITEM(res, 1);
+        if (include < 0) {
+            PyErr_Clear();
+            Py_DECREF(res);
+            return 0;
+        }
+        if (include && name != Py_None) {
+            if (!PyUnicode_CheckExact(name) || fd_rule_name == NULL) {
+                Py_DECREF(res);
+                return 0;
+            }
+            rn = field_named(x->fields, x->nf, fd_rule_name);
+            if (rn == NULL) {
+                /* no RuleName field: only "-" leaves the fields as they are */
+                if (PyUnicode_CompareWithASCIIString(name, "-") != 0) {
+                    Py_DECREF(res);
+                    return 0;
+                }
+            } else { /* set_rule_name's change, undone below if the record goes back */
+                rn_old = rn->val;
+                rn->val = Py_NewRef(name);
+            }
+        }
+        Py_DECREF(res);
+    }
+    Py_ssize_t e = -1;
+    EidCounts *table = include ? &p->inc : &p->exc;
+    if (p->count != NULL || p->filter != NULL) {
+        e = rp_eid_slot(table, x->eid, v);
+        if (e < 0) goto back;
+    }
+    if (!include) { /* excluded: counted, not written */
+        if (cell != NULL) *cell = t;
+        if (p->gate != NULL) p->gate_n++;
+        table->n[e]++;
+        p->raw++;
+        return 1;
     }
     Out o, xo;
     o.buf = o.stack; o.len = 0; o.cap = sizeof o.stack;
@@ -3026,15 +3149,16 @@ static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObje
     if (rc != 0) {
         if (rc == -1 || rc == 1) {
             PyErr_Clear();
-            return 0;
+            goto back;
         }
-        return -1;
+        goto back_error;
     }
-    if (line == NULL) return -1;
+    if (line == NULL) goto back_error;
     /* everything passed: the stages' changes, then the write */
+    Py_XDECREF(rn_old);
     if (cell != NULL) *cell = t;
     if (p->gate != NULL) p->gate_n++;
-    if (e >= 0) p->eid_n[e]++;
+    if (e >= 0) table->n[e]++;
     p->raw++;
     PyObject *r = PyObject_CallOneArg(p->write, line);
     Py_DECREF(line);
@@ -3057,6 +3181,16 @@ static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObje
     }
     Py_DECREF(r);
     return 1;
+back: /* the record goes the Event way, as parsed */
+    if (rn != NULL) {
+        Py_SETREF(rn->val, rn_old);
+    }
+    return 0;
+back_error:
+    if (rn != NULL) {
+        Py_SETREF(rn->val, rn_old);
+    }
+    return -1;
 }
 
 static PyObject *rp_take_error(RawPlanObject *p, PyObject *unused) {
@@ -4054,7 +4188,8 @@ typedef struct {
     vectorcallfunc vectorcall;
 } FilterDeciderObject;
 
-static PyObject *fd_rule_name = NULL, *fd_dash = NULL;
+static PyObject *fd_rule_name = NULL;
+static PyObject *fd_dash = NULL;
 static PyTypeObject *fd_event_type = NULL; /* [26a] set_decider_event */
 
 /* Item k's position, or -1 when k or its position is not usable (the fallback decides). */
@@ -4073,8 +4208,16 @@ static Py_ssize_t fd_position(FilterDeciderObject *self, PyObject *ko, Py_ssize_
     return (Py_ssize_t)pos;
 }
 
-/* 1: decided (*out: new reference), 0: the fallback decides, -1: error */
-static int fd_decide(FilterDeciderObject *self, PyObject *data, PyObject **out) {
+/* 1: decided (*out: new reference), 0: the fallback decides, -1: error. ``data``: a dict, a
+ * RawData object, or NULL: [27a] the fields ``rf[0..nrf)`` over ``rbase`` (a parsed record). */
+static int fd_decide_any(FilterDeciderObject *self, PyObject *data, RawField *rf,
+                         Py_ssize_t nrf, const unsigned char *rbase, PyObject **out) {
+    if (data != NULL && !PyDict_CheckExact(data)) {
+        rf = ((RawDataObject *)data)->f;
+        nrf = Py_SIZE(data);
+        rbase = ((RawDataObject *)data)->base;
+        data = NULL;
+    }
     PyObject *lv = NULL, *hits = NULL, *order = NULL, *keep = NULL;
     int rc = -1;
     *out = NULL;
@@ -4091,16 +4234,16 @@ static int fd_decide(FilterDeciderObject *self, PyObject *data, PyObject **out) 
         }
         PyObject *field = PyTuple_GET_ITEM(reader, 0), *memo = PyTuple_GET_ITEM(reader, 1);
         PyObject *raw;
-        if (!PyDict_CheckExact(data)) { /* [26a] an EVTX record's fields as slices: this one */
+        if (data == NULL) { /* [26a] an EVTX record's fields as slices: this one */
             if (!PyUnicode_CheckExact(field)) {
                 rc = 0;
                 goto done;
             }
-            RawField *f = rawdata_field((RawDataObject *)data, field);
+            RawField *f = field_named(rf, nrf, field);
             if (f == NULL) {
                 raw = Py_NewRef(Py_None);
             } else {
-                raw = field_str(((RawDataObject *)data)->base, f);
+                raw = field_str(rbase, f);
                 if (raw == NULL) goto done;
             }
         } else {
@@ -4200,6 +4343,15 @@ done:
     Py_XDECREF(order);
     Py_XDECREF(keep);
     return rc;
+}
+
+static int fd_decide(FilterDeciderObject *self, PyObject *data, PyObject **out) {
+    return fd_decide_any(self, data, NULL, 0, NULL, out);
+}
+
+/* [27a] The decision over a parsed record's fields (RawPlan's filter step). */
+static int fd_decide_rec(PyObject *decider, Rec *x, PyObject **out) {
+    return fd_decide_any((FilterDeciderObject *)decider, NULL, x->fields, x->nf, x->base, out);
 }
 
 static PyObject *fd_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,

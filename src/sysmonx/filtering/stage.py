@@ -128,11 +128,18 @@ class FilterStage(Stage):
             self.engine.save_plans()
 
     def raw_step(self) -> Optional[tuple[str, Any]]:
-        """``("count", self)`` without an engine, a trace or a reload's overlap (a Sysmon
-        record is counted in ``included``: the compiled step), else ``None``."""
-        if self.engine is not None or self.trace is not None or self._before is not None:
+        """The compiled step over a record's text, without a trace or a reload's overlap:
+        ``("count", self)`` without an engine (a Sysmon record is counted in ``included``);
+        ``("filter", self)`` with one whose deciders are compiled (``_speedups.FilterDecider``:
+        the record's decider decides it from its fields, RuleName set in them); else
+        ``None``."""
+        if self.trace is not None or self._before is not None:
             return None
-        return ("count", self)
+        if self.engine is None:
+            return ("count", self)
+        if _COMPILED_DECIDER is None or _set_rule_name is None:
+            return None
+        return ("filter", self)
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Decide one Sysmon event (see the module docstring); other items pass."""
