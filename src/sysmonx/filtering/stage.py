@@ -132,8 +132,8 @@ class FilterStage(Stage):
         ``("count", self)`` without an engine (a Sysmon record is counted in ``included``);
         ``("filter", self)`` with one whose deciders are compiled (``_speedups.FilterDecider``:
         the record's decider decides it from its fields, RuleName set in them); else
-        ``None``."""
-        if self.trace is not None or self._before is not None:
+        ``None`` (also for a subclass)."""
+        if self.trace is not None or self._before is not None or type(self) is not FilterStage:
             return None
         if self.engine is None:
             return ("count", self)

@@ -118,8 +118,9 @@ class ClockCheckStage(Stage):
     def raw_step(self) -> Optional[tuple[str, Any]]:
         """``("clock", self)``: the compiled check (a record of the file at hand whose
         ``UtcTime`` has TimeCreated's date and hour, or none, or a file warned about) over a
-        record's text, which calls :meth:`_raw_enter` for a new file."""
-        return ("clock", self)
+        record's text, which calls :meth:`_raw_enter` for a new file; ``None`` for a
+        subclass."""
+        return ("clock", self) if type(self) is ClockCheckStage else None
 
     def _raw_enter(self, path: Any) -> None:
         """A record of ``path`` is next: the state of a new file, as :meth:`process` resets."""

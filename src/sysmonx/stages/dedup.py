@@ -224,7 +224,8 @@ class DuplicateStage(Stage):
     def raw_step(self) -> Optional[tuple[str, Any]]:
         """``("dedup", streams)``: the compiled ``process``'s common case (a new record id in a
         block already made) over a record's text; ``None`` without the extension."""
-        if native.speedups is None or self.process == self._process_py:
+        if native.speedups is None or self.process == self._process_py or \
+                type(self) is not DuplicateStage:
             return None
         return ("dedup", self.dedup._streams)
 

@@ -89,8 +89,9 @@ class SysmonGate(Stage):
         self.sigma_alerts = 0
 
     def raw_step(self) -> Optional[tuple[str, Any]]:
-        """``("gate", self)``: a Sysmon record, counted in ``sysmon`` (the compiled step)."""
-        return ("gate", self)
+        """``("gate", self)``: a Sysmon record, counted in ``sysmon`` (the compiled step);
+        ``None`` for a subclass (its ``process`` may do more)."""
+        return ("gate", self) if type(self) is SysmonGate else None
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Pass Sysmon events; count and drop or pass the others."""
