@@ -22,6 +22,8 @@
  *       event_json_raw, else the registered Python fallback.
  *   setup_convert(...), setup_json(...): called once by those two modules
  *       (sysmonx.core.native loads this module, or not: SYSMONX_PURE_PYTHON=1).
+ *   RawPlan(steps, writer, failure, pipeline): [27a] the replay loop's raw path for evtx_batch
+ *       (records every stage passes written from their parsed text, without an Event).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -2107,6 +2109,11 @@ static PyObject *fd_rule_name;
  *   5: a record the compiled converter does not take: payload (rid, data text), counted; the
  *      Python converter decides (it may report through ``notes``, so it runs in order).
  * ``notes`` is unused here (kept for the Python converter's signature).
+ * [27a] ``plan`` (a RawPlan, optional): the loop's raw path. A record the plan takes is written
+ * (or counted excluded) here and appended as None (the list keeps one entry per record); a
+ * record it does not take alone is appended as its Event and ends the call (status 1), so the
+ * loop handles it before any later record is written. The plan's counters are applied before
+ * the call returns; a sink failure that raised is kept in the plan (RawPlan.take_error).
  */
 
 static PyObject *evtx_key_rid = NULL, *evtx_key_data = NULL;
