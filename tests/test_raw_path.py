@@ -184,3 +184,155 @@ def test_raw_plan_refuses_other_sinks_and_steps():
         sp.RawPlan((("gate", None), ("gate", None)), w.write, print, None)
     plan = sp.RawPlan((("gate", None),), w.write, print, None)
     assert plan.raw == 0 and plan.sent == 0 and plan.take_error() is None
+    with pytest.raises(ValueError, match="no gate step"):
+        sp.RawPlan((("dedup", {}),), w.write, print, None)
+
+
+@needs_ext
+def test_cli_takes_the_raw_path_for_its_first_file(corpus, tmp_path):
+    """``sysmonx replay ONE.evtx -f jsonl -o FILE`` in a fresh process (nothing imported before
+    the CLI imports it): the raw path is taken for the first (here the only) file, and the
+    count is shown with SYSMONX_DEBUG=1; the output is the pure-Python path's."""
+    import os
+    import subprocess
+    import sys
+    f = str(corpus / PANACHE)
+    main = "from sysmonx.cli import main; main()"
+    outs = {}
+    for pure in ("", "1"):
+        env = dict(os.environ, SYSMONX_DEBUG="1", SYSMONX_PURE_PYTHON=pure)
+        out = tmp_path / f"out{pure}.jsonl"
+        proc = subprocess.run([sys.executable, "-c", main, "replay", f, "-f", "jsonl",
+                               "--no-progress", "-o", str(out)], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        outs[pure] = (out.read_bytes(), proc.stderr.splitlines()[-1])
+    assert outs[""][0] == outs["1"][0] and outs[""][0].count(b"\n") == 565
+    assert outs["1"][1] == "debug: raw path: 0 of 565 records without an Event"
+    # every record but the 24 that need Python (new duplicate-check blocks, chunks' first
+    # records, ...) went the raw way
+    assert outs[""][1] == "debug: raw path: 541 of 565 records without an Event"
+
+
+@needs_ext
+def test_event_way_runs_do_not_end_a_list_each(corpus, monkeypatch):
+    """The second pass of a file (every record a duplicate, which the Python duplicate check
+    decides) comes in lists of many records, as without the raw path: after a run of records
+    the plan did not take, the rest of a list is made the Event way (no list per record)."""
+    from sysmonx.pipeline import loop
+    f = str(corpus / PANACHE)
+    sizes: list[int] = []
+    run_batches = loop.Pipeline._run_batches
+
+    def counting(self: Any, batches: Any, *args: Any) -> Any:
+        def each() -> Any:
+            for b in batches:
+                sizes.append(len(b))
+                yield b
+        return run_batches(self, each(), *args)
+    monkeypatch.setattr(loop.Pipeline, "_run_batches", counting)
+    new, taken = _replay([f, f], True, monkeypatch)
+    # lists of the second pass: those after the first pass's 565 records
+    done, second = 0, []
+    for n in sizes:
+        if done >= 565:
+            second.append(n)
+        done += n
+    assert sum(second) == 565
+    assert len(second) < 60, second  # one list per record before (565)
+    old, _ = _replay([f, f], False, monkeypatch)
+    assert new == old
+
+
+_ONE_RULE = """<Sysmon schemaversion="4.90"><EventFiltering>
+<RuleGroup name="" groupRelation="or"><ProcessCreate onmatch="include">
+<Image condition="end with">\\cmd.exe</Image></ProcessCreate></RuleGroup>
+</EventFiltering></Sysmon>"""
+
+
+@needs_ext
+def test_eventids_without_rules_are_decided_raw(corpus, monkeypatch, tmp_path):
+    """A config with rules for ProcessCreate only: the other EventIDs' deciders are constants
+    (the EventID's default), which the raw path reads; only the first record of each EventID
+    (whose decider the Python method makes) and the few of before go the Event way."""
+    from sysmonx.config import load_config
+    p = tmp_path / "one.xml"
+    p.write_text(_ONE_RULE)
+    cfg = load_config(str(p))
+    f = str(corpus / PANACHE)
+    new, taken = _replay([f], True, monkeypatch, config=cfg)
+    old, none = _replay([f], False, monkeypatch, config=cfg)
+    assert none == 0 and new == old
+    assert sum(new[7].values()) > 0 and new[0].count(b"\n") < 565
+    assert taken > 520, taken  # 487 when a constant decision needed its Event
+
+
+@needs_ext
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "event"])
+def test_string_record_id_is_no_id(corpus, monkeypatch, raw):
+    """A record whose EventRecordID is a JSON string (a crafted EVTX) is taken as a record
+    without an id: not checked for repeats, written as it is, one warning for the file; the
+    replay goes on (it stopped with a TypeError from the duplicate check before)."""
+    import re
+
+    import sysmonx.sources.evtx as sx
+    real = sx.PyEvtxParser
+    odd = {100, 101, 300}
+
+    class Parser:
+        def __init__(self, *a: Any, **k: Any) -> None:
+            self.p = real(*a, **k)
+
+        def records_json(self) -> Any:
+            for r in self.p.records_json():
+                if r["event_record_id"] in odd:
+                    r = dict(r)
+                    r["data"] = re.sub(r'"EventRecordID": ?(\d+)', r'"EventRecordID":"\1"',
+                                       r["data"])
+                yield r
+    monkeypatch.setattr(sx, "PyEvtxParser", Parser)
+    f = str(corpus / PANACHE)
+    new, taken = _replay([f, f], raw, monkeypatch)
+    assert new[0].count(b"\n") == 565 + 3  # the odd three again: never duplicates
+    assert new[0].count(b'"EventRecordID":"') == 6  # as read, in both passes
+    warnings = [e for e in new[1] if "is not an integer" in e]
+    assert len(warnings) == 1 and "EventRecordID '3" in warnings[0], new[1]
+    assert new[9] == 565 - 3
+    assert (taken > 0) == raw
+
+
+@needs_ext
+def test_ctrl_c_in_a_decider_is_not_swallowed(corpus):
+    """A KeyboardInterrupt raised while the raw path's decider runs Python code (an evaluator)
+    ends the replay, as it does on the Event way; it was cleared and the record decided again
+    the Event way, so the user's Ctrl-C did nothing."""
+    import gc
+    import io
+
+    import sysmonx.sources.evtx  # noqa: F401 - as in a process that read a file before
+    from sysmonx.config import load_config
+    cfg = load_config(str(corpus / CONFIGS["sos"]))
+    f = str(corpus / PANACHE)
+    r = Replayer(ReplayOptions(config=cfg, keep_duplicates=True),
+                 make_writer("jsonl", io.BytesIO()))
+    r.run_file(f)
+    assert r.pipeline.raw_records > 0
+    calls = [0]
+
+    def once(e: Any) -> Any:
+        def evaluate(lv: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise KeyboardInterrupt
+            return e(lv)
+        return evaluate
+    deciders = [d for d in r._filter._deciders.values() if type(d) is sp.FilterDecider]
+    assert deciders
+    for d in deciders:
+        (evals,) = [x for x in gc.get_referents(d) if type(x) is list]
+        for k, e in enumerate(evals):
+            if e is not None:
+                evals[k] = once(e)
+    with pytest.raises(KeyboardInterrupt):
+        r.run_file(f)
+    assert calls[0] == 1

@@ -165,7 +165,8 @@ class Stage(abc.ABC):
     def raw_step(self) -> Optional[tuple[str, Any]]:
         """This stage's compiled step over a record's text, for the loop's raw path
         (``sysmonx.core._speedups.RawPlan``: ``("dedup", streams)``, ``("clock", stage)``,
-        ``("gate", stage)`` or ``("count", stage)``), or ``None`` (the default): the stage has
+        ``("gate", stage)``, ``("count", stage)`` or ``("filter", stage)``; a plan needs a
+        ``gate`` step), or ``None`` (the default): the stage has
         none, and the loop then runs every record as an Event through :meth:`process`. A step
         decides only the case its ``process`` decides the same way without side effects other
         than the ones the plan makes; every other record goes to :meth:`process` as an Event."""

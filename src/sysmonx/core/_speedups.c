@@ -2077,7 +2077,14 @@ struct RawPlanObject {
     PyObject *c_deciders;       /* the filter stage's _deciders (borrowed, re-read) */
     Py_ssize_t gate_n;
     EidCounts inc, exc;         /* included / excluded per EventID, in first-seen order */
+    /* [27a2] records in a row the plan did not take (across calls; a taken one resets it) */
+    Py_ssize_t streak;
 };
+/* [27a2] from this many records in a row the plan did not take, a record that goes the Event
+ * way no longer ends its list: the rest of the list is made the Event way (as without a plan)
+ * and the next call tries the plan again. Below it (one new duplicate-check block, the first
+ * record of an EventID) the record ends the list and the next record is tried at once. */
+#define RAW_STREAK 8
 static PyTypeObject RawPlanType;
 static int rp_begin(RawPlanObject *p);
 static int rp_end(RawPlanObject *p);
@@ -2089,7 +2096,7 @@ static PyObject *fd_rule_name;
 
 /* ------------------------------------------------------------ EVTX record loop (replay reader)
  *
- *   evtx_batch(it, first, last, seen_ids, path, notes, out, limit)
+ *   evtx_batch(it, first, last, seen_ids, path, notes, out, limit, plan=None)
  *       -> (status, seen, last_rid, payload)
  *
  * The per-record part of sysmonx.sources.evtx._records in C: pulls records from pyevtx-rs's
@@ -2111,8 +2118,9 @@ static PyObject *fd_rule_name;
  * ``notes`` is unused here (kept for the Python converter's signature).
  * [27a] ``plan`` (a RawPlan, optional): the loop's raw path. A record the plan takes is written
  * (or counted excluded) here and appended as None (the list keeps one entry per record); a
- * record it does not take alone is appended as its Event and ends the call (status 1), so the
- * loop handles it before any later record is written. The plan's counters are applied before
+ * record it does not take alone is appended as its Event, and the rest of the call's list is
+ * made the Event way (no raw write after it: the loop handles it before any later record is
+ * written); the next call is raw again. The plan's counters are applied before
  * the call returns; a sink failure that raised is kept in the plan (RawPlan.take_error).
  */
 
@@ -2166,7 +2174,7 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
     }
     Py_ssize_t seen = 0, taken = 0;
     PyObject *last_rid = NULL;
-    int status = 0;
+    int status = 0, event_way = 0;
     PyObject *payload = NULL;
     if (plan != NULL) {
         if (str_stop == NULL && (str_stop = PyUnicode_InternFromString("_stop")) == NULL)
@@ -2178,7 +2186,7 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
             status = 1;
             break;
         }
-        if (plan != NULL && plan->active && (taken & 15) == 15) {
+        if (plan != NULL && plan->active && !event_way && (taken & 15) == 15) {
             /* a stop request (pipeline._stop), as the loop looks between items */
             PyObject *stop = PyObject_GetAttr(plan->pipeline, str_stop);
             int st = stop == NULL ? -1 : PyObject_IsTrue(stop);
@@ -2234,8 +2242,7 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
             return NULL;
         }
         PyObject *text = PyDict_GetItemWithError(rec, evtx_key_data);
-        int fell_back = 0; /* [27a] the record's Event ends this call (raw path) */
-        if (plan != NULL && plan->active && text != NULL) {
+        if (plan != NULL && plan->active && !event_way && text != NULL) {
             Rec x;
             RawField fields[MAX_FIELDS];
             int sysmon;
@@ -2251,6 +2258,7 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
                     /* a placeholder keeps the list's length the records' count */
                     if (PyList_Append(out, Py_None) < 0) goto plan_fail;
                     taken++;
+                    plan->streak = 0;
                     if (plan->error != NULL) { /* the loop raises it after this list */
                         status = 1;
                         break;
@@ -2274,13 +2282,30 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
                 Py_DECREF(ev);
                 if (rc < 0) goto plan_fail;
                 taken++;
-                status = 1;
+                /* no raw write may come before the loop has taken this Event: the list ends
+                 * here, or [27a2] after a run of such records its rest is made the Event way
+                 * (no per-record list); the next call tries the plan again */
+                if (++plan->streak < RAW_STREAK) {
+                    status = 1;
+                    break;
+                }
+                event_way = 1;
+                continue;
+            }
+            if (prc == -2) { /* a Python error (memory, ...): the record's conversion error */
+                PyObject *exc = take_exception();
+                if (exc == NULL) {
+                    Py_DECREF(rec);
+                    goto plan_fail;
+                }
+                payload = Py_BuildValue("(ON)", rid, exc);
+                Py_DECREF(rec);
+                if (payload == NULL) goto plan_fail;
+                status = 4;
                 break;
             }
-            if (prc == -2) fell_back = 1; /* convert_impl's error, below */
             /* -1: the Python converter decides (status 5 below) */
         }
-        (void)fell_back;
         PyObject *origin = PyTuple_Pack(2, path, rid);
         if (origin == NULL) {
             Py_DECREF(rec);
@@ -2696,7 +2721,7 @@ static PyTypeObject StageFastType = {
  */
 
 
-static PyObject *rp_excluded_s;
+static PyObject *rp_excluded_s, *rp_constant_s;
 static PyObject *rp_streams_s, *rp_dedup_s, *rp_clock_s, *rp_gate_s, *rp_count_s,
                 *rp_sysmon_s, *rp_before_s, *rp_trace_s, *rp_raw_enter_s;
 
@@ -2741,8 +2766,11 @@ static PyObject *rp_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTuple(args, "O!OOO:RawPlan", &PyTuple_Type, &steps, &writer, &failure,
                           &pipeline))
         return NULL;
-    if (event_type == NULL || json_fallback == NULL || convert_fallback == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "setup_convert / setup_json were not called");
+    /* [27a2] only the JSON side is needed here (a LineWriter exists only once sinks.jsonl,
+     * which calls setup_json, is imported); the converter's setup is checked by evtx_batch on
+     * every call, so a plan can be made before sysmonx.sources.evtx is imported */
+    if (json_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "setup_json was not called");
         return NULL;
     }
     if (!Py_IS_TYPE(writer, &LineWriterType)) {
@@ -2759,7 +2787,8 @@ static PyObject *rp_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         rp_trace_s = PyUnicode_InternFromString("trace");
         rp_raw_enter_s = PyUnicode_InternFromString("_raw_enter");
         rp_excluded_s = PyUnicode_InternFromString("excluded");
-        if (rp_excluded_s == NULL) return NULL;
+        rp_constant_s = PyUnicode_InternFromString("sysmonx_constant");
+        if (rp_excluded_s == NULL || rp_constant_s == NULL) return NULL;
         rp_streams_s = rp_dedup_s;
         if (!rp_dedup_s || !rp_clock_s || !rp_gate_s || !rp_count_s || !rp_sysmon_s ||
             !rp_before_s || !rp_trace_s || !rp_raw_enter_s) {
@@ -2812,6 +2841,10 @@ static PyObject *rp_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_ValueError, "RawPlan: two filter steps");
         goto fail;
     }
+    if (p->gate == NULL) { /* the gate keeps SysmonX's own events (SigmaAlert) off this path */
+        PyErr_SetString(PyExc_ValueError, "RawPlan: no gate step");
+        goto fail;
+    }
     p->write = Py_NewRef(((LineWriterObject *)writer)->write);
     p->failure = Py_NewRef(failure);
     p->pipeline = Py_NewRef(pipeline);
@@ -2837,8 +2870,9 @@ static int rp_begin_clock(RawPlanObject *p) {
     return 0;
 }
 
-/* At the start of an evtx_batch call: whether the raw path applies now (the filter has no
- * engine, no reload overlap), the clock stage's state. 0, or -1 (error). */
+/* At the start of an evtx_batch call: whether the raw path applies now (the filter's engine
+ * is none or sets no field sizes, no reload overlap, no trace), the clock stage's state and
+ * the filter's deciders. 0, or -1 (error). */
 static int rp_begin(RawPlanObject *p) {
     p->active = 0;
     p->gate_n = 0;
@@ -2853,12 +2887,17 @@ static int rp_begin(RawPlanObject *p) {
             ok = v == Py_None;
         } else { /* an engine that sets no field sizes */
             PyObject *sizes = v == Py_None ? NULL : PyObject_GetAttrString(v, "field_sizes");
-            ok = sizes != NULL && !PyObject_IsTrue(sizes);
             if (v != Py_None && sizes == NULL) {
                 Py_DECREF(v);
                 return -1;
             }
+            int t = sizes == NULL ? 1 : PyObject_IsTrue(sizes);
             Py_XDECREF(sizes);
+            if (t < 0) {
+                Py_DECREF(v);
+                return -1;
+            }
+            ok = sizes != NULL && !t;
         }
         Py_DECREF(v);
         if (!ok) return 0;
@@ -3093,12 +3132,25 @@ static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObje
     if (p->filter != NULL) {
         PyObject *dec = PyDict_GetItemWithError(p->c_deciders, x->eid);
         if (dec == NULL) return PyErr_Occurred() ? -1 : 0; /* made by the Python method */
-        if (!Py_IS_TYPE(dec, &FilterDeciderType)) return 0;
         PyObject *res = NULL;
-        Py_INCREF(dec);
-        rc = fd_decide_rec(dec, x, &res);
-        Py_DECREF(dec);
+        if (Py_IS_TYPE(dec, &FilterDeciderType)) {
+            Py_INCREF(dec);
+            rc = fd_decide_rec(dec, x, &res);
+            Py_DECREF(dec);
+        } else if (PyFunction_Check(dec)) {
+            /* [27a2] an EventID without rules: the engine's constant decider carries its
+             * answer (sysmonx.filtering.engine._constant_decider) */
+            PyObject *d = ((PyFunctionObject *)dec)->func_dict;
+            res = d == NULL ? NULL : PyDict_GetItemWithError(d, rp_constant_s);
+            if (res == NULL) return PyErr_Occurred() ? -1 : 0;
+            Py_INCREF(res);
+            rc = 1;
+        } else {
+            return 0;
+        }
         if (rc <= 0) { /* the Python decider decides (and raises what it raises) */
+            /* [27a2] but KeyboardInterrupt, SystemExit, ... are not swallowed */
+            if (rc < 0 && !PyErr_ExceptionMatches(PyExc_Exception)) return -1;
             PyErr_Clear();
             return 0;
         }
@@ -3109,8 +3161,9 @@ static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObje
         include = PyObject_IsTrue(PyTuple_GET_ITEM(res, 0));
         PyObject *name = PyTuple_GET_ITEM(res, 1);
         if (include < 0) {
-            PyErr_Clear();
             Py_DECREF(res);
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+            PyErr_Clear();
             return 0;
         }
         if (include && name != Py_None) {
@@ -3271,7 +3324,7 @@ static PyMethodDef methods[] = {
      "set_rule_name(event, name) -> bool: the RuleName field of an EVTX record whose fields "
      "are still slices of its text set to name in place; False (nothing done) otherwise."},
     {"evtx_batch", (PyCFunction)(void (*)(void))py_evtx_batch, METH_FASTCALL,
-     "evtx_batch(it, first, last, seen_ids, path, notes, out, limit) -> (status, seen, "
+     "evtx_batch(it, first, last, seen_ids, path, notes, out, limit, plan=None) -> (status, seen, "
      "last_rid, payload): the EVTX reader's record loop for one chunk (see the source)."},
     {"run_batch", (PyCFunction)(void (*)(void))py_run_batch, METH_FASTCALL,
      "run_batch(items, processes, emits, event_type, write, failure, deliver, pipeline) -> "

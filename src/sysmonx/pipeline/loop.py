@@ -203,10 +203,11 @@ class Pipeline:
                 return None
             steps.append(step)
         slot, write = direct
-        try:
-            return native.speedups.RawPlan(tuple(steps), write, slot.failure, self)
-        except (TypeError, ValueError, RuntimeError):  # not the compiled writer, ...
+        if type(write) is not native.speedups.LineWriter:  # not the compiled writer
             return None
+        # made the same way whatever was imported before (RawPlan needs only the JSON side set
+        # up, which the LineWriter's module did); a bad step raises
+        return native.speedups.RawPlan(tuple(steps), write, slot.failure, self)
 
     def _run_batches(self, batches: Any, direct: Optional[tuple[SinkSlot, Any]],
                      plan: Any = None) -> None:

@@ -138,7 +138,9 @@ class ReplayStats:
     channel, not written (``--non-sysmon drop``; part of ``non_sysmon``).
 
     ``duplicates``: records dropped as repeats of a record read before (they are in
-    ``records`` only). ``warnings``: warning lines (said once per file; nothing was lost).
+    ``records`` only). ``raw_records``: records the loop's raw path handled without an Event
+    (shown by ``SYSMONX_DEBUG=1 sysmonx replay``). ``warnings``: warning lines (said once per
+    file; nothing was lost).
     ``repaired``: records read after undoing a known export fault, per fault (``{"entity
     references without ';'": 16}``); they are read in full and counted in ``records`` as
     usual."""
@@ -160,6 +162,9 @@ class ReplayStats:
     sigma_alerts: int = 0
     alerts_replaced: int = 0
     alerts_held_back: int = 0
+    #: records the loop's raw path wrote or counted without making an Event
+    #: (``Pipeline.raw_records``; JSON-lines replays of EVTX with the compiled extension)
+    raw_records: int = 0
     #: files whose worker process died replaying them alone, twice (``--jobs``: their
     #: events are not in the output)
     lost_files: list[str] = field(default_factory=list)
@@ -183,6 +188,7 @@ class ReplayStats:
         self.sigma_alerts += part.sigma_alerts
         self.alerts_replaced += part.alerts_replaced
         self.alerts_held_back += part.alerts_held_back
+        self.raw_records += part.raw_records
         self.lost_files.extend(part.lost_files)
 
 
@@ -340,6 +346,7 @@ class Replayer:
         if self._triage is not None:
             st.alerts_held_back = self._triage.held_back + self._triage.held_back_read
         st.non_sysmon_sigma = gate.non_sysmon_sigma
+        st.raw_records = self.pipeline.raw_records
         flt = self._filter
         st.included, st.excluded = flt.included, flt.excluded
         if win is not None:
