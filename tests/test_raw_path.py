@@ -336,3 +336,22 @@ def test_ctrl_c_in_a_decider_is_not_swallowed(corpus):
     with pytest.raises(KeyboardInterrupt):
         r.run_file(f)
     assert calls[0] == 1
+
+
+@needs_ext
+def test_a_source_run_again_without_a_plan_keeps_none(corpus):
+    """The loop tells the source its plan before every run, None included: a RecordedLogs run
+    again by a pipeline that makes no plan (here: --from) does not keep the earlier plan."""
+    import io
+
+    import sysmonx.sources.evtx  # noqa: F401 - as in a process that read a file before
+    from sysmonx.sources.recorded import RecordedLogs
+    f = str(corpus / PANACHE)
+    src = RecordedLogs([f])
+    r = Replayer(ReplayOptions(keep_duplicates=True), make_writer("jsonl", io.BytesIO()))
+    r.pipeline.run(src, finish=False)
+    assert r.pipeline.raw_records > 0 and src._raw is not None
+    r2 = Replayer(ReplayOptions(keep_duplicates=True, time_from="2000-01-01T00:00:00Z"),
+                  make_writer("jsonl", io.BytesIO()))
+    r2.pipeline.run(src, finish=False)
+    assert src._raw is None and r2.pipeline.raw_records == 0

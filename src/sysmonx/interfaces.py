@@ -105,8 +105,9 @@ class Source(abc.ABC):
     def use_raw(self, plan: Any) -> bool:
         """Take the loop's raw path ``plan`` (``sysmonx.core._speedups.RawPlan``) for the lists
         of :meth:`batches`: the records it writes itself come as ``None`` entries of the lists
-        (each list still holds one entry per record). True when this source does; the default
-        is False (the source ignores it)."""
+        (each list still holds one entry per record); ``None``: no raw path (the loop tells the
+        source before every run, so no plan of an earlier run stays). True when this source
+        takes it; the default is False (the source ignores it)."""
         return False
 
     def now_ns(self) -> Optional[int]:

@@ -162,7 +162,8 @@ class Pipeline:
     def _run_recorded(self, source: Source) -> None:
         direct = self.fanout.direct_event_writer()
         plan = self._raw_plan(direct)
-        if plan is not None and not source.use_raw(plan):
+        # always told, None included: a source run again keeps no plan of an earlier run
+        if not source.use_raw(plan):
             plan = None
         batches = source.batches()
         if batches is not None and _run_batch is not None:

@@ -82,9 +82,10 @@ class RecordedLogs(Source):
 
     def use_raw(self, plan: Any) -> bool:
         """Take the loop's raw path for EVTX files (:meth:`Source.use_raw
-        <sysmonx.interfaces.Source.use_raw>`; other formats' records stay Events)."""
+        <sysmonx.interfaces.Source.use_raw>`; other formats' records stay Events; ``None``:
+        none)."""
         self._raw = plan
-        return True
+        return plan is not None
 
     def _read(self, batched: bool) -> Iterator[Any]:
         files = self.paths if self.expanded else list(iter_input_files(self.paths,
