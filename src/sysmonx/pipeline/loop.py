@@ -206,6 +206,8 @@ class Pipeline:
         slot, write = direct
         if type(write) is not native.speedups.LineWriter:  # not the compiled writer
             return None
+        if not any(kind == "gate" for kind, _ in steps):  # e.g. --dask's parent: no Sysmon gate
+            return None
         # made the same way whatever was imported before (RawPlan needs only the JSON side set
         # up, which the LineWriter's module did); a bad step raises
         return native.speedups.RawPlan(tuple(steps), write, slot.failure, self)
