@@ -163,8 +163,9 @@ class ReplayStats:
     alerts_replaced: int = 0
     alerts_held_back: int = 0
     #: records the loop's raw path wrote or counted without making an Event
-    #: (``Pipeline.raw_records``; JSON-lines replays of EVTX with the compiled extension)
-    raw_records: int = 0
+    #: (``Pipeline.raw_records``; JSON-lines replays of EVTX with the compiled extension). How,
+    #: not what: left out of comparisons (two replays that did the same compare equal)
+    raw_records: int = field(default=0, compare=False)
     #: files whose worker process died replaying them alone, twice (``--jobs``: their
     #: events are not in the output)
     lost_files: list[str] = field(default_factory=list)
