@@ -293,7 +293,7 @@ def test_string_record_id_is_no_id(corpus, monkeypatch, raw):
     monkeypatch.setattr(sx, "PyEvtxParser", Parser)
     f = str(corpus / PANACHE)
     new, taken = _replay([f, f], raw, monkeypatch)
-    assert new[0].count(b"\n") == 565 + 3  # the odd three again: never duplicates
+    assert new[0].count(b"\n") == 565 + 3  # the odd three again: never taken for repeats
     assert new[0].count(b'"EventRecordID":"') == 6  # as read, in both passes
     warnings = [e for e in new[1] if "is not an integer" in e]
     assert len(warnings) == 1 and "EventRecordID '3" in warnings[0], new[1]

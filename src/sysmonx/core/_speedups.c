@@ -1579,6 +1579,57 @@ static int render_raw(Out *o, Out *extra, RawDataObject *raw, int *in_extra) {
     return render_fields(o, extra, raw->f, Py_SIZE(raw), raw->base, in_extra);
 }
 
+/* [27a2] The JSON line's System object (from ,"System":{ to its closing brace), shared by
+ * render (an Event's slots) and render_rec (a parsed record). TimeCreated: with ``tc26`` NULL,
+ * ``tc`` (the Event's slot: a canonical str written as it is, else utc_func's str of it);
+ * else the first 26 characters of ``tc26`` and "000Z" (ASCII and the length checked by the
+ * caller). 0, -1 (not handled: the Python renderer decides) or -2 (error). */
+static int render_system(Out *o, PyObject *provider, PyObject *pguid, PyObject *version,
+                         PyObject *level, PyObject *task, PyObject *opcode, PyObject *keywords,
+                         PyObject *tc, PyObject *tc26, PyObject *rid, PyObject *pid,
+                         PyObject *tid, PyObject *channel, PyObject *computer, PyObject *user) {
+    int rc = out_field(o, ",\"System\":{\"Provider\":", 22, provider);
+    if (rc == 0) rc = out_field(o, ",\"ProviderGuid\":", 16, pguid);
+    if (rc == 0) rc = out_field(o, ",\"Version\":", 11, version);
+    if (rc == 0) rc = out_field(o, ",\"Level\":", 9, level);
+    if (rc == 0) rc = out_field(o, ",\"Task\":", 8, task);
+    if (rc == 0) rc = out_field(o, ",\"Opcode\":", 10, opcode);
+    if (rc == 0) rc = out_field(o, ",\"Keywords\":", 12, keywords);
+    if (rc == 0 && tc26 != NULL) {
+        RESERVE(o, 15 + 26 * 6 + 6);
+        char *w = o->buf + o->len;
+        memcpy(w, ",\"TimeCreated\":\"", 16);
+        w += 16;
+        const unsigned char *c = PyUnicode_1BYTE_DATA(tc26);
+        for (int i = 0; i < 26; i++) w = put_ascii(w, c[i]);
+        memcpy(w, "000Z\"", 5);
+        w += 5;
+        o->len = w - o->buf;
+    } else if (rc == 0) {
+        if (tc == NULL) {
+            rc = -1;
+        } else if (PyUnicode_CheckExact(tc) && (PyUnicode_GET_LENGTH(tc) == 0 ||
+                   (PyUnicode_GET_LENGTH(tc) == 30 && PyUnicode_READ_CHAR(tc, 29) == 'Z'))) {
+            rc = out_field(o, ",\"TimeCreated\":", 15, tc);
+        } else {
+            PyObject *u = PyObject_CallOneArg(utc_func, tc);
+            if (u == NULL) rc = -2;
+            else {
+                rc = out_field(o, ",\"TimeCreated\":", 15, u);
+                Py_DECREF(u);
+            }
+        }
+    }
+    if (rc == 0) rc = out_field(o, ",\"EventRecordID\":", 17, rid);
+    if (rc == 0) rc = out_field(o, ",\"ProcessID\":", 13, pid);
+    if (rc == 0) rc = out_field(o, ",\"ThreadID\":", 12, tid);
+    if (rc == 0) rc = out_field(o, ",\"Channel\":", 11, channel);
+    if (rc == 0) rc = out_field(o, ",\"Computer\":", 12, computer);
+    if (rc == 0) rc = out_field(o, ",\"UserID\":", 10, user);
+    if (rc == 0) rc = out_raw(o, "}", 1);
+    return rc;
+}
+
 static int render(Out *o, Out *extra, PyObject *e) {
     int rc;
     PyObject *eid = SLOT(e, S_EVENT_ID), *data = SLOT(e, S_DATA);
@@ -1642,36 +1693,12 @@ static int render(Out *o, Out *extra, PyObject *e) {
     }
     /* System */
 system:
-    if (rc == 0) rc = out_field(o, ",\"System\":{\"Provider\":", 22, SLOT(e, S_PROVIDER));
-    if (rc == 0) rc = out_field(o, ",\"ProviderGuid\":", 16, SLOT(e, S_PROVIDER_GUID));
-    if (rc == 0) rc = out_field(o, ",\"Version\":", 11, SLOT(e, S_VERSION));
-    if (rc == 0) rc = out_field(o, ",\"Level\":", 9, SLOT(e, S_LEVEL));
-    if (rc == 0) rc = out_field(o, ",\"Task\":", 8, SLOT(e, S_TASK));
-    if (rc == 0) rc = out_field(o, ",\"Opcode\":", 10, SLOT(e, S_OPCODE));
-    if (rc == 0) rc = out_field(o, ",\"Keywords\":", 12, SLOT(e, S_KEYWORDS));
-    if (rc == 0) {
-        PyObject *t = SLOT(e, S_TIME_CREATED);
-        if (t == NULL) {
-            rc = -1;
-        } else if (PyUnicode_CheckExact(t) && (PyUnicode_GET_LENGTH(t) == 0 ||
-                   (PyUnicode_GET_LENGTH(t) == 30 && PyUnicode_READ_CHAR(t, 29) == 'Z'))) {
-            rc = out_field(o, ",\"TimeCreated\":", 15, t);
-        } else {
-            PyObject *u = PyObject_CallOneArg(utc_func, t);
-            if (u == NULL) rc = -2;
-            else {
-                rc = out_field(o, ",\"TimeCreated\":", 15, u);
-                Py_DECREF(u);
-            }
-        }
-    }
-    if (rc == 0) rc = out_field(o, ",\"EventRecordID\":", 17, SLOT(e, S_RECORD_ID));
-    if (rc == 0) rc = out_field(o, ",\"ProcessID\":", 13, SLOT(e, S_PROCESS_ID));
-    if (rc == 0) rc = out_field(o, ",\"ThreadID\":", 12, SLOT(e, S_THREAD_ID));
-    if (rc == 0) rc = out_field(o, ",\"Channel\":", 11, SLOT(e, S_CHANNEL));
-    if (rc == 0) rc = out_field(o, ",\"Computer\":", 12, SLOT(e, S_COMPUTER));
-    if (rc == 0) rc = out_field(o, ",\"UserID\":", 10, SLOT(e, S_USER_ID));
-    if (rc == 0) rc = out_raw(o, "}", 1);
+    if (rc == 0)
+        rc = render_system(o, SLOT(e, S_PROVIDER), SLOT(e, S_PROVIDER_GUID), SLOT(e, S_VERSION),
+                           SLOT(e, S_LEVEL), SLOT(e, S_TASK), SLOT(e, S_OPCODE),
+                           SLOT(e, S_KEYWORDS), SLOT(e, S_TIME_CREATED), NULL,
+                           SLOT(e, S_RECORD_ID), SLOT(e, S_PROCESS_ID), SLOT(e, S_THREAD_ID),
+                           SLOT(e, S_CHANNEL), SLOT(e, S_COMPUTER), SLOT(e, S_USER_ID));
     if (rc == 0 && in_extra) {
         rc = out_raw(o, ",\"ExtraData\":", 13);
         if (rc == 0) rc = out_raw(o, extra->buf, extra->len);
@@ -1854,14 +1881,27 @@ static int dedup_seconds(PyObject *tc, int64_t *out) {
 }
 
 /* 1: a new record, remembered; 0: not the common case (nothing changed); -1: error. */
-static int dedup_fast(DedupObject *self, PyObject *ev) {
-    if (event_type == NULL || Py_TYPE(ev) != event_type) return 0;
-    PyObject *rid = SLOT(ev, S_RECORD_ID);
+/* [27a2] The duplicate check's common case, shared by dedup_fast (an Event) and rp_dedup (a
+ * parsed record): a record id the Python method keeps in blocks (an int, 0 to 2**63-1): 1 and
+ * *r, else 0 (the Python method decides). */
+static int dedup_rid(PyObject *rid, long long *r) {
     if (rid == NULL || !PyLong_CheckExact(rid)) return 0;
     int overflow;
-    long long r = PyLong_AsLongLongAndOverflow(rid, &overflow);
-    if (overflow || (r == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
-    if (r < 0) return 0;
+    *r = PyLong_AsLongLongAndOverflow(rid, &overflow);
+    if (overflow || (*r == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
+    return *r >= 0;
+}
+
+/* The slot of record id r in a block's buffer (64 int64 slots), or NULL for another shape. */
+static inline int64_t *dedup_cell(Py_buffer *view, long long r) {
+    if (view->itemsize != 8 || view->len != 64 * 8) return NULL;
+    return (int64_t *)view->buf + (r & 63);
+}
+
+static int dedup_fast(DedupObject *self, PyObject *ev) {
+    if (event_type == NULL || Py_TYPE(ev) != event_type) return 0;
+    long long r;
+    if (!dedup_rid(SLOT(ev, S_RECORD_ID), &r)) return 0;
     PyObject *prov = SLOT(ev, S_PROVIDER), *comp = SLOT(ev, S_COMPUTER);
     PyObject *chan = SLOT(ev, S_CHANNEL), *tc = SLOT(ev, S_TIME_CREATED);
     if (prov == NULL || comp == NULL || chan == NULL || tc == NULL) return 0;
@@ -1881,12 +1921,10 @@ static int dedup_fast(DedupObject *self, PyObject *ev) {
     Py_buffer view;
     if (PyObject_GetBuffer(slots, &view, PyBUF_WRITABLE) < 0) { PyErr_Clear(); return 0; }
     int done = 0;
-    if (view.itemsize == 8 && view.len == 64 * 8) {
-        int64_t *cell = (int64_t *)view.buf + (r & 63);
-        if (*cell == DEDUP_ABSENT) {
-            *cell = t;
-            done = 1;
-        }
+    int64_t *cell = dedup_cell(&view, r);
+    if (cell != NULL && *cell == DEDUP_ABSENT) {
+        *cell = t;
+        done = 1;
     }
     PyBuffer_Release(&view);
     return done;
@@ -2079,7 +2117,11 @@ struct RawPlanObject {
     EidCounts inc, exc;         /* included / excluded per EventID, in first-seen order */
     /* [27a2] records in a row the plan did not take (across calls; a taken one resets it) */
     Py_ssize_t streak;
+    /* [27a2] the steps' kinds in the order given (the stage list compiled) */
+    int nk;
+    char kinds[8];
 };
+enum { RK_DEDUP, RK_CLOCK, RK_GATE, RK_COUNT, RK_FILTER };
 /* [27a2] from this many records in a row the plan did not take, a record that goes the Event
  * way no longer ends its list: the rest of the list is made the Event way (as without a plan)
  * and the next call tries the plan again. Below it (one new duplicate-check block, the first
@@ -2522,6 +2564,12 @@ static PyObject *stagefast_fallback(StageFastObject *self, PyObject *const *args
     return PyObject_Vectorcall(self->fallback, args, 2, NULL);
 }
 
+/* [27a2] The clock check's rule on two canonical times (13 characters or more each): the
+ * same date and hour. Shared by clock_fast (an Event) and rp_clock (a parsed record). */
+static inline int same_hour(const char *a, const char *b) {
+    return memcmp(a, b, 10) == 0 && a[11] == b[11] && a[12] == b[12];
+}
+
 /* 1: handled (True), 0: the fallback decides, -1: error */
 static int clock_fast(StageFastObject *self, PyObject *item) {
     PyObject *origin = SLOT(item, S_ORIGIN);
@@ -2562,7 +2610,7 @@ static int clock_fast(StageFastObject *self, PyObject *item) {
                 return 0;
             const char *a = (const char *)PyUnicode_1BYTE_DATA(t);
             const char *b = (const char *)ro->base + f->off;
-            return memcmp(a, b, 10) == 0 && a[11] == b[11] && a[12] == b[12];
+            return same_hour(a, b);
         }
     } else {
         if (!PyDict_CheckExact(data)) return 0;
@@ -2574,7 +2622,7 @@ static int clock_fast(StageFastObject *self, PyObject *item) {
         PyUnicode_GET_LENGTH(u) < 13)
         return 0;
     const char *a = (const char *)PyUnicode_1BYTE_DATA(t), *b = (const char *)PyUnicode_1BYTE_DATA(u);
-    return memcmp(a, b, 10) == 0 && a[11] == b[11] && a[12] == b[12];
+    return same_hour(a, b);
 }
 
 static int count_fast(StageFastObject *self, PyObject *item) {
@@ -2710,6 +2758,9 @@ static PyTypeObject StageFastType = {
  *                       included: RuleName set in the fields as set_rule_name does (no
  *                       RuleName field and a name other than "-": the Event decides),
  *                       ``included[eid]`` += 1.
+ * [27a2] The steps' checks run in the order given (the stages' order: a switch per kind in
+ * rp_take); the helpers they run are the Event path's own (same_hour, dedup_rid / dedup_cell,
+ * render_system), so each rule has one C copy. A plan needs a ``gate`` step.
  * ``writer``: a LineWriter (its stream's write is called); ``failure(exc)``: a write's
  * exception (the sink slot's); ``pipeline._stop``: read between records.
  * Every check is made before anything changes; a record one of them does not pass alone (or
@@ -2816,26 +2867,33 @@ static PyObject *rp_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
             goto fail;
         }
         obj = PyTuple_GET_ITEM(st, 1);
+        int code = -1;
         if (PyUnicode_Compare(kind, rp_dedup_s) == 0) {
             if (!PyDict_CheckExact(obj)) {
                 PyErr_SetString(PyExc_TypeError, "RawPlan: dedup streams is not a dict");
                 goto fail;
             }
             dst = &p->streams;
+            code = RK_DEDUP;
         } else if (PyUnicode_Compare(kind, rp_clock_s) == 0) {
             dst = &p->clock;
+            code = RK_CLOCK;
         } else if (PyUnicode_Compare(kind, rp_gate_s) == 0) {
             dst = &p->gate;
+            code = RK_GATE;
         } else if (PyUnicode_Compare(kind, rp_count_s) == 0) {
             dst = &p->count;
+            code = RK_COUNT;
         } else if (PyUnicode_CompareWithASCIIString(kind, "filter") == 0) {
             dst = &p->filter;
+            code = RK_FILTER;
         }
         if (dst == NULL || *dst != NULL) {
             PyErr_Format(PyExc_ValueError, "RawPlan: unknown or repeated step %R", kind);
             goto fail;
         }
         *dst = Py_NewRef(obj);
+        p->kinds[p->nk++] = (char)code; /* at most 5: each kind once */
     }
     if (p->count != NULL && p->filter != NULL) {
         PyErr_SetString(PyExc_ValueError, "RawPlan: two filter steps");
@@ -3010,17 +3068,14 @@ static int rp_clock(RawPlanObject *p, Rec *x, PyObject *path) {
         if (f->len < 13) return 0;
         b = (const char *)x->base + f->off;
     }
-    return memcmp(a, b, 10) == 0 && a[11] == b[11] && a[12] == b[12];
+    return same_hour(a, b);
 }
 
 /* The duplicate check of a parsed record: its slot (still free) in *cell and its time in *t:
  * 1; 0: the Event decides; -1: error. */
 static int rp_dedup(RawPlanObject *p, Rec *x, int64_t **cell, int64_t *t) {
-    if (!PyLong_CheckExact(x->record_id)) return 0;
-    int overflow;
-    long long r = PyLong_AsLongLongAndOverflow(x->record_id, &overflow);
-    if (overflow || (r == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
-    if (r < 0) return 0;
+    long long r;
+    if (!dedup_rid(x->record_id, &r)) return 0;
     if (dedup_seconds(x->tc, t)) return 0;
     if (p->blocks == NULL || x->name != p->k_prov || x->computer != p->k_comp ||
         x->channel != p->k_chan) {
@@ -3052,7 +3107,7 @@ static int rp_dedup(RawPlanObject *p, Rec *x, int64_t **cell, int64_t *t) {
             PyErr_Clear();
             return 0;
         }
-        if (p->view.itemsize != 8 || p->view.len != 64 * 8) {
+        if (dedup_cell(&p->view, 0) == NULL) { /* another shape */
             PyBuffer_Release(&p->view);
             return 0;
         }
@@ -3060,7 +3115,7 @@ static int rp_dedup(RawPlanObject *p, Rec *x, int64_t **cell, int64_t *t) {
         p->slots = Py_NewRef(slots);
         p->blk = b;
     }
-    int64_t *c = (int64_t *)p->view.buf + (r & 63);
+    int64_t *c = dedup_cell(&p->view, r);
     if (*c != DEDUP_ABSENT) return 0;
     *cell = c;
     return 1;
@@ -3074,32 +3129,11 @@ static int render_rec(Out *o, Out *extra, Rec *x, PyObject *pguid) {
     rc = out_raw(o, "{\"EventID\":", 11);
     if (rc == 0) rc = out_value(o, x->eid);
     if (rc == 0) rc = render_fields(o, extra, x->fields, x->nf, x->base, &in_extra);
-    if (rc == 0) rc = out_field(o, ",\"System\":{\"Provider\":", 22, x->name);
-    if (rc == 0) rc = out_field(o, ",\"ProviderGuid\":", 16, pguid);
-    if (rc == 0) rc = out_field(o, ",\"Version\":", 11, x->version);
-    if (rc == 0) rc = out_field(o, ",\"Level\":", 9, x->level);
-    if (rc == 0) rc = out_field(o, ",\"Task\":", 8, x->task);
-    if (rc == 0) rc = out_field(o, ",\"Opcode\":", 10, x->opcode);
-    if (rc == 0) rc = out_field(o, ",\"Keywords\":", 12, x->keywords);
-    if (rc == 0) {
-        /* the Event's TimeCreated: the first 26 characters and "000Z" (ASCII, checked) */
-        RESERVE(o, 15 + 26 * 6 + 6);
-        char *w = o->buf + o->len;
-        memcpy(w, ",\"TimeCreated\":\"", 16);
-        w += 16;
-        const unsigned char *c = PyUnicode_1BYTE_DATA(x->tc);
-        for (int i = 0; i < 26; i++) w = put_ascii(w, c[i]);
-        memcpy(w, "000Z\"", 5);
-        w += 5;
-        o->len = w - o->buf;
-    }
-    if (rc == 0) rc = out_field(o, ",\"EventRecordID\":", 17, x->record_id);
-    if (rc == 0) rc = out_field(o, ",\"ProcessID\":", 13, x->pid);
-    if (rc == 0) rc = out_field(o, ",\"ThreadID\":", 12, x->tid);
-    if (rc == 0) rc = out_field(o, ",\"Channel\":", 11, x->channel);
-    if (rc == 0) rc = out_field(o, ",\"Computer\":", 12, x->computer);
-    if (rc == 0) rc = out_field(o, ",\"UserID\":", 10, x->user_id != NULL ? x->user_id : Py_None);
-    if (rc == 0) rc = out_raw(o, "}", 1);
+    /* the Event's TimeCreated would be the first 26 characters and "000Z" (ASCII, checked) */
+    if (rc == 0)
+        rc = render_system(o, x->name, pguid, x->version, x->level, x->task, x->opcode,
+                           x->keywords, NULL, x->tc, x->record_id, x->pid, x->tid, x->channel,
+                           x->computer, x->user_id != NULL ? x->user_id : Py_None);
     if (rc == 0 && in_extra) {
         rc = out_raw(o, ",\"ExtraData\":", 13);
         if (rc == 0) rc = out_raw(o, extra->buf, extra->len);
@@ -3109,82 +3143,117 @@ static int render_rec(Out *o, Out *extra, Rec *x, PyObject *pguid) {
     return rc;
 }
 
+/* [27a2] The filter step (FilterStage._process_py with a compiled or a constant decider) over
+ * a parsed record: 1 decided (``*include``; an included record's RuleName set in its field,
+ * ``*rn`` that field and ``*rn_old`` its old value, for rp_take to keep or undo), 0 the Event
+ * decides (nothing changed), -1 error. */
+static int rp_filter(RawPlanObject *p, Rec *x, int *include_out, RawField **rn_out,
+                     PyObject **rn_old_out) {
+    int rc, include;
+    RawField *rn = NULL;
+    PyObject *rn_old = NULL;
+    PyObject *dec = PyDict_GetItemWithError(p->c_deciders, x->eid);
+    if (dec == NULL) return PyErr_Occurred() ? -1 : 0; /* made by the Python method */
+    PyObject *res = NULL;
+    if (Py_IS_TYPE(dec, &FilterDeciderType)) {
+        Py_INCREF(dec);
+        rc = fd_decide_rec(dec, x, &res);
+        Py_DECREF(dec);
+    } else if (PyFunction_Check(dec)) {
+        /* [27a2] an EventID without rules: the engine's constant decider carries its
+         * answer (sysmonx.filtering.engine._constant_decider) */
+        PyObject *d = ((PyFunctionObject *)dec)->func_dict;
+        res = d == NULL ? NULL : PyDict_GetItemWithError(d, rp_constant_s);
+        if (res == NULL) return PyErr_Occurred() ? -1 : 0;
+        Py_INCREF(res);
+        rc = 1;
+    } else {
+        return 0;
+    }
+    if (rc <= 0) { /* the Python decider decides (and raises what it raises) */
+        /* [27a2] but KeyboardInterrupt, SystemExit, ... are not swallowed */
+        if (rc < 0 && !PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    if (!PyTuple_CheckExact(res) || PyTuple_GET_SIZE(res) != 2) {
+        Py_DECREF(res);
+        return 0;
+    }
+    include = PyObject_IsTrue(PyTuple_GET_ITEM(res, 0));
+    PyObject *name = PyTuple_GET_ITEM(res, 1);
+    if (include < 0) {
+        Py_DECREF(res);
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    if (include && name != Py_None) {
+        if (!PyUnicode_CheckExact(name) || fd_rule_name == NULL) {
+            Py_DECREF(res);
+            return 0;
+        }
+        rn = field_named(x->fields, x->nf, fd_rule_name);
+        if (rn == NULL) {
+            /* no RuleName field: only "-" leaves the fields as they are */
+            if (PyUnicode_CompareWithASCIIString(name, "-") != 0) {
+                Py_DECREF(res);
+                return 0;
+            }
+        } else { /* set_rule_name's change, undone below if the record goes back */
+            rn_old = rn->val;
+            rn->val = Py_NewRef(name);
+        }
+    }
+    Py_DECREF(res);
+    *include_out = include;
+    *rn_out = rn;
+    *rn_old_out = rn_old;
+    return 1;
+}
+
 /* A parsed record through the plan: 1 written (or its write's failure handed to
  * ``failure``), 0 the Event decides (nothing changed), -1 error (``failure`` raised: the
  * record counts as handed to the sink, as in run_batch). */
 static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObject *path) {
-    if ((p->gate != NULL || p->count != NULL || p->filter != NULL) && !sysmon) return 0;
     int64_t *cell = NULL, t = 0;
     int rc;
-    if (p->streams != NULL && (rc = rp_dedup(p, x, &cell, &t)) != 1) return rc;
-    if (p->clock != NULL && (rc = rp_clock(p, x, path)) != 1) return rc;
     long v = 0;
-    if (p->count != NULL || p->filter != NULL) {
-        if (!PyLong_CheckExact(x->eid)) return 0;
-        int overflow;
-        v = PyLong_AsLongAndOverflow(x->eid, &overflow);
-        if (overflow || (v == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
-    }
-    /* [27a] the filter's decision (FilterStage._process_py with a compiled decider) */
     int include = 1;
     RawField *rn = NULL;
     PyObject *rn_old = NULL;
-    if (p->filter != NULL) {
-        PyObject *dec = PyDict_GetItemWithError(p->c_deciders, x->eid);
-        if (dec == NULL) return PyErr_Occurred() ? -1 : 0; /* made by the Python method */
-        PyObject *res = NULL;
-        if (Py_IS_TYPE(dec, &FilterDeciderType)) {
-            Py_INCREF(dec);
-            rc = fd_decide_rec(dec, x, &res);
-            Py_DECREF(dec);
-        } else if (PyFunction_Check(dec)) {
-            /* [27a2] an EventID without rules: the engine's constant decider carries its
-             * answer (sysmonx.filtering.engine._constant_decider) */
-            PyObject *d = ((PyFunctionObject *)dec)->func_dict;
-            res = d == NULL ? NULL : PyDict_GetItemWithError(d, rp_constant_s);
-            if (res == NULL) return PyErr_Occurred() ? -1 : 0;
-            Py_INCREF(res);
-            rc = 1;
-        } else {
-            return 0;
-        }
-        if (rc <= 0) { /* the Python decider decides (and raises what it raises) */
-            /* [27a2] but KeyboardInterrupt, SystemExit, ... are not swallowed */
-            if (rc < 0 && !PyErr_ExceptionMatches(PyExc_Exception)) return -1;
-            PyErr_Clear();
-            return 0;
-        }
-        if (!PyTuple_CheckExact(res) || PyTuple_GET_SIZE(res) != 2) {
-            Py_DECREF(res);
-            return 0;
-        }
-        include = PyObject_IsTrue(PyTuple_GET_ITEM(res, 0));
-        PyObject *name = PyTuple_GET_ITEM(res, 1);
-        if (include < 0) {
-            Py_DECREF(res);
-            if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
-            PyErr_Clear();
-            return 0;
-        }
-        if (include && name != Py_None) {
-            if (!PyUnicode_CheckExact(name) || fd_rule_name == NULL) {
-                Py_DECREF(res);
-                return 0;
+    /* [27a2] the checks in the stages' order (none changes anything; the filter's RuleName
+     * swap is undone at ``back``) */
+    for (int k = 0; k < p->nk; k++) {
+        switch (p->kinds[k]) {
+        case RK_DEDUP:
+            if ((rc = rp_dedup(p, x, &cell, &t)) != 1) goto back_rc;
+            break;
+        case RK_CLOCK:
+            if ((rc = rp_clock(p, x, path)) != 1) goto back_rc;
+            break;
+        case RK_GATE:
+            if (!sysmon) goto back;
+            break;
+        case RK_COUNT:
+        case RK_FILTER:
+            if (!sysmon) goto back;
+            if (!PyLong_CheckExact(x->eid)) goto back;
+            int overflow;
+            v = PyLong_AsLongAndOverflow(x->eid, &overflow);
+            if (overflow || (v == -1 && PyErr_Occurred())) { PyErr_Clear(); goto back; }
+            if (p->kinds[k] == RK_FILTER) {
+                rc = rp_filter(p, x, &include, &rn, &rn_old);
+                if (rc != 1) goto back_rc;
             }
-            rn = field_named(x->fields, x->nf, fd_rule_name);
-            if (rn == NULL) {
-                /* no RuleName field: only "-" leaves the fields as they are */
-                if (PyUnicode_CompareWithASCIIString(name, "-") != 0) {
-                    Py_DECREF(res);
-                    return 0;
-                }
-            } else { /* set_rule_name's change, undone below if the record goes back */
-                rn_old = rn->val;
-                rn->val = Py_NewRef(name);
-            }
+            break;
         }
-        Py_DECREF(res);
     }
+    goto checked;
+back_rc:
+    if (rc < 0) goto back_error;
+    goto back;
+checked:;
     Py_ssize_t e = -1;
     EidCounts *table = include ? &p->inc : &p->exc;
     if (p->count != NULL || p->filter != NULL) {
