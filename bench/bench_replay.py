@@ -70,7 +70,8 @@ printed.
 ``--split [--upper-bound]``
     a record's cost cut into steps (parse, decoding, conversion, rendering, reader, loop,
     duplicate check), cumulative loops in this process pinned to one CPU; ``--upper-bound`` adds
-    the replays with ``--configs`` and a prototype that writes JSON lines straight from each
+    the replays with ``--configs``, the same and the no-config replay with the loop's raw path
+    off (every record an Event), and a prototype that writes JSON lines straight from each
     record's text (bench/_transcode_proto.c, not part of sysmonx; see ``_split``).
 ``--fixed-costs``
     a cold replay's fixed costs, each measured apart in fresh children pinned to one CPU
@@ -219,10 +220,11 @@ def child(spec: dict) -> dict:
     clock = time.perf_counter if wall else _cpu
     if not wall and spec["cpu"] is not None:
         os.sched_setaffinity(0, {spec["cpu"]})
-    # imports are outside the load window: everything the replay loads lazily is loaded here
+    # imports are outside the load window: what the replay loads lazily is loaded here, but
+    # for the EVTX reader, which the command line imports when it opens the first file (inside
+    # the window, as there: the child takes the path `sysmonx replay` takes)
     import orjson  # noqa: F401
     import sysmonx.pipeline  # (_replay's own import then costs nothing)
-    import sysmonx.sources.evtx
     import sysmonx.filtering.plancache  # noqa: F401  (the engine imports it when it is used)
     from sysmonx.config import load_config
     from sysmonx.filtering import FilterEngine
@@ -825,9 +827,11 @@ def _split(args, files: list[str]) -> int:
     passes each), each loop doing one step more than the one before (the compiled converter
     parses the JSON itself: its row starts from the parse).
 
-    With ``--upper-bound`` (JSON lines only) three rows follow: the whole replay with each
+    With ``--upper-bound`` (JSON lines only) rows follow: the whole replay with each
     configuration of ``--configs`` that is not ``none`` (compiled before the loop; with the
-    duplicate check unless ``--keep-duplicates``), and the
+    duplicate check unless ``--keep-duplicates``); with the compiled extension, the same
+    replays and the no-config one with the loop's raw path off (``raw path off``: every record
+    an Event, the loop before the raw path; the plain rows take it); and the
     parse plus bench/_transcode_proto.c, a prototype built here that turns each record's text
     straight into the JSON-lines bytes (no Event, no dict, no str per field; no stage): what a
     replay without an object per field could reach at most with pyevtx-rs as the parser. Its
@@ -980,6 +984,28 @@ def _upper_bound_rows(args, work: list[str]) -> list:
         def replay(config=config, engine=engine) -> int:
             return _replay(work, config, "jsonl", engine, 1, args.keep_duplicates)
         rows.append((f"replay with {LABELS.get(key, key)} (compiled before)", replay))
+
+    # the same replays with the loop's raw path off (every record an Event, as before it):
+    # what the raw path saves, measured in this process
+    from sysmonx.core import native
+    if native.speedups is not None and hasattr(native.speedups, "RawPlan"):
+        from sysmonx.stages.gate import SysmonGate
+
+        def event_way(loop):
+            def run() -> int:
+                saved = SysmonGate.raw_step
+                SysmonGate.raw_step = lambda self: None  # type: ignore[method-assign]
+                try:
+                    return int(loop())
+                finally:
+                    SysmonGate.raw_step = saved  # type: ignore[method-assign]
+            return run
+        for name, loop in list(rows):
+            rows.append((name.replace("(compiled before)", "raw path off"), event_way(loop)))
+
+        def none_replay() -> int:
+            return _replay(work, None, "jsonl", None, 1, args.keep_duplicates)
+        rows.append(("replay, no config, raw path off", event_way(none_replay)))
 
     def transcode() -> int:
         n = 0

@@ -102,6 +102,14 @@ class Source(abc.ABC):
         :meth:`events`; lists are never empty."""
         return None
 
+    def use_raw(self, plan: Any) -> bool:
+        """Take the loop's raw path ``plan`` (``sysmonx.core._speedups.RawPlan``) for the lists
+        of :meth:`batches`: the records it writes itself come as ``None`` entries of the lists
+        (each list still holds one entry per record); ``None``: no raw path (the loop tells the
+        source before every run, so no plan of an earlier run stays). True when this source
+        takes it; the default is False (the source ignores it)."""
+        return False
+
     def now_ns(self) -> Optional[int]:
         """The source's clock for :meth:`Stage.tick` (UTC ns), ``None`` for recorded logs."""
         return None
@@ -154,6 +162,16 @@ class Stage(abc.ABC):
 
     def reload(self, config: Optional[Config]) -> None:
         """A new configuration is in force (the filter recompiles)."""
+
+    def raw_step(self) -> Optional[tuple[str, Any]]:
+        """This stage's compiled step over a record's text, for the loop's raw path
+        (``sysmonx.core._speedups.RawPlan``: ``("dedup", streams)``, ``("clock", stage)``,
+        ``("gate", stage)``, ``("count", stage)`` or ``("filter", stage)``; a plan needs a
+        ``gate`` step), or ``None`` (the default): the stage has
+        none, and the loop then runs every record as an Event through :meth:`process`. A step
+        decides only the case its ``process`` decides the same way without side effects other
+        than the ones the plan makes; every other record goes to :meth:`process` as an Event."""
+        return None
 
 
 @dataclass(slots=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -612,4 +613,7 @@ def print_summary(console, stats, filtered: bool, window: bool = False,
     if window:
         console.print(f"time window: {stats.out_of_window:,} records outside --from/--to skipped, "
                       f"{stats.untimed:,} records without a time kept")
+    if os.environ.get("SYSMONX_DEBUG"):
+        console.print(f"debug: raw path: {getattr(stats, 'raw_records', 0):,} of "
+                      f"{stats.records:,} records without an Event", markup=False)
 

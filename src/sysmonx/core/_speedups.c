@@ -22,6 +22,8 @@
  *       event_json_raw, else the registered Python fallback.
  *   setup_convert(...), setup_json(...): called once by those two modules
  *       (sysmonx.core.native loads this module, or not: SYSMONX_PURE_PYTHON=1).
+ *   RawPlan(steps, writer, failure, pipeline): [27a] the replay loop's raw path for evtx_batch
+ *       (records every stage passes written from their parsed text, without an Event).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1185,13 +1187,13 @@ static int install_lazy_data(void) {
 }
 
 
-/* NULL without error: not handled. */
-static PyObject *convert_impl(PyObject *text, PyObject *origin) {
-    if (convert_fallback == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "sysmonx.core._speedups is not set up");
-        return NULL;
-    }
-    if (!PyUnicode_CheckExact(text)) return NULL;
+/* [27a] The record's JSON text parsed into x (fields into ``fields``, MAX_FIELDS entries) and
+ * checked as convert_impl takes it: the System part complete, TimeCreated in pyevtx-rs's shape,
+ * the GUID fields braced; *sysmon: a Sysmon provider; *pguid: the provider GUID (new
+ * reference). 0; -1: not handled (nothing set, no error); -2: error. x is cleared unless 0. */
+static int parse_rec(PyObject *text, Rec *x, RawField *fields, int *sysmon, PyObject **pguid) {
+    *pguid = NULL;
+    if (!PyUnicode_CheckExact(text)) return -1;
     Py_ssize_t len;
     const char *bytes;
     int latin1 = PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND;
@@ -1203,62 +1205,67 @@ static PyObject *convert_impl(PyObject *text, PyObject *origin) {
         bytes = PyUnicode_AsUTF8AndSize(text, &len);
         if (bytes == NULL) { /* lone surrogates in the str itself: orjson decides */
             PyErr_Clear();
-            return NULL;
+            return -1;
         }
     }
     int chars = PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND;
     Reader r = {(const unsigned char *)bytes, (const unsigned char *)bytes + len, 0, latin1,
                 chars};
-    Rec x;
-    RawField fields[MAX_FIELDS];
-    memset(&x, 0, sizeof x);
-    x.fields = fields;
-    x.base = (const unsigned char *)bytes;
-    Top t = {&x, 0};
+    memset(x, 0, sizeof *x);
+    x->fields = fields;
+    x->base = (const unsigned char *)bytes;
+    Top t = {x, 0};
     int rc = read_object(&r, top_key, &t);
     if (rc == 0) {
         skip_ws(&r);
         if (r.p != r.end) rc = -1;
     }
-    if (rc == 0 && !(t.seen && x.seen_system && x.seen_data && x.seen_provider && x.seen_tc &&
-                     x.seen_exec && x.seen_security && x.name && x.guid && x.eid && x.version &&
-                     x.level && x.task && x.opcode && x.keywords && x.tc && x.record_id &&
-                     x.pid && x.tid && x.channel && x.computer))
+    if (rc == 0 && !(t.seen && x->seen_system && x->seen_data && x->seen_provider &&
+                     x->seen_tc && x->seen_exec && x->seen_security && x->name && x->guid &&
+                     x->eid && x->version && x->level && x->task && x->opcode && x->keywords &&
+                     x->tc && x->record_id && x->pid && x->tid && x->channel && x->computer))
         rc = -1;
-    if (rc == 0 && !x.sec_empty && x.user_id == NULL) rc = -1;
+    if (rc == 0 && !x->sec_empty && x->user_id == NULL) rc = -1;
     /* TimeCreated as pyevtx-rs writes it (microseconds, Z); anything else: normalize_time */
-    PyObject *tc = NULL;
     if (rc == 0) {
-        if (PyUnicode_IS_ASCII(x.tc) && PyUnicode_GET_LENGTH(x.tc) == 27) {
-            const char *c = (const char *)PyUnicode_1BYTE_DATA(x.tc);
-            if (c[26] == 'Z' && c[19] == '.') {
-                tc = PyUnicode_New(30, 127);
-                if (tc == NULL) {
-                    rc = -2;
-                } else {
-                    char *d = (char *)PyUnicode_1BYTE_DATA(tc);
-                    memcpy(d, c, 26);
-                    memcpy(d + 26, "000Z", 4);
-                }
-            }
-        }
-        if (tc == NULL && rc == 0) rc = -1;
+        const char *c = (const char *)PyUnicode_1BYTE_DATA(x->tc);
+        if (!(PyUnicode_IS_ASCII(x->tc) && PyUnicode_GET_LENGTH(x->tc) == 27 && c[26] == 'Z' &&
+              c[19] == '.'))
+            rc = -1;
     }
-    int sysmon = 0;
     if (rc == 0) {
-        sysmon = PySet_Contains(sysmon_providers, x.name);
-        if (sysmon < 0) rc = -2;
+        *sysmon = PySet_Contains(sysmon_providers, x->name);
+        if (*sysmon < 0) rc = -2;
     }
-    if (rc == 0) rc = fix_guids(&x, sysmon);
-    PyObject *pguid = NULL;
+    if (rc == 0) rc = fix_guids(x, *sysmon);
     if (rc == 0) {
-        pguid = provider_guid(x.guid);
-        if (pguid == NULL) rc = -2;
+        *pguid = provider_guid(x->guid);
+        if (*pguid == NULL) rc = -2;
+    }
+    if (rc != 0) {
+        rec_clear(x);
+        Py_CLEAR(*pguid);
+        if (rc == -1) PyErr_Clear();
+    }
+    return rc;
+}
+
+/* The Event of a parsed record (parse_rec's x and pguid: their references move into it, or
+ * are dropped on error). NULL: error. */
+static PyObject *rec_event(Rec *x, PyObject *pguid, PyObject *text, PyObject *origin) {
+    int rc = 0;
+    PyObject *tc = PyUnicode_New(30, 127);
+    if (tc == NULL) {
+        rc = -2;
+    } else {
+        char *d = (char *)PyUnicode_1BYTE_DATA(tc);
+        memcpy(d, PyUnicode_1BYTE_DATA(x->tc), 26);
+        memcpy(d + 26, "000Z", 4);
     }
     /* [26a] the fields stay slices of the text (a RawData object in _raw); none: {} */
     PyObject *data = NULL, *raw = NULL;
     if (rc == 0) {
-        if (x.nf == 0) {
+        if (x->nf == 0) {
             data = PyDict_New();
             if (data == NULL) rc = -2;
         } else {
@@ -1270,14 +1277,14 @@ static PyObject *convert_impl(PyObject *text, PyObject *origin) {
                 lazy = install_lazy_data() == 0;
                 if (!lazy) PyErr_Clear();
             }
-            RawDataObject *ro = PyObject_NewVar(RawDataObject, &RawDataType, x.nf);
+            RawDataObject *ro = PyObject_NewVar(RawDataObject, &RawDataType, x->nf);
             if (ro == NULL) {
                 rc = -2;
             } else {
                 ro->text = Py_NewRef(text);
-                ro->base = x.base;
-                memcpy(ro->f, x.fields, (size_t)x.nf * sizeof(RawField));
-                x.nf = 0; /* the references moved */
+                ro->base = x->base;
+                memcpy(ro->f, x->fields, (size_t)x->nf * sizeof(RawField));
+                x->nf = 0; /* the references moved */
                 if (lazy) {
                     raw = (PyObject *)ro;
                 } else {
@@ -1298,32 +1305,46 @@ static PyObject *convert_impl(PyObject *text, PyObject *origin) {
         Py_XDECREF(pguid);
         Py_XDECREF(data);
         Py_XDECREF(raw);
-        rec_clear(&x);
-        if (rc == -1) PyErr_Clear();
+        rec_clear(x);
         return NULL;
     }
     /* the references move into the slots */
-    SLOT(ev, S_EVENT_ID) = x.eid;
+    SLOT(ev, S_EVENT_ID) = x->eid;
     SLOT(ev, S_DATA) = data;
     SLOT(ev, S_RAW) = raw;
-    SLOT(ev, S_PROVIDER) = x.name;
+    SLOT(ev, S_PROVIDER) = x->name;
     SLOT(ev, S_PROVIDER_GUID) = pguid;
-    SLOT(ev, S_VERSION) = x.version;
-    SLOT(ev, S_LEVEL) = x.level;
-    SLOT(ev, S_TASK) = x.task;
-    SLOT(ev, S_OPCODE) = x.opcode;
-    SLOT(ev, S_KEYWORDS) = x.keywords;
+    SLOT(ev, S_VERSION) = x->version;
+    SLOT(ev, S_LEVEL) = x->level;
+    SLOT(ev, S_TASK) = x->task;
+    SLOT(ev, S_OPCODE) = x->opcode;
+    SLOT(ev, S_KEYWORDS) = x->keywords;
     SLOT(ev, S_TIME_CREATED) = tc;
-    SLOT(ev, S_RECORD_ID) = x.record_id;
-    SLOT(ev, S_PROCESS_ID) = x.pid;
-    SLOT(ev, S_THREAD_ID) = x.tid;
-    SLOT(ev, S_CHANNEL) = x.channel;
-    SLOT(ev, S_COMPUTER) = x.computer;
-    SLOT(ev, S_USER_ID) = x.user_id != NULL ? x.user_id : Py_NewRef(Py_None);
+    SLOT(ev, S_RECORD_ID) = x->record_id;
+    SLOT(ev, S_PROCESS_ID) = x->pid;
+    SLOT(ev, S_THREAD_ID) = x->tid;
+    SLOT(ev, S_CHANNEL) = x->channel;
+    SLOT(ev, S_COMPUTER) = x->computer;
+    SLOT(ev, S_USER_ID) = x->user_id != NULL ? x->user_id : Py_NewRef(Py_None);
     SLOT(ev, S_ORIGIN) = Py_NewRef(origin);
-    Py_DECREF(x.guid);
-    Py_DECREF(x.tc);
+    Py_DECREF(x->guid);
+    Py_DECREF(x->tc);
+    memset(x, 0, offsetof(Rec, seen_provider)); /* moved: nothing left to clear */
     return ev;
+}
+
+/* NULL without error: not handled. */
+static PyObject *convert_impl(PyObject *text, PyObject *origin) {
+    if (convert_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "sysmonx.core._speedups is not set up");
+        return NULL;
+    }
+    Rec x;
+    RawField fields[MAX_FIELDS];
+    int sysmon;
+    PyObject *pguid;
+    if (parse_rec(text, &x, fields, &sysmon, &pguid) != 0) return NULL;
+    return rec_event(&x, pguid, text, origin);
 }
 
 static PyObject *py_convert_raw(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -1513,10 +1534,10 @@ static int is_reserved(PyObject *k) {
 
 /* [26a] The fields of a RawData object as render writes a dict's: 0, 1 (a field is an
  * enrichment field: render the dict instead), -1, -2. */
-static int render_raw(Out *o, Out *extra, RawDataObject *raw, int *in_extra) {
-    Py_ssize_t n = Py_SIZE(raw);
+static int render_fields(Out *o, Out *extra, RawField *fields, Py_ssize_t n,
+                         const unsigned char *base, int *in_extra) {
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *k = raw->f[i].key;
+        PyObject *k = fields[i].key;
         if (PyUnicode_CheckExact(k) && PyUnicode_GET_LENGTH(k) < 64 &&
             !((enrichment_lengths >> PyUnicode_GET_LENGTH(k)) & 1))
             continue;
@@ -1526,7 +1547,7 @@ static int render_raw(Out *o, Out *extra, RawDataObject *raw, int *in_extra) {
     }
     int rc = 0;
     for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
-        RawField *f = &raw->f[i];
+        RawField *f = &fields[i];
         Out *w = o;
         if (!*in_extra && is_reserved(f->key)) *in_extra = 1;
         if (*in_extra) {
@@ -1544,13 +1565,68 @@ static int render_raw(Out *o, Out *extra, RawDataObject *raw, int *in_extra) {
                 RESERVE(w, f->len + 2);
                 char *p = w->buf + w->len;
                 *p++ = '"';
-                memcpy(p, raw->base + f->off, (size_t)f->len);
+                memcpy(p, base + f->off, (size_t)f->len);
                 p += f->len;
                 *p++ = '"';
                 w->len = p - w->buf;
             }
         }
     }
+    return rc;
+}
+
+static int render_raw(Out *o, Out *extra, RawDataObject *raw, int *in_extra) {
+    return render_fields(o, extra, raw->f, Py_SIZE(raw), raw->base, in_extra);
+}
+
+/* [27a2] The JSON line's System object (from ,"System":{ to its closing brace), shared by
+ * render (an Event's slots) and render_rec (a parsed record). TimeCreated: with ``tc26`` NULL,
+ * ``tc`` (the Event's slot: a canonical str written as it is, else utc_func's str of it);
+ * else the first 26 characters of ``tc26`` and "000Z" (ASCII and the length checked by the
+ * caller). 0, -1 (not handled: the Python renderer decides) or -2 (error). */
+static int render_system(Out *o, PyObject *provider, PyObject *pguid, PyObject *version,
+                         PyObject *level, PyObject *task, PyObject *opcode, PyObject *keywords,
+                         PyObject *tc, PyObject *tc26, PyObject *rid, PyObject *pid,
+                         PyObject *tid, PyObject *channel, PyObject *computer, PyObject *user) {
+    int rc = out_field(o, ",\"System\":{\"Provider\":", 22, provider);
+    if (rc == 0) rc = out_field(o, ",\"ProviderGuid\":", 16, pguid);
+    if (rc == 0) rc = out_field(o, ",\"Version\":", 11, version);
+    if (rc == 0) rc = out_field(o, ",\"Level\":", 9, level);
+    if (rc == 0) rc = out_field(o, ",\"Task\":", 8, task);
+    if (rc == 0) rc = out_field(o, ",\"Opcode\":", 10, opcode);
+    if (rc == 0) rc = out_field(o, ",\"Keywords\":", 12, keywords);
+    if (rc == 0 && tc26 != NULL) {
+        RESERVE(o, 15 + 26 * 6 + 6);
+        char *w = o->buf + o->len;
+        memcpy(w, ",\"TimeCreated\":\"", 16);
+        w += 16;
+        const unsigned char *c = PyUnicode_1BYTE_DATA(tc26);
+        for (int i = 0; i < 26; i++) w = put_ascii(w, c[i]);
+        memcpy(w, "000Z\"", 5);
+        w += 5;
+        o->len = w - o->buf;
+    } else if (rc == 0) {
+        if (tc == NULL) {
+            rc = -1;
+        } else if (PyUnicode_CheckExact(tc) && (PyUnicode_GET_LENGTH(tc) == 0 ||
+                   (PyUnicode_GET_LENGTH(tc) == 30 && PyUnicode_READ_CHAR(tc, 29) == 'Z'))) {
+            rc = out_field(o, ",\"TimeCreated\":", 15, tc);
+        } else {
+            PyObject *u = PyObject_CallOneArg(utc_func, tc);
+            if (u == NULL) rc = -2;
+            else {
+                rc = out_field(o, ",\"TimeCreated\":", 15, u);
+                Py_DECREF(u);
+            }
+        }
+    }
+    if (rc == 0) rc = out_field(o, ",\"EventRecordID\":", 17, rid);
+    if (rc == 0) rc = out_field(o, ",\"ProcessID\":", 13, pid);
+    if (rc == 0) rc = out_field(o, ",\"ThreadID\":", 12, tid);
+    if (rc == 0) rc = out_field(o, ",\"Channel\":", 11, channel);
+    if (rc == 0) rc = out_field(o, ",\"Computer\":", 12, computer);
+    if (rc == 0) rc = out_field(o, ",\"UserID\":", 10, user);
+    if (rc == 0) rc = out_raw(o, "}", 1);
     return rc;
 }
 
@@ -1617,36 +1693,12 @@ static int render(Out *o, Out *extra, PyObject *e) {
     }
     /* System */
 system:
-    if (rc == 0) rc = out_field(o, ",\"System\":{\"Provider\":", 22, SLOT(e, S_PROVIDER));
-    if (rc == 0) rc = out_field(o, ",\"ProviderGuid\":", 16, SLOT(e, S_PROVIDER_GUID));
-    if (rc == 0) rc = out_field(o, ",\"Version\":", 11, SLOT(e, S_VERSION));
-    if (rc == 0) rc = out_field(o, ",\"Level\":", 9, SLOT(e, S_LEVEL));
-    if (rc == 0) rc = out_field(o, ",\"Task\":", 8, SLOT(e, S_TASK));
-    if (rc == 0) rc = out_field(o, ",\"Opcode\":", 10, SLOT(e, S_OPCODE));
-    if (rc == 0) rc = out_field(o, ",\"Keywords\":", 12, SLOT(e, S_KEYWORDS));
-    if (rc == 0) {
-        PyObject *t = SLOT(e, S_TIME_CREATED);
-        if (t == NULL) {
-            rc = -1;
-        } else if (PyUnicode_CheckExact(t) && (PyUnicode_GET_LENGTH(t) == 0 ||
-                   (PyUnicode_GET_LENGTH(t) == 30 && PyUnicode_READ_CHAR(t, 29) == 'Z'))) {
-            rc = out_field(o, ",\"TimeCreated\":", 15, t);
-        } else {
-            PyObject *u = PyObject_CallOneArg(utc_func, t);
-            if (u == NULL) rc = -2;
-            else {
-                rc = out_field(o, ",\"TimeCreated\":", 15, u);
-                Py_DECREF(u);
-            }
-        }
-    }
-    if (rc == 0) rc = out_field(o, ",\"EventRecordID\":", 17, SLOT(e, S_RECORD_ID));
-    if (rc == 0) rc = out_field(o, ",\"ProcessID\":", 13, SLOT(e, S_PROCESS_ID));
-    if (rc == 0) rc = out_field(o, ",\"ThreadID\":", 12, SLOT(e, S_THREAD_ID));
-    if (rc == 0) rc = out_field(o, ",\"Channel\":", 11, SLOT(e, S_CHANNEL));
-    if (rc == 0) rc = out_field(o, ",\"Computer\":", 12, SLOT(e, S_COMPUTER));
-    if (rc == 0) rc = out_field(o, ",\"UserID\":", 10, SLOT(e, S_USER_ID));
-    if (rc == 0) rc = out_raw(o, "}", 1);
+    if (rc == 0)
+        rc = render_system(o, SLOT(e, S_PROVIDER), SLOT(e, S_PROVIDER_GUID), SLOT(e, S_VERSION),
+                           SLOT(e, S_LEVEL), SLOT(e, S_TASK), SLOT(e, S_OPCODE),
+                           SLOT(e, S_KEYWORDS), SLOT(e, S_TIME_CREATED), NULL,
+                           SLOT(e, S_RECORD_ID), SLOT(e, S_PROCESS_ID), SLOT(e, S_THREAD_ID),
+                           SLOT(e, S_CHANNEL), SLOT(e, S_COMPUTER), SLOT(e, S_USER_ID));
     if (rc == 0 && in_extra) {
         rc = out_raw(o, ",\"ExtraData\":", 13);
         if (rc == 0) rc = out_raw(o, extra->buf, extra->len);
@@ -1829,14 +1881,27 @@ static int dedup_seconds(PyObject *tc, int64_t *out) {
 }
 
 /* 1: a new record, remembered; 0: not the common case (nothing changed); -1: error. */
-static int dedup_fast(DedupObject *self, PyObject *ev) {
-    if (event_type == NULL || Py_TYPE(ev) != event_type) return 0;
-    PyObject *rid = SLOT(ev, S_RECORD_ID);
+/* [27a2] The duplicate check's common case, shared by dedup_fast (an Event) and rp_dedup (a
+ * parsed record): a record id the Python method keeps in blocks (an int, 0 to 2**63-1): 1 and
+ * *r, else 0 (the Python method decides). */
+static int dedup_rid(PyObject *rid, long long *r) {
     if (rid == NULL || !PyLong_CheckExact(rid)) return 0;
     int overflow;
-    long long r = PyLong_AsLongLongAndOverflow(rid, &overflow);
-    if (overflow || (r == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
-    if (r < 0) return 0;
+    *r = PyLong_AsLongLongAndOverflow(rid, &overflow);
+    if (overflow || (*r == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
+    return *r >= 0;
+}
+
+/* The slot of record id r in a block's buffer (64 int64 slots), or NULL for another shape. */
+static inline int64_t *dedup_cell(Py_buffer *view, long long r) {
+    if (view->itemsize != 8 || view->len != 64 * 8) return NULL;
+    return (int64_t *)view->buf + (r & 63);
+}
+
+static int dedup_fast(DedupObject *self, PyObject *ev) {
+    if (event_type == NULL || Py_TYPE(ev) != event_type) return 0;
+    long long r;
+    if (!dedup_rid(SLOT(ev, S_RECORD_ID), &r)) return 0;
     PyObject *prov = SLOT(ev, S_PROVIDER), *comp = SLOT(ev, S_COMPUTER);
     PyObject *chan = SLOT(ev, S_CHANNEL), *tc = SLOT(ev, S_TIME_CREATED);
     if (prov == NULL || comp == NULL || chan == NULL || tc == NULL) return 0;
@@ -1856,12 +1921,10 @@ static int dedup_fast(DedupObject *self, PyObject *ev) {
     Py_buffer view;
     if (PyObject_GetBuffer(slots, &view, PyBUF_WRITABLE) < 0) { PyErr_Clear(); return 0; }
     int done = 0;
-    if (view.itemsize == 8 && view.len == 64 * 8) {
-        int64_t *cell = (int64_t *)view.buf + (r & 63);
-        if (*cell == DEDUP_ABSENT) {
-            *cell = t;
-            done = 1;
-        }
+    int64_t *cell = dedup_cell(&view, r);
+    if (cell != NULL && *cell == DEDUP_ABSENT) {
+        *cell = t;
+        done = 1;
     }
     PyBuffer_Release(&view);
     return done;
@@ -2024,9 +2087,58 @@ static PyTypeObject LineWriterType = {
 };
 
 
+/* [27a] the loop's raw path (RawPlan, below) */
+typedef struct RawPlanObject RawPlanObject;
+#define RAW_EIDS 64
+
+typedef struct {
+    Py_ssize_t len;
+    long v[RAW_EIDS];
+    PyObject *o[RAW_EIDS];
+    Py_ssize_t n[RAW_EIDS];
+} EidCounts;
+
+struct RawPlanObject {
+    PyObject_HEAD
+    PyObject *streams, *clock, *gate, *count, *write, *failure, *pipeline;
+    Py_ssize_t raw, sent;
+    PyObject *error; /* failure()'s exception, for the loop to raise (take_error) */
+    /* the stream and block last used (held: their identity is the cache key) */
+    PyObject *k_prov, *k_comp, *k_chan, *blocks, *slots;
+    long long blk;
+    Py_buffer view;
+    int have_view;
+    PyObject *filter; /* a FilterStage with an engine (its compiled deciders) */
+    /* per evtx_batch call */
+    int active;
+    PyObject *c_path, *c_check; /* the clock stage's _path and _check (borrowed, re-read) */
+    PyObject *c_deciders;       /* the filter stage's _deciders (borrowed, re-read) */
+    Py_ssize_t gate_n;
+    EidCounts inc, exc;         /* included / excluded per EventID, in first-seen order */
+    /* [27a2] records in a row the plan did not take (across calls; a taken one resets it) */
+    Py_ssize_t streak;
+    /* [27a2] the steps' kinds in the order given (the stage list compiled) */
+    int nk;
+    char kinds[8];
+};
+enum { RK_DEDUP, RK_CLOCK, RK_GATE, RK_COUNT, RK_FILTER };
+/* [27a2] from this many records in a row the plan did not take, a record that goes the Event
+ * way no longer ends its list: the rest of the list is made the Event way (as without a plan)
+ * and the next call tries the plan again. Below it (one new duplicate-check block, the first
+ * record of an EventID) the record ends the list and the next record is tried at once. */
+#define RAW_STREAK 8
+static PyTypeObject RawPlanType;
+static int rp_begin(RawPlanObject *p);
+static int rp_end(RawPlanObject *p);
+static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObject *path);
+static PyObject *str_stop;
+static PyTypeObject FilterDeciderType;
+static int fd_decide_rec(PyObject *decider, Rec *x, PyObject **out);
+static PyObject *fd_rule_name;
+
 /* ------------------------------------------------------------ EVTX record loop (replay reader)
  *
- *   evtx_batch(it, first, last, seen_ids, path, notes, out, limit)
+ *   evtx_batch(it, first, last, seen_ids, path, notes, out, limit, plan=None)
  *       -> (status, seen, last_rid, payload)
  *
  * The per-record part of sysmonx.sources.evtx._records in C: pulls records from pyevtx-rs's
@@ -2046,6 +2158,12 @@ static PyTypeObject LineWriterType = {
  *   5: a record the compiled converter does not take: payload (rid, data text), counted; the
  *      Python converter decides (it may report through ``notes``, so it runs in order).
  * ``notes`` is unused here (kept for the Python converter's signature).
+ * [27a] ``plan`` (a RawPlan, optional): the loop's raw path. A record the plan takes is written
+ * (or counted excluded) here and appended as None (the list keeps one entry per record); a
+ * record it does not take alone is appended as its Event, and the rest of the call's list is
+ * made the Event way (no raw write after it: the loop handles it before any later record is
+ * written); the next call is raw again. The plan's counters are applied before
+ * the call returns; a sink failure that raised is kept in the plan (RawPlan.take_error).
  */
 
 static PyObject *evtx_key_rid = NULL, *evtx_key_data = NULL;
@@ -2066,11 +2184,13 @@ static PyObject *take_exception(void) {
 }
 
 static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 8 || !PyAnySet_Check(args[3]) || !PyList_CheckExact(args[6])) {
+    if (nargs < 8 || nargs > 9 || !PyAnySet_Check(args[3]) || !PyList_CheckExact(args[6]) ||
+        (nargs == 9 && args[8] != Py_None && !Py_IS_TYPE(args[8], &RawPlanType))) {
         PyErr_SetString(PyExc_TypeError, "evtx_batch(it, first, last, seen_ids: set, path, "
-                        "notes, out: list, limit)");
+                        "notes, out: list, limit, plan: RawPlan | None = None)");
         return NULL;
     }
+    RawPlanObject *plan = nargs == 9 && args[8] != Py_None ? (RawPlanObject *)args[8] : NULL;
     if (convert_fallback == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "sysmonx.core._speedups is not set up");
         return NULL;
@@ -2096,12 +2216,28 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
     }
     Py_ssize_t seen = 0, taken = 0;
     PyObject *last_rid = NULL;
-    int status = 0;
+    int status = 0, event_way = 0;
     PyObject *payload = NULL;
+    if (plan != NULL) {
+        if (str_stop == NULL && (str_stop = PyUnicode_InternFromString("_stop")) == NULL)
+            return NULL;
+        if (rp_begin(plan) < 0) return NULL;
+    }
     for (;;) {
         if (taken >= limit) {
             status = 1;
             break;
+        }
+        if (plan != NULL && plan->active && !event_way && (taken & 15) == 15) {
+            /* a stop request (pipeline._stop), as the loop looks between items */
+            PyObject *stop = PyObject_GetAttr(plan->pipeline, str_stop);
+            int st = stop == NULL ? -1 : PyObject_IsTrue(stop);
+            Py_XDECREF(stop);
+            if (st < 0) goto plan_fail;
+            if (st) {
+                status = 1;
+                break;
+            }
         }
         PyObject *rec = next(it);
         if (rec == NULL) {
@@ -2148,6 +2284,70 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
             return NULL;
         }
         PyObject *text = PyDict_GetItemWithError(rec, evtx_key_data);
+        if (plan != NULL && plan->active && !event_way && text != NULL) {
+            Rec x;
+            RawField fields[MAX_FIELDS];
+            int sysmon;
+            PyObject *pguid;
+            int prc = parse_rec(text, &x, fields, &sysmon, &pguid);
+            if (prc == 0) {
+                int tr = rp_take(plan, &x, pguid, sysmon, path);
+                if (tr != 0) {
+                    rec_clear(&x);
+                    Py_DECREF(pguid);
+                    Py_DECREF(rec);
+                    if (tr < 0) goto plan_fail;
+                    /* a placeholder keeps the list's length the records' count */
+                    if (PyList_Append(out, Py_None) < 0) goto plan_fail;
+                    taken++;
+                    plan->streak = 0;
+                    if (plan->error != NULL) { /* the loop raises it after this list */
+                        status = 1;
+                        break;
+                    }
+                    continue;
+                }
+                /* the Event decides: made from what was parsed, handed to the loop */
+                PyObject *origin = PyTuple_Pack(2, path, rid);
+                if (origin == NULL) {
+                    rec_clear(&x);
+                    Py_DECREF(pguid);
+                    Py_DECREF(rec);
+                    goto plan_fail;
+                }
+                if (PyUnicode_CheckExact(path)) PyObject_GC_UnTrack(origin);
+                PyObject *ev = rec_event(&x, pguid, text, origin);
+                Py_DECREF(origin);
+                Py_DECREF(rec);
+                if (ev == NULL) goto plan_fail;
+                int rc = PyList_Append(out, ev);
+                Py_DECREF(ev);
+                if (rc < 0) goto plan_fail;
+                taken++;
+                /* no raw write may come before the loop has taken this Event: the list ends
+                 * here, or [27a2] after a run of such records its rest is made the Event way
+                 * (no per-record list); the next call tries the plan again */
+                if (++plan->streak < RAW_STREAK) {
+                    status = 1;
+                    break;
+                }
+                event_way = 1;
+                continue;
+            }
+            if (prc == -2) { /* a Python error (memory, ...): the record's conversion error */
+                PyObject *exc = take_exception();
+                if (exc == NULL) {
+                    Py_DECREF(rec);
+                    goto plan_fail;
+                }
+                payload = Py_BuildValue("(ON)", rid, exc);
+                Py_DECREF(rec);
+                if (payload == NULL) goto plan_fail;
+                status = 4;
+                break;
+            }
+            /* -1: the Python converter decides (status 5 below) */
+        }
         PyObject *origin = PyTuple_Pack(2, path, rid);
         if (origin == NULL) {
             Py_DECREF(rec);
@@ -2203,9 +2403,19 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
         }
         taken++;
     }
+    if (plan != NULL && rp_end(plan) < 0) {
+        Py_XDECREF(payload);
+        Py_XDECREF(last_rid);
+        return NULL;
+    }
     if (payload == NULL) payload = Py_NewRef(Py_None);
     if (last_rid == NULL) last_rid = Py_NewRef(Py_None);
     return Py_BuildValue("(inNN)", status, seen, last_rid, payload);
+plan_fail:
+    /* an error of the raw path (a sink's failure raised, memory): the counters first */
+    rp_end(plan);
+    Py_XDECREF(last_rid);
+    return NULL;
 }
 
 
@@ -2233,7 +2443,8 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
  * caller adds it to the slot).
  */
 
-static PyObject *str_stop = NULL, *str_sent_pending = NULL;
+static PyObject *str_stop = NULL;
+static PyObject *str_sent_pending = NULL;
 
 static PyObject *py_run_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 8 || !PyList_CheckExact(args[0]) || !PyTuple_CheckExact(args[1]) ||
@@ -2243,7 +2454,7 @@ static PyObject *py_run_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
                         "event_type, write, failure, deliver, pipeline)");
         return NULL;
     }
-    if (str_stop == NULL) {
+    if (str_stop == NULL || str_sent_pending == NULL) {
         str_stop = PyUnicode_InternFromString("_stop");
         str_sent_pending = PyUnicode_InternFromString("_sent_pending");
         if (str_stop == NULL || str_sent_pending == NULL) return NULL;
@@ -2258,6 +2469,7 @@ static PyObject *py_run_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_INCREF(items);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
         PyObject *item = PyList_GET_ITEM(items, i);
+        if (item == Py_None) continue; /* [27a] a record the raw path wrote (evtx_batch) */
         Py_INCREF(item);
         int pass = 1;
         for (Py_ssize_t k = 0; k < nsteps; k++) {
@@ -2352,6 +2564,12 @@ static PyObject *stagefast_fallback(StageFastObject *self, PyObject *const *args
     return PyObject_Vectorcall(self->fallback, args, 2, NULL);
 }
 
+/* [27a2] The clock check's rule on two canonical times (13 characters or more each): the
+ * same date and hour. Shared by clock_fast (an Event) and rp_clock (a parsed record). */
+static inline int same_hour(const char *a, const char *b) {
+    return memcmp(a, b, 10) == 0 && a[11] == b[11] && a[12] == b[12];
+}
+
 /* 1: handled (True), 0: the fallback decides, -1: error */
 static int clock_fast(StageFastObject *self, PyObject *item) {
     PyObject *origin = SLOT(item, S_ORIGIN);
@@ -2392,7 +2610,7 @@ static int clock_fast(StageFastObject *self, PyObject *item) {
                 return 0;
             const char *a = (const char *)PyUnicode_1BYTE_DATA(t);
             const char *b = (const char *)ro->base + f->off;
-            return memcmp(a, b, 10) == 0 && a[11] == b[11] && a[12] == b[12];
+            return same_hour(a, b);
         }
     } else {
         if (!PyDict_CheckExact(data)) return 0;
@@ -2404,7 +2622,7 @@ static int clock_fast(StageFastObject *self, PyObject *item) {
         PyUnicode_GET_LENGTH(u) < 13)
         return 0;
     const char *a = (const char *)PyUnicode_1BYTE_DATA(t), *b = (const char *)PyUnicode_1BYTE_DATA(u);
-    return memcmp(a, b, 10) == 0 && a[11] == b[11] && a[12] == b[12];
+    return same_hour(a, b);
 }
 
 static int count_fast(StageFastObject *self, PyObject *item) {
@@ -2518,6 +2736,627 @@ static PyTypeObject StageFastType = {
     .tp_new = stagefast_new,
 };
 
+/* ---------------------------------------------------------- [27a] the loop's raw path (replay)
+ *
+ *   RawPlan(steps, writer, failure, pipeline)
+ *
+ * The replay's stages and its one JSON-lines sink compiled over a parsed record (Rec), for
+ * evtx_batch: a record that every step passes is written (the same bytes as event_json_line
+ * of its Event, one ``write`` call, as LineWriter) without an Event, a dict, an origin tuple
+ * or a stage call. ``steps``: the stages' ``raw_step()`` answers, each a tuple:
+ *   ("dedup", streams)  DuplicateStage: a record id not seen in a block that exists (Dedup's
+ *                       common case); the slot is written;
+ *   ("clock", stage)    ClockCheckStage: the file at hand (``stage._raw_enter(path)`` on a new
+ *                       path, as the Python method resets), warned about or UtcTime of the same
+ *                       date and hour as TimeCreated, or none (clock_fast's case);
+ *   ("gate", stage)     SysmonGate: a Sysmon provider (``stage.sysmon`` += 1);
+ *   ("count", stage)    FilterStage without an engine (``stage.included[eid]`` += 1);
+ *   ("filter", stage)   FilterStage with an engine that sets no field sizes: the record's
+ *                       compiled decider (``stage._deciders[eid]``, a FilterDecider, made by
+ *                       the Python method for the first record of each EventID) over the
+ *                       record's fields; excluded: ``excluded[eid]`` += 1, not written;
+ *                       included: RuleName set in the fields as set_rule_name does (no
+ *                       RuleName field and a name other than "-": the Event decides),
+ *                       ``included[eid]`` += 1.
+ * [27a2] The steps' checks run in the order given (the stages' order: a switch per kind in
+ * rp_take); the helpers they run are the Event path's own (same_hour, dedup_rid / dedup_cell,
+ * render_system), so each rule has one C copy. A plan needs a ``gate`` step.
+ * ``writer``: a LineWriter (its stream's write is called); ``failure(exc)``: a write's
+ * exception (the sink slot's); ``pipeline._stop``: read between records.
+ * Every check is made before anything changes; a record one of them does not pass alone (or
+ * whose line the Event path would render otherwise: an enrichment field, an odd value) becomes
+ * its Event, which evtx_batch hands back to the loop as today (all the stages, in order). The
+ * counters are added when evtx_batch returns (before the loop sees the list), in the order
+ * the Python stages would have first counted each EventID.
+ * Attributes: ``raw`` records written this way, ``sent`` lines written (both since made).
+ */
+
+
+static PyObject *rp_excluded_s, *rp_constant_s;
+static PyObject *rp_streams_s, *rp_dedup_s, *rp_clock_s, *rp_gate_s, *rp_count_s,
+                *rp_sysmon_s, *rp_before_s, *rp_trace_s, *rp_raw_enter_s;
+
+static void rp_drop_cache(RawPlanObject *p) {
+    if (p->have_view) {
+        PyBuffer_Release(&p->view);
+        p->have_view = 0;
+    }
+    Py_CLEAR(p->slots);
+    Py_CLEAR(p->blocks);
+    Py_CLEAR(p->k_prov);
+    Py_CLEAR(p->k_comp);
+    Py_CLEAR(p->k_chan);
+}
+
+static int rp_traverse(RawPlanObject *p, visitproc visit, void *arg) {
+    Py_VISIT(p->streams); Py_VISIT(p->clock); Py_VISIT(p->gate); Py_VISIT(p->count);
+    Py_VISIT(p->write); Py_VISIT(p->failure); Py_VISIT(p->pipeline); Py_VISIT(p->blocks);
+    Py_VISIT(p->slots); Py_VISIT(p->error); Py_VISIT(p->filter);
+    return 0;
+}
+
+static int rp_clear(RawPlanObject *p) {
+    rp_drop_cache(p);
+    Py_CLEAR(p->streams); Py_CLEAR(p->clock); Py_CLEAR(p->gate); Py_CLEAR(p->count);
+    Py_CLEAR(p->write); Py_CLEAR(p->failure); Py_CLEAR(p->pipeline); Py_CLEAR(p->error);
+    Py_CLEAR(p->filter);
+    for (Py_ssize_t i = 0; i < p->inc.len; i++) Py_CLEAR(p->inc.o[i]);
+    for (Py_ssize_t i = 0; i < p->exc.len; i++) Py_CLEAR(p->exc.o[i]);
+    p->inc.len = p->exc.len = 0;
+    return 0;
+}
+
+static void rp_dealloc(RawPlanObject *p) {
+    PyObject_GC_UnTrack(p);
+    rp_clear(p);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyObject *rp_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *steps, *writer, *failure, *pipeline;
+    if (!PyArg_ParseTuple(args, "O!OOO:RawPlan", &PyTuple_Type, &steps, &writer, &failure,
+                          &pipeline))
+        return NULL;
+    /* [27a2] only the JSON side is needed here (a LineWriter exists only once sinks.jsonl,
+     * which calls setup_json, is imported); the converter's setup is checked by evtx_batch on
+     * every call, so a plan can be made before sysmonx.sources.evtx is imported */
+    if (json_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "setup_json was not called");
+        return NULL;
+    }
+    if (!Py_IS_TYPE(writer, &LineWriterType)) {
+        PyErr_SetString(PyExc_TypeError, "RawPlan: the sink is not a LineWriter");
+        return NULL;
+    }
+    if (rp_streams_s == NULL) {
+        rp_dedup_s = PyUnicode_InternFromString("dedup");
+        rp_clock_s = PyUnicode_InternFromString("clock");
+        rp_gate_s = PyUnicode_InternFromString("gate");
+        rp_count_s = PyUnicode_InternFromString("count");
+        rp_sysmon_s = PyUnicode_InternFromString("sysmon");
+        rp_before_s = PyUnicode_InternFromString("_before");
+        rp_trace_s = PyUnicode_InternFromString("trace");
+        rp_raw_enter_s = PyUnicode_InternFromString("_raw_enter");
+        rp_excluded_s = PyUnicode_InternFromString("excluded");
+        rp_constant_s = PyUnicode_InternFromString("sysmonx_constant");
+        if (rp_excluded_s == NULL || rp_constant_s == NULL) return NULL;
+        rp_streams_s = rp_dedup_s;
+        if (!rp_dedup_s || !rp_clock_s || !rp_gate_s || !rp_count_s || !rp_sysmon_s ||
+            !rp_before_s || !rp_trace_s || !rp_raw_enter_s) {
+            rp_streams_s = NULL;
+            return NULL;
+        }
+    }
+    if (sf_path == NULL) { /* StageFast's names */
+        sf_path = PyUnicode_InternFromString("_path");
+        sf_check = PyUnicode_InternFromString("_check");
+        sf_utc = PyUnicode_InternFromString("UtcTime");
+        sf_engine = PyUnicode_InternFromString("engine");
+        sf_included = PyUnicode_InternFromString("included");
+        sf_one = PyLong_FromLong(1);
+        if (!sf_path || !sf_check || !sf_utc || !sf_engine || !sf_included || !sf_one)
+            return NULL;
+    }
+    RawPlanObject *p = (RawPlanObject *)type->tp_alloc(type, 0);
+    if (p == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(steps); i++) {
+        PyObject *st = PyTuple_GET_ITEM(steps, i), *kind, *obj, **dst = NULL;
+        if (!PyTuple_CheckExact(st) || PyTuple_GET_SIZE(st) != 2 ||
+            !PyUnicode_CheckExact(kind = PyTuple_GET_ITEM(st, 0))) {
+            PyErr_SetString(PyExc_TypeError, "RawPlan: a step is not (kind, object)");
+            goto fail;
+        }
+        obj = PyTuple_GET_ITEM(st, 1);
+        int code = -1;
+        if (PyUnicode_Compare(kind, rp_dedup_s) == 0) {
+            if (!PyDict_CheckExact(obj)) {
+                PyErr_SetString(PyExc_TypeError, "RawPlan: dedup streams is not a dict");
+                goto fail;
+            }
+            dst = &p->streams;
+            code = RK_DEDUP;
+        } else if (PyUnicode_Compare(kind, rp_clock_s) == 0) {
+            dst = &p->clock;
+            code = RK_CLOCK;
+        } else if (PyUnicode_Compare(kind, rp_gate_s) == 0) {
+            dst = &p->gate;
+            code = RK_GATE;
+        } else if (PyUnicode_Compare(kind, rp_count_s) == 0) {
+            dst = &p->count;
+            code = RK_COUNT;
+        } else if (PyUnicode_CompareWithASCIIString(kind, "filter") == 0) {
+            dst = &p->filter;
+            code = RK_FILTER;
+        }
+        if (dst == NULL || *dst != NULL) {
+            PyErr_Format(PyExc_ValueError, "RawPlan: unknown or repeated step %R", kind);
+            goto fail;
+        }
+        *dst = Py_NewRef(obj);
+        p->kinds[p->nk++] = (char)code; /* at most 5: each kind once */
+    }
+    if (p->count != NULL && p->filter != NULL) {
+        PyErr_SetString(PyExc_ValueError, "RawPlan: two filter steps");
+        goto fail;
+    }
+    if (p->gate == NULL) { /* the gate keeps SysmonX's own events (SigmaAlert) off this path */
+        PyErr_SetString(PyExc_ValueError, "RawPlan: no gate step");
+        goto fail;
+    }
+    p->write = Py_NewRef(((LineWriterObject *)writer)->write);
+    p->failure = Py_NewRef(failure);
+    p->pipeline = Py_NewRef(pipeline);
+    return (PyObject *)p;
+fail:
+    Py_DECREF(p);
+    return NULL;
+}
+
+/* The clock stage's _path and _check, read again. 0 / -1. */
+static int rp_begin_clock(RawPlanObject *p) {
+    if (p->clock == NULL) return 0;
+    PyObject *a = PyObject_GetAttr(p->clock, sf_path);
+    if (a == NULL) return -1;
+    PyObject *b = PyObject_GetAttr(p->clock, sf_check);
+    if (b == NULL) { Py_DECREF(a); return -1; }
+    /* borrowed: the stage holds them (only _raw_enter, after which they are read again, or a
+     * record's Event, after which this call ends, changes them) */
+    Py_DECREF(a);
+    Py_DECREF(b);
+    p->c_path = a;
+    p->c_check = b;
+    return 0;
+}
+
+/* At the start of an evtx_batch call: whether the raw path applies now (the filter's engine
+ * is none or sets no field sizes, no reload overlap, no trace), the clock stage's state and
+ * the filter's deciders. 0, or -1 (error). */
+static int rp_begin(RawPlanObject *p) {
+    p->active = 0;
+    p->gate_n = 0;
+    p->inc.len = p->exc.len = 0;
+    p->c_path = p->c_check = p->c_deciders = NULL;
+    PyObject *fs = p->count != NULL ? p->count : p->filter;
+    if (fs != NULL) {
+        PyObject *v = PyObject_GetAttr(fs, sf_engine);
+        if (v == NULL) return -1;
+        int ok;
+        if (p->count != NULL) {
+            ok = v == Py_None;
+        } else { /* an engine that sets no field sizes */
+            PyObject *sizes = v == Py_None ? NULL : PyObject_GetAttrString(v, "field_sizes");
+            if (v != Py_None && sizes == NULL) {
+                Py_DECREF(v);
+                return -1;
+            }
+            int t = sizes == NULL ? 1 : PyObject_IsTrue(sizes);
+            Py_XDECREF(sizes);
+            if (t < 0) {
+                Py_DECREF(v);
+                return -1;
+            }
+            ok = sizes != NULL && !t;
+        }
+        Py_DECREF(v);
+        if (!ok) return 0;
+        v = PyObject_GetAttr(fs, rp_before_s);
+        if (v == NULL) return -1;
+        Py_DECREF(v);
+        if (v != Py_None) return 0;
+        v = PyObject_GetAttr(fs, rp_trace_s);
+        if (v == NULL) return -1;
+        Py_DECREF(v);
+        if (v != Py_None) return 0;
+        if (p->filter != NULL) {
+            v = PyObject_GetAttrString(fs, "_deciders");
+            if (v == NULL) return -1;
+            Py_DECREF(v); /* borrowed: the stage holds it (replaced only by a reload) */
+            if (!PyDict_CheckExact(v)) return 0;
+            p->c_deciders = v;
+        }
+    }
+    if (rp_begin_clock(p) < 0) return -1;
+    p->active = 1;
+    return 0;
+}
+
+/* counts[eid] += n for each EventID counted (a Counter attribute ``name`` of ``stage``), in
+ * first-seen order; the table emptied. 0 / -1. */
+static int rp_commit_counts(PyObject *stage, PyObject *name, EidCounts *t) {
+    int rc = 0;
+    if (t->len) {
+        PyObject *counts = PyObject_GetAttr(stage, name);
+        if (counts == NULL) rc = -1;
+        for (Py_ssize_t i = 0; counts != NULL && i < t->len && rc == 0; i++) {
+            if (t->n[i] == 0) continue; /* its record went the Event way */
+            PyObject *cur = PyObject_GetItem(counts, t->o[i]), *n = NULL, *s = NULL;
+            if (cur != NULL) n = PyLong_FromSsize_t(t->n[i]);
+            if (n != NULL) s = PyNumber_Add(cur, n);
+            if (s == NULL || PyObject_SetItem(counts, t->o[i], s) < 0) rc = -1;
+            Py_XDECREF(cur); Py_XDECREF(n); Py_XDECREF(s);
+        }
+        Py_XDECREF(counts);
+    }
+    for (Py_ssize_t i = 0; i < t->len; i++) Py_CLEAR(t->o[i]);
+    t->len = 0;
+    return rc;
+}
+
+/* The slot of EventID eid (value v) in t, made when new; -1: the table is full. */
+static Py_ssize_t rp_eid_slot(EidCounts *t, PyObject *eid, long v) {
+    Py_ssize_t e;
+    for (e = 0; e < t->len && t->v[e] != v; e++) {}
+    if (e == RAW_EIDS) return -1;
+    if (e == t->len) {
+        t->v[e] = v;
+        t->o[e] = Py_NewRef(eid);
+        t->n[e] = 0;
+        t->len++;
+    }
+    return e;
+}
+
+/* At every return of an evtx_batch call: the counters of the records written raw. 0 / -1. */
+static int rp_end(RawPlanObject *p) {
+    int rc = 0;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb); /* an error already on its way out stays the one raised */
+    if (p->gate_n && p->gate != NULL) {
+        PyObject *v = PyObject_GetAttr(p->gate, rp_sysmon_s), *n = NULL, *s = NULL;
+        if (v != NULL) n = PyLong_FromSsize_t(p->gate_n);
+        if (n != NULL) s = PyNumber_Add(v, n);
+        if (s == NULL || PyObject_SetAttr(p->gate, rp_sysmon_s, s) < 0) rc = -1;
+        Py_XDECREF(v); Py_XDECREF(n); Py_XDECREF(s);
+    }
+    p->gate_n = 0;
+    PyObject *fs = p->count != NULL ? p->count : p->filter;
+    if (fs != NULL && rp_commit_counts(fs, sf_included, &p->inc) < 0) rc = -1;
+    if (fs != NULL && rp_commit_counts(fs, rp_excluded_s, &p->exc) < 0) rc = -1;
+    p->active = 0;
+    if (type != NULL) {
+        if (rc < 0) PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+        return -1;
+    }
+    return rc;
+}
+
+/* The clock check of a parsed record (clock_fast's case). 1 passes, 0 the Event decides,
+ * -1 error. */
+static int rp_clock(RawPlanObject *p, Rec *x, PyObject *path) {
+    if (p->c_path != path) {
+        int eq = PyObject_RichCompareBool(path, p->c_path, Py_EQ);
+        if (eq != 0) return eq < 0 ? -1 : 0; /* an equal path of another object: Python */
+        /* a new file: the stage's own reset (as its Python method does first), then on */
+        PyObject *r = PyObject_CallMethodOneArg(p->clock, rp_raw_enter_s, path);
+        if (r == NULL) return -1;
+        Py_DECREF(r);
+        if (rp_begin_clock(p) < 0) return -1;
+        if (p->c_path != path) return 0;
+    }
+    if (p->c_check == Py_None) return 1;
+    RawField *f = field_named(x->fields, x->nf, sf_utc);
+    if (f == NULL) return 1;
+    const char *a = (const char *)PyUnicode_1BYTE_DATA(x->tc), *b;
+    if (f->val != NULL) {
+        PyObject *u = f->val;
+        if (!PyUnicode_CheckExact(u) || PyUnicode_KIND(u) != PyUnicode_1BYTE_KIND ||
+            PyUnicode_GET_LENGTH(u) < 13)
+            return 0;
+        b = (const char *)PyUnicode_1BYTE_DATA(u);
+    } else {
+        if (f->len < 13) return 0;
+        b = (const char *)x->base + f->off;
+    }
+    return same_hour(a, b);
+}
+
+/* The duplicate check of a parsed record: its slot (still free) in *cell and its time in *t:
+ * 1; 0: the Event decides; -1: error. */
+static int rp_dedup(RawPlanObject *p, Rec *x, int64_t **cell, int64_t *t) {
+    long long r;
+    if (!dedup_rid(x->record_id, &r)) return 0;
+    if (dedup_seconds(x->tc, t)) return 0;
+    if (p->blocks == NULL || x->name != p->k_prov || x->computer != p->k_comp ||
+        x->channel != p->k_chan) {
+        rp_drop_cache(p);
+        PyObject *key = PyTuple_Pack(3, x->name, x->computer, x->channel);
+        if (key == NULL) return -1;
+        PyObject *blocks = PyDict_GetItemWithError(p->streams, key);
+        Py_DECREF(key);
+        if (blocks == NULL) return PyErr_Occurred() ? -1 : 0;
+        if (!PyDict_CheckExact(blocks)) return 0;
+        p->blocks = Py_NewRef(blocks);
+        p->k_prov = Py_NewRef(x->name);
+        p->k_comp = Py_NewRef(x->computer);
+        p->k_chan = Py_NewRef(x->channel);
+    }
+    long long b = r >> 6;
+    if (!p->have_view || b != p->blk) {
+        if (p->have_view) {
+            PyBuffer_Release(&p->view);
+            p->have_view = 0;
+        }
+        Py_CLEAR(p->slots);
+        PyObject *bo = PyLong_FromLongLong(b);
+        if (bo == NULL) return -1;
+        PyObject *slots = PyDict_GetItemWithError(p->blocks, bo);
+        Py_DECREF(bo);
+        if (slots == NULL) return PyErr_Occurred() ? -1 : 0;
+        if (PyObject_GetBuffer(slots, &p->view, PyBUF_WRITABLE) < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (dedup_cell(&p->view, 0) == NULL) { /* another shape */
+            PyBuffer_Release(&p->view);
+            return 0;
+        }
+        p->have_view = 1;
+        p->slots = Py_NewRef(slots);
+        p->blk = b;
+    }
+    int64_t *c = dedup_cell(&p->view, r);
+    if (*c != DEDUP_ABSENT) return 0;
+    *cell = c;
+    return 1;
+}
+
+/* The JSON line (with its "\n") of a parsed record as event_json_line writes its Event's:
+ * 0; 1 or -1: the Event path renders it (an enrichment field, a value of another type); -2. */
+static int render_rec(Out *o, Out *extra, Rec *x, PyObject *pguid) {
+    int in_extra = 0, rc;
+    if (!PyLong_CheckExact(x->eid)) return -1;
+    rc = out_raw(o, "{\"EventID\":", 11);
+    if (rc == 0) rc = out_value(o, x->eid);
+    if (rc == 0) rc = render_fields(o, extra, x->fields, x->nf, x->base, &in_extra);
+    /* the Event's TimeCreated would be the first 26 characters and "000Z" (ASCII, checked) */
+    if (rc == 0)
+        rc = render_system(o, x->name, pguid, x->version, x->level, x->task, x->opcode,
+                           x->keywords, NULL, x->tc, x->record_id, x->pid, x->tid, x->channel,
+                           x->computer, x->user_id != NULL ? x->user_id : Py_None);
+    if (rc == 0 && in_extra) {
+        rc = out_raw(o, ",\"ExtraData\":", 13);
+        if (rc == 0) rc = out_raw(o, extra->buf, extra->len);
+        if (rc == 0) rc = out_raw(o, "}", 1);
+    }
+    if (rc == 0) rc = out_raw(o, "}\n", 2);
+    return rc;
+}
+
+/* [27a2] The filter step (FilterStage._process_py with a compiled or a constant decider) over
+ * a parsed record: 1 decided (``*include``; an included record's RuleName set in its field,
+ * ``*rn`` that field and ``*rn_old`` its old value, for rp_take to keep or undo), 0 the Event
+ * decides (nothing changed), -1 error. */
+static int rp_filter(RawPlanObject *p, Rec *x, int *include_out, RawField **rn_out,
+                     PyObject **rn_old_out) {
+    int rc, include;
+    RawField *rn = NULL;
+    PyObject *rn_old = NULL;
+    PyObject *dec = PyDict_GetItemWithError(p->c_deciders, x->eid);
+    if (dec == NULL) return PyErr_Occurred() ? -1 : 0; /* made by the Python method */
+    PyObject *res = NULL;
+    if (Py_IS_TYPE(dec, &FilterDeciderType)) {
+        Py_INCREF(dec);
+        rc = fd_decide_rec(dec, x, &res);
+        Py_DECREF(dec);
+    } else if (PyFunction_Check(dec)) {
+        /* [27a2] an EventID without rules: the engine's constant decider carries its
+         * answer (sysmonx.filtering.engine._constant_decider) */
+        PyObject *d = ((PyFunctionObject *)dec)->func_dict;
+        res = d == NULL ? NULL : PyDict_GetItemWithError(d, rp_constant_s);
+        if (res == NULL) return PyErr_Occurred() ? -1 : 0;
+        Py_INCREF(res);
+        rc = 1;
+    } else {
+        return 0;
+    }
+    if (rc <= 0) { /* the Python decider decides (and raises what it raises) */
+        /* [27a2] but KeyboardInterrupt, SystemExit, ... are not swallowed */
+        if (rc < 0 && !PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    if (!PyTuple_CheckExact(res) || PyTuple_GET_SIZE(res) != 2) {
+        Py_DECREF(res);
+        return 0;
+    }
+    include = PyObject_IsTrue(PyTuple_GET_ITEM(res, 0));
+    PyObject *name = PyTuple_GET_ITEM(res, 1);
+    if (include < 0) {
+        Py_DECREF(res);
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    if (include && name != Py_None) {
+        if (!PyUnicode_CheckExact(name) || fd_rule_name == NULL) {
+            Py_DECREF(res);
+            return 0;
+        }
+        rn = field_named(x->fields, x->nf, fd_rule_name);
+        if (rn == NULL) {
+            /* no RuleName field: only "-" leaves the fields as they are */
+            if (PyUnicode_CompareWithASCIIString(name, "-") != 0) {
+                Py_DECREF(res);
+                return 0;
+            }
+        } else { /* set_rule_name's change, undone below if the record goes back */
+            rn_old = rn->val;
+            rn->val = Py_NewRef(name);
+        }
+    }
+    Py_DECREF(res);
+    *include_out = include;
+    *rn_out = rn;
+    *rn_old_out = rn_old;
+    return 1;
+}
+
+/* A parsed record through the plan: 1 written (or its write's failure handed to
+ * ``failure``), 0 the Event decides (nothing changed), -1 error (``failure`` raised: the
+ * record counts as handed to the sink, as in run_batch). */
+static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObject *path) {
+    int64_t *cell = NULL, t = 0;
+    int rc;
+    long v = 0;
+    int include = 1;
+    RawField *rn = NULL;
+    PyObject *rn_old = NULL;
+    /* [27a2] the checks in the stages' order (none changes anything; the filter's RuleName
+     * swap is undone at ``back``) */
+    for (int k = 0; k < p->nk; k++) {
+        switch (p->kinds[k]) {
+        case RK_DEDUP:
+            if ((rc = rp_dedup(p, x, &cell, &t)) != 1) goto back_rc;
+            break;
+        case RK_CLOCK:
+            if ((rc = rp_clock(p, x, path)) != 1) goto back_rc;
+            break;
+        case RK_GATE:
+            if (!sysmon) goto back;
+            break;
+        case RK_COUNT:
+        case RK_FILTER:
+            if (!sysmon) goto back;
+            if (!PyLong_CheckExact(x->eid)) goto back;
+            int overflow;
+            v = PyLong_AsLongAndOverflow(x->eid, &overflow);
+            if (overflow || (v == -1 && PyErr_Occurred())) { PyErr_Clear(); goto back; }
+            if (p->kinds[k] == RK_FILTER) {
+                rc = rp_filter(p, x, &include, &rn, &rn_old);
+                if (rc != 1) goto back_rc;
+            }
+            break;
+        }
+    }
+    goto checked;
+back_rc:
+    if (rc < 0) goto back_error;
+    goto back;
+checked:;
+    Py_ssize_t e = -1;
+    EidCounts *table = include ? &p->inc : &p->exc;
+    if (p->count != NULL || p->filter != NULL) {
+        e = rp_eid_slot(table, x->eid, v);
+        if (e < 0) goto back;
+    }
+    if (!include) { /* excluded: counted, not written */
+        if (cell != NULL) *cell = t;
+        if (p->gate != NULL) p->gate_n++;
+        table->n[e]++;
+        p->raw++;
+        return 1;
+    }
+    Out o, xo;
+    o.buf = o.stack; o.len = 0; o.cap = sizeof o.stack;
+    xo.buf = xo.stack; xo.len = 0; xo.cap = sizeof xo.stack;
+    rc = render_rec(&o, &xo, x, pguid);
+    PyObject *line = NULL;
+    if (rc == 0) line = PyBytes_FromStringAndSize(o.buf, o.len);
+    if (o.buf != o.stack) PyMem_Free(o.buf);
+    if (xo.buf != xo.stack) PyMem_Free(xo.buf);
+    if (rc != 0) {
+        if (rc == -1 || rc == 1) {
+            PyErr_Clear();
+            goto back;
+        }
+        goto back_error;
+    }
+    if (line == NULL) goto back_error;
+    /* everything passed: the stages' changes, then the write */
+    Py_XDECREF(rn_old);
+    if (cell != NULL) *cell = t;
+    if (p->gate != NULL) p->gate_n++;
+    if (e >= 0) table->n[e]++;
+    p->raw++;
+    PyObject *r = PyObject_CallOneArg(p->write, line);
+    Py_DECREF(line);
+    if (r != NULL) {
+        Py_DECREF(r);
+        p->sent++;
+        return 1;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+    PyObject *exc = take_exception();
+    if (exc == NULL) return -1;
+    r = PyObject_CallOneArg(p->failure, exc);
+    Py_DECREF(exc);
+    if (r == NULL) {
+        /* raised (the fatal policy): not through the source, which would take it for a read
+         * error; the loop raises it after this list (take_error) */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+        p->error = take_exception();
+        return p->error == NULL ? -1 : 1;
+    }
+    Py_DECREF(r);
+    return 1;
+back: /* the record goes the Event way, as parsed */
+    if (rn != NULL) {
+        Py_SETREF(rn->val, rn_old);
+    }
+    return 0;
+back_error:
+    if (rn != NULL) {
+        Py_SETREF(rn->val, rn_old);
+    }
+    return -1;
+}
+
+static PyObject *rp_take_error(RawPlanObject *p, PyObject *unused) {
+    PyObject *e = p->error;
+    p->error = NULL;
+    if (e == NULL) Py_RETURN_NONE;
+    return e;
+}
+
+static PyMethodDef rp_methods[] = {
+    {"take_error", (PyCFunction)rp_take_error, METH_NOARGS,
+     "take_error() -> the exception the sink slot's failure() raised (then cleared), or None"},
+    {NULL}};
+
+static PyMemberDef rp_members[] = {
+    {"raw", T_PYSSIZET, offsetof(RawPlanObject, raw), READONLY,
+     "records written without an Event"},
+    {"sent", T_PYSSIZET, offsetof(RawPlanObject, sent), 0,
+     "lines written (the caller adds them to its sink slot and may reset this)"},
+    {NULL}};
+
+static PyTypeObject RawPlanType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sysmonx.core._speedups.RawPlan",
+    .tp_basicsize = sizeof(RawPlanObject),
+    .tp_dealloc = (destructor)rp_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "RawPlan(steps, writer, failure, pipeline): the replay's stages and its JSON-lines "
+              "sink over a record's text, for evtx_batch (records every step passes are written "
+              "without an Event).",
+    .tp_traverse = (traverseproc)rp_traverse,
+    .tp_clear = (inquiry)rp_clear,
+    .tp_members = rp_members,
+    .tp_methods = rp_methods,
+    .tp_new = rp_new,
+};
+
 /* [20c] Defined in the section of that tag at the end of this file. */
 static int add_filter_decider(PyObject *m);
 /* Defined in the Sigma alerts section at the end of this file. */
@@ -2554,7 +3393,7 @@ static PyMethodDef methods[] = {
      "set_rule_name(event, name) -> bool: the RuleName field of an EVTX record whose fields "
      "are still slices of its text set to name in place; False (nothing done) otherwise."},
     {"evtx_batch", (PyCFunction)(void (*)(void))py_evtx_batch, METH_FASTCALL,
-     "evtx_batch(it, first, last, seen_ids, path, notes, out, limit) -> (status, seen, "
+     "evtx_batch(it, first, last, seen_ids, path, notes, out, limit, plan=None) -> (status, seen, "
      "last_rid, payload): the EVTX reader's record loop for one chunk (see the source)."},
     {"run_batch", (PyCFunction)(void (*)(void))py_run_batch, METH_FASTCALL,
      "run_batch(items, processes, emits, event_type, write, failure, deliver, pipeline) -> "
@@ -2618,6 +3457,16 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     Py_INCREF(&StageFastType);
     if (PyModule_AddObject(m, "StageFast", (PyObject *)&StageFastType) < 0) {
         Py_DECREF(&StageFastType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyType_Ready(&RawPlanType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&RawPlanType);
+    if (PyModule_AddObject(m, "RawPlan", (PyObject *)&RawPlanType) < 0) {
+        Py_DECREF(&RawPlanType);
         Py_DECREF(m);
         return NULL;
     }
@@ -3571,7 +4420,8 @@ typedef struct {
     vectorcallfunc vectorcall;
 } FilterDeciderObject;
 
-static PyObject *fd_rule_name = NULL, *fd_dash = NULL;
+static PyObject *fd_rule_name = NULL;
+static PyObject *fd_dash = NULL;
 static PyTypeObject *fd_event_type = NULL; /* [26a] set_decider_event */
 
 /* Item k's position, or -1 when k or its position is not usable (the fallback decides). */
@@ -3590,8 +4440,16 @@ static Py_ssize_t fd_position(FilterDeciderObject *self, PyObject *ko, Py_ssize_
     return (Py_ssize_t)pos;
 }
 
-/* 1: decided (*out: new reference), 0: the fallback decides, -1: error */
-static int fd_decide(FilterDeciderObject *self, PyObject *data, PyObject **out) {
+/* 1: decided (*out: new reference), 0: the fallback decides, -1: error. ``data``: a dict, a
+ * RawData object, or NULL: [27a] the fields ``rf[0..nrf)`` over ``rbase`` (a parsed record). */
+static int fd_decide_any(FilterDeciderObject *self, PyObject *data, RawField *rf,
+                         Py_ssize_t nrf, const unsigned char *rbase, PyObject **out) {
+    if (data != NULL && !PyDict_CheckExact(data)) {
+        rf = ((RawDataObject *)data)->f;
+        nrf = Py_SIZE(data);
+        rbase = ((RawDataObject *)data)->base;
+        data = NULL;
+    }
     PyObject *lv = NULL, *hits = NULL, *order = NULL, *keep = NULL;
     int rc = -1;
     *out = NULL;
@@ -3608,16 +4466,16 @@ static int fd_decide(FilterDeciderObject *self, PyObject *data, PyObject **out) 
         }
         PyObject *field = PyTuple_GET_ITEM(reader, 0), *memo = PyTuple_GET_ITEM(reader, 1);
         PyObject *raw;
-        if (!PyDict_CheckExact(data)) { /* [26a] an EVTX record's fields as slices: this one */
+        if (data == NULL) { /* [26a] an EVTX record's fields as slices: this one */
             if (!PyUnicode_CheckExact(field)) {
                 rc = 0;
                 goto done;
             }
-            RawField *f = rawdata_field((RawDataObject *)data, field);
+            RawField *f = field_named(rf, nrf, field);
             if (f == NULL) {
                 raw = Py_NewRef(Py_None);
             } else {
-                raw = field_str(((RawDataObject *)data)->base, f);
+                raw = field_str(rbase, f);
                 if (raw == NULL) goto done;
             }
         } else {
@@ -3717,6 +4575,15 @@ done:
     Py_XDECREF(order);
     Py_XDECREF(keep);
     return rc;
+}
+
+static int fd_decide(FilterDeciderObject *self, PyObject *data, PyObject **out) {
+    return fd_decide_any(self, data, NULL, 0, NULL, out);
+}
+
+/* [27a] The decision over a parsed record's fields (RawPlan's filter step). */
+static int fd_decide_rec(PyObject *decider, Rec *x, PyObject **out) {
+    return fd_decide_any((FilterDeciderObject *)decider, NULL, x->fields, x->nf, x->base, out);
 }
 
 static PyObject *fd_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,

@@ -127,6 +127,20 @@ class FilterStage(Stage):
         if self.engine is not None:
             self.engine.save_plans()
 
+    def raw_step(self) -> Optional[tuple[str, Any]]:
+        """The compiled step over a record's text, without a trace or a reload's overlap:
+        ``("count", self)`` without an engine (a Sysmon record is counted in ``included``);
+        ``("filter", self)`` with one whose deciders are compiled (``_speedups.FilterDecider``:
+        the record's decider decides it from its fields, RuleName set in them); else
+        ``None`` (also for a subclass)."""
+        if self.trace is not None or self._before is not None or type(self) is not FilterStage:
+            return None
+        if self.engine is None:
+            return ("count", self)
+        if _COMPILED_DECIDER is None or _set_rule_name is None:
+            return None
+        return ("filter", self)
+
     def process(self, item: Any, emit: Emit) -> bool:
         """Decide one Sysmon event (see the module docstring); other items pass."""
         return self._process_py(item, emit)

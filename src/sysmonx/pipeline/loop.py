@@ -66,6 +66,7 @@ class Pipeline:
         repaired: records read after undoing a known export fault, per fault (counted, not
             passed to ``on_error``).
         reload_errors: reloads that were refused.
+        raw_records: records written by the raw path (:meth:`_raw_plan`) without an Event.
     """
 
     def __init__(self, stages: Sequence[Stage], fanout: Any, *,
@@ -92,6 +93,8 @@ class Pipeline:
         self._lock = threading.Lock()
         self._started = False
         self._sent_pending = 0  # events written by a compiled batch that then raised
+        self.raw_records = 0  # records the raw path wrote without an Event (_raw_plan)
+        self._raw_seen = 0
         # emits[i]: what stage i's emit() does (push into stages i+1...)
         self._emits: list[Emit] = [self._emitter(i + 1) for i in range(len(self.stages))]
         self._steps = list(zip([s.process for s in self.stages], self._emits, strict=True))
@@ -158,9 +161,13 @@ class Pipeline:
 
     def _run_recorded(self, source: Source) -> None:
         direct = self.fanout.direct_event_writer()
+        plan = self._raw_plan(direct)
+        # always told, None included: a source run again keeps no plan of an earlier run
+        if not source.use_raw(plan):
+            plan = None
         batches = source.batches()
         if batches is not None and _run_batch is not None:
-            self._run_batches(batches, direct)
+            self._run_batches(batches, direct, plan)
             return
         # the pure-Python loop: a source's lists are read item by item
         items = source.events() if batches is None else itertools.chain.from_iterable(batches)
@@ -180,11 +187,39 @@ class Pipeline:
             if self._stop:
                 break
 
-    def _run_batches(self, batches: Any, direct: Optional[tuple[SinkSlot, Any]]) -> None:
+    def _raw_plan(self, direct: Optional[tuple[SinkSlot, Any]]) -> Any:
+        """The raw path (``_speedups.RawPlan``) when every stage offers a compiled step
+        (:meth:`Stage.raw_step <sysmonx.interfaces.Stage.raw_step>`) and the one direct sink is
+        the compiled JSON-lines writer; ``None`` otherwise (then every record is an Event, as
+        before). With it, the source writes the records every step passes itself (each the same
+        line, the same stage counters, in the same order) and hands every other record to this
+        loop as its Event, which then goes through all the stages."""
+        if direct is None or _run_batch is None or native.speedups is None:
+            return None
+        self._raw_seen = 0
+        steps = []
+        for stage in self.stages:
+            step = stage.raw_step()
+            if step is None:
+                return None
+            steps.append(step)
+        slot, write = direct
+        if type(write) is not native.speedups.LineWriter:  # not the compiled writer
+            return None
+        if not any(kind == "gate" for kind, _ in steps):  # e.g. --dask's parent: no Sysmon gate
+            return None
+        # made the same way whatever was imported before (RawPlan needs only the JSON side set
+        # up, which the LineWriter's module did); a bad step raises
+        return native.speedups.RawPlan(tuple(steps), write, slot.failure, self)
+
+    def _run_batches(self, batches: Any, direct: Optional[tuple[SinkSlot, Any]],
+                     plan: Any = None) -> None:
         """The loop of :meth:`_run_recorded` (``direct``: :meth:`_direct`'s one events-only sink
         written directly, its slot and ``write``) over a source's
         :meth:`~sysmonx.interfaces.Source.batches`, compiled: the same per-item steps in the same
-        order, without a generator hand-off per item."""
+        order, without a generator hand-off per item. ``plan``: the raw path the source took
+        (:meth:`_raw_plan`): the lines it wrote are added to the slot's ``sent``; its ``None``
+        entries are skipped."""
         assert _run_batch is not None
         deliver = self.fanout.deliver
         processes, emits = self._processes, self._emits_t
@@ -201,11 +236,20 @@ class Pipeline:
             for batch in batches:
                 sent += _run_batch(batch, processes, emits, Event, write, slot.failure, deliver,
                                    self)
+                if plan is not None:
+                    error = plan.take_error()
+                    if error is not None:  # the slot's failure() raised on a raw write
+                        raise error
                 if self._stop:
                     return
         finally:
             slot.sent += sent + self._sent_pending
             self._sent_pending = 0
+            if plan is not None:
+                slot.sent += plan.sent
+                plan.sent = 0
+                self.raw_records += plan.raw - self._raw_seen
+                self._raw_seen = plan.raw
 
     def _direct(self, items: Iterable[Any], slot: SinkSlot, write: Any) -> None:
         """Each item through the stages, then events to ``write`` and anything else to the

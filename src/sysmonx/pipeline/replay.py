@@ -149,7 +149,9 @@ class ReplayStats:
     channel, not written (``--non-sysmon drop``; part of ``non_sysmon``).
 
     ``duplicates``: records dropped as repeats of a record read before (they are in
-    ``records`` only). ``warnings``: warning lines (said once per file; nothing was lost).
+    ``records`` only). ``raw_records``: records the loop's raw path handled without an Event
+    (shown by ``SYSMONX_DEBUG=1 sysmonx replay``). ``warnings``: warning lines (said once per
+    file; nothing was lost).
     ``repaired``: records read after undoing a known export fault, per fault (``{"entity
     references without ';'": 16}``); they are read in full and counted in ``records`` as
     usual."""
@@ -173,6 +175,10 @@ class ReplayStats:
     alerts_held_back: int = 0
     alerts_read_back_out: int = 0
     not_alerts: int = 0
+    #: records the loop's raw path wrote or counted without making an Event
+    #: (``Pipeline.raw_records``; JSON-lines replays of EVTX with the compiled extension). How,
+    #: not what: left out of comparisons (two replays that did the same compare equal)
+    raw_records: int = field(default=0, compare=False)
     #: files whose worker process died replaying them alone, twice (``--jobs``: their
     #: events are not in the output)
     lost_files: list[str] = field(default_factory=list)
@@ -198,6 +204,7 @@ class ReplayStats:
         self.alerts_held_back += part.alerts_held_back
         self.alerts_read_back_out += part.alerts_read_back_out
         self.not_alerts += part.not_alerts
+        self.raw_records += part.raw_records
         self.lost_files.extend(part.lost_files)
 
 
@@ -374,6 +381,7 @@ class Replayer:
             st.alerts_read_back_out = self._read_back.moved
         if self._alerts_only is not None:
             st.not_alerts = self._alerts_only.dropped
+        st.raw_records = self.pipeline.raw_records
         flt = self._filter
         st.included, st.excluded = flt.included, flt.excluded
         if win is not None:

@@ -227,7 +227,7 @@ def unrecognised(path: str, head: bytes) -> ReadError:
 
 def open_source(path: str, on_error: Callable[[ReadError], None],
                 input_format: Optional[str] = None, *, threads: int = 0,
-                batches: bool = False) -> Iterator[Any]:
+                batches: bool = False, raw: Any = None) -> Iterator[Any]:
     """Yield the events of one recorded log file, lazily.
 
     A compressed or archive file (gzip, bzip2, xz, zip, tar; by magic bytes) is read in place by
@@ -243,6 +243,8 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
         batches: yield lists of events instead (:meth:`FileFormat.read_batches
             <sysmonx.sources.base.FileFormat.read_batches>`; archives and streams: one-event
             lists).
+        raw: with ``batches``, the loop's raw path (``_speedups.RawPlan``) for a format that
+            takes it (``raw_batches``: EVTX); others ignore it.
     Raises:
         ValueError: an unknown ``input_format``.
         OSError: the file cannot be opened or read.
@@ -275,6 +277,8 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
             return iter(())
     reader: Any = _reader(fmt)
     if batches:
+        if raw is not None and getattr(reader, "raw_batches", False):
+            return reader.read_batches(path, on_error, threads=threads, raw=raw)
         return reader.read_batches(path, on_error, threads=threads)
     return reader.read(path, on_error, threads=threads)
 

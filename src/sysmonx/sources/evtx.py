@@ -150,12 +150,16 @@ def _read_evtx_py(path: str, on_error: Callable[[ReadError], None], threads: int
 
 
 def read_evtx_batches(path: str, on_error: Callable[[ReadError], None],
-                      threads: int = 0, data: Optional[bytes] = None) -> Generator[list, None, None]:
+                      threads: int = 0, data: Optional[bytes] = None,
+                      raw: Any = None) -> Generator[list, None, None]:
     """:func:`read_evtx` in lists of events (up to :data:`BATCH` each, never across a chunk
     boundary or a damaged spot), for the replay loop: the same events in the same order, the
     same ``on_error`` calls at the same places between them (each list is taken before the
     reader goes on to what comes after it). With the compiled extension the record loop runs in
     C (:func:`_record_batches`); without it each list holds one event of :func:`_records`.
+    ``raw``: the loop's raw path (``_speedups.RawPlan``, compiled loop only): the records it
+    writes itself are ``None`` entries of the lists; a record it cannot take alone ends its list
+    as its Event (so the loop handles it before any later record is written).
 
     Args and Raises: as :func:`read_evtx`.
     """
@@ -164,7 +168,7 @@ def read_evtx_batches(path: str, on_error: Callable[[ReadError], None],
         if parser is None:
             return
         if _batch is not None:
-            yield from _record_batches(path, parser, tracker, on_error)
+            yield from _record_batches(path, parser, tracker, on_error, raw)
         else:
             for event in _records(path, parser, tracker, on_error):
                 yield [event]
@@ -181,7 +185,7 @@ _CONVERT_ERRORS = (_BadRecord, ValueError, TypeError, KeyError, AttributeError)
 
 
 def _record_batches(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
-                    on_error: Callable[[ReadError], None]) -> Iterator[list]:
+                    on_error: Callable[[ReadError], None], raw: Any = None) -> Iterator[list]:
     """:func:`_records` with its per-record part in C (``_speedups.evtx_batch``): lists of
     the events of one chunk; the chunk change, pyevtx-rs's errors and conversion errors come
     back here and are handled exactly as :func:`_records` handles them, in the same order."""
@@ -194,10 +198,14 @@ def _record_batches(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
     counter = compiled_records
     carry: list = []  # the event of a chunk's first record (status 2): its chunk's list begins
     while True:
+        if carry and raw is not None:
+            # the raw path writes during the call: the chunk's first event goes first
+            yield carry
+            carry = []
         out, carry = carry, []
         status, seen, last_rid, payload = batch(it, tracker.first, tracker.last,
                                                 tracker.seen_ids, path, notes, out,
-                                                BATCH - len(out))
+                                                BATCH - len(out), raw)
         if seen:
             failures = 0
             tracker.seen += seen
@@ -1261,6 +1269,7 @@ class EvtxFormat(FileFormat):
     extensions = (".evtx",)
     order = 0
     streamable = False
+    raw_batches = True  # read_batches takes the loop's raw path (``raw``)
 
     @classmethod
     def read(cls, path: str, on_error: OnError, **options: Any) -> Iterator[Event]:
@@ -1269,5 +1278,5 @@ class EvtxFormat(FileFormat):
 
     @classmethod
     def read_batches(cls, path: str, on_error: OnError, **options: Any) -> Iterator[list]:
-        """:func:`read_evtx_batches` (options: ``threads``, ``data``)."""
+        """:func:`read_evtx_batches` (options: ``threads``, ``data``, ``raw``)."""
         return read_evtx_batches(path, on_error, **options)

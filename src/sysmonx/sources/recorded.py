@@ -62,6 +62,7 @@ class RecordedLogs(Source):
         self.expanded = expanded
         self.files = 0
         self.records = 0
+        self._raw: Any = None
 
     def events(self) -> Iterator[Optional[Event]]:
         """Every file's events, in order (one generator for all files: no frame per file on
@@ -78,6 +79,13 @@ class RecordedLogs(Source):
         if native.speedups is None:
             return None
         return self._read(True)
+
+    def use_raw(self, plan: Any) -> bool:
+        """Take the loop's raw path for EVTX files (:meth:`Source.use_raw
+        <sysmonx.interfaces.Source.use_raw>`; other formats' records stay Events; ``None``:
+        none)."""
+        self._raw = plan
+        return plan is not None
 
     def _read(self, batched: bool) -> Iterator[Any]:
         files = self.paths if self.expanded else list(iter_input_files(self.paths,
@@ -98,7 +106,7 @@ class RecordedLogs(Source):
             n = self.records
             try:
                 reader = open_source(path, on_error, self.input_format, threads=self.threads,
-                                     batches=batched)
+                                     batches=batched, raw=self._raw if batched else None)
                 if batched:
                     for batch in reader:
                         before = n

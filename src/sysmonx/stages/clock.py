@@ -141,6 +141,18 @@ class ClockCheckStage(Stage):
         """Check ``item`` (until the file at hand has been warned about)."""
         return self._process_py(item, emit)
 
+    def raw_step(self) -> Optional[tuple[str, Any]]:
+        """``("clock", self)``: the compiled check (a record of the file at hand whose
+        ``UtcTime`` has TimeCreated's date and hour, or none, or a file warned about) over a
+        record's text, which calls :meth:`_raw_enter` for a new file; ``None`` for a
+        subclass."""
+        return ("clock", self) if type(self) is ClockCheckStage else None
+
+    def _raw_enter(self, path: Any) -> None:
+        """A record of ``path`` is next: the state of a new file, as :meth:`process` resets."""
+        if path is not self._path and path != self._path:
+            self._path, self._check = path, ClockCheck()
+
     def _process_py(self, item: Any, emit: Emit) -> bool:
         if item.__class__ is not Event:
             return True

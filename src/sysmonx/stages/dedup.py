@@ -6,7 +6,8 @@ Replaying it would write every event, and raise every alert, twice. Two records 
 record when they have the same provider, computer, channel, EventRecordID and System time (to
 the second: exports keep different precisions, 100 ns in EVTX, milliseconds in winlogbeat,
 seconds in nxlog), as Hayabusa de-duplicates. A record without an EventRecordID (Security-
-Datasets' flat export, Sentinel's Event table) is never taken for a duplicate.
+Datasets' flat export, Sentinel's Event table) is never taken for a duplicate; nor is one whose
+EventRecordID is not an integer (a crafted or damaged record: a warning names the file once).
 
 SysmonX's SigmaAlert events (1000, provider ``SysmonX``) read back are numbered from 1 in every
 run that wrote them, so provider, channel, record id and time do not tell two runs' alerts
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from array import array
 from datetime import date
-from typing import Any
+from typing import Any, Optional
 
 from ..core import native
 from ..core.errors import ReadError
@@ -55,12 +56,16 @@ class DuplicateFilter:
     Attributes:
         dropped: records found to be duplicates so far.
         saturated: True once the bound was reached (later records are passed on unchecked).
+        odd_ids: records whose EventRecordID is there but not an integer (a crafted or
+            damaged record: a string, a float); each is taken as a record without an id, never
+            a duplicate.
     """
 
     def __init__(self, max_blocks: int = MAX_BLOCKS) -> None:
         self.max_blocks = max_blocks
         self.dropped = 0
         self.saturated = False
+        self.odd_ids = 0
         # (provider, computer, channel) -> {block: array('q')}
         self._streams: dict[tuple[str, str, str], dict[int, array[int]]] = {}
         # (stream key, record id) -> set of other times
@@ -87,7 +92,11 @@ class DuplicateFilter:
 
     def _is_duplicate_py(self, event: Event) -> bool:
         rid = event.record_id
-        if rid is None or rid < 0:
+        if rid.__class__ is not int:  # none, or not an integer: no id (module docstring)
+            if rid is not None:
+                self.odd_ids += 1
+            return False
+        if rid < 0:
             return False
         if event.provider == SIGMA_ALERT_PROVIDER and event.event_id == SIGMA_ALERT_EVENT_ID:
             return self._alert_seen(event, rid)
@@ -207,6 +216,7 @@ class DuplicateStage(Stage):
         self.dedup = DuplicateFilter(max_blocks)
         self._is_duplicate = self.dedup._is_duplicate_py
         self._saturation_said = False
+        self._odd_ids_said: Optional[str] = None  # the last file an odd id was reported for
         if native.speedups is not None:
             # process()'s common case compiled: an Event with a new id in a block already made
             # is passed on (True) without a Python call; every other item goes to _process_py.
@@ -221,11 +231,29 @@ class DuplicateStage(Stage):
         """Drop ``item`` if it is an event read before."""
         return self._process_py(item, emit)
 
+    def raw_step(self) -> Optional[tuple[str, Any]]:
+        """``("dedup", streams)``: the compiled ``process``'s common case (a new record id in a
+        block already made) over a record's text; ``None`` without the extension."""
+        if native.speedups is None or self.process == self._process_py or \
+                type(self) is not DuplicateStage:
+            return None
+        return ("dedup", self.dedup._streams)
+
     def _process_py(self, item: Any, emit: Emit) -> bool:
         if item.__class__ is not Event:
             return True
+        odd = self.dedup.odd_ids
         if self._is_duplicate(item):
             return False
+        if self.dedup.odd_ids != odd:
+            origin = item.origin or ("<input>",)
+            path = origin[0]
+            if path != self._odd_ids_said:  # said once per file
+                self._odd_ids_said = path
+                at = origin[1] if len(origin) > 1 and origin[1].__class__ is int else None
+                emit(ReadError(path, at, "file" if at is None else "record",
+                               f"EventRecordID {item.record_id!r} is not an integer: taken as "
+                               "a record without an id (not checked for repeats)", "warning"))
         if not self._saturation_said and self.dedup.saturated:
             self._saturation_said = True
             path = item.origin[0] if item.origin else "<input>"

@@ -21,7 +21,7 @@ channels.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from ..core.registry import STAGES
 from ..event import SIGMA_ALERT_EVENT_ID, SIGMA_ALERT_PROVIDER, SYSMON_PROVIDERS, Event
@@ -87,6 +87,11 @@ class SysmonGate(Stage):
         self.non_sysmon_written = 0
         self.non_sysmon_sigma = 0
         self.sigma_alerts = 0
+
+    def raw_step(self) -> Optional[tuple[str, Any]]:
+        """``("gate", self)``: a Sysmon record, counted in ``sysmon`` (the compiled step);
+        ``None`` for a subclass (its ``process`` may do more)."""
+        return ("gate", self) if type(self) is SysmonGate else None
 
     def process(self, item: Any, emit: Emit) -> bool:
         """Pass Sysmon events; count and drop or pass the others."""
