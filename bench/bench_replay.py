@@ -220,10 +220,12 @@ def child(spec: dict) -> dict:
     clock = time.perf_counter if wall else _cpu
     if not wall and spec["cpu"] is not None:
         os.sched_setaffinity(0, {spec["cpu"]})
-    # imports are outside the load window: what the replay loads lazily is loaded here, but
-    # for the EVTX reader, which the command line imports when it opens the first file (inside
-    # the window, as there: the child takes the path `sysmonx replay` takes)
+    # imports are outside the load window: everything the replay loads lazily is loaded here
+    # (the whole process, imports included, is `--fixed-costs`' row). The loop's raw path does
+    # not depend on what was imported first (tests/test_raw_path.py runs the command line in a
+    # fresh process), so the child takes the path `sysmonx replay` takes.
     import orjson  # noqa: F401
+    import sysmonx.sources.evtx
     import sysmonx.pipeline  # (_replay's own import then costs nothing)
     import sysmonx.filtering.plancache  # noqa: F401  (the engine imports it when it is used)
     from sysmonx.config import load_config
