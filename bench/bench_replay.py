@@ -225,8 +225,8 @@ def child(spec: dict) -> dict:
     # not depend on what was imported first (tests/test_raw_path.py runs the command line in a
     # fresh process), so the child takes the path `sysmonx replay` takes.
     import orjson  # noqa: F401
-    import sysmonx.sources.evtx
     import sysmonx.pipeline  # (_replay's own import then costs nothing)
+    import sysmonx.sources.evtx  # after the pipeline, in the command line's order
     import sysmonx.filtering.plancache  # noqa: F401  (the engine imports it when it is used)
     from sysmonx.config import load_config
     from sysmonx.filtering import FilterEngine
