@@ -4,7 +4,8 @@ reads them back, and a Sysmon record's ``System`` as the evtx library renders it
 
 Used by tests/test_alert_channels.py, test_alert_triage.py, test_sigma_other_channels.py,
 test_detection_wiring.py, test_parallel_readback.py (events and rules) and
-test_lazy_eventdata.py, test_speedups.py (``EVTX_SYSTEM``)."""
+test_lazy_eventdata.py, test_speedups.py (``EVTX_SYSTEM``); test_raw_path.py and
+test_replay_batches.py (``RecordingSink``)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,23 @@ EVTX_SYSTEM = (
     '"Execution":{"#attributes":{"ProcessID":3192,"ThreadID":3288}},"Channel":'
     '"Microsoft-Windows-Sysmon/Operational","Computer":"IEWIN7","Security":{"#attributes":'
     '{"UserID":"S-1-5-18"}}}')
+
+
+class RecordingSink:
+    """A binary stream that keeps what is written (``parts``, one bytes object per ``write``);
+    ``fail_at``: the write (1-based) that raises ``OSError`` (ENOSPC) instead."""
+
+    def __init__(self, fail_at: int = 0) -> None:
+        self.parts: list[bytes] = []
+        self.fail_at = fail_at
+        self.n = 0
+
+    def write(self, b: bytes) -> int:
+        self.n += 1
+        if self.n == self.fail_at:
+            raise OSError(28, "No space left on device")
+        self.parts.append(bytes(b))
+        return len(b)
+
+    def flush(self) -> None:
+        pass

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import RecordingSink
 
 from sysmonx.core import native
 from sysmonx.core.errors import SinkError
@@ -29,21 +30,6 @@ PANACHE = ("evtx/sbousseaden__EVTX-ATTACK-SAMPLES/AutomatedTestingTools/"
            "PanacheSysmon_vs_AtomicRedTeam01.evtx")
 
 
-class _Sink:
-    def __init__(self, fail_at: int = 0) -> None:
-        self.parts: list[bytes] = []
-        self.fail_at = fail_at
-        self.n = 0
-
-    def write(self, b: bytes) -> int:
-        self.n += 1
-        if self.n == self.fail_at:
-            raise OSError(28, "No space left on device")
-        self.parts.append(bytes(b))
-        return len(b)
-
-    def flush(self) -> None:
-        pass
 
 
 def _replay(files: list[str], raw: bool, monkeypatch, fail_at: int = 0,
@@ -60,7 +46,7 @@ def _replay(files: list[str], raw: bool, monkeypatch, fail_at: int = 0,
                 seen.append(item.record_id)
                 return python_process(self, item, emit)
             m.setattr(SysmonGate, "process", process)
-        sink = _Sink(fail_at)
+        sink = RecordingSink(fail_at)
         errors: list[str] = []
         r = Replayer(ReplayOptions(**options), make_writer("jsonl", sink),
                      on_error=lambda e: errors.append(str(e)))
@@ -175,7 +161,7 @@ def test_no_raw_path_with_another_stage(corpus, monkeypatch):
 @needs_ext
 def test_raw_plan_refuses_other_sinks_and_steps():
     from sysmonx.sinks.jsonl import JsonlWriter
-    w = JsonlWriter(_Sink(), close_stream=False)
+    w = JsonlWriter(RecordingSink(), close_stream=False)
     with pytest.raises(TypeError):
         sp.RawPlan((), object(), print, None)
     with pytest.raises(ValueError):

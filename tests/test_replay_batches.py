@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders import RecordingSink
 
 from sysmonx.core import native
 from sysmonx.core.errors import SinkError
@@ -96,7 +97,7 @@ def test_compiled_loops_are_taken(corpus, monkeypatch):
     monkeypatch.setattr(loop_module, "_run_batch", counting)
     before = evtx_source.compiled_records[0]
     r = Replayer(ReplayOptions(keep_duplicates=True, non_sysmon="pass"),
-                 make_writer("jsonl", _Sink()))
+                 make_writer("jsonl", RecordingSink()))
     stats = r.run(files)
     converted = evtx_source.compiled_records[0] - before
     assert stats.records > 100
@@ -105,24 +106,6 @@ def test_compiled_loops_are_taken(corpus, monkeypatch):
     assert max(calls) > 1  # lists of several events, not one call per event
 
 
-class _Sink:
-    """A binary stream that keeps what is written; ``fail_at``: the write (1-based) that raises
-    ``OSError``."""
-
-    def __init__(self, fail_at: int = 0) -> None:
-        self.parts: list[bytes] = []
-        self.fail_at = fail_at
-        self.n = 0
-
-    def write(self, b: bytes) -> int:
-        self.n += 1
-        if self.n == self.fail_at:
-            raise OSError(28, "No space left on device")
-        self.parts.append(bytes(b))
-        return len(b)
-
-    def flush(self) -> None:
-        pass
 
 
 def _run_replay(files: list[str], mode: str, monkeypatch, fail_at: int = 0,
@@ -135,7 +118,7 @@ def _run_replay(files: list[str], mode: str, monkeypatch, fail_at: int = 0,
         if mode == "events":
             from sysmonx.sources.recorded import RecordedLogs
             m.setattr(RecordedLogs, "batches", lambda self: None)
-        sink = _Sink(fail_at)
+        sink = RecordingSink(fail_at)
         errors: list = []
         r = Replayer(ReplayOptions(**options), make_writer("jsonl", sink),
                      on_error=lambda e: errors.append(str(e)))

@@ -2671,6 +2671,23 @@ static PyObject *stagefast_vectorcall(PyObject *op, PyObject *const *args, size_
     Py_RETURN_TRUE;
 }
 
+/* StageFast's interned names and the constant 1, made once (StageFast and RawPlan use them):
+ * 0, or -1 with an exception set. */
+static int sf_names(void) {
+    if (sf_path != NULL) return 0;
+    sf_path = PyUnicode_InternFromString("_path");
+    sf_check = PyUnicode_InternFromString("_check");
+    sf_utc = PyUnicode_InternFromString("UtcTime");
+    sf_engine = PyUnicode_InternFromString("engine");
+    sf_included = PyUnicode_InternFromString("included");
+    sf_one = PyLong_FromLong(1);
+    if (!sf_path || !sf_check || !sf_utc || !sf_engine || !sf_included || !sf_one) {
+        sf_path = NULL; /* tried again next time */
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *stagefast_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     const char *kind;
     PyObject *stage, *fallback;
@@ -2684,16 +2701,7 @@ static PyObject *stagefast_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_RuntimeError, "setup_convert was not called");
         return NULL;
     }
-    if (sf_path == NULL) {
-        sf_path = PyUnicode_InternFromString("_path");
-        sf_check = PyUnicode_InternFromString("_check");
-        sf_utc = PyUnicode_InternFromString("UtcTime");
-        sf_engine = PyUnicode_InternFromString("engine");
-        sf_included = PyUnicode_InternFromString("included");
-        sf_one = PyLong_FromLong(1);
-        if (!sf_path || !sf_check || !sf_utc || !sf_engine || !sf_included || !sf_one)
-            return NULL;
-    }
+    if (sf_names() < 0) return NULL;
     StageFastObject *self = (StageFastObject *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
     self->kind = k;
@@ -2847,16 +2855,7 @@ static PyObject *rp_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
             return NULL;
         }
     }
-    if (sf_path == NULL) { /* StageFast's names */
-        sf_path = PyUnicode_InternFromString("_path");
-        sf_check = PyUnicode_InternFromString("_check");
-        sf_utc = PyUnicode_InternFromString("UtcTime");
-        sf_engine = PyUnicode_InternFromString("engine");
-        sf_included = PyUnicode_InternFromString("included");
-        sf_one = PyLong_FromLong(1);
-        if (!sf_path || !sf_check || !sf_utc || !sf_engine || !sf_included || !sf_one)
-            return NULL;
-    }
+    if (sf_names() < 0) return NULL; /* StageFast's names, which the raw path's steps read */
     RawPlanObject *p = (RawPlanObject *)type->tp_alloc(type, 0);
     if (p == NULL) return NULL;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(steps); i++) {
