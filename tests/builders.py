@@ -5,7 +5,8 @@ reads them back, and a Sysmon record's ``System`` as the evtx library renders it
 Used by tests/test_alert_channels.py, test_alert_triage.py, test_sigma_other_channels.py,
 test_detection_wiring.py, test_parallel_readback.py (events and rules) and
 test_lazy_eventdata.py, test_speedups.py (``EVTX_SYSTEM``); test_raw_path.py and
-test_replay_batches.py (``RecordingSink``)."""
+test_replay_batches.py (``RecordingSink``), test_alert_channels.py and
+test_alerts_readback_followups.py (``whoami_pair_rules``)."""
 
 from __future__ import annotations
 
@@ -103,3 +104,34 @@ class RecordingSink:
 
     def flush(self) -> None:
         pass
+
+
+def whoami_pair_rules(sysmon_id: str, security_id: str, correlation_id: str, gte: int) -> str:
+    """Sigma rules (YAML text): the whoami rule on Sysmon's ``process_creation``
+    (``sysmon_id``, level low), its Security 4688 twin (``security_id``, level low) and an
+    ``event_count`` correlation over both (``correlation_id``, level high, 1 h, ``gte``)."""
+    return whoami_rule(sysmon_id, "whoami (Sysmon)", "low") + f"""---
+title: whoami (Security)
+id: {security_id}
+level: low
+logsource:
+  product: windows
+  service: security
+detection:
+  selection:
+    EventID: 4688
+    NewProcessName|endswith: '\\\\whoami.exe'
+  condition: selection
+---
+title: whoami seen
+id: {correlation_id}
+level: high
+correlation:
+    type: event_count
+    rules:
+        - {sysmon_id}
+        - {security_id}
+    timespan: 1h
+    condition:
+        gte: {gte}
+"""

@@ -8,7 +8,7 @@ record in exactly one channel."""
 
 from __future__ import annotations
 
-from builders import WHOAMI, alert_event, security_event, sysmon_event, whoami_rule
+from builders import WHOAMI, alert_event, security_event, sysmon_event, whoami_pair_rules
 
 from sysmonx.detection import DetectionStage, load_rules_text
 from sysmonx.detection.stages import SigmaMatchStage
@@ -31,31 +31,9 @@ detection:
 """
 
 # a correlation over a Sysmon rule and a Security rule
-PAIR_RULES = whoami_rule("0c1ae2a4-0000-4000-8000-00000000c002", "whoami (Sysmon)", "low") + """---
-title: whoami (Security)
-id: 0c1ae2a4-0000-4000-8000-00000000c003
-level: low
-logsource:
-  product: windows
-  service: security
-detection:
-  selection:
-    EventID: 4688
-    NewProcessName|endswith: '\\\\whoami.exe'
-  condition: selection
----
-title: whoami seen
-id: 0c1ae2a4-0000-4000-8000-00000000c004
-level: high
-correlation:
-    type: event_count
-    rules:
-        - 0c1ae2a4-0000-4000-8000-00000000c002
-        - 0c1ae2a4-0000-4000-8000-00000000c003
-    timespan: 1h
-    condition:
-        gte: 1
-"""
+PAIR_RULES = whoami_pair_rules("0c1ae2a4-0000-4000-8000-00000000c002",
+                               "0c1ae2a4-0000-4000-8000-00000000c003",
+                               "0c1ae2a4-0000-4000-8000-00000000c004", 1)
 
 
 def _script(channel: str, rid: int) -> Event:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from builders import WHOAMI, alert_event, security_event, whoami_rule
+from builders import WHOAMI, alert_event, security_event, whoami_pair_rules, whoami_rule
 
 from sysmonx.cli import main
 from sysmonx.detection import DetectionStage, load_rules_text
@@ -165,31 +165,9 @@ def test_csv_alert_row_of_a_channel_with_a_comma(tmp_path, capsys):
         ("SigmaAlert", "Custom,Trace/Operational", "42")]
 
 
-PAIR = whoami_rule("0c1ae2a4-0000-4000-8000-0000000000d2", "whoami (Sysmon)", "low") + """---
-title: whoami (Security)
-id: 0c1ae2a4-0000-4000-8000-0000000000d3
-level: low
-logsource:
-  product: windows
-  service: security
-detection:
-  selection:
-    EventID: 4688
-    NewProcessName|endswith: '\\\\whoami.exe'
-  condition: selection
----
-title: whoami seen
-id: 0c1ae2a4-0000-4000-8000-0000000000d4
-level: high
-correlation:
-    type: event_count
-    rules:
-        - 0c1ae2a4-0000-4000-8000-0000000000d2
-        - 0c1ae2a4-0000-4000-8000-0000000000d3
-    timespan: 1h
-    condition:
-        gte: 2
-"""
+PAIR = whoami_pair_rules("0c1ae2a4-0000-4000-8000-0000000000d2",
+                         "0c1ae2a4-0000-4000-8000-0000000000d3",
+                         "0c1ae2a4-0000-4000-8000-0000000000d4", 2)
 
 
 def _correlation(sysmon_channel: str = "Microsoft-Windows-Sysmon/Operational") -> Alert:
