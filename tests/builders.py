@@ -4,7 +4,7 @@ reads them back, and a Sysmon record's ``System`` as the evtx library renders it
 
 Used by tests/test_alert_channels.py, test_alert_triage.py, test_sigma_other_channels.py,
 test_detection_wiring.py, test_parallel_readback.py (events and rules) and
-test_lazy_eventdata.py, test_speedups.py (``EVTX_SYSTEM``); test_raw_path.py and
+test_lazy_eventdata.py, test_speedups.py, test_sigma_raw_key.py (``EVTX_SYSTEM``); test_raw_path.py and
 test_replay_batches.py (``RecordingSink``), test_alert_channels.py and
 test_alerts_readback_followups.py (``whoami_pair_rules``)."""
 

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from builders import EVTX_SYSTEM
 
 from sysmonx.core import native
 from sysmonx.detection import matcher as matcher_mod
@@ -116,13 +117,7 @@ def test_raw_keys_with_a_small_memory(corpus, monkeypatch):
         assert first[k] == py1[k] and again[k] == py2[k], k
 
 
-SYSTEM = ('"System":{"Provider":{"#attributes":{"Name":"Microsoft-Windows-Sysmon",'
-          '"Guid":"5770385F-C22A-43E0-BF4C-06F5698FFBD9"}},"EventID":1,"Version":5,"Level":4,'
-          '"Task":1,"Opcode":0,"Keywords":"0x8000000000000000","TimeCreated":{"#attributes":'
-          '{"SystemTime":"2019-04-18T16:55:37.125139Z"}},"EventRecordID":4,"Correlation":null,'
-          '"Execution":{"#attributes":{"ProcessID":3192,"ThreadID":3288}},"Channel":'
-          '"Microsoft-Windows-Sysmon/Operational","Computer":"IEWIN7","Security":{"#attributes":'
-          '{"UserID":"S-1-5-18"}}}')
+SYSTEM = EVTX_SYSTEM
 
 
 def _record(fields: dict) -> str:
