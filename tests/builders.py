@@ -6,7 +6,8 @@ Used by tests/test_alert_channels.py, test_alert_triage.py, test_sigma_other_cha
 test_detection_wiring.py, test_parallel_readback.py (events and rules) and
 test_lazy_eventdata.py, test_speedups.py, test_sigma_raw_key.py (``EVTX_SYSTEM``); test_raw_path.py and
 test_replay_batches.py (``RecordingSink``), test_alert_channels.py and
-test_alerts_readback_followups.py (``whoami_pair_rules``)."""
+test_alerts_readback_followups.py (``whoami_pair_rules``), test_parallel_readback.py and
+test_alerts_readback_followups.py (``folder_with_read_back_alerts``)."""
 
 from __future__ import annotations
 
@@ -135,3 +136,24 @@ correlation:
     condition:
         gte: {gte}
 """
+
+
+def folder_with_read_back_alerts(evtx: Path, rules: Path, tmp_path: Path) -> tuple[Path, list]:
+    """Replay ``evtx`` with the Sigma ``rules`` file to JSON lines (``sysmonx replay ... -f
+    jsonl -q``, exit 0 asserted), then make ``tmp_path/in`` holding the EVTX (a symlink,
+    ``b_events.evtx``) and, after it, the run's SigmaAlert lines (``c_alerts.jsonl``), as a
+    replay reads an earlier output back. Returns the folder and the alert lines' ``RuleKind``s
+    in order."""
+    import orjson
+
+    from sysmonx.cli import main
+    first = tmp_path / "first.jsonl"
+    assert main(["replay", str(evtx), "--rules", str(rules), "-f", "jsonl", "-o", str(first),
+                 "-q"]) == 0
+    alerts = [ln for ln in first.read_bytes().splitlines(keepends=True)
+              if orjson.loads(ln)["EventID"] == 1000]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "b_events.evtx").symlink_to(evtx)
+    (folder / "c_alerts.jsonl").write_bytes(b"".join(alerts))  # after its events
+    return folder, [orjson.loads(ln)["RuleKind"] for ln in alerts]

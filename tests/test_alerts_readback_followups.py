@@ -15,7 +15,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from builders import WHOAMI, alert_event, security_event, whoami_pair_rules, whoami_rule
+from builders import (WHOAMI, alert_event, folder_with_read_back_alerts, security_event,
+                      whoami_pair_rules, whoami_rule)
 
 from sysmonx.cli import main
 from sysmonx.detection import DetectionStage, load_rules_text
@@ -59,17 +60,9 @@ def folder(corpus, tmp_path, capsys) -> Path:
     it (the whoami detection and the correlation over it) as event 1000 JSON lines."""
     rules = tmp_path / "corr.yml"
     rules.write_text(CORR)
-    first = tmp_path / "first.jsonl"
-    assert main(["replay", str(corpus / PANACHE), "--rules", str(rules), "-f", "jsonl",
-                 "-o", str(first), "-q"]) == 0
+    d, kinds = folder_with_read_back_alerts(corpus / PANACHE, rules, tmp_path)
     capsys.readouterr()
-    alerts = [ln for ln in first.read_bytes().splitlines(keepends=True)
-              if orjson.loads(ln)["EventID"] == 1000]
-    assert [orjson.loads(ln)["RuleKind"] for ln in alerts] == ["detection", "event_count"]
-    d = tmp_path / "in"
-    d.mkdir()
-    (d / "b_events.evtx").symlink_to(corpus / PANACHE)
-    (d / "c_alerts.jsonl").write_bytes(b"".join(alerts))
+    assert kinds == ["detection", "event_count"]
     return d
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from builders import whoami_rule
+from builders import folder_with_read_back_alerts, whoami_rule
 
 from sysmonx.cli import main
 
@@ -44,18 +44,9 @@ def _summary(err: str) -> list[str]:
 def inputs(corpus, tmp_path, capsys) -> tuple[Path, Path]:
     rules = tmp_path / "whoami.yml"
     rules.write_text(RULES)
-    first = tmp_path / "first.jsonl"
-    assert main(["replay", str(corpus / PANACHE), "--rules", str(rules), "-f", "jsonl",
-                 "-o", str(first), "-q"]) == 0
+    folder, kinds = folder_with_read_back_alerts(corpus / PANACHE, rules, tmp_path)
     capsys.readouterr()
-    alerts = [ln for ln in first.read_bytes().splitlines(keepends=True)
-              if orjson.loads(ln)["EventID"] == 1000]
-    assert [orjson.loads(ln)["RuleKind"] for ln in alerts] == \
-        ["detection", "event_count"]
-    folder = tmp_path / "in"
-    folder.mkdir()
-    (folder / "b_events.evtx").symlink_to(corpus / PANACHE)
-    (folder / "c_alerts.jsonl").write_bytes(b"".join(alerts))  # after its events
+    assert kinds == ["detection", "event_count"]
     return folder, rules
 
 
