@@ -281,6 +281,18 @@ def test_text_report_neutralises_terminal_escapes():
     assert "\\u001b" in text  # shown, not obeyed
 
 
+def test_text_report_header_counts_rule_sets_and_filters_in_words():
+    """The header spells the config's size as the CLI's load line does: "1 rule set", not
+    "1 rule sets" (a new user's report)."""
+    from sysmonx.workbench.stats import format_text
+    one = parse_config('<Sysmon schemaversion="4.90"><EventFiltering><ProcessCreate '
+                       'onmatch="include"><Image condition="end with">a.exe</Image>'
+                       '</ProcessCreate></EventFiltering></Sysmon>')
+    assert "(schema 4.90, 1 rule set, 1 filter)" in format_text(ConfigStats(one).to_dict())
+    text = format_text(ConfigStats(parse_config(CONFIG_OR_AND)).to_dict())
+    assert "(schema 4.90, 2 rule sets, 6 filters)" in text
+
+
 def test_commands_are_listed(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out

@@ -374,8 +374,9 @@ def format_text(d: dict[str, Any], top: int = 20) -> str:
     from ..filtering.explain import display_safe as safe
 
     from .common import quoted
+    n, f = d['config']['rule_sets'], d['config']['filters']
     out = [f"Config: {d['config']['file']} (schema {d['config']['schema']}, "
-           f"{d['config']['rule_sets']} rule sets, {d['config']['filters']} filters)"]
+           f"{n:,} rule set{'' if n == 1 else 's'}, {f:,} filter{'' if f == 1 else 's'})"]
     if d.get("read"):
         r = d["read"]
         out.append(f"Read: {r['files']} files, {r['records']} records, {r['sysmon']} Sysmon "
