@@ -169,6 +169,18 @@ def _decoded(files: list[str]) -> int:
     return n
 
 
+def _one_pass(files: list[str]) -> list[str]:
+    """The files of one pass: ``files`` up to the first that comes again."""
+    out: list[str] = []
+    seen: set = set()
+    for f in files:
+        if f in seen:
+            break
+        seen.add(f)
+        out.append(f)
+    return out
+
+
 def _replay(files: list[str], config, fmt: str, engine, jobs: int,
             keep_duplicates: bool = False, detection=None) -> int:
     from sysmonx.pipeline import Replayer, ReplayOptions, make_writer, replay_parallel
@@ -198,7 +210,7 @@ def _replay(files: list[str], config, fmt: str, engine, jobs: int,
         if r is None or f in seen:
             total += r.stats.records if r is not None else 0
             r, seen = Replayer(ReplayOptions(config=config), writer, engine=engine), set()
-            r.read_ahead(files[i:])  # as the command line tells it the files it reads
+            r.read_ahead(_one_pass(files[i:]))  # as the command line: the files it reads
         seen.add(f)
         r.run_file(f)
         if r.stats.duplicates:
