@@ -169,6 +169,18 @@ def _decoded(files: list[str]) -> int:
     return n
 
 
+def _one_pass(files: list[str]) -> list[str]:
+    """The files of one pass: ``files`` up to the first that comes again."""
+    out: list[str] = []
+    seen: set = set()
+    for f in files:
+        if f in seen:
+            break
+        seen.add(f)
+        out.append(f)
+    return out
+
+
 def _replay(files: list[str], config, fmt: str, engine, jobs: int,
             keep_duplicates: bool = False, detection=None) -> int:
     from sysmonx.pipeline import Replayer, ReplayOptions, make_writer, replay_parallel
@@ -176,6 +188,7 @@ def _replay(files: list[str], config, fmt: str, engine, jobs: int,
         writer = None if fmt == "none" else make_writer(fmt, _Null())
         r = Replayer(ReplayOptions(config=config, keep_duplicates=True), writer, engine=engine,
                      detection=detection)
+        r.read_ahead(files)  # as the command line
         for f in files:
             r.run_file(f)
         r.finish()  # open correlation windows, the filter's plans stored, as the CLI does
@@ -193,10 +206,11 @@ def _replay(files: list[str], config, fmt: str, engine, jobs: int,
     # One replayer per pass over the file list: its duplicate filter runs (and costs what it
     # costs) but a second pass over the same files is not taken for duplicates and dropped.
     total, r, seen = 0, None, set()
-    for f in files:
+    for i, f in enumerate(files):
         if r is None or f in seen:
             total += r.stats.records if r is not None else 0
             r, seen = Replayer(ReplayOptions(config=config), writer, engine=engine), set()
+            r.read_ahead(_one_pass(files[i:]))  # as the command line: the files it reads
         seen.add(f)
         r.run_file(f)
         if r.stats.duplicates:

@@ -456,7 +456,10 @@ def add_triage_options(p: argparse.ArgumentParser, replay: bool = False) -> None
 def triage_from_args(args: argparse.Namespace, console) -> tuple[bool, Any]:
     """The :class:`~sysmonx.detection.triage.AlertTriage` of ``--min-level``, ``--technique``
     and ``--tag``: ``(True, triage or None)``, or ``(False, None)`` after printing the error
-    of a bad value (the caller exits :data:`EXIT_USAGE`)."""
+    of a bad value (the caller exits :data:`EXIT_USAGE`). None of the three given: ``(True,
+    None)`` without importing the detection package (a replay without alerts does not load it)."""
+    if args.min_level is None and not args.technique and not args.tag:
+        return True, None  # what AlertTriage.from_options returns for no selection
     from ..detection.triage import AlertTriage, TriageError
     try:
         return True, AlertTriage.from_options(args.min_level, args.technique, args.tag)

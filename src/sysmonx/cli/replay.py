@@ -443,6 +443,7 @@ def _replay(args: argparse.Namespace, console: Any, say: Callable[[str, str], No
 
                 replayer = Replayer(options, None, on_error=on_error, on_progress=on_progress,
                                     sinks=sinks, detection=stage, extra_stages=extra)
+                replayer.read_ahead(files)
                 for path in files:
                     replayer.run_file(path)
                     file_done(path, replayer.stats)

@@ -347,6 +347,7 @@ def _replay_group(task: tuple[int, list[str]]) -> tuple[Optional[str], Optional[
             r = Replayer(_WORKER["options"], writer, on_error=spool.add,
                          engine=_WORKER["engine"])
         before = _snapshot(r.stats)
+        r.read_ahead(paths)
         for path in paths:
             lines = spool.count
             r.run_file(path)
