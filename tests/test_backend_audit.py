@@ -992,3 +992,20 @@ def test_audit_disabled_is_said_blind_and_enabled_again(baseline, start_backend)
     assert col.wait_for(lambda o: isinstance(o, ProcessExec) and o.pid == p.pid)
     be.stop()
     assert len(_said(col, "audit was")) == 2        # nothing more at a clean stop
+
+
+def test_audit_pid_never_reads_the_multicast_group_without_taking_the_pid(baseline,
+                                                                          start_backend):
+    """Option ``audit_pid="never"``: audit is enabled and the rules added as in unicast mode,
+    but the pid stays free (an auditd can register at any time); records come by multicast."""
+    _needs_free_audit(baseline)
+    be, col = start_backend(audit_pid="never")
+    assert be.mode == "multicast"
+    cfg, rules = nl.snapshot_state()
+    assert cfg["pid"] == 0 and cfg["enabled"] == 1
+    assert [r for r in rules if nl.AuditRule.unpack(r).key == "sysmonx"]
+    p = subprocess.Popen(["/bin/sh", "-c", "echo never taken"], stdout=subprocess.DEVNULL)
+    p.wait(timeout=10)
+    ev = col.wait_for(lambda o: isinstance(o, ProcessExec) and o.pid == p.pid)
+    assert [e.argv for e in ev] == [["/bin/sh", "-c", "echo never taken"]]
+    be.stop()   # enabled put back: the baseline check
