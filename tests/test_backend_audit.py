@@ -1009,3 +1009,21 @@ def test_audit_pid_never_reads_the_multicast_group_without_taking_the_pid(baseli
     ev = col.wait_for(lambda o: isinstance(o, ProcessExec) and o.pid == p.pid)
     assert [e.argv for e in ev] == [["/bin/sh", "-c", "echo never taken"]]
     be.stop()   # enabled put back: the baseline check
+
+
+def test_audit_rules_removed_is_said_once_per_episode(baseline, start_backend):
+    """Rules of the sensor deleted behind its back: ``integrity()`` reports them at every
+    check while they are missing (the guard makes one finding of it), stderr says it once."""
+    said: list = []
+    be, col = start_backend(on_status=said.append)
+    ctl = nl.AuditSocket()
+    try:
+        ours = [r for r in ctl.list_rules() if nl.AuditRule.unpack(r).key == "sysmonx"]
+        ctl.del_rule(ours[0])
+        problem = ("audit_rules_changed", f"1 of the sensor's {len(ours)} audit rules (key "
+                   "'sysmonx') were removed from the kernel")
+        assert be.integrity() == [problem] and be.integrity() == [problem]
+        assert said == [f"audit: {problem[1]}: an audit_rules_changed finding (event 201)"]
+    finally:
+        ctl.close()
+    be.stop()   # the other rules deleted, the state as before: the baseline check

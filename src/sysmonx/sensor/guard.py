@@ -1074,10 +1074,10 @@ class SensorGuard:
 
     def _integrity_check(self) -> None:
         """The backends' :meth:`integrity` problems: one finding per episode (a problem found
-        at one check and not at the one before), said on stderr when it starts and when a
-        check no longer finds it. The problems of all backends are compared together (before
-        2026-12-08 each backend's check replaced the previous one's, so a problem of the audit
-        backend was new again after the DNS backend's empty check: one finding every 2.5 s)."""
+        at one check and not at the one before; the backends say their problems on stderr
+        themselves). The problems of all backends are compared together (before 2026-12-08
+        each backend's check replaced the previous one's, so a problem of the audit backend
+        was new again after the DNS backend's empty check: one finding every 2.5 s)."""
         if self._stopping:
             return
         problems: set[tuple[str, str]] = set()
@@ -1087,10 +1087,6 @@ class SensorGuard:
                 problems.update(check())
         for technique, details in sorted(problems - self._integrity_seen):
             self.finding(technique, details)
-            self.on_status(f"guard: {details}: finding {technique} (event 201; one per "
-                           "episode)")
-        for technique, details in sorted(self._integrity_seen - problems):
-            self.on_status(f"guard: no longer so: {details} (the {technique} episode ended)")
         self._integrity_seen = problems
 
     def _blind(self) -> bool:

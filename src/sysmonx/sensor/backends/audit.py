@@ -250,6 +250,7 @@ class AuditBackend(AuditClassifier, Backend):
         self.handed_back: Optional[str] = None
         self._blind_since: Optional[int] = None  # ns since 1970 when audit was seen disabled
         self._blind_count = 0
+        self._integrity_said: set = set()      # integrity() problems said on stderr
         self._status = self.options.get("on_status") or (lambda msg: None)
         self.watched_devices: dict = {}          # path -> (st_dev, st_ino)
         self._watch_ids: dict = {}               # (st_dev, st_ino) -> path
@@ -607,6 +608,12 @@ class AuditBackend(AuditClassifier, Backend):
             out.append(("audit_rules_changed", "audit was disabled (enabled=0)"))
         if self.mode == "unicast" and st.pid != os.getpid():
             out.append(("audit_rules_changed", f"the audit pid was taken by pid {st.pid}"))
+        said = set(out)
+        for _, details in out:  # stderr once per episode (audit disabled: _blind_check says it)
+            if ("audit_rules_changed", details) not in self._integrity_said and \
+                    not details.startswith("audit was disabled"):
+                self._status(f"audit: {details}: an audit_rules_changed finding (event 201)")
+        self._integrity_said = said
         return out
 
     # rules ----------------------------------------------------------------------------------
