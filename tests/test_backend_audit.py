@@ -12,6 +12,7 @@ assertions only look at the test's own process tree.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -33,8 +34,9 @@ from sysmonx.sensor.backends import audit_netlink as nl
 from sysmonx.sensor.backends import audit_records
 from sysmonx.sensor.backends.audit import AuditBackend
 from sysmonx.sensor.backends.base import BackendUnavailable
-from sysmonx.sensor.observations import (ProcessExit, FileCreate, FileDelete, Loss, NetworkConnect,
-                                         ProcessAccess, ProcessExec, RawAccessRead)
+from sysmonx.sensor.observations import (BackendError, ProcessExit, FileCreate, FileDelete, Loss,
+                                         NetworkConnect, ProcessAccess, ProcessExec,
+                                         RawAccessRead)
 
 pytestmark = pytest.mark.live
 
@@ -825,3 +827,203 @@ def test_multicast_overflow_is_reported_as_enobufs_loss(fake_auditd, start_backe
                         timeout=15)
     assert hits and all(o.count == 0 and "ENOBUFS" in o.detail for o in hits)
     assert be.stats()["enobufs"] >= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# session 13, a Sysmon for Linux admin's report: an auditd started after the sensor could not
+# register (EEXIST) while the sensor held the audit pid; audit disabled went unsaid
+# ---------------------------------------------------------------------------------------------
+
+#: A stand-in for auditd (no auditd on the test hosts): as auditd does at start, register as the
+#: audit daemon (AUDIT_SET pid=self) after reading its configuration (a short sleep), then set
+#: enabled=1; it drains its records until stdin closes and then puts back the configuration the
+#: test gives (argv[1], JSON) and unregisters. ``tries`` attempts, ``gap`` s apart (argv[2:]).
+STAND_IN_AUDITD = """
+    import errno, json, os, select, sys, time
+    from sysmonx.sensor.backends import audit_netlink as nl
+    original, tries, gap = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    s = nl.AuditSocket(rcvbuf=8 << 20)
+    time.sleep(0.05)
+    results = []
+    for i in range(tries):
+        try:
+            s.set_status(pid=os.getpid())
+            results.append(0)
+            break
+        except nl.AuditError as e:
+            results.append(-e.errno)
+            time.sleep(gap)
+    print(json.dumps(results), flush=True)
+    if results[-1] == 0:
+        s.set_status(enabled=1)
+    while True:
+        r, _, _ = select.select([s.sock, sys.stdin], [], [], 1.0)
+        if sys.stdin in r:
+            break
+        if s.sock in r:
+            try:
+                s.recv_datagram(0)
+            except OSError:
+                pass
+    if results[-1] == 0:
+        s.set_status(enabled=original["enabled"], backlog_limit=original["backlog_limit"],
+                     backlog_wait_time=original["backlog_wait_time"],
+                     rate_limit=original["rate_limit"])
+        s.set_status(pid=0)
+    print("done", flush=True)
+"""
+
+
+def _stand_in(tmp_path, name, original, tries=1, gap=0.0):
+    """Start :data:`STAND_IN_AUDITD` as an executable named ``name`` (its comm)."""
+    script = tmp_path / name
+    script.write_text(f"#!{sys.executable}\n" + textwrap.dedent(STAND_IN_AUDITD))
+    script.chmod(0o755)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.Popen([str(script), json.dumps(original), str(tries), str(gap)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _end(p):
+    p.stdin.close()
+    try:
+        assert p.stdout.readline().strip() == "done"
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def _said(col, text):
+    return [o for o in col.snapshot() if isinstance(o, BackendError) and text in o.message]
+
+
+def _needs_free_audit(baseline):
+    if baseline[0]["pid"]:
+        pytest.skip("an audit daemon runs on this host: the sensor does not take the pid")
+
+
+def test_an_auditd_started_after_the_sensor_registers(baseline, start_backend, tmp_path):
+    """The report: the sensor held the audit pid, so an auditd started later got EEXIST and
+    exited. At the exec of a process named auditd the sensor hands the pid back and reads the
+    multicast group: the auditd's AUDIT_SET pid succeeds, collection goes on, and at stop the
+    sensor removes its rules and leaves that daemon's enabled and limits alone."""
+    _needs_free_audit(baseline)
+    be, col = start_backend()
+    assert be.mode == "unicast" and nl.snapshot_state()[0]["pid"] == os.getpid()
+    daemon = _stand_in(tmp_path, "auditd", baseline[0])
+    try:
+        assert json.loads(daemon.stdout.readline()) == [0]        # registered at once
+        assert nl.snapshot_state()[0]["pid"] == daemon.pid
+        said = _said(col, "the sensor handed the audit pid back (AUDIT_SET pid=0)")
+        assert [o.host_fact for o in said] == [True]
+        assert said[0].message.startswith(f"auditd started (pid {daemon.pid}): ")
+        assert be.mode == "multicast" and be.handed_back == f"auditd started (pid {daemon.pid})"
+        p = subprocess.Popen(["/bin/sh", "-c", "echo after the hand-back"],
+                             stdout=subprocess.DEVNULL)
+        p.wait(timeout=10)
+        ev = col.wait_for(lambda o: isinstance(o, ProcessExec) and o.pid == p.pid)
+        assert [e.argv for e in ev] == [["/bin/sh", "-c", "echo after the hand-back"]]
+        assert be.integrity() == []              # a handed-back pid is no tampering
+        be.stop()
+        cfg, rules = nl.snapshot_state()
+        assert cfg["pid"] == daemon.pid and cfg["enabled"] == 1
+        assert not [r for r in rules if nl.AuditRule.unpack(r).key == "sysmonx"]
+        left = _said(col, f"left as they are at stop: pid {daemon.pid} (auditd) is the audit "
+                          "daemon now")
+        assert [o.message.split(" left")[0] for o in left] == \
+            (["audit enabled"] if baseline[0]["enabled"] != 1 else []) + ["audit limits"]
+    finally:
+        _end(daemon)
+
+
+def test_a_refused_audit_pid_request_hands_the_pid_back(baseline, start_backend, tmp_path):
+    """A process not named auditd asks for the audit pid while the sensor holds it: the
+    kernel refuses (EEXIST) and sends the holder AUDIT_REPLACE; the sensor hands the pid back,
+    so the next attempt succeeds, and says who asked."""
+    _needs_free_audit(baseline)
+    be, col = start_backend()
+    assert be.mode == "unicast"
+    asker = _stand_in(tmp_path, "collector", baseline[0], tries=20, gap=0.25)
+    try:
+        results = json.loads(asker.stdout.readline())
+        assert results[0] == -errno.EEXIST and results[-1] == 0 and len(results) >= 2
+        assert nl.snapshot_state()[0]["pid"] == asker.pid
+        assert be.handed_back == (f"pid {asker.pid} (collector) asked for the audit pid and "
+                                  "was refused (EEXIST) while the sensor held it; it can "
+                                  "register now")
+    finally:
+        _end(asker)
+    be.stop()   # nobody holds the pid now: everything is put back (the baseline check)
+
+
+def test_audit_disabled_is_said_blind_and_enabled_again(baseline, start_backend):
+    """The report: ``auditctl -e 0`` behind tier B made ProcessCreate go dark with nothing on
+    stderr, no event 255 and "lost 0". Event 255 says the collection is blind and, when audit
+    is enabled again, for how long; :meth:`blind_episodes` tells the heartbeat."""
+    said: list = []
+    be, col = start_backend(on_status=said.append)
+    assert be.blind_episodes() == (0, False)
+    ctl = nl.AuditSocket()
+    try:
+        ctl.set_status(enabled=0)
+        blind = col.wait_for(lambda o: isinstance(o, BackendError) and
+                             o.message.startswith("audit was disabled (enabled=0): collection "
+                                                  "is blind from now on: ProcessCreate (1"),
+                             timeout=5)
+        assert len(blind) == 1 and not blind[0].host_fact
+        assert be.blind_episodes() == (1, True)
+        assert said == [f"audit: {blind[0].message}"]
+        assert ("audit_rules_changed", "audit was disabled (enabled=0)") in be.integrity()
+        p = subprocess.Popen(["/bin/sh", "-c", "echo while blind"], stdout=subprocess.DEVNULL)
+        p.wait(timeout=10)
+        time.sleep(1.5)
+        assert not [o for o in col.snapshot() if isinstance(o, ProcessExec) and o.pid == p.pid]
+    finally:
+        ctl.set_status(enabled=1)
+        ctl.close()
+    back = col.wait_for(lambda o: isinstance(o, BackendError) and
+                        o.message.startswith("audit was enabled again (enabled=1): collection "
+                                             "resumed after "), timeout=5)
+    assert len(back) == 1 and be.blind_episodes() == (1, False)
+    p = subprocess.Popen(["/bin/sh", "-c", "echo seen again"], stdout=subprocess.DEVNULL)
+    p.wait(timeout=10)
+    assert col.wait_for(lambda o: isinstance(o, ProcessExec) and o.pid == p.pid)
+    be.stop()
+    assert len(_said(col, "audit was")) == 2        # nothing more at a clean stop
+
+
+def test_audit_pid_never_reads_the_multicast_group_without_taking_the_pid(baseline,
+                                                                          start_backend):
+    """Option ``audit_pid="never"``: audit is enabled and the rules added as in unicast mode,
+    but the pid stays free (an auditd can register at any time); records come by multicast."""
+    _needs_free_audit(baseline)
+    be, col = start_backend(audit_pid="never")
+    assert be.mode == "multicast"
+    cfg, rules = nl.snapshot_state()
+    assert cfg["pid"] == 0 and cfg["enabled"] == 1
+    assert [r for r in rules if nl.AuditRule.unpack(r).key == "sysmonx"]
+    p = subprocess.Popen(["/bin/sh", "-c", "echo never taken"], stdout=subprocess.DEVNULL)
+    p.wait(timeout=10)
+    ev = col.wait_for(lambda o: isinstance(o, ProcessExec) and o.pid == p.pid)
+    assert [e.argv for e in ev] == [["/bin/sh", "-c", "echo never taken"]]
+    be.stop()   # enabled put back: the baseline check
+
+
+def test_audit_rules_removed_is_said_once_per_episode(baseline, start_backend):
+    """Rules of the sensor deleted behind its back: ``integrity()`` reports them at every
+    check while they are missing (the guard makes one finding of it), stderr says it once."""
+    said: list = []
+    be, col = start_backend(on_status=said.append)
+    ctl = nl.AuditSocket()
+    try:
+        ours = [r for r in ctl.list_rules() if nl.AuditRule.unpack(r).key == "sysmonx"]
+        ctl.del_rule(ours[0])
+        problem = ("audit_rules_changed", f"1 of the sensor's {len(ours)} audit rules (key "
+                   "'sysmonx') were removed from the kernel")
+        assert be.integrity() == [problem] and be.integrity() == [problem]
+        assert said == [f"audit: {problem[1]}: an audit_rules_changed finding (event 201)"]
+    finally:
+        ctl.close()
+    be.stop()   # the other rules deleted, the state as before: the baseline check

@@ -405,8 +405,12 @@ class Sensor:
         if len(set(st.written_by_output.values())) > 1:  # the outputs differ: each one's count
             text += " (" + ", ".join(f"{n:,} to {name}"
                                      for name, n in st.written_by_output.items()) + ")"
-        text += (f", filtered out {sum(st.filtered.values()):,}, lost {st.lost:,}, "
-                 f"errors {st.errors}")
+        blind = getattr(self.source, "blind_episodes", lambda: 0)()
+        text += f", filtered out {sum(st.filtered.values()):,}, lost {st.lost:,}"
+        if blind:  # a blind source's missed events were never counted: not a known 0
+            text += (f" counted and an unknown number more (collection blind {blind} "
+                     f"time{'s' if blind > 1 else ''}: audit disabled; event 255)")
+        text += f", errors {st.errors}"
         if st.errors:  # what they were, by kind (each is an event 255 in the output)
             refused = self.pipeline.reload_errors
             kinds = [f"{n:,} {what}" for n, what in (

@@ -106,6 +106,9 @@ __all__ = ["GuardOptions", "SensorGuard", "SensorState", "read_state", "sd_notif
            "PRELOAD_PATH", "DEFAULT_HEARTBEAT_S", "HUP_WAIT_S", "replaceable_by_others"]
 
 PRELOAD_PATH = "/etc/ld.so.preload"
+#: Heartbeat ``EventsLost`` when a source was blind in the window (docs/RESILIENCE.md): events
+#: were missed and their number cannot be known; the documented unknown value, not 0.
+UNKNOWN_COUNT = "-"
 #: Seconds between heartbeats when neither the command line nor the configuration says.
 DEFAULT_HEARTBEAT_S = 60.0
 
@@ -388,6 +391,9 @@ class SensorGuard:
         self._failing: set[str] = set()
         self._clock = time.time_ns() - time.monotonic_ns()
         self._integrity_seen: set[tuple[str, str]] = set()
+        #: id(backend) -> (its blind episodes, blind then) at the previous heartbeat
+        #: (:meth:`_blind`)
+        self._blind_seen: dict[int, tuple[int, bool]] = {}
         self._stopping = False
         usec = os.environ.get("WATCHDOG_USEC", "")
         wpid = os.environ.get("WATCHDOG_PID", "")
@@ -855,7 +861,9 @@ class SensorGuard:
         ev = self.assembler.envelope(HEARTBEAT_EVENT_ID, {
             "RuleName": "-", "UtcTime": utc_time(now_ns), "Sequence": str(self._seq),
             "SecondsSincePrevious": str(max(0, since)),
-            "EventsWritten": str(max(0, written - w0)), "EventsLost": str(max(0, lost - l0)),
+            "EventsWritten": str(max(0, written - w0)),
+            # a source blind during the window missed events nobody counted: the unknown value
+            "EventsLost": UNKNOWN_COUNT if self._blind() else str(max(0, lost - l0)),
             "Backend": self.backend or "-", "ConfigurationFileHash": self.config_hash or "-"},
             now_ns)
         with self._lock:
@@ -1065,16 +1073,38 @@ class SensorGuard:
                                                "per episode; the count when it works again)")
 
     def _integrity_check(self) -> None:
+        """The backends' :meth:`integrity` problems: one finding per episode (a problem found
+        at one check and not at the one before; the backends say their problems on stderr
+        themselves). The problems of all backends are compared together (before 2026-12-08
+        each backend's check replaced the previous one's, so a problem of the audit backend
+        was new again after the DNS backend's empty check: one finding every 2.5 s)."""
         if self._stopping:
             return
+        problems: set[tuple[str, str]] = set()
         for b in self.backends:
             check = getattr(b, "integrity", None)
-            if check is None:
+            if check is not None:
+                problems.update(check())
+        for technique, details in sorted(problems - self._integrity_seen):
+            self.finding(technique, details)
+        self._integrity_seen = problems
+
+    def _blind(self) -> bool:
+        """Whether a backend was blind (:meth:`Backend.blind_episodes`: a collection it could
+        not do, such as tier B with audit disabled) at any time since the previous heartbeat:
+        its events were missed and how many cannot be known."""
+        blind = False
+        for b in self.backends:
+            episodes = getattr(b, "blind_episodes", None)
+            if episodes is None:
                 continue
-            problems = set(check())
-            for technique, details in problems - self._integrity_seen:
-                self.finding(technique, details)
-            self._integrity_seen = (self._integrity_seen & problems) | problems
+            n, now_blind = episodes()
+            n0, was_blind = self._blind_seen.get(id(b), (0, False))
+            # blind now, an episode began since, or the window began blind
+            if now_blind or was_blind or n != n0:
+                blind = True
+            self._blind_seen[id(b)] = (n, now_blind)
+        return blind
 
     def _check_manifest(self, path: str) -> None:
         """At start only: the files ``sysmonx -i`` recorded (``path``, the install manifest)
@@ -1135,6 +1165,29 @@ class SensorGuard:
         except OSError:
             pass  # not listed: what was read so far
         return maps, progs, links
+
+
+#: what ftrace prints for a comm it has not cached (kernel/trace/trace_sched_switch.c
+#: ``trace_find_cmdline``): the name is not in the line
+FTRACE_NO_COMM = "<...>"
+
+
+def comm_of(tid: int, tgid: str = "") -> str:
+    """The name (``comm``) of thread ``tid`` from ``/proc/TID/comm``, else of its process
+    ``tgid`` (text of the trace's column; ``-``, blank or not a number: skipped), display
+    controls made visible; the documented unknown ``-`` when neither can be read (the sender
+    has exited). Read when the trace line is handled, milliseconds after the signal: a thread
+    that renamed itself or exec'd in between gives its new name."""
+    tries = [tid] + ([int(tgid)] if tgid.strip().isdigit() and int(tgid) != tid else [])
+    for pid in tries:
+        try:
+            with open(f"/proc/{pid}/comm", "rb") as f:
+                name = f.read(64).rstrip(b"\n")
+        except OSError:
+            continue
+        if name:
+            return visible(name.decode("utf-8", "replace"))
+    return "-"
 
 
 # "comm-TID (TGID) [CPU] FLAGS SECS.USECS: rest", rest one of
@@ -1344,8 +1397,13 @@ class _GuardTrace:
 
     @staticmethod
     def _comm(m: Any) -> str:
-        """The sender's name as it is, newlines and display controls written \\uXXXX."""
-        return visible(m["comm"].strip(" "))
+        """The sender's name as it is, newlines and display controls written \\uXXXX; ftrace's
+        placeholder ``<...>`` (its comm cache had no entry for the thread, so the trace line
+        does not carry the name) is resolved by :func:`comm_of` from ``/proc``."""
+        comm = m["comm"].strip(" ")
+        if comm == FTRACE_NO_COMM:
+            return comm_of(int(m["tid"]), m["tgid"])
+        return visible(comm)
 
     def _handle(self, m: Any) -> None:
         """Handle one event from its header match (``_LINE``). The sender's name is made

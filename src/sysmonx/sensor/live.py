@@ -290,6 +290,7 @@ class LiveSource(Source):
         excluded = frozenset({self.self_pid})
         opts = dict(self.options.backend_options)
         opts.setdefault("optional_events", optional_events(self.config))
+        opts.setdefault("on_status", self.on_status)  # a backend's lines while it runs
         for n in names:
             backend = load_backend(n)(_Emitter(self), excluded, opts)
             try:
@@ -605,6 +606,12 @@ class LiveSource(Source):
         for b in self._started_backends:
             out |= b.collecting()
         return out
+
+    def blind_episodes(self) -> int:
+        """How many times a started backend was blind (tier B: audit disabled while it ran;
+        :meth:`~.backends.audit.AuditBackend.blind_episodes`): events were missed then and
+        their number is not known."""
+        return sum(b.blind_episodes()[0] for b in self._started_backends)
 
     def backend_stats(self) -> dict[str, dict]:
         """Backend name -> its own counters (``follow``: the followed source's)."""

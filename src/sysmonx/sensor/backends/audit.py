@@ -15,8 +15,30 @@ How it works
   rules are appended and records are read from the multicast group ``AUDIT_NLGRP_READLOG``
   (CAP_AUDIT_READ). A kernel with ``failure=2`` (panic on lost records) or a locked
   configuration (``enabled=2``) is refused. A registered pid whose process no longer exists is
-  taken over (the kernel allows it) and restored as 0. While we own audit, an auditd started
-  later cannot register (the kernel answers EEXIST) until :meth:`AuditBackend.stop`.
+  taken over (the kernel allows it) and restored as 0. Why the pid is taken: with no
+  registered daemon the kernel prints every record to the kernel log (``printk``, rate-limited
+  to about 10 records per 5 s, the rest dropped; with ``audit=1`` on the kernel command line
+  it also holds up to ``backlog_limit`` records for a daemon to come, counting the overflow in
+  ``lost``), so reading only the multicast group would flood or fill those. **Handing it back
+  to auditd**: the kernel lets one process hold the pid and answers another's ``AUDIT_SET pid``
+  with EEXIST (auditd then exits). So while the sensor holds it, the exec of a process named
+  ``auditd`` (its comm, seen by the proc connector microseconds after the exec, or the image of
+  an audit exec record) makes the sensor hand the pid back at once (``AUDIT_SET pid=0``) and
+  read the multicast group from then on, before that auditd gets to register (it parses its
+  configuration and daemonizes first); an ``AUDIT_REPLACE`` from the kernel (another process
+  asked for the pid and got EEXIST) hands it back too, so that process's next attempt succeeds.
+  Each hand-back is said on stderr (option ``on_status``) and written as event 255 (source
+  ``audit``). Audit stays enabled with our rules; at stop the limits and ``enabled`` are left
+  as they are when another live process holds the pid (it is that daemon's configuration
+  now). Option ``audit_pid="never"``: never take the pid (multicast from the start, with
+  ``enabled`` and the rules set as in unicast mode).
+* **Blind.** Audit disabled (``enabled=0``, ``auditctl -e 0``) while the sensor runs stops
+  every record: the ``status_interval`` poll notices it, event 255 (source ``audit``) says the
+  collection is blind from then on and which events it misses, and, when audit is enabled
+  again, a second one says for how long it was blind; the number of events missed cannot be
+  known (:meth:`AuditBackend.blind_episodes`: the heartbeat writes the unknown ``EventsLost``).
+  The sensor does not enable audit again itself (docs/RESILIENCE.md: it reports, it does not
+  fight the administrator); the guard's ``audit_rules_changed`` finding is one per episode.
   ``stop()`` is also registered with :mod:`atexit`; after a SIGKILL the kernel keeps our rules
   and ``enabled=1`` (the next start reports such stale ``sysmonx`` rules and keeps them).
 * **Companions.** Audit records carry no process start time, no memory layout and no socket
@@ -55,9 +77,11 @@ from __future__ import annotations
 
 import atexit
 import errno
+import functools
 import os
 import select
 import stat
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -87,7 +111,10 @@ from ..threadname import set_native_name
 __all__ = ["AuditBackend", "RULE_KEY", "ARCH_TABLES"]
 
 #: record types the reader keeps (the classified ones and the end of each event)
-_WANTED = frozenset(_KEEP | {nl.AUDIT_EOE})
+_WANTED = frozenset(_KEEP | {nl.AUDIT_EOE, nl.AUDIT_REPLACE})
+#: setsockopt level and option to join a netlink multicast group on an open socket
+_SOL_NETLINK = 270
+_NETLINK_ADD_MEMBERSHIP = 1
 
 #: the compiled wait for proc connector messages (``_ringbatch.cn_gather``, see
 #: :meth:`AuditBackend._gather_cn`); ``None`` when not built or ``SYSMONX_PURE_PYTHON`` is set,
@@ -141,6 +168,18 @@ def _snapshot_of(data: Optional[bytes], ns: Optional[tuple]) -> tuple:
     return parsed[2], parsed[3], comm, ns
 
 
+#: what tier B misses while audit is disabled (the events its audit rules give)
+_BLIND_EVENTS = ("ProcessCreate (1, with its ProcessTampering 25), NetworkConnect (3), "
+                 "CreateRemoteThread (8), RawAccessRead (9), ProcessAccess (10), FileCreate "
+                 "(11), FileDelete (23) and MemfdCreate (212)")
+
+
+def _utc(ns: int) -> str:
+    """``YYYY-MM-DD HH:MM:SS.mmm UTC`` of ``ns`` since 1970."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ns // 1_000_000_000)) + \
+        f".{ns // 1_000_000 % 1000:03d} UTC"
+
+
 def _other_sensor_running() -> bool:
     """True when another process runs ``sysmonx run`` / ``sysmonx.cli run`` (its audit rules
     must not be touched)."""
@@ -174,6 +213,11 @@ class AuditBackend(AuditClassifier, Backend):
         ``socket_lookup`` (``"pidfd"``/``"proc"``/``"none"``, default ``"pidfd"`` with /proc
             fallback): how protocol and the other endpoint of sockets are found.
         ``mode`` (``"auto"``/``"multicast"``): force read-only multicast even if audit is free.
+        ``audit_pid`` (``"handback"``, default, or ``"never"``): ``"handback"`` registers as the
+            audit daemon when none runs and hands the pid back when an auditd starts or asks
+            for it (module docstring, "Handing it back to auditd"); ``"never"`` never takes it.
+        ``on_status`` (callable taking one line): where the hand-back and blindness lines go
+            (the run's stderr); default: nowhere (event 255 still says them).
         ``proc_connector`` (bool, default True): use the proc connector beside audit (module
             docstring, "Companions"); ``tracefs`` (bool, default True): TCP source ports from
             tracefs; ``trace_buffer_kb`` (int, default 1024).
@@ -185,7 +229,8 @@ class AuditBackend(AuditClassifier, Backend):
             Python reader and wait, which define them.
 
     Attributes after :meth:`start`: ``mode`` (``"unicast"`` = we own audit, ``"multicast"``),
-    ``watched_devices`` (block device paths with a watch rule).
+    ``handed_back`` (why the pid was handed back, or ``None``), ``watched_devices`` (block
+    device paths with a watch rule).
     """
 
     name = "audit"
@@ -202,6 +247,11 @@ class AuditBackend(AuditClassifier, Backend):
         super().__init__(emit, exclude_pids, options)
         self.key = str(self.options.get("key", RULE_KEY))
         self.mode: Optional[str] = None
+        self.handed_back: Optional[str] = None
+        self._blind_since: Optional[int] = None  # ns since 1970 when audit was seen disabled
+        self._blind_count = 0
+        self._integrity_said: set = set()      # integrity() problems said on stderr
+        self._status = self.options.get("on_status") or (lambda msg: None)
         self.watched_devices: dict = {}          # path -> (st_dev, st_ino)
         self._watch_ids: dict = {}               # (st_dev, st_ino) -> path
         self._ctl: Optional[AuditSocket] = None
@@ -343,7 +393,17 @@ class AuditBackend(AuditClassifier, Backend):
             rcvbuf = int(self.options.get("rcvbuf", 8 << 20))
             self._open_companions()
             owner = self._owner(st)
-            if owner or self.options.get("mode") == "multicast":
+            never = self.options.get("audit_pid", "handback") == "never"
+            if never and not owner and self.options.get("mode") != "multicast":
+                # the configuration is ours (enabled, rules), the pid is not taken
+                self.mode = "multicast"
+                self._rd = AuditSocket(groups=1 << (AUDIT_NLGRP_READLOG - 1), rcvbuf=rcvbuf)
+                self._add_rules(compat)
+                if st.enabled != 1:
+                    self._set(enabled=1)
+                    self._undo.append(("restore enabled", self._unless_owned(
+                        "enabled", functools.partial(self._set, enabled=st.enabled))))
+            elif owner or self.options.get("mode") == "multicast":
                 if st.enabled != 1:
                     raise BackendUnavailable(
                         f"audit is disabled (enabled={st.enabled}) and read-only multicast mode "
@@ -357,8 +417,8 @@ class AuditBackend(AuditClassifier, Backend):
                 self._add_rules(compat)
                 if st.enabled != 1:
                     self._set(enabled=1)
-                    self._undo.append(("restore enabled",
-                                       lambda v=st.enabled: self._set(enabled=v)))
+                    self._undo.append(("restore enabled", self._unless_owned(
+                        "enabled", functools.partial(self._set, enabled=st.enabled))))
         except BackendUnavailable:
             self._restore()
             raise
@@ -421,9 +481,9 @@ class AuditBackend(AuditClassifier, Backend):
         bl = self.options.get("backlog_limit")
         bl = max(8192, st.backlog_limit) if bl is None else int(bl)
         self._set(backlog_limit=bl, backlog_wait_time=0, rate_limit=0)
-        self._undo.append(("restore limits", lambda: self._set(
+        self._undo.append(("restore limits", self._unless_owned("limits", lambda: self._set(
             backlog_limit=st.backlog_limit, backlog_wait_time=st.backlog_wait_time,
-            rate_limit=st.rate_limit)))
+            rate_limit=st.rate_limit))))
         self._rd = AuditSocket(rcvbuf=rcvbuf)
         try:
             self._rd.set_status(pid=os.getpid())
@@ -437,6 +497,83 @@ class AuditBackend(AuditClassifier, Backend):
                              "or let it run and choose another tier (--backend cnproc or "
                              "ebpf)") from None
         self._undo.append(("unregister audit pid", self._unregister))
+
+    def _unless_owned(self, what: str, restore: Callable[[], None]) -> Callable[[], None]:
+        """``restore`` run at stop unless another live process holds the audit pid then (an
+        auditd started while the sensor ran: the setting is its configuration now)."""
+        def run() -> None:
+            assert self._ctl is not None
+            with self._ctl_lock:
+                owner = self._owner(self._ctl.get_status())
+            if owner:
+                self._safe_emit(BackendError(
+                    time.time_ns(), "audit", f"audit {what} left as they are at stop: pid "
+                    f"{owner} ({_comm(owner)}) is the audit daemon now"))
+                return
+            restore()
+        return run
+
+    def hand_back(self, why: str) -> bool:
+        """Give the audit pid back (``AUDIT_SET pid=0``) and read the multicast group from now
+        on (module docstring, "Handing it back to auditd"); ``why`` says what asked for it.
+        Said on stderr (``on_status``) and as event 255. ``False`` when the pid was not held
+        (nothing done). Called on the reader thread.
+
+        Raises:
+            OSError: the multicast group cannot be joined (needs CAP_AUDIT_READ) or the
+                ``AUDIT_SET`` failed; the pid is then still held.
+        """
+        if self.mode != "unicast" or self._rd is None or self._ctl is None:
+            return False
+        # the pid first, then the group: records of the microseconds between go to the kernel
+        # log (and printk's rate limit), not twice to us. The mode changes first so that the
+        # guard's integrity check does not take the pid 0 for a pid taken by someone else.
+        self.mode = "multicast"
+        try:
+            with self._ctl_lock:
+                if self._ctl.get_status().pid == os.getpid():
+                    self._ctl.set_status(pid=0)
+        except OSError:
+            self.mode = "unicast"
+            raise
+        self._rd.sock.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, AUDIT_NLGRP_READLOG)
+        self.handed_back = why
+        self._undo = [u for u in self._undo if u[0] != "unregister audit pid"]
+        msg = (f"{why}: the sensor handed the audit pid back (AUDIT_SET pid=0) and reads the "
+               "audit multicast group from now on; its rules stay and collection goes on")
+        self._status(f"audit: {msg}")
+        # a fact, not a failure: nothing was lost (counted as a host note)
+        self._safe_emit(BackendError(time.time_ns(), "audit", msg, host_fact=True))
+        return True
+
+    def _daemon_exec(self, pid: int, name: str) -> None:
+        """A process exec'd an image named ``name`` (comm or image basename): an auditd about
+        to register makes the sensor hand the pid back."""
+        if name == "auditd" and self.mode == "unicast":
+            try:
+                self.hand_back(f"auditd started (pid {pid})")
+            except OSError as e:
+                self._error(f"auditd started (pid {pid}) and the audit pid could not be "
+                            f"handed back: {e}; it will fail to register (EEXIST)")
+
+    def _replace_asked(self, body: bytes) -> None:
+        """``AUDIT_REPLACE`` from the kernel: another process asked for the audit pid and was
+        refused (EEXIST); hand it back so its next attempt succeeds."""
+        who = int.from_bytes(body[:4], sys.byteorder) if len(body) >= 4 else 0
+        asker = f"pid {who} ({_comm(who)})" if who else "another process"
+        if self.mode != "unicast":
+            return
+        try:
+            self.hand_back(f"{asker} asked for the audit pid and was refused (EEXIST) while "
+                           "the sensor held it; it can register now")
+        except OSError as e:
+            self._error(f"{asker} asked for the audit pid; it could not be handed back: {e}")
+
+    def blind_episodes(self) -> tuple[int, bool]:
+        """``(episodes, blind now)``: how many times audit was seen disabled while the sensor
+        ran, and whether it is disabled now. Events were missed in each and their number
+        cannot be known (the heartbeat writes the unknown ``EventsLost``)."""
+        return self._blind_count, self._blind_since is not None
 
     def _unregister(self) -> None:
         assert self._ctl is not None
@@ -471,6 +608,12 @@ class AuditBackend(AuditClassifier, Backend):
             out.append(("audit_rules_changed", "audit was disabled (enabled=0)"))
         if self.mode == "unicast" and st.pid != os.getpid():
             out.append(("audit_rules_changed", f"the audit pid was taken by pid {st.pid}"))
+        said = set(out)
+        for _, details in out:  # stderr once per episode (audit disabled: _blind_check says it)
+            if ("audit_rules_changed", details) not in self._integrity_said and \
+                    not details.startswith("audit was disabled"):
+                self._status(f"audit: {details}: an audit_rules_changed finding (event 201)")
+        self._integrity_said = said
         return out
 
     # rules ----------------------------------------------------------------------------------
@@ -609,6 +752,7 @@ class AuditBackend(AuditClassifier, Backend):
         self._stopped = True
         self._stopping.set()
         atexit.unregister(self.stop)
+        self.blind_at_stop()
         stuck = False
         if self._thread is not None:
             self._thread.join(timeout=5.0)
@@ -789,6 +933,9 @@ class AuditBackend(AuditClassifier, Backend):
                 break
             n += got
             for mtype, serial, ts_ns, text in recs:
+                if mtype == nl.AUDIT_REPLACE:  # binary: the pid that asked
+                    self._replace_asked(text)
+                    continue
                 if serial is None:  # an unusual header: the Python parser decides
                     rec = parse(mtype, text)
                     if rec is None:
@@ -879,6 +1026,8 @@ class AuditBackend(AuditClassifier, Backend):
                     if len(self._exec_forks) > 65536:
                         self._exec_forks.popitem(last=False)
                 start, end, exe, ns = snaps.get(i) or (None, None, None, None)
+                if exe == b"auditd":
+                    self._daemon_exec(pid, "auditd")
                 if start is None:
                     start = self._starts.get(pid)
                 self._snaps.setdefault(pid, []).append((m[3] + off, start, end, exe, ns))
@@ -1018,6 +1167,9 @@ class AuditBackend(AuditClassifier, Backend):
         self._flush_out()
 
     def _on_message(self, mtype: int, body: bytes) -> None:
+        if mtype == nl.AUDIT_REPLACE:
+            self._replace_asked(body)
+            return
         if mtype not in _KEEP and mtype != nl.AUDIT_EOE:
             return
         rec = nl.parse_record(mtype, body)
@@ -1059,6 +1211,40 @@ class AuditBackend(AuditClassifier, Backend):
                            f"kernel audit lost counter grew by {delta} records (all audit "
                            f"users; backlog_limit={st.backlog_limit}, backlog={st.backlog})")
         self._last_lost = st.lost
+        if not self._stopping.is_set():
+            self._blind_check(st.enabled, time.time_ns())
+
+    def _blind_check(self, enabled: int, now: int) -> None:
+        """Audit disabled (``enabled=0``) stops every record: event 255 and a stderr line when
+        it is first seen, and when it is enabled again (module docstring, "Blind")."""
+        if enabled == 0 and self._blind_since is None:
+            self._blind_since = now
+            self._blind_count += 1
+            msg = ("audit was disabled (enabled=0): collection is blind from now on: "
+                   f"{_BLIND_EVENTS} are not collected until audit is enabled again (the "
+                   "sensor does not enable it; forks and exits still come from the proc "
+                   "connector); how many events are missed cannot be known")
+            self._status(f"audit: {msg}")
+            self._safe_emit(BackendError(now, "audit", msg))
+        elif enabled != 0 and self._blind_since is not None:
+            since, self._blind_since = self._blind_since, None
+            msg = (f"audit was enabled again (enabled={enabled}): collection resumed after "
+                   f"{(now - since) / 1e9:.1f} s blind (seen disabled at {_utc(since)}, by "
+                   "the status poll every second); the events of "
+                   "that time were not collected and how many is not known")
+            self._status(f"audit: {msg}")
+            self._safe_emit(BackendError(now, "audit", msg))
+
+    def blind_at_stop(self) -> None:
+        """At stop while still blind: event 255 says for how long (called by :meth:`stop`)."""
+        if self._blind_since is not None:
+            since, self._blind_since = self._blind_since, None
+            now = time.time_ns()
+            msg = (f"audit was still disabled at stop: collection was blind for the last "
+                   f"{(now - since) / 1e9:.1f} s (since {_utc(since)}); how many events were "
+                   "missed is not known")
+            self._status(f"audit: {msg}")
+            self._safe_emit(BackendError(now, "audit", msg))
 
     # -- emit helpers ----------------------------------------------------------------------------
 
@@ -1114,6 +1300,11 @@ class AuditBackend(AuditClassifier, Backend):
                 fork = self._forks.pop(target, None)
                 if fork is not None:
                     self._out(fork)
+        if self._cn is None and self.mode == "unicast" and type(obs) is ProcessExec:
+            # no proc connector: the exec record names an auditd about to register
+            image = obs.image or ""
+            if image.endswith("/auditd"):
+                self._daemon_exec(obs.pid, "auditd")
         self._out(obs)
 
     def _pending_exec_of(self, pid: int) -> Optional[AuditEvent]:

@@ -97,6 +97,14 @@ class Backend(abc.ABC):
         """Counters for the summary/bench: at least ``received`` and ``lost`` (ints)."""
         return {"received": 0, "lost": 0}
 
+    def blind_episodes(self) -> tuple[int, bool]:
+        """``(episodes, blind now)``: how many times the backend's collection was blind while
+        it ran (its kernel source switched off by someone else, such as audit disabled under
+        tier B) and whether it is now. The events of those times were missed and their number
+        cannot be known: the heartbeat's ``EventsLost`` is then the unknown ``-`` and the run's
+        summary says so. Default: never blind (``(0, False)``)."""
+        return 0, False
+
     def integrity(self) -> list:
         """What another process undid of this backend's kernel set-up, as
         ``[(technique, details)]`` TamperFinding material (``bpf_detach``,
