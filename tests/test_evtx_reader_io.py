@@ -153,3 +153,134 @@ def test_read_evtx_close_ends_iteration_and_closes_the_file(corpus):
     it.close()
     assert list(it) == []
     assert handles() == 0
+
+
+# ---- small files read whole ---------------------------------------------------------------------
+
+SMALL = ("evtx/Yamato-Security__hayabusa-sample-evtx/YamatoSecurity/DefenseEvasion/"
+         "T1027.004_ObfuscatedFilesOrInformationCompileAfterDelivery_Sysmon.evtx")
+
+
+def _small_damage(data: bytes, kind: str) -> bytes:
+    """Damage in the one chunk of ``SMALL`` (or its file header), as _damage does in PANACHE."""
+    b = bytearray(data)
+    recs = []
+    pos = 4096 + 512
+    while b[pos:pos + 4] == b"**\x00\x00":
+        size = struct.unpack_from("<I", b, pos + 4)[0]
+        recs.append((pos, size))
+        pos += size
+    if kind == "chunk_magic":
+        b[4096:4104] = b"XXXXXXXX"
+    elif kind == "head_crc":
+        b[4096 + 124] ^= 0xFF
+    elif kind == "data_crc":
+        b[4096 + 52] ^= 0xFF
+    elif kind == "record_size":
+        b[recs[1][0] + 4:recs[1][0] + 8] = b"\xff\xff\x00\x00"
+    elif kind == "record_magic":
+        b[recs[1][0]:recs[1][0] + 4] = bytes(4)
+    elif kind == "record_body":
+        p, size = recs[2]
+        b[p + 24:p + size - 4] = b"\xff" * (size - 28)
+    elif kind == "blank_chunk":
+        b[4096:] = bytes(len(b) - 4096)
+    elif kind == "file_header":
+        b[:8] = b"XXXXXXXX"
+    elif kind == "truncated":
+        del b[4096 + 30000:]
+    elif kind == "too_short":
+        del b[4000:]
+    elif kind == "empty":
+        del b[:]
+    return bytes(b)
+
+
+def test_small_file_read_whole_in_one_call(corpus, monkeypatch):
+    """A file of at most WHOLE_FILE_MAX bytes (here one chunk): one open, one ``os.pread`` of
+    the whole file, and pyevtx-rs parses those bytes (an ``io.BytesIO``, not the path: no
+    second open of the file); the events and errors are those of the chunk-by-chunk reader."""
+    path = corpus / SMALL
+    size = path.stat().st_size
+    assert 4096 + 65536 <= size <= evtx_source.WHOLE_FILE_MAX
+    reads: Counter = Counter()
+    real_pread, real_parser = os.pread, evtx_source.PyEvtxParser
+    sources: list = []
+
+    def counting(fd, n, offset):
+        reads[(offset, n)] += 1
+        return real_pread(fd, n, offset)
+
+    def parser(source, *args, **kw):
+        sources.append(type(source).__name__)
+        return real_parser(source, *args, **kw)
+
+    monkeypatch.setattr(os, "pread", counting)
+    monkeypatch.setattr(evtx_source, "PyEvtxParser", parser)
+    events, errors = _read(path)
+    assert reads == Counter({(0, size): 1})
+    assert sources == ["BytesIO"]
+    assert errors == [] and len(events) == 9
+    assert [e.origin for e in events] == [(str(path), n) for n in range(1, 10)]
+    assert [e.record_id for e in events] == list(range(13252, 13261))
+    monkeypatch.setattr(evtx_source, "WHOLE_FILE_MAX", 0)  # the chunk-by-chunk reader
+    reads.clear()
+    sources.clear()
+    by_chunk = _read(path)
+    assert sources == ["str"] and (0, 4096) in reads
+    assert by_chunk == (events, errors)
+
+
+@pytest.mark.parametrize("kind", [None, "chunk_magic", "head_crc", "data_crc", "record_size",
+                                  "record_magic", "record_body", "blank_chunk", "file_header",
+                                  "truncated", "too_short", "empty"])
+def test_small_damaged_file_read_whole_same_as_by_chunk(corpus, tmp_path, monkeypatch, kind):
+    """A damaged small file read whole gives the same events and the same errors (offsets,
+    severities, messages) as the chunk-by-chunk reader, and each damage is reported."""
+    data = (corpus / SMALL).read_bytes()
+    path = tmp_path / "f.evtx"
+    path.write_bytes(data if kind is None else _small_damage(data, kind))
+    whole = _read(path)
+    assert (len(whole[1]) == 0) == (kind is None), whole[1]
+    monkeypatch.setattr(evtx_source, "WHOLE_FILE_MAX", 0)
+    assert _read(path) == whole
+    monkeypatch.undo()
+    _short(monkeypatch, 1000)  # the one read completed when it comes back short
+    assert _read(path) == whole
+
+
+@pytest.mark.parametrize("kind", [None, "truncated", "record_magic", "chunk_magic", "record_body",
+                                  "blank_chunk", "file_header", "template", "two_spots"])
+def test_big_damaged_file_read_whole_same_as_by_chunk(corpus, tmp_path, monkeypatch, kind):
+    """PANACHE (17 chunks, read chunk by chunk) read whole instead: the same events and errors
+    (what the whole-file path does with a damaged chunk does not depend on the file's size)."""
+    data = (corpus / PANACHE).read_bytes()
+    path = tmp_path / "f.evtx"
+    path.write_bytes(data if kind is None else _damage(data, kind))
+    by_chunk = _read(path)
+    assert len(by_chunk[1]) == (0 if kind is None else DAMAGE[kind][0])
+    monkeypatch.setattr(evtx_source, "WHOLE_FILE_MAX", 1 << 40)
+    assert _read(path) == by_chunk
+
+
+def test_small_file_closed_after_set_up(corpus):
+    """A file read whole holds no descriptor while its events are read (pyevtx-rs reads the
+    bytes); a directory given as a file still raises IsADirectoryError, as open() did."""
+    path = str(corpus / SMALL)
+
+    def handles() -> int:
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                n += os.path.realpath(os.readlink(f"/proc/self/fd/{fd}")) == \
+                    os.path.realpath(path)
+            except OSError:
+                continue
+        return n
+
+    it = read_evtx(path, lambda err: None)
+    assert next(it).origin == (path, 1)
+    assert handles() == 0
+    assert len(list(it)) == 8
+    with pytest.raises(IsADirectoryError):
+        list(read_evtx(str(corpus / "evtx"), lambda err: None))

@@ -25,7 +25,9 @@ templates all the chunk's other records use. Whatever stays lost is reported onc
 spot; what pyevtx-rs raised is kept until the chunk is left, and becomes one warning (nothing
 lost, ``--strict`` passes) when recovery read every record. A damaged file header (pyevtx-rs
 refuses the file) is replaced in memory by a rebuilt one so the chunks are still read. Normal
-files pay that one read per chunk, its record count check and its two CRC32 checks.
+files pay that one read per chunk, its record count check and its two CRC32 checks. A file of
+at most :data:`WHOLE_FILE_MAX` bytes (four chunks) is read whole in one call instead, and
+pyevtx-rs parses those bytes: the same checks, one open and one read per file.
 
 Chunk headers that overstate their records (last record number and free-space offset beyond the
 real records, zeroed slack after them: evtx crate issue 197) are not damage: a chunk's range is
@@ -47,6 +49,7 @@ import io
 import itertools
 import os
 import re
+import stat
 import struct
 import zlib
 from typing import Any, BinaryIO, Callable, Generator, Iterator, Optional
@@ -142,7 +145,7 @@ def _read_evtx_py(path: str, on_error: Callable[[ReadError], None], threads: int
                   data: Optional[bytes]) -> Iterator[Event]:
     """:func:`read_evtx` without the compiled record loop."""
     with _ChunkTracker(path, on_error, data) as tracker:
-        parser = _open_parser(path, threads, tracker, on_error, data)
+        parser = _open_parser(path, threads, tracker, on_error, tracker.data)
         if parser is None:
             return
         yield from _records(path, parser, tracker, on_error)
@@ -164,7 +167,7 @@ def read_evtx_batches(path: str, on_error: Callable[[ReadError], None],
     Args and Raises: as :func:`read_evtx`.
     """
     with _ChunkTracker(path, on_error, data) as tracker:
-        parser = _open_parser(path, threads, tracker, on_error, data)
+        parser = _open_parser(path, threads, tracker, on_error, tracker.data)
         if parser is None:
             return
         if _batch is not None:
@@ -583,6 +586,43 @@ def _walk(items, prefix: str, out: dict) -> None:
             put_unique(out, name, _flat_value(v))
 
 
+#: Files up to this size (the file header and four chunks) are read whole, in one call, by the
+#: chunk tracker, and pyevtx-rs parses those bytes (``io.BytesIO``) instead of opening the file
+#: itself: one open and one read instead of two opens and a dozen reads and seeks per file
+#: (pyevtx-rs reads a file by its header, then each chunk). Bigger files are read chunk by
+#: chunk (memory stays constant).
+WHOLE_FILE_MAX = _HEADER_BLOCK + 4 * _CHUNK_SIZE
+
+
+def _small_file(path: str) -> Optional[bytes]:
+    """The bytes of ``path`` when it is a regular file of at most :data:`WHOLE_FILE_MAX` bytes,
+    read in one call (completed if it comes back short); None otherwise (the file is then
+    opened as before, so errors such as IsADirectoryError are raised as before).
+    Raises OSError (FileNotFoundError, PermissionError) when ``path`` cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > WHOLE_FILE_MAX:
+            return None
+        return _pread(fd, st.st_size, 0, st.st_size)
+    finally:
+        os.close(fd)
+
+
+def _pread(fd: int, n: int, offset: int, size: int) -> bytes:
+    """Up to ``n`` bytes from byte ``offset`` of the file ``fd`` of ``size`` bytes: fewer only
+    at its end (reads that come back short before it are completed)."""
+    got = os.pread(fd, n, offset)
+    if len(got) < n and offset + len(got) < size:  # a short read before the end
+        parts = [got]
+        while n > 0 and got:
+            offset, n = offset + len(got), n - len(got)
+            got = os.pread(fd, n, offset)
+            parts.append(got)
+        got = b"".join(parts)
+    return got
+
+
 class _ChunkTracker:
     """Counts the records read per chunk against the chunk headers, to find and recover records
     pyevtx-rs loses silently.
@@ -591,7 +631,8 @@ class _ChunkTracker:
     ``last_rid``: the last one. When a chunk is left with records missing that no error explains,
     it is re-read alone (:func:`_recover_records`) with the damaged record replaced by a filler
     record pyevtx-rs skips, and what is still missing is reported. Memory is constant: one chunk
-    is tracked at a time and headers are re-read on demand.
+    is tracked at a time and headers are re-read on demand (a file of at most
+    :data:`WHOLE_FILE_MAX` bytes is held whole, in ``data``, and read from there).
     """
 
     def __init__(self, path: str, on_error: Callable[[ReadError], None],
@@ -600,6 +641,8 @@ class _ChunkTracker:
         self.on_error = on_error
         self.notes = FileNotes(path, on_error)
         self.f: Optional[BinaryIO] = None
+        if data is None:
+            data = _small_file(path)
         self.data = data
         if data is None:
             # unbuffered, read only by position (os.pread: one system call, no seek, no
@@ -643,15 +686,7 @@ class _ChunkTracker:
         """Up to ``n`` bytes of the file from byte ``offset`` (fewer only at its end)."""
         if self.f is None:
             return self.data[offset:offset + n]  # type: ignore[index]
-        got = os.pread(self._fd, n, offset)
-        if len(got) < n and offset + len(got) < self.size:  # a short read before the end
-            parts = [got]
-            while n > 0 and got:
-                offset, n = offset + len(got), n - len(got)
-                got = os.pread(self._fd, n, offset)
-                parts.append(got)
-            got = b"".join(parts)
-        return got
+        return _pread(self._fd, n, offset, self.size)
 
     def header(self, slot: int) -> Optional[tuple[int, int]]:
         """``(first, last)`` record numbers of chunk ``slot``, ``None`` without a chunk header.
@@ -681,14 +716,18 @@ class _ChunkTracker:
         to enter it: its header and the next one's (which its span needs) come from these
         bytes, and so do its checksums when it is left (:meth:`verify_checksums`). At most
         the current and the next chunk are kept (128 KiB)."""
-        data = self.read_at(self.offset(slot), _CHUNK_SIZE + 40)
+        if self.f is None:  # in memory: a view, no copy
+            start = self.offset(slot)
+            data: Any = memoryview(self.data)[start:start + _CHUNK_SIZE + 40]  # type: ignore
+        else:
+            data = self.read_at(self.offset(slot), _CHUNK_SIZE + 40)
         for old in [s for s in self._loaded if s < slot - 1]:
             del self._loaded[old]
         self._loaded[slot] = data
         if slot not in self._headers:
-            self._put_header(slot, data[:40])
+            self._put_header(slot, bytes(data[:40]))
         if slot + 1 < self.slots and slot + 1 not in self._headers:
-            self._put_header(slot + 1, data[_CHUNK_SIZE:])
+            self._put_header(slot + 1, bytes(data[_CHUNK_SIZE:]))
 
     def span(self, slot: int) -> Optional[tuple[int, int]]:
         """``(first, last)`` record numbers chunk ``slot`` really holds as far as headers tell:
