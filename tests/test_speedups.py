@@ -332,6 +332,18 @@ CASES = [
     ("fields-257", with_data(",".join(f'"F{i}":"v{i}"' for i in range(257))), False),
     ("duplicate-escaped-key", with_data(r'"AB":"1","A\u0042":"2"'), False),
     ("del-char", with_data('"A":"a\u007fb","B":"cd"'), True),
+    # [28c] escaped ASCII values kept as their escaped text when every escape is the renderer's
+    # own (\" \\ \b \f \n \r \t), a str otherwise (\/, \u, non-ASCII); the str made from that
+    # text on demand (data, GUID fields, UtcTime for the clock check, RuleName)
+    ("canonical-escapes", with_data(r'"Image":"C:\\W\\x.exe","A":"q\"b","B":"\b\f\n\r\t",'
+                                    r'"C":"\\\\srv\\s","D":"a\/b","E":"\u0041\\","F":"é\\",'
+                                    r'"G":"\\","H":"x\\\"y"'), True),
+    ("escaped-sysmon-guid-fields", with_data(r'"ProcessGuid":"A\\B","ParentProcessGuid":'
+                                             r'"{A\\B}","SourceProcessGUID":"\\"'), True),
+    ("escaped-non-sysmon-guids", with_data(r'"G":"ABCDEF01\\0000","H":"\\ABCDEF01-0000-0000-'
+                                           r'0000-00000000000A"', NON_SYSMON), True),
+    ("escaped-utctime-rulename", with_data(r'"RuleName":"a\\b","UtcTime":"2019-04-18 16:55\n"'),
+     True),
 ]
 
 

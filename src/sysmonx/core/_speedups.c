@@ -643,6 +643,11 @@ typedef struct {
     PyObject *key;
     PyObject *val;       /* the value's str, or NULL: the text's bytes [off, off + len) */
     Py_ssize_t off, len;
+    /* [28c] with val NULL: the bytes [off, off + len) are the value's escaped JSON text, not
+     * the value itself: ASCII whose only escapes are \" \\ \b \t \n \f \r, exactly what
+     * the JSON-lines renderer writes for the value (rendered by copying them; the str is
+     * made from them only when asked for, by field_str). Cleared wherever val is set. */
+    int canon;
 } RawField;
 
 /* more EventData fields than this in one record: the Python path converts it */
@@ -768,6 +773,22 @@ static int system_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, 
     return skip_value(r);
 }
 
+/* [28c] 1 when the escaped JSON string text s[0..n) (scan_string passed it) is ASCII and its
+ * every escape is one the JSON-lines renderer writes for that character (out_str, put_ascii:
+ * \" \\ \b \t \n \f \r), so that rendering the unescaped str gives these bytes again;
+ * 0 otherwise (\u escapes, \/, any byte above 0x7F). */
+static int canon_escaped(const unsigned char *s, Py_ssize_t n) {
+    if (any_high(s, n)) return 0;
+    const unsigned char *p = s, *end = s + n;
+    while ((p = memchr(p, '\\', (size_t)(end - p))) != NULL) {
+        unsigned char e = p[1]; /* scan_string: a backslash is never the last byte */
+        if (e != '"' && e != '\\' && e != 'b' && e != 't' && e != 'n' && e != 'f' && e != 'r')
+            return 0;
+        p += 2;
+    }
+    return 1;
+}
+
 /* EventData values as the Event-log strings _scalar gives: str unchanged, int decimal,
  * true/false, null "". Anything else (float, object, array) is not handled. [26a] A string
  * value that is plain ASCII without escapes is kept as a slice of the text (no str made). */
@@ -778,6 +799,7 @@ static int data_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, vo
     RawField *f = &x->fields[x->nf];
     PyObject *v = NULL;
     Py_ssize_t off = 0, len = 0;
+    int canon = 0;
     skip_ws(r);
     if (r->p < r->end && *r->p == '"') {
         const unsigned char *s;
@@ -786,10 +808,39 @@ static int data_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, vo
         if (scan_string(r, &s, &len, &sesc) < 0) return -1;
         if (!sesc && ((r->chars && !r->latin1) || !any_high(s, len))) {
             off = s - x->base;
+        } else if (sesc && canon_escaped(s, len)) {
+            /* [28c] escaped ASCII whose escapes are the renderer's own (a path's \\ mostly):
+             * kept as its escaped text, copied into the line, a str only when asked for */
+            canon = 1;
+            off = s - x->base;
         } else {
             v = make_string(r, s, len, sesc);
             if (v == NULL) return -2;
         }
+    } else if (r->p < r->end && (*r->p == '-' || (*r->p >= '0' && *r->p <= '9'))) {
+        /* [28c] an integer: its decimal text is str(int) (JSON has no leading zeros; "-0",
+         * fractions, exponents and values beyond 64 bits are read_scalar's cases, not
+         * handled), kept as a slice: no int, no str */
+        const unsigned char *start = r->p;
+        int fl;
+        if (skip_number(r, &fl) < 0 || fl) return -1;
+        len = r->p - start;
+        int neg = start[0] == '-';
+        if (len - neg > 20 || (neg && len == 2 && start[1] == '0')) return -1;
+        if (len - neg == 20) { /* at most 18446744073709551615 (and -9223372036854775808) */
+            uint64_t u = 0;
+            for (Py_ssize_t i = neg; i < len; i++) {
+                uint64_t d = (uint64_t)(start[i] - '0');
+                if (u > (UINT64_MAX - d) / 10) return -1;
+                u = u * 10 + d;
+            }
+            if (neg && u > (uint64_t)INT64_MAX + 1) return -1;
+        } else if (neg && len - neg == 19) {
+            uint64_t u = 0;
+            for (Py_ssize_t i = 1; i < len; i++) u = u * 10 + (uint64_t)(start[i] - '0');
+            if (u > (uint64_t)INT64_MAX + 1) return -1;
+        }
+        off = start - x->base;
     } else {
         v = read_scalar(r, K_ANY);
         if (v == NULL) return PyErr_Occurred() ? -2 : -1;
@@ -828,6 +879,7 @@ static int data_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, vo
     f->val = v;
     f->off = off;
     f->len = len;
+    f->canon = canon;
     x->nf++;
     return 0;
 }
@@ -920,6 +972,12 @@ static PyObject *provider_guid(PyObject *raw) {
 /* [26a] Field f's value as a str. New reference. */
 static PyObject *field_str(const unsigned char *base, const RawField *f) {
     if (f->val != NULL) return Py_NewRef(f->val);
+    if (f->canon) { /* [28c] escaped text without \u: unescape_chars always takes it */
+        PyObject *v = unescape_chars(base + f->off, f->len);
+        if (v == NULL && !PyErr_Occurred())
+            PyErr_SetString(PyExc_SystemError, "sysmonx: an escaped field with \\u");
+        return v;
+    }
     return ascii_string(base + f->off, f->len);
 }
 
@@ -932,6 +990,7 @@ static int brace_field(Rec *x, RawField *f) {
     Py_DECREF(v);
     if (g == NULL) return -2;
     Py_XSETREF(f->val, g);
+    f->canon = 0;
     return 0;
 }
 
@@ -1561,7 +1620,8 @@ static int render_fields(Out *o, Out *extra, RawField *fields, Py_ssize_t n,
         if (rc == 0) {
             if (f->val != NULL) {
                 rc = out_value(w, f->val);
-            } else { /* plain ASCII, nothing to escape: the text's own bytes */
+            } else { /* plain ASCII, nothing to escape, or [28c] escaped as the renderer
+                      * would: the text's own bytes */
                 RESERVE(w, f->len + 2);
                 char *p = w->buf + w->len;
                 *p++ = '"';
@@ -2606,7 +2666,7 @@ static int clock_fast(StageFastObject *self, PyObject *item) {
             u = f->val;
         } else {
             if (PyUnicode_KIND(t) != PyUnicode_1BYTE_KIND || PyUnicode_GET_LENGTH(t) < 13 ||
-                f->len < 13)
+                f->len < 13 || f->canon) /* [28c] escaped text: the Python method decides */
                 return 0;
             const char *a = (const char *)PyUnicode_1BYTE_DATA(t);
             const char *b = (const char *)ro->base + f->off;
@@ -3064,7 +3124,7 @@ static int rp_clock(RawPlanObject *p, Rec *x, PyObject *path) {
             return 0;
         b = (const char *)PyUnicode_1BYTE_DATA(u);
     } else {
-        if (f->len < 13) return 0;
+        if (f->len < 13 || f->canon) return 0; /* [28c] escaped text: the Event decides */
         b = (const char *)x->base + f->off;
     }
     return same_hour(a, b);
@@ -3147,7 +3207,7 @@ static int render_rec(Out *o, Out *extra, Rec *x, PyObject *pguid) {
  * ``*rn`` that field and ``*rn_old`` its old value, for rp_take to keep or undo), 0 the Event
  * decides (nothing changed), -1 error. */
 static int rp_filter(RawPlanObject *p, Rec *x, int *include_out, RawField **rn_out,
-                     PyObject **rn_old_out) {
+                     PyObject **rn_old_out, int *rn_canon_out) {
     int rc, include;
     RawField *rn = NULL;
     PyObject *rn_old = NULL;
@@ -3202,6 +3262,9 @@ static int rp_filter(RawPlanObject *p, Rec *x, int *include_out, RawField **rn_o
         } else { /* set_rule_name's change, undone below if the record goes back */
             rn_old = rn->val;
             rn->val = Py_NewRef(name);
+            /* [28c] the old value's flag kept in rn_old's place: see rp_take */
+            *rn_canon_out = rn->canon;
+            rn->canon = 0;
         }
     }
     Py_DECREF(res);
@@ -3221,6 +3284,7 @@ static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObje
     int include = 1;
     RawField *rn = NULL;
     PyObject *rn_old = NULL;
+    int rn_canon = 0;
     /* [27a2] the checks in the stages' order (none changes anything; the filter's RuleName
      * swap is undone at ``back``) */
     for (int k = 0; k < p->nk; k++) {
@@ -3242,7 +3306,7 @@ static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObje
             v = PyLong_AsLongAndOverflow(x->eid, &overflow);
             if (overflow || (v == -1 && PyErr_Occurred())) { PyErr_Clear(); goto back; }
             if (p->kinds[k] == RK_FILTER) {
-                rc = rp_filter(p, x, &include, &rn, &rn_old);
+                rc = rp_filter(p, x, &include, &rn, &rn_old, &rn_canon);
                 if (rc != 1) goto back_rc;
             }
             break;
@@ -3312,11 +3376,13 @@ checked:;
 back: /* the record goes the Event way, as parsed */
     if (rn != NULL) {
         Py_SETREF(rn->val, rn_old);
+        rn->canon = rn_canon;
     }
     return 0;
 back_error:
     if (rn != NULL) {
         Py_SETREF(rn->val, rn_old);
+        rn->canon = rn_canon;
     }
     return -1;
 }
@@ -4023,7 +4089,7 @@ static int sm_init(void) {
  * slot set, the data slot empty; RawData, [26a]): one bytes object that spells, for each of
  * ``names`` in order, the value ``event.data.get(name)`` would give: a tag (0: no such
  * field; 1: a slice of the record's text, plain ASCII; 2, 3, 5: a str of 1, 2 or 4 bytes
- * per character), the value's length in bytes, then those bytes. It reads back to exactly
+ * per character; 6: [28c] a slice of escaped text, RawField.canon), the value's length in bytes, then those bytes. It reads back to exactly
  * one tuple of values, so events with equal raw keys have equal keys (the converse does
  * not hold: the same text as a slice and as a str differ), and it stands for that tuple
  * without making the event's dict or its strings. New reference; Py_None (a new reference)
@@ -4064,7 +4130,7 @@ static PyObject *sm_raw_key(PyObject *event, PyObject *names) {
         Py_ssize_t len = 0;
         char tag = 0;
         if (f != NULL && f->val == NULL) {
-            tag = 1;
+            tag = f->canon ? 6 : 1; /* [28c] 6: escaped text (canonical: one text per value) */
             src = base + f->off;
             len = f->len;
         } else if (f != NULL) {
@@ -4658,6 +4724,7 @@ static PyObject *py_set_rule_name(PyObject *self, PyObject *const *args, Py_ssiz
     RawField *f = rawdata_field((RawDataObject *)raw, fd_rule_name);
     if (f == NULL) Py_RETURN_FALSE;
     Py_XSETREF(f->val, Py_NewRef(name));
+    f->canon = 0;
     Py_RETURN_TRUE;
 }
 
