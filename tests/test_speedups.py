@@ -348,6 +348,29 @@ CASES = [
 
 
 @needs_ext
+def test_repeated_system_values_and_keys_render_as_each_record_says():
+    """[28c] The renderer copies the System text it wrote last for the same value objects and
+    keeps what it learnt of each EventData key; records that change one System value or a key
+    at a time, back and forth, still render as the pure renderer does (values of another
+    object but equal text, other values, the reserved and enrichment names after plain ones)."""
+    variants = [
+        rec(),
+        rec(sys_with('"Level":4', '"Level":5')),
+        rec(sys_with('"Keywords":"0x8000000000000000"', '"Keywords":"0x8000000000000001"')),
+        rec(sys_with('"Computer":', '"Computer":"x\\\\y","X":')),
+        rec(sys_with('{"#attributes":{"UserID":"S-1-5-18"}}', 'null')),
+        rec(sys_with('"Channel":', '"Channel":"Other","Y":')),
+        rec(sys_with('"Name":"Microsoft-Windows-Sysmon"', '"Name":"Microsoft-Windows-Security"')),
+        with_data('"A":"1","System":"s","B":"2"'),
+        with_data('"A":"1","GrandparentImage":"g"'),
+        with_data('"A":"1","Tty":"t","B":2'),
+        with_data(r'"A":"x\\y","B":"q\"r","C":-7'),
+    ]
+    for text in variants + variants[::-1] + variants:
+        _same_conversion(text)
+
+
+@needs_ext
 @pytest.mark.parametrize("text,handled", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_edge_case_records(text, handled):
     _same_conversion(text)
