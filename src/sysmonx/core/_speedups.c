@@ -677,10 +677,11 @@ typedef struct {
     PyObject *key;
     PyObject *val;       /* the value's str, or NULL: the text's bytes [off, off + len) */
     Py_ssize_t off, len;
-    /* [28c] with val NULL: the bytes [off, off + len) are the value's escaped JSON text, not
-     * the value itself: ASCII whose only escapes are \" \\ \b \t \n \f \r, exactly what
-     * the JSON-lines renderer writes for the value (rendered by copying them; the str is
-     * made from them only when asked for, by field_str). Cleared wherever val is set. */
+    /* [28c] the bytes [off, off + len) are the value's escaped JSON text, not the value
+     * itself: ASCII whose only escapes are \" \\ \b \t \n \f \r, exactly what the
+     * JSON-lines renderer writes for the value (rendered by copying them). val is NULL until
+     * the str is asked for (field_str makes it; the filter decider keeps it in val for the
+     * record's other reads). Cleared wherever val is set to another value. */
     int canon;
     int kf; /* [28c] the key's KF_ flags (cached_key) */
 } RawField;
@@ -1692,7 +1693,7 @@ static int render_fields(Out *o, Out *extra, RawField *fields, Py_ssize_t n,
             if (rc == 0) rc = out_raw(w, ":", 1);
         }
         if (rc == 0) {
-            if (f->val != NULL) {
+            if (f->val != NULL && !f->canon) {
                 rc = out_value(w, f->val);
             } else { /* plain ASCII, nothing to escape, or [28c] escaped as the renderer
                       * would: the text's own bytes */
@@ -4255,7 +4256,7 @@ static PyObject *sm_raw_key(PyObject *event, PyObject *names) {
         RawField *f = fs[i] = rawdata_field((RawDataObject *)raw, name);
         size += 1 + (Py_ssize_t)sizeof(Py_ssize_t);
         if (f == NULL) continue;
-        if (f->val == NULL) {
+        if (f->val == NULL || f->canon) {
             size += f->len;
         } else {
             if (!PyUnicode_CheckExact(f->val)) Py_RETURN_NONE;
@@ -4271,7 +4272,7 @@ static PyObject *sm_raw_key(PyObject *event, PyObject *names) {
         const void *src = NULL;
         Py_ssize_t len = 0;
         char tag = 0;
-        if (f != NULL && f->val == NULL) {
+        if (f != NULL && (f->val == NULL || f->canon)) {
             tag = f->canon ? 6 : 1; /* [28c] 6: escaped text (canonical: one text per value) */
             src = base + f->off;
             len = f->len;
@@ -4684,6 +4685,9 @@ static int fd_decide_any(FilterDeciderObject *self, PyObject *data, RawField *rf
             } else {
                 raw = field_str(rbase, f);
                 if (raw == NULL) goto done;
+                /* [28c] an escaped value's str, made now, kept for the record's other reads
+                 * (one str and one hash, as when the converter made it) */
+                if (f->canon && f->val == NULL) f->val = Py_NewRef(raw);
             }
         } else {
             raw = PyDict_GetItemWithError(data, field);
