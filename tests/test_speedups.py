@@ -332,7 +332,42 @@ CASES = [
     ("fields-257", with_data(",".join(f'"F{i}":"v{i}"' for i in range(257))), False),
     ("duplicate-escaped-key", with_data(r'"AB":"1","A\u0042":"2"'), False),
     ("del-char", with_data('"A":"a\u007fb","B":"cd"'), True),
+    # [28c] escaped ASCII values kept as their escaped text when every escape is the renderer's
+    # own (\" \\ \b \f \n \r \t), a str otherwise (\/, \u, non-ASCII); the str made from that
+    # text on demand (data, GUID fields, UtcTime for the clock check, RuleName)
+    ("canonical-escapes", with_data(r'"Image":"C:\\W\\x.exe","A":"q\"b","B":"\b\f\n\r\t",'
+                                    r'"C":"\\\\srv\\s","D":"a\/b","E":"\u0041\\","F":"é\\",'
+                                    r'"G":"\\","H":"x\\\"y"'), True),
+    ("escaped-sysmon-guid-fields", with_data(r'"ProcessGuid":"A\\B","ParentProcessGuid":'
+                                             r'"{A\\B}","SourceProcessGUID":"\\"'), True),
+    ("escaped-non-sysmon-guids", with_data(r'"G":"ABCDEF01\\0000","H":"\\ABCDEF01-0000-0000-'
+                                           r'0000-00000000000A"', NON_SYSMON), True),
+    ("escaped-utctime-rulename", with_data(r'"RuleName":"a\\b","UtcTime":"2019-04-18 16:55\n"'),
+     True),
 ]
+
+
+@needs_ext
+def test_repeated_system_values_and_keys_render_as_each_record_says():
+    """[28c] The renderer copies the System text it wrote last for the same value objects and
+    keeps what it learnt of each EventData key; records that change one System value or a key
+    at a time, back and forth, still render as the pure renderer does (values of another
+    object but equal text, other values, the reserved and enrichment names after plain ones)."""
+    variants = [
+        rec(),
+        rec(sys_with('"Level":4', '"Level":5')),
+        rec(sys_with('"Keywords":"0x8000000000000000"', '"Keywords":"0x8000000000000001"')),
+        rec(sys_with('"Computer":', '"Computer":"x\\\\y","X":')),
+        rec(sys_with('{"#attributes":{"UserID":"S-1-5-18"}}', 'null')),
+        rec(sys_with('"Channel":', '"Channel":"Other","Y":')),
+        rec(sys_with('"Name":"Microsoft-Windows-Sysmon"', '"Name":"Microsoft-Windows-Security"')),
+        with_data('"A":"1","System":"s","B":"2"'),
+        with_data('"A":"1","GrandparentImage":"g"'),
+        with_data('"A":"1","Tty":"t","B":2'),
+        with_data(r'"A":"x\\y","B":"q\"r","C":-7'),
+    ]
+    for text in variants + variants[::-1] + variants:
+        _same_conversion(text)
 
 
 @needs_ext

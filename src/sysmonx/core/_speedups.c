@@ -73,6 +73,8 @@ typedef struct {
 #define MAX_DEPTH 256
 
 static inline void skip_ws(Reader *r) {
+    /* [28c] one test for the common case (pyevtx-rs writes no whitespace) */
+    if (r->p >= r->end || *r->p > ' ') return;
     while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
         r->p++;
 }
@@ -318,34 +320,66 @@ static PyObject *make_string(const Reader *r, const unsigned char *s, Py_ssize_t
  * and the hash. Only short unescaped keys; entries live as long as the module. */
 #define KEY_CACHE 1024
 #define KEY_MAX 48
+/* [28c] What the JSON-lines renderer needs to know of a key, found once per cached key and
+ * kept in each RawField (``kf``): KF_PLAIN: written as '"' + its bytes + '"' (an unescaped
+ * ASCII key of the text: no quote, backslash or control in it); KF_NOT_RESERVED: not one of
+ * the names that move the fields to ExtraData; KF_NOT_ENR: not an enrichment field name,
+ * valid while the bits from KF_GEN_SHIFT up equal enrichment_gen (setup_json's count). */
+#define KF_PLAIN 1
+#define KF_NOT_RESERVED 2
+#define KF_NOT_ENR 4
+#define KF_GEN_SHIFT 8
+static unsigned enrichment_gen = 0;
 typedef struct {
     Py_ssize_t len;
     unsigned char bytes[KEY_MAX];
     PyObject *str;
+    int kf;
 } KeyEntry;
 static KeyEntry key_cache[KEY_CACHE];
+static inline uint64_t hash_words(const unsigned char *s, Py_ssize_t n, uint64_t *high);
 
-static PyObject *cached_key(const Reader *r, const unsigned char *s, Py_ssize_t n, int escaped) {
+/* The key's str (new reference) and its flags in *kf (0 when not cached: nothing known). */
+static PyObject *cached_key(const Reader *r, const unsigned char *s, Py_ssize_t n, int escaped,
+                            int *kf) {
+    *kf = 0;
     if (escaped || n > KEY_MAX) return make_string(r, s, n, escaped);
-    uint32_t h = 2166136261u;
-    unsigned high = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        h = (h ^ s[i]) * 16777619u;
-        high |= s[i];
-    }
-    if (high & 0x80) return make_string(r, s, n, 0); /* ASCII keys only: same bytes, same text */
+    uint64_t high;
+    uint64_t h = hash_words(s, n, &high); /* [28c] a word at a time (was a byte at a time) */
+    if (high) return make_string(r, s, n, 0); /* ASCII keys only: same bytes, same text */
     KeyEntry *e = &key_cache[h & (KEY_CACHE - 1)];
     if (e->str != NULL && e->len == n && memcmp(e->bytes, s, n) == 0) {
+        if ((unsigned)(e->kf >> KF_GEN_SHIFT) != enrichment_gen && enrichment_names != NULL) {
+            int in = PySet_Contains(enrichment_names, e->str);
+            if (in < 0) return NULL;
+            e->kf = (e->kf & (KF_PLAIN | KF_NOT_RESERVED)) | (in ? 0 : KF_NOT_ENR) |
+                    (int)(enrichment_gen << KF_GEN_SHIFT);
+        }
+        *kf = e->kf;
         Py_INCREF(e->str);
         return e->str;
     }
     PyObject *str = make_string(r, s, n, 0);
     if (str == NULL) return NULL;
+    int f = KF_PLAIN;
+    if (!((n == 7 && !memcmp(s, "EventID", 7)) || (n == 6 && !memcmp(s, "System", 6)) ||
+          (n == 9 && !memcmp(s, "ExtraData", 9)) || (n == 10 && !memcmp(s, "Enrichment", 10))))
+        f |= KF_NOT_RESERVED;
+    if (enrichment_names != NULL) {
+        int in = PySet_Contains(enrichment_names, str);
+        if (in < 0) {
+            Py_DECREF(str);
+            return NULL;
+        }
+        f |= (in ? 0 : KF_NOT_ENR) | (int)(enrichment_gen << KF_GEN_SHIFT);
+    }
     Py_XDECREF(e->str);
     e->len = n;
     memcpy(e->bytes, s, n);
     Py_INCREF(str);
     e->str = str;
+    e->kf = f;
+    *kf = f;
     return str;
 }
 
@@ -643,6 +677,13 @@ typedef struct {
     PyObject *key;
     PyObject *val;       /* the value's str, or NULL: the text's bytes [off, off + len) */
     Py_ssize_t off, len;
+    /* [28c] the bytes [off, off + len) are the value's escaped JSON text, not the value
+     * itself: ASCII whose only escapes are \" \\ \b \t \n \f \r, exactly what the
+     * JSON-lines renderer writes for the value (rendered by copying them). val is NULL until
+     * the str is asked for (field_str makes it; the filter decider keeps it in val for the
+     * record's other reads). Cleared wherever val is set to another value. */
+    int canon;
+    int kf; /* [28c] the key's KF_ flags (cached_key) */
 } RawField;
 
 /* more EventData fields than this in one record: the Python path converts it */
@@ -658,6 +699,7 @@ typedef struct {
     Py_ssize_t nf;
     RawField *fields;       /* MAX_FIELDS entries, not cleared: the first nf are in use */
     const unsigned char *base;
+    uint64_t key_bits;      /* [28c] bit (hash & 63) of each key so far (duplicate check) */
 } Rec;
 
 static void rec_clear(Rec *x) {
@@ -768,6 +810,22 @@ static int system_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, 
     return skip_value(r);
 }
 
+/* [28c] 1 when the escaped JSON string text s[0..n) (scan_string passed it) is ASCII and its
+ * every escape is one the JSON-lines renderer writes for that character (out_str, put_ascii:
+ * \" \\ \b \t \n \f \r), so that rendering the unescaped str gives these bytes again;
+ * 0 otherwise (\u escapes, \/, any byte above 0x7F). */
+static int canon_escaped(const unsigned char *s, Py_ssize_t n) {
+    if (any_high(s, n)) return 0;
+    const unsigned char *p = s, *end = s + n;
+    while ((p = memchr(p, '\\', (size_t)(end - p))) != NULL) {
+        unsigned char e = p[1]; /* scan_string: a backslash is never the last byte */
+        if (e != '"' && e != '\\' && e != 'b' && e != 't' && e != 'n' && e != 'f' && e != 'r')
+            return 0;
+        p += 2;
+    }
+    return 1;
+}
+
 /* EventData values as the Event-log strings _scalar gives: str unchanged, int decimal,
  * true/false, null "". Anything else (float, object, array) is not handled. [26a] A string
  * value that is plain ASCII without escapes is kept as a slice of the text (no str made). */
@@ -778,6 +836,7 @@ static int data_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, vo
     RawField *f = &x->fields[x->nf];
     PyObject *v = NULL;
     Py_ssize_t off = 0, len = 0;
+    int canon = 0;
     skip_ws(r);
     if (r->p < r->end && *r->p == '"') {
         const unsigned char *s;
@@ -786,10 +845,39 @@ static int data_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, vo
         if (scan_string(r, &s, &len, &sesc) < 0) return -1;
         if (!sesc && ((r->chars && !r->latin1) || !any_high(s, len))) {
             off = s - x->base;
+        } else if (sesc && canon_escaped(s, len)) {
+            /* [28c] escaped ASCII whose escapes are the renderer's own (a path's \\ mostly):
+             * kept as its escaped text, copied into the line, a str only when asked for */
+            canon = 1;
+            off = s - x->base;
         } else {
             v = make_string(r, s, len, sesc);
             if (v == NULL) return -2;
         }
+    } else if (r->p < r->end && (*r->p == '-' || (*r->p >= '0' && *r->p <= '9'))) {
+        /* [28c] an integer: its decimal text is str(int) (JSON has no leading zeros; "-0",
+         * fractions, exponents and values beyond 64 bits are read_scalar's cases, not
+         * handled), kept as a slice: no int, no str */
+        const unsigned char *start = r->p;
+        int fl;
+        if (skip_number(r, &fl) < 0 || fl) return -1;
+        len = r->p - start;
+        int neg = start[0] == '-';
+        if (len - neg > 20 || (neg && len == 2 && start[1] == '0')) return -1;
+        if (len - neg == 20) { /* at most 18446744073709551615 (and -9223372036854775808) */
+            uint64_t u = 0;
+            for (Py_ssize_t i = neg; i < len; i++) {
+                uint64_t d = (uint64_t)(start[i] - '0');
+                if (u > (UINT64_MAX - d) / 10) return -1;
+                u = u * 10 + d;
+            }
+            if (neg && u > (uint64_t)INT64_MAX + 1) return -1;
+        } else if (neg && len - neg == 19) {
+            uint64_t u = 0;
+            for (Py_ssize_t i = 1; i < len; i++) u = u * 10 + (uint64_t)(start[i] - '0');
+            if (u > (uint64_t)INT64_MAX + 1) return -1;
+        }
+        off = start - x->base;
     } else {
         v = read_scalar(r, K_ANY);
         if (v == NULL) return PyErr_Occurred() ? -2 : -1;
@@ -804,7 +892,8 @@ static int data_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, vo
             v = s;
         }
     }
-    PyObject *key = cached_key(r, k, n, esc);
+    int kf;
+    PyObject *key = cached_key(r, k, n, esc, &kf);
     if (key == NULL) {
         Py_XDECREF(v);
         return -2;
@@ -816,18 +905,26 @@ static int data_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, vo
         Py_XDECREF(v);
         return -2;
     }
-    for (Py_ssize_t i = 0; i < x->nf; i++) {
-        PyObject *o = x->fields[i].key;
-        if (o == key || (((PyASCIIObject *)o)->hash == h && PyUnicode_Compare(o, key) == 0)) {
-            Py_DECREF(key);
-            Py_XDECREF(v);
-            return -1;
+    /* [28c] the earlier keys are compared only when one had a hash with the same low 6 bits */
+    uint64_t bit = 1ULL << ((uint64_t)h & 63);
+    if (x->key_bits & bit) {
+        for (Py_ssize_t i = 0; i < x->nf; i++) {
+            PyObject *o = x->fields[i].key;
+            if (o == key ||
+                (((PyASCIIObject *)o)->hash == h && PyUnicode_Compare(o, key) == 0)) {
+                Py_DECREF(key);
+                Py_XDECREF(v);
+                return -1;
+            }
         }
     }
+    x->key_bits |= bit;
     f->key = key;
     f->val = v;
     f->off = off;
     f->len = len;
+    f->canon = canon;
+    f->kf = kf;
     x->nf++;
     return 0;
 }
@@ -920,18 +1017,39 @@ static PyObject *provider_guid(PyObject *raw) {
 /* [26a] Field f's value as a str. New reference. */
 static PyObject *field_str(const unsigned char *base, const RawField *f) {
     if (f->val != NULL) return Py_NewRef(f->val);
+    if (f->canon) { /* [28c] escaped text without \u: unescape_chars always takes it */
+        PyObject *v = unescape_chars(base + f->off, f->len);
+        if (v == NULL && !PyErr_Occurred())
+            PyErr_SetString(PyExc_SystemError, "sysmonx: an escaped field with \\u");
+        return v;
+    }
     return ascii_string(base + f->off, f->len);
 }
 
 /* Field f's value as a braced lower-case GUID (brace_lower of its text), in place. 0, or
  * -2 (error). */
 static int brace_field(Rec *x, RawField *f) {
+    if (f->val == NULL && !f->canon) { /* [28c] plain ASCII slice: one str, built here */
+        PyObject *g = PyUnicode_New(f->len + 2, 127);
+        if (g == NULL) return -2;
+        const unsigned char *src = x->base + f->off;
+        unsigned char *dst = PyUnicode_1BYTE_DATA(g);
+        dst[0] = '{';
+        for (Py_ssize_t i = 0; i < f->len; i++) {
+            unsigned char c = src[i];
+            dst[i + 1] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+        }
+        dst[f->len + 1] = '}';
+        f->val = g;
+        return 0;
+    }
     PyObject *v = field_str(x->base, f);
     if (v == NULL) return -2;
     PyObject *g = brace_lower(v);
     Py_DECREF(v);
     if (g == NULL) return -2;
     Py_XSETREF(f->val, g);
+    f->canon = 0;
     return 0;
 }
 
@@ -1536,8 +1654,12 @@ static int is_reserved(PyObject *k) {
  * enrichment field: render the dict instead), -1, -2. */
 static int render_fields(Out *o, Out *extra, RawField *fields, Py_ssize_t n,
                          const unsigned char *base, int *in_extra) {
+    int gen_ok = (int)enrichment_gen << KF_GEN_SHIFT;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *k = fields[i].key;
+        int kf = fields[i].kf;
+        if ((kf & KF_NOT_ENR) && (kf & ~((1 << KF_GEN_SHIFT) - 1)) == gen_ok)
+            continue; /* [28c] known from the key cache */
         if (PyUnicode_CheckExact(k) && PyUnicode_GET_LENGTH(k) < 64 &&
             !((enrichment_lengths >> PyUnicode_GET_LENGTH(k)) & 1))
             continue;
@@ -1549,19 +1671,32 @@ static int render_fields(Out *o, Out *extra, RawField *fields, Py_ssize_t n,
     for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
         RawField *f = &fields[i];
         Out *w = o;
-        if (!*in_extra && is_reserved(f->key)) *in_extra = 1;
+        if (!*in_extra && !(f->kf & KF_NOT_RESERVED) && is_reserved(f->key)) *in_extra = 1;
         if (*in_extra) {
             w = extra;
             rc = out_raw(w, extra->len ? "," : "{", 1);
         } else {
             rc = out_raw(w, ",", 1);
         }
-        if (rc == 0) rc = out_str(w, f->key);
-        if (rc == 0) rc = out_raw(w, ":", 1);
+        if (rc == 0 && (f->kf & KF_PLAIN)) { /* [28c] '"' + the key's ASCII bytes + '":' */
+            Py_ssize_t kn = PyUnicode_GET_LENGTH(f->key);
+            RESERVE(w, kn + 3);
+            char *p = w->buf + w->len;
+            *p++ = '"';
+            memcpy(p, PyUnicode_1BYTE_DATA(f->key), (size_t)kn);
+            p += kn;
+            *p++ = '"';
+            *p++ = ':';
+            w->len = p - w->buf;
+        } else {
+            if (rc == 0) rc = out_str(w, f->key);
+            if (rc == 0) rc = out_raw(w, ":", 1);
+        }
         if (rc == 0) {
-            if (f->val != NULL) {
+            if (f->val != NULL && !f->canon) {
                 rc = out_value(w, f->val);
-            } else { /* plain ASCII, nothing to escape: the text's own bytes */
+            } else { /* plain ASCII, nothing to escape, or [28c] escaped as the renderer
+                      * would: the text's own bytes */
                 RESERVE(w, f->len + 2);
                 char *p = w->buf + w->len;
                 *p++ = '"';
@@ -1584,24 +1719,78 @@ static int render_raw(Out *o, Out *extra, RawDataObject *raw, int *in_extra) {
  * ``tc`` (the Event's slot: a canonical str written as it is, else utc_func's str of it);
  * else the first 26 characters of ``tc26`` and "000Z" (ASCII and the length checked by the
  * caller). 0, -1 (not handled: the Python renderer decides) or -2 (error). */
+/* [28c] The System values that repeat from record to record (the provider's name and GUID,
+ * Version, Level, Task, Opcode, Keywords; Channel, Computer, UserID) are mostly the same
+ * objects (the converter's value cache, small ints): the text last rendered for the same
+ * objects (held, so an address is not reused while cached) is copied instead of rendered
+ * again. The same objects always give the same text (str, int, None: immutable). */
+#define SYS_RUN_MAX 480
+typedef struct {
+    PyObject *k[7];
+    Py_ssize_t len;
+    char text[SYS_RUN_MAX];
+} SysRun;
+static SysRun sys_head, sys_tail;
+
+/* Copies the text cached for objects v[0..n) into o: 1; 0: not cached. */
+static inline int sys_run_hit(Out *o, SysRun *c, PyObject *const *v, int n) {
+    if (c->len == 0) return 0;
+    for (int i = 0; i < n; i++)
+        if (c->k[i] != v[i]) return 0;
+    if (o->len + c->len > o->cap && out_grow(o, c->len) < 0) return -2;
+    memcpy(o->buf + o->len, c->text, (size_t)c->len);
+    o->len += c->len;
+    return 1;
+}
+
+/* Keeps o's bytes from ``start`` as the text of objects v[0..n) (when short enough). */
+static void sys_run_keep(Out *o, Py_ssize_t start, SysRun *c, PyObject *const *v, int n) {
+    Py_ssize_t len = o->len - start;
+    if (len <= 0 || len > SYS_RUN_MAX) return;
+    for (int i = 0; i < n; i++) Py_XSETREF(c->k[i], Py_NewRef(v[i]));
+    memcpy(c->text, o->buf + start, (size_t)len);
+    c->len = len;
+}
+
 static int render_system(Out *o, PyObject *provider, PyObject *pguid, PyObject *version,
                          PyObject *level, PyObject *task, PyObject *opcode, PyObject *keywords,
                          PyObject *tc, PyObject *tc26, PyObject *rid, PyObject *pid,
                          PyObject *tid, PyObject *channel, PyObject *computer, PyObject *user) {
-    int rc = out_field(o, ",\"System\":{\"Provider\":", 22, provider);
-    if (rc == 0) rc = out_field(o, ",\"ProviderGuid\":", 16, pguid);
-    if (rc == 0) rc = out_field(o, ",\"Version\":", 11, version);
-    if (rc == 0) rc = out_field(o, ",\"Level\":", 9, level);
-    if (rc == 0) rc = out_field(o, ",\"Task\":", 8, task);
-    if (rc == 0) rc = out_field(o, ",\"Opcode\":", 10, opcode);
-    if (rc == 0) rc = out_field(o, ",\"Keywords\":", 12, keywords);
+    PyObject *head[7] = {provider, pguid, version, level, task, opcode, keywords};
+    int rc = 0, hit = 0;
+    if (provider != NULL && pguid != NULL && version != NULL && level != NULL &&
+        task != NULL && opcode != NULL && keywords != NULL) {
+        hit = sys_run_hit(o, &sys_head, head, 7);
+        if (hit < 0) return hit;
+    }
+    if (!hit) {
+        Py_ssize_t start = o->len;
+        rc = out_field(o, ",\"System\":{\"Provider\":", 22, provider);
+        if (rc == 0) rc = out_field(o, ",\"ProviderGuid\":", 16, pguid);
+        if (rc == 0) rc = out_field(o, ",\"Version\":", 11, version);
+        if (rc == 0) rc = out_field(o, ",\"Level\":", 9, level);
+        if (rc == 0) rc = out_field(o, ",\"Task\":", 8, task);
+        if (rc == 0) rc = out_field(o, ",\"Opcode\":", 10, opcode);
+        if (rc == 0) rc = out_field(o, ",\"Keywords\":", 12, keywords);
+        if (rc == 0) sys_run_keep(o, start, &sys_head, head, 7);
+    }
     if (rc == 0 && tc26 != NULL) {
         RESERVE(o, 15 + 26 * 6 + 6);
         char *w = o->buf + o->len;
         memcpy(w, ",\"TimeCreated\":\"", 16);
         w += 16;
         const unsigned char *c = PyUnicode_1BYTE_DATA(tc26);
-        for (int i = 0; i < 26; i++) w = put_ascii(w, c[i]);
+        uint64_t w0, w1, w2, w3 = 0x6161616161616161ULL;
+        memcpy(&w0, c, 8);
+        memcpy(&w1, c + 8, 8);
+        memcpy(&w2, c + 16, 8);
+        memcpy(&w3, c + 24, 2);
+        if (!(special8(w0) | special8(w1) | special8(w2) | special8(w3))) {
+            memcpy(w, c, 26); /* [28c] nothing to escape (the common case) */
+            w += 26;
+        } else {
+            for (int i = 0; i < 26; i++) w = put_ascii(w, c[i]);
+        }
         memcpy(w, "000Z\"", 5);
         w += 5;
         o->len = w - o->buf;
@@ -1623,9 +1812,21 @@ static int render_system(Out *o, PyObject *provider, PyObject *pguid, PyObject *
     if (rc == 0) rc = out_field(o, ",\"EventRecordID\":", 17, rid);
     if (rc == 0) rc = out_field(o, ",\"ProcessID\":", 13, pid);
     if (rc == 0) rc = out_field(o, ",\"ThreadID\":", 12, tid);
-    if (rc == 0) rc = out_field(o, ",\"Channel\":", 11, channel);
-    if (rc == 0) rc = out_field(o, ",\"Computer\":", 12, computer);
-    if (rc == 0) rc = out_field(o, ",\"UserID\":", 10, user);
+    if (rc == 0) {
+        PyObject *tail[3] = {channel, computer, user};
+        hit = 0;
+        if (channel != NULL && computer != NULL && user != NULL) {
+            hit = sys_run_hit(o, &sys_tail, tail, 3);
+            if (hit < 0) return hit;
+        }
+        if (!hit) {
+            Py_ssize_t start = o->len;
+            rc = out_field(o, ",\"Channel\":", 11, channel);
+            if (rc == 0) rc = out_field(o, ",\"Computer\":", 12, computer);
+            if (rc == 0) rc = out_field(o, ",\"UserID\":", 10, user);
+            if (rc == 0) sys_run_keep(o, start, &sys_tail, tail, 3);
+        }
+    }
     if (rc == 0) rc = out_raw(o, "}", 1);
     return rc;
 }
@@ -1821,6 +2022,8 @@ static PyObject *py_setup_json(PyObject *self, PyObject *args) {
     }
     enrichment_lengths = lengths;
     Py_INCREF(en); Py_XSETREF(enrichment_names, en);
+    enrichment_gen = (enrichment_gen + 1) & 0x7FFFFF; /* [28c] the keys' KF_NOT_ENR again */
+    if (enrichment_gen == 0) enrichment_gen = 1;
     Py_INCREF(se); Py_XSETREF(split_enrichment, se);
     Py_INCREF(uf); Py_XSETREF(utc_func, uf);
     Py_INCREF(jf); Py_XSETREF(json_fallback, jf);
@@ -2606,7 +2809,7 @@ static int clock_fast(StageFastObject *self, PyObject *item) {
             u = f->val;
         } else {
             if (PyUnicode_KIND(t) != PyUnicode_1BYTE_KIND || PyUnicode_GET_LENGTH(t) < 13 ||
-                f->len < 13)
+                f->len < 13 || f->canon) /* [28c] escaped text: the Python method decides */
                 return 0;
             const char *a = (const char *)PyUnicode_1BYTE_DATA(t);
             const char *b = (const char *)ro->base + f->off;
@@ -3064,7 +3267,7 @@ static int rp_clock(RawPlanObject *p, Rec *x, PyObject *path) {
             return 0;
         b = (const char *)PyUnicode_1BYTE_DATA(u);
     } else {
-        if (f->len < 13) return 0;
+        if (f->len < 13 || f->canon) return 0; /* [28c] escaped text: the Event decides */
         b = (const char *)x->base + f->off;
     }
     return same_hour(a, b);
@@ -3147,7 +3350,7 @@ static int render_rec(Out *o, Out *extra, Rec *x, PyObject *pguid) {
  * ``*rn`` that field and ``*rn_old`` its old value, for rp_take to keep or undo), 0 the Event
  * decides (nothing changed), -1 error. */
 static int rp_filter(RawPlanObject *p, Rec *x, int *include_out, RawField **rn_out,
-                     PyObject **rn_old_out) {
+                     PyObject **rn_old_out, int *rn_canon_out) {
     int rc, include;
     RawField *rn = NULL;
     PyObject *rn_old = NULL;
@@ -3202,6 +3405,9 @@ static int rp_filter(RawPlanObject *p, Rec *x, int *include_out, RawField **rn_o
         } else { /* set_rule_name's change, undone below if the record goes back */
             rn_old = rn->val;
             rn->val = Py_NewRef(name);
+            /* [28c] the old value's flag kept in rn_old's place: see rp_take */
+            *rn_canon_out = rn->canon;
+            rn->canon = 0;
         }
     }
     Py_DECREF(res);
@@ -3221,6 +3427,7 @@ static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObje
     int include = 1;
     RawField *rn = NULL;
     PyObject *rn_old = NULL;
+    int rn_canon = 0;
     /* [27a2] the checks in the stages' order (none changes anything; the filter's RuleName
      * swap is undone at ``back``) */
     for (int k = 0; k < p->nk; k++) {
@@ -3242,7 +3449,7 @@ static int rp_take(RawPlanObject *p, Rec *x, PyObject *pguid, int sysmon, PyObje
             v = PyLong_AsLongAndOverflow(x->eid, &overflow);
             if (overflow || (v == -1 && PyErr_Occurred())) { PyErr_Clear(); goto back; }
             if (p->kinds[k] == RK_FILTER) {
-                rc = rp_filter(p, x, &include, &rn, &rn_old);
+                rc = rp_filter(p, x, &include, &rn, &rn_old, &rn_canon);
                 if (rc != 1) goto back_rc;
             }
             break;
@@ -3312,11 +3519,13 @@ checked:;
 back: /* the record goes the Event way, as parsed */
     if (rn != NULL) {
         Py_SETREF(rn->val, rn_old);
+        rn->canon = rn_canon;
     }
     return 0;
 back_error:
     if (rn != NULL) {
         Py_SETREF(rn->val, rn_old);
+        rn->canon = rn_canon;
     }
     return -1;
 }
@@ -4023,7 +4232,7 @@ static int sm_init(void) {
  * slot set, the data slot empty; RawData, [26a]): one bytes object that spells, for each of
  * ``names`` in order, the value ``event.data.get(name)`` would give: a tag (0: no such
  * field; 1: a slice of the record's text, plain ASCII; 2, 3, 5: a str of 1, 2 or 4 bytes
- * per character), the value's length in bytes, then those bytes. It reads back to exactly
+ * per character; 6: [28c] a slice of escaped text, RawField.canon), the value's length in bytes, then those bytes. It reads back to exactly
  * one tuple of values, so events with equal raw keys have equal keys (the converse does
  * not hold: the same text as a slice and as a str differ), and it stands for that tuple
  * without making the event's dict or its strings. New reference; Py_None (a new reference)
@@ -4047,7 +4256,7 @@ static PyObject *sm_raw_key(PyObject *event, PyObject *names) {
         RawField *f = fs[i] = rawdata_field((RawDataObject *)raw, name);
         size += 1 + (Py_ssize_t)sizeof(Py_ssize_t);
         if (f == NULL) continue;
-        if (f->val == NULL) {
+        if (f->val == NULL || f->canon) {
             size += f->len;
         } else {
             if (!PyUnicode_CheckExact(f->val)) Py_RETURN_NONE;
@@ -4063,8 +4272,8 @@ static PyObject *sm_raw_key(PyObject *event, PyObject *names) {
         const void *src = NULL;
         Py_ssize_t len = 0;
         char tag = 0;
-        if (f != NULL && f->val == NULL) {
-            tag = 1;
+        if (f != NULL && (f->val == NULL || f->canon)) {
+            tag = f->canon ? 6 : 1; /* [28c] 6: escaped text (canonical: one text per value) */
             src = base + f->off;
             len = f->len;
         } else if (f != NULL) {
@@ -4476,6 +4685,9 @@ static int fd_decide_any(FilterDeciderObject *self, PyObject *data, RawField *rf
             } else {
                 raw = field_str(rbase, f);
                 if (raw == NULL) goto done;
+                /* [28c] an escaped value's str, made now, kept for the record's other reads
+                 * (one str and one hash, as when the converter made it) */
+                if (f->canon && f->val == NULL) f->val = Py_NewRef(raw);
             }
         } else {
             raw = PyDict_GetItemWithError(data, field);
@@ -4658,6 +4870,7 @@ static PyObject *py_set_rule_name(PyObject *self, PyObject *const *args, Py_ssiz
     RawField *f = rawdata_field((RawDataObject *)raw, fd_rule_name);
     if (f == NULL) Py_RETURN_FALSE;
     Py_XSETREF(f->val, Py_NewRef(name));
+    f->canon = 0;
     Py_RETURN_TRUE;
 }
 
