@@ -132,7 +132,7 @@ def _filters(plain: tuple) -> list:
     Raises:
         ValueError: a filter that is not a 7-tuple whose field and value are strings."""
     new, names, cls = object.__new__, _FILTER, Filter
-    out = []
+    out: list = []
     add = out.append
     for f in plain:
         if len(f) != 7 or f[0].__class__ is not str or f[2].__class__ is not str:
