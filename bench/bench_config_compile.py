@@ -25,7 +25,11 @@ Baseline, measured in the same run: lxml's bare parse of the same bytes
   a whole child minus one that only imports, as before 2026-12-07 20:50 UTC) keeps the
   interpreter's start and the imports out: those varied by up to 3 % (~15 M instructions)
   from run to run. ``PYTHONHASHSEED=0``. Needs ``valgrind`` on the PATH (exit status 1
-  otherwise). The bare lxml parse is counted the same way.
+  otherwise). The bare lxml parse is counted the same way. Then a *later run*'s two fixed
+  costs, both caches filled beforehand by two uncounted runs in a temporary folder:
+  ``load_config(path)`` from the config cache, and ``FilterEngine(config)`` with its plan
+  cache entry plus the 26 deciders built from the stored plans (the child fails unless both
+  caches hit and no decider was compiled).
 
 ``uptime`` load averages are printed before and after. Exit status 1 when a config is
 missing or a child failed.
@@ -39,8 +43,10 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import default_corpus
@@ -72,6 +78,24 @@ elif what == "compile":
     config = load_config(path, cache=None)
     engine = FilterEngine(config, plan_cache=False)
     eval("[engine.decider_for(eid) for eid in ids]")
+elif what == "fill":  # not counted: a first run, then a second that stores both entries
+    for _ in range(2):
+        engine = FilterEngine(load_config(path), plan_cache=True)
+        [engine.decider_for(eid) for eid in ids]
+        engine.save_plans()
+elif what == "cached-load":
+    info = {}
+    eval("load_config(path, cache_info=info)")
+    if info["status"] != "hit":
+        sys.exit(f"config cache {info['status']}, not hit")
+elif what == "cached-compile":
+    config = load_config(path)
+    engine = eval("FilterEngine(config, plan_cache=True)")
+    if engine.plan_cache_status != "hit":
+        sys.exit(f"plan cache {engine.plan_cache_status}, not hit")
+    eval("[engine.decider_for(eid) for eid in ids]")
+    if engine._new_plans:
+        sys.exit("a decider was compiled, not built from the stored plan")
 """
 
 
@@ -79,11 +103,17 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _instructions(what: str, path: str) -> int:
+def _instructions(what: str, path: str, cache_dir: Optional[str] = None) -> int:
     """Instructions executed inside the ``eval`` of ``what`` by a fresh child (see
     :data:`CHILD`): callgrind collects only inside ``builtin_eval``, so the interpreter's
-    start, the imports and the exit are left out."""
-    env = dict(os.environ, PYTHONHASHSEED="0", SYSMONX_CONFIG_CACHE="0")
+    start, the imports and the exit are left out. ``cache_dir``: the config and plan caches
+    the child uses (``SYSMONX_CACHE_DIR``; without it they are off)."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    if cache_dir is None:
+        env["SYSMONX_CONFIG_CACHE"] = "0"
+    else:
+        env.pop("SYSMONX_CONFIG_CACHE", None)
+        env["SYSMONX_CACHE_DIR"] = cache_dir
     r = subprocess.run(["valgrind", "--tool=callgrind", "--toggle-collect=builtin_eval",
                         "--callgrind-out-file=/dev/null", sys.executable, "-c", CHILD, what,
                         path, ",".join(map(str, IDS))], capture_output=True, text=True, env=env)
@@ -91,6 +121,21 @@ def _instructions(what: str, path: str) -> int:
     if r.returncode != 0 or m is None:
         raise RuntimeError(f"child {what} failed ({r.returncode}): {r.stderr[-500:]}")
     return int(m.group(1))
+
+
+def _later_run(path: str) -> tuple[int, int]:
+    """Instructions of a later run's two fixed costs (both caches filled beforehand in a
+    temporary folder by two uncounted runs): ``load_config(path)`` from the config cache,
+    and the engine built with its plan cache entry plus the deciders of :data:`IDS` built
+    from the stored plans. The child exits non-zero unless both caches hit."""
+    with tempfile.TemporaryDirectory(prefix="bench-config-cache-") as d:
+        env = dict(os.environ, PYTHONHASHSEED="0", SYSMONX_CACHE_DIR=d)
+        env.pop("SYSMONX_CONFIG_CACHE", None)
+        r = subprocess.run([sys.executable, "-c", CHILD, "fill", path, ",".join(map(str, IDS))],
+                           capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"filling the caches failed: {r.stderr[-500:]}")
+        return _instructions("cached-load", path, d), _instructions("cached-compile", path, d)
 
 
 def _filter_elements(root, config) -> list:
@@ -162,6 +207,10 @@ def main() -> int:
             print(f"{label:16} lxml parse {lx / 1e6:7.2f}   config parse {parse / 1e6:7.2f} "
                   f"({parse / lx:4.1f}x lxml)   deciders, {len(IDS)} EventIDs "
                   f"{comp / 1e6:7.2f} ({comp / lx:4.1f}x lxml)")
+            load, built = _later_run(path)
+            print(f"{'':16} a later run (both caches filled): config from the cache "
+                  f"{load / 1e6:7.2f} ({load / lx:4.1f}x lxml)   engine + deciders from the "
+                  f"stored plans {built / 1e6:7.2f} ({built / lx:4.1f}x lxml)")
     else:
         cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpu})
