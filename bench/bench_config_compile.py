@@ -25,7 +25,11 @@ Baseline, measured in the same run: lxml's bare parse of the same bytes
   a whole child minus one that only imports, as before 2026-12-07 20:50 UTC) keeps the
   interpreter's start and the imports out: those varied by up to 3 % (~15 M instructions)
   from run to run. ``PYTHONHASHSEED=0``. Needs ``valgrind`` on the PATH (exit status 1
-  otherwise). The bare lxml parse is counted the same way.
+  otherwise). The bare lxml parse is counted the same way. Then a *later run*'s two fixed
+  costs, both caches filled beforehand by two uncounted runs in a temporary folder:
+  ``load_config(path)`` from the config cache, and ``FilterEngine(config)`` with its plan
+  cache entry plus the 26 deciders built from the stored plans (the child fails unless both
+  caches hit and no decider was compiled).
 
 ``uptime`` load averages are printed before and after. Exit status 1 when a config is
 missing or a child failed.
@@ -39,8 +43,10 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import default_corpus
@@ -56,13 +62,13 @@ IDS = (1, 2, 3, 5, 7, 8, 10, 11, 12, 13, 15, 17, 18, 22, 23, 4, 6, 9, 16, 19, 20
        26, 255)
 
 CHILD = """
-import sys
+import os, sys
 import lxml.etree, orjson, sysmonx.pipeline, sysmonx.sources.evtx, sysmonx.filtering.plancache
 from sysmonx.config import load_config
 from sysmonx.filtering import FilterEngine
 what, path = sys.argv[1], sys.argv[2]
 ids = [int(x) for x in sys.argv[3].split(",")]
-raw = open(path, "rb").read()
+raw = open(path, "rb").read() if path else b""
 # only what runs inside eval() is counted (callgrind --toggle-collect=builtin_eval)
 if what == "lxml":
     eval("lxml.etree.fromstring(raw)")
@@ -72,6 +78,54 @@ elif what == "compile":
     config = load_config(path, cache=None)
     engine = FilterEngine(config, plan_cache=False)
     eval("[engine.decider_for(eid) for eid in ids]")
+elif what in ("replay", "replay-fill"):  # path "": no config
+    import glob, io
+    from sysmonx.pipeline import Replayer, ReplayOptions, make_writer
+    from sysmonx.sinks import writer_class
+    writer_class("jsonl")
+    files = sorted(glob.glob(os.path.join(sys.argv[4], "**", "*.evtx"), recursive=True))
+
+    class Null(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, b):
+            return len(b)
+
+    def replay():
+        config = load_config(path) if path else None
+        engine = FilterEngine(config) if config is not None else None
+        writer = make_writer("jsonl", Null())
+        r = Replayer(ReplayOptions(config=config), writer, engine=engine)
+        for f in files:
+            r.run_file(f)
+        r.finish()
+        writer.close()
+        return r.stats.records, engine.plan_cache_status if engine is not None else "-"
+    if what == "replay-fill":  # not counted: two runs store both entries
+        for _ in range(2):
+            replay()
+    else:
+        records, status = eval("replay()")
+        print(records, status)
+elif what == "fill":  # not counted: a first run, then a second that stores both entries
+    for _ in range(2):
+        engine = FilterEngine(load_config(path), plan_cache=True)
+        [engine.decider_for(eid) for eid in ids]
+        engine.save_plans()
+elif what == "cached-load":
+    info = {}
+    eval("load_config(path, cache_info=info)")
+    if info["status"] != "hit":
+        sys.exit(f"config cache {info['status']}, not hit")
+elif what == "cached-compile":
+    config = load_config(path)
+    engine = eval("FilterEngine(config, plan_cache=True)")
+    if engine.plan_cache_status != "hit":
+        sys.exit(f"plan cache {engine.plan_cache_status}, not hit")
+    eval("[engine.decider_for(eid) for eid in ids]")
+    if engine._new_plans:
+        sys.exit("a decider was compiled, not built from the stored plan")
 """
 
 
@@ -79,18 +133,68 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _instructions(what: str, path: str) -> int:
+def _instructions(what: str, path: str, cache_dir: Optional[str] = None, extra: tuple = (),
+                  out: Optional[list] = None) -> int:
     """Instructions executed inside the ``eval`` of ``what`` by a fresh child (see
     :data:`CHILD`): callgrind collects only inside ``builtin_eval``, so the interpreter's
-    start, the imports and the exit are left out."""
-    env = dict(os.environ, PYTHONHASHSEED="0", SYSMONX_CONFIG_CACHE="0")
+    start, the imports and the exit are left out. ``cache_dir``: the config and plan caches
+    the child uses (``SYSMONX_CACHE_DIR``; without it they are off); ``extra``: more
+    arguments for the child; ``out``: gets the words the child printed."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    if cache_dir is None:
+        env["SYSMONX_CONFIG_CACHE"] = "0"
+    else:
+        env.pop("SYSMONX_CONFIG_CACHE", None)
+        env["SYSMONX_CACHE_DIR"] = cache_dir
     r = subprocess.run(["valgrind", "--tool=callgrind", "--toggle-collect=builtin_eval",
                         "--callgrind-out-file=/dev/null", sys.executable, "-c", CHILD, what,
-                        path, ",".join(map(str, IDS))], capture_output=True, text=True, env=env)
+                        path, ",".join(map(str, IDS)), *extra], capture_output=True, text=True,
+                       env=env)
     m = re.search(r"Collected\s*:\s*(\d+)", r.stderr)
     if r.returncode != 0 or m is None:
         raise RuntimeError(f"child {what} failed ({r.returncode}): {r.stderr[-500:]}")
+    if out is not None:
+        out.append(r.stdout.split())
     return int(m.group(1))
+
+
+def _later_run(path: str) -> tuple[int, int]:
+    """Instructions of a later run's two fixed costs (both caches filled beforehand in a
+    temporary folder by two uncounted runs): ``load_config(path)`` from the config cache,
+    and the engine built with its plan cache entry plus the deciders of :data:`IDS` built
+    from the stored plans. The child exits non-zero unless both caches hit."""
+    with tempfile.TemporaryDirectory(prefix="bench-config-cache-") as d:
+        env = dict(os.environ, PYTHONHASHSEED="0", SYSMONX_CACHE_DIR=d)
+        env.pop("SYSMONX_CONFIG_CACHE", None)
+        r = subprocess.run([sys.executable, "-c", CHILD, "fill", path, ",".join(map(str, IDS))],
+                           capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"filling the caches failed: {r.stderr[-500:]}")
+        return _instructions("cached-load", path, d), _instructions("cached-compile", path, d)
+
+
+def _replays(path: str, evtx: str) -> tuple[int, int]:
+    """Instructions of a whole replay of the EVTX under ``evtx`` (config loaded and compiled,
+    every record read, filtered and written as JSON lines to a null stream), with the config
+    and plan caches empty (a first run) and filled by two uncounted runs (a later run);
+    ``path`` ``""``: no config. Exit status of the child non-zero on a failure; the plan
+    cache status of the later run is checked (``hit``)."""
+    with tempfile.TemporaryDirectory(prefix="bench-config-cache-") as d:
+        got: list = []
+        first = _instructions("replay", path, d, (evtx,), got)
+        env = dict(os.environ, PYTHONHASHSEED="0", SYSMONX_CACHE_DIR=d)
+        env.pop("SYSMONX_CONFIG_CACHE", None)
+        for _ in range(2):  # a first run notes the config, the second stores both entries
+            r = subprocess.run([sys.executable, "-c", CHILD, "replay", path,
+                                ",".join(map(str, IDS)), evtx], capture_output=True,
+                               text=True, env=env)
+            if r.returncode != 0:
+                raise RuntimeError(f"filling the caches failed: {r.stderr[-500:]}")
+        later = _instructions("replay", path, d, (evtx,), got)
+        if got[0][0] != got[1][0] or (path and got[1][1] != "hit"):
+            raise RuntimeError(f"the later run read other records or missed the plan cache: "
+                               f"{got}")
+        return first, later
 
 
 def _filter_elements(root, config) -> list:
@@ -143,6 +247,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--cpu", type=int, default=None)
     ap.add_argument("--instructions", action="store_true")
+    ap.add_argument("--replay", action="store_true",
+                    help="with --instructions: also count whole replays of the corpus EVTX")
     args = ap.parse_args()
     paths = []
     for name in args.configs.split(","):
@@ -162,6 +268,20 @@ def main() -> int:
             print(f"{label:16} lxml parse {lx / 1e6:7.2f}   config parse {parse / 1e6:7.2f} "
                   f"({parse / lx:4.1f}x lxml)   deciders, {len(IDS)} EventIDs "
                   f"{comp / 1e6:7.2f} ({comp / lx:4.1f}x lxml)")
+            load, built = _later_run(path)
+            print(f"{'':16} a later run (both caches filled): config from the cache "
+                  f"{load / 1e6:7.2f} ({load / lx:4.1f}x lxml)   engine + deciders from the "
+                  f"stored plans {built / 1e6:7.2f} ({built / lx:4.1f}x lxml)")
+        if args.replay:
+            evtx = str(Path(args.corpus) / "evtx")
+            base, _ = _replays("", evtx)
+            print(f"whole replay of {evtx} (jsonl to a null stream), no config "
+                  f"{base / 1e6:8.2f}")
+            for label, path in paths:
+                first, later = _replays(path, evtx)
+                print(f"{label:16} first run {first / 1e6:8.2f} (+{(first - base) / 1e6:6.2f} "
+                      f"over no config)   later run {later / 1e6:8.2f} "
+                      f"(+{(later - base) / 1e6:6.2f})")
     else:
         cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpu})

@@ -90,7 +90,10 @@ printed.
     whole ``sysmonx replay --config FILE --format FMT -o /dev/null -q`` process (interpreter
     start, imports, command line, config, replay: user + system CPU of the child, not pinned)
     given the files by name and given their folder (a folder walk lists the registered
-    input formats).
+    input formats); per configuration also a *later run* (the config and plan caches filled
+    by two uncounted runs in a temporary folder; exit status 1 unless both hit): the config
+    read from the cache, the engine built (its plan cache entry read), the deciders built from
+    the stored plans, and the first pass against the second.
 ``--profile``
     where a replay's time goes: one warm replay pass per configuration (config compiled
     beforehand) sampled by pyinstrument (``pip install pyinstrument``), CPU time split into the
@@ -699,6 +702,27 @@ def _fixed_child(spec: dict) -> dict:
     _evict(files)
     path = spec["config"]
     ids = spec["ids"]
+    if spec["what"] == "fixed-later":
+        # a later run: the config and plan caches filled by earlier runs (SYSMONX_CACHE_DIR)
+        info: dict = {}
+        t = _cpu()
+        config = load_config(path, cache_info=info)
+        out["load"] = _cpu() - t
+        t = _cpu()
+        engine = FilterEngine(config)
+        out["engine"] = _cpu() - t
+        out["status"] = [info["status"], engine.plan_cache_status]
+        t = _cpu()
+        for eid in ids:
+            engine.decider_for(eid)
+        out["deciders"] = _cpu() - t
+        t = _cpu()
+        out["records"] = _replay(files, config, fmt, engine, 1)
+        out["first_pass"] = _cpu() - t
+        t = _cpu()
+        _replay(files, config, fmt, engine, 1)
+        out["second_pass"] = _cpu() - t
+        return out
     if path:
         t = _cpu()
         config = load_config(path, cache=None)
@@ -761,15 +785,27 @@ def _fixed_costs(args, configs: list, files: list[str]) -> int:
     runs: dict = {label: [] for label, _ in configs}
     per_file = []
     whole: dict = {}
+    later: dict = {label: [] for label, path in configs if path}
+    caches = {label: tempfile.mkdtemp(prefix="bench-config-cache-") for label in later}
+    for label, path in configs:
+        if path:  # a first run notes the config, a second stores both entries
+            for _ in range(2):
+                _run_child(dict(common, what="fixed-later", config=path,
+                                config_cache=caches[label]))
     for _ in range(args.rounds):
         for label, path in configs:
             runs[label].append(_run_child(dict(common, what="fixed", config=path)))
+            if path:
+                later[label].append(_run_child(dict(common, what="fixed-later", config=path,
+                                                    config_cache=caches[label])))
             for how, inputs in (("files", files), ("folder", folders)):
                 if not inputs:
                     continue
                 whole.setdefault((label, how), []).append(_cli_cpu(path, args.format, inputs))
         per_file.append(_run_child(dict(common, what="fixed-files")))
     load_after = _load()
+    for d in caches.values():
+        shutil.rmtree(d, ignore_errors=True)
 
     def med(values: list) -> float:
         return statistics.median(values) * 1000
@@ -800,6 +836,19 @@ def _fixed_costs(args, configs: list, files: list[str]) -> int:
         print(f"  records: first pass {fp:7.2f} ms, second pass {sp:6.2f} ms (first-pass extra "
               f"{fp - sp:5.2f} ms: memo tables, predicates, caches filled on first use, pages "
               "read from disk)")
+        if path:
+            ls = later[label]
+            if any(r["status"] != ["hit", "hit"] for r in ls) or \
+                    any(r["records"] != rs[0]["records"] for r in ls):
+                print(f"{label}: a later run missed a cache or read other records: "
+                      f"{[r['status'] for r in ls]}", file=sys.stderr)
+                status = 1
+            lf, lsp = med([r["first_pass"] for r in ls]), med([r["second_pass"] for r in ls])
+            print(f"  a later run (config and plan caches filled): config from the cache "
+                  f"{med([r['load'] for r in ls]):5.2f} ms, engine (plan cache read) "
+                  f"{med([r['engine'] for r in ls]):5.2f} ms, deciders from the stored plans "
+                  f"{med([r['deciders'] for r in ls]):5.2f} ms; records: first pass {lf:7.2f} "
+                  f"ms, second pass {lsp:6.2f} ms (extra {lf - lsp:5.2f} ms)")
         print(f"  whole sysmonx replay process (not pinned): files named "
               f"{med(whole[(label, 'files')]):7.1f} ms"
               + (f", their folder named {med(whole[(label, 'folder')]):7.1f} ms" if folders

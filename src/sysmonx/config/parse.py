@@ -286,12 +286,21 @@ def load_config(path: Union[str, Path], *, extensions: bool = True,
     from .cache import ConfigCache, config_key
     if default:
         cache = ConfigCache(directory)
-    options = (extensions, empty_option_quirk,
-               tuple(sorted(extension_conditions())) if extensions else ())
+    # the extension conditions registered without reading the installed distributions'
+    # entry points (~1.2 ms per process): what the reader starts with. A config is the same
+    # whatever other names are registered as long as every condition it uses is accepted, so
+    # a cached one is checked for that (:func:`_conditions_accepted`), reading the entry
+    # points only when it uses a condition they may provide (a plugin's)
+    known = extension_conditions(entry_points=False) if extensions else {}
+    options = (extensions, empty_option_quirk, tuple(sorted(known)) if extensions else ())
     key = config_key(raw, str(p), options)
-    cfg = cache.get(key)
+    cached: Optional[Config] = cache.get(key)
+    if cached is not None and extensions and not _conditions_accepted(cached, known):
+        cached = None  # a plugin's condition no longer registered: parsed (and refused) again
     notes = list(cache.notes)
-    if cfg is None:
+    if cached is not None:
+        cfg = cached
+    else:
         cfg = parse_config(raw, str(p), extensions=extensions,
                            empty_option_quirk=empty_option_quirk)  # errors: raised, not stored
         cache.put(key, cfg, admitted=True)
@@ -299,6 +308,18 @@ def load_config(path: Union[str, Path], *, extensions: bool = True,
     setattr(cfg, cachelook.ORIGIN, ("key", key, cachelook.model_snapshot(cfg)))
     info.update(status=cache.status, notes=notes)
     return _reported(cfg, info, cache_info)
+
+
+def _conditions_accepted(cfg: Config, known: dict) -> bool:
+    """Whether every condition ``cfg``'s filters use is accepted now: Sysmon's, one of
+    ``known`` (:func:`extension_conditions` without the entry points) or, read only when a
+    filter uses another name, one an installed distribution's entry point registers. The
+    reader's result depends on no other registered name (an entry point never replaces a
+    built-in name), so a cached config passing this is what parsing gives."""
+    used = {f.condition for rs in cfg.rule_sets for f in rs.filters}
+    used.difference_update(CONDITIONS)
+    used.difference_update(known)
+    return not used or used <= extension_conditions().keys()
 
 
 def _reported(cfg: Config, info: dict, cache_info: Optional[dict]) -> Config:

@@ -576,27 +576,30 @@ class FilterEngine:
         """Raise ValueError unless every member reference of ``plan`` names a filter of the
         config (a stored plan is used only then)."""
         assert self.config is not None
-        sets = self.config.rule_sets
-
-        def ok(ref: Any) -> None:
-            if (ref.__class__ is not tuple or len(ref) != 3 or ref[2].__class__ is not bool
-                    or not 0 <= ref[0] < len(sets) or not 0 <= ref[1] < len(sets[ref[0]].filters)):
-                raise ValueError(f"bad member reference {ref!r}")
+        sizes = [len(rs.filters) for rs in self.config.rule_sets]
+        refs: list = []
+        add, extend = refs.append, refs.extend
         for spec in plan[4]:
-            if spec[0] == "f":
-                ok(spec[1])
-            elif spec[0] == "g":
-                for r in spec[2]:
-                    ok(r)
-            elif spec[0] == "s":
+            kind = spec[0]
+            if kind == "f":
+                add(spec[1])
+            elif kind == "g":
+                extend(spec[2])
+            elif kind == "s":
                 for it in spec[2]:
                     if it[0] == "g":
-                        for r in it[2]:
-                            ok(r)
+                        extend(it[2])
                     else:
-                        ok(it[1])
+                        add(it[1])
             else:
-                raise ValueError(f"bad item {spec[0]!r}")
+                raise ValueError(f"bad item {kind!r}")
+        n = len(sizes)
+        for ref in refs:
+            # a 3-tuple (rule set index, filter index, present) inside the config
+            if (ref.__class__ is not tuple or len(ref) != 3 or ref[2].__class__ is not bool
+                    or ref[0].__class__ is not int or ref[1].__class__ is not int
+                    or not 0 <= ref[0] < n or not 0 <= ref[1] < sizes[ref[0]]):
+                raise ValueError(f"bad member reference {ref!r}")
 
     def _decider(self, eid: int) -> Optional[Callable[[dict], tuple[bool, Optional[str]]]]:
         """The decider of ``eid``, compiled on first use (``None``: not an EventID of the

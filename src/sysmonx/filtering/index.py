@@ -51,6 +51,7 @@ both decide identically on every event of the corpus under every corpus configur
 from __future__ import annotations
 
 import threading
+from itertools import chain
 from typing import Any, Callable, Optional
 
 import ahocorasick
@@ -243,18 +244,18 @@ def _group_item(relation: str, members: list[Member]) -> Callable[[dict], tuple]
 def _scanner(patterns: dict, limit: int, every: Optional[frozenset] = None
              ) -> Callable[[str], frozenset]:
     """``scan(v) -> frozenset of item numbers`` for one field; ``patterns``: pattern -> items
-    (frozensets, kept as they are); ``every``: the union of the items (computed when
-    omitted)."""
+    (any collection of item numbers: sets, or the sorted tuples of a stored plan; kept as they
+    are, never changed); ``every``: the union of the items (computed when omitted)."""
     auto = ahocorasick.Automaton()
     short = []
     add_word = auto.add_word
     for pat, items in patterns.items():
         if len(pat) < SHORT and START not in pat and END not in pat:
-            short.append((pat, frozenset(items)))
+            short.append((pat, items))
         else:
             add_word(pat, items)
     if every is None:
-        every = frozenset().union(*patterns.values())
+        every = frozenset(chain.from_iterable(patterns.values()))
     return _scan_function(auto, short, every, limit)
 
 
@@ -272,12 +273,13 @@ def _scan_function(auto: Any, short: list, every: frozenset, limit: int
         if len(v) > limit:
             return every
         acc: set = set()
+        add = acc.update
         if found is not None:
             for _, items in found(START + v + END):
-                acc |= items
+                add(items)
         for pat, items in short_t:
             if pat in v:
-                acc |= items
+                add(items)
         return frozenset(acc) if acc else _EMPTY
     return scan
 
@@ -437,7 +439,8 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
     """
     (fields, rule_name_used, fallback, stale, specs, owner_t, includes_t, always,
      table) = plan
-    if not (len(specs) == len(owner_t)) or not all(0 <= p < len(includes_t) for p in owner_t):
+    if len(specs) != len(owner_t) or (owner_t and (min(owner_t) < 0
+                                                   or max(owner_t) >= len(includes_t))):
         raise ValueError("inconsistent plan")
     # item number -> its evaluator, built on the item's first evaluation (None until then;
     # a race builds it twice, alike)
@@ -445,21 +448,21 @@ def decider_from_plan(plan: tuple, member: Callable[[Any], Member],
     evals: list = [None] * n
     scans = {}
     for f, t in table.items():
-        # _scanner's work in one pass over the patterns: the automaton keeps the item sets
+        # _scanner's work in one pass over the patterns: the automaton keeps each pattern's
+        # item numbers as the plan has them (a set, or a stored plan's sorted tuple), which
+        # the scan adds to its result as they are
         auto = ahocorasick.Automaton()
         add_word = auto.add_word
         short: list = []
-        seen: set = set()
         for p, ks in t.items():
-            items = frozenset(ks)
-            seen |= items
             if len(p) < SHORT and START not in p and END not in p:
-                short.append((p, items))
+                short.append((p, ks))
             else:
-                add_word(p, items)
+                add_word(p, ks)
+        seen = frozenset(chain.from_iterable(t.values()))
         if seen and (min(seen) < 0 or max(seen) >= n):
             raise ValueError("inconsistent plan")
-        scans[f] = _scan_function(auto, short, frozenset(seen), SCAN_LIMIT)
+        scans[f] = _scan_function(auto, short, seen, SCAN_LIMIT)
     if always and (min(always) < 0 or max(always) >= n):
         raise ValueError("inconsistent plan")
     always_l = list(always)
