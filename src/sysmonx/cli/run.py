@@ -86,6 +86,9 @@ def _run_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-guard", action="store_true",
                    help="no heartbeats and no live tamper findings (SysmonX event 201)")
     g.add_argument("--install-manifest", metavar="FILE", help=argparse.SUPPRESS)
+    # the service's stored command line (/opt/sysmonx/argv): event 16 names the configuration
+    # file given to the last -i/-c, as Sysmon for Linux does, not the installed copy
+    p.add_argument("--config-name-from", metavar="ARGV_FILE", help=argparse.SUPPRESS)
     g = p.add_argument_group("scanners (findings are event 200 ScannerFinding)")
     g.add_argument("--scan", metavar="LIST",
                    help="run these scanners (comma-separated, 'all', 'yara:RULE') on the process "
@@ -273,7 +276,8 @@ def cmd_run(argv: list[str]) -> int:
                             enrich=args.enrich,
                             guard=not args.no_guard, heartbeat_s=heartbeat,
                             state_dir=state_dir, watch_outputs=watch,
-                            install_manifest=args.install_manifest, scan=scan, triage=triage)
+                            install_manifest=args.install_manifest, scan=scan, triage=triage,
+                            config_name_from=args.config_name_from)
 
     def status(msg: str) -> None:
         console.print(f"sysmonx: {msg}", markup=False)
