@@ -443,9 +443,11 @@ class Sensor:
             text += f"; NOT WRITTEN to {name}: {n:,} events ({st.output_errors.get(name, '')})"
         for name, (now, late, given_up, over) in self.fanout.held().items():
             # the sensor's reports (201, 255) it did not take, held for it (pipeline/fanout.py)
-            text += f"; {name}: {late:,} findings and errors held while it failed written late"
-            if now + given_up + over:
-                text += f" ({now + given_up + over:,} of them never: counted above)"
+            never = now + given_up + over
+            said = ([f"{late:,} written late"] if late else []) + \
+                ([f"{never:,} never written (counted above)"] if never else [])
+            text += (f"; {name}: events 201/255 held for it while it failed: "
+                     + ", ".join(said))
         for slot in self.fanout.slots:
             away = getattr(slot.sink, "outages", 0)
             if away:
