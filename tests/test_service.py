@@ -182,8 +182,10 @@ def test_install_update_dump_uninstall(service_root, tmp_path):
     started = _wait_for(events, lambda e: e[0] == 4 and e[1].get("State") == "Started")
     assert started, events.read_text()[-2000:] if events.exists() else "no output"
     sha1 = hashlib.sha256(c1.read_bytes()).hexdigest()
+    # event 16 names the file given to -i, as Sysmon for Linux does (new-user report s13 #8)
     assert _wait_for(events, lambda e: e[0] == 16 and
-                     e[1]["ConfigurationFileHash"] == f"SHA256={sha1}")
+                     e[1]["ConfigurationFileHash"] == f"SHA256={sha1}" and
+                     e[1]["Configuration"] == str(c1))
 
     # -c alone: the installed configuration in Sysmon's format
     code, out, _ = run(root, "-nologo", "-c")
@@ -207,7 +209,8 @@ def test_install_update_dump_uninstall(service_root, tmp_path):
     assert int(layout.pidfile.read_text()) == pid  # same process: reloaded, not restarted
     sha2 = hashlib.sha256(c2.read_bytes()).hexdigest()
     assert _wait_for(events, lambda e: e[0] == 16 and
-                     e[1]["ConfigurationFileHash"] == f"SHA256={sha2}"), "no event 16 for -c"
+                     e[1]["ConfigurationFileHash"] == f"SHA256={sha2}" and
+                     e[1]["Configuration"] == str(c2)), "no event 16 for -c"
     assert layout.config.read_bytes() == c2.read_bytes()
     assert layout.field_sizes.read_text() == "CommandLine:100"
     code, out, _ = run(root, "-nologo", "-c")
@@ -237,6 +240,7 @@ def test_install_update_dump_uninstall(service_root, tmp_path):
     # -c --: defaults
     code, out, _ = run(root, "-nologo", "-c", "--")
     assert code == 0 and out.startswith("Updating configuration to use all defaults.\n")
+    assert _wait_for(events, lambda e: e[0] == 16 and e[1]["Configuration"] == "Defaults")
     assert layout.rules.read_bytes() == b""
     code, out, _ = run(root, "-nologo", "-c")
     assert (code, out) == (0, "No rules installed\n")
