@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from sysmonx.cli.sysmon import configuration_name
 from sysmonx.config import parse_config
 from sysmonx.event import Event
 from sysmonx.pipeline.fanout import HOLD_MAX, FanOut, QueuedSlot
@@ -290,7 +291,8 @@ def test_event_4_has_the_sensors_schema_version_and_16_the_name_given(script_bac
     argv.write_bytes(b"-accepteula\0-i\0log_all_sysmon.xml\0")
     rec = Recorder()
     sensor = Sensor(parse_config(CFG_470, str(installed)), [rec],
-                    SensorOptions(order_window_s=0, config_name_from=str(argv)),
+                    SensorOptions(order_window_s=0,
+                                  config_name=lambda: configuration_name(str(argv))),
                     config_path=str(installed))
     reloaded = {"done": False}
 
@@ -315,7 +317,6 @@ def test_event_4_has_the_sensors_schema_version_and_16_the_name_given(script_bac
 
 
 def test_configuration_name_from_the_stored_command_line(tmp_path):
-    from sysmonx.service import configuration_name
     p = tmp_path / "argv"
     for argv, name in ((b"-i\0cfg.xml\0", "cfg.xml"),
                        (b"-accepteula\0-i\0/tmp/nu13/cfg1.xml\0", "/tmp/nu13/cfg1.xml"),

@@ -285,34 +285,6 @@ def service_command(layout: Layout, settings: ServiceSettings, *, final: bool) -
     return cmd
 
 
-def configuration_name(argv_path: str) -> Optional[str]:
-    """Event 16's ``Configuration`` for the service, from the stored command line of the last
-    ``-i``/``-c`` (``argv``, NUL-ended arguments): the configuration file as it was given there
-    (``sysmonx -i log_all_sysmon.xml`` gives ``log_all_sysmon.xml``, as Sysmon for Linux writes
-    it: corpus linux/ syslog, its ``SendConfigEvent(configFile)``), ``Defaults`` after ``-c --``
-    (Sysmon's word). ``None`` when no file was given (``-i`` alone, switches only: the service
-    then names the installed copy it runs) or the file cannot be read or parsed."""
-    try:
-        with open(argv_path, "rb") as f:
-            data = f.read(1 << 20)
-    except OSError:
-        return None
-    args = [a.decode("utf-8", "surrogateescape") for a in data.split(b"\0")[:-1]]
-    from .cli.sysmon import CommandLineError, parse_command_line, split_sysmonx_options
-    try:
-        _extra, rest = split_sysmonx_options(args)
-        parsed = parse_command_line(rest)
-    except (CommandLineError, ValueError):
-        return None
-    if parsed.has("ConfigDefault"):
-        return "Defaults"
-    for option in ("Configuration", "Install"):
-        value = parsed.value(option)
-        if value:
-            return value
-    return None
-
-
 def unit_text(layout: Layout, settings: ServiceSettings) -> str:
     """The systemd unit: ``Type=notify`` running :func:`service_command` (the sensor says
     ``READY=1`` once events 16 and 4 are out, then ``WATCHDOG=1`` from its loop: a sensor whose

@@ -7,7 +7,7 @@ import argparse
 import time
 from collections import Counter
 from contextlib import ExitStack
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import common
 from .common import (EXIT_FATAL, EXIT_USAGE, add_format_option, add_rule_cache_options,
@@ -117,6 +117,15 @@ def _run_parser() -> argparse.ArgumentParser:
     common.add_detections_option(p)
     common.add_triage_options(p)
     return p
+
+
+def _config_name(argv_file: Optional[str]) -> Optional[Callable[[], Optional[str]]]:
+    """``--config-name-from``: event 16's configuration name, read from the service's stored
+    command line at start and on every reload (:func:`~sysmonx.cli.sysmon.configuration_name`)."""
+    if not argv_file:
+        return None
+    from .sysmon import configuration_name
+    return lambda: configuration_name(argv_file)
 
 
 def scan_options(args: argparse.Namespace, config: Any, console: Any) -> Any:
@@ -277,7 +286,7 @@ def cmd_run(argv: list[str]) -> int:
                             guard=not args.no_guard, heartbeat_s=heartbeat,
                             state_dir=state_dir, watch_outputs=watch,
                             install_manifest=args.install_manifest, scan=scan, triage=triage,
-                            config_name_from=args.config_name_from)
+                            config_name=_config_name(args.config_name_from))
 
     def status(msg: str) -> None:
         console.print(f"sysmonx: {msg}", markup=False)

@@ -53,7 +53,8 @@ from ..schema import CURRENT, format_version
 
 __all__ = ["Switch", "SWITCHES", "CommandLineError", "ParsedCommandLine", "parse_command_line",
            "split_sysmonx_options", "render_dump", "usage_text", "main", "EXIT_OK",
-           "EXIT_INVALID_PARAMETER", "EXIT_ELEVATION_REQUIRED", "EXIT_FAILED"]
+           "EXIT_INVALID_PARAMETER", "EXIT_ELEVATION_REQUIRED", "EXIT_FAILED",
+           "configuration_name"]
 
 EXIT_OK = 0
 #: ``ERROR_INVALID_PARAMETER``: usage, option and "not running" errors (spec 6.4).
@@ -498,6 +499,33 @@ def _payload(ctx: _Ctx, cfg, raw: Optional[bytes], argv: list[str], source: Opti
         ctx.err.write(f"warning: rules.bin left empty: {exc}\n")
         rules = b""
     return Payload(raw, rules, cfg.options.get("FieldSizes"), list(argv))
+
+
+def configuration_name(argv_path: str) -> Optional[str]:
+    """Event 16's ``Configuration`` for the service, from the stored command line of the last
+    ``-i``/``-c`` (``argv``, NUL-ended arguments): the configuration file as it was given there
+    (``sysmonx -i log_all_sysmon.xml`` gives ``log_all_sysmon.xml``, as Sysmon for Linux writes
+    it: corpus linux/ syslog, its ``SendConfigEvent(configFile)``), ``Defaults`` after ``-c --``
+    (Sysmon's word). ``None`` when no file was given (``-i`` alone, switches only: the service
+    then names the installed copy it runs) or the file cannot be read or parsed."""
+    try:
+        with open(argv_path, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError:
+        return None
+    args = [a.decode("utf-8", "surrogateescape") for a in data.split(b"\0")[:-1]]
+    try:
+        _extra, rest = split_sysmonx_options(args)
+        parsed = parse_command_line(rest)
+    except (CommandLineError, ValueError):
+        return None
+    if parsed.has("ConfigDefault"):
+        return "Defaults"
+    for option in ("Configuration", "Install"):
+        value = parsed.value(option)
+        if value:
+            return value
+    return None
 
 
 def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = None,

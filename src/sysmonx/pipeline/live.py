@@ -85,10 +85,10 @@ class SensorOptions:
         guard_trace: watch signals and bpf() calls through tracefs.
         scan: how scans run (:class:`~sysmonx.scanners.stages.ScanOptions`): scans happen when
             the config asks for them or ``scan.scan_all`` names scanners.
-        config_name_from: the service's stored command line (``/opt/sysmonx/argv``): event 16's
-            ``Configuration`` is the configuration file given to the last ``sysmonx -i``/``-c``
-            (:func:`~sysmonx.service.configuration_name`), read at start and on every reload,
-            instead of the path the sensor reads (the installed copy); ``None``: that path.
+        config_name: what event 16's ``Configuration`` says, asked at start and on every
+            reload (``None`` from it, or no callable: the path the sensor reads). The service
+            (``run --config-name-from``) names the file given to the last ``sysmonx -i``/``-c``
+            (:func:`~sysmonx.cli.sysmon.configuration_name`), not the installed copy.
         triage: keep only these Sigma alerts (``--min-level``, ``--technique``, ``--tag``:
             :class:`~sysmonx.detection.triage.AlertTriage`; the ``alert-triage`` stage after
             ``sigma-correlate``), ``None`` for all.
@@ -119,7 +119,7 @@ class SensorOptions:
     guard_trace: bool = True
     scan: ScanOptions = field(default_factory=ScanOptions)
     triage: Any = None
-    config_name_from: Optional[str] = None
+    config_name: Optional[Callable[[], Optional[str]]] = None
 
 
 @dataclass
@@ -360,11 +360,10 @@ class Sensor:
         return self.config
 
     def _config_name(self, config_path: Optional[str]) -> Optional[str]:
-        """What event 16 names as the configuration: the file given to the last ``-i``/``-c``
-        (``options.config_name_from``), else ``config_path``."""
-        if self.options.config_name_from:
-            from ..service import configuration_name
-            name = configuration_name(self.options.config_name_from)
+        """What event 16 names as the configuration: ``options.config_name()`` (the file given
+        to the last ``-i``/``-c``), else ``config_path``."""
+        if self.options.config_name is not None:
+            name = self.options.config_name()
             if name is not None:
                 return name
         return config_path
