@@ -145,7 +145,7 @@ def test_no_config_is_sysmons_defaults():
     pc = cfg('<ProcessCreate onmatch="include"><Image condition="end with">/sh</Image>'
              '</ProcessCreate>')
     assert describe(reduction(None, pc)) == (
-        "narrowed: ProcessCreate (1): only what 1 include rule match (was: everything not "
+        "narrowed: ProcessCreate (1): only what 1 include rule matches (was: everything not "
         "excluded)")
 
 

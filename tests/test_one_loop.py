@@ -269,8 +269,10 @@ def test_live_failing_output_is_counted_reported_and_collection_goes_on(script_b
     stats = sensor.stats.outputs
     assert stats["raising -> /nowhere"].failed == len(events) == 7  # 16, 4, 1, 11, 3, 255, 4
     assert stats["raising -> /nowhere"].sent == 0
-    # every loss is reported in the stream, but the final event 4 (nothing comes after it)
-    assert _lost_reported(good.items, "raising -> /nowhere") == 6
+    # every loss is reported in the stream, the final event 4 included: the report of an
+    # output still failing comes after the trailer (new-user report s13 #4: it said 6 of 7)
+    assert _lost_reported(good.items, "raising -> /nowhere") == 7
+    assert _is_loss_report(good.items[-1]) and good.items[-2].event_id == 4
     assert stats["collect"].undelivered == 0
     assert any("No space left on device" in s for s in status)
 

@@ -151,3 +151,72 @@ def test_syslog_without_daemon_counts_every_event_as_not_written(tmp_path):
     n = int(re.search(r"NOT WRITTEN to syslog \S+: (\d+) events", summary).group(1))
     assert n >= 3  # 16, 4 Started, 4 Stopped at least
     assert "Traceback" not in r.stderr
+
+
+@needs_sensor
+def test_syslog_only_sensor_delivers_its_output_blocked_finding_when_syslog_is_back(tmp_path):
+    """New-user report s13 #3: with syslog the only output, the syslog daemon stopped for a few
+    seconds and started again: none of the output_blocked findings reached syslog (they were
+    among the events it did not take). They are held for it and written when it is back, and
+    its event 255 counts only what is really missing."""
+    import socket
+    mark = f"sxheld{uuid.uuid4().hex[:8]}"
+    cfg = tmp_path / "c.xml"
+    cfg.write_text(_config(mark))
+    path = tmp_path / "log.sock"
+    received: list = []
+
+    def listen() -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(str(path))
+        s.settimeout(0.05)
+        return s
+
+    def drain(s: socket.socket, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                received.append(s.recv(1 << 17).decode("utf-8", "replace"))
+            except socket.timeout:
+                pass
+
+    sock = listen()
+    err = tmp_path / "err.txt"
+    with open(err, "w") as errf:
+        sensor = subprocess.Popen([sys.executable, "-m", "sysmonx.cli", "run", "--backend", TIER,
+                                   "--no-dns", "--config", str(cfg), "--syslog", str(path),
+                                   "--state-dir", "none"], stderr=errf)
+        try:
+            assert _wait(lambda: (drain(sock, 0.2), any(">Started<" in m for m in received))[1],
+                         90), err.read_text()
+            sock.close()
+            path.unlink()  # the daemon is gone: /dev/log removed
+            for i in range(5):
+                subprocess.run(["/bin/true", f"{mark}-down-{i}"], check=True)
+            assert _wait(lambda: "fails (" in err.read_text(), 20), err.read_text()
+            time.sleep(3.0)  # the guard's checks (2.5 s) see the socket gone and the episode
+            sock = listen()  # the daemon is back
+            for i in range(3):
+                subprocess.run(["/bin/true", f"{mark}-up-{i}"], check=True)
+            drain(sock, 4.0)
+        finally:
+            sensor.send_signal(signal.SIGTERM)
+            sensor.wait(60)
+            drain(sock, 1.0)
+            sock.close()
+    stderr = err.read_text()
+    assert sensor.returncode == 0 and "Traceback" not in stderr, stderr
+    findings = [m for m in received if "<EventID>201</EventID>" in m and "output_blocked" in m]
+    assert findings, stderr + "\n".join(received[-5:])
+    # the finding made while the socket was gone (the one that was lost)
+    assert any(f"output {path} was removed" in m for m in findings), findings
+    assert any("failure episode 1 of this run" in m for m in findings)
+    up = [i for i, m in enumerate(received) if f"{mark}-up-" in m]
+    first_finding = received.index(findings[0])
+    assert up and first_finding < up[0]  # held, then written before the newer events
+    report = [m for m in received if ">Output<" in m]
+    assert report
+    n = int(re.search(r"(\d+) events? could not be written to syslog", report[0]).group(1))
+    downs = sum(1 for m in received if f"{mark}-down-" in m and "<EventID>1<" in m)
+    assert downs == 0 and n >= 5  # the five events 1 (their 5s too), never the findings
+    assert f"works again; {n} event" in stderr

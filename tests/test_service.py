@@ -35,7 +35,11 @@ def test_unit_text(tmp_path):
     assert "\nType=notify\n" in text and "\nWatchdogSec=60\n" in text
     assert ("\nExecStart=/usr/bin/python3 -I -m sysmonx.cli run --state-dir /var/lib/sysmonx "
             "--install-manifest /opt/sysmonx/manifest.json --config /opt/sysmonx/config.xml "
-            "--syslog\n") in text
+            "--config-name-from /opt/sysmonx/argv --syslog\n") in text
+    # new-user report s13 #14: the caches in a directory the unit can write (ProtectHome)
+    assert "\nProtectHome=read-only\n" in text
+    assert "\nCacheDirectory=sysmonx\n" in text
+    assert "\nEnvironment=SYSMONX_CACHE_DIR=/var/cache/sysmonx\n" in text
     assert "\nExecReload=/bin/kill -HUP $MAINPID\n" in text
     assert "\nRestart=on-failure\n" in text and "\nWorkingDirectory=/opt/sysmonx\n" in text
     for breaks_tracing in ("PrivateTmp", "PrivateDevices", "ProtectKernelTunables",
@@ -44,7 +48,8 @@ def test_unit_text(tmp_path):
     assert "NoNewPrivileges=yes" in text and "ProtectSystem=full" in text
     cmd = service_command(layout, ServiceSettings(output_file="/var/log/x.xml", backend="audit"),
                           final=False)
-    assert cmd[-6:] == ["--config", str(tmp_path / "opt/sysmonx/config.xml"), "-o",
+    assert cmd[-8:] == ["--config", str(tmp_path / "opt/sysmonx/config.xml"),
+                        "--config-name-from", str(tmp_path / "opt/sysmonx/argv"), "-o",
                         "/var/log/x.xml", "--backend", "audit"]
 
 
@@ -177,8 +182,10 @@ def test_install_update_dump_uninstall(service_root, tmp_path):
     started = _wait_for(events, lambda e: e[0] == 4 and e[1].get("State") == "Started")
     assert started, events.read_text()[-2000:] if events.exists() else "no output"
     sha1 = hashlib.sha256(c1.read_bytes()).hexdigest()
+    # event 16 names the file given to -i, as Sysmon for Linux does (new-user report s13 #8)
     assert _wait_for(events, lambda e: e[0] == 16 and
-                     e[1]["ConfigurationFileHash"] == f"SHA256={sha1}")
+                     e[1]["ConfigurationFileHash"] == f"SHA256={sha1}" and
+                     e[1]["Configuration"] == str(c1))
 
     # -c alone: the installed configuration in Sysmon's format
     code, out, _ = run(root, "-nologo", "-c")
@@ -202,7 +209,8 @@ def test_install_update_dump_uninstall(service_root, tmp_path):
     assert int(layout.pidfile.read_text()) == pid  # same process: reloaded, not restarted
     sha2 = hashlib.sha256(c2.read_bytes()).hexdigest()
     assert _wait_for(events, lambda e: e[0] == 16 and
-                     e[1]["ConfigurationFileHash"] == f"SHA256={sha2}"), "no event 16 for -c"
+                     e[1]["ConfigurationFileHash"] == f"SHA256={sha2}" and
+                     e[1]["Configuration"] == str(c2)), "no event 16 for -c"
     assert layout.config.read_bytes() == c2.read_bytes()
     assert layout.field_sizes.read_text() == "CommandLine:100"
     code, out, _ = run(root, "-nologo", "-c")
@@ -232,6 +240,7 @@ def test_install_update_dump_uninstall(service_root, tmp_path):
     # -c --: defaults
     code, out, _ = run(root, "-nologo", "-c", "--")
     assert code == 0 and out.startswith("Updating configuration to use all defaults.\n")
+    assert _wait_for(events, lambda e: e[0] == 16 and e[1]["Configuration"] == "Defaults")
     assert layout.rules.read_bytes() == b""
     code, out, _ = run(root, "-nologo", "-c")
     assert (code, out) == (0, "No rules installed\n")
@@ -344,7 +353,7 @@ def test_install_over_an_installation_is_refused(service_root, tmp_path):
     assert run(root, *args)[0] == 0
     first = int(layout.pidfile.read_text())
     code, out, err = run(root, *args)
-    assert code != 0 and "already installed" in out + err
+    assert code == 87 and "already installed" in out + err
     assert int(layout.pidfile.read_text()) == first and Path(f"/proc/{first}").exists()
     assert run(root, "-nologo", "-u")[0] == 0
     assert [p.name for p in root.iterdir()] == ["var"]  # the sensor's state only

@@ -118,6 +118,15 @@ class Layout:
         return self._at("/var/lib/sysmonx")
 
     @property
+    def cache(self) -> Path:
+        """The systemd service's cache (the unit's ``$SYSMONX_CACHE_DIR``: parsed
+        configurations, filter plans, built eBPF objects); systemd creates it
+        (``CacheDirectory=sysmonx``), writable under the unit's ``ProtectHome=read-only`` where
+        root's ``~/.cache`` is not. A daemon (no systemd) keeps the default caches (root's
+        ``~/.cache/sysmonx``, eBPF objects in ``/var/cache/sysmonx/bpf``)."""
+        return self._at("/var/cache/sysmonx")
+
+    @property
     def log(self) -> Path:
         """The daemon's stderr (daemon mode)."""
         return self.opt / "service.log"
@@ -264,7 +273,7 @@ def service_command(layout: Layout, settings: ServiceSettings, *, final: bool) -
     # (-S is not used: it would also drop the site-packages SysmonX and its libraries live in)
     cmd = [settings.python, "-I", "-m", "sysmonx.cli", "run",
            "--state-dir", path(layout.sensor_state), "--install-manifest", path(layout.manifest),
-           "--config", path(layout.config)]
+           "--config", path(layout.config), "--config-name-from", path(layout.argv)]
     if settings.output_file:
         cmd += ["-o", settings.output_file]
     else:
@@ -281,8 +290,9 @@ def unit_text(layout: Layout, settings: ServiceSettings) -> str:
     ``READY=1`` once events 16 and 4 are out, then ``WATCHDOG=1`` from its loop: a sensor whose
     loop hangs for ``WatchdogSec`` is killed and restarted), ``ExecReload`` sending SIGHUP (the
     sensor re-reads ``config.xml`` and writes event 16), ``Restart=on-failure`` (also after a
-    kill -9 or the watchdog), working directory ``/opt/sysmonx``, and hardening that leaves
-    tracing intact.
+    kill -9 or the watchdog), working directory ``/opt/sysmonx``, the caches in
+    ``/var/cache/sysmonx`` (``CacheDirectory=`` and ``$SYSMONX_CACHE_DIR``: root's ``~/.cache``
+    is read-only under ``ProtectHome=read-only``), and hardening that leaves tracing intact.
 
     Left out on purpose, because each breaks a backend: ``PrivateTmp``/``PrivateDevices`` (a
     private mount view makes fanotify report wrong paths for ``/tmp``), ``ProtectKernelTunables``
@@ -308,6 +318,9 @@ def unit_text(layout: Layout, settings: ServiceSettings) -> str:
         "TimeoutStartSec=300\n"
         "WatchdogSec=60\n"
         f"WorkingDirectory={layout.final(layout.opt)}\n"
+        # the caches: /root/.cache is read-only under ProtectHome=read-only
+        "CacheDirectory=sysmonx\n"
+        f"Environment=SYSMONX_CACHE_DIR={layout.final(layout.cache)}\n"
         "UMask=0077\n"
         "NoNewPrivileges=yes\n"
         "ProtectSystem=full\n"

@@ -7,7 +7,7 @@ import argparse
 import time
 from collections import Counter
 from contextlib import ExitStack
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import common
 from .common import (EXIT_FATAL, EXIT_USAGE, add_format_option, add_rule_cache_options,
@@ -86,6 +86,9 @@ def _run_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-guard", action="store_true",
                    help="no heartbeats and no live tamper findings (SysmonX event 201)")
     g.add_argument("--install-manifest", metavar="FILE", help=argparse.SUPPRESS)
+    # the service's stored command line (/opt/sysmonx/argv): event 16 names the configuration
+    # file given to the last -i/-c, as Sysmon for Linux does, not the installed copy
+    p.add_argument("--config-name-from", metavar="ARGV_FILE", help=argparse.SUPPRESS)
     g = p.add_argument_group("scanners (findings are event 200 ScannerFinding)")
     g.add_argument("--scan", metavar="LIST",
                    help="run these scanners (comma-separated, 'all', 'yara:RULE') on the process "
@@ -114,6 +117,15 @@ def _run_parser() -> argparse.ArgumentParser:
     common.add_detections_option(p)
     common.add_triage_options(p)
     return p
+
+
+def _config_name(argv_file: Optional[str]) -> Optional[Callable[[], Optional[str]]]:
+    """``--config-name-from``: event 16's configuration name, read from the service's stored
+    command line at start and on every reload (:func:`~sysmonx.cli.sysmon.configuration_name`)."""
+    if not argv_file:
+        return None
+    from .sysmon import configuration_name
+    return lambda: configuration_name(argv_file)
 
 
 def scan_options(args: argparse.Namespace, config: Any, console: Any) -> Any:
@@ -273,7 +285,8 @@ def cmd_run(argv: list[str]) -> int:
                             enrich=args.enrich,
                             guard=not args.no_guard, heartbeat_s=heartbeat,
                             state_dir=state_dir, watch_outputs=watch,
-                            install_manifest=args.install_manifest, scan=scan, triage=triage)
+                            install_manifest=args.install_manifest, scan=scan, triage=triage,
+                            config_name=_config_name(args.config_name_from))
 
     def status(msg: str) -> None:
         console.print(f"sysmonx: {msg}", markup=False)

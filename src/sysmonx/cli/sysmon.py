@@ -23,8 +23,10 @@ Then, in the order of Sysmon for Linux's ``main`` (spec 6.2, 6.4): the configura
 is refused; ``-d``, ``-a``, ``-r``, ``-z`` and the config options ``DriverName``,
 ``ArchiveDirectory``, ``CheckRevocation``, ``CaptureClipboard`` get ``Option not implemented on
 Linux.``; ``-t`` accepts only ``verbose``; non-root is refused with ``You need to run Sysmon as
-root.`` (exit 740); then ``-u``, ``-t``, ``-c``, ``-i``. Exit codes: 0 success; 87
-(``ERROR_INVALID_PARAMETER``) for usage and option errors and "not running"; 740 not root; 1 a
+root.`` (exit 740); then ``-u``, ``-t``, ``-c``, ``-i``. Exit codes (as the shell sees them):
+0 success; 87 (``ERROR_INVALID_PARAMETER``) for usage and option errors and for a request the
+installation's state refuses ("not running", "not installed", "already installed"); 228 when not
+root (Sysmon's ``exit(740)``, of which a Linux shell sees the low 8 bits: 740 & 0xff); 1 a
 service step failed.
 
 SysmonX options beside the switches (``--name value`` or ``--name=value``, anywhere):
@@ -51,13 +53,17 @@ from ..schema import CURRENT, format_version
 
 __all__ = ["Switch", "SWITCHES", "CommandLineError", "ParsedCommandLine", "parse_command_line",
            "split_sysmonx_options", "render_dump", "usage_text", "main", "EXIT_OK",
-           "EXIT_INVALID_PARAMETER", "EXIT_ELEVATION_REQUIRED", "EXIT_FAILED"]
+           "EXIT_INVALID_PARAMETER", "EXIT_ELEVATION_REQUIRED", "EXIT_FAILED",
+           "configuration_name"]
 
 EXIT_OK = 0
 #: ``ERROR_INVALID_PARAMETER``: usage, option and "not running" errors (spec 6.4).
 EXIT_INVALID_PARAMETER = 87
-#: ``ERROR_ELEVATION_REQUIRED``: not root (the shell sees 228).
+#: ``ERROR_ELEVATION_REQUIRED``: not root; Sysmon for Linux's ``exit(740)``, of which the shell
+#: sees 228 (the status is 8 bits: 740 & 0xff); :data:`EXIT_ELEVATION_REQUIRED_SEEN`.
 EXIT_ELEVATION_REQUIRED = 740
+#: What ``$?`` is after :data:`EXIT_ELEVATION_REQUIRED`.
+EXIT_ELEVATION_REQUIRED_SEEN = EXIT_ELEVATION_REQUIRED & 0xFF
 #: A service step failed (Sysmon exits 1 when it cannot install its files).
 EXIT_FAILED = 1
 
@@ -495,6 +501,33 @@ def _payload(ctx: _Ctx, cfg, raw: Optional[bytes], argv: list[str], source: Opti
     return Payload(raw, rules, cfg.options.get("FieldSizes"), list(argv))
 
 
+def configuration_name(argv_path: str) -> Optional[str]:
+    """Event 16's ``Configuration`` for the service, from the stored command line of the last
+    ``-i``/``-c`` (``argv``, NUL-ended arguments): the configuration file as it was given there
+    (``sysmonx -i log_all_sysmon.xml`` gives ``log_all_sysmon.xml``, as Sysmon for Linux writes
+    it: corpus linux/ syslog, its ``SendConfigEvent(configFile)``), ``Defaults`` after ``-c --``
+    (Sysmon's word). ``None`` when no file was given (``-i`` alone, switches only: the service
+    then names the installed copy it runs) or the file cannot be read or parsed."""
+    try:
+        with open(argv_path, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError:
+        return None
+    args = [a.decode("utf-8", "surrogateescape") for a in data.split(b"\0")[:-1]]
+    try:
+        _extra, rest = split_sysmonx_options(args)
+        parsed = parse_command_line(rest)
+    except (CommandLineError, ValueError):
+        return None
+    if parsed.has("ConfigDefault"):
+        return "Defaults"
+    for option in ("Configuration", "Install"):
+        value = parsed.value(option)
+        if value:
+            return value
+    return None
+
+
 def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = None,
          program: str = "sysmonx") -> int:
     """Run a Sysmon-style command line (see the module docstring).
@@ -503,7 +536,8 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
         argv: the arguments, first one a switch (or a SysmonX ``--option``).
         out, err: streams (default ``sys.stdout``/``sys.stderr``).
     Returns:
-        the exit status: 0, 87 (usage/options), 740 (not root) or 1 (a service step failed).
+        the exit status: 0, 87 (usage/options, not running, not installed, already
+        installed), 740 (not root: the shell sees 228) or 1 (a service step failed).
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -613,7 +647,9 @@ def main(argv: list[str], out: Optional[TextIO] = None, err: Optional[TextIO] = 
             # the host unmonitored if the new settings fail.
             ctx.say("Sysmon is already installed. Use -c to update the configuration or -u to "
                     "uninstall.")
-            return EXIT_FAILED
+            # a refused request, as "not installed" and "not running" are: 87, the one code
+            # Sysmon for Linux refuses with (new-user report s13 #10: it was 1)
+            return EXIT_INVALID_PARAMETER
         source = parsed.value("Install")
         loaded = _load(ctx, source, parsed)
         if isinstance(loaded, int):

@@ -368,7 +368,9 @@ def describe(red: Reduction, limit: int = DETAILS_LIMIT) -> str:
             continue
         what = []
         if e.was_all:
-            what.append(f"only what {_plural(e.includes_now, 'include rule')} match (was: "
+            n = e.includes_now
+            verb = "matches" if n == 1 else "match"
+            what.append(f"only what {_plural(n, 'include rule')} {verb} (was: "
                         "everything not excluded)")
         if e.removed_includes:
             what.append(f"{_plural(e.removed_includes, 'include rule')} removed")

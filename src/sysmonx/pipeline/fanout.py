@@ -18,6 +18,18 @@ Two policies (chosen by the pipeline, not by the sink):
   T2 UTC: No space left on device``) to every output, the recovered one included
   (:meth:`FanOut.take_reports`). At the end of a run an output still failing is reported the same
   way to the other outputs. The closing summary lists every output that did not take everything.
+  That loss period is the output's *failure episode*: the guard writes one ``output_blocked``
+  finding (201) for each one that starts (:attr:`SinkSlot.episodes`; docs/RESILIENCE.md).
+
+  The sensor's own reports, events 201 (TamperFinding) and 255 (Error), that a failing output did
+  not take are *held* for it (at most :data:`HOLD_MAX` per output; more are counted in
+  :attr:`SinkSlot.held_overflow` and stay not written): each time the output is given items
+  again it is first given the held ones, oldest first, so a syslog-only service still delivers
+  the findings about its dead syslog socket, before the newer events. A held event written late
+  is written, no longer counted as not written, and the loss period does not end while events
+  are held for it (its event 255 ``Output`` then counts only what is really missing). A held
+  event the output still refuses right after it took another event (too large for it: a
+  datagram size limit) is given up after :data:`HOLD_STRIKES` such refusals and stays counted.
 
 A reader that went away (``| head``) raises :class:`~sysmonx.core.errors.OutputClosed` under both
 policies: the run stops quietly.
@@ -47,6 +59,13 @@ __all__ = ["SinkSlot", "QueuedSlot", "FanOut", "CallbackSink", "describe_failure
            "LossReport"]
 
 _DEFAULT_ACCEPTS = frozenset({"event"})
+#: Events of the sensor's own reports held for an output that did not take them: 201
+#: TamperFinding, 255 Error (module docstring).
+HELD_IDS = frozenset({201, 255})
+#: At most this many events held per output (beyond it: counted, not held).
+HOLD_MAX = 256
+#: A held event the output refused this many times right after taking another is given up.
+HOLD_STRIKES = 3
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -63,6 +82,12 @@ def _total(counts: Counter[int]) -> int:
     """The sum of ``counts``, read from a copy (a delivery thread may add an EventID to it
     meanwhile; the copy of a dict is one step under the GIL)."""
     return sum(dict(counts).values())
+
+
+def _events(n: int) -> str:
+    """``1 event``, ``2 events``: the count of a 255 ``Description`` and a status line (no
+    thousands separator: a SIEM reads the number)."""
+    return f"{n} event" + ("" if n == 1 else "s")
 
 
 def _utc(ns: int) -> str:
@@ -91,7 +116,7 @@ class LossReport:
     @property
     def description(self) -> str:
         """The event 255's ``Description``."""
-        return (f"{self.count} events could not be written to {self.slot.label} from "
+        return (f"{_events(self.count)} could not be written to {self.slot.label} from "
                 f"{_utc(self.since_ns)} to {_utc(self.until_ns)} UTC: {self.error}")
 
 
@@ -126,6 +151,16 @@ class SinkSlot:
         self.last_error: Optional[str] = None
         self.taken: Optional[Counter[int]] = Counter() if count_ids else None
         self.fanout: Optional[FanOut] = None
+        #: failure episodes (loss periods) started so far (count policy)
+        self.episodes = 0
+        #: events 201/255 this output did not take, waiting for it: ``[item, how, strikes]``
+        #: (``how``: ``failed`` or ``dropped``, the counter it is in); count policy only
+        self.held: deque[list[Any]] = deque()
+        #: such events not held because :data:`HOLD_MAX` were held already
+        self.held_overflow = 0
+        #: held events written late, and held events given up (:data:`HOLD_STRIKES`)
+        self.held_written = 0
+        self.held_given_up = 0
         # the current loss period (count policy)
         self._lost_since: Optional[int] = None
         self._lost_now = 0
@@ -155,10 +190,13 @@ class SinkSlot:
             SinkError: the sink failed and the policy is ``fatal``.
             OutputClosed: the output's reader went away.
         """
+        if self.held:
+            self.retry_held()
         try:
             self._write(item)
         except Exception as exc:  # noqa: BLE001 - any sink failure is counted, never lost
             self.failure(exc)
+            self._hold(item, "failed")
         else:
             self._taken(item)
 
@@ -167,7 +205,66 @@ class SinkSlot:
         if self.taken is not None and item.__class__ is Event:
             self.taken[item.event_id] += 1
         if self._lost_since is not None:
-            self._end_loss(recovered=True)
+            self._recovering()
+
+    def _recovering(self) -> None:
+        """The output took an item during a loss period: the held events go to it now, and the
+        period ends unless some are still held."""
+        if self.held and not self.retry_held(after_success=True):
+            return
+        self._end_loss(recovered=True)
+
+    def _hold(self, item: Any, how: str) -> None:
+        """Keep ``item`` for this output when it is one of the sensor's reports (201, 255)
+        that it did not take (count policy; ``how``: the counter it was added to)."""
+        if self.policy != "count" or item.__class__ is not Event or \
+                item.event_id not in HELD_IDS:
+            return
+        if len(self.held) >= HOLD_MAX:
+            self.held_overflow += 1
+            return
+        self.held.append([item, how, 0])
+
+    def retry_held(self, after_success: bool = False) -> bool:
+        """Give the held events to the sink, oldest first, until one fails; each one written
+        counts as sent and no longer as failed (or dropped), in the loss period too. With
+        ``after_success`` (the output just took another item), a held event that fails gets a
+        strike, and after :data:`HOLD_STRIKES` it is given up (it stays counted) and the next
+        one is tried. Returns whether nothing is held any more.
+
+        Raises:
+            OutputClosed: the output's reader went away.
+        """
+        held = self.held
+        while held:
+            entry = held[0]
+            item = entry[0]
+            try:
+                self._write(item)
+            except (OutputClosed, BrokenPipeError) as exc:
+                self.failure(exc)  # raises OutputClosed
+            except Exception:  # noqa: BLE001 - still failing: it stays held
+                if not after_success:
+                    return False
+                entry[2] += 1
+                if entry[2] < HOLD_STRIKES:
+                    return False
+                held.popleft()
+                self.held_given_up += 1
+                continue
+            held.popleft()
+            with self._lock:
+                if entry[1] == "dropped":
+                    self.dropped -= 1
+                else:
+                    self.failed -= 1
+                if self._lost_since is not None:
+                    self._lost_now -= 1
+            self.held_written += 1
+            self.sent += 1
+            if self.taken is not None:
+                self.taken[item.event_id] += 1
+        return True
 
     def failure(self, exc: Exception) -> None:
         """Account for ``exc`` raised by the sink's ``write``.
@@ -194,6 +291,7 @@ class SinkSlot:
             starts = self._lost_since is None
             if starts:
                 self._lost_since = time.time_ns()
+                self.episodes += 1
         if starts and self.fanout is not None and not self.fanout.ending:
             self.fanout.status(f"output {self.label} fails ({error}); collection continues and "
                                "every event it does not take is counted")
@@ -207,8 +305,9 @@ class SinkSlot:
             self._lost_since, self._lost_now = None, 0
         if self.fanout is not None:
             if recovered:
-                self.fanout.status(f"output {self.label} works again; {report.count} events were "
-                                   f"not written to it since {_utc(report.since_ns)} UTC "
+                was = "was" if report.count == 1 else "were"
+                self.fanout.status(f"output {self.label} works again; {_events(report.count)} "
+                                   f"{was} not written to it since {_utc(report.since_ns)} UTC "
                                    f"({report.error})")
             self.fanout.reports.append(report)
         return report
@@ -375,6 +474,13 @@ class QueuedSlot(SinkSlot):
         if self._fatal is not None:
             self.failed += len(items)
             return
+        if self.held:
+            try:
+                self.retry_held()
+            except BaseException as fatal:  # noqa: BLE001 - handed to the loop's thread
+                self._fatal = fatal
+                self.failed += len(items)
+                return
         try:
             write_many(items)
         except PartialWrite as exc:
@@ -385,6 +491,8 @@ class QueuedSlot(SinkSlot):
                 self.failure(exc.cause)  # type: ignore[arg-type]
             except BaseException as fatal:  # noqa: BLE001 - handed to the loop's thread
                 self._fatal = fatal
+            else:
+                self._hold(items[k], "failed")
             write = super().write
             for item in items[k + 1:]:
                 self._write_one(write, item)
@@ -403,7 +511,7 @@ class QueuedSlot(SinkSlot):
             # counted by Counter.update's compiled loop (0.5 -> 0.2 us per exec of a busy output)
             taken.update([item.event_id for item in items if item.__class__ is Event])
         if self._lost_since is not None:
-            self._end_loss(recovered=True)
+            self._recovering()
 
     def _raise_pending(self) -> None:
         if self._fatal is not None:
@@ -432,13 +540,16 @@ class QueuedSlot(SinkSlot):
         if room:
             if self._dropping:  # the queue takes events again: that loss period ends
                 self._dropping = False
-                self._end_loss(recovered=True)
+                if not self.held:  # else it ends when the delivery thread wrote them
+                    self._end_loss(recovered=True)
             return
         if not self.block:
-            self.dropped += 1
+            with self._lock:
+                self.dropped += 1
             self.last_error = "queue full: the output is too slow"
             self._dropping = True
             self._lose(self.last_error)
+            self._hold(item, "dropped")
             return
         while True:
             try:
@@ -654,6 +765,23 @@ class FanOut:
                                old.dropped + st.dropped)
             out[s.label] = st
         return out
+
+    def episodes(self) -> dict[str, tuple[int, str]]:
+        """``label -> (failure episodes started so far, the latest error)`` of every output
+        (episodes summed when two share a label): what the guard's ``output_blocked`` findings
+        follow, one per episode."""
+        out: dict[str, tuple[int, str]] = {}
+        for s in self.slots:
+            n, _ = out.get(s.label, (0, ""))
+            out[s.label] = (n + s.episodes, s.last_error or "")
+        return out
+
+    def held(self) -> dict[str, tuple[int, int, int, int]]:
+        """``label -> (held now, written late, given up, not held: bound reached)`` of the
+        outputs that held events 201/255 during the run."""
+        return {s.label: (len(s.held), s.held_written, s.held_given_up, s.held_overflow)
+                for s in self.slots
+                if s.held or s.held_written or s.held_given_up or s.held_overflow}
 
     def spooled(self) -> dict[str, tuple[int, str]]:
         """``label -> (events left in its spool at close, the message)`` of the network

@@ -85,6 +85,10 @@ class SensorOptions:
         guard_trace: watch signals and bpf() calls through tracefs.
         scan: how scans run (:class:`~sysmonx.scanners.stages.ScanOptions`): scans happen when
             the config asks for them or ``scan.scan_all`` names scanners.
+        config_name: what event 16's ``Configuration`` says, asked at start and on every
+            reload (``None`` from it, or no callable: the path the sensor reads). The service
+            (``run --config-name-from``) names the file given to the last ``sysmonx -i``/``-c``
+            (:func:`~sysmonx.cli.sysmon.configuration_name`), not the installed copy.
         triage: keep only these Sigma alerts (``--min-level``, ``--technique``, ``--tag``:
             :class:`~sysmonx.detection.triage.AlertTriage`; the ``alert-triage`` stage after
             ``sigma-correlate``), ``None`` for all.
@@ -115,6 +119,7 @@ class SensorOptions:
     guard_trace: bool = True
     scan: ScanOptions = field(default_factory=ScanOptions)
     triage: Any = None
+    config_name: Optional[Callable[[], Optional[str]]] = None
 
 
 @dataclass
@@ -304,7 +309,8 @@ class Sensor:
                                trace=options.guard_trace and not options.follow,
                                install_manifest=options.install_manifest)
             if options.guard else None),
-            config_label=config_path, inner=inner, on_status=self.on_status)
+            config_label=self._config_name(config_path), inner=inner,
+            on_status=self.on_status)
         sinks = list(writers)
         if on_alert is not None:
             sinks.append(CallbackSink(on_alert))
@@ -323,17 +329,21 @@ class Sensor:
                                  reloader=self._load, tick_s=options.tick_s)
         self.source.guard_counters = self.guard_counters
 
-    def guard_counters(self) -> tuple[int, int, dict[str, tuple[int, int]]]:
+    def guard_counters(self) -> tuple[int, int, dict[str, tuple[int, int, int, str]]]:
         """``(events written, events lost, output -> (events it did not take, items it
-        took))`` totals so far,
-        for the heartbeat and the guard's output check. Written: by the output that took the
-        most (:meth:`FanOut.written`); lost: in the kernel or queues, plus at most the events no
-        output took (:meth:`FanOut.lost_everywhere`, an upper bound), so an output that fails
-        beside a healthy one does not make the heartbeat say the events were lost."""
+        took, failure episodes started, its latest error))`` totals so far,
+        for the heartbeat and the guard's output check (one ``output_blocked`` finding per
+        episode: :meth:`FanOut.episodes <sysmonx.pipeline.fanout.FanOut.episodes>`). Written:
+        by the output that took the most (:meth:`FanOut.written`); lost: in the kernel or
+        queues, plus at most the events no output took (:meth:`FanOut.lost_everywhere`, an
+        upper bound), so an output that fails beside a healthy one does not make the heartbeat
+        say the events were lost."""
         outputs = self.fanout.stats()
+        episodes = self.fanout.episodes()
         return (sum(self.fanout.written().values()),
                 self.source.stats.lost + self.fanout.lost_everywhere(),
-                {k: (v.undelivered, v.sent) for k, v in outputs.items()})
+                {k: (v.undelivered, v.sent) + episodes.get(k, (0, ""))
+                 for k, v in outputs.items()})
 
     def _load(self) -> Optional[Config]:
         """The reloader: the config file read again; the config cache's notes (an entry
@@ -344,9 +354,19 @@ class Sensor:
         from ..config import load_config
         cache_info: dict[str, Any] = {}
         self.config = load_config(self.config_path, cache_info=cache_info)
+        self.source.config_label = self._config_name(self.config_path)
         for note in cache_info.get("notes", ()):
             self.on_status(f"note: {note}")
         return self.config
+
+    def _config_name(self, config_path: Optional[str]) -> Optional[str]:
+        """What event 16 names as the configuration: ``options.config_name()`` (the file given
+        to the last ``-i``/``-c``), else ``config_path``."""
+        if self.options.config_name is not None:
+            name = self.options.config_name()
+            if name is not None:
+                return name
+        return config_path
 
     @property
     def started(self) -> threading.Event:
@@ -424,6 +444,13 @@ class Sensor:
                      "kernel modules; nothing failed or was lost)")
         for name, n in st.undelivered.items():
             text += f"; NOT WRITTEN to {name}: {n:,} events ({st.output_errors.get(name, '')})"
+        for name, (now, late, given_up, over) in self.fanout.held().items():
+            # the sensor's reports (201, 255) it did not take, held for it (pipeline/fanout.py)
+            never = now + given_up + over
+            said = ([f"{late:,} written late"] if late else []) + \
+                ([f"{never:,} never written (counted above)"] if never else [])
+            text += (f"; {name}: events 201/255 held for it while it failed: "
+                     + ", ".join(said))
         for slot in self.fanout.slots:
             away = getattr(slot.sink, "outages", 0)
             if away:

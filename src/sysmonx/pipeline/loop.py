@@ -149,12 +149,17 @@ class Pipeline:
                 self._run_recorded(source)
             if finish:
                 self.finish()
-                if source.live:  # outputs still failing: reported to the others
+                for item in source.trailer():
+                    self._push(item, 0)
+                if source.live:
+                    # outputs still failing: reported to the others, after the trailer (the
+                    # guard's last findings and heartbeat, 4 Stopped), so that the events 255
+                    # Output of an output add up to what the closing summary says it did not
+                    # take (new-user report s13 #4: the trailer's events were counted after
+                    # the last report)
                     self.fanout.settle()
                     self.fanout.end_losses()
                     self._report_losses(source)
-                for item in source.trailer():
-                    self._push(item, 0)
         finally:
             self._source = None
             source.close()

@@ -67,8 +67,12 @@ What is watched, and how (technique names: :data:`~sysmonx.stages.tamperfinding.
   world-writable directory or named by the preload list.
 * ``output_blocked``: an output file or the syslog socket removed or replaced (another inode at
   the path), or an output failing: one finding per failure episode of each output, naming it
-  (the episode ends at a check that finds the output took events and failed none since the
-  previous check; the count comes with the event 255 ``Output`` when it works again).
+  and its error. An episode is the output's own loss period (:mod:`sysmonx.pipeline.fanout`):
+  it starts with the first event the output does not take (stderr: ``output ... fails``) and
+  ends when it takes one again with nothing held for it (stderr: ``... works again``, and the
+  event 255 ``Output`` with the count); the check reads the episodes started since the previous
+  check, so two episodes within one check are two findings (docs/RESILIENCE.md). A finding the
+  failing output itself does not take is held for it (fanout).
 * ``clock_changed``: the wall clock moved against the monotonic clock by more than
   ``clock_jump_s``.
 * ``self_modified``: a file recorded in the install manifest (``sysmonx -i``) whose SHA256
@@ -316,9 +320,11 @@ class SensorGuard:
             sensor's BPF ids in it, announces its by-id opens there and removes it at the end).
     Attributes:
         counters: callable returning ``(events written, events lost, {output label: (events it
-            did not take, events it took)})`` totals so far (set by the run; zeros until
-            then). Written: by the output that took the most; lost: in the kernel or queues,
-            or taken by no output.
+            did not take, events it took, failure episodes started, its latest error)})``
+            totals so far (set by the run; zeros until then; an output given as a pair has no
+            episode count: one finding per episode of the pair's own check, as before).
+            Written: by the output that took the most; lost: in the kernel or queues, or taken
+            by no output.
         findings: technique -> findings so far.
         heartbeat_s: seconds between heartbeats in force (0: none).
     """
@@ -338,7 +344,7 @@ class SensorGuard:
         self.config_hash = config_hash
         self.backends = list(backends)
         self.on_status = on_status or (lambda msg: None)
-        self.counters: Callable[[], tuple[int, int, Mapping[str, tuple[int, int]]]] = \
+        self.counters: Callable[[], tuple[int, int, Mapping[str, tuple]]] = \
             lambda: (0, 0, {})
         #: CPU time (s) of the guard's thread so far (its checks and the trace reading)
         self.cpu_s = 0.0
@@ -386,9 +392,10 @@ class SensorGuard:
         self._maps_seen: set[str] = set()
         self._outputs: dict[str, Optional[tuple[int, int]]] = {}
         #: output label -> (events it did not take, events it took) at the last check; the
-        #: outputs in a failure episode (reported once)
+        #: outputs in a failure episode (reported once); failure episodes reported per output
         self._lost_seen: dict[str, tuple[int, int]] = {}
         self._failing: set[str] = set()
+        self._episodes_seen: dict[str, int] = {}
         self._clock = time.time_ns() - time.monotonic_ns()
         self._integrity_seen: set[tuple[str, str]] = set()
         #: id(backend) -> (its blind episodes, blind then) at the previous heartbeat
@@ -1059,7 +1066,20 @@ class SensorGuard:
             else:
                 self.finding("output_blocked", f"output {path} was replaced by another file "
                                                f"(inode {ident[1]} -> {now[1]})")
-        for label, (undelivered, sent) in self.counters()[2].items():
+        for label, counts in self.counters()[2].items():
+            if len(counts) >= 4:
+                # the output's own failure episodes (its loss periods, as stderr shows them:
+                # "fails" ... "works again"): one finding for each one that started
+                episodes, error = counts[2], counts[3]
+                seen = self._episodes_seen.get(label, 0)
+                self._episodes_seen[label] = episodes
+                for k in range(seen + 1, episodes + 1):
+                    self.finding("output_blocked", f"output {label} fails ({error}): failure "
+                                                   f"episode {k} of this run; every event it "
+                                                   "does not take is counted, and an event 255 "
+                                                   "Output gives the count when it works again")
+                continue
+            undelivered, sent = counts[0], counts[1]
             lost0, sent0 = self._lost_seen.get(label, (0, 0))
             n = undelivered - lost0
             self._lost_seen[label] = (undelivered, sent)
@@ -1068,9 +1088,10 @@ class SensorGuard:
                     self._failing.discard(label)
             elif label not in self._failing:
                 self._failing.add(label)
-                self.finding("output_blocked", f"output {label} fails: {n} events could not be "
-                                               "written to it since the last check (one finding "
-                                               "per episode; the count when it works again)")
+                self.finding("output_blocked", f"output {label} fails: {n} event"
+                                               f"{'' if n == 1 else 's'} could not be written "
+                                               "to it since the last check (one finding per "
+                                               "episode; the count when it works again)")
 
     def _integrity_check(self) -> None:
         """The backends' :meth:`integrity` problems: one finding per episode (a problem found

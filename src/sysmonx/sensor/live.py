@@ -186,9 +186,10 @@ class LiveSource(Source):
         self.guard: Optional[SensorGuard] = None
         #: this run's proof for other SysmonX sensors (sensor/peers.py), with the guard's trace
         self._run_file: Optional[Any] = None
-        #: ``() -> (events written, events lost, {output: (not taken, taken)})`` for the
-        #: guard (set by the run; :attr:`SensorGuard.counters`)
-        self.guard_counters: Callable[[], tuple[int, int, Mapping[str, tuple[int, int]]]] = \
+        #: ``() -> (events written, events lost, {output: (not taken, taken, failure
+        #: episodes, latest error)})`` for the guard (set by the run;
+        #: :attr:`SensorGuard.counters`)
+        self.guard_counters: Callable[[], tuple[int, int, Mapping[str, tuple]]] = \
             lambda: (0, 0, {})
 
     # -- backends' side ----------------------------------------------------------------------------
@@ -218,8 +219,10 @@ class LiveSource(Source):
             BackendUnavailable: no tier can run (or the forced one cannot); nothing was started.
             SourceUnavailable: the followed source cannot be opened.
         """
-        cfg = self.config
-        self._schema = format_version(cfg.schema_version if cfg else CURRENT.version)
+        # event 4's SchemaVersion is the sensor's own schema version (the one ``sysmonx -i``
+        # prints), not the configuration's: Sysmon for Linux loaded a 4.70 configuration and
+        # wrote 4.81, its own (corpus linux/ syslog; new-user report s13 #7)
+        self._schema = format_version(CURRENT.version)
         if self.inner is not None:
             self.inner.on_error = self._inner_error
             self.inner.open()
