@@ -23,11 +23,13 @@ How it works
   to auditd**: the kernel lets one process hold the pid and answers another's ``AUDIT_SET pid``
   with EEXIST (auditd then exits). So while the sensor holds it, the exec of a process named
   ``auditd`` (its comm, seen by the proc connector microseconds after the exec, or the image of
-  an audit exec record) makes the sensor hand the pid back at once (``AUDIT_SET pid=0``) and
+  an audit exec record) running as root (a user's program named so does not count: only root
+  can register) makes the sensor hand the pid back at once (``AUDIT_SET pid=0``) and
   read the multicast group from then on, before that auditd gets to register (it parses its
   configuration and daemonizes first); an ``AUDIT_REPLACE`` from the kernel (another process
   asked for the pid and got EEXIST) hands it back too, so that process's next attempt succeeds.
-  Each hand-back is said on stderr (option ``on_status``) and written as event 255 (source
+  When the group cannot be joined (no CAP_AUDIT_READ) the sensor takes the pid back and says
+  so (or, if another took it meanwhile, says it is blind to audit). Each hand-back is said on stderr (option ``on_status``) and written as event 255 (source
   ``audit``). Audit stays enabled with our rules; at stop the limits and ``enabled`` are left
   as they are when another live process holds the pid (it is that daemon's configuration
   now). Option ``audit_pid="never"``: never take the pid (multicast from the start, with
@@ -89,6 +91,7 @@ from typing import Callable, Optional
 
 from ...core import native
 from ...core.registry import BACKENDS
+from ...textsafe import visible
 from ..observations import (BackendError, Loss, NetworkConnect, Observation, ProcessExec,
                             ProcessExit, ProcessFork)
 from . import audit_netlink as nl
@@ -520,8 +523,10 @@ class AuditBackend(AuditClassifier, Backend):
         (nothing done). Called on the reader thread.
 
         Raises:
-            OSError: the multicast group cannot be joined (needs CAP_AUDIT_READ) or the
-                ``AUDIT_SET`` failed; the pid is then still held.
+            OSError: the ``AUDIT_SET`` failed (the pid is still held), or the multicast group
+                cannot be joined (needs CAP_AUDIT_READ): the pid is then taken back when the
+                kernel lets it (the message says whether it did; if not, the sensor is
+                blind to audit and the guard's integrity check reports the pid as lost).
         """
         if self.mode != "unicast" or self._rd is None or self._ctl is None:
             return False
@@ -536,7 +541,22 @@ class AuditBackend(AuditClassifier, Backend):
         except OSError:
             self.mode = "unicast"
             raise
-        self._rd.sock.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, AUDIT_NLGRP_READLOG)
+        try:
+            self._rd.sock.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, AUDIT_NLGRP_READLOG)
+        except OSError as e:
+            # the pid is given up and the group is closed to us: take the pid back (records
+            # of the moment between went to the kernel log); unicast again either way, so the
+            # integrity check reports a pid someone else took
+            self.mode = "unicast"
+            try:
+                with self._ctl_lock:
+                    self._ctl.set_status(pid=os.getpid())
+            except OSError as e2:
+                raise OSError(e.errno, f"the multicast group cannot be joined ({e.strerror}; "
+                              f"CAP_AUDIT_READ) and the audit pid could not be taken back "
+                              f"({e2.strerror}): no audit record reaches the sensor") from None
+            raise OSError(e.errno, f"the multicast group cannot be joined ({e.strerror}; "
+                          "CAP_AUDIT_READ): the sensor took the audit pid back") from None
         self.handed_back = why
         self._undo = [u for u in self._undo if u[0] != "unregister audit pid"]
         msg = (f"{why}: the sensor handed the audit pid back (AUDIT_SET pid=0) and reads the "
@@ -548,13 +568,18 @@ class AuditBackend(AuditClassifier, Backend):
 
     def _daemon_exec(self, pid: int, name: str) -> None:
         """A process exec'd an image named ``name`` (comm or image basename): an auditd about
-        to register makes the sensor hand the pid back."""
-        if name == "auditd" and self.mode == "unicast":
-            try:
-                self.hand_back(f"auditd started (pid {pid})")
-            except OSError as e:
-                self._error(f"auditd started (pid {pid}) and the audit pid could not be "
-                            f"handed back: {e}; it will fail to register (EEXIST)")
+        to register makes the sensor hand the pid back. Only a process running as root
+        (effective uid 0 in ``/proc/PID/status``) counts: anyone can name a program
+        ``auditd``, and only root can register as the audit daemon (CAP_AUDIT_CONTROL);
+        a process gone before it is looked at does not count (a real auditd that asks is
+        refused once and the kernel's ``AUDIT_REPLACE`` hands the pid back)."""
+        if name != "auditd" or self.mode != "unicast" or _euid(pid) != 0:
+            return
+        try:
+            self.hand_back(f"auditd started (pid {pid})")
+        except OSError as e:
+            self._error(f"auditd started (pid {pid}) and the audit pid could not be "
+                        f"handed back: {e}")
 
     def _replace_asked(self, body: bytes) -> None:
         """``AUDIT_REPLACE`` from the kernel: another process asked for the audit pid and was
@@ -1426,8 +1451,23 @@ def _block_devices() -> list:
 
 
 def _comm(pid: int) -> str:
+    """The name (``comm``) of process ``pid`` from ``/proc/PID/comm``, display controls made
+    visible (it goes into event 255 and stderr text); ``?`` when it cannot be read."""
     try:
         with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
+            return visible(f.read().rstrip("\n"))
     except OSError:
         return "?"
+
+
+def _euid(pid: int) -> int:
+    """The effective uid of process ``pid`` (``/proc/PID/status``, ``Uid:`` line's second
+    number); -1 when it cannot be read (the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[2])
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1
