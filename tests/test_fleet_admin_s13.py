@@ -392,3 +392,25 @@ def test_a_sensor_whose_cache_cannot_be_written_loads_the_same_configuration(tmp
         assert got.sha256 == parse_config(cfg.read_bytes(), str(cfg)).sha256
         assert got.rule_sets == parse_config(cfg.read_bytes(), str(cfg)).rule_sets
         assert all("cannot write" in n for n in info.get("notes", ()))
+
+
+def test_held_events_stay_not_written_once_the_loss_reports_are_made():
+    """Review s14 #3: at the end of a run the loss periods are ended and their reports fixed
+    (events 255, the summary's count); an output that works again after that took its held
+    events and no longer counted them, so its event 255 and the summary disagreed. Once the
+    run is ending they stay held and counted."""
+    sink = Flaky(down=True)
+    slot = QueuedSlot(sink, "count", 64, "drop", count_ids=True)
+    fan = FanOut([slot])
+    fan.start()
+    for item in (ev(1, "a"), ev(201, "finding")):
+        fan.deliver(item)
+    assert _wait(lambda: slot.failed == 2)
+    reports = fan.end_losses()
+    assert [r.count for r in reports] == [2]
+    sink.down = False
+    fan.deliver(ev(255, "the report"))
+    fan.flush()
+    assert [e.data["Details"] for e in sink.items] == ["the report"]
+    assert slot.failed == 2 == reports[0].count and slot.held_written == 0
+    fan.close()

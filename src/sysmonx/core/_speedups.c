@@ -675,7 +675,9 @@ static int read_attributes(Reader *r, KeyFn fn, void *ctx, int required) {
 /* [26a] One EventData field of a record (see Rec). */
 typedef struct {
     PyObject *key;
-    PyObject *val;       /* the value's str, or NULL: the text's bytes [off, off + len) */
+    PyObject *val;       /* the value's str, or NULL: the text's bytes [off, off + len)
+                          * are its final text (plain ASCII), its escaped text (canon) or
+                          * an integer's digits (canon) */
     Py_ssize_t off, len;
     /* [28c] the bytes [off, off + len) are the value's escaped JSON text, not the value
      * itself: ASCII whose only escapes are \" \\ \b \t \n \f \r, exactly what the
@@ -694,8 +696,9 @@ typedef struct {
         *pid, *tid, *channel, *computer, *user_id;
     int seen_provider, seen_tc, seen_exec, seen_security, seen_system, seen_data, sec_empty;
     /* [26a] the EventData fields, in order: key, and the value either as a str (val) or as a
-     * slice of the record's text that is already the value's final text (val NULL: plain
-     * ASCII, no escape; rendered as it is, made a str only when asked for) */
+     * slice of the record's text (val NULL: plain ASCII with no escape, or, [28c] canon, the
+     * value's escaped text or an integer's digits; rendered as it is, made a str only when
+     * asked for; a val made from a canon slice is rendered from the slice) */
     Py_ssize_t nf;
     RawField *fields;       /* MAX_FIELDS entries, not cleared: the first nf are in use */
     const unsigned char *base;
@@ -1714,11 +1717,6 @@ static int render_raw(Out *o, Out *extra, RawDataObject *raw, int *in_extra) {
     return render_fields(o, extra, raw->f, Py_SIZE(raw), raw->base, in_extra);
 }
 
-/* [27a2] The JSON line's System object (from ,"System":{ to its closing brace), shared by
- * render (an Event's slots) and render_rec (a parsed record). TimeCreated: with ``tc26`` NULL,
- * ``tc`` (the Event's slot: a canonical str written as it is, else utc_func's str of it);
- * else the first 26 characters of ``tc26`` and "000Z" (ASCII and the length checked by the
- * caller). 0, -1 (not handled: the Python renderer decides) or -2 (error). */
 /* [28c] The System values that repeat from record to record (the provider's name and GUID,
  * Version, Level, Task, Opcode, Keywords; Channel, Computer, UserID) are mostly the same
  * objects (the converter's value cache, small ints): the text last rendered for the same
@@ -1752,6 +1750,11 @@ static void sys_run_keep(Out *o, Py_ssize_t start, SysRun *c, PyObject *const *v
     c->len = len;
 }
 
+/* [27a2] The JSON line's System object (from ,"System":{ to its closing brace), shared by
+ * render (an Event's slots) and render_rec (a parsed record). TimeCreated: with ``tc26`` NULL,
+ * ``tc`` (the Event's slot: a canonical str written as it is, else utc_func's str of it);
+ * else the first 26 characters of ``tc26`` and "000Z" (ASCII and the length checked by the
+ * caller). 0, -1 (not handled: the Python renderer decides) or -2 (error). */
 static int render_system(Out *o, PyObject *provider, PyObject *pguid, PyObject *version,
                          PyObject *level, PyObject *task, PyObject *opcode, PyObject *keywords,
                          PyObject *tc, PyObject *tc26, PyObject *rid, PyObject *pid,

@@ -190,7 +190,9 @@ class SinkSlot:
             SinkError: the sink failed and the policy is ``fatal``.
             OutputClosed: the output's reader went away.
         """
-        if self.held:
+        if self.held and (self.fanout is None or not self.fanout.ending):
+            # not once the loss periods are ended (end_losses): their reports took the held
+            # events in as not written, and the summary must agree with them
             self.retry_held()
         try:
             self._write(item)
@@ -210,7 +212,8 @@ class SinkSlot:
     def _recovering(self) -> None:
         """The output took an item during a loss period: the held events go to it now, and the
         period ends unless some are still held."""
-        if self.held and not self.retry_held(after_success=True):
+        if self.held and (self.fanout is None or not self.fanout.ending) and \
+                not self.retry_held(after_success=True):
             return
         self._end_loss(recovered=True)
 

@@ -425,7 +425,7 @@ class Sensor:
         if len(set(st.written_by_output.values())) > 1:  # the outputs differ: each one's count
             text += " (" + ", ".join(f"{n:,} to {name}"
                                      for name, n in st.written_by_output.items()) + ")"
-        blind = getattr(self.source, "blind_episodes", lambda: 0)()
+        blind = getattr(self.source, "blind_episode_count", lambda: 0)()
         text += f", filtered out {sum(st.filtered.values()):,}, lost {st.lost:,}"
         if blind:  # a blind source's missed events were never counted: not a known 0
             text += (f" counted and an unknown number more (collection blind {blind} "

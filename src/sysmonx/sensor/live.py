@@ -610,7 +610,7 @@ class LiveSource(Source):
             out |= b.collecting()
         return out
 
-    def blind_episodes(self) -> int:
+    def blind_episode_count(self) -> int:
         """How many times a started backend was blind (tier B: audit disabled while it ran;
         :meth:`~.backends.audit.AuditBackend.blind_episodes`): events were missed then and
         their number is not known."""

@@ -29,7 +29,8 @@ How it works
   configuration and daemonizes first); an ``AUDIT_REPLACE`` from the kernel (another process
   asked for the pid and got EEXIST) hands it back too, so that process's next attempt succeeds.
   When the group cannot be joined (no CAP_AUDIT_READ) the sensor takes the pid back and says
-  so (or, if another took it meanwhile, says it is blind to audit). Each hand-back is said on stderr (option ``on_status``) and written as event 255 (source
+  so (or, if another took it meanwhile, says it is blind to audit). Each hand-back is said on
+  stderr (option ``on_status``) and written as event 255 (source
   ``audit``). Audit stays enabled with our rules; at stop the limits and ``enabled`` are left
   as they are when another live process holds the pid (it is that daemon's configuration
   now). Option ``audit_pid="never"``: never take the pid (multicast from the start, with
