@@ -414,3 +414,18 @@ def test_held_events_stay_not_written_once_the_loss_reports_are_made():
     assert [e.data["Details"] for e in sink.items] == ["the report"]
     assert slot.failed == 2 == reports[0].count and slot.held_written == 0
     fan.close()
+
+
+def test_episodes_of_outputs_sharing_a_label_name_the_error_of_the_one_that_failed():
+    """Review s14 #7: two outputs with one label, the first failing and the second healthy:
+    the guard's finding read "fails ()" with the healthy one's empty error."""
+    bad, good = Flaky(down=True), Flaky()
+    s1 = QueuedSlot(bad, "count", 64, "drop", count_ids=True)
+    s2 = QueuedSlot(good, "count", 64, "drop", count_ids=True)
+    fan = FanOut([s1, s2])
+    fan.start()
+    fan.deliver(ev(1, "a"))
+    assert _wait(lambda: s1.failed == 1 and s2.sent == 1)
+    assert s1.label == s2.label
+    assert fan.episodes() == {s1.label: (1, s1.last_error)} and "No space left" in s1.last_error
+    fan.close()

@@ -775,8 +775,9 @@ class FanOut:
         follow, one per episode."""
         out: dict[str, tuple[int, str]] = {}
         for s in self.slots:
-            n, _ = out.get(s.label, (0, ""))
-            out[s.label] = (n + s.episodes, s.last_error or "")
+            n, error = out.get(s.label, (0, ""))
+            # the error of a slot that failed (a healthy one sharing the label has none)
+            out[s.label] = (n + s.episodes, (s.last_error if s.episodes else "") or error)
         return out
 
     def held(self) -> dict[str, tuple[int, int, int, int]]:
