@@ -134,6 +134,12 @@ def test_help_and_config_help():
     for first in ("-?", "-h", "-help", "-HELP"):
         code, out, err = run([first])
         assert code == 0 and out.startswith("Usage:")
+    # new-user report s14 #8: the closing lines name every SysmonX command
+    from sysmonx.cli.dispatch import SUBCOMMANDS
+    tail = out[out.index("SysmonX commands:"):out.index("Neither install")]
+    assert all(f" {c}" in tail for c in SUBCOMMANDS)
+    assert all(c in tail for c in ("check", "explain", "stats", "diff", "compile", "decode",
+                                   "export"))
     code, out, _ = run(["-?", "config"])
     assert code == 0 and out.startswith("Configuration usage (current schema is version: 4.91):")
     # -h <algs> as the first argument is help, as in Sysmon for Linux

@@ -292,8 +292,9 @@ def usage_text(program: str = "sysmonx") -> str:
         "\n"
         "SysmonX options: --install-root DIR, --output-file FILE (events to a file instead of\n"
         "syslog), --backend ebpf|audit|cnproc, --no-dns, --duration SECONDS (with -t).\n"
-        f"SysmonX commands: {p} replay ..., {p} run ..., {p} config check|explain|compile|decode"
-        " ...\n"
+        f"SysmonX commands: {p} replay, run, config check|explain|stats|diff|compile|decode|"
+        "export,\ncoverage, scan, query, collect, plugins ('" + p + " --help' says what each "
+        "does).\n"
         "\n"
         "Neither install nor uninstall requires a reboot.\n"
         "\n")
