@@ -230,6 +230,9 @@ def test_invalid_config_is_87_with_line_and_writes_nothing(as_root, tmp_path):
     code, out, err = run(["-nologo", "-i", str(c)], root)
     assert code == 87 and f"{c}:4:" in err and "Usage:" in err
     assert not root.exists()
+    # new-user report s14 #5: the outcome after the usage text, not only the errors above it
+    assert err.endswith(f"\nConfiguration {c} refused (1 error above): nothing was installed "
+                        "or changed; a running service keeps its configuration.\n")
 
 
 def test_nothing_to_do_is_usage(as_root):
