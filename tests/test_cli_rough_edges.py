@@ -228,6 +228,22 @@ def test_mistyped_field_element_gets_did_you_mean(tmp_path, capsys):
     assert "Did you mean <ParentImage>?" in capsys.readouterr().err
 
 
+def test_mistyped_event_tag_gets_did_you_mean(tmp_path, capsys):
+    """New-user report s14 #6: a mistyped field got a suggestion, a mistyped event tag not."""
+    cfg = tmp_path / "typo.xml"
+    cfg.write_text('<Sysmon schemaversion="4.90"><EventFiltering><RuleGroup name="" '
+                   'groupRelation="or"><NetworkConect onmatch="include">'
+                   '<Image condition="end with">x</Image></NetworkConect></RuleGroup>'
+                   '</EventFiltering></Sysmon>')
+    assert main(["config", "check", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "Unknown event tag <NetworkConect> for schema 4.90" in err
+    assert "Did you mean <NetworkConnect>?" in err
+    cfg.write_text(cfg.read_text().replace("NetworkConect", "Unrelated"))
+    assert main(["config", "check", str(cfg)]) == 1
+    assert "Did you mean" not in capsys.readouterr().err
+
+
 PCALUA = "evtx/sbousseaden__EVTX-ATTACK-SAMPLES/Execution/exec_sysmon_1_lolbin_pcalua.evtx"
 
 

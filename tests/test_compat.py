@@ -2,6 +2,7 @@
 messages (spec/sysmon-semantics.md 6.1-6.4), the configuration switches merged into the model
 (3.1, rule-blob.md 6.7), the ``-c`` dump format (6.3) and the ``-t`` console output (5.4)."""
 
+import re
 import io
 import os
 import shutil
@@ -134,6 +135,12 @@ def test_help_and_config_help():
     for first in ("-?", "-h", "-help", "-HELP"):
         code, out, err = run([first])
         assert code == 0 and out.startswith("Usage:")
+    # new-user report s14 #8: the closing lines name every SysmonX command
+    from sysmonx.cli.dispatch import SUBCOMMANDS
+    tail = out[out.index("SysmonX commands:"):out.index("Neither install")]
+    assert all(re.search(rf"\b{c}\b", tail) for c in SUBCOMMANDS)
+    assert all(c in tail for c in ("check", "explain", "stats", "diff", "compile", "decode",
+                                   "export"))
     code, out, _ = run(["-?", "config"])
     assert code == 0 and out.startswith("Configuration usage (current schema is version: 4.91):")
     # -h <algs> as the first argument is help, as in Sysmon for Linux
@@ -223,6 +230,9 @@ def test_invalid_config_is_87_with_line_and_writes_nothing(as_root, tmp_path):
     code, out, err = run(["-nologo", "-i", str(c)], root)
     assert code == 87 and f"{c}:4:" in err and "Usage:" in err
     assert not root.exists()
+    # new-user report s14 #5: the outcome after the usage text, not only the errors above it
+    assert err.endswith(f"\nConfiguration {c} refused (1 error above): nothing was installed "
+                        "or changed; a running service keeps its configuration.\n")
 
 
 def test_nothing_to_do_is_usage(as_root):

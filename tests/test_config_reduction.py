@@ -81,13 +81,15 @@ def test_modular_to_swiftonsecurity(corpus):
     assert items[2] == ('FileCreateTime (2): 3 include rules removed, 6 new exclude rules: '
                         'Image contains "Update\\\\"; Image contains "install"; Image end with '
                         '"redist.exe"; and 3 more')
-    assert items[4] == "ProcessTerminate (5): 2 include rules removed"
+    # the includes the new config adds are told beside those it removed (new-user report s14 #3)
+    assert items[3].startswith("NetworkConnect (3): 45 include rules removed (28 added), 7 new ")
+    assert items[4] == "ProcessTerminate (5): 2 include rules removed (1 added)"
     # RegistryEvent's ids with the same change are told together
-    assert any(i.startswith("RegistryEvent (12, 14): 225 include rules removed, 31 new ") for i in
-               items)
+    assert any(i.startswith("RegistryEvent (12, 14): 225 include rules removed (104 added), 31 "
+                            "new ") for i in items)
     # modular hashes with every algorithm (*), SwiftOnSecurity with three
     assert red.options == ["HashAlgorithms: SHA1 no longer computed (now MD5, SHA256, IMPHASH)"]
-    assert len(d) <= DETAILS_LIMIT and items[-1] == "... (4 more)"
+    assert len(d) <= DETAILS_LIMIT and items[-1] == "... (5 more)"
     # modular turns DnsLookup off, SwiftOnSecurity keeps Sysmon's default (on)
     assert reduction(sos, mod).options == [
         "DnsLookup turned off (no reverse lookup of NetworkConnect host names)"]
@@ -286,3 +288,14 @@ def test_scanner_requests_removed_per_event_type():
     (text,) = [o for o in reduction(odd, none).options if o.startswith("scanners")]
     assert text == ('scanners no longer requested on ProcessCreate: "yara:a\\n | not logged any '
                     'more: NetworkConnect (3)"'), text
+
+
+def test_an_include_value_swapped_is_told_as_removed_and_added():
+    """New-user report s14 #3: a -c that swapped one include value for another read as
+    '1 include rule removed' alone; what the old value matched is not collected any more (a
+    reduction all the same), and the rule added is said beside it."""
+    a = cfg('<FileCreate onmatch="include"><TargetFilename condition="begin with">/tmp/a/'
+            '</TargetFilename></FileCreate>')
+    b = cfg('<FileCreate onmatch="include"><TargetFilename condition="begin with">/tmp/b/'
+            '</TargetFilename></FileCreate>')
+    assert describe(reduction(a, b)) == "narrowed: FileCreate (11): 1 include rule removed (1 added)"

@@ -407,7 +407,18 @@ def test_schema_output_default_is_newest():
     assert lines[i:i + len(ext)] == ext and lines[i + len(ext)] == "    </options>"
     sysmons = "\n".join(lines[:i] + lines[i + len(ext):])
     assert sysmons.startswith(head) and "  </events>" + tail in sysmons
-    assert '<event name="SYSMONX_SHELL_COMMAND" value="210"' in text
+    assert '<event name="SYSMONXEVENT_SHELL_COMMAND" value="210"' in text
+    # new-user report s14 #2/#9: the extension events in EventID order, one name prefix, and
+    # each says its ruledefault (Sysmon's manifests leave it out where the event is off, so
+    # a missing attribute read as "off" for events 100, 200-202 and 220, which are on)
+    ext_events = re.findall(r'<event name="([A-Z_]+)" value="(\d+)"[^>]*?(?: ruledefault="(\w+)")?'
+                            r' version', text[text.index("SYSMONEVENT_BPF_EVENT") - 20:])
+    assert [int(v) for _, v, _ in ext_events] == sorted(int(v) for _, v, _ in ext_events)
+    assert all(n.startswith(("SYSMONXEVENT_", "SYSMONEVENT_BPF")) for n, _, _ in ext_events)
+    defaults = {int(v): d for _, v, d in ext_events}
+    assert defaults == {100: "include", 200: "include", 201: "include", 202: "include",
+                        210: "include", 211: "include", 212: "exclude", 213: "exclude",
+                        220: "include", 1000: ""}
     # -s VERSION lists them too; Sysmon's manifest byte for byte without them
     assert render_schema_output(format_version(LATEST))[0] == text
     assert render_schema_output(format_version(LATEST), extensions=False)[0] == plain + "\n"

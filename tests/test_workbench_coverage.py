@@ -139,3 +139,7 @@ def test_text_says_what_the_technique_total_counts(full, corpus, capsys):
                      "Sigma rules (113 by the config, 296 by Sigma, 97 by both); 78 of the 312 "
                      "fired over the logs (a kept event named one, or a rule tagged with one "
                      "matched)"]
+    # new-user report s14 #7: "compiled" while the rules came from the cache, "1999" beside
+    # stderr's "1,999"
+    sigma = [x for x in format_text(d).splitlines() if x.startswith("Sigma:")]
+    assert len(sigma) == 1 and sigma[0].startswith("Sigma: 1,999 rules in use, 8 rejected (")

@@ -292,8 +292,9 @@ def usage_text(program: str = "sysmonx") -> str:
         "\n"
         "SysmonX options: --install-root DIR, --output-file FILE (events to a file instead of\n"
         "syslog), --backend ebpf|audit|cnproc, --no-dns, --duration SECONDS (with -t).\n"
-        f"SysmonX commands: {p} replay ..., {p} run ..., {p} config check|explain|compile|decode"
-        " ...\n"
+        f"SysmonX commands: {p} replay, run, config check|explain|stats|diff|compile|decode|"
+        "export,\ncoverage, scan, query, collect, plugins ('" + p + " --help' says what each "
+        "does).\n"
         "\n"
         "Neither install nor uninstall requires a reboot.\n"
         "\n")
@@ -456,7 +457,13 @@ def _load(ctx: _Ctx, path: Optional[str], parsed: ParsedCommandLine, linux: bool
         except ConfigError as exc:
             for e in exc.errors:  # every validation error, as Sysmon lists them
                 ctx.err.write(f"{e}\n")
-            return ctx.usage_error()
+            rc = ctx.usage_error()
+            # after Sysmon's usage text, where an admin scrolling back sees it first
+            n = len(exc.errors)
+            ctx.err.write(f"\nConfiguration {path} refused ({n} error{'' if n == 1 else 's'} "
+                          "above): nothing was installed or changed; a running service keeps "
+                          "its configuration.\n")
+            return rc
         except OSError as exc:
             ctx.err.write(f"Error: cannot read configuration file {path}: "
                           f"{exc.strerror or exc}\n")

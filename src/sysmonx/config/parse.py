@@ -728,8 +728,15 @@ class _Builder:
                 raise self.err(f"<{tag}> filters a SysmonX event (EventID "
                                f"{full.tags[tag][0]}); SysmonX extensions are disabled", el)
             known = ", ".join(sorted(schema.tags))
-            raise self.err(f"Unknown event tag <{tag}> for schema {schema.version_text} "
-                           f"(expecting one of {known})", el)
+            msg = (f"Unknown event tag <{tag}> for schema {schema.version_text} "
+                   f"(expecting one of {known})")
+            if isinstance(tag, str):  # as for fields: the nearest event tag of this schema
+                folded = {t.lower(): t for t in schema.tags}
+                close = difflib.get_close_matches(tag.lower(), sorted(folded), n=1,
+                                                  cutoff=0.75)
+                if close:
+                    msg += f"\nDid you mean <{folded[close[0]]}>?"
+            raise self.err(msg, el)
         _check_attrs(el, ("onmatch", "default") + self.scan_attr, self.path)
         onmatch, default = el.get("onmatch"), el.get("default")
         for attr, v in (("onmatch", onmatch), ("default", default)):

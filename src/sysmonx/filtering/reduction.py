@@ -174,6 +174,9 @@ class EventReduction:
         new_excludes: exclude rules the new config has and the old did not (sorted).
         removed_includes: include rules the old config had and the new does not, when both log
             only what includes match.
+        added_includes: with ``removed_includes``, include rules the new config has and the old
+            did not (told beside it: a value swapped for another reads "1 include rule removed
+            (1 added)"; what the removed rule matched is not collected any more either way).
         was_all: logged everything but excludes before, only what includes match now.
         includes_now: the new config's include rules (with ``was_all``).
     """
@@ -183,13 +186,14 @@ class EventReduction:
     dark: bool = False
     new_excludes: list = field(default_factory=list)
     removed_includes: int = 0
+    added_includes: int = 0
     was_all: bool = False
     includes_now: int = 0
 
     def signature(self) -> tuple:
         """What the change is, without the EventID (IDs of one tag alike are told once)."""
         return (self.tag, self.dark, tuple(self.new_excludes), self.removed_includes,
-                self.was_all, self.includes_now)
+                self.added_includes, self.was_all, self.includes_now)
 
 
 @dataclass
@@ -238,6 +242,8 @@ def reduction(old: Optional[Config], new: Optional[Config],
             r.was_all, r.includes_now = True, len(after.includes)
         elif before.mode == after.mode == "only":
             r.removed_includes = len(before.includes - after.includes)
+            if r.removed_includes:
+                r.added_includes = len(after.includes - before.includes)
         if r.new_excludes or r.removed_includes or r.was_all:
             out.events.append(r)
     old_sizes = old.field_sizes if old is not None else {}
@@ -373,7 +379,8 @@ def describe(red: Reduction, limit: int = DETAILS_LIMIT) -> str:
             what.append(f"only what {_plural(n, 'include rule')} {verb} (was: "
                         "everything not excluded)")
         if e.removed_includes:
-            what.append(f"{_plural(e.removed_includes, 'include rule')} removed")
+            what.append(f"{_plural(e.removed_includes, 'include rule')} removed"
+                        + (f" ({e.added_includes} added)" if e.added_includes else ""))
         if e.new_excludes:
             shown = "; ".join(_condition(k) for k in e.new_excludes[:CONDITIONS_SHOWN])
             more = len(e.new_excludes) - CONDITIONS_SHOWN

@@ -328,13 +328,13 @@ EVENTS: tuple[EventDef, ...] = (
     # 210-213: made by the ebpf backend's visibility object, the shell backend (210) and tier B
     # (212). Fields follow Sysmon's conventions: RuleName and UtcTime first, then the acting
     # process (ProcessGuid, ProcessId, Image), User after Image.
-    _ev(210, "SYSMONX_SHELL_COMMAND", "Shell command", "ShellCommand", 1, [
+    _ev(210, "SYSMONXEVENT_SHELL_COMMAND", "Shell command", "ShellCommand", 1, [
         _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Tty"), _s("Command")],
         default="include", default_attr=True, extension=True, sigma_category="shell_command",
         description="A command line an interactive shell read from its terminal (bash's "
                     "readline, through a uretprobe), the Linux counterpart of PowerShell "
                     "script-block logging. Tty: the terminal (/dev/pts/N), - when unknown."),
-    _ev(211, "SYSMONX_PRIVILEGE_CHANGE", "Privilege change", "PrivilegeChange", 1, [
+    _ev(211, "SYSMONXEVENT_PRIVILEGE_CHANGE", "Privilege change", "PrivilegeChange", 1, [
         _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Syscall"), _s("ChangeType"),
         _s("PreviousValue"), _s("NewValue")],
         default="include", default_attr=True, extension=True, sigma_category="privilege_change",
@@ -342,13 +342,13 @@ EVENTS: tuple[EventDef, ...] = (
                     "privilege: ChangeType User (real/effective/saved uid, PreviousValue and "
                     "NewValue as ruid/euid/suid), Group (the same for gids) or Capabilities "
                     "(effective/permitted/inheritable masks in hex). Drops are not reported."),
-    _ev(212, "SYSMONX_MEMFD_CREATE", "Memory file created", "MemfdCreate", 1, [
+    _ev(212, "SYSMONXEVENT_MEMFD_CREATE", "Memory file created", "MemfdCreate", 1, [
         _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Name"), _s("Flags")],
         extension=True, sigma_category="memfd_create",
         description="memfd_create: an anonymous memory-backed file (the usual first step of "
                     "fileless execution). Name as given to memfd_create; Flags the MFD_* names. "
                     "Off by default; rate-limited per process."),
-    _ev(213, "SYSMONX_EXEC_MEMORY", "Executable memory", "ExecMemory", 1, [
+    _ev(213, "SYSMONXEVENT_EXEC_MEMORY", "Executable memory", "ExecMemory", 1, [
         _RN, _s("UtcTime"), *_PROC, _s("Image"), _s("User"), _s("Syscall"), _s("Address"),
         _s("Length"), _s("Protection"), _s("PreviousProtection")],
         extension=True, sigma_category="exec_memory",

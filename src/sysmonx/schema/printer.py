@@ -136,7 +136,9 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = F
             f"    <filters default=\"is\">{','.join(schema.conditions)}</filters>",
             "  </configuration>", "  <events>"]
     events: list[Optional[EventSchema]] = [e for e in schema.events.values() if not e.extension]
-    extra = [e for e in schema.events.values() if e.extension] if extensions else []
+    # SysmonX's own events (and Sysmon for Linux's 100) in EventID order
+    extra = sorted((e for e in schema.events.values() if e.extension),
+                   key=lambda e: e.event_id) if extensions else []
     if extra:
         events.append(None)  # where the comment goes
         events += extra
@@ -146,7 +148,10 @@ def render_manifest(schema: Schema, style: str = "windows", extensions: bool = F
             continue
         pairs = [("name", e.symbol), ("value", _event_value(e.event_id)), ("level", e.level),
                  ("template", e.template), ("rulename", e.tag),
-                 ("ruledefault", e.default if e.default_attr else None),
+                 # Sysmon's manifests leave ruledefault out where the event is off by
+                 # default; an extension event always says it (README "default" column)
+                 ("ruledefault", e.default if e.default_attr or (e.extension and e.tag)
+                  else None),
                  ("version", str(e.version))]
         if linux:
             pairs.append(("target", "all"))

@@ -276,7 +276,7 @@ def format_text(d: dict[str, Any]) -> str:
     if d["config"]:
         out.append(f"Config: {d['config']['file']}")
     if d["sigma"]:
-        out.append(f"Sigma: {d['sigma']['rules']} rules compiled, {d['sigma']['rejected']} "
+        out.append(f"Sigma: {d['sigma']['rules']:,} rules in use, {d['sigma']['rejected']:,} "
                    f"rejected ({', '.join(d['sigma']['paths'])})")
     t = d["totals"]
     named = " or ".join(w for w, on in (("the config", d["config"]), ("the Sigma rules",
