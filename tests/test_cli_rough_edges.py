@@ -328,3 +328,24 @@ def test_csv_timeline_details_of_a_tamper_finding():
                         "not logged any more: ProcessCreate (1)", platform="linux")
     assert details(ev) == ("config_weakened: configuration SHA256=A -> SHA256=B collects "
                            "less: not logged any more: ProcessCreate (1)")
+
+
+def test_output_file_ending_picks_the_format_when_none_is_given(tmp_path, corpus):
+    """Session 14: README's `replay LOGS -o events.jsonl` wrote Windows event XML into a file
+    named .jsonl. Without --format, the -o files' ending chooses (all alike), else XML as
+    before; --format always wins."""
+    from sysmonx.cli.replay import format_from_outputs
+    assert format_from_outputs(["a.jsonl"]) == "jsonl"
+    assert format_from_outputs(["A.NDJSON", "b.jsonl"]) == "jsonl"
+    assert format_from_outputs(["a.csv", "-"]) == "csv"
+    assert format_from_outputs(["a.jsonl", "b.xml"]) == "xml"      # mixed: the default
+    assert format_from_outputs(["a.log"]) == "xml"
+    assert format_from_outputs(["tcp://127.0.0.1:514", "-"]) == "xml"
+    assert format_from_outputs([]) == "xml"
+    evtx = sorted((corpus / "evtx").rglob("*.evtx"))[0]
+    out = tmp_path / "events.jsonl"
+    assert main(["replay", "-q", str(evtx), "-o", str(out)]) == 0
+    first = out.read_text().splitlines()[0]
+    assert first.startswith('{"EventID":')
+    assert main(["replay", "-q", str(evtx), "-f", "xml", "-o", str(out)]) == 0
+    assert out.read_text().startswith("<Event xmlns=")

@@ -226,7 +226,7 @@ class _InputFormatChoices:
         return iter([c.name for c in file_formats()])
 
 
-def add_format_option(p: argparse.ArgumentParser, default: str, help: str) -> None:
+def add_format_option(p: argparse.ArgumentParser, default: Optional[str], help: str) -> None:
     """``--format/-f`` with the output formats as its choices (:class:`_FormatChoices`, set
     after ``add_argument``, which would list them to check a metavar)."""
     action = p.add_argument("--format", "-f", default=default, help=help)

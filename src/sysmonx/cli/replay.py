@@ -36,8 +36,10 @@ def _replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", metavar="FILE",
                    help="Sysmon XML config; 'default' for the built-in one. Without a config "
                         "every Sysmon event passes unchanged (format conversion)")
-    add_format_option(p, "xml",
-                      help="output format: Windows event XML (default), Sysmon for Linux "
+    add_format_option(p, None,
+                      help="output format: Windows event XML (default; without --format an "
+                           "-o FILE ending in .jsonl/.ndjson or .csv picks JSON lines or CSV), "
+                           "Sysmon for Linux "
                            "single-line XML, JSON lines, or a CSV timeline (Timeline Explorer, spreadsheets; "
                         "formula-neutralised); 'sysmonx plugins' lists them")
     p.add_argument("--csv-bom", action="store_true",
@@ -157,6 +159,8 @@ def cmd_replay(argv: list[str]) -> int:
     from ..filtering.engine import set_note_handler
 
     args = _replay_parser().parse_args(argv)
+    if args.format is None:
+        args.format = format_from_outputs(args.output)
     console = common.stderr_console()
     held: Counter = Counter()  # warnings and notes -q held back
 
@@ -561,6 +565,24 @@ def _print_tamper_summary(console, replayer) -> None:
     parts = ", ".join(f"{k} {v:,}" for k, v in sorted(st.findings.items()))
     console.print(f"tamper findings (event 201): {sum(st.findings.values()):,} ({parts})",
                   markup=False)
+
+
+#: Output file name endings that choose the format when ``--format`` is not given.
+FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".xml": "xml"}
+
+
+def format_from_outputs(outputs: list[str], default: str = "xml") -> str:
+    """The output format when ``--format`` is not given: the one the ``-o`` files' endings
+    name (:data:`FORMAT_BY_SUFFIX`, case-insensitive) when they all name the same one, else
+    ``default`` (Windows event XML, as Sysmon's own events; stdout, URLs and other endings
+    name none). A new user's ``-o events.jsonl`` got XML in a file named ``.jsonl``."""
+    named: set[Optional[str]] = set()
+    for out in outputs:
+        if out == "-" or "://" in out:
+            continue
+        named.add(FORMAT_BY_SUFFIX.get(os.path.splitext(out)[1].lower()))
+    only = named.pop() if len(named) == 1 else None
+    return only or default
 
 
 def _output_clashes_with_inputs(output: str, paths: list[str]) -> Optional[str]:
