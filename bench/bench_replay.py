@@ -716,13 +716,7 @@ def _fixed_child(spec: dict) -> dict:
         for eid in ids:
             engine.decider_for(eid)
         out["deciders"] = _cpu() - t
-        t = _cpu()
-        out["records"] = _replay(files, config, fmt, engine, 1)
-        out["first_pass"] = _cpu() - t
-        t = _cpu()
-        _replay(files, config, fmt, engine, 1)
-        out["second_pass"] = _cpu() - t
-        return out
+        return _two_passes(out, files, config, fmt, engine)
     if path:
         t = _cpu()
         config = load_config(path, cache=None)
@@ -741,6 +735,12 @@ def _fixed_child(spec: dict) -> dict:
         out["deciders"] = compile_ms
     else:
         config, engine = None, None
+    return _two_passes(out, files, config, fmt, engine)
+
+
+def _two_passes(out: dict, files, config, fmt, engine) -> dict:
+    """``out`` with the records and the CPU ms of a first and a second replay pass of
+    ``files`` in this process (the first pays for what is filled on first use)."""
     t = _cpu()
     out["records"] = _replay(files, config, fmt, engine, 1)
     out["first_pass"] = _cpu() - t
