@@ -12,6 +12,8 @@ writes JSON lines) does what real software does and what broke before:
   against a resolver process on 127.0.0.153:53 that answers at once;
 * a Python parent that forks children which never exec (each makes a TCP connect) and a bash
   subshell: the children carry the parent's Image, their own valid GUID and User;
+* bash subshells that fork a child (``x=$(/bin/echo ...)``) and then exec ``rm``: the child's
+  Parent* fields are the subshell's as it was then (bash, the subshell's own GUID);
 * an exec from a memfd (``memfd_create`` + ``execv("/proc/self/fd/N")`` of a copy of bash that
   connects) and a binary deleted while it runs (it connects, then execs ``/bin/true``): the same
   kernel-view Image on every tier and a ProcessTampering event (25) saying so.
@@ -188,6 +190,19 @@ os.execv(f"/proc/self/fd/{fd}", ["bash", "-c",
          f"exec 9<>/dev/tcp/127.0.0.1/{port}; exec 9>&-; read -t 0.3 -u 0 || true"])
 """
 
+# subshells that fork a child and then exec (``( x=$(/bin/echo a); exec /bin/rm f )``): each
+# says its tag, $BASHPID and its /proc/PID/stat (start time and end_code: its ProcessGuid) to fd 3.
+# G: the plain pattern; J: the same one level down, in a background subshell (J0, which exits
+# without exec: its own event 5); K: the subshell connects before its exec (its own event 3)
+SUBSHELLS = r"""
+exec 3>"$1"
+say() { read -r st < /proc/$BASHPID/stat; echo "$1 $BASHPID $st" >&3; }
+( say G; x=$(/bin/echo "$2-G"); exec /bin/rm -f "$3/nonexistent-G" )
+( ( say J; x=$(/bin/echo "$2-J"); exec /bin/rm -f "$3/nonexistent-J" ) & say J0; wait )
+( say K; x=$(/bin/echo "$2-K"); exec 9<>/dev/tcp/127.0.0.1/$4; exec 9>&-
+  exec /bin/rm -f "$3/nonexistent-K" )
+"""
+
 DRIVER = r"""
 import json, os, shutil, socket, subprocess, sys, tempfile, threading, time
 mark, work = sys.argv[1], sys.argv[2]
@@ -267,6 +282,13 @@ p = subprocess.Popen(["/bin/bash", "-c", "(echo $BASHPID; exit 3); echo done"],
 text = p.communicate()[0]
 out["subshell"] = {"parent": p.pid, "child": int(text.split()[0])}
 
+# 4b. subshells that fork a child and then exec
+said = os.path.join(work, "subshells.txt")
+p = subprocess.Popen(["/bin/bash", "-c", SUBSHELLS, "bash", said, mark, work, str(port)])
+p.wait()
+with open(said) as f:
+    out["subshells"] = {"shell": p.pid, "said": f.read().splitlines()}
+
 # 5. fileless exec from a memfd
 name = f"sxmemfd-{mark}"
 p = subprocess.Popen([py, "-c", MEMFD, name, str(port), BASH], stdin=subprocess.PIPE)
@@ -297,6 +319,7 @@ print(json.dumps(out))
 def _driver_source() -> str:
     consts = {"RESOLVER": RESOLVER, "TCP_CLIENT": TCP_CLIENT, "UNANSWERED": UNANSWERED,
               "REFUSED": REFUSED, "FORKER": FORKER, "MEMFD": MEMFD, "PREFORK": PREFORK,
+              "SUBSHELLS": SUBSHELLS,
               "RESOLVER_IP": RESOLVER_IP, "GETENT": GETENT, "DIG": DIG, "UNSHARE": UNSHARE,
               "BASH": BASH}
     return "".join(f"{k} = {v!r}\n" for k, v in consts.items()) + DRIVER
@@ -617,6 +640,69 @@ def test_forked_children_carry_parent_image_and_own_guid(runs, tier):
     assert sub[0]["ProcessGuid"] != _of(run, facts["subshell"]["parent"], 1)[0]["ProcessGuid"]
 
 
+def _subshells(run: dict) -> dict:
+    """tag -> ``(pid, ProcessGuid)`` of each subshell of ``SUBSHELLS`` as it said itself, the
+    GUID in the sensor's layout (docs/ARCHITECTURE.md "ProcessGuid") from its own
+    ``/proc/PID/stat``: machine prefix, start second, ``end_code`` and pid."""
+    from sysmonx.sensor.process import _CLK_TCK, boot_time, machine_id_prefix, process_guid
+    machine, btime = machine_id_prefix(), boot_time()
+    out = {}
+    for line in run["facts"]["subshells"]["said"]:
+        tag, pid, stat = line.split(" ", 2)
+        fields = stat[stat.rindex(")") + 2:].split()
+        start, end = int(fields[19]), int(fields[24])
+        out[tag] = (int(pid), process_guid(machine, btime + start // _CLK_TCK, end, int(pid)))
+    return out
+
+
+def _subshell_child(run: dict, tag: str, tier: str = "") -> dict:
+    """The event 1 of ``/bin/echo MARK-TAG``, the command substitution of subshell ``TAG``."""
+    pid = _subshells(run)[tag][0]
+    cmd = f"/bin/echo {run['facts']['mark']}-{tag}"
+    ones = [e for e in run["events"] if e["EventID"] == 1 and e["ParentProcessId"] == str(pid)
+            and e["Image"] == os.path.realpath("/bin/echo")]
+    assert len(ones) == 1, (tag, ones)
+    if tier:
+        assert ones[0]["CommandLine"] == cmd or (
+            ones[0]["CommandLine"] == "-" and _allowed(tier, "command_line")), ones[0]
+    return ones[0]
+
+
+@pytest.mark.parametrize("tier", TIERS_HERE)
+def test_subshell_that_execs_is_the_parent_of_its_child(runs, tier):
+    """Seen (new-user report, session 14): ``( x=$(/bin/echo a); exec /bin/rm f )`` gave echo's
+    event 1 the zero ParentProcessGuid and ParentImage, ParentCommandLine and ParentUser ``-``
+    (8 of 8, tier A): the subshell, a fork that had not exec'd, was known only by its fork, and
+    its exec of rm 1 ms later discarded it. The parent is the subshell as it was: bash, with the
+    subshell's own ProcessGuid (the one its own events carry: K's connect, J0's event 5)."""
+    run = runs[tier]
+    facts = run["facts"]
+    said = _subshells(run)
+    shell = _of(run, facts["subshells"]["shell"], 1)
+    assert len(shell) == 1, shell
+    shell = shell[0]
+    rm = os.path.realpath("/bin/rm")
+    # the subshells' own events carry the GUID their /proc/PID/stat gives
+    k_pid, k_guid = said["K"]
+    k_conn = _of(run, k_pid, 3)
+    assert [(e["ProcessGuid"], e["Image"]) for e in k_conn] == [(k_guid, BASH)], k_conn
+    j0_pid, j0_guid = said["J0"]
+    j0_end = _of(run, j0_pid, 5)
+    assert [(e["ProcessGuid"], e["Image"]) for e in j0_end] == [(j0_guid, BASH)], j0_end
+    for tag, grandparent in (("G", shell["ProcessGuid"]), ("K", shell["ProcessGuid"]),
+                             ("J", j0_guid)):
+        pid, guid = said[tag]
+        child = _subshell_child(run, tag, tier)
+        assert (child["ParentProcessId"], child["ParentProcessGuid"], child["ParentImage"],
+                child["ParentCommandLine"], child["ParentUser"]) == \
+            (str(pid), guid, BASH, shell["CommandLine"], "root"), (tag, child)
+        # then the subshell exec'd rm: an image of its own (same process, another GUID)
+        after = _of(run, pid, 1)
+        assert [e["Image"] for e in after] == [rm], (tag, after)
+        assert after[0]["ProcessGuid"] != guid and after[0]["ProcessGuid"][:19] == guid[:19]
+        assert after[0]["ParentProcessGuid"] == grandparent, (tag, after[0])
+
+
 @pytest.mark.parametrize("tier", TIERS_HERE)
 def test_fileless_and_deleted_images(runs, tier):
     """Seen: the memfd exec's Image was /proc/self/fd/3 (tier A), the dynamic loader (tier C);
@@ -683,6 +769,10 @@ def _facts(run: dict) -> dict:
     out["fork child (Image, User) of event 5"] = sorted(
         {(e["Image"], e["User"]) for k, _ in f["forker"]["children"] for e in _of(run, k, 5)})
     out["subshell Image"] = [e["Image"] for e in _of(run, f["subshell"]["child"])]
+    said = _subshells(run)
+    out["subshell child's parent (tag, Image, User, is the subshell)"] = [
+        (tag, e["ParentImage"], e["ParentUser"], e["ParentProcessGuid"] == said[tag][1])
+        for tag in ("G", "J", "K") for e in [_subshell_child(run, tag)]]
     out["memfd Images and Types"] = [(e["EventID"], e["Image"].replace(f["mark"], "MARK"),
                                       e.get("Type")) for e in _of(run, f["memfd"]["pid"])][1:]
     out["deleted-binary events"] = [(e["EventID"], e["Image"].replace(f["mark"], "MARK")

@@ -49,7 +49,9 @@ How it works
   tier listens to the proc connector (:class:`~.cnproc.ProcConnector`, when it can run): forks
   (ProcessFork with the start time, sent before the child's first audit event that happened
   before its exec: a connect or a redirection's file of a child between fork and exec belongs
-  to the fork, not to the exec's image nor to no process), exits (ProcessExit with exit code,
+  to the fork, not to the exec's image nor to no process; and before the exec of a child of
+  a process that had not exec'd since its fork, a subshell: the child's parent is that fork,
+  :func:`~.cnproc.held_parent_forks`), exits (ProcessExit with exit code,
   also for processes killed by a signal; the ``exit_group`` rule is then not added) and, at
   each exec, a snapshot of ``/proc/PID/stat`` and ``/proc/PID/exe`` taken microseconds after
   the exec. It also reads tracefs ``sock:inet_sock_set_state``
@@ -108,7 +110,7 @@ from .audit_records import (_KEEP, _NATIVE, AF_INET, AF_INET6, ARCH_TABLES, O_CR
 from .base import Backend, BackendUnavailable
 from .cn_tracefs import ConnectMatcher, TcpStateTrace, thread_group, tracefs_available
 from .cnproc import (PROC_EVENT_EXEC, PROC_EVENT_EXIT, PROC_EVENT_FORK, CnprocBackend,
-                     ProcConnector, boot_offset_ns, fork_start_ticks)
+                     ProcConnector, boot_offset_ns, fork_start_ticks, held_parent_forks)
 from ..procfs import monotonic_to_epoch_offset, ns_inode, parse_stat, syn_sent_port
 from ..threadname import set_native_name
 
@@ -1064,7 +1066,7 @@ class AuditBackend(AuditClassifier, Backend):
                 self._stats["exits"] += 1
                 fork = self._forks.pop(tgid, None)
                 if fork is not None:
-                    self._out(fork)
+                    self._out_fork(fork)
                 self._out(ProcessExit(m[3] + off, tgid, self._starts.pop(tgid, None),
                                       (m[6] >> 8) & 0xFF))
 
@@ -1318,20 +1320,48 @@ class AuditBackend(AuditClassifier, Backend):
                 fork = self._exec_forks.pop(obs.pid, None)
                 exec_held = fork is not None
             if fork is not None and type(obs) is not ProcessExec:
-                self._out(fork)
+                self._out_fork(fork)
                 if exec_held:
                     self._lost_exec(obs.pid, fork, raw_ts)
             target = getattr(obs, "target_pid", None)  # 8, 10: the other process, too
             if target is not None:
                 fork = self._forks.pop(target, None)
                 if fork is not None:
-                    self._out(fork)
+                    self._out_fork(fork)
+            if type(obs) is ProcessExec:
+                # the parent as it was then: a subshell is known only by its held fork
+                self._out_parents(obs.ppid, obs.ts_ns)
         if self._cn is None and self.mode == "unicast" and type(obs) is ProcessExec:
             # no proc connector: the exec record names an auditd about to register
             image = obs.image or ""
             if image.endswith("/auditd"):
                 self._daemon_exec(obs.pid, "auditd")
         self._out(obs)
+
+    def _out_fork(self, fork: ProcessFork) -> None:
+        """Send a held fork, after the held forks of its parents (:meth:`_out_parents`)."""
+        self._out_parents(fork.ppid, fork.ts_ns)
+        self._out(fork)
+
+    def _out_parents(self, ppid: Optional[int], ts_ns: int) -> None:
+        """Send the held forks of ``ppid`` and of its parents that had not exec'd by ``ts_ns``
+        (:func:`~.cnproc.held_parent_forks`): one held since the fork, or one whose exec the
+        proc connector reported after ``ts_ns`` and whose audit record has not come (audit
+        writes the child's exec record first: ``( x=$(/bin/echo a); exec /bin/rm f )``). The
+        latter stays held for :meth:`_lost_exec` (sent again then: the core keeps the first)."""
+        if not ppid or (ppid not in self._forks and ppid not in self._exec_forks):
+            return
+        for fork in held_parent_forks(ppid, lambda p: self._take_parent_fork(p, ts_ns)):
+            self._out(fork)
+
+    def _take_parent_fork(self, pid: int, ts_ns: int) -> Optional[ProcessFork]:
+        fork = self._forks.pop(pid, None)
+        if fork is None:
+            fork = self._exec_forks.get(pid)
+            snaps = self._snaps.get(pid)
+            if fork is not None and not (snaps and snaps[0][0] > ts_ns):
+                fork = None  # it had exec'd by then: its exec's record names it
+        return fork
 
     def _pending_exec_of(self, pid: int) -> Optional[AuditEvent]:
         """The oldest event still waiting for its ``EOE`` whose SYSCALL record is an exec of

@@ -85,7 +85,7 @@ ACCEPT_WAIT_S = 0.1
 ACCEPT_RETRY_MAX = 1024
 
 __all__ = ["CnprocBackend", "ProcConnector", "fork_start_ticks", "boot_offset_ns",
-           "parse_cn_messages", "CnEvent", "mcast_message",
+           "held_parent_forks", "parse_cn_messages", "CnEvent", "mcast_message",
            "PROC_EVENT_FORK", "PROC_EVENT_EXEC", "PROC_EVENT_EXIT", "PROC_EVENT_NONE"]
 
 NETLINK_CONNECTOR = 11
@@ -417,6 +417,34 @@ def fork_start_ticks(child: int, mono_ns: int, boot_offset_ns: int) -> int:
     return boot_ns // _TICK_NS
 
 
+#: bound on the parents :func:`held_parent_forks` follows (a cycle of stale entries ends too)
+FORK_CHAIN_MAX = 64
+
+
+def held_parent_forks(ppid: Optional[int],
+                      take: Callable[[int], Optional[ProcessFork]]) -> list:
+    """The held forks to send before an observation that names ``ppid`` as the parent (an
+    exec, or a held fork being sent), oldest first: ``take(pid)`` gives (and stops holding) the
+    fork of ``pid`` while that process had not exec'd by then, else ``None``; the chain goes on
+    with that fork's own parent.
+
+    A child's Parent* fields (and the image a fork inherits) are its parent's as it was then.
+    A parent that had not exec'd since its fork (a subshell) is known only by its fork, held
+    until the parent is reported; its own exec next would discard it (``( x=$(/bin/echo a);
+    exec /bin/rm f )``: echo's event 1 had the zero ParentProcessGuid and ParentImage ``-``).
+    The same rule as tier A's ``flush_forks`` (``sensor.bpf.c``)."""
+    chain: list = []
+    pid = ppid
+    while pid and len(chain) < FORK_CHAIN_MAX:
+        fork = take(pid)
+        if fork is None:
+            break
+        chain.append(fork)
+        pid = fork.ppid
+    chain.reverse()
+    return chain
+
+
 def _read_stat(pid: int) -> Optional[bytes]:
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
@@ -663,19 +691,41 @@ class CnprocBackend(WakeableReaderMixin, Backend):
     def _out(self, obs: Observation) -> None:
         self._stats["emitted"] += 1
         if self._forks or self._exec_forks:
+            kind = type(obs)
             pid = getattr(obs, "pid", None)
             fork = self._forks.pop(pid, None)
-            if fork is None and pid in self._exec_forks and type(obs) is not ProcessExec:
+            if fork is None and pid in self._exec_forks and kind is not ProcessExec:
                 fork, exec_ts = self._exec_forks[pid]
                 if obs.ts_ns < exec_ts:   # before the exec: the fork's (else the exec's)
                     del self._exec_forks[pid]
                 else:
                     fork = None
-            if fork is not None and type(obs) is not ProcessExec:
+            if kind is ProcessExec:
+                fork = None
+            # whose child it is: the parent's held fork (and its parents') first
+            named = fork if fork is not None else \
+                obs if isinstance(obs, (ProcessExec, ProcessFork)) else None
+            if named is not None and (named.ppid in self._forks
+                                      or named.ppid in self._exec_forks):
+                ts = named.ts_ns
+                self._outbox.extend(held_parent_forks(
+                    named.ppid, lambda p: self._take_fork(p, ts)))
+            if fork is not None:
                 self._outbox.append(fork)  # the child is reported before any exec
         self._outbox.append(obs)
         if len(self._outbox) >= 256:
             self._flush_out()
+
+    def _take_fork(self, pid: int, ts_ns: int) -> Optional[ProcessFork]:
+        """The held fork of ``pid`` (no longer held) when that process had not exec'd by
+        ``ts_ns`` (:func:`held_parent_forks`), else ``None``."""
+        fork = self._forks.pop(pid, None)
+        if fork is None:
+            held = self._exec_forks.get(pid)
+            if held is not None and held[1] > ts_ns:  # its exec came after
+                del self._exec_forks[pid]
+                fork = held[0]
+        return fork
 
     def _flush_out(self) -> None:
         """Hand the observations made so far to the sensor in one batch (order kept)."""

@@ -379,7 +379,9 @@ class EbpfBackend(Backend):
                     self._notice("no cgroup v2 mount: unconnected UDP send/recv is not reported")
             need = {
                 "on_exec": bool(mask & M_EXEC),
-                "on_fork": bool(mask & ~M_EXEC),  # attribution of what children do
+                # attribution of what children do, and the parent of an exec that has not
+                # exec'd itself (a subshell's child): events 1 need it too
+                "on_fork": bool(mask),
                 "on_exit": bool(mask & M_EXIT),
                 "on_sys_exit": bool(mask & (M_NET | M_FILE_CREATE | M_RAW_READ | M_FILE_DELETE
                                             | M_PTRACE)),

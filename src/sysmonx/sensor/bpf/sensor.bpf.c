@@ -9,9 +9,12 @@
  *   tp_btf/sched_process_exec   -> EV_EXEC   (ProcessCreate 1)
  *   tp_btf/sched_process_fork   -> remembered in `forks`; sent as EV_FORK (no event of its own)
  *                                  only when the child does something reported (exit, connect,
- *                                  file ...) before it execs, right before that record: a child
- *                                  that never execs gets its parent's image and its own GUID,
- *                                  and the common fork + exec costs no record at all
+ *                                  file ...) before it execs, or a child of it execs before it
+ *                                  does, right before that record (with the held forks of its
+ *                                  own parents, flush_forks): a child that never execs gets its
+ *                                  parent's image and its own GUID, the child of a subshell
+ *                                  that execs next (`( x=$(echo); exec rm )`) the subshell as
+ *                                  its parent, and the common fork + exec costs no record at all
  *   tp_btf/sched_process_exit   -> EV_EXIT   (ProcessTerminate 5), thread-group deaths only
  *   tp_btf/sys_exit             -> successful open/openat/openat2/creat   -> EV_FILE_CREATE (11),
  *                                                                          EV_RAW_READ (9)
@@ -259,7 +262,7 @@ struct fork_info {
 	__u32 uid;
 };
 
-/* children that have not exec'd yet, by tgid (see flush_fork) */
+/* children that have not exec'd yet, by tgid (see flush_fork, flush_forks) */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -360,6 +363,33 @@ static __always_inline void flush_fork(__u32 tgid)
 		submit(e, EV_FORK);
 	}
 	bpf_map_delete_elem(&forks, &tgid);
+}
+
+/* Parents followed by flush_forks (a subshell of a subshell of ...: bounded for the verifier;
+ * a deeper chain's topmost forks are not sent, and user space reads those parents from /proc) */
+#define FORK_CHAIN_MAX 8
+
+/* A record is about to name process `tgid` (as itself, or as the parent of an exec): send its
+ * held fork and those of its parents still held, oldest first. A child's Parent* fields (and a
+ * fork's inherited image) are its parent's as it was then; a parent that has not exec'd since
+ * its fork is only known by its fork, which its own later exec would otherwise discard
+ * (`( x=$(/bin/echo a); exec /bin/rm f )`: echo's parent, the subshell, had the zero GUID). */
+static __always_inline void flush_forks(__u32 tgid)
+{
+	__u32 chain[FORK_CHAIN_MAX] = {};
+	int n = 0;
+
+	for (int i = 0; i < FORK_CHAIN_MAX; i++) {
+		struct fork_info *fi = bpf_map_lookup_elem(&forks, &tgid);
+		if (!fi)
+			break;
+		chain[i] = tgid;
+		n = i + 1;
+		tgid = fi->ppid;
+	}
+	for (int i = FORK_CHAIN_MAX - 1; i >= 0; i--)
+		if (i < n)
+			flush_fork(chain[i]);
 }
 
 #include "pathwalk.bpf.h"
@@ -473,6 +503,9 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	__u64 size = offsetof(struct exec_ev, data) + off;
 	if (size > sizeof(*e))
 		size = sizeof(*e);
+	/* the parent as it is now: a fork that has not exec'd (a subshell) is known by its fork
+	 * only, sent now, before its own exec (if any) discards it */
+	flush_forks(e->ppid);
 	output(e, size, EV_EXEC);
 	return 0;
 }
@@ -485,8 +518,10 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		return 0; /* a new thread, not a new process */
 	if (BPF_CORE_READ(child, flags) & PF_KTHREAD)
 		return 0;
-	/* only needed to attribute what a child does before (or without) an exec */
-	if (!enabled(M_EXIT | M_NET | M_FILE_CREATE | M_FILE_DELETE | M_RAW_READ | M_PTRACE))
+	/* only needed to attribute what a child does before (or without) an exec, and to name it
+	 * as the parent of a child that execs before it does */
+	if (!enabled(M_EXEC | M_EXIT | M_NET | M_FILE_CREATE | M_FILE_DELETE | M_RAW_READ |
+		     M_PTRACE))
 		return 0;
 	if (is_excluded(tgid))
 		return 0;
@@ -511,7 +546,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	__u32 tgid = BPF_CORE_READ(p, tgid);
 	if (is_excluded(tgid))
 		return 0;
-	flush_fork(tgid);
+	flush_forks(tgid);
 	struct exit_ev *e = reserve(sizeof(*e), EV_EXIT);
 	if (!e)
 		return 0;
@@ -546,7 +581,7 @@ static __always_inline void emit_file_path(struct task_struct *t, struct file *f
 	__u64 size = offsetof(struct path_ev, data) + n;
 	if (size > sizeof(*e))
 		size = sizeof(*e);
-	flush_fork(e->h.pid);
+	flush_forks(e->h.pid);
 	output(e, size, type);
 }
 
@@ -604,7 +639,7 @@ static __always_inline void on_unlink_exit(struct task_struct *t, long dfd, cons
 	__u64 size = offsetof(struct path_ev, data) + off;
 	if (size > sizeof(*e))
 		size = sizeof(*e);
-	flush_fork(e->h.pid);
+	flush_forks(e->h.pid);
 	output(e, size, EV_FILE_DELETE);
 }
 
@@ -665,13 +700,13 @@ static __always_inline void on_sock_exit(struct task_struct *t, long fd, int ini
 		return;
 	fill_hdr(&e.h, EV_NET);
 	e.initiated = initiated;
-	flush_fork(e.h.pid);
+	flush_forks(e.h.pid);
 	output(&e, sizeof(e), EV_NET);
 }
 
 static __always_inline void on_ptrace_exit(long request, long target)
 {
-	flush_fork(bpf_get_current_pid_tgid() >> 32);
+	flush_forks(bpf_get_current_pid_tgid() >> 32);
 	struct ptrace_ev *e = reserve(sizeof(*e), EV_PTRACE);
 	if (!e)
 		return;
@@ -770,7 +805,7 @@ static __always_inline void udp_event(struct bpf_sock_addr *ctx, int initiated, 
 	if (last && now - *last < c->udp_interval_ns)
 		return;
 
-	flush_fork(tgid);
+	flush_forks(tgid);
 	struct net_ev *e = reserve(sizeof(*e), EV_NET);
 	if (!e)
 		return; /* counted as a drop; the flow stays unreported so the next datagram retries */
