@@ -754,7 +754,11 @@ def test_stop_with_blocked_emit_still_detaches():
     b = EbpfBackend(blocking_emit, options={"stop_timeout_s": 0.3, "events": {1}})
     b.start()
     try:
-        assert _bpf_fds("bpf_link") == links_before + 1  # on_exec only
+        # on_exec, and on_fork: a parent's held fork is sent before its child's exec, so the
+        # child names a subshell that exec'd meanwhile (session 14, test_subshell_parent)
+        assert _bpf_fds("bpf_link") == links_before + 2
+        assert sorted(b.stats()["attached"]) == ["tp_btf/sched_process_exec",
+                                                "tp_btf/sched_process_fork"]
         subprocess.run(["/bin/true"], timeout=WAIT_S, check=True)
         assert seen.wait(WAIT_S)
         t0 = time.monotonic()
