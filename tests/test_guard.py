@@ -327,22 +327,8 @@ def test_output_removed_and_clock_jump(tmp_path, monkeypatch):
     assert techniques(ev) == [(201, "output_blocked"), (201, "clock_changed")]
     assert ev[0].data["Details"] == f"output {out} was removed"
     assert ev[1].data["Details"].startswith("wall clock jumped +3600.")
-    g.counters = lambda: (5, 3, {"-o a.xml": (7, 0), "-o b.xml": (0, 5)})
-    g._output_check()
-    ev = g.drain()
-    assert [e.data["Details"] for e in ev] == [
-        "output -o a.xml fails: 7 events could not be written to it since the last check "
-        "(one finding per episode; the count when it works again)"]
-    # new-user report s11 #9: one finding every 2.5 s check while the output kept failing
-    for k in range(2, 6):
-        g.counters = lambda k=k: (5, 3, {"-o a.xml": (7 * k, 0), "-o b.xml": (0, 5 * k)})
-        g._output_check()
-    assert g.drain() == []
-    g.counters = lambda: (5, 3, {"-o a.xml": (35, 4), "-o b.xml": (0, 30)})  # works again
-    g._output_check()
-    g.counters = lambda: (5, 3, {"-o a.xml": (36, 4), "-o b.xml": (0, 31)})  # a new episode
-    g._output_check()
-    assert [e.data["Details"].split(":")[0] for e in g.drain()] == ["output -o a.xml fails"]
+    # an output failing: one finding per failure episode of the output
+    # (test_fleet_admin_s13.py, test_guard_writes_one_output_blocked_finding_per_episode...)
 
 
 def test_preload_file_created_changed_removed(tmp_path, monkeypatch):
