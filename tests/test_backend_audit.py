@@ -281,7 +281,7 @@ def start_backend(baseline):
 
 #: What a child of :func:`_py` does on SIGINT (Ctrl-C reaches the whole process group): end at
 #: once without a traceback (the signal's default action), or ignore it (a child that must put
-#: the kernel's state back when its owner closes its stdin: FAKE_AUDITD).
+#: the kernel's state back when its owner closes its stdin: STAND_IN_AUDITD).
 _SIGINT_DEFAULT = "import signal; signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
 _SIGINT_IGNORE = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
 
@@ -759,47 +759,18 @@ def test_loss_reported_when_reader_is_slow_with_tiny_backlog(start_backend):
     assert len(seen) < 400
 
 
-FAKE_AUDITD = """
-    import os, sys, select
-    from sysmonx.sensor.backends import audit_netlink as nl
-    s = nl.AuditSocket(rcvbuf=8 << 20)
-    st = s.get_status()
-    s.set_status(backlog_limit=8192, backlog_wait_time=0)
-    s.set_status(pid=os.getpid())
-    s.set_status(enabled=1)
-    print("ready", flush=True)
-    while True:
-        r, _, _ = select.select([s.sock, sys.stdin], [], [], 1.0)
-        if sys.stdin in r:
-            break
-        if s.sock in r:
-            try:
-                s.recv_datagram(0)
-            except OSError:
-                pass
-    s.set_status(enabled=st.enabled)
-    s.set_status(pid=0)
-    s.set_status(backlog_limit=st.backlog_limit, backlog_wait_time=st.backlog_wait_time)
-    print("done", flush=True)
-"""
-
-
 @pytest.fixture
-def fake_auditd(baseline):
-    """Another process registered as the audit daemon (drains its records quickly)."""
-    owner = _py(FAKE_AUDITD, sigint=_SIGINT_IGNORE)  # it restores the state on stdin's close
+def fake_auditd(baseline, tmp_path):
+    """Another process registered as the audit daemon before the sensor starts (drains its
+    records quickly, a large backlog): :func:`_stand_in`, which puts ``baseline`` back when
+    the fixture closes its stdin."""
+    owner = _stand_in(tmp_path, "fake-auditd", baseline[0], backlog_limit=8192)
     try:
-        if owner.stdout.readline().strip() != "ready":
+        if json.loads(owner.stdout.readline() or "null") != [0]:
             pytest.fail("fake audit daemon did not start")
         yield owner
     finally:
-        if owner.poll() is None:
-            owner.stdin.close()
-            try:
-                owner.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                owner.kill()
-                owner.wait()
+        _end(owner)
 
 
 def test_coexists_with_another_audit_daemon_via_multicast(fake_auditd, start_backend):
@@ -836,13 +807,18 @@ def test_multicast_overflow_is_reported_as_enobufs_loss(fake_auditd, start_backe
 
 #: A stand-in for auditd (no auditd on the test hosts): as auditd does at start, register as the
 #: audit daemon (AUDIT_SET pid=self) after reading its configuration (a short sleep), then set
-#: enabled=1; it drains its records until stdin closes and then puts back the configuration the
-#: test gives (argv[1], JSON) and unregisters. ``tries`` attempts, ``gap`` s apart (argv[2:]).
+#: enabled=1; then it says the result of each attempt (a JSON list of 0 or -errno), drains its records
+#: until stdin closes and then puts back the configuration the test gives (argv[1], JSON),
+#: unregisters and says ``done``. ``tries`` attempts, ``gap`` s apart (argv[2:4]); a backlog
+#: limit (argv[4], 0: none) is set first, with no backlog wait, as an auditd configured so does.
 STAND_IN_AUDITD = """
     import errno, json, os, select, sys, time
     from sysmonx.sensor.backends import audit_netlink as nl
     original, tries, gap = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    backlog_limit = int(sys.argv[4])
     s = nl.AuditSocket(rcvbuf=8 << 20)
+    if backlog_limit:
+        s.set_status(backlog_limit=backlog_limit, backlog_wait_time=0)
     time.sleep(0.05)
     results = []
     for i in range(tries):
@@ -853,9 +829,9 @@ STAND_IN_AUDITD = """
         except nl.AuditError as e:
             results.append(-e.errno)
             time.sleep(gap)
-    print(json.dumps(results), flush=True)
     if results[-1] == 0:
         s.set_status(enabled=1)
+    print(json.dumps(results), flush=True)  # registered and enabled (or refused) by now
     while True:
         r, _, _ = select.select([s.sock, sys.stdin], [], [], 1.0)
         if sys.stdin in r:
@@ -874,13 +850,16 @@ STAND_IN_AUDITD = """
 """
 
 
-def _stand_in(tmp_path, name, original, tries=1, gap=0.0):
-    """Start :data:`STAND_IN_AUDITD` as an executable named ``name`` (its comm)."""
+def _stand_in(tmp_path, name, original, tries=1, gap=0.0, backlog_limit=0):
+    """Start :data:`STAND_IN_AUDITD` as an executable named ``name`` (its comm). It ignores
+    SIGINT (Ctrl-C reaches the whole process group): it must still put the kernel's audit
+    state back when its owner closes its stdin (:func:`_end`)."""
     script = tmp_path / name
-    script.write_text(f"#!{sys.executable}\n" + textwrap.dedent(STAND_IN_AUDITD))
+    script.write_text(f"#!{sys.executable}\n" + _SIGINT_IGNORE + textwrap.dedent(STAND_IN_AUDITD))
     script.chmod(0o755)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.Popen([str(script), json.dumps(original), str(tries), str(gap)],
+    return subprocess.Popen([str(script), json.dumps(original), str(tries), str(gap),
+                             str(backlog_limit)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
 

@@ -617,6 +617,75 @@ def test_ptrace_attach_is_process_access(sensor):
         child.wait(timeout=WAIT_S)
 
 
+# a target that was only forked, by a parent that was only forked too: B (the target) says its
+# pid and its parent's, then waits on stdin; A waits for B; neither does anything reported
+_HELD_TARGET = """
+import os
+a = os.fork()
+if a == 0:
+    b = os.fork()
+    if b == 0:
+        os.write(1, f"{os.getpid()} {os.getppid()}\\n".encode())
+        os.read(0, 1)
+        os._exit(0)
+    os.waitpid(b, 0)
+    os._exit(0)
+os.waitpid(a, 0)
+"""
+
+
+@needs_bpf
+def test_ptrace_target_held_fork_is_sent_before_the_access(sensor):
+    """A ptrace target that was only forked (and whose parent was only forked) is named by the
+    access record: its held fork, and its parent's, are sent before it, oldest first, as the
+    tracer's are; before, they came only at the target's exit, after the access, so event 10
+    found no entry for the target (TargetProcessGUID zero and TargetImage '-' once it had
+    exited, or whatever /proc said of it later)."""
+    import sys
+
+    from sysmonx.sensor.assemble import Assembler
+    from sysmonx.sensor.process import ProcessCache
+    _, col = sensor
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.restype = ctypes.c_long
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    helper = subprocess.Popen([sys.executable, "-c", _HELD_TARGET], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        b, a = (int(x) for x in helper.stdout.readline().split())
+        col.wait(_is(ProcessExec, pid=helper.pid))
+        if libc.ptrace(16, b, None, None) != 0:  # PTRACE_ATTACH
+            pytest.skip(f"ptrace refused: {os.strerror(ctypes.get_errno())}")
+        os.waitpid(b, getattr(os, "__WALL", 0x40000000))  # stopped: it may be detached
+        libc.ptrace(17, b, None, None)  # PTRACE_DETACH
+        acc = col.wait(_is(ProcessAccess, pid=os.getpid(), target_pid=b))[0]
+    finally:
+        helper.stdin.close()
+        helper.wait(timeout=WAIT_S)
+    col.wait(_is(ProcessExit, pid=a))  # all three gone: /proc cannot stand in below
+    obs = col.snapshot()
+    at = {id(o): i for i, o in enumerate(obs)}
+    forks = [o for o in obs if isinstance(o, ProcessFork) and o.pid in (a, b)]
+    assert [(f.pid, f.ppid) for f in forks] == [(a, helper.pid), (b, a)]  # each sent once
+    assert at[id(forks[0])] < at[id(forks[1])] < at[id(acc)]
+    assert acc.request == 16
+    # what the sensor makes of them, in arrival order, up to the access
+    asm = Assembler(ProcessCache())
+    mine = [o for o in obs[:at[id(acc)] + 1]
+            if getattr(o, "pid", None) in (helper.pid, a, b) or o is acc]
+    ten = [e for o in mine for e in asm.build_events(o) if e.event_id == 10]
+    assert len(ten) == 1
+    d = ten[0].data
+    parent = asm.cache.peek(helper.pid)
+    target = asm.cache.peek(b)
+    assert (target.ppid, asm.cache.peek(a).ppid) == (a, helper.pid)
+    assert d["TargetProcessId"] == str(b) and d["TargetProcessGUID"] == target.guid
+    assert target.guid not in (parent.guid, asm.cache.peek(a).guid,
+                               "{00000000-0000-0000-0000-000000000000}")
+    assert d["TargetImage"] == parent.image == os.path.realpath(sys.executable)
+    assert d["TargetUser"] == "root"
+
+
 # ------------------------------------------------------------------------------- exclusion
 
 @needs_bpf

@@ -320,7 +320,7 @@ def test_replay_with_a_cached_config_writes_the_same_bytes(tmp_path):
         runs.append(r)
     assert runs[0].stdout and runs[0].stdout == runs[1].stdout == runs[2].stdout
     # the same messages but the config line, which says how the config was loaded
-    hows = [b"(parsed; config cache off)", b"(parsed; not stored yet: this first run only marked",
+    hows = [b"(parsed; config cache off)", b"(parsed; the next run caches it in",
             b"(parsed and stored in the config cache"]
     rest = []
     for r, how in zip(runs, hows, strict=True):

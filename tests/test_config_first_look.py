@@ -200,8 +200,7 @@ def test_replay_says_how_the_config_was_loaded_and_q_counts_it(env, tmp_path):
         lines.append(next(ln for ln in r.stderr.splitlines() if ln.startswith("config: ")))
     # the first run's line promises only what the second does (a new user's finding: it said
     # the next run would read the cache, and the second run parsed and stored)
-    assert lines == [head + f"(parsed; not stored yet: this first run only marked it in the config "
-                     f"cache in {where}, the next run stores it)",
+    assert lines == [head + f"(parsed; the next run caches it in {where})",
                      head + f"(parsed and stored in the config cache in {where})",
                      head + f"(from the config cache in {where})"]
     r = _replay(tmp_path, env, "-q")

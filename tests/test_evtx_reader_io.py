@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import struct
 from collections import Counter
+from typing import Callable, Optional
 
 import pytest
 
@@ -78,17 +79,40 @@ def _short(monkeypatch, most: int) -> None:
     monkeypatch.setattr(os, "pread", lambda fd, n, offset: real(fd, min(n, most), offset))
 
 
+def _damaged(corpus, tmp_path, name: str, damage: Callable[[bytes, str], bytes],
+             kind: Optional[str]):
+    """The corpus file ``name`` damaged by ``damage(data, kind)`` (as it is when ``kind`` is
+    ``None``), written to ``tmp_path``; its path."""
+    data = (corpus / name).read_bytes()
+    path = tmp_path / "f.evtx"
+    path.write_bytes(data if kind is None else damage(data, kind))
+    return path
+
+
+#: ways of reading a file, each a change made with a MonkeyPatch (undone after the read)
+SHORT_READS = ("os.pread returns at most 1,000 bytes", lambda mp: _short(mp, 1000))
+BY_CHUNK = ("chunk by chunk", lambda mp: mp.setattr(evtx_source, "WHOLE_FILE_MAX", 0))
+WHOLE = ("read whole", lambda mp: mp.setattr(evtx_source, "WHOLE_FILE_MAX", 1 << 40))
+
+
+def _same_every_way(path, *ways) -> tuple:
+    """``(events, errors)`` of ``path`` read as it is by default, asserted to be the same
+    (events, error offsets, severities and messages) when read each of the other ``ways``."""
+    first = _read(path)
+    for name, way in ways:
+        with pytest.MonkeyPatch.context() as mp:
+            way(mp)
+            assert _read(path) == first, name
+    return first
+
+
 @pytest.mark.parametrize("kind", [None, "truncated", "record_magic", "chunk_magic",
                                   "record_body", "blank_chunk", "file_header"])
-def test_short_reads_are_completed(corpus, tmp_path, monkeypatch, kind):
+def test_short_reads_are_completed(corpus, tmp_path, kind):
     """``os.pread`` returning at most 1,000 bytes per call: the same events and errors."""
-    data = (corpus / PANACHE).read_bytes()
-    path = tmp_path / "f.evtx"
-    path.write_bytes(data if kind is None else _damage(data, kind))
-    want = _read(path)
-    assert len(want[1]) == (0 if kind is None else DAMAGE[kind][0])
-    _short(monkeypatch, 1000)
-    assert _read(path) == want
+    path = _damaged(corpus, tmp_path, PANACHE, _damage, kind)
+    _, errors = _same_every_way(path, SHORT_READS)
+    assert len(errors) == (0 if kind is None else DAMAGE[kind][0])
 
 
 def test_checksum_mismatch_found_through_short_reads(corpus, tmp_path, monkeypatch):
@@ -129,30 +153,30 @@ def test_one_list_per_chunk(corpus, monkeypatch, batch):
     assert len(lists) == want == (len(spans) if batch >= 256 else want)
 
 
+def _handles(path: str) -> int:
+    """How many descriptors of this process are open on ``path``."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.path.realpath(os.readlink(f"/proc/self/fd/{fd}")) == os.path.realpath(path)
+        except OSError:
+            continue
+    return n
+
+
 def test_read_evtx_close_ends_iteration_and_closes_the_file(corpus):
     """``read_evtx`` (compiled: the lists flattened by ``itertools.chain``) stops after
     ``close()`` like a generator: no further event, not even from the list under way, and the
     file is closed (the chunk tracker's descriptor and pyevtx-rs's)."""
     path = str(corpus / PANACHE)
-
-    def handles() -> int:
-        n = 0
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                n += os.path.realpath(os.readlink(f"/proc/self/fd/{fd}")) == \
-                    os.path.realpath(path)
-            except OSError:
-                continue
-        return n
-
-    assert handles() == 0
+    assert _handles(path) == 0
     it = read_evtx(path, lambda err: None)
     first = next(it)
     assert first.origin == (path, 1)
-    assert handles() == 2
+    assert _handles(path) == 2
     it.close()
     assert list(it) == []
-    assert handles() == 0
+    assert _handles(path) == 0
 
 
 # ---- small files read whole ---------------------------------------------------------------------
@@ -234,53 +258,32 @@ def test_small_file_read_whole_in_one_call(corpus, monkeypatch):
 @pytest.mark.parametrize("kind", [None, "chunk_magic", "head_crc", "data_crc", "record_size",
                                   "record_magic", "record_body", "blank_chunk", "file_header",
                                   "truncated", "too_short", "empty"])
-def test_small_damaged_file_read_whole_same_as_by_chunk(corpus, tmp_path, monkeypatch, kind):
+def test_small_damaged_file_read_whole_same_as_by_chunk(corpus, tmp_path, kind):
     """A damaged small file read whole gives the same events and the same errors (offsets,
-    severities, messages) as the chunk-by-chunk reader, and each damage is reported."""
-    data = (corpus / SMALL).read_bytes()
-    path = tmp_path / "f.evtx"
-    path.write_bytes(data if kind is None else _small_damage(data, kind))
-    whole = _read(path)
-    assert (len(whole[1]) == 0) == (kind is None), whole[1]
-    monkeypatch.setattr(evtx_source, "WHOLE_FILE_MAX", 0)
-    assert _read(path) == whole
-    monkeypatch.undo()
-    _short(monkeypatch, 1000)  # the one read completed when it comes back short
-    assert _read(path) == whole
+    severities, messages) as the chunk-by-chunk reader, and each damage is reported; the one
+    read is completed when it comes back short."""
+    path = _damaged(corpus, tmp_path, SMALL, _small_damage, kind)
+    _, errors = _same_every_way(path, BY_CHUNK, SHORT_READS)
+    assert (len(errors) == 0) == (kind is None), errors
 
 
 @pytest.mark.parametrize("kind", [None, "truncated", "record_magic", "chunk_magic", "record_body",
                                   "blank_chunk", "file_header", "template", "two_spots"])
-def test_big_damaged_file_read_whole_same_as_by_chunk(corpus, tmp_path, monkeypatch, kind):
+def test_big_damaged_file_read_whole_same_as_by_chunk(corpus, tmp_path, kind):
     """PANACHE (17 chunks, read chunk by chunk) read whole instead: the same events and errors
     (what the whole-file path does with a damaged chunk does not depend on the file's size)."""
-    data = (corpus / PANACHE).read_bytes()
-    path = tmp_path / "f.evtx"
-    path.write_bytes(data if kind is None else _damage(data, kind))
-    by_chunk = _read(path)
-    assert len(by_chunk[1]) == (0 if kind is None else DAMAGE[kind][0])
-    monkeypatch.setattr(evtx_source, "WHOLE_FILE_MAX", 1 << 40)
-    assert _read(path) == by_chunk
+    path = _damaged(corpus, tmp_path, PANACHE, _damage, kind)
+    _, errors = _same_every_way(path, WHOLE)
+    assert len(errors) == (0 if kind is None else DAMAGE[kind][0])
 
 
 def test_small_file_closed_after_set_up(corpus):
     """A file read whole holds no descriptor while its events are read (pyevtx-rs reads the
     bytes); a directory given as a file still raises IsADirectoryError, as open() did."""
     path = str(corpus / SMALL)
-
-    def handles() -> int:
-        n = 0
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                n += os.path.realpath(os.readlink(f"/proc/self/fd/{fd}")) == \
-                    os.path.realpath(path)
-            except OSError:
-                continue
-        return n
-
     it = read_evtx(path, lambda err: None)
     assert next(it).origin == (path, 1)
-    assert handles() == 0
+    assert _handles(path) == 0
     assert len(list(it)) == 8
     with pytest.raises(IsADirectoryError):
         list(read_evtx(str(corpus / "evtx"), lambda err: None))

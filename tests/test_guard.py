@@ -20,10 +20,25 @@ from sysmonx.sensor.guard import GuardOptions, SensorGuard, read_state
 from sysmonx.sensor.process import ProcessCache
 
 
-def make(tmp_path, **kw) -> SensorGuard:
-    opts = GuardOptions(trace=False, poll_s=0.05, **kw)
-    return SensorGuard(opts, Assembler(ProcessCache()), backend="cnproc",
-                       config_hash="SHA256=abc")
+def make(tmp_path=None, *, backend: str = "cnproc", backends=(), on_status=None,
+         **kw) -> SensorGuard:
+    """A guard without its trace, checking every 0.05 s unless ``kw`` says otherwise
+    (``kw``: :class:`GuardOptions` fields); ``tmp_path`` is not used (the state directory,
+    when any, is ``kw["state_dir"]``). Also used by test_guard_newuser_s13.py."""
+    opts = GuardOptions(**{"trace": False, "poll_s": 0.05, **kw})
+    return SensorGuard(opts, Assembler(ProcessCache()), backend=backend,
+                       config_hash="SHA256=abc", backends=backends, on_status=on_status)
+
+
+def said_guard(**kw) -> tuple[SensorGuard, list]:
+    """:func:`make` with its status lines kept: ``(guard, the lines it said)``."""
+    said: list = []
+    return make(on_status=said.append, **kw), said
+
+
+def findings_details(g) -> list:
+    """The Details of the findings (201) the guard queued since the last drain."""
+    return [e.data["Details"] for e in g.drain() if e.event_id == 201]
 
 
 def techniques(events):
@@ -327,22 +342,8 @@ def test_output_removed_and_clock_jump(tmp_path, monkeypatch):
     assert techniques(ev) == [(201, "output_blocked"), (201, "clock_changed")]
     assert ev[0].data["Details"] == f"output {out} was removed"
     assert ev[1].data["Details"].startswith("wall clock jumped +3600.")
-    g.counters = lambda: (5, 3, {"-o a.xml": (7, 0), "-o b.xml": (0, 5)})
-    g._output_check()
-    ev = g.drain()
-    assert [e.data["Details"] for e in ev] == [
-        "output -o a.xml fails: 7 events could not be written to it since the last check "
-        "(one finding per episode; the count when it works again)"]
-    # new-user report s11 #9: one finding every 2.5 s check while the output kept failing
-    for k in range(2, 6):
-        g.counters = lambda k=k: (5, 3, {"-o a.xml": (7 * k, 0), "-o b.xml": (0, 5 * k)})
-        g._output_check()
-    assert g.drain() == []
-    g.counters = lambda: (5, 3, {"-o a.xml": (35, 4), "-o b.xml": (0, 30)})  # works again
-    g._output_check()
-    g.counters = lambda: (5, 3, {"-o a.xml": (36, 4), "-o b.xml": (0, 31)})  # a new episode
-    g._output_check()
-    assert [e.data["Details"].split(":")[0] for e in g.drain()] == ["output -o a.xml fails"]
+    # an output failing: one finding per failure episode of the output
+    # (test_fleet_admin_s13.py, test_guard_writes_one_output_blocked_finding_per_episode...)
 
 
 def test_preload_file_created_changed_removed(tmp_path, monkeypatch):
@@ -416,8 +417,7 @@ def test_a_library_is_judged_by_who_can_replace_it_not_by_its_path(tmp_path):
 def test_checks_run_every_poll_s_not_at_every_trace_wake_up(tmp_path):
     """A host busy with bpf() calls wakes the guard's trace reader many times a second; the
     checks must still run once per poll_s (they ran at every wake-up: 1.5 % of a core)."""
-    g = SensorGuard(GuardOptions(trace=False, poll_s=0.2), Assembler(ProcessCache()),
-                    backend="cnproc", config_hash="SHA256=abc")
+    g = make(poll_s=0.2)
     runs = []
     for name in ("_tracer_check", "_config_check", "_clock_check", "_output_check",
                  "_resolve_deferred", "_preload_check", "_integrity_check"):
@@ -457,14 +457,8 @@ def test_sigcont_is_said_as_what_it_did_not_as_ignored():
 # -- SIGHUP: an applied reload is a configuration change, not a tamper finding -------------------
 
 def _hup_guard(tmp_path):
-    said: list = []
-    g = make(tmp_path, heartbeat_s=0)
-    g.on_status = said.append
-    return g, said
+    return said_guard(heartbeat_s=0)
 
-
-def _findings(g) -> list:
-    return [e.data["Details"] for e in g.drain() if e.event_id == 201]
 
 
 def test_sighup_answered_by_an_applied_reload_is_no_finding_in_either_order(tmp_path):
@@ -478,7 +472,7 @@ def test_sighup_answered_by_an_applied_reload_is_no_finding_in_either_order(tmp_
     g.config_reloaded("SHA256=fed")  # the second reload, before its SIGHUP's trace line
     g.sighup(4243, "SIGHUP sent to the sensor (pid 1) by pid 4243 (bash), delivered",
              time.time_ns() - 1_000_000)
-    assert _findings(g) == [] and g.findings == {}
+    assert findings_details(g) == [] and g.findings == {}
     assert g.reloads_by_signal == 2
     assert said[0] == ("guard: SIGHUP sent to the sensor (pid 1) by pid 4242 (systemctl), "
                        "delivered: a configuration reload, applied (SHA256=def; event 16), "
@@ -493,7 +487,7 @@ def test_sighup_with_a_refused_reload_stays_a_finding_that_says_so(tmp_path):
     g.config_reload_refused("c.xml:3: XML error: expected '>'")
     g.sighup(77, "SIGHUP sent to the sensor (pid 1) by pid 77 (sh), delivered", sent)
     g._resolve_deferred(force=True)
-    (d,) = _findings(g)
+    (d,) = findings_details(g)
     assert d == ("SIGHUP sent to the sensor (pid 1) by pid 77 (sh), delivered; the "
                  "configuration reload it asked for was refused (event 255 ConfigReload), the "
                  "one in force (SHA256=abc) stays: c.xml:3: XML error: expected '>'")
@@ -512,11 +506,11 @@ def test_sighup_no_reload_followed_is_a_finding(tmp_path, monkeypatch):
     g.config_reloaded("SHA256=old")  # applied before the signal was sent: not its answer
     time.sleep(0.06)
     g.sighup(5, "SIGHUP sent to the sensor (pid 1) by pid 5 (x), delivered", time.time_ns())
-    assert _findings(g) == []
+    assert findings_details(g) == []
     time.sleep(0.15)
     g._answer_hups()
     g._resolve_deferred(force=True)
-    assert _findings(g) == ["SIGHUP sent to the sensor (pid 1) by pid 5 (x), delivered; no "
+    assert findings_details(g) == ["SIGHUP sent to the sensor (pid 1) by pid 5 (x), delivered; no "
                             "configuration reload followed within 0.1 s"]
     g.sighup(6, "SIGHUP sent to the sensor (pid 1) by pid 6 (x), delivered", time.time_ns())
     g.finish()
@@ -538,7 +532,7 @@ def test_one_applied_reload_answers_one_sighup_only(tmp_path, monkeypatch):
     g._answer_hups()
     g._resolve_deferred(force=True)
     assert g.reloads_by_signal == 1 and len(said) == 1 and "pid 4242" in said[0]
-    assert _findings(g) == ["SIGHUP sent to the sensor (pid 1) by pid 6666 (implant), "
+    assert findings_details(g) == ["SIGHUP sent to the sensor (pid 1) by pid 6666 (implant), "
                             "delivered; no configuration reload followed within 0.1 s"]
 
 
@@ -548,25 +542,19 @@ def test_trace_line_sighup_goes_to_the_reload_match_other_signals_stay_findings(
     g, _ = _hup_guard(tmp_path)
     got: list = []
     g.sighup = lambda pid, text, when: got.append((pid, text))
-    tr = guard_mod._GuardTrace.__new__(guard_mod._GuardTrace)
-    tr.guard, tr.stats, tr._pending = g, {"signals": 0, "lines": 0, "bpf": 0}, {}
-
-    class TF:
-        @staticmethod
-        def thread_group(tid, printed):
-            return printed or tid
-
-    tr.tf = TF()
+    tr = trace_for(g)
     for sig, res in ((1, 0), (10, 0), (1, 1)):
         tr._line(f"           bash-900     (    900) [001] d..1. 12345.678901: "
                  f"signal_generate: sig={sig} errno=0 code=0 comm=sysmonx pid=1 grp=1 "
                  f"res={res}")
     assert [p for p, _ in got] == [900]
     g._resolve_deferred(force=True)
-    assert [d.split(" sent")[0] for d in _findings(g)] == ["SIGUSR1", "SIGHUP"]
+    assert [d.split(" sent")[0] for d in findings_details(g)] == ["SIGUSR1", "SIGHUP"]
 
 
-def _trace_for(g):
+def trace_for(g):
+    """The guard's trace reader without tracefs: lines are fed to it by hand (``_feed``,
+    ``_line``); a thread is its own thread group unless the line printed the group."""
     tr = guard_mod._GuardTrace.__new__(guard_mod._GuardTrace)
     tr.guard, tr.stats, tr._pending, tr._carry = g, {"signals": 0, "lines": 0, "bpf": 0}, {}, ""
 
@@ -587,7 +575,7 @@ def test_a_newline_in_the_senders_comm_neither_breaks_nor_forges_the_actor(tmp_p
     g, _ = _hup_guard(tmp_path)
     got: list = []
     g.sighup = lambda pid, text, when: got.append((pid, text))
-    tr = _trace_for(g)
+    tr = trace_for(g)
     for line in ("               a",
                  "pid=1 grp=1 r-9212    (   9212) [000] d..1. 12111.247011: signal_generate: "
                  "sig=1 errno=0 code=0 comm=sysmonx pid=77 grp=1 res=0",
@@ -606,12 +594,12 @@ def test_a_newline_in_the_sensors_own_comm_does_not_hide_a_signal(tmp_path):
     line: the signal's fields are then on the next line; before, the first piece did not parse
     and the signal was never reported."""
     g, _ = _hup_guard(tmp_path)
-    tr = _trace_for(g)
+    tr = trace_for(g)
     tr._feed("            bash-900     (    900) [001] d..1. 12345.678901: signal_generate: "
              "sig=10 errno=0 code=0 comm=x")
     tr._feed("y pid=1 grp=1 res=0")
     g._resolve_deferred(force=True)
-    assert _findings(g) == ["SIGUSR1 sent to the sensor (pid 1) by pid 900 (bash), delivered"]
+    assert findings_details(g) == ["SIGUSR1 sent to the sensor (pid 1) by pid 900 (bash), delivered"]
 
 
 class _CountingLine:
@@ -635,7 +623,7 @@ def test_each_trace_line_header_is_matched_once(tmp_path, monkeypatch):
     whose entry was not traced (most lines). A line is now parsed once; a cut signal line still
     waits for its end (the tests above)."""
     g, _ = _hup_guard(tmp_path)
-    tr = _trace_for(g)
+    tr = trace_for(g)
     counting = _CountingLine()
     monkeypatch.setattr(guard_mod, "_LINE", counting)
     shown: list = []

@@ -13,10 +13,9 @@ import pytest
 if not sys.platform.startswith("linux"):
     pytest.skip("the sensor guard is Linux-only", allow_module_level=True)
 
+from test_guard import findings_details, said_guard, trace_for
+
 from sysmonx.sensor import guard as guard_mod
-from sysmonx.sensor.assemble import Assembler
-from sysmonx.sensor.guard import GuardOptions, SensorGuard
-from sysmonx.sensor.process import ProcessCache
 
 
 class _Backend:
@@ -41,15 +40,8 @@ class _Quiet:
 
 
 def _guard(backends, heartbeat_s=0.0):
-    said: list = []
-    g = SensorGuard(GuardOptions(trace=False, poll_s=0.05, heartbeat_s=heartbeat_s),
-                    Assembler(ProcessCache()), backend="audit", config_hash="SHA256=abc",
-                    backends=backends, on_status=said.append)
-    return g, said
+    return said_guard(backend="audit", backends=backends, heartbeat_s=heartbeat_s)
 
-
-def _details(g) -> list:
-    return [e.data["Details"] for e in g.drain() if e.event_id == 201]
 
 
 DISABLED = ("audit_rules_changed", "audit was disabled (enabled=0)")
@@ -64,15 +56,15 @@ def test_an_integrity_problem_is_one_finding_per_episode_beside_another_backend(
     g, _ = _guard([audit, _Quiet()])
     for _ in range(4):
         g._integrity_check()
-    assert _details(g) == ["audit was disabled (enabled=0)"]
+    assert findings_details(g) == ["audit was disabled (enabled=0)"]
     audit.problems = []
     g._integrity_check()
     g._integrity_check()
-    assert _details(g) == []
+    assert findings_details(g) == []
     audit.problems = [DISABLED]
     g._integrity_check()
     g._integrity_check()
-    assert _details(g) == ["audit was disabled (enabled=0)"]
+    assert findings_details(g) == ["audit was disabled (enabled=0)"]
     assert g.findings == {"audit_rules_changed": 2}
 
 
@@ -118,15 +110,7 @@ def test_a_senders_name_ftrace_did_not_cache_is_read_from_proc():
     g, _ = _guard([])
     got: list = []
     g.sighup = lambda pid, text, when: got.append((pid, text))
-    tr = guard_mod._GuardTrace.__new__(guard_mod._GuardTrace)
-    tr.guard, tr.stats, tr._pending, tr._carry = g, {"signals": 0, "lines": 0, "bpf": 0}, {}, ""
-
-    class TF:
-        @staticmethod
-        def thread_group(tid, printed):
-            return printed or tid
-
-    tr.tf = TF()
+    tr = trace_for(g)
     sender = subprocess.Popen(["sleep", "30"])
     deadline = time.monotonic() + 10
     while _comm(sender.pid) != "sleep" and time.monotonic() < deadline:

@@ -252,8 +252,7 @@ def test_run_says_how_its_config_was_loaded_in_replays_words(tmp_path, script_ba
                       if x.startswith("config: ")])
     where = tmp_path / "cache" / "config"
     head = f"config: {path} loaded: schema 4.81, 1 rule set, 1 filter"
-    assert lines == [[f"{head} (parsed; not stored yet: this first run only marked it in the config "
-                      f"cache in {where}, the next run stores it)"],
+    assert lines == [[f"{head} (parsed; the next run caches it in {where})"],
                      [f"{head} (parsed and stored in the config cache in {where})"],
                      [f"{head} (from the config cache in {where})"]]
     assert cmd_replay(["--sample", "--config", str(path), "--no-output"]) == 0

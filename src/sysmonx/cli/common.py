@@ -895,18 +895,17 @@ def config_loaded_line(name: str, config: Any, cache_info: dict) -> str:
     the Sigma rules' loaded line does:
     ``config: NAME loaded: schema 4.90, 12 rule sets, 1,914 filters (HOW)``, HOW from the config
     cache's ``cache_info`` (:func:`~sysmonx.config.load_config`): ``from the config cache in
-    DIR``, ``parsed and stored in the config cache in DIR``, ``parsed; not stored yet: this first run
-    only marked it in the config cache in DIR, the next run stores it`` (a first run: the
-    second stores, the third reads), ``parsed; config cache off`` or ``parsed; not stored in
-    the config cache: see the note above``."""
+    DIR``, ``parsed and stored in the config cache in DIR``, ``parsed; the next run caches it
+    in DIR`` (a config's first run, which only leaves a marker: the second run parses again and
+    stores it, the third reads it; said in an admin's words, not the cache's), ``parsed; config
+    cache off`` or ``parsed; not stored in the config cache: see the note above``."""
     status, where = cache_info.get("status", "off"), cache_info.get("directory")
     if status == "hit":
         how = f"from the config cache in {where}"
     elif status == "stored":
         how = f"parsed and stored in the config cache in {where}"
     elif status == "noted":
-        how = (f"parsed; not stored yet: this first run only marked it in the config cache in "
-               f"{where}, the next run stores it")
+        how = f"parsed; the next run caches it in {where}"
     elif status == "off":
         how = "parsed; config cache off"
     else:

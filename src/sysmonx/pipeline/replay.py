@@ -417,7 +417,7 @@ class Replayer:
         """The files the next :meth:`run_file` calls read, in that order: as each is begun,
         the kernel is told to read it and the next ones from disk meanwhile
         (:class:`~sysmonx.sources.recorded.ReadAhead`, up to 64 MiB ahead). Changes no output;
-        a file read out of this order is still read (it alone is advised)."""
+        a file read out of this order is still read, and the look-ahead goes on from it."""
         self._ahead = ReadAhead(files)
 
     def run_file(self, path: str) -> None:

@@ -321,8 +321,8 @@ class SensorGuard:
     Attributes:
         counters: callable returning ``(events written, events lost, {output label: (events it
             did not take, events it took, failure episodes started, its latest error)})``
-            totals so far (set by the run; zeros until then; an output given as a pair has no
-            episode count: one finding per episode of the pair's own check, as before).
+            totals so far (set by the run, :meth:`Sensor.guard_counters
+            <sysmonx.pipeline.live.Sensor.guard_counters>`; zeros until then).
             Written: by the output that took the most; lost: in the kernel or queues, or taken
             by no output.
         findings: technique -> findings so far.
@@ -344,7 +344,7 @@ class SensorGuard:
         self.config_hash = config_hash
         self.backends = list(backends)
         self.on_status = on_status or (lambda msg: None)
-        self.counters: Callable[[], tuple[int, int, Mapping[str, tuple]]] = \
+        self.counters: Callable[[], tuple[int, int, Mapping[str, tuple[int, int, int, str]]]] = \
             lambda: (0, 0, {})
         #: CPU time (s) of the guard's thread so far (its checks and the trace reading)
         self.cpu_s = 0.0
@@ -391,10 +391,7 @@ class SensorGuard:
         self.reloads_by_signal = 0
         self._maps_seen: set[str] = set()
         self._outputs: dict[str, Optional[tuple[int, int]]] = {}
-        #: output label -> (events it did not take, events it took) at the last check; the
-        #: outputs in a failure episode (reported once); failure episodes reported per output
-        self._lost_seen: dict[str, tuple[int, int]] = {}
-        self._failing: set[str] = set()
+        #: output label -> its failure episodes reported so far
         self._episodes_seen: dict[str, int] = {}
         self._clock = time.time_ns() - time.monotonic_ns()
         self._integrity_seen: set[tuple[str, str]] = set()
@@ -1066,32 +1063,16 @@ class SensorGuard:
             else:
                 self.finding("output_blocked", f"output {path} was replaced by another file "
                                                f"(inode {ident[1]} -> {now[1]})")
-        for label, counts in self.counters()[2].items():
-            if len(counts) >= 4:
-                # the output's own failure episodes (its loss periods, as stderr shows them:
-                # "fails" ... "works again"): one finding for each one that started
-                episodes, error = counts[2], counts[3]
-                seen = self._episodes_seen.get(label, 0)
-                self._episodes_seen[label] = episodes
-                for k in range(seen + 1, episodes + 1):
-                    self.finding("output_blocked", f"output {label} fails ({error}): failure "
-                                                   f"episode {k} of this run; every event it "
-                                                   "does not take is counted, and an event 255 "
-                                                   "Output gives the count when it works again")
-                continue
-            undelivered, sent = counts[0], counts[1]
-            lost0, sent0 = self._lost_seen.get(label, (0, 0))
-            n = undelivered - lost0
-            self._lost_seen[label] = (undelivered, sent)
-            if n <= 0:
-                if sent > sent0:  # it took events and failed none: the episode is over
-                    self._failing.discard(label)
-            elif label not in self._failing:
-                self._failing.add(label)
-                self.finding("output_blocked", f"output {label} fails: {n} event"
-                                               f"{'' if n == 1 else 's'} could not be written "
-                                               "to it since the last check (one finding per "
-                                               "episode; the count when it works again)")
+        for label, (_, _, episodes, error) in self.counters()[2].items():
+            # the output's own failure episodes (its loss periods, as stderr shows them:
+            # "fails" ... "works again"): one finding for each one that started
+            seen = self._episodes_seen.get(label, 0)
+            self._episodes_seen[label] = episodes
+            for k in range(seen + 1, episodes + 1):
+                self.finding("output_blocked", f"output {label} fails ({error}): failure "
+                                               f"episode {k} of this run; every event it "
+                                               "does not take is counted, and an event 255 "
+                                               "Output gives the count when it works again")
 
     def _integrity_check(self) -> None:
         """The backends' :meth:`integrity` problems: one finding per episode (a problem found

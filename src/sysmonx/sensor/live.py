@@ -189,7 +189,7 @@ class LiveSource(Source):
         #: ``() -> (events written, events lost, {output: (not taken, taken, failure
         #: episodes, latest error)})`` for the guard (set by the run;
         #: :attr:`SensorGuard.counters`)
-        self.guard_counters: Callable[[], tuple[int, int, Mapping[str, tuple]]] = \
+        self.guard_counters: Callable[[], tuple[int, int, Mapping[str, tuple[int, int, int, str]]]] = \
             lambda: (0, 0, {})
 
     # -- backends' side ----------------------------------------------------------------------------

@@ -40,6 +40,12 @@ class ReadAhead:
     that is not a regular file (``-``, a FIFO) or a platform without ``posix_fadvise`` is left
     alone (the reader reports what it cannot read).
 
+    A file begun out of that order resynchronises: the look-ahead goes on from where that file
+    is in ``paths`` (its next place from the file expected, else its first place), as if the
+    files in between had been read; files skipped that were advised are not taken back (their
+    pages may be read later anyway), only no longer counted ahead. A file not in ``paths`` is
+    advised alone and changes nothing else.
+
     Args:
         paths: the files in the order they are read (a path may come more than once).
         limit: bytes advised ahead of the file being read (default :data:`LIMIT`).
@@ -56,14 +62,18 @@ class ReadAhead:
         self._ahead: deque[int] = deque()  # bytes advised of paths[_at:_advised], in order
         self._total = 0     # their sum
         self._fadvise = getattr(os, "posix_fadvise", None)
+        self._places: Optional[dict[str, list[int]]] = None  # path -> its indices (see _find)
 
     def before(self, path: str) -> None:
         """``path`` is about to be read: advise it and what follows (see the class)."""
         if self._fadvise is None:
             return
         if self._at >= len(self.paths) or self.paths[self._at] != path:
-            self._advise(path, self.limit)  # read out of the given order: this file alone
-            return
+            at = self._find(path)
+            if at is None:
+                self._advise(path, self.limit)  # not one of the files given: it alone
+                return
+            self._resync(at)
         self._at += 1
         if self._ahead:  # advised already
             self._total -= self._ahead.popleft()
@@ -75,6 +85,32 @@ class ReadAhead:
             self._advised += 1
             self._ahead.append(n)
             self._total += n
+
+    def _find(self, path: str) -> Optional[int]:
+        """Index of ``path`` in ``paths`` for a file begun out of order: its first place at or
+        after the file expected, else its first place; ``None`` when it is not there. The
+        index of places is built at the first such file (an in-order replay never needs it)."""
+        if self._places is None:
+            self._places = {}
+            for i, p in enumerate(self.paths):
+                self._places.setdefault(p, []).append(i)
+        places = self._places.get(path)
+        if not places:
+            return None
+        return next((i for i in places if i >= self._at), places[0])
+
+    def _resync(self, at: int) -> None:
+        """Make ``paths[at]`` the file expected next. Inside the advised window the files
+        skipped leave the count ahead; elsewhere (beyond the window, or back) the window starts
+        again empty at ``at``."""
+        if self._at <= at < self._advised:
+            for _ in range(at - self._at):
+                self._total -= self._ahead.popleft()
+        else:
+            self._ahead.clear()
+            self._total = 0
+            self._advised = at
+        self._at = at
 
     def _advise(self, path: str, most: int) -> int:
         """Advise the first ``most`` bytes of ``path`` (or all of it); the bytes advised. Only a

@@ -9,8 +9,8 @@
  *   tp_btf/sched_process_exec   -> EV_EXEC   (ProcessCreate 1)
  *   tp_btf/sched_process_fork   -> remembered in `forks`; sent as EV_FORK (no event of its own)
  *                                  only when the child does something reported (exit, connect,
- *                                  file ...) before it execs, or a child of it execs before it
- *                                  does, right before that record (with the held forks of its
+ *                                  file ...) or is a ptrace target before it execs, or a child
+ *                                  of it execs before it does, right before that record (with the held forks of its
  *                                  own parents, flush_forks): a child that never execs gets its
  *                                  parent's image and its own GUID, the child of a subshell
  *                                  that execs next (`( x=$(echo); exec rm )`) the subshell as
@@ -704,9 +704,17 @@ static __always_inline void on_sock_exit(struct task_struct *t, long fd, int ini
 	output(&e, sizeof(e), EV_NET);
 }
 
-static __always_inline void on_ptrace_exit(long request, long target)
+/* A successful ATTACH/SEIZE names two processes: the tracer (the caller) and the target, a pid
+ * of the tracer's pid namespace. Both are flushed first, so a target that was only forked (and
+ * its parents still held) reaches the process table with its parent before the record that
+ * names it, as the tracer does. A tracer in another pid namespace names the target by a pid
+ * the forks map (init namespace tgids) does not use: nothing is flushed for it then. A target
+ * that is a thread other than its group's leader has no held fork of its own pid. */
+static __always_inline void on_ptrace_exit(struct task_struct *t, long request, long target)
 {
 	flush_forks(bpf_get_current_pid_tgid() >> 32);
+	if (target > 0 && BPF_CORE_READ(t, thread_pid, level) == 0)
+		flush_forks((__u32)target);
 	struct ptrace_ev *e = reserve(sizeof(*e), EV_PTRACE);
 	if (!e)
 		return;
@@ -759,7 +767,7 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	} else if (nr == NR_ptrace) {
 		long req = PT_REGS_PARM1_CORE_SYSCALL(regs);
 		if (ret == 0 && enabled(M_PTRACE) && (req == PTRACE_ATTACH || req == PTRACE_SEIZE))
-			on_ptrace_exit(req, PT_REGS_PARM2_CORE_SYSCALL(regs));
+			on_ptrace_exit(t, req, PT_REGS_PARM2_CORE_SYSCALL(regs));
 	}
 	return 0;
 }
