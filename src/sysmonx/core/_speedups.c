@@ -347,7 +347,14 @@ static PyObject *cached_key(const Reader *r, const unsigned char *s, Py_ssize_t 
     uint64_t high;
     uint64_t h = hash_words(s, n, &high); /* [28c] a word at a time (was a byte at a time) */
     if (high) return make_string(r, s, n, 0); /* ASCII keys only: same bytes, same text */
+    /* [29a] two places a key may be kept (its hash's low bits, then higher bits): two keys
+     * of a record that share the first no longer push each other out on every record */
     KeyEntry *e = &key_cache[h & (KEY_CACHE - 1)];
+    if (!(e->str != NULL && e->len == n && memcmp(e->bytes, s, n) == 0)) {
+        KeyEntry *e2 = &key_cache[(h >> 20) & (KEY_CACHE - 1)];
+        if (e2->str != NULL && e2->len == n && memcmp(e2->bytes, s, n) == 0) e = e2;
+        else if (e->str != NULL) e = e2->str == NULL ? e2 : (h & (1ULL << 40)) ? e2 : e;
+    }
     if (e->str != NULL && e->len == n && memcmp(e->bytes, s, n) == 0) {
         if ((unsigned)(e->kf >> KF_GEN_SHIFT) != enrichment_gen && enrichment_names != NULL) {
             int in = PySet_Contains(enrichment_names, e->str);
@@ -643,6 +650,21 @@ static int read_object(Reader *r, KeyFn fn, void *ctx) {
 /* A scalar into *dst (must be empty: a duplicate key is not handled). */
 static int take(Reader *r, PyObject **dst, int kinds) {
     if (*dst != NULL) return -1;
+    /* [29a] a one- or two-digit integer followed by ',' or '}' (EventID, Version, Level, Task,
+     * Opcode mostly): its (small, shared) int directly */
+    const unsigned char *p = r->p;
+    if ((kinds & K_INT) && r->end - p >= 3 && p[0] >= '0' && p[0] <= '9') {
+        if (p[1] == ',' || p[1] == '}') {
+            *dst = PyLong_FromLong(p[0] - '0');
+            r->p = p + 1;
+            return *dst == NULL ? -2 : 0;
+        }
+        if (p[0] != '0' && p[1] >= '0' && p[1] <= '9' && (p[2] == ',' || p[2] == '}')) {
+            *dst = PyLong_FromLong((p[0] - '0') * 10 + (p[1] - '0'));
+            r->p = p + 2;
+            return *dst == NULL ? -2 : 0;
+        }
+    }
     *dst = read_scalar(r, kinds);
     if (*dst == NULL) return PyErr_Occurred() ? -2 : -1;
     return 0;
@@ -1045,8 +1067,18 @@ static int data_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, vo
     return 0;
 }
 
+/* [29a] the Event's attributes as pyevtx-rs writes them (skipped by one comparison) */
+static const char event_attrs[] =
+    "{\"xmlns\":\"http://schemas.microsoft.com/win/2004/08/events/event\"}";
+
 static int event_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
     Rec *x = ctx;
+    if (n == 11 && key_is(k, n, esc, "#attributes") &&
+        r->end - r->p >= (Py_ssize_t)sizeof event_attrs - 1 &&
+        memcmp(r->p, event_attrs, sizeof event_attrs - 1) == 0) {
+        r->p += sizeof event_attrs - 1;
+        return 0;
+    }
     if (key_is(k, n, esc, "System")) {
         if (x->seen_system++) return -1;
         return read_object(r, system_key, x);
