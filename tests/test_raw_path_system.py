@@ -293,3 +293,15 @@ def test_evtx_batch_pending_record(corpus):
                                                                   "data": "{}"})
     with pytest.raises(TypeError):
         sp.evtx_batch(it, 45, 80, seen, path, None, [], 10, None, [pending])
+
+
+@needs_ext
+def test_replay_passes_driver_counts_every_pass(corpus):
+    """bench/replay_passes.py (the instruction-count driver of docs/PERFORMANCE.md): N passes
+    over a file in one process, every record written each pass (duplicates kept), all of them
+    by the raw path here (Panache: Sysmon records only)."""
+    root = Path(__file__).parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "replay_passes.py"), "2", "none",
+                        str(corpus / PANACHE)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.split() == ["1", "1130", "1130"]
