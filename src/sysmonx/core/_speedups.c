@@ -347,7 +347,14 @@ static PyObject *cached_key(const Reader *r, const unsigned char *s, Py_ssize_t 
     uint64_t high;
     uint64_t h = hash_words(s, n, &high); /* [28c] a word at a time (was a byte at a time) */
     if (high) return make_string(r, s, n, 0); /* ASCII keys only: same bytes, same text */
+    /* [29a] two places a key may be kept (its hash's low bits, then higher bits): two keys
+     * of a record that share the first no longer push each other out on every record */
     KeyEntry *e = &key_cache[h & (KEY_CACHE - 1)];
+    if (!(e->str != NULL && e->len == n && memcmp(e->bytes, s, n) == 0)) {
+        KeyEntry *e2 = &key_cache[(h >> 20) & (KEY_CACHE - 1)];
+        if (e2->str != NULL && e2->len == n && memcmp(e2->bytes, s, n) == 0) e = e2;
+        else if (e->str != NULL) e = e2->str == NULL ? e2 : (h & (1ULL << 40)) ? e2 : e;
+    }
     if (e->str != NULL && e->len == n && memcmp(e->bytes, s, n) == 0) {
         if ((unsigned)(e->kf >> KF_GEN_SHIFT) != enrichment_gen && enrichment_names != NULL) {
             int in = PySet_Contains(enrichment_names, e->str);
@@ -643,6 +650,21 @@ static int read_object(Reader *r, KeyFn fn, void *ctx) {
 /* A scalar into *dst (must be empty: a duplicate key is not handled). */
 static int take(Reader *r, PyObject **dst, int kinds) {
     if (*dst != NULL) return -1;
+    /* [29a] a one- or two-digit integer followed by ',' or '}' (EventID, Version, Level, Task,
+     * Opcode mostly): its (small, shared) int directly */
+    const unsigned char *p = r->p;
+    if ((kinds & K_INT) && r->end - p >= 3 && p[0] >= '0' && p[0] <= '9') {
+        if (p[1] == ',' || p[1] == '}') {
+            *dst = PyLong_FromLong(p[0] - '0');
+            r->p = p + 1;
+            return *dst == NULL ? -2 : 0;
+        }
+        if (p[0] != '0' && p[1] >= '0' && p[1] <= '9' && (p[2] == ',' || p[2] == '}')) {
+            *dst = PyLong_FromLong((p[0] - '0') * 10 + (p[1] - '0'));
+            r->p = p + 2;
+            return *dst == NULL ? -2 : 0;
+        }
+    }
     *dst = read_scalar(r, kinds);
     if (*dst == NULL) return PyErr_Occurred() ? -2 : -1;
     return 0;
@@ -691,9 +713,25 @@ typedef struct {
 /* more EventData fields than this in one record: the Python path converts it */
 #define MAX_FIELDS 256
 
+/* [29a] An integer System value (EventRecordID, ProcessID, ThreadID): its object, or, for a
+ * plain JSON integer of at most 18 digits (no sign, no fraction or exponent: JSON allows no
+ * leading zero, so the digits are str(int)), its digits in the record's text and its value,
+ * the int made only when something asks for it (sysint_obj). len 0 and obj NULL: not seen. */
 typedef struct {
-    PyObject *name, *guid, *eid, *version, *level, *task, *opcode, *keywords, *tc, *record_id,
-        *pid, *tid, *channel, *computer, *user_id;
+    PyObject *obj;
+    const unsigned char *digits;
+    Py_ssize_t len;
+    unsigned long long v;
+} SysInt;
+
+typedef struct {
+    PyObject *name, *guid, *eid, *version, *level, *task, *opcode, *keywords, *tc, *channel,
+        *computer, *user_id;
+    SysInt rid, pid, tid;
+    /* [29a] TimeCreated's characters: the text's own bytes (an unescaped string: tc stays
+     * NULL) or tc's (an escaped one, made a str as before); tcn their number */
+    const unsigned char *tcs;
+    Py_ssize_t tcn;
     int seen_provider, seen_tc, seen_exec, seen_security, seen_system, seen_data, sec_empty;
     /* [26a] the EventData fields, in order: key, and the value either as a str (val) or as a
      * slice of the record's text (val NULL: plain ASCII with no escape, or, [28c] canon, the
@@ -708,7 +746,9 @@ typedef struct {
 static void rec_clear(Rec *x) {
     Py_CLEAR(x->name); Py_CLEAR(x->guid); Py_CLEAR(x->eid); Py_CLEAR(x->version);
     Py_CLEAR(x->level); Py_CLEAR(x->task); Py_CLEAR(x->opcode); Py_CLEAR(x->keywords);
-    Py_CLEAR(x->tc); Py_CLEAR(x->record_id); Py_CLEAR(x->pid); Py_CLEAR(x->tid);
+    Py_CLEAR(x->tc); Py_CLEAR(x->rid.obj); Py_CLEAR(x->pid.obj); Py_CLEAR(x->tid.obj);
+    x->rid.len = x->pid.len = x->tid.len = 0;
+    x->tcs = NULL;
     Py_CLEAR(x->channel); Py_CLEAR(x->computer); Py_CLEAR(x->user_id);
     for (Py_ssize_t i = 0; i < x->nf; i++) {
         Py_CLEAR(x->fields[i].key);
@@ -724,16 +764,60 @@ static int provider_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int es
     return skip_value(r);
 }
 
+/* [29a] An integer System value into d (see SysInt): a plain integer kept as its digits,
+ * anything else as take(K_ANY) gives it. A duplicate key is not handled. */
+static int take_int(Reader *r, SysInt *d) {
+    if (d->obj != NULL || d->len) return -1;
+    skip_ws(r);
+    const unsigned char *s = r->p, *p = s, *end = r->end;
+    unsigned long long v = 0;
+    while (p < end && *p >= '0' && *p <= '9' && p - s < 19) v = v * 10 + (unsigned)(*p++ - '0');
+    if (p > s && p - s <= 18 && (p - s == 1 || *s != '0') &&
+        !(p < end && ((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e' || *p == 'E'))) {
+        d->digits = s;
+        d->len = p - s;
+        d->v = v;
+        r->p = p;
+        return 0;
+    }
+    return take(r, &d->obj, K_ANY);
+}
+
+/* [29a] d's object (new reference): its own, or the int of its digits. */
+static PyObject *sysint_obj(const SysInt *d) {
+    if (d->obj != NULL) return Py_NewRef(d->obj);
+    return PyLong_FromUnsignedLongLong(d->v);
+}
+
 static int tc_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
     Rec *x = ctx;
-    if (key_is(k, n, esc, "SystemTime")) return take(r, &x->tc, K_STR);
+    if (key_is(k, n, esc, "SystemTime")) {
+        /* [29a] an unescaped string stays the text's bytes (no str; parse_rec checks them) */
+        if (x->tc != NULL || x->tcs != NULL) return -1;
+        skip_ws(r);
+        if (r->p < r->end && *r->p == '"') {
+            const unsigned char *s;
+            Py_ssize_t len;
+            int e;
+            r->p++;
+            if (scan_string(r, &s, &len, &e) < 0) return -1;
+            if (!e) {
+                x->tcs = s;
+                x->tcn = len;
+                return 0;
+            }
+            x->tc = make_string(r, s, len, e);
+            return x->tc == NULL ? -2 : 0;
+        }
+        return take(r, &x->tc, K_STR);
+    }
     return skip_value(r);
 }
 
 static int exec_attr(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
     Rec *x = ctx;
-    if (key_is(k, n, esc, "ProcessID")) return take(r, &x->pid, K_ANY);
-    if (key_is(k, n, esc, "ThreadID")) return take(r, &x->tid, K_ANY);
+    if (key_is(k, n, esc, "ProcessID")) return take_int(r, &x->pid);
+    if (key_is(k, n, esc, "ThreadID")) return take_int(r, &x->tid);
     return skip_value(r);
 }
 
@@ -751,6 +835,38 @@ static int sec_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, voi
         return read_object(r, sec_attr, x);
     }
     return skip_value(r);
+}
+
+/* [29a] The Provider and Security values repeat byte for byte from record to record: the
+ * text of the last one read (ASCII, so it reads the same in every mode of the reader) and
+ * the objects it gave are kept; a value with the same text takes the same objects (equal
+ * text, equal values) without being parsed again. */
+#define MEMO_MAX 256
+typedef struct {
+    Py_ssize_t len;
+    unsigned char text[MEMO_MAX];
+    PyObject *a, *b;
+} ValMemo;
+static ValMemo prov_memo, sec_memo;
+
+/* 1 when the reader is at m's text (then past it). */
+static inline int memo_hit(Reader *r, const ValMemo *m) {
+    if (m->len == 0 || r->end - r->p < m->len || memcmp(r->p, m->text, (size_t)m->len) != 0)
+        return 0;
+    r->p += m->len;
+    return 1;
+}
+
+/* Keeps s[0..n) (a whole JSON value just read) as m's text, giving objects a and b. */
+static void memo_keep(ValMemo *m, const unsigned char *s, Py_ssize_t n, PyObject *a,
+                      PyObject *b) {
+    if (n > MEMO_MAX || any_high(s, n)) return;
+    Py_XINCREF(a);
+    Py_XINCREF(b);
+    Py_XSETREF(m->a, a);
+    Py_XSETREF(m->b, b);
+    memcpy(m->text, s, (size_t)n);
+    m->len = n;
 }
 
 static int system_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
@@ -774,7 +890,17 @@ static int system_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, 
     case 8:
         if (!memcmp(k, "Provider", 8)) {
             if (x->seen_provider++) return -1;
-            return read_attributes(r, provider_attr, x, 1);
+            skip_ws(r);
+            if (memo_hit(r, &prov_memo)) { /* [29a] the last Provider's text */
+                x->name = Py_NewRef(prov_memo.a);
+                x->guid = Py_NewRef(prov_memo.b);
+                return 0;
+            }
+            const unsigned char *start = r->p;
+            int rc = read_attributes(r, provider_attr, x, 1);
+            if (rc == 0 && x->name != NULL && x->guid != NULL)
+                memo_keep(&prov_memo, start, r->p - start, x->name, x->guid);
+            return rc;
         }
         if (!memcmp(k, "Keywords", 8)) return take(r, &x->keywords, K_ANY | K_CACHE);
         if (!memcmp(k, "Computer", 8)) return take(r, &x->computer, K_ANY | K_CACHE);
@@ -786,10 +912,19 @@ static int system_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, 
                 x->sec_empty = 1;
                 return skip_literal(r, "null", 4);
             }
+            if (memo_hit(r, &sec_memo)) { /* [29a] the last Security's text */
+                x->user_id = Py_NewRef(sec_memo.a);
+                x->seen_security = 1;
+                x->sec_empty = 0;
+                return 0;
+            }
+            const unsigned char *start = r->p;
             x->sec_empty = 1;
             int rc = read_object(r, sec_key, x);
             if (rc < 0) return rc;
             if (!x->sec_empty && !x->seen_security) return -1; /* keys but no #attributes */
+            if (!x->sec_empty && x->user_id != NULL)
+                memo_keep(&sec_memo, start, r->p - start, x->user_id, NULL);
             x->seen_security = 1;
             return 0;
         }
@@ -807,7 +942,7 @@ static int system_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, 
         }
         break;
     case 13:
-        if (!memcmp(k, "EventRecordID", 13)) return take(r, &x->record_id, K_ANY);
+        if (!memcmp(k, "EventRecordID", 13)) return take_int(r, &x->rid);
         break;
     }
     return skip_value(r);
@@ -932,8 +1067,18 @@ static int data_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, vo
     return 0;
 }
 
+/* [29a] the Event's attributes as pyevtx-rs writes them (skipped by one comparison) */
+static const char event_attrs[] =
+    "{\"xmlns\":\"http://schemas.microsoft.com/win/2004/08/events/event\"}";
+
 static int event_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, void *ctx) {
     Rec *x = ctx;
+    if (n == 11 && key_is(k, n, esc, "#attributes") &&
+        r->end - r->p >= (Py_ssize_t)sizeof event_attrs - 1 &&
+        memcmp(r->p, event_attrs, sizeof event_attrs - 1) == 0) {
+        r->p += sizeof event_attrs - 1;
+        return 0;
+    }
     if (key_is(k, n, esc, "System")) {
         if (x->seen_system++) return -1;
         return read_object(r, system_key, x);
@@ -959,22 +1104,24 @@ static int top_key(Reader *r, const unsigned char *k, Py_ssize_t n, int esc, voi
     return skip_value(r);
 }
 
+/* [29a] "{" + the n ASCII characters at src lower-cased + "}" as a str. New reference. */
+static PyObject *brace_lower_ascii(const unsigned char *src, Py_ssize_t n) {
+    PyObject *out = PyUnicode_New(n + 2, 127);
+    if (out == NULL) return NULL;
+    unsigned char *dst = PyUnicode_1BYTE_DATA(out);
+    dst[0] = '{';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = src[i];
+        dst[i + 1] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+    }
+    dst[n + 1] = '}';
+    return out;
+}
+
 /* "{" + s.lower() + "}" (str.lower for non-ASCII text). New reference. */
 static PyObject *brace_lower(PyObject *s) {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
-    if (PyUnicode_IS_ASCII(s)) {
-        PyObject *out = PyUnicode_New(n + 2, 127);
-        if (out == NULL) return NULL;
-        const unsigned char *src = PyUnicode_1BYTE_DATA(s);
-        unsigned char *dst = PyUnicode_1BYTE_DATA(out);
-        dst[0] = '{';
-        for (Py_ssize_t i = 0; i < n; i++) {
-            unsigned char c = src[i];
-            dst[i + 1] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
-        }
-        dst[n + 1] = '}';
-        return out;
-    }
+    if (PyUnicode_IS_ASCII(s))
+        return brace_lower_ascii(PyUnicode_1BYTE_DATA(s), PyUnicode_GET_LENGTH(s));
     PyObject *low = PyObject_CallMethod(s, "lower", NULL);
     if (low == NULL) return NULL;
     PyObject *out = PyUnicode_FromFormat("{%U}", low);
@@ -1033,18 +1180,8 @@ static PyObject *field_str(const unsigned char *base, const RawField *f) {
  * -2 (error). */
 static int brace_field(Rec *x, RawField *f) {
     if (f->val == NULL && !f->canon) { /* [28c] plain ASCII slice: one str, built here */
-        PyObject *g = PyUnicode_New(f->len + 2, 127);
-        if (g == NULL) return -2;
-        const unsigned char *src = x->base + f->off;
-        unsigned char *dst = PyUnicode_1BYTE_DATA(g);
-        dst[0] = '{';
-        for (Py_ssize_t i = 0; i < f->len; i++) {
-            unsigned char c = src[i];
-            dst[i + 1] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
-        }
-        dst[f->len + 1] = '}';
-        f->val = g;
-        return 0;
+        f->val = brace_lower_ascii(x->base + f->off, f->len);
+        return f->val == NULL ? -2 : 0;
     }
     PyObject *v = field_str(x->base, f);
     if (v == NULL) return -2;
@@ -1308,6 +1445,10 @@ static int install_lazy_data(void) {
 }
 
 
+/* [29a] parse_rec's identity caches (cleared by setup_convert) */
+static PyObject *last_provider = NULL, *last_guid_raw = NULL, *last_guid = NULL;
+static int last_sysmon = 0;
+
 /* [27a] The record's JSON text parsed into x (fields into ``fields``, MAX_FIELDS entries) and
  * checked as convert_impl takes it: the System part complete, TimeCreated in pyevtx-rs's shape,
  * the GUID fields braced; *sysmon: a Sysmon provider; *pguid: the provider GUID (new
@@ -1344,24 +1485,53 @@ static int parse_rec(PyObject *text, Rec *x, RawField *fields, int *sysmon, PyOb
     if (rc == 0 && !(t.seen && x->seen_system && x->seen_data && x->seen_provider &&
                      x->seen_tc && x->seen_exec && x->seen_security && x->name && x->guid &&
                      x->eid && x->version && x->level && x->task && x->opcode && x->keywords &&
-                     x->tc && x->record_id && x->pid && x->tid && x->channel && x->computer))
+                     (x->tc || x->tcs) && (x->rid.obj || x->rid.len) &&
+                     (x->pid.obj || x->pid.len) && (x->tid.obj || x->tid.len) && x->channel &&
+                     x->computer))
         rc = -1;
     if (rc == 0 && !x->sec_empty && x->user_id == NULL) rc = -1;
-    /* TimeCreated as pyevtx-rs writes it (microseconds, Z); anything else: normalize_time */
+    /* TimeCreated as pyevtx-rs writes it (microseconds, Z); anything else: normalize_time.
+     * [29a] Its 27 ASCII characters: the str's (escaped text) or the text's own bytes. */
     if (rc == 0) {
-        const char *c = (const char *)PyUnicode_1BYTE_DATA(x->tc);
-        if (!(PyUnicode_IS_ASCII(x->tc) && PyUnicode_GET_LENGTH(x->tc) == 27 && c[26] == 'Z' &&
-              c[19] == '.'))
+        if (x->tc != NULL) {
+            if (!PyUnicode_IS_ASCII(x->tc)) rc = -1;
+            else {
+                x->tcs = PyUnicode_1BYTE_DATA(x->tc);
+                x->tcn = PyUnicode_GET_LENGTH(x->tc);
+            }
+        } else if (any_high(x->tcs, x->tcn)) {
             rc = -1;
+        }
+        if (rc == 0 && !(x->tcn == 27 && x->tcs[26] == 'Z' && x->tcs[19] == '.')) rc = -1;
     }
     if (rc == 0) {
-        *sysmon = PySet_Contains(sysmon_providers, x->name);
-        if (*sysmon < 0) rc = -2;
+        /* [29a] the last provider name's answer again for the same object (the value cache
+         * gives the same str record after record; the set is frozen) */
+        if (x->name == last_provider) {
+            *sysmon = last_sysmon;
+        } else {
+            *sysmon = PySet_Contains(sysmon_providers, x->name);
+            if (*sysmon < 0) rc = -2;
+            else {
+                Py_XSETREF(last_provider, Py_NewRef(x->name));
+                last_sysmon = *sysmon;
+            }
+        }
     }
     if (rc == 0) rc = fix_guids(x, *sysmon);
     if (rc == 0) {
-        *pguid = provider_guid(x->guid);
-        if (*pguid == NULL) rc = -2;
+        /* [29a] likewise the last provider GUID's braced text (provider_guid's answer for an
+         * equal str is always an equal str) */
+        if (x->guid == last_guid_raw) {
+            *pguid = Py_NewRef(last_guid);
+        } else {
+            *pguid = provider_guid(x->guid);
+            if (*pguid == NULL) rc = -2;
+            else {
+                Py_XSETREF(last_guid_raw, Py_NewRef(x->guid));
+                Py_XSETREF(last_guid, Py_NewRef(*pguid));
+            }
+        }
     }
     if (rc != 0) {
         rec_clear(x);
@@ -1380,7 +1550,7 @@ static PyObject *rec_event(Rec *x, PyObject *pguid, PyObject *text, PyObject *or
         rc = -2;
     } else {
         char *d = (char *)PyUnicode_1BYTE_DATA(tc);
-        memcpy(d, PyUnicode_1BYTE_DATA(x->tc), 26);
+        memcpy(d, x->tcs, 26);
         memcpy(d + 26, "000Z", 4);
     }
     /* [26a] the fields stay slices of the text (a RawData object in _raw); none: {} */
@@ -1416,12 +1586,20 @@ static PyObject *rec_event(Rec *x, PyObject *pguid, PyObject *text, PyObject *or
             }
         }
     }
+    /* [29a] the integers kept as digits made ints now */
+    PyObject *rid = NULL, *pid = NULL, *tid = NULL;
+    if (rc == 0 && ((rid = sysint_obj(&x->rid)) == NULL || (pid = sysint_obj(&x->pid)) == NULL ||
+                    (tid = sysint_obj(&x->tid)) == NULL))
+        rc = -2;
     PyObject *ev = NULL;
     if (rc == 0) {
         ev = event_type->tp_alloc(event_type, 0);
         if (ev == NULL) rc = -2;
     }
     if (rc != 0) {
+        Py_XDECREF(rid);
+        Py_XDECREF(pid);
+        Py_XDECREF(tid);
         Py_XDECREF(tc);
         Py_XDECREF(pguid);
         Py_XDECREF(data);
@@ -1441,15 +1619,18 @@ static PyObject *rec_event(Rec *x, PyObject *pguid, PyObject *text, PyObject *or
     SLOT(ev, S_OPCODE) = x->opcode;
     SLOT(ev, S_KEYWORDS) = x->keywords;
     SLOT(ev, S_TIME_CREATED) = tc;
-    SLOT(ev, S_RECORD_ID) = x->record_id;
-    SLOT(ev, S_PROCESS_ID) = x->pid;
-    SLOT(ev, S_THREAD_ID) = x->tid;
+    SLOT(ev, S_RECORD_ID) = rid;
+    SLOT(ev, S_PROCESS_ID) = pid;
+    SLOT(ev, S_THREAD_ID) = tid;
     SLOT(ev, S_CHANNEL) = x->channel;
     SLOT(ev, S_COMPUTER) = x->computer;
     SLOT(ev, S_USER_ID) = x->user_id != NULL ? x->user_id : Py_NewRef(Py_None);
     SLOT(ev, S_ORIGIN) = Py_NewRef(origin);
     Py_DECREF(x->guid);
-    Py_DECREF(x->tc);
+    Py_XDECREF(x->tc);
+    Py_XDECREF(x->rid.obj);
+    Py_XDECREF(x->pid.obj);
+    Py_XDECREF(x->tid.obj);
     memset(x, 0, offsetof(Rec, seen_provider)); /* moved: nothing left to clear */
     return ev;
 }
@@ -1750,39 +1931,59 @@ static void sys_run_keep(Out *o, Py_ssize_t start, SysRun *c, PyObject *const *v
     c->len = len;
 }
 
+/* [29a] The fields lit[i] + v[i] (i < n) of a cached run: copied when v are the objects
+ * last rendered (every one set), else rendered (out_field) and kept. 0, -1, -2. */
+static int render_run(Out *o, SysRun *c, PyObject *const *v, const char *const *lit, int n) {
+    int all = 1;
+    for (int i = 0; i < n; i++) all &= v[i] != NULL;
+    if (all) {
+        int hit = sys_run_hit(o, c, v, n);
+        if (hit) return hit < 0 ? hit : 0;
+    }
+    Py_ssize_t start = o->len;
+    for (int i = 0; i < n; i++) {
+        int rc = out_field(o, lit[i], (Py_ssize_t)strlen(lit[i]), v[i]);
+        if (rc != 0) return rc;
+    }
+    sys_run_keep(o, start, c, v, n);
+    return 0;
+}
+
+static const char *const sys_head_lit[7] = {
+    ",\"System\":{\"Provider\":", ",\"ProviderGuid\":", ",\"Version\":", ",\"Level\":",
+    ",\"Task\":", ",\"Opcode\":", ",\"Keywords\":"};
+static const char *const sys_tail_lit[3] = {",\"Channel\":", ",\"Computer\":", ",\"UserID\":"};
+
+/* [29a] lit + an integer System value: its digits copied, or its object rendered (none:
+ * -1, as out_field). */
+static int out_sysint(Out *o, const char *lit, Py_ssize_t litlen, const SysInt *d) {
+    if (d->obj != NULL || d->len == 0) return out_field(o, lit, litlen, d->obj);
+    RESERVE(o, litlen + d->len);
+    memcpy(o->buf + o->len, lit, (size_t)litlen);
+    memcpy(o->buf + o->len + litlen, d->digits, (size_t)d->len);
+    o->len += litlen + d->len;
+    return 0;
+}
+
 /* [27a2] The JSON line's System object (from ,"System":{ to its closing brace), shared by
  * render (an Event's slots) and render_rec (a parsed record). TimeCreated: with ``tc26`` NULL,
  * ``tc`` (the Event's slot: a canonical str written as it is, else utc_func's str of it);
- * else the first 26 characters of ``tc26`` and "000Z" (ASCII and the length checked by the
- * caller). 0, -1 (not handled: the Python renderer decides) or -2 (error). */
+ * else the 26 ASCII characters at ``tc26`` and "000Z" (checked by the caller). [29a] The
+ * integers as SysInt (an Event's: its slot's object). 0, -1 (not handled: the Python
+ * renderer decides) or -2 (error). */
 static int render_system(Out *o, PyObject *provider, PyObject *pguid, PyObject *version,
                          PyObject *level, PyObject *task, PyObject *opcode, PyObject *keywords,
-                         PyObject *tc, PyObject *tc26, PyObject *rid, PyObject *pid,
-                         PyObject *tid, PyObject *channel, PyObject *computer, PyObject *user) {
+                         PyObject *tc, const unsigned char *tc26, const SysInt *rid,
+                         const SysInt *pid, const SysInt *tid, PyObject *channel,
+                         PyObject *computer, PyObject *user) {
     PyObject *head[7] = {provider, pguid, version, level, task, opcode, keywords};
-    int rc = 0, hit = 0;
-    if (provider != NULL && pguid != NULL && version != NULL && level != NULL &&
-        task != NULL && opcode != NULL && keywords != NULL) {
-        hit = sys_run_hit(o, &sys_head, head, 7);
-        if (hit < 0) return hit;
-    }
-    if (!hit) {
-        Py_ssize_t start = o->len;
-        rc = out_field(o, ",\"System\":{\"Provider\":", 22, provider);
-        if (rc == 0) rc = out_field(o, ",\"ProviderGuid\":", 16, pguid);
-        if (rc == 0) rc = out_field(o, ",\"Version\":", 11, version);
-        if (rc == 0) rc = out_field(o, ",\"Level\":", 9, level);
-        if (rc == 0) rc = out_field(o, ",\"Task\":", 8, task);
-        if (rc == 0) rc = out_field(o, ",\"Opcode\":", 10, opcode);
-        if (rc == 0) rc = out_field(o, ",\"Keywords\":", 12, keywords);
-        if (rc == 0) sys_run_keep(o, start, &sys_head, head, 7);
-    }
+    int rc = render_run(o, &sys_head, head, sys_head_lit, 7);
     if (rc == 0 && tc26 != NULL) {
         RESERVE(o, 15 + 26 * 6 + 6);
         char *w = o->buf + o->len;
         memcpy(w, ",\"TimeCreated\":\"", 16);
         w += 16;
-        const unsigned char *c = PyUnicode_1BYTE_DATA(tc26);
+        const unsigned char *c = tc26;
         uint64_t w0, w1, w2, w3 = 0x6161616161616161ULL;
         memcpy(&w0, c, 8);
         memcpy(&w1, c + 8, 8);
@@ -1812,23 +2013,12 @@ static int render_system(Out *o, PyObject *provider, PyObject *pguid, PyObject *
             }
         }
     }
-    if (rc == 0) rc = out_field(o, ",\"EventRecordID\":", 17, rid);
-    if (rc == 0) rc = out_field(o, ",\"ProcessID\":", 13, pid);
-    if (rc == 0) rc = out_field(o, ",\"ThreadID\":", 12, tid);
+    if (rc == 0) rc = out_sysint(o, ",\"EventRecordID\":", 17, rid);
+    if (rc == 0) rc = out_sysint(o, ",\"ProcessID\":", 13, pid);
+    if (rc == 0) rc = out_sysint(o, ",\"ThreadID\":", 12, tid);
     if (rc == 0) {
         PyObject *tail[3] = {channel, computer, user};
-        hit = 0;
-        if (channel != NULL && computer != NULL && user != NULL) {
-            hit = sys_run_hit(o, &sys_tail, tail, 3);
-            if (hit < 0) return hit;
-        }
-        if (!hit) {
-            Py_ssize_t start = o->len;
-            rc = out_field(o, ",\"Channel\":", 11, channel);
-            if (rc == 0) rc = out_field(o, ",\"Computer\":", 12, computer);
-            if (rc == 0) rc = out_field(o, ",\"UserID\":", 10, user);
-            if (rc == 0) sys_run_keep(o, start, &sys_tail, tail, 3);
-        }
+        rc = render_run(o, &sys_tail, tail, sys_tail_lit, 3);
     }
     if (rc == 0) rc = out_raw(o, "}", 1);
     return rc;
@@ -1897,12 +2087,14 @@ static int render(Out *o, Out *extra, PyObject *e) {
     }
     /* System */
 system:
-    if (rc == 0)
+    if (rc == 0) {
+        SysInt rid = {SLOT(e, S_RECORD_ID), NULL, 0, 0}, pid = {SLOT(e, S_PROCESS_ID), NULL, 0, 0},
+               tid = {SLOT(e, S_THREAD_ID), NULL, 0, 0};
         rc = render_system(o, SLOT(e, S_PROVIDER), SLOT(e, S_PROVIDER_GUID), SLOT(e, S_VERSION),
                            SLOT(e, S_LEVEL), SLOT(e, S_TASK), SLOT(e, S_OPCODE),
-                           SLOT(e, S_KEYWORDS), SLOT(e, S_TIME_CREATED), NULL,
-                           SLOT(e, S_RECORD_ID), SLOT(e, S_PROCESS_ID), SLOT(e, S_THREAD_ID),
+                           SLOT(e, S_KEYWORDS), SLOT(e, S_TIME_CREATED), NULL, &rid, &pid, &tid,
                            SLOT(e, S_CHANNEL), SLOT(e, S_COMPUTER), SLOT(e, S_USER_ID));
+    }
     if (rc == 0 && in_extra) {
         rc = out_raw(o, ",\"ExtraData\":", 13);
         if (rc == 0) rc = out_raw(o, extra->buf, extra->len);
@@ -2001,6 +2193,9 @@ static PyObject *py_setup_convert(PyObject *self, PyObject *args) {
     Py_INCREF(sp); Py_XSETREF(sysmon_providers, sp);
     Py_INCREF(pg); Py_XSETREF(provider_guids, pg);
     Py_INCREF(cf); Py_XSETREF(convert_fallback, cf);
+    Py_CLEAR(last_provider);
+    Py_CLEAR(last_guid_raw);
+    Py_CLEAR(last_guid);
     Py_RETURN_NONE;
 }
 
@@ -2062,10 +2257,16 @@ static int dedup_digits(const char *s, int n, int64_t *out) {
 
 /* Seconds since 1970 of "YYYY-MM-DD?HH:MM:SS..." as DuplicateFilter._seconds computes them;
  * 0 = done, 1 = the string is not in the all-ASCII-digit shape (the Python path decides). */
+static int dedup_chars(const unsigned char *c, Py_ssize_t n, int64_t *out);
 static int dedup_seconds(PyObject *tc, int64_t *out) {
-    if (!PyUnicode_CheckExact(tc) || !PyUnicode_IS_ASCII(tc) || PyUnicode_GET_LENGTH(tc) < 19)
-        return 1;
-    const char *s = (const char *)PyUnicode_DATA(tc);
+    if (!PyUnicode_CheckExact(tc) || !PyUnicode_IS_ASCII(tc)) return 1;
+    return dedup_chars(PyUnicode_1BYTE_DATA(tc), PyUnicode_GET_LENGTH(tc), out);
+}
+
+/* [29a] dedup_seconds of n ASCII characters at c. */
+static int dedup_chars(const unsigned char *c, Py_ssize_t n, int64_t *out) {
+    if (n < 19) return 1;
+    const char *s = (const char *)c;
     int64_t y, mo, d, h, mi, se;
     if (dedup_digits(s, 4, &y) || dedup_digits(s + 5, 2, &mo) || dedup_digits(s + 8, 2, &d) ||
         dedup_digits(s + 11, 2, &h) || dedup_digits(s + 14, 2, &mi) ||
@@ -2344,7 +2545,7 @@ static PyObject *fd_rule_name;
 
 /* ------------------------------------------------------------ EVTX record loop (replay reader)
  *
- *   evtx_batch(it, first, last, seen_ids, path, notes, out, limit, plan=None)
+ *   evtx_batch(it, first, last, seen_ids, path, notes, out, limit, plan=None, pending=None)
  *       -> (status, seen, last_rid, payload)
  *
  * The per-record part of sysmonx.sources.evtx._records in C: pulls records from pyevtx-rs's
@@ -2370,6 +2571,10 @@ static PyObject *fd_rule_name;
  * made the Event way (no raw write after it: the loop handles it before any later record is
  * written); the next call is raw again. The plan's counters are applied before
  * the call returns; a sink failure that raised is kept in the plan (RawPlan.take_error).
+ * [29a] ``pending`` (optional): a record (a dict whose event_record_id is an int) that came
+ * back as status 2 and that Python has since counted for its chunk (the chunk change): taken
+ * first, before any record of ``it``, as a record of the range (converted, or through the
+ * plan), but not counted again (neither in ``seen`` nor in ``seen_ids``).
  */
 
 static PyObject *evtx_key_rid = NULL, *evtx_key_data = NULL;
@@ -2390,13 +2595,16 @@ static PyObject *take_exception(void) {
 }
 
 static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs < 8 || nargs > 9 || !PyAnySet_Check(args[3]) || !PyList_CheckExact(args[6]) ||
-        (nargs == 9 && args[8] != Py_None && !Py_IS_TYPE(args[8], &RawPlanType))) {
+    if (nargs < 8 || nargs > 10 || !PyAnySet_Check(args[3]) || !PyList_CheckExact(args[6]) ||
+        (nargs >= 9 && args[8] != Py_None && !Py_IS_TYPE(args[8], &RawPlanType)) ||
+        (nargs == 10 && args[9] != Py_None && !PyDict_CheckExact(args[9]))) {
         PyErr_SetString(PyExc_TypeError, "evtx_batch(it, first, last, seen_ids: set, path, "
-                        "notes, out: list, limit, plan: RawPlan | None = None)");
+                        "notes, out: list, limit, plan: RawPlan | None = None, "
+                        "pending: dict | None = None)");
         return NULL;
     }
-    RawPlanObject *plan = nargs == 9 && args[8] != Py_None ? (RawPlanObject *)args[8] : NULL;
+    RawPlanObject *plan = nargs >= 9 && args[8] != Py_None ? (RawPlanObject *)args[8] : NULL;
+    PyObject *pending = nargs == 10 && args[9] != Py_None ? args[9] : NULL;
     if (convert_fallback == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "sysmonx.core._speedups is not set up");
         return NULL;
@@ -2445,7 +2653,10 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
                 break;
             }
         }
-        PyObject *rec = next(it);
+        /* [29a] the pending record first (counted by Python already) */
+        int counted = pending != NULL;
+        PyObject *rec = counted ? Py_NewRef(pending) : next(it);
+        pending = NULL;
         if (rec == NULL) {
             if (PyErr_Occurred()) {
                 if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
@@ -2477,17 +2688,27 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
             Py_XDECREF(last_rid);
             return NULL;
         }
-        if (!ok) {
+        if (counted) {
+            if (rid == NULL || !PyLong_CheckExact(rid)) {
+                Py_DECREF(rec);
+                Py_XDECREF(last_rid);
+                PyErr_SetString(PyExc_TypeError, "evtx_batch: pending record without an int "
+                                "event_record_id");
+                if (plan != NULL) rp_end(plan);
+                return NULL;
+            }
+        } else if (!ok) {
             status = 2;
             payload = rec;
             break;
-        }
-        seen++;
-        Py_XSETREF(last_rid, Py_NewRef(rid));
-        if (PySet_Add(seen_ids, rid) < 0) {
-            Py_DECREF(rec);
-            Py_DECREF(last_rid);
-            return NULL;
+        } else {
+            seen++;
+            Py_XSETREF(last_rid, Py_NewRef(rid));
+            if (PySet_Add(seen_ids, rid) < 0) {
+                Py_DECREF(rec);
+                Py_DECREF(last_rid);
+                return NULL;
+            }
         }
         PyObject *text = PyDict_GetItemWithError(rec, evtx_key_data);
         if (plan != NULL && plan->active && !event_way && text != NULL) {
@@ -2557,7 +2778,7 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
         PyObject *origin = PyTuple_Pack(2, path, rid);
         if (origin == NULL) {
             Py_DECREF(rec);
-            Py_DECREF(last_rid);
+            Py_XDECREF(last_rid);
             return NULL;
         }
         /* [21b] a tuple of a str and an int can be in no reference cycle: untracked now (the
@@ -2576,7 +2797,7 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
                 Py_DECREF(origin);
                 Py_DECREF(rec);
                 if (payload == NULL) {
-                    Py_DECREF(last_rid);
+                    Py_XDECREF(last_rid);
                     return NULL;
                 }
                 status = 5;
@@ -2588,13 +2809,13 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
             PyObject *exc = take_exception();
             if (exc == NULL) {
                 Py_DECREF(rec);
-                Py_DECREF(last_rid);
+                Py_XDECREF(last_rid);
                 return NULL;
             }
             payload = Py_BuildValue("(ON)", rid, exc);
             Py_DECREF(rec);
             if (payload == NULL) {
-                Py_DECREF(last_rid);
+                Py_XDECREF(last_rid);
                 return NULL;
             }
             status = 4;
@@ -2604,7 +2825,7 @@ static PyObject *py_evtx_batch(PyObject *self, PyObject *const *args, Py_ssize_t
         int rc = PyList_Append(out, ev);
         Py_DECREF(ev);
         if (rc < 0) {
-            Py_DECREF(last_rid);
+            Py_XDECREF(last_rid);
             return NULL;
         }
         taken++;
@@ -3262,7 +3483,7 @@ static int rp_clock(RawPlanObject *p, Rec *x, PyObject *path) {
     if (p->c_check == Py_None) return 1;
     RawField *f = field_named(x->fields, x->nf, sf_utc);
     if (f == NULL) return 1;
-    const char *a = (const char *)PyUnicode_1BYTE_DATA(x->tc), *b;
+    const char *a = (const char *)x->tcs, *b;
     if (f->val != NULL) {
         PyObject *u = f->val;
         if (!PyUnicode_CheckExact(u) || PyUnicode_KIND(u) != PyUnicode_1BYTE_KIND ||
@@ -3280,8 +3501,12 @@ static int rp_clock(RawPlanObject *p, Rec *x, PyObject *path) {
  * 1; 0: the Event decides; -1: error. */
 static int rp_dedup(RawPlanObject *p, Rec *x, int64_t **cell, int64_t *t) {
     long long r;
-    if (!dedup_rid(x->record_id, &r)) return 0;
-    if (dedup_seconds(x->tc, t)) return 0;
+    if (x->rid.obj != NULL) {
+        if (!dedup_rid(x->rid.obj, &r)) return 0;
+    } else {
+        r = (long long)x->rid.v; /* [29a] digits: at most 18, so 0 to 2**63-1 */
+    }
+    if (dedup_chars(x->tcs, x->tcn, t)) return 0;
     if (p->blocks == NULL || x->name != p->k_prov || x->computer != p->k_comp ||
         x->channel != p->k_chan) {
         rp_drop_cache(p);
@@ -3337,7 +3562,7 @@ static int render_rec(Out *o, Out *extra, Rec *x, PyObject *pguid) {
     /* the Event's TimeCreated would be the first 26 characters and "000Z" (ASCII, checked) */
     if (rc == 0)
         rc = render_system(o, x->name, pguid, x->version, x->level, x->task, x->opcode,
-                           x->keywords, NULL, x->tc, x->record_id, x->pid, x->tid, x->channel,
+                           x->keywords, NULL, x->tcs, &x->rid, &x->pid, &x->tid, x->channel,
                            x->computer, x->user_id != NULL ? x->user_id : Py_None);
     if (rc == 0 && in_extra) {
         rc = out_raw(o, ",\"ExtraData\":", 13);

@@ -199,16 +199,15 @@ def _record_batches(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
     failures = 0
     max_failures = (tracker.slots + 1) * 2400
     counter = compiled_records
-    carry: list = []  # the event of a chunk's first record (status 2): its chunk's list begins
+    # a chunk's first record (status 2), counted for its chunk here: the next call takes it
+    # first, converted or written as any record of the chunk (not counted again)
+    pending: Any = None
     while True:
-        if carry and raw is not None:
-            # the raw path writes during the call: the chunk's first event goes first
-            yield carry
-            carry = []
-        out, carry = carry, []
+        out: list = []
         status, seen, last_rid, payload = batch(it, tracker.first, tracker.last,
                                                 tracker.seen_ids, path, notes, out,
-                                                BATCH - len(out), raw)
+                                                BATCH, raw, pending)
+        pending = None
         if seen:
             failures = 0
             tracker.seen += seen
@@ -232,14 +231,15 @@ def _record_batches(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
                 recovered = tracker.advance(rid)
                 if recovered:
                     yield recovered
+            if type(rec) is dict and type(rid) is int:
+                pending = rec  # the next call converts (or writes) it, before the rest
+                continue
             try:
                 event = _convert(rec["data"], (path, rid), notes)
             except _CONVERT_ERRORS as exc:
                 on_error(ReadError(path, rid, "record", f"undecodable event record: {exc!r}"))
                 continue
-            # not a list of its own: the next call appends the rest of its chunk to it (that
-            # call reports nothing itself: whatever it stops at comes back after the list)
-            carry = [event]
+            yield [event]
         elif status == 5:  # the compiled converter did not take it: the Python one decides
             rid, text = payload
             try:
