@@ -340,14 +340,8 @@ def _new_filter(field: str, condition: str, value: str, name: str, aggregate: in
     config's filter): the same attributes, so the same object for equality, hashing, pickling
     and :func:`dataclasses.fields`."""
     f = _object_new(Filter)
-    d = f.__dict__  # item by item: cheaper than update() with keywords, the same order
-    d["field"] = field
-    d["condition"] = condition
-    d["value"] = value
-    d["name"] = name
-    d["aggregate"] = aggregate
-    d["line"] = line
-    d["scanners"] = scanners
+    f.__dict__.update(field=field, condition=condition, value=value, name=name,
+                      aggregate=aggregate, line=line, scanners=scanners)
     return f
 
 
