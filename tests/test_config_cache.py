@@ -381,7 +381,7 @@ def test_markers_are_bounded_and_private(tmp_path, small, monkeypatch):
 
 
 def test_filters_from_an_entry_are_the_readers_attribute_by_attribute(corpus):
-    """``from_plain`` builds each Filter item by item into its instance dict: the same
+    """``from_plain`` gives each Filter a dict display as its ``__dict__``: the same
     attributes in the dataclass's field order as the reader's, equal and hashing alike, for
     every filter of the named corpus configs; a filter of another shape is refused."""
     import dataclasses
