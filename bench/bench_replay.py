@@ -19,7 +19,10 @@ stream.
 
 Every measurement runs in a fresh child process pinned to one CPU (``--cpu``, default the last
 one), and is the child's CPU time (user + system, all threads) over the load window only:
-imports are not timed; for the replay, loading and compiling the configuration is.
+imports are not timed; for the replay, loading and compiling the configuration is. A replay
+child runs as ``sysmonx replay`` does, with the garbage collector's first threshold raised
+(``sysmonx.pipeline.replay.replay_collector``, since 2026-12-08); the baseline's child keeps
+Python's default.
 
 * **cold** (the headline): the child's first pass, after the inputs' pages were dropped from the
   page cache (``posix_fadvise(DONTNEED)``) and with the filter's memo tables empty.
@@ -262,6 +265,10 @@ def child(spec: dict) -> dict:
         _decoded(files * spec["repeat"])
         out["decoded"] = clock() - t
     else:
+        # as `sysmonx replay`, which runs its whole command (config load included) with the
+        # collector's first threshold raised (pipeline.replay.replay_collector), to the end
+        from sysmonx.pipeline.replay import replay_collector
+        replay_collector().__enter__()
         path, fmt = spec["config"], spec["format"]
         detection = None
         if spec.get("rules"):
@@ -700,6 +707,9 @@ def _fixed_child(spec: dict) -> dict:
         out["files"], out["records"] = len(files), sum(counts.values())
         return out
     _evict(files)
+    # as `sysmonx replay` (see child)
+    from sysmonx.pipeline.replay import replay_collector
+    replay_collector().__enter__()
     path = spec["config"]
     ids = spec["ids"]
     if spec["what"] == "fixed-later":

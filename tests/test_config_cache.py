@@ -378,3 +378,32 @@ def test_markers_are_bounded_and_private(tmp_path, small, monkeypatch):
     assert len(markers) == 3
     assert all(m.stat().st_mode & 0o077 == 0 for m in markers)
     assert oct(store.directory.stat().st_mode & 0o777) == "0o700"
+
+
+def test_filters_from_an_entry_are_the_readers_attribute_by_attribute(corpus):
+    """``from_plain`` gives each Filter a dict display as its ``__dict__``: the same
+    attributes in the dataclass's field order as the reader's, equal and hashing alike, for
+    every filter of the named corpus configs; a filter of another shape is refused."""
+    import dataclasses
+
+    from sysmonx.configmodel import Filter
+    assert cache_mod._FILTER == tuple(f.name for f in dataclasses.fields(Filter))
+    seen = 0
+    for rel in NAMED:
+        parsed = load_config(corpus / rel, cache=False)
+        rebuilt = cache_mod.from_plain(cache_mod.to_plain(parsed))
+        assert rebuilt == parsed
+        for a, b in zip(rebuilt.rule_sets, parsed.rule_sets, strict=True):
+            for x, y in zip(a.filters, b.filters, strict=True):
+                assert list(vars(x).items()) == list(vars(y).items())
+                assert x == y and hash(x) == hash(y) and repr(x) == repr(y)
+                seen += 1
+    assert seen > 2500
+    good = ("Image", "is", "a.exe", "", 0, 3, ())
+    assert cache_mod._filters((good,))[0] == Filter(*good)
+    for bad in (good[:6], good + (1,), ("Image", "is", 5, "", 0, 3, ()),
+                (None, "is", "a", "", 0, 3, ())):
+        with pytest.raises(ValueError):
+            cache_mod._filters((bad,))
+    with pytest.raises(TypeError):
+        cache_mod._filters((5,))

@@ -243,3 +243,32 @@ def test_the_engines_own_plan_cache_stores_at_the_second_run(tmp_path, monkeypat
     assert len(list(d.glob("*.marshal"))) == 1 and not list(d.glob("*.seen"))
     third = FilterEngine(parse_config(SMALL), plan_cache=True)
     assert third.plan_cache_status == "hit"
+
+
+@pytest.mark.parametrize("rel", NAMED)
+def test_a_later_run_builds_what_a_first_run_builds_event_by_event(corpus_events, corpus, rel,  # noqa: F811
+                                                                    tmp_path):
+    """A later run (deciders built from the stored plans) does on each EventID's first event
+    exactly what a first run (deciders compiled) does: the same decision, the same filters
+    compiled into predicates (none built ahead by one and late by the other) and the same
+    bytes in the memo tables, after every one of those events; so its first pass over the
+    records costs what a first run's does."""
+    cfg = load_config(corpus / rel, cache=False)
+    firsts: dict = {}
+    for eid, data in _distinct_events(corpus_events, cfg):
+        firsts.setdefault(eid, data)
+    assert len(firsts) >= 20
+    store = PlanCache(tmp_path)
+    filling = FilterEngine(cfg, plan_cache=store)
+    for eid, data in firsts.items():
+        filling.decide(eid, data)
+    filling.save_plans()
+    first, later = FilterEngine(cfg, plan_cache=False), FilterEngine(cfg, plan_cache=store)
+    assert later.plan_cache_status == "hit"
+    built = 0
+    for eid, data in firsts.items():
+        assert first.decide(eid, data) == later.decide(eid, data), eid
+        assert set(first._compiler.members) == set(later._compiler.members), eid
+        assert first.memo.used == later.memo.used > 0, eid
+        built = len(first._compiler.members)
+    assert built > 0 and not later._new_plans  # every decider came from the entry

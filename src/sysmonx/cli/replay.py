@@ -172,8 +172,10 @@ def cmd_replay(argv: list[str]) -> int:
             console.print(text, markup=False)
     # the filter plan cache's notes are this replay's notes (``--jobs`` workers send theirs)
     previous = set_note_handler(lambda text: say("note", f"note: {text}"))
+    from ..pipeline.replay import replay_collector
     try:
-        return _replay(args, console, say, held)
+        with replay_collector():  # young collections find nothing in a replay: run fewer
+            return _replay(args, console, say, held)
     finally:
         set_note_handler(previous)
 

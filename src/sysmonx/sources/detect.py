@@ -257,7 +257,7 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
     if path == "-" or not os.path.isfile(path):
         events = _read_unseekable(path, on_error, input_format, threads)
         return ([ev] for ev in events) if batches else events
-    head = _sniff(path)
+    head, whole = _sniff(path)
     if len(head) < SNIFF_BYTES and not head.strip():
         # whatever its name (a 0-byte .evtx from a failed collection, an empty .json): one
         # warning, nothing lost
@@ -276,11 +276,14 @@ def open_source(path: str, on_error: Callable[[ReadError], None],
             on_error(unrecognised(path, head))
             return iter(())
     reader: Any = _reader(fmt)
+    # a small EVTX file read whole by the sniff is parsed from those bytes (as its reader
+    # would read it itself: one open and one read per file instead of two of each)
+    extra = {"data": whole} if whole is not None and fmt == "evtx" else {}
     if batches:
         if raw is not None and getattr(reader, "raw_batches", False):
-            return reader.read_batches(path, on_error, threads=threads, raw=raw)
-        return reader.read_batches(path, on_error, threads=threads)
-    return reader.read(path, on_error, threads=threads)
+            return reader.read_batches(path, on_error, threads=threads, raw=raw, **extra)
+        return reader.read_batches(path, on_error, threads=threads, **extra)
+    return reader.read(path, on_error, threads=threads, **extra)
 
 
 def _reader(fmt: str) -> Any:
@@ -298,11 +301,15 @@ def _reader(fmt: str) -> Any:
     return SOURCES.get(fmt)
 
 
-def _sniff(path: str) -> bytes:
+def _sniff(path: str) -> tuple[bytes, Optional[bytes]]:
     """The first :data:`SNIFF_BYTES` of the file ``path``, or only its first 4 KiB when they
     start with the EVTX magic (EVTX is told by its magic alone: the rest would be read for
-    nothing on every small log). Read without a buffered file object (a replay of many small
-    files opens each once more here).
+    nothing on every small log), read without a buffered file object; and the whole file
+    when it is an EVTX file small enough for the EVTX reader to read whole
+    (:data:`~sysmonx.sources.evtx.WHOLE_FILE_MAX`), else ``None``. Both through one
+    descriptor (the first 4 KiB, then the file in one ``os.pread``, completed if it comes back
+    short), so the EVTX reader needs no open and read of its own (a replay of many small logs
+    saves both per file).
 
     Raises:
         OSError: the file cannot be opened or read.
@@ -310,15 +317,19 @@ def _sniff(path: str) -> bytes:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         head = os.read(fd, _HEADER_BLOCK)
-        if head.startswith(_EVTX_MAGIC):
-            return head
-        parts = [head]
-        have = len(head)
-        while head and have < SNIFF_BYTES:  # os.read may return less than asked
-            head = os.read(fd, SNIFF_BYTES - have)
-            parts.append(head)
-            have += len(head)
-        return b"".join(parts)
+        if not head.startswith(_EVTX_MAGIC):
+            parts = [head]
+            have = len(head)
+            while head and have < SNIFF_BYTES:  # os.read may return less than asked
+                head = os.read(fd, SNIFF_BYTES - have)
+                parts.append(head)
+                have += len(head)
+            return b"".join(parts), None
+        from . import evtx
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > evtx.WHOLE_FILE_MAX:
+            return head, None
+        return head, evtx._pread(fd, st.st_size, 0, st.st_size)
     finally:
         os.close(fd)
 
