@@ -19,10 +19,10 @@ stream.
 
 Every measurement runs in a fresh child process pinned to one CPU (``--cpu``, default the last
 one), and is the child's CPU time (user + system, all threads) over the load window only:
-imports are not timed; for the replay, loading and compiling the configuration is. A replay
-child runs as ``sysmonx replay`` does, with the garbage collector's first threshold raised
-(``sysmonx.pipeline.replay.replay_collector``, since 2026-12-08); the baseline's child keeps
-Python's default.
+imports are not timed; for the replay, loading and compiling the configuration is. Every
+child, the baseline's too, runs as ``sysmonx replay`` does, with the garbage collector's first
+threshold raised (``sysmonx.pipeline.replay.replay_collector``, since 2026-12-08), so neither
+side gains from the setting alone.
 
 * **cold** (the headline): the child's first pass, after the inputs' pages were dropped from the
   page cache (``posix_fadvise(DONTNEED)``) and with the filter's memo tables empty.
@@ -256,6 +256,10 @@ def child(spec: dict) -> dict:
     from sysmonx.core.native import implementation
     _evict(files)
     out: dict = {"implementation": implementation()}
+    # both sides as `sysmonx replay`, which runs its whole command (config load included) with
+    # the collector's first threshold raised (pipeline.replay.replay_collector), to the end
+    from sysmonx.pipeline.replay import replay_collector
+    replay_collector().__enter__()
     if spec["what"] == "baseline":
         t = clock()
         out["records"] = baseline(files)
@@ -265,10 +269,6 @@ def child(spec: dict) -> dict:
         _decoded(files * spec["repeat"])
         out["decoded"] = clock() - t
     else:
-        # as `sysmonx replay`, which runs its whole command (config load included) with the
-        # collector's first threshold raised (pipeline.replay.replay_collector), to the end
-        from sysmonx.pipeline.replay import replay_collector
-        replay_collector().__enter__()
         path, fmt = spec["config"], spec["format"]
         detection = None
         if spec.get("rules"):
