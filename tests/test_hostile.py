@@ -428,3 +428,39 @@ def test_progress_bar_terminal_keeps_hostile_names_inert(tmp_path, monkeypatch):
     text = buf.getvalue()
     assert "\x1b]" not in text and "\x07" not in text and "\x9b" not in text
     assert "\u202e" not in text and "\\u001b]0;pwned\\u0007" in text
+
+
+# ---- a time that only looks like one ----------------------------------------------------------
+
+#: 30 characters, 'T' at 10, '.' at 19, 'Z' last (the outline of a canonical time) with markup,
+#: quotes and spaces where the digits go: written as a time, it would close the SystemTime
+#: attribute and add an element (or shift the syslog header's fields)
+FORGED_TIMES = ["2021-11-18T'/><F/>x.123456789Z", '2021-11-18T"/><F/>x.123456789Z',
+                "2021-11-18T0 host x.123456789Z", "2021-11-18T07:40:29.12345678\u00e9Z"]
+
+
+@pytest.mark.parametrize("time", FORGED_TIMES)
+@pytest.mark.parametrize("name,filename", [("xml", "out.xml"), ("linux-xml", "out.log")])
+def test_xml_time_lookalike_cannot_add_an_element(tmp_path, time, name, filename):
+    import xml.etree.ElementTree as ET
+    e = hostile_event(1)
+    e.time_created = time
+    out = write(tmp_path, name, [e], filename)
+    root = ET.fromstring(out.read_bytes())
+    system = root.find("{*}System")
+    assert system is not None
+    assert [c.tag.split("}")[-1] for c in system].count("F") == 0
+    tc = system.find("{*}TimeCreated")
+    assert tc is not None and tc.get("SystemTime") == time  # not a time: escaped as it is
+    events, errors = read(out)  # and refused when read back, as any other non-time
+    assert not events and len(errors) == 1 and "not an ISO 8601 time" in errors[0].message
+
+
+@pytest.mark.parametrize("time", FORGED_TIMES)
+def test_syslog_time_lookalike_is_no_timestamp(time):
+    from sysmonx.sinks.netsyslog import rfc5424
+    e = hostile_event(1)
+    e.time_created = time
+    head = rfc5424(e, b"x").split(b" ")
+    assert head[1] == b"-"  # NILVALUE: no timestamp
+    assert head[2] == b"-"  # the host name field (e.computer is not a valid one) where it was

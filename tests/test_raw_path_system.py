@@ -161,22 +161,24 @@ class _Log:
         self.items.append(("error", str(e), e.severity, e.offset))
 
 
-def run(files: list[str], mode: str, seed: Any = None, **options: Any) -> tuple:
-    """Replay ``files`` (with the System parts rewritten when ``seed`` is given) one way:
-    ``raw`` (the raw path), ``event`` (raw path off: every record an Event), ``python`` (the
-    Python record loop and converter). Returns the lines and errors in order, the counters and the number of
-    records the raw path wrote."""
+def run(files: list[str], mode: str, seed: Any = None, fmt: str = "jsonl",
+        **options: Any) -> tuple:
+    """Replay ``files`` (with the System parts rewritten when ``seed`` is given: a seed of
+    :class:`_Mutator`, or a ``mutate(text, rid)`` of its own) one way: ``raw`` (the raw path),
+    ``event`` (raw path off: every record an Event), ``python`` (the Python record loop and
+    converter), written as ``fmt``. Returns the lines and errors in order, the counters and
+    the number of records the raw path wrote."""
     mp = pytest.MonkeyPatch()
     try:
         if seed is not None:
-            _patched_parser(mp, _Mutator(seed))
+            _patched_parser(mp, seed if callable(seed) else _Mutator(seed))
         if mode != "raw":
             mp.setattr(SysmonGate, "raw_step", lambda self: None)
         if mode == "python":  # the Python record loop and converter
             mp.setattr(evtx_source, "_batch", None)
             mp.setattr(evtx_source, "_convert", evtx_source._convert_py)
         log = _Log()
-        r = Replayer(ReplayOptions(**options), make_writer("jsonl", log), on_error=log.on_error)
+        r = Replayer(ReplayOptions(**options), make_writer(fmt, log), on_error=log.on_error)
         for f in files:
             r.run_file(f)
         r.finish()
@@ -305,3 +307,173 @@ def test_replay_passes_driver_counts_every_pass(corpus):
                         str(corpus / PANACHE)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stderr.split() == ["1", "1130", "1130"]
+
+
+# Hand-picked System values (JSON text as it would stand in the record), one case per record in
+# turn: integers the digits path must not take ("0012", "+5", signs, fractions, exponents,
+# whitespace around them, beyond 64 bits, 18 and 19 digits), TimeCreated texts of every odd
+# shape (short, long, markup and quote characters escaped and not, controls, DEL, Latin-1 and
+# wider characters, not a string), Provider and Security texts that repeat, change only in an
+# escape or keep their Name with another Guid, the Event's attributes in other shapes; records
+# made Latin-1 or wider than Latin-1 by their Computer (the reader's other modes); texts cut
+# right after an integer or inside SystemTime (invalid JSON).
+ADV_INTS = ["0012", "+5", " 5", "5 ", "\\t7", "1e3", "1E+2", "5.0", "-1", "-0", "00", "0",
+            "18446744073709551616", "18446744073709551615", "123456789012345678",
+            "1234567890123456789", '"5"', "[5]", "{}", "true", "null", "7"]
+ADV_TIMES = ['"2021-11-18T07:40:29.566033"', '"2021-11-18T07:40:29.5660330Z"',
+             '"2021-11-18T07:40:29.<&\\"\\\\>\'Z"', '"2021-11-18T07:40:29.<&>\'x/Z"',
+             '"2021-11-18T07:40:29.\\u0001\\u007f\\u0085\\u009f\\u2028Z"',
+             '"2021-11-18T07:40:29.56603\x7fZ"', '"2021-11-18T07:40:29.56603\u00e9Z"',
+             '"2021-11-18T07:40:29.56603\u20acZ"', '"2021-11-18T07:40:29.56603\\u00e9Z"',
+             '"<2021-11-18T07:40:29.566033Z"', '"2021-11-18T07:40:29.5660\\"3Z"',
+             "null", "5", '""', '"Z"', '"2021-11-18T07:40:29.Z"', ' "2021-11-18T07:40:29.566033Z"',
+             '"2021-11-18T07:40:29.566033Z","SystemTime":"2021-11-18T07:40:29.566033Z"']
+ADV_PROVIDERS = [
+    '{"#attributes":{"Name":"Microsoft-Windows-Sysmon","Guid":"5770385F-C22A-43E0-BF4C-06F5698FFBD9"}}',
+    '{"#attributes":{"Name":"Microsoft-Windows-Sysmo\\u006e","Guid":"5770385F-C22A-43E0-BF4C-06F5698FFBD9"}}',
+    '{"#attributes":{"Name":"Microsoft-Windows-Sysmon","Guid":"5770385F-C22A-43E0-BF4C-06F5698FFBDA"}}',
+    '{"#attributes":{"Name":"Microsoft-Windows-Sysmon","Guid":"5770385f-c22a-43e0-bf4c-06f5698ffbd9"}}',
+    '{"#attributes": {"Name":"Microsoft-Windows-Sysmon","Guid":"5770385F-C22A-43E0-BF4C-06F5698FFBD9"}}',
+    '{"#attributes":{"Name":"Microsoft-Windows-Sysmon","Name":"X","Guid":"5770385F-C22A-43E0-BF4C-06F5698FFBD9"}}',
+    '{"#attributes":{"Name":"Microsoft-Windows-Sysmon\\"","Guid":"5770385F-C22A-43E0-BF4C-06F5698FFBD9"}}',
+    '{"#attributes":{"Name":"Microsoft-Windows-Sysmon","Guid":"5770385F-C22A-43E0-BF4C-06F5698FFBD9<&>"}}',
+    '{"#attributes":{"Name":"Microsoft-Windows-Sysmon\u00e9","Guid":"5770385F-C22A-43E0-BF4C-06F5698FFBD9"}}',
+]
+ADV_SECURITY = ['{"#attributes":{"UserID":"S-1-5-18"}}', '{"#attributes":{"UserID":"S-1-5-1\\u0038"}}',
+                '{"#attributes":{"UserID":"S-1-5-18<&\\"x"}}', '{"#attributes":{"UserID":"S-1-5-18"},"x":1}',
+                '{"#attributes":{"UserID":"S-1-5-18","UserID":"S-1-5-19"}}', "null", "{}"]
+ADV_EVENT_ATTRS = ['{"xmlns":"http://schemas.microsoft.com/win/2004/08/events/event"}',
+                   '{"xmlns":"http://schemas.microsoft.com/win/2004/08/events/event","x":1}',
+                   '{"xmlns":"x"}', "null", '{"xmlns":"http://schemas.microsoft.com/win/2004/08/'
+                   'events/event"},"#attributes":{"xmlns":"y"}']
+ADV_COMPUTERS = [None, None, '"PC-\u00e9"', '"PC-\u20ac"', '"PC-\\u20ac"']
+
+
+def _adversarial(text: str, rid: int) -> str:
+    """Record ``rid``'s text with one of the hand-picked System values (by its number), a
+    Provider and Security text kept for runs of records, and its Computer making it Latin-1 or
+    wider for some records."""
+    cases: list = ([("EventRecordID", v) for v in ADV_INTS] + [("ProcessID", v) for v in ADV_INTS]
+                   + [("ThreadID", v) for v in ADV_INTS] + [("SystemTime", v) for v in ADV_TIMES]
+                   + [("#attributes", v) for v in ADV_EVENT_ATTRS]
+                   + [("cut", k) for k in ("EventRecordID", "ProcessID", "ThreadID",
+                                           "SystemTime")])
+    key, v = cases[rid % len(cases)]
+    text = _sub(text, r'("Provider":)\{"#attributes":\{[^}]*\}\}',
+                ADV_PROVIDERS[(rid // 5) % len(ADV_PROVIDERS)])
+    text = _sub(text, r'("Security":)(\{"#attributes":\{[^}]*\}\}|null)',
+                ADV_SECURITY[(rid // 3) % len(ADV_SECURITY)])
+    computer = ADV_COMPUTERS[(rid // 7) % len(ADV_COMPUTERS)]
+    if computer is not None:
+        text = _sub(text, r'("Computer":)("[^"]*")', computer)
+    if key == "cut":  # the text ends inside or right after the value
+        m = re.search(rf'"{v}":"?[^,}}"]{{0,5}}', text)
+        assert m is not None
+        return text[:m.end()]
+    if key == "#attributes":
+        return _sub(text, r'("Event":\{"#attributes":)(\{[^}]*\})', v)
+    return _sub(text, rf'("{key}":)("[^"]*"|[^,}}]*)', v)
+
+
+@needs_ext
+@pytest.mark.parametrize("keep", [False, True], ids=["defaults", "keep-duplicates"])
+def test_adversarial_system_values_same_every_way(corpus, keep):
+    files = [str(corpus / PANACHE)]
+    raw, taken = run(files, "raw", _adversarial, keep_duplicates=keep)
+    event, none = run(files, "event", _adversarial, keep_duplicates=keep)
+    py, _ = run(files, "python", _adversarial, keep_duplicates=keep)
+    assert none == 0
+    assert raw == event
+    assert raw == py
+    lines = [it[1] for it in raw[0] if it[0] == "line"]
+    errors = [it for it in raw[0] if it[0] == "error"]
+    assert taken > 50, taken  # 82 of Panache's 565 records
+    assert len(errors) > 100  # the invalid forms ("0012", "+5", texts cut short, ...)
+    # every line is one JSON object; no System value added a key or a value of its own
+    for b in lines:
+        obj = json.loads(b)
+        assert list(obj["System"]) == ["Provider", "ProviderGuid", "Version", "Level", "Task",
+                                       "Opcode", "Keywords", "TimeCreated", "EventRecordID",
+                                       "ProcessID", "ThreadID", "Channel", "Computer",
+                                       "UserID"], obj["System"]
+    written = [json.loads(b)["System"] for b in lines]
+    # the odd values that are valid JSON reach the output as values, not as text; a
+    # TimeCreated is a time or the record is refused
+    assert all(re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}Z",
+                            s["TimeCreated"]) for s in written)
+    assert any(s["ProcessID"] == 18446744073709551615 for s in written)
+    assert any(s["ThreadID"] == "5" for s in written)
+    assert any(s["EventRecordID"] == 123456789012345678 for s in written)
+
+
+@needs_ext
+def test_adversarial_system_values_xml_same_every_way(corpus):
+    """The same records as XML (the Event path's writer: the integers made ints from their
+    digits, TimeCreated from the text's characters when they are a time)."""
+    files = [str(corpus / PANACHE)]
+    event, _ = run(files, "event", _adversarial, fmt="xml")
+    py, _ = run(files, "python", _adversarial, fmt="xml")
+    assert event == py
+    text = b"".join(it[1] for it in event[0] if it[0] == "line")
+    assert b"<TimeCreated SystemTime='2021-11-18T07:40:29.5660330Z'/>" in text
+    assert b"29.<" not in text and b"29.&lt;" not in text  # markup times are refused
+
+
+_PURE_ADV = r'''
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import test_raw_path_system as t
+res, taken = t.run(sys.argv[3:], "raw", t._adversarial, fmt=sys.argv[2])
+items = [[it[0], it[1].decode() if it[0] == "line" else it[1]] + list(it[2:]) for it in res[0]]
+print(json.dumps([items] + list(res[1:5]) + [res[5], taken]))
+'''
+
+
+@needs_ext
+@pytest.mark.parametrize("fmt", ["jsonl", "xml"])
+def test_adversarial_system_values_same_as_pure_python(corpus, fmt):
+    files = [str(corpus / PANACHE)]
+    out = {}
+    for pure in ("", "1"):
+        env = dict(os.environ, SYSMONX_PURE_PYTHON=pure,
+                   PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+                                               os.environ.get("PYTHONPATH", "")]))
+        r = subprocess.run([sys.executable, "-c", _PURE_ADV, str(Path(__file__).parent), fmt,
+                            *files], env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out[pure] = json.loads(r.stdout)
+    assert out["1"][-1] == 0
+    assert out[""][:-1] == out["1"][:-1]
+
+
+# A SystemTime in pyevtx-rs's outline (27 characters, '.' at 19, 'Z' at 26) whose other
+# characters are not digits: markup that would close the XML attribute and add an element of
+# its own, were it taken as the canonical time it looks like.
+FORGED_TIME = "2'/><Forged/><T a='.123456Z"
+
+
+def _forge_time(text: str, rid: int) -> str:
+    if rid % 4:
+        return text
+    return _sub(text, r'("SystemTime":)"[^"]*"', json.dumps(FORGED_TIME))
+
+
+@needs_ext
+def test_time_created_text_cannot_forge_output(corpus):
+    """A SystemTime that is no time is refused like any other non-time (the record reported
+    undecodable) on every path, never written as a time: it cannot add an element to the XML
+    (nor anything to the JSON line)."""
+    files = [str(corpus / PANACHE)]
+    assert len(FORGED_TIME) == 27
+    for fmt in ("xml", "linux-xml", "jsonl"):
+        event, _ = run(files, "event", _forge_time, fmt=fmt, keep_duplicates=True)
+        py, _ = run(files, "python", _forge_time, fmt=fmt, keep_duplicates=True)
+        assert event == py
+        out = b"".join(it[1] for it in event[0] if it[0] == "line")
+        assert b"Forged" not in out
+        errors = [it for it in event[0] if it[0] == "error"]
+        assert len(errors) == len(range(0, 566, 4)) - 1  # record ids 4, 8, ..., 564
+        assert all("not an ISO 8601 time" in e[1] and e[3] % 4 == 0 for e in errors)
+    raw, taken = run(files, "raw", _forge_time, keep_duplicates=True)
+    event, _ = run(files, "event", _forge_time, keep_duplicates=True)
+    assert raw == event and taken > 400

@@ -351,17 +351,19 @@ def sysmon_events(n: int, start_rid: int = 100, computer: str = "WS01.corp.examp
                   hour: int = 10, system_offset_h: int = 0):
     """``n`` Sysmon process-creation events, one a minute, record ids from ``start_rid``; System
     time ``system_offset_h`` hours off the events' UtcTime."""
+    from datetime import datetime, timedelta
     from sysmonx.event import Event
     out = []
     for i in range(n):
         utc = f"2024-03-05 {hour:02d}:{i:02d}:07.250"
-        sys_h = hour + system_offset_h
+        # the System time as a real time (an offset past midnight moves the date)
+        sys_t = datetime(2024, 3, 5, hour, i, 7) + timedelta(hours=system_offset_h)
         out.append(Event(1, {"RuleName": "-", "UtcTime": utc,
                              "ProcessGuid": "{5a1b2c3d-0000-0000-0000-0000000000%02d}" % i,
                              "ProcessId": str(1000 + i), "Image": "C:\\Windows\\System32\\cmd.exe",
                              "CommandLine": f"cmd.exe /c whoami #{i}"},
                          version=5, level=4, task=1, record_id=start_rid + i, computer=computer,
-                         time_created=f"2024-03-05T{sys_h:02d}:{i:02d}:07.251234500Z"))
+                         time_created=sys_t.strftime("%Y-%m-%dT%H:%M:%S.251234500Z")))
     return out
 
 

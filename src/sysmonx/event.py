@@ -32,8 +32,8 @@ SYSMON_KEYWORDS = "0x8000000000000000"
 SIGMA_ALERT_PROVIDER = "SysmonX"
 SIGMA_ALERT_EVENT_ID = 1000
 
-__all__ = ["Event", "normalize_time", "TimeFormatError", "SYSMON_PROVIDERS", "WINDOWS_PROVIDER",
-           "LINUX_PROVIDER", "WINDOWS_CHANNEL", "LINUX_CHANNEL", "WINDOWS_PROVIDER_GUID",
+__all__ = ["Event", "normalize_time", "is_canonical_time", "TimeFormatError", "SYSMON_PROVIDERS",
+           "WINDOWS_PROVIDER", "LINUX_PROVIDER", "WINDOWS_CHANNEL", "LINUX_CHANNEL", "WINDOWS_PROVIDER_GUID",
            "LINUX_PROVIDER_GUID", "SYSMON_KEYWORDS", "SIGMA_ALERT_PROVIDER",
            "SIGMA_ALERT_EVENT_ID", "join_channels", "split_channels"]
 
@@ -75,6 +75,17 @@ _TIME_RE = re.compile(
     r"(Z|z|UTC|[+-]\d{2}:?\d{2})?$")
 
 
+_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}Z\Z").match
+
+
+def is_canonical_time(text: str) -> bool:
+    """True when ``text`` is a canonical time, ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`` with ASCII
+    digits (what :func:`normalize_time` returns), so a writer can put it anywhere as it is;
+    False for anything else, a text of that length with other characters where the digits go
+    (markup, quotes, spaces) included."""
+    return _CANONICAL(text) is not None
+
+
 def normalize_time(text: str) -> str:
     """Return ``text`` as canonical UTC ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ``.
 
@@ -84,7 +95,7 @@ def normalize_time(text: str) -> str:
     Raises:
         TimeFormatError: anything else.
     """
-    if len(text) == 30 and text[-1] == "Z" and text[10] == "T" and text[19] == ".":
+    if len(text) == 30 and _CANONICAL(text):
         return text
     m = _TIME_RE.match(text.strip())
     if not m:

@@ -1445,6 +1445,22 @@ static int install_lazy_data(void) {
 }
 
 
+/* The 27 characters at c are a time as pyevtx-rs writes it, YYYY-MM-DDTHH:MM:SS.ffffffZ (ASCII
+ * digits where the outline has d): 1, else 0. Anything else of that length (markup, quotes,
+ * spaces where digits go) is no time: normalize_time decides (and refuses it), as the Python
+ * converter does; the first 26 characters are then safe to write as they are anywhere. */
+static int pyevtx_time(const unsigned char *c) {
+    static const char outline[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
+    for (int i = 0; i < 27; i++) {
+        if (outline[i] == 'd') {
+            if (c[i] < '0' || c[i] > '9') return 0;
+        } else if (c[i] != (unsigned char)outline[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* [29a] parse_rec's identity caches (cleared by setup_convert) */
 static PyObject *last_provider = NULL, *last_guid_raw = NULL, *last_guid = NULL;
 static int last_sysmon = 0;
@@ -1490,8 +1506,9 @@ static int parse_rec(PyObject *text, Rec *x, RawField *fields, int *sysmon, PyOb
                      x->computer))
         rc = -1;
     if (rc == 0 && !x->sec_empty && x->user_id == NULL) rc = -1;
-    /* TimeCreated as pyevtx-rs writes it (microseconds, Z); anything else: normalize_time.
-     * [29a] Its 27 ASCII characters: the str's (escaped text) or the text's own bytes. */
+    /* TimeCreated as pyevtx-rs writes it (microseconds, Z: pyevtx_time); anything else:
+     * normalize_time. [29a] Its 27 ASCII characters: the str's (escaped text) or the text's
+     * own bytes. */
     if (rc == 0) {
         if (x->tc != NULL) {
             if (!PyUnicode_IS_ASCII(x->tc)) rc = -1;
@@ -1502,7 +1519,7 @@ static int parse_rec(PyObject *text, Rec *x, RawField *fields, int *sysmon, PyOb
         } else if (any_high(x->tcs, x->tcn)) {
             rc = -1;
         }
-        if (rc == 0 && !(x->tcn == 27 && x->tcs[26] == 'Z' && x->tcs[19] == '.')) rc = -1;
+        if (rc == 0 && !(x->tcn == 27 && pyevtx_time(x->tcs))) rc = -1;
     }
     if (rc == 0) {
         /* [29a] the last provider name's answer again for the same object (the value cache

@@ -50,7 +50,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..core.errors import SinkError, UsageError
 from ..core.registry import SINKS
-from ..event import Event, normalize_time
+from ..event import Event, is_canonical_time, normalize_time
 from .network import NetTarget, SpooledSink, Transport
 from .spool import Position
 
@@ -68,12 +68,12 @@ def _hostname(computer: str) -> str:
 
 def _timestamp(e: Event) -> str:
     t = e.time_created
-    if t and not (len(t) == 30 and t.endswith("Z")):
+    if t and not is_canonical_time(t):
         try:
             t = normalize_time(t)
         except ValueError:
             return "-"
-    if len(t) == 30 and t.endswith("Z"):
+    if t and is_canonical_time(t):  # no space or other character to shift the header's fields
         return t[:26] + "Z"  # 6 fractional digits (RFC 5424 section 6.2.3)
     return "-"
 

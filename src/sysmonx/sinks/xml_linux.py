@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from ..core.registry import SINKS
 from ..event import (Event, LINUX_CHANNEL, LINUX_PROVIDER, LINUX_PROVIDER_GUID, WINDOWS_PROVIDER,
-                     normalize_time)
+                     is_canonical_time, normalize_time)
 from .base import Writer
 from ._xml import XmlForm, escape_attr_quot as _attr, render_event
 
@@ -33,12 +33,14 @@ __all__ = ["LinuxXmlWriter", "render_linux_xml"]
 
 
 def _time9(t: str) -> str:
-    """The canonical time (9 fractional digits), escaped as it is if it is not a time."""
-    if len(t) != 30 or t[29] != "Z":
+    """The canonical time (9 fractional digits), escaped as it is if it is not a time (a
+    time's outline with markup where the digits go included)."""
+    if not is_canonical_time(t):
         try:
-            return normalize_time(t)
+            n = normalize_time(t)
         except ValueError:
             return _attr(t)
+        return n if is_canonical_time(n) else _attr(t)
     return t
 
 

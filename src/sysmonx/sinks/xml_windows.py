@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 from ..core.registry import SINKS
 from ..event import (Event, LINUX_PROVIDER, WINDOWS_CHANNEL, WINDOWS_PROVIDER,
-                     WINDOWS_PROVIDER_GUID, normalize_time)
+                     WINDOWS_PROVIDER_GUID, is_canonical_time, normalize_time)
 from .base import Writer
 from ._xml import XmlForm, escape_attr_apos as _attr, render_event
 
@@ -40,12 +40,15 @@ EVENT_NS = "http://schemas.microsoft.com/win/2004/08/events/event"
 
 def _time7(t: str) -> str:
     """``2019-04-18T16:55:37.125139000Z`` -> ``2019-04-18T16:55:37.1251390Z`` (escaped as
-    it is if it is not a time)."""
-    if len(t) != 30 or t[29] != "Z":
+    it is if it is not a time, a time's outline with markup where the digits go included)."""
+    if not is_canonical_time(t):
         try:
-            t = normalize_time(t)
+            n = normalize_time(t)
         except ValueError:
             return _attr(t)
+        if not is_canonical_time(n):
+            return _attr(t)
+        t = n
     return t[:27] + "Z"
 
 

@@ -84,6 +84,9 @@ _GUID_FIELDS: dict[int, frozenset] = {}
 for _d in EVENTS:
     _GUID_FIELDS[_d.event_id] = frozenset(f.name for f in _d.fields if f.in_type == GUID)
 
+#: A time as pyevtx-rs writes it (ASCII digits; the C converter checks the same outline): only
+#: such a text is made the Event's time by appending digits, any other goes to normalize_time.
+_pyevtx_time = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z\Z").match
 _GUID_SHAPE = re.compile(r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\Z")
 _CHUNK_NO = re.compile(r"chunk number (\d+)")
 _CHUNK_IDS = re.compile(r"record IDs (\d+)\.\.(\d+)")
@@ -418,9 +421,9 @@ def _convert_root(root, origin: tuple, notes: Optional[FileNotes] = None) -> Eve
         event.origin = origin
     except (KeyError, TypeError):
         return _convert_tolerant(root, origin, notes)
-    if len(tc) == 27 and tc[26] == "Z" and tc[19] == ".":  # pyevtx-rs: microseconds
+    if len(tc) == 27 and _pyevtx_time(tc):  # pyevtx-rs: microseconds
         event.time_created = tc[:26] + "000Z"
-    else:
+    else:  # anything else (markup or quotes where digits go: no time) is refused there
         event.time_created = normalize_time(tc)
     if guids is None:
         _fix_values(data)
