@@ -205,8 +205,19 @@ def interrupted() -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Declare the ``live`` marker (module touches machine-wide kernel or service state)."""
+    """Declare the ``live`` marker (module touches machine-wide kernel or service state).
+    Refuse to run when ``$SYSMONX_CORPUS`` is set but names no folder: a mistyped path would
+    otherwise skip every corpus test as if no corpus had been asked for (new-user report s15).
+
+    Raises:
+        pytest.UsageError: ``$SYSMONX_CORPUS`` names no folder (pytest exits with status 4).
+    """
     config.addinivalue_line("markers", "live: touches machine-wide state; serialised across test runs")
+    env = os.environ.get("SYSMONX_CORPUS")
+    if env and not Path(env).is_dir():
+        raise pytest.UsageError(
+            f"SYSMONX_CORPUS is set to {env!r}, which is not a folder: point it at the reference "
+            "corpus folder (the one holding MANIFEST.md), or unset it to skip the corpus tests")
 
 
 @pytest.fixture(scope="module", autouse=True)
