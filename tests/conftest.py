@@ -231,12 +231,13 @@ def _live_lock(request: pytest.FixtureRequest):
     with open(LIVE_LOCK, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # another test run holds it: say so, then wait (not silent)
+        except BlockingIOError:  # another process holds it: say so, then wait (not silent)
             capture = request.config.pluginmanager.getplugin("capturemanager")
             with capture.global_and_fixture_disabled():
-                print(f"\n{request.node.nodeid}: waiting for {LIVE_LOCK}: another test run on "
-                      "this host holds it while its live tests run (SYSMONX_LIVE_LOCK names "
-                      "another file)", file=sys.stderr, flush=True)
+                print(f"\n{request.node.nodeid}: waiting for {LIVE_LOCK}: another process on "
+                      "this host holds it (a test run's live tests, or a live command run under "
+                      "flock on it; SYSMONX_LIVE_LOCK names another file)", file=sys.stderr,
+                      flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

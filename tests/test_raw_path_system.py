@@ -480,3 +480,12 @@ def test_time_created_text_cannot_forge_output(corpus):
     raw, taken = run(files, "raw", _forge_time, keep_duplicates=True)
     event, _ = run(files, "event", _forge_time, keep_duplicates=True)
     assert raw == event and taken > 400
+
+
+def test_undecodable_reason_names_what_the_record_lacks():
+    """New-user report s15: a damaged template's record was reported as ``KeyError('Event')``
+    alone; the reason now says in words which name the record lacks (the repr stays)."""
+    from sysmonx.sources.evtx import _undecodable
+    assert _undecodable(KeyError("Event")) == (
+        "undecodable event record: no 'Event' element or value in the record (KeyError('Event'))")
+    assert _undecodable(ValueError("bad")) == "undecodable event record: ValueError('bad')"

@@ -190,6 +190,17 @@ compiled_records = [0]
 _CONVERT_ERRORS = (_BadRecord, ValueError, TypeError, KeyError, AttributeError)
 
 
+def _undecodable(exc: BaseException) -> str:
+    """The reason of a ``record`` ReadError for a record the converters refused with ``exc``:
+    ``undecodable event record: `` and the exception's repr, which a KeyError (a name the
+    record lacks: a damaged template renders the root under another name) prefixes with the
+    name in words, e.g. ``no 'Event' element or value in the record (KeyError('Event'))``."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return (f"undecodable event record: no {exc.args[0]!r} element or value in the record "
+                f"({exc!r})")
+    return f"undecodable event record: {exc!r}"
+
+
 def _record_batches(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
                     on_error: Callable[[ReadError], None], raw: Any = None) -> Iterator[list]:
     """:func:`_records` with its per-record part in C (``_speedups.evtx_batch``): lists of
@@ -240,7 +251,7 @@ def _record_batches(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
             try:
                 event = _convert(rec["data"], (path, rid), notes)
             except _CONVERT_ERRORS as exc:
-                on_error(ReadError(path, rid, "record", f"undecodable event record: {exc!r}"))
+                on_error(ReadError(path, rid, "record", _undecodable(exc)))
                 continue
             yield [event]
         elif status == 5:  # the compiled converter did not take it: the Python one decides
@@ -248,14 +259,14 @@ def _record_batches(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
             try:
                 event = _convert_py(text, (path, rid), notes)
             except _CONVERT_ERRORS as exc:
-                on_error(ReadError(path, rid, "record", f"undecodable event record: {exc!r}"))
+                on_error(ReadError(path, rid, "record", _undecodable(exc)))
                 continue
             yield [event]
         elif status == 4:
             rid, error = payload
             if not isinstance(error, _CONVERT_ERRORS):
                 raise error
-            on_error(ReadError(path, rid, "record", f"undecodable event record: {error!r}"))
+            on_error(ReadError(path, rid, "record", _undecodable(error)))
         else:  # status 3: the iterator raised
             error = payload
             if not isinstance(error, (RuntimeError, OSError)):
@@ -305,7 +316,7 @@ def _records(path: str, parser: PyEvtxParser, tracker: "_ChunkTracker",
                 try:
                     event = convert(rec["data"], (path, rid), notes)
                 except (_BadRecord, ValueError, TypeError, KeyError, AttributeError) as exc:
-                    on_error(ReadError(path, rid, "record", f"undecodable event record: {exc!r}"))
+                    on_error(ReadError(path, rid, "record", _undecodable(exc)))
                     continue
                 yield event
             tracker.seen, tracker.last_rid = seen, last_rid
@@ -1042,8 +1053,7 @@ class _ChunkTracker:
             try:
                 out.append(_convert(text, (self.path, rid), self.notes))
             except (_BadRecord, ValueError, TypeError, KeyError, AttributeError) as exc:
-                self.on_error(ReadError(self.path, rid, "record", f"undecodable event record: "
-                                        f"{exc!r}"))
+                self.on_error(ReadError(self.path, rid, "record", _undecodable(exc)))
         return out
 
     def finish(self) -> list:
