@@ -14,7 +14,7 @@ so start-up, imports and the config's load and compile drop out::
     valgrind --tool=callgrind --callgrind-out-file=b.out python bench/replay_passes.py 4 none
 
 (the corpus: (b - a) / (3 x 1,766 records)). Prints the files, records and raw-path records to
-stderr.
+stderr; exit status 1 when no record was read (no input file, or none readable).
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ def main(argv: list[str]) -> int:
     r.finish()
     writer.close()
     print(len(files), r.stats.records, r.stats.raw_records, file=sys.stderr)
+    if passes > 0 and not r.stats.records:  # nothing was measured: no file, or no record read
+        print(f"replay_passes: no record read from {len(files)} files", file=sys.stderr)
+        return 1
     return 0
 
 
