@@ -44,11 +44,16 @@ def test_corpus_skips_fail_the_run_when_the_corpus_is_required(tmp_path):
         "def test_other_skip():\n    pytest.skip('rsyslogd not installed')\n")
     base = {k: v for k, v in os.environ.items() if k != "SYSMONX_CORPUS"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)]
+    # corpus not asked for (SYSMONX_CORPUS not set, no corpus beside the copy): skips are fine
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=base)
+    assert r.returncode == 0, r.stdout
+    # set to a folder that does not exist (a typo): the run stops at once, naming the value
+    # (new-user report s15: it skipped every corpus test and said the variable was not set)
     missing = tmp_path / "nowhere"
-    # corpus absent (not set, or set to a folder that does not exist): skips are fine
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
                        env={**base, "SYSMONX_CORPUS": str(missing)})
-    assert r.returncode == 0, r.stdout
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert f"SYSMONX_CORPUS is set to {str(missing)!r}, which is not a folder" in r.stderr
     empty = tmp_path / "corpus"
     empty.mkdir()
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
